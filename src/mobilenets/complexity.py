@@ -1,0 +1,168 @@
+"""Analytic cost model: per-layer mult-adds and parameters, computed from the same plan the model is built from.
+
+Counting convention, as in the paper (Section 3, Tables 1-10): MACs are multiply-accumulates (the paper's
+"Mult-Adds"; FLOPs = 2 x MACs). BatchNorm, biases, pooling, activations and softmax are not counted.
+Parameters are conv and FC weights; ``params_all`` adds BatchNorm affine parameters and the FC bias, i.e. what
+``sum(p.numel() for p in model.parameters())`` gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .mobilenet_v1 import LayerDef, build_plan
+from .spec import MIN_RESOLUTION, ModelSpec, bad_value
+
+COUNTING_NOTE = (
+    "MACs = multiply-accumulates (the paper's Mult-Adds; FLOPs = 2 x MACs); BatchNorm, biases and pooling not "
+    "counted; params = conv + FC weights (paper convention)"
+)
+
+# Paper Table 2 layer types.
+TYPE_CONV1X1, TYPE_DW3X3, TYPE_CONV3X3, TYPE_FC = "Conv 1x1", "Conv DW 3x3", "Conv 3x3", "Fully Connected"
+LAYER_TYPES = (TYPE_CONV1X1, TYPE_DW3X3, TYPE_CONV3X3, TYPE_FC)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One row of the per-layer table, in the paper's Table 1 columns plus cost."""
+
+    index: int
+    name: str
+    type_stride: str  # e.g. "Conv dw / s2"
+    filter_shape: str  # e.g. "3 x 3 x 64 dw"
+    input_size: str  # e.g. "112 x 112 x 64"
+    output_size: str
+    layer_type: str  # Table 2 category, "" for pooling/softmax rows
+    macs: int
+    params: int
+    params_all: int
+
+
+@dataclass(frozen=True)
+class Complexity:
+    spec: ModelSpec
+    input_hw: tuple[int, int]
+    layers: tuple[LayerCost, ...]
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def params_all(self) -> int:
+        return sum(layer.params_all for layer in self.layers)
+
+    def shares(self) -> dict[str, dict[str, float]]:
+        """Percent of mult-adds and of parameters per Table 2 layer type."""
+        out = {}
+        for kind in LAYER_TYPES:
+            rows = [layer for layer in self.layers if layer.layer_type == kind]
+            if rows:
+                out[kind] = {
+                    "macs_pct": 100 * sum(r.macs for r in rows) / self.macs,
+                    "params_pct": 100 * sum(r.params for r in rows) / self.params,
+                }
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec.to_dict(),
+            "input_hw": list(self.input_hw),
+            "macs": self.macs,
+            "params": self.params,
+            "params_all": self.params_all,
+            "shares": self.shares(),
+            "convention": COUNTING_NOTE,
+            "layers": [asdict(layer) for layer in self.layers],
+        }
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Output size of a 'same'-padded conv (either padding mode): ceil(size / stride)."""
+    return -(-size // stride)
+
+
+def layer_macs(layer: LayerDef, out_h: int, out_w: int) -> int:
+    """k*k*(in/groups)*out per output pixel (paper eq. 1 and 4: D_K^2 M N D_F^2 and D_K^2 M D_F^2)."""
+    return layer.kernel * layer.kernel * (layer.in_ch // layer.groups) * layer.out_ch * out_h * out_w
+
+
+def layer_weights(layer: LayerDef) -> int:
+    return layer.kernel * layer.kernel * (layer.in_ch // layer.groups) * layer.out_ch
+
+
+def _describe(layer: LayerDef) -> tuple[str, str, str]:
+    """(type/stride, filter shape, Table 2 type) in the paper's Table 1 notation."""
+    k, s = layer.kernel, layer.stride
+    rate = f", rate {layer.dilation}" if layer.dilation > 1 else ""
+    if layer.kind == "dw":
+        mult = f" x {layer.out_ch // layer.in_ch}" if layer.out_ch != layer.in_ch else ""
+        return f"Conv dw / s{s}{rate}", f"{k} x {k} x {layer.in_ch}{mult} dw", TYPE_DW3X3
+    if layer.kind == "fc":
+        return "FC / s1", f"{layer.in_ch} x {layer.out_ch}", TYPE_FC
+    kind = TYPE_CONV1X1 if k == 1 else TYPE_CONV3X3
+    return f"Conv / s{s}{rate}", f"{k} x {k} x {layer.in_ch} x {layer.out_ch}", kind
+
+
+def _input_hw(spec: ModelSpec, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
+    if resolution is None:
+        return spec.resolution, spec.resolution
+    hw = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    if len(hw) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_RESOLUTION for v in hw):
+        raise bad_value("resolution", resolution, f"an integer >= {MIN_RESOLUTION} or a pair of them")
+    return hw  # type: ignore[return-value]
+
+
+def count_complexity(spec: ModelSpec | object, resolution: int | tuple[int, int] | None = None) -> Complexity:
+    """Per-layer cost of a model (a `ModelSpec` or a `MobileNetV1`) at ``resolution`` (default: the spec's)."""
+    spec = getattr(spec, "spec", spec)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"count_complexity needs a ModelSpec or MobileNetV1, got {type(spec).__name__}")
+    plan = build_plan(spec)
+    h, w = _input_hw(spec, resolution)
+    rows: list[LayerCost] = []
+    for layer in plan.layers():
+        if layer.kind == "fc":
+            rows.append(_pool_row(len(rows), h, w, layer.in_ch))
+            oh = ow = 1
+            h = w = 1
+        else:
+            oh, ow = conv_out(h, layer.stride), conv_out(w, layer.stride)
+        type_stride, shape, kind = _describe(layer)
+        macs = layer.in_ch * layer.out_ch if layer.kind == "fc" else layer_macs(layer, oh, ow)
+        weights = layer_weights(layer)
+        extra = layer.out_ch if layer.kind == "fc" else 2 * layer.out_ch  # FC bias, or BN gamma and beta
+        rows.append(
+            LayerCost(
+                len(rows),
+                layer.name,
+                type_stride,
+                shape,
+                f"{h} x {w} x {layer.in_ch}",
+                f"{oh} x {ow} x {layer.out_ch}",
+                kind,
+                macs,
+                weights,
+                weights + extra,
+            )
+        )
+        h, w = oh, ow
+    if plan.classifier is None:
+        rows.append(_pool_row(len(rows), h, w, plan.num_features))
+    else:
+        n = plan.classifier.out_ch
+        rows.append(
+            LayerCost(len(rows), "softmax", "Softmax / s1", "Classifier", f"1 x 1 x {n}", f"1 x 1 x {n}", "", 0, 0, 0)
+        )
+    return Complexity(spec, _input_hw(spec, resolution), tuple(rows))
+
+
+def _pool_row(index: int, h: int, w: int, ch: int) -> LayerCost:
+    return LayerCost(
+        index, "global_pool", "Avg Pool / s1", f"Pool {h} x {w}", f"{h} x {w} x {ch}", f"1 x 1 x {ch}", "", 0, 0, 0
+    )

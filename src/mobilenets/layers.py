@@ -1,0 +1,104 @@
+"""Building blocks: Conv-BN-activation, the depthwise separable layer (paper Section 3.1, Figure 3), BN folding.
+
+TensorFlow "SAME" padding for strided layers follows TF's definition (pad total = max((ceil(n/s)-1)*s + k - n, 0),
+the smaller half on top/left), as timm's ``Conv2dSame`` does; it is needed to run imported TF-slim/Keras/TFLite
+weights exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_act(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
+    raise ValueError(f"act={name!r} is not allowed: act must be one of 'relu', 'relu6'")
+
+
+def same_pad_amount(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding computed from the input size (asymmetric for even sizes, stride 2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph = same_pad_amount(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        pw = same_pad_amount(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        x = F.pad(x, [pw[0], pw[1], ph[0], ph[1]])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class ConvBNAct(nn.Sequential):
+    """conv (no bias) -> BatchNorm -> activation: every layer of the paper's Table 1 but the classifier."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        act: str = "relu",
+        tf_padding: bool = False,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        if tf_padding and stride > 1:
+            conv: nn.Conv2d = Conv2dSame(in_ch, out_ch, kernel, stride, 0, dilation, groups, bias=False)
+        else:
+            pad = (kernel - 1) // 2 * dilation
+            conv = nn.Conv2d(in_ch, out_ch, kernel, stride, pad, dilation, groups, bias=False)
+        super().__init__()
+        self.conv = conv
+        self.bn: nn.Module = nn.BatchNorm2d(out_ch, eps=bn_eps)
+        self.act = make_act(act)
+
+
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise conv + BN + act, then 1x1 pointwise conv + BN + act (paper Figure 3, right)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        *,
+        stride: int,
+        dilation: int = 1,
+        depth_multiplier: int = 1,
+        act: str = "relu",
+        tf_padding: bool = False,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        mid = in_ch * depth_multiplier
+        common = dict(act=act, tf_padding=tf_padding, bn_eps=bn_eps)
+        self.dw = ConvBNAct(in_ch, mid, 3, stride=stride, dilation=dilation, groups=in_ch, **common)
+        self.pw = ConvBNAct(mid, out_ch, 1, **common)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+
+def fold_bn(module: nn.Module) -> nn.Module:
+    """Return a copy of ``module`` (in eval mode) with every ConvBNAct's BatchNorm folded into its conv.
+
+    Folding: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps).
+    """
+    folded = copy.deepcopy(module).eval()
+    for sub in folded.modules():
+        if isinstance(sub, ConvBNAct) and isinstance(sub.bn, nn.BatchNorm2d):
+            sub.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(sub.conv, sub.bn)
+            sub.bn = nn.Identity()
+    return folded

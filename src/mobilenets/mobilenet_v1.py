@@ -1,0 +1,249 @@
+"""MobileNetV1 (Howard et al. 2017, arXiv 1704.04861): the paper's Table 1 as data, and the model built from it.
+
+The same layer plan (`build_plan`) drives the PyTorch module here and the analytic cost model in `complexity.py`,
+so the two cannot disagree about the architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import ConvBNAct, DepthwiseSeparable, fold_bn
+from .spec import ModelSpec, SpecError
+
+# Paper Table 1, "MobileNet Body Architecture", at alpha = 1.
+# Stem: "Conv / s2, 3 x 3 x 3 x 32".
+STEM_KERNEL, STEM_STRIDE, STEM_CHANNELS = 3, 2, 32
+
+# Body: one row per depthwise separable layer = "Conv dw / s{stride}, 3x3" followed by "Conv / s1, 1x1 -> channels".
+# Columns: (depthwise stride, pointwise output channels).
+MOBILENET_V1_BODY: tuple[tuple[int, int], ...] = (
+    (1, 64),  # 112x112x32  -> 112x112x64
+    (2, 128),  # 112x112x64  -> 56x56x128
+    (1, 128),  # 56x56x128   -> 56x56x128
+    (2, 256),  # 56x56x128   -> 28x28x256
+    (1, 256),  # 28x28x256   -> 28x28x256
+    (2, 512),  # 28x28x256   -> 14x14x512
+    (1, 512),  # "5x" 14x14x512 blocks, 1 of 5
+    (1, 512),  # 2 of 5
+    (1, 512),  # 3 of 5
+    (1, 512),  # 4 of 5
+    (1, 512),  # 5 of 5
+    (2, 1024),  # 14x14x512   -> 7x7x1024
+    (1, 1024),  # 7x7x1024    -> 7x7x1024. Table 1 prints "Conv dw / s2" here; every implementation (TF-slim,
+    #             Keras, timm) uses s1, and Table 1's own next row (7x7 input to the 7x7 avg pool) requires s1.
+)
+
+# Paper Table 5 "Shallow MobileNet": Table 1 without the five 14x14x512 separable blocks (rows 6..10 above).
+SHALLOW_REMOVED_ROWS = range(6, 11)
+
+
+def round_channels(channels: int, alpha: float, *, min_channels: int = 8, divisor: int = 1) -> int:
+    """Apply the width multiplier alpha (paper Section 3.3) to a layer's channel count. The one place it happens.
+
+    divisor == 1 (default): TF-slim's rule ``max(int(channels * alpha), min_depth)`` (mobilenet_v1.py ``depth()``),
+    also Keras applications' ``int(filters * alpha)``; it reproduces the paper's and the released checkpoints'
+    channel counts for every alpha (e.g. alpha 0.75: 24, 48, 96, 192, 384, 768).
+    divisor > 1: round to the nearest multiple of ``divisor``, never dropping below 90% of ``channels * alpha``
+    (torchvision ``_make_divisible`` / timm ``make_divisible``), kept for importing timm models.
+    """
+    if divisor == 1:
+        return max(int(channels * alpha), min_channels)
+    scaled = channels * alpha
+    rounded = max(min_channels, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """One conv/fc layer of the plan. ``kind``: 'conv' (full conv), 'dw' (depthwise), 'pw' (1x1), 'fc'."""
+
+    name: str
+    kind: str
+    in_ch: int
+    out_ch: int
+    kernel: int = 1
+    stride: int = 1
+    dilation: int = 1
+    groups: int = 1
+    table1_row: int | None = None  # index into MOBILENET_V1_BODY (None for stem and classifier)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The layer plan of a spec: stem, blocks (each a tuple of layers), classifier (None when num_classes == 0)."""
+
+    stem: LayerDef
+    blocks: tuple[tuple[LayerDef, ...], ...]
+    classifier: LayerDef | None
+    num_features: int
+
+    def layers(self) -> list[LayerDef]:
+        out = [self.stem] + [layer for block in self.blocks for layer in block]
+        return out + ([self.classifier] if self.classifier else [])
+
+
+def body_rows(variant: str) -> list[tuple[int, int, int]]:
+    """(Table 1 row index, depthwise stride, pointwise channels) for the variant's body."""
+    rows = [(i, s, c) for i, (s, c) in enumerate(MOBILENET_V1_BODY)]
+    if variant == "shallow":
+        rows = [r for r in rows if r[0] not in SHALLOW_REMOVED_ROWS]
+    return rows
+
+
+def build_plan(spec: ModelSpec) -> Plan:
+    """Expand a spec into layers: width multiplier, depth multiplier, variant and output stride applied here.
+
+    Output stride follows TF-slim ``mobilenet_v1_base``: once the running stride reaches ``output_stride``, later
+    strided layers get stride 1 and the following layers a dilation (atrous rate) multiplied by the skipped stride.
+    """
+
+    def ch(c: int) -> int:
+        return round_channels(c, spec.alpha, min_channels=spec.min_channels, divisor=spec.channel_divisor)
+
+    stem = LayerDef("stem", "conv", spec.in_chans, ch(STEM_CHANNELS), STEM_KERNEL, STEM_STRIDE)
+    current_stride, rate = STEM_STRIDE, 1
+    in_ch, blocks = stem.out_ch, []
+    for i, (row, stride, out) in enumerate(body_rows(spec.variant)):
+        if current_stride == spec.output_stride:
+            layer_stride, layer_rate, rate = 1, rate, rate * stride
+        else:
+            layer_stride, layer_rate, current_stride = stride, 1, current_stride * stride
+        out_ch = ch(out)
+        if spec.variant == "conv":
+            block = (LayerDef(f"blocks.{i}", "conv", in_ch, out_ch, 3, layer_stride, layer_rate, 1, row),)
+        else:
+            mid = in_ch * spec.depth_multiplier
+            dw = LayerDef(f"blocks.{i}.dw", "dw", in_ch, mid, 3, layer_stride, layer_rate, in_ch, row)
+            block = (dw, LayerDef(f"blocks.{i}.pw", "pw", mid, out_ch, 1, 1, 1, 1, row))
+        blocks.append(block)
+        in_ch = out_ch
+    classifier = LayerDef("classifier", "fc", in_ch, spec.num_classes) if spec.num_classes else None
+    return Plan(stem, tuple(blocks), classifier, in_ch)
+
+
+def _build_layer(layer: LayerDef, spec: ModelSpec) -> ConvBNAct:
+    return ConvBNAct(
+        layer.in_ch,
+        layer.out_ch,
+        layer.kernel,
+        stride=layer.stride,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        act=spec.act,
+        tf_padding=spec.tf_padding,
+        bn_eps=spec.bn_eps,
+    )
+
+
+def _build_block(block: tuple[LayerDef, ...], spec: ModelSpec) -> nn.Module:
+    if len(block) == 1:  # variant "conv": a full 3x3 convolution (paper Table 4 baseline)
+        return _build_layer(block[0], spec)
+    dw, pw = block
+    return DepthwiseSeparable(
+        dw.in_ch,
+        pw.out_ch,
+        stride=dw.stride,
+        dilation=dw.dilation,
+        depth_multiplier=dw.out_ch // dw.in_ch,
+        act=spec.act,
+        tf_padding=spec.tf_padding,
+        bn_eps=spec.bn_eps,
+    )
+
+
+def feature_taps(plan: Plan) -> list[dict]:
+    """The last block at each nominal stride 2/4/8/16/32, for detection/segmentation backbones (timm feature_info)."""
+    taps: dict[int, dict] = {}
+    nominal = actual = plan.stem.stride
+    for i, block in enumerate(plan.blocks):
+        nominal *= MOBILENET_V1_BODY[block[0].table1_row][0]  # the stride Table 1 gives this block
+        actual *= block[0].stride  # after output_stride turned late strides into dilation
+        taps[nominal] = {"module": f"blocks.{i}", "index": i, "num_chs": block[-1].out_ch, "reduction": actual}
+    return [taps[s] for s in sorted(taps)]
+
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1 from a `ModelSpec` (paper Table 1; Table 4 'conv' and Table 5 'shallow' variants).
+
+    ``MobileNetV1(alpha=0.5, num_classes=10)`` or ``MobileNetV1(spec)``; every keyword is a `ModelSpec` field.
+    Any input of at least 32x32 pixels works (adaptive pooling), square or not.
+    """
+
+    __jit_unused_properties__ = ["num_classes"]  # noqa: RUF012 (TorchScript reads this name)
+
+    def __init__(self, spec: ModelSpec | None = None, /, **overrides) -> None:
+        super().__init__()
+        spec = (spec or ModelSpec()).replace(**overrides) if overrides else (spec or ModelSpec())
+        if not isinstance(spec, ModelSpec):
+            raise SpecError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        self.spec = spec
+        plan = build_plan(spec)
+        self.plan = plan
+        self.stem = _build_layer(plan.stem, spec)
+        self.blocks = nn.Sequential(*[_build_block(b, spec) for b in plan.blocks])
+        self.num_features = plan.num_features
+        self.feature_info = feature_taps(plan)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(spec.dropout)
+        self.classifier: nn.Module = (
+            nn.Linear(self.num_features, spec.num_classes) if spec.num_classes else nn.Identity()
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and the 13 separable blocks: the unpooled final feature map (N, num_features, H/32, W/32)."""
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool (Table 1 'Avg Pool'), dropout, then the FC classifier unless ``pre_logits``."""
+        x = self.head_drop(self.global_pool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.unused
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at nominal strides 2, 4, 8, 16, 32 (channels and actual reduction in ``feature_info``)."""
+        wanted = {tap["index"] for tap in self.feature_info}
+        out = []
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in wanted:
+                out.append(x)
+        return out
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one (0 = no classifier, features out)."""
+        self.spec = self.spec.replace(num_classes=num_classes, labels=None)
+        self.plan = build_plan(self.spec)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
+
+    def fuse(self) -> MobileNetV1:
+        """An eval-mode copy with every BatchNorm folded into the preceding conv (same outputs, fewer ops)."""
+        return fold_bn(self)

@@ -1,0 +1,94 @@
+"""Named models: the paper's 16-model alpha x resolution grid (Tables 6-7, Figures 4-5) and its variants.
+
+``create_model("mobilenet_v1_050_160", num_classes=10)`` builds a `MobileNetV1`; ``list_models()`` names them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .mobilenet_v1 import MobileNetV1
+from .spec import ModelSpec, SpecError
+
+_REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
+
+PAPER_ALPHAS = (1.0, 0.75, 0.5, 0.25)  # Table 6
+PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
+
+
+def register_model(name: str, spec_fn: Callable[[], ModelSpec]) -> None:
+    """Register ``name`` -> a function returning its default `ModelSpec`. Registering a name twice is an error."""
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    _REGISTRY[name] = spec_fn
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def model_spec(name: str, **overrides: Any) -> ModelSpec:
+    """The registered model's spec with ``overrides`` applied (validated)."""
+    if name not in _REGISTRY:
+        raise SpecError(f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]().replace(**overrides)
+
+
+def create_model(name_or_spec: str | ModelSpec, **overrides: Any) -> MobileNetV1:
+    """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields."""
+    if isinstance(name_or_spec, ModelSpec):
+        spec = name_or_spec.replace(**overrides)
+    elif isinstance(name_or_spec, str):
+        spec = model_spec(name_or_spec, **overrides)
+    else:
+        raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
+    return MobileNetV1(spec)
+
+
+def grid_name(alpha: float, resolution: int = 224) -> str:
+    """TF-slim-like short name: alpha 0.75 at 160 -> 'mobilenet_v1_075_160' (no suffix at 224)."""
+    name = f"mobilenet_v1_{round(alpha * 100):03d}"
+    return name if resolution == 224 else f"{name}_{resolution}"
+
+
+def _register_defaults() -> None:
+    for alpha in PAPER_ALPHAS:
+        for res in PAPER_RESOLUTIONS:
+            name = grid_name(alpha, res)
+            register_model(name, lambda a=alpha, r=res, n=name: ModelSpec(alpha=a, resolution=r, name=n))
+    register_model("mobilenet_v1_shallow", lambda: ModelSpec(variant="shallow", name="mobilenet_v1_shallow"))
+    register_model("mobilenet_v1_conv", lambda: ModelSpec(variant="conv", name="mobilenet_v1_conv"))
+
+
+_register_defaults()
+
+
+def mobilenet_v1_100(**overrides: Any) -> MobileNetV1:
+    """1.0 MobileNet-224 (paper Table 6/7 first row): 569M MACs, 4.2M parameters."""
+    return create_model("mobilenet_v1_100", **overrides)
+
+
+def mobilenet_v1_075(**overrides: Any) -> MobileNetV1:
+    """0.75 MobileNet-224 (paper Table 6): 325M MACs, 2.6M parameters."""
+    return create_model("mobilenet_v1_075", **overrides)
+
+
+def mobilenet_v1_050(**overrides: Any) -> MobileNetV1:
+    """0.5 MobileNet-224 (paper Table 6): 149M MACs, 1.3M parameters."""
+    return create_model("mobilenet_v1_050", **overrides)
+
+
+def mobilenet_v1_025(**overrides: Any) -> MobileNetV1:
+    """0.25 MobileNet-224 (paper Table 6): 41M MACs, 0.5M parameters."""
+    return create_model("mobilenet_v1_025", **overrides)
+
+
+def mobilenet_v1_shallow(**overrides: Any) -> MobileNetV1:
+    """Shallow MobileNet (paper Table 5): Table 1 without the five 14x14x512 blocks; 307M MACs, 2.9M params."""
+    return create_model("mobilenet_v1_shallow", **overrides)
+
+
+def mobilenet_v1_conv(**overrides: Any) -> MobileNetV1:
+    """Conv MobileNet (paper Table 4): full 3x3 convolutions instead of depthwise separable; 4866M MACs, 29.3M."""
+    return create_model("mobilenet_v1_conv", **overrides)

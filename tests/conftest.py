@@ -1,0 +1,24 @@
+"""Shared fixtures. Real data lives in ../shared/data (override with MOBILENETS_DATA); tests needing it skip without."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_path(*parts: str) -> Path:
+    """A path under the shared data folder, or skip the test with the reason."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (set MOBILENETS_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return data_path()

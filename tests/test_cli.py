@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mobilenets.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json(capsys):
+    code, out, _ = run(capsys, "list", "--format", "json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and rows["mobilenet_v1_100"]["macs_M"] == pytest.approx(568.7)
+    assert rows["mobilenet_v1_075_160"]["params_M"] == pytest.approx(2.568)
+
+
+def test_summary_totals_match_list(capsys):
+    _, out, _ = run(capsys, "list", "--format", "json")
+    listed = next(r for r in json.loads(out) if r["name"] == "mobilenet_v1_075_160")
+    code, out, _ = run(capsys, "summary", "--alpha", "0.75", "--resolution", "160", "--format", "json")
+    summary = json.loads(out)
+    assert code == 0
+    assert round(summary["macs"] / 1e6, 1) == listed["macs_M"]
+    assert round(summary["params"] / 1e6, 3) == listed["params_M"]
+    assert sum(layer["macs"] for layer in summary["layers"]) == summary["macs"]
+    code, out, _ = run(capsys, "summary", "--alpha", "0.75", "--resolution", "160")
+    assert "166.4M MACs" in out and "Conv dw / s2" in out and "multiply-accumulates" in out
+
+
+def test_summary_csv(capsys):
+    code, out, _ = run(capsys, "summary", "mobilenet_v1_shallow", "--format", "csv")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].startswith("index,name,type_stride")
+    assert len(lines) == 1 + 1 + 16 + 3 + 1  # header, stem, 8 blocks x 2, pool/fc/softmax, total
+
+
+def test_paper_json_fields(capsys):
+    code, out, _ = run(capsys, "paper", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0
+    assert {"table", "row", "quantity", "published", "computed", "status"} <= set(rows[0])
+    assert not [r for r in rows if r["status"] == "MISMATCH"]
+    code, out, _ = run(capsys, "paper", "--table", "6")
+    assert "0.25 MobileNet-224" in out and "| 41 | 41 |" in out
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["summary", "--alpha", "0"], ["alpha=0.0", "(0, 2]"]),
+        (["summary", "--resolution", "16"], ["resolution=16", ">= 32"]),
+        (["summary", "--output-stride", "4"], ["output_stride=4"]),
+        (["summary", "--variant", "deep"], ["variant='deep'"]),
+        (["summary", "resnet50"], ["unknown model name 'resnet50'"]),
+    ],
+)
+def test_bad_values_exit_2_with_message(capsys, argv, words):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    for word in words:
+        assert word in err
+    assert "Traceback" not in err
+
+
+def test_console_entry_point_has_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "summary", "--alpha", "3"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "alpha=3.0 is not allowed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_readme_tables_are_generated_from_code():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
+    module_spec = importlib.util.spec_from_file_location("update_readme", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    text = module.README.read_text()
+    assert module.updated(text) == text, "README tables drifted: run python scripts/update_readme.py"

@@ -1,0 +1,91 @@
+import random
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mobilenets import MobileNetV1, ModelSpec, count_complexity
+from mobilenets.paper import compare, published_rows
+
+
+def _measured(model: torch.nn.Module, h: int, w: int) -> int:
+    """MACs the real module executes (torch's flop counter counts 2 FLOPs per multiply-accumulate)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.randn(1, model.spec.in_chans, h, w))
+    return counter.get_total_flops() // 2
+
+
+def test_paper_1_0_224_exact_counts():
+    cost = count_complexity(ModelSpec())
+    assert cost.macs == 568_740_352
+    assert cost.params == 4_209_088  # conv + FC weights, the paper's convention (Table 2)
+    assert cost.params_all == sum(p.numel() for p in MobileNetV1().parameters()) == 4_231_976
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_analytic_count_equals_the_real_module(seed):
+    rng = random.Random(seed)
+    spec = ModelSpec(
+        alpha=rng.choice([0.25, 0.35, 0.5, 0.6, 0.75, 1.0, 1.3]),
+        variant=rng.choice(["standard", "shallow", "conv"]),
+        num_classes=rng.choice([0, 10, 42]),
+        output_stride=rng.choice([8, 16, 32]),
+        tf_padding=rng.choice([False, True]),
+    )
+    if spec.variant != "conv":
+        spec = spec.replace(depth_multiplier=rng.choice([1, 2]))
+    h, w = rng.randrange(32, 200), rng.randrange(32, 200)
+    model = MobileNetV1(spec)
+    cost = count_complexity(spec, (h, w))
+    assert cost.macs == _measured(model, h, w), spec
+    assert cost.params_all == sum(p.numel() for p in model.parameters())
+    assert cost.input_hw == (h, w)
+
+
+def test_shares_sum_to_100():
+    shares = count_complexity(ModelSpec(alpha=0.5, resolution=160)).shares()
+    assert sum(s["macs_pct"] for s in shares.values()) == pytest.approx(100)
+    assert sum(s["params_pct"] for s in shares.values()) == pytest.approx(100)
+
+
+def test_every_published_figure_is_reproduced_or_a_documented_misprint():
+    rows = compare()
+    assert len(rows) == len(published_rows())
+    bad = [r for r in rows if r["status"] not in ("match", "misprint", "computed")]
+    assert bad == []
+    misprints = {(r["table"], r["row"], r["quantity"]) for r in rows if r["status"] == "misprint"}
+    assert misprints == {
+        ("1", "26", "type_stride"),
+        ("2", "Conv 3x3", "mult_adds_share_pct"),
+        ("4", "Conv MobileNet", "mult_adds_M"),
+        ("7", "1.0 MobileNet-160", "mult_adds_M"),
+        ("9", "0.50 MobileNet-160", "mult_adds_M"),
+    }
+    # documented misprints are off by at most one unit of the printed precision, except Table 2's digit swap
+    for r in rows:
+        if r["status"] == "misprint" and isinstance(r["published"], int):
+            assert abs(r["difference"]) <= 1
+    tables = {r["table"] for r in rows}
+    assert tables == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "fig4-5"}
+    assert sum(r["status"] == "computed" for r in rows) == 32  # 16-model grid, MACs and params
+
+
+def test_table_2_conv3x3_share_digits_transposed():
+    row = next(r for r in compare() if r["table"] == "2" and r["row"] == "Conv 3x3" and "mult" in r["quantity"])
+    assert row["computed"] == 1.91 and row["published"] == 1.19
+
+
+def test_table_10_params_use_a_120_class_head():
+    row = next(
+        r for r in compare() if r["table"] == "10" and r["row"] == "1.0 MobileNet-224" and "params" in r["quantity"]
+    )
+    assert row["computed"] == 3.3
+    macs = next(
+        r for r in compare() if r["table"] == "10" and r["row"] == "1.0 MobileNet-224" and "mult" in r["quantity"]
+    )
+    assert macs["computed"] == 569
+
+
+def test_bad_resolution_for_cost_model():
+    with pytest.raises(ValueError, match="resolution"):
+        count_complexity(ModelSpec(), 16)

@@ -1,0 +1,191 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mobilenets
+from mobilenets import MobileNetV1, ModelSpec, create_model, round_channels
+from mobilenets.layers import Conv2dSame
+from mobilenets.registry import register_model
+
+
+def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def test_forward_backward_non_square_batch1_every_param_gets_grad():
+    model = MobileNetV1(alpha=0.5, num_classes=42, dropout=0.2).train()
+    x = torch.randn(1, 3, 97, 131)
+    out = model(x)
+    assert out.shape == (1, 42)
+    out.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("variant,blocks", [("standard", 13), ("shallow", 8), ("conv", 13)])
+def test_variants_structure(variant, blocks):
+    model = MobileNetV1(variant=variant, num_classes=10, alpha=0.25)
+    assert len(model.blocks) == blocks
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [c for c in convs if c.groups > 1]
+    assert len(depthwise) == (0 if variant == "conv" else blocks)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_output_stride_shapes_and_feature_maps(output_stride):
+    model = MobileNetV1(alpha=0.25, output_stride=output_stride, num_classes=0).eval()
+    x = torch.randn(1, 3, 128, 96)
+    feats = model.forward_features(x)
+    assert feats.shape == (1, model.num_features, 128 // output_stride, 96 // output_stride)
+    maps = model.forward_intermediates(x)
+    assert [info["reduction"] for info in model.feature_info] == [min(s, output_stride) for s in (2, 4, 8, 16, 32)]
+    for fmap, info in zip(maps, model.feature_info, strict=True):
+        assert fmap.shape[1] == info["num_chs"]
+        assert fmap.shape[-2:] == (128 // info["reduction"], 96 // info["reduction"])
+    assert torch.equal(maps[-1], feats)
+    assert model(x).shape == (1, model.num_features)  # num_classes=0 -> pooled features
+
+
+def test_output_stride_uses_tfslim_atrous_rates():
+    model = MobileNetV1(output_stride=8)
+    rates = [b.dw.conv.dilation[0] for b in model.blocks]
+    strides = [b.dw.conv.stride[0] for b in model.blocks]
+    # Strides 2,4,8 are kept; the stride-2 layers at 16 and 32 become stride 1; rate doubles after each.
+    assert strides == [1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert rates == [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 4]
+
+
+def test_forward_head_and_reset_classifier():
+    model = MobileNetV1(alpha=0.25, num_classes=42).eval()
+    feats = model.forward_features(torch.randn(2, 3, 64, 64))
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    assert model.forward_head(feats).shape == (2, 42)
+    model.reset_classifier(7)
+    assert model.forward_head(feats).shape == (2, 7) and model.spec.num_classes == 7
+    model.reset_classifier(0)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(tf_padding=True, act="relu6"), dict(variant="conv", alpha=0.25)])
+def test_fuse_is_numerically_equivalent(kwargs):
+    model = MobileNetV1(num_classes=42, **kwargs).eval()
+    _randomize_bn(model)
+    fused = model.fuse()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 112, 144)
+    with torch.no_grad():
+        diff = (fused(x) - model(x)).abs().max().item()
+    assert diff <= 1e-5
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original untouched
+
+
+def test_tf_padding_is_asymmetric_same():
+    torch.manual_seed(0)
+    conv = Conv2dSame(3, 4, 3, stride=2, bias=False)
+    x = torch.randn(1, 3, 8, 9)
+    # TF SAME for k=3, s=2: even size 8 -> pad (0, 1); odd size 9 -> pad (1, 1)
+    expected = F.conv2d(F.pad(x, [1, 1, 0, 1]), conv.weight, stride=2)
+    assert torch.allclose(conv(x), expected)
+    sym = F.conv2d(x, conv.weight, stride=2, padding=1)
+    assert not torch.allclose(conv(x), sym)
+
+
+def test_depth_multiplier_widens_depthwise():
+    model = MobileNetV1(alpha=0.25, depth_multiplier=2, num_classes=5).eval()
+    dw = model.blocks[0].dw.conv
+    assert (dw.in_channels, dw.out_channels, dw.groups) == (8, 16, 8)
+    assert model.blocks[0].pw.conv.in_channels == 16
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
+def test_round_channels_rule_is_pinned():
+    base = [32, 64, 128, 256, 512, 1024]
+    assert [round_channels(c, 0.75) for c in base] == [24, 48, 96, 192, 384, 768]
+    assert [round_channels(c, 0.5) for c in base] == [16, 32, 64, 128, 256, 512]
+    assert [round_channels(c, 0.25) for c in base] == [8, 16, 32, 64, 128, 256]
+    assert round_channels(64, 0.6) == 38  # TF-slim int() truncation
+    assert round_channels(32, 0.1) == 8  # min_depth floor
+    assert round_channels(64, 0.6, divisor=8) == 40  # make-divisible rule
+    assert round_channels(32, 0.35, divisor=8) == 16  # 11.2 -> 8 would drop below 90%, so 16
+
+
+def test_resolution_is_not_a_layer_property():
+    a, b = MobileNetV1(alpha=0.5), MobileNetV1(alpha=0.5, resolution=128)
+    assert [t.shape for t in a.state_dict().values()] == [t.shape for t in b.state_dict().values()]
+    assert b.spec.rho == pytest.approx(128 / 224)
+
+
+def test_torch_export_and_jit_script_match_eager():
+    model = MobileNetV1(alpha=0.25, num_classes=42, tf_padding=True).eval()
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        ref = model(x)
+        exported = torch.export.export(model, (x,))
+        assert torch.allclose(exported.module()(x), ref, atol=1e-6)
+        scripted = torch.jit.script(model)
+        assert torch.allclose(scripted(x), ref, atol=1e-6)
+
+
+def test_spec_json_round_trip():
+    spec = ModelSpec(
+        alpha=0.75,
+        resolution=160,
+        variant="shallow",
+        act="relu6",
+        tf_padding=True,
+        num_classes=3,
+        labels=("a", "b", "c"),
+        name="x",
+    )
+    again = ModelSpec.from_json(spec.to_json())
+    assert again == spec
+    assert json.loads(spec.to_json())["labels"] == ["a", "b", "c"]
+    assert create_model(again).spec == spec
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(alpha=0), ["alpha", "0", "(0, 2]"]),
+        (dict(alpha=2.5), ["alpha", "2.5", "(0, 2]"]),
+        (dict(alpha=float("nan")), ["alpha", "nan"]),
+        (dict(resolution=31), ["resolution", "31", ">= 32"]),
+        (dict(resolution=224.0), ["resolution", "224.0", "integer"]),
+        (dict(output_stride=4), ["output_stride", "4", "8", "16", "32"]),
+        (dict(variant="deep"), ["variant", "deep", "standard", "shallow", "conv"]),
+        (dict(act="gelu"), ["act", "gelu", "relu6"]),
+        (dict(depth_multiplier=0), ["depth_multiplier", "0"]),
+        (dict(variant="conv", depth_multiplier=2), ["depth_multiplier", "conv"]),
+        (dict(colour="red"), ["colour", "unknown"]),
+    ],
+)
+def test_bad_values_name_parameter_value_and_allowed(kwargs, words):
+    with pytest.raises(ValueError) as err:
+        create_model("mobilenet_v1_100", **kwargs)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_model_and_duplicate_registration():
+    with pytest.raises(ValueError, match="unknown model name 'mobilenet_v9'.*mobilenet_v1_100"):
+        create_model("mobilenet_v9")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("mobilenet_v1_100", ModelSpec)
+
+
+def test_registry_builders():
+    names = mobilenets.list_models()
+    assert len(names) == len(set(names)) == 18
+    assert mobilenets.mobilenet_v1_050(num_classes=10).spec.alpha == 0.5
+    assert mobilenets.mobilenet_v1_shallow().spec.variant == "shallow"
+    assert create_model("mobilenet_v1_025_128").spec.resolution == 128
