@@ -18,6 +18,7 @@ from .registry import (
     register_model,
 )
 from .spec import ModelSpec, SpecError
+from .weights import load, save
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,8 @@ __all__ = [
     "count_complexity",
     "create_model",
     "list_models",
+    "load",
+    "save",
     "mobilenet_v1_025",
     "mobilenet_v1_050",
     "mobilenet_v1_075",

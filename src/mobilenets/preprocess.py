@@ -1,0 +1,72 @@
+"""Image decoding and the evaluation transform, shared by training (data.py), inference and weight checks.
+
+Decoding: torchvision.io (libjpeg-turbo, libpng, ...) with Pillow as the fallback for anything else; every image
+comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted).
+Eval transform (DESIGN.md): resize the shorter side to resolution / crop_pct, center crop, scale to [0, 1],
+normalise with the spec's mean/std. TF-trained weights use mean = std = 0.5, i.e. inputs in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import InterpolationMode, v2
+
+from .spec import ModelSpec
+
+
+class ImageError(ValueError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file to a uint8 RGB tensor (3, H, W)."""
+    path = Path(path)
+    data = path.read_bytes()  # FileNotFoundError names the path
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
+            return img
+    except (RuntimeError, ValueError):
+        pass
+    return _read_with_pillow(path)
+
+
+def _read_with_pillow(path: Path) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+            rgb = im.convert("RGB")
+            return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from exc
+
+
+def eval_transform(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
+    """uint8 (3, H, W) -> normalised float (3, R, R): resize shorter side to R / crop_pct, center crop R."""
+    res = resolution or spec.resolution
+    return v2.Compose(
+        [
+            v2.Resize(int(res / spec.crop_pct), interpolation=InterpolationMode(spec.interpolation), antialias=True),
+            v2.CenterCrop(res),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(spec.mean), list(spec.std)),
+        ]
+    )
+
+
+def load_batch(paths: list[str | os.PathLike], spec: ModelSpec, resolution: int | None = None) -> torch.Tensor:
+    """Decode and transform image files into one (N, 3, R, R) batch."""
+    tf = eval_transform(spec, resolution)
+    return torch.stack([tf(read_image(p)) for p in paths])

@@ -1,0 +1,78 @@
+"""Our weights folder format, atomic writes, image decoding and the ONNX/OpenVINO runners."""
+
+import numpy as np
+import pytest
+import torch
+
+import mobilenets
+from mobilenets import runtimes, weights
+from mobilenets.atomic import atomic_open
+from mobilenets.labels import imagenet_labels
+from mobilenets.preprocess import ImageError, load_batch, read_image
+
+from .conftest import data_path
+
+
+def test_save_load_round_trip(tmp_path):
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=("a", "b", "c")).eval()
+    mobilenets.save(model, tmp_path / "m", provenance={"source": "test"})
+    again = mobilenets.load(tmp_path / "m")
+    assert again.spec == model.spec and not again.training
+    x = torch.randn(2, 3, 128, 128)
+    assert torch.equal(again(x), model(x))
+    assert weights.read_config(tmp_path / "m")["provenance"]["source"] == "test"
+
+
+def test_load_rejects_wrong_shapes_and_non_model_folders(tmp_path):
+    mobilenets.save(mobilenets.create_model("mobilenet_v1_025", num_classes=3), tmp_path / "m")
+    other = mobilenets.create_model("mobilenet_v1_050", num_classes=3)
+    state = weights.read_state_dict(tmp_path / "m" / weights.WEIGHTS_FILE)
+    with pytest.raises(weights.WeightsError, match="stem.conv.weight.*shape"):
+        weights.load_state_into(other, state, "x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(weights.WeightsError, match="not a mobilenets weights folder"):
+        mobilenets.load(tmp_path / "empty")
+    (tmp_path / "m" / weights.WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(weights.WeightsError, match="not a readable safetensors"):
+        mobilenets.load(tmp_path / "m")
+
+
+def test_atomic_open_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_open(target) as f:
+        f.write(b"half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_read_real_jpeg_and_bad_files(tmp_path):
+    img = read_image(data_path("imagenet-sample", "n01514859_hen.JPEG"))
+    assert img.dtype == torch.uint8 and img.shape[0] == 3
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="zero.jpg.*empty"):
+        read_image(tmp_path / "zero.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match="text.jpg"):
+        read_image(tmp_path / "text.jpg")
+
+
+def test_labels():
+    assert len(imagenet_labels()) == 1000 and imagenet_labels()[0].startswith("tench")
+    assert imagenet_labels(background=True)[0] == "background" and len(imagenet_labels(True)) == 1001
+
+
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_onnx_runtimes_match_torch(runtime):
+    pytest.importorskip("onnxruntime" if runtime == "ort" else "openvino")
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=42).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2)
+            m.running_mean.normal_(0, 0.3)
+    x = load_batch([data_path("imagenet-sample", "n01514859_hen.JPEG")] * 3, model.spec).numpy()
+    runner = runtimes.make_runner(model, runtime, threads=1)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(runner(x) - ref).max() < 1e-4
