@@ -128,3 +128,22 @@ def test_cli_convert_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.h5" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_example_prints_sensible_top5(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    data_path("mobilenet-weights")
+    script = REPO / "examples" / "predict_imagenet.py"
+    tench = data_path("imagenet-sample", "n01440764_tench.JPEG")
+    hen = data_path("imagenet-sample", "n01514859_hen.JPEG")
+    args = [sys.executable, str(script), str(tench), str(hen), "--weights", str(tmp_path / "w")]
+    args += ["--tflite", str(tflite_file("0.5_160"))]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("converted") and lines[1] == "n01440764_tench.JPEG"
+    assert "tench" in lines[2] and lines[7] == "n01514859_hen.JPEG"
+    assert any(line.split("%", 1)[1].strip() == "hen" for line in lines[8:13])  # in the top-5 (0.5_160 says vulture)

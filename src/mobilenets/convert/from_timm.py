@@ -107,7 +107,7 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
         b.put("classifier.bias", bias, "classifier.bias")
     else:
         used.update({"classifier.weight", "classifier.bias"})
-    extra_keys = sorted(set(state) - used)
+    extra_keys = [k for k in state if k not in used]  # in file order: the first one is named
     if extra_keys:
         raise WeightsError(
             f"{source}: unexpected tensor {extra_keys[0]!r} ({len(extra_keys)} in all): not a plain timm MobileNetV1 "
