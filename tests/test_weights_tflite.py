@@ -147,3 +147,58 @@ def test_example_prints_sensible_top5(tmp_path):
     assert lines[0].startswith("converted") and lines[1] == "n01440764_tench.JPEG"
     assert "tench" in lines[2] and lines[7] == "n01514859_hen.JPEG"
     assert any(line.split("%", 1)[1].strip() == "hen" for line in lines[8:13])  # in the top-5 (0.5_160 says vulture)
+
+
+def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.MobileNetV1:
+    torch.manual_seed(resolution)
+    m = mobilenets.MobileNetV1(
+        alpha=0.25, resolution=resolution, act="relu6", tf_padding=True, bn_eps=1e-3, num_classes=num_classes
+    )
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.2)
+            mod.running_var.uniform_(0.5, 2)
+            mod.bias.data.normal_(0, 0.2)
+    return m.eval()
+
+
+@pytest.mark.parametrize(
+    "resolution, options",
+    [(96, {}), (100, {}), (96, {"fp16": True}), (96, {"head": "fc"})],
+    ids=["float", "float-odd-sizes", "fp16-weights+DEQUANTIZE", "fully-connected-head"],
+)
+def test_float_tflite_round_trip_is_exact_against_the_interpreter(tmp_path, resolution, options):
+    """A float TFLite file written from a random model (BN folded, TF-slim graph) converts back to the same function:
+    the interpreter and the converted model agree to float32 rounding, at even and odd (asymmetric SAME) sizes."""
+    pytest.importorskip("ai_edge_litert")
+    from .tflite_writer import mobilenet_graph, to_bytes
+
+    original = _random_tf_model(resolution)
+    path = tmp_path / "float.tflite"
+    path.write_bytes(to_bytes(mobilenet_graph(original, **options)))
+    model, prov = convert(path)
+    s = model.spec
+    assert (s.alpha, s.resolution, s.num_classes, s.mean, s.tf_padding) == (0.25, resolution, 11, (0.5,) * 3, True)
+    assert s.labels is None and prov["tflite"]["input_dtype"] == "FLOAT32"
+    x = torch.rand(3, 3, resolution, resolution) * 2 - 1
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(str(path))
+    it.allocate_tensors()
+    ref = []
+    for xi in x:
+        it.set_tensor(it.get_input_details()[0]["index"], xi.permute(1, 2, 0).unsqueeze(0).numpy())
+        it.invoke()
+        ref.append(torch.from_numpy(it.get_tensor(it.get_output_details()[0]["index"])[0].copy()))
+    with torch.no_grad():
+        ours = model(x).softmax(1)
+    assert (ours - torch.stack(ref)).abs().max().item() < 1e-5
+
+
+def test_non_mobilenet_tflite_graph_is_rejected(tmp_path):
+    from .tflite_writer import mobilenet_graph, to_bytes
+
+    path = tmp_path / "residual.tflite"
+    path.write_bytes(to_bytes(mobilenet_graph(_random_tf_model(64), extra_op=True)))
+    with pytest.raises(WeightsError, match="residual.tflite: operator 5 is ADD, which a MobileNetV1"):
+        convert(path)
