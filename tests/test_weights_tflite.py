@@ -164,12 +164,13 @@ def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.Mobil
 
 @pytest.mark.parametrize(
     "resolution, options",
-    [(96, {}), (100, {}), (96, {"fp16": True}), (96, {"head": "fc"})],
-    ids=["float", "float-odd-sizes", "fp16-weights+DEQUANTIZE", "fully-connected-head"],
+    [(96, {}), (100, {}), (96, {"store": "fp16"}), (96, {"store": "int8"}), (96, {"head": "fc"})],
+    ids=["float", "float-odd-sizes", "fp16-weights", "int8-per-channel-weights", "fully-connected-head"],
 )
 def test_float_tflite_round_trip_is_exact_against_the_interpreter(tmp_path, resolution, options):
     """A float TFLite file written from a random model (BN folded, TF-slim graph) converts back to the same function:
-    the interpreter and the converted model agree to float32 rounding, at even and odd (asymmetric SAME) sizes."""
+    the interpreter and the converted model agree to float32 rounding, at even and odd (asymmetric SAME) sizes, with
+    float16 or per-channel int8 weights (+ DEQUANTIZE ops) and with a FULLY_CONNECTED head."""
     pytest.importorskip("ai_edge_litert")
     from .tflite_writer import mobilenet_graph, to_bytes
 

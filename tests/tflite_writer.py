@@ -14,7 +14,8 @@ from tflite import BuiltinOptions as Opt
 
 from mobilenets import MobileNetV1
 
-FLOAT32, FLOAT16, INT32 = tflite.TensorType.FLOAT32, tflite.TensorType.FLOAT16, tflite.TensorType.INT32
+FLOAT32, FLOAT16, INT32, INT8 = (tflite.TensorType.FLOAT32, tflite.TensorType.FLOAT16, tflite.TensorType.INT32,
+                                 tflite.TensorType.INT8)  # fmt: skip
 SAME, VALID = tflite.Padding.SAME, tflite.Padding.VALID
 RELU6, NONE = tflite.ActivationFunctionType.RELU6, tflite.ActivationFunctionType.NONE
 
@@ -22,25 +23,35 @@ RELU6, NONE = tflite.ActivationFunctionType.RELU6, tflite.ActivationFunctionType
 class _Graph:
     def __init__(self) -> None:
         self.buffers: list[bytes] = [b""]
-        self.tensors: list[tuple[str, tuple[int, ...], int, int]] = []
+        self.tensors: list[tuple[str, tuple[int, ...], int, int, tuple | None]] = []
         self.ops: list[tuple[int, list[int], list[int], int, dict]] = []
         self.codes: list[int] = []
 
-    def tensor(self, name, shape, dtype=FLOAT32, data: np.ndarray | None = None) -> int:
+    def tensor(self, name, shape, dtype=FLOAT32, data: np.ndarray | None = None, quant=None) -> int:
         buf = 0
         if data is not None:
             self.buffers.append(np.ascontiguousarray(data).tobytes())
             buf = len(self.buffers) - 1
-        self.tensors.append((name, tuple(shape), dtype, buf))
+        self.tensors.append((name, tuple(shape), dtype, buf, quant))
         return len(self.tensors) - 1
 
-    def const(self, name, array: np.ndarray, fp16: bool) -> int:
-        if not fp16 or array.dtype != np.float32:
+    def const(self, name, array: np.ndarray, store: str, axis: int = 0) -> int:
+        """A constant: float32 as is, or ``store`` = "fp16" / "int8" (symmetric, one scale per slice along
+        ``axis``) behind a DEQUANTIZE op, as TFLite's float16 and weight-only quantized files hold them."""
+        if store == "float" or array.dtype != np.float32:
             dtype = INT32 if array.dtype == np.int32 else FLOAT32
             return self.tensor(name, array.shape, dtype, array)
-        half = self.tensor(name + "_fp16", array.shape, FLOAT16, array.astype(np.float16))
+        if store == "fp16":
+            stored = self.tensor(name + "_fp16", array.shape, FLOAT16, array.astype(np.float16))
+        else:
+            moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+            scale = np.maximum(np.abs(moved).max(1), 1e-8) / 127.0
+            shape = [1] * array.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(array / scale.reshape(shape)), -127, 127).astype(np.int8)
+            stored = self.tensor(name + "_int8", array.shape, INT8, q, (scale.astype(np.float32), axis))
         out = self.tensor(name, array.shape)
-        self.op(Op.DEQUANTIZE, [half], [out])
+        self.op(Op.DEQUANTIZE, [stored], [out])
         return out
 
     def op(self, code, inputs, outputs, kind=Opt.NONE, **options) -> None:
@@ -49,7 +60,7 @@ class _Graph:
         self.ops.append((self.codes.index(code), inputs, outputs, kind, options))
 
 
-def mobilenet_graph(model: MobileNetV1, *, fp16: bool = False, head: str = "conv", extra_op: bool = False) -> _Graph:
+def mobilenet_graph(model: MobileNetV1, *, store: str = "float", head: str = "conv", extra_op: bool = False) -> _Graph:
     """TF-slim's graph: Conv2d_0, Conv2d_N_depthwise/pointwise (BN folded, RELU6, SAME), AvgPool, 1x1 conv or FC
     logits, reshape, softmax. ``extra_op`` inserts an ADD (as a residual network would have) to test rejection."""
     fused = model.eval().fuse()
@@ -64,10 +75,10 @@ def mobilenet_graph(model: MobileNetV1, *, fp16: bool = False, head: str = "conv
         w = conv.weight.detach().numpy()
         size = -(-size // conv.stride[0])
         if depthwise:
-            wt = g.const(name + "/weights", w.transpose(1, 2, 3, 0).copy(), fp16)  # [1, H, W, C]
+            wt = g.const(name + "/weights", w.transpose(1, 2, 3, 0).copy(), store, axis=3)  # [1, H, W, C]
         else:
-            wt = g.const(name + "/weights", w.transpose(0, 2, 3, 1).copy(), fp16)  # [O, H, W, I]
-        b = g.const(name + "/bias", conv.bias.detach().numpy(), fp16)
+            wt = g.const(name + "/weights", w.transpose(0, 2, 3, 1).copy(), store)  # [O, H, W, I]
+        b = g.const(name + "/bias", conv.bias.detach().numpy(), "float" if store == "int8" else store)
         y = g.tensor(name + "/Relu6", (1, size, size, w.shape[0]))
         opts = dict(Padding=SAME, StrideW=conv.stride[0], StrideH=conv.stride[0], FusedActivationFunction=RELU6)
         if depthwise:
@@ -85,9 +96,9 @@ def mobilenet_graph(model: MobileNetV1, *, fp16: bool = False, head: str = "conv
          FilterWidth=size, FilterHeight=size, FusedActivationFunction=NONE)  # fmt: skip
     k = model.num_classes
     w, b = model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy()
-    shape = g.const("shape", np.array([1, k if head == "conv" else c], np.int32), False)
+    shape = g.const("shape", np.array([1, k if head == "conv" else c], np.int32), "float")
     if head == "conv":
-        wt, bt = g.const("Conv2d_1c_1x1/weights", w.reshape(k, 1, 1, c), fp16), g.const("logits/bias", b, fp16)
+        wt, bt = g.const("Conv2d_1c_1x1/weights", w.reshape(k, 1, 1, c), store), g.const("logits/bias", b, "float")
         logits4 = g.tensor("Conv2d_1c_1x1/BiasAdd", (1, 1, 1, k))
         g.op(Op.CONV_2D, [pooled, wt, bt], [logits4], Opt.Conv2DOptions, Padding=VALID, StrideW=1, StrideH=1)
         logits = g.tensor("SpatialSqueeze", (1, k))
@@ -95,7 +106,7 @@ def mobilenet_graph(model: MobileNetV1, *, fp16: bool = False, head: str = "conv
     else:
         flat = g.tensor("flatten", (1, c))
         g.op(Op.RESHAPE, [pooled, shape], [flat])
-        wt, bt = g.const("fc/weights", w, fp16), g.const("fc/bias", b, fp16)
+        wt, bt = g.const("fc/weights", w, store), g.const("fc/bias", b, "float")
         logits = g.tensor("fc/BiasAdd", (1, k))
         g.op(Op.FULLY_CONNECTED, [flat, wt, bt], [logits], Opt.FullyConnectedOptions, FusedActivationFunction=NONE)
     probs = g.tensor("Predictions", (1, k))
@@ -122,6 +133,17 @@ def _options(b: flatbuffers.Builder, kind: int, options: dict) -> int:
     return getattr(module, f"{name}End")(b)
 
 
+def _quantization(b: flatbuffers.Builder, scale: np.ndarray, axis: int) -> int:
+    module = _m("QuantizationParameters")
+    sv = b.CreateNumpyVector(scale.astype(np.float32))
+    zv = b.CreateNumpyVector(np.zeros(scale.size, np.int64))
+    module.QuantizationParametersStart(b)
+    module.QuantizationParametersAddScale(b, sv)
+    module.QuantizationParametersAddZeroPoint(b, zv)
+    module.QuantizationParametersAddQuantizedDimension(b, axis)
+    return module.QuantizationParametersEnd(b)
+
+
 def to_bytes(g: _Graph) -> bytes:
     b = flatbuffers.Builder(1 << 20)
     buffers = []
@@ -137,13 +159,16 @@ def to_bytes(g: _Graph) -> bytes:
             _m("Buffer").BufferAddData(b, vec)
         buffers.append(_m("Buffer").BufferEnd(b))
     tensors = []
-    for name, shape, dtype, buf in g.tensors:
+    for name, shape, dtype, buf, quant in g.tensors:
         n, s = b.CreateString(name), _ints(b, shape)
+        q = _quantization(b, *quant) if quant is not None else None
         _m("Tensor").TensorStart(b)
         _m("Tensor").TensorAddName(b, n)
         _m("Tensor").TensorAddShape(b, s)
         _m("Tensor").TensorAddType(b, dtype)
         _m("Tensor").TensorAddBuffer(b, buf)
+        if q is not None:
+            _m("Tensor").TensorAddQuantization(b, q)
         tensors.append(_m("Tensor").TensorEnd(b))
     ops = []
     for code, inputs, outputs, kind, options in g.ops:
