@@ -43,8 +43,12 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"{source}: not a readable torch state dict ({first})") from exc
+            text = str(exc).strip()
+            if "Weights only load failed" in text:  # torch's long message ends by suggesting the unsafe path
+                why = "the weights-only unpickler refused it; arbitrary pickled objects are never loaded"
+            else:
+                why = text.splitlines()[0] if text else type(exc).__name__
+            raise WeightsError(f"{source}: not a readable torch state dict ({why})") from exc
     for key in WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
