@@ -3,7 +3,9 @@
 Part 1 (TFLite uint8 ImageNet classifiers, `mobilenets.convert.from_tflite`): top-1 (1000-way: argmax over the
 1001 outputs, output k = ImageNet class k - 1) of our converted float model and of the reference interpreter on
 the same uint8 crops, on imagenet-sample (250 photos) and Imagenette val (3,925 photos), with top-1 agreement
-(strict and tie-aware, see `tflite_oracle`) and the max / mean probability difference.
+(strict and tie-aware, see `tflite_oracle`) and the max / mean probability difference; and the same agreement
+for the converted model with its activations rounded to the file's uint8 grid (an experiment that shows how much
+of the gap is the interpreter's activation rounding).
 Part 2 (Keras alpha-0.25 ImageNet body, no top): a linear probe (multinomial logistic regression, L-BFGS, on
 standardised global-average-pooled features) trained on Imagenette train, scored on Imagenette val; the same probe
 on the features of a randomly initialised network of the same architecture as the control.
@@ -35,7 +37,13 @@ sys.path.insert(0, str(REPO / "src"))
 
 from mobilenets import MobileNetV1, __version__  # noqa: E402
 from mobilenets.convert import convert  # noqa: E402
-from mobilenets.convert.tflite_oracle import agreement, interpreter_outputs, normalize, uint8_crops  # noqa: E402
+from mobilenets.convert.tflite_oracle import (  # noqa: E402
+    agreement,
+    interpreter_outputs,
+    normalize,
+    uint8_activations,
+    uint8_crops,
+)
 from mobilenets.preprocess import load_batch  # noqa: E402
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
@@ -71,18 +79,22 @@ def imagenette(split: str, per_class: int | None = None, label: str = "imagenet_
 def evaluate_tflite(name: str, images: list[tuple[Path, int]], threads: int) -> dict:
     path = DATA / "mobilenet-weights" / "tflite" / f"mobilenet_v1_{name}_quant.tflite"
     model, _ = convert(path)
-    ours, ref, labels = [], [], []
+    ours, emulated, ref, labels = [], [], [], []
     t0 = time.perf_counter()
     for i in range(0, len(images), CHUNK):
         chunk = images[i : i + CHUNK]
         u8 = uint8_crops([p for p, _ in chunk], model.spec)
         r, _ = interpreter_outputs(path, u8, threads=threads)
+        x = normalize(u8, model.spec)
         with torch.no_grad():
-            o = model(normalize(u8, model.spec)).softmax(1).numpy()
-        ours.append(o)
+            ours.append(model(x).softmax(1).numpy())
+            with uint8_activations(model, path):
+                emulated.append((model(x).softmax(1) * 256).round().clamp(0, 255).numpy() / 256)
         ref.append(r)
         labels += [label + 1 for _, label in chunk]  # 1001-class head: index 0 = background
-    ours, ref, y = np.concatenate(ours), np.concatenate(ref), np.array(labels)
+    ours, emulated, ref, y = np.concatenate(ours), np.concatenate(emulated), np.concatenate(ref), np.array(labels)
+    emulation = {f"emulated_{k}": round(100 * v, 2) if "agreement" in k else round(v, 4)
+                 for k, v in agreement(emulated, ref).items()}  # fmt: skip
     top5 = np.argsort(-ours, 1)[:, :5]
     return {
         "model": f"mobilenet_v1_{name}_quant",
@@ -92,6 +104,7 @@ def evaluate_tflite(name: str, images: list[tuple[Path, int]], threads: int) -> 
         "interpreter_top1": round(100 * float((ref.argmax(1) == y).mean()), 2),
         "ours_top5": round(100 * float((top5 == y[:, None]).any(1).mean()), 2),
         **{k: round(100 * v, 2) if "agreement" in k else round(v, 4) for k, v in agreement(ours, ref).items()},
+        **emulation,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -185,9 +198,12 @@ def write_markdown(path: Path, result: dict) -> None:
         "TFLite uint8 classifiers, converted to float (ours) vs the TFLite interpreter on identical uint8 crops."
     )
     lines.append("Top-1 is 1000-way (argmax over 1001 outputs). Agreement: strict / tie-aware. Prob diff: softmax.")
+    lines.append("emulated_*: the same converted model with every activation rounded to the file's uint8 grid")
+    lines.append("(`tflite_oracle.uint8_activations`), an experiment showing the gap is the interpreter's rounding.")
     lines.append("")
     cols = ["dataset", "model", "images", "published_top1", "interpreter_top1", "ours_top1", "ours_top5"]
     cols += ["top1_agreement", "top1_agreement_tie_aware", "prob_diff_max", "prob_diff_mean"]
+    cols += ["emulated_top1_agreement", "emulated_top1_agreement_tie_aware", "emulated_prob_diff_mean"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in result["tflite"]:
         lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")

@@ -54,6 +54,7 @@ class TfliteLayer:
     act: str | None
     dilation: int
     depth_multiplier: int = 1
+    out_quant: tuple[float | None, int | None] = (None, None)  # (scale, zero point) of a quantized output
 
 
 @dataclass
@@ -114,6 +115,7 @@ def _parse(tflite, data: bytes) -> TfliteGraph:
             raise WeightsError(f"operator {k} ({name}) does not continue the single chain of a MobileNetV1")
         if name in CONV_OPS:
             layers.append(_conv_layer(tflite, reader, op, name, k, ins))
+            layers[-1].out_quant = reader.quant(outs[0])
         current = outs[0]
     return TfliteGraph(
         layers=layers,

@@ -9,13 +9,15 @@ steps of 1/256, so several classes can share the top score).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from ..mobilenet_v1 import MobileNetV1
 from ..preprocess import read_image
 from ..spec import ModelSpec
 
@@ -55,6 +57,37 @@ def interpreter_outputs(
         q = it.get_tensor(out["index"])[0].astype(np.float32)
         rows.append((q - zero) * scale if scale else q)
     return np.stack(rows), it
+
+
+@contextlib.contextmanager
+def uint8_activations(model: MobileNetV1, path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, round every conv output, the pooled features and the logits of a model converted from the
+    uint8 TFLite file ``path`` to that file's uint8 grid (scale, zero point), as the interpreter does.
+
+    An experiment, not a deployment mode: it shows how much of the float model's difference from the interpreter
+    is the interpreter's activation rounding (rounding half to even here vs TFLite's fixed-point arithmetic).
+    """
+    from .from_tflite import read_tflite
+
+    layers = read_tflite(path).layers
+    convs = [model.stem] + [m for b in model.blocks for m in (b.dw, b.pw)]
+    targets = [*convs, model.global_pool, model.classifier]
+    quants = [layer.out_quant for layer in layers[:-1]] + [layers[-2].out_quant, layers[-1].out_quant]
+    if len(quants) != len(targets) or any(s is None for s, _ in quants):
+        raise ValueError(f"{path}: not a uint8 MobileNetV1 TFLite file matching this model")
+
+    def hook(scale: float, zero: int):
+        def fake_quant(_module, _inputs, out):
+            return (torch.clamp(torch.round(out / scale) + zero, 0, 255) - zero) * scale
+
+        return fake_quant
+
+    handles = [m.register_forward_hook(hook(s, z)) for m, (s, z) in zip(targets, quants, strict=True)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def agreement(ours: np.ndarray, reference: np.ndarray) -> dict[str, float]:
