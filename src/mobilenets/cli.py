@@ -284,12 +284,49 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")
     if r.out:
         print(f"annotated video: {r.out}")
+
+
+# --- convert ----------------------------------------------------------------------------------------------------
+
+
+def _add_convert(sub) -> Handler:
+    from .convert import FORMATS
+
+    p = sub.add_parser("convert", help="import published weights (TFLite, Keras .h5, timm) into our safetensors format")
+    p.add_argument("src", help="the source file (.tflite, .h5, .pth/.safetensors)")
+    p.add_argument("--from", dest="fmt", choices=FORMATS, help="source format (default: sniffed from the file)")
+    p.add_argument("--out", help="output folder (default: ./<source name without suffix>)")
+    p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
+    p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
+    return cmd_convert
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+    from .weights import read_config
+
+    out = convert_file(args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution)
+    config = read_config(out)
+    spec, prov = config["spec"], config["provenance"]
+    print(
+        f"{out}: MobileNetV1 alpha={spec.alpha:g} resolution={spec.resolution} act={spec.act} "
+        f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
+        f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
+    )
     return 0
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_export, _add_predict, _add_stream]
+SUBCOMMANDS: list[Callable] = [
+    _add_list,
+    _add_summary,
+    _add_paper,
+    _add_convert,
+    _add_export,
+    _add_predict,
+    _add_stream,
+]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
