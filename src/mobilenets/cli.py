@@ -284,6 +284,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")
     if r.out:
         print(f"annotated video: {r.out}")
+    return 0
 
 
 # --- convert ----------------------------------------------------------------------------------------------------
