@@ -186,7 +186,6 @@ def tflite_025(tmp_path_factory):
     return convert_file(src, tmp_path_factory.mktemp("tfl") / "t025")
 
 
-@pytest.mark.slow
 def test_int8_agrees_with_fp32_on_real_imagenette_per_channel_not_per_tensor(tflite_025, tmp_path):
     """Converted TFLite 0.25_128 weights, calibrated on 64 Imagenette train images, checked on 96 val images.
 

@@ -299,6 +299,7 @@ def quantize_int8(
     *,
     per_channel: bool = True,
     method: str = "minmax",
+    calibration: str = "",
 ) -> Path:
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
 
@@ -341,12 +342,34 @@ def quantize_int8(
         proto = onnx.load(str(q))
     quant = f"int8 static QDQ, weights int8 symmetric {'per-channel' if per_channel else 'per-tensor'}, "
     quant += f"activations uint8 ({method} calibration)"
-    meta.update(precision="int8", quantization=quant)
+    meta.update(precision="int8", quantization=quant, calibration=calibration)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     atomic_write_bytes(out_path, proto.SerializeToString())
     return Path(out_path)
+
+
+def quantize(
+    model: MobileNetV1,
+    path: str | os.PathLike,
+    *,
+    calib_images: Sequence[str | os.PathLike] | None = None,
+    count: int = 32,
+    per_channel: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Export ``model`` and write its INT8 QDQ ONNX to ``path`` in one call (the hook `runtimes`/`bench` use).
+
+    Without ``calib_images`` the calibration is synthetic noise: the graph and hence the latency are those of a
+    real calibration, the accuracy is not (the file's metadata says which calibration it had).
+    """
+    with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")
+        n = count if calib_images is None else len(calib_images)
+        batches = calibration_batches(calib_images, model.spec, count=n, progress=progress)
+        calibration = SYNTHETIC if calib_images is None else f"{n} images"
+        return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration)
 
 
 def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tuple[int, int]:
@@ -544,7 +567,7 @@ def _int8(model: MobileNetV1, fp32: Path, out: Path, fp32_sess: Any, cfg: Export
         calibration = f"{len(calib)} images from {cfg.calib} (seed {cfg.seed})"
     count = cfg.calib_count if calib is None else len(calib)
     batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress)
-    quantize_int8(fp32, out, batches, per_channel=cfg.per_channel, method=cfg.calib_method)
+    quantize_int8(fp32, out, batches, per_channel=cfg.per_channel, method=cfg.calib_method, calibration=calibration)
     if cfg.val:
         val: list[Path] | None = pick_images(cfg.val, cfg.val_count, cfg.seed + 1)
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
@@ -575,6 +598,7 @@ __all__ = [
     "export_onnx",
     "export_pt2",
     "export_torchscript",
+    "quantize",
     "quantize_int8",
     "read_onnx_metadata",
     "spec_from_onnx",
