@@ -133,9 +133,79 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench ------------------------------------------------------------------------------------------------------
+
+
+def _csv_list(kind):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from exc
+
+    return parse
+
+
+def _add_bench(sub) -> Handler:
+    from .bench import BenchConfig
+    from .runtimes import RUNTIMES
+
+    d = BenchConfig()
+    p = sub.add_parser("bench", help="measure latency/throughput/memory/size of MobileNets on this machine")
+    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs or timm:<name> (default: "
+                   "the paper's 16-model grid)")  # fmt: skip
+    p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
+    p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
+    p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
+                   help=f"comma list of {', '.join(RUNTIMES)} (default: %(default)s)")  # fmt: skip
+    p.add_argument("--threads", type=_csv_list(int), default=list(d.threads), help="intra-op threads list")
+    p.add_argument("--batch", type=int, help="throughput batch (default: 32 on CPU, 256 on GPU; 0 = skip)")
+    p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
+    p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
+    p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--out", help="write rows to OUT.csv and OUT.json (default: print only)")
+    p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
+    p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
+    p.add_argument("--lut-file", help="lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _fmt_arg(p, ("table", "md", "csv", "json"), "table")
+    return cmd_bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    kw = dict(runtimes=tuple(args.runtimes), threads=tuple(args.threads), batch=args.batch, min_runs=args.min_runs,
+              min_time=args.min_time, target_fps=args.target_fps, accuracy_files=tuple(args.accuracy or ()),
+              progress=not args.no_progress)  # fmt: skip
+    cfg = bench.config_from(args.models, args.alpha, args.resolution, **kw)
+    if args.lut:
+        from . import lut
+
+        rows = lut.predict_rows(cfg, path=args.lut_file)
+        print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
+        return 0
+    notes: list[str] = []
+    rows = bench.run_bench(cfg, notes=notes)
+    print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.out:
+        meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
+        for path in bench.write_results(rows, args.out, meta=meta):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.plots:
+        from . import plots
+
+        for path in plots.bench_plots(rows, args.plots, target_fps=args.target_fps):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0 if rows else 1
+
+
 # --- entry point ------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper]
+SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_bench]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
