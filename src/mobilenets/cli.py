@@ -203,9 +203,84 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+# --- select -----------------------------------------------------------------------------------------------------
+
+
+def _add_select(sub) -> Handler:
+    from .select import Constraints, SearchSpace
+
+    c, s = Constraints(), SearchSpace()
+    p = sub.add_parser("select", help="the most accurate MobileNet meeting a latency/FPS/size/MACs/params budget")
+    p.add_argument("--latency-ms", type=float, help="batch-1 latency bound (ms) on --runtime/--threads")
+    p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
+    p.add_argument("--max-mb", type=float, help="weights size bound (MB = 2**20 bytes), see --size-dtype")
+    p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
+    p.add_argument("--max-macs", type=_count, help="MACs bound, e.g. 300M or 3e8 (paper convention)")
+    p.add_argument("--max-params", type=_count, help="parameters bound, e.g. 2.5M")
+    p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
+    p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: %(default)s)")
+    p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
+    p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--accuracy-table", choices=("tfslim", "paper"), default="tfslim", help="(default: %(default)s)")
+    p.add_argument("--alpha-range", type=_csv_list(float), metavar="MIN,MAX,STEP",
+                   default=[s.alpha_min, s.alpha_max, s.alpha_step], help="(default: 0.25,1.0,0.05)")  # fmt: skip
+    p.add_argument("--res-range", type=_csv_list(int), metavar="MIN,MAX,STEP",
+                   default=[s.res_min, s.res_max, s.res_step], help="(default: 96,224,16)")  # fmt: skip
+    p.add_argument("--top", type=int, default=5, help="rows to show (chosen + runners-up)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return cmd_select
+
+
+def _count(text: str) -> float:
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}
+    try:
+        return float(text[:-1]) * scale[text[-1].upper()] if text and text[-1].upper() in scale else float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count like 300M, 2.5M or 3e8") from exc
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from . import accuracy
+    from .runtimes import check_runtime
+    from .select import SHOW_COLUMNS, Constraints, SearchSpace, latency_source, select
+
+    check_runtime(args.runtime)
+    if args.threads < 1:
+        raise ValueError(f"threads={args.threads} is not allowed: threads must be an integer >= 1")
+    for name, values in (("alpha-range", args.alpha_range), ("res-range", args.res_range)):
+        if len(values) != 3:
+            raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")
+    space = SearchSpace(*args.alpha_range, *args.res_range).validate()
+    cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, args.max_macs, args.max_params,
+                       args.min_top1).validate()  # fmt: skip
+    acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
+    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file)
+    sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
+                 top=args.top)  # fmt: skip
+    if args.json:
+        print(json.dumps(sel.to_dict(), indent=2))
+        return 0 if sel.chosen else 1
+    where = f"{args.runtime}, {args.threads} thread(s)"
+    if sel.chosen is None:
+        print(f"no model in the search space ({sel.candidates} candidates) meets the budget on {where}.")
+        print("fastest and smallest candidates, for reference:")
+        print(render([sel.fastest, sel.smallest], "table", SHOW_COLUMNS))
+        return 1
+    c = sel.chosen
+    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {c['top1']:.1f}% "
+          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), "
+          f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs")  # fmt: skip
+    print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
+    print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
+    print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_bench]
+SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_bench, _add_select]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
