@@ -30,7 +30,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 RUNTIMES = ("torch", "torch-cl", "ort", "openvino", "openvino-bf16", "ort-int8", "openvino-int8")
 # torch.compile costs ~30 s per model and shape here (2 vCPUs), and its compiled code is specialised to the thread
 # count: it runs on a subset at 1 thread, latency only, to keep the whole run within ~25 minutes.
-COMPILE_MODELS = ("mobilenet_v1_100", "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025", "timm:mobilenetv1_100")
+COMPILE_MODELS = (
+    "mobilenet_v1_100",
+    "mobilenet_v1_075",
+    "mobilenet_v1_050",
+    "mobilenet_v1_025",
+    "timm:mobilenetv1_100",
+)
 PEER = "timm:mobilenetv1_100"
 
 
@@ -127,9 +133,12 @@ def report(rows: list[dict], pairs: list[dict], over: list[dict], peak: float, s
     lines.append(render(best, "md", cols) + "\n")
     lines.append("## Fraction of the limit over the grid (median over the 16 models)\n")
     summary = []
-    for (rt, th) in dict.fromkeys((r["runtime"], r["threads"]) for r in rows):
-        fr = [r["limit_fraction"] for r in rows if (r["runtime"], r["threads"]) == (rt, th) and r["limit_fraction"]
-              and not r["model"].startswith("timm:")]
+    for rt, th in dict.fromkeys((r["runtime"], r["threads"]) for r in rows):
+        fr = [
+            r["limit_fraction"]
+            for r in rows
+            if (r["runtime"], r["threads"]) == (rt, th) and r["limit_fraction"] and not r["model"].startswith("timm:")
+        ]
         summary.append({"runtime": rt, "threads": th, "models": len(fr), "median_fraction": float(np.median(fr))})
     lines.append(render(summary, "md") + "\n")
     lines.append("## Ours vs timm mobilenetv1_100 (random init), alternating A B A B, batch 1\n")

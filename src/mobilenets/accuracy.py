@@ -53,7 +53,9 @@ class AccuracyModel:
         global_slope = _fit(all_pts)[1] if len({x for x, _ in all_pts}) > 1 else 0.0
         for a, pts in by_alpha.items():
             # One resolution only: borrow the slope of all points so the row still varies with resolution.
-            self._rows[a] = _fit(pts) if len({x for x, _ in pts}) > 1 else (pts[0][1] - global_slope * pts[0][0], global_slope)
+            self._rows[a] = (
+                _fit(pts) if len({x for x, _ in pts}) > 1 else (pts[0][1] - global_slope * pts[0][0], global_slope)
+            )
 
     def _row(self, alpha: float, resolution: int) -> tuple[float, float]:
         """(top1, ln MACs) of the fitted row ``alpha`` at ``resolution``."""

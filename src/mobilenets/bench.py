@@ -114,7 +114,7 @@ def resolve_model(name: str) -> ModelSpec | str:
 def spec_label(spec: ModelSpec) -> str:
     if spec.name:
         return spec.name
-    if spec.alpha in PAPER_ALPHAS and spec.resolution % 16 == 0:
+    if abs(spec.alpha * 100 - round(spec.alpha * 100)) < 1e-9:  # TF-slim style: alpha 0.6 at 176 -> _060_176
         return grid_name(spec.alpha, spec.resolution)
     return f"mobilenet_v1_{spec.alpha:g}_{spec.resolution}"
 

@@ -215,8 +215,8 @@ def _add_select(sub) -> Handler:
     p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
     p.add_argument("--max-mb", type=float, help="weights size bound (MB = 2**20 bytes), see --size-dtype")
     p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
-    p.add_argument("--max-macs", type=_count, help="MACs bound, e.g. 300M or 3e8 (paper convention)")
-    p.add_argument("--max-params", type=_count, help="parameters bound, e.g. 2.5M")
+    p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
+    p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
     p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
     p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: %(default)s)")
@@ -233,12 +233,15 @@ def _add_select(sub) -> Handler:
     return cmd_select
 
 
-def _count(text: str) -> float:
+def _count(name: str, text: str | None) -> float | None:
+    """'300M' / '2.5M' / '3e8' -> a number (None stays None)."""
+    if text is None:
+        return None
     scale = {"K": 1e3, "M": 1e6, "G": 1e9}
     try:
         return float(text[:-1]) * scale[text[-1].upper()] if text and text[-1].upper() in scale else float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count like 300M, 2.5M or 3e8") from exc
+        raise ValueError(f"{name}={text!r} is not allowed: {name} must be a count like 300M, 2.5M or 3e8") from exc
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -253,8 +256,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         if len(values) != 3:
             raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")
     space = SearchSpace(*args.alpha_range, *args.res_range).validate()
-    cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, args.max_macs, args.max_params,
-                       args.min_top1).validate()  # fmt: skip
+    macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
+    cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
     acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
     latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file)
     sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
@@ -269,9 +272,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         print(render([sel.fastest, sel.smallest], "table", SHOW_COLUMNS))
         return 1
     c = sel.chosen
+    size = f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs"
     print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {c['top1']:.1f}% "
-          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), "
-          f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs")  # fmt: skip
+          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))

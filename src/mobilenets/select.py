@@ -257,4 +257,3 @@ def latency_source(
 
 SHOW_COLUMNS = ("name", "alpha", "resolution", "top1", "top1_source", "latency_ms", "latency_source", "fps",
                 "weights_MB", "weights_int8_MB", "macs", "params")  # fmt: skip
-
