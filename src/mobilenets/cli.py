@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import complexity, paper
 from .formatting import render
@@ -164,7 +166,8 @@ def _add_bench(sub) -> Handler:
     p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
     p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
-    p.add_argument("--out", help="write rows to OUT.csv and OUT.json (default: print only)")
+    p.add_argument("--out", help="write rows to OUT.csv and OUT.json; OUT ending in / = a folder, file named after "
+                   "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
     p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
     p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
     p.add_argument("--lut-file", help="lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
@@ -193,7 +196,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     if args.out:
         meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
-        for path in bench.write_results(rows, args.out, meta=meta):
+        out = Path(args.out) / bench.results_name(rows) if args.out.endswith(("/", os.sep)) else args.out
+        for path in bench.write_results(rows, out, meta=meta):
             print(f"wrote {path}", file=sys.stderr)
     if args.plots:
         from . import plots

@@ -3,7 +3,9 @@
 Runtime names (`RUNTIMES`, each described by a `RuntimeInfo`):
 
 - ``torch``: PyTorch eager fp32, BatchNorm folded, NCHW; ``torch-cl``: the same in channels_last (NHWC) layout.
-- ``compile``: ``torch.compile`` of the folded model (inductor, CPU).
+- ``compile``: ``torch.compile`` of the folded model in channels_last with inductor "freezing" (weights become
+  constants, so convolutions get prepacked oneDNN weights: the PyTorch CPU-inference recipe); measured here 1.0-224,
+  1 thread: ~0.72x the eager time with freezing vs ~0.9x without.
 - ``ort``: ONNX Runtime fp32, full graph optimisation (``ORT_ENABLE_ALL``), CPU execution provider.
 - ``openvino`` / ``openvino-bf16``: OpenVINO CPU plugin with ``INFERENCE_PRECISION_HINT`` f32 / bf16 (bf16 only
   where the CPU has AVX512_BF16 or AMX; elsewhere OpenVINO would silently run f32, so we refuse instead).
@@ -48,7 +50,7 @@ RUNTIME_INFO: dict[str, RuntimeInfo] = {
     for r in (
         RuntimeInfo("torch", "torch", "fp32", "NCHW"),
         RuntimeInfo("torch-cl", "torch", "fp32", "NHWC"),
-        RuntimeInfo("compile", "torch", "fp32", "NCHW"),
+        RuntimeInfo("compile", "torch", "fp32", "NHWC"),
         RuntimeInfo("ort", "ort", "fp32", "NCHW", onnx=True),
         RuntimeInfo("openvino", "openvino", "fp32", "NCHW", onnx=True),
         RuntimeInfo("openvino-bf16", "openvino", "bf16", "NCHW", onnx=True),
@@ -109,7 +111,7 @@ def torch_runner(
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if compile:
-        net = torch.compile(net)
+        net = torch.compile(net, options={"freezing": True})
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     @torch.inference_mode()
@@ -270,7 +272,7 @@ def make_runner(
             raise ValueError(f"runtime {runtime!r} needs a PyTorch model, not only an ONNX file")
         if info.engine == "cuda":
             return cuda_runner(model, dtype=info.dtype, **kwargs)
-        kwargs.setdefault("channels_last", runtime == "torch-cl")
+        kwargs.setdefault("channels_last", runtime in ("torch-cl", "compile"))
         return torch_runner(model, threads=threads, compile=runtime == "compile", **kwargs)
     if runtime == "openvino-bf16" and not cpu_has_bf16():  # before exporting: the refusal is cheap
         raise RuntimeUnavailable("this CPU has no AVX512_BF16/AMX: OpenVINO would run f32 instead of bf16")
