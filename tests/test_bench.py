@@ -110,3 +110,25 @@ def test_cli_bench_bad_values_exit_2(argv, words, capsys):
     code = main(["bench", "--no-progress", *argv])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
+
+
+def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
+    from mobilenets import lut
+    from mobilenets.spec import ModelSpec
+
+    keys = lut.layer_keys(ModelSpec(alpha=0.25, resolution=64))
+    table = {"overhead": 0.25, "scale": 1.5, "layers": dict.fromkeys(keys, 0.01)}
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps({lut.env_key("torch", 1): table}))
+    code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "torch", "--lut-file", str(path),
+                 "--format", "json"])  # fmt: skip
+    (row,) = json.loads(capsys.readouterr().out)
+    assert code == 0 and row["measured"] == 0 and row["layers"] == len(keys) == 28
+    assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 28)
+
+
+def test_pareto_front():
+    from mobilenets.plots import pareto_front
+
+    pts = [(1.0, 50.0), (2.0, 49.0), (2.0, 60.0), (3.0, 60.0), (4.0, 70.0), (0.5, 40.0)]
+    assert pareto_front(pts) == [(0.5, 40.0), (1.0, 50.0), (2.0, 60.0), (4.0, 70.0)]

@@ -42,12 +42,21 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
+def _style(name: str, names: list[str]) -> dict:
+    """One colour per runtime, solid for 1 thread and dashed for more (so 2-thread swings read as such)."""
+    runtimes = sorted({n.split(" x")[0] for n in names})
+    color = f"C{runtimes.index(name.split(' x')[0]) % 10}"
+    return {"color": color, "ls": "-" if name.endswith(" x1") else "--"}
+
+
 def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for name, rs in sorted(_series(rows).items()):
+    series = _series(rows)
+    for name, rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["macs_M"])
-        ax.plot([r["macs_M"] for r in rs], [r["latency_ms_median"] for r in rs], "o-", ms=4, label=name)
+        x, y = [r["macs_M"] for r in rs], [r["latency_ms_median"] for r in rs]
+        ax.plot(x, y, marker="o", ms=4, label=name, **_style(name, list(series)))
     limit = sorted((r["macs_M"], r["fp32_limit_ms"]) for r in rows if r.get("fp32_limit_ms") and r["threads"] == 1)
     if limit:
         ax.plot(*zip(*limit, strict=True), "k--", lw=1, label="FP32 limit, 1 thread")
@@ -61,13 +70,14 @@ def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
 def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target_fps: float = 24.0) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for name, rs in sorted(_series(rows).items()):
+    series = _series(rows)
+    for name, rs in sorted(series.items()):
         pts = [(r["latency_ms_median"], r["top1"]) for r in rs if r.get("top1") is not None]
         if not pts:
             continue
-        (line,) = ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5)
-        front = pareto_front(pts)
-        ax.plot(*zip(*front, strict=True), "-", color=line.get_color(), label=f"{name} (Pareto front)")
+        style = _style(name, list(series))
+        ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"])
+        ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
     ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")
     ax.set(xscale="log", xlabel="batch-1 latency, median (ms)", ylabel="expected ImageNet top-1 (%)")
     ax.set_title("Accuracy vs measured latency (paper Fig. 4 against time)")
