@@ -8,6 +8,9 @@ Peak memory: Linux-only, the process's peak resident set (``VmHWM`` in /proc/sel
 model/runtime (writing 5 to /proc/self/clear_refs), and ``peak_mem_MB`` = VmHWM after building, the latency runs and
 the throughput runs minus the resident set before building. It counts everything the runtime allocates (weights,
 arena, activations, compiled code), which tracemalloc cannot see; on CUDA it is ``torch.cuda.max_memory_allocated``.
+Freed heap memory is returned to the OS first (``malloc_trim``), but memory an allocator keeps cached from an earlier
+model in the same process (oneDNN/inductor caches, torch's CPU allocator) can still be reused unseen, so the figure is
+a lower bound; ``--models X`` with one model per process gives the absolute figure.
 
 The FP32 physical limit of a model is 2 x MACs / peak FP32 FLOP/s of the cores used; the peak is measured by a
 large single-precision matmul (`matmul_gflops`, FMA-bound), per core, times ``threads``.
@@ -214,10 +217,24 @@ def _status_kb(key: str) -> int | None:
     return None
 
 
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that memory a previous
+    model freed is not silently reused by the next one without showing in its RSS peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_memory() -> int | None:
     """Reset the peak-RSS counter (Linux) and return the current RSS in kB; None where unsupported."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    _release_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
