@@ -323,9 +323,11 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path) -
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(st))
     fp32 = file_mb(st)
     if info.onnx:
-        from .runtimes import model_onnx
+        from .export import export_onnx
+        from .runtimes import int8_onnx
 
-        onnx_path = model_onnx(model, runtime, None)
+        path = workdir / "model.onnx"
+        onnx_path = int8_onnx(model, path) if info.dtype == "int8" else export_onnx(model, path)
         runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
         return Measured(runner, fp32, file_mb(onnx_path))
     return Measured(make_runner(model, runtime, threads=threads), fp32, fp32)

@@ -22,6 +22,7 @@ Every runner honours ``threads`` (intra-op threads; the GPU ignores it). A runti
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,7 +278,11 @@ def make_runner(
     if runtime == "openvino-bf16" and not cpu_has_bf16():  # before exporting: the refusal is cheap
         raise RuntimeUnavailable("this CPU has no AVX512_BF16/AMX: OpenVINO would run f32 instead of bf16")
     path = model_onnx(model, runtime, onnx_path)
-    if info.engine == "ort":
-        return ort_runner(path, threads=threads, dtype=info.dtype, **kwargs)
-    precision = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[info.dtype]  # int8: QDQ nodes decide, f32 elsewhere
-    return openvino_runner(path, threads=threads, precision=precision, dtype=info.dtype, **kwargs)
+    try:
+        if info.engine == "ort":
+            return ort_runner(path, threads=threads, dtype=info.dtype, **kwargs)
+        precision = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[info.dtype]  # int8: QDQ decides, f32 elsewhere
+        return openvino_runner(path, threads=threads, precision=precision, dtype=info.dtype, **kwargs)
+    finally:
+        if onnx_path is None:  # our temporary export: both runtimes hold the graph in memory once built
+            shutil.rmtree(path.parent, ignore_errors=True)
