@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import complexity, paper
 from .formatting import render
@@ -314,6 +316,153 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
         f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
     )
+# --- bench ------------------------------------------------------------------------------------------------------
+
+
+def _csv_list(kind):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from exc
+
+    return parse
+
+
+def _add_bench(sub) -> Handler:
+    from .bench import BenchConfig
+    from .runtimes import RUNTIMES
+
+    d = BenchConfig()
+    p = sub.add_parser("bench", help="measure latency/throughput/memory/size of MobileNets on this machine")
+    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs or timm:<name> (default: "
+                   "the paper's 16-model grid)")  # fmt: skip
+    p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
+    p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
+    p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
+                   help=f"comma list of {', '.join(RUNTIMES)} (default: %(default)s)")  # fmt: skip
+    p.add_argument("--threads", type=_csv_list(int), default=list(d.threads), help="intra-op threads list")
+    p.add_argument("--batch", type=int, help="throughput batch (default: 32 on CPU, 256 on GPU; 0 = skip)")
+    p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
+    p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
+    p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--out", help="write rows to OUT.csv and OUT.json; OUT ending in / = a folder, file named after "
+                   "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
+    p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
+    p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
+    p.add_argument("--lut-file", help="lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _fmt_arg(p, ("table", "md", "csv", "json"), "table")
+    return cmd_bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    kw = dict(runtimes=tuple(args.runtimes), threads=tuple(args.threads), batch=args.batch, min_runs=args.min_runs,
+              min_time=args.min_time, target_fps=args.target_fps, accuracy_files=tuple(args.accuracy or ()),
+              progress=not args.no_progress)  # fmt: skip
+    cfg = bench.config_from(args.models, args.alpha, args.resolution, **kw)
+    if args.lut:
+        from . import lut
+
+        rows = lut.predict_rows(cfg, path=args.lut_file)
+        print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
+        return 0
+    notes: list[str] = []
+    rows = bench.run_bench(cfg, notes=notes)
+    print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.out:
+        meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
+        out = Path(args.out) / bench.results_name(rows) if args.out.endswith(("/", os.sep)) else args.out
+        for path in bench.write_results(rows, out, meta=meta):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.plots:
+        from . import plots
+
+        for path in plots.bench_plots(rows, args.plots, target_fps=args.target_fps):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0 if rows else 1
+
+
+# --- select -----------------------------------------------------------------------------------------------------
+
+
+def _add_select(sub) -> Handler:
+    from .select import Constraints, SearchSpace
+
+    c, s = Constraints(), SearchSpace()
+    p = sub.add_parser("select", help="the most accurate MobileNet meeting a latency/FPS/size/MACs/params budget")
+    p.add_argument("--latency-ms", type=float, help="batch-1 latency bound (ms) on --runtime/--threads")
+    p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
+    p.add_argument("--max-mb", type=float, help="weights size bound (MB = 2**20 bytes), see --size-dtype")
+    p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
+    p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
+    p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
+    p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
+    p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: %(default)s)")
+    p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
+    p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--accuracy-table", choices=("tfslim", "paper"), default="tfslim", help="(default: %(default)s)")
+    p.add_argument("--alpha-range", type=_csv_list(float), metavar="MIN,MAX,STEP",
+                   default=[s.alpha_min, s.alpha_max, s.alpha_step], help="(default: 0.25,1.0,0.05)")  # fmt: skip
+    p.add_argument("--res-range", type=_csv_list(int), metavar="MIN,MAX,STEP",
+                   default=[s.res_min, s.res_max, s.res_step], help="(default: 96,224,16)")  # fmt: skip
+    p.add_argument("--top", type=int, default=5, help="rows to show (chosen + runners-up)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return cmd_select
+
+
+def _count(name: str, text: str | None) -> float | None:
+    """'300M' / '2.5M' / '3e8' -> a number (None stays None)."""
+    if text is None:
+        return None
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}
+    try:
+        return float(text[:-1]) * scale[text[-1].upper()] if text and text[-1].upper() in scale else float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r} is not allowed: {name} must be a count like 300M, 2.5M or 3e8") from exc
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from . import accuracy
+    from .runtimes import check_runtime
+    from .select import SHOW_COLUMNS, Constraints, SearchSpace, latency_source, select
+
+    check_runtime(args.runtime)
+    if args.threads < 1:
+        raise ValueError(f"threads={args.threads} is not allowed: threads must be an integer >= 1")
+    for name, values in (("alpha-range", args.alpha_range), ("res-range", args.res_range)):
+        if len(values) != 3:
+            raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")
+    space = SearchSpace(*args.alpha_range, *args.res_range).validate()
+    macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
+    cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
+    acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
+    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file)
+    sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
+                 top=args.top)  # fmt: skip
+    if args.json:
+        print(json.dumps(sel.to_dict(), indent=2))
+        return 0 if sel.chosen else 1
+    where = f"{args.runtime}, {args.threads} thread(s)"
+    if sel.chosen is None:
+        print(f"no model in the search space ({sel.candidates} candidates) meets the budget on {where}.")
+        print("fastest and smallest candidates, for reference:")
+        print(render([sel.fastest, sel.smallest], "table", SHOW_COLUMNS))
+        return 1
+    c = sel.chosen
+    size = f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs"
+    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {c['top1']:.1f}% "
+          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
+    print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
+    print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
+    print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
     return 0
 
 
@@ -327,6 +476,8 @@ SUBCOMMANDS: list[Callable] = [
     _add_export,
     _add_predict,
     _add_stream,
+    _add_bench,
+    _add_select,
 ]
 
 
