@@ -316,6 +316,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
         f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
     )
+    return 0
+
+
 # --- bench ------------------------------------------------------------------------------------------------------
 
 
