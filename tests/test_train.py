@@ -19,14 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets import load
+from mobilenets import load, save
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
 from mobilenets.engine import find_resume, save_checkpoint
 from mobilenets.optim import RMSpropTF, lr_factor, param_groups
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
-from mobilenets.trainer import train
+from mobilenets.trainer import evaluate_weights, train
 from mobilenets.weights import read_state_dict
 
 from .conftest import REPO, data_path
@@ -46,16 +46,30 @@ def copy_subset(dst: Path, classes: list[str], n_train: int, n_val: int) -> Path
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), alpha=0.25, resolution=64, batch_size=8, epochs=1, workers=0,
-                threads=1, optimizer="sgd", lr=0.05, schedule="constant", weight_decay=0.0, quiet=True)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        alpha=0.25,
+        resolution=64,
+        batch_size=8,
+        epochs=1,
+        workers=0,
+        threads=1,
+        optimizer="sgd",
+        lr=0.05,
+        schedule="constant",
+        weight_decay=0.0,
+        quiet=True,
+    )
     base.update(kw)
     return resolve(**base)
 
 
 def cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **env_extra}
-    return subprocess.run([sys.executable, "-m", "mobilenets", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mobilenets", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 # --- a run that learns --------------------------------------------------------------------------------------------
@@ -66,9 +80,22 @@ def trained(tmp_path_factory):
     """4 Imagenette classes, 150 train / 50 val images each, 0.25 MobileNet-64, 270 SGD steps (about 25 s)."""
     root = copy_subset(tmp_path_factory.mktemp("inette"), CLASSES4, 150, 50)
     out = tmp_path_factory.mktemp("run")
-    cfg = resolve(data=str(root), out=str(out), alpha=0.25, resolution=64, epochs=15, batch_size=32, workers=0,
-                  threads=1, optimizer="nesterov", lr=0.2, schedule="cosine", warmup_epochs=1, scale_min=0.35,
-                  quiet=True)
+    cfg = resolve(
+        data=str(root),
+        out=str(out),
+        alpha=0.25,
+        resolution=64,
+        epochs=15,
+        batch_size=32,
+        workers=0,
+        threads=1,
+        optimizer="nesterov",
+        lr=0.2,
+        schedule="cosine",
+        warmup_epochs=1,
+        scale_min=0.35,
+        quiet=True,
+    )
     return root, out, train(cfg)
 
 
@@ -79,10 +106,7 @@ def test_short_run_learns_far_above_chance(trained):
     # reaching 0.45 by luck would be a 6-sigma event (binomial sd 0.031).
     assert summary["best_top1"] >= 0.45
     untrained = create_model("mobilenet_v1_025", resolution=64, num_classes=4)
-    from mobilenets.trainer import evaluate_weights  # random weights through the same eval path, for contrast
-    import mobilenets
-
-    mobilenets.save(untrained, out / "untrained")
+    save(untrained, out / "untrained")  # random weights through the same eval path, for contrast
     assert evaluate_weights(out / "untrained", root / "val", workers=0)["top1"] < 0.4
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 16))
@@ -148,9 +172,36 @@ def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--out", str(out), "--alpha", "0.25", "--resolution", "128",
-            "--batch-size", "8", "--epochs", "3", "--workers", "0", "--threads", "1", "--deterministic",
-            "--optimizer", "rmsprop", "--lr", "0.01", "--ema-decay", "0.9", "--save-every", "2", "--quiet", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "128",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--deterministic",
+        "--optimizer",
+        "rmsprop",
+        "--lr",
+        "0.01",
+        "--ema-decay",
+        "0.9",
+        "--save-every",
+        "2",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -160,8 +211,12 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *_train_args(data, run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mobilenets", *_train_args(data, run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if any(int(p.stem.split("-")[1]) >= 8 for p in (run / "checkpoints").glob("ckpt-*.pt")):
@@ -193,7 +248,9 @@ def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
     for step in (10, 11, 12):
         save_checkpoint(tmp_path, {**good, "global_step": step}, keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*")) == [
-        "ckpt-000000011.pt", "ckpt-000000012.pt"]
+        "ckpt-000000011.pt",
+        "ckpt-000000012.pt",
+    ]
 
 
 # --- distributed ------------------------------------------------------------------------------------------------
@@ -210,15 +267,55 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     bit-for-bit: tolerance 1e-4 absolute.
     """
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 32, 4)
-    common = ["--alpha", "0.25", "--resolution", "64", "--batch-size", "16", "--epochs", "2", "--workers", "0",
-              "--threads", "1", "--freeze-bn", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.05",
-              "--schedule", "constant", "--quiet", "--data", str(data)]
+    common = [
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "64",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--freeze-bn",
+        "--dropout",
+        "0",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "constant",
+        "--quiet",
+        "--data",
+        str(data),
+    ]
     one = cli(["train", "--out", str(tmp_path / "one"), *common])
     assert one.returncode == 0, one.stderr
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "mobilenets", "train", "--out", str(tmp_path / "two"), *common],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mobilenets",
+            "train",
+            "--out",
+            str(tmp_path / "two"),
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s2["global_steps"] == 8
@@ -256,8 +353,9 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
     split = scan_split(data / "train")
     from mobilenets.data import train_transform
 
-    ds = ImageFolderDataset(split, train_transform(create_model("mobilenet_v1_025", resolution=64).spec, 64, 0.5,
-                                                   (0.75, 1.33), True))
+    ds = ImageFolderDataset(
+        split, train_transform(create_model("mobilenet_v1_025", resolution=64).spec, 64, 0.5, (0.75, 1.33), True)
+    )
     shapes = {Path(split.samples[i][0]).name: ds[i][0] for i in range(len(ds))}
     for name in ("cmyk.jpg", "gray.jpg", "alpha.png", "palette.png", "sixteen.png"):
         assert shapes[name].shape == (3, 64, 64), name
@@ -269,7 +367,8 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
         assert bad["train"]["count"] == 3 and bad["val"]["count"] == 1
         named = " ".join(bad["train"]["first"])
         assert all(n in named for n in ("zero.jpg", "truncated.jpg", "notes.jpg")) and "broken.JPEG" in " ".join(
-            bad["val"]["first"])
+            bad["val"]["first"]
+        )
         assert s["epochs"] == 2
         rows = [json.loads(x) for x in (tmp_path / cache / "metrics.jsonl").read_text().splitlines()]
         assert [r["skipped_train"]["count"] for r in rows] == [3, 3]

@@ -182,14 +182,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ValueError(f"workers={args.workers} is not allowed: workers must be an integer >= 0")
     r = evaluate_weights(
-        args.weights, args.data, resolution=args.resolution, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, threads=args.threads,
+        args.weights,
+        args.data,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
-          f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)")
+    print(
+        f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+        f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
+    )
     rows = [{"class": k, "top1": v} for k, v in r["per_class_top1"].items()]
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:

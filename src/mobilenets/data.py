@@ -47,9 +47,7 @@ def _is_candidate(name: str) -> bool:
     return not name.startswith(".")
 
 
-def scan_split(
-    root: str | os.PathLike, classes: list[str] | None = None, max_per_class: int | None = None
-) -> Split:
+def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_per_class: int | None = None) -> Split:
     """List ``root/<class>/*``. Errors: missing folder, no class folders, an empty class folder, unknown classes."""
     root = Path(root)
     if not root.is_dir():

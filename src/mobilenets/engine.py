@@ -163,8 +163,11 @@ class Progress:
             self.bar.set_postfix(text, refresh=False)
             self.bar.update(1)
         elif self.n % self.log_every == 0 or self.n == self.total:
-            print(f"{self.desc} step {self.n}/{self.total} " + " ".join(f"{k}={v}" for k, v in text.items()),
-                  file=self.stream, flush=True)
+            print(
+                f"{self.desc} step {self.n}/{self.total} " + " ".join(f"{k}={v}" for k, v in text.items()),
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -204,8 +207,11 @@ class StepContext:
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. 2015: KL(teacher_T || student_T) * T^2 (the paper's Section 4.5/4.7 distillation)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
-                    log_target=True) * t * t
+    return (
+        F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True)
+        * t
+        * t
+    )
 
 
 def compute_loss(logits, labels, images, ctx: StepContext) -> torch.Tensor:

@@ -130,10 +130,18 @@ def build_teacher(cfg: TrainConfig, num_classes: int, device: torch.device) -> n
 def git_commit() -> dict[str, Any]:
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -148,8 +156,14 @@ def environment(env: DistEnv) -> dict[str, Any]:
 
     info = {
         "git": git_commit(),
-        "versions": {"mobilenets": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "numpy": numpy.__version__, "pillow": PIL.__version__, "python": platform.python_version()},
+        "versions": {
+            "mobilenets": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "pillow": PIL.__version__,
+            "python": platform.python_version(),
+        },
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -218,17 +232,28 @@ class _Run:
             if use:
                 t0 = time.perf_counter()
                 ds.build_cache(threads=max(1, cfg.workers))
-                self.say(f"cached {len(ds)} {name} images in memory ({need / 2**20:.0f} MiB, "
-                         f"{time.perf_counter() - t0:.1f} s)")
+                self.say(
+                    f"cached {len(ds)} {name} images in memory ({need / 2**20:.0f} MiB, "
+                    f"{time.perf_counter() - t0:.1f} s)"
+                )
         pin = env.device.type == "cuda"
         self.sampler = ResumableSampler(self.train_ds, env, shuffle=True, seed=cfg.seed, drop_last=True)
         self.train_loader = DataLoader(
-            self.train_ds, batch_size=self.per_rank_batch, sampler=self.sampler, num_workers=cfg.workers,
-            collate_fn=collate, drop_last=True, pin_memory=pin, generator=torch.Generator().manual_seed(cfg.seed),
+            self.train_ds,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            drop_last=True,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         self.val_loader = DataLoader(
-            self.val_ds, batch_size=cfg.eval_batch_size or self.per_rank_batch,
-            sampler=ShardSampler(len(self.val_ds), env), num_workers=cfg.workers, collate_fn=collate,
+            self.val_ds,
+            batch_size=cfg.eval_batch_size or self.per_rank_batch,
+            sampler=ShardSampler(len(self.val_ds), env),
+            num_workers=cfg.workers,
+            collate_fn=collate,
             pin_memory=pin,
         )
         self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
@@ -264,7 +289,8 @@ class _Run:
         if not self.cfg.resume:
             return
         found = (
-            find_resume(self.out) if self.cfg.resume == "auto"
+            find_resume(self.out)
+            if self.cfg.resume == "auto"
             else (Path(self.cfg.resume), load_checkpoint(self.cfg.resume))
         )
         if found is None:
@@ -314,8 +340,11 @@ class _Run:
         atomic_write_text(self.out / "env.json", json.dumps(environment(self.env), indent=2) + "\n")
         metrics = self.out / "metrics.jsonl"
         if metrics.exists():  # drop epochs a resumed run will redo, so each epoch is listed once
-            kept = [ln for ln in metrics.read_text().splitlines()
-                    if ln.strip() and self.resumed_from and json.loads(ln)["epoch"] <= self.start_epoch]
+            kept = [
+                ln
+                for ln in metrics.read_text().splitlines()
+                if ln.strip() and self.resumed_from and json.loads(ln)["epoch"] <= self.start_epoch
+            ]
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
 
     def _append_metrics(self, row: dict) -> None:
@@ -338,8 +367,13 @@ class _Run:
         if not self.env.is_main:
             return
         model = self.ema.module if self.ema is not None else unwrap(self.model)
-        prov = {"trained_by": "mobilenets train", "run_dir": str(self.out), "epoch": metrics.get("epoch"),
-                "val_top1": metrics.get("val_top1"), "ema": self.ema is not None}
+        prov = {
+            "trained_by": "mobilenets train",
+            "run_dir": str(self.out),
+            "epoch": metrics.get("epoch"),
+            "val_top1": metrics.get("val_top1"),
+            "ema": self.ema is not None,
+        }
         weights_io.save(model, self.out / folder, provenance=prov)
 
     def run(self) -> dict[str, Any] | None:
@@ -364,17 +398,30 @@ class _Run:
                 self._checkpoint(cur["epoch"], step_in_epoch)
 
         ctx = StepContext(
-            optimizer=self.optimizer, lr_at=lambda s: lr_factor(cfg, s, self.steps_per_epoch), set_lr=set_lr,
-            env=env, amp_dtype=amp_dtype, scaler=self.scaler, ema=self.ema, teacher=self.teacher,
-            distill_temperature=cfg.distill_temperature, distill_weight=cfg.distill_weight if self.teacher else 0.0,
-            label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, channels_last=cfg.channels_last,
-            max_steps=cfg.max_steps, on_step=on_step,
+            optimizer=self.optimizer,
+            lr_at=lambda s: lr_factor(cfg, s, self.steps_per_epoch),
+            set_lr=set_lr,
+            env=env,
+            amp_dtype=amp_dtype,
+            scaler=self.scaler,
+            ema=self.ema,
+            teacher=self.teacher,
+            distill_temperature=cfg.distill_temperature,
+            distill_weight=cfg.distill_weight if self.teacher else 0.0,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            max_steps=cfg.max_steps,
+            on_step=on_step,
             prepare=(lambda m: bn_to_eval(m, only_frozen=not cfg.freeze_bn))
-            if (cfg.freeze_bn or cfg.freeze_backbone) else None,
+            if (cfg.freeze_bn or cfg.freeze_backbone)
+            else None,
         )
-        self.say(f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
-                 f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
-                 f"world size {env.world_size}, device {env.device}")
+        self.say(
+            f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
+            f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
+            f"world size {env.world_size}, device {env.device}"
+        )
         history = []
         last_train_bad, last_val = BadFiles(), None
         stopped = False
@@ -384,20 +431,39 @@ class _Run:
             self.train_ds.set_epoch(epoch)
             self.sampler.start = self.start_step * self.per_rank_batch if epoch == self.start_epoch else 0
             first = self.start_step if epoch == self.start_epoch else 0
-            progress = Progress(self.steps_per_epoch - first, f"epoch {epoch + 1}/{cfg.epochs}",
-                                enabled=env.is_main and not cfg.quiet, log_every=cfg.log_every)
-            stats, self.global_step, bad, stopped = train_one_epoch(self.wrapped, self.train_loader, ctx, progress,
-                                                                    self.global_step, first)
+            progress = Progress(
+                self.steps_per_epoch - first,
+                f"epoch {epoch + 1}/{cfg.epochs}",
+                enabled=env.is_main and not cfg.quiet,
+                log_every=cfg.log_every,
+            )
+            stats, self.global_step, bad, stopped = train_one_epoch(
+                self.wrapped, self.train_loader, ctx, progress, self.global_step, first
+            )
             progress.close()
             self.global_step_now = self.global_step
-            val = evaluate(self._eval_model(), self.val_loader, len(self.classes), env, amp_dtype=amp_dtype,
-                           channels_last=cfg.channels_last)
+            val = evaluate(
+                self._eval_model(),
+                self.val_loader,
+                len(self.classes),
+                env,
+                amp_dtype=amp_dtype,
+                channels_last=cfg.channels_last,
+            )
             last_train_bad = self._bad_report(bad, self.train_ds)
             val_bad = self._bad_report(val.pop("bad"), self.val_ds)
             last_val = val
-            row = {"epoch": epoch + 1, "global_step": self.global_step, **stats, "val_loss": val["loss"],
-                   "val_top1": val["top1"], "val_top5": val["top5"], "val_images_per_s": val["images_per_s"],
-                   "skipped_train": last_train_bad.to_dict(), "skipped_val": val_bad.to_dict()}
+            row = {
+                "epoch": epoch + 1,
+                "global_step": self.global_step,
+                **stats,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "val_images_per_s": val["images_per_s"],
+                "skipped_train": last_train_bad.to_dict(),
+                "skipped_val": val_bad.to_dict(),
+            }
             history.append(row)
             improved = val["top1"] > self.best["top1"]
             if improved:
@@ -406,12 +472,17 @@ class _Run:
                 self._append_metrics(row)
                 if improved:
                     self._save_weights("model_best", row)
-            self.say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, val top-1 "
-                     f"{val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}, "
-                     f"{stats['train_images_per_s']:.1f} img/s"
-                     + (f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
-                        f"(first: {(last_train_bad.first + val_bad.first)[0]})"
-                        if last_train_bad.count + val_bad.count else ""))
+            self.say(
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, val top-1 "
+                f"{val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}, "
+                f"{stats['train_images_per_s']:.1f} img/s"
+                + (
+                    f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
+                    f"(first: {(last_train_bad.first + val_bad.first)[0]})"
+                    if last_train_bad.count + val_bad.count
+                    else ""
+                )
+            )
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
                 done = first + stats["train_steps"]
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
@@ -440,8 +511,11 @@ class _Run:
             "epochs": len(all_rows),
             "global_steps": self.global_step,
             "wall_time_s": wall,
-            "train_images_per_s": (sum(r["train_images"] for r in all_rows)
-                                   / max(1e-9, sum(r["train_time_s"] for r in all_rows))) if all_rows else None,
+            "train_images_per_s": (
+                sum(r["train_images"] for r in all_rows) / max(1e-9, sum(r["train_time_s"] for r in all_rows))
+            )
+            if all_rows
+            else None,
             "eval_images_per_s": final.get("val_images_per_s"),
             "per_class_top1": dict(zip(self.classes, last_val["per_class_top1"], strict=True)) if last_val else None,
             "skipped_files": {"train": train_bad.to_dict(), "val": final.get("skipped_val")},
