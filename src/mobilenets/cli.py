@@ -466,6 +466,74 @@ def cmd_select(args: argparse.Namespace) -> int:
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
+# --- train / eval -----------------------------------------------------------------------------------------------
+
+
+def _add_train(sub) -> Handler:
+    from .train_config import add_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune on an image folder (works under torchrun for DDP)",
+        description="Every option defaults to the TrainConfig dataclass; --config YAML overlays the defaults and "
+        "explicit options overlay the YAML.",
+    )
+    add_arguments(p)
+    return cmd_train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train_config import from_args
+    from .trainer import train
+
+    summary = train(from_args(args))
+    if summary is not None and not getattr(args, "quiet", False):
+        print(
+            f"best val top-1 {summary['best_top1']:.4f} (epoch {summary['best_epoch']}), final top-1 "
+            f"{summary['final_top1']:.4f} top-5 {summary['final_top5']:.4f}, {summary['wall_time_s']:.1f} s; "
+            f"weights in {summary['weights']}"
+        )
+    return 0
+
+
+def _add_eval(sub) -> Handler:
+    p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of saved weights on an image folder")
+    p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model)")
+    p.add_argument("--data", required=True, help="split folder holding <class>/<images> (e.g. ROOT/val)")
+    p.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return cmd_eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .trainer import evaluate_weights
+
+    if args.workers < 0:
+        raise ValueError(f"workers={args.workers} is not allowed: workers must be an integer >= 0")
+    r = evaluate_weights(
+        args.weights,
+        args.data,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(
+        f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+        f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
+    )
+    rows = [{"class": k, "top1": v} for k, v in r["per_class_top1"].items()]
+    print(render(rows, "table"))
+    if r["skipped_files"]["count"]:
+        print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
     return 0
 
 
@@ -481,6 +549,8 @@ SUBCOMMANDS: list[Callable] = [
     _add_stream,
     _add_bench,
     _add_select,
+    _add_train,
+    _add_eval,
 ]
 
 

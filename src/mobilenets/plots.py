@@ -5,7 +5,9 @@
 - `accuracy_vs_latency`: expected top-1 against latency, the Pareto front per runtime, and the target-FPS line
   (models left of it are real-time) -- Figure 4 of the paper with milliseconds instead of mult-adds.
 
-Each function is self-contained (takes bench rows, writes one file, returns its path).
+- `plot_training_curves`: loss (train and val) and val top-1 / top-5 against epoch, from metrics.jsonl rows.
+
+Each function is self-contained (takes rows, writes one PNG atomically, returns its path).
 """
 
 from __future__ import annotations
@@ -86,11 +88,13 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     return _save(fig, path)
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    from .atomic import atomic_open
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(p, dpi=110)
+    with atomic_open(p, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     _pyplot().close(fig)
     return p
 
@@ -105,3 +109,23 @@ def bench_plots(rows: Sequence[dict], folder: str | os.PathLike, *, target_fps: 
         latency_vs_macs(rows, folder / f"{stem}-latency-vs-macs.png"),
         accuracy_vs_latency(rows, folder / f"{stem}-accuracy-vs-latency.png", target_fps=target_fps),
     ]
+
+
+def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Two panels: loss vs epoch (train, val), accuracy vs epoch (train top-1, val top-1, val top-5). PNG."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="val")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train top-1")
+    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "s-", label="val top-1")
+    ax_acc.plot(epochs, [100 * r["val_top5"] for r in rows], "^--", label="val top-5")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi=100)

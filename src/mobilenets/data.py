@@ -1,0 +1,249 @@
+"""Image-folder datasets for training and evaluation (torchvision ImageFolder / ImageNet layout).
+
+- Layout: ``ROOT/<split>/<class>/<image>``; class index = sorted folder order (as torchvision's ImageFolder).
+- Decoding: `preprocess.read_image` (torchvision.io, Pillow fallback; any mode -> uint8 RGB).
+- Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: the sample is dropped from its batch,
+  counted, and its path reported (`BadFiles`).
+- Augmentation (paper Section 4 uses less than Inception; the crop scale range is a recipe field):
+  RandomResizedCrop + horizontal flip from torchvision.transforms.v2. Each sample's random draw is seeded from
+  (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
+  what makes resumed and distributed runs reproduce single-process ones.
+- In-memory cache: every image decoded once into uint8, shorter side reduced to ``resolution / crop_pct`` (the size
+  the eval transform resizes to anyway), used when the estimate fits a memory budget.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, v2
+
+from .preprocess import ImageError, read_image
+from .spec import ModelSpec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+MAX_REPORTED = 10  # bad-file paths kept for reports
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as given (missing split, empty class, class mismatch); names the folder."""
+
+
+@dataclass
+class Split:
+    root: Path
+    classes: list[str]
+    samples: list[tuple[str, int]]  # (path, label)
+
+
+def _is_candidate(name: str) -> bool:
+    # Any visible file counts: a file with an image extension that is not an image must be reported, not ignored,
+    # and so must an image with an unusual extension. Hidden files (.DS_Store, editor temp files) are skipped.
+    return not name.startswith(".")
+
+
+def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_per_class: int | None = None) -> Split:
+    """List ``root/<class>/*``. Errors: missing folder, no class folders, an empty class folder, unknown classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: split folder not found")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    if classes:
+        missing = [c for c in classes if c not in found]
+        if missing:
+            raise DataError(f"{root}: class folder(s) {', '.join(missing)} not found (found: {', '.join(found)})")
+        found = sorted(classes)
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(found):
+        files = sorted(f for f in os.listdir(root / name) if _is_candidate(f) and (root / name / f).is_file())
+        if not files:
+            raise DataError(f"{root / name}: empty class folder (every class needs at least one image)")
+        files = files[:max_per_class] if max_per_class else files
+        samples += [(str(root / name / f), label) for f in files]
+    return Split(root, found, samples)
+
+
+def scan_dataset(
+    root: str | os.PathLike,
+    train_split: str = "train",
+    val_split: str = "val",
+    classes: list[str] | None = None,
+    max_per_class: int | None = None,
+    max_val_per_class: int | None = None,
+) -> tuple[Split, Split]:
+    """Both splits, checked to hold the same classes before any training starts."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    for split in (train_split, val_split):
+        if not (root / split).is_dir():
+            raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>)")
+    train = scan_split(root / train_split, classes, max_per_class)
+    val = scan_split(root / val_split, classes, max_val_per_class)
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))
+        only_val = sorted(set(val.classes) - set(train.classes))
+        raise DataError(
+            f"{root}: train and val classes differ (only in {train_split}: {only_train or '-'}; "
+            f"only in {val_split}: {only_val or '-'})"
+        )
+    return train, val
+
+
+@dataclass
+class BadFiles:
+    """Files that could not be decoded: a count and the first few paths with the reason."""
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, path: str, reason: str) -> None:
+        self.count += 1
+        if len(self.first) < MAX_REPORTED:
+            self.first.append(f"{path}: {reason}")
+
+    def merge(self, other: BadFiles) -> None:
+        self.count += other.count
+        self.first = (self.first + other.first)[:MAX_REPORTED]
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "first": list(self.first)}
+
+
+def train_transform(spec: ModelSpec, resolution: int, scale_min: float, ratio: tuple[float, float], hflip: bool):
+    """RandomResizedCrop(scale=(scale_min, 1)) + optional flip, then the spec's normalisation."""
+    steps = [
+        v2.RandomResizedCrop(
+            resolution,
+            scale=(scale_min, 1.0),
+            ratio=ratio,
+            interpolation=InterpolationMode(spec.interpolation),
+            antialias=True,
+        )
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))]
+    return v2.Compose(steps)
+
+
+def cache_side(resolution: int, crop_pct: float) -> int:
+    """Shorter side of cached images: the eval resize target, so caching changes no eval pixel."""
+    return int(resolution / crop_pct)
+
+
+def _shrink(img: torch.Tensor, side: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    if min(h, w) <= side:
+        return img
+    return v2.functional.resize(img, side, interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def estimate_cache_bytes(samples: list[tuple[str, int]], side: int) -> int:
+    """uint8 bytes the cache would need, from image headers (Pillow reads sizes without decoding)."""
+    from PIL import Image
+
+    total = 0
+    for path, _ in samples:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - unreadable files are counted as bad later, not sized here
+            continue
+        s = min(1.0, side / max(1, min(h, w)))
+        total += 3 * max(1, round(h * s)) * max(1, round(w * s))
+    return total
+
+
+class ImageFolderDataset(Dataset):
+    """Samples -> (float image, label, index); a bad file yields (None, label, index) and is dropped by `collate`."""
+
+    def __init__(self, split: Split, transform, *, seed: int = 0, cache_side: int | None = None) -> None:
+        self.split = split
+        self.samples = split.samples
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.cache: list[torch.Tensor | None] | None = None
+        self.cache_side = cache_side
+        self.bad_at_cache = BadFiles()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def build_cache(self, threads: int = 1) -> None:
+        """Decode every image once (uint8); bad files are remembered as None and reported per epoch."""
+
+        def load(item: tuple[str, int]) -> torch.Tensor | None:
+            try:
+                img = read_image(item[0])
+            except (ImageError, OSError):
+                return None
+            return _shrink(img, self.cache_side).clone() if self.cache_side else img
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self.cache = list(pool.map(load, self.samples))
+
+    def _decode(self, index: int) -> tuple[torch.Tensor | None, str]:
+        if self.cache is not None:
+            img = self.cache[index]
+            return img, "" if img is not None else "not a readable image"
+        try:
+            return read_image(self.samples[index][0]), ""
+        except (ImageError, OSError) as exc:
+            return None, str(exc).split(": ", 1)[-1]
+
+    def sample_seed(self, index: int) -> int:
+        return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2**63)
+
+    def __getitem__(self, index: int):
+        label = self.samples[index][1]
+        img, reason = self._decode(index)
+        if img is None:
+            return None, label, index, reason
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.sample_seed(index))
+            return self.transform(img), label, index, ""
+
+
+def collate(batch):
+    """Stack the readable samples; return (images, labels, [(index, reason) of dropped bad files])."""
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good]), bad
+
+
+def should_cache(mode: str, samples: list[tuple[str, int]], side: int, budget_gb: float) -> tuple[bool, int]:
+    """(use the cache?, estimated bytes). ``auto`` caches when the estimate fits the budget."""
+    if mode == "off":
+        return False, 0
+    need = estimate_cache_bytes(samples, side)
+    if mode == "on":
+        return True, need
+    return need <= budget_gb * 2**30, need
+
+
+__all__ = [
+    "BadFiles",
+    "DataError",
+    "ImageFolderDataset",
+    "Split",
+    "cache_side",
+    "collate",
+    "scan_dataset",
+    "scan_split",
+    "should_cache",
+    "train_transform",
+]

@@ -1,0 +1,412 @@
+"""The training loop's parts: distributed set-up, one epoch of training, evaluation, checkpoints, RNG states.
+
+Distributed: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; we then use DistributedDataParallel with NCCL on GPU
+and gloo on CPU. Without those variables the same code runs with world size 1 (DESIGN.md "Distributed").
+Checkpoints hold everything a bit-identical resume needs (model, optimizer, EMA, scaler, every RNG state, the
+sampler position, epoch and step) and are written atomically (`atomic.atomic_write_bytes`): a reader sees a complete
+old or complete new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from .atomic import atomic_write_bytes
+
+# --- distributed ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Read torchrun's environment; start the process group (NCCL on CUDA, gloo on CPU) when world size > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is not allowed: CUDA is not available on this machine")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistEnv(rank, world, local, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded shuffle per epoch, one shard per process) that can start mid-epoch."""
+
+    def __init__(self, dataset, env: DistEnv, *, shuffle: bool, seed: int, drop_last: bool) -> None:
+        super().__init__(
+            dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        self.start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Evaluation sharding without padding: process r takes indices r, r + W, ... so every image counts once."""
+
+    def __init__(self, n: int, env: DistEnv) -> None:
+        self.indices = list(range(env.rank, n, env.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# --- RNG states -------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """tqdm bar on a terminal, plain lines every ``log_every`` steps otherwise, nothing when quiet or not rank 0."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool, log_every: int, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled, self.total, self.desc, self.log_every = enabled, total, desc, log_every
+        self.bar = None
+        self.n = 0
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True)
+
+    def update(self, **stats: float) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        text = {k: f"{v:.4g}" for k, v in stats.items()}
+        if self.bar is not None:
+            self.bar.set_postfix(text, refresh=False)
+            self.bar.update(1)
+        elif self.n % self.log_every == 0 or self.n == self.total:
+            print(
+                f"{self.desc} step {self.n}/{self.total} " + " ".join(f"{k}={v}" for k, v in text.items()),
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def log(env: DistEnv, quiet: bool, message: str) -> None:
+    if env.is_main and not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepContext:
+    """What `train_one_epoch` needs besides the model and data."""
+
+    optimizer: torch.optim.Optimizer
+    lr_at: Any  # step -> factor
+    set_lr: Any
+    env: DistEnv
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: Any = None
+    teacher: nn.Module | None = None
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0
+    channels_last: bool = False
+    max_steps: int | None = None
+    on_step: Any = None  # callback(global_step, step_in_epoch) after each optimizer step (checkpoints)
+    prepare: Any = None  # callback(model) after model.train(), e.g. to keep frozen BatchNorm in eval mode
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015: KL(teacher_T || student_T) * T^2 (the paper's Section 4.5/4.7 distillation)."""
+    t = temperature
+    return (
+        F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True)
+        * t
+        * t
+    )
+
+
+def compute_loss(logits, labels, images, ctx: StepContext) -> torch.Tensor:
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=ctx.label_smoothing)
+    if ctx.teacher is not None and ctx.distill_weight > 0:
+        with torch.no_grad():
+            t_logits = ctx.teacher(images).float()
+        kd = distillation_loss(logits.float(), t_logits, ctx.distill_temperature)
+        loss = (1 - ctx.distill_weight) * loss + ctx.distill_weight * kd
+    return loss
+
+
+def _autocast(ctx: StepContext):
+    if ctx.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(ctx.env.device.type, dtype=ctx.amp_dtype)
+
+
+def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_step: int, start_step: int = 0):
+    """One pass over ``loader``. Returns (stats dict, new global step, bad files [(index, reason)], stopped early)."""
+    model.train()
+    if ctx.prepare is not None:
+        ctx.prepare(model)
+    dev = ctx.env.device
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct, seen, steps, bad = 0, 0, 0, []
+    t0 = time.perf_counter()
+    lr = 0.0
+    for i, (images, labels, bad_batch) in enumerate(loader, start=start_step):
+        bad += bad_batch
+        if images.numel() == 0:
+            continue  # every file of this batch was unreadable
+        images = images.to(dev, non_blocking=True)
+        labels = labels.to(dev, non_blocking=True)
+        if ctx.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        lr = ctx.set_lr(ctx.optimizer, ctx.lr_at(global_step))
+        with _autocast(ctx):
+            logits = model(images)
+            loss = compute_loss(logits, labels, images, ctx)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        if ctx.scaler is not None:
+            ctx.scaler.scale(loss).backward()
+            ctx.scaler.unscale_(ctx.optimizer)
+            _clip(model, ctx.grad_clip)
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
+        else:
+            loss.backward()
+            _clip(model, ctx.grad_clip)
+            ctx.optimizer.step()
+        if ctx.ema is not None:
+            ctx.ema.update(unwrap(model))
+        global_step += 1
+        steps += 1
+        loss_sum += loss.detach().double().cpu() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        elapsed = time.perf_counter() - t0
+        progress.update(loss=float(loss.detach()), lr=lr, img_s=seen * ctx.env.world_size / max(elapsed, 1e-9))
+        if ctx.on_step is not None:
+            ctx.on_step(global_step, i + 1)
+        if ctx.max_steps is not None and global_step >= ctx.max_steps:
+            return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env), global_step, bad, True
+    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env), global_step, bad, False
+
+
+def _clip(model: nn.Module, max_norm: float) -> None:
+    if max_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv) -> dict[str, float]:
+    elapsed = time.perf_counter() - t0
+    totals = all_reduce_sum(torch.tensor([float(loss_sum), correct, seen], dtype=torch.float64), env)
+    n = max(1.0, float(totals[2]))
+    return {
+        "train_loss": float(totals[0]) / n,
+        "train_top1": float(totals[1]) / n,
+        "train_images": int(totals[2]),
+        "train_steps": steps,
+        "lr": lr,
+        "train_time_s": elapsed,
+        "train_images_per_s": float(totals[2]) / max(elapsed, 1e-9),
+    }
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+@torch.no_grad()
+def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, channels_last=False) -> dict:
+    """Top-1, top-5, mean cross-entropy, per-class accuracy and images/s over ``loader`` (summed over processes)."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    top1 = torch.zeros(num_classes, dtype=torch.float64)
+    total = torch.zeros(num_classes, dtype=torch.float64)
+    top5 = torch.zeros((), dtype=torch.float64)
+    bad: list = []
+    k = min(5, num_classes)
+    t0 = time.perf_counter()
+    for images, labels, bad_batch in loader:
+        bad += bad_batch
+        if images.numel() == 0:
+            continue
+        images, labels = images.to(env.device), labels.to(env.device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(env.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        with ctx:
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+        pred = logits.topk(k, 1).indices
+        hit1 = (pred[:, 0] == labels).double().cpu()
+        labels_cpu = labels.cpu()
+        top1.index_add_(0, labels_cpu, hit1)
+        total.index_add_(0, labels_cpu, torch.ones_like(hit1))
+        top5 += (pred == labels[:, None]).any(1).double().sum().cpu()
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    packed = all_reduce_sum(torch.cat([loss_sum[None], top5[None], top1, total]), env)
+    loss_sum, top5, top1, total = packed[0], packed[1], packed[2 : 2 + num_classes], packed[2 + num_classes :]
+    n = max(1.0, float(total.sum()))
+    per_class = torch.where(total > 0, top1 / total.clamp(min=1), torch.full_like(total, float("nan")))
+    return {
+        "loss": float(loss_sum) / n,
+        "top1": float(top1.sum()) / n,
+        "top5": float(top5) / n,
+        "images": int(n),
+        "per_class_top1": [None if torch.isnan(v) else float(v) for v in per_class],
+        "per_class_count": [int(v) for v in total],
+        "time_s": elapsed,
+        "images_per_s": n / max(elapsed, 1e-9),
+        "bad": bad,
+    }
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------------
+
+CKPT_DIR = "checkpoints"
+_CKPT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
+REQUIRED_KEYS = ("model", "optimizer", "epoch", "step_in_epoch", "global_step", "rng", "config")
+
+
+def checkpoint_path(run_dir: str | os.PathLike, global_step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"ckpt-{global_step:09d}.pt"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` atomically as checkpoints/ckpt-<global step>.pt, then drop all but the ``keep`` newest."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = checkpoint_path(run_dir, state["global_step"])
+    atomic_write_bytes(path, buf.getvalue())
+    for old in list_checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint files, newest (highest global step) first. Temporary files of unfinished writes never match."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _CKPT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)), reverse=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check one checkpoint; a truncated or foreign file raises ValueError naming it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for damaged files
+        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path}: not a mobilenets checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def find_resume(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads and is complete; damaged ones are skipped (with their reason)."""
+    for path in list_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except ValueError as exc:
+            print(f"skipping checkpoint: {exc}", file=sys.stderr)
+    return None

@@ -1,0 +1,138 @@
+"""Optimizers, parameter groups, learning-rate schedules and the weight EMA used by training.
+
+- Parameter groups: the paper (Section 4) puts "very little or no weight decay (l2 regularization) on the depthwise
+  filters since there are so few parameters in them"; TF-slim's ``mobilenet_v1_arg_scope(regularize_depthwise=False)``
+  uses none, and TF-slim regularizes only conv/FC weights (not BatchNorm or biases). Both are options here.
+- `RMSpropTF`: RMSProp as TensorFlow 1 defines it (the paper trained with TF's RMSProp, Section 4): the mean square
+  starts at 1, epsilon is added inside the square root and the learning rate is applied inside the momentum buffer.
+  PyTorch's ``torch.optim.RMSprop`` differs on all three, which matters with the recipe's epsilon of 1.0.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from .train_config import TrainConfig
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """TensorFlow-1 RMSProp: ms = d*ms + (1-d)*g^2 (ms starts at 1); mom = m*mom + lr*g/sqrt(ms+eps); w -= mom."""
+
+    def __init__(self, params, lr: float, decay: float = 0.9, momentum: float = 0.9, eps: float = 1.0, weight_decay=0):
+        super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])  # TF: L2 loss term, gradient wd * w
+                state = self.state[p]
+                if not state:
+                    state["ms"] = torch.ones_like(p)
+                    state["mom"] = torch.zeros_like(p)
+                ms, mom = state["ms"], state["mom"]
+                ms.mul_(group["decay"]).addcmul_(grad, grad, value=1 - group["decay"])
+                update = grad / (ms + group["eps"]).sqrt()
+                mom.mul_(group["momentum"]).add_(update, alpha=group["lr"])
+                p.sub_(mom)
+        return loss
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig, base_lr: float) -> list[dict]:
+    """Split trainable parameters into (backbone | head) x (decayed | not decayed) groups."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_head = mod_name.split(".")[0] == "classifier"
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) or p_name == "bias":
+                decay = cfg.wd_norm_bias
+            elif _is_depthwise(module):
+                decay = cfg.wd_depthwise
+            else:
+                decay = True
+            groups.setdefault((is_head, decay), []).append(p)
+    out = []
+    for (is_head, decay), params in sorted(groups.items()):
+        lr = base_lr * (1.0 if is_head else cfg.backbone_lr_mult)
+        out.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": lr, "base_lr": lr})
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, base_lr: float) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, base_lr)
+    if not groups:
+        raise ValueError("no trainable parameters (is everything frozen?)")
+    if cfg.optimizer == "rmsprop":
+        return RMSpropTF(groups, lr=base_lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+    if cfg.optimizer == "rmsprop_torch":
+        return torch.optim.RMSprop(groups, lr=base_lr, alpha=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+    if cfg.optimizer in ("sgd", "nesterov"):
+        return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov")
+    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def scaled_lr(cfg: TrainConfig) -> float:
+    """Linear scaling rule (Goyal et al. 2017) from ``lr_base_batch`` to the actual global batch."""
+    return cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak rate at optimizer ``step`` (0-based): linear warm-up, then the schedule."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "exponential":  # TF-slim exponential_decay(staircase=True), counted from the start
+        return cfg.lr_decay ** math.floor(step / max(1, round(cfg.lr_decay_epochs * steps_per_epoch)))
+    total = max(1, cfg.epochs * steps_per_epoch - warmup)
+    progress = min(1.0, (step - warmup) / total)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return max(g["lr"] for g in optimizer.param_groups)
+
+
+class ModelEMA:
+    """Exponential moving average of parameters (buffers copied), updated after every optimizer step.
+
+    Used by the MobileNetV2/V3 and EfficientNet recipes (TF-slim ``moving_average_decay``); evaluated and saved
+    instead of the raw weights when enabled.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)

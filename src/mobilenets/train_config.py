@@ -1,0 +1,237 @@
+"""`TrainConfig`: every training option with its default, in one dataclass (STYLE.md "Configuration").
+
+Precedence: dataclass default < recipe YAML (``--config configs/paper.yaml``) < explicit command-line option.
+Unknown YAML keys are an error. The CLI options are generated from the fields (name, type, help text in the field
+metadata), so a default lives in exactly one place. The resolved config is saved in every run folder and checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+OPTIMIZERS = ("rmsprop", "rmsprop_torch", "sgd", "nesterov", "adamw")
+SCHEDULES = ("exponential", "cosine", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+CACHE_MODES = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A bad training option; the message names the option, the value and what is allowed."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Defaults follow the `modern`-neutral middle ground; configs/paper.yaml and configs/modern.yaml overlay them."""
+
+    # --- data ---
+    data: str | None = _f(None, "dataset root holding train/<class>/* and val/<class>/* (ImageFolder layout)")
+    train_split: str = _f("train", "name of the training split folder under --data")
+    val_split: str = _f("val", "name of the validation split folder under --data")
+    classes: list[str] | None = _f(None, "use only these class folders (default: all)")
+    max_per_class: int | None = _f(None, "use at most this many training images per class (subsampling)")
+    max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
+    cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
+    cache_budget_gb: float = _f(4.0, "memory budget for the in-memory image cache, GiB")
+    workers: int = _f(4, "DataLoader worker processes (0 = load in the main process)")
+    # --- augmentation (paper Section 4: "less regularization and data augmentation") ---
+    scale_min: float = _f(0.08, "RandomResizedCrop smallest crop area as a fraction of the image")
+    ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")
+    ratio_max: float = _f(4 / 3, "RandomResizedCrop largest aspect ratio")
+    hflip: bool = _f(True, "random horizontal flips")
+    # --- model ---
+    model: str = _f("mobilenet_v1_100", "registered model name (see `mobilenets list`)")
+    alpha: float | None = _f(None, "width multiplier (overrides the model's)")
+    resolution: int | None = _f(None, "training and evaluation input size (overrides the model's)")
+    act: str | None = _f(None, "activation: relu (paper) or relu6")
+    dropout: float | None = _f(None, "dropout before the classifier (overrides the model's)")
+    init: str | None = _f(None, "start from these weights (our format); the head is reset when classes differ")
+    freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
+    backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
+    freeze_bn: bool = _f(False, "keep every BatchNorm in eval mode (running statistics, not batch statistics)")
+    sync_bn: bool = _f(False, "SyncBatchNorm across processes (GPU only: PyTorch has no CPU SyncBatchNorm)")
+    # --- distillation (paper Section 4.5, 4.7) ---
+    teacher: str | None = _f(None, "teacher: a torchvision model name or a folder of our weights")
+    teacher_weights: str | None = _f(None, "state_dict file for a torchvision teacher (nothing is downloaded)")
+    distill_temperature: float = _f(4.0, "softmax temperature for the distillation loss")
+    distill_weight: float = _f(0.5, "weight of the distillation term; (1 - weight) goes to the label loss")
+    # --- optimisation ---
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(64, "global batch size (split evenly over processes)")
+    eval_batch_size: int | None = _f(None, "evaluation batch size per process (default: --batch-size)")
+    optimizer: str = _f("rmsprop", "rmsprop (TensorFlow semantics) | rmsprop_torch | sgd | nesterov | adamw")
+    lr: float = _f(0.045, "learning rate at a global batch of --lr-base-batch")
+    lr_base_batch: int = _f(0, "batch size --lr is quoted for; scaled linearly to --batch-size (0 = no scaling)")
+    momentum: float = _f(0.9, "momentum (sgd, nesterov, rmsprop)")
+    rmsprop_decay: float = _f(0.9, "RMSProp moving-average decay of squared gradients")
+    eps: float = _f(1.0, "optimizer epsilon (RMSProp: inside the square root, as in TensorFlow)")
+    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
+    weight_decay: float = _f(4e-5, "L2 weight decay (decoupled for AdamW)")
+    wd_depthwise: bool = _f(False, "apply weight decay to depthwise filters")
+    wd_norm_bias: bool = _f(False, "apply weight decay to BatchNorm parameters and biases")
+    schedule: str = _f("exponential", "learning-rate schedule after warm-up: exponential | cosine | constant")
+    lr_decay: float = _f(0.94, "exponential schedule: multiply the rate by this ...")
+    lr_decay_epochs: float = _f(2.0, "... every this many epochs (staircase)")
+    min_lr_ratio: float = _f(0.0, "cosine schedule: final rate as a fraction of the peak rate")
+    warmup_epochs: float = _f(0.0, "linear warm-up length in epochs")
+    label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy")
+    ema_decay: float = _f(0.0, "exponential moving average of the weights per step (0 = off)")
+    grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)")
+    # --- speed ---
+    device: str = _f("auto", "auto | cpu | cuda")
+    amp: str = _f("none", "mixed precision: none | bf16 | fp16")
+    channels_last: bool = _f(False, "NHWC memory layout")
+    compile: bool = _f(False, "torch.compile the model")
+    threads: int | None = _f(None, "torch CPU threads per process (default: PyTorch's choice)")
+    # --- run control ---
+    out: str | None = _f(None, "run folder (checkpoints, metrics.jsonl, summary.json, plots, weights)")
+    seed: int = _f(0, "random seed (model init, sampling, augmentation)")
+    deterministic: bool = _f(False, "deterministic algorithms (bit-identical resume on CPU)")
+    save_every: int = _f(0, "also checkpoint every this many steps (0 = only at the end of each epoch)")
+    keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
+    resume: str | None = _f(None, "'auto' (newest valid checkpoint in --out) or a checkpoint file")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps in all (for smoke tests)")
+    log_every: int = _f(50, "plain-log line every this many steps (when not on a terminal)")
+    quiet: bool = _f(False, "no progress output")
+
+    def validate(self) -> TrainConfig:
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("cache", self.cache, CACHE_MODES)
+        _choice("device", self.device, DEVICES)
+        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
+            _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
+        for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
+            if getattr(self, name) is not None:
+                _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
+        for name in ("workers", "save_every", "lr_base_batch", "seed"):
+            _number(name, getattr(self, name), lambda v: v >= 0, "an integer >= 0", integer=True)
+        _number("lr", self.lr, lambda v: v > 0, "a positive number")
+        if self.alpha is not None:
+            _number("alpha", self.alpha, lambda v: 0 < v <= 2, "a number in (0, 2]")
+        if self.resolution is not None:
+            _number("resolution", self.resolution, lambda v: v >= 32, "an integer >= 32", integer=True)
+        if self.dropout is not None:
+            _number("dropout", self.dropout, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        _number("backbone_lr_mult", self.backbone_lr_mult, lambda v: v >= 0, "a number >= 0")
+        _number("cache_budget_gb", self.cache_budget_gb, lambda v: v >= 0, "a number >= 0")
+        _number("scale_min", self.scale_min, lambda v: 0 < v <= 1, "a number in (0, 1]")
+        _number("ratio_min", self.ratio_min, lambda v: 0 < v <= self.ratio_max, "a number in (0, ratio_max]")
+        for name in ("momentum", "rmsprop_decay", "label_smoothing", "min_lr_ratio", "distill_weight"):
+            _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        _number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        _number("lr_decay", self.lr_decay, lambda v: 0 < v <= 1, "a number in (0, 1]")
+        _number("lr_decay_epochs", self.lr_decay_epochs, lambda v: v > 0, "a positive number")
+        for name in ("eps", "distill_temperature"):
+            _number(name, getattr(self, name), lambda v: v > 0, "a positive number")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            _number(name, getattr(self, name), lambda v: v >= 0, "a number >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas={self.betas!r} is not allowed: betas must be two numbers in [0, 1)")
+        if self.resume not in (None, "auto") and not Path(self.resume).is_file():
+            raise ConfigError(f"resume={self.resume!r} is not allowed: resume must be 'auto' or a checkpoint file")
+        if self.teacher_weights and not self.teacher:
+            raise ConfigError("teacher_weights needs --teacher (a torchvision model name)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not allowed: {name} must be one of {', '.join(choices)}")
+
+
+def _number(name: str, value: Any, ok, allowed: str, integer: bool = False) -> None:
+    kinds = int if integer else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not ok(value):
+        raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, is_list) of an annotation such as ``int | None`` or ``list[str] | None``."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    inner = args[0]
+    if typing.get_origin(inner) is list:
+        return typing.get_args(inner)[0], True
+    return inner, False
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe file: a mapping of TrainConfig fields. Unknown keys are an error naming them."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of option: value, got {type(data).__name__}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(str(k).replace("-", "_") for k in data if str(k).replace("-", "_") not in known)
+    if unknown:
+        raise ConfigError(f"{p}: unknown option(s) {', '.join(unknown)}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the YAML file, then ``overrides``; validated."""
+    values = load_yaml(config_file) if config_file else {}
+    values.update(overrides)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}")
+    types = _field_types()
+    for name, value in list(values.items()):
+        base, is_list = _base_type(types[name])
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        if is_list and isinstance(value, tuple):
+            values[name] = list(value)
+    return TrainConfig(**values).validate()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field; defaults shown from the dataclass, absent options stay unset."""
+    parser.add_argument("--config", help="recipe YAML overlaying the defaults (e.g. configs/paper.yaml)")
+    defaults = TrainConfig()
+    types = _field_types()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        base, is_list = _base_type(types[f.name])
+        default = getattr(defaults, f.name)
+        help_text = f"{f.metadata['help']} (default: {default})"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(flag, type=base, nargs="+" if is_list else None, metavar=f.name.upper(), **kw)
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    return resolve(getattr(args, "config", None), **overrides)

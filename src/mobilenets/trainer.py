@@ -1,0 +1,583 @@
+"""`train(cfg)` and `evaluate_weights(...)`: the whole run, assembled from data.py, optim.py and engine.py.
+
+A run folder (``cfg.out``) ends up holding:
+  config.yaml (resolved TrainConfig), env.json (git commit, library versions, hardware, world size),
+  checkpoints/ckpt-<step>.pt, metrics.jsonl (one line per epoch), summary.json, curves.png,
+  model/ and model_best/ (our weights format: `mobilenets.load(RUN_DIR / "model")`; the spec records the class
+  names as labels and the normalisation used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import weights as weights_io
+from .atomic import atomic_write_text
+from .complexity import count_complexity
+from .data import BadFiles, DataError, ImageFolderDataset, cache_side, collate, scan_dataset, scan_split, should_cache
+from .data import train_transform as make_train_transform
+from .engine import (
+    DistEnv,
+    Progress,
+    ResumableSampler,
+    ShardSampler,
+    StepContext,
+    cleanup_distributed,
+    evaluate,
+    find_resume,
+    gather_objects,
+    load_checkpoint,
+    log,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+    train_one_epoch,
+    unwrap,
+)
+from .mobilenet_v1 import MobileNetV1
+from .optim import ModelEMA, build_optimizer, lr_factor, scaled_lr, set_lr
+from .preprocess import eval_transform
+from .registry import create_model, grid_name, model_spec
+from .train_config import ConfigError, TrainConfig
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any] | None:
+    """Train as ``cfg`` says; returns the summary on rank 0 (None on other ranks). Works under torchrun."""
+    cfg.validate()
+    if not cfg.data or not cfg.out:
+        raise ConfigError("training needs --data ROOT and --out RUN_DIR")
+    env = setup_distributed(cfg.device)
+    try:
+        return _Run(cfg, env).run()
+    finally:
+        cleanup_distributed()
+
+
+# --- model ------------------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig, classes: list[str]) -> MobileNetV1:
+    """A fresh model from the registry, or ``--init`` weights with the head reset when the class count differs."""
+    labels = tuple(classes)
+    if cfg.init:
+        model = weights_io.load(cfg.init, **({"resolution": cfg.resolution} if cfg.resolution else {}))
+        if model.num_classes != len(classes):
+            model.reset_classifier(len(classes))
+        model.spec = model.spec.replace(labels=labels)
+        if cfg.dropout is not None:
+            model.spec = model.spec.replace(dropout=cfg.dropout)
+            model.head_drop.p = cfg.dropout
+        return model
+    overrides = {k: getattr(cfg, k) for k in ("alpha", "resolution", "act", "dropout") if getattr(cfg, k) is not None}
+    spec = model_spec(cfg.model, num_classes=len(classes), labels=labels, **overrides)
+    if spec.variant == "standard" and ("alpha" in overrides or "resolution" in overrides):
+        spec = spec.replace(name=grid_name(spec.alpha, spec.resolution))
+    return create_model(spec)
+
+
+def freeze_backbone(model: MobileNetV1) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("classifier."))
+
+
+def bn_to_eval(model: nn.Module, only_frozen: bool) -> None:
+    """BatchNorm in eval mode: everywhere (freeze_bn) or where its parameters are frozen (linear probe)."""
+    for m in model.modules():
+        frozen = not any(p.requires_grad for p in m.parameters())
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (not only_frozen or frozen):
+            m.eval()
+
+
+def build_teacher(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """Our weights folder, or a torchvision model by name (random weights unless ``teacher_weights``; no download)."""
+    path = Path(cfg.teacher)
+    if path.exists():
+        teacher = weights_io.load(path)
+    else:
+        import torchvision
+
+        if cfg.teacher not in torchvision.models.list_models():
+            raise ConfigError(
+                f"teacher={cfg.teacher!r} is not allowed: teacher must be a weights folder or a torchvision model name"
+            )
+        teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=num_classes)
+        if cfg.teacher_weights:
+            state = torch.load(cfg.teacher_weights, map_location="cpu", weights_only=True)
+            teacher.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    out = getattr(teacher, "num_classes", None)
+    if out is not None and out != num_classes:
+        raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {num_classes}")
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+# --- provenance -------------------------------------------------------------------------------------------------
+
+
+def git_commit() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment(env: DistEnv) -> dict[str, Any]:
+    import numpy
+    import PIL
+    import torchvision
+
+    from . import __version__
+
+    info = {
+        "git": git_commit(),
+        "versions": {
+            "mobilenets": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "pillow": PIL.__version__,
+            "python": platform.python_version(),
+        },
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "world_size": env.world_size,
+        "device": str(env.device),
+    }
+    if env.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(env.device)
+    return info
+
+
+# --- the run ----------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.out = Path(cfg.out)
+        self.say = lambda msg: log(env, cfg.quiet, msg)
+
+    # set-up
+    def _settings(self) -> None:
+        cfg = self.cfg
+        if cfg.batch_size % self.env.world_size:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is not allowed: it must split evenly over {self.env.world_size} processes"
+            )
+        if cfg.sync_bn and self.env.device.type != "cuda":
+            raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
+        if cfg.amp == "fp16" and self.env.device.type != "cuda":
+            raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        elif self.env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_everything(self.cfg.seed)
+
+    def _data(self, spec) -> None:
+        cfg, env = self.cfg, self.env
+        train_split, val_split = scan_dataset(
+            cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class
+        )
+        self.classes = train_split.classes
+        self.train_split, self.val_split = train_split, val_split
+        self.per_rank_batch = cfg.batch_size // env.world_size
+        if len(train_split.samples) < cfg.batch_size:
+            raise DataError(
+                f"{train_split.root}: {len(train_split.samples)} images, fewer than one batch of {cfg.batch_size}"
+            )
+
+    def _loaders(self, spec) -> None:
+        cfg, env = self.cfg, self.env
+        res = spec.resolution
+        side = cache_side(res, spec.crop_pct)
+        tf_train = make_train_transform(spec, res, cfg.scale_min, (cfg.ratio_min, cfg.ratio_max), cfg.hflip)
+        self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, cache_side=side)
+        self.val_ds = ImageFolderDataset(self.val_split, eval_transform(spec, res), seed=cfg.seed, cache_side=side)
+        self.cache_info = {}
+        for name, ds in (("train", self.train_ds), ("val", self.val_ds)):
+            use, need = should_cache(cfg.cache, ds.samples, side, cfg.cache_budget_gb)
+            self.cache_info[name] = {"cached": use, "estimated_bytes": need}
+            if use:
+                t0 = time.perf_counter()
+                ds.build_cache(threads=max(1, cfg.workers))
+                self.say(
+                    f"cached {len(ds)} {name} images in memory ({need / 2**20:.0f} MiB, "
+                    f"{time.perf_counter() - t0:.1f} s)"
+                )
+        pin = env.device.type == "cuda"
+        self.sampler = ResumableSampler(self.train_ds, env, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.train_loader = DataLoader(
+            self.train_ds,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            drop_last=True,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        self.val_loader = DataLoader(
+            self.val_ds,
+            batch_size=cfg.eval_batch_size or self.per_rank_batch,
+            sampler=ShardSampler(len(self.val_ds), env),
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            pin_memory=pin,
+        )
+        self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
+
+    def _model(self) -> None:
+        cfg, env = self.cfg, self.env
+        model = build_model(cfg, self.classes)
+        if cfg.freeze_backbone:
+            freeze_backbone(model)
+        self.model = model.to(env.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg, scaled_lr(cfg))
+        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        wrapped: nn.Module = self.model
+        if cfg.sync_bn and env.distributed:
+            wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
+        if env.distributed:
+            wrapped = nn.parallel.DistributedDataParallel(
+                wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
+            )
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
+        self.wrapped = wrapped
+        self.teacher = build_teacher(cfg, len(self.classes), env.device) if cfg.teacher else None
+
+    def _resume(self) -> None:
+        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.best = {"top1": -1.0, "epoch": None}
+        self.wall_before = 0.0
+        self.resumed_from = None
+        if not self.cfg.resume:
+            return
+        found = (
+            find_resume(self.out)
+            if self.cfg.resume == "auto"
+            else (Path(self.cfg.resume), load_checkpoint(self.cfg.resume))
+        )
+        if found is None:
+            self.say(f"--resume auto: no checkpoint in {self.out / 'checkpoints'}, starting from scratch")
+            return
+        path, state = found
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best = state.get("best", self.best)
+        self.wall_before = state.get("wall_time_s", 0.0)
+        self.resumed_from = str(path)
+        self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+
+    def _checkpoint(self, epoch: int, step_in_epoch: int) -> None:
+        if not self.env.is_main:
+            return
+        state = {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": self.global_step_now,
+            "best": self.best,
+            "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
+            "config": self.cfg.to_dict(),
+            "spec": unwrap(self.model).spec.to_dict(),
+        }
+        save_checkpoint(self.out, state, self.cfg.keep_checkpoints)
+
+    def _write_meta(self) -> None:
+        import yaml
+
+        if not self.env.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        atomic_write_text(self.out / "env.json", json.dumps(environment(self.env), indent=2) + "\n")
+        metrics = self.out / "metrics.jsonl"
+        if metrics.exists():  # drop epochs a resumed run will redo, so each epoch is listed once
+            kept = [
+                ln
+                for ln in metrics.read_text().splitlines()
+                if ln.strip() and self.resumed_from and json.loads(ln)["epoch"] <= self.start_epoch
+            ]
+            atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+
+    def _append_metrics(self, row: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _bad_report(self, bad_local: list, ds: ImageFolderDataset) -> BadFiles:
+        report = BadFiles()
+        merged = sorted({i: r for part in gather_objects(bad_local, self.env) for i, r in part}.items())
+        for index, reason in merged:
+            report.add(ds.samples[index][0], reason)
+        return report
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.wrapped
+
+    def _save_weights(self, folder: str, metrics: dict) -> None:
+        if not self.env.is_main:
+            return
+        model = self.ema.module if self.ema is not None else unwrap(self.model)
+        prov = {
+            "trained_by": "mobilenets train",
+            "run_dir": str(self.out),
+            "epoch": metrics.get("epoch"),
+            "val_top1": metrics.get("val_top1"),
+            "ema": self.ema is not None,
+        }
+        weights_io.save(model, self.out / folder, provenance=prov)
+
+    def run(self) -> dict[str, Any] | None:
+        cfg, env = self.cfg, self.env
+        self._settings()
+        self._data(None)
+        self._model()
+        spec = unwrap(self.model).spec
+        self._loaders(spec)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{self.train_split.root}: too few images for one batch per process")
+        self._resume()
+        self._write_meta()
+        amp_dtype = AMP_DTYPES[cfg.amp]
+        self.t_start = time.perf_counter()
+        self.global_step_now = self.global_step
+        cur = {"epoch": self.start_epoch}
+
+        def on_step(global_step: int, step_in_epoch: int) -> None:
+            self.global_step_now = global_step
+            if cfg.save_every and global_step % cfg.save_every == 0 and step_in_epoch < self.steps_per_epoch:
+                self._checkpoint(cur["epoch"], step_in_epoch)
+
+        ctx = StepContext(
+            optimizer=self.optimizer,
+            lr_at=lambda s: lr_factor(cfg, s, self.steps_per_epoch),
+            set_lr=set_lr,
+            env=env,
+            amp_dtype=amp_dtype,
+            scaler=self.scaler,
+            ema=self.ema,
+            teacher=self.teacher,
+            distill_temperature=cfg.distill_temperature,
+            distill_weight=cfg.distill_weight if self.teacher else 0.0,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            max_steps=cfg.max_steps,
+            on_step=on_step,
+            prepare=(lambda m: bn_to_eval(m, only_frozen=not cfg.freeze_bn))
+            if (cfg.freeze_bn or cfg.freeze_backbone)
+            else None,
+        )
+        self.say(
+            f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
+            f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
+            f"world size {env.world_size}, device {env.device}"
+        )
+        history = []
+        last_train_bad, last_val = BadFiles(), None
+        stopped = False
+        for epoch in range(self.start_epoch, cfg.epochs):
+            cur["epoch"] = epoch
+            self.sampler.set_epoch(epoch)
+            self.train_ds.set_epoch(epoch)
+            self.sampler.start = self.start_step * self.per_rank_batch if epoch == self.start_epoch else 0
+            first = self.start_step if epoch == self.start_epoch else 0
+            progress = Progress(
+                self.steps_per_epoch - first,
+                f"epoch {epoch + 1}/{cfg.epochs}",
+                enabled=env.is_main and not cfg.quiet,
+                log_every=cfg.log_every,
+            )
+            stats, self.global_step, bad, stopped = train_one_epoch(
+                self.wrapped, self.train_loader, ctx, progress, self.global_step, first
+            )
+            progress.close()
+            self.global_step_now = self.global_step
+            val = evaluate(
+                self._eval_model(),
+                self.val_loader,
+                len(self.classes),
+                env,
+                amp_dtype=amp_dtype,
+                channels_last=cfg.channels_last,
+            )
+            last_train_bad = self._bad_report(bad, self.train_ds)
+            val_bad = self._bad_report(val.pop("bad"), self.val_ds)
+            last_val = val
+            row = {
+                "epoch": epoch + 1,
+                "global_step": self.global_step,
+                **stats,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "val_images_per_s": val["images_per_s"],
+                "skipped_train": last_train_bad.to_dict(),
+                "skipped_val": val_bad.to_dict(),
+            }
+            history.append(row)
+            improved = val["top1"] > self.best["top1"]
+            if improved:
+                self.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+            if env.is_main:
+                self._append_metrics(row)
+                if improved:
+                    self._save_weights("model_best", row)
+            self.say(
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, val top-1 "
+                f"{val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}, "
+                f"{stats['train_images_per_s']:.1f} img/s"
+                + (
+                    f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
+                    f"(first: {(last_train_bad.first + val_bad.first)[0]})"
+                    if last_train_bad.count + val_bad.count
+                    else ""
+                )
+            )
+            if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
+                done = first + stats["train_steps"]
+                self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
+                break
+            self._checkpoint(epoch + 1, 0)
+        return self._finish(spec, history, last_val, last_train_bad)
+
+    def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
+        if not self.env.is_main:
+            return None
+        wall = self.wall_before + time.perf_counter() - self.t_start
+        all_rows = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        final = all_rows[-1] if all_rows else {}
+        self._save_weights("model", final)
+        cost = count_complexity(spec)
+        summary = {
+            "model": spec.to_dict(),
+            "macs": cost.macs,
+            "params": cost.params,
+            "best_top1": self.best.get("top1"),
+            "best_top5": self.best.get("top5"),
+            "best_epoch": self.best.get("epoch"),
+            "final_top1": final.get("val_top1"),
+            "final_top5": final.get("val_top5"),
+            "final_val_loss": final.get("val_loss"),
+            "epochs": len(all_rows),
+            "global_steps": self.global_step,
+            "wall_time_s": wall,
+            "train_images_per_s": (
+                sum(r["train_images"] for r in all_rows) / max(1e-9, sum(r["train_time_s"] for r in all_rows))
+            )
+            if all_rows
+            else None,
+            "eval_images_per_s": final.get("val_images_per_s"),
+            "per_class_top1": dict(zip(self.classes, last_val["per_class_top1"], strict=True)) if last_val else None,
+            "skipped_files": {"train": train_bad.to_dict(), "val": final.get("skipped_val")},
+            "cache": self.cache_info,
+            "world_size": self.env.world_size,
+            "device": str(self.env.device),
+            "resumed_from": self.resumed_from,
+            "weights": str(self.out / "model"),
+            "best_weights": str(self.out / "model_best"),
+        }
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        try:
+            from .plots import plot_training_curves
+
+            plot_training_curves(all_rows, self.out / "curves.png", title=f"{spec.name or self.cfg.model}")
+        except ImportError:
+            pass
+        return summary
+
+
+# --- evaluation of saved weights --------------------------------------------------------------------------------
+
+
+def evaluate_weights(
+    weights: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5/loss/per-class accuracy/images/s of saved weights on an image-folder split (``ROOT/val``).
+
+    Folder classes are matched to the model's labels by name; without labels, the sorted folder order is used.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
+    if threads:
+        torch.set_num_threads(threads)
+    env = setup_distributed(device)
+    model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
+    spec = model.spec
+    split = scan_split(data)
+    if spec.labels:
+        unknown = [c for c in split.classes if c not in spec.labels]
+        if unknown:
+            raise DataError(f"{data}: class folder(s) {', '.join(unknown[:5])} are not among the model's labels")
+        index = {name: i for i, name in enumerate(spec.labels)}
+        split.samples = [(p, index[split.classes[lbl]]) for p, lbl in split.samples]
+    elif len(split.classes) > spec.num_classes:
+        raise DataError(f"{data}: {len(split.classes)} class folders but the model has {spec.num_classes} classes")
+    ds = ImageFolderDataset(split, eval_transform(spec, spec.resolution))
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    result = evaluate(model, loader, spec.num_classes, env)
+    bad = BadFiles()
+    for i, reason in result.pop("bad"):
+        bad.add(ds.samples[i][0], reason)
+    names = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
+    present = {lbl for _, lbl in split.samples}
+    result["per_class_top1"] = {names[i]: result["per_class_top1"][i] for i in sorted(present)}
+    result.pop("per_class_count")
+    result.update(weights=str(weights), data=str(data), resolution=spec.resolution, skipped_files=bad.to_dict())
+    return result
