@@ -534,6 +534,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
         print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
+# --- reproduce --------------------------------------------------------------------------------------------------
+
+
+def _add_reproduce(sub) -> Handler:
+    from .reproduce import BUDGETS, EXPERIMENTS, ReproduceConfig
+
+    d = ReproduceConfig()
+    p = sub.add_parser("reproduce", help="re-run the paper's Tables 4-7 / Figures 4-5 experiments on real images")
+    p.add_argument("--data", default=d.data, help="ImageFolder root with train/ and val/ (default: shared Imagenette)")
+    p.add_argument("--experiments", default=",".join(d.experiments), help=f"comma list of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--budget", default=d.budget, choices=list(BUDGETS), help="quick = CPU smoke run; full = one GPU")
+    p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
+    p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
+    return cmd_reproduce
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import ReproduceConfig, reproduce
+
+    experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
+    cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe)
+    results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
+    for name, exp in results["experiments"].items():
+        print(f"{name}: {'holds' if exp['verdict']['holds'] else 'does not hold'}")
     return 0
 
 
@@ -551,6 +575,7 @@ SUBCOMMANDS: list[Callable] = [
     _add_select,
     _add_train,
     _add_eval,
+    _add_reproduce,
 ]
 
 
