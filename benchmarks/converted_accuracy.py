@@ -200,6 +200,7 @@ def write_markdown(path: Path, result: dict) -> None:
     lines.append("Top-1 is 1000-way (argmax over 1001 outputs). Agreement: strict / tie-aware. Prob diff: softmax.")
     lines.append("emulated_*: the same converted model with every activation rounded to the file's uint8 grid")
     lines.append("(`tflite_oracle.uint8_activations`), an experiment showing the gap is the interpreter's rounding.")
+    lines.append("Both image sets are mostly ImageNet *train* images (their SOURCE.md): top-1 here is not held-out.")
     lines.append("")
     cols = ["dataset", "model", "images", "published_top1", "interpreter_top1", "ours_top1", "ours_top5"]
     cols += ["top1_agreement", "top1_agreement_tie_aware", "prob_diff_max", "prob_diff_mean"]
@@ -210,7 +211,8 @@ def write_markdown(path: Path, result: dict) -> None:
     k = result["keras_probe"]
     lines += ["", "Keras alpha-0.25 body (no top): linear probe on Imagenette (10 classes), val top-1 %."]
     lines += ["Controls: the same architecture randomly initialised (kaiming), with default BN statistics and with BN"]
-    lines += ["statistics re-estimated on the probe's train images.", ""]
+    lines += ["statistics re-estimated on the probe's train images. Train: the first 100 images per class (of 9,469)."]
+    lines += [""]
     lines += ["| features | train images | val images | val top-1 |", "|---|---|---|---|"]
     for name in ("pretrained", "random_init", "random_init_bn_calibrated"):
         lines.append(f"| {name} | {k['train_images']} | {k['val_images']} | {k[name + '_probe_val_top1']} |")
@@ -221,6 +223,11 @@ def write_markdown(path: Path, result: dict) -> None:
     ]
     lines.append(f"torch {env['torch']}, ai-edge-litert {env['ai_edge_litert']}, Python {env['python']}.")
     path.write_text("\n".join(lines) + "\n")
+
+
+def rewrite_markdown(json_path: Path) -> None:
+    """Regenerate the .md beside a results .json (after a change to the table layout, without re-measuring)."""
+    write_markdown(json_path.with_suffix(".md"), json.loads(json_path.read_text()))
 
 
 def main() -> None:

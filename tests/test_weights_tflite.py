@@ -127,6 +127,11 @@ def test_truncated_corrupt_and_foreign_files(tmp_path):
         convert(tmp_path / "text.tflite")
     with pytest.raises(WeightsError, match="cannot map a 1001-class head to 10 classes"):
         convert(tflite_file("0.25_128"), classes=10)
+    with pytest.raises(
+        WeightsError, match="quant.tflite: weights are for alpha=0.25, the requested model has alpha=0.5"
+    ):
+        convert(tflite_file("0.25_128"), expect="mobilenet_v1_050_160")
+    assert convert(tflite_file("0.25_128"), expect="mobilenet_v1_025")[0].spec.resolution == 128
 
 
 def test_cli_convert_and_errors(tmp_path, capsys):

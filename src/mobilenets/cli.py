@@ -301,6 +301,7 @@ def _add_convert(sub) -> Handler:
     p.add_argument("--out", help="output folder (default: ./<source name without suffix>)")
     p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
     p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
+    p.add_argument("--expect", metavar="MODEL", help="fail unless the file is this registered model's architecture")
     return cmd_convert
 
 
@@ -308,7 +309,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_file
     from .weights import read_config
 
-    out = convert_file(args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution)
+    out = convert_file(
+        args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution, expect=args.expect
+    )
     config = read_config(out)
     spec, prov = config["spec"], config["provenance"]
     print(

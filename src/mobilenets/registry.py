@@ -10,7 +10,7 @@ from typing import Any
 
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec, SpecError
-from .weights import WeightsError, load, read_config
+from .weights import ARCHITECTURE_FIELDS, check_architecture, load, read_config
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
 
@@ -36,9 +36,6 @@ def model_spec(name: str, **overrides: Any) -> ModelSpec:
     return _REGISTRY[name]().replace(**overrides)
 
 
-ARCHITECTURE_FIELDS = ("alpha", "variant", "depth_multiplier")
-
-
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields.
 
@@ -59,13 +56,8 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
     requested = name_or_spec if isinstance(name_or_spec, ModelSpec) else model_spec(name_or_spec)
-    saved = read_config(path)["spec"]
-    for field in ARCHITECTURE_FIELDS:
-        want = overrides.get(field, getattr(requested, field))
-        if want != getattr(saved, field):
-            raise WeightsError(
-                f"{path}: weights are for {field}={getattr(saved, field)!r}, the requested model has {field}={want!r}"
-            )
+    arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE_FIELDS}
+    check_architecture(read_config(path)["spec"], requested.replace(**arch), str(path))
     return load(path, **overrides)
 
 

@@ -134,6 +134,20 @@ def load_state_into(model: MobileNetV1, state: dict[str, torch.Tensor], source: 
     return model
 
 
+ARCHITECTURE_FIELDS = ("alpha", "variant", "depth_multiplier")
+
+
+def check_architecture(have: ModelSpec, want: ModelSpec, source: str) -> None:
+    """WeightsError unless weights built for ``have`` fit the architecture ``want`` asks for (alpha, variant,
+    depth multiplier; channel counts then follow, and every tensor shape is checked again on loading)."""
+    for field in ARCHITECTURE_FIELDS:
+        if getattr(have, field) != getattr(want, field):
+            raise WeightsError(
+                f"{source}: weights are for {field}={getattr(have, field)!r}, "
+                f"the requested model has {field}={getattr(want, field)!r}"
+            )
+
+
 def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     """Rebuild the model saved in folder ``path``, load its weights, return it in eval mode.
 

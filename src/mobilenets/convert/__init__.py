@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..mobilenet_v1 import MobileNetV1
-from ..weights import WeightsError, save, source_provenance
+from ..registry import model_spec
+from ..spec import ModelSpec
+from ..weights import WeightsError, check_architecture, save, source_provenance
 from ._common import CONVERTER_VERSION, sniff_format
 
 FORMATS = ("tflite", "keras", "timm")
@@ -39,13 +41,19 @@ def _importer(fmt: str):
 
 
 def convert(
-    src: str | os.PathLike, fmt: str | None = None, *, classes: int | None = None, resolution: int | None = None
+    src: str | os.PathLike,
+    fmt: str | None = None,
+    *,
+    classes: int | None = None,
+    resolution: int | None = None,
+    expect: str | ModelSpec | None = None,
 ) -> tuple[MobileNetV1, dict[str, Any]]:
     """Import ``src`` (format ``fmt``, sniffed from its first bytes when None); returns (eval model, provenance).
 
     ``classes``: None keeps the file's head; 1000 maps a TF-slim 1001-class head to ImageNet's 1000 by dropping
     "background". ``resolution`` sets the default input size when the file does not fix one
-    (Keras, timm); it changes no weights (paper Section 3.4).
+    (Keras, timm); it changes no weights (paper Section 3.4). ``expect`` (a registered name or a `ModelSpec`) makes
+    a file of another architecture (alpha, variant, depth multiplier) an error.
     """
     src = Path(src)
     if not src.is_file():
@@ -53,6 +61,8 @@ def convert(
     fmt = fmt or sniff_format(src)
     importer = _importer(fmt)
     model, extra = importer(src, classes=classes)
+    if expect is not None:
+        check_architecture(model.spec, expect if isinstance(expect, ModelSpec) else model_spec(expect), str(src))
     if resolution is not None:
         model.spec = model.spec.replace(resolution=resolution)
     provenance = source_provenance(src, fmt, f"mobilenets.convert.from_{fmt}", CONVERTER_VERSION)
@@ -66,9 +76,10 @@ def convert_file(
     *,
     classes: int | None = None,
     resolution: int | None = None,
+    expect: str | ModelSpec | None = None,
 ) -> Path:
     """Convert ``src`` and save it to folder ``out`` (default: ``./<src name without suffix>``)."""
-    model, provenance = convert(src, fmt, classes=classes, resolution=resolution)
+    model, provenance = convert(src, fmt, classes=classes, resolution=resolution, expect=expect)
     out = Path(out) if out is not None else Path(Path(src).stem)
     if out.exists() and not out.is_dir():
         raise WeightsError(f"{out}: exists and is not a folder")

@@ -45,15 +45,10 @@ class _H5Weights:
     def get(self, layer: str, field: str) -> np.ndarray | None:
         if layer not in self.root:
             return None
-        found = []
-        self.root[layer].visititems(
-            lambda name, obj: (
-                found.append(obj)
-                if name.split("/")[-1].startswith(field + ":") or name.split("/")[-1] == field
-                else None
-            )
-        )
-        return np.asarray(found[0], dtype=np.float32) if found else None
+        names: list[str] = []
+        self.root[layer].visit(names.append)  # e.g. "conv1/kernel:0" (Keras 2) or "kernel" (legacy h5 of Keras 3)
+        found = [n for n in names if n.split("/")[-1].split(":")[0] == field]
+        return np.asarray(self.root[layer][found[0]], dtype=np.float32) if found else None
 
     def need(self, layer: str, field: str) -> np.ndarray:
         value = self.get(layer, field)
