@@ -208,7 +208,7 @@ def main() -> int:
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
-    write(rows, args)
+        write(rows, args)  # after every model, so a crash late in the run keeps the finished models
     return 0
 
 

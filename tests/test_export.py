@@ -89,11 +89,14 @@ def test_tf_padding_model_exports_at_fixed_size_and_refuses_dynamic_hw(tmp_path)
     mobilenets.save(model, tmp_path / "tf")
     report = export_model(tmp_path / "tf", ExportConfig(out=str(tmp_path / "tf.onnx")))
     assert [r.batch for r in report.parity] == [1, 3] and all(r.max_abs_diff < 1e-4 for r in report.parity)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "tf.onnx")).graph.node}
+    assert "Shape" not in ops and "Pad" in ops  # constant 'SAME' pads, no runtime shape arithmetic
     for fmt in ("onnx", "pt2"):
         with pytest.raises(ExportError, match="tf_padding=True.*padding of 96x96"):
             export_model(tmp_path / "tf", ExportConfig(format=fmt, out=str(tmp_path / f"x.{fmt}"), dynamic_hw=True))
 
 
+@pytest.mark.slow  # torch.export tracing: ~4 s alone, up to ~20 s on the shared 2 cores
 def test_torchscript_and_pt2_round_trip_with_config(weights_dir, tmp_path):
     model = mobilenets.load(weights_dir)
     x = torch.randn(2, 3, 128, 128)
@@ -186,6 +189,7 @@ def tflite_025(tmp_path_factory):
     return convert_file(src, tmp_path_factory.mktemp("tfl") / "t025")
 
 
+@pytest.mark.slow  # ~5 s alone, ~25 s on the shared 2 cores
 def test_int8_agrees_with_fp32_on_real_imagenette_per_channel_not_per_tensor(tflite_025, tmp_path):
     """Converted TFLite 0.25_128 weights, calibrated on 64 Imagenette train images, checked on 96 val images.
 

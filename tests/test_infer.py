@@ -117,6 +117,8 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     _one_line_error(["predict", str(model_dir), str(tmp_path / "corrupt.jpg")], capsys, "corrupt.jpg: not a readable")
     _one_line_error(["predict", str(model_dir), str(tmp_path / "missing.jpg")], capsys, "missing.jpg: no such file")
     _one_line_error(["predict", str(tmp_path / "nomodel"), hen], capsys, "nomodel: no such model")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(["predict", str(model_dir), str(tmp_path / "empty")], capsys, "no image files found")
     (tmp_path / "model.bin").write_bytes(b"\x00" * 64)
     _one_line_error(["predict", str(tmp_path / "model.bin"), hen], capsys, "model.bin: not a model")
     (tmp_path / "fake.onnx").write_text("this is not protobuf")

@@ -145,6 +145,8 @@ def predict(predictor: Predictor, inputs: Sequence[str | os.PathLike], *, topk: 
     if topk < 1:
         raise ValueError(f"topk={topk!r} is not allowed: topk must be an integer >= 1")
     files, missing = expand_images(inputs)
+    if not files and not missing:
+        raise ValueError(f"no image files found in {', '.join(map(str, inputs))} (extensions: {' '.join(IMAGE_EXTS)})")
     for path, exc in missing:
         yield Prediction(str(path), error=str(exc))
     if not files:
