@@ -106,16 +106,17 @@ def layer_module(key: str, spec: ModelSpec | None = None) -> _Alone:
     return _Alone(_build_layer(layer, spec), cin, h)
 
 
-def measure_key(key: str, runtime: str, threads: int, *, min_runs: int = 30, min_time: float = 0.3) -> float:
-    """Median ms of one layer alone on ``runtime`` (including the per-call overhead)."""
-    from .bench import time_calls
+def measure_key(key: str, runtime: str, threads: int, *, blocks: int = 5, block: int = 10) -> float:
+    """ms of one layer alone on ``runtime`` (including the per-call overhead): the lowest of ``blocks`` block
+    medians (`bench.robust_ms`), so a burst of other work on a shared machine does not enter the table."""
+    from .bench import robust_ms
     from .runtimes import make_runner
 
     module = layer_module(key if key != OVERHEAD else f"{OVERHEAD}:8x8")
     runner = make_runner(module, runtime, threads=threads)
     hw = module.spec.resolution
     x = np.random.default_rng(0).standard_normal((1, module.spec.in_chans, hw, hw), dtype=np.float32)
-    return float(np.median(time_calls(lambda: runner(x), min_runs=min_runs, min_time=min_time, warmup=3)) * 1e3)
+    return robust_ms(lambda: runner(x), blocks=blocks, block=block)
 
 
 @dataclass
@@ -197,14 +198,14 @@ def calibrate(table: dict[str, Any], measure: Measurer, measure_model: Callable[
 
 
 def measure_model(alpha: float, resolution: int, runtime: str, threads: int) -> float:
-    """Median ms of the whole model end to end (the `bench` timing loop)."""
-    from .bench import time_calls
+    """ms of the whole model end to end, with the same statistic as the layers (`bench.robust_ms`)."""
+    from .bench import robust_ms
     from .registry import create_model
     from .runtimes import make_runner
 
     runner = make_runner(create_model(ModelSpec(alpha=alpha, resolution=resolution)).eval(), runtime, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
-    return float(np.median(time_calls(lambda: runner(x), min_runs=50, min_time=1.0, warmup=5)) * 1e3)
+    return robust_ms(lambda: runner(x), blocks=5, block=10, warmup=5)
 
 
 def predict_latency(
