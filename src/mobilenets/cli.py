@@ -135,6 +135,190 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------
+
+
+def _add_export(sub) -> Handler:
+    from .export import FORMATS, OPSET, ExportConfig
+
+    d = ExportConfig()
+    p = sub.add_parser("export", help="export weights to ONNX (optionally INT8), TorchScript or torch.export")
+    p.add_argument("weights", help="mobilenets weights folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=FORMATS, default=d.format, help="output format (default: %(default)s)")
+    p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ...)")
+    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default: {OPSET})")
+    p.add_argument("--dynamic-hw", action="store_true", help="dynamic height/width axes (batch is always dynamic)")
+    p.add_argument("--int8", action="store_true", help="static INT8 quantization (ONNX Runtime, QDQ)")
+    p.add_argument("--calib", help="folder of calibration images (searched recursively)")
+    p.add_argument("--calib-synthetic", action="store_true", help="random-noise calibration: smoke tests only")
+    p.add_argument("--calib-count", type=int, default=d.calib_count, help="calibration images (default: %(default)s)")
+    p.add_argument("--calib-method", choices=("minmax", "entropy"), default=d.calib_method)
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
+    p.add_argument("--val", help="folder of images for the fp32/INT8 agreement check (default: calibration images)")
+    p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return cmd_export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export_model
+
+    cfg = ExportConfig(
+        format=args.format,
+        out=args.out,
+        opset=args.opset,
+        dynamic_hw=args.dynamic_hw,
+        int8=args.int8,
+        calib=args.calib,
+        calib_synthetic=args.calib_synthetic,
+        calib_count=args.calib_count,
+        val=args.val,
+        val_count=args.val_count,
+        per_channel=not args.per_tensor,
+        calib_method=args.calib_method,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    report = export_model(args.weights, cfg)
+    s = report.spec
+    print(f"wrote {report.path} ({report.format}; alpha={s.alpha:g} resolution={s.resolution} classes={s.num_classes})")
+    for row in report.parity:
+        print(f"  parity {row}")
+    q = report.int8
+    if q:
+        print(
+            f"  fp32 model: {q.fp32_path} ({q.fp32_bytes / 1e6:.2f} MB) -> int8: {q.int8_bytes / 1e6:.2f} MB "
+            f"({q.fp32_bytes / q.int8_bytes:.2f}x smaller)"
+        )
+        print(f"  quantization: {q.quantization}")
+        print(f"  calibration: {q.calibration}")
+        print(f"  top-1 agreement int8 vs fp32: {q.agree}/{q.total} = {q.agreement * 100:.1f}% on {q.agreement_on}")
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------------------------------
+
+
+def _runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("torch", "ort", "openvino"), help="default: torch for folders, ort for .onnx")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the runtime's)")
+
+
+def _add_predict(sub) -> Handler:
+    p = sub.add_parser("predict", help="top-k classes of image files or folders, with latency")
+    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    _runtime_arg(p)
+    return cmd_predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import statistics
+
+    from .infer import load_predictor, predict
+
+    predictor = load_predictor(args.model, args.runtime, args.threads)
+    results = []
+    for r in predict(predictor, args.images, topk=args.topk):
+        results.append(r)
+        if r.error:
+            print(f"mobilenets predict: error: {r.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r.path}  ({r.model_ms:.1f} ms model, {r.preprocess_ms:.1f} ms decode+preprocess)")
+            for t in r.top:
+                print(f"  {t['prob']:7.2%}  {t['label']}")
+    ok = [r for r in results if not r.error]
+    summary = {
+        "model": predictor.source,
+        "runtime": predictor.runtime,
+        "threads": predictor.threads,
+        "images": len(ok),
+        "errors": len(results) - len(ok),
+        "median_model_ms": round(statistics.median(r.model_ms for r in ok), 3) if ok else None,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        med = f", median model latency {summary['median_model_ms']} ms" if ok else ""
+        print(f"{len(ok)} image(s) classified, {summary['errors']} unreadable ({predictor.runtime}{med})")
+    return 0 if len(ok) == len(results) and ok else 2
+
+
+# --- stream -----------------------------------------------------------------------------------------------------
+
+
+def _add_stream(sub) -> Handler:
+    from .infer import StreamConfig
+
+    d = StreamConfig()
+    p = sub.add_parser("stream", help="classify video frames (file or camera index), overlay, report FPS")
+    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("source", help="video file or camera index (0 = /dev/video0)")
+    p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4)")
+    p.add_argument("--target-fps", type=float, default=d.target_fps, help="FPS to meet (default: %(default)s)")
+    p.add_argument("--display", action="store_true", help="show the annotated frames in a window")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _runtime_arg(p)
+    return cmd_stream
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .infer import StreamConfig, load_predictor, stream
+
+    predictor = load_predictor(args.model, args.runtime, args.threads)
+    cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames)
+    r = stream(predictor, args.source, cfg)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    m, f = r.latency_model_ms, r.latency_frame_ms
+    print(f"source: {r.source} ({r.source_fps or '?'} FPS), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
+    print(
+        f"achieved FPS: {r.fps_end_to_end} end-to-end (decode+preprocess+model+overlay+encode), "
+        f"{r.fps_model} model-only"
+    )
+    print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")
+    verdict = "MET" if r.target_met else "NOT met"
+    print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")
+    if r.out:
+        print(f"annotated video: {r.out}")
+    return 0
+
+
+# --- convert ----------------------------------------------------------------------------------------------------
+
+
+def _add_convert(sub) -> Handler:
+    from .convert import FORMATS
+
+    p = sub.add_parser("convert", help="import published weights (TFLite, Keras .h5, timm) into our safetensors format")
+    p.add_argument("src", help="the source file (.tflite, .h5, .pth/.safetensors)")
+    p.add_argument("--from", dest="fmt", choices=FORMATS, help="source format (default: sniffed from the file)")
+    p.add_argument("--out", help="output folder (default: ./<source name without suffix>)")
+    p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
+    p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
+    return cmd_convert
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+    from .weights import read_config
+
+    out = convert_file(args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution)
+    config = read_config(out)
+    spec, prov = config["spec"], config["provenance"]
+    print(
+        f"{out}: MobileNetV1 alpha={spec.alpha:g} resolution={spec.resolution} act={spec.act} "
+        f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
+        f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
+    )
+    return 0
+
+
 # --- bench ------------------------------------------------------------------------------------------------------
 
 
@@ -287,7 +471,17 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 # --- entry point ------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_bench, _add_select]
+SUBCOMMANDS: list[Callable] = [
+    _add_list,
+    _add_summary,
+    _add_paper,
+    _add_convert,
+    _add_export,
+    _add_predict,
+    _add_stream,
+    _add_bench,
+    _add_select,
+]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
