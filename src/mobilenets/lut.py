@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +114,25 @@ def measure_key(key: str, runtime: str, threads: int, *, blocks: int = 5, block:
     from .runtimes import make_runner
 
     module = layer_module(key if key != OVERHEAD else f"{OVERHEAD}:8x8")
-    runner = make_runner(module, runtime, threads=threads)
     hw = module.spec.resolution
     x = np.random.default_rng(0).standard_normal((1, module.spec.in_chans, hw, hw), dtype=np.float32)
-    return robust_ms(lambda: runner(x), blocks=blocks, block=block)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-lut-") as tmp:
+        onnx_path = (
+            _layer_onnx(module.fuse(), x, Path(tmp) / "layer.onnx") if runtime.startswith(("ort", "openvino")) else None
+        )
+        runner = make_runner(module, runtime, threads=threads, onnx_path=onnx_path)
+        return robust_ms(lambda: runner(x), blocks=blocks, block=block)
+
+
+def _layer_onnx(module: torch.nn.Module, x: np.ndarray, path: Path) -> Path:
+    """A plain ONNX export of one layer (the model exporter's metadata needs a whole-model spec)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.from_numpy(x),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])  # fmt: skip
+    return path
 
 
 @dataclass
