@@ -138,8 +138,8 @@ def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "torch", "--lut-file", str(path),
                  "--format", "json"])  # fmt: skip
     (row,) = json.loads(capsys.readouterr().out)
-    assert code == 0 and row["measured"] == 0 and row["layers"] == len(keys) == 28
-    assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 28)
+    assert code == 0 and row["measured"] == 0 and row["layers"] == len(keys) == 15  # stem, 13 blocks, head
+    assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 15)
 
 
 def test_pareto_front():

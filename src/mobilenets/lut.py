@@ -1,9 +1,11 @@
 """Latency lookup table: predict any (alpha, resolution)'s latency by summing measured per-layer latencies.
 
-As in NetAdapt (Yang et al. 2018, Section 3.3, "layer-wise look-up tables") and FBNet (Wu et al. 2019, Section 3.3):
-each distinct layer shape -- stem conv, depthwise 3x3, pointwise 1x1 (conv + folded BN + activation), and the head
-(global average pool + classifier) -- is run alone on the target runtime, and a fixed per-inference overhead (the
-same runtime running a trivial graph) is measured once. A layer's entry is its own latency minus that overhead, and
+As in NetAdapt (Yang et al. 2018, Section 3.3, "layer-wise look-up tables") and FBNet (Wu et al. 2019, Section 3.3,
+a table per building block): each distinct shape -- stem conv, depthwise separable block (granularity "block", the
+default, FBNet) or its depthwise 3x3 and pointwise 1x1 separately (granularity "layer", NetAdapt), and the head
+(global average pool + classifier), all with folded BN and activation -- is run alone on the target runtime, and a
+fixed per-inference overhead (the same runtime running a trivial graph) is measured once. An entry is its own
+latency minus that overhead, and
 
     latency(model) = overhead + scale x sum over the model's layers of entry(layer shape).
 
@@ -34,6 +36,7 @@ import torch
 
 from .atomic import atomic_write_text
 from .complexity import conv_out, count_complexity
+from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
 from .spec import ModelSpec
 
@@ -44,25 +47,46 @@ ANCHORS = ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224))  # calibration mode
 PREDICT_COLUMNS = ("model", "alpha", "resolution", "runtime", "threads", "predicted_ms", "fps", "layers", "measured")
 
 
-def layer_keys(spec: ModelSpec) -> list[str]:
-    """The model's layers as LUT keys, in order (repeated shapes repeat): 'kind:in:out:k:stride:dilation:HxW'."""
+GRANULARITIES = ("block", "layer")
+
+
+def layer_keys(spec: ModelSpec, granularity: str = "block") -> list[str]:
+    """The model's entries as LUT keys, in order (repeated shapes repeat).
+
+    ``layer`` (NetAdapt): stem, each depthwise and each pointwise conv, head: 'kind:in:out:k:stride:dilation:HxW'.
+    ``block`` (FBNet, default): stem, each depthwise separable block as one entry 'block:in:out:stride:dilation:HxW'
+    (the runtimes fuse or re-layout across dw -> pw, which a per-layer table cannot see), head.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity={granularity!r} is not allowed: one of {', '.join(GRANULARITIES)}")
     plan = build_plan(spec)
     h = w = spec.resolution
-    keys = []
-    for layer in [plan.stem] + [layer for block in plan.blocks for layer in block]:
-        keys.append(f"{layer.kind}:{layer.in_ch}:{layer.out_ch}:{layer.kernel}:{layer.stride}:{layer.dilation}:{h}x{w}")
-        h, w = conv_out(h, layer.stride), conv_out(w, layer.stride)
+    s = plan.stem
+    keys = [f"{s.kind}:{s.in_ch}:{s.out_ch}:{s.kernel}:{s.stride}:{s.dilation}:{h}x{w}"]
+    h, w = conv_out(h, s.stride), conv_out(w, s.stride)
+    for block in plan.blocks:
+        if granularity == "block" and len(block) == 2:
+            dw, pw = block
+            keys.append(f"block:{dw.in_ch}:{pw.out_ch}:{dw.stride}:{dw.dilation}:{h}x{w}")
+        else:
+            for layer in block:
+                k = f"{layer.kind}:{layer.in_ch}:{layer.out_ch}:{layer.kernel}:{layer.stride}:{layer.dilation}:{h}x{w}"
+                keys.append(k)
+                h, w = conv_out(h, layer.stride), conv_out(w, layer.stride)
+            continue
+        h, w = conv_out(h, block[0].stride), conv_out(w, block[0].stride)
     keys.append(f"head:{plan.num_features}:{spec.num_classes}:{h}x{w}")
     return keys
 
 
-def env_key(runtime: str, threads: int, env: dict | None = None) -> str:
-    """The table a measurement belongs to: hardware, runtime, threads and the versions that change kernels."""
+def env_key(runtime: str, threads: int, env: dict | None = None, granularity: str = "block") -> str:
+    """The table a measurement belongs to: hardware, runtime, threads, the versions that change kernels, and the
+    table's granularity (its calibration scale belongs to it)."""
     from .bench import environment, hardware_tag
 
     env = env or environment()
     ver = {"torch": env["torch"], "ort": env["onnxruntime"], "openvino": env["openvino"]}[runtime.split("-")[0]]
-    return f"{hardware_tag(env)}|{runtime}|t{threads}|{ver}"
+    return f"{hardware_tag(env)}|{runtime}|t{threads}|{ver}|{granularity}"
 
 
 class _Head(torch.nn.Module):
@@ -101,6 +125,10 @@ def layer_module(key: str, spec: ModelSpec | None = None) -> _Alone:
         return _Alone(torch.nn.ReLU(), 1, 8)
     if parts[0] == "head":
         return _Alone(_Head(int(parts[1]), int(parts[2])), int(parts[1]), h)
+    if parts[0] == "block":
+        cin, cout, st, d = map(int, parts[1:5])
+        net = DepthwiseSeparable(cin, cout, stride=st, dilation=d, act=spec.act, tf_padding=spec.tf_padding)
+        return _Alone(net, cin, h)
     kind, cin, cout, k, s, d = parts[0], *map(int, parts[1:6])
     groups = cin if kind == "dw" else 1
     layer = LayerDef(kind, kind, cin, cout, k, s, d, groups)
@@ -198,12 +226,17 @@ def fit_scale(sums: list[float], measured_minus_overhead: list[float]) -> float:
     return float((s * m).sum() / (s * s).sum())
 
 
-def calibrate(table: dict[str, Any], measure: Measurer, measure_model: Callable[[float, int], float]) -> int:
+def calibrate(
+    table: dict[str, Any],
+    measure: Measurer,
+    measure_model: Callable[[float, int], float],
+    granularity: str = "block",
+) -> int:
     """Fit the table's scale from end-to-end latencies of the `ANCHORS` models; the number of new measurements."""
     new = 0
     sums, target = [], []
     for alpha, res in ANCHORS:
-        keys = layer_keys(ModelSpec(alpha=alpha, resolution=res))
+        keys = layer_keys(ModelSpec(alpha=alpha, resolution=res), granularity)
         new += fill(table, keys, measure)
         sums.append(layer_sum(table, keys))
         target.append(measure_model(alpha, res) - table["overhead"])
@@ -234,6 +267,7 @@ def predict_latency(
     measure: Measurer | None = None,
     measure_whole: Callable[[float, int], float] | None = None,
     calibrated: bool = True,
+    granularity: str = "block",
     env: dict | None = None,
     save: bool = True,
     **spec_fields: Any,
@@ -248,13 +282,13 @@ def predict_latency(
         raise ValueError(f"runtime={runtime!r} is not allowed for latency tables: one of {', '.join(LUT_RUNTIMES)}")
     spec = ModelSpec(alpha=alpha, resolution=resolution, **spec_fields)
     lut = lut if lut is not None else LatencyLUT.load()
-    table = lut.table(env_key(runtime, threads, env))
-    keys = layer_keys(spec)
+    table = lut.table(env_key(runtime, threads, env, granularity))
+    keys = layer_keys(spec, granularity)
     measure = measure or (lambda k: measure_key(k, runtime, threads))
     new = fill(table, keys, measure)
     if calibrated and table.get("scale") is None:
         whole = measure_whole or (lambda a, r: measure_model(a, r, runtime, threads))
-        new += calibrate(table, measure, whole)
+        new += calibrate(table, measure, whole, granularity)
     if new and save:
         lut.save()
     if calibrated:
