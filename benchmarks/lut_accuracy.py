@@ -59,9 +59,10 @@ def main() -> int:
     summary = []
     for runtime in RUNTIMES:
         rs = [r for r in rows if r["runtime"] == runtime]
-        scale = table.tables[lut.env_key(runtime, 1, env)]["scale"]
+        t = table.tables[lut.env_key(runtime, 1, env)]
+        scale, intercept = t["scale"], t["intercept"]
         err, raw = [abs(r["error_pct"]) for r in rs], [abs(r["raw_error_pct"]) for r in rs]
-        summary.append({"runtime": runtime, "models": len(rs), "scale": scale,
+        summary.append({"runtime": runtime, "models": len(rs), "scale": scale, "intercept_ms": intercept,
                         "median_abs_error_pct": float(np.median(err)), "max_abs_error_pct": float(max(err)),
                         "raw_median_abs_error_pct": float(np.median(raw))})  # fmt: skip
     stem = RESULTS / f"lut-{hw}-{'+'.join(RUNTIMES)}-t1"

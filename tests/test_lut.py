@@ -82,10 +82,20 @@ def test_calibration_recovers_the_scale():
         return t["overhead"] + 1.3 * lut.layer_sum(t, lut.layer_keys(ModelSpec(alpha=alpha, resolution=res)))
 
     ms, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, measure_whole=whole, env=ENV)
-    assert table.tables[key]["scale"] == pytest.approx(1.3)
+    t = table.tables[key]
+    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"])
     raw, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
-    o = table.tables[key]["overhead"]
+    o = t["overhead"]
     assert ms - o == pytest.approx(1.3 * (raw - o))
+
+
+def test_fit_line():
+    assert lut.fit_line([1.0, 2.0, 4.0], [1.5, 2.5, 4.5], 0.1) == pytest.approx((0.5, 1.0))
+    # a negative fitted intercept is not physical: keep the measured overhead and fit the scale through it
+    intercept, scale = lut.fit_line([1.0, 2.0, 4.0], [0.5, 2.5, 6.5], 0.1)
+    assert intercept == 0.1 and scale == pytest.approx(
+        sum(s * (m - 0.1) for s, m in [(1, 0.5), (2, 2.5), (4, 6.5)]) / 21
+    )
 
 
 def test_missing_shape_without_measurement_is_named():
