@@ -148,6 +148,42 @@ def report(rows: list[dict], pairs: list[dict], over: list[dict], peak: float, s
     return "\n".join(lines)
 
 
+def rerun(args, path: Path, t0: float, runtimes: tuple[str, ...]) -> int:
+    """Replace the rows and ours-vs-timm pairs of ``runtimes`` in an earlier run's results (same peak) and regenerate
+    the report and plots: compile after a runner change, the INT8 runtimes once the export issue's plug-in landed."""
+    data = json.loads(path.read_text())
+    meta, peak = data["meta"], data["meta"]["peak_gflops_per_core"]
+    notes: list[str] = []
+    compile_only = runtimes == ("compile",)
+    threads = (1,) if compile_only else (1, 2)
+    cfg = bench.BenchConfig(models=COMPILE_MODELS, runtimes=runtimes, threads=threads, batch=0 if compile_only else 32,
+                            min_runs=args.min_runs, min_time=args.min_time, peak_gflops=peak)  # fmt: skip
+    rows = [r for r in data["rows"] if r["runtime"] not in runtimes] + bench.run_bench(cfg, notes=notes)
+    hw = bench.hardware_tag(rows[0])
+    pairs_path = path.parent / f"bench-{hw}-ours-vs-timm-t1+2.json"
+    pairs = json.loads(pairs_path.read_text())
+    kept = [p for p in pairs["pairs"] if p["runtime"] not in runtimes]
+    pairs["pairs"] = kept + [alternate_pair(rt, th, args.rounds) for th in threads for rt in runtimes]
+    pairs_path.write_text(json.dumps(pairs, indent=2))
+    meta.setdefault("reruns", []).append(
+        {"command": "python " + " ".join(sys.argv), "runtimes": runtimes, "seconds": time.time() - t0, "notes": notes}
+    )
+    runtime_order = {r: i for i, r in enumerate(RUNTIMES + ("compile",))}
+    rows.sort(key=lambda r: (r["threads"] if r["runtime"] != "compile" else 3, runtime_order[r["runtime"]]))
+    stem = bench.results_name(rows)  # the runtime list in the name changes when new runtimes join
+    if stem != path.stem:
+        for old in path.parent.glob(f"{path.stem}*"):
+            old.unlink()
+    bench.write_results(rows, path.parent / stem, meta=meta)
+    over = json.loads((path.parent / f"bench-{hw}-overhead-t1.json").read_text())["rows"]
+    (path.parent / f"bench-{hw}-report.md").write_text(report(rows, pairs["pairs"], over, peak, stem))
+    from mobilenets import plots
+
+    plots.bench_plots(rows, path.parent, stem=stem)
+    print(f"{runtimes} rows re-measured in {time.time() - t0:.0f} s")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="two models only (checks the script)")
@@ -155,8 +191,12 @@ def main() -> int:
     p.add_argument("--min-time", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--rerun", metavar="JSON", help="re-measure only --runtimes' rows/pairs into this results file")
+    p.add_argument("--runtimes", default="compile", help="with --rerun: comma list (default: compile)")
     args = p.parse_args()
     t0 = time.time()
+    if args.rerun:
+        return rerun(args, Path(args.rerun), t0, tuple(args.runtimes.split(",")))
     peak = max(bench.matmul_gflops(1, seconds=1.0) for _ in range(3))
     notes: list[str] = []
     rows = grid_rows(args, peak, notes)

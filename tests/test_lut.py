@@ -10,7 +10,7 @@ from mobilenets.mobilenet_v1 import build_plan
 from mobilenets.spec import ModelSpec
 
 ENV = {"cpu": "Test CPU", "cores": 4, "gpu": "none", "torch": "2.x", "onnxruntime": "1.x", "openvino": "2026"}
-PER_KIND = {"overhead": 0.05, "conv": 0.3, "dw": 0.1, "pw": 0.2, "head": 0.4}
+PER_KIND = {"overhead": 0.05, "conv": 0.3, "dw": 0.1, "pw": 0.2, "head": 0.4, "block": 0.5}
 
 
 class Counter:
@@ -24,7 +24,10 @@ class Counter:
 
 def test_layer_keys_follow_the_plan():
     spec = ModelSpec(alpha=0.6, resolution=176)
-    keys = lut.layer_keys(spec)
+    blocks = lut.layer_keys(spec)
+    assert len(blocks) == 1 + 13 + 1 and blocks[1] == "block:19:38:1:1:88x88" and blocks[2] == "block:38:76:2:1:88x88"
+    assert blocks[-1] == "head:614:1000:6x6" and blocks[-2] == "block:614:614:1:1:6x6"
+    keys = lut.layer_keys(spec, "layer")
     assert len(keys) == 1 + 2 * 13 + 1
     assert keys[0] == "conv:3:19:3:2:1:176x176" and keys[-1] == "head:614:1000:6x6"
     assert len(set(keys)) < len(keys)  # the five 14x14x512-like blocks repeat one shape
@@ -34,11 +37,15 @@ def test_layer_keys_follow_the_plan():
 
 def test_prediction_is_overhead_plus_sum_of_layers():
     measure, table = Counter(), lut.LatencyLUT()
-    ms, new = lut.predict_latency(1.0, 224, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    ms, new = lut.predict_latency(
+        1.0, 224, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False, granularity="layer"
+    )
     o = PER_KIND["overhead"]
     expected = o + (0.3 - o) + 13 * (0.1 - o) + 13 * (0.2 - o) + (0.4 - o)  # entries have the overhead removed
     assert ms == pytest.approx(expected)
-    assert new == len(measure.calls) == 1 + len(set(lut.layer_keys(ModelSpec())))  # each shape measured once
+    assert new == len(measure.calls) == 1 + len(set(lut.layer_keys(ModelSpec(), "layer")))  # each shape once
+    blocks, _ = lut.predict_latency(1.0, 224, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    assert blocks == pytest.approx(o + (0.3 - o) + 13 * (0.5 - o) + (0.4 - o))  # a separate table, per block
 
 
 def test_cache_by_environment_and_file_round_trip(tmp_path):
@@ -60,6 +67,7 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
         _, new = lut.predict_latency(0.5, 160, lut=reloaded, measure=measure, calibrated=False, **args)
         assert new == n
     assert len(json.loads(path.read_text())) == 4
+    assert all(k.endswith("|block") for k in json.loads(path.read_text()))
     # an off-grid model reuses nothing but the overhead and adds its own shapes
     _, new = lut.predict_latency(0.6, 176, runtime="ort", lut=reloaded, measure=measure, env=ENV, calibrated=False)
     assert 0 < new < n
@@ -67,17 +75,27 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
 
 def test_calibration_recovers_the_scale():
     measure, table = Counter(), lut.LatencyLUT()
-    key = lut.env_key("ort", 1, ENV)
+    key = lut.env_key("ort", 1, ENV)  # the default granularity, per block
 
     def whole(alpha, res):  # a device where every layer costs 1.3x its isolated time
         t = table.table(key)
         return t["overhead"] + 1.3 * lut.layer_sum(t, lut.layer_keys(ModelSpec(alpha=alpha, resolution=res)))
 
     ms, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, measure_whole=whole, env=ENV)
-    assert table.tables[key]["scale"] == pytest.approx(1.3)
+    t = table.tables[key]
+    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"])
     raw, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
-    o = table.tables[key]["overhead"]
+    o = t["overhead"]
     assert ms - o == pytest.approx(1.3 * (raw - o))
+
+
+def test_fit_line():
+    assert lut.fit_line([1.0, 2.0, 4.0], [1.5, 2.5, 4.5], 0.1) == pytest.approx((0.5, 1.0))
+    # a negative fitted intercept is not physical: keep the measured overhead and fit the scale through it
+    intercept, scale = lut.fit_line([1.0, 2.0, 4.0], [0.5, 2.5, 6.5], 0.1)
+    assert intercept == 0.1 and scale == pytest.approx(
+        sum(s * (m - 0.1) for s, m in [(1, 0.5), (2, 2.5), (4, 6.5)]) / 21
+    )
 
 
 def test_missing_shape_without_measurement_is_named():

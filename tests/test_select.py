@@ -163,7 +163,7 @@ def test_cli_select_size_budget_json_with_lut(capsys, tmp_path):
     sel = json.loads(out)
     assert code == 0 and sel["chosen"]["weights_MB"] <= 4 and sel["chosen"]["macs"] <= 100e6
     assert (sel["chosen"]["alpha"], sel["chosen"]["resolution"]) == (0.25, 128) and sel["candidates"] == 4  # 0.5: 5 MB
-    n_layers = 1 + 26 + 1  # stem, 13 x (dw, pw), head
+    n_layers = 1 + 13 + 1  # stem, 13 depthwise separable blocks, head
     assert sel["chosen"]["latency_source"] == "predicted"
     assert sel["chosen"]["latency_ms"] == pytest.approx(0.5 + 2.0 * 0.1 * n_layers)
 

@@ -167,6 +167,22 @@ def time_calls(fn: Callable[[], Any], *, min_runs: int, min_time: float, warmup:
     return np.array(times)
 
 
+def robust_ms(fn: Callable[[], Any], *, blocks: int = 5, block: int = 10, warmup: int = 3) -> float:
+    """The lowest of ``blocks`` block medians, in ms: a short burst of other work on a shared machine inflates
+    some blocks, not all, so this recovers the quiet-machine latency (used for the lookup table and its check)."""
+    for _ in range(warmup):
+        fn()
+    medians = []
+    for _ in range(blocks):
+        t = []
+        for _ in range(block):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        medians.append(float(np.median(t)))
+    return min(medians) * 1e3
+
+
 def stats_ms(times: np.ndarray) -> dict[str, float]:
     return {
         "latency_ms_median": float(np.median(times) * 1e3),
@@ -220,14 +236,13 @@ def _status_kb(key: str) -> int | None:
 def _release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that memory a previous
     model freed is not silently reused by the next one without showing in its RSS peak."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def reset_peak_memory() -> int | None:

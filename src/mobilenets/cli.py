@@ -460,7 +460,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     if sel.chosen is None:
         print(f"no model in the search space ({sel.candidates} candidates) meets the budget on {where}.")
         print("fastest and smallest candidates, for reference:")
-        print(render([sel.fastest, sel.smallest], "table", SHOW_COLUMNS))
+        shown = [{"role": "fastest", **sel.fastest}, {"role": "smallest", **sel.smallest}]
+        print(render(shown, "table", ("role", *SHOW_COLUMNS)))
         return 1
     c = sel.chosen
     size = f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs"

@@ -1,17 +1,20 @@
 """Latency lookup table: predict any (alpha, resolution)'s latency by summing measured per-layer latencies.
 
-As in NetAdapt (Yang et al. 2018, Section 3.3, "layer-wise look-up tables") and FBNet (Wu et al. 2019, Section 3.3):
-each distinct layer shape -- stem conv, depthwise 3x3, pointwise 1x1 (conv + folded BN + activation), and the head
-(global average pool + classifier) -- is run alone on the target runtime, and a fixed per-inference overhead (the
-same runtime running a trivial graph) is measured once. A layer's entry is its own latency minus that overhead, and
+As in NetAdapt (Yang et al. 2018, Section 3.3, "layer-wise look-up tables") and FBNet (Wu et al. 2019, Section 3.3,
+a table per building block): each distinct shape -- stem conv, depthwise separable block (granularity "block", the
+default, FBNet) or its depthwise 3x3 and pointwise 1x1 separately (granularity "layer", NetAdapt), and the head
+(global average pool + classifier), all with folded BN and activation -- is run alone on the target runtime, and a
+fixed per-inference overhead (the same runtime running a trivial graph) is measured once. An entry is its own
+latency minus that overhead, and
 
     latency(model) = overhead + scale x sum over the model's layers of entry(layer shape).
 
-``scale`` corrects the one systematic bias of isolated timing: a layer run alone over and over finds its weights
-and input hot in cache, while inside the network they were just evicted by the previous layers, so the raw sum
-under-predicts (here by 10-25%). It is fitted once per table (least squares through the origin, on overhead-removed
-latencies) from end-to-end measurements of the paper's four diagonal grid models (`ANCHORS`); with
-``calibrate=False`` the table is the plain NetAdapt sum (scale 1).
+``scale`` and ``intercept`` correct the systematic bias of isolated timing: an entry run alone over and over finds
+its weights and input hot in cache, while inside the network they were just evicted by the previous layers, so the
+raw sum under-predicts (here by 10-30% with torch). They are fitted once per table by least squares,
+latency = intercept + scale x sum, on end-to-end measurements of `ANCHORS`: the grid's diagonal plus two models whose
+channel counts are not multiples of 8 (0.4, 0.65), since channel alignment changes kernel efficiency; with
+``calibrated=False`` the table is the plain sum (overhead + sum).
 
 Tables are stored as JSON keyed by the environment (hardware, runtime, threads, library versions), so one file can
 hold tables for several machines and runtimes; shapes missing from the table are measured on demand and saved.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,35 +37,58 @@ import torch
 
 from .atomic import atomic_write_text
 from .complexity import conv_out, count_complexity
+from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
 from .spec import ModelSpec
 
 LUT_RUNTIMES = ("torch", "torch-cl", "ort", "openvino", "openvino-bf16")
 DEFAULT_PATH = Path(os.environ.get("MOBILENETS_CACHE", Path.home() / ".cache" / "mobilenets")) / "latency-lut.json"
 OVERHEAD = "overhead"
-ANCHORS = ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224))  # calibration models: the grid's diagonal
+# Calibration models: the paper grid's diagonal and two unaligned-channel models (none is in the accuracy benchmark).
+ANCHORS = ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224), (0.4, 208), (0.65, 144))
 PREDICT_COLUMNS = ("model", "alpha", "resolution", "runtime", "threads", "predicted_ms", "fps", "layers", "measured")
 
 
-def layer_keys(spec: ModelSpec) -> list[str]:
-    """The model's layers as LUT keys, in order (repeated shapes repeat): 'kind:in:out:k:stride:dilation:HxW'."""
+GRANULARITIES = ("block", "layer")
+
+
+def layer_keys(spec: ModelSpec, granularity: str = "block") -> list[str]:
+    """The model's entries as LUT keys, in order (repeated shapes repeat).
+
+    ``layer`` (NetAdapt): stem, each depthwise and each pointwise conv, head: 'kind:in:out:k:stride:dilation:HxW'.
+    ``block`` (FBNet, default): stem, each depthwise separable block as one entry 'block:in:out:stride:dilation:HxW'
+    (the runtimes fuse or re-layout across dw -> pw, which a per-layer table cannot see), head.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity={granularity!r} is not allowed: one of {', '.join(GRANULARITIES)}")
     plan = build_plan(spec)
     h = w = spec.resolution
-    keys = []
-    for layer in [plan.stem] + [layer for block in plan.blocks for layer in block]:
-        keys.append(f"{layer.kind}:{layer.in_ch}:{layer.out_ch}:{layer.kernel}:{layer.stride}:{layer.dilation}:{h}x{w}")
-        h, w = conv_out(h, layer.stride), conv_out(w, layer.stride)
+    s = plan.stem
+    keys = [f"{s.kind}:{s.in_ch}:{s.out_ch}:{s.kernel}:{s.stride}:{s.dilation}:{h}x{w}"]
+    h, w = conv_out(h, s.stride), conv_out(w, s.stride)
+    for block in plan.blocks:
+        if granularity == "block" and len(block) == 2:
+            dw, pw = block
+            keys.append(f"block:{dw.in_ch}:{pw.out_ch}:{dw.stride}:{dw.dilation}:{h}x{w}")
+        else:
+            for layer in block:
+                k = f"{layer.kind}:{layer.in_ch}:{layer.out_ch}:{layer.kernel}:{layer.stride}:{layer.dilation}:{h}x{w}"
+                keys.append(k)
+                h, w = conv_out(h, layer.stride), conv_out(w, layer.stride)
+            continue
+        h, w = conv_out(h, block[0].stride), conv_out(w, block[0].stride)
     keys.append(f"head:{plan.num_features}:{spec.num_classes}:{h}x{w}")
     return keys
 
 
-def env_key(runtime: str, threads: int, env: dict | None = None) -> str:
-    """The table a measurement belongs to: hardware, runtime, threads and the versions that change kernels."""
+def env_key(runtime: str, threads: int, env: dict | None = None, granularity: str = "block") -> str:
+    """The table a measurement belongs to: hardware, runtime, threads, the versions that change kernels, and the
+    table's granularity (its calibration scale belongs to it)."""
     from .bench import environment, hardware_tag
 
     env = env or environment()
     ver = {"torch": env["torch"], "ort": env["onnxruntime"], "openvino": env["openvino"]}[runtime.split("-")[0]]
-    return f"{hardware_tag(env)}|{runtime}|t{threads}|{ver}"
+    return f"{hardware_tag(env)}|{runtime}|t{threads}|{ver}|{granularity}"
 
 
 class _Head(torch.nn.Module):
@@ -100,22 +127,42 @@ def layer_module(key: str, spec: ModelSpec | None = None) -> _Alone:
         return _Alone(torch.nn.ReLU(), 1, 8)
     if parts[0] == "head":
         return _Alone(_Head(int(parts[1]), int(parts[2])), int(parts[1]), h)
+    if parts[0] == "block":
+        cin, cout, st, d = map(int, parts[1:5])
+        net = DepthwiseSeparable(cin, cout, stride=st, dilation=d, act=spec.act, tf_padding=spec.tf_padding)
+        return _Alone(net, cin, h)
     kind, cin, cout, k, s, d = parts[0], *map(int, parts[1:6])
     groups = cin if kind == "dw" else 1
     layer = LayerDef(kind, kind, cin, cout, k, s, d, groups)
     return _Alone(_build_layer(layer, spec), cin, h)
 
 
-def measure_key(key: str, runtime: str, threads: int, *, min_runs: int = 30, min_time: float = 0.3) -> float:
-    """Median ms of one layer alone on ``runtime`` (including the per-call overhead)."""
-    from .bench import time_calls
+def measure_key(key: str, runtime: str, threads: int, *, blocks: int = 5, block: int = 10) -> float:
+    """ms of one layer alone on ``runtime`` (including the per-call overhead): the lowest of ``blocks`` block
+    medians (`bench.robust_ms`), so a burst of other work on a shared machine does not enter the table."""
+    from .bench import robust_ms
     from .runtimes import make_runner
 
     module = layer_module(key if key != OVERHEAD else f"{OVERHEAD}:8x8")
-    runner = make_runner(module, runtime, threads=threads)
     hw = module.spec.resolution
     x = np.random.default_rng(0).standard_normal((1, module.spec.in_chans, hw, hw), dtype=np.float32)
-    return float(np.median(time_calls(lambda: runner(x), min_runs=min_runs, min_time=min_time, warmup=3)) * 1e3)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-lut-") as tmp:
+        onnx_path = (
+            _layer_onnx(module.fuse(), x, Path(tmp) / "layer.onnx") if runtime.startswith(("ort", "openvino")) else None
+        )
+        runner = make_runner(module, runtime, threads=threads, onnx_path=onnx_path)
+        return robust_ms(lambda: runner(x), blocks=blocks, block=block)
+
+
+def _layer_onnx(module: torch.nn.Module, x: np.ndarray, path: Path) -> Path:
+    """A plain ONNX export of one layer (the model exporter's metadata needs a whole-model spec)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.from_numpy(x),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])  # fmt: skip
+    return path
 
 
 @dataclass
@@ -143,7 +190,7 @@ class LatencyLUT:
             atomic_write_text(self.path, json.dumps(self.tables, indent=1, sort_keys=True) + "\n")
 
     def table(self, key: str) -> dict[str, Any]:
-        return self.tables.setdefault(key, {"overhead": None, "scale": None, "layers": {}})
+        return self.tables.setdefault(key, {"overhead": None, "scale": None, "intercept": None, "layers": {}})
 
 
 Measurer = Callable[[str], float]
@@ -171,40 +218,52 @@ def layer_sum(table: dict[str, Any], keys: list[str]) -> float:
 
 
 def predict_from_table(table: dict[str, Any], keys: list[str]) -> float:
-    """overhead + scale x the sum of the layers' entries (scale 1 until calibrated)."""
-    return table["overhead"] + (table.get("scale") or 1.0) * layer_sum(table, keys)
+    """intercept + scale x the sum of the entries (overhead + sum until calibrated)."""
+    scale = table.get("scale") or 1.0
+    intercept = table.get("intercept")
+    return (table["overhead"] if intercept is None else intercept) + scale * layer_sum(table, keys)
 
 
-def fit_scale(sums: list[float], measured_minus_overhead: list[float]) -> float:
-    """Least-squares k in measured - overhead = k x sum (a line through the origin)."""
-    s, m = np.asarray(sums, dtype=float), np.asarray(measured_minus_overhead, dtype=float)
-    return float((s * m).sum() / (s * s).sum())
+def fit_line(sums: list[float], measured: list[float], overhead: float) -> tuple[float, float]:
+    """(intercept, scale) of measured = intercept + scale x sum by least squares; a negative intercept (not
+    physical) falls back to the measured overhead as intercept and a scale fitted through it."""
+    s, m = np.asarray(sums, dtype=float), np.asarray(measured, dtype=float)
+    if len(s) >= 2 and np.ptp(s) > 0:
+        scale, intercept = np.polyfit(s, m, 1)
+        if intercept >= 0 and scale > 0:
+            return float(intercept), float(scale)
+    return overhead, float((s * (m - overhead)).sum() / (s * s).sum())
 
 
-def calibrate(table: dict[str, Any], measure: Measurer, measure_model: Callable[[float, int], float]) -> int:
+def calibrate(
+    table: dict[str, Any],
+    measure: Measurer,
+    measure_model: Callable[[float, int], float],
+    granularity: str = "block",
+) -> int:
     """Fit the table's scale from end-to-end latencies of the `ANCHORS` models; the number of new measurements."""
     new = 0
     sums, target = [], []
     for alpha, res in ANCHORS:
-        keys = layer_keys(ModelSpec(alpha=alpha, resolution=res))
+        keys = layer_keys(ModelSpec(alpha=alpha, resolution=res), granularity)
         new += fill(table, keys, measure)
         sums.append(layer_sum(table, keys))
-        target.append(measure_model(alpha, res) - table["overhead"])
+        target.append(measure_model(alpha, res))
         new += 1
-    table["scale"] = fit_scale(sums, target)
-    table["anchors"] = [list(a) for a in ANCHORS]
+    table["intercept"], table["scale"] = fit_line(sums, target, table["overhead"])
+    table["anchors"] = [[a, r, m] for (a, r), m in zip(ANCHORS, target, strict=True)]
     return new
 
 
 def measure_model(alpha: float, resolution: int, runtime: str, threads: int) -> float:
-    """Median ms of the whole model end to end (the `bench` timing loop)."""
-    from .bench import time_calls
+    """ms of the whole model end to end, with the same statistic as the layers (`bench.robust_ms`)."""
+    from .bench import robust_ms
     from .registry import create_model
     from .runtimes import make_runner
 
     runner = make_runner(create_model(ModelSpec(alpha=alpha, resolution=resolution)).eval(), runtime, threads=threads)
     x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
-    return float(np.median(time_calls(lambda: runner(x), min_runs=50, min_time=1.0, warmup=5)) * 1e3)
+    return robust_ms(lambda: runner(x), blocks=5, block=10, warmup=5)
 
 
 def predict_latency(
@@ -217,6 +276,7 @@ def predict_latency(
     measure: Measurer | None = None,
     measure_whole: Callable[[float, int], float] | None = None,
     calibrated: bool = True,
+    granularity: str = "block",
     env: dict | None = None,
     save: bool = True,
     **spec_fields: Any,
@@ -231,13 +291,13 @@ def predict_latency(
         raise ValueError(f"runtime={runtime!r} is not allowed for latency tables: one of {', '.join(LUT_RUNTIMES)}")
     spec = ModelSpec(alpha=alpha, resolution=resolution, **spec_fields)
     lut = lut if lut is not None else LatencyLUT.load()
-    table = lut.table(env_key(runtime, threads, env))
-    keys = layer_keys(spec)
+    table = lut.table(env_key(runtime, threads, env, granularity))
+    keys = layer_keys(spec, granularity)
     measure = measure or (lambda k: measure_key(k, runtime, threads))
     new = fill(table, keys, measure)
     if calibrated and table.get("scale") is None:
         whole = measure_whole or (lambda a, r: measure_model(a, r, runtime, threads))
-        new += calibrate(table, measure, whole)
+        new += calibrate(table, measure, whole, granularity)
     if new and save:
         lut.save()
     if calibrated:
