@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mobilenets.data import scan_dataset
 from mobilenets.optim import ModelEMA, build_optimizer, lr_factor, set_lr
 from mobilenets.preprocess import read_image
-from mobilenets.registry import create_model
+from mobilenets.registry import create_model, grid_name
 from mobilenets.train_config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = create_model(
         "mobilenet_v1_100",
+        name=grid_name(args.alpha, args.resolution),
         alpha=args.alpha,
         resolution=args.resolution,
         num_classes=len(train_split.classes),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             ema.update(model)
             step += 1
         elapsed = time.perf_counter() - t_start
-        history.append({"epoch": epoch + 1, "elapsed_s": round(elapsed, 1), "loss": float(loss)})
+        history.append({"epoch": epoch + 1, "elapsed_s": round(elapsed, 1), "loss": float(loss.detach())})
         print(json.dumps(history[-1]), flush=True)
         if elapsed > args.time_limit:
             break

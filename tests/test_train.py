@@ -324,6 +324,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     init = create_model("mobilenet_v1_025", resolution=64, num_classes=2).state_dict()
     moved = max(float((a[k] - init[k]).abs().max()) for k in a if a[k].is_floating_point())
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"DDP vs one process: max |param diff| {diff:.3g}; max |param change| from init {moved:.3g}")
     assert moved > 1e-2  # training really changed the weights, so agreement is not trivial
     assert diff < 1e-4, diff
 
