@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mobilenets.data import scan_dataset
 from mobilenets.optim import ModelEMA, build_optimizer, lr_factor, set_lr
 from mobilenets.preprocess import read_image
-from mobilenets.registry import create_model, grid_name
+from mobilenets.registry import create_model, grid_name, model_spec
 from mobilenets.train_config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     xtr, ytr, xva, yva = (t.to(dev) for t in (xtr, ytr, xva, yva))
     t_data = time.perf_counter() - t_start
 
+    base = model_spec("mobilenet_v1_100").replace(name=grid_name(args.alpha, args.resolution))
     model = create_model(
-        "mobilenet_v1_100",
-        name=grid_name(args.alpha, args.resolution),
+        base,
         alpha=args.alpha,
         resolution=args.resolution,
         num_classes=len(train_split.classes),
