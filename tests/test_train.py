@@ -464,3 +464,13 @@ def test_cli_type_errors_and_unknown_config_keys_exit_2(capsys, tmp_path):
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "epochz" in capsys.readouterr().err
     assert main(["eval", "--weights", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+
+
+def test_worker_processes_do_not_change_the_result(tmp_path):
+    """Augmentation is seeded per (seed, epoch, sample), so loading in 2 worker processes gives the same weights."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 12, 2)
+    states = []
+    for workers in (0, 2):
+        train(tiny_cfg(data, tmp_path / f"w{workers}", workers=workers, cache="off", epochs=2))
+        states.append(read_state_dict(tmp_path / f"w{workers}" / "model" / "model.safetensors"))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
