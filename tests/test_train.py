@@ -474,3 +474,16 @@ def test_worker_processes_do_not_change_the_result(tmp_path):
         train(tiny_cfg(data, tmp_path / f"w{workers}", workers=workers, cache="off", epochs=2))
         states.append(read_state_dict(tmp_path / f"w{workers}" / "model" / "model.safetensors"))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_cli_options_come_from_the_dataclass(capsys):
+    from mobilenets.cli import build_parser
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["train", "--betas", "0.8", "0.99", "--no-hflip", "--classes", "a", "b", "--lr", "1"])
+    assert args.betas == [0.8, 0.99] and args.hflip is False and args.classes == ["a", "b"] and args.lr == 1.0
+    assert not hasattr(parser.parse_args(["train"]), "lr")  # unset options leave the YAML/dataclass value alone
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert f"(default: {TrainConfig().weight_decay})" in text and "--save-every" in text
