@@ -487,3 +487,32 @@ def test_cli_options_come_from_the_dataclass(capsys):
         parser.parse_args(["train", "--help"])
     text = capsys.readouterr().out
     assert f"(default: {TrainConfig().weight_decay})" in text and "--save-every" in text
+
+
+def test_modern_options_run_together(tmp_path):
+    """bf16 autocast (CPU), channels_last, EMA, label smoothing, AdamW, warm-up + cosine in one short run."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    cfg = resolve(
+        str(REPO / "configs" / "modern.yaml"),
+        data=str(data),
+        out=str(tmp_path / "m"),
+        alpha=0.25,
+        resolution=64,
+        batch_size=8,
+        epochs=2,
+        workers=0,
+        threads=1,
+        quiet=True,
+        amp="bf16",
+        channels_last=True,
+        optimizer="adamw",
+        lr=1e-3,
+        eps=1e-8,
+        ema_decay=0.5,
+    )
+    s = train(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert s["global_steps"] == 4 and len(rows) == 2 and rows[0]["lr"] < rows[1]["lr"]  # 2-epoch linear warm-up
+    ema = load(tmp_path / "m" / "model")
+    assert json.loads((tmp_path / "m" / "model" / "config.json").read_text())["provenance"]["ema"] is True
+    assert ema.spec.labels == tuple(CLASSES4[:2])
