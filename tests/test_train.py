@@ -516,3 +516,14 @@ def test_modern_options_run_together(tmp_path):
     ema = load(tmp_path / "m" / "model")
     assert json.loads((tmp_path / "m" / "model" / "config.json").read_text())["provenance"]["ema"] is True
     assert ema.spec.labels == tuple(CLASSES4[:2])
+
+
+def test_cache_decision_follows_the_memory_budget(tmp_path):
+    from mobilenets.data import should_cache
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:1], 4, 1)
+    samples = scan_split(data / "train").samples
+    use, need = should_cache("auto", samples, 73, budget_gb=1.0)
+    assert use and need == 4 * 3 * 73 * 73  # Imagenette files are 224x224, shrunk to the eval resize side
+    assert should_cache("auto", samples, 73, budget_gb=need / 2**30 / 2)[0] is False
+    assert should_cache("off", samples, 73, budget_gb=1.0) == (False, 0)
