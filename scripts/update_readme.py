@@ -11,6 +11,35 @@ from mobilenets.formatting import render
 from mobilenets.paper import compare
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS = README.parent / "results"
+
+
+def _newest(pattern: str) -> Path | None:
+    files = sorted(RESULTS.glob(pattern))
+    return files[-1] if files else None
+
+
+def bench_table() -> str:
+    """1.0-224 (ours and timm's) per runtime, 1 thread, from the committed grid results."""
+    import json
+
+    path = _newest("bench-*-t1+2-b32.json")
+    if path is None:
+        return "(no grid results committed yet: run benchmarks/bench_grid.py)"
+    rows = json.loads(path.read_text())["rows"]
+    keep = [r for r in rows if r["model"] in ("mobilenet_v1_100", "timm:mobilenetv1_100") and r["threads"] == 1]
+    cols = ["model", "runtime", "dtype", "latency_ms_median", "latency_ms_p90", "fps", "throughput_ips",
+            "peak_mem_MB", "weights_MB", "fp32_limit_ms", "limit_fraction"]  # fmt: skip
+    return f"From `results/{path.name}` ({rows[0]['cpu']}, {rows[0]['cores']} vCPUs):\n\n" + render(keep, "md", cols)
+
+
+def lut_table() -> str:
+    import json
+
+    path = _newest("lut-*-t1.json")
+    if path is None:
+        return "(no lookup-table results committed yet: run benchmarks/lut_accuracy.py)"
+    return f"From `results/{path.name}`:\n\n" + render(json.loads(path.read_text())["summary"], "md")
 
 
 def sections() -> dict[str, str]:
@@ -18,6 +47,8 @@ def sections() -> dict[str, str]:
     return {
         "mobilenets list": render(model_rows(), "md"),
         "mobilenets paper misprints": render(misprints, "md", PAPER_COLUMNS),
+        "bench 1.0-224": bench_table(),
+        "lut accuracy": lut_table(),
     }
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import complexity, paper
 from .formatting import render
@@ -133,6 +135,337 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------
+
+
+def _add_export(sub) -> Handler:
+    from .export import FORMATS, OPSET, ExportConfig
+
+    d = ExportConfig()
+    p = sub.add_parser("export", help="export weights to ONNX (optionally INT8), TorchScript or torch.export")
+    p.add_argument("weights", help="mobilenets weights folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=FORMATS, default=d.format, help="output format (default: %(default)s)")
+    p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ...)")
+    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default: {OPSET})")
+    p.add_argument("--dynamic-hw", action="store_true", help="dynamic height/width axes (batch is always dynamic)")
+    p.add_argument("--int8", action="store_true", help="static INT8 quantization (ONNX Runtime, QDQ)")
+    p.add_argument("--calib", help="folder of calibration images (searched recursively)")
+    p.add_argument("--calib-synthetic", action="store_true", help="random-noise calibration: smoke tests only")
+    p.add_argument("--calib-count", type=int, default=d.calib_count, help="calibration images (default: %(default)s)")
+    p.add_argument("--calib-method", choices=("minmax", "entropy"), default=d.calib_method)
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
+    p.add_argument("--val", help="folder of images for the fp32/INT8 agreement check (default: calibration images)")
+    p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return cmd_export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export_model
+
+    cfg = ExportConfig(
+        format=args.format,
+        out=args.out,
+        opset=args.opset,
+        dynamic_hw=args.dynamic_hw,
+        int8=args.int8,
+        calib=args.calib,
+        calib_synthetic=args.calib_synthetic,
+        calib_count=args.calib_count,
+        val=args.val,
+        val_count=args.val_count,
+        per_channel=not args.per_tensor,
+        calib_method=args.calib_method,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    report = export_model(args.weights, cfg)
+    s = report.spec
+    print(f"wrote {report.path} ({report.format}; alpha={s.alpha:g} resolution={s.resolution} classes={s.num_classes})")
+    for row in report.parity:
+        print(f"  parity {row}")
+    q = report.int8
+    if q:
+        print(
+            f"  fp32 model: {q.fp32_path} ({q.fp32_bytes / 1e6:.2f} MB) -> int8: {q.int8_bytes / 1e6:.2f} MB "
+            f"({q.fp32_bytes / q.int8_bytes:.2f}x smaller)"
+        )
+        print(f"  quantization: {q.quantization}")
+        print(f"  calibration: {q.calibration}")
+        print(f"  top-1 agreement int8 vs fp32: {q.agree}/{q.total} = {q.agreement * 100:.1f}% on {q.agreement_on}")
+    return 0
+
+
+# --- predict ----------------------------------------------------------------------------------------------------
+
+
+def _runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("torch", "ort", "openvino"), help="default: torch for folders, ort for .onnx")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the runtime's)")
+
+
+def _add_predict(sub) -> Handler:
+    p = sub.add_parser("predict", help="top-k classes of image files or folders, with latency")
+    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    _runtime_arg(p)
+    return cmd_predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import statistics
+
+    from .infer import load_predictor, predict
+
+    predictor = load_predictor(args.model, args.runtime, args.threads)
+    results = []
+    for r in predict(predictor, args.images, topk=args.topk):
+        results.append(r)
+        if r.error:
+            print(f"mobilenets predict: error: {r.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r.path}  ({r.model_ms:.1f} ms model, {r.preprocess_ms:.1f} ms decode+preprocess)")
+            for t in r.top:
+                print(f"  {t['prob']:7.2%}  {t['label']}")
+    ok = [r for r in results if not r.error]
+    summary = {
+        "model": predictor.source,
+        "runtime": predictor.runtime,
+        "threads": predictor.threads,
+        "images": len(ok),
+        "errors": len(results) - len(ok),
+        "median_model_ms": round(statistics.median(r.model_ms for r in ok), 3) if ok else None,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "results": [r.to_dict() for r in results]}, indent=2))
+    else:
+        med = f", median model latency {summary['median_model_ms']} ms" if ok else ""
+        print(f"{len(ok)} image(s) classified, {summary['errors']} unreadable ({predictor.runtime}{med})")
+    return 0 if len(ok) == len(results) and ok else 2
+
+
+# --- stream -----------------------------------------------------------------------------------------------------
+
+
+def _add_stream(sub) -> Handler:
+    from .infer import StreamConfig
+
+    d = StreamConfig()
+    p = sub.add_parser("stream", help="classify video frames (file or camera index), overlay, report FPS")
+    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("source", help="video file or camera index (0 = /dev/video0)")
+    p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4)")
+    p.add_argument("--target-fps", type=float, default=d.target_fps, help="FPS to meet (default: %(default)s)")
+    p.add_argument("--display", action="store_true", help="show the annotated frames in a window")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _runtime_arg(p)
+    return cmd_stream
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .infer import StreamConfig, load_predictor, stream
+
+    predictor = load_predictor(args.model, args.runtime, args.threads)
+    cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames)
+    r = stream(predictor, args.source, cfg)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    m, f = r.latency_model_ms, r.latency_frame_ms
+    print(f"source: {r.source} ({r.source_fps or '?'} FPS), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
+    print(
+        f"achieved FPS: {r.fps_end_to_end} end-to-end (decode+preprocess+model+overlay+encode), "
+        f"{r.fps_model} model-only"
+    )
+    print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")
+    verdict = "MET" if r.target_met else "NOT met"
+    print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")
+    if r.out:
+        print(f"annotated video: {r.out}")
+    return 0
+
+
+# --- convert ----------------------------------------------------------------------------------------------------
+
+
+def _add_convert(sub) -> Handler:
+    from .convert import FORMATS
+
+    p = sub.add_parser("convert", help="import published weights (TFLite, Keras .h5, timm) into our safetensors format")
+    p.add_argument("src", help="the source file (.tflite, .h5, .pth/.safetensors)")
+    p.add_argument("--from", dest="fmt", choices=FORMATS, help="source format (default: sniffed from the file)")
+    p.add_argument("--out", help="output folder (default: ./<source name without suffix>)")
+    p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
+    p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
+    return cmd_convert
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+    from .weights import read_config
+
+    out = convert_file(args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution)
+    config = read_config(out)
+    spec, prov = config["spec"], config["provenance"]
+    print(
+        f"{out}: MobileNetV1 alpha={spec.alpha:g} resolution={spec.resolution} act={spec.act} "
+        f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
+        f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
+    )
+    return 0
+
+
+# --- bench ------------------------------------------------------------------------------------------------------
+
+
+def _csv_list(kind):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from exc
+
+    return parse
+
+
+def _add_bench(sub) -> Handler:
+    from .bench import BenchConfig
+    from .runtimes import RUNTIMES
+
+    d = BenchConfig()
+    p = sub.add_parser("bench", help="measure latency/throughput/memory/size of MobileNets on this machine")
+    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs or timm:<name> (default: "
+                   "the paper's 16-model grid)")  # fmt: skip
+    p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
+    p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
+    p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
+                   help=f"comma list of {', '.join(RUNTIMES)} (default: %(default)s)")  # fmt: skip
+    p.add_argument("--threads", type=_csv_list(int), default=list(d.threads), help="intra-op threads list")
+    p.add_argument("--batch", type=int, help="throughput batch (default: 32 on CPU, 256 on GPU; 0 = skip)")
+    p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
+    p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
+    p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--out", help="write rows to OUT.csv and OUT.json; OUT ending in / = a folder, file named after "
+                   "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
+    p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
+    p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
+    p.add_argument("--lut-file", help="lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _fmt_arg(p, ("table", "md", "csv", "json"), "table")
+    return cmd_bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    kw = dict(runtimes=tuple(args.runtimes), threads=tuple(args.threads), batch=args.batch, min_runs=args.min_runs,
+              min_time=args.min_time, target_fps=args.target_fps, accuracy_files=tuple(args.accuracy or ()),
+              progress=not args.no_progress)  # fmt: skip
+    cfg = bench.config_from(args.models, args.alpha, args.resolution, **kw)
+    if args.lut:
+        from . import lut
+
+        rows = lut.predict_rows(cfg, path=args.lut_file)
+        print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
+        return 0
+    notes: list[str] = []
+    rows = bench.run_bench(cfg, notes=notes)
+    print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.out:
+        meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
+        out = Path(args.out) / bench.results_name(rows) if args.out.endswith(("/", os.sep)) else args.out
+        for path in bench.write_results(rows, out, meta=meta):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.plots:
+        from . import plots
+
+        for path in plots.bench_plots(rows, args.plots, target_fps=args.target_fps):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0 if rows else 1
+
+
+# --- select -----------------------------------------------------------------------------------------------------
+
+
+def _add_select(sub) -> Handler:
+    from .select import Constraints, SearchSpace
+
+    c, s = Constraints(), SearchSpace()
+    p = sub.add_parser("select", help="the most accurate MobileNet meeting a latency/FPS/size/MACs/params budget")
+    p.add_argument("--latency-ms", type=float, help="batch-1 latency bound (ms) on --runtime/--threads")
+    p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
+    p.add_argument("--max-mb", type=float, help="weights size bound (MB = 2**20 bytes), see --size-dtype")
+    p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
+    p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
+    p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
+    p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
+    p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: %(default)s)")
+    p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
+    p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
+    p.add_argument("--accuracy-table", choices=("tfslim", "paper"), default="tfslim", help="(default: %(default)s)")
+    p.add_argument("--alpha-range", type=_csv_list(float), metavar="MIN,MAX,STEP",
+                   default=[s.alpha_min, s.alpha_max, s.alpha_step], help="(default: 0.25,1.0,0.05)")  # fmt: skip
+    p.add_argument("--res-range", type=_csv_list(int), metavar="MIN,MAX,STEP",
+                   default=[s.res_min, s.res_max, s.res_step], help="(default: 96,224,16)")  # fmt: skip
+    p.add_argument("--top", type=int, default=5, help="rows to show (chosen + runners-up)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return cmd_select
+
+
+def _count(name: str, text: str | None) -> float | None:
+    """'300M' / '2.5M' / '3e8' -> a number (None stays None)."""
+    if text is None:
+        return None
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}
+    try:
+        return float(text[:-1]) * scale[text[-1].upper()] if text and text[-1].upper() in scale else float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}={text!r} is not allowed: {name} must be a count like 300M, 2.5M or 3e8") from exc
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from . import accuracy
+    from .runtimes import check_runtime
+    from .select import SHOW_COLUMNS, Constraints, SearchSpace, latency_source, select
+
+    check_runtime(args.runtime)
+    if args.threads < 1:
+        raise ValueError(f"threads={args.threads} is not allowed: threads must be an integer >= 1")
+    for name, values in (("alpha-range", args.alpha_range), ("res-range", args.res_range)):
+        if len(values) != 3:
+            raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")
+    space = SearchSpace(*args.alpha_range, *args.res_range).validate()
+    macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
+    cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
+    acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
+    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file)
+    sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
+                 top=args.top)  # fmt: skip
+    if args.json:
+        print(json.dumps(sel.to_dict(), indent=2))
+        return 0 if sel.chosen else 1
+    where = f"{args.runtime}, {args.threads} thread(s)"
+    if sel.chosen is None:
+        print(f"no model in the search space ({sel.candidates} candidates) meets the budget on {where}.")
+        print("fastest and smallest candidates, for reference:")
+        print(render([sel.fastest, sel.smallest], "table", SHOW_COLUMNS))
+        return 1
+    c = sel.chosen
+    size = f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs"
+    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {c['top1']:.1f}% "
+          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
+    print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
+    print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
+    print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
 # --- train / eval -----------------------------------------------------------------------------------------------
 
 
@@ -201,12 +534,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
         print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
+# --- reproduce --------------------------------------------------------------------------------------------------
+
+
+def _add_reproduce(sub) -> Handler:
+    from .reproduce import BUDGETS, EXPERIMENTS, ReproduceConfig
+
+    d = ReproduceConfig()
+    p = sub.add_parser("reproduce", help="re-run the paper's Tables 4-7 / Figures 4-5 experiments on real images")
+    p.add_argument("--data", default=d.data, help="ImageFolder root with train/ and val/ (default: shared Imagenette)")
+    p.add_argument("--experiments", default=",".join(d.experiments), help=f"comma list of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--budget", default=d.budget, choices=list(BUDGETS), help="quick = CPU smoke run; full = one GPU")
+    p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
+    p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
+    return cmd_reproduce
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import ReproduceConfig, reproduce
+
+    experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
+    cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe)
+    results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
+    for name, exp in results["experiments"].items():
+        print(f"{name}: {'holds' if exp['verdict']['holds'] else 'does not hold'}")
     return 0
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable] = [_add_list, _add_summary, _add_paper, _add_train, _add_eval]
+SUBCOMMANDS: list[Callable] = [
+    _add_list,
+    _add_summary,
+    _add_paper,
+    _add_convert,
+    _add_export,
+    _add_predict,
+    _add_stream,
+    _add_bench,
+    _add_select,
+    _add_train,
+    _add_eval,
+    _add_reproduce,
+]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

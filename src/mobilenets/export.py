@@ -1,23 +1,91 @@
-"""Export to ONNX (BatchNorm folded, dynamic batch axis) for ONNX Runtime / OpenVINO.
+"""Export for deployment: ONNX (BatchNorm folded, metadata, parity-checked), INT8 QDQ, TorchScript and torch.export.
 
-Uses torch.onnx's TorchScript-based exporter (``dynamo=False``): it needs no extra package (the dynamo exporter
-needs onnxscript) and produces a plain opset-17 graph that every runtime we target reads.
+ONNX uses torch.onnx's TorchScript-based exporter (``dynamo=False``): it needs no extra package (the dynamo exporter
+needs onnxscript) and produces a plain opset-17 graph that ONNX Runtime and OpenVINO both read. Every export is
+followed by a parity check against the PyTorch model on two batch sizes (and a second resolution when the spatial
+axes are dynamic), as torchvision's ONNX tests do; fp32 exports must agree within `PARITY_TOL`.
+
+INT8 follows ONNX Runtime's static quantization recipe (onnxruntime.ai/docs/performance/model-optimizations/
+quantization.html): ``quant_pre_process`` then ``quantize_static`` in QDQ format, uint8 activations, int8 symmetric
+weights, **per-channel weights by default**: per-tensor weight scales are the known failure of depthwise models
+(MobileNetV1 falls to ~10% top-1 per-tensor, tensorflow#57745) because one depthwise filter's range sets the scale
+for all of them. A QDQ graph is also what OpenVINO turns into its own INT8 kernels.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
+from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
+from .spec import ModelSpec
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs difference of logits)
+FORMATS = ("onnx", "torchscript", "pt2")
+SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
+SYNTHETIC = "SYNTHETIC random-noise images (smoke test only: ranges and agreement are not representative)"
+
+
+class ExportError(ValueError):
+    """An export that cannot be made or that failed its checks; the message says which and why."""
+
+
+# --- ONNX ------------------------------------------------------------------------------------------------------
+
+
+def input_value_range(spec: ModelSpec) -> list[list[float]]:
+    """Per channel [min, max] of the network input: pixels in [0, 1] normalised by the spec's mean/std."""
+    return [[round((0 - m) / s, 6), round((1 - m) / s, 6)] for m, s in zip(spec.mean, spec.std, strict=False)]
+
+
+def onnx_metadata(spec: ModelSpec, **extra: Any) -> dict[str, str]:
+    """metadata_props for an exported model: the full spec plus the fields a non-Python consumer needs."""
+    from . import __version__
+
+    meta = {
+        SPEC_KEY: spec.to_json(),
+        "alpha": str(spec.alpha),
+        "resolution": str(spec.resolution),
+        "layout": "NCHW",
+        "color": "RGB",
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+        "input_value_range": json.dumps(input_value_range(spec)),
+        "preprocess": (
+            f"resize shorter side to resolution/{spec.crop_pct} ({spec.interpolation}), center crop resolution, "
+            "scale to [0, 1], (x - mean) / std"
+        ),
+        "labels": json.dumps(list(resolve_labels(spec))),
+        "output": "logits (apply softmax for probabilities)",
+        "mobilenets_version": __version__,
+    }
+    meta.update({k: str(v) for k, v in extra.items()})
+    return meta
+
+
+def _tf_padding_dynamic_hw_error(spec: ModelSpec) -> ExportError:
+    # The ONNX tracer turns the size arithmetic of layers.Conv2dSame into constants, so a dynamic-H/W graph would
+    # silently pad every size like the example size; torch.export keeps it symbolic but cannot prove its shape
+    # guards for all sizes. A fixed-size export is exact.
+    return ExportError(
+        "dynamic_hw=True is not supported for a model with tf_padding=True: its TensorFlow 'SAME' padding depends "
+        f"on the input size, and the exported graph would keep the padding of {spec.resolution}x{spec.resolution}; "
+        "export at a fixed size instead (one export per resolution)"
+    )
 
 
 def export_onnx(
@@ -27,15 +95,29 @@ def export_onnx(
     resolution: int | None = None,
     opset: int = OPSET,
     dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
     fold_bn: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``model`` as ONNX to ``path`` (atomically) and return the path. Input NCHW float32, RGB, normalised."""
-    res = resolution or model.spec.resolution
+    """Write ``model`` as ONNX to ``path`` (atomically), checked by ``onnx.checker``; input NCHW float32, normalised.
+
+    ``metadata_props`` carry the ModelSpec (alpha, resolution, mean/std, input value range, labels) so that
+    `mobilenets predict model.onnx` and other consumers can preprocess correctly without our config.json.
+    """
+    import onnx
+
+    spec = model.spec
+    if dynamic_hw and spec.tf_padding:
+        raise _tf_padding_dynamic_hw_error(spec)
+    res = resolution or spec.resolution
     net = model.fuse() if fold_bn else model.eval()
-    example = torch.zeros(1, model.spec.in_chans, res, res)
+    example = torch.zeros(1, spec.in_chans, res, res)
+    axes: dict[int, str] = {0: "batch"} if dynamic_batch else {}
+    if dynamic_hw:
+        axes.update({2: "height", 3: "width"})
     buf = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the input size is fixed here
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic (tf_padding: refused above)
         torch.onnx.export(
             net,
             (example,),
@@ -44,7 +126,480 @@ def export_onnx(
             opset_version=opset,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"} if dynamic_batch else {}} if axes else None,
         )
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = onnx_metadata(spec, opset=opset, bn_folded=fold_bn, dynamic_hw=dynamic_hw, precision="fp32")
+    meta.update(metadata or {})
+    onnx.helper.set_model_props(proto, meta)
+    proto.doc_string = f"MobileNetV1 alpha={spec.alpha} resolution={spec.resolution} (mobilenets)"
+    onnx.checker.check_model(proto, full_check=True)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return Path(path)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata_props of an ONNX file (no graph validation); `ExportError` when it is not an ONNX model."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError / RuntimeError variants for garbage
+        raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not proto.graph.node:
+        raise ExportError(f"{path}: not a readable ONNX model (empty graph)")
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def spec_from_onnx(path: str | os.PathLike) -> ModelSpec:
+    """The ModelSpec an ONNX file was exported with (from its metadata_props)."""
+    meta = read_onnx_metadata(path)
+    if SPEC_KEY not in meta:
+        raise ExportError(
+            f"{path}: ONNX model without mobilenets metadata ({SPEC_KEY!r} missing); export it with "
+            "`mobilenets export` so its preprocessing and labels travel with it"
+        )
+    return ModelSpec.from_json(meta[SPEC_KEY])
+
+
+# --- parity ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParityRow:
+    runtime: str
+    batch: int
+    resolution: int
+    max_abs_diff: float
+    top1_agree: bool
+    max_abs_logit: float  # scale of the compared outputs, so the difference can be judged
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runtime}: batch {self.batch} at {self.resolution}x{self.resolution}: "
+            f"max |diff| vs PyTorch = {self.max_abs_diff:.2e} (max |logit| {self.max_abs_logit:.3g})"
+        )
+
+
+def parity_inputs(spec: ModelSpec, batch: int, resolution: int, seed: int = 0) -> np.ndarray:
+    """Deterministic normalised inputs spanning the model's input value range."""
+    g = torch.Generator().manual_seed(seed + batch * 1000 + resolution)
+    pixels = torch.rand(batch, spec.in_chans, resolution, resolution, generator=g)
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return ((pixels - mean) / std).numpy()
+
+
+def check_parity(
+    model: MobileNetV1,
+    run: Any,
+    *,
+    runtime: str,
+    batches: Sequence[int] = (1, 3),
+    resolutions: Sequence[int] | None = None,
+    tol: float | None = PARITY_TOL,
+) -> list[ParityRow]:
+    """Compare ``run(x)`` to the PyTorch model on every batch x resolution; `ExportError` when above ``tol``."""
+    net = model.eval()
+    rows = []
+    for res in resolutions or (model.spec.resolution,):
+        for batch in batches:
+            x = parity_inputs(model.spec, batch, res)
+            with torch.inference_mode():
+                ref = net(torch.from_numpy(x)).numpy()
+            out = np.asarray(run(x))
+            if out.shape != ref.shape:
+                raise ExportError(f"{runtime}: output shape {out.shape} at batch {batch}, PyTorch gives {ref.shape}")
+            diff = float(np.abs(out - ref).max())
+            agree = bool((out.argmax(1) == ref.argmax(1)).all())
+            rows.append(ParityRow(runtime, batch, res, diff, agree, float(np.abs(ref).max())))
+            if tol is not None and not diff <= tol:
+                raise ExportError(
+                    f"parity check failed: {rows[-1]} exceeds the tolerance {tol:g}; the exported model "
+                    "does not compute what the PyTorch model computes"
+                )
+    return rows
+
+
+def second_resolution(res: int) -> int:
+    """A different, non-multiple-of-32 size for the dynamic-H/W parity check (exercises odd feature maps)."""
+    return res + 40 if res < 256 else res - 40
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = 1) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from exc
+
+
+def ort_run(session: Any) -> Any:
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+# --- INT8 ------------------------------------------------------------------------------------------------------
+
+
+def calibration_batches(
+    images: Sequence[str | os.PathLike] | None,
+    spec: ModelSpec,
+    *,
+    count: int,
+    batch: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> Iterator[np.ndarray]:
+    """Normalised calibration batches from image files, or synthetic noise when ``images`` is None."""
+    from tqdm import tqdm
+
+    from .preprocess import eval_transform, read_image
+
+    bar = tqdm(total=count, desc="calibrating", unit="img", disable=not progress, leave=False)
+    tf = eval_transform(spec)
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        if images is None:
+            pixels = rng.integers(0, 256, (n, spec.in_chans, spec.resolution, spec.resolution), dtype=np.uint8)
+            x = torch.stack([tf(torch.from_numpy(p)) for p in pixels])
+        else:
+            x = torch.stack([tf(read_image(p)) for p in images[start : start + n]])
+        bar.update(n)
+        yield x.numpy()
+    bar.close()
+
+
+def pick_images(folder: str | os.PathLike, count: int, seed: int = 0) -> list[Path]:
+    """``count`` images from ``folder`` (recursive), chosen with a fixed seed, spread over its subfolders."""
+    from .infer import expand_images
+
+    found, bad = expand_images([folder])
+    if bad:
+        raise bad[0][1]
+    if not found:
+        raise ExportError(f"{folder}: no image files found for calibration")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(found))[: min(count, len(found))]
+    return [found[i] for i in sorted(order)]
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    batches: Iterator[np.ndarray],
+    *,
+    per_channel: bool = True,
+    method: str = "minmax",
+    calibration: str = "",
+) -> Path:
+    """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
+
+    Metadata of the fp32 model is carried over, with ``precision`` and ``quantization`` updated.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ExportError(f"calib_method={method!r} is not allowed: calib_method must be one of {', '.join(methods)}")
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(batches, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    meta = read_onnx_metadata(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
+        pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(q),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+        proto = onnx.load(str(q))
+    quant = f"int8 static QDQ, weights int8 symmetric {'per-channel' if per_channel else 'per-tensor'}, "
+    quant += f"activations uint8 ({method} calibration)"
+    meta.update(precision="int8", quantization=quant, calibration=calibration)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(out_path, proto.SerializeToString())
+    return Path(out_path)
+
+
+def quantize(
+    model: MobileNetV1,
+    path: str | os.PathLike,
+    *,
+    calib_images: Sequence[str | os.PathLike] | None = None,
+    count: int = 32,
+    per_channel: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Export ``model`` and write its INT8 QDQ ONNX to ``path`` in one call (the hook `runtimes`/`bench` use).
+
+    Without ``calib_images`` the calibration is synthetic noise: the graph and hence the latency are those of a
+    real calibration, the accuracy is not (the file's metadata says which calibration it had).
+    """
+    with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")
+        n = count if calib_images is None else len(calib_images)
+        batches = calibration_batches(calib_images, model.spec, count=n, progress=progress)
+        calibration = SYNTHETIC if calib_images is None else f"{n} images"
+        return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration)
+
+
+def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tuple[int, int]:
+    """(number of inputs where both runners give the same top-1 class, number of inputs)."""
+    same = total = 0
+    for x in batches:
+        same += int((run_a(x).argmax(1) == run_b(x).argmax(1)).sum())
+        total += len(x)
+    return same, total
+
+
+# --- TorchScript and torch.export ------------------------------------------------------------------------------
+
+
+def _config_json(model: MobileNetV1) -> str:
+    return json.dumps({"spec": model.spec.to_dict(), "bn_folded": True}, indent=2)
+
+
+def export_torchscript(model: MobileNetV1, path: str | os.PathLike) -> Path:
+    """``torch.jit.script`` of the BN-folded model, config.json (the ModelSpec) stored as an extra file."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in favour of torch.export
+        scripted = torch.jit.script(model.fuse())
+        torch.jit.save(scripted, buf, _extra_files={"config.json": _config_json(model)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def export_pt2(model: MobileNetV1, path: str | os.PathLike, *, dynamic_hw: bool = False) -> Path:
+    """``torch.export`` program of the BN-folded model (dynamic batch; H/W too on request), config.json attached.
+
+    torch.export traces sizes symbolically, so TensorFlow 'SAME' padding stays correct at any size here.
+    """
+    spec = model.spec
+    if dynamic_hw and spec.tf_padding:
+        raise _tf_padding_dynamic_hw_error(spec)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    dims: dict[int, Any] = {0: batch}
+    if dynamic_hw:
+        # from 33 px: at 32 the last feature map is 1x1, a case torch.export specialises instead of generalising
+        dims.update({2: torch.export.Dim("height", min=33, max=2048), 3: torch.export.Dim("width", min=33, max=2048)})
+    example = torch.zeros(2, spec.in_chans, spec.resolution, spec.resolution)
+    try:
+        program = torch.export.export(model.fuse(), (example,), dynamic_shapes={"x": dims})
+    except Exception as exc:  # torch.export raises many error types (guards, unsupported ops)
+        raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    buf = io.BytesIO()
+    torch.export.save(program, buf, extra_files={"config.json": _config_json(model)})
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelSpec]:
+    extra = {"config.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), _extra_files=extra)
+    return module, ModelSpec.from_dict(json.loads(extra["config.json"])["spec"])
+
+
+def load_pt2(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelSpec]:
+    extra = {"config.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), ModelSpec.from_dict(json.loads(extra["config.json"])["spec"])
+
+
+# --- the `mobilenets export` command ---------------------------------------------------------------------------
+
+
+@dataclass
+class ExportConfig:
+    """Options of `mobilenets export` (the CLI reads its defaults from here)."""
+
+    format: str = "onnx"
+    out: str | None = None  # default: <weights folder name>.<onnx|int8.onnx|torchscript.pt|pt2> in the cwd
+    opset: int = OPSET
+    dynamic_hw: bool = False
+    int8: bool = False
+    calib: str | None = None  # folder of calibration images
+    calib_synthetic: bool = False
+    calib_count: int = 200
+    val: str | None = None  # folder of images for the fp32/int8 agreement check (default: the calibration images)
+    val_count: int = 200
+    per_channel: bool = True
+    calib_method: str = "minmax"
+    seed: int = 0
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
+class Int8Report:
+    path: Path
+    fp32_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    quantization: str
+    calibration: str
+    agree: int
+    total: int
+    agreement_on: str
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / max(self.total, 1)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    spec: ModelSpec
+    parity: list[ParityRow] = field(default_factory=list)
+    int8: Int8Report | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def default_out(weights: Path, cfg: ExportConfig) -> Path:
+    suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
+    return Path(weights.resolve().name + suffix[cfg.format])
+
+
+def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
+    if cfg.format not in FORMATS:
+        raise ExportError(f"format={cfg.format!r} is not allowed: format must be one of {', '.join(FORMATS)}")
+    if cfg.int8 and cfg.format != "onnx":
+        raise ExportError("--int8 is only available with --format onnx (ONNX Runtime static quantization)")
+    if cfg.int8 and not (cfg.calib or cfg.calib_synthetic):
+        raise ExportError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
+    if cfg.calib and cfg.calib_synthetic:
+        raise ExportError("give either --calib DIR or --calib-synthetic, not both")
+    if (cfg.calib or cfg.calib_synthetic) and not cfg.int8:
+        raise ExportError("--calib/--calib-synthetic only make sense with --int8")
+    if cfg.dynamic_hw and spec.tf_padding:
+        raise _tf_padding_dynamic_hw_error(spec)
+    if cfg.dynamic_hw and cfg.format == "torchscript":
+        raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
+    if cfg.calib_count < 1 or cfg.val_count < 1:
+        raise ExportError("calib_count and val_count must be >= 1")
+
+
+def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
+    """Load our weights folder, export it in ``cfg.format``, check parity (and INT8 agreement); return a report."""
+    from . import weights as wts
+
+    cfg = cfg or ExportConfig()
+    model = wts.load(weights)
+    _validate(cfg, model.spec)
+    out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg)
+    if cfg.format == "torchscript":
+        module, _ = load_torchscript(export_torchscript(model, out))
+        rows = check_parity(model, _torch_fn(module), runtime="torchscript")
+        return ExportReport(out, cfg.format, model.spec, rows)
+    if cfg.format == "pt2":
+        module, _ = load_pt2(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
+        res = _resolutions(model.spec, cfg.dynamic_hw)
+        return ExportReport(
+            out, cfg.format, model.spec, check_parity(model, _torch_fn(module), runtime="pt2", resolutions=res)
+        )
+    fp32 = out.with_name(out.name.removesuffix(".int8.onnx").removesuffix(".onnx") + ".fp32.onnx") if cfg.int8 else out
+    export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw)
+    sess = ort_session(fp32, cfg.threads)
+    rows = check_parity(
+        model, ort_run(sess), runtime="onnxruntime fp32", resolutions=_resolutions(model.spec, cfg.dynamic_hw)
+    )
+    report = ExportReport(out, cfg.format, model.spec, rows)
+    if cfg.int8:
+        report.int8 = _int8(model, fp32, out, sess, cfg)
+        report.parity += check_parity(
+            model, ort_run(ort_session(out, cfg.threads)), runtime="onnxruntime int8", tol=None
+        )
+    return report
+
+
+def _torch_fn(module: Any) -> Any:
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _resolutions(spec: ModelSpec, dynamic_hw: bool) -> tuple[int, ...]:
+    return (spec.resolution, second_resolution(spec.resolution)) if dynamic_hw else (spec.resolution,)
+
+
+def _int8(model: MobileNetV1, fp32: Path, out: Path, fp32_sess: Any, cfg: ExportConfig) -> Int8Report:
+    spec = model.spec
+    if cfg.calib_synthetic:
+        calib: list[Path] | None = None
+        calibration = f"{cfg.calib_count} {SYNTHETIC}"
+    else:
+        calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed)
+        calibration = f"{len(calib)} images from {cfg.calib} (seed {cfg.seed})"
+    count = cfg.calib_count if calib is None else len(calib)
+    batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress)
+    quantize_int8(fp32, out, batches, per_channel=cfg.per_channel, method=cfg.calib_method, calibration=calibration)
+    if cfg.val:
+        val: list[Path] | None = pick_images(cfg.val, cfg.val_count, cfg.seed + 1)
+        on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
+    else:
+        val, on = calib, ("the calibration images" if calib is not None else SYNTHETIC)
+    n = count if val is None else len(val)
+    check = calibration_batches(val, spec, count=n, seed=cfg.seed + 1, progress=False)
+    agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check)
+    return Int8Report(
+        out,
+        fp32,
+        fp32.stat().st_size,
+        out.stat().st_size,
+        read_onnx_metadata(out)["quantization"],
+        calibration,
+        agree,
+        total,
+        on,
+    )
+
+
+__all__ = [
+    "ExportConfig",
+    "ExportError",
+    "ExportReport",
+    "check_parity",
+    "export_model",
+    "export_onnx",
+    "export_pt2",
+    "export_torchscript",
+    "quantize",
+    "quantize_int8",
+    "read_onnx_metadata",
+    "spec_from_onnx",
+]

@@ -20,3 +20,15 @@ def imagenet_labels(background: bool = False) -> tuple[str, ...]:
     if len(names) != 1000:
         raise RuntimeError(f"packaged ImageNet label file has {len(names)} names, expected 1000")
     return ((BACKGROUND,) + names) if background else names
+
+
+def resolve_labels(spec) -> tuple[str, ...]:
+    """Class names for a model's outputs: the spec's own labels (training classes), else ImageNet names for a
+    1000-way head, ImageNet with "background" first for a TF-slim 1001-way head, else ``class_<k>``."""
+    if spec.labels:
+        return tuple(spec.labels)
+    if spec.num_classes == 1000:
+        return imagenet_labels()
+    if spec.num_classes == 1001:
+        return imagenet_labels(background=True)
+    return tuple(f"class_{k}" for k in range(spec.num_classes))

@@ -1,23 +1,119 @@
-"""matplotlib figures. Imported lazily (matplotlib is optional at import time of the package).
+"""Figures (matplotlib, Agg backend, PNG): the paper's Figures 4-5 redrawn against measured time.
 
-`plot_training_curves`: loss (train and val) and val top-1 / top-5 against epoch, from metrics.jsonl rows.
+- `latency_vs_macs`: measured batch-1 latency against MACs, one series per runtime (and thread count), with the FP32
+  physical limit line; MACs alone do not predict latency, this shows by how much.
+- `accuracy_vs_latency`: expected top-1 against latency, the Pareto front per runtime, and the target-FPS line
+  (models left of it are real-time) -- Figure 4 of the paper with milliseconds instead of mult-adds.
+
+- `plot_training_curves`: loss (train and val) and val top-1 / top-5 against epoch, from metrics.jsonl rows.
+
+Each function is self-contained (takes rows, writes one PNG atomically, returns its path).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Two panels: loss vs epoch (train, val), accuracy vs epoch (train top-1, val top-1, val top-5). PNG."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _series(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("latency_ms_median") and not str(r["model"]).startswith("timm:"):
+            out.setdefault(f"{r['runtime']} x{r['threads']}", []).append(r)
+    return out
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(latency, accuracy) points no other point beats on both (lower latency, higher accuracy), by latency."""
+    front, best = [], float("-inf")
+    for lat, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
+        if top1 > best:
+            front.append((lat, top1))
+            best = top1
+    return front
+
+
+def _style(name: str, names: list[str]) -> dict:
+    """One colour per runtime, solid for 1 thread and dashed for more (so 2-thread swings read as such)."""
+    runtimes = sorted({n.split(" x")[0] for n in names})
+    color = f"C{runtimes.index(name.split(' x')[0]) % 10}"
+    return {"color": color, "ls": "-" if name.endswith(" x1") else "--"}
+
+
+def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    series = _series(rows)
+    for name, rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r["macs_M"])
+        x, y = [r["macs_M"] for r in rs], [r["latency_ms_median"] for r in rs]
+        ax.plot(x, y, marker="o", ms=4, label=name, **_style(name, list(series)))
+    limit = sorted((r["macs_M"], r["fp32_limit_ms"]) for r in rows if r.get("fp32_limit_ms") and r["threads"] == 1)
+    if limit:
+        ax.plot(*zip(*limit, strict=True), "k--", lw=1, label="FP32 limit, 1 thread")
+    ax.set(xscale="log", yscale="log", xlabel="MACs (M, paper convention)", ylabel="batch-1 latency, median (ms)")
+    ax.set_title(f"Latency vs MACs on {rows[0].get('cpu') if rows else ''}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target_fps: float = 24.0) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    series = _series(rows)
+    for name, rs in sorted(series.items()):
+        pts = [(r["latency_ms_median"], r["top1"]) for r in rs if r.get("top1") is not None]
+        if not pts:
+            continue
+        style = _style(name, list(series))
+        ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"])
+        ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
+    ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")
+    ax.set(xscale="log", xlabel="batch-1 latency, median (ms)", ylabel="expected ImageNet top-1 (%)")
+    ax.set_title("Accuracy vs measured latency (paper Fig. 4 against time)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     from .atomic import atomic_open
 
+    p = Path(path)
+    fig.tight_layout()
+    with atomic_open(p, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    return p
+
+
+def bench_plots(rows: Sequence[dict], folder: str | os.PathLike, *, target_fps: float = 24.0, stem: str = "") -> list:
+    """Both bench figures into ``folder``; file names carry the hardware and runtimes (``stem``, from the rows)."""
+    from .bench import results_name
+
+    stem = stem or results_name(rows)
+    folder = Path(folder)
+    return [
+        latency_vs_macs(rows, folder / f"{stem}-latency-vs-macs.png"),
+        accuracy_vs_latency(rows, folder / f"{stem}-accuracy-vs-latency.png", target_fps=target_fps),
+    ]
+
+
+def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Two panels: loss vs epoch (train, val), accuracy vs epoch (train top-1, val top-1, val top-5). PNG."""
+    plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
@@ -32,9 +128,4 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: st
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)

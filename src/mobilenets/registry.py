@@ -10,6 +10,7 @@ from typing import Any
 
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec, SpecError
+from .weights import WeightsError, load, read_config
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
 
@@ -35,8 +36,18 @@ def model_spec(name: str, **overrides: Any) -> ModelSpec:
     return _REGISTRY[name]().replace(**overrides)
 
 
-def create_model(name_or_spec: str | ModelSpec, **overrides: Any) -> MobileNetV1:
-    """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields."""
+ARCHITECTURE_FIELDS = ("alpha", "variant", "depth_multiplier")
+
+
+def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
+    """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields.
+
+    ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`) loads those weights in eval
+    mode. The saved config then defines the model (padding, activation, BN eps, classes, mean/std); the name or
+    spec must agree with it on alpha, variant and depth multiplier, and ``overrides`` apply on top.
+    """
+    if weights is not None:
+        return _create_with_weights(name_or_spec, weights, overrides)
     if isinstance(name_or_spec, ModelSpec):
         spec = name_or_spec.replace(**overrides)
     elif isinstance(name_or_spec, str):
@@ -44,6 +55,18 @@ def create_model(name_or_spec: str | ModelSpec, **overrides: Any) -> MobileNetV1
     else:
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
     return MobileNetV1(spec)
+
+
+def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
+    requested = name_or_spec if isinstance(name_or_spec, ModelSpec) else model_spec(name_or_spec)
+    saved = read_config(path)["spec"]
+    for field in ARCHITECTURE_FIELDS:
+        want = overrides.get(field, getattr(requested, field))
+        if want != getattr(saved, field):
+            raise WeightsError(
+                f"{path}: weights are for {field}={getattr(saved, field)!r}, the requested model has {field}={want!r}"
+            )
+    return load(path, **overrides)
 
 
 def grid_name(alpha: float, resolution: int = 224) -> str:

@@ -1,8 +1,10 @@
 """Our on-disk model format: a folder holding ``model.safetensors`` (tensors only, no pickle) and ``config.json``.
 
-config.json = {"format": "mobilenets-v1", "spec": ModelSpec fields, "provenance": {...}}. The spec carries
-everything needed to rebuild and feed the model (alpha, resolution, variant, act, padding, classes, labels,
-mean/std); provenance records where the weights came from (source file, sha256, converter version, ...).
+config.json = {"format": "mobilenets-v1", "spec": ModelSpec fields, "input": {...}, "provenance": {...}}. The spec
+carries everything needed to rebuild and feed the model (alpha, resolution, variant, act, padding, classes, labels,
+mean/std); "input" spells out the input convention derived from it (RGB in [0, 1] normalised with mean/std, and the
+resulting value range, e.g. [-1, 1] for TF-trained weights); provenance records where the weights came from (source
+file, its sha256 and size, source format, converter and converter version, library version).
 """
 
 from __future__ import annotations
@@ -38,6 +40,34 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def input_convention(spec: ModelSpec) -> dict[str, Any]:
+    """How pixels become model inputs: RGB scaled to [0, 1], then (x - mean) / std; the value range that gives."""
+    lo = [(0.0 - m) / s for m, s in zip(spec.mean, spec.std, strict=True)]
+    hi = [(1.0 - m) / s for m, s in zip(spec.mean, spec.std, strict=True)]
+    return {
+        "color": "RGB",
+        "pixel_scale": "uint8 [0, 255] -> [0, 1]",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "value_range": [min(lo), max(hi)],
+        "resize": f"shorter side to resolution / {spec.crop_pct:g} ({spec.interpolation}), center crop",
+    }
+
+
+def source_provenance(src: str | os.PathLike, source_format: str, converter: str, converter_version: str) -> dict:
+    """Provenance of converted weights: the source file (name, absolute path, sha256, size) and the converter."""
+    src = Path(src)
+    return {
+        "source_file": src.name,
+        "source_path": str(src.resolve()),
+        "source_sha256": sha256_file(src),
+        "source_bytes": src.stat().st_size,
+        "source_format": source_format,
+        "converter": converter,
+        "converter_version": converter_version,
+    }
+
+
 def save(model: MobileNetV1, path: str | os.PathLike, *, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to the folder ``path`` (created if needed); each file is written atomically."""
     from . import __version__
@@ -47,6 +77,7 @@ def save(model: MobileNetV1, path: str | os.PathLike, *, provenance: dict[str, A
     config = {
         "format": FORMAT,
         "spec": model.spec.to_dict(),
+        "input": input_convention(model.spec),
         "provenance": {"library_version": __version__, **(provenance or {})},
     }
     atomic_write_bytes(folder / WEIGHTS_FILE, st_save(tensors))

@@ -1,0 +1,152 @@
+"""Expected ImageNet top-1 of any (alpha, resolution): published tables, interpolation, or the user's own runs.
+
+Sources:
+
+- ``tfslim`` (default): TF-slim's released float checkpoints, the 16-model grid (`paper.TFSLIM_IMAGENET`).
+- ``paper``: the paper's Tables 6 and 7 (alpha row at 224, resolution column at alpha 1.0) completed with TF-slim's
+  table for the grid points the paper does not print (`paper.published_top1`).
+- summary.json files written by training runs (`from_summaries`).
+
+Off-grid models are interpolated log-linearly in MACs, the trade-off the paper observes (Section 4.2, Figure 4:
+"accuracy drops off smoothly ... log linear" in mult-adds). Within each table row (fixed alpha) a least-squares line
+top1 = a + b ln(MACs) is fitted over its resolutions; a candidate's top-1 is its row fits evaluated at the two
+bracketing alphas, then interpolated between them linearly in ln(MACs). Grid points return the table value itself.
+Outside the table's alpha or resolution range the same lines are extended and the source says ``extrapolated``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import paper
+from .complexity import count_complexity
+from .spec import ModelSpec
+
+SOURCES = ("tfslim", "paper")
+
+
+def model_macs(alpha: float, resolution: int) -> int:
+    return count_complexity(ModelSpec(alpha=alpha, resolution=resolution)).macs
+
+
+@dataclass
+class AccuracyModel:
+    """Top-1 (%) for (alpha, resolution) from known points ``{(alpha, res): top1}`` and their label."""
+
+    points: dict[tuple[float, int], float]
+    label: str = "tfslim"
+    _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError("an accuracy model needs at least one (alpha, resolution, top1) point")
+        by_alpha: dict[float, list[tuple[float, float]]] = {}
+        for (a, r), top1 in self.points.items():
+            by_alpha.setdefault(a, []).append((math.log(model_macs(a, r)), top1))
+        all_pts = [p for pts in by_alpha.values() for p in pts]
+        global_slope = _fit(all_pts)[1] if len({x for x, _ in all_pts}) > 1 else 0.0
+        for a, pts in by_alpha.items():
+            # One resolution only: borrow the slope of all points so the row still varies with resolution.
+            self._rows[a] = (
+                _fit(pts) if len({x for x, _ in pts}) > 1 else (pts[0][1] - global_slope * pts[0][0], global_slope)
+            )
+
+    def _row(self, alpha: float, resolution: int) -> tuple[float, float]:
+        """(top1, ln MACs) of the fitted row ``alpha`` at ``resolution``."""
+        a, b = self._rows[alpha]
+        x = math.log(model_macs(alpha, resolution))
+        return a + b * x, x
+
+    def predict(self, alpha: float, resolution: int) -> tuple[float, str]:
+        """(top1 %, source) where source is the label (known point), 'interpolated' or 'extrapolated'."""
+        key = (float(alpha), int(resolution))
+        if key in self.points:
+            return self.points[key], self.label
+        alphas = sorted(self._rows)
+        resolutions = sorted({r for _, r in self.points})
+        inside = alphas[0] <= alpha <= alphas[-1] and resolutions[0] <= resolution <= resolutions[-1]
+        how = "interpolated" if inside else "extrapolated"
+        if alpha in self._rows or len(alphas) == 1:
+            return self._row(alpha if alpha in self._rows else alphas[0], resolution)[0], how
+        lo = max([a for a in alphas if a < alpha], default=alphas[0])
+        hi = min([a for a in alphas if a > alpha], default=alphas[-1])
+        if lo == hi:  # outside the alpha range: extend the nearest two rows' segment
+            lo, hi = (alphas[0], alphas[1]) if alpha < alphas[0] else (alphas[-2], alphas[-1])
+        (p_lo, x_lo), (p_hi, x_hi) = self._row(lo, resolution), self._row(hi, resolution)
+        x = math.log(model_macs(alpha, resolution))
+        return p_lo + (p_hi - p_lo) * (x - x_lo) / (x_hi - x_lo), how
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares intercept and slope of y on x."""
+    x, y = np.array(points, dtype=float).T
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(intercept), float(slope)
+
+
+def table_model(source: str = "tfslim") -> AccuracyModel:
+    """The published-table accuracy model (see the module docstring for the two sources)."""
+    points = {k: v[2] for k, v in paper.TFSLIM_IMAGENET.items()}
+    if source == "paper":
+        for (a, r, variant), top1 in paper.published_top1().items():
+            if variant == "standard":
+                points[(a, r)] = top1
+    elif source != "tfslim":
+        raise ValueError(f"accuracy source={source!r} is not allowed: source must be one of {', '.join(SOURCES)}")
+    return AccuracyModel(points, source)
+
+
+TOP1_KEYS = ("best_top1", "top1", "final_top1", "val_top1", "acc1")
+
+
+def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
+    """(alpha, resolution, top1 %) from a training run's summary.json.
+
+    The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, or top-level
+    ``alpha``/``resolution``; top-1 from the first of ``best_top1``, ``top1``, ``final_top1``, ``val_top1``,
+    ``acc1`` (top level or under ``metrics``/``best``); a fraction in [0, 1] is read as a ratio and scaled to %.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"accuracy file {str(p)!r} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"accuracy file {str(p)!r} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"accuracy file {str(p)!r} must hold a JSON object")
+    spec = data.get("spec") or (data.get("config") or {}).get("spec") or (data.get("model") or {}).get("spec") or data
+    alpha, res = spec.get("alpha"), spec.get("resolution")
+    top1 = None
+    for where in (data, data.get("metrics") or {}, data.get("best") or {}):
+        top1 = next((where[k] for k in TOP1_KEYS if isinstance(where.get(k), int | float)), None)
+        if top1 is not None:
+            break
+    if not isinstance(alpha, int | float) or not isinstance(res, int) or top1 is None:
+        raise ValueError(
+            f"accuracy file {str(p)!r} lacks alpha/resolution (under 'spec') or a top-1 key ({', '.join(TOP1_KEYS)})"
+        )
+    top1 = float(top1) * (100.0 if top1 <= 1.0 else 1.0)
+    if not 0 <= top1 <= 100:
+        raise ValueError(f"accuracy file {str(p)!r}: top-1 {top1} is not a percentage")
+    ModelSpec(alpha=float(alpha), resolution=res)  # validates
+    return float(alpha), res, top1
+
+
+def from_summaries(paths) -> AccuracyModel:
+    """An accuracy model from the user's measured runs: exact at those points, log-linear in MACs elsewhere."""
+    points: dict[tuple[float, int], float] = {}
+    for path in paths:
+        a, r, top1 = read_summary(path)
+        points[(a, r)] = max(top1, points.get((a, r), -1.0))  # several runs of one model: the best
+    return AccuracyModel(points, "measured")
+
+
+def accuracy_model(files=None, source: str = "tfslim") -> AccuracyModel:
+    return from_summaries(files) if files else table_model(source)

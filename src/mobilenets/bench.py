@@ -1,0 +1,502 @@
+"""Measure MobileNets on the device at hand: latency, throughput, memory, size, cost and expected accuracy per runtime.
+
+Method (timm's benchmark.py and the PyTorch benchmark recipe): build the runner, warm up, then time single calls with
+``time.perf_counter`` (GPU runners synchronise inside the call) until ``min_runs`` calls or ``min_time`` seconds,
+whichever comes first; report median, p90 and min. Throughput runs batches of ``batch`` the same way.
+
+Peak memory: Linux-only, the process's peak resident set (``VmHWM`` in /proc/self/status) is reset before each
+model/runtime (writing 5 to /proc/self/clear_refs), and ``peak_mem_MB`` = VmHWM after building, the latency runs and
+the throughput runs minus the resident set before building. It counts everything the runtime allocates (weights,
+arena, activations, compiled code), which tracemalloc cannot see; on CUDA it is ``torch.cuda.max_memory_allocated``.
+Freed heap memory is returned to the OS first (``malloc_trim``), but memory an allocator keeps cached from an earlier
+model in the same process (oneDNN/inductor caches, torch's CPU allocator) can still be reused unseen, so the figure is
+a lower bound; ``--models X`` with one model per process gives the absolute figure.
+
+The FP32 physical limit of a model is 2 x MACs / peak FP32 FLOP/s of the cores used; the peak is measured by a
+large single-precision matmul (`matmul_gflops`, FMA-bound), per core, times ``threads``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import accuracy as acc
+from .complexity import count_complexity
+from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, list_models, model_spec
+from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner
+from .spec import ModelSpec, SpecError
+
+GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
+PEER_PREFIX = "timm:"
+
+# Row schema of `bench`, in column order (CSV header, JSON keys). Units are in the names.
+COLUMNS = (
+    "model", "alpha", "resolution", "runtime", "dtype", "layout", "threads", "batch",
+    "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
+    "throughput_ips", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
+    "macs_M", "params_M", "top1", "top1_source", "fp32_limit_ms", "limit_fraction", "probe_gflops",
+    "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit", "timestamp",
+)  # fmt: skip
+TABLE_COLUMNS = (
+    "model", "runtime", "threads", "latency_ms_median", "latency_ms_p90", "fps", "realtime", "throughput_ips",
+    "peak_mem_MB", "weights_MB", "macs_M", "top1", "fp32_limit_ms",
+)  # fmt: skip
+DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything `bench` measures. The CLI reads its defaults from here."""
+
+    models: tuple[str, ...] = GRID  # registered names, "alpha-resolution" specs, or "timm:<name>" peers
+    runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
+    threads: tuple[int, ...] = (1,)
+    batch: int | None = None  # throughput batch: None = 32 on CPU, 256 on GPU; 0 = skip throughput
+    min_runs: int = 50
+    min_time: float = 2.0  # seconds
+    warmup: int = 5
+    target_fps: float = 24.0
+    accuracy_files: tuple[str, ...] = ()
+    peak_gflops: float | None = None  # per core; None = measure with `matmul_gflops`
+    progress: bool = True
+
+    def validate(self) -> BenchConfig:
+        if not self.models:
+            raise ValueError("models is empty: name at least one model")
+        if not self.runtimes:
+            raise ValueError("runtimes is empty: name at least one runtime")
+        for r in self.runtimes:
+            check_runtime(r)
+        for name, value, ok, allowed in (
+            ("threads", self.threads, all(isinstance(t, int) and t >= 1 for t in self.threads), "integers >= 1"),
+            ("batch", self.batch, self.batch is None or self.batch >= 0, "an integer >= 0 (0 = no throughput)"),
+            ("min_runs", self.min_runs, self.min_runs >= 1, "an integer >= 1"),
+            ("min_time", self.min_time, self.min_time >= 0 and math.isfinite(self.min_time), "a number >= 0"),
+            ("warmup", self.warmup, self.warmup >= 0, "an integer >= 0"),
+            ("target_fps", self.target_fps, self.target_fps > 0 and math.isfinite(self.target_fps), "> 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+        for m in self.models:
+            resolve_model(m)  # fail before measuring anything
+        return self
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+def resolve_model(name: str) -> ModelSpec | str:
+    """A registered name, an "alpha-resolution" spec like "0.6-176", or a "timm:<name>" peer (returned as is)."""
+    if name.startswith(PEER_PREFIX):
+        return name
+    m = re.fullmatch(r"(\d*\.?\d+)[-_x@](\d+)", name)
+    if m:
+        return ModelSpec(alpha=float(m.group(1)), resolution=int(m.group(2)))
+    if name in list_models():
+        return model_spec(name)
+    raise SpecError(
+        f"model {name!r} is not allowed: give a registered name (mobilenets list), ALPHA-RESOLUTION like 0.6-176, "
+        f"or timm:<model>"
+    )
+
+
+def spec_label(spec: ModelSpec) -> str:
+    if spec.name:
+        return spec.name
+    if abs(spec.alpha * 100 - round(spec.alpha * 100)) < 1e-9:  # TF-slim style: alpha 0.6 at 176 -> _060_176
+        return grid_name(spec.alpha, spec.resolution)
+    return f"mobilenet_v1_{spec.alpha:g}_{spec.resolution}"
+
+
+class _Peer(torch.nn.Module):
+    """A peer implementation (timm) behind the runner interface: ``fuse()`` is the model as its users run it."""
+
+    def __init__(self, net: torch.nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.net, self.spec = net.eval(), spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def fuse(self) -> _Peer:
+        return self
+
+
+def build(name: str) -> tuple[torch.nn.Module, ModelSpec, str]:
+    """(model in eval mode, its spec, its label). Peers are random-init timm models (timm is a dev dependency)."""
+    target = resolve_model(name)
+    if isinstance(target, ModelSpec):
+        return create_model(target).eval(), target, spec_label(target)
+    try:
+        import timm
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"{name}: timm is not installed ({exc})") from exc
+    net = timm.create_model(name[len(PEER_PREFIX) :], pretrained=False)
+    size = net.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    return _Peer(net, ModelSpec(resolution=size)), ModelSpec(resolution=size), name
+
+
+# --- timing ------------------------------------------------------------------------------------------------------
+
+
+def time_calls(fn: Callable[[], Any], *, min_runs: int, min_time: float, warmup: int = 5) -> np.ndarray:
+    """Seconds per call of ``fn`` after ``warmup`` calls: until ``min_runs`` calls or ``min_time`` s, whichever first
+    (at least 3 calls so a median exists)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (len(times) < min_runs and time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
+
+
+def stats_ms(times: np.ndarray) -> dict[str, float]:
+    return {
+        "latency_ms_median": float(np.median(times) * 1e3),
+        "latency_ms_p90": float(np.percentile(times, 90) * 1e3),
+        "latency_ms_min": float(times.min() * 1e3),
+        "runs": len(times),
+    }
+
+
+def alternate(fns: dict[str, Callable[[], Any]], *, rounds: int = 10, block: int = 10, warmup: int = 5) -> dict:
+    """Time several callables A B A B ... in blocks of ``block`` calls, ``rounds`` times; per name, the seconds per
+    call of every timed call (so a drift of the machine hits all of them alike)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                out[name].append(time.perf_counter() - t0)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def matmul_gflops(threads: int = 1, *, n: int = 512, seconds: float = 0.5) -> float:
+    """FP32 GFLOP/s of an n x n sgemm on ``threads`` threads (best of repeated runs): the FMA-bound peak probe."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        times = time_calls(lambda: torch.mm(a, b), min_runs=10_000, min_time=seconds, warmup=2)
+        return float(2 * n**3 / times.min() / 1e9)
+    finally:
+        torch.set_num_threads(old)
+
+
+# --- memory and environment ---------------------------------------------------------------------------------------
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that memory a previous
+    model freed is not silently reused by the next one without showing in its RSS peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_memory() -> int | None:
+    """Reset the peak-RSS counter (Linux) and return the current RSS in kB; None where unsupported."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    _release_freed_memory()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_kb("VmRSS")
+
+
+def peak_memory_mb(baseline_kb: int | None, device: str) -> float | None:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    hwm = _status_kb("VmHWM")
+    return None if hwm is None or baseline_kb is None else max(hwm - baseline_kb, 0) / 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def environment() -> dict[str, Any]:
+    """The machine and library versions recorded in every row."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
+        "python": platform.python_version(),
+        "commit": git_commit(),
+    }
+
+
+def hardware_tag(env: dict | None = None) -> str:
+    """A file-name-safe hardware name: the GPU if any, else the CPU model and core count (e.g. 'amd-epyc-2c')."""
+    env = env or environment()
+    name = env["gpu"] if env["gpu"] != "none" else f"{env['cpu']} {env['cores']}c"
+    name = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*?ghz|\d+-core", " ", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+# --- one model on one runtime --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """A built runner and the files it came from (their sizes are the weights-on-disk columns)."""
+
+    runner: Any
+    weights_fp32_MB: float
+    artifact_MB: float
+
+
+def file_mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path) -> Measured:
+    """Build the runner; write the fp32 safetensors (and the ONNX file for ONNX runtimes) to measure sizes."""
+    from safetensors.torch import save_file
+
+    info = RUNTIME_INFO[runtime]
+    st = workdir / "model.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(st))
+    fp32 = file_mb(st)
+    if info.onnx:
+        from .export import export_onnx
+        from .runtimes import int8_onnx
+
+        path = workdir / "model.onnx"
+        onnx_path = int8_onnx(model, path) if info.dtype == "int8" else export_onnx(model, path)
+        runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
+        return Measured(runner, fp32, file_mb(onnx_path))
+    return Measured(make_runner(model, runtime, threads=threads), fp32, fp32)
+
+
+def measure(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    runtime: str,
+    *,
+    threads: int,
+    cfg: BenchConfig,
+    label: str,
+    accuracy: acc.AccuracyModel | None = None,
+    peak_gflops: float | None = None,
+    env: dict | None = None,
+) -> dict[str, Any]:
+    """One bench row (see `COLUMNS`). Raises `RuntimeUnavailable` when the runtime cannot run here."""
+    info = RUNTIME_INFO[runtime]
+    baseline = reset_peak_memory()
+    with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
+        built = prepare(model, runtime, threads, Path(tmp))
+        x1 = np.random.default_rng(0).standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
+        times = time_calls(lambda: built.runner(x1), min_runs=cfg.min_runs, min_time=cfg.min_time, warmup=cfg.warmup)
+        batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
+        tput = None
+        if batch:
+            xb = np.repeat(x1, batch, axis=0)
+            tb = time_calls(
+                lambda: built.runner(xb), min_runs=max(3, cfg.min_runs // 10), min_time=cfg.min_time / 2, warmup=1
+            )
+            tput = batch / float(np.median(tb))
+        peak = peak_memory_mb(baseline, info.device)
+    row = {"model": label, "alpha": spec.alpha, "resolution": spec.resolution, "runtime": runtime}
+    row.update(dtype=info.dtype, layout=info.layout, threads=threads, batch=batch, **stats_ms(times))
+    row["fps"] = 1000.0 / row["latency_ms_median"]
+    row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput)
+    row.update(peak_mem_MB=peak, weights_MB=built.artifact_MB, weights_fp32_MB=built.weights_fp32_MB)
+    row["weights_int8_MB"] = built.artifact_MB if info.dtype == "int8" else None
+    cost = count_complexity(spec) if not label.startswith(PEER_PREFIX) else None
+    macs = cost.macs if cost else _peer_macs(label, spec)
+    row.update(macs_M=macs / 1e6, params_M=(cost.params if cost else _n_params(model)) / 1e6)
+    top1, source = (None, None)
+    if accuracy is not None and not label.startswith(PEER_PREFIX):
+        top1, source = accuracy.predict(spec.alpha, spec.resolution)
+    row.update(top1=top1, top1_source=source)
+    limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if peak_gflops and info.device == "cpu" else None
+    row.update(fp32_limit_ms=limit, limit_fraction=limit / row["latency_ms_median"] if limit else None)
+    row.update(probe_gflops=None, device=info.device, **(env or environment()))
+    row["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {k: _plain(row.get(k)) for k in COLUMNS}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (JSON-serialisable, rendered like the rest)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if p.dim() > 1)  # weights only, paper convention
+
+
+def _peer_macs(label: str, spec: ModelSpec) -> int:
+    """timm's mobilenetv1_100 has the paper's architecture; other peers have no MAC count here (0)."""
+    return count_complexity(spec).macs if label == "timm:mobilenetv1_100" else 0
+
+
+# --- the whole run -------------------------------------------------------------------------------------------------
+
+
+def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Measure every model x runtime x threads of ``cfg``; unavailable runtimes add one line to ``notes``."""
+    cfg = cfg.validate()
+    notes = notes if notes is not None else []
+    accuracy = acc.accuracy_model(cfg.accuracy_files)
+    env = environment()
+    peak = cfg.peak_gflops or matmul_gflops(1)
+    notes.append(f"FP32 peak: {peak:.1f} GFLOP/s per core (sgemm probe); limit = 2 x MACs / (peak x threads)")
+    jobs = [(t, r, m) for t in cfg.threads for r in cfg.runtimes for m in cfg.models]
+    skipped: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    probes: dict[int, float] = {}
+    bar = _progress(len(jobs), cfg.progress)
+    for threads, runtime, name in jobs:
+        bar.set_description(f"{runtime} x{threads} {name}")
+        if runtime not in skipped:
+            if threads not in probes:  # machine state beside the figures (the second vCPU may be busy)
+                probes[threads] = matmul_gflops(threads, seconds=0.3)
+            try:
+                model, spec, label = build(name)
+                row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
+                              peak_gflops=peak, env=env)  # fmt: skip
+                row["probe_gflops"] = probes[threads]
+                rows.append(row)
+            except RuntimeUnavailable as exc:
+                skipped.add(runtime)
+                notes.append(f"skipped {runtime}: {exc}")
+        bar.update(1)
+    bar.close()
+    torch.set_num_threads(os.cpu_count() or 1)
+    return rows
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
+    """A results file stem carrying hardware, runtimes, threads and batch, e.g. 'bench-amd-epyc-2c-ort-t1-b32'."""
+    if not rows:
+        return stem
+    runtimes = "+".join(dict.fromkeys(r["runtime"] for r in rows))
+    threads = "+".join(str(t) for t in dict.fromkeys(r["threads"] for r in rows))
+    return f"{stem}-{hardware_tag(rows[0])}-{runtimes}-t{threads}-b{rows[0]['batch']}"
+
+
+def write_results(rows: Sequence[dict], out: str | os.PathLike, *, meta: dict | None = None) -> list[Path]:
+    """Write ``out`` as CSV and JSON (both, whatever the suffix given): rows plus the command/config metadata."""
+    import json
+
+    from .atomic import atomic_write_text
+    from .formatting import render
+
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix in (".csv", ".json") else base
+    csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
+    atomic_write_text(csv_path, render(list(rows), "csv", COLUMNS) + "\n")
+    atomic_write_text(json_path, json.dumps({"meta": meta or {}, "rows": list(rows)}, indent=2, default=str) + "\n")
+    return [csv_path, json_path]
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Rows of a results JSON written by `write_results` (or a plain JSON list of rows)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"bench results file {str(p)!r} does not exist")
+    data = json.loads(p.read_text())
+    rows = data["rows"] if isinstance(data, dict) and "rows" in data else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "latency_ms_median" in r for r in rows):
+        raise ValueError(f"{str(p)!r} is not a bench results file (rows with latency_ms_median)")
+    return rows
+
+
+def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchConfig:
+    """A `BenchConfig` from CLI-style model choices: names, or the product of alpha and resolution lists."""
+    if alphas or resolutions:
+        alphas = alphas or list(PAPER_ALPHAS)
+        resolutions = resolutions or list(PAPER_RESOLUTIONS)
+        models = [f"{a:g}-{r}" for a in alphas for r in resolutions]
+    cfg = BenchConfig(**{k: v for k, v in kw.items() if v is not None})
+    return replace(cfg, models=tuple(models)) if models else cfg
+
+
+__all__ = [
+    "BenchConfig",
+    "COLUMNS",
+    "GRID",
+    "alternate",
+    "environment",
+    "hardware_tag",
+    "matmul_gflops",
+    "measure",
+    "read_results",
+    "results_name",
+    "run_bench",
+    "time_calls",
+    "write_results",
+]

@@ -1,0 +1,78 @@
+"""Import published MobileNetV1 weights into our format (model.safetensors + config.json, see `weights`).
+
+Sources (one module each): TF-slim/TFLite hosted-model flatbuffers (`from_tflite`), Keras applications `.h5` files
+(`from_keras`), timm ``mobilenetv1_*`` state dicts (`from_timm`). Each importer derives the `ModelSpec` the file
+implies (alpha, resolution, activation, TF 'SAME' padding, BN eps, classes, input mean/std), checks every tensor's
+shape against that spec's layer plan (errors name the file and the first mismatching tensor) and builds the model
+only once all tensors are present, so a model is never loaded partially.
+
+``convert("m.tflite")`` -> (model, provenance); ``convert_file("m.tflite", "out/")`` also saves it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..mobilenet_v1 import MobileNetV1
+from ..weights import WeightsError, save, source_provenance
+from ._common import CONVERTER_VERSION, sniff_format
+
+FORMATS = ("tflite", "keras", "timm")
+
+
+def _importer(fmt: str):
+    if fmt == "tflite":
+        from .from_tflite import import_tflite
+
+        return import_tflite
+    if fmt == "keras":
+        from .from_keras import import_keras
+
+        return import_keras
+    if fmt == "timm":
+        from .from_timm import import_timm
+
+        return import_timm
+    raise WeightsError(f"unknown source format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def convert(
+    src: str | os.PathLike, fmt: str | None = None, *, classes: int | None = None, resolution: int | None = None
+) -> tuple[MobileNetV1, dict[str, Any]]:
+    """Import ``src`` (format ``fmt``, sniffed from its first bytes when None); returns (eval model, provenance).
+
+    ``classes``: None keeps the file's head; 1000 maps a TF-slim 1001-class head to ImageNet's 1000 by dropping
+    "background". ``resolution`` sets the default input size when the file does not fix one
+    (Keras, timm); it changes no weights (paper Section 3.4).
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    fmt = fmt or sniff_format(src)
+    importer = _importer(fmt)
+    model, extra = importer(src, classes=classes)
+    if resolution is not None:
+        model.spec = model.spec.replace(resolution=resolution)
+    provenance = source_provenance(src, fmt, f"mobilenets.convert.from_{fmt}", CONVERTER_VERSION)
+    return model, {**provenance, **extra}
+
+
+def convert_file(
+    src: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    fmt: str | None = None,
+    *,
+    classes: int | None = None,
+    resolution: int | None = None,
+) -> Path:
+    """Convert ``src`` and save it to folder ``out`` (default: ``./<src name without suffix>``)."""
+    model, provenance = convert(src, fmt, classes=classes, resolution=resolution)
+    out = Path(out) if out is not None else Path(Path(src).stem)
+    if out.exists() and not out.is_dir():
+        raise WeightsError(f"{out}: exists and is not a folder")
+    return save(model, out, provenance=provenance)
+
+
+__all__ = ["FORMATS", "CONVERTER_VERSION", "convert", "convert_file", "sniff_format"]

@@ -1,0 +1,390 @@
+"""Inference for users: classify image files (`predict`) and video frames (`stream`) with a trained or exported model.
+
+A model is our weights folder (config.json + model.safetensors) or an ONNX file written by `mobilenets export`;
+either way the preprocessing (resolution, crop, mean/std) and class names come from the model's own ModelSpec
+(config.json or ONNX metadata_props), so images are fed exactly as in evaluation (DESIGN.md "Default preprocessing").
+`stream` answers the paper's deployment question on this machine: does this MobileNet keep up with a 24 FPS video?
+Video decoding and encoding use PyAV (FFmpeg); the overlay is drawn with Pillow.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .labels import resolve_labels
+from .preprocess import ImageError, eval_transform, read_image
+from .spec import ModelSpec
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+PREDICT_RUNTIMES = ("torch", "ort", "openvino")
+
+
+class ModelFileError(ValueError):
+    """A MODEL argument that is not a model we can run; the message names the path and what was expected."""
+
+
+class StreamError(ValueError):
+    """A video source or output that cannot be used; the message names it."""
+
+
+# --- loading a model -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """A runnable model with the preprocessing and class names that belong to it."""
+
+    spec: ModelSpec
+    labels: tuple[str, ...]
+    run: Callable[[np.ndarray], np.ndarray]
+    source: str
+    runtime: str
+    threads: int | None = None
+    transform: Any = None
+
+    def __post_init__(self) -> None:
+        self.transform = eval_transform(self.spec)
+
+    def preprocess(self, image: torch.Tensor) -> np.ndarray:
+        """uint8 RGB (3, H, W) -> normalised float32 (1, 3, R, R)."""
+        return self.transform(image).unsqueeze(0).numpy()
+
+    def warm_up(self) -> None:
+        """One run on zeros so the first timed image does not pay for lazy initialisation."""
+        r = self.spec.resolution
+        self.run(np.zeros((1, self.spec.in_chans, r, r), np.float32))
+
+
+def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads: int | None = None) -> Predictor:
+    """Open MODEL (weights folder or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx)."""
+    from . import runtimes, weights
+    from .export import spec_from_onnx
+
+    path = Path(model)
+    if runtime is not None and runtime not in PREDICT_RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not allowed: runtime must be one of {', '.join(PREDICT_RUNTIMES)}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+    if threads:
+        torch.set_num_threads(threads)  # preprocessing runs in torch too; on a busy machine 1 thread is fastest
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        runtime = runtime or "ort"
+        if runtime == "torch":
+            raise ModelFileError(f"{path}: an ONNX file runs under --runtime ort or openvino, not torch")
+        spec = spec_from_onnx(path)
+        runner = runtimes.make_runner(runtime=runtime, onnx_path=path, threads=threads)
+    elif path.is_dir() or path.name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE):
+        net = weights.load(path)
+        spec, runtime = net.spec, runtime or "torch"
+        runner = runtimes.make_runner(net, runtime, threads=threads)
+    else:
+        raise ModelFileError(
+            f"{path}: not a model: MODEL must be a mobilenets weights folder (config.json + model.safetensors) "
+            "or an ONNX file exported by `mobilenets export` (.onnx)"
+        )
+    if spec.num_classes == 0:
+        raise ModelFileError(f"{path}: a feature extractor (num_classes=0) has no classes to predict")
+    return Predictor(spec, resolve_labels(spec), runner, str(path), runtime, threads)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
+    order = np.argsort(-probs)[:k]
+    return [{"index": int(i), "label": labels[i], "prob": float(probs[i])} for i in order]
+
+
+# --- predict ---------------------------------------------------------------------------------------------------
+
+
+def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, Exception]]]:
+    """Files named directly, plus image files found recursively (sorted) in folders; missing paths as errors."""
+    files: list[Path] = []
+    errors: list[tuple[Path, Exception]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            errors.append((p, FileNotFoundError(f"{p}: no such file or folder")))
+    return files, errors
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[dict] = field(default_factory=list)
+    preprocess_ms: float = 0.0
+    model_ms: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        latency = {"preprocess": round(self.preprocess_ms, 3), "model": round(self.model_ms, 3)}
+        return {"path": self.path, "top": self.top, "latency_ms": latency}
+
+
+def predict(predictor: Predictor, inputs: Sequence[str | os.PathLike], *, topk: int = 5) -> Iterator[Prediction]:
+    """Classify each image (folders expanded); an unreadable or missing file yields an error entry, the rest go on."""
+    if topk < 1:
+        raise ValueError(f"topk={topk!r} is not allowed: topk must be an integer >= 1")
+    files, missing = expand_images(inputs)
+    for path, exc in missing:
+        yield Prediction(str(path), error=str(exc))
+    if not files:
+        return
+    predictor.warm_up()
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            x = predictor.preprocess(read_image(path))
+        except (ImageError, OSError) as exc:
+            yield Prediction(str(path), error=str(exc) if isinstance(exc, ImageError) else f"{path}: {exc}")
+            continue
+        t1 = time.perf_counter()
+        logits = predictor.run(x)
+        t2 = time.perf_counter()
+        top = top_k(softmax(logits[0].astype(np.float64)), predictor.labels, topk)
+        yield Prediction(str(path), top, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+
+# --- stream ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamConfig:
+    """Options of `mobilenets stream` (the CLI reads its defaults from here)."""
+
+    out: str | None = None
+    target_fps: float = 24.0
+    display: bool = False
+    max_frames: int | None = None
+    codec: str = "libx264"  # falls back to mpeg4 when FFmpeg was built without it
+
+
+@dataclass
+class StreamReport:
+    source: str
+    runtime: str
+    frames: int
+    seconds: float
+    fps_end_to_end: float
+    fps_model: float
+    latency_model_ms: dict[str, float]
+    latency_frame_ms: dict[str, float]
+    target_fps: float
+    target_met: bool
+    source_fps: float | None
+    out: str | None
+    top_labels: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def open_source(source: str | int) -> Any:
+    """A PyAV input container for a video file or a camera index (V4L2 on Linux, AVFoundation on macOS)."""
+    import sys
+
+    import av
+
+    text = str(source)
+    if text.isdigit():
+        if sys.platform == "darwin":
+            fmt, url = "avfoundation", text
+        else:
+            fmt, url = "v4l2", f"/dev/video{text}"
+            if not Path(url).exists():
+                raise StreamError(f"camera {text}: {url} does not exist (no camera here?)")
+        try:
+            return av.open(url, format=fmt)
+        except (av.FFmpegError, OSError) as exc:
+            raise StreamError(f"camera {text}: cannot open {url} ({exc})") from exc
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise StreamError(f"{path}: not a readable video ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise StreamError(f"{path}: has no video stream")
+    return container
+
+
+class _Writer:
+    """Encodes annotated RGB frames to a video file (H.264 yuv420p, or MPEG-4 Part 2 without libx264)."""
+
+    def __init__(self, path: str, fps: float, width: int, height: int, codec: str) -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.container = av.open(path, "w")
+        if codec not in av.codecs_available:
+            codec = "mpeg4"
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.width, self.stream.height = width - width % 2, height - height % 2
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+
+        rgb = rgb[: self.stream.height, : self.stream.width]
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+class _Display:
+    """A Tk window showing annotated frames; needs a display server."""
+
+    def __init__(self) -> None:
+        import sys
+
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise StreamError("--display needs a display (DISPLAY is not set); use --out FILE to save the video")
+        import tkinter
+
+        self.root = tkinter.Tk()
+        self.root.title("mobilenets stream")
+        self.label = tkinter.Label(self.root)
+        self.label.pack()
+
+    def show(self, image: Any) -> None:
+        from PIL import ImageTk
+
+        self.photo = ImageTk.PhotoImage(image)
+        self.label.configure(image=self.photo)
+        self.root.update()
+
+    def close(self) -> None:
+        self.root.destroy()
+
+
+def _overlay(rgb: np.ndarray, text: list[str]) -> Any:
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(rgb)
+    size = max(12, image.height // 24)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(image)
+    box_h = (size + 4) * len(text) + 6
+    draw.rectangle([0, 0, image.width, box_h], fill=(0, 0, 0))
+    for i, line in enumerate(text):
+        draw.text((6, 4 + i * (size + 4)), line, fill=(255, 255, 0), font=font)
+    return image
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p90": float("nan"), "mean": float("nan")}
+    p50, p90 = np.percentile(values, [50, 90])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "mean": round(statistics.fmean(values), 3)}
+
+
+def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = None) -> StreamReport:
+    """Classify every frame of ``source``, overlay label/confidence/latency/FPS, optionally save and show them.
+
+    End-to-end FPS counts everything from decoding to writing the annotated frame; model-only FPS is
+    1000 / mean model latency.
+    """
+    cfg = cfg or StreamConfig()
+    if cfg.target_fps <= 0:
+        raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be > 0")
+    container = open_source(source)
+    vstream = container.streams.video[0]
+    vstream.thread_type = "AUTO"
+    source_fps = float(vstream.average_rate) if vstream.average_rate else None
+    display = _Display() if cfg.display else None
+    writer: _Writer | None = None
+    model_ms: list[float] = []
+    frame_ms: list[float] = []
+    counts: dict[str, int] = {}
+    predictor.warm_up()
+    start = time.perf_counter()
+    try:
+        for frame in container.decode(vstream):
+            t0 = time.perf_counter()
+            rgb = frame.to_ndarray(format="rgb24")
+            x = predictor.preprocess(torch.from_numpy(rgb).permute(2, 0, 1))
+            t1 = time.perf_counter()
+            logits = predictor.run(x)
+            model_ms.append((time.perf_counter() - t1) * 1e3)
+            best = top_k(softmax(logits[0].astype(np.float64)), predictor.labels, 1)[0]
+            counts[best["label"]] = counts.get(best["label"], 0) + 1
+            fps = len(model_ms) / (time.perf_counter() - start)
+            text = [
+                f"{best['label'][:40]}  {best['prob'] * 100:.1f}%",
+                f"model {model_ms[-1]:.1f} ms ({predictor.runtime})  {fps:.1f} FPS",
+            ]
+            if writer is None and cfg.out:
+                writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec)
+            if writer or display:
+                image = _overlay(rgb, text)
+                if writer:
+                    writer.write(np.asarray(image))
+                if display:
+                    display.show(image)
+            frame_ms.append((time.perf_counter() - t0) * 1e3)
+            if cfg.max_frames and len(model_ms) >= cfg.max_frames:
+                break
+    finally:
+        container.close()
+        if writer:
+            writer.close()
+        if display:
+            display.close()
+    seconds = time.perf_counter() - start
+    n = len(model_ms)
+    fps_e2e = n / seconds if seconds > 0 else 0.0
+    return StreamReport(
+        source=str(source),
+        runtime=predictor.runtime,
+        frames=n,
+        seconds=round(seconds, 3),
+        fps_end_to_end=round(fps_e2e, 2),
+        fps_model=round(1e3 / statistics.fmean(model_ms), 2) if n else 0.0,
+        latency_model_ms=percentiles(model_ms),
+        latency_frame_ms=percentiles(frame_ms),
+        target_fps=cfg.target_fps,
+        target_met=bool(n) and fps_e2e >= cfg.target_fps,
+        source_fps=source_fps,
+        out=cfg.out,
+        top_labels=dict(sorted(counts.items(), key=lambda kv: -kv[1])[:5]),
+    )
+
+
+__all__ = [
+    "ModelFileError",
+    "Prediction",
+    "Predictor",
+    "StreamConfig",
+    "StreamError",
+    "StreamReport",
+    "expand_images",
+    "load_predictor",
+    "predict",
+    "stream",
+]

@@ -1,0 +1,339 @@
+"""Triton kernels for the depthwise separable layer (paper Figure 3) on NHWC (channels_last) tensors.
+
+``depthwise_separable`` computes, in one kernel, 3x3 depthwise conv + bias + act followed by the 1x1 pointwise conv
++ bias + act: the depthwise output tile lives in registers and feeds the pointwise GEMM (``tl.dot``) directly, so
+it never makes the round trip to GPU memory that two separate convolutions need (the layer's input is read and its
+output written once). BatchNorm must already be folded into the weights (``MobileNetV1.fuse()``).
+
+Every kernel has a PyTorch reference (``*_reference``) with identical semantics; the kernels are checked against it
+on CPU with ``TRITON_INTERPRET=1`` (tests/test_kernels.py), so CI verifies their numerics without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton is optional: absent on CPU-only installs, present with CUDA builds of torch
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised on machines without triton
+    triton = None
+    tl = None
+
+ACT_CODES = {"relu": 1, "relu6": 2}
+# Under TRITON_INTERPRET=1 (CPU numerics checks) low-precision tl.dot is not emulated correctly; products of bf16/fp16
+# values are exact in fp32, so the kernel then multiplies in fp32 after rounding to the layer's dtype: same result.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+def _act(x: torch.Tensor, act: str) -> torch.Tensor:
+    return F.relu6(x) if act == "relu6" else F.relu(x)
+
+
+def depthwise_separable_reference(
+    x: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor,
+    pw_weight: torch.Tensor,
+    pw_bias: torch.Tensor,
+    *,
+    stride: int,
+    dilation: int = 1,
+    pad: tuple[int, int, int, int] | None = None,
+    act: str = "relu",
+) -> torch.Tensor:
+    """The same computation with PyTorch ops. Weights in PyTorch layout: dw (C,1,3,3), pw (Cout,C,1,1).
+
+    ``pad`` = (left, right, top, bottom); default symmetric ``dilation`` (PyTorch padding of a 3x3 conv).
+    """
+    pad = pad or (dilation,) * 4
+    y = F.conv2d(F.pad(x, list(pad)), dw_weight, dw_bias, stride, 0, dilation, groups=x.shape[1])
+    return _act(F.conv2d(_act(y, act), pw_weight, pw_bias), act)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _depthwise_tile(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        n,
+        oh,
+        ow,
+        m_mask,
+        c,
+        c_mask,
+        H,
+        W,
+        C,
+        PAD_T,
+        PAD_L,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+        ACT: tl.constexpr,
+        BM: tl.constexpr,
+        BC: tl.constexpr,
+    ):
+        """act(3x3 depthwise conv + bias) for BM output pixels x BC channels, in fp32 registers."""
+        acc = tl.zeros((BM, BC), dtype=tl.float32)
+        for i in tl.static_range(3):
+            ih = oh * STRIDE - PAD_T + i * DIL
+            for j in tl.static_range(3):
+                iw = ow * STRIDE - PAD_L + j * DIL
+                valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                base = ((n * H + ih) * W + iw).to(tl.int64) * C
+                xv = tl.load(x_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+                wv = tl.load(w_ptr + (i * 3 + j) * C + c, mask=c_mask, other=0.0)
+                acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        acc = tl.maximum(acc, 0.0)
+        if ACT == 2:
+            acc = tl.minimum(acc, 6.0)
+        return acc
+
+    @triton.jit
+    def _dw_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        y_ptr,
+        M,
+        H,
+        W,
+        C,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+        ACT: tl.constexpr,
+        BM: tl.constexpr,
+        BC: tl.constexpr,
+    ):
+        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        m_mask, c_mask = m < M, c < C
+        ow, rest = m % OW, m // OW
+        oh, n = rest % OH, rest // OH
+        acc = _depthwise_tile(
+            x_ptr, w_ptr, b_ptr, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, STRIDE, DIL, ACT, BM, BC
+        )
+        out = y_ptr + m.to(tl.int64)[:, None] * C + c[None, :]
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
+
+    @triton.jit
+    def _dwpw_kernel(
+        x_ptr,
+        wdw_ptr,
+        bdw_ptr,
+        wpw_ptr,
+        bpw_ptr,
+        y_ptr,
+        M,
+        H,
+        W,
+        C,
+        COUT,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+        ACT: tl.constexpr,
+        IEEE: tl.constexpr,
+        BM: tl.constexpr,
+        BK: tl.constexpr,
+        BN: tl.constexpr,
+    ):
+        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        o = tl.program_id(1) * BN + tl.arange(0, BN)
+        m_mask, o_mask = m < M, o < COUT
+        ow, rest = m % OW, m // OW
+        oh, n = rest % OH, rest // OH
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k0 in range(0, C, BK):
+            c = k0 + tl.arange(0, BK)
+            c_mask = c < C
+            dw = _depthwise_tile(
+                x_ptr, wdw_ptr, bdw_ptr, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, STRIDE, DIL, ACT, BM, BK
+            )
+            wpw = tl.load(wpw_ptr + c[:, None] * COUT + o[None, :], mask=c_mask[:, None] & o_mask[None, :], other=0.0)
+            dwq = dw.to(wpw.dtype)  # the depthwise tile at the layer's precision, as a separate conv would store it
+            if IEEE:  # fp32 layers, or the CPU interpreter (whose bf16 dot is broken): exact fp32 products
+                acc += tl.dot(dwq.to(tl.float32), wpw.to(tl.float32), input_precision="ieee")
+            else:
+                acc += tl.dot(dwq, wpw)
+        acc += tl.load(bpw_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :]
+        acc = tl.maximum(acc, 0.0)
+        if ACT == 2:
+            acc = tl.minimum(acc, 6.0)
+        out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
+
+
+def _check(x: torch.Tensor) -> None:
+    if triton is None:
+        raise RuntimeError("triton is not installed: use the *_reference functions or the torch runtime")
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"expected a 4-d channels_last tensor, got shape {tuple(x.shape)} with strides {x.stride()}")
+
+
+def _geometry(x: torch.Tensor, stride: int, pad: tuple[int, int, int, int] | None, dilation: int):
+    n, _, h, w = x.shape
+    left, _right, top, _bottom = pad or (dilation,) * 4
+    oh, ow = -(-h // stride), -(-w // stride)  # 'same' output size, either padding convention
+    return n, h, w, oh, ow, top, left
+
+
+def prepare_depthwise(dw_weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 3, 3) -> (3, 3, C) contiguous, the layout the kernels read."""
+    return dw_weight.squeeze(1).permute(1, 2, 0).contiguous()
+
+
+def prepare_pointwise(pw_weight: torch.Tensor) -> torch.Tensor:
+    """(Cout, C, 1, 1) -> (C, Cout) contiguous."""
+    return pw_weight.flatten(1).t().contiguous()
+
+
+def depthwise(
+    x, w33c, bias, *, stride: int, dilation: int = 1, pad=None, act: str = "relu", block_m: int = 64, block_c: int = 64
+) -> torch.Tensor:
+    """Triton 3x3 depthwise conv + bias + act on a channels_last tensor; ``w33c`` from `prepare_depthwise`."""
+    _check(x)
+    n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
+    c = x.shape[1]
+    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    m = n * oh * ow
+    grid = (triton.cdiv(m, block_m), triton.cdiv(c, block_c))
+    _dw_kernel[grid](
+        x,
+        w33c,
+        bias,
+        y,
+        m,
+        h,
+        w,
+        c,
+        oh,
+        ow,
+        top,
+        left,
+        STRIDE=stride,
+        DIL=dilation,
+        ACT=ACT_CODES[act],
+        BM=block_m,
+        BC=block_c,
+    )
+    return y
+
+
+# (BM, BK, BN, num_warps, num_stages) candidates for the fused kernel, tried per layer shape on the GPU.
+FUSED_CONFIGS = [
+    (64, 32, 64, 4, 2),
+    (128, 32, 64, 4, 2),
+    (64, 64, 128, 4, 2),
+    (128, 32, 128, 8, 2),
+    (128, 64, 64, 4, 3),
+    (32, 32, 64, 2, 2),
+    (256, 32, 64, 8, 2),
+    (64, 16, 64, 4, 2),
+]
+_TUNED: dict[tuple, tuple] = {}
+
+
+def depthwise_separable(
+    x,
+    w33c,
+    dw_bias,
+    w_kc,
+    pw_bias,
+    *,
+    stride: int,
+    dilation: int = 1,
+    pad=None,
+    act: str = "relu",
+    block_m: int | None = None,
+    block_k: int = 32,
+    block_n: int = 64,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """One fused Triton kernel: act(pw(act(dw(x) + b_dw)) + b_pw). Weights from `prepare_depthwise/pointwise`.
+
+    ``block_m=None`` on CUDA picks the fastest of `FUSED_CONFIGS` for this layer shape (timed once, cached).
+    """
+    _check(x)
+    n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
+    c, cout = x.shape[1], w_kc.shape[1]
+    y = torch.empty((n, cout, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    m = n * oh * ow
+
+    def launch(bm, bk, bn, warps, stages):
+        grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn))
+        _dwpw_kernel[grid](
+            x,
+            w33c,
+            dw_bias,
+            w_kc,
+            pw_bias,
+            y,
+            m,
+            h,
+            w,
+            c,
+            cout,
+            oh,
+            ow,
+            top,
+            left,
+            STRIDE=stride,
+            DIL=dilation,
+            ACT=ACT_CODES[act],
+            IEEE=x.dtype == torch.float32 or INTERPRET,
+            BM=bm,
+            BK=bk,
+            BN=bn,
+            num_warps=warps,
+            num_stages=stages,
+        )
+
+    if block_m is None and x.is_cuda and not INTERPRET:
+        key = (x.shape, cout, stride, dilation, x.dtype)
+        if key not in _TUNED:
+            _TUNED[key] = _fastest(launch, FUSED_CONFIGS)
+        launch(*_TUNED[key])
+    else:
+        launch(block_m or 64, block_k, block_n, num_warps, num_stages)
+    return y
+
+
+def _fastest(launch, configs, reps: int = 10) -> tuple:
+    """Time each config with CUDA events (after one warm-up/compile call) and return the fastest that runs."""
+    best, best_ms = None, float("inf")
+    for cfg in configs:
+        try:
+            launch(*cfg)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                launch(*cfg)
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end) / reps
+        except Exception:  # a config can exceed shared memory/registers on some GPUs: skip it
+            continue
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if best is None:
+        raise RuntimeError("no kernel configuration ran on this GPU")
+    return best

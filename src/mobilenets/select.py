@@ -1,0 +1,259 @@
+"""Choose the most accurate MobileNet that meets a budget (latency / FPS / weights size / MACs / params) here.
+
+The paper offers alpha and rho "to choose the right sized model for their application from the resource and
+accuracy tradeoffs" (Section 3, Figures 4-5) but measures no device. We search alpha x resolution (default alpha
+0.25..1.0 step 0.05 x resolution 96..224 step 16), predict each candidate's top-1 with `accuracy.AccuracyModel`
+(published table, log-linear in MACs off the grid; or the user's runs), its cost with the analytic counter, its
+latency from a bench results file (measured) or the latency lookup table (predicted), and keep the feasible ones.
+
+Ranking (documented, and what the tests check against brute force): highest expected top-1; ties broken by lower
+latency, then fewer MACs, then fewer parameters, then smaller alpha, then smaller resolution. Weights size: fp32 =
+4 bytes, int8 = 1 byte per parameter (BatchNorm folded, biases included), in MB = 2**20 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import accuracy as acc
+from .complexity import count_complexity
+from .spec import ModelSpec
+
+SIZE_DTYPES = {"fp32": 4, "int8": 1}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """alpha from ``alpha_min`` to ``alpha_max`` by ``alpha_step``; resolution likewise (multiples of ``res_step``)."""
+
+    alpha_min: float = 0.25
+    alpha_max: float = 1.0
+    alpha_step: float = 0.05
+    res_min: int = 96
+    res_max: int = 224
+    res_step: int = 16
+
+    def validate(self) -> SearchSpace:
+        for name in ("alpha_min", "alpha_max", "alpha_step", "res_min", "res_max", "res_step"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"alpha_min={self.alpha_min} > alpha_max={self.alpha_max}: the search space is empty")
+        if self.res_min > self.res_max:
+            raise ValueError(f"res_min={self.res_min} > res_max={self.res_max}: the search space is empty")
+        if self.alpha_max > 2 or self.res_min < 32:
+            raise ValueError("alpha must stay <= 2 and resolution >= 32 (ModelSpec limits)")
+        return self
+
+    def candidates(self) -> list[tuple[float, int]]:
+        self.validate()
+        n = int(math.floor((self.alpha_max - self.alpha_min) / self.alpha_step + 1e-9)) + 1
+        alphas = [round(self.alpha_min + i * self.alpha_step, 4) for i in range(n)]
+        resolutions = list(range(int(self.res_min), int(self.res_max) + 1, int(self.res_step)))
+        return [(a, r) for a in alphas for r in resolutions]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper bounds (None = unconstrained). ``fps`` means latency <= 1000 / fps; with ``latency_ms`` both hold."""
+
+    latency_ms: float | None = None
+    fps: float | None = None
+    max_mb: float | None = None
+    size_dtype: str = "fp32"
+    max_macs: float | None = None  # multiply-accumulates (paper convention), e.g. 300e6
+    max_params: float | None = None  # parameters, paper convention (conv + FC weights)
+    min_top1: float | None = None
+
+    def validate(self) -> Constraints:
+        for name in ("latency_ms", "fps", "max_mb", "max_macs", "max_params"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
+        if self.size_dtype not in SIZE_DTYPES:
+            raise ValueError(f"size_dtype={self.size_dtype!r} is not allowed: one of {', '.join(SIZE_DTYPES)}")
+        if self.min_top1 is not None and not 0 <= self.min_top1 <= 100:
+            raise ValueError(f"min_top1={self.min_top1!r} is not allowed: min_top1 must be a percentage in [0, 100]")
+        return self
+
+    @property
+    def max_latency_ms(self) -> float | None:
+        bounds = [b for b in (self.latency_ms, 1000.0 / self.fps if self.fps else None) if b is not None]
+        return min(bounds) if bounds else None
+
+    def violations(self, c: dict[str, Any]) -> list[str]:
+        """What a candidate row breaks (empty = feasible)."""
+        out = []
+        limit = self.max_latency_ms
+        if limit is not None and not (c["latency_ms"] is not None and c["latency_ms"] <= limit):
+            out.append(f"latency {c['latency_ms']:.2f} ms > {limit:.2f} ms")
+        size = c["weights_int8_MB" if self.size_dtype == "int8" else "weights_MB"]
+        if self.max_mb is not None and size > self.max_mb:
+            out.append(f"{self.size_dtype} weights {size:.2f} MB > {self.max_mb} MB")
+        if self.max_macs is not None and c["macs"] > self.max_macs:
+            out.append(f"{c['macs'] / 1e6:.1f}M MACs > {self.max_macs / 1e6:.1f}M")
+        if self.max_params is not None and c["params"] > self.max_params:
+            out.append(f"{c['params'] / 1e6:.3f}M params > {self.max_params / 1e6:.3f}M")
+        if self.min_top1 is not None and c["top1"] < self.min_top1:
+            out.append(f"top-1 {c['top1']:.1f}% < {self.min_top1}%")
+        return out
+
+    def needs_latency(self) -> bool:
+        return self.max_latency_ms is not None
+
+
+def rank_key(c: dict[str, Any]) -> tuple:
+    """The documented ranking: top-1 desc, then latency, MACs, params, alpha, resolution ascending."""
+    lat = c["latency_ms"] if c.get("latency_ms") is not None else 0.0
+    return (-c["top1"], lat, c["macs"], c["params"], c["alpha"], c["resolution"])
+
+
+def choose(candidates: Sequence[dict], constraints: Constraints) -> list[dict]:
+    """The feasible candidates, best first (`rank_key`)."""
+    constraints.validate()
+    return sorted((c for c in candidates if not constraints.violations(c)), key=rank_key)
+
+
+def candidate(alpha: float, resolution: int, accuracy: acc.AccuracyModel) -> dict[str, Any]:
+    """A candidate row without latency: name, cost, size, expected accuracy and its provenance."""
+    from .bench import spec_label
+
+    spec = ModelSpec(alpha=alpha, resolution=resolution)
+    cost = count_complexity(spec)
+    top1, source = accuracy.predict(alpha, resolution)
+    return {
+        "name": spec_label(spec),
+        "alpha": alpha,
+        "resolution": resolution,
+        "top1": round(top1, 2),
+        "top1_source": source,
+        "latency_ms": None,
+        "latency_source": None,
+        "fps": None,
+        "macs": cost.macs,
+        "params": cost.params,
+        "weights_MB": folded_params(cost) * SIZE_DTYPES["fp32"] / 2**20,
+        "weights_int8_MB": folded_params(cost) * SIZE_DTYPES["int8"] / 2**20,
+    }
+
+
+def folded_params(cost) -> int:
+    """Parameters stored after BatchNorm folding: conv/FC weights plus one bias per output channel."""
+    return sum(layer.params + (layer.params_all - layer.params) // (1 if "Fully" in layer.layer_type else 2)
+               for layer in cost.layers)  # fmt: skip
+
+
+LatencyFn = Callable[[float, int], tuple[float, str]]
+
+
+def measured_latency(rows: Sequence[dict], runtime: str, threads: int) -> dict[tuple[float, int], float]:
+    """(alpha, resolution) -> measured median ms from bench rows of this runtime and thread count."""
+    return {
+        (float(r["alpha"]), int(r["resolution"])): float(r["latency_ms_median"])
+        for r in rows
+        if r["runtime"] == runtime and int(r["threads"]) == threads and not str(r["model"]).startswith("timm:")
+    }
+
+
+def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
+    for c in rows:
+        ms, source = latency(c["alpha"], c["resolution"])
+        c.update(latency_ms=ms, latency_source=source, fps=1000.0 / ms if ms > 0 else math.inf)
+
+
+@dataclass
+class Selection:
+    chosen: dict | None
+    runners_up: list[dict]
+    feasible: int
+    candidates: int
+    constraints: Constraints
+    runtime: str
+    threads: int
+    fastest: dict | None = None
+    smallest: dict | None = None
+    commands: list[str] | None = None
+    accuracy_note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["constraints"] = asdict(self.constraints)
+        return d
+
+
+def commands_for(c: dict) -> list[str]:
+    """How to produce the chosen model with the training and export subcommands (issues 4 and 6)."""
+    a, r = f"{c['alpha']:g}", c["resolution"]
+    run = f"runs/{c['name']}"
+    return [
+        f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}",
+        f"mobilenets export {run} --format onnx --out {c['name']}.onnx",
+        f"mobilenets export {run} --format onnx --int8 --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
+    ]
+
+
+def select(
+    constraints: Constraints,
+    *,
+    space: SearchSpace = SearchSpace(),
+    accuracy: acc.AccuracyModel | None = None,
+    latency: LatencyFn | None = None,
+    runtime: str = "ort",
+    threads: int = 1,
+    top: int = 5,
+) -> Selection:
+    """Search ``space`` for the best model under ``constraints``. ``latency(alpha, res) -> (ms, source)`` is called
+    for every candidate when a latency bound is set, otherwise only for the models shown."""
+    constraints.validate()
+    accuracy = accuracy or acc.table_model()
+    rows = [candidate(a, r, accuracy) for a, r in space.candidates()]
+    if constraints.needs_latency():
+        if latency is None:
+            raise ValueError("a latency/FPS bound needs a latency source (a bench results file or the lookup table)")
+        attach_latency(rows, latency)
+    ranked = choose(rows, constraints)
+    sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
+                    threads, accuracy_note=accuracy.label)  # fmt: skip
+    if sel.chosen is None:
+        smallest = min(rows, key=lambda c: (c["weights_MB"], c["macs"]))
+        fastest = min(rows, key=lambda c: (c["latency_ms"], c["macs"])) if rows[0]["latency_ms"] is not None else None
+        if fastest is None:
+            fastest = min(rows, key=lambda c: (c["macs"], c["params"]))
+        sel.fastest, sel.smallest = fastest, smallest
+    else:
+        sel.commands = commands_for(sel.chosen)
+    shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
+    if latency is not None and not constraints.needs_latency():
+        attach_latency(shown, latency)
+    return sel
+
+
+def latency_source(
+    runtime: str,
+    threads: int,
+    bench_files: Sequence[str] = (),
+    lut_path: str | None = None,
+) -> LatencyFn:
+    """Measured latency from bench results files where they have the model, else the lookup table's prediction."""
+    from . import bench, lut
+
+    measured: dict[tuple[float, int], float] = {}
+    for f in bench_files:
+        measured.update(measured_latency(bench.read_results(f), runtime, threads))
+    table = lut.LatencyLUT.load(lut_path)
+
+    def latency(alpha: float, resolution: int) -> tuple[float, str]:
+        if (alpha, resolution) in measured:
+            return measured[(alpha, resolution)], "measured"
+        ms, _ = lut.predict_latency(alpha, resolution, runtime=runtime, threads=threads, lut=table)
+        return ms, "predicted"
+
+    return latency
+
+
+SHOW_COLUMNS = ("name", "alpha", "resolution", "top1", "top1_source", "latency_ms", "latency_source", "fps",
+                "weights_MB", "weights_int8_MB", "macs", "params")  # fmt: skip

@@ -1,0 +1,190 @@
+"""`mobilenets predict` on real JPEG/PNG files and `mobilenets stream` on a video made here, with bad-input handling."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobilenets
+from mobilenets import cli
+from mobilenets.export import export_onnx
+from mobilenets.infer import StreamConfig, StreamError, load_predictor, predict, stream
+from mobilenets.labels import imagenet_labels, resolve_labels
+
+from .conftest import data_path
+from .test_export import randomize_bn
+
+HEN = ("imagenet-sample", "n01514859_hen.JPEG")
+SHARK = ("imagenet-sample", "n01494475_hammerhead.JPEG")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A 1000-class ImageNet-shaped model (random but non-degenerate weights) and its ONNX export."""
+    folder = tmp_path_factory.mktemp("m") / "net"
+    model = randomize_bn(mobilenets.create_model("mobilenet_v1_025_128", num_classes=1000))
+    mobilenets.save(model, folder)
+    export_onnx(model, folder.parent / "net.onnx")
+    return folder
+
+
+def run_json(argv, capsys):
+    code = cli.main(argv + ["--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def test_predict_real_jpeg_and_png_same_answer_torch_and_onnx(model_dir, tmp_path, capsys):
+    jpeg = data_path(*HEN)
+    png = tmp_path / "hen.png"
+    Image.open(jpeg).convert("RGB").save(png)  # lossless: same pixels as the decoded JPEG
+    code, out, _ = run_json(["predict", str(model_dir), str(jpeg), str(png), "--topk", "3", "--threads", "1"], capsys)
+    assert code == 0 and out["summary"]["images"] == 2 and out["summary"]["errors"] == 0
+    r_jpeg, r_png = out["results"]
+    assert len(r_jpeg["top"]) == 3
+    probs = [t["prob"] for t in r_jpeg["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert [t["index"] for t in r_jpeg["top"]] == [t["index"] for t in r_png["top"]]
+    assert r_jpeg["top"][0]["prob"] == pytest.approx(r_png["top"][0]["prob"], abs=1e-6)
+    assert all(t["label"] == imagenet_labels()[t["index"]] for t in r_jpeg["top"])
+    assert r_jpeg["latency_ms"]["model"] > 0
+    onnx_path = model_dir.parent / "net.onnx"
+    code, out_onnx, _ = run_json(["predict", str(onnx_path), str(jpeg), "--topk", "3"], capsys)
+    assert code == 0 and out_onnx["summary"]["runtime"] == "ort"
+    top = out_onnx["results"][0]["top"]  # preprocessing from the ONNX metadata gives the same answer
+    assert [t["index"] for t in top] == [t["index"] for t in r_jpeg["top"]]
+    assert top[0]["prob"] == pytest.approx(r_jpeg["top"][0]["prob"], abs=1e-4)
+
+
+def test_predict_text_output_and_openvino(model_dir, capsys):
+    pytest.importorskip("openvino")
+    assert cli.main(["predict", str(model_dir), str(data_path(*SHARK)), "--runtime", "openvino", "--topk", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(str(data_path(*SHARK))) and "ms model" in out[0]
+    assert len(out) == 4 and out[1].strip().endswith(tuple(imagenet_labels())) and "openvino" in out[3]
+
+
+def test_predict_uses_real_imagenet_weights_with_background_head(tmp_path):
+    from mobilenets.convert import convert_file
+
+    src = data_path("mobilenet-weights", "tflite", "mobilenet_v1_0.75_192_quant.tflite")
+    folder = convert_file(src, tmp_path / "t075")
+    predictor = load_predictor(folder, "ort", threads=1)
+    assert predictor.labels[0] == "background" and len(predictor.labels) == 1001
+    files = [data_path(*HEN), data_path("imagenet-sample", "n01818515_macaw.JPEG")]
+    results = list(predict(predictor, files, topk=5))
+    assert results[0].top[0]["label"] == "hen"  # index 9 of the 1001-way head: background shifts by one
+    assert results[1].top[0]["label"] == "macaw" and results[1].top[0]["prob"] > 0.9
+
+
+def test_labels_for_training_classes_and_fallback():
+    spec = mobilenets.ModelSpec(num_classes=3, labels=("cat", "dog", "eel"))
+    assert resolve_labels(spec) == ("cat", "dog", "eel")
+    assert resolve_labels(spec.replace(labels=None)) == ("class_0", "class_1", "class_2")
+
+
+def test_predict_continues_past_bad_files_in_a_folder(model_dir, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(data_path(*HEN), folder / "a_hen.jpg")
+    shutil.copy(data_path(*SHARK), folder / "sub" / "c_shark.JPEG")
+    (folder / "b_corrupt.jpg").write_bytes(data_path(*HEN).read_bytes()[:200])  # truncated JPEG
+    (folder / "b_text.png").write_text("not a png")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    code, out, err = run_json(["predict", str(model_dir), str(folder)], capsys)
+    assert code == 2  # some inputs failed, reported after the others were classified
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in out["results"]}
+    assert set(by_name) == {"a_hen.jpg", "b_corrupt.jpg", "b_text.png", "c_shark.JPEG"}
+    assert "top" in by_name["a_hen.jpg"] and "top" in by_name["c_shark.JPEG"]
+    assert "b_corrupt.jpg" in by_name["b_corrupt.jpg"]["error"] and "b_text.png" in by_name["b_text.png"]["error"]
+    assert err.count("error:") == 2 and "Traceback" not in err
+
+
+def _one_line_error(argv, capsys, message):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
+    hen = str(data_path(*HEN))
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    _one_line_error(["predict", str(model_dir), str(tmp_path / "corrupt.jpg")], capsys, "corrupt.jpg: not a readable")
+    _one_line_error(["predict", str(model_dir), str(tmp_path / "missing.jpg")], capsys, "missing.jpg: no such file")
+    _one_line_error(["predict", str(tmp_path / "nomodel"), hen], capsys, "nomodel: no such model")
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 64)
+    _one_line_error(["predict", str(tmp_path / "model.bin"), hen], capsys, "model.bin: not a model")
+    (tmp_path / "fake.onnx").write_text("this is not protobuf")
+    _one_line_error(["predict", str(tmp_path / "fake.onnx"), hen], capsys, "fake.onnx: not a readable ONNX model")
+    foreign = tmp_path / "foreign.onnx"
+    net = mobilenets.create_model("mobilenet_v1_025_128", num_classes=4).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 128, 128),), str(foreign), dynamo=False)
+    _one_line_error(["predict", str(foreign), hen], capsys, "without mobilenets metadata")
+    onnx_path = str(model_dir.parent / "net.onnx")
+    _one_line_error(["predict", onnx_path, hen, "--runtime", "torch"], capsys, "runs under --runtime ort or openvino")
+
+
+def make_video(path, frames: int, size=(96, 80), fps=12):
+    """A small H.264 clip: a bright square moving over a gradient."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as container:
+        vs = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            img = np.full((h, w, 3), 200, np.uint8)
+            img[:, :, 1] = np.linspace(0, 255, w, dtype=np.uint8)
+            img[30:60, 4 * i : 4 * i + 20] = 255
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in vs.encode():
+            container.mux(packet)
+
+
+def test_stream_video_made_here_report_and_annotated_output(model_dir, tmp_path, capsys):
+    import av
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 14)
+    argv = ["stream", str(model_dir.parent / "net.onnx"), str(clip), "--out", str(out), "--target-fps", "1"]
+    code, report, _ = run_json(argv + ["--threads", "1"], capsys)
+    assert code == 0 and report["frames"] == 14 and report["source_fps"] == pytest.approx(12)
+    for key in ("fps_end_to_end", "fps_model", "latency_model_ms", "latency_frame_ms", "target_met"):
+        assert key in report
+    assert report["fps_model"] >= report["fps_end_to_end"] > 0
+    assert report["latency_model_ms"]["p90"] >= report["latency_model_ms"]["p50"] > 0
+    assert report["latency_frame_ms"]["p50"] >= report["latency_model_ms"]["p50"]
+    assert report["target_met"] == (report["fps_end_to_end"] >= 1)
+    assert sum(report["top_labels"].values()) == 14
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 14 and frames[0].shape == (80, 96, 3)
+    # the overlay box (black, yellow text) covers the top of the frame; the source there is bright
+    top = frames[0][:8, 50:].astype(float)
+    assert top.mean() < 60 and frames[0][70:, :].mean() > 120
+    # text report
+    assert cli.main(["stream", str(model_dir), str(clip), "--max-frames", "5", "--target-fps", "100000"]) == 0
+    text = capsys.readouterr().out
+    assert "5 frames" in text and "NOT met" in text and "p90" in text
+
+
+def test_stream_bad_sources(model_dir, tmp_path, capsys, monkeypatch):
+    predictor = load_predictor(model_dir, "ort")
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        stream(predictor, tmp_path / "nope.mp4")
+    (tmp_path / "text.mp4").write_text("not a video")
+    _one_line_error(["stream", str(model_dir), str(tmp_path / "text.mp4")], capsys, "text.mp4: not a readable video")
+    if not Path("/dev/video7").exists():
+        with pytest.raises(StreamError, match="camera 7"):
+            stream(predictor, "7")
+    make_video(tmp_path / "clip.mp4", 2)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(StreamError, match="--display needs a display"):
+        stream(predictor, tmp_path / "clip.mp4", StreamConfig(display=True))

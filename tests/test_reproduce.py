@@ -1,0 +1,72 @@
+"""`mobilenets reproduce`: verdict rules on synthetic numbers, and the quick budget end to end on real images."""
+
+import json
+
+import pytest
+
+from mobilenets.reproduce import BUDGETS, ReproduceConfig, experiment_rows, plan_runs, reproduce, verdict
+
+from .conftest import data_path
+
+
+def _rows(pairs):
+    return [
+        {"row": label, "top1": {"mean": top1}, "macs_M": macs, "paper_top1": 0.0, "paper_macs_M": macs}
+        for label, top1, macs in pairs
+    ]
+
+
+def test_shared_runs_are_trained_once():
+    budget = BUDGETS["full"]
+    runs = plan_runs(["table4", "table5", "table6", "table7", "grid"], budget)
+    keys = [r.key for r in runs]
+    assert len(keys) == len(set(keys)) == 18  # 16-model grid + conv + shallow
+    assert sum(r.model == "mobilenet_v1_100" and r.resolution == 224 for r in runs) == 1
+    assert [row[2] for row in experiment_rows("table7", budget)] == [224, 192, 160, 128]
+    assert [row[2] for row in experiment_rows("table7", BUDGETS["quick"])] == [56, 48, 40, 32]
+
+
+def test_verdict_rules():
+    assert verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 79.0, 470)]))["holds"]
+    assert not verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 75.0, 470)]))["holds"]
+    assert verdict("table5", _rows([("0.75 MobileNet", 70.0, 325), ("Shallow MobileNet", 68.0, 307)]))["holds"]
+    assert not verdict("table5", _rows([("0.75 MobileNet", 66.0, 325), ("Shallow MobileNet", 68.0, 307)]))["holds"]
+    smooth = _rows([("1.0", 70, 569), ("0.75", 68, 325), ("0.5", 64, 149), ("0.25", 50, 41)])
+    assert verdict("table6", smooth)["holds"]
+    no_drop = _rows([("1.0", 70, 569), ("0.75", 66, 325), ("0.5", 62, 149), ("0.25", 60, 41)])
+    assert not verdict("table6", no_drop)["holds"]
+    rising = _rows([("224", 70, 569), ("192", 73, 418), ("160", 67, 290), ("128", 64, 186)])
+    assert not verdict("table7", rising)["holds"]
+    grid = _rows([(str(m), 10 * __import__("math").log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
+    assert verdict("grid", grid)["r2_loglinear"] == pytest.approx(1.0)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="experiments='table9'"):
+        reproduce(ReproduceConfig(experiments=("table9",)))
+    with pytest.raises(ValueError, match="budget='huge'"):
+        reproduce(ReproduceConfig(budget="huge"))
+
+
+@pytest.mark.slow
+def test_quick_budget_end_to_end(tmp_path):
+    data = data_path("imagenette")
+    out = tmp_path / "rep"
+    results = reproduce(
+        ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4", "table5", "table7")),
+        log=lambda m: None,
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["experiments"].keys() == {"table4", "table5", "table7"}
+    for exp in saved["experiments"].values():
+        assert isinstance(exp["verdict"]["holds"], bool)
+        for row in exp["rows"]:
+            assert 0 <= row["top1"]["mean"] <= 100 and row["macs_M"] > 0
+    report = (out / "report.md").read_text()
+    assert "Smoke run" in report and "## table4" in report and "Verdict:" in report
+    runs_before = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}
+    reproduce(
+        ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4",)), log=lambda m: None
+    )  # resume: nothing retrained
+    assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
+    assert results["budget"]["smoke"] is True

@@ -1,0 +1,199 @@
+"""`select`: equals brute force over random candidate tables, ties and impossible budgets as documented; accuracy."""
+
+import json
+import random
+
+import pytest
+
+from mobilenets import accuracy, lut
+from mobilenets.cli import main
+from mobilenets.select import Constraints, SearchSpace, choose, select
+from mobilenets.spec import ModelSpec
+
+
+def random_table(rng: random.Random, n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        params = rng.choice([0.5e6, 1.3e6, 2.6e6, 4.2e6])
+        rows.append({
+            "name": f"m{i}", "alpha": rng.choice([0.25, 0.5, 0.75, 1.0]), "resolution": rng.choice([128, 160, 224]),
+            "top1": rng.choice([50.0, 60.0, 60.0, 65.5, 70.0]),  # repeated values: ties happen
+            "latency_ms": rng.choice([1.0, 2.0, 2.0, 5.0, 10.0, 20.0]), "macs": rng.choice([50e6, 150e6, 300e6, 569e6]),
+            "params": params, "weights_MB": params * 4 / 2**20, "weights_int8_MB": params / 2**20,
+        })  # fmt: skip
+    return rows
+
+
+def random_constraints(rng: random.Random) -> Constraints:
+    def maybe(values):
+        return rng.choice([None, *values])
+
+    return Constraints(
+        latency_ms=maybe([1.5, 3.0, 8.0, 30.0]), fps=maybe([30.0, 100.0, 500.0]), max_mb=maybe([2.0, 6.0, 20.0]),
+        size_dtype=rng.choice(["fp32", "int8"]), max_macs=maybe([100e6, 400e6]), max_params=maybe([1e6, 3e6]),
+        min_top1=maybe([55.0, 66.0]),
+    )  # fmt: skip
+
+
+def feasible(c: dict, k: Constraints) -> bool:
+    lat_bounds = [b for b in (k.latency_ms, 1000 / k.fps if k.fps else None) if b is not None]
+    size = c["weights_int8_MB"] if k.size_dtype == "int8" else c["weights_MB"]
+    return (
+        all(c["latency_ms"] <= b for b in lat_bounds)
+        and (k.max_mb is None or size <= k.max_mb)
+        and (k.max_macs is None or c["macs"] <= k.max_macs)
+        and (k.max_params is None or c["params"] <= k.max_params)
+        and (k.min_top1 is None or c["top1"] >= k.min_top1)
+    )
+
+
+def better(a: dict, b: dict) -> bool:
+    """The documented order, spelled out: more accurate; then faster; fewer MACs; fewer params; smaller alpha, res."""
+    for field, sign in (("top1", -1), ("latency_ms", 1), ("macs", 1), ("params", 1), ("alpha", 1), ("resolution", 1)):
+        if a[field] != b[field]:
+            return sign * a[field] < sign * b[field]
+    return False
+
+
+def brute_force(table, k):
+    ok = [c for c in table if feasible(c, k)]
+    best = [c for c in ok if not any(better(d, c) for d in ok)]
+    return ok, best
+
+
+def test_choose_equals_brute_force_on_random_tables():
+    rng = random.Random(1234)
+    impossible = 0
+    for _ in range(400):
+        table, k = random_table(rng, rng.randint(1, 25)), random_constraints(rng)
+        ok, best = brute_force(table, k)
+        ranked = choose(table, k)
+        assert sorted(c["name"] for c in ranked) == sorted(c["name"] for c in ok)
+        if not ok:
+            impossible += 1
+            assert ranked == []
+            continue
+        assert ranked[0] in best  # several only when every field ties
+        for a, b in zip(ranked, ranked[1:], strict=False):
+            assert not better(b, a)
+    assert 20 < impossible < 380  # both outcomes were exercised
+
+
+def test_ties_break_on_latency_then_macs():
+    base = {"alpha": 0.5, "resolution": 160, "top1": 60.0, "params": 1e6, "weights_MB": 4.0, "weights_int8_MB": 1.0}
+    a = {**base, "name": "slow", "latency_ms": 5.0, "macs": 50e6}
+    b = {**base, "name": "fast", "latency_ms": 4.0, "macs": 90e6}
+    c = {**base, "name": "fast-fewer-macs", "latency_ms": 4.0, "macs": 80e6}
+    assert [r["name"] for r in choose([a, b, c], Constraints())] == ["fast-fewer-macs", "fast", "slow"]
+
+
+def fake_latency(alpha, res):
+    return alpha * res / 10.0, "predicted"
+
+
+def test_select_end_to_end_and_impossible_budget():
+    sel = select(Constraints(latency_ms=10.0, max_mb=8.0), latency=fake_latency)
+    assert sel.candidates == 16 * 9 and sel.chosen is not None
+    c = sel.chosen
+    assert c["latency_ms"] <= 10.0 and c["weights_MB"] <= 8.0
+    assert "--alpha" in sel.commands[0] and f"--resolution {c['resolution']}" in sel.commands[0]
+    assert all(r["top1"] <= c["top1"] for r in sel.runners_up)
+    none = select(Constraints(latency_ms=0.5), latency=fake_latency)
+    assert none.chosen is None and none.feasible == 0
+    assert (none.fastest["alpha"], none.fastest["resolution"]) == (0.25, 96)
+    assert none.fastest["latency_ms"] == pytest.approx(2.4)
+    assert none.smallest["alpha"] == 0.25
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(latency_ms=0), dict(fps=-3), dict(max_mb=float("nan")), dict(min_top1=120), dict(size_dtype="fp8")]
+)
+def test_bad_constraints_rejected(kw):
+    with pytest.raises(ValueError):
+        Constraints(**kw).validate()
+
+
+def test_search_space():
+    assert len(SearchSpace().candidates()) == 16 * 9
+    assert SearchSpace(0.5, 0.5, 0.05, 128, 160, 32).candidates() == [(0.5, 128), (0.5, 160)]
+    with pytest.raises(ValueError, match="empty"):
+        SearchSpace(alpha_min=0.9, alpha_max=0.3).candidates()
+
+
+def test_accuracy_table_and_interpolation():
+    model = accuracy.table_model()
+    assert model.predict(0.75, 160) == (65.3, "tfslim")
+    top1, how = model.predict(0.6, 176)
+    assert how == "interpolated" and model.predict(0.5, 160)[0] < top1 < model.predict(0.75, 192)[0]
+    # on a table row the log-linear fit is within a point of the published values
+    for (a, r), (_, _, published, _) in accuracy.paper.TFSLIM_IMAGENET.items():
+        assert abs(model._row(a, r)[0] - published) < 1.0
+    assert model.predict(0.25, 96)[1] == "extrapolated"
+    assert accuracy.table_model("paper").predict(1.0, 224)[0] == 70.6
+
+
+def test_read_summary_formats(tmp_path):
+    p = tmp_path / "summary.json"
+    p.write_text(json.dumps({"spec": {"alpha": 0.5, "resolution": 128}, "best_top1": 0.81}))
+    assert accuracy.read_summary(p) == (0.5, 128, 81.0)
+    q = tmp_path / "s2.json"
+    q.write_text(json.dumps({"config": {"spec": {"alpha": 0.25, "resolution": 96}}, "metrics": {"top1": 70.5}}))
+    model = accuracy.from_summaries([p, q])
+    assert model.predict(0.5, 128) == (81.0, "measured") and model.predict(0.4, 112)[1] == "interpolated"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"spec": {"alpha": 0.5}}))
+    with pytest.raises(ValueError, match="bad.json"):
+        accuracy.read_summary(bad)
+
+
+def run(capsys, *argv):
+    code = main(["select", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_select_size_budget_json_with_lut(capsys, tmp_path):
+    # A ready latency table for this machine's torch/1-thread key: every layer 0.1 ms, overhead 0.5 ms, scale 2.
+    space = ("--alpha-range", "0.25,0.5,0.25", "--res-range", "96,128,32", "--runtime", "torch")
+    keys = {k for a in (0.25, 0.5) for r in (96, 128) for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
+    table = {"overhead": 0.5, "scale": 2.0, "layers": dict.fromkeys(keys, 0.1)}
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
+    code, out, _ = run(capsys, "--max-mb", "4", "--max-macs", "100M", "--json", "--lut-file", str(tmp_path / "l.json"),
+                       *space)  # fmt: skip
+    sel = json.loads(out)
+    assert code == 0 and sel["chosen"]["weights_MB"] <= 4 and sel["chosen"]["macs"] <= 100e6
+    assert (sel["chosen"]["alpha"], sel["chosen"]["resolution"]) == (0.25, 128) and sel["candidates"] == 4  # 0.5: 5 MB
+    n_layers = 1 + 26 + 1  # stem, 13 x (dw, pw), head
+    assert sel["chosen"]["latency_source"] == "predicted"
+    assert sel["chosen"]["latency_ms"] == pytest.approx(0.5 + 2.0 * 0.1 * n_layers)
+
+
+def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
+    rows = [{"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1,
+             "latency_ms_median": 1.0}]  # fmt: skip
+    f = tmp_path / "bench.json"
+    f.write_text(json.dumps({"rows": rows}))
+    args = ("--bench", str(f), "--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16")
+    code, out, _ = run(capsys, "--latency-ms", "2", *args)
+    assert code == 0 and "mobilenet_v1_025_128" in out and "measured" in out and "mobilenets train" in out
+    code, out, _ = run(capsys, "--latency-ms", "0.5", *args)
+    assert code == 1 and "no model" in out and "1.00" in out
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--latency-ms", "0"], ["latency_ms=0.0"]),
+        (["--fps", "-5"], ["fps=-5.0"]),
+        (["--max-mb", "-1"], ["max_mb"]),
+        (["--alpha-range", "1.0,0.5,0.05"], ["alpha_min=1.0 > alpha_max=0.5"]),
+        (["--res-range", "96,224"], ["MIN,MAX,STEP"]),
+        (["--runtime", "tflite"], ["runtime='tflite'"]),
+        (["--threads", "0"], ["threads=0"]),
+        (["--min-top1", "101"], ["min_top1"]),
+        (["--max-macs", "lots"], ["'lots'"]),
+    ],
+)
+def test_cli_select_bad_values_exit_2(argv, words, capsys):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and all(w in err for w in words), err

@@ -1,0 +1,113 @@
+"""timm MobileNetV1 state dicts: same logits as timm's own model on real photos, channel rounding, wrong files."""
+
+import pickle
+
+import pytest
+import torch
+
+from mobilenets import round_channels
+from mobilenets.convert import convert
+from mobilenets.preprocess import load_batch
+from mobilenets.weights import WeightsError
+
+from .conftest import data_path
+
+timm = pytest.importorskip("timm")
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights and non-trivial BN statistics (no download), so every tensor's placement matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def photos(spec, resolution):
+    paths = [data_path("imagenet-sample", n) for n in ("n01514859_hen.JPEG", "n01532829_house_finch.JPEG")]
+    return load_batch(paths, spec, resolution=resolution)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_same_logits_as_timm_on_real_photos(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    theirs = randomized(timm.create_model("mobilenetv1_100", num_classes=1000))
+    path = tmp_path / f"mobilenetv1_100{suffix}"
+    state = {k: v.contiguous() for k, v in theirs.state_dict().items()}
+    torch.save({"state_dict": state}, path) if suffix == ".pth" else save_file(state, str(path))
+    ours, prov = convert(path)
+    s = ours.spec
+    assert (s.alpha, s.channel_divisor, s.act, s.tf_padding, s.bn_eps, s.interpolation) == (
+        1.0,
+        8,
+        "relu6",
+        False,
+        1e-5,
+        "bicubic",
+    )
+    assert prov["source_format"] == "timm"
+    x = photos(s, 160)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.75, 1.25])
+def test_timm_channel_rounding_is_ours_with_divisor_8(tmp_path, alpha):
+    from timm.models.efficientnet import _gen_mobilenet_v1
+
+    theirs = randomized(_gen_mobilenet_v1("mobilenetv1_x", alpha, num_classes=7), seed=1)
+    torch.save(theirs.state_dict(), tmp_path / "m.pth")
+    ours, _ = convert(tmp_path / "m.pth", "timm")
+    assert ours.spec.alpha == alpha and ours.num_features == theirs.num_features
+    for c in (32, 64, 128, 256, 512, 1024):
+        assert round_channels(c, alpha, divisor=8) == timm.layers.make_divisible(c * alpha, 8)
+    x = photos(ours.spec, 128)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_architectures_are_named(tmp_path):
+    torch.save(timm.create_model("mobilenetv2_100").state_dict(), tmp_path / "v2.pth")
+    with pytest.raises(WeightsError, match="v2.pth: .*depthwise blocks, a MobileNetV1 has 13"):
+        convert(tmp_path / "v2.pth", "timm")
+    import torchvision
+
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), tmp_path / "tv_v2.pth")
+    with pytest.raises(WeightsError, match="tv_v2.pth: no 'conv_stem.weight'.*'features.0.0.weight'"):
+        convert(tmp_path / "tv_v2.pth")
+    torch.save(timm.create_model("mobilenetv1_100h").state_dict(), tmp_path / "h.pth")
+    with pytest.raises(WeightsError, match="h.pth: unexpected tensor 'conv_head.weight'"):
+        convert(tmp_path / "h.pth")
+    state = timm.create_model("mobilenetv1_100").state_dict()
+    state["blocks.3.2.conv_pw.weight"] = torch.zeros(512, 256, 1, 1)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(WeightsError, match=r"blocks.3.2.conv_pw.weight has shape \(512, 256, 1, 1\)"):
+        convert(tmp_path / "shape.pth")
+
+
+def test_corrupt_and_unsafe_files(tmp_path):
+    torch.save(timm.create_model("mobilenetv1_100").state_dict(), tmp_path / "ok.pth")
+    data = (tmp_path / "ok.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match="cut.pth: not a readable torch state dict"):
+        convert(tmp_path / "cut.pth", "timm")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    with open(tmp_path / "evil.pth", "wb") as f:
+        pickle.dump({"conv_stem.weight": Payload()}, f, protocol=2)
+    with pytest.raises(WeightsError, match="evil.pth: not a readable torch state dict"):
+        convert(tmp_path / "evil.pth", "timm")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{garbage")
+    with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors"):
+        convert(tmp_path / "bad.safetensors")
