@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mobilenets.data import scan_dataset
 from mobilenets.optim import ModelEMA, build_optimizer, lr_factor, set_lr
 from mobilenets.preprocess import read_image
-from mobilenets.registry import create_model
+from mobilenets.registry import create_model, grid_name, model_spec
 from mobilenets.train_config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DATA / "imagenette"))
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--resolution", type=int, default=160)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.8, help="peak rate at --batch-size")
-    p.add_argument("--time-limit", type=float, default=300.0, help="stop training after this many seconds")
+    p.add_argument("--lr", type=float, default=0.4, help="peak rate at --batch-size (modern.yaml: 0.4 at 256)")
+    p.add_argument("--time-limit", type=float, default=270.0, help="stop training after this many seconds")
     p.add_argument("--max-per-class", type=int)
     p.add_argument("--device", default="cuda")
     p.add_argument("--threads", type=int, default=16)
@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     xtr, ytr, xva, yva = (t.to(dev) for t in (xtr, ytr, xva, yva))
     t_data = time.perf_counter() - t_start
 
+    base = model_spec("mobilenet_v1_100").replace(name=grid_name(args.alpha, args.resolution))
     model = create_model(
-        "mobilenet_v1_100",
+        base,
         alpha=args.alpha,
         resolution=args.resolution,
         num_classes=len(train_split.classes),
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             ema.update(model)
             step += 1
         elapsed = time.perf_counter() - t_start
-        history.append({"epoch": epoch + 1, "elapsed_s": round(elapsed, 1), "loss": float(loss)})
+        history.append({"epoch": epoch + 1, "elapsed_s": round(elapsed, 1), "loss": float(loss.detach())})
         print(json.dumps(history[-1]), flush=True)
         if elapsed > args.time_limit:
             break

@@ -324,6 +324,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     init = create_model("mobilenet_v1_025", resolution=64, num_classes=2).state_dict()
     moved = max(float((a[k] - init[k]).abs().max()) for k in a if a[k].is_floating_point())
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"DDP vs one process: max |param diff| {diff:.3g}; max |param change| from init {moved:.3g}")
     assert moved > 1e-2  # training really changed the weights, so agreement is not trivial
     assert diff < 1e-4, diff
 
@@ -463,3 +464,66 @@ def test_cli_type_errors_and_unknown_config_keys_exit_2(capsys, tmp_path):
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "epochz" in capsys.readouterr().err
     assert main(["eval", "--weights", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+
+
+def test_worker_processes_do_not_change_the_result(tmp_path):
+    """Augmentation is seeded per (seed, epoch, sample), so loading in 2 worker processes gives the same weights."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 12, 2)
+    states = []
+    for workers in (0, 2):
+        train(tiny_cfg(data, tmp_path / f"w{workers}", workers=workers, cache="off", epochs=2))
+        states.append(read_state_dict(tmp_path / f"w{workers}" / "model" / "model.safetensors"))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_cli_options_come_from_the_dataclass(capsys):
+    from mobilenets.cli import build_parser
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["train", "--betas", "0.8", "0.99", "--no-hflip", "--classes", "a", "b", "--lr", "1"])
+    assert args.betas == [0.8, 0.99] and args.hflip is False and args.classes == ["a", "b"] and args.lr == 1.0
+    assert not hasattr(parser.parse_args(["train"]), "lr")  # unset options leave the YAML/dataclass value alone
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert f"(default: {TrainConfig().weight_decay})" in text and "--save-every" in text
+
+
+def test_modern_options_run_together(tmp_path):
+    """bf16 autocast (CPU), channels_last, EMA, label smoothing, AdamW, warm-up + cosine in one short run."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    cfg = resolve(
+        str(REPO / "configs" / "modern.yaml"),
+        data=str(data),
+        out=str(tmp_path / "m"),
+        alpha=0.25,
+        resolution=64,
+        batch_size=8,
+        epochs=2,
+        workers=0,
+        threads=1,
+        quiet=True,
+        amp="bf16",
+        channels_last=True,
+        optimizer="adamw",
+        lr=1e-3,
+        eps=1e-8,
+        ema_decay=0.5,
+    )
+    s = train(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert s["global_steps"] == 4 and len(rows) == 2 and rows[0]["lr"] < rows[1]["lr"]  # 2-epoch linear warm-up
+    ema = load(tmp_path / "m" / "model")
+    assert json.loads((tmp_path / "m" / "model" / "config.json").read_text())["provenance"]["ema"] is True
+    assert ema.spec.labels == tuple(CLASSES4[:2])
+
+
+def test_cache_decision_follows_the_memory_budget(tmp_path):
+    from mobilenets.data import should_cache
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:1], 4, 1)
+    samples = scan_split(data / "train").samples
+    use, need = should_cache("auto", samples, 73, budget_gb=1.0)
+    assert use and need == 4 * 3 * 73 * 73  # Imagenette files are 224x224, shrunk to the eval resize side
+    assert should_cache("auto", samples, 73, budget_gb=need / 2**30 / 2)[0] is False
+    assert should_cache("off", samples, 73, budget_gb=1.0) == (False, 0)

@@ -470,6 +470,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
+    return 0
+
+
 # --- train / eval -----------------------------------------------------------------------------------------------
 
 
@@ -538,6 +541,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
         print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
+    return 0
+
+
 # --- reproduce --------------------------------------------------------------------------------------------------
 
 

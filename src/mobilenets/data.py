@@ -146,12 +146,17 @@ def _shrink(img: torch.Tensor, side: int) -> torch.Tensor:
     return v2.functional.resize(img, side, interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
-def estimate_cache_bytes(samples: list[tuple[str, int]], side: int) -> int:
-    """uint8 bytes the cache would need, from image headers (Pillow reads sizes without decoding)."""
+def estimate_cache_bytes(samples: list[tuple[str, int]], side: int, stop_above: float = float("inf")) -> int:
+    """uint8 bytes the cache would need, from image headers (Pillow reads sizes without decoding).
+
+    Stops early once the total passes ``stop_above`` (an ImageNet-sized folder need not be scanned to say no).
+    """
     from PIL import Image
 
     total = 0
     for path, _ in samples:
+        if total > stop_above:
+            break
         try:
             with Image.open(path) as im:
                 w, h = im.size
@@ -229,9 +234,9 @@ def should_cache(mode: str, samples: list[tuple[str, int]], side: int, budget_gb
     """(use the cache?, estimated bytes). ``auto`` caches when the estimate fits the budget."""
     if mode == "off":
         return False, 0
-    need = estimate_cache_bytes(samples, side)
     if mode == "on":
-        return True, need
+        return True, estimate_cache_bytes(samples, side)
+    need = estimate_cache_bytes(samples, side, stop_above=budget_gb * 2**30)
     return need <= budget_gb * 2**30, need
 
 

@@ -169,6 +169,8 @@ def _field_types() -> dict[str, Any]:
 
 def _base_type(tp: Any) -> tuple[type, bool]:
     """(scalar type, is_list) of an annotation such as ``int | None`` or ``list[str] | None``."""
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0], True
     args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     inner = args[0]
     if typing.get_origin(inner) is list:
