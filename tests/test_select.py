@@ -197,3 +197,18 @@ def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
 def test_cli_select_bad_values_exit_2(argv, words, capsys):
     code, _, err = run(capsys, *argv)
     assert code == 2 and all(w in err for w in words), err
+
+
+def test_printed_commands_parse_with_the_real_cli(tmp_path):
+    """The train/export commands `select` prints are valid for the train and export subcommands."""
+    import shlex
+
+    from mobilenets.cli import build_parser
+    from mobilenets.select import commands_for
+
+    parser, _ = build_parser()
+    cmds = commands_for({"name": "mobilenet_v1_065_192", "alpha": 0.65, "resolution": 192})
+    parsed = [parser.parse_args(shlex.split(c)[1:]) for c in cmds]
+    assert parsed[0].command == "train" and parsed[0].alpha == 0.65 and parsed[0].resolution == 192
+    assert all(p.command == "export" for p in parsed[1:])
+    assert parsed[1].weights == f"{parsed[0].out}/model"  # train writes its final weights to RUN_DIR/model

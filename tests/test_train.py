@@ -527,3 +527,14 @@ def test_cache_decision_follows_the_memory_budget(tmp_path):
     assert use and need == 4 * 3 * 73 * 73  # Imagenette files are 224x224, shrunk to the eval resize side
     assert should_cache("auto", samples, 73, budget_gb=need / 2**30 / 2)[0] is False
     assert should_cache("off", samples, 73, budget_gb=1.0) == (False, 0)
+
+
+@pytest.mark.slow
+def test_run_summary_feeds_bench_and_select_accuracy(trained):
+    """`bench --accuracy` / `select --accuracy` read the summary.json this run wrote (issue 5 <- issue 4)."""
+    from mobilenets.accuracy import from_summaries, read_summary
+
+    _root, out, summary = trained
+    alpha, res, top1 = read_summary(out / "summary.json")
+    assert (alpha, res) == (0.25, 64) and top1 == pytest.approx(100 * summary["best_top1"])
+    assert from_summaries([out / "summary.json"]).points[(0.25, 64)] == pytest.approx(top1)

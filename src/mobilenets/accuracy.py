@@ -108,7 +108,8 @@ TOP1_KEYS = ("best_top1", "top1", "final_top1", "val_top1", "acc1")
 def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
     """(alpha, resolution, top1 %) from a training run's summary.json.
 
-    The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, or top-level
+    The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, ``model`` (as written
+    by ``mobilenets train``), or top-level
     ``alpha``/``resolution``; top-1 from the first of ``best_top1``, ``top1``, ``final_top1``, ``val_top1``,
     ``acc1`` (top level or under ``metrics``/``best``); a fraction in [0, 1] is read as a ratio and scaled to %.
     """
@@ -121,7 +122,14 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
         raise ValueError(f"accuracy file {str(p)!r} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"accuracy file {str(p)!r} must hold a JSON object")
-    spec = data.get("spec") or (data.get("config") or {}).get("spec") or (data.get("model") or {}).get("spec") or data
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    # `mobilenets train` writes the ModelSpec dict itself under "model"
+    spec = (
+        data.get("spec")
+        or (data.get("config") or {}).get("spec")
+        or model.get("spec")
+        or (model if "alpha" in model else data)
+    )
     alpha, res = spec.get("alpha"), spec.get("resolution")
     top1 = None
     for where in (data, data.get("metrics") or {}, data.get("best") or {}):

@@ -133,44 +133,40 @@ def torch_runner(
     )
 
 
-def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, batch: int = 1) -> Runner:
-    """Folded model on the GPU in channels_last and ``dtype``; with ``graphs`` the forward pass for one input shape
-    is captured in a CUDA graph on first call (PyTorch "CUDA Graphs" recipe: static input/output buffers)."""
+def cuda_runner(
+    model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, batch: int = 1, backend: str | None = None
+) -> Runner:
+    """The CUDA fast path (`gpu.fast_inference`): BN folded, channels_last, ``dtype``; bf16/fp16 use the fused
+    depthwise+pointwise Triton kernels when Triton is present (``backend`` overrides). With ``graphs`` each input
+    shape is captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call."""
     if not torch.cuda.is_available():
         raise RuntimeUnavailable("CUDA is not available (no GPU or a CPU-only torch build)")
-    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    net = model.fuse().cuda().to(memory_format=torch.channels_last, dtype=tdtype)
-    graphs_by_shape: dict[tuple, tuple] = {}
+    from . import kernels
+    from .gpu import CudaGraphRunner, fast_inference
 
-    def capture(shape: tuple) -> tuple:
-        static_in = torch.zeros(shape, device="cuda", dtype=tdtype).contiguous(memory_format=torch.channels_last)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(3):  # warm-up on a side stream before capture, as the recipe requires
-                net(static_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode():
-            static_out = net(static_in)
-        return graph, static_in, static_out
+    backend = backend or ("triton" if dtype != "fp32" and kernels.triton_available() else "eager")
+    net = fast_inference(model, backend=backend, dtype=dtype, device="cuda")
+    graphs_by_shape: dict[tuple, CudaGraphRunner] = {}
 
-    @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
-        xt = torch.from_numpy(x).to("cuda", non_blocking=True).to(tdtype).contiguous(memory_format=torch.channels_last)
+        xt = torch.from_numpy(x).to("cuda", non_blocking=True)
         if not graphs:
             return net(xt).float().cpu().numpy()
         if x.shape not in graphs_by_shape:
-            graphs_by_shape[x.shape] = capture(x.shape)
-        graph, static_in, static_out = graphs_by_shape[x.shape]
-        static_in.copy_(xt)
-        graph.replay()
-        return static_out.float().cpu().numpy()  # .cpu() synchronises
+            graphs_by_shape[x.shape] = CudaGraphRunner(net, xt)
+        return graphs_by_shape[x.shape](xt).float().cpu().numpy()  # .cpu() synchronises
 
     name = "cuda" if dtype == "fp32" else f"cuda-{dtype}"
-    info = {"runtime": name, "version": torch.__version__, "layout": "NHWC", "dtype": dtype, "threads": 0}
-    info["device"] = torch.cuda.get_device_name(0)
-    info["cuda_graphs"] = graphs
+    info = {
+        "runtime": name,
+        "version": torch.__version__,
+        "layout": "NHWC",
+        "dtype": dtype,
+        "threads": 0,
+        "device": torch.cuda.get_device_name(0),
+        "cuda_graphs": graphs,
+        "backend": backend,
+    }
     return Runner(name, run, info)
 
 

@@ -191,8 +191,8 @@ def commands_for(c: dict) -> list[str]:
     run = f"runs/{c['name']}"
     return [
         f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}",
-        f"mobilenets export {run} --format onnx --out {c['name']}.onnx",
-        f"mobilenets export {run} --format onnx --int8 --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
+        f"mobilenets export {run}/model --format onnx --out {c['name']}.onnx",  # train saves weights in RUN/model
+        f"mobilenets export {run}/model --format onnx --int8 --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
     ]
 
 
