@@ -76,3 +76,17 @@ def test_onnx_runtimes_match_torch(runtime):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(runner(x) - ref).max() < 1e-4
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from mobilenets.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

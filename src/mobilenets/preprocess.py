@@ -9,6 +9,7 @@ normalise with the spec's mean/std. TF-trained weights use mean = std = 0.5, i.e
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +17,10 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 
 from .spec import ModelSpec
+
+# torchvision 0.29 deprecates torchvision.io decoding in favour of torchcodec, warning on every call; it is still the
+# libjpeg-turbo decoder we want (torchcodec is not a dependency), so silence that one message.
+warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision are deprecated.*")
 
 
 class ImageError(ValueError):
