@@ -22,8 +22,6 @@ import argparse
 import csv
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -173,19 +171,14 @@ def keras_probe(per_class: int | None) -> dict:
 
 
 def environment(threads: int) -> dict:
-    import tflite  # noqa: F401
     from ai_edge_litert import __version__ as litert_version
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line), "unknown")
+    from mobilenets.bench import environment as machine
+
     return {
         "command": " ".join(sys.argv),
-        "git_commit": commit,
-        "cpu": cpu,
+        **machine(),
         "threads": threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
         "ai_edge_litert": litert_version,
         "mobilenets": __version__,
         "dtype": "float32 (ours), uint8 (interpreter)",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,21 +37,20 @@ def log(msg: str) -> None:
 def environment() -> dict:
     import importlib
 
+    from mobilenets.bench import environment as machine
+
     versions = {}
-    for name in ("torch", "torchvision", "timm", "triton"):
+    for name in ("torchvision", "timm", "triton"):
         try:
             versions[name] = importlib.import_module(name).__version__
         except Exception as exc:  # noqa: BLE001 - record whatever is missing
             versions[name] = f"unavailable: {exc}"
     props = torch.cuda.get_device_properties(0)
     return {
-        "gpu": props.name,
+        **machine(),
         "gpu_memory_gb": round(props.total_memory / 2**30, 1),
         "sm_count": props.multi_processor_count,
         "cuda": torch.version.cuda,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
         **versions,
         "command": " ".join(sys.argv),
     }

@@ -12,28 +12,18 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from mobilenets.bench import cpu_model
 from mobilenets.train_config import resolve
 from mobilenets.trainer import environment, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    hw = cpu_name().replace(" ", "-").lower()
+    hw = cpu_model().replace(" ", "-").lower()
     stem = f"train-cpu-{hw}-imagenette-{args.resolution}px-{args.threads}t"
     rows = []
     for alpha in args.alphas:
