@@ -90,3 +90,14 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_ort_runner_reports_the_files_precision(tmp_path):
+    from mobilenets.export import export_onnx, quantize
+
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=10).eval()
+    fp32 = runtimes.ort_runner(export_onnx(model, tmp_path / "m.onnx"))
+    assert fp32.info["dtype"] == "fp32" and fp32.name == "ort"
+    quantize(model, tmp_path / "m.int8.onnx")
+    int8 = runtimes.ort_runner(tmp_path / "m.int8.onnx")
+    assert int8.info["dtype"] == "int8" and int8.name == "ort-int8"

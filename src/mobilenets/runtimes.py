@@ -170,7 +170,8 @@ def cuda_runner(
     return Runner(name, run, info)
 
 
-def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtype: str = "fp32") -> Runner:
+def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtype: str | None = None) -> Runner:
+    """ONNX Runtime on the CPU; ``dtype`` defaults to the file's ``precision`` metadata (our exports), else fp32."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -182,6 +183,7 @@ def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtyp
         opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    dtype = dtype or sess.get_modelmeta().custom_metadata_map.get("precision", "fp32")
 
     def run(x: np.ndarray) -> np.ndarray:
         return sess.run(None, {name: x})[0]
