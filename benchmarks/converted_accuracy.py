@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -42,9 +41,10 @@ from mobilenets.convert.tflite_oracle import (  # noqa: E402
     uint8_activations,
     uint8_crops,
 )
+from mobilenets.data import shared_data_root  # noqa: E402
 from mobilenets.preprocess import load_batch  # noqa: E402
 
-DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 TFLITE = {  # name: published top-1 (TFLite hosted-models table, 2018_08_02 release)
     "0.25_128": 39.5,
     "0.5_160": 57.2,

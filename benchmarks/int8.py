@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import mobilenets
+from mobilenets.data import shared_data_root  # noqa: E402
 from mobilenets.export import (
     calibration_batches,
     export_onnx,
@@ -42,7 +43,7 @@ from mobilenets.export import (
 from mobilenets.runtimes import openvino_runner
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__import__("os").environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 RESULTS = REPO / "results"
 TFLITE = DATA / "mobilenet-weights" / "tflite"
 MODELS = {

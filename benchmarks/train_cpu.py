@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import torch
 
 from mobilenets.bench import cpu_model
+from mobilenets.data import shared_data_root
 from mobilenets.train_config import resolve
 from mobilenets.trainer import environment, train
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 
 
 def main(argv: list[str] | None = None) -> int:

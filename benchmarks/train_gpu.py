@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +27,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mobilenets.data import scan_dataset
+from mobilenets.data import scan_dataset, shared_data_root
 from mobilenets.optim import ModelEMA, build_optimizer, lr_factor, set_lr
 from mobilenets.preprocess import read_image
 from mobilenets.registry import create_model, grid_name, model_spec
 from mobilenets.train_config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 
 
 def decode_all(samples, side: int, threads: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,6 @@ five imagenet-sample photos, named after their true class). The labels ship with
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,9 +20,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 import mobilenets  # noqa: E402
 from mobilenets.convert import convert_file  # noqa: E402
+from mobilenets.data import shared_data_root  # noqa: E402
 from mobilenets.preprocess import load_batch  # noqa: E402
 
-DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 DEFAULT_TFLITE = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.75_192_quant.tflite"
 
 

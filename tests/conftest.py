@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from mobilenets.data import shared_data_root
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_root()
 
 
 def data_path(*parts: str) -> Path:

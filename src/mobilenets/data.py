@@ -252,3 +252,9 @@ __all__ = [
     "should_cache",
     "train_transform",
 ]
+
+
+def shared_data_root() -> Path:
+    """Real data for tests, benchmarks and `mobilenets reproduce`: $MOBILENETS_DATA, else ../shared/data beside the
+    checkout (the layout this project's machines and CI use)."""
+    return Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))

@@ -239,10 +239,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
 
 
 def default_data() -> Path:
-    import os
+    from .data import shared_data_root
 
-    root = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-    return root / "imagenette"
+    return shared_data_root() / "imagenette"
 
 
 def _run_record(summary: dict) -> dict:

@@ -133,9 +133,7 @@ def torch_runner(
     )
 
 
-def cuda_runner(
-    model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, batch: int = 1, backend: str | None = None
-) -> Runner:
+def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, backend: str | None = None) -> Runner:
     """The CUDA fast path (`gpu.fast_inference`): BN folded, channels_last, ``dtype``; bf16/fp16 use the fused
     depthwise+pointwise Triton kernels when Triton is present (``backend`` overrides). With ``graphs`` each input
     shape is captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call."""
