@@ -70,3 +70,18 @@ def test_quick_budget_end_to_end(tmp_path):
     )  # resume: nothing retrained
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
     assert results["budget"]["smoke"] is True
+
+
+@pytest.mark.slow
+def test_parallel_jobs_match_one_process(tmp_path):
+    """--jobs 2 trains in spawned processes; on CPU with the same seeds every run ends exactly as in one process."""
+    data = data_path("imagenette")
+    common = dict(data=str(data), budget="quick", experiments=("table5",), epochs=1)
+    one = reproduce(ReproduceConfig(out=str(tmp_path / "one"), **common), log=lambda m: None)
+    two = reproduce(ReproduceConfig(out=str(tmp_path / "two"), jobs=2, **common), log=lambda m: None)
+    keys = ("final_top1", "best_top1", "final_top5", "epochs")
+    assert len(one["runs"]) == 2 and one["runs"].keys() == two["runs"].keys()
+    for k, run in one["runs"].items():
+        assert [run[x] for x in keys] == [two["runs"][k][x] for x in keys], k
+    with pytest.raises(ValueError, match="jobs=0"):
+        reproduce(ReproduceConfig(jobs=0, **common))

@@ -362,8 +362,9 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
         assert shapes[name].shape == (3, 64, 64), name
     for name in ("zero.jpg", "truncated.jpg", "notes.jpg"):
         assert shapes[name] is None, name
-    for cache in ("off", "on"):
-        s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, cache=cache))
+    for cache in ("off", "on", "device"):
+        mode = {"data_on_device": True} if cache == "device" else {"cache": cache}
+        s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, **mode))
         bad = s["skipped_files"]
         assert bad["train"]["count"] == 3 and bad["val"]["count"] == 1
         named = " ".join(bad["train"]["first"])

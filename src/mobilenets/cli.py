@@ -557,6 +557,8 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument("--budget", default=d.budget, choices=list(BUDGETS), help="quick = CPU smoke run; full = one GPU")
     p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
     p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="override the budget's epochs per model")
+    p.add_argument("--jobs", type=int, default=d.jobs, help="training runs at once, one process each")
     return cmd_reproduce
 
 
@@ -564,7 +566,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import ReproduceConfig, reproduce
 
     experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
-    cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe)
+    cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
+                          epochs=args.epochs, jobs=args.jobs)  # fmt: skip
     results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
     for name, exp in results["experiments"].items():
         print(f"{name}: {'holds' if exp['verdict']['holds'] else 'does not hold'}")

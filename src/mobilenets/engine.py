@@ -49,7 +49,7 @@ class DistEnv:
 
 
 def setup_distributed(device: str = "auto") -> DistEnv:
-    """Read torchrun's environment; start the process group (NCCL on CUDA, gloo on CPU) when world size > 1."""
+    """Read torchrun's environment; start the process group (NCCL for CUDA tensors, gloo for CPU) when world > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -62,7 +62,8 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # on GPUs NCCL carries CUDA tensors and gloo the small CPU tensors (metric sums, gathered objects)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     return DistEnv(rank, world, local, dev)
 
 
@@ -154,13 +155,19 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True)
 
+    def wants_stats(self) -> bool:
+        """Whether the next `update` shows numbers (reading them from the GPU waits for it, so skip otherwise)."""
+        nxt = self.n + 1
+        return self.enabled and (self.bar is not None or nxt % self.log_every == 0 or nxt == self.total)
+
     def update(self, **stats: float) -> None:
         self.n += 1
         if not self.enabled:
             return
         text = {k: f"{v:.4g}" for k, v in stats.items()}
         if self.bar is not None:
-            self.bar.set_postfix(text, refresh=False)
+            if text:
+                self.bar.set_postfix(text, refresh=False)
             self.bar.update(1)
         elif self.n % self.log_every == 0 or self.n == self.total:
             print(
@@ -236,8 +243,10 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
     if ctx.prepare is not None:
         ctx.prepare(model)
     dev = ctx.env.device
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct, seen, steps, bad = 0, 0, 0, []
+    # running sums stay on the device: reading them every step would make the CPU wait for the GPU each step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    seen, steps, bad = 0, 0, []
     t0 = time.perf_counter()
     lr = 0.0
     for i, (images, labels, bad_batch) in enumerate(loader, start=start_step):
@@ -267,11 +276,14 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
             ctx.ema.update(unwrap(model))
         global_step += 1
         steps += 1
-        loss_sum += loss.detach().double().cpu() * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
+        loss_sum += loss.detach().double() * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
-        elapsed = time.perf_counter() - t0
-        progress.update(loss=float(loss.detach()), lr=lr, img_s=seen * ctx.env.world_size / max(elapsed, 1e-9))
+        if progress.wants_stats():
+            elapsed = time.perf_counter() - t0
+            progress.update(loss=float(loss.detach()), lr=lr, img_s=seen * ctx.env.world_size / max(elapsed, 1e-9))
+        else:
+            progress.update()
         if ctx.on_step is not None:
             ctx.on_step(global_step, i + 1)
         if ctx.max_steps is not None and global_step >= ctx.max_steps:
@@ -285,8 +297,9 @@ def _clip(model: nn.Module, max_norm: float) -> None:
 
 
 def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv) -> dict[str, float]:
+    loss_sum, correct = float(loss_sum), int(correct)  # waits for the device's last step
     elapsed = time.perf_counter() - t0
-    totals = all_reduce_sum(torch.tensor([float(loss_sum), correct, seen], dtype=torch.float64), env)
+    totals = all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64), env)
     n = max(1.0, float(totals[2]))
     return {
         "train_loss": float(totals[0]) / n,

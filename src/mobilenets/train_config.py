@@ -46,7 +46,10 @@ class TrainConfig:
     max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
     cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
     cache_budget_gb: float = _f(4.0, "memory budget for the in-memory image cache, GiB")
-    workers: int = _f(4, "DataLoader worker processes (0 = load in the main process)")
+    workers: int = _f(4, "DataLoader worker processes (0 = load in the main process); decode threads on device")
+    data_on_device: bool = _f(
+        False, "decode train/val once and hold them on the training device (GPU), augmenting there (device_data.py)"
+    )
     # --- augmentation (paper Section 4: "less regularization and data augmentation") ---
     scale_min: float = _f(0.08, "RandomResizedCrop smallest crop area as a fraction of the image")
     ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")

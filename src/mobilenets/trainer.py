@@ -26,6 +26,7 @@ from .atomic import atomic_write_text
 from .complexity import count_complexity
 from .data import BadFiles, DataError, ImageFolderDataset, cache_side, collate, scan_dataset, scan_split, should_cache
 from .data import train_transform as make_train_transform
+from .device_data import DeviceEvalLoader, DeviceTrainLoader, load_to_device, square_bytes
 from .engine import (
     DistEnv,
     Progress,
@@ -222,6 +223,8 @@ class _Run:
         cfg, env = self.cfg, self.env
         res = spec.resolution
         side = cache_side(res, spec.crop_pct)
+        if cfg.data_on_device:
+            return self._device_loaders(spec, res, side)
         tf_train = make_train_transform(spec, res, cfg.scale_min, (cfg.ratio_min, cfg.ratio_max), cfg.hflip)
         self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, cache_side=side)
         self.val_ds = ImageFolderDataset(self.val_split, eval_transform(spec, res), seed=cfg.seed, cache_side=side)
@@ -256,6 +259,45 @@ class _Run:
             collate_fn=collate,
             pin_memory=pin,
         )
+        self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
+
+    def _device_loaders(self, spec, res: int, side: int) -> None:
+        """Both splits decoded once and held on ``env.device``; batches are augmented there (device_data.py)."""
+        cfg, env = self.cfg, self.env
+        need = square_bytes(len(self.train_split.samples) + len(self.val_split.samples), side)
+        if env.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(env.device)
+            if need > 0.5 * free:
+                raise ConfigError(
+                    f"data_on_device=True is not allowed here: the decoded splits need {need / 2**30:.1f} GiB at "
+                    f"{side}x{side}, more than half of the {free / 2**30:.1f} GiB free on {env.device}"
+                )
+        self.train_ds = ImageFolderDataset(self.train_split, None, seed=cfg.seed)  # sample paths for bad-file reports
+        self.val_ds = ImageFolderDataset(self.val_split, None, seed=cfg.seed)
+        t0 = time.perf_counter()
+        threads = max(1, cfg.workers)
+        train = load_to_device(self.train_split.samples, side, env.device, threads=threads)
+        val = load_to_device(self.val_split.samples, side, env.device, threads=threads)
+        if len(train) < cfg.batch_size:
+            raise DataError(f"{self.train_split.root}: {len(train)} readable images, fewer than one batch")
+        self.say(
+            f"decoded {len(train)} train + {len(val)} val images onto {env.device} "
+            f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s)"
+        )
+        self.cache_info = {
+            name: {"cached": True, "on_device": str(env.device), "bytes": d.nbytes, "unreadable": len(d.bad)}
+            for name, d in (("train", train), ("val", val))
+        }
+        self.sampler = ResumableSampler(range(len(train)), env, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.train_loader = DeviceTrainLoader(
+            train, self.sampler, self.per_rank_batch, res, mean=spec.mean, std=spec.std,
+            scale=(cfg.scale_min, 1.0), ratio=(cfg.ratio_min, cfg.ratio_max), hflip=cfg.hflip, seed=cfg.seed,
+            rank=env.rank,
+        )  # fmt: skip
+        self.val_loader = DeviceEvalLoader(
+            val, cfg.eval_batch_size or self.per_rank_batch, res, mean=spec.mean, std=spec.std, rank=env.rank,
+            world_size=env.world_size,
+        )  # fmt: skip
         self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
 
     def _model(self) -> None:

@@ -1,0 +1,136 @@
+"""The device-resident data path (device_data.py), checked on CPU against the host path's pixels and on real JPEGs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mobilenets.data import scan_split
+from mobilenets.device_data import (
+    _normaliser,
+    augment_batch,
+    center_crop_batch,
+    load_to_device,
+    random_resized_crop_boxes,
+)
+from mobilenets.preprocess import eval_transform, read_image
+from mobilenets.registry import model_spec
+from mobilenets.trainer import train
+from mobilenets.weights import read_state_dict
+
+from .conftest import data_path
+from .test_train import CLASSES4, copy_subset, tiny_cfg
+
+SPEC = model_spec("mobilenet_v1_025", resolution=96)
+NORM = _normaliser(SPEC.mean, SPEC.std, "cpu")
+
+
+def _samples(folder, n):
+    return [(str(p), 0) for p in sorted(folder.iterdir()) if p.suffix.lower() in (".jpeg", ".jpg")][:n]
+
+
+@pytest.mark.parametrize("folder", ["imagenette/val/n03028079", "imagenet-sample"])
+def test_eval_crops_match_the_host_eval_transform(folder):
+    samples = _samples(data_path(*folder.split("/")), 6)
+    side = int(96 / SPEC.crop_pct)
+    dev = load_to_device(samples, side, "cpu", threads=2)
+    assert dev.images.dtype == torch.uint8 and dev.images.shape == (6, 3, side, side) and not dev.bad
+    ours = center_crop_batch(dev.images, 96, NORM)
+    host = torch.stack([eval_transform(SPEC, 96)(read_image(p)) for p, _ in samples])
+    diff = (ours - host).abs()
+    if folder.startswith("imagenette"):  # square 224 px originals: the same resize and crop, pixel for pixel
+        assert diff.max() < 1e-5
+    else:  # natural-size photos: the two center crops may sit one pixel apart where both halves are x.5
+        for a, b in zip(ours, host, strict=True):
+            shifted = [
+                (a[:, 1:-1, 1:-1] - b[:, 1 + dy : 95 + dy, 1 + dx : 95 + dx]).abs().max()
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ]
+            assert min(shifted) < 1e-5
+
+
+def test_full_box_without_flip_is_the_identity():
+    x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    y = augment_batch(x, 40, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False, norm=NORM, generator=g)
+    assert torch.allclose(y, center_crop_batch(x, 40, NORM), atol=1e-4)
+
+
+def test_flip_mirrors_about_half_the_batch_and_is_seeded():
+    x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    plain = center_crop_batch(x, 16, NORM)
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return augment_batch(x, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=True, norm=NORM, generator=g)
+
+    y = run(3)
+    same = [(y[i] - plain[i]).abs().max() < 1e-4 for i in range(64)]
+    mirrored = [(y[i] - plain[i].flip(-1)).abs().max() < 1e-4 for i in range(64)]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True))
+    assert 16 <= sum(mirrored) <= 48
+    assert torch.equal(run(3), y) and not torch.equal(run(4), y)
+
+
+def test_crop_boxes_follow_the_scale_and_ratio_ranges():
+    g = torch.Generator().manual_seed(1)
+    boxes = random_resized_crop_boxes(4000, 100, (0.25, 1.0), (3 / 4, 4 / 3), g)
+    assert torch.equal(boxes[:, 0], torch.arange(4000, dtype=torch.float32))
+    w, h = boxes[:, 3] - boxes[:, 1], boxes[:, 4] - boxes[:, 2]
+    assert (boxes[:, 1] >= 0).all() and (boxes[:, 2] >= 0).all() and (boxes[:, 3] <= 100 + 1e-4).all()
+    assert (boxes[:, 4] <= 100 + 1e-4).all()
+    area = w * h / 100**2
+    assert area.min() >= 0.25 * 0.74 and area.max() <= 1.0 + 1e-5  # clamping at the side only shrinks an area
+    inside = (w < 100 - 1e-3) & (h < 100 - 1e-3)  # unclamped boxes keep the sampled aspect ratio
+    assert ((w / h)[inside] >= 3 / 4 - 1e-4).all() and ((w / h)[inside] <= 4 / 3 + 1e-4).all()
+    assert area.mean() > 0.55  # uniform in [0.25, 1] before clamping: mean near 0.62
+
+
+def test_downscaling_crops_are_antialiased():
+    """A one-pixel checkerboard shrunk 2x averages to flat grey; point sampling would keep black/white pixels."""
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    board = (((yy + xx) % 2) * 255).to(torch.uint8).expand(2, 3, 64, 64).contiguous()
+    g = torch.Generator().manual_seed(0)
+    unit = (torch.ones(1, 3, 1, 1), torch.zeros(1, 3, 1, 1))  # keep 0..255 values
+    y = augment_batch(board, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False, norm=unit, generator=g)
+    assert torch.allclose(y, torch.full_like(y, 127.5), atol=0.5)
+
+
+def test_unreadable_files_are_skipped_and_named(tmp_path):
+    good = _samples(data_path("imagenette", "val", "n03028079"), 2)
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    samples = [good[0], (str(tmp_path / "zero.jpg"), 1), good[1], (str(tmp_path / "text.jpg"), 1)]
+    dev = load_to_device(samples, 40, "cpu", threads=2)
+    assert len(dev) == 2 and dev.index == [0, 2] and dev.labels.tolist() == [0, 0]
+    assert [i for i, _ in dev.bad] == [1, 3] and "empty file" in dev.bad[0][1]
+
+
+@pytest.mark.slow
+def test_on_device_training_resumes_mid_epoch_exactly(tmp_path):
+    """Stopping mid-epoch (--max-steps) and resuming replays the same augmentation: identical weights."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 24, 6)  # 6 steps per epoch at batch 8
+    common = dict(data_on_device=True, epochs=2, batch_size=8, ema_decay=0.9, scale_min=0.3)
+    ref = train(tiny_cfg(data, tmp_path / "ref", **common))
+    assert ref["cache"]["train"]["on_device"] == "cpu" and ref["global_steps"] == 12
+    train(tiny_cfg(data, tmp_path / "run", max_steps=9, **common))
+    resumed = train(tiny_cfg(data, tmp_path / "run", resume="auto", **common))
+    assert resumed["resumed_from"] and resumed["global_steps"] == 12
+    a = read_state_dict(tmp_path / "ref" / "model" / "model.safetensors")
+    b = read_state_dict(tmp_path / "run" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2]
+
+
+def test_host_and_device_paths_evaluate_the_same_weights_alike(tmp_path):
+    """Same data, same (untrained, seeded) model: the two eval loaders give the same val top-1 and loss."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 6)
+    runs = {}
+    for name, extra in (("host", {"cache": "off"}), ("device", {"data_on_device": True})):
+        runs[name] = train(tiny_cfg(data, tmp_path / name, lr=1e-9, max_steps=1, **extra))
+    assert scan_split(data / "val").classes == list(runs["host"]["per_class_top1"])
+    assert runs["host"]["final_val_loss"] == pytest.approx(runs["device"]["final_val_loss"], abs=1e-4)
