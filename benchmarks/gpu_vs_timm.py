@@ -65,6 +65,7 @@ SECTIONS = tuple(ESTIMATED_S)
 # rounding 2^-9 per value); ~28 layers of rounded activations and weights accumulate to about 1% of the logit range,
 # so 5% flags real bugs (a wrong tap, stride or bias) without failing on bf16 rounding. fp32 paths only reorder sums.
 TOLERANCE = {"bf16": 0.05, "fp32": 1e-3}
+BASELINE_SLACK = 1.5
 
 
 def log(msg: str) -> None:
@@ -204,6 +205,26 @@ def load_images(folder: str | None, spec, n: int, device: str) -> tuple[torch.Te
     return torch.randn(n, 3, spec.resolution, spec.resolution, device=device), "random normal (no --images)"
 
 
+def calibrate_bn(model: MobileNetV1, x: torch.Tensor) -> None:
+    """Set every BN's running statistics to those of ``x`` (one pass, cumulative average).
+
+    A random init leaves running mean 0 / var 1: every folded bias is then zero (a bias bug in a fast path would go
+    unseen) and the logits shrink to ~1e-18 through 13 depthwise layers. Calibrated, the model sees activations at a
+    trained network's scale, which is what the numerics check should exercise.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    device = next(model.parameters()).device
+    model.to(x.device).train()
+    with torch.no_grad():
+        model(x)
+    for m in bns:
+        m.momentum = 0.1
+    model.to(device).eval()
+
+
 def module_runner(m: torch.nn.Module, dtype: torch.dtype, layout):
     """Inference closure matching `fast_inference`'s: cast and lay out the input inside, no autograd."""
 
@@ -235,25 +256,35 @@ def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int
     return step
 
 
-def compare_numerics(candidates: dict, reference, x, tolerance: dict) -> dict:
+def compare_numerics(candidates: dict, reference, x, tolerance: dict, baseline, tf32: bool = False) -> dict:
     """Each path's logits against ``reference``'s on ``x``: max abs error relative to the logit range, top-1 agreement,
-    pass/fail at the tolerance of its dtype."""
+    pass/fail. A bf16 path passes within max(tolerance, BASELINE_SLACK x the error of ``baseline``, the unfused model
+    simply cast to bf16): random weights are far more sensitive to bf16 than trained ones (a plain cast is ~10% off
+    on the calibrated random model), so the fast path is held to what PyTorch's own bf16 gives on the same model.
+    ``tf32``: fp32 convolutions run in TF32 on both sides, allowed a quarter of the bf16 baseline's error."""
     with torch.inference_mode():
         ref = reference(x).float()
-        scale = ref.abs().max().item()
-        out = {}
+        scale = max(ref.abs().max().item(), 1e-30)
+        base_rel = (baseline(x).float() - ref).abs().max().item() / scale
+        out = {"bf16_baseline": {"path": "unfused model cast to bf16 (NCHW)", "max_abs_over_ref_max": base_rel}}
         for name, (fn, dtype) in candidates.items():
             try:
                 y = fn(x).float()
                 err = (y - ref).abs().max().item()
+                allowed = tolerance[dtype]
+                if dtype == "bf16":
+                    allowed = max(allowed, BASELINE_SLACK * base_rel)
+                elif tf32:  # TF32 rounds 8x finer than bf16 (10 vs 7 stored mantissa bits): a quarter, 2x slack
+                    allowed = max(allowed, base_rel / 4)
                 out[name] = {
                     "dtype": dtype,
                     "max_abs": err,
                     "ref_max_abs": scale,
-                    "max_abs_over_ref_max": err / max(scale, 1e-30),
+                    "max_abs_over_ref_max": err / scale,
                     "tolerance": tolerance[dtype],
+                    "allowed_over_ref_max": allowed,
                     "top1_agreement": (y.argmax(1) == ref.argmax(1)).float().mean().item(),
-                    "pass": err <= tolerance[dtype] * scale,
+                    "pass": err <= allowed * scale,
                 }
             except Exception as exc:  # noqa: BLE001
                 out[name] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
@@ -277,9 +308,13 @@ def run_sections(b: Bench, timm) -> None:
         report["compile_note"] = "CPU smoke: torch.compile(backend='eager') runs Dynamo only; Inductor not exercised"
     tolerance = dict(TOLERANCE)
     tolerance_note = "bf16: 8 mantissa bits over ~28 rounded layers; fp32: summation order only"
-    if cuda and torch.backends.cudnn.allow_tf32:
+    tf32 = cuda and torch.backends.cudnn.allow_tf32
+    if tf32:
         tolerance["fp32"] = 1e-2  # both sides run cuDNN convs in TF32 (10 mantissa bits), PyTorch's default
-        tolerance_note = "bf16: 8 mantissa bits over ~28 rounded layers; fp32: cuDNN convs in TF32 (the default)"
+        tolerance_note = (
+            "bf16: 8 mantissa bits over ~28 rounded layers; fp32: cuDNN convs in TF32 (the default), allowed "
+            "max(tolerance, bf16_baseline's error / 4)"
+        )
     if args.triton_configs:
         kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
     report["triton_configs"] = kernels.FUSED_CONFIGS
@@ -288,7 +323,10 @@ def run_sections(b: Bench, timm) -> None:
         from mobilenets import weights
 
         ours = weights.load(args.weights).eval()
-    report["weights"] = args.weights or "random init"
+    b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
+    if not args.weights:
+        calibrate_bn(ours, b.images)
+    report["weights"] = args.weights or "random init, BN statistics calibrated on the numerics images"
     peer = timm.create_model("mobilenetv1_100", pretrained=False).eval()
     values = activation_values(ours)
     iters, warmup = args.iters, args.warmup
@@ -296,6 +334,9 @@ def run_sections(b: Bench, timm) -> None:
 
     def peer_copy(dtype, layout):
         return copy.deepcopy(peer).to(device=dev, dtype=dtype).to(memory_format=layout).eval()
+
+    def baseline():
+        return module_runner(copy.deepcopy(ours).to(dev, bf16), bf16, torch.contiguous_format)
 
     def hbm_bound():
         gbs = hbm_bandwidth_gbs(b, (2 << 30) if cuda else (64 << 20))
@@ -344,7 +385,7 @@ def run_sections(b: Bench, timm) -> None:
             paths["ours_bf16_cl_triton"] = (b.build("ours_bf16_cl_triton", make), "bf16")
         else:
             skipped["ours_bf16_cl_triton"] = {"skipped": no_triton}
-        out = compare_numerics(paths, reference, b.images, tolerance)
+        out = compare_numerics(paths, reference, b.images, tolerance, baseline(), tf32)
         notes = {}
         if kernels.INTERPRET and triton_ok:
             notes["interpreter_note"] = (
@@ -354,7 +395,8 @@ def run_sections(b: Bench, timm) -> None:
         return {
             "images": report["numerics_images"],
             "reference": "ours eager fp32 (BN unfolded, NCHW)",
-            "tolerance_rule": "max |logit - ref| <= tolerance * max |ref logit|",
+            "tolerance_rule": "max |logit - ref| <= allowed * max |ref logit|; bf16: allowed = max(tolerance, "
+            f"{BASELINE_SLACK} x bf16_baseline's error)",
             "tolerance_note": tolerance_note,
             **notes,
             **out,
@@ -420,7 +462,11 @@ def run_sections(b: Bench, timm) -> None:
                 b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
             reference = module_runner(copy.deepcopy(ours).to(dev), torch.float32, torch.contiguous_format)
             out["numerics_vs_eager_fp32"] = compare_numerics(
-                {"ours_bf16_cl_compiled": (b.built["ours_bf16_cl_compiled"], "bf16")}, reference, b.images, tolerance
+                {"ours_bf16_cl_compiled": (b.built["ours_bf16_cl_compiled"], "bf16")},
+                reference,
+                b.images,
+                tolerance,
+                baseline(),
             )
         return out
 

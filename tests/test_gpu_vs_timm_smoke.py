@@ -52,6 +52,9 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert report["inference_compiled"]["numerics_vs_eager_fp32"]["ours_bf16_cl_compiled"]["tolerance"] == 0.05
     numerics = report["numerics"]
     assert numerics["ours_fp32"]["pass"] and numerics["ours_fp32"]["tolerance"] == 1e-3
+    assert numerics["ours_fp32"]["ref_max_abs"] > 1e-3  # BN calibrated: not the ~1e-18 logits of a random init
+    assert numerics["bf16_baseline"]["max_abs_over_ref_max"] > 0
+    assert numerics["ours_bf16_cl_eager"]["allowed_over_ref_max"] >= 0.05
     assert numerics["ours_bf16_cl_eager"]["tolerance"] == 0.05
     if images.is_dir():
         assert "images from" in numerics["images"]
