@@ -581,6 +581,26 @@ def ratios(report: dict) -> dict:
     return out
 
 
+def summary(report: dict) -> list[str]:
+    """One line per section and candidate (images/s, ms per call, or why not), for a reader of the log's tail."""
+    lines = []
+    for sec in SECTIONS:
+        rows = report.get(sec, {})
+        if "skipped" in rows or "error" in rows:
+            lines.append(f"{sec}: {rows.get('skipped') or rows.get('error')}"[:200])
+            continue
+        for cand, row in rows.items():
+            if not isinstance(row, dict):
+                continue
+            if "images_per_s" in row:
+                lines.append(f"{sec:18s} {cand:26s} {row['images_per_s']:>12,.0f} img/s {row['median_ms']:9.3f} ms")
+            elif "pass" in row:
+                lines.append(f"{sec:18s} {cand:26s} err {row['max_abs_over_ref_max']:.4f} pass={row['pass']}")
+            elif "skipped" in row or "error" in row:
+                lines.append(f"{sec:18s} {cand:26s} {row.get('skipped') or row.get('error')}"[:200])
+    return lines
+
+
 def save(b: Bench) -> None:
     for f in b.out_files:
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -642,6 +662,8 @@ def main() -> None:
         b.report["wall_s"] = round(time.perf_counter() - T0, 1)
         b.report["ratios"] = ratios(b.report)
         save(b)
+        for line in summary(b.report):
+            log(line)
         log(f"ratios: {json.dumps(b.report['ratios'])}")
         log(f"wrote {', '.join(map(str, b.out_files))} after {b.report['wall_s']}s")
 
