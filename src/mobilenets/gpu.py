@@ -62,7 +62,9 @@ class FusedMobileNetV1(nn.Module):
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        use_triton = self.use_triton if self.use_triton is not None else (x.is_cuda and kernels.triton_available())
+        use_triton = self.use_triton
+        if use_triton is None:  # under TRITON_INTERPRET=1 the kernels run on CPU tensors too
+            use_triton = kernels.triton_available() and (x.is_cuda or kernels.INTERPRET)
         if self._prepared is None:
             self._prepared = self._kernel_args()
         x = self.stem(x).contiguous(memory_format=torch.channels_last)
@@ -124,11 +126,14 @@ def fast_inference(
     device: str = "cuda",
     channels_last: bool = True,
     cuda_graph_batch: int | None = None,
+    compile_mode: str | None = "max-autotune-no-cudagraphs",
+    compile_backend: str = "inductor",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable running ``model`` for inference on ``device`` as fast as the backend allows.
 
     Input: a float tensor (N, 3, H, W) on ``device`` (any dtype; cast inside). With ``cuda_graph_batch`` the
-    callable is captured as a CUDA graph for that batch size and the model's resolution.
+    callable is captured as a CUDA graph for that batch size and the model's resolution. ``compile_mode`` and
+    ``compile_backend`` go to ``torch.compile`` (backend 'compile' only); max-autotune costs minutes of compile time.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed: backend must be one of {', '.join(BACKENDS)}")
@@ -140,7 +145,7 @@ def fast_inference(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     if backend == "compile":
-        net = torch.compile(net, mode="max-autotune-no-cudagraphs")
+        net = torch.compile(net, mode=compile_mode, backend=compile_backend)
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ on CPU with ``TRITON_INTERPRET=1`` (tests/test_kernels.py), so CI verifies their
 
 from __future__ import annotations
 
+import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -278,24 +280,10 @@ def depthwise_separable(
     y = torch.empty((n, cout, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * oh * ow
 
-    def launch(bm, bk, bn, warps, stages):
+    def launch(bm, bk, bn, warps, stages, warmup=False):
         grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn))
-        _dwpw_kernel[grid](
-            x,
-            w33c,
-            dw_bias,
-            w_kc,
-            pw_bias,
-            y,
-            m,
-            h,
-            w,
-            c,
-            cout,
-            oh,
-            ow,
-            top,
-            left,
+        args = (x, w33c, dw_bias, w_kc, pw_bias, y, m, h, w, c, cout, oh, ow, top, left)
+        kwargs = dict(
             STRIDE=stride,
             DIL=dilation,
             ACT=ACT_CODES[act],
@@ -306,19 +294,43 @@ def depthwise_separable(
             num_warps=warps,
             num_stages=stages,
         )
+        if warmup:  # compile (or load from Triton's cache) without launching
+            _dwpw_kernel.warmup(*args, grid=grid, **kwargs)
+        else:
+            _dwpw_kernel[grid](*args, **kwargs)
 
     if block_m is None and x.is_cuda and not INTERPRET:
         key = (x.shape, cout, stride, dilation, x.dtype)
         if key not in _TUNED:
             _TUNED[key] = _fastest(launch, FUSED_CONFIGS)
         launch(*_TUNED[key])
+    elif INTERPRET and block_m is None:
+        # the interpreter's cost is per program instance and loop step, not per element: few, large tiles
+        launch(64, 128, 128, num_warps, num_stages)
     else:
         launch(block_m or 64, block_k, block_n, num_warps, num_stages)
     return y
 
 
+def _precompile(launch, configs) -> None:
+    """Compile every config at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
+    per config and layer signature) and Triton's compiler releases the GIL. Failures are left to the timing loop."""
+    caches = getattr(_dwpw_kernel, "device_caches", None)
+    if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
+        caches[torch.cuda.current_device()]
+
+    def compile_one(cfg):
+        with contextlib.suppress(Exception):  # the timing loop skips configs that do not compile or run
+            launch(*cfg, warmup=True)
+
+    with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool:
+        list(pool.map(compile_one, configs))
+
+
 def _fastest(launch, configs, reps: int = 10) -> tuple:
     """Time each config with CUDA events (after one warm-up/compile call) and return the fastest that runs."""
+    if hasattr(_dwpw_kernel, "warmup") and len(configs) > 1:
+        _precompile(launch, configs)
     best, best_ms = None, float("inf")
     for cfg in configs:
         try:

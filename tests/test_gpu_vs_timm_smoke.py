@@ -1,0 +1,108 @@
+"""benchmarks/gpu_vs_timm.py runs once on a lent GPU: its CPU smoke mode must exercise every section beforehand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_vs_timm.py"
+pytest.importorskip("timm", reason="timm is not installed (the benchmark compares against timm's mobilenetv1_100)")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_vs_timm", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
+    out = tmp_path / "smoke.json"
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(out)]
+    images = DATA / "imagenet-sample"
+    if images.is_dir():
+        cmd += ["--images", str(images)]
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "OUT")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    module = _module()
+    for name in module.SECTIONS:
+        section = report[name]
+        assert "error" not in section, (name, section)
+        assert "skipped" not in section, (name, section)  # the default budget covers a smoke run
+    # every candidate is measured, or skipped with the reason it cannot run on CPU
+    for name in ("inference_eager", "train_eager", "latency_batch1", "inference_compiled", "train_compiled"):
+        for cand, row in report[name].items():
+            if isinstance(row, dict) and cand not in ("compile", "numerics_vs_eager_fp32"):
+                assert row.get("images_per_s", 0) > 0 or row.get("skipped"), (name, cand, row)
+    assert report["latency_batch1"]["timm_cudagraph"]["skipped"] == "CUDA graphs need CUDA"
+    assert report["inference_eager"]["ours_bf16_cl_eager"]["images_per_s"] > 0
+    assert report["inference_compiled"]["numerics_vs_eager_fp32"]["ours_bf16_cl_compiled"]["tolerance"] == 0.05
+    numerics = report["numerics"]
+    assert numerics["ours_fp32"]["pass"] and numerics["ours_fp32"]["tolerance"] == 1e-3
+    assert numerics["ours_fp32"]["ref_max_abs"] > 1e-3  # BN calibrated: not the ~1e-18 logits of a random init
+    assert numerics["bf16_baseline"]["max_abs_over_ref_max"] > 0
+    assert numerics["ours_bf16_cl_eager"]["allowed_over_ref_max"] >= 0.05
+    assert numerics["ours_bf16_cl_eager"]["tolerance"] == 0.05
+    if images.is_dir():
+        assert "images from" in numerics["images"]
+    ratios = report["ratios"]
+    for key in ("inference_eager_bf16_cl", "inference_compiled", "train_eager", "train_compiled"):
+        assert ratios[key] > 0, key
+    assert ratios["batch1_best_vs_timm_best"] > 0
+    assert ratios["fraction_of_hbm_bound"] > 0
+    assert ratios["inference_triton_vs_timm_eager_bf16_cl"] is None  # Triton skipped on CPU without the interpreter
+
+
+def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
+    module = _module()
+    args = Namespace(time_budget=-1.0, smoke=False)
+    bench = module.Bench(Namespace(**vars(args), device="cpu"))
+    ran = []
+    module.section(bench, "train_compiled", lambda: ran.append(1) or {})
+    assert ran == []
+    assert bench.report["train_compiled"]["skipped"] == "time budget"
+    assert bench.report["train_compiled"]["estimated_s"] == module.ESTIMATED_S["train_compiled"]
+    ratios = module.ratios(bench.report)
+    assert ratios["train_compiled"] is None and ratios["fraction_of_hbm_bound"] is None
+
+
+def test_a_failing_section_records_its_error_and_traceback():
+    module = _module()
+    bench = module.Bench(Namespace(time_budget=100.0, smoke=True, device="cpu"))
+    module.section(bench, "numerics", lambda: 1 / 0)
+    assert "ZeroDivisionError" in bench.report["numerics"]["error"]
+    assert "1 / 0" in bench.report["numerics"]["traceback"]
+
+
+def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
+    module = _module()
+    report = {
+        "hbm_bound": {"bound_images_per_s": 200_000.0},
+        "inference_eager": {
+            "timm_bf16_cl": {"images_per_s": 40_000.0},
+            "ours_bf16_cl_eager": {"images_per_s": 50_000.0},
+            "ours_bf16_cl_triton": {"images_per_s": 80_000.0},
+        },
+        "inference_compiled": {"timm_bf16_cl_compiled": {"images_per_s": 60_000.0}, "ours_bf16_cl_compiled": {}},
+        "latency_batch1": {"timm_eager": {"images_per_s": 1000.0}, "ours_eager_cudagraph": {"images_per_s": 4000.0}},
+    }
+    r = module.ratios(report)
+    assert r["inference_eager_bf16_cl"] == pytest.approx(1.25)
+    assert r["inference_triton_vs_timm_compiled"] == pytest.approx(80 / 60)
+    assert r["inference_compiled"] is None
+    assert r["batch1_best_vs_timm_best"] == pytest.approx(4.0)
+    assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton"
+    assert r["fraction_of_hbm_bound"] == pytest.approx(0.4)
