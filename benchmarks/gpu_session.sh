@@ -5,9 +5,9 @@
 # made here beforehand (.xfer/p1 = val + train class 9, p2 = train classes 0-3 and 8, p3 = train classes 4-7);
 # each call copies its part to /tmp/data on the GPU machine, where it stays while the machine is held.
 #
-#   bash benchmarks/gpu_session.sh 1           # GPU smoke of the training paths, then benchmarks/gpu_vs_timm.py
+#   bash benchmarks/gpu_session.sh 1           # GPU smoke of parallel reproduce runs, then benchmarks/gpu_vs_timm.py
 #   bash benchmarks/gpu_session.sh 2           # mobilenets bench --runtimes cuda,cuda-bf16 (16-model grid)
-#   bash benchmarks/gpu_session.sh 3 EPOCHS    # benchmarks/train_gpu.py, then mobilenets reproduce --budget full
+#   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -28,29 +28,28 @@ case $stage in
 1)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch, torchvision, timm, triton; print(torch.__version__, torchvision.__version__, timm.__version__, triton.__version__, torch.cuda.get_device_name())"
-    # smoke: the device-resident training path and spawned parallel reproduce runs, on val used as train
+    # smoke: the device-resident training path in spawned parallel runs on the GPU, on val used as train
     mkdir -p /tmp/smoke && ln -sfn /tmp/data/val /tmp/smoke/train && ln -sfn /tmp/data/val /tmp/smoke/val
-    log "smoke: mobilenets train --data-on-device (1.0-160, 2 epochs)"
-    timeout 120 python3 -m mobilenets train --data /tmp/smoke --out /tmp/smoke-run --config configs/modern.yaml \
-        --resolution 160 --epochs 2 --data-on-device --amp bf16 --channels-last --device cuda --workers 16 \
-        --ema-decay 0 2>&1 | tee /tmp/logs/smoke-train.log | grep -v " step "
     log "smoke: mobilenets reproduce --budget full --epochs 1 --experiments table5 --jobs 2"
-    timeout 150 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
+    timeout 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
         --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
+    grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
     log "gpu_vs_timm"
-    timeout 260 python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val --time-budget "${GPU_VS_TIMM_BUDGET:-150}" \
-        2>&1 | tee /tmp/logs/gpu-vs-timm.log
+    timeout 200 python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val --time-budget "${GPU_VS_TIMM_BUDGET:-120}" \
+        --triton-configs 4 2>&1 | tee /tmp/logs/gpu-vs-timm.log | tail -40
     ;;
 2)
     log "bench cuda, cuda-bf16"
-    timeout "${BENCH_TIMEOUT:-110}" python3 -m mobilenets bench --runtimes cuda,cuda-bf16 --min-time 0.5 \
+    timeout "${BENCH_TIMEOUT:-80}" python3 -m mobilenets bench --runtimes cuda,cuda-bf16 --min-runs 30 --min-time 0.2 \
         --out results/ --plots results/ --no-progress --format md 2>&1 | tee /tmp/logs/bench-cuda.log
     ;;
 3)
     log "train data: $(find /tmp/data/train -type f | wc -l) files, val: $(find /tmp/data/val -type f | wc -l) files"
-    log "train_gpu (1.0-160, full Imagenette)"
-    timeout 260 python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu 2>&1 \
-        | tee /tmp/logs/train-gpu.log | grep -v " step "
+    if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
+        log "train_gpu (1.0-160, full Imagenette)"
+        timeout 250 python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
+            --epochs "${TRAIN_EPOCHS:-80}" 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
+    fi
     gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
     log "reproduce --budget full --epochs $epochs --jobs 4"
     timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
