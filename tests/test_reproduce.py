@@ -71,6 +71,23 @@ def test_quick_budget_end_to_end(tmp_path):
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
     assert results["budget"]["smoke"] is True
 
+    # --report-only: no training; a run without summary.json is unfinished and its experiments are not judged
+    shallow = next((out / "runs").glob("mobilenet_v1_shallow-*"))
+    (shallow / "summary.json").unlink()
+    part = reproduce(
+        ReproduceConfig(data="/nonexistent", out=str(out), budget="quick", experiments=("table4", "table5"),
+                        report_only=True),
+        log=lambda m: None,
+    )  # fmt: skip
+    assert not (shallow / "summary.json").exists()  # nothing was retrained
+    assert part["experiments"]["table5"]["verdict"]["holds"] is None
+    assert part["experiments"]["table4"]["verdict"]["holds"] == results["experiments"]["table4"]["verdict"]["holds"]
+    assert list(part["unfinished_runs"]) == [shallow.name] and part["unfinished_runs"][shallow.name]["epochs"] == 1
+    report = (out / "report.md").read_text()
+    assert "**Incomplete**" in report and "not finished" in report and "Verdict: not judged" in report
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        reproduce(ReproduceConfig(out=str(tmp_path / "empty"), budget="quick", report_only=True), log=lambda m: None)
+
 
 @pytest.mark.slow
 def test_parallel_jobs_match_one_process(tmp_path):

@@ -559,6 +559,7 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
     p.add_argument("--epochs", type=int, default=d.epochs, help="override the budget's epochs per model")
     p.add_argument("--jobs", type=int, default=d.jobs, help="training runs at once, one process each")
+    p.add_argument("--report-only", action="store_true", help="no training: report from the runs finished in --out")
     return cmd_reproduce
 
 
@@ -567,10 +568,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
     cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
-                          epochs=args.epochs, jobs=args.jobs)  # fmt: skip
+                          epochs=args.epochs, jobs=args.jobs, report_only=args.report_only)  # fmt: skip
     results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
     for name, exp in results["experiments"].items():
-        print(f"{name}: {'holds' if exp['verdict']['holds'] else 'does not hold'}")
+        said = {True: "holds", False: "does not hold", None: "not judged (incomplete)"}[exp["verdict"]["holds"]]
+        print(f"{name}: {said}")
     return 0
 
 

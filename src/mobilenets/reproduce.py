@@ -157,9 +157,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def measured_rows(experiment: str, budget: Budget, summaries: dict[str, dict], num_classes: int) -> list[dict]:
     rows = []
     for label, model, res, paper_top1, paper_macs in experiment_rows(experiment, budget):
-        tops = [100 * summaries[Run(model, res, s).key]["final_top1"] for s in budget.seeds]
+        keys = [Run(model, res, s).key for s in budget.seeds]
+        tops = [100 * summaries[k]["final_top1"] for k in keys if k in summaries]
         cost = count_complexity(model_spec(model, resolution=res, num_classes=num_classes))
-        rows.append({"row": label, "model": model, "resolution": res, "top1": _stats(tops), "macs_M": cost.macs / 1e6,
+        rows.append({"row": label, "model": model, "resolution": res,
+                     "top1": _stats(tops) if len(tops) == len(keys) else None, "macs_M": cost.macs / 1e6,
                      "params_M": cost.params / 1e6, "paper_top1": paper_top1, "paper_macs_M": paper_macs})  # fmt: skip
     return rows
 
@@ -193,6 +195,9 @@ RULES = {
 
 
 def verdict(experiment: str, rows: list[dict]) -> dict[str, Any]:
+    done = sum(r["top1"] is not None for r in rows)
+    if done < len(rows):  # judged only from complete evidence
+        return {"holds": None, "incomplete": f"{done} of {len(rows)} models finished"}
     top = {r["row"]: r["top1"]["mean"] for r in rows}
     if experiment == "table4":
         gap = top["MobileNet"] - top["Conv MobileNet"]
@@ -228,6 +233,7 @@ class ReproduceConfig:
     recipe: str = "modern"  # one recipe for every model; short schedules converge better with it than with RMSProp
     epochs: int | None = None  # override the budget's epochs (recorded in results.json)
     jobs: int = 1  # training runs at once, each in its own process (GPU: small models leave it mostly idle)
+    report_only: bool = False  # no training: report from the runs already finished in DIR/runs (others: unfinished)
 
 
 def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
@@ -238,7 +244,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     if cfg.budget not in BUDGETS:
         raise SpecError(f"budget={cfg.budget!r} is not allowed: budget must be one of {', '.join(BUDGETS)}")
     data = Path(cfg.data) if cfg.data else default_data()
-    if not (data / "train").is_dir() or not (data / "val").is_dir():
+    if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
         raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
     recipe = Path(cfg.recipe) if Path(cfg.recipe).suffix else CONFIGS / f"{cfg.recipe}.yaml"
     if not recipe.is_file():
@@ -253,17 +259,23 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
-    log(f"{len(runs)} distinct training runs for {names} ({budget.name} budget, {cfg.jobs} at once)")
-    summaries = train_all(runs, data, out, budget, recipe, log, cfg.jobs)
+    if cfg.report_only:
+        summaries, unfinished = finished_runs(runs, out)
+        log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
+    else:
+        log(f"{len(runs)} distinct training runs for {names} ({budget.name} budget, {cfg.jobs} at once)")
+        summaries, unfinished = train_all(runs, data, out, budget, recipe, log, cfg.jobs), {}
     num_classes = len(next(iter(summaries.values()))["model"].get("labels") or []) or 10
-    results: dict[str, Any] = {"budget": asdict(budget), "data": str(data), "recipe": str(recipe), "experiments": {},
-                               "runs": {k: _run_record(s) for k, s in summaries.items()}}  # fmt: skip
+    shown = recipe.resolve().relative_to(CONFIGS.parent) if recipe.resolve().is_relative_to(CONFIGS.parent) else recipe
+    results: dict[str, Any] = {"budget": asdict(budget), "data": str(data), "recipe": str(shown), "experiments": {},
+                               "runs": {k: _run_record(s) for k, s in summaries.items()},
+                               "unfinished_runs": unfinished, "report_only": cfg.report_only}  # fmt: skip
     for experiment in cfg.experiments:
         rows = measured_rows(experiment, budget, summaries, num_classes)
         results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows),
                                               "rule": RULES[experiment]}  # fmt: skip
-    results["wall_time_s"] = time.perf_counter() - start
-    results["environment"] = _environment(budget, cfg.jobs)
+    results["wall_time_s"] = None if cfg.report_only else time.perf_counter() - start
+    results["environment"] = _run_environment(out, summaries) if cfg.report_only else _environment(budget, cfg.jobs)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     plots = write_plots(results, out)
@@ -274,7 +286,6 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
 
 def _environment(budget: Budget, jobs: int) -> dict[str, Any]:
     import platform
-    import sys
 
     import torch
 
@@ -282,7 +293,39 @@ def _environment(budget: Budget, jobs: int) -> dict[str, Any]:
     cuda = torch.cuda.is_available() and device != "cpu"
     return {"hardware": torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine()),
             "torch": torch.__version__, "python": platform.python_version(), "jobs": jobs,
-            "command": " ".join(sys.argv)}  # fmt: skip
+            "command": _command()}  # fmt: skip
+
+
+def _command() -> str:
+    import sys
+
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    return " ".join(["mobilenets", *sys.argv[1:]]) if name in ("__main__.py", "mobilenets") else " ".join(sys.argv)
+
+
+def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1})."""
+    summaries, unfinished = {}, {}
+    for run in runs:
+        folder = out / "runs" / run.key
+        if (folder / "summary.json").is_file():
+            summaries[run.key] = json.loads((folder / "summary.json").read_text())
+        else:
+            metrics = folder / "metrics.jsonl"
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+            unfinished[run.key] = {"epochs": len(rows), "last_val_top1": rows[-1]["val_top1"] if rows else None}
+    if not summaries:
+        raise FileNotFoundError(f"{out / 'runs'}: no finished run to report (train first, without --report-only)")
+    return summaries, unfinished
+
+
+def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
+    """Where the finished runs were trained, from the env.json each run folder holds."""
+
+    env_file = out / "runs" / next(iter(summaries)) / "env.json"
+    env = json.loads(env_file.read_text()) if env_file.is_file() else {}
+    return {"hardware": env.get("gpu") or env.get("platform"), "torch": env.get("versions", {}).get("torch"),
+            "python": env.get("versions", {}).get("python"), "jobs": None, "command": _command()}  # fmt: skip
 
 
 def default_data() -> Path:
@@ -314,6 +357,7 @@ def write_plots(results: dict, out: Path) -> list[str]:
             for alpha in PAPER_ALPHAS:
                 rows = [r for r in grid["rows"] if r["row"].startswith(f"{alpha:g} ")]
                 if who == "ours":
+                    rows = [r for r in rows if r["top1"] is not None]
                     xs, ys = [r[x_key] for r in rows], [r["top1"]["mean"] for r in rows]
                 else:
                     xs = [r[paper_x] if paper_x else TFSLIM_IMAGENET[(alpha, 224)][1] for r in rows]
@@ -339,6 +383,16 @@ def write_plots(results: dict, out: Path) -> list[str]:
 def render_report(results: dict, plots: list[str]) -> str:
     budget, env = results["budget"], results.get("environment", {})
     lines = ["# MobileNet trade-offs re-run on real images", ""]
+    if results.get("unfinished_runs"):
+        unfinished = results["unfinished_runs"].items()
+        left = ", ".join(
+            f"{k} ({u['epochs']} of {budget['epochs']} epochs logged"
+            + (f", val top-1 then {100 * u['last_val_top1']:.1f}%)" if u["last_val_top1"] is not None else ")")
+            for k, u in unfinished
+        )
+        lines += [f"**Incomplete**: {len(results['unfinished_runs'])} of "
+                  f"{len(results['runs']) + len(results['unfinished_runs'])} training runs did not finish: {left}. "
+                  "An experiment with an unfinished model is not judged.", ""]  # fmt: skip
     if budget["smoke"]:
         lines += ["**Smoke run (`--budget quick`)**: tiny images, a slice of the data and one short epoch. It checks "
                   "the pipeline end to end; its accuracies say nothing about the paper's claims.", ""]  # fmt: skip
@@ -347,8 +401,12 @@ def render_report(results: dict, plots: list[str]) -> str:
               f"{'/'.join(map(str, budget['resolutions']))} standing in for 224/192/160/128, seeds {budget['seeds']}; "
               f"recipe overrides: {budget['train']}",
               f"- command: `{env.get('command')}`",
-              f"- wall time: {results['wall_time_s']:.0f} s for {len(results['runs'])} training runs "
-              f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}",
+              (f"- wall time: {results['wall_time_s']:.0f} s for {len(results['runs'])} training runs "
+               f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}"
+               if results["wall_time_s"] is not None else
+               f"- report written from the {len(results['runs'])} runs finished in `runs/` (no training in this "
+               f"invocation; per-run times in results.json); trained on {env.get('hardware')}, torch "
+               f"{env.get('torch')}"),
               "- top-1 is the final epoch's validation top-1 (mean over seeds; spread = half the range); MACs and "
               "params are ours at the resolution trained (multiply-accumulates, BatchNorm not counted); the paper's "
               "columns are its ImageNet figures (grid: TF-slim's released checkpoints).", ""]  # fmt: skip
@@ -357,13 +415,18 @@ def render_report(results: dict, plots: list[str]) -> str:
         lines += [f"## {name}", "", "| model | resolution | top-1 (%) | spread | MACs (M) | params (M) | paper top-1 | "
                   "paper MACs (M) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in exp["rows"]:
-            spread = f"{r['top1']['spread']:.2f}" if r["top1"]["spread"] is not None else "-"
+            if r["top1"] is None:
+                top1, spread = "not finished", "-"
+            else:
+                top1 = f"{r['top1']['mean']:.2f}"
+                spread = f"{r['top1']['spread']:.2f}" if r["top1"]["spread"] is not None else "-"
             lines.append(
-                f"| {r['row']} | {r['resolution']} | {r['top1']['mean']:.2f} | {spread} | "
+                f"| {r['row']} | {r['resolution']} | {top1} | {spread} | "
                 f"{r['macs_M']:.1f} | {r['params_M']:.2f} | {r['paper_top1']} | {r['paper_macs_M']} |"
             )
         detail = ", ".join(f"{k} = {_fmt(val)}" for k, val in v.items() if k != "holds")
-        lines += ["", f"**Verdict: {'holds' if v['holds'] else 'does not hold'}** ({detail}). Rule: {exp['rule']}.", ""]
+        said = {True: "holds", False: "does not hold", None: "not judged"}[v["holds"]]
+        lines += ["", f"**Verdict: {said}** ({detail}). Rule: {exp['rule']}.", ""]
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     return "\n".join(lines)
