@@ -42,6 +42,43 @@ def lut_table() -> str:
     return f"From `results/{path.name}`:\n\n" + render(json.loads(path.read_text())["summary"], "md")
 
 
+def gpu_table() -> str:
+    """Ours vs timm on the GPU (benchmarks/gpu_vs_timm.py), one row per measured path."""
+    import json
+
+    path = _newest("gpu-vs-timm-*.json")
+    if path is None:
+        return "(no GPU results committed yet: run benchmarks/gpu_vs_timm.py on a GPU)"
+    d = json.loads(path.read_text())
+    rows = []
+    for section in ("inference_eager", "inference_compiled", "latency_batch1", "train_eager", "train_compiled"):
+        for name, r in d.get(section, {}).items():
+            if isinstance(r, dict) and "median_ms" in r:
+                batch = 1 if section == "latency_batch1" else d["batch"]
+                rows.append({"section": section, "path": name, "batch": batch, "median_ms": r["median_ms"],
+                             "images_per_s": r["images_per_s"]})  # fmt: skip
+    env = d["environment"]
+    ratios = {k: v for k, v in d["ratios"].items() if isinstance(v, float)}
+    said = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+    return (f"From `results/{path.name}` ({env['gpu']}, torch {env['torch']}, timm {env['timm']}, "
+            f"{d['resolution']}x{d['resolution']}, random weights):\n\n" + render(rows, "md")
+            + f"\n\nRatios (ours / timm, > 1 = ours faster; fraction_of_hbm_bound = best ours / bound): "
+            f"{said}.")  # fmt: skip
+
+
+def train_gpu_table() -> str:
+    import json
+
+    files = sorted(RESULTS.glob("train-gpu-*.json"))
+    if not files:
+        return "(no GPU training results committed yet: run benchmarks/train_gpu.py on a GPU)"
+    cols = ["model", "epochs", "final_top1", "best_top1", "wall_time_s", "train_images_per_s",
+            "synthetic_step_images_per_s", "end_to_end_over_synthetic", "end_to_end_over_synthetic_after_epoch1", "met",
+            "device"]  # fmt: skip
+    rows = [json.loads(f.read_text()) for f in files]
+    return "From " + ", ".join(f"`results/{f.name}`" for f in files) + ":\n\n" + render(rows, "md", cols)
+
+
 def sections() -> dict[str, str]:
     misprints = [r for r in compare() if r["status"] == "misprint"]
     return {
@@ -49,6 +86,8 @@ def sections() -> dict[str, str]:
         "mobilenets paper misprints": render(misprints, "md", PAPER_COLUMNS),
         "bench 1.0-224": bench_table(),
         "lut accuracy": lut_table(),
+        "gpu vs timm": gpu_table(),
+        "train gpu": train_gpu_table(),
     }
 
 
