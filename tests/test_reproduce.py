@@ -102,3 +102,15 @@ def test_parallel_jobs_match_one_process(tmp_path):
         assert [run[x] for x in keys] == [two["runs"][k][x] for x in keys], k
     with pytest.raises(ValueError, match="jobs=0"):
         reproduce(ReproduceConfig(jobs=0, **common))
+
+
+def test_parallel_jobs_share_the_cores(monkeypatch):
+    from mobilenets.reproduce import share_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    full = BUDGETS["full"]
+    assert share_cores(full, 1) is full
+    four = share_cores(full, 4)
+    assert four.train["threads"] == 4 and four.train["workers"] == 4 and four.train["device"] == "cuda"
+    assert share_cores(full, 32).train["threads"] == 1  # never below one thread
+    assert share_cores(BUDGETS["quick"], 4).train["threads"] == 2  # a budget's own thread count is kept

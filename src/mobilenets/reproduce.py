@@ -129,6 +129,18 @@ def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log
     return summary
 
 
+def share_cores(budget: Budget, jobs: int) -> Budget:
+    """Split the CPU cores between ``jobs`` training processes (as torchrun does with OMP_NUM_THREADS): each one's
+    intra-op and decode threads would otherwise all ask for every core, and the thread launching GPU kernels waits."""
+    import os
+
+    if jobs == 1:
+        return budget
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    return replace(budget, train={**budget.train, "threads": budget.train.get("threads") or share,
+                                  "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
+
+
 def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log, jobs: int) -> dict:
     """Every run's summary, training ``jobs`` runs at once in spawned processes (largest first, to pack well)."""
     if jobs == 1:
@@ -256,6 +268,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
+    if not cfg.report_only:
+        budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
