@@ -13,9 +13,9 @@ for all of them. A QDQ graph is also what OpenVINO turns into its own INT8 kerne
 
 The first `FP32_HEAD` convolutions (the stem and the first depthwise conv) stay fp32 by default. They run at the
 highest resolution on 3..32 channels, where ONNX Runtime's INT8 CPU kernels are several times *slower* than its fp32
-NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 99 us INT8 vs 45 us fp32, first depthwise 72 us vs 26 us).
-Keeping them fp32 took ORT INT8 over ORT fp32 from 1.08x to 1.56x for 0.25-128, 2.41x to 2.63x for 0.75-192 and
-2.68x to 2.73x for 1.0-224, with top-1 within 0.4 points of fp32 (results/int8-amd-epyc-b1-t1.md). Everything after
+NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 99 us INT8 vs 44 us fp32, first depthwise 72 us vs 24 us).
+Keeping them fp32 took ORT INT8 over ORT fp32 from 1.06x to 1.58x for 0.25-128, 2.52x to 2.81x for 0.75-192 and
+2.70x to 2.88x for 1.0-224, with top-1 within 0.4 points of fp32 (results/int8-amd-epyc-b1-t1.md). Everything after
 them is INT8, so the graph has a single fp32->INT8 transition.
 """
 
