@@ -154,6 +154,13 @@ def _add_export(sub) -> Handler:
     p.add_argument("--calib-count", type=int, default=d.calib_count, help="calibration images (default: %(default)s)")
     p.add_argument("--calib-method", choices=("minmax", "entropy"), default=d.calib_method)
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
+    p.add_argument(
+        "--int8-fp32-head",
+        type=int,
+        default=d.fp32_head,
+        metavar="N",
+        help="leading convs kept fp32 (faster under ONNX Runtime; 0 = quantize all) (default: %(default)s)",
+    )
     p.add_argument("--val", help="folder of images for the fp32/INT8 agreement check (default: calibration images)")
     p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
@@ -176,6 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         val=args.val,
         val_count=args.val_count,
         per_channel=not args.per_tensor,
+        fp32_head=args.int8_fp32_head,
         calib_method=args.calib_method,
         seed=args.seed,
         progress=not args.no_progress,

@@ -10,6 +10,13 @@ quantization.html): ``quant_pre_process`` then ``quantize_static`` in QDQ format
 weights, **per-channel weights by default**: per-tensor weight scales are the known failure of depthwise models
 (MobileNetV1 falls to ~10% top-1 per-tensor, tensorflow#57745) because one depthwise filter's range sets the scale
 for all of them. A QDQ graph is also what OpenVINO turns into its own INT8 kernels.
+
+The first `FP32_HEAD` convolutions (the stem and the first depthwise conv) stay fp32 by default. They run at the
+highest resolution on 3..32 channels, where ONNX Runtime's INT8 CPU kernels are several times *slower* than its fp32
+NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 99 us INT8 vs 44 us fp32, first depthwise 72 us vs 24 us).
+Keeping them fp32 took ORT INT8 over ORT fp32 from 1.06x to 1.58x for 0.25-128, 2.52x to 2.81x for 0.75-192 and
+2.70x to 2.88x for 1.0-224, with top-1 within 0.4 points of fp32 (results/int8-amd-epyc-b1-t1.md). Everything after
+them is INT8, so the graph has a single fp32->INT8 transition.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .spec import ModelSpec
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs difference of logits)
+FP32_HEAD = 2  # leading convolutions kept fp32 in INT8 exports (stem + first depthwise; see the module docstring)
 FORMATS = ("onnx", "torchscript", "pt2")
 SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
 SYNTHETIC = "SYNTHETIC random-noise images (smoke test only: ranges and agreement are not representative)"
@@ -335,10 +343,13 @@ def quantize_int8(
     per_channel: bool = True,
     method: str = "minmax",
     calibration: str = "",
+    fp32_head: int = FP32_HEAD,
 ) -> Path:
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
 
-    Metadata of the fp32 model is carried over, with ``precision`` and ``quantization`` updated.
+    The first ``fp32_head`` Conv nodes (graph order: stem, first depthwise, ...) are left fp32; 0 quantizes every
+    conv (what OpenVINO's CPU plugin prefers by a few percent). Metadata of the fp32 model is carried over, with
+    ``precision`` and ``quantization`` updated.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -363,6 +374,9 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        if not 0 <= fp32_head <= len(convs):
+            raise ExportError(f"fp32_head={fp32_head} is not allowed: it must be between 0 and {len(convs)} (convs)")
         quantize_static(
             str(pre),
             str(q),
@@ -372,11 +386,14 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
+            nodes_to_exclude=convs[:fp32_head],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
         proto = onnx.load(str(q))
     quant = f"int8 static QDQ, weights int8 symmetric {'per-channel' if per_channel else 'per-tensor'}, "
     quant += f"activations uint8 ({method} calibration)"
+    if fp32_head:
+        quant += f"; first {fp32_head} conv(s) kept fp32"
     meta.update(precision="int8", quantization=quant, calibration=calibration)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
@@ -393,6 +410,7 @@ def quantize(
     count: int = 32,
     per_channel: bool = True,
     progress: bool = False,
+    fp32_head: int = FP32_HEAD,
 ) -> Path:
     """Export ``model`` and write its INT8 QDQ ONNX to ``path`` in one call (the hook `runtimes`/`bench` use).
 
@@ -404,7 +422,7 @@ def quantize(
         n = count if calib_images is None else len(calib_images)
         batches = calibration_batches(calib_images, model.spec, count=n, progress=progress)
         calibration = SYNTHETIC if calib_images is None else f"{n} images"
-        return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration)
+        return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration, fp32_head=fp32_head)
 
 
 def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tuple[int, int]:
@@ -490,6 +508,7 @@ class ExportConfig:
     val: str | None = None  # folder of images for the fp32/int8 agreement check (default: the calibration images)
     val_count: int = 200
     per_channel: bool = True
+    fp32_head: int = FP32_HEAD  # leading convs kept fp32 in the INT8 model
     calib_method: str = "minmax"
     seed: int = 0
     threads: int = 1
@@ -543,6 +562,8 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise _tf_padding_dynamic_hw_error(spec)
     if cfg.dynamic_hw and cfg.format == "torchscript":
         raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
+    if cfg.fp32_head < 0:
+        raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be >= 0 (0 = quantize every conv)")
     if cfg.calib_count < 1 or cfg.val_count < 1:
         raise ExportError("calib_count and val_count must be >= 1")
 
@@ -605,7 +626,15 @@ def _int8(model: MobileNetV1, fp32: Path, out: Path, fp32_sess: Any, cfg: Export
         calibration = f"{len(calib)} images from {cfg.calib} (seed {cfg.seed})"
     count = cfg.calib_count if calib is None else len(calib)
     batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress)
-    quantize_int8(fp32, out, batches, per_channel=cfg.per_channel, method=cfg.calib_method, calibration=calibration)
+    quantize_int8(
+        fp32,
+        out,
+        batches,
+        per_channel=cfg.per_channel,
+        method=cfg.calib_method,
+        calibration=calibration,
+        fp32_head=cfg.fp32_head,
+    )
     if cfg.val:
         val: list[Path] | None = pick_images(cfg.val, cfg.val_count, cfg.seed + 1)
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
