@@ -342,7 +342,7 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path) -
         from .runtimes import int8_onnx
 
         path = workdir / "model.onnx"
-        onnx_path = int8_onnx(model, path) if info.dtype == "int8" else export_onnx(model, path)
+        onnx_path = int8_onnx(model, path, runtime) if info.dtype == "int8" else export_onnx(model, path)
         runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
         return Measured(runner, fp32, file_mb(onnx_path))
     return Measured(make_runner(model, runtime, threads=threads), fp32, fp32)

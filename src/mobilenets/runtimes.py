@@ -229,14 +229,18 @@ def openvino_runner(
     )
 
 
-def int8_onnx(model: MobileNetV1, path: str | os.PathLike) -> Path:
-    """Quantize ``model`` to an INT8 QDQ ONNX file through the export issue's ``export.quantize`` plug-in point."""
+def int8_onnx(model: MobileNetV1, path: str | os.PathLike, runtime: str = "ort-int8") -> Path:
+    """Quantize ``model`` to an INT8 QDQ ONNX file through the export issue's ``export.quantize`` plug-in point.
+
+    ONNX Runtime runs the first two convs faster in fp32 (its INT8 kernels are slow at 3-8 channels: export.py's
+    ``fp32_head``); OpenVINO is fastest with every conv quantized (results/int8-amd-epyc-b1-t1.md), so it gets that.
+    """
     from . import export
 
     quantize = getattr(export, "quantize", None)
     if quantize is None:
         raise RuntimeUnavailable(f"unavailable: needs export issue ({INT8_PLUGIN})")
-    out = quantize(model, path)
+    out = quantize(model, path, **({"fp32_head": 0} if RUNTIME_INFO[runtime].engine == "openvino" else {}))
     return Path(out or path)
 
 
@@ -248,7 +252,7 @@ def model_onnx(model: MobileNetV1 | None, runtime: str, onnx_path: str | os.Path
         raise ValueError(f"runtime {runtime!r} needs a model or an onnx_path")
     path = Path(tempfile.mkdtemp(prefix="mobilenets-")) / "model.onnx"
     if RUNTIME_INFO[runtime].dtype == "int8":
-        return int8_onnx(model, path)
+        return int8_onnx(model, path, runtime)
     from .export import export_onnx
 
     return export_onnx(model, path)
