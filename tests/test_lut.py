@@ -92,7 +92,7 @@ def test_calibration_recovers_the_scale():
 
     ms, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, measure_whole=whole, env=ENV)
     t = table.tables[key]
-    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"])
+    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"]) and t["per_layer"] == 0
     raw, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
     assert ms - o == pytest.approx(1.3 * (raw - o))
     # calibration comes first, so the predicted model's own shapes are measured after it
@@ -138,6 +138,38 @@ def test_fit_scale_is_the_median_ratio():
     assert lut.fit_scale([1.0, 2.0, 4.0], [1.3, 2.7, 10.1], 0.1) == pytest.approx(1.3)
     with pytest.raises(ValueError, match="sums"):
         lut.fit_scale([0.0, 1.0], [1.0, 2.0], 0.1)
+
+
+SUMS = [0.4, 1.5, 3.0, 5.0, 8.0, 11.0, 2.2]
+
+
+def test_fit_calibration_picks_the_per_layer_term_when_entries_carry_a_cost():
+    # a runtime where each of the 15 isolated entries pays 10 us the network does not, and layers run 1.1x slower
+    measured = [0.006 + 1.1 * s - 15 * 0.010 for s in SUMS]
+    fit = lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)
+    assert (
+        fit["method"] == "per_layer" and fit["scale"] == pytest.approx(1.1) and fit["per_layer"] == pytest.approx(-0.01)
+    )
+    loo = fit["loo_median_pct"]
+    assert loo["per_layer"] == pytest.approx(0, abs=1e-9) and loo["median"] > 1.0
+    table = {
+        "overhead": 0.006,
+        "intercept": 0.006,
+        "scale": fit["scale"],
+        "per_layer": fit["per_layer"],
+        "layers": {"a": 2.0},
+    }
+    assert lut.predict_from_table(table, ["a"] * 3) == pytest.approx(0.006 + 1.1 * 6.0 - 3 * 0.01)
+
+
+def test_fit_calibration_keeps_the_median_against_an_outlier():
+    measured = [0.006 + 1.3 * s for s in SUMS]
+    measured[2] *= 1.6  # one anchor timed in a slow phase
+    fit = lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)
+    assert fit["method"] == "median" and fit["scale"] == pytest.approx(1.3) and fit["per_layer"] == 0.0
+    exact = lut.fit_calibration(SUMS, [15] * len(SUMS), [0.006 + 1.3 * s for s in SUMS], 0.006)
+    assert exact["method"] == "median"  # a tie goes to the simpler fit
+    assert lut.fit_calibration(SUMS[:2], [15, 15], measured[:2], 0.006)["loo_median_pct"] == {}  # too few to choose
 
 
 def test_fill_keeps_the_minimum_over_rounds():
