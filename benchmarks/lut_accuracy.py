@@ -2,10 +2,10 @@
 
 Builds a fresh table (results/latency-lut-<hw>.json), predicts the models (raw NetAdapt sum and anchor-calibrated;
 `lut.predict_many`: their shapes are timed together, round-robin), then measures all of them end to end, round-robin
-in `ROUNDS` rounds. Layers, anchors and test models use the same statistic: the lowest of 5 block medians of 10 runs
-(`bench.robust_ms`), minimum over rounds spread in time (the 2 vCPUs are shared with other work whose slow phases
-last seconds); the plain `bench` median is recorded beside, and the first round's figure
-too. The off-grid models are never used for fitting (`lut.ANCHORS` are grid models).
+in `ROUNDS` rounds. Layers, anchors and test models use the same statistic: the lowest of 5 block medians, blocks of
+>= 30 ms for layers and models alike (`lut.block_ms`), minimum over rounds spread in time (the 2 vCPUs are shared with
+other work whose slow phases last seconds); the plain `bench` median is recorded beside, and the first round's
+figure too. The off-grid models are never used for fitting (`lut.ANCHORS` are drawn apart from them).
 Writes results/lut-<hw>-ort+torch-t1.{csv,json,md}.
 Target (issue 5): median absolute error <= 10%.
 
@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 OFF_GRID = ((0.3, 112), (0.35, 208), (0.45, 144), (0.55, 192), (0.6, 176), (0.7, 128), (0.8, 160), (0.85, 208),
             (0.9, 96), (0.95, 112))  # fmt: skip
 RUNTIMES = ("ort", "torch")
-ROUNDS = 3
+ROUNDS = lut.CALIBRATION_ROUNDS  # the test models are timed exactly as the anchors are
 NOTES = """Where the isolated sum goes wrong (see `lut` module docstring): timed alternately in one process, whole model
 vs the sum of its isolated blocks, the whole model is x1.3 (torch eager) / x1.1-1.2 (ORT) slower, while the same
 blocks timed inside the running model sum to within 4% of it: alone, a block's weights and input stay hot in cache.
@@ -78,7 +78,7 @@ def main() -> int:
         times: dict = {}
         for _ in range(ROUNDS):
             for model, fn in runners.items():
-                times.setdefault(model, []).append(bench.robust_ms(fn, blocks=5, block=10, warmup=5))
+                times.setdefault(model, []).append(lut.block_ms(fn))
         for r in rows:
             if r["runtime"] != runtime:
                 continue
@@ -114,7 +114,8 @@ def main() -> int:
           "per_layer x their number (15), fitted on the anchors only: `fit` is the form `lut.fit_calibration` chose by "
           "leave-one-out over the anchors (median = one factor, the median anchor ratio; per_layer = both terms, "
           "relative least squares). Every figure (entries, anchors, "
-          f"test models) is the minimum over {ROUNDS} rounds spread in time of `bench.robust_ms`; `first_round_ms` is "
+          f"test models) is the minimum over {ROUNDS} rounds spread in time of `lut.block_ms` (lowest of 5 block "
+          "medians, blocks >= 30 ms); `first_round_ms` is "
           "the first round alone, `plain_median_ms` the `bench` median.\n", NOTES, render(summary, "md"), "",
           render(rows, "md")]  # fmt: skip
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")

@@ -104,33 +104,37 @@ def test_calibration_recovers_the_scale():
 
 
 def test_calibration_rounds_keep_the_minimum():
-    """A slow phase (here the first round, 1.5x slower for layers and models alike) must not enter the fit."""
+    """A slow phase (here each figure's first timing, 1.5x slower) must not enter the fit; the anchors are timed the
+    way predicted models are: all their entries round-robin, then the anchors round-robin."""
     o = PER_KIND["overhead"]
-    state = {"round": 0, "seen": set()}
+    calls = []
 
     def measure(key):
-        if key == lut.OVERHEAD:  # the overhead opens each round
-            state["round"] += 1
-        slow = 1.5 if state["round"] == 1 else 1.0
-        return slow * PER_KIND[key.split(":")[0]]
-
-    wholes = []
+        calls.append(key)
+        return PER_KIND[key.split(":")[0]] * (1.5 if calls.count(key) == 1 else 1.0)
 
     def whole(alpha, res):
-        slow = 1.5 if state["round"] == 1 else 1.0
-        wholes.append((state["round"], alpha, res))
-        return slow * (o + 1.2 * _true_sum(alpha, res))
+        calls.append((alpha, res))
+        return (o + 1.2 * _true_sum(alpha, res)) * (1.5 if calls.count((alpha, res)) == 1 else 1.0)
 
     table = {"overhead": None, "scale": None, "intercept": None, "layers": {}}
     n = lut.calibrate(table, measure, whole, rounds=3)
-    assert state["round"] == 3 and len(wholes) == 3 * len(lut.ANCHORS)
     unique = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
-    assert n == 1 + len(lut.ANCHORS) + len(unique)
+    assert n == 1 + len(unique) + len(lut.ANCHORS) and len(calls) == 3 * n
+    assert all(isinstance(c, str) for c in calls[: 3 * (1 + len(unique))])  # entries first, then the models
+    assert calls[-len(lut.ANCHORS) :] == list(lut.ANCHORS)  # round-robin: the last round times every anchor once
     assert table["overhead"] == pytest.approx(o) and table["scale"] == pytest.approx(1.2)
     assert table["layers"]["block:32:64:1:1:112x112"] == pytest.approx(PER_KIND["block"] - o)
     assert [m for _, _, m in table["anchors"]] == pytest.approx([o + 1.2 * _true_sum(a, r) for a, r in lut.ANCHORS])
     with pytest.raises(ValueError, match="rounds=0"):
         lut.calibrate(table, measure, whole, rounds=0)
+
+
+def test_time_rounds():
+    seen = []
+    got = lut.time_rounds(["a", "b", "a", (1, 2)], lambda *x: seen.append(x) or 10.0 - len(seen), rounds=2)
+    assert seen == [("a",), ("b",), (1, 2)] * 2 and got == {"a": 6.0, "b": 5.0, (1, 2): 4.0}
+    assert lut.time_rounds([], lambda k: 1.0, rounds=3) == {}
 
 
 def test_fit_scale_is_the_median_ratio():
@@ -208,7 +212,7 @@ def test_bad_inputs(tmp_path):
 
 def test_real_measurement_on_torch(tmp_path):
     path = tmp_path / "lut.json"
-    ms, new = lut.predict_latency(0.25, 64, runtime="torch", lut=lut.LatencyLUT.load(path), calibrated=False)
+    ms, new = lut.predict_latency(0.25, 64, runtime="torch", lut=lut.LatencyLUT.load(path), calibrated=False, rounds=1)
     assert math.isfinite(ms) and ms > 0 and new == 1 + len(set(lut.layer_keys(ModelSpec(alpha=0.25, resolution=64))))
     (table,) = json.loads(path.read_text()).values()
     assert table["overhead"] > 0 and all(v >= 0 for v in table["layers"].values())

@@ -22,12 +22,12 @@ intercept, and matters for the smallest models. Evicting the caches between isol
 slowdown consistently (an 8 MB flush matched one torch model, 16 MB over-shot another by 13%: the right size depends
 on the model and on neighbours' use of the shared L3).
 
-The scale is only right if the anchors' entries and their end-to-end times are measured in the same machine state:
-timings on these shared vCPUs drift by 10-30% over tens of seconds, and a table whose anchor entries were measured in
-a slow phase fitted scale ~1 (anchor ratios 0.77-1.53). So `calibrate` measures in ``rounds``: each round times every
-anchor end to end and re-times its entries right after it, keeping each figure's minimum over the rounds (the
-quiet-machine value, as `bench.robust_ms` does within a round). It runs before a model's own missing shapes are
-measured (so those are timed in a warmed-up process), and `fill` likewise times missing shapes round-robin in rounds.
+The scale is only right if the anchors are measured the way the predicted models are: timings on these shared vCPUs
+drift by 10-30% over seconds, and a table whose anchor entries were measured in a slow phase fitted scale ~1 (anchor
+ratios 0.77-1.53). So every figure -- entries, anchors, the benchmark's test models -- is the minimum over rounds of
+round-robin passes (`time_rounds`); `calibrate` runs before a model's own missing shapes are measured (so those are
+timed in a warmed-up process) and times the anchors' entries together, then the anchors, as `predict_many` and the
+benchmark do for the models they predict and check.
 The fit is latency = overhead + scale x sum + per_layer x entries, either one factor (the median of the anchors'
 ratios, per_layer = 0) or both terms, whichever predicts the anchors better leave-one-out (`fit_calibration`), on
 `ANCHORS`: the paper grid's diagonal and 8 models drawn at random from `select`'s search space, most of them with
@@ -45,6 +45,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,9 +165,26 @@ def layer_module(key: str, spec: ModelSpec | None = None) -> _Alone:
     return _Alone(_build_layer(layer, spec), cin, h)
 
 
+BLOCK_S = 0.03  # seconds per timing block, for layers and whole models alike
+
+
+def block_ms(fn: Callable[[], Any], *, blocks: int = 5, block: int = 10, block_s: float = BLOCK_S) -> float:
+    """`bench.robust_ms` (lowest of ``blocks`` block medians) with blocks of at least ``block_s`` seconds rather than
+    a fixed count, so a 0.2 ms layer and a 10 ms model are timed over windows of the same length. With fixed counts a
+    layer's blocks (a few ms) slip between the bursts of other work on the shared vCPUs that a model's blocks (0.1 s)
+    cannot, biasing the entries low against the models by an amount that depends on how busy the machine is."""
+    from .bench import robust_ms
+
+    t0 = time.perf_counter()
+    for _ in range(3):  # warm-up, and the call's duration
+        fn()
+    per_call = (time.perf_counter() - t0) / 3
+    return robust_ms(fn, blocks=blocks, block=max(block, math.ceil(block_s / max(per_call, 1e-6))), warmup=0)
+
+
 class KeyTimer:
     """``key -> ms`` of one layer alone on ``runtime`` (including the per-call overhead): the lowest of ``blocks``
-    block medians (`bench.robust_ms`), so a burst of other work on a shared machine does not enter the table. Each
+    block medians (`block_ms`), so a burst of other work on a shared machine does not enter the table. Each
     layer's runner is built once and kept until `close`, so a key timed in several rounds is exported and loaded
     once."""
 
@@ -187,11 +205,9 @@ class KeyTimer:
         return lambda: runner(x)
 
     def __call__(self, key: str) -> float:
-        from .bench import robust_ms
-
         if key not in self._runners:
             self._runners[key] = self._runner(key)
-        return robust_ms(self._runners[key], blocks=self.blocks, block=self.block)
+        return block_ms(self._runners[key], blocks=self.blocks, block=self.block)
 
     def close(self) -> None:
         self._runners.clear()
@@ -244,17 +260,27 @@ class LatencyLUT:
 Measurer = Callable[[str], float]
 
 
-def fill(table: dict[str, Any], keys: Iterable[str], measure: Measurer, rounds: int = FILL_ROUNDS) -> int:
-    """Measure the overhead and every key missing from ``table``; the number of shapes newly measured.
+def time_rounds(items: Iterable[Any], measure: Callable[..., float], rounds: int) -> dict[Any, float]:
+    """Each item's minimum over ``rounds`` round-robin passes of ``measure(item)`` (a tuple item is unpacked), so
+    every figure has the chance of a quiet moment of the machine (a slow phase lasts seconds, longer than one
+    item's timing). The one timing discipline of the table's entries, its anchors and the accuracy benchmark."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} is not allowed: at least 1")
+    todo = list(dict.fromkeys(items))
+    best: dict[Any, float] = {}
+    for _ in range(rounds if todo else 0):
+        for item in todo:
+            ms = measure(*item) if isinstance(item, tuple) else measure(item)
+            best[item] = min(best.get(item, math.inf), ms)
+    return best
 
-    The missing keys are timed round-robin ``rounds`` times and each keeps its minimum, so every entry has the
-    chance of a quiet moment of the machine (a slow phase lasts seconds, longer than one key's timing)."""
+
+def fill(table: dict[str, Any], keys: Iterable[str], measure: Measurer, rounds: int = FILL_ROUNDS) -> int:
+    """Measure the overhead and every key missing from ``table`` (`time_rounds`); the number of shapes newly
+    measured."""
     missing = [k for k in dict.fromkeys(keys) if k not in table["layers"]]
     todo = ([OVERHEAD] if table.get("overhead") is None else []) + missing
-    raw: dict[str, float] = {}
-    for _ in range(rounds if todo else 0):
-        for key in todo:
-            raw[key] = min(raw.get(key, math.inf), measure(key))
+    raw = time_rounds(todo, measure, rounds)
     if OVERHEAD in raw:
         table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
@@ -346,24 +372,16 @@ def calibrate(
     """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models; the number
     of shapes and models newly measured.
 
-    In each of ``rounds`` rounds every anchor is timed end to end and its entries (and the overhead) are re-timed
-    right after it; each figure keeps its minimum over the rounds, so the entries and the models they are fitted to
-    come from the same (quietest) machine state rather than from phases tens of seconds apart."""
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds} is not allowed: at least 1")
+    The anchors are measured exactly as a model being predicted and then checked is: all their entries (and the
+    overhead) re-timed together in ``rounds`` round-robin rounds, then the anchors end to end in ``rounds`` rounds
+    (`time_rounds`, minimum per figure). Timing each anchor's entries right after the anchor instead (tried) gave
+    in-model ratios ~5% below those of the test models timed the benchmark's way, on both runtimes."""
     models = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
-    best: dict[tuple[float, int], float] = {}
-    raw: dict[str, float] = {}  # min over rounds of each entry's own time, overhead included
-    for _ in range(rounds):
-        raw[OVERHEAD] = min(raw.get(OVERHEAD, math.inf), measure(OVERHEAD))
-        for anchor, keys in models.items():
-            best[anchor] = min(best.get(anchor, math.inf), measure_model(*anchor))
-            for key in dict.fromkeys(keys):
-                raw[key] = min(raw.get(key, math.inf), measure(key))
-    new = len(raw) + len(best)
+    raw = time_rounds([OVERHEAD, *(k for keys in models.values() for k in keys)], measure, rounds)
     table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
         table["layers"][key] = max(ms - table["overhead"], 0.0)
+    best = time_rounds(ANCHORS, measure_model, rounds)
     sums = [layer_sum(table, keys) for keys in models.values()]
     target = [best[a] for a in ANCHORS]
     counts = [len(keys) for keys in models.values()]
@@ -371,18 +389,35 @@ def calibrate(
     table["intercept"], table["scale"], table["per_layer"] = table["overhead"], fitted["scale"], fitted["per_layer"]
     table["fit"] = {"method": fitted["method"], "loo_median_pct": fitted["loo_median_pct"]}
     table["anchors"] = [[a, r, m] for (a, r), m in zip(ANCHORS, target, strict=True)]
-    return new
+    return 1 + len(raw) + len(best)
+
+
+class ModelTimer:
+    """``(alpha, resolution) -> ms`` of the whole model end to end on ``runtime``, with the same statistic as the
+    layers (`block_ms`); each model's runner is built once and kept until `close`."""
+
+    def __init__(self, runtime: str, threads: int) -> None:
+        self.runtime, self.threads = runtime, threads
+        self._runners: dict[tuple[float, int], Callable[[], Any]] = {}
+
+    def __call__(self, alpha: float, resolution: int) -> float:
+        from .registry import create_model
+        from .runtimes import make_runner
+
+        if (alpha, resolution) not in self._runners:
+            model = create_model(ModelSpec(alpha=alpha, resolution=resolution)).eval()
+            runner = make_runner(model, self.runtime, threads=self.threads)
+            x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
+            self._runners[alpha, resolution] = lambda: runner(x)
+        return block_ms(self._runners[alpha, resolution], blocks=5, block=10)
+
+    def close(self) -> None:
+        self._runners.clear()
 
 
 def measure_model(alpha: float, resolution: int, runtime: str, threads: int) -> float:
-    """ms of the whole model end to end, with the same statistic as the layers (`bench.robust_ms`)."""
-    from .bench import robust_ms
-    from .registry import create_model
-    from .runtimes import make_runner
-
-    runner = make_runner(create_model(ModelSpec(alpha=alpha, resolution=resolution)).eval(), runtime, threads=threads)
-    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
-    return robust_ms(lambda: runner(x), blocks=5, block=10, warmup=5)
+    """ms of the whole model end to end (see `ModelTimer`)."""
+    return ModelTimer(runtime, threads)(alpha, resolution)
 
 
 def predict_latency(
@@ -443,8 +478,10 @@ def predict_many(
     counts = [0] * len(all_keys)
     try:
         if calibrated and table.get("scale") is None and all_keys:  # first: the models' shapes are timed warmed up
-            whole = measure_whole or (lambda a, r: measure_model(a, r, runtime, threads))
+            whole = measure_whole or ModelTimer(runtime, threads)
             counts[0] += calibrate(table, measure, whole, granularity)
+            if isinstance(whole, ModelTimer):
+                whole.close()
         seen = set(table["layers"]) | ({OVERHEAD} if table.get("overhead") is not None else set())
         for i, keys in enumerate(all_keys):
             fresh = [k for k in dict.fromkeys([OVERHEAD, *keys]) if k not in seen]
