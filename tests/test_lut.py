@@ -121,8 +121,10 @@ def test_calibration_rounds_keep_the_minimum():
     n = lut.calibrate(table, measure, whole, rounds=3)
     unique = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
     assert n == 1 + len(unique) + len(lut.ANCHORS) and len(calls) == 3 * n
-    assert all(isinstance(c, str) for c in calls[: 3 * (1 + len(unique))])  # entries first, then the models
-    assert calls[-len(lut.ANCHORS) :] == list(lut.ANCHORS)  # round-robin: the last round times every anchor once
+    per_round = 1 + len(unique) + len(lut.ANCHORS)
+    for r in range(3):  # each round: every entry, then every anchor
+        one = calls[r * per_round : (r + 1) * per_round]
+        assert all(isinstance(c, str) for c in one[: 1 + len(unique)]) and one[1 + len(unique) :] == list(lut.ANCHORS)
     assert table["overhead"] == pytest.approx(o) and table["scale"] == pytest.approx(1.2)
     assert table["layers"]["block:32:64:1:1:112x112"] == pytest.approx(PER_KIND["block"] - o)
     assert [m for _, _, m in table["anchors"]] == pytest.approx([o + 1.2 * _true_sum(a, r) for a, r in lut.ANCHORS])

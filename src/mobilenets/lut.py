@@ -372,16 +372,19 @@ def calibrate(
     """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models; the number
     of shapes and models newly measured.
 
-    The anchors are measured exactly as a model being predicted and then checked is: all their entries (and the
-    overhead) re-timed together in ``rounds`` round-robin rounds, then the anchors end to end in ``rounds`` rounds
-    (`time_rounds`, minimum per figure). Timing each anchor's entries right after the anchor instead (tried) gave
-    in-model ratios ~5% below those of the test models timed the benchmark's way, on both runtimes."""
+    Each of ``rounds`` rounds times all the anchors' entries (and the overhead) round-robin, then every anchor end to
+    end (`time_rounds`, minimum per figure): entries and models share every round, so a slow phase of the machine
+    that lasts longer than a round (a minute) inflates both rather than one side of the ratio. (Timing all entry
+    rounds first and then all model rounds let the torch scale swing 1.17-1.35 between runs while the test models'
+    ratios held at 1.35-1.39.)"""
     models = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
-    raw = time_rounds([OVERHEAD, *(k for keys in models.values() for k in keys)], measure, rounds)
+    items = [OVERHEAD, *(k for keys in models.values() for k in keys), *ANCHORS]  # each round: entries, then models
+    timed = time_rounds(items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds)
+    best = {a: timed.pop(a) for a in ANCHORS}
+    raw = timed
     table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
         table["layers"][key] = max(ms - table["overhead"], 0.0)
-    best = time_rounds(ANCHORS, measure_model, rounds)
     sums = [layer_sum(table, keys) for keys in models.values()]
     target = [best[a] for a in ANCHORS]
     counts = [len(keys) for keys in models.values()]
