@@ -43,7 +43,11 @@ def test_prediction_is_overhead_plus_sum_of_layers():
     o = PER_KIND["overhead"]
     expected = o + (0.3 - o) + 13 * (0.1 - o) + 13 * (0.2 - o) + (0.4 - o)  # entries have the overhead removed
     assert ms == pytest.approx(expected)
-    assert new == len(measure.calls) == 1 + len(set(lut.layer_keys(ModelSpec(), "layer")))  # each shape once
+    assert new == 1 + len(set(lut.layer_keys(ModelSpec(), "layer")))  # each shape once, in every round
+    assert len(measure.calls) == lut.FILL_ROUNDS * new and set(measure.calls) == {
+        lut.OVERHEAD,
+        *lut.layer_keys(ModelSpec(), "layer"),
+    }
     blocks, _ = lut.predict_latency(1.0, 224, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
     assert blocks == pytest.approx(o + (0.3 - o) + 13 * (0.5 - o) + (0.4 - o))  # a separate table, per block
 
@@ -52,10 +56,10 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
     path = tmp_path / "lut.json"
     measure = Counter()
     table = lut.LatencyLUT.load(path)
-    first, _ = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
-    n = len(measure.calls)
+    first, n = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    calls = len(measure.calls)
     again, new = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
-    assert (again, new, len(measure.calls)) == (first, 0, n)  # cached: nothing measured
+    assert (again, new, len(measure.calls)) == (first, 0, calls)  # cached: nothing measured
     reloaded = lut.LatencyLUT.load(path)
     assert lut.predict_latency(0.5, 160, runtime="ort", lut=reloaded, measure=measure, env=ENV, calibrated=False) == (
         first,
@@ -73,29 +77,124 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
     assert 0 < new < n
 
 
+def _true_sum(alpha, res):
+    o = PER_KIND["overhead"]
+    return sum(PER_KIND[k.split(":")[0]] - o for k in lut.layer_keys(ModelSpec(alpha=alpha, resolution=res)))
+
+
 def test_calibration_recovers_the_scale():
     measure, table = Counter(), lut.LatencyLUT()
     key = lut.env_key("ort", 1, ENV)  # the default granularity, per block
+    o = PER_KIND["overhead"]
 
     def whole(alpha, res):  # a device where every layer costs 1.3x its isolated time
-        t = table.table(key)
-        return t["overhead"] + 1.3 * lut.layer_sum(t, lut.layer_keys(ModelSpec(alpha=alpha, resolution=res)))
+        return o + 1.3 * _true_sum(alpha, res)
 
     ms, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, measure_whole=whole, env=ENV)
     t = table.tables[key]
-    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"])
+    assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"]) and t["per_layer"] == 0
     raw, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
-    o = t["overhead"]
     assert ms - o == pytest.approx(1.3 * (raw - o))
+    # calibration comes first, so the predicted model's own shapes are measured after it
+    anchor_keys = {k for a in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a[0], resolution=a[1]))}
+    own = set(lut.layer_keys(ModelSpec(alpha=0.6, resolution=176))) - anchor_keys
+    first_own = min(measure.calls.index(k) for k in own)
+    assert first_own > 0 and all(k in anchor_keys or k == lut.OVERHEAD for k in measure.calls[:first_own])
+    assert set(measure.calls[first_own:]) == own
 
 
-def test_fit_line():
-    assert lut.fit_line([1.0, 2.0, 4.0], [1.5, 2.5, 4.5], 0.1) == pytest.approx((0.5, 1.0))
-    # a negative fitted intercept is not physical: keep the measured overhead and fit the scale through it
-    intercept, scale = lut.fit_line([1.0, 2.0, 4.0], [0.5, 2.5, 6.5], 0.1)
-    assert intercept == 0.1 and scale == pytest.approx(
-        sum(s * (m - 0.1) for s, m in [(1, 0.5), (2, 2.5), (4, 6.5)]) / 21
+def test_calibration_rounds_keep_the_minimum():
+    """A slow phase (here each figure's first timing, 1.5x slower) must not enter the fit; the anchors are timed the
+    way predicted models are: all their entries round-robin, then the anchors round-robin."""
+    o = PER_KIND["overhead"]
+    calls = []
+
+    def measure(key):
+        calls.append(key)
+        return PER_KIND[key.split(":")[0]] * (1.5 if calls.count(key) == 1 else 1.0)
+
+    def whole(alpha, res):
+        calls.append((alpha, res))
+        return (o + 1.2 * _true_sum(alpha, res)) * (1.5 if calls.count((alpha, res)) == 1 else 1.0)
+
+    table = {"overhead": None, "scale": None, "intercept": None, "layers": {}}
+    n = lut.calibrate(table, measure, whole, rounds=3)
+    unique = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
+    assert n == 1 + len(unique) + len(lut.ANCHORS) and len(calls) == 3 * n
+    per_round = 1 + len(unique) + len(lut.ANCHORS)
+    for r in range(3):  # each round: every entry, then every anchor
+        one = calls[r * per_round : (r + 1) * per_round]
+        assert all(isinstance(c, str) for c in one[: 1 + len(unique)]) and one[1 + len(unique) :] == list(lut.ANCHORS)
+    assert table["overhead"] == pytest.approx(o) and table["scale"] == pytest.approx(1.2)
+    assert table["layers"]["block:32:64:1:1:112x112"] == pytest.approx(PER_KIND["block"] - o)
+    assert [m for _, _, m in table["anchors"]] == pytest.approx([o + 1.2 * _true_sum(a, r) for a, r in lut.ANCHORS])
+    with pytest.raises(ValueError, match="rounds=0"):
+        lut.calibrate(table, measure, whole, rounds=0)
+
+
+def test_time_rounds():
+    seen = []
+    got = lut.time_rounds(["a", "b", "a", (1, 2)], lambda *x: seen.append(x) or 10.0 - len(seen), rounds=2)
+    assert seen == [("a",), ("b",), (1, 2)] * 2 and got == {"a": 6.0, "b": 5.0, (1, 2): 4.0}
+    assert lut.time_rounds([], lambda k: 1.0, rounds=3) == {}
+
+
+def test_fit_scale_is_the_median_ratio():
+    # ratios (m - 0.1) / s: 1.2, 1.3, 2.5 (an anchor caught in a slow phase) -> 1.3, the outlier ignored
+    assert lut.fit_scale([1.0, 2.0, 4.0], [1.3, 2.7, 10.1], 0.1) == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="sums"):
+        lut.fit_scale([0.0, 1.0], [1.0, 2.0], 0.1)
+
+
+SUMS = [0.4, 1.5, 3.0, 5.0, 8.0, 11.0, 2.2]
+
+
+def test_fit_calibration_picks_the_per_layer_term_when_entries_carry_a_cost():
+    # a runtime where each of the 15 isolated entries pays 10 us the network does not, and layers run 1.1x slower
+    measured = [0.006 + 1.1 * s - 15 * 0.010 for s in SUMS]
+    fit = lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)
+    assert (
+        fit["method"] == "per_layer" and fit["scale"] == pytest.approx(1.1) and fit["per_layer"] == pytest.approx(-0.01)
     )
+    loo = fit["loo_median_pct"]
+    assert loo["per_layer"] == pytest.approx(0, abs=1e-9) and loo["median"] > 1.0
+    table = {
+        "overhead": 0.006,
+        "intercept": 0.006,
+        "scale": fit["scale"],
+        "per_layer": fit["per_layer"],
+        "layers": {"a": 2.0},
+    }
+    assert lut.predict_from_table(table, ["a"] * 3) == pytest.approx(0.006 + 1.1 * 6.0 - 3 * 0.01)
+
+
+def test_fit_calibration_keeps_the_median_against_an_outlier():
+    measured = [0.006 + 1.3 * s for s in SUMS]
+    measured[2] *= 1.6  # one anchor timed in a slow phase
+    fit = lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)
+    assert fit["method"] == "median" and fit["scale"] == pytest.approx(1.3) and fit["per_layer"] == 0.0
+    exact = lut.fit_calibration(SUMS, [15] * len(SUMS), [0.006 + 1.3 * s for s in SUMS], 0.006)
+    assert exact["method"] == "median"  # a tie goes to the simpler fit
+    assert lut.fit_calibration(SUMS[:2], [15, 15], measured[:2], 0.006)["loo_median_pct"] == {}  # too few to choose
+
+
+def test_fill_keeps_the_minimum_over_rounds():
+    calls = []
+
+    def measure(key):  # each key is slow (2x) the first time it is timed, then quiet
+        calls.append(key)
+        return PER_KIND[key.split(":")[0]] * (2.0 if calls.count(key) == 1 else 1.0)
+
+    table = {"overhead": None, "layers": {}}
+    keys = lut.layer_keys(ModelSpec(alpha=0.5, resolution=128))
+    n = lut.fill(table, keys, measure, rounds=3)
+    o = PER_KIND["overhead"]
+    assert n == 1 + len(set(keys)) and len(calls) == 3 * n
+    assert calls[:n] == calls[n : 2 * n]  # round-robin: every key once per round
+    assert table["overhead"] == o and all(
+        v == pytest.approx(PER_KIND[k.split(":")[0]] - o) for k, v in table["layers"].items()
+    )
+    assert lut.fill(table, keys, measure, rounds=3) == 0 and len(calls) == 3 * n  # nothing missing, nothing timed
 
 
 def test_missing_shape_without_measurement_is_named():
@@ -115,7 +214,28 @@ def test_bad_inputs(tmp_path):
 
 def test_real_measurement_on_torch(tmp_path):
     path = tmp_path / "lut.json"
-    ms, new = lut.predict_latency(0.25, 64, runtime="torch", lut=lut.LatencyLUT.load(path), calibrated=False)
+    ms, new = lut.predict_latency(0.25, 64, runtime="torch", lut=lut.LatencyLUT.load(path), calibrated=False, rounds=1)
     assert math.isfinite(ms) and ms > 0 and new == 1 + len(set(lut.layer_keys(ModelSpec(alpha=0.25, resolution=64))))
     (table,) = json.loads(path.read_text()).values()
     assert table["overhead"] > 0 and all(v >= 0 for v in table["layers"].values())
+
+
+def test_predict_many_measures_all_models_shapes_together():
+    measure, table = Counter(), lut.LatencyLUT()
+    specs = [
+        ModelSpec(alpha=0.6, resolution=176),
+        ModelSpec(alpha=0.9, resolution=96),
+        ModelSpec(alpha=0.6, resolution=176),
+    ]
+    got = lut.predict_many(specs, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    keys = [set(lut.layer_keys(s)) for s in specs]
+    assert [n for _, n in got] == [1 + len(keys[0]), len(keys[1] - keys[0]), 0]  # first measured for, overhead once
+    per_round = 1 + len(keys[0] | keys[1])
+    assert len(measure.calls) == lut.FILL_ROUNDS * per_round
+    assert set(measure.calls[:per_round]) == {lut.OVERHEAD} | keys[0] | keys[1]  # one round covers both models
+    for spec, (ms, _) in zip(specs, got, strict=True):
+        alone, new = lut.predict_latency(
+            spec.alpha, spec.resolution, lut=table, measure=measure, env=ENV, calibrated=False
+        )
+        assert (alone, new) == (pytest.approx(ms), 0)
+    assert got[0][0] == got[2][0]
