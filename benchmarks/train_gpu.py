@@ -69,7 +69,7 @@ def synthetic_step_rate(cfg, num_classes: int, steps: int = 30) -> float:
 
 
 def steady_rate(history: list[dict]) -> float | None:
-    """Images/s over epochs 2.. (epoch 1 also pays cuDNN's autotuning of every new layer shape, about 15 s)."""
+    """Images/s over epochs 2.. (epoch 1 also pays one-time start-up, likely cuDNN autotuning: 14 s on the H200)."""
     later = [h for h in history if h["epoch"] > 1]
     if not later:
         return None
