@@ -43,10 +43,6 @@ class DeviceImages:
     index: list[int]
     bad: list[tuple[int, str]] = field(default_factory=list)
 
-    @property
-    def side(self) -> int:
-        return int(self.images.shape[-1])
-
     def __len__(self) -> int:
         return int(self.images.shape[0])
 

@@ -335,7 +335,6 @@ def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str
 
 def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
     """Where the finished runs were trained, from the env.json each run folder holds."""
-
     env_file = out / "runs" / next(iter(summaries)) / "env.json"
     env = json.loads(env_file.read_text()) if env_file.is_file() else {}
     return {"hardware": env.get("gpu") or env.get("platform"), "torch": env.get("versions", {}).get("torch"),

@@ -278,8 +278,6 @@ class _Run:
         threads = max(1, cfg.workers)
         train = load_to_device(self.train_split.samples, side, env.device, threads=threads)
         val = load_to_device(self.val_split.samples, side, env.device, threads=threads)
-        if len(train) < cfg.batch_size:
-            raise DataError(f"{self.train_split.root}: {len(train)} readable images, fewer than one batch")
         self.say(
             f"decoded {len(train)} train + {len(val)} val images onto {env.device} "
             f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s)"
