@@ -1,12 +1,13 @@
 """Latency lookup table vs measurement: >= 8 off-grid MobileNets, ORT and torch, 1 thread, on this CPU.
 
-Builds a fresh table (results/latency-lut-<hw>.json), predicts the models (raw NetAdapt sum and anchor-calibrated;
-`lut.predict_many`: their shapes are timed together, round-robin), then measures all of them end to end, round-robin
-in `ROUNDS` rounds. Layers, anchors and test models use the same statistic: the lowest of 5 block medians, blocks of
->= 30 ms for layers and models alike (`lut.block_ms`), minimum over rounds spread in time (the 2 vCPUs are shared with
-other work whose slow phases last seconds); the plain `bench` median is recorded beside, and the first round's
-figure too. The off-grid models are never used for fitting (`lut.ANCHORS` are drawn apart from them).
-Writes results/lut-<hw>-ort+torch-t1.{csv,json,md}.
+Builds a fresh table (results/latency-lut-<hw>.json) with `lut.calibrate`, which times, round-robin in the same
+`ROUNDS` rounds, the overhead, every entry of the anchors and of the test models, the anchors and the test models end
+to end (a test model's end-to-end time is only the check: the fit sees the anchors alone). Then `lut.predict_many`
+predicts the test models from the table (raw NetAdapt sum and anchor-calibrated) without timing anything more.
+Every figure is the lowest of 5 block medians, blocks of >= 30 ms for layers and models alike (`lut.block_ms`),
+minimum over the rounds (the 2 vCPUs are shared with other work whose slow phases last seconds); the plain `bench`
+median is recorded beside, and the first round's figure too. The off-grid models are never used for fitting
+(`lut.ANCHORS` are drawn apart from them). Writes results/lut-<hw>-ort+torch-t1.{csv,json,md}.
 Target (issue 5): median absolute error <= 10%.
 
 Run: flock /tmp/mobilenets-cpu.lock python benchmarks/lut_accuracy.py
@@ -30,21 +31,19 @@ OFF_GRID = ((0.3, 112), (0.35, 208), (0.45, 144), (0.55, 192), (0.6, 176), (0.7,
             (0.9, 96), (0.95, 112))  # fmt: skip
 RUNTIMES = ("ort", "torch")
 ROUNDS = lut.CALIBRATION_ROUNDS  # the test models are timed exactly as the anchors are
-NOTES = """Where the isolated sum goes wrong (see `lut` module docstring): timed alternately in one process, whole model
-vs the sum of its isolated blocks, the whole model is x1.3 (torch eager) / x1.1-1.2 (ORT) slower, while the same
-blocks timed inside the running model sum to within 4% of it: alone, a block's weights and input stay hot in cache.
-The ratio differs between models (larger for unaligned channel counts: ORT x1.02-1.25 vs x0.79-1.04 for the 0.25-1.0
-grid models), hence a calibration fitted on anchors drawn at random from the same search space (`lut.ANCHORS`),
-with a per-layer term where it predicts the anchors better leave-one-out (ORT's per-session-run cost of an isolated
-entry). The rest of the error is the machine: the 2 vCPUs are shared and slow phases of 10-30% last seconds, so an
-entry or a model timed in one phase and compared with another timed in another is off by that much (0.45-144 once
-read +30% on both runtimes; timed interleaved its ratio was the usual 1.09 / 1.22; successive passes over the same
-15 entries summed 4.55-6.09 ms with torch).
+NOTES = """Why the isolated sum needs a calibration (see the `lut` module docstring): a block alone keeps its weights
+and input hot in cache, inside the network its weights were evicted by the rest of the model since the last
+inference; with ONNX Runtime an isolated block also pays its graph's boundaries (a session run, and a reorder to and
+from the blocked NCHWc layout when its channels are multiples of the channel block). So the whole model is x1.07-1.37
+its isolated sum with torch eager and x0.79-1.25 with ONNX Runtime, depending on the model (0.25 models lowest).
+`lut.fit_calibration` chooses by leave-one-out over the anchors between one factor (the median ratio), factor plus
+per-entry cost, and the memory form: the sum at face value plus a cost per weight MiB, a cost per activation MiB of
+blocked-layout entries and an offset (`lut.key_features`), which follows ONNX Runtime's spread where no factor can.
 
-Open (torch): in this benchmark the anchors' in-model ratio (whole / isolated sum; median 1.17-1.35 over five runs)
-mostly comes out below the test models' measured later in the same run (1.30-1.39), so torch predictions run low.
-Timed together in a fresh process, anchors and test models agree (1.12-1.32), and ageing a process with other
-measurements did not move them; the cause is not found. It keeps torch's median error near the 10% line (4.6-13.1%).
+Timing discipline: the previous benchmark timed the test models' entries and then the test models after the
+calibration's rounds; torch's anchors then fitted a scale of 1.17-1.35 over five runs while the test models'
+in-network ratios read 1.30-1.39 minutes later, a median error of 4.6-13.8% (results/*-previous-run.* kept the last
+such run). Everything is now timed in the same rounds, in the benchmark and in `lut.predict_many` alike.
 """
 
 
@@ -72,29 +71,34 @@ def main() -> int:
     rows = []
     for runtime in RUNTIMES:
         specs = [ModelSpec(alpha=alpha, resolution=res) for alpha, res in OFF_GRID]
-        predicted = lut.predict_many(specs, runtime=runtime, threads=1, lut=table, env=env)  # shapes timed together
+        anchor_keys = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
+        key_timer, model_timer = lut.KeyTimer(runtime, 1), lut.ModelTimer(runtime, 1)
+        rounds: dict = {}
+
+        def whole(alpha: float, res: int, timer=model_timer, log=rounds) -> float:
+            log.setdefault((alpha, res), []).append(timer(alpha, res))
+            return log[alpha, res][-1]
+
+        # one set of rounds: the overhead, the anchors' and the test models' entries, the anchors, the test models
+        table_rt = table.table(lut.env_key(runtime, 1, env))
+        _, measured = lut.calibrate(table_rt, key_timer, whole, keys=[k for s in specs for k in lut.layer_keys(s)],
+                                    models=OFF_GRID)  # fmt: skip
+        key_timer.close(), model_timer.close()
+        table.save()
+        predicted = lut.predict_many(specs, runtime=runtime, threads=1, lut=table, env=env)  # nothing left to time
         raws = lut.predict_many(specs, runtime=runtime, threads=1, lut=table, env=env, calibrated=False)
-        for (alpha, res), (pred, new), (raw, _) in zip(OFF_GRID, predicted, raws, strict=True):
-            rows.append({"runtime": runtime, "alpha": alpha, "resolution": res, "predicted_ms": pred,
-                         "raw_sum_ms": raw, "shapes_measured": new})  # fmt: skip
+        assert all(n == 0 for _, n in predicted + raws), "every shape was timed in the calibration's rounds"
+        for spec, (pred, _), (raw, _) in zip(specs, predicted, raws, strict=True):
+            model, keys = (spec.alpha, spec.resolution), lut.layer_keys(spec)
+            m = measured[model]
+            rows.append({"runtime": runtime, "alpha": spec.alpha, "resolution": spec.resolution, "measured_ms": m,
+                         "predicted_ms": pred, "error_pct": 100 * (pred - m) / m, "raw_sum_ms": raw,
+                         "raw_error_pct": 100 * (raw - m) / m, "own_shapes": len(set(keys) - anchor_keys),
+                         "first_round_ms": rounds[model][0],
+                         "plain_median_ms": plain_median(whole_runner(*model, runtime))})  # fmt: skip
             print(rows[-1], flush=True)
-        runners = {(r["alpha"], r["resolution"]): whole_runner(r["alpha"], r["resolution"], runtime) for r in rows
-                   if r["runtime"] == runtime}  # fmt: skip
-        times: dict = {}
-        for _ in range(ROUNDS):
-            for model, fn in runners.items():
-                times.setdefault(model, []).append(lut.block_ms(fn))
-        for r in rows:
-            if r["runtime"] != runtime:
-                continue
-            fn, t = runners[r["alpha"], r["resolution"]], times[r["alpha"], r["resolution"]]
-            measured = min(t)
-            r.update({"measured_ms": measured, "error_pct": 100 * (r["predicted_ms"] - measured) / measured,
-                      "raw_error_pct": 100 * (r["raw_sum_ms"] - measured) / measured, "first_round_ms": t[0],
-                      "plain_median_ms": plain_median(fn)})  # fmt: skip
-            print(r, flush=True)
     cols = ("runtime", "alpha", "resolution", "measured_ms", "predicted_ms", "error_pct", "raw_sum_ms",
-            "raw_error_pct", "shapes_measured", "first_round_ms", "plain_median_ms")  # fmt: skip
+            "raw_error_pct", "own_shapes", "first_round_ms", "plain_median_ms")  # fmt: skip
     rows = [{c: r[c] for c in cols} for r in rows]
     summary = []
     for runtime in RUNTIMES:
@@ -104,21 +108,26 @@ def main() -> int:
         err, raw = [abs(r["error_pct"]) for r in rs], [abs(r["raw_error_pct"]) for r in rs]
         summary.append({"runtime": runtime, "models": len(rs), "fit": t["fit"]["method"], "scale": t["scale"],
                         "per_layer_ms": t["per_layer"], "overhead_ms": t["overhead"],
+                        "offset_ms": t["intercept"] - t["overhead"], "ms_per_weight_mb": t["ms_per_weight_mb"],
+                        "ms_per_blocked_mb": t["ms_per_blocked_mb"],
                         "anchor_loo_median_pct": "/".join(f"{k} {v:.1f}" for k, v in loo.items()),
                         "median_abs_error_pct": float(np.median(err)), "max_abs_error_pct": float(max(err)),
                         "raw_median_abs_error_pct": float(np.median(raw))})  # fmt: skip
     stem = RESULTS / f"lut-{hw}-{'+'.join(RUNTIMES)}-t1"
-    rounds = {"benchmark": ROUNDS, "calibration": lut.CALIBRATION_ROUNDS, "fill": lut.FILL_ROUNDS}
+    rounds = {"benchmark": ROUNDS, "calibration": lut.CALIBRATION_ROUNDS}
     meta = {"command": "python " + " ".join(sys.argv), "env": env, "seconds": time.time() - t0, "anchors": lut.ANCHORS,
             "rounds": rounds}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2))
     stem.with_suffix(".csv").write_text(render(rows, "csv") + "\n")
     md = [f"# Latency lookup table vs measured, {env['cpu']} ({env['cores']} vCPUs), 1 thread\n",
           f"Generated by `{meta['command']}` in {meta['seconds']:.0f} s. Calibration anchors: {lut.ANCHORS}; the "
-          "test models below are not anchors. Prediction = overhead + scale x sum of the isolated per-block entries + "
-          "per_layer x their number (15), fitted on the anchors only: `fit` is the form `lut.fit_calibration` chose by "
-          "leave-one-out over the anchors (median = one factor, the median anchor ratio; per_layer = both terms, "
-          "relative least squares). Every figure (entries, anchors, "
+          "test models below are not anchors. Prediction = overhead + offset + scale x sum of the isolated "
+          "per-block entries + per_layer x their number (15) + ms_per_weight_mb x weight MiB + "
+          "ms_per_blocked_mb x blocked-layout activation MiB, fitted on the anchors only: `fit` is the form "
+          "`lut.fit_calibration` chose by leave-one-out over the anchors (median = one factor, the median "
+          "anchor ratio; per_layer = factor and per-entry cost; memory = the sum at face value and the three "
+          "memory terms; both least squares in relative error). Entries, anchors and test models are timed "
+          "round-robin in the same rounds (`lut.calibrate`). Every figure (entries, anchors, "
           f"test models) is the minimum over {ROUNDS} rounds spread in time of `lut.block_ms` (lowest of 5 block "
           "medians, blocks >= 30 ms); `first_round_ms` is "
           "the first round alone, `plain_median_ms` the `bench` median.\n", NOTES, render(summary, "md"), "",

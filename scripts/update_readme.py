@@ -39,7 +39,16 @@ def lut_table() -> str:
     path = _newest("lut-*-t1.json")
     if path is None:
         return "(no lookup-table results committed yet: run benchmarks/lut_accuracy.py)"
-    return f"From `results/{path.name}`:\n\n" + render(json.loads(path.read_text())["summary"], "md")
+    latest = f"From `results/{path.name}`:\n\n" + render(json.loads(path.read_text())["summary"], "md")
+    runs = []
+    for run in sorted(RESULTS.glob("lut-*-t1*.json")):
+        data = json.loads(run.read_text())
+        row = {"file": run.name, "commit": data["meta"]["env"].get("commit", "?")[:7]}
+        for s in data["summary"]:
+            row[f"{s['runtime']} fit"] = s["fit"]
+            row[f"{s['runtime']} median abs error %"] = s["median_abs_error_pct"]
+        runs.append(row)
+    return latest + "\n\nEvery committed run:\n\n" + render(runs, "md")
 
 
 def gpu_table() -> str:

@@ -95,12 +95,14 @@ def test_calibration_recovers_the_scale():
     assert t["scale"] == pytest.approx(1.3) and t["intercept"] == pytest.approx(t["overhead"]) and t["per_layer"] == 0
     raw, _ = lut.predict_latency(0.6, 176, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
     assert ms - o == pytest.approx(1.3 * (raw - o))
-    # calibration comes first, so the predicted model's own shapes are measured after it
+    # the predicted model's own shapes are timed in the calibration's rounds, beside the anchors' entries, and not
+    # again afterwards
     anchor_keys = {k for a in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a[0], resolution=a[1]))}
-    own = set(lut.layer_keys(ModelSpec(alpha=0.6, resolution=176))) - anchor_keys
-    first_own = min(measure.calls.index(k) for k in own)
-    assert first_own > 0 and all(k in anchor_keys or k == lut.OVERHEAD for k in measure.calls[:first_own])
-    assert set(measure.calls[first_own:]) == own
+    own = set(lut.layer_keys(ModelSpec(alpha=0.6, resolution=176)))
+    per_round = len({lut.OVERHEAD} | anchor_keys | own)
+    assert len(measure.calls) == lut.CALIBRATION_ROUNDS * per_round
+    for r in range(lut.CALIBRATION_ROUNDS):
+        assert set(measure.calls[r * per_round : (r + 1) * per_round]) == {lut.OVERHEAD} | anchor_keys | own
 
 
 def test_calibration_rounds_keep_the_minimum():
@@ -118,16 +120,22 @@ def test_calibration_rounds_keep_the_minimum():
         return (o + 1.2 * _true_sum(alpha, res)) * (1.5 if calls.count((alpha, res)) == 1 else 1.0)
 
     table = {"overhead": None, "scale": None, "intercept": None, "layers": {}}
-    n = lut.calibrate(table, measure, whole, rounds=3)
-    unique = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
-    assert n == 1 + len(unique) + len(lut.ANCHORS) and len(calls) == 3 * n
-    per_round = 1 + len(unique) + len(lut.ANCHORS)
-    for r in range(3):  # each round: every entry, then every anchor
+    checks = [(0.6, 176), (0.9, 96), lut.ANCHORS[0]]  # an anchor asked for again is timed once
+    own = lut.layer_keys(ModelSpec(alpha=0.6, resolution=176)) + lut.layer_keys(ModelSpec(alpha=0.9, resolution=96))
+    n, checked = lut.calibrate(table, measure, whole, rounds=3, keys=own, models=checks, block=16)
+    unique = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))} | set(own)
+    assert n == 1 + len(unique) + len(lut.ANCHORS) + 2 and len(calls) == 3 * n
+    per_round = 1 + len(unique) + len(lut.ANCHORS) + 2
+    for r in range(3):  # each round: every entry, then every anchor, then the extra models
         one = calls[r * per_round : (r + 1) * per_round]
-        assert all(isinstance(c, str) for c in one[: 1 + len(unique)]) and one[1 + len(unique) :] == list(lut.ANCHORS)
+        assert all(isinstance(c, str) for c in one[: 1 + len(unique)])
+        assert one[1 + len(unique) :] == [*lut.ANCHORS, (0.6, 176), (0.9, 96)]
+    assert checked == {m: pytest.approx(o + 1.2 * _true_sum(*m)) for m in checks[:2]}  # their minimum over rounds
+    assert table["layers"][own[-2]] == pytest.approx(PER_KIND["block"] - o)
     assert table["overhead"] == pytest.approx(o) and table["scale"] == pytest.approx(1.2)
     assert table["layers"]["block:32:64:1:1:112x112"] == pytest.approx(PER_KIND["block"] - o)
     assert [m for _, _, m in table["anchors"]] == pytest.approx([o + 1.2 * _true_sum(a, r) for a, r in lut.ANCHORS])
+    assert table["fit"]["method"] == "median" and table["block_channels"] == 16
     with pytest.raises(ValueError, match="rounds=0"):
         lut.calibrate(table, measure, whole, rounds=0)
 
@@ -176,6 +184,48 @@ def test_fit_calibration_keeps_the_median_against_an_outlier():
     exact = lut.fit_calibration(SUMS, [15] * len(SUMS), [0.006 + 1.3 * s for s in SUMS], 0.006)
     assert exact["method"] == "median"  # a tie goes to the simpler fit
     assert lut.fit_calibration(SUMS[:2], [15, 15], measured[:2], 0.006)["loo_median_pct"] == {}  # too few to choose
+
+
+def test_key_features_count_weights_and_activations():
+    mib = 4 / 2**20  # fp32 bytes -> MiB
+    w, a, aligned = lut.key_features("block:32:64:2:1:112x112", block=16)
+    assert w == pytest.approx((32 * 9 + 32 + 32 * 64 + 64) * mib)
+    assert a == pytest.approx((32 * 112**2 + 64 * 56**2) * mib)
+    assert aligned and not lut.key_features("block:22:44:1:1:64x64", block=16)[2]
+    assert lut.key_features("block:24:48:1:1:64x64", block=8)[2] and not lut.key_features("block:24:48:1:1:8x8")[2]
+    w, a, aligned = lut.key_features("conv:3:32:3:2:1:224x224", block=16)
+    assert w == pytest.approx((3 * 32 * 9 + 32) * mib) and a == pytest.approx((3 * 224**2 + 32 * 112**2) * mib)
+    assert aligned  # the stem's 3 input channels do not count
+    assert lut.key_features("dw:32:32:3:1:1:8x8")[0] == pytest.approx((32 * 9 + 32) * mib)
+    assert lut.key_features("pw:32:64:1:1:1:8x8")[0] == pytest.approx((32 * 64 + 64) * mib)
+    w, a, aligned = lut.key_features("head:1024:1000:7x7")
+    assert w == pytest.approx((1024 * 1000 + 1000) * mib) and a == pytest.approx((1024 * 49 + 1000) * mib) and aligned
+    keys = ["block:32:64:2:1:112x112", "block:22:44:1:1:64x64"]
+    weights, blocked = lut.memory_features(keys, 16)
+    assert weights == pytest.approx(sum(lut.key_features(k)[0] for k in keys))
+    assert blocked == pytest.approx(lut.key_features(keys[0])[1])  # only the aligned entry's activations
+
+
+def test_fit_calibration_picks_the_memory_terms_when_bytes_explain_the_difference():
+    # a runtime where each weight MiB costs 0.1 ms more inside the network and each blocked activation MiB 0.05 ms
+    # less: no single factor follows it, the memory form does
+    feats = [(1.8, 2.7), (5.1, 0.0), (9.8, 17.6), (16.1, 31.7), (2.3, 0.0), (4.3, 0.0), (8.7, 0.0)]
+    measured = [0.006 + s + 0.1 * w - 0.05 * b + 0.02 for s, (w, b) in zip(SUMS, feats, strict=True)]
+    fit = lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006, memory=feats)
+    assert fit["method"] == "memory" and fit["loo_median_pct"]["memory"] == pytest.approx(0, abs=1e-9)
+    assert (fit["scale"], fit["per_layer"]) == (1.0, 0.0) and fit["offset"] == pytest.approx(0.02)
+    assert fit["ms_per_weight_mb"] == pytest.approx(0.1) and fit["ms_per_blocked_mb"] == pytest.approx(-0.05)
+    assert min(fit["loo_median_pct"]["median"], fit["loo_median_pct"]["per_layer"]) > 1.0
+    table = {"overhead": 0.006, "intercept": 0.006 + fit["offset"], "scale": 1.0, "per_layer": 0.0,
+             "ms_per_weight_mb": fit["ms_per_weight_mb"], "ms_per_blocked_mb": fit["ms_per_blocked_mb"],
+             "block_channels": 16, "layers": {"block:32:64:2:1:112x112": 2.0,
+                                              "block:22:44:1:1:64x64": 1.0}}  # fmt: skip
+    keys = list(table["layers"])
+    weights, blocked = lut.memory_features(keys, 16)
+    assert lut.predict_from_table(table, keys) == pytest.approx(0.026 + 3.0 + 0.1 * weights - 0.05 * blocked)
+    assert "memory" not in lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)["loo_median_pct"]
+    with pytest.raises(ValueError, match="memory features for 2 anchors"):
+        lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006, memory=feats[:2])
 
 
 def test_fill_keeps_the_minimum_over_rounds():

@@ -282,9 +282,14 @@ def _version(package: str) -> str | None:
 
 
 def git_commit() -> str | None:
+    """The short commit of this checkout, with '-dirty' when tracked files differ from it (the measured code then is
+    not exactly that commit)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+            ["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
         )
     except OSError:
         return None

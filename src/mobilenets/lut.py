@@ -9,31 +9,29 @@ latency minus that overhead, and
 
     latency(model) = overhead + scale x sum over the model's layers of entry(layer shape).
 
-``scale`` and ``intercept`` correct the systematic bias of isolated timing. Measured here (1 thread, whole model and
-its isolated entries timed alternately in one process, so machine drift hits both alike): the isolated sum
-under-predicts the whole model by x1.3 with torch eager and x1.15-1.2 with ONNX Runtime, while the same blocks timed
-inside the running model (perf_counter between blocks) sum to within 4% of it. Every block is slower in the model:
-alone it runs the same input and weights over and over, hot in L2, while inside the network its weights were evicted
-by the rest of the model since the last inference and its input is new (early, activation-heavy blocks +20-30%, late
-weight-heavy blocks +25-55%, the classifier head, 2.9 MB of weights, x4). The ratio varies little between models
-(x1.06-1.28 ORT over six models), so one scale per table absorbs most of it; a per-layer term (entries x a cost each
-entry pays alone but not in the network: with ORT each entry is a whole session run) is, with a fixed layer count, an
-intercept, and matters for the smallest models. Evicting the caches between isolated calls does not reproduce the
-slowdown consistently (an 8 MB flush matched one torch model, 16 MB over-shot another by 13%: the right size depends
-on the model and on neighbours' use of the shared L3).
+A calibration corrects the systematic bias of isolated timing. Measured here (1 thread, whole model and its isolated
+entries timed alternately in one process, so machine drift hits both alike): the isolated sum under-predicts the whole
+model by x1.07-1.37 with torch eager and by x0.79-1.25 with ONNX Runtime, depending on the model, while the same blocks
+timed inside the running model (perf_counter between blocks) sum to within 4% of it. Alone a block runs the same input
+and weights over and over, hot in cache; inside the network its weights were evicted by the rest of the model since the
+last inference (the classifier head, 2.9 MB of weights at alpha 0.7, runs x4 slower there, a 358x358 block +20%, an
+early activation-heavy block +10-30%). With ONNX Runtime an isolated entry also pays a session run and, when its
+channels are multiples of the CPU's NCHWc channel block, probably (not profiled) a reorder to and from the blocked
+layout at its graph's boundaries, which the network does once: the aligned 0.25 models' whole is x0.8 their isolated
+sum. Evicting the caches between isolated calls does not reproduce the network (at alpha 0.7 an 8 MB flush changed
+little, a 64 MB one matched the head but a 128 MB one over-shot every layer), so the difference is fitted on anchor
+models: one factor (the median ratio), a factor plus a per-entry cost, or the "memory" form -- the sum at face value
+plus a cost per weight MiB, a cost per activation MiB of blocked-layout entries and an offset (`key_features`) --
+whichever predicts the anchors better leave-one-out (`fit_calibration`), on `ANCHORS`: the paper grid's diagonal and 8
+models drawn at random from `select`'s search space, most of them with channel counts that are not multiples of 8; with
+``calibrated=False`` the table is the plain sum (overhead + sum).
 
-The scale is only right if the anchors are measured the way the predicted models are: timings on these shared vCPUs
-drift by 10-30% over seconds, and a table whose anchor entries were measured in a slow phase fitted scale ~1 (anchor
-ratios 0.77-1.53). So every figure -- entries, anchors, the benchmark's test models -- is the minimum over rounds of
-round-robin passes (`time_rounds`); `calibrate` runs before a model's own missing shapes are measured (so those are
-timed in a warmed-up process) and times the anchors' entries together, then the anchors, as `predict_many` and the
-benchmark do for the models they predict and check.
-The fit is latency = overhead + scale x sum + per_layer x entries, either one factor (the median of the anchors'
-ratios, per_layer = 0) or both terms, whichever predicts the anchors better leave-one-out (`fit_calibration`), on
-`ANCHORS`: the paper grid's diagonal and 8 models drawn at random from `select`'s search space, most of them with
-channel counts that are not multiples of 8 (the in-model slowdown is larger for them); with ``calibrated=False``
-the table is the plain sum (overhead + sum). ``intercept`` is kept in the table (the overhead; older tables stored a
-fitted one).
+The fit is only right if the anchors are timed the way the predicted models are: timings on these shared vCPUs drift by
+10-30% over seconds, and entries timed a minute after the anchors fitted torch scales of 1.17-1.35 against in-network
+ratios of 1.30-1.39 for the models predicted. So every figure -- entries, anchors, the benchmark's test models -- is the
+minimum over rounds of round-robin passes (`time_rounds`), and `calibrate` times the overhead, the anchors' entries,
+the predicted models' own entries, the anchors and (for a benchmark) the predicted models end to end in the same
+rounds.
 
 Tables are stored as JSON keyed by the environment (hardware, runtime, threads, library versions), so one file can
 hold tables for several machines and runtimes; shapes missing from the table are measured on demand and saved.
@@ -296,12 +294,60 @@ def layer_sum(table: dict[str, Any], keys: list[str]) -> float:
     return sum(table["layers"][k] for k in keys)
 
 
+def block_channels() -> int:
+    """The channel block of ONNX Runtime's (MLAS) blocked NCHWc convolutions on this CPU: 16 with AVX-512, else 8.
+    Entries whose channel counts are multiples of it pay a layout reorder at the isolated graph's boundaries that the
+    same layer inside the network does not (see `key_features`)."""
+    from .runtimes import cpu_flags
+
+    return 16 if "avx512f" in cpu_flags() else 8
+
+
+def key_features(key: str, block: int = 16) -> tuple[float, float, bool]:
+    """(weight MiB, activation MiB in + out, channels a multiple of ``block``) of one entry, fp32, from its key.
+
+    The features of the "memory" calibration (`fit_calibration`): inside the network a layer's weights come back
+    from memory each inference (the rest of the model evicted them; alone they stay hot), a cost per weight byte; and
+    a layer whose channels fit the runtime's blocked layout is reordered to and from it at the boundaries of its
+    isolated graph but not inside the network, a saving per activation byte."""
+    parts = key.split(":")
+    h, w = (int(v) for v in parts[-1].split("x"))
+    if parts[0] == OVERHEAD:
+        return 0.0, 0.0, False
+    if parts[0] == "head":
+        cin, classes = int(parts[1]), int(parts[2])
+        weights, acts, aligned = cin * classes + classes, cin * h * w + classes, cin % block == 0
+    else:
+        if parts[0] == "block":
+            cin, cout, stride = int(parts[1]), int(parts[2]), int(parts[3])
+            weights = cin * 9 + cin + cin * cout + cout  # depthwise 3x3 + bias, pointwise + bias (BN folded)
+        else:
+            kind, cin, cout, k, stride = parts[0], int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4])
+            weights = (cin * k * k if kind == "dw" else cin * cout * k * k) + cout
+        ho, wo = conv_out(h, stride), conv_out(w, stride)
+        acts = cin * h * w + cout * ho * wo
+        aligned = cout % block == 0 and (cin % block == 0 or parts[0] == "conv")  # the stem reads 3-channel RGB
+    return weights * 4 / 2**20, acts * 4 / 2**20, aligned
+
+
+def memory_features(keys: list[str], block: int = 16) -> tuple[float, float]:
+    """(weight MiB of all entries, activation MiB of the entries in the blocked layout): `key_features` summed."""
+    feats = [key_features(k, block) for k in keys]
+    return sum(f[0] for f in feats), sum(f[1] for f in feats if f[2])
+
+
 def predict_from_table(table: dict[str, Any], keys: list[str]) -> float:
-    """intercept + scale x the sum of the entries + per_layer x their number (overhead + sum until calibrated)."""
+    """intercept + scale x the sum of the entries + per_layer x their number + the memory terms (ms per weight MiB,
+    ms per blocked activation MiB; `memory_features`); overhead + sum until calibrated."""
     scale = table.get("scale") or 1.0
     intercept = table.get("intercept")
     base = table["overhead"] if intercept is None else intercept
-    return base + scale * layer_sum(table, keys) + (table.get("per_layer") or 0.0) * len(keys)
+    ms = base + scale * layer_sum(table, keys) + (table.get("per_layer") or 0.0) * len(keys)
+    per_weight, per_blocked = table.get("ms_per_weight_mb") or 0.0, table.get("ms_per_blocked_mb") or 0.0
+    if per_weight or per_blocked:
+        weights, blocked = memory_features(keys, table.get("block_channels") or 16)
+        ms += per_weight * weights + per_blocked * blocked
+    return ms
 
 
 def fit_scale(sums: list[float], measured: list[float], overhead: float) -> float:
@@ -331,35 +377,73 @@ def fit_per_layer(sums: list[float], counts: list[int], measured: list[float], o
     return float(scale), float(per_layer)
 
 
-CALIBRATIONS = ("median", "per_layer")
+def fit_memory(
+    sums: list[float], weights_mb: list[float], blocked_mb: list[float], measured: list[float], overhead: float
+) -> tuple[float, float, float]:
+    """(ms per weight MiB, ms per blocked activation MiB, offset ms) of latency = overhead + sum + offset + the two
+    memory terms (`key_features`), least squares in relative error: the isolated sum kept at face value and the
+    in-network difference explained by the bytes that move differently there. Measured here (12 anchors, 1 thread):
+    torch eager about +0.15 ms per weight MiB (6-7 GB/s), ONNX Runtime +0.05 ms per weight MiB and -0.04 ms per
+    blocked activation MiB."""
+    s, w, b, m = (np.asarray(v, dtype=float) for v in (sums, weights_mb, blocked_mb, measured))
+    if len(s) < 3:
+        raise ValueError(f"cannot fit the memory terms on {len(s)} anchors: need three or more")
+    x = np.stack([w, b, np.ones_like(s)], axis=1) / m[:, None]
+    (per_weight, per_blocked, offset), *_ = np.linalg.lstsq(x, (m - overhead - s) / m, rcond=None)
+    return float(per_weight), float(per_blocked), float(offset)
 
 
-def fit_calibration(sums: list[float], counts: list[int], measured: list[float], overhead: float) -> dict[str, Any]:
-    """Choose between `fit_scale` (one factor) and `fit_per_layer` (factor and per-entry cost) by leave-one-out over
+CALIBRATIONS = ("median", "per_layer", "memory")
+
+
+def fit_calibration(
+    sums: list[float],
+    counts: list[int],
+    measured: list[float],
+    overhead: float,
+    memory: list[tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    """Choose between `fit_scale` (one factor), `fit_per_layer` (factor and per-entry cost) and, given each anchor's
+    ``memory`` features ((weight MiB, blocked activation MiB), `memory_features`), `fit_memory` by leave-one-out over
     the anchors alone (the median relative error of each anchor predicted from the others), then fit it on all of
-    them: ``{"scale", "per_layer", "method", "loo_median_pct": {method: %}}``. Here the median ratio won with torch
-    eager in every table; with ONNX Runtime either won, by about a point, depending on the anchors' noise."""
+    them: ``{"scale", "per_layer", "offset", "ms_per_weight_mb", "ms_per_blocked_mb", "method", "loo_median_pct":
+    {method: %}}``. Measured here with all figures timed in the same rounds (two runs): torch eager chose the median
+    ratio, ONNX Runtime the memory terms (leave-one-out 2.9-4.9% against 8.1-8.5% for the median ratio: its in-network
+    ratio runs from x0.8 for the 0.25 models to x1.25, which no single factor follows)."""
     s, n, m = (np.asarray(v, dtype=float) for v in (sums, counts, measured))
+    feats = np.asarray(memory, dtype=float).reshape(-1, 2) if memory is not None else None
+    if feats is not None and len(feats) != len(s):
+        raise ValueError(f"memory features for {len(feats)} anchors, but {len(s)} sums")
 
-    def fit(method: str, idx: np.ndarray) -> tuple[float, float]:
+    def fit(method: str, idx: np.ndarray) -> tuple[float, float, float, float, float]:
+        """(scale, per_layer, offset, per weight MiB, per blocked MiB)."""
         if method == "median":
-            return fit_scale(list(s[idx]), list(m[idx]), overhead), 0.0
-        return fit_per_layer(list(s[idx]), list(n[idx]), list(m[idx]), overhead)
+            return fit_scale(list(s[idx]), list(m[idx]), overhead), 0.0, 0.0, 0.0, 0.0
+        if method == "per_layer":
+            return (*fit_per_layer(list(s[idx]), list(n[idx]), list(m[idx]), overhead), 0.0, 0.0, 0.0)
+        per_weight, per_blocked, offset = fit_memory(
+            list(s[idx]), list(feats[idx, 0]), list(feats[idx, 1]), list(m[idx]), overhead
+        )
+        return 1.0, 0.0, offset, per_weight, per_blocked
+
+    def predict(params: tuple[float, ...], i: int) -> float:
+        scale, per_layer, offset, per_weight, per_blocked = params
+        extra = per_weight * feats[i, 0] + per_blocked * feats[i, 1] if feats is not None else 0.0
+        return overhead + offset + scale * s[i] + per_layer * n[i] + extra
 
     everything = np.arange(len(s))
+    candidates = [c for c in CALIBRATIONS if c != "memory" or (feats is not None and len(s) >= 5)]
     loo: dict[str, float] = {}
     if len(s) >= 3:
-        for method in CALIBRATIONS:
-            errors = []
-            for i in everything:
-                scale, per_layer = fit(method, everything != i)
-                errors.append(abs(overhead + scale * s[i] + per_layer * n[i] - m[i]) / m[i])
+        for method in candidates:
+            errors = [abs(predict(fit(method, everything != i), i) - m[i]) / m[i] for i in everything]
             loo[method] = 100 * float(np.median(errors))
-    method = min(loo, key=lambda k: (loo[k], k != "median")) if loo else "median"
-    scale, per_layer = fit(method, everything == everything)
-    if scale <= 0:  # not physical: keep the robust one-factor fit
-        method, (scale, per_layer) = "median", fit("median", everything == everything)
-    return {"scale": scale, "per_layer": per_layer, "method": method, "loo_median_pct": loo}
+    method = min(loo, key=lambda k: (loo[k], CALIBRATIONS.index(k))) if loo else "median"
+    params = fit(method, everything == everything)
+    if params[0] <= 0 or any(predict(params, i) <= 0 for i in everything):  # not physical: the one-factor fit
+        method, params = "median", fit("median", everything == everything)
+    keys = ("scale", "per_layer", "offset", "ms_per_weight_mb", "ms_per_blocked_mb")
+    return {**dict(zip(keys, params, strict=True)), "method": method, "loo_median_pct": loo}
 
 
 def calibrate(
@@ -368,31 +452,47 @@ def calibrate(
     measure_model: Callable[[float, int], float],
     granularity: str = "block",
     rounds: int = CALIBRATION_ROUNDS,
-) -> int:
-    """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models; the number
-    of shapes and models newly measured.
+    *,
+    keys: Iterable[str] = (),
+    models: Iterable[tuple[float, int]] = (),
+    block: int | None = None,
+) -> tuple[int, dict[tuple[float, int], float]]:
+    """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models: (the number
+    of shapes and models newly measured, ``{model: ms}`` of the extra ``models``).
 
-    Each of ``rounds`` rounds times all the anchors' entries (and the overhead) round-robin, then every anchor end to
-    end (`time_rounds`, minimum per figure): entries and models share every round, so a slow phase of the machine
-    that lasts longer than a round (a minute) inflates both rather than one side of the ratio. (Timing all entry
-    rounds first and then all model rounds let the torch scale swing 1.17-1.35 between runs while the test models'
-    ratios held at 1.35-1.39.)"""
-    models = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
-    items = [OVERHEAD, *(k for keys in models.values() for k in keys), *ANCHORS]  # each round: entries, then models
+    Each of ``rounds`` rounds times the overhead, all the anchors' entries and the extra ``keys`` (the shapes of the
+    models about to be predicted) round-robin, then every anchor and the extra ``models`` (a benchmark's check) end
+    to end (`time_rounds`, minimum per figure): entries, anchors and predicted models share every round, so a slow
+    phase of the machine that lasts longer than a round (a minute) inflates all of them rather than one side of the
+    ratio. (Timing the predicted models' entries after the calibration let torch's scale fit 1.17-1.35 against test
+    models' in-network ratios of 1.30-1.39, a median error of up to 13.8%.) ``block`` is the runtime's channel block
+    for the memory features (default: `block_channels`)."""
+    block = block or block_channels()
+    anchors = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
+    extra_models = [m for m in dict.fromkeys(models) if m not in anchors]
+    entries = [OVERHEAD, *(k for ks in anchors.values() for k in ks), *keys]
+    items = [*dict.fromkeys(entries), *anchors, *extra_models]  # entries already in the table are timed again
     timed = time_rounds(items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds)
-    best = {a: timed.pop(a) for a in ANCHORS}
-    raw = timed
-    table["overhead"] = raw.pop(OVERHEAD)
-    for key, ms in raw.items():
+    whole = {m: timed.pop(m) for m in [*anchors, *extra_models]}
+    table["overhead"] = timed.pop(OVERHEAD)
+    for key, ms in timed.items():
         table["layers"][key] = max(ms - table["overhead"], 0.0)
-    sums = [layer_sum(table, keys) for keys in models.values()]
-    target = [best[a] for a in ANCHORS]
-    counts = [len(keys) for keys in models.values()]
-    fitted = fit_calibration(sums, counts, target, table["overhead"])
-    table["intercept"], table["scale"], table["per_layer"] = table["overhead"], fitted["scale"], fitted["per_layer"]
+    sums = [layer_sum(table, ks) for ks in anchors.values()]
+    target = [whole[a] for a in ANCHORS]
+    counts = [len(ks) for ks in anchors.values()]
+    memory = [memory_features(ks, block) for ks in anchors.values()]
+    fitted = fit_calibration(sums, counts, target, table["overhead"], memory)
+    table.update(
+        intercept=table["overhead"] + fitted["offset"],
+        scale=fitted["scale"],
+        per_layer=fitted["per_layer"],
+        ms_per_weight_mb=fitted["ms_per_weight_mb"],
+        ms_per_blocked_mb=fitted["ms_per_blocked_mb"],
+        block_channels=block,
+    )
     table["fit"] = {"method": fitted["method"], "loo_median_pct": fitted["loo_median_pct"]}
     table["anchors"] = [[a, r, m] for (a, r), m in zip(ANCHORS, target, strict=True)]
-    return 1 + len(raw) + len(best)
+    return 1 + len(timed) + len(whole), {m: whole[m] for m in extra_models}
 
 
 class ModelTimer:
@@ -476,21 +576,23 @@ def predict_many(
     lut = lut if lut is not None else LatencyLUT.load()
     table = lut.table(env_key(runtime, threads, env, granularity))
     all_keys = [layer_keys(spec, granularity) for spec in specs]
+    seen = set(table["layers"]) | ({OVERHEAD} if table.get("overhead") is not None else set())
+    counts = []
+    for keys in all_keys:  # each model's count: the shapes first measured for it
+        fresh = [k for k in dict.fromkeys([OVERHEAD, *keys]) if k not in seen]
+        counts.append(len(fresh))
+        seen.update(fresh)
+    own = [k for keys in all_keys for k in keys]
     timer = None if measure else KeyTimer(runtime, threads)
     measure = measure or timer
-    counts = [0] * len(all_keys)
     try:
-        if calibrated and table.get("scale") is None and all_keys:  # first: the models' shapes are timed warmed up
+        if calibrated and table.get("scale") is None and all_keys:  # the models' shapes share the anchors' rounds
             whole = measure_whole or ModelTimer(runtime, threads)
-            counts[0] += calibrate(table, measure, whole, granularity)
+            n, _ = calibrate(table, measure, whole, granularity, keys=own)
+            counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
             if isinstance(whole, ModelTimer):
                 whole.close()
-        seen = set(table["layers"]) | ({OVERHEAD} if table.get("overhead") is not None else set())
-        for i, keys in enumerate(all_keys):
-            fresh = [k for k in dict.fromkeys([OVERHEAD, *keys]) if k not in seen]
-            counts[i] += len(fresh)
-            seen.update(fresh)
-        fill(table, [k for keys in all_keys for k in keys], measure, rounds)
+        fill(table, own, measure, rounds)
     finally:
         if timer is not None:
             timer.close()
