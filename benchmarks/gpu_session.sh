@@ -9,6 +9,10 @@
 #   bash benchmarks/gpu_session.sh 2           # mobilenets bench --runtimes cuda,cuda-bf16 (16-model grid)
 #   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
+# COPY_ONLY=1 makes a stage copy its part and stop, for a lease that only has time for the full reproduce run (#8, at
+# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=560 ... 3 20.
+# Stage 3 runs reproduce with --jobs 4: one process per resolution, each decoding its splits once.
+#
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
 stage=$1
@@ -23,6 +27,7 @@ mkdir -p /tmp/logs
 
 part=.xfer/p$stage
 if [ -d "$part" ]; then cp -r "$part/." /tmp/data/ && log "copied $part: $(find /tmp/data -type f | wc -l) files in /tmp/data"; fi
+if [ -n "${COPY_ONLY:-}" ]; then trap - EXIT; log "stage $stage: copied only"; exit 0; fi
 
 case $stage in
 1)
@@ -54,8 +59,13 @@ case $stage in
     log "reproduce --budget full --epochs $epochs --jobs 4"
     timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
         --epochs "$epochs" --jobs 4 --out /tmp/reproduce 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
-    mkdir -p "results/reproduce-imagenette-$gpu"
-    cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "results/reproduce-imagenette-$gpu/" 2>/dev/null
+    dest="results/reproduce-imagenette-$gpu"
+    mkdir -p "$dest"
+    cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null
+    for run in /tmp/reproduce/runs/*/; do  # each run's record, not its checkpoints or weights
+        mkdir -p "$dest/runs/$(basename "$run")"
+        cp "$run"/summary.json "$run"/metrics.jsonl "$run"/config.yaml "$run"/env.json "$dest/runs/$(basename "$run")/" 2>/dev/null
+    done
     ;;
 esac
 log "stage $stage done"

@@ -111,9 +111,11 @@ def test_unreadable_files_are_skipped_and_named(tmp_path):
 
 @pytest.mark.slow
 def test_on_device_training_resumes_mid_epoch_exactly(tmp_path):
-    """Stopping mid-epoch (--max-steps) and resuming replays the same augmentation: identical weights."""
+    """Stopping mid-epoch (--max-steps) and resuming replays the same augmentation and MixUp/CutMix: identical
+    weights."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 24, 6)  # 6 steps per epoch at batch 8
-    common = dict(data_on_device=True, epochs=2, batch_size=8, ema_decay=0.9, scale_min=0.3)
+    common = dict(data_on_device=True, epochs=2, batch_size=8, ema_decay=0.9, scale_min=0.3, mixup_alpha=0.2,
+                  cutmix_alpha=1.0)  # fmt: skip
     ref = train(tiny_cfg(data, tmp_path / "ref", **common))
     assert ref["cache"]["train"]["on_device"] == "cpu" and ref["global_steps"] == 12
     train(tiny_cfg(data, tmp_path / "run", max_steps=9, **common))
@@ -134,3 +136,24 @@ def test_host_and_device_paths_evaluate_the_same_weights_alike(tmp_path):
         runs[name] = train(tiny_cfg(data, tmp_path / name, lr=1e-9, max_steps=1, **extra))
     assert scan_split(data / "val").classes == list(runs["host"]["per_class_top1"])
     assert runs["host"]["final_val_loss"] == pytest.approx(runs["device"]["final_val_loss"], abs=1e-4)
+
+
+def test_decoded_splits_stay_resident_for_the_next_run(monkeypatch):
+    """A second load of the same files at the same side returns the resident split without decoding again."""
+    import mobilenets.device_data as dd
+
+    decoded = []
+    monkeypatch.setattr(dd, "read_image", lambda path: decoded.append(path) or read_image(path))
+    dd.release_resident()
+    samples = _samples(data_path("imagenette", "val", "n03028079"), 3)
+    first = load_to_device(samples, 40, "cpu", threads=2)
+    assert len(decoded) == 3 and dd.is_resident(samples, 40, "cpu")
+    assert load_to_device(samples, 40, "cpu", threads=2) is first and len(decoded) == 3
+    other = load_to_device(samples[:2], 40, "cpu", threads=2)  # other files: decoded
+    assert other is not first and len(decoded) == 5
+    load_to_device(samples, 48, "cpu", threads=2)  # another side: decoded; the oldest of RESIDENT=2 is dropped
+    assert len(decoded) == 8 and not dd.is_resident(samples, 40, "cpu") and dd.is_resident(samples[:2], 40, "cpu")
+    load_to_device(samples, 32, "cpu", threads=2, keep=False)
+    assert not dd.is_resident(samples, 32, "cpu")
+    dd.release_resident()
+    assert not dd.is_resident(samples, 48, "cpu") and not dd.is_resident(samples[:2], 40, "cpu")

@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from mobilenets.reproduce import BUDGETS, ReproduceConfig, experiment_rows, plan_runs, reproduce, verdict
+from mobilenets.reproduce import (
+    BUDGETS,
+    ReproduceConfig,
+    experiment_rows,
+    group_runs,
+    plan_runs,
+    reproduce,
+    run_cost,
+    verdict,
+)
 
 from .conftest import data_path
 
@@ -114,3 +123,18 @@ def test_parallel_jobs_share_the_cores(monkeypatch):
     assert four.train["threads"] == 4 and four.train["workers"] == 4 and four.train["device"] == "cuda"
     assert share_cores(full, 32).train["threads"] == 1  # never below one thread
     assert share_cores(BUDGETS["quick"], 4).train["threads"] == 2  # a budget's own thread count is kept
+
+
+@pytest.mark.parametrize("jobs", [1, 4, 6, 30])
+def test_runs_are_grouped_by_resolution_costliest_first(jobs):
+    """Each task holds one resolution (its runs then share the decoded data in one process); with more processes
+    than resolutions the costliest tasks are split; every run is in exactly one task."""
+    runs = plan_runs(["table4", "table5", "table6", "table7", "grid"], BUDGETS["full"])
+    tasks = group_runs(runs, jobs)
+    assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)
+    assert all(len({r.resolution for r in t}) == 1 for t in tasks)
+    resolutions = {r.resolution for r in runs}
+    assert len(tasks) == (len(resolutions) if jobs <= len(resolutions) else min(jobs, len(runs)))
+    totals = [sum(map(run_cost, t)) for t in tasks]
+    assert totals == sorted(totals, reverse=True)
+    assert all([run_cost(r) for r in t] == sorted(map(run_cost, t), reverse=True) for t in tasks)

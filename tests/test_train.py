@@ -447,6 +447,7 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--resume", "/no/such.pt"], "resume='/no/such.pt'"),
         (["--data", "/no/such/root"], "/no/such/root"),
         (["--batch-size", "3", "--sync-bn"], "sync_bn"),
+        (["--mixup-alpha", "-0.2"], "mixup_alpha=-0.2"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path):

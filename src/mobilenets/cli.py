@@ -566,7 +566,7 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
     p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
     p.add_argument("--epochs", type=int, default=d.epochs, help="override the budget's epochs per model")
-    p.add_argument("--jobs", type=int, default=d.jobs, help="training runs at once, one process each")
+    p.add_argument("--jobs", type=int, default=d.jobs, help="processes at once; one resolution's runs share one")
     p.add_argument("--report-only", action="store_true", help="no training: report from the runs finished in --out")
     return cmd_reproduce
 

@@ -10,6 +10,7 @@ old or complete new file, never a torn one.
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 import re
@@ -204,6 +205,10 @@ class StepContext:
     distill_temperature: float = 4.0
     distill_weight: float = 0.0
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_seed: int = 0
+    num_classes: int = 0
     grad_clip: float = 0.0
     channels_last: bool = False
     max_steps: int | None = None
@@ -221,7 +226,46 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     )
 
 
+MIX_SWITCH_PROB = 0.5  # with both MixUp and CutMix on, each batch uses one of them (timm's default switch prob)
+
+
+def mix_batch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    seed: int | tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a batch with its own permutation: (images, soft
+    targets). lambda ~ Beta(alpha, alpha); CutMix pastes a box of area fraction 1 - lambda (clipped to the image, lambda
+    then recomputed from the pasted area, as timm and torchvision do). With both on, each batch picks one with
+    probability `MIX_SWITCH_PROB`. Every random number comes from ``seed`` (the trainer passes (run seed, global step,
+    rank)), so a resumed run mixes exactly as an uninterrupted one."""
+    rng = np.random.default_rng(seed)
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < MIX_SWITCH_PROB)
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha) if use_cutmix else rng.beta(mixup_alpha, mixup_alpha))
+    n = images.shape[0]
+    perm = torch.from_numpy(rng.permutation(n)).to(images.device)
+    if use_cutmix:
+        h, w = images.shape[-2:]
+        cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        images = images.clone()
+        images[:, :, y0:y1, x0:x1] = images[perm][:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        images = images * lam + images[perm] * (1.0 - lam)
+    one_hot = F.one_hot(labels, num_classes).float()
+    return images, one_hot * lam + one_hot[perm] * (1.0 - lam)
+
+
 def compute_loss(logits, labels, images, ctx: StepContext) -> torch.Tensor:
+    """Cross-entropy with label smoothing (``labels`` are class indices, or soft targets after `mix_batch`), plus the
+    distillation term when a teacher is set."""
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=ctx.label_smoothing)
     if ctx.teacher is not None and ctx.distill_weight > 0:
         with torch.no_grad():
@@ -255,12 +299,17 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
             continue  # every file of this batch was unreadable
         images = images.to(dev, non_blocking=True)
         labels = labels.to(dev, non_blocking=True)
+        targets = labels
+        if ctx.mixup_alpha > 0 or ctx.cutmix_alpha > 0:
+            images, targets = mix_batch(images, labels, ctx.num_classes, mixup_alpha=ctx.mixup_alpha,
+                                        cutmix_alpha=ctx.cutmix_alpha,
+                                        seed=(ctx.mix_seed, global_step, ctx.env.rank))  # fmt: skip
         if ctx.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = ctx.set_lr(ctx.optimizer, ctx.lr_at(global_step))
         with _autocast(ctx):
             logits = model(images)
-            loss = compute_loss(logits, labels, images, ctx)
+            loss = compute_loss(logits, targets, images, ctx)
         ctx.optimizer.zero_grad(set_to_none=True)
         if ctx.scaler is not None:
             ctx.scaler.scale(loss).backward()
@@ -277,7 +326,7 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
         global_step += 1
         steps += 1
         loss_sum += loss.detach().double() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
+        correct += (logits.detach().argmax(1) == (labels if targets is labels else targets.argmax(1))).sum()
         seen += len(labels)
         if progress.wants_stats():
             elapsed = time.perf_counter() - t0

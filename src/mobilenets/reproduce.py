@@ -141,23 +141,53 @@ def share_cores(budget: Budget, jobs: int) -> Budget:
                                   "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
 
 
+def run_cost(run: Run) -> float:
+    """A run's training cost for scheduling: its model's mult-adds at its resolution."""
+    return count_complexity(model_spec(run.model, resolution=run.resolution)).macs
+
+
+def group_runs(runs: list[Run], jobs: int) -> list[list[Run]]:
+    """The runs as tasks for ``jobs`` processes, costliest first: one task per resolution (its runs trained one after
+    another in one process share the decoded splits, `device_data.load_to_device`), the costliest task split in two
+    (alternating its runs by cost) while there are fewer tasks than processes."""
+    by_res: dict[int, list[Run]] = {}
+    for run in sorted(runs, key=run_cost, reverse=True):
+        by_res.setdefault(run.resolution, []).append(run)
+    tasks = list(by_res.values())
+
+    def total(task: list[Run]) -> float:
+        return sum(map(run_cost, task))
+
+    while len(tasks) < jobs and any(len(t) > 1 for t in tasks):
+        big = max((t for t in tasks if len(t) > 1), key=total)
+        tasks.remove(big)
+        tasks += [big[0::2], big[1::2]]
+    return sorted(tasks, key=total, reverse=True)
+
+
+def train_group(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log) -> list[dict[str, Any]]:
+    """`train_run` for each run in turn, in this process."""
+    return [train_run(run, data, out, budget, recipe, log) for run in runs]
+
+
 def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log, jobs: int) -> dict:
-    """Every run's summary, training ``jobs`` runs at once in spawned processes (largest first, to pack well)."""
+    """Every run's summary. The runs of one resolution train one after another in one process (`group_runs`), so
+    with the data held on the GPU each resolution is decoded once per process; ``jobs`` > 1 trains the groups in
+    that many spawned processes at once."""
+    tasks = group_runs(runs, jobs)
     if jobs == 1:
-        return {run.key: train_run(run, data, out, budget, recipe, log) for run in runs}
+        done = {run.key: train_run(run, data, out, budget, recipe, log) for task in tasks for run in task}
+        return {run.key: done[run.key] for run in runs}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    def cost(run: Run) -> float:
-        return count_complexity(model_spec(run.model, resolution=run.resolution)).macs
-
     summaries: dict[str, dict] = {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {run.key: pool.submit(train_run, run, data, out, budget, recipe, print) for run in
-                   sorted(runs, key=cost, reverse=True)}  # fmt: skip
-        for key, future in futures.items():
-            summaries[key] = future.result()
-            log(f"{key}: top-1 {100 * summaries[key]['final_top1']:.1f}% in {summaries[key]['wall_time_s']:.0f} s")
+        futures = [(task, pool.submit(train_group, task, data, out, budget, recipe, print)) for task in tasks]
+        for task, future in futures:
+            for run, summary in zip(task, future.result(), strict=True):
+                summaries[run.key] = summary
+                log(f"{run.key}: top-1 {100 * summary['final_top1']:.1f}% in {summary['wall_time_s']:.0f} s")
     return {run.key: summaries[run.key] for run in runs}
 
 
@@ -244,7 +274,7 @@ class ReproduceConfig:
     budget: str = "quick"
     recipe: str = "modern"  # one recipe for every model; short schedules converge better with it than with RMSProp
     epochs: int | None = None  # override the budget's epochs (recorded in results.json)
-    jobs: int = 1  # training runs at once, each in its own process (GPU: small models leave it mostly idle)
+    jobs: int = 1  # processes training at once; the runs of one resolution go one after another in one process
     report_only: bool = False  # no training: report from the runs already finished in DIR/runs (others: unfinished)
 
 

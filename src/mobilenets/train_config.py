@@ -55,6 +55,8 @@ class TrainConfig:
     ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")
     ratio_max: float = _f(4 / 3, "RandomResizedCrop largest aspect ratio")
     hflip: bool = _f(True, "random horizontal flips")
+    mixup_alpha: float = _f(0.0, "MixUp: blend each batch with a shuffled copy, lambda ~ Beta(a, a) (0 = off)")
+    cutmix_alpha: float = _f(0.0, "CutMix: paste a box from a shuffled copy, lambda ~ Beta(a, a) (0 = off)")
     # --- model ---
     model: str = _f("mobilenet_v1_100", "registered model name (see `mobilenets list`)")
     alpha: float | None = _f(None, "width multiplier (overrides the model's)")
@@ -141,7 +143,7 @@ class TrainConfig:
         _number("lr_decay_epochs", self.lr_decay_epochs, lambda v: v > 0, "a positive number")
         for name in ("eps", "distill_temperature"):
             _number(name, getattr(self, name), lambda v: v > 0, "a positive number")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "mixup_alpha", "cutmix_alpha"):
             _number(name, getattr(self, name), lambda v: v >= 0, "a number >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas={self.betas!r} is not allowed: betas must be two numbers in [0, 1)")

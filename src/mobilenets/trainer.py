@@ -26,7 +26,14 @@ from .atomic import atomic_write_text
 from .complexity import count_complexity
 from .data import BadFiles, DataError, ImageFolderDataset, cache_side, collate, scan_dataset, scan_split, should_cache
 from .data import train_transform as make_train_transform
-from .device_data import DeviceEvalLoader, DeviceTrainLoader, load_to_device, square_bytes
+from .device_data import (
+    DeviceEvalLoader,
+    DeviceTrainLoader,
+    is_resident,
+    load_to_device,
+    release_resident,
+    square_bytes,
+)
 from .engine import (
     DistEnv,
     Progress,
@@ -264,8 +271,12 @@ class _Run:
     def _device_loaders(self, spec, res: int, side: int) -> None:
         """Both splits decoded once and held on ``env.device``; batches are augmented there (device_data.py)."""
         cfg, env = self.cfg, self.env
+        splits = (self.train_split.samples, self.val_split.samples)
+        reuse = all(is_resident(samples, side, env.device) for samples in splits)
+        if not reuse:
+            release_resident()  # an earlier run's splits (another side or other files) make room
         need = square_bytes(len(self.train_split.samples) + len(self.val_split.samples), side)
-        if env.device.type == "cuda":
+        if env.device.type == "cuda" and not reuse:
             free, _total = torch.cuda.mem_get_info(env.device)
             if need > 0.5 * free:
                 raise ConfigError(
@@ -276,10 +287,10 @@ class _Run:
         self.val_ds = ImageFolderDataset(self.val_split, None, seed=cfg.seed)
         t0 = time.perf_counter()
         threads = max(1, cfg.workers)
-        train = load_to_device(self.train_split.samples, side, env.device, threads=threads)
-        val = load_to_device(self.val_split.samples, side, env.device, threads=threads)
+        train, val = (load_to_device(samples, side, env.device, threads=threads) for samples in splits)
+        how = "reused the resident" if reuse else "decoded"
         self.say(
-            f"decoded {len(train)} train + {len(val)} val images onto {env.device} "
+            f"{how} {len(train)} train + {len(val)} val images on {env.device} "
             f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s)"
         )
         self.cache_info = {
@@ -449,6 +460,10 @@ class _Run:
             distill_temperature=cfg.distill_temperature,
             distill_weight=cfg.distill_weight if self.teacher else 0.0,
             label_smoothing=cfg.label_smoothing,
+            mixup_alpha=cfg.mixup_alpha,
+            cutmix_alpha=cfg.cutmix_alpha,
+            mix_seed=cfg.seed,
+            num_classes=len(self.classes),
             grad_clip=cfg.grad_clip,
             channels_last=cfg.channels_last,
             max_steps=cfg.max_steps,
