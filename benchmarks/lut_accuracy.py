@@ -42,8 +42,9 @@ blocked-layout entries and an offset (`lut.key_features`), which follows ONNX Ru
 
 Timing discipline: the previous benchmark timed the test models' entries and then the test models after the
 calibration's rounds; torch's anchors then fitted a scale of 1.17-1.35 over five runs while the test models'
-in-network ratios read 1.30-1.39 minutes later, a median error of 4.6-13.8% (results/*-previous-run.* kept the last
-such run). Everything is now timed in the same rounds, in the benchmark and in `lut.predict_many` alike.
+in-network ratios read 1.30-1.39 minutes later, a median error of 4.6-13.8% (results/*-old-method.* and
+*-previous-run.* keep two such runs). Everything is now timed in the same rounds, in the benchmark and in
+`lut.predict_many` alike.
 """
 
 

@@ -382,9 +382,9 @@ def fit_memory(
 ) -> tuple[float, float, float]:
     """(ms per weight MiB, ms per blocked activation MiB, offset ms) of latency = overhead + sum + offset + the two
     memory terms (`key_features`), least squares in relative error: the isolated sum kept at face value and the
-    in-network difference explained by the bytes that move differently there. Measured here (12 anchors, 1 thread):
-    torch eager about +0.15 ms per weight MiB (6-7 GB/s), ONNX Runtime +0.05 ms per weight MiB and -0.04 ms per
-    blocked activation MiB."""
+    in-network difference explained by the bytes that move differently there. Fitted here (12 anchors, 1 thread):
+    torch eager +0.15-0.20 ms per weight MiB (5-7 GB/s), ONNX Runtime +0.05-0.12 ms per weight MiB and about -0.04 ms
+    per blocked activation MiB."""
     s, w, b, m = (np.asarray(v, dtype=float) for v in (sums, weights_mb, blocked_mb, measured))
     if len(s) < 3:
         raise ValueError(f"cannot fit the memory terms on {len(s)} anchors: need three or more")
@@ -407,9 +407,10 @@ def fit_calibration(
     ``memory`` features ((weight MiB, blocked activation MiB), `memory_features`), `fit_memory` by leave-one-out over
     the anchors alone (the median relative error of each anchor predicted from the others), then fit it on all of
     them: ``{"scale", "per_layer", "offset", "ms_per_weight_mb", "ms_per_blocked_mb", "method", "loo_median_pct":
-    {method: %}}``. Measured here with all figures timed in the same rounds (two runs): torch eager chose the median
-    ratio, ONNX Runtime the memory terms (leave-one-out 2.9-4.9% against 8.1-8.5% for the median ratio: its in-network
-    ratio runs from x0.8 for the 0.25 models to x1.25, which no single factor follows)."""
+    {method: %}}``. In the four committed benchmark runs (results/lut-*-run-*.md) the memory terms won three times
+    with ONNX Runtime (leave-one-out 2.7-3.9% against 7.0-8.9% for the median ratio: its in-network ratio runs from
+    x0.8 for the 0.25 models to x1.25, which no single factor follows) and twice with torch eager; the per-entry cost
+    form won the others, each time by 0.5-2.4 points."""
     s, n, m = (np.asarray(v, dtype=float) for v in (sums, counts, measured))
     feats = np.asarray(memory, dtype=float).reshape(-1, 2) if memory is not None else None
     if feats is not None and len(feats) != len(s):
@@ -458,7 +459,7 @@ def calibrate(
     block: int | None = None,
 ) -> tuple[int, dict[tuple[float, int], float]]:
     """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models: (the number
-    of shapes and models newly measured, ``{model: ms}`` of the extra ``models``).
+    of shapes and models newly measured, ``{model: ms}`` of the extra ``models``; one that is an anchor is timed once).
 
     Each of ``rounds`` rounds times the overhead, all the anchors' entries and the extra ``keys`` (the shapes of the
     models about to be predicted) round-robin, then every anchor and the extra ``models`` (a benchmark's check) end
@@ -492,7 +493,7 @@ def calibrate(
     )
     table["fit"] = {"method": fitted["method"], "loo_median_pct": fitted["loo_median_pct"]}
     table["anchors"] = [[a, r, m] for (a, r), m in zip(ANCHORS, target, strict=True)]
-    return 1 + len(timed) + len(whole), {m: whole[m] for m in extra_models}
+    return 1 + len(timed) + len(whole), {m: whole[m] for m in dict.fromkeys(models)}
 
 
 class ModelTimer:
