@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_images_per_s": round(s["eval_images_per_s"], 1),
                 "macs": s["macs"],
                 "params": s["params"],
-                "top1_per_epoch": [round(m["val_top1"], 4) for m in metrics],
+                "top1_per_epoch": [None if m["val_top1"] is None else round(m["val_top1"], 4) for m in metrics],
             }
         )
         print(json.dumps(rows[-1]), flush=True)

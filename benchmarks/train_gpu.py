@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     rows = [json.loads(x) for x in (Path(args.out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
     synthetic = synthetic_step_rate(cfg, len(summary["per_class_top1"]))
-    first_90 = next((r["epoch"] for r in rows if r["val_top1"] >= 0.9), None)
+    first_90 = next((r["epoch"] for r in rows if (r["val_top1"] or 0) >= 0.9), None)
     device = torch.cuda.get_device_name() if gpu else platform.processor() or "cpu"
     row = {
         "model": summary["model"]["name"],

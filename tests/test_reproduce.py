@@ -127,14 +127,19 @@ def test_parallel_jobs_share_the_cores(monkeypatch):
 
 @pytest.mark.parametrize("jobs", [1, 4, 6, 30])
 def test_runs_are_grouped_by_resolution_costliest_first(jobs):
-    """Each task holds one resolution (its runs then share the decoded data in one process); with more processes
-    than resolutions the costliest tasks are split; every run is in exactly one task."""
+    """Each task holds one resolution (its runs then share the decoded data in one process); tasks are split until
+    there are enough for the processes and none of several runs costs more than a process's share; every run is in
+    exactly one task."""
     runs = plan_runs(["table4", "table5", "table6", "table7", "grid"], BUDGETS["full"])
     tasks = group_runs(runs, jobs)
     assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)
     assert all(len({r.resolution for r in t}) == 1 for t in tasks)
-    resolutions = {r.resolution for r in runs}
-    assert len(tasks) == (len(resolutions) if jobs <= len(resolutions) else min(jobs, len(runs)))
     totals = [sum(map(run_cost, t)) for t in tasks]
     assert totals == sorted(totals, reverse=True)
     assert all([run_cost(r) for r in t] == sorted(map(run_cost, t), reverse=True) for t in tasks)
+    assert len(tasks) >= min(jobs, len(runs))
+    assert all(len(t) == 1 or total <= sum(totals) / jobs for t, total in zip(tasks, totals, strict=True))
+    if jobs == 1:
+        assert len(tasks) == len({r.resolution for r in runs})  # one decode per resolution
+    if jobs == 4:  # Conv MobileNet alone, the other 224 runs together, one task per other resolution
+        assert [r.model for r in tasks[0]] == ["mobilenet_v1_conv"] and len(tasks) == 5

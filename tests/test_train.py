@@ -448,6 +448,7 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--data", "/no/such/root"], "/no/such/root"),
         (["--batch-size", "3", "--sync-bn"], "sync_bn"),
         (["--mixup-alpha", "-0.2"], "mixup_alpha=-0.2"),
+        (["--eval-every", "0"], "eval_every=0"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path):
@@ -540,3 +541,15 @@ def test_run_summary_feeds_bench_and_select_accuracy(trained):
     alpha, res, top1 = read_summary(out / "summary.json")
     assert (alpha, res) == (0.25, 64) and top1 == pytest.approx(100 * summary["best_top1"])
     assert from_summaries([out / "summary.json"]).points[(0.25, 64)] == pytest.approx(top1)
+
+
+def test_eval_every_skips_evaluations_but_not_the_last_epoch(tmp_path):
+    """--eval-every 2 over 3 epochs evaluates after epochs 2 and 3 only; best and final come from those."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 4)
+    summary = train(tiny_cfg(data, tmp_path / "r", epochs=3, eval_every=2))
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_top1"] is not None for r in rows] == [False, True, True]
+    assert rows[0]["val_loss"] is None and rows[0]["train_loss"] > 0
+    assert summary["final_top1"] == rows[2]["val_top1"]
+    assert summary["best_top1"] == max(rows[1]["val_top1"], rows[2]["val_top1"])
+    assert (tmp_path / "r" / "curves.png").stat().st_size > 0

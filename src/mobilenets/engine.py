@@ -255,7 +255,7 @@ def mix_batch(
         y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
         x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
         images = images.clone()
-        images[:, :, y0:y1, x0:x1] = images[perm][:, :, y0:y1, x0:x1]
+        images[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
         lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     else:
         images = images * lam + images[perm] * (1.0 - lam)

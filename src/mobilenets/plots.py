@@ -112,16 +112,19 @@ def bench_plots(rows: Sequence[dict], folder: str | os.PathLike, *, target_fps: 
 
 
 def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Two panels: loss vs epoch (train, val), accuracy vs epoch (train top-1, val top-1, val top-5). PNG."""
+    """Two panels: loss vs epoch (train, val), accuracy vs epoch (train top-1, val top-1, val top-5). PNG. Val points
+    only at the epochs that were evaluated (``--eval-every``)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
+    evaluated = [r for r in rows if r.get("val_top1") is not None]
+    val_epochs = [r["epoch"] for r in evaluated]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="val")
+    ax_loss.plot(val_epochs, [r["val_loss"] for r in evaluated], "s-", label="val")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train top-1")
-    ax_acc.plot(epochs, [100 * r["val_top1"] for r in rows], "s-", label="val top-1")
-    ax_acc.plot(epochs, [100 * r["val_top5"] for r in rows], "^--", label="val top-5")
+    ax_acc.plot(val_epochs, [100 * r["val_top1"] for r in evaluated], "s-", label="val top-1")
+    ax_acc.plot(val_epochs, [100 * r["val_top5"] for r in evaluated], "^--", label="val top-5")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

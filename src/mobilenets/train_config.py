@@ -77,6 +77,7 @@ class TrainConfig:
     epochs: int = _f(10, "training epochs")
     batch_size: int = _f(64, "global batch size (split evenly over processes)")
     eval_batch_size: int | None = _f(None, "evaluation batch size per process (default: --batch-size)")
+    eval_every: int = _f(1, "evaluate on the val split every this many epochs (and always after the last)")
     optimizer: str = _f("rmsprop", "rmsprop (TensorFlow semantics) | rmsprop_torch | sgd | nesterov | adamw")
     lr: float = _f(0.045, "learning rate at a global batch of --lr-base-batch")
     lr_base_batch: int = _f(0, "batch size --lr is quoted for; scaled linearly to --batch-size (0 = no scaling)")
@@ -118,7 +119,7 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("cache", self.cache, CACHE_MODES)
         _choice("device", self.device, DEVICES)
-        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every"):
+        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every"):
             _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
         for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
             if getattr(self, name) is not None:

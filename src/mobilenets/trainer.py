@@ -497,17 +497,20 @@ class _Run:
             )
             progress.close()
             self.global_step_now = self.global_step
-            val = evaluate(
-                self._eval_model(),
-                self.val_loader,
-                len(self.classes),
-                env,
-                amp_dtype=amp_dtype,
-                channels_last=cfg.channels_last,
-            )
             last_train_bad = self._bad_report(bad, self.train_ds)
-            val_bad = self._bad_report(val.pop("bad"), self.val_ds)
-            last_val = val
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopped:
+                val = evaluate(
+                    self._eval_model(),
+                    self.val_loader,
+                    len(self.classes),
+                    env,
+                    amp_dtype=amp_dtype,
+                    channels_last=cfg.channels_last,
+                )
+                val_bad = self._bad_report(val.pop("bad"), self.val_ds)
+                last_val = val
+            else:  # --eval-every: no evaluation this epoch
+                val, val_bad = dict.fromkeys(("loss", "top1", "top5", "images_per_s")), BadFiles()
             row = {
                 "epoch": epoch + 1,
                 "global_step": self.global_step,
@@ -520,16 +523,20 @@ class _Run:
                 "skipped_val": val_bad.to_dict(),
             }
             history.append(row)
-            improved = val["top1"] > self.best["top1"]
+            improved = val["top1"] is not None and val["top1"] > self.best["top1"]
             if improved:
                 self.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
             if env.is_main:
                 self._append_metrics(row)
                 if improved:
                     self._save_weights("model_best", row)
+            evaluated = (
+                f"val top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}"
+                if val["top1"] is not None
+                else "not evaluated"
+            )
             self.say(
-                f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, val top-1 "
-                f"{val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}, "
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, {evaluated}, "
                 f"{stats['train_images_per_s']:.1f} img/s"
                 + (
                     f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
