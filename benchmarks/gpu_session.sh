@@ -52,8 +52,9 @@ case $stage in
     log "train data: $(find /tmp/data/train -type f | wc -l) files, val: $(find /tmp/data/val -type f | wc -l) files"
     if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
         log "train_gpu (1.0-160, full Imagenette)"
-        timeout 250 python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
-            --epochs "${TRAIN_EPOCHS:-80}" 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
+        # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
+        timeout "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
+            --epochs "${TRAIN_EPOCHS:-80}" ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
     fi
     gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
     log "reproduce --budget full --epochs $epochs --jobs 4"

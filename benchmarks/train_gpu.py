@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4, help="modern.yaml's 4e-5 is ImageNet's; 9.5k images")
     p.add_argument("--scale-min", type=float, default=0.25, help="RandomResizedCrop smallest area")
     p.add_argument("--ema-decay", type=float, default=0.0, help="0: none (the cosine schedule ends at zero)")
+    p.add_argument("--mixup-alpha", type=float, default=0.0, help="MixUp Beta(a, a) (0: off)")
+    p.add_argument("--cutmix-alpha", type=float, default=0.0, help="CutMix Beta(a, a) (0: off)")
+    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--max-per-class", type=int)
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=16, help="decode threads")
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.weight_decay,
         scale_min=args.scale_min,
         ema_decay=args.ema_decay,
+        mixup_alpha=args.mixup_alpha,
+        cutmix_alpha=args.cutmix_alpha,
+        eval_every=args.eval_every,
         max_per_class=args.max_per_class,
         max_val_per_class=args.max_per_class,
         device=args.device,
