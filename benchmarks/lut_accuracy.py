@@ -74,17 +74,18 @@ def main() -> int:
         specs = [ModelSpec(alpha=alpha, resolution=res) for alpha, res in OFF_GRID]
         anchor_keys = {k for a, r in lut.ANCHORS for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
         key_timer, model_timer = lut.KeyTimer(runtime, 1), lut.ModelTimer(runtime, 1)
-        rounds: dict = {}
+        per_round: dict = {}  # (alpha, res) -> its end-to-end time in each round
 
-        def whole(alpha: float, res: int, timer=model_timer, log=rounds) -> float:
+        def whole(alpha: float, res: int, timer=model_timer, log=per_round) -> float:
             log.setdefault((alpha, res), []).append(timer(alpha, res))
             return log[alpha, res][-1]
 
         # one set of rounds: the overhead, the anchors' and the test models' entries, the anchors, the test models
         table_rt = table.table(lut.env_key(runtime, 1, env))
         _, measured = lut.calibrate(table_rt, key_timer, whole, keys=[k for s in specs for k in lut.layer_keys(s)],
-                                    models=OFF_GRID)  # fmt: skip
-        key_timer.close(), model_timer.close()
+                                    models=OFF_GRID, block=lut.block_channels(runtime))  # fmt: skip
+        key_timer.close()
+        model_timer.close()
         table.save()
         predicted = lut.predict_many(specs, runtime=runtime, threads=1, lut=table, env=env)  # nothing left to time
         raws = lut.predict_many(specs, runtime=runtime, threads=1, lut=table, env=env, calibrated=False)
@@ -95,7 +96,7 @@ def main() -> int:
             rows.append({"runtime": runtime, "alpha": spec.alpha, "resolution": spec.resolution, "measured_ms": m,
                          "predicted_ms": pred, "error_pct": 100 * (pred - m) / m, "raw_sum_ms": raw,
                          "raw_error_pct": 100 * (raw - m) / m, "own_shapes": len(set(keys) - anchor_keys),
-                         "first_round_ms": rounds[model][0],
+                         "first_round_ms": per_round[model][0],
                          "plain_median_ms": plain_median(whole_runner(*model, runtime))})  # fmt: skip
             print(rows[-1], flush=True)
     cols = ("runtime", "alpha", "resolution", "measured_ms", "predicted_ms", "error_pct", "raw_sum_ms",

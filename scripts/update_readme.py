@@ -43,7 +43,7 @@ def lut_table() -> str:
     runs = []
     for run in sorted(RESULTS.glob("lut-*-t1*.json")):
         data = json.loads(run.read_text())
-        row = {"file": run.name, "commit": data["meta"]["env"].get("commit", "?")[:7]}
+        row = {"file": run.name, "commit": str(data["meta"]["env"].get("commit") or "?")}
         for s in data["summary"]:
             row[f"{s['runtime']} fit"] = s["fit"]
             row[f"{s['runtime']} median abs error %"] = s["median_abs_error_pct"]

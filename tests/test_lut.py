@@ -105,6 +105,23 @@ def test_calibration_recovers_the_scale():
         assert set(measure.calls[r * per_round : (r + 1) * per_round]) == {lut.OVERHEAD} | anchor_keys | own
 
 
+def test_calibrated_counts_go_to_the_models_that_needed_them():
+    """The calibration's own shapes and anchors count for the first model; each model counts its own new shapes."""
+    measure, table = Counter(), lut.LatencyLUT()
+    specs = [ModelSpec(alpha=0.6, resolution=176), ModelSpec(alpha=0.9, resolution=96)]
+    o = PER_KIND["overhead"]
+    got = lut.predict_many(specs, runtime="ort", lut=table, measure=measure, measure_whole=lambda a, r: o +
+                           1.3 * _true_sum(a, r), env=ENV)  # fmt: skip
+    timed = len(set(measure.calls)) + len(lut.ANCHORS)  # every shape (and the overhead) once, every anchor once
+    own = [set(lut.layer_keys(s)) for s in specs]
+    assert [n for _, n in got][1] == len(own[1] - own[0]) and sum(n for _, n in got) == timed
+    assert lut.predict_many(specs, runtime="ort", lut=table, measure=measure, env=ENV) == [(ms, 0) for ms, _ in got]
+    assert lut.env_key("torch", 1, ENV) not in table.tables
+    calls = len(measure.calls)
+    assert lut.predict_many([], runtime="ort", lut=table, measure=measure, env=ENV) == []
+    assert len(measure.calls) == calls  # nothing to predict, nothing timed
+
+
 def test_calibration_rounds_keep_the_minimum():
     """A slow phase (here each figure's first timing, 1.5x slower) must not enter the fit; the anchors are timed the
     way predicted models are: all their entries round-robin, then the anchors round-robin."""
@@ -196,6 +213,10 @@ def test_key_features_count_weights_and_activations():
     w, a, aligned = lut.key_features("conv:3:32:3:2:1:224x224", block=16)
     assert w == pytest.approx((3 * 32 * 9 + 32) * mib) and a == pytest.approx((3 * 224**2 + 32 * 112**2) * mib)
     assert aligned  # the stem's 3 input channels do not count
+    assert not lut.key_features("conv:24:64:3:1:1:8x8")[2]  # a full conv reading 24 channels is not the RGB stem
+    assert lut.key_features("overhead") == (0.0, 0.0, False)
+    assert not any(lut.key_features(k, block=0)[2] for k in ("block:32:64:2:1:112x112", "head:1024:1000:7x7"))
+    assert lut.block_channels("torch") == 0 and lut.block_channels("ort") in (8, 16)
     assert lut.key_features("dw:32:32:3:1:1:8x8")[0] == pytest.approx((32 * 9 + 32) * mib)
     assert lut.key_features("pw:32:64:1:1:1:8x8")[0] == pytest.approx((32 * 64 + 64) * mib)
     w, a, aligned = lut.key_features("head:1024:1000:7x7")

@@ -294,12 +294,16 @@ def layer_sum(table: dict[str, Any], keys: list[str]) -> float:
     return sum(table["layers"][k] for k in keys)
 
 
-def block_channels() -> int:
-    """The channel block of ONNX Runtime's (MLAS) blocked NCHWc convolutions on this CPU: 16 with AVX-512, else 8.
-    Entries whose channel counts are multiples of it pay a layout reorder at the isolated graph's boundaries that the
-    same layer inside the network does not (see `key_features`)."""
+def block_channels(runtime: str = "ort") -> int:
+    """The channel block of ``runtime``'s blocked convolution layout on this CPU, for the memory features: ONNX
+    Runtime's (MLAS) NCHWc and OpenVINO's blocked layouts use 16 channels with AVX-512 and 8 otherwise (AVX2; on other
+    CPUs a guess). Entries whose channels are multiples of it are reordered to and from the blocked layout at their
+    isolated graph's boundaries (see `key_features`). 0 for PyTorch eager, which reorders around every convolution,
+    alone or inside the network alike."""
     from .runtimes import cpu_flags
 
+    if not runtime.startswith(("ort", "openvino")):
+        return 0
     return 16 if "avx512f" in cpu_flags() else 8
 
 
@@ -309,14 +313,14 @@ def key_features(key: str, block: int = 16) -> tuple[float, float, bool]:
     The features of the "memory" calibration (`fit_calibration`): inside the network a layer's weights come back
     from memory each inference (the rest of the model evicted them; alone they stay hot), a cost per weight byte; and
     a layer whose channels fit the runtime's blocked layout is reordered to and from it at the boundaries of its
-    isolated graph but not inside the network, a saving per activation byte."""
+    isolated graph but not inside the network, a saving per activation byte. ``block`` 0: no entry is blocked."""
     parts = key.split(":")
-    h, w = (int(v) for v in parts[-1].split("x"))
     if parts[0] == OVERHEAD:
         return 0.0, 0.0, False
+    h, w = (int(v) for v in parts[-1].split("x"))
     if parts[0] == "head":
         cin, classes = int(parts[1]), int(parts[2])
-        weights, acts, aligned = cin * classes + classes, cin * h * w + classes, cin % block == 0
+        weights, acts, aligned = cin * classes + classes, cin * h * w + classes, block > 0 and cin % block == 0
     else:
         if parts[0] == "block":
             cin, cout, stride = int(parts[1]), int(parts[2]), int(parts[3])
@@ -326,7 +330,7 @@ def key_features(key: str, block: int = 16) -> tuple[float, float, bool]:
             weights = (cin * k * k if kind == "dw" else cin * cout * k * k) + cout
         ho, wo = conv_out(h, stride), conv_out(w, stride)
         acts = cin * h * w + cout * ho * wo
-        aligned = cout % block == 0 and (cin % block == 0 or parts[0] == "conv")  # the stem reads 3-channel RGB
+        aligned = block > 0 and cout % block == 0 and (cin % block == 0 or cin == 3)  # the stem reads RGB
     return weights * 4 / 2**20, acts * 4 / 2**20, aligned
 
 
@@ -345,7 +349,7 @@ def predict_from_table(table: dict[str, Any], keys: list[str]) -> float:
     ms = base + scale * layer_sum(table, keys) + (table.get("per_layer") or 0.0) * len(keys)
     per_weight, per_blocked = table.get("ms_per_weight_mb") or 0.0, table.get("ms_per_blocked_mb") or 0.0
     if per_weight or per_blocked:
-        weights, blocked = memory_features(keys, table.get("block_channels") or 16)
+        weights, blocked = memory_features(keys, table.get("block_channels", 16))
         ms += per_weight * weights + per_blocked * blocked
     return ms
 
@@ -407,10 +411,9 @@ def fit_calibration(
     ``memory`` features ((weight MiB, blocked activation MiB), `memory_features`), `fit_memory` by leave-one-out over
     the anchors alone (the median relative error of each anchor predicted from the others), then fit it on all of
     them: ``{"scale", "per_layer", "offset", "ms_per_weight_mb", "ms_per_blocked_mb", "method", "loo_median_pct":
-    {method: %}}``. In the four committed benchmark runs (results/lut-*-run-*.md) the memory terms won three times
-    with ONNX Runtime (leave-one-out 2.7-3.9% against 7.0-8.9% for the median ratio: its in-network ratio runs from
-    x0.8 for the 0.25 models to x1.25, which no single factor follows) and twice with torch eager; the per-entry cost
-    form won the others, each time by 0.5-2.4 points."""
+    {method: %}}``. Which form wins varies between runs on this machine (benchmarks/lut_accuracy.py; the README lists
+    every committed run); the memory form is there for ONNX Runtime, whose in-network ratio runs from x0.8 for the
+    0.25 models to x1.25, which no single factor follows."""
     s, n, m = (np.asarray(v, dtype=float) for v in (sums, counts, measured))
     feats = np.asarray(memory, dtype=float).reshape(-1, 2) if memory is not None else None
     if feats is not None and len(feats) != len(s):
@@ -467,8 +470,8 @@ def calibrate(
     phase of the machine that lasts longer than a round (a minute) inflates all of them rather than one side of the
     ratio. (Timing the predicted models' entries after the calibration let torch's scale fit 1.17-1.35 against test
     models' in-network ratios of 1.30-1.39, a median error of up to 13.8%.) ``block`` is the runtime's channel block
-    for the memory features (default: `block_channels`)."""
-    block = block or block_channels()
+    for the memory features (`block_channels`; default that of ONNX Runtime)."""
+    block = block_channels() if block is None else block
     anchors = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
     extra_models = [m for m in dict.fromkeys(models) if m not in anchors]
     entries = [OVERHEAD, *(k for ks in anchors.values() for k in ks), *keys]
@@ -544,8 +547,9 @@ def predict_latency(
 
     Missing layer shapes are measured on this machine with ``runtime`` and ``threads`` (or by ``measure``, a
     callable key -> ms, for tests and other devices) and saved to the table's file. With ``calibrated`` the table's
-    scale is fitted on first use (``measure_whole(alpha, resolution) -> ms`` measures the anchors end to end), before
-    the model's own shapes are measured. Missing shapes are timed in ``rounds`` round-robin rounds (`fill`).
+    calibration is fitted on first use (``measure_whole(alpha, resolution) -> ms`` measures the anchors end to end),
+    and the model's own missing shapes are timed in the calibration's rounds (`calibrate`); otherwise on their own
+    (`fill`). Either way in ``rounds`` round-robin rounds.
     """
     spec = ModelSpec(alpha=alpha, resolution=resolution, **spec_fields)
     kw = dict(runtime=runtime, threads=threads, lut=lut, measure=measure, measure_whole=measure_whole)
@@ -574,9 +578,11 @@ def predict_many(
     for it (the calibration's go to the first model)."""
     if runtime not in LUT_RUNTIMES:
         raise ValueError(f"runtime={runtime!r} is not allowed for latency tables: one of {', '.join(LUT_RUNTIMES)}")
+    all_keys = [layer_keys(spec, granularity) for spec in specs]
+    if not all_keys:
+        return []
     lut = lut if lut is not None else LatencyLUT.load()
     table = lut.table(env_key(runtime, threads, env, granularity))
-    all_keys = [layer_keys(spec, granularity) for spec in specs]
     seen = set(table["layers"]) | ({OVERHEAD} if table.get("overhead") is not None else set())
     counts = []
     for keys in all_keys:  # each model's count: the shapes first measured for it
@@ -589,7 +595,7 @@ def predict_many(
     try:
         if calibrated and table.get("scale") is None and all_keys:  # the models' shapes share the anchors' rounds
             whole = measure_whole or ModelTimer(runtime, threads)
-            n, _ = calibrate(table, measure, whole, granularity, keys=own)
+            n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
             counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
             if isinstance(whole, ModelTimer):
                 whole.close()
