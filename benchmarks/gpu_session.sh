@@ -11,7 +11,8 @@
 #
 # COPY_ONLY=1 makes a stage copy its part and stop, for a lease that only has time for the full reproduce run (#8, at
 # most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=560 ... 3 20.
-# Stage 3 runs reproduce with --jobs 4: one process per resolution, each decoding its splits once.
+# Stage 3 runs reproduce with --jobs 4: a process per resolution (Conv MobileNet in one of its own), each decoding
+# its splits once.
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -63,6 +64,7 @@ case $stage in
     dest="results/reproduce-imagenette-$gpu"
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null
+    shopt -s nullglob
     for run in /tmp/reproduce/runs/*/; do  # each run's record, not its checkpoints or weights
         mkdir -p "$dest/runs/$(basename "$run")"
         cp "$run"/summary.json "$run"/metrics.jsonl "$run"/config.yaml "$run"/env.json "$dest/runs/$(basename "$run")/" 2>/dev/null

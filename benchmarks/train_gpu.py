@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": summary["epochs"],
         "final_top1": summary["final_top1"],
         "best_top1": summary["best_top1"],
-        "first_epoch_at_90": first_90,
+        "first_epoch_at_90": first_90,  # the first *evaluated* epoch at >= 90% (see eval_every)
+        "eval_every": args.eval_every,
         "wall_time_s": round(wall, 1),
         "train_images_per_s": round(summary["train_images_per_s"], 1),
         "eval_images_per_s": round(summary["eval_images_per_s"], 1),

@@ -157,3 +157,22 @@ def test_decoded_splits_stay_resident_for_the_next_run(monkeypatch):
     assert not dd.is_resident(samples, 32, "cpu")
     dd.release_resident()
     assert not dd.is_resident(samples, 48, "cpu") and not dd.is_resident(samples[:2], 40, "cpu")
+
+
+def test_runs_reuse_resident_splits_only_when_asked(tmp_path, monkeypatch):
+    """keep_data_on_device leaves the decoded splits for the next run (which decodes nothing); by default train()
+    releases them at its end."""
+    import mobilenets.device_data as dd
+
+    decoded = []
+    monkeypatch.setattr(dd, "read_image", lambda path: decoded.append(path) or read_image(path))
+    dd.release_resident()
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 4)
+    common = dict(data_on_device=True, max_steps=1)
+    train(tiny_cfg(data, tmp_path / "a", keep_data_on_device=True, **common))
+    first = len(decoded)
+    assert first == 2 * 8 + 2 * 4
+    summary = train(tiny_cfg(data, tmp_path / "b", **common))  # reuses, then releases
+    assert len(decoded) == first and summary["cache"]["train"]["on_device"] == "cpu"
+    train(tiny_cfg(data, tmp_path / "c", **common))
+    assert len(decoded) == 2 * first

@@ -143,3 +143,26 @@ def test_runs_are_grouped_by_resolution_costliest_first(jobs):
         assert len(tasks) == len({r.resolution for r in runs})  # one decode per resolution
     if jobs == 4:  # Conv MobileNet alone, the other 224 runs together, one task per other resolution
         assert [r.model for r in tasks[0]] == ["mobilenet_v1_conv"] and len(tasks) == 5
+
+
+def test_a_failed_run_does_not_stop_its_group(monkeypatch):
+    """train_group trains every run of its group and raises the first failure only after the last of them."""
+    import mobilenets.reproduce as rp
+
+    runs = plan_runs(["table7"], BUDGETS["quick"])[:3]
+    trained = []
+
+    def fake_train_run(run, *args):  # stands in for a whole training run; the failure is what is under test
+        trained.append(run.key)
+        if run is runs[0]:
+            raise RuntimeError("CUDA out of memory")
+        return {"key": run.key}
+
+    monkeypatch.setattr(rp, "train_run", fake_train_run)
+    logged = []
+    with pytest.raises(RuntimeError, match="out of memory"):
+        rp.train_group(runs, None, None, BUDGETS["quick"], None, logged.append)
+    assert trained == [r.key for r in runs] and "failed (RuntimeError" in logged[0]
+    assert rp.train_group(runs[1:], None, None, BUDGETS["quick"], None, logged.append) == [
+        {"key": r.key} for r in runs[1:]
+    ]

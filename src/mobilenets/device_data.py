@@ -18,7 +18,8 @@ and the augmentation runs for the whole batch in a few kernels. The pixels follo
 
 Decoded splits stay resident (`load_to_device`, the latest `RESIDENT` of them): a later run in the same process on
 the same files at the same side reuses them instead of decoding again (`mobilenets reproduce` trains the runs of one
-resolution one after another in one process for this: 8.5 s of decoding per run with 16 threads on the H200 machine).
+resolution one after another in one process with ``keep_data_on_device`` for this: 8.5 s of decoding per run with 16
+threads on the H200 machine). `train` releases them at its end unless ``keep_data_on_device`` is set.
 Nothing writes to them: augmentation and cropping read the stored squares into new tensors.
 
 The random numbers of batch ``b`` of epoch ``e`` come from a generator seeded by (seed, epoch, b, rank), so a run
@@ -67,7 +68,7 @@ _resident: dict[tuple, DeviceImages] = {}
 
 def resident_key(samples: list[tuple[str, int]], side: int, device: torch.device | str) -> tuple:
     """What makes two decodes the same: the device, the side and the exact (path, label) list."""
-    return str(torch.device(device)), side, len(samples), hash(tuple(samples))
+    return str(torch.device(device)), side, tuple(samples)
 
 
 def is_resident(samples: list[tuple[str, int]], side: int, device: torch.device | str) -> bool:
@@ -248,9 +249,13 @@ __all__ = [
     "DeviceEvalLoader",
     "DeviceImages",
     "DeviceTrainLoader",
+    "RESIDENT",
     "augment_batch",
     "center_crop_batch",
+    "is_resident",
     "load_to_device",
     "random_resized_crop_boxes",
+    "release_resident",
+    "resident_key",
     "square_bytes",
 ]

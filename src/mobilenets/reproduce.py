@@ -59,8 +59,8 @@ BUDGETS = {
     # by an estimate (3,925 images forward against 9,469 forward and backward), about 14% to a training epoch.
     "full": Budget("full", (224, 192, 160, 128), epochs=30, batch_size=256, max_per_class=None, max_val_per_class=None,
                    seeds=(0,), train={"device": "cuda", "amp": "bf16", "channels_last": True, "workers": 8,
-                                      "data_on_device": True, "ema_decay": 0.0, "weight_decay": 1e-4,
-                                      "eval_every": 5}),
+                                      "data_on_device": True, "keep_data_on_device": True, "ema_decay": 0.0,
+                                      "weight_decay": 1e-4, "eval_every": 5}),
 }  # fmt: skip
 
 
@@ -174,8 +174,18 @@ def group_runs(runs: list[Run], jobs: int) -> list[list[Run]]:
 
 
 def train_group(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log) -> list[dict[str, Any]]:
-    """`train_run` for each run in turn, in this process."""
-    return [train_run(run, data, out, budget, recipe, log) for run in runs]
+    """`train_run` for each run in turn, in this process. A run that fails does not stop the others: they train, and
+    the first failure is raised after the last of them (its summary.json is then missing, the others' are written)."""
+    summaries, failures = [], []
+    for run in runs:
+        try:
+            summaries.append(train_run(run, data, out, budget, recipe, log))
+        except Exception as exc:  # re-raised below, once the rest of the group has trained
+            log(f"{run.key}: failed ({type(exc).__name__}: {exc}); training the rest of its group")
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    return summaries
 
 
 def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log, jobs: int) -> dict:
@@ -184,7 +194,8 @@ def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Pa
     that many spawned processes at once."""
     tasks = group_runs(runs, jobs)
     if jobs == 1:
-        done = {run.key: train_run(run, data, out, budget, recipe, log) for task in tasks for run in task}
+        order = [run for task in tasks for run in task]
+        done = dict(zip((run.key for run in order), train_group(order, data, out, budget, recipe, log), strict=True))
         return {run.key: done[run.key] for run in runs}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -50,6 +50,9 @@ class TrainConfig:
     data_on_device: bool = _f(
         False, "decode train/val once and hold them on the training device (GPU), augmenting there (device_data.py)"
     )
+    keep_data_on_device: bool = _f(
+        False, "with --data-on-device: keep the decoded splits resident after training, for a next run in this process"
+    )
     # --- augmentation (paper Section 4: "less regularization and data augmentation") ---
     scale_min: float = _f(0.08, "RandomResizedCrop smallest crop area as a fraction of the image")
     ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")

@@ -72,6 +72,8 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     try:
         return _Run(cfg, env).run()
     finally:
+        if cfg.data_on_device and not cfg.keep_data_on_device:
+            release_resident()  # the decoded splits would otherwise hold GPU memory after this run
         cleanup_distributed()
 
 
@@ -499,14 +501,17 @@ class _Run:
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopped:
-                val = evaluate(
-                    self._eval_model(),
-                    self.val_loader,
-                    len(self.classes),
-                    env,
-                    amp_dtype=amp_dtype,
-                    channels_last=cfg.channels_last,
-                )
+                # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
+                # run stopped and evaluated where an uninterrupted one is not still resumes identically
+                with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+                    val = evaluate(
+                        self._eval_model(),
+                        self.val_loader,
+                        len(self.classes),
+                        env,
+                        amp_dtype=amp_dtype,
+                        channels_last=cfg.channels_last,
+                    )
                 val_bad = self._bad_report(val.pop("bad"), self.val_ds)
                 last_val = val
             else:  # --eval-every: no evaluation this epoch
