@@ -403,17 +403,21 @@ def run_sections(b: Bench, timm) -> None:
             **skipped,
         }
 
-    def train_eager():
+    def train_pair(tag: str, kwargs: dict | None) -> dict:
+        """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``."""
         xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
         makers = {
-            "timm_eager": lambda: train_step_fn(
-                timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=None, batch=batch
+            f"timm_{tag}": lambda: train_step_fn(
+                timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch
             ),
-            "ours_eager": lambda: train_step_fn(
-                MobileNetV1(resolution=res), device=dev, compile_kwargs=None, batch=batch
+            f"ours_{tag}": lambda: train_step_fn(
+                MobileNetV1(resolution=res), device=dev, compile_kwargs=kwargs, batch=batch
             ),
         }
-        return {"fused_sgd": cuda, **b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)}
+        return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
+
+    def train_eager():
+        return {"fused_sgd": cuda, **train_pair("eager", None)}
 
     def latency_batch1():
         one = torch.randn(1, 3, res, res, device=dev)
@@ -471,16 +475,7 @@ def run_sections(b: Bench, timm) -> None:
         return out
 
     def train_compiled():
-        xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
-        makers = {
-            "timm_compiled": lambda: train_step_fn(
-                timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=compile_kwargs, batch=batch
-            ),
-            "ours_compiled": lambda: train_step_fn(
-                MobileNetV1(resolution=res), device=dev, compile_kwargs=compile_kwargs, batch=batch
-            ),
-        }
-        return {"compile": compile_kwargs, **b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)}
+        return {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
 
     bodies = {
         "hbm_bound": hbm_bound,
