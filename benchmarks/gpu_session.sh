@@ -5,7 +5,7 @@
 # made here beforehand (.xfer/p1 = val + train class 9, p2 = train classes 0-3 and 8, p3 = train classes 4-7);
 # each call copies its part to /tmp/data on the GPU machine, where it stays while the machine is held.
 #
-#   bash benchmarks/gpu_session.sh 1           # GPU smoke of parallel reproduce runs, then benchmarks/gpu_vs_timm.py
+#   bash benchmarks/gpu_session.sh 1           # GPU smoke of parallel reproduce runs, gpu_startup.py, gpu_vs_timm.py
 #   bash benchmarks/gpu_session.sh 2           # mobilenets bench --runtimes cuda,cuda-bf16 (16-model grid)
 #   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
@@ -13,6 +13,11 @@
 # most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=560 ... 3 20.
 # Stage 3 runs reproduce with --jobs 4: a process per resolution (Conv MobileNet in one of its own), each decoding
 # its splits once.
+#
+# Stage 1 also runs benchmarks/gpu_startup.py (SKIP_STARTUP=1 skips it): cold training runs with cuDNN autotuning
+# on/off and PyTorch's or the Triton depthwise layers. If one start-up is much shorter, stage 3 can train with it:
+# RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) appends those lines to configs/modern.yaml
+# for reproduce; REPRODUCE_JOBS sets its processes (default 4); REPRODUCE_ARGS adds any other option.
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -40,6 +45,11 @@ case $stage in
     timeout 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
         --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
     grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
+    if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs, benchmark off/on
+        log "gpu_startup (cudnn.benchmark off/on, fresh processes)"
+        timeout "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
+            2>&1 | tee /tmp/logs/gpu-startup.log
+    fi
     log "gpu_vs_timm"
     timeout 200 python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val --time-budget "${GPU_VS_TIMM_BUDGET:-120}" \
         --triton-configs 4 2>&1 | tee /tmp/logs/gpu-vs-timm.log | tail -40
@@ -58,9 +68,16 @@ case $stage in
             --epochs "${TRAIN_EPOCHS:-80}" ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
     fi
     gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
-    log "reproduce --budget full --epochs $epochs --jobs 4"
+    recipe=()
+    if [ -n "${RECIPE_EXTRA:-}" ]; then  # e.g. RECIPE_EXTRA=$'cudnn_benchmark: false\ntriton_depthwise: true'
+        { cat configs/modern.yaml; printf '\n%s\n' "$RECIPE_EXTRA"; } > /tmp/recipe.yaml
+        recipe=(--recipe /tmp/recipe.yaml)
+        log "recipe: configs/modern.yaml + $(echo "$RECIPE_EXTRA" | tr '\n' ' ')"
+    fi
+    jobs=${REPRODUCE_JOBS:-4}
+    log "reproduce --budget full --epochs $epochs --jobs $jobs"
     timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
-        --epochs "$epochs" --jobs 4 --out /tmp/reproduce 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
+        --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce "${recipe[@]}" ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
     dest="results/reproduce-imagenette-$gpu"
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null

@@ -41,24 +41,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mobilenets import MobileNetV1, count_complexity, kernels  # noqa: E402
+from mobilenets import MobileNetV1, count_complexity, dwconv, kernels  # noqa: E402
 from mobilenets.gpu import CudaGraphRunner, fast_inference  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = time.perf_counter()
 
 # Estimated seconds per section on one H200 with cold caches (torch.compile ~20-60 s per model, Inductor's worker
-# pool start-up included in the first). The Triton path compiles `kernels.FUSED_CONFIGS` (8, in parallel threads) for
-# each of ~4 layer signatures at batch 256 and ~4 more at batch 1; one sm_90 compile of the fused kernel took 2-8 s
-# on this project's 2-core dev machine (8 configs in 8 threads: 31 s there).
+# pool start-up included in the first). The Triton path compiles `kernels.FUSED_CONFIGS` and `SPLIT_CONFIGS` (12, in
+# threads) for each of ~4 layer signatures at batch 256 and ~4 more at batch 1; one sm_90 compile of the fused kernel
+# took 2-8 s on this project's 2-core dev machine (8 configs in 8 threads: 31 s there). The training sections time a
+# third model, ours with the Triton depthwise layers (`dwconv`), whose three kernels compile per layer shape.
 ESTIMATED_S = {
     "hbm_bound": 5,
     "inference_eager": 60,
     "numerics": 10,
-    "train_eager": 15,
+    "train_eager": 30,
     "latency_batch1": 40,
     "inference_compiled": 70,
-    "train_compiled": 90,
+    "train_compiled": 130,
 }
 SECTIONS = tuple(ESTIMATED_S)
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
@@ -256,6 +257,35 @@ def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int
     return step
 
 
+def triton_dw_model(model: MobileNetV1) -> MobileNetV1:
+    """``model`` with its depthwise convolutions as Triton kernels, forward and backward (`dwconv`)."""
+    dwconv.use_triton_depthwise(model)
+    return model
+
+
+def triton_dw_train_numerics(model: MobileNetV1, x: torch.Tensor, device: str) -> dict:
+    """One fp32 training forward/backward (batch statistics) with PyTorch's and with the Triton depthwise layers,
+    same weights: loss difference and the largest gradient difference relative to the largest gradient."""
+    labels = torch.arange(len(x), device=device) % model.num_classes
+
+    def grads(m):
+        m = m.to(device).train().to(memory_format=torch.channels_last)
+        torch.manual_seed(0)  # one dropout mask for both
+        loss = torch.nn.functional.cross_entropy(m(x.contiguous(memory_format=torch.channels_last)), labels)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    ref_loss, ref_g = grads(copy.deepcopy(model))
+    loss, g = grads(triton_dw_model(copy.deepcopy(model)))
+    rel = ((g - ref_g).abs().max() / ref_g.abs().max()).item()
+    return {
+        "images": len(x),
+        "loss_diff": abs(loss - ref_loss),
+        "grad_max_abs_over_max": rel,
+        "note": "fp32; cuDNN's convolutions run in TF32 by default",
+    }
+
+
 def compare_numerics(candidates: dict, reference, x, tolerance: dict, baseline, tf32: bool = False) -> dict:
     """Each path's logits against ``reference``'s on ``x``: max abs error relative to the logit range, top-1 agreement,
     pass/fail. A bf16 path passes within max(tolerance, BASELINE_SLACK x the error of ``baseline``, the unfused model
@@ -317,7 +347,7 @@ def run_sections(b: Bench, timm) -> None:
         )
     if args.triton_configs:
         kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
-    report["triton_configs"] = kernels.FUSED_CONFIGS
+    report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
     ours = MobileNetV1(num_classes=1000, resolution=res).eval()
     if args.weights:
         from mobilenets import weights
@@ -413,11 +443,17 @@ def run_sections(b: Bench, timm) -> None:
             f"ours_{tag}": lambda: train_step_fn(
                 MobileNetV1(resolution=res), device=dev, compile_kwargs=kwargs, batch=batch
             ),
-        }
+            f"ours_{tag}_triton_dw": (lambda: train_step_fn(
+                triton_dw_model(MobileNetV1(resolution=res)), device=dev, compile_kwargs=kwargs, batch=batch
+            )) if triton_ok else no_triton,
+        }  # fmt: skip
         return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
 
     def train_eager():
-        return {"fused_sgd": cuda, **train_pair("eager", None)}
+        out = {"fused_sgd": cuda, **train_pair("eager", None)}
+        if triton_ok:
+            out["numerics_triton_dw"] = triton_dw_train_numerics(ours, b.images[:8], dev)
+        return out
 
     def latency_batch1():
         one = torch.randn(1, 3, res, res, device=dev)
@@ -494,6 +530,8 @@ def run_sections(b: Bench, timm) -> None:
             report[name] = {"skipped": "--skip-train"}
         else:
             section(b, name, bodies[name])
+        if kernels.tuning_report():  # per layer shape: fused or split plan, and every candidate's time
+            report["triton_tuning"] = kernels.tuning_report()
         report["ratios"] = ratios(report)
         save(b)
 
@@ -546,6 +584,8 @@ def ratios(report: dict) -> dict:
         ),
         "train_eager": ("train_eager", "ours_eager", "train_eager", "timm_eager"),
         "train_compiled": ("train_compiled", "ours_compiled", "train_compiled", "timm_compiled"),
+        "train_eager_triton_dw": ("train_eager", "ours_eager_triton_dw", "train_eager", "timm_eager"),
+        "train_compiled_triton_dw": ("train_compiled", "ours_compiled_triton_dw", "train_compiled", "timm_compiled"),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
     for key, (s1, c1, s2, c2) in pairs.items():

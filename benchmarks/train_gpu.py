@@ -27,6 +27,7 @@ from mobilenets.train_config import resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
+HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "train_time_s", "first_step_s", "train_images_per_s")
 
 
 def synthetic_step_rate(cfg, num_classes: int, steps: int = 30) -> float:
@@ -39,7 +40,12 @@ def synthetic_step_rate(cfg, num_classes: int, steps: int = 30) -> float:
     from mobilenets.trainer import build_model
 
     dev = setup_distributed(cfg.device).device
-    model = build_model(cfg, [str(i) for i in range(num_classes)]).to(dev)
+    model = build_model(cfg, [str(i) for i in range(num_classes)])
+    if cfg.triton_depthwise:
+        from mobilenets.dwconv import use_triton_depthwise
+
+        use_triton_depthwise(model)
+    model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg, scaled_lr(cfg))
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=16, help="decode threads")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--triton-depthwise", action="store_true", help="depthwise layers as Triton kernels (dwconv.py)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", default="/tmp/mobilenets-train-gpu", help="run folder (weights, checkpoints, metrics)")
     p.add_argument("--tag", default="", help="suffix for the results file name")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
@@ -123,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         amp="bf16" if gpu else "none",
         channels_last=gpu,
         compile=args.compile,
+        triton_depthwise=args.triton_depthwise,
+        cudnn_benchmark=args.cudnn_benchmark,
         resume=None,
         quiet=False,
         log_every=10_000,
@@ -155,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "command": " ".join(["python", *sys.argv]),
         "config": cfg.to_dict(),
-        "history": [
-            {k: r[k] for k in ("epoch", "train_loss", "val_top1", "train_time_s", "train_images_per_s")} for r in rows
-        ],
+        "history": [{k: r.get(k) for k in HISTORY_KEYS} for r in rows],
     }
     steady = steady_rate(row["history"])
     row["end_to_end_over_synthetic_after_epoch1"] = round(steady / synthetic, 3) if steady else None

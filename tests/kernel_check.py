@@ -1,12 +1,14 @@
 """Run by tests/test_kernels.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it at import time)."""
 
+import copy
 import json
 import sys
 
 import torch
 
-from mobilenets import MobileNetV1, kernels
+from mobilenets import MobileNetV1, dwconv, kernels
 from mobilenets.gpu import FusedMobileNetV1
+from mobilenets.layers import Conv2dSame
 
 
 def randomize_bn(model):
@@ -33,15 +35,17 @@ def layer_cases():
         pw, pb = torch.randn(cout, c, 1, 1) * 0.3, torch.randn(cout) * 0.1
         ref = kernels.depthwise_separable_reference(x.float(), dw, db, pw, pb, stride=s, dilation=d, pad=pad, act=act)
         args = [t.to(dtype) for t in (kernels.prepare_depthwise(dw), db, kernels.prepare_pointwise(pw), pb)]
-        y = kernels.depthwise_separable(
-            x, *args, stride=s, dilation=d, pad=pad, act=act, block_m=16, block_k=16, block_n=16
-        )
+        geometry = dict(stride=s, dilation=d, pad=pad, act=act)
+        y = kernels.depthwise_separable(x, *args, **geometry, block_m=16, block_k=16, block_n=16)
+        y_split = kernels.depthwise_separable(x, *args, **geometry, plan="split", block_m=16, block_k=16)
         out.append(
             {
                 "case": [c, cout, h, w, s, d, pad, act, str(dtype)],
                 "fused_max_abs": (y.float() - ref).abs().max().item(),
+                "split_max_abs": (y_split.float() - ref).abs().max().item(),
+                "split_channels_last": y_split.is_contiguous(memory_format=torch.channels_last),
                 "ref_max_abs": ref.abs().max().item(),
-                "shape_ok": tuple(y.shape) == tuple(ref.shape),
+                "shape_ok": tuple(y.shape) == tuple(ref.shape) == tuple(y_split.shape),
             }
         )
     return out
@@ -63,5 +67,84 @@ def model_case(tf_padding):
     }
 
 
+def dwconv_cases():
+    """The Triton depthwise op's output, input gradient and weight gradient against F.conv2d's autograd."""
+    out = []
+    torch.manual_seed(0)
+    cases = [  # C, H, W, stride, dilation, TensorFlow SAME, dtype
+        (16, 9, 12, 1, 1, False, torch.float32),
+        (24, 10, 7, 2, 1, False, torch.float32),
+        (8, 8, 8, 2, 1, True, torch.float32),  # SAME on an even size: pad (0, 1)
+        (8, 7, 9, 2, 1, True, torch.float32),
+        (8, 6, 6, 1, 2, False, torch.float32),
+        (70, 5, 5, 1, 1, False, torch.float32),  # channels past one 64-wide block
+        (32, 9, 9, 2, 1, False, torch.bfloat16),
+    ]
+    for c, h, w, s, d, tf, dtype in cases:
+        conv = Conv2dSame(c, c, 3, s, 0, d, c, bias=False) if tf else torch.nn.Conv2d(c, c, 3, s, d, d, c, bias=False)
+        x = torch.randn(3, c, h, w).contiguous(memory_format=torch.channels_last)
+        ref_x = x.clone().requires_grad_()
+        ref = conv(ref_x)
+        grad = torch.randn_like(ref)
+        (ref * grad).sum().backward()
+        ref_gw, conv.weight.grad = conv.weight.grad, None
+        tconv = dwconv.TritonDepthwiseConv2d.from_conv(conv)
+        tx = x.to(dtype).requires_grad_()
+        y = tconv(tx)
+        (y.float() * grad).sum().backward()
+        out.append(
+            {
+                "case": [c, h, w, s, d, tf, str(dtype)],
+                "y_max_abs": (y.float() - ref).abs().max().item(),
+                "dx_max_abs": (tx.grad.float() - ref_x.grad).abs().max().item(),
+                "dw_max_abs": (conv.weight.grad - ref_gw).abs().max().item(),
+                "scales": [ref.abs().max().item(), ref_x.grad.abs().max().item(), ref_gw.abs().max().item()],
+                "channels_last": y.is_contiguous(memory_format=torch.channels_last),
+                "same_parameter": tconv.weight is conv.weight,
+            }
+        )
+    return out
+
+
+def dwconv_model_case():
+    """One training step of a model with Triton depthwise layers, eager and under torch.compile (aot_eager: the
+    op's fake and autograd registrations are traced), against the same model with PyTorch's convolutions."""
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=0.25, num_classes=5)
+    triton_model = copy.deepcopy(model)
+    swapped = dwconv.use_triton_depthwise(triton_model)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([1, 3, 0, 4])
+
+    def grads(m, fn):
+        m.zero_grad()
+        torch.manual_seed(1)  # the same dropout mask in every call
+        loss = torch.nn.functional.cross_entropy(fn(x), labels)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    ref_loss, ref_g = grads(model, model)
+    loss, g = grads(triton_model, triton_model)
+    compiled = torch.compile(triton_model, backend="aot_eager", fullgraph=True)
+    c_loss, c_g = grads(triton_model, compiled)
+    return {
+        "swapped": swapped,
+        "same_keys": list(model.state_dict()) == list(triton_model.state_dict()),
+        "loss_diff": abs(loss - ref_loss),
+        "grad_max_abs": (g - ref_g).abs().max().item(),
+        "compiled_loss_diff": abs(c_loss - ref_loss),
+        "compiled_grad_max_abs": (c_g - ref_g).abs().max().item(),
+        "grad_scale": ref_g.abs().max().item(),
+    }
+
+
 if __name__ == "__main__":
-    json.dump({"layers": layer_cases(), "models": [model_case(False), model_case(True)]}, sys.stdout)
+    json.dump(
+        {
+            "layers": layer_cases(),
+            "models": [model_case(False), model_case(True)],
+            "dwconv": dwconv_cases(),
+            "dwconv_model": dwconv_model_case(),
+        },
+        sys.stdout,
+    )

@@ -1,9 +1,11 @@
 """Numerics of the Triton kernels on CPU (TRITON_INTERPRET=1) against their PyTorch reference and the model."""
 
+import copy
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,8 @@ def test_fused_kernel_matches_reference_per_layer(interpreted):
         # fp32: IEEE dot, so only summation order differs; bf16: inputs rounded to 8 mantissa bits (2^-8 relative)
         tol = 1e-5 if "float32" in case["case"][-1] else 2e-2 * max(1.0, case["ref_max_abs"])
         assert case["fused_max_abs"] <= tol, case
+        assert case["split_max_abs"] <= tol, case
+        assert case["split_channels_last"], case
 
 
 @pytest.mark.slow
@@ -38,6 +42,89 @@ def test_fused_model_matches_eager_model(interpreted):
     for case in interpreted["models"]:
         assert case["triton_max_abs"] <= 1e-4 * max(1.0, case["logit_scale"]), case
         assert case["reference_max_abs"] <= 1e-4 * max(1.0, case["logit_scale"]), case
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_pointwise_gemm_matches_1x1_conv(act):
+    torch.manual_seed(0)
+    x = (torch.randn(2, 24, 5, 7) * 4).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(40, 24, 1, 1), torch.randn(40)
+    y = kernels.pointwise(x, kernels.prepare_pointwise(weight), bias, act=act)
+    pre = torch.nn.functional.conv2d(x, weight, bias)
+    ref = kernels._act(pre, act)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert pre.max() > 6 and pre.min() < 0  # both ends of the activation are exercised
+    assert torch.allclose(y, ref, atol=1e-4)
+
+
+def test_unknown_plan_is_refused():
+    x = torch.zeros(1, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="plan='tiled'"):
+        kernels.depthwise_separable(x, None, None, None, None, stride=1, plan="tiled")
+
+
+def test_tuner_keeps_the_fastest_candidate_that_runs():
+    def sleeper(seconds):
+        def run(*cfg):
+            if cfg == (0,):
+                raise RuntimeError("out of shared memory")
+            time.sleep(seconds * cfg[0])
+
+        return run
+
+    def wall_ms(fn, reps):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / reps
+
+    runners = {"fused": sleeper(0.02), "split": sleeper(0.005)}  # ms: fused 20; split 15, 10
+    candidates = [("fused", (1,)), ("fused", (0,)), ("split", (3,)), ("split", (2,))]
+    best, times = kernels._fastest(runners, candidates, reps=2, timer=wall_ms)
+    assert best == ("split", (2,))
+    assert times["fused[0]"] is None
+    assert times["fused[1]"] > times["split[2]"] and times["split[3]"] > times["split[2]"]
+    with pytest.raises(RuntimeError, match="no kernel configuration ran"):
+        kernels._fastest(runners, [("fused", (0,))], reps=1, timer=wall_ms)
+
+
+@pytest.mark.slow
+def test_triton_depthwise_op_matches_conv2d_autograd(interpreted):
+    for case in interpreted["dwconv"]:
+        assert case["channels_last"] and case["same_parameter"], case
+        # fp32: only the summation order differs; bf16: inputs and weights rounded to 8 mantissa bits
+        rel = 1e-5 if case["case"][-1] == "torch.float32" else 3e-2
+        for key, scale in zip(("y_max_abs", "dx_max_abs", "dw_max_abs"), case["scales"], strict=True):
+            assert case[key] <= rel * max(1.0, scale), (key, case)
+
+
+@pytest.mark.slow
+def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(interpreted):
+    case = interpreted["dwconv_model"]
+    assert case["swapped"] == 13 and case["same_keys"], case
+    for prefix in ("", "compiled_"):
+        assert case[f"{prefix}loss_diff"] <= 1e-5, case
+        # fp32 sums in another order, through BatchNorm over 4 images at 1x1 in the last layers
+        assert case[f"{prefix}grad_max_abs"] <= 1e-3 * case["grad_scale"], case
+
+
+def test_triton_depthwise_layers_fall_back_to_pytorch_off_gpu():
+    from mobilenets import dwconv
+    from mobilenets.layers import fold_bn
+
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True).eval()
+    swapped = copy.deepcopy(model)
+    assert dwconv.use_triton_depthwise(swapped) == 13
+    assert dwconv.use_triton_depthwise(swapped) == 0  # already swapped
+    assert list(swapped.state_dict()) == list(model.state_dict())
+    assert all(type(b.dw.conv) is dwconv.TritonDepthwiseConv2d for b in swapped.blocks)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(swapped(x), model(x), atol=1e-5)
+        assert torch.allclose(fold_bn(swapped)(x), model(x), atol=1e-4)  # folded: a biased conv, PyTorch's path
+    with pytest.raises(ValueError, match="not a 3x3 depthwise"):
+        dwconv.TritonDepthwiseConv2d.from_conv(model.blocks[0].pw.conv)
 
 
 def test_reference_path_on_cpu_matches_model():

@@ -111,6 +111,7 @@ def test_short_run_learns_far_above_chance(trained):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 16))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert all(0 < r["first_step_s"] < r["train_time_s"] for r in rows)  # 18 steps per epoch: the first is a part
     assert summary["epochs"] == 15 and summary["global_steps"] == 15 * (600 // 32)
     assert summary["macs"] > 0 and summary["params"] > 0 and summary["train_images_per_s"] > 0
     assert summary["skipped_files"]["train"]["count"] == 0
@@ -449,6 +450,7 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--batch-size", "3", "--sync-bn"], "sync_bn"),
         (["--mixup-alpha", "-0.2"], "mixup_alpha=-0.2"),
         (["--eval-every", "0"], "eval_every=0"),
+        (["--device", "cpu", "--triton-depthwise"], "triton_depthwise=True is not allowed on cpu"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path):

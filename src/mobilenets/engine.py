@@ -291,6 +291,7 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     seen, steps, bad = 0, 0, []
+    first_step_s = None
     t0 = time.perf_counter()
     lr = 0.0
     for i, (images, labels, bad_batch) in enumerate(loader, start=start_step):
@@ -325,6 +326,10 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
             ctx.ema.update(unwrap(model))
         global_step += 1
         steps += 1
+        if steps == 1:  # the first step pays one-time costs (cuDNN autotuning, lazy kernel loading): time it apart
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            first_step_s = time.perf_counter() - t0
         loss_sum += loss.detach().double() * len(labels)
         correct += (logits.detach().argmax(1) == (labels if targets is labels else targets.argmax(1))).sum()
         seen += len(labels)
@@ -336,8 +341,8 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
         if ctx.on_step is not None:
             ctx.on_step(global_step, i + 1)
         if ctx.max_steps is not None and global_step >= ctx.max_steps:
-            return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env), global_step, bad, True
-    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env), global_step, bad, False
+            return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s), global_step, bad, True
+    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s), global_step, bad, False
 
 
 def _clip(model: nn.Module, max_norm: float) -> None:
@@ -345,7 +350,7 @@ def _clip(model: nn.Module, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
-def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv) -> dict[str, float]:
+def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s: float | None = None) -> dict:
     loss_sum, correct = float(loss_sum), int(correct)  # waits for the device's last step
     elapsed = time.perf_counter() - t0
     totals = all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64), env)
@@ -357,6 +362,7 @@ def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv) -> dict[str, fl
         "train_steps": steps,
         "lr": lr,
         "train_time_s": elapsed,
+        "first_step_s": first_step_s,  # this process's; the rest of the epoch is train_time_s minus it
         "train_images_per_s": float(totals[2]) / max(elapsed, 1e-9),
     }
 

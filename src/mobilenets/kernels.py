@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised on machines without triton
     triton = None
     tl = None
 
-ACT_CODES = {"relu": 1, "relu6": 2}
+ACT_CODES = {"none": 0, "relu": 1, "relu6": 2}  # "none": the plain convolution (dwconv.py, training)
 # Under TRITON_INTERPRET=1 (CPU numerics checks) low-precision tl.dot is not emulated correctly; products of bf16/fp16
 # values are exact in fp32, so the kernel then multiplies in fp32 after rounding to the layer's dtype: same result.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -96,7 +96,8 @@ if triton is not None:
                 wv = tl.load(w_ptr + (i * 3 + j) * C + c, mask=c_mask, other=0.0)
                 acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
         acc += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
-        acc = tl.maximum(acc, 0.0)
+        if ACT >= 1:
+            acc = tl.maximum(acc, 0.0)
         if ACT == 2:
             acc = tl.minimum(acc, 6.0)
         return acc
@@ -183,8 +184,8 @@ if triton is not None:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
 
 
-def _check(x: torch.Tensor) -> None:
-    if triton is None:
+def _check(x: torch.Tensor, need_triton: bool = True) -> None:
+    if need_triton and triton is None:
         raise RuntimeError("triton is not installed: use the *_reference functions or the torch runtime")
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
         raise ValueError(f"expected a 4-d channels_last tensor, got shape {tuple(x.shape)} with strides {x.stride()}")
@@ -208,34 +209,35 @@ def prepare_pointwise(pw_weight: torch.Tensor) -> torch.Tensor:
 
 
 def depthwise(
-    x, w33c, bias, *, stride: int, dilation: int = 1, pad=None, act: str = "relu", block_m: int = 64, block_c: int = 64
-) -> torch.Tensor:
-    """Triton 3x3 depthwise conv + bias + act on a channels_last tensor; ``w33c`` from `prepare_depthwise`."""
+    x,
+    w33c,
+    bias,
+    *,
+    stride: int,
+    dilation: int = 1,
+    pad=None,
+    act: str = "relu",
+    block_m: int = 64,
+    block_c: int = 64,
+    num_warps: int = 4,
+    warmup: bool = False,
+) -> torch.Tensor | None:
+    """Triton 3x3 depthwise conv + bias + act on a channels_last tensor; ``w33c`` from `prepare_depthwise`.
+
+    ``warmup=True`` only compiles the kernel for these arguments (returns None).
+    """
     _check(x)
     n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
     c = x.shape[1]
     y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * oh * ow
     grid = (triton.cdiv(m, block_m), triton.cdiv(c, block_c))
-    _dw_kernel[grid](
-        x,
-        w33c,
-        bias,
-        y,
-        m,
-        h,
-        w,
-        c,
-        oh,
-        ow,
-        top,
-        left,
-        STRIDE=stride,
-        DIL=dilation,
-        ACT=ACT_CODES[act],
-        BM=block_m,
-        BC=block_c,
-    )
+    args = (x, w33c, bias, y, m, h, w, c, oh, ow, top, left)
+    kwargs = dict(STRIDE=stride, DIL=dilation, ACT=ACT_CODES[act], BM=block_m, BC=block_c, num_warps=num_warps)
+    if warmup:
+        _dw_kernel.warmup(*args, grid=grid, **kwargs)
+        return None
+    _dw_kernel[grid](*args, **kwargs)
     return y
 
 
@@ -249,8 +251,32 @@ FUSED_CONFIGS = [
     (32, 32, 64, 2, 2),
     (256, 32, 64, 8, 2),
     (64, 16, 64, 4, 2),
+    (64, 32, 256, 8, 2),
 ]
+# (BM, BC, num_warps) candidates for the depthwise kernel of the split plan (depthwise kernel, then one GEMM).
+SPLIT_CONFIGS = [(64, 64, 4), (128, 32, 4), (32, 128, 4)]
+PLANS = ("fused", "split")
 _TUNED: dict[tuple, tuple] = {}
+# per tuned layer shape: every candidate's time, for benchmarks to report (`tuning_report`)
+_TIMINGS: dict[tuple, dict[str, float | None]] = {}
+
+
+def pointwise(x: torch.Tensor, w_kc: torch.Tensor, bias: torch.Tensor, *, act: str = "relu") -> torch.Tensor:
+    """1x1 conv + bias + act of a channels_last tensor as one GEMM over its (N*H*W, C) view; ``w_kc`` (C, Cout).
+
+    Uses ``torch._addmm_activation`` (cuBLASLt with the bias and ReLU fused into the GEMM's epilogue on CUDA) when
+    PyTorch has it; ReLU6's upper clamp is one more in-place pass. Returns a channels_last tensor.
+    """
+    _check(x, need_triton=False)
+    n, c, h, w = x.shape
+    x2d = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view: channels_last memory is already (N, H, W, C)
+    if hasattr(torch, "_addmm_activation"):
+        y = torch._addmm_activation(bias, x2d, w_kc)
+    else:  # pragma: no cover - every supported PyTorch has it; kept for forks without the private op
+        y = torch.addmm(bias, x2d, w_kc).relu_()
+    if act == "relu6":
+        y.clamp_(max=6.0)
+    return y.view(n, h, w, w_kc.shape[1]).permute(0, 3, 1, 2)
 
 
 def depthwise_separable(
@@ -264,23 +290,35 @@ def depthwise_separable(
     dilation: int = 1,
     pad=None,
     act: str = "relu",
+    plan: str | None = None,
     block_m: int | None = None,
     block_k: int = 32,
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 2,
 ) -> torch.Tensor:
-    """One fused Triton kernel: act(pw(act(dw(x) + b_dw)) + b_pw). Weights from `prepare_depthwise/pointwise`.
+    """act(pw(act(dw(x) + b_dw)) + b_pw) on a channels_last tensor. Weights from `prepare_depthwise/pointwise`.
 
-    ``block_m=None`` on CUDA picks the fastest of `FUSED_CONFIGS` for this layer shape (timed once, cached).
+    Two plans compute it:
+
+    - ``fused``: one Triton kernel; the depthwise tile stays in registers and feeds ``tl.dot``. Each program
+      recomputes the depthwise tile for its BN output channels, so wide layers pay ``Cout / BN`` recomputes.
+    - ``split``: the Triton depthwise kernel writes its output once, then `pointwise` runs one cuBLAS GEMM. This
+      costs one extra round trip of the depthwise output through memory and does no recomputation.
+
+    ``plan=None`` and ``block_m=None`` on CUDA time every `FUSED_CONFIGS` and `SPLIT_CONFIGS` candidate once for
+    this layer shape and keep the fastest (cached; see `tuning_report`). Otherwise ``plan`` defaults to fused with
+    the given blocks (``block_m``/``block_k`` serve as BM/BC of the split plan's depthwise kernel).
     """
+    if plan is not None and plan not in PLANS:
+        raise ValueError(f"plan={plan!r} is not allowed: plan must be one of {', '.join(PLANS)}")
     _check(x)
     n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
     c, cout = x.shape[1], w_kc.shape[1]
-    y = torch.empty((n, cout, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * oh * ow
 
-    def launch(bm, bk, bn, warps, stages, warmup=False):
+    def fused(bm, bk, bn, warps, stages, warmup=False):
+        y = torch.empty((n, cout, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
         grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn))
         args = (x, w33c, dw_bias, w_kc, pw_bias, y, m, h, w, c, cout, oh, ow, top, left)
         kwargs = dict(
@@ -296,56 +334,98 @@ def depthwise_separable(
         )
         if warmup:  # compile (or load from Triton's cache) without launching
             _dwpw_kernel.warmup(*args, grid=grid, **kwargs)
-        else:
-            _dwpw_kernel[grid](*args, **kwargs)
+            return None
+        _dwpw_kernel[grid](*args, **kwargs)
+        return y
 
-    if block_m is None and x.is_cuda and not INTERPRET:
-        key = (x.shape, cout, stride, dilation, x.dtype)
+    def split(bm, bc, warps, warmup=False):
+        kw = dict(stride=stride, dilation=dilation, pad=pad, act=act, block_m=bm, block_c=bc, num_warps=warps)
+        if warmup:
+            depthwise(x, w33c, dw_bias, warmup=True, **kw)
+            return None
+        return pointwise(depthwise(x, w33c, dw_bias, **kw), w_kc, pw_bias, act=act)
+
+    runners = {"fused": fused, "split": split}
+    if plan is None and block_m is None and x.is_cuda and not INTERPRET:
+        key = (tuple(x.shape), cout, stride, dilation, x.dtype)
         if key not in _TUNED:
-            _TUNED[key] = _fastest(launch, FUSED_CONFIGS)
-        launch(*_TUNED[key])
-    elif INTERPRET and block_m is None:
+            candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
+            _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
+        chosen, cfg = _TUNED[key]
+        return runners[chosen](*cfg)
+    plan = plan or "fused"
+    if plan == "split":
+        return split(block_m or 64, block_k if block_m else 64, num_warps)
+    if INTERPRET and block_m is None:
         # the interpreter's cost is per program instance and loop step, not per element: few, large tiles
-        launch(64, 128, 128, num_warps, num_stages)
-    else:
-        launch(block_m or 64, block_k, block_n, num_warps, num_stages)
-    return y
+        return fused(64, 128, 128, num_warps, num_stages)
+    return fused(block_m or 64, block_k, block_n, num_warps, num_stages)
 
 
-def _precompile(launch, configs) -> None:
-    """Compile every config at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
+def tuning_report() -> list[dict]:
+    """What the tuner chose for each layer shape it has seen, with every candidate's time (ms, None: failed)."""
+    rows = []
+    for key, (chosen, cfg) in _TUNED.items():
+        shape, cout, stride, dilation, dtype = key
+        rows.append(
+            {
+                "input_nchw": list(shape),
+                "cout": cout,
+                "stride": stride,
+                "dilation": dilation,
+                "dtype": str(dtype).removeprefix("torch."),
+                "chosen": f"{chosen}{list(cfg)}",
+                "ms": _TIMINGS.get(key, {}),
+            }
+        )
+    return rows
+
+
+def _precompile(runners: dict, candidates: list) -> None:
+    """Compile every candidate at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
     per config and layer signature) and Triton's compiler releases the GIL. Failures are left to the timing loop."""
-    caches = getattr(_dwpw_kernel, "device_caches", None)
-    if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
-        caches[torch.cuda.current_device()]
+    for kernel in (_dwpw_kernel, _dw_kernel):
+        caches = getattr(kernel, "device_caches", None)
+        if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
+            caches[torch.cuda.current_device()]
 
-    def compile_one(cfg):
+    def compile_one(candidate):
+        plan, cfg = candidate
         with contextlib.suppress(Exception):  # the timing loop skips configs that do not compile or run
-            launch(*cfg, warmup=True)
+            runners[plan](*cfg, warmup=True)
 
-    with ThreadPoolExecutor(min(len(configs), os.cpu_count() or 1)) as pool:
-        list(pool.map(compile_one, configs))
+    with ThreadPoolExecutor(min(len(candidates), os.cpu_count() or 1)) as pool:
+        list(pool.map(compile_one, candidates))
 
 
-def _fastest(launch, configs, reps: int = 10) -> tuple:
-    """Time each config with CUDA events (after one warm-up/compile call) and return the fastest that runs."""
-    if hasattr(_dwpw_kernel, "warmup") and len(configs) > 1:
-        _precompile(launch, configs)
-    best, best_ms = None, float("inf")
-    for cfg in configs:
+def _cuda_ms(fn, reps: int) -> float:
+    """Mean ms of ``reps`` calls of ``fn`` by CUDA events (the caller has run it once to warm up)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def _fastest(runners: dict, candidates: list, reps: int = 10, timer=_cuda_ms) -> tuple[tuple, dict]:
+    """Time each (plan, config) after one warm-up/compile call; return the fastest that runs and every candidate's
+    time in ms (None where it failed)."""
+    if timer is _cuda_ms and hasattr(_dwpw_kernel, "warmup") and len(candidates) > 1:
+        _precompile(runners, candidates)
+    best, best_ms, times = None, float("inf"), {}
+    for plan, cfg in candidates:
+        name = f"{plan}{list(cfg)}"
         try:
-            launch(*cfg)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                launch(*cfg)
-            end.record()
-            torch.cuda.synchronize()
-            ms = start.elapsed_time(end) / reps
+            runners[plan](*cfg)
+            ms = timer(lambda plan=plan, cfg=cfg: runners[plan](*cfg), reps)
         except Exception:  # a config can exceed shared memory/registers on some GPUs: skip it
+            times[name] = None
             continue
+        times[name] = round(ms, 5)
         if ms < best_ms:
-            best, best_ms = cfg, ms
+            best, best_ms = (plan, cfg), ms
     if best is None:
         raise RuntimeError("no kernel configuration ran on this GPU")
-    return best
+    return best, times

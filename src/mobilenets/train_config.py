@@ -104,6 +104,12 @@ class TrainConfig:
     amp: str = _f("none", "mixed precision: none | bf16 | fp16")
     channels_last: bool = _f(False, "NHWC memory layout")
     compile: bool = _f(False, "torch.compile the model")
+    triton_depthwise: bool = _f(
+        False, "CUDA: depthwise convolutions (forward and both gradients) as Triton kernels (dwconv.py)"
+    )
+    cudnn_benchmark: bool = _f(
+        True, "CUDA: cuDNN times its algorithms on the first step of each layer shape (off under --deterministic)"
+    )
     threads: int | None = _f(None, "torch CPU threads per process (default: PyTorch's choice)")
     # --- run control ---
     out: str | None = _f(None, "run folder (checkpoints, metrics.jsonl, summary.json, plots, weights)")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import kernels
 from . import weights as weights_io
 from .atomic import atomic_write_text
 from .complexity import count_complexity
@@ -34,6 +35,7 @@ from .device_data import (
     release_resident,
     square_bytes,
 )
+from .dwconv import use_triton_depthwise
 from .engine import (
     DistEnv,
     Progress,
@@ -205,6 +207,13 @@ class _Run:
             raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
         if cfg.amp == "fp16" and self.env.device.type != "cuda":
             raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
+        if cfg.triton_depthwise and not (
+            kernels.triton_available() and (self.env.device.type == "cuda" or kernels.INTERPRET)
+        ):
+            raise ConfigError(
+                f"triton_depthwise=True is not allowed on {self.env.device}: it needs triton and a CUDA device "
+                f"(triton {'is' if kernels.triton_available() else 'is not'} installed)"
+            )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
@@ -212,7 +221,7 @@ class _Run:
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         elif self.env.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = self.cfg.cudnn_benchmark
         seed_everything(self.cfg.seed)
 
     def _data(self, spec) -> None:
@@ -316,6 +325,8 @@ class _Run:
         model = build_model(cfg, self.classes)
         if cfg.freeze_backbone:
             freeze_backbone(model)
+        if cfg.triton_depthwise:
+            use_triton_depthwise(model)
         self.model = model.to(env.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -1,0 +1,180 @@
+"""GPU start-up cost of a training run (issues 4 and 8): the first step with and without cuDNN autotuning.
+
+On the H200 every training run's first epoch ran at about 650 img/s against 16,500 img/s afterwards (14-15 s of
+one-time cost per run, decode excluded). `mobilenets reproduce` trains 18 models, so that cost decides whether the
+full run fits in 10 minutes. The suspects are ``torch.backends.cudnn.benchmark`` (cuDNN times every algorithm for
+every new layer shape, forward, backward-data and backward-filter, on the first step) and the depthwise layers in
+particular: in the reproduce run Conv MobileNet, which has none, had the shortest first epoch (9 s against 15-29 s).
+
+This runs the library's `trainer.train` in fresh processes (cuDNN's algorithm cache and lazy kernel loading are
+per process, so each run starts cold, as each reproduce run meets new shapes), one per variant in turn, round after
+round: cuDNN autotuning on and off, each with PyTorch's depthwise convolutions and with the Triton ones (`dwconv`;
+their compiled kernels are cached on disk by Triton after the first process). It records each run's first-step
+time, first-epoch time and steady images/s. The first Triton process of a machine also compiles the kernels
+(cached on disk for the next): ``triton-dw-nobench`` after ``triton-dw`` shows the cached start.
+
+    python benchmarks/gpu_startup.py                    # writes results/gpu-startup-<gpu>.json
+    python benchmarks/gpu_startup.py --device cpu --smoke --no-write   # exercises the code path on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from mobilenets.data import shared_data_root  # noqa: E402
+
+VARIANTS = {
+    "bench": "cudnn.benchmark on (the default), PyTorch's depthwise convolutions",
+    "nobench": "cudnn.benchmark off: cuDNN's heuristics pick the algorithms",
+    "triton-dw": "cudnn.benchmark on, depthwise layers as Triton kernels (dwconv.py)",
+    "triton-dw-nobench": "cudnn.benchmark off, depthwise layers as Triton kernels",
+}
+
+
+def child(args) -> None:
+    """One cold training run; prints its metrics rows as JSON on the last line."""
+    from mobilenets.train_config import resolve
+    from mobilenets.trainer import train
+
+    gpu = args.device == "cuda"
+    with tempfile.TemporaryDirectory() as out:
+        cfg = resolve(
+            str(REPO / "configs" / "modern.yaml"),
+            data=args.data,
+            out=out,
+            model=args.model,
+            resolution=args.resolution,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_per_class=args.max_per_class,
+            max_val_per_class=args.max_val_per_class,
+            eval_every=args.epochs,
+            device=args.device,
+            workers=args.workers,
+            data_on_device=True,
+            amp="bf16" if gpu else "none",
+            channels_last=gpu,
+            cudnn_benchmark=args.variant in ("bench", "triton-dw"),
+            triton_depthwise=args.variant.startswith("triton-dw"),
+            quiet=True,
+        )
+        t0 = time.perf_counter()
+        train(cfg)
+        wall = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    print(json.dumps({"wall_s": wall, "epochs": rows}))
+
+
+def run_once(args, variant: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--variant", variant]
+    for name in ("data", "model", "resolution", "epochs", "batch_size", "max_per_class", "max_val_per_class"):
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    cmd += ["--device", args.device, "--workers", str(args.workers)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if proc.returncode:
+        raise SystemExit(f"child run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ep = out["epochs"]
+    later = ep[1:]
+    return {
+        "variant": variant,
+        "process_wall_s": round(time.perf_counter() - t0, 2),
+        "train_wall_s": round(out["wall_s"], 2),
+        "first_step_s": round(ep[0]["first_step_s"], 3),
+        "epoch1_train_s": round(ep[0]["train_time_s"], 3),
+        "steps_per_epoch": ep[0]["train_steps"],
+        "steady_images_per_s": round(sum(e["train_images"] for e in later) / sum(e["train_time_s"] for e in later), 1)
+        if later
+        else None,
+        "val_top1": ep[-1].get("val_top1"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(shared_data_root() / "imagenette"))
+    p.add_argument("--model", default="mobilenet_v1_100")
+    p.add_argument("--resolution", type=int, default=160)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-per-class", type=int, default=260, help="a slice: the first step costs the same")
+    p.add_argument("--max-val-per-class", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=1, help="rounds of every variant, one after another")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes for a CPU check of the code path")
+    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="bench", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    variants = args.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        sys.exit(f"--variants: unknown {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
+    if args.device == "cpu" and not os.environ.get("TRITON_INTERPRET"):
+        dropped = [v for v in variants if v.startswith("triton")]
+        variants = [v for v in variants if not v.startswith("triton")]
+        if dropped:
+            print(f"skipping {', '.join(dropped)}: the Triton kernels need CUDA (or TRITON_INTERPRET=1)")
+    if args.smoke:
+        args.model, args.resolution, args.epochs, args.batch_size = "mobilenet_v1_025", 64, 2, 16
+        args.max_per_class, args.max_val_per_class, args.rounds, args.workers = 4, 2, 1, 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run with --device cpu --smoke to exercise the code path")
+    runs = []
+    for r in range(args.rounds):
+        for variant in variants:
+            row = run_once(args, variant)
+            runs.append(row)
+            print(f"round {r + 1} {variant}: {json.dumps(row)}", flush=True)
+
+    def median(key: str, variant: str):
+        vals = [r[key] for r in runs if r["variant"] == variant and r[key] is not None]
+        return statistics.median(vals) if vals else None
+
+    summary = {
+        k: {v: median(k, v) for v in variants}
+        for k in ("first_step_s", "epoch1_train_s", "steady_images_per_s", "train_wall_s")
+    }
+    device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    report = {
+        "what": "cold training runs (fresh processes), one per variant per round",
+        "variants": {v: VARIANTS[v] for v in variants},
+        "device": device,
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
+        "command": " ".join(["python", *sys.argv]),
+        "settings": {k: getattr(args, k) for k in ("model", "resolution", "epochs", "batch_size", "max_per_class")},
+        "median": summary,
+        "runs": runs,
+    }
+    print(json.dumps(summary, indent=2))
+    if args.write:
+        name = device.replace(" ", "-").lower()
+        out = REPO / "results" / f"gpu-startup-{name}.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        if os.environ.get("OUT"):
+            (Path(os.environ["OUT"]) / out.name).write_text(out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""A trainable 3x3 depthwise convolution in Triton (forward, input gradient and weight gradient) on NHWC tensors.
+
+The depthwise layers are about 3% of MobileNet's mult-adds (paper Table 2) but not of its training time: PyTorch
+runs a channels_last depthwise convolution through cuDNN or its own ``conv_depthwise2d`` kernels, whose backward
+passes (the weight gradient above all) are far from the memory bound. Here each pass is one Triton kernel that
+reads and writes every activation once:
+
+- forward: ``y[n,p,c] = sum_taps x[n, p*s - pad + tap*d, c] * w[tap, c]`` (`kernels._dw_kernel` without bias/act);
+- input gradient: the same sum gathered from the output side (a tap contributes where ``(q + pad - tap*d) / s`` is
+  an integer inside the output);
+- weight gradient: per program, the 9 tap sums over a run of pixels for a block of channels, written as fp32
+  partials and summed by PyTorch: deterministic, no atomics.
+
+`depthwise3x3` is a ``torch.library`` custom op with its autograd formula registered, so it works in eager mode and
+as one opaque node under ``torch.compile``. `use_triton_depthwise(model)` swaps a model's depthwise convolutions
+for `TritonDepthwiseConv2d` (same parameter, same state_dict keys); it falls back to ``F.conv2d`` where Triton
+cannot run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU under the interpreter against
+``F.conv2d`` and its autograd (tests/test_dwconv.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import kernels
+from .layers import Conv2dSame, same_pad_amount
+
+tl = kernels.tl
+triton = kernels.triton
+
+# (BM pixels, BC channels, num_warps) of the three kernels; BM_W pixels per step of the weight-gradient loop, which
+# covers W_STEPS steps per program
+BM, BC, WARPS = 64, 64, 4
+BM_W, W_STEPS = 64, 16
+
+
+if triton is not None:
+
+    @triton.jit
+    def _dgrad_kernel(
+        g_ptr,
+        w_ptr,
+        dx_ptr,
+        M,
+        H,
+        W,
+        C,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+        BM: tl.constexpr,
+        BC: tl.constexpr,
+    ):
+        """dx for BM input pixels x BC channels: sum over the output pixels each input pixel fed, tap by tap."""
+        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        m_mask, c_mask = m < M, c < C
+        iw, rest = m % W, m // W
+        ih, n = rest % H, rest // H
+        acc = tl.zeros((BM, BC), dtype=tl.float32)
+        for i in tl.static_range(3):
+            th = ih + PAD_T - i * DIL  # = oh * STRIDE for the output pixel that read (ih, .) through tap row i
+            oh = th // STRIDE
+            ok_h = (th >= 0) & (th % STRIDE == 0) & (oh < OH)
+            for j in tl.static_range(3):
+                tw = iw + PAD_L - j * DIL
+                ow = tw // STRIDE
+                valid = m_mask & ok_h & (tw >= 0) & (tw % STRIDE == 0) & (ow < OW)
+                base = ((n * OH + oh) * OW + ow).to(tl.int64) * C
+                gv = tl.load(g_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+                wv = tl.load(w_ptr + (i * 3 + j) * C + c, mask=c_mask, other=0.0)
+                acc += gv.to(tl.float32) * wv.to(tl.float32)[None, :]
+        out = dx_ptr + m.to(tl.int64)[:, None] * C + c[None, :]
+        tl.store(out, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
+
+    @triton.jit
+    def _wgrad_kernel(
+        x_ptr,
+        g_ptr,
+        part_ptr,
+        M,
+        H,
+        W,
+        C,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+        BM: tl.constexpr,
+        BC: tl.constexpr,
+        STEPS: tl.constexpr,
+    ):
+        """Partial dw[tap, c] over STEPS x BM output pixels for BC channels -> part[program, tap, c] (fp32).
+
+        The gradient tile is loaded once per step; the 9 tap sums live in rows 0-8 of a (16, BC) accumulator."""
+        pid_m = tl.program_id(0)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        c_mask = c < C
+        taps = tl.arange(0, 16)
+        acc = tl.zeros((16, BC), dtype=tl.float32)
+        for step in range(STEPS):
+            m = (pid_m * STEPS + step) * BM + tl.arange(0, BM)
+            m_mask = m < M
+            ow, rest = m % OW, m // OW
+            oh, n = rest % OH, rest // OH
+            g_mask = m_mask[:, None] & c_mask[None, :]
+            gv = tl.load(g_ptr + m.to(tl.int64)[:, None] * C + c[None, :], mask=g_mask, other=0.0).to(tl.float32)
+            for i in tl.static_range(3):
+                ih = oh * STRIDE - PAD_T + i * DIL
+                for j in tl.static_range(3):
+                    iw = ow * STRIDE - PAD_L + j * DIL
+                    valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    base = ((n * H + ih) * W + iw).to(tl.int64) * C
+                    xv = tl.load(x_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+                    tap_sum = tl.sum(gv * xv.to(tl.float32), axis=0)
+                    acc = tl.where(taps[:, None] == i * 3 + j, acc + tap_sum[None, :], acc)
+        out = part_ptr + (pid_m * 9 + taps[:, None]) * C + c[None, :]
+        tl.store(out, acc, mask=(taps[:, None] < 9) & c_mask[None, :])
+
+
+def _pads(x: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> tuple[int, int]:
+    """(top, left) padding: TensorFlow 'SAME' from the input size, or PyTorch's symmetric ``dilation``."""
+    if not tf_same:
+        return dilation, dilation
+    return (
+        same_pad_amount(x.shape[-2], 3, stride, dilation)[0],
+        same_pad_amount(x.shape[-1], 3, stride, dilation)[0],
+    )
+
+
+def _out_size(x: torch.Tensor, stride: int) -> tuple[int, int]:
+    return -(-x.shape[-2] // stride), -(-x.shape[-1] // stride)  # 'same' output size, either padding convention
+
+
+def _block_c(channels: int) -> int:
+    """Channels per program: BC, or fewer for a narrow layer (no half-masked tiles at 32 channels)."""
+    return min(BC, max(16, 1 << (channels - 1).bit_length()))
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("mobilenets::depthwise3x3", mutates_args=())
+def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> torch.Tensor:
+    """3x3 depthwise convolution, no bias: x (N,C,H,W) channels_last, weight (C,1,3,3); returns channels_last."""
+    x = _nhwc(x)
+    top, left = _pads(x, stride, dilation, tf_same)
+    zero_bias = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
+    return kernels.depthwise(
+        x,
+        kernels.prepare_depthwise(weight.to(x.dtype)),
+        zero_bias,
+        stride=stride,
+        dilation=dilation,
+        pad=(left, left, top, top),  # only (left, top) are read; the output size is 'same' either way
+        act="none",
+        block_m=BM,
+        block_c=_block_c(x.shape[1]),
+        num_warps=WARPS,
+    )
+
+
+@depthwise3x3.register_fake
+def _(x, weight, stride, dilation, tf_same):
+    oh, ow = _out_size(x, stride)
+    shape = (x.shape[0], x.shape[1], oh, ow)
+    return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("mobilenets::depthwise3x3_backward", mutates_args=())
+def depthwise3x3_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_input, grad_weight) of `depthwise3x3`; grad_weight in ``weight``'s dtype, summed in fp32."""
+    grad, x = _nhwc(grad), _nhwc(x)
+    n, c, h, w = x.shape
+    oh, ow = grad.shape[-2:]
+    top, left = _pads(x, stride, dilation, tf_same)
+    w33c = kernels.prepare_depthwise(weight.to(x.dtype))
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    m_in, m_out = n * h * w, n * oh * ow
+    geometry = (h, w, c, oh, ow, top, left)
+    bc = _block_c(c)
+    _dgrad_kernel[(triton.cdiv(m_in, BM), triton.cdiv(c, bc))](
+        grad, w33c, dx, m_in, *geometry, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
+    )
+    programs = triton.cdiv(m_out, BM_W * W_STEPS)
+    partials = torch.empty((programs, 9, c), device=x.device, dtype=torch.float32)
+    _wgrad_kernel[(programs, triton.cdiv(c, bc))](
+        x, grad, partials, m_out, *geometry, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, STEPS=W_STEPS,
+        num_warps=WARPS,
+    )  # fmt: skip
+    dweight = partials.sum(0).t().reshape(c, 1, 3, 3).to(weight.dtype)
+    return dx, dweight
+
+
+@depthwise3x3_backward.register_fake
+def _(grad, x, weight, stride, dilation, tf_same):
+    return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, stride, dilation, tf_same = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.geometry = (stride, dilation, tf_same)
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    dx, dweight = depthwise3x3_backward(grad, x, weight, *ctx.geometry)
+    return dx, dweight, None, None, None
+
+
+depthwise3x3.register_autograd(_backward, setup_context=_setup_context)
+
+
+def triton_runs_on(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels can run on ``x``'s device: CUDA, or any device under ``TRITON_INTERPRET=1``."""
+    return kernels.triton_available() and (x.is_cuda or kernels.INTERPRET)
+
+
+class TritonDepthwiseConv2d(nn.Conv2d):
+    """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3` where Triton runs, ``F.conv2d`` elsewhere.
+
+    Same parameter and state_dict keys as the convolution it replaces; ``tf_same`` gives TensorFlow 'SAME' padding
+    (`layers.Conv2dSame`). Under autocast the weight is cast to the input's dtype, as autocast does for a conv.
+    """
+
+    tf_same: bool = False
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> TritonDepthwiseConv2d:
+        if not is_depthwise3x3(conv):
+            raise ValueError(f"{conv} is not a 3x3 depthwise convolution without bias")
+        new = cls(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
+                  bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
+        new.weight = conv.weight
+        new.tf_same = isinstance(conv, Conv2dSame)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None or not triton_runs_on(x):  # a bias appears only when BN is folded (inference)
+            if self.tf_same:
+                return Conv2dSame.forward(self, x)
+            return super().forward(x)
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        weight = self.weight.to(x.dtype)
+        return depthwise3x3(x, weight, self.stride[0], self.dilation[0], self.tf_same)
+
+
+def is_depthwise3x3(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (3, 3)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.bias is None
+        and conv.stride[0] == conv.stride[1]
+        and conv.dilation[0] == conv.dilation[1]
+        and (isinstance(conv, Conv2dSame) or conv.padding == conv.dilation)
+    )
+
+
+def use_triton_depthwise(model: nn.Module) -> int:
+    """Swap every 3x3 depthwise convolution of ``model`` (in place) for `TritonDepthwiseConv2d`; returns how many."""
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if is_depthwise3x3(child) and not isinstance(child, TritonDepthwiseConv2d):
+                setattr(module, name, TritonDepthwiseConv2d.from_conv(child))
+                swapped += 1
+    return swapped
