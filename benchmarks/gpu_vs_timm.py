@@ -90,6 +90,10 @@ def environment(device: str) -> dict:
         props = torch.cuda.get_device_properties(0)
         env.update(gpu_memory_gb=round(props.total_memory / 2**30, 1), sm_count=props.multi_processor_count)
         env.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        # fp32 numerics: cuDNN convs default to TF32; the Triton split plan's GEMM (cuBLAS) only if this is set
+        env.update(
+            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32, matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32
+        )
     return env
 
 

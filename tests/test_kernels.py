@@ -110,7 +110,7 @@ def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(int
 
 def test_triton_depthwise_layers_fall_back_to_pytorch_off_gpu():
     from mobilenets import dwconv
-    from mobilenets.layers import fold_bn
+    from mobilenets.layers import Conv2dSame, fold_bn
 
     torch.manual_seed(0)
     model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True).eval()
@@ -118,11 +118,15 @@ def test_triton_depthwise_layers_fall_back_to_pytorch_off_gpu():
     assert dwconv.use_triton_depthwise(swapped) == 13
     assert dwconv.use_triton_depthwise(swapped) == 0  # already swapped
     assert list(swapped.state_dict()) == list(model.state_dict())
-    assert all(type(b.dw.conv) is dwconv.TritonDepthwiseConv2d for b in swapped.blocks)
+    assert all(isinstance(b.dw.conv, dwconv.TritonDepthwiseConv2d) for b in swapped.blocks)
+    # TensorFlow SAME layers (stride 2) stay Conv2dSame, which the fused path and the exporters look for
+    same = [isinstance(b.dw.conv, Conv2dSame) for b in swapped.blocks]
+    assert same == [isinstance(b.dw.conv, Conv2dSame) for b in model.blocks] and sum(same) == 4
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         assert torch.allclose(swapped(x), model(x), atol=1e-5)
         assert torch.allclose(fold_bn(swapped)(x), model(x), atol=1e-4)  # folded: a biased conv, PyTorch's path
+        assert torch.allclose(FusedMobileNetV1(swapped, use_triton=False)(x), model(x), atol=1e-4)
     with pytest.raises(ValueError, match="not a 3x3 depthwise"):
         dwconv.TritonDepthwiseConv2d.from_conv(model.blocks[0].pw.conv)
 

@@ -20,6 +20,8 @@ cannot run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU und
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -29,10 +31,12 @@ from .layers import Conv2dSame, same_pad_amount
 tl = kernels.tl
 triton = kernels.triton
 
-# (BM pixels, BC channels, num_warps) of the three kernels; BM_W pixels per step of the weight-gradient loop, which
-# covers W_STEPS steps per program
+# (BM pixels, BC channels, num_warps) of the three kernels; BM_W pixels per step of the weight-gradient loop (its
+# nine (BM_W, BC) fp32 accumulators stay in registers), whose steps per program are chosen so that about
+# W_PROGRAMS_PER_SM programs per multiprocessor share the pixels
 BM, BC, WARPS = 64, 64, 4
-BM_W, W_STEPS = 64, 16
+BM_W, W_PROGRAMS_PER_SM = 16, 4
+_ZERO_BIAS: dict[tuple, torch.Tensor] = {}
 
 
 if triton is not None:
@@ -78,6 +82,34 @@ if triton is not None:
         tl.store(out, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
     @triton.jit
+    def _tap_product(
+        x_ptr,
+        gv,
+        n,
+        oh,
+        ow,
+        m_mask,
+        c,
+        c_mask,
+        H,
+        W,
+        C,
+        PAD_T,
+        PAD_L,
+        I: tl.constexpr,
+        J: tl.constexpr,
+        STRIDE: tl.constexpr,
+        DIL: tl.constexpr,
+    ):
+        """grad tile x the input pixels that tap (I, J) read for it: (BM, BC) fp32 products, summed later."""
+        ih = oh * STRIDE - PAD_T + I * DIL
+        iw = ow * STRIDE - PAD_L + J * DIL
+        valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        base = ((n * H + ih) * W + iw).to(tl.int64) * C
+        xv = tl.load(x_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+        return gv * xv.to(tl.float32)
+
+    @triton.jit
     def _wgrad_kernel(
         x_ptr,
         g_ptr,
@@ -90,20 +122,28 @@ if triton is not None:
         OW,
         PAD_T,
         PAD_L,
+        STEPS,
         STRIDE: tl.constexpr,
         DIL: tl.constexpr,
         BM: tl.constexpr,
         BC: tl.constexpr,
-        STEPS: tl.constexpr,
     ):
         """Partial dw[tap, c] over STEPS x BM output pixels for BC channels -> part[program, tap, c] (fp32).
 
-        The gradient tile is loaded once per step; the 9 tap sums live in rows 0-8 of a (16, BC) accumulator."""
+        The gradient tile is loaded once per step and each tap's products accumulate element-wise in its own
+        (BM, BC) registers; the nine reductions over pixels happen once, after the loop."""
         pid_m = tl.program_id(0)
         c = tl.program_id(1) * BC + tl.arange(0, BC)
         c_mask = c < C
-        taps = tl.arange(0, 16)
-        acc = tl.zeros((16, BC), dtype=tl.float32)
+        a00 = tl.zeros((BM, BC), dtype=tl.float32)
+        a01 = tl.zeros((BM, BC), dtype=tl.float32)
+        a02 = tl.zeros((BM, BC), dtype=tl.float32)
+        a10 = tl.zeros((BM, BC), dtype=tl.float32)
+        a11 = tl.zeros((BM, BC), dtype=tl.float32)
+        a12 = tl.zeros((BM, BC), dtype=tl.float32)
+        a20 = tl.zeros((BM, BC), dtype=tl.float32)
+        a21 = tl.zeros((BM, BC), dtype=tl.float32)
+        a22 = tl.zeros((BM, BC), dtype=tl.float32)
         for step in range(STEPS):
             m = (pid_m * STEPS + step) * BM + tl.arange(0, BM)
             m_mask = m < M
@@ -111,17 +151,25 @@ if triton is not None:
             oh, n = rest % OH, rest // OH
             g_mask = m_mask[:, None] & c_mask[None, :]
             gv = tl.load(g_ptr + m.to(tl.int64)[:, None] * C + c[None, :], mask=g_mask, other=0.0).to(tl.float32)
-            for i in tl.static_range(3):
-                ih = oh * STRIDE - PAD_T + i * DIL
-                for j in tl.static_range(3):
-                    iw = ow * STRIDE - PAD_L + j * DIL
-                    valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                    base = ((n * H + ih) * W + iw).to(tl.int64) * C
-                    xv = tl.load(x_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
-                    tap_sum = tl.sum(gv * xv.to(tl.float32), axis=0)
-                    acc = tl.where(taps[:, None] == i * 3 + j, acc + tap_sum[None, :], acc)
-        out = part_ptr + (pid_m * 9 + taps[:, None]) * C + c[None, :]
-        tl.store(out, acc, mask=(taps[:, None] < 9) & c_mask[None, :])
+            a00 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 0, 0, STRIDE, DIL)
+            a01 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 0, 1, STRIDE, DIL)
+            a02 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 0, 2, STRIDE, DIL)
+            a10 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 1, 0, STRIDE, DIL)
+            a11 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 1, 1, STRIDE, DIL)
+            a12 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 1, 2, STRIDE, DIL)
+            a20 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 2, 0, STRIDE, DIL)
+            a21 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 2, 1, STRIDE, DIL)
+            a22 += _tap_product(x_ptr, gv, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, 2, 2, STRIDE, DIL)
+        out = part_ptr + pid_m * 9 * C + c
+        tl.store(out + 0 * C, tl.sum(a00, axis=0), mask=c_mask)
+        tl.store(out + 1 * C, tl.sum(a01, axis=0), mask=c_mask)
+        tl.store(out + 2 * C, tl.sum(a02, axis=0), mask=c_mask)
+        tl.store(out + 3 * C, tl.sum(a10, axis=0), mask=c_mask)
+        tl.store(out + 4 * C, tl.sum(a11, axis=0), mask=c_mask)
+        tl.store(out + 5 * C, tl.sum(a12, axis=0), mask=c_mask)
+        tl.store(out + 6 * C, tl.sum(a20, axis=0), mask=c_mask)
+        tl.store(out + 7 * C, tl.sum(a21, axis=0), mask=c_mask)
+        tl.store(out + 8 * C, tl.sum(a22, axis=0), mask=c_mask)
 
 
 def _pads(x: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> tuple[int, int]:
@@ -143,28 +191,39 @@ def _block_c(channels: int) -> int:
     return min(BC, max(16, 1 << (channels - 1).bit_length()))
 
 
+def _wgrad_steps(pixels: int, channel_blocks: int, device: torch.device) -> int:
+    """Loop steps per weight-gradient program: enough programs to fill the GPU, as few partial sums as that allows."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    wanted = max(1, W_PROGRAMS_PER_SM * sms // channel_blocks)  # programs along the pixels
+    return max(1, -(-pixels // (BM_W * wanted)))
+
+
+def _zero_bias(channels: int, like: torch.Tensor) -> torch.Tensor:
+    key = (channels, like.dtype, like.device)
+    if key not in _ZERO_BIAS:
+        _ZERO_BIAS[key] = torch.zeros(channels, device=like.device, dtype=like.dtype)
+    return _ZERO_BIAS[key]
+
+
+def _on_device(x: torch.Tensor):
+    """Triton launches on the current CUDA device: make it ``x``'s."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("mobilenets::depthwise3x3", mutates_args=())
 def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> torch.Tensor:
-    """3x3 depthwise convolution, no bias: x (N,C,H,W) channels_last, weight (C,1,3,3); returns channels_last."""
+    """3x3 depthwise convolution, no bias: x (N,C,H,W), weight (C,1,3,3); returns channels_last (the layout it
+    computes in: an NCHW input is copied)."""
     x = _nhwc(x)
     top, left = _pads(x, stride, dilation, tf_same)
-    zero_bias = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
-    return kernels.depthwise(
-        x,
-        kernels.prepare_depthwise(weight.to(x.dtype)),
-        zero_bias,
-        stride=stride,
-        dilation=dilation,
-        pad=(left, left, top, top),  # only (left, top) are read; the output size is 'same' either way
-        act="none",
-        block_m=BM,
-        block_c=_block_c(x.shape[1]),
-        num_warps=WARPS,
-    )
+    kw = dict(stride=stride, dilation=dilation, act="none", block_m=BM, block_c=_block_c(x.shape[1]), num_warps=WARPS)
+    with _on_device(x):  # pad: only (left, top) are read; the output size is 'same' either way
+        w33c = kernels.prepare_depthwise(weight.to(x.dtype))
+        return kernels.depthwise(x, w33c, _zero_bias(x.shape[1], x), pad=(left, left, top, top), **kw)
 
 
 @depthwise3x3.register_fake
@@ -180,6 +239,11 @@ def depthwise3x3_backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_input, grad_weight) of `depthwise3x3`; grad_weight in ``weight``'s dtype, summed in fp32."""
     grad, x = _nhwc(grad), _nhwc(x)
+    with _on_device(x):
+        return _backward_kernels(grad, x, weight, stride, dilation, tf_same)
+
+
+def _backward_kernels(grad, x, weight, stride, dilation, tf_same):
     n, c, h, w = x.shape
     oh, ow = grad.shape[-2:]
     top, left = _pads(x, stride, dilation, tf_same)
@@ -191,12 +255,12 @@ def depthwise3x3_backward(
     _dgrad_kernel[(triton.cdiv(m_in, BM), triton.cdiv(c, bc))](
         grad, w33c, dx, m_in, *geometry, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
     )
-    programs = triton.cdiv(m_out, BM_W * W_STEPS)
+    steps = _wgrad_steps(m_out, triton.cdiv(c, bc), x.device)
+    programs = triton.cdiv(m_out, BM_W * steps)
     partials = torch.empty((programs, 9, c), device=x.device, dtype=torch.float32)
     _wgrad_kernel[(programs, triton.cdiv(c, bc))](
-        x, grad, partials, m_out, *geometry, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, STEPS=W_STEPS,
-        num_warps=WARPS,
-    )  # fmt: skip
+        x, grad, partials, m_out, *geometry, steps, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS
+    )
     dweight = partials.sum(0).t().reshape(c, 1, 3, 3).to(weight.dtype)
     return dx, dweight
 
@@ -229,31 +293,36 @@ def triton_runs_on(x: torch.Tensor) -> bool:
 class TritonDepthwiseConv2d(nn.Conv2d):
     """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3` where Triton runs, ``F.conv2d`` elsewhere.
 
-    Same parameter and state_dict keys as the convolution it replaces; ``tf_same`` gives TensorFlow 'SAME' padding
-    (`layers.Conv2dSame`). Under autocast the weight is cast to the input's dtype, as autocast does for a conv.
+    Same parameter and state_dict keys as the convolution it replaces; `TritonDepthwiseConv2dSame` replaces a
+    `layers.Conv2dSame` (TensorFlow 'SAME' padding) and stays one, for the code that checks. Under autocast the
+    weight is cast to the input's dtype, as autocast does for a conv.
     """
 
-    tf_same: bool = False
+    @property
+    def tf_same(self) -> bool:
+        return isinstance(self, Conv2dSame)
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> TritonDepthwiseConv2d:
+    @staticmethod
+    def from_conv(conv: nn.Conv2d) -> TritonDepthwiseConv2d:
         if not is_depthwise3x3(conv):
             raise ValueError(f"{conv} is not a 3x3 depthwise convolution without bias")
+        cls = TritonDepthwiseConv2dSame if isinstance(conv, Conv2dSame) else TritonDepthwiseConv2d
         new = cls(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
                   bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
         new.weight = conv.weight
-        new.tf_same = isinstance(conv, Conv2dSame)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or not triton_runs_on(x):  # a bias appears only when BN is folded (inference)
-            if self.tf_same:
-                return Conv2dSame.forward(self, x)
-            return super().forward(x)
+            return Conv2dSame.forward(self, x) if self.tf_same else nn.Conv2d.forward(self, x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         weight = self.weight.to(x.dtype)
         return depthwise3x3(x, weight, self.stride[0], self.dilation[0], self.tf_same)
+
+
+class TritonDepthwiseConv2dSame(TritonDepthwiseConv2d, Conv2dSame):
+    """`TritonDepthwiseConv2d` with TensorFlow 'SAME' padding (an instance of `layers.Conv2dSame`)."""
 
 
 def is_depthwise3x3(conv: nn.Module) -> bool:

@@ -348,11 +348,12 @@ def depthwise_separable(
     runners = {"fused": fused, "split": split}
     if plan is None and block_m is None and x.is_cuda and not INTERPRET:
         key = (tuple(x.shape), cout, stride, dilation, x.dtype)
-        if key not in _TUNED:
-            candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
-            _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
-        chosen, cfg = _TUNED[key]
-        return runners[chosen](*cfg)
+        with torch.cuda.device(x.device):  # Triton launches (and tunes) on the current device
+            if key not in _TUNED:
+                candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
+                _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
+            chosen, cfg = _TUNED[key]
+            return runners[chosen](*cfg)
     plan = plan or "fused"
     if plan == "split":
         return split(block_m or 64, block_k if block_m else 64, num_warps)
@@ -389,8 +390,11 @@ def _precompile(runners: dict, candidates: list) -> None:
         if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
             caches[torch.cuda.current_device()]
 
+    device = torch.cuda.current_device()  # Triton compiles for the current device, which new threads reset
+
     def compile_one(candidate):
         plan, cfg = candidate
+        torch.cuda.set_device(device)
         with contextlib.suppress(Exception):  # the timing loop skips configs that do not compile or run
             runners[plan](*cfg, warmup=True)
 
