@@ -77,7 +77,7 @@ case $stage in
     jobs=${REPRODUCE_JOBS:-4}
     log "reproduce --budget full --epochs $epochs --jobs $jobs"
     timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
-        --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce "${recipe[@]}" ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
+        --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
     dest="results/reproduce-imagenette-$gpu"
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null

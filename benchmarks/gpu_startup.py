@@ -86,8 +86,8 @@ def run_once(args, variant: str) -> dict:
     cmd += ["--device", args.device, "--workers", str(args.workers)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    if proc.returncode:
-        raise SystemExit(f"child run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    if proc.returncode:  # recorded, and the other variants still run: one lent GPU session is all there is
+        return {"variant": variant, "error": f"exit {proc.returncode}: {proc.stderr[-2000:]}"}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     ep = out["epochs"]
     later = ep[1:]
@@ -139,22 +139,8 @@ def main() -> None:
         args.max_per_class, args.max_val_per_class, args.rounds, args.workers = 4, 2, 1, 2
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --device cpu --smoke to exercise the code path")
-    runs = []
-    for r in range(args.rounds):
-        for variant in variants:
-            row = run_once(args, variant)
-            runs.append(row)
-            print(f"round {r + 1} {variant}: {json.dumps(row)}", flush=True)
-
-    def median(key: str, variant: str):
-        vals = [r[key] for r in runs if r["variant"] == variant and r[key] is not None]
-        return statistics.median(vals) if vals else None
-
-    summary = {
-        k: {v: median(k, v) for v in variants}
-        for k in ("first_step_s", "epoch1_train_s", "steady_images_per_s", "train_wall_s")
-    }
     device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    out = REPO / "results" / f"gpu-startup-{device.replace(' ', '-').lower()}.json"
     report = {
         "what": "cold training runs (fresh processes), one per variant per round",
         "variants": {v: VARIANTS[v] for v in variants},
@@ -163,17 +149,35 @@ def main() -> None:
         "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None,
         "command": " ".join(["python", *sys.argv]),
         "settings": {k: getattr(args, k) for k in ("model", "resolution", "epochs", "batch_size", "max_per_class")},
-        "median": summary,
-        "runs": runs,
+        "median": None,
+        "runs": [],
     }
-    print(json.dumps(summary, indent=2))
+    for r in range(args.rounds):
+        for variant in variants:
+            row = run_once(args, variant)
+            report["runs"].append(row)
+            report["median"] = medians(report["runs"], variants)
+            print(f"round {r + 1} {variant}: {json.dumps(row)}", flush=True)
+            if args.write:  # after every run: a timeout keeps what was measured
+                write(report, out)
+    print(json.dumps(report["median"], indent=2))
     if args.write:
-        name = device.replace(" ", "-").lower()
-        out = REPO / "results" / f"gpu-startup-{name}.json"
-        out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")
-        if os.environ.get("OUT"):
-            (Path(os.environ["OUT"]) / out.name).write_text(out.read_text())
+
+
+def medians(runs: list[dict], variants: list[str]) -> dict:
+    def median(key: str, variant: str):
+        vals = [r[key] for r in runs if r["variant"] == variant and r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    keys = ("first_step_s", "epoch1_train_s", "steady_images_per_s", "train_wall_s")
+    return {k: {v: median(k, v) for v in variants} for k in keys}
+
+
+def write(report: dict, out: Path) -> None:
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    if os.environ.get("OUT"):
+        (Path(os.environ["OUT"]) / out.name).write_text(out.read_text())
 
 
 if __name__ == "__main__":
