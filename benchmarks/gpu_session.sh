@@ -19,6 +19,11 @@
 # RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) appends those lines to configs/modern.yaml
 # for reproduce; REPRODUCE_JOBS sets its processes (default 4); REPRODUCE_ARGS adds any other option.
 #
+# SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1. A lease for #8 alone (15 device-minutes,
+# start-up included): SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 ... 1 (about 2-3 min), COPY_ONLY=1 ... 2, then
+# SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=540 RECIPE_EXTRA=auto ... 3 20 (auto: the variant gpu_startup.py estimated
+# fastest for a 20-epoch run, read from /tmp/startup-recipe.txt; no time to read results between calls).
+#
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
 stage=$1
@@ -41,18 +46,22 @@ case $stage in
     python3 -c "import torch, torchvision, timm, triton; print(torch.__version__, torchvision.__version__, timm.__version__, triton.__version__, torch.cuda.get_device_name())"
     # smoke: the device-resident training path in spawned parallel runs on the GPU, on val used as train
     mkdir -p /tmp/smoke && ln -sfn /tmp/data/val /tmp/smoke/train && ln -sfn /tmp/data/val /tmp/smoke/val
-    log "smoke: mobilenets reproduce --budget full --epochs 1 --experiments table5 --jobs 2"
-    timeout 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
-        --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
-    grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
-    if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs, benchmark off/on
-        log "gpu_startup (cudnn.benchmark off/on, fresh processes)"
-        timeout "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
-            2>&1 | tee /tmp/logs/gpu-startup.log
+    if [ -z "${SKIP_SMOKE:-}" ]; then
+        log "smoke: mobilenets reproduce --budget full --epochs 1 --experiments table5 --jobs 2"
+        timeout 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
+            --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
+        grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
     fi
-    log "gpu_vs_timm"
-    timeout 200 python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val --time-budget "${GPU_VS_TIMM_BUDGET:-120}" \
-        --triton-configs 4 2>&1 | tee /tmp/logs/gpu-vs-timm.log | tail -40
+    if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs of each variant
+        log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"
+        timeout "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
+            --recipe-out /tmp/startup-recipe.txt 2>&1 | tee /tmp/logs/gpu-startup.log
+    fi
+    if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
+        log "gpu_vs_timm"
+        timeout "${GPU_VS_TIMM_TIMEOUT:-200}" python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val \
+            --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 2>&1 | tee /tmp/logs/gpu-vs-timm.log | tail -40
+    fi
     ;;
 2)
     log "bench cuda, cuda-bf16"
@@ -69,6 +78,10 @@ case $stage in
     fi
     gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
     recipe=()
+    if [ "${RECIPE_EXTRA:-}" = auto ]; then  # what stage 1's gpu_startup.py recommended (empty: the defaults)
+        RECIPE_EXTRA=$(cat /tmp/startup-recipe.txt 2>/dev/null)
+        log "RECIPE_EXTRA=auto: '${RECIPE_EXTRA}' from gpu_startup.py"
+    fi
     if [ -n "${RECIPE_EXTRA:-}" ]; then  # e.g. RECIPE_EXTRA=$'cudnn_benchmark: false\ntriton_depthwise: true'
         { cat configs/modern.yaml; printf '\n%s\n' "$RECIPE_EXTRA"; } > /tmp/recipe.yaml
         recipe=(--recipe /tmp/recipe.yaml)

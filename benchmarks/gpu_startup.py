@@ -43,6 +43,13 @@ VARIANTS = {
     "triton-dw": "cudnn.benchmark on, depthwise layers as Triton kernels (dwconv.py)",
     "triton-dw-nobench": "cudnn.benchmark off, depthwise layers as Triton kernels",
 }
+# each variant as TrainConfig lines (what `--recipe-out` writes for a recipe YAML)
+RECIPE_LINES = {
+    "bench": "",
+    "nobench": "cudnn_benchmark: false",
+    "triton-dw": "triton_depthwise: true",
+    "triton-dw-nobench": "cudnn_benchmark: false\ntriton_depthwise: true",
+}
 
 
 def child(args) -> None:
@@ -120,6 +127,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--smoke", action="store_true", help="tiny sizes for a CPU check of the code path")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--recipe-out", help="write the recommended variant's TrainConfig lines (YAML) to this file")
+    p.add_argument("--run-epochs", type=int, default=20, help="the run the recommendation is for: epochs ...")
+    p.add_argument("--run-images", type=int, default=9469, help="... of this many train images (full Imagenette)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="bench", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -150,6 +160,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "settings": {k: getattr(args, k) for k in ("model", "resolution", "epochs", "batch_size", "max_per_class")},
         "median": None,
+        "recommendation": None,
         "runs": [],
     }
     for r in range(args.rounds):
@@ -157,12 +168,35 @@ def main() -> None:
             row = run_once(args, variant)
             report["runs"].append(row)
             report["median"] = medians(report["runs"], variants)
+            report["recommendation"] = recommend(report["median"], args.run_epochs, args.run_images)
             print(f"round {r + 1} {variant}: {json.dumps(row)}", flush=True)
             if args.write:  # after every run: a timeout keeps what was measured
                 write(report, out)
+            if args.recipe_out and report["recommendation"]:
+                Path(args.recipe_out).write_text(RECIPE_LINES[report["recommendation"]["variant"]] + "\n")
     print(json.dumps(report["median"], indent=2))
+    print(f"recommendation: {json.dumps(report['recommendation'])}")
     if args.write:
         print(f"wrote {out}")
+
+
+def recommend(median: dict, epochs: int, images: int) -> dict | None:
+    """The variant with the shortest estimated run of ``epochs`` epochs over ``images`` images: its first step
+    plus every epoch at its steady rate (the rest of the first epoch runs at that rate too)."""
+    estimates = {}
+    for variant, rate in median["steady_images_per_s"].items():
+        first = median["first_step_s"].get(variant)
+        if rate and first is not None:
+            estimates[variant] = round(first + epochs * images / rate, 1)
+    if not estimates:
+        return None
+    best = min(estimates, key=estimates.get)
+    return {
+        "variant": best,
+        "recipe_lines": RECIPE_LINES[best],
+        "rule": f"shortest first step + {epochs} epochs x {images} images at the steady rate",
+        "estimated_run_s": estimates,
+    }
 
 
 def medians(runs: list[dict], variants: list[str]) -> dict:
