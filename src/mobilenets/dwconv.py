@@ -41,7 +41,7 @@ _ZERO_BIAS: dict[tuple, torch.Tensor] = {}
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=kernels._GEOMETRY_ARGS)
     def _dgrad_kernel(
         g_ptr,
         w_ptr,
@@ -109,7 +109,7 @@ if triton is not None:
         xv = tl.load(x_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
         return gv * xv.to(tl.float32)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=[*kernels._GEOMETRY_ARGS, "STEPS"])
     def _wgrad_kernel(
         x_ptr,
         g_ptr,

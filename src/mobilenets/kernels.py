@@ -102,7 +102,11 @@ if triton is not None:
             acc = tl.minimum(acc, 6.0)
         return acc
 
-    @triton.jit
+    # The sizes change with every resolution; not specialising on their divisibility by 16 keeps one compiled kernel
+    # per (stride, dilation, activation, block) for all of them (C stays specialised: it decides vector loads).
+    _GEOMETRY_ARGS = ["M", "H", "W", "OH", "OW", "PAD_T", "PAD_L"]
+
+    @triton.jit(do_not_specialize=_GEOMETRY_ARGS)
     def _dw_kernel(
         x_ptr,
         w_ptr,
