@@ -22,7 +22,8 @@
 # SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1. A lease for #8 alone (15 device-minutes,
 # start-up included): SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 ... 1 (about 2-3 min), COPY_ONLY=1 ... 2, then
 # SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=540 RECIPE_EXTRA=auto ... 3 20 (auto: the variant gpu_startup.py estimated
-# fastest for a 20-epoch run, read from /tmp/startup-recipe.txt; no time to read results between calls).
+# fastest for a 20-epoch run, read from /tmp/startup-recipe.txt; no time to read results between calls; train_gpu.py
+# gets the same choice as flags). SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -70,18 +71,22 @@ case $stage in
     ;;
 3)
     log "train data: $(find /tmp/data/train -type f | wc -l) files, val: $(find /tmp/data/val -type f | wc -l) files"
-    if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
-        log "train_gpu (1.0-160, full Imagenette)"
-        # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
-        timeout "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
-            --epochs "${TRAIN_EPOCHS:-80}" ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
-    fi
-    gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
-    recipe=()
     if [ "${RECIPE_EXTRA:-}" = auto ]; then  # what stage 1's gpu_startup.py recommended (empty: the defaults)
         RECIPE_EXTRA=$(cat /tmp/startup-recipe.txt 2>/dev/null)
         log "RECIPE_EXTRA=auto: '${RECIPE_EXTRA}' from gpu_startup.py"
     fi
+    train_flags=""  # the same choice for train_gpu.py
+    case "${RECIPE_EXTRA:-}" in *"cudnn_benchmark: false"*) train_flags+=" --no-cudnn-benchmark" ;; esac
+    case "${RECIPE_EXTRA:-}" in *"triton_depthwise: true"*) train_flags+=" --triton-depthwise" ;; esac
+    if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
+        log "train_gpu (1.0-160, full Imagenette)${train_flags}"
+        # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
+        timeout "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
+            --epochs "${TRAIN_EPOCHS:-80}" ${train_flags} ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
+    fi
+    if [ -n "${SKIP_REPRODUCE:-}" ]; then log "stage $stage done (SKIP_REPRODUCE)"; exit 0; fi
+    gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
+    recipe=()
     if [ -n "${RECIPE_EXTRA:-}" ]; then  # e.g. RECIPE_EXTRA=$'cudnn_benchmark: false\ntriton_depthwise: true'
         { cat configs/modern.yaml; printf '\n%s\n' "$RECIPE_EXTRA"; } > /tmp/recipe.yaml
         recipe=(--recipe /tmp/recipe.yaml)
