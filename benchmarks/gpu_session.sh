@@ -10,7 +10,7 @@
 #   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
 # COPY_ONLY=1 makes a stage copy its part and stop, for a lease that only has time for the full reproduce run (#8, at
-# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=560 ... 3 20.
+# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=520 ... 3 20.
 # Stage 3 runs reproduce with --jobs 4: a process per resolution (Conv MobileNet in one of its own), each decoding
 # its splits once.
 #
@@ -21,7 +21,7 @@
 #
 # SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1. A lease for #8 alone (15 device-minutes,
 # start-up included): SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 ... 1 (about 2-3 min), COPY_ONLY=1 ... 2, then
-# SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=540 RECIPE_EXTRA=auto ... 3 20 (auto: the variant gpu_startup.py estimated
+# SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=520 RECIPE_EXTRA=auto ... 3 20 (auto: the variant gpu_startup.py estimated
 # fastest for a 20-epoch run, read from /tmp/startup-recipe.txt; no time to read results between calls; train_gpu.py
 # gets the same choice as flags). SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
 #
@@ -96,6 +96,11 @@ case $stage in
     log "reproduce --budget full --epochs $epochs --jobs $jobs"
     timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
         --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
+    if [ "${PIPESTATUS[0]}" != 0 ]; then  # cut by its timeout: the report from the runs that finished (marked incomplete)
+        log "reproduce did not finish: writing the report from the finished runs"
+        timeout 60 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
+            --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee -a /tmp/logs/reproduce.log
+    fi
     dest="results/reproduce-imagenette-$gpu"
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null
