@@ -23,7 +23,7 @@ from mobilenets import load, save
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
 from mobilenets.engine import find_resume, save_checkpoint
-from mobilenets.optim import RMSpropTF, lr_factor, param_groups
+from mobilenets.optim import RMSpropTF, build_optimizer, lr_factor, param_groups
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
 from mobilenets.trainer import evaluate_weights, train
@@ -416,6 +416,16 @@ def test_param_groups_no_decay_on_depthwise_bn_bias():
     assert by_id[id(model.classifier.bias)]["weight_decay"] == 0.0
     assert by_id[id(model.classifier.weight)]["lr"] == 1.0 and by_id[id(model.stem.conv.weight)]["lr"] == 0.1
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("name", ["nesterov", "adamw"])
+def test_optimizer_is_fused_on_cuda_only(device, name):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = create_model("mobilenet_v1_025", num_classes=3).to(device)
+    opt = build_optimizer(model, TrainConfig(optimizer=name), 0.1)
+    assert bool(opt.defaults.get("fused")) == (device == "cuda")
 
 
 def test_rmsprop_tf_semantics_and_schedules():

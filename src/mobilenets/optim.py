@@ -81,9 +81,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, base_lr: float) -> torch
         return RMSpropTF(groups, lr=base_lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
     if cfg.optimizer == "rmsprop_torch":
         return torch.optim.RMSprop(groups, lr=base_lr, alpha=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+    # on CUDA one fused kernel updates every parameter (PyTorch's fused SGD/AdamW); CPU keeps the default path,
+    # whose results the bit-identical resume tests pin
+    fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) else {}
     if cfg.optimizer in ("sgd", "nesterov"):
-        return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=cfg.optimizer == "nesterov")
-    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        nesterov = cfg.optimizer == "nesterov"
+        return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=nesterov, **fused)
+    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
