@@ -10,7 +10,7 @@
 #   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
 # COPY_ONLY=1 makes a stage copy its part and stop, for a lease that only has time for the full reproduce run (#8, at
-# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=520 ... 3 20.
+# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 ... 3 20.
 # Stage 3 runs reproduce with --jobs 4: a process per resolution (Conv MobileNet in one of its own), each decoding
 # its splits once.
 #
@@ -20,10 +20,13 @@
 # for reproduce; REPRODUCE_JOBS sets its processes (default 4); REPRODUCE_ARGS adds any other option.
 #
 # SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1. A lease for #8 alone (15 device-minutes,
-# start-up included): SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 ... 1 (about 2-3 min), COPY_ONLY=1 ... 2, then
-# SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=520 RECIPE_EXTRA=auto ... 3 20 (auto: the variant gpu_startup.py estimated
-# fastest for a 20-epoch run, read from /tmp/startup-recipe.txt; no time to read results between calls; train_gpu.py
-# gets the same choice as flags). SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
+# start-up included; a call is cut at 600 s and then returns nothing, so every stage stays well under it):
+#   SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw STARTUP_TIMEOUT=130 ... 1
+#   COPY_ONLY=1 ... 2
+#   SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 RECIPE_EXTRA=auto ... 3 20
+# RECIPE_EXTRA=auto: what gpu_startup.py recommended (the default unless cuDNN autotuning off is clearly faster),
+# read from /tmp/startup-recipe.txt, as there is no time to read results between calls; train_gpu.py gets the same
+# choice as flags. SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -56,6 +59,7 @@ case $stage in
     if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs of each variant
         log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"
         timeout "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
+            --variants "${STARTUP_VARIANTS:-bench,nobench,triton-dw,triton-dw-nobench}" \
             --recipe-out /tmp/startup-recipe.txt 2>&1 | tee /tmp/logs/gpu-startup.log
     fi
     if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
@@ -75,9 +79,10 @@ case $stage in
         RECIPE_EXTRA=$(cat /tmp/startup-recipe.txt 2>/dev/null)
         log "RECIPE_EXTRA=auto: '${RECIPE_EXTRA}' from gpu_startup.py"
     fi
-    train_flags=""  # the same choice for train_gpu.py
-    case "${RECIPE_EXTRA:-}" in *"cudnn_benchmark: false"*) train_flags+=" --no-cudnn-benchmark" ;; esac
-    case "${RECIPE_EXTRA:-}" in *"triton_depthwise: true"*) train_flags+=" --triton-depthwise" ;; esac
+    train_flags=""  # the same choice for train_gpu.py (YAML booleans in any case: false/no/off, true/yes/on)
+    extra=$(echo "${RECIPE_EXTRA:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')
+    case "$extra" in *cudnn_benchmark:false* | *cudnn_benchmark:no* | *cudnn_benchmark:off*) train_flags+=" --no-cudnn-benchmark" ;; esac
+    case "$extra" in *triton_depthwise:true* | *triton_depthwise:yes* | *triton_depthwise:on*) train_flags+=" --triton-depthwise" ;; esac
     if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
         log "train_gpu (1.0-160, full Imagenette)${train_flags}"
         # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
@@ -98,12 +103,13 @@ case $stage in
         --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
     if [ "${PIPESTATUS[0]}" != 0 ]; then  # cut by its timeout: the report from the runs that finished (marked incomplete)
         log "reproduce did not finish: writing the report from the finished runs"
-        timeout 60 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
+        timeout 30 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
             --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee -a /tmp/logs/reproduce.log
     fi
     dest="results/reproduce-imagenette-$gpu"
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null
+    if [ ${#recipe[@]} -gt 0 ]; then cp /tmp/recipe.yaml "$dest/recipe.yaml"; fi  # the report names /tmp/recipe.yaml
     shopt -s nullglob
     for run in /tmp/reproduce/runs/*/; do  # each run's record, not its checkpoints or weights
         mkdir -p "$dest/runs/$(basename "$run")"

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--triton-depthwise", action="store_true", help="depthwise layers as Triton kernels (dwconv.py)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--out", default="/tmp/mobilenets-train-gpu", help="run folder (weights, checkpoints, metrics)")
-    p.add_argument("--tag", default="", help="suffix for the results file name")
+    p.add_argument("--tag", default="", help="suffix for the results file name (after -triton-dw / -nobench)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in row.items() if k not in ("history", "config")}, indent=2))
     if args.write:
         name = device.replace(" ", "-").lower()
-        out = REPO / "results" / f"train-gpu-{name}-imagenette-{args.resolution}px{args.tag}.json"
+        variant = "-triton-dw" * args.triton_depthwise + "-nobench" * (not args.cudnn_benchmark)
+        out = REPO / "results" / f"train-gpu-{name}-imagenette-{args.resolution}px{variant}{args.tag}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(row, indent=2) + "\n")
         print(f"wrote {out}")

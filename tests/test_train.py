@@ -19,11 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets import load, save
+from mobilenets import kernels, load, save
+from mobilenets import trainer as trainer_module
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
 from mobilenets.engine import find_resume, save_checkpoint
-from mobilenets.optim import RMSpropTF, build_optimizer, lr_factor, param_groups
+from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, lr_factor, param_groups
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
 from mobilenets.trainer import evaluate_weights, train
@@ -167,6 +168,19 @@ def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
     assert train(cfg)["global_steps"] == 1
     with pytest.raises(ConfigError, match="teacher"):
         train(tiny_cfg(root, tmp_path / "kd3", teacher="no_such_net", max_steps=1))
+
+
+def test_triton_depthwise_option_swaps_the_layers_it_trains(tmp_path, monkeypatch):
+    """The option reaches the model that trains (a spy stands in for the swap: Triton itself is tested in
+    test_kernels.py, and interpreted training would take minutes)."""
+    root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    swapped = []
+    monkeypatch.setattr(kernels, "INTERPRET", True)  # passes the device check, as on CUDA
+    monkeypatch.setattr(trainer_module, "use_triton_depthwise", lambda model: swapped.append(model) or 13)
+    train(tiny_cfg(root, tmp_path / "t", triton_depthwise=True, max_steps=1, resolution=32))
+    assert len(swapped) == 1 and sum(p.numel() for p in swapped[0].parameters()) > 0
+    train(tiny_cfg(root, tmp_path / "u", max_steps=1, resolution=32))
+    assert len(swapped) == 1  # off by default
 
 
 # --- reliability: SIGKILL and resume ------------------------------------------------------------------------------
@@ -425,7 +439,13 @@ def test_optimizer_is_fused_on_cuda_only(device, name):
         pytest.skip("needs CUDA")
     model = create_model("mobilenet_v1_025", num_classes=3).to(device)
     opt = build_optimizer(model, TrainConfig(optimizer=name), 0.1)
-    assert bool(opt.defaults.get("fused")) == (device == "cuda")
+    assert all(bool(g.get("fused")) == (device == "cuda") for g in opt.param_groups)
+    # a checkpoint made on the other kind of device resumes with this optimizer's implementation
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        group["fused"] = device != "cuda"
+    load_optimizer_state(opt, saved)
+    assert all(bool(g.get("fused")) == (device == "cuda") for g in opt.param_groups)
 
 
 def test_rmsprop_tf_semantics_and_schedules():
@@ -463,7 +483,8 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--device", "cpu", "--triton-depthwise"], "triton_depthwise=True is not allowed on cpu"),
     ],
 )
-def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path):
+def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(kernels, "INTERPRET", False)  # as without TRITON_INTERPRET=1: no Triton on this CPU
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 1)
     code = main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--quiet", "--workers", "0", *argv])
     err = capsys.readouterr().err

@@ -326,7 +326,7 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
             ctx.ema.update(unwrap(model))
         global_step += 1
         steps += 1
-        if steps == 1:  # the first step pays one-time costs (cuDNN autotuning, lazy kernel loading): time it apart
+        if steps == 1:  # from the epoch's start (the loader's start included): one-time costs land here
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             first_step_s = time.perf_counter() - t0

@@ -90,6 +90,17 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, base_lr: float) -> torch
     return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the implementation this optimizer was built with: PyTorch restores
+    each group's ``fused``/``foreach`` from the checkpoint, so a CPU checkpoint resumed on CUDA would run unfused and
+    a CUDA one resumed on CPU would ask for the fused kernel there."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            if key in group:
+                group[key] = optimizer.defaults.get(key)
+
+
 def scaled_lr(cfg: TrainConfig) -> float:
     """Linear scaling rule (Goyal et al. 2017) from ``lr_base_batch`` to the actual global batch."""
     return cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr

@@ -57,7 +57,7 @@ from .engine import (
     unwrap,
 )
 from .mobilenet_v1 import MobileNetV1
-from .optim import ModelEMA, build_optimizer, lr_factor, scaled_lr, set_lr
+from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .train_config import ConfigError, TrainConfig
@@ -362,7 +362,7 @@ class _Run:
             return
         path, state = found
         unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state.get("scaler") is not None:
