@@ -251,6 +251,25 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert rows == [1, 2, 3]
 
 
+def test_checkpoint_every_epochs_and_resume_from_an_older_one(tmp_path):
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    kw = dict(epochs=3, checkpoint_every=2, keep_checkpoints=5, deterministic=True, resolution=32)
+    train(tiny_cfg(data, tmp_path / "a", **kw))
+    ckpts = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("ckpt-*.pt"))
+    assert ckpts == ["ckpt-000000008.pt", "ckpt-000000012.pt"]  # epochs 2 and 3 (the last), not 1
+    # killed after epoch 3's metrics line but before its checkpoint: resuming redoes epoch 3 from epoch 2's
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "checkpoints" / "ckpt-000000012.pt").unlink()
+    (tmp_path / "b" / "summary.json").unlink()
+    summary = train(tiny_cfg(data, tmp_path / "b", resume="auto", **kw))
+    assert summary["resumed_from"] and summary["global_steps"] == 12
+    rows = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3]
+    a = read_state_dict(tmp_path / "a" / "model" / "model.safetensors")
+    b = read_state_dict(tmp_path / "b" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
     good = {"model": {}, "optimizer": {}, "epoch": 1, "step_in_epoch": 0, "global_step": 5, "rng": {}, "config": {}}
     save_checkpoint(tmp_path, good, keep=5)

@@ -116,6 +116,9 @@ class TrainConfig:
     seed: int = _f(0, "random seed (model init, sampling, augmentation)")
     deterministic: bool = _f(False, "deterministic algorithms (bit-identical resume on CPU)")
     save_every: int = _f(0, "also checkpoint every this many steps (0 = only at the end of each epoch)")
+    checkpoint_every: int = _f(
+        1, "end-of-epoch checkpoint every this many epochs (and after the last): fewer writes for big models"
+    )
     keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
     resume: str | None = _f(None, "'auto' (newest valid checkpoint in --out) or a checkpoint file")
     max_steps: int | None = _f(None, "stop after this many optimizer steps in all (for smoke tests)")
@@ -128,7 +131,7 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("cache", self.cache, CACHE_MODES)
         _choice("device", self.device, DEVICES)
-        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every"):
+        for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every", "checkpoint_every"):
             _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
         for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
             if getattr(self, name) is not None:

@@ -565,7 +565,8 @@ class _Run:
                 done = first + stats["train_steps"]
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
                 break
-            self._checkpoint(epoch + 1, 0)
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                self._checkpoint(epoch + 1, 0)
         return self._finish(spec, history, last_val, last_train_bad)
 
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
