@@ -27,6 +27,10 @@
 # RECIPE_EXTRA=auto: what gpu_startup.py recommended (the default unless cuDNN autotuning off is clearly faster),
 # read from /tmp/startup-recipe.txt, as there is no time to read results between calls; train_gpu.py gets the same
 # choice as flags. SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
+# A lease for #7 and #4: SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=420 GPU_VS_TIMM_TIMEOUT=480 ... 1 (every
+# gpu_vs_timm.py section, compiled training included; GPU_VS_TIMM_ARGS adds e.g. "--sections ..."), COPY_ONLY=1 ... 2,
+# then SKIP_REPRODUCE=1 TRAIN_EPOCHS=200 TRAIN_TIMEOUT=300 TRAIN_ARGS="--mixup-alpha 0.2 --cutmix-alpha 1.0
+# --eval-every 10" ... 3.
 #
 # Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
 set -u
@@ -65,7 +69,8 @@ case $stage in
     if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
         log "gpu_vs_timm"
         timeout "${GPU_VS_TIMM_TIMEOUT:-200}" python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val \
-            --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 2>&1 | tee /tmp/logs/gpu-vs-timm.log | tail -40
+            --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 ${GPU_VS_TIMM_ARGS:-} 2>&1 \
+            | tee /tmp/logs/gpu-vs-timm.log | tail -40
     fi
     ;;
 2)
