@@ -127,7 +127,12 @@ def dwconv_model_case():
     loss, g = grads(triton_model, triton_model)
     compiled = torch.compile(triton_model, backend="aot_eager", fullgraph=True)
     c_loss, c_g = grads(triton_model, compiled)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the layer reads the autocast state: traced, no graph break
+        bf16_loss, _ = grads(triton_model, triton_model)
+        bf16_c_loss, _ = grads(triton_model, torch.compile(triton_model, backend="aot_eager", fullgraph=True))
     return {
+        "autocast_loss_diff": abs(bf16_loss - ref_loss),
+        "autocast_compiled_loss_diff": abs(bf16_c_loss - bf16_loss),
         "swapped": swapped,
         "same_keys": list(model.state_dict()) == list(triton_model.state_dict()),
         "loss_diff": abs(loss - ref_loss),
