@@ -329,7 +329,7 @@ def run_sections(b: Bench, timm) -> None:
     args, dev, report = b.args, b.device, b.report
     res, batch, bf16, cl = args.resolution, args.batch, torch.bfloat16, torch.channels_last
     cuda = dev == "cuda"
-    triton_ok = kernels.triton_available() and (cuda or kernels.INTERPRET)
+    triton_ok = kernels.runs_on(dev)
     no_triton = (
         "Triton kernels need CUDA, or TRITON_INTERPRET=1 on CPU"
         if kernels.triton_available()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import kernels
-from .layers import Conv2dSame, same_pad_amount
+from .layers import Conv2dSame
 
 tl = kernels.tl
 triton = kernels.triton
@@ -172,20 +172,6 @@ if triton is not None:
         tl.store(out + 8 * C, tl.sum(a22, axis=0), mask=c_mask)
 
 
-def _pads(x: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> tuple[int, int]:
-    """(top, left) padding: TensorFlow 'SAME' from the input size, or PyTorch's symmetric ``dilation``."""
-    if not tf_same:
-        return dilation, dilation
-    return (
-        same_pad_amount(x.shape[-2], 3, stride, dilation)[0],
-        same_pad_amount(x.shape[-1], 3, stride, dilation)[0],
-    )
-
-
-def _out_size(x: torch.Tensor, stride: int) -> tuple[int, int]:
-    return -(-x.shape[-2] // stride), -(-x.shape[-1] // stride)  # 'same' output size, either padding convention
-
-
 def _block_c(channels: int) -> int:
     """Channels per program: BC, or fewer for a narrow layer (no half-masked tiles at 32 channels)."""
     return min(BC, max(16, 1 << (channels - 1).bit_length()))
@@ -219,17 +205,17 @@ def depthwise3x3(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: i
     """3x3 depthwise convolution, no bias: x (N,C,H,W), weight (C,1,3,3); returns channels_last (the layout it
     computes in: an NCHW input is copied)."""
     x = _nhwc(x)
-    top, left = _pads(x, stride, dilation, tf_same)
+    pad = kernels.same_pad(x, stride, dilation, tf_same)
     kw = dict(stride=stride, dilation=dilation, act="none", block_m=BM, block_c=_block_c(x.shape[1]), num_warps=WARPS)
-    with _on_device(x):  # pad: only (left, top) are read; the output size is 'same' either way
+    with _on_device(x):
         w33c = kernels.prepare_depthwise(weight.to(x.dtype))
-        return kernels.depthwise(x, w33c, _zero_bias(x.shape[1], x), pad=(left, left, top, top), **kw)
+        return kernels.depthwise(x, w33c, _zero_bias(x.shape[1], x), pad=pad, **kw)
 
 
 @depthwise3x3.register_fake
 def _(x, weight, stride, dilation, tf_same):
-    oh, ow = _out_size(x, stride)
-    shape = (x.shape[0], x.shape[1], oh, ow)
+    n, _h, _w, oh, ow, _top, _left = kernels.geometry(x, stride, None, dilation)  # the output size only
+    shape = (n, x.shape[1], oh, ow)
     return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
 
 
@@ -244,22 +230,21 @@ def depthwise3x3_backward(
 
 
 def _backward_kernels(grad, x, weight, stride, dilation, tf_same):
-    n, c, h, w = x.shape
-    oh, ow = grad.shape[-2:]
-    top, left = _pads(x, stride, dilation, tf_same)
+    c = x.shape[1]
+    n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
     w33c = kernels.prepare_depthwise(weight.to(x.dtype))
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     m_in, m_out = n * h * w, n * oh * ow
-    geometry = (h, w, c, oh, ow, top, left)
+    dims = (h, w, c, oh, ow, top, left)
     bc = _block_c(c)
     _dgrad_kernel[(triton.cdiv(m_in, BM), triton.cdiv(c, bc))](
-        grad, w33c, dx, m_in, *geometry, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
+        grad, w33c, dx, m_in, *dims, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
     )
     steps = _wgrad_steps(m_out, triton.cdiv(c, bc), x.device)
     programs = triton.cdiv(m_out, BM_W * steps)
     partials = torch.empty((programs, 9, c), device=x.device, dtype=torch.float32)
     _wgrad_kernel[(programs, triton.cdiv(c, bc))](
-        x, grad, partials, m_out, *geometry, steps, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS
+        x, grad, partials, m_out, *dims, steps, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS
     )
     dweight = partials.sum(0).t().reshape(c, 1, 3, 3).to(weight.dtype)
     return dx, dweight
@@ -285,11 +270,6 @@ def _backward(ctx, grad):
 depthwise3x3.register_autograd(_backward, setup_context=_setup_context)
 
 
-def triton_runs_on(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels can run on ``x``'s device: CUDA, or any device under ``TRITON_INTERPRET=1``."""
-    return kernels.triton_available() and (x.is_cuda or kernels.INTERPRET)
-
-
 class TritonDepthwiseConv2d(nn.Conv2d):
     """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3` where Triton runs, ``F.conv2d`` elsewhere.
 
@@ -313,7 +293,7 @@ class TritonDepthwiseConv2d(nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is not None or not triton_runs_on(x):  # a bias appears only when BN is folded (inference)
+        if self.bias is not None or not kernels.runs_on(x.device):  # a bias appears only when BN is folded (inference)
             return Conv2dSame.forward(self, x) if self.tf_same else nn.Conv2d.forward(self, x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import kernels
-from .layers import Conv2dSame, same_pad_amount
+from .layers import Conv2dSame
 from .mobilenet_v1 import MobileNetV1
 
 BACKENDS = ("eager", "compile", "triton")
@@ -64,7 +64,7 @@ class FusedMobileNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         use_triton = self.use_triton
         if use_triton is None:  # under TRITON_INTERPRET=1 the kernels run on CPU tensors too
-            use_triton = kernels.triton_available() and (x.is_cuda or kernels.INTERPRET)
+            use_triton = kernels.runs_on(x.device)
         if self._prepared is None:
             self._prepared = self._kernel_args()
         x = self.stem(x).contiguous(memory_format=torch.channels_last)
@@ -73,11 +73,7 @@ class FusedMobileNetV1(nn.Module):
                 x = block(x)
                 continue
             w33c, b_dw, w_kc, b_pw, stride, dilation, tf_same = prepared
-            pad = None
-            if tf_same:
-                top, bottom = same_pad_amount(x.shape[-2], 3, stride, dilation)
-                left, right = same_pad_amount(x.shape[-1], 3, stride, dilation)
-                pad = (left, right, top, bottom)
+            pad = kernels.same_pad(x, stride, dilation, tf_same)
             if use_triton:
                 x = kernels.depthwise_separable(
                     x, w33c, b_dw, w_kc, b_pw, stride=stride, dilation=dilation, pad=pad, act=self.act

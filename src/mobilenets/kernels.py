@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
+from .layers import same_pad_amount
+
 try:  # Triton is optional: absent on CPU-only installs, present with CUDA builds of torch
     import triton
     import triton.language as tl
@@ -33,6 +35,12 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 def triton_available() -> bool:
     return triton is not None
+
+
+def runs_on(device: torch.device | str) -> bool:
+    """Whether the Triton kernels can run on ``device``: CUDA with triton installed, or any device under
+    ``TRITON_INTERPRET=1`` (the CPU numerics checks)."""
+    return triton_available() and (torch.device(device).type == "cuda" or INTERPRET)
 
 
 def _act(x: torch.Tensor, act: str) -> torch.Tensor:
@@ -195,7 +203,18 @@ def _check(x: torch.Tensor, need_triton: bool = True) -> None:
         raise ValueError(f"expected a 4-d channels_last tensor, got shape {tuple(x.shape)} with strides {x.stride()}")
 
 
-def _geometry(x: torch.Tensor, stride: int, pad: tuple[int, int, int, int] | None, dilation: int):
+def same_pad(x: torch.Tensor, stride: int, dilation: int, tf_same: bool) -> tuple[int, int, int, int] | None:
+    """The kernels' ``pad`` for a 3x3 conv on ``x``: TensorFlow 'SAME' (left, right, top, bottom) from the input size
+    (`layers.Conv2dSame`), or None for PyTorch's symmetric ``dilation``."""
+    if not tf_same:
+        return None
+    top, bottom = same_pad_amount(x.shape[-2], 3, stride, dilation)
+    left, right = same_pad_amount(x.shape[-1], 3, stride, dilation)
+    return left, right, top, bottom
+
+
+def geometry(x: torch.Tensor, stride: int, pad: tuple[int, int, int, int] | None, dilation: int):
+    """(n, h, w, out h, out w, pad top, pad left) of a 3x3 conv on ``x`` with the kernels' ``pad``."""
     n, _, h, w = x.shape
     left, _right, top, _bottom = pad or (dilation,) * 4
     oh, ow = -(-h // stride), -(-w // stride)  # 'same' output size, either padding convention
@@ -231,7 +250,7 @@ def depthwise(
     ``warmup=True`` only compiles the kernel for these arguments (returns None).
     """
     _check(x)
-    n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
+    n, h, w, oh, ow, top, left = geometry(x, stride, pad, dilation)
     c = x.shape[1]
     y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * oh * ow
@@ -317,7 +336,7 @@ def depthwise_separable(
     if plan is not None and plan not in PLANS:
         raise ValueError(f"plan={plan!r} is not allowed: plan must be one of {', '.join(PLANS)}")
     _check(x)
-    n, h, w, oh, ow, top, left = _geometry(x, stride, pad, dilation)
+    n, h, w, oh, ow, top, left = geometry(x, stride, pad, dilation)
     c, cout = x.shape[1], w_kc.shape[1]
     m = n * oh * ow
 

@@ -443,9 +443,10 @@ def fit_calibration(
             errors = [abs(predict(fit(method, everything != i), i) - m[i]) / m[i] for i in everything]
             loo[method] = 100 * float(np.median(errors))
     method = min(loo, key=lambda k: (loo[k], CALIBRATIONS.index(k))) if loo else "median"
-    params = fit(method, everything == everything)
+    all_anchors = np.ones(len(s), dtype=bool)
+    params = fit(method, all_anchors)
     if params[0] <= 0 or any(predict(params, i) <= 0 for i in everything):  # not physical: the one-factor fit
-        method, params = "median", fit("median", everything == everything)
+        method, params = "median", fit("median", all_anchors)
     keys = ("scale", "per_layer", "offset", "ms_per_weight_mb", "ms_per_blocked_mb")
     return {**dict(zip(keys, params, strict=True)), "method": method, "loo_median_pct": loo}
 
@@ -591,18 +592,17 @@ def predict_many(
         seen.update(fresh)
     own = [k for keys in all_keys for k in keys]
     timer = None if measure else KeyTimer(runtime, threads)
-    measure = measure or timer
+    measure, whole = measure or timer, None
     try:
-        if calibrated and table.get("scale") is None and all_keys:  # the models' shapes share the anchors' rounds
+        if calibrated and table.get("scale") is None:  # the models' shapes share the anchors' rounds
             whole = measure_whole or ModelTimer(runtime, threads)
             n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
             counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
-            if isinstance(whole, ModelTimer):
-                whole.close()
         fill(table, own, measure, rounds)
     finally:
-        if timer is not None:
-            timer.close()
+        for built in (timer, whole):
+            if isinstance(built, KeyTimer | ModelTimer):
+                built.close()
     if any(counts) and save:
         lut.save()
     if calibrated:

@@ -157,13 +157,14 @@ def group_runs(runs: list[Run], jobs: int) -> list[list[Run]]:
     another in one process share the decoded splits, `device_data.load_to_device`); while there are fewer tasks than
     processes, or a task of several runs costs more than a process's share of the whole, its costliest run becomes a
     task of its own (Conv MobileNet at 224 costs 8.5x MobileNet's mult-adds: alone, it trains beside the rest)."""
+    cost = {run: run_cost(run) for run in runs}
     by_res: dict[int, list[Run]] = {}
-    for run in sorted(runs, key=run_cost, reverse=True):
+    for run in sorted(runs, key=cost.__getitem__, reverse=True):
         by_res.setdefault(run.resolution, []).append(run)
     tasks = list(by_res.values())
 
     def total(task: list[Run]) -> float:
-        return sum(map(run_cost, task))
+        return sum(cost[run] for run in task)
 
     share = sum(map(total, tasks)) / jobs
     while True:

@@ -82,6 +82,12 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
 # --- model ------------------------------------------------------------------------------------------------------
 
 
+def _due(epoch: int, every: int, epochs: int) -> bool:
+    """Whether 0-based ``epoch`` ends a period of ``every`` epochs or is the last (``--eval-every``,
+    ``--checkpoint-every``)."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
 def build_model(cfg: TrainConfig, classes: list[str]) -> MobileNetV1:
     """A fresh model from the registry, or ``--init`` weights with the head reset when the class count differs."""
     labels = tuple(classes)
@@ -207,9 +213,7 @@ class _Run:
             raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
         if cfg.amp == "fp16" and self.env.device.type != "cuda":
             raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
-        if cfg.triton_depthwise and not (
-            kernels.triton_available() and (self.env.device.type == "cuda" or kernels.INTERPRET)
-        ):
+        if cfg.triton_depthwise and not kernels.runs_on(self.env.device):
             raise ConfigError(
                 f"triton_depthwise=True is not allowed on {self.env.device}: it needs triton and a CUDA device "
                 f"(triton {'is' if kernels.triton_available() else 'is not'} installed)"
@@ -511,7 +515,7 @@ class _Run:
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopped:
+            if _due(epoch, cfg.eval_every, cfg.epochs) or stopped:
                 # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
                 # run stopped and evaluated where an uninterrupted one is not still resumes identically
                 with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
@@ -565,7 +569,7 @@ class _Run:
                 done = first + stats["train_steps"]
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
                 break
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            if _due(epoch, cfg.checkpoint_every, cfg.epochs):
                 self._checkpoint(epoch + 1, 0)
         return self._finish(spec, history, last_val, last_train_bad)
 
