@@ -106,6 +106,48 @@ def dwconv_cases():
     return out
 
 
+def dwconv_partial_grad_case():
+    """Only the gradients autograd asks for are computed: kernel launches counted with the weight frozen (a linear
+    probe) and with an input that needs no gradient."""
+    launches = {"_dgrad_kernel": 0, "_wgrad_kernel": 0}
+
+    class Counted:
+        def __init__(self, name):
+            self.name, self.kernel = name, getattr(dwconv, name)
+
+        def __getitem__(self, grid):
+            launches[self.name] += 1
+            return self.kernel[grid]
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, 3, 1, 1, 1, 16, bias=False)
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    ref_x = x.clone().requires_grad_()
+    conv(ref_x).square().sum().backward()
+    ref_dx, ref_dw = ref_x.grad, conv.weight.grad
+    tconv = dwconv.TritonDepthwiseConv2d.from_conv(conv)
+    originals = {name: getattr(dwconv, name) for name in launches}
+    out = {}
+    try:
+        for name in launches:
+            setattr(dwconv, name, Counted(name))
+        conv.weight.grad = None
+        conv.weight.requires_grad_(False)
+        tx = x.clone().requires_grad_()
+        tconv(tx).square().sum().backward()
+        out["frozen"] = dict(launches, dx_max_abs=(tx.grad - ref_dx).abs().max().item(), dw=conv.weight.grad)
+        launches.update(dict.fromkeys(launches, 0))
+        conv.weight.requires_grad_(True)
+        tconv(x).square().sum().backward()
+        out["input_no_grad"] = dict(launches, dw_max_abs=(conv.weight.grad - ref_dw).abs().max().item())
+    finally:
+        for name, kernel in originals.items():
+            setattr(dwconv, name, kernel)
+    out["frozen"]["dw"] = out["frozen"]["dw"] is None
+    out["scales"] = [ref_dx.abs().max().item(), ref_dw.abs().max().item()]
+    return out
+
+
 def dwconv_model_case():
     """One training step of a model with Triton depthwise layers, eager and under torch.compile (aot_eager: the
     op's fake and autograd registrations are traced), against the same model with PyTorch's convolutions."""
@@ -150,6 +192,7 @@ if __name__ == "__main__":
             "models": [model_case(False), model_case(True)],
             "dwconv": dwconv_cases(),
             "dwconv_model": dwconv_model_case(),
+            "dwconv_partial_grad": dwconv_partial_grad_case(),
         },
         sys.stdout,
     )

@@ -98,6 +98,17 @@ def test_triton_depthwise_op_matches_conv2d_autograd(interpreted):
 
 
 @pytest.mark.slow
+def test_triton_depthwise_backward_computes_only_the_gradients_asked_for(interpreted):
+    case = interpreted["dwconv_partial_grad"]
+    dx_scale, dw_scale = case["scales"]
+    frozen, input_no_grad = case["frozen"], case["input_no_grad"]
+    assert frozen["_dgrad_kernel"] == 1 and frozen["_wgrad_kernel"] == 0 and frozen["dw"], case
+    assert frozen["dx_max_abs"] <= 1e-5 * max(1.0, dx_scale), case
+    assert input_no_grad["_dgrad_kernel"] == 0 and input_no_grad["_wgrad_kernel"] == 1, case
+    assert input_no_grad["dw_max_abs"] <= 1e-5 * max(1.0, dw_scale), case
+
+
+@pytest.mark.slow
 def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(interpreted):
     case = interpreted["dwconv_model"]
     assert case["swapped"] == 13 and case["same_keys"], case

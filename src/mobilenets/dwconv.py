@@ -219,40 +219,54 @@ def _(x, weight, stride, dilation, tf_same):
     return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
 
 
-@torch.library.custom_op("mobilenets::depthwise3x3_backward", mutates_args=())
-def depthwise3x3_backward(
+@torch.library.custom_op("mobilenets::depthwise3x3_dgrad", mutates_args=())
+def depthwise3x3_dgrad(
     grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_input, grad_weight) of `depthwise3x3`; grad_weight in ``weight``'s dtype, summed in fp32."""
+) -> torch.Tensor:
+    """The input gradient of `depthwise3x3` (channels_last, ``x``'s shape)."""
     grad, x = _nhwc(grad), _nhwc(x)
-    with _on_device(x):
-        return _backward_kernels(grad, x, weight, stride, dilation, tf_same)
-
-
-def _backward_kernels(grad, x, weight, stride, dilation, tf_same):
     c = x.shape[1]
     n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
-    w33c = kernels.prepare_depthwise(weight.to(x.dtype))
     dx = torch.empty_like(x, memory_format=torch.channels_last)
-    m_in, m_out = n * h * w, n * oh * ow
-    dims = (h, w, c, oh, ow, top, left)
     bc = _block_c(c)
-    _dgrad_kernel[(triton.cdiv(m_in, BM), triton.cdiv(c, bc))](
-        grad, w33c, dx, m_in, *dims, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
-    )
+    with _on_device(x):
+        w33c = kernels.prepare_depthwise(weight.to(x.dtype))
+        _dgrad_kernel[(triton.cdiv(n * h * w, BM), triton.cdiv(c, bc))](
+            grad, w33c, dx, n * h * w, h, w, c, oh, ow, top, left,
+            STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS,
+        )  # fmt: skip
+    return dx
+
+
+@depthwise3x3_dgrad.register_fake
+def _(grad, x, weight, stride, dilation, tf_same):
+    return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("mobilenets::depthwise3x3_wgrad", mutates_args=())
+def depthwise3x3_wgrad(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool
+) -> torch.Tensor:
+    """The weight gradient of `depthwise3x3`, in ``weight``'s dtype: fp32 partial sums per program (no atomics, so
+    deterministic), added up in fp32."""
+    grad, x = _nhwc(grad), _nhwc(x)
+    c = x.shape[1]
+    n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
+    m_out, bc = n * oh * ow, _block_c(c)
     steps = _wgrad_steps(m_out, triton.cdiv(c, bc), x.device)
     programs = triton.cdiv(m_out, BM_W * steps)
     partials = torch.empty((programs, 9, c), device=x.device, dtype=torch.float32)
-    _wgrad_kernel[(programs, triton.cdiv(c, bc))](
-        x, grad, partials, m_out, *dims, steps, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS
-    )
-    dweight = partials.sum(0).t().reshape(c, 1, 3, 3).to(weight.dtype)
-    return dx, dweight
+    with _on_device(x):
+        _wgrad_kernel[(programs, triton.cdiv(c, bc))](
+            x, grad, partials, m_out, h, w, c, oh, ow, top, left, steps,
+            STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS,
+        )  # fmt: skip
+    return partials.sum(0).t().reshape(c, 1, 3, 3).to(weight.dtype)
 
 
-@depthwise3x3_backward.register_fake
+@depthwise3x3_wgrad.register_fake
 def _(grad, x, weight, stride, dilation, tf_same):
-    return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
+    return torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -262,8 +276,11 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad):
+    """Only the gradients autograd asks for: a frozen layer (``--freeze-backbone``) skips its weight gradient."""
     x, weight = ctx.saved_tensors
-    dx, dweight = depthwise3x3_backward(grad, x, weight, *ctx.geometry)
+    need_dx, need_dw = ctx.needs_input_grad[:2]
+    dx = depthwise3x3_dgrad(grad, x, weight, *ctx.geometry) if need_dx else None
+    dweight = depthwise3x3_wgrad(grad, x, weight, *ctx.geometry) if need_dw else None
     return dx, dweight, None, None, None
 
 
