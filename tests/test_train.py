@@ -261,8 +261,21 @@ def test_checkpoint_every_epochs_and_resume_from_an_older_one(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     (tmp_path / "b" / "checkpoints" / "ckpt-000000012.pt").unlink()
     (tmp_path / "b" / "summary.json").unlink()
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    # model_best/ saved at epoch 3, after the checkpoint resumed from: its weights are kept as the best to beat
+    best_cfg = tmp_path / "b" / "model_best" / "config.json"
+    config = json.loads(best_cfg.read_text())
+    config["provenance"].update(epoch=3, val_top1=1.5, val_top5=1.0)  # a score no redo of epoch 3 can beat
+    best_cfg.write_text(json.dumps(config))
+    best_bytes = (tmp_path / "b" / "model_best" / "model.safetensors").read_bytes()
     summary = train(tiny_cfg(data, tmp_path / "b", resume="auto", **kw))
     assert summary["resumed_from"] and summary["global_steps"] == 12
+    assert (summary["best_top1"], summary["best_top5"], summary["best_epoch"]) == (1.5, 1.0, 3)
+    assert (tmp_path / "b" / "model_best" / "model.safetensors").read_bytes() == best_bytes
+    # one saved at or before the checkpoint's epoch is already in the checkpoint's best: not adopted
+    config["provenance"].update(epoch=2)
+    (tmp_path / "c" / "model_best" / "config.json").write_text(json.dumps(config))
+    assert train(tiny_cfg(data, tmp_path / "c", resume="auto", **kw))["best_top1"] <= 1.0
     rows = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [1, 2, 3]
     a = read_state_dict(tmp_path / "a" / "model" / "model.safetensors")

@@ -374,10 +374,24 @@ class _Run:
         set_rng_state(state["rng"])
         self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
-        self.best = state.get("best", self.best)
+        self.best = self._saved_best(state.get("best", self.best))
         self.wall_before = state.get("wall_time_s", 0.0)
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+
+    def _saved_best(self, best: dict) -> dict:
+        """The best score to beat after a resume: the checkpoint's, or that of ``model_best/`` when it was saved at a
+        later epoch (``checkpoint_every`` > 1: the resume redoes that epoch). Those weights were evaluated and saved,
+        so they are kept, and the summary's best describes the weights on disk."""
+        try:
+            prov = weights_io.read_config(self.out / "model_best")["provenance"]
+        except (weights_io.WeightsError, KeyError):
+            return best
+        top1, epoch = prov.get("val_top1"), prov.get("epoch")
+        if top1 is None or epoch is None or epoch <= self.start_epoch or top1 <= best["top1"]:
+            return best
+        self.say(f"model_best/ holds epoch {epoch} (val top-1 {top1:.4f}), saved after this checkpoint: kept as best")
+        return {"top1": top1, "top5": prov.get("val_top5"), "epoch": epoch}
 
     def _checkpoint(self, epoch: int, step_in_epoch: int) -> None:
         if not self.env.is_main:
@@ -440,6 +454,7 @@ class _Run:
             "run_dir": str(self.out),
             "epoch": metrics.get("epoch"),
             "val_top1": metrics.get("val_top1"),
+            "val_top5": metrics.get("val_top5"),
             "ema": self.ema is not None,
         }
         weights_io.save(model, self.out / folder, provenance=prov)
