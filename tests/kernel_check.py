@@ -148,11 +148,39 @@ def dwconv_partial_grad_case():
     return out
 
 
+def dwconv_opcheck_cases():
+    """torch.library.opcheck of the three custom ops (fake vs real sizes and strides, autograd registration, schema)
+    on NCHW and channels_last inputs and weights: errors as strings, None where a check passed."""
+    torch.manual_seed(0)
+    ops = torch.ops.mobilenets
+    out = []
+    for x_cl, w_cl in ((False, False), (True, True)):
+        for s, d, tf in ((1, 1, False), (2, 1, True), (1, 2, False)):
+            fmt = torch.channels_last
+            x = torch.randn(2, 8, 7, 6)
+            w = torch.randn(8, 1, 3, 3)
+            x, w = (x.contiguous(memory_format=fmt) if x_cl else x), (w.contiguous(memory_format=fmt) if w_cl else w)
+            grad = torch.randn_like(ops.depthwise3x3(x, w, s, d, tf))
+            row = {"case": [x_cl, w_cl, s, d, tf]}
+            for name, args in (
+                ("depthwise3x3", (x.requires_grad_(), w.requires_grad_(), s, d, tf)),
+                ("depthwise3x3_dgrad", (grad, x.detach(), w.detach(), s, d, tf)),
+                ("depthwise3x3_wgrad", (grad, x.detach(), w.detach(), s, d, tf)),
+            ):
+                try:
+                    torch.library.opcheck(getattr(ops, name).default, args)
+                    row[name] = None
+                except Exception as exc:  # noqa: BLE001 - reported, the test asserts None
+                    row[name] = repr(exc)[:500]
+            out.append(row)
+    return out
+
+
 def dwconv_model_case():
     """One training step of a model with Triton depthwise layers, eager and under torch.compile (aot_eager: the
     op's fake and autograd registrations are traced), against the same model with PyTorch's convolutions."""
     torch.manual_seed(0)
-    model = MobileNetV1(alpha=0.25, num_classes=5)
+    model = MobileNetV1(alpha=0.25, num_classes=5, dropout=0.0)  # Inductor draws dropout masks from its own RNG
     triton_model = copy.deepcopy(model)
     swapped = dwconv.use_triton_depthwise(triton_model)
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -160,7 +188,6 @@ def dwconv_model_case():
 
     def grads(m, fn):
         m.zero_grad()
-        torch.manual_seed(1)  # the same dropout mask in every call
         loss = torch.nn.functional.cross_entropy(fn(x), labels)
         loss.backward()
         return loss.item(), torch.cat([p.grad.flatten() for p in m.parameters()])
@@ -169,6 +196,11 @@ def dwconv_model_case():
     loss, g = grads(triton_model, triton_model)
     compiled = torch.compile(triton_model, backend="aot_eager", fullgraph=True)
     c_loss, c_g = grads(triton_model, compiled)
+    # Inductor, as training compiles (channels_last weights): it also asserts the ops' output sizes and strides
+    triton_model.to(memory_format=torch.channels_last)
+    i_loss, i_g = grads(triton_model, torch.compile(triton_model, backend="inductor", fullgraph=True))
+    torch._dynamo.reset()
+    triton_model.to(memory_format=torch.contiguous_format)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the layer reads the autocast state: traced, no graph break
         bf16_loss, _ = grads(triton_model, triton_model)
         bf16_c_loss, _ = grads(triton_model, torch.compile(triton_model, backend="aot_eager", fullgraph=True))
@@ -181,6 +213,8 @@ def dwconv_model_case():
         "grad_max_abs": (g - ref_g).abs().max().item(),
         "compiled_loss_diff": abs(c_loss - ref_loss),
         "compiled_grad_max_abs": (c_g - ref_g).abs().max().item(),
+        "inductor_loss_diff": abs(i_loss - ref_loss),
+        "inductor_grad_max_abs": (i_g - ref_g).abs().max().item(),
         "grad_scale": ref_g.abs().max().item(),
     }
 
@@ -193,6 +227,7 @@ if __name__ == "__main__":
             "dwconv": dwconv_cases(),
             "dwconv_model": dwconv_model_case(),
             "dwconv_partial_grad": dwconv_partial_grad_case(),
+            "dwconv_opcheck": dwconv_opcheck_cases(),
         },
         sys.stdout,
     )

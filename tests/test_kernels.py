@@ -98,6 +98,13 @@ def test_triton_depthwise_op_matches_conv2d_autograd(interpreted):
 
 
 @pytest.mark.slow
+def test_triton_depthwise_ops_pass_opcheck(interpreted):
+    # the fakes' sizes and strides are what Inductor asserts at run time: a mismatch fails only compiled training
+    for row in interpreted["dwconv_opcheck"]:
+        assert all(row[op] is None for op in ("depthwise3x3", "depthwise3x3_dgrad", "depthwise3x3_wgrad")), row
+
+
+@pytest.mark.slow
 def test_triton_depthwise_backward_computes_only_the_gradients_asked_for(interpreted):
     case = interpreted["dwconv_partial_grad"]
     dx_scale, dw_scale = case["scales"]
@@ -112,8 +119,9 @@ def test_triton_depthwise_backward_computes_only_the_gradients_asked_for(interpr
 def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(interpreted):
     case = interpreted["dwconv_model"]
     assert case["swapped"] == 13 and case["same_keys"], case
-    for prefix in ("", "compiled_"):
-        assert case[f"{prefix}loss_diff"] <= 1e-5, case
+    for prefix in ("", "compiled_", "inductor_"):
+        # Inductor also fuses BatchNorm's reductions, summing in its own order (measured 7e-6)
+        assert case[f"{prefix}loss_diff"] <= (1e-4 if prefix == "inductor_" else 1e-5), case
         # fp32 sums in another order, through BatchNorm over 4 images at 1x1 in the last layers
         assert case[f"{prefix}grad_max_abs"] <= 1e-3 * case["grad_scale"], case
     # bf16 autocast: the Triton layers run in bf16 (about 1% from fp32); compiled and eager agree
@@ -173,5 +181,23 @@ def test_triton_backend_on_gpu_matches_fp32_within_bf16_tolerance():
     x = torch.randn(8, 3, 224, 224, device="cuda")
     ref = model.cuda()(x).float()
     for backend in ("triton", "compile"):
-        out = fast_inference(model, backend=backend, dtype="bf16")(x).float()
+        # compile_mode "default": fast_inference's max-autotune default compiles for minutes
+        out = fast_inference(model, backend=backend, dtype="bf16", compile_mode="default")(x).float()
         assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+@pytest.mark.slow
+def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path):
+    """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config fits an H100/H200 block."""
+    if not kernels.triton_available():
+        pytest.skip("triton is not installed")
+    script = Path(__file__).parents[1] / "scripts" / "sm90_compile_check.py"
+    out = tmp_path / "sm90.json"
+    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split", "--json", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if "cuobjdump" in proc.stderr or "ptxas" in proc.stderr:
+        pytest.skip(f"this triton wheel lacks the CUDA compile tools: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * 3 * 3 + 2 * len(kernels.SPLIT_CONFIGS)  # 3 block widths x 2 strides x 3 kernels
+    assert all(r["fits"] and not r["stack_bytes"] and not r["local_bytes"] for r in rows), rows  # no spills
