@@ -385,7 +385,7 @@ class _Run:
         so they are kept, and the summary's best describes the weights on disk."""
         try:
             prov = weights_io.read_config(self.out / "model_best")["provenance"]
-        except (weights_io.WeightsError, KeyError):
+        except (FileNotFoundError, weights_io.WeightsError, KeyError):  # none saved yet, or not ours: nothing to keep
             return best
         top1, epoch = prov.get("val_top1"), prov.get("epoch")
         if top1 is None or epoch is None or epoch <= self.start_epoch or top1 <= best["top1"]:
