@@ -147,19 +147,33 @@ def share_cores(budget: Budget, jobs: int) -> Budget:
                                   "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
 
 
-def run_cost(run: Run) -> float:
-    """A run's training cost for scheduling: its model's mult-adds at its resolution."""
+# A run's time on a GPU, from the H200 lease's 30-epoch runs (4 processes sharing it; their metrics.jsonl in
+# results/reproduce-imagenette-nvidia-h200/runs): a median epoch took 3.0-4.2 s at 224 px and 1.5-2.1 s at 128 px
+# whatever the model (0.25 to 1.0 wide, Conv MobileNet's 8.5x mult-adds included: 3.6 s at 224), and the first
+# epoch 15-29 s more (9 s for Conv MobileNet). Mult-adds predict CPU time, not this.
+GPU_EPOCH_S_AT_224, GPU_FIRST_EPOCH_EXTRA_S = 3.5, 20.0
+
+
+def run_cost(run: Run, budget: Budget) -> float:
+    """A run's training cost for scheduling: on a GPU an estimate of its seconds (start-up, then epochs in
+    proportion to pixels), elsewhere its model's mult-adds at its resolution."""
+    if budget.train.get("device") == "cuda":
+        return GPU_FIRST_EPOCH_EXTRA_S + budget.epochs * GPU_EPOCH_S_AT_224 * (run.resolution / 224) ** 2
+    return run_macs(run)
+
+
+def run_macs(run: Run) -> int:
     return count_complexity(model_spec(run.model, resolution=run.resolution)).macs
 
 
-def group_runs(runs: list[Run], jobs: int) -> list[list[Run]]:
+def group_runs(runs: list[Run], jobs: int, budget: Budget) -> list[list[Run]]:
     """The runs as tasks for ``jobs`` processes, costliest first: one task per resolution (its runs trained one after
     another in one process share the decoded splits, `device_data.load_to_device`); while there are fewer tasks than
     processes, or a task of several runs costs more than a process's share of the whole, its costliest run becomes a
-    task of its own (Conv MobileNet at 224 costs 8.5x MobileNet's mult-adds: alone, it trains beside the rest)."""
-    cost = {run: run_cost(run) for run in runs}
+    task of its own (`run_cost`; among equal costs, the one with the most mult-adds: Conv MobileNet at 224)."""
+    cost = {run: run_cost(run, budget) for run in runs}
     by_res: dict[int, list[Run]] = {}
-    for run in sorted(runs, key=cost.__getitem__, reverse=True):
+    for run in sorted(runs, key=lambda r: (cost[r], run_macs(r)), reverse=True):
         by_res.setdefault(run.resolution, []).append(run)
     tasks = list(by_res.values())
 
@@ -196,7 +210,7 @@ def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Pa
     """Every run's summary. The runs of one resolution train one after another in one process (`group_runs`), so
     with the data held on the GPU each resolution is decoded once per process; ``jobs`` > 1 trains the groups in
     that many spawned processes at once."""
-    tasks = group_runs(runs, jobs)
+    tasks = group_runs(runs, jobs, budget)
     if jobs == 1:
         order = [run for task in tasks for run in task]
         done = dict(zip((run.key for run in order), train_group(order, data, out, budget, recipe, log), strict=True))
