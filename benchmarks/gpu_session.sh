@@ -9,44 +9,64 @@
 #   bash benchmarks/gpu_session.sh 2           # mobilenets bench --runtimes cuda,cuda-bf16 (16-model grid)
 #   TRAIN_EPOCHS=80 bash benchmarks/gpu_session.sh 3 EPOCHS   # train_gpu.py, then mobilenets reproduce --budget full
 #
-# COPY_ONLY=1 makes a stage copy its part and stop, for a lease that only has time for the full reproduce run (#8, at
-# most 10 minutes): COPY_ONLY=1 ... 1, COPY_ONLY=1 ... 2, then SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 ... 3 20.
-# Stage 3 runs reproduce with --jobs 4: a process per resolution (Conv MobileNet in one of its own), each decoding
-# its splits once.
+# COPY_ONLY=1 makes a stage copy its part and stop. Stage 3 checks that all of Imagenette is in /tmp/data and stops
+# otherwise (the machine went back between calls: start again from stage 1). It runs reproduce with --jobs 4
+# (REPRODUCE_JOBS): runs of one resolution share a process and its decoded splits, split up so that the processes'
+# estimated seconds balance (reproduce.run_cost); REPRODUCE_ARGS adds any other option.
 #
 # Stage 1 also runs benchmarks/gpu_startup.py (SKIP_STARTUP=1 skips it): cold training runs with cuDNN autotuning
-# on/off and PyTorch's or the Triton depthwise layers. If one start-up is much shorter, stage 3 can train with it:
-# RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) appends those lines to configs/modern.yaml
-# for reproduce; REPRODUCE_JOBS sets its processes (default 4); REPRODUCE_ARGS adds any other option.
+# on/off (and the Triton depthwise layers, STARTUP_VARIANTS). RECIPE_EXTRA=auto in stage 3 applies what it
+# recommended (the default unless autotuning off is clearly faster), read from /tmp/startup-recipe.txt, as there is no
+# time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
+# train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
+# SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of
+# stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
 #
-# SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1. A lease for #8 alone (15 device-minutes,
-# start-up included; a call is cut at 600 s and then returns nothing, so every stage stays well under it):
-#   SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw STARTUP_TIMEOUT=130 ... 1
-#   COPY_ONLY=1 ... 2
-#   SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 RECIPE_EXTRA=auto ... 3 20
-# RECIPE_EXTRA=auto: what gpu_startup.py recommended (the default unless cuDNN autotuning off is clearly faster),
-# read from /tmp/startup-recipe.txt, as there is no time to read results between calls; train_gpu.py gets the same
-# choice as flags. SKIP_REPRODUCE=1 ends stage 3 after train_gpu.py (a lease for #4 and #7).
-# A lease for #7 and #4: SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=420 GPU_VS_TIMM_TIMEOUT=480 ... 1 (every
-# gpu_vs_timm.py section, compiled training included; GPU_VS_TIMM_ARGS adds e.g. "--sections ..."), COPY_ONLY=1 ... 2,
-# then SKIP_REPRODUCE=1 TRAIN_EPOCHS=200 TRAIN_TIMEOUT=300 TRAIN_ARGS="--mixup-alpha 0.2 --cutmix-alpha 1.0
-# --eval-every 10" ... 3.
+# Budget: 15 device-minutes per lease, machine start-up (1-3 min), transfers and idle included; one call is cut at
+# 600 s. Each plan's timeouts add up to about 11-12 minutes; call them back to back (the machine goes after 30 s idle):
+#   #8 alone (reproduce, at most 10 minutes on the GPU):
+#     SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench STARTUP_TIMEOUT=120 ... 1     # ~130 s
+#     COPY_ONLY=1 ... 2
+#     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=450 RECIPE_EXTRA=auto ... 3 20                            # <= 500 s
+#   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run):
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=360 GPU_VS_TIMM_TIMEOUT=400 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled" ... 1    # <= 410 s
+#     COPY_ONLY=1 ... 2
+#     SKIP_REPRODUCE=1 TRAIN_EPOCHS=200 TRAIN_TIMEOUT=290 TRAIN_ARGS="--mixup-alpha 0.2 --cutmix-alpha 1.0
+#       --eval-every 10" ... 3                                                                       # <= 300 s
 #
-# Everything small that a stage writes (results/, logs) comes back as $OUT/stage<N>.tar.gz.
+# Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
+# replaced every 30 s, so a call cut short still returns what it had.
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the repository root
 stage=$1
 epochs=${2:-30}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/data
 log() { echo "[$(date +%T)] $*"; }
-bundle() { tar czf "$OUT/stage$stage.tar.gz" results /tmp/logs 2>/dev/null; ls -la "$OUT"; }
-trap bundle EXIT
+# What comes back: results/, the logs and train_gpu's run records, as one tarball in $OUT, replaced atomically every
+# 30 s and at exit. A call cut by its time limit is killed without running the EXIT trap, but $OUT still comes back.
+bundle() {
+    local tmp="$OUT/.stage$stage.$BASHPID.tmp"  # one per process: the 30 s loop's and the exit's never collide
+    tar czf "$tmp" results /tmp/logs /tmp/train-gpu/metrics.jsonl /tmp/train-gpu/summary.json 2>/dev/null
+    mv -f "$tmp" "$OUT/stage$stage.tar.gz"
+}
+finish() { kill "$snapshots" 2>/dev/null; bundle; ls -la "$OUT"; }
 mkdir -p /tmp/logs
 
 part=.xfer/p$stage
-if [ -d "$part" ]; then cp -r "$part/." /tmp/data/ && log "copied $part: $(find /tmp/data -type f | wc -l) files in /tmp/data"; fi
-if [ -n "${COPY_ONLY:-}" ]; then trap - EXIT; log "stage $stage: copied only"; exit 0; fi
+if [ -d "$part" ]; then
+    cp -r "$part/." /tmp/data/ && log "copied $part: $(find /tmp/data -type f | wc -l) files in /tmp/data"
+else
+    log "WARNING: $part is not here (not carried?): /tmp/data has $(find /tmp/data -type f | wc -l) files"
+fi
+if [ -n "${COPY_ONLY:-}" ]; then log "stage $stage: copied only"; exit 0; fi
+# stops with the script, even a killed one; its output detached, so nothing waits on it for the pipe to close
+(while sleep 30 && kill -0 $$ 2>/dev/null; do bundle; done) >/dev/null 2>&1 </dev/null &
+snapshots=$!
+trap finish EXIT
+T="timeout -k 15"  # TERM at the limit, KILL 15 s later if a process ignores it
 
 case $stage in
 1)
@@ -56,33 +76,46 @@ case $stage in
     mkdir -p /tmp/smoke && ln -sfn /tmp/data/val /tmp/smoke/train && ln -sfn /tmp/data/val /tmp/smoke/val
     if [ -z "${SKIP_SMOKE:-}" ]; then
         log "smoke: mobilenets reproduce --budget full --epochs 1 --experiments table5 --jobs 2"
-        timeout 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
+        $T 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
             --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
         grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
     fi
     if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs of each variant
         log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"
-        timeout "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
+        $T "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
             --variants "${STARTUP_VARIANTS:-bench,nobench,triton-dw,triton-dw-nobench}" \
             --recipe-out /tmp/startup-recipe.txt 2>&1 | tee /tmp/logs/gpu-startup.log
     fi
     if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
         log "gpu_vs_timm"
-        timeout "${GPU_VS_TIMM_TIMEOUT:-200}" python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val \
+        $T "${GPU_VS_TIMM_TIMEOUT:-200}" python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val \
             --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 ${GPU_VS_TIMM_ARGS:-} 2>&1 \
             | tee /tmp/logs/gpu-vs-timm.log | tail -40
     fi
     ;;
 2)
     log "bench cuda, cuda-bf16"
-    timeout "${BENCH_TIMEOUT:-80}" python3 -m mobilenets bench --runtimes cuda,cuda-bf16 --min-runs 30 --min-time 0.2 \
+    $T "${BENCH_TIMEOUT:-80}" python3 -m mobilenets bench --runtimes cuda,cuda-bf16 --min-runs 30 --min-time 0.2 \
         --out results/ --plots results/ --no-progress --format md 2>&1 | tee /tmp/logs/bench-cuda.log
     ;;
 3)
-    log "train data: $(find /tmp/data/train -type f | wc -l) files, val: $(find /tmp/data/val -type f | wc -l) files"
+    n_train=$(find /tmp/data/train -type f 2>/dev/null | wc -l)
+    n_val=$(find /tmp/data/val -type f 2>/dev/null | wc -l)
+    log "train data: $n_train files, val: $n_val files"
+    if [ "$n_train" -lt "${MIN_TRAIN_FILES:-9469}" ] || [ "$n_val" -lt "${MIN_VAL_FILES:-3925}" ]; then
+        log "STOP: Imagenette is incomplete in /tmp/data (the machine was given back between calls, or a part was"
+        log "not carried): rerun stages 1 and 2 with COPY_ONLY=1 first"
+        exit 3
+    fi
     if [ "${RECIPE_EXTRA:-}" = auto ]; then  # what stage 1's gpu_startup.py recommended (empty: the defaults)
-        RECIPE_EXTRA=$(cat /tmp/startup-recipe.txt 2>/dev/null)
-        log "RECIPE_EXTRA=auto: '${RECIPE_EXTRA}' from gpu_startup.py"
+        if [ -f /tmp/startup-recipe.txt ]; then
+            RECIPE_EXTRA=$(cat /tmp/startup-recipe.txt)
+            log "RECIPE_EXTRA=auto: '${RECIPE_EXTRA}' from gpu_startup.py"
+        else
+            RECIPE_EXTRA=""
+            log "WARNING: RECIPE_EXTRA=auto but no /tmp/startup-recipe.txt (stage 1 did not run gpu_startup.py here):"
+            log "training with the defaults"
+        fi
     fi
     train_flags=""  # the same choice for train_gpu.py (YAML booleans in any case: false/no/off, true/yes/on)
     extra=$(echo "${RECIPE_EXTRA:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')
@@ -91,7 +124,7 @@ case $stage in
     if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
         log "train_gpu (1.0-160, full Imagenette)${train_flags}"
         # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
-        timeout "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
+        $T "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
             --epochs "${TRAIN_EPOCHS:-80}" ${train_flags} ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
     fi
     if [ -n "${SKIP_REPRODUCE:-}" ]; then log "stage $stage done (SKIP_REPRODUCE)"; exit 0; fi
@@ -104,14 +137,15 @@ case $stage in
     fi
     jobs=${REPRODUCE_JOBS:-4}
     log "reproduce --budget full --epochs $epochs --jobs $jobs"
-    timeout "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
+    $T "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
         --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
     if [ "${PIPESTATUS[0]}" != 0 ]; then  # cut by its timeout: the report from the runs that finished (marked incomplete)
         log "reproduce did not finish: writing the report from the finished runs"
-        timeout 30 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
+        $T 30 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
             --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee -a /tmp/logs/reproduce.log
     fi
     dest="results/reproduce-imagenette-$gpu"
+    rm -rf "$dest"  # an earlier lease's runs (kept in git) must not mix with this one's
     mkdir -p "$dest"
     cp /tmp/reproduce/*.md /tmp/reproduce/*.json /tmp/reproduce/*.png "$dest/" 2>/dev/null
     if [ ${#recipe[@]} -gt 0 ]; then cp /tmp/recipe.yaml "$dest/recipe.yaml"; fi  # the report names /tmp/recipe.yaml

@@ -54,13 +54,18 @@ RECIPE_LINES = {
 
 def child(args) -> None:
     """One cold training run; prints its metrics rows as JSON on the last line."""
+    from mobilenets.reproduce import BUDGETS
     from mobilenets.train_config import resolve
     from mobilenets.trainer import train
 
     gpu = args.device == "cuda"
+    full = BUDGETS["full"].train  # reproduce's settings: no weight EMA, its weight decay and checkpoint interval
     with tempfile.TemporaryDirectory() as out:
         cfg = resolve(
             str(REPO / "configs" / "modern.yaml"),
+            ema_decay=full["ema_decay"],
+            weight_decay=full["weight_decay"],
+            checkpoint_every=full["checkpoint_every"],
             data=args.data,
             out=out,
             model=args.model,

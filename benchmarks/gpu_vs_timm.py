@@ -31,7 +31,9 @@ import argparse
 import copy
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -42,6 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mobilenets import MobileNetV1, count_complexity, dwconv, kernels  # noqa: E402
+from mobilenets.atomic import atomic_write_text  # noqa: E402
 from mobilenets.gpu import CudaGraphRunner, fast_inference  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -325,6 +328,35 @@ def compare_numerics(candidates: dict, reference, x, tolerance: dict, baseline, 
     return out
 
 
+PREFLIGHT_TIMEOUT_S = 150
+
+
+def preflight_child(res: int, device: str) -> None:
+    """The Triton paths once at batch 8 (inference; a bf16 training step with the Triton depthwise layers)."""
+    x = torch.randn(8, 3, res, res, device=device)
+    fast_inference(MobileNetV1(resolution=res), backend="triton", dtype="bf16", device=device)(x)
+    model = triton_dw_model(MobileNetV1(resolution=res)).to(device, memory_format=torch.channels_last)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss = model(x.contiguous(memory_format=torch.channels_last)).float().square().mean()
+    loss.backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def preflight(res: int, device: str = "cuda") -> str | None:
+    """Run the Triton paths first in a child process: a kernel fault (an illegal address is sticky, it poisons the
+    CUDA context) must not cost this process's measurements of everything else. Compiled kernels stay in Triton's
+    disk cache for the real run. None if the child passed, else why it did not."""
+    cmd = [sys.executable, __file__, "--preflight-child", "--resolution", str(res), "--device", device]
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"Triton preflight did not finish in {PREFLIGHT_TIMEOUT_S} s"
+    log(f"triton preflight: exit {proc.returncode} in {time.perf_counter() - t:.1f}s")
+    return None if proc.returncode == 0 else f"Triton preflight failed: {proc.stderr.strip()[-600:]}"
+
+
 def run_sections(b: Bench, timm) -> None:
     args, dev, report = b.args, b.device, b.report
     res, batch, bf16, cl = args.resolution, args.batch, torch.bfloat16, torch.channels_last
@@ -335,6 +367,11 @@ def run_sections(b: Bench, timm) -> None:
         if kernels.triton_available()
         else ("triton is not installed")
     )
+    if triton_ok and cuda:
+        failed = preflight(res)
+        report["triton_preflight"] = failed or "passed"
+        if failed:
+            triton_ok, no_triton = False, failed
     if cuda or not args.smoke:
         compile_kwargs: dict = {"mode": "default"}
     else:
@@ -646,7 +683,7 @@ def summary(report: dict) -> list[str]:
 def save(b: Bench) -> None:
     for f in b.out_files:
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(b.report, indent=2, default=str))
+        atomic_write_text(f, json.dumps(b.report, indent=2, default=str))
 
 
 def main() -> None:
@@ -668,7 +705,12 @@ def main() -> None:
         "--triton-configs", type=int, default=0, help="tune the fused kernel over the first N configs (0: all)"
     )
     parser.add_argument("--out", help="JSON path (default results/gpu-vs-timm-<gpu>[-smoke].json)")
+    parser.add_argument("--preflight-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.preflight_child:
+        preflight_child(args.resolution, args.device)
+        return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` sends TERM: save in `finally` below
     if args.smoke:
         args.batch, args.resolution, args.rounds, args.iters, args.warmup = 2, 64, 1, 2, 1
         args.numerics_images = min(args.numerics_images, 4)

@@ -106,3 +106,14 @@ def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
     assert r["batch1_best_vs_timm_best"] == pytest.approx(4.0)
     assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton"
     assert r["fraction_of_hbm_bound"] == pytest.approx(0.4)
+
+
+@pytest.mark.slow
+def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monkeypatch):
+    """The Triton paths first run in a child process, so a kernel fault cannot poison the measuring process."""
+    module = _module()
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the kernels run, interpreted, in the child
+    assert module.preflight(32, "cpu") is None
+    failed = module.preflight(7, "cpu")  # a child that raises: its error comes back as the reason
+    assert failed.startswith("Triton preflight failed") and "resolution=7" in failed, failed
