@@ -7,7 +7,9 @@ import pytest
 from mobilenets.reproduce import (
     BUDGETS,
     ReproduceConfig,
+    ReproduceError,
     Run,
+    check_same_experiment,
     experiment_rows,
     group_runs,
     plan_runs,
@@ -80,6 +82,12 @@ def test_quick_budget_end_to_end(tmp_path):
     )  # resume: nothing retrained
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
     assert results["budget"]["smoke"] is True
+    with pytest.raises(ReproduceError, match=r"epochs=1 there, 2 here"):  # checked before anything trains
+        reproduce(
+            ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table7",), epochs=2),
+            log=lambda m: None,
+        )
+    assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
 
     # --report-only: no training; a run without summary.json is unfinished and its experiments are not judged
     shallow = next((out / "runs").glob("mobilenet_v1_shallow-*"))
@@ -184,3 +192,22 @@ def test_a_failed_run_does_not_stop_its_group(monkeypatch):
     assert rp.train_group(runs[1:], None, None, BUDGETS["quick"], None, logged.append) == [
         {"key": r.key} for r in runs[1:]
     ]
+
+
+def test_a_run_folder_of_another_experiment_is_neither_reused_nor_resumed(tmp_path):
+    import yaml
+
+    from mobilenets.train_config import resolve
+
+    def cfg(**kw):
+        return resolve(None, **{"data": str(tmp_path), "out": str(tmp_path / "run"), "epochs": 30, **kw})
+
+    folder = tmp_path / "run"
+    check_same_experiment(folder, cfg())  # no folder yet: nothing to compare
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg(workers=8).to_dict()))
+    check_same_experiment(folder, cfg(workers=2, cudnn_benchmark=False, triton_depthwise=False))  # how, not what
+    with pytest.raises(ReproduceError, match=r"epochs=30 there, 20 here.*another --out"):
+        check_same_experiment(folder, cfg(epochs=20))
+    with pytest.raises(ReproduceError, match=r"weight_decay="):
+        check_same_experiment(folder, cfg(weight_decay=1e-4))

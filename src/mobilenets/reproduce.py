@@ -67,6 +67,10 @@ BUDGETS = {
 }  # fmt: skip
 
 
+class ReproduceError(ValueError):
+    """A reproduce run cannot go on as asked (e.g. its output folder holds runs of another experiment)."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run: a registered model at an input resolution and a seed."""
@@ -113,26 +117,51 @@ def plan_runs(experiments: list[str], budget: Budget) -> list[Run]:
     return list(runs.values())
 
 
+def run_config(run: Run, data: Path, out: Path, budget: Budget, recipe: Path):
+    """The TrainConfig of one run: the recipe, then the budget, then the run's model, resolution and seed."""
+    from .train_config import resolve
+
+    return resolve(
+        str(recipe), data=str(data), out=str(out / "runs" / run.key), model=run.model, resolution=run.resolution,
+        seed=run.seed, epochs=budget.epochs, batch_size=budget.batch_size, max_per_class=budget.max_per_class,
+        max_val_per_class=budget.max_val_per_class, resume="auto", quiet=True, **budget.train,
+    )  # fmt: skip
+
+
 def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log) -> dict[str, Any]:
     """Train one run (or reuse its finished summary.json); resumes an interrupted run from its checkpoint."""
-    from .train_config import resolve
     from .trainer import train
 
-    folder = out / "runs" / run.key
+    cfg = run_config(run, data, out, budget, recipe)
+    folder = Path(cfg.out)
     summary_file = folder / "summary.json"
+    check_same_experiment(folder, cfg)
     if summary_file.is_file():
         log(f"{run.key}: finished earlier, reusing {summary_file}")
         return json.loads(summary_file.read_text())
     log(f"{run.key}: training ({budget.epochs} epoch(s) at {run.resolution}px)")
-    cfg = resolve(
-        str(recipe), data=str(data), out=str(folder), model=run.model, resolution=run.resolution, seed=run.seed,
-        epochs=budget.epochs, batch_size=budget.batch_size, max_per_class=budget.max_per_class,
-        max_val_per_class=budget.max_val_per_class, resume="auto", quiet=True, **budget.train,
-    )  # fmt: skip
     summary = train(cfg)
     if summary is None:
         summary = json.loads(summary_file.read_text())
     return summary
+
+
+def check_same_experiment(folder: Path, cfg) -> None:
+    """A run folder from an earlier invocation is reused (finished) or resumed (interrupted) only if it trained the
+    same experiment (`TrainConfig.experiment`); otherwise an error names what differs, and nothing is overwritten."""
+    import yaml
+
+    saved_file = folder / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    want = cfg.experiment()
+    differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in want.items() if saved.get(k, v) != v]
+    if differ:
+        raise ReproduceError(
+            f"{folder} holds a run of another experiment ({'; '.join(differ[:4])}): give another --out, "
+            "or remove that run folder to train it again"
+        )
 
 
 def share_cores(budget: Budget, jobs: int) -> Budget:
@@ -210,6 +239,8 @@ def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Pa
     """Every run's summary. The runs of one resolution train one after another in one process (`group_runs`), so
     with the data held on the GPU each resolution is decoded once per process; ``jobs`` > 1 trains the groups in
     that many spawned processes at once."""
+    for run in runs:  # before any training: a mismatch must not surface only after hours of the other runs
+        check_same_experiment(out / "runs" / run.key, run_config(run, data, out, budget, recipe))
     tasks = group_runs(runs, jobs, budget)
     if jobs == 1:
         order = [run for task in tasks for run in task]

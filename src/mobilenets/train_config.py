@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import typing
@@ -168,6 +169,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def experiment(self) -> dict[str, Any]:
+        """The fields that decide what a run trains (data slice, model, recipe, seed), without `RUNTIME_FIELDS`:
+        two runs that agree here are the same experiment, wherever and however fast they ran."""
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUNTIME_FIELDS}
+
+
+# How and where a run executes, not what it trains: paths, threads, caching, the data's placement, kernels and
+# compilation, logging, evaluation and checkpoint intervals (the numbers differ at most by floating-point order).
+RUNTIME_FIELDS = frozenset(
+    ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "eval_batch_size",
+     "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark", "threads",
+     "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every", "quiet")
+)  # fmt: skip
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
