@@ -36,7 +36,9 @@
 #       --eval-every 10" ... 3                                                                       # <= 300 s
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
-# replaced every 30 s, so a call cut short still returns what it had.
+# replaced every 30 s, so a call cut short still returns what it had. It holds the whole results/ folder: remove the
+# local results/reproduce-imagenette-<gpu>/ before unpacking a stage 3 tarball over a checkout (runs of two leases
+# must not mix; the old ones stay in git).
 set -u
 cd "$(dirname "$0")/.." || exit 1  # the repository root
 stage=$1
@@ -52,7 +54,12 @@ bundle() {
     tar czf "$tmp" results /tmp/logs /tmp/train-gpu/metrics.jsonl /tmp/train-gpu/summary.json 2>/dev/null
     mv -f "$tmp" "$OUT/stage$stage.tar.gz"
 }
-finish() { kill "$snapshots" 2>/dev/null; bundle; ls -la "$OUT"; }
+finish() {  # stop the snapshot loop and a tar it may have running, then the last bundle; no partial file left
+    pkill -P "$snapshots" 2>/dev/null; kill "$snapshots" 2>/dev/null
+    bundle
+    rm -f "$OUT"/.stage"$stage".*.tmp
+    ls -la "$OUT"
+}
 mkdir -p /tmp/logs
 
 part=.xfer/p$stage
@@ -139,7 +146,8 @@ case $stage in
     log "reproduce --budget full --epochs $epochs --jobs $jobs"
     $T "${REPRODUCE_TIMEOUT:-300}" python3 -m mobilenets reproduce --data /tmp/data --budget full \
         --epochs "$epochs" --jobs "$jobs" --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee /tmp/logs/reproduce.log | grep -v " step "
-    if [ "${PIPESTATUS[0]}" != 0 ]; then  # cut by its timeout: the report from the runs that finished (marked incomplete)
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then  # cut by its timeout: the report from the finished runs (incomplete)
         log "reproduce did not finish: writing the report from the finished runs"
         $T 30 python3 -m mobilenets reproduce --data /tmp/data --budget full --epochs "$epochs" --report-only \
             --out /tmp/reproduce ${recipe[@]+"${recipe[@]}"} ${REPRODUCE_ARGS:-} 2>&1 | tee -a /tmp/logs/reproduce.log

@@ -343,18 +343,22 @@ def preflight_child(res: int, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def preflight(res: int, device: str = "cuda") -> str | None:
+def preflight(res: int, device: str = "cuda", triton_configs: int = 0) -> str | None:
     """Run the Triton paths first in a child process: a kernel fault (an illegal address is sticky, it poisons the
-    CUDA context) must not cost this process's measurements of everything else. Compiled kernels stay in Triton's
-    disk cache for the real run. None if the child passed, else why it did not."""
-    cmd = [sys.executable, __file__, "--preflight-child", "--resolution", str(res), "--device", device]
+    CUDA context) must not cost this process's measurements of everything else. The child tunes the same configs
+    (``--triton-configs``), so their compiled kernels are in Triton's disk cache for the real run. None if the
+    child passed, else why it did not."""
+    cmd = [sys.executable, __file__, "--preflight-child", "--resolution", str(res), "--device", device,
+           "--triton-configs", str(triton_configs)]  # fmt: skip
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"Triton preflight did not finish in {PREFLIGHT_TIMEOUT_S} s"
     log(f"triton preflight: exit {proc.returncode} in {time.perf_counter() - t:.1f}s")
-    return None if proc.returncode == 0 else f"Triton preflight failed: {proc.stderr.strip()[-600:]}"
+    if proc.returncode == 0:
+        return None
+    return f"Triton preflight failed (exit status {proc.returncode}): {proc.stderr.strip()[-600:] or 'no error output'}"
 
 
 def run_sections(b: Bench, timm) -> None:
@@ -367,8 +371,11 @@ def run_sections(b: Bench, timm) -> None:
         if kernels.triton_available()
         else ("triton is not installed")
     )
+    if args.triton_configs:
+        kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
+    report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
     if triton_ok and cuda:
-        failed = preflight(res)
+        failed = preflight(res, triton_configs=args.triton_configs)
         report["triton_preflight"] = failed or "passed"
         if failed:
             triton_ok, no_triton = False, failed
@@ -386,9 +393,6 @@ def run_sections(b: Bench, timm) -> None:
             "bf16: 8 mantissa bits over ~28 rounded layers; fp32: cuDNN convs in TF32 (the default), allowed "
             "max(tolerance, bf16_baseline's error / 4)"
         )
-    if args.triton_configs:
-        kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
-    report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
     ours = MobileNetV1(num_classes=1000, resolution=res).eval()
     if args.weights:
         from mobilenets import weights
@@ -708,6 +712,8 @@ def main() -> None:
     parser.add_argument("--preflight-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.preflight_child:
+        if args.triton_configs:
+            kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
         preflight_child(args.resolution, args.device)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` sends TERM: save in `finally` below

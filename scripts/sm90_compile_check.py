@@ -37,8 +37,11 @@ SHARED_LIMIT = 232448  # bytes of shared memory one block may use on sm_90 (227 
 GEOMETRY = ("M", "H", "W", "C", "OH", "OW", "PAD_T", "PAD_L")
 
 
+NVIDIA_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
 def cuobjdump() -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return os.path.join(NVIDIA_BIN, "cuobjdump")
 
 
 def compile_one(fn, pointers: dict, ints: tuple, constexprs: dict, options: dict) -> dict:
@@ -56,7 +59,9 @@ def compile_one(fn, pointers: dict, ints: tuple, constexprs: dict, options: dict
         usage = subprocess.run([cuobjdump(), "-res-usage", f.name], capture_output=True, text=True).stdout
     ptx = compiled.asm["ptx"]
     found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
-    regs, stack, _static_shared, local = (int(v) for v in found.groups()) if found else (None,) * 4
+    if found is None:
+        raise RuntimeError(f"cuobjdump -res-usage printed no resource line: {usage[-300:]!r}")
+    regs, stack, _static_shared, local = (int(v) for v in found.groups())
     return {
         "compile_s": round(time.perf_counter() - t0, 1),
         "registers": regs,
@@ -109,6 +114,9 @@ def main() -> int:
     args = parser.parse_args()
     if kernels.triton is None:
         sys.exit("triton is not installed")
+    missing = [tool for tool in ("ptxas", "cuobjdump") if not os.path.isfile(os.path.join(NVIDIA_BIN, tool))]
+    if missing:
+        sys.exit(f"this triton wheel lacks the CUDA tools {', '.join(missing)} (looked in {NVIDIA_BIN})")
     rows, failed = [], 0
     for name, fn, ptrs, ints, ce, opts in cases(args.dtypes.split(","), set(args.kernels.split(","))):
         try:

@@ -116,4 +116,4 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the kernels run, interpreted, in the child
     assert module.preflight(32, "cpu") is None
     failed = module.preflight(7, "cpu")  # a child that raises: its error comes back as the reason
-    assert failed.startswith("Triton preflight failed") and "resolution=7" in failed, failed
+    assert failed.startswith("Triton preflight failed (exit status 1)") and "resolution=7" in failed, failed

@@ -43,7 +43,7 @@ def test_fused_model_matches_eager_model(interpreted):
         assert case["reference_max_abs"] <= 1e-4 * max(1.0, case["logit_scale"]), case
 
 
-@pytest.mark.parametrize("act", ["relu", "relu6"])
+@pytest.mark.parametrize("act", ["none", "relu", "relu6"])
 def test_pointwise_gemm_matches_1x1_conv(act):
     torch.manual_seed(0)
     x = (torch.randn(2, 24, 5, 7) * 4).contiguous(memory_format=torch.channels_last)
@@ -195,9 +195,9 @@ def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path)
     out = tmp_path / "sm90.json"
     args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split", "--json", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    if "cuobjdump" in proc.stderr or "ptxas" in proc.stderr:
-        pytest.skip(f"this triton wheel lacks the CUDA compile tools: {proc.stderr[-300:]}")
+    if "lacks the CUDA tools" in proc.stderr:
+        pytest.skip(proc.stderr.strip()[-300:])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 * 3 * 3 + 2 * len(kernels.SPLIT_CONFIGS)  # 3 block widths x 2 strides x 3 kernels
-    assert all(r["fits"] and not r["stack_bytes"] and not r["local_bytes"] for r in rows), rows  # no spills
+    assert all(r["registers"] and r["fits"] and r["stack_bytes"] == r["local_bytes"] == 0 for r in rows), rows

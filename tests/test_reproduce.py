@@ -1,6 +1,7 @@
 """`mobilenets reproduce`: verdict rules on synthetic numbers, and the quick budget end to end on real images."""
 
 import json
+import shutil
 
 import pytest
 
@@ -9,7 +10,6 @@ from mobilenets.reproduce import (
     ReproduceConfig,
     ReproduceError,
     Run,
-    check_same_experiment,
     experiment_rows,
     group_runs,
     plan_runs,
@@ -82,11 +82,18 @@ def test_quick_budget_end_to_end(tmp_path):
     )  # resume: nothing retrained
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
     assert results["budget"]["smoke"] is True
-    with pytest.raises(ReproduceError, match=r"epochs=1 there, 2 here"):  # checked before anything trains
-        reproduce(
-            ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table7",), epochs=2),
-            log=lambda m: None,
-        )
+    # other settings: an error before anything trains, even a run that is new, and nothing reported either
+    new_run = next((out / "runs").glob("mobilenet_v1_100-r32-*"))
+    shutil.rmtree(new_run)
+    for report_only in (False, True):
+        with pytest.raises(ReproduceError, match=r"epochs=1 there, 2 here.*and \d+ more run folder"):
+            reproduce(
+                ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table7",), epochs=2,
+                                report_only=report_only),
+                log=lambda m: None,
+            )  # fmt: skip
+    assert not new_run.exists()
+    runs_before.pop(new_run.name)
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
 
     # --report-only: no training; a run without summary.json is unfinished and its experiments are not judged
@@ -197,17 +204,20 @@ def test_a_failed_run_does_not_stop_its_group(monkeypatch):
 def test_a_run_folder_of_another_experiment_is_neither_reused_nor_resumed(tmp_path):
     import yaml
 
+    from mobilenets.reproduce import experiment_differences
     from mobilenets.train_config import resolve
 
     def cfg(**kw):
         return resolve(None, **{"data": str(tmp_path), "out": str(tmp_path / "run"), "epochs": 30, **kw})
 
     folder = tmp_path / "run"
-    check_same_experiment(folder, cfg())  # no folder yet: nothing to compare
+    assert experiment_differences(folder, cfg()) == []  # no folder yet: nothing to compare
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg(workers=8).to_dict()))
-    check_same_experiment(folder, cfg(workers=2, cudnn_benchmark=False, triton_depthwise=False))  # how, not what
-    with pytest.raises(ReproduceError, match=r"epochs=30 there, 20 here.*another --out"):
-        check_same_experiment(folder, cfg(epochs=20))
-    with pytest.raises(ReproduceError, match=r"weight_decay="):
-        check_same_experiment(folder, cfg(weight_decay=1e-4))
+    # how a run executes is not what it trains
+    assert experiment_differences(folder, cfg(workers=2, cudnn_benchmark=False, triton_depthwise=True)) == []
+    assert experiment_differences(folder, cfg(epochs=20)) == ["epochs=30 there, 20 here"]
+    assert experiment_differences(folder, cfg(weight_decay=1e-4, seed=3))[1] == "seed=0 there, 3 here"
+    (folder / "config.yaml").write_text("epochs: [30\n")
+    with pytest.raises(ReproduceError, match=r"config.yaml: unreadable"):
+        experiment_differences(folder, cfg())

@@ -32,7 +32,9 @@ triton = kernels.triton
 # (BM pixels, BC channels, num_warps) of the three kernels; BM_W pixels per step of the weight-gradient loop (its
 # nine (BM_W, BC) fp32 accumulators stay in registers), whose steps per program are chosen so that about
 # W_PROGRAMS_PER_SM programs per multiprocessor share the pixels
-BM, BC, WARPS = 64, 64, 8  # 8 warps: about 120 registers per thread on sm_90 where 4 warps need 182-239 (ptxas)
+# 8 warps: about 120 registers per thread on sm_90 where 4 warps need 182-239 (ptxas), so twice the warps fit on a
+# multiprocessor at once to hide these memory-bound kernels' load latency (scripts/sm90_compile_check.py)
+BM, BC, WARPS = 64, 64, 8
 BM_W, W_PROGRAMS_PER_SM = 16, 4
 _ZERO_BIAS: dict[tuple, torch.Tensor] = {}
 
@@ -270,7 +272,8 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad):
-    """Only the gradients autograd asks for: a frozen layer (``--freeze-backbone``) skips its weight gradient."""
+    """Each gradient is its own op, run only when autograd asks for it (a weight that is frozen, an input that needs
+    no gradient); in ordinary training both are needed."""
     x, weight = ctx.saved_tensors
     need_dx, need_dw = ctx.needs_input_grad[:2]
     dx = depthwise3x3_dgrad(grad, x, weight, *ctx.geometry) if need_dx else None

@@ -49,7 +49,7 @@ def on_device(x: torch.Tensor):
 
 
 def _act(x: torch.Tensor, act: str) -> torch.Tensor:
-    return F.relu6(x) if act == "relu6" else F.relu(x)
+    return x if act == "none" else F.relu6(x) if act == "relu6" else F.relu(x)
 
 
 def depthwise_separable_reference(
@@ -301,7 +301,9 @@ def pointwise(x: torch.Tensor, w_kc: torch.Tensor, bias: torch.Tensor, *, act: s
     _check(x, need_triton=False)
     n, c, h, w = x.shape
     x2d = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view: channels_last memory is already (N, H, W, C)
-    if hasattr(torch, "_addmm_activation"):
+    if act == "none":
+        y = torch.addmm(bias, x2d, w_kc)
+    elif hasattr(torch, "_addmm_activation"):
         y = torch._addmm_activation(bias, x2d, w_kc)
     else:  # pragma: no cover - every supported PyTorch has it; kept for forks without the private op
         y = torch.addmm(bias, x2d, w_kc).relu_()

@@ -19,13 +19,16 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write_text
 from .complexity import count_complexity
 from .paper import MODEL_ROWS, TFSLIM_IMAGENET
 from .registry import PAPER_ALPHAS, grid_name, model_spec
 from .spec import SpecError
+
+if TYPE_CHECKING:
+    from .train_config import TrainConfig
 
 EXPERIMENTS = ("table4", "table5", "table6", "table7", "grid")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -117,7 +120,7 @@ def plan_runs(experiments: list[str], budget: Budget) -> list[Run]:
     return list(runs.values())
 
 
-def run_config(run: Run, data: Path, out: Path, budget: Budget, recipe: Path):
+def run_config(run: Run, data: Path, out: Path, budget: Budget, recipe: Path) -> TrainConfig:
     """The TrainConfig of one run: the recipe, then the budget, then the run's model, resolution and seed."""
     from .train_config import resolve
 
@@ -129,13 +132,12 @@ def run_config(run: Run, data: Path, out: Path, budget: Budget, recipe: Path):
 
 
 def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log) -> dict[str, Any]:
-    """Train one run (or reuse its finished summary.json); resumes an interrupted run from its checkpoint."""
+    """Train one run (or reuse its finished summary.json); resumes an interrupted run from its checkpoint. The
+    caller has checked that a saved run is of the same experiment (`check_same_experiment`)."""
     from .trainer import train
 
     cfg = run_config(run, data, out, budget, recipe)
-    folder = Path(cfg.out)
-    summary_file = folder / "summary.json"
-    check_same_experiment(folder, cfg)
+    summary_file = Path(cfg.out) / "summary.json"
     if summary_file.is_file():
         log(f"{run.key}: finished earlier, reusing {summary_file}")
         return json.loads(summary_file.read_text())
@@ -146,21 +148,37 @@ def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log
     return summary
 
 
-def check_same_experiment(folder: Path, cfg) -> None:
-    """A run folder from an earlier invocation is reused (finished) or resumed (interrupted) only if it trained the
-    same experiment (`TrainConfig.experiment`); otherwise an error names what differs, and nothing is overwritten."""
+def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
+    """How the run saved in ``folder`` (its config.yaml) differs from ``cfg`` as an experiment
+    (`TrainConfig.experiment`); empty when there is no saved run or it is the same experiment."""
     import yaml
 
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
-        return
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
-    want = cfg.experiment()
-    differ = [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in want.items() if saved.get(k, v) != v]
-    if differ:
+        return []
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ReproduceError(f"{saved_file}: unreadable ({exc}); remove that run folder to train it again") from exc
+    return [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.experiment().items() if saved.get(k, v) != v]
+
+
+def check_same_experiment(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path) -> None:
+    """Run folders from an earlier invocation are reused (finished), resumed (interrupted) or reported only if they
+    trained the same experiment; otherwise one error names them and what differs, before anything trains, and
+    nothing is overwritten."""
+    bad = {}
+    for run in runs:
+        folder = out / "runs" / run.key
+        differ = experiment_differences(folder, run_config(run, data, out, budget, recipe))
+        if differ:
+            bad[folder] = "; ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+    if bad:
+        (folder, why), *rest = bad.items()
+        others = f" (and {len(rest)} more run folder(s) like it)" if rest else ""
         raise ReproduceError(
-            f"{folder} holds a run of another experiment ({'; '.join(differ[:4])}): give another --out, "
-            "or remove that run folder to train it again"
+            f"{folder} holds a run of another experiment ({why}){others}: give another --out, or remove those run "
+            "folders to train them again"
         )
 
 
@@ -186,9 +204,19 @@ GPU_EPOCH_S_AT_224, GPU_FIRST_EPOCH_EXTRA_S = 3.5, 20.0
 def run_cost(run: Run, budget: Budget) -> float:
     """A run's training cost for scheduling: on a GPU an estimate of its seconds (start-up, then epochs in
     proportion to pixels), elsewhere its model's mult-adds at its resolution."""
-    if budget.train.get("device") == "cuda":
+    if uses_gpu(budget):
         return GPU_FIRST_EPOCH_EXTRA_S + budget.epochs * GPU_EPOCH_S_AT_224 * (run.resolution / 224) ** 2
     return run_macs(run)
+
+
+def uses_gpu(budget: Budget) -> bool:
+    """Whether the budget's runs train on a GPU (TrainConfig's device rule: 'auto' takes one if there is one)."""
+    device = budget.train.get("device", "auto")
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device == "cuda"
 
 
 def run_macs(run: Run) -> int:
@@ -239,8 +267,7 @@ def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Pa
     """Every run's summary. The runs of one resolution train one after another in one process (`group_runs`), so
     with the data held on the GPU each resolution is decoded once per process; ``jobs`` > 1 trains the groups in
     that many spawned processes at once."""
-    for run in runs:  # before any training: a mismatch must not surface only after hours of the other runs
-        check_same_experiment(out / "runs" / run.key, run_config(run, data, out, budget, recipe))
+    check_same_experiment(runs, data, out, budget, recipe)  # before any training, not after hours of other runs
     tasks = group_runs(runs, jobs, budget)
     if jobs == 1:
         order = [run for task in tasks for run in task]
@@ -372,6 +399,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
     if cfg.report_only:
+        check_same_experiment(runs, data, out, budget, recipe)
         summaries, unfinished = finished_runs(runs, out)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
@@ -401,8 +429,7 @@ def _environment(budget: Budget, jobs: int) -> dict[str, Any]:
 
     import torch
 
-    device = budget.train.get("device", "auto")
-    cuda = torch.cuda.is_available() and device != "cpu"
+    cuda = uses_gpu(budget) and torch.cuda.is_available()
     return {"hardware": torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine()),
             "torch": torch.__version__, "python": platform.python_version(), "jobs": jobs,
             "command": _command()}  # fmt: skip

@@ -177,7 +177,8 @@ class TrainConfig:
 
 
 # How and where a run executes, not what it trains: paths, threads, caching, the data's placement, kernels and
-# compilation, logging, evaluation and checkpoint intervals (the numbers differ at most by floating-point order).
+# compilation, logging, evaluation and checkpoint intervals. The recipe is the same; the random streams (CPU or CUDA
+# generators, per-sample or per-batch augmentation, Inductor's dropout) and the summation order may differ.
 RUNTIME_FIELDS = frozenset(
     ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "eval_batch_size",
      "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark", "threads",
