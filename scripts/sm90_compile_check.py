@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported: compile, do not interpret
 
@@ -51,7 +50,6 @@ def compile_one(fn, pointers: dict, ints: tuple, constexprs: dict, options: dict
     signature = {n: "constexpr" if n in constexprs else types[n] for n in names}
     aligned = [*pointers, "C"]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned if n in names}
-    t0 = time.perf_counter()
     compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=TARGET, options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
@@ -63,7 +61,6 @@ def compile_one(fn, pointers: dict, ints: tuple, constexprs: dict, options: dict
         raise RuntimeError(f"cuobjdump -res-usage printed no resource line: {usage[-300:]!r}")
     regs, stack, _static_shared, local = (int(v) for v in found.groups())
     return {
-        "compile_s": round(time.perf_counter() - t0, 1),
         "registers": regs,
         "stack_bytes": stack,
         "local_bytes": local,
@@ -130,7 +127,9 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"target": "sm_90", "triton": triton.__version__, "rows": rows}, f, indent=1)
+            command = " ".join(["python", "scripts/sm90_compile_check.py", *sys.argv[1:]])
+            head = {"target": "sm_90", "triton": triton.__version__, "shared_limit_bytes": SHARED_LIMIT}
+            json.dump({**head, "command": command, "rows": rows}, f, indent=1)
     spills = [r["config"] for r in rows if r.get("stack_bytes") or r.get("local_bytes")]
     too_big = [r["config"] for r in rows if r.get("fits") is False]
     print(f"{len(rows)} configs, {failed} failed; too big for sm_90 shared memory: {too_big or 'none'}")
