@@ -371,8 +371,6 @@ def run_sections(b: Bench, timm) -> None:
         if kernels.triton_available()
         else ("triton is not installed")
     )
-    if args.triton_configs:
-        kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
     report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
     if triton_ok and cuda:
         failed = preflight(res, triton_configs=args.triton_configs)
@@ -711,9 +709,9 @@ def main() -> None:
     parser.add_argument("--out", help="JSON path (default results/gpu-vs-timm-<gpu>[-smoke].json)")
     parser.add_argument("--preflight-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.triton_configs:  # in the preflight child too: it compiles what the run will tune
+        kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
     if args.preflight_child:
-        if args.triton_configs:
-            kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
         preflight_child(args.resolution, args.device)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` sends TERM: save in `finally` below

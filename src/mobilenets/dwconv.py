@@ -214,22 +214,27 @@ def _(x, weight, stride, dilation, tf_same):
     return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
 
 
+def _grad_setup(grad, x, stride, dilation, tf_same):
+    """What both gradient kernels take: grad and x channels_last, the batch size, the geometry arguments
+    (H, W, C, OH, OW, PAD_T, PAD_L) and the channel block."""
+    grad, x = _nhwc(grad), _nhwc(x)
+    n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
+    return grad, x, n, (h, w, x.shape[1], oh, ow, top, left), _block_c(x.shape[1])
+
+
 @torch.library.custom_op("mobilenets::depthwise3x3_dgrad", mutates_args=())
 def depthwise3x3_dgrad(
     grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool
 ) -> torch.Tensor:
     """The input gradient of `depthwise3x3` (channels_last, ``x``'s shape)."""
-    grad, x = _nhwc(grad), _nhwc(x)
-    c = x.shape[1]
-    n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
+    grad, x, n, dims, bc = _grad_setup(grad, x, stride, dilation, tf_same)
+    h, w, c = dims[:3]
     dx = torch.empty_like(x, memory_format=torch.channels_last)
-    bc = _block_c(c)
     with kernels.on_device(x):
         w33c = kernels.prepare_depthwise(weight.to(x.dtype))
         _dgrad_kernel[(triton.cdiv(n * h * w, BM), triton.cdiv(c, bc))](
-            grad, w33c, dx, n * h * w, h, w, c, oh, ow, top, left,
-            STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS,
-        )  # fmt: skip
+            grad, w33c, dx, n * h * w, *dims, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
+        )
     return dx
 
 
@@ -244,18 +249,16 @@ def depthwise3x3_wgrad(
 ) -> torch.Tensor:
     """The weight gradient of `depthwise3x3`, in ``weight``'s dtype: fp32 partial sums per program (no atomics, so
     deterministic), added up in fp32."""
-    grad, x = _nhwc(grad), _nhwc(x)
-    c = x.shape[1]
-    n, h, w, oh, ow, top, left = kernels.geometry(x, stride, kernels.same_pad(x, stride, dilation, tf_same), dilation)
-    m_out, bc = n * oh * ow, _block_c(c)
+    grad, x, n, dims, bc = _grad_setup(grad, x, stride, dilation, tf_same)
+    c, oh, ow = dims[2:5]
+    m_out = n * oh * ow
     steps = _wgrad_steps(m_out, triton.cdiv(c, bc), x.device)
     programs = triton.cdiv(m_out, BM_W * steps)
     partials = torch.empty((programs, 9, c), device=x.device, dtype=torch.float32)
     with kernels.on_device(x):
         _wgrad_kernel[(programs, triton.cdiv(c, bc))](
-            x, grad, partials, m_out, h, w, c, oh, ow, top, left, steps,
-            STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS,
-        )  # fmt: skip
+            x, grad, partials, m_out, *dims, steps, STRIDE=stride, DIL=dilation, BM=BM_W, BC=bc, num_warps=WARPS
+        )
     # contiguous (C, 1, 3, 3), as the fake says: Inductor asserts a custom op's output strides
     return partials.sum(0).t().contiguous().view(c, 1, 3, 3).to(weight.dtype)
 

@@ -382,7 +382,7 @@ def depthwise_separable(
     runners = {"fused": fused, "split": split}
     if plan is None and block_m is None and x.is_cuda and not INTERPRET:
         key = (tuple(x.shape), cout, stride, dilation, x.dtype)
-        with torch.cuda.device(x.device):  # Triton launches (and tunes) on the current device
+        with on_device(x):  # the tuner's timing and compiling also use the current device
             if key not in _TUNED:
                 candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
                 _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
