@@ -6,6 +6,7 @@ model, every epoch with its evaluation and checkpoint, and writing the final wei
 splits decoded once by 16 CPU threads into uint8 tensors on the GPU, random resized crop + flip done there for the
 whole batch, see device_data.py), bf16 autocast and channels_last, on the modern recipe (configs/modern.yaml:
 SGD-Nesterov, warm-up + cosine to zero, label smoothing 0.1, no decay on BN/bias/depthwise) with the overrides below.
+With ``--time-budget S`` the trainer runs as many epochs (at most ``--epochs``) as fit in S seconds on this GPU.
 
     python benchmarks/train_gpu.py                      # writes results/train-gpu-<gpu>-imagenette-160px.json
     python benchmarks/train_gpu.py --device cpu --epochs 1 --max-per-class 8 --batch-size 16 --resolution 64 --no-write
@@ -88,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(shared_data_root() / "imagenette"))
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--resolution", type=int, default=160)
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=80, help="with --time-budget: at most this many")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        help="seconds for the whole training run: the epochs that fit are planned as it goes (budget.py; 0: off)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.4, help="peak rate at a batch of 256 (modern.yaml)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="modern.yaml's 4e-5 is ImageNet's; 9.5k images")
@@ -116,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         alpha=args.alpha,
         resolution=args.resolution,
         epochs=args.epochs,
+        time_budget=args.time_budget,
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "alpha": args.alpha,
         "resolution": args.resolution,
         "epochs": summary["epochs"],
+        "time_budget": summary["time_budget"],  # the plan when --time-budget is set: epochs, s per epoch / eval
         "final_top1": summary["final_top1"],
         "best_top1": summary["best_top1"],
         "first_epoch_at_90": first_90,  # the first *evaluated* epoch at >= 90% (see eval_every)

@@ -79,6 +79,15 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t
 
 
+def all_reduce_min_int(value: int, env: DistEnv) -> int:
+    """The smallest of every process's ``value`` (itself in a single process)."""
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     if not env.distributed:
         return [obj]

@@ -106,8 +106,9 @@ def scaled_lr(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
 
 
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the peak rate at optimizer ``step`` (0-based): linear warm-up, then the schedule."""
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, epochs: int | None = None) -> float:
+    """Multiplier of the peak rate at optimizer ``step`` (0-based): linear warm-up, then the schedule, whose length
+    is ``epochs`` (default ``cfg.epochs``; what ``--time-budget`` planned, budget.py)."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
@@ -115,7 +116,7 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return 1.0
     if cfg.schedule == "exponential":  # TF-slim exponential_decay(staircase=True), counted from the start
         return cfg.lr_decay ** math.floor(step / max(1, round(cfg.lr_decay_epochs * steps_per_epoch)))
-    total = max(1, cfg.epochs * steps_per_epoch - warmup)
+    total = max(1, (epochs or cfg.epochs) * steps_per_epoch - warmup)
     progress = min(1.0, (step - warmup) / total)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

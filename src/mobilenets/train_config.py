@@ -78,7 +78,12 @@ class TrainConfig:
     distill_temperature: float = _f(4.0, "softmax temperature for the distillation loss")
     distill_weight: float = _f(0.5, "weight of the distillation term; (1 - weight) goes to the label loss")
     # --- optimisation ---
-    epochs: int = _f(10, "training epochs")
+    epochs: int = _f(10, "training epochs (with --time-budget: at most this many)")
+    time_budget: float = _f(
+        0.0,
+        "seconds of wall time for the whole run, set-up included: the number of epochs, at most --epochs, is planned "
+        "after each epoch to fit, and the schedule follows it (budget.py; 0 = off)",
+    )
     batch_size: int = _f(64, "global batch size (split evenly over processes)")
     eval_batch_size: int | None = _f(None, "evaluation batch size per process (default: --batch-size)")
     eval_every: int = _f(1, "evaluate on the val split every this many epochs (and always after the last)")
@@ -157,7 +162,7 @@ class TrainConfig:
         _number("lr_decay_epochs", self.lr_decay_epochs, lambda v: v > 0, "a positive number")
         for name in ("eps", "distill_temperature"):
             _number(name, getattr(self, name), lambda v: v > 0, "a positive number")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip", "mixup_alpha", "cutmix_alpha"):
+        for name in ("time_budget", "weight_decay", "warmup_epochs", "grad_clip", "mixup_alpha", "cutmix_alpha"):
             _number(name, getattr(self, name), lambda v: v >= 0, "a number >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas={self.betas!r} is not allowed: betas must be two numbers in [0, 1)")

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from . import kernels
 from . import weights as weights_io
 from .atomic import atomic_write_text
+from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import BadFiles, DataError, ImageFolderDataset, cache_side, collate, scan_dataset, scan_split, should_cache
 from .data import train_transform as make_train_transform
@@ -42,6 +43,7 @@ from .engine import (
     ResumableSampler,
     ShardSampler,
     StepContext,
+    all_reduce_min_int,
     cleanup_distributed,
     evaluate,
     find_resume,
@@ -353,6 +355,11 @@ class _Run:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_before = 0.0
+        self.epochs = self.cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
+        self.planner = (
+            EpochPlanner(self.cfg.time_budget, self.cfg.epochs, self.cfg.eval_every) if self.cfg.time_budget else None
+        )
+        self.plan: dict | None = None
         self.resumed_from = None
         if not self.cfg.resume:
             return
@@ -376,6 +383,8 @@ class _Run:
         self.global_step = state["global_step"]
         self.best = self._saved_best(state.get("best", self.best))
         self.wall_before = state.get("wall_time_s", 0.0)
+        if self.planner is not None and state.get("planned_epochs"):
+            self.epochs = min(self.cfg.epochs, state["planned_epochs"])
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
 
@@ -406,7 +415,8 @@ class _Run:
             "step_in_epoch": step_in_epoch,
             "global_step": self.global_step_now,
             "best": self.best,
-            "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
+            "wall_time_s": self.elapsed(),
+            "planned_epochs": self.epochs,
             "config": self.cfg.to_dict(),
             "spec": unwrap(self.model).spec.to_dict(),
         }
@@ -459,8 +469,28 @@ class _Run:
         }
         weights_io.save(model, self.out / folder, provenance=prov)
 
+    def elapsed(self) -> float:
+        """Wall time of the run so far, set-up included, over every process that worked on it (resumes)."""
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def _replan(self, done: int, train_s: float) -> None:
+        """``--time-budget``: after epoch ``done`` trained in ``train_s``, set how many epochs the run has in all
+        (budget.py); every process takes the smallest plan, so they stop together."""
+        guess = train_s * len(self.val_ds) / max(1, len(self.train_ds))  # evaluating an image costs less than training
+        plan = self.planner.plan(self.elapsed(), done, train_s, guess)
+        epochs = all_reduce_min_int(plan["epochs"], self.env)
+        if self.plan is None or abs(epochs - self.epochs) > max(2, 0.05 * self.epochs):  # not every +-1 epoch
+            self.say(
+                f"time budget {self.cfg.time_budget:g} s: {epochs} epochs in all (at most {self.cfg.epochs}); "
+                f"{plan['epoch_s']:.2f} s per epoch, {plan['eval_s']:.2f} s per evaluation, "
+                f"{plan['left_s']:.0f} s left"
+            )
+        self.epochs = epochs
+        self.plan = {**plan, "epochs": epochs}
+
     def run(self) -> dict[str, Any] | None:
         cfg, env = self.cfg, self.env
+        self.t_start = time.perf_counter()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
         self._data(None)
         self._model()
@@ -471,7 +501,6 @@ class _Run:
         self._resume()
         self._write_meta()
         amp_dtype = AMP_DTYPES[cfg.amp]
-        self.t_start = time.perf_counter()
         self.global_step_now = self.global_step
         cur = {"epoch": self.start_epoch}
 
@@ -482,7 +511,7 @@ class _Run:
 
         ctx = StepContext(
             optimizer=self.optimizer,
-            lr_at=lambda s: lr_factor(cfg, s, self.steps_per_epoch),
+            lr_at=lambda s: lr_factor(cfg, s, self.steps_per_epoch, epochs=self.epochs),
             set_lr=set_lr,
             env=env,
             amp_dtype=amp_dtype,
@@ -512,7 +541,9 @@ class _Run:
         history = []
         last_train_bad, last_val = BadFiles(), None
         stopped = False
-        for epoch in range(self.start_epoch, cfg.epochs):
+        epoch = self.start_epoch
+        while epoch < self.epochs:  # a loop on self.epochs: --time-budget re-plans it after each epoch's training
+            t_epoch = time.perf_counter()
             cur["epoch"] = epoch
             self.sampler.set_epoch(epoch)
             self.train_ds.set_epoch(epoch)
@@ -520,7 +551,7 @@ class _Run:
             first = self.start_step if epoch == self.start_epoch else 0
             progress = Progress(
                 self.steps_per_epoch - first,
-                f"epoch {epoch + 1}/{cfg.epochs}",
+                f"epoch {epoch + 1}/{self.epochs}",
                 enabled=env.is_main and not cfg.quiet,
                 log_every=cfg.log_every,
             )
@@ -530,7 +561,10 @@ class _Run:
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
-            if _due(epoch, cfg.eval_every, cfg.epochs) or stopped:
+            if self.planner is not None and not stopped:
+                self._replan(epoch + 1, time.perf_counter() - t_epoch)
+            t_eval = time.perf_counter()
+            if _due(epoch, cfg.eval_every, self.epochs) or stopped:
                 # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
                 # run stopped and evaluated where an uninterrupted one is not still resumes identically
                 with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
@@ -544,6 +578,8 @@ class _Run:
                     )
                 val_bad = self._bad_report(val.pop("bad"), self.val_ds)
                 last_val = val
+                if self.planner is not None:
+                    self.planner.eval_walls.append(time.perf_counter() - t_eval)
             else:  # --eval-every: no evaluation this epoch
                 val, val_bad = dict.fromkeys(("loss", "top1", "top5", "images_per_s")), BadFiles()
             row = {
@@ -571,7 +607,7 @@ class _Run:
                 else "not evaluated"
             )
             self.say(
-                f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f}, {evaluated}, "
+                f"epoch {epoch + 1}/{self.epochs}: train loss {stats['train_loss']:.4f}, {evaluated}, "
                 f"{stats['train_images_per_s']:.1f} img/s"
                 + (
                     f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
@@ -584,14 +620,18 @@ class _Run:
                 done = first + stats["train_steps"]
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
                 break
-            if _due(epoch, cfg.checkpoint_every, cfg.epochs):
+            if _due(epoch, cfg.checkpoint_every, self.epochs):
                 self._checkpoint(epoch + 1, 0)
+            if self.planner is not None:
+                eval_s = self.planner.eval_walls[-1] if val["top1"] is not None else 0.0
+                self.planner.epoch_walls.append(time.perf_counter() - t_epoch - eval_s)
+            epoch += 1
         return self._finish(spec, history, last_val, last_train_bad)
 
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
         if not self.env.is_main:
             return None
-        wall = self.wall_before + time.perf_counter() - self.t_start
+        wall = self.elapsed()
         all_rows = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
         final = all_rows[-1] if all_rows else {}
         self._save_weights("model", final)
@@ -609,6 +649,9 @@ class _Run:
             "epochs": len(all_rows),
             "global_steps": self.global_step,
             "wall_time_s": wall,
+            "time_budget": {"budget_s": self.cfg.time_budget, "ceiling": self.cfg.epochs, **self.plan}
+            if self.plan
+            else None,
             "train_images_per_s": (
                 sum(r["train_images"] for r in all_rows) / max(1e-9, sum(r["train_time_s"] for r in all_rows))
             )

@@ -1,0 +1,78 @@
+"""Training to a wall-clock budget (``--time-budget``): how many epochs fit, re-planned after every epoch.
+
+A user with five minutes of GPU wants the best model those five minutes give, and the number of epochs that fit
+depends on the machine. With a budget the trainer measures its epochs and sets the number to run, at most
+``--epochs``, so that the whole run (set-up, every epoch with its evaluations and checkpoints, the final weights)
+ends within the budget. The learning-rate schedule follows the plan: its length is the planned number of epochs, so
+a cosine schedule still ends at its floor when the time is up, which is what Li et al. 2020 ("Budgeted Training:
+Rethinking Deep Neural Network Training Under Resource Constraints", ICLR) found matters most under a budget.
+
+The plan is re-made after each epoch's training from the epochs measured so far (the first epoch of a process is set
+aside once others are measured: it pays one-time start-up such as cuDNN autotuning and compilation). A plan made
+inside the warm-up does not change the rates: warm-up is counted in steps.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+# Kept free for what follows the last epoch (final weights, summary, plot) and for the estimates' error.
+RESERVE_S = 2.0
+RESERVE_FRACTION = 0.02
+
+
+def evaluations(done: int, total: int, eval_every: int) -> int:
+    """Evaluations in epochs ``done..total`` (1-based, both included): every ``eval_every``-th and the last."""
+    if total < done:
+        return 0
+    periodic = total // eval_every - (done - 1) // eval_every
+    return periodic + (total % eval_every != 0)
+
+
+def epochs_within(left_s: float, done: int, ceiling: int, epoch_s: float, eval_s: float, eval_every: int) -> int:
+    """The most epochs in all, ``done..ceiling``, whose remaining cost fits in ``left_s`` seconds, just after epoch
+    ``done`` (1-based) trained and before its evaluation: each further epoch costs ``epoch_s`` and each evaluation
+    still to run (`evaluations`, the final one included) ``eval_s``. ``done`` when not even that fits: stop now."""
+
+    def cost(total: int) -> float:
+        return (total - done) * epoch_s + evaluations(done, total, eval_every) * eval_s
+
+    lo, hi = done, ceiling  # cost grows with total: find the largest total with cost <= left_s
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= left_s:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass
+class EpochPlanner:
+    """Measures a run's epochs and plans how many fit in ``budget_s`` (see the module docstring)."""
+
+    budget_s: float
+    ceiling: int
+    eval_every: int
+    epoch_walls: list[float] = field(default_factory=list)  # per epoch of this process: wall minus evaluation
+    eval_walls: list[float] = field(default_factory=list)
+
+    @property
+    def reserve_s(self) -> float:
+        return RESERVE_S + RESERVE_FRACTION * self.budget_s
+
+    def estimate(self, current_train_s: float) -> float:
+        """Seconds per epoch without evaluation: the median of this process's epochs and the one just trained, the
+        first set aside once there are others."""
+        walls = [*self.epoch_walls, current_train_s]
+        return statistics.median(walls[1:] if len(walls) > 1 else walls)
+
+    def plan(self, elapsed_s: float, done: int, current_train_s: float, eval_guess_s: float) -> dict:
+        """The plan after epoch ``done`` trained in ``current_train_s``, ``elapsed_s`` into the run: the epochs in
+        all and the estimates behind them. ``eval_guess_s`` stands in for an evaluation's cost until one is timed."""
+        epoch_s = self.estimate(current_train_s)
+        eval_s = statistics.median(self.eval_walls) if self.eval_walls else eval_guess_s
+        left = self.budget_s - self.reserve_s - elapsed_s
+        epochs = epochs_within(left, done, self.ceiling, epoch_s, eval_s, self.eval_every)
+        return {"epochs": epochs, "epoch_s": epoch_s, "eval_s": eval_s, "left_s": left}
