@@ -95,6 +95,7 @@ def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
             "timm_bf16_cl": {"images_per_s": 40_000.0},
             "ours_bf16_cl_eager": {"images_per_s": 50_000.0},
             "ours_bf16_cl_triton": {"images_per_s": 80_000.0},
+            "ours_bf16_cl_triton_graph": {"images_per_s": 90_000.0},
         },
         "inference_compiled": {"timm_bf16_cl_compiled": {"images_per_s": 60_000.0}, "ours_bf16_cl_compiled": {}},
         "latency_batch1": {"timm_eager": {"images_per_s": 1000.0}, "ours_eager_cudagraph": {"images_per_s": 4000.0}},
@@ -104,8 +105,9 @@ def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
     assert r["inference_triton_vs_timm_compiled"] == pytest.approx(80 / 60)
     assert r["inference_compiled"] is None
     assert r["batch1_best_vs_timm_best"] == pytest.approx(4.0)
-    assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton"
-    assert r["fraction_of_hbm_bound"] == pytest.approx(0.4)
+    assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton_graph"
+    assert r["fraction_of_hbm_bound"] == pytest.approx(0.45)
+    assert r["best_ours_vs_timm_compiled"] == pytest.approx(1.5)
 
 
 @pytest.mark.slow
