@@ -52,6 +52,10 @@ def test_planner_sets_the_first_epoch_aside_and_keeps_a_reserve():
     assert second["left_s"] == pytest.approx(left)
     assert second["epochs"] == 2 + int((left - 0.5) // 1.5)
     assert planner.plan(elapsed_s=99.0, done=3, current_train_s=1.0, eval_guess_s=1.0)["epochs"] == 3  # stop now
+    planner.epoch_walls += [1.0] * 20 + [3.0] * 9
+    planner.eval_walls += [0.7, 0.9]
+    later = planner.plan(elapsed_s=50.0, done=32, current_train_s=3.0, eval_guess_s=9.0)
+    assert later["epoch_s"] == pytest.approx(3.0) and later["eval_s"] == pytest.approx(0.8)  # the latest 10; no 1st
 
 
 def test_budget_validation():

@@ -7,19 +7,20 @@ ends within the budget. The learning-rate schedule follows the plan: its length 
 a cosine schedule still ends at its floor when the time is up, which is what Li et al. 2020 ("Budgeted Training:
 Rethinking Deep Neural Network Training Under Resource Constraints", ICLR) found matters most under a budget.
 
-The plan is re-made after each epoch's training from the epochs measured so far (the first epoch of a process is set
-aside once others are measured: it pays one-time start-up such as cuDNN autotuning and compilation). A plan made
-inside the warm-up does not change the rates: warm-up is counted in steps.
+The plan is re-made after each epoch's training from the mean of the latest epochs measured (`WINDOW`; a mean, as
+the plan predicts their sum, so an occasional checkpoint or pause is paid for). The first epoch and the first
+evaluation of a process are set aside once others are measured: they pay one-time start-up such as cuDNN
+autotuning and compilation. A plan made inside the warm-up does not change the rates: warm-up is counted in steps.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 
 # Kept free for what follows the last epoch (final weights, summary, plot) and for the estimates' error.
 RESERVE_S = 2.0
 RESERVE_FRACTION = 0.02
+WINDOW = 10  # epochs (and evaluations) an estimate averages: recent enough to follow a machine that slows down
 
 
 def evaluations(done: int, total: int, eval_every: int) -> int:
@@ -55,24 +56,28 @@ class EpochPlanner:
     budget_s: float
     ceiling: int
     eval_every: int
-    epoch_walls: list[float] = field(default_factory=list)  # per epoch of this process: wall minus evaluation
+    epoch_walls: list[float] = field(default_factory=list)  # per epoch of this process: wall less its evaluation
     eval_walls: list[float] = field(default_factory=list)
 
     @property
     def reserve_s(self) -> float:
         return RESERVE_S + RESERVE_FRACTION * self.budget_s
 
+    @staticmethod
+    def _mean(walls: list[float]) -> float:
+        """Mean of the latest `WINDOW` of ``walls``, the first (start-up) set aside once there are others."""
+        recent = (walls[1:] if len(walls) > 1 else walls)[-WINDOW:]
+        return sum(recent) / len(recent)
+
     def estimate(self, current_train_s: float) -> float:
-        """Seconds per epoch without evaluation: the median of this process's epochs and the one just trained, the
-        first set aside once there are others."""
-        walls = [*self.epoch_walls, current_train_s]
-        return statistics.median(walls[1:] if len(walls) > 1 else walls)
+        """Seconds per epoch without evaluation, from this process's epochs and the one just trained."""
+        return self._mean([*self.epoch_walls, current_train_s])
 
     def plan(self, elapsed_s: float, done: int, current_train_s: float, eval_guess_s: float) -> dict:
         """The plan after epoch ``done`` trained in ``current_train_s``, ``elapsed_s`` into the run: the epochs in
         all and the estimates behind them. ``eval_guess_s`` stands in for an evaluation's cost until one is timed."""
         epoch_s = self.estimate(current_train_s)
-        eval_s = statistics.median(self.eval_walls) if self.eval_walls else eval_guess_s
+        eval_s = self._mean(self.eval_walls) if self.eval_walls else eval_guess_s
         left = self.budget_s - self.reserve_s - elapsed_s
         epochs = epochs_within(left, done, self.ceiling, epoch_s, eval_s, self.eval_every)
         return {"epochs": epochs, "epoch_s": epoch_s, "eval_s": eval_s, "left_s": left}
