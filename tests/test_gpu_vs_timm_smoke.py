@@ -48,6 +48,8 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
             if isinstance(row, dict) and cand not in ("compile", "numerics_vs_eager_fp32"):
                 assert row.get("images_per_s", 0) > 0 or row.get("skipped"), (name, cand, row)
     assert report["latency_batch1"]["timm_cudagraph"]["skipped"] == "CUDA graphs need CUDA"
+    for cand in ("timm_bf16_cl_compiled_graph", "ours_bf16_cl_compiled_graph"):
+        assert report["inference_compiled"][cand]["skipped"] == "CUDA graphs need CUDA"
     assert report["inference_eager"]["ours_bf16_cl_eager"]["images_per_s"] > 0
     assert report["inference_compiled"]["numerics_vs_eager_fp32"]["ours_bf16_cl_compiled"]["tolerance"] == 0.05
     numerics = report["numerics"]
@@ -63,6 +65,7 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
         assert ratios[key] > 0, key
     assert ratios["batch1_best_vs_timm_best"] > 0
     assert ratios["fraction_of_hbm_bound"] > 0
+    assert ratios["best_ours_vs_timm_compiled"] == ratios["best_ours_vs_timm_best_compiled"] > 0  # no graphs on CPU
     assert ratios["inference_triton_vs_timm_eager_bf16_cl"] is None  # Triton skipped on CPU without the interpreter
 
 
@@ -108,6 +111,9 @@ def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
     assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton_graph"
     assert r["fraction_of_hbm_bound"] == pytest.approx(0.45)
     assert r["best_ours_vs_timm_compiled"] == pytest.approx(1.5)
+    report["inference_compiled"]["timm_bf16_cl_compiled_graph"] = {"images_per_s": 75_000.0}
+    r = module.ratios(report)
+    assert r["best_ours_vs_timm_compiled"] == pytest.approx(1.5) and r["best_ours_vs_timm_best_compiled"] == 1.2
 
 
 @pytest.mark.slow

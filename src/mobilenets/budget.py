@@ -2,10 +2,14 @@
 
 A user with five minutes of GPU wants the best model those five minutes give, and the number of epochs that fit
 depends on the machine. With a budget the trainer measures its epochs and sets the number to run, at most
-``--epochs``, so that the whole run (set-up, every epoch with its evaluations and checkpoints, the final weights)
-ends within the budget. The learning-rate schedule follows the plan: its length is the planned number of epochs, so
-a cosine schedule still ends at its floor when the time is up, which is what Li et al. 2020 ("Budgeted Training:
-Rethinking Deep Neural Network Training Under Resource Constraints", ICLR) found matters most under a budget.
+``--epochs``, so that the run, timed from the start of its set-up (after the process group starts: data, model,
+every epoch with its evaluations and checkpoints), ends a reserve before the budget; the reserve is for the final
+weights, summary and plot. The cosine schedule's length is the planned number of epochs, so its rate still reaches
+its floor when the time is up, which is what Li et al. 2020 ("Budgeted Training: Rethinking Deep Neural Network
+Training Under Resource Constraints", ICLR) found matters most under a budget (the exponential and constant
+schedules do not depend on the length). A plan that ends inside the warm-up is logged with a warning: its rate never
+decays. The plan depends on measured times, so a budgeted run is not reproducible bit for bit; a resumed run keeps
+its plan, with or without ``--time-budget``.
 
 The plan is re-made after each epoch's training from the mean of the latest epochs measured (`WINDOW`; a mean, as
 the plan predicts their sum, so an occasional checkpoint or pause is paid for). The first epoch and the first
@@ -68,6 +72,12 @@ class EpochPlanner:
         """Mean of the latest `WINDOW` of ``walls``, the first (start-up) set aside once there are others."""
         recent = (walls[1:] if len(walls) > 1 else walls)[-WINDOW:]
         return sum(recent) / len(recent)
+
+    def record(self, epoch_s: float, eval_s: float | None) -> None:
+        """An epoch's wall time less its evaluation, and the evaluation's (None: not evaluated)."""
+        self.epoch_walls.append(epoch_s)
+        if eval_s is not None:
+            self.eval_walls.append(eval_s)
 
     def estimate(self, current_train_s: float) -> float:
         """Seconds per epoch without evaluation, from this process's epochs and the one just trained."""

@@ -82,7 +82,7 @@ class TrainConfig:
     time_budget: float = _f(
         0.0,
         "seconds of wall time for the whole run, set-up included: the number of epochs, at most --epochs, is planned "
-        "after each epoch to fit, and the schedule follows it (budget.py; 0 = off)",
+        "after each epoch to fit, and a cosine schedule's length follows it (budget.py; not bit-reproducible; 0 = off)",
     )
     batch_size: int = _f(64, "global batch size (split evenly over processes)")
     eval_batch_size: int | None = _f(None, "evaluation batch size per process (default: --batch-size)")

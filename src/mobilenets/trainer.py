@@ -199,10 +199,15 @@ def environment(env: DistEnv) -> dict[str, Any]:
 
 
 class _Run:
+    clock = staticmethod(time.perf_counter)  # the run's time source (--time-budget's tests drive a simulated one)
+
     def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         self.out = Path(cfg.out)
         self.say = lambda msg: log(env, cfg.quiet, msg)
+        self.epochs = cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
+        self.planner = EpochPlanner(cfg.time_budget, cfg.epochs, cfg.eval_every) if cfg.time_budget else None
+        self.plan: dict | None = None  # the latest plan: epochs, and the estimates behind them
 
     # set-up
     def _settings(self) -> None:
@@ -355,11 +360,6 @@ class _Run:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_before = 0.0
-        self.epochs = self.cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
-        self.planner = (
-            EpochPlanner(self.cfg.time_budget, self.cfg.epochs, self.cfg.eval_every) if self.cfg.time_budget else None
-        )
-        self.plan: dict | None = None
         self.resumed_from = None
         if not self.cfg.resume:
             return
@@ -383,8 +383,9 @@ class _Run:
         self.global_step = state["global_step"]
         self.best = self._saved_best(state.get("best", self.best))
         self.wall_before = state.get("wall_time_s", 0.0)
-        if self.planner is not None and state.get("planned_epochs"):
-            self.epochs = min(self.cfg.epochs, state["planned_epochs"])
+        if state.get("plan"):  # a budgeted run keeps its planned length, resumed with --time-budget or not
+            self.plan = state["plan"]
+            self.epochs = min(self.cfg.epochs, self.plan["epochs"])
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
 
@@ -416,7 +417,7 @@ class _Run:
             "global_step": self.global_step_now,
             "best": self.best,
             "wall_time_s": self.elapsed(),
-            "planned_epochs": self.epochs,
+            "plan": self.plan,
             "config": self.cfg.to_dict(),
             "spec": unwrap(self.model).spec.to_dict(),
         }
@@ -471,11 +472,16 @@ class _Run:
 
     def elapsed(self) -> float:
         """Wall time of the run so far, set-up included, over every process that worked on it (resumes)."""
-        return self.wall_before + time.perf_counter() - self.t_start
+        return self.wall_before + self.clock() - self.t_start
 
-    def _replan(self, done: int, train_s: float) -> None:
+    def _replan(self, done: int, train_s: float, stats: dict) -> None:
         """``--time-budget``: after epoch ``done`` trained in ``train_s``, set how many epochs the run has in all
         (budget.py); every process takes the smallest plan, so they stop together."""
+        steps, first = stats["train_steps"], stats.get("first_step_s")
+        if not self.planner.epoch_walls and steps > 1 and first is not None and first < train_s:
+            # the process's first epoch, alone, would over-estimate the rest (its first step pays compilation and
+            # autotuning): the other steps, scaled to a whole epoch, stand for it
+            train_s = (train_s - first) * steps / (steps - 1)
         guess = train_s * len(self.val_ds) / max(1, len(self.train_ds))  # evaluating an image costs less than training
         plan = self.planner.plan(self.elapsed(), done, train_s, guess)
         epochs = all_reduce_min_int(plan["epochs"], self.env)
@@ -484,13 +490,19 @@ class _Run:
                 f"time budget {self.cfg.time_budget:g} s: {epochs} epochs in all (at most {self.cfg.epochs}); "
                 f"{plan['epoch_s']:.2f} s per epoch, {plan['eval_s']:.2f} s per evaluation, "
                 f"{plan['left_s']:.0f} s left"
+                + (
+                    f"; WARNING: that ends inside the {self.cfg.warmup_epochs:g}-epoch warm-up, so the rate never "
+                    "decays (more time or a shorter --warmup-epochs)"
+                    if epochs <= self.cfg.warmup_epochs < self.cfg.epochs
+                    else ""
+                )
             )
         self.epochs = epochs
-        self.plan = {**plan, "epochs": epochs}
+        self.plan = {"epochs": epochs, "epoch_s": plan["epoch_s"], "eval_s": plan["eval_s"]}
 
     def run(self) -> dict[str, Any] | None:
         cfg, env = self.cfg, self.env
-        self.t_start = time.perf_counter()  # the run's wall time counts its set-up (decoding, model, compile)
+        self.t_start = self.clock()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
         self._data(None)
         self._model()
@@ -543,7 +555,7 @@ class _Run:
         stopped = False
         epoch = self.start_epoch
         while epoch < self.epochs:  # a loop on self.epochs: --time-budget re-plans it after each epoch's training
-            t_epoch = time.perf_counter()
+            t_epoch = self.clock()
             cur["epoch"] = epoch
             self.sampler.set_epoch(epoch)
             self.train_ds.set_epoch(epoch)
@@ -562,8 +574,8 @@ class _Run:
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
             if self.planner is not None and not stopped:
-                self._replan(epoch + 1, time.perf_counter() - t_epoch)
-            t_eval = time.perf_counter()
+                self._replan(epoch + 1, self.clock() - t_epoch, stats)
+            t_eval, eval_s = self.clock(), None
             if _due(epoch, cfg.eval_every, self.epochs) or stopped:
                 # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
                 # run stopped and evaluated where an uninterrupted one is not still resumes identically
@@ -578,8 +590,7 @@ class _Run:
                     )
                 val_bad = self._bad_report(val.pop("bad"), self.val_ds)
                 last_val = val
-                if self.planner is not None:
-                    self.planner.eval_walls.append(time.perf_counter() - t_eval)
+                eval_s = self.clock() - t_eval
             else:  # --eval-every: no evaluation this epoch
                 val, val_bad = dict.fromkeys(("loss", "top1", "top5", "images_per_s")), BadFiles()
             row = {
@@ -623,8 +634,7 @@ class _Run:
             if _due(epoch, cfg.checkpoint_every, self.epochs):
                 self._checkpoint(epoch + 1, 0)
             if self.planner is not None:
-                eval_s = self.planner.eval_walls[-1] if val["top1"] is not None else 0.0
-                self.planner.epoch_walls.append(time.perf_counter() - t_epoch - eval_s)
+                self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
         return self._finish(spec, history, last_val, last_train_bad)
 
@@ -649,7 +659,13 @@ class _Run:
             "epochs": len(all_rows),
             "global_steps": self.global_step,
             "wall_time_s": wall,
-            "time_budget": {"budget_s": self.cfg.time_budget, "ceiling": self.cfg.epochs, **self.plan}
+            "time_budget": {
+                "budget_s": self.cfg.time_budget,
+                "max_epochs": self.cfg.epochs,
+                "planned_epochs": self.plan["epochs"],
+                "epoch_s": self.plan["epoch_s"],
+                "eval_s": self.plan["eval_s"],
+            }
             if self.plan
             else None,
             "train_images_per_s": (
