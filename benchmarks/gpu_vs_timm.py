@@ -51,10 +51,11 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = time.perf_counter()
 
 # Estimated seconds per section on one H200 with cold caches (torch.compile ~20-60 s per model, Inductor's worker
-# pool start-up included in the first). The Triton path compiles `kernels.FUSED_CONFIGS` and `SPLIT_CONFIGS` (12, in
-# threads) for each of ~4 layer signatures at batch 256 and ~4 more at batch 1; one sm_90 compile of the fused kernel
-# took 2-8 s on this project's 2-core dev machine (8 configs in 8 threads: 31 s there). The training sections time a
-# third model, ours with the Triton depthwise layers (`dwconv`), whose three kernels compile per layer shape.
+# pool start-up included in the first). The Triton path compiles `kernels.FUSED_CONFIGS` and `SPLIT_CONFIGS` (11 in
+# threads with --triton-configs 4) for each of ~4 layer signatures at batch 256 and ~4 more at batch 1; one sm_90
+# compile of the fused kernel took 2-8 s on this project's 2-core dev machine (8 configs in 8 threads: 31 s there).
+# The training sections time a third model, ours with the Triton depthwise layers (`dwconv`), whose three kernels
+# compile per layer shape.
 ESTIMATED_S = {
     "hbm_bound": 5,
     "inference_eager": 65,  # + the Triton path captured as a CUDA graph at the batch

@@ -6,8 +6,6 @@ import json
 import os
 import random
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from mobilenets.optim import lr_factor
 from mobilenets.train_config import ConfigError
 from mobilenets.trainer import train
 
-from .test_train import CLASSES4, SRC, copy_subset, tiny_cfg
+from .test_train import CLASSES4, copy_subset, tiny_cfg, torchrun
 
 
 def test_evaluations_count_every_nth_epoch_and_the_last():
@@ -159,18 +157,10 @@ def test_a_budgeted_two_process_gloo_run_ends_together(tmp_path):
     """Under torchrun each process times its own epochs and plans; they end after the same epoch (a process that went
     on would wait in its next all-reduce until the subprocess timeout fails the test)."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 32, 4)
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     args = ["--data", str(data), "--out", str(tmp_path / "r"), "--alpha", "0.25", "--resolution", "64"]
     args += ["--batch-size", "16", "--epochs", "300", "--time-budget", "12", "--workers", "0", "--threads", "1"]
     args += ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "cosine", "--quiet"]
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mobilenets"]
-        + ["train", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    run = torchrun(["train", *args])
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs"] == summary["time_budget"]["planned_epochs"]

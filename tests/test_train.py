@@ -73,6 +73,13 @@ def cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
     )
 
 
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    """``mobilenets ARGS`` in ``nproc`` processes on this machine (gloo on CPU), as a user would launch them."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*cmd, "-m", "mobilenets", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
 # --- a run that learns --------------------------------------------------------------------------------------------
 
 
@@ -342,27 +349,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     ]
     one = cli(["train", "--out", str(tmp_path / "one"), *common])
     assert one.returncode == 0, one.stderr
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "mobilenets",
-            "train",
-            "--out",
-            str(tmp_path / "two"),
-            *common,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    two = torchrun(["train", "--out", str(tmp_path / "two"), *common])
     assert two.returncode == 0, two.stderr[-3000:]
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s2["global_steps"] == 8
