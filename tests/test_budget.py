@@ -115,6 +115,7 @@ def test_a_budgeted_run_fits_its_budget_and_sizes_its_schedule(tmp_path, sim_clo
     assert state["plan"]["epochs"] == len(rows)
     again = train(tiny_cfg(data, tmp_path / "r", epochs=400, resume="auto"))
     assert again["epochs"] == len(rows) and again["global_steps"] == steps
+    assert again["time_budget"] == summary["time_budget"]
 
 
 def test_the_first_epochs_start_up_does_not_shrink_the_plan(sim_clock):

@@ -498,7 +498,12 @@ class _Run:
                 )
             )
         self.epochs = epochs
-        self.plan = {"epochs": epochs, "epoch_s": plan["epoch_s"], "eval_s": plan["eval_s"]}
+        self.plan = {
+            "epochs": epochs,
+            "epoch_s": plan["epoch_s"],
+            "eval_s": plan["eval_s"],
+            "budget_s": self.planner.budget_s,
+        }
 
     def run(self) -> dict[str, Any] | None:
         cfg, env = self.cfg, self.env
@@ -660,7 +665,7 @@ class _Run:
             "global_steps": self.global_step,
             "wall_time_s": wall,
             "time_budget": {
-                "budget_s": self.cfg.time_budget,
+                "budget_s": self.plan["budget_s"],  # a resume without --time-budget keeps the plan it was made for
                 "max_epochs": self.cfg.epochs,
                 "planned_epochs": self.plan["epochs"],
                 "epoch_s": self.plan["epoch_s"],
