@@ -28,6 +28,8 @@
 #     SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench STARTUP_TIMEOUT=120 ... 1     # ~130 s
 #     COPY_ONLY=1 ... 2
 #     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=450 RECIPE_EXTRA=auto ... 3 20                            # <= 500 s
+#   (20 epochs fit on an H200: reproduce.run_cost's estimate, from the H200 lease, is 351 s for the busiest of 4
+#   processes. A call's reply names the GPU: on an H100, whose HBM is 1.4x slower, give 15 epochs.)
 #   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run, as
 #   many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
 #   +4.2 points (2 seeds each) in its CPU proxy; weight decay 5e-4 added nothing to it, and alone lost 1.6 (1 seed)):
