@@ -27,9 +27,11 @@
 #   #8 alone (reproduce, at most 10 minutes on the GPU):
 #     SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench STARTUP_TIMEOUT=120 ... 1     # ~130 s
 #     COPY_ONLY=1 ... 2
-#     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=450 RECIPE_EXTRA=auto ... 3 20                            # <= 500 s
-#   (20 epochs fit on an H200: reproduce.run_cost's estimate, from the H200 lease, is 351 s for the busiest of 4
-#   processes. A call's reply names the GPU: on an H100, whose HBM is 1.4x slower, give 15 epochs.)
+#     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 RECIPE_EXTRA=auto REPRODUCE_ARGS="--time-budget 420" ... 3 30
+#                                                                                                  # <= 550 s
+#   (reproduce --time-budget times a training step here, scales its cost model, fitted to the H200 lease's runs, by
+#   it, and gives every run the most epochs, at most 30, estimated to fit: 21 on that H200, 13 on a GPU 1.4x
+#   slower. The report-only fallback keeps the epochs of the runs started.)
 #   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run, as
 #   many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
 #   +4.2 points (2 seeds each) in its CPU proxy; weight decay 5e-4 added nothing to it, and alone lost 1.6 (1 seed)):

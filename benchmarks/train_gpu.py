@@ -24,56 +24,13 @@ from pathlib import Path
 import torch
 
 from mobilenets.atomic import atomic_write_text
+from mobilenets.budget import step_rate
 from mobilenets.data import shared_data_root
 from mobilenets.train_config import resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "train_time_s", "first_step_s", "train_images_per_s")
-
-
-def synthetic_step_rate(cfg, num_classes: int, steps: int = 30) -> float:
-    """Images/s of the same training step (model, optimizer, bf16, channels_last, batch) on one batch already on the
-    device: the rate with no data path at all, which the end-to-end rate is compared against (issue 7: >= 80%)."""
-    import torch.nn.functional as F
-
-    from mobilenets.engine import setup_distributed
-    from mobilenets.optim import build_optimizer, scaled_lr
-    from mobilenets.trainer import build_model
-
-    dev = setup_distributed(cfg.device).device
-    model = build_model(cfg, [str(i) for i in range(num_classes)])
-    if cfg.triton_depthwise:
-        from mobilenets.dwconv import use_triton_depthwise
-
-        use_triton_depthwise(model)
-    model = model.to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, cfg, scaled_lr(cfg))
-    res = cfg.resolution
-    x = torch.randn(cfg.batch_size, 3, res, res, device=dev)
-    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
-    amp = torch.bfloat16 if cfg.amp == "bf16" else None
-
-    def step():
-        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    model.train()
-    for _ in range(5):
-        step()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
 def steady_rate(history: list[dict]) -> float | None:
@@ -189,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     save()
     try:
-        synthetic = synthetic_step_rate(cfg, len(summary["per_class_top1"]))
+        synthetic = step_rate(cfg, len(summary["per_class_top1"]))
     except Exception as exc:  # noqa: BLE001 - recorded; the training result above stands
         row["synthetic_step_error"] = repr(exc)[:500]
     else:

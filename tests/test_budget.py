@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mobilenets import trainer as trainer_module
-from mobilenets.budget import EpochPlanner, epochs_within, evaluations
+from mobilenets.budget import EpochPlanner, epochs_within, evaluations, step_rate
 from mobilenets.engine import all_reduce_min_int, cleanup_distributed, find_resume, setup_distributed
 from mobilenets.optim import lr_factor
 from mobilenets.train_config import ConfigError
@@ -165,3 +165,9 @@ def test_a_budgeted_two_process_gloo_run_ends_together(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs"] == summary["time_budget"]["planned_epochs"]
+
+
+def test_step_rate_times_the_configured_training_step(tmp_path):
+    """The reference rate of train_gpu.py and reproduce --time-budget's calibration, here a tiny CPU step."""
+    cfg = tiny_cfg(tmp_path, tmp_path / "o", batch_size=4)
+    assert step_rate(cfg, num_classes=3, steps=2) > 0

@@ -15,11 +15,19 @@ The plan is re-made after each epoch's training from the mean of the latest epoc
 the plan predicts their sum, so an occasional checkpoint or pause is paid for). The first epoch and the first
 evaluation of a process are set aside once others are measured: they pay one-time start-up such as cuDNN
 autotuning and compilation. A plan made inside the warm-up does not change the rates: warm-up is counted in steps.
+
+`step_rate` measures a training step on one resident batch: the GPU benchmark's no-data-path reference, and how
+``reproduce --time-budget`` compares this GPU with the one its cost model was measured on.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .train_config import TrainConfig
 
 # Kept free for what follows the last epoch (final weights, summary, plot) and for the estimates' error.
 RESERVE_S = 2.0
@@ -91,3 +99,48 @@ class EpochPlanner:
         left = self.budget_s - self.reserve_s - elapsed_s
         epochs = epochs_within(left, done, self.ceiling, epoch_s, eval_s, self.eval_every)
         return {"epochs": epochs, "epoch_s": epoch_s, "eval_s": eval_s, "left_s": left}
+
+
+def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
+    """Images/s of ``cfg``'s training step (model, optimizer, autocast, layout, batch) on one random batch already on
+    the device: the rate with no data path at all, after 5 warm-up steps (cuDNN autotuning, lazy loading)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .engine import setup_distributed
+    from .optim import build_optimizer, scaled_lr
+    from .trainer import build_model
+
+    dev = setup_distributed(cfg.device).device
+    model = build_model(cfg, [str(i) for i in range(num_classes)])
+    if cfg.triton_depthwise:
+        from .dwconv import use_triton_depthwise
+
+        use_triton_depthwise(model)
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, cfg, scaled_lr(cfg))
+    res = model.spec.resolution
+    x = torch.randn(cfg.batch_size, 3, res, res, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+    y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+    def step():
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(5):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return steps * cfg.batch_size / (time.perf_counter() - t0)

@@ -566,6 +566,9 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
     p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
     p.add_argument("--epochs", type=int, default=d.epochs, help="override the budget's epochs per model")
+    p.add_argument("--time-budget", type=float, default=d.time_budget,
+                   help="GPU: the most epochs (at most the budget's or --epochs) estimated to fit these seconds, "
+                   "from a timed training step here")  # fmt: skip
     p.add_argument("--jobs", type=int, default=d.jobs, help="processes at once; one resolution's runs share one")
     p.add_argument("--report-only", action="store_true", help="no training: report from the runs finished in --out")
     return cmd_reproduce
@@ -576,7 +579,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
     cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
-                          epochs=args.epochs, jobs=args.jobs, report_only=args.report_only)  # fmt: skip
+                          epochs=args.epochs, jobs=args.jobs, report_only=args.report_only,
+                          time_budget=args.time_budget)  # fmt: skip
     results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
     for name, exp in results["experiments"].items():
         said = {True: "holds", False: "does not hold", None: "not judged (incomplete)"}[exp["verdict"]["holds"]]

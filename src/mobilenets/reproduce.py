@@ -194,19 +194,108 @@ def share_cores(budget: Budget, jobs: int) -> Budget:
                                   "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
 
 
-# A run's time on a GPU, from the H200 lease's 30-epoch runs (4 processes sharing it; their metrics.jsonl in
-# results/reproduce-imagenette-nvidia-h200/runs): a median epoch took 3.0-4.2 s at 224 px and 1.5-2.1 s at 128 px
-# whatever the model (0.25 to 1.0 wide, Conv MobileNet's 8.5x mult-adds included: 3.6 s at 224), and the first
-# epoch 15-29 s more (9 s for Conv MobileNet). Mult-adds predict CPU time, not this.
-GPU_EPOCH_S_AT_224, GPU_FIRST_EPOCH_EXTRA_S = 3.5, 20.0
+# A run's time on a GPU, fitted to the H200 lease's 30-epoch runs (4 processes sharing it; the 9 that finished in
+# one process, results/reproduce-imagenette-nvidia-h200/runs): its first epoch took a median 20 s more than its later
+# ones (cuDNN autotuning, lazy loading; 5 s for Conv MobileNet), and its wall time fits 20 s + 30 x (1.6 s + 2.2 s x
+# (resolution / 224)^2) within 17% each (least squares: 1.57 s and 2.24 s). Per epoch, then, a fixed part (steps'
+# launches, evaluation and checkpoint every 5 epochs) and a part in proportion to pixels, whatever the model: 0.25 to
+# 1.0 wide and Conv MobileNet's 8.5x mult-adds took the same time. Mult-adds predict CPU time, not this. The data's
+# decoding (once per process and resolution) was not in those wall times.
+GPU_RUN_EXTRA_S, GPU_EPOCH_FIXED_S, GPU_EPOCH_S_PER_224 = 20.0, 1.6, 2.2
+# The same lease's training step on one resident batch (1.0 MobileNet-160, batch 256, bf16, channels_last, the modern
+# recipe's SGD): results/train-gpu-nvidia-h200-imagenette-160px.json's synthetic_step_images_per_s. `speed_factor`
+# times that step on the GPU at hand, to scale the estimates above to it.
+H200_STEP_IMAGES_S = 17_755.2
 
 
 def run_cost(run: Run, budget: Budget) -> float:
-    """A run's training cost for scheduling: on a GPU an estimate of its seconds (start-up, then epochs in
-    proportion to pixels), elsewhere its model's mult-adds at its resolution."""
+    """A run's training cost for scheduling: on a GPU an estimate of its seconds (start-up, then epochs of a fixed
+    part and one in proportion to pixels), elsewhere its model's mult-adds at its resolution."""
     if uses_gpu(budget):
-        return GPU_FIRST_EPOCH_EXTRA_S + budget.epochs * GPU_EPOCH_S_AT_224 * (run.resolution / 224) ** 2
+        return GPU_RUN_EXTRA_S + budget.epochs * (GPU_EPOCH_FIXED_S + GPU_EPOCH_S_PER_224 * (run.resolution / 224) ** 2)
     return run_macs(run)
+
+
+def estimated_wall_s(runs: list[Run], jobs: int, budget: Budget, factor: float = 1.0) -> float:
+    """The busiest process's estimated seconds, scaled by the GPU's `speed_factor`: `train_all` hands the tasks of
+    `group_runs` out costliest first, each to the next process that is free (`run_cost` per run)."""
+    loads = [0.0] * jobs
+    for task in group_runs(runs, jobs, budget):
+        loads[loads.index(min(loads))] += sum(run_cost(run, budget) for run in task)
+    return factor * max(loads)
+
+
+def fit_epochs(runs: list[Run], jobs: int, budget: Budget, seconds: float, factor: float) -> int:
+    """The most epochs per run, at most ``budget.epochs``, whose `estimated_wall_s` fits in ``seconds`` (0: not even
+    one). Every run gets the same epochs: the paper's rule of one recipe for every model."""
+    for epochs in range(budget.epochs, 0, -1):
+        if estimated_wall_s(runs, jobs, replace(budget, epochs=epochs), factor) <= seconds:
+            return epochs
+    return 0
+
+
+def speed_factor(data: Path, out: Path, budget: Budget, recipe: Path) -> tuple[float, float]:
+    """(How many times the H200 lease's time this GPU takes, its images/s) for the training step of
+    `H200_STEP_IMAGES_S`, with this budget's settings (`budget.step_rate`; about 10 s with cuDNN autotuning)."""
+    import torch
+
+    from .budget import step_rate
+
+    cfg = run_config(Run("mobilenet_v1_100", 160, 0), data, out, budget, recipe)
+    rate = step_rate(cfg, num_classes=10)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the spawned training processes need the memory, not this process's cache
+    return H200_STEP_IMAGES_S / rate, rate
+
+
+def saved_epochs(runs: list[Run], out: Path) -> set[int]:
+    """The epochs that the runs already started in ``out/runs`` were given (their config.yaml)."""
+    import yaml
+
+    found = set()
+    for run in runs:
+        saved = out / "runs" / run.key / "config.yaml"
+        if saved.is_file():
+            epochs = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("epochs")
+            if isinstance(epochs, int):
+                found.add(epochs)
+    return found
+
+
+def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log):
+    """``--time-budget``: the budget with the most epochs (at most its own) that fit in ``cfg.time_budget`` seconds
+    on this GPU, and a record of how they were chosen. Runs already started in ``out`` keep their epochs (a resumed
+    or report-only invocation must not re-plan a different experiment)."""
+    seconds = cfg.time_budget
+    if not uses_gpu(budget):
+        raise ReproduceError(f"time_budget={seconds:g} needs a GPU budget (--budget full): its estimate is GPU seconds")
+    started = saved_epochs(runs, out)
+    if len(started) == 1:
+        epochs = started.pop()
+        log(f"time budget: the runs started in {out / 'runs'} have {epochs} epoch(s); keeping them")
+        return replace(budget, epochs=epochs), {"seconds": seconds, "epochs": epochs, "from": "runs already started"}
+    if started:  # several: check_same_experiment names what differs
+        return budget, {"seconds": seconds, "epochs": budget.epochs, "from": "runs already started (mixed)"}
+    if cfg.report_only:
+        raise ReproduceError(f"time_budget={seconds:g}: no run has started in {out / 'runs'}; give --epochs")
+    t0 = time.perf_counter()
+    factor, rate = speed_factor(data, out, budget, recipe)
+    left = seconds - (time.perf_counter() - t0)
+    epochs = fit_epochs(runs, cfg.jobs, budget, left, factor)
+    if epochs == 0:
+        one = estimated_wall_s(runs, cfg.jobs, replace(budget, epochs=1), factor)
+        raise ReproduceError(
+            f"time_budget={seconds:g} is too short: one epoch per run takes an estimated {one:.0f} s on this GPU "
+            f"with {cfg.jobs} process(es)"
+        )
+    estimate = estimated_wall_s(runs, cfg.jobs, replace(budget, epochs=epochs), factor)
+    log(
+        f"time budget {seconds:g} s: {epochs} epoch(s) per run (at most {budget.epochs}); this GPU trained at "
+        f"{rate:,.0f} img/s, {factor:.2f}x the H200's time; estimated {estimate:.0f} s for the busiest process"
+    )
+    record = {"seconds": seconds, "epochs": epochs, "from": "estimate", "speed_factor": factor,
+              "step_images_per_s": rate, "estimated_s": estimate}  # fmt: skip
+    return replace(budget, epochs=epochs), record
 
 
 def uses_gpu(budget: Budget) -> bool:
@@ -369,6 +458,7 @@ class ReproduceConfig:
     budget: str = "quick"
     recipe: str = "modern"  # one recipe for every model; short schedules converge better with it than with RMSProp
     epochs: int | None = None  # override the budget's epochs (recorded in results.json)
+    time_budget: float = 0.0  # GPU: the most epochs (at most the budget's or --epochs) estimated to fit these seconds
     jobs: int = 1  # processes training at once; the runs of one resolution go one after another in one process
     report_only: bool = False  # no training: report from the runs already finished in DIR/runs (others: unfinished)
 
@@ -390,6 +480,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
+    if not (isinstance(cfg.time_budget, int | float) and math.isfinite(cfg.time_budget) and cfg.time_budget >= 0):
+        raise SpecError(f"time_budget={cfg.time_budget!r} is not allowed: time_budget must be a number >= 0 (s)")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
@@ -398,6 +490,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
+    planned = None
+    if cfg.time_budget:
+        budget, planned = fit_time_budget(cfg, runs, data, out, budget, recipe, log)
     if cfg.report_only:
         check_same_experiment(runs, data, out, budget, recipe)
         summaries, unfinished = finished_runs(runs, out)
@@ -409,7 +504,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     shown = recipe.resolve().relative_to(CONFIGS.parent) if recipe.resolve().is_relative_to(CONFIGS.parent) else recipe
     results: dict[str, Any] = {"budget": asdict(budget), "data": str(data), "recipe": str(shown), "experiments": {},
                                "runs": {k: _run_record(s) for k, s in summaries.items()},
-                               "unfinished_runs": unfinished, "report_only": cfg.report_only}  # fmt: skip
+                               "unfinished_runs": unfinished, "report_only": cfg.report_only,
+                               "time_budget": planned}  # fmt: skip
     for experiment in cfg.experiments:
         rows = measured_rows(experiment, budget, summaries, num_classes)
         results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows),
@@ -519,6 +615,19 @@ def write_plots(results: dict, out: Path) -> list[str]:
     return names
 
 
+def _time_budget_lines(planned: dict | None) -> list[str]:
+    if not planned:
+        return []
+    if planned["from"] != "estimate":
+        return [
+            f"- time budget {planned['seconds']:g} s: {planned['epochs']} epoch(s) per run, from the {planned['from']}"
+        ]
+    return [f"- time budget {planned['seconds']:g} s: {planned['epochs']} epoch(s) per run, the most estimated to fit "
+            f"({planned['estimated_s']:.0f} s for the busiest process): this GPU trained a 1.0 MobileNet-160 step at "
+            f"{planned['step_images_per_s']:,.0f} img/s, {planned['speed_factor']:.2f}x the time of the H200 whose "
+            "epochs the estimate comes from"]  # fmt: skip
+
+
 def render_report(results: dict, plots: list[str]) -> str:
     budget, env = results["budget"], results.get("environment", {})
     lines = ["# MobileNet trade-offs re-run on real images", ""]
@@ -540,6 +649,7 @@ def render_report(results: dict, plots: list[str]) -> str:
               f"{'/'.join(map(str, budget['resolutions']))} standing in for 224/192/160/128, seeds {budget['seeds']}; "
               f"recipe overrides: {budget['train']}",
               f"- command: `{env.get('command')}`",
+              *_time_budget_lines(results.get("time_budget")),
               (f"- wall time: {results['wall_time_s']:.0f} s for {len(results['runs'])} training runs "
                f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}"
                if results["wall_time_s"] is not None else
