@@ -24,14 +24,14 @@
 #
 # Budget: 15 device-minutes per lease, machine start-up (1-3 min), transfers and idle included; one call is cut at
 # 600 s. Each plan's timeouts add up to about 11-12 minutes; call them back to back (the machine goes after 30 s idle):
-#   #8 alone (reproduce, at most 10 minutes on the GPU):
-#     SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench STARTUP_TIMEOUT=120 ... 1     # ~130 s
+#   #8 alone (reproduce, at most 10 minutes on the GPU; the first two calls only copy, leaving the most for it):
+#     COPY_ONLY=1 ... 1
 #     COPY_ONLY=1 ... 2
-#     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=500 RECIPE_EXTRA=auto REPRODUCE_ARGS="--time-budget 420" ... 3 30
-#                                                                                                  # <= 550 s
+#     SKIP_TRAIN_GPU=1 REPRODUCE_TIMEOUT=520 REPRODUCE_ARGS="--time-budget 480" ... 3 30             # <= 585 s
 #   (reproduce --time-budget times a training step here, scales its cost model, fitted to the H200 lease's runs, by
-#   it, and gives every run the most epochs, at most 30, estimated to fit: 21 on that H200, 13 on a GPU 1.4x
-#   slower. The report-only fallback keeps the epochs of the runs started.)
+#   it, and gives every run the most epochs, at most 30, estimated to fit: about 23 on that H200, 14 on a GPU 1.4x
+#   slower. The report-only fallback after a timeout keeps the epochs of the runs started. Start-up (1-3 min) +
+#   two copies + 585 s leaves about a minute of the 15.)
 #   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run, as
 #   many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
 #   +4.2 points (2 seeds each) in its CPU proxy; weight decay 5e-4 added nothing to it, and alone lost 1.6 (1 seed)):
@@ -57,7 +57,11 @@ log() { echo "[$(date +%T)] $*"; }
 # 30 s and at exit. A call cut by its time limit is killed without running the EXIT trap, but $OUT still comes back.
 bundle() {
     local tmp="$OUT/.stage$stage.$BASHPID.tmp"  # one per process: the 30 s loop's and the exit's never collide
-    tar czf "$tmp" results /tmp/logs /tmp/train-gpu/metrics.jsonl /tmp/train-gpu/summary.json 2>/dev/null
+    local runs=()  # reproduce's run records too: a call cut by the lease keeps what its runs measured
+    [ -d /tmp/reproduce/runs ] && runs=(/tmp/reproduce/runs/*/summary.json /tmp/reproduce/runs/*/metrics.jsonl
+        /tmp/reproduce/runs/*/config.yaml /tmp/reproduce/runs/*/env.json)
+    tar czf "$tmp" results /tmp/logs /tmp/train-gpu/metrics.jsonl /tmp/train-gpu/summary.json ${runs[@]+"${runs[@]}"} \
+        2>/dev/null
     mv -f "$tmp" "$OUT/stage$stage.tar.gz"
 }
 finish() {  # stop the snapshot loop and a tar it may have running, then the last bundle; no partial file left

@@ -199,20 +199,47 @@ def test_the_gpu_cost_model_fits_the_h200_lease_runs():
     assert abs(sum(e for e, _ in pairs) / sum(w for _, w in pairs) - 1) < 0.05
 
 
-def test_the_schedule_estimate_is_the_busiest_process_of_the_pool():
-    """7 tasks on 4 processes: the three small ones go to the processes that free up first."""
+def test_the_schedule_estimate_is_the_busiest_process_of_the_pool(monkeypatch):
+    """Tasks of 10, 8, 7, 3 and 3 s (plus decoding each) on 2 processes, handed out costliest first to whichever
+    is free: 10 | 8, then 7 to the second (15), 3 to the first (13), 3 to the first again (16)."""
+    import mobilenets.reproduce as rp
+
+    tasks = [[Run("m", c, 0)] for c in (10, 8, 7, 3, 3)]
+    monkeypatch.setattr(rp, "group_runs", lambda runs, jobs, budget: tasks)
+    monkeypatch.setattr(rp, "run_cost", lambda run, budget: float(run.resolution))
+    monkeypatch.setattr(rp, "GPU_DECODE_S", 0.0)
+    assert rp.estimated_wall_s([], 2, BUDGETS["full"]) == 16.0
+    assert rp.estimated_wall_s([], 2, BUDGETS["full"], factor=1.5) == 24.0
+    assert rp.estimated_wall_s([], 1, BUDGETS["full"]) == 31.0
+    monkeypatch.setattr(rp, "GPU_DECODE_S", 1.0)
+    assert rp.estimated_wall_s([], 2, BUDGETS["full"]) == 19.0  # 10+1, 3+1, 3+1 on the first
+
+
+def test_time_budget_plans_from_the_measured_speed_and_says_how(tmp_path, monkeypatch):
+    """The estimate path with the step timing stubbed (it needs a GPU): the epochs are fit_epochs' for the seconds
+    left after timing at that factor; a budget too short for one epoch is an error naming the estimate."""
     from dataclasses import replace
 
-    from mobilenets.reproduce import EXPERIMENTS, estimated_wall_s
+    import mobilenets.reproduce as rp
 
-    b20 = replace(BUDGETS["full"], epochs=20)
-    runs = plan_runs(list(EXPERIMENTS), b20)
-    costs = sorted((sum(run_cost(r, b20) for r in task) for task in group_runs(runs, 4, b20)), reverse=True)
-    loads = costs[:4]
-    for c in costs[4:]:
-        loads[loads.index(min(loads))] += c
-    assert len(costs) > 4 and estimated_wall_s(runs, 4, b20) == max(loads) > costs[0]
-    assert estimated_wall_s(runs, 1, b20) == pytest.approx(sum(costs))
+    full, logged = BUDGETS["full"], []
+    runs = plan_runs(list(rp.EXPERIMENTS), full)
+    monkeypatch.setattr(rp, "speed_factor", lambda *a: (1.5, 11_837.0))
+    cfg = ReproduceConfig(budget="full", time_budget=480, jobs=4)
+    budget, record = rp.fit_time_budget(cfg, runs, tmp_path, tmp_path / "out", full, rp.CONFIGS / "modern.yaml",
+                                        logged.append)  # fmt: skip
+    assert budget.epochs == record["epochs"] == rp.fit_epochs(runs, 4, full, 480, 1.5) > 0
+    assert record["speed_factor"] == 1.5 and record["step_images_per_s"] == 11_837.0
+    assert record["estimated_s"] == rp.estimated_wall_s(runs, 4, replace(full, epochs=budget.epochs), 1.5) <= 480
+    assert rp.estimated_wall_s(runs, 4, replace(full, epochs=budget.epochs + 1), 1.5) > 480
+    assert f"{budget.epochs} epoch(s) per run" in logged[-1] and "1.50x the H200's time" in logged[-1]
+    lines = rp._time_budget_lines(record)
+    assert f"{budget.epochs} epoch(s) per run, the most estimated to fit" in lines[0] and "11,837 img/s" in lines[0]
+    with pytest.raises(ReproduceError, match=r"time_budget=30 is too short: one epoch per run takes an estimated"):
+        rp.fit_time_budget(replace(cfg, time_budget=30), runs, tmp_path, tmp_path / "o2", full,
+                           rp.CONFIGS / "modern.yaml", logged.append)  # fmt: skip
+    with pytest.raises(ValueError, match=r"time_budget=True"):
+        reproduce(ReproduceConfig(time_budget=True))
 
 
 def test_a_failed_run_does_not_stop_its_group(monkeypatch):

@@ -102,8 +102,9 @@ class EpochPlanner:
 
 
 def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
-    """Images/s of ``cfg``'s training step (model, optimizer, autocast, layout, batch) on one random batch already on
-    the device: the rate with no data path at all, after 5 warm-up steps (cuDNN autotuning, lazy loading)."""
+    """Images/s of ``cfg``'s training step (model, optimizer, autocast, layout, batch, cuDNN autotuning as
+    ``cfg.cudnn_benchmark`` says, as the trainer sets it) on one random batch already on the device: the rate with no
+    data path at all, after 5 warm-up steps (autotuning, lazy loading)."""
     import torch
     import torch.nn.functional as F
 
@@ -136,11 +137,16 @@ def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
 
     model.train()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(5):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
+    try:
+        for _ in range(5):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+    finally:
+        torch.backends.cudnn.benchmark = before
     return steps * cfg.batch_size / (time.perf_counter() - t0)

@@ -197,11 +197,12 @@ def share_cores(budget: Budget, jobs: int) -> Budget:
 # A run's time on a GPU, fitted to the H200 lease's 30-epoch runs (4 processes sharing it; the 9 that finished in
 # one process, results/reproduce-imagenette-nvidia-h200/runs): its first epoch took a median 20 s more than its later
 # ones (cuDNN autotuning, lazy loading; 5 s for Conv MobileNet), and its wall time fits 20 s + 30 x (1.6 s + 2.2 s x
-# (resolution / 224)^2) within 17% each (least squares: 1.57 s and 2.24 s). Per epoch, then, a fixed part (steps'
+# (resolution / 224)^2) within 20% each (least squares: 1.57 s and 2.24 s). Per epoch, then, a fixed part (steps'
 # launches, evaluation and checkpoint every 5 epochs) and a part in proportion to pixels, whatever the model: 0.25 to
-# 1.0 wide and Conv MobileNet's 8.5x mult-adds took the same time. Mult-adds predict CPU time, not this. The data's
-# decoding (once per process and resolution) was not in those wall times.
-GPU_RUN_EXTRA_S, GPU_EPOCH_FIXED_S, GPU_EPOCH_S_PER_224 = 20.0, 1.6, 2.2
+# 1.0 wide and Conv MobileNet's 8.5x mult-adds took the same time. Mult-adds predict CPU time, not this. Those wall
+# times left out the set-up (the trainer counts it since): decoding the data, 8.5 s per process and resolution on that
+# machine, is GPU_DECODE_S per task in `estimated_wall_s`.
+GPU_RUN_EXTRA_S, GPU_EPOCH_FIXED_S, GPU_EPOCH_S_PER_224, GPU_DECODE_S = 20.0, 1.6, 2.2, 8.5
 # The same lease's training step on one resident batch (1.0 MobileNet-160, batch 256, bf16, channels_last, the modern
 # recipe's SGD): results/train-gpu-nvidia-h200-imagenette-160px.json's synthetic_step_images_per_s. `speed_factor`
 # times that step on the GPU at hand, to scale the estimates above to it.
@@ -218,10 +219,12 @@ def run_cost(run: Run, budget: Budget) -> float:
 
 def estimated_wall_s(runs: list[Run], jobs: int, budget: Budget, factor: float = 1.0) -> float:
     """The busiest process's estimated seconds, scaled by the GPU's `speed_factor`: `train_all` hands the tasks of
-    `group_runs` out costliest first, each to the next process that is free (`run_cost` per run)."""
+    `group_runs` out costliest first, each to the next process that is free (`run_cost` per run, `GPU_DECODE_S` per
+    task). The run costs were fitted with 4 processes sharing the GPU: fewer are estimated pessimistically, more
+    optimistically."""
     loads = [0.0] * jobs
     for task in group_runs(runs, jobs, budget):
-        loads[loads.index(min(loads))] += sum(run_cost(run, budget) for run in task)
+        loads[loads.index(min(loads))] += GPU_DECODE_S + sum(run_cost(run, budget) for run in task)
     return factor * max(loads)
 
 
@@ -236,7 +239,7 @@ def fit_epochs(runs: list[Run], jobs: int, budget: Budget, seconds: float, facto
 
 def speed_factor(data: Path, out: Path, budget: Budget, recipe: Path) -> tuple[float, float]:
     """(How many times the H200 lease's time this GPU takes, its images/s) for the training step of
-    `H200_STEP_IMAGES_S`, with this budget's settings (`budget.step_rate`; about 10 s with cuDNN autotuning)."""
+    `H200_STEP_IMAGES_S`, with this budget's settings, cuDNN autotuning on as there (`budget.step_rate`; seconds)."""
     import torch
 
     from .budget import step_rate
@@ -256,7 +259,11 @@ def saved_epochs(runs: list[Run], out: Path) -> set[int]:
     for run in runs:
         saved = out / "runs" / run.key / "config.yaml"
         if saved.is_file():
-            epochs = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("epochs")
+            try:
+                config = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ReproduceError(f"{saved}: unreadable ({exc}); remove that run folder to train it again") from exc
+            epochs = config.get("epochs") if isinstance(config, dict) else None
             if isinstance(epochs, int):
                 found.add(epochs)
     return found
@@ -264,8 +271,8 @@ def saved_epochs(runs: list[Run], out: Path) -> set[int]:
 
 def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log):
     """``--time-budget``: the budget with the most epochs (at most its own) that fit in ``cfg.time_budget`` seconds
-    on this GPU, and a record of how they were chosen. Runs already started in ``out`` keep their epochs (a resumed
-    or report-only invocation must not re-plan a different experiment)."""
+    on this GPU, and a record of how they were chosen. Runs already started in ``out`` keep their epochs, whatever the
+    ceiling and the clock say (a resumed or report-only invocation must not plan a different experiment)."""
     seconds = cfg.time_budget
     if not uses_gpu(budget):
         raise ReproduceError(f"time_budget={seconds:g} needs a GPU budget (--budget full): its estimate is GPU seconds")
@@ -470,6 +477,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"experiments={','.join(bad)!r} is not allowed: choose from {', '.join(EXPERIMENTS)}")
     if cfg.budget not in BUDGETS:
         raise SpecError(f"budget={cfg.budget!r} is not allowed: budget must be one of {', '.join(BUDGETS)}")
+    budget_ok = isinstance(cfg.time_budget, int | float) and not isinstance(cfg.time_budget, bool)
+    if not (budget_ok and math.isfinite(cfg.time_budget) and cfg.time_budget >= 0):
+        raise SpecError(f"time_budget={cfg.time_budget!r} is not allowed: time_budget must be a number >= 0 (s)")
     data = Path(cfg.data) if cfg.data else default_data()
     if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
         raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
@@ -480,8 +490,6 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
-    if not (isinstance(cfg.time_budget, int | float) and math.isfinite(cfg.time_budget) and cfg.time_budget >= 0):
-        raise SpecError(f"time_budget={cfg.time_budget!r} is not allowed: time_budget must be a number >= 0 (s)")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
