@@ -34,7 +34,8 @@
 #   two copies + 585 s leaves about a minute of the 15.)
 #   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run, as
 #   many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
-#   +4.2 points (2 seeds each) in its CPU proxy; weight decay 5e-4 added nothing to it, and alone lost 1.6 (1 seed)):
+#   +4.2 points (2 seeds each) in its CPU proxy, +2.5 at twice the epochs, which helped both; weight decay 5e-4 added
+#   nothing to it, and alone lost 1.6 (1 seed)):
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=330 GPU_VS_TIMM_TIMEOUT=370 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled" ... 1    # <= 380 s
 #     COPY_ONLY=1 ... 2

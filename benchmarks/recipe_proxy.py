@@ -9,6 +9,7 @@ on the full val split. It is evidence of direction, not of the GPU figure: the r
 
     python benchmarks/recipe_proxy.py                   # writes results/recipe-proxy-cpu-imagenette-64px.json
     python benchmarks/recipe_proxy.py --variants baseline,mix --seed 1    # adds runs of another seed (NAME@seed1)
+    python benchmarks/recipe_proxy.py --variants mix --epochs 300         # another length (NAME@e300)
     python benchmarks/recipe_proxy.py --variants ""     # only recompute by_variant (mean, min, max over seeds)
 """
 
@@ -29,6 +30,7 @@ from mobilenets.train_config import resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 150
 
 # name -> overrides of the GPU benchmark's recipe (benchmarks/train_gpu.py defaults on configs/modern.yaml)
 VARIANTS = {
@@ -42,10 +44,11 @@ VARIANTS = {
 
 
 def by_variant(runs: dict) -> dict:
-    """Per variant: the seeds run, and the mean, min and max of their val top-1."""
+    """Per variant (and epoch count, when not the default): the seeds run, and the mean, min and max of their val
+    top-1."""
     groups: dict[str, list[float]] = {}
     for key, run in runs.items():
-        groups.setdefault(key.split("@")[0], []).append(run["val_top1"])
+        groups.setdefault(key.split("@seed")[0], []).append(run["val_top1"])
     return {
         name: {"seeds": len(v), "mean_top1": sum(v) / len(v), "min_top1": min(v), "max_top1": max(v)}
         for name, v in sorted(groups.items(), key=lambda kv: -sum(kv[1]) / len(kv[1]))
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--per-class", type=int, default=100, help="train images per class")
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="runs of other lengths are recorded as NAME@eN")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="runs with another seed are recorded as NAME@seedN")
     p.add_argument("--out", default=str(REPO / "results" / "recipe-proxy-cpu-imagenette-64px.json"))
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         options = dict(
             data=args.data,
-            out=f"/tmp/recipe-proxy/{name}-seed{args.seed}",
+            out=f"/tmp/recipe-proxy/{name}-e{args.epochs}-seed{args.seed}",
             alpha=args.alpha,
             resolution=args.resolution,
             epochs=args.epochs,
@@ -108,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         summary = train(cfg)
         rows = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        key = name if args.seed == 0 else f"{name}@seed{args.seed}"
+        key = name + (f"@e{args.epochs}" if args.epochs != EPOCHS else "") + (f"@seed{args.seed}" if args.seed else "")
         record["runs"][key] = {
             "overrides": VARIANTS[name],
+            "epochs": args.epochs,
             "val_top1": summary["final_top1"],
             "val_top5": summary.get("final_top5"),
             "final_train_loss": rows[-1]["train_loss"],
