@@ -55,6 +55,11 @@ def by_variant(runs: dict) -> dict:
     }
 
 
+def save(out: Path, record: dict) -> None:
+    record["by_variant"] = by_variant(record["runs"])
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(shared_data_root() / "imagenette"))
@@ -123,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
         }
         print(key, json.dumps(record["runs"][key]), flush=True)
-        record["by_variant"] = by_variant(record["runs"])
-        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        save(out, record)  # after every run: an interrupted invocation keeps the runs it finished
     if not names:  # --variants "": only the per-variant summary of the runs recorded
-        record["by_variant"] = by_variant(record["runs"])
-        atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+        save(out, record)
     return 0
 
 

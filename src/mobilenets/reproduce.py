@@ -148,18 +148,26 @@ def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log
     return summary
 
 
-def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
-    """How the run saved in ``folder`` (its config.yaml) differs from ``cfg`` as an experiment
-    (`TrainConfig.experiment`); empty when there is no saved run or it is the same experiment."""
+def saved_config(folder: Path) -> dict[str, Any] | None:
+    """The resolved config a run saved in ``folder`` (its config.yaml); None when no run started there."""
     import yaml
 
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
-        return []
+        return None
     try:
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ReproduceError(f"{saved_file}: unreadable ({exc}); remove that run folder to train it again") from exc
+    return saved if isinstance(saved, dict) else {}
+
+
+def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
+    """How the run saved in ``folder`` (`saved_config`) differs from ``cfg`` as an experiment
+    (`TrainConfig.experiment`); empty when there is no saved run or it is the same experiment."""
+    saved = saved_config(folder)
+    if saved is None:
+        return []
     return [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.experiment().items() if saved.get(k, v) != v]
 
 
@@ -252,21 +260,9 @@ def speed_factor(data: Path, out: Path, budget: Budget, recipe: Path) -> tuple[f
 
 
 def saved_epochs(runs: list[Run], out: Path) -> set[int]:
-    """The epochs that the runs already started in ``out/runs`` were given (their config.yaml)."""
-    import yaml
-
-    found = set()
-    for run in runs:
-        saved = out / "runs" / run.key / "config.yaml"
-        if saved.is_file():
-            try:
-                config = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise ReproduceError(f"{saved}: unreadable ({exc}); remove that run folder to train it again") from exc
-            epochs = config.get("epochs") if isinstance(config, dict) else None
-            if isinstance(epochs, int):
-                found.add(epochs)
-    return found
+    """The epochs that the runs already started in ``out/runs`` were given (`saved_config`)."""
+    epochs = [(saved_config(out / "runs" / run.key) or {}).get("epochs") for run in runs]
+    return {e for e in epochs if isinstance(e, int)}
 
 
 def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log):
