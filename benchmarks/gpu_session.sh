@@ -19,6 +19,7 @@
 # recommended (the default unless autotuning off is clearly faster), read from /tmp/startup-recipe.txt, as there is no
 # time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
 # train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
+# DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on the train images there so far; COPY_ONLY or not).
 # SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of
 # stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
 #
@@ -37,8 +38,8 @@
 #   +4.2 points (2 seeds each) in its CPU proxy, +2.5 at twice the epochs, which helped both; weight decay 5e-4 added
 #   nothing to it, and alone lost 1.6 (1 seed)):
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=330 GPU_VS_TIMM_TIMEOUT=370 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled" ... 1    # <= 380 s
-#     COPY_ONLY=1 ... 2
+#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1  # <= 380 s
+#     COPY_ONLY=1 DECODE_BENCH=1 ... 2                                                               # <= 70 s
 #     SKIP_REPRODUCE=1 TRAIN_EPOCHS=500 TRAIN_TIMEOUT=320 TRAIN_ARGS="--time-budget 275 --mixup-alpha 0.2
 #       --cutmix-alpha 1.0 --eval-every 10" ... 3                                                    # <= 330 s
 #
@@ -72,6 +73,7 @@ finish() {  # stop the snapshot loop and a tar it may have running, then the las
     ls -la "$OUT"
 }
 mkdir -p /tmp/logs
+T="timeout -k 15"  # TERM at the limit, KILL 15 s later if a process ignores it
 
 part=.xfer/p$stage
 if [ -d "$part" ]; then
@@ -79,12 +81,15 @@ if [ -d "$part" ]; then
 else
     log "WARNING: $part is not here (not carried?): /tmp/data has $(find /tmp/data -type f | wc -l) files"
 fi
+if [ -n "${DECODE_BENCH:-}" ]; then  # decoding's threads on this machine's cores (the JSON returns with stage 3's bundle)
+    log "decode benchmark (library vs plain thread pool, 3000 train images)"
+    $T 60 python3 benchmarks/decode.py --data /tmp/data --images 3000 --threads 16 --rounds 2 2>&1 | tee /tmp/logs/decode.log
+fi
 if [ -n "${COPY_ONLY:-}" ]; then log "stage $stage: copied only"; exit 0; fi
 # stops with the script, even a killed one; its output detached, so nothing waits on it for the pipe to close
 (while sleep 30 && kill -0 $$ 2>/dev/null; do bundle; done) >/dev/null 2>&1 </dev/null &
 snapshots=$!
 trap finish EXIT
-T="timeout -k 15"  # TERM at the limit, KILL 15 s later if a process ignores it
 
 case $stage in
 1)

@@ -11,6 +11,9 @@ numbers first:
     latency_batch1      batch 1: timm eager, timm + CUDA graph, ours eager/Triton + CUDA graph
     inference_compiled  torch.compile (default mode, never max-autotune), timm vs ours, batch 256
     train_compiled      compiled training step, timm vs ours
+    profile             where the time goes: torch.profiler over a few calls of each path built above, its GPU time
+                        per call by kernel category (GEMM, convolution, our Triton kernels, Inductor's, ...) and its
+                        costliest kernels (on CPU: self time per op)
 
 Every compile happens inside the section that times it. Each section is wrapped so a failure records its error and
 traceback tail and the run goes on; the JSON (environment included) is rewritten after every section to
@@ -64,6 +67,7 @@ ESTIMATED_S = {
     "latency_batch1": 40,
     "inference_compiled": 95,  # + both compiled models captured as CUDA graphs (FX graph cache: no recompile)
     "train_compiled": 130,
+    "profile": 25,  # ~10 paths x (1 warm + PROFILE_STEPS profiled calls) + the profiler's trace processing
 }
 SECTIONS = tuple(ESTIMATED_S)
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
@@ -263,6 +267,88 @@ def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int
         return loss
 
     return step
+
+
+# The paths `profile` looks at, in this order, wherever an earlier section built them (inference ones take the batch
+# of random images, training ones a channels_last batch).
+PROFILED_INFERENCE = (
+    "ours_bf16_cl_compiled", "timm_bf16_cl_compiled", "ours_bf16_cl_triton", "ours_bf16_cl_eager", "timm_bf16_cl",
+)  # fmt: skip
+PROFILED_TRAIN = ("ours_compiled", "timm_compiled", "ours_compiled_triton_dw", "ours_eager", "timm_eager")
+PROFILE_STEPS, PROFILE_TOP = 5, 15
+OUR_KERNELS = ("_dw_kernel", "_dwpw_kernel", "_dgrad_kernel", "_wgrad_kernel")  # kernels.py, dwconv.py
+# kernel (or, on CPU, op) name fragments -> category; the first match wins, so convolutions (whose cuDNN kernel names
+# often say "implicit_gemm") are tested before GEMMs
+CATEGORIES = (
+    ("ours_triton", OUR_KERNELS),
+    ("inductor_gemm", ("triton_tem",)),
+    ("inductor_fused", ("triton_",)),
+    ("convolution", ("conv", "cudnn", "fprop", "dgrad", "wgrad", "implicit", "depthwise", "winograd")),
+    ("gemm", ("gemm", "nvjet", "cutlass", "cublas", "aten::mm", "aten::addmm", "aten::linear", "matmul")),
+    ("batchnorm", ("batch_norm", "batchnorm", "bn_fw", "bn_bw", "welford")),
+    ("optimizer", ("multi_tensor", "foreach", "fused_sgd", "_fused_", "sgd")),
+    ("copy", ("memcpy", "memset", "copy")),
+    ("reduction", ("reduce", "softmax", "nll_loss", "cross_entropy", "sum")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "relu", "threshold", "add", "mul", "fill", "where")),
+)
+
+
+def kernel_category(name: str) -> str:
+    low = name.lower()
+    for category, fragments in CATEGORIES:
+        if any(f.lower() in low for f in fragments):
+            return category
+    return "other"
+
+
+def profile_path(fn, x, *, cuda: bool, steps: int = PROFILE_STEPS, top: int = PROFILE_TOP) -> dict:
+    """Run ``fn(x)`` once, then ``steps`` times under torch.profiler. On CUDA: the GPU time of every kernel (and
+    copy) per call, summed by `kernel_category`, and the ``top`` costliest kernels with their launches per call; on
+    CPU the same from each op's self CPU time. ``wall_ms_per_call`` includes the profiler's own overhead."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(x)
+    if cuda:
+        torch.cuda.synchronize()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn(x)
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    per_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if cuda and e.device_type == DeviceType.CUDA:
+            us = e.time_range.elapsed_us()
+        elif not cuda and e.device_type == DeviceType.CPU:
+            us = e.self_cpu_time_total
+        else:
+            continue
+        row = per_name.setdefault(e.name, [0.0, 0])
+        row[0] += us
+        row[1] += 1
+    total_us = sum(us for us, _ in per_name.values())
+    by_category: dict[str, float] = {}
+    for name, (us, _n) in per_name.items():
+        cat = kernel_category(name)
+        by_category[cat] = by_category.get(cat, 0.0) + us / 1e3 / steps
+    costliest = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:top]
+    return {
+        "steps": steps,
+        "timed": "GPU time of kernels and copies" if cuda else "self CPU time of ops",
+        "ms_per_call": total_us / 1e3 / steps,
+        "wall_ms_per_call": wall * 1e3 / steps,
+        "events_per_call": sum(n for _us, n in per_name.values()) / steps,  # kernels and copies (CPU: ops)
+        "by_category_ms": dict(sorted(by_category.items(), key=lambda kv: -kv[1])),
+        "top": [
+            {"name": name[:160], "category": kernel_category(name), "ms_per_call": us / 1e3 / steps,
+             "calls_per_call": n / steps, "share": us / total_us if total_us else 0.0}
+            for name, (us, n) in costliest
+        ],
+    }  # fmt: skip
 
 
 def triton_dw_model(model: MobileNetV1) -> MobileNetV1:
@@ -590,6 +676,26 @@ def run_sections(b: Bench, timm) -> None:
     def train_compiled():
         return {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
 
+    def profile():
+        xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
+        timed = {**report.get("inference_eager", {}), **report.get("inference_compiled", {})}
+        timed.update({**report.get("train_eager", {}), **report.get("train_compiled", {})})
+        out: dict[str, dict] = {}
+        for name in PROFILED_INFERENCE + PROFILED_TRAIN:
+            if name not in b.built or "error" in timed.get(name, {}):
+                continue
+            try:
+                row = profile_path(b.built[name], xt if name in PROFILED_TRAIN else x, cuda=cuda)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other paths are still profiled
+                out[name] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
+                continue
+            median = timed.get(name, {}).get("median_ms")
+            if median and cuda:  # below 1: the GPU idles between kernels (launch-bound) in the unprofiled timing
+                row["gpu_busy_over_median"] = row["ms_per_call"] / median
+            out[name] = row
+            log(f"  profiled {name}: {row['ms_per_call']:.3f} ms/call, {json.dumps(row['by_category_ms'])[:200]}")
+        return out or {"skipped": "no path built by an earlier section"}
+
     bodies = {
         "hbm_bound": hbm_bound,
         "inference_eager": inference_eager,
@@ -598,6 +704,7 @@ def run_sections(b: Bench, timm) -> None:
         "latency_batch1": latency_batch1,
         "inference_compiled": inference_compiled,
         "train_compiled": train_compiled,
+        "profile": profile,
     }
     wanted = set(args.sections.split(",")) if args.sections else set(SECTIONS)
     for name in SECTIONS:
@@ -718,6 +825,9 @@ def summary(report: dict) -> list[str]:
                 lines.append(f"{sec:18s} {cand:26s} {row['images_per_s']:>12,.0f} img/s {row['median_ms']:9.3f} ms")
             elif "pass" in row:
                 lines.append(f"{sec:18s} {cand:26s} err {row['max_abs_over_ref_max']:.4f} pass={row['pass']}")
+            elif "by_category_ms" in row:
+                cats = ", ".join(f"{k} {v:.2f}" for k, v in list(row["by_category_ms"].items())[:4])
+                lines.append(f"{sec:18s} {cand:26s} {row['ms_per_call']:9.3f} ms/call: {cats}"[:200])
             elif "skipped" in row or "error" in row:
                 lines.append(f"{sec:18s} {cand:26s} {row.get('skipped') or row.get('error')}"[:200])
     return lines

@@ -176,3 +176,35 @@ def test_runs_reuse_resident_splits_only_when_asked(tmp_path, monkeypatch):
     assert len(decoded) == first and summary["cache"]["train"]["on_device"] == "cpu"
     train(tiny_cfg(data, tmp_path / "c", **common))
     assert len(decoded) == 2 * first
+
+
+def test_decode_all_keeps_order_holds_the_intra_op_pool_at_one_thread_and_restores_it():
+    from mobilenets.preprocess import decode_all
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+
+        def square(i: int) -> int:
+            seen.append(torch.get_num_threads())  # inside a pool thread, while decoding
+            return i * i
+
+        assert decode_all(square, range(20), threads=4) == [i * i for i in range(20)]
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+
+        def fail(i: int) -> int:
+            raise OSError(f"bad {i}")
+
+        with pytest.raises(OSError, match="bad 0"):
+            decode_all(fail, range(3), threads=2)
+        assert torch.get_num_threads() == 2  # restored after a failure too
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_to_device_reports_how_long_decoding_and_the_move_took():
+    samples = _samples(data_path("imagenette", "val", "n03028079"), 3)
+    dev = load_to_device(samples, 40, "cpu", threads=2, keep=False)
+    assert set(dev.seconds) == {"decode", "to_device"} and dev.seconds["decode"] > 0
+    assert all(v >= 0 for v in dev.seconds.values())

@@ -60,6 +60,20 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert numerics["ours_bf16_cl_eager"]["tolerance"] == 0.05
     if images.is_dir():
         assert "images from" in numerics["images"]
+    profiled = {cand: row for cand, row in report["profile"].items() if cand != "section_s"}
+    assert {"ours_bf16_cl_compiled", "ours_bf16_cl_eager", "timm_bf16_cl", "ours_eager", "timm_compiled"} <= set(
+        profiled
+    )
+    for cand, row in profiled.items():
+        assert row["ms_per_call"] > 0 and row["steps"] == module.PROFILE_STEPS, (cand, row)
+        assert sum(row["by_category_ms"].values()) == pytest.approx(row["ms_per_call"]), cand
+        assert row["top"][0]["ms_per_call"] >= row["top"][-1]["ms_per_call"] > 0
+    # the convolutions are most of a forward pass, and a training step's backward convolutions are counted too
+    assert (
+        profiled["ours_bf16_cl_eager"]["by_category_ms"]["convolution"]
+        > 0.3 * profiled["ours_bf16_cl_eager"]["ms_per_call"]
+    )
+    assert any(t["name"] == "aten::convolution_backward" for t in profiled["ours_eager"]["top"])
     ratios = report["ratios"]
     for key in ("inference_eager_bf16_cl", "inference_compiled", "train_eager", "train_compiled"):
         assert ratios[key] > 0, key
@@ -125,3 +139,24 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
     assert module.preflight(32, "cpu") is None
     failed = module.preflight(7, "cpu")  # a child that raises: its error comes back as the reason
     assert failed.startswith("Triton preflight failed (exit status 1)") and "resolution=7" in failed, failed
+
+
+@pytest.mark.parametrize(
+    ("name", "category"),
+    [
+        ("_dwpw_kernel", "ours_triton"),
+        ("_dgrad_kernel", "ours_triton"),  # ours, though it says "dgrad"
+        ("triton_tem_fused_addmm_0", "inductor_gemm"),
+        ("triton_poi_fused__native_batch_norm_legit_no_training_relu_3", "inductor_fused"),
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
+        ("void cudnn::cnn::conv2d_grouped_direct_kernel<false, true, false>", "convolution"),
+        ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NTN", "gemm"),
+        ("void at::native::batch_norm_collect_statistics_channels_last_kernel", "batchnorm"),
+        ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedSgdMathFunctor>", "optimizer"),
+        ("Memcpy DtoD (Device -> Device)", "copy"),
+        ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise"),
+        ("cudaDeviceSynchronize", "other"),
+    ],
+)
+def test_kernel_categories(name, category):
+    assert _module().kernel_category(name) == category

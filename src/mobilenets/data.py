@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from .preprocess import ImageError, read_image
+from .preprocess import ImageError, decode_all, read_image
 from .spec import ModelSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -196,8 +195,7 @@ class ImageFolderDataset(Dataset):
                 return None
             return _shrink(img, self.cache_side).clone() if self.cache_side else img
 
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            self.cache = list(pool.map(load, self.samples))
+        self.cache = decode_all(load, self.samples, threads)
 
     def _decode(self, index: int) -> tuple[torch.Tensor | None, str]:
         if self.cache is not None:

@@ -29,15 +29,15 @@ resumed mid-epoch replays exactly the augmentation an uninterrupted run would ha
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 from torchvision.ops import roi_align
 from torchvision.transforms import InterpolationMode, v2
 
-from .preprocess import ImageError, read_image
+from .preprocess import ImageError, decode_all, read_image
 
 
 @dataclass
@@ -48,6 +48,7 @@ class DeviceImages:
     labels: torch.Tensor
     index: list[int]
     bad: list[tuple[int, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # how long decoding and the move to the device took
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -95,6 +96,7 @@ def load_to_device(
     resize = v2.Compose(
         [v2.Resize(side, interpolation=InterpolationMode.BILINEAR, antialias=True), v2.CenterCrop(side)]
     )
+    t0 = time.perf_counter()
     host = torch.empty((len(samples), 3, side, side), dtype=torch.uint8)
 
     def load(i: int) -> str:
@@ -104,17 +106,20 @@ def load_to_device(
             return str(exc).split(": ", 1)[-1] or type(exc).__name__
         return ""
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        reasons = list(pool.map(load, range(len(samples))))
+    reasons = decode_all(load, range(len(samples)), threads)
     good = [i for i, r in enumerate(reasons) if not r]
     bad = [(i, r) for i, r in enumerate(reasons) if r]
     if len(good) < len(samples):
         host = host[torch.tensor(good, dtype=torch.long)]
     labels = torch.tensor([samples[i][1] for i in good], dtype=torch.long)
+    t1 = time.perf_counter()
     device = torch.device(device)
     pin = device.type == "cuda"
     images = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
     loaded = DeviceImages(images, labels.to(device), good, bad)
+    if pin:
+        torch.cuda.synchronize(device)
+    loaded.seconds = {"decode": t1 - t0, "to_device": time.perf_counter() - t1}
     if keep:
         _resident[key] = loaded
         while len(_resident) > RESIDENT:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torchvision.io import ImageReadMode, decode_image
@@ -21,6 +24,9 @@ from .spec import ModelSpec
 # torchvision 0.29 deprecates torchvision.io decoding in favour of torchcodec, warning on every call; it is still the
 # libjpeg-turbo decoder we want (torchcodec is not a dependency), so silence that one message.
 warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision are deprecated.*")
+
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class ImageError(ValueError):
@@ -40,6 +46,23 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     except (RuntimeError, ValueError):
         pass
     return _read_with_pillow(path)
+
+
+def decode_all(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
+    """``[fn(item) for item in items]`` on ``threads`` threads, for decoding a dataset once.
+
+    Each thread decodes and resizes whole images, so torch's intra-op pool is held at one thread meanwhile (and
+    restored after): otherwise every calling thread's parallel op may start its own team of one thread per core,
+    ``threads`` x cores threads on ``cores`` cores. On this project's 2-core machine the gain is small (1.02-1.07x,
+    results/decode-amd-epyc-2c.json, ``benchmarks/decode.py``); the 16-core GPU machine is where it can matter.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(before)
 
 
 def _read_with_pillow(path: Path) -> torch.Tensor:

@@ -311,9 +311,11 @@ class _Run:
         threads = max(1, cfg.workers)
         train, val = (load_to_device(samples, side, env.device, threads=threads) for samples in splits)
         how = "reused the resident" if reuse else "decoded"
+        phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
         self.say(
             f"{how} {len(train)} train + {len(val)} val images on {env.device} "
-            f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s)"
+            f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s"
+            f"{': ' + ', '.join(phases) if phases else ''}; {threads} threads)"
         )
         self.cache_info = {
             name: {"cached": True, "on_device": str(env.device), "bytes": d.nbytes, "unreadable": len(d.bad)}
