@@ -33,15 +33,18 @@
 #   it, and gives every run the most epochs, at most 30, estimated to fit: about 23 on that H200, 14 on a GPU 1.4x
 #   slower. The report-only fallback after a timeout keeps the epochs of the runs started. Start-up (1-3 min) +
 #   two copies + 585 s leaves about a minute of the 15.)
-#   #7 and #4 (gpu_vs_timm.py without the batch-1 section, measured and met already; train_gpu.py's long run, as
-#   many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
-#   +4.2 points (2 seeds each) in its CPU proxy, +2.5 at twice the epochs, which helped both; weight decay 5e-4 added
-#   nothing to it, and alone lost 1.6 (1 seed)):
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=330 GPU_VS_TIMM_TIMEOUT=370 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1  # <= 380 s
-#     COPY_ONLY=1 DECODE_BENCH=1 ... 2                                                               # <= 70 s
+#   #4 and #7: the #4 run first, as it can settle its issue with one run, then gpu_vs_timm.py on what is left
+#   (its sections are ordered by value and each is skipped when its estimate no longer fits). train_gpu.py trains
+#   as many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
+#   +4.2 points (2 seeds each) in its CPU proxy, +2.5 at twice the epochs, which helped both; weight decay 5e-4
+#   added nothing to it, and alone lost 1.6 (1 seed). gpu_vs_timm.py leaves out the batch-1 section (met already):
+#     COPY_ONLY=1 ... 1
+#     COPY_ONLY=1 DECODE_BENCH=1 ... 2                                                               # <= 45 s
 #     SKIP_REPRODUCE=1 TRAIN_EPOCHS=500 TRAIN_TIMEOUT=320 TRAIN_ARGS="--time-budget 275 --mixup-alpha 0.2
-#       --cutmix-alpha 1.0 --eval-every 10" ... 3                                                    # <= 330 s
+#       --cutmix-alpha 1.0 --eval-every 10" ... 3                                                    # <= 335 s
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1
+#   with B = the lease's budget_left_s after call 3, less 90 s (call 4 needs no part carried).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
 # replaced every 30 s, so a call cut short still returns what it had. It holds the whole results/ folder: remove the
@@ -83,7 +86,7 @@ else
 fi
 if [ -n "${DECODE_BENCH:-}" ]; then  # decoding's threads on this machine's cores (the JSON returns with stage 3's bundle)
     log "decode benchmark (library vs plain thread pool, 3000 train images)"
-    $T 60 python3 benchmarks/decode.py --data /tmp/data --images 3000 --threads 16 --rounds 2 2>&1 | tee /tmp/logs/decode.log
+    $T 30 python3 benchmarks/decode.py --data /tmp/data --images 3000 --threads 16 --rounds 2 2>&1 | tee /tmp/logs/decode.log
 fi
 if [ -n "${COPY_ONLY:-}" ]; then log "stage $stage: copied only"; exit 0; fi
 # stops with the script, even a killed one; its output detached, so nothing waits on it for the pipe to close
