@@ -58,6 +58,8 @@ def test_paper_json_fields(capsys):
         (["summary", "--output-stride", "4"], ["output_stride=4"]),
         (["summary", "--variant", "deep"], ["variant='deep'"]),
         (["summary", "resnet50"], ["unknown model name 'resnet50'"]),
+        (["reproduce", "--experiments", ","], ["experiments=''", "table4"]),
+        (["reproduce", "--seeds", "0"], ["seeds=0"]),
     ],
 )
 def test_bad_values_exit_2_with_message(capsys, argv, words):
@@ -86,3 +88,30 @@ def test_readme_tables_are_generated_from_code():
     module_spec.loader.exec_module(module)
     text = module.README.read_text()
     assert module.updated(text) == text, "README tables drifted: run python scripts/update_readme.py"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_reproduce_without_a_traceback_and_the_rerun_resumes(tmp_path):
+    """SIGINT (Ctrl-C) during training: exit status 130, one line saying how to resume, no traceback; the same
+    command then finishes, keeping the runs that had finished."""
+    import os
+    import signal
+    import time
+
+    from .conftest import data_path
+
+    cmd = [sys.executable, "-m", "mobilenets", "reproduce", "--budget", "quick", "--experiments", "table5",
+           "--epochs", "10", "--data", str(data_path("imagenette")), "--out", str(tmp_path / "rep")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the first run is under way (10 epochs: about 5 s each here)
+        if "training" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: finished runs are kept; run the same command again to resume" in err
+    assert "Traceback" not in err
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "rep" / "report.md").is_file()

@@ -1,6 +1,7 @@
 """`mobilenets reproduce`: verdict rules on synthetic numbers, and the quick budget end to end on real images."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -16,16 +17,18 @@ from mobilenets.reproduce import (
     reproduce,
     run_cost,
     verdict,
+    verdict_words,
 )
 
 from .conftest import data_path
 
 
-def _rows(pairs):
+def _rows(pairs, val_images=None):
     return [
-        {"row": label, "top1": {"mean": top1}, "macs_M": macs, "paper_top1": 0.0, "paper_macs_M": macs}
+        {"row": label, "top1": {"mean": top1}, "macs_M": macs, "paper_top1": 0.0, "paper_macs_M": macs,
+         "val_images": val_images}
         for label, top1, macs in pairs
-    ]
+    ]  # fmt: skip
 
 
 def test_shared_runs_are_trained_once():
@@ -49,33 +52,87 @@ def test_verdict_rules():
     assert not verdict("table6", no_drop)["holds"]
     rising = _rows([("224", 70, 569), ("192", 73, 418), ("160", 67, 290), ("128", 64, 186)])
     assert not verdict("table7", rising)["holds"]
-    grid = _rows([(str(m), 10 * __import__("math").log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
-    assert verdict("grid", grid)["r2_loglinear"] == pytest.approx(1.0)
+    grid = _rows([(str(m), 10 * math.log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
+    assert verdict("grid", grid)["r2_loglinear"] == pytest.approx(1.0) and verdict("grid", grid)["holds"]
+    falling = _rows([(str(m), 90 - 10 * math.log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
+    assert verdict("grid", falling)["r2_loglinear"] == pytest.approx(1.0)  # a perfect line, the wrong way
+    assert verdict("grid", falling)["holds"] is False
+    table4 = verdict("table4", _rows([("Conv MobileNet", 80.0, 4866), ("MobileNet", 79.0, 569)]))
+    assert table4["macs_ratio"] == pytest.approx(4866 / 569)
 
 
-def test_bad_options():
+def test_verdicts_weigh_the_noise_of_the_validation_set():
+    # 1 point between two ~70% models on 400 images (standard error 2.3 points each) is noise
+    close = [("0.75 MobileNet", 70.0, 325), ("Shallow MobileNet", 69.0, 307)]
+    v = verdict("table5", _rows(close, val_images=400))
+    assert v["holds"] is None and "includes 0" in v["inconclusive"]
+    assert v["gap_95ci"][0] < 0 < v["gap_95ci"][1]
+    assert verdict("table5", _rows(close, val_images=400_000))["holds"] is True  # the same gap on 1000x the images
+    assert (
+        verdict("table5", _rows(close))["holds"] is True
+        and "point estimates" in verdict("table5", _rows(close))["noise"]
+    )
+    # table 4's threshold is a 2-point loss: 1.5 points lost on 4,000 images cannot be told from 2
+    v = verdict("table4", _rows([("Conv MobileNet", 80.0, 4866), ("MobileNet", 78.5, 569)], val_images=4000))
+    assert v["holds"] is None and v["gap_95ci"][0] < -2 < v["gap_95ci"][1]
+    v = verdict("table4", _rows([("Conv MobileNet", 80.0, 4866), ("MobileNet", 72.0, 569)], val_images=4000))
+    assert v["holds"] is False
+    # a flat line is no drop: inconclusive, not "holds"; a significant rise anywhere fails it
+    flat = _rows([("224", 70.0, 569), ("192", 70.2, 418), ("160", 69.9, 290), ("128", 69.8, 186)], val_images=4000)
+    assert verdict("table7", flat)["holds"] is None
+    falls = _rows([("224", 76.0, 569), ("192", 74.0, 418), ("160", 71.0, 290), ("128", 66.0, 186)], val_images=4000)
+    assert verdict("table7", falls)["holds"] is True
+    rises = _rows([("224", 76.0, 569), ("192", 81.0, 418), ("160", 71.0, 290), ("128", 66.0, 186)], val_images=4000)
+    assert verdict("table7", rises)["holds"] is False and verdict("table7", rises)["significant_rises_points"] == [5.0]
+    # every model at chance (10 classes, 80 images): nothing to judge
+    chance = _rows([("Conv MobileNet", 12.5, 4866), ("MobileNet", 10.0, 569)], val_images=80)
+    v = verdict("table4", chance, num_classes=10)
+    assert v["holds"] is None and "chance" in v["inconclusive"]
+    assert (
+        verdict("table4", _rows([("Conv MobileNet", 40.0, 4866), ("MobileNet", 10.0, 569)], 80), 10)["holds"] is False
+    )
+
+
+def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="experiments='table9'"):
         reproduce(ReproduceConfig(experiments=("table9",)))
+    with pytest.raises(ValueError, match="experiments=''"):
+        reproduce(ReproduceConfig(experiments=()))
     with pytest.raises(ValueError, match="budget='huge'"):
         reproduce(ReproduceConfig(budget="huge"))
+    for seeds in (0, True, 1.5):
+        with pytest.raises(ValueError, match=f"seeds={seeds!r}"):
+            reproduce(ReproduceConfig(seeds=seeds))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    data = str(data_path("imagenette"))
+    with pytest.raises(ReproduceError, match="cannot create that folder"):
+        reproduce(ReproduceConfig(data=data, out=str(blocker / "rep"), budget="quick"))
+
+
+def test_a_gpu_budget_without_cuda_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ValueError, match="budget='full' trains on CUDA, which is not available here"):
+        reproduce(ReproduceConfig(data=str(data_path("imagenette")), budget="full"))
 
 
 @pytest.mark.slow
 def test_quick_budget_end_to_end(tmp_path):
     data = data_path("imagenette")
     out = tmp_path / "rep"
-    results = reproduce(
-        ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4", "table5", "table7")),
-        log=lambda m: None,
-    )
+    results = reproduce(ReproduceConfig(data=str(data), out=str(out), budget="quick"), log=lambda m: None)
     saved = json.loads((out / "results.json").read_text())
-    assert saved["experiments"].keys() == {"table4", "table5", "table7"}
+    assert saved["experiments"].keys() == {"table4", "table5", "table6", "table7", "grid"}
     for exp in saved["experiments"].values():
-        assert isinstance(exp["verdict"]["holds"], bool)
+        # judged, or inconclusive with the reason; never incomplete after a full run
+        assert isinstance(exp["verdict"]["holds"], bool) or "inconclusive" in exp["verdict"], exp["verdict"]
         for row in exp["rows"]:
             assert 0 <= row["top1"]["mean"] <= 100 and row["macs_M"] > 0
+            assert row["val_images"] == 80  # 8 per class, from each run's summary
     report = (out / "report.md").read_text()
-    assert "Smoke run" in report and "## table4" in report and "Verdict:" in report
+    assert "Smoke run" in report and "## table4" in report and "Verdict:" in report and "95% intervals" in report
+    for png in ("grid_macs.png", "grid_params.png"):
+        assert (out / png).stat().st_size > 10_000 and f"]({png})" in report
     runs_before = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}
     reproduce(
         ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4",)), log=lambda m: None
@@ -96,9 +153,12 @@ def test_quick_budget_end_to_end(tmp_path):
     runs_before.pop(new_run.name)
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
 
-    # --report-only: no training; a run without summary.json is unfinished and its experiments are not judged
+    # --report-only: no training; a run without summary.json is unfinished and its experiments are not judged;
+    # the recipe overrides shown are those the runs recorded (here one that does not change the experiment)
     shallow = next((out / "runs").glob("mobilenet_v1_shallow-*"))
     (shallow / "summary.json").unlink()
+    for cfg_file in (out / "runs").glob("*/config.yaml"):
+        cfg_file.write_text(cfg_file.read_text().replace("workers: 2", "workers: 1"))
     part = reproduce(
         ReproduceConfig(data="/nonexistent", out=str(out), budget="quick", experiments=("table4", "table5"),
                         report_only=True),
@@ -106,6 +166,8 @@ def test_quick_budget_end_to_end(tmp_path):
     )  # fmt: skip
     assert not (shallow / "summary.json").exists()  # nothing was retrained
     assert part["experiments"]["table5"]["verdict"]["holds"] is None
+    assert verdict_words(part["experiments"]["table5"]["verdict"]) == "not judged (incomplete)"
+    assert part["budget"]["train"]["workers"] == 1 and results["budget"]["train"]["workers"] == 2
     assert part["experiments"]["table4"]["verdict"]["holds"] == results["experiments"]["table4"]["verdict"]["holds"]
     assert list(part["unfinished_runs"]) == [shallow.name] and part["unfinished_runs"][shallow.name]["epochs"] == 1
     report = (out / "report.md").read_text()

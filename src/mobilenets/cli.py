@@ -571,20 +571,22 @@ def _add_reproduce(sub) -> Handler:
                    "from a timed training step here")  # fmt: skip
     p.add_argument("--jobs", type=int, default=d.jobs, help="processes at once; one resolution's runs share one")
     p.add_argument("--report-only", action="store_true", help="no training: report from the runs finished in --out")
+    p.add_argument(
+        "--seeds", type=int, default=d.seeds, help="train every model with seeds 0..N-1 (default: the budget's)"
+    )
     return cmd_reproduce
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import ReproduceConfig, reproduce
+    from .reproduce import ReproduceConfig, reproduce, verdict_words
 
     experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
     cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
                           epochs=args.epochs, jobs=args.jobs, report_only=args.report_only,
-                          time_budget=args.time_budget)  # fmt: skip
+                          time_budget=args.time_budget, seeds=args.seeds)  # fmt: skip
     results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
     for name, exp in results["experiments"].items():
-        said = {True: "holds", False: "does not hold", None: "not judged (incomplete)"}[exp["verdict"]["holds"]]
-        print(f"{name}: {said}")
+        print(f"{name}: {verdict_words(exp['verdict'])}")
     return 0
 
 
@@ -626,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        hint = {
+            "train": ": the last checkpoint is kept; add --resume auto to the same command to go on from it",
+            "reproduce": ": finished runs are kept; run the same command again to resume",
+        }.get(args.command, "")
+        print(f"\nmobilenets {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

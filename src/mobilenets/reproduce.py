@@ -190,6 +190,18 @@ def check_same_experiment(runs: list[Run], data: Path, out: Path, budget: Budget
         )
 
 
+def recorded_settings(runs: list[Run], out: Path, budget: Budget) -> tuple[dict[str, Any], str | None]:
+    """(the budget's training overrides, the data folder) as the first saved run in ``out`` recorded them
+    (`saved_config`). A report written without training shows these: this code's overrides can differ in what does
+    not change the experiment (how often a run evaluated or checkpointed), and the runs' are the ones that happened.
+    Overrides the run did not record (older code) are left out."""
+    for run in runs:
+        saved = saved_config(out / "runs" / run.key)
+        if saved:
+            return {k: saved[k] for k in budget.train if k in saved}, saved.get("data")
+    return dict(budget.train), None
+
+
 def share_cores(budget: Budget, jobs: int) -> Budget:
     """Split the CPU cores between ``jobs`` training processes (as torchrun does with OMP_NUM_THREADS): each one's
     intra-op and decode threads would otherwise all ask for every core, and the thread launching GPU kernels waits."""
@@ -383,19 +395,26 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "n": len(values), "values": values}  # fmt: skip
 
 
-def measured_rows(experiment: str, budget: Budget, summaries: dict[str, dict], num_classes: int) -> list[dict]:
+def measured_rows(
+    experiment: str, budget: Budget, summaries: dict[str, dict], num_classes: int, val_images: int | None = None
+) -> list[dict]:
+    """One row per model of ``experiment``: our top-1 over seeds (None until every seed finished), the validation
+    images it was measured on (the runs' own count, else ``val_images``), MACs, params and the paper's figures."""
     rows = []
     for label, model, res, paper_top1, paper_macs in experiment_rows(experiment, budget):
         keys = [Run(model, res, s).key for s in budget.seeds]
         tops = [100 * summaries[k]["final_top1"] for k in keys if k in summaries]
+        counts = [summaries[k]["val_images"] for k in keys if summaries.get(k, {}).get("val_images")]
         cost = count_complexity(model_spec(model, resolution=res, num_classes=num_classes))
         rows.append({"row": label, "model": model, "resolution": res,
                      "top1": _stats(tops) if len(tops) == len(keys) else None, "macs_M": cost.macs / 1e6,
-                     "params_M": cost.params / 1e6, "paper_top1": paper_top1, "paper_macs_M": paper_macs})  # fmt: skip
+                     "params_M": cost.params / 1e6, "paper_top1": paper_top1, "paper_macs_M": paper_macs,
+                     "val_images": min(counts) if counts else val_images})  # fmt: skip
     return rows
 
 
-def _loglinear_r2(rows: list[dict], key: str, macs_key: str) -> float:
+def _loglinear_fit(rows: list[dict], key: str, macs_key: str) -> tuple[float, float]:
+    """(slope in points per e-fold of mult-adds, R^2) of top-1 against log(mult-adds)."""
     xs = [math.log(r[macs_key]) for r in rows]
     ys = [r[key] if isinstance(r[key], float | int) else r[key]["mean"] for r in rows]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -403,52 +422,102 @@ def _loglinear_r2(rows: list[dict], key: str, macs_key: str) -> float:
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     ss_tot = sum((y - my) ** 2 for y in ys)
     if sxx == 0 or ss_tot == 0:
-        return 0.0
+        return 0.0, 0.0
     slope = sxy / sxx
     ss_res = sum((y - (my + slope * (x - mx))) ** 2 for x, y in zip(xs, ys, strict=True))
-    return 1 - ss_res / ss_tot
+    return slope, 1 - ss_res / ss_tot
 
 
-# The rules each verdict applies (stated in the report so a reader can disagree with them).
-TOLERANCE = 1.0  # points of top-1 treated as noise when checking monotonicity
+# The rules each verdict applies (stated in the report so a reader can disagree with them). Differences are judged
+# against their sampling noise: each top-1 is a proportion of the validation images, with binomial standard error
+# sqrt(p (1 - p) / n); a difference of two models takes the root sum of squares (conservative: both models see the
+# same images, which a paired test would exploit). A claim holds or fails when the whole 95% interval
+# (Z standard errors either side) says so; an interval that straddles the claim's threshold is inconclusive.
+Z = 1.96
+NOISE = (
+    "differences are judged with 95% intervals from the binomial noise of top-1 on the validation images; an "
+    "interval across the threshold is inconclusive, and so is an experiment whose models are all within noise of "
+    "chance"
+)
 RULES = {
-    "table4": "holds if the separable model loses at most 2 points against the full-convolution model "
-    "(the paper: 1.1 points)",
+    "table4": "holds if the separable model loses less than 2 points against the full-convolution model (the paper: "
+    "1.1 points)",
     "table5": "holds if the thinner 0.75 model is more accurate than the shallow model (the paper: +3.1 points)",
-    "table6": f"holds if top-1 does not rise (beyond {TOLERANCE} point of noise) as alpha shrinks and the drop from "
-    "0.5 to 0.25 is larger than from 0.75 to 0.5",
-    "table7": f"holds if top-1 does not rise (beyond {TOLERANCE} point of noise) as the resolution shrinks",
-    "grid": "holds if a straight line in log(mult-adds) explains at least 80% of the variance of top-1 over the 16 "
-    "models (R^2 >= 0.8); the same fit on TF-slim's ImageNet numbers is shown for reference",
+    "table6": "holds if top-1 falls from alpha 1.0 to 0.25, rises at no step, and drops more from 0.5 to 0.25 than "
+    "from 0.75 to 0.5",
+    "table7": "holds if top-1 falls from resolution 224 to 128 and rises at no step",
+    "grid": "holds if top-1 rises with log(mult-adds) and that straight line explains at least 80% of the variance "
+    "of top-1 over the 16 models (R^2 >= 0.8); the same fit on TF-slim's ImageNet numbers is shown for reference",
 }
 
 
-def verdict(experiment: str, rows: list[dict]) -> dict[str, Any]:
+def _se(row: dict) -> float:
+    """Standard error (points) of a row's top-1; 0 when the number of validation images is unknown."""
+    n, p = row.get("val_images"), row["top1"]["mean"] / 100
+    return 100 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
+
+
+def _judge(value: float, se: float, threshold: float = 0.0) -> bool | None:
+    """True when ``value`` is above ``threshold`` beyond Z standard errors, False when below, None when within."""
+    if value - Z * se > threshold:
+        return True
+    if value + Z * se < threshold:
+        return False
+    return None
+
+
+def verdict(experiment: str, rows: list[dict], num_classes: int | None = None) -> dict[str, Any]:
+    """Judge one experiment's claim from its rows (`measured_rows`) by `RULES`: ``holds`` is True, False or None
+    (``incomplete`` or ``inconclusive`` then says why); every number the rule used is returned beside it."""
     done = sum(r["top1"] is not None for r in rows)
     if done < len(rows):  # judged only from complete evidence
         return {"holds": None, "incomplete": f"{done} of {len(rows)} models finished"}
     top = {r["row"]: r["top1"]["mean"] for r in rows}
-    if experiment == "table4":
-        gap = top["MobileNet"] - top["Conv MobileNet"]
-        ratio = rows[0]["macs_M"] / rows[1]["macs_M"]
-        return {"holds": gap >= -2.0, "gap_points": gap, "paper_gap_points": 70.6 - 71.7, "macs_ratio": ratio}
-    if experiment == "table5":
-        gap = top["0.75 MobileNet"] - top["Shallow MobileNet"]
-        return {"holds": gap > 0, "gap_points": gap, "paper_gap_points": 68.4 - 65.3}
-    seq = [r["top1"]["mean"] for r in rows]  # rows are ordered from the largest model to the smallest
+    se = {r["row"]: _se(r) for r in rows}
+    out: dict[str, Any] = {}
+    if not all(se.values()):
+        out["noise"] = "not estimated (validation image count unknown): point estimates only"
+    if num_classes:
+        chance = 100 / num_classes
+        if all(_judge(top[k], se[k], chance) is not True for k in top):
+            return {"holds": None, "inconclusive": f"every model is within noise of chance ({chance:.1f}%)", **out}
+    if experiment in ("table4", "table5"):
+        a, b = ("MobileNet", "Conv MobileNet") if experiment == "table4" else ("0.75 MobileNet", "Shallow MobileNet")
+        gap, gap_se = top[a] - top[b], math.hypot(se[a], se[b])
+        threshold = -2.0 if experiment == "table4" else 0.0
+        holds = _judge(gap, gap_se, threshold)
+        out |= {"holds": holds, "gap_points": gap, "gap_95ci": [gap - Z * gap_se, gap + Z * gap_se]}
+        if experiment == "table4":
+            macs = {r["row"]: r["macs_M"] for r in rows}
+            out |= {"paper_gap_points": 70.6 - 71.7, "macs_ratio": macs["Conv MobileNet"] / macs["MobileNet"]}
+        else:
+            out["paper_gap_points"] = 68.4 - 65.3
+        if holds is None:
+            out["inconclusive"] = f"the 95% interval of the gap includes {threshold:g} points"
+        return out
+    names = [r["row"] for r in rows]  # ordered from the largest model to the smallest
+    seq = [top[k] for k in names]
     if experiment in ("table6", "table7"):
-        rises = [seq[i + 1] - seq[i] for i in range(len(seq) - 1) if seq[i + 1] - seq[i] > TOLERANCE]
-        out: dict[str, Any] = {"monotone": not rises, "rises_points": rises, "top1_sequence": seq}
+        steps = [(seq[i + 1] - seq[i], math.hypot(se[names[i]], se[names[i + 1]])) for i in range(len(seq) - 1)]
+        rises = [rise for rise, rise_se in steps if _judge(rise, rise_se) is True]
+        drop = _judge(seq[0] - seq[-1], math.hypot(se[names[0]], se[names[-1]]))
+        out |= {"top1_sequence": seq, "significant_rises_points": rises, "total_drop_points": seq[0] - seq[-1]}
+        parts = [False if rises or drop is False else drop]
         if experiment == "table6":
             d1, d2 = seq[1] - seq[2], seq[2] - seq[3]
-            out |= {"drop_075_to_05": d1, "drop_05_to_025": d2, "sharper_drop_at_025": d2 > d1}
-            out["holds"] = out["monotone"] and out["sharper_drop_at_025"]
-        else:
-            out["holds"] = out["monotone"]
+            curve_se = math.sqrt(se[names[1]] ** 2 + 4 * se[names[2]] ** 2 + se[names[3]] ** 2)
+            sharper = _judge(d2 - d1, curve_se)
+            out |= {"drop_075_to_05": d1, "drop_05_to_025": d2, "sharper_drop_at_025": sharper}
+            parts.append(sharper)
+        holds = False if False in parts else (None if None in parts else True)
+        out["holds"] = holds
+        if holds is None:
+            out["inconclusive"] = "a drop the rule needs is within noise"
         return out
-    r2 = _loglinear_r2(rows, "top1", "macs_M")
-    r2_paper = _loglinear_r2(rows, "paper_top1", "paper_macs_M")
-    return {"holds": r2 >= 0.8, "r2_loglinear": r2, "r2_loglinear_tfslim_imagenet": r2_paper}
+    slope, r2 = _loglinear_fit(rows, "top1", "macs_M")
+    _slope, r2_paper = _loglinear_fit(rows, "paper_top1", "paper_macs_M")
+    return out | {"holds": slope > 0 and r2 >= 0.8, "slope_points_per_efold": slope, "r2_loglinear": r2,
+                  "r2_loglinear_tfslim_imagenet": r2_paper}  # fmt: skip
 
 
 @dataclass
@@ -464,10 +533,13 @@ class ReproduceConfig:
     time_budget: float = 0.0  # GPU: the most epochs (at most the budget's or --epochs) estimated to fit these seconds
     jobs: int = 1  # processes training at once; the runs of one resolution go one after another in one process
     report_only: bool = False  # no training: report from the runs already finished in DIR/runs (others: unfinished)
+    seeds: int | None = None  # train every model with seeds 0..N-1 (default: the budget's); the report gives the spread
 
 
 def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     """Run (or resume) the experiments, then write DIR/results.json, DIR/report.md and the plots."""
+    if not cfg.experiments:
+        raise SpecError(f"experiments='' is not allowed: name at least one of {', '.join(EXPERIMENTS)}")
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if bad:
         raise SpecError(f"experiments={','.join(bad)!r} is not allowed: choose from {', '.join(EXPERIMENTS)}")
@@ -486,19 +558,35 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
+    if cfg.seeds is not None and (isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1):
+        raise SpecError(f"seeds={cfg.seeds!r} is not allowed: seeds must be an integer >= 1")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
+    if cfg.seeds is not None:
+        budget = replace(budget, seeds=tuple(range(cfg.seeds)))
+    if not cfg.report_only and budget.train.get("device") == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpecError(f"budget={cfg.budget!r} trains on CUDA, which is not available here (use --budget quick "
+                            "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
+    try:  # every run writes under it: an unwritable --out is one error now, not one per run
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReproduceError(f"out={str(out)!r} is not allowed: cannot create that folder ({exc.strerror})") from exc
     if not cfg.report_only:
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
-    planned = None
+    planned, trained_on = None, None
     if cfg.time_budget:
         budget, planned = fit_time_budget(cfg, runs, data, out, budget, recipe, log)
     if cfg.report_only:
         check_same_experiment(runs, data, out, budget, recipe)
+        train, trained_on = recorded_settings(runs, out, budget)
+        budget = replace(budget, train=train)
         summaries, unfinished = finished_runs(runs, out)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
@@ -506,14 +594,17 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         summaries, unfinished = train_all(runs, data, out, budget, recipe, log, cfg.jobs), {}
     num_classes = len(next(iter(summaries.values()))["model"].get("labels") or []) or 10
     shown = recipe.resolve().relative_to(CONFIGS.parent) if recipe.resolve().is_relative_to(CONFIGS.parent) else recipe
-    results: dict[str, Any] = {"budget": asdict(budget), "data": str(data), "recipe": str(shown), "experiments": {},
+    shown_data = trained_on or str(data)  # report-only: where the runs trained
+    results: dict[str, Any] = {"budget": asdict(budget), "data": shown_data, "recipe": str(shown),
+                               "num_classes": num_classes, "experiments": {},
                                "runs": {k: _run_record(s) for k, s in summaries.items()},
                                "unfinished_runs": unfinished, "report_only": cfg.report_only,
                                "time_budget": planned}  # fmt: skip
+    val_images = counted_val_images(data, budget)  # for runs whose summary predates its "val_images"
     for experiment in cfg.experiments:
-        rows = measured_rows(experiment, budget, summaries, num_classes)
-        results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows),
-                                              "rule": RULES[experiment]}  # fmt: skip
+        rows = measured_rows(experiment, budget, summaries, num_classes, val_images)
+        results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows, num_classes),
+                                              "rule": RULES[experiment], "noise": NOISE}  # fmt: skip
     results["wall_time_s"] = None if cfg.report_only else time.perf_counter() - start
     results["environment"] = _run_environment(out, summaries) if cfg.report_only else _environment(budget, cfg.jobs)
     out.mkdir(parents=True, exist_ok=True)
@@ -567,6 +658,16 @@ def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
             "python": env.get("versions", {}).get("python"), "jobs": None, "command": _command()}  # fmt: skip
 
 
+def counted_val_images(data: Path, budget: Budget) -> int | None:
+    """How many validation files the budget evaluates on in ``data`` (None when its val/ is not here)."""
+    from .data import DataError, scan_split
+
+    try:
+        return len(scan_split(data / "val", max_per_class=budget.max_val_per_class).samples)
+    except DataError:
+        return None
+
+
 def default_data() -> Path:
     from .data import shared_data_root
 
@@ -587,6 +688,7 @@ def write_plots(results: dict, out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = []
     for x_key, paper_x, label, fname in (("macs_M", "paper_macs_M", "mult-adds (M, log scale)", "grid_macs.png"),
@@ -604,11 +706,18 @@ def write_plots(results: dict, out: Path) -> list[str]:
                 ax.plot(xs, ys, "o-", label=f"alpha {alpha:g}")
             if x_key == "macs_M":
                 ax.set_xscale("log")
-            title = (
-                "TF-slim ImageNet (paper Fig. 4/5 models)"
-                if who == "paper"
-                else "ours on " + Path(results["data"]).name + (" (smoke run)" if results["budget"]["smoke"] else "")
-            )
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 20, 50, 100, ... in plain digits
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
+            if who == "paper":
+                title = "TF-slim ImageNet (paper Fig. 4/5 models)"
+            else:
+                done = sum(r["top1"] is not None for r in grid["rows"])
+                title = (
+                    f"ours: {results.get('num_classes', '?')} classes"
+                    + (f", {done} of {len(grid['rows'])} models finished" if done < len(grid["rows"]) else "")
+                    + (" (smoke run)" if results["budget"]["smoke"] else "")
+                )
             ax.set(title=title, xlabel=label, ylabel="top-1 (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
@@ -658,8 +767,9 @@ def render_report(results: dict, plots: list[str]) -> str:
                f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}"
                if results["wall_time_s"] is not None else
                f"- report written from the {len(results['runs'])} runs finished in `runs/` (no training in this "
-               f"invocation; per-run times in results.json); trained on {env.get('hardware')}, torch "
-               f"{env.get('torch')}"),
+               f"invocation); their own wall times {_run_times(results['runs'])}; trained on {env.get('hardware')}, "
+               f"torch {env.get('torch')}"),
+              f"- verdicts: {NOISE}",
               "- top-1 is the final epoch's validation top-1 (mean over seeds; spread = half the range); MACs and "
               "params are ours at the resolution trained (multiply-accumulates, BatchNorm not counted); the paper's "
               "columns are its ImageNet figures (grid: TF-slim's released checkpoints).", ""]  # fmt: skip
@@ -678,11 +788,24 @@ def render_report(results: dict, plots: list[str]) -> str:
                 f"{r['macs_M']:.1f} | {r['params_M']:.2f} | {r['paper_top1']} | {r['paper_macs_M']} |"
             )
         detail = ", ".join(f"{k} = {_fmt(val)}" for k, val in v.items() if k != "holds")
-        said = {True: "holds", False: "does not hold", None: "not judged"}[v["holds"]]
-        lines += ["", f"**Verdict: {said}** ({detail}). Rule: {exp['rule']}.", ""]
+        lines += ["", f"**Verdict: {verdict_words(v)}** ({detail}). Rule: {exp['rule']}.", ""]
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     return "\n".join(lines)
+
+
+def _run_times(runs: dict[str, dict]) -> str:
+    times = [r["wall_time_s"] for r in runs.values() if r.get("wall_time_s") is not None]
+    if not times:
+        return "were not recorded"
+    return f"sum to {sum(times):.0f} s (longest {max(times):.0f} s; per run in results.json)"
+
+
+def verdict_words(v: dict) -> str:
+    """holds / does not hold / inconclusive (within noise) / not judged (incomplete), for a `verdict` dict."""
+    if v["holds"] is not None:
+        return "holds" if v["holds"] else "does not hold"
+    return "inconclusive" if "inconclusive" in v else "not judged (incomplete)"
 
 
 def _fmt(value: Any) -> str:

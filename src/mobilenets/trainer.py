@@ -663,6 +663,7 @@ class _Run:
             "final_top1": final.get("val_top1"),
             "final_top5": final.get("val_top5"),
             "final_val_loss": final.get("val_loss"),
+            "val_images": last_val["images"] if last_val else None,  # what final_top1 is a proportion of
             "epochs": len(all_rows),
             "global_steps": self.global_step,
             "wall_time_s": wall,
