@@ -147,3 +147,34 @@ def test_pareto_front():
 
     pts = [(1.0, 50.0), (2.0, 49.0), (2.0, 60.0), (3.0, 60.0), (4.0, 70.0), (0.5, 40.0)]
     assert pareto_front(pts) == [(0.5, 40.0), (1.0, 50.0), (2.0, 60.0), (4.0, 70.0)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_runner_times_a_resident_batch_and_matches_fp32():
+    """Trained weights (TF's 0.25 MobileNet-128) on real photos: random weights are too sensitive to bf16."""
+    import numpy as np
+    import torch
+
+    from mobilenets.convert.from_tflite import import_tflite
+    from mobilenets.preprocess import load_batch
+    from mobilenets.runtimes import default_cuda_backend
+
+    from .conftest import data_path
+
+    model, _ = import_tflite(data_path("mobilenet-weights", "tflite", "mobilenet_v1_0.25_128_quant.tflite"))
+    photos = sorted(data_path("imagenet-sample").glob("*.JPEG"))[:8]
+    x = load_batch(photos, model.spec).numpy()
+    ref = model.eval()(torch.from_numpy(x)).detach().numpy()
+    runner = make_runner(model, "cuda-bf16")
+    assert runner.info["backend"] == default_cuda_backend()
+    out = runner(x)
+    # the rule of benchmarks/gpu_vs_timm.py: within 5% of the largest logit, or 1.5x the error of a plain bf16 cast
+    # of the folded model (4.2% for these weights and photos on CPU)
+    with torch.inference_mode():
+        cast = model.fuse().cuda().to(torch.bfloat16)(torch.from_numpy(x).cuda().to(torch.bfloat16)).float().cpu()
+    allowed = max(0.05, 1.5 * float(np.abs(cast.numpy() - ref).max() / np.abs(ref).max()))
+    assert np.abs(out - ref).max() <= allowed * np.abs(ref).max()
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.75
+    call = runner.resident(x)
+    assert call() is None  # runs on the batch already on the GPU; nothing comes back to the host
