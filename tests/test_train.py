@@ -396,6 +396,17 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
         assert shapes[name].shape == (3, 64, 64), name
     for name in ("zero.jpg", "truncated.jpg", "notes.jpg"):
         assert shapes[name] is None, name
+    # for training, a bad file's item is the next readable sample (its label), the bad file named beside it
+    replaced = ImageFolderDataset(split, ds.transform, replace_bad=True)
+    for i, (path, _label) in enumerate(split.samples):
+        img, label, met = replaced[i]
+        assert img.shape == (3, 64, 64)
+        if Path(path).name in ("zero.jpg", "truncated.jpg", "notes.jpg"):
+            assert met[0][0] == i and all(shapes[Path(split.samples[j][0]).name] is None for j, _ in met)
+            source = (i + len(met)) % len(split.samples)
+            assert shapes[Path(split.samples[source][0]).name] is not None and label == split.samples[source][1]
+        else:
+            assert met == []
     for cache in ("off", "on", "device"):
         mode = {"data_on_device": True} if cache == "device" else {"cache": cache}
         s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, **mode))
@@ -408,6 +419,24 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
         assert s["epochs"] == 2
         rows = [json.loads(x) for x in (tmp_path / cache / "metrics.jsonl").read_text().splitlines()]
         assert [r["skipped_train"]["count"] for r in rows] == [3, 3]
+        assert [r["train_images"] for r in rows] == [s["global_steps"] // 2 * 4] * 2  # every batch full
+
+
+@pytest.mark.slow
+def test_mostly_unreadable_files_do_not_stall_two_process_ddp(tmp_path):
+    """Batches keep their size when files are bad, so both gloo ranks take every step: when a rank skipped a batch
+    whose files were all unreadable, the other waited for it in the gradient all-reduce and the run hung."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 2)
+    for cls in CLASSES4[:2]:
+        for k in range(10):
+            (data / "train" / cls / f"zero{k:02d}.jpg").write_bytes(b"")
+    proc = torchrun(["train", "--out", str(tmp_path / "run"), "--data", str(data), "--alpha", "0.25",
+                     "--resolution", "32", "--batch-size", "4", "--epochs", "2", "--workers", "0", "--threads", "1",
+                     "--quiet"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["skipped_files"]["train"]["count"] == 20
+    assert summary["global_steps"] == 2 * (24 // 4)  # global batch 4: 6 full steps per epoch
 
 
 def test_dataset_structure_errors(tmp_path):

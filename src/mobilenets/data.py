@@ -167,10 +167,20 @@ def estimate_cache_bytes(samples: list[tuple[str, int]], side: int, stop_above: 
 
 
 class ImageFolderDataset(Dataset):
-    """Samples -> (float image, label, index); a bad file yields (None, label, index) and is dropped by `collate`."""
+    """Samples -> (float image, label, [(index, reason) of unreadable files met]).
 
-    def __init__(self, split: Split, transform, *, seed: int = 0, cache_side: int | None = None) -> None:
+    An unreadable file never reaches the model. For evaluation (``replace_bad`` False) its item is (None, label,
+    [(index, reason)]) and `collate` drops it. For training (``replace_bad`` True) the item is the next readable
+    sample in file order instead (augmented with the bad sample's own random numbers), so every batch keeps its size:
+    a batch of one image would stop BatchNorm, and under DDP a rank left with an empty batch would skip a step the
+    others take and hang them. The bad file is still counted and reported.
+    """
+
+    def __init__(
+        self, split: Split, transform, *, seed: int = 0, cache_side: int | None = None, replace_bad: bool = False
+    ) -> None:
         self.split = split
+        self.replace_bad = replace_bad
         self.samples = split.samples
         self.transform = transform
         self.seed = seed
@@ -212,17 +222,28 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int):
         label = self.samples[index][1]
         img, reason = self._decode(index)
+        bad = []
         if img is None:
-            return None, label, index, reason
+            bad.append((index, reason))
+            tries = range(1, len(self.samples)) if self.replace_bad else ()
+            for step in tries:  # the next readable sample in file order
+                other = (index + step) % len(self.samples)
+                img, why = self._decode(other)
+                if img is not None:
+                    label = self.samples[other][1]
+                    break
+                bad.append((other, why))
+            if img is None:
+                return None, label, bad
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.sample_seed(index))
-            return self.transform(img), label, index, ""
+            return self.transform(img), label, bad
 
 
 def collate(batch):
-    """Stack the readable samples; return (images, labels, [(index, reason) of dropped bad files])."""
+    """Stack the readable samples; return (images, labels, [(index, reason) of the unreadable files met])."""
     good = [b for b in batch if b[0] is not None]
-    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    bad = [record for b in batch for record in b[2]]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
     return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good]), bad

@@ -255,7 +255,7 @@ class _Run:
         if cfg.data_on_device:
             return self._device_loaders(spec, res, side)
         tf_train = make_train_transform(spec, res, cfg.scale_min, (cfg.ratio_min, cfg.ratio_max), cfg.hflip)
-        self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, cache_side=side)
+        self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, cache_side=side, replace_bad=True)
         self.val_ds = ImageFolderDataset(self.val_split, eval_transform(spec, res), seed=cfg.seed, cache_side=side)
         self.cache_info = {}
         for name, ds in (("train", self.train_ds), ("val", self.val_ds)):
