@@ -113,7 +113,7 @@ def test_a_budgeted_run_fits_its_budget_and_sizes_its_schedule(tmp_path, sim_clo
     assert rows[-1]["lr"] < 0.01 * cfg.lr  # with the 400-epoch schedule it would still be near the peak
     _, state = find_resume(tmp_path / "r")
     assert state["plan"]["epochs"] == len(rows)
-    again = train(tiny_cfg(data, tmp_path / "r", epochs=400, resume="auto"))
+    again = train(tiny_cfg(data, tmp_path / "r", epochs=400, schedule="cosine", warmup_epochs=1, resume="auto"))
     assert again["epochs"] == len(rows) and again["global_steps"] == steps
     assert again["time_budget"] == summary["time_budget"]
 

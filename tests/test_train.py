@@ -670,3 +670,24 @@ def test_modern_recipe_learns_as_shipped(tmp_path):
     summary = train(cfg)
     # 200 balanced val images: chance 0.25 with binomial sd 0.031, so 0.36 is 3.5 sd above it (0.42-0.44 measured)
     assert summary["final_top1"] >= 0.36
+
+
+def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_path, capsys):
+    """Without --resume, an earlier run's checkpoints in --out stop a new run before it writes anything (it would
+    have lost its own checkpoints to theirs); --resume with other settings (here the width and the optimizer) is one
+    clear error (exit 2), not a size-mismatch traceback or a silent change of recipe; more epochs are allowed."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, epochs=1, batch_size=4))
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    with pytest.raises(ConfigError, match=r"holds checkpoints of an earlier run.*--resume auto"):
+        train(tiny_cfg(data, out, epochs=1, batch_size=4))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+    code = main(["train", "--data", str(data), "--out", str(out), "--alpha", "0.5", "--optimizer", "adamw",
+                 "--resolution", "64", "--batch-size", "4", "--epochs", "2", "--workers", "0", "--quiet",
+                 "--resume", "auto"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "alpha=0.25 there, 0.5 here" in err and "optimizer='sgd' there, 'adamw' here" in err
+    assert "Traceback" not in err
+    longer = train(tiny_cfg(data, out, epochs=2, batch_size=4, resume="auto"))
+    assert longer["resumed_from"] and longer["epochs"] == 2

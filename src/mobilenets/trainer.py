@@ -48,6 +48,7 @@ from .engine import (
     evaluate,
     find_resume,
     gather_objects,
+    list_checkpoints,
     load_checkpoint,
     log,
     rng_state,
@@ -62,7 +63,7 @@ from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
-from .train_config import ConfigError, TrainConfig
+from .train_config import RUNTIME_FIELDS, ConfigError, TrainConfig
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -364,6 +365,14 @@ class _Run:
         self.wall_before = 0.0
         self.resumed_from = None
         if not self.cfg.resume:
+            # a fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a
+            # later --resume auto could pick the earlier run's: every process stops, before anything is written
+            stale = list_checkpoints(self.out)
+            if all_reduce_min_int(0 if stale else 1, self.env) == 0:
+                raise ConfigError(
+                    f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
+                    "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
+                )
             return
         found = (
             find_resume(self.out)
@@ -374,6 +383,7 @@ class _Run:
             self.say(f"--resume auto: no checkpoint in {self.out / 'checkpoints'}, starting from scratch")
             return
         path, state = found
+        self._check_resumed_config(path, state.get("config"))
         unwrap(self.model).load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
@@ -390,6 +400,24 @@ class _Run:
             self.epochs = min(self.cfg.epochs, self.plan["epochs"])
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+
+    # what a resume may change: how long to train (epochs, time budget, a step limit); everything else
+    # (RUNTIME_FIELDS aside) decides what the run trains; the checkpoint's model and optimizer state were made for it
+    RESUMABLE = frozenset(("epochs", "time_budget", "max_steps"))
+
+    def _check_resumed_config(self, path: Path, saved: dict | None) -> None:
+        if not saved:
+            return
+        skip = RUNTIME_FIELDS | self.RESUMABLE
+        old = {k: v for k, v in json.loads(json.dumps(saved)).items() if k not in skip}
+        new = {k: v for k, v in self.cfg.experiment().items() if k not in skip}
+        differ = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in new.items() if k in old and old[k] != v]
+        if differ:
+            more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+            raise ConfigError(
+                f"resume={str(path)!r} was saved by a run with other settings ({'; '.join(differ[:4])}{more}): "
+                "resume with that run's settings (its config.yaml), or give another --out to start afresh"
+            )
 
     def _saved_best(self, best: dict) -> dict:
         """The best score to beat after a resume: the checkpoint's, or that of ``model_best/`` when it was saved at a
