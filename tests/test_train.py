@@ -548,6 +548,25 @@ def test_cli_type_errors_and_unknown_config_keys_exit_2(capsys, tmp_path):
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "epochz" in capsys.readouterr().err
     assert main(["eval", "--weights", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    # YAML values are checked against the fields' types: a quoted "no" is not false, a scalar is not a pair
+    for line, words in [('hflip: "no"', "hflip='no' is not allowed: hflip must be true or false"),
+                        ('freeze_backbone: "off"', "freeze_backbone='off'"), ("lr: '0.1'", "lr must be a number"),
+                        ("epochs: 2.5", "epochs must be an integer"), ("betas: 0.9", "betas=[0.9]")]:  # fmt: skip
+        cfg.write_text(line + "\n")
+        assert main(["train", "--config", str(cfg), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    cfg.write_text("classes: n01440764\nhflip: no\n")  # one class without a list; YAML's unquoted no is false
+    resolved = resolve(str(cfg))
+    assert resolved.classes == ["n01440764"] and resolved.hflip is False
+
+
+def test_epsilon_defaults_per_optimizer():
+    assert resolve(optimizer="rmsprop").eps == 1.0  # TF-slim's --opt_epsilon
+    assert resolve(optimizer="adamw").eps == 1e-8  # 1.0 would swamp Adam's second-moment estimate
+    assert resolve(optimizer="adamw", eps=1e-6).eps == 1e-6
+    opt = build_optimizer(create_model("mobilenet_v1_025", num_classes=3), TrainConfig(optimizer="adamw"), 0.1)
+    assert opt.param_groups[0]["eps"] == 1e-8
 
 
 def test_worker_processes_do_not_change_the_result(tmp_path):

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .train_config import TrainConfig
+from .train_config import DEFAULT_EPS, TrainConfig
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -77,17 +77,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, base_lr: float) -> torch
     groups = param_groups(model, cfg, base_lr)
     if not groups:
         raise ValueError("no trainable parameters (is everything frozen?)")
+    eps = cfg.eps if cfg.eps is not None else DEFAULT_EPS[cfg.optimizer]  # set by TrainConfig.validate()
     if cfg.optimizer == "rmsprop":
-        return RMSpropTF(groups, lr=base_lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+        return RMSpropTF(groups, lr=base_lr, decay=cfg.rmsprop_decay, momentum=cfg.momentum, eps=eps)
     if cfg.optimizer == "rmsprop_torch":
-        return torch.optim.RMSprop(groups, lr=base_lr, alpha=cfg.rmsprop_decay, momentum=cfg.momentum, eps=cfg.eps)
+        return torch.optim.RMSprop(groups, lr=base_lr, alpha=cfg.rmsprop_decay, momentum=cfg.momentum, eps=eps)
     # on CUDA one fused kernel updates every parameter (PyTorch's fused SGD/AdamW); CPU keeps the default path,
     # whose results the bit-identical resume tests pin
     fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) else {}
     if cfg.optimizer in ("sgd", "nesterov"):
         nesterov = cfg.optimizer == "nesterov"
         return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.momentum, nesterov=nesterov, **fused)
-    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=cfg.eps, **fused)
+    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(cfg.betas), eps=eps, **fused)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -92,7 +92,9 @@ class TrainConfig:
     lr_base_batch: int = _f(0, "batch size --lr is quoted for; scaled linearly to --batch-size (0 = no scaling)")
     momentum: float = _f(0.9, "momentum (sgd, nesterov, rmsprop)")
     rmsprop_decay: float = _f(0.9, "RMSProp moving-average decay of squared gradients")
-    eps: float = _f(1.0, "optimizer epsilon (RMSProp: inside the square root, as in TensorFlow)")
+    eps: float | None = _f(
+        None, "optimizer epsilon; default 1.0 for RMSProp (inside the square root, as in TF-slim), 1e-8 for AdamW"
+    )
     betas: list[float] = _f([0.9, 0.999], "AdamW betas")
     weight_decay: float = _f(4e-5, "L2 weight decay (decoupled for AdamW)")
     wd_depthwise: bool = _f(False, "apply weight decay to depthwise filters")
@@ -160,6 +162,8 @@ class TrainConfig:
         _number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "a number in [0, 1)")
         _number("lr_decay", self.lr_decay, lambda v: 0 < v <= 1, "a number in (0, 1]")
         _number("lr_decay_epochs", self.lr_decay_epochs, lambda v: v > 0, "a positive number")
+        if self.eps is None:  # the optimizer's own default, recorded in the run's config.yaml as used
+            self.eps = DEFAULT_EPS[self.optimizer]
         for name in ("eps", "distill_temperature"):
             _number(name, getattr(self, name), lambda v: v > 0, "a positive number")
         for name in ("time_budget", "weight_decay", "warmup_epochs", "grad_clip", "mixup_alpha", "cutmix_alpha"):
@@ -200,6 +204,11 @@ def _number(name: str, value: Any, ok, allowed: str, integer: bool = False) -> N
     kinds = int if integer else int | float
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not ok(value):
         raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
+# epsilon per optimizer when --eps is not given: TF-slim's RMSProp setting (--opt_epsilon 1.0, as Inception-v3),
+# PyTorch's and Loshchilov & Hutter's AdamW 1e-8 (1.0 there would swamp the second-moment estimate)
+DEFAULT_EPS = {"rmsprop": 1.0, "rmsprop_torch": 1.0, "sgd": 1.0, "nesterov": 1.0, "adamw": 1e-8}
 
 
 def _field_types() -> dict[str, Any]:
@@ -248,11 +257,34 @@ def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
     types = _field_types()
     for name, value in list(values.items()):
         base, is_list = _base_type(types[name])
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
         if is_list and isinstance(value, tuple):
-            values[name] = list(value)
+            value = list(value)
+        if is_list and isinstance(value, base | int) and not isinstance(value, bool):
+            value = [value]  # a single class folder, say, where a list is expected
+        if value is None and type(None) in typing.get_args(types[name]):
+            values[name] = value
+            continue
+        items = value if is_list and isinstance(value, list) else [value]
+        if (is_list and not isinstance(value, list)) or not all(_is_a(v, base) for v in items):
+            want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
+            raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
+        values[name] = (
+            [float(v) if base is float else v for v in items] if is_list else (float(value) if base is float else value)
+        )
     return TrainConfig(**values).validate()
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _is_a(value: Any, base: type) -> bool:
+    """Whether a YAML/CLI value fits a field of scalar type ``base`` (ints count as floats; booleans as nothing else:
+    YAML reads ``no`` as false, but the string "no" is not a boolean, nor is 1)."""
+    if base is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if base is float else isinstance(value, base)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
