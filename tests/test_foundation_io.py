@@ -101,3 +101,16 @@ def test_ort_runner_reports_the_files_precision(tmp_path):
     quantize(model, tmp_path / "m.int8.onnx")
     int8 = runtimes.ort_runner(tmp_path / "m.int8.onnx")
     assert int8.info["dtype"] == "int8" and int8.name == "ort-int8"
+
+
+def test_sixteen_bit_images_keep_their_brightness(tmp_path):
+    """16-bit samples map to 8 bits by the full 16-bit range, the same for every image: a mid-grey stays mid-grey
+    and a dark image stays dark (stretching each image to its own maximum made both white)."""
+    from PIL import Image
+
+    Image.new("I;16", (8, 6), 32767).save(tmp_path / "grey.png")
+    ramp = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 20).astype(np.uint16)  # 0..940 of 65535: near black
+    Image.fromarray(ramp).save(tmp_path / "dark.png")
+    grey, dark = read_image(tmp_path / "grey.png"), read_image(tmp_path / "dark.png")
+    assert grey.shape == (3, 6, 8) and grey.unique().tolist() == [127]  # round(32767 / 65535 * 255)
+    assert dark.shape == (3, 6, 8) and int(dark.max()) == round(940 / 65535 * 255) == 4

@@ -72,9 +72,10 @@ def _read_with_pillow(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit samples to 8 bits, 65535 -> 255 for every image
+                arr = np.clip(np.asarray(im, dtype=np.float64), 0, None)
+                full = 65535.0 if arr.max() <= 65535 else float(arr.max())  # wider integer data: by its own range
+                im = Image.fromarray(np.round(arr / full * 255).astype(np.uint8))
             rgb = im.convert("RGB")
             return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
