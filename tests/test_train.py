@@ -175,6 +175,33 @@ def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
     assert train(cfg)["global_steps"] == 1
     with pytest.raises(ConfigError, match="teacher"):
         train(tiny_cfg(root, tmp_path / "kd3", teacher="no_such_net", max_steps=1))
+    # a teacher for other classes: ours by its labels, torchvision's by its weights' head (ImageNet's 1000)
+    wrong = load(out / "model")
+    wrong.spec = wrong.spec.replace(labels=tuple(reversed(CLASSES4)))
+    save(wrong, tmp_path / "reversed")
+    with pytest.raises(ConfigError, match=f"class 0 is '{CLASSES4[-1]}' there, '{CLASSES4[0]}' here"):
+        train(tiny_cfg(root, tmp_path / "kd4", teacher=str(tmp_path / "reversed"), max_steps=1))
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(ConfigError, match=r"do not fit resnet18 with 4 classes \(size mismatch for fc.weight"):
+        train(tiny_cfg(root, tmp_path / "kd5", teacher="resnet18", teacher_weights=str(tmp_path / "r18.pt"),
+                       max_steps=1, resolution=32))  # fmt: skip
+
+
+def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
+    from mobilenets.trainer import Renormalise
+
+    pixels = torch.rand(2, 3, 5, 5)
+    student = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    own = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # a TF-trained teacher: inputs in [-1, 1]
+
+    def norm(x, mean_std):
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in mean_std)
+        return (x - mean) / std
+
+    adapter = Renormalise(torch.nn.Identity(), student, own)
+    assert torch.allclose(adapter(norm(pixels, student)), norm(pixels, own), atol=1e-6)
 
 
 def test_triton_depthwise_option_swaps_the_layers_it_trains(tmp_path, monkeypatch):

@@ -123,11 +123,41 @@ def bn_to_eval(model: nn.Module, only_frozen: bool) -> None:
             m.eval()
 
 
-def build_teacher(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
-    """Our weights folder, or a torchvision model by name (random weights unless ``teacher_weights``; no download)."""
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's classifiers
+
+
+class Renormalise(nn.Module):
+    """A teacher behind an input adapter: the student's normalised batch, (x - m_s) / s_s, becomes the teacher's own
+    normalisation, (x - m_t) / s_t, by one per-channel affine map."""
+
+    def __init__(self, teacher: nn.Module, student: tuple, own: tuple) -> None:
+        super().__init__()
+        (m_s, s_s), (m_t, s_t) = ([torch.tensor(v).view(1, 3, 1, 1) for v in pair] for pair in (student, own))
+        self.teacher = teacher
+        self.register_buffer("scale", s_s / s_t)
+        self.register_buffer("shift", (m_s - m_t) / s_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x * self.scale + self.shift)
+
+
+def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, student_norm: tuple) -> nn.Module:
+    """Our weights folder, or a torchvision model by name (random weights unless ``teacher_weights``; no download).
+
+    The teacher must predict the dataset's classes: ours by its labels (same names, same order), a torchvision model by
+    its head's size. It sees the student's batches, renormalised to its own mean/std when they differ (ours: its
+    spec's; torchvision's: ImageNet's).
+    """
     path = Path(cfg.teacher)
     if path.exists():
         teacher = weights_io.load(path)
+        own = (tuple(teacher.spec.mean), tuple(teacher.spec.std))
+        labels = list(teacher.spec.labels or [])
+        if labels and labels != list(classes):
+            first = next((i for i, (a, b) in enumerate(zip(labels, classes, strict=False)) if a != b), None)
+            where = (f"class {first} is {labels[first]!r} there, {classes[first]!r} here" if first is not None
+                     else f"{len(labels)} labels there, {len(classes)} classes here")  # fmt: skip
+            raise ConfigError(f"teacher={cfg.teacher!r} predicts other classes than the dataset's ({where})")
     else:
         import torchvision
 
@@ -135,13 +165,24 @@ def build_teacher(cfg: TrainConfig, num_classes: int, device: torch.device) -> n
             raise ConfigError(
                 f"teacher={cfg.teacher!r} is not allowed: teacher must be a weights folder or a torchvision model name"
             )
-        teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=num_classes)
+        teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=len(classes))
+        own = (IMAGENET_MEAN, IMAGENET_STD)
         if cfg.teacher_weights:
             state = torch.load(cfg.teacher_weights, map_location="cpu", weights_only=True)
-            teacher.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            try:
+                teacher.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            except RuntimeError as exc:
+                detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc)[:200])
+                raise ConfigError(
+                    f"teacher_weights={cfg.teacher_weights!r} do not fit {cfg.teacher} with {len(classes)} classes "
+                    f"({detail}): a teacher must be trained on the dataset's classes (fine-tune it first, e.g. with "
+                    "--init on our format)"
+                ) from exc
     out = getattr(teacher, "num_classes", None)
-    if out is not None and out != num_classes:
-        raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {num_classes}")
+    if out is not None and out != len(classes):
+        raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {len(classes)}")
+    if tuple(map(tuple, student_norm)) != tuple(map(tuple, own)):
+        teacher = Renormalise(teacher, student_norm, own)
     return teacher.to(device).eval().requires_grad_(False)
 
 
@@ -357,7 +398,13 @@ class _Run:
         if cfg.compile:
             wrapped = torch.compile(wrapped)
         self.wrapped = wrapped
-        self.teacher = build_teacher(cfg, len(self.classes), env.device) if cfg.teacher else None
+        self.teacher = None
+        if cfg.teacher:
+            spec = unwrap(self.model).spec
+            self.teacher = build_teacher(cfg, list(self.classes), env.device, (tuple(spec.mean), tuple(spec.std)))
+            if not Path(cfg.teacher).exists() and not cfg.teacher_weights:
+                self.say(f"warning: teacher {cfg.teacher} has random weights (no --teacher-weights): its soft "
+                         "targets carry nothing to distil")  # fmt: skip
 
     def _resume(self) -> None:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
