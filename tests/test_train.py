@@ -163,6 +163,11 @@ def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
         if not k.startswith("classifier."):
             assert torch.equal(sa[k], sb[k]), k  # frozen backbone: weights and BatchNorm statistics untouched
     assert sa["classifier.weight"].shape == (2, before.num_features)
+    # the weights fix the architecture: another width or activation beside --init is an error, a resolution is not
+    with pytest.raises(ConfigError, match=r"alpha=0.5 here, 0.25 in the weights; act='relu6' here, 'relu'"):
+        train(tiny_cfg(sub, tmp_path / "ft2", init=str(out / "model"), alpha=0.5, act="relu6", max_steps=1))
+    s48 = train(tiny_cfg(sub, tmp_path / "ft3", init=str(out / "model"), resolution=48, max_steps=1))
+    assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 
 
 @pytest.mark.slow

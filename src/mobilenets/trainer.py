@@ -96,6 +96,16 @@ def build_model(cfg: TrainConfig, classes: list[str]) -> MobileNetV1:
     labels = tuple(classes)
     if cfg.init:
         model = weights_io.load(cfg.init, **({"resolution": cfg.resolution} if cfg.resolution else {}))
+        # the architecture comes from the weights: a width or activation asked for beside them cannot apply
+        differ = [f"{k}={getattr(cfg, k)!r} here, {getattr(model.spec, k)!r} in the weights" for k in ("alpha", "act")
+                  if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(model.spec, k)]  # fmt: skip
+        if differ:
+            raise ConfigError(
+                f"init={cfg.init!r} fixes the architecture ({'; '.join(differ)}): drop those options, or train "
+                "from scratch without --init"
+            )
+        if cfg.resolution and model.spec.variant == "standard":
+            model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         if model.num_classes != len(classes):
             model.reset_classifier(len(classes))
         model.spec = model.spec.replace(labels=labels)
