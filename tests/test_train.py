@@ -593,6 +593,12 @@ def test_cli_type_errors_and_unknown_config_keys_exit_2(capsys, tmp_path):
     assert resolved.classes == ["n01440764"] and resolved.hflip is False
 
 
+def test_eval_of_a_dataset_root_points_at_its_val_split(trained, capsys):
+    root, out, _ = trained
+    assert main(["eval", "--weights", str(out / "model"), "--data", str(root)]) == 2
+    assert f"holds train/ and val/: evaluate one split, e.g. --data {root / 'val'}" in capsys.readouterr().err
+
+
 def test_epsilon_defaults_per_optimizer():
     assert resolve(optimizer="rmsprop").eps == 1.0  # TF-slim's --opt_epsilon
     assert resolve(optimizer="adamw").eps == 1e-8  # 1.0 would swamp Adam's second-moment estimate

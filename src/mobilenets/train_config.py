@@ -156,7 +156,13 @@ class TrainConfig:
         _number("backbone_lr_mult", self.backbone_lr_mult, lambda v: v >= 0, "a number >= 0")
         _number("cache_budget_gb", self.cache_budget_gb, lambda v: v >= 0, "a number >= 0")
         _number("scale_min", self.scale_min, lambda v: 0 < v <= 1, "a number in (0, 1]")
-        _number("ratio_min", self.ratio_min, lambda v: 0 < v <= self.ratio_max, "a number in (0, ratio_max]")
+        _number("ratio_max", self.ratio_max, lambda v: v > 0, "a positive number")
+        _number(
+            "ratio_min",
+            self.ratio_min,
+            lambda v: 0 < v <= self.ratio_max,
+            f"a number in (0, ratio_max={self.ratio_max:g}]",
+        )
         for name in ("momentum", "rmsprop_decay", "label_smoothing", "min_lr_ratio", "distill_weight"):
             _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "a number in [0, 1]")
         _number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "a number in [0, 1)")

@@ -810,6 +810,8 @@ def evaluate_weights(
     env = setup_distributed(device)
     model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
     spec = model.spec
+    if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
+        raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     split = scan_split(data)
     if spec.labels:
         unknown = [c for c in split.classes if c not in spec.labels]
