@@ -748,3 +748,6 @@ def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_pa
     assert "Traceback" not in err
     longer = train(tiny_cfg(data, out, epochs=2, batch_size=4, resume="auto"))
     assert longer["resumed_from"] and longer["epochs"] == 2
+    again = train(tiny_cfg(data, out, epochs=2, batch_size=4, resume="auto"))  # finished: nothing left to train
+    assert again["per_class_top1"] == longer["per_class_top1"] is not None
+    assert again["val_images"] == longer["val_images"] == 4

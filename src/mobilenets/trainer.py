@@ -738,6 +738,9 @@ class _Run:
         final = all_rows[-1] if all_rows else {}
         self._save_weights("model", final)
         cost = count_complexity(spec)
+        # a resume with no epoch left to train evaluates nothing: keep what the finished run measured
+        previous = self.out / "summary.json"
+        earlier = json.loads(previous.read_text()) if last_val is None and previous.is_file() else {}
         summary = {
             "model": spec.to_dict(),
             "macs": cost.macs,
@@ -748,7 +751,7 @@ class _Run:
             "final_top1": final.get("val_top1"),
             "final_top5": final.get("val_top5"),
             "final_val_loss": final.get("val_loss"),
-            "val_images": last_val["images"] if last_val else None,  # what final_top1 is a proportion of
+            "val_images": last_val["images"] if last_val else earlier.get("val_images"),  # final_top1's denominator
             "epochs": len(all_rows),
             "global_steps": self.global_step,
             "wall_time_s": wall,
@@ -767,7 +770,9 @@ class _Run:
             if all_rows
             else None,
             "eval_images_per_s": final.get("val_images_per_s"),
-            "per_class_top1": dict(zip(self.classes, last_val["per_class_top1"], strict=True)) if last_val else None,
+            "per_class_top1": dict(zip(self.classes, last_val["per_class_top1"], strict=True))
+            if last_val
+            else earlier.get("per_class_top1"),
             "skipped_files": {"train": train_bad.to_dict(), "val": final.get("skipped_val")},
             "cache": self.cache_info,
             "world_size": self.env.world_size,
