@@ -44,7 +44,10 @@
 #       --cutmix-alpha 1.0 --eval-every 10" ... 3                                                    # <= 335 s
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1
-#   with B = the lease's budget_left_s after call 3, less 90 s (call 4 needs no part carried).
+#   with B = the lease's budget_left_s after call 3, less 90 s; call 4 carries .xfer/weights-075-192 (TF's
+#   0.75 MobileNet-192, made here by `mobilenets convert .../mobilenet_v1_0.75_192_quant.tflite --out
+#   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too
+#   (NUMERICS_WEIGHTS names another folder).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
 # replaced every 30 s, so a call cut short still returns what it had. It holds the whole results/ folder: remove the
@@ -114,8 +117,10 @@ case $stage in
     fi
     if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
         log "gpu_vs_timm"
+        trained=()  # trained weights for the numerics check, when carried (see NUMERICS_WEIGHTS above)
+        [ -d "${NUMERICS_WEIGHTS:-.xfer/weights-075-192}" ] && trained=(--numerics-weights "${NUMERICS_WEIGHTS:-.xfer/weights-075-192}")
         $T "${GPU_VS_TIMM_TIMEOUT:-200}" python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val \
-            --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 ${GPU_VS_TIMM_ARGS:-} 2>&1 \
+            --time-budget "${GPU_VS_TIMM_BUDGET:-120}" --triton-configs 4 ${trained[@]+"${trained[@]}"} ${GPU_VS_TIMM_ARGS:-} 2>&1 \
             | tee /tmp/logs/gpu-vs-timm.log | tail -40
     fi
     ;;

@@ -6,7 +6,9 @@ numbers first:
 
     hbm_bound           environment, HBM copy bandwidth, activation-traffic bound (issue 7, "The physical limit")
     inference_eager     batch 256: fp32 baselines; bf16 channels_last eager, timm vs ours eager vs ours Triton
-    numerics            ours' fast paths vs our eager fp32 on real images (--images), tolerance and pass/fail
+    numerics            ours' fast paths vs our eager fp32 on real images (--images), tolerance and pass/fail;
+                        with --numerics-weights also on those trained weights at their resolution (eager, compiled,
+                        Triton), with top-1 agreement
     train_eager         training step batch 256, bf16 autocast, channels_last, SGD (fused on CUDA)
     latency_batch1      batch 1: timm eager, timm + CUDA graph, ours eager/Triton + CUDA graph
     inference_compiled  torch.compile (default mode, never max-autotune), timm vs ours, batch 256
@@ -415,6 +417,35 @@ def compare_numerics(candidates: dict, reference, x, tolerance: dict, baseline, 
     return out
 
 
+def trained_numerics(args, dev: str, tolerance: dict, tf32: bool, triton_ok: bool, compile_kwargs: dict) -> dict:
+    """`compare_numerics` for our fast paths on ``--numerics-weights`` (e.g. TF's 0.75 MobileNet-192, converted):
+    eager fp32 as the reference, at the weights' resolution, on the real ``--images``; and how often every path's
+    top-1 agrees with it."""
+    from mobilenets import weights
+
+    trained = weights.load(args.numerics_weights).eval()
+    images, described = load_images(args.images, trained.spec, args.numerics_images, dev)
+    reference = module_runner(copy.deepcopy(trained).to(dev), torch.float32, torch.contiguous_format)
+    cast = module_runner(copy.deepcopy(trained).to(dev, torch.bfloat16), torch.bfloat16, torch.contiguous_format)
+    compiled = fast_inference(trained, backend="compile", dtype="bf16", device=dev,
+                              compile_mode=compile_kwargs.get("mode"),
+                              compile_backend=compile_kwargs.get("backend", "inductor"))  # fmt: skip
+    paths = {
+        "ours_fp32": (fast_inference(trained, backend="eager", dtype="fp32", device=dev, channels_last=False), "fp32"),
+        "ours_bf16_cl_eager": (fast_inference(trained, backend="eager", dtype="bf16", device=dev), "bf16"),
+        "ours_bf16_cl_compiled": (compiled, "bf16"),
+    }
+    if triton_ok:
+        paths["ours_bf16_cl_triton"] = (fast_inference(trained, backend="triton", dtype="bf16", device=dev), "bf16")
+    spec = trained.spec
+    return {
+        "weights": str(args.numerics_weights),
+        "model": f"alpha {spec.alpha:g}, resolution {spec.resolution}, act {spec.act}, tf_padding {spec.tf_padding}",
+        "images": described,
+        **compare_numerics(paths, reference, images, tolerance, cast, tf32),
+    }
+
+
 PREFLIGHT_TIMEOUT_S = 150
 
 
@@ -571,6 +602,11 @@ def run_sections(b: Bench, timm) -> None:
         else:
             skipped["ours_bf16_cl_triton"] = {"skipped": no_triton}
         out = compare_numerics(paths, reference, b.images, tolerance, baseline(), tf32)
+        if args.numerics_weights:  # the same check on trained weights, which random ones stand in for badly
+            try:
+                out["trained_weights"] = trained_numerics(args, dev, tolerance, tf32, triton_ok, compile_kwargs)
+            except Exception as exc:  # noqa: BLE001 - recorded; the random-weight check above stands
+                out["trained_weights"] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
         notes = {}
         if kernels.INTERPRET and triton_ok:
             notes["interpreter_note"] = (
@@ -843,6 +879,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", help="folder of real images for the numerics check")
     parser.add_argument("--weights", help="our weights folder for the numerics check (default: random init)")
+    parser.add_argument(
+        "--numerics-weights", help="also check the fast paths' numerics on these trained weights (our format)"
+    )
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: exercise every code path quickly")
     parser.add_argument("--time-budget", type=float, default=200.0, help="seconds from start for all sections")

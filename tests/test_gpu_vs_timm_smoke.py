@@ -160,3 +160,27 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
 )
 def test_kernel_categories(name, category):
     assert _module().kernel_category(name) == category
+
+
+@pytest.mark.slow
+def test_numerics_on_trained_weights(tmp_path: Path):
+    """--numerics-weights: the fast paths on TF's trained 0.75 MobileNet-192 (converted), on real photos."""
+    tflite = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.75_192_quant.tflite"
+    if not tflite.is_file():
+        pytest.skip(f"{tflite} is not here (../shared/data)")
+    pytest.importorskip("tflite", reason="the TFLite importer's flatbuffer bindings are not installed")
+    from mobilenets.convert import convert_file
+
+    convert_file(tflite, tmp_path / "w075")
+    out = tmp_path / "n.json"
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--sections", "numerics", "--out", str(out),
+           "--images", str(DATA / "imagenet-sample"), "--numerics-weights", str(tmp_path / "w075")]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "OUT")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trained = json.loads(out.read_text())["numerics"]["trained_weights"]
+    assert "alpha 0.75, resolution 192, act relu6" in trained["model"] and "images from" in trained["images"]
+    for path in ("ours_fp32", "ours_bf16_cl_eager", "ours_bf16_cl_compiled"):
+        assert trained[path]["pass"] and trained[path]["top1_agreement"] == 1.0, (path, trained[path])
+    assert 0 < trained["bf16_baseline"]["max_abs_over_ref_max"] < 0.05  # trained weights: bf16 is a small error
