@@ -28,19 +28,32 @@ def layer_cases():
         (8, 16, 6, 6, 1, 2, None, "relu", torch.float32),
         (32, 48, 7, 9, 1, 1, None, "relu", torch.bfloat16),
     ]
+    # the first tiles the GPU tunes over (kernels.FUSED_CONFIGS / SPLIT_CONFIGS), on sizes none of them divides
+    # (masked rows and channels), in both half precisions
+    production = [
+        (48, 72, 9, 9, 1, 1, None, "relu", torch.float16),
+        (40, 24, 9, 10, 2, 1, None, "relu6", torch.bfloat16),
+    ]
     torch.manual_seed(0)
-    for c, cout, h, w, s, d, pad, act, dtype in cases:
+    for i, (c, cout, h, w, s, d, pad, act, dtype) in enumerate(cases + production):
+        bm, bk, bn, warps, stages = kernels.FUSED_CONFIGS[0] if i >= len(cases) else (16, 16, 16, 4, 2)
+        sm, sc, swarps = kernels.SPLIT_CONFIGS[0] if i >= len(cases) else (16, 16, 4)
         x = torch.randn(2, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
         dw, db = torch.randn(c, 1, 3, 3) * 0.3, torch.randn(c) * 0.1
         pw, pb = torch.randn(cout, c, 1, 1) * 0.3, torch.randn(cout) * 0.1
         ref = kernels.depthwise_separable_reference(x.float(), dw, db, pw, pb, stride=s, dilation=d, pad=pad, act=act)
         args = [t.to(dtype) for t in (kernels.prepare_depthwise(dw), db, kernels.prepare_pointwise(pw), pb)]
         geometry = dict(stride=s, dilation=d, pad=pad, act=act)
-        y = kernels.depthwise_separable(x, *args, **geometry, block_m=16, block_k=16, block_n=16)
-        y_split = kernels.depthwise_separable(x, *args, **geometry, plan="split", block_m=16, block_k=16)
+        y = kernels.depthwise_separable(
+            x, *args, **geometry, block_m=bm, block_k=bk, block_n=bn, num_warps=warps, num_stages=stages
+        )
+        y_split = kernels.depthwise_separable(
+            x, *args, **geometry, plan="split", block_m=sm, block_k=sc, num_warps=swarps
+        )
         out.append(
             {
                 "case": [c, cout, h, w, s, d, pad, act, str(dtype)],
+                "tiles": {"fused": [bm, bk, bn], "split": [sm, sc]},
                 "fused_max_abs": (y.float() - ref).abs().max().item(),
                 "split_max_abs": (y_split.float() - ref).abs().max().item(),
                 "split_channels_last": y_split.is_contiguous(memory_format=torch.channels_last),

@@ -30,10 +30,13 @@ def test_fused_kernel_matches_reference_per_layer(interpreted):
     for case in interpreted["layers"]:
         assert case["shape_ok"], case
         # fp32: IEEE dot, so only summation order differs; bf16: inputs rounded to 8 mantissa bits (2^-8 relative)
-        tol = 1e-5 if "float32" in case["case"][-1] else 2e-2 * max(1.0, case["ref_max_abs"])
+        tol = 1e-5 if "float32" in case["case"][-1] else 2e-2 * max(1.0, case["ref_max_abs"])  # fp16: 11 bits
         assert case["fused_max_abs"] <= tol, case
         assert case["split_max_abs"] <= tol, case
         assert case["split_channels_last"], case
+    tiles = {tuple(case["tiles"]["fused"]) for case in interpreted["layers"]}
+    assert tuple(kernels.FUSED_CONFIGS[0][:3]) in tiles  # a tile the GPU tunes over, not only the small test one
+    assert any(case["case"][-1] == "torch.float16" for case in interpreted["layers"])
 
 
 @pytest.mark.slow
