@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 4, 5, 7 and 8 in one lease of one H100/H200, as three back-to-back calls.
+# The GPU measurements of issues 4, 5, 7 and 8 in one lease of one H100/H200, as back-to-back calls (plans below).
 #
 # A call may carry at most 64 MiB of the working tree, so Imagenette (166 MiB) travels in three git-ignored parts
 # made here beforehand (.xfer/p1 = val + train class 9, p2 = train classes 0-3 and 8, p3 = train classes 4-7);
@@ -155,6 +155,7 @@ case $stage in
     if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
         log "train_gpu (1.0-160, full Imagenette)${train_flags}"
         # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
+        rm -rf /tmp/train-gpu  # this session's scratch run folder: an earlier call's checkpoints there would stop it
         $T "${TRAIN_TIMEOUT:-250}" python3 benchmarks/train_gpu.py --data /tmp/data --out /tmp/train-gpu \
             --epochs "${TRAIN_EPOCHS:-80}" ${train_flags} ${TRAIN_ARGS:-} 2>&1 | tee /tmp/logs/train-gpu.log | grep -v " step "
     fi

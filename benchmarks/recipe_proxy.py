@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         "cosine to 0, label smoothing 0.1, weight decay 1e-4 (not BN/bias/depthwise), scale_min 0.25, no EMA",
     )
     for name in names:
+        scratch = Path(f"/tmp/recipe-proxy/{name}-e{args.epochs}-seed{args.seed}")
+        shutil.rmtree(scratch, ignore_errors=True)  # this script's own run folder: every run starts afresh
         options = dict(
             data=args.data,
-            out=f"/tmp/recipe-proxy/{name}-e{args.epochs}-seed{args.seed}",
+            out=str(scratch),
             alpha=args.alpha,
             resolution=args.resolution,
             epochs=args.epochs,

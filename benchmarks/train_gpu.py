@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--triton-depthwise", action="store_true", help="depthwise layers as Triton kernels (dwconv.py)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--out", default="/tmp/mobilenets-train-gpu", help="run folder (weights, checkpoints, metrics)")
+    p.add_argument(
+        "--out",
+        default="/tmp/mobilenets-train-gpu",
+        help="run folder (weights, checkpoints, metrics); must hold no earlier run's checkpoints",
+    )
     p.add_argument("--tag", default="", help="suffix for the results file name (after -triton-dw / -nobench)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
