@@ -76,6 +76,11 @@ def test_console_entry_point_has_no_traceback():
     )
     assert proc.returncode == 2
     assert "alpha=3.0 is not allowed" in proc.stderr and "Traceback" not in proc.stderr
+    debug = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "summary", "--alpha", "3"],
+        capture_output=True, text=True, env={**__import__("os").environ, "MOBILENETS_DEBUG": "1"},
+    )  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "SpecError: alpha=3.0" in debug.stderr
 
 
 def test_readme_tables_are_generated_from_code():

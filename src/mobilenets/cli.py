@@ -627,8 +627,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("MOBILENETS_DEBUG"):  # where it was raised, for a bug report
             raise
         print(f"mobilenets {args.command}: error: {exc}", file=sys.stderr)
-        if type(exc) in (ValueError, RuntimeError):  # not one of our input errors: could be a bug
-            print("(set MOBILENETS_DEBUG=1 to see where it was raised)", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
