@@ -43,7 +43,7 @@
 #     SKIP_REPRODUCE=1 TRAIN_EPOCHS=500 TRAIN_TIMEOUT=320 TRAIN_ARGS="--time-budget 275 --mixup-alpha 0.2
 #       --cutmix-alpha 1.0 --eval-every 10" ... 3                                                    # <= 335 s
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1
+#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile,numerics_trained" ... 1
 #   with B = the lease's budget_left_s after call 3, less 90 s; call 4 carries .xfer/weights-075-192 (TF's
 #   0.75 MobileNet-192, made here by `mobilenets convert .../mobilenet_v1_0.75_192_quant.tflite --out
 #   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too

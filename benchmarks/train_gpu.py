@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from mobilenets.train_config import resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = "/tmp/mobilenets-train-gpu"
 HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "train_time_s", "first_step_s", "train_images_per_s")
 
 
@@ -69,12 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
         "--out",
-        default="/tmp/mobilenets-train-gpu",
-        help="run folder (weights, checkpoints, metrics); must hold no earlier run's checkpoints",
+        default=DEFAULT_OUT,
+        help="run folder (weights, checkpoints, metrics); the default is cleared first, another must hold no earlier "
+        "run's checkpoints",
     )
     p.add_argument("--tag", default="", help="suffix for the results file name (after -triton-dw / -nobench)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
+    if args.out == DEFAULT_OUT:  # this script's own scratch folder: every run starts afresh (another --out is kept)
+        shutil.rmtree(args.out, ignore_errors=True)
 
     gpu = args.device == "cuda"
     cfg = resolve(

@@ -41,6 +41,9 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     for name in module.SECTIONS:
         section = report[name]
         assert "error" not in section, (name, section)
+        if name == "numerics_trained":  # needs --numerics-weights (test_numerics_on_trained_weights)
+            assert section["skipped"] == "no --numerics-weights"
+            continue
         assert "skipped" not in section, (name, section)  # the default budget covers a smoke run
     # every candidate is measured, or skipped with the reason it cannot run on CPU
     for name in ("inference_eager", "train_eager", "latency_batch1", "inference_compiled", "train_compiled"):
@@ -152,6 +155,9 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
         ("void cudnn::cnn::conv2d_grouped_direct_kernel<false, true, false>", "convolution"),
         ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NTN", "gemm"),
         ("void at::native::batch_norm_collect_statistics_channels_last_kernel", "batchnorm"),
+        ("void cudnn::bn_fw_tr_1C11_kernel_NCHW<__nv_bfloat16, float, 512, true, 1>", "batchnorm"),
+        ("void cudnn::bn_bw_1C11_kernel_new<__nv_bfloat16, float, float2, 512, true, 1>", "batchnorm"),
+        ("aten::cudnn_batch_norm_backward", "batchnorm"),
         ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedSgdMathFunctor>", "optimizer"),
         ("Memcpy DtoD (Device -> Device)", "copy"),
         ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise"),
@@ -173,13 +179,14 @@ def test_numerics_on_trained_weights(tmp_path: Path):
 
     convert_file(tflite, tmp_path / "w075")
     out = tmp_path / "n.json"
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--sections", "numerics", "--out", str(out),
-           "--images", str(DATA / "imagenet-sample"), "--numerics-weights", str(tmp_path / "w075")]  # fmt: skip
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--sections", "numerics_trained",
+           "--out", str(out), "--images", str(DATA / "imagenet-sample"),
+           "--numerics-weights", str(tmp_path / "w075")]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "OUT")}
     env["PYTHONPATH"] = str(REPO / "src")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    trained = json.loads(out.read_text())["numerics"]["trained_weights"]
+    trained = json.loads(out.read_text())["numerics_trained"]
     assert "alpha 0.75, resolution 192, act relu6" in trained["model"] and "images from" in trained["images"]
     for path in ("ours_fp32", "ours_bf16_cl_eager", "ours_bf16_cl_compiled"):
         assert trained[path]["pass"] and trained[path]["top1_agreement"] == 1.0, (path, trained[path])

@@ -43,15 +43,15 @@ def test_shared_runs_are_trained_once():
 
 def test_verdict_rules():
     assert verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 79.0, 470)]))["holds"]
-    assert not verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 75.0, 470)]))["holds"]
+    assert verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 75.0, 470)]))["holds"] is False
     assert verdict("table5", _rows([("0.75 MobileNet", 70.0, 325), ("Shallow MobileNet", 68.0, 307)]))["holds"]
-    assert not verdict("table5", _rows([("0.75 MobileNet", 66.0, 325), ("Shallow MobileNet", 68.0, 307)]))["holds"]
+    assert verdict("table5", _rows([("0.75 MobileNet", 66.0, 325), ("Shallow MobileNet", 68.0, 307)]))["holds"] is False
     smooth = _rows([("1.0", 70, 569), ("0.75", 68, 325), ("0.5", 64, 149), ("0.25", 50, 41)])
     assert verdict("table6", smooth)["holds"]
     no_drop = _rows([("1.0", 70, 569), ("0.75", 66, 325), ("0.5", 62, 149), ("0.25", 60, 41)])
-    assert not verdict("table6", no_drop)["holds"]
+    assert verdict("table6", no_drop)["holds"] is False
     rising = _rows([("224", 70, 569), ("192", 73, 418), ("160", 67, 290), ("128", 64, 186)])
-    assert not verdict("table7", rising)["holds"]
+    assert verdict("table7", rising)["holds"] is False
     grid = _rows([(str(m), 10 * math.log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
     assert verdict("grid", grid)["r2_loglinear"] == pytest.approx(1.0) and verdict("grid", grid)["holds"]
     falling = _rows([(str(m), 90 - 10 * math.log(m), m) for m in (14, 21, 41, 49, 77, 110, 150, 186, 569)])
@@ -91,6 +91,15 @@ def test_verdicts_weigh_the_noise_of_the_validation_set():
     assert (
         verdict("table4", _rows([("Conv MobileNet", 40.0, 4866), ("MobileNet", 10.0, 569)], 80), 10)["holds"] is False
     )
+    # 100% on both sides still has an error (Agresti-Coull), and is not mistaken for an unknown image count
+    perfect = verdict("table5", _rows([("0.75 MobileNet", 100.0, 325), ("Shallow MobileNet", 100.0, 307)], 80))
+    assert perfect["holds"] is None and perfect["gap_95ci"][0] < 0 < perfect["gap_95ci"][1] and "noise" not in perfect
+    # several seeds: their spread widens the interval when it exceeds the validation set's noise
+    spread = _rows([("0.75 MobileNet", 70.0, 325), ("Shallow MobileNet", 68.0, 307)], 400_000)
+    assert verdict("table5", spread)["holds"] is True
+    spread[0]["top1"] = {"mean": 70.0, "values": [66.0, 74.0]}
+    spread[1]["top1"] = {"mean": 68.0, "values": [64.0, 72.0]}
+    assert verdict("table5", spread)["holds"] is None
 
 
 def test_bad_options(tmp_path):

@@ -36,6 +36,7 @@ import torch
 
 from . import accuracy as acc
 from .complexity import count_complexity
+from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, list_models, model_spec
 from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner
 from .spec import ModelSpec, SpecError
@@ -45,7 +46,7 @@ PEER_PREFIX = "timm:"
 
 # Row schema of `bench`, in column order (CSV header, JSON keys). Units are in the names.
 COLUMNS = (
-    "model", "alpha", "resolution", "runtime", "dtype", "layout", "threads", "batch",
+    "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
     "throughput_ips", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
     "macs_M", "params_M", "top1", "top1_source", "fp32_limit_ms", "limit_fraction", "probe_gflops",
@@ -73,6 +74,7 @@ class BenchConfig:
     accuracy_files: tuple[str, ...] = ()
     peak_gflops: float | None = None  # per core; None = measure with `matmul_gflops`
     progress: bool = True
+    cuda_backend: str = "eager"  # the cuda runtimes' `gpu.fast_inference` backend: eager | compile | triton
 
     def validate(self) -> BenchConfig:
         if not self.models:
@@ -88,6 +90,12 @@ class BenchConfig:
             ("min_time", self.min_time, self.min_time >= 0 and math.isfinite(self.min_time), "a number >= 0"),
             ("warmup", self.warmup, self.warmup >= 0, "an integer >= 0"),
             ("target_fps", self.target_fps, self.target_fps > 0 and math.isfinite(self.target_fps), "> 0"),
+            (
+                "cuda_backend",
+                self.cuda_backend,
+                self.cuda_backend in CUDA_BACKENDS,
+                f"one of {', '.join(CUDA_BACKENDS)}",
+            ),
         ):
             if not ok:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
@@ -334,7 +342,7 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path) -> Measured:
+def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, cuda_backend: str = "eager") -> Measured:
     """Build the runner; write the fp32 safetensors (and the ONNX file for ONNX runtimes) to measure sizes."""
     from safetensors.torch import save_file
 
@@ -350,6 +358,8 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path) -
         onnx_path = int8_onnx(model, path, runtime) if info.dtype == "int8" else export_onnx(model, path)
         runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
         return Measured(runner, fp32, file_mb(onnx_path))
+    if info.engine == "cuda":
+        return Measured(make_runner(model, runtime, backend=cuda_backend), fp32, fp32)
     return Measured(make_runner(model, runtime, threads=threads), fp32, fp32)
 
 
@@ -369,7 +379,7 @@ def measure(
     info = RUNTIME_INFO[runtime]
     baseline = reset_peak_memory()
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
-        built = prepare(model, runtime, threads, Path(tmp))
+        built = prepare(model, runtime, threads, Path(tmp), cfg.cuda_backend)
         x1 = np.random.default_rng(0).standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
         times = time_calls(lambda: built.runner(x1), min_runs=cfg.min_runs, min_time=cfg.min_time, warmup=cfg.warmup)
         batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
@@ -380,8 +390,11 @@ def measure(
             tb = time_calls(call, min_runs=max(3, cfg.min_runs // 10), min_time=cfg.min_time / 2, warmup=1)
             tput = batch / float(np.median(tb))
         peak = peak_memory_mb(baseline, info.device)
+    backend = built.runner.info.get("backend")
+    if backend and built.runner.info.get("cuda_graph_failed"):
+        backend += " (no CUDA graph for " + ", ".join(built.runner.info["cuda_graph_failed"]) + ")"
     row = {"model": label, "alpha": spec.alpha, "resolution": spec.resolution, "runtime": runtime}
-    row.update(dtype=info.dtype, layout=info.layout, threads=threads, batch=batch, **stats_ms(times))
+    row.update(dtype=info.dtype, layout=info.layout, backend=backend, threads=threads, batch=batch, **stats_ms(times))
     row["fps"] = 1000.0 / row["latency_ms_median"]
     row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput)
     row.update(peak_mem_MB=peak, weights_MB=built.artifact_MB, weights_fp32_MB=built.weights_fp32_MB)

@@ -360,6 +360,9 @@ def _add_bench(sub) -> Handler:
     p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
     p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
+    p.add_argument("--cuda-backend", default=d.cuda_backend,
+                   help="cuda runtimes: eager (fast start, best batch-1 latency measured) | compile (best batch-256 "
+                   "throughput measured; an Inductor compile per model and batch size) | triton")  # fmt: skip
     p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
     p.add_argument("--out", help="write rows to OUT.csv and OUT.json; OUT ending in / = a folder, file named after "
                    "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
@@ -376,7 +379,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     kw = dict(runtimes=tuple(args.runtimes), threads=tuple(args.threads), batch=args.batch, min_runs=args.min_runs,
               min_time=args.min_time, target_fps=args.target_fps, accuracy_files=tuple(args.accuracy or ()),
-              progress=not args.no_progress)  # fmt: skip
+              progress=not args.no_progress, cuda_backend=args.cuda_backend)  # fmt: skip
     cfg = bench.config_from(args.models, args.alpha, args.resolution, **kw)
     if args.lut:
         from . import lut

@@ -2,8 +2,9 @@
 
 - Layout: ``ROOT/<split>/<class>/<image>``; class index = sorted folder order (as torchvision's ImageFolder).
 - Decoding: `preprocess.read_image` (torchvision.io, Pillow fallback; any mode -> uint8 RGB).
-- Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: the sample is dropped from its batch,
-  counted, and its path reported (`BadFiles`).
+- Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: counted and their paths reported
+  (`BadFiles`); in evaluation the sample is dropped from its batch, in training the next readable file stands in
+  (`ImageFolderDataset`), so batches keep their size.
 - Augmentation (paper Section 4 uses less than Inception; the crop scale range is a recipe field):
   RandomResizedCrop + horizontal flip from torchvision.transforms.v2. Each sample's random draw is seeded from
   (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
@@ -181,6 +182,7 @@ class ImageFolderDataset(Dataset):
     ) -> None:
         self.split = split
         self.replace_bad = replace_bad
+        self._bad: dict[int, str] = {}  # files found unreadable (in this process), skipped when looking for a stand-in
         self.samples = split.samples
         self.transform = transform
         self.seed = seed
@@ -222,22 +224,27 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int):
         label = self.samples[index][1]
         img, reason = self._decode(index)
-        bad = []
         if img is None:
-            bad.append((index, reason))
+            self._bad[index] = reason
             tries = range(1, len(self.samples)) if self.replace_bad else ()
-            for step in tries:  # the next readable sample in file order
+            for step in tries:  # the next readable sample in file order; files known to be bad are not read again
                 other = (index + step) % len(self.samples)
+                if other in self._bad:
+                    continue
                 img, why = self._decode(other)
                 if img is not None:
                     label = self.samples[other][1]
                     break
-                bad.append((other, why))
+                self._bad[other] = why
             if img is None:
-                return None, label, bad
+                return None, label, [(index, reason)]
+            return self._augment(img, index), label, [(index, reason)]  # the others are reported in their own slots
+        return self._augment(img, index), label, []
+
+    def _augment(self, img: torch.Tensor, index: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.sample_seed(index))
-            return self.transform(img), label, bad
+            return self.transform(img)
 
 
 def collate(batch):

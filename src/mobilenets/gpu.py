@@ -141,7 +141,7 @@ def fast_inference(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     if backend == "compile":
-        net = torch.compile(net, mode=compile_mode, backend=compile_backend)
+        net = torch.compile(net, mode=compile_mode, backend=compile_backend, dynamic=False)  # one graph per shape
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -435,9 +435,9 @@ def _loglinear_fit(rows: list[dict], key: str, macs_key: str) -> tuple[float, fl
 # (Z standard errors either side) says so; an interval that straddles the claim's threshold is inconclusive.
 Z = 1.96
 NOISE = (
-    "differences are judged with 95% intervals from the binomial noise of top-1 on the validation images; an "
-    "interval across the threshold is inconclusive, and so is an experiment whose models are all within noise of "
-    "chance"
+    "differences are judged with 95% intervals from the binomial noise of top-1 on the validation images (and, "
+    "with several seeds, their spread); an interval across the threshold is inconclusive, and so is an experiment "
+    "whose models are all within noise of chance. With one seed, run-to-run variation is not in the interval"
 )
 RULES = {
     "table4": "holds if the separable model loses less than 2 points against the full-convolution model (the paper: "
@@ -452,9 +452,18 @@ RULES = {
 
 
 def _se(row: dict) -> float:
-    """Standard error (points) of a row's top-1; 0 when the number of validation images is unknown."""
-    n, p = row.get("val_images"), row["top1"]["mean"] / 100
-    return 100 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
+    """Standard error (points) of a row's mean top-1 over its k seeds; 0 when the number of validation images is
+    unknown. Binomial, with the Agresti-Coull adjustment ((x + 2) / (n + 4)), so 0% or 100% still has an error;
+    over several seeds, the larger of that error over sqrt(k) and the seeds' own standard error, which also holds
+    the run-to-run variation one seed cannot show."""
+    n, top1 = row.get("val_images"), row["top1"]
+    if not n:
+        return 0.0
+    p = (top1["mean"] / 100 * n + 2) / (n + 4)
+    k = len(top1.get("values") or [0])
+    binomial = 100 * math.sqrt(p * (1 - p) / (n + 4)) / math.sqrt(k)
+    seeds = statistics.stdev(top1["values"]) / math.sqrt(k) if k > 1 else 0.0
+    return max(binomial, seeds)
 
 
 def _judge(value: float, se: float, threshold: float = 0.0) -> bool | None:
@@ -475,7 +484,7 @@ def verdict(experiment: str, rows: list[dict], num_classes: int | None = None) -
     top = {r["row"]: r["top1"]["mean"] for r in rows}
     se = {r["row"]: _se(r) for r in rows}
     out: dict[str, Any] = {}
-    if not all(se.values()):
+    if not all(r.get("val_images") for r in rows):
         out["noise"] = "not estimated (validation image count unknown): point estimates only"
     if num_classes:
         chance = 100 / num_classes
@@ -600,7 +609,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
                                "runs": {k: _run_record(s) for k, s in summaries.items()},
                                "unfinished_runs": unfinished, "report_only": cfg.report_only,
                                "time_budget": planned}  # fmt: skip
-    val_images = counted_val_images(data, budget)  # for runs whose summary predates its "val_images"
+    counted = Path(trained_on) if trained_on and Path(trained_on).is_dir() else data  # the folder the runs used
+    val_images = counted_val_images(counted, budget)  # for runs whose summary predates its "val_images"
     for experiment in cfg.experiments:
         rows = measured_rows(experiment, budget, summaries, num_classes, val_images)
         results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows, num_classes),

@@ -12,10 +12,10 @@ Runtime names (`RUNTIMES`, each described by a `RuntimeInfo`):
 - ``ort-int8`` / ``openvino-int8``: an INT8 QDQ ONNX graph. The plug-in point is ``export.quantize(model, path)``
   (the export issue); until it exists these runtimes are unavailable unless ``onnx_path`` already names an INT8
   ONNX file, which any runner accepts as is.
-- ``cuda`` / ``cuda-bf16`` / ``cuda-fp16``: PyTorch on the GPU, channels_last, torch.compile where Triton is
-  installed (`default_cuda_backend`), captured once in a CUDA graph (replayed per call, so Python launch overhead is
-  paid once), when CUDA is present. A call copies the numpy batch in and the logits out; the runner's ``resident``
-  form times the model on a batch already on the GPU.
+- ``cuda`` / ``cuda-bf16`` / ``cuda-fp16``: PyTorch on the GPU, BN folded, channels_last, eager (cuDNN) or another
+  backend of `gpu.fast_inference` (``backend``: compile, triton), captured once in a CUDA graph (replayed per call, so
+  Python launch overhead is paid once), when CUDA is present. A call copies the numpy batch in and the logits out;
+  the runner's ``resident`` form times the model on a batch already on the GPU.
 
 Every runner honours ``threads`` (intra-op threads; the GPU ignores it). A runtime that cannot run here raises
 `RuntimeUnavailable` with a one-line reason; callers skip it with that note.
@@ -138,19 +138,14 @@ def torch_runner(
     )
 
 
-def default_cuda_backend() -> str:
-    """``compile`` (Inductor, which needs Triton on a GPU) where Triton is installed, else ``eager``. On the one H200
-    measured (results/gpu-vs-timm-NVIDIA_H200.json, 1.0-224, bf16, batch 256) the compiled model was the fastest of
-    the three backends: 64.7k img/s, against 46.6k for the Triton kernels and 34.8k eager."""
-    from . import kernels
-
-    return "compile" if kernels.triton_available() else "eager"
-
-
-def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, backend: str | None = None) -> Runner:
-    """The CUDA fast path (`gpu.fast_inference`): BN folded, channels_last, ``dtype``, the backend of
-    `default_cuda_backend` (``backend`` overrides; ``compile`` in Inductor's default mode, which compiles in seconds).
-    With ``graphs`` each input shape is captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call.
+def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, backend: str = "eager") -> Runner:
+    """The CUDA fast path (`gpu.fast_inference`): BN folded, channels_last, ``dtype``, one of its backends. On the one
+    H200 measured (results/gpu-vs-timm-NVIDIA_H200.json, 1.0-224, bf16), ``eager`` in a CUDA graph had the best batch-1
+    latency (0.23 ms, against 0.26 for the Triton kernels) and ``compile`` the best batch-256 throughput (64.7k img/s,
+    against 34.8k eager and 46.6k Triton), at the cost of an Inductor compile (seconds to tens of seconds) per model
+    and batch size (``compile`` runs in Inductor's default mode, shapes static). With ``graphs`` each input shape is
+    captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call; a shape whose capture fails runs
+    launch by launch, noted in ``info["cuda_graph_failed"]``.
 
     Calling the runner copies the numpy batch to the GPU and the logits back (what a caller holding host images pays);
     its ``resident`` variant keeps the batch on the GPU, which is what the bench's throughput column times."""
@@ -158,7 +153,6 @@ def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True,
         raise RuntimeUnavailable("CUDA is not available (no GPU or a CPU-only torch build)")
     from .gpu import CudaGraphRunner, fast_inference
 
-    backend = backend or default_cuda_backend()
     net = fast_inference(model, backend=backend, dtype=dtype, device="cuda", compile_mode="default")
     graphs_by_shape: dict[tuple, Any] = {}
     info: dict[str, Any] = {}

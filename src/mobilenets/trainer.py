@@ -91,19 +91,18 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def build_model(cfg: TrainConfig, classes: list[str]) -> MobileNetV1:
-    """A fresh model from the registry, or ``--init`` weights with the head reset when the class count differs."""
+def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
+    """A fresh model from the registry, or ``--init`` weights with the head reset when the class count differs.
+
+    With ``--init`` the weights fix the architecture: a width or activation the config asks for (a recipe's
+    ``act: relu`` beside converted relu6 weights, say) cannot apply, and ``say`` reports which one the run keeps."""
     labels = tuple(classes)
     if cfg.init:
         model = weights_io.load(cfg.init, **({"resolution": cfg.resolution} if cfg.resolution else {}))
-        # the architecture comes from the weights: a width or activation asked for beside them cannot apply
-        differ = [f"{k}={getattr(cfg, k)!r} here, {getattr(model.spec, k)!r} in the weights" for k in ("alpha", "act")
-                  if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(model.spec, k)]  # fmt: skip
-        if differ:
-            raise ConfigError(
-                f"init={cfg.init!r} fixes the architecture ({'; '.join(differ)}): drop those options, or train "
-                "from scratch without --init"
-            )
+        for key in ("alpha", "act"):
+            asked, kept = getattr(cfg, key), getattr(model.spec, key)
+            if asked is not None and asked != kept:
+                say(f"note: {key}={asked!r} does not apply to --init weights: training their {key}={kept!r}")
         if cfg.resolution and model.spec.variant == "standard":
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         if model.num_classes != len(classes):
@@ -387,7 +386,7 @@ class _Run:
 
     def _model(self) -> None:
         cfg, env = self.cfg, self.env
-        model = build_model(cfg, self.classes)
+        model = build_model(cfg, self.classes, self.say)
         if cfg.freeze_backbone:
             freeze_backbone(model)
         if cfg.triton_depthwise:
@@ -416,20 +415,22 @@ class _Run:
                 self.say(f"warning: teacher {cfg.teacher} has random weights (no --teacher-weights): its soft "
                          "targets carry nothing to distil")  # fmt: skip
 
+    def _refuse_earlier_checkpoints(self) -> None:
+        """A fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a later
+        --resume auto could pick the earlier run's: every process stops before decoding or writing anything."""
+        stale = [] if self.cfg.resume else list_checkpoints(self.out)
+        if all_reduce_min_int(0 if stale else 1, self.env) == 0:
+            raise ConfigError(
+                f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
+                "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
+            )
+
     def _resume(self) -> None:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_before = 0.0
         self.resumed_from = None
         if not self.cfg.resume:
-            # a fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a
-            # later --resume auto could pick the earlier run's: every process stops, before anything is written
-            stale = list_checkpoints(self.out)
-            if all_reduce_min_int(0 if stale else 1, self.env) == 0:
-                raise ConfigError(
-                    f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
-                    "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
-                )
             return
         found = (
             find_resume(self.out)
@@ -596,6 +597,7 @@ class _Run:
         cfg, env = self.cfg, self.env
         self.t_start = self.clock()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
+        self._refuse_earlier_checkpoints()
         self._data(None)
         self._model()
         spec = unwrap(self.model).spec
