@@ -447,10 +447,12 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
             assert label == split.samples[source][1]
         else:
             assert met == []
+    reasons = {}
     for cache in ("off", "on", "device"):
         mode = {"data_on_device": True} if cache == "device" else {"cache": cache}
         s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, **mode))
         bad = s["skipped_files"]
+        reasons[cache] = bad["train"]["first"]  # path: reason, the same whichever way the images were held
         assert bad["train"]["count"] == 3 and bad["val"]["count"] == 1
         named = " ".join(bad["train"]["first"])
         assert all(n in named for n in ("zero.jpg", "truncated.jpg", "notes.jpg")) and "broken.JPEG" in " ".join(
@@ -460,6 +462,8 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
         rows = [json.loads(x) for x in (tmp_path / cache / "metrics.jsonl").read_text().splitlines()]
         assert [r["skipped_train"]["count"] for r in rows] == [3, 3]
         assert [r["train_images"] for r in rows] == [s["global_steps"] // 2 * 4] * 2  # every batch full
+    assert reasons["off"] == reasons["on"] == reasons["device"]
+    assert any("empty file" in r for r in reasons["on"])  # the decoder's reason, not a generic one
 
 
 @pytest.mark.slow
@@ -605,6 +609,8 @@ def test_eval_of_a_dataset_root_points_at_its_val_split(trained, capsys):
     root, out, _ = trained
     assert main(["eval", "--weights", str(out / "model"), "--data", str(root)]) == 2
     assert f"holds train/ and val/: evaluate one split, e.g. --data {root / 'val'}" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(out / "model"), "--data", str(root / "val"), "--threads", "0"]) == 2
+    assert "threads=0 is not allowed" in capsys.readouterr().err
 
 
 def test_epsilon_defaults_per_optimizer():

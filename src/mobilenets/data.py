@@ -200,19 +200,21 @@ class ImageFolderDataset(Dataset):
     def build_cache(self, threads: int = 1) -> None:
         """Decode every image once (uint8); bad files are remembered as None and reported per epoch."""
 
-        def load(item: tuple[str, int]) -> torch.Tensor | None:
+        def load(index: int) -> torch.Tensor | str:
             try:
-                img = read_image(item[0])
-            except (ImageError, OSError):
-                return None
+                img = read_image(self.samples[index][0])
+            except (ImageError, OSError) as exc:
+                return str(exc).split(": ", 1)[-1] or type(exc).__name__  # the reason, reported as without the cache
             return _shrink(img, self.cache_side).clone() if self.cache_side else img
 
-        self.cache = decode_all(load, self.samples, threads)
+        loaded = decode_all(load, range(len(self.samples)), threads)
+        self.cache = [x if isinstance(x, torch.Tensor) else None for x in loaded]
+        self._cache_reasons = {i: x for i, x in enumerate(loaded) if isinstance(x, str)}
 
     def _decode(self, index: int) -> tuple[torch.Tensor | None, str]:
         if self.cache is not None:
             img = self.cache[index]
-            return img, "" if img is not None else "not a readable image"
+            return img, "" if img is not None else self._cache_reasons.get(index, "not a readable image")
         try:
             return read_image(self.samples[index][0]), ""
         except (ImageError, OSError) as exc:

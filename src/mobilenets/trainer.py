@@ -812,6 +812,8 @@ def evaluate_weights(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads={threads!r} is not allowed: threads must be an integer >= 1")
     if threads:
         torch.set_num_threads(threads)
     env = setup_distributed(device)
