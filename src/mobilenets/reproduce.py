@@ -453,17 +453,18 @@ RULES = {
 
 def _se(row: dict) -> float:
     """Standard error (points) of a row's mean top-1 over its k seeds; 0 when the number of validation images is
-    unknown. Binomial, with the Agresti-Coull adjustment ((x + 2) / (n + 4)), so 0% or 100% still has an error;
-    over several seeds, the larger of that error over sqrt(k) and the seeds' own standard error, which also holds
-    the run-to-run variation one seed cannot show."""
+    unknown. Two parts, added in quadrature: the validation set's binomial noise, with the Agresti-Coull adjustment
+    ((x + 2) / (n + 4)) so that 0% or 100% still has an error, which more seeds do not shrink (they see the same
+    images); and, with several seeds, the standard error of their mean, the run-to-run variation one seed cannot
+    show."""
     n, top1 = row.get("val_images"), row["top1"]
     if not n:
         return 0.0
     p = (top1["mean"] / 100 * n + 2) / (n + 4)
-    k = len(top1.get("values") or [0])
-    binomial = 100 * math.sqrt(p * (1 - p) / (n + 4)) / math.sqrt(k)
-    seeds = statistics.stdev(top1["values"]) / math.sqrt(k) if k > 1 else 0.0
-    return max(binomial, seeds)
+    binomial = 100 * math.sqrt(p * (1 - p) / (n + 4))
+    values = top1.get("values") or []
+    seeds = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return math.hypot(binomial, seeds)
 
 
 def _judge(value: float, se: float, threshold: float = 0.0) -> bool | None:
