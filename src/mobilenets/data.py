@@ -182,7 +182,7 @@ class ImageFolderDataset(Dataset):
     ) -> None:
         self.split = split
         self.replace_bad = replace_bad
-        self._bad: dict[int, str] = {}  # files found unreadable (in this process), skipped when looking for a stand-in
+        self._bad: dict[int, str] = {}  # files found unreadable, with why: skipped when looking for a stand-in
         self.samples = split.samples
         self.transform = transform
         self.seed = seed
@@ -209,12 +209,12 @@ class ImageFolderDataset(Dataset):
 
         loaded = decode_all(load, range(len(self.samples)), threads)
         self.cache = [x if isinstance(x, torch.Tensor) else None for x in loaded]
-        self._cache_reasons = {i: x for i, x in enumerate(loaded) if isinstance(x, str)}
+        self._bad.update((i, x) for i, x in enumerate(loaded) if isinstance(x, str))
 
     def _decode(self, index: int) -> tuple[torch.Tensor | None, str]:
         if self.cache is not None:
             img = self.cache[index]
-            return img, "" if img is not None else self._cache_reasons.get(index, "not a readable image")
+            return img, "" if img is not None else self._bad.get(index, "not a readable image")
         try:
             return read_image(self.samples[index][0]), ""
         except (ImageError, OSError) as exc:

@@ -164,23 +164,23 @@ def saved_config(folder: Path) -> dict[str, Any] | None:
 
 def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
     """How the run saved in ``folder`` (`saved_config`) differs from ``cfg`` as an experiment
-    (`TrainConfig.experiment`); empty when there is no saved run or it is the same experiment."""
+    (`TrainConfig.differences`); empty when there is no saved run or it is the same experiment."""
     saved = saved_config(folder)
-    if saved is None:
-        return []
-    return [f"{k}={saved.get(k)!r} there, {v!r} here" for k, v in cfg.experiment().items() if saved.get(k, v) != v]
+    return [] if saved is None else cfg.differences(saved)
 
 
 def check_same_experiment(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path) -> None:
     """Run folders from an earlier invocation are reused (finished), resumed (interrupted) or reported only if they
     trained the same experiment; otherwise one error names them and what differs, before anything trains, and
     nothing is overwritten."""
+    from .train_config import first_differences
+
     bad = {}
     for run in runs:
         folder = out / "runs" / run.key
         differ = experiment_differences(folder, run_config(run, data, out, budget, recipe))
         if differ:
-            bad[folder] = "; ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+            bad[folder] = first_differences(differ)
     if bad:
         (folder, why), *rest = bad.items()
         others = f" (and {len(rest)} more run folder(s) like it)" if rest else ""
@@ -429,10 +429,10 @@ def _loglinear_fit(rows: list[dict], key: str, macs_key: str) -> tuple[float, fl
 
 
 # The rules each verdict applies (stated in the report so a reader can disagree with them). Differences are judged
-# against their sampling noise: each top-1 is a proportion of the validation images, with binomial standard error
-# sqrt(p (1 - p) / n); a difference of two models takes the root sum of squares (conservative: both models see the
-# same images, which a paired test would exploit). A claim holds or fails when the whole 95% interval
-# (Z standard errors either side) says so; an interval that straddles the claim's threshold is inconclusive.
+# against their noise: each top-1 has the standard error of `_se`; a difference of two models takes the root sum of
+# squares (conservative: both models see the same images, which a paired test would exploit). A claim holds or
+# fails when the whole 95% interval (Z standard errors either side) says so; an interval that straddles the claim's
+# threshold is inconclusive.
 Z = 1.96
 NOISE = (
     "differences are judged with 95% intervals from the binomial noise of top-1 on the validation images (and, "

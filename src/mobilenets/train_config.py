@@ -190,6 +190,19 @@ class TrainConfig:
         two runs that agree here are the same experiment, wherever and however fast they ran."""
         return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUNTIME_FIELDS}
 
+    def differences(self, saved: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+        """How a run saved with config ``saved`` (its config.yaml or checkpoint) differs from this one as an
+        experiment (`experiment`, less ``ignore``): "k=there there, here here" per field; empty when it is the
+        same. A field the saved run did not record (older code) does not count."""
+        saved = json.loads(json.dumps(saved))
+        return [f"{k}={saved[k]!r} there, {v!r} here" for k, v in self.experiment().items()
+                if k not in ignore and k in saved and saved[k] != v]  # fmt: skip
+
+
+def first_differences(differ: list[str]) -> str:
+    """`TrainConfig.differences` for a message: the first four, and how many more."""
+    return "; ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+
 
 # How and where a run executes, not what it trains: paths, threads, caching, the data's placement, kernels and
 # compilation, logging, evaluation and checkpoint intervals. The recipe is the same; the random streams (CPU or CUDA

@@ -63,7 +63,7 @@ from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
-from .train_config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -466,14 +466,10 @@ class _Run:
     def _check_resumed_config(self, path: Path, saved: dict | None) -> None:
         if not saved:
             return
-        skip = RUNTIME_FIELDS | self.RESUMABLE
-        old = {k: v for k, v in json.loads(json.dumps(saved)).items() if k not in skip}
-        new = {k: v for k, v in self.cfg.experiment().items() if k not in skip}
-        differ = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in new.items() if k in old and old[k] != v]
+        differ = self.cfg.differences(saved, ignore=self.RESUMABLE)
         if differ:
-            more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
             raise ConfigError(
-                f"resume={str(path)!r} was saved by a run with other settings ({'; '.join(differ[:4])}{more}): "
+                f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
                 "resume with that run's settings (its config.yaml), or give another --out to start afresh"
             )
 
