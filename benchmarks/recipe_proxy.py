@@ -1,11 +1,12 @@
 """Which regularisation to try on the GPU (issue 4), from a small CPU proxy of its over-fitting regime.
 
-The H200 run of 1.0 MobileNet-160 (results/train-gpu-nvidia-h200-imagenette-160px.json) ended at 86.5% val top-1 with
-a train loss of 0.54, next to the 0.50 floor that label smoothing 0.1 sets over 10 classes: it had all but memorised
-its 9,469 images. This proxy puts a smaller model in the same state on CPU, 0.5 MobileNet-64 (1.3M parameters) on
-100 images per class, and trains it with each recipe variant below for the same number of epochs, through the same
-code as the GPU benchmark (trainer.train with the decoded data held as uint8 tensors, data_on_device), then evaluates
-on the full val split. It is evidence of direction, not of the GPU figure: the resolution, width and data size differ.
+The first H200 run of 1.0 MobileNet-160 (80 epochs, results/train-gpu-nvidia-h200-imagenette-160px-2026-11-26-80ep.json)
+ended at 86.5% val top-1 with a train loss of 0.54, next to the 0.50 floor that label smoothing 0.1 sets over 10
+classes: it had all but memorised its 9,469 images. (The next, 351 epochs with MixUp/CutMix, reached 92.6%.) This proxy
+puts a smaller model in the same state on CPU, 0.5 MobileNet-64 (1.3M parameters) on 100 images per class, and trains it
+with each recipe variant below for the same number of epochs, through the same code as the GPU benchmark (trainer.train
+with the decoded data held as uint8 tensors, data_on_device), then evaluates on the full val split. It is evidence of
+direction, not of the GPU figure: the resolution, width and data size differ.
 
     python benchmarks/recipe_proxy.py                   # writes results/recipe-proxy-cpu-imagenette-64px.json
     python benchmarks/recipe_proxy.py --variants baseline,mix --seed 1    # adds runs of another seed (NAME@seed1)

@@ -52,12 +52,16 @@ def lut_table() -> str:
 
 
 def gpu_table() -> str:
-    """Ours vs timm on the GPU (benchmarks/gpu_vs_timm.py), one row per measured path."""
+    """Ours vs timm on the GPU (benchmarks/gpu_vs_timm.py): every committed run, newest first, one row per path."""
+    files = sorted(RESULTS.glob("gpu-vs-timm-*.json"), reverse=True)  # the undated name sorts after its dated copies
+    if not files:
+        return "(no GPU results committed yet: run benchmarks/gpu_vs_timm.py on a GPU)"
+    return "\n\n".join(_gpu_run(path) for path in files)
+
+
+def _gpu_run(path: Path) -> str:
     import json
 
-    path = _newest("gpu-vs-timm-*.json")
-    if path is None:
-        return "(no GPU results committed yet: run benchmarks/gpu_vs_timm.py on a GPU)"
     d = json.loads(path.read_text())
     rows = []
     for section in ("inference_eager", "inference_compiled", "latency_batch1", "train_eager", "train_compiled"):
@@ -69,10 +73,18 @@ def gpu_table() -> str:
     env = d["environment"]
     ratios = {k: v for k, v in d["ratios"].items() if isinstance(v, float)}
     said = ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-    return (f"From `results/{path.name}` ({env['gpu']}, torch {env['torch']}, timm {env['timm']}, "
+    text = (f"From `results/{path.name}` ({env['gpu']}, torch {env['torch']}, timm {env['timm']}, "
             f"{d['resolution']}x{d['resolution']}, random weights):\n\n" + render(rows, "md")
             + f"\n\nRatios (ours / timm, > 1 = ours faster; fraction_of_hbm_bound = best ours / bound): "
             f"{said}.")  # fmt: skip
+    profiled = {name: r for name, r in d.get("profile", {}).items() if isinstance(r, dict) and "by_category_ms" in r}
+    if profiled:
+        text += "\n\nGPU time per call by kernel category (torch.profiler, ms): " + "; ".join(
+            f"{name} {r['ms_per_call']:.2f} = "
+            + ", ".join(f"{cat} {ms:.2f}" for cat, ms in r["by_category_ms"].items() if ms >= 0.005)
+            for name, r in profiled.items()
+        ) + "."
+    return text
 
 
 def train_gpu_table() -> str:

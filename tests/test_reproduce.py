@@ -256,7 +256,7 @@ def test_the_gpu_cost_model_fits_the_h200_lease_runs():
 
     from .conftest import REPO
 
-    runs_dir = REPO / "results" / "reproduce-imagenette-nvidia-h200" / "runs"
+    runs_dir = REPO / "results" / "reproduce-imagenette-nvidia-h200-2026-11-26" / "runs"
     b30 = replace(BUDGETS["full"], epochs=30)
     pairs = []
     for summary_file in sorted(runs_dir.glob("*/summary.json")):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .atomic import atomic_write_text
 from .complexity import count_complexity
 from .paper import MODEL_ROWS, TFSLIM_IMAGENET
-from .registry import PAPER_ALPHAS, grid_name, model_spec
+from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, grid_name, model_spec
 from .spec import SpecError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ BUDGETS = {
     # by an estimate (3,925 images forward against 9,469 forward and backward), about 14% to a training epoch.
     # Checkpoints at the same epochs: Conv MobileNet's (model + momentum, 216 MB) took 0.7-0.8 s to write on the dev
     # machine, 15 s over 20 epochs; an interrupted run redoes at most 4 epochs.
-    "full": Budget("full", (224, 192, 160, 128), epochs=30, batch_size=256, max_per_class=None, max_val_per_class=None,
+    "full": Budget("full", PAPER_RESOLUTIONS, epochs=30, batch_size=256, max_per_class=None, max_val_per_class=None,
                    seeds=(0,), train={"device": "cuda", "amp": "bf16", "channels_last": True, "workers": 8,
                                       "data_on_device": True, "keep_data_on_device": True, "ema_decay": 0.0,
                                       "weight_decay": 1e-4, "eval_every": 5,
@@ -90,11 +90,11 @@ class Run:
 def experiment_rows(experiment: str, budget: Budget) -> list[tuple[str, str, int, float, float]]:
     """(row label, model name, resolution, paper top-1, paper MACs in M) for one experiment under ``budget``."""
     r = budget.resolutions
-    res_of = dict(zip((224, 192, 160, 128), r, strict=True))
+    res_of = dict(zip(PAPER_RESOLUTIONS, r, strict=True))
     if experiment == "grid":
         rows = []
         for alpha in PAPER_ALPHAS:
-            for paper_res in (224, 192, 160, 128):
+            for paper_res in PAPER_RESOLUTIONS:
                 macs, _params, top1, _top5 = TFSLIM_IMAGENET[(alpha, paper_res)]
                 rows.append((f"{alpha:g} MobileNet-{paper_res}", grid_name(alpha), res_of[paper_res], top1, macs))
         return rows
@@ -214,18 +214,20 @@ def share_cores(budget: Budget, jobs: int) -> Budget:
                                   "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
 
 
-# A run's time on a GPU, fitted to the H200 lease's 30-epoch runs (4 processes sharing it; the 9 that finished in
-# one process, results/reproduce-imagenette-nvidia-h200/runs): its first epoch took a median 20 s more than its later
-# ones (cuDNN autotuning, lazy loading; 5 s for Conv MobileNet), and its wall time fits 20 s + 30 x (1.6 s + 2.2 s x
-# (resolution / 224)^2) within 20% each (least squares: 1.57 s and 2.24 s). Per epoch, then, a fixed part (steps'
-# launches, evaluation and checkpoint every 5 epochs) and a part in proportion to pixels, whatever the model: 0.25 to
-# 1.0 wide and Conv MobileNet's 8.5x mult-adds took the same time. Mult-adds predict CPU time, not this. Those wall
-# times left out the set-up (the trainer counts it since): decoding the data, 8.5 s per process and resolution on that
-# machine, is GPU_DECODE_S per task in `estimated_wall_s`.
+# A run's time on a GPU, fitted to the first H200 lease's 30-epoch runs (4 processes sharing it; the 9 that finished
+# in one process, results/reproduce-imagenette-nvidia-h200-2026-11-26/runs): its first epoch took a median 20 s more
+# than its later ones (cuDNN autotuning, lazy loading; 5 s for Conv MobileNet), and its wall time fits 20 s + 30 x
+# (1.6 s + 2.2 s x (resolution / 224)^2) within 20% each (least squares: 1.57 s and 2.24 s). Per epoch, then, a fixed
+# part (steps' launches, evaluation and checkpoint every 5 epochs) and a part in proportion to pixels, whatever the
+# model: 0.25 to 1.0 wide and Conv MobileNet's 8.5x mult-adds took the same time. Mult-adds predict CPU time, not
+# this. Those wall times left out the set-up (the trainer counts it since): decoding the data, 8.5 s per process and
+# resolution on that machine, is GPU_DECODE_S per task in `estimated_wall_s`. The second lease's 21-epoch runs of all
+# 18 models (results/reproduce-imagenette-nvidia-h200/runs) took 313 s against an estimate of 416 s: the model is
+# pessimistic there, most for the thin models (0.25 wide: 0.4-0.6x their estimate; 1.0 wide: 0.7-1.1x).
 GPU_RUN_EXTRA_S, GPU_EPOCH_FIXED_S, GPU_EPOCH_S_PER_224, GPU_DECODE_S = 20.0, 1.6, 2.2, 8.5
-# The same lease's training step on one resident batch (1.0 MobileNet-160, batch 256, bf16, channels_last, the modern
-# recipe's SGD): results/train-gpu-nvidia-h200-imagenette-160px.json's synthetic_step_images_per_s. `speed_factor`
-# times that step on the GPU at hand, to scale the estimates above to it.
+# The first lease's training step on one resident batch (1.0 MobileNet-160, batch 256, bf16, channels_last, the
+# modern recipe's SGD): results/train-gpu-nvidia-h200-imagenette-160px-2026-11-26-80ep.json's
+# synthetic_step_images_per_s. `speed_factor` times that step on the GPU at hand, to scale the estimates above to it.
 H200_STEP_IMAGES_S = 17_755.2
 
 
@@ -770,7 +772,7 @@ def render_report(results: dict, plots: list[str]) -> str:
                   "the pipeline end to end; its accuracies say nothing about the paper's claims.", ""]  # fmt: skip
     lines += [f"- data: `{results['data']}`; recipe: `{results['recipe']}` (the same for every model)",
               f"- budget: {budget['name']}: {budget['epochs']} epoch(s), batch {budget['batch_size']}, resolutions "
-              f"{'/'.join(map(str, budget['resolutions']))} standing in for 224/192/160/128, seeds {budget['seeds']}; "
+              f"{_resolutions_words(budget['resolutions'])}, seeds {budget['seeds']}; "
               f"recipe overrides: {budget['train']}",
               f"- command: `{env.get('command')}`",
               *_time_budget_lines(results.get("time_budget")),
@@ -803,6 +805,12 @@ def render_report(results: dict, plots: list[str]) -> str:
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     return "\n".join(lines)
+
+
+def _resolutions_words(resolutions) -> str:
+    """The budget's resolutions, and the paper's they stand for when they differ (the quick budget's tiny ones)."""
+    said = "/".join(map(str, resolutions))
+    return said if list(resolutions) == list(PAPER_RESOLUTIONS) else f"{said} standing in for 224/192/160/128"
 
 
 def _run_times(runs: dict[str, dict]) -> str:
