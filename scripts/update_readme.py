@@ -79,11 +79,15 @@ def _gpu_run(path: Path) -> str:
             f"{said}.")  # fmt: skip
     profiled = {name: r for name, r in d.get("profile", {}).items() if isinstance(r, dict) and "by_category_ms" in r}
     if profiled:
-        text += "\n\nGPU time per call by kernel category (torch.profiler, ms): " + "; ".join(
-            f"{name} {r['ms_per_call']:.2f} = "
-            + ", ".join(f"{cat} {ms:.2f}" for cat, ms in r["by_category_ms"].items() if ms >= 0.005)
-            for name, r in profiled.items()
-        ) + "."
+        text += (
+            "\n\nGPU time per call by kernel category (torch.profiler, ms): "
+            + "; ".join(
+                f"{name} {r['ms_per_call']:.2f} = "
+                + ", ".join(f"{cat} {ms:.2f}" for cat, ms in r["by_category_ms"].items() if ms >= 0.005)
+                for name, r in profiled.items()
+            )
+            + "."
+        )
     return text
 
 
