@@ -64,6 +64,40 @@ def layer_cases():
     return out
 
 
+def stem_cases():
+    """The first-layer kernel against `stem_reference` on the same rounded values, over input layouts and dtypes."""
+    out = []
+    torch.manual_seed(0)
+    cases = [  # Cin, Cout, H, W, stride, pad, act, input dtype, input layout, weight dtype, block_m
+        (3, 32, 13, 11, 2, None, "relu", torch.float32, "nchw", torch.float32, 16),
+        (3, 8, 12, 12, 2, (0, 1, 0, 1), "relu6", torch.float32, "nchw", torch.bfloat16, kernels.STEM_CONFIGS[0][0]),
+        (3, 24, 9, 10, 1, None, "relu", torch.float16, "nhwc", torch.float16, 32),
+        (4, 16, 10, 9, 2, None, "none", torch.float32, "strided", torch.bfloat16, 64),
+    ]
+    for cin, cout, h, w, s, pad, act, in_dtype, layout, dtype, bm in cases:
+        x = torch.randn(2, cin, h, 2 * w) * 2
+        x = x[..., ::2] if layout == "strided" else x[..., :w].contiguous()  # a view with a column stride of 2
+        x = x.to(in_dtype)
+        if layout == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        weight, bias = (torch.randn(cout, cin, 3, 3) * 0.3).to(dtype), (torch.randn(cout) * 0.1).to(dtype)
+        # the same values in fp32: the input rounded to the layer's dtype, as the kernel loads it
+        ref = kernels.stem_reference(x.to(dtype).float(), weight.float(), bias.float(), stride=s, pad=pad, act=act)
+        y = kernels.stem(x, kernels.prepare_stem(weight), bias, stride=s, pad=pad, act=act, block_m=bm)
+        out.append(
+            {
+                "case": [cin, cout, h, w, s, pad, act, str(in_dtype), layout, str(dtype), bm],
+                "max_abs": (y.float() - ref).abs().max().item(),
+                "ref_max_abs": ref.abs().max().item(),
+                "ref_min": ref.min().item(),
+                "shape_ok": tuple(y.shape) == tuple(ref.shape),
+                "channels_last": y.is_contiguous(memory_format=torch.channels_last),
+                "dtype_ok": y.dtype == dtype,
+            }
+        )
+    return out
+
+
 def model_case(tf_padding):
     model = MobileNetV1(alpha=0.25, num_classes=10, tf_padding=tf_padding, act="relu6").eval()
     randomize_bn(model)
@@ -236,6 +270,7 @@ if __name__ == "__main__":
     json.dump(
         {
             "layers": layer_cases(),
+            "stem": stem_cases(),
             "models": [model_case(False), model_case(True)],
             "dwconv": dwconv_cases(),
             "dwconv_model": dwconv_model_case(),

@@ -40,6 +40,22 @@ def test_fused_kernel_matches_reference_per_layer(interpreted):
 
 
 @pytest.mark.slow
+def test_stem_kernel_matches_reference_in_every_input_layout(interpreted):
+    """The first-layer kernel reads NCHW, NHWC and strided inputs of any float dtype, rounds them to the layer's
+    dtype and writes channels_last. fp32: only the summation order differs from the reference; half precision: the
+    interpreter also rounds toward zero where the GPU (and the reference's cast) round to nearest, about 2 units in the
+    last place (a wrong tap or padding is off by the size of the outputs)."""
+    for case in interpreted["stem"]:
+        assert case["shape_ok"] and case["channels_last"] and case["dtype_ok"], case
+        scale = max(1.0, case["ref_max_abs"])
+        tol = 1e-5 * scale if "float32" in case["case"][-2] else 2e-2 * scale
+        assert case["max_abs"] <= tol, case
+    acts = {case["case"][6]: case["ref_min"] for case in interpreted["stem"]}
+    assert acts["none"] < 0 <= acts["relu"]  # the activation is applied, and only where asked
+    assert {case["case"][8] for case in interpreted["stem"]} == {"nchw", "nhwc", "strided"}
+
+
+@pytest.mark.slow
 def test_fused_model_matches_eager_model(interpreted):
     for case in interpreted["models"]:
         assert case["triton_max_abs"] <= 1e-4 * max(1.0, case["logit_scale"]), case
@@ -161,6 +177,38 @@ def test_reference_path_on_cpu_matches_model():
         assert torch.allclose(FusedMobileNetV1(model)(x), model(x), atol=1e-5)
 
 
+def test_stem_reference_is_the_models_first_layer_and_bad_inputs_are_named():
+    model = MobileNetV1(alpha=0.5, num_classes=7, act="relu6").eval()
+    randomize = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=randomize))
+    stem = model.fuse().stem.conv
+    x = torch.randn(2, 3, 33, 30)
+    with torch.no_grad():
+        ref = kernels.stem_reference(x, stem.weight, stem.bias, stride=2, act="relu6")
+        assert torch.allclose(ref, model.stem(x), atol=1e-5)
+    w_kc = kernels.prepare_stem(stem.weight)
+    assert w_kc.shape == (27, 16) and torch.equal(w_kc[5], stem.weight[:, 0, 1, 2])  # row (ci * 3 + i) * 3 + j
+    if not kernels.triton_available():
+        pytest.skip("triton is not installed")
+    with pytest.raises(ValueError, match="input has 4 channels; the weights expect 3"):
+        kernels.stem(torch.randn(1, 4, 8, 8), w_kc, stem.bias, stride=2)
+    with pytest.raises(ValueError, match="torch.uint8"):
+        kernels.stem(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), w_kc, stem.bias, stride=2)
+
+
+def test_triton_backend_off_gpu_casts_and_lays_out_the_input_itself():
+    """Without a GPU the triton backend runs the kernels' PyTorch reference, which gets the input as given (the stem
+    kernel would read it in place): fp16 NCHW in, the fp32 model's answer out."""
+    model = MobileNetV1(alpha=0.25, num_classes=5).eval()
+    run = fast_inference(model, backend="triton", dtype="fp32", device="cpu")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(run(x.half()), model(x.half().float()), atol=1e-4)
+        assert torch.allclose(run(x), model(x), atol=1e-5)
+
+
 def test_fast_inference_validates_arguments():
     model = MobileNetV1(alpha=0.25)
     with pytest.raises(ValueError, match="backend='tensorrt'"):
@@ -191,16 +239,18 @@ def test_triton_backend_on_gpu_matches_fp32_within_bf16_tolerance():
 
 @pytest.mark.slow
 def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path):
-    """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config fits an H100/H200 block."""
+    """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config, and each split-plan and stem
+    config the tuner tries, fits an H100/H200 block without spilling."""
     if not kernels.triton_available():
         pytest.skip("triton is not installed")
     script = Path(__file__).parents[1] / "scripts" / "sm90_compile_check.py"
     out = tmp_path / "sm90.json"
-    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split", "--json", str(out)]
+    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split,stem", "--json", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if "lacks the CUDA tools" in proc.stderr:
         pytest.skip(proc.stderr.strip()[-300:])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 2 * 3 * 3 + 2 * len(kernels.SPLIT_CONFIGS)  # 3 block widths x 2 strides x 3 kernels
+    # 3 block widths x 2 strides x 3 kernels, the split plan's depthwise configs at 2 strides, the stem's configs
+    assert len(rows) == 2 * 3 * 3 + 2 * len(kernels.SPLIT_CONFIGS) + len(kernels.STEM_CONFIGS)
     assert all(r["registers"] and r["fits"] and r["stack_bytes"] == r["local_bytes"] == 0 for r in rows), rows

@@ -2,8 +2,9 @@
 
 - ``eager``: the folded model in PyTorch ops (cuDNN).
 - ``compile``: the same under ``torch.compile`` (Inductor).
-- ``triton``: each depthwise separable block is one fused Triton kernel (`kernels.depthwise_separable`): the
-  depthwise output never goes to memory. The stem and the head stay in cuDNN/cuBLAS.
+- ``triton``: the first layer is one Triton kernel that also casts and lays out the input (`kernels.stem`), and
+  each depthwise separable block is one fused Triton kernel (`kernels.depthwise_separable`): the depthwise output
+  never goes to memory. The head stays in cuBLAS.
 Any backend can be wrapped in a CUDA graph for small fixed batches (``cuda_graph=True``): one launch per inference.
 The same `FusedMobileNetV1` runs on CPU through the kernels' PyTorch reference, which is what CI checks.
 """
@@ -36,6 +37,7 @@ class FusedMobileNetV1(nn.Module):
         self.blocks = nn.ModuleList(folded.blocks)
         self.use_triton = use_triton
         self._prepared: list[tuple] | None = None
+        self._stem_args: tuple | None = None
 
     def _kernel_args(self) -> list[tuple]:
         args = []
@@ -57,8 +59,18 @@ class FusedMobileNetV1(nn.Module):
             )
         return args
 
+    def _stem_kernel_args(self) -> tuple | None:
+        """(weights, bias, stride, tf_same) for `kernels.stem`, or None where the stem is not a plain 3x3 conv."""
+        conv = self.stem.conv
+        plain = conv.kernel_size == (3, 3) and conv.groups == 1 and conv.dilation == (1, 1) and conv.bias is not None
+        tf_same = isinstance(conv, Conv2dSame)
+        if not plain or conv.stride[0] != conv.stride[1] or not (tf_same or conv.padding == (1, 1)):
+            return None
+        return kernels.prepare_stem(conv.weight), conv.bias, conv.stride[0], tf_same
+
     def _apply(self, fn, recurse=True):  # re-prepare kernel weights after .to(device/dtype)
         self._prepared = None
+        self._stem_args = None
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +79,12 @@ class FusedMobileNetV1(nn.Module):
             use_triton = kernels.runs_on(x.device)
         if self._prepared is None:
             self._prepared = self._kernel_args()
-        x = self.stem(x).contiguous(memory_format=torch.channels_last)
+            self._stem_args = self._stem_kernel_args()
+        if use_triton and self._stem_args is not None:  # reads x in its own layout and dtype
+            w_kc, bias, stride, tf_same = self._stem_args
+            x = kernels.stem(x, w_kc, bias, stride=stride, pad=kernels.same_pad(x, stride, 1, tf_same), act=self.act)
+        else:
+            x = self.stem(x.to(self.stem.conv.weight.dtype)).contiguous(memory_format=torch.channels_last)
         for block, prepared in zip(self.blocks, self._prepared, strict=True):
             if prepared is None:
                 x = block(x)
@@ -140,11 +157,14 @@ def fast_inference(
     net = net.to(device=device, dtype=torch_dtype).eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
+    net_device = next(net.parameters()).device  # "cuda" resolved to its index
     if backend == "compile":
         net = torch.compile(net, mode=compile_mode, backend=compile_backend, dynamic=False)  # one graph per shape
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:
+        if backend == "triton" and x.device == net_device and x.is_floating_point():  # the stem kernel casts, lays out
+            return net(x)
         return net(x.to(dtype=torch_dtype).contiguous(memory_format=fmt))
 
     if cuda_graph_batch:

@@ -1,9 +1,11 @@
-"""Triton kernels for the depthwise separable layer (paper Figure 3) on NHWC (channels_last) tensors.
+"""Triton kernels for MobileNet's layers (paper Table 1 and Figure 3) on NHWC (channels_last) tensors.
 
 ``depthwise_separable`` computes, in one kernel, 3x3 depthwise conv + bias + act followed by the 1x1 pointwise conv
 + bias + act: the depthwise output tile lives in registers and feeds the pointwise GEMM (``tl.dot``) directly, so
 it never makes the round trip to GPU memory that two separate convolutions need (the layer's input is read and its
-output written once). BatchNorm must already be folded into the weights (``MobileNetV1.fuse()``).
+output written once). ``stem`` computes the first layer (Table 1: Conv / s2, 3x3x3x32) + bias + act in one kernel
+that reads the image in any layout and float dtype, so casting it to the layer's dtype and to channels_last costs no
+pass of its own. BatchNorm must already be folded into the weights (``MobileNetV1.fuse()``).
 
 Every kernel has a PyTorch reference (``*_reference``) with identical semantics; the kernels are checked against it
 on CPU with ``TRITON_INTERPRET=1`` (tests/test_kernels.py), so CI verifies their numerics without a GPU.
@@ -71,6 +73,21 @@ def depthwise_separable_reference(
     pad = pad or (dilation,) * 4
     y = F.conv2d(F.pad(x, list(pad)), dw_weight, dw_bias, stride, 0, dilation, groups=x.shape[1])
     return _act(F.conv2d(_act(y, act), pw_weight, pw_bias), act)
+
+
+def stem_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    stride: int,
+    pad: tuple[int, int, int, int] | None = None,
+    act: str = "relu",
+) -> torch.Tensor:
+    """`stem` with PyTorch ops: ``x`` cast to the weights' dtype, the full 3x3 conv (weight (Cout, Cin, 3, 3)) + bias,
+    then act. ``pad`` = (left, right, top, bottom); default 1 on every side (PyTorch padding of a 3x3 conv)."""
+    x = x.to(weight.dtype)
+    return _act(F.conv2d(F.pad(x, list(pad or (1, 1, 1, 1))), weight, bias, stride), act)
 
 
 if triton is not None:
@@ -201,6 +218,56 @@ if triton is not None:
         out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
 
+    @triton.jit(do_not_specialize=[*_GEOMETRY_ARGS, "SN", "SC", "SH", "SW"])
+    def _stem_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        y_ptr,
+        M,
+        H,
+        W,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        SN,
+        SC,
+        SH,
+        SW,
+        COUT,
+        CIN: tl.constexpr,
+        STRIDE: tl.constexpr,
+        ACT: tl.constexpr,
+        BM: tl.constexpr,
+        BN: tl.constexpr,
+    ):
+        """act(3x3 conv + bias) for BM output pixels x all COUT channels: CIN * 9 outer products of an input column
+        (rounded to the layer's dtype, as a cast before the conv would) and a weight row, accumulated in fp32."""
+        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        o = tl.arange(0, BN)
+        m_mask, o_mask = m < M, o < COUT
+        ow, rest = m % OW, m // OW
+        oh, n = rest % OH, rest // OH
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for ci in tl.static_range(CIN):
+            for i in tl.static_range(3):
+                ih = oh * STRIDE - PAD_T + i
+                for j in tl.static_range(3):
+                    iw = ow * STRIDE - PAD_L + j
+                    valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                    off = n.to(tl.int64) * SN + ci * SC + ih.to(tl.int64) * SH + iw.to(tl.int64) * SW
+                    xv = tl.load(x_ptr + off, mask=valid, other=0.0).to(y_ptr.dtype.element_ty).to(tl.float32)
+                    wv = tl.load(w_ptr + ((ci * 3 + i) * 3 + j) * COUT + o, mask=o_mask, other=0.0).to(tl.float32)
+                    acc += xv[:, None] * wv[None, :]
+        acc += tl.load(b_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :]
+        if ACT >= 1:
+            acc = tl.maximum(acc, 0.0)
+        if ACT == 2:
+            acc = tl.minimum(acc, 6.0)
+        out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
+
 
 def _check(x: torch.Tensor, need_triton: bool = True) -> None:
     if need_triton and triton is None:
@@ -235,6 +302,65 @@ def prepare_depthwise(dw_weight: torch.Tensor) -> torch.Tensor:
 def prepare_pointwise(pw_weight: torch.Tensor) -> torch.Tensor:
     """(Cout, C, 1, 1) -> (C, Cout) contiguous."""
     return pw_weight.flatten(1).t().contiguous()
+
+
+def prepare_stem(weight: torch.Tensor) -> torch.Tensor:
+    """(Cout, Cin, 3, 3) -> (Cin * 9, Cout) contiguous, the layout `stem` reads."""
+    return weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).contiguous()
+
+
+# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU; each compiles for sm_90 without
+# spilling (scripts/sm90_compile_check.py: 86-172 registers), where (64, 4), (128, 8) and (512, 4) spilled
+STEM_CONFIGS = [(128, 4), (256, 4), (256, 8), (512, 8), (64, 2), (128, 2)]
+
+
+def stem(
+    x: torch.Tensor,
+    w_kc: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    stride: int,
+    pad: tuple[int, int, int, int] | None = None,
+    act: str = "relu",
+    block_m: int | None = None,
+    num_warps: int = 4,
+) -> torch.Tensor:
+    """The first layer as one Triton kernel: act(3x3 conv(x) + bias), ``w_kc`` from `prepare_stem`, semantics of
+    `stem_reference`. ``x`` is (N, Cin, H, W) in any memory layout and float dtype (read through its strides, each
+    value rounded to the weights' dtype as it is loaded); the output is channels_last in the weights' dtype.
+    ``block_m=None`` on CUDA times every `STEM_CONFIGS` candidate once per input shape and keeps the fastest."""
+    if triton is None:
+        raise RuntimeError("triton is not installed: use stem_reference or the torch runtime")
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"expected a 4-d float tensor, got shape {tuple(x.shape)} of {x.dtype}")
+    if x.shape[1] * 9 != w_kc.shape[0]:
+        raise ValueError(f"input has {x.shape[1]} channels; the weights expect {w_kc.shape[0] // 9}")
+    n, h, w, oh, ow, top, left = geometry(x, stride, pad, 1)
+    cout = w_kc.shape[1]
+    m = n * oh * ow
+    block_n = max(16, triton.next_power_of_2(cout))
+
+    def run(bm, warps, warmup=False):
+        y = torch.empty((n, cout, oh, ow), device=x.device, dtype=w_kc.dtype, memory_format=torch.channels_last)
+        grid = (triton.cdiv(m, bm),)
+        args = (x, w_kc, bias, y, m, h, w, oh, ow, top, left, *x.stride(), cout)
+        kwargs = dict(CIN=x.shape[1], STRIDE=stride, ACT=ACT_CODES[act], BM=bm, BN=block_n, num_warps=warps)
+        with on_device(x):
+            if warmup:
+                _stem_kernel.warmup(*args, grid=grid, **kwargs)
+                return None
+            _stem_kernel[grid](*args, **kwargs)
+        return y
+
+    if block_m is None and x.is_cuda and not INTERPRET:
+        key = ("stem", tuple(x.shape), cout, stride, 1, (x.dtype, x.stride()), w_kc.dtype)  # layouts tune apart
+        with on_device(x):
+            if key not in _TUNED:
+                _TUNED[key], _TIMINGS[key] = _fastest({"stem": run}, [("stem", cfg) for cfg in STEM_CONFIGS])
+            return run(*_TUNED[key][1])
+    if INTERPRET and block_m is None:
+        block_m = 1024  # the interpreter's cost is per program instance: few, large tiles
+    return run(block_m or 128, num_warps)
 
 
 def depthwise(
@@ -383,7 +509,7 @@ def depthwise_separable(
 
     runners = {"fused": fused, "split": split}
     if plan is None and block_m is None and x.is_cuda and not INTERPRET:
-        key = (tuple(x.shape), cout, stride, dilation, x.dtype)
+        key = ("separable", tuple(x.shape), cout, stride, dilation, x.dtype, x.dtype)
         with on_device(x):  # the tuner's timing and compiling also use the current device
             if key not in _TUNED:
                 candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
@@ -403,9 +529,10 @@ def tuning_report() -> list[dict]:
     """What the tuner chose for each layer shape it has seen, with every candidate's time (ms, None: failed)."""
     rows = []
     for key, (chosen, cfg) in _TUNED.items():
-        shape, cout, stride, dilation, dtype = key
+        layer, shape, cout, stride, dilation, _in_dtype, dtype = key
         rows.append(
             {
+                "layer": layer,
                 "input_nchw": list(shape),
                 "cout": cout,
                 "stride": stride,
@@ -421,7 +548,7 @@ def tuning_report() -> list[dict]:
 def _precompile(runners: dict, candidates: list) -> None:
     """Compile every candidate at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
     per config and layer signature) and Triton's compiler releases the GIL. Failures are left to the timing loop."""
-    for kernel in (_dwpw_kernel, _dw_kernel):
+    for kernel in (_dwpw_kernel, _dw_kernel, _stem_kernel):
         caches = getattr(kernel, "device_caches", None)
         if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
             caches[torch.cuda.current_device()]
