@@ -18,7 +18,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# `make demo`: measure the paper's 16 models on this machine (no data needed; about two minutes on 2 cores), write
+# `make demo`: measure the paper's 16 models on this machine (no data needed; about a minute on 2 cores), write
 # CSV/JSON named after the hardware and runtimes plus the two plots to runs/demo/, then pick the most accurate model
 # that sustains 30 FPS here with at most 6 MB of fp32 weights, from those measurements.
 DEMO_DIR ?= runs/demo

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     hw = cpu_model().replace(" ", "-").lower()
     stem = f"train-cpu-{hw}-imagenette-{args.resolution}px-{args.threads}t"
     rows = []
+    overrides = dict(lr_base_batch=0, warmup_epochs=1, ema_decay=0.0)  # on top of --config, recorded in each row
     for alpha in args.alphas:
         with tempfile.TemporaryDirectory() as out:
             cfg = resolve(
@@ -54,14 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
-                lr_base_batch=0,
-                warmup_epochs=1,
-                ema_decay=0.0,
                 workers=0,
                 threads=args.threads,
                 max_per_class=args.max_per_class,
                 quiet=False,
                 log_every=50,
+                **overrides,
             )
             s = train(cfg)
             metrics = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -76,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "recipe": Path(args.config).name,
                 "lr": args.lr,
+                "recipe_overrides": overrides,
                 "val_top1": s["final_top1"],
                 "val_top5": s["final_top5"],
                 "best_top1": s["best_top1"],
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     with open(out_dir / f"{stem}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "top1_per_epoch"], extrasaction="ignore")
+        skip = ("top1_per_epoch", "recipe_overrides")  # lists and dicts: in the JSON
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in skip], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     return 0

@@ -765,3 +765,28 @@ def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_pa
     again = train(tiny_cfg(data, out, epochs=2, batch_size=4, resume="auto"))  # finished: nothing left to train
     assert again["per_class_top1"] == longer["per_class_top1"] is not None
     assert again["val_images"] == longer["val_images"] == 4
+
+
+def test_plain_progress_lines_give_the_epochs_eta():
+    """Off a terminal, every log_every-th step prints a line with the stats and the time the epoch has left at the
+    pace so far (here 2 s a step on a simulated clock)."""
+    import io
+
+    from mobilenets.engine import Progress
+
+    now = [100.0]
+    stream = io.StringIO()
+    progress = Progress(10, "epoch 1/3", enabled=True, log_every=4, stream=stream, clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 2.0
+        progress.update(loss=1.23456, lr=0.1)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "epoch 1/3 step 4/10 loss=1.235 lr=0.1 eta=12s",
+        "epoch 1/3 step 8/10 loss=1.235 lr=0.1 eta=4s",
+        "epoch 1/3 step 10/10 loss=1.235 lr=0.1 eta=0s",
+    ]
+    quiet = io.StringIO()
+    muted = Progress(10, "epoch 1/3", enabled=False, log_every=1, stream=quiet)
+    muted.update(loss=1.0)
+    assert quiet.getvalue() == ""

@@ -153,13 +153,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Progress:
-    """tqdm bar on a terminal, plain lines every ``log_every`` steps otherwise, nothing when quiet or not rank 0."""
+    """tqdm bar on a terminal, plain lines every ``log_every`` steps otherwise (with the epoch's ETA, as the bar
+    shows it), nothing when quiet or not rank 0."""
 
-    def __init__(self, total: int, desc: str, *, enabled: bool, log_every: int, stream=None) -> None:
+    def __init__(self, total: int, desc: str, *, enabled: bool, log_every: int, stream=None, clock=time.perf_counter):
         self.stream = stream or sys.stderr
         self.enabled, self.total, self.desc, self.log_every = enabled, total, desc, log_every
         self.bar = None
         self.n = 0
+        self.clock = clock
+        self.start = clock()
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
@@ -180,8 +183,11 @@ class Progress:
                 self.bar.set_postfix(text, refresh=False)
             self.bar.update(1)
         elif self.n % self.log_every == 0 or self.n == self.total:
+            eta = (self.clock() - self.start) / self.n * (self.total - self.n)
             print(
-                f"{self.desc} step {self.n}/{self.total} " + " ".join(f"{k}={v}" for k, v in text.items()),
+                f"{self.desc} step {self.n}/{self.total} "
+                + " ".join(f"{k}={v}" for k, v in text.items())
+                + f" eta={eta:.0f}s",
                 file=self.stream,
                 flush=True,
             )
