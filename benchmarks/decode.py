@@ -5,7 +5,9 @@ Both decode the same files (libjpeg-turbo via `preprocess.read_image`, antialias
 `preprocess.decode_all` (torch's intra-op pool at one thread while its threads run); ``plain_pool`` is the same work
 in a ``ThreadPoolExecutor`` with torch's thread count left as it is (what the library did before). They alternate
 (library, plain, library, plain, ...) in one process, for each pool size in ``--threads``; medians go to
-results/decode-<cpu>-<cores>c.json with the command, versions and hardware.
+results/decode-<cpu>-<cores>c.json with the command, versions and hardware. With CUDA two more alternate with them:
+``library_cuda`` (the same decode, then the copy to the GPU, as `--data-on-device` runs it) and ``nvjpeg``
+(``decode_on_device``: baseline JPEGs decoded and resized on the GPU in batches, `--gpu-decode`).
 
     flock /tmp/mobilenets-cpu.lock python benchmarks/decode.py --threads 2 16   # this machine
     python3 benchmarks/decode.py --data /tmp/data --threads 16                   # a 16-core GPU machine
@@ -73,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for threads in args.threads:
         times: dict[str, list[float]] = {"library": [], "plain_pool": []}
+        if torch.cuda.is_available():
+            times |= {"library_cuda": [], "nvjpeg": []}
         for r in range(args.rounds):
             for name in times:
                 t = time.perf_counter()
-                if name == "library":
-                    load_to_device(samples, args.side, "cpu", threads=threads, keep=False)
-                else:
+                if name == "plain_pool":
                     plain_pool(samples, args.side, threads)
+                else:
+                    device = "cpu" if name == "library" else "cuda"
+                    load_to_device(samples, args.side, device, threads=threads, keep=False,
+                                   decode_on_device=name == "nvjpeg")  # fmt: skip
                 times[name].append(time.perf_counter() - t)
                 rate = len(samples) / times[name][-1]
                 print(f"threads={threads} round {r + 1} {name}: {rate:,.0f} img/s", flush=True)
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{name}_images_per_s"] = round(len(samples) / statistics.median(v), 1)
             row[f"{name}_s"] = [round(x, 3) for x in v]
         row["library_over_plain"] = round(row["library_images_per_s"] / row["plain_pool_images_per_s"], 3)
+        if "nvjpeg" in times:
+            row["nvjpeg_over_library_cuda"] = round(row["nvjpeg_images_per_s"] / row["library_cuda_images_per_s"], 3)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_s")}), flush=True)
     report = {
@@ -100,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "side": args.side,
         "data": str(split),
-        "note": "median of --rounds per pool size; library and plain_pool alternate in one process",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "note": "median of --rounds per pool size; the paths alternate in one process (the first nvjpeg call also "
+        "starts nvjpeg)",
         "rows": rows,
     }
     hw = cpu_model().replace(" ", "-").lower()

@@ -19,7 +19,7 @@
 # recommended (the default unless autotuning off is clearly faster), read from /tmp/startup-recipe.txt, as there is no
 # time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
 # train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
-# DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on the train images there so far; COPY_ONLY or not).
+# DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on 3000 val images, part 1; COPY_ONLY or not).
 # SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of
 # stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
 #
@@ -48,6 +48,17 @@
 #   0.75 MobileNet-192, made here by `mobilenets convert .../mobilenet_v1_0.75_192_quant.tflite --out
 #   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too
 #   (NUMERICS_WEIGHTS names another folder).
+#
+#   #7 alone (what the 2026-11-27 lease left: the compiled sections beside timm, training, the stem kernel, start-up):
+#     DECODE_BENCH=1 SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw STARTUP_TIMEOUT=170 \
+#       ... 1                                                                                          # <= 225 s
+#     (carrying .xfer/p1: val + one train class, which gpu_startup trains on and the numerics read; decode.py
+#     compares nvjpeg with the CPU threads there)
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 ... 1                   # <= B+55 s
+#     (carrying .xfer/weights-075-192; every section, B = the lease's budget_left_s less 90, at most 540). On that
+#     lease the Triton preflight child alone took 31 s, and a 140 s budget left out the compiled sections (95 s and
+#     130 s estimated).
+#   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
 # replaced every 30 s, so a call cut short still returns what it had. It holds the whole results/ folder: remove the
@@ -87,9 +98,10 @@ if [ -d "$part" ]; then
 else
     log "WARNING: $part is not here (not carried?): /tmp/data has $(find /tmp/data -type f | wc -l) files"
 fi
-if [ -n "${DECODE_BENCH:-}" ]; then  # decoding's threads on this machine's cores (the JSON returns with stage 3's bundle)
-    log "decode benchmark (library vs plain thread pool, 3000 train images)"
-    $T 30 python3 benchmarks/decode.py --data /tmp/data --images 3000 --threads 16 --rounds 2 2>&1 | tee /tmp/logs/decode.log
+if [ -n "${DECODE_BENCH:-}" ]; then  # its JSON comes back in this call's bundle, or with COPY_ONLY a later call's
+    log "decode benchmark (library vs plain thread pool; with CUDA, the copy to the GPU vs nvjpeg; 3000 val images)"
+    $T 40 python3 benchmarks/decode.py --data /tmp/data --split val --images 3000 --threads 16 --rounds 2 2>&1 \
+        | tee /tmp/logs/decode.log
 fi
 if [ -n "${COPY_ONLY:-}" ]; then log "stage $stage: copied only"; exit 0; fi
 # stops with the script, even a killed one; its output detached, so nothing waits on it for the pipe to close

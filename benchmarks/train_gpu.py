@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-per-class", type=int)
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=16, help="decode threads")
+    p.add_argument("--gpu-decode", action="store_true", help="decode the JPEGs with nvjpeg on the GPU (device_data.py)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--triton-depthwise", action="store_true", help="depthwise layers as Triton kernels (dwconv.py)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         workers=args.workers,
         data_on_device=True,
+        gpu_decode=args.gpu_decode,
         amp="bf16" if gpu else "none",
         channels_last=gpu,
         compile=args.compile,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +209,68 @@ def test_load_to_device_reports_how_long_decoding_and_the_move_took():
     dev = load_to_device(samples, 40, "cpu", threads=2, keep=False)
     assert set(dev.seconds) == {"decode", "to_device"} and dev.seconds["decode"] > 0
     assert all(v >= 0 for v in dev.seconds.values())
+
+
+def _odd_jpegs(folder, photo):
+    """One file per route the device decoder must take: baseline colour and grayscale JPEGs (device), progressive
+    and CMYK JPEGs and a PNG (CPU), a JPEG whose header parses but whose data is garbage (a failed batch, then the
+    CPU path, then unreadable) and an empty file (unreadable)."""
+    from PIL import Image
+
+    img = Image.open(photo).convert("RGB")
+    files = {
+        "gray.jpg": lambda p: img.convert("L").save(p, "JPEG", quality=90),
+        "progressive.jpg": lambda p: img.save(p, "JPEG", quality=90, progressive=True),
+        "cmyk.jpg": lambda p: img.convert("CMYK").save(p, "JPEG", quality=90),
+        "alpha.png": lambda p: img.convert("RGBA").save(p, "PNG"),
+    }
+    for name, save in files.items():
+        save(folder / name)
+    header = Path(photo).read_bytes()[:700]  # past the frame header, into the entropy-coded data
+    (folder / "garbage.jpg").write_bytes(header + bytes(range(256)) * 8)
+    (folder / "empty.jpg").write_bytes(b"")
+    names = ("gray.jpg", "progressive.jpg", "cmyk.jpg", "alpha.png", "garbage.jpg", "empty.jpg")
+    return [str(folder / n) for n in names]
+
+
+def test_device_decode_takes_baseline_jpegs_and_leaves_the_rest_to_the_cpu(tmp_path, monkeypatch):
+    """decode_on_device on CPU runs the batched decode_jpeg path (nvjpeg's on a GPU) with CPU tensors: the same
+    libjpeg decode and resize as the CPU path, so every pixel must agree, whichever route each file took."""
+    import mobilenets.device_data as dd
+    from mobilenets.preprocess import jpeg_frame
+
+    monkeypatch.setattr(dd, "DEVICE_DECODE_BATCH", 3)  # several batches, one of them failing on the garbage file
+    photos = _samples(data_path("imagenette", "val", "n03028079"), 4)
+    odd = _odd_jpegs(tmp_path, photos[0][0])
+    samples = [photos[0], (odd[0], 1), (odd[4], 1), photos[1], (odd[1], 2), (odd[2], 2), (odd[3], 3), photos[2],
+               (odd[5], 3), photos[3]]  # fmt: skip
+    assert jpeg_frame(Path(odd[1]).read_bytes())[0] == 0xC2 and jpeg_frame(Path(odd[2]).read_bytes())[1] == 4
+    cpu = load_to_device(samples, 48, "cpu", threads=2, keep=False)
+    dev = load_to_device(samples, 48, "cpu", threads=2, keep=False, decode_on_device=True)
+    assert dev.decoded_on_device == 5  # the four photos and the grayscale JPEG
+    assert cpu.decoded_on_device == 0
+    assert dev.index == cpu.index == [0, 1, 3, 4, 5, 6, 7, 9]
+    assert [i for i, _ in dev.bad] == [i for i, _ in cpu.bad] == [2, 8]
+    assert torch.equal(dev.images, cpu.images) and torch.equal(dev.labels, cpu.labels)
+
+
+def test_gpu_decode_needs_the_device_path_and_falls_back_to_cpu_off_a_gpu(tmp_path, capsys):
+    from mobilenets.train_config import ConfigError
+
+    with pytest.raises(ConfigError, match="gpu_decode=True needs --data-on-device"):
+        tiny_cfg(tmp_path / "data", tmp_path / "a", gpu_decode=True).validate()
+    data = copy_subset(tmp_path / "data", CLASSES4[:2], 8, 4)
+    summary = train(tiny_cfg(data, tmp_path / "b", gpu_decode=True, data_on_device=True, max_steps=1, quiet=False))
+    assert summary["epochs"] >= 1
+    assert "gpu_decode: training on cpu, not a GPU; decoding on" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nvjpeg_decode_on_the_gpu_is_within_a_few_levels_of_the_cpu_decode():
+    samples = _samples(data_path("imagenette", "val", "n03028079"), 64)
+    cpu = load_to_device(samples, 183, "cuda", threads=4, keep=False)
+    gpu = load_to_device(samples, 183, "cuda", threads=4, keep=False, decode_on_device=True)
+    assert gpu.decoded_on_device == len(samples) and gpu.index == cpu.index
+    diff = (gpu.images.float() - cpu.images.float()).abs()
+    assert diff.mean() < 2.0 and torch.quantile(diff.flatten()[::97], 0.99) <= 8, (diff.mean(), diff.max())

@@ -6,7 +6,11 @@ and the augmentation runs for the whole batch in a few kernels. The pixels follo
 
 - Decoding: `preprocess.read_image` (libjpeg-turbo via torchvision.io, Pillow fallback), shorter side resized to
   ``side = resolution / crop_pct`` (antialiased), center-cropped to a ``side x side`` square. Unreadable files are
-  skipped and reported like the host path does (with the first batch of every epoch).
+  skipped and reported like the host path does (with the first batch of every epoch). With ``decode_on_device``
+  (``--gpu-decode``) the baseline 3- or 1-component JPEGs are decoded on the device instead (nvjpeg through
+  `torchvision.io.decode_jpeg`, in batches) and resized there; every other file, and any batch or file nvjpeg
+  refuses, takes the CPU path. On a GPU the pixels may differ from the CPU decode by a few levels (another IDCT and
+  chroma upsampling, a float resize).
 - Evaluation: the center ``resolution`` crop of each stored square, which is exactly the eval transform of
   preprocess.py (resize the shorter side to ``resolution / crop_pct``, center crop).
 - Training: RandomResizedCrop (area fraction in ``[scale_min, 1]``, log-uniform aspect ratio, as torchvision's
@@ -32,12 +36,14 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 from torchvision.transforms import InterpolationMode, v2
 
-from .preprocess import ImageError, decode_all, read_image
+from .preprocess import ImageError, decode_all, jpeg_frame, read_image
 
 
 @dataclass
@@ -49,6 +55,7 @@ class DeviceImages:
     index: list[int]
     bad: list[tuple[int, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # how long decoding and the move to the device took
+    decoded_on_device: int = 0  # images that nvjpeg decoded on the device (decode_on_device), the rest on CPU
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -84,39 +91,95 @@ def release_resident() -> None:
         torch.cuda.empty_cache()
 
 
+DEVICE_DECODE_BATCH = 128  # JPEGs per batched nvjpeg call: their decoded originals live on the device until resized
+DEVICE_JPEG_FRAMES = (0xC0, 0xC1)  # baseline and extended Huffman: what nvjpeg's batched decoder takes
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None  # the CPU path reads it again and names the error
+
+
+def _decode_jpegs_on(device: torch.device, samples, images: torch.Tensor, resize, threads: int) -> list[bool]:
+    """Decode the samples' baseline JPEGs (3 or 1 components, `preprocess.jpeg_frame`) with `decode_jpeg` on
+    ``device`` in batches, each resized into its row of ``images``; which rows were done. A batch that fails (one bad
+    file fails all) is decoded file by file; a file that still fails is left to the CPU path."""
+    data = decode_all(_read_bytes, [path for path, _label in samples], threads)
+    frames = [jpeg_frame(d) if d else None for d in data]
+    todo = [i for i, f in enumerate(frames) if f is not None and f[0] in DEVICE_JPEG_FRAMES and f[1] in (1, 3)]
+    done = [False] * len(samples)
+    for start in range(0, len(todo), DEVICE_DECODE_BATCH):
+        rows = todo[start : start + DEVICE_DECODE_BATCH]
+        encoded = [torch.frombuffer(bytearray(data[i]), dtype=torch.uint8) for i in rows]
+        try:
+            decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            decoded = []
+            for one in encoded:
+                try:
+                    decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+        for i, img in zip(rows, decoded, strict=True):
+            if img is not None and img.dim() == 3 and img.shape[0] == 3:
+                images[i] = resize(img)
+                done[i] = True
+    return done
+
+
 def load_to_device(
-    samples: list[tuple[str, int]], side: int, device: torch.device | str, *, threads: int = 8, keep: bool = True
+    samples: list[tuple[str, int]],
+    side: int,
+    device: torch.device | str,
+    *,
+    threads: int = 8,
+    keep: bool = True,
+    decode_on_device: bool = False,
 ) -> DeviceImages:
-    """Decode every sample once (``threads`` CPU threads) into one uint8 tensor and move it to ``device``; with
-    ``keep`` the result stays resident and the same call later returns it without decoding (the oldest resident
-    split beyond `RESIDENT` is dropped)."""
+    """Decode every sample once (``threads`` CPU threads, or nvjpeg on the device for baseline JPEGs with
+    ``decode_on_device``) into one uint8 tensor on ``device``; with ``keep`` the result stays resident and the same
+    call later returns it without decoding (the oldest resident split beyond `RESIDENT` is dropped)."""
     key = resident_key(samples, side, device)
     if key in _resident:
         return _resident[key]
     resize = v2.Compose(
         [v2.Resize(side, interpolation=InterpolationMode.BILINEAR, antialias=True), v2.CenterCrop(side)]
     )
+    device = torch.device(device)
     t0 = time.perf_counter()
-    host = torch.empty((len(samples), 3, side, side), dtype=torch.uint8)
+    if decode_on_device:
+        images = torch.empty((len(samples), 3, side, side), dtype=torch.uint8, device=device)
+        done = _decode_jpegs_on(device, samples, images, resize, threads)
+    else:
+        images, done = None, [False] * len(samples)
+    rest = [i for i, d in enumerate(done) if not d]  # every sample, unless the device decoded some
+    host = torch.empty((len(rest), 3, side, side), dtype=torch.uint8)
+    reasons = [""] * len(samples)
 
-    def load(i: int) -> str:
+    def load(k: int) -> None:
         try:
-            host[i] = resize(read_image(samples[i][0]))
+            host[k] = resize(read_image(samples[rest[k]][0]))
         except (ImageError, OSError) as exc:
-            return str(exc).split(": ", 1)[-1] or type(exc).__name__
-        return ""
+            reasons[rest[k]] = str(exc).split(": ", 1)[-1] or type(exc).__name__
 
-    reasons = decode_all(load, range(len(samples)), threads)
+    decode_all(load, range(len(rest)), threads)
+    if decode_on_device and device.type == "cuda":
+        torch.cuda.synchronize(device)  # the device's decodes and resizes are asynchronous: count them in 'decode'
     good = [i for i, r in enumerate(reasons) if not r]
     bad = [(i, r) for i, r in enumerate(reasons) if r]
-    if len(good) < len(samples):
-        host = host[torch.tensor(good, dtype=torch.long)]
-    labels = torch.tensor([samples[i][1] for i in good], dtype=torch.long)
     t1 = time.perf_counter()
-    device = torch.device(device)
     pin = device.type == "cuda"
-    images = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
-    loaded = DeviceImages(images, labels.to(device), good, bad)
+    moved = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
+    if images is None:
+        images = moved
+    elif rest:
+        images[torch.tensor(rest, device=device)] = moved
+    if bad:
+        images = images[torch.tensor(good, dtype=torch.long, device=device)]
+    labels = torch.tensor([samples[i][1] for i in good], dtype=torch.long)
+    loaded = DeviceImages(images, labels.to(device), good, bad, decoded_on_device=sum(done))
     if pin:
         torch.cuda.synchronize(device)
     loaded.seconds = {"decode": t1 - t0, "to_device": time.perf_counter() - t1}

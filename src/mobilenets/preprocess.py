@@ -48,6 +48,32 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return _read_with_pillow(path)
 
 
+def jpeg_frame(data: bytes) -> tuple[int, int] | None:
+    """(start-of-frame marker, colour components) of a JPEG's frame header, or None if ``data`` is not a JPEG with
+    one. The marker says the coding (0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...; ITU-T T.81, Table B.1);
+    4 components are CMYK or YCCK."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            return (marker, data[pos + 9]) if pos + 9 < len(data) else None
+        pos += 2 + length
+    return None
+
+
 def decode_all(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
     """``[fn(item) for item in items]`` on ``threads`` threads, for decoding a dataset once.
 

@@ -54,6 +54,9 @@ class TrainConfig:
     keep_data_on_device: bool = _f(
         False, "with --data-on-device: keep the decoded splits resident after training, for a next run in this process"
     )
+    gpu_decode: bool = _f(
+        False, "with --data-on-device on a GPU: decode baseline JPEGs there (nvjpeg, batched), other files on CPU"
+    )
     # --- augmentation (paper Section 4: "less regularization and data augmentation") ---
     scale_min: float = _f(0.08, "RandomResizedCrop smallest crop area as a fraction of the image")
     ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")
@@ -180,6 +183,8 @@ class TrainConfig:
             raise ConfigError(f"resume={self.resume!r} is not allowed: resume must be 'auto' or a checkpoint file")
         if self.teacher_weights and not self.teacher:
             raise ConfigError("teacher_weights needs --teacher (a torchvision model name)")
+        if self.gpu_decode and not self.data_on_device:
+            raise ConfigError("gpu_decode=True needs --data-on-device (it decodes into the splits held on the GPU)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +213,8 @@ def first_differences(differ: list[str]) -> str:
 # compilation, logging, evaluation and checkpoint intervals. The recipe is the same; the random streams (CPU or CUDA
 # generators, per-sample or per-batch augmentation, Inductor's dropout) and the summation order may differ.
 RUNTIME_FIELDS = frozenset(
-    ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "eval_batch_size",
+    ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "gpu_decode",
+     "eval_batch_size",
      "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark", "threads",
      "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every", "quiet")
 )  # fmt: skip

@@ -360,13 +360,19 @@ class _Run:
         self.val_ds = ImageFolderDataset(self.val_split, None, seed=cfg.seed)
         t0 = time.perf_counter()
         threads = max(1, cfg.workers)
-        train, val = (load_to_device(samples, side, env.device, threads=threads) for samples in splits)
+        on_gpu = cfg.gpu_decode and env.device.type == "cuda"
+        if cfg.gpu_decode and not on_gpu:
+            self.say(f"gpu_decode: training on {env.device}, not a GPU; decoding on {threads} CPU threads")
+        train, val = (
+            load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu) for samples in splits
+        )
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
+        nvjpeg = f", {train.decoded_on_device + val.decoded_on_device} of them by nvjpeg" if on_gpu else ""
         self.say(
             f"{how} {len(train)} train + {len(val)} val images on {env.device} "
             f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s"
-            f"{': ' + ', '.join(phases) if phases else ''}; {threads} threads)"
+            f"{': ' + ', '.join(phases) if phases else ''}; {threads} threads{nvjpeg})"
         )
         self.cache_info = {
             name: {"cached": True, "on_device": str(env.device), "bytes": d.nbytes, "unreadable": len(d.bad)}
