@@ -5,11 +5,11 @@ that needs more shared memory than the GPU has, or spills registers, shows up on
 time. This compiles each one ahead of time with Triton's own compiler and the ptxas it bundles, then reads the
 compiled kernel's registers, stack, spills and shared memory with the bundled cuobjdump. Nothing is launched.
 
-    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,split,stem,dwconv] [--json OUT]
+    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,split,rows,stem,dwconv] [--json OUT]
 
 Exit status 1 if a config fails to compile, or if a training kernel (dwconv, one fixed config) needs more shared
-memory than one sm_90 block may have. A tuned config (fused, split, stem) that is too big is reported: the tuner skips a
-candidate that fails at launch. Register spills are reported, not failed. Uses Triton internals
+memory than one sm_90 block may have. A tuned config (fused, split, rows, stem) that is too big is reported: the
+tuner skips a candidate that fails at launch. Register spills are reported, not failed. Uses Triton internals
 (triton.compile on an ASTSource for a GPUTarget), checked against Triton 3.8.
 """
 
@@ -87,6 +87,19 @@ def cases(dtypes: list[str], which: set[str]):
                     ce = dict(STRIDE=stride, DIL=1, ACT=1, BM=bm, BC=bc)
                     yield (f"split-dw {dt} {(bm, bc, warps)} s{stride}", kernels._dw_kernel, ptrs, GEOMETRY, ce,
                            dict(num_warps=warps))  # fmt: skip
+        if "rows" in which:  # the split plan's row-reuse depthwise kernel (stride 1)
+            ptrs = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), p)
+            ints = ("H", "W", "C", "OH", "OW", "PAD_T", "PAD_L")
+            for rows, cols, bc, warps in kernels.ROWS_CONFIGS:
+                ce = dict(ACT=1, TH=rows, TW=cols, BC=bc)
+                yield (
+                    f"rows-dw {dt} {(rows, cols, bc, warps)}",
+                    kernels._dw_rows_kernel,
+                    ptrs,
+                    ints,
+                    ce,
+                    dict(num_warps=warps),
+                )
         if "stem" in which:  # the first layer, reading the fp32 NCHW images that inference is given
             ptrs = {"x_ptr": "*fp32", "w_ptr": p, "b_ptr": p, "y_ptr": p}
             ints = ("M", "H", "W", "OH", "OW", "PAD_T", "PAD_L", "SN", "SC", "SH", "SW", "COUT")
@@ -113,7 +126,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtypes", default="bf16,fp32", help="comma-separated: bf16, fp16, fp32")
     parser.add_argument(
-        "--kernels", default="fused,split,stem,dwconv", help="comma-separated: fused, split, stem, dwconv"
+        "--kernels", default="fused,split,rows,stem,dwconv", help="comma-separated: fused, split, rows, stem, dwconv"
     )
     parser.add_argument("--json", help="also write every row to this file")
     args = parser.parse_args()

@@ -50,6 +50,12 @@ def layer_cases():
         y_split = kernels.depthwise_separable(
             x, *args, **geometry, plan="split", block_m=sm, block_k=sc, num_warps=swarps
         )
+        rows = None
+        if s == 1 and d == 1:  # the row-reuse depthwise kernel: a production tile, then a small one (several blocks)
+            rr, rc, rbc, rwarps = kernels.ROWS_CONFIGS[0] if i >= len(cases) else (4, 4, 16, 4)
+            rows = kernels.depthwise_separable(
+                x, *args, **geometry, plan="split_rows", block_m=rr, block_n=rc, block_k=rbc, num_warps=rwarps
+            )
         out.append(
             {
                 "case": [c, cout, h, w, s, d, pad, act, str(dtype)],
@@ -57,6 +63,8 @@ def layer_cases():
                 "fused_max_abs": (y.float() - ref).abs().max().item(),
                 "split_max_abs": (y_split.float() - ref).abs().max().item(),
                 "split_channels_last": y_split.is_contiguous(memory_format=torch.channels_last),
+                "rows_max_abs": None if rows is None else (rows.float() - ref).abs().max().item(),
+                "rows_channels_last": rows is None or rows.is_contiguous(memory_format=torch.channels_last),
                 "ref_max_abs": ref.abs().max().item(),
                 "shape_ok": tuple(y.shape) == tuple(ref.shape) == tuple(y_split.shape),
             }

@@ -33,7 +33,10 @@ def test_fused_kernel_matches_reference_per_layer(interpreted):
         tol = 1e-5 if "float32" in case["case"][-1] else 2e-2 * max(1.0, case["ref_max_abs"])  # fp16: 11 bits
         assert case["fused_max_abs"] <= tol, case
         assert case["split_max_abs"] <= tol, case
-        assert case["split_channels_last"], case
+        assert case["split_channels_last"] and case["rows_channels_last"], case
+        assert case["rows_max_abs"] is None or case["rows_max_abs"] <= tol, case
+    rows = [case for case in interpreted["layers"] if case["rows_max_abs"] is not None]
+    assert {case["case"][-1] for case in rows} == {"torch.float32", "torch.bfloat16", "torch.float16"}
     tiles = {tuple(case["tiles"]["fused"]) for case in interpreted["layers"]}
     assert tuple(kernels.FUSED_CONFIGS[0][:3]) in tiles  # a tile the GPU tunes over, not only the small test one
     assert any(case["case"][-1] == "torch.float16" for case in interpreted["layers"])
@@ -79,6 +82,9 @@ def test_unknown_plan_is_refused():
     x = torch.zeros(1, 8, 4, 4).contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="plan='tiled'"):
         kernels.depthwise_separable(x, None, None, None, None, stride=1, plan="tiled")
+    if kernels.triton_available():
+        with pytest.raises(ValueError, match="plan='split_rows' needs stride 1 and dilation 1, got stride 2"):
+            kernels.depthwise_separable(x, None, None, torch.zeros(8, 8), None, stride=2, plan="split_rows")
 
 
 def test_tuner_keeps_the_fastest_candidate_that_runs():
@@ -239,18 +245,20 @@ def test_triton_backend_on_gpu_matches_fp32_within_bf16_tolerance():
 
 @pytest.mark.slow
 def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path):
-    """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config, and each split-plan and stem
-    config the tuner tries, fits an H100/H200 block without spilling."""
+    """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config, and each split-plan,
+    row-reuse and stem config the tuner tries, fits an H100/H200 block without spilling."""
     if not kernels.triton_available():
         pytest.skip("triton is not installed")
     script = Path(__file__).parents[1] / "scripts" / "sm90_compile_check.py"
     out = tmp_path / "sm90.json"
-    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split,stem", "--json", str(out)]
+    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split,rows,stem", "--json", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if "lacks the CUDA tools" in proc.stderr:
         pytest.skip(proc.stderr.strip()[-300:])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    # 3 block widths x 2 strides x 3 kernels, the split plan's depthwise configs at 2 strides, the stem's configs
-    assert len(rows) == 2 * 3 * 3 + 2 * len(kernels.SPLIT_CONFIGS) + len(kernels.STEM_CONFIGS)
+    # 3 block widths x 2 strides x 3 kernels, the split plan's depthwise configs at 2 strides, the row-reuse and stem
+    # kernels' configs
+    tuned = 2 * len(kernels.SPLIT_CONFIGS) + len(kernels.ROWS_CONFIGS) + len(kernels.STEM_CONFIGS)
+    assert len(rows) == 2 * 3 * 3 + tuned
     assert all(r["registers"] and r["fits"] and r["stack_bytes"] == r["local_bytes"] == 0 for r in rows), rows

@@ -167,6 +167,76 @@ if triton is not None:
         out = y_ptr + m.to(tl.int64)[:, None] * C + c[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
+    @triton.jit(do_not_specialize=["H", "W", "OH", "OW", "PAD_T", "PAD_L"])
+    def _dw_rows_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        y_ptr,
+        H,
+        W,
+        C,
+        OH,
+        OW,
+        PAD_T,
+        PAD_L,
+        ACT: tl.constexpr,
+        TH: tl.constexpr,
+        TW: tl.constexpr,
+        BC: tl.constexpr,
+    ):
+        """Stride-1 3x3 depthwise conv + bias + act over TH output rows x TW columns x BC channels, walking down the
+        TH + 2 input rows once: each input row is loaded at its 3 column shifts and added into the 3 output rows it
+        feeds (3 (TH + 2) / TH loads per output instead of `_dw_kernel`'s 9)."""
+        pid = tl.program_id(0)
+        col_blocks = tl.cdiv(OW, TW)
+        row_blocks = tl.cdiv(OH, TH)
+        cb = pid % col_blocks
+        rest = pid // col_blocks
+        oh0 = (rest % row_blocks) * TH
+        n = rest // row_blocks
+        ow = cb * TW + tl.arange(0, TW)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        c_mask = c < C
+        ow_mask = ow < OW
+        w00 = tl.load(w_ptr + 0 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w01 = tl.load(w_ptr + 1 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w02 = tl.load(w_ptr + 2 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w10 = tl.load(w_ptr + 3 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w11 = tl.load(w_ptr + 4 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w12 = tl.load(w_ptr + 5 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w20 = tl.load(w_ptr + 6 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w21 = tl.load(w_ptr + 7 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        w22 = tl.load(w_ptr + 8 * C + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        bias = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        iw0, iw1, iw2 = ow - PAD_L, ow - PAD_L + 1, ow - PAD_L + 2
+        m0 = ow_mask & (iw0 >= 0) & (iw0 < W)
+        m1 = ow_mask & (iw1 >= 0) & (iw1 < W)
+        m2 = ow_mask & (iw2 >= 0) & (iw2 < W)
+        older = tl.zeros((TW, BC), dtype=tl.float32)  # output row oh0 + t - 2 (complete after this input row)
+        newer = tl.zeros((TW, BC), dtype=tl.float32)  # output row oh0 + t - 1
+        for t in range(TH + 2):  # input row oh0 - PAD_T + t feeds output rows oh0 + t - 2, - 1 and + 0
+            ih = oh0 - PAD_T + t
+            row_ok = (ih >= 0) & (ih < H)
+            base = x_ptr + ((n * H + ih) * W).to(tl.int64) * C + c[None, :]
+            cm = c_mask[None, :] & row_ok
+            x0 = tl.load(base + (iw0.to(tl.int64) * C)[:, None], mask=m0[:, None] & cm, other=0.0).to(tl.float32)
+            x1 = tl.load(base + (iw1.to(tl.int64) * C)[:, None], mask=m1[:, None] & cm, other=0.0).to(tl.float32)
+            x2 = tl.load(base + (iw2.to(tl.int64) * C)[:, None], mask=m2[:, None] & cm, other=0.0).to(tl.float32)
+            done = older + x0 * w20 + x1 * w21 + x2 * w22
+            older = newer + x0 * w10 + x1 * w11 + x2 * w12
+            newer = x0 * w00 + x1 * w01 + x2 * w02
+            oh = oh0 + t - 2
+            if t >= 2:
+                out = done + bias
+                if ACT >= 1:
+                    out = tl.maximum(out, 0.0)
+                if ACT == 2:
+                    out = tl.minimum(out, 6.0)
+                ok = ow_mask[:, None] & c_mask[None, :] & (oh < OH)
+                dst = y_ptr + (((n * OH + oh) * OW).to(tl.int64) + ow)[:, None] * C + c[None, :]
+                tl.store(dst, out.to(y_ptr.dtype.element_ty), mask=ok)
+
     @triton.jit
     def _dwpw_kernel(
         x_ptr,
@@ -397,6 +467,37 @@ def depthwise(
     return y
 
 
+def depthwise_rows(
+    x,
+    w33c,
+    bias,
+    *,
+    pad=None,
+    act: str = "relu",
+    rows: int = 8,
+    cols: int = 16,
+    block_c: int = 64,
+    num_warps: int = 4,
+    warmup: bool = False,
+) -> torch.Tensor | None:
+    """Stride-1 Triton 3x3 depthwise conv + bias + act on a channels_last tensor, ``rows`` x ``cols`` output pixels
+    per program reusing each loaded input row for 3 output rows (`_dw_rows_kernel`); same semantics as `depthwise`.
+    ``warmup=True`` only compiles the kernel for these arguments (returns None)."""
+    _check(x)
+    n, h, w, oh, ow, top, left = geometry(x, 1, pad, 1)
+    c = x.shape[1]
+    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    grid = (n * triton.cdiv(oh, rows) * triton.cdiv(ow, cols), triton.cdiv(c, block_c))
+    args = (x, w33c, bias, y, h, w, c, oh, ow, top, left)
+    kwargs = dict(ACT=ACT_CODES[act], TH=rows, TW=cols, BC=block_c, num_warps=num_warps)
+    with on_device(x):
+        if warmup:
+            _dw_rows_kernel.warmup(*args, grid=grid, **kwargs)
+            return None
+        _dw_rows_kernel[grid](*args, **kwargs)
+    return y
+
+
 # (BM, BK, BN, num_warps, num_stages) candidates for the fused kernel, tried per layer shape on the GPU.
 FUSED_CONFIGS = [
     (64, 32, 64, 4, 2),
@@ -414,7 +515,12 @@ FUSED_CONFIGS = [
 # registers a thread needs grow with its share of the tile (ptxas for sm_90, bf16: 8 elements 66, 16 about 121,
 # 32 about 212-241), so the smaller shares trade fewer values in flight per thread for more resident threads.
 SPLIT_CONFIGS = [(64, 64, 4), (128, 32, 4), (32, 128, 4), (64, 64, 8), (32, 128, 8), (32, 64, 4), (32, 64, 8)]
-PLANS = ("fused", "split")
+# (rows, cols, BC, num_warps) candidates for the row-reuse depthwise kernel of the split plan, stride 1 only. On the
+# H200 the split plan's depthwise kernel ran at about 40% of HBM bandwidth (results/gpu-vs-timm-NVIDIA_H200.json's
+# triton_tuning): `_dw_kernel` loads each input value 9 times (once per tap), from L1/L2 at best. Each compiles for
+# sm_90 with 89-160 registers and no spills (scripts/sm90_compile_check.py; 8 values per thread and tile took 221+).
+ROWS_CONFIGS = [(8, 16, 64, 8), (16, 16, 64, 8), (8, 8, 128, 8), (16, 8, 64, 4), (8, 16, 128, 8), (8, 32, 64, 8)]
+PLANS = ("fused", "split", "split_rows")
 _TUNED: dict[tuple, tuple] = {}
 # per tuned layer shape: every candidate's time, for benchmarks to report (`tuning_report`)
 _TIMINGS: dict[tuple, dict[str, float | None]] = {}
@@ -466,10 +572,13 @@ def depthwise_separable(
       recomputes the depthwise tile for its BN output channels, so wide layers pay ``Cout / BN`` recomputes.
     - ``split``: the Triton depthwise kernel writes its output once, then `pointwise` runs one cuBLAS GEMM. This
       costs one extra round trip of the depthwise output through memory and does no recomputation.
+    - ``split_rows`` (stride 1, dilation 1): the same with `depthwise_rows`, which loads each input row once per
+      column shift instead of once per tap.
 
-    ``plan=None`` and ``block_m=None`` on CUDA time every `FUSED_CONFIGS` and `SPLIT_CONFIGS` candidate once for
-    this layer shape and keep the fastest (cached; see `tuning_report`). Otherwise ``plan`` defaults to fused with
-    the given blocks (``block_m``/``block_k`` serve as BM/BC of the split plan's depthwise kernel).
+    ``plan=None`` and ``block_m=None`` on CUDA time every `FUSED_CONFIGS`, `SPLIT_CONFIGS` and (stride 1)
+    `ROWS_CONFIGS` candidate once for this layer shape and keep the fastest (cached; see `tuning_report`). Otherwise
+    ``plan`` defaults to fused with the given blocks (``block_m``/``block_k`` serve as BM/BC of the split plan's
+    depthwise kernel, and as rows/BC of the split_rows plan's, with ``block_n`` as its columns).
     """
     if plan is not None and plan not in PLANS:
         raise ValueError(f"plan={plan!r} is not allowed: plan must be one of {', '.join(PLANS)}")
@@ -507,18 +616,31 @@ def depthwise_separable(
             return None
         return pointwise(depthwise(x, w33c, dw_bias, **kw), w_kc, pw_bias, act=act)
 
-    runners = {"fused": fused, "split": split}
+    def split_rows(rows, cols, bc, warps, warmup=False):
+        kw = dict(pad=pad, act=act, rows=rows, cols=cols, block_c=bc, num_warps=warps)
+        if warmup:
+            depthwise_rows(x, w33c, dw_bias, warmup=True, **kw)
+            return None
+        return pointwise(depthwise_rows(x, w33c, dw_bias, **kw), w_kc, pw_bias, act=act)
+
+    rows_ok = stride == 1 and dilation == 1
+    if plan == "split_rows" and not rows_ok:
+        raise ValueError(f"plan='split_rows' needs stride 1 and dilation 1, got stride {stride}, dilation {dilation}")
+    runners = {"fused": fused, "split": split, "split_rows": split_rows}
     if plan is None and block_m is None and x.is_cuda and not INTERPRET:
         key = ("separable", tuple(x.shape), cout, stride, dilation, x.dtype, x.dtype)
         with on_device(x):  # the tuner's timing and compiling also use the current device
             if key not in _TUNED:
                 candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
+                candidates += [("split_rows", cfg) for cfg in ROWS_CONFIGS] if rows_ok else []
                 _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
             chosen, cfg = _TUNED[key]
             return runners[chosen](*cfg)
     plan = plan or "fused"
     if plan == "split":
         return split(block_m or 64, block_k if block_m else 64, num_warps)
+    if plan == "split_rows":
+        return split_rows(block_m or 8, block_n if block_m else 16, block_k if block_m else 64, num_warps)
     if INTERPRET and block_m is None:
         # the interpreter's cost is per program instance and loop step, not per element: few, large tiles
         return fused(64, 128, 128, num_warps, num_stages)
@@ -548,7 +670,7 @@ def tuning_report() -> list[dict]:
 def _precompile(runners: dict, candidates: list) -> None:
     """Compile every candidate at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
     per config and layer signature) and Triton's compiler releases the GIL. Failures are left to the timing loop."""
-    for kernel in (_dwpw_kernel, _dw_kernel, _stem_kernel):
+    for kernel in (_dwpw_kernel, _dw_kernel, _dw_rows_kernel, _stem_kernel):
         caches = getattr(kernel, "device_caches", None)
         if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
             caches[torch.cuda.current_device()]
