@@ -279,7 +279,7 @@ PROFILED_INFERENCE = (
 )  # fmt: skip
 PROFILED_TRAIN = ("ours_compiled", "timm_compiled", "ours_compiled_triton_dw", "ours_eager", "timm_eager")
 PROFILE_STEPS, PROFILE_TOP = 5, 15
-OUR_KERNELS = ("_dw_kernel", "_dwpw_kernel", "_dgrad_kernel", "_wgrad_kernel")  # kernels.py, dwconv.py
+OUR_KERNELS = ("_dw_kernel", "_dw_rows_kernel", "_dwpw_kernel", "_stem_kernel", "_dgrad_kernel", "_wgrad_kernel")
 # kernel (or, on CPU, op) name fragments -> category; the first match wins, so BatchNorm (cuDNN's bn_fw/bn_bw
 # kernels live in its namespace) comes before convolutions, and convolutions (whose cuDNN kernel names often say
 # "implicit_gemm") before GEMMs

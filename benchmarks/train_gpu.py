@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run folder (weights, checkpoints, metrics); the default is cleared first, another must hold no earlier "
         "run's checkpoints",
     )
-    p.add_argument("--tag", default="", help="suffix for the results file name (after -triton-dw / -nobench)")
+    p.add_argument("--tag", default="", help="results file name suffix (after -triton-dw / -nobench / -gpu-decode)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
     if args.out == DEFAULT_OUT:  # this script's own scratch folder: every run starts afresh (another --out is kept)
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     name = device.replace(" ", "-").lower()
     variant = "-triton-dw" * args.triton_depthwise + "-nobench" * (not args.cudnn_benchmark)
+    variant += "-gpu-decode" * args.gpu_decode
     out = REPO / "results" / f"train-gpu-{name}-imagenette-{args.resolution}px{variant}{args.tag}.json"
 
     def save() -> None:  # written twice: a kill or failure in the synthetic step keeps the training result

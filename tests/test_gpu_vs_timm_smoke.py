@@ -148,6 +148,8 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
     ("name", "category"),
     [
         ("_dwpw_kernel", "ours_triton"),
+        ("_stem_kernel", "ours_triton"),  # not a cuDNN convolution, though it is one
+        ("_dw_rows_kernel", "ours_triton"),
         ("_dgrad_kernel", "ours_triton"),  # ours, though it says "dgrad"
         ("triton_tem_fused_addmm_0", "inductor_gemm"),
         ("triton_poi_fused__native_batch_norm_legit_no_training_relu_3", "inductor_fused"),

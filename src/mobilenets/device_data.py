@@ -104,29 +104,45 @@ def _read_bytes(path: str) -> bytes | None:
 
 def _decode_jpegs_on(device: torch.device, samples, images: torch.Tensor, resize, threads: int) -> list[bool]:
     """Decode the samples' baseline JPEGs (3 or 1 components, `preprocess.jpeg_frame`) with `decode_jpeg` on
-    ``device`` in batches, each resized into its row of ``images``; which rows were done. A batch that fails (one bad
+    ``device``, reading and decoding `DEVICE_DECODE_BATCH` files at a time (so only one batch's encoded bytes are in
+    host memory), each image resized into its row of ``images``; which rows were done. A batch that fails (one bad
     file fails all) is decoded file by file; a file that still fails is left to the CPU path."""
-    data = decode_all(_read_bytes, [path for path, _label in samples], threads)
-    frames = [jpeg_frame(d) if d else None for d in data]
-    todo = [i for i, f in enumerate(frames) if f is not None and f[0] in DEVICE_JPEG_FRAMES and f[1] in (1, 3)]
     done = [False] * len(samples)
-    for start in range(0, len(todo), DEVICE_DECODE_BATCH):
-        rows = todo[start : start + DEVICE_DECODE_BATCH]
-        encoded = [torch.frombuffer(bytearray(data[i]), dtype=torch.uint8) for i in rows]
+    for start in range(0, len(samples), DEVICE_DECODE_BATCH):
+        batch = range(start, min(start + DEVICE_DECODE_BATCH, len(samples)))
+        data = decode_all(_read_bytes, [samples[i][0] for i in batch], threads)
+        frames = [jpeg_frame(d) if d else None for d in data]
+        ok = [k for k, f in enumerate(frames) if f is not None and f[0] in DEVICE_JPEG_FRAMES and f[1] in (1, 3)]
+        encoded = [torch.frombuffer(bytearray(data[k]), dtype=torch.uint8) for k in ok]
+        if not encoded:
+            continue
+        if device.type == "cuda":  # nvjpeg writes on its own stream: the last batch's resizes must be done with
+            torch.cuda.current_stream(device).synchronize()  # the memory it may hand out again
         try:
             decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             decoded = []
             for one in encoded:
+                if device.type == "cuda":
+                    torch.cuda.current_stream(device).synchronize()
                 try:
                     decoded.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=device))
                 except RuntimeError:
                     decoded.append(None)
-        for i, img in zip(rows, decoded, strict=True):
+        for k, img in zip(ok, decoded, strict=True):
             if img is not None and img.dim() == 3 and img.shape[0] == 3:
-                images[i] = resize(img)
-                done[i] = True
+                images[batch[k]] = resize(img)
+                done[batch[k]] = True
     return done
+
+
+def _drop_rows(images: torch.Tensor, good: list[int]) -> torch.Tensor:
+    """``images[good]`` without a second copy of the split: rows moved up in place (``good`` ascending), the tail cut
+    off as a view."""
+    for k, i in enumerate(good):
+        if k != i:
+            images[k] = images[i]
+    return images[: len(good)]
 
 
 def load_to_device(
@@ -169,15 +185,18 @@ def load_to_device(
         torch.cuda.synchronize(device)  # the device's decodes and resizes are asynchronous: count them in 'decode'
     good = [i for i, r in enumerate(reasons) if not r]
     bad = [(i, r) for i, r in enumerate(reasons) if r]
+    if images is None and bad:  # the CPU path: drop unreadable rows before the copy
+        host = host[torch.tensor([k for k, i in enumerate(rest) if not reasons[i]], dtype=torch.long)]
     t1 = time.perf_counter()
     pin = device.type == "cuda"
     moved = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
     if images is None:
         images = moved
-    elif rest:
-        images[torch.tensor(rest, device=device)] = moved
-    if bad:
-        images = images[torch.tensor(good, dtype=torch.long, device=device)]
+    else:
+        if rest:
+            images[torch.tensor(rest, device=device)] = moved
+        if bad:
+            images = _drop_rows(images, good)
     labels = torch.tensor([samples[i][1] for i in good], dtype=torch.long)
     loaded = DeviceImages(images, labels.to(device), good, bad, decoded_on_device=sum(done))
     if pin:

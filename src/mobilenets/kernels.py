@@ -651,11 +651,12 @@ def tuning_report() -> list[dict]:
     """What the tuner chose for each layer shape it has seen, with every candidate's time (ms, None: failed)."""
     rows = []
     for key, (chosen, cfg) in _TUNED.items():
-        layer, shape, cout, stride, dilation, _in_dtype, dtype = key
+        layer, shape, cout, stride, dilation, given, dtype = key
         rows.append(
             {
                 "layer": layer,
                 "input_nchw": list(shape),
+                "input": str(given).replace("torch.", ""),  # the stem's input dtype and strides; else its dtype
                 "cout": cout,
                 "stride": stride,
                 "dilation": dilation,

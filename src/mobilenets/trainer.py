@@ -368,7 +368,8 @@ class _Run:
         )
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
-        nvjpeg = f", {train.decoded_on_device + val.decoded_on_device} of them by nvjpeg" if on_gpu else ""
+        by_gpu = train.decoded_on_device + val.decoded_on_device
+        nvjpeg = f", {by_gpu} of them by nvjpeg" if on_gpu and not reuse else ""
         self.say(
             f"{how} {len(train)} train + {len(val)} val images on {env.device} "
             f"({(train.nbytes + val.nbytes) / 2**20:.0f} MiB at {side}x{side}, {time.perf_counter() - t0:.1f} s"
