@@ -93,6 +93,15 @@ def stem_reference(
 if triton is not None:
 
     @triton.jit
+    def _activate(acc, ACT: tl.constexpr):
+        """`ACT_CODES`: 0 none, 1 ReLU, 2 ReLU6 (inlined into each kernel)."""
+        if ACT >= 1:
+            acc = tl.maximum(acc, 0.0)
+        if ACT == 2:
+            acc = tl.minimum(acc, 6.0)
+        return acc
+
+    @triton.jit
     def _depthwise_tile(
         x_ptr,
         w_ptr,
@@ -126,11 +135,7 @@ if triton is not None:
                 wv = tl.load(w_ptr + (i * 3 + j) * C + c, mask=c_mask, other=0.0)
                 acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
         acc += tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
-        if ACT >= 1:
-            acc = tl.maximum(acc, 0.0)
-        if ACT == 2:
-            acc = tl.minimum(acc, 6.0)
-        return acc
+        return _activate(acc, ACT)
 
     # The sizes change with every resolution; not specialising on their divisibility by 16 keeps one compiled kernel
     # per (stride, dilation, activation, block) for all of them (C stays specialised: it decides vector loads).
@@ -228,11 +233,7 @@ if triton is not None:
             newer = x0 * w00 + x1 * w01 + x2 * w02
             oh = oh0 + t - 2
             if t >= 2:
-                out = done + bias
-                if ACT >= 1:
-                    out = tl.maximum(out, 0.0)
-                if ACT == 2:
-                    out = tl.minimum(out, 6.0)
+                out = _activate(done + bias, ACT)
                 ok = ow_mask[:, None] & c_mask[None, :] & (oh < OH)
                 dst = y_ptr + (((n * OH + oh) * OW).to(tl.int64) + ow)[:, None] * C + c[None, :]
                 tl.store(dst, out.to(y_ptr.dtype.element_ty), mask=ok)
@@ -280,11 +281,7 @@ if triton is not None:
                 acc += tl.dot(dwq.to(tl.float32), wpw.to(tl.float32), input_precision="ieee")
             else:
                 acc += tl.dot(dwq, wpw)
-        acc += tl.load(bpw_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :]
-        if ACT >= 1:
-            acc = tl.maximum(acc, 0.0)
-        if ACT == 2:
-            acc = tl.minimum(acc, 6.0)
+        acc = _activate(acc + tl.load(bpw_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :], ACT)
         out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
 
@@ -330,11 +327,7 @@ if triton is not None:
                     xv = tl.load(x_ptr + off, mask=valid, other=0.0).to(y_ptr.dtype.element_ty).to(tl.float32)
                     wv = tl.load(w_ptr + ((ci * 3 + i) * 3 + j) * COUT + o, mask=o_mask, other=0.0).to(tl.float32)
                     acc += xv[:, None] * wv[None, :]
-        acc += tl.load(b_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :]
-        if ACT >= 1:
-            acc = tl.maximum(acc, 0.0)
-        if ACT == 2:
-            acc = tl.minimum(acc, 6.0)
+        acc = _activate(acc + tl.load(b_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :], ACT)
         out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
 
