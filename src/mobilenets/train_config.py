@@ -209,14 +209,15 @@ def first_differences(differ: list[str]) -> str:
     return "; ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
 
 
-# How and where a run executes, not what it trains: paths, threads, caching, the data's placement, kernels and
-# compilation, logging, evaluation and checkpoint intervals. The recipe is the same; the random streams (CPU or CUDA
-# generators, per-sample or per-batch augmentation, Inductor's dropout) and the summation order may differ.
+# How and where a run executes, not what it trains: paths, threads, caching, the data's placement and decoder,
+# kernels and compilation, logging, evaluation and checkpoint intervals. The recipe is the same; the random streams
+# (CPU or CUDA generators, per-sample or per-batch augmentation, Inductor's dropout), the summation order and (with
+# nvjpeg) a few levels of some pixels may differ.
 RUNTIME_FIELDS = frozenset(
     ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "gpu_decode",
-     "eval_batch_size",
-     "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark", "threads",
-     "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every", "quiet")
+     "eval_batch_size", "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark",
+     "threads", "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every",
+     "quiet")
 )  # fmt: skip
 
 
