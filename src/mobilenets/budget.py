@@ -110,7 +110,7 @@ def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
 
     from .engine import setup_distributed
     from .optim import build_optimizer, scaled_lr
-    from .trainer import build_model
+    from .trainer import AMP_DTYPES, build_model
 
     dev = setup_distributed(cfg.device).device
     model = build_model(cfg, [str(i) for i in range(num_classes)])
@@ -126,7 +126,7 @@ def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
     x = torch.randn(cfg.batch_size, 3, res, res, device=dev)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
     y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    amp = AMP_DTYPES[cfg.amp]
 
     def step():
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):

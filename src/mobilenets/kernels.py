@@ -417,10 +417,7 @@ def stem(
 
     if block_m is None and x.is_cuda and not INTERPRET:
         key = ("stem", tuple(x.shape), cout, stride, 1, (x.dtype, x.stride()), w_kc.dtype)  # layouts tune apart
-        with on_device(x):
-            if key not in _TUNED:
-                _TUNED[key], _TIMINGS[key] = _fastest({"stem": run}, [("stem", cfg) for cfg in STEM_CONFIGS])
-            return run(*_TUNED[key][1])
+        return _run_tuned(x, key, {"stem": run}, [("stem", cfg) for cfg in STEM_CONFIGS])
     if INTERPRET and block_m is None:
         block_m = 1024  # the interpreter's cost is per program instance: few, large tiles
     return run(block_m or 128, num_warps)
@@ -622,13 +619,9 @@ def depthwise_separable(
     runners = {"fused": fused, "split": split, "split_rows": split_rows}
     if plan is None and block_m is None and x.is_cuda and not INTERPRET:
         key = ("separable", tuple(x.shape), cout, stride, dilation, x.dtype, x.dtype)
-        with on_device(x):  # the tuner's timing and compiling also use the current device
-            if key not in _TUNED:
-                candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
-                candidates += [("split_rows", cfg) for cfg in ROWS_CONFIGS] if rows_ok else []
-                _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
-            chosen, cfg = _TUNED[key]
-            return runners[chosen](*cfg)
+        candidates = [("fused", cfg) for cfg in FUSED_CONFIGS] + [("split", cfg) for cfg in SPLIT_CONFIGS]
+        candidates += [("split_rows", cfg) for cfg in ROWS_CONFIGS] if rows_ok else []
+        return _run_tuned(x, key, runners, candidates)
     plan = plan or "fused"
     if plan == "split":
         return split(block_m or 64, block_k if block_m else 64, num_warps)
@@ -659,6 +652,16 @@ def tuning_report() -> list[dict]:
             }
         )
     return rows
+
+
+def _run_tuned(x: torch.Tensor, key: tuple, runners: dict, candidates: list) -> torch.Tensor:
+    """Run the fastest of ``candidates`` ((plan, config) for ``runners[plan](*config)``) for this layer ``key``,
+    timing them all the first time the key is seen (`_fastest`; kept in `_TUNED`, `tuning_report`)."""
+    with on_device(x):  # the tuner's timing and compiling also use the current device
+        if key not in _TUNED:
+            _TUNED[key], _TIMINGS[key] = _fastest(runners, candidates)
+        chosen, cfg = _TUNED[key]
+        return runners[chosen](*cfg)
 
 
 def _precompile(runners: dict, candidates: list) -> None:

@@ -63,6 +63,7 @@ from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
+from .spec import IMAGENET_MEAN, IMAGENET_STD
 from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -132,9 +133,6 @@ def bn_to_eval(model: nn.Module, only_frozen: bool) -> None:
             m.eval()
 
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's classifiers
-
-
 class Renormalise(nn.Module):
     """A teacher behind an input adapter: the student's normalised batch, (x - m_s) / s_s, becomes the teacher's own
     normalisation, (x - m_t) / s_t, by one per-channel affine map."""
@@ -175,7 +173,7 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
                 f"teacher={cfg.teacher!r} is not allowed: teacher must be a weights folder or a torchvision model name"
             )
         teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=len(classes))
-        own = (IMAGENET_MEAN, IMAGENET_STD)
+        own = (IMAGENET_MEAN, IMAGENET_STD)  # torchvision's classifiers
         if cfg.teacher_weights:
             state = torch.load(cfg.teacher_weights, map_location="cpu", weights_only=True)
             try:
