@@ -15,7 +15,7 @@
 # estimated seconds balance (reproduce.run_cost); REPRODUCE_ARGS adds any other option.
 #
 # Stage 1 also runs benchmarks/gpu_startup.py (SKIP_STARTUP=1 skips it): cold training runs with cuDNN autotuning
-# on/off (and the Triton depthwise layers, STARTUP_VARIANTS). RECIPE_EXTRA=auto in stage 3 applies what it
+# on/off (and the Triton depthwise layers, STARTUP_VARIANTS; STARTUP_ARGS adds options). RECIPE_EXTRA=auto in stage 3 applies what it
 # recommended (the default unless autotuning off is clearly faster), read from /tmp/startup-recipe.txt, as there is no
 # time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
 # train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
@@ -51,9 +51,10 @@
 #
 #   #7 alone (what the 2026-11-27 lease left: the compiled sections beside timm, training, the stem kernel, start-up):
 #     DECODE_BENCH=1 SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw STARTUP_TIMEOUT=170 \
-#       ... 1                                                                                          # <= 225 s
+#       STARTUP_ARGS="--resolution 224" ... 1                                                          # <= 225 s
 #     (carrying .xfer/p1: val + one train class, which gpu_startup trains on and the numerics read; decode.py
-#     compares nvjpeg with the CPU threads there)
+#     compares nvjpeg with the CPU threads there; at 224 px each variant's steady rate over its synthetic step is
+#     #7's end-to-end ratio, the Triton depthwise one included)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 ... 1                   # <= B+55 s
 #     (carrying .xfer/weights-075-192; every section, B = the lease's budget_left_s less 90, at most 540). On that
 #     lease the Triton preflight child alone took 31 s, and a 140 s budget left out the compiled sections (95 s and
@@ -125,7 +126,7 @@ case $stage in
         log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"
         $T "${STARTUP_TIMEOUT:-180}" python3 benchmarks/gpu_startup.py --data /tmp/smoke --rounds "${STARTUP_ROUNDS:-1}" \
             --variants "${STARTUP_VARIANTS:-bench,nobench,triton-dw,triton-dw-nobench}" \
-            --recipe-out /tmp/startup-recipe.txt 2>&1 | tee /tmp/logs/gpu-startup.log
+            --recipe-out /tmp/startup-recipe.txt ${STARTUP_ARGS:-} 2>&1 | tee /tmp/logs/gpu-startup.log
     fi
     if [ -z "${SKIP_GPU_VS_TIMM:-}" ]; then
         log "gpu_vs_timm"

@@ -10,7 +10,9 @@ This runs the library's `trainer.train` in fresh processes (cuDNN's algorithm ca
 per process, so each run starts cold, as each reproduce run meets new shapes), one per variant in turn, round after
 round: cuDNN autotuning on and off, each with PyTorch's depthwise convolutions and with the Triton ones (`dwconv`;
 their compiled kernels are cached on disk by Triton after the first process). It records each run's first-step
-time, first-epoch time and steady images/s. The first Triton process of a machine also compiles the kernels
+time, first-epoch time and steady images/s, and beside them the same training step's rate on one resident random
+batch (`budget.step_rate`, no data path): their ratio is issue 7's end-to-end figure (target >= 0.8), here on real
+JPEGs decoded onto the GPU, cropped and flipped there. The first Triton process of a machine also compiles the kernels
 (cached on disk for the next): ``triton-dw-nobench`` after ``triton-dw`` shows the cached start.
 
     python benchmarks/gpu_startup.py                    # writes results/gpu-startup-<gpu>.json
@@ -54,6 +56,7 @@ RECIPE_LINES = {
 
 def child(args) -> None:
     """One cold training run; prints its metrics rows as JSON on the last line."""
+    from mobilenets.budget import step_rate
     from mobilenets.reproduce import BUDGETS
     from mobilenets.train_config import resolve
     from mobilenets.trainer import train
@@ -85,10 +88,13 @@ def child(args) -> None:
             quiet=True,
         )
         t0 = time.perf_counter()
-        train(cfg)
+        summary = train(cfg)
         wall = time.perf_counter() - t0
         rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    print(json.dumps({"wall_s": wall, "epochs": rows}))
+        # the same step on one resident random batch, warmed up: the rate with no data path (issue 7's end-to-end
+        # target compares the steady rate on real JPEGs with it)
+        synthetic = step_rate(cfg, len(summary["per_class_top1"]))
+    print(json.dumps({"wall_s": wall, "epochs": rows, "synthetic_images_per_s": synthetic}))
 
 
 def run_once(args, variant: str, **overrides) -> dict:
@@ -112,6 +118,8 @@ def run_once(args, variant: str, **overrides) -> dict:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         ep = out["epochs"]
         later = ep[1:]
+        steady = sum(e["train_images"] for e in later) / sum(e["train_time_s"] for e in later) if later else None
+        synthetic = out.get("synthetic_images_per_s")
         return {
             "variant": variant,
             "process_wall_s": round(time.perf_counter() - t0, 2),
@@ -119,11 +127,9 @@ def run_once(args, variant: str, **overrides) -> dict:
             "first_step_s": round(ep[0]["first_step_s"], 3),
             "epoch1_train_s": round(ep[0]["train_time_s"], 3),
             "steps_per_epoch": ep[0]["train_steps"],
-            "steady_images_per_s": round(
-                sum(e["train_images"] for e in later) / sum(e["train_time_s"] for e in later), 1
-            )
-            if later
-            else None,
+            "steady_images_per_s": round(steady, 1) if steady else None,
+            "synthetic_images_per_s": round(synthetic, 1) if synthetic else None,
+            "end_to_end_over_synthetic": round(steady / synthetic, 3) if steady and synthetic else None,
             "val_top1": ep[-1].get("val_top1"),
         }
     except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
@@ -247,7 +253,10 @@ def medians(runs: list[dict], variants: list[str]) -> dict:
         vals = [r[key] for r in runs if r["variant"] == variant and r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    keys = ("first_step_s", "epoch1_train_s", "steady_images_per_s", "train_wall_s")
+    keys = (
+        "first_step_s", "epoch1_train_s", "steady_images_per_s", "synthetic_images_per_s", "end_to_end_over_synthetic",
+        "train_wall_s",
+    )  # fmt: skip
     return {k: {v: median(k, v) for v in variants} for k in keys}
 
 
