@@ -772,7 +772,7 @@ def render_report(results: dict, plots: list[str]) -> str:
                   "the pipeline end to end; its accuracies say nothing about the paper's claims.", ""]  # fmt: skip
     lines += [f"- data: `{results['data']}`; recipe: `{results['recipe']}` (the same for every model)",
               f"- budget: {budget['name']}: {budget['epochs']} epoch(s), batch {budget['batch_size']}, resolutions "
-              f"{_resolutions_words(budget['resolutions'])}, seeds {budget['seeds']}; "
+              f"{_resolutions_words(budget['resolutions'])}, seeds {', '.join(map(str, budget['seeds']))}; "
               f"recipe overrides: {budget['train']}",
               f"- command: `{env.get('command')}`",
               *_time_budget_lines(results.get("time_budget")),
