@@ -23,7 +23,7 @@ from mobilenets import kernels, load, save
 from mobilenets import trainer as trainer_module
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
-from mobilenets.engine import find_resume, save_checkpoint
+from mobilenets.engine import CheckpointWriter, find_resume, host_copy, load_checkpoint, save_checkpoint
 from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, lr_factor, param_groups
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
@@ -342,6 +342,68 @@ def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
         "ckpt-000000011.pt",
         "ckpt-000000012.pt",
     ]
+
+
+def test_background_checkpoints_land_in_order_with_their_own_state(tmp_path):
+    """Each save() is written with the values it was given, newest last, keeping ``keep``; the state dict's
+    _metadata (module versions, which BatchNorm's loading reads) survives the host copy."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    writer = CheckpointWriter(tmp_path, keep=2)
+    weights = []
+    for step in (1, 2, 3):
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        opt.step()  # in place: the live tensors change between saves
+        weights.append(model[0].weight.detach().clone())
+        writer.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": step, "step_in_epoch": 0,
+                     "global_step": step, "rng": {}, "config": {}})  # fmt: skip
+    writer.wait()
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*"))
+    assert kept == ["ckpt-000000002.pt", "ckpt-000000003.pt"]
+    for step in (2, 3):
+        state = load_checkpoint(tmp_path / "checkpoints" / f"ckpt-00000000{step}.pt")
+        assert torch.equal(state["model"]["0.weight"], weights[step - 1])
+        assert state["optimizer"]["state"][0]["momentum_buffer"].shape == weights[0].shape
+    copied = host_copy(model.state_dict())
+    assert copied._metadata == model.state_dict()._metadata
+    assert copied["0.weight"].data_ptr() != model[0].weight.data_ptr()
+    model.load_state_dict(copied)
+
+
+def test_background_checkpoint_snapshot_is_taken_before_save_returns(tmp_path, monkeypatch):
+    """Writes held back until after the live tensors change still store the values of the save() call."""
+    import threading
+
+    from mobilenets import engine
+
+    gate = threading.Event()
+    real = engine.save_checkpoint
+
+    def slow_save(run_dir, state, keep):
+        gate.wait(10)
+        return real(run_dir, state, keep)
+
+    monkeypatch.setattr(engine, "save_checkpoint", slow_save)
+    weight = torch.zeros(3)
+    writer = CheckpointWriter(tmp_path, keep=2)
+    writer.save({"model": {"w": weight}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 7,
+                 "rng": {}, "config": {}})  # fmt: skip
+    weight.add_(5.0)
+    gate.set()
+    writer.wait()
+    assert torch.equal(load_checkpoint(checkpoint := tmp_path / "checkpoints" / "ckpt-000000007.pt")["model"]["w"],
+                       torch.zeros(3)), checkpoint  # fmt: skip
+
+
+def test_background_checkpoint_write_error_is_raised_by_the_next_call(tmp_path):
+    blocker = tmp_path / "run"
+    blocker.write_text("a file where the run folder should be")
+    writer = CheckpointWriter(blocker, keep=2)
+    writer.save({"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 1, "rng": {},
+                 "config": {}})  # fmt: skip
+    with pytest.raises(OSError, match="run"):
+        writer.wait()
+    writer.wait()  # reported once
 
 
 # --- distributed ------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Distributed: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; we then use Distr
 and gloo on CPU. Without those variables the same code runs with world size 1 (DESIGN.md "Distributed").
 Checkpoints hold everything a bit-identical resume needs (model, optimizer, EMA, scaler, every RNG state, the
 sampler position, epoch and step) and are written atomically (`atomic.atomic_write_bytes`): a reader sees a complete
-old or complete new file, never a torn one.
+old or complete new file, never a torn one. The trainer writes them in a background thread from a host copy
+(`CheckpointWriter`), so the next epoch starts while the file is written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -463,6 +465,59 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any], keep: int
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
+
+
+def host_copy(obj: Any) -> Any:
+    """``obj`` (dicts, lists and tuples of tensors and plain values, as ``state_dict()`` returns) with every tensor
+    copied to host memory: a snapshot that later in-place updates (the next optimizer step) cannot change. A state
+    dict's ``_metadata`` (module versions, read by ``load_state_dict``) is kept."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        out = type(obj)((k, host_copy(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = dict(obj._metadata)
+        return out
+    if isinstance(obj, list):
+        return [host_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        items = [host_copy(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    return obj
+
+
+class CheckpointWriter:
+    """`save_checkpoint` off the training loop's path: `save` takes a host snapshot (`host_copy`, milliseconds) and
+    a background thread serialises and writes it atomically (tens to hundreds of milliseconds with the fsync: on the
+    H200, epochs of Imagenette at 160 px took 0.56 s). One write at a time: `save` first waits for the previous one,
+    so a checkpoint is never written behind a newer one. A failed write is raised by the next `save` or `wait`; the
+    thread is not a daemon, so an exception leaving the trainer still lets a started write finish."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep: int) -> None:
+        self.run_dir, self.keep = Path(run_dir), keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = host_copy(state)
+        self._thread = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(self.run_dir, snapshot, self.keep)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the last checkpoint is on disk; raise its write error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

@@ -38,6 +38,7 @@ from .device_data import (
 )
 from .dwconv import use_triton_depthwise
 from .engine import (
+    CheckpointWriter,
     DistEnv,
     Progress,
     ResumableSampler,
@@ -52,7 +53,6 @@ from .engine import (
     load_checkpoint,
     log,
     rng_state,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
     setup_distributed,
@@ -257,6 +257,7 @@ class _Run:
         self.epochs = cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
         self.planner = EpochPlanner(cfg.time_budget, cfg.epochs, cfg.eval_every) if cfg.time_budget else None
         self.plan: dict | None = None  # the latest plan: epochs, and the estimates behind them
+        self.checkpoints = CheckpointWriter(self.out, cfg.keep_checkpoints)  # written in the background
 
     # set-up
     def _settings(self) -> None:
@@ -510,7 +511,7 @@ class _Run:
             "config": self.cfg.to_dict(),
             "spec": unwrap(self.model).spec.to_dict(),
         }
-        save_checkpoint(self.out, state, self.cfg.keep_checkpoints)
+        self.checkpoints.save(state)
 
     def _write_meta(self) -> None:
         import yaml
@@ -734,6 +735,7 @@ class _Run:
         return self._finish(spec, history, last_val, last_train_bad)
 
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
+        self.checkpoints.wait()  # the last checkpoint is on disk when train() returns
         if not self.env.is_main:
             return None
         wall = self.elapsed()
