@@ -20,8 +20,9 @@
 # time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
 # train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
 # DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on 3000 val images, part 1; COPY_ONLY or not).
-# SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of
-# stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
+# GPU_TESTS=1 runs the test suite's CUDA tests (pytest -m gpu) in stage 1 first: the Triton and nvjpeg paths' numerics
+# and the training step's freedom from host syncs. SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of
+# stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
 #
 # Budget: 15 device-minutes per lease, machine start-up (1-3 min), transfers and idle included; one call is cut at
 # 600 s. Each plan's timeouts add up to about 11-12 minutes; call them back to back (the machine goes after 30 s idle):
@@ -50,8 +51,8 @@
 #   (NUMERICS_WEIGHTS names another folder).
 #
 #   #7 alone (what the 2026-11-27 lease left: the compiled sections beside timm, training, the stem kernel, start-up):
-#     DECODE_BENCH=1 SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw STARTUP_TIMEOUT=170 \
-#       STARTUP_ARGS="--resolution 224" ... 1                                                          # <= 225 s
+#     DECODE_BENCH=1 GPU_TESTS=1 SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw \
+#       STARTUP_TIMEOUT=170 STARTUP_ARGS="--resolution 224" ... 1                                      # <= 345 s
 #     (carrying .xfer/p1: val + one train class, which gpu_startup trains on and the numerics read; decode.py
 #     compares nvjpeg with the CPU threads there; at 224 px each variant's steady rate over its synthetic step is
 #     #7's end-to-end ratio, the Triton depthwise one included)
@@ -121,6 +122,15 @@ case $stage in
         $T 120 python3 -m mobilenets reproduce --data /tmp/smoke --budget full --epochs 1 --experiments table5 \
             --jobs 2 --out /tmp/rsmoke 2>&1 | tee /tmp/logs/smoke-reproduce.log | grep -v " step "
         grep -h '"train_images_per_s"\|"final_top1"\|"wall_time_s"' /tmp/rsmoke/runs/*/summary.json
+    fi
+    if [ -n "${GPU_TESTS:-}" ]; then  # the tests that skip without CUDA (pytest -m gpu), where pytest is installed
+        if python3 -c "import pytest" 2>/dev/null; then
+            log "pytest -m gpu"
+            $T "${GPU_TESTS_TIMEOUT:-120}" python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 \
+                | tee /tmp/logs/gpu-tests.log | tail -15
+        else
+            log "GPU_TESTS: pytest is not installed on this machine; skipped"
+        fi
     fi
     if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs of each variant
         log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"

@@ -10,6 +10,8 @@ import torch
 
 from mobilenets.data import scan_split
 from mobilenets.device_data import (
+    DeviceImages,
+    DeviceTrainLoader,
     _normaliser,
     augment_batch,
     center_crop_batch,
@@ -274,3 +276,41 @@ def test_nvjpeg_decode_on_the_gpu_is_within_a_few_levels_of_the_cpu_decode():
     assert gpu.decoded_on_device == len(samples) and gpu.index == cpu.index
     diff = (gpu.images.float() - cpu.images.float()).abs()
     assert diff.mean() < 2.0 and torch.quantile(diff.flatten()[::97], 0.99) <= 8, (diff.mean(), diff.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_steps_on_device_data_never_make_the_host_wait_for_the_gpu():
+    """After the first step, a step on GPU-resident data (rows, crop + flip, CutMix/MixUp, forward, backward, fused
+    SGD) queues its work without a host sync: a pageable index copy (``.to("cuda")``) here would stall the host on the
+    previous step each time. CUDA's sync debug mode raises on any synchronising call."""
+    from mobilenets.engine import DistEnv, ResumableSampler, mix_batch
+    from mobilenets.registry import create_model
+
+    images = torch.randint(0, 256, (64, 3, 40, 40), dtype=torch.uint8, device="cuda")
+    data = DeviceImages(images, torch.arange(64, device="cuda") % 10, list(range(64)))
+    sampler = ResumableSampler(data, DistEnv(), shuffle=True, seed=0, drop_last=True)
+    loader = DeviceTrainLoader(data, sampler, 16, 32, mean=(0.5,) * 3, std=(0.25,) * 3, scale=(0.25, 1.0),
+                               ratio=(0.75, 4 / 3), hflip=True, seed=0)  # fmt: skip
+    model = create_model("mobilenet_v1_025", num_classes=10).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
+
+    def step(x, labels, k):
+        x, targets = mix_batch(x, labels, 10, mixup_alpha=0.2, cutmix_alpha=1.0, seed=(0, k, 0))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)).float(),
+                                                     targets, label_smoothing=0.1)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    batches = iter(loader)
+    step(*next(batches)[:2], 0)  # first step: allocations, lazy loading
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for k, (x, labels, _bad) in enumerate(batches, start=1):
+            step(x, labels, k)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert k == 3

@@ -43,6 +43,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import roi_align
 from torchvision.transforms import InterpolationMode, v2
 
+from .engine import to_device_async
 from .preprocess import ImageError, decode_all, jpeg_frame, read_image
 
 
@@ -299,7 +300,7 @@ class DeviceTrainLoader:
         epoch = getattr(self.sampler, "epoch", 0)
         dev = self.data.images.device
         for b in range(len(order) // self.batch_size):
-            rows = order[b * self.batch_size : (b + 1) * self.batch_size].to(dev, non_blocking=True)
+            rows = to_device_async(order[b * self.batch_size : (b + 1) * self.batch_size], dev)
             self.generator.manual_seed(_batch_seed(self.seed, epoch, first + b, self.rank))
             x = augment_batch(
                 self.data.images.index_select(0, rows),

@@ -246,6 +246,17 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 MIX_SWITCH_PROB = 0.5  # with both MixUp and CutMix on, each batch uses one of them (timm's default switch prob)
 
 
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without making the host wait for the GPU. ``t.to("cuda")`` from pageable
+    memory synchronises the stream first (CUDA's pageable-copy rule: PyTorch copies it with a stream sync), so each
+    training step's index or permutation copy would stall the host until the previous step finished, and the GPU
+    would then idle while the host launches the next one. Staged in pinned memory, the copy is queued like a kernel
+    (the caching host allocator keeps the pinned block until the copy is done)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def mix_batch(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -264,7 +275,7 @@ def mix_batch(
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < MIX_SWITCH_PROB)
     lam = float(rng.beta(cutmix_alpha, cutmix_alpha) if use_cutmix else rng.beta(mixup_alpha, mixup_alpha))
     n = images.shape[0]
-    perm = torch.from_numpy(rng.permutation(n)).to(images.device)
+    perm = to_device_async(torch.from_numpy(rng.permutation(n)), images.device)
     if use_cutmix:
         h, w = images.shape[-2:]
         cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
