@@ -58,7 +58,7 @@
 #     #7's end-to-end ratio, the Triton depthwise one included)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1  # <= B+55 s
-#     (B = the lease's budget_left_s less 90, at most 540; the sections' estimates add up to 360 s. Left out: batch 1
+#     (B = the lease's budget_left_s less 90, at most 540; the sections' estimates add up to 365 s. Left out: batch 1
 #     and the numerics on trained weights, both met on earlier leases. On the 2026-11-27 lease the Triton preflight
 #     child alone took 31 s, and a 140 s budget left out the compiled sections, 95 s and 130 s estimated.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).

@@ -12,8 +12,9 @@ numbers first:
     inference_compiled  torch.compile (default mode, never max-autotune), timm vs ours, batch 256
     train_compiled      compiled training step, timm vs ours
     profile             where the time goes: torch.profiler over a few calls of each path built above, its GPU time
-                        per call by kernel category (GEMM, convolution, our Triton kernels, Inductor's, ...) and its
-                        costliest kernels (on CPU: self time per op)
+                        per call by kernel category (GEMM, convolution, our Triton kernels, Inductor's, ...), its
+                        costliest kernels, and its costliest (op, input shapes) pairs, i.e. layers (on CPU: self time
+                        per op)
     numerics_trained    with --numerics-weights: the numerics check on those trained weights at their resolution
                         (eager, compiled, Triton), with top-1 agreement; last, as its Triton shapes had no preflight
 
@@ -69,7 +70,7 @@ ESTIMATED_S = {
     "latency_batch1": 40,
     "inference_compiled": 95,  # + both compiled models captured as CUDA graphs (FX graph cache: no recompile)
     "train_compiled": 130,
-    "profile": 25,  # ~10 paths x (1 warm + PROFILE_STEPS profiled calls) + the profiler's trace processing
+    "profile": 30,  # ~10 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded) + the trace processing
     "numerics_trained": 60,  # with --numerics-weights: a compile and Triton tuning for the weights' layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
@@ -316,7 +317,7 @@ def profile_path(fn, x, *, cuda: bool, steps: int = PROFILE_STEPS, top: int = PR
     if cuda:
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         t = time.perf_counter()
         for _ in range(steps):
             fn(x)
@@ -341,6 +342,7 @@ def profile_path(fn, x, *, cuda: bool, steps: int = PROFILE_STEPS, top: int = PR
         by_category[cat] = by_category.get(cat, 0.0) + us / 1e3 / steps
     costliest = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:top]
     return {
+        "by_op_and_shape": op_shape_costs(prof, cuda=cuda, steps=steps, top=top),
         "steps": steps,
         "timed": "GPU time of kernels and copies" if cuda else "self CPU time of ops",
         "ms_per_call": total_us / 1e3 / steps,
@@ -353,6 +355,22 @@ def profile_path(fn, x, *, cuda: bool, steps: int = PROFILE_STEPS, top: int = PR
             for name, (us, n) in costliest
         ],
     }  # fmt: skip
+
+
+def op_shape_costs(prof, *, cuda: bool, steps: int, top: int) -> list[dict]:
+    """Which layers the time goes to: the ``top`` (op, input shapes) pairs by the GPU time of the kernels each op
+    launched itself (its children's counted under them, so nothing twice; on CPU, self CPU time). Shapes name the
+    layer: the first convolution's backward is the one with a 3-channel input, a depthwise one has groups = channels."""
+    rows = []
+    for avg in prof.key_averages(group_by_input_shape=True):
+        us = getattr(avg, "self_device_time_total", None) if cuda else avg.self_cpu_time_total
+        if cuda and us is None:
+            us = getattr(avg, "self_cuda_time_total", 0.0)
+        if us and us > 0:
+            shapes = [list(sh) for sh in avg.input_shapes if sh][:3]
+            rows.append({"op": avg.key[:80], "shapes": shapes, "ms_per_call": us / 1e3 / steps,
+                         "calls_per_call": avg.count / steps})  # fmt: skip
+    return sorted(rows, key=lambda r: -r["ms_per_call"])[:top]
 
 
 def triton_dw_model(model: MobileNetV1) -> MobileNetV1:

@@ -77,6 +77,10 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
         > 0.3 * profiled["ours_bf16_cl_eager"]["ms_per_call"]
     )
     assert any(t["name"] == "aten::convolution_backward" for t in profiled["ours_eager"]["top"])
+    # per layer: a convolution's backward is named with its (grad, input, weight) shapes
+    by_shape = profiled["ours_eager"]["by_op_and_shape"]
+    assert by_shape[0]["ms_per_call"] >= by_shape[-1]["ms_per_call"] > 0
+    assert any(r["op"] == "aten::convolution_backward" and len(r["shapes"]) == 3 for r in by_shape)
     ratios = report["ratios"]
     for key in ("inference_eager_bf16_cl", "inference_compiled", "train_eager", "train_compiled"):
         assert ratios[key] > 0, key
