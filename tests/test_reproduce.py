@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -356,6 +357,31 @@ def test_a_run_folder_of_another_experiment_is_neither_reused_nor_resumed(tmp_pa
     (folder / "config.yaml").write_text("epochs: [30\n")
     with pytest.raises(ReproduceError, match=r"config.yaml: unreadable"):
         experiment_differences(folder, cfg())
+
+
+def test_runs_on_another_data_folder_are_not_reused_unless_it_moved(tmp_path):
+    """Finished runs on dataset A are no result for dataset B: a second invocation with another --data stops before
+    training. A folder that no longer exists was moved (same experiment), and a report-only call reports the runs
+    wherever they trained."""
+    import yaml
+
+    from mobilenets.reproduce import check_same_experiment, run_config
+
+    budget, recipe = BUDGETS["quick"], Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    out = tmp_path / "out"
+    runs = plan_runs(["table7"], budget)
+    for run in runs:
+        folder = out / "runs" / run.key
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(run_config(run, first, out, budget, recipe).to_dict()))
+    check_same_experiment(runs, first, out, budget, recipe)  # the same folder: reused
+    with pytest.raises(ReproduceError, match=r"another experiment \(data='.*/a' there, '.*/b' here\)"):
+        check_same_experiment(runs, second, out, budget, recipe)
+    check_same_experiment(runs, second, out, budget, recipe, same_data=False)
+    first.rmdir()  # moved away: its runs stand for the folder given now
+    check_same_experiment(runs, second, out, budget, recipe)
 
 
 def test_time_budget_takes_the_most_epochs_the_scaled_estimate_allows():

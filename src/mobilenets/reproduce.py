@@ -169,16 +169,30 @@ def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
     return [] if saved is None else cfg.differences(saved)
 
 
-def check_same_experiment(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path) -> None:
+def data_difference(folder: Path, data: Path) -> str | None:
+    """How the data folder of the run saved in ``folder`` differs from ``data``: None when it is the same folder or
+    the saved one no longer exists (a dataset moved since: the experiment's fields decide). Two datasets that both
+    exist are two experiments, whatever their training settings."""
+    there = (saved_config(folder) or {}).get("data")
+    if not there or not Path(there).exists() or Path(there).resolve() == data.resolve():
+        return None
+    return f"data={there!r} there, {str(data)!r} here"
+
+
+def check_same_experiment(
+    runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, *, same_data: bool = True
+) -> None:
     """Run folders from an earlier invocation are reused (finished), resumed (interrupted) or reported only if they
-    trained the same experiment; otherwise one error names them and what differs, before anything trains, and
-    nothing is overwritten."""
+    trained the same experiment (with ``same_data``, on the same data folder too: `data_difference`); otherwise one
+    error names them and what differs, before anything trains, and nothing is overwritten."""
     from .train_config import first_differences
 
     bad = {}
     for run in runs:
         folder = out / "runs" / run.key
         differ = experiment_differences(folder, run_config(run, data, out, budget, recipe))
+        moved = data_difference(folder, data) if same_data else None
+        differ = [moved, *differ] if moved else differ
         if differ:
             bad[folder] = first_differences(differ)
     if bad:
@@ -596,7 +610,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     if cfg.time_budget:
         budget, planned = fit_time_budget(cfg, runs, data, out, budget, recipe, log)
     if cfg.report_only:
-        check_same_experiment(runs, data, out, budget, recipe)
+        check_same_experiment(runs, data, out, budget, recipe, same_data=False)  # a report of runs made elsewhere
         train, trained_on = recorded_settings(runs, out, budget)
         budget = replace(budget, train=train)
         summaries, unfinished = finished_runs(runs, out)
