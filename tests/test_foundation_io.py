@@ -7,7 +7,7 @@ import torch
 import mobilenets
 from mobilenets import runtimes, weights
 from mobilenets.atomic import atomic_open
-from mobilenets.labels import imagenet_labels
+from mobilenets.labels import class_indices, imagenet_labels, imagenet_wnids
 from mobilenets.preprocess import ImageError, load_batch, read_image
 
 from .conftest import data_path
@@ -61,6 +61,27 @@ def test_read_real_jpeg_and_bad_files(tmp_path):
 def test_labels():
     assert len(imagenet_labels()) == 1000 and imagenet_labels()[0].startswith("tench")
     assert imagenet_labels(background=True)[0] == "background" and len(imagenet_labels(True)) == 1001
+    wnids = imagenet_wnids()
+    assert len(set(wnids)) == 1000 and list(wnids) == sorted(wnids) and wnids[0] == "n01440764"
+
+
+def test_labels_agree_with_the_shared_class_index():
+    """The packaged names and wnids are the name and wnid columns of ../shared/data/imagenet-classes/classes.tsv."""
+    rows = [ln.split("\t") for ln in data_path("imagenet-classes", "classes.tsv").read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == list(imagenet_wnids())
+    assert [r[2] for r in rows] == list(imagenet_labels())
+
+
+def test_class_folders_match_labels_by_name_or_imagenet_wnid():
+    found, unknown = class_indices(["n01440764", "n03000684", "n99999999"], imagenet_labels())
+    assert found == {"n01440764": 0, "n03000684": imagenet_labels().index("chain saw, chainsaw")} and unknown == [
+        "n99999999"
+    ]
+    found, _ = class_indices(["n01440764", "goldfish, Carassius auratus"], imagenet_labels(background=True))
+    assert found == {"n01440764": 1, "goldfish, Carassius auratus": 2}  # output 0 is "background"
+    # a model trained on its own classes: folders match by name only, wnids are names like any other
+    found, unknown = class_indices(["n01440764", "cat"], ("cat", "dog"))
+    assert found == {"cat": 0} and unknown == ["n01440764"]
 
 
 @pytest.mark.parametrize("runtime", ["ort", "openvino"])

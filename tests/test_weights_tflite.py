@@ -115,6 +115,28 @@ def test_classes_1000_drops_background_and_round_trips(tmp_path, m025):
         mobilenets.create_model("mobilenet_v1_050", weights=out)
 
 
+@pytest.mark.parametrize("classes", [1001, 1000])
+def test_converted_imagenet_weights_evaluate_on_wnid_named_folders(tmp_path, m025, classes):
+    """ImageNet-layout folders (Imagenette's val: one folder per wnid) score a converted ImageNet model directly:
+    each wnid folder is matched to its class's output (after "background" in the 1001-way head)."""
+    from mobilenets.trainer import evaluate_weights
+
+    weights_dir = tmp_path / "m"
+    if classes == 1001:
+        mobilenets.save(m025[0], weights_dir)
+    else:
+        convert_file(tflite_file("0.25_128"), weights_dir, classes=1000)
+    val = tmp_path / "val"
+    for wnid in ("n01440764", "n03000684"):  # tench, chain saw
+        (val / wnid).mkdir(parents=True)
+        for photo in sorted(data_path("imagenette", "val", wnid).glob("*.JPEG"))[:10]:
+            (val / wnid / photo.name).symlink_to(photo)
+    result = evaluate_weights(weights_dir, val, workers=0, threads=1)
+    assert result["images"] == 20
+    assert set(result["per_class_top1"]) == {"tench, Tinca tinca", "chain saw, chainsaw"}
+    assert result["top1"] >= 0.3  # 1000-way: chance is 0.001
+
+
 def test_truncated_corrupt_and_foreign_files(tmp_path):
     data = tflite_file("0.25_128").read_bytes()
     (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 2])

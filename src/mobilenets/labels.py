@@ -1,7 +1,10 @@
-"""Class names: the 1000 ImageNet-1k names shipped as package data (sorted-wnid order, as Keras/torchvision/timm).
+"""Class names: the 1000 ImageNet-1k names and their WordNet ids shipped as package data (sorted-wnid order, as
+Keras/torchvision/timm).
 
-Source: ../shared/data/imagenet-classes/classes.tsv (names from the TF-slim/TFLite label file, which prepends
-"background" for 1001-class models: output k of such a model is ImageNet class k - 1).
+Source: ../shared/data/imagenet-classes/classes.tsv, its name and wnid columns (names from the TF-slim/TFLite label
+file, which prepends "background" for 1001-class models: output k of such a model is ImageNet class k - 1; wnids
+from the ILSVRC synset mapping). ImageNet's own folders, and Imagenette's, are named by wnid (n01440764 = tench):
+`class_indices` matches them to a model whose labels are the ImageNet names.
 """
 
 from __future__ import annotations
@@ -20,6 +23,33 @@ def imagenet_labels(background: bool = False) -> tuple[str, ...]:
     if len(names) != 1000:
         raise RuntimeError(f"packaged ImageNet label file has {len(names)} names, expected 1000")
     return ((BACKGROUND,) + names) if background else names
+
+
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids (``n01440764`` ...) in class-index order, the order of `imagenet_labels`."""
+    text = resources.files("mobilenets").joinpath("data/imagenet_wnids.txt").read_text(encoding="utf-8")
+    wnids = tuple(line for line in text.splitlines() if line)
+    if len(wnids) != 1000:
+        raise RuntimeError(f"packaged ImageNet wnid file has {len(wnids)} ids, expected 1000")
+    return wnids
+
+
+def class_indices(folders: list[str], labels: tuple[str, ...] | list[str]) -> tuple[dict[str, int], list[str]]:
+    """({folder: output index}, folders that match nothing) for class folders against a model's ``labels``: a
+    folder named as a label takes that label's output; when the labels are the ImageNet names (1000, or 1001 with
+    "background" first), a folder named by an ImageNet wnid takes its class's output."""
+    index = {name: i for i, name in enumerate(labels)}
+    imagenet = tuple(labels) in (imagenet_labels(), imagenet_labels(background=True))
+    by_wnid = {w: i + (len(labels) - 1000) for i, w in enumerate(imagenet_wnids())} if imagenet else {}
+    found, unknown = {}, []
+    for folder in folders:
+        k = index.get(folder, by_wnid.get(folder))
+        if k is None:
+            unknown.append(folder)
+        else:
+            found[folder] = k
+    return found, unknown
 
 
 def resolve_labels(spec) -> tuple[str, ...]:

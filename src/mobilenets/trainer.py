@@ -59,6 +59,7 @@ from .engine import (
     train_one_epoch,
     unwrap,
 )
+from .labels import class_indices
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
@@ -817,6 +818,8 @@ def evaluate_weights(
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads={threads!r} is not allowed: threads must be an integer >= 1")
+    if resolution is not None and resolution < 1:
+        raise ConfigError(f"resolution={resolution!r} is not allowed: resolution must be a positive integer")
     if threads:
         torch.set_num_threads(threads)
     env = setup_distributed(device)
@@ -826,10 +829,12 @@ def evaluate_weights(
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     split = scan_split(data)
     if spec.labels:
-        unknown = [c for c in split.classes if c not in spec.labels]
+        index, unknown = class_indices(split.classes, spec.labels)
         if unknown:
-            raise DataError(f"{data}: class folder(s) {', '.join(unknown[:5])} are not among the model's labels")
-        index = {name: i for i, name in enumerate(spec.labels)}
+            raise DataError(
+                f"{data}: class folder(s) {', '.join(unknown[:5])} are not among the model's labels (its class names, "
+                "or ImageNet wnids for a model with the ImageNet classes)"
+            )
         split.samples = [(p, index[split.classes[lbl]]) for p, lbl in split.samples]
     elif len(split.classes) > spec.num_classes:
         raise DataError(f"{data}: {len(split.classes)} class folders but the model has {spec.num_classes} classes")
