@@ -190,6 +190,9 @@ def test_int8_qdq_model_runs_under_openvino(weights_dir, tmp_path):
         (["export", "{w}", "--int8", "--calib", "{notmodel}"], "no image files found"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--int8-fp32-head", "-1"], "fp32_head=-1 is not allowed"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--int8-fp32-head", "28"], "between 0 and 27"),
+        (["export", "{w}", "--opset", "99"], "opset=99 is not allowed: this torch exports ONNX opsets 7.."),
+        (["export", "{w}", "--opset", "5"], "opset=5 is not allowed"),
+        (["export", "{w}", "--int8", "--calib-synthetic", "--opset", "11"], "per-channel QDQ needs opset >= 13"),
     ],
 )
 def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv, message):
@@ -200,6 +203,7 @@ def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv,
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("o*.onnx")), "a failed export left files behind"
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
 
 OPSET = 17
+# the exporter's oldest opset (our graph runs in ONNX Runtime from it), and the oldest with per-channel QDQ
+MIN_OPSET, MIN_INT8_OPSET = 7, 13
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs difference of logits)
 FP32_HEAD = 2  # leading convolutions kept fp32 in INT8 exports (stem + first depthwise; see the module docstring)
@@ -542,6 +544,13 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
+def max_opset() -> int:
+    """The newest opset this torch's TorchScript-based ONNX exporter writes."""
+    from torch.onnx import _constants
+
+    return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", OPSET))
+
+
 def default_out(weights: Path, cfg: ExportConfig) -> Path:
     suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
     return Path(weights.resolve().name + suffix[cfg.format])
@@ -566,6 +575,15 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be >= 0 (0 = quantize every conv)")
     if cfg.calib_count < 1 or cfg.val_count < 1:
         raise ExportError("calib_count and val_count must be >= 1")
+    if cfg.format == "onnx" and not MIN_OPSET <= cfg.opset <= max_opset():
+        raise ExportError(
+            f"opset={cfg.opset} is not allowed: this torch exports ONNX opsets {MIN_OPSET}..{max_opset()} "
+            f"(default {OPSET})"
+        )
+    if cfg.int8 and cfg.opset < MIN_INT8_OPSET:
+        raise ExportError(
+            f"opset={cfg.opset} is not allowed with --int8: per-channel QDQ needs opset >= {MIN_INT8_OPSET}"
+        )
 
 
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
@@ -576,25 +594,40 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     model = wts.load(weights)
     _validate(cfg, model.spec)
     out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg)
+    calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None  # before writing
+    written: list[Path] = []
+    try:
+        return _export(model, cfg, out, calib, written)
+    except BaseException:
+        for path in written:  # a failed export leaves no file behind that looks like a result
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _export(model: MobileNetV1, cfg: ExportConfig, out: Path, calib: list[Path] | None, written: list[Path]):
+    """`export_model`'s work; each file is added to ``written`` once written (atomically), for removal if a later
+    step fails."""
     if cfg.format == "torchscript":
-        module, _ = load_torchscript(export_torchscript(model, out))
+        written.append(export_torchscript(model, out))
+        module, _ = load_torchscript(out)
         rows = check_parity(model, _torch_fn(module), runtime="torchscript")
         return ExportReport(out, cfg.format, model.spec, rows)
     if cfg.format == "pt2":
-        module, _ = load_pt2(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
+        written.append(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
+        module, _ = load_pt2(out)
         res = _resolutions(model.spec, cfg.dynamic_hw)
         return ExportReport(
             out, cfg.format, model.spec, check_parity(model, _torch_fn(module), runtime="pt2", resolutions=res)
         )
     fp32 = out.with_name(out.name.removesuffix(".int8.onnx").removesuffix(".onnx") + ".fp32.onnx") if cfg.int8 else out
-    export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw)
+    written.append(export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw))
     sess = ort_session(fp32, cfg.threads)
     rows = check_parity(
         model, ort_run(sess), runtime="onnxruntime fp32", resolutions=_resolutions(model.spec, cfg.dynamic_hw)
     )
     report = ExportReport(out, cfg.format, model.spec, rows)
     if cfg.int8:
-        report.int8 = _int8(model, fp32, out, sess, cfg)
+        report.int8 = _int8(model, fp32, out, sess, cfg, calib, written)
         report.parity += check_parity(
             model,
             ort_run(ort_session(out, cfg.threads)),
@@ -616,13 +649,20 @@ def _resolutions(spec: ModelSpec, dynamic_hw: bool) -> tuple[int, ...]:
     return (spec.resolution, second_resolution(spec.resolution)) if dynamic_hw else (spec.resolution,)
 
 
-def _int8(model: MobileNetV1, fp32: Path, out: Path, fp32_sess: Any, cfg: ExportConfig) -> Int8Report:
+def _int8(
+    model: MobileNetV1,
+    fp32: Path,
+    out: Path,
+    fp32_sess: Any,
+    cfg: ExportConfig,
+    calib: list[Path] | None,
+    written: list[Path],
+) -> Int8Report:
+    """Quantize ``fp32`` to ``out`` on ``calib`` (`pick_images` of ``cfg.calib``; None: synthetic batches)."""
     spec = model.spec
-    if cfg.calib_synthetic:
-        calib: list[Path] | None = None
+    if calib is None:
         calibration = f"{cfg.calib_count} {SYNTHETIC}"
     else:
-        calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed)
         calibration = f"{len(calib)} images from {cfg.calib} (seed {cfg.seed})"
     count = cfg.calib_count if calib is None else len(calib)
     batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress)
@@ -635,6 +675,7 @@ def _int8(model: MobileNetV1, fp32: Path, out: Path, fp32_sess: Any, cfg: Export
         calibration=calibration,
         fp32_head=cfg.fp32_head,
     )
+    written.append(out)
     if cfg.val:
         val: list[Path] | None = pick_images(cfg.val, cfg.val_count, cfg.seed + 1)
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
