@@ -60,6 +60,10 @@ def test_paper_json_fields(capsys):
         (["summary", "resnet50"], ["unknown model name 'resnet50'"]),
         (["reproduce", "--experiments", ","], ["experiments=''", "table4"]),
         (["reproduce", "--seeds", "0"], ["seeds=0"]),
+        (["select", "--fps", "1", "--top", "0"], ["top=0 is not allowed"]),
+        (["eval", "--weights", "w", "--data", "d", "--resolution", "0"], ["resolution=0 is not allowed"]),
+        (["select", "--fps", "1", "--top", "-2"], ["top=-2 is not allowed"]),
+        (["bench", "--models", "timm:mobilenetv1", "--runtimes", "ort"], ["timm has no model named", "mobilenetv1_"]),
     ],
 )
 def test_bad_values_exit_2_with_message(capsys, argv, words):

@@ -129,6 +129,13 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     _one_line_error(["predict", str(foreign), hen], capsys, "without mobilenets metadata")
     onnx_path = str(model_dir.parent / "net.onnx")
     _one_line_error(["predict", onnx_path, hen, "--runtime", "torch"], capsys, "runs under --runtime ort or openvino")
+    for threads in ("0", "-3"):
+        _one_line_error(["predict", str(model_dir), hen, "--threads", threads], capsys, f"threads={threads} is not")
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 3)
+    for frames in ("0", "-2"):
+        _one_line_error(["stream", onnx_path, str(clip), "--max-frames", frames], capsys, f"max_frames={frames} is not")
+    _one_line_error(["stream", onnx_path, str(clip), "--threads", "-1"], capsys, "threads=-1 is not allowed")
 
 
 def make_video(path, frames: int, size=(96, 80), fps=12):

@@ -18,6 +18,7 @@ large single-precision matmul (`matmul_gflops`, FMA-bound), per core, times ``th
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import platform
@@ -110,6 +111,7 @@ class BenchConfig:
 def resolve_model(name: str) -> ModelSpec | str:
     """A registered name, an "alpha-resolution" spec like "0.6-176", or a "timm:<name>" peer (returned as is)."""
     if name.startswith(PEER_PREFIX):
+        _check_peer(name)
         return name
     m = re.fullmatch(r"(\d*\.?\d+)[-_x@](\d+)", name)
     if m:
@@ -120,6 +122,19 @@ def resolve_model(name: str) -> ModelSpec | str:
         f"model {name!r} is not allowed: give a registered name (mobilenets list), ALPHA-RESOLUTION like 0.6-176, "
         f"or timm:<model>"
     )
+
+
+def _check_peer(name: str) -> None:
+    """A "timm:<name>" peer that timm does not know is a bad model name (without timm, `build` skips it)."""
+    try:
+        import timm
+    except ImportError:
+        return
+    peer = name[len(PEER_PREFIX) :]
+    if not timm.is_model(peer):
+        close = difflib.get_close_matches(peer, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise SpecError(f"model {name!r} is not allowed: timm has no model named {peer!r}{hint}")
 
 
 def spec_label(spec: ModelSpec) -> str:

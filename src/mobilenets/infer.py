@@ -72,6 +72,8 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
     path = Path(model)
     if runtime is not None and runtime not in PREDICT_RUNTIMES:
         raise ValueError(f"runtime={runtime!r} is not allowed: runtime must be one of {', '.join(PREDICT_RUNTIMES)}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} is not allowed: threads must be an integer >= 1 (or not given)")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
     if threads:
@@ -315,6 +317,8 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     cfg = cfg or StreamConfig()
     if cfg.target_fps <= 0:
         raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be > 0")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        raise ValueError(f"max_frames={cfg.max_frames!r} is not allowed: max_frames must be >= 1 (or not given)")
     container = open_source(source)
     vstream = container.streams.video[0]
     vstream.thread_type = "AUTO"

@@ -209,6 +209,8 @@ def select(
     """Search ``space`` for the best model under ``constraints``. ``latency(alpha, res) -> (ms, source)`` is called
     for every candidate when a latency bound is set, otherwise only for the models shown."""
     constraints.validate()
+    if top < 1:
+        raise ValueError(f"top={top!r} is not allowed: top must be an integer >= 1 (the chosen model and runners-up)")
     accuracy = accuracy or acc.table_model()
     rows = [candidate(a, r, accuracy) for a, r in space.candidates()]
     if constraints.needs_latency():
