@@ -3,9 +3,9 @@
 Writes under results/ (names carry hardware, runtimes, threads, batch):
 - bench-<hw>-<runtimes>-t1+2-b32.{csv,json}: one `mobilenets bench` row per model x runtime x threads, with the
   FP32 physical limit (2 x MACs / measured sgemm peak) and the matmul probe taken beside each thread count;
-- bench-<hw>-ours-vs-timm-t1+2.json: ours (mobilenet_v1_100) and timm's mobilenetv1_100 timed alternately
+- ours-vs-timm-<hw>-t1+2.json: ours (mobilenet_v1_100) and timm's mobilenetv1_100 timed alternately
   (A B A B blocks) on each runtime and thread count, with the ratio;
-- bench-<hw>-overhead-t1.json: `bench`'s timed call vs the runtime called directly, alternately;
+- overhead-bench-vs-direct-<hw>-t1.json: `bench`'s timed call vs the runtime called directly, alternately;
 - bench-<hw>-report.md: the tables generated from those files (fraction of the limit per runtime).
 
 Run: flock /tmp/mobilenets-cpu.lock python benchmarks/bench_grid.py [--quick]
@@ -160,7 +160,7 @@ def rerun(args, path: Path, t0: float, runtimes: tuple[str, ...]) -> int:
                             min_runs=args.min_runs, min_time=args.min_time, peak_gflops=peak)  # fmt: skip
     rows = [r for r in data["rows"] if r["runtime"] not in runtimes] + bench.run_bench(cfg, notes=notes)
     hw = bench.hardware_tag(rows[0])
-    pairs_path = path.parent / f"bench-{hw}-ours-vs-timm-t1+2.json"
+    pairs_path = path.parent / f"ours-vs-timm-{hw}-t1+2.json"
     pairs = json.loads(pairs_path.read_text())
     kept = [p for p in pairs["pairs"] if p["runtime"] not in runtimes]
     pairs["pairs"] = kept + [alternate_pair(rt, th, args.rounds) for th in threads for rt in runtimes]
@@ -175,7 +175,7 @@ def rerun(args, path: Path, t0: float, runtimes: tuple[str, ...]) -> int:
         for old in path.parent.glob(f"{path.stem}*"):
             old.unlink()
     bench.write_results(rows, path.parent / stem, meta=meta)
-    over = json.loads((path.parent / f"bench-{hw}-overhead-t1.json").read_text())["rows"]
+    over = json.loads((path.parent / f"overhead-bench-vs-direct-{hw}-t1.json").read_text())["rows"]
     (path.parent / f"bench-{hw}-report.md").write_text(report(rows, pairs["pairs"], over, peak, stem))
     from mobilenets import plots
 
@@ -210,8 +210,8 @@ def main() -> int:
     out = RESULTS if not args.quick else RESULTS / "quick"
     bench.write_results(rows, out / stem, meta=meta)
     env = bench.environment()
-    (out / f"bench-{hw}-ours-vs-timm-t1+2.json").write_text(json.dumps({"env": env, "pairs": pairs}, indent=2))
-    (out / f"bench-{hw}-overhead-t1.json").write_text(json.dumps({"env": env, "rows": over}, indent=2))
+    (out / f"ours-vs-timm-{hw}-t1+2.json").write_text(json.dumps({"env": env, "pairs": pairs}, indent=2))
+    (out / f"overhead-bench-vs-direct-{hw}-t1.json").write_text(json.dumps({"env": env, "rows": over}, indent=2))
     (out / f"bench-{hw}-report.md").write_text(report(rows, pairs, over, peak, stem))
     from mobilenets import plots
 

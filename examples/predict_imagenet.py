@@ -2,7 +2,8 @@
 
     python examples/predict_imagenet.py [--weights DIR] [--tflite FILE] [--classes 1000] [IMAGE ...]
 
-Converts ``--tflite`` (default: the 0.75_192 uint8 model in shared/data) into ``--weights`` once, then loads it with
+Converts ``--tflite`` (default: the 0.75_192 uint8 model in the shared data folder, $MOBILENETS_DATA or
+../shared/data beside the checkout) into ``--weights`` once, then loads it with
 ``mobilenets.load(DIR)`` and prints the five most probable classes for each image (default:
 five imagenet-sample photos, named after their true class). The labels ship with the package (``mobilenets.labels``).
 """
@@ -34,6 +35,10 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=Path("runs/weights/mobilenet_v1_075_192_quant"))
     ap.add_argument("--classes", type=int, choices=(1000, 1001), default=1000)
     args = ap.parse_args()
+    needed = ([] if (args.weights / "config.json").is_file() else [args.tflite]) + ([] if args.images else [DATA])
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:  # the defaults live in the shared data folder: $MOBILENETS_DATA, else ../shared/data
+        sys.exit(f"{missing[0]}: not found; set MOBILENETS_DATA to the shared data folder, or give --tflite and IMAGE")
     if not (args.weights / "config.json").is_file():
         convert_file(args.tflite, args.weights, "tflite", classes=args.classes)
         print(f"converted {args.tflite.name} -> {args.weights}")
