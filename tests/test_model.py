@@ -183,6 +183,20 @@ def test_unknown_model_and_duplicate_registration():
         register_model("mobilenet_v1_100", ModelSpec)
 
 
+def test_off_grid_names_are_the_names_bench_and_select_print():
+    from mobilenets.registry import grid_name, model_spec
+
+    spec = model_spec("mobilenet_v1_045_176")
+    assert (spec.alpha, spec.resolution, spec.name) == (0.45, 176, "mobilenet_v1_045_176")
+    assert model_spec(grid_name(0.6, 224)).alpha == 0.6 and model_spec("mobilenet_v1_060").resolution == 224
+    assert model_spec("0.6-176", num_classes=10) == ModelSpec(alpha=0.6, resolution=176, num_classes=10,
+                                                              name="mobilenet_v1_060_176")  # fmt: skip
+    with pytest.raises(ValueError, match="alpha=3.0 is not allowed"):
+        model_spec("mobilenet_v1_300")
+    with pytest.raises(ValueError, match="resolution=8 is not allowed"):
+        model_spec("mobilenet_v1_050_8")
+
+
 def test_registry_builders():
     names = mobilenets.list_models()
     assert len(names) == len(set(names)) == 18

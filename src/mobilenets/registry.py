@@ -1,10 +1,13 @@
 """Named models: the paper's 16-model alpha x resolution grid (Tables 6-7, Figures 4-5) and its variants.
 
 ``create_model("mobilenet_v1_050_160", num_classes=10)`` builds a `MobileNetV1`; ``list_models()`` names them all.
+Off the grid, the same pattern names any width and resolution (``mobilenet_v1_045_176``, as `grid_name` writes the
+models that bench and select print), and so does bench's ``ALPHA-RESOLUTION`` form (``0.45-176``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +32,24 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
+_GRID_NAME = re.compile(r"mobilenet_v1_(\d{3})(?:_(\d+))?")
+_ALPHA_RES = re.compile(r"(\d*\.?\d+)-(\d+)")
+
+
 def model_spec(name: str, **overrides: Any) -> ModelSpec:
-    """The registered model's spec with ``overrides`` applied (validated)."""
-    if name not in _REGISTRY:
-        raise SpecError(f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]().replace(**overrides)
+    """The spec of a registered model, or of a `grid_name`-style or ALPHA-RESOLUTION name off the grid, with
+    ``overrides`` applied (validated)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]().replace(**overrides)
+    grid, pair = _GRID_NAME.fullmatch(name), _ALPHA_RES.fullmatch(name)
+    if grid or pair:
+        alpha = int(grid.group(1)) / 100 if grid else float(pair.group(1))
+        resolution = int((grid.group(2) or 224) if grid else pair.group(2))
+        return ModelSpec(alpha=alpha, resolution=resolution, name=grid_name(alpha, resolution)).replace(**overrides)
+    raise SpecError(
+        f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
+        "mobilenet_v1_<alpha x 100>[_<resolution>] or ALPHA-RESOLUTION (0.45-176)"
+    )
 
 
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
