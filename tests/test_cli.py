@@ -64,6 +64,7 @@ def test_paper_json_fields(capsys):
         (["eval", "--weights", "w", "--data", "d", "--resolution", "0"], ["resolution=0 is not allowed"]),
         (["select", "--fps", "1", "--top", "-2"], ["top=-2 is not allowed"]),
         (["bench", "--models", "timm:mobilenetv1", "--runtimes", "ort"], ["timm has no model named", "mobilenetv1_"]),
+        (["bench", "--models", "mobilenet_v1_025", "--alpha", "0.25"], ["models=mobilenet_v1_025 with", "not both"]),
     ],
 )
 def test_bad_values_exit_2_with_message(capsys, argv, words):

@@ -259,3 +259,11 @@ def test_bench_int8_files_suit_each_runtime(tmp_path):
     ov_file = int8_onnx(model, tmp_path / "ov.onnx", "openvino-int8")
     assert [s is None for s in _weight_scales(ort_file)][: FP32_HEAD + 1] == [True] * FP32_HEAD + [False]
     assert all(s is not None for s in _weight_scales(ov_file))
+
+
+def test_default_out_names_a_runs_model_folder_after_the_run(tmp_path):
+    from mobilenets.export import ExportConfig, default_out
+
+    assert default_out(tmp_path / "runs" / "a" / "model", ExportConfig()).name == "a-model.onnx"
+    assert default_out(tmp_path / "runs" / "b" / "model_best", ExportConfig(format="pt2")).name == "b-model_best.pt2"
+    assert default_out(tmp_path / "m025", ExportConfig(int8=True)).name == "m025.int8.onnx"

@@ -171,6 +171,13 @@ def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
     assert (kept.spec.alpha, kept.spec.act) == (0.25, "relu")
     assert notes == ["note: alpha=0.5 does not apply to --init weights: training their alpha=0.25",
                      "note: act='relu6' does not apply to --init weights: training their act='relu'"]  # fmt: skip
+    notes.clear()
+    kept = build_model(tiny_cfg(sub, tmp_path / "ft2", init=str(out / "model"), model="mobilenet_v1_050"),
+                       CLASSES4[:2], notes.append)  # fmt: skip
+    assert kept.spec.alpha == 0.25 and notes == [
+        "note: model='mobilenet_v1_050' does not apply to --init weights: training their alpha=0.25, "
+        "variant='standard', depth_multiplier=1"
+    ]
     s48 = train(tiny_cfg(sub, tmp_path / "ft3", init=str(out / "model"), resolution=48, max_steps=1))
     assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 

@@ -524,6 +524,11 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 
 def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchConfig:
     """A `BenchConfig` from CLI-style model choices: names, or the product of alpha and resolution lists."""
+    if models and (alphas or resolutions):
+        raise ValueError(
+            f"models={','.join(models)} with alphas/resolutions: give either model names (--models) or the "
+            "alpha x resolution product (--alpha/--resolution), not both"
+        )
     if alphas or resolutions:
         alphas = alphas or list(PAPER_ALPHAS)
         resolutions = resolutions or list(PAPER_RESOLUTIONS)

@@ -94,7 +94,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print(render(rows + [total], args.format, SUMMARY_COLUMNS))
     if args.format != "csv":
         spec = cost.spec
-        label = args.name if not overrides else f"{args.name} with {overrides}"
+        label = (
+            args.name if not overrides else f"{args.name} with " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        )
         print(
             f"\n{label}: alpha={spec.alpha:g} resolution={spec.resolution} variant={spec.variant}: "
             f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.3f}M params "
@@ -145,7 +147,8 @@ def _add_export(sub) -> Handler:
     p = sub.add_parser("export", help="export weights to ONNX (optionally INT8), TorchScript or torch.export")
     p.add_argument("weights", help="mobilenets weights folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=FORMATS, default=d.format, help="output format (default: %(default)s)")
-    p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ...)")
+    p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ..., a run's "
+                   "model/ named with its run: runs/a/model -> a-model.onnx)")  # fmt: skip
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default: {OPSET})")
     p.add_argument("--dynamic-hw", action="store_true", help="dynamic height/width axes (batch is always dynamic)")
     p.add_argument("--int8", action="store_true", help="static INT8 quantization (ONNX Runtime, QDQ)")
@@ -354,8 +357,9 @@ def _add_bench(sub) -> Handler:
     p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
     p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
     p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
-                   help=f"comma list of {', '.join(RUNTIMES)} (default: %(default)s)")  # fmt: skip
-    p.add_argument("--threads", type=_csv_list(int), default=list(d.threads), help="intra-op threads list")
+                   help=f"comma list of {', '.join(RUNTIMES)} (default: {','.join(d.runtimes)})")  # fmt: skip
+    p.add_argument("--threads", type=_csv_list(int), default=list(d.threads),
+                   help=f"intra-op threads list (default: {','.join(map(str, d.threads))})")  # fmt: skip
     p.add_argument("--batch", type=int, help="throughput batch (default: 32 on CPU, 256 on GPU; 0 = skip)")
     p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
     p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
@@ -612,7 +616,10 @@ SUBCOMMANDS: list[Callable] = [
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mobilenets", description="MobileNetV1 (Howard et al. 2017) toolkit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers = {}
     for add in SUBCOMMANDS:

@@ -500,7 +500,7 @@ class ExportConfig:
     """Options of `mobilenets export` (the CLI reads its defaults from here)."""
 
     format: str = "onnx"
-    out: str | None = None  # default: <weights folder name>.<onnx|int8.onnx|torchscript.pt|pt2> in the cwd
+    out: str | None = None  # default: `default_out`, <weights folder name>.<onnx|int8.onnx|...> in the cwd
     opset: int = OPSET
     dynamic_hw: bool = False
     int8: bool = False
@@ -552,8 +552,13 @@ def max_opset() -> int:
 
 
 def default_out(weights: Path, cfg: ExportConfig) -> Path:
+    """<weights folder name><suffix> in the working directory; a training run's ``model``/``model_best`` folder is
+    named with its run folder (``runs/a/model`` -> ``a-model.onnx``), so two runs' exports do not overwrite each
+    other."""
     suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
-    return Path(weights.resolve().name + suffix[cfg.format])
+    folder = weights.resolve()
+    name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "model_best") else folder.name
+    return Path(name + suffix[cfg.format])
 
 
 def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:

@@ -322,7 +322,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         base, is_list = _base_type(types[f.name])
         default = getattr(defaults, f.name)
-        help_text = f"{f.metadata['help']} (default: {default})"
+        shown = default if not isinstance(default, (list, tuple)) else ",".join(map(str, default))
+        # unset by default (None), or a help text that names its own default ("default: all"): no "(default: None)"
+        own = default is None or "(default:" in f.metadata["help"]
+        help_text = f.metadata["help"] if own else f"{f.metadata['help']} (default: {shown})"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)

@@ -105,6 +105,12 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
             asked, kept = getattr(cfg, key), getattr(model.spec, key)
             if asked is not None and asked != kept:
                 say(f"note: {key}={asked!r} does not apply to --init weights: training their {key}={kept!r}")
+        named = model_spec(cfg.model)
+        if cfg.model != TrainConfig().model and any(  # a model named besides --init: the weights decide
+            getattr(named, k) != getattr(model.spec, k) for k in weights_io.ARCHITECTURE_FIELDS
+        ):
+            kept = ", ".join(f"{k}={getattr(model.spec, k)!r}" for k in weights_io.ARCHITECTURE_FIELDS)
+            say(f"note: model={cfg.model!r} does not apply to --init weights: training their {kept}")
         if cfg.resolution and model.spec.variant == "standard":
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         if model.num_classes != len(classes):
