@@ -6,6 +6,8 @@ import pytest
 
 from mobilenets.cli import main
 
+from .conftest import REPO
+
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -62,6 +64,20 @@ def test_paper_json_fields(capsys):
         (["reproduce", "--seeds", "0"], ["seeds=0"]),
         (["select", "--fps", "1", "--top", "0"], ["top=0 is not allowed"]),
         (["eval", "--weights", "w", "--data", "d", "--resolution", "0"], ["resolution=0 is not allowed"]),
+        (["select", "--fps", "1", "--bench", str(REPO / "README.md")], ["README.md' is not a bench results file"]),
+        (
+            [
+                "train",
+                "--config",
+                str(REPO / "results" / "reproduce-imagenette-nvidia-h200" / "grid_macs.png"),
+                "--data",
+                "d",
+                "--out",
+                "o",
+            ],
+            ["grid_macs.png: not a YAML text file"],
+        ),  # fmt: skip
+        (["convert", str(REPO / "src")], ["src: a folder, not a weights file"]),
         (["select", "--fps", "1", "--top", "-2"], ["top=-2 is not allowed"]),
         (["bench", "--models", "timm:mobilenetv1", "--runtimes", "ort"], ["timm has no model named", "mobilenetv1_"]),
         (["bench", "--models", "mobilenet_v1_025", "--alpha", "0.25"], ["models=mobilenet_v1_025 with", "not both"]),

@@ -136,6 +136,10 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     for frames in ("0", "-2"):
         _one_line_error(["stream", onnx_path, str(clip), "--max-frames", frames], capsys, f"max_frames={frames} is not")
     _one_line_error(["stream", onnx_path, str(clip), "--threads", "-1"], capsys, "threads=-1 is not allowed")
+    nodir = str(tmp_path / "nodir" / "a.mp4")
+    _one_line_error(["stream", onnx_path, str(clip), "--out", nodir], capsys, "nodir' does not exist")
+    text = str(tmp_path / "a.txt")
+    _one_line_error(["stream", onnx_path, str(clip), "--out", text], capsys, "a.txt': cannot write a video there")
 
 
 def make_video(path, frames: int, size=(96, 80), fps=12):

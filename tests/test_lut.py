@@ -56,10 +56,16 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
     path = tmp_path / "lut.json"
     measure = Counter()
     table = lut.LatencyLUT.load(path)
-    first, n = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    said = []
+    first, n = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False,
+                                   say=said.append)  # fmt: skip
+    assert said == [f"latency table: measuring {n} layer shape(s) on ort, 1 thread(s), {lut.FILL_ROUNDS} rounds "
+                    "(once per machine; saved for next time)"]  # fmt: skip
     calls = len(measure.calls)
-    again, new = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False)
+    again, new = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False,
+                                     say=said.append)  # fmt: skip
     assert (again, new, len(measure.calls)) == (first, 0, calls)  # cached: nothing measured
+    assert len(said) == 1  # and nothing said
     reloaded = lut.LatencyLUT.load(path)
     assert lut.predict_latency(0.5, 160, runtime="ort", lut=reloaded, measure=measure, env=ENV, calibrated=False) == (
         first,

@@ -515,7 +515,10 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"bench results file {str(p)!r} does not exist")
-    data = json.loads(p.read_text())
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(p)!r} is not a bench results file (not JSON: {exc})") from exc
     rows = data["rows"] if isinstance(data, dict) and "rows" in data else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "latency_ms_median" in r for r in rows):
         raise ValueError(f"{str(p)!r} is not a bench results file (rows with latency_ms_median)")

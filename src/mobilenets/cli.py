@@ -465,7 +465,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
     cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
     acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
-    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file)
+    if args.threads > (os.cpu_count() or args.threads):
+        print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
+              "include the threads' contention", file=sys.stderr)  # fmt: skip
+    say = (lambda msg: print(msg, file=sys.stderr)) if cons.needs_latency() else None
+    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file, say=say)
     sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
                  top=args.top)  # fmt: skip
     if args.json:

@@ -241,7 +241,12 @@ class _Writer:
 
         import av
 
-        self.container = av.open(path, "w")
+        if not Path(path).parent.is_dir():
+            raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
+        try:
+            self.container = av.open(path, "w")
+        except (ValueError, av.FFmpegError) as exc:  # FFmpeg knows no container for the file name's extension
+            raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         if codec not in av.codecs_available:
             codec = "mpeg4"
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))

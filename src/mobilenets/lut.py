@@ -542,6 +542,7 @@ def predict_latency(
     env: dict | None = None,
     save: bool = True,
     rounds: int = FILL_ROUNDS,
+    say: Callable[[str], None] | None = None,
     **spec_fields: Any,
 ) -> tuple[float, int]:
     """(predicted batch-1 latency in ms, shapes newly measured) for the model (alpha, resolution, ...).
@@ -550,10 +551,10 @@ def predict_latency(
     callable key -> ms, for tests and other devices) and saved to the table's file. With ``calibrated`` the table's
     calibration is fitted on first use (``measure_whole(alpha, resolution) -> ms`` measures the anchors end to end),
     and the model's own missing shapes are timed in the calibration's rounds (`calibrate`); otherwise on their own
-    (`fill`). Either way in ``rounds`` round-robin rounds.
+    (`fill`). Either way in ``rounds`` round-robin rounds; ``say`` hears a line before any measuring starts.
     """
     spec = ModelSpec(alpha=alpha, resolution=resolution, **spec_fields)
-    kw = dict(runtime=runtime, threads=threads, lut=lut, measure=measure, measure_whole=measure_whole)
+    kw = dict(runtime=runtime, threads=threads, lut=lut, measure=measure, measure_whole=measure_whole, say=say)
     return predict_many(
         [spec], calibrated=calibrated, granularity=granularity, env=env, save=save, rounds=rounds, **kw
     )[0]
@@ -572,6 +573,7 @@ def predict_many(
     env: dict | None = None,
     save: bool = True,
     rounds: int = FILL_ROUNDS,
+    say: Callable[[str], None] | None = None,
 ) -> list[tuple[float, int]]:
     """`predict_latency` for several models at once: their missing shapes are measured together, round-robin, so each
     entry's rounds are spread over the whole measurement (minutes rather than seconds: a slow phase of the shared
@@ -591,10 +593,15 @@ def predict_many(
         counts.append(len(fresh))
         seen.update(fresh)
     own = [k for keys in all_keys for k in keys]
+    calibrating = calibrated and table.get("scale") is None
+    if say is not None and (any(counts) or calibrating):  # minutes on a busy CPU: say so before going quiet
+        also = " and calibrating" if calibrating else ""
+        say(f"latency table: measuring {sum(counts)} layer shape(s){also} on {runtime}, {threads} thread(s), "
+            f"{rounds} rounds (once per machine; saved for next time)")  # fmt: skip
     timer = None if measure else KeyTimer(runtime, threads)
     measure, whole = measure or timer, None
     try:
-        if calibrated and table.get("scale") is None:  # the models' shapes share the anchors' rounds
+        if calibrating:  # the models' shapes share the anchors' rounds
             whole = measure_whole or ModelTimer(runtime, threads)
             n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
             counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model

@@ -46,7 +46,10 @@ class SearchSpace:
         if self.res_min > self.res_max:
             raise ValueError(f"res_min={self.res_min} > res_max={self.res_max}: the search space is empty")
         if self.alpha_max > 2 or self.res_min < 32:
-            raise ValueError("alpha must stay <= 2 and resolution >= 32 (ModelSpec limits)")
+            raise ValueError(
+                f"alpha_max={self.alpha_max:g}, res_min={self.res_min} is not allowed: alpha must stay <= 2 and "
+                "resolution >= 32 (ModelSpec limits)"
+            )
         return self
 
     def candidates(self) -> list[tuple[float, int]]:
@@ -239,8 +242,10 @@ def latency_source(
     threads: int,
     bench_files: Sequence[str] = (),
     lut_path: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> LatencyFn:
-    """Measured latency from bench results files where they have the model, else the lookup table's prediction."""
+    """Measured latency from bench results files where they have the model, else the lookup table's prediction
+    (``say`` hears when shapes missing from the table are about to be measured)."""
     from . import bench, lut
 
     measured: dict[tuple[float, int], float] = {}
@@ -251,7 +256,7 @@ def latency_source(
     def latency(alpha: float, resolution: int) -> tuple[float, str]:
         if (alpha, resolution) in measured:
             return measured[(alpha, resolution)], "measured"
-        ms, _ = lut.predict_latency(alpha, resolution, runtime=runtime, threads=threads, lut=table)
+        ms, _ = lut.predict_latency(alpha, resolution, runtime=runtime, threads=threads, lut=table, say=say)
         return ms, "predicted"
 
     return latency

@@ -263,6 +263,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a YAML text file ({exc.reason} at byte {exc.start})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of option: value, got {type(data).__name__}")
     known = {f.name for f in fields(TrainConfig)}

@@ -56,6 +56,8 @@ def convert(
     a file of another architecture (alpha, variant, depth multiplier) an error.
     """
     src = Path(src)
+    if src.is_dir():
+        raise FileNotFoundError(f"{src}: a folder, not a weights file (.tflite, .h5, .safetensors or .pth)")
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
     fmt = fmt or sniff_format(src)
