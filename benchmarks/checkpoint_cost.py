@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     median = {k: statistics.median(v) for k, v in times.items()}
     row = {
         "what": "seconds per checkpoint on the training thread: inline vs background (CheckpointWriter), alternating",
+        "caveat": "the training thread is idle while the writer works here: the writer's CPU and GIL use during real "
+        "training (which competes with it on a small CPU) is not counted, so the background figure is a lower bound",
         "model": args.model,
         "classes": args.classes,
         "checkpoint_mib": round(size / 2**20, 1),

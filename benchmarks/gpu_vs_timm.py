@@ -361,8 +361,12 @@ def op_shape_costs(prof, *, cuda: bool, steps: int, top: int) -> list[dict]:
     """Which layers the time goes to: the ``top`` (op, input shapes) pairs by the GPU time of the kernels each op
     launched itself (its children's counted under them, so nothing twice; on CPU, self CPU time). Shapes name the
     layer: the first convolution's backward is the one with a 3-channel input, a depthwise one has groups = channels."""
+    from torch.autograd import DeviceType
+
     rows = []
     for avg in prof.key_averages(group_by_input_shape=True):
+        if avg.device_type != DeviceType.CPU:  # a kernel's own row: its time is already its launching op's
+            continue
         us = getattr(avg, "self_device_time_total", None) if cuda else avg.self_cpu_time_total
         if cuda and us is None:
             us = getattr(avg, "self_cuda_time_total", 0.0)

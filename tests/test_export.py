@@ -203,7 +203,19 @@ def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv,
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not list(tmp_path.glob("o*.onnx")), "a failed export left files behind"
+    assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx"], "a failed export left files behind"
+
+
+def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_path, capsys):
+    """Files are staged and moved into place only after every check: an INT8 export that fails in quantization
+    (after the fp32 model was written and checked) leaves the earlier files as they were, and no staging file."""
+    out, fp32 = tmp_path / "m.int8.onnx", tmp_path / "m.fp32.onnx"
+    out.write_bytes(b"an earlier export")
+    fp32.write_bytes(b"its fp32 model")
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--int8-fp32-head", "28", "--out", str(out)]
+    assert cli.main(argv) == 2 and "between 0 and 27" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier export" and fp32.read_bytes() == b"its fp32 model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp32.onnx", "m.int8.onnx"]
 
 
 @pytest.fixture(scope="module")

@@ -191,6 +191,7 @@ def test_off_grid_names_are_the_names_bench_and_select_print():
     assert model_spec(grid_name(0.6, 224)).alpha == 0.6 and model_spec("mobilenet_v1_060").resolution == 224
     assert model_spec("0.6-176", num_classes=10) == ModelSpec(alpha=0.6, resolution=176, num_classes=10,
                                                               name="mobilenet_v1_060_176")  # fmt: skip
+    assert model_spec("0.125-224").name == "0.125-224"  # no grid name holds 0.125 (mobilenet_v1_012 is 0.12)
     with pytest.raises(ValueError, match="alpha=3.0 is not allowed"):
         model_spec("mobilenet_v1_300")
     with pytest.raises(ValueError, match="resolution=8 is not allowed"):

@@ -384,6 +384,29 @@ def test_runs_on_another_data_folder_are_not_reused_unless_it_moved(tmp_path):
     check_same_experiment(runs, second, out, budget, recipe)
 
 
+def test_a_relative_data_folder_is_recorded_absolute(tmp_path, monkeypatch):
+    """--data ds from two working directories names two datasets: the runs record where theirs was."""
+    import yaml
+
+    from mobilenets.reproduce import check_same_experiment, run_config
+
+    budget, recipe = BUDGETS["quick"], Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+    for where in ("a", "b"):
+        (tmp_path / where / "ds").mkdir(parents=True)
+    out = tmp_path / "out"
+    runs = plan_runs(["table7"], budget)
+    monkeypatch.chdir(tmp_path / "a")
+    for run in runs:
+        cfg = run_config(run, Path("ds"), out, budget, recipe)
+        assert cfg.data == str(tmp_path / "a" / "ds")
+        (out / "runs" / run.key).mkdir(parents=True)
+        (out / "runs" / run.key / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    check_same_experiment(runs, Path("ds"), out, budget, recipe)
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ReproduceError, match=r"data='.*/a/ds' there, '.*/b/ds' here"):
+        check_same_experiment(runs, Path("ds"), out, budget, recipe)
+
+
 def test_time_budget_takes_the_most_epochs_the_scaled_estimate_allows():
     """Every run gets the same epochs: the most whose busiest-process estimate, times the GPU's speed factor, fits."""
     from dataclasses import replace

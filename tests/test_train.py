@@ -402,15 +402,18 @@ def test_background_checkpoint_snapshot_is_taken_before_save_returns(tmp_path, m
                        torch.zeros(3)), checkpoint  # fmt: skip
 
 
-def test_background_checkpoint_write_error_is_raised_by_the_next_call(tmp_path):
+def test_background_checkpoint_write_error_is_raised_by_the_next_call(tmp_path, capsys):
     blocker = tmp_path / "run"
     blocker.write_text("a file where the run folder should be")
     writer = CheckpointWriter(blocker, keep=2)
-    writer.save({"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 1, "rng": {},
-                 "config": {}})  # fmt: skip
+    state = {"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 1, "rng": {}, "config": {}}
+    writer.save(state)
     with pytest.raises(OSError, match="run"):
         writer.wait()
     writer.wait()  # reported once
+    writer.save(state)
+    writer.settle()  # leaving a failed run: said, not raised over the run's own error
+    assert "the last checkpoint write failed too" in capsys.readouterr().err
 
 
 # --- distributed ------------------------------------------------------------------------------------------------

@@ -137,6 +137,23 @@ def test_converted_imagenet_weights_evaluate_on_wnid_named_folders(tmp_path, m02
     assert result["top1"] >= 0.3  # 1000-way: chance is 0.001
 
 
+def test_a_1000_way_head_without_names_evaluates_wnid_folders_as_imagenet_classes(tmp_path):
+    """Weights saved without class names but with ImageNet's 1000 outputs are matched to wnid folders by ImageNet's
+    order, not by the sorted folder list; the two ImageNet classes named "crane" stay apart."""
+    from mobilenets.trainer import evaluate_weights
+
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=1000).eval()
+    assert not model.spec.labels
+    mobilenets.save(model, tmp_path / "m")
+    photos = sorted(data_path("imagenette", "val", "n01440764").glob("*.JPEG"))[:2]
+    for wnid in ("n02012849", "n03126707"):  # crane (the bird, output 134) and crane (the machine, 517)
+        (tmp_path / "val" / wnid).mkdir(parents=True)
+        for photo in photos:
+            (tmp_path / "val" / wnid / photo.name).symlink_to(photo)
+    result = evaluate_weights(tmp_path / "m", tmp_path / "val", workers=0, threads=1)
+    assert set(result["per_class_top1"]) == {"crane [134]", "crane [517]"} and result["images"] == 4
+
+
 def test_truncated_corrupt_and_foreign_files(tmp_path):
     data = tflite_file("0.25_128").read_bytes()
     (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 2])

@@ -38,7 +38,7 @@ import torch
 from . import accuracy as acc
 from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
-from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, list_models, model_spec
+from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
 from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner
 from .spec import ModelSpec, SpecError
 
@@ -116,8 +116,10 @@ def resolve_model(name: str) -> ModelSpec | str:
     m = re.fullmatch(r"(\d*\.?\d+)[-_x@](\d+)", name)
     if m:
         return ModelSpec(alpha=float(m.group(1)), resolution=int(m.group(2)))
-    if name in list_models():
-        return model_spec(name)
+    try:
+        return model_spec(name)  # registered, or an off-grid mobilenet_v1_<alpha x 100>[_<res>] name
+    except SpecError:
+        pass
     raise SpecError(
         f"model {name!r} is not allowed: give a registered name (mobilenets list), ALPHA-RESOLUTION like 0.6-176, "
         f"or timm:<model>"

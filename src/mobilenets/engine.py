@@ -500,10 +500,13 @@ def host_copy(obj: Any) -> Any:
 class CheckpointWriter:
     """`save_checkpoint` off the training loop's path: `save` takes a host snapshot (`host_copy`) and a background
     thread serialises and writes it atomically, fsync included. For 1.0 MobileNet's 32.5 MiB state on the 2-core dev
-    machine that leaves 23 ms of 108 on the training thread (benchmarks/checkpoint_cost.py); on the H200, epochs of
-    Imagenette at 160 px took 0.56 s. One write at a time: `save` first waits for the previous one,
-    so a checkpoint is never written behind a newer one. A failed write is raised by the next `save` or `wait`; the
-    thread is not a daemon, so an exception leaving the trainer still lets a started write finish."""
+    machine that leaves 29 ms of 123 on the training thread (benchmarks/checkpoint_cost.py; at least 29: the writer's
+    CPU use during training is not counted); on the H200, epochs of Imagenette at 160 px took 0.56 s.
+
+    One write at a time: `save` first waits for the previous one, so a checkpoint is never written behind a newer
+    one. A failed write is raised by the next `save` or `wait`; the thread is not a daemon, so an exception leaving
+    the trainer still lets a started write finish (`settle`). A process killed while epoch e's checkpoint is still
+    being written resumes from epoch e - 1's, redoing one epoch: files are whole either way."""
 
     def __init__(self, run_dir: str | os.PathLike, keep: int) -> None:
         self.run_dir, self.keep = Path(run_dir), keep
@@ -521,6 +524,13 @@ class CheckpointWriter:
             save_checkpoint(self.run_dir, snapshot, self.keep)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = exc
+
+    def settle(self) -> None:
+        """`wait` on the way out of a failed run: the write error, if any, is printed, not raised over the run's."""
+        try:
+            self.wait()
+        except BaseException as exc:  # noqa: BLE001 - the run's own exception is the one to raise
+            print(f"the last checkpoint write failed too: {exc}", file=sys.stderr)
 
     def wait(self) -> None:
         """Block until the last checkpoint is on disk; raise its write error, if any."""

@@ -592,47 +592,57 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
 
 
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
-    """Load our weights folder, export it in ``cfg.format``, check parity (and INT8 agreement); return a report."""
+    """Load our weights folder, export it in ``cfg.format``, check parity (and INT8 agreement); return a report.
+
+    Every file is written under a hidden staging name beside its destination and moved into place only when all
+    checks have passed: a failed or interrupted export leaves no file behind and replaces none the user had."""
     from . import weights as wts
 
     cfg = cfg or ExportConfig()
     model = wts.load(weights)
     _validate(cfg, model.spec)
     out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg)
-    calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None  # before writing
-    written: list[Path] = []
+    fp32 = out.with_name(out.name.removesuffix(".int8.onnx").removesuffix(".onnx") + ".fp32.onnx") if cfg.int8 else out
+    # image folders are read before anything is written: a bad --calib or --val costs no export
+    calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None
+    val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1) if cfg.int8 and cfg.val else None
+    staged = {final: final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}") for final in {out, fp32}}
     try:
-        return _export(model, cfg, out, calib, written)
+        report = _export(model, cfg, staged[out], staged[fp32], calib, val)
+        for final, part in staged.items():
+            os.replace(part, final)
     except BaseException:
-        for path in written:  # a failed export leaves no file behind that looks like a result
-            path.unlink(missing_ok=True)
+        for part in staged.values():
+            part.unlink(missing_ok=True)
         raise
+    report.path = out
+    if report.int8 is not None:
+        report.int8.path, report.int8.fp32_path = out, fp32
+    return report
 
 
-def _export(model: MobileNetV1, cfg: ExportConfig, out: Path, calib: list[Path] | None, written: list[Path]):
-    """`export_model`'s work; each file is added to ``written`` once written (atomically), for removal if a later
-    step fails."""
+def _export(
+    model: MobileNetV1, cfg: ExportConfig, out: Path, fp32: Path, calib: list[Path] | None, val: list[Path] | None
+) -> ExportReport:
+    """`export_model`'s work on the staging paths (``fp32`` is ``out`` unless ``cfg.int8``)."""
     if cfg.format == "torchscript":
-        written.append(export_torchscript(model, out))
-        module, _ = load_torchscript(out)
+        module, _ = load_torchscript(export_torchscript(model, out))
         rows = check_parity(model, _torch_fn(module), runtime="torchscript")
         return ExportReport(out, cfg.format, model.spec, rows)
     if cfg.format == "pt2":
-        written.append(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
-        module, _ = load_pt2(out)
+        module, _ = load_pt2(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
         res = _resolutions(model.spec, cfg.dynamic_hw)
         return ExportReport(
             out, cfg.format, model.spec, check_parity(model, _torch_fn(module), runtime="pt2", resolutions=res)
         )
-    fp32 = out.with_name(out.name.removesuffix(".int8.onnx").removesuffix(".onnx") + ".fp32.onnx") if cfg.int8 else out
-    written.append(export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw))
+    export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw)
     sess = ort_session(fp32, cfg.threads)
     rows = check_parity(
         model, ort_run(sess), runtime="onnxruntime fp32", resolutions=_resolutions(model.spec, cfg.dynamic_hw)
     )
     report = ExportReport(out, cfg.format, model.spec, rows)
     if cfg.int8:
-        report.int8 = _int8(model, fp32, out, sess, cfg, calib, written)
+        report.int8 = _int8(model, fp32, out, sess, cfg, calib, val)
         report.parity += check_parity(
             model,
             ort_run(ort_session(out, cfg.threads)),
@@ -661,9 +671,10 @@ def _int8(
     fp32_sess: Any,
     cfg: ExportConfig,
     calib: list[Path] | None,
-    written: list[Path],
+    val: list[Path] | None,
 ) -> Int8Report:
-    """Quantize ``fp32`` to ``out`` on ``calib`` (`pick_images` of ``cfg.calib``; None: synthetic batches)."""
+    """Quantize ``fp32`` to ``out`` on ``calib`` (`pick_images` of ``cfg.calib``; None: synthetic batches), then
+    count top-1 agreement with fp32 on ``val`` (`pick_images` of ``cfg.val``; None: the calibration images)."""
     spec = model.spec
     if calib is None:
         calibration = f"{cfg.calib_count} {SYNTHETIC}"
@@ -680,9 +691,7 @@ def _int8(
         calibration=calibration,
         fp32_head=cfg.fp32_head,
     )
-    written.append(out)
-    if cfg.val:
-        val: list[Path] | None = pick_images(cfg.val, cfg.val_count, cfg.seed + 1)
+    if val is not None:
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
     else:
         val, on = calib, ("the calibration images" if calib is not None else SYNTHETIC)

@@ -45,7 +45,9 @@ def model_spec(name: str, **overrides: Any) -> ModelSpec:
     if grid or pair:
         alpha = int(grid.group(1)) / 100 if grid else float(pair.group(1))
         resolution = int((grid.group(2) or 224) if grid else pair.group(2))
-        return ModelSpec(alpha=alpha, resolution=resolution, name=grid_name(alpha, resolution)).replace(**overrides)
+        hundredths = abs(alpha * 100 - round(alpha * 100)) < 1e-9  # a grid name holds alpha in whole hundredths
+        named = grid_name(alpha, resolution) if hundredths else name
+        return ModelSpec(alpha=alpha, resolution=resolution, name=named).replace(**overrides)
     raise SpecError(
         f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
         "mobilenet_v1_<alpha x 100>[_<resolution>] or ALPHA-RESOLUTION (0.45-176)"

@@ -121,13 +121,15 @@ def plan_runs(experiments: list[str], budget: Budget) -> list[Run]:
 
 
 def run_config(run: Run, data: Path, out: Path, budget: Budget, recipe: Path) -> TrainConfig:
-    """The TrainConfig of one run: the recipe, then the budget, then the run's model, resolution and seed."""
+    """The TrainConfig of one run: the recipe, then the budget, then the run's model, resolution and seed. The data
+    folder is recorded as an absolute path (`data_difference` compares it from any working directory)."""
     from .train_config import resolve
 
     return resolve(
-        str(recipe), data=str(data), out=str(out / "runs" / run.key), model=run.model, resolution=run.resolution,
-        seed=run.seed, epochs=budget.epochs, batch_size=budget.batch_size, max_per_class=budget.max_per_class,
-        max_val_per_class=budget.max_val_per_class, resume="auto", quiet=True, **budget.train,
+        str(recipe), data=str(data.resolve()), out=str(out / "runs" / run.key), model=run.model,
+        resolution=run.resolution, seed=run.seed, epochs=budget.epochs, batch_size=budget.batch_size,
+        max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class, resume="auto", quiet=True,
+        **budget.train,
     )  # fmt: skip
 
 
@@ -176,7 +178,7 @@ def data_difference(folder: Path, data: Path) -> str | None:
     there = (saved_config(folder) or {}).get("data")
     if not there or not Path(there).exists() or Path(there).resolve() == data.resolve():
         return None
-    return f"data={there!r} there, {str(data)!r} here"
+    return f"data={there!r} there, {str(data.resolve())!r} here"
 
 
 def check_same_experiment(

@@ -59,7 +59,7 @@ from .engine import (
     train_one_epoch,
     unwrap,
 )
-from .labels import class_indices
+from .labels import class_indices, resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
@@ -76,8 +76,14 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     if not cfg.data or not cfg.out:
         raise ConfigError("training needs --data ROOT and --out RUN_DIR")
     env = setup_distributed(cfg.device)
+    run = None
     try:
-        return _Run(cfg, env).run()
+        run = _Run(cfg, env)
+        return run.run()
+    except BaseException:
+        if run is not None:
+            run.checkpoints.settle()  # a write started before the failure lands (or says why not)
+        raise
     finally:
         if cfg.data_on_device and not cfg.keep_data_on_device:
             release_resident()  # the decoded splits would otherwise hold GPU memory after this run
@@ -834,8 +840,10 @@ def evaluate_weights(
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     split = scan_split(data)
-    if spec.labels:
-        index, unknown = class_indices(split.classes, spec.labels)
+    # a 1000/1001-way head saved without class names has ImageNet's (labels.resolve_labels): match folders to them
+    labels = spec.labels or (resolve_labels(spec) if spec.num_classes in (1000, 1001) else ())
+    if labels:
+        index, unknown = class_indices(split.classes, labels)
         if unknown:
             raise DataError(
                 f"{data}: class folder(s) {', '.join(unknown[:5])} are not among the model's labels (its class names, "
@@ -850,9 +858,12 @@ def evaluate_weights(
     bad = BadFiles()
     for i, reason in result.pop("bad"):
         bad.add(ds.samples[i][0], reason)
-    names = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
-    present = {lbl for _, lbl in split.samples}
-    result["per_class_top1"] = {names[i]: result["per_class_top1"][i] for i in sorted(present)}
+    names = list(labels) if labels else [str(i) for i in range(spec.num_classes)]
+    present = sorted({lbl for _, lbl in split.samples})
+    shown = [names[i] for i in present]
+    # ImageNet names two classes "crane" (a bird and a machine): a shared name keeps its output index beside it
+    shown = [f"{n} [{i}]" if shown.count(n) > 1 else n for n, i in zip(shown, present, strict=True)]
+    result["per_class_top1"] = {n: result["per_class_top1"][i] for n, i in zip(shown, present, strict=True)}
     result.pop("per_class_count")
     result.update(weights=str(weights), data=str(data), resolution=spec.resolution, skipped_files=bad.to_dict())
     return result
