@@ -468,8 +468,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.threads > (os.cpu_count() or args.threads):
         print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
               "include the threads' contention", file=sys.stderr)  # fmt: skip
-    say = (lambda msg: print(msg, file=sys.stderr)) if cons.needs_latency() else None
-    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file, say=say)
+    latency = latency_source(
+        args.runtime, args.threads, args.bench or (), args.lut_file, say=lambda msg: print(msg, file=sys.stderr)
+    )  # before it measures missing shapes
     sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
                  top=args.top)  # fmt: skip
     if args.json:
