@@ -489,7 +489,7 @@ def _odd_images(folder: Path, jpeg: Path) -> None:
     (folder / "notes.jpg").write_text("this is not an image\n")
 
 
-def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
+def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path, capsys):
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 6, 3)
     a = data / "train" / CLASSES4[0]
     _odd_images(a, next(a.iterdir()))
@@ -522,7 +522,10 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path):
     reasons = {}
     for cache in ("off", "on", "device"):
         mode = {"data_on_device": True} if cache == "device" else {"cache": cache}
-        s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, **mode))
+        s = train(tiny_cfg(data, tmp_path / cache, epochs=2, batch_size=4, quiet=cache != "on", **mode))
+        if cache == "on":  # the cache's count leaves the unreadable files out and says how many there are
+            said = capsys.readouterr().err
+            assert "; 3 unreadable, skipped where sampled" in said and "; 1 unreadable" in said, said
         bad = s["skipped_files"]
         reasons[cache] = bad["train"]["first"]  # path: reason, the same whichever way the images were held
         assert bad["train"]["count"] == 3 and bad["val"]["count"] == 1

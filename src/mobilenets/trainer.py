@@ -327,9 +327,11 @@ class _Run:
             if use:
                 t0 = time.perf_counter()
                 ds.build_cache(threads=max(1, cfg.workers))
+                unreadable = sum(img is None for img in ds.cache)
                 self.say(
-                    f"cached {len(ds)} {name} images in memory ({need / 2**20:.0f} MiB, "
+                    f"cached {len(ds) - unreadable} {name} images in memory ({need / 2**20:.0f} MiB, "
                     f"{time.perf_counter() - t0:.1f} s)"
+                    + (f"; {unreadable} unreadable, skipped where sampled" if unreadable else "")
                 )
         pin = env.device.type == "cuda"
         self.sampler = ResumableSampler(self.train_ds, env, shuffle=True, seed=cfg.seed, drop_last=True)
