@@ -183,6 +183,33 @@ def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_fine_tuning_converted_tflite_weights_trains_their_folded_batchnorms(tmp_path, capsys):
+    """TFLite weights carry their BatchNorm folded into the convs (identity BNs). In training mode those would
+    normalise by the batch's statistics and wreck the features (a full fine-tune reached chance, 0.25 on 4 classes).
+    The trainer gives them their inputs' statistics first: eval outputs stay as converted, and the fine-tune learns."""
+    from mobilenets.convert import convert_file
+    from mobilenets.trainer import identity_batchnorms, restore_batchnorm_statistics
+
+    weights = convert_file(data_path("mobilenet-weights", "tflite", "mobilenet_v1_0.25_128_quant.tflite"),
+                           tmp_path / "w025", classes=1000)  # fmt: skip
+    model = load(weights)
+    assert len(identity_batchnorms(model)) == 27 and identity_batchnorms(create_model("mobilenet_v1_025")) == []
+    x = torch.randn(16, 3, 128, 128)
+    with torch.no_grad():
+        before = model(x)
+        assert restore_batchnorm_statistics(model, [x[:8], x[8:]]) == 27
+        assert (model(x) - before).abs().max() <= 1e-4 * before.abs().max()  # eval mode: the converted network
+    assert identity_batchnorms(model) == []  # done once
+    data = copy_subset(tmp_path / "data", CLASSES4, 40, 15)
+    cfg = tiny_cfg(data, tmp_path / "ft", init=str(weights), resolution=None, alpha=None, batch_size=16, lr=0.01,
+                   schedule="cosine", optimizer="nesterov", quiet=False)  # fmt: skip
+    summary = train(cfg)
+    assert "27 folded (identity) BatchNorms" in capsys.readouterr().err
+    assert summary["final_top1"] >= 0.6  # 60 val images, 4 classes: chance is 0.25 (a run here: 0.90)
+    assert summary["model"]["name"] == "mobilenet_v1_025_128"  # converted weights carry no name: the grid's
+
+
+@pytest.mark.slow
 def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
     root, out, _ = trained
     cfg = tiny_cfg(root, tmp_path / "kd", teacher=str(out / "model"), distill_weight=0.7, max_steps=3)

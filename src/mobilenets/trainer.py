@@ -26,7 +26,17 @@ from . import weights as weights_io
 from .atomic import atomic_write_text
 from .budget import EpochPlanner
 from .complexity import count_complexity
-from .data import BadFiles, DataError, ImageFolderDataset, cache_side, collate, scan_dataset, scan_split, should_cache
+from .data import (
+    BadFiles,
+    DataError,
+    ImageFolderDataset,
+    Split,
+    cache_side,
+    collate,
+    scan_dataset,
+    scan_split,
+    should_cache,
+)
 from .data import train_transform as make_train_transform
 from .device_data import (
     DeviceEvalLoader,
@@ -117,7 +127,7 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
         ):
             kept = ", ".join(f"{k}={getattr(model.spec, k)!r}" for k in weights_io.ARCHITECTURE_FIELDS)
             say(f"note: model={cfg.model!r} does not apply to --init weights: training their {kept}")
-        if cfg.resolution and model.spec.variant == "standard":
+        if (cfg.resolution or not model.spec.name) and model.spec.variant == "standard":  # converted: unnamed
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         if model.num_classes != len(classes):
             model.reset_classifier(len(classes))
@@ -131,6 +141,81 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
     if spec.variant == "standard" and ("alpha" in overrides or "resolution" in overrides):
         spec = spec.replace(name=grid_name(spec.alpha, spec.resolution))
     return create_model(spec)
+
+
+CALIBRATION_IMAGES, CALIBRATION_BATCH = 128, 32
+
+
+def identity_batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorms that only add their bias in eval mode (weight 1, mean 0, var + eps = 1): how converted weights
+    whose BN was folded into the convs (TFLite files, `convert.StateBuilder.put_identity_bn`) keep the ConvBNAct
+    structure."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d)
+        and m.affine
+        and m.running_mean is not None
+        and bool(torch.all(m.weight == 1) and torch.all(m.running_mean == 0))
+        # exactly 1 - eps as the converter writes it (float32): a fresh BatchNorm's variance of 1 is not an identity
+        and bool(torch.all(m.running_var == 1.0 - torch.tensor(m.eps, dtype=m.running_var.dtype)))
+    ]
+
+
+@torch.no_grad()
+def restore_batchnorm_statistics(model: nn.Module, batches) -> int:
+    """Give identity BatchNorms (`identity_batchnorms`) the statistics of their inputs, so fine-tuning can train them.
+
+    In training mode a BatchNorm normalises by the batch's own statistics. An identity BN then divides activations by
+    their spread, which the folded weights never expected: fine-tuning converted TFLite weights trained to chance.
+    Here each such BN gets, from one eval-mode pass over ``batches`` (images at the model's input), its input's
+    per-channel mean m and variance v as running statistics, weight sqrt(v + eps) and bias m + its bias. Eval outputs
+    are unchanged (x - m) / sqrt(v + eps) * sqrt(v + eps) + m + b = x + b, and a training batch like ``batches``
+    normalises to nearly the same. Returns how many BatchNorms were set (0: nothing to do)."""
+    bns = identity_batchnorms(model)
+    if not bns:
+        return 0
+    sums: dict[nn.Module, list] = {bn: [0.0, 0.0, 0] for bn in bns}
+
+    def record(bn, inputs, _output):
+        x = inputs[0].double()
+        acc = sums[bn]
+        acc[0] = acc[0] + x.sum((0, 2, 3))
+        acc[1] = acc[1] + (x * x).sum((0, 2, 3))
+        acc[2] += x.numel() // x.shape[1]
+
+    hooks = [bn.register_forward_hook(record) for bn in bns]
+    was_training = model.training
+    model.eval()
+    try:
+        for images in batches:
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    for bn, (total, squares, count) in sums.items():
+        if not count:
+            continue
+        mean = total / count
+        var = (squares / count - mean * mean).clamp(min=0.0)
+        bn.bias.add_(mean.to(bn.bias.dtype))
+        bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight.dtype))
+        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+    return len(bns)
+
+
+def calibration_batches(split, spec, device: torch.device, count: int = CALIBRATION_IMAGES):
+    """Up to ``count`` training images, evenly strided over the split (so over its classes), center-cropped at the
+    model's input as for evaluation, in batches on ``device``: the same images on every DDP rank."""
+    step = max(1, len(split.samples) // count)
+    subset = Split(split.root, split.classes, split.samples[::step][:count])
+    ds = ImageFolderDataset(subset, eval_transform(spec, spec.resolution), replace_bad=True)
+    loader = DataLoader(ds, batch_size=CALIBRATION_BATCH, num_workers=0, collate_fn=collate)
+    for images, _labels, _bad in loader:
+        if images.numel():
+            yield images.to(device)
 
 
 def freeze_backbone(model: MobileNetV1) -> None:
@@ -413,6 +498,15 @@ class _Run:
         if cfg.triton_depthwise:
             use_triton_depthwise(model)
         self.model = model.to(env.device)
+        if cfg.init and not cfg.freeze_backbone:  # before the optimizer, the EMA copy and DDP see the model
+            restored = restore_batchnorm_statistics(
+                self.model, calibration_batches(self.train_split, model.spec, env.device)
+            )
+            if restored:
+                self.say(
+                    f"--init weights have {restored} folded (identity) BatchNorms: set to the statistics of up to "
+                    f"{CALIBRATION_IMAGES} training images so that they train (eval outputs unchanged)"
+                )
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg, scaled_lr(cfg))

@@ -51,8 +51,9 @@ class StateBuilder:
         """A BatchNorm that computes exactly ``x + bias`` in float32, for layers whose BN is already folded.
 
         running_var = 1 - eps (float32) makes ``var + eps`` exactly 1.0 for eps = 1e-3 (checked in the tests), so
-        ``(x - 0) / sqrt(1) * 1 + bias`` is bit-exact; the model keeps the standard ConvBNAct structure (and can
-        be fine-tuned or folded again like any other).
+        ``(x - 0) / sqrt(1) * 1 + bias`` is bit-exact; the model keeps the standard ConvBNAct structure and can be
+        folded again like any other. Training mode would normalise by batch statistics instead, so `mobilenets train
+        --init` first gives these BNs their inputs' statistics (`trainer.restore_batchnorm_statistics`).
         """
         eps = self.model.spec.bn_eps
         n = bias.shape[0]
