@@ -146,6 +146,29 @@ def test_read_summary_formats(tmp_path):
         accuracy.read_summary(bad)
 
 
+def test_run_accuracy_is_the_final_epochs_averaged_over_runs_of_one_grid_model(tmp_path):
+    """What a run's model/ holds is its final epoch (best_top1 is another folder's, and optimistic); seeds of one
+    model average; a Shallow or Conv MobileNet run (a reproduce folder has them) is not a grid point."""
+
+    def summary(name, **fields):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"model": {"alpha": 0.5, "resolution": 128, **fields.pop("spec", {})}, **fields}))
+        return path
+
+    seed0 = summary("s0", final_top1=0.70, best_top1=0.80)
+    seed1 = summary("s1", final_top1=0.74, best_top1=0.75)
+    shallow = summary("shallow", final_top1=0.99, spec={"variant": "shallow"})
+    assert accuracy.read_summary(seed0) == (0.5, 128, pytest.approx(70.0))
+    with pytest.raises(accuracy.NotOnGrid, match="shallow MobileNet"):
+        accuracy.read_summary(shallow)
+    said = []
+    model = accuracy.from_summaries([seed0, seed1, shallow], say=said.append)
+    assert model.points == {(0.5, 128): pytest.approx(72.0)}
+    assert len(said) == 1 and "shallow.json" in said[0] and "left out" in said[0]
+    with pytest.raises(ValueError, match="no accuracy file of a standard MobileNet among the 1 given"):
+        accuracy.from_summaries([shallow])
+
+
 def run(capsys, *argv):
     code = main(["select", *argv])
     out, err = capsys.readouterr()

@@ -793,7 +793,7 @@ def test_run_summary_feeds_bench_and_select_accuracy(trained):
 
     _root, out, summary = trained
     alpha, res, top1 = read_summary(out / "summary.json")
-    assert (alpha, res) == (0.25, 64) and top1 == pytest.approx(100 * summary["best_top1"])
+    assert (alpha, res) == (0.25, 64) and top1 == pytest.approx(100 * summary["final_top1"])  # what model/ holds
     assert from_summaries([out / "summary.json"]).points[(0.25, 64)] == pytest.approx(top1)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +103,9 @@ def table_model(source: str = "tfslim") -> AccuracyModel:
     return AccuracyModel(points, source)
 
 
-TOP1_KEYS = ("best_top1", "top1", "final_top1", "val_top1", "acc1")
+# the final epoch's top-1 first: what the run's model/ folder holds and `reproduce` reports (best_top1 is the best
+# evaluated epoch's, saved apart in model_best/, and optimistic as an estimate)
+TOP1_KEYS = ("final_top1", "top1", "best_top1", "val_top1", "acc1")
 
 
 def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
@@ -110,8 +113,10 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
 
     The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, ``model`` (as written
     by ``mobilenets train``), or top-level
-    ``alpha``/``resolution``; top-1 from the first of ``best_top1``, ``top1``, ``final_top1``, ``val_top1``,
+    ``alpha``/``resolution``; top-1 from the first of ``final_top1``, ``top1``, ``best_top1``, ``val_top1``,
     ``acc1`` (top level or under ``metrics``/``best``); a fraction in [0, 1] is read as a ratio and scaled to %.
+    Only the standard MobileNet is on the alpha x resolution grid: a run of another variant (Shallow, Conv) or depth
+    multiplier is a `NotOnGrid` error.
     """
     p = Path(path)
     if not p.is_file():
@@ -131,6 +136,10 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
         or (model if "alpha" in model else data)
     )
     alpha, res = spec.get("alpha"), spec.get("resolution")
+    variant, depth = spec.get("variant", "standard"), spec.get("depth_multiplier", 1)
+    if variant != "standard" or depth != 1:
+        raise NotOnGrid(f"accuracy file {str(p)!r}: a {variant} MobileNet (depth multiplier {depth}) is not on the "
+                        "alpha x resolution grid")  # fmt: skip
     top1 = None
     for where in (data, data.get("metrics") or {}, data.get("best") or {}):
         top1 = next((where[k] for k in TOP1_KEYS if isinstance(where.get(k), int | float)), None)
@@ -147,14 +156,28 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
     return float(alpha), res, top1
 
 
-def from_summaries(paths) -> AccuracyModel:
-    """An accuracy model from the user's measured runs: exact at those points, log-linear in MACs elsewhere."""
-    points: dict[tuple[float, int], float] = {}
+class NotOnGrid(ValueError):
+    """A run of a model off the standard alpha x resolution grid (another variant or depth multiplier)."""
+
+
+def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyModel:
+    """An accuracy model from the user's measured runs: exact at those points (several runs of one model, seeds
+    say: their mean), log-linear in MACs elsewhere. Runs off the grid (`NotOnGrid`: a reproduce folder's Shallow and
+    Conv MobileNets) are left out, each named to ``say``; none left is an error."""
+    paths = list(paths)
+    runs: dict[tuple[float, int], list[float]] = {}
     for path in paths:
-        a, r, top1 = read_summary(path)
-        points[(a, r)] = max(top1, points.get((a, r), -1.0))  # several runs of one model: the best
-    return AccuracyModel(points, "measured")
+        try:
+            a, r, top1 = read_summary(path)
+        except NotOnGrid as exc:
+            if say is not None:
+                say(f"note: {exc}: left out")
+            continue
+        runs.setdefault((a, r), []).append(top1)
+    if not runs:
+        raise ValueError(f"no accuracy file of a standard MobileNet among the {len(paths)} given")
+    return AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured")
 
 
-def accuracy_model(files=None, source: str = "tfslim") -> AccuracyModel:
-    return from_summaries(files) if files else table_model(source)
+def accuracy_model(files=None, source: str = "tfslim", say: Callable[[str], None] | None = None) -> AccuracyModel:
+    return from_summaries(files, say) if files else table_model(source)

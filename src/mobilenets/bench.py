@@ -451,7 +451,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     """Measure every model x runtime x threads of ``cfg``; unavailable runtimes add one line to ``notes``."""
     cfg = cfg.validate()
     notes = notes if notes is not None else []
-    accuracy = acc.accuracy_model(cfg.accuracy_files)
+    accuracy = acc.accuracy_model(cfg.accuracy_files, say=notes.append)
     env = environment()
     peak = cfg.peak_gflops or matmul_gflops(1)
     notes.append(f"FP32 peak: {peak:.1f} GFLOP/s per core (sgemm probe); limit = 2 x MACs / (peak x threads)")

@@ -464,7 +464,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     space = SearchSpace(*args.alpha_range, *args.res_range).validate()
     macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
     cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
-    acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table)
+    acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table, say=lambda msg: print(msg, file=sys.stderr))
     if args.threads > (os.cpu_count() or args.threads):
         print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
               "include the threads' contention", file=sys.stderr)  # fmt: skip
