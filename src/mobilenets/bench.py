@@ -55,7 +55,7 @@ COLUMNS = (
 )  # fmt: skip
 TABLE_COLUMNS = (
     "model", "runtime", "threads", "latency_ms_median", "latency_ms_p90", "fps", "realtime", "throughput_ips",
-    "peak_mem_MB", "weights_MB", "macs_M", "top1", "fp32_limit_ms",
+    "peak_mem_MB", "weights_MB", "macs_M", "top1", "top1_source", "fp32_limit_ms",
 )  # fmt: skip
 DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
 

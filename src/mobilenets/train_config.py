@@ -84,7 +84,8 @@ class TrainConfig:
     epochs: int = _f(10, "training epochs (with --time-budget: at most this many)")
     time_budget: float = _f(
         0.0,
-        "seconds of wall time for the whole run, set-up included: the number of epochs, at most --epochs, is planned "
+        "seconds of wall time for the whole run, set-up (decoding, model, compile) included, Python's start-up not: "
+        "the number of epochs, at most --epochs, is planned "
         "after each epoch to fit, and a cosine schedule's length follows it (budget.py; not bit-reproducible; 0 = off)",
     )
     batch_size: int = _f(64, "global batch size (split evenly over processes)")
