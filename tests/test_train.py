@@ -325,8 +325,13 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"] and summary["global_steps"] == 30
-    rows = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows == [1, 2, 3]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # the epoch cut by the kill reports what the uninterrupted run's did: its totals came with the checkpoint
+    ref_rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    for mine, theirs in zip(rows, ref_rows, strict=True):
+        for key in ("train_images", "train_steps", "train_loss", "train_top1", "val_top1"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-12), (mine["epoch"], key)
 
 
 def test_checkpoint_every_epochs_and_resume_from_an_older_one(tmp_path):

@@ -20,6 +20,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,8 @@ class StepContext:
     grad_clip: float = 0.0
     channels_last: bool = False
     max_steps: int | None = None
-    on_step: Any = None  # callback(global_step, step_in_epoch) after each optimizer step (checkpoints)
+    # callback(global_step, step_in_epoch, totals) after each optimizer step (checkpoints); totals() is `epoch_totals`
+    on_step: Any = None
     prepare: Any = None  # callback(model) after model.train(), e.g. to keep frozen BatchNorm in eval mode
 
 
@@ -309,16 +311,30 @@ def _autocast(ctx: StepContext):
     return torch.autocast(ctx.env.device.type, dtype=ctx.amp_dtype)
 
 
-def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_step: int, start_step: int = 0):
-    """One pass over ``loader``. Returns (stats dict, new global step, bad files [(index, reason)], stopped early)."""
+def train_one_epoch(
+    model,
+    loader,
+    ctx: StepContext,
+    progress: Progress,
+    global_step: int,
+    start_step: int = 0,
+    carried: dict | None = None,
+):
+    """One pass over ``loader``. Returns (stats dict, new global step, bad files [(index, reason)], stopped early).
+
+    ``carried``: the epoch's totals before ``start_step`` (`epoch_totals`, saved by a mid-epoch checkpoint; given to
+    one process only, as they are every process's sum), so a resumed epoch reports what the uninterrupted one would.
+    The stats' ``epoch_totals`` entry holds the totals at the end, for such a checkpoint."""
     model.train()
     if ctx.prepare is not None:
         ctx.prepare(model)
     dev = ctx.env.device
+    carried = carried or {}
     # running sums stay on the device: reading them every step would make the CPU wait for the GPU each step
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    seen, steps, bad = 0, 0, []
+    loss_sum = torch.tensor(float(carried.get("loss_sum", 0.0)), dtype=torch.float64, device=dev)
+    correct = torch.tensor(int(carried.get("correct", 0)), dtype=torch.int64, device=dev)
+    seen, steps, bad = int(carried.get("seen", 0)), int(carried.get("steps", 0)), []
+    before_s, here = float(carried.get("time_s", 0.0)), 0
     first_step_s = None
     t0 = time.perf_counter()
     lr = 0.0
@@ -354,7 +370,8 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
             ctx.ema.update(unwrap(model))
         global_step += 1
         steps += 1
-        if steps == 1:  # from the epoch's start (the loader's start included): one-time costs land here
+        here += 1
+        if here == 1:  # from the epoch's start (the loader's start included): one-time costs land here
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             first_step_s = time.perf_counter() - t0
@@ -362,15 +379,26 @@ def train_one_epoch(model, loader, ctx: StepContext, progress: Progress, global_
         correct += (logits.detach().argmax(1) == (labels if targets is labels else targets.argmax(1))).sum()
         seen += len(labels)
         if progress.wants_stats():
-            elapsed = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0 + before_s
             progress.update(loss=float(loss.detach()), lr=lr, img_s=seen * ctx.env.world_size / max(elapsed, 1e-9))
         else:
             progress.update()
         if ctx.on_step is not None:
-            ctx.on_step(global_step, i + 1)
+            totals = partial(epoch_totals, loss_sum, correct, seen, steps, t0, before_s, ctx.env)
+            ctx.on_step(global_step, i + 1, totals)
         if ctx.max_steps is not None and global_step >= ctx.max_steps:
-            return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s), global_step, bad, True
-    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s), global_step, bad, False
+            break
+    else:
+        return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, False
+    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, True
+
+
+def epoch_totals(loss_sum, correct, seen: int, steps: int, t0: float, before_s: float, env: DistEnv) -> dict:
+    """The epoch's running totals over every process so far (a collective: every process calls it, at the same
+    step), as a mid-epoch checkpoint saves them for `train_one_epoch`'s ``carried``."""
+    totals = all_reduce_sum(torch.tensor([float(loss_sum), int(correct), seen], dtype=torch.float64), env)
+    return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "seen": int(totals[2]), "steps": steps,
+            "time_s": time.perf_counter() - t0 + before_s}  # fmt: skip
 
 
 def _clip(model: nn.Module, max_norm: float) -> None:
@@ -378,12 +406,19 @@ def _clip(model: nn.Module, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
-def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s: float | None = None) -> dict:
+def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s=None, before_s: float = 0.0) -> dict:
     loss_sum, correct = float(loss_sum), int(correct)  # waits for the device's last step
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 + before_s
     totals = all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64), env)
     n = max(1.0, float(totals[2]))
     return {
+        "epoch_totals": {
+            "loss_sum": float(totals[0]),
+            "correct": int(totals[1]),
+            "seen": int(totals[2]),
+            "steps": steps,
+            "time_s": elapsed,
+        },  # fmt: skip
         "train_loss": float(totals[0]) / n,
         "train_top1": float(totals[1]) / n,
         "train_images": int(totals[2]),

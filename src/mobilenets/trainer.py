@@ -542,6 +542,7 @@ class _Run:
 
     def _resume(self) -> None:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.carried: dict | None = None
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_before = 0.0
         self.resumed_from = None
@@ -565,6 +566,8 @@ class _Run:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
+        # the interrupted epoch's totals so far (older checkpoints have none: that epoch's row then covers the rest)
+        self.carried = state.get("epoch_totals") if self.start_step else None
         self.global_step = state["global_step"]
         self.best = self._saved_best(state.get("best", self.best))
         self.wall_before = state.get("wall_time_s", 0.0)
@@ -602,7 +605,8 @@ class _Run:
         self.say(f"model_best/ holds epoch {epoch} (val top-1 {top1:.4f}), saved after this checkpoint: kept as best")
         return {"top1": top1, "top5": prov.get("val_top5"), "epoch": epoch}
 
-    def _checkpoint(self, epoch: int, step_in_epoch: int) -> None:
+    def _checkpoint(self, epoch: int, step_in_epoch: int, totals: dict | None = None) -> None:
+        """Save where the run is; mid-epoch, ``totals`` are the epoch's so far (`engine.epoch_totals`)."""
         if not self.env.is_main:
             return
         state = {
@@ -613,6 +617,7 @@ class _Run:
             "rng": rng_state(),
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
+            "epoch_totals": totals if step_in_epoch else None,
             "global_step": self.global_step_now,
             "best": self.best,
             "wall_time_s": self.elapsed(),
@@ -721,10 +726,10 @@ class _Run:
         self.global_step_now = self.global_step
         cur = {"epoch": self.start_epoch}
 
-        def on_step(global_step: int, step_in_epoch: int) -> None:
+        def on_step(global_step: int, step_in_epoch: int, totals) -> None:
             self.global_step_now = global_step
             if cfg.save_every and global_step % cfg.save_every == 0 and step_in_epoch < self.steps_per_epoch:
-                self._checkpoint(cur["epoch"], step_in_epoch)
+                self._checkpoint(cur["epoch"], step_in_epoch, totals())  # totals(): on every process
 
         ctx = StepContext(
             optimizer=self.optimizer,
@@ -772,9 +777,12 @@ class _Run:
                 enabled=env.is_main and not cfg.quiet,
                 log_every=cfg.log_every,
             )
+            # the totals of an epoch resumed mid-way: added by one process, as they are every process's sum
+            carried = self.carried if epoch == self.start_epoch and env.is_main else None
             stats, self.global_step, bad, stopped = train_one_epoch(
-                self.wrapped, self.train_loader, ctx, progress, self.global_step, first
+                self.wrapped, self.train_loader, ctx, progress, self.global_step, first, carried
             )
+            totals = stats.pop("epoch_totals")
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
@@ -833,8 +841,8 @@ class _Run:
                 )
             )
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
-                done = first + stats["train_steps"]
-                self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch)
+                done = first + stats["train_steps"] - (carried or {}).get("steps", 0)
+                self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
                 break
             if _due(epoch, cfg.checkpoint_every, self.epochs):
                 self._checkpoint(epoch + 1, 0)
