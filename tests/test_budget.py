@@ -122,11 +122,23 @@ def test_the_first_epochs_start_up_does_not_shrink_the_plan(sim_clock):
     """After a 5 s first epoch alone, its other steps (1 s for 3 of 4 steps) stand for an epoch: 1.33 s, not 5 s."""
     run = trainer_module._Run(tiny_cfg("d", "o", epochs=400, time_budget=30.0), setup_distributed("cpu"))
     run.t_start, run.wall_before, run.val_ds, run.train_ds = 0.0, 0.0, [0] * 8, [0] * 32
+    run.steps_per_epoch = 4
     sim_clock.now = 5.0
-    run._replan(1, 5.0, {"train_steps": 4, "first_step_s": 4.0})
+    run._replan(1, 5.0, {"train_steps": 4, "first_step_s": 4.0}, 4)
     assert run.plan["epoch_s"] == pytest.approx(4 / 3) and run.plan["eval_s"] == pytest.approx(1 / 3)
     assert run.epochs == epochs_within(30.0 - run.planner.reserve_s - 5.0, 1, 400, 4 / 3, 1 / 3, 1)
     assert run.epochs > 12  # 5 s epochs would allow (30 - 2.6 - 5) / (5 + 0.33) = 4
+
+
+def test_an_epoch_resumed_mid_way_is_planned_as_a_whole_epoch(sim_clock):
+    """Resumed with 2 of its 4 steps left (the row counts all 4, this process ran 2): the second step's 0.5 s
+    stands for each of the epoch's 4 steps, 2 s per epoch, not the 0.5 s of what was left."""
+    run = trainer_module._Run(tiny_cfg("d", "o", epochs=400, time_budget=30.0), setup_distributed("cpu"))
+    run.t_start, run.wall_before, run.val_ds, run.train_ds = 0.0, 0.0, [0] * 8, [0] * 32
+    run.steps_per_epoch = 4
+    sim_clock.now = 5.0
+    run._replan(1, 1.5, {"train_steps": 4, "first_step_s": 1.0}, 2)
+    assert run.plan["epoch_s"] == pytest.approx(2.0)
 
 
 def test_budget_validation():

@@ -182,6 +182,15 @@ def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
     assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 
 
+def test_calibration_images_spread_over_every_class():
+    from mobilenets.trainer import spread
+
+    samples = [(f"{c}/{i}.jpg", c) for c in range(4) for i in range(50)]  # 200, ordered by class
+    picked = spread(samples, 128)
+    assert len(picked) == 128 and {label for _, label in picked} == {0, 1, 2, 3} and picked[-1][1] == 3
+    assert spread(samples[:3], 128) == samples[:3] and spread([], 5) == []
+
+
 @pytest.mark.slow
 def test_fine_tuning_converted_tflite_weights_trains_their_folded_batchnorms(tmp_path, capsys):
     """TFLite weights carry their BatchNorm folded into the convs (identity BNs). In training mode those would

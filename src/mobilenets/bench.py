@@ -50,7 +50,7 @@ COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
     "throughput_ips", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
-    "macs_M", "params_M", "top1", "top1_source", "fp32_limit_ms", "limit_fraction", "probe_gflops",
+    "macs_M", "params_M", "top1", "top1_source", "top1_table", "fp32_limit_ms", "limit_fraction", "probe_gflops",
     "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit", "timestamp",
 )  # fmt: skip
 TABLE_COLUMNS = (
@@ -422,7 +422,7 @@ def measure(
     top1, source = (None, None)
     if accuracy is not None and not label.startswith(PEER_PREFIX):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
-    row.update(top1=top1, top1_source=source)
+    row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None)
     limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if peak_gflops and info.device == "cpu" else None
     row.update(fp32_limit_ms=limit, limit_fraction=limit / row["latency_ms_median"] if limit else None)
     row.update(probe_gflops=None, device=info.device, **(env or environment()))

@@ -334,6 +334,7 @@ def train_one_epoch(
     loss_sum = torch.tensor(float(carried.get("loss_sum", 0.0)), dtype=torch.float64, device=dev)
     correct = torch.tensor(int(carried.get("correct", 0)), dtype=torch.int64, device=dev)
     seen, steps, bad = int(carried.get("seen", 0)), int(carried.get("steps", 0)), []
+    seen_before = seen
     before_s, here = float(carried.get("time_s", 0.0)), 0
     first_step_s = None
     t0 = time.perf_counter()
@@ -378,9 +379,9 @@ def train_one_epoch(
         loss_sum += loss.detach().double() * len(labels)
         correct += (logits.detach().argmax(1) == (labels if targets is labels else targets.argmax(1))).sum()
         seen += len(labels)
-        if progress.wants_stats():
-            elapsed = time.perf_counter() - t0 + before_s
-            progress.update(loss=float(loss.detach()), lr=lr, img_s=seen * ctx.env.world_size / max(elapsed, 1e-9))
+        if progress.wants_stats():  # this session's rate (a resumed epoch's carried images are every process's)
+            rate = (seen - seen_before) * ctx.env.world_size / max(time.perf_counter() - t0, 1e-9)
+            progress.update(loss=float(loss.detach()), lr=lr, img_s=rate)
         else:
             progress.update()
         if ctx.on_step is not None:

@@ -81,7 +81,7 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
         ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"])
         ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
     ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")
-    measured = any(r.get("top1_source") == "measured" for r in rows)  # bench --accuracy: the user's own runs
+    measured = any(r.get("top1_table") == "measured" for r in rows)  # bench --accuracy: the user's own runs
     ylabel = "top-1 (%): your runs, interpolated between them" if measured else "expected ImageNet top-1 (%)"
     ax.set(xscale="log", xlabel="batch-1 latency, median (ms)", ylabel=ylabel)
     ax.set_title("Accuracy vs measured latency (paper Fig. 4 against time)")

@@ -194,23 +194,31 @@ def restore_batchnorm_statistics(model: nn.Module, batches) -> int:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
+    restored = 0
     for bn, (total, squares, count) in sums.items():
         if not count:
             continue
+        restored += 1
         mean = total / count
         var = (squares / count - mean * mean).clamp(min=0.0)
         bn.bias.add_(mean.to(bn.bias.dtype))
         bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight.dtype))
         bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
         bn.running_var.copy_(var.to(bn.running_var.dtype))
-    return len(bns)
+    return restored
+
+
+def spread(items: list, count: int) -> list:
+    """Up to ``count`` of ``items`` evenly spaced from the first to near the last (class-ordered samples: every
+    class)."""
+    n, k = len(items), min(len(items), count)
+    return [items[i * n // k] for i in range(k)]
 
 
 def calibration_batches(split, spec, device: torch.device, count: int = CALIBRATION_IMAGES):
     """Up to ``count`` training images, evenly strided over the split (so over its classes), center-cropped at the
     model's input as for evaluation, in batches on ``device``: the same images on every DDP rank."""
-    step = max(1, len(split.samples) // count)
-    subset = Split(split.root, split.classes, split.samples[::step][:count])
+    subset = Split(split.root, split.classes, spread(split.samples, count))
     ds = ImageFolderDataset(subset, eval_transform(spec, spec.resolution), replace_bad=True)
     loader = DataLoader(ds, batch_size=CALIBRATION_BATCH, num_workers=0, collate_fn=collate)
     for images, _labels, _bad in loader:
@@ -498,7 +506,7 @@ class _Run:
         if cfg.triton_depthwise:
             use_triton_depthwise(model)
         self.model = model.to(env.device)
-        if cfg.init and not cfg.freeze_backbone:  # before the optimizer, the EMA copy and DDP see the model
+        if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
                 self.model, calibration_batches(self.train_split, model.spec, env.device)
             )
@@ -506,6 +514,12 @@ class _Run:
                 self.say(
                     f"--init weights have {restored} folded (identity) BatchNorms: set to the statistics of up to "
                     f"{CALIBRATION_IMAGES} training images so that they train (eval outputs unchanged)"
+                )
+            kept = len(identity_batchnorms(self.model))
+            if kept:  # no readable calibration image
+                self.say(
+                    f"warning: {kept} folded (identity) BatchNorms of the --init weights kept as they are: training "
+                    "mode would normalise them by batch statistics; --freeze-bn keeps them exact"
                 )
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -678,14 +692,15 @@ class _Run:
         """Wall time of the run so far, set-up included, over every process that worked on it (resumes)."""
         return self.wall_before + self.clock() - self.t_start
 
-    def _replan(self, done: int, train_s: float, stats: dict) -> None:
-        """``--time-budget``: after epoch ``done`` trained in ``train_s``, set how many epochs the run has in all
-        (budget.py); every process takes the smallest plan, so they stop together."""
-        steps, first = stats["train_steps"], stats.get("first_step_s")
+    def _replan(self, done: int, train_s: float, stats: dict, steps: int) -> None:
+        """``--time-budget``: after epoch ``done`` trained ``steps`` steps in ``train_s`` in this process (fewer than
+        an epoch's after a mid-epoch resume), set how many epochs the run has in all (budget.py); every process takes
+        the smallest plan, so they stop together."""
+        first = stats.get("first_step_s")
         if not self.planner.epoch_walls and steps > 1 and first is not None and first < train_s:
             # the process's first epoch, alone, would over-estimate the rest (its first step pays compilation and
             # autotuning): the other steps, scaled to a whole epoch, stand for it
-            train_s = (train_s - first) * steps / (steps - 1)
+            train_s = (train_s - first) * self.steps_per_epoch / (steps - 1)
         guess = train_s * len(self.val_ds) / max(1, len(self.train_ds))  # evaluating an image costs less than training
         plan = self.planner.plan(self.elapsed(), done, train_s, guess)
         epochs = all_reduce_min_int(plan["epochs"], self.env)
@@ -783,11 +798,12 @@ class _Run:
                 self.wrapped, self.train_loader, ctx, progress, self.global_step, first, carried
             )
             totals = stats.pop("epoch_totals")
+            carried_steps = (carried or {}).get("steps", 0)  # this process's steps are the rest
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
             if self.planner is not None and not stopped:
-                self._replan(epoch + 1, self.clock() - t_epoch, stats)
+                self._replan(epoch + 1, self.clock() - t_epoch, stats, stats["train_steps"] - carried_steps)
             t_eval, eval_s = self.clock(), None
             if _due(epoch, cfg.eval_every, self.epochs) or stopped:
                 # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
@@ -841,7 +857,7 @@ class _Run:
                 )
             )
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
-                done = first + stats["train_steps"] - (carried or {}).get("steps", 0)
+                done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
                 break
             if _due(epoch, cfg.checkpoint_every, self.epochs):
