@@ -189,8 +189,7 @@ def load_to_device(
     if images is None and bad:  # the CPU path: drop unreadable rows before the copy
         host = host[torch.tensor([k for k, i in enumerate(rest) if not reasons[i]], dtype=torch.long)]
     t1 = time.perf_counter()
-    pin = device.type == "cuda"
-    moved = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
+    moved = to_device_async(host, device)
     if images is None:
         images = moved
     else:
@@ -200,7 +199,7 @@ def load_to_device(
             images = _drop_rows(images, good)
     labels = torch.tensor([samples[i][1] for i in good], dtype=torch.long)
     loaded = DeviceImages(images, labels.to(device), good, bad, decoded_on_device=sum(done))
-    if pin:
+    if device.type == "cuda":  # the copy is asynchronous: count it in "to_device"
         torch.cuda.synchronize(device)
     loaded.seconds = {"decode": t1 - t0, "to_device": time.perf_counter() - t1}
     if keep:

@@ -249,7 +249,7 @@ MIX_SWITCH_PROB = 0.5  # with both MixUp and CutMix on, each batch uses one of t
 
 
 def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor on ``device`` without making the host wait for the GPU. ``t.to("cuda")`` from pageable
+    """A host tensor on ``device`` without making the host wait for the GPU. ``t.to("cuda")`` from pageable
     memory synchronises the stream first (CUDA's pageable-copy rule: PyTorch copies it with a stream sync), so each
     training step's index or permutation copy would stall the host until the previous step finished, and the GPU
     would then idle while the host launches the next one. Staged in pinned memory, the copy is queued like a kernel
@@ -397,9 +397,11 @@ def train_one_epoch(
 def epoch_totals(loss_sum, correct, seen: int, steps: int, t0: float, before_s: float, env: DistEnv) -> dict:
     """The epoch's running totals over every process so far (a collective: every process calls it, at the same
     step), as a mid-epoch checkpoint saves them for `train_one_epoch`'s ``carried``."""
-    totals = all_reduce_sum(torch.tensor([float(loss_sum), int(correct), seen], dtype=torch.float64), env)
+    loss, right = float(loss_sum), int(correct)  # waits for the device's last step
+    time_s = time.perf_counter() - t0 + before_s  # before the all-reduce: not another process's lag
+    totals = all_reduce_sum(torch.tensor([loss, right, seen], dtype=torch.float64), env)
     return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "seen": int(totals[2]), "steps": steps,
-            "time_s": time.perf_counter() - t0 + before_s}  # fmt: skip
+            "time_s": time_s}  # fmt: skip
 
 
 def _clip(model: nn.Module, max_norm: float) -> None:
@@ -408,26 +410,19 @@ def _clip(model: nn.Module, max_norm: float) -> None:
 
 
 def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s=None, before_s: float = 0.0) -> dict:
-    loss_sum, correct = float(loss_sum), int(correct)  # waits for the device's last step
-    elapsed = time.perf_counter() - t0 + before_s
-    totals = all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64), env)
-    n = max(1.0, float(totals[2]))
+    """The epoch's row from its `epoch_totals` (kept under "epoch_totals" for a mid-epoch checkpoint)."""
+    totals = epoch_totals(loss_sum, correct, seen, steps, t0, before_s, env)
+    n = max(1, totals["seen"])
     return {
-        "epoch_totals": {
-            "loss_sum": float(totals[0]),
-            "correct": int(totals[1]),
-            "seen": int(totals[2]),
-            "steps": steps,
-            "time_s": elapsed,
-        },  # fmt: skip
-        "train_loss": float(totals[0]) / n,
-        "train_top1": float(totals[1]) / n,
-        "train_images": int(totals[2]),
+        "epoch_totals": totals,
+        "train_loss": totals["loss_sum"] / n,
+        "train_top1": totals["correct"] / n,
+        "train_images": totals["seen"],
         "train_steps": steps,
         "lr": lr,
-        "train_time_s": elapsed,
+        "train_time_s": totals["time_s"],
         "first_step_s": first_step_s,  # this process's; the rest of the epoch is train_time_s minus it
-        "train_images_per_s": float(totals[2]) / max(elapsed, 1e-9),
+        "train_images_per_s": totals["seen"] / max(totals["time_s"], 1e-9),
     }
 
 

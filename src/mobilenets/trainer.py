@@ -215,7 +215,7 @@ def spread(items: list, count: int) -> list:
     return [items[i * n // k] for i in range(k)]
 
 
-def calibration_batches(split, spec, device: torch.device, count: int = CALIBRATION_IMAGES):
+def bn_calibration_batches(split, spec, device: torch.device, count: int = CALIBRATION_IMAGES):
     """Up to ``count`` training images, evenly strided over the split (so over its classes), center-cropped at the
     model's input as for evaluation, in batches on ``device``: the same images on every DDP rank."""
     subset = Split(split.root, split.classes, spread(split.samples, count))
@@ -508,7 +508,7 @@ class _Run:
         self.model = model.to(env.device)
         if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
-                self.model, calibration_batches(self.train_split, model.spec, env.device)
+                self.model, bn_calibration_batches(self.train_split, model.spec, env.device)
             )
             if restored:
                 self.say(
