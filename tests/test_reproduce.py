@@ -449,3 +449,28 @@ def test_time_budget_needs_a_gpu_and_keeps_the_epochs_of_started_runs(tmp_path):
         budget, record = fit_time_budget(cfg, runs, data, out, full, CONFIGS / "modern.yaml", logged.append)
         assert budget.epochs == 7 and record == {"seconds": 600, "epochs": 7, "from": "runs already started"}
     assert "have 7 epoch(s); keeping them" in logged[-1]
+
+
+def test_threads_override_reaches_every_run_and_is_validated(tmp_path, monkeypatch):
+    """--threads replaces the budget's intra-op threads (quick fixes 2) in what each training run is given, also
+    when the cores are shared between --jobs; 0 is one error naming it."""
+    import mobilenets.reproduce as rep
+    from mobilenets.spec import SpecError
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split / "a").mkdir(parents=True)
+    given = []
+
+    def fake_train_all(runs, data, out, budget, recipe, log, jobs):
+        given.append(budget.train)
+        raise KeyboardInterrupt  # stop before training: only what the runs were given is checked
+
+    monkeypatch.setattr(rep, "train_all", fake_train_all)
+    for jobs, threads, expected in ((1, 1, 1), (2, 3, 3), (1, None, 2)):
+        with pytest.raises(KeyboardInterrupt):
+            reproduce(ReproduceConfig(data=str(data), out=str(tmp_path / "o"), budget="quick", jobs=jobs,
+                                      threads=threads), log=lambda m: None)  # fmt: skip
+        assert given[-1]["threads"] == expected
+    with pytest.raises(SpecError, match=r"threads=0 is not allowed"):
+        reproduce(ReproduceConfig(data=str(data), out=str(tmp_path / "o"), threads=0))

@@ -586,6 +586,10 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument(
         "--seeds", type=int, default=d.seeds, help="train every model with seeds 0..N-1 (default: the budget's)"
     )
+    p.add_argument(
+        "--threads", type=int, default=d.threads, help="intra-op threads per training process (default: the "
+        "budget's; quick: 2, full: cores / jobs)"
+    )  # fmt: skip
     return cmd_reproduce
 
 
@@ -595,7 +599,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
     cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
                           epochs=args.epochs, jobs=args.jobs, report_only=args.report_only,
-                          time_budget=args.time_budget, seeds=args.seeds)  # fmt: skip
+                          time_budget=args.time_budget, seeds=args.seeds, threads=args.threads)  # fmt: skip
     results = reproduce(cfg, log=lambda msg: print(msg, flush=True))
     for name, exp in results["experiments"].items():
         print(f"{name}: {verdict_words(exp['verdict'])}")

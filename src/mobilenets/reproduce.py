@@ -562,6 +562,7 @@ class ReproduceConfig:
     jobs: int = 1  # processes training at once; the runs of one resolution go one after another in one process
     report_only: bool = False  # no training: report from the runs already finished in DIR/runs (others: unfinished)
     seeds: int | None = None  # train every model with seeds 0..N-1 (default: the budget's); the report gives the spread
+    threads: int | None = None  # intra-op threads per training process (default: the budget's, or the cores / jobs)
 
 
 def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
@@ -586,9 +587,13 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
-    if cfg.seeds is not None and (isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1):
-        raise SpecError(f"seeds={cfg.seeds!r} is not allowed: seeds must be an integer >= 1")
+    for name in ("seeds", "threads"):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SpecError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
+    if cfg.threads is not None:  # a runtime field (train_config.RUNTIME_FIELDS): earlier runs still resume
+        budget = replace(budget, train={**budget.train, "threads": cfg.threads})
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
     if cfg.seeds is not None:
