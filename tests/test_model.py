@@ -191,7 +191,10 @@ def test_off_grid_names_are_the_names_bench_and_select_print():
     assert model_spec(grid_name(0.6, 224)).alpha == 0.6 and model_spec("mobilenet_v1_060").resolution == 224
     assert model_spec("0.6-176", num_classes=10) == ModelSpec(alpha=0.6, resolution=176, num_classes=10,
                                                               name="mobilenet_v1_060_176")  # fmt: skip
-    assert model_spec("0.125-224").name == "0.125-224"  # no grid name holds 0.125 (mobilenet_v1_012 is 0.12)
+    for alpha in (0.125, 0.12, 0.5, 1.0, 1.25, 0.0625):  # every name reads back to its width
+        assert model_spec(grid_name(alpha, 176)).alpha == alpha and model_spec(grid_name(alpha)).resolution == 224
+    assert grid_name(0.125) == "mobilenet_v1_0125" and grid_name(0.12) == "mobilenet_v1_012"
+    assert model_spec("0.125-224").name == "mobilenet_v1_0125" and model_spec("mobilenet_v1_0125_96").alpha == 0.125
     with pytest.raises(ValueError, match="alpha=3.0 is not allowed"):
         model_spec("mobilenet_v1_300")
     with pytest.raises(ValueError, match="resolution=8 is not allowed"):

@@ -140,11 +140,7 @@ def _check_peer(name: str) -> None:
 
 
 def spec_label(spec: ModelSpec) -> str:
-    if spec.name:
-        return spec.name
-    if abs(spec.alpha * 100 - round(spec.alpha * 100)) < 1e-9:  # TF-slim style: alpha 0.6 at 176 -> _060_176
-        return grid_name(spec.alpha, spec.resolution)
-    return f"mobilenet_v1_{spec.alpha:g}_{spec.resolution}"
+    return spec.name or grid_name(spec.alpha, spec.resolution)  # TF-slim style: alpha 0.6 at 176 -> _060_176
 
 
 class _Peer(torch.nn.Module):

@@ -32,7 +32,7 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-_GRID_NAME = re.compile(r"mobilenet_v1_(\d{3})(?:_(\d+))?")
+_GRID_NAME = re.compile(r"mobilenet_v1_(\d{3,})(?:_(\d+))?")
 _ALPHA_RES = re.compile(r"(\d*\.?\d+)-(\d+)")
 
 
@@ -43,11 +43,11 @@ def model_spec(name: str, **overrides: Any) -> ModelSpec:
         return _REGISTRY[name]().replace(**overrides)
     grid, pair = _GRID_NAME.fullmatch(name), _ALPHA_RES.fullmatch(name)
     if grid or pair:
-        alpha = int(grid.group(1)) / 100 if grid else float(pair.group(1))
+        digits = grid.group(1) if grid else ""
+        alpha = int(digits) / 10 ** (len(digits) - 1) if grid else float(pair.group(1))
         resolution = int((grid.group(2) or 224) if grid else pair.group(2))
-        hundredths = abs(alpha * 100 - round(alpha * 100)) < 1e-9  # a grid name holds alpha in whole hundredths
-        named = grid_name(alpha, resolution) if hundredths else name
-        return ModelSpec(alpha=alpha, resolution=resolution, name=named).replace(**overrides)
+        spec = ModelSpec(alpha=alpha, resolution=resolution)  # validated before it is named
+        return spec.replace(name=grid_name(spec.alpha, spec.resolution), **overrides)
     raise SpecError(
         f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
         "mobilenet_v1_<alpha x 100>[_<resolution>] or ALPHA-RESOLUTION (0.45-176)"
@@ -80,8 +80,11 @@ def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: di
 
 
 def grid_name(alpha: float, resolution: int = 224) -> str:
-    """TF-slim-like short name: alpha 0.75 at 160 -> 'mobilenet_v1_075_160' (no suffix at 224)."""
-    name = f"mobilenet_v1_{round(alpha * 100):03d}"
+    """TF-slim-like short name: alpha 0.75 at 160 -> 'mobilenet_v1_075_160' (no suffix at 224). The digits are
+    alpha without its point, at least three: 1.0 -> 100, 0.5 -> 050, and a finer width keeps all its digits
+    (0.125 -> 0125), so `model_spec` reads every name back to its alpha (the first digit is alpha's units)."""
+    digits = f"{alpha:.6f}".rstrip("0").replace(".", "")
+    name = f"mobilenet_v1_{digits.ljust(3, '0')}"
     return name if resolution == 224 else f"{name}_{resolution}"
 
 
