@@ -800,6 +800,27 @@ def test_cache_decision_follows_the_memory_budget(tmp_path):
     assert should_cache("off", samples, 73, budget_gb=1.0) == (False, 0)
 
 
+def test_the_cache_changes_no_training_or_eval_pixel(tmp_path):
+    """Cached or not, each image's shorter side is reduced to the eval resize side before its transform: the same
+    sample and epoch give the same random crop, bit for bit (it used to be cropped from the full image uncached)."""
+    from mobilenets.data import cache_side, train_transform
+    from mobilenets.preprocess import eval_transform
+    from mobilenets.spec import ModelSpec
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 3, 1)
+    split, spec = scan_split(data / "train"), ModelSpec(alpha=0.25)
+    side = cache_side(64, spec.crop_pct)  # 73: Imagenette's 224-px files are shrunk
+    for transform in (train_transform(spec, 64, 0.08, (3 / 4, 4 / 3), True), eval_transform(spec, 64)):
+        plain = ImageFolderDataset(split, transform, seed=3, cache_side=side)
+        cached = ImageFolderDataset(split, transform, seed=3, cache_side=side)
+        cached.build_cache()
+        for ds in (plain, cached):
+            ds.set_epoch(2)
+        for i in range(len(split.samples)):
+            a, b = plain[i][0], cached[i][0]
+            assert a.shape == (3, 64, 64) and torch.equal(a, b), i
+
+
 @pytest.mark.slow
 def test_run_summary_feeds_bench_and_select_accuracy(trained):
     """`bench --accuracy` / `select --accuracy` read the summary.json this run wrote (issue 5 <- issue 4)."""

@@ -9,8 +9,11 @@
   RandomResizedCrop + horizontal flip from torchvision.transforms.v2. Each sample's random draw is seeded from
   (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
   what makes resumed and distributed runs reproduce single-process ones.
-- In-memory cache: every image decoded once into uint8, shorter side reduced to ``resolution / crop_pct`` (the size
-  the eval transform resizes to anyway), used when the estimate fits a memory budget.
+- Stored size: with ``cache_side`` (training sets it to ``resolution / crop_pct``, the size the eval transform
+  resizes to anyway) every decoded image has its shorter side reduced to it (never enlarged) before the transform,
+  so the training crops are taken from that image, as with FFCV's stored datasets and the device path
+  (device_data.py). The in-memory cache stores exactly those pixels, decoded once, when its estimate fits a memory
+  budget: caching, or its budget, changes no training or eval pixel, only the speed.
 """
 
 from __future__ import annotations
@@ -135,7 +138,8 @@ def train_transform(spec: ModelSpec, resolution: int, scale_min: float, ratio: t
 
 
 def cache_side(resolution: int, crop_pct: float) -> int:
-    """Shorter side of cached images: the eval resize target, so caching changes no eval pixel."""
+    """Shorter side images are reduced to before their transform, cached or not: the eval resize target, so it
+    changes no eval pixel; training crops come from it."""
     return int(resolution / crop_pct)
 
 
@@ -216,9 +220,10 @@ class ImageFolderDataset(Dataset):
             img = self.cache[index]
             return img, "" if img is not None else self._bad.get(index, "not a readable image")
         try:
-            return read_image(self.samples[index][0]), ""
+            img = read_image(self.samples[index][0])
         except (ImageError, OSError) as exc:
             return None, str(exc).split(": ", 1)[-1]
+        return (_shrink(img, self.cache_side) if self.cache_side else img), ""  # the cache's pixels, uncached too
 
     def sample_seed(self, index: int) -> int:
         return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2**63)
