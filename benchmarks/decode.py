@@ -73,6 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0))
     intra = torch.get_num_threads()
     rows = []
+    report = {
+        "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]),
+        "cpu": cpu_model(),
+        "cores": cores,
+        "torch_intra_op_threads": intra,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "side": args.side,
+        "data": str(split),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "note": "median of --rounds per pool size, after one untimed call of each path; the paths alternate in one "
+        "process",
+        "rows": rows,
+    }
+    hw = cpu_model().replace(" ", "-").lower()
+    out = Path(args.out) if args.out else REPO / "results" / f"decode-{hw}-{cores}c.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for threads in args.threads:
         times: dict[str, list[float]] = {"library": [], "plain_pool": []}
         if torch.cuda.is_available():
@@ -100,25 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             row["nvjpeg_over_library_cuda"] = round(row["nvjpeg_images_per_s"] / row["library_cuda_images_per_s"], 3)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("_s")}), flush=True)
-    report = {
-        "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]),
-        "cpu": cpu_model(),
-        "cores": cores,
-        "torch_intra_op_threads": intra,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "side": args.side,
-        "data": str(split),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "note": "median of --rounds per pool size, after one untimed call of each path; the paths alternate in one "
-        "process",
-        "rows": rows,
-    }
-    hw = cpu_model().replace(" ", "-").lower()
-    out = Path(args.out) if args.out else REPO / "results" / f"decode-{hw}-{cores}c.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(report, indent=1) + "\n")  # after each pool size: a timeout keeps them
     print(f"wrote {out}")
     return 0
 

@@ -13,7 +13,8 @@ their compiled kernels are cached on disk by Triton after the first process). It
 time, first-epoch time and steady images/s, and beside them the same training step's rate on one resident random
 batch (`budget.step_rate`, no data path): their ratio is issue 7's end-to-end figure (target >= 0.8), here on real
 JPEGs decoded onto the GPU, cropped and flipped there. The first Triton process of a machine also compiles the kernels
-(cached on disk for the next): ``triton-dw-nobench`` after ``triton-dw`` shows the cached start.
+(cached on disk for the next), so the throwaway warm-up process runs the first Triton variant listed: the Triton
+variants then show a cached start, and the warm-up's first step the compiling one.
 
     python benchmarks/gpu_startup.py                    # writes results/gpu-startup-<gpu>.json
     python benchmarks/gpu_startup.py --device cpu --smoke --no-write   # exercises the code path on CPU
@@ -37,6 +38,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from mobilenets.atomic import atomic_write_text  # noqa: E402
 from mobilenets.data import shared_data_root  # noqa: E402
 
 VARIANTS = {
@@ -197,8 +199,9 @@ def main() -> None:
         "recommendation": None,
         "runs": [],
     }
-    if args.warmup:
-        row = run_once(args, "bench", epochs=1, max_per_class=min(args.max_per_class, 30))
+    if args.warmup:  # a Triton variant's, when one is listed: it also fills Triton's disk cache of compiled kernels
+        first = next((v for v in variants if v.startswith("triton")), "bench")
+        row = run_once(args, first, epochs=1, max_per_class=min(args.max_per_class, 30))
         report["warmup"] = row
         print(f"warm-up (not counted): {json.dumps(row)}", flush=True)
     for r in range(args.rounds):
@@ -265,9 +268,11 @@ def medians(runs: list[dict], variants: list[str]) -> dict:
 
 
 def write(report: dict, out: Path) -> None:
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    """Atomically (a snapshot of results/ taken meanwhile never holds half a file), here and in $OUT."""
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write_text(out, text)
     if os.environ.get("OUT"):
-        (Path(os.environ["OUT"]) / out.name).write_text(out.read_text())
+        atomic_write_text(Path(os.environ["OUT"]) / out.name, text)
 
 
 if __name__ == "__main__":

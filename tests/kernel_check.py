@@ -274,6 +274,28 @@ def dwconv_model_case():
     }
 
 
+def profile_labels_case():
+    """The profiler ranges the raw Triton launches open while a profiler records (`kernels.on_device`): the keys of
+    ``key_averages`` that name a Triton kernel, and whether any launch opened one with no profiler running."""
+    x = torch.randn(2, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    w, b = kernels.prepare_depthwise(torch.randn(8, 1, 3, 3)), torch.randn(8)
+    stem_w, stem_b = kernels.prepare_stem(torch.randn(8, 3, 3, 3)), torch.randn(8)
+    img = torch.randn(2, 3, 9, 9)
+
+    def launch():
+        kernels.depthwise(x, w, b, stride=2, block_m=16, block_c=8)
+        kernels.depthwise_rows(x, w, b, rows=2, cols=4, block_c=8)
+        kernels.stem(img, stem_w, stem_b, stride=2, block_m=16)
+
+    launch()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        launch()
+    return {
+        "labels": sorted({e.key for e in prof.key_averages() if e.key.startswith("triton::")}),
+        "unprofiled_is_plain_device": type(kernels.on_device(x, "dw")).__name__ != "ExitStack",
+    }
+
+
 if __name__ == "__main__":
     json.dump(
         {
@@ -284,6 +306,7 @@ if __name__ == "__main__":
             "dwconv_model": dwconv_model_case(),
             "dwconv_partial_grad": dwconv_partial_grad_case(),
             "dwconv_opcheck": dwconv_opcheck_cases(),
+            "profile_labels": profile_labels_case(),
         },
         sys.stdout,
     )

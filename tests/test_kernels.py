@@ -262,3 +262,12 @@ def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path)
     tuned = 2 * len(kernels.SPLIT_CONFIGS) + len(kernels.ROWS_CONFIGS) + len(kernels.STEM_CONFIGS)
     assert len(rows) == 2 * 3 * 3 + tuned
     assert all(r["registers"] and r["fits"] and r["stack_bytes"] == r["local_bytes"] == 0 for r in rows), rows
+
+
+@pytest.mark.slow
+def test_raw_triton_launches_are_named_in_a_profile(interpreted):
+    """A kernel launched from Python has no ATen op around it: without its profiler range, a per-op profile table
+    (gpu_vs_timm's by_op_and_shape) would count its GPU time under no layer. With no profiler, no range is opened."""
+    labels = interpreted["profile_labels"]
+    assert labels["labels"] == ["triton::dw [2, 8, 6, 5]", "triton::dw_rows [2, 8, 6, 5]", "triton::stem [2, 3, 9, 9]"]
+    assert labels["unprofiled_is_plain_device"]

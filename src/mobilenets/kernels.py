@@ -45,9 +45,19 @@ def runs_on(device: torch.device | str) -> bool:
     return triton_available() and (torch.device(device).type == "cuda" or INTERPRET)
 
 
-def on_device(x: torch.Tensor):
-    """Triton launches on the current CUDA device: make it ``x``'s for the launches in this context."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+def on_device(x: torch.Tensor, kernel: str | None = None):
+    """Triton launches on the current CUDA device: make it ``x``'s for the launches in this context.
+
+    While a profiler records, ``kernel`` also names the launch as a profiler range (``triton::<kernel> [N, C, H,
+    W]``): a kernel launched straight from Python has no ATen op around it, so per-op tables (``key_averages``)
+    would otherwise count its GPU time under no op at all."""
+    device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    if kernel is None or not torch.autograd._profiler_enabled():
+        return device
+    stack = contextlib.ExitStack()
+    stack.enter_context(device)
+    stack.enter_context(torch.profiler.record_function(f"triton::{kernel} {list(x.shape)}"))
+    return stack
 
 
 def _act(x: torch.Tensor, act: str) -> torch.Tensor:
@@ -372,9 +382,11 @@ def prepare_stem(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).contiguous()
 
 
-# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU; each compiles for sm_90 without
-# spilling (scripts/sm90_compile_check.py: 86-172 registers), where (64, 4), (128, 8) and (512, 4) spilled
-STEM_CONFIGS = [(128, 4), (256, 4), (256, 8), (512, 8), (64, 2), (128, 2)]
+# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU: one output pixel per thread
+# (BM = 32 x warps). Each compiles for sm_90 without spilling under Triton 3.6, the GPU machines' version, and 3.8
+# (scripts/sm90_compile_check.py, results/sm90-compile-check-triton3.6.json); two pixels per thread, (256, 4),
+# (512, 8) and (128, 2), needed 172 registers under 3.8 and spilled in bf16 under 3.6 (255 registers, 72-104 B stack)
+STEM_CONFIGS = [(128, 4), (256, 8), (64, 2), (512, 16)]
 
 
 def stem(
@@ -408,7 +420,7 @@ def stem(
         grid = (triton.cdiv(m, bm),)
         args = (x, w_kc, bias, y, m, h, w, oh, ow, top, left, *x.stride(), cout)
         kwargs = dict(CIN=x.shape[1], STRIDE=stride, ACT=ACT_CODES[act], BM=bm, BN=block_n, num_warps=warps)
-        with on_device(x):
+        with on_device(x, "stem"):
             if warmup:
                 _stem_kernel.warmup(*args, grid=grid, **kwargs)
                 return None
@@ -449,7 +461,7 @@ def depthwise(
     grid = (triton.cdiv(m, block_m), triton.cdiv(c, block_c))
     args = (x, w33c, bias, y, m, h, w, c, oh, ow, top, left)
     kwargs = dict(STRIDE=stride, DIL=dilation, ACT=ACT_CODES[act], BM=block_m, BC=block_c, num_warps=num_warps)
-    with on_device(x):
+    with on_device(x, "dw"):
         if warmup:
             _dw_kernel.warmup(*args, grid=grid, **kwargs)
             return None
@@ -480,7 +492,7 @@ def depthwise_rows(
     grid = (n * triton.cdiv(oh, rows) * triton.cdiv(ow, cols), triton.cdiv(c, block_c))
     args = (x, w33c, bias, y, h, w, c, oh, ow, top, left)
     kwargs = dict(ACT=ACT_CODES[act], TH=rows, TW=cols, BC=block_c, num_warps=num_warps)
-    with on_device(x):
+    with on_device(x, "dw_rows"):
         if warmup:
             _dw_rows_kernel.warmup(*args, grid=grid, **kwargs)
             return None
@@ -592,7 +604,7 @@ def depthwise_separable(
             num_warps=warps,
             num_stages=stages,
         )
-        with on_device(x):
+        with on_device(x, "dwpw"):
             if warmup:  # compile (or load from Triton's cache) without launching
                 _dwpw_kernel.warmup(*args, grid=grid, **kwargs)
                 return None
