@@ -6,6 +6,7 @@ machine swing 10x) so the file stays well under two minutes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets import kernels, load, save
+from mobilenets import MobileNetV1, kernels, load, save
 from mobilenets import trainer as trainer_module
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
@@ -230,16 +231,38 @@ def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
         train(tiny_cfg(root, tmp_path / "kd3", teacher="no_such_net", max_steps=1))
     # a teacher for other classes: ours by its labels, torchvision's by its weights' head (ImageNet's 1000)
     wrong = load(out / "model")
-    wrong.spec = wrong.spec.replace(labels=tuple(reversed(CLASSES4)))
-    save(wrong, tmp_path / "reversed")
-    with pytest.raises(ConfigError, match=f"class 0 is '{CLASSES4[-1]}' there, '{CLASSES4[0]}' here"):
-        train(tiny_cfg(root, tmp_path / "kd4", teacher=str(tmp_path / "reversed"), max_steps=1))
+    wrong.spec = wrong.spec.replace(labels=("cat", *CLASSES4[1:]))
+    save(wrong, tmp_path / "other")
+    with pytest.raises(ConfigError, match=r"1 class folder\(s\) match none of its 4 labels \(first: 'n01440764'\)"):
+        train(tiny_cfg(root, tmp_path / "kd4", teacher=str(tmp_path / "other"), max_steps=1))
     import torchvision
 
     torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), tmp_path / "r18.pt")
     with pytest.raises(ConfigError, match=r"do not fit resnet18 with 4 classes \(size mismatch for fc.weight"):
         train(tiny_cfg(root, tmp_path / "kd5", teacher="resnet18", teacher_weights=str(tmp_path / "r18.pt"),
                        max_steps=1, resolution=32))  # fmt: skip
+
+
+def test_a_teacher_s_outputs_are_matched_to_the_class_folders_by_name_or_wnid(tmp_path):
+    """An ImageNet teacher on wnid folders (Imagenette's) gives the logits of those classes, in the folders' order;
+    a teacher whose labels are the folders' names in another order is reordered, not refused."""
+    from mobilenets.labels import imagenet_wnids
+    from mobilenets.trainer import build_teacher
+
+    x = torch.randn(2, 3, 32, 32)
+    imagenet = MobileNetV1(alpha=0.25, num_classes=1000).eval()  # saved without names: an ImageNet head
+    save(imagenet, tmp_path / "imagenet")
+    teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "imagenet")), CLASSES4,
+                            torch.device("cpu"), (imagenet.spec.mean, imagenet.spec.std))  # fmt: skip
+    wnid = [imagenet_wnids().index(c) for c in CLASSES4]
+    with torch.no_grad():
+        assert torch.equal(teacher(x), imagenet(x)[:, wnid]) and wnid == [0, 482, 497, 566]
+    shuffled = MobileNetV1(alpha=0.25, num_classes=4, labels=tuple(reversed(CLASSES4))).eval()
+    save(shuffled, tmp_path / "reversed")
+    teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "reversed")), CLASSES4,
+                            torch.device("cpu"), (shuffled.spec.mean, shuffled.spec.std))  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(teacher(x), shuffled(x).flip(1))
 
 
 def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
@@ -609,6 +632,74 @@ def test_dataset_structure_errors(tmp_path):
     shutil.copy(next((data / "train" / CLASSES4[0]).iterdir()), data / "train" / "extra" / "x.jpg")
     with pytest.raises(DataError, match=r"train and val classes differ \(only in train: \['extra'\]"):
         scan_dataset(data)
+    with pytest.raises(DataError, match=rf"classes='{CLASSES4[0]}' is not allowed: each class may be named once"):
+        scan_dataset(data, classes=[CLASSES4[0], CLASSES4[0], CLASSES4[1]])
+    with pytest.raises(DataError, match=r"dataset folder not found \(it is a file\)"):
+        scan_dataset(data / "train" / "extra" / "x.jpg")
+
+
+def test_images_in_class_subfolders_are_found_as_imagefolder_finds_them(tmp_path):
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 1)
+    folder = data / "train" / CLASSES4[0]
+    first = sorted(folder.iterdir())[0]
+    (folder / "more" / "deeper").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    shutil.copy(first, folder / "more" / "deeper" / "n.jpg")
+    shutil.copy(first, folder / ".hidden" / "h.jpg")
+    split = scan_split(data / "train")
+    mine = [Path(p).relative_to(folder).as_posix() for p, label in split.samples if label == 0]
+    assert mine == sorted([first.name, sorted(folder.glob("*.JPEG"))[1].name, "more/deeper/n.jpg"]), mine
+
+
+def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
+    """--init with another width asked (a note says it does not apply): config.yaml holds the weights' model, alpha
+    and act, and the same command resumes against it."""
+    import yaml
+
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    save(MobileNetV1(alpha=0.5, num_classes=2, act="relu6").eval(), tmp_path / "w")
+    cfg = tiny_cfg(data, tmp_path / "r", init=str(tmp_path / "w"), alpha=0.25, act="relu", resolution=32, max_steps=1)
+    train(cfg)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert (saved["model"], saved["alpha"], saved["act"]) == ("mobilenet_v1_050_32", 0.5, "relu6")
+    again = train(dataclasses.replace(cfg, max_steps=2, resume="auto"))
+    assert again["global_steps"] == 2 and load(tmp_path / "r" / "model").spec.alpha == 0.5
+
+
+def test_a_resume_says_what_it_changes(tmp_path, capsys):
+    """A longer schedule and another thread count are allowed on resume, and each is said: the schedule stretches
+    and the run is no longer bit-identical to an uninterrupted one."""
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    cfg = tiny_cfg(data, tmp_path / "r", resolution=32, epochs=2, schedule="cosine", max_steps=1, quiet=False)
+    train(cfg)
+    capsys.readouterr()
+    try:
+        train(dataclasses.replace(cfg, epochs=3, max_steps=2, threads=2, resume="auto"))
+    finally:
+        torch.set_num_threads(1)
+    err = capsys.readouterr().err
+    assert "epochs=3 here, 2 when checkpointed: the cosine learning-rate schedule is stretched" in err
+    assert "2 thread(s) here, 1 when checkpointed: the summation order changes" in err
+    train(dataclasses.replace(cfg, epochs=3, max_steps=3, resume="auto"))  # back to 1 thread: said again
+    assert "1 thread(s) here, 2 when checkpointed" in capsys.readouterr().err
+    train(dataclasses.replace(cfg, epochs=3, max_steps=4, resume="auto"))
+    assert "note:" not in capsys.readouterr().err  # the same settings: nothing to say
+
+
+def test_training_refuses_one_class_and_an_out_that_is_a_file(tmp_path):
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 1)
+    with pytest.raises(DataError, match=rf"one class \({CLASSES4[0]}\); a classifier needs at least two"):
+        train(tiny_cfg(data, tmp_path / "r", classes=[CLASSES4[0]]))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"out='.*afile' is not allowed: it is a file"):
+        train(tiny_cfg(data, tmp_path / "afile"))
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 # --- configuration and command line -------------------------------------------------------------------------------
@@ -927,3 +1018,29 @@ def test_plain_progress_lines_give_the_epochs_eta():
     muted = Progress(10, "epoch 1/3", enabled=False, log_every=1, stream=quiet)
     muted.update(loss=1.0)
     assert quiet.getvalue() == ""
+
+
+def test_provenance_names_the_mobilenets_checkout_only(tmp_path):
+    """The commit recorded beside every run is this checkout's; a copy of the package inside another repository
+    (an install in a user's project venv) records none rather than that repository's commit."""
+    from mobilenets.trainer import git_commit
+
+    here = git_commit()
+    if here["commit"] is None:
+        pytest.skip("not running from a git checkout of mobilenets")
+    other = tmp_path / "project"
+    (other / "lib" / "mobilenets").mkdir(parents=True)
+    (other / "lib" / "mobilenets" / "x.py").write_text("")
+    git = ["git", "-C", str(other), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "a project of its own"]):
+        subprocess.run([*git, *cmd], check=True)
+    assert git_commit((other / "lib" / "mobilenets").resolve()) == {"commit": None, "dirty": None}
+    assert len(here["commit"]) == 40
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:0", "CPU"])
+def test_evaluation_names_a_device_it_cannot_use(tmp_path, device):
+    """It used to run on the CPU without a word."""
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")
+    with pytest.raises(ValueError, match=rf"device='{device}' is not allowed: device must be auto, cpu or cuda"):
+        evaluate_weights(tmp_path / "w", tmp_path, device=device)

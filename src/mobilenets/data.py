@@ -54,23 +54,36 @@ def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_pe
     """List ``root/<class>/*``. Errors: missing folder, no class folders, an empty class folder, unknown classes."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: split folder not found")
+        raise DataError(f"{root}: split folder not found" + (" (it is a file)" if root.exists() else ""))
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
     if classes:
+        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        if twice:  # one folder under two labels would train the same images as two classes
+            raise DataError(f"classes={','.join(twice)!r} is not allowed: each class may be named once")
         missing = [c for c in classes if c not in found]
         if missing:
             raise DataError(f"{root}: class folder(s) {', '.join(missing)} not found (found: {', '.join(found)})")
         found = sorted(classes)
     samples: list[tuple[str, int]] = []
     for label, name in enumerate(found):
-        files = sorted(f for f in os.listdir(root / name) if _is_candidate(f) and (root / name / f).is_file())
+        files = class_files(root / name)
         if not files:
             raise DataError(f"{root / name}: empty class folder (every class needs at least one image)")
         files = files[:max_per_class] if max_per_class else files
-        samples += [(str(root / name / f), label) for f in files]
+        samples += [(str(f), label) for f in files]
     return Split(root, found, samples)
+
+
+def class_files(folder: Path) -> list[Path]:
+    """Every visible file under a class folder, subfolders included (as torchvision's ImageFolder walks them), in
+    sorted path order; hidden files and folders are skipped."""
+    out = []
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(here) / f for f in files if _is_candidate(f)]
+    return sorted(out)
 
 
 def scan_dataset(
@@ -84,7 +97,7 @@ def scan_dataset(
     """Both splits, checked to hold the same classes before any training starts."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found")
+        raise DataError(f"{root}: dataset folder not found" + (" (it is a file)" if root.exists() else ""))
     for split in (train_split, val_split):
         if not (root / split).is_dir():
             raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>)")

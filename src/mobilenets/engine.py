@@ -57,6 +57,8 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device not in ("auto", "cpu", "cuda"):  # the process's GPU is its LOCAL_RANK (torchrun), never a named one
+        raise ValueError(f"device={device!r} is not allowed: device must be auto, cpu or cuda")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' is not allowed: CUDA is not available on this machine")

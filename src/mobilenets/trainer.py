@@ -9,6 +9,7 @@ A run folder (``cfg.out``) ends up holding:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -254,23 +255,42 @@ class Renormalise(nn.Module):
         return self.teacher(x * self.scale + self.shift)
 
 
+class PickOutputs(nn.Module):
+    """A teacher's logits for the dataset's classes only, in the dataset's order: a 1000-way ImageNet teacher on
+    Imagenette's 10 wnid folders gives 10 logits, whose softmax is its distribution restricted to those classes."""
+
+    def __init__(self, teacher: nn.Module, indices: list[int]) -> None:
+        super().__init__()
+        self.teacher, self.num_classes = teacher, len(indices)
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x).index_select(1, self.indices)
+
+
 def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, student_norm: tuple) -> nn.Module:
     """Our weights folder, or a torchvision model by name (random weights unless ``teacher_weights``; no download).
 
-    The teacher must predict the dataset's classes: ours by its labels (same names, same order), a torchvision model by
-    its head's size. It sees the student's batches, renormalised to its own mean/std when they differ (ours: its
-    spec's; torchvision's: ImageNet's).
+    The teacher must predict the dataset's classes: ours by its labels, a torchvision model by its head's size. Our
+    teacher's outputs are matched to the class folders by name, or by ImageNet wnid for an ImageNet head
+    (`labels.class_indices`, as `eval` matches them), and only those are kept, in the folders' order (`PickOutputs`).
+    It sees the student's batches, renormalised to its own mean/std when they differ (ours: its spec's; torchvision's:
+    ImageNet's).
     """
     path = Path(cfg.teacher)
     if path.exists():
         teacher = weights_io.load(path)
         own = (tuple(teacher.spec.mean), tuple(teacher.spec.std))
-        labels = list(teacher.spec.labels or [])
+        named = teacher.spec.labels or teacher.spec.num_classes in (1000, 1001)  # else only its head's size counts
+        labels = list(resolve_labels(teacher.spec)) if named else []
         if labels and labels != list(classes):
-            first = next((i for i, (a, b) in enumerate(zip(labels, classes, strict=False)) if a != b), None)
-            where = (f"class {first} is {labels[first]!r} there, {classes[first]!r} here" if first is not None
-                     else f"{len(labels)} labels there, {len(classes)} classes here")  # fmt: skip
-            raise ConfigError(f"teacher={cfg.teacher!r} predicts other classes than the dataset's ({where})")
+            found, unknown = class_indices(list(classes), labels)
+            if unknown:
+                raise ConfigError(
+                    f"teacher={cfg.teacher!r} predicts other classes than the dataset's: {len(unknown)} class "
+                    f"folder(s) match none of its {len(labels)} labels (first: {unknown[0]!r})"
+                )
+            teacher = PickOutputs(teacher, [found[c] for c in classes])
     else:
         import torchvision
 
@@ -302,9 +322,18 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
 # --- provenance -------------------------------------------------------------------------------------------------
 
 
-def git_commit() -> dict[str, Any]:
-    here = Path(__file__).resolve().parent
+def git_commit(here: Path | None = None) -> dict[str, Any]:
+    """The commit of the mobilenets checkout this package runs from, and whether it has uncommitted changes. None
+    when it does not run from one: a copy installed inside another repository (a venv in a user's project) would
+    otherwise report that repository's commit. The checkout is the repository whose src/mobilenets is this package."""
+    here = here or Path(__file__).resolve().parent
     try:
+        top = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+        if (Path(top) / "src" / "mobilenets").resolve() != here:
+            return {"commit": None, "dirty": None}
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
@@ -396,6 +425,9 @@ class _Run:
         train_split, val_split = scan_dataset(
             cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class
         )
+        if len(train_split.classes) < 2:  # a loss of 0 and top-1 of 1.0 from the first step, learning nothing
+            only = train_split.classes[0]
+            raise DataError(f"{train_split.root}: one class ({only}); a classifier needs at least two")
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
         self.per_rank_batch = cfg.batch_size // env.world_size
@@ -501,6 +533,10 @@ class _Run:
     def _model(self) -> None:
         cfg, env = self.cfg, self.env
         model = build_model(cfg, self.classes, self.say)
+        if cfg.init:  # the weights decide the architecture: the run's config.yaml records what trains, not what was
+            # asked (a resume with the same command resolves the same, so it is compared like for like)
+            s = model.spec
+            self.cfg = dataclasses.replace(cfg, model=s.name or cfg.model, alpha=s.alpha, act=s.act)
         if cfg.freeze_backbone:
             freeze_backbone(model)
         if cfg.triton_depthwise:
@@ -547,6 +583,8 @@ class _Run:
     def _refuse_earlier_checkpoints(self) -> None:
         """A fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a later
         --resume auto could pick the earlier run's: every process stops before decoding or writing anything."""
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"out={str(self.out)!r} is not allowed: it is a file (give a folder for the run)")
         stale = [] if self.cfg.resume else list_checkpoints(self.out)
         if all_reduce_min_int(0 if stale else 1, self.env) == 0:
             raise ConfigError(
@@ -572,6 +610,8 @@ class _Run:
             return
         path, state = found
         self._check_resumed_config(path, state.get("config"))
+        for note in self._resume_notes(state):
+            self.say(f"note: {note}")
         unwrap(self.model).load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
@@ -604,6 +644,23 @@ class _Run:
                 f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
                 "resume with that run's settings (its config.yaml), or give another --out to start afresh"
             )
+
+    def _resume_notes(self, state: dict) -> list[str]:
+        """What a resume changes that it allows: a longer or shorter schedule, and (CPU) another thread or process
+        count, which changes the summation order or the BatchNorm batches, so the run is no longer bit-identical to
+        an uninterrupted one. Older checkpoints record neither count: no note."""
+        notes, saved = [], state.get("config") or {}
+        if saved.get("epochs") not in (None, self.cfg.epochs) and self.cfg.schedule != "constant":
+            notes.append(f"epochs={self.cfg.epochs} here, {saved['epochs']} when checkpointed: the {self.cfg.schedule} "
+                         "learning-rate schedule is stretched to the new length from this step on")  # fmt: skip
+        if state.get("world_size") not in (None, self.env.world_size):
+            notes.append(f"{self.env.world_size} process(es) here, {state['world_size']} when checkpointed: the "
+                         "BatchNorm batches change; the run is not bit-identical to an uninterrupted one")  # fmt: skip
+        threads = torch.get_num_threads()
+        if self.env.device.type == "cpu" and state.get("threads") not in (None, threads):
+            notes.append(f"{threads} thread(s) here, {state['threads']} when checkpointed: the summation order "
+                         "changes, so the run is not bit-identical to an uninterrupted one")  # fmt: skip
+        return notes
 
     def _saved_best(self, best: dict) -> dict:
         """The best score to beat after a resume: the checkpoint's, or that of ``model_best/`` when it was saved at a
@@ -638,6 +695,8 @@ class _Run:
             "plan": self.plan,
             "config": self.cfg.to_dict(),
             "spec": unwrap(self.model).spec.to_dict(),
+            "world_size": self.env.world_size,  # for a resume's notes (`_resume_notes`)
+            "threads": torch.get_num_threads(),
         }
         self.checkpoints.save(state)
 
