@@ -1044,3 +1044,28 @@ def test_evaluation_names_a_device_it_cannot_use(tmp_path, device):
     save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")
     with pytest.raises(ValueError, match=rf"device='{device}' is not allowed: device must be auto, cpu or cuda"):
         evaluate_weights(tmp_path / "w", tmp_path, device=device)
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_writes_temporaries_go(tmp_path):
+    """Two runs in one folder would interleave their checkpoints: the second stops with one line naming the holder,
+    before reading or writing anything. A SIGKILL during a checkpoint write leaves a temporary file; the next run
+    holding the folder removes it. The lock goes with its holder: the same folder trains once it is released."""
+    from mobilenets.atomic import lock_folder
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    cfg = tiny_cfg(data, tmp_path / "r", resolution=32, max_steps=1)
+    held = lock_folder(tmp_path / "r")
+    with pytest.raises(
+        ConfigError, match=rf"out='.*r' is not allowed now: .*r is in use by another run \(pid {os.getpid()}\)"
+    ):
+        train(cfg)
+    assert not (tmp_path / "r" / "config.yaml").exists()
+    held.close()
+    with pytest.raises(ConfigError, match=r"batch_size=1 is not allowed: BatchNorm needs at least 2 images"):
+        train(dataclasses.replace(cfg, batch_size=1))
+    train(cfg)
+    stale = tmp_path / "r" / "checkpoints" / ".ckpt-000000009.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert train(dataclasses.replace(cfg, max_steps=2, resume="auto"))["global_steps"] == 2
+    assert not stale.exists() and lock_folder(tmp_path / "r") is not None  # released by the run's end

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from . import kernels
 from . import weights as weights_io
-from .atomic import atomic_write_text
+from .atomic import FolderInUse, atomic_write_text, lock_folder
 from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import (
@@ -96,6 +96,8 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
             run.checkpoints.settle()  # a write started before the failure lands (or says why not)
         raise
     finally:
+        if run is not None:
+            run.release()
         if cfg.data_on_device and not cfg.keep_data_on_device:
             release_resident()  # the decoded splits would otherwise hold GPU memory after this run
         cleanup_distributed()
@@ -401,6 +403,9 @@ class _Run:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} is not allowed: it must split evenly over {self.env.world_size} processes"
             )
+        if cfg.batch_size // self.env.world_size < 2 and not cfg.freeze_bn:  # BatchNorm's batch statistics need two
+            raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: BatchNorm needs at least 2 images per "
+                              f"process ({self.env.world_size} process(es)), or --freeze-bn")  # fmt: skip
         if cfg.sync_bn and self.env.device.type != "cuda":
             raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
         if cfg.amp == "fp16" and self.env.device.type != "cuda":
@@ -591,6 +596,30 @@ class _Run:
                 f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
                 "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
             )
+
+    def _lock(self) -> None:
+        """Hold the run folder (`atomic.lock_folder`, on the main process) from before a resume reads a checkpoint to
+        the end of the run; every process stops when another run holds it. With the folder held, temporary files a
+        killed checkpoint write left behind are nobody's: they are removed."""
+        self.held = None
+        busy = ""
+        if self.env.is_main:
+            try:
+                self.held = lock_folder(self.out)
+            except FolderInUse as exc:
+                busy = str(exc)
+        if all_reduce_min_int(0 if busy else 1, self.env) == 0:
+            raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait "
+                              "for it to end, or give another --out)")  # fmt: skip
+        if self.env.is_main:
+            for stale in (self.out / "checkpoints").glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Let go of the run folder (`_lock`); a later run in this process may take it."""
+        held, self.held = getattr(self, "held", None), None
+        if held is not None:
+            held.close()
 
     def _resume(self) -> None:
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
@@ -794,6 +823,7 @@ class _Run:
         self._loaders(spec)
         if self.steps_per_epoch == 0:
             raise DataError(f"{self.train_split.root}: too few images for one batch per process")
+        self._lock()
         self._resume()
         self._write_meta()
         amp_dtype = AMP_DTYPES[cfg.amp]
