@@ -1069,3 +1069,17 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_writes_temporaries_go(tmp_p
     stale.write_bytes(b"half a checkpoint")
     assert train(dataclasses.replace(cfg, max_steps=2, resume="auto"))["global_steps"] == 2
     assert not stale.exists() and lock_folder(tmp_path / "r") is not None  # released by the run's end
+
+
+def test_env_json_records_the_command_and_which_files_trained(tmp_path):
+    from mobilenets.trainer import split_fingerprint, train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    train(tiny_cfg(data, tmp_path / "r", resolution=32, max_steps=1))
+    env = json.loads((tmp_path / "r" / "env.json").read_text())
+    assert env["data"]["train"]["images"] == 16 and env["data"]["val"] == split_fingerprint(scan_split(data / "val"))
+    assert isinstance(env["command"], list) and env["command"]
+    moved = shutil.copytree(data, tmp_path / "elsewhere")  # the same files anywhere: the same fingerprint
+    assert split_fingerprint(scan_split(moved / "train")) == env["data"]["train"]
+    next((moved / "train" / CLASSES4[1]).iterdir()).unlink()
+    assert split_fingerprint(scan_split(moved / "train"))["files_sha256"] != env["data"]["train"]["files_sha256"]

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -381,6 +382,17 @@ def environment(env: DistEnv) -> dict[str, Any]:
     return info
 
 
+def split_fingerprint(split) -> dict[str, Any]:
+    """What a run read from a split: its image count and a SHA-256 of its files' paths relative to the split folder,
+    with their labels, in order; two runs on the same files in the same classes share it, wherever the folder is."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path, label in split.samples:
+        digest.update(f"{Path(path).relative_to(split.root).as_posix()}\t{label}\n".encode())
+    return {"images": len(split.samples), "classes": len(split.classes), "files_sha256": digest.hexdigest()}
+
+
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -736,7 +748,10 @@ class _Run:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        atomic_write_text(self.out / "env.json", json.dumps(environment(self.env), indent=2) + "\n")
+        info = {**environment(self.env), "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+                "data": {name: split_fingerprint(split) for name, split in (("train", self.train_split),
+                                                                            ("val", self.val_split))}}  # fmt: skip
+        atomic_write_text(self.out / "env.json", json.dumps(info, indent=2) + "\n")
         metrics = self.out / "metrics.jsonl"
         if metrics.exists():  # drop epochs a resumed run will redo, so each epoch is listed once
             kept = [
