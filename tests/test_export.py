@@ -14,13 +14,18 @@ from mobilenets.export import (
     SPEC_KEY,
     ExportConfig,
     ExportError,
+    calibration_batches,
     check_parity,
     export_model,
     export_onnx,
+    export_pt2,
+    export_torchscript,
     load_pt2,
     load_torchscript,
     ort_run,
     ort_session,
+    quantize,
+    quantize_int8,
     read_onnx_metadata,
     spec_from_onnx,
 )
@@ -74,6 +79,51 @@ def test_onnx_metadata_checker_and_parity_on_second_batch_and_resolution(weights
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(ort_run(ort_session(out))(x.numpy()) - ref).max() < 1e-4
+
+
+def _input_dims(path) -> list:
+    return [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+
+
+def test_onnx_at_another_resolution_records_it_and_predicts_at_it(weights_dir, tmp_path):
+    """export_onnx(resolution=160) of a 128 model: the metadata say 160, what the graph takes, not the spec's 128."""
+    from PIL import Image
+
+    from mobilenets.infer import load_predictor, predict
+
+    model = mobilenets.load(weights_dir)
+    out = export_onnx(model, tmp_path / "m160.onnx", resolution=160)
+    assert _input_dims(out) == ["batch", 3, 160, 160]
+    assert read_onnx_metadata(out)["resolution"] == "160"
+    assert spec_from_onnx(out) == model.spec.replace(resolution=160, name="mobilenet_v1_025_160")
+    rows = check_parity(model, ort_run(ort_session(out)), runtime="ort", resolutions=(160,))
+    assert all(r.max_abs_diff < 1e-4 for r in rows)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    (pred,) = predict(load_predictor(out), [tmp_path / "a.png"])
+    assert pred.error is None and len(pred.top) == 5
+
+
+def test_int8_at_another_resolution_calibrates_and_records_it(weights_dir, tmp_path):
+    model = mobilenets.load(weights_dir)
+    out = quantize(model, tmp_path / "q160.onnx", count=4, resolution=160)
+    assert read_onnx_metadata(out)["resolution"] == "160" and spec_from_onnx(out).resolution == 160
+    assert ort_run(ort_session(out))(np.zeros((1, 3, 160, 160), np.float32)).shape == (1, 7)
+    fp32 = export_onnx(model, tmp_path / "f160.onnx", resolution=160)
+    wrong = calibration_batches(None, model.spec, count=2, progress=False)  # the model's 128, not the file's 160
+    with pytest.raises(ExportError, match=r"^calibration batch shape \(2, 3, 128, 128\) is not allowed: .* 160x160"):
+        quantize_int8(fp32, tmp_path / "bad.onnx", wrong)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.slow  # torch.export tracing: ~4 s alone, up to ~20 s on the shared 2 cores
+def test_torchscript_and_pt2_record_the_resolution_they_were_exported_at(weights_dir, tmp_path):
+    model = mobilenets.load(weights_dir)
+    _, spec = load_torchscript(export_torchscript(model, tmp_path / "m.pt", resolution=160))
+    assert spec == model.spec.replace(resolution=160, name="mobilenet_v1_025_160")
+    module, spec = load_pt2(export_pt2(model, tmp_path / "m.pt2", resolution=160))
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        assert spec.resolution == 160 and torch.allclose(module(x), model(x), atol=1e-4)
 
 
 def test_parity_check_fails_for_a_graph_that_computes_something_else(weights_dir, tmp_path):

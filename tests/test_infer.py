@@ -201,3 +201,28 @@ def test_stream_bad_sources(model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(StreamError, match="--display needs a display"):
         stream(predictor, tmp_path / "clip.mp4", StreamConfig(display=True))
+
+
+def _png(path, size=(90, 120)):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_onnx_predictor_feeds_the_graphs_input_size_even_if_the_metadata_disagree(tmp_path):
+    """A file exported at 160 whose metadata still say 128 (what export_onnx(resolution=160) wrote before it
+    recorded the size): the predictor preprocesses to the graph's 160, so ONNX Runtime accepts the images."""
+    import onnx
+
+    from mobilenets.export import SPEC_KEY
+
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=7).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=160)
+    proto = onnx.load(str(path))
+    stale = {SPEC_KEY: model.spec.to_json(), "resolution": "128"}
+    for prop in proto.metadata_props:
+        prop.value = stale.get(prop.key, prop.value)
+    onnx.save(proto, str(path))
+    predictor = load_predictor(path)
+    assert predictor.spec.resolution == 160
+    (pred,) = predict(predictor, [_png(tmp_path / "a.png")])
+    assert pred.error is None and len(pred.top) == 5

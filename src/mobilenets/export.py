@@ -88,6 +88,20 @@ def onnx_metadata(spec: ModelSpec, **extra: Any) -> dict[str, str]:
     return meta
 
 
+def exported_spec(spec: ModelSpec, resolution: int | None) -> ModelSpec:
+    """The spec an export at ``resolution`` records (None: the spec's own). The input size changes no weights, so
+    this is the model's spec with that resolution, and a grid name renamed to match (_025_128 -> _025_160): what
+    consumers read back must be what the graph takes, or they feed it the wrong size."""
+    from .registry import grid_name
+
+    if resolution is None or resolution == spec.resolution:
+        return spec
+    name = spec.name
+    if name is not None and name == grid_name(spec.alpha, spec.resolution):
+        name = grid_name(spec.alpha, resolution)
+    return spec.replace(resolution=resolution, name=name)
+
+
 def _tf_padding_dynamic_hw_error(spec: ModelSpec) -> ExportError:
     # The ONNX tracer turns the size arithmetic of layers.Conv2dSame into constants, so a dynamic-H/W graph would
     # silently pad every size like the example size; torch.export keeps it symbolic but cannot prove its shape
@@ -145,14 +159,15 @@ def export_onnx(
     """Write ``model`` as ONNX to ``path`` (atomically), checked by ``onnx.checker``; input NCHW float32, normalised.
 
     ``metadata_props`` carry the ModelSpec (alpha, resolution, mean/std, input value range, labels) so that
-    `mobilenets predict model.onnx` and other consumers can preprocess correctly without our config.json.
+    `mobilenets predict model.onnx` and other consumers can preprocess correctly without our config.json. With
+    ``resolution`` the graph's input is that size and the metadata record it (`exported_spec`).
     """
     import onnx
 
-    spec = model.spec
+    spec = exported_spec(model.spec, resolution)
     if dynamic_hw and spec.tf_padding:
         raise _tf_padding_dynamic_hw_error(spec)
-    res = resolution or spec.resolution
+    res = spec.resolution
     net = model.fuse() if fold_bn else copy.deepcopy(model).eval()
     example = torch.zeros(1, spec.in_chans, res, res)
     if spec.tf_padding and not dynamic_hw:
@@ -181,6 +196,17 @@ def export_onnx(
     onnx.checker.check_model(proto, full_check=True)
     atomic_write_bytes(path, proto.SerializeToString())
     return Path(path)
+
+
+def onnx_input_size(path: str | os.PathLike) -> tuple[int | None, int | None]:
+    """(height, width) of an ONNX model's first input, None for a dynamic axis (``dynamic_hw`` exports)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise ExportError(f"{path}: input of rank {len(dims)}; a MobileNet takes NCHW images (rank 4)")
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[2:])  # type: ignore[return-value]
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -367,10 +393,12 @@ def quantize_int8(
     if method not in methods:
         raise ExportError(f"calib_method={method!r} is not allowed: calib_method must be one of {', '.join(methods)}")
 
+    size = onnx_input_size(fp32_path)
+
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(batches, None)
-            return None if x is None else {INPUT_NAME: x}
+            return None if x is None else {INPUT_NAME: _check_batch_size(x, size, fp32_path)}
 
     meta = read_onnx_metadata(fp32_path)
     with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
@@ -404,6 +432,18 @@ def quantize_int8(
     return Path(out_path)
 
 
+def _check_batch_size(x: np.ndarray, size: tuple[int | None, int | None], path: str | os.PathLike) -> np.ndarray:
+    """``x`` if its height and width fit the graph's input ``size``; otherwise an `ExportError` naming both, rather
+    than ONNX Runtime's INVALID_ARGUMENT from inside the calibration."""
+    if any(want is not None and want != got for want, got in zip(size, x.shape[2:], strict=False)):
+        h, w = (s or "any" for s in size)
+        raise ExportError(
+            f"calibration batch shape {tuple(x.shape)} is not allowed: {path} takes {h}x{w} inputs "
+            "(make the batches with spec_from_onnx(fp32_path), whose resolution is the graph's)"
+        )
+    return x
+
+
 def quantize(
     model: MobileNetV1,
     path: str | os.PathLike,
@@ -413,16 +453,18 @@ def quantize(
     per_channel: bool = True,
     progress: bool = False,
     fp32_head: int = FP32_HEAD,
+    resolution: int | None = None,
 ) -> Path:
-    """Export ``model`` and write its INT8 QDQ ONNX to ``path`` in one call (the hook `runtimes`/`bench` use).
+    """Export ``model`` (at ``resolution``, default the spec's) and write its INT8 QDQ ONNX to ``path`` in one call
+    (the hook `runtimes`/`bench` use).
 
     Without ``calib_images`` the calibration is synthetic noise: the graph and hence the latency are those of a
     real calibration, the accuracy is not (the file's metadata says which calibration it had).
     """
     with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", resolution=resolution)
         n = count if calib_images is None else len(calib_images)
-        batches = calibration_batches(calib_images, model.spec, count=n, progress=progress)
+        batches = calibration_batches(calib_images, spec_from_onnx(fp32), count=n, progress=progress)
         calibration = SYNTHETIC if calib_images is None else f"{n} images"
         return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration, fp32_head=fp32_head)
 
@@ -439,27 +481,33 @@ def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tup
 # --- TorchScript and torch.export ------------------------------------------------------------------------------
 
 
-def _config_json(model: MobileNetV1) -> str:
-    return json.dumps({"spec": model.spec.to_dict(), "bn_folded": True}, indent=2)
+def _config_json(spec: ModelSpec) -> str:
+    return json.dumps({"spec": spec.to_dict(), "bn_folded": True}, indent=2)
 
 
-def export_torchscript(model: MobileNetV1, path: str | os.PathLike) -> Path:
-    """``torch.jit.script`` of the BN-folded model, config.json (the ModelSpec) stored as an extra file."""
+def export_torchscript(model: MobileNetV1, path: str | os.PathLike, *, resolution: int | None = None) -> Path:
+    """``torch.jit.script`` of the BN-folded model, config.json (the ModelSpec) stored as an extra file.
+
+    The module takes any input size; ``resolution`` is the one config.json records for preprocessing."""
+    spec = exported_spec(model.spec, resolution)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in favour of torch.export
         scripted = torch.jit.script(model.fuse())
-        torch.jit.save(scripted, buf, _extra_files={"config.json": _config_json(model)})
+        torch.jit.save(scripted, buf, _extra_files={"config.json": _config_json(spec)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-def export_pt2(model: MobileNetV1, path: str | os.PathLike, *, dynamic_hw: bool = False) -> Path:
+def export_pt2(
+    model: MobileNetV1, path: str | os.PathLike, *, dynamic_hw: bool = False, resolution: int | None = None
+) -> Path:
     """``torch.export`` program of the BN-folded model (dynamic batch; H/W too on request), config.json attached.
 
-    torch.export traces sizes symbolically, so TensorFlow 'SAME' padding stays correct at any size here.
+    The input is ``resolution`` square (default the spec's), which config.json records. torch.export traces sizes
+    symbolically, so TensorFlow 'SAME' padding stays correct at any size here.
     """
-    spec = model.spec
+    spec = exported_spec(model.spec, resolution)
     if dynamic_hw and spec.tf_padding:
         raise _tf_padding_dynamic_hw_error(spec)
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -473,7 +521,7 @@ def export_pt2(model: MobileNetV1, path: str | os.PathLike, *, dynamic_hw: bool 
     except Exception as exc:  # torch.export raises many error types (guards, unsupported ops)
         raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
     buf = io.BytesIO()
-    torch.export.save(program, buf, extra_files={"config.json": _config_json(model)})
+    torch.export.save(program, buf, extra_files={"config.json": _config_json(spec)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 

@@ -65,9 +65,10 @@ class Predictor:
 
 
 def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads: int | None = None) -> Predictor:
-    """Open MODEL (weights folder or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx)."""
+    """Open MODEL (weights folder or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx).
+
+    An ONNX file's images are preprocessed to its graph's input size (`onnx_spec`)."""
     from . import runtimes, weights
-    from .export import spec_from_onnx
 
     path = Path(model)
     if runtime is not None and runtime not in PREDICT_RUNTIMES:
@@ -82,7 +83,7 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
         runtime = runtime or "ort"
         if runtime == "torch":
             raise ModelFileError(f"{path}: an ONNX file runs under --runtime ort or openvino, not torch")
-        spec = spec_from_onnx(path)
+        spec = onnx_spec(path)
         runner = runtimes.make_runner(runtime=runtime, onnx_path=path, threads=threads)
     elif path.is_dir() or path.name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE):
         net = weights.load(path)
@@ -96,6 +97,21 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
     if spec.num_classes == 0:
         raise ModelFileError(f"{path}: a feature extractor (num_classes=0) has no classes to predict")
     return Predictor(spec, resolve_labels(spec), runner, str(path), runtime, threads)
+
+
+def onnx_spec(path: Path) -> ModelSpec:
+    """The ModelSpec of an exported ONNX file, its resolution the graph's fixed input size where it has one: a file
+    whose metadata says otherwise (exported with ``resolution`` before the metadata recorded it) still gets images
+    of the size its graph takes."""
+    from .export import onnx_input_size, spec_from_onnx
+
+    spec = spec_from_onnx(path)
+    h, w = onnx_input_size(path)
+    if h is None or w is None or (h, w) == (spec.resolution, spec.resolution):
+        return spec
+    if h != w:
+        raise ModelFileError(f"{path}: input {h}x{w} is not allowed: predict feeds square center crops")
+    return spec.replace(resolution=h)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
