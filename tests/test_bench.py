@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -181,3 +182,33 @@ def test_cuda_runner_times_a_resident_batch_and_matches_fp32():
         other = make_runner(model, "cuda-bf16", backend=backend)
         assert other.info["backend"] == backend and not other.info.get("cuda_graph_failed")
         assert np.abs(other(x) - ref).max() <= allowed * np.abs(ref).max(), backend
+
+
+@pytest.mark.parametrize(
+    "kw,field,expected",
+    [
+        (dict(models="0.25-128"), "models", ("0.25-128",)),
+        (dict(runtimes="ort"), "runtimes", ("ort",)),
+        (dict(threads=1), "threads", (1,)),
+        (dict(threads=[1, 2]), "threads", (1, 2)),
+        (dict(accuracy_files="summary.json"), "accuracy_files", ("summary.json",)),
+    ],
+)
+def test_config_takes_one_value_where_a_sequence_is_expected(kw, field, expected):
+    cfg = bench.BenchConfig(**{"models": ("0.25-64",), **kw}).validate()
+    assert getattr(cfg, field) == expected
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(threads=1.5), "threads=1.5 is not allowed: threads must be an integer or a sequence of them"),
+        (dict(threads=True), "threads=True is not allowed"),
+        (dict(threads=("1",)), "threads=('1',) is not allowed: threads must be integers >= 1"),
+        (dict(models=5), "models=5 is not allowed: models must be a model name or a sequence of them"),
+        (dict(models=(5,)), "models=5 is not allowed"),
+    ],
+)
+def test_config_of_the_wrong_type_is_one_clear_error(kw, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        bench.BenchConfig(**kw).validate()

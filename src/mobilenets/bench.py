@@ -26,7 +26,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -58,11 +58,30 @@ TABLE_COLUMNS = (
     "peak_mem_MB", "weights_MB", "macs_M", "top1", "top1_source", "fp32_limit_ms",
 )  # fmt: skip
 DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
+# BenchConfig's sequence fields: (type of one item, its name in errors); one item given alone is a sequence of one
+SEQUENCE_FIELDS = {
+    "models": (str, "a model name"),
+    "runtimes": (str, "a runtime name"),
+    "threads": (int, "an integer"),
+    "accuracy_files": ((str, os.PathLike), "a path"),
+}
+
+
+def as_tuple(name: str, value: Any, item: type | tuple[type, ...], what: str) -> tuple:
+    """``value`` as a tuple: one ``item`` alone -> (item,), a list, tuple or other iterable -> its items."""
+    if isinstance(value, item) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be {what} or a sequence of them")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Everything `bench` measures. The CLI reads its defaults from here."""
+    """Everything `bench` measures. The CLI reads its defaults from here.
+
+    ``models``, ``runtimes``, ``threads`` and ``accuracy_files`` are sequences; one value given alone
+    (``models="0.25-128"``, ``threads=1``) is a sequence of one."""
 
     models: tuple[str, ...] = GRID  # registered names, "alpha-resolution" specs, or "timm:<name>" peers
     runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
@@ -77,15 +96,24 @@ class BenchConfig:
     progress: bool = True
     cuda_backend: str = "eager"  # the cuda runtimes' `gpu.fast_inference` backend: eager | compile | triton
 
+    def __post_init__(self) -> None:
+        """Sequence fields as tuples: ``models="0.25-128"`` or ``threads=1`` mean one model, one thread count."""
+        for name, (item, what) in SEQUENCE_FIELDS.items():
+            object.__setattr__(self, name, as_tuple(name, getattr(self, name), item, what))
+
     def validate(self) -> BenchConfig:
         if not self.models:
             raise ValueError("models is empty: name at least one model")
         if not self.runtimes:
             raise ValueError("runtimes is empty: name at least one runtime")
+        for name in ("models", "runtimes"):
+            bad = [v for v in getattr(self, name) if not isinstance(v, str)]
+            if bad:
+                raise ValueError(f"{name}={bad[0]!r} is not allowed: each of {name} must be a name (str)")
         for r in self.runtimes:
             check_runtime(r)
         for name, value, ok, allowed in (
-            ("threads", self.threads, all(isinstance(t, int) and t >= 1 for t in self.threads), "integers >= 1"),
+            ("threads", self.threads, all(_is_int(t) and t >= 1 for t in self.threads), "integers >= 1"),
             ("batch", self.batch, self.batch is None or self.batch >= 0, "an integer >= 0 (0 = no throughput)"),
             ("min_runs", self.min_runs, self.min_runs >= 1, "an integer >= 1"),
             ("min_time", self.min_time, self.min_time >= 0 and math.isfinite(self.min_time), "a number >= 0"),
@@ -103,6 +131,10 @@ class BenchConfig:
         for m in self.models:
             resolve_model(m)  # fail before measuring anything
         return self
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- models ------------------------------------------------------------------------------------------------------
