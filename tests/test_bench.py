@@ -5,6 +5,7 @@ import math
 import re
 
 import pytest
+import torch
 
 from mobilenets import bench
 from mobilenets.cli import main
@@ -212,3 +213,48 @@ def test_config_takes_one_value_where_a_sequence_is_expected(kw, field, expected
 def test_config_of_the_wrong_type_is_one_clear_error(kw, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         bench.BenchConfig(**kw).validate()
+
+
+def test_run_bench_leaves_the_callers_torch_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither the bench's 1 thread nor the core count it used to reset to
+    try:
+        (row,) = bench.run_bench(bench.BenchConfig(models="0.25-64", runtimes="torch", threads=1, **TINY))
+        assert row["threads"] == 1 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+class _ThreadsSeen(torch.nn.Module):
+    """A stand-in model whose forward records torch's thread count while the runner runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def fuse(self) -> "_ThreadsSeen":
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return x
+
+
+def test_torch_runner_uses_its_threads_per_call_and_restores_the_callers():
+    import numpy as np
+
+    from mobilenets.runtimes import torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        model = _ThreadsSeen()
+        runner = make_runner(model, "torch", threads=1)
+        assert torch.get_num_threads() == 3  # building the runner changes nothing
+        runner(np.zeros((1, 3, 8, 8), np.float32))
+        assert model.seen == [1] and torch.get_num_threads() == 3 and runner.info["threads"] == 1
+        with pytest.raises(RuntimeError, match="inside"), torch_threads(2):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 3  # restored on an error too
+    finally:
+        torch.set_num_threads(before)

@@ -226,3 +226,18 @@ def test_onnx_predictor_feeds_the_graphs_input_size_even_if_the_metadata_disagre
     assert predictor.spec.resolution == 160
     (pred,) = predict(predictor, [_png(tmp_path / "a.png")])
     assert pred.error is None and len(pred.top) == 5
+
+
+def test_predictor_threads_leave_the_callers_torch_thread_count(model_dir, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for model in (model_dir, model_dir.parent / "net.onnx"):
+            predictor = load_predictor(model, threads=1)
+            assert torch.get_num_threads() == 3
+            seen, transform = [], predictor.transform
+            predictor.transform = lambda image, f=transform, s=seen: s.append(torch.get_num_threads()) or f(image)
+            (pred,) = predict(predictor, [_png(tmp_path / "a.png")])
+            assert pred.error is None and seen == [1] and torch.get_num_threads() == 3  # 1 thread for the call only
+    finally:
+        torch.set_num_threads(before)

@@ -316,3 +316,23 @@ def test_predict_many_measures_all_models_shapes_together():
         )
         assert (alone, new) == (pytest.approx(ms), 0)
     assert got[0][0] == got[2][0]
+
+
+def test_torch_timing_holds_its_thread_count_and_restores_the_callers():
+    """The torch entries are timed at the table's thread count, and the caller's count is back afterwards."""
+    import torch
+
+    seen = []
+
+    def measure(key):
+        seen.append(torch.get_num_threads())
+        return PER_KIND[key.split(":")[0]]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        lut.predict_latency(0.25, 64, runtime="torch", threads=1, lut=lut.LatencyLUT(), measure=measure, env=ENV,
+                            calibrated=False, save=False)  # fmt: skip
+        assert set(seen) == {1} and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -39,7 +39,7 @@ from . import accuracy as acc
 from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
-from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner
+from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
 from .spec import ModelSpec, SpecError
 
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
@@ -476,7 +476,9 @@ def _peer_macs(label: str, spec: ModelSpec) -> int:
 
 
 def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[str, Any]]:
-    """Measure every model x runtime x threads of ``cfg``; unavailable runtimes add one line to ``notes``."""
+    """Measure every model x runtime x threads of ``cfg``; unavailable runtimes add one line to ``notes``.
+
+    torch's process-wide thread count is set per measurement and is the caller's again on return."""
     cfg = cfg.validate()
     notes = notes if notes is not None else []
     accuracy = acc.accuracy_model(cfg.accuracy_files, say=notes.append)
@@ -495,8 +497,9 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
                 probes[threads] = matmul_gflops(threads, seconds=0.3)
             try:
                 model, spec, label = build(name)
-                row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
-                              peak_gflops=peak, env=env)  # fmt: skip
+                with torch_threads(threads):  # set once here, so the timed calls do not switch it per call
+                    row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
+                                  peak_gflops=peak, env=env)  # fmt: skip
                 row["probe_gflops"] = probes[threads]
                 rows.append(row)
             except RuntimeUnavailable as exc:
@@ -504,7 +507,6 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
                 notes.append(f"skipped {runtime}: {exc}")
         bar.update(1)
     bar.close()
-    torch.set_num_threads(os.cpu_count() or 1)
     return rows
 
 

@@ -55,8 +55,11 @@ class Predictor:
         self.transform = eval_transform(self.spec)
 
     def preprocess(self, image: torch.Tensor) -> np.ndarray:
-        """uint8 RGB (3, H, W) -> normalised float32 (1, 3, R, R)."""
-        return self.transform(image).unsqueeze(0).numpy()
+        """uint8 RGB (3, H, W) -> normalised float32 (1, 3, R, R), on ``threads`` torch threads if given."""
+        from .runtimes import torch_threads
+
+        with torch_threads(self.threads):
+            return self.transform(image).unsqueeze(0).numpy()
 
     def warm_up(self) -> None:
         """One run on zeros so the first timed image does not pay for lazy initialisation."""
@@ -67,7 +70,10 @@ class Predictor:
 def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads: int | None = None) -> Predictor:
     """Open MODEL (weights folder or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx).
 
-    An ONNX file's images are preprocessed to its graph's input size (`onnx_spec`)."""
+    ``threads`` is the intra-op thread count of the model's runtime and of the (torch) preprocessing, applied per
+    session (ONNX Runtime, OpenVINO) or per call (torch, whose only setting is process-wide: it is set for the call
+    and the caller's count restored after); None leaves each runtime's default. An ONNX file's images are
+    preprocessed to its graph's input size (`onnx_spec`)."""
     from . import runtimes, weights
 
     path = Path(model)
@@ -77,8 +83,6 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
         raise ValueError(f"threads={threads} is not allowed: threads must be an integer >= 1 (or not given)")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
-    if threads:
-        torch.set_num_threads(threads)  # preprocessing runs in torch too; on a busy machine 1 thread is fastest
     if path.is_file() and path.suffix.lower() == ".onnx":
         runtime = runtime or "ort"
         if runtime == "torch":

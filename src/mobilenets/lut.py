@@ -601,11 +601,12 @@ def predict_many(
     timer = None if measure else KeyTimer(runtime, threads)
     measure, whole = measure or timer, None
     try:
-        if calibrating:  # the models' shapes share the anchors' rounds
-            whole = measure_whole or ModelTimer(runtime, threads)
-            n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
-            counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
-        fill(table, own, measure, rounds)
+        with _torch_threads_for(runtime, threads):
+            if calibrating:  # the models' shapes share the anchors' rounds
+                whole = measure_whole or ModelTimer(runtime, threads)
+                n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
+                counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
+            fill(table, own, measure, rounds)
     finally:
         for built in (timer, whole):
             if isinstance(built, KeyTimer | ModelTimer):
@@ -615,6 +616,16 @@ def predict_many(
     if calibrated:
         return [(predict_from_table(table, keys), n) for keys, n in zip(all_keys, counts, strict=True)]
     return [(table["overhead"] + layer_sum(table, keys), n) for keys, n in zip(all_keys, counts, strict=True)]
+
+
+def _torch_threads_for(runtime: str, threads: int):
+    """torch's thread count held at ``threads`` while a torch runtime is timed (restored after), so that the timed
+    calls do not each switch it (`runtimes.torch_threads`); other runtimes set theirs per session."""
+    from contextlib import nullcontext
+
+    from .runtimes import RUNTIME_INFO, torch_threads
+
+    return torch_threads(threads) if RUNTIME_INFO[runtime].engine == "torch" else nullcontext()
 
 
 def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:

@@ -17,7 +17,9 @@ Runtime names (`RUNTIMES`, each described by a `RuntimeInfo`):
   Python launch overhead is paid once), when CUDA is present. A call copies the numpy batch in and the logits out;
   the runner's ``resident`` form times the model on a batch already on the GPU.
 
-Every runner honours ``threads`` (intra-op threads; the GPU ignores it). A runtime that cannot run here raises
+Every runner honours ``threads`` (intra-op threads; the GPU ignores it) without changing the process's settings: ONNX
+Runtime and OpenVINO take it per session, and PyTorch, which has only the process-wide ``torch.set_num_threads``,
+gets it for the duration of each call (`torch_threads`). A runtime that cannot run here raises
 `RuntimeUnavailable` with a one-line reason; callers skip it with that note.
 """
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +112,27 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block, the caller's count restored after it (None: unchanged).
+
+    torch has no per-module thread setting, only this process-wide one; setting it costs well under a microsecond, and
+    nothing at all when the count is already ``threads`` (what `bench` arranges around its timed calls)."""
+    old = torch.get_num_threads()
+    if not threads or threads == old:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def torch_runner(
     model: MobileNetV1, *, threads: int | None = None, channels_last: bool = False, compile: bool = False
 ) -> Runner:
-    if threads:
-        torch.set_num_threads(threads)
+    """PyTorch eager (or ``compile``) on the CPU; ``threads`` applies to each call only (`torch_threads`)."""
     net = model.fuse()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -122,7 +142,8 @@ def torch_runner(
 
     @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
-        return net(torch.from_numpy(x).contiguous(memory_format=fmt)).numpy()
+        with torch_threads(threads):
+            return net(torch.from_numpy(x).contiguous(memory_format=fmt)).numpy()
 
     name = "compile" if compile else "torch-cl" if channels_last else "torch"
     return Runner(
@@ -133,7 +154,7 @@ def torch_runner(
             "version": torch.__version__,
             "layout": "NHWC" if channels_last else "NCHW",
             "dtype": "fp32",
-            "threads": torch.get_num_threads(),
+            "threads": threads or torch.get_num_threads(),
         },
     )
 
