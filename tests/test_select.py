@@ -113,6 +113,15 @@ def test_bad_constraints_rejected(kw):
         Constraints(**kw).validate()
 
 
+@pytest.mark.parametrize("fraction", [0.7, 1.0, 1])
+def test_min_top1_fraction_is_an_error_not_a_floor_under_one_percent(fraction):
+    """top-1 is in percent in `select` (70 for 70%); train() summaries give fractions, so 0.7 is a likely slip."""
+    with pytest.raises(ValueError, match=r"min_top1=.* is not allowed: top-1 is in percent here: 70 for 70%"):
+        Constraints(min_top1=fraction).validate()
+    assert Constraints(min_top1=0).validate().min_top1 == 0  # 0 (no floor) and real percentages stay valid
+    assert Constraints(min_top1=70).validate().min_top1 == 70
+
+
 def test_search_space():
     assert len(SearchSpace().candidates()) == 16 * 9
     assert SearchSpace(0.5, 0.5, 0.05, 128, 160, 32).candidates() == [(0.5, 128), (0.5, 160)]
@@ -214,6 +223,7 @@ def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
         (["--runtime", "tflite"], ["runtime='tflite'"]),
         (["--threads", "0"], ["threads=0"]),
         (["--min-top1", "101"], ["min_top1"]),
+        (["--min-top1", "0.7"], ["min_top1=0.7", "top-1 is in percent here: 70 for 70%"]),
         (["--max-macs", "lots"], ["'lots'"]),
     ],
 )

@@ -60,9 +60,26 @@ class SearchSpace:
         return [(a, r) for a in alphas for r in resolutions]
 
 
+def check_percent(name: str, value: float | None) -> None:
+    """A top-1 floor in percent: None, 0 or (1, 100]; a fraction such as 0.7 (70%? 0.7%?) is an error."""
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a percentage in [0, 100]")
+    if 0 < value <= 1:
+        raise ValueError(
+            f"{name}={value!r} is not allowed: top-1 is in percent here: 70 for 70% (give {value * 100:g} if you "
+            f"meant {value * 100:g}%)"
+        )
+
+
 @dataclass(frozen=True)
 class Constraints:
-    """Upper bounds (None = unconstrained). ``fps`` means latency <= 1000 / fps; with ``latency_ms`` both hold."""
+    """Upper bounds (None = unconstrained). ``fps`` means latency <= 1000 / fps; with ``latency_ms`` both hold.
+
+    ``min_top1`` is a floor on expected top-1 **in percent** (70 for 70%), as in the candidates and the paper's
+    tables; `train` summaries and `evaluate_weights` give fractions (0.70), so a value in (0, 1] is refused rather
+    than read as a floor of under 1%."""
 
     latency_ms: float | None = None
     fps: float | None = None
@@ -79,8 +96,7 @@ class Constraints:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
         if self.size_dtype not in SIZE_DTYPES:
             raise ValueError(f"size_dtype={self.size_dtype!r} is not allowed: one of {', '.join(SIZE_DTYPES)}")
-        if self.min_top1 is not None and not 0 <= self.min_top1 <= 100:
-            raise ValueError(f"min_top1={self.min_top1!r} is not allowed: min_top1 must be a percentage in [0, 100]")
+        check_percent("min_top1", self.min_top1)
         return self
 
     @property
