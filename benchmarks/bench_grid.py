@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mobilenets import bench
-from mobilenets.runtimes import RuntimeUnavailable, make_runner
+from mobilenets.runtimes import RuntimeUnavailable, make_runner, torch_threads
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 RUNTIMES = ("torch", "torch-cl", "ort", "openvino", "openvino-bf16", "ort-int8", "openvino-int8")
@@ -100,16 +100,18 @@ def overhead(rounds: int) -> list[dict]:
         ("ort", lambda: runner(x), lambda: sess.run(None, {name: x})),
         ("torch", lambda: torch_runner(x), bare_torch),
     ):
-        # Alternate whole measurements: bench.time_calls on the Runner vs the bare call timed by a plain loop.
+        # Alternate whole measurements: bench.time_calls on the Runner vs the bare call timed by a plain loop; torch
+        # at the runner's 1 thread throughout (as run_bench holds it), so neither call switches the thread count
         ours, direct = [], []
-        for _ in range(rounds):
-            ours.append(np.median(bench.time_calls(wrapped, min_runs=20, min_time=10, warmup=2)))
-            t = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                bare()
-                t.append(time.perf_counter() - t0)
-            direct.append(np.median(t))
+        with torch_threads(1):
+            for _ in range(rounds):
+                ours.append(np.median(bench.time_calls(wrapped, min_runs=20, min_time=10, warmup=2)))
+                t = []
+                for _ in range(20):
+                    t0 = time.perf_counter()
+                    bare()
+                    t.append(time.perf_counter() - t0)
+                direct.append(np.median(t))
         o, d = float(np.median(ours) * 1e3), float(np.median(direct) * 1e3)
         out.append({"runtime": runtime, "threads": 1, "bench_ms": o, "direct_ms": d, "bench_over_direct": o / d})
     return out
