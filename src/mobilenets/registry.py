@@ -2,17 +2,20 @@
 
 ``create_model("mobilenet_v1_050_160", num_classes=10)`` builds a `MobileNetV1`; ``list_models()`` names them all.
 Off the grid, the same pattern names any width and resolution (``mobilenet_v1_045_176``, as `grid_name` writes the
-models that bench and select print), and so does bench's ``ALPHA-RESOLUTION`` form (``0.45-176``).
+models that bench and select print), and so does bench's ``ALPHA-RESOLUTION`` form (``0.45-176``). `grid_name`
+(defined in spec.py, which keeps a grid-named spec's name in step with its alpha and resolution) is the one naming
+function.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .mobilenet_v1 import MobileNetV1
-from .spec import ModelSpec, SpecError
+from .spec import ModelSpec, SpecError, grid_name
 from .weights import ARCHITECTURE_FIELDS, check_architecture, load, read_config
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
@@ -22,32 +25,55 @@ PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
 
 
 def register_model(name: str, spec_fn: Callable[[], ModelSpec]) -> None:
-    """Register ``name`` -> a function returning its default `ModelSpec`. Registering a name twice is an error."""
+    """Register ``name`` -> a function returning its default `ModelSpec`; it is called each time the model is
+    created, and anything but a ModelSpec is then an error naming the model. Registering a name twice is an error."""
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
+    if not callable(spec_fn):
+        raise SpecError(f"spec_fn={spec_fn!r} is not allowed: register_model({name!r}, ...) needs a function")
     _REGISTRY[name] = spec_fn
 
 
-def list_models() -> list[str]:
-    return list(_REGISTRY)
+def _registered_spec(name: str) -> ModelSpec:
+    spec = _REGISTRY[name]()
+    if not isinstance(spec, ModelSpec):
+        raise SpecError(f"model {name!r}: its registered function returned {type(spec).__name__}, not a ModelSpec")
+    return spec
+
+
+def list_models(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
+    """Registered model names, in registration order (the paper's grid first), filtered as timm's ``list_models``:
+    ``filter`` keeps the names matching any of its fnmatch patterns (``"mobilenet_v1_050*"``), ``exclude_filters``
+    drops those matching any of its. Off-grid names (see `model_spec`) are created but not listed."""
+    names = list(_REGISTRY)
+    if filter:
+        names = [n for n in names if _matches(n, filter)]
+    if exclude_filters:
+        names = [n for n in names if not _matches(n, exclude_filters)]
+    return names
+
+
+def _matches(name: str, patterns: str | Sequence[str]) -> bool:
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 _GRID_NAME = re.compile(r"mobilenet_v1_(\d{3,})(?:_(\d+))?")
 _ALPHA_RES = re.compile(r"(\d*\.?\d+)-(\d+)")
 
 
-def model_spec(name: str, **overrides: Any) -> ModelSpec:
+def model_spec(name: str, /, **overrides: Any) -> ModelSpec:
     """The spec of a registered model, or of a `grid_name`-style or ALPHA-RESOLUTION name off the grid, with
     ``overrides`` applied (validated)."""
     if name in _REGISTRY:
-        return _REGISTRY[name]().replace(**overrides)
+        return _registered_spec(name).replace(**overrides)
     grid, pair = _GRID_NAME.fullmatch(name), _ALPHA_RES.fullmatch(name)
     if grid or pair:
         digits = grid.group(1) if grid else ""
         alpha = int(digits) / 10 ** (len(digits) - 1) if grid else float(pair.group(1))
         resolution = int((grid.group(2) or 224) if grid else pair.group(2))
         spec = ModelSpec(alpha=alpha, resolution=resolution)  # validated before it is named
-        return spec.replace(name=grid_name(spec.alpha, spec.resolution), **overrides)
+        return spec.replace(name=grid_name(spec.alpha, spec.resolution)).replace(**overrides)
     raise SpecError(
         f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
         "mobilenet_v1_<alpha x 100>[_<resolution>] or ALPHA-RESOLUTION (0.45-176)"
@@ -77,15 +103,6 @@ def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: di
     arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE_FIELDS}
     check_architecture(read_config(path)["spec"], requested.replace(**arch), str(path))
     return load(path, **overrides)
-
-
-def grid_name(alpha: float, resolution: int = 224) -> str:
-    """TF-slim-like short name: alpha 0.75 at 160 -> 'mobilenet_v1_075_160' (no suffix at 224). The digits are
-    alpha without its point, at least three: 1.0 -> 100, 0.5 -> 050, and a finer width keeps all its digits
-    (0.125 -> 0125), so `model_spec` reads every name back to its alpha (the first digit is alpha's units)."""
-    digits = f"{alpha:.6f}".rstrip("0").replace(".", "")
-    name = f"mobilenet_v1_{digits.ljust(3, '0')}"
-    return name if resolution == 224 else f"{name}_{resolution}"
 
 
 def _register_defaults() -> None:

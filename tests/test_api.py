@@ -1,0 +1,95 @@
+"""The public API's contracts: ModelSpec validation, names that follow alpha and resolution, the registry."""
+
+import numpy as np
+import pytest
+
+import mobilenets
+from mobilenets import ModelSpec, create_model, registry
+from mobilenets.registry import grid_name, model_spec, register_model
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(interpolation="foo"), "interpolation='foo' is not allowed: interpolation must be one of 'bilinear'"),
+        (dict(labels="abc", num_classes=3), "labels='abc' is not allowed: labels must be a sequence of class names"),
+        (dict(labels=(1, 2), num_classes=2), r"labels=\(1, 2\) is not allowed"),
+        (dict(mean="abc"), "mean='abc' is not allowed: mean must be 3 numbers, one per input channel"),
+        (dict(std=(0.5, 0.5)), r"std=\(0.5, 0.5\) is not allowed: std must be 3 positive numbers"),
+        (dict(std=(0.5, 0.0, 0.5)), "std must be 3 positive numbers"),
+        (dict(in_chans=1), r"mean=\(0.485, 0.456, 0.406\) is not allowed: mean must be 1 numbers.*in_chans=1"),
+        (dict(in_chans=4, mean=(0.5,) * 4), r"std=\(0.229, 0.224, 0.225\) is not allowed: std must be 4"),
+        (dict(resolution=True), "resolution=True is not allowed"),
+        (dict(alpha=True), "alpha=True is not allowed"),
+        (dict(tf_padding="no"), "tf_padding='no' is not allowed: tf_padding must be True or False"),
+        (dict(resolution=np.float64(96.0)), r"resolution=np.float64\(96.0\) is not allowed: resolution must be an int"),
+    ],
+)
+def test_spec_rejects_values_that_would_fail_later(kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        ModelSpec(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_spec_accepts_numpy_numbers_and_stores_python_ones():
+    spec = ModelSpec(
+        alpha=np.float32(0.5),
+        resolution=np.int64(96),
+        num_classes=np.int32(3),
+        output_stride=np.int64(16),
+        dropout=np.float64(0.2),
+        mean=np.array([0.5, 0.5, 0.5], dtype=np.float32),
+        std=[0.25, 0.25, 0.25],
+        labels=["a", "b", "c"],
+    )
+    assert (spec.alpha, spec.resolution, spec.num_classes, spec.output_stride) == (0.5, 96, 3, 16)
+    assert type(spec.alpha) is float and type(spec.resolution) is int and type(spec.output_stride) is int
+    assert spec.mean == (0.5, 0.5, 0.5) and type(spec.mean[0]) is float and spec.labels == ("a", "b", "c")
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    gray = ModelSpec(in_chans=1, mean=(0.5,), std=(0.25,))
+    assert create_model(gray, alpha=0.25).stem.conv.in_channels == 1
+
+
+def test_spec_repr_shortens_labels():
+    spec = ModelSpec(labels=tuple(f"class{i}" for i in range(1000)))
+    text = repr(spec)
+    assert "labels=<1000 labels>" in text and "class999" not in text and len(text) < 500
+    assert "alpha=1.0" in text and "name=None" in text and "labels=None" in repr(ModelSpec())
+
+
+def test_grid_names_follow_alpha_and_resolution():
+    assert create_model("mobilenet_v1_100", alpha=0.5).spec.name == grid_name(0.5, 224) == "mobilenet_v1_050"
+    assert model_spec("mobilenet_v1_025_128", resolution=160).name == "mobilenet_v1_025_160"
+    assert model_spec("mobilenet_v1_045_176", alpha=0.5).name == "mobilenet_v1_050_176"  # off-grid names too
+    assert model_spec("mobilenet_v1_100", num_classes=10).name == "mobilenet_v1_100"
+    assert model_spec("mobilenet_v1_100", alpha=0.5, name="mine").name == "mine"  # an explicit name wins
+    assert model_spec("mobilenet_v1_100", variant="shallow").name is None  # no grid name describes it
+    assert model_spec("mobilenet_v1_shallow", resolution=160).name == "mobilenet_v1_shallow"  # not a grid name
+    spec = ModelSpec(alpha=0.75, name="mobilenet_v1_075")
+    assert spec.replace(resolution=192).name == "mobilenet_v1_075_192"
+    assert mobilenets.MobileNetV1(spec, alpha=0.25).spec.name == "mobilenet_v1_025"
+    assert ModelSpec(name="custom").replace(alpha=0.5).name == "custom"
+
+
+def test_list_models_filters_like_timm():
+    assert mobilenets.list_models("mobilenet_v1_050*") == [
+        "mobilenet_v1_050",
+        "mobilenet_v1_050_192",
+        "mobilenet_v1_050_160",
+        "mobilenet_v1_050_128",
+    ]
+    assert mobilenets.list_models(["*_shallow", "*_conv"]) == ["mobilenet_v1_shallow", "mobilenet_v1_conv"]
+    assert len(mobilenets.list_models("mobilenet_v1_*", exclude_filters="*_1[26]?")) == 18 - 8
+    assert mobilenets.list_models("resnet*") == []
+    assert mobilenets.list_models() == mobilenets.list_models("")
+
+
+def test_register_model_checks_its_function_when_the_model_is_created(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the names below vanish after the test
+    register_model("test_api_not_a_spec", lambda: {"alpha": 0.5})
+    with pytest.raises(ValueError, match="model 'test_api_not_a_spec': its registered function returned dict, not"):
+        create_model("test_api_not_a_spec")
+    with pytest.raises(ValueError, match="spec_fn=.*is not allowed.*needs a function"):
+        register_model("test_api_not_callable", ModelSpec())
+    register_model("test_api_tiny", lambda: ModelSpec(alpha=0.25, num_classes=2, name="test_api_tiny"))
+    assert create_model("test_api_tiny").spec.alpha == 0.25
