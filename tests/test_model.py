@@ -47,12 +47,12 @@ def test_output_stride_shapes_and_feature_maps(output_stride):
     x = torch.randn(1, 3, 128, 96)
     feats = model.forward_features(x)
     assert feats.shape == (1, model.num_features, 128 // output_stride, 96 // output_stride)
-    maps = model.forward_intermediates(x)
+    final, maps = model.forward_intermediates(x)
     assert [info["reduction"] for info in model.feature_info] == [min(s, output_stride) for s in (2, 4, 8, 16, 32)]
     for fmap, info in zip(maps, model.feature_info, strict=True):
         assert fmap.shape[1] == info["num_chs"]
         assert fmap.shape[-2:] == (128 // info["reduction"], 96 // info["reduction"])
-    assert torch.equal(maps[-1], feats)
+    assert torch.equal(maps[-1], feats) and torch.equal(final, feats)
     assert model(x).shape == (1, model.num_features)  # num_classes=0 -> pooled features
 
 
@@ -74,6 +74,47 @@ def test_forward_head_and_reset_classifier():
     assert model.forward_head(feats).shape == (2, 7) and model.spec.num_classes == 7
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
+
+
+def test_forward_intermediates_follows_timms_contract():
+    from timm.models._features import feature_take_indices
+
+    from mobilenets.mobilenet_v1 import take_indices
+
+    for indices in (None, 1, 3, 5, [0], [-1, 1], (0, 2, 4), [-5]):
+        assert take_indices(5, indices) == feature_take_indices(5, indices)[0]
+    model = MobileNetV1(alpha=0.25, num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x)) and len(maps) == 5
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True, norm=True)
+        assert isinstance(last_two, list) and [m.shape for m in last_two] == [m.shape for m in maps[-2:]]
+        picked = model.forward_intermediates(x, indices=[0, -2], stop_early=True, intermediates_only=True)
+        assert torch.equal(picked[0], maps[0]) and torch.equal(picked[1], maps[3])
+        ran = []
+        model.blocks[-1].register_forward_hook(lambda *args: ran.append(1))
+        model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        assert ran == []  # the blocks after the last map taken did not run
+    for kwargs, words in [
+        (dict(output_fmt="NHWC"), "output_fmt='NHWC' is not allowed"),
+        (dict(stop_early=True), "stop_early=True is not allowed.*intermediates_only"),
+        (dict(indices=6), "indices=6 is not allowed.*1..5"),
+        (dict(indices=[5]), r"indices=\[5\] is not allowed.*-5..4"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            model.forward_intermediates(x, **kwargs)
+
+
+def test_reset_classifier_takes_timms_global_pool_and_get_classifier():
+    model = MobileNetV1(alpha=0.25, num_classes=4, labels=("a", "b", "c", "d")).eval()
+    assert model.get_classifier() is model.classifier and model.get_classifier().out_features == 4
+    model.reset_classifier(6, "avg")
+    assert model.get_classifier().out_features == 6 and model.spec.labels is None
+    model.reset_classifier(5, global_pool=None)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    with pytest.raises(ValueError, match="global_pool='max' is not allowed: global_pool must be 'avg'"):
+        model.reset_classifier(5, global_pool="max")
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(tf_padding=True, act="relu6"), dict(variant="conv", alpha=0.25)])

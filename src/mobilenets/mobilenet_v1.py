@@ -157,6 +157,23 @@ def _build_block(block: tuple[LayerDef, ...], spec: ModelSpec) -> nn.Module:
     )
 
 
+def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Which of ``n`` feature maps to return, as timm's ``feature_take_indices``: None = all, an int k = the last k,
+    a sequence = those positions (negative counts from the end); out of range is an error naming the value."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= n:
+            raise SpecError(f"indices={indices!r} is not allowed: indices must be a count in 1..{n} or a list")
+        return list(range(n - indices, n))
+    picked = (
+        [i + n if isinstance(i, int) and i < 0 else i for i in indices] if isinstance(indices, list | tuple) else []
+    )
+    if not picked or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in picked):
+        raise SpecError(f"indices={indices!r} is not allowed: indices must be positions in {-n}..{n - 1}")
+    return picked
+
+
 def feature_taps(plan: Plan) -> list[dict]:
     """The last block at each nominal stride 2/4/8/16/32, for detection/segmentation backbones (timm feature_info)."""
     taps: dict[int, dict] = {}
@@ -209,10 +226,12 @@ class MobileNetV1(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Classifier outputs, from the spec (0 = no classifier: `forward` returns pooled features)."""
         return self.spec.num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and the 13 separable blocks: the unpooled final feature map (N, num_features, H/32, W/32)."""
+        """Stem and the separable blocks: the unpooled final feature map (N, num_features, H/s, W/s), s the spec's
+        ``output_stride`` (32 by default; 8 and 16 dilate the late blocks instead of striding)."""
         return self.blocks(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -221,28 +240,58 @@ class MobileNetV1(nn.Module):
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, in_chans, H, W), normalised with the spec's mean/std, H and W >= 32 -> logits
+        (N, num_classes), or pooled features (N, num_features) when num_classes is 0."""
         return self.forward_head(self.forward_features(x))
 
     @torch.jit.unused
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps at nominal strides 2, 4, 8, 16, 32 (channels and actual reduction in ``feature_info``)."""
-        wanted = {tap["index"] for tap in self.feature_info}
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's contract: ``(final feature map, [feature maps])``, or the list alone if ``intermediates_only``.
+
+        The maps are those of ``feature_info`` (nominal strides 2, 4, 8, 16, 32; channels and actual reduction
+        there). ``indices`` as timm's ``feature_take_indices``: None = all, n = the last n, a list picks (negative
+        from the end). ``stop_early`` (with ``intermediates_only``) skips the blocks after the last map taken.
+        ``norm`` is accepted and does nothing (MobileNetV1 has no final norm); ``output_fmt`` must be 'NCHW'.
+        """
+        if output_fmt != "NCHW":
+            raise SpecError(f"output_fmt={output_fmt!r} is not allowed: output_fmt must be 'NCHW'")
+        if stop_early and not intermediates_only:
+            raise SpecError("stop_early=True is not allowed: stop_early needs intermediates_only=True")
+        take = [self.feature_info[i]["index"] for i in take_indices(len(self.feature_info), indices)]
+        blocks = self.blocks[: max(take) + 1] if stop_early else self.blocks
         out = []
         x = self.stem(x)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(blocks):
             x = block(x)
-            if i in wanted:
+            if i in take:
                 out.append(x)
-        return out
+        return out if intermediates_only else (x, out)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one (0 = no classifier, features out)."""
+    def get_classifier(self) -> nn.Module:
+        """The classifier (``nn.Linear``, or ``nn.Identity`` when num_classes is 0), as timm's."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a freshly initialised one (0 = no classifier, features out); labels are
+        dropped. ``global_pool`` as timm's: None or 'avg' (the paper's average pool; no other pooling is built)."""
+        if global_pool not in (None, "avg"):
+            raise SpecError(f"global_pool={global_pool!r} is not allowed: global_pool must be 'avg' or None")
         self.spec = self.spec.replace(num_classes=num_classes, labels=None)
         self.plan = build_plan(self.spec)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            nn.init.normal_(self.classifier.weight, 0, 0.01)
-            nn.init.zeros_(self.classifier.bias)
+        p = self.stem.conv.weight
+        linear = nn.Linear(self.num_features, num_classes, device=p.device, dtype=p.dtype) if num_classes else None
+        self.classifier = linear if linear is not None else nn.Identity()
+        if linear is not None:
+            nn.init.normal_(linear.weight, 0, 0.01)
+            nn.init.zeros_(linear.bias)
 
     def fuse(self) -> MobileNetV1:
         """An eval-mode copy with every BatchNorm folded into the preceding conv (same outputs, fewer ops)."""
