@@ -4,11 +4,18 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 import mobilenets
-from mobilenets import weights
+from mobilenets import ModelSpec, weights
 from mobilenets.convert import sniff_format
-from mobilenets.weights import WeightsError
+from mobilenets.weights import WEIGHTS_FILE, WeightsError, read_state_dict
+
+from .conftest import data_path
+
+TF_LIKE = ModelSpec(
+    alpha=0.25, resolution=96, act="relu6", tf_padding=True, bn_eps=1e-3, num_classes=5, mean=(0.5,) * 3, std=(0.5,) * 3
+)
 
 
 def test_config_records_input_convention_and_provenance(tmp_path):
@@ -32,7 +39,8 @@ def test_create_model_with_weights(tmp_path):
     model = mobilenets.create_model(spec).eval()
     mobilenets.save(model, tmp_path / "m")
     again = mobilenets.create_model("mobilenet_v1_050_128", weights=tmp_path / "m", resolution=160)
-    assert again.spec == spec.replace(resolution=160) and not again.training  # saved config wins; overrides on top
+    named = spec.replace(resolution=160, name="mobilenet_v1_050_160")  # unnamed weights take the requested name
+    assert again.spec == named and not again.training  # saved config wins; overrides on top
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
@@ -58,3 +66,128 @@ def test_sniff_format(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"\x08\x07\x12\x04" + b"\0" * 12)
     with pytest.raises(WeightsError, match="x.onnx: unknown weights format"):
         sniff_format(tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize(
+    "override,saved",
+    [
+        (dict(act="relu"), "'relu6'"),
+        (dict(tf_padding=False), "True"),
+        (dict(bn_eps=1e-5), "0.001"),
+        (dict(mean=(0.485, 0.456, 0.406)), r"\(0.5, 0.5, 0.5\)"),
+        (dict(std=[0.25, 0.25, 0.25]), r"\(0.5, 0.5, 0.5\)"),
+        (dict(in_chans=1, mean=(0.5,), std=(0.5,)), "3"),
+        (dict(channel_divisor=8), "1"),
+        (dict(min_channels=16), "8"),
+    ],
+)
+def test_with_weights_a_field_they_fix_cannot_change(tmp_path, override, saved):
+    mobilenets.save(mobilenets.create_model(TF_LIKE), tmp_path / "m")
+    field = next(iter(override))
+    message = f"{field}=.* is not allowed: {field} must be {saved}, the value the weights in .*m were trained with"
+    with pytest.raises(ValueError, match=message) as err:
+        mobilenets.create_model("mobilenet_v1_025_96", weights=tmp_path / "m", **override)
+    assert "\n" not in str(err.value) and "resolution" in str(err.value)  # names what may change
+    with pytest.raises(ValueError, match=message):
+        mobilenets.load(tmp_path / "m", **override)
+
+
+def test_with_weights_free_fields_and_saved_values_may_be_given(tmp_path):
+    model = mobilenets.create_model(TF_LIKE).eval()
+    mobilenets.save(model, tmp_path / "m")
+    same = dict(act="relu6", tf_padding=True, bn_eps=1e-3, mean=[0.5] * 3, alpha=0.25)
+    free = dict(dropout=0.2, resolution=128, crop_pct=1.0, interpolation="bicubic")
+    again = mobilenets.load(tmp_path / "m", **same, **free)
+    assert again.spec == TF_LIKE.replace(**free)
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    dilated = mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "m", output_stride=16)
+    assert dilated.forward_features(x).shape[-2:] == (6, 5)  # a dilated backbone from the same weights
+
+
+@pytest.mark.parametrize("how", ["create_model", "load"])
+def test_another_class_count_keeps_the_backbone_and_gives_a_fresh_head(tmp_path, how):
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=5, labels=tuple("abcde"))
+    mobilenets.save(model, tmp_path / "m")
+    saved = read_state_dict(tmp_path / "m" / WEIGHTS_FILE)
+    if how == "create_model":
+        again = mobilenets.create_model("mobilenet_v1_025_128", weights=tmp_path / "m", num_classes=10)
+    else:
+        again = mobilenets.load(tmp_path / "m", num_classes=10)
+    state = again.state_dict()
+    backbone = [k for k in saved if not k.startswith("classifier.")]
+    assert len(backbone) == len(state) - 2 and all(torch.equal(state[k], saved[k]) for k in backbone)
+    assert again.classifier.out_features == 10 and again.spec.num_classes == 10 and again.spec.labels is None
+    assert again(torch.randn(1, 3, 64, 64)).shape == (1, 10) and not again.training
+    relabelled = mobilenets.load(tmp_path / "m", num_classes=3, labels=["x", "y", "z"])
+    assert relabelled.spec.labels == ("x", "y", "z") and relabelled.classifier.out_features == 3
+    features = mobilenets.load(tmp_path / "m", num_classes=0)
+    assert features(torch.randn(1, 3, 64, 64)).shape == (1, features.num_features)
+    renamed = mobilenets.load(tmp_path / "m", labels=tuple("vwxyz"))  # same count: the trained head stays
+    assert renamed.spec.labels == tuple("vwxyz") and torch.equal(renamed.classifier.weight, saved["classifier.weight"])
+    with pytest.raises(ValueError, match="labels='<1 labels>' is not allowed: labels must be 10 labels"):
+        mobilenets.load(tmp_path / "m", num_classes=10, labels=("a",))
+
+
+def test_save_refuses_what_load_cannot_read_and_writes_nothing(tmp_path):
+    model = mobilenets.create_model("mobilenet_v1_025", num_classes=3).eval()
+    with pytest.raises(WeightsError, match=r"fused MobileNetV1.*is not allowed.*save the model before fuse\(\)"):
+        mobilenets.save(model.fuse(), tmp_path / "fused")
+    model.classifier = nn.Sequential(nn.Linear(model.num_features, 7))
+    with pytest.raises(WeightsError, match="not saved: tensor 'classifier.weight'.*missing.*reset_classifier"):
+        mobilenets.save(model, tmp_path / "custom")
+    model.classifier = nn.Linear(10, 7)
+    with pytest.raises(WeightsError, match="classifier.weight' has shape \\(7, 10\\).*reset_classifier"):
+        mobilenets.save(model, tmp_path / "wrong")
+    with pytest.raises(WeightsError, match="model=Linear is not allowed: save needs a MobileNetV1"):
+        mobilenets.save(nn.Linear(2, 2), tmp_path / "linear")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_unwraps_compiled_models_and_records_a_swapped_head(tmp_path):
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=("a", "b", "c")).eval()
+    mobilenets.save(torch.compile(model), tmp_path / "compiled")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(mobilenets.load(tmp_path / "compiled")(x), model(x))
+    model.classifier = nn.Linear(model.num_features, 7)  # torchvision-style head swap
+    mobilenets.save(model, tmp_path / "swapped")
+    again = mobilenets.load(tmp_path / "swapped")
+    assert again.spec == model.spec.replace(num_classes=7, labels=None)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    model.classifier = nn.Identity()
+    mobilenets.save(model, tmp_path / "features")
+    assert mobilenets.load(tmp_path / "features").num_classes == 0
+
+
+def test_names_survive_save_and_name_unnamed_weights(tmp_path):
+    model = mobilenets.create_model("mobilenet_v1_100", alpha=0.25, num_classes=3)
+    mobilenets.save(model, tmp_path / "named")
+    name = mobilenets.load(tmp_path / "named").spec.name
+    assert name == "mobilenet_v1_025"
+    assert mobilenets.create_model(name, weights=tmp_path / "named").spec == model.spec
+    mobilenets.save(mobilenets.MobileNetV1(alpha=0.25, resolution=128, num_classes=3), tmp_path / "unnamed")
+    for asked, resolution, expected in [
+        ("mobilenet_v1_025_128", None, "mobilenet_v1_025_128"),
+        ("mobilenet_v1_025", None, "mobilenet_v1_025_128"),  # the saved resolution wins, and the name says so
+        ("mobilenet_v1_025_128", 160, "mobilenet_v1_025_160"),
+    ]:
+        kwargs = {"resolution": resolution} if resolution else {}
+        got = mobilenets.create_model(asked, weights=tmp_path / "unnamed", **kwargs).spec
+        assert got.name == expected and got.resolution == (resolution or 128)
+
+
+def test_converted_weights_refuse_overrides_and_take_a_fresh_head(tmp_path):
+    from mobilenets.convert import convert_file
+
+    src = data_path("mobilenet-weights", "tflite", "mobilenet_v1_0.25_128_quant.tflite")
+    folder = convert_file(src, tmp_path / "w", classes=1000)
+    model = mobilenets.create_model("mobilenet_v1_025_128", weights=folder)
+    assert model.spec.name == "mobilenet_v1_025_128" and model.spec.act == "relu6" and model.spec.tf_padding
+    for override in (dict(act="relu"), dict(tf_padding=False), dict(bn_eps=1e-5)):
+        with pytest.raises(ValueError, match="is not allowed"):
+            mobilenets.create_model("mobilenet_v1_025_128", weights=folder, **override)
+    ten = mobilenets.create_model("mobilenet_v1_025_128", weights=folder, num_classes=10)
+    assert ten.classifier.out_features == 10 and torch.equal(ten.stem.conv.weight, model.stem.conv.weight)

@@ -1,6 +1,6 @@
 """mobilenets: MobileNetV1 (Howard et al. 2017, arXiv 1704.04861) as a toolkit.
 
-Public API: `create_model`, `list_models`, `MobileNetV1`, `ModelSpec`, `count_complexity`.
+Public API: `create_model`, `list_models`, `MobileNetV1`, `ModelSpec`, `count_complexity`, `save` and `load`.
 """
 
 from .complexity import COUNTING_NOTE, count_complexity

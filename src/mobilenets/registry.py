@@ -85,23 +85,28 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
 
     ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`) loads those weights in eval
     mode. The saved config then defines the model (padding, activation, BN eps, classes, mean/std); the name or
-    spec must agree with it on alpha, variant and depth multiplier, and ``overrides`` apply on top.
+    spec must agree with it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
+    allows: data-side fields, dropout and output_stride freely, ``num_classes`` for a fresh head of that many
+    classes (timm's ``pretrained=True, num_classes=N``), and a field the weights fix (act, tf_padding, bn_eps,
+    mean, std, in_chans...) only at its saved value. Weights saved without a name take the requested one.
     """
+    if not isinstance(name_or_spec, str | ModelSpec):
+        raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
     if weights is not None:
         return _create_with_weights(name_or_spec, weights, overrides)
     if isinstance(name_or_spec, ModelSpec):
-        spec = name_or_spec.replace(**overrides)
-    elif isinstance(name_or_spec, str):
-        spec = model_spec(name_or_spec, **overrides)
-    else:
-        raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
-    return MobileNetV1(spec)
+        return MobileNetV1(name_or_spec.replace(**overrides))
+    return MobileNetV1(model_spec(name_or_spec, **overrides))
 
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
     requested = name_or_spec if isinstance(name_or_spec, ModelSpec) else model_spec(name_or_spec)
+    saved = read_config(path)["spec"]
     arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE_FIELDS}
-    check_architecture(read_config(path)["spec"], requested.replace(**arch), str(path))
+    check_architecture(saved, requested.replace(**arch), str(path))
+    if saved.name is None and "name" not in overrides:  # converted weights are unnamed: the request names them
+        resolution = overrides.get("resolution", saved.resolution)
+        overrides = {**overrides, "name": requested.replace(resolution=resolution).name}
     return load(path, **overrides)
 
 

@@ -19,10 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text
+from .layers import ConvBNAct
 from .mobilenet_v1 import MobileNetV1
-from .spec import ModelSpec, SpecError
+from .spec import ModelSpec, SpecError, bad_value
 
 FORMAT = "mobilenets-v1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -45,7 +47,7 @@ def input_convention(spec: ModelSpec) -> dict[str, Any]:
     lo = [(0.0 - m) / s for m, s in zip(spec.mean, spec.std, strict=True)]
     hi = [(1.0 - m) / s for m, s in zip(spec.mean, spec.std, strict=True)]
     return {
-        "color": "RGB",
+        "color": "RGB" if spec.in_chans == 3 else f"{spec.in_chans} channels",
         "pixel_scale": "uint8 [0, 255] -> [0, 1]",
         "mean": list(spec.mean),
         "std": list(spec.std),
@@ -68,21 +70,70 @@ def source_provenance(src: str | os.PathLike, source_format: str, converter: str
     }
 
 
-def save(model: MobileNetV1, path: str | os.PathLike, *, provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to the folder ``path`` (created if needed); each file is written atomically."""
+def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to the folder ``path`` (created if needed); each file is written atomically.
+
+    A ``torch.compile``d (or DDP-wrapped) model is saved as the `MobileNetV1` inside it. A classifier swapped by
+    hand for ``nn.Linear(num_features, N)`` (or ``nn.Identity()``) is recorded as ``num_classes=N``, dropping labels
+    that do not number N (`MobileNetV1.reset_classifier` is the tidy way). Nothing is written unless `load` can
+    rebuild the model: a fused model (`MobileNetV1.fuse`, BatchNorm folded away) or any other tensor that
+    ``MobileNetV1(spec)`` does not have is an error naming it; save before ``fuse()`` and fuse after `load`.
+    """
     from . import __version__
 
+    model = _unwrap(model)
+    spec = _recorded_spec(model)
     folder = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    hint = " (save writes the layers MobileNetV1(model.spec) builds; change the head with reset_classifier)"
+    _check_state(_expected_shapes(spec), tensors, f"{folder}: not saved", hint)
     config = {
         "format": FORMAT,
-        "spec": model.spec.to_dict(),
-        "input": input_convention(model.spec),
+        "spec": spec.to_dict(),
+        "input": input_convention(spec),
         "provenance": {"library_version": __version__, **(provenance or {})},
     }
     atomic_write_bytes(folder / WEIGHTS_FILE, st_save(tensors))
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return folder
+
+
+def _unwrap(model: nn.Module) -> MobileNetV1:
+    """The `MobileNetV1` under ``torch.compile`` (``_orig_mod``) and DistributedDataParallel (``module``) wrappers."""
+    while not isinstance(model, MobileNetV1):
+        inner = getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) if inner is None else inner
+        if not isinstance(inner, nn.Module):
+            raise WeightsError(f"model={type(model).__name__} is not allowed: save needs a MobileNetV1")
+        model = inner
+    return model
+
+
+def _recorded_spec(model: MobileNetV1) -> ModelSpec:
+    """``model.spec``, with num_classes made true when the classifier was replaced by hand (torchvision style)."""
+    if any(isinstance(m, ConvBNAct) and not isinstance(m.bn, nn.BatchNorm2d) for m in model.modules()):
+        raise WeightsError(
+            "model=<fused MobileNetV1> is not allowed: save needs its BatchNorms, which fuse() folded away "
+            "(save the model before fuse(); fuse() after load())"
+        )
+    spec, head = model.spec, model.classifier
+    if isinstance(head, nn.Identity):
+        classes = 0
+    elif isinstance(head, nn.Linear) and head.in_features == model.num_features:
+        classes = head.out_features
+    else:
+        return spec  # an unknown head: the state check names its tensors
+    if classes == spec.num_classes:
+        return spec
+    labels = spec.labels if spec.labels is not None and len(spec.labels) == classes else None
+    return spec.replace(num_classes=classes, labels=labels)
+
+
+def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """The state dict shapes of ``MobileNetV1(spec)``, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        reference = MobileNetV1(spec)
+    return {k: tuple(v.shape) for k, v in reference.state_dict().items()}
 
 
 def _folder(path: str | os.PathLike) -> Path:
@@ -119,19 +170,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_state_into(model: MobileNetV1, state: dict[str, torch.Tensor], source: str) -> MobileNetV1:
     """Copy ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming the first."""
-    own = model.state_dict()
-    for key, value in own.items():
-        if key not in state:
-            raise WeightsError(f"{source}: tensor {key!r} {tuple(value.shape)} is missing")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise WeightsError(
-                f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, the model expects {tuple(value.shape)}"
-            )
-    extra = sorted(set(state) - set(own))
-    if extra:
-        raise WeightsError(f"{source}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected in all)")
+    _check_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _check_state(expected: dict[str, tuple], state: dict[str, torch.Tensor], source: str, hint: str = "") -> None:
+    """WeightsError naming the first tensor of ``state`` missing, mis-shaped or unexpected against ``expected``."""
+    for key, shape in expected.items():
+        if key not in state:
+            raise WeightsError(f"{source}: tensor {key!r} {shape} is missing{hint}")
+        if tuple(state[key].shape) != shape:
+            got = tuple(state[key].shape)
+            raise WeightsError(f"{source}: tensor {key!r} has shape {got}, the model expects {shape}{hint}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise WeightsError(f"{source}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected in all){hint}")
 
 
 ARCHITECTURE_FIELDS = ("alpha", "variant", "depth_multiplier")
@@ -148,14 +202,49 @@ def check_architecture(have: ModelSpec, want: ModelSpec, source: str) -> None:
             )
 
 
+# Fields the saved tensors were trained with: changing one changes what they compute (TF "SAME" padding, relu6,
+# BN eps 1e-3 and the input normalisation of converted TF weights) or their shapes, so `load` refuses it.
+WEIGHT_FIELDS = (
+    *ARCHITECTURE_FIELDS,
+    *("min_channels", "channel_divisor", "in_chans", "act", "tf_padding", "bn_eps", "mean", "std"),
+)
+# Fields `load` lets change: data-side ones, regularisation, the dilated-backbone output stride (TF-slim/DeepLab run
+# ImageNet weights at output_stride 8 or 16), the name, and the head (num_classes, labels).
+FREE_FIELDS = ("resolution", "crop_pct", "interpolation", "dropout", "output_stride", "name", "num_classes", "labels")
+
+
+def check_weight_overrides(saved: ModelSpec, overrides: dict[str, Any], source: str) -> None:
+    """SpecError naming the first override of a `WEIGHT_FIELDS` field that differs from the saved value."""
+    fixed = {k: v for k, v in overrides.items() if k in WEIGHT_FIELDS}
+    changed = saved.replace(**fixed)  # validated and normalised (np.float32, lists) before comparing
+    for field in WEIGHT_FIELDS:
+        if field in fixed and getattr(changed, field) != getattr(saved, field):
+            raise bad_value(
+                field,
+                overrides[field],
+                f"{getattr(saved, field)!r}, the value the weights in {source} were trained with (with weights, "
+                f"only {', '.join(FREE_FIELDS)} may change)",
+            )
+
+
 def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     """Rebuild the model saved in folder ``path``, load its weights, return it in eval mode.
 
-    ``overrides`` are `ModelSpec` fields to change (e.g. a data-side field such as ``resolution``).
+    ``overrides`` are `ModelSpec` fields to change: any of `FREE_FIELDS` (``resolution``, ``output_stride``,
+    ``dropout``...). ``num_classes=N`` other than the saved count keeps the backbone and gives a freshly
+    initialised head of N classes, as timm's ``pretrained=True, num_classes=N`` (0 = pooled features); the saved
+    labels are dropped unless ``labels=`` gives N new ones. A field the weights fix (`WEIGHT_FIELDS`: act,
+    tf_padding, bn_eps, mean, std, in_chans, width) may only be given its saved value; another is an error.
     """
     folder = _folder(path)
-    spec = read_config(folder)["spec"]
-    if overrides:
-        spec = spec.replace(**overrides)
-    model = MobileNetV1(spec)
-    return load_state_into(model, read_state_dict(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE)).eval()
+    saved = read_config(folder)["spec"]
+    check_weight_overrides(saved, overrides, str(folder))
+    classes = overrides.get("num_classes", saved.num_classes)
+    body = {k: v for k, v in overrides.items() if k not in ("num_classes", "labels")}
+    model = MobileNetV1(saved.replace(**body))
+    load_state_into(model, read_state_dict(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
+    if classes != saved.num_classes:
+        model.reset_classifier(classes)
+    if "labels" in overrides:
+        model.spec = model.spec.replace(labels=overrides["labels"])
+    return model.eval()
