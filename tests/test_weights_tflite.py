@@ -113,6 +113,8 @@ def test_classes_1000_drops_background_and_round_trips(tmp_path, m025):
     assert config["input"]["value_range"] == [-1.0, 127 / 128]
     with pytest.raises(WeightsError, match="alpha=0.25.*alpha=0.5"):
         mobilenets.create_model("mobilenet_v1_050", weights=out)
+    name = mobilenets.load(out).spec.name  # the grid's name, which builds these layers: it reads the folder back
+    assert name == "mobilenet_v1_025_128" and mobilenets.create_model(name, weights=out).spec.name == name
 
 
 @pytest.mark.parametrize("classes", [1001, 1000])

@@ -67,6 +67,7 @@ def test_timm_channel_rounding_is_ours_with_divisor_8(tmp_path, alpha):
     torch.save(theirs.state_dict(), tmp_path / "m.pth")
     ours, _ = convert(tmp_path / "m.pth", "timm")
     assert ours.spec.alpha == alpha and ours.num_features == theirs.num_features
+    assert ours.spec.name is None  # widths rounded to 8: no grid name builds these layers
     for c in (32, 64, 128, 256, 512, 1024):
         assert round_channels(c, alpha, divisor=8) == timm.layers.make_divisible(c * alpha, 8)
     x = photos(ours.spec, 128)

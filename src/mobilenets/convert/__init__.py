@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..mobilenet_v1 import MobileNetV1
-from ..registry import model_spec
+from ..registry import grid_name, model_spec
 from ..spec import ModelSpec
 from ..weights import WeightsError, check_architecture, save, source_provenance
 from ._common import CONVERTER_VERSION, sniff_format
+
+# what a grid name fixes about the layers (timm's files round widths to 8 channels: not a grid model's layers)
+GRID_FIELDS = ("alpha", "variant", "depth_multiplier", "channel_divisor", "min_channels")
 
 FORMATS = ("tflite", "keras", "timm")
 
@@ -67,6 +70,11 @@ def convert(
         check_architecture(model.spec, expect if isinstance(expect, ModelSpec) else model_spec(expect), str(src))
     if resolution is not None:
         model.spec = model.spec.replace(resolution=resolution)
+    grid = grid_name(model.spec.alpha, model.spec.resolution)
+    if not model.spec.name and all(  # a grid model (TF's files): named as ours, so the name builds these layers
+        getattr(model_spec(grid), k) == getattr(model.spec, k) for k in GRID_FIELDS
+    ):
+        model.spec = model.spec.replace(name=grid)
     provenance = source_provenance(src, fmt, f"mobilenets.convert.from_{fmt}", CONVERTER_VERSION)
     return model, {**provenance, **extra}
 
