@@ -34,6 +34,7 @@ def test_summary_totals_match_list(capsys):
     assert sum(layer["macs"] for layer in summary["layers"]) == summary["macs"]
     code, out, _ = run(capsys, "summary", "--alpha", "0.75", "--resolution", "160")
     assert "166.4M MACs" in out and "Conv dw / s2" in out and "multiply-accumulates" in out
+    assert "mobilenet_v1_075_160 (mobilenet_v1_100 with alpha=0.75, resolution=160):" in out  # the model it counted
 
 
 def test_summary_csv(capsys):

@@ -683,11 +683,14 @@ def test_a_resume_says_what_it_changes(tmp_path, capsys):
         torch.set_num_threads(1)
     err = capsys.readouterr().err
     assert "epochs=3 here, 2 when checkpointed: the cosine learning-rate schedule is stretched" in err
+    assert "warm-up" not in err  # no warm-up in this recipe
     assert "2 thread(s) here, 1 when checkpointed: the summation order changes" in err
     train(dataclasses.replace(cfg, epochs=3, max_steps=3, resume="auto"))  # back to 1 thread: said again
     assert "1 thread(s) here, 2 when checkpointed" in capsys.readouterr().err
     train(dataclasses.replace(cfg, epochs=3, max_steps=4, resume="auto"))
     assert "note:" not in capsys.readouterr().err  # the same settings: nothing to say
+    train(dataclasses.replace(cfg, out=str(tmp_path / "w"), warmup_epochs=5.0))
+    assert "epochs=2 ends inside the 5-epoch warm-up: the learning rate only rises," in capsys.readouterr().err
 
 
 def test_training_refuses_one_class_and_an_out_that_is_a_file(tmp_path):

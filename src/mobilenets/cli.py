@@ -94,9 +94,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print(render(rows + [total], args.format, SUMMARY_COLUMNS))
     if args.format != "csv":
         spec = cost.spec
-        label = (
-            args.name if not overrides else f"{args.name} with " + ", ".join(f"{k}={v}" for k, v in overrides.items())
-        )
+        label = spec.name or args.name  # a grid name follows alpha and resolution (mobilenet_v1_075_160)
+        if overrides:
+            label += f" ({args.name} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")"
         print(
             f"\n{label}: alpha={spec.alpha:g} resolution={spec.resolution} variant={spec.variant}: "
             f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.3f}M params "

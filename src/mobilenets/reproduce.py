@@ -577,9 +577,6 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     budget_ok = isinstance(cfg.time_budget, int | float) and not isinstance(cfg.time_budget, bool)
     if not (budget_ok and math.isfinite(cfg.time_budget) and cfg.time_budget >= 0):
         raise SpecError(f"time_budget={cfg.time_budget!r} is not allowed: time_budget must be a number >= 0 (s)")
-    data = Path(cfg.data) if cfg.data else default_data()
-    if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
-        raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
     recipe = Path(cfg.recipe) if Path(cfg.recipe).suffix else CONFIGS / f"{cfg.recipe}.yaml"
     if not recipe.is_file():
         raise FileNotFoundError(f"{recipe}: no such recipe file")
@@ -591,6 +588,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         value = getattr(cfg, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise SpecError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
+    data = Path(cfg.data) if cfg.data else default_data()  # after the options: a bad value is named wherever data is
+    if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
+        raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
     if cfg.threads is not None:  # a runtime field (train_config.RUNTIME_FIELDS): earlier runs still resume
         budget = replace(budget, train={**budget.train, "threads": cfg.threads})

@@ -840,6 +840,9 @@ class _Run:
             raise DataError(f"{self.train_split.root}: too few images for one batch per process")
         self._lock()
         self._resume()
+        if not cfg.time_budget and cfg.epochs <= cfg.warmup_epochs:  # (a time budget's plan says it itself)
+            self.say(f"warning: epochs={cfg.epochs} ends inside the {cfg.warmup_epochs:g}-epoch warm-up: the "
+                     "learning rate only rises, never decays (more --epochs or a shorter --warmup-epochs)")  # fmt: skip
         self._write_meta()
         amp_dtype = AMP_DTYPES[cfg.amp]
         self.global_step_now = self.global_step
