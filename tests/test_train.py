@@ -693,6 +693,16 @@ def test_a_resume_says_what_it_changes(tmp_path, capsys):
     assert "epochs=2 ends inside the 5-epoch warm-up: the learning rate only rises," in capsys.readouterr().err
 
 
+def test_a_class_with_no_readable_image_is_named(tmp_path, capsys):
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:3], 8, 1)
+    for f in (data / "train" / CLASSES4[2]).iterdir():
+        f.write_bytes(b"not a jpeg")
+    train(tiny_cfg(data, tmp_path / "r", resolution=32, max_steps=1, quiet=False))
+    assert f"warning: train class(es) {CLASSES4[2]}: no readable image" in capsys.readouterr().err
+
+
 def test_training_refuses_one_class_and_an_out_that_is_a_file(tmp_path):
     from mobilenets.trainer import train
 

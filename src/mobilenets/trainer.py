@@ -475,6 +475,10 @@ class _Run:
                     f"{time.perf_counter() - t0:.1f} s)"
                     + (f"; {unreadable} unreadable, skipped where sampled" if unreadable else "")
                 )
+                readable = {label for (_path, label), img in zip(ds.samples, ds.cache, strict=True) if img is not None}
+                empty = [c for i, c in enumerate(ds.split.classes) if i not in readable]
+                if empty:  # other classes' images stand in for its files: the run never sees it
+                    self.say(f"warning: {name} class(es) {', '.join(empty)}: no readable image")
         pin = env.device.type == "cuda"
         self.sampler = ResumableSampler(self.train_ds, env, shuffle=True, seed=cfg.seed, drop_last=True)
         self.train_loader = DataLoader(
