@@ -241,3 +241,34 @@ def test_predictor_threads_leave_the_callers_torch_thread_count(model_dir, tmp_p
             assert pred.error is None and seen == [1] and torch.get_num_threads() == 3  # 1 thread for the call only
     finally:
         torch.set_num_threads(before)
+
+
+def test_stream_of_a_file_that_opens_but_does_not_decode_names_it_in_one_line(model_dir, tmp_path, capsys):
+    """A .jpg holding no image opens as FFmpeg's image2 input and fails in decoding: one line naming the file, not
+    PyAV's '[Errno ...] ... avcodec_send_packet()'."""
+    bad = tmp_path / "notanimage.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"not really a jpeg " * 50)
+    _one_line_error(["stream", str(model_dir), str(bad)], capsys, f"{bad}: not a readable video")
+    with pytest.raises(StreamError, match="notanimage.jpg: not a readable video"):
+        stream(load_predictor(model_dir, "ort"), bad)
+
+
+def test_predict_shows_imagenet_names_for_wnid_labels_and_keeps_the_json_label(tmp_path, capsys):
+    """A model trained on ImageNet-layout folders (Imagenette) has wnids as labels: text output shows
+    'name (wnid)'; JSON keeps "label" (the wnid) and adds "name"."""
+    from mobilenets.labels import display_label, imagenet_wnids
+
+    wnids = ("n01440764", "n03000684", "my_class")  # tench, chain saw, and a label that is no wnid
+    model = randomize_bn(mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=wnids))
+    mobilenets.save(model, tmp_path / "m")
+    image = str(data_path(*HEN))
+    code, out, _ = run_json(["predict", str(tmp_path / "m"), image, "--topk", "3"], capsys)
+    top = out["results"][0]["top"]
+    assert code == 0 and sorted(t["label"] for t in top) == sorted(wnids)
+    names = {t["label"]: t["name"] for t in top}
+    assert names == {"n01440764": "tench, Tinca tinca", "n03000684": "chain saw, chainsaw", "my_class": "my_class"}
+    assert cli.main(["predict", str(tmp_path / "m"), image, "--topk", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "tench, Tinca tinca (n01440764)" in text and "chain saw, chainsaw (n03000684)" in text
+    assert text.rstrip().splitlines()[1:4] == [f"  {t['prob']:7.2%}  {display_label(t['label'])}" for t in top]
+    assert display_label(imagenet_wnids()[0]) == "tench, Tinca tinca (n01440764)"

@@ -230,6 +230,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import statistics
 
     from .infer import load_predictor, predict
+    from .labels import display_label
 
     predictor = load_predictor(args.model, args.runtime, args.threads)
     results = []
@@ -240,7 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif not args.json:
             print(f"{r.path}  ({r.model_ms:.1f} ms model, {r.preprocess_ms:.1f} ms decode+preprocess)")
             for t in r.top:
-                print(f"  {t['prob']:7.2%}  {t['label']}")
+                print(f"  {t['prob']:7.2%}  {display_label(t['label'])}")
     ok = [r for r in results if not r.error]
     summary = {
         "model": predictor.source,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .labels import resolve_labels
+from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
 from .spec import ModelSpec
 
@@ -125,8 +125,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
+    """The ``k`` most probable classes: output index, label, readable name (an ImageNet wnid label's class name,
+    else the label itself) and probability."""
     order = np.argsort(-probs)[:k]
-    return [{"index": int(i), "label": labels[i], "prob": float(probs[i])} for i in order]
+    return [
+        {"index": int(i), "label": labels[i], "name": wnid_name(labels[i]) or labels[i], "prob": float(probs[i])}
+        for i in order
+    ]
 
 
 # --- predict ---------------------------------------------------------------------------------------------------
@@ -326,6 +331,22 @@ def _overlay(rgb: np.ndarray, text: list[str]) -> Any:
     return image
 
 
+def _decode(container: Any, vstream: Any, source: str | int) -> Iterator[Any]:
+    """The frames of ``vstream``; a `StreamError` naming ``source`` when FFmpeg cannot decode them (a file that
+    opens, e.g. by its .jpg name, but holds no decodable video)."""
+    import av
+
+    frames = 0
+    try:
+        for frame in container.decode(vstream):
+            frames += 1
+            yield frame
+    except av.FFmpegError as exc:
+        where = f"frame {frames + 1} cannot be decoded" if frames else "its frames cannot be decoded"
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise StreamError(f"{source}: not a readable video ({where}: {reason})") from exc
+
+
 def percentiles(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p90": float("nan"), "mean": float("nan")}
@@ -356,7 +377,7 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     predictor.warm_up()
     start = time.perf_counter()
     try:
-        for frame in container.decode(vstream):
+        for frame in _decode(container, vstream, source):
             t0 = time.perf_counter()
             rgb = frame.to_ndarray(format="rgb24")
             x = predictor.preprocess(torch.from_numpy(rgb).permute(2, 0, 1))
@@ -367,7 +388,7 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
             counts[best["label"]] = counts.get(best["label"], 0) + 1
             fps = len(model_ms) / (time.perf_counter() - start)
             text = [
-                f"{best['label'][:40]}  {best['prob'] * 100:.1f}%",
+                f"{display_label(best['label'])[:48]}  {best['prob'] * 100:.1f}%",
                 f"model {model_ms[-1]:.1f} ms ({predictor.runtime})  {fps:.1f} FPS",
             ]
             if writer is None and cfg.out:

@@ -35,6 +35,23 @@ def imagenet_wnids() -> tuple[str, ...]:
     return wnids
 
 
+@cache
+def _wnid_names() -> dict[str, str]:
+    return dict(zip(imagenet_wnids(), imagenet_labels(), strict=True))
+
+
+def wnid_name(label: str) -> str | None:
+    """The ImageNet class name of a WordNet-id label (``n01440764`` -> ``tench, Tinca tinca``); None for any other
+    label. A model trained on ImageNet-layout folders (Imagenette) has wnids as its labels."""
+    return _wnid_names().get(label)
+
+
+def display_label(label: str) -> str:
+    """``label`` for people: ``tench, Tinca tinca (n01440764)`` for an ImageNet wnid, any other label as it is."""
+    name = wnid_name(label)
+    return f"{name} ({label})" if name else label
+
+
 def class_indices(folders: list[str], labels: tuple[str, ...] | list[str]) -> tuple[dict[str, int], list[str]]:
     """({folder: output index}, folders that match nothing) for class folders against a model's ``labels``: a
     folder named as a label takes that label's output; when the labels are the ImageNet names (1000, or 1001 with
