@@ -186,8 +186,10 @@ def test_int8_synthetic_smoke_qdq_per_channel_and_cli_report(weights_dir, tmp_pa
     argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--calib-count", "8", "--out", str(out)]
     assert cli.main(argv + ([] if per_channel else ["--per-tensor"]) + ["--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "SYNTHETIC" in text and "top-1 agreement int8 vs fp32" in text and "MB" in text
+    assert "SYNTHETIC" in text and "top-1 agreement int8 vs fp32" in text
     assert (tmp_path / "q.fp32.onnx").is_file()
+    mib = f"({(tmp_path / 'q.fp32.onnx').stat().st_size / 2**20:.2f} MiB) -> int8: {out.stat().st_size / 2**20:.2f} MiB"
+    assert f"fp32 model: {tmp_path / 'q.fp32.onnx'} {mib}" in text  # sizes in MiB (2^20 bytes), as bench/select
     assert out.stat().st_size < 0.5 * (tmp_path / "q.fp32.onnx").stat().st_size
     scales = _weight_scales(out)
     assert len(scales) == 27  # stem + 13 x (dw, pw) convs (the classifier is a Gemm)
@@ -263,7 +265,7 @@ def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_
     out.write_bytes(b"an earlier export")
     fp32.write_bytes(b"its fp32 model")
     argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--int8-fp32-head", "28", "--out", str(out)]
-    assert cli.main(argv) == 2 and "between 0 and 27" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite"]) == 2 and "between 0 and 27" in capsys.readouterr().err
     assert out.read_bytes() == b"an earlier export" and fp32.read_bytes() == b"its fp32 model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp32.onnx", "m.int8.onnx"]
 
@@ -329,3 +331,51 @@ def test_default_out_names_a_runs_model_folder_after_the_run(tmp_path):
     assert default_out(tmp_path / "runs" / "a" / "model", ExportConfig()).name == "a-model.onnx"
     assert default_out(tmp_path / "runs" / "b" / "model_best", ExportConfig(format="pt2")).name == "b-model_best.pt2"
     assert default_out(tmp_path / "m025", ExportConfig(int8=True)).name == "m025.int8.onnx"
+
+
+@pytest.mark.parametrize(
+    ("name", "fp32"),
+    [("m-int8.onnx", "m.fp32.onnx"), ("m.int8.onnx", "m.fp32.onnx"), ("m_int8.onnx", "m.fp32.onnx"),
+     ("q.onnx", "q.fp32.onnx"), ("int8.onnx", "int8.fp32.onnx")],
+)  # fmt: skip
+def test_fp32_companion_is_named_from_the_stem_without_int8(name, fp32, tmp_path):
+    from mobilenets.export import fp32_companion
+
+    assert fp32_companion(tmp_path / "deploy" / name) == tmp_path / "deploy" / fp32
+
+
+def test_int8_export_to_a_dash_int8_name_keeps_the_fp32_model_beside_it_and_says_where(weights_dir, tmp_path, capsys):
+    (tmp_path / "deploy").mkdir()
+    out = tmp_path / "deploy" / "m-int8.onnx"
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--calib-count", "8", "--out", str(out)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m-int8.onnx", "m.fp32.onnx"]
+    assert f"fp32 model: {out.parent / 'm.fp32.onnx'} (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_replaces_its_own_output_but_not_another_models_without_overwrite(weights_dir, tmp_path, capsys, fmt):
+    """Re-running an export replaces its file; a file holding another model's export (or anything else) is refused
+    with one line naming it and --overwrite, and kept as it was; --overwrite replaces it."""
+    from mobilenets.export import exported_weights
+
+    other = tmp_path / "other"
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=7, labels=tuple("abcdefg"))
+    mobilenets.save(randomize_bn(model, seed=1), other)
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
+    argv = ["export", "--format", fmt, "--out", str(out)]
+    for _ in range(2):  # the same command twice
+        assert cli.main([*argv, str(weights_dir)]) == 0
+    mine = out.read_bytes()
+    assert exported_weights(out) == mobilenets.weights.sha256_file(weights_dir / "model.safetensors")
+    capsys.readouterr()
+    assert cli.main([*argv, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={out} is not allowed" in err and "--overwrite" in err
+    assert out.read_bytes() == mine
+    assert cli.main([*argv, str(other), "--overwrite"]) == 0
+    assert exported_weights(out) == mobilenets.weights.sha256_file(other / "model.safetensors")
+    (tmp_path / "notes.onnx").write_text("my notes")
+    with pytest.raises(ExportError, match="notes.onnx is not allowed: the file exists"):
+        export_model(weights_dir, ExportConfig(format=fmt, out=str(tmp_path / "notes.onnx")))
+    assert (tmp_path / "notes.onnx").read_text() == "my notes"

@@ -259,3 +259,23 @@ def test_non_mobilenet_tflite_graph_is_rejected(tmp_path):
     path.write_bytes(to_bytes(mobilenet_graph(_random_tf_model(64), extra_op=True)))
     with pytest.raises(WeightsError, match="residual.tflite: operator 5 is ADD, which a MobileNetV1"):
         convert(path)
+
+
+def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite(tmp_path, capsys):
+    """Re-running a convert replaces its folder; a folder holding other weights (another file, other options, or a
+    trained model) is refused with one line naming it and --overwrite, and is left as it was."""
+    src, out = str(tflite_file("0.25_128")), tmp_path / "w"
+    for _ in range(2):  # the same command twice (README's examples re-run)
+        assert cli.main(["convert", src, "--out", str(out)]) == 0
+    before = (out / weights.CONFIG_FILE).read_bytes()
+    capsys.readouterr()
+    assert cli.main(["convert", src, "--out", str(out), "--classes", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={out} is not allowed" in err and "--overwrite" in err
+    assert (out / weights.CONFIG_FILE).read_bytes() == before
+    assert cli.main(["convert", src, "--out", str(out), "--classes", "1000", "--overwrite"]) == 0
+    assert weights.read_config(out)["spec"].num_classes == 1000
+    mobilenets.save(mobilenets.create_model("mobilenet_v1_025_128", num_classes=5), tmp_path / "trained")
+    with pytest.raises(WeightsError, match="holds weights from training"):
+        convert_file(src, tmp_path / "trained")
+    assert weights.read_config(tmp_path / "trained")["spec"].num_classes == 5

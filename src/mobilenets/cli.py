@@ -168,6 +168,8 @@ def _add_export(sub) -> Handler:
     p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output that holds another model "
+                   "(an export of the same weights is replaced without it)")  # fmt: skip
     return cmd_export
 
 
@@ -190,6 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib_method=args.calib_method,
         seed=args.seed,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     report = export_model(args.weights, cfg)
     s = report.spec
@@ -199,7 +202,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     q = report.int8
     if q:
         print(
-            f"  fp32 model: {q.fp32_path} ({q.fp32_bytes / 1e6:.2f} MB) -> int8: {q.int8_bytes / 1e6:.2f} MB "
+            f"  fp32 model: {q.fp32_path} ({q.fp32_bytes / 2**20:.2f} MiB) -> int8: {q.int8_bytes / 2**20:.2f} MiB "
             f"({q.fp32_bytes / q.int8_bytes:.2f}x smaller)"
         )
         print(f"  quantization: {q.quantization}")
@@ -314,6 +317,8 @@ def _add_convert(sub) -> Handler:
     p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
     p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
     p.add_argument("--expect", metavar="MODEL", help="fail unless the file is this registered model's architecture")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing weights folder holding other weights "
+                   "(one converted from the same file with the same options is replaced without it)")  # fmt: skip
     return cmd_convert
 
 
@@ -322,7 +327,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import read_config
 
     out = convert_file(
-        args.src, args.out, args.fmt, classes=args.classes, resolution=args.resolution, expect=args.expect
+        args.src,
+        args.out,
+        args.fmt,
+        classes=args.classes,
+        resolution=args.resolution,
+        expect=args.expect,
+        overwrite=args.overwrite,
     )
     config = read_config(out)
     spec, prov = config["spec"], config["provenance"]

@@ -48,6 +48,7 @@ PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs diffe
 FP32_HEAD = 2  # leading convolutions kept fp32 in INT8 exports (stem + first depthwise; see the module docstring)
 FORMATS = ("onnx", "torchscript", "pt2")
 SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
+WEIGHTS_KEY = "mobilenets.weights_sha256"  # sha256 of the exported model.safetensors: which weights a file holds
 SYNTHETIC = "SYNTHETIC random-noise images (smoke test only: ranges and agreement are not representative)"
 
 
@@ -481,11 +482,14 @@ def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tup
 # --- TorchScript and torch.export ------------------------------------------------------------------------------
 
 
-def _config_json(spec: ModelSpec) -> str:
-    return json.dumps({"spec": spec.to_dict(), "bn_folded": True}, indent=2)
+def _config_json(spec: ModelSpec, weights_sha256: str | None = None) -> str:
+    extra = {WEIGHTS_KEY: weights_sha256} if weights_sha256 else {}
+    return json.dumps({"spec": spec.to_dict(), "bn_folded": True, **extra}, indent=2)
 
 
-def export_torchscript(model: MobileNetV1, path: str | os.PathLike, *, resolution: int | None = None) -> Path:
+def export_torchscript(
+    model: MobileNetV1, path: str | os.PathLike, *, resolution: int | None = None, weights_sha256: str | None = None
+) -> Path:
     """``torch.jit.script`` of the BN-folded model, config.json (the ModelSpec) stored as an extra file.
 
     The module takes any input size; ``resolution`` is the one config.json records for preprocessing."""
@@ -494,13 +498,18 @@ def export_torchscript(model: MobileNetV1, path: str | os.PathLike, *, resolutio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in favour of torch.export
         scripted = torch.jit.script(model.fuse())
-        torch.jit.save(scripted, buf, _extra_files={"config.json": _config_json(spec)})
+        torch.jit.save(scripted, buf, _extra_files={"config.json": _config_json(spec, weights_sha256)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
 def export_pt2(
-    model: MobileNetV1, path: str | os.PathLike, *, dynamic_hw: bool = False, resolution: int | None = None
+    model: MobileNetV1,
+    path: str | os.PathLike,
+    *,
+    dynamic_hw: bool = False,
+    resolution: int | None = None,
+    weights_sha256: str | None = None,
 ) -> Path:
     """``torch.export`` program of the BN-folded model (dynamic batch; H/W too on request), config.json attached.
 
@@ -521,7 +530,7 @@ def export_pt2(
     except Exception as exc:  # torch.export raises many error types (guards, unsupported ops)
         raise ExportError(f"torch.export failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
     buf = io.BytesIO()
-    torch.export.save(program, buf, extra_files={"config.json": _config_json(spec)})
+    torch.export.save(program, buf, extra_files={"config.json": _config_json(spec, weights_sha256)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
@@ -563,6 +572,8 @@ class ExportConfig:
     seed: int = 0
     threads: int = 1
     progress: bool = True
+    overwrite: bool = False  # replace an existing output that holds another model (an export of the same weights
+    # is replaced without it: re-running the same command works)
 
 
 @dataclass
@@ -639,24 +650,70 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         )
 
 
+def fp32_companion(out: Path) -> Path:
+    """Where an INT8 export keeps its checked fp32 model: beside ``out``, named from its stem without the int8 part
+    (``m.int8.onnx``, ``m-int8.onnx``, ``m_int8.onnx`` and ``m.onnx`` -> ``m.fp32.onnx``)."""
+    stem = out.name.removesuffix(".onnx")
+    for tag in (".int8", "-int8", "_int8"):
+        if stem.endswith(tag) and len(stem) > len(tag):
+            stem = stem.removesuffix(tag)
+            break
+    return out.with_name(stem + ".fp32.onnx")
+
+
+def exported_weights(path: Path) -> str | None:
+    """The `WEIGHTS_KEY` sha256 recorded in an earlier export at ``path`` (ONNX metadata, or the config.json inside a
+    TorchScript/pt2 archive); None when the file records none or is not an export."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("extra/config.json")), None)
+                return json.loads(z.read(name)).get(WEIGHTS_KEY) if name else None
+        return read_onnx_metadata(path).get(WEIGHTS_KEY)
+    except (ExportError, OSError, ValueError, AttributeError):
+        return None
+
+
+def check_replace(path: Path, weights_sha256: str, weights: str | os.PathLike, overwrite: bool) -> None:
+    """`ExportError` when ``path`` exists and is not an earlier export of the same weights (unless ``overwrite``):
+    re-running an export replaces its own output, never another model's."""
+    if overwrite or not path.exists():
+        return
+    if path.is_dir():
+        raise ExportError(f"out={path} is not allowed: it is a folder; name the file to write")
+    if exported_weights(path) != weights_sha256:
+        raise ExportError(
+            f"out={path} is not allowed: the file exists and is not an export of the weights in {weights}; "
+            "pass --overwrite to replace it"
+        )
+
+
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
     """Load our weights folder, export it in ``cfg.format``, check parity (and INT8 agreement); return a report.
 
     Every file is written under a hidden staging name beside its destination and moved into place only when all
-    checks have passed: a failed or interrupted export leaves no file behind and replaces none the user had."""
+    checks have passed: a failed or interrupted export leaves no file behind and replaces none the user had. An
+    existing output is replaced only when it is an export of the same weights (`check_replace`) or with
+    ``cfg.overwrite``."""
     from . import weights as wts
 
     cfg = cfg or ExportConfig()
     model = wts.load(weights)
     _validate(cfg, model.spec)
     out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg)
-    fp32 = out.with_name(out.name.removesuffix(".int8.onnx").removesuffix(".onnx") + ".fp32.onnx") if cfg.int8 else out
+    fp32 = fp32_companion(out) if cfg.int8 else out
+    folder = Path(weights).parent if Path(weights).is_file() else Path(weights)
+    sha = wts.sha256_file(folder / wts.WEIGHTS_FILE)
+    for final in dict.fromkeys((out, fp32)):
+        check_replace(final, sha, weights, cfg.overwrite)
     # image folders are read before anything is written: a bad --calib or --val costs no export
     calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None
     val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1) if cfg.int8 and cfg.val else None
     staged = {final: final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}") for final in {out, fp32}}
     try:
-        report = _export(model, cfg, staged[out], staged[fp32], calib, val)
+        report = _export(model, cfg, staged[out], staged[fp32], calib, val, sha)
         for final, part in staged.items():
             os.replace(part, final)
     except BaseException:
@@ -670,20 +727,28 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
 
 
 def _export(
-    model: MobileNetV1, cfg: ExportConfig, out: Path, fp32: Path, calib: list[Path] | None, val: list[Path] | None
+    model: MobileNetV1,
+    cfg: ExportConfig,
+    out: Path,
+    fp32: Path,
+    calib: list[Path] | None,
+    val: list[Path] | None,
+    sha: str | None = None,
 ) -> ExportReport:
-    """`export_model`'s work on the staging paths (``fp32`` is ``out`` unless ``cfg.int8``)."""
+    """`export_model`'s work on the staging paths (``fp32`` is ``out`` unless ``cfg.int8``); ``sha`` is recorded as
+    the weights' `WEIGHTS_KEY`."""
     if cfg.format == "torchscript":
-        module, _ = load_torchscript(export_torchscript(model, out))
+        module, _ = load_torchscript(export_torchscript(model, out, weights_sha256=sha))
         rows = check_parity(model, _torch_fn(module), runtime="torchscript")
         return ExportReport(out, cfg.format, model.spec, rows)
     if cfg.format == "pt2":
-        module, _ = load_pt2(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw))
+        module, _ = load_pt2(export_pt2(model, out, dynamic_hw=cfg.dynamic_hw, weights_sha256=sha))
         res = _resolutions(model.spec, cfg.dynamic_hw)
         return ExportReport(
             out, cfg.format, model.spec, check_parity(model, _torch_fn(module), runtime="pt2", resolutions=res)
         )
-    export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw)
+    meta = {WEIGHTS_KEY: sha} if sha else None
+    export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw, metadata=meta)
     sess = ort_session(fp32, cfg.threads)
     rows = check_parity(
         model, ort_run(sess), runtime="onnxruntime fp32", resolutions=_resolutions(model.spec, cfg.dynamic_hw)

@@ -18,7 +18,7 @@ from typing import Any
 from ..mobilenet_v1 import MobileNetV1
 from ..registry import grid_name, model_spec
 from ..spec import ModelSpec
-from ..weights import WeightsError, check_architecture, save, source_provenance
+from ..weights import CONFIG_FILE, WEIGHTS_FILE, WeightsError, check_architecture, read_config, save, source_provenance
 from ._common import CONVERTER_VERSION, sniff_format
 
 # what a grid name fixes about the layers (timm's files round widths to 8 channels: not a grid model's layers)
@@ -87,13 +87,39 @@ def convert_file(
     classes: int | None = None,
     resolution: int | None = None,
     expect: str | ModelSpec | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert ``src`` and save it to folder ``out`` (default: ``./<src name without suffix>``)."""
+    """Convert ``src`` and save it to folder ``out`` (default: ``./<src name without suffix>``).
+
+    A folder that already holds weights is replaced only when they were converted from the same file into the same
+    spec (re-running the command), or with ``overwrite``; other weights there are an error, never lost silently."""
     model, provenance = convert(src, fmt, classes=classes, resolution=resolution, expect=expect)
     out = Path(out) if out is not None else Path(Path(src).stem)
     if out.exists() and not out.is_dir():
         raise WeightsError(f"{out}: exists and is not a folder")
+    if not overwrite:
+        _check_replace(out, model.spec, provenance)
     return save(model, out, provenance=provenance)
+
+
+def _check_replace(out: Path, spec: ModelSpec, provenance: dict[str, Any]) -> None:
+    """WeightsError when folder ``out`` holds weights other than these (another source file, or another spec)."""
+    if not ((out / WEIGHTS_FILE).exists() or (out / CONFIG_FILE).exists()):
+        return
+    try:
+        config = read_config(out)
+        same = (
+            config["provenance"].get("source_sha256") == provenance["source_sha256"]
+            and config["spec"].to_json() == spec.to_json()
+        )
+        held = f"weights from {config['provenance'].get('source_file', 'training')}"
+    except (WeightsError, FileNotFoundError):
+        same, held = False, "an unreadable weights folder"
+    if not same:
+        raise WeightsError(
+            f"out={out} is not allowed: it holds {held}, not these converted from {provenance['source_file']} "
+            "with these options; pass --overwrite to replace them"
+        )
 
 
 __all__ = ["FORMATS", "CONVERTER_VERSION", "convert", "convert_file", "sniff_format"]
