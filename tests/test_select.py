@@ -1,6 +1,7 @@
 """`select`: equals brute force over random candidate tables, ties and impossible budgets as documented; accuracy."""
 
 import json
+import os
 import random
 
 import pytest
@@ -245,3 +246,26 @@ def test_printed_commands_parse_with_the_real_cli(tmp_path):
     assert parsed[0].command == "train" and parsed[0].alpha == 0.65 and parsed[0].resolution == 192
     assert all(p.command == "export" for p in parsed[1:])
     assert parsed[1].weights == f"{parsed[0].out}/model"  # train writes its final weights to RUN_DIR/model
+
+
+def test_select_bench_newest_measurement_wins_and_superseded_rows_are_named(capsys, tmp_path):
+    """Two bench files of the same (model, runtime, threads, batch): the re-run's numbers win, whatever the order the
+    shell's glob gives the files in; the note counts the superseded rows."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1,
+           "batch": 32}  # fmt: skip
+    old = {**row, "latency_ms_median": 1.0, "timestamp": "2026-01-01T00:00:00Z"}
+    new = {**row, "latency_ms_median": 3.0, "timestamp": "2026-02-01T00:00:00Z"}
+    (tmp_path / "b-new.json").write_text(json.dumps({"rows": [new]}))
+    (tmp_path / "b-old.json").write_text(json.dumps({"rows": [old]}))
+    files = [str(tmp_path / "b-new.json"), str(tmp_path / "b-old.json")]  # the older file last: it used to win
+    args = ("--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--json")
+    code, out, err = run(capsys, "--latency-ms", "5", "--bench", *files, *args)
+    assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 3.0
+    assert "1 bench row(s) superseded" in err
+    # no timestamps: the file's mtime decides
+    for name, ms, mtime in (("m-old.json", 1.0, 1_000_000), ("m-new.json", 3.0, 2_000_000)):
+        (tmp_path / name).write_text(json.dumps({"rows": [{**row, "latency_ms_median": ms}]}))
+        os.utime(tmp_path / name, (mtime, mtime))
+    files = [str(tmp_path / "m-new.json"), str(tmp_path / "m-old.json")]
+    code, out, _ = run(capsys, "--latency-ms", "5", "--bench", *files, *args)
+    assert json.loads(out)["chosen"]["latency_ms"] == 3.0

@@ -178,6 +178,41 @@ def measured_latency(rows: Sequence[dict], runtime: str, threads: int) -> dict[t
     }
 
 
+def _row_time(row: dict, file_mtime: float) -> float:
+    """When a bench row was measured: its ``timestamp`` (UTC, as `bench.measure` writes it), else its file's mtime."""
+    import calendar
+    import time
+
+    try:
+        return float(calendar.timegm(time.strptime(str(row["timestamp"]), "%Y-%m-%dT%H:%M:%SZ")))
+    except (KeyError, ValueError):
+        return file_mtime
+
+
+def newest_measurements(
+    bench_files: Sequence[str], runtime: str, threads: int
+) -> tuple[dict[tuple[float, int], float], int]:
+    """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads, batch) over ``bench_files``,
+    and how many older rows of the same key were superseded (a re-run's numbers replace the first run's)."""
+    import os
+
+    from . import bench
+
+    newest: dict[tuple, tuple[float, dict]] = {}
+    superseded = 0
+    for f in bench_files:
+        mtime = os.path.getmtime(f)
+        for row in bench.read_results(f):
+            key = (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
+            when = _row_time(row, mtime)
+            if key in newest:
+                superseded += 1
+                if when < newest[key][0]:
+                    continue
+            newest[key] = (when, row)
+    return measured_latency([row for _, row in newest.values()], runtime, threads), superseded
+
+
 def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
     for c in rows:
         ms, source = latency(c["alpha"], c["resolution"])
@@ -262,11 +297,12 @@ def latency_source(
 ) -> LatencyFn:
     """Measured latency from bench results files where they have the model, else the lookup table's prediction
     (``say`` hears when shapes missing from the table are about to be measured)."""
-    from . import bench, lut
+    from . import lut
 
-    measured: dict[tuple[float, int], float] = {}
-    for f in bench_files:
-        measured.update(measured_latency(bench.read_results(f), runtime, threads))
+    measured, superseded = newest_measurements(bench_files, runtime, threads)
+    if superseded and say is not None:
+        say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime, threads "
+            "and batch (newest wins: row timestamp, else file mtime)")  # fmt: skip
     table = lut.LatencyLUT.load(lut_path)
 
     def latency(alpha: float, resolution: int) -> tuple[float, str]:
