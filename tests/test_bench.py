@@ -258,3 +258,25 @@ def test_torch_runner_uses_its_threads_per_call_and_restores_the_callers():
         assert torch.get_num_threads() == 3  # restored on an error too
     finally:
         torch.set_num_threads(before)
+
+
+def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path):
+    """`bench --out DIR/` twice with other --models names the same file: the first run's rows must survive."""
+    rows, _ = rows
+    first = [r for r in rows if r["runtime"] == "ort"]  # two models
+    again = {**first[1], "latency_ms_median": 123.0}  # the second model measured again
+    other = {**first[0], "model": "mobilenet_v1_025_96", "resolution": 96}  # and a model not measured before
+    bench.write_results(first, tmp_path / "r", meta={"command": "first"})
+    said = []
+    csv_path, json_path = bench.write_results([again, other], tmp_path / "r", meta={"command": "2"}, say=said.append)
+    merged = bench.read_results(json_path)
+    assert [(r["model"], r["latency_ms_median"]) for r in merged] == [
+        (first[0]["model"], first[0]["latency_ms_median"]), (again["model"], 123.0), ("mobilenet_v1_025_96",
+        first[0]["latency_ms_median"])]  # fmt: skip
+    assert len(csv_path.read_text().splitlines()) == len(merged) + 1
+    assert json.loads(json_path.read_text())["meta"]["merged"] == {"kept": 1, "replaced": 1}
+    assert said and "kept its 1 row(s)" in said[0] and "replaced 1" in said[0]
+    # rows of other hardware are not mixed in: replaced as before
+    foreign = [{**r, "cpu": "another cpu"} for r in first]
+    bench.write_results(foreign, tmp_path / "r")
+    assert [r["cpu"] for r in bench.read_results(json_path)] == ["another cpu"] * 2

@@ -525,9 +525,34 @@ def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
     return f"{stem}-{hardware_tag(rows[0])}-{runtimes}-t{threads}-b{rows[0]['batch']}"
 
 
-def write_results(rows: Sequence[dict], out: str | os.PathLike, *, meta: dict | None = None) -> list[Path]:
-    """Write ``out`` as CSV and JSON (both, whatever the suffix given): rows plus the command/config metadata."""
+def row_key(row: dict) -> tuple:
+    """What one bench row measured: a later row of the same key replaces it."""
+    return (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
+
+
+def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> tuple[list[dict], int, int]:
+    """``old`` with the rows ``new`` measures again replaced in place, then ``new``'s other rows: (rows, kept,
+    replaced), kept counting the old rows of models not measured now."""
+    fresh = {row_key(r): r for r in new}
+    again = [row_key(r) in fresh for r in old]
+    merged = [fresh.pop(row_key(r)) if hit else r for r, hit in zip(old, again, strict=True)]
+    return merged + list(fresh.values()), again.count(False), again.count(True)
+
+
+def write_results(
+    rows: Sequence[dict],
+    out: str | os.PathLike,
+    *,
+    meta: dict | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Write ``out`` as CSV and JSON (both, whatever the suffix given): rows plus the command/config metadata.
+
+    An existing results file there of the same hardware and batch (what `results_name` puts in the name) is merged,
+    not overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
+    (else a warning) hears the counts. Rows of other hardware are replaced as before."""
     import json
+    import warnings
 
     from .atomic import atomic_write_text
     from .formatting import render
@@ -535,9 +560,34 @@ def write_results(rows: Sequence[dict], out: str | os.PathLike, *, meta: dict | 
     base = Path(out)
     base = base.with_suffix("") if base.suffix in (".csv", ".json") else base
     csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
-    atomic_write_text(csv_path, render(list(rows), "csv", COLUMNS) + "\n")
-    atomic_write_text(json_path, json.dumps({"meta": meta or {}, "rows": list(rows)}, indent=2, default=str) + "\n")
+    meta = dict(meta or {})
+    rows = list(rows)
+    old = _same_setup_rows(json_path, rows)
+    if old:
+        rows, kept, replaced = merge_rows(old, rows)
+        meta["merged"] = {"kept": kept, "replaced": replaced}
+        msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
+        say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
+    atomic_write_text(csv_path, render(rows, "csv", COLUMNS) + "\n")
+    atomic_write_text(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
     return [csv_path, json_path]
+
+
+def _same_setup_rows(json_path: Path, rows: Sequence[dict]) -> list[dict]:
+    """The rows of an existing results file measured on the same hardware with the same batch as ``rows`` (else
+    none: an unreadable or foreign file is replaced, as before)."""
+    if not rows or not json_path.is_file():
+        return []
+    try:
+        old = read_results(json_path)
+    except ValueError:
+        return []
+    setup = {_setup(r) for r in rows}
+    return old if {_setup(r) for r in old} <= setup else []
+
+
+def _setup(row: dict) -> tuple:
+    return row.get("cpu"), row.get("cores"), row.get("gpu"), row.get("batch")
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
