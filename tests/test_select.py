@@ -1,6 +1,7 @@
 """`select`: equals brute force over random candidate tables, ties and impossible budgets as documented; accuracy."""
 
 import json
+import math
 import os
 import random
 
@@ -8,6 +9,7 @@ import pytest
 
 from mobilenets import accuracy, lut
 from mobilenets.cli import main
+from mobilenets.complexity import count_complexity
 from mobilenets.select import Constraints, SearchSpace, choose, select
 from mobilenets.spec import ModelSpec
 
@@ -174,7 +176,7 @@ def test_run_accuracy_is_the_final_epochs_averaged_over_runs_of_one_grid_model(t
     said = []
     model = accuracy.from_summaries([seed0, seed1, shallow], say=said.append)
     assert model.points == {(0.5, 128): pytest.approx(72.0)}
-    assert len(said) == 1 and "shallow.json" in said[0] and "left out" in said[0]
+    assert len(said) == 2 and "shallow.json" in said[0] and "left out" in said[0] and "too few" in said[1]
     with pytest.raises(ValueError, match="no accuracy file of a standard MobileNet among the 1 given"):
         accuracy.from_summaries([shallow])
 
@@ -269,3 +271,27 @@ def test_select_bench_newest_measurement_wins_and_superseded_rows_are_named(caps
     files = [str(tmp_path / "m-new.json"), str(tmp_path / "m-old.json")]
     code, out, _ = run(capsys, "--latency-ms", "5", "--bench", *files, *args)
     assert json.loads(out)["chosen"]["latency_ms"] == 3.0
+
+
+def test_runs_of_one_model_give_other_models_no_top1_and_their_class_count(tmp_path):
+    """Two 3-class fine-tunes of 0.25-96 say nothing of 0.75-192: no copied top-1; sizes are of 3-class models."""
+    paths = []
+    for i, top1 in enumerate((0.7, 0.7766)):
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps({"model": {"alpha": 0.25, "resolution": 96, "num_classes": 3},
+                                         "final_top1": top1}))  # fmt: skip
+    said = []
+    model = accuracy.from_summaries(paths, say=said.append)
+    assert model.predict(0.25, 96) == (pytest.approx(73.83), "measured")
+    assert model.predict(0.75, 192) == (None, "unknown") and model.predict(0.25, 128) == (None, "unknown")
+    assert model.num_classes == 3 and any("too few to extrapolate" in s for s in said)
+    sel = select(Constraints(max_mb=1.0), accuracy=model, space=SearchSpace(0.25, 0.5, 0.25, 96, 128, 32))
+    assert (sel.chosen["name"], sel.chosen["top1"]) == ("mobilenet_v1_025_96", pytest.approx(73.83))
+    assert [r["name"] for r in sel.runners_up] == ["mobilenet_v1_025_128"]  # 0.5 at 3 classes: 3.1 MB
+    d = sel.to_dict()
+    assert d["runners_up"][0]["top1"] is None and "too few to extrapolate" in d["accuracy_note"]
+    three = count_complexity(ModelSpec(alpha=0.25, resolution=96, num_classes=3))
+    assert sel.chosen["params"] == three.params
+    # without the measured model in the space: the most MACs among the unknowns
+    sel = select(Constraints(max_mb=4.0), accuracy=model, space=SearchSpace(0.5, 0.5, 0.25, 96, 160, 32))
+    assert sel.chosen["name"] == "mobilenet_v1_050_160" and math.isnan(sel.chosen["top1"])

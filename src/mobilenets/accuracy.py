@@ -12,6 +12,10 @@ Off-grid models are interpolated log-linearly in MACs, the trade-off the paper o
 top1 = a + b ln(MACs) is fitted over its resolutions; a candidate's top-1 is its row fits evaluated at the two
 bracketing alphas, then interpolated between them linearly in ln(MACs). Grid points return the table value itself.
 Outside the table's alpha or resolution range the same lines are extended and the source says ``extrapolated``.
+
+Too few points to extrapolate from give no estimate (top-1 None, source ``unknown``) rather than a copied value:
+another alpha needs measured points at 2+ alphas, another resolution needs 2+ distinct MACs among the points (runs of
+one model, seeds or fine-tunes of 0.25-96 say, tell nothing of 0.75-192).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ class AccuracyModel:
 
     points: dict[tuple[float, int], float]
     label: str = "tfslim"
+    num_classes: int = 1000  # the classifier the points were measured with (sizes of the candidates follow it)
     _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
+    _has_slope: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -51,7 +57,8 @@ class AccuracyModel:
         for (a, r), top1 in self.points.items():
             by_alpha.setdefault(a, []).append((math.log(model_macs(a, r)), top1))
         all_pts = [p for pts in by_alpha.values() for p in pts]
-        global_slope = _fit(all_pts)[1] if len({x for x, _ in all_pts}) > 1 else 0.0
+        self._has_slope = len({x for x, _ in all_pts}) > 1
+        global_slope = _fit(all_pts)[1] if self._has_slope else 0.0
         for a, pts in by_alpha.items():
             # One resolution only: borrow the slope of all points so the row still varies with resolution.
             self._rows[a] = (
@@ -64,12 +71,15 @@ class AccuracyModel:
         x = math.log(model_macs(alpha, resolution))
         return a + b * x, x
 
-    def predict(self, alpha: float, resolution: int) -> tuple[float, str]:
-        """(top1 %, source) where source is the label (known point), 'interpolated' or 'extrapolated'."""
+    def predict(self, alpha: float, resolution: int) -> tuple[float | None, str]:
+        """(top1 %, source) where source is the label (known point), 'interpolated' or 'extrapolated'; (None,
+        'unknown') where the points are too few to say (see the module docstring)."""
         key = (float(alpha), int(resolution))
         if key in self.points:
             return self.points[key], self.label
         alphas = sorted(self._rows)
+        if not self.can_predict(alpha):
+            return None, "unknown"
         resolutions = sorted({r for _, r in self.points})
         inside = alphas[0] <= alpha <= alphas[-1] and resolutions[0] <= resolution <= resolutions[-1]
         how = "interpolated" if inside else "extrapolated"
@@ -82,6 +92,25 @@ class AccuracyModel:
         (p_lo, x_lo), (p_hi, x_hi) = self._row(lo, resolution), self._row(hi, resolution)
         x = math.log(model_macs(alpha, resolution))
         return p_lo + (p_hi - p_lo) * (x - x_lo) / (x_hi - x_lo), how
+
+    def can_predict(self, alpha: float) -> bool:
+        """Whether an unmeasured model of ``alpha`` gets an estimate: its alpha was measured or 2+ alphas were (so
+        alpha's effect is known), and the points span 2+ MACs (so resolution's effect is)."""
+        return (alpha in self._rows or len(self._rows) > 1) and self._has_slope
+
+    def coverage_note(self) -> str:
+        """Empty, or a one-line note on the models this accuracy model leaves without an estimate."""
+        if self._has_slope and len(self._rows) > 1:
+            return ""
+        from .registry import grid_name
+
+        names = ", ".join(grid_name(a, r) for a, r in sorted(self.points))
+        what = "other models" if not self._has_slope else "other alphas"
+        return (
+            f"note: the {self.label} accuracy points cover {names} only: too few to extrapolate from (2+ alphas and "
+            f"2+ resolutions needed), so {what} get no top-1 (None); select ranks them after the models that have "
+            "one, more MACs first"
+        )
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -109,7 +138,12 @@ TOP1_KEYS = ("final_top1", "top1", "best_top1", "val_top1", "acc1")
 
 
 def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
-    """(alpha, resolution, top1 %) from a training run's summary.json.
+    """(alpha, resolution, top1 %) of a training run's summary.json (see `read_run`)."""
+    return read_run(path)[:3]
+
+
+def read_run(path: str | os.PathLike) -> tuple[float, int, float, int]:
+    """(alpha, resolution, top1 %, num_classes) from a training run's summary.json.
 
     The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, ``model`` (as written
     by ``mobilenets train``), or top-level
@@ -153,7 +187,8 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
     if not 0 <= top1 <= 100:
         raise ValueError(f"accuracy file {str(p)!r}: top-1 {top1} is not a percentage")
     ModelSpec(alpha=float(alpha), resolution=res)  # validates
-    return float(alpha), res, top1
+    classes = spec.get("num_classes", 1000)
+    return float(alpha), res, top1, classes if isinstance(classes, int) and classes > 0 else 1000
 
 
 class NotOnGrid(ValueError):
@@ -166,17 +201,25 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     Conv MobileNets) are left out, each named to ``say``; none left is an error."""
     paths = list(paths)
     runs: dict[tuple[float, int], list[float]] = {}
+    classes: dict[int, int] = {}
     for path in paths:
         try:
-            a, r, top1 = read_summary(path)
+            a, r, top1, n = read_run(path)
         except NotOnGrid as exc:
             if say is not None:
                 say(f"note: {exc}: left out")
             continue
         runs.setdefault((a, r), []).append(top1)
+        classes[n] = classes.get(n, 0) + 1
     if not runs:
         raise ValueError(f"no accuracy file of a standard MobileNet among the {len(paths)} given")
-    return AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured")
+    num_classes = max(classes, key=classes.get)
+    if len(classes) > 1 and say is not None:
+        say(f"note: the runs have {', '.join(map(str, classes))} classes: sizes are of {num_classes}-class models")
+    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", num_classes)
+    if model.coverage_note() and say is not None:
+        say(model.coverage_note())
+    return model
 
 
 def accuracy_model(files=None, source: str = "tfslim", say: Callable[[str], None] | None = None) -> AccuracyModel:

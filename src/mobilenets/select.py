@@ -117,7 +117,9 @@ class Constraints:
             out.append(f"{c['macs'] / 1e6:.1f}M MACs > {self.max_macs / 1e6:.1f}M")
         if self.max_params is not None and c["params"] > self.max_params:
             out.append(f"{c['params'] / 1e6:.3f}M params > {self.max_params / 1e6:.3f}M")
-        if self.min_top1 is not None and c["top1"] < self.min_top1:
+        if self.min_top1 is not None and not known_top1(c):
+            out.append(f"top-1 unknown (min {self.min_top1}%)")
+        elif self.min_top1 is not None and c["top1"] < self.min_top1:
             out.append(f"top-1 {c['top1']:.1f}% < {self.min_top1}%")
         return out
 
@@ -125,10 +127,17 @@ class Constraints:
         return self.max_latency_ms is not None
 
 
+def known_top1(c: dict[str, Any]) -> bool:
+    """Whether the row has a top-1 estimate (NaN: too few accuracy points to extrapolate to it)."""
+    return c.get("top1") is not None and not math.isnan(c["top1"])
+
+
 def rank_key(c: dict[str, Any]) -> tuple:
-    """The documented ranking: top-1 desc, then latency, MACs, params, alpha, resolution ascending."""
+    """The documented ranking: top-1 desc, then latency, MACs, params, alpha, resolution ascending. Rows without a
+    top-1 estimate come after those with one, more MACs first (accuracy grows with MACs: paper Section 4.2)."""
     lat = c["latency_ms"] if c.get("latency_ms") is not None else 0.0
-    return (-c["top1"], lat, c["macs"], c["params"], c["alpha"], c["resolution"])
+    first = -c["top1"] if known_top1(c) else -c["macs"]
+    return (not known_top1(c), first, lat, c["macs"], c["params"], c["alpha"], c["resolution"])
 
 
 def choose(candidates: Sequence[dict], constraints: Constraints) -> list[dict]:
@@ -141,14 +150,14 @@ def candidate(alpha: float, resolution: int, accuracy: acc.AccuracyModel) -> dic
     """A candidate row without latency: name, cost, size, expected accuracy and its provenance."""
     from .bench import spec_label
 
-    spec = ModelSpec(alpha=alpha, resolution=resolution)
+    spec = ModelSpec(alpha=alpha, resolution=resolution, num_classes=accuracy.num_classes)
     cost = count_complexity(spec)
     top1, source = accuracy.predict(alpha, resolution)
     return {
         "name": spec_label(spec),
         "alpha": alpha,
         "resolution": resolution,
-        "top1": round(top1, 2),
+        "top1": round(top1, 2) if top1 is not None else math.nan,  # NaN, not None: rows stay numeric in tables
         "top1_source": source,
         "latency_ms": None,
         "latency_source": None,
@@ -236,6 +245,9 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["constraints"] = asdict(self.constraints)
+        for row in (d["chosen"], *d["runners_up"], d["fastest"], d["smallest"]):
+            if row is not None and not known_top1(row):
+                row["top1"] = None  # JSON has no NaN
         return d
 
 
@@ -272,8 +284,9 @@ def select(
             raise ValueError("a latency/FPS bound needs a latency source (a bench results file or the lookup table)")
         attach_latency(rows, latency)
     ranked = choose(rows, constraints)
+    note = " ".join(filter(None, (accuracy.label, accuracy.coverage_note())))
     sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
-                    threads, accuracy_note=accuracy.label)  # fmt: skip
+                    threads, accuracy_note=note)  # fmt: skip
     if sel.chosen is None:
         smallest = min(rows, key=lambda c: (c["weights_MB"], c["macs"]))
         fastest = min(rows, key=lambda c: (c["latency_ms"], c["macs"])) if rows[0]["latency_ms"] is not None else None
