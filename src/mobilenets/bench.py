@@ -45,7 +45,7 @@ from .spec import ModelSpec, SpecError
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
 PEER_PREFIX = "timm:"
 
-# Row schema of `bench`, in column order (CSV header, JSON keys). Units are in the names.
+# Row schema of `bench`, in column order (CSV header, JSON keys). Units are in the names; *_MB are MiB (2**20 bytes).
 COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",

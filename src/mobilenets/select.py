@@ -7,8 +7,9 @@ accuracy tradeoffs" (Section 3, Figures 4-5) but measures no device. We search a
 latency from a bench results file (measured) or the latency lookup table (predicted), and keep the feasible ones.
 
 Ranking (documented, and what the tests check against brute force): highest expected top-1; ties broken by lower
-latency, then fewer MACs, then fewer parameters, then smaller alpha, then smaller resolution. Weights size: fp32 =
-4 bytes, int8 = 1 byte per parameter (BatchNorm folded, biases included), in MB = 2**20 bytes.
+latency, then fewer MACs, then fewer parameters, then smaller alpha, then smaller resolution. Weights size, in MiB
+(2**20 bytes; the ``*_MB`` keys are MiB): fp32 = 4 bytes per parameter (BatchNorm folded, biases included); int8 =
+the INT8 ONNX file `export.quantize` writes (`int8_onnx_bytes`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from .complexity import count_complexity
 from .spec import ModelSpec
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
+MIB = 2**20
+# INT8 QDQ ONNX file (export.quantize: per-channel symmetric int8 weights, first FP32_HEAD convs fp32), fitted on
+# exports of 0.25-96, 0.75-224 (1000 classes) and 0.5-128 (3 classes), onnx 1.x / onnxruntime 1.22 quantizer:
+INT8_BYTES_PER_CHANNEL = 17  # per quantized output channel: int32 bias and its zero point, scales, weight zero point
+INT8_GRAPH_BYTES = 53_200  # nodes, activation scales/zero points, metadata
+INT8_LABEL_BYTES = 24.6  # metadata's class labels, per class
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class Constraints:
             out.append(f"latency {c['latency_ms']:.2f} ms > {limit:.2f} ms")
         size = c["weights_int8_MB" if self.size_dtype == "int8" else "weights_MB"]
         if self.max_mb is not None and size > self.max_mb:
-            out.append(f"{self.size_dtype} weights {size:.2f} MB > {self.max_mb} MB")
+            out.append(f"{self.size_dtype} weights {size:.2f} MiB > {self.max_mb} MiB")
         if self.max_macs is not None and c["macs"] > self.max_macs:
             out.append(f"{c['macs'] / 1e6:.1f}M MACs > {self.max_macs / 1e6:.1f}M")
         if self.max_params is not None and c["params"] > self.max_params:
@@ -164,9 +171,23 @@ def candidate(alpha: float, resolution: int, accuracy: acc.AccuracyModel) -> dic
         "fps": None,
         "macs": cost.macs,
         "params": cost.params,
-        "weights_MB": folded_params(cost) * SIZE_DTYPES["fp32"] / 2**20,
-        "weights_int8_MB": folded_params(cost) * SIZE_DTYPES["int8"] / 2**20,
+        "weights_MB": folded_params(cost) * SIZE_DTYPES["fp32"] / MIB,
+        "weights_int8_MB": int8_onnx_bytes(cost, accuracy.num_classes) / MIB,
     }
+
+
+def int8_onnx_bytes(cost, num_classes: int = 1000, fp32_head: int | None = None) -> float:
+    """Bytes of the INT8 ONNX file `export.quantize` writes, layer by layer as it quantizes: the first ``fp32_head``
+    convs (default `export.FP32_HEAD`) keep fp32 weights and bias; the other convs and the FC store int8 weights
+    plus, per output channel, an int32 bias and scales/zero points; then the graph and its metadata (measured)."""
+    from .export import FP32_HEAD
+
+    head = FP32_HEAD if fp32_head is None else fp32_head
+    total = INT8_GRAPH_BYTES + INT8_LABEL_BYTES * num_classes
+    for i, layer in enumerate(x for x in cost.layers if x.params):
+        bias = (layer.params_all - layer.params) // (1 if "Fully" in layer.layer_type else 2)
+        total += 4 * (layer.params + bias) if i < head else layer.params + INT8_BYTES_PER_CHANNEL * bias
+    return total
 
 
 def folded_params(cost) -> int:
