@@ -313,3 +313,23 @@ def test_int8_size_estimate_matches_a_real_int8_export(tmp_path):
     model = accuracy.AccuracyModel({(0.5, 64): 50.0}, "measured", num_classes=42)
     estimate = candidate(0.5, 64, model)["weights_int8_MB"] * 2**20
     assert estimate == pytest.approx(path.stat().st_size, rel=0.03)
+
+
+def test_impossible_budget_says_which_limit_each_candidate_fails_and_suggests_int8(capsys, tmp_path):
+    sel = select(Constraints(fps=24, latency_ms=10, max_mb=1), latency=lambda a, r: (a * r / 2.0, "predicted"))
+    assert sel.chosen is None
+    # 0.25-96: 12 ms > 10 ms (the tighter of 1000/24 and 10); fp32 1.78 MiB > 1 MiB but its INT8 export fits
+    assert sel.fastest["fails"] == "latency 12.00 ms > 10.00 ms; fp32 weights 1.78 MiB > 1 MiB (int8 0.58 MiB fits: " \
+        "--size-dtype int8)"  # fmt: skip
+    assert sel.smallest["fails"].startswith("latency 12.00 ms > 10.00 ms")
+    int8 = select(Constraints(latency_ms=10, max_mb=1, size_dtype="int8"), latency=lambda a, r: (a * r / 2.0, "p"))
+    assert int8.fastest["fails"] == "latency 12.00 ms > 10.00 ms"
+
+    # the CLI table shows it (a ready latency table: nothing measured)
+    keys = {k for a in (0.25, 0.5) for k in lut.layer_keys(ModelSpec(alpha=a, resolution=96))}
+    table = {"overhead": 0.5, "scale": 1.0, "layers": dict.fromkeys(keys, 0.1)}
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
+    code, out, _ = run(capsys, "--max-mb", "1", "--max-macs", "1M", "--alpha-range", "0.25,0.5,0.25", "--res-range",
+                       "96,96,16", "--runtime", "torch", "--lut-file", str(tmp_path / "l.json"))  # fmt: skip
+    assert code == 1 and "fp32 weights 1.78 MiB > 1.0 MiB (int8 0.58 MiB fits: --size-dtype int8)" in out
+    assert "7.7M MACs > 1.0M" in out

@@ -130,6 +130,16 @@ class Constraints:
             out.append(f"top-1 {c['top1']:.1f}% < {self.min_top1}%")
         return out
 
+    def failures(self, c: dict[str, Any]) -> str:
+        """The limits a candidate breaks, one line ('' if none), with the way out where there is one: an fp32 size
+        over ``max_mb`` whose INT8 export fits suggests ``--size-dtype int8``."""
+        out = self.violations(c)
+        int8 = c["weights_int8_MB"]
+        if self.size_dtype == "fp32" and self.max_mb is not None and c["weights_MB"] > self.max_mb >= int8:
+            i = next(i for i, v in enumerate(out) if v.startswith("fp32 weights"))
+            out[i] += f" (int8 {int8:.2f} MiB fits: --size-dtype int8)"
+        return "; ".join(out)
+
     def needs_latency(self) -> bool:
         return self.max_latency_ms is not None
 
@@ -319,6 +329,8 @@ def select(
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency)
+    for c in shown:
+        c["fails"] = constraints.failures(c)
     return sel
 
 
@@ -349,4 +361,4 @@ def latency_source(
 
 
 SHOW_COLUMNS = ("name", "alpha", "resolution", "top1", "top1_source", "latency_ms", "latency_source", "fps",
-                "weights_MB", "weights_int8_MB", "macs", "params")  # fmt: skip
+                "weights_MB", "weights_int8_MB", "macs", "params", "fails")  # fmt: skip
