@@ -10,7 +10,7 @@ import pytest
 from mobilenets import accuracy, lut
 from mobilenets.cli import main
 from mobilenets.complexity import count_complexity
-from mobilenets.select import Constraints, SearchSpace, choose, select
+from mobilenets.select import Constraints, SearchSpace, choose, latency_source, select
 from mobilenets.spec import ModelSpec
 
 
@@ -333,3 +333,21 @@ def test_impossible_budget_says_which_limit_each_candidate_fails_and_suggests_in
                        "96,96,16", "--runtime", "torch", "--lut-file", str(tmp_path / "l.json"))  # fmt: skip
     assert code == 1 and "fp32 weights 1.78 MiB > 1.0 MiB (int8 0.58 MiB fits: --size-dtype int8)" in out
     assert "7.7M MACs > 1.0M" in out
+
+
+def test_predictions_beside_measurements_are_scaled_to_them(capsys, tmp_path):
+    """Measured 0.5-128 took 8 ms, the table predicts it 0.5 + 15 x 0.1 = 2 ms: a predicted 0.5-160 (more MACs, also
+    2 ms in this flat table) must not be chosen under 5 ms as if it were faster than the measured smaller model."""
+    keys = {k for a in (0.25, 0.5) for r in (128, 160) for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
+    table = {"overhead": 0.5, "scale": 1.0, "layers": dict.fromkeys(keys, 0.1)}
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
+    row = {"model": "mobilenet_v1_050_128", "alpha": 0.5, "resolution": 128, "runtime": "torch", "threads": 1,
+           "latency_ms_median": 8.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    said = []
+    fn = latency_source("torch", 1, [str(tmp_path / "b.json")], str(tmp_path / "l.json"), say=said.append)
+    assert fn(0.5, 128) == (8.0, "measured")
+    assert fn(0.5, 160) == (pytest.approx(8.0), "predicted x4.00")
+    assert any("x4.00" in s and "1 model(s) measured" in s for s in said)
+    sel = select(Constraints(latency_ms=5), space=SearchSpace(0.25, 0.5, 0.25, 128, 160, 32), latency=fn)
+    assert sel.chosen is None and sel.fastest["latency_ms"] == pytest.approx(8.0)  # unscaled: 0.5-160 at 2 ms
