@@ -564,7 +564,8 @@ def write_results(
     rows = list(rows)
     old = _same_setup_rows(json_path, rows)
     if old:
-        rows, kept, replaced = merge_rows(old, rows)
+        merged, kept, replaced = merge_rows(old, rows)
+        rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order
         meta["merged"] = {"kept": kept, "replaced": replaced}
         msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
         say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
