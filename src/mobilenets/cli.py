@@ -408,15 +408,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
     for note in notes:
         print(note, file=sys.stderr)
+    plotted = rows
     if args.out:
         meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
         out = Path(args.out) / bench.results_name(rows) if args.out.endswith(("/", os.sep)) else args.out
-        for path in bench.write_results(rows, out, meta=meta):
+        for path in bench.write_results(rows, out, meta=meta, say=lambda msg: print(msg, file=sys.stderr)):
             print(f"wrote {path}", file=sys.stderr)
+            if path.suffix == ".json" and rows:
+                plotted = bench.read_results(path)  # an earlier run's kept rows too: the plots show the file
     if args.plots:
         from . import plots
 
-        for path in plots.bench_plots(rows, args.plots, target_fps=args.target_fps):
+        for path in plots.bench_plots(plotted, args.plots, target_fps=args.target_fps):
             print(f"wrote {path}", file=sys.stderr)
     return 0 if rows else 1
 
@@ -496,9 +499,13 @@ def cmd_select(args: argparse.Namespace) -> int:
         print(render(shown, "table", ("role", *SHOW_COLUMNS)))
         return 1
     c = sel.chosen
-    size = f"{c['weights_MB']:.2f} MB fp32 / {c['weights_int8_MB']:.2f} MB int8, {c['macs'] / 1e6:.1f}M MACs"
-    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {c['top1']:.1f}% "
+    size = f"{c['weights_MB']:.2f} MiB fp32 / {c['weights_int8_MB']:.2f} MiB int8, {c['macs'] / 1e6:.1f}M MACs"
+    known = c["top1"] is not None and c["top1"] == c["top1"]  # None or NaN: no accuracy for this model
+    top1 = f"{c['top1']:.1f}%" if known else "unknown"
+    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {top1} "
           f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
+    if sel.accuracy_note:
+        print(f"note: {sel.accuracy_note}")
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
