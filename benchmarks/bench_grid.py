@@ -176,7 +176,7 @@ def rerun(args, path: Path, t0: float, runtimes: tuple[str, ...]) -> int:
     if stem != path.stem:
         for old in path.parent.glob(f"{path.stem}*"):
             old.unlink()
-    bench.write_results(rows, path.parent / stem, meta=meta)
+    bench.write_results(rows, path.parent / stem, meta=meta, merge=False)  # the rerun's rows replace the file
     over = json.loads((path.parent / f"overhead-bench-vs-direct-{hw}-t1.json").read_text())["rows"]
     (path.parent / f"bench-{hw}-report.md").write_text(report(rows, pairs["pairs"], over, peak, stem))
     from mobilenets import plots
@@ -210,7 +210,7 @@ def main() -> int:
     meta = {"command": "python " + " ".join(sys.argv), "peak_gflops_per_core": peak, "notes": notes,
             "seconds": time.time() - t0}  # fmt: skip
     out = RESULTS if not args.quick else RESULTS / "quick"
-    bench.write_results(rows, out / stem, meta=meta)
+    bench.write_results(rows, out / stem, meta=meta, merge=False)  # this grid's rows, as report() shows them
     env = bench.environment()
     (out / f"ours-vs-timm-{hw}-t1+2.json").write_text(json.dumps({"env": env, "pairs": pairs}, indent=2))
     (out / f"overhead-bench-vs-direct-{hw}-t1.json").write_text(json.dumps({"env": env, "rows": over}, indent=2))

@@ -276,6 +276,13 @@ def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path
     assert len(csv_path.read_text().splitlines()) == len(merged) + 1
     assert json.loads(json_path.read_text())["meta"]["merged"] == {"kept": 1, "replaced": 1}
     assert said and "kept its 1 row(s)" in said[0] and "replaced 1" in said[0]
+    # another backend of the same runtime is another measurement, kept beside it; merge=False writes exactly the rows
+    triton = {**again, "backend": "triton", "latency_ms_median": 7.0}
+    bench.write_results([triton], tmp_path / "r", say=said.append)
+    assert [(r["model"], r.get("backend")) for r in bench.read_results(json_path)][-2:] == [
+        ("mobilenet_v1_025_96", again.get("backend")), (again["model"], "triton")]  # fmt: skip
+    bench.write_results([triton], tmp_path / "r", merge=False)
+    assert bench.read_results(json_path) == [json.loads(json.dumps(triton, default=str))]
     # rows of other hardware are not mixed in: replaced as before
     foreign = [{**r, "cpu": "another cpu"} for r in first]
     bench.write_results(foreign, tmp_path / "r")

@@ -372,10 +372,11 @@ def test_export_replaces_its_own_output_but_not_another_models_without_overwrite
     assert cli.main([*argv, str(other)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"out={out} is not allowed" in err and "--overwrite" in err
+    assert "is an export of other weights" in err
     assert out.read_bytes() == mine
     assert cli.main([*argv, str(other), "--overwrite"]) == 0
     assert exported_weights(out) == mobilenets.weights.sha256_file(other / "model.safetensors")
     (tmp_path / "notes.onnx").write_text("my notes")
-    with pytest.raises(ExportError, match="notes.onnx is not allowed: the file exists"):
+    with pytest.raises(ExportError, match="notes.onnx is not allowed: the file exists and records no weights"):
         export_model(weights_dir, ExportConfig(format=fmt, out=str(tmp_path / "notes.onnx")))
     assert (tmp_path / "notes.onnx").read_text() == "my notes"

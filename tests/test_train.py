@@ -263,6 +263,12 @@ def test_a_teacher_s_outputs_are_matched_to_the_class_folders_by_name_or_wnid(tm
                             torch.device("cpu"), (shuffled.spec.mean, shuffled.spec.std))  # fmt: skip
     with torch.no_grad():
         assert torch.equal(teacher(x), shuffled(x).flip(1))
+    # an unnamed 1000-way head on 1000 folders that are not ImageNet's wnids: taken by its size, as before
+    folders = [f"c{i:04d}" for i in range(1000)]
+    teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "imagenet")), folders,
+                            torch.device("cpu"), (imagenet.spec.mean, imagenet.spec.std))  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(teacher(x), imagenet(x))
 
 
 def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
@@ -666,6 +672,12 @@ def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
     assert (saved["model"], saved["alpha"], saved["act"]) == ("mobilenet_v1_050_32", 0.5, "relu6")
     again = train(dataclasses.replace(cfg, max_steps=2, resume="auto"))
     assert again["global_steps"] == 2 and load(tmp_path / "r" / "model").spec.alpha == 0.5
+    # a checkpoint written before config.yaml recorded the weights' values holds what was asked: it still resumes
+    ckpt = sorted((tmp_path / "r" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=False)
+    state["config"].update(model="mobilenet_v1_100", alpha=0.25, act="relu")
+    torch.save(state, ckpt)
+    assert train(dataclasses.replace(cfg, epochs=2, max_steps=3, resume="auto"))["global_steps"] == 3
 
 
 def test_a_resume_says_what_it_changes(tmp_path, capsys):

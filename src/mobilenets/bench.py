@@ -527,7 +527,7 @@ def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
 
 def row_key(row: dict) -> tuple:
     """What one bench row measured: a later row of the same key replaces it."""
-    return (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
+    return (row["model"], row["runtime"], row.get("backend"), int(row["threads"]), row.get("batch"))
 
 
 def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> tuple[list[dict], int, int]:
@@ -545,6 +545,7 @@ def write_results(
     *,
     meta: dict | None = None,
     say: Callable[[str], None] | None = None,
+    merge: bool = True,
 ) -> list[Path]:
     """Write ``out`` as CSV and JSON (both, whatever the suffix given): rows plus the command/config metadata.
 
@@ -562,7 +563,7 @@ def write_results(
     csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
     meta = dict(meta or {})
     rows = list(rows)
-    old = _same_setup_rows(json_path, rows)
+    old = _same_setup_rows(json_path, rows) if merge else []  # merge=False: the file is exactly ``rows``
     if old:
         merged, kept, replaced = merge_rows(old, rows)
         rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order

@@ -683,11 +683,11 @@ def check_replace(path: Path, weights_sha256: str, weights: str | os.PathLike, o
         return
     if path.is_dir():
         raise ExportError(f"out={path} is not allowed: it is a folder; name the file to write")
-    if exported_weights(path) != weights_sha256:
-        raise ExportError(
-            f"out={path} is not allowed: the file exists and is not an export of the weights in {weights}; "
-            "pass --overwrite to replace it"
-        )
+    recorded = exported_weights(path)
+    if recorded != weights_sha256:
+        why = ("records no weights (not an export, or one written before exports recorded them)" if recorded is None
+               else f"is an export of other weights than those in {weights}")  # fmt: skip
+        raise ExportError(f"out={path} is not allowed: the file exists and {why}; pass --overwrite to replace it")
 
 
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:

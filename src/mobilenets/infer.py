@@ -360,11 +360,18 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     End-to-end FPS counts everything from decoding to writing the annotated frame; model-only FPS is
     1000 / mean model latency.
     """
+    from .runtimes import torch_threads
+
     cfg = cfg or StreamConfig()
     if cfg.target_fps <= 0:
         raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be > 0")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"max_frames={cfg.max_frames!r} is not allowed: max_frames must be >= 1 (or not given)")
+    with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
+        return _stream(predictor, source, cfg)
+
+
+def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> StreamReport:
     container = open_source(source)
     vstream = container.streams.video[0]
     vstream.thread_type = "AUTO"

@@ -116,8 +116,9 @@ def cpu_has_bf16() -> bool:
 def torch_threads(threads: int | None) -> Iterator[None]:
     """``torch.set_num_threads(threads)`` inside the block, the caller's count restored after it (None: unchanged).
 
-    torch has no per-module thread setting, only this process-wide one; setting it costs well under a microsecond, and
-    nothing at all when the count is already ``threads`` (what `bench` arranges around its timed calls)."""
+    torch has no per-module thread setting, only this process-wide one. A switch is not free (the next op may wait
+    for OpenMP to rebuild its thread team); when the count is already ``threads`` the block costs nothing, so
+    `bench` and `infer.stream` hold the count around their loops."""
     old = torch.get_num_threads()
     if not threads or threads == old:
         yield

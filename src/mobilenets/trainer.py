@@ -288,12 +288,14 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
         labels = list(resolve_labels(teacher.spec)) if named else []
         if labels and labels != list(classes):
             found, unknown = class_indices(list(classes), labels)
-            if unknown:
+            sized = not teacher.spec.labels and teacher.spec.num_classes == len(classes)  # folders not ImageNet's:
+            if unknown and not sized:  # an unnamed head of the dataset's size is taken by its size, as before
                 raise ConfigError(
                     f"teacher={cfg.teacher!r} predicts other classes than the dataset's: {len(unknown)} class "
                     f"folder(s) match none of its {len(labels)} labels (first: {unknown[0]!r})"
                 )
-            teacher = PickOutputs(teacher, [found[c] for c in classes])
+            if not unknown:
+                teacher = PickOutputs(teacher, [found[c] for c in classes])
     else:
         import torchvision
 
@@ -683,7 +685,10 @@ class _Run:
     def _check_resumed_config(self, path: Path, saved: dict | None) -> None:
         if not saved:
             return
-        differ = self.cfg.differences(saved, ignore=self.RESUMABLE)
+        # with --init the weights decide model, alpha and act (`_model` records them): a checkpoint written before it
+        # did holds what was asked instead, so those are left to the weights' own check (load_state_dict's shapes)
+        ignore = self.RESUMABLE | (frozenset(("model", "alpha", "act")) if self.cfg.init else frozenset())
+        differ = self.cfg.differences(saved, ignore=ignore)
         if differ:
             raise ConfigError(
                 f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
@@ -836,13 +841,13 @@ class _Run:
         self.t_start = self.clock()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
         self._refuse_earlier_checkpoints()
-        self._data(None)
+        self._data(None)  # the split scan's checks (cheap) before the folder is held, so a bad dataset leaves none
+        self._lock()  # before any decoding: a second run in a busy folder stops at once
         self._model()
         spec = unwrap(self.model).spec
         self._loaders(spec)
         if self.steps_per_epoch == 0:
             raise DataError(f"{self.train_split.root}: too few images for one batch per process")
-        self._lock()
         self._resume()
         if not cfg.time_budget and cfg.epochs <= cfg.warmup_epochs:  # (a time budget's plan says it itself)
             self.say(f"warning: epochs={cfg.epochs} ends inside the {cfg.warmup_epochs:g}-epoch warm-up: the "
@@ -1063,8 +1068,13 @@ def evaluate_weights(
         raise ConfigError(f"threads={threads!r} is not allowed: threads must be an integer >= 1")
     if resolution is not None and resolution < 1:
         raise ConfigError(f"resolution={resolution!r} is not allowed: resolution must be a positive integer")
-    if threads:
-        torch.set_num_threads(threads)
+    from .runtimes import torch_threads
+
+    with torch_threads(threads):  # the caller's thread count comes back afterwards
+        return _evaluate(weights, data, resolution, batch_size, workers, device)
+
+
+def _evaluate(weights, data, resolution: int | None, batch_size: int, workers: int, device: str) -> dict[str, Any]:
     env = setup_distributed(device)
     model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
     spec = model.spec
@@ -1077,8 +1087,10 @@ def evaluate_weights(
         index, unknown = class_indices(split.classes, labels)
         if unknown:
             raise DataError(
-                f"{data}: class folder(s) {', '.join(unknown[:5])} are not among the model's labels (its class names, "
-                "or ImageNet wnids for a model with the ImageNet classes)"
+                f"{data}: class folder(s) {', '.join(unknown[:5])}"
+                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+                + " are not among the model's labels (its class names, or ImageNet wnids for a model with the "
+                "ImageNet classes)"
             )
         split.samples = [(p, index[split.classes[lbl]]) for p, lbl in split.samples]
     elif len(split.classes) > spec.num_classes:
