@@ -137,6 +137,16 @@ def test_converted_imagenet_weights_evaluate_on_wnid_named_folders(tmp_path, m02
     assert result["images"] == 20
     assert set(result["per_class_top1"]) == {"tench, Tinca tinca", "chain saw, chainsaw"}
     assert result["top1"] >= 0.3  # 1000-way: chance is 0.001
+    if classes == 1000:  # its ONNX export scores the same under ONNX Runtime, through the same folder matching
+        from mobilenets.export import export_onnx
+        from mobilenets.trainer import ConfigError
+
+        onnx = export_onnx(mobilenets.load(weights_dir), tmp_path / "m.onnx")
+        scored = evaluate_weights(onnx, val, workers=0, threads=1)
+        assert scored["per_class_top1"] == result["per_class_top1"] and scored["top1"] == result["top1"]
+        assert abs(scored["loss"] - result["loss"]) < 1e-3 * result["loss"]
+        with pytest.raises(ConfigError, match=r"resolution=96 is not allowed for .*m.onnx: its graph takes 128x128"):
+            evaluate_weights(onnx, val, resolution=96)
 
 
 def test_a_1000_way_head_without_names_evaluates_wnid_folders_as_imagenet_classes(tmp_path):

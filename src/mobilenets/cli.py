@@ -544,7 +544,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _add_eval(sub) -> Handler:
     p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of saved weights on an image folder")
-    p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model)")
+    p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model), or an .onnx "
+                   "file written by `mobilenets export` (INT8 too; ONNX Runtime)")  # fmt: skip
     p.add_argument("--data", required=True, help="split folder holding <class>/<images> (e.g. ROOT/val)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")

@@ -1058,7 +1058,8 @@ def evaluate_weights(
     device: str = "auto",
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Top-1/top-5/loss/per-class accuracy/images/s of saved weights on an image-folder split (``ROOT/val``).
+    """Top-1/top-5/loss/per-class accuracy/images/s of saved weights (our folder, or an exported .onnx file, INT8
+    included, run by ONNX Runtime) on an image-folder split (``ROOT/val``).
 
     Folder classes are matched to the model's labels by name; without labels, the sorted folder order is used.
     """
@@ -1071,13 +1072,43 @@ def evaluate_weights(
     from .runtimes import torch_threads
 
     with torch_threads(threads):  # the caller's thread count comes back afterwards
-        return _evaluate(weights, data, resolution, batch_size, workers, device)
+        return _evaluate(weights, data, resolution, batch_size, workers, device, threads)
 
 
-def _evaluate(weights, data, resolution: int | None, batch_size: int, workers: int, device: str) -> dict[str, Any]:
-    env = setup_distributed(device)
-    model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
-    spec = model.spec
+class OnnxClassifier(nn.Module):
+    """An exported ONNX classifier (`infer.load_predictor`, ONNX Runtime) as a module of NCHW float tensors, so that
+    `engine.evaluate` scores it as it scores our models: an INT8 export is judged by its accuracy, not only by its
+    agreement with fp32."""
+
+    def __init__(self, predictor) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.predictor.run(x.numpy()))
+
+
+def _open_for_eval(weights, resolution: int | None, device: str, threads: int | None):
+    """(model, spec, env): our weights folder on ``device``, or an exported .onnx file under ONNX Runtime (CPU; its
+    graph fixes the resolution)."""
+    path = Path(weights)
+    if not (path.is_file() and path.suffix.lower() == ".onnx"):
+        env = setup_distributed(device)
+        model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
+        return model, model.spec, env
+    from .infer import load_predictor
+
+    if device == "cuda":
+        raise ConfigError(f"device='cuda' is not allowed for {path}: ONNX files are evaluated by ONNX Runtime on CPU")
+    predictor = load_predictor(path, "ort", threads)
+    if resolution and resolution != predictor.spec.resolution:
+        raise ConfigError(f"resolution={resolution} is not allowed for {path}: its graph takes "
+                          f"{predictor.spec.resolution}x{predictor.spec.resolution} images")  # fmt: skip
+    return OnnxClassifier(predictor), predictor.spec, setup_distributed("cpu")
+
+
+def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: str, threads) -> dict[str, Any]:
+    model, spec, env = _open_for_eval(weights, resolution, device, threads)
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     split = scan_split(data)
