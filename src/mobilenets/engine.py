@@ -429,9 +429,9 @@ def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s=No
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and/or torch.compile wrappers."""
+    """The plain module under (Distributed)DataParallel and/or torch.compile wrappers."""
     while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod

@@ -92,15 +92,8 @@ def onnx_metadata(spec: ModelSpec, **extra: Any) -> dict[str, str]:
 def exported_spec(spec: ModelSpec, resolution: int | None) -> ModelSpec:
     """The spec an export at ``resolution`` records (None: the spec's own). The input size changes no weights, so
     this is the model's spec with that resolution, and a grid name renamed to match (_025_128 -> _025_160): what
-    consumers read back must be what the graph takes, or they feed it the wrong size."""
-    from .registry import grid_name
-
-    if resolution is None or resolution == spec.resolution:
-        return spec
-    name = spec.name
-    if name is not None and name == grid_name(spec.alpha, spec.resolution):
-        name = grid_name(spec.alpha, resolution)
-    return spec.replace(resolution=resolution, name=name)
+    consumers read back must be what the graph takes, or they feed it the wrong size (`ModelSpec.replace` renames)."""
+    return spec if resolution is None else spec.replace(resolution=resolution)
 
 
 def _tf_padding_dynamic_hw_error(spec: ModelSpec) -> ExportError:

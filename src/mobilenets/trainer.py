@@ -141,10 +141,7 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
             model.head_drop.p = cfg.dropout
         return model
     overrides = {k: getattr(cfg, k) for k in ("alpha", "resolution", "act", "dropout") if getattr(cfg, k) is not None}
-    spec = model_spec(cfg.model, num_classes=len(classes), labels=labels, **overrides)
-    if spec.variant == "standard" and ("alpha" in overrides or "resolution" in overrides):
-        spec = spec.replace(name=grid_name(spec.alpha, spec.resolution))
-    return create_model(spec)
+    return create_model(model_spec(cfg.model, num_classes=len(classes), labels=labels, **overrides))  # grid-named
 
 
 CALIBRATION_IMAGES, CALIBRATION_BATCH = 128, 32

@@ -99,14 +99,13 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
 
 
 def _unwrap(model: nn.Module) -> MobileNetV1:
-    """The `MobileNetV1` under ``torch.compile`` (``_orig_mod``) and DistributedDataParallel (``module``) wrappers."""
-    while not isinstance(model, MobileNetV1):
-        inner = getattr(model, "_orig_mod", None)
-        inner = getattr(model, "module", None) if inner is None else inner
-        if not isinstance(inner, nn.Module):
-            raise WeightsError(f"model={type(model).__name__} is not allowed: save needs a MobileNetV1")
-        model = inner
-    return model
+    """The `MobileNetV1` under ``torch.compile`` and (Distributed)DataParallel wrappers (`engine.unwrap`)."""
+    from .engine import unwrap
+
+    inner = unwrap(model)
+    if not isinstance(inner, MobileNetV1):
+        raise WeightsError(f"model={type(inner).__name__} is not allowed: save needs a MobileNetV1")
+    return inner
 
 
 def _recorded_spec(model: MobileNetV1) -> ModelSpec:
