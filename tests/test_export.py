@@ -22,6 +22,7 @@ from mobilenets.export import (
     export_torchscript,
     load_pt2,
     load_torchscript,
+    onnx_input_size,
     ort_run,
     ort_session,
     quantize,
@@ -124,6 +125,26 @@ def test_torchscript_and_pt2_record_the_resolution_they_were_exported_at(weights
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
         assert spec.resolution == 160 and torch.allclose(module(x), model(x), atol=1e-4)
+
+
+def test_cli_resolution_exports_checks_and_names_that_size(weights_dir, tmp_path, monkeypatch, capsys):
+    """`export --resolution 160` of 128 weights: the graph takes 160 (parity run at 160), the metadata say so, and
+    the default name says so beside the plain export; a size below the minimum is one line naming it."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", str(weights_dir), "--resolution", "160", "--no-progress"]) == 0
+    assert "resolution=160" in capsys.readouterr().out
+    out = tmp_path / "tiny-160.onnx"
+    assert onnx_input_size(out) == (160, 160) and spec_from_onnx(out).resolution == 160
+    assert cli.main(["export", str(weights_dir), "--no-progress"]) == 0
+    assert onnx_input_size(tmp_path / "tiny.onnx") == (128, 128)
+    for fmt, name in (("torchscript", "tiny-96.torchscript.pt"), ("pt2", "tiny-96.pt2")):
+        assert cli.main(["export", str(weights_dir), "--format", fmt, "--resolution", "96", "--no-progress"]) == 0
+        load = load_torchscript if fmt == "torchscript" else load_pt2
+        assert load(tmp_path / name)[1].resolution == 96
+    capsys.readouterr()
+    assert cli.main(["export", str(weights_dir), "--resolution", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "resolution=16 is not allowed" in err and len(err.strip().splitlines()) == 1
 
 
 def test_parity_check_fails_for_a_graph_that_computes_something_else(weights_dir, tmp_path):

@@ -150,6 +150,8 @@ def _add_export(sub) -> Handler:
     p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ..., a run's "
                    "model/ named with its run: runs/a/model -> a-model.onnx)")  # fmt: skip
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default: {OPSET})")
+    p.add_argument("--resolution", type=int, default=d.resolution, help="input size of the exported model (default: "
+                   "the weights'; it changes no weight, and --out's default name gets -<size>)")  # fmt: skip
     p.add_argument("--dynamic-hw", action="store_true", help="dynamic height/width axes (batch is always dynamic)")
     p.add_argument("--int8", action="store_true", help="static INT8 quantization (ONNX Runtime, QDQ)")
     p.add_argument("--calib", help="folder of calibration images (searched recursively)")
@@ -180,6 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         format=args.format,
         out=args.out,
         opset=args.opset,
+        resolution=args.resolution,
         dynamic_hw=args.dynamic_hw,
         int8=args.int8,
         calib=args.calib,

@@ -552,6 +552,7 @@ class ExportConfig:
     format: str = "onnx"
     out: str | None = None  # default: `default_out`, <weights folder name>.<onnx|int8.onnx|...> in the cwd
     opset: int = OPSET
+    resolution: int | None = None  # the graph's input size (default: the weights' own); changes no weight
     dynamic_hw: bool = False
     int8: bool = False
     calib: str | None = None  # folder of calibration images
@@ -603,13 +604,15 @@ def max_opset() -> int:
     return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", OPSET))
 
 
-def default_out(weights: Path, cfg: ExportConfig) -> Path:
+def default_out(weights: Path, cfg: ExportConfig, saved_resolution: int | None = None) -> Path:
     """<weights folder name><suffix> in the working directory; a training run's ``model``/``model_best`` folder is
     named with its run folder (``runs/a/model`` -> ``a-model.onnx``), so two runs' exports do not overwrite each
-    other."""
+    other. An export at another resolution than the weights' (``cfg.resolution``) adds it: ``w-160.onnx``."""
     suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
     folder = weights.resolve()
     name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "model_best") else folder.name
+    if cfg.resolution is not None and cfg.resolution != saved_resolution:
+        name += f"-{cfg.resolution}"
     return Path(name + suffix[cfg.format])
 
 
@@ -693,9 +696,11 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     from . import weights as wts
 
     cfg = cfg or ExportConfig()
-    model = wts.load(weights)
+    saved = wts.load(weights)
+    # the input size changes no weight: the model at cfg.resolution is the saved one with that spec
+    model = saved if cfg.resolution is None else wts.load(weights, resolution=cfg.resolution)
     _validate(cfg, model.spec)
-    out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg)
+    out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg, saved.spec.resolution)
     fp32 = fp32_companion(out) if cfg.int8 else out
     folder = Path(weights).parent if Path(weights).is_file() else Path(weights)
     sha = wts.sha256_file(folder / wts.WEIGHTS_FILE)
