@@ -140,12 +140,25 @@ def test_eval_cli_reproduces_final_accuracy(trained, capsys):
     r = json.loads(capsys.readouterr().out)
     assert code == 0 and r["images"] == 200
     assert r["top1"] == pytest.approx(summary["final_top1"], abs=1e-9)
-    assert r["top5"] == 1.0 and r["loss"] == pytest.approx(summary["final_val_loss"], rel=1e-4)
+    assert r["top5"] is None and r["loss"] == pytest.approx(summary["final_val_loss"], rel=1e-4)  # 4 classes
     assert set(r["per_class_top1"]) == set(CLASSES4) and r["images_per_s"] > 0
     assert sum(r["per_class_top1"].values()) / 4 == pytest.approx(r["top1"])  # balanced: mean of per-class
     code = main(["eval", "--weights", str(out / "model"), "--data", str(root / "val"), "--workers", "0"])
     text = capsys.readouterr().out
-    assert code == 0 and "top-1" in text and CLASSES4[0] in text
+    assert code == 0 and "top-1" in text and "top-5 n/a" in text and CLASSES4[0] in text
+
+
+def test_evaluate_counts_top5_and_gives_none_for_five_classes_or_fewer():
+    """Fixed logits rank the label 1st, 3rd, 6th and 2nd of 7: top-1 1/4, top-5 3/4. With 5 classes every label is
+    in the top 5, so there is no top-5 to report (it would always be 1.0)."""
+    from mobilenets.engine import DistEnv, evaluate
+
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 3]] * 4)
+    labels = torch.tensor([0, 2, 5, 1])
+    batch = [(logits, labels, [])]
+    r = evaluate(torch.nn.Identity(), batch, 7, DistEnv())
+    assert (r["top1"], r["top5"], r["images"]) == (0.25, 0.75, 4)
+    assert evaluate(torch.nn.Identity(), [(logits[:, :5], labels.clamp(max=4), [])], 5, DistEnv())["top5"] is None
 
 
 @pytest.mark.slow

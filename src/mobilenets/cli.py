@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import complexity, paper
-from .formatting import render
+from .formatting import metric, render
 from .registry import list_models, model_spec
 from .spec import ModelSpec, SpecError
 
@@ -538,8 +538,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(from_args(args))
     if summary is not None and not getattr(args, "quiet", False):
         print(
-            f"best val top-1 {summary['best_top1']:.4f} (epoch {summary['best_epoch']}), final top-1 "
-            f"{summary['final_top1']:.4f} top-5 {summary['final_top5']:.4f}, {summary['wall_time_s']:.1f} s; "
+            f"best val top-1 {metric(summary['best_top1'])} (epoch {summary['best_epoch']}), final top-1 "
+            f"{metric(summary['final_top1'])} top-5 {metric(summary['final_top5'])}, {summary['wall_time_s']:.1f} s; "
             f"weights in {summary['weights']}"
         )
     return 0
@@ -577,7 +577,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(r, indent=2))
         return 0
     print(
-        f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  "
+        f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {metric(r['top5'])}  "
         f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
     )
     rows = [{"class": k, "top1": v} for k, v in r["per_class_top1"].items()]

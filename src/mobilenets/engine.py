@@ -443,6 +443,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, channels_last=False) -> dict:
     """Top-1, top-5, mean cross-entropy, per-class accuracy and images/s over ``loader`` (summed over processes).
 
+    Top-5 is None for 5 classes or fewer: every label is then in the top 5, and a score of 1.0 would say nothing.
+
     The sums stay on the model's device until the last batch (float64; counts of 0/1 are exact in any order), so
     the host never waits for the device between batches: one transfer at the end."""
     model.eval()
@@ -479,7 +481,7 @@ def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, c
     return {
         "loss": float(loss_sum) / n,
         "top1": float(top1.sum()) / n,
-        "top5": float(top5) / n,
+        "top5": float(top5) / n if num_classes > 5 else None,
         "images": int(n),
         "per_class_top1": [None if torch.isnan(v) else float(v) for v in per_class],
         "per_class_count": [int(v) for v in total],

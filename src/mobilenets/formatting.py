@@ -20,6 +20,12 @@ def _cell(value) -> str:
     return str(value)
 
 
+def metric(value: float | None, digits: int = 4) -> str:
+    """A score for a line of text: ``n/a`` where there is none (top-5 of 5 classes or fewer, an epoch not
+    evaluated)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | None = None) -> str:
     """Format ``rows``; ``columns`` picks and orders the keys (default: the first row's keys)."""
     if fmt == "json":

@@ -126,7 +126,8 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: st
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train top-1")
     ax_acc.plot(val_epochs, [100 * r["val_top1"] for r in evaluated], "s-", label="val top-1")
-    ax_acc.plot(val_epochs, [100 * r["val_top5"] for r in evaluated], "^--", label="val top-5")
+    if any(r.get("val_top5") is not None for r in evaluated):  # None for 5 classes or fewer
+        ax_acc.plot(val_epochs, [100 * r["val_top5"] for r in evaluated], "^--", label="val top-5")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -71,6 +71,7 @@ from .engine import (
     train_one_epoch,
     unwrap,
 )
+from .formatting import metric
 from .labels import class_indices, resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
@@ -955,7 +956,7 @@ class _Run:
                 if improved:
                     self._save_weights("model_best", row)
             evaluated = (
-                f"val top-1 {val['top1']:.4f} top-5 {val['top5']:.4f} loss {val['loss']:.4f}"
+                f"val top-1 {val['top1']:.4f} top-5 {metric(val['top5'])} loss {val['loss']:.4f}"
                 if val["top1"] is not None
                 else "not evaluated"
             )
