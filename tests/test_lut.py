@@ -52,6 +52,23 @@ def test_prediction_is_overhead_plus_sum_of_layers():
     assert blocks == pytest.approx(o + (0.3 - o) + 13 * (0.5 - o) + (0.4 - o))  # a separate table, per block
 
 
+def test_progress_lines_say_how_far_and_how_long_at_most_every_half_minute():
+    """Timings at t = 10, 20, ..., 100 s of 10 in all: a line at 30 s (3/10, 70 s left at that rate), 60 s, 90 s and
+    the end; none in between."""
+    said, now = [], [0.0]
+    report = lut.progress_lines(said.append, "latency table", clock=lambda: now[0])
+    for done in range(1, 11):
+        now[0] = 10.0 * done
+        report(done, 10)
+    assert said == ["latency table: 3/10 timings, 30 s, about 70 s left", "latency table: 6/10 timings, 60 s, about "
+                    "40 s left", "latency table: 9/10 timings, 1.5 min, about 10 s left",
+                    "latency table: 10 timings done in 1.7 min"]  # fmt: skip
+    seen = []
+    best = lut.time_rounds("abc", lambda k: 1.0, 2, progress=lambda d, t: seen.append((d, t)))
+    assert best == dict.fromkeys("abc", 1.0)
+    assert seen == [(i, 6) for i in range(1, 7)]
+
+
 def test_cache_by_environment_and_file_round_trip(tmp_path):
     path = tmp_path / "lut.json"
     measure = Counter()
@@ -59,13 +76,14 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
     said = []
     first, n = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False,
                                    say=said.append)  # fmt: skip
-    assert said == [f"latency table: measuring {n} layer shape(s) on ort, 1 thread(s), {lut.FILL_ROUNDS} rounds "
-                    "(once per machine; saved for next time)"]  # fmt: skip
+    assert said[0] == (f"latency table: measuring {n} layer shape(s) on ort, 1 thread(s), {lut.FILL_ROUNDS} rounds "
+                       "(once per machine; saved for next time)")  # fmt: skip
+    assert len(said) == 2 and said[1].startswith(f"latency table: {n * lut.FILL_ROUNDS} timings done in ")
     calls = len(measure.calls)
     again, new = lut.predict_latency(0.5, 160, runtime="ort", lut=table, measure=measure, env=ENV, calibrated=False,
                                      say=said.append)  # fmt: skip
     assert (again, new, len(measure.calls)) == (first, 0, calls)  # cached: nothing measured
-    assert len(said) == 1  # and nothing said
+    assert len(said) == 2  # and nothing said
     reloaded = lut.LatencyLUT.load(path)
     assert lut.predict_latency(0.5, 160, runtime="ort", lut=reloaded, measure=measure, env=ENV, calibrated=False) == (
         first,

@@ -351,3 +351,34 @@ def test_predictions_beside_measurements_are_scaled_to_them(capsys, tmp_path):
     assert any("x4.00" in s and "1 model(s) measured" in s for s in said)
     sel = select(Constraints(latency_ms=5), space=SearchSpace(0.25, 0.5, 0.25, 128, 160, 32), latency=fn)
     assert sel.chosen is None and sel.fastest["latency_ms"] == pytest.approx(8.0)  # unscaled: 0.5-160 at 2 ms
+
+
+def test_a_first_select_measures_every_candidate_s_missing_shapes_together(capsys, tmp_path, monkeypatch):
+    """A calibrated table with no layers: the search over four models measures all their shapes in one go (one
+    announcement, one progress count, each shape timed FILL_ROUNDS times), not one model's shapes after another's."""
+    timed = []
+
+    class FakeTimer:
+        def __init__(self, runtime, threads):
+            pass
+
+        def __call__(self, key):
+            timed.append(key)
+            return 0.1
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(lut, "KeyTimer", FakeTimer)
+    table = {"overhead": 0.5, "scale": 1.0, "layers": {}}
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
+    code, out, err = run(capsys, "--latency-ms", "100", "--alpha-range", "0.25,0.5,0.25", "--res-range", "96,128,32",
+                         "--runtime", "torch", "--lut-file", str(tmp_path / "l.json"))  # fmt: skip
+    keys = {k for a in (0.25, 0.5) for r in (96, 128) for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}
+    assert code == 0 and sorted(timed) == sorted(list(keys) * lut.FILL_ROUNDS)
+    lines = err.splitlines()
+    assert [s for s in lines if "measuring" in s] == [
+        f"latency table: measuring {len(keys)} layer shape(s) on torch, 1 thread(s), {lut.FILL_ROUNDS} rounds "
+        "(once per machine; saved for next time)"
+    ]
+    assert sum("timings done" in s for s in lines) == 1

@@ -258,27 +258,69 @@ class LatencyLUT:
 Measurer = Callable[[str], float]
 
 
-def time_rounds(items: Iterable[Any], measure: Callable[..., float], rounds: int) -> dict[Any, float]:
+Progress = Callable[[int, int], None]  # (timings done, timings in all)
+
+
+def time_rounds(
+    items: Iterable[Any], measure: Callable[..., float], rounds: int, progress: Progress | None = None
+) -> dict[Any, float]:
     """Each item's minimum over ``rounds`` round-robin passes of ``measure(item)`` (a tuple item is unpacked), so
     every figure has the chance of a quiet moment of the machine (a slow phase lasts seconds, longer than one
-    item's timing). The one timing discipline of the table's entries, its anchors and the accuracy benchmark."""
+    item's timing). The one timing discipline of the table's entries, its anchors and the accuracy benchmark.
+    ``progress(done, total)`` hears each timing (`progress_lines` turns it into a line every half minute)."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not allowed: at least 1")
     todo = list(dict.fromkeys(items))
     best: dict[Any, float] = {}
-    for _ in range(rounds if todo else 0):
-        for item in todo:
+    total = rounds * len(todo)
+    for r in range(rounds if todo else 0):
+        for i, item in enumerate(todo):
             ms = measure(*item) if isinstance(item, tuple) else measure(item)
             best[item] = min(best.get(item, math.inf), ms)
+            if progress is not None:
+                progress(r * len(todo) + i + 1, total)
     return best
 
 
-def fill(table: dict[str, Any], keys: Iterable[str], measure: Measurer, rounds: int = FILL_ROUNDS) -> int:
+def progress_lines(
+    say: Callable[[str], None], what: str, every_s: float = 30.0, clock: Callable[[], float] = time.perf_counter
+) -> Progress:
+    """A `time_rounds` progress callback that tells ``say`` how far ``what`` is, with the time left at the rate so
+    far, at most once per ``every_s`` seconds (a first measurement takes 10-17 minutes on a busy 2-core CPU)."""
+    start = clock()
+    last = [start]
+
+    def report(done: int, total: int) -> None:
+        now = clock()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        spent = now - start
+        if done >= total:
+            say(f"{what}: {total} timings done in {_minutes(spent)}")
+        else:
+            say(f"{what}: {done}/{total} timings, {_minutes(spent)}, about {_minutes(spent / done * (total - done))} "
+                "left")  # fmt: skip
+
+    return report
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def fill(
+    table: dict[str, Any],
+    keys: Iterable[str],
+    measure: Measurer,
+    rounds: int = FILL_ROUNDS,
+    progress: Progress | None = None,
+) -> int:
     """Measure the overhead and every key missing from ``table`` (`time_rounds`); the number of shapes newly
     measured."""
     missing = [k for k in dict.fromkeys(keys) if k not in table["layers"]]
     todo = ([OVERHEAD] if table.get("overhead") is None else []) + missing
-    raw = time_rounds(todo, measure, rounds)
+    raw = time_rounds(todo, measure, rounds, progress)
     if OVERHEAD in raw:
         table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
@@ -461,6 +503,7 @@ def calibrate(
     keys: Iterable[str] = (),
     models: Iterable[tuple[float, int]] = (),
     block: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[int, dict[tuple[float, int], float]]:
     """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models: (the number
     of shapes and models newly measured, ``{model: ms}`` of the extra ``models``; one that is an anchor is timed once).
@@ -471,13 +514,15 @@ def calibrate(
     phase of the machine that lasts longer than a round (a minute) inflates all of them rather than one side of the
     ratio. (Timing the predicted models' entries after the calibration let torch's scale fit 1.17-1.35 against test
     models' in-network ratios of 1.30-1.39, a median error of up to 13.8%.) ``block`` is the runtime's channel block
-    for the memory features (`block_channels`; default that of ONNX Runtime)."""
+    for the memory features (`block_channels`; default that of ONNX Runtime); ``progress`` hears each timing."""
     block = block_channels() if block is None else block
     anchors = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
     extra_models = [m for m in dict.fromkeys(models) if m not in anchors]
     entries = [OVERHEAD, *(k for ks in anchors.values() for k in ks), *keys]
     items = [*dict.fromkeys(entries), *anchors, *extra_models]  # entries already in the table are timed again
-    timed = time_rounds(items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds)
+    timed = time_rounds(
+        items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds, progress
+    )
     whole = {m: timed.pop(m) for m in [*anchors, *extra_models]}
     table["overhead"] = timed.pop(OVERHEAD)
     for key, ms in timed.items():
@@ -551,7 +596,8 @@ def predict_latency(
     callable key -> ms, for tests and other devices) and saved to the table's file. With ``calibrated`` the table's
     calibration is fitted on first use (``measure_whole(alpha, resolution) -> ms`` measures the anchors end to end),
     and the model's own missing shapes are timed in the calibration's rounds (`calibrate`); otherwise on their own
-    (`fill`). Either way in ``rounds`` round-robin rounds; ``say`` hears a line before any measuring starts.
+    (`fill`). Either way in ``rounds`` round-robin rounds; ``say`` hears a line before any measuring starts and how
+    far it is every half minute (`progress_lines`).
     """
     spec = ModelSpec(alpha=alpha, resolution=resolution, **spec_fields)
     kw = dict(runtime=runtime, threads=threads, lut=lut, measure=measure, measure_whole=measure_whole, say=say)
@@ -600,13 +646,15 @@ def predict_many(
             f"{rounds} rounds (once per machine; saved for next time)")  # fmt: skip
     timer = None if measure else KeyTimer(runtime, threads)
     measure, whole = measure or timer, None
+    progress = progress_lines(say, "latency table") if say is not None else None
     try:
         with _torch_threads_for(runtime, threads):
             if calibrating:  # the models' shapes share the anchors' rounds
                 whole = measure_whole or ModelTimer(runtime, threads)
-                n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block_channels(runtime))
+                block = block_channels(runtime)
+                n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block, progress=progress)
                 counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
-            fill(table, own, measure, rounds)
+            fill(table, own, measure, rounds, progress)
     finally:
         for built in (timer, whole):
             if isinstance(built, KeyTimer | ModelTimer):

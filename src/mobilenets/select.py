@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -255,6 +255,9 @@ def newest_measurements(
 
 
 def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
+    prepare = getattr(latency, "prepare", None)  # a LatencySource measures the missing shapes of all rows at once
+    if prepare is not None:
+        prepare([(c["alpha"], c["resolution"]) for c in rows])
     for c in rows:
         ms, source = latency(c["alpha"], c["resolution"])
         c.update(latency_ms=ms, latency_source=source, fps=1000.0 / ms if ms > 0 else math.inf)
@@ -335,44 +338,75 @@ def select(
     return sel
 
 
+class LatencySource:
+    """``(alpha, resolution) -> (ms, source)``: measured latency from bench results files where they have the model,
+    else the lookup table's prediction (``say`` hears when shapes missing from the table are about to be measured,
+    and how far the measuring is).
+
+    Predictions next to measurements are put on the measurements' footing: multiplied by the median over the measured
+    models of measured / predicted (the table's own scale was fitted at another time, and a prediction of 4.64 ms
+    for 0.75-176 beside 8.01 ms measured for the smaller 0.75-160 chose the wrong model); ``say`` hears the factor.
+    `prepare` predicts many models at once, so that a first use measures all their missing shapes together
+    (`lut.predict_many`: one announcement, one progress count) rather than one model's shapes after another's."""
+
+    def __init__(
+        self,
+        runtime: str,
+        threads: int,
+        bench_files: Sequence[str] = (),
+        lut_path: str | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        from . import lut
+
+        self.runtime, self.threads, self.say = runtime, threads, say
+        self.measured, superseded = newest_measurements(bench_files, runtime, threads)
+        if superseded and say is not None:
+            say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime, "
+                "threads and batch (newest wins: row timestamp, else file mtime)")  # fmt: skip
+        self.table = lut.LatencyLUT.load(lut_path)
+        self.predicted: dict[tuple[float, int], float] = {}
+        self.ratio: float | None = None  # measured / predicted, worked out on the first prediction asked for
+
+    def prepare(self, models: Iterable[tuple[float, int]]) -> None:
+        """Predict every model of ``models`` that no bench file measured (and, to scale them, the measured ones)."""
+        todo = [m for m in dict.fromkeys(models) if m not in self.measured]
+        self._predict_all(todo + list(self.measured) if todo else [])
+
+    def _predict_all(self, models: list[tuple[float, int]]) -> None:
+        from . import lut
+
+        todo = [m for m in dict.fromkeys(models) if m not in self.predicted]
+        specs = [ModelSpec(alpha=a, resolution=r) for a, r in todo]
+        kw = dict(runtime=self.runtime, threads=self.threads, lut=self.table, say=self.say)
+        for m, (ms, _new) in zip(todo, lut.predict_many(specs, **kw), strict=True):
+            self.predicted[m] = ms
+
+    def _predict(self, alpha: float, resolution: int) -> float:
+        self._predict_all([(alpha, resolution)])
+        return self.predicted[(alpha, resolution)]
+
+    def __call__(self, alpha: float, resolution: int) -> tuple[float, str]:
+        if (alpha, resolution) in self.measured:
+            return self.measured[(alpha, resolution)], "measured"
+        if self.measured and self.ratio is None:
+            self.ratio = statistics.median(ms / self._predict(a, r) for (a, r), ms in self.measured.items())
+            if self.say is not None:
+                self.say(f"note: lookup-table predictions x{self.ratio:.2f}: the median measured / predicted latency "
+                         f"of the {len(self.measured)} model(s) measured in the bench files")  # fmt: skip
+        ms = self._predict(alpha, resolution)
+        return (ms * self.ratio, f"predicted x{self.ratio:.2f}") if self.ratio is not None else (ms, "predicted")
+
+
 def latency_source(
     runtime: str,
     threads: int,
     bench_files: Sequence[str] = (),
     lut_path: str | None = None,
     say: Callable[[str], None] | None = None,
-) -> LatencyFn:
-    """Measured latency from bench results files where they have the model, else the lookup table's prediction
-    (``say`` hears when shapes missing from the table are about to be measured).
-
-    Predictions next to measurements are put on the measurements' footing: multiplied by the median over the measured
-    models of measured / predicted (the table's own scale was fitted at another time, and a prediction of 4.64 ms
-    for 0.75-176 beside 8.01 ms measured for the smaller 0.75-160 chose the wrong model); ``say`` hears the factor."""
-    from . import lut
-
-    measured, superseded = newest_measurements(bench_files, runtime, threads)
-    if superseded and say is not None:
-        say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime, threads "
-            "and batch (newest wins: row timestamp, else file mtime)")  # fmt: skip
-    table = lut.LatencyLUT.load(lut_path)
-
-    def predict(alpha: float, resolution: int) -> float:
-        return lut.predict_latency(alpha, resolution, runtime=runtime, threads=threads, lut=table, say=say)[0]
-
-    ratio: list[float] = []  # the measured / predicted factor, worked out on the first prediction asked for
-
-    def latency(alpha: float, resolution: int) -> tuple[float, str]:
-        if (alpha, resolution) in measured:
-            return measured[(alpha, resolution)], "measured"
-        if measured and not ratio:
-            ratio.append(statistics.median(ms / predict(a, r) for (a, r), ms in measured.items()))
-            if say is not None:
-                say(f"note: lookup-table predictions x{ratio[0]:.2f}: the median measured / predicted latency of the "
-                    f"{len(measured)} model(s) measured in the bench files")  # fmt: skip
-        ms = predict(alpha, resolution)
-        return (ms * ratio[0], f"predicted x{ratio[0]:.2f}") if ratio else (ms, "predicted")
-
-    return latency
+) -> LatencySource:
+    """The `LatencySource` of ``runtime`` at ``threads`` from ``bench_files`` and the lookup table at ``lut_path``."""
+    return LatencySource(runtime, threads, bench_files, lut_path, say)
 
 
 SHOW_COLUMNS = ("name", "alpha", "resolution", "top1", "top1_source", "latency_ms", "latency_source", "fps",
