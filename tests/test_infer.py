@@ -203,6 +203,18 @@ def test_stream_bad_sources(model_dir, tmp_path, capsys, monkeypatch):
         stream(predictor, tmp_path / "clip.mp4", StreamConfig(display=True))
 
 
+def test_stream_refuses_to_write_the_annotated_video_over_its_source(model_dir, tmp_path, capsys):
+    """--out naming the source video (or a link to it) would truncate the file being decoded: the source was replaced
+    by the annotated copy. One line naming the value, and the source kept as it was."""
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 3)
+    before = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    for out in (clip, tmp_path / "link.mp4", tmp_path / "." / "clip.mp4"):
+        _one_line_error(["stream", str(model_dir), str(clip), "--out", str(out)], capsys, "it is the source video")
+    assert clip.read_bytes() == before
+
+
 def _png(path, size=(90, 120)):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
     return path

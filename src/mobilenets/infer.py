@@ -367,6 +367,9 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
         raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be > 0")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"max_frames={cfg.max_frames!r} is not allowed: max_frames must be >= 1 (or not given)")
+    if cfg.out and Path(cfg.out).is_file() and Path(str(source)).is_file() and os.path.samefile(cfg.out, source):
+        # the writer would truncate the file the decoder is still reading: the source would be lost
+        raise StreamError(f"out={cfg.out!r} is not allowed: it is the source video; name another file")
     with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
         return _stream(predictor, source, cfg)
 
