@@ -401,3 +401,21 @@ def test_export_replaces_its_own_output_but_not_another_models_without_overwrite
     with pytest.raises(ExportError, match="notes.onnx is not allowed: the file exists and records no weights"):
         export_model(weights_dir, ExportConfig(format=fmt, out=str(tmp_path / "notes.onnx")))
     assert (tmp_path / "notes.onnx").read_text() == "my notes"
+
+
+def test_export_does_not_replace_the_same_weights_exported_in_another_format(weights_dir, tmp_path, capsys):
+    """An export of these weights in another format is not "its own output": --format torchscript --out m.onnx
+    replaced the ONNX file with a TorchScript archive that predict then could not read."""
+    onnx_out, ts_out = tmp_path / "m.onnx", tmp_path / "m.pt"
+    assert cli.main(["export", str(weights_dir), "--out", str(onnx_out)]) == 0
+    assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(ts_out)]) == 0
+    kept = {p: p.read_bytes() for p in (onnx_out, ts_out)}
+    capsys.readouterr()
+    for fmt, out, held in (("torchscript", onnx_out, "onnx"), ("pt2", ts_out, "torchscript")):
+        assert cli.main(["export", str(weights_dir), "--format", fmt, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"out={out} is not allowed" in err, err
+        assert f"is a {held} export of these weights, not {fmt}" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(onnx_out), "--overwrite"]) == 0
+    load_torchscript(onnx_out)

@@ -672,9 +672,23 @@ def exported_weights(path: Path) -> str | None:
         return None
 
 
-def check_replace(path: Path, weights_sha256: str, weights: str | os.PathLike, overwrite: bool) -> None:
-    """`ExportError` when ``path`` exists and is not an earlier export of the same weights (unless ``overwrite``):
-    re-running an export replaces its own output, never another model's."""
+def exported_format(path: Path) -> str:
+    """The format of an existing export file: a zip archive is a torch.export program ("pt2", which has an
+    ``archive_format`` entry) or a TorchScript module, anything else is taken as ONNX."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "onnx"
+    with zipfile.ZipFile(path) as z:
+        return "pt2" if any(n.endswith("archive_format") for n in z.namelist()) else "torchscript"
+
+
+def check_replace(
+    path: Path, weights_sha256: str, weights: str | os.PathLike, overwrite: bool, fmt: str = "onnx"
+) -> None:
+    """`ExportError` when ``path`` exists and is not an earlier ``fmt`` export of the same weights (unless
+    ``overwrite``): re-running an export replaces its own output, never another model's, nor the same weights in
+    another format (``--format torchscript --out m.onnx`` would leave an unreadable m.onnx)."""
     if overwrite or not path.exists():
         return
     if path.is_dir():
@@ -684,6 +698,11 @@ def check_replace(path: Path, weights_sha256: str, weights: str | os.PathLike, o
         why = ("records no weights (not an export, or one written before exports recorded them)" if recorded is None
                else f"is an export of other weights than those in {weights}")  # fmt: skip
         raise ExportError(f"out={path} is not allowed: the file exists and {why}; pass --overwrite to replace it")
+    if (held := exported_format(path)) != fmt:
+        raise ExportError(
+            f"out={path} is not allowed: the file exists and is a {held} export of these weights, not {fmt}; "
+            "pass --overwrite to replace it"
+        )
 
 
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
@@ -705,7 +724,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     folder = Path(weights).parent if Path(weights).is_file() else Path(weights)
     sha = wts.sha256_file(folder / wts.WEIGHTS_FILE)
     for final in dict.fromkeys((out, fp32)):
-        check_replace(final, sha, weights, cfg.overwrite)
+        check_replace(final, sha, weights, cfg.overwrite, cfg.format)
     # image folders are read before anything is written: a bad --calib or --val costs no export
     calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None
     val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1) if cfg.int8 and cfg.val else None
