@@ -419,3 +419,14 @@ def test_export_does_not_replace_the_same_weights_exported_in_another_format(wei
     assert {p: p.read_bytes() for p in kept} == kept
     assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(onnx_out), "--overwrite"]) == 0
     load_torchscript(onnx_out)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_into_a_path_under_a_file_is_one_line(weights_dir, tmp_path, capsys, fmt):
+    """--out notes.txt/m.onnx: a traceback (NotADirectoryError, raised again by the staging file's clean-up) before."""
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "sub" / "m.onnx"
+    assert cli.main(["export", str(weights_dir), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={out} is not allowed: {tmp_path / 'notes.txt'} is a file" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -194,6 +194,12 @@ def test_cli_convert_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.h5" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+    (tmp_path / "notes.txt").write_text("mine")  # a file where --out needs a folder: one line, not NotADirectoryError
+    inside = tmp_path / "notes.txt" / "w"
+    assert cli.main(["convert", str(tflite_file("0.25_128")), "--out", str(inside)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={inside} is not allowed: {tmp_path / 'notes.txt'} is a file" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_example_prints_sensible_top5(tmp_path):

@@ -42,6 +42,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The first existing non-folder among ``path``'s parents, where creating ``path`` would fail with
+    NotADirectoryError (``--out notes.txt/model``); None when the parents are folders or do not exist yet."""
+    return next((p for p in reversed(Path(path).parents) if p.exists() and not p.is_dir()), None)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, file_in_the_way
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
@@ -689,6 +689,8 @@ def check_replace(
     """`ExportError` when ``path`` exists and is not an earlier ``fmt`` export of the same weights (unless
     ``overwrite``): re-running an export replaces its own output, never another model's, nor the same weights in
     another format (``--format torchscript --out m.onnx`` would leave an unreadable m.onnx)."""
+    if (blocker := file_in_the_way(path)) is not None:
+        raise ExportError(f"out={path} is not allowed: {blocker} is a file, not a folder")
     if overwrite or not path.exists():
         return
     if path.is_dir():

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import file_in_the_way
 from ..mobilenet_v1 import MobileNetV1
 from ..registry import grid_name, model_spec
 from ..spec import ModelSpec
@@ -97,6 +98,8 @@ def convert_file(
     out = Path(out) if out is not None else Path(Path(src).stem)
     if out.exists() and not out.is_dir():
         raise WeightsError(f"{out}: exists and is not a folder")
+    if (blocker := file_in_the_way(out)) is not None:
+        raise WeightsError(f"out={out} is not allowed: {blocker} is a file, not a folder")
     if not overwrite:
         _check_replace(out, model.spec, provenance)
     return save(model, out, provenance=provenance)
