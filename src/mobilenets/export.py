@@ -633,8 +633,9 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
     if cfg.fp32_head < 0:
         raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be >= 0 (0 = quantize every conv)")
-    if cfg.calib_count < 1 or cfg.val_count < 1:
-        raise ExportError("calib_count and val_count must be >= 1")
+    for name in ("calib_count", "val_count"):
+        if getattr(cfg, name) < 1:
+            raise ExportError(f"{name}={getattr(cfg, name)} is not allowed: {name} must be an integer >= 1")
     if cfg.format == "onnx" and not MIN_OPSET <= cfg.opset <= max_opset():
         raise ExportError(
             f"opset={cfg.opset} is not allowed: this torch exports ONNX opsets {MIN_OPSET}..{max_opset()} "
