@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 import mobilenets
 from mobilenets import cli
@@ -432,3 +433,25 @@ def test_export_into_a_path_under_a_file_is_one_line(weights_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"out={out} is not allowed: {tmp_path / 'notes.txt'} is a file" in err, err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_eval_scores_a_dynamic_hw_onnx_export_at_another_resolution(weights_dir, tmp_path):
+    """`eval --resolution R` on a --dynamic-hw ONNX file is what it is for our weights at R (it was refused as if the
+    graph took only the export size); a fixed-size graph is still refused in one line."""
+    from mobilenets.trainer import ConfigError, evaluate_weights
+
+    rng = np.random.default_rng(0)
+    for label in "ab":
+        (tmp_path / "val" / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "val" / label / f"{i}.png")
+    dynamic, fixed = tmp_path / "dyn.onnx", tmp_path / "fixed.onnx"
+    export_model(weights_dir, ExportConfig(out=str(dynamic), dynamic_hw=True))
+    export_model(weights_dir, ExportConfig(out=str(fixed)))
+    ours = evaluate_weights(weights_dir, tmp_path / "val", resolution=96, workers=0, threads=1)
+    scored = evaluate_weights(dynamic, tmp_path / "val", resolution=96, workers=0, threads=1)
+    assert scored["resolution"] == ours["resolution"] == 96
+    assert scored["top1"] == ours["top1"] and scored["loss"] == pytest.approx(ours["loss"], rel=1e-4)
+    with pytest.raises(ConfigError, match=r"resolution=96 is not allowed for .*fixed.onnx: its graph takes 128x128"):
+        evaluate_weights(fixed, tmp_path / "val", resolution=96, workers=0)

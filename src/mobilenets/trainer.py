@@ -1087,22 +1087,26 @@ class OnnxClassifier(nn.Module):
 
 
 def _open_for_eval(weights, resolution: int | None, device: str, threads: int | None):
-    """(model, spec, env): our weights folder on ``device``, or an exported .onnx file under ONNX Runtime (CPU; its
-    graph fixes the resolution)."""
+    """(model, spec, env): our weights folder on ``device``, or an exported .onnx file under ONNX Runtime (CPU; a
+    fixed-size graph fixes the resolution, a ``--dynamic-hw`` one takes ``resolution`` as our weights do)."""
     path = Path(weights)
     if not (path.is_file() and path.suffix.lower() == ".onnx"):
         env = setup_distributed(device)
         model = weights_io.load(weights, **({"resolution": resolution} if resolution else {})).to(env.device)
         return model, model.spec, env
+    from .export import onnx_input_size
     from .infer import load_predictor
 
     if device == "cuda":
         raise ConfigError(f"device='cuda' is not allowed for {path}: ONNX files are evaluated by ONNX Runtime on CPU")
     predictor = load_predictor(path, "ort", threads)
-    if resolution and resolution != predictor.spec.resolution:
-        raise ConfigError(f"resolution={resolution} is not allowed for {path}: its graph takes "
-                          f"{predictor.spec.resolution}x{predictor.spec.resolution} images")  # fmt: skip
-    return OnnxClassifier(predictor), predictor.spec, setup_distributed("cpu")
+    spec = predictor.spec
+    if resolution and resolution != spec.resolution:
+        if onnx_input_size(path) != (None, None):
+            raise ConfigError(f"resolution={resolution} is not allowed for {path}: its graph takes "
+                              f"{spec.resolution}x{spec.resolution} images")  # fmt: skip
+        spec = spec.replace(resolution=resolution)
+    return OnnxClassifier(predictor), spec, setup_distributed("cpu")
 
 
 def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: str, threads) -> dict[str, Any]:
