@@ -140,6 +140,9 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     _one_line_error(["stream", onnx_path, str(clip), "--out", nodir], capsys, "nodir' does not exist")
     text = str(tmp_path / "a.txt")
     _one_line_error(["stream", onnx_path, str(clip), "--out", text], capsys, "a.txt': cannot write a video there")
+    webm = str(tmp_path / "a.webm")  # FFmpeg knows the container but it takes no H.264 (nor MPEG-4 Part 2)
+    _one_line_error(["stream", onnx_path, str(clip), "--out", webm], capsys, "a.webm': cannot write a video there")
+    assert not Path(webm).exists()
 
 
 def make_video(path, frames: int, size=(96, 80), fps=12):

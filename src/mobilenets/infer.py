@@ -274,7 +274,11 @@ class _Writer:
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         if codec not in av.codecs_available:
             codec = "mpeg4"
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        try:
+            self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        except ValueError as exc:  # a container that cannot hold the codec (.webm: VP8/VP9/AV1 only)
+            self.container.close()
+            raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
 
