@@ -1,6 +1,7 @@
 """`mobilenets export`: ONNX metadata + checker + parity, INT8 QDQ, TorchScript and torch.export outputs."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -355,6 +356,18 @@ def test_default_out_names_a_runs_model_folder_after_the_run(tmp_path):
     assert default_out(tmp_path / "runs" / "a" / "model", ExportConfig()).name == "a-model.onnx"
     assert default_out(tmp_path / "runs" / "b" / "model_best", ExportConfig(format="pt2")).name == "b-model_best.pt2"
     assert default_out(tmp_path / "m025", ExportConfig(int8=True)).name == "m025.int8.onnx"
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "config.json"])
+def test_default_out_of_weights_given_by_a_file_is_named_after_their_folder(weights_dir, tmp_path, file):
+    """`export m025/model.safetensors` (accepted as the folder) wrote model.safetensors.onnx; a run's
+    runs/a/model/config.json gave config.json.onnx instead of a-model.onnx."""
+    from mobilenets.export import default_out
+
+    run_model = tmp_path / "runs" / "a" / "model"
+    shutil.copytree(weights_dir, run_model)
+    assert default_out(weights_dir / file, ExportConfig()).name == "tiny.onnx"
+    assert default_out(run_model / file, ExportConfig(format="torchscript")).name == "a-model.torchscript.pt"
 
 
 @pytest.mark.parametrize(

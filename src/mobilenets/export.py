@@ -607,9 +607,11 @@ def max_opset() -> int:
 def default_out(weights: Path, cfg: ExportConfig, saved_resolution: int | None = None) -> Path:
     """<weights folder name><suffix> in the working directory; a training run's ``model``/``model_best`` folder is
     named with its run folder (``runs/a/model`` -> ``a-model.onnx``), so two runs' exports do not overwrite each
-    other. An export at another resolution than the weights' (``cfg.resolution``) adds it: ``w-160.onnx``."""
+    other. An export at another resolution than the weights' (``cfg.resolution``) adds it: ``w-160.onnx``. Weights
+    given by a file in their folder (``m025/model.safetensors``) are named after the folder."""
     suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
     folder = weights.resolve()
+    folder = folder.parent if folder.is_file() else folder
     name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "model_best") else folder.name
     if cfg.resolution is not None and cfg.resolution != saved_resolution:
         name += f"-{cfg.resolution}"
