@@ -1,5 +1,6 @@
 """`mobilenets export`: ONNX metadata + checker + parity, INT8 QDQ, TorchScript and torch.export outputs."""
 
+import dataclasses
 import json
 import shutil
 
@@ -468,3 +469,25 @@ def test_eval_scores_a_dynamic_hw_onnx_export_at_another_resolution(weights_dir,
     assert scored["top1"] == ours["top1"] and scored["loss"] == pytest.approx(ours["loss"], rel=1e-4)
     with pytest.raises(ConfigError, match=r"resolution=96 is not allowed for .*fixed.onnx: its graph takes 128x128"):
         evaluate_weights(fixed, tmp_path / "val", resolution=96, workers=0)
+
+
+def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_dir, tmp_path):
+    """One broken file among the calibration images is left out and reported, as training skips one; a folder where
+    nothing can be read is one error, and no file is written."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(calib / f"{i}.jpg")
+    (calib / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cfg = ExportConfig(out=str(tmp_path / "q.onnx"), int8=True, calib=str(calib), calib_count=4, progress=False)
+    q = export_model(weights_dir, cfg).int8
+    assert "1 unreadable skipped (first: " in q.calibration and "bad.jpg" in q.calibration
+    assert q.total == 3 and "1 unreadable skipped" in q.agreement_on
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cfg = dataclasses.replace(cfg, calib=str(only_bad), out=str(tmp_path / "none.onnx"))
+    with pytest.raises(ExportError, match="none of the 1 images could be read.*bad.jpg"):
+        export_model(weights_dir, cfg)
+    assert not list(tmp_path.glob("none*")) and not list(tmp_path.glob(".none*"))

@@ -322,11 +322,24 @@ def calibration_batches(
     batch: int = 8,
     seed: int = 0,
     progress: bool = True,
+    skipped: list[str] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Normalised calibration batches from image files, or synthetic noise when ``images`` is None."""
+    """Normalised calibration batches from image files, or synthetic noise when ``images`` is None.
+
+    With a ``skipped`` list an unreadable file is left out and noted there (``path: reason``), as training skips
+    one; without it, it is an error. `ExportError` when no file of ``images`` could be read."""
     from tqdm import tqdm
 
-    from .preprocess import eval_transform, read_image
+    from .preprocess import ImageError, eval_transform, read_image
+
+    def readable(paths):
+        for p in paths:
+            try:
+                yield tf(read_image(p))
+            except (ImageError, OSError) as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc) if str(p) in str(exc) else f"{p}: {exc}")
 
     bar = tqdm(total=count, desc="calibrating", unit="img", disable=not progress, leave=False)
     tf = eval_transform(spec)
@@ -335,12 +348,15 @@ def calibration_batches(
         n = min(batch, count - start)
         if images is None:
             pixels = rng.integers(0, 256, (n, spec.in_chans, spec.resolution, spec.resolution), dtype=np.uint8)
-            x = torch.stack([tf(torch.from_numpy(p)) for p in pixels])
+            read = [tf(torch.from_numpy(p)) for p in pixels]
         else:
-            x = torch.stack([tf(read_image(p)) for p in images[start : start + n]])
+            read = list(readable(images[start : start + n]))
         bar.update(n)
-        yield x.numpy()
+        if read:
+            yield torch.stack(read).numpy()
     bar.close()
+    if images is not None and skipped is not None and len(skipped) >= len(images):
+        raise ExportError(f"none of the {len(images)} images could be read (first: {skipped[0]})")
 
 
 def pick_images(folder: str | os.PathLike, count: int, seed: int = 0) -> list[Path]:
@@ -506,8 +522,9 @@ def export_pt2(
 ) -> Path:
     """``torch.export`` program of the BN-folded model (dynamic batch; H/W too on request), config.json attached.
 
-    The input is ``resolution`` square (default the spec's), which config.json records. torch.export traces sizes
-    symbolically, so TensorFlow 'SAME' padding stays correct at any size here.
+    The input is ``resolution`` square (default the spec's), which config.json records. ``dynamic_hw`` is refused
+    for TensorFlow 'SAME' padding (tf_padding): torch.export cannot prove the shape guards of its size-dependent
+    padding for every size, so such a model is exported at its fixed size.
     """
     spec = exported_spec(model.spec, resolution)
     if dynamic_hw and spec.tf_padding:
@@ -816,7 +833,8 @@ def _int8(
     else:
         calibration = f"{len(calib)} images from {cfg.calib} (seed {cfg.seed})"
     count = cfg.calib_count if calib is None else len(calib)
-    batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress)
+    skipped: list[str] = []
+    batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress, skipped=skipped)
     quantize_int8(
         fp32,
         out,
@@ -830,9 +848,14 @@ def _int8(
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
     else:
         val, on = calib, ("the calibration images" if calib is not None else SYNTHETIC)
+    if skipped:  # read by quantize_int8 above
+        calibration += f"; {len(skipped)} unreadable skipped (first: {skipped[0]})"
     n = count if val is None else len(val)
-    check = calibration_batches(val, spec, count=n, seed=cfg.seed + 1, progress=False)
+    unread: list[str] = []
+    check = calibration_batches(val, spec, count=n, seed=cfg.seed + 1, progress=False, skipped=unread)
     agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check)
+    if unread:
+        on += f"; {len(unread)} unreadable skipped (first: {unread[0]})"
     return Int8Report(
         out,
         fp32,

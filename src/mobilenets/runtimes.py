@@ -9,9 +9,9 @@ Runtime names (`RUNTIMES`, each described by a `RuntimeInfo`):
 - ``ort``: ONNX Runtime fp32, full graph optimisation (``ORT_ENABLE_ALL``), CPU execution provider.
 - ``openvino`` / ``openvino-bf16``: OpenVINO CPU plugin with ``INFERENCE_PRECISION_HINT`` f32 / bf16 (bf16 only
   where the CPU has AVX512_BF16 or AMX; elsewhere OpenVINO would silently run f32, so we refuse instead).
-- ``ort-int8`` / ``openvino-int8``: an INT8 QDQ ONNX graph. The plug-in point is ``export.quantize(model, path)``
-  (the export issue); until it exists these runtimes are unavailable unless ``onnx_path`` already names an INT8
-  ONNX file, which any runner accepts as is.
+- ``ort-int8`` / ``openvino-int8``: an INT8 QDQ ONNX graph, the model quantized by `export.quantize` (static, per
+  channel, calibrated on synthetic batches: it times the graph, it does not score it), or the INT8 ONNX file that
+  ``onnx_path`` names (`mobilenets export --int8` with real calibration images), which any runner accepts as is.
 - ``cuda`` / ``cuda-bf16`` / ``cuda-fp16``: PyTorch on the GPU, BN folded, channels_last, eager (cuDNN) or another
   backend of `gpu.fast_inference` (``backend``: compile, triton), captured once in a CUDA graph (replayed per call, so
   Python launch overhead is paid once), when CUDA is present. A call copies the numpy batch in and the logits out;
@@ -70,7 +70,6 @@ RUNTIME_INFO: dict[str, RuntimeInfo] = {
 }
 RUNTIMES = tuple(RUNTIME_INFO)
 CPU_RUNTIMES = tuple(n for n, r in RUNTIME_INFO.items() if r.device == "cpu")
-INT8_PLUGIN = "mobilenets.export.quantize(model, path) from the export issue"
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -280,18 +279,14 @@ def openvino_runner(
 
 
 def int8_onnx(model: MobileNetV1, path: str | os.PathLike, runtime: str = "ort-int8") -> Path:
-    """Quantize ``model`` to an INT8 QDQ ONNX file through the export issue's ``export.quantize`` plug-in point.
+    """Quantize ``model`` to an INT8 QDQ ONNX file with `export.quantize` (synthetic calibration: for timing).
 
     ONNX Runtime runs the first two convs faster in fp32 (its INT8 kernels are slow at 3-8 channels: export.py's
     ``fp32_head``); OpenVINO is fastest with every conv quantized (results/int8-amd-epyc-b1-t1.md), so it gets that.
     """
     from . import export
 
-    quantize = getattr(export, "quantize", None)
-    if quantize is None:
-        raise RuntimeUnavailable(f"unavailable: needs export issue ({INT8_PLUGIN})")
-    out = quantize(model, path, **({"fp32_head": 0} if RUNTIME_INFO[runtime].engine == "openvino" else {}))
-    return Path(out or path)
+    return export.quantize(model, path, **({"fp32_head": 0} if RUNTIME_INFO[runtime].engine == "openvino" else {}))
 
 
 def model_onnx(model: MobileNetV1 | None, runtime: str, onnx_path: str | os.PathLike | None) -> Path:
