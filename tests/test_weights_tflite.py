@@ -187,8 +187,14 @@ def test_truncated_corrupt_and_foreign_files(tmp_path):
 
 def test_cli_convert_and_errors(tmp_path, capsys):
     assert cli.main(["convert", str(tflite_file("0.25_128")), "--from", "tflite", "--out", str(tmp_path / "o")]) == 0
-    assert "alpha=0.25 resolution=128" in capsys.readouterr().out
+    assert "alpha=0.25 resolution=128 act" in capsys.readouterr().out
     assert weights.read_config(tmp_path / "o")["spec"].num_classes == 1001
+    # another input size is recorded as asked, and the file's own beside it (the graph took 128)
+    assert cli.main(["convert", str(tflite_file("0.25_128")), "--out", str(tmp_path / "r"), "--resolution", "160"]) == 0
+    assert "alpha=0.25 resolution=160 (the file's: 128)" in capsys.readouterr().out
+    config = weights.read_config(tmp_path / "r")
+    assert (config["spec"].resolution, config["provenance"]["file_resolution"]) == (160, 128)
+    assert config["spec"].name == "mobilenet_v1_025_160"
     (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     assert cli.main(["convert", str(tmp_path / "bad.h5"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

@@ -318,7 +318,8 @@ def _add_convert(sub) -> Handler:
     p.add_argument("--from", dest="fmt", choices=FORMATS, help="source format (default: sniffed from the file)")
     p.add_argument("--out", help="output folder (default: ./<source name without suffix>)")
     p.add_argument("--classes", type=int, choices=(1000, 1001), help="1000 drops TF-slim's background class")
-    p.add_argument("--resolution", type=int, help="default input size where the file fixes none (Keras, timm)")
+    p.add_argument("--resolution", type=int, help="input size the weights record for preprocessing (default: a "
+                   "TFLite file's own, else 224); it changes no weight")  # fmt: skip
     p.add_argument("--expect", metavar="MODEL", help="fail unless the file is this registered model's architecture")
     p.add_argument("--overwrite", action="store_true", help="replace an existing weights folder holding other weights "
                    "(one converted from the same file with the same options is replaced without it)")  # fmt: skip
@@ -340,8 +341,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     config = read_config(out)
     spec, prov = config["spec"], config["provenance"]
+    own = f" (the file's: {prov['file_resolution']})" if "file_resolution" in prov else ""
     print(
-        f"{out}: MobileNetV1 alpha={spec.alpha:g} resolution={spec.resolution} act={spec.act} "
+        f"{out}: MobileNetV1 alpha={spec.alpha:g} resolution={spec.resolution}{own} act={spec.act} "
         f"tf_padding={spec.tf_padding} classes={spec.num_classes} input range={config['input']['value_range']} "
         f"(from {prov['source_format']} {prov['source_file']}, sha256 {prov['source_sha256'][:12]}...)"
     )

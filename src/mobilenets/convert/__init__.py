@@ -55,9 +55,10 @@ def convert(
     """Import ``src`` (format ``fmt``, sniffed from its first bytes when None); returns (eval model, provenance).
 
     ``classes``: None keeps the file's head; 1000 maps a TF-slim 1001-class head to ImageNet's 1000 by dropping
-    "background". ``resolution`` sets the default input size when the file does not fix one
-    (Keras, timm); it changes no weights (paper Section 3.4). ``expect`` (a registered name or a `ModelSpec`) makes
-    a file of another architecture (alpha, variant, depth multiplier) an error.
+    "background". ``resolution`` is the input size the weights record for preprocessing (default: the file's own
+    where it fixes one, as TFLite does, else 224); it changes no weights (paper Section 3.4), and one other than a
+    TFLite file's records the file's in the provenance as ``file_resolution``. ``expect`` (a registered name or a
+    `ModelSpec`) makes a file of another architecture (alpha, variant, depth multiplier) an error.
     """
     src = Path(src)
     if src.is_dir():
@@ -69,7 +70,9 @@ def convert(
     model, extra = importer(src, classes=classes)
     if expect is not None:
         check_architecture(model.spec, expect if isinstance(expect, ModelSpec) else model_spec(expect), str(src))
-    if resolution is not None:
+    if resolution is not None and resolution != model.spec.resolution:
+        if fmt == "tflite":  # the file's graph takes one size; the weights do not care (Keras, timm: a default)
+            extra["file_resolution"] = model.spec.resolution
         model.spec = model.spec.replace(resolution=resolution)
     grid = grid_name(model.spec.alpha, model.spec.resolution)
     if not model.spec.name and all(  # a grid model (TF's files): named as ours, so the name builds these layers
