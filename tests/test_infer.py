@@ -218,6 +218,22 @@ def test_stream_refuses_to_write_the_annotated_video_over_its_source(model_dir, 
     assert clip.read_bytes() == before
 
 
+def test_stream_replaces_its_own_annotated_video_but_no_other_file_without_overwrite(model_dir, tmp_path, capsys):
+    """Re-running a stream replaces the annotated video it wrote; another video (or any file) at --out is kept and
+    refused in one line, unless --overwrite."""
+    clip, other, out = tmp_path / "clip.mp4", tmp_path / "holiday.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 3)
+    make_video(other, 2)
+    argv = ["stream", str(model_dir), str(clip), "--threads", "1", "--out"]
+    assert cli.main([*argv, str(out)]) == 0 and cli.main([*argv, str(out)]) == 0  # its own output: replaced
+    capsys.readouterr()
+    before = other.read_bytes()
+    _one_line_error([*argv, str(other)], capsys, "the file exists and is not a video this command wrote")
+    assert other.read_bytes() == before
+    assert cli.main([*argv, str(other), "--overwrite"]) == 0 and other.read_bytes() != before
+    _one_line_error([*argv, str(tmp_path)], capsys, "it is a folder")
+
+
 def _png(path, size=(90, 120)):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
     return path

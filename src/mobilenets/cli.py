@@ -279,6 +279,8 @@ def _add_stream(sub) -> Handler:
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="FPS to meet (default: %(default)s)")
     p.add_argument("--display", action="store_true", help="show the annotated frames in a window")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not an annotated "
+                   "video of an earlier stream (such a video is replaced without it)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _runtime_arg(p)
     return cmd_stream
@@ -288,7 +290,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .infer import StreamConfig, load_predictor, stream
 
     predictor = load_predictor(args.model, args.runtime, args.threads)
-    cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames)
+    cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames,
+                       overwrite=args.overwrite)  # fmt: skip
     r = stream(predictor, args.source, cfg)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))

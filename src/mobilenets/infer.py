@@ -205,6 +205,21 @@ class StreamConfig:
     display: bool = False
     max_frames: int | None = None
     codec: str = "libx264"  # falls back to mpeg4 when FFmpeg was built without it
+    overwrite: bool = False  # replace an existing --out that is not a video this command wrote (one is replaced)
+
+
+STREAM_MARK = "mobilenets stream"  # the container's comment tag on every annotated video, so a re-run may replace it
+
+
+def written_by_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a video `stream` wrote (its container's comment is `STREAM_MARK`)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return any(k.lower() == "comment" and v == STREAM_MARK for k, v in container.metadata.items())
+    except (av.FFmpegError, OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -272,6 +287,7 @@ class _Writer:
             self.container = av.open(path, "w")
         except (ValueError, av.FFmpegError) as exc:  # FFmpeg knows no container for the file name's extension
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
+        self.container.metadata["comment"] = STREAM_MARK
         if codec not in av.codecs_available:
             codec = "mpeg4"
         try:
@@ -374,6 +390,12 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     if cfg.out and Path(cfg.out).is_file() and Path(str(source)).is_file() and os.path.samefile(cfg.out, source):
         # the writer would truncate the file the decoder is still reading: the source would be lost
         raise StreamError(f"out={cfg.out!r} is not allowed: it is the source video; name another file")
+    if cfg.out and Path(cfg.out).exists() and not cfg.overwrite:
+        if Path(cfg.out).is_dir():
+            raise StreamError(f"out={cfg.out!r} is not allowed: it is a folder; name the video file to write")
+        if not written_by_stream(cfg.out):  # an annotated video of an earlier run is replaced: re-running works
+            raise StreamError(f"out={cfg.out!r} is not allowed: the file exists and is not a video this command "
+                              "wrote; pass --overwrite to replace it")  # fmt: skip
     with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
         return _stream(predictor, source, cfg)
 
