@@ -382,3 +382,18 @@ def test_a_first_select_measures_every_candidate_s_missing_shapes_together(capsy
         "(once per machine; saved for next time)"
     ]
     assert sum("timings done" in s for s in lines) == 1
+
+
+def test_shallow_conv_and_peer_rows_do_not_stand_in_for_the_standard_model(capsys, tmp_path):
+    """Shallow and Conv MobileNet and timm's peer are benched at alpha 1.0 and 224 too: their latency is not the
+    1.0-224 candidate's (a faster Shallow row let 1.0-224 through a budget it misses)."""
+    row = {"alpha": 1.0, "resolution": 224, "runtime": "ort", "threads": 1}
+    rows = [{**row, "model": "mobilenet_v1_100", "latency_ms_median": 14.0},
+            {**row, "model": "mobilenet_v1_shallow", "latency_ms_median": 7.0},
+            {**row, "model": "mobilenet_v1_conv", "latency_ms_median": 90.0},
+            {**row, "model": "timm:mobilenetv1_100", "latency_ms_median": 8.0}]  # fmt: skip
+    for order in (rows, rows[::-1]):
+        (tmp_path / "b.json").write_text(json.dumps({"rows": order}))
+        args = ("--bench", str(tmp_path / "b.json"), "--alpha-range", "1,1,0.05", "--res-range", "224,224,16")
+        code, out, _ = run(capsys, "--latency-ms", "9", "--json", *args)
+        assert code == 1 and json.loads(out)["fastest"]["latency_ms"] == 14.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import accuracy as acc
 from .complexity import count_complexity
-from .spec import ModelSpec
+from .spec import ModelSpec, grid_name
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
 MIB = 2**20
@@ -211,12 +211,15 @@ LatencyFn = Callable[[float, int], tuple[float, str]]
 
 
 def measured_latency(rows: Sequence[dict], runtime: str, threads: int) -> dict[tuple[float, int], float]:
-    """(alpha, resolution) -> measured median ms from bench rows of this runtime and thread count."""
+    """(alpha, resolution) -> measured median ms from bench rows of this runtime and thread count, of standard
+    MobileNets only: a row whose model is not the `grid_name` of its alpha and resolution (Shallow and Conv MobileNet,
+    timm peers, all at alpha 1.0 and 224) measured another network than the candidate of that alpha and resolution."""
     return {
         (float(r["alpha"]), int(r["resolution"])): float(r["latency_ms_median"])
         for r in rows
-        if r["runtime"] == runtime and int(r["threads"]) == threads and not str(r["model"]).startswith("timm:")
-    }
+        if r["runtime"] == runtime and int(r["threads"]) == threads
+        and r["model"] == grid_name(float(r["alpha"]), int(r["resolution"]))
+    }  # fmt: skip
 
 
 def _row_time(row: dict, file_mtime: float) -> float:
