@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from mobilenets import bench
+from mobilenets import accuracy, bench
 from mobilenets.cli import main
 from mobilenets.runtimes import RUNTIME_INFO, RuntimeUnavailable, make_runner
 
@@ -287,3 +287,12 @@ def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path
     foreign = [{**r, "cpu": "another cpu"} for r in first]
     bench.write_results(foreign, tmp_path / "r")
     assert [r["cpu"] for r in bench.read_results(json_path)] == ["another cpu"] * 2
+
+
+def test_shallow_and_conv_rows_get_no_top1_of_the_standard_model():
+    """The accuracy tables and runs describe the standard alpha x resolution grid: Shallow MobileNet (paper Table 5:
+    65.3%) is not 1.0-224 (TF-slim 70.9%), and its row above the Pareto front would say it is."""
+    model, spec, label = bench.build("mobilenet_v1_shallow")
+    cfg = bench.BenchConfig(models=(label,), runtimes=("torch",), **{**TINY, "batch": 0})
+    row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label=label, accuracy=accuracy.table_model())
+    assert row["model"] == "mobilenet_v1_shallow" and (row["top1"], row["top1_source"]) == (None, None)

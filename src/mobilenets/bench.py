@@ -448,7 +448,8 @@ def measure(
     macs = cost.macs if cost else _peer_macs(label, spec)
     row.update(macs_M=macs / 1e6, params_M=(cost.params if cost else _n_params(model)) / 1e6)
     top1, source = (None, None)
-    if accuracy is not None and not label.startswith(PEER_PREFIX):
+    on_grid = spec.variant == "standard" and spec.depth_multiplier == 1  # what the accuracy tables and runs describe
+    if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid:
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
     row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None)
     limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if peak_gflops and info.device == "cpu" else None
