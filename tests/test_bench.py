@@ -146,6 +146,21 @@ def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 15)
 
 
+@pytest.mark.parametrize(
+    "argv,words", [(["--threads", "0"], ["threads=(0,)"]), (["--threads", "-1"], ["threads=(-1,)"])]
+)
+def test_cli_bench_lut_bad_values_exit_2_before_measuring(argv, words, tmp_path, capsys, monkeypatch):
+    """--lut checks the options as a measured run does: threads 0 (ONNX Runtime's "all cores") or -1 started
+    measuring a whole table of their own, for minutes, under that thread count."""
+    from mobilenets import lut
+
+    monkeypatch.setattr(lut, "KeyTimer", lambda *a, **k: pytest.fail("measured with bad options"))
+    code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "ort", "--lut-file", str(tmp_path / "l.json"),
+                 *argv])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
+
+
 def test_pareto_front():
     from mobilenets.plots import pareto_front
 

@@ -677,9 +677,11 @@ def _torch_threads_for(runtime: str, threads: int):
 
 
 def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:
-    """`bench --lut`: predicted latency for each model x runtime x threads of a `BenchConfig`."""
+    """`bench --lut`: predicted latency for each model x runtime x threads of a `BenchConfig`, validated first (a
+    thread count of 0 or -1 would otherwise start measuring a table of its own)."""
     from .bench import build, spec_label
 
+    cfg = cfg.validate()
     lut = LatencyLUT.load(path)
     rows = []
     for threads in cfg.threads:
