@@ -161,6 +161,18 @@ def test_cli_bench_lut_bad_values_exit_2_before_measuring(argv, words, tmp_path,
     assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
 
 
+@pytest.mark.parametrize("model", ["mobilenet_v1_shallow", "mobilenet_v1_conv", "timm:mobilenetv1_100"])
+def test_cli_bench_lut_refuses_models_it_cannot_predict(model, tmp_path, capsys, monkeypatch):
+    """The table holds standard MobileNets' shapes: Shallow (10 blocks) and Conv MobileNet (8.6x the MACs) were
+    predicted as 1.0-224 under their own names, and timm's peer was printed as mobilenet_v1_100."""
+    from mobilenets import lut
+
+    monkeypatch.setattr(lut, "KeyTimer", lambda *a, **k: pytest.fail("measured a model it cannot predict"))
+    code = main(["bench", "--lut", "--models", model, "--runtimes", "ort", "--lut-file", str(tmp_path / "l.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"model {model!r} is not allowed with --lut" in err, err
+
+
 def test_pareto_front():
     from mobilenets.plots import pareto_front
 

@@ -678,10 +678,17 @@ def _torch_threads_for(runtime: str, threads: int):
 
 def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:
     """`bench --lut`: predicted latency for each model x runtime x threads of a `BenchConfig`, validated first (a
-    thread count of 0 or -1 would otherwise start measuring a table of its own)."""
-    from .bench import build, spec_label
+    thread count of 0 or -1 would otherwise start measuring a table of its own). The table predicts the standard
+    MobileNet of an alpha and a resolution: a Shallow or Conv MobileNet or a timm peer is an error, not that model's
+    prediction under another name."""
+    from .bench import build, resolve_model, spec_label
 
     cfg = cfg.validate()
+    for name in cfg.models:
+        spec = resolve_model(name)
+        if not isinstance(spec, ModelSpec) or spec.variant != "standard" or spec.depth_multiplier != 1:
+            raise ValueError(f"model {name!r} is not allowed with --lut: the latency table predicts standard "
+                             "MobileNets (an alpha and a resolution) only; measure it without --lut")  # fmt: skip
     lut = LatencyLUT.load(path)
     rows = []
     for threads in cfg.threads:
