@@ -131,6 +131,19 @@ def test_cli_bench_bad_values_exit_2(argv, words, capsys):
     assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
 
 
+@pytest.mark.parametrize(
+    "argv,words",
+    [(["--models", ""], ["models=''"]), (["--alpha", ",", "--resolution", "128"], ["alphas=''"]),
+     (["--resolution", ""], ["resolutions=''"])],
+)  # fmt: skip
+def test_cli_bench_empty_model_lists_are_errors_not_the_grid(argv, words, capsys, monkeypatch):
+    """An empty --models (a shell variable left unset, say) measured the paper's 16-model grid, for minutes."""
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("measured the grid"))
+    code = main(["bench", "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
+
+
 def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     from mobilenets import lut
     from mobilenets.spec import ModelSpec

@@ -611,7 +611,11 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 
 
 def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchConfig:
-    """A `BenchConfig` from CLI-style model choices: names, or the product of alpha and resolution lists."""
+    """A `BenchConfig` from CLI-style model choices: names, or the product of alpha and resolution lists. None
+    leaves a choice out (the paper's grid); an empty list is an error, not the grid's 16 models."""
+    for name, values in (("models", models), ("alphas", alphas), ("resolutions", resolutions)):
+        if values is not None and not values:
+            raise ValueError(f"{name}='' is not allowed: name at least one, or leave it out for the paper's grid")
     if models and (alphas or resolutions):
         raise ValueError(
             f"models={','.join(models)} with alphas/resolutions: give either model names (--models) or the "
