@@ -228,6 +228,7 @@ def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
         (["--min-top1", "101"], ["min_top1"]),
         (["--min-top1", "0.7"], ["min_top1=0.7", "top-1 is in percent here: 70 for 70%"]),
         (["--max-macs", "lots"], ["'lots'"]),
+        (["--max-mb", "4", "--bench", "/nonexistent/bench.json"], ["bench results file '/nonexistent/bench.json'"]),
     ],
 )
 def test_cli_select_bad_values_exit_2(argv, words, capsys):

@@ -245,8 +245,9 @@ def newest_measurements(
     newest: dict[tuple, tuple[float, dict]] = {}
     superseded = 0
     for f in bench_files:
+        rows = bench.read_results(f)  # first: a missing file is its one clear error, not os.stat's
         mtime = os.path.getmtime(f)
-        for row in bench.read_results(f):
+        for row in rows:
             key = (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
             when = _row_time(row, mtime)
             if key in newest:
