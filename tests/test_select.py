@@ -144,6 +144,16 @@ def test_accuracy_table_and_interpolation():
     assert accuracy.table_model("paper").predict(1.0, 224)[0] == 70.6
 
 
+def test_paper_accuracy_source_names_the_tfslim_values_it_borrows():
+    """The paper prints 8 of the 16 grid models' top-1 (Tables 6, 7, 9); the others are TF-slim's and say so."""
+    model = accuracy.table_model("paper")
+    assert model.predict(1.0, 224) == (70.6, "paper") and model.predict(0.5, 224) == (63.7, "paper")
+    assert model.predict(1.0, 160) == (67.2, "paper") and model.predict(0.5, 160) == (60.2, "paper")
+    assert model.predict(0.5, 128) == (56.3, "tfslim") and model.predict(0.75, 192) == (67.2, "tfslim")
+    printed = [k for k in accuracy.paper.TFSLIM_IMAGENET if model.predict(*k)[1] == "paper"]
+    assert len(printed) == 8 and model.predict(0.6, 176)[1] == "interpolated"
+
+
 def test_read_summary_formats(tmp_path):
     p = tmp_path / "summary.json"
     p.write_text(json.dumps({"spec": {"alpha": 0.5, "resolution": 128}, "best_top1": 0.81}))

@@ -47,6 +47,7 @@ class AccuracyModel:
     points: dict[tuple[float, int], float]
     label: str = "tfslim"
     num_classes: int = 1000  # the classifier the points were measured with (sizes of the candidates follow it)
+    point_labels: dict[tuple[float, int], str] = field(default_factory=dict)  # a point's source, where not ``label``
     _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
     _has_slope: bool = field(default=False, repr=False)
 
@@ -76,7 +77,7 @@ class AccuracyModel:
         'unknown') where the points are too few to say (see the module docstring)."""
         key = (float(alpha), int(resolution))
         if key in self.points:
-            return self.points[key], self.label
+            return self.points[key], self.point_labels.get(key, self.label)
         alphas = sorted(self._rows)
         if not self.can_predict(alpha):
             return None, "unknown"
@@ -121,15 +122,19 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def table_model(source: str = "tfslim") -> AccuracyModel:
-    """The published-table accuracy model (see the module docstring for the two sources)."""
+    """The published-table accuracy model (see the module docstring for the two sources). With ``paper``, the grid
+    points the paper does not print keep TF-slim's value and say so (source ``tfslim``)."""
     points = {k: v[2] for k, v in paper.TFSLIM_IMAGENET.items()}
+    labels: dict[tuple[float, int], str] = {}
     if source == "paper":
+        labels = dict.fromkeys(points, "tfslim")
         for (a, r, variant), top1 in paper.published_top1().items():
             if variant == "standard":
                 points[(a, r)] = top1
+                labels.pop((a, r), None)
     elif source != "tfslim":
         raise ValueError(f"accuracy source={source!r} is not allowed: source must be one of {', '.join(SOURCES)}")
-    return AccuracyModel(points, source)
+    return AccuracyModel(points, source, point_labels=labels)
 
 
 # the final epoch's top-1 first: what the run's model/ folder holds and `reproduce` reports (best_top1 is the best
