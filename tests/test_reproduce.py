@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,11 @@ def test_runs_on_another_data_folder_are_not_reused_unless_it_moved(tmp_path):
     with pytest.raises(ReproduceError, match=r"another experiment \(data='.*/a' there, '.*/b' here\)"):
         check_same_experiment(runs, second, out, budget, recipe)
     check_same_experiment(runs, second, out, budget, recipe, same_data=False)
+    # a report of finished runs asks for their options; removing the runs is a way out only when training them
+    with pytest.raises(ReproduceError, match=r"epochs=1 there, 3 here.*--out, or the options they trained with$"):
+        check_same_experiment(runs, second, out, replace(budget, epochs=3), recipe, same_data=False)
+    with pytest.raises(ReproduceError, match="remove those run folders to train them again"):
+        check_same_experiment(runs, first, out, replace(budget, epochs=3), recipe)
     first.rmdir()  # moved away: its runs stand for the folder given now
     check_same_experiment(runs, second, out, budget, recipe)
 

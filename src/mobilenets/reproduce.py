@@ -186,7 +186,8 @@ def check_same_experiment(
 ) -> None:
     """Run folders from an earlier invocation are reused (finished), resumed (interrupted) or reported only if they
     trained the same experiment (with ``same_data``, on the same data folder too: `data_difference`); otherwise one
-    error names them and what differs, before anything trains, and nothing is overwritten."""
+    error names them and what differs, before anything trains, and nothing is overwritten. Without ``same_data`` (a
+    report of runs made elsewhere) the way out is the runs' own options, not removing them to train again."""
     from .train_config import first_differences
 
     bad = {}
@@ -200,10 +201,9 @@ def check_same_experiment(
     if bad:
         (folder, why), *rest = bad.items()
         others = f" (and {len(rest)} more run folder(s) like it)" if rest else ""
-        raise ReproduceError(
-            f"{folder} holds a run of another experiment ({why}){others}: give another --out, or remove those run "
-            "folders to train them again"
-        )
+        way_out = "or remove those run folders to train them again" if same_data else "or the options they trained with"
+        raise ReproduceError(f"{folder} holds a run of another experiment ({why}){others}: give another --out, "
+                             f"{way_out}")  # fmt: skip
 
 
 def recorded_settings(runs: list[Run], out: Path, budget: Budget) -> tuple[dict[str, Any], str | None]:
