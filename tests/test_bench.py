@@ -123,6 +123,8 @@ def test_cli_bench_writes_csv_json_and_plots(tmp_path, capsys):
         (["--batch", "-2"], ["batch=-2"]),
         (["--cuda-backend", "tensorrt"], ["cuda_backend='tensorrt'", "eager, compile, triton"]),
         (["--accuracy", "/nonexistent/summary.json", "--models", "0.25-64"], ["/nonexistent/summary.json"]),
+        (["--alpha", "0.5,-0.5"], ["alpha=-0.5 is not allowed"]),
+        (["--alpha", "nan"], ["alpha=nan is not allowed"]),
     ],
 )
 def test_cli_bench_bad_values_exit_2(argv, words, capsys):

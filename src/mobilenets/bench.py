@@ -624,6 +624,10 @@ def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchC
     if alphas or resolutions:
         alphas = alphas or list(PAPER_ALPHAS)
         resolutions = resolutions or list(PAPER_RESOLUTIONS)
+        for a in alphas:  # a bad value is named as itself, not as the model name made of it ('-0.5-224')
+            ModelSpec(alpha=a)
+        for r in resolutions:
+            ModelSpec(resolution=r)
         models = [f"{a:g}-{r}" for a in alphas for r in resolutions]
     cfg = BenchConfig(**{k: v for k, v in kw.items() if v is not None})
     return replace(cfg, models=tuple(models)) if models else cfg
