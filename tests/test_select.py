@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import re
 
 import pytest
 
@@ -114,6 +115,21 @@ def test_select_end_to_end_and_impossible_budget():
 def test_bad_constraints_rejected(kw):
     with pytest.raises(ValueError):
         Constraints(**kw).validate()
+
+
+@pytest.mark.parametrize(
+    "make,words",
+    [
+        (lambda: Constraints(latency_ms=True), "latency_ms=True"),  # was a bound of 1 ms
+        (lambda: Constraints(max_params=True), "max_params=True"),
+        (lambda: SearchSpace(res_min=100.7), "res_min=100.7"),  # was searched from 100
+        (lambda: SearchSpace(res_step=16.5), "res_step=16.5"),  # was searched by 16
+        (lambda: SearchSpace(alpha_step=True), "alpha_step=True"),  # was a step of 1.0: alpha 0.25 alone
+    ],
+)
+def test_bools_and_fractional_resolutions_are_not_silently_converted(make, words):
+    with pytest.raises(ValueError, match=re.escape(f"{words} is not allowed")):
+        make().validate()
 
 
 @pytest.mark.parametrize("fraction", [0.7, 1.0, 1])

@@ -47,8 +47,10 @@ class SearchSpace:
     def validate(self) -> SearchSpace:
         for name in ("alpha_min", "alpha_max", "alpha_step", "res_min", "res_max", "res_step"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
+            if name.startswith("res_") and not isinstance(value, int):  # 100.7 was searched from 100, 16.5 by 16
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive integer (pixels)")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"alpha_min={self.alpha_min} > alpha_max={self.alpha_max}: the search space is empty")
         if self.res_min > self.res_max:
@@ -66,6 +68,11 @@ class SearchSpace:
         alphas = [round(self.alpha_min + i * self.alpha_step, 4) for i in range(n)]
         resolutions = list(range(int(self.res_min), int(self.res_max) + 1, int(self.res_step)))
         return [(a, r) for a in alphas for r in resolutions]
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float, not a bool (True would be a bound of 1)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_percent(name: str, value: float | None) -> None:
@@ -100,7 +107,7 @@ class Constraints:
     def validate(self) -> Constraints:
         for name in ("latency_ms", "fps", "max_mb", "max_macs", "max_params"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value <= 0):
+            if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
         if self.size_dtype not in SIZE_DTYPES:
             raise ValueError(f"size_dtype={self.size_dtype!r} is not allowed: one of {', '.join(SIZE_DTYPES)}")
