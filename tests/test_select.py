@@ -184,6 +184,18 @@ def test_read_summary_formats(tmp_path):
         accuracy.read_summary(bad)
 
 
+@pytest.mark.parametrize(
+    "data,words",
+    [({"spec": "0.5-160", "top1": 0.6}, "spec='0.5-160' is not allowed"), ({"config": "x", "top1": 0.6}, "lacks")],
+)
+def test_a_summary_whose_spec_is_not_an_object_is_one_clear_error(data, words, tmp_path):
+    """A spec written as a string (or a config that is not an object) was an AttributeError traceback."""
+    p = tmp_path / "summary.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        accuracy.read_summary(p)
+
+
 def test_run_accuracy_is_the_final_epochs_averaged_over_runs_of_one_grid_model(tmp_path):
     """What a run's model/ holds is its final epoch (best_top1 is another folder's, and optimistic); seeds of one
     model average; a Shallow or Conv MobileNet run (a reproduce folder has them) is not a grid point."""

@@ -167,13 +167,12 @@ def read_run(path: str | os.PathLike) -> tuple[float, int, float, int]:
     if not isinstance(data, dict):
         raise ValueError(f"accuracy file {str(p)!r} must hold a JSON object")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
     # `mobilenets train` writes the ModelSpec dict itself under "model"
-    spec = (
-        data.get("spec")
-        or (data.get("config") or {}).get("spec")
-        or model.get("spec")
-        or (model if "alpha" in model else data)
-    )
+    spec = data.get("spec") or config.get("spec") or model.get("spec") or (model if "alpha" in model else data)
+    if not isinstance(spec, dict):
+        raise ValueError(f"accuracy file {str(p)!r}: spec={spec!r} is not allowed: spec must be a JSON object with "
+                         "alpha and resolution")  # fmt: skip
     alpha, res = spec.get("alpha"), spec.get("resolution")
     variant, depth = spec.get("variant", "standard"), spec.get("depth_multiplier", 1)
     if variant != "standard" or depth != 1:
