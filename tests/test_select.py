@@ -267,10 +267,13 @@ def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
         (["--min-top1", "0.7"], ["min_top1=0.7", "top-1 is in percent here: 70 for 70%"]),
         (["--max-macs", "lots"], ["'lots'"]),
         (["--max-mb", "4", "--bench", "/nonexistent/bench.json"], ["bench results file '/nonexistent/bench.json'"]),
+        (["--max-mb", "4", "--bench", "ROWS_WITHOUT_RUNTIME"], ["is not a bench results file", "runtime, threads"]),
     ],
 )
-def test_cli_select_bad_values_exit_2(argv, words, capsys):
-    code, _, err = run(capsys, *argv)
+def test_cli_select_bad_values_exit_2(argv, words, capsys, tmp_path):
+    bare = tmp_path / "bare.json"  # latency alone was a KeyError traceback in select
+    bare.write_text(json.dumps([{"model": "mobilenet_v1_050_160", "latency_ms_median": 1.0}]))
+    code, _, err = run(capsys, *[str(bare) if a == "ROWS_WITHOUT_RUNTIME" else a for a in argv])
     assert code == 2 and all(w in err for w in words), err
 
 

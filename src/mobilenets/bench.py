@@ -58,6 +58,8 @@ TABLE_COLUMNS = (
     "peak_mem_MB", "weights_MB", "macs_M", "top1", "top1_source", "fp32_limit_ms",
 )  # fmt: skip
 DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
+# What readers of a results file use (select's measured latencies, merging, plots): a row without one was a KeyError.
+RESULT_KEYS = ("model", "alpha", "resolution", "runtime", "threads", "latency_ms_median")
 # BenchConfig's sequence fields: (type of one item, its name in errors); one item given alone is a sequence of one
 SEQUENCE_FIELDS = {
     "models": (str, "a model name"),
@@ -605,8 +607,8 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{str(p)!r} is not a bench results file (not JSON: {exc})") from exc
     rows = data["rows"] if isinstance(data, dict) and "rows" in data else data
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "latency_ms_median" in r for r in rows):
-        raise ValueError(f"{str(p)!r} is not a bench results file (rows with latency_ms_median)")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and set(RESULT_KEYS) <= set(r) for r in rows):
+        raise ValueError(f"{str(p)!r} is not a bench results file (rows with {', '.join(RESULT_KEYS)})")
     return rows
 
 
