@@ -286,6 +286,10 @@ def int8_onnx(model: MobileNetV1, path: str | os.PathLike, runtime: str = "ort-i
     """
     from . import export
 
+    try:
+        import onnxruntime.quantization  # noqa: F401  (export.quantize's quantizer)
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"{runtime}: onnxruntime.quantization cannot be imported ({exc})") from exc
     return export.quantize(model, path, **({"fp32_head": 0} if RUNTIME_INFO[runtime].engine == "openvino" else {}))
 
 
