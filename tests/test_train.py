@@ -555,6 +555,23 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert diff < 1e-4, diff
 
 
+@pytest.mark.slow
+def test_two_process_validation_scores_the_weights_it_saves(tmp_path):
+    """Each process's last step updates its own BatchNorm statistics with its own half-batch, and the EMA copies
+    them (DDP re-broadcasts rank 0's only into the model it wraps): the sharded evaluation must still score rank 0's
+    EMA, the model saved in model/, on every image."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 8)
+    out = tmp_path / "run"
+    proc = torchrun(["train", "--out", str(out), "--data", str(data), "--alpha", "0.25", "--resolution", "64",
+                     "--batch-size", "8", "--epochs", "1", "--ema-decay", "0.5", "--workers", "0", "--threads", "1",
+                     "--quiet"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    again = evaluate_weights(out / "model", data / "val", batch_size=4, workers=0, threads=1)
+    assert summary["val_images"] == again["images"] == 16
+    assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
+
+
 # --- bad data -----------------------------------------------------------------------------------------------------
 
 

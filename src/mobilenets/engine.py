@@ -93,6 +93,16 @@ def all_reduce_min_int(value: int, env: DistEnv) -> int:
     return int(t.item())
 
 
+def broadcast_buffers(model: nn.Module, env: DistEnv) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process. Each process's step updates its own copy
+    with its own share of the batch; DDP broadcasts rank 0's into the model it wraps before its next forward, but not
+    into an unwrapped copy (the EMA), whose sharded evaluation would score the other processes' images with other
+    statistics than those of the weights rank 0 saves."""
+    if env.distributed:
+        for buf in unwrap(model).buffers():
+            dist.broadcast(buf, 0)
+
+
 def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     if not env.distributed:
         return [obj]

@@ -57,6 +57,7 @@ from .engine import (
     ShardSampler,
     StepContext,
     all_reduce_min_int,
+    broadcast_buffers,
     cleanup_distributed,
     evaluate,
     find_resume,
@@ -923,6 +924,7 @@ class _Run:
                 # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
                 # run stopped and evaluated where an uninterrupted one is not still resumes identically
                 with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+                    broadcast_buffers(self._eval_model(), env)  # what every process scores is what rank 0 saves
                     val = evaluate(
                         self._eval_model(),
                         self.val_loader,
