@@ -767,6 +767,10 @@ def test_recipes_and_overlay_precedence(tmp_path):
     modern = resolve(str(REPO / "configs" / "modern.yaml"))
     assert modern.optimizer == "nesterov" and modern.schedule == "cosine" and modern.ema_decay > 0
     assert TrainConfig().epochs == resolve().epochs
+    sci = tmp_path / "sci.yaml"  # YAML 1.1 would read these as strings, and refuse them as "not a number"
+    sci.write_text("lr: 1e-3\nweight_decay: 4E-5\nwarmup_epochs: +2e0\nseed: 3\n")
+    read = resolve(str(sci))
+    assert (read.lr, read.weight_decay, read.warmup_epochs, read.seed) == (1e-3, 4e-5, 2.0, 3)
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nlearning_rate: 0.2\n")
     with pytest.raises(ConfigError, match="unknown option.*learning_rate"):

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -253,6 +254,22 @@ def _base_type(tp: Any) -> tuple[type, bool]:
     return inner, False
 
 
+# PyYAML reads YAML 1.1, whose floats need a dot: ``lr: 1e-3`` would be the string "1e-3" (then refused as not a
+# number), where YAML 1.2, JSON and the command line's --lr 1e-3 read 0.001
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
+
+
+def _recipe_loader():
+    """yaml.SafeLoader that also reads exponent-only numbers (``1e-3``, ``4E-5``) as floats."""
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+    return RecipeLoader
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe file: a mapping of TrainConfig fields. Unknown keys are an error naming them."""
     import yaml
@@ -261,7 +278,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_recipe_loader()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
     except UnicodeDecodeError as exc:
