@@ -771,6 +771,10 @@ def test_recipes_and_overlay_precedence(tmp_path):
     sci.write_text("lr: 1e-3\nweight_decay: 4E-5\nwarmup_epochs: +2e0\nseed: 3\n")
     read = resolve(str(sci))
     assert (read.lr, read.weight_decay, read.warmup_epochs, read.seed) == (1e-3, 4e-5, 2.0, 3)
+    for text in ("lr: 0.1\nlabel_smoothing: 0.1\nlr: 0.2\n", "label-smoothing: 0.1\nlr: 0.1\nlabel_smoothing: 0.2\n"):
+        sci.write_text(text)  # PyYAML keeps the last value of a key given twice
+        with pytest.raises(ConfigError, match=r"sci.yaml: (lr|label_smoothing) is given twice \(lines 1 and 3\)"):
+            resolve(str(sci))
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nlearning_rate: 0.2\n")
     with pytest.raises(ConfigError, match="unknown option.*learning_rate"):

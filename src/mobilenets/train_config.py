@@ -260,11 +260,19 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
 
 
 def _recipe_loader():
-    """yaml.SafeLoader that also reads exponent-only numbers (``1e-3``, ``4E-5``) as floats."""
+    """yaml.SafeLoader that also reads exponent-only numbers (``1e-3``, ``4E-5``) as floats, and refuses an option
+    given twice (``lr`` twice, or ``label-smoothing`` beside ``label_smoothing``): PyYAML would keep the last."""
     import yaml
 
     class RecipeLoader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            lines: dict[str, int] = {}
+            for key_node, _value in node.value:
+                key, line = str(self.construct_object(key_node)).replace("-", "_"), key_node.start_mark.line + 1
+                if key in lines:
+                    raise ConfigError(f"{key} is given twice (lines {lines[key]} and {line})")
+                lines[key] = line
+            return super().construct_mapping(node, deep)
 
     RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
     return RecipeLoader
@@ -281,6 +289,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_recipe_loader()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not a YAML text file ({exc.reason} at byte {exc.start})") from exc
     if not isinstance(data, dict):
