@@ -781,6 +781,23 @@ def test_recipes_and_overlay_precedence(tmp_path):
         resolve(str(bad))
 
 
+def test_a_config_built_in_python_is_checked_as_the_command_line_checks_it(tmp_path):
+    """`train(TrainConfig(...))` validates without `resolve`: paths as pathlib.Path are taken (config.yaml needs
+    strings), a single class as a string is one class (not its letters), and a string is no boolean."""
+    import yaml
+
+    cfg = TrainConfig(data=tmp_path / "d", out=tmp_path / "o", init=tmp_path / "w", classes="n01440764", lr=1)
+    cfg.validate()
+    assert (cfg.data, cfg.out, cfg.init) == (str(tmp_path / "d"), str(tmp_path / "o"), str(tmp_path / "w"))
+    assert cfg.classes == ["n01440764"] and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert yaml.safe_load(yaml.safe_dump(cfg.to_dict())) == cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"hflip='no' is not allowed: hflip must be true or false"):
+        TrainConfig(hflip="no").validate()
+    with pytest.raises(ConfigError, match=r"epochs=2.5 is not allowed: epochs must be an integer"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), epochs=2.5))
+    assert not (tmp_path / "o").exists()
+
+
 def test_param_groups_no_decay_on_depthwise_bn_bias():
     model = create_model("mobilenet_v1_025", num_classes=3)
     cfg = TrainConfig(weight_decay=1e-4, backbone_lr_mult=0.1)

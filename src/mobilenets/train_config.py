@@ -139,6 +139,8 @@ class TrainConfig:
     quiet: bool = _f(False, "no progress output")
 
     def validate(self) -> TrainConfig:
+        for name, annotation in _field_types().items():  # TrainConfig(...) from Python code is checked as the CLI
+            setattr(self, name, _typed(name, getattr(self, name), annotation))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("amp", self.amp, AMP_MODES)
@@ -310,24 +312,25 @@ def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}")
-    types = _field_types()
-    for name, value in list(values.items()):
-        base, is_list = _base_type(types[name])
-        if is_list and isinstance(value, tuple):
-            value = list(value)
-        if is_list and isinstance(value, base | int) and not isinstance(value, bool):
-            value = [value]  # a single class folder, say, where a list is expected
-        if value is None and type(None) in typing.get_args(types[name]):
-            values[name] = value
-            continue
-        items = value if is_list and isinstance(value, list) else [value]
-        if (is_list and not isinstance(value, list)) or not all(_is_a(v, base) for v in items):
-            want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
-            raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
-        values[name] = (
-            [float(v) if base is float else v for v in items] if is_list else (float(value) if base is float else value)
-        )
     return TrainConfig(**values).validate()
+
+
+def _typed(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as field ``name`` holds it (ints as floats, a single item as a list, paths as strings), or a
+    ConfigError naming it when it is of another type."""
+    base, is_list = _base_type(annotation)
+    if is_list and isinstance(value, tuple):
+        value = list(value)
+    if is_list and isinstance(value, base | int) and not isinstance(value, bool):
+        value = [value]  # a single class folder, say, where a list is expected
+    if value is None and type(None) in typing.get_args(annotation):
+        return value
+    items = value if is_list and isinstance(value, list) else [value]
+    if (is_list and not isinstance(value, list)) or not all(_is_a(v, base) for v in items):
+        want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
+        raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
+    convert = float if base is float else os.fspath if base is str else lambda v: v
+    return [convert(v) for v in items] if is_list else convert(value)
 
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -340,6 +343,8 @@ def _is_a(value: Any, base: type) -> bool:
         return isinstance(value, bool)
     if isinstance(value, bool):
         return False
+    if base is str:  # a pathlib.Path from Python code, for --data, --out, --init ...
+        return isinstance(value, str | os.PathLike)
     return isinstance(value, int | float) if base is float else isinstance(value, base)
 
 
