@@ -1075,6 +1075,27 @@ def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_pa
     assert again["val_images"] == longer["val_images"] == 4
 
 
+def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
+    """--data is a path and may move, but a resume on other files (one image fewer, or another dataset) would mix
+    two datasets in one run and overwrite env.json's record of the first: one clear error, nothing written."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, epochs=1, batch_size=4))
+    env_before = (out / "env.json").read_text()
+    fewer = shutil.copytree(data, tmp_path / "fewer")
+    next((fewer / "train" / CLASSES4[0]).iterdir()).unlink()
+    with pytest.raises(ConfigError, match=r"other images \(train: 16 images in 2 classes there, 15 in 2 here\)"):
+        train(tiny_cfg(fewer, out, epochs=2, batch_size=4, resume="auto"))
+    renamed = shutil.copytree(data, tmp_path / "renamed")
+    image = next((renamed / "val" / CLASSES4[1]).iterdir())
+    image.rename(image.with_name("another.jpg"))
+    with pytest.raises(ConfigError, match=r"val: 4 images in 2 classes there, 4 in 2 here \(other files\)"):
+        train(tiny_cfg(renamed, out, epochs=2, batch_size=4, resume="auto"))
+    assert (out / "env.json").read_text() == env_before
+    moved = shutil.copytree(data, tmp_path / "moved")  # the same files elsewhere: the run goes on
+    assert train(tiny_cfg(moved, out, epochs=2, batch_size=4, resume="auto"))["epochs"] == 2
+
+
 def test_plain_progress_lines_give_the_epochs_eta():
     """Off a terminal, every log_every-th step prints a line with the stats and the time the epoch has left at the
     pace so far (here 2 s a step on a simulated clock)."""

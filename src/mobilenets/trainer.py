@@ -448,6 +448,7 @@ class _Run:
             raise DataError(f"{train_split.root}: one class ({only}); a classifier needs at least two")
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
+        self.fingerprint = {"train": split_fingerprint(train_split), "val": split_fingerprint(val_split)}
         self.per_rank_batch = cfg.batch_size // env.world_size
         if len(train_split.samples) < cfg.batch_size:
             raise DataError(
@@ -656,6 +657,7 @@ class _Run:
             return
         path, state = found
         self._check_resumed_config(path, state.get("config"))
+        self._check_resumed_data(path, state.get("data"))
         for note in self._resume_notes(state):
             self.say(f"note: {note}")
         unwrap(self.model).load_state_dict(state["model"])
@@ -692,6 +694,22 @@ class _Run:
             raise ConfigError(
                 f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
                 "resume with that run's settings (its config.yaml), or give another --out to start afresh"
+            )
+
+    def _check_resumed_data(self, path: Path, saved: dict | None) -> None:
+        """--data may move (it is a path), but the run must go on with the files it trained on: another folder, or
+        one with files added or removed, would mix two datasets in one run. Older checkpoints record none."""
+        differ = []
+        for name, now in self.fingerprint.items():
+            was = (saved or {}).get(name)
+            if was is not None and was != now:
+                same_size = (was["images"], was["classes"]) == (now["images"], now["classes"])
+                differ.append(f"{name}: {was['images']} images in {was['classes']} classes there, {now['images']} in "
+                              f"{now['classes']} here" + (" (other files)" if same_size else ""))  # fmt: skip
+        if differ:
+            raise ConfigError(
+                f"resume={str(path)!r} was saved by a run on other images ({'; '.join(differ)}): resume with the "
+                "data it trained on, or give another --out to start afresh"
             )
 
     def _resume_notes(self, state: dict) -> list[str]:
@@ -745,6 +763,7 @@ class _Run:
             "config": self.cfg.to_dict(),
             "spec": unwrap(self.model).spec.to_dict(),
             "world_size": self.env.world_size,  # for a resume's notes (`_resume_notes`)
+            "data": self.fingerprint,  # for a resume's check of the files (`_check_resumed_data`)
             "threads": torch.get_num_threads(),
         }
         self.checkpoints.save(state)
@@ -756,9 +775,7 @@ class _Run:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        info = {**environment(self.env), "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-                "data": {name: split_fingerprint(split) for name, split in (("train", self.train_split),
-                                                                            ("val", self.val_split))}}  # fmt: skip
+        info = {**environment(self.env), "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "data": self.fingerprint}
         atomic_write_text(self.out / "env.json", json.dumps(info, indent=2) + "\n")
         metrics = self.out / "metrics.jsonl"
         if metrics.exists():  # drop epochs a resumed run will redo, so each epoch is listed once
