@@ -1075,6 +1075,21 @@ def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_pa
     assert again["val_images"] == longer["val_images"] == 4
 
 
+def test_a_finished_run_whose_checkpoints_were_removed_is_not_overwritten(tmp_path):
+    """Removing checkpoints/ to save space keeps a run's results; a new run (or --resume auto, which finds no
+    checkpoint and would start from scratch) in that folder would replace them: refused, nothing written."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, epochs=2, batch_size=4))
+    shutil.rmtree(out / "checkpoints")
+    kept = {name: (out / name).read_bytes() for name in ("metrics.jsonl", "summary.json", "model/model.safetensors")}
+    for resume in (None, "auto"):
+        with pytest.raises(ConfigError, match=r"holds a finished run \(summary.json\) without checkpoints"):
+            train(tiny_cfg(data, out, epochs=1, batch_size=4, resume=resume))
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert not (out / "checkpoints").exists()
+
+
 def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
     """--data is a path and may move, but a resume on other files (one image fewer, or another dataset) would mix
     two datasets in one run and overwrite env.json's record of the first: one clear error, nothing written."""

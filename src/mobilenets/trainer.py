@@ -605,11 +605,20 @@ class _Run:
 
     def _refuse_earlier_checkpoints(self) -> None:
         """A fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a later
-        --resume auto could pick the earlier run's: every process stops before decoding or writing anything."""
+        --resume auto could pick the earlier run's; a finished run whose checkpoints were removed (its summary.json
+        kept) would lose its weights, metrics and summary to the new run, with --resume auto too, which finds no
+        checkpoint: every process stops before decoding or writing anything."""
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"out={str(self.out)!r} is not allowed: it is a file (give a folder for the run)")
-        stale = [] if self.cfg.resume else list_checkpoints(self.out)
-        if all_reduce_min_int(0 if stale else 1, self.env) == 0:
+        checkpoints = list_checkpoints(self.out)
+        finished = not checkpoints and self.cfg.resume in (None, "auto") and (self.out / "summary.json").is_file()
+        stale = bool(checkpoints) and not self.cfg.resume
+        if all_reduce_min_int(0 if stale or finished else 1, self.env) == 0:
+            if finished:
+                raise ConfigError(
+                    f"out={str(self.out)!r} holds a finished run (summary.json) without checkpoints: a new run would "
+                    "replace its weights and metrics; give another --out (or remove that folder) to start afresh"
+                )
             raise ConfigError(
                 f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
                 "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
