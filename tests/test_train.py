@@ -858,6 +858,7 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--data", "/no/such/root"], "/no/such/root"),
         (["--batch-size", "3", "--sync-bn"], "sync_bn"),
         (["--mixup-alpha", "-0.2"], "mixup_alpha=-0.2"),
+        (["--label-smoothing", "1"], "label_smoothing=1.0 is not allowed: label_smoothing must be a number in [0, 1)"),
         (["--eval-every", "0"], "eval_every=0"),
         (["--device", "cpu", "--triton-depthwise"], "triton_depthwise=True is not allowed on cpu"),
     ],

@@ -170,8 +170,10 @@ class TrainConfig:
             lambda v: 0 < v <= self.ratio_max,
             f"a number in (0, ratio_max={self.ratio_max:g}]",
         )
-        for name in ("momentum", "rmsprop_decay", "label_smoothing", "min_lr_ratio", "distill_weight"):
+        for name in ("momentum", "rmsprop_decay", "min_lr_ratio", "distill_weight"):
             _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        # at 1 every target is the uniform distribution, whatever the label: the run would learn nothing from them
+        _number("label_smoothing", self.label_smoothing, lambda v: 0 <= v < 1, "a number in [0, 1)")
         _number("ema_decay", self.ema_decay, lambda v: 0 <= v < 1, "a number in [0, 1)")
         _number("lr_decay", self.lr_decay, lambda v: 0 < v <= 1, "a number in (0, 1]")
         _number("lr_decay_epochs", self.lr_decay_epochs, lambda v: v > 0, "a positive number")
