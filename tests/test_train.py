@@ -256,6 +256,30 @@ def test_distillation_from_our_weights_and_torchvision(trained, tmp_path):
                        max_steps=1, resolution=32))  # fmt: skip
 
 
+def test_a_teacher_weights_file_that_does_not_fit_is_one_line(tmp_path):
+    import torchvision
+
+    from mobilenets.trainer import build_teacher
+
+    def teacher(contents) -> None:
+        path = tmp_path / "t.pt"
+        path.write_bytes(contents) if isinstance(contents, bytes) else torch.save(contents, path)
+        cfg = TrainConfig(teacher="resnet18", teacher_weights=str(path)).validate()
+        build_teacher(cfg, CLASSES4[:3], torch.device("cpu"), ((0.5,) * 3, (0.5,) * 3))
+
+    r18 = torchvision.models.resnet18(num_classes=3).state_dict()
+    teacher({"state_dict": r18})  # fits
+    for contents, message in (
+        (b"garbage\n", r"is not allowed: not a readable state_dict file \(UnpicklingError: "),
+        ([1, 2], r"is not allowed: it holds a list, not a state_dict of tensors"),
+        ({"a": torch.zeros(1)}, r"are not weights of resnet18 \(Unexpected key\(s\) in state_dict: \"a\""),
+        ({**r18, "fc.weight": torch.zeros(5, 512)}, r"do not fit resnet18 with 3 classes \(size mismatch for fc"),
+    ):
+        with pytest.raises(ConfigError, match=r"^teacher_weights='.*t.pt' " + message) as err:
+            teacher(contents)
+        assert "\n" not in str(err.value)
+
+
 def test_a_teacher_s_outputs_are_matched_to_the_class_folders_by_name_or_wnid(tmp_path):
     """An ImageNet teacher on wnid folders (Imagenette's) gives the logits of those classes, in the folders' order;
     a teacher whose labels are the folders' names in another order is reordered, not refused."""

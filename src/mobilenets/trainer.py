@@ -305,22 +305,40 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
         teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=len(classes))
         own = (IMAGENET_MEAN, IMAGENET_STD)  # torchvision's classifiers
         if cfg.teacher_weights:
-            state = torch.load(cfg.teacher_weights, map_location="cpu", weights_only=True)
-            try:
-                teacher.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-            except RuntimeError as exc:
-                detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc)[:200])
-                raise ConfigError(
-                    f"teacher_weights={cfg.teacher_weights!r} do not fit {cfg.teacher} with {len(classes)} classes "
-                    f"({detail}): a teacher must be trained on the dataset's classes (fine-tune it first, e.g. with "
-                    "--init on our format)"
-                ) from exc
+            _load_teacher_weights(teacher, cfg, len(classes))
     out = getattr(teacher, "num_classes", None)
     if out is not None and out != len(classes):
         raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {len(classes)}")
     if tuple(map(tuple, student_norm)) != tuple(map(tuple, own)):
         teacher = Renormalise(teacher, student_norm, own)
     return teacher.to(device).eval().requires_grad_(False)
+
+
+def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int) -> None:
+    """``--teacher-weights`` (a state_dict file, or a dict holding one under "state_dict") into a torchvision teacher;
+    a file that is none, or weights of another model or head, is one ConfigError line naming the file."""
+    name = f"teacher_weights={cfg.teacher_weights!r}"
+    try:
+        state = torch.load(cfg.teacher_weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for damaged or foreign files
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]  # torch's first sentence
+        raise ConfigError(
+            f"{name} is not allowed: not a readable state_dict file ({type(exc).__name__}: {first})"
+        ) from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{name} is not allowed: it holds a {type(state).__name__}, not a state_dict of tensors")
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        size = next((ln for ln in lines if "size mismatch" in ln), None)
+        if size is None:  # missing or unexpected keys: another architecture
+            raise ConfigError(f"{name} are not weights of {cfg.teacher} ({lines[-1][:200]})") from exc
+        raise ConfigError(
+            f"{name} do not fit {cfg.teacher} with {num_classes} classes ({size}): a teacher must be trained on the "
+            "dataset's classes (fine-tune it first, e.g. with --init on our format)"
+        ) from exc
 
 
 # --- provenance -------------------------------------------------------------------------------------------------
