@@ -196,6 +196,19 @@ def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
     assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 
 
+def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path):
+    """--init weights that name their classes keep their head only for those classes: a head for as many other
+    classes (or the same ones at other indices) would score each folder with another class's row."""
+    trained = create_model("mobilenet_v1_025", resolution=64, num_classes=3, labels=("cat", "dog", "tench"))
+    save(trained, tmp_path / "w")
+    same = build_model(resolve(init=str(tmp_path / "w")), ["cat", "dog", "tench"])
+    assert torch.equal(same.classifier.weight, trained.classifier.weight)
+    for classes in (["ant", "bee", "cat"], ["dog", "tench", "zebra"]):
+        model = build_model(resolve(init=str(tmp_path / "w")), classes)
+        assert model.spec.labels == tuple(classes) and model.num_classes == 3
+        assert not torch.equal(model.classifier.weight, trained.classifier.weight), classes
+
+
 def test_calibration_images_spread_over_every_class():
     from mobilenets.trainer import spread
 

@@ -116,7 +116,8 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
 
 
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
-    """A fresh model from the registry, or ``--init`` weights with the head reset when the class count differs.
+    """A fresh model from the registry, or ``--init`` weights with the head reset when the classes differ (their
+    count, or the names the weights record).
 
     With ``--init`` the weights fix the architecture: a width or activation the config asks for (a recipe's
     ``act: relu`` beside converted relu6 weights, say) cannot apply, and ``say`` reports which one the run keeps."""
@@ -135,8 +136,8 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
             say(f"note: model={cfg.model!r} does not apply to --init weights: training their {kept}")
         if (cfg.resolution or not model.spec.name) and model.spec.variant == "standard":  # converted: unnamed
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
-        if model.num_classes != len(classes):
-            model.reset_classifier(len(classes))
+        if model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
+            model.reset_classifier(len(classes))  # (as many) other classes: its rows would score the wrong ones
         model.spec = model.spec.replace(labels=labels)
         if cfg.dropout is not None:
             model.spec = model.spec.replace(dropout=cfg.dropout)
