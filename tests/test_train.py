@@ -791,6 +791,8 @@ def test_training_refuses_one_class_and_an_out_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match=r"out='.*afile' is not allowed: it is a file"):
         train(tiny_cfg(data, tmp_path / "afile"))
+    with pytest.raises(ConfigError, match=r"out='.*afile/run' is not allowed: .* cannot be made there \(Not a dir"):
+        train(tiny_cfg(data, tmp_path / "afile" / "run"))  # an OSError, not a traceback
     assert (tmp_path / "afile").read_text() == "x"
 
 

@@ -648,13 +648,19 @@ class _Run:
         the end of the run; every process stops when another run holds it. With the folder held, temporary files a
         killed checkpoint write left behind are nobody's: they are removed."""
         self.held = None
-        busy = ""
+        busy = unusable = ""
         if self.env.is_main:
             try:
                 self.held = lock_folder(self.out)
             except FolderInUse as exc:
                 busy = str(exc)
-        if all_reduce_min_int(0 if busy else 1, self.env) == 0:
+            except OSError as exc:  # no folder can be made there: a file on its path, no permission, ...
+                unusable = exc.strerror or type(exc).__name__
+        code = all_reduce_min_int(-1 if unusable else 0 if busy else 1, self.env)
+        if code == -1:
+            raise ConfigError(f"out={str(self.out)!r} is not allowed: the run folder cannot be made there "
+                              f"({unusable or 'on the main process'})")  # fmt: skip
+        if code == 0:
             raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait "
                               "for it to end, or give another --out)")  # fmt: skip
         if self.env.is_main:
