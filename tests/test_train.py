@@ -454,6 +454,30 @@ def test_checkpoint_every_epochs_and_resume_from_an_older_one(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resume_never_trains_past_or_below_where_the_run_stopped(tmp_path):
+    """A run stopped by --max-steps resumed with the same limit trains no step more; one killed before its summary
+    gets a full summary (scored once again); a resume shorter than its checkpoint (--epochs, --max-steps) is one
+    error, since model/ would hold a later state than the summary says."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    kw = dict(epochs=3, deterministic=True, resolution=32, max_steps=6)
+    first = train(tiny_cfg(data, tmp_path / "a", **kw))
+    assert first["global_steps"] == 6
+    weights = (tmp_path / "a" / "model" / "model.safetensors").read_bytes()
+    (tmp_path / "a" / "summary.json").unlink()  # killed after its last checkpoint, before the summary
+    again = train(tiny_cfg(data, tmp_path / "a", resume="auto", **kw))
+    ckpts = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("ckpt-*.pt"))
+    assert again["global_steps"] == 6 and ckpts[-1] == "ckpt-000000006.pt"
+    assert (tmp_path / "a" / "model" / "model.safetensors").read_bytes() == weights
+    assert again["val_images"] == 8 and set(again["per_class_top1"]) == set(CLASSES4[:2])
+    assert again["final_top1"] == first["final_top1"]
+    with pytest.raises(ConfigError, match=r"epochs=1 is not allowed: .*ckpt-000000006.pt was saved in epoch 2; "
+                                          r"resume with --epochs 2 or more"):  # fmt: skip
+        train(tiny_cfg(data, tmp_path / "a", resume="auto", **{**kw, "epochs": 1}))
+    with pytest.raises(ConfigError, match="max_steps=5 is not allowed: .* saved at step 6"):
+        train(tiny_cfg(data, tmp_path / "a", resume="auto", **{**kw, "max_steps": 5}))
+    assert train(tiny_cfg(data, tmp_path / "a", resume="auto", **{**kw, "max_steps": 8}))["global_steps"] == 8
+
+
 def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
     good = {"model": {}, "optimizer": {}, "epoch": 1, "step_in_epoch": 0, "global_step": 5, "rng": {}, "config": {}}
     save_checkpoint(tmp_path, good, keep=5)

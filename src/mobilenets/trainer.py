@@ -702,6 +702,7 @@ class _Run:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
+        self._check_resumed_length(path, state["global_step"])
         # the interrupted epoch's totals so far (older checkpoints have none: that epoch's row then covers the rest)
         self.carried = state.get("epoch_totals") if self.start_step else None
         self.global_step = state["global_step"]
@@ -712,6 +713,18 @@ class _Run:
             self.epochs = min(self.cfg.epochs, self.plan["epochs"])
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+
+    def _check_resumed_length(self, path: Path, global_step: int) -> None:
+        """A resume may lengthen or shorten the run, but not below where the checkpoint is: model/ would then hold a
+        later state than the summary's last epoch (or step limit) says."""
+        begun = self.start_epoch + (self.start_step > 0)
+        where = f"in epoch {begun}" if self.start_step else f"after epoch {begun}"
+        if self.cfg.epochs < begun:
+            raise ConfigError(f"epochs={self.cfg.epochs} is not allowed: {path} was saved {where}; resume with "
+                              f"--epochs {begun} or more, or give another --out to start afresh")  # fmt: skip
+        if self.cfg.max_steps is not None and self.cfg.max_steps < global_step:
+            raise ConfigError(f"max_steps={self.cfg.max_steps} is not allowed: {path} was saved at step {global_step}; "
+                              f"resume with --max-steps {global_step} or more")  # fmt: skip
 
     # what a resume may change: how long to train (epochs, time budget, a step limit); everything else
     # (RUNTIME_FIELDS aside) decides what the run trains; the checkpoint's model and optimizer state were made for it
@@ -945,7 +958,7 @@ class _Run:
         last_train_bad, last_val = BadFiles(), None
         stopped = False
         epoch = self.start_epoch
-        while epoch < self.epochs:  # a loop on self.epochs: --time-budget re-plans it after each epoch's training
+        while epoch < self.epochs and not self._steps_done():  # --time-budget re-plans self.epochs after each epoch
             t_epoch = self.clock()
             cur["epoch"] = epoch
             self.sampler.set_epoch(epoch)
@@ -972,19 +985,7 @@ class _Run:
                 self._replan(epoch + 1, self.clock() - t_epoch, stats, stats["train_steps"] - carried_steps)
             t_eval, eval_s = self.clock(), None
             if _due(epoch, cfg.eval_every, self.epochs) or stopped:
-                # evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a
-                # run stopped and evaluated where an uninterrupted one is not still resumes identically
-                with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
-                    broadcast_buffers(self._eval_model(), env)  # what every process scores is what rank 0 saves
-                    val = evaluate(
-                        self._eval_model(),
-                        self.val_loader,
-                        len(self.classes),
-                        env,
-                        amp_dtype=amp_dtype,
-                        channels_last=cfg.channels_last,
-                    )
-                val_bad = self._bad_report(val.pop("bad"), self.val_ds)
+                val, val_bad = self._validate(amp_dtype)
                 last_val = val
                 eval_s = self.clock() - t_eval
             else:  # --eval-every: no evaluation this epoch
@@ -1032,7 +1033,32 @@ class _Run:
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
+        if not history and last_val is None and self.global_step and not (self.out / "summary.json").is_file():
+            # a resume with nothing left to train, of a run stopped before it wrote its summary: score it once
+            last_val, _ = self._validate(amp_dtype)
         return self._finish(spec, history, last_val, last_train_bad)
+
+    def _steps_done(self) -> bool:
+        """Whether --max-steps is reached already (a resume of a run that stopped there trains no further step)."""
+        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+
+    def _validate(self, amp_dtype) -> tuple[dict, BadFiles]:
+        """Score the model to be saved on the val split (every process its share): (metrics, unreadable files).
+
+        Evaluation leaves the random state as it found it (the val loader draws worker seeds from it), so a run
+        stopped and evaluated where an uninterrupted one is not still resumes identically."""
+        env = self.env
+        with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+            broadcast_buffers(self._eval_model(), env)  # what every process scores is what rank 0 saves
+            val = evaluate(
+                self._eval_model(),
+                self.val_loader,
+                len(self.classes),
+                env,
+                amp_dtype=amp_dtype,
+                channels_last=self.cfg.channels_last,
+            )
+        return val, self._bad_report(val.pop("bad"), self.val_ds)
 
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
         self.checkpoints.wait()  # the last checkpoint is on disk when train() returns
