@@ -334,9 +334,26 @@ def test_runs_of_one_model_give_other_models_no_top1_and_their_class_count(tmp_p
     assert d["runners_up"][0]["top1"] is None and "too few to extrapolate" in d["accuracy_note"]
     three = count_complexity(ModelSpec(alpha=0.25, resolution=96, num_classes=3))
     assert sel.chosen["params"] == three.params
+    assert select(Constraints(max_mb=1.0)).accuracy_note == ""  # the published table covers the grid
     # without the measured model in the space: the most MACs among the unknowns
     sel = select(Constraints(max_mb=4.0), accuracy=model, space=SearchSpace(0.5, 0.5, 0.25, 96, 160, 32))
     assert sel.chosen["name"] == "mobilenet_v1_050_160" and math.isnan(sel.chosen["top1"])
+
+
+def test_cli_notes_are_said_once_and_name_something(capsys, tmp_path):
+    """The coverage note goes to stderr once (it was printed again on stdout), and a table run prints no bare
+    'note: tfslim' line."""
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"model": {"alpha": 0.25, "resolution": 96, "num_classes": 3}, "final_top1": 0.7}))
+    space = ("--alpha-range", "0.25,0.5,0.25", "--res-range", "96,128,32", "--max-mb", "1", "--runtime", "torch")
+    table = {"overhead": 0.5, "scale": 1.0,
+             "layers": {k: 0.1 for a in (0.25, 0.5) for r in (96, 128)
+                        for k in lut.layer_keys(ModelSpec(alpha=a, resolution=r))}}  # fmt: skip
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
+    code, out, err = run(capsys, *space, "--lut-file", str(tmp_path / "l.json"), "--accuracy", str(path))
+    assert code == 0 and (out + err).count("too few to extrapolate") == 1
+    code, out, err = run(capsys, *space, "--max-mb", "4", "--lut-file", str(tmp_path / "l.json"))
+    assert code == 0 and "note: tfslim" not in out and "note:" not in out
 
 
 def test_int8_size_estimate_matches_a_real_int8_export(tmp_path):

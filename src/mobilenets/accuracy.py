@@ -108,7 +108,7 @@ class AccuracyModel:
         names = ", ".join(grid_name(a, r) for a, r in sorted(self.points))
         what = "other models" if not self._has_slope else "other alphas"
         return (
-            f"note: the {self.label} accuracy points cover {names} only: too few to extrapolate from (2+ alphas and "
+            f"the {self.label} accuracy points cover {names} only: too few to extrapolate from (2+ alphas and "
             f"2+ resolutions needed), so {what} get no top-1 (None); select ranks them after the models that have "
             "one, more MACs first"
         )
@@ -222,7 +222,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
         say(f"note: the runs have {', '.join(map(str, classes))} classes: sizes are of {num_classes}-class models")
     model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", num_classes)
     if model.coverage_note() and say is not None:
-        say(model.coverage_note())
+        say(f"note: {model.coverage_note()}")
     return model
 
 

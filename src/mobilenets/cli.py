@@ -512,8 +512,6 @@ def cmd_select(args: argparse.Namespace) -> int:
     top1 = f"{c['top1']:.1f}%" if known else "unknown"
     print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {top1} "
           f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
-    if sel.accuracy_note:
-        print(f"note: {sel.accuracy_note}")
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))

@@ -330,7 +330,7 @@ def select(
             raise ValueError("a latency/FPS bound needs a latency source (a bench results file or the lookup table)")
         attach_latency(rows, latency)
     ranked = choose(rows, constraints)
-    note = " ".join(filter(None, (accuracy.label, accuracy.coverage_note())))
+    note = accuracy.coverage_note()  # which models get no top-1 ('' for the published tables: they cover the grid)
     sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
                     threads, accuracy_note=note)  # fmt: skip
     if sel.chosen is None:
