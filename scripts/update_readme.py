@@ -30,7 +30,9 @@ def bench_table() -> str:
     keep = [r for r in rows if r["model"] in ("mobilenet_v1_100", "timm:mobilenetv1_100") and r["threads"] == 1]
     cols = ["model", "runtime", "dtype", "latency_ms_median", "latency_ms_p90", "fps", "throughput_ips",
             "peak_mem_MB", "weights_MB", "fp32_limit_ms", "limit_fraction"]  # fmt: skip
-    return f"From `results/{path.name}` ({rows[0]['cpu']}, {rows[0]['cores']} vCPUs):\n\n" + render(keep, "md", cols)
+    where = f"From `results/{path.name}` ({rows[0]['cpu']}, {rows[0]['cores']} vCPUs)"
+    units = "latencies in ms, `fps` = 1000 / median latency, `*_MB` columns in MiB (2**20 bytes)"
+    return f"{where}; {units}:\n\n" + render(keep, "md", cols)
 
 
 def lut_table() -> str:

@@ -442,7 +442,7 @@ def _add_select(sub) -> Handler:
     p = sub.add_parser("select", help="the most accurate MobileNet meeting a latency/FPS/size/MACs/params budget")
     p.add_argument("--latency-ms", type=float, help="batch-1 latency bound (ms) on --runtime/--threads")
     p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
-    p.add_argument("--max-mb", type=float, help="weights size bound (MB = 2**20 bytes), see --size-dtype")
+    p.add_argument("--max-mb", type=float, help="weights size bound in MiB (2**20 bytes), see --size-dtype")
     p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
     p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
     p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
