@@ -92,6 +92,10 @@ def test_wrong_architectures_are_named(tmp_path):
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(WeightsError, match=r"blocks.3.2.conv_pw.weight has shape \(512, 256, 1, 1\)"):
         convert(tmp_path / "shape.pth")
+    torch.save(timm.create_model("mobilenetv1_100", num_classes=0).state_dict(), tmp_path / "notop.pth")
+    assert convert(tmp_path / "notop.pth")[0].spec.num_classes == 0  # features only, as saved
+    with pytest.raises(WeightsError, match=r"notop.pth: has no classifier \(num_classes=0\); it cannot give 1000"):
+        convert(tmp_path / "notop.pth", classes=1000)
 
 
 def test_corrupt_and_unsafe_files(tmp_path):

@@ -73,6 +73,8 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
     last = state[f"blocks.{blocks[-1][0]}.{blocks[-1][1]}.conv_pw.weight"]
     head = state.get("classifier.weight")
     num_classes = 0 if head is None else head.shape[0]
+    if classes is not None and head is None:
+        raise WeightsError(f"{source}: has no classifier (num_classes=0); it cannot give {classes} classes")
     if classes is not None:
         num_classes = classes
     spec = ModelSpec(
