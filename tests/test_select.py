@@ -456,3 +456,19 @@ def test_shallow_conv_and_peer_rows_do_not_stand_in_for_the_standard_model(capsy
         args = ("--bench", str(tmp_path / "b.json"), "--alpha-range", "1,1,0.05", "--res-range", "224,224,16")
         code, out, _ = run(capsys, "--latency-ms", "9", "--json", *args)
         assert code == 1 and json.loads(out)["fastest"]["latency_ms"] == 14.0
+
+
+def test_cli_a_runtime_the_table_cannot_predict_needs_bench_files(capsys, tmp_path):
+    """compile has no lookup table: without --bench it is one line saying how to measure it; with a bench file of
+    it, select uses the measured rows."""
+    code, _, err = run(capsys, "--max-mb", "4", "--runtime", "compile")
+    assert code == 2 and "runtime='compile' is not allowed without --bench" in err and err.count("\n") == 1
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "compile", "threads": 1,
+           "latency_ms_median": 3.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    code, out, _ = run(capsys, "--latency-ms", "5", "--runtime", "compile", "--bench", str(tmp_path / "b.json"),
+                       "--alpha-range", "0.25,0.25,0.25", "--res-range", "128,128,32", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["chosen"]["latency_source"] == "measured"
+    code, _, err = run(capsys, "--latency-ms", "5", "--runtime", "compile", "--bench", str(tmp_path / "b.json"),
+                       "--alpha-range", "0.25,0.25,0.25", "--res-range", "128,160,32")  # fmt: skip
+    assert code == 2 and "runtime='compile' has no measurement of mobilenet_v1_025_160 in the bench files" in err

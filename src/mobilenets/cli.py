@@ -475,12 +475,17 @@ def _count(name: str, text: str | None) -> float | None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from . import accuracy
+    from .lut import LUT_RUNTIMES
     from .runtimes import check_runtime
     from .select import SHOW_COLUMNS, Constraints, SearchSpace, latency_source, select
 
     check_runtime(args.runtime)
     if args.threads < 1:
         raise ValueError(f"threads={args.threads} is not allowed: threads must be an integer >= 1")
+    if args.runtime not in LUT_RUNTIMES and not args.bench:  # checked before any accuracy file or measuring
+        raise ValueError(f"runtime={args.runtime!r} is not allowed without --bench: the lookup table predicts "
+                         f"{', '.join(LUT_RUNTIMES)} only; measure it with `mobilenets bench --runtime {args.runtime} "
+                         "--out FILE.json` and give --bench FILE.json")  # fmt: skip
     for name, values in (("alpha-range", args.alpha_range), ("res-range", args.res_range)):
         if len(values) != 3:
             raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")

@@ -388,6 +388,18 @@ class LatencySource:
         from . import lut
 
         todo = [m for m in dict.fromkeys(models) if m not in self.predicted]
+        if not todo:
+            return
+        if self.runtime not in lut.LUT_RUNTIMES:
+            from .registry import grid_name
+
+            missing = [grid_name(a, r) for a, r in todo if (a, r) not in self.measured]
+            raise ValueError(
+                f"runtime={self.runtime!r} has no measurement of {', '.join(missing[:3])}"
+                + (f" ({len(missing)} models)" if len(missing) > 3 else "")
+                + f" in the bench files, and the lookup table cannot predict {self.runtime}: measure them with "
+                f"`mobilenets bench --runtime {self.runtime} --models ... --out FILE.json`, or narrow the search"
+            )
         specs = [ModelSpec(alpha=a, resolution=r) for a, r in todo]
         kw = dict(runtime=self.runtime, threads=self.threads, lut=self.table, say=self.say)
         for m, (ms, _new) in zip(todo, lut.predict_many(specs, **kw), strict=True):
