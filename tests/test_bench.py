@@ -315,11 +315,15 @@ def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path
         (first[0]["model"], first[0]["latency_ms_median"]), (again["model"], 123.0), ("mobilenet_v1_025_96",
         first[0]["latency_ms_median"])]  # fmt: skip
     assert len(csv_path.read_text().splitlines()) == len(merged) + 1
-    assert json.loads(json_path.read_text())["meta"]["merged"] == {"kept": 1, "replaced": 1}
+    meta = json.loads(json_path.read_text())["meta"]
+    assert meta["merged"] == {"kept": 1, "replaced": 1} and meta["command"] == "2"
+    assert meta["earlier_runs"] == [{"command": "first"}]  # the kept row's run is still described
     assert said and "kept its 1 row(s)" in said[0] and "replaced 1" in said[0]
     # another backend of the same runtime is another measurement, kept beside it; merge=False writes exactly the rows
     triton = {**again, "backend": "triton", "latency_ms_median": 7.0}
-    bench.write_results([triton], tmp_path / "r", say=said.append)
+    bench.write_results([triton], tmp_path / "r", meta={"command": "3"}, say=said.append)
+    runs = json.loads(json_path.read_text())["meta"]["earlier_runs"]
+    assert [r["command"] for r in runs] == ["first", "2"] and "earlier_runs" not in runs[1]  # flat, oldest first
     assert [(r["model"], r.get("backend")) for r in bench.read_results(json_path)][-2:] == [
         ("mobilenet_v1_025_96", again.get("backend")), (again["model"], "triton")]  # fmt: skip
     bench.write_results([triton], tmp_path / "r", merge=False)

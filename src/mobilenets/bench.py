@@ -554,7 +554,8 @@ def write_results(
 
     An existing results file there of the same hardware and batch (what `results_name` puts in the name) is merged,
     not overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
-    (else a warning) hears the counts. Rows of other hardware are replaced as before."""
+    (else a warning) hears the counts; the metadata of the runs whose rows are kept (their command and config) go
+    to ``meta["earlier_runs"]``, oldest first. Rows of other hardware are replaced as before."""
     import json
     import warnings
 
@@ -571,11 +572,22 @@ def write_results(
         merged, kept, replaced = merge_rows(old, rows)
         rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order
         meta["merged"] = {"kept": kept, "replaced": replaced}
+        if kept:
+            before = _meta(json_path)
+            meta["earlier_runs"] = [*before.pop("earlier_runs", []), before]
         msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
         say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
     atomic_write_text(csv_path, render(rows, "csv", COLUMNS) + "\n")
     atomic_write_text(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
     return [csv_path, json_path]
+
+
+def _meta(json_path: Path) -> dict:
+    """The ``meta`` of a results file (empty for a plain list of rows)."""
+    import json
+
+    data = json.loads(json_path.read_text())
+    return dict(data.get("meta") or {}) if isinstance(data, dict) else {}
 
 
 def _same_setup_rows(json_path: Path, rows: Sequence[dict]) -> list[dict]:
