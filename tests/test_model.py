@@ -177,6 +177,20 @@ def test_torch_export_and_jit_script_match_eager():
         assert torch.allclose(scripted(x), ref, atol=1e-6)
 
 
+def test_fx_trace_and_feature_extractor_with_tf_padding():
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = MobileNetV1(alpha=0.25, num_classes=42, tf_padding=True).eval()  # as every converted TF model is
+    traced = torch.fx.symbolic_trace(model)
+    extractor = create_feature_extractor(model, return_nodes={"blocks.4": "s8", "blocks.12": "s32"})
+    with torch.no_grad():
+        for x in (torch.randn(1, 3, 97, 131), torch.randn(2, 3, 64, 64)):  # padding follows each input's size
+            assert torch.equal(traced(x), model(x))
+            maps = extractor(x)
+            assert torch.equal(maps["s32"], model.forward_features(x))
+            assert maps["s8"].shape == model.forward_intermediates(x, indices=[2], intermediates_only=True)[0].shape
+
+
 def test_spec_json_round_trip():
     spec = ModelSpec(
         alpha=0.75,

@@ -29,6 +29,12 @@ def same_pad_amount(size: int, kernel: int, stride: int, dilation: int) -> tuple
     return total // 2, total - total // 2
 
 
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): its `max` on the traced input size
+# would be control flow on a Proxy; wrapped, the padding is computed when the traced graph runs (timm marks its
+# pad_same the same way).
+torch.fx.wrap("same_pad_amount")
+
+
 class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding computed from the input size (asymmetric for even sizes, stride 2)."""
 
