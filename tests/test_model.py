@@ -231,6 +231,15 @@ def test_bad_values_name_parameter_value_and_allowed(kwargs, words):
         assert word in str(err.value)
 
 
+@pytest.mark.parametrize("spec", ["mobilenet_v1_025", 0, {}, ""])
+def test_model_spec_argument_must_be_a_spec(spec):
+    # with or without overrides, one error naming the value; a falsy non-spec built the default 1.0 model before
+    for overrides in ({}, dict(num_classes=3)):
+        with pytest.raises(ValueError, match=r"spec=.* is not allowed: spec must be a ModelSpec or None"):
+            MobileNetV1(spec, **overrides)
+    assert MobileNetV1(None, alpha=0.25, num_classes=3).spec == ModelSpec(alpha=0.25, num_classes=3)
+
+
 def test_unknown_model_and_duplicate_registration():
     with pytest.raises(ValueError, match="unknown model name 'mobilenet_v9'.*mobilenet_v1_100"):
         create_model("mobilenet_v9")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .layers import ConvBNAct, DepthwiseSeparable, fold_bn
-from .spec import ModelSpec, SpecError
+from .spec import ModelSpec, SpecError, bad_value
 
 # Paper Table 1, "MobileNet Body Architecture", at alpha = 1.
 # Stem: "Conv / s2, 3 x 3 x 3 x 32".
@@ -196,9 +196,10 @@ class MobileNetV1(nn.Module):
 
     def __init__(self, spec: ModelSpec | None = None, /, **overrides) -> None:
         super().__init__()
-        spec = (spec or ModelSpec()).replace(**overrides) if overrides else (spec or ModelSpec())
+        spec = ModelSpec() if spec is None else spec  # not `spec or`: MobileNetV1(0) or ({}) is no default model
         if not isinstance(spec, ModelSpec):
-            raise SpecError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+            raise bad_value("spec", spec, "a ModelSpec or None (create_model takes a model name)")
+        spec = spec.replace(**overrides) if overrides else spec
         self.spec = spec
         plan = build_plan(spec)
         self.plan = plan
