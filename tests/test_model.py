@@ -130,6 +130,23 @@ def test_fuse_is_numerically_equivalent(kwargs):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original untouched
 
 
+def test_timm_resolves_the_specs_data_config():
+    from timm.data import resolve_model_data_config
+
+    spec = dict(resolution=128, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0, interpolation="bilinear")
+    model = MobileNetV1(alpha=0.25, num_classes=42, **spec)
+    config = resolve_model_data_config(model)
+    assert config["input_size"] == (3, 128, 128) and config["crop_mode"] == "center"
+    assert {k: config[k] for k in ("mean", "std", "crop_pct", "interpolation")} == {
+        k: v for k, v in spec.items() if k != "resolution"
+    }
+    assert model.default_cfg == model.pretrained_cfg and model.pretrained_cfg["num_classes"] == 42
+    model.reset_classifier(0)
+    assert model.pretrained_cfg["num_classes"] == 0
+    first_conv, head = model.get_submodule("stem.conv"), model.get_submodule("classifier")
+    assert first_conv is model.stem.conv and head is model.classifier
+
+
 def test_tf_padding_is_asymmetric_same():
     torch.manual_seed(0)
     conv = Conv2dSame(3, 4, 3, stride=2, bias=False)

@@ -192,7 +192,8 @@ class MobileNetV1(nn.Module):
     Any input of at least 32x32 pixels works (adaptive pooling), square or not.
     """
 
-    __jit_unused_properties__ = ["num_classes"]  # noqa: RUF012 (TorchScript reads this name)
+    # TorchScript reads this name; these properties are Python-side metadata
+    __jit_unused_properties__ = ["num_classes", "pretrained_cfg", "default_cfg"]  # noqa: RUF012
 
     def __init__(self, spec: ModelSpec | None = None, /, **overrides) -> None:
         super().__init__()
@@ -229,6 +230,29 @@ class MobileNetV1(nn.Module):
     def num_classes(self) -> int:
         """Classifier outputs, from the spec (0 = no classifier: `forward` returns pooled features)."""
         return self.spec.num_classes
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The spec's input convention as timm's ``pretrained_cfg`` (``default_cfg``), which
+        ``timm.data.resolve_model_data_config(model)`` reads; without it timm assumes 224 px, bicubic and ImageNet
+        mean/std, wrong for converted TF weights (mean = std = 0.5). A fresh dict: edit the spec, not this."""
+        spec = self.spec
+        return {
+            "input_size": (spec.in_chans, spec.resolution, spec.resolution),
+            "interpolation": spec.interpolation,
+            "mean": spec.mean,
+            "std": spec.std,
+            "crop_pct": spec.crop_pct,
+            "crop_mode": "center",  # preprocess.py: shorter side to resolution / crop_pct, center crop
+            "num_classes": spec.num_classes,
+            "first_conv": "stem.conv",
+            "classifier": "classifier",
+        }
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name for `pretrained_cfg`."""
+        return self.pretrained_cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the separable blocks: the unpooled final feature map (N, num_features, H/s, W/s), s the spec's
