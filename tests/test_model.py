@@ -76,6 +76,30 @@ def test_forward_head_and_reset_classifier():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
 
 
+def test_grad_checkpointing_gives_the_same_outputs_and_gradients():
+    x = torch.randn(2, 3, 64, 48)
+    grads, outs = [], []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = MobileNetV1(alpha=0.25, num_classes=42, dropout=0.0).train()
+        model.set_grad_checkpointing(enable)
+        assert model.grad_checkpointing is enable
+        runs = []
+        hook = model.blocks[3].dw.conv.register_forward_hook(lambda *args, runs=runs: runs.append(1))
+        final, maps = model.forward_intermediates(x)
+        out = model(x)
+        (out.square().sum() + final.sum() + maps[1].sum()).backward()
+        assert len(runs) == (4 if enable else 2)  # checkpointed: the block is run again in backward
+        hook.remove()
+        outs.append(out.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert torch.allclose(outs[0], outs[1])
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.script(model)(x), model(x), atol=1e-6)  # scripting skips the checkpoints
+
+
 def test_forward_intermediates_follows_timms_contract():
     from timm.models._features import feature_take_indices
 

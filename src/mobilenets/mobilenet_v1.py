@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import ConvBNAct, DepthwiseSeparable, fold_bn
 from .spec import ModelSpec, SpecError, bad_value
@@ -210,6 +211,7 @@ class MobileNetV1(nn.Module):
         self.feature_info = feature_taps(plan)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(spec.dropout)
+        self.grad_checkpointing = False
         self.classifier: nn.Module = (
             nn.Linear(self.num_features, spec.num_classes) if spec.num_classes else nn.Identity()
         )
@@ -254,10 +256,21 @@ class MobileNetV1(nn.Module):
         """timm's older name for `pretrained_cfg`."""
         return self.pretrained_cfg
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: recompute each block's activations in the backward pass instead of keeping them (less
+        memory, one more forward). As in timm, BatchNorm running stats are updated again by the recomputation."""
+        self.grad_checkpointing = enable
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the separable blocks: the unpooled final feature map (N, num_features, H/s, W/s), s the spec's
         ``output_stride`` (32 by default; 8 and 16 dilate the late blocks instead of striding)."""
-        return self.blocks(self.stem(x))
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool (Table 1 'Avg Pool'), dropout, then the FC classifier unless ``pre_logits``."""
@@ -295,7 +308,7 @@ class MobileNetV1(nn.Module):
         out = []
         x = self.stem(x)
         for i, block in enumerate(blocks):
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if self.grad_checkpointing else block(x)
             if i in take:
                 out.append(x)
         return out if intermediates_only else (x, out)
