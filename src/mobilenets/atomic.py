@@ -1,5 +1,8 @@
 """Atomic file writes: write a temporary file in the same folder, fsync it, rename over the target, fsync the folder.
 
+The rename is atomic because POSIX rename(2) replaces the target in one step within a filesystem (hence the same
+folder); the fsyncs make the new contents and the new name durable before a caller relies on them.
+
 A reader (or a resumed run) therefore sees either the old complete file or the new complete file, never a torn one.
 """
 

@@ -15,7 +15,7 @@ reads and writes every activation once:
 as one opaque node under ``torch.compile``. `use_triton_depthwise(model)` swaps a model's depthwise convolutions
 for `TritonDepthwiseConv2d` (same parameter, same state_dict keys); it falls back to ``F.conv2d`` where Triton
 cannot run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU under the interpreter against
-``F.conv2d`` and its autograd (tests/test_dwconv.py).
+``F.conv2d`` and its autograd (tests/test_kernels.py, through tests/kernel_check.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The training loop's parts: distributed set-up, one epoch of training, evaluation, checkpoints, RNG states.
 
 Distributed: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; we then use DistributedDataParallel with NCCL on GPU
-and gloo on CPU. Without those variables the same code runs with world size 1 (DESIGN.md "Distributed").
+and gloo on CPU. Without those variables the same code runs with world size 1 (README: "Several GPUs and several
+machines").
 Checkpoints hold everything a bit-identical resume needs (model, optimizer, EMA, scaler, every RNG state, the
 sampler position, epoch and step) and are written atomically (`atomic.atomic_write_bytes`): a reader sees a complete
 old or complete new file, never a torn one. The trainer writes them in a background thread from a host copy

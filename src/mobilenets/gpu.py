@@ -1,5 +1,8 @@
 """The fast CUDA inference path: BatchNorm folded, channels_last, bf16/fp16, and one of three backends.
 
+The network is the paper's Table 1 with each depthwise separable layer of Figure 3 (3x3 depthwise, then 1x1
+pointwise, each followed by BN and ReLU, or ReLU6 for the released checkpoints) folded to conv + bias + act.
+
 - ``eager``: the folded model in PyTorch ops (cuDNN).
 - ``compile``: the same under ``torch.compile`` (Inductor).
 - ``triton``: the first layer is one Triton kernel that also casts and lays out the input (`kernels.stem`), and

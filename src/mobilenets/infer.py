@@ -2,7 +2,7 @@
 
 A model is our weights folder (config.json + model.safetensors) or an ONNX file written by `mobilenets export`;
 either way the preprocessing (resolution, crop, mean/std) and class names come from the model's own ModelSpec
-(config.json or ONNX metadata_props), so images are fed exactly as in evaluation (DESIGN.md "Default preprocessing").
+(config.json or ONNX metadata_props), so images are fed exactly as in evaluation (preprocess.py's eval transform).
 `stream` answers the paper's deployment question on this machine: does this MobileNet keep up with a 24 FPS video?
 Video decoding and encoding use PyAV (FFmpeg); the overlay is drawn with Pillow.
 """

@@ -2,8 +2,9 @@
 
 Decoding: torchvision.io (libjpeg-turbo, libpng, ...) with Pillow as the fallback for anything else; every image
 comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted).
-Eval transform (DESIGN.md): resize the shorter side to resolution / crop_pct, center crop, scale to [0, 1],
-normalise with the spec's mean/std. TF-trained weights use mean = std = 0.5, i.e. inputs in [-1, 1].
+Eval transform (timm's single-crop ImageNet evaluation; crop_pct 0.875 by default: 256 for 224): resize the shorter
+side to resolution / crop_pct, center crop, scale to [0, 1], normalise with the spec's mean/std. TF-trained weights
+use mean = std = 0.5, i.e. inputs in [-1, 1].
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Runtime names (`RUNTIMES`, each described by a `RuntimeInfo`):
 
 - ``torch``: PyTorch eager fp32, BatchNorm folded, NCHW; ``torch-cl``: the same in channels_last (NHWC) layout.
 - ``compile``: ``torch.compile`` of the folded model in channels_last with inductor "freezing" (weights become
-  constants, so convolutions get prepacked oneDNN weights: the PyTorch CPU-inference recipe); measured here 1.0-224,
-  1 thread: ~0.72x the eager time with freezing vs ~0.9x without.
+  constants, so convolutions get prepacked oneDNN weights: the PyTorch CPU-inference recipe); committed here for
+  1.0-224, 1 thread: 21.47 ms against eager's 24.39 ms in the grid run (0.88x), but 21.44 ms against 20.20 ms when
+  timed alternately (results/bench-amd-epyc-2c-*.json, results/ours-vs-timm-amd-epyc-2c-t1+2.json).
 - ``ort``: ONNX Runtime fp32, full graph optimisation (``ORT_ENABLE_ALL``), CPU execution provider.
 - ``openvino`` / ``openvino-bf16``: OpenVINO CPU plugin with ``INFERENCE_PRECISION_HINT`` f32 / bf16 (bf16 only
   where the CPU has AVX512_BF16 or AMX; elsewhere OpenVINO would silently run f32, so we refuse instead).

@@ -1,4 +1,4 @@
-"""`TrainConfig`: every training option with its default, in one dataclass (STYLE.md "Configuration").
+"""`TrainConfig`: every training option with its default, in one dataclass.
 
 Precedence: dataclass default < recipe YAML (``--config configs/paper.yaml``) < explicit command-line option.
 Unknown YAML keys are an error. The CLI options are generated from the fields (name, type, help text in the field
