@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 
 # `make demo`: measure the paper's 16 models on this machine (no data needed; about a minute on 2 cores), write
 # CSV/JSON named after the hardware and runtimes plus the two plots to runs/demo/, then pick the most accurate model
-# that sustains 30 FPS here with at most 6 MB of fp32 weights, from those measurements.
+# that sustains 30 FPS here with at most 6 MiB of fp32 weights, from those measurements.
 DEMO_DIR ?= runs/demo
 demo: $(VENV)/.installed
 	$(BIN)/mobilenets bench --runtimes torch,ort,openvino --threads 1 --min-runs 20 --min-time 0.5 --batch 8 \

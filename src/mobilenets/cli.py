@@ -157,7 +157,8 @@ def _add_export(sub) -> Handler:
     p.add_argument("--calib", help="folder of calibration images (searched recursively)")
     p.add_argument("--calib-synthetic", action="store_true", help="random-noise calibration: smoke tests only")
     p.add_argument("--calib-count", type=int, default=d.calib_count, help="calibration images (default: %(default)s)")
-    p.add_argument("--calib-method", choices=("minmax", "entropy"), default=d.calib_method)
+    p.add_argument("--calib-method", choices=("minmax", "entropy"), default=d.calib_method,
+                   help="calibration method (default: %(default)s)")  # fmt: skip
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
     p.add_argument(
         "--int8-fp32-head",
@@ -382,11 +383,12 @@ def _add_bench(sub) -> Handler:
                    help=f"intra-op threads list (default: {','.join(map(str, d.threads))})")  # fmt: skip
     p.add_argument("--batch", type=int, help="throughput batch (default: 32 on CPU, 256 on GPU; 0 = skip)")
     p.add_argument("--min-runs", type=int, default=d.min_runs, help="timed runs (default: %(default)s) ...")
-    p.add_argument("--min-time", type=float, default=d.min_time, help="... or seconds, whichever first")
+    p.add_argument("--min-time", type=float, default=d.min_time,
+                   help="... or seconds, whichever first (default: %(default)s)")  # fmt: skip
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="real-time threshold (default: 24)")
     p.add_argument("--cuda-backend", default=d.cuda_backend,
-                   help="cuda runtimes: eager (fast start, best batch-1 latency measured) | compile (best batch-256 "
-                   "throughput measured; an Inductor compile per model and batch size) | triton")  # fmt: skip
+                   help="cuda runtimes: eager (fast start, best batch-1 latency measured) | compile (an Inductor "
+                   "compile per model and batch size) | triton (default: %(default)s)")  # fmt: skip
     p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
     p.add_argument("--out", help="write rows to OUT.csv and OUT.json; OUT ending in / = a folder, file named after "
                    "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
@@ -457,7 +459,7 @@ def _add_select(sub) -> Handler:
                    default=[s.alpha_min, s.alpha_max, s.alpha_step], help="(default: 0.25,1.0,0.05)")  # fmt: skip
     p.add_argument("--res-range", type=_csv_list(int), metavar="MIN,MAX,STEP",
                    default=[s.res_min, s.res_max, s.res_step], help="(default: 96,224,16)")  # fmt: skip
-    p.add_argument("--top", type=int, default=5, help="rows to show (chosen + runners-up)")
+    p.add_argument("--top", type=int, default=5, help="rows to show (chosen + runners-up) (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return cmd_select
 

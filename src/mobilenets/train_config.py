@@ -359,7 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         base, is_list = _base_type(types[f.name])
         default = getattr(defaults, f.name)
-        shown = default if not isinstance(default, (list, tuple)) else ",".join(map(str, default))
+        # a list default as it is typed (nargs="+": space-separated, "--betas 0.9 0.999")
+        shown = default if not isinstance(default, (list, tuple)) else " ".join(map(str, default))
         # unset by default (None), or a help text that names its own default ("default: all"): no "(default: None)"
         own = default is None or "(default:" in f.metadata["help"]
         help_text = f.metadata["help"] if own else f"{f.metadata['help']} (default: {shown})"
