@@ -315,6 +315,16 @@ def test_select_bench_newest_measurement_wins_and_superseded_rows_are_named(caps
     assert json.loads(out)["chosen"]["latency_ms"] == 3.0
 
 
+def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsys, tmp_path):
+    """ort-int8 has no lookup table; when the bench files measured every candidate none is needed."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort-int8", "threads": 1,
+           "batch": 32, "latency_ms_median": 0.6}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    args = ("--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--json")
+    code, out, _ = run(capsys, "--fps", "200", "--runtime", "ort-int8", "--bench", str(tmp_path / "b.json"), *args)
+    assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 0.6
+
+
 def test_runs_of_one_model_give_other_models_no_top1_and_their_class_count(tmp_path):
     """Two 3-class fine-tunes of 0.25-96 say nothing of 0.75-192: no copied top-1; sizes are of 3-class models."""
     paths = []

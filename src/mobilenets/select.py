@@ -382,7 +382,8 @@ class LatencySource:
     def prepare(self, models: Iterable[tuple[float, int]]) -> None:
         """Predict every model of ``models`` that no bench file measured (and, to scale them, the measured ones)."""
         todo = [m for m in dict.fromkeys(models) if m not in self.measured]
-        self._predict_all(todo + list(self.measured) if todo else [])
+        if todo:  # every model measured: no table, so runtimes without one (ort-int8, ...) work from bench files
+            self._predict_all(todo + list(self.measured))
 
     def _predict_all(self, models: list[tuple[float, int]]) -> None:
         from . import lut
