@@ -101,12 +101,14 @@ def test_grad_checkpointing_gives_the_same_outputs_and_gradients():
 
 
 def test_forward_intermediates_follows_timms_contract():
+    import numpy as np
     from timm.models._features import feature_take_indices
 
     from mobilenets.mobilenet_v1 import take_indices
 
-    for indices in (None, 1, 3, 5, [0], [-1, 1], (0, 2, 4), [-5]):
+    for indices in (None, 1, 3, 5, [0], [-1, 1], (0, 2, 4), [-5], [np.int64(1), np.int32(-1)]):
         assert take_indices(5, indices) == feature_take_indices(5, indices)[0]
+    assert take_indices(5, np.int64(2)) == [3, 4]  # a NumPy count too
     model = MobileNetV1(alpha=0.25, num_classes=3).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

@@ -555,7 +555,8 @@ def write_results(
     An existing results file there of the same hardware and batch (what `results_name` puts in the name) is merged,
     not overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
     (else a warning) hears the counts; the metadata of the earlier runs (their command and config; each row has its
-    own timestamp and commit) go to ``meta["earlier_runs"]``, oldest first. Rows of other hardware are replaced as before."""
+    own timestamp and commit) go to ``meta["earlier_runs"]``, oldest first. Rows of other hardware are replaced as
+    before."""
     import json
     import warnings
 

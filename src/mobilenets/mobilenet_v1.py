@@ -163,6 +163,7 @@ def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> l
     a sequence = those positions (negative counts from the end); out of range is an error naming the value."""
     if indices is None:
         return list(range(n))
+    indices = _plain_ints(indices)
     if isinstance(indices, int) and not isinstance(indices, bool):
         if not 0 < indices <= n:
             raise SpecError(f"indices={indices!r} is not allowed: indices must be a count in 1..{n} or a list")
@@ -173,6 +174,18 @@ def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> l
     if not picked or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in picked):
         raise SpecError(f"indices={indices!r} is not allowed: indices must be positions in {-n}..{n - 1}")
     return picked
+
+
+def _plain_ints(value):
+    """NumPy / torch integers (and sequences of them) as Python ints, as timm accepts them; anything else as is."""
+    import numbers
+
+    def plain(v):
+        return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return plain(value)
 
 
 def feature_taps(plan: Plan) -> list[dict]:
