@@ -124,6 +124,17 @@ def test_ort_runner_reports_the_files_precision(tmp_path):
     assert int8.info["dtype"] == "int8" and int8.name == "ort-int8"
 
 
+def test_an_image_over_pillows_pixel_limit_is_an_unreadable_file(tmp_path, monkeypatch):
+    """Pillow's decompression-bomb refusal (a TIFF, which only Pillow decodes) is reported like any unreadable file,
+    not raised past the callers that skip and report them."""
+    from PIL import Image
+
+    Image.new("L", (40, 30)).save(tmp_path / "big.tiff")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # refused above 2 x 500 pixels
+    with pytest.raises(ImageError, match="big.tiff: not a readable image .*exceeds limit"):
+        read_image(tmp_path / "big.tiff")
+
+
 def test_sixteen_bit_images_keep_their_brightness(tmp_path):
     """16-bit samples map to 8 bits by the full 16-bit range, the same for every image: a mid-grey stays mid-grey
     and a dark image stays dark (stretching each image to its own maximum made both white)."""

@@ -105,7 +105,9 @@ def _read_with_pillow(path: Path) -> torch.Tensor:
                 im = Image.fromarray(np.round(arr / full * 255).astype(np.uint8))
             rgb = im.convert("RGB")
             return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError (more than 2 x Image.MAX_IMAGE_PIXELS, e.g. a few-kB TIFF of 15000 x 12500) is no
+        # OSError: uncaught, one such file stopped training, eval and predict
         raise ImageError(f"{path}: not a readable image ({exc})") from exc
 
 
