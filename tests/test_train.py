@@ -702,6 +702,31 @@ def test_bad_and_odd_files_train_to_the_end_and_are_reported(tmp_path, capsys):
     assert any("empty file" in r for r in reasons["on"])  # the decoder's reason, not a generic one
 
 
+def test_bad_file_reasons_keep_the_why_and_drop_only_the_path(tmp_path):
+    """A broken link's report says why ("No such file or directory", not the path again), and a class folder whose
+    name holds ': ' keeps its reason whole, cached, uncached and on the device path alike."""
+    from mobilenets.device_data import load_to_device
+    from mobilenets.preprocess import eval_transform
+    from mobilenets.spec import ModelSpec
+
+    folder = tmp_path / "train" / "a: b"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(folder / "good.png")
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    split = scan_split(tmp_path / "train")
+    assert [Path(p).name for p, _ in split.samples] == ["gone.jpg", "good.png", "notes.jpg"]
+    ds = ImageFolderDataset(split, eval_transform(ModelSpec(alpha=0.25), 32), cache_side=36)
+    cached = ImageFolderDataset(split, ds.transform, cache_side=36)
+    cached.build_cache()
+    device = load_to_device(split.samples, 36, "cpu", threads=1, keep=False)
+    for reasons in ([ds[i][2] for i in (0, 2)], [cached[i][2] for i in (0, 2)], [[r] for r in device.bad]):
+        (gone, why_gone), (notes, why_notes) = reasons[0][0], reasons[1][0]
+        assert (gone, notes) == (0, 2)
+        assert why_gone == "No such file or directory", why_gone
+        assert why_notes.startswith("not a readable image (cannot identify"), why_notes
+
+
 @pytest.mark.slow
 def test_mostly_unreadable_files_do_not_stall_two_process_ddp(tmp_path):
     """Batches keep their size when files are bad, so both gloo ranks take every step: when a rank skipped a batch

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from .preprocess import ImageError, decode_all, read_image
+from .preprocess import ImageError, decode_all, failure_reason, read_image
 from .spec import ModelSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -221,7 +221,7 @@ class ImageFolderDataset(Dataset):
             try:
                 img = read_image(self.samples[index][0])
             except (ImageError, OSError) as exc:
-                return str(exc).split(": ", 1)[-1] or type(exc).__name__  # the reason, reported as without the cache
+                return failure_reason(exc, self.samples[index][0])  # the reason, reported as without the cache
             return _shrink(img, self.cache_side).clone() if self.cache_side else img
 
         loaded = decode_all(load, range(len(self.samples)), threads)
@@ -235,7 +235,7 @@ class ImageFolderDataset(Dataset):
         try:
             img = read_image(self.samples[index][0])
         except (ImageError, OSError) as exc:
-            return None, str(exc).split(": ", 1)[-1]
+            return None, failure_reason(exc, self.samples[index][0])
         return (_shrink(img, self.cache_side) if self.cache_side else img), ""  # the cache's pixels, uncached too
 
     def sample_seed(self, index: int) -> int:

@@ -44,7 +44,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import InterpolationMode, v2
 
 from .engine import to_device_async
-from .preprocess import ImageError, decode_all, jpeg_frame, read_image
+from .preprocess import ImageError, decode_all, failure_reason, jpeg_frame, read_image
 
 
 @dataclass
@@ -179,7 +179,7 @@ def load_to_device(
         try:
             host[k] = resize(read_image(samples[rest[k]][0]))
         except (ImageError, OSError) as exc:
-            reasons[rest[k]] = str(exc).split(": ", 1)[-1] or type(exc).__name__
+            reasons[rest[k]] = failure_reason(exc, samples[rest[k]][0])
 
     decode_all(load, range(len(rest)), threads)
     if decode_on_device and device.type == "cuda":

@@ -49,6 +49,15 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return _read_with_pillow(path)
 
 
+def failure_reason(exc: Exception, path: str | os.PathLike) -> str:
+    """Why ``path`` could not be read, without the path (a report names it beside the reason): an OSError's own
+    text ("No such file or directory" for a broken link, "Permission denied"), else the message after the path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text, prefix = str(exc), f"{Path(path)}: "
+    return (text[len(prefix) :] if text.startswith(prefix) else text) or type(exc).__name__
+
+
 def jpeg_frame(data: bytes) -> tuple[int, int] | None:
     """(start-of-frame marker, colour components) of a JPEG's frame header, or None if ``data`` is not a JPEG with
     one. The marker says the coding (0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...; ITU-T T.81, Table B.1);
