@@ -773,6 +773,18 @@ def test_images_in_class_subfolders_are_found_as_imagefolder_finds_them(tmp_path
     assert mine == sorted([first.name, sorted(folder.glob("*.JPEG"))[1].name, "more/deeper/n.jpg"]), mine
 
 
+def test_a_linked_folder_loop_lists_each_file_once(tmp_path):
+    """A link inside a class folder back to the class folder (a loop) is walked once: each image is one sample,
+    not one per nesting level the system allows (41 of each)."""
+    folder = tmp_path / "train" / "a"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(folder / "x.png")
+    Image.new("RGB", (8, 6)).save(folder / "sub" / "y.png")
+    (folder / "sub" / "up").symlink_to(folder, target_is_directory=True)
+    names = sorted(Path(p).relative_to(folder).as_posix() for p, _ in scan_split(tmp_path / "train").samples)
+    assert names == ["sub/y.png", "x.png"], names
+
+
 def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
     """--init with another width asked (a note says it does not apply): config.yaml holds the weights' model, alpha
     and act, and the same command resumes against it."""

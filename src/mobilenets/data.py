@@ -78,9 +78,16 @@ def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_pe
 
 def class_files(folder: Path) -> list[Path]:
     """Every visible file under a class folder, subfolders included (as torchvision's ImageFolder walks them), in
-    sorted path order; hidden files and folders are skipped."""
-    out = []
+    sorted path order; hidden files and folders are skipped. Linked folders are followed, but each real folder is
+    walked once: a link back up (a loop) would otherwise list its files again at every level, 40 times over, until
+    the system's limit on nested links stops the walk."""
+    out, walked = [], set()
     for here, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out += [Path(here) / f for f in files if _is_candidate(f)]
     return sorted(out)
