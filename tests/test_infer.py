@@ -104,6 +104,27 @@ def test_predict_continues_past_bad_files_in_a_folder(model_dir, tmp_path, capsy
     assert err.count("error:") == 2 and "Traceback" not in err
 
 
+def test_folders_are_searched_as_training_finds_class_images(tmp_path):
+    """predict and export --calib see a folder's images as train/eval do: hidden files and folders (a notebook's
+    checkpoint copies, macOS ._ files that are no images) are skipped, linked folders followed (once)."""
+    from mobilenets.data import class_files
+    from mobilenets.infer import expand_images
+
+    folder = tmp_path / "imgs"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    for name in ("a.jpg", ".ipynb_checkpoints/a-checkpoint.jpg"):
+        Image.new("RGB", (8, 6)).save(folder / name)
+    (folder / "._a.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    (folder / "notes.txt").write_text("not an image extension")
+    (tmp_path / "more").mkdir()
+    Image.new("RGB", (8, 6)).save(tmp_path / "more" / "b.png")
+    (folder / "linked").symlink_to(tmp_path / "more", target_is_directory=True)
+    (folder / "linked" / "loop").symlink_to(folder, target_is_directory=True)
+    files, missing = expand_images([folder])
+    assert not missing and [f.relative_to(folder).as_posix() for f in files] == ["a.jpg", "linked/b.png"]
+    assert files == [f for f in class_files(folder) if f.suffix != ".txt"]
+
+
 def _one_line_error(argv, capsys, message):
     code = cli.main(argv)
     err = capsys.readouterr().err

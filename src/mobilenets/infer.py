@@ -138,13 +138,17 @@ def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
 
 
 def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, Exception]]]:
-    """Files named directly, plus image files found recursively (sorted) in folders; missing paths as errors."""
+    """Files named directly, plus image files found recursively (sorted) in folders, walked as training walks a
+    class folder (`data.class_files`: hidden files and folders skipped, such as .ipynb_checkpoints copies and macOS
+    ._ files; linked folders followed); missing paths as errors."""
+    from .data import class_files
+
     files: list[Path] = []
     errors: list[tuple[Path, Exception]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTS]
         elif p.is_file():
             files.append(p)
         else:
