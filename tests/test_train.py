@@ -1093,6 +1093,26 @@ def test_the_cache_changes_no_training_or_eval_pixel(tmp_path):
             assert a.shape == (3, 64, 64) and torch.equal(a, b), i
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_validation_during_training_sees_the_pixels_mobilenets_eval_sees(tmp_path, interpolation):
+    """The reduction to the eval resize side uses the spec's interpolation, so a bicubic spec (timm weights given
+    to --init) is validated on the pixels `mobilenets eval` feeds it; a bilinear reduction first moved them by up
+    to 0.35 after normalisation."""
+    from mobilenets.data import cache_side
+    from mobilenets.preprocess import eval_transform
+    from mobilenets.spec import ModelSpec
+
+    folder = tmp_path / "val" / "a"
+    folder.mkdir(parents=True)
+    noise = torch.randint(0, 256, (90, 125, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy()
+    Image.fromarray(noise).save(folder / "n.png")
+    split, spec = scan_split(tmp_path / "val"), ModelSpec(alpha=0.25, interpolation=interpolation)
+    transform = eval_transform(spec, 32)
+    during = ImageFolderDataset(split, transform, cache_side=cache_side(32, spec.crop_pct), interpolation=interpolation)
+    after = ImageFolderDataset(split, transform)  # as `mobilenets eval` builds it
+    assert torch.equal(during[0][0], after[0][0])
+
+
 @pytest.mark.slow
 def test_run_summary_feeds_bench_and_select_accuracy(trained):
     """`bench --accuracy` / `select --accuracy` read the summary.json this run wrote (issue 5 <- issue 4)."""

@@ -10,7 +10,8 @@
   (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
   what makes resumed and distributed runs reproduce single-process ones.
 - Stored size: with ``cache_side`` (training sets it to ``resolution / crop_pct``, the size the eval transform
-  resizes to anyway) every decoded image has its shorter side reduced to it (never enlarged) before the transform,
+  resizes to anyway) every decoded image has its shorter side reduced to it (never enlarged, with the spec's
+  interpolation, as the eval transform resizes) before the transform,
   so the training crops are taken from that image, as with FFCV's stored datasets and the device path
   (device_data.py). The in-memory cache stores exactly those pixels, decoded once, when its estimate fits a memory
   budget: caching, or its budget, changes no training or eval pixel, only the speed.
@@ -163,11 +164,12 @@ def cache_side(resolution: int, crop_pct: float) -> int:
     return int(resolution / crop_pct)
 
 
-def _shrink(img: torch.Tensor, side: int) -> torch.Tensor:
+def _shrink(img: torch.Tensor, side: int, interpolation: str) -> torch.Tensor:
+    # the eval transform's own resize (same side, same interpolation), which then finds nothing left to do
     h, w = img.shape[-2:]
     if min(h, w) <= side:
         return img
-    return v2.functional.resize(img, side, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return v2.functional.resize(img, side, interpolation=InterpolationMode(interpolation), antialias=True)
 
 
 def estimate_cache_bytes(samples: list[tuple[str, int]], side: int, stop_above: float = float("inf")) -> int:
@@ -202,7 +204,14 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(
-        self, split: Split, transform, *, seed: int = 0, cache_side: int | None = None, replace_bad: bool = False
+        self,
+        split: Split,
+        transform,
+        *,
+        seed: int = 0,
+        cache_side: int | None = None,
+        interpolation: str = "bilinear",
+        replace_bad: bool = False,
     ) -> None:
         self.split = split
         self.replace_bad = replace_bad
@@ -213,6 +222,7 @@ class ImageFolderDataset(Dataset):
         self.epoch = 0
         self.cache: list[torch.Tensor | None] | None = None
         self.cache_side = cache_side
+        self.interpolation = interpolation  # the spec's: the reduction to cache_side is then the eval resize
         self.bad_at_cache = BadFiles()
 
     def __len__(self) -> int:
@@ -229,7 +239,7 @@ class ImageFolderDataset(Dataset):
                 img = read_image(self.samples[index][0])
             except (ImageError, OSError) as exc:
                 return failure_reason(exc, self.samples[index][0])  # the reason, reported as without the cache
-            return _shrink(img, self.cache_side).clone() if self.cache_side else img
+            return _shrink(img, self.cache_side, self.interpolation).clone() if self.cache_side else img
 
         loaded = decode_all(load, range(len(self.samples)), threads)
         self.cache = [x if isinstance(x, torch.Tensor) else None for x in loaded]
@@ -243,7 +253,8 @@ class ImageFolderDataset(Dataset):
             img = read_image(self.samples[index][0])
         except (ImageError, OSError) as exc:
             return None, failure_reason(exc, self.samples[index][0])
-        return (_shrink(img, self.cache_side) if self.cache_side else img), ""  # the cache's pixels, uncached too
+        shrunk = _shrink(img, self.cache_side, self.interpolation) if self.cache_side else img
+        return shrunk, ""  # the cache's pixels, uncached too
 
     def sample_seed(self, index: int) -> int:
         return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2**63)

@@ -481,8 +481,9 @@ class _Run:
         if cfg.data_on_device:
             return self._device_loaders(spec, res, side)
         tf_train = make_train_transform(spec, res, cfg.scale_min, (cfg.ratio_min, cfg.ratio_max), cfg.hflip)
-        self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, cache_side=side, replace_bad=True)
-        self.val_ds = ImageFolderDataset(self.val_split, eval_transform(spec, res), seed=cfg.seed, cache_side=side)
+        shrink = {"cache_side": side, "interpolation": spec.interpolation}
+        self.train_ds = ImageFolderDataset(self.train_split, tf_train, seed=cfg.seed, replace_bad=True, **shrink)
+        self.val_ds = ImageFolderDataset(self.val_split, eval_transform(spec, res), seed=cfg.seed, **shrink)
         self.cache_info = {}
         for name, ds in (("train", self.train_ds), ("val", self.val_ds)):
             use, need = should_cache(cfg.cache, ds.samples, side, cfg.cache_budget_gb)
