@@ -5,14 +5,17 @@ keeping every image on the GPU removes the data loader from the step: no worker 
 and the augmentation runs for the whole batch in a few kernels. The pixels follow the host path in data.py:
 
 - Decoding: `preprocess.read_image` (libjpeg-turbo via torchvision.io, Pillow fallback), shorter side resized to
-  ``side = resolution / crop_pct`` (antialiased), center-cropped to a ``side x side`` square. Unreadable files are
+  ``side = resolution / crop_pct`` (antialiased, with the spec's interpolation), cropped to the ``side x side``
+  square around the eval crop (`square_transform`). Unreadable files are
   skipped and reported like the host path does (with the first batch of every epoch). With ``decode_on_device``
   (``--gpu-decode``) the baseline 3- or 1-component JPEGs are decoded on the device instead (nvjpeg through
   `torchvision.io.decode_jpeg`, in batches) and resized there; every other file, and any batch or file nvjpeg
   refuses, takes the CPU path. On a GPU the pixels may differ from the CPU decode by a few levels (another IDCT and
   chroma upsampling, a float resize).
 - Evaluation: the center ``resolution`` crop of each stored square, which is exactly the eval transform of
-  preprocess.py (resize the shorter side to ``resolution / crop_pct``, center crop).
+  preprocess.py (resize the shorter side to ``resolution / crop_pct``, center crop), pixel for pixel: the square
+  is placed so that its center crop is the host's (two center crops would round the offset twice and sit one pixel
+  off on about half the photos of natural size).
 - Training: RandomResizedCrop (area fraction in ``[scale_min, 1]``, log-uniform aspect ratio, as torchvision's
   ``RandomResizedCrop``) and a horizontal flip, done for the whole batch by ``torchvision.ops.roi_align`` with
   adaptive sampling, which averages ``ceil(crop / output)`` samples per output pixel and so antialiases
@@ -75,13 +78,42 @@ RESIDENT = 2  # decoded splits kept for reuse: the train and val split of one de
 _resident: dict[tuple, DeviceImages] = {}
 
 
-def resident_key(samples: list[tuple[str, int]], side: int, device: torch.device | str) -> tuple:
-    """What makes two decodes the same: the device, the side and the exact (path, label) list."""
-    return str(torch.device(device)), side, tuple(samples)
+def resident_key(
+    samples: list[tuple[str, int]],
+    side: int,
+    device: torch.device | str,
+    interpolation: str = "bilinear",
+    align_crop: int | None = None,
+) -> tuple:
+    """What makes two decodes the same: the device, the square (side and `square_transform`'s options) and the
+    exact (path, label) list."""
+    return str(torch.device(device)), side, interpolation, align_crop, tuple(samples)
 
 
-def is_resident(samples: list[tuple[str, int]], side: int, device: torch.device | str) -> bool:
-    return resident_key(samples, side, device) in _resident
+def is_resident(samples: list[tuple[str, int]], side: int, device: torch.device | str, **square) -> bool:
+    """Whether `load_to_device` with these arguments (``square``: interpolation, align_crop) would decode nothing."""
+    return resident_key(samples, side, device, **square) in _resident
+
+
+def square_transform(side: int, interpolation: str = "bilinear", align_crop: int | None = None):
+    """uint8 (3, H, W) -> (3, side, side): the shorter side resized to ``side`` (antialiased, ``interpolation``), then
+    the square whose center ``align_crop`` crop (`center_crop_batch`) is exactly the eval transform's center crop of
+    the resized image; without ``align_crop``, the center square (torchvision's CenterCrop)."""
+    mode = InterpolationMode(interpolation)
+
+    def square(img: torch.Tensor) -> torch.Tensor:
+        img = v2.functional.resize(img, side, interpolation=mode, antialias=True)
+        top, left = (_square_offset(n, side, align_crop) for n in img.shape[-2:])
+        return img[..., top : top + side, left : left + side]
+
+    return square
+
+
+def _square_offset(length: int, side: int, crop: int | None) -> int:
+    """Where the square starts along an axis of ``length``: offsets rounded as torchvision's CenterCrop, the
+    ``crop``'s own offset inside the square subtracted from the crop's offset in the image."""
+    off = round((length - side) / 2.0) if crop is None else round((length - crop) / 2.0) - round((side - crop) / 2.0)
+    return min(max(int(off), 0), length - side)
 
 
 def release_resident() -> None:
@@ -154,16 +186,17 @@ def load_to_device(
     threads: int = 8,
     keep: bool = True,
     decode_on_device: bool = False,
+    interpolation: str = "bilinear",
+    align_crop: int | None = None,
 ) -> DeviceImages:
     """Decode every sample once (``threads`` CPU threads, or nvjpeg on the device for baseline JPEGs with
-    ``decode_on_device``) into one uint8 tensor on ``device``; with ``keep`` the result stays resident and the same
-    call later returns it without decoding (the oldest resident split beyond `RESIDENT` is dropped)."""
-    key = resident_key(samples, side, device)
+    ``decode_on_device``) into one uint8 tensor on ``device`` of ``side x side`` squares (`square_transform` with
+    ``interpolation`` and ``align_crop``, the eval resolution); with ``keep`` the result stays resident and the
+    same call later returns it without decoding (the oldest resident split beyond `RESIDENT` is dropped)."""
+    key = resident_key(samples, side, device, interpolation=interpolation, align_crop=align_crop)
     if key in _resident:
         return _resident[key]
-    resize = v2.Compose(
-        [v2.Resize(side, interpolation=InterpolationMode.BILINEAR, antialias=True), v2.CenterCrop(side)]
-    )
+    resize = square_transform(side, interpolation, align_crop)
     device = torch.device(device)
     t0 = time.perf_counter()
     if decode_on_device:

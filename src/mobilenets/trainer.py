@@ -527,7 +527,8 @@ class _Run:
         """Both splits decoded once and held on ``env.device``; batches are augmented there (device_data.py)."""
         cfg, env = self.cfg, self.env
         splits = (self.train_split.samples, self.val_split.samples)
-        reuse = all(is_resident(samples, side, env.device) for samples in splits)
+        square = dict(interpolation=spec.interpolation, align_crop=res)  # val crops are then the eval transform's
+        reuse = all(is_resident(samples, side, env.device, **square) for samples in splits)
         if not reuse:
             release_resident()  # an earlier run's splits (another side or other files) make room
         need = square_bytes(len(self.train_split.samples) + len(self.val_split.samples), side)
@@ -546,7 +547,8 @@ class _Run:
         if cfg.gpu_decode and not on_gpu:
             self.say(f"gpu_decode: training on {env.device}, not a GPU; decoding on {threads} CPU threads")
         train, val = (
-            load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu) for samples in splits
+            load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu, **square)
+            for samples in splits
         )
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
