@@ -471,6 +471,22 @@ def test_eval_scores_a_dynamic_hw_onnx_export_at_another_resolution(weights_dir,
         evaluate_weights(fixed, tmp_path / "val", resolution=96, workers=0)
 
 
+def test_a_skipped_calibration_image_is_reported_as_path_and_reason(tmp_path):
+    """A broken link among the calibration images is noted as 'path: reason' (preprocess.failure_reason), as the
+    training reports are: not OSError's own text, which repeats the path after the reason."""
+    from mobilenets.export import calibration_batches
+    from mobilenets.spec import ModelSpec
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "good.png")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    skipped: list[str] = []
+    paths = [tmp_path / "gone.jpg", tmp_path / "good.png"]
+    batches = list(calibration_batches(paths, ModelSpec(alpha=0.25, resolution=32), count=2, progress=False,
+                                       skipped=skipped))  # fmt: skip
+    assert [b.shape for b in batches] == [(1, 3, 32, 32)]
+    assert skipped == [f"{tmp_path / 'gone.jpg'}: No such file or directory"], skipped
+
+
 def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_dir, tmp_path):
     """One broken file among the calibration images is left out and reported, as training skips one; a folder where
     nothing can be read is one error, and no file is written."""

@@ -330,7 +330,7 @@ def calibration_batches(
     one; without it, it is an error. `ExportError` when no file of ``images`` could be read."""
     from tqdm import tqdm
 
-    from .preprocess import ImageError, eval_transform, read_image
+    from .preprocess import ImageError, eval_transform, failure_reason, read_image
 
     def readable(paths):
         for p in paths:
@@ -339,7 +339,7 @@ def calibration_batches(
             except (ImageError, OSError) as exc:
                 if skipped is None:
                     raise
-                skipped.append(str(exc) if str(p) in str(exc) else f"{p}: {exc}")
+                skipped.append(f"{p}: {failure_reason(exc, p)}")
 
     bar = tqdm(total=count, desc="calibrating", unit="img", disable=not progress, leave=False)
     tf = eval_transform(spec)
