@@ -478,6 +478,22 @@ def test_a_resume_never_trains_past_or_below_where_the_run_stopped(tmp_path):
     assert train(tiny_cfg(data, tmp_path / "a", resume="auto", **{**kw, "max_steps": 8}))["global_steps"] == 8
 
 
+def test_a_resume_with_nothing_to_train_does_not_keep_an_earlier_finish_s_summary(tmp_path):
+    """A run finished at epoch 1, lengthened to 2 and killed after its last checkpoint but before the new summary,
+    still holds epoch 1's summary.json: the resume that finishes it scores the saved model, not that older one's
+    per-class top-1 and image count."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)
+    kw = dict(deterministic=True, resolution=32)
+    train(tiny_cfg(data, tmp_path / "a", epochs=1, **kw))
+    older = json.loads((tmp_path / "a" / "summary.json").read_text())
+    older.update(val_images=999, per_class_top1=dict.fromkeys(CLASSES4[:2], 0.123))  # what epoch 1's model scored
+    longer = train(tiny_cfg(data, tmp_path / "a", epochs=2, resume="auto", **kw))
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(older))  # killed before the new summary
+    again = train(tiny_cfg(data, tmp_path / "a", epochs=2, resume="auto", **kw))
+    assert again["global_steps"] == longer["global_steps"] and again["val_images"] == 8
+    assert again["per_class_top1"] == longer["per_class_top1"]
+
+
 def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
     good = {"model": {}, "optimizer": {}, "epoch": 1, "step_in_epoch": 0, "global_step": 5, "rng": {}, "config": {}}
     save_checkpoint(tmp_path, good, keep=5)

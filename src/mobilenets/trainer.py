@@ -1036,10 +1036,20 @@ class _Run:
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
-        if not history and last_val is None and self.global_step and not (self.out / "summary.json").is_file():
+        if not history and last_val is None and self.global_step and not self._summary_is_current():
             # a resume with nothing left to train, of a run stopped before it wrote its summary: score it once
             last_val, _ = self._validate(amp_dtype)
         return self._finish(spec, history, last_val, last_train_bad)
+
+    def _summary_is_current(self) -> bool:
+        """Whether summary.json describes the state resumed (its global step): a run lengthened after it finished
+        and stopped before its new summary holds the earlier finish's, whose per-class top-1 is another model's.
+        Every process gets the same answer (the evaluation that follows a no is a collective)."""
+        try:
+            current = json.loads((self.out / "summary.json").read_text()).get("global_steps") == self.global_step
+        except (OSError, ValueError, AttributeError):  # none, unreadable, or not an object
+            current = False
+        return all_reduce_min_int(int(current), self.env) == 1
 
     def _steps_done(self) -> bool:
         """Whether --max-steps is reached already (a resume of a run that stopped there trains no further step)."""
