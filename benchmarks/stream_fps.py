@@ -147,7 +147,8 @@ def main() -> int:
                 report = stream(predictors[(m, rt)], str(clip), cfg)
                 runs[(m, rt, out)].append(report.to_dict())
                 print(f"round {r + 1}/{args.rounds} {m} {rt} out={bool(out)}: {report.fps_end_to_end:.1f} FPS end "
-                      f"to end, {report.fps_model:.1f} model-only ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                      f"to end, {report.fps_model:.1f} model-only ({time.perf_counter() - t0:.0f} s)",
+                      flush=True)  # fmt: skip
     rows = []
     for (m, rt, out), reps in runs.items():
         e2e = statistics.median(x["fps_end_to_end"] for x in reps)
@@ -169,7 +170,8 @@ def main() -> int:
             "meets_24", "rounds_fps_end_to_end"]  # fmt: skip
     md = (f"# End-to-end stream FPS ({env['cpu']}, {args.threads} thread(s))\n\n`{meta['command']}` at commit "
           f"{env['commit']}; torch {env['torch']}, onnxruntime {env['onnxruntime']}, openvino {env['openvino']}; "
-          f"clip: {meta['clip']}; median of {args.rounds} alternating rounds.\n\n" + render(rows, "md", cols) + "\n")  # fmt: skip
+          f"clip: {meta['clip']}; median of {args.rounds} alternating rounds.\n\n"
+          + render(rows, "md", cols) + "\n")  # fmt: skip
     atomic_write_text(stem.with_suffix(".md"), md)
     print(md)
     return 0
