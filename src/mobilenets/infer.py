@@ -209,6 +209,10 @@ class StreamConfig:
     display: bool = False
     max_frames: int | None = None
     codec: str = "libx264"  # falls back to mpeg4 when FFmpeg was built without it
+    # libx264 options: a live encoder's (x264's 'veryfast' preset, no look-ahead). x264's default 'medium' took 21 ms
+    # a 640x480 frame here (1 thread of an AMD EPYC), more than any model at 24 FPS; these take 4.3 ms, at the same
+    # constant quality (CRF 23) and a smaller file on real photos (results/stream-fps-*.md)
+    encoder_options: dict[str, str] = field(default_factory=lambda: {"preset": "veryfast", "tune": "zerolatency"})
     overwrite: bool = False  # replace an existing --out that is not a video this command wrote (one is replaced)
 
 
@@ -280,7 +284,9 @@ def open_source(source: str | int) -> Any:
 class _Writer:
     """Encodes annotated RGB frames to a video file (H.264 yuv420p, or MPEG-4 Part 2 without libx264)."""
 
-    def __init__(self, path: str, fps: float, width: int, height: int, codec: str) -> None:
+    def __init__(
+        self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None = None
+    ) -> None:
         from fractions import Fraction
 
         import av
@@ -301,6 +307,8 @@ class _Writer:
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
+        if codec == "libx264" and options:
+            self.stream.options = dict(options)
 
     def write(self, rgb: np.ndarray) -> None:
         import av
@@ -432,7 +440,8 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
                 f"model {model_ms[-1]:.1f} ms ({predictor.runtime})  {fps:.1f} FPS",
             ]
             if writer is None and cfg.out:
-                writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec)
+                writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec,
+                                 cfg.encoder_options)  # fmt: skip
             if writer or display:
                 image = _overlay(rgb, text)
                 if writer:
