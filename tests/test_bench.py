@@ -328,6 +328,10 @@ def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path
         ("mobilenet_v1_025_96", again.get("backend")), (again["model"], "triton")]  # fmt: skip
     bench.write_results([triton], tmp_path / "r", merge=False)
     assert bench.read_results(json_path) == [json.loads(json.dumps(triton, default=str))]
+    # a plain list of rows has no metadata to keep: no empty entry
+    json_path.write_text(json.dumps(json.loads(json.dumps(first, default=str))))
+    bench.write_results([other], tmp_path / "r", meta={"command": "4"}, say=said.append)
+    assert json.loads(json_path.read_text())["meta"]["earlier_runs"] == []
     # rows of other hardware are not mixed in: replaced as before
     foreign = [{**r, "cpu": "another cpu"} for r in first]
     bench.write_results(foreign, tmp_path / "r")

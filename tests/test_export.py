@@ -500,6 +500,7 @@ def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_d
     q = export_model(weights_dir, cfg).int8
     assert "1 unreadable skipped (first: " in q.calibration and "bad.jpg" in q.calibration
     assert q.total == 3 and "1 unreadable skipped" in q.agreement_on
+    assert read_onnx_metadata(tmp_path / "q.onnx")["calibration"] == q.calibration  # the file says so too
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")

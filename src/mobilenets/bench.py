@@ -575,7 +575,7 @@ def write_results(
         meta["merged"] = {"kept": kept, "replaced": replaced}
         if kept:
             before = _meta(json_path)
-            meta["earlier_runs"] = [*before.pop("earlier_runs", []), before]
+            meta["earlier_runs"] = [*before.pop("earlier_runs", []), *([before] if before else [])]
         msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
         say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
     atomic_write_text(csv_path, render(rows, "csv", COLUMNS) + "\n")

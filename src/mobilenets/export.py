@@ -27,7 +27,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,7 +380,7 @@ def quantize_int8(
     *,
     per_channel: bool = True,
     method: str = "minmax",
-    calibration: str = "",
+    calibration: str | Callable[[], str] = "",
     fp32_head: int = FP32_HEAD,
 ) -> Path:
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
@@ -434,7 +434,10 @@ def quantize_int8(
     quant += f"activations uint8 ({method} calibration)"
     if fp32_head:
         quant += f"; first {fp32_head} conv(s) kept fp32"
-    meta.update(precision="int8", quantization=quant, calibration=calibration)
+    # a callable is asked once the batches are read: it may say how many files they skipped
+    meta.update(
+        precision="int8", quantization=quant, calibration=calibration() if callable(calibration) else calibration
+    )
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
@@ -835,21 +838,24 @@ def _int8(
     count = cfg.calib_count if calib is None else len(calib)
     skipped: list[str] = []
     batches = calibration_batches(calib, spec, count=count, seed=cfg.seed, progress=cfg.progress, skipped=skipped)
+
+    def described() -> str:  # after the batches are read: the skipped files are known, for the file's metadata too
+        return calibration + (f"; {len(skipped)} unreadable skipped (first: {skipped[0]})" if skipped else "")
+
     quantize_int8(
         fp32,
         out,
         batches,
         per_channel=cfg.per_channel,
         method=cfg.calib_method,
-        calibration=calibration,
+        calibration=described,
         fp32_head=cfg.fp32_head,
     )
+    calibration = described()
     if val is not None:
         on = f"{len(val)} images from {cfg.val} (seed {cfg.seed + 1})"
     else:
         val, on = calib, ("the calibration images" if calib is not None else SYNTHETIC)
-    if skipped:  # read by quantize_int8 above
-        calibration += f"; {len(skipped)} unreadable skipped (first: {skipped[0]})"
     n = count if val is None else len(val)
     unread: list[str] = []
     check = calibration_batches(val, spec, count=n, seed=cfg.seed + 1, progress=False, skipped=unread)

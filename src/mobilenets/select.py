@@ -392,8 +392,6 @@ class LatencySource:
         if not todo:
             return
         if self.runtime not in lut.LUT_RUNTIMES:
-            from .registry import grid_name
-
             missing = [grid_name(a, r) for a, r in todo if (a, r) not in self.measured]
             raise ValueError(
                 f"runtime={self.runtime!r} has no measurement of {', '.join(missing[:3])}"
