@@ -2,7 +2,10 @@
 
 `mobilenets stream` on a real-photo clip: every frame is decoded (PyAV), resized and normalised, classified, and,
 with ``--out``, overlaid and encoded (H.264) again, so the rate counts all a camera application does, not the model
-alone (`bench`'s FPS is the model's: 1000 / median latency). Rows report both:
+alone (`bench`'s FPS is the model's: 1000 / median latency). ``encode`` is how the annotated video is written:
+``none`` (no ``--out``), ``live`` (the default, x264 veryfast/zerolatency, `StreamConfig.encoder_options`) or
+``x264-medium`` (x264's own default preset, what `stream` used before: the side-by-side evidence for the change).
+Rows report:
 - ``fps_end_to_end``: frames / wall time of the whole loop (decode + preprocess + model + overlay + encode);
 - ``fps_model``: 1000 / the mean model latency inside the same loop;
 - ``meets_24``: whether the end-to-end rate reaches 24 FPS.
@@ -15,8 +18,9 @@ Models: the real uint8 TFLite ImageNet classifiers (shared/data/mobilenet-weight
 0.75-192), converted by `mobilenets convert`; and 1.0-224 with random weights (no real 1.0 weights are here; speed
 does not depend on the values: its activations stay far from denormal floats, 1e-17 at the last block).
 Runtimes: ort, openvino (when installed) and torch, at ``--threads`` (default 1: the headline; this machine's second
-vCPU is shared). Each (model, runtime, out) configuration runs once per round, in the same order every round
-(alternating configurations, not one after another), ``--rounds`` rounds; the median over rounds is reported.
+vCPU is shared; FFmpeg's decoder and x264 pick their own thread counts, as in `stream`). Each (model, runtime,
+encode) configuration runs once per round, in the same order every round (alternating configurations, not one
+after another), ``--rounds`` rounds; the median over rounds is reported.
 
 Run: flock /tmp/mobilenets-cpu.lock python benchmarks/stream_fps.py [--rounds 3] [--threads 1] [--frames 250]
 Writes results/stream-fps-<hw>-t<threads>.{json,md} with the command, versions and hardware.
@@ -56,6 +60,7 @@ MODELS = {
     "1.0-224": None,  # random weights: speed only
 }
 FRAME_W, FRAME_H, CLIP_FPS, TARGET_FPS = 640, 480, 24, 24.0
+ENCODE = {"none": None, "live": StreamConfig().encoder_options, "x264-medium": {"preset": "medium"}}
 
 
 def make_clip(path: Path, frames: int) -> int:
@@ -130,49 +135,51 @@ def main() -> int:
     ap.add_argument("--out", help="results file stem (default results/stream-fps-<hw>-t<threads>)")
     args = ap.parse_args()
     env = environment()
-    stem = Path(args.out) if args.out else RESULTS / f"stream-fps-{hardware_tag(env)}-t{args.threads}"
+    stem = str(args.out or RESULTS / f"stream-fps-{hardware_tag(env)}-t{args.threads}")
     with tempfile.TemporaryDirectory(prefix="mobilenets-stream-") as tmp_name:
         tmp = Path(tmp_name)
         clip = tmp / "clip.mp4"
         frames = make_clip(clip, args.frames)
         folders = {k: v for k, v in model_folders(tmp).items() if k in args.models.split(",")}
-        configs = [(m, rt, out) for m in folders for rt in runtimes_here(args.runtimes.split(",")) for out in (0, 1)]
+        here = runtimes_here(args.runtimes.split(","))
+        configs = [(m, rt, enc) for m in folders for rt in here for enc in ENCODE]
         predictors = {(m, rt): load_predictor(folders[m], rt, args.threads) for m, rt, _ in configs}
         runs: dict[tuple, list[dict]] = {c: [] for c in configs}
         t0 = time.perf_counter()
         for r in range(args.rounds):
-            for m, rt, out in configs:
-                cfg = StreamConfig(out=str(tmp / "annotated.mp4") if out else None, target_fps=TARGET_FPS,
-                                   overwrite=True)  # fmt: skip
+            for m, rt, enc in configs:
+                out = str(tmp / "annotated.mp4") if ENCODE[enc] else None
+                cfg = StreamConfig(out=out, target_fps=TARGET_FPS, overwrite=True, encoder_options=ENCODE[enc] or {})
                 report = stream(predictors[(m, rt)], str(clip), cfg)
-                runs[(m, rt, out)].append(report.to_dict())
-                print(f"round {r + 1}/{args.rounds} {m} {rt} out={bool(out)}: {report.fps_end_to_end:.1f} FPS end "
+                runs[(m, rt, enc)].append(report.to_dict())
+                print(f"round {r + 1}/{args.rounds} {m} {rt} encode={enc}: {report.fps_end_to_end:.1f} FPS end "
                       f"to end, {report.fps_model:.1f} model-only ({time.perf_counter() - t0:.0f} s)",
                       flush=True)  # fmt: skip
     rows = []
-    for (m, rt, out), reps in runs.items():
+    versions = {k: env[k] for k in ("cpu", "cores", "torch", "onnxruntime", "openvino", "commit")}
+    for (m, rt, enc), reps in runs.items():
         e2e = statistics.median(x["fps_end_to_end"] for x in reps)
         rows.append({
-            "model": m, "runtime": rt, "threads": args.threads, "encode_out": bool(out), "frames": frames,
+            "model": m, "runtime": rt, "threads": args.threads, "encode": enc, "frames": frames,
             "fps_end_to_end": round(e2e, 1),
             "fps_model": round(statistics.median(x["fps_model"] for x in reps), 1),
             "model_ms_p50": round(statistics.median(x["latency_model_ms"]["p50"] for x in reps), 2),
             "frame_ms_p50": round(statistics.median(x["latency_frame_ms"]["p50"] for x in reps), 2),
             "meets_24": e2e >= TARGET_FPS,
             "rounds_fps_end_to_end": [round(x["fps_end_to_end"], 1) for x in reps],
-            "weights": "TFLite uint8 ImageNet, converted" if MODELS[m] else "random (speed only)",
+            "weights": "TFLite uint8 ImageNet, converted" if MODELS[m] else "random (speed only)", **versions,
         })  # fmt: skip
     meta = {"command": " ".join(["python", *sys.argv]), "env": env, "rounds": args.rounds,
             "clip": f"{frames} imagenet-sample photos cropped to {FRAME_W}x{FRAME_H}, {CLIP_FPS} FPS",
             "target_fps": TARGET_FPS, "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    atomic_write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    cols = ["model", "runtime", "encode_out", "fps_end_to_end", "fps_model", "model_ms_p50", "frame_ms_p50",
+    atomic_write_text(stem + ".json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    cols = ["model", "runtime", "encode", "fps_end_to_end", "fps_model", "model_ms_p50", "frame_ms_p50",
             "meets_24", "rounds_fps_end_to_end"]  # fmt: skip
     md = (f"# End-to-end stream FPS ({env['cpu']}, {args.threads} thread(s))\n\n`{meta['command']}` at commit "
           f"{env['commit']}; torch {env['torch']}, onnxruntime {env['onnxruntime']}, openvino {env['openvino']}; "
           f"clip: {meta['clip']}; median of {args.rounds} alternating rounds.\n\n"
           + render(rows, "md", cols) + "\n")  # fmt: skip
-    atomic_write_text(stem.with_suffix(".md"), md)
+    atomic_write_text(stem + ".md", md)
     print(md)
     return 0
 

@@ -106,6 +106,19 @@ def train_gpu_table() -> str:
     return "From " + ", ".join(f"`results/{f.name}`" for f in files) + ":\n\n" + render(rows, "md", cols)
 
 
+def stream_table() -> str:
+    """End-to-end video FPS (benchmarks/stream_fps.py): decode + preprocess + model (+ overlay and encode)."""
+    import json
+
+    path = _newest("stream-fps-*-t1.json")
+    if path is None:
+        return "(no stream results committed yet: run benchmarks/stream_fps.py)"
+    d = json.loads(path.read_text())
+    cols = ["model", "runtime", "encode", "fps_end_to_end", "fps_model", "meets_24"]
+    return (f"From `results/{path.name}` ({d['meta']['env']['cpu']}, 1 thread; clip: {d['meta']['clip']}; median of "
+            f"{d['meta']['rounds']} alternating rounds):\n\n" + render(d["rows"], "md", cols))  # fmt: skip
+
+
 def sections() -> dict[str, str]:
     misprints = [r for r in compare() if r["status"] == "misprint"]
     return {
@@ -115,6 +128,7 @@ def sections() -> dict[str, str]:
         "lut accuracy": lut_table(),
         "gpu vs timm": gpu_table(),
         "train gpu": train_gpu_table(),
+        "stream fps": stream_table(),
     }
 
 
