@@ -508,3 +508,18 @@ def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_d
     with pytest.raises(ExportError, match="none of the 1 images could be read.*bad.jpg"):
         export_model(weights_dir, cfg)
     assert not list(tmp_path.glob("none*")) and not list(tmp_path.glob(".none*"))
+
+
+@pytest.mark.parametrize(("pool", "classes"), [("max", 7), ("", 0)])
+def test_onnx_export_of_max_pooled_and_unpooled_heads(tmp_path, pool, classes):
+    """global_pool 'max' exports as a global max pool; '' (the final feature map) keeps its spatial output axes
+    dynamic with --dynamic-hw: parity at two batches and two sizes, and the metadata record the pooling."""
+    model = randomize_bn(mobilenets.create_model("mobilenet_v1_025_128", num_classes=7))
+    model.reset_classifier(0, "") if pool == "" else model.set_global_pool(pool)
+    folder = tmp_path / "w"
+    mobilenets.save(model, folder)
+    report = export_model(folder, ExportConfig(out=str(tmp_path / "m.onnx"), dynamic_hw=True, progress=False))
+    assert [(r.batch, r.resolution) for r in report.parity] == [(1, 128), (3, 128), (1, 168), (3, 168)]
+    assert spec_from_onnx(tmp_path / "m.onnx").global_pool == pool
+    out = ort_run(ort_session(tmp_path / "m.onnx"))(np.zeros((2, 3, 160, 96), np.float32))
+    assert out.shape == ((2, 7) if classes else (2, 256, 5, 3))

@@ -314,3 +314,45 @@ def test_registry_builders():
     assert mobilenets.mobilenet_v1_050(num_classes=10).spec.alpha == 0.5
     assert mobilenets.mobilenet_v1_shallow().spec.variant == "shallow"
     assert create_model("mobilenet_v1_025_128").spec.resolution == 128
+
+
+def test_global_pool_avg_max_or_none_as_timm_and_keras_pooling(tmp_path):
+    """global_pool 'max' pools by the spatial maximum; '' (Keras pooling=None, timm global_pool='') returns the final
+    feature map of a model without classifier; '' under a classifier is one error. Scripting, BN folding, the
+    cost table, saving, loading with overrides and reset_classifier all follow the spec's pooling."""
+    from mobilenets.complexity import count_complexity
+    from mobilenets.spec import SpecError
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 97, 131)
+    maxed = MobileNetV1(alpha=0.25, num_classes=5, global_pool="max").eval()
+    plain = MobileNetV1(alpha=0.25, num_classes=0, global_pool="").eval()
+    for m in (maxed, plain):
+        _randomize_bn(m)  # activations of O(1), so the comparisons below can fail
+    with torch.no_grad():
+        feats = maxed.forward_features(x)
+        assert torch.equal(maxed.forward_head(feats, pre_logits=True), feats.amax((2, 3)))
+        assert torch.equal(plain(x), plain.forward_features(x)) and plain(x).shape == (2, 256, 4, 5)
+        for m in (maxed, plain):
+            assert torch.allclose(torch.jit.script(m)(x), m(x), atol=1e-6)
+            assert torch.allclose(m.fuse()(x), m(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(SpecError, match="global_pool='' is not allowed: .*needs num_classes=0"):
+        MobileNetV1(alpha=0.25, num_classes=3, global_pool="")
+    with pytest.raises(SpecError, match="global_pool='min' is not allowed"):
+        MobileNetV1(alpha=0.25, global_pool="min")
+    assert [r.type_stride for r in count_complexity(maxed.spec).layers][-3] == "Max Pool / s1"
+    assert "global_pool" not in [r.name for r in count_complexity(plain.spec).layers]  # nothing pooled
+    mobilenets.save(maxed, tmp_path / "w")
+    assert mobilenets.load(tmp_path / "w").spec.global_pool == "max"
+    maps = mobilenets.load(tmp_path / "w", num_classes=0, global_pool="")
+    assert maps(x).shape == (2, 256, 4, 5) and maps.spec.global_pool == ""
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    del config["spec"]["global_pool"]  # a folder saved before the field existed: the paper's average pool
+    (tmp_path / "w" / "config.json").write_text(json.dumps(config))
+    assert mobilenets.load(tmp_path / "w").spec.global_pool == "avg"
+    plain.reset_classifier(4)  # a classifier on an unpooled model: the paper's average pool again
+    assert plain.spec.global_pool == "avg" and plain(x).shape == (2, 4)
+    plain.reset_classifier(0, "")
+    assert plain(x).dim() == 4
+    with pytest.raises(SpecError, match="needs num_classes=0"):
+        plain.reset_classifier(7, "")

@@ -128,7 +128,7 @@ def count_complexity(spec: ModelSpec | object, resolution: int | tuple[int, int]
     rows: list[LayerCost] = []
     for layer in plan.layers():
         if layer.kind == "fc":
-            rows.append(_pool_row(len(rows), h, w, layer.in_ch))
+            rows.append(_pool_row(len(rows), h, w, layer.in_ch, spec.global_pool))
             oh = ow = 1
             h = w = 1
         else:
@@ -153,7 +153,8 @@ def count_complexity(spec: ModelSpec | object, resolution: int | tuple[int, int]
         )
         h, w = oh, ow
     if plan.classifier is None:
-        rows.append(_pool_row(len(rows), h, w, plan.num_features))
+        if spec.global_pool:  # '' returns the final feature map: no pool
+            rows.append(_pool_row(len(rows), h, w, plan.num_features, spec.global_pool))
     else:
         n = plan.classifier.out_ch
         rows.append(
@@ -162,7 +163,6 @@ def count_complexity(spec: ModelSpec | object, resolution: int | tuple[int, int]
     return Complexity(spec, _input_hw(spec, resolution), tuple(rows))
 
 
-def _pool_row(index: int, h: int, w: int, ch: int) -> LayerCost:
-    return LayerCost(
-        index, "global_pool", "Avg Pool / s1", f"Pool {h} x {w}", f"{h} x {w} x {ch}", f"1 x 1 x {ch}", "", 0, 0, 0
-    )
+def _pool_row(index: int, h: int, w: int, ch: int, kind: str = "avg") -> LayerCost:
+    what = "Max Pool / s1" if kind == "max" else "Avg Pool / s1"
+    return LayerCost(index, "global_pool", what, f"Pool {h} x {w}", f"{h} x {w} x {ch}", f"1 x 1 x {ch}", "", 0, 0, 0)

@@ -167,8 +167,11 @@ def export_onnx(
     if spec.tf_padding and not dynamic_hw:
         net = static_same_padding(net, example)
     axes: dict[int, str] = {0: "batch"} if dynamic_batch else {}
+    out_axes = dict(axes)
     if dynamic_hw:
         axes.update({2: "height", 3: "width"})
+        if not spec.global_pool:  # global_pool='': the output is the final feature map, its size follows the input
+            out_axes.update({2: "out_height", 3: "out_width"})
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic (tf_padding: refused above)
@@ -180,7 +183,7 @@ def export_onnx(
             opset_version=opset,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"} if dynamic_batch else {}} if axes else None,
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: out_axes} if axes else None,
         )
     proto = onnx.load_from_string(buf.getvalue())
     meta = onnx_metadata(spec, opset=opset, bn_folded=fold_bn, dynamic_hw=dynamic_hw, precision="fp32")

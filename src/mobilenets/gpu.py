@@ -36,7 +36,7 @@ class FusedMobileNetV1(nn.Module):
         self.spec = model.spec
         self.act = model.spec.act
         self.stem = folded.stem
-        self.head = nn.Sequential(folded.global_pool, nn.Flatten(1), folded.classifier)
+        self.head = nn.Sequential(folded.global_pool, folded.flatten, folded.classifier)
         self.blocks = nn.ModuleList(folded.blocks)
         self.use_triton = use_triton
         self._prepared: list[tuple] | None = None

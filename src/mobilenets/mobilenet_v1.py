@@ -199,6 +199,14 @@ def feature_taps(plan: Plan) -> list[dict]:
     return [taps[s] for s in sorted(taps)]
 
 
+def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
+    """(global pool, flatten) of the head for ``spec.global_pool`` (spec.GLOBAL_POOLS)."""
+    if kind == "":
+        return nn.Identity(), nn.Identity()
+    pool = nn.AdaptiveMaxPool2d(1) if kind == "max" else nn.AdaptiveAvgPool2d(1)
+    return pool, nn.Flatten(1)
+
+
 class MobileNetV1(nn.Module):
     """MobileNetV1 from a `ModelSpec` (paper Table 1; Table 4 'conv' and Table 5 'shallow' variants).
 
@@ -222,7 +230,7 @@ class MobileNetV1(nn.Module):
         self.blocks = nn.Sequential(*[_build_block(b, spec) for b in plan.blocks])
         self.num_features = plan.num_features
         self.feature_info = feature_taps(plan)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool, self.flatten = _head_pool(spec.global_pool)
         self.head_drop = nn.Dropout(spec.dropout)
         self.grad_checkpointing = False
         self.classifier: nn.Module = (
@@ -286,13 +294,15 @@ class MobileNetV1(nn.Module):
         return self.blocks(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool (Table 1 'Avg Pool'), dropout, then the FC classifier unless ``pre_logits``."""
-        x = self.head_drop(self.global_pool(x).flatten(1))
+        """Global pool (``spec.global_pool``: Table 1's 'Avg Pool' by default, or max, or none), dropout, then the
+        FC classifier unless ``pre_logits``."""
+        x = self.head_drop(self.flatten(self.global_pool(x)))
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, in_chans, H, W), normalised with the spec's mean/std, H and W >= 32 -> logits
-        (N, num_classes), or pooled features (N, num_features) when num_classes is 0."""
+        (N, num_classes), or pooled features (N, num_features) when num_classes is 0, or the final feature map
+        (N, num_features, h, w) when num_classes is 0 and global_pool is '' (Keras' pooling=None)."""
         return self.forward_head(self.forward_features(x))
 
     @torch.jit.unused
@@ -332,17 +342,25 @@ class MobileNetV1(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a freshly initialised one (0 = no classifier, features out); labels are
-        dropped. ``global_pool`` as timm's: None or 'avg' (the paper's average pool; no other pooling is built)."""
-        if global_pool not in (None, "avg"):
-            raise SpecError(f"global_pool={global_pool!r} is not allowed: global_pool must be 'avg' or None")
-        self.spec = self.spec.replace(num_classes=num_classes, labels=None)
+        dropped. ``global_pool`` as timm's: None keeps the pooling ('' under a new classifier becomes 'avg'), else
+        'avg', 'max' or '' (no pooling, with num_classes=0 only: the model then returns its final feature map)."""
+        pool = self.spec.global_pool if global_pool is None else global_pool
+        if global_pool is None and num_classes and not pool:
+            pool = "avg"  # a classifier needs pooled features: the paper's head
+        self.spec = self.spec.replace(num_classes=num_classes, labels=None, global_pool=pool)
         self.plan = build_plan(self.spec)
+        self.set_global_pool(pool)
         p = self.stem.conv.weight
         linear = nn.Linear(self.num_features, num_classes, device=p.device, dtype=p.dtype) if num_classes else None
         self.classifier = linear if linear is not None else nn.Identity()
         if linear is not None:
             nn.init.normal_(linear.weight, 0, 0.01)
             nn.init.zeros_(linear.bias)
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Pool the head with ``global_pool`` ('avg', 'max', or '' with num_classes=0), keeping the classifier."""
+        self.spec = self.spec.replace(global_pool=global_pool)
+        self.global_pool, self.flatten = _head_pool(global_pool)
 
     def fuse(self) -> MobileNetV1:
         """An eval-mode copy with every BatchNorm folded into the preceding conv (same outputs, fewer ops)."""

@@ -21,6 +21,9 @@ VARIANTS = ("standard", "shallow", "conv")
 ACTIVATIONS = ("relu", "relu6")
 OUTPUT_STRIDES = (8, 16, 32)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")  # torchvision modes that resize tensors
+# the head's global pooling, as timm's global_pool (Keras' pooling='avg' / 'max' / None): 'avg' is the paper's
+# Table 1 'Avg Pool'; '' pools nothing, so a model without classifier returns the final feature map
+GLOBAL_POOLS = ("avg", "max", "")
 BASE_RESOLUTION = 224  # the paper's rho = 1 input size
 MIN_RESOLUTION = 32  # five stride-2 stages: below 32 the last stage would see less than one pixel
 
@@ -54,7 +57,8 @@ class ModelSpec:
     """A MobileNetV1 configuration (paper Table 1 body, Section 3.3 alpha, Section 3.4 rho).
 
     Layer-shaping fields: alpha, depth_multiplier, min_channels, channel_divisor, variant, act, tf_padding,
-    output_stride, num_classes, in_chans, dropout, bn_eps. Data-side fields (no effect on weights): resolution,
+    output_stride, num_classes, in_chans, dropout, bn_eps, global_pool (no weights: 'avg', 'max', or '' for the
+    unpooled feature map of a model without classifier). Data-side fields (no effect on weights): resolution,
     mean, std (one value per input channel), crop_pct, interpolation, labels (one name per class).
     Integers and reals of any numeric type (NumPy scalars too) are stored as ``int`` and ``float``; bools are not
     numbers here.
@@ -72,6 +76,7 @@ class ModelSpec:
     dropout: float = 0.001  # TF-slim's dropout_keep_prob=0.999; the paper does not state one
     tf_padding: bool = False
     output_stride: int = 32
+    global_pool: str = "avg"  # GLOBAL_POOLS; '' only with num_classes=0
     bn_eps: float = 1e-5  # TF-slim/Keras checkpoints use 1e-3
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -91,6 +96,9 @@ class ModelSpec:
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("act", self.act, ACTIVATIONS)
         _check_choice("output_stride", self.output_stride, OUTPUT_STRIDES)
+        _check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
+        if self.global_pool == "" and self.num_classes:
+            raise bad_value("global_pool", "", "'avg' or 'max' under a classifier; '' (no pooling) needs num_classes=0")
         _check_int("depth_multiplier", self.depth_multiplier, 1, "an integer >= 1")
         if self.variant == "conv" and self.depth_multiplier != 1:
             raise bad_value(

@@ -209,7 +209,8 @@ WEIGHT_FIELDS = (
 )
 # Fields `load` lets change: data-side ones, regularisation, the dilated-backbone output stride (TF-slim/DeepLab run
 # ImageNet weights at output_stride 8 or 16), the name, and the head (num_classes, labels).
-FREE_FIELDS = ("resolution", "crop_pct", "interpolation", "dropout", "output_stride", "name", "num_classes", "labels")
+FREE_FIELDS = ("resolution", "crop_pct", "interpolation", "dropout", "output_stride", "global_pool", "name",
+               "num_classes", "labels")  # fmt: skip
 
 
 def check_weight_overrides(saved: ModelSpec, overrides: dict[str, Any], source: str) -> None:
@@ -231,19 +232,23 @@ def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
 
     ``overrides`` are `ModelSpec` fields to change: any of `FREE_FIELDS` (``resolution``, ``output_stride``,
     ``dropout``...). ``num_classes=N`` other than the saved count keeps the backbone and gives a freshly
-    initialised head of N classes, as timm's ``pretrained=True, num_classes=N`` (0 = pooled features); the saved
-    labels are dropped unless ``labels=`` gives N new ones. A field the weights fix (`WEIGHT_FIELDS`: act,
-    tf_padding, bn_eps, mean, std, in_chans, width) may only be given its saved value; another is an error.
+    initialised head of N classes, as timm's ``pretrained=True, num_classes=N`` (0 = pooled features; with
+    ``global_pool=''`` the final feature map); the saved labels are dropped unless ``labels=`` gives N new ones. A
+    field the weights fix (`WEIGHT_FIELDS`: act, tf_padding, bn_eps, mean, std, in_chans, width) may only be given
+    its saved value; another is an error.
     """
     folder = _folder(path)
     saved = read_config(folder)["spec"]
     check_weight_overrides(saved, overrides, str(folder))
     classes = overrides.get("num_classes", saved.num_classes)
-    body = {k: v for k, v in overrides.items() if k not in ("num_classes", "labels")}
+    pool = overrides.get("global_pool")
+    body = {k: v for k, v in overrides.items() if k not in ("num_classes", "labels", "global_pool")}
     model = MobileNetV1(saved.replace(**body))
     load_state_into(model, read_state_dict(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
     if classes != saved.num_classes:
-        model.reset_classifier(classes)
+        model.reset_classifier(classes, pool)  # with the head: '' is allowed with num_classes=0 only
+    elif pool is not None:
+        model.set_global_pool(pool)
     if "labels" in overrides:
         model.spec = model.spec.replace(labels=overrides["labels"])
     return model.eval()
