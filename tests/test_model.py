@@ -139,8 +139,10 @@ def test_reset_classifier_takes_timms_global_pool_and_get_classifier():
     assert model.get_classifier().out_features == 6 and model.spec.labels is None
     model.reset_classifier(5, global_pool=None)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
-    with pytest.raises(ValueError, match="global_pool='max' is not allowed: global_pool must be 'avg'"):
-        model.reset_classifier(5, global_pool="max")
+    model.reset_classifier(5, global_pool="max")
+    assert model.spec.global_pool == "max" and isinstance(model.global_pool, torch.nn.AdaptiveMaxPool2d)
+    with pytest.raises(ValueError, match="global_pool='avgmax' is not allowed: global_pool must be one of"):
+        model.reset_classifier(5, global_pool="avgmax")
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(tf_padding=True, act="relu6"), dict(variant="conv", alpha=0.25)])
