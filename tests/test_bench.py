@@ -365,3 +365,14 @@ def test_openvino_runs_each_batch_size_on_a_static_shape_compile():
     assert sorted(compiled) == [(1, 3, 64, 64), (2, 3, 64, 64)]  # one compile per shape, reused
     for shape, (net, _) in compiled.items():
         assert net.input(0).get_partial_shape().is_static and tuple(net.input(0).get_shape()) == shape
+
+
+def test_a_peer_of_unknown_macs_has_no_macs_and_no_limit_rather_than_zero():
+    """Only timm's mobilenetv1_100 has a MAC count here: another peer's row must not claim 0 MACs and a 0 ms limit."""
+    model, spec, _ = bench.build("0.25-64")  # stands in for a peer: only the label tells measure() what it is
+    cfg = bench.BenchConfig(models=("0.25-64",), runtimes=("torch",), **{**TINY, "batch": 0})
+    row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label="timm:other_net", peak_gflops=50.0)
+    assert row["macs_M"] is None and row["fp32_limit_ms"] is None and row["limit_fraction"] is None
+    assert row["params_M"] > 0
+    known = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label="timm:mobilenetv1_100", peak_gflops=50.0)
+    assert known["macs_M"] > 0 and known["fp32_limit_ms"] > 0

@@ -448,13 +448,15 @@ def measure(
     row["weights_int8_MB"] = built.artifact_MB if info.dtype == "int8" else None
     cost = count_complexity(spec) if not label.startswith(PEER_PREFIX) else None
     macs = cost.macs if cost else _peer_macs(label, spec)
-    row.update(macs_M=macs / 1e6, params_M=(cost.params if cost else _n_params(model)) / 1e6)
+    params = cost.params if cost else _n_params(model)
+    row.update(macs_M=macs / 1e6 if macs is not None else None, params_M=params / 1e6)
     top1, source = (None, None)
     on_grid = spec.variant == "standard" and spec.depth_multiplier == 1  # what the accuracy tables and runs describe
     if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid:
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
     row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None)
-    limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if peak_gflops and info.device == "cpu" else None
+    known = macs is not None and peak_gflops and info.device == "cpu"  # a peer of unknown MACs has no limit, not 0 ms
+    limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if known else None
     row.update(fp32_limit_ms=limit, limit_fraction=limit / row["latency_ms_median"] if limit else None)
     row.update(probe_gflops=None, device=info.device, **(env or environment()))
     row["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -470,9 +472,9 @@ def _n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if p.dim() > 1)  # weights only, paper convention
 
 
-def _peer_macs(label: str, spec: ModelSpec) -> int:
-    """timm's mobilenetv1_100 has the paper's architecture; other peers have no MAC count here (0)."""
-    return count_complexity(spec).macs if label == "timm:mobilenetv1_100" else 0
+def _peer_macs(label: str, spec: ModelSpec) -> int | None:
+    """timm's mobilenetv1_100 has the paper's architecture; other peers have no MAC count here (None)."""
+    return count_complexity(spec).macs if label == "timm:mobilenetv1_100" else None
 
 
 # --- the whole run -------------------------------------------------------------------------------------------------
