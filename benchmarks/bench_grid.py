@@ -74,6 +74,9 @@ def alternate_pair(runtime: str, threads: int, rounds: int) -> dict | None:
         "timm_over_ours": peer / ours,
         "runs_each": len(t[PEER]),
         "probe_gflops": probe,
+        # a --rerun replaces some pairs and keeps the file's env (the first run's): each pair names its own run
+        "commit": bench.git_commit(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
