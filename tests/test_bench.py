@@ -376,3 +376,29 @@ def test_a_peer_of_unknown_macs_has_no_macs_and_no_limit_rather_than_zero():
     assert row["params_M"] > 0
     known = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label="timm:mobilenetv1_100", peak_gflops=50.0)
     assert known["macs_M"] > 0 and known["fp32_limit_ms"] > 0
+
+
+def test_a_slow_first_call_is_startup_not_latency(monkeypatch):
+    """torch.compile compiles on the first call (seconds): that call is `startup_s`, outside the latency, even with
+    no warm-up calls. A stand-in runner sleeps 0.3 s on its first call only."""
+    import time
+
+    from mobilenets.runtimes import Runner
+
+    def slow_first(*args, **kwargs):
+        runner, calls = make_runner(*args, **kwargs), []
+
+        def run(x):
+            calls.append(1)
+            if len(calls) == 1:
+                time.sleep(0.3)
+            return runner(x)
+
+        return Runner(runner.name, run, runner.info)
+
+    monkeypatch.setattr(bench, "make_runner", slow_first)
+    model, spec, label = bench.build("0.25-64")
+    cfg = bench.BenchConfig(models=(label,), runtimes=("torch",), warmup=0, **{**TINY, "batch": 0})
+    row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label=label, peak_gflops=50.0)
+    assert row["startup_s"] >= 0.3 and row["runs"] == 3
+    assert row["latency_ms_p90"] < 100  # with the sleep among 3 timed calls, p90 would be 240 ms or more

@@ -1,6 +1,7 @@
 """Measure MobileNets on the device at hand: latency, throughput, memory, size, cost and expected accuracy per runtime.
 
-Method (timm's benchmark.py and the PyTorch benchmark recipe): build the runner, warm up, then time single calls with
+Method (timm's benchmark.py and the PyTorch benchmark recipe): build the runner, call it once (``startup_s``: the
+build and that first call, where torch.compile compiles; never in the latency), warm up, then time single calls with
 ``time.perf_counter`` (GPU runners synchronise inside the call) until ``min_runs`` calls or ``min_time`` seconds,
 whichever comes first; report median, p90 and min. Throughput runs batches of ``batch`` the same way.
 
@@ -49,7 +50,7 @@ PEER_PREFIX = "timm:"
 COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
-    "throughput_ips", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
+    "throughput_ips", "startup_s", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
     "macs_M", "params_M", "top1", "top1_source", "top1_table", "fp32_limit_ms", "limit_fraction", "probe_gflops",
     "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit", "timestamp",
 )  # fmt: skip
@@ -383,6 +384,7 @@ class Measured:
     runner: Any
     weights_fp32_MB: float
     artifact_MB: float
+    build_s: float = 0.0  # building the runner from the model or ONNX file (not exporting or quantizing it)
 
 
 def file_mb(path: Path) -> float:
@@ -403,11 +405,13 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, c
 
         path = workdir / "model.onnx"
         onnx_path = int8_onnx(model, path, runtime) if info.dtype == "int8" else export_onnx(model, path)
+        t0 = time.perf_counter()
         runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
-        return Measured(runner, fp32, file_mb(onnx_path))
+        return Measured(runner, fp32, file_mb(onnx_path), time.perf_counter() - t0)
+    t0 = time.perf_counter()
     if info.engine == "cuda":
-        return Measured(make_runner(model, runtime, backend=cuda_backend), fp32, fp32)
-    return Measured(make_runner(model, runtime, threads=threads), fp32, fp32)
+        return Measured(make_runner(model, runtime, backend=cuda_backend), fp32, fp32, time.perf_counter() - t0)
+    return Measured(make_runner(model, runtime, threads=threads), fp32, fp32, time.perf_counter() - t0)
 
 
 def measure(
@@ -428,6 +432,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
         built = prepare(model, runtime, threads, Path(tmp), cfg.cuda_backend)
         x1 = np.random.default_rng(0).standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
+        t0 = time.perf_counter()
+        built.runner(x1)  # torch.compile compiles, OpenVINO compiles this shape: startup_s, outside the latency
+        startup = built.build_s + time.perf_counter() - t0
         times = time_calls(lambda: built.runner(x1), min_runs=cfg.min_runs, min_time=cfg.min_time, warmup=cfg.warmup)
         batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
         tput = None
@@ -443,7 +450,7 @@ def measure(
     row = {"model": label, "alpha": spec.alpha, "resolution": spec.resolution, "runtime": runtime}
     row.update(dtype=info.dtype, layout=info.layout, backend=backend, threads=threads, batch=batch, **stats_ms(times))
     row["fps"] = 1000.0 / row["latency_ms_median"]
-    row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput)
+    row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput, startup_s=startup)
     row.update(peak_mem_MB=peak, weights_MB=built.artifact_MB, weights_fp32_MB=built.weights_fp32_MB)
     row["weights_int8_MB"] = built.artifact_MB if info.dtype == "int8" else None
     cost = count_complexity(spec) if not label.startswith(PEER_PREFIX) else None
