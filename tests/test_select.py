@@ -482,3 +482,19 @@ def test_cli_a_runtime_the_table_cannot_predict_needs_bench_files(capsys, tmp_pa
     code, _, err = run(capsys, "--latency-ms", "5", "--runtime", "compile", "--bench", str(tmp_path / "b.json"),
                        "--alpha-range", "0.25,0.25,0.25", "--res-range", "128,160,32")  # fmt: skip
     assert code == 2 and "runtime='compile' has no measurement of mobilenet_v1_025_160 in the bench files" in err
+
+
+def test_bench_rows_of_another_machine_are_named_not_taken_silently(tmp_path):
+    """`select` picks a model for this machine: rows that a bench file measured on other hardware (the committed
+    results, say) are still used, but the user hears whose they are."""
+    from mobilenets import bench
+
+    row = {"model": "mobilenet_v1_050_128", "alpha": 0.5, "resolution": 128, "runtime": "torch", "threads": 1,
+           "latency_ms_median": 8.0, "cpu": "Other Vendor Chip 9000", "cores": 64, "gpu": "none"}  # fmt: skip
+    here = {**row, **{k: v for k, v in bench.environment().items() if k in ("cpu", "cores", "gpu")}}
+    for rows, noted in (([row], True), ([here], False)):
+        (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+        said = []
+        fn = latency_source("torch", 1, [str(tmp_path / "b.json")], str(tmp_path / "l.json"), say=said.append)
+        assert fn(0.5, 128) == (8.0, "measured")
+        assert any("other-vendor-chip-9000-64c" in s and "not on this machine" in s for s in said) == noted, said

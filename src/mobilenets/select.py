@@ -265,6 +265,21 @@ def newest_measurements(
     return measured_latency([row for _, row in newest.values()], runtime, threads), superseded
 
 
+def other_hardware(bench_files: Sequence[str], runtime: str, threads: int) -> tuple[set[str], str]:
+    """(the hardware names, `bench.hardware_tag`, of ``bench_files``' rows of ``runtime`` and ``threads`` measured on
+    another machine than this one, this machine's name); rows that do not name their hardware are not counted."""
+    from . import bench
+
+    here = bench.hardware_tag(bench.environment())
+    tags = {
+        bench.hardware_tag(row)
+        for f in bench_files
+        for row in bench.read_results(f)
+        if row["runtime"] == runtime and int(row["threads"]) == threads and {"cpu", "cores", "gpu"} <= set(row)
+    }
+    return tags - {here}, here
+
+
 def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
     prepare = getattr(latency, "prepare", None)  # a LatencySource measures the missing shapes of all rows at once
     if prepare is not None:
@@ -372,6 +387,10 @@ class LatencySource:
 
         self.runtime, self.threads, self.say = runtime, threads, say
         self.measured, superseded = newest_measurements(bench_files, runtime, threads)
+        foreign, here = other_hardware(bench_files, runtime, threads) if bench_files else (set(), "")
+        if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
+            say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
+                f"not on this machine ({here}): their latencies are used as they are")  # fmt: skip
         if superseded and say is not None:
             say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime, "
                 "threads and batch (newest wins: row timestamp, else file mtime)")  # fmt: skip
