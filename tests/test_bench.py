@@ -402,3 +402,17 @@ def test_a_slow_first_call_is_startup_not_latency(monkeypatch):
     row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label=label, peak_gflops=50.0)
     assert row["startup_s"] >= 0.3 and row["runs"] == 3
     assert row["latency_ms_p90"] < 100  # with the sleep among 3 timed calls, p90 would be 240 ms or more
+
+
+def test_a_row_of_another_batch_merges_into_a_results_file_rather_than_replacing_it(rows, tmp_path):
+    """The grid's file holds batch-32 rows and batch-0 compile rows: re-measuring one compile row into it (batch 0)
+    wiped the other rows without a word, because the file's batches were not all the new rows' batch."""
+    rows, _ = rows
+    grid = [{**r, "batch": 32} for r in rows] + [{**rows[0], "runtime": "compile", "batch": 0}]
+    bench.write_results(grid, tmp_path / "grid", meta={"command": "grid"})
+    again = {**grid[-1], "latency_ms_median": 1.0}
+    said = []
+    _, json_path = bench.write_results([again], tmp_path / "grid", meta={"command": "again"}, say=said.append)
+    merged = bench.read_results(json_path)
+    assert len(merged) == len(grid) and merged[-1]["latency_ms_median"] == 1.0
+    assert said and f"kept its {len(rows)} row(s)" in said[0] and "replaced 1" in said[0]

@@ -561,8 +561,9 @@ def write_results(
 ) -> list[Path]:
     """Write ``out`` as CSV and JSON (both, whatever the suffix given): rows plus the command/config metadata.
 
-    An existing results file there of the same hardware and batch (what `results_name` puts in the name) is merged,
-    not overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
+    An existing results file there of the same hardware (whatever its batches: `row_key` keeps rows of another batch
+    apart, and benchmarks/bench_grid.py's file holds compile rows of batch 0 beside batch 32) is merged, not
+    overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
     (else a warning) hears the counts; the metadata of the earlier runs (their command and config; each row has its
     own timestamp and commit) go to ``meta["earlier_runs"]``, oldest first. Rows of other hardware are replaced as
     before."""
@@ -601,8 +602,8 @@ def _meta(json_path: Path) -> dict:
 
 
 def _same_setup_rows(json_path: Path, rows: Sequence[dict]) -> list[dict]:
-    """The rows of an existing results file measured on the same hardware with the same batch as ``rows`` (else
-    none: an unreadable or foreign file is replaced, as before)."""
+    """The rows of an existing results file measured on the same hardware as ``rows`` (else none: an unreadable or
+    foreign file is replaced, as before)."""
     if not rows or not json_path.is_file():
         return []
     try:
@@ -614,7 +615,7 @@ def _same_setup_rows(json_path: Path, rows: Sequence[dict]) -> list[dict]:
 
 
 def _setup(row: dict) -> tuple:
-    return row.get("cpu"), row.get("cores"), row.get("gpu"), row.get("batch")
+    return row.get("cpu"), row.get("cores"), row.get("gpu")
 
 
 def read_results(path: str | os.PathLike) -> list[dict]:
