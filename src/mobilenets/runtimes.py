@@ -274,8 +274,10 @@ def openvino_runner(
         (0.25-128 and 0.5-160, 1 thread, timed alternately), so each shape gets its own static compile."""
         if shape not in compiled:
             static, wanted = graph.clone(), ov.PartialShape(list(shape))
-            if static.input(0).get_partial_shape().compatible(wanted):  # else OpenVINO's own shape error, as before
-                static.reshape({static.input(0).get_any_name(): wanted})
+            takes = static.input(0).get_partial_shape()
+            if not takes.compatible(wanted):  # OpenVINO itself answers such an input with an empty array, silently
+                raise ValueError(f"input shape {tuple(shape)} is not allowed: {onnx_path} takes {takes}")
+            static.reshape({static.input(0).get_any_name(): wanted})
             model = core.compile_model(static, "CPU", config)
             compiled[shape] = (model, model.create_infer_request())
         return compiled[shape]
