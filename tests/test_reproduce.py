@@ -480,3 +480,27 @@ def test_threads_override_reaches_every_run_and_is_validated(tmp_path, monkeypat
         assert given[-1]["threads"] == expected
     with pytest.raises(SpecError, match=r"threads=0 is not allowed"):
         reproduce(ReproduceConfig(data=str(data), out=str(tmp_path / "o"), threads=0))
+
+
+def _results(**environment):
+    """A minimal results dict for `render_report`: one finished run, no experiment."""
+    budget = {"name": "full", "epochs": 21, "batch_size": 256, "resolutions": [224, 192, 160, 128], "seeds": [0],
+              "train": {}, "smoke": False}  # fmt: skip
+    return {"budget": budget, "data": "/data", "recipe": "configs/modern.yaml", "num_classes": 10, "experiments": {},
+            "runs": {"mobilenet_v1_100-r224-s0": {"wall_time_s": 70.0}}, "unfinished_runs": {}, "wall_time_s": None,
+            "environment": environment}  # fmt: skip
+
+
+def test_the_report_names_the_code_commit_the_runs_recorded(tmp_path):
+    from mobilenets.reproduce import render_report, run_commits
+
+    for key, commit, dirty in (("a-r224-s0", "4fab0a07b358605d", False), ("b-r224-s0", "4fab0a07b358605d", False),
+                               ("c-r224-s0", "9c1e2d3f4a5b6c7d", True), ("d-r224-s0", None, None)):  # fmt: skip
+        (tmp_path / "runs" / key).mkdir(parents=True)
+        env = {"git": {"commit": commit, "dirty": dirty}}
+        (tmp_path / "runs" / key / "env.json").write_text(json.dumps(env))
+    keys = ["a-r224-s0", "b-r224-s0", "c-r224-s0", "d-r224-s0", "e-r224-s0"]  # e: no env.json (older code)
+    commits = run_commits(tmp_path, keys)
+    assert commits == ["4fab0a07b358", "9c1e2d3f4a5b-dirty"]
+    assert "code: mobilenets commit 4fab0a07b358, 9c1e2d3f4a5b-dirty" in render_report(_results(commits=commits), [])
+    assert "code: mobilenets commit not recorded" in render_report(_results(), [])

@@ -641,6 +641,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
                                               "rule": RULES[experiment], "noise": NOISE}  # fmt: skip
     results["wall_time_s"] = None if cfg.report_only else time.perf_counter() - start
     results["environment"] = _run_environment(out, summaries) if cfg.report_only else _environment(budget, cfg.jobs)
+    results["environment"]["commits"] = run_commits(out, list(summaries))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     plots = write_plots(results, out)
@@ -690,6 +691,19 @@ def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
     env = json.loads(env_file.read_text()) if env_file.is_file() else {}
     return {"hardware": env.get("gpu") or env.get("platform"), "torch": env.get("versions", {}).get("torch"),
             "python": env.get("versions", {}).get("python"), "jobs": None, "command": _command()}  # fmt: skip
+
+
+def run_commits(out: Path, keys: list[str]) -> list[str]:
+    """The code commits that the finished runs ``keys`` in ``out/runs`` recorded (their env.json), each once, with
+    "-dirty" for uncommitted changes: what a report of them is cited with (a resumed run records the later one)."""
+    commits = []
+    for key in keys:
+        env_file = out / "runs" / key / "env.json"
+        git = (json.loads(env_file.read_text()) if env_file.is_file() else {}).get("git") or {}
+        name = git.get("commit") and git["commit"][:12] + ("-dirty" if git.get("dirty") else "")
+        if name and name not in commits:
+            commits.append(name)
+    return commits
 
 
 def counted_val_images(data: Path, budget: Budget) -> int | None:
@@ -795,7 +809,8 @@ def render_report(results: dict, plots: list[str]) -> str:
               f"- budget: {budget['name']}: {budget['epochs']} epoch(s), batch {budget['batch_size']}, resolutions "
               f"{_resolutions_words(budget['resolutions'])}, seeds {', '.join(map(str, budget['seeds']))}; "
               f"recipe overrides: {budget['train']}",
-              f"- command: `{env.get('command')}`",
+              f"- command: `{env.get('command')}`; code: mobilenets commit "
+              f"{', '.join(env.get('commits') or []) or 'not recorded'} (the runs' env.json)",
               *_time_budget_lines(results.get("time_budget")),
               (f"- wall time: {results['wall_time_s']:.0f} s for {len(results['runs'])} training runs "
                f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}"
