@@ -519,3 +519,11 @@ def test_a_rise_within_noise_is_listed_and_the_rule_says_it_is_not_counted():
     assert verdict("table6", width)["rises_within_noise_points"] == [pytest.approx(1.12)]
     for experiment in ("table6", "table7"):
         assert "rises beyond noise at no step" in RULES[experiment]
+
+
+def test_the_report_says_its_counts_have_the_trained_classifier():
+    """Our params beside the paper's differ by the classifier (3.2M vs 4.2M for 1.0 MobileNet-224 on 10 classes)."""
+    from mobilenets.reproduce import render_report
+
+    assert "with the 10-class classifier trained" in render_report(_results(), [])
+    assert "with the 3-class classifier trained" in render_report({**_results(), "num_classes": 3}, [])

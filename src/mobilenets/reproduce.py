@@ -823,7 +823,8 @@ def render_report(results: dict, plots: list[str]) -> str:
                f"torch {env.get('torch')}"),
               f"- verdicts: {NOISE}",
               "- top-1 is the final epoch's validation top-1 (mean over seeds; spread = half the range); MACs and "
-              "params are ours at the resolution trained (multiply-accumulates, BatchNorm not counted); the paper's "
+              f"params are ours at the resolution trained, with the {results.get('num_classes', '?')}-class "
+              "classifier trained, not ImageNet's 1000 (multiply-accumulates, BatchNorm not counted); the paper's "
               "columns are its ImageNet figures (grid: TF-slim's released checkpoints).", ""]  # fmt: skip
     for name, exp in results["experiments"].items():
         v = exp["verdict"]
