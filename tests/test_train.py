@@ -576,6 +576,27 @@ def test_background_checkpoint_write_error_is_raised_by_the_next_call(tmp_path, 
     assert "the last checkpoint write failed too" in capsys.readouterr().err
 
 
+def test_ctrl_c_before_the_checkpoint_writer_starts_is_no_write_error(tmp_path, capsys, monkeypatch):
+    """Ctrl-C landing in save() before its thread started: leaving the run says nothing of a failed write (it was
+    'cannot join thread before it is started'), and the next save writes."""
+    import threading
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    writer = CheckpointWriter(tmp_path, keep=2)
+    state = {"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 1, "rng": {}, "config": {}}
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            writer.save(state)
+    writer.settle()
+    assert "failed" not in capsys.readouterr().err
+    writer.save(state)
+    writer.wait()
+    assert (tmp_path / "checkpoints" / "ckpt-000000001.pt").is_file()
+
+
 # --- distributed ------------------------------------------------------------------------------------------------
 
 

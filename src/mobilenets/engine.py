@@ -581,7 +581,8 @@ class CheckpointWriter:
     def wait(self) -> None:
         """Block until the last checkpoint is on disk; raise its write error, if any."""
         if self._thread is not None:
-            self._thread.join()
+            if self._thread.ident is not None:  # not started when Ctrl-C landed between creating and starting it
+                self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
