@@ -295,6 +295,19 @@ def saved_epochs(runs: list[Run], out: Path) -> set[int]:
     return {e for e in epochs if isinstance(e, int)}
 
 
+def saved_seeds(runs: list[Run], out: Path) -> tuple[int, ...]:
+    """Seeds 0..N-1, N the highest seed plus one among the runs started in ``out/runs`` (`saved_config`) of the
+    models and resolutions of ``runs``; empty when none started. A report-only invocation without --seeds reports
+    these: the runs' seeds, as it reports their epochs, not the budget's one seed over runs trained with several."""
+    found = set()
+    for run in runs:
+        for folder in (out / "runs").glob(f"{run.model}-r{run.resolution}-s*"):
+            seed = folder.name.removeprefix(f"{run.model}-r{run.resolution}-s")
+            if seed.isdigit() and saved_config(folder) is not None:
+                found.add(int(seed))
+    return tuple(range(max(found) + 1)) if found else ()
+
+
 def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log):
     """``--time-budget``: the budget with the most epochs (at most its own) that fit in ``cfg.time_budget`` seconds
     on this GPU, and a record of how they were chosen. Runs already started in ``out`` keep their epochs, whatever the
@@ -615,6 +628,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
+    if cfg.report_only and cfg.seeds is None and len(seeds := saved_seeds(runs, out)) > len(budget.seeds):
+        budget = replace(budget, seeds=seeds)
+        runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
     planned, trained_on = None, None
     if cfg.time_budget:
