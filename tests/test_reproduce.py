@@ -548,3 +548,22 @@ def test_report_only_reports_every_seed_the_runs_trained(tmp_path):
     )
     assert results["budget"]["seeds"] == (0, 1) and len(results["runs"]) == 4
     assert [row["top1"]["n"] for row in results["experiments"]["table5"]["rows"]] == [2, 2]
+
+
+def test_report_only_shows_the_threads_the_runs_were_given(tmp_path):
+    """--jobs 4 gave each run cores / jobs threads (share_cores); the report of those runs shows them as training's
+    report did (the H200 report's 'threads': 4 was missing from its --report-only rewrite)."""
+    import yaml
+
+    from mobilenets.reproduce import CONFIGS, recorded_settings, run_config
+
+    budget, out = BUDGETS["full"], tmp_path / "out"
+    shared = replace(budget, train={**budget.train, "threads": 4})
+    for given, expected in ((shared, shared.train), (budget, budget.train)):  # threads left to PyTorch: not shown
+        shutil.rmtree(out, ignore_errors=True)
+        runs = plan_runs(["table4"], given)
+        for run in runs:
+            (out / "runs" / run.key).mkdir(parents=True)
+            cfg = run_config(run, tmp_path, out, given, CONFIGS / "modern.yaml")
+            (out / "runs" / run.key / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+        assert recorded_settings(runs, out, budget)[0] == expected

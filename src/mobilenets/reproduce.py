@@ -210,11 +210,13 @@ def recorded_settings(runs: list[Run], out: Path, budget: Budget) -> tuple[dict[
     """(the budget's training overrides, the data folder) as the first saved run in ``out`` recorded them
     (`saved_config`). A report written without training shows these: this code's overrides can differ in what does
     not change the experiment (how often a run evaluated or checkpointed), and the runs' are the ones that happened.
-    Overrides the run did not record (older code) are left out."""
+    Overrides the run did not record (older code) are left out; so is ``threads`` where the run left it to PyTorch
+    (`share_cores` sets it only for several processes, which this budget, not yet shared, does not show)."""
     for run in runs:
         saved = saved_config(out / "runs" / run.key)
         if saved:
-            return {k: saved[k] for k in budget.train if k in saved}, saved.get("data")
+            keys = [*budget.train, *(["threads"] if saved.get("threads") is not None else [])]
+            return {k: saved[k] for k in keys if k in saved}, saved.get("data")
     return dict(budget.train), None
 
 
