@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mobilenets.reproduce import (
     BUDGETS,
@@ -119,6 +120,20 @@ def test_bad_options(tmp_path):
     data = str(data_path("imagenette"))
     with pytest.raises(ReproduceError, match="cannot create that folder"):
         reproduce(ReproduceConfig(data=data, out=str(blocker / "rep"), budget="quick"))
+
+
+def test_train_and_val_of_other_classes_are_one_error_before_any_run(tmp_path, monkeypatch):
+    """Different class folders in train/ and val/ stop the command once, before training (each run logged the same
+    DataError, 18 times for a full run)."""
+    import mobilenets.reproduce as rp
+    from mobilenets.data import DataError
+
+    for split, cls in (("train", "gamma"), ("val", "delta")):
+        (tmp_path / "d" / split / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / "a.jpg")
+    monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
+    with pytest.raises(DataError, match=r"train and val classes differ \(only in train: \['gamma'\]"):
+        reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
 
 
 def test_a_gpu_budget_without_cuda_is_one_clear_error(monkeypatch):

@@ -627,6 +627,10 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     except OSError as exc:
         raise ReproduceError(f"out={str(out)!r} is not allowed: cannot create that folder ({exc.strerror})") from exc
     if not cfg.report_only:
+        from .data import scan_dataset
+
+        # the splits' classes are checked once here, not once per run (18 lines of the same DataError)
+        scan_dataset(data, max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class)
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
