@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -99,6 +101,22 @@ def test_cache_by_environment_and_file_round_trip(tmp_path):
     # an off-grid model reuses nothing but the overhead and adds its own shapes
     _, new = lut.predict_latency(0.6, 176, runtime="ort", lut=reloaded, measure=measure, env=ENV, calibrated=False)
     assert 0 < new < n
+
+
+def test_two_processes_filling_one_table_at_once_lose_no_entry(tmp_path):
+    """Two `select`s measuring at the same time: each loaded the file before the other saved, and the later save
+    dropped the earlier one's entries (11 + 9 shapes measured, 11 kept). Save merges into the file as it is now."""
+    path = tmp_path / "lut.json"
+    code = ("import sys, time\nfrom mobilenets import lut\n"
+            "table = lut.LatencyLUT.load(sys.argv[1])\n"
+            "time.sleep(1.5)  # both processes have loaded the file before either saves\n"
+            "lut.predict_latency(0.25, int(sys.argv[2]), lut=table, measure=lambda key: 1.0, calibrated=False, "
+            "rounds=1)\n")  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), res]) for res in ("64", "96")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    (table,) = json.loads(path.read_text()).values()
+    for res in (64, 96):
+        assert set(lut.layer_keys(ModelSpec(alpha=0.25, resolution=res))) <= set(table["layers"]), res
 
 
 def _true_sum(alpha, res):

@@ -66,6 +66,23 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock (fcntl.flock, waiting for it) on ``.<name>.lock`` beside ``path`` for a
+    read-merge-write of a file several processes update (the latency table): without it the later writer drops the
+    earlier one's additions. No lock where flock does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on this project's platforms
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
 class FolderInUse(RuntimeError):
     """Another process holds the folder's lock (`lock_folder`)."""
 

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, locked
 from .complexity import conv_out, count_complexity
 from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
@@ -248,7 +248,20 @@ class LatencyLUT:
         return cls(p, data)
 
     def save(self) -> None:
-        if self.path is not None:
+        """Write the tables, merged into what the file holds now: another process (a second `select` measuring at
+        the same time) may have saved entries since this one loaded it, and a plain write dropped them. Under an
+        exclusive lock (`atomic.locked`) each table's layers are the union, and this process's calibration is kept
+        unless only the file's table is calibrated."""
+        if self.path is None:
+            return
+        with locked(self.path):
+            disk = LatencyLUT.load(self.path).tables if self.path.exists() else {}
+            for key, table in self.tables.items():
+                held = disk.get(key)
+                if held is not None:
+                    base = held if table.get("scale") is None and held.get("scale") is not None else table
+                    self.tables[key] = {**base, "layers": {**held["layers"], **table["layers"]}}
+            self.tables = {**disk, **self.tables}
             atomic_write_text(self.path, json.dumps(self.tables, indent=1, sort_keys=True) + "\n")
 
     def table(self, key: str) -> dict[str, Any]:
