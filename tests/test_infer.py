@@ -2,6 +2,10 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ from PIL import Image
 import mobilenets
 from mobilenets import cli
 from mobilenets.export import export_onnx
-from mobilenets.infer import StreamConfig, StreamError, load_predictor, predict, stream
+from mobilenets.infer import StreamConfig, StreamError, load_predictor, predict, stream, written_by_stream
 from mobilenets.labels import imagenet_labels, resolve_labels
 
 from .conftest import data_path
@@ -253,6 +257,44 @@ def test_stream_replaces_its_own_annotated_video_but_no_other_file_without_overw
     assert other.read_bytes() == before
     assert cli.main([*argv, str(other), "--overwrite"]) == 0 and other.read_bytes() != before
     _one_line_error([*argv, str(tmp_path)], capsys, "it is a folder")
+
+
+def _stream_until_staged(argv: list[str], out: Path, sig: int) -> subprocess.Popen:
+    """``mobilenets stream`` in a process sent ``sig`` as soon as its video is being written (a staging file beside
+    ``out``, or ``out`` itself changed)."""
+    before = out.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while proc.poll() is None:
+        if any(out.parent.glob(f".{out.stem}.partial-*")) or out.read_bytes() != before:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.001)
+    proc.communicate(timeout=120)
+    return proc
+
+
+def test_an_interrupted_or_killed_stream_keeps_the_earlier_annotated_video(model_dir, tmp_path):
+    """The video is written under a staging name and moved to --out when the stream ends: SIGKILL half way left a
+    truncated, unreadable video in place of the earlier complete one. Ctrl-C (one line, status 130) is how a camera
+    stream stops: the frames recorded so far become the video, complete and readable."""
+    import av
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 3)
+    argv = ["stream", str(model_dir), str(clip), "--threads", "1", "--out", str(out)]
+    assert cli.main(argv) == 0
+    before = out.read_bytes()
+    make_video(clip, 600)  # seconds of encoding: the signal comes while it runs
+    proc = _stream_until_staged(argv, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL and out.read_bytes() == before
+    for leftover in tmp_path.glob(".annotated.partial-*"):  # the killed process's staging file (pid-named)
+        leftover.unlink()
+    proc = _stream_until_staged(argv, out, signal.SIGINT)
+    assert proc.returncode == 130 and out.read_bytes() != before and written_by_stream(out)
+    with av.open(str(out)) as c:
+        assert 0 < sum(1 for _ in c.decode(video=0)) < 600  # what was recorded until Ctrl-C, readable
+    assert not list(tmp_path.glob(".annotated.partial-*"))  # moved into place, nothing left behind
 
 
 def test_stream_encodes_as_a_live_encoder_by_default(model_dir, tmp_path):

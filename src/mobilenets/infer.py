@@ -282,7 +282,12 @@ def open_source(source: str | int) -> Any:
 
 
 class _Writer:
-    """Encodes annotated RGB frames to a video file (H.264 yuv420p, or MPEG-4 Part 2 without libx264)."""
+    """Encodes annotated RGB frames to a video file (H.264 yuv420p, or MPEG-4 Part 2 without libx264).
+
+    The frames go to a hidden staging file beside ``path`` (same extension: FFmpeg picks the container by it), moved
+    over ``path`` by ``close(keep=True)`` once the video is complete (Ctrl-C completes it too: it is how a camera
+    stream stops): a stream that fails or is killed leaves an earlier video there as it was, never a truncated one
+    (an MP4 without its index is unreadable)."""
 
     def __init__(
         self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None = None
@@ -293,8 +298,10 @@ class _Writer:
 
         if not Path(path).parent.is_dir():
             raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
+        self.path = Path(path)
+        self.part = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         try:
-            self.container = av.open(path, "w")
+            self.container = av.open(str(self.part), "w")
         except (ValueError, av.FFmpegError) as exc:  # FFmpeg knows no container for the file name's extension
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         self.container.metadata["comment"] = STREAM_MARK
@@ -303,7 +310,7 @@ class _Writer:
         try:
             self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         except ValueError as exc:  # a container that cannot hold the codec (.webm: VP8/VP9/AV1 only)
-            self.container.close()
+            self.close(keep=False)
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
@@ -317,10 +324,17 @@ class _Writer:
         for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
             self.container.mux(packet)
 
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+    def close(self, keep: bool = True) -> None:
+        """Finish the video and move it to ``path`` (``keep``), or drop the staging file."""
+        try:
+            if keep:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+            self.container.close()
+            if keep:
+                os.replace(self.part, self.path)
+        finally:
+            self.part.unlink(missing_ok=True)
 
 
 class _Display:
@@ -424,6 +438,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
     counts: dict[str, int] = {}
     predictor.warm_up()
     start = time.perf_counter()
+    finished = False
     try:
         for frame in _decode(container, vstream, source):
             t0 = time.perf_counter()
@@ -451,10 +466,14 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
             frame_ms.append((time.perf_counter() - t0) * 1e3)
             if cfg.max_frames and len(model_ms) >= cfg.max_frames:
                 break
+        finished = True
+    except KeyboardInterrupt:  # how a camera stream is stopped: the frames recorded so far are kept, as a video
+        finished = True
+        raise
     finally:
         container.close()
         if writer:
-            writer.close()
+            writer.close(keep=finished)  # a failed stream replaces no earlier video
         if display:
             display.close()
     seconds = time.perf_counter() - start
