@@ -3,6 +3,10 @@
 import json
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from mobilenets.reproduce import (
     verdict_words,
 )
 
-from .conftest import data_path
+from .conftest import REPO, data_path
 
 
 def _rows(pairs, val_images=None):
@@ -582,3 +586,27 @@ def test_report_only_shows_the_threads_the_runs_were_given(tmp_path):
             cfg = run_config(run, tmp_path, out, given, CONFIGS / "modern.yaml")
             (out / "runs" / run.key / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
         assert recorded_settings(runs, out, budget)[0] == expected
+
+
+def test_a_report_killed_while_plotting_keeps_the_earlier_plot(tmp_path):
+    """The grid plots are written atomically: a report killed while it wrote one left a truncated (0-byte) PNG in
+    place of the earlier plot. A process rewrites the plots in a loop and is SIGKILLed the moment the file changes."""
+    from PIL import Image
+
+    src = REPO / "results" / "reproduce-imagenette-nvidia-h200"
+    png = tmp_path / "grid_macs.png"
+    shutil.copy(src / "grid_macs.png", png)
+    code = (f"import json, pathlib\nfrom mobilenets.reproduce import write_plots\n"
+            f"results = json.loads(pathlib.Path({str(src / 'results.json')!r}).read_text())\n"
+            f"for _ in range(20):\n    write_plots(results, pathlib.Path({str(tmp_path)!r}))\n")  # fmt: skip
+    before = png.stat()
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    while proc.poll() is None:
+        now = png.stat()
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    Image.open(png).load()  # a whole PNG, the earlier one or a new one

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_write_text
+from .atomic import atomic_open, atomic_write_text
 from .complexity import count_complexity
 from .paper import MODEL_ROWS, TFSLIM_IMAGENET
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, grid_name, model_spec
@@ -795,7 +795,8 @@ def write_plots(results: dict, out: Path) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / fname, dpi=110)
+        with atomic_open(out / fname, "wb") as f:  # a killed report keeps the earlier plot, not a truncated one
+            fig.savefig(f, format="png", dpi=110)
         plt.close(fig)
         names.append(fname)
     return names
