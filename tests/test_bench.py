@@ -418,3 +418,24 @@ def test_a_row_of_another_batch_merges_into_a_results_file_rather_than_replacing
     merged = bench.read_results(json_path)
     assert len(merged) == len(grid) and merged[-1]["latency_ms_median"] == 1.0
     assert said and f"kept its {len(rows)} row(s)" in said[0] and "replaced 1" in said[0]
+
+
+def test_a_results_file_another_process_is_writing_is_merged_after_it(tmp_path):
+    """Two benches writing one file: the second read the file before the first had written it, and then dropped the
+    first one's rows. write_results holds the file's lock from reading to writing."""
+    import subprocess
+
+    base = {"alpha": 0.25, "runtime": "ort", "threads": 1, "cpu": "cpu x", "cores": 2, "gpu": "none", "batch": 1}
+    first = {**base, "model": "mobilenet_v1_025_64", "resolution": 64, "latency_ms_median": 1.0}
+    second = {**base, "model": "mobilenet_v1_025_96", "resolution": 96, "latency_ms_median": 2.0}
+    path, ready = tmp_path / "r.json", tmp_path / "ready"
+    holder = ("import json, sys, time\nfrom pathlib import Path\nfrom mobilenets import atomic\n"
+              "rows = [json.loads(sys.argv[3])]\n"
+              "with atomic.locked(sys.argv[1]):\n    Path(sys.argv[2]).touch()\n    time.sleep(1.5)\n"
+              "    atomic.atomic_write_text(sys.argv[1], json.dumps({'meta': {}, 'rows': rows}))\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(path), str(ready), json.dumps(first)])
+    while not ready.exists():
+        assert proc.poll() is None, "the lock holder died"
+    bench.write_results([second], tmp_path / "r", say=[].append)
+    assert proc.wait(timeout=60) == 0
+    assert {r["model"] for r in bench.read_results(path)} == {first["model"], second["model"]}

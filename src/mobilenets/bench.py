@@ -570,7 +570,7 @@ def write_results(
     import json
     import warnings
 
-    from .atomic import atomic_write_text
+    from .atomic import atomic_write_text, locked
     from .formatting import render
 
     base = Path(out)
@@ -578,18 +578,19 @@ def write_results(
     csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
     meta = dict(meta or {})
     rows = list(rows)
-    old = _same_setup_rows(json_path, rows) if merge else []  # merge=False: the file is exactly ``rows``
-    if old:
-        merged, kept, replaced = merge_rows(old, rows)
-        rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order
-        meta["merged"] = {"kept": kept, "replaced": replaced}
-        if kept:
-            before = _meta(json_path)
-            meta["earlier_runs"] = [*before.pop("earlier_runs", []), *([before] if before else [])]
-        msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
-        say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
-    atomic_write_text(csv_path, render(rows, "csv", COLUMNS) + "\n")
-    atomic_write_text(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
+    with locked(json_path):  # two benches writing one file at once: the later one merges the earlier one's rows
+        old = _same_setup_rows(json_path, rows) if merge else []  # merge=False: the file is exactly ``rows``
+        if old:
+            merged, kept, replaced = merge_rows(old, rows)
+            rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order
+            meta["merged"] = {"kept": kept, "replaced": replaced}
+            if kept:
+                before = _meta(json_path)
+                meta["earlier_runs"] = [*before.pop("earlier_runs", []), *([before] if before else [])]
+            msg = f"note: {json_path} existed: kept its {kept} row(s) of models not measured now, replaced {replaced}"
+            say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
+        atomic_write_text(csv_path, render(rows, "csv", COLUMNS) + "\n")
+        atomic_write_text(json_path, json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
     return [csv_path, json_path]
 
 
