@@ -485,6 +485,7 @@ def test_threads_override_reaches_every_run_and_is_validated(tmp_path, monkeypat
     data = tmp_path / "data"
     for split in ("train", "val"):
         (data / split / "a").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(data / split / "a" / "x.jpg")  # the splits are scanned before any run
     given = []
 
     def fake_train_all(runs, data, out, budget, recipe, log, jobs):

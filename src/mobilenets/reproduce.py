@@ -627,10 +627,6 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     except OSError as exc:
         raise ReproduceError(f"out={str(out)!r} is not allowed: cannot create that folder ({exc.strerror})") from exc
     if not cfg.report_only:
-        from .data import scan_dataset
-
-        # the splits' classes are checked once here, not once per run (18 lines of the same DataError)
-        scan_dataset(data, max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class)
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
@@ -648,6 +644,10 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         summaries, unfinished = finished_runs(runs, out)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
+        from .data import scan_dataset
+
+        # the splits are checked once here, not once per run (18 lines of the same DataError for a full run)
+        scan_dataset(data, max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class)
         log(f"{len(runs)} distinct training runs for {names} ({budget.name} budget, {cfg.jobs} at once)")
         summaries, unfinished = train_all(runs, data, out, budget, recipe, log, cfg.jobs), {}
     num_classes = len(next(iter(summaries.values()))["model"].get("labels") or []) or 10
