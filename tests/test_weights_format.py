@@ -191,3 +191,23 @@ def test_converted_weights_refuse_overrides_and_take_a_fresh_head(tmp_path):
             mobilenets.create_model("mobilenet_v1_025_128", weights=folder, **override)
     ten = mobilenets.create_model("mobilenet_v1_025_128", weights=folder, num_classes=10)
     assert ten.classifier.out_features == 10 and torch.equal(ten.stem.conv.weight, model.stem.conv.weight)
+
+
+def test_a_weights_file_other_than_the_one_config_describes_is_named_not_loaded(tmp_path):
+    """save replaces model.safetensors and then config.json: a kill between them left new tensors under the old
+    config, and load built the old spec around them (same shapes: silently). config.json records the weights'
+    SHA-256 and load checks it; a folder saved before it recorded one still loads."""
+    torch.manual_seed(0)
+    a = mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=("x", "y", "z"))
+    b = mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=("p", "q", "r"))
+    mobilenets.save(a, tmp_path / "a")
+    mobilenets.save(b, tmp_path / "b")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["weights_sha256"] == weights.sha256_file(tmp_path / "a" / WEIGHTS_FILE)
+    assert torch.equal(mobilenets.load(tmp_path / "a").classifier.weight, a.classifier.weight)
+    (tmp_path / "a" / WEIGHTS_FILE).write_bytes((tmp_path / "b" / WEIGHTS_FILE).read_bytes())  # b's tensors, a's config
+    with pytest.raises(WeightsError, match=r"model.safetensors: not the weights config.json describes"):
+        mobilenets.load(tmp_path / "a")
+    del config["weights_sha256"]  # an older folder: no check, as before
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    assert torch.equal(mobilenets.load(tmp_path / "a").classifier.weight, b.classifier.weight)

@@ -34,6 +34,9 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 
+SHA_KEY = "weights_sha256"  # config.json: the SHA-256 of the model.safetensors it describes (older folders: none)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -87,13 +90,17 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     hint = " (save writes the layers MobileNetV1(model.spec) builds; change the head with reset_classifier)"
     _check_state(_expected_shapes(spec), tensors, f"{folder}: not saved", hint)
+    data = st_save(tensors)
     config = {
         "format": FORMAT,
         "spec": spec.to_dict(),
         "input": input_convention(spec),
         "provenance": {"library_version": __version__, **(provenance or {})},
+        # the two files are replaced one after the other: a kill between them leaves a config describing other
+        # weights, which `load` then names instead of building the old spec around the new tensors
+        SHA_KEY: hashlib.sha256(data).hexdigest(),
     }
-    atomic_write_bytes(folder / WEIGHTS_FILE, st_save(tensors))
+    atomic_write_bytes(folder / WEIGHTS_FILE, data)
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return folder
 
@@ -159,12 +166,24 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; with ``sha256`` (config.json's `SHA_KEY`), an error unless it is that
+    file."""
     file = Path(path)
     try:
-        return st_load(file.read_bytes())
-    except (SafetensorError, ValueError, OSError) as exc:
+        data = file.read_bytes()
+    except OSError as exc:
         raise WeightsError(f"{file}: not a readable safetensors file ({exc})") from exc
+    try:
+        state = st_load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise WeightsError(f"{file}: not a readable safetensors file ({exc})") from exc
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise WeightsError(
+            f"{file}: not the weights {CONFIG_FILE} describes (its SHA-256 differs: a save interrupted between the "
+            "two files, or a file copied in by hand); save the model again"
+        )
+    return state
 
 
 def load_state_into(model: MobileNetV1, state: dict[str, torch.Tensor], source: str) -> MobileNetV1:
@@ -238,13 +257,15 @@ def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     its saved value; another is an error.
     """
     folder = _folder(path)
-    saved = read_config(folder)["spec"]
+    config = read_config(folder)
+    saved = config["spec"]
     check_weight_overrides(saved, overrides, str(folder))
     classes = overrides.get("num_classes", saved.num_classes)
     pool = overrides.get("global_pool")
     body = {k: v for k, v in overrides.items() if k not in ("num_classes", "labels", "global_pool")}
     model = MobileNetV1(saved.replace(**body))
-    load_state_into(model, read_state_dict(folder / WEIGHTS_FILE), str(folder / WEIGHTS_FILE))
+    state = read_state_dict(folder / WEIGHTS_FILE, config.get(SHA_KEY))
+    load_state_into(model, state, str(folder / WEIGHTS_FILE))
     if classes != saved.num_classes:
         model.reset_classifier(classes, pool)  # with the head: '' is allowed with num_classes=0 only
     elif pool is not None:
