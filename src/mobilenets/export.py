@@ -743,14 +743,15 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     from . import weights as wts
 
     cfg = cfg or ExportConfig()
-    saved = wts.load(weights)
+    config = wts.read_config(weights)
     # the input size changes no weight: the model at cfg.resolution is the saved one with that spec
-    model = saved if cfg.resolution is None else wts.load(weights, resolution=cfg.resolution)
+    model = wts.load(weights, **({} if cfg.resolution is None else {"resolution": cfg.resolution}))
     _validate(cfg, model.spec)
-    out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg, saved.spec.resolution)
+    out = Path(cfg.out) if cfg.out else default_out(Path(weights), cfg, config["spec"].resolution)
     fp32 = fp32_companion(out) if cfg.int8 else out
     folder = Path(weights).parent if Path(weights).is_file() else Path(weights)
-    sha = wts.sha256_file(folder / wts.WEIGHTS_FILE)
+    # load checked the weights against the SHA-256 config.json records; a folder saved before it did is hashed here
+    sha = config.get(wts.SHA_KEY) or wts.sha256_file(folder / wts.WEIGHTS_FILE)
     for final in dict.fromkeys((out, fp32)):
         check_replace(final, sha, weights, cfg.overwrite, cfg.format)
     # image folders are read before anything is written: a bad --calib or --val costs no export
