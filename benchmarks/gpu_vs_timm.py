@@ -589,8 +589,8 @@ def run_sections(b: Bench, timm) -> None:
             "ours_bf16_cl_triton_graph": (
                 lambda: fast_inference(ours, backend="triton", dtype="bf16", device=dev, cuda_graph_batch=x.shape[0])
             )
-            if cuda and triton_ok
-            else (no_graph if not cuda else no_triton),
+            if cuda and triton_ok and not args.no_triton_graph
+            else (no_graph if not cuda else no_triton if not triton_ok else "left out by --no-triton-graph"),
         }
 
     def inference_eager():
@@ -916,6 +916,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: exercise every code path quickly")
     parser.add_argument("--time-budget", type=float, default=200.0, help="seconds from start for all sections")
+    parser.add_argument(
+        "--no-triton-graph",
+        action="store_true",
+        help="leave out the Triton path replayed as a CUDA graph (an illegal memory access there poisons the process)",
+    )
     parser.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--resolution", type=int, default=224)

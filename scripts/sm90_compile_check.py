@@ -104,7 +104,7 @@ def cases(dtypes: list[str], which: set[str]):
             ptrs = {"x_ptr": "*fp32", "w_ptr": p, "b_ptr": p, "y_ptr": p}
             ints = ("M", "H", "W", "OH", "OW", "PAD_T", "PAD_L", "SN", "SC", "SH", "SW", "COUT")
             for bm, warps in kernels.STEM_CONFIGS:
-                ce = dict(CIN=3, STRIDE=2, ACT=1, BM=bm, BN=32)
+                ce = dict(CIN=3, STRIDE=2, ACT=1, BM=bm, BN=32, BK=32, IEEE=dt == "fp32")
                 yield f"stem {dt} {(bm, warps)}", kernels._stem_kernel, ptrs, ints, ce, dict(num_warps=warps)
         if "dwconv" in which:  # the training op: forward (act none), input and weight gradients, each block width
             for bc in sorted({dwconv._block_c(c) for c in (16, 32, 64, 1024)}):

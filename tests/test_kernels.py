@@ -1,6 +1,7 @@
 """Numerics of the Triton kernels on CPU (TRITON_INTERPRET=1) against their PyTorch reference and the model."""
 
 import copy
+import gc
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from mobilenets import MobileNetV1, kernels
-from mobilenets.gpu import FusedMobileNetV1, fast_inference
+from mobilenets.gpu import CudaGraphRunner, FusedMobileNetV1, fast_inference
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +242,31 @@ def test_triton_backend_on_gpu_matches_fp32_within_bf16_tolerance():
         # compile_mode "default": fast_inference's max-autotune default compiles for minutes
         out = fast_inference(model, backend=backend, dtype="bf16", compile_mode="default")(x).float()
         assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_still_replays_after_other_graphs_are_captured_and_dropped():
+    """pytorch/pytorch#193402: graphs captured on one stream share its cuBLAS workspace, and dropping one frees it
+    under the others. On the H200 lease of 2026-11-27 the Triton path's graph faulted (illegal memory access) when
+    replayed after other graphs came and went; each CudaGraphRunner now captures on a stream of its own."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(640, 640, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(32768, 640, device="cuda", dtype=torch.bfloat16)
+    kept = CudaGraphRunner(layer, x)
+    with torch.inference_mode():
+        expected = layer(x).float()
+    for round_ in range(3):
+        dropped = CudaGraphRunner(layer, x * (round_ + 2))
+        dropped(x)
+        del dropped
+        gc.collect()
+        torch.cuda.empty_cache()
+        filler = torch.full((1 << 26,), float("nan"), device="cuda")  # takes over memory freed with the graphs
+        out = kept(x).float()
+        torch.cuda.synchronize()
+        del filler
+        assert torch.allclose(out, expected, rtol=2e-2, atol=2e-2), (round_, (out - expected).abs().max().item())
 
 
 @pytest.mark.slow

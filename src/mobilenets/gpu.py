@@ -114,18 +114,27 @@ class FusedMobileNetV1(nn.Module):
 
 
 class CudaGraphRunner:
-    """Capture ``fn`` on a static input of one shape; each call copies the input in and replays the graph."""
+    """Capture ``fn`` on a static input of one shape; each call copies the input in and replays the graph.
+
+    Each runner captures on a stream of its own, not ``torch.cuda.graph``'s shared default: PyTorch keys cuBLAS
+    workspaces by stream, and destroying one graph frees the workspaces of its capture stream, which every other
+    live graph captured there still addresses (pytorch/pytorch#193402). On the H200 lease of 2026-11-27 a graph of
+    the Triton path, captured on the shared stream, faulted with an illegal memory access when replayed after
+    other graphs had been captured and dropped. Warm-up runs on a second stream, so the capture allocates its
+    workspace in the graph's own memory pool rather than reusing an eager one. PyTorch hands out streams from a
+    pool of 32 per priority, so the 33rd live runner shares a capture stream with the first."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3) -> None:
         self.static_in = example.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
+        warm = torch.cuda.Stream(priority=-1)  # the high-priority pool: never one of the runners' capture streams
+        self.capture_stream = torch.cuda.Stream()  # kept: the graph's workspace entry belongs to this stream
+        warm.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(warm), torch.inference_mode():
             for _ in range(warmup):
                 fn(self.static_in)
-        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.current_stream().wait_stream(warm)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
+        with torch.cuda.graph(self.graph, stream=self.capture_stream), torch.inference_mode():
             self.static_out = fn(self.static_in)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -318,25 +318,33 @@ if triton is not None:
         ACT: tl.constexpr,
         BM: tl.constexpr,
         BN: tl.constexpr,
+        BK: tl.constexpr,
+        IEEE: tl.constexpr,
     ):
-        """act(3x3 conv + bias) for BM output pixels x all COUT channels: CIN * 9 outer products of an input column
-        (rounded to the layer's dtype, as a cast before the conv would) and a weight row, accumulated in fp32."""
+        """act(3x3 conv + bias) for BM output pixels x all COUT channels as one small GEMM: the pixels' im2col tile
+        (BM, CIN * 9 padded to BK), each value rounded to the layer's dtype as it is loaded (as a cast before the
+        conv would), times the (CIN * 9, COUT) weights, accumulated in fp32 (``tl.dot``: tensor cores in bf16/fp16).
+        A first version made the same products as CIN * 9 outer products on the CUDA cores: 0.32 ms of the Triton
+        path's 2.65 ms per batch of 256 on the H200 (2026-11-27), about 4x the time its memory traffic needs."""
         m = tl.program_id(0) * BM + tl.arange(0, BM)
         o = tl.arange(0, BN)
-        m_mask, o_mask = m < M, o < COUT
+        k = tl.arange(0, BK)  # the weights' row: (ci * 3 + i) * 3 + j, `prepare_stem`
+        m_mask, o_mask, k_mask = m < M, o < COUT, k < CIN * 9
         ow, rest = m % OW, m // OW
         oh, n = rest % OH, rest // OH
-        acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for ci in tl.static_range(CIN):
-            for i in tl.static_range(3):
-                ih = oh * STRIDE - PAD_T + i
-                for j in tl.static_range(3):
-                    iw = ow * STRIDE - PAD_L + j
-                    valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                    off = n.to(tl.int64) * SN + ci * SC + ih.to(tl.int64) * SH + iw.to(tl.int64) * SW
-                    xv = tl.load(x_ptr + off, mask=valid, other=0.0).to(y_ptr.dtype.element_ty).to(tl.float32)
-                    wv = tl.load(w_ptr + ((ci * 3 + i) * 3 + j) * COUT + o, mask=o_mask, other=0.0).to(tl.float32)
-                    acc += xv[:, None] * wv[None, :]
+        ci, i, j = k // 9, (k % 9) // 3, k % 3
+        ih = (oh * STRIDE - PAD_T)[:, None] + i[None, :]
+        iw = (ow * STRIDE - PAD_L)[:, None] + j[None, :]
+        valid = m_mask[:, None] & k_mask[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        # a pixel's window corner in int64 (batch offsets pass 2^31), each tap's offset from it in int32
+        corner = n.to(tl.int64) * SN + (oh * STRIDE - PAD_T).to(tl.int64) * SH + (ow * STRIDE - PAD_L).to(tl.int64) * SW
+        tap = ci * SC + i * SH + j * SW
+        a = tl.load(x_ptr + corner[:, None] + tap[None, :], mask=valid, other=0.0).to(y_ptr.dtype.element_ty)
+        w = tl.load(w_ptr + k[:, None] * COUT + o[None, :], mask=k_mask[:, None] & o_mask[None, :], other=0.0)
+        if IEEE:  # noqa: SIM108 - fp32 layers, or the CPU interpreter (whose bf16 dot is broken): exact products
+            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+        else:
+            acc = tl.dot(a, w)
         acc = _activate(acc + tl.load(b_ptr + o, mask=o_mask, other=0.0).to(tl.float32)[None, :], ACT)
         out = y_ptr + m.to(tl.int64)[:, None] * COUT + o[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & o_mask[None, :])
@@ -382,11 +390,11 @@ def prepare_stem(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).contiguous()
 
 
-# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU: one output pixel per thread
-# (BM = 32 x warps). Each compiles for sm_90 without spilling under Triton 3.6, the GPU machines' version, and 3.8
-# (scripts/sm90_compile_check.py, results/sm90-compile-check-triton3.6.json); two pixels per thread, (256, 4),
-# (512, 8) and (128, 2), needed 172 registers under 3.8 and spilled in bf16 under 3.6 (255 registers, 72-104 B stack)
-STEM_CONFIGS = [(128, 4), (256, 8), (64, 2), (512, 16)]
+# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU. Each compiles for sm_90 to wgmma
+# without spilling (scripts/sm90_compile_check.py): 51-90 registers in bf16 under Triton 3.6, the GPU machines'
+# version (results/sm90-compile-check-triton3.6.json), 96-255 under 3.8; (256, 4) needed 255 under 3.6 and (512, 8)
+# spilled.
+STEM_CONFIGS = [(128, 4), (64, 4), (128, 8), (256, 8)]
 
 
 def stem(
@@ -414,12 +422,16 @@ def stem(
     cout = w_kc.shape[1]
     m = n * oh * ow
     block_n = max(16, triton.next_power_of_2(cout))
+    block_k = max(16, triton.next_power_of_2(x.shape[1] * 9))  # tl.dot's smallest K is 16
+    ieee = w_kc.dtype == torch.float32 or INTERPRET
 
     def run(bm, warps, warmup=False):
         y = torch.empty((n, cout, oh, ow), device=x.device, dtype=w_kc.dtype, memory_format=torch.channels_last)
         grid = (triton.cdiv(m, bm),)
         args = (x, w_kc, bias, y, m, h, w, oh, ow, top, left, *x.stride(), cout)
-        kwargs = dict(CIN=x.shape[1], STRIDE=stride, ACT=ACT_CODES[act], BM=bm, BN=block_n, num_warps=warps)
+        kwargs = dict(
+            CIN=x.shape[1], STRIDE=stride, ACT=ACT_CODES[act], BM=bm, BN=block_n, BK=block_k, IEEE=ieee, num_warps=warps
+        )
         with on_device(x, "stem"):
             if warmup:
                 _stem_kernel.warmup(*args, grid=grid, **kwargs)
