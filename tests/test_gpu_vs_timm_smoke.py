@@ -207,3 +207,26 @@ def test_numerics_on_trained_weights(tmp_path: Path):
     for path in ("ours_fp32", "ours_bf16_cl_eager", "ours_bf16_cl_compiled"):
         assert trained[path]["pass"] and trained[path]["top1_agreement"] == 1.0, (path, trained[path])
     assert 0 < trained["bf16_baseline"]["max_abs_over_ref_max"] < 0.05  # trained weights: bf16 is a small error
+
+
+def test_gpu_time_leaves_out_profiler_ranges_on_the_gpu_timeline():
+    """A record_function range shows up on the CUDA timeline spanning the kernels inside it: counting it doubled the
+    H200 lease's per-call totals. Real profiler events (FunctionEvent), as torch.profiler builds them."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def event(i, name, start, end, device, annotation=False):
+        return FunctionEvent(i, name, 0, start, end, device_type=device, is_user_annotation=annotation)
+
+    events = [
+        event(1, "triton::dw", 0, 100, DeviceType.CUDA, annotation=True),  # the range around the launch
+        event(2, "_dw_kernel", 5, 95, DeviceType.CUDA),
+        event(3, "nvjet_gemm", 100, 140, DeviceType.CUDA),
+        event(4, "_dw_kernel", 150, 240, DeviceType.CUDA),
+        event(5, "aten::addmm", 0, 30, DeviceType.CPU),
+    ]
+    module = _module()
+    gpu = module.time_by_name(events, cuda=True)
+    assert gpu == {"_dw_kernel": [180, 2], "nvjet_gemm": [40, 1]}
+    cpu = module.time_by_name(events, cuda=False)
+    assert cpu == {"aten::addmm": [30, 1]}
