@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import signal
 import statistics
@@ -56,22 +57,19 @@ from mobilenets.gpu import CudaGraphRunner, fast_inference  # noqa: E402
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = time.perf_counter()
 
-# Estimated seconds per section on one H200 with cold caches (torch.compile ~20-60 s per model, Inductor's worker
-# pool start-up included in the first). The Triton path compiles `kernels.FUSED_CONFIGS` and `SPLIT_CONFIGS` (11 in
-# threads with --triton-configs 4) for each of ~4 layer signatures at batch 256 and ~4 more at batch 1; one sm_90
-# compile of the fused kernel took 2-8 s on this project's 2-core dev machine (8 configs in 8 threads: 31 s there).
-# The training sections time a third model, ours with the Triton depthwise layers (`dwconv`), whose three kernels
-# compile per layer shape.
+# Estimated seconds per section on one H200 with cold caches: about 1.5x the longest each took on the three H200 leases
+# (results/gpu-vs-timm-NVIDIA_H200*.json, section_s; in brackets), which is what compiles, tunes and first calls
+# cost there (timm's first compiled training step alone took 39 s). The Triton preflight child (10-31 s) comes first.
 ESTIMATED_S = {
-    "hbm_bound": 5,
-    "inference_eager": 65,  # + the Triton path captured as a CUDA graph at the batch
-    "numerics": 10,
-    "train_eager": 30,
-    "latency_batch1": 40,
-    "inference_compiled": 100,  # + both compiled models as CUDA graphs (FX graph cache: no recompile); Triton again
-    "train_compiled": 130,
-    "profile": 30,  # ~10 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded) + the trace processing
-    "numerics_trained": 60,  # with --numerics-weights: a compile and Triton tuning for the weights' layer shapes
+    "hbm_bound": 5,  # [0.0]
+    "inference_eager": 25,  # [15.5] + the Triton path captured as a CUDA graph at the batch
+    "numerics": 10,  # [3.1]
+    "train_eager": 60,  # [40.1]
+    "latency_batch1": 20,  # [9.3]
+    "inference_compiled": 40,  # [22.9] + both compiled models as CUDA graphs; Triton again
+    "train_compiled": 130,  # [84.9] three models compiled: timm, ours, ours with the Triton depthwise op
+    "profile": 10,  # [0.9] ~10 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
+    "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
@@ -585,8 +583,15 @@ def run_sections(b: Bench, timm) -> None:
         if graph in b.built and twin in b.built and "error" not in out.get(graph, {}):
             try:
                 with torch.inference_mode():
-                    diff = (b.built[graph](x).clone().float() - b.built[twin](x).float()).abs().max().item()
-                out[graph]["max_abs_diff_vs_ungraphed"] = diff
+                    replayed = b.built[graph](x).clone().float()
+                    direct = b.built[twin](x).float()
+                out[graph]["max_abs_diff_vs_ungraphed"] = (replayed - direct).abs().max().item()
+                # where a NaN comes from (NaN on two H200 leases): the replay's logits, the twin's, or both
+                out[graph]["nonfinite_logits"] = {
+                    "graph": int((~replayed.isfinite()).sum()),
+                    "ungraphed": int((~direct.isfinite()).sum()),
+                    "of": replayed.numel(),
+                }
             except Exception as exc:  # noqa: BLE001 - recorded; the section's timings stand
                 out[graph]["max_abs_diff_vs_ungraphed"] = {"error": repr(exc)[:300]}
 
@@ -823,6 +828,17 @@ def _speed(report: dict, sec: str, cand: str) -> float | None:
     return v.get("images_per_s") if isinstance(v, dict) else None
 
 
+def _output_checked(report: dict, cand: str) -> bool:
+    """False for a CUDA-graph path whose logits were NaN against its uncaptured twin's (or whose check failed): its
+    speed is no candidate for the best path. The Triton graph's check was NaN on two H200 leases."""
+    for sec in ("inference_compiled", "inference_eager"):
+        row = report.get(sec, {}).get(cand)
+        if isinstance(row, dict) and "max_abs_diff_vs_ungraphed" in row:
+            diff = row["max_abs_diff_vs_ungraphed"]
+            return isinstance(diff, (int, float)) and math.isfinite(diff)
+    return True
+
+
 def ratios(report: dict) -> dict:
     """ours/timm speed (images/s, or 1/latency at batch 1) per comparable pair; None where either is missing."""
     pairs = {
@@ -868,7 +884,7 @@ def ratios(report: dict) -> dict:
         for c in ("ours_bf16_cl_eager", "ours_bf16_cl_triton", "ours_bf16_cl_triton_graph", "ours_bf16_cl_compiled",
                   "ours_bf16_cl_compiled_graph")
     }  # fmt: skip
-    best = {k: v for k, v in best.items() if v}
+    best = {k: v for k, v in best.items() if v and _output_checked(report, k)}
     bound = report.get("hbm_bound", {}).get("bound_images_per_s")
     if best:
         name = max(best, key=best.get)
@@ -916,6 +932,37 @@ def save(b: Bench) -> None:
         atomic_write_text(f, json.dumps(b.report, indent=2, default=str))
 
 
+def merge_reports(paths: list[Path]) -> dict:
+    """One report from several runs' JSON of one lease (calls cut short, or sections run apart): each section from
+    the last file in which it completed (no ``skipped``, no ``error``), its source in ``section_sources``; the ratios
+    recomputed. Each ratio still compares paths timed alternately in one section of one process; only the HBM bound
+    and the numerics may come from another call. Runs on another GPU or with another torch or timm are refused."""
+    reports = [(path, json.loads(path.read_text())) for path in paths]
+    first = reports[0][1]["environment"]
+    for path, r in reports[1:]:
+        for key in ("gpu", "torch", "timm", "triton"):
+            if r["environment"].get(key) != first.get(key):
+                raise SystemExit(f"--merge {path}: {key}={r['environment'].get(key)!r}, not {first.get(key)!r}")
+    merged: dict = {k: v for k, v in reports[0][1].items() if k not in SECTIONS and k not in ("ratios", "wall_s")}
+    merged["merged_from"] = [
+        {"file": path.name, "command": r["environment"].get("command"), "commit": r["environment"].get("commit"),
+         "wall_s": r.get("wall_s")}
+        for path, r in reports
+    ]  # fmt: skip
+    merged["section_sources"] = {}
+    for name in SECTIONS:
+        merged[name] = {"skipped": "in none of the merged runs"}
+        for path, r in reports:
+            section = r.get(name, {})
+            if isinstance(section, dict) and section and "skipped" not in section and "error" not in section:
+                merged[name] = section
+                merged["section_sources"][name] = path.name
+                if name == "inference_eager" and r.get("triton_tuning"):  # the layer choices that section timed
+                    merged["triton_tuning"] = r["triton_tuning"]
+    merged["ratios"] = ratios(merged)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", help="folder of real images for the numerics check")
@@ -943,8 +990,30 @@ def main() -> None:
         "--triton-configs", type=int, default=0, help="tune the fused kernel over the first N configs (0: all)"
     )
     parser.add_argument("--out", help="JSON path (default results/gpu-vs-timm-<gpu>[-smoke].json)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: merge these runs' results (one lease, later files win per section) into --out",
+    )
+    parser.add_argument("--note", help="with --merge: a caveat kept in the merged report (shown in the README)")
     parser.add_argument("--preflight-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.merge:
+        if not args.out:
+            sys.exit("--merge needs --out")
+        for path in args.merge:
+            if not path.is_file():
+                sys.exit(f"--merge {path}: no such file")
+        merged = merge_reports(args.merge)
+        if args.note:
+            merged["note"] = args.note
+        atomic_write_text(Path(args.out), json.dumps(merged, indent=2, default=str))
+        for line in summary(merged):
+            print(line)
+        print(f"ratios: {json.dumps(merged['ratios'])}")
+        return
     if args.triton_configs:  # in the preflight child too: it compiles what the run will tune
         kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
     if args.preflight_child:

@@ -79,6 +79,10 @@ def _gpu_run(path: Path) -> str:
             f"{d['resolution']}x{d['resolution']}, random weights):\n\n" + render(rows, "md")
             + f"\n\nRatios (ours / timm, > 1 = ours faster; fraction_of_hbm_bound = best ours / bound): "
             f"{said}.")  # fmt: skip
+    if d.get("merged_from"):
+        text += f"\n\nMerged from {len(d['merged_from'])} calls of one lease (`section_sources` names each section's)."
+    if d.get("note"):
+        text += f"\n\nNote: {d['note']}"
     profiled = {name: r for name, r in d.get("profile", {}).items() if isinstance(r, dict) and "by_category_ms" in r}
     if profiled:
         text += (

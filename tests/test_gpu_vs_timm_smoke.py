@@ -230,3 +230,65 @@ def test_gpu_time_leaves_out_profiler_ranges_on_the_gpu_timeline():
     assert gpu == {"_dw_kernel": [180, 2], "nvjet_gemm": [40, 1]}
     cpu = module.time_by_name(events, cuda=False)
     assert cpu == {"aten::addmm": [30, 1]}
+
+
+def _report(gpu: str, command: str, **sections) -> dict:
+    env = {"gpu": gpu, "torch": "2.11.0", "timm": "1.0.29", "triton": "3.6.0", "command": command, "commit": "abc"}
+    return {"environment": env, "batch": 256, "resolution": 224, "wall_s": 1.0, "ratios": {}, **sections}
+
+
+def _timed(ms: float) -> dict:
+    return {"median_ms": ms, "images_per_s": 256 / ms * 1e3}
+
+
+def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: Path):
+    """One lease's calls merge into one report: a section that errored or was skipped in a later call does not
+    replace the earlier call's, the ratios are recomputed from the merged sections, and another GPU is refused."""
+    first = _report(
+        "NVIDIA H200",
+        "gpu_vs_timm.py --sections inference_compiled",
+        inference_compiled={"timm_bf16_cl_compiled": _timed(4.0), "ours_bf16_cl_triton": _timed(2.0)},
+        train_compiled={"skipped": "time budget"},
+    )
+    second = _report(
+        "NVIDIA H200",
+        "gpu_vs_timm.py --sections inference_compiled,train_compiled",
+        inference_compiled={"error": "AcceleratorError('illegal memory access')"},
+        train_compiled={"timm_compiled": _timed(20.0), "ours_compiled": _timed(16.0)},
+    )
+    paths = []
+    for i, r in enumerate((first, second)):
+        paths.append(tmp_path / f"call{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    out = tmp_path / "merged.json"
+    cmd = [sys.executable, str(SCRIPT), "--merge", *map(str, paths), "--out", str(out), "--note", "two calls"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = json.loads(out.read_text())
+    assert merged["section_sources"] == {"inference_compiled": "call0.json", "train_compiled": "call1.json"}
+    assert merged["inference_compiled"] == first["inference_compiled"]
+    assert merged["ratios"]["inference_triton_vs_timm_compiled"] == pytest.approx(2.0)
+    assert merged["ratios"]["train_compiled"] == pytest.approx(20.0 / 16.0)
+    assert [m["command"] for m in merged["merged_from"]] == [first["environment"]["command"],
+                                                             second["environment"]["command"]]  # fmt: skip
+    assert merged["note"] == "two calls" and merged["inference_eager"] == {"skipped": "in none of the merged runs"}
+    paths[1].write_text(json.dumps({**second, "environment": {**second["environment"], "gpu": "NVIDIA H100"}}))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode != 0 and "gpu='NVIDIA H100'" in proc.stderr and "call1.json" in proc.stderr
+
+
+def test_a_graph_path_with_nan_logits_is_not_the_best_path():
+    """The Triton CUDA graph timed fastest-looking while its logits were NaN against its uncaptured twin (two H200
+    leases): its speed must not stand as ours."""
+    module = _module()
+    graph = {**_timed(2.0), "max_abs_diff_vs_ungraphed": float("nan")}
+    report = _report(
+        "NVIDIA H200",
+        "x",
+        inference_eager={"ours_bf16_cl_triton": _timed(2.5), "ours_bf16_cl_triton_graph": graph},
+        inference_compiled={"timm_bf16_cl_compiled": _timed(5.0)},
+    )
+    assert module.ratios(report)["best_ours_inference"]["path"] == "ours_bf16_cl_triton"
+    assert module.ratios(report)["best_ours_vs_timm_compiled"] == pytest.approx(2.0)
+    graph["max_abs_diff_vs_ungraphed"] = 0.0
+    assert module.ratios(report)["best_ours_inference"]["path"] == "ours_bf16_cl_triton_graph"
