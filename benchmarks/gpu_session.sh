@@ -50,21 +50,19 @@
 #   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too
 #   (NUMERICS_WEIGHTS names another folder).
 #
-#   #7 alone (what the 2026-11-27 lease left: the compiled sections beside timm, training, the stem kernel, start-up):
-#     GPU_TESTS=1 SKIP_SMOKE=1 SKIP_GPU_VS_TIMM=1 STARTUP_VARIANTS=bench,nobench,triton-dw \
-#       STARTUP_TIMEOUT=200 STARTUP_ARGS="--resolution 224" ... 1                                      # <= 335 s
-#     (carrying .xfer/p1: val + one train class, which gpu_startup trains on, the numerics read and the nvjpeg test
-#     compares; at 224 px each variant's steady rate over its synthetic step is #7's end-to-end ratio, the Triton
-#     depthwise one included; the warm-up process runs triton-dw, so its compile is not in that variant's start.
-#     Each cold first step took 15-24 s on earlier leases: 200 s for the warm-up and three variants. The decode
-#     benchmark is left out: the data path decodes once per run, outside the steady rate.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+40 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,inference_eager,numerics,train_eager,inference_compiled,train_compiled,profile" ... 1  # <= B+55 s
-#     (carrying .xfer/p1 again: if the machine went back between the calls, the numerics still read real images,
-#     and gpu_vs_timm stops at once when --images holds none. B = the lease's budget_left_s less 90, at most 540; the
-#     sections' estimates add up to 370 s. Left out: batch 1 and the numerics on trained weights, both met on earlier
-#     leases. On the 2026-11-27 lease the Triton preflight child alone took 31 s, and a 140 s budget left out the
-#     compiled sections, then estimated at 95 s and 130 s.)
+#   #7 alone (what the second 2026-11-27 lease left: the tensor-core stem kernel and the CUDA-graph fix untimed, no
+#   profile of a training step; results/logs-h200-2026-11-27-lease2/README.md):
+#     GPU_TESTS=1 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1                            # <= 290 s
+#     (carrying .xfer/p1: the GPU tests check the stem kernel and the Triton CUDA graph against the uncaptured path,
+#     and a graph surviving others dropped on the machine; inference_compiled times the new stem beside timm
+#     compiled, the 1.7x target, with the Triton graph again. That lease's sections took 11-23 s each, the Triton
+#     preflight 10-31 s, the GPU tests 36 s.)
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
+#     (B = the lease's budget_left_s less 60, at most 300: train_compiled compiled three models in 85 s there, and
+#     the profile then names the training step's costliest layers, which no lease has recorded yet. Join the calls'
+#     JSON with `gpu_vs_timm.py --merge`.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

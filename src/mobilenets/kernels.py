@@ -530,8 +530,9 @@ FUSED_CONFIGS = [
 # 32 about 212-241), so the smaller shares trade fewer values in flight per thread for more resident threads.
 SPLIT_CONFIGS = [(64, 64, 4), (128, 32, 4), (32, 128, 4), (64, 64, 8), (32, 128, 8), (32, 64, 4), (32, 64, 8)]
 # (rows, cols, BC, num_warps) candidates for the row-reuse depthwise kernel of the split plan, stride 1 only. On the
-# H200 the split plan's depthwise kernel ran at about 40% of HBM bandwidth (results/gpu-vs-timm-NVIDIA_H200.json's
-# triton_tuning): `_dw_kernel` loads each input value 9 times (once per tap), from L1/L2 at best. Each compiles for
+# H200 the split plan's depthwise kernel ran at about 40% of HBM bandwidth (the triton_tuning of
+# results/gpu-vs-timm-NVIDIA_H200-2026-11-27.json): `_dw_kernel` loads each input value 9 times (once per tap), from
+# L1/L2 at best; on the next lease the row-reuse plan won none of the 5 stride-1 shapes at batch 256. Each compiles for
 # sm_90 with 89-160 registers and no spills (scripts/sm90_compile_check.py; 8 values per thread and tile took 221+).
 ROWS_CONFIGS = [(8, 16, 64, 8), (16, 16, 64, 8), (8, 8, 128, 8), (16, 8, 64, 4), (8, 16, 128, 8), (8, 32, 64, 8)]
 PLANS = ("fused", "split", "split_rows")
