@@ -292,3 +292,37 @@ def test_a_graph_path_with_nan_logits_is_not_the_best_path():
     assert module.ratios(report)["best_ours_vs_timm_compiled"] == pytest.approx(2.0)
     graph["max_abs_diff_vs_ungraphed"] = 0.0
     assert module.ratios(report)["best_ours_inference"]["path"] == "ours_bf16_cl_triton_graph"
+
+
+def test_a_graph_path_whose_logits_differ_from_its_twins_is_not_the_best_path():
+    """A finite but wrong replay (our compiled graph's logits were 15.6 off its twin's on the third H200 lease) is no
+    more a result than a NaN one; nor does a broken timm graph stand as timm's best compiled path."""
+    module = _module()
+    graph = {**_timed(2.0), "max_abs_diff_vs_ungraphed": 15.5625, "ungraphed_max_abs": 1.2}
+    report = _report(
+        "NVIDIA H200",
+        "x",
+        inference_compiled={
+            "timm_bf16_cl_compiled": _timed(5.0),
+            "timm_bf16_cl_compiled_graph": {**_timed(4.0), "max_abs_diff_vs_ungraphed": float("nan")},
+            "ours_bf16_cl_compiled": _timed(3.0),
+            "ours_bf16_cl_compiled_graph": graph,
+        },
+    )
+    ratios = module.ratios(report)
+    assert ratios["best_ours_inference"]["path"] == "ours_bf16_cl_compiled"
+    assert ratios["best_ours_vs_timm_best_compiled"] == pytest.approx(5.0 / 3.0)  # timm's graph is left out
+    graph["max_abs_diff_vs_ungraphed"] = 0.004  # rounding: within GRAPH_TOL of the twin's largest logit
+    assert module.ratios(report)["best_ours_inference"]["path"] == "ours_bf16_cl_compiled_graph"
+
+
+def test_merge_refuses_runs_at_another_resolution(tmp_path: Path):
+    """Rates and the HBM bound depend on the batch and resolution: runs at other ones do not merge."""
+    paths = []
+    for i, res in enumerate((224, 160)):
+        report = {**_report("NVIDIA H200", "x", train_compiled={"timm_compiled": _timed(20.0)}), "resolution": res}
+        paths.append(tmp_path / f"call{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    cmd = [sys.executable, str(SCRIPT), "--merge", *map(str, paths), "--out", str(tmp_path / "merged.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode != 0 and "resolution=160" in proc.stderr and "call1.json" in proc.stderr
