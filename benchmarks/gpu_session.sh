@@ -52,17 +52,18 @@
 #
 #   #7 alone (what the second 2026-11-27 lease left: the tensor-core stem kernel and the CUDA-graph fix untimed, no
 #   profile of a training step; results/logs-h200-2026-11-27-lease2/README.md):
-#     GPU_TESTS=1 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1                            # <= 290 s
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=75 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200
+#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1  # <= 290 s
 #     (carrying .xfer/p1: the GPU tests check the stem kernel and the Triton CUDA graph against the uncaptured path,
 #     and a graph surviving others dropped on the machine; inference_compiled times the new stem beside timm
-#     compiled, the 1.7x target, with the Triton graph again. That lease's sections took 11-23 s each, the Triton
-#     preflight 10-31 s, the GPU tests 36 s.)
+#     compiled, the 1.7x target, with the Triton graph again. That lease's inference sections took 12 and 23 s, the
+#     others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300: train_compiled compiled three models in 85 s there, and
-#     the profile then names the training step's costliest layers, which no lease has recorded yet. Join the calls'
-#     JSON with `gpu_vs_timm.py --merge`.)
+#     (B = the lease's budget_left_s less 60, at most 300; below about 180 skip the call, as train_compiled, estimated
+#     at 130 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
+#     there, and the profile then names the training step's costliest layers, which no lease has recorded yet. Join
+#     the calls' JSON with `gpu_vs_timm.py --merge`.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
