@@ -122,7 +122,8 @@ class CudaGraphRunner:
     the Triton path, captured on the shared stream, faulted with an illegal memory access when replayed after
     other graphs had been captured and dropped. Warm-up runs on a second stream, so the capture allocates its
     workspace in the graph's own memory pool rather than reusing an eager one. PyTorch hands out streams from a
-    pool of 32 per priority, so the 33rd live runner shares a capture stream with the first."""
+    pool of 32 per priority in rotation, across every draw in the process, so a runner shares its capture stream
+    with whatever draws the 32nd normal-priority stream after it; a handful of runners are alive at once here."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3) -> None:
         self.static_in = example.clone()

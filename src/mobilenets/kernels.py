@@ -390,10 +390,10 @@ def prepare_stem(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).contiguous()
 
 
-# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU. Each compiles for sm_90 to wgmma
-# without spilling (scripts/sm90_compile_check.py): 51-90 registers in bf16 under Triton 3.6, the GPU machines'
-# version (results/sm90-compile-check-triton3.6.json), 96-255 under 3.8; (256, 4) needed 255 under 3.6 and (512, 8)
-# spilled.
+# (BM, num_warps) candidates for the stem kernel, tried per input shape on the GPU. Each compiles for sm_90 without
+# spilling (scripts/sm90_compile_check.py), in bf16 to wgmma: 51-90 registers under Triton 3.6, the GPU machines'
+# version (results/sm90-compile-check-triton3.6.json), 96-255 under 3.8. Tried and left out (a one-off check, not in
+# those files): (256, 4) took 255 registers under 3.6 and (512, 8) spilled.
 STEM_CONFIGS = [(128, 4), (64, 4), (128, 8), (256, 8)]
 
 
