@@ -52,10 +52,11 @@
 #
 #   #7 alone (what the second 2026-11-27 lease left: the tensor-core stem kernel and the CUDA-graph fix untimed, no
 #   profile of a training step; results/logs-h200-2026-11-27-lease2/README.md):
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=75 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200
-#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1  # <= 290 s
-#     (carrying .xfer/p1: the GPU tests check the stem kernel and the Triton CUDA graph against the uncaptured path,
-#     and a graph surviving others dropped on the machine; inference_compiled times the new stem beside timm
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=100 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200
+#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1  # <= 315 s
+#     (carrying .xfer/p1: the GPU tests check the stem kernel, each backend's CUDA-graph replay against the same path
+#     launch by launch (no test had; every batch-256 graph in gpu_vs_timm differed from its twin), and a graph
+#     surviving others dropped; a compile per backend makes them longer than that lease's; inference_compiled times the new stem beside timm
 #     compiled, the 1.7x target, with the Triton graph again. That lease's inference sections took 12 and 23 s, the
 #     others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
