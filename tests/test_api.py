@@ -14,6 +14,10 @@ from mobilenets.registry import grid_name, model_spec, register_model
         (dict(interpolation="foo"), "interpolation='foo' is not allowed: interpolation must be one of 'bilinear'"),
         (dict(labels="abc", num_classes=3), "labels='abc' is not allowed: labels must be a sequence of class names"),
         (dict(labels=(1, 2), num_classes=2), r"labels=\(1, 2\) is not allowed"),
+        (
+            dict(labels=("a", "b"), num_classes=0),
+            "labels='<2 labels>' is not allowed: labels must be None with num_classes=0",
+        ),
         (dict(mean="abc"), "mean='abc' is not allowed: mean must be 3 numbers, one per input channel"),
         (dict(std=(0.5, 0.5)), r"std=\(0.5, 0.5\) is not allowed: std must be 3 positive numbers"),
         (dict(std=(0.5, 0.0, 0.5)), "std must be 3 positive numbers"),

@@ -123,11 +123,30 @@ def test_another_class_count_keeps_the_backbone_and_gives_a_fresh_head(tmp_path,
     relabelled = mobilenets.load(tmp_path / "m", num_classes=3, labels=["x", "y", "z"])
     assert relabelled.spec.labels == ("x", "y", "z") and relabelled.classifier.out_features == 3
     features = mobilenets.load(tmp_path / "m", num_classes=0)
-    assert features(torch.randn(1, 3, 64, 64)).shape == (1, features.num_features)
+    assert features(torch.randn(1, 3, 64, 64)).shape == (1, features.num_features) and features.spec.labels is None
     renamed = mobilenets.load(tmp_path / "m", labels=tuple("vwxyz"))  # same count: the trained head stays
     assert renamed.spec.labels == tuple("vwxyz") and torch.equal(renamed.classifier.weight, saved["classifier.weight"])
     with pytest.raises(ValueError, match="labels='<1 labels>' is not allowed: labels must be 10 labels"):
         mobilenets.load(tmp_path / "m", num_classes=10, labels=("a",))
+
+
+def test_every_way_to_drop_the_head_drops_the_labels(tmp_path):
+    """A spec without classifier refuses labels, so each path to a feature extractor must clear them."""
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=3, labels=("a", "b", "c"))
+    mobilenets.save(model, tmp_path / "m")
+    for headless in (
+        mobilenets.load(tmp_path / "m", num_classes=0),
+        mobilenets.load(tmp_path / "m", num_classes=0, global_pool=""),
+        mobilenets.create_model("mobilenet_v1_025_128", weights=tmp_path / "m", num_classes=0),
+    ):
+        assert headless.spec.num_classes == 0 and headless.spec.labels is None
+    model.classifier = nn.Identity()  # torchvision style: save records num_classes=0 and no labels
+    mobilenets.save(model, tmp_path / "identity")
+    assert mobilenets.load(tmp_path / "identity").spec.labels is None
+    model.reset_classifier(0)
+    assert model.spec.labels is None
+    with pytest.raises(ValueError, match="labels='<2 labels>' is not allowed: labels must be None with num_classes=0"):
+        mobilenets.load(tmp_path / "m", num_classes=0, labels=("x", "y"))
 
 
 def test_save_refuses_what_load_cannot_read_and_writes_nothing(tmp_path):

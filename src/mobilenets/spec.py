@@ -59,7 +59,8 @@ class ModelSpec:
     Layer-shaping fields: alpha, depth_multiplier, min_channels, channel_divisor, variant, act, tf_padding,
     output_stride, num_classes, in_chans, dropout, bn_eps, global_pool (no weights: 'avg', 'max', or '' for the
     unpooled feature map of a model without classifier). Data-side fields (no effect on weights): resolution,
-    mean, std (one value per input channel), crop_pct, interpolation, labels (one name per class).
+    mean, std (one value per input channel), crop_pct, interpolation, labels (one name per class; None or empty
+    with num_classes=0).
     Integers and reals of any numeric type (NumPy scalars too) are stored as ``int`` and ``float``; bools are not
     numbers here.
     """
@@ -126,6 +127,12 @@ class ModelSpec:
             return
         if not isinstance(labels, tuple) or not all(isinstance(label, str) for label in labels):
             raise bad_value("labels", labels, "a sequence of class names (str), e.g. ('cat', 'dog'), or None")
+        if labels and not self.num_classes:  # a feature extractor has no classes for names to belong to
+            raise bad_value(
+                "labels",
+                f"<{len(labels)} labels>",
+                "None with num_classes=0 (a model without classifier has no classes)",
+            )
         if self.num_classes and len(labels) != self.num_classes:
             raise bad_value("labels", f"<{len(labels)} labels>", f"{self.num_classes} labels (one per class)")
 
