@@ -146,3 +146,39 @@ def test_sixteen_bit_images_keep_their_brightness(tmp_path):
     grey, dark = read_image(tmp_path / "grey.png"), read_image(tmp_path / "dark.png")
     assert grey.shape == (3, 6, 8) and grey.unique().tolist() == [127]  # round(32767 / 65535 * 255)
     assert dark.shape == (3, 6, 8) and int(dark.max()) == round(940 / 65535 * 255) == 4
+
+
+def _write_png16(path, samples: np.ndarray) -> None:
+    """A 16-bit PNG (colour type 2, RGB, for (H, W, 3); 0, grey, for (H, W)), written by hand: Pillow writes 16-bit
+    grey but no 16-bit colour."""
+    import struct
+    import zlib
+
+    rows = np.asarray(samples, dtype=">u2")
+    h, w = rows.shape[:2]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if rows.ndim == 3 else 0, 0, 0, 0)
+    scanlines = b"".join(b"\0" + row.tobytes() for row in rows)  # filter type 0 on every row
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b"")
+    )
+
+
+def test_sixteen_bit_colour_and_grey_round_alike(tmp_path):
+    """The same 16-bit samples give the same 8-bit pixels as grey or colour, rounded to nearest: Pillow's 16-bit RGB
+    decoding keeps the high byte (129 -> 0, 400 -> 1) where grey was rounded (129 -> 1, 400 -> 2)."""
+    from PIL import Image
+
+    values = np.array([[0, 129, 400, 32767, 65279, 65535]], dtype=np.uint16)
+    expected = [0, 1, 2, 127, 254, 255]  # (v * 255 + 32767) // 65535
+    _write_png16(tmp_path / "rgb.png", np.stack([values, values[:, ::-1], values], axis=-1))
+    Image.fromarray(values).save(tmp_path / "grey.png")  # Pillow's I;16 PNG
+    Image.fromarray(values).save(tmp_path / "grey.tiff")  # only Pillow decodes TIFF: its own 16-bit path
+    rgb = read_image(tmp_path / "rgb.png")
+    assert rgb.dtype == torch.uint8 and rgb.shape == (3, 1, 6)
+    assert rgb[0, 0].tolist() == rgb[2, 0].tolist() == expected and rgb[1, 0].tolist() == expected[::-1]
+    for grey in (read_image(tmp_path / "grey.png"), read_image(tmp_path / "grey.tiff")):
+        assert grey.dtype == torch.uint8 and grey.shape == (3, 1, 6) and grey[:, 0].tolist() == [expected] * 3

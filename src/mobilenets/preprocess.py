@@ -1,7 +1,8 @@
 """Image decoding and the evaluation transform, shared by training (data.py), inference and weight checks.
 
 Decoding: torchvision.io (libjpeg-turbo, libpng, ...) with Pillow as the fallback for anything else; every image
-comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted).
+comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted; 16-bit samples, grey or
+colour, are rounded to the nearest of 256 levels, `to_8_bits`, not truncated to their high byte as Pillow does).
 Eval transform (timm's single-crop ImageNet evaluation; crop_pct 0.875 by default: 256 for 224): resize the shorter
 side to resolution / crop_pct, center crop, scale to [0, 1], normalise with the spec's mean/std. TF-trained weights
 use mean = std = 0.5, i.e. inputs in [-1, 1].
@@ -42,11 +43,19 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise ImageError(f"{path}: empty file (0 bytes)")
     try:
         img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        if img.dtype == torch.uint16:  # 16-bit PNG, grey or colour: libpng hands over all 16 bits
+            img = to_8_bits(img.to(torch.int64)).to(torch.uint8)
         if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
             return img
     except (RuntimeError, ValueError):
         pass
     return _read_with_pillow(path)
+
+
+def to_8_bits(values, full: int = 65535):
+    """Integer samples in [0, ``full``] (an int64 tensor or array) to [0, 255], rounded to nearest:
+    65535 -> 255, 129 -> 1 (truncating to the high byte would give 0). No sample lies exactly halfway."""
+    return (values * 255 + full // 2) // full
 
 
 def failure_reason(exc: Exception, path: str | os.PathLike) -> str:
@@ -109,9 +118,9 @@ def _read_with_pillow(path: Path) -> torch.Tensor:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit samples to 8 bits, 65535 -> 255 for every image
-                arr = np.clip(np.asarray(im, dtype=np.float64), 0, None)
-                full = 65535.0 if arr.max() <= 65535 else float(arr.max())  # wider integer data: by its own range
-                im = Image.fromarray(np.round(arr / full * 255).astype(np.uint8))
+                arr = np.clip(np.asarray(im, dtype=np.int64), 0, None)
+                full = max(65535, int(arr.max()))  # wider integer data: by its own range
+                im = Image.fromarray(to_8_bits(arr, full).astype(np.uint8))
             rgb = im.convert("RGB")
             return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
