@@ -22,7 +22,8 @@ Floor analysis (`--floor MODEL`, default 0.25-128; the evidence for why a small 
   exceed the unprofiled latency), so read it as attribution, not as latency.
 
 Run: flock /tmp/mobilenets-cpu.lock python benchmarks/int8.py [--cpu 0] [--val-count N] [--quick]
-Writes results/int8-<hw>-b1-t<threads>.{json,csv,md}.
+Writes results/int8-<hw>-b1-t<threads>.{json,csv,md}; every row records the machine and versions
+(`run_environment`: `mobilenets.bench.environment`'s fields, as the bench rows, plus onnx).
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ import argparse
 import csv
 import json
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 import mobilenets
+from mobilenets.bench import environment
 from mobilenets.data import shared_data_root  # noqa: E402
 from mobilenets.export import (
     FP32_HEAD,
@@ -73,26 +73,33 @@ FLOOR_RESOLUTION = 32
 PROFILE_CALLS = 300
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown-cpu"
-
-
-def versions() -> dict:
+def run_environment() -> dict:
+    """The machine and versions every row records: `mobilenets.bench.environment` (cpu, cores, gpu, torch,
+    onnxruntime, openvino, python, commit), the fields of every bench row, plus onnx, which builds the INT8 graphs."""
     import onnx
-    import onnxruntime
-    import openvino
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return {**environment(), "onnx": onnx.__version__}
+
+
+def result_row(name: str, origin: str, key: str, timing: dict, *, base_ms: float, size_mb: float, accuracy: dict,
+               val_images: int, threads: int, env: dict) -> dict:  # fmt: skip
+    """One results row: ``key`` is '<runtime> <precision>'; ``timing`` a `time_alternating` entry; ``accuracy``
+    `top1`'s entry for the key ({} when not measured); ``env`` from `run_environment`, recorded in the row."""
+    runtime, kind = key.split(" ", 1)
     return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "openvino": openvino.__version__,
-        "mobilenets_commit": commit,
+        "model": name,
+        "weights": origin,
+        "runtime": runtime,
+        "precision": kind,
+        "batch": 1,
+        "threads": threads,
+        **timing,
+        "speedup_vs_ort_fp32": round(base_ms / timing["median_ms"], 2),
+        "size_mb": round(size_mb, 3),
+        "top1_pct": accuracy.get("top1_pct"),
+        "agree_with_ort_fp32_pct": accuracy.get("agree_with_fp32_pct"),
+        "val_images": val_images if accuracy else None,
+        **env,
     }
 
 
@@ -278,6 +285,7 @@ def main() -> int:
     work.mkdir(exist_ok=True)
     calib_train = pick_images(DATA / "imagenette" / "train", args.calib, seed=0)
     val_files, val_labels = imagenette_val(args.val_count, seed=1)
+    env = run_environment()
     rows: list[dict] = []
     floor: dict = {}
     for name in args.models:
@@ -303,37 +311,22 @@ def main() -> int:
             acc = top1(ordered, spec, val_files, val_labels)
         base = lat["ort fp32"]["median_ms"]
         for key, t in lat.items():
-            runtime, kind = key.split(" ", 1)
-            row = {
-                "model": name,
-                "weights": origin,
-                "runtime": runtime,
-                "precision": kind,
-                "batch": 1,
-                "threads": args.threads,
-                **t,
-                "speedup_vs_ort_fp32": round(base / t["median_ms"], 2),
-                "size_mb": round(paths[kind].stat().st_size / 1e6, 3),
-                "top1_pct": acc.get(key, {}).get("top1_pct"),
-                "agree_with_ort_fp32_pct": acc.get(key, {}).get("agree_with_fp32_pct"),
-                "val_images": len(val_files) if acc else None,
-            }
+            size_mb = paths[key.split(" ", 1)[1]].stat().st_size / 1e6
+            row = result_row(name, origin, key, t, base_ms=base, size_mb=size_mb, accuracy=acc.get(key, {}),
+                             val_images=len(val_files), threads=args.threads, env=env)  # fmt: skip
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
         if name == args.floor:
             floor = floor_analysis(model, name, paths, work, calib_train, args)
-        write(rows, floor, args)  # after every model, so a crash late in the run keeps the finished models
+        write(rows, floor, args, env)  # after every model, so a crash late in the run keeps the finished models
     return 0
 
 
-def write(rows: list[dict], floor: dict, args) -> None:
-    hw = cpu_name().replace(" ", "-").lower()
-    stem = RESULTS / f"int8-{hw}-b1-t{args.threads}{'-quick' if args.quick else ''}"
-    RESULTS.mkdir(exist_ok=True)
-    meta = {
+def results_meta(rows: list[dict], floor: dict, args, env: dict) -> dict:
+    """The JSON results file: command, ``env`` (as the rows record it), settings, rows and floor analysis."""
+    return {
         "command": " ".join(["python", "benchmarks/int8.py", *sys.argv[1:]]),
-        "hardware": {"cpu": cpu_name(), "cores_visible": torch.get_num_threads() and __import__("os").cpu_count()},
-        "versions": versions(),
+        "env": env,
         "settings": {
             "batch": 1,
             "threads": args.threads,
@@ -349,6 +342,13 @@ def write(rows: list[dict], floor: dict, args) -> None:
         "rows": rows,
         "floor": floor,
     }
+
+
+def write(rows: list[dict], floor: dict, args, env: dict) -> None:
+    hw = env["cpu"].replace(" ", "-").lower()
+    stem = RESULTS / f"int8-{hw}-b1-t{args.threads}{'-quick' if args.quick else ''}"
+    RESULTS.mkdir(exist_ok=True)
+    meta = results_meta(rows, floor, args, env)
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     with stem.with_suffix(".csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -357,9 +357,9 @@ def write(rows: list[dict], floor: dict, args) -> None:
     cols = ["model", "runtime", "precision", "median_ms", "p10_ms", "p90_ms", "speedup_vs_ort_fp32", "size_mb"]
     cols += ["top1_pct", "agree_with_ort_fp32_pct"]
     lines = [
-        f"# INT8 vs fp32, batch 1, {args.threads} thread(s), {cpu_name()}",
+        f"# INT8 vs fp32, batch 1, {args.threads} thread(s), {env['cpu']} ({env['cores']} vCPUs)",
         "",
-        f"Command: `{meta['command']}`; versions: {json.dumps(meta['versions'])}",
+        f"Command: `{meta['command']}`; environment (also in every CSV/JSON row): {json.dumps(env)}",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
