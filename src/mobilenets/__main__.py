@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:  # cli imports no torch, and main catches Ctrl-C from there on; this covers the milliseconds before it
+    from .cli import main
+except KeyboardInterrupt:
+    print("\nmobilenets: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())
