@@ -296,6 +296,33 @@ def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp32.onnx", "m.int8.onnx"]
 
 
+@pytest.mark.parametrize("stops_before", ["m.fp32.onnx", "m.int8.onnx"])
+def test_an_int8_export_stopped_between_its_renames_leaves_no_mismatched_pair(tmp_path, stops_before):
+    """An INT8 export moves two files into place, the INT8 model and its fp32 companion, one rename each; they went
+    in set order, and a kill between them left a new INT8 file beside the previous export's fp32 model, or the
+    reverse. Now, wherever it stops, an INT8 file present has the companion written with it. The stop is real: the
+    staging file of the rename it stops before is gone, so that rename fails as it would never have run."""
+    from mobilenets.export import move_into_place
+
+    out, fp32 = tmp_path / "m.int8.onnx", tmp_path / "m.fp32.onnx"
+    out.write_bytes(b"old int8")
+    fp32.write_bytes(b"old fp32")
+    staged = {out: tmp_path / ".m.int8.partial-1.onnx", fp32: tmp_path / ".m.fp32.partial-1.onnx"}
+    staged[out].write_bytes(b"new int8")
+    staged[fp32].write_bytes(b"new fp32")
+    staged[tmp_path / stops_before].unlink()
+    with pytest.raises(FileNotFoundError):
+        move_into_place(staged, out)
+    if out.exists():
+        assert out.read_bytes().split()[0] == fp32.read_bytes().split()[0], "an INT8 file beside another fp32 model"
+    staged = {out: tmp_path / ".m.int8.partial-2.onnx", fp32: tmp_path / ".m.fp32.partial-2.onnx"}
+    for final, part in staged.items():
+        part.write_bytes(b"new " + final.suffixes[0][1:].encode())
+    move_into_place(staged, out)  # uninterrupted: both replaced, no staging file left
+    assert (out.read_bytes(), fp32.read_bytes()) == (b"new int8", b"new fp32")
+    assert not [p for p in staged.values() if p.exists()]
+
+
 @pytest.fixture(scope="module")
 def tflite_025(tmp_path_factory):
     """The real uint8 TFLite 0.25_128 ImageNet classifier converted to our format (1001 classes)."""

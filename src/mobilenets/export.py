@@ -760,8 +760,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     staged = {final: final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}") for final in {out, fp32}}
     try:
         report = _export(model, cfg, staged[out], staged[fp32], calib, val, sha)
-        for final, part in staged.items():
-            os.replace(part, final)
+        move_into_place(staged, out)
     except BaseException:
         for part in staged.values():
             part.unlink(missing_ok=True)
@@ -770,6 +769,18 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     if report.int8 is not None:
         report.int8.path, report.int8.fp32_path = out, fp32
     return report
+
+
+def move_into_place(staged: dict[Path, Path], out: Path) -> None:
+    """Rename each staging file of ``staged`` (destination -> staging path) over its destination, ``out`` last; with
+    companions (an INT8 export's fp32 model), an earlier ``out`` is removed first. So whenever ``out`` exists, the
+    companions beside it are the ones written with it, wherever a kill stops this: the renames are one at a time, and
+    renaming ``out`` first (or keeping the old one while the companion is replaced) left an INT8 file beside another
+    export's fp32 model. A kill stops at worst with no ``out``, which the same command writes again."""
+    if len(staged) > 1:
+        out.unlink(missing_ok=True)
+    for final in sorted(staged, key=lambda p: p == out):
+        os.replace(staged[final], final)
 
 
 def _export(
