@@ -23,3 +23,13 @@ def data_path(*parts: str) -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     return data_path()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped: what a killed writer's staging file is named for."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid

@@ -323,6 +323,35 @@ def test_an_int8_export_stopped_between_its_renames_leaves_no_mismatched_pair(tm
     assert not [p for p in staged.values() if p.exists()]
 
 
+def test_an_export_removes_the_staging_files_of_killed_exports_and_only_those(weights_dir, tmp_path):
+    """A killed export leaves its pid-named staging file; later runs ignored it, so they piled up. The next export to
+    the same file removes those whose writer is dead and that are this user's, and no other: not a live process's
+    (another export still writing), not another user's, not another destination's."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import dead_pid
+
+    out, dead = tmp_path / "m.onnx", dead_pid()
+    left = tmp_path / f".m.partial-{dead}.onnx"
+    kept = [tmp_path / f".other.partial-{dead}.onnx", tmp_path / f".m.partial-{dead}.x.onnx"]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as live:
+        try:
+            kept.append(tmp_path / f".m.partial-{live.pid}.onnx")
+            for path in (left, *kept):
+                path.write_bytes(b"staged")
+            if os.getuid() == 0:  # root can give a file away: another user's, named for a dead pid
+                kept.append(tmp_path / f".m.partial-{dead_pid()}.onnx")
+                kept[-1].write_bytes(b"staged")
+                os.chown(kept[-1], 65534, 65534)
+            assert cli.main(["export", str(weights_dir), "--out", str(out), "--no-progress"]) == 0
+        finally:
+            live.kill()
+    assert out.is_file() and not left.exists()
+    assert all(path.exists() for path in kept), [path.name for path in kept if not path.exists()]
+
+
 @pytest.fixture(scope="module")
 def tflite_025(tmp_path_factory):
     """The real uint8 TFLite 0.25_128 ImageNet classifier converted to our format (1001 classes)."""

@@ -261,12 +261,12 @@ def test_stream_replaces_its_own_annotated_video_but_no_other_file_without_overw
 
 def _stream_until_staged(argv: list[str], out: Path, sig: int) -> subprocess.Popen:
     """``mobilenets stream`` in a process sent ``sig`` as soon as its video is being written (a staging file beside
-    ``out``, or ``out`` itself changed)."""
-    before = out.read_bytes()
+    ``out`` that was not there before, or ``out`` itself changed)."""
+    before, earlier = out.read_bytes(), set(out.parent.glob(f".{out.stem}.partial-*"))
     proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     while proc.poll() is None:
-        if any(out.parent.glob(f".{out.stem}.partial-*")) or out.read_bytes() != before:
+        if set(out.parent.glob(f".{out.stem}.partial-*")) - earlier or out.read_bytes() != before:
             proc.send_signal(sig)
             break
         time.sleep(0.001)
@@ -288,13 +288,25 @@ def test_an_interrupted_or_killed_stream_keeps_the_earlier_annotated_video(model
     make_video(clip, 600)  # seconds of encoding: the signal comes while it runs
     proc = _stream_until_staged(argv, out, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL and out.read_bytes() == before
-    for leftover in tmp_path.glob(".annotated.partial-*"):  # the killed process's staging file (pid-named)
-        leftover.unlink()
-    proc = _stream_until_staged(argv, out, signal.SIGINT)
+    assert list(tmp_path.glob(".annotated.partial-*"))  # the killed process's staging file (pid-named)...
+    proc = _stream_until_staged(argv, out, signal.SIGINT)  # ...which this run removes: its writer is dead
     assert proc.returncode == 130 and out.read_bytes() != before and written_by_stream(out)
     with av.open(str(out)) as c:
         assert 0 < sum(1 for _ in c.decode(video=0)) < 600  # what was recorded until Ctrl-C, readable
     assert not list(tmp_path.glob(".annotated.partial-*"))  # moved into place, nothing left behind
+
+
+def test_a_stream_removes_the_staging_file_a_killed_stream_left(model_dir, tmp_path):
+    """A stream killed while writing --out leaves its pid-named staging file; later streams ignored it, so they piled
+    up. The next stream to the same --out removes it (its writer is dead; `atomic.remove_stale_staging`)."""
+    from .conftest import dead_pid
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 3)
+    left = tmp_path / f".annotated.partial-{dead_pid()}.mp4"
+    left.write_bytes(b"the first seconds of a video, without its index")
+    assert cli.main(["stream", str(model_dir), str(clip), "--threads", "1", "--out", str(out)]) == 0
+    assert written_by_stream(out) and not left.exists()
 
 
 def test_stream_encodes_as_a_live_encoder_by_default(model_dir, tmp_path):

@@ -9,7 +9,10 @@ A reader (or a resumed run) therefore sees either the old complete file or the n
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,51 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def staging_path(path: str | os.PathLike) -> Path:
+    """Where a writer builds ``path`` before renaming it into place: ``.<stem>.partial-<pid><suffix>`` beside it (the
+    same folder, so the rename is atomic; the same extension, as FFmpeg picks the container by it; the writer's pid,
+    so two writers never share one and `remove_stale_staging` can tell a killed writer's file from a live one's)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
+    """Remove the `staging_path` files of ``path`` that killed writers left: those named for a pid no process has now
+    and owned by this user. Without this every killed export or stream left one behind for good. A file whose pid is
+    alive (this process's, or one that is still writing) or that is another user's is kept, and so is anything that
+    is not a regular file. Returns the removed paths. Nothing is removed off POSIX (os.kill(pid, 0) terminates the
+    process on Windows)."""
+    if os.name != "posix":  # pragma: no cover - not on this project's platforms
+        return []
+    path = Path(path)
+    # a pid has at most 9 digits (Linux's pid_max is at most 2**22): os.kill takes any such number
+    name = re.compile(rf"\.{re.escape(path.stem)}\.partial-([0-9]{{1,9}}){re.escape(path.suffix)}")
+    removed = []
+    for part in path.parent.glob(f".{glob.escape(path.stem)}.partial-*{glob.escape(path.suffix)}"):
+        match = name.fullmatch(part.name)
+        try:  # garbage collection: a file it cannot look at or remove is left, not an error for the caller's run
+            info = part.lstat()
+            if match and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not _alive(int(match[1])):
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (any user's); os.kill(0, 0) would signal this process group: kept."""
+    if pid == 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    return True
 
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:

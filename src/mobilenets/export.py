@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, file_in_the_way
+from .atomic import atomic_write_bytes, file_in_the_way, remove_stale_staging, staging_path
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
@@ -757,7 +757,9 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     # image folders are read before anything is written: a bad --calib or --val costs no export
     calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None
     val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1) if cfg.int8 and cfg.val else None
-    staged = {final: final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}") for final in {out, fp32}}
+    staged = {final: staging_path(final) for final in {out, fp32}}
+    for final in staged:
+        remove_stale_staging(final)  # killed exports' staging files, which no run would otherwise remove
     try:
         report = _export(model, cfg, staged[out], staged[fp32], calib, val, sha)
         move_into_place(staged, out)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import remove_stale_staging, staging_path
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
 from .spec import ModelSpec
@@ -299,7 +300,8 @@ class _Writer:
         if not Path(path).parent.is_dir():
             raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
         self.path = Path(path)
-        self.part = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
+        self.part = staging_path(self.path)
         try:
             self.container = av.open(str(self.part), "w")
         except (ValueError, av.FFmpegError) as exc:  # FFmpeg knows no container for the file name's extension
