@@ -2,10 +2,6 @@
 
 import sys
 
-try:  # cli imports no torch, and main catches Ctrl-C from there on; this covers the milliseconds before it
-    from .cli import main
-except KeyboardInterrupt:
-    print("\nmobilenets: interrupted", file=sys.stderr)
-    sys.exit(130)
+from .cli import main
 
 sys.exit(main())

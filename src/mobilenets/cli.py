@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import complexity, paper
 from .formatting import metric, render
-from .spec import ModelSpec, SpecError  # no torch: this module is imported before main can catch a Ctrl-C
-
-# torch-importing modules (complexity, paper, registry, ...) are imported inside the functions that use them
+from .registry import list_models, model_spec
+from .spec import ModelSpec, SpecError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,9 +35,6 @@ def _add_list(sub) -> Handler:
 
 
 def model_rows() -> list[dict]:
-    from . import complexity
-    from .registry import list_models, model_spec
-
     rows = []
     for name in list_models():
         spec = model_spec(name)
@@ -56,8 +53,6 @@ def model_rows() -> list[dict]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import complexity
-
     print(render(model_rows(), args.format))
     if args.format in ("table", "md"):
         print(f"\n{complexity.COUNTING_NOTE}")
@@ -85,9 +80,6 @@ SUMMARY_COLUMNS = ["index", "name", "type_stride", "filter_shape", "input_size",
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from . import complexity
-    from .registry import model_spec
-
     overrides = {
         k: getattr(args, k)
         for k in ("alpha", "resolution", "variant", "depth_multiplier", "num_classes", "output_stride")
@@ -120,8 +112,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_paper(sub) -> Handler:
-    from . import paper
-
     p = sub.add_parser("paper", help="the paper's complexity tables, computed beside published, with differences")
     p.add_argument("--table", choices=paper.TABLES, help="only this table (default: all)")
     _fmt_arg(p, ("md", "json", "csv", "table"), "md")
@@ -132,8 +122,6 @@ PAPER_COLUMNS = ["table", "row", "quantity", "published", "computed", "differenc
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
-    from . import complexity, paper
-
     rows = [r for r in paper.compare() if args.table in (None, r["table"])]
     if args.format in ("json", "csv"):
         print(render(rows, args.format, PAPER_COLUMNS))
@@ -683,12 +671,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:  # building the parser imports torch (seconds): a Ctrl-C then is an interrupt like any other
-        parser, handlers = build_parser()
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        print("\nmobilenets: interrupted", file=sys.stderr)
-        return 130
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
     try:
         return handlers[args.command](args)
     except (SpecError, ValueError, FileNotFoundError) as exc:
