@@ -9,6 +9,19 @@ import pytest
 from mobilenets.data import shared_data_root
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str, name: str | None = None):
+    """A script of the repository that is not a package module (benchmarks/*.py, scripts/*.py), loaded by path."""
+    import importlib.util
+
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 DATA = shared_data_root()
 
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from mobilenets import bench
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_grid", REPO / "benchmarks" / "bench_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_grid.py")
 
 
 def test_each_ours_vs_timm_pair_names_the_commit_and_time_it_was_measured_at(monkeypatch):

@@ -111,13 +111,9 @@ def test_console_entry_point_has_no_traceback():
 
 
 def test_readme_tables_are_generated_from_code():
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "update_readme.py"
-    module_spec = importlib.util.spec_from_file_location("update_readme", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_script("scripts/update_readme.py")
     text = module.README.read_text()
     assert module.updated(text) == text, "README tables drifted: run python scripts/update_readme.py"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,17 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, load_script
 
 SCRIPT = REPO / "benchmarks" / "gpu_vs_timm.py"
 pytest.importorskip("timm", reason="timm is not installed (the benchmark compares against timm's mobilenetv1_100)")
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_vs_timm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu_vs_timm.py")
 
 
 @pytest.mark.slow

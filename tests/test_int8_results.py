@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 
 from mobilenets import bench
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("int8_bench", REPO / "benchmarks" / "int8.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/int8.py", "int8_bench")
 
 
 def test_every_int8_row_records_the_machine_and_versions(tmp_path):
