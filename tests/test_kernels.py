@@ -319,3 +319,18 @@ def test_raw_triton_launches_are_named_in_a_profile(interpreted):
     labels = interpreted["profile_labels"]
     assert labels["labels"] == ["triton::dw [2, 8, 6, 5]", "triton::dw_rows [2, 8, 6, 5]", "triton::stem [2, 3, 9, 9]"]
     assert labels["unprofiled_is_plain_device"]
+
+
+def test_replay_mismatch_names_what_makes_a_graph_output_unusable():
+    """CudaGraphRunner compares one replay with the direct call (on the H200 graph logits came back NaN, or 15.6 off
+    for logits under 1): the rule, on CPU tensors."""
+    from mobilenets.gpu import replay_mismatch
+
+    direct = torch.tensor([[0.5, -0.8, 0.1]])
+    assert replay_mismatch(direct + 0.004, direct) is None  # rounding: inside 1% of 0.8
+    assert "differs from the direct call by 15.6" in replay_mismatch(direct + 15.6, direct)
+    nan = direct.clone()
+    nan[0, 1] = float("nan")
+    assert "1 non-finite values of 3" in replay_mismatch(nan, direct)
+    assert "shape (3,)" in replay_mismatch(direct[0], direct)
+    assert replay_mismatch(direct.to(torch.bfloat16), direct) is None  # bf16 output against an fp32 call

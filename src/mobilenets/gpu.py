@@ -113,8 +113,30 @@ class FusedMobileNetV1(nn.Module):
         return self.head(x)
 
 
+def replay_mismatch(replayed: torch.Tensor, direct: torch.Tensor, tolerance: float = 1e-2) -> str | None:
+    """Why a CUDA graph's output cannot stand for the direct call's on the same input, or None: non-finite values
+    where the direct call has none, or a difference over ``tolerance`` x the direct output's largest magnitude (the
+    same kernels replayed agree to rounding; a cuBLAS algorithm chosen differently stays far inside 1%)."""
+    replayed, direct = replayed.float(), direct.float()
+    if replayed.shape != direct.shape:
+        return f"gave shape {tuple(replayed.shape)}, the direct call {tuple(direct.shape)}"
+    bad = int((~replayed.isfinite() & direct.isfinite()).sum())
+    if bad:
+        return f"gave {bad} non-finite values of {replayed.numel()} where the direct call gave finite ones"
+    scale = float(direct[direct.isfinite()].abs().max()) if direct.isfinite().any() else 0.0
+    diff = float((replayed - direct).nan_to_num(0.0).abs().max()) if replayed.numel() else 0.0
+    if diff > tolerance * scale:
+        return f"differs from the direct call by {diff:.3g} for outputs up to {scale:.3g} (allowed {tolerance:.0%})"
+    return None
+
+
 class CudaGraphRunner:
     """Capture ``fn`` on a static input of one shape; each call copies the input in and replays the graph.
+
+    After capture it replays once on a random input and compares with ``fn`` called directly (`replay_mismatch`),
+    raising RuntimeError when they differ: on the H200 every batch-256 graph in benchmarks/gpu_vs_timm.py gave logits
+    unlike its uncaptured twin's (NaN, or 15.6 off for logits under 1), cause unknown, and a graph whose output is
+    wrong must not be timed or used (bench's cuda runtimes then run launch by launch and say so).
 
     Each runner captures on a stream of its own, not ``torch.cuda.graph``'s shared default: PyTorch keys cuBLAS
     workspaces by stream, and destroying one graph frees the workspaces of its capture stream, which every other
@@ -137,6 +159,13 @@ class CudaGraphRunner:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.capture_stream), torch.inference_mode():
             self.static_out = fn(self.static_in)
+        if self.static_in.is_floating_point():  # replay once on other input, against the same call made directly
+            probe = torch.randn_like(self.static_in)
+            with torch.inference_mode():
+                replayed = self(probe).clone()
+                problem = replay_mismatch(replayed, fn(probe))
+            if problem:
+                raise RuntimeError(f"CUDA graph replay {problem}: run without the graph")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.static_in.copy_(x)

@@ -168,8 +168,9 @@ def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True,
     (64.7k img/s, against 34.8k eager and 46.6k Triton); the second run's Triton path reached 76.5k (compile was not
     timed beside it). ``compile`` costs an Inductor compile (seconds to tens of seconds) per model and batch size (it
     runs in Inductor's default mode, shapes static). With ``graphs`` each input shape is
-    captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call; a shape whose capture fails runs
-    launch by launch, noted in ``info["cuda_graph_failed"]``.
+    captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call; a shape whose capture fails, or
+    whose replay differs from the direct call (checked once at capture), runs launch by launch, noted in
+    ``info["cuda_graph_failed"]``.
 
     Calling the runner copies the numpy batch to the GPU and the logits back (what a caller holding host images pays);
     its ``resident`` variant keeps the batch on the GPU, which is what the bench's throughput column times."""
