@@ -113,10 +113,14 @@ class FusedMobileNetV1(nn.Module):
         return self.head(x)
 
 
-def replay_mismatch(replayed: torch.Tensor, direct: torch.Tensor, tolerance: float = 1e-2) -> str | None:
+# How far a CUDA graph's output may be from the same call made directly, as a fraction of the direct output's largest
+# magnitude: the same kernels replayed agree to rounding; a cuBLAS algorithm chosen differently stays far inside 1%
+REPLAY_TOLERANCE = 1e-2
+
+
+def replay_mismatch(replayed: torch.Tensor, direct: torch.Tensor, tolerance: float = REPLAY_TOLERANCE) -> str | None:
     """Why a CUDA graph's output cannot stand for the direct call's on the same input, or None: non-finite values
-    where the direct call has none, or a difference over ``tolerance`` x the direct output's largest magnitude (the
-    same kernels replayed agree to rounding; a cuBLAS algorithm chosen differently stays far inside 1%)."""
+    where the direct call has none, or a difference over ``tolerance`` x the direct output's largest magnitude."""
     replayed, direct = replayed.float(), direct.float()
     if replayed.shape != direct.shape:
         return f"gave shape {tuple(replayed.shape)}, the direct call {tuple(direct.shape)}"
