@@ -143,7 +143,7 @@ def main() -> int:
         folders = {k: v for k, v in model_folders(tmp).items() if k in args.models.split(",")}
         here = runtimes_here(args.runtimes.split(","))
         configs = [(m, rt, enc) for m in folders for rt in here for enc in ENCODE]
-        predictors = {(m, rt): load_predictor(folders[m], rt, args.threads) for m, rt, _ in configs}
+        predictors = {(m, rt): load_predictor(folders[m], rt, args.threads) for m in folders for rt in here}
         runs: dict[tuple, list[dict]] = {c: [] for c in configs}
         t0 = time.perf_counter()
         for r in range(args.rounds):

@@ -41,7 +41,7 @@ from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
 from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
-from .spec import ModelSpec, SpecError
+from .spec import ModelSpec, SpecError, on_grid
 
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
 PEER_PREFIX = "timm:"
@@ -352,12 +352,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def environment() -> dict[str, Any]:
-    """The machine and library versions recorded in every row."""
+def machine() -> dict[str, Any]:
+    """This machine as every row names it (what `hardware_tag` reads): CPU model, core count, GPU."""
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
+def environment() -> dict[str, Any]:
+    """The machine and library versions recorded in every row."""
+    return {
+        **machine(),
         "torch": torch.__version__,
         "onnxruntime": _version("onnxruntime"),
         "openvino": _version("openvino"),
@@ -368,7 +375,7 @@ def environment() -> dict[str, Any]:
 
 def hardware_tag(env: dict | None = None) -> str:
     """A file-name-safe hardware name: the GPU if any, else the CPU model and core count (e.g. 'amd-epyc-2c')."""
-    env = env or environment()
+    env = env or machine()
     name = env["gpu"] if env["gpu"] != "none" else f"{env['cpu']} {env['cores']}c"
     name = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*?ghz|\d+-core", " ", name.lower())
     return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
@@ -399,19 +406,19 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, c
     st = workdir / "model.safetensors"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(st))
     fp32 = file_mb(st)
+    kwargs, artifact = {"threads": threads}, fp32
     if info.onnx:
         from .export import export_onnx
         from .runtimes import int8_onnx
 
         path = workdir / "model.onnx"
         onnx_path = int8_onnx(model, path, runtime) if info.dtype == "int8" else export_onnx(model, path)
-        t0 = time.perf_counter()
-        runner = make_runner(model, runtime, onnx_path=onnx_path, threads=threads)
-        return Measured(runner, fp32, file_mb(onnx_path), time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    if info.engine == "cuda":
-        return Measured(make_runner(model, runtime, backend=cuda_backend), fp32, fp32, time.perf_counter() - t0)
-    return Measured(make_runner(model, runtime, threads=threads), fp32, fp32, time.perf_counter() - t0)
+        kwargs, artifact = {"onnx_path": onnx_path, "threads": threads}, file_mb(onnx_path)
+    elif info.engine == "cuda":
+        kwargs = {"backend": cuda_backend}
+    t0 = time.perf_counter()  # building the runner: startup_s (the export above is not part of it)
+    runner = make_runner(model, runtime, **kwargs)
+    return Measured(runner, fp32, artifact, time.perf_counter() - t0)
 
 
 def measure(
@@ -458,8 +465,8 @@ def measure(
     params = cost.params if cost else _n_params(model)
     row.update(macs_M=macs / 1e6 if macs is not None else None, params_M=params / 1e6)
     top1, source = (None, None)
-    on_grid = spec.variant == "standard" and spec.depth_multiplier == 1  # what the accuracy tables and runs describe
-    if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid:
+    # the standard body is what the accuracy tables and runs describe
+    if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid(spec):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
     row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None)
     known = macs is not None and peak_gflops and info.device == "cpu"  # a peer of unknown MACs has no limit, not 0 ms

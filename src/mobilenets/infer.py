@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .atomic import remove_stale_staging, staging_path
+from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
 from .spec import ModelSpec
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 PREDICT_RUNTIMES = ("torch", "ort", "openvino")
 
 
@@ -149,7 +149,7 @@ def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTS]
+            files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTENSIONS]
         elif p.is_file():
             files.append(p)
         else:
@@ -178,7 +178,8 @@ def predict(predictor: Predictor, inputs: Sequence[str | os.PathLike], *, topk: 
         raise ValueError(f"topk={topk!r} is not allowed: topk must be an integer >= 1")
     files, missing = expand_images(inputs)
     if not files and not missing:
-        raise ValueError(f"no image files found in {', '.join(map(str, inputs))} (extensions: {' '.join(IMAGE_EXTS)})")
+        exts = " ".join(IMAGE_EXTENSIONS)
+        raise ValueError(f"no image files found in {', '.join(map(str, inputs))} (extensions: {exts})")
     for path, exc in missing:
         yield Prediction(str(path), error=str(exc))
     if not files:

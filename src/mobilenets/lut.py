@@ -57,7 +57,7 @@ from .atomic import atomic_write_text, locked
 from .complexity import conv_out, count_complexity
 from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
-from .spec import ModelSpec
+from .spec import ModelSpec, on_grid
 
 LUT_RUNTIMES = ("torch", "torch-cl", "ort", "openvino", "openvino-bf16")
 DEFAULT_PATH = Path(os.environ.get("MOBILENETS_CACHE", Path.home() / ".cache" / "mobilenets")) / "latency-lut.json"
@@ -694,20 +694,19 @@ def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:
     thread count of 0 or -1 would otherwise start measuring a table of its own). The table predicts the standard
     MobileNet of an alpha and a resolution: a Shallow or Conv MobileNet or a timm peer is an error, not that model's
     prediction under another name."""
-    from .bench import build, resolve_model, spec_label
+    from .bench import resolve_model, spec_label
 
     cfg = cfg.validate()
-    for name in cfg.models:
-        spec = resolve_model(name)
-        if not isinstance(spec, ModelSpec) or spec.variant != "standard" or spec.depth_multiplier != 1:
+    specs = [resolve_model(name) for name in cfg.models]
+    for name, spec in zip(cfg.models, specs, strict=True):
+        if not isinstance(spec, ModelSpec) or not on_grid(spec):
             raise ValueError(f"model {name!r} is not allowed with --lut: the latency table predicts standard "
                              "MobileNets (an alpha and a resolution) only; measure it without --lut")  # fmt: skip
+    plain = [ModelSpec(alpha=spec.alpha, resolution=spec.resolution) for spec in specs]
     lut = LatencyLUT.load(path)
     rows = []
     for threads in cfg.threads:
         for runtime in cfg.runtimes:
-            specs = [build(name)[1] for name in cfg.models]
-            plain = [ModelSpec(alpha=spec.alpha, resolution=spec.resolution) for spec in specs]
             predicted = predict_many(plain, runtime=runtime, threads=threads, lut=lut)  # shapes measured together
             for spec, (ms, new) in zip(specs, predicted, strict=True):
                 rows.append({"model": spec_label(spec), "alpha": spec.alpha, "resolution": spec.resolution,

@@ -240,20 +240,28 @@ def _row_time(row: dict, file_mtime: float) -> float:
         return file_mtime
 
 
-def newest_measurements(
-    bench_files: Sequence[str], runtime: str, threads: int
-) -> tuple[dict[tuple[float, int], float], int]:
-    """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads, batch) over ``bench_files``,
-    and how many older rows of the same key were superseded (a re-run's numbers replace the first run's)."""
+def read_bench_files(bench_files: Sequence[str]) -> dict[str, tuple[list[dict], float]]:
+    """Each bench file's rows and modification time, read once for `newest_measurements` and `other_hardware`."""
     import os
 
     from . import bench
 
-    newest: dict[tuple, tuple[float, dict]] = {}
-    superseded = 0
+    out = {}
     for f in bench_files:
         rows = bench.read_results(f)  # first: a missing file is its one clear error, not os.stat's
-        mtime = os.path.getmtime(f)
+        out[f] = rows, os.path.getmtime(f)
+    return out
+
+
+def newest_measurements(
+    files: dict[str, tuple[list[dict], float]], runtime: str, threads: int
+) -> tuple[dict[tuple[float, int], float], int]:
+    """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads, batch) over the bench
+    ``files`` (`read_bench_files`), and how many older rows of the same key were superseded (a re-run's numbers
+    replace the first run's)."""
+    newest: dict[tuple, tuple[float, dict]] = {}
+    superseded = 0
+    for rows, mtime in files.values():
         for row in rows:
             key = (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
             when = _row_time(row, mtime)
@@ -265,16 +273,16 @@ def newest_measurements(
     return measured_latency([row for _, row in newest.values()], runtime, threads), superseded
 
 
-def other_hardware(bench_files: Sequence[str], runtime: str, threads: int) -> tuple[set[str], str]:
-    """(the hardware names, `bench.hardware_tag`, of ``bench_files``' rows of ``runtime`` and ``threads`` measured on
-    another machine than this one, this machine's name); rows that do not name their hardware are not counted."""
+def other_hardware(files: dict[str, tuple[list[dict], float]], runtime: str, threads: int) -> tuple[set[str], str]:
+    """(the hardware names, `bench.hardware_tag`, of the bench ``files``' rows of ``runtime`` and ``threads`` measured
+    on another machine than this one, this machine's name); rows that do not name their hardware are not counted."""
     from . import bench
 
-    here = bench.hardware_tag(bench.environment())
+    here = bench.hardware_tag(bench.machine())
     tags = {
         bench.hardware_tag(row)
-        for f in bench_files
-        for row in bench.read_results(f)
+        for rows, _mtime in files.values()
+        for row in rows
         if row["runtime"] == runtime and int(row["threads"]) == threads and {"cpu", "cores", "gpu"} <= set(row)
     }
     return tags - {here}, here
@@ -386,8 +394,9 @@ class LatencySource:
         from . import lut
 
         self.runtime, self.threads, self.say = runtime, threads, say
-        self.measured, superseded = newest_measurements(bench_files, runtime, threads)
-        foreign, here = other_hardware(bench_files, runtime, threads) if bench_files else (set(), "")
+        files = read_bench_files(bench_files)
+        self.measured, superseded = newest_measurements(files, runtime, threads)
+        foreign, here = other_hardware(files, runtime, threads) if files else (set(), "")
         if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
             say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
                 f"not on this machine ({here}): their latencies are used as they are")  # fmt: skip

@@ -155,7 +155,7 @@ class ModelSpec:
         new = dataclasses.replace(self, **changes)
         if "name" in changes or not _grid_named(self):
             return new
-        return dataclasses.replace(new, name=grid_name(new.alpha, new.resolution) if _on_grid(new) else None)
+        return dataclasses.replace(new, name=grid_name(new.alpha, new.resolution) if on_grid(new) else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -188,13 +188,13 @@ class ModelSpec:
         return f"ModelSpec({', '.join(parts)})"
 
 
-def _on_grid(spec: ModelSpec) -> bool:
+def on_grid(spec: ModelSpec) -> bool:
     """Whether a `grid_name` can name the spec: the standard body with depth multiplier 1 (any alpha, resolution)."""
     return spec.variant == "standard" and spec.depth_multiplier == 1
 
 
 def _grid_named(spec: ModelSpec) -> bool:
-    return _on_grid(spec) and spec.name == grid_name(spec.alpha, spec.resolution)
+    return on_grid(spec) and spec.name == grid_name(spec.alpha, spec.resolution)
 
 
 def _normalized(spec: ModelSpec) -> dict[str, Any]:
