@@ -18,7 +18,7 @@
 # on/off (and the Triton depthwise layers, STARTUP_VARIANTS; STARTUP_ARGS adds options). RECIPE_EXTRA=auto in stage 3 applies what it
 # recommended (the default unless autotuning off is clearly faster), read from /tmp/startup-recipe.txt, as there is no
 # time to read results between calls: the lines go after configs/modern.yaml for reproduce, and as flags to
-# train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or triton_depthwise: true) sets them by hand.
+# train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or depthwise: triton) sets them by hand.
 # DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on 3000 val images, part 1; COPY_ONLY or not).
 # GPU_TESTS=1 runs the test suite's CUDA tests (pytest -m gpu) in stage 1 first: the Triton and nvjpeg paths' numerics
 # and the training step's freedom from host syncs. SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of
@@ -61,10 +61,11 @@
 #     others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300; below about 180 skip the call, as train_compiled, estimated
-#     at 130 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
-#     there, and the profile then names the training step's costliest layers, which no lease has recorded yet. Join
-#     the calls' JSON with `gpu_vs_timm.py --merge`.)
+#     (B = the lease's budget_left_s less 60, at most 300; below about 220 skip the call, as train_compiled, estimated
+#     at 170 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
+#     there; it now compiles a fourth, ours with the taps depthwise layers (--depthwise taps, fused by Inductor with
+#     their BatchNorm), the candidate for the 1.3x training target. The profile then names the training step's
+#     costliest kernels, which no lease has recorded yet. Join the calls' JSON with `gpu_vs_timm.py --merge`.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
@@ -183,7 +184,7 @@ case $stage in
     train_flags=""  # the same choice for train_gpu.py (YAML booleans in any case: false/no/off, true/yes/on)
     extra=$(echo "${RECIPE_EXTRA:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')
     case "$extra" in *cudnn_benchmark:false* | *cudnn_benchmark:no* | *cudnn_benchmark:off*) train_flags+=" --no-cudnn-benchmark" ;; esac
-    case "$extra" in *triton_depthwise:true* | *triton_depthwise:yes* | *triton_depthwise:on*) train_flags+=" --triton-depthwise" ;; esac
+    case "$extra" in *depthwise:triton*) train_flags+=" --depthwise triton" ;; *depthwise:taps*) train_flags+=" --depthwise taps" ;; esac
     if [ -z "${SKIP_TRAIN_GPU:-}" ]; then  # set it when re-running only to resume an interrupted reproduce
         log "train_gpu (1.0-160, full Imagenette)${train_flags}"
         # TRAIN_ARGS adds options, e.g. "--mixup-alpha 0.2 --cutmix-alpha 1.0 --eval-every 10" for a long schedule
@@ -194,7 +195,7 @@ case $stage in
     if [ -n "${SKIP_REPRODUCE:-}" ]; then log "stage $stage done (SKIP_REPRODUCE)"; exit 0; fi
     gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
     recipe=()
-    if [ -n "${RECIPE_EXTRA:-}" ]; then  # e.g. RECIPE_EXTRA=$'cudnn_benchmark: false\ntriton_depthwise: true'
+    if [ -n "${RECIPE_EXTRA:-}" ]; then  # e.g. RECIPE_EXTRA=$'cudnn_benchmark: false\ndepthwise: triton'
         { cat configs/modern.yaml; printf '\n%s\n' "$RECIPE_EXTRA"; } > /tmp/recipe.yaml
         recipe=(--recipe /tmp/recipe.yaml)
         log "recipe: configs/modern.yaml + $(echo "$RECIPE_EXTRA" | tr '\n' ' ')"

@@ -51,8 +51,8 @@ VARIANTS = {
 RECIPE_LINES = {
     "bench": "",
     "nobench": "cudnn_benchmark: false",
-    "triton-dw": "triton_depthwise: true",
-    "triton-dw-nobench": "cudnn_benchmark: false\ntriton_depthwise: true",
+    "triton-dw": "depthwise: triton",
+    "triton-dw-nobench": "cudnn_benchmark: false\ndepthwise: triton",
 }
 
 
@@ -86,7 +86,7 @@ def child(args) -> None:
             amp="bf16" if gpu else "none",
             channels_last=gpu,
             cudnn_benchmark=args.variant in ("bench", "triton-dw"),
-            triton_depthwise=args.variant.startswith("triton-dw"),
+            depthwise="triton" if args.variant.startswith("triton-dw") else "conv",
             quiet=True,
         )
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ import torch
 from mobilenets.atomic import atomic_write_text
 from mobilenets.budget import step_rate
 from mobilenets.data import shared_data_root
-from mobilenets.train_config import resolve
+from mobilenets.train_config import DEPTHWISE, resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=16, help="decode threads")
     p.add_argument("--gpu-decode", action="store_true", help="decode the JPEGs with nvjpeg on the GPU (device_data.py)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--triton-depthwise", action="store_true", help="depthwise layers as Triton kernels (dwconv.py)")
+    p.add_argument("--depthwise", default="conv", choices=DEPTHWISE, help="depthwise layers' code (dwconv.py)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
         "--out",
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run folder (weights, checkpoints, metrics); the default is cleared first, another must hold no earlier "
         "run's checkpoints",
     )
-    p.add_argument("--tag", default="", help="results file name suffix (after -triton-dw / -nobench / -gpu-decode)")
+    p.add_argument("--tag", default="", help="results file name suffix (after -triton-dw / -nobench / ...)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
     if args.out == DEFAULT_OUT:  # this script's own scratch folder: every run starts afresh (another --out is kept)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         amp="bf16" if gpu else "none",
         channels_last=gpu,
         compile=args.compile,
-        triton_depthwise=args.triton_depthwise,
+        depthwise=args.depthwise,
         cudnn_benchmark=args.cudnn_benchmark,
         resume=None,
         quiet=False,
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "history": [{k: r.get(k) for k in HISTORY_KEYS} for r in rows],
     }
     name = device.replace(" ", "-").lower()
-    variant = "-triton-dw" * args.triton_depthwise + "-nobench" * (not args.cudnn_benchmark)
+    variant = {"conv": "", "triton": "-triton-dw", "taps": "-taps-dw"}[args.depthwise]
+    variant += "-nobench" * (not args.cudnn_benchmark)
     variant += "-gpu-decode" * args.gpu_decode
     out = REPO / "results" / f"train-gpu-{name}-imagenette-{args.resolution}px{variant}{args.tag}.json"
 

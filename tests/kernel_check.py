@@ -237,7 +237,7 @@ def dwconv_model_case():
     torch.manual_seed(0)
     model = MobileNetV1(alpha=0.25, num_classes=5, dropout=0.0)  # Inductor draws dropout masks from its own RNG
     triton_model = copy.deepcopy(model)
-    swapped = dwconv.use_triton_depthwise(triton_model)
+    swapped = dwconv.use_depthwise(triton_model, "triton")
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     labels = torch.tensor([1, 3, 0, 4])
 

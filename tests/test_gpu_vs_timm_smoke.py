@@ -44,8 +44,13 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     # every candidate is measured, or skipped with the reason it cannot run on CPU
     for name in ("inference_eager", "train_eager", "latency_batch1", "inference_compiled", "train_compiled"):
         for cand, row in report[name].items():
-            if isinstance(row, dict) and cand not in ("compile", "numerics_vs_eager_fp32"):
+            if isinstance(row, dict) and cand not in ("compile", "numerics_vs_eager_fp32", "numerics_taps_dw"):
                 assert row.get("images_per_s", 0) > 0 or row.get("skipped"), (name, cand, row)
+    assert report["train_compiled"]["ours_compiled_taps_dw"]["images_per_s"] > 0
+    # the taps' gradients are as close to fp64 as PyTorch's own (a wrong tap or stride would be off by O(1))
+    taps = report["train_compiled"]["numerics_taps_dw"]
+    assert taps["loss_diff"] <= 1e-4 and taps["fp64_loss_diff"]["taps"] <= 1e-4, taps
+    assert taps["fp64_grad_max_abs_over_max"]["taps"] <= 2 * taps["fp64_grad_max_abs_over_max"]["conv"] + 1e-4, taps
     assert report["latency_batch1"]["timm_cudagraph"]["skipped"] == "CUDA graphs need CUDA"
     for cand in ("timm_bf16_cl_compiled_graph", "ours_bf16_cl_compiled_graph"):
         assert report["inference_compiled"][cand]["skipped"] == "CUDA graphs need CUDA"
@@ -84,6 +89,10 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert ratios["fraction_of_hbm_bound"] > 0
     assert ratios["best_ours_vs_timm_compiled"] == ratios["best_ours_vs_timm_best_compiled"] > 0  # no graphs on CPU
     assert ratios["inference_triton_vs_timm_eager_bf16_cl"] is None  # Triton skipped on CPU without the interpreter
+    best_train = ratios["best_ours_train_vs_timm_compiled"]
+    rows = report["train_compiled"].items()
+    tried = {c: r["images_per_s"] for c, r in rows if c.startswith("ours") and "images_per_s" in r}
+    assert best_train["path"] == max(tried, key=tried.get) and best_train["ratio"] > 0
 
 
 def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
@@ -97,6 +106,7 @@ def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
     assert bench.report["train_compiled"]["estimated_s"] == module.ESTIMATED_S["train_compiled"]
     ratios = module.ratios(bench.report)
     assert ratios["train_compiled"] is None and ratios["fraction_of_hbm_bound"] is None
+    assert ratios["best_ours_train_vs_timm_compiled"] is None
 
 
 def test_a_failing_section_records_its_error_and_traceback():

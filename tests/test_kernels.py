@@ -161,8 +161,8 @@ def test_triton_depthwise_layers_fall_back_to_pytorch_off_gpu():
     torch.manual_seed(0)
     model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True).eval()
     swapped = copy.deepcopy(model)
-    assert dwconv.use_triton_depthwise(swapped) == 13
-    assert dwconv.use_triton_depthwise(swapped) == 0  # already swapped
+    assert dwconv.use_depthwise(swapped, "triton") == 13
+    assert dwconv.use_depthwise(swapped, "triton") == 0  # already swapped
     assert list(swapped.state_dict()) == list(model.state_dict())
     assert all(isinstance(b.dw.conv, dwconv.TritonDepthwiseConv2d) for b in swapped.blocks)
     # TensorFlow SAME layers (stride 2) stay Conv2dSame, which the fused path and the exporters look for

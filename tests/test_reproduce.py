@@ -371,7 +371,7 @@ def test_a_run_folder_of_another_experiment_is_neither_reused_nor_resumed(tmp_pa
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg(workers=8).to_dict()))
     # how a run executes is not what it trains
-    assert experiment_differences(folder, cfg(workers=2, cudnn_benchmark=False, triton_depthwise=True)) == []
+    assert experiment_differences(folder, cfg(workers=2, cudnn_benchmark=False, depthwise="triton")) == []
     assert experiment_differences(folder, cfg(epochs=20)) == ["epochs=30 there, 20 here"]
     assert experiment_differences(folder, cfg(weight_decay=1e-4, seed=3))[1] == "seed=0 there, 3 here"
     (folder / "config.yaml").write_text("epochs: [30\n")

@@ -336,17 +336,33 @@ def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
     assert torch.allclose(adapter(norm(pixels, student)), norm(pixels, own), atol=1e-6)
 
 
-def test_triton_depthwise_option_swaps_the_layers_it_trains(tmp_path, monkeypatch):
+def test_taps_depthwise_trains_the_same_run_and_saves_ordinary_weights(tmp_path, capsys):
+    """--depthwise taps runs anywhere: the same two steps as PyTorch's convolutions (fp32: the same loss to
+    summation order), and its weights load into the plain model, which evaluates as the run did. Without --compile
+    it says that the taps are slower there."""
+    root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    runs = {impl: train(tiny_cfg(root, tmp_path / impl, depthwise=impl, max_steps=2, resolution=32, quiet=False))
+            for impl in ("conv", "taps")}  # fmt: skip
+    assert capsys.readouterr().err.count("--depthwise taps without --compile") == 1
+    assert runs["taps"]["final_val_loss"] == pytest.approx(runs["conv"]["final_val_loss"], rel=1e-4)
+    saved = read_state_dict(tmp_path / "taps" / "model" / "model.safetensors")
+    assert saved.keys() == read_state_dict(tmp_path / "conv" / "model" / "model.safetensors").keys()
+    r = evaluate_weights(tmp_path / "taps" / "model", root / "val", batch_size=8, workers=0)
+    assert r["loss"] == pytest.approx(runs["taps"]["final_val_loss"], rel=1e-4)
+
+
+def test_depthwise_option_reaches_the_model_it_trains(tmp_path, monkeypatch):
     """The option reaches the model that trains (a spy stands in for the swap: Triton itself is tested in
     test_kernels.py, and interpreted training would take minutes)."""
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     swapped = []
     monkeypatch.setattr(kernels, "INTERPRET", True)  # passes the device check, as on CUDA
-    monkeypatch.setattr(trainer_module, "use_triton_depthwise", lambda model: swapped.append(model) or 13)
-    train(tiny_cfg(root, tmp_path / "t", triton_depthwise=True, max_steps=1, resolution=32))
-    assert len(swapped) == 1 and sum(p.numel() for p in swapped[0].parameters()) > 0
+    monkeypatch.setattr(trainer_module, "use_depthwise", lambda model, impl: swapped.append((model, impl)) or 13)
+    train(tiny_cfg(root, tmp_path / "t", depthwise="triton", max_steps=1, resolution=32))
+    assert len(swapped) == 1 and swapped[0][1] == "triton"
+    assert sum(p.numel() for p in swapped[0][0].parameters()) > 0
     train(tiny_cfg(root, tmp_path / "u", max_steps=1, resolution=32))
-    assert len(swapped) == 1  # off by default
+    assert swapped[1][1] == "conv"  # PyTorch's own by default
 
 
 # --- reliability: SIGKILL and resume ------------------------------------------------------------------------------
@@ -997,7 +1013,8 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--mixup-alpha", "-0.2"], "mixup_alpha=-0.2"),
         (["--label-smoothing", "1"], "label_smoothing=1.0 is not allowed: label_smoothing must be a number in [0, 1)"),
         (["--eval-every", "0"], "eval_every=0"),
-        (["--device", "cpu", "--triton-depthwise"], "triton_depthwise=True is not allowed on cpu"),
+        (["--device", "cpu", "--depthwise", "triton"], "depthwise='triton' is not allowed on cpu"),
+        (["--depthwise", "cudnn"], "depthwise='cudnn' is not allowed: depthwise must be one of conv, triton, taps"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):

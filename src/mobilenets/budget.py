@@ -114,10 +114,9 @@ def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
 
     dev = setup_distributed(cfg.device).device
     model = build_model(cfg, [str(i) for i in range(num_classes)])
-    if cfg.triton_depthwise:
-        from .dwconv import use_triton_depthwise
+    from .dwconv import use_depthwise
 
-        use_triton_depthwise(model)
+    use_depthwise(model, cfg.depthwise)
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,9 +1,11 @@
-"""A trainable 3x3 depthwise convolution in Triton (forward, input gradient and weight gradient) on NHWC tensors.
+"""Two trainable replacements for PyTorch's 3x3 depthwise convolution, swapped into a model for training speed.
 
 The depthwise layers are about 3% of MobileNet's mult-adds (paper Table 2) but not of its training time: PyTorch
 runs a channels_last depthwise convolution through cuDNN or its own ``conv_depthwise2d`` kernels, whose backward
-passes (the weight gradient above all) are far from the memory bound. Here each pass is one Triton kernel that
-reads and writes every activation once:
+passes (the weight gradient above all) are far from the memory bound, and which ``torch.compile`` cannot fuse with
+the BatchNorm around them.
+
+**triton**: each pass one Triton kernel on NHWC tensors that reads and writes every activation once:
 
 - forward: ``y[n,p,c] = sum_taps x[n, p*s - pad + tap*d, c] * w[tap, c]`` (`kernels._dw_kernel` without bias/act);
 - input gradient: the same sum gathered from the output side (a tap contributes where ``(q + pad - tap*d) / s`` is
@@ -12,15 +14,22 @@ reads and writes every activation once:
   partials and summed by PyTorch: deterministic, no atomics.
 
 `depthwise3x3` is a ``torch.library`` custom op with its autograd formula registered, so it works in eager mode and
-as one opaque node under ``torch.compile``. `use_triton_depthwise(model)` swaps a model's depthwise convolutions
-for `TritonDepthwiseConv2d` (same parameter, same state_dict keys); it falls back to ``F.conv2d`` where Triton
-cannot run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU under the interpreter against
-``F.conv2d`` and its autograd (tests/test_kernels.py, through tests/kernel_check.py).
+as one opaque node under ``torch.compile``; `TritonDepthwiseConv2d` falls back to ``F.conv2d`` where Triton cannot
+run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU under the interpreter against ``F.conv2d`` and
+its autograd (tests/test_kernels.py, through tests/kernel_check.py).
+
+**taps**: the same sum written in PyTorch ops (`depthwise3x3_taps`: nine strided views of the padded input, each
+times its tap's weights), which Inductor fuses with the neighbouring BatchNorm forward and backward; no custom
+kernel, any device (tests/test_dwconv_taps.py).
+
+`use_depthwise(model, impl)` swaps a model's depthwise convolutions for either (same parameter, same state_dict
+keys), or back to PyTorch's.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
@@ -287,31 +296,38 @@ def _backward(ctx, grad):
 depthwise3x3.register_autograd(_backward, setup_context=_setup_context)
 
 
-class TritonDepthwiseConv2d(nn.Conv2d):
-    """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3` where Triton runs, ``F.conv2d`` elsewhere.
+class _SwappedDepthwiseConv2d(nn.Conv2d):
+    """What the swapped-in depthwise layers share: built from the ``nn.Conv2d`` they replace, with its parameter
+    (same state_dict keys), and a 'SAME' twin (`SAME_CLASS`) that stays a `layers.Conv2dSame` for the code that
+    checks (the fused inference path, the exporters)."""
 
-    Same parameter and state_dict keys as the convolution it replaces; `TritonDepthwiseConv2dSame` replaces a
-    `layers.Conv2dSame` (TensorFlow 'SAME' padding) and stays one, for the code that checks. Under autocast the
-    weight is cast to the input's dtype, as autocast does for a conv.
-    """
+    SAME_CLASS: type[_SwappedDepthwiseConv2d]
 
     @property
     def tf_same(self) -> bool:
         return isinstance(self, Conv2dSame)
 
-    @staticmethod
-    def from_conv(conv: nn.Conv2d) -> TritonDepthwiseConv2d:
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> _SwappedDepthwiseConv2d:
         if not is_depthwise3x3(conv):
             raise ValueError(f"{conv} is not a 3x3 depthwise convolution without bias")
-        cls = TritonDepthwiseConv2dSame if isinstance(conv, Conv2dSame) else TritonDepthwiseConv2d
-        new = cls(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
-                  bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
-        new.weight = conv.weight
-        return new
+        return _rebuilt(cls.SAME_CLASS if isinstance(conv, Conv2dSame) else cls, conv)
+
+    def conv_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """PyTorch's own convolution (the fallback, and the path once BN is folded into a bias)."""
+        return Conv2dSame.forward(self, x) if self.tf_same else nn.Conv2d.forward(self, x)
+
+
+class TritonDepthwiseConv2d(_SwappedDepthwiseConv2d):
+    """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3` where Triton runs, ``F.conv2d`` elsewhere.
+
+    `TritonDepthwiseConv2dSame` replaces a `layers.Conv2dSame` (TensorFlow 'SAME' padding). Under autocast the
+    weight is cast to the input's dtype, as autocast does for a conv.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or not kernels.runs_on(x.device):  # a bias appears only when BN is folded (inference)
-            return Conv2dSame.forward(self, x) if self.tf_same else nn.Conv2d.forward(self, x)
+            return self.conv_forward(x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         weight = self.weight.to(x.dtype)
@@ -320,6 +336,67 @@ class TritonDepthwiseConv2d(nn.Conv2d):
 
 class TritonDepthwiseConv2dSame(TritonDepthwiseConv2d, Conv2dSame):
     """`TritonDepthwiseConv2d` with TensorFlow 'SAME' padding (an instance of `layers.Conv2dSame`)."""
+
+
+TritonDepthwiseConv2d.SAME_CLASS = TritonDepthwiseConv2dSame
+
+
+def depthwise3x3_taps(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, pad: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """3x3 depthwise convolution (no bias) as the sum of its nine taps: ``x`` padded by ``pad`` (left, right, top,
+    bottom), sliced at each tap's offset with the stride, times that tap's per-channel weight.
+
+    Only views, products and sums: autograd derives both gradients, and Inductor fuses all of it with the layers
+    around it (the BatchNorm's statistics and normalisation forward, its backward into the input gradient and the
+    nine weight-gradient sums) instead of calling cuDNN. The products take the weight as it is (fp32 under autocast)
+    so the sum accumulates in fp32 and rounds once to ``x``'s dtype; autograd saves only the padded input (the
+    slices are views of it) and the weight.
+    """
+    xp = F.pad(x, pad)
+    oh = (xp.shape[-2] - 2 * dilation - 1) // stride + 1
+    ow = (xp.shape[-1] - 2 * dilation - 1) // stride + 1
+    w = weight.squeeze(1)  # (C, 3, 3)
+    acc = None
+    for i in range(3):
+        rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
+        for j in range(3):
+            cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
+            term = xp[:, :, rows, cols] * w[:, i, j].view(1, -1, 1, 1)
+            acc = term if acc is None else acc + term
+    return acc.to(x.dtype)
+
+
+class TapsDepthwiseConv2d(_SwappedDepthwiseConv2d):
+    """A 3x3 depthwise ``nn.Conv2d`` (no bias) computed by `depthwise3x3_taps`, on any device; meant for
+    ``torch.compile``, which fuses it with its BatchNorm (eager mode runs nine products per layer).
+
+    `TapsDepthwiseConv2dSame` replaces a `layers.Conv2dSame`. Under autocast the input is cast to the autocast dtype
+    (the dtype a conv would compute in) and the output has that dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:  # BN folded into a bias (inference): the plain convolution
+            return self.conv_forward(x)
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        stride, dilation = self.stride[0], self.dilation[0]
+        pad = kernels.same_pad(x, stride, dilation, self.tf_same) or (dilation,) * 4
+        return depthwise3x3_taps(x, self.weight, stride, dilation, pad)
+
+
+class TapsDepthwiseConv2dSame(TapsDepthwiseConv2d, Conv2dSame):
+    """`TapsDepthwiseConv2d` with TensorFlow 'SAME' padding (an instance of `layers.Conv2dSame`)."""
+
+
+TapsDepthwiseConv2d.SAME_CLASS = TapsDepthwiseConv2dSame
+
+# --depthwise choices: the layer each swaps in (``conv``, PyTorch's own convolution, swaps nothing)
+IMPLEMENTATIONS: dict[str, type[_SwappedDepthwiseConv2d] | None] = {
+    "conv": None,
+    "triton": TritonDepthwiseConv2d,
+    "taps": TapsDepthwiseConv2d,
+}
 
 
 def is_depthwise3x3(conv: nn.Module) -> bool:
@@ -334,12 +411,26 @@ def is_depthwise3x3(conv: nn.Module) -> bool:
     )
 
 
-def use_triton_depthwise(model: nn.Module) -> int:
-    """Swap every 3x3 depthwise convolution of ``model`` (in place) for `TritonDepthwiseConv2d`; returns how many."""
+def _rebuilt(kind: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Conv2d:
+    """A ``kind`` layer with ``conv``'s geometry sharing its weight (the same parameter, the same state_dict key)."""
+    new = kind(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
+               bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
+    new.weight = conv.weight
+    return new
+
+
+def use_depthwise(model: nn.Module, impl: str) -> int:
+    """Swap every 3x3 depthwise convolution of ``model`` (in place) for implementation ``impl`` (a key of
+    `IMPLEMENTATIONS`: ``conv`` puts PyTorch's own layers back); returns how many layers changed."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"depthwise={impl!r} is not allowed: depthwise must be one of {', '.join(IMPLEMENTATIONS)}")
+    kind = IMPLEMENTATIONS[impl]
+    wanted = (nn.Conv2d, Conv2dSame) if kind is None else (kind, kind.SAME_CLASS)
     swapped = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if is_depthwise3x3(child) and not isinstance(child, TritonDepthwiseConv2d):
-                setattr(module, name, TritonDepthwiseConv2d.from_conv(child))
+            if is_depthwise3x3(child) and type(child) not in wanted:
+                plain = Conv2dSame if isinstance(child, Conv2dSame) else nn.Conv2d
+                setattr(module, name, _rebuilt(plain, child) if kind is None else kind.from_conv(child))
                 swapped += 1
     return swapped

@@ -23,6 +23,7 @@ SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
 CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
+DEPTHWISE = ("conv", "triton", "taps")  # dwconv.IMPLEMENTATIONS
 
 
 class ConfigError(ValueError):
@@ -117,8 +118,10 @@ class TrainConfig:
     amp: str = _f("none", "mixed precision: none | bf16 | fp16")
     channels_last: bool = _f(False, "NHWC memory layout")
     compile: bool = _f(False, "torch.compile the model")
-    triton_depthwise: bool = _f(
-        False, "CUDA: depthwise convolutions (forward and both gradients) as Triton kernels (dwconv.py)"
+    depthwise: str = _f(
+        "conv",
+        "depthwise convolutions as: conv (PyTorch's, cuDNN on CUDA) | triton (CUDA: Triton kernels for the forward and "
+        "both gradients) | taps (nine strided products that --compile fuses with the BatchNorm) (dwconv.py)",
     )
     cudnn_benchmark: bool = _f(
         True, "CUDA: cuDNN times its algorithms on the first step of each layer shape (off under --deterministic)"
@@ -146,6 +149,7 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("cache", self.cache, CACHE_MODES)
         _choice("device", self.device, DEVICES)
+        _choice("depthwise", self.depthwise, DEPTHWISE)
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every", "checkpoint_every"):
             _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
         for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
@@ -221,7 +225,7 @@ def first_differences(differ: list[str]) -> str:
 # nvjpeg) a few levels of some pixels may differ.
 RUNTIME_FIELDS = frozenset(
     ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "gpu_decode",
-     "eval_batch_size", "eval_every", "device", "channels_last", "compile", "triton_depthwise", "cudnn_benchmark",
+     "eval_batch_size", "eval_every", "device", "channels_last", "compile", "depthwise", "cudnn_benchmark",
      "threads", "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every",
      "quiet")
 )  # fmt: skip

@@ -48,7 +48,7 @@ from .device_data import (
     release_resident,
     square_bytes,
 )
-from .dwconv import use_triton_depthwise
+from .dwconv import use_depthwise
 from .engine import (
     CheckpointWriter,
     DistEnv,
@@ -442,9 +442,9 @@ class _Run:
             raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
         if cfg.amp == "fp16" and self.env.device.type != "cuda":
             raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
-        if cfg.triton_depthwise and not kernels.runs_on(self.env.device):
+        if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
             raise ConfigError(
-                f"triton_depthwise=True is not allowed on {self.env.device}: it needs triton and a CUDA device "
+                f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
                 f"(triton {'is' if kernels.triton_available() else 'is not'} installed)"
             )
         if cfg.threads:
@@ -584,8 +584,10 @@ class _Run:
             self.cfg = dataclasses.replace(cfg, model=s.name or cfg.model, alpha=s.alpha, act=s.act)
         if cfg.freeze_backbone:
             freeze_backbone(model)
-        if cfg.triton_depthwise:
-            use_triton_depthwise(model)
+        use_depthwise(model, cfg.depthwise)
+        if cfg.depthwise == "taps" and not cfg.compile:
+            self.say("warning: --depthwise taps without --compile runs nine products per depthwise layer (slower than "
+                     "--depthwise conv): the taps are for Inductor to fuse")  # fmt: skip
         self.model = model.to(env.device)
         if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
