@@ -61,8 +61,8 @@
 #     others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300; below about 220 skip the call, as train_compiled, estimated
-#     at 170 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
+#     (B = the lease's budget_left_s less 60, at most 300; below about 250 skip the call, as train_compiled, estimated
+#     at 200 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
 #     there; it now compiles a fourth, ours with the taps depthwise layers (--depthwise taps, fused by Inductor with
 #     their BatchNorm), the candidate for the 1.3x training target. The profile then names the training step's
 #     costliest kernels, which no lease has recorded yet. Join the calls' JSON with `gpu_vs_timm.py --merge`.)
