@@ -934,6 +934,27 @@ def test_recipes_and_overlay_precedence(tmp_path):
         resolve(str(bad))
 
 
+def test_a_config_yaml_saved_before_depthwise_was_renamed_still_loads(tmp_path):
+    """Run folders saved ``triton_depthwise: false|true`` (results/reproduce-*/runs/*/config.yaml): each still loads
+    as a recipe, as what it ran; a value that contradicts ``depthwise`` is named."""
+    old = tmp_path / "config.yaml"
+    for saved, want in (("false", "conv"), ("true", "triton")):
+        old.write_text(f"lr: 0.2\ntriton_depthwise: {saved}\n")
+        assert load_yaml(old) == {"lr": 0.2} | ({"depthwise": want} if want != "conv" else {})
+        assert resolve(str(old)).depthwise == want
+    old.write_text("triton_depthwise: false\ndepthwise: taps\n")
+    assert resolve(str(old)).depthwise == "taps"
+    old.write_text("triton-depthwise: true\ndepthwise: taps\n")
+    with pytest.raises(ConfigError, match="triton_depthwise=True and depthwise='taps' disagree"):
+        load_yaml(old)
+    old.write_text("triton_depthwise: 1\n")
+    with pytest.raises(ConfigError, match="config.yaml: triton_depthwise=1 is not allowed"):
+        load_yaml(old)
+    # the repository's own earlier runs
+    for saved in sorted(REPO.glob("results/reproduce-*/runs/*/config.yaml"))[:1]:
+        assert "triton_depthwise" in saved.read_text() and "depthwise" not in load_yaml(saved)
+
+
 def test_a_config_built_in_python_is_checked_as_the_command_line_checks_it(tmp_path):
     """`train(TrainConfig(...))` validates without `resolve`: paths as pathlib.Path are taken (config.yaml needs
     strings), a single class as a string is one class (not its letters), and a string is no boolean."""

@@ -287,7 +287,8 @@ def _recipe_loader():
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a recipe file: a mapping of TrainConfig fields. Unknown keys are an error naming them."""
+    """Read a recipe file: a mapping of TrainConfig fields (or their earlier names, `_renamed`). Unknown keys are an
+    error naming them."""
     import yaml
 
     p = Path(path)
@@ -303,11 +304,31 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: not a YAML text file ({exc.reason} at byte {exc.start})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of option: value, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    try:
+        data = _renamed(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(str(k).replace("-", "_") for k in data if str(k).replace("-", "_") not in known)
+    unknown = sorted(k for k in data if k not in known)
     if unknown:
         raise ConfigError(f"{p}: unknown option(s) {', '.join(unknown)}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return data
+
+
+def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """Options renamed since runs saved their config.yaml, read as they are called now, so that an earlier run's
+    config.yaml is still a recipe (``--config run/config.yaml``, as a refused resume suggests): the boolean
+    ``triton_depthwise`` became ``depthwise`` (true: ``triton``; false: PyTorch's own, the default)."""
+    if "triton_depthwise" not in data:
+        return data
+    data = dict(data)
+    old = data.pop("triton_depthwise")
+    if not isinstance(old, bool):
+        raise ConfigError(f"triton_depthwise={old!r} is not allowed: triton_depthwise (now depthwise) must be a bool")
+    if old and data.setdefault("depthwise", "triton") != "triton":
+        raise ConfigError(f"triton_depthwise=True and depthwise={data['depthwise']!r} disagree: give depthwise only")
+    return data
 
 
 def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
