@@ -78,6 +78,7 @@ def test_use_depthwise_swaps_every_layer_keeps_the_weights_and_swaps_back():
     same = [isinstance(b.dw.conv, Conv2dSame) for b in swapped.blocks]
     assert same == [isinstance(b.dw.conv, Conv2dSame) for b in model.blocks] and sum(same) == 4
     assert list(swapped.state_dict()) == list(model.state_dict())
+    assert not any(m.training for m in swapped.modules())  # swapped after .eval(): still all in eval mode
     x = torch.randn(2, 3, 67, 50)  # odd and even sizes: TF 'SAME' pads asymmetrically
     assert torch.allclose(swapped(x), model(x), atol=1e-5, rtol=1e-4)
     # from taps to Triton is one swap; "conv" puts PyTorch's own layers back, 'SAME' ones as Conv2dSame; every swap
@@ -89,6 +90,8 @@ def test_use_depthwise_swaps_every_layer_keeps_the_weights_and_swaps_back():
     assert all(b.dw.conv.weight is w for b, w in zip(swapped.blocks, weights, strict=True))
     with pytest.raises(ValueError, match="depthwise='cudnn' is not allowed"):
         dwconv.use_depthwise(swapped, "cudnn")
+    reflect = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, padding_mode="reflect"))
+    assert dwconv.use_depthwise(reflect, "taps") == 0  # zero padding only: another mode is left to PyTorch
 
 
 def test_taps_model_trains_like_pytorch_convs():

@@ -405,6 +405,7 @@ def is_depthwise3x3(conv: nn.Module) -> bool:
         and conv.kernel_size == (3, 3)
         and conv.groups == conv.in_channels == conv.out_channels
         and conv.bias is None
+        and conv.padding_mode == "zeros"  # the swapped layers pad with zeros (and _rebuilt keeps no other mode)
         and conv.stride[0] == conv.stride[1]
         and conv.dilation[0] == conv.dilation[1]
         and (isinstance(conv, Conv2dSame) or conv.padding == conv.dilation)
@@ -412,11 +413,12 @@ def is_depthwise3x3(conv: nn.Module) -> bool:
 
 
 def _rebuilt(kind: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Conv2d:
-    """A ``kind`` layer with ``conv``'s geometry sharing its weight (the same parameter, the same state_dict key)."""
+    """A ``kind`` layer with ``conv``'s geometry sharing its weight (the same parameter, the same state_dict key)
+    and its train/eval mode (a model swapped after ``.eval()`` stays all in eval mode). Hooks are not carried over."""
     new = kind(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
                bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
     new.weight = conv.weight
-    return new
+    return new.train(conv.training)
 
 
 def use_depthwise(model: nn.Module, impl: str) -> int:
