@@ -873,6 +873,25 @@ def _output_checked(report: dict, cand: str) -> bool:
     return True
 
 
+# A training path with other depthwise layers than PyTorch's counts as ours only where its eager fp32 gradients were
+# checked (`dw_train_numerics`): no further from fp64 than PyTorch's own, give or take this factor and offset
+DW_NUMERICS = {"_taps_dw": ("train_compiled", "numerics_taps_dw"), "_triton_dw": ("train_eager", "numerics_triton_dw")}
+DW_GRAD_SLACK, DW_GRAD_FLOOR = 2.0, 1e-4
+
+
+def _train_checked(report: dict, cand: str) -> bool:
+    """False for a training path whose depthwise layers' gradient check is missing, failed or off (see DW_NUMERICS)."""
+    for suffix, (sec, key) in DW_NUMERICS.items():
+        if cand.endswith(suffix):
+            row = report.get(sec, {}).get(key, {})
+            errors = row.get("fp64_grad_max_abs_over_max") if isinstance(row, dict) else None
+            if not errors:
+                return False
+            impl = suffix[1:].removesuffix("_dw")
+            return errors[impl] <= DW_GRAD_SLACK * errors["conv"] + DW_GRAD_FLOOR
+    return True
+
+
 def ratios(report: dict) -> dict:
     """ours/timm speed (images/s, or 1/latency at batch 1) per comparable pair; None where either is missing."""
     pairs = {
@@ -908,7 +927,7 @@ def ratios(report: dict) -> dict:
         out[key] = a / p if a and p else None
     # the training target (issue 7): our fastest compiled step, whichever depthwise layers, against timm compiled
     train = {c: _speed(report, "train_compiled", c) for c in report.get("train_compiled", {}) if c.startswith("ours")}
-    train = {k: v for k, v in train.items() if v}
+    train = {k: v for k, v in train.items() if v and _train_checked(report, k)}
     timm_train = _speed(report, "train_compiled", "timm_compiled")
     # as for inference: the path and its rate apart, the ratio a number (scripts/update_readme.py prints the numbers)
     name = max(train, key=train.get) if train else None

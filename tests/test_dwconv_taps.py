@@ -67,6 +67,16 @@ def test_taps_under_bf16_autocast_accumulate_in_fp32_and_round_once():
     assert not ((naive.double() - exact).abs() <= 2**-8 * exact.abs() + 1e-30).all()
 
 
+def test_taps_refuse_mixed_dtypes_outside_autocast_as_conv2d_does():
+    conv = nn.Conv2d(4, 4, 3, 1, 1, groups=4, bias=False)
+    taps = dwconv.TapsDepthwiseConv2d.from_conv(conv)
+    x = torch.randn(1, 4, 5, 5, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        conv(x)
+    with pytest.raises(RuntimeError, match="input dtype torch.bfloat16 is not the weight's torch.float32"):
+        taps(x)
+
+
 def test_use_depthwise_swaps_every_layer_keeps_the_weights_and_swaps_back():
     torch.manual_seed(0)
     assert tuple(dwconv.IMPLEMENTATIONS) == DEPTHWISE  # the config's choices are the implementations

@@ -97,6 +97,27 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(max(tried.values()) / timm_train)
 
 
+def test_the_best_training_path_needs_its_depthwise_gradients_checked():
+    module = _module()
+
+    def report(taps_numerics):
+        rows = {"timm_compiled": 100.0, "ours_compiled": 110.0, "ours_compiled_taps_dw": 150.0}
+        section = {c: {"images_per_s": v} for c, v in rows.items()}
+        if taps_numerics is not None:
+            section["numerics_taps_dw"] = taps_numerics
+        return {"train_compiled": section}
+
+    good = {"fp64_grad_max_abs_over_max": {"taps": 0.021, "conv": 0.025}}
+    wrong = {"fp64_grad_max_abs_over_max": {"taps": 0.9, "conv": 0.025}}  # a wrong tap: O(1) off fp64
+    for numerics, path in ((good, "ours_compiled_taps_dw"), (wrong, "ours_compiled"), (None, "ours_compiled")):
+        ratios = module.ratios(report(numerics))
+        assert ratios["best_ours_train"]["path"] == path, numerics
+        best = ratios["best_ours_train"]["images_per_s"]
+        assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(best / 100)
+    # a failed check (an exception recorded) counts as unchecked
+    assert module.ratios(report({"error": "boom"}))["best_ours_train"]["path"] == "ours_compiled"
+
+
 def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
     module = _module()
     args = Namespace(time_budget=-1.0, smoke=False)

@@ -380,6 +380,8 @@ class TapsDepthwiseConv2d(_SwappedDepthwiseConv2d):
             return self.conv_forward(x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
+        elif x.dtype != self.weight.dtype:  # as nn.Conv2d refuses it, rather than computing in a promoted dtype
+            raise RuntimeError(f"input dtype {x.dtype} is not the weight's {self.weight.dtype} (outside autocast)")
         stride, dilation = self.stride[0], self.dilation[0]
         pad = kernels.same_pad(x, stride, dilation, self.tf_same) or (dilation,) * 4
         return depthwise3x3_taps(x, self.weight, stride, dilation, pad)
