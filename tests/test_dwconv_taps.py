@@ -67,6 +67,21 @@ def test_taps_under_bf16_autocast_accumulate_in_fp32_and_round_once():
     assert not ((naive.double() - exact).abs() <= 2**-8 * exact.abs() + 1e-30).all()
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_taps_save_only_the_input_and_the_weight_for_backward(stride):
+    """No padded copy of the input: every activation autograd keeps is a view of ``x`` itself (the products are
+    padded, not the input), so the layer adds no activation memory of its own to training."""
+    conv = nn.Conv2d(8, 8, 3, stride, 1, groups=8, bias=False)
+    taps = dwconv.TapsDepthwiseConv2d.from_conv(conv)
+    x = torch.randn(2, 8, 9, 10, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        taps(x)
+    big = [t for t in saved if t.dim() == 4 and t.shape[0] == 2]
+    assert big and all(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for t in big)
+    assert all(t.numel() <= x.numel() for t in saved)
+
+
 def test_taps_refuse_mixed_dtypes_outside_autocast_as_conv2d_does():
     conv = nn.Conv2d(4, 4, 3, 1, 1, groups=4, bias=False)
     taps = dwconv.TapsDepthwiseConv2d.from_conv(conv)

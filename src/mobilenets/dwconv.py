@@ -18,9 +18,9 @@ as one opaque node under ``torch.compile``; `TritonDepthwiseConv2d` falls back t
 run (CPU without ``TRITON_INTERPRET=1``). Numerics are checked on CPU under the interpreter against ``F.conv2d`` and
 its autograd (tests/test_kernels.py, through tests/kernel_check.py).
 
-**taps**: the same sum written in PyTorch ops (`depthwise3x3_taps`: nine strided views of the padded input, each
-times its tap's weights), which Inductor fuses with the neighbouring BatchNorm forward and backward; no custom
-kernel, any device (tests/test_dwconv_taps.py).
+**taps**: the same sum written in PyTorch ops (`depthwise3x3_taps`: nine strided views of the input, each times its
+tap's weights and zero-padded to the output where it would read padding), which Inductor fuses with the
+neighbouring BatchNorm forward and backward; no custom kernel, any device (tests/test_dwconv_taps.py).
 
 `use_depthwise(model, impl)` swaps a model's depthwise convolutions for either (same parameter, same state_dict
 keys), or back to PyTorch's.
@@ -341,29 +341,48 @@ class TritonDepthwiseConv2dSame(TritonDepthwiseConv2d, Conv2dSame):
 TritonDepthwiseConv2d.SAME_CLASS = TritonDepthwiseConv2dSame
 
 
+def _tap_span(size: int, out: int, stride: int, pad_lo: int, offset: int) -> tuple[int, int, int]:
+    """Along one axis, the outputs ``[lo, hi)`` whose input ``stride * o - pad_lo + offset`` lies inside ``size``
+    (the rest read padding), and the input index of output ``lo``."""
+    lo = max(0, -((offset - pad_lo) // stride))  # ceil((pad_lo - offset) / stride)
+    hi = min(out, (size - 1 + pad_lo - offset) // stride + 1)
+    return lo, max(lo, hi), stride * lo - pad_lo + offset
+
+
 def depthwise3x3_taps(
     x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, pad: tuple[int, int, int, int]
 ) -> torch.Tensor:
-    """3x3 depthwise convolution (no bias) as the sum of its nine taps: ``x`` padded by ``pad`` (left, right, top,
-    bottom), sliced at each tap's offset with the stride, times that tap's per-channel weight.
+    """3x3 depthwise convolution (no bias) with padding ``pad`` (left, right, top, bottom) as the sum of its nine
+    taps: for each, the strided view of ``x`` its outputs read, times the tap's per-channel weight, zero-padded to
+    the output size where the tap would read padding.
 
-    Only views, products and sums: autograd derives both gradients, and Inductor fuses all of it with the layers
-    around it (the BatchNorm's statistics and normalisation forward, its backward into the input gradient and the
-    nine weight-gradient sums) instead of calling cuDNN. The products take the weight as it is (fp32 under autocast)
-    so the sum accumulates in fp32 and rounds once to ``x``'s dtype; autograd saves only the padded input (the
-    slices are views of it) and the weight.
+    Only views, products, pads and sums: autograd derives both gradients, and Inductor fuses all of it with the
+    layers around it (the BatchNorm's statistics and normalisation forward, its backward into the input gradient and
+    the nine weight-gradient sums) instead of calling cuDNN. Padding the products rather than the input leaves no
+    padded copy to write: autograd saves ``x`` itself (every slice is a view of it) and the weight, and the input
+    gradient is a sum of slices, not a padded buffer cut down. The products take the weight as it is (fp32 under
+    autocast), so the sum accumulates in fp32 and rounds once to ``x``'s dtype.
     """
-    xp = F.pad(x, pad)
-    oh = (xp.shape[-2] - 2 * dilation - 1) // stride + 1
-    ow = (xp.shape[-1] - 2 * dilation - 1) // stride + 1
-    w = weight.squeeze(1)  # (C, 3, 3)
+    left, right, top, bottom = pad
+    h, w = x.shape[-2:]
+    oh = (h + top + bottom - 2 * dilation - 1) // stride + 1
+    ow = (w + left + right - 2 * dilation - 1) // stride + 1
+    taps = weight.squeeze(1)  # (C, 3, 3)
     acc = None
     for i in range(3):
-        rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
+        r_lo, r_hi, r0 = _tap_span(h, oh, stride, top, i * dilation)
         for j in range(3):
-            cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
-            term = xp[:, :, rows, cols] * w[:, i, j].view(1, -1, 1, 1)
+            c_lo, c_hi, c0 = _tap_span(w, ow, stride, left, j * dilation)
+            if r_hi == r_lo or c_hi == c_lo:
+                continue  # reads only padding (an input smaller than the dilated kernel)
+            rows = slice(r0, r0 + stride * (r_hi - r_lo - 1) + 1, stride)
+            cols = slice(c0, c0 + stride * (c_hi - c_lo - 1) + 1, stride)
+            term = x[:, :, rows, cols] * taps[:, i, j].view(1, -1, 1, 1)
+            border = (c_lo, ow - c_hi, r_lo, oh - r_hi)
+            term = F.pad(term, border) if any(border) else term
             acc = term if acc is None else acc + term
+    if acc is None:  # no tap inside the input: impossible with 'same' padding, whose centre tap covers the output
+        return x.new_zeros((x.shape[0], x.shape[1], oh, ow))
     return acc.to(x.dtype)
 
 

@@ -586,9 +586,9 @@ class _Run:
             freeze_backbone(model)
         use_depthwise(model, cfg.depthwise)
         if cfg.depthwise == "taps" and not cfg.compile:
-            self.say("warning: --depthwise taps without --compile runs each depthwise layer as 18 tensor operations "
-                     "(a pad, 9 products, 8 sums), each a pass over memory (on a GPU, slower than --depthwise conv): "
-                     "the taps are for Inductor to fuse")  # fmt: skip
+            self.say("warning: --depthwise taps without --compile runs each depthwise layer as about 25 tensor "
+                     "operations (9 products, their borders, 8 sums), each a pass over memory (on a GPU, slower than "
+                     "--depthwise conv): the taps are for Inductor to fuse")  # fmt: skip
         self.model = model.to(env.device)
         if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
