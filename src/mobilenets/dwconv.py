@@ -412,7 +412,7 @@ class TapsDepthwiseConv2dSame(TapsDepthwiseConv2d, Conv2dSame):
 
 TapsDepthwiseConv2d.SAME_CLASS = TapsDepthwiseConv2dSame
 
-# --depthwise choices: the layer each swaps in (``conv``, PyTorch's own convolution, swaps nothing)
+# --depthwise choices: the layer each swaps in (None: PyTorch's own ``nn.Conv2d`` / `layers.Conv2dSame`)
 IMPLEMENTATIONS: dict[str, type[_SwappedDepthwiseConv2d] | None] = {
     "conv": None,
     "triton": TritonDepthwiseConv2d,

@@ -325,7 +325,7 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     old = data.pop("triton_depthwise")
     if not isinstance(old, bool):
-        raise ConfigError(f"triton_depthwise={old!r} is not allowed: triton_depthwise (now depthwise) must be a bool")
+        raise ConfigError(f"triton_depthwise={old!r} is not allowed: it (now depthwise) must be true or false")
     if old and data.setdefault("depthwise", "triton") != "triton":
         raise ConfigError(f"triton_depthwise=True and depthwise={data['depthwise']!r} disagree: give depthwise only")
     return data
