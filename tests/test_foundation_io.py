@@ -1,5 +1,7 @@
 """Our weights folder format, atomic writes, image decoding and the ONNX/OpenVINO runners."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +47,27 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the synced file's name from /proc/self/fd")
+def test_publish_syncs_the_staged_file_then_renames_then_syncs_the_folder(tmp_path, monkeypatch):
+    """Exports and annotated videos are written by libraries into a staging file, then renamed into place: the
+    data must reach the disk before the name does, or a power cut leaves the name on an empty file."""
+    import os
+
+    from mobilenets import atomic
+
+    staged, final = atomic.staging_path(tmp_path / "m.onnx"), tmp_path / "m.onnx"
+    staged.write_bytes(b"model")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    atomic.publish(staged, final)
+    assert events == [("fsync", str(staged)), ("replace", str(final)), ("fsync", str(tmp_path))]
+    assert final.read_bytes() == b"model" and not staged.exists()
 
 
 def test_read_real_jpeg_and_bad_files(tmp_path):

@@ -56,6 +56,19 @@ def staging_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
+def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished `staging_path` file over ``path`` as `atomic_open` does: its contents fsynced first, the
+    folder after, so that neither a crash nor a power cut leaves ``path`` naming a file whose data never reached
+    the disk (written by a library, the staging file was only closed, not synced)."""
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(staged, path)
+    _fsync_dir(Path(path).parent)
+
+
 def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
     """Remove the `staging_path` files of ``path`` that killed writers left: those named for a pid no process has now
     and owned by this user. Without this every killed export or stream left one behind for good. A file whose pid is

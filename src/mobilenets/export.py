@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, file_in_the_way, remove_stale_staging, staging_path
+from .atomic import atomic_write_bytes, file_in_the_way, publish, remove_stale_staging, staging_path
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
@@ -778,11 +778,12 @@ def move_into_place(staged: dict[Path, Path], out: Path) -> None:
     companions (an INT8 export's fp32 model), an earlier ``out`` is removed first. So whenever ``out`` exists, the
     companions beside it are the ones written with it, wherever a kill stops this: the renames are one at a time, and
     renaming ``out`` first (or keeping the old one while the companion is replaced) left an INT8 file beside another
-    export's fp32 model. A kill stops at worst with no ``out``, which the same command writes again."""
+    export's fp32 model. A kill stops at worst with no ``out``, which the same command writes again. Each file is
+    synced to disk before its rename (`atomic.publish`)."""
     if len(staged) > 1:
         out.unlink(missing_ok=True)
     for final in sorted(staged, key=lambda p: p == out):
-        os.replace(staged[final], final)
+        publish(staged[final], final)
 
 
 def _export(

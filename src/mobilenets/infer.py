@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import remove_stale_staging, staging_path
+from .atomic import publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
@@ -335,7 +335,7 @@ class _Writer:
                     self.container.mux(packet)
             self.container.close()
             if keep:
-                os.replace(self.part, self.path)
+                publish(self.part, self.path)
         finally:
             self.part.unlink(missing_ok=True)
 
