@@ -326,23 +326,27 @@ def test_an_int8_export_stopped_between_its_renames_leaves_no_mismatched_pair(tm
 def test_an_export_removes_the_staging_files_of_killed_exports_and_only_those(weights_dir, tmp_path):
     """A killed export leaves its pid-named staging file; later runs ignored it, so they piled up. The next export to
     the same file removes those whose writer is dead and that are this user's, and no other: not a live process's
-    (another export still writing), not another user's, not another destination's."""
+    (another export still writing), not another machine's (a shared folder: its pids mean nothing here), not another
+    user's, not another destination's."""
     import os
     import subprocess
     import sys
 
+    from mobilenets.atomic import HOST
+
     from .conftest import dead_pid
 
     out, dead = tmp_path / "m.onnx", dead_pid()
-    left = tmp_path / f".m.partial-{dead}.onnx"
-    kept = [tmp_path / f".other.partial-{dead}.onnx", tmp_path / f".m.partial-{dead}.x.onnx"]
+    left = tmp_path / f".m.partial-{HOST}-{dead}.onnx"
+    kept = [tmp_path / f".other.partial-{HOST}-{dead}.onnx", tmp_path / f".m.partial-{HOST}-{dead}.x.onnx"]
+    kept += [tmp_path / f".m.partial-{HOST}x-{dead}.onnx", tmp_path / f".m.partial-{dead}.onnx"]  # other machines'
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as live:
         try:
-            kept.append(tmp_path / f".m.partial-{live.pid}.onnx")
+            kept.append(tmp_path / f".m.partial-{HOST}-{live.pid}.onnx")
             for path in (left, *kept):
                 path.write_bytes(b"staged")
             if os.getuid() == 0:  # root can give a file away: another user's, named for a dead pid
-                kept.append(tmp_path / f".m.partial-{dead_pid()}.onnx")
+                kept.append(tmp_path / f".m.partial-{HOST}-{dead_pid()}.onnx")
                 kept[-1].write_bytes(b"staged")
                 os.chown(kept[-1], 65534, 65534)
             assert cli.main(["export", str(weights_dir), "--out", str(out), "--no-progress"]) == 0

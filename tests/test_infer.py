@@ -299,11 +299,13 @@ def test_an_interrupted_or_killed_stream_keeps_the_earlier_annotated_video(model
 def test_a_stream_removes_the_staging_file_a_killed_stream_left(model_dir, tmp_path):
     """A stream killed while writing --out leaves its pid-named staging file; later streams ignored it, so they piled
     up. The next stream to the same --out removes it (its writer is dead; `atomic.remove_stale_staging`)."""
+    from mobilenets.atomic import HOST
+
     from .conftest import dead_pid
 
     clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
     make_video(clip, 3)
-    left = tmp_path / f".annotated.partial-{dead_pid()}.mp4"
+    left = tmp_path / f".annotated.partial-{HOST}-{dead_pid()}.mp4"
     left.write_bytes(b"the first seconds of a video, without its index")
     assert cli.main(["stream", str(model_dir), str(clip), "--threads", "1", "--out", str(out)]) == 0
     assert written_by_stream(out) and not left.exists()

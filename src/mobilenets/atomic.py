@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import re
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -48,12 +49,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# this machine's name as staging file names carry it (a folder shared by several machines holds their writers' files)
+HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
 def staging_path(path: str | os.PathLike) -> Path:
-    """Where a writer builds ``path`` before renaming it into place: ``.<stem>.partial-<pid><suffix>`` beside it (the
-    same folder, so the rename is atomic; the same extension, as FFmpeg picks the container by it; the writer's pid,
-    so two writers never share one and `remove_stale_staging` can tell a killed writer's file from a live one's)."""
+    """Where a writer builds ``path`` before renaming it into place: ``.<stem>.partial-<host>-<pid><suffix>`` beside
+    it (the same folder, so the rename is atomic; the same extension, as FFmpeg picks the container by it; the
+    writer's machine and pid, so two writers never share one, even on a shared filesystem, and
+    `remove_stale_staging` can tell a killed writer's file from a live one's)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{path.stem}.partial-{HOST}-{os.getpid()}{path.suffix}")
 
 
 def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -70,16 +76,16 @@ def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
-    """Remove the `staging_path` files of ``path`` that killed writers left: those named for a pid no process has now
-    and owned by this user. Without this every killed export or stream left one behind for good. A file whose pid is
-    alive (this process's, or one that is still writing) or that is another user's is kept, and so is anything that
-    is not a regular file. Returns the removed paths. Nothing is removed off POSIX (os.kill(pid, 0) terminates the
-    process on Windows)."""
+    """Remove the `staging_path` files of ``path`` that killed writers left: those named for this machine and a pid no
+    process has now, and owned by this user. Without this every killed export or stream left one behind for good. A
+    file whose pid is alive (this process's, or one that is still writing), another machine's (whose processes this
+    one cannot see) or another user's is kept, and so is anything that is not a regular file. Returns the removed
+    paths. Nothing is removed off POSIX (os.kill(pid, 0) terminates the process on Windows)."""
     if os.name != "posix":  # pragma: no cover - not on this project's platforms
         return []
     path = Path(path)
     # a pid has at most 9 digits (Linux's pid_max is at most 2**22): os.kill takes any such number
-    name = re.compile(rf"\.{re.escape(path.stem)}\.partial-([0-9]{{1,9}}){re.escape(path.suffix)}")
+    name = re.compile(rf"\.{re.escape(path.stem)}\.partial-{re.escape(HOST)}-([0-9]{{1,9}}){re.escape(path.suffix)}")
     removed = []
     for part in path.parent.glob(f".{glob.escape(path.stem)}.partial-*{glob.escape(path.suffix)}"):
         match = name.fullmatch(part.name)
