@@ -158,7 +158,8 @@ class Bench:
 
     def alternate(self, makers: dict, x, *, iters: int, warmup: int) -> dict:
         """Build and warm up each candidate (a failure drops only that one), then time them in turn (A B C, A B C,
-        ...). Per candidate: median/min/max ms per call and the first call's seconds (compile/tuning included)."""
+        ...). Per candidate: median/min/max ms per call and the first call's seconds (compile/tuning included); for a
+        training step, which returns its loss, the first step's loss (`first_loss`)."""
         out: dict[str, dict] = {}
         ready = {}
         for name, make in makers.items():
@@ -168,13 +169,15 @@ class Bench:
             try:
                 fn = self.build(name, make)
                 t = time.perf_counter()
-                fn(x)
+                y = fn(x)
                 self.timer.sync()
                 first = time.perf_counter() - t
                 for _ in range(warmup):
                     fn(x)
                 self.timer.sync()
                 out[name] = {"first_call_s": round(first, 2)}
+                if isinstance(y, torch.Tensor) and y.dim() == 0:
+                    out[name]["first_loss"] = y.item()
                 ready[name] = fn
                 log(f"  warm {name}: first call {first:.1f}s")
             except Exception as exc:  # noqa: BLE001 - keep timing the others, record why this one failed
@@ -679,6 +682,12 @@ def run_sections(b: Bench, timm) -> None:
             **skipped,
         }
 
+    def seeded(impl: str = "conv") -> MobileNetV1:
+        """Our model from one seed, so that each depthwise variant starts from the same weights and labels: their
+        first steps' losses (`first_loss`) must then agree, which checks the compiled variants' arithmetic."""
+        torch.manual_seed(0)
+        return dw_model(MobileNetV1(resolution=res), impl)
+
     def train_pair(tag: str, kwargs: dict | None) -> dict:
         """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``."""
         xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
@@ -686,16 +695,14 @@ def run_sections(b: Bench, timm) -> None:
             f"timm_{tag}": lambda: train_step_fn(
                 timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch
             ),
-            f"ours_{tag}": lambda: train_step_fn(
-                MobileNetV1(resolution=res), device=dev, compile_kwargs=kwargs, batch=batch
-            ),
-            f"ours_{tag}_triton_dw": (lambda: train_step_fn(
-                dw_model(MobileNetV1(resolution=res)), device=dev, compile_kwargs=kwargs, batch=batch
-            )) if triton_ok else no_triton,
+            f"ours_{tag}": lambda: train_step_fn(seeded(), device=dev, compile_kwargs=kwargs, batch=batch),
+            f"ours_{tag}_triton_dw": (
+                lambda: train_step_fn(seeded("triton"), device=dev, compile_kwargs=kwargs, batch=batch)
+            ) if triton_ok else no_triton,
         }  # fmt: skip
         if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
             makers[f"ours_{tag}_taps_dw"] = lambda: train_step_fn(
-                dw_model(MobileNetV1(resolution=res), "taps"), device=dev, compile_kwargs=kwargs, batch=batch
+                seeded("taps"), device=dev, compile_kwargs=kwargs, batch=batch
             )
         return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
 
@@ -874,13 +881,17 @@ def _output_checked(report: dict, cand: str) -> bool:
 
 
 # A training path with other depthwise layers than PyTorch's counts as ours only where its eager fp32 gradients were
-# checked (`dw_train_numerics`): no further from fp64 than PyTorch's own, give or take this factor and offset
+# checked (`dw_train_numerics`): no further from fp64 than PyTorch's own, give or take this factor and offset; and,
+# where both were timed from the same seed, its first step's loss within FIRST_LOSS_TOL (relative) of PyTorch's
+# layers' (the same step compiled: bf16 rounding and a dropout mask apart)
 DW_NUMERICS = {"_taps_dw": ("train_compiled", "numerics_taps_dw"), "_triton_dw": ("train_eager", "numerics_triton_dw")}
 DW_GRAD_SLACK, DW_GRAD_FLOOR = 2.0, 1e-4
+FIRST_LOSS_TOL = 2e-2
 
 
 def _train_checked(report: dict, cand: str) -> bool:
-    """False for a training path whose depthwise layers' gradient check is missing, failed or off (see DW_NUMERICS)."""
+    """False for a training path whose depthwise layers' gradient check is missing, failed or off, or whose first
+    loss is off its twin's with PyTorch's layers (see DW_NUMERICS)."""
     for suffix, (sec, key) in DW_NUMERICS.items():
         if cand.endswith(suffix):
             row = report.get(sec, {}).get(key, {})
@@ -888,6 +899,10 @@ def _train_checked(report: dict, cand: str) -> bool:
             if not errors:
                 return False
             impl = suffix[1:].removesuffix("_dw")
+            timed = report.get("train_compiled" if "_compiled" in cand else "train_eager", {})
+            loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix(suffix)))
+            if loss is not None and twin is not None and not abs(loss - twin) <= FIRST_LOSS_TOL * abs(twin):
+                return False
             return errors[impl] <= DW_GRAD_SLACK * errors["conv"] + DW_GRAD_FLOOR
     return True
 

@@ -113,6 +113,12 @@ def test_use_depthwise_swaps_every_layer_keeps_the_weights_and_swaps_back():
     assert dwconv.use_depthwise(swapped, "conv") == 13
     assert [type(b.dw.conv) for b in swapped.blocks] == [type(b.dw.conv) for b in model.blocks]
     assert all(b.dw.conv.weight is w for b, w in zip(swapped.blocks, weights, strict=True))
+    # swapping draws nothing from the global random stream (a run's labels and augmentation stay the same)
+    torch.manual_seed(1)
+    dwconv.use_depthwise(swapped, "taps")
+    after_swap = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), after_swap)
     with pytest.raises(ValueError, match="depthwise='cudnn' is not allowed"):
         dwconv.use_depthwise(swapped, "cudnn")
     reflect = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, padding_mode="reflect"))

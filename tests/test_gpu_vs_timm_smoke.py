@@ -89,6 +89,11 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert ratios["fraction_of_hbm_bound"] > 0
     assert ratios["best_ours_vs_timm_compiled"] == ratios["best_ours_vs_timm_best_compiled"] > 0  # no graphs on CPU
     assert ratios["inference_triton_vs_timm_eager_bf16_cl"] is None  # Triton skipped on CPU without the interpreter
+    # one seed for our variants: the same first step with PyTorch's or the taps depthwise layers (bf16 autocast over
+    # 2 images, whose BatchNorm statistics amplify rounding: 0.5% apart here; a swap that drew from the random stream
+    # gave other labels, 4% apart)
+    first = {c: report["train_compiled"][c]["first_loss"] for c in ("ours_compiled", "ours_compiled_taps_dw")}
+    assert first["ours_compiled_taps_dw"] == pytest.approx(first["ours_compiled"], rel=module.FIRST_LOSS_TOL), first
     best_train = ratios["best_ours_train"]
     rows = report["train_compiled"].items()
     tried = {c: r["images_per_s"] for c, r in rows if c.startswith("ours") and "images_per_s" in r}
@@ -116,6 +121,12 @@ def test_the_best_training_path_needs_its_depthwise_gradients_checked():
         assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(best / 100)
     # a failed check (an exception recorded) counts as unchecked
     assert module.ratios(report({"error": "boom"}))["best_ours_train"]["path"] == "ours_compiled"
+    # compiled from the same seed, the first steps' losses must agree (a miscompiled variant's would not)
+    for taps_loss, path in ((6.93, "ours_compiled_taps_dw"), (8.1, "ours_compiled")):
+        r = report(good)
+        r["train_compiled"]["ours_compiled"]["first_loss"] = 6.92
+        r["train_compiled"]["ours_compiled_taps_dw"]["first_loss"] = taps_loss
+        assert module.ratios(r)["best_ours_train"]["path"] == path, taps_loss
 
 
 def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():

@@ -435,9 +435,11 @@ def is_depthwise3x3(conv: nn.Module) -> bool:
 
 def _rebuilt(kind: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Conv2d:
     """A ``kind`` layer with ``conv``'s geometry sharing its weight (the same parameter, the same state_dict key)
-    and its train/eval mode (a model swapped after ``.eval()`` stays all in eval mode). Hooks are not carried over."""
+    and its train/eval mode (a model swapped after ``.eval()`` stays all in eval mode). Hooks are not carried over.
+    Built on the meta device: a weight initialised only to be replaced would draw from the global random stream,
+    and a run's later draws (its labels, its augmentation) would then depend on which layers it swapped."""
     new = kind(conv.in_channels, conv.out_channels, 3, conv.stride, conv.padding, conv.dilation, conv.groups,
-               bias=False, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
+               bias=False, device="meta", dtype=conv.weight.dtype)  # fmt: skip
     new.weight = conv.weight
     return new.train(conv.training)
 
