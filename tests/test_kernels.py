@@ -148,8 +148,10 @@ def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(int
     for prefix in ("", "compiled_", "inductor_"):
         # Inductor also fuses BatchNorm's reductions, summing in its own order (measured 7e-6)
         assert case[f"{prefix}loss_diff"] <= (1e-4 if prefix == "inductor_" else 1e-5), case
-        # fp32 sums in another order, through BatchNorm over 4 images at 1x1 in the last layers
-        assert case[f"{prefix}grad_max_abs"] <= 1e-3 * case["grad_scale"], case
+        # fp32 sums in another order, through BatchNorm over 4 images at 1x1 in the last layers; Inductor reorders
+        # BatchNorm's sums too: the model with PyTorch's convolutions, compiled, is 1.8e-3 off eager on these inputs
+        allowed = 5e-3 if prefix == "inductor_" else 1e-3
+        assert case[f"{prefix}grad_max_abs"] <= allowed * case["grad_scale"], case
     # bf16 autocast: the Triton layers run in bf16 (about 1% from fp32); compiled and eager agree
     assert case["autocast_loss_diff"] <= 0.05 and case["autocast_compiled_loss_diff"] <= 1e-3, case
 
