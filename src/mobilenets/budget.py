@@ -113,10 +113,7 @@ def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
     from .trainer import AMP_DTYPES, build_model
 
     dev = setup_distributed(cfg.device).device
-    model = build_model(cfg, [str(i) for i in range(num_classes)])
-    from .dwconv import use_depthwise
-
-    use_depthwise(model, cfg.depthwise)
+    model = build_model(cfg, [str(i) for i in range(num_classes)])  # its depthwise layers as cfg.depthwise says
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -116,6 +116,18 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
 
 
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
+    """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`): the model a run
+    trains, and the one `budget.step_rate` times."""
+    model = model_for(cfg, classes, say)
+    use_depthwise(model, cfg.depthwise)
+    if cfg.depthwise == "taps" and not cfg.compile:
+        say("warning: --depthwise taps without --compile runs each depthwise layer as about 25 tensor operations "
+            "(9 products, their borders, 8 sums), each a pass over memory (on a GPU, slower than --depthwise conv): "
+            "the taps are for Inductor to fuse")  # fmt: skip
+    return model
+
+
+def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
     """A fresh model from the registry, or ``--init`` weights with the head reset when the classes differ (their
     count, or the names the weights record).
 
@@ -584,11 +596,6 @@ class _Run:
             self.cfg = dataclasses.replace(cfg, model=s.name or cfg.model, alpha=s.alpha, act=s.act)
         if cfg.freeze_backbone:
             freeze_backbone(model)
-        use_depthwise(model, cfg.depthwise)
-        if cfg.depthwise == "taps" and not cfg.compile:
-            self.say("warning: --depthwise taps without --compile runs each depthwise layer as about 25 tensor "
-                     "operations (9 products, their borders, 8 sums), each a pass over memory (on a GPU, slower than "
-                     "--depthwise conv): the taps are for Inductor to fuse")  # fmt: skip
         self.model = model.to(env.device)
         if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
