@@ -38,7 +38,7 @@
 #   (its sections are ordered by value and each is skipped when its estimate no longer fits). train_gpu.py trains
 #   as many epochs as fit in 275 s with its set-up, with the MixUp/CutMix that benchmarks/recipe_proxy.py favoured:
 #   +4.2 points (2 seeds each) in its CPU proxy, +2.5 at twice the epochs, which helped both; weight decay 5e-4
-#   added nothing to it, and alone lost 1.6 (1 seed). gpu_vs_timm.py leaves out the batch-1 section (met already):
+#   added nothing to it, and alone lost 1.6 (1 seed). gpu_vs_timm.py leaves out the batch-1 section here:
 #     COPY_ONLY=1 ... 1
 #     COPY_ONLY=1 DECODE_BENCH=1 ... 2                                                               # <= 45 s
 #     SKIP_REPRODUCE=1 TRAIN_EPOCHS=500 TRAIN_TIMEOUT=320 TRAIN_ARGS="--time-budget 275 --mixup-alpha 0.2
@@ -52,13 +52,16 @@
 #
 #   #7 alone (what the second 2026-11-27 lease left: the tensor-core stem kernel and the CUDA-graph fix untimed, no
 #   profile of a training step; results/logs-h200-2026-11-27-lease2/README.md):
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=100 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=170 GPU_VS_TIMM_TIMEOUT=200
-#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,inference_compiled,profile" ... 1  # <= 315 s
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=100 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=215 GPU_VS_TIMM_TIMEOUT=245
+#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,latency_batch1,inference_compiled,profile"
+#       ... 1                                                                                          # <= 360 s
 #     (carrying .xfer/p1: the GPU tests check the stem kernel, each backend's CUDA-graph replay against the same path
 #     launch by launch (no test had; every batch-256 graph in gpu_vs_timm differed from its twin), and a graph
-#     surviving others dropped; a compile per backend makes them longer than that lease's; inference_compiled times the new stem beside timm
-#     compiled, the 1.7x target, with the Triton graph again. That lease's inference sections took 12 and 23 s, the
-#     others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
+#     surviving others dropped; a compile per backend makes them longer than that lease's; inference_compiled times
+#     the new stem beside timm compiled, the 1.7x target, with the Triton graph again; latency_batch1 times batch 1
+#     against timm's best there, compiled and replayed as a CUDA graph (issue 7: 0.20 ms; the first lease compared
+#     with timm's eager graph only), and the profile covers the batch-1 graphs. That lease's inference sections took
+#     12 and 23 s, the others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
 #     (B = the lease's budget_left_s less 60, at most 300; below about 250 skip the call, as train_compiled, estimated

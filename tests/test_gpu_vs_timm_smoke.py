@@ -51,7 +51,10 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     taps = report["train_compiled"]["numerics_taps_dw"]
     assert taps["loss_diff"] <= 1e-4 and taps["fp64_loss_diff"]["taps"] <= 1e-4, taps
     assert taps["fp64_grad_max_abs_over_max"]["taps"] <= 2 * taps["fp64_grad_max_abs_over_max"]["conv"] + 1e-4, taps
-    assert report["latency_batch1"]["timm_cudagraph"]["skipped"] == "CUDA graphs need CUDA"
+    b1 = report["latency_batch1"]
+    for cand in ("timm_cudagraph", "timm_compiled_cudagraph", "ours_compiled_cudagraph"):
+        assert b1[cand]["skipped"] == "CUDA graphs need CUDA", cand
+    assert b1["timm_compiled"]["images_per_s"] > 0 and b1["ours_compiled"]["images_per_s"] > 0
     for cand in ("timm_bf16_cl_compiled_graph", "ours_bf16_cl_compiled_graph"):
         assert report["inference_compiled"][cand]["skipped"] == "CUDA graphs need CUDA"
     assert report["inference_eager"]["ours_bf16_cl_eager"]["images_per_s"] > 0
@@ -68,6 +71,11 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert {"ours_bf16_cl_compiled", "ours_bf16_cl_eager", "timm_bf16_cl", "ours_eager", "timm_compiled"} <= set(
         profiled
     )
+    assert {"b1_ours_compiled", "b1_timm_compiled"} <= set(profiled)  # batch 1, on a batch of one
+    for cand in ("b1_ours_compiled", "b1_timm_compiled"):
+        rows = profiled[cand]["by_op_and_shape"]
+        batches = {r["shapes"][0][0] for r in rows if "conv" in r["op"]}  # a convolution's input comes first
+        assert batches == {1}, (cand, rows)
     for cand, row in profiled.items():
         assert row["ms_per_call"] > 0 and row["steps"] == module.PROFILE_STEPS, (cand, row)
         assert sum(row["by_category_ms"].values()) == pytest.approx(row["ms_per_call"]), cand
@@ -86,6 +94,10 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     for key in ("inference_eager_bf16_cl", "inference_compiled", "train_eager", "train_compiled"):
         assert ratios[key] > 0, key
     assert ratios["batch1_best_vs_timm_best"] > 0
+    best_b1 = ratios["batch1_best"]
+    assert best_b1["ours"].startswith("ours") and best_b1["timm"].startswith("timm"), best_b1
+    assert best_b1["ours_ms"] == pytest.approx(b1[best_b1["ours"]]["median_ms"])
+    assert ratios["batch1_best_vs_timm_best"] == pytest.approx(best_b1["timm_ms"] / best_b1["ours_ms"])
     assert ratios["fraction_of_hbm_bound"] > 0
     assert ratios["best_ours_vs_timm_compiled"] == ratios["best_ours_vs_timm_best_compiled"] > 0  # no graphs on CPU
     assert ratios["inference_triton_vs_timm_eager_bf16_cl"] is None  # Triton skipped on CPU without the interpreter
@@ -179,6 +191,11 @@ def test_ratios_are_ours_over_timm_and_the_bound_fraction_uses_our_best_path():
     report["inference_compiled"]["ours_bf16_cl_triton_graph"] = {"images_per_s": 90_000.0}
     r = module.ratios(report)
     assert r["batch1_best_vs_timm_best"] == pytest.approx(4.0)
+    assert r["batch1_best"] == {"ours": "ours_eager_cudagraph", "ours_ms": 0.25, "timm": "timm_eager", "timm_ms": 1.0}
+    # timm's best at batch 1 is whichever of its paths is fastest: compiled and replayed as a graph, here
+    report["latency_batch1"]["timm_compiled_cudagraph"] = {"images_per_s": 5000.0}
+    r = module.ratios(report)
+    assert r["batch1_best_vs_timm_best"] == pytest.approx(0.8) and r["batch1_best"]["timm"] == "timm_compiled_cudagraph"
     assert r["best_ours_inference"]["path"] == "ours_bf16_cl_triton_graph"
     assert r["fraction_of_hbm_bound"] == pytest.approx(0.45)
     assert r["best_ours_vs_timm_compiled"] == pytest.approx(1.5)
