@@ -266,6 +266,23 @@ def test_run_bench_leaves_the_callers_torch_thread_count():
         torch.set_num_threads(before)
 
 
+def test_the_peak_probe_takes_the_fastest_librarys_sgemm(monkeypatch):
+    """torch's MKL and ONNX Runtime's MLAS differ by CPU (112 against 249 GFLOP/s per core on an AVX-512 EPYC): a
+    limit from the slower one was beaten 2x by ONNX Runtime's MobileNet, a 'limit_fraction' near 2."""
+    before = torch.get_num_threads()
+    measured = bench.sgemm_gflops(1, n=64, seconds=0.01)
+    assert set(measured) == {"torch", "onnxruntime"}
+    assert all(math.isfinite(v) and v > 0 for v in measured.values()), measured
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(bench, "sgemm_gflops", lambda *a, **k: {"torch": 110.0, "onnxruntime": 250.0})
+    assert bench.matmul_gflops(1) == 250.0
+    notes: list[str] = []
+    cfg = bench.BenchConfig(models="0.25-64", runtimes="torch", threads=1, **{**TINY, "peak_gflops": None})
+    (row,) = bench.run_bench(cfg, notes=notes)
+    assert "FP32 peak: 250.0 GFLOP/s per core (fastest sgemm of torch 110.0, onnxruntime 250.0)" in notes[0]
+    assert row["fp32_limit_ms"] == pytest.approx(2 * row["macs_M"] * 1e6 / 250e9 * 1e3)
+
+
 class _ThreadsSeen(torch.nn.Module):
     """A stand-in model whose forward records torch's thread count while the runner runs it."""
 

@@ -164,10 +164,15 @@ def test_quick_budget_end_to_end(tmp_path):
     for png in ("grid_macs.png", "grid_params.png"):
         assert (out / png).stat().st_size > 10_000 and f"]({png})" in report
     runs_before = {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}
+    said: list[str] = []
     reproduce(
-        ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4",)), log=lambda m: None
+        ReproduceConfig(data=str(data), out=str(out), budget="quick", experiments=("table4",)), log=said.append
     )  # resume: nothing retrained
     assert {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")} == runs_before
+    # the report now holds table4 alone, and says how to get the others back from their (kept) runs
+    assert json.loads((out / "results.json").read_text())["experiments"].keys() == {"table4"}
+    assert said[-1].startswith("note: the report now covers table4 only; the earlier one also had grid, table5, "
+                               "table6, table7: `mobilenets reproduce --report-only --out ")  # fmt: skip
     assert results["budget"]["smoke"] is True
     # other settings: an error before anything trains, even a run that is new, and nothing reported either
     new_run = next((out / "runs").glob("mobilenet_v1_100-r32-*"))

@@ -1377,6 +1377,11 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_writes_temporaries_go(tmp_p
     with pytest.raises(ConfigError, match=r"batch_size=1 is not allowed: BatchNorm needs at least 2 images"):
         train(dataclasses.replace(cfg, batch_size=1))
     train(cfg)
+    # a live run's folder holds checkpoints too: a second run is told it is busy, not to resume the live one
+    held = lock_folder(tmp_path / "r")
+    with pytest.raises(ConfigError, match=rf"is not allowed now: .*r is in use by another run \(pid {os.getpid()}\)"):
+        train(cfg)
+    held.close()
     stale = tmp_path / "r" / "checkpoints" / ".ckpt-000000009.pt.x1y2.tmp"
     stale.write_bytes(b"half a checkpoint")
     assert train(dataclasses.replace(cfg, max_steps=2, resume="auto"))["global_steps"] == 2

@@ -169,12 +169,36 @@ def lock_folder(folder: str | os.PathLike) -> IO | None:
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
+        busy = _in_use(folder, f)
         f.close()
-        raise FolderInUse(f"{folder} is in use by another run (pid {holder})") from None
+        raise FolderInUse(busy) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
     return f
+
+
+def _in_use(folder: str | os.PathLike, lock_file: IO) -> str:
+    lock_file.seek(0)
+    return f"{folder} is in use by another run (pid {lock_file.read().strip() or 'unknown'})"
+
+
+def folder_holder(folder: str | os.PathLike) -> str | None:
+    """What `lock_folder` would raise for ``folder`` now (the holder's pid), or None where no run holds it; creates
+    nothing, so a run can say the folder is busy before it decides anything else about it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on this project's platforms
+        return None
+    try:
+        f = open(Path(folder) / ".lock")  # noqa: SIM115 - closed below, after the probe
+    except OSError:  # no lock file (never held) or not readable: nobody to name
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused only while a run holds it exclusively
+        except BlockingIOError:
+            return _in_use(folder, f)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None

@@ -609,7 +609,8 @@ def _add_reproduce(sub) -> Handler:
     p.add_argument("--experiments", default=",".join(d.experiments), help=f"comma list of {', '.join(EXPERIMENTS)}")
     p.add_argument("--budget", default=d.budget, choices=list(BUDGETS), help="quick = CPU smoke run; full = one GPU")
     p.add_argument("--recipe", default=d.recipe, help="configs/<name>.yaml or a YAML path (one recipe for all models)")
-    p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/")
+    p.add_argument("--out", default=d.out, help="output folder for report.md, results.json, plots, runs/ (default: "
+                   "%(default)s, under the current folder)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help="override the budget's epochs per model")
     p.add_argument("--time-budget", type=float, default=d.time_budget,
                    help="GPU: the most epochs (at most the budget's or --epochs) estimated to fit these seconds, "

@@ -668,11 +668,23 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     results["environment"] = _run_environment(out, summaries) if cfg.report_only else _environment(budget, cfg.jobs)
     results["environment"]["commits"] = run_commits(out, list(summaries))
     out.mkdir(parents=True, exist_ok=True)
+    dropped = sorted(set(_reported_experiments(out)) - set(cfg.experiments))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     plots = write_plots(results, out)
     atomic_write_text(out / "report.md", render_report(results, plots))
     log(f"wrote {out / 'report.md'} and {out / 'results.json'}")
+    if dropped:  # the earlier report's other experiments are not lost: their runs are still in DIR/runs
+        log(f"note: the report now covers {names} only; the earlier one also had {', '.join(dropped)}: `mobilenets "
+            f"reproduce --report-only --out {out}` reports every experiment from the finished runs")  # fmt: skip
     return results
+
+
+def _reported_experiments(out: Path) -> list[str]:
+    """The experiments of the report already in ``out`` (its results.json); [] where none is, or it is unreadable."""
+    try:
+        return list(json.loads((out / "results.json").read_text())["experiments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _environment(budget: Budget, jobs: int) -> dict[str, Any]:

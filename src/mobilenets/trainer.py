@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from . import kernels
 from . import weights as weights_io
-from .atomic import FolderInUse, atomic_write_text, lock_folder
+from .atomic import FolderInUse, atomic_write_text, folder_holder, lock_folder
 from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import (
@@ -645,7 +645,12 @@ class _Run:
         checkpoints = list_checkpoints(self.out)
         finished = not checkpoints and self.cfg.resume in (None, "auto") and (self.out / "summary.json").is_file()
         stale = bool(checkpoints) and not self.cfg.resume
-        if all_reduce_min_int(0 if stale or finished else 1, self.env) == 0:
+        # a live run's folder holds checkpoints too: say it is busy rather than ask for a resume of a running run
+        busy = folder_holder(self.out) if self.env.is_main and (stale or finished) else None
+        code = all_reduce_min_int(-1 if busy else 0 if stale or finished else 1, self.env)
+        if code == -1:
+            raise self._busy(busy)
+        if code == 0:
             if finished:
                 raise ConfigError(
                     f"out={str(self.out)!r} holds a finished run (summary.json) without checkpoints: a new run would "
@@ -655,6 +660,12 @@ class _Run:
                 f"out={str(self.out)!r} holds checkpoints of an earlier run ({self.out / 'checkpoints'}): add "
                 "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
             )
+
+    def _busy(self, holder: str | None) -> ConfigError:
+        """The one-line error for a run folder another run holds (``holder``: `atomic.folder_holder`'s words, known
+        on the main process)."""
+        return ConfigError(f"out={str(self.out)!r} is not allowed now: {holder or 'another run holds it'} (wait for "
+                           "it to end, or give another --out)")  # fmt: skip
 
     def _lock(self) -> None:
         """Hold the run folder (`atomic.lock_folder`, on the main process) from before a resume reads a checkpoint to
@@ -674,8 +685,7 @@ class _Run:
             raise ConfigError(f"out={str(self.out)!r} is not allowed: the run folder cannot be made there "
                               f"({unusable or 'on the main process'})")  # fmt: skip
         if code == 0:
-            raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait "
-                              "for it to end, or give another --out)")  # fmt: skip
+            raise self._busy(busy)
         if self.env.is_main:
             for stale in (self.out / "checkpoints").glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
