@@ -77,6 +77,7 @@ def test_sniff_format(tmp_path):
         (dict(mean=(0.485, 0.456, 0.406)), r"\(0.5, 0.5, 0.5\)"),
         (dict(std=[0.25, 0.25, 0.25]), r"\(0.5, 0.5, 0.5\)"),
         (dict(in_chans=1, mean=(0.5,), std=(0.5,)), "3"),
+        (dict(in_chans=1), "3"),  # named itself, not the saved 3-channel mean it would make wrong
         (dict(channel_divisor=8), "1"),
         (dict(min_channels=16), "8"),
     ],

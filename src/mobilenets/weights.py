@@ -235,15 +235,25 @@ FREE_FIELDS = ("resolution", "crop_pct", "interpolation", "dropout", "output_str
 def check_weight_overrides(saved: ModelSpec, overrides: dict[str, Any], source: str) -> None:
     """SpecError naming the first override of a `WEIGHT_FIELDS` field that differs from the saved value."""
     fixed = {k: v for k, v in overrides.items() if k in WEIGHT_FIELDS}
+
+    def refuse(field: str) -> SpecError:
+        return bad_value(
+            field,
+            overrides[field],
+            f"{getattr(saved, field)!r}, the value the weights in {source} were trained with (with weights, only "
+            f"{', '.join(FREE_FIELDS)} may change)",
+        )
+
+    # a plain value that differs is named before validating the whole spec, which would name a field it makes wrong
+    # instead (in_chans=1 alone: the saved 3-channel mean)
+    for field in WEIGHT_FIELDS:
+        value = fixed.get(field)
+        if isinstance(value, (bool, int, str)) and value != getattr(saved, field):
+            raise refuse(field)
     changed = saved.replace(**fixed)  # validated and normalised (np.float32, lists) before comparing
     for field in WEIGHT_FIELDS:
         if field in fixed and getattr(changed, field) != getattr(saved, field):
-            raise bad_value(
-                field,
-                overrides[field],
-                f"{getattr(saved, field)!r}, the value the weights in {source} were trained with (with weights, "
-                f"only {', '.join(FREE_FIELDS)} may change)",
-            )
+            raise refuse(field)
 
 
 def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
