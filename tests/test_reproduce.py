@@ -19,8 +19,10 @@ from mobilenets.reproduce import (
     ReproduceError,
     Run,
     experiment_rows,
+    finished_runs,
     group_runs,
     plan_runs,
+    read_summary,
     reproduce,
     run_cost,
     verdict,
@@ -109,6 +111,27 @@ def test_verdicts_weigh_the_noise_of_the_validation_set():
     assert verdict("table5", spread)["holds"] is None
 
 
+def test_a_damaged_run_record_is_one_line_naming_it_and_a_torn_epoch_row_is_no_epoch(tmp_path):
+    """A summary.json that is not JSON (edited, a full disk) used to stop reproduce with the parser's message and no
+    path; an unfinished run's metrics.jsonl may end in a line its killed process left half-written."""
+    done, unfinished = plan_runs(["table7"], BUDGETS["quick"])[:2]
+    summary = tmp_path / "runs" / done.key / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"final_top1": 0.5')
+    with pytest.raises(ReproduceError, match=rf"^{summary}: not a readable run summary \(.*\); remove that run's"):
+        finished_runs([done], tmp_path)
+    summary.write_text("[0.5]")
+    with pytest.raises(ReproduceError, match=r"not a run summary \(a JSON list\)"):
+        read_summary(summary)
+    summary.write_text('{"final_top1": 0.5}')
+    metrics = tmp_path / "runs" / unfinished.key / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"epoch": 1, "val_top1": 0.25}\n{"epoch": 2, "val_')
+    summaries, partial = finished_runs([done, unfinished], tmp_path)
+    assert summaries == {done.key: {"final_top1": 0.5}}
+    assert partial == {unfinished.key: {"epochs": 1, "last_val_top1": 0.25}}
+
+
 def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="experiments='table9'"):
         reproduce(ReproduceConfig(experiments=("table9",)))
@@ -124,6 +147,11 @@ def test_bad_options(tmp_path):
     data = str(data_path("imagenette"))
     with pytest.raises(ReproduceError, match="cannot create that folder"):
         reproduce(ReproduceConfig(data=data, out=str(blocker / "rep"), budget="quick"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("lr: 0.1\nlabel_smothing: 0.1\n")
+    with pytest.raises(ValueError, match=r"typo.yaml: unknown option\(s\) label_smothing"):
+        reproduce(ReproduceConfig(data=data, out=str(tmp_path / "rep"), budget="quick", recipe=str(typo)))
+    assert not (tmp_path / "rep").exists()  # refused before any folder was made
 
 
 def test_train_and_val_of_other_classes_are_one_error_before_any_run(tmp_path, monkeypatch):
@@ -209,6 +237,7 @@ def test_quick_budget_end_to_end(tmp_path):
     assert "**Incomplete**" in report and "not finished" in report and "Verdict: not judged" in report
     with pytest.raises(FileNotFoundError, match="no finished run"):
         reproduce(ReproduceConfig(out=str(tmp_path / "empty"), budget="quick", report_only=True), log=lambda m: None)
+    assert not (tmp_path / "empty").exists()  # nothing to report: no folder left behind either
 
 
 @pytest.mark.slow

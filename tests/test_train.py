@@ -932,6 +932,11 @@ def test_recipes_and_overlay_precedence(tmp_path):
     bad.write_text("lr: 0.1\nlearning_rate: 0.2\n")
     with pytest.raises(ConfigError, match="unknown option.*learning_rate"):
         resolve(str(bad))
+    bad.write_text("lr: 0.1\nbad: [\n")  # the parser's own message quotes the line with a caret under it
+    with pytest.raises(ConfigError) as err:
+        resolve(str(bad))
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{bad}: not valid YAML ("), err.value
+    assert "line 3, column 1" in str(err.value), err.value
 
 
 def test_a_config_yaml_saved_before_depthwise_was_renamed_still_loads(tmp_path):

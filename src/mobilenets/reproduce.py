@@ -142,11 +142,25 @@ def train_run(run: Run, data: Path, out: Path, budget: Budget, recipe: Path, log
     summary_file = Path(cfg.out) / "summary.json"
     if summary_file.is_file():
         log(f"{run.key}: finished earlier, reusing {summary_file}")
-        return json.loads(summary_file.read_text())
+        return read_summary(summary_file)
     log(f"{run.key}: training ({budget.epochs} epoch(s) at {run.resolution}px)")
     summary = train(cfg)
     if summary is None:
-        summary = json.loads(summary_file.read_text())
+        summary = read_summary(summary_file)
+    return summary
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A finished run's summary.json; a damaged one (edited, or from a full disk) is one line naming it and the way
+    out, not a JSON parser's message without a path."""
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReproduceError(f"{path}: not a readable run summary ({exc}); remove that run's folder ({path.parent}) "
+                             "to train it again") from exc  # fmt: skip
+    if not isinstance(summary, dict):
+        raise ReproduceError(f"{path}: not a run summary (a JSON {type(summary).__name__}); remove that run's "
+                             f"folder ({path.parent}) to train it again")  # fmt: skip
     return summary
 
 
@@ -598,6 +612,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     recipe = Path(cfg.recipe) if Path(cfg.recipe).suffix else CONFIGS / f"{cfg.recipe}.yaml"
     if not recipe.is_file():
         raise FileNotFoundError(f"{recipe}: no such recipe file")
+    from .train_config import load_yaml
+
+    load_yaml(recipe)  # a mistyped option is one error now, before any folder is made or run planned
     if cfg.jobs < 1:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
@@ -623,7 +640,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             raise SpecError(f"budget={cfg.budget!r} trains on CUDA, which is not available here (use --budget quick "
                             "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
     try:  # every run writes under it: an unwritable --out is one error now, not one per run
-        out.mkdir(parents=True, exist_ok=True)
+        if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
+            out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReproduceError(f"out={str(out)!r} is not allowed: cannot create that folder ({exc.strerror})") from exc
     if not cfg.report_only:
@@ -705,16 +723,29 @@ def _command() -> str:
     return " ".join(["mobilenets", *sys.argv[1:]]) if name in ("__main__.py", "mobilenets") else " ".join(sys.argv)
 
 
+def _metric_rows(path: Path) -> list[dict]:
+    """An unfinished run's per-epoch rows; a line its killed process left half-written is not an epoch."""
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1})."""
     summaries, unfinished = {}, {}
     for run in runs:
         folder = out / "runs" / run.key
         if (folder / "summary.json").is_file():
-            summaries[run.key] = json.loads((folder / "summary.json").read_text())
+            summaries[run.key] = read_summary(folder / "summary.json")
         else:
             metrics = folder / "metrics.jsonl"
-            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+            rows = _metric_rows(metrics) if metrics.is_file() else []
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}
     if not summaries:

@@ -297,7 +297,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_recipe_loader()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{p}: not valid YAML ({_yaml_problem(exc)})") from exc
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -314,6 +314,15 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{p}: unknown option(s) {', '.join(unknown)}")
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML parser's error on one line: its problem and where (its own message quotes the offending line and a
+    caret beneath it, over several lines)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _renamed(data: dict[str, Any]) -> dict[str, Any]:
