@@ -797,6 +797,37 @@ def test_mostly_unreadable_files_do_not_stall_two_process_ddp(tmp_path):
     assert summary["global_steps"] == 2 * (24 // 4)  # global batch 4: 6 full steps per epoch
 
 
+def _spoil_every_file(folder: Path) -> None:
+    for k, f in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        f.write_bytes(f.read_bytes()[:300] if k % 2 else b"this is not an image\n")  # truncated JPEGs, non-images
+
+
+def test_a_train_split_with_no_readable_image_stops_before_saving_anything(tmp_path):
+    """With every train file unreadable each batch came out empty: the run 'trained' at 0 img/s, saved its random
+    weights as model/ and finished. It is one DataError naming the folder, however the images are held."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 1)
+    _spoil_every_file(data / "train")
+    for mode in ({"cache": "off"}, {"cache": "on"}, {"data_on_device": True}):
+        out = tmp_path / str(mode)
+        with pytest.raises(DataError, match=rf"^{data / 'train'}: no image could be read \(8 unreadable files; "
+                                            r"first: .*\.JPEG: .*\); check the files"):  # fmt: skip
+            train(tiny_cfg(data, out, resolution=32, batch_size=4, epochs=2))
+        assert not (out / "model").exists() and not (out / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_a_train_split_with_no_readable_image_stops_every_ddp_process(tmp_path):
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 1)
+    _spoil_every_file(data / "train")
+    proc = torchrun(["train", "--out", str(tmp_path / "run"), "--data", str(data), "--alpha", "0.25",
+                     "--resolution", "32", "--batch-size", "4", "--epochs", "2", "--workers", "0", "--threads", "1",
+                     "--quiet"])  # fmt: skip
+    assert proc.returncode != 0
+    assert proc.stderr.count("mobilenets train: error: ") == 2, proc.stderr[-3000:]  # each process, one line
+    assert f"{data / 'train'}: no image could be read (8 unreadable files" in proc.stderr
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_dataset_structure_errors(tmp_path):
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 1)
     with pytest.raises(DataError, match="missing split folder 'test'"):

@@ -562,6 +562,11 @@ class _Run:
             load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu, **square)
             for samples in splits
         )
+        if len(train) == 0:  # every process decodes the whole split: all stop here together
+            report = BadFiles()
+            for index, reason in train.bad:
+                report.add(self.train_split.samples[index][0], reason)
+            raise self._nothing_read(report)
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
         by_gpu = train.decoded_on_device + val.decoded_on_device
@@ -1004,6 +1009,8 @@ class _Run:
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
+            if stats["train_images"] == 0:
+                raise self._nothing_read(last_train_bad)
             if self.planner is not None and not stopped:
                 self._replan(epoch + 1, self.clock() - t_epoch, stats, stats["train_steps"] - carried_steps)
             t_eval, eval_s = self.clock(), None
@@ -1060,6 +1067,17 @@ class _Run:
             # a resume with nothing left to train, of a run stopped before it wrote its summary: score it once
             last_val, _ = self._validate(amp_dtype)
         return self._finish(spec, history, last_val, last_train_bad)
+
+    def _nothing_read(self, bad: BadFiles) -> DataError:
+        """The error for an epoch that trained on no image. A bad file's item is the next readable one in the split
+        (`data.ImageFolderDataset`), so an epoch without a single image means no file of the split could be read:
+        going on would save random weights as a finished run. ``train_images`` is the sum over every process, so
+        every process stops here together."""
+        first = f"; first: {bad.first[0]}" if bad.first else ""
+        return DataError(
+            f"{self.train_split.root}: no image could be read ({bad.count} unreadable files{first}); check the "
+            "files (truncated downloads, non-images)"
+        )
 
     def _summary_is_current(self) -> bool:
         """Whether summary.json describes the state resumed (its global step): a run lengthened after it finished
