@@ -159,6 +159,26 @@ def test_evaluate_counts_top5_and_gives_none_for_five_classes_or_fewer():
     r = evaluate(torch.nn.Identity(), batch, 7, DistEnv())
     assert (r["top1"], r["top5"], r["images"]) == (0.25, 0.75, 4)
     assert evaluate(torch.nn.Identity(), [(logits[:, :5], labels.clamp(max=4), [])], 5, DistEnv())["top5"] is None
+    nothing = evaluate(torch.nn.Identity(), [(torch.empty(0), torch.empty(0, dtype=torch.long), [(0, "bad")])], 7,
+                       DistEnv())  # fmt: skip
+    assert nothing["images"] == 0 and nothing["images_per_s"] == 0  # it said 1 image
+
+
+def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
+    """It printed top-1 0.0000 over '1 images' and exited 0; the count is the images scored, and none is an error."""
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")
+    val = copy_subset(tmp_path / "d", CLASSES4[:2], 0, 2) / "val"
+    _spoil_every_file(val)
+    args = ["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0", "--resolution", "32"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mobilenets eval: error: {val}: no image could be read (4 unreadable files; first: ")
+    assert err.count("\n") == 1
+    good = val / CLASSES4[1] / "good.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good)
+    assert main([*args, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 1 and r["skipped_files"]["count"] == 4
 
 
 @pytest.mark.slow

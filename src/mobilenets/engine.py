@@ -455,6 +455,8 @@ def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, c
     """Top-1, top-5, mean cross-entropy, per-class accuracy and images/s over ``loader`` (summed over processes).
 
     Top-5 is None for 5 classes or fewer: every label is then in the top 5, and a score of 1.0 would say nothing.
+    ``images`` counts the images scored, not the files: 0 when no file could be read (the scores are then 0, not a
+    measurement; the caller says so).
 
     The sums stay on the model's device until the last batch (float64; counts of 0/1 are exact in any order), so
     the host never waits for the device between batches: one transfer at the end."""
@@ -487,17 +489,18 @@ def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, c
     elapsed = time.perf_counter() - t0
     packed = all_reduce_sum(packed, env)
     loss_sum, top5, top1, total = packed[0], packed[1], packed[2 : 2 + num_classes], packed[2 + num_classes :]
-    n = max(1.0, float(total.sum()))
+    images = int(total.sum())  # those scored: unreadable files are not among them
+    n = max(1.0, float(images))  # (a division by 1, not 0, when none was: the caller says so)
     per_class = torch.where(total > 0, top1 / total.clamp(min=1), torch.full_like(total, float("nan")))
     return {
         "loss": float(loss_sum) / n,
         "top1": float(top1.sum()) / n,
         "top5": float(top5) / n if num_classes > 5 else None,
-        "images": int(n),
+        "images": images,
         "per_class_top1": [None if torch.isnan(v) else float(v) for v in per_class],
         "per_class_count": [int(v) for v in total],
         "time_s": elapsed,
-        "images_per_s": n / max(elapsed, 1e-9),
+        "images_per_s": images / max(elapsed, 1e-9),
         "bad": bad,
     }
 

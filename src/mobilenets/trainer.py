@@ -1264,6 +1264,9 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
     bad = BadFiles()
     for i, reason in result.pop("bad"):
         bad.add(ds.samples[i][0], reason)
+    if not result["images"]:  # a top-1 of 0 over no image would read as a score
+        first = f"; first: {bad.first[0]}" if bad.first else ""
+        raise DataError(f"{data}: no image could be read ({bad.count} unreadable files{first})")
     names = list(labels) if labels else [str(i) for i in range(spec.num_classes)]
     present = sorted({lbl for _, lbl in split.samples})
     shown = [names[i] for i in present]
