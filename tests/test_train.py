@@ -1342,6 +1342,24 @@ def test_a_finished_run_whose_checkpoints_were_removed_is_not_overwritten(tmp_pa
     assert not (out / "checkpoints").exists()
 
 
+def test_a_resume_whose_checkpoints_are_all_damaged_overwrites_nothing(tmp_path, capsys):
+    """--resume auto skipped each torn checkpoint, then started from scratch and replaced the finished run's model/
+    and metrics.jsonl. Checkpoints that exist but none of which loads: refused, one line naming the folder."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, epochs=2, batch_size=4, resolution=32, keep_checkpoints=2))
+    ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    assert len(ckpts) == 2
+    for p in ckpts:
+        p.write_bytes(p.read_bytes()[:1000])
+    kept = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    said = rf"^{out / 'checkpoints'}: none of its 2 checkpoint\(s\) can be loaded \(reasons above\); .* give another"
+    with pytest.raises(ValueError, match=said + r" --out \(or remove that folder\) to start afresh$"):
+        train(tiny_cfg(data, out, epochs=3, batch_size=4, resolution=32, keep_checkpoints=2, resume="auto"))
+    assert capsys.readouterr().err.count("skipping checkpoint: ") == 2
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
 def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
     """--data is a path and may move, but a resume on other files (one image fewer, or another dataset) would mix
     two datasets in one run and overwrite env.json's record of the first: one clear error, nothing written."""

@@ -615,10 +615,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def find_resume(run_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads and is complete; damaged ones are skipped (with their reason)."""
-    for path in list_checkpoints(run_dir):
+    """The newest checkpoint that loads and is complete; damaged ones are skipped (with their reason). None when
+    there is no checkpoint: the run starts from scratch. When there are checkpoints and none loads, ValueError: a
+    start from scratch would then replace the weights and metrics of the run they were saved by."""
+    found = list_checkpoints(run_dir)
+    for path in found:
         try:
             return path, load_checkpoint(path)
         except ValueError as exc:
             print(f"skipping checkpoint: {exc}", file=sys.stderr)
+    if found:
+        raise ValueError(
+            f"{Path(run_dir) / CKPT_DIR}: none of its {len(found)} checkpoint(s) can be loaded (reasons above); a "
+            "start from scratch would replace that run's weights and metrics: give another --out (or remove that "
+            "folder) to start afresh"
+        )
     return None
