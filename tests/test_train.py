@@ -1360,6 +1360,35 @@ def test_a_resume_whose_checkpoints_are_all_damaged_overwrites_nothing(tmp_path,
     assert {p: p.read_bytes() for p in kept} == kept
 
 
+def test_a_resume_drops_a_torn_last_metrics_line_and_names_any_other_bad_one(tmp_path, capsys):
+    """A kill while appending epoch 2's row (before its checkpoint) left a torn last line, and --resume auto failed
+    with json's 'Unterminated string ...', naming neither file nor fix. That row is written again by the resume, so
+    the torn line is dropped; a bad line elsewhere is one error naming the file and line, and nothing is written."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "run"
+    kw = dict(epochs=2, batch_size=4, resolution=32, deterministic=True, keep_checkpoints=5, quiet=False)
+    train(tiny_cfg(data, out, **kw))
+    metrics = out / "metrics.jsonl"
+    rows = metrics.read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+    (out / "checkpoints" / "ckpt-000000008.pt").unlink()  # epoch 2's, saved after its row: not written yet
+    (out / "summary.json").unlink()
+    metrics.write_text(rows[0] + "\n" + rows[1][:13])  # '{"epoch": 2, ' and no more
+    shutil.copytree(out, tmp_path / "bad")
+    capsys.readouterr()
+    summary = train(tiny_cfg(data, out, resume="auto", **kw))
+    assert summary["resumed_from"].endswith("ckpt-000000004.pt") and summary["epochs"] == 2
+    assert [json.loads(r)["epoch"] for r in metrics.read_text().splitlines()] == [1, 2]
+    said = capsys.readouterr().err
+    assert f"note: {metrics}: line 2, the last, is incomplete (an interrupted write): dropped" in said
+    bad = tmp_path / "bad" / "metrics.jsonl"
+    bad.write_text(rows[0][:13] + "\n" + rows[0] + "\n" + rows[1][:13])  # a bad line before the last
+    kept = {p: p.read_bytes() for p in bad.parent.iterdir() if p.is_file() and not p.name.startswith(".")}
+    with pytest.raises(ValueError, match=rf"^{bad}: line 1 is not a metrics row \(.*\); fix or remove that line$"):
+        train(tiny_cfg(data, tmp_path / "bad", resume="auto", **kw))
+    assert {p: p.read_bytes() for p in kept} == kept  # metrics.jsonl, config.yaml, env.json as they were
+
+
 def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
     """--data is a path and may move, but a resume on other files (one image fewer, or another dataset) would mix
     two datasets in one run and overwrite env.json's record of the first: one clear error, nothing written."""

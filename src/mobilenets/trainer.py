@@ -425,6 +425,28 @@ def split_fingerprint(split) -> dict[str, Any]:
     return {"images": len(split.samples), "classes": len(split.classes), "files_sha256": digest.hexdigest()}
 
 
+def read_metrics(path: Path, torn_last=None) -> list[tuple[str, dict]]:
+    """A run's metrics.jsonl as (line, row) pairs. A process killed while appending a row leaves its last line torn:
+    with ``torn_last`` (called with the path and line number) that line is dropped, as a resume writes that epoch's
+    row again (the epoch's checkpoint is saved after its row). Any other line that is not a row is a ValueError
+    naming the file and line: the file was edited or damaged, and guessing would lose or invent epochs."""
+    lines = [(i, ln) for i, ln in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
+    lines = [(i, ln) for i, ln in lines if ln.strip()]
+    rows = []
+    for k, (i, ln) in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not an object with an integer 'epoch'")
+        except ValueError as exc:
+            if torn_last is not None and k == len(lines) - 1:
+                torn_last(path, i)
+                break
+            raise ValueError(f"{path}: line {i} is not a metrics row ({exc}); fix or remove that line") from exc
+        rows.append((ln, row))
+    return rows
+
+
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -846,20 +868,23 @@ class _Run:
     def _write_meta(self) -> None:
         import yaml
 
+        metrics = self.out / "metrics.jsonl"
+        # drop epochs a resumed run will redo, so each epoch is listed once (read by every process: a damaged file
+        # stops them all here, not the main process alone); a fresh run keeps none
+        rows = read_metrics(metrics, torn_last=self._torn_metrics) if self.resumed_from and metrics.exists() else []
+        kept = [ln for ln, row in rows if row["epoch"] <= self.start_epoch]
         if not self.env.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         info = {**environment(self.env), "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "data": self.fingerprint}
         atomic_write_text(self.out / "env.json", json.dumps(info, indent=2) + "\n")
-        metrics = self.out / "metrics.jsonl"
-        if metrics.exists():  # drop epochs a resumed run will redo, so each epoch is listed once
-            kept = [
-                ln
-                for ln in metrics.read_text().splitlines()
-                if ln.strip() and self.resumed_from and json.loads(ln)["epoch"] <= self.start_epoch
-            ]
+        if metrics.exists():
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+
+    def _torn_metrics(self, path: Path, line: int) -> None:
+        self.say(f"note: {path}: line {line}, the last, is incomplete (an interrupted write): dropped, the resumed "
+                 "run writes its epoch again")  # fmt: skip
 
     def _append_metrics(self, row: dict) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -1116,7 +1141,7 @@ class _Run:
         if not self.env.is_main:
             return None
         wall = self.elapsed()
-        all_rows = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        all_rows = [row for _ln, row in read_metrics(self.out / "metrics.jsonl")]
         final = all_rows[-1] if all_rows else {}
         self._save_weights("model", final)
         cost = count_complexity(spec)
