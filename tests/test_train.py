@@ -937,6 +937,16 @@ def test_a_resume_says_what_it_changes(tmp_path, capsys):
     assert "epochs=2 ends inside the 5-epoch warm-up: the learning rate only rises," in capsys.readouterr().err
 
 
+def test_classes_given_comma_separated_pick_those_folders(tmp_path):
+    data = copy_subset(tmp_path / "d", CLASSES4[:3], 4, 1)
+    out = tmp_path / "r"
+    args = ["train", "--data", str(data), "--out", str(out), "--alpha", "0.25", "--resolution", "32",
+            "--batch-size", "4", "--max-steps", "1", "--workers", "0", "--quiet",
+            "--classes", f"{CLASSES4[2]},{CLASSES4[0]}"]  # fmt: skip
+    assert main(args) == 0
+    assert list(json.loads((out / "summary.json").read_text())["per_class_top1"]) == [CLASSES4[0], CLASSES4[2]]
+
+
 def test_a_class_with_no_readable_image_is_named(tmp_path, capsys):
     from mobilenets.trainer import train
 
@@ -1157,6 +1167,13 @@ def test_cli_options_come_from_the_dataclass(capsys):
     args = parser.parse_args(["train", "--betas", "0.8", "0.99", "--no-hflip", "--classes", "a", "b", "--lr", "1"])
     assert args.betas == [0.8, 0.99] and args.hflip is False and args.classes == ["a", "b"] and args.lr == 1.0
     assert not hasattr(parser.parse_args(["train"]), "lr")  # unset options leave the YAML/dataclass value alone
+    # comma-separated, as bench and select take their lists, or both ("a,b" was looked for as one folder)
+    args = parser.parse_args(["train", "--classes", "a,b", "c", "--betas", "0.8,0.99"])
+    assert args.classes == ["a", "b", "c"] and args.betas == [0.8, 0.99]
+    assert resolve(classes="a,b").classes == ["a", "b"]  # a recipe's or Python's string, as the command line's
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--betas", "0.8,x"])
+    assert "invalid float value: '0.8,x'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     text = capsys.readouterr().out

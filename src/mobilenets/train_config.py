@@ -44,7 +44,7 @@ class TrainConfig:
     data: str | None = _f(None, "dataset root holding train/<class>/* and val/<class>/* (ImageFolder layout)")
     train_split: str = _f("train", "name of the training split folder under --data")
     val_split: str = _f("val", "name of the validation split folder under --data")
-    classes: list[str] | None = _f(None, "use only these class folders (default: all)")
+    classes: list[str] | None = _f(None, "use only these class folders, space- or comma-separated (default: all)")
     max_per_class: int | None = _f(None, "use at most this many training images per class (subsampling)")
     max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
     cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
@@ -366,6 +366,8 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
         want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
         raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
     convert = float if base is float else os.fspath if base is str else lambda v: v
+    if is_list and base is str:  # "a,b" (YAML, Python) is two items, as on the command line (`_comma_items`)
+        return [part for v in items for part in convert(v).split(",") if part]
     return [convert(v) for v in items] if is_list else convert(value)
 
 
@@ -393,7 +395,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         base, is_list = _base_type(types[f.name])
         default = getattr(defaults, f.name)
-        # a list default as it is typed (nargs="+": space-separated, "--betas 0.9 0.999")
+        # a list default as it is typed (nargs="+": space- or comma-separated, "--betas 0.9 0.999")
         shown = default if not isinstance(default, (list, tuple)) else " ".join(map(str, default))
         # unset by default (None), or a help text that names its own default ("default: all"): no "(default: None)"
         own = default is None or "(default:" in f.metadata["help"]
@@ -401,8 +403,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif is_list:
+            parser.add_argument(flag, type=_comma_items(base), nargs="+", action=_Joined, metavar=f.name.upper(), **kw)
         else:
-            parser.add_argument(flag, type=base, nargs="+" if is_list else None, metavar=f.name.upper(), **kw)
+            parser.add_argument(flag, type=base, metavar=f.name.upper(), **kw)
+
+
+def _comma_items(base: type):
+    """An argparse ``type`` for one word of a list option: its comma-separated items, each a ``base``. Lists
+    elsewhere in the CLI (bench, select) are comma-separated, so ``--classes a,b`` means ``--classes a b``; it
+    used to look for one folder named "a,b"."""
+
+    def items(word: str) -> list:
+        return [base(item) for item in word.split(",") if item]
+
+    items.__name__ = base.__name__  # argparse's message for a bad item: "invalid float value: ..."
+    return items
+
+
+class _Joined(argparse.Action):
+    """The items of every word of a `_comma_items` list option, in order, as one list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [item for word in values for item in word])
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:
