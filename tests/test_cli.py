@@ -143,3 +143,78 @@ def test_ctrl_c_stops_reproduce_without_a_traceback_and_the_rerun_resumes(tmp_pa
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "rep" / "report.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import mobilenets
+
+    folder = tmp_path_factory.mktemp("w") / "w025"
+    mobilenets.save(mobilenets.create_model("mobilenet_v1_025_128", num_classes=7, labels=tuple("abcdefg")), folder)
+    return folder
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder where creating a file fails: mode 0o500 for a user, /sys for root (who ignores modes); else skip."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for folder in (ro, Path("/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder)
+        except OSError:
+            yield folder
+            break
+        os.close(fd)
+        os.unlink(probe)
+    else:
+        pytest.skip("no folder refuses a new file here")
+    ro.chmod(0o700)
+
+
+def test_unwritable_outputs_are_one_line_naming_the_users_path_exit_1(capsys, tiny_weights, unwritable):
+    """Not the staging file, lock file or a traceback: the path given, its strerror, exit status 1 (the machine
+    refused, the command line was fine); and nothing left in the folder."""
+    from .conftest import DATA
+
+    bench = ["bench", "--models", "0.25-64", "--runtimes", "ort", "--threads", "1", "--min-runs", "1", "--min-time",
+             "0", "--batch", "0", "--no-progress"]  # fmt: skip
+    cases = [
+        (["export", str(tiny_weights), "--out", f"{unwritable}/x.onnx"], f"{unwritable}/x.onnx"),
+        ([*bench, "--out", f"{unwritable}/x"], f"{unwritable}/x.csv"),
+    ]
+    hen = DATA / "imagenet-sample" / "n01514859_hen.JPEG"
+    if hen.is_file():
+        stream = ["stream", str(tiny_weights), str(hen), "--max-frames", "1", "--out", f"{unwritable}/x.mp4"]
+        cases.append((stream, f"{unwritable}/x.mp4"))
+    tflite = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.25_128_quant.tflite"
+    if tflite.is_file():
+        cases.append((["convert", str(tflite), "--out", f"{unwritable}/x"], f"{unwritable}/x"))
+    for argv, path in cases:
+        code, _, err = run(capsys, *argv)
+        assert (code, err) == (1, f"mobilenets {argv[0]}: error: {path}: Permission denied\n"), (argv, err)
+    if unwritable.name == "ro":
+        assert not list(unwritable.iterdir())
+
+
+def test_out_of_memory_is_one_line_naming_the_options(capsys, tiny_weights, tmp_path):
+    """eval at a 10^6-pixel side asks for terabytes: torch's allocator error becomes one line with the size and the
+    options that set it, exit status 1."""
+    import shutil
+
+    from .conftest import data_path
+
+    for cls, name in (("a", "n01514859_hen.JPEG"), ("b", "n01494475_hammerhead.JPEG")):
+        (tmp_path / cls).mkdir()
+        shutil.copy(data_path("imagenet-sample", name), tmp_path / cls)
+    argv = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path), "--resolution", "1000000", "--workers",
+            "0", "--batch-size", "1"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("mobilenets eval: error: out of memory (tried to allocate ")
+    assert err.endswith(" GiB); reduce --resolution 1000000 or --batch-size 1\n")

@@ -9,6 +9,7 @@ A reader (or a resumed run) therefore sees either the old complete file or the n
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -116,6 +117,29 @@ def file_in_the_way(path: str | os.PathLike) -> Path | None:
     """The first existing non-folder among ``path``'s parents, where creating ``path`` would fail with
     NotADirectoryError (``--out notes.txt/model``); None when the parents are folders or do not exist yet."""
     return next((p for p in reversed(Path(path).parents) if p.exists() and not p.is_dir()), None)
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Raise `OSError` naming ``path`` (not a staging or lock file beside it) where it cannot be written: a file in
+    the way of its folders, a folder where a file is expected (``folder=False``) or a file where a folder is, or a
+    folder that refuses a new file (permissions, a read-only or virtual filesystem such as /sys or /proc). It probes
+    the nearest existing folder with a temporary file, removed at once, and creates nothing else: a long run checks
+    its outputs before it starts instead of failing after it. Returns ``path``."""
+    path = Path(path)
+    if (blocker := file_in_the_way(path)) is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder", str(path))
+    if folder and path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(path))
+    if not folder and path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; name the file to write", str(path))
+    base = path if folder and path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-probe-", suffix=".tmp", dir=base)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
 
 
 def _umask() -> int:

@@ -583,6 +583,14 @@ def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> tuple[list[dict], in
     return merged + list(fresh.values()), again.count(False), again.count(True)
 
 
+def results_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The CSV and JSON files `write_results` writes for ``out`` (whatever its suffix: a.csv, a.json and a give
+    a.csv and a.json)."""
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix in (".csv", ".json") else base
+    return base.with_suffix(".csv"), base.with_suffix(".json")
+
+
 def write_results(
     rows: Sequence[dict],
     out: str | os.PathLike,
@@ -602,12 +610,12 @@ def write_results(
     import json
     import warnings
 
-    from .atomic import atomic_write_text, locked
+    from .atomic import atomic_write_text, check_writable, locked
     from .formatting import render
 
-    base = Path(out)
-    base = base.with_suffix("") if base.suffix in (".csv", ".json") else base
-    csv_path, json_path = base.with_suffix(".csv"), base.with_suffix(".json")
+    csv_path, json_path = results_paths(out)
+    for path in (csv_path, json_path):  # an OSError naming the file, not the lock or staging file beside it
+        check_writable(path)
     meta = dict(meta or {})
     rows = list(rows)
     with locked(json_path):  # two benches writing one file at once: the later one merges the earlier one's rows
@@ -703,6 +711,7 @@ __all__ = [
     "measure",
     "read_results",
     "results_name",
+    "results_paths",
     "run_bench",
     "time_calls",
     "write_results",

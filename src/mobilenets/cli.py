@@ -1,7 +1,8 @@
 """The `mobilenets` command line: thin subcommands over the library (parse, call one function, print).
 
 Bad input (a `ValueError` from the library, naming the parameter and what is allowed) is printed as one line and
-exits with status 2, without a traceback.
+exits with status 2, without a traceback; a failure of the machine (an OS error naming the user's path, an FFmpeg
+error, out of memory) is one line too, with status 1.
 """
 
 from __future__ import annotations
@@ -676,13 +677,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return handlers[args.command](args)
+    except BrokenPipeError:
+        return 0
     except (SpecError, ValueError, FileNotFoundError) as exc:
         if os.environ.get("MOBILENETS_DEBUG"):  # where it was raised, for a bug report
             raise
-        print(f"mobilenets {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mobilenets {args.command}: error: {_os_message(exc)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
     except KeyboardInterrupt:
         hint = {
             "train": ": the last checkpoint is kept; add --resume auto to the same command to go on from it",
@@ -690,6 +691,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         }.get(args.command, "")
         print(f"\nmobilenets {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = _environment_error(exc, args)
+        if message is None or os.environ.get("MOBILENETS_DEBUG"):  # a bug: its traceback is the report
+            raise
+        print(f"mobilenets {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _os_message(exc: BaseException) -> str:
+    """``<path>: <strerror>`` for an OS error that names its file (Python's own text is ``[Errno 13] Permission
+    denied: '<path>'``); the message of any other error."""
+    filename, strerror = getattr(exc, "filename", None), getattr(exc, "strerror", None)
+    if filename is None or not strerror:
+        return str(exc)
+    other = getattr(exc, "filename2", None)
+    return f"{filename}: {strerror}" + (f" (to {other})" if other is not None else "")
+
+
+def _environment_error(exc: Exception, args: argparse.Namespace) -> str | None:
+    """The one-line message of a failure of this machine rather than of the command line (exit status 1): an OS
+    error (permissions, a full disk, a read-only filesystem), an FFmpeg (PyAV) error, running out of memory; None for
+    anything else, which is a bug and keeps its traceback."""
+    av = sys.modules.get("av")
+    if isinstance(exc, OSError) or (av is not None and isinstance(exc, av.FFmpegError)):
+        return _os_message(exc)
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in ("out of memory", "can't allocate memory"))
+    ):
+        return _oom_message(exc, args)
+    return None
+
+
+def _oom_message(exc: Exception, args: argparse.Namespace) -> str:
+    """'out of memory', with the size asked for where the allocator says it and the options that set it."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)
+    size = f" (tried to allocate {int(found[1]) / 2**30:.1f} GiB)" if found else ""
+    if not found and (found := re.search(r"tried to allocate ([0-9.]+ [KMGT]iB)", text, re.IGNORECASE)):
+        size = f" (tried to allocate {found[1]})"
+    options = [f"--{name.replace('_', '-')} {value}" for name in ("resolution", "batch_size", "batch")
+               if isinstance(value := getattr(args, name, None), int) and not isinstance(value, bool)]  # fmt: skip
+    hint = f"; reduce {' or '.join(options)}" if options else ""
+    return f"out of memory{size}{hint}"
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, file_in_the_way, publish, remove_stale_staging, staging_path
+from .atomic import atomic_write_bytes, check_writable, file_in_the_way, publish, remove_stale_staging, staging_path
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
@@ -714,13 +714,15 @@ def check_replace(
 ) -> None:
     """`ExportError` when ``path`` exists and is not an earlier ``fmt`` export of the same weights (unless
     ``overwrite``): re-running an export replaces its own output, never another model's, nor the same weights in
-    another format (``--format torchscript --out m.onnx`` would leave an unreadable m.onnx)."""
+    another format (``--format torchscript --out m.onnx`` would leave an unreadable m.onnx); an `OSError` naming
+    ``path`` where its folder refuses a new file (`atomic.check_writable`)."""
     if (blocker := file_in_the_way(path)) is not None:
         raise ExportError(f"out={path} is not allowed: {blocker} is a file, not a folder")
-    if overwrite or not path.exists():
-        return
     if path.is_dir():
         raise ExportError(f"out={path} is not allowed: it is a folder; name the file to write")
+    check_writable(path)  # before the export, naming ``path``: its staging file's name would be the one reported
+    if overwrite or not path.exists():
+        return
     recorded = exported_weights(path)
     if recorded != weights_sha256:
         why = ("records no weights (not an export, or one written before exports recorded them)" if recorded is None

@@ -9,6 +9,7 @@ Video decoding and encoding use PyAV (FFmpeg); the overlay is drawn with Pillow.
 
 from __future__ import annotations
 
+import errno
 import os
 import statistics
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import publish, remove_stale_staging, staging_path
+from .atomic import check_writable, publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
@@ -300,7 +301,7 @@ class _Writer:
 
         if not Path(path).parent.is_dir():
             raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
-        self.path = Path(path)
+        self.path = check_writable(path)
         remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
         self.part = staging_path(self.path)
         try:
@@ -324,11 +325,16 @@ class _Writer:
         import av
 
         rgb = rgb[: self.stream.height, : self.stream.width]
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-            self.container.mux(packet)
+        try:
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                self.container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:  # a full disk, a folder made read-only since
+            raise self._failed(exc) from exc
 
     def close(self, keep: bool = True) -> None:
         """Finish the video and move it to ``path`` (``keep``), or drop the staging file."""
+        import av
+
         try:
             if keep:
                 for packet in self.stream.encode():
@@ -336,8 +342,15 @@ class _Writer:
             self.container.close()
             if keep:
                 publish(self.part, self.path)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(exc) from exc
         finally:
             self.part.unlink(missing_ok=True)
+
+    def _failed(self, exc: Exception) -> OSError:
+        """An `OSError` naming ``path``, the file the user asked for, instead of the staging file FFmpeg wrote."""
+        code = getattr(exc, "errno", None)
+        return OSError(code or errno.EIO, getattr(exc, "strerror", None) or str(exc), str(self.path))
 
 
 class _Display:
@@ -425,6 +438,8 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
         if not written_by_stream(cfg.out):  # an annotated video of an earlier run is replaced: re-running works
             raise StreamError(f"out={cfg.out!r} is not allowed: the file exists and is not a video this command "
                               "wrote; pass --overwrite to replace it")  # fmt: skip
+    if cfg.out:
+        check_writable(cfg.out)  # before any frame is decoded, naming --out (the writer's staging file is another)
     with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
         return _stream(predictor, source, cfg)
 

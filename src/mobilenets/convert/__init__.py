@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..atomic import file_in_the_way
+from ..atomic import check_writable, file_in_the_way
 from ..mobilenet_v1 import MobileNetV1
 from ..registry import grid_name, model_spec
 from ..spec import ModelSpec
@@ -103,6 +103,7 @@ def convert_file(
         raise WeightsError(f"{out}: exists and is not a folder")
     if (blocker := file_in_the_way(out)) is not None:
         raise WeightsError(f"out={out} is not allowed: {blocker} is a file, not a folder")
+    check_writable(out, folder=True)  # naming ``out``: the first file written in it would be the one reported
     if not overwrite:
         _check_replace(out, model.spec, provenance)
     return save(model, out, provenance=provenance)
