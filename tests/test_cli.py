@@ -218,3 +218,26 @@ def test_out_of_memory_is_one_line_naming_the_options(capsys, tiny_weights, tmp_
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("mobilenets eval: error: out of memory (tried to allocate ")
     assert err.endswith(" GiB); reduce --resolution 1000000 or --batch-size 1\n")
+
+
+def test_bench_checks_its_outputs_before_measuring(capsys, tmp_path, unwritable):
+    """A bad --out, --plots or --lut-file fails before any timing (no results table on stdout, which is printed once
+    the models are measured), naming the path: a long run's measurements are not thrown away at its end."""
+    afile, adir = tmp_path / "afile.txt", tmp_path / "adir"
+    afile.write_text("notes\n")
+    adir.mkdir()
+    bench = ["bench", "--models", "0.25-64", "--runtimes", "ort", "--threads", "1", "--min-runs", "1", "--min-time",
+             "0", "--batch", "0", "--no-progress"]  # fmt: skip
+    cases = [
+        (["--out", f"{afile}/"], f"{afile}: is a file, not a folder"),
+        (["--out", f"{afile}/x"], f"{afile}/x.csv: {afile} is a file, not a folder"),
+        (["--plots", str(afile)], f"{afile}: is a file, not a folder"),
+        (["--out", f"{unwritable}/x"], f"{unwritable}/x.csv: Permission denied"),
+        (["--out", str(tmp_path / "ok"), "--plots", f"{unwritable}/plots"], f"{unwritable}/plots: Permission denied"),
+        (["--lut", "--lut-file", str(adir)], f"{adir}: is a folder; name the file to write"),
+        (["--lut", "--lut-file", f"{unwritable}/lut.json"], f"{unwritable}/lut.json: Permission denied"),
+    ]
+    for extra, message in cases:
+        code, out, err = run(capsys, *bench, *extra)
+        assert (code, out, err) == (1, "", f"mobilenets bench: error: {message}\n"), extra
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile.txt", "ro"]  # nothing written

@@ -411,9 +411,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.lut:
         from . import lut
 
+        bench.check_outputs(lut_file=args.lut_file or lut.DEFAULT_PATH)  # before it measures the missing shapes
         rows = lut.predict_rows(cfg, path=args.lut_file)
         print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
         return 0
+    bench.check_outputs(args.out, args.plots)  # before measuring: a bad path would throw the measurements away
     notes: list[str] = []
     rows = bench.run_bench(cfg, notes=notes)
     print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
