@@ -170,6 +170,16 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     assert not Path(webm).exists()
 
 
+def test_stream_refuses_a_target_fps_that_is_not_a_finite_number(model_dir, tmp_path, capsys):
+    """nan made every run 'NOT met' (any comparison with nan is false) and inf could never be met: both are
+    refused before any frame, as 0 and negative values are."""
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 2)
+    for value in ("nan", "inf", "-inf", "0"):
+        message = f"target_fps={float(value)!r} is not allowed: target_fps must be a finite number > 0"
+        _one_line_error(["stream", str(model_dir), str(clip), f"--target-fps={value}"], capsys, message)
+
+
 def make_video(path, frames: int, size=(96, 80), fps=12):
     """A small H.264 clip: a bright square moving over a gradient."""
     import av

@@ -10,6 +10,7 @@ Video decoding and encoding use PyAV (FFmpeg); the overlay is drawn with Pillow.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import statistics
 import time
@@ -425,8 +426,8 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     from .runtimes import torch_threads
 
     cfg = cfg or StreamConfig()
-    if cfg.target_fps <= 0:
-        raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be > 0")
+    if not (math.isfinite(cfg.target_fps) and cfg.target_fps > 0):  # nan compared 'NOT met' with any FPS
+        raise ValueError(f"target_fps={cfg.target_fps!r} is not allowed: target_fps must be a finite number > 0")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise ValueError(f"max_frames={cfg.max_frames!r} is not allowed: max_frames must be >= 1 (or not given)")
     if cfg.out and Path(cfg.out).is_file() and Path(str(source)).is_file() and os.path.samefile(cfg.out, source):
