@@ -271,6 +271,7 @@ def test_int8_qdq_model_runs_under_openvino(weights_dir, tmp_path):
         (["export", "{w}", "--int8", "--calib-synthetic", "--opset", "11"], "per-channel QDQ needs opset >= 13"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--calib-count", "0"], "calib_count=0 is not allowed"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--val-count", "-2"], "val_count=-2 is not allowed"),
+        (["export", "{w}", "--int8", "--calib-synthetic", "--seed", "-1"], "seed=-1 is not allowed: seed must be an"),
     ],
 )
 def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv, message):

@@ -661,6 +661,8 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
     for name in ("calib_count", "val_count"):
         if getattr(cfg, name) < 1:
             raise ExportError(f"{name}={getattr(cfg, name)} is not allowed: {name} must be an integer >= 1")
+    if cfg.seed < 0:  # numpy's own error ("expected non-negative integer") named no option
+        raise ExportError(f"seed={cfg.seed} is not allowed: seed must be an integer >= 0")
     if cfg.format == "onnx" and not MIN_OPSET <= cfg.opset <= max_opset():
         raise ExportError(
             f"opset={cfg.opset} is not allowed: this torch exports ONNX opsets {MIN_OPSET}..{max_opset()} "
