@@ -285,6 +285,26 @@ def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv,
     assert not [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx"], "a failed export left files behind"
 
 
+def test_dynamic_hw_with_torchscript_says_so_before_tf_padding(tmp_path, capsys):
+    """A tf_padding model (converted from TensorFlow) exported with --format torchscript --dynamic-hw was told about
+    'SAME' padding in dynamic graphs, when --dynamic-hw does not apply to TorchScript at all; onnx and pt2 still get
+    the padding reason."""
+    folder = tmp_path / "tf"
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=7, tf_padding=True)
+    assert model.spec.tf_padding
+    mobilenets.save(model, folder)
+    for fmt, out, message in (
+        ("torchscript", "m.pt", "--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size"),
+        ("onnx", "m.onnx", "dynamic_hw=True is not supported for a model with tf_padding=True"),
+        ("pt2", "m.pt2", "dynamic_hw=True is not supported for a model with tf_padding=True"),
+    ):
+        argv = ["export", str(folder), "--format", fmt, "--dynamic-hw", "--out", str(tmp_path / out)]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (fmt, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tf"]
+
+
 def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_path, capsys):
     """Files are staged and moved into place only after every check: an INT8 export that fails in quantization
     (after the fp32 model was written and checked) leaves the earlier files as they were, and no staging file."""

@@ -652,10 +652,10 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise ExportError("give either --calib DIR or --calib-synthetic, not both")
     if (cfg.calib or cfg.calib_synthetic) and not cfg.int8:
         raise ExportError("--calib/--calib-synthetic only make sense with --int8")
+    if cfg.dynamic_hw and cfg.format == "torchscript":  # before tf_padding's reason, which is about onnx and pt2
+        raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
     if cfg.dynamic_hw and spec.tf_padding:
         raise _tf_padding_dynamic_hw_error(spec)
-    if cfg.dynamic_hw and cfg.format == "torchscript":
-        raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
     if cfg.fp32_head < 0:
         raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be >= 0 (0 = quantize every conv)")
     for name in ("calib_count", "val_count"):
