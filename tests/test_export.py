@@ -15,6 +15,7 @@ from mobilenets import cli
 from mobilenets.export import (
     FP32_HEAD,
     SPEC_KEY,
+    SUFFIXES,
     ExportConfig,
     ExportError,
     calibration_batches,
@@ -495,16 +496,18 @@ def test_export_replaces_its_own_output_but_not_another_models_without_overwrite
     assert out.read_bytes() == mine
     assert cli.main([*argv, str(other), "--overwrite"]) == 0
     assert exported_weights(out) == mobilenets.weights.sha256_file(other / "model.safetensors")
-    (tmp_path / "notes.onnx").write_text("my notes")
-    with pytest.raises(ExportError, match="notes.onnx is not allowed: the file exists and records no weights"):
-        export_model(weights_dir, ExportConfig(format=fmt, out=str(tmp_path / "notes.onnx")))
-    assert (tmp_path / "notes.onnx").read_text() == "my notes"
+    notes = tmp_path / f"notes{SUFFIXES[fmt]}"
+    notes.write_text("my notes")
+    with pytest.raises(ExportError, match=f"{notes.name} is not allowed: the file exists and records no weights"):
+        export_model(weights_dir, ExportConfig(format=fmt, out=str(notes)))
+    assert notes.read_text() == "my notes"
 
 
 def test_export_does_not_replace_the_same_weights_exported_in_another_format(weights_dir, tmp_path, capsys):
     """An export of these weights in another format is not "its own output": --format torchscript --out m.onnx
-    replaced the ONNX file with a TorchScript archive that predict then could not read."""
-    onnx_out, ts_out = tmp_path / "m.onnx", tmp_path / "m.pt"
+    replaced the ONNX file with a TorchScript archive that predict then could not read. (Another format's suffix is
+    refused outright now: the files here have suffixes no format uses.)"""
+    onnx_out, ts_out = tmp_path / "m.bin", tmp_path / "m.model"
     assert cli.main(["export", str(weights_dir), "--out", str(onnx_out)]) == 0
     assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(ts_out)]) == 0
     kept = {p: p.read_bytes() for p in (onnx_out, ts_out)}
@@ -519,11 +522,32 @@ def test_export_does_not_replace_the_same_weights_exported_in_another_format(wei
     load_torchscript(onnx_out)
 
 
+@pytest.mark.parametrize(
+    ("fmt", "name", "held"),
+    [
+        ("pt2", "a.onnx", "onnx"),
+        ("onnx", "w.pt", "torchscript"),
+        ("torchscript", "w.pt2", "pt2"),
+        ("onnx", "w.PT2", "pt2"),
+    ],  # fmt: skip
+)
+def test_export_refuses_an_out_suffix_of_another_format(weights_dir, tmp_path, capsys, fmt, name, held):
+    """--format pt2 --out a.onnx wrote a pt2 archive named .onnx (exit 0), which predict then read as ONNX and
+    failed on; a suffix of another format is refused before anything is written."""
+    out = tmp_path / name
+    assert cli.main(["export", str(weights_dir), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"out={out} is not allowed with --format {fmt}: {SUFFIXES[held]} is the suffix of {held} files" in err
+    assert err.endswith(f"name it {out.stem}{SUFFIXES[fmt]}\n")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_into_a_path_under_a_file_is_one_line(weights_dir, tmp_path, capsys, fmt):
     """--out notes.txt/m.onnx: a traceback (NotADirectoryError, raised again by the staging file's clean-up) before."""
     (tmp_path / "notes.txt").write_text("mine")
-    out = tmp_path / "notes.txt" / "sub" / "m.onnx"
+    out = tmp_path / "notes.txt" / "sub" / f"m{SUFFIXES[fmt]}"
     assert cli.main(["export", str(weights_dir), "--format", fmt, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"out={out} is not allowed: {tmp_path / 'notes.txt'} is a file" in err, err

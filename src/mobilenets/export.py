@@ -47,6 +47,9 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs difference of logits)
 FP32_HEAD = 2  # leading convolutions kept fp32 in INT8 exports (stem + first depthwise; see the module docstring)
 FORMATS = ("onnx", "torchscript", "pt2")
+# each format's file suffix: `default_out` names files with it, and an --out with another format's suffix is refused
+# (predict, eval and bench read a .onnx file as ONNX); a suffix no format uses (.bin) is allowed
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
 WEIGHTS_KEY = "mobilenets.weights_sha256"  # sha256 of the exported model.safetensors: which weights a file holds
 SYNTHETIC = "SYNTHETIC random-noise images (smoke test only: ranges and agreement are not representative)"
@@ -632,7 +635,7 @@ def default_out(weights: Path, cfg: ExportConfig, saved_resolution: int | None =
     named with its run folder (``runs/a/model`` -> ``a-model.onnx``), so two runs' exports do not overwrite each
     other. An export at another resolution than the weights' (``cfg.resolution``) adds it: ``w-160.onnx``. Weights
     given by a file in their folder (``m025/model.safetensors``) are named after the folder."""
-    suffix = {"onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
+    suffix = {**SUFFIXES, "onnx": ".int8.onnx" if cfg.int8 else ".onnx", "torchscript": ".torchscript.pt"}
     folder = weights.resolve()
     folder = folder.parent if folder.is_file() else folder
     name = f"{folder.parent.name}-{folder.name}" if folder.name in ("model", "model_best") else folder.name
@@ -671,6 +674,12 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
     if cfg.int8 and cfg.opset < MIN_INT8_OPSET:
         raise ExportError(
             f"opset={cfg.opset} is not allowed with --int8: per-channel QDQ needs opset >= {MIN_INT8_OPSET}"
+        )
+    held = next((fmt for fmt, suffix in SUFFIXES.items() if cfg.out and Path(cfg.out).suffix.lower() == suffix), None)
+    if held not in (None, cfg.format):
+        raise ExportError(
+            f"out={cfg.out} is not allowed with --format {cfg.format}: {SUFFIXES[held]} is the suffix of {held} "
+            f"files; name it {Path(cfg.out).stem}{SUFFIXES[cfg.format]}"
         )
 
 
