@@ -241,3 +241,21 @@ def test_bench_checks_its_outputs_before_measuring(capsys, tmp_path, unwritable)
         code, out, err = run(capsys, *bench, *extra)
         assert (code, out, err) == (1, "", f"mobilenets bench: error: {message}\n"), extra
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile.txt", "ro"]  # nothing written
+
+
+def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights, tmp_path):
+    """A folder (or /dev/null) where a file is expected was reported as 'no such file' / 'does not exist'."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["stream", str(tiny_weights), str(empty)], f"{empty}: is a folder, expected a video file"),
+        (["bench", "--models", "0.25-64", "--accuracy", str(empty)], f"accuracy file '{empty}' is a folder"),
+        (["select", "--fps", "30", "--accuracy", str(empty)], f"accuracy file '{empty}' is a folder"),
+        (["select", "--fps", "30", "--bench", str(empty)], f"bench results file '{empty}' is a folder"),
+        (["select", "--fps", "30", "--lut-file", str(empty)], f"latency table '{empty}' is a folder"),
+    ]
+    if __import__("os").path.exists("/dev/null"):
+        cases.append((["predict", str(tiny_weights), "/dev/null"], "/dev/null: is not a regular file"))
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and err.count("\n") == 1, (argv, err)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paper
+from .atomic import not_a_file
 from .complexity import count_complexity
 from .spec import ModelSpec
 
@@ -158,6 +159,8 @@ def read_run(path: str | os.PathLike) -> tuple[float, int, float, int]:
     multiplier is a `NotOnGrid` error.
     """
     p = Path(path)
+    if (what := not_a_file(p)) is not None:
+        raise ValueError(f"accuracy file {str(p)!r} {what}, expected a run's summary.json file")
     if not p.is_file():
         raise FileNotFoundError(f"accuracy file {str(p)!r} does not exist")
     try:

@@ -119,6 +119,17 @@ def file_in_the_way(path: str | os.PathLike) -> Path | None:
     return next((p for p in reversed(Path(path).parents) if p.exists() and not p.is_dir()), None)
 
 
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """What an existing ``path`` that is not a regular file is ("is a folder", "is not a regular file" for a device,
+    FIFO or socket), for a message that says so instead of "not found"; None for a regular file or a missing path."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder"
+    if path.exists() and not path.is_file():
+        return "is not a regular file"
+    return None
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     """Raise `OSError` naming ``path`` (not a staging or lock file beside it) where it cannot be written: a file in
     the way of its folders, a folder where a file is expected (``folder=False``) or a file where a folder is, or a

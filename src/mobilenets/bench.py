@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import accuracy as acc
+from .atomic import not_a_file
 from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
@@ -687,6 +688,8 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     import json
 
     p = Path(path)
+    if (what := not_a_file(p)) is not None:
+        raise ValueError(f"bench results file {str(p)!r} {what}, expected a `mobilenets bench --out` JSON file")
     if not p.is_file():
         raise FileNotFoundError(f"bench results file {str(p)!r} does not exist")
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import check_writable, publish, remove_stale_staging, staging_path
+from .atomic import check_writable, not_a_file, publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, read_image
@@ -154,6 +154,8 @@ def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
             files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTENSIONS]
         elif p.is_file():
             files.append(p)
+        elif (what := not_a_file(p)) is not None:  # a device or a FIFO: not "missing"
+            errors.append((p, ValueError(f"{p}: {what}, expected an image file or a folder of them")))
         else:
             errors.append((p, FileNotFoundError(f"{p}: no such file or folder")))
     return files, errors
@@ -273,6 +275,8 @@ def open_source(source: str | int) -> Any:
         except (av.FFmpegError, OSError) as exc:
             raise StreamError(f"camera {text}: cannot open {url} ({exc})") from exc
     path = Path(text)
+    if (what := not_a_file(path)) is not None:
+        raise StreamError(f"{path}: {what}, expected a video file (or a camera index)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such video file")
     try:

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text, locked
+from .atomic import atomic_write_text, locked, not_a_file
 from .complexity import conv_out, count_complexity
 from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
@@ -237,6 +237,8 @@ class LatencyLUT:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> LatencyLUT:
         p = Path(path) if path else DEFAULT_PATH
+        if (what := not_a_file(p)) is not None:
+            raise ValueError(f"latency table {str(p)!r} {what}, expected a latency table JSON file")
         if not p.exists():
             return cls(p)
         try:
