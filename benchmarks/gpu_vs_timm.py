@@ -8,7 +8,8 @@ numbers first:
     inference_eager     batch 256: fp32 baselines; bf16 channels_last eager, timm vs ours eager vs ours Triton
     numerics            ours' fast paths vs our eager fp32 on real images (--images), tolerance and pass/fail
     train_eager         training step batch 256, bf16 autocast, channels_last, SGD (fused on CUDA)
-    latency_batch1      batch 1: timm eager, timm + CUDA graph, ours eager/Triton + CUDA graph
+    latency_batch1      batch 1: timm and ours eager, compiled (both direct and as a CUDA graph), ours Triton as a
+                        CUDA graph; against timm's fastest (issue 7: compiled + CUDA graph)
     inference_compiled  torch.compile (default mode, never max-autotune), timm vs ours, batch 256
     train_compiled      compiled training step, timm vs ours
     profile             where the time goes: torch.profiler over a few calls of each path built above, its GPU time
@@ -70,7 +71,7 @@ ESTIMATED_S = {
     # [84.9] for timm, ours, ours with the Triton depthwise op; ours with taps added since (its compile took 2.3x ours'
     # on CPU: 75 against 32 s)
     "train_compiled": 200,
-    "profile": 10,  # [0.9] ~10 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
+    "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
@@ -551,10 +552,13 @@ def run_sections(b: Bench, timm) -> None:
         report["triton_preflight"] = failed or "passed"
         if failed:
             triton_ok, no_triton = False, failed
+    # static shapes in every compile: Dynamo remembers the shapes each model class's forward was compiled at, so after
+    # latency_batch1 compiled timm at batch 1, a later compile of another copy at 256 would default to a symbolic
+    # batch (seen on CPU with torch 2.14) and time other code than earlier leases did (ours: fast_inference is static)
     if cuda or not args.smoke:
-        compile_kwargs: dict = {"mode": "default"}
+        compile_kwargs: dict = {"mode": "default", "dynamic": False}
     else:
-        compile_kwargs = {"backend": "eager"}
+        compile_kwargs = {"backend": "eager", "dynamic": False}
         report["compile_note"] = "CPU smoke: torch.compile(backend='eager') runs Dynamo only; Inductor not exercised"
     tolerance = dict(TOLERANCE)
     tolerance_note = "bf16: 8 mantissa bits over ~28 rounded layers; fp32: summation order only"

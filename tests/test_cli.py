@@ -156,7 +156,8 @@ def tiny_weights(tmp_path_factory):
 
 @pytest.fixture
 def unwritable(tmp_path):
-    """A folder where creating a file fails: mode 0o500 for a user, /sys for root (who ignores modes); else skip."""
+    """(a folder where creating a file fails, the OS's reason): mode 0o500 for a user, /sys for root (who ignores
+    modes; "Permission denied", or "Read-only file system" where /sys is mounted read-only); else skip."""
     import os
     import tempfile
     from pathlib import Path
@@ -167,8 +168,8 @@ def unwritable(tmp_path):
     for folder in (ro, Path("/sys")):
         try:
             fd, probe = tempfile.mkstemp(dir=folder)
-        except OSError:
-            yield folder
+        except OSError as exc:
+            yield folder, exc.strerror
             break
         os.close(fd)
         os.unlink(probe)
@@ -181,6 +182,8 @@ def test_unwritable_outputs_are_one_line_naming_the_users_path_exit_1(capsys, ti
     """Not the staging file, lock file or a traceback: the path given, its strerror, exit status 1 (the machine
     refused, the command line was fine); and nothing left in the folder."""
     from .conftest import DATA
+
+    unwritable, refused = unwritable
 
     bench = ["bench", "--models", "0.25-64", "--runtimes", "ort", "--threads", "1", "--min-runs", "1", "--min-time",
              "0", "--batch", "0", "--no-progress"]  # fmt: skip
@@ -197,14 +200,15 @@ def test_unwritable_outputs_are_one_line_naming_the_users_path_exit_1(capsys, ti
         cases.append((["convert", str(tflite), "--out", f"{unwritable}/x"], f"{unwritable}/x"))
     for argv, path in cases:
         code, _, err = run(capsys, *argv)
-        assert (code, err) == (1, f"mobilenets {argv[0]}: error: {path}: Permission denied\n"), (argv, err)
+        assert (code, err) == (1, f"mobilenets {argv[0]}: error: {path}: {refused}\n"), (argv, err)
     if unwritable.name == "ro":
         assert not list(unwritable.iterdir())
 
 
 def test_out_of_memory_is_one_line_naming_the_options(capsys, tiny_weights, tmp_path):
-    """eval at a 10^6-pixel side asks for terabytes: torch's allocator error becomes one line with the size and the
-    options that set it, exit status 1."""
+    """eval at a 10^7-pixel side asks for about a petabyte, more than the address space (so the allocation fails
+    whatever the kernel's overcommit setting): torch's allocator error becomes one line with the size and the options
+    that set it, exit status 1."""
     import shutil
 
     from .conftest import data_path
@@ -212,34 +216,37 @@ def test_out_of_memory_is_one_line_naming_the_options(capsys, tiny_weights, tmp_
     for cls, name in (("a", "n01514859_hen.JPEG"), ("b", "n01494475_hammerhead.JPEG")):
         (tmp_path / cls).mkdir()
         shutil.copy(data_path("imagenet-sample", name), tmp_path / cls)
-    argv = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path), "--resolution", "1000000", "--workers",
+    argv = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path), "--resolution", "10000000", "--workers",
             "0", "--batch-size", "1"]  # fmt: skip
     code, _, err = run(capsys, *argv)
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("mobilenets eval: error: out of memory (tried to allocate ")
-    assert err.endswith(" GiB); reduce --resolution 1000000 or --batch-size 1\n")
+    assert err.endswith(" GiB); reduce --resolution 10000000 or --batch-size 1\n")
 
 
 def test_bench_checks_its_outputs_before_measuring(capsys, tmp_path, unwritable):
     """A bad --out, --plots or --lut-file fails before any timing (no results table on stdout, which is printed once
-    the models are measured), naming the path: a long run's measurements are not thrown away at its end."""
+    the models are measured), naming the path: a long run's measurements are not thrown away at its end. A path
+    that cannot be a file or folder is a usage error (status 2); a folder that refuses writes is the machine's (1)."""
+    unwritable, refused = unwritable
     afile, adir = tmp_path / "afile.txt", tmp_path / "adir"
     afile.write_text("notes\n")
     adir.mkdir()
     bench = ["bench", "--models", "0.25-64", "--runtimes", "ort", "--threads", "1", "--min-runs", "1", "--min-time",
              "0", "--batch", "0", "--no-progress"]  # fmt: skip
     cases = [
-        (["--out", f"{afile}/"], f"{afile}: is a file, not a folder"),
-        (["--out", f"{afile}/x"], f"{afile}/x.csv: {afile} is a file, not a folder"),
-        (["--plots", str(afile)], f"{afile}: is a file, not a folder"),
-        (["--out", f"{unwritable}/x"], f"{unwritable}/x.csv: Permission denied"),
-        (["--out", str(tmp_path / "ok"), "--plots", f"{unwritable}/plots"], f"{unwritable}/plots: Permission denied"),
-        (["--lut", "--lut-file", str(adir)], f"{adir}: is a folder; name the file to write"),
-        (["--lut", "--lut-file", f"{unwritable}/lut.json"], f"{unwritable}/lut.json: Permission denied"),
+        (["--out", f"{afile}/"], 2, f"{afile}: is a file, not a folder"),
+        (["--out", f"{afile}/x"], 2, f"{afile}/x.csv: {afile} is a file, not a folder"),
+        (["--plots", str(afile)], 2, f"{afile}: is a file, not a folder"),
+        (["--out", f"{unwritable}/x"], 1, f"{unwritable}/x.csv: {refused}"),
+        (["--out", str(tmp_path / "ok"), "--plots", f"{unwritable}/plots"], 1, f"{unwritable}/plots: {refused}"),
+        (["--lut", "--lut-file", str(adir)], 2, f"latency table '{adir}' is a folder"),
+        (["--lut", "--lut-file", f"{unwritable}/lut.json"], 1, f"{unwritable}/lut.json: {refused}"),
     ]
-    for extra, message in cases:
+    for extra, status, message in cases:
         code, out, err = run(capsys, *bench, *extra)
-        assert (code, out, err) == (1, "", f"mobilenets bench: error: {message}\n"), extra
+        assert (code, out) == (status, "") and err.startswith(f"mobilenets bench: error: {message}"), (extra, err)
+        assert err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile.txt", "ro"]  # nothing written
 
 

@@ -833,6 +833,12 @@ def test_a_train_split_with_no_readable_image_stops_before_saving_anything(tmp_p
                                             r"first: .*\.JPEG: .*\); check the files"):  # fmt: skip
             train(tiny_cfg(data, out, resolution=32, batch_size=4, epochs=2))
         assert not (out / "model").exists() and not (out / "summary.json").exists()
+    # a val split with none readable: its top-1 of 0 over no image was saved as the run's score
+    data = copy_subset(tmp_path / "v", CLASSES4[:2], 4, 1)
+    _spoil_every_file(data / "val")
+    with pytest.raises(DataError, match=rf"^{data / 'val'}: no image could be read \(2 unreadable files; first: "):
+        train(tiny_cfg(data, tmp_path / "val-run", resolution=32, batch_size=4, max_steps=1))
+    assert not (tmp_path / "val-run" / "summary.json").exists()
 
 
 @pytest.mark.slow
@@ -1170,7 +1176,14 @@ def test_cli_options_come_from_the_dataclass(capsys):
     # comma-separated, as bench and select take their lists, or both ("a,b" was looked for as one folder)
     args = parser.parse_args(["train", "--classes", "a,b", "c", "--betas", "0.8,0.99"])
     assert args.classes == ["a", "b", "c"] and args.betas == [0.8, 0.99]
-    assert resolve(classes="a,b").classes == ["a", "b"]  # a recipe's or Python's string, as the command line's
+    assert resolve(classes="a, b").classes == ["a", "b"]  # a recipe's or Python's string, as the command line's
+    # a list's items are names as they are: a folder named with a comma can still be chosen
+    assert resolve(classes=["tench, Tinca tinca", "b"]).classes == ["tench, Tinca tinca", "b"]
+    with pytest.raises(ConfigError, match=r"classes=' , ' is not allowed: classes must name at least one item"):
+        resolve(classes=" , ")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--classes", ","])
+    assert "invalid str value: ','" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--betas", "0.8,x"])
     assert "invalid float value: '0.8,x'" in capsys.readouterr().err

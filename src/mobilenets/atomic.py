@@ -221,7 +221,9 @@ def _in_use(folder: str | os.PathLike, lock_file: IO) -> str:
 
 def folder_holder(folder: str | os.PathLike) -> str | None:
     """What `lock_folder` would raise for ``folder`` now (the holder's pid), or None where no run holds it; creates
-    nothing, so a run can say the folder is busy before it decides anything else about it."""
+    nothing, so a run can say the folder is busy before it decides anything else about it. The probe holds a shared
+    lock for an instant: a run starting in that instant is refused as if the folder were in use (by the pid written
+    last); starting it again works."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on this project's platforms

@@ -592,14 +592,10 @@ def results_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return base.with_suffix(".csv"), base.with_suffix(".json")
 
 
-def check_outputs(
-    out: str | os.PathLike | None = None,
-    plots: str | os.PathLike | None = None,
-    lut_file: str | os.PathLike | None = None,
-) -> None:
+def check_outputs(out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None) -> None:
     """Before a bench measures anything: an `OSError` naming the first output it could not write, instead of the
     measurements lost at the end of the run. ``out`` is the results file base (`results_paths`), or a folder when it
-    ends in a separator; ``plots`` a folder; ``lut_file`` the latency table `--lut` saves its new shapes to. Probes
+    ends in a separator; ``plots`` a folder (`lut.predict_many` checks its table the same way before measuring). Probes
     with `atomic.check_writable`, which creates nothing."""
     from .atomic import check_writable
 
@@ -611,8 +607,6 @@ def check_outputs(
                 check_writable(path)
     if plots is not None:
         check_writable(plots, folder=True)
-    if lut_file is not None:
-        check_writable(lut_file)
 
 
 def write_results(

@@ -1,8 +1,9 @@
 """The `mobilenets` command line: thin subcommands over the library (parse, call one function, print).
 
 Bad input (a `ValueError` from the library, naming the parameter and what is allowed) is printed as one line and
-exits with status 2, without a traceback; a failure of the machine (an OS error naming the user's path, an FFmpeg
-error, out of memory) is one line too, with status 1.
+exits with status 2, without a traceback, as does a path that cannot be what it must be (missing, a folder where a
+file is expected or the reverse); a failure of the machine (an OS error naming the user's path, such as a refused
+write or a full disk, an FFmpeg error, out of memory) is one line too, with status 1.
 """
 
 from __future__ import annotations
@@ -411,7 +412,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.lut:
         from . import lut
 
-        bench.check_outputs(lut_file=args.lut_file or lut.DEFAULT_PATH)  # before it measures the missing shapes
         rows = lut.predict_rows(cfg, path=args.lut_file)
         print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
         return 0
@@ -681,7 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except BrokenPipeError:
         return 0
-    except (SpecError, ValueError, FileNotFoundError) as exc:
+    # a path that cannot be what it must be (missing, a folder for a file, under a file) is the command line's mistake
+    except (SpecError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         if os.environ.get("MOBILENETS_DEBUG"):  # where it was raised, for a bug report
             raise
         print(f"mobilenets {args.command}: error: {_os_message(exc)}", file=sys.stderr)

@@ -289,6 +289,14 @@ def open_source(source: str | int) -> Any:
     return container
 
 
+def _check_out(path: str) -> Path:
+    """The annotated video's path, checked: its folder must exist (a missing one is named as such, not probed through
+    the nearest existing folder above it) and take a new file (`atomic.check_writable`)."""
+    if not Path(path).parent.is_dir():
+        raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
+    return check_writable(path)
+
+
 class _Writer:
     """Encodes annotated RGB frames to a video file (H.264 yuv420p, or MPEG-4 Part 2 without libx264).
 
@@ -304,9 +312,7 @@ class _Writer:
 
         import av
 
-        if not Path(path).parent.is_dir():
-            raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
-        self.path = check_writable(path)
+        self.path = _check_out(path)
         remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
         self.part = staging_path(self.path)
         try:
@@ -444,7 +450,7 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
             raise StreamError(f"out={cfg.out!r} is not allowed: the file exists and is not a video this command "
                               "wrote; pass --overwrite to replace it")  # fmt: skip
     if cfg.out:
-        check_writable(cfg.out)  # before any frame is decoded, naming --out (the writer's staging file is another)
+        _check_out(cfg.out)  # before any frame is decoded, naming --out (the writer's staging file is another)
     with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
         return _stream(predictor, source, cfg)
 

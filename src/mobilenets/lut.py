@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text, locked, not_a_file
+from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import conv_out, count_complexity
 from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
@@ -655,6 +655,8 @@ def predict_many(
         seen.update(fresh)
     own = [k for keys in all_keys for k in keys]
     calibrating = calibrated and table.get("scale") is None
+    if save and lut.path is not None and (any(counts) or calibrating):  # before minutes of measuring, not after
+        check_writable(lut.path)
     if say is not None and (any(counts) or calibrating):  # minutes on a busy CPU: say so before going quiet
         also = " and calibrating" if calibrating else ""
         say(f"latency table: measuring {sum(counts)} layer shape(s){also} on {runtime}, {threads} thread(s), "

@@ -723,21 +723,10 @@ def _command() -> str:
     return " ".join(["mobilenets", *sys.argv[1:]]) if name in ("__main__.py", "mobilenets") else " ".join(sys.argv)
 
 
-def _metric_rows(path: Path) -> list[dict]:
-    """An unfinished run's per-epoch rows; a line its killed process left half-written is not an epoch."""
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1})."""
+    from .trainer import read_metrics
+
     summaries, unfinished = {}, {}
     for run in runs:
         folder = out / "runs" / run.key
@@ -745,7 +734,8 @@ def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str
             summaries[run.key] = read_summary(folder / "summary.json")
         else:
             metrics = folder / "metrics.jsonl"
-            rows = _metric_rows(metrics) if metrics.is_file() else []
+            # a killed run's torn last line is no epoch (`trainer.read_metrics`; any other bad line is named)
+            rows = [row for _ln, row in read_metrics(metrics, torn_last=lambda *_: None)] if metrics.is_file() else []
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}
     if not summaries:

@@ -355,6 +355,7 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
     """``value`` as field ``name`` holds it (ints as floats, a single item as a list, paths as strings), or a
     ConfigError naming it when it is of another type."""
     base, is_list = _base_type(annotation)
+    one_string = is_list and base is str and isinstance(value, str | os.PathLike)
     if is_list and isinstance(value, tuple):
         value = list(value)
     if is_list and isinstance(value, base | int) and not isinstance(value, bool):
@@ -366,8 +367,12 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
         want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
         raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
     convert = float if base is float else os.fspath if base is str else lambda v: v
-    if is_list and base is str:  # "a,b" (YAML, Python) is two items, as on the command line (`_comma_items`)
-        return [part for v in items for part in convert(v).split(",") if part]
+    if one_string:  # "a, b" (YAML, Python) is two items, as on the command line (`_comma_items`); a list's items are
+        # taken as they are, so a folder whose name holds a comma can still be named
+        parts = [part.strip() for part in convert(items[0]).split(",") if part.strip()]
+        if not parts:
+            raise ConfigError(f"{name}={items[0]!r} is not allowed: {name} must name at least one item")
+        return parts
     return [convert(v) for v in items] if is_list else convert(value)
 
 
@@ -415,7 +420,10 @@ def _comma_items(base: type):
     used to look for one folder named "a,b"."""
 
     def items(word: str) -> list:
-        return [base(item) for item in word.split(",") if item]
+        parts = [base(item.strip()) for item in word.split(",") if item.strip()]
+        if not parts:
+            raise ValueError(f"no item in {word!r}")  # argparse: "invalid <type> value"
+        return parts
 
     items.__name__ = base.__name__  # argparse's message for a bad item: "invalid float value: ..."
     return items

@@ -447,6 +447,13 @@ def read_metrics(path: Path, torn_last=None) -> list[tuple[str, dict]]:
     return rows
 
 
+def nothing_read(root: str | os.PathLike, bad: BadFiles) -> DataError:
+    """The one-line error for a split of which no file could be read (``bad``: its unreadable files)."""
+    first = f"; first: {bad.first[0]}" if bad.first else ""
+    return DataError(f"{root}: no image could be read ({bad.count} unreadable files{first}); check the files "
+                     "(truncated downloads, non-images)")  # fmt: skip
+
+
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -1098,11 +1105,7 @@ class _Run:
         (`data.ImageFolderDataset`), so an epoch without a single image means no file of the split could be read:
         going on would save random weights as a finished run. ``train_images`` is the sum over every process, so
         every process stops here together."""
-        first = f"; first: {bad.first[0]}" if bad.first else ""
-        return DataError(
-            f"{self.train_split.root}: no image could be read ({bad.count} unreadable files{first}); check the "
-            "files (truncated downloads, non-images)"
-        )
+        return nothing_read(self.train_split.root, bad)
 
     def _summary_is_current(self) -> bool:
         """Whether summary.json describes the state resumed (its global step): a run lengthened after it finished
@@ -1134,7 +1137,10 @@ class _Run:
                 amp_dtype=amp_dtype,
                 channels_last=self.cfg.channels_last,
             )
-        return val, self._bad_report(val.pop("bad"), self.val_ds)
+        bad = self._bad_report(val.pop("bad"), self.val_ds)
+        if not val["images"]:  # summed over processes: all stop; a top-1 of 0 over no image is no score to save
+            raise nothing_read(self.val_split.root, bad)
+        return val, bad
 
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
         self.checkpoints.wait()  # the last checkpoint is on disk when train() returns
@@ -1290,8 +1296,7 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
     for i, reason in result.pop("bad"):
         bad.add(ds.samples[i][0], reason)
     if not result["images"]:  # a top-1 of 0 over no image would read as a score
-        first = f"; first: {bad.first[0]}" if bad.first else ""
-        raise DataError(f"{data}: no image could be read ({bad.count} unreadable files{first})")
+        raise nothing_read(data, bad)
     names = list(labels) if labels else [str(i) for i in range(spec.num_classes)]
     present = sorted({lbl for _, lbl in split.samples})
     shown = [names[i] for i in present]
