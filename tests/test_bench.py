@@ -145,6 +145,12 @@ def test_cli_bench_empty_model_lists_are_errors_not_the_grid(argv, words, capsys
     assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
 
 
+def test_a_model_runtime_or_thread_count_given_twice_is_measured_once():
+    cfg = bench.config_from(["0.25-64", "0.5-96", "0.25-64"], runtimes=["ort", "torch", "ort"], threads=[1, 2, 1])
+    assert cfg.models == ("0.25-64", "0.5-96") and cfg.runtimes == ("ort", "torch") and cfg.threads == (1, 2)
+    assert bench.config_from(alphas=[0.25, 0.25], resolutions=[64]).models == ("0.25-64",)
+
+
 def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     from mobilenets import lut
     from mobilenets.spec import ModelSpec

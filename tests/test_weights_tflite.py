@@ -301,3 +301,15 @@ def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite
     with pytest.raises(WeightsError, match="holds weights from training"):
         convert_file(src, tmp_path / "trained")
     assert weights.read_config(tmp_path / "trained")["spec"].num_classes == 5
+    # a folder of something else (a dataset given as --out by mistake) gets no weights mixed in
+    data = tmp_path / "data"
+    for name in ("train", "val", "README.md", "labels.txt"):
+        (data / name).mkdir(parents=True) if "." not in name else (data / name).write_text("x")
+    with pytest.raises(WeightsError, match=r"the folder holds other files \(README.md, labels.txt, train and 1 more\)"):
+        convert_file(src, data)
+    assert not (data / weights.WEIGHTS_FILE).exists()
+    assert convert_file(src, data, overwrite=True) == data and (data / weights.WEIGHTS_FILE).is_file()
+    # our own weights are not converted again (they looked like a timm safetensors file)
+    for given in (out, out / weights.WEIGHTS_FILE):
+        with pytest.raises(WeightsError, match=rf"{given}: already mobilenets weights .*use the folder as it is"):
+            convert_file(given, tmp_path / "again")

@@ -715,8 +715,11 @@ def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchC
         for r in resolutions:
             ModelSpec(resolution=r)
         models = [f"{a:g}-{r}" for a in alphas for r in resolutions]
+    # a model, runtime or thread count listed twice is measured once (it was measured once per mention)
+    kw = {k: tuple(dict.fromkeys(v)) if k in ("runtimes", "threads") and isinstance(v, list | tuple) else v
+          for k, v in kw.items()}  # fmt: skip
     cfg = BenchConfig(**{k: v for k, v in kw.items() if v is not None})
-    return replace(cfg, models=tuple(models)) if models else cfg
+    return replace(cfg, models=tuple(dict.fromkeys(models))) if models else cfg
 
 
 __all__ = [

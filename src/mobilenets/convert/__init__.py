@@ -61,6 +61,10 @@ def convert(
     `ModelSpec`) makes a file of another architecture (alpha, variant, depth multiplier) an error.
     """
     src = Path(src)
+    ours = src if src.is_dir() else src.parent if src.name == WEIGHTS_FILE else None
+    if ours is not None and (ours / CONFIG_FILE).is_file() and fmt in (None, "timm"):  # ours look like timm's
+        raise WeightsError(f"{src}: already mobilenets weights (with {ours / CONFIG_FILE}); nothing to convert: use "
+                           f"the folder as it is (--weights {ours}, mobilenets.load)")  # fmt: skip
     if src.is_dir():
         raise FileNotFoundError(f"{src}: a folder, not a weights file (.tflite, .h5, .safetensors or .pth)")
     if not src.is_file():
@@ -109,8 +113,20 @@ def convert_file(
     return save(model, out, provenance=provenance)
 
 
+def _other_files(out: Path) -> list[str]:
+    """What folder ``out`` holds besides weights (hidden staging files aside)."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in (WEIGHTS_FILE, CONFIG_FILE) and p.name[0] != ".")
+
+
 def _check_replace(out: Path, spec: ModelSpec, provenance: dict[str, Any]) -> None:
-    """WeightsError when folder ``out`` holds weights other than these (another source file, or another spec)."""
+    """WeightsError when folder ``out`` holds weights other than these (another source file, or another spec), or
+    files of something else: the weights would be mixed into, say, a dataset folder given as --out by mistake."""
+    if others := _other_files(out):
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise WeightsError(f"out={out} is not allowed: the folder holds other files ({shown}); give a new or empty "
+                           "folder, or pass --overwrite to add the weights there")  # fmt: skip
     if not ((out / WEIGHTS_FILE).exists() or (out / CONFIG_FILE).exists()):
         return
     try:
