@@ -312,7 +312,7 @@ class _Writer:
 
         import av
 
-        self.path = _check_out(path)
+        self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
         remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
         self.part = staging_path(self.path)
         try:

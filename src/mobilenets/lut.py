@@ -655,9 +655,10 @@ def predict_many(
         seen.update(fresh)
     own = [k for keys in all_keys for k in keys]
     calibrating = calibrated and table.get("scale") is None
-    if save and lut.path is not None and (any(counts) or calibrating):  # before minutes of measuring, not after
+    measuring = any(counts) or calibrating
+    if save and lut.path is not None and measuring:  # before minutes of measuring, not after
         check_writable(lut.path)
-    if say is not None and (any(counts) or calibrating):  # minutes on a busy CPU: say so before going quiet
+    if say is not None and measuring:  # minutes on a busy CPU: say so before going quiet
         also = " and calibrating" if calibrating else ""
         say(f"latency table: measuring {sum(counts)} layer shape(s){also} on {runtime}, {threads} thread(s), "
             f"{rounds} rounds (once per machine; saved for next time)")  # fmt: skip

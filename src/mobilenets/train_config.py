@@ -369,7 +369,7 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
     convert = float if base is float else os.fspath if base is str else lambda v: v
     if one_string:  # "a, b" (YAML, Python) is two items, as on the command line (`_comma_items`); a list's items are
         # taken as they are, so a folder whose name holds a comma can still be named
-        parts = [part.strip() for part in convert(items[0]).split(",") if part.strip()]
+        parts = _comma_parts(convert(items[0]))
         if not parts:
             raise ConfigError(f"{name}={items[0]!r} is not allowed: {name} must name at least one item")
         return parts
@@ -414,16 +414,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=base, metavar=f.name.upper(), **kw)
 
 
+def _comma_parts(text: str) -> list[str]:
+    """The items of a comma-separated list, stripped, empty ones dropped (``"a, b,"`` -> ``["a", "b"]``)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _comma_items(base: type):
     """An argparse ``type`` for one word of a list option: its comma-separated items, each a ``base``. Lists
     elsewhere in the CLI (bench, select) are comma-separated, so ``--classes a,b`` means ``--classes a b``; it
     used to look for one folder named "a,b"."""
 
     def items(word: str) -> list:
-        parts = [base(item.strip()) for item in word.split(",") if item.strip()]
+        parts = _comma_parts(word)
         if not parts:
             raise ValueError(f"no item in {word!r}")  # argparse: "invalid <type> value"
-        return parts
+        return [base(part) for part in parts]
 
     items.__name__ = base.__name__  # argparse's message for a bad item: "invalid float value: ..."
     return items

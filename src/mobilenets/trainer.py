@@ -592,10 +592,7 @@ class _Run:
             for samples in splits
         )
         if len(train) == 0:  # every process decodes the whole split: all stop here together
-            report = BadFiles()
-            for index, reason in train.bad:
-                report.add(self.train_split.samples[index][0], reason)
-            raise self._nothing_read(report)
+            raise self._nothing_read(self._bad_report(train.bad, self.train_ds))
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
         by_gpu = train.decoded_on_device + val.decoded_on_device
