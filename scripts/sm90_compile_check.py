@@ -82,10 +82,11 @@ def cases(dtypes: list[str], which: set[str]):
                            (*GEOMETRY, "COUT"), ce, dict(num_warps=warps, num_stages=stages))  # fmt: skip
         if "split" in which:
             ptrs = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), p)
-            for bm, bc, warps in kernels.SPLIT_CONFIGS:
+            for cfg in kernels.SPLIT_CONFIGS:
+                bm, bc, warps, tw = (*cfg, 0)[:4]  # TW: 0 (BM consecutive pixels) unless given
                 for stride in (1, 2):
-                    ce = dict(STRIDE=stride, DIL=1, ACT=1, BM=bm, BC=bc)
-                    yield (f"split-dw {dt} {(bm, bc, warps)} s{stride}", kernels._dw_kernel, ptrs, GEOMETRY, ce,
+                    ce = dict(STRIDE=stride, DIL=1, ACT=1, BM=bm, BC=bc, TW=tw)
+                    yield (f"split-dw {dt} {cfg} s{stride}", kernels._dw_kernel, ptrs, GEOMETRY, ce,
                            dict(num_warps=warps))  # fmt: skip
         if "rows" in which:  # the split plan's row-reuse depthwise kernel (stride 1)
             ptrs = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), p)
@@ -111,7 +112,7 @@ def cases(dtypes: list[str], which: set[str]):
                 for stride in (1, 2):
                     opts = dict(num_warps=dwconv.WARPS)
                     fwd = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), p)
-                    ce = dict(STRIDE=stride, DIL=1, ACT=0, BM=dwconv.BM, BC=bc)
+                    ce = dict(STRIDE=stride, DIL=1, ACT=0, BM=dwconv.BM, BC=bc, TW=0)
                     yield f"dwconv-fwd {dt} bc{bc} s{stride}", kernels._dw_kernel, fwd, GEOMETRY, ce, opts
                     dgrad = dict.fromkeys(("g_ptr", "w_ptr", "dx_ptr"), p)
                     ce = dict(STRIDE=stride, DIL=1, BM=dwconv.BM, BC=bc)

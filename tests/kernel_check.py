@@ -50,6 +50,13 @@ def layer_cases():
         y_split = kernels.depthwise_separable(
             x, *args, **geometry, plan="split", block_m=sm, block_k=sc, num_warps=swarps
         )
+        # the split plan's depthwise kernel on 2-d pixel blocks: a production block, then a small one (several
+        # blocks per image, masked at its edges)
+        tbm, tbc, twarps, tw = kernels.SPLIT_CONFIGS[-6] if i >= len(cases) else (8, 16, 4, 4)
+        tiled_dw = kernels.depthwise(
+            x, args[0], args[1], **geometry, block_m=tbm, block_c=tbc, num_warps=twarps, tile_w=tw
+        )
+        tiled = kernels.pointwise(tiled_dw, args[2], args[3], act=act)
         rows = None
         if s == 1 and d == 1:  # the row-reuse depthwise kernel: a production tile, then a small one (several blocks)
             rr, rc, rbc, rwarps = kernels.ROWS_CONFIGS[0] if i >= len(cases) else (4, 4, 16, 4)
@@ -63,6 +70,8 @@ def layer_cases():
                 "fused_max_abs": (y.float() - ref).abs().max().item(),
                 "split_max_abs": (y_split.float() - ref).abs().max().item(),
                 "split_channels_last": y_split.is_contiguous(memory_format=torch.channels_last),
+                "tiled_max_abs": (tiled.float() - ref).abs().max().item(),
+                "tiled_block": [tbm, tw],
                 "rows_max_abs": None if rows is None else (rows.float() - ref).abs().max().item(),
                 "rows_channels_last": rows is None or rows.is_contiguous(memory_format=torch.channels_last),
                 "ref_max_abs": ref.abs().max().item(),

@@ -34,10 +34,13 @@ def test_fused_kernel_matches_reference_per_layer(interpreted):
         tol = 1e-5 if "float32" in case["case"][-1] else 2e-2 * max(1.0, case["ref_max_abs"])  # fp16: 11 bits
         assert case["fused_max_abs"] <= tol, case
         assert case["split_max_abs"] <= tol, case
+        assert case["tiled_max_abs"] <= tol, case
         assert case["split_channels_last"] and case["rows_channels_last"], case
         assert case["rows_max_abs"] is None or case["rows_max_abs"] <= tol, case
     rows = [case for case in interpreted["layers"] if case["rows_max_abs"] is not None]
     assert {case["case"][-1] for case in rows} == {"torch.float32", "torch.bfloat16", "torch.float16"}
+    blocks = {tuple(case["tiled_block"]) for case in interpreted["layers"]}
+    assert (kernels.SPLIT_CONFIGS[-6][0], kernels.SPLIT_CONFIGS[-6][3]) in blocks  # a block the GPU tunes over
     tiles = {tuple(case["tiles"]["fused"]) for case in interpreted["layers"]}
     assert tuple(kernels.FUSED_CONFIGS[0][:3]) in tiles  # a tile the GPU tunes over, not only the small test one
     assert any(case["case"][-1] == "torch.float16" for case in interpreted["layers"])
@@ -86,6 +89,8 @@ def test_unknown_plan_is_refused():
     if kernels.triton_available():
         with pytest.raises(ValueError, match="plan='split_rows' needs stride 1 and dilation 1, got stride 2"):
             kernels.depthwise_separable(x, None, None, torch.zeros(8, 8), None, stride=2, plan="split_rows")
+        with pytest.raises(ValueError, match="tile_w=3 is not allowed: it must be 0 or divide block_m=32"):
+            kernels.depthwise(x, None, None, stride=1, block_m=32, tile_w=3)
 
 
 def test_tuner_keeps_the_fastest_candidate_that_runs():

@@ -170,12 +170,30 @@ if triton is not None:
         ACT: tl.constexpr,
         BM: tl.constexpr,
         BC: tl.constexpr,
+        TW: tl.constexpr,
     ):
-        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        """act(3x3 depthwise conv + bias) of BM output pixels x BC channels per program. TW = 0: the pixels are BM
+        consecutive ones in (n, oh, ow) order, often less than one row, so the taps of the rows above and below
+        load values another program loads too; TW > 0: a (BM // TW) x TW block of one image, whose rows share input
+        rows, so more of the nine taps' loads find their values in the SM's L1 cache."""
         c = tl.program_id(1) * BC + tl.arange(0, BC)
-        m_mask, c_mask = m < M, c < C
-        ow, rest = m % OW, m // OW
-        oh, n = rest % OH, rest // OH
+        c_mask = c < C
+        if TW == 0:
+            m = tl.program_id(0) * BM + tl.arange(0, BM)
+            m_mask = m < M
+            ow, rest = m % OW, m // OW
+            oh, n = rest % OH, rest // OH
+        else:
+            col_blocks = tl.cdiv(OW, TW)
+            row_blocks = tl.cdiv(OH, BM // TW)
+            pid = tl.program_id(0)
+            rest = pid // col_blocks
+            p = tl.arange(0, BM)
+            oh = (rest % row_blocks) * (BM // TW) + p // TW
+            ow = (pid % col_blocks) * TW + p % TW
+            n = rest // row_blocks
+            m_mask = (oh < OH) & (ow < OW)
+            m = (n * OH + oh) * OW + ow
         acc = _depthwise_tile(
             x_ptr, w_ptr, b_ptr, n, oh, ow, m_mask, c, c_mask, H, W, C, PAD_T, PAD_L, STRIDE, DIL, ACT, BM, BC
         )
@@ -459,20 +477,30 @@ def depthwise(
     block_m: int = 64,
     block_c: int = 64,
     num_warps: int = 4,
+    tile_w: int = 0,
     warmup: bool = False,
 ) -> torch.Tensor | None:
     """Triton 3x3 depthwise conv + bias + act on a channels_last tensor; ``w33c`` from `prepare_depthwise`.
 
-    ``warmup=True`` only compiles the kernel for these arguments (returns None).
+    ``tile_w=0``: each program computes ``block_m`` consecutive output pixels; ``tile_w > 0`` (dividing ``block_m``):
+    a block of ``block_m // tile_w`` rows x ``tile_w`` columns of one image. ``warmup=True`` only compiles the
+    kernel for these arguments (returns None).
     """
     _check(x)
+    if tile_w < 0 or (tile_w and block_m % tile_w):
+        raise ValueError(f"tile_w={tile_w} is not allowed: it must be 0 or divide block_m={block_m}")
     n, h, w, oh, ow, top, left = geometry(x, stride, pad, dilation)
     c = x.shape[1]
     y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * oh * ow
-    grid = (triton.cdiv(m, block_m), triton.cdiv(c, block_c))
+    pixel_programs = (
+        n * triton.cdiv(oh, block_m // tile_w) * triton.cdiv(ow, tile_w) if tile_w else triton.cdiv(m, block_m)
+    )
+    grid = (pixel_programs, triton.cdiv(c, block_c))
     args = (x, w33c, bias, y, m, h, w, c, oh, ow, top, left)
-    kwargs = dict(STRIDE=stride, DIL=dilation, ACT=ACT_CODES[act], BM=block_m, BC=block_c, num_warps=num_warps)
+    kwargs = dict(
+        STRIDE=stride, DIL=dilation, ACT=ACT_CODES[act], BM=block_m, BC=block_c, TW=tile_w, num_warps=num_warps
+    )
     with on_device(x, "dw"):
         if warmup:
             _dw_kernel.warmup(*args, grid=grid, **kwargs)
@@ -525,10 +553,28 @@ FUSED_CONFIGS = [
     (64, 16, 64, 4, 2),
     (64, 32, 256, 8, 2),
 ]
-# (BM, BC, num_warps) candidates for the depthwise kernel of the split plan (depthwise kernel, then one GEMM). The
-# registers a thread needs grow with its share of the tile (ptxas for sm_90, bf16: 8 elements 66, 16 about 121,
-# 32 about 212-241), so the smaller shares trade fewer values in flight per thread for more resident threads.
-SPLIT_CONFIGS = [(64, 64, 4), (128, 32, 4), (32, 128, 4), (64, 64, 8), (32, 128, 8), (32, 64, 4), (32, 64, 8)]
+# (BM, BC, num_warps[, TW]) candidates for the depthwise kernel of the split plan (depthwise kernel, then one GEMM).
+# The registers a thread needs grow with its share of the tile (ptxas for sm_90, bf16: 8 elements 66, 16 about 121,
+# 32 about 212-241), so the smaller shares trade fewer values in flight per thread for more resident threads. The
+# last six take their BM pixels as a (BM // TW) x TW block (`depthwise` ``tile_w``): on the H200 the split plan's
+# depthwise kernel, BM consecutive pixels, ran 25-50% slower than cuDNN's depthwise convolution on the same layers
+# (results/logs-h200-2026-11-27-lease2/call4-gpu-vs-timm-NVIDIA_H200.json, its profile), which is what loading each
+# input value for nine taps from L2 rather than L1 would cost.
+SPLIT_CONFIGS = [
+    (64, 64, 4),
+    (128, 32, 4),
+    (32, 128, 4),
+    (64, 64, 8),
+    (32, 128, 8),
+    (32, 64, 4),
+    (32, 64, 8),
+    (32, 64, 4, 8),
+    (64, 64, 8, 8),
+    (32, 128, 8, 8),
+    (128, 32, 4, 16),
+    (64, 32, 4, 8),
+    (64, 64, 8, 16),
+]
 # (rows, cols, BC, num_warps) candidates for the row-reuse depthwise kernel of the split plan, stride 1 only. On the
 # H200 the split plan's depthwise kernel ran at about 40% of HBM bandwidth (the triton_tuning of
 # results/gpu-vs-timm-NVIDIA_H200-2026-11-27.json): `_dw_kernel` loads each input value 9 times (once per tap), from
@@ -586,7 +632,8 @@ def depthwise_separable(
     - ``fused``: one Triton kernel; the depthwise tile stays in registers and feeds ``tl.dot``. Each program
       recomputes the depthwise tile for its BN output channels, so wide layers pay ``Cout / BN`` recomputes.
     - ``split``: the Triton depthwise kernel writes its output once, then `pointwise` runs one cuBLAS GEMM. This
-      costs one extra round trip of the depthwise output through memory and does no recomputation.
+      costs one extra round trip of the depthwise output through memory and does no recomputation. Its
+      candidates with a fourth value take their pixels as 2-d blocks (`depthwise` ``tile_w``).
     - ``split_rows`` (stride 1, dilation 1): the same with `depthwise_rows`, which loads each input row once per
       column shift instead of once per tap.
 
@@ -624,8 +671,10 @@ def depthwise_separable(
             _dwpw_kernel[grid](*args, **kwargs)
         return y
 
-    def split(bm, bc, warps, warmup=False):
-        kw = dict(stride=stride, dilation=dilation, pad=pad, act=act, block_m=bm, block_c=bc, num_warps=warps)
+    def split(bm, bc, warps, tw=0, warmup=False):
+        kw = dict(
+            stride=stride, dilation=dilation, pad=pad, act=act, block_m=bm, block_c=bc, num_warps=warps, tile_w=tw
+        )
         if warmup:
             depthwise(x, w33c, dw_bias, warmup=True, **kw)
             return None
