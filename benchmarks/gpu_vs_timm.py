@@ -599,7 +599,8 @@ def run_sections(b: Bench, timm) -> None:
             "bound_images_per_s": gbs * 1e9 / bytes_per_image,
         }
 
-    no_graph = "CUDA graphs need CUDA"
+    graphs = cuda and not args.no_graphs
+    no_graph = "left out by --no-graphs" if cuda else "CUDA graphs need CUDA"
 
     def graphed(fn, batch: int):
         """``fn`` captured as a CUDA graph on a bf16 channels_last input of ``batch`` images (the callables cast)."""
@@ -633,8 +634,8 @@ def run_sections(b: Bench, timm) -> None:
             "ours_bf16_cl_triton_graph": (
                 lambda: fast_inference(ours, backend="triton", dtype="bf16", device=dev, cuda_graph_batch=x.shape[0])
             )
-            if cuda and triton_ok and not args.no_triton_graph
-            else (no_graph if not cuda else no_triton if not triton_ok else "left out by --no-triton-graph"),
+            if graphs and triton_ok and not args.no_triton_graph
+            else (no_graph if not graphs else no_triton if not triton_ok else "left out by --no-triton-graph"),
         }
 
     def inference_eager():
@@ -746,22 +747,24 @@ def run_sections(b: Bench, timm) -> None:
         # first leases' figures left out: they compared ours with timm's eager graph only
         makers = {
             "timm_eager": lambda: module_runner(peer_copy(bf16, cl), bf16, cl),
-            "timm_cudagraph": (lambda: graphed(module_runner(peer_copy(bf16, cl), bf16, cl), 1)) if cuda else no_graph,
+            "timm_cudagraph": (lambda: graphed(module_runner(peer_copy(bf16, cl), bf16, cl), 1))
+            if graphs
+            else no_graph,
             "timm_compiled": timm_compiled,
-            "timm_compiled_cudagraph": (lambda: graphed(timm_compiled(), 1)) if cuda else no_graph,
+            "timm_compiled_cudagraph": (lambda: graphed(timm_compiled(), 1)) if graphs else no_graph,
             "ours_compiled": ours_compiled,
-            "ours_compiled_cudagraph": (lambda: graphed(ours_compiled(), 1)) if cuda else no_graph,
+            "ours_compiled_cudagraph": (lambda: graphed(ours_compiled(), 1)) if graphs else no_graph,
             "ours_eager": lambda: fast_inference(ours, backend="eager", dtype="bf16", device=dev),
             "ours_eager_cudagraph": (
                 lambda: fast_inference(ours, backend="eager", dtype="bf16", device=dev, cuda_graph_batch=1)
             )
-            if cuda
+            if graphs
             else no_graph,
             "ours_triton_cudagraph": (
                 lambda: fast_inference(ours, backend="triton", dtype="bf16", device=dev, cuda_graph_batch=1)
             )
-            if cuda and triton_ok
-            else (no_graph if not cuda else no_triton),
+            if graphs and triton_ok
+            else (no_graph if not graphs else no_triton),
         }
         # batch-1 candidates are distinct objects from the batch-256 ones: keep them out of the shared cache
         makers = {f"b1_{k}": v for k, v in makers.items()}
@@ -787,8 +790,8 @@ def run_sections(b: Bench, timm) -> None:
         makers = {
             "timm_bf16_cl_compiled": timm_compiled,
             "ours_bf16_cl_compiled": ours_compiled,
-            "timm_bf16_cl_compiled_graph": (lambda: graphed(timm_compiled(), x.shape[0])) if cuda else no_graph,
-            "ours_bf16_cl_compiled_graph": (lambda: ours_compiled(cuda_graph_batch=x.shape[0])) if cuda else no_graph,
+            "timm_bf16_cl_compiled_graph": (lambda: graphed(timm_compiled(), x.shape[0])) if graphs else no_graph,
+            "ours_bf16_cl_compiled_graph": (lambda: ours_compiled(cuda_graph_batch=x.shape[0])) if graphs else no_graph,
             # timed again here, in turn with timm compiled: the ratios to it are then side by side (built once)
             **triton_makers(),
         }
@@ -811,6 +814,8 @@ def run_sections(b: Bench, timm) -> None:
     def train_compiled():
         out = {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
         try:  # eager fp32, so it checks the taps' sum itself, not Inductor's reordering (tests/test_dwconv_taps.py)
+            if b.images is None:  # no inference section ran in this process
+                b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
             out["numerics_taps_dw"] = dw_train_numerics(ours, b.images[:8], dev, "taps")
         except Exception as exc:  # noqa: BLE001 - reported in the JSON, the run goes on
             out["numerics_taps_dw"] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
@@ -1101,6 +1106,11 @@ def main() -> None:
         "--no-triton-graph",
         action="store_true",
         help="leave out the Triton path replayed as a CUDA graph (an illegal memory access there poisons the process)",
+    )
+    parser.add_argument(
+        "--no-graphs",
+        action="store_true",
+        help="leave out every path replayed as a CUDA graph (they faulted the process on the H200, 2026-11-27)",
     )
     parser.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--batch", type=int, default=256)
