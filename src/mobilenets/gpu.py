@@ -139,19 +139,28 @@ class CudaGraphRunner:
 
     After capture it replays once on a random input and compares with ``fn`` called directly (`replay_mismatch`),
     raising RuntimeError when they differ: on the H200 every batch-256 graph in benchmarks/gpu_vs_timm.py gave logits
-    unlike its uncaptured twin's (NaN, or 15.6 off for logits under 1), cause unknown, and a graph whose output is
-    wrong must not be timed or used (bench's cuda runtimes then run launch by launch and say so).
+    unlike its uncaptured twin's (NaN, or 15.6 off for logits under 1; the likely cause is the last paragraph's), and
+    a graph whose output is wrong must not be timed or used (bench's cuda runtimes then run launch by launch and say
+    so).
 
     Each runner captures on a stream of its own, not ``torch.cuda.graph``'s shared default: PyTorch keys cuBLAS
     workspaces by stream, and destroying one graph frees the workspaces of its capture stream, which every other
-    live graph captured there still addresses (pytorch/pytorch#193402). On the H200 lease of 2026-11-27 a graph of
-    the Triton path, captured on the shared stream, faulted with an illegal memory access when replayed after
-    other graphs had been captured and dropped. Warm-up runs on a second stream, so the capture allocates its
+    live graph captured there still addresses (pytorch/pytorch#193402). (The illegal memory accesses the H200 leases
+    of 2026-11-27 met came from another cause, below: the third lease's still faulted with streams of their own and
+    with cuBLAS workspaces off.) Warm-up runs on a second stream, so the capture allocates its
     workspace in the graph's own memory pool rather than reusing an eager one. PyTorch hands out streams from a
     pool of 32 per priority in rotation, across every draw in the process, so a runner shares its capture stream
-    with whatever draws the 32nd normal-priority stream after it; a handful of runners are alive at once here."""
+    with whatever draws the 32nd normal-priority stream after it; a handful of runners are alive at once here.
+
+    The runner keeps ``fn``, and with it the model whose weights the graph reads at their captured addresses. Until
+    2026-11-27 it did not, and `fast_inference` with ``cuda_graph_batch`` (and gpu_vs_timm's graphs) gave it the only
+    reference: the model was collected after capture and its weights' memory went back to the caching allocator. On
+    the H200 the graphs then replayed on whatever reused that memory (NaN, logits 15.6 off, a constant row per image
+    in the GPU test) or, once a later capture's ``empty_cache`` had unmapped it, faulted with an illegal memory
+    access; bench's ``cuda`` runtimes, which hold their model themselves, were unaffected."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3) -> None:
+        self.fn = fn  # the graph reads fn's weights where they lay at capture: they must live as long as it
         self.static_in = example.clone()
         warm = torch.cuda.Stream(priority=-1)  # the high-priority pool: never one of the runners' capture streams
         self.capture_stream = torch.cuda.Stream()  # kept: the graph's workspace entry belongs to this stream
