@@ -50,25 +50,22 @@
 #   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too
 #   (NUMERICS_WEIGHTS names another folder).
 #
-#   #7 alone (what the second 2026-11-27 lease left: the tensor-core stem kernel and the CUDA-graph fix untimed, no
-#   profile of a training step; results/logs-h200-2026-11-27-lease2/README.md):
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=100 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=215 GPU_VS_TIMM_TIMEOUT=245
-#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,numerics,latency_batch1,inference_compiled,profile"
-#       ... 1                                                                                          # <= 360 s
-#     (carrying .xfer/p1: the GPU tests check the stem kernel, each backend's CUDA-graph replay against the same path
-#     launch by launch (no test had; every batch-256 graph in gpu_vs_timm differed from its twin), and a graph
-#     surviving others dropped; a compile per backend makes them longer than that lease's; inference_compiled times
-#     the new stem beside timm compiled, the 1.7x target, with the Triton graph again; latency_batch1 times batch 1
-#     against timm's best there, compiled and replayed as a CUDA graph (issue 7: 0.20 ms; the first lease compared
-#     with timm's eager graph only), and the profile covers the batch-1 graphs. That lease's inference sections took
-#     12 and 23 s, the others under 4 s, the Triton preflight 10-31 s, the GPU tests 36 s.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300; below about 250 skip the call, as train_compiled, estimated
-#     at 200 s, would not start after the preflight and set-up, 15-40 s. train_compiled compiled three models in 85 s
-#     there; it now compiles a fourth, ours with the taps depthwise layers (--depthwise taps, fused by Inductor with
-#     their BatchNorm), the candidate for the 1.3x training target. The profile then names the training step's
-#     costliest kernels, which no lease has recorded yet. Join the calls' JSON with `gpu_vs_timm.py --merge`.)
+#   #7 alone (what the third 2026-11-27 lease left, results/logs-h200-2026-11-27-lease3/README.md: inference at
+#   1.79x timm compiled and batch 1 at 1.06x its best were met; the CUDA-graph fix, CudaGraphRunner keeping its
+#   model, is untimed; the training step is at 1.09x of the 1.3x target, with no new candidate for it yet):
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=200 GPU_VS_TIMM_TIMEOUT=230
+#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,latency_batch1,inference_compiled,profile" ... 1
+#                                                                                                      # <= 370 s
+#     (carrying .xfer/p1: the GPU tests check that a graph outlives its caller's reference to the model and that each
+#     backend's replay matches its direct call on a model with calibrated BatchNorm (logits of order one; at
+#     initialisation they are near 1e-17); inference_compiled then times the batch-256 graphs beside timm compiled
+#     again, each checked against its twin, and latency_batch1 re-times batch 1 with graphs whose model lives. On a
+#     fresh machine the Triton preflight took 34 s (its compiles not yet cached), 10-15 s warm; the inference
+#     sections 12-18 s, latency_batch1 36 s, the GPU tests 60 s. If the GPU tests show a graph still failing, rerun
+#     the inference with --no-graphs, as that lease did, so that no fault ends the process before its sections.)
+#   A training call (`--sections hbm_bound,train_compiled,profile`, 204 s there) is worth its device time only with a
+#   new candidate: that lease's profile of a step (ms) was 8.1 Inductor BatchNorm/ReLU, 4.9 cuDNN depthwise (input
+#   gradient 2.5), 2.2 other convolutions, 0.9 GEMM; the Triton depthwise op and the taps were slower.
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

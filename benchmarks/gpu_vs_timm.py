@@ -60,7 +60,7 @@ T0 = time.perf_counter()
 
 # Estimated seconds per section on one H200 with cold caches: about 1.5x the longest each took on the three H200 leases
 # (results/gpu-vs-timm-NVIDIA_H200*.json, section_s; in brackets), which is what compiles, tunes and first calls
-# cost there (timm's first compiled training step alone took 39 s). The Triton preflight child (10-31 s) comes first.
+# cost there (timm's first compiled training step alone took 39 s). The Triton preflight child (10-34 s) comes first.
 ESTIMATED_S = {
     "hbm_bound": 5,  # [0.0]
     "inference_eager": 25,  # [15.5] + the Triton path captured as a CUDA graph at the batch
@@ -1059,7 +1059,8 @@ def save(b: Bench) -> None:
 
 def merge_reports(paths: list[Path]) -> dict:
     """One report from several runs' JSON of one lease (calls cut short, or sections run apart): each section from
-    the last file in which it completed (no ``skipped``, no ``error``), its source in ``section_sources``; the ratios
+    the last file in which it completed (no ``skipped``, no ``error``), its source in ``section_sources``, except the
+    profile, whose per-path entries from every such file are joined (later files win per path); the ratios
     recomputed. Each ratio still compares paths timed alternately in one section of one process; only the HBM bound
     and the numerics may come from another call. Runs on another GPU, with another torch, timm or triton, or at
     another batch, resolution or smoke setting are refused."""
@@ -1083,11 +1084,19 @@ def merge_reports(paths: list[Path]) -> dict:
         merged[name] = {"skipped": "in none of the merged runs"}
         for path, r in reports:
             section = r.get(name, {})
-            if isinstance(section, dict) and section and "skipped" not in section and "error" not in section:
-                merged[name] = section
-                merged["section_sources"][name] = path.name
-                if name == "inference_eager" and r.get("triton_tuning"):  # the layer choices that section timed
-                    merged["triton_tuning"] = r["triton_tuning"]
+            if not isinstance(section, dict) or not section or "skipped" in section or "error" in section:
+                continue
+            if name == "profile" and name in merged["section_sources"]:  # keyed by path: calls profiling other
+                merged[name] = {**merged[name], **section}  # paths (training, inference) add up, later ones win
+                merged["section_sources"][name] += f", {path.name}"
+                continue
+            merged[name] = section
+            merged["section_sources"][name] = path.name
+            # the layer choices the Triton path was timed with: those of the process whose inference_compiled
+            # section (the 1.7x target's) is kept, else inference_eager's
+            if name in ("inference_eager", "inference_compiled") and r.get("triton_tuning"):
+                merged["triton_tuning"] = r["triton_tuning"]
+                merged["triton_tuning_source"] = path.name
     merged["ratios"] = ratios(merged)
     return merged
 
