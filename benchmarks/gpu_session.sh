@@ -61,11 +61,12 @@
 #     initialisation they are near 1e-17); inference_compiled then times the batch-256 graphs beside timm compiled
 #     again, each checked against its twin, and latency_batch1 re-times batch 1 with graphs whose model lives. On a
 #     fresh machine the Triton preflight took 34 s (its compiles not yet cached), 10-15 s warm; the inference
-#     sections 12-18 s, latency_batch1 36 s, the GPU tests 60 s. If the GPU tests show a graph still failing, rerun
+#     sections 12-18 s (41 s for inference_compiled when no earlier section of its process had tuned the Triton
+#     kernels), latency_batch1 36 s, the GPU tests 60 s. If the GPU tests show a graph still failing, rerun
 #     the inference with --no-graphs, as that lease did, so that no fault ends the process before its sections.)
 #   A training call (`--sections hbm_bound,train_compiled,profile`, 204 s there) is worth its device time only with a
 #   new candidate: that lease's profile of a step (ms) was 8.1 Inductor BatchNorm/ReLU, 4.9 cuDNN depthwise (input
-#   gradient 2.5), 2.2 other convolutions, 0.9 GEMM; the Triton depthwise op and the taps were slower.
+#   gradient 2.5), 2.3 other convolutions, 0.9 GEMM; the Triton depthwise op and the taps were slower.
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

@@ -58,7 +58,7 @@ from mobilenets.gpu import REPLAY_TOLERANCE, CudaGraphRunner, fast_inference  # 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = time.perf_counter()
 
-# Estimated seconds per section on one H200 with cold caches: about 1.5x the longest each took on the three H200 leases
+# Estimated seconds per section on one H200 with cold caches: about 1.5x the longest each took on the four H200 leases
 # (results/gpu-vs-timm-NVIDIA_H200*.json, section_s; in brackets), which is what compiles, tunes and first calls
 # cost there (timm's first compiled training step alone took 39 s). The Triton preflight child (10-34 s) comes first.
 ESTIMATED_S = {
@@ -66,11 +66,10 @@ ESTIMATED_S = {
     "inference_eager": 25,  # [15.5] + the Triton path captured as a CUDA graph at the batch
     "numerics": 10,  # [3.1]
     "train_eager": 60,  # [40.1]
-    "latency_batch1": 45,  # [9.3] before timm and ours compiled were added: two compiles (inference: 1-6 s each)
-    "inference_compiled": 40,  # [22.9] + both compiled models as CUDA graphs; Triton again
-    # [84.9] for timm, ours, ours with the Triton depthwise op; ours with taps added since (its compile took 2.3x ours'
-    # on CPU: 75 against 32 s)
-    "train_compiled": 200,
+    "latency_batch1": 55,  # [35.8] with timm and ours compiled, directly and as CUDA graphs
+    "inference_compiled": 60,  # [40.6] the first section of its process to tune the Triton kernels; else 12-18 s
+    # [178.8] for timm, ours, ours with the Triton depthwise op and ours with the taps (84.9 without the taps)
+    "train_compiled": 270,
     "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
@@ -653,8 +652,6 @@ def run_sections(b: Bench, timm) -> None:
         return out
 
     def numerics():
-        if b.images is None:
-            b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
         reference = module_runner(copy.deepcopy(ours).to(dev), torch.float32, torch.contiguous_format)
         paths = {
             "ours_fp32": (
@@ -799,8 +796,6 @@ def run_sections(b: Bench, timm) -> None:
         same_as_ungraphed(out, "ours_bf16_cl_compiled_graph", "ours_bf16_cl_compiled")
         same_as_ungraphed(out, "timm_bf16_cl_compiled_graph", "timm_bf16_cl_compiled")
         if "ours_bf16_cl_compiled" in b.built:
-            if b.images is None:
-                b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
             reference = module_runner(copy.deepcopy(ours).to(dev), torch.float32, torch.contiguous_format)
             out["numerics_vs_eager_fp32"] = compare_numerics(
                 {"ours_bf16_cl_compiled": (b.built["ours_bf16_cl_compiled"], "bf16")},
@@ -814,8 +809,6 @@ def run_sections(b: Bench, timm) -> None:
     def train_compiled():
         out = {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
         try:  # eager fp32, so it checks the taps' sum itself, not Inductor's reordering (tests/test_dwconv_taps.py)
-            if b.images is None:  # no inference section ran in this process
-                b.images, report["numerics_images"] = load_images(args.images, ours.spec, args.numerics_images, dev)
             out["numerics_taps_dw"] = dw_train_numerics(ours, b.images[:8], dev, "taps")
         except Exception as exc:  # noqa: BLE001 - reported in the JSON, the run goes on
             out["numerics_taps_dw"] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
@@ -1057,10 +1050,22 @@ def save(b: Bench) -> None:
         atomic_write_text(f, json.dumps(b.report, indent=2, default=str))
 
 
+def join_profiles(earlier: dict, later: dict) -> dict:
+    """Two calls' profile sections as one: each path's entry from the later call, unless there it failed and the
+    earlier call profiled it; ``section_s`` summed."""
+    joined = dict(earlier)
+    for key, entry in later.items():
+        if key == "section_s":
+            joined[key] = round(earlier.get(key, 0.0) + entry, 1)
+        elif not (isinstance(entry, dict) and "error" in entry and key in earlier):
+            joined[key] = entry
+    return joined
+
+
 def merge_reports(paths: list[Path]) -> dict:
     """One report from several runs' JSON of one lease (calls cut short, or sections run apart): each section from
     the last file in which it completed (no ``skipped``, no ``error``), its source in ``section_sources``, except the
-    profile, whose per-path entries from every such file are joined (later files win per path); the ratios
+    profile, whose per-path entries from every such file are joined (`join_profiles`); the ratios
     recomputed. Each ratio still compares paths timed alternately in one section of one process; only the HBM bound
     and the numerics may come from another call. Runs on another GPU, with another torch, timm or triton, or at
     another batch, resolution or smoke setting are refused."""
@@ -1073,7 +1078,8 @@ def merge_reports(paths: list[Path]) -> dict:
         for key in ("batch", "resolution", "smoke"):  # what every section's rates and the HBM bound depend on
             if r.get(key) != reports[0][1].get(key):
                 raise SystemExit(f"--merge {path}: {key}={r.get(key)!r}, not {reports[0][1].get(key)!r}")
-    merged: dict = {k: v for k, v in reports[0][1].items() if k not in SECTIONS and k not in ("ratios", "wall_s")}
+    dropped = (*SECTIONS, "ratios", "wall_s", "triton_tuning", "triton_tuning_source")  # the tuning: set below
+    merged: dict = {k: v for k, v in reports[0][1].items() if k not in dropped}
     merged["merged_from"] = [
         {"file": path.name, "command": r["environment"].get("command"), "commit": r["environment"].get("commit"),
          "wall_s": r.get("wall_s")}
@@ -1084,10 +1090,12 @@ def merge_reports(paths: list[Path]) -> dict:
         merged[name] = {"skipped": "in none of the merged runs"}
         for path, r in reports:
             section = r.get(name, {})
-            if not isinstance(section, dict) or not section or "skipped" in section or "error" in section:
+            if not isinstance(section, dict) or "skipped" in section or "error" in section:
+                continue
+            if not set(section) - {"section_s"}:  # nothing measured
                 continue
             if name == "profile" and name in merged["section_sources"]:  # keyed by path: calls profiling other
-                merged[name] = {**merged[name], **section}  # paths (training, inference) add up, later ones win
+                merged[name] = join_profiles(merged[name], section)  # paths (training, inference) add up
                 merged["section_sources"][name] += f", {path.name}"
                 continue
             merged[name] = section
@@ -1114,12 +1122,12 @@ def main() -> None:
     parser.add_argument(
         "--no-triton-graph",
         action="store_true",
-        help="leave out the Triton path replayed as a CUDA graph (an illegal memory access there poisons the process)",
+        help="leave out the Triton path replayed as a CUDA graph (its faults before 05edf9d poisoned the process)",
     )
     parser.add_argument(
         "--no-graphs",
         action="store_true",
-        help="leave out every path replayed as a CUDA graph (they faulted the process on the H200, 2026-11-27)",
+        help="leave out every path replayed as a CUDA graph (before 05edf9d they faulted the process on the H200)",
     )
     parser.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--batch", type=int, default=256)

@@ -52,7 +52,8 @@ def layer_cases():
         )
         # the split plan's depthwise kernel on 2-d pixel blocks: a production block, then a small one (several
         # blocks per image, masked at its edges)
-        tbm, tbc, twarps, tw = kernels.SPLIT_CONFIGS[-6] if i >= len(cases) else (8, 16, 4, 4)
+        first_block = next(cfg for cfg in kernels.SPLIT_CONFIGS if len(cfg) == 4)
+        tbm, tbc, twarps, tw = first_block if i >= len(cases) else (8, 16, 4, 4)
         tiled_dw = kernels.depthwise(
             x, args[0], args[1], **geometry, block_m=tbm, block_c=tbc, num_warps=twarps, tile_w=tw
         )

@@ -306,12 +306,21 @@ def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: 
         "gpu_vs_timm.py --sections inference_compiled",
         inference_compiled={"timm_bf16_cl_compiled": _timed(4.0), "ours_bf16_cl_triton": _timed(2.0)},
         train_compiled={"skipped": "time budget"},
+        profile={"ours_bf16_cl_triton": {"ms_per_call": 2.1}, "timm_compiled": {"ms_per_call": 9.0}, "section_s": 1.0},
+        triton_tuning=[{"layer": "stem", "chosen": "stem[256, 8]"}],
     )
     second = _report(
         "NVIDIA H200",
         "gpu_vs_timm.py --sections inference_compiled,train_compiled",
         inference_compiled={"error": "AcceleratorError('illegal memory access')"},
         train_compiled={"timm_compiled": _timed(20.0), "ours_compiled": _timed(16.0)},
+        profile={
+            "ours_compiled": {"ms_per_call": 16.0},
+            "timm_compiled": {"ms_per_call": 18.0},
+            "ours_bf16_cl_triton": {"error": "AcceleratorError('illegal memory access')"},
+            "section_s": 2.0,
+        },
+        triton_tuning=[{"layer": "stem", "chosen": "stem[64, 4]"}],
     )
     paths = []
     for i, r in enumerate((first, second)):
@@ -322,13 +331,38 @@ def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: 
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     merged = json.loads(out.read_text())
-    assert merged["section_sources"] == {"inference_compiled": "call0.json", "train_compiled": "call1.json"}
+    assert merged["section_sources"] == {
+        "inference_compiled": "call0.json",
+        "train_compiled": "call1.json",
+        "profile": "call0.json, call1.json",
+    }
     assert merged["inference_compiled"] == first["inference_compiled"]
+    # each call's profiled paths are kept; a path profiled twice comes from the later call, unless it failed there
+    assert merged["profile"] == {
+        "ours_bf16_cl_triton": {"ms_per_call": 2.1},
+        "timm_compiled": {"ms_per_call": 18.0},
+        "ours_compiled": {"ms_per_call": 16.0},
+        "section_s": 3.0,
+    }
+    # the kernel choices of the process whose Triton timing is kept, not of a later call that faulted
+    assert merged["triton_tuning"] == first["triton_tuning"] and merged["triton_tuning_source"] == "call0.json"
     assert merged["ratios"]["inference_triton_vs_timm_compiled"] == pytest.approx(2.0)
     assert merged["ratios"]["train_compiled"] == pytest.approx(20.0 / 16.0)
     assert [m["command"] for m in merged["merged_from"]] == [first["environment"]["command"],
                                                              second["environment"]["command"]]  # fmt: skip
     assert merged["note"] == "two calls" and merged["inference_eager"] == {"skipped": "in none of the merged runs"}
+    # a kept inference section from a run that recorded no tuning: none is claimed for it (the first file's is not
+    # carried over); a section that measured nothing (only its duration) does not count as completed
+    paths[0].write_text(json.dumps({**first, "inference_compiled": {"error": "x"}, "numerics": {"section_s": 0.1}}))
+    paths[1].write_text(json.dumps({**second, "inference_compiled": first["inference_compiled"]}))
+    second_tuning = json.loads(paths[1].read_text())
+    del second_tuning["triton_tuning"]
+    paths[1].write_text(json.dumps(second_tuning))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = json.loads(out.read_text())
+    assert merged["section_sources"]["inference_compiled"] == "call1.json" and "triton_tuning" not in merged
+    assert "numerics" not in merged["section_sources"]
     paths[1].write_text(json.dumps({**second, "environment": {**second["environment"], "gpu": "NVIDIA H100"}}))
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode != 0 and "gpu='NVIDIA H100'" in proc.stderr and "call1.json" in proc.stderr

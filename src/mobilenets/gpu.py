@@ -8,7 +8,8 @@ pointwise, each followed by BN and ReLU, or ReLU6 for the released checkpoints) 
 - ``triton``: the first layer is one Triton kernel that also casts and lays out the input (`kernels.stem`), and
   each depthwise separable block is one fused Triton kernel (`kernels.depthwise_separable`): the depthwise output
   never goes to memory. The head stays in cuBLAS.
-Any backend can be wrapped in a CUDA graph for small fixed batches (``cuda_graph=True``): one launch per inference.
+Any backend can be wrapped in a CUDA graph for small fixed batches (``cuda_graph_batch=N``): one launch per
+inference.
 The same `FusedMobileNetV1` runs on CPU through the kernels' PyTorch reference, which is what CI checks.
 """
 
@@ -153,11 +154,12 @@ class CudaGraphRunner:
     with whatever draws the 32nd normal-priority stream after it; a handful of runners are alive at once here.
 
     The runner keeps ``fn``, and with it the model whose weights the graph reads at their captured addresses. Until
-    2026-11-27 it did not, and `fast_inference` with ``cuda_graph_batch`` (and gpu_vs_timm's graphs) gave it the only
-    reference: the model was collected after capture and its weights' memory went back to the caching allocator. On
-    the H200 the graphs then replayed on whatever reused that memory (NaN, logits 15.6 off, a constant row per image
-    in the GPU test) or, once a later capture's ``empty_cache`` had unmapped it, faulted with an illegal memory
-    access; bench's ``cuda`` runtimes, which hold their model themselves, were unaffected."""
+    2026-11-27 it did not, and `fast_inference` with ``cuda_graph_batch`` (and most of gpu_vs_timm's graphs) gave it
+    the only reference: the model was collected after capture and its weights' memory went back to the caching
+    allocator. On the H200 the graphs then replayed on whatever reused that memory (NaN, logits 15.6 off, and in the
+    GPU test the same row of logits for every image, or all zeros, once the direct call had reused it) or, once a
+    later capture's ``empty_cache`` had unmapped it, faulted with an illegal memory access; bench's ``cuda``
+    runtimes, which hold their model themselves, were unaffected."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3) -> None:
         self.fn = fn  # the graph reads fn's weights where they lay at capture: they must live as long as it

@@ -558,8 +558,10 @@ FUSED_CONFIGS = [
 # 32 about 212-241), so the smaller shares trade fewer values in flight per thread for more resident threads. The
 # last six take their BM pixels as a (BM // TW) x TW block (`depthwise` ``tile_w``): on the H200 the split plan's
 # depthwise kernel, BM consecutive pixels, ran 25-50% slower than cuDNN's depthwise convolution on the same layers
-# (results/logs-h200-2026-11-27-lease2/call4-gpu-vs-timm-NVIDIA_H200.json, its profile), which is what loading each
-# input value for nine taps from L2 rather than L1 would cost.
+# (results/logs-h200-2026-11-27-lease2/call4-gpu-vs-timm-NVIDIA_H200.json, its profile), which loading each input
+# value for nine taps from L2 rather than L1 might have explained. On the next lease (results/logs-h200-2026-11-27-
+# lease3) the blocks won 3 of the 9 layer shapes, by 1-5%, and lost by 1-11% on those of 256 channels and up: L1
+# reuse explains little of the gap.
 SPLIT_CONFIGS = [
     (64, 64, 4),
     (128, 32, 4),
