@@ -52,7 +52,7 @@
 #
 #   #7 alone (what the third 2026-11-27 lease left, results/logs-h200-2026-11-27-lease3/README.md: inference at
 #   1.79x timm compiled and batch 1 at 1.06x its best were met; the CUDA-graph fix, CudaGraphRunner keeping its
-#   model, is untimed; the training step is at 1.09x of the 1.3x target, with no new candidate for it yet):
+#   model, is untimed; the training step is at 1.09x of the 1.3x target):
 #     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=200 GPU_VS_TIMM_TIMEOUT=230
 #       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,latency_batch1,inference_compiled,profile" ... 1
 #                                                                                                      # <= 370 s
@@ -64,9 +64,14 @@
 #     sections 12-18 s (41 s for inference_compiled when no earlier section of its process had tuned the Triton
 #     kernels), latency_batch1 36 s, the GPU tests 60 s. If the GPU tests show a graph still failing, rerun
 #     the inference with --no-graphs, as that lease did, so that no fault ends the process before its sections.)
-#   A training call (`--sections hbm_bound,train_compiled,profile`, 204 s there) is worth its device time only with a
-#   new candidate: that lease's profile of a step (ms) was 8.1 Inductor BatchNorm/ReLU, 4.9 cuDNN depthwise (input
-#   gradient 2.5), 2.3 other convolutions, 0.9 GEMM; the Triton depthwise op and the taps were slower.
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
+#     (B = the lease's budget_left_s less 60, at most 300; below about 250 skip it. train_compiled now times both
+#     compiled steps also captured whole as one CUDA graph (forward, backward, fused SGD; CudaGraphRunner(training=
+#     True)): on that lease the GPU idled 1.1 of ours' 17.5 ms per step. It leaves out the Triton depthwise op and the
+#     taps, slower there (--train-dw-variants times them again). That lease's profile of a step (ms) was 8.1 Inductor
+#     BatchNorm/ReLU, 4.9 cuDNN depthwise (input gradient 2.5), 2.3 other convolutions, 0.9 GEMM: even with no idle
+#     GPU ours would be about 1.16x timm compiled, so the 1.3x target needs less of those kernels' time too.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

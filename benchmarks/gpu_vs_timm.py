@@ -68,8 +68,9 @@ ESTIMATED_S = {
     "train_eager": 60,  # [40.1]
     "latency_batch1": 55,  # [35.8] with timm and ours compiled, directly and as CUDA graphs
     "inference_compiled": 60,  # [40.6] the first section of its process to tune the Triton kernels; else 12-18 s
-    # [178.8] for timm, ours, ours with the Triton depthwise op and ours with the taps (84.9 without the taps)
-    "train_compiled": 270,
+    # [178.8] for timm, ours, ours with the Triton depthwise op (first call 16 s) and with the taps (69 s); those two
+    # are now left out unless --train-dw-variants, and both steps are also captured as CUDA graphs (untimed on a GPU)
+    "train_compiled": 220,
     "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
@@ -282,7 +283,8 @@ PROFILED_INFERENCE = (
     "ours_bf16_cl_compiled", "timm_bf16_cl_compiled", "ours_bf16_cl_triton", "ours_bf16_cl_eager", "timm_bf16_cl",
 )  # fmt: skip
 PROFILED_TRAIN = (
-    "ours_compiled", "timm_compiled", "ours_compiled_taps_dw", "ours_compiled_triton_dw", "ours_eager", "timm_eager",
+    "ours_compiled", "timm_compiled", "ours_compiled_graph", "timm_compiled_graph", "ours_compiled_taps_dw",
+    "ours_compiled_triton_dw", "ours_eager", "timm_eager",
 )  # fmt: skip
 # batch 1 (latency_batch1's names): where a replayed graph's time goes, kernel by kernel, against timm's best; and
 # the compiled models launched directly (how much of their latency is launching)
@@ -697,26 +699,33 @@ def run_sections(b: Bench, timm) -> None:
         return dw_model(MobileNetV1(resolution=res), impl)
 
     def train_pair(tag: str, kwargs: dict | None) -> dict:
-        """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``."""
+        """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``; compiled,
+        each also captured whole (forward, backward, optimizer step) as one CUDA graph."""
         xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
-        makers = {
-            f"timm_{tag}": lambda: train_step_fn(
-                timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch
-            ),
-            f"ours_{tag}": lambda: train_step_fn(seeded(), device=dev, compile_kwargs=kwargs, batch=batch),
-            f"ours_{tag}_triton_dw": (
-                lambda: train_step_fn(seeded("triton"), device=dev, compile_kwargs=kwargs, batch=batch)
-            ) if triton_ok else no_triton,
-        }  # fmt: skip
-        if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
-            makers[f"ours_{tag}_taps_dw"] = lambda: train_step_fn(
-                seeded("taps"), device=dev, compile_kwargs=kwargs, batch=batch
+
+        def timm_step():
+            return train_step_fn(timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch)
+
+        def ours_step(impl: str = "conv"):
+            return train_step_fn(seeded(impl), device=dev, compile_kwargs=kwargs, batch=batch)
+
+        makers: dict = {f"timm_{tag}": timm_step, f"ours_{tag}": ours_step}
+        if args.train_dw_variants:  # slower on the H200 leases: timed again only when asked
+            makers[f"ours_{tag}_triton_dw"] = (lambda: ours_step("triton")) if triton_ok else no_triton
+            if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
+                makers[f"ours_{tag}_taps_dw"] = lambda: ours_step("taps")
+        if kwargs is not None:  # the GPU idled 6% of ours' compiled step on the fourth H200 lease: launch costs
+            makers[f"timm_{tag}_graph"] = (
+                (lambda: CudaGraphRunner(timm_step(), xt, training=True)) if graphs else no_graph
+            )
+            makers[f"ours_{tag}_graph"] = (
+                (lambda: CudaGraphRunner(ours_step(), xt, training=True)) if graphs else no_graph
             )
         return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
 
     def train_eager():
         out = {"fused_sgd": cuda, **train_pair("eager", None)}
-        if triton_ok:  # after the timings, and its failure recorded apart: it must not cost the section
+        if triton_ok and args.train_dw_variants:  # after the timings, its failure recorded apart: it must not cost
             try:
                 out["numerics_triton_dw"] = dw_train_numerics(ours, b.images[:8], dev, "triton")
             except Exception as exc:  # noqa: BLE001 - reported in the JSON, the run goes on
@@ -808,10 +817,11 @@ def run_sections(b: Bench, timm) -> None:
 
     def train_compiled():
         out = {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
-        try:  # eager fp32, so it checks the taps' sum itself, not Inductor's reordering (tests/test_dwconv_taps.py)
-            out["numerics_taps_dw"] = dw_train_numerics(ours, b.images[:8], dev, "taps")
-        except Exception as exc:  # noqa: BLE001 - reported in the JSON, the run goes on
-            out["numerics_taps_dw"] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
+        if args.train_dw_variants:
+            try:  # eager fp32, so it checks the taps' sum itself, not Inductor's reordering (tests/test_dwconv_taps.py)
+                out["numerics_taps_dw"] = dw_train_numerics(ours, b.images[:8], dev, "taps")
+            except Exception as exc:  # noqa: BLE001 - reported in the JSON, the run goes on
+                out["numerics_taps_dw"] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
         return out
 
     def numerics_trained():
@@ -919,11 +929,19 @@ def _output_checked(report: dict, cand: str) -> bool:
 DW_NUMERICS = {"_taps_dw": ("train_compiled", "numerics_taps_dw"), "_triton_dw": ("train_eager", "numerics_triton_dw")}
 DW_GRAD_SLACK, DW_GRAD_FLOOR = 2.0, 1e-4
 FIRST_LOSS_TOL = 2e-2
+# A graphed step's first timed loss comes after its warm-up steps on the same batch (CudaGraphRunner: 3), its twin's
+# from its first step: they differ by what 3 steps learn, where a replay on wrong weights gives NaN or a loss far off
+GRAPH_LOSS_TOL = 0.1
 
 
 def _train_checked(report: dict, cand: str) -> bool:
     """False for a training path whose depthwise layers' gradient check is missing, failed or off, or whose first
-    loss is off its twin's with PyTorch's layers (see DW_NUMERICS)."""
+    loss is off its twin's with PyTorch's layers (see DW_NUMERICS); for a step replayed as a CUDA graph, False unless
+    its first loss is finite and within GRAPH_LOSS_TOL of its uncaptured twin's."""
+    if cand.endswith("_graph"):
+        timed = report.get("train_compiled", {})
+        loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix("_graph")))
+        return loss is not None and twin is not None and abs(loss - twin) <= GRAPH_LOSS_TOL * abs(twin)
     for suffix, (sec, key) in DW_NUMERICS.items():
         if cand.endswith(suffix):
             row = report.get(sec, {}).get(key, {})
@@ -967,6 +985,8 @@ def ratios(report: dict) -> dict:
         "train_eager_triton_dw": ("train_eager", "ours_eager_triton_dw", "train_eager", "timm_eager"),
         "train_compiled_triton_dw": ("train_compiled", "ours_compiled_triton_dw", "train_compiled", "timm_compiled"),
         "train_compiled_taps_dw": ("train_compiled", "ours_compiled_taps_dw", "train_compiled", "timm_compiled"),
+        # like for like: both steps compiled and replayed whole as one CUDA graph
+        "train_compiled_graph": ("train_compiled", "ours_compiled_graph", "train_compiled", "timm_compiled_graph"),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
     for key, (s1, c1, s2, c2) in pairs.items():
@@ -980,6 +1000,10 @@ def ratios(report: dict) -> dict:
     name = max(train, key=train.get) if train else None
     out["best_ours_train"] = {"path": name, "images_per_s": train[name]} if name else None
     out["best_ours_train_vs_timm_compiled"] = train[name] / timm_train if name and timm_train else None
+    # and against timm's fastest compiled step, its CUDA graph included where it replayed right (like for like)
+    timm_rates = {c: _speed(report, "train_compiled", c) for c in ("timm_compiled", "timm_compiled_graph")}
+    timm_best = max((v for c, v in timm_rates.items() if v and _train_checked(report, c)), default=None)
+    out["best_ours_train_vs_timm_best_compiled"] = train[name] / timm_best if name and timm_best else None
     # batch 1: our fastest path (eager, compiled or Triton, each direct or as a CUDA graph) against timm's fastest
     lat = report.get("latency_batch1", {})
     rates = {k: _speed(report, "latency_batch1", k) for k in lat}
@@ -1137,6 +1161,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--numerics-images", type=int, default=64)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--train-dw-variants",
+        action="store_true",
+        help="also time ours with the Triton depthwise op and the taps (both slower on the H200 leases)",
+    )
     parser.add_argument(
         "--triton-configs", type=int, default=0, help="tune the fused kernel over the first N configs (0: all)"
     )

@@ -24,7 +24,7 @@ def _module():
 @pytest.mark.slow
 def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     out = tmp_path / "smoke.json"
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(out)]
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--train-dw-variants", "--out", str(out)]
     images = DATA / "imagenet-sample"
     if images.is_dir():
         cmd += ["--images", str(images)]
@@ -57,6 +57,8 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     assert b1["timm_compiled"]["images_per_s"] > 0 and b1["ours_compiled"]["images_per_s"] > 0
     for cand in ("timm_bf16_cl_compiled_graph", "ours_bf16_cl_compiled_graph"):
         assert report["inference_compiled"][cand]["skipped"] == "CUDA graphs need CUDA"
+    for cand in ("timm_compiled_graph", "ours_compiled_graph"):  # the whole training step as one graph
+        assert report["train_compiled"][cand]["skipped"] == "CUDA graphs need CUDA"
     assert report["inference_eager"]["ours_bf16_cl_eager"]["images_per_s"] > 0
     assert report["inference_compiled"]["numerics_vs_eager_fp32"]["ours_bf16_cl_compiled"]["tolerance"] == 0.05
     numerics = report["numerics"]
@@ -139,6 +141,34 @@ def test_the_best_training_path_needs_its_depthwise_gradients_checked():
         r["train_compiled"]["ours_compiled"]["first_loss"] = 6.92
         r["train_compiled"]["ours_compiled_taps_dw"]["first_loss"] = taps_loss
         assert module.ratios(r)["best_ours_train"]["path"] == path, taps_loss
+
+
+def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins():
+    """A step replayed as a CUDA graph on weights that are not there (the H200 leases' inference graphs) would time
+    well and learn nothing: it stands for ours, or for timm's best, only with a finite first loss near its twin's."""
+    module = _module()
+
+    def report(ours_graph_loss, timm_graph_loss=6.9):
+        rows = {
+            "timm_compiled": 100.0,
+            "ours_compiled": 110.0,
+            "timm_compiled_graph": 105.0,
+            "ours_compiled_graph": 120.0,
+        }
+        section = {c: {"images_per_s": v, "first_loss": 6.92} for c, v in rows.items()}
+        section["ours_compiled_graph"]["first_loss"] = ours_graph_loss
+        section["timm_compiled_graph"]["first_loss"] = timm_graph_loss
+        return {"train_compiled": section}
+
+    ratios = module.ratios(report(6.5))  # three steps on the batch lowered the loss a little
+    assert ratios["best_ours_train"]["path"] == "ours_compiled_graph"
+    assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(1.2)
+    assert ratios["best_ours_train_vs_timm_best_compiled"] == pytest.approx(120 / 105)
+    assert ratios["train_compiled_graph"] == pytest.approx(120 / 105)
+    for wrong in (float("nan"), 9.5):
+        assert module.ratios(report(wrong))["best_ours_train"]["path"] == "ours_compiled", wrong
+    # a wrong timm graph is not timm's best: the like-for-like ratio falls back to timm compiled
+    assert module.ratios(report(6.5, float("nan")))["best_ours_train_vs_timm_best_compiled"] == pytest.approx(1.2)
 
 
 def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
