@@ -66,7 +66,7 @@
 #     the inference with --no-graphs, as that lease did, so that no fault ends the process before its sections.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300; below about 250 skip it. train_compiled now times both
+#     (B = the lease's budget_left_s less 60, at most 300; below about 260 skip it. train_compiled now times both
 #     compiled steps also captured whole as one CUDA graph (forward, backward, fused SGD; CudaGraphRunner(training=
 #     True)): on that lease the GPU idled 1.1 of ours' 17.5 ms per step. It leaves out the Triton depthwise op and the
 #     taps, slower there (--train-dw-variants times them again). That lease's profile of a step (ms) was 8.1 Inductor
