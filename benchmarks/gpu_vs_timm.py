@@ -256,6 +256,13 @@ def module_runner(m: torch.nn.Module, dtype: torch.dtype, layout):
     return run
 
 
+def compiled_ours(model: MobileNetV1, compile_kwargs: dict, device: str, **kw):
+    """``model`` through `fast_inference`'s compile backend in bf16, with the run's ``torch.compile`` options."""
+    mode, backend = compile_kwargs.get("mode"), compile_kwargs.get("backend", "inductor")
+    return fast_inference(model, backend="compile", dtype="bf16", device=device, compile_mode=mode,
+                          compile_backend=backend, **kw)  # fmt: skip
+
+
 def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int):
     """One SGD-Nesterov step (fused on CUDA) under bf16 autocast on a channels_last model; returns the loss."""
     model = model.to(device).train().to(memory_format=torch.channels_last)
@@ -485,9 +492,7 @@ def trained_numerics(args, dev: str, tolerance: dict, tf32: bool, triton_ok: boo
     images, described = load_images(args.images, trained.spec, args.numerics_images, dev)
     reference = module_runner(copy.deepcopy(trained).to(dev), torch.float32, torch.contiguous_format)
     cast = module_runner(copy.deepcopy(trained).to(dev, torch.bfloat16), torch.bfloat16, torch.contiguous_format)
-    compiled = fast_inference(trained, backend="compile", dtype="bf16", device=dev,
-                              compile_mode=compile_kwargs.get("mode"),
-                              compile_backend=compile_kwargs.get("backend", "inductor"))  # fmt: skip
+    compiled = compiled_ours(trained, compile_kwargs, dev)
     paths = {
         "ours_fp32": (fast_inference(trained, backend="eager", dtype="fp32", device=dev, channels_last=False), "fp32"),
         "ours_bf16_cl_eager": (fast_inference(trained, backend="eager", dtype="bf16", device=dev), "bf16"),
@@ -586,6 +591,10 @@ def run_sections(b: Bench, timm) -> None:
 
     def peer_copy(dtype, layout):
         return copy.deepcopy(peer).to(device=dev, dtype=dtype).to(memory_format=layout).eval()
+
+    def timm_compiled_runner():
+        """A fresh copy of timm's model in bf16 channels_last, compiled with the run's options."""
+        return module_runner(torch.compile(peer_copy(bf16, cl), **compile_kwargs), bf16, cl)
 
     def baseline():
         return module_runner(copy.deepcopy(ours).to(dev, bf16), bf16, torch.contiguous_format)
@@ -740,14 +749,10 @@ def run_sections(b: Bench, timm) -> None:
             return b.build(f"b1_{name}_compiled_model", make)
 
         def timm_compiled():
-            return compiled(
-                "timm", lambda: module_runner(torch.compile(peer_copy(bf16, cl), **compile_kwargs), bf16, cl)
-            )
+            return compiled("timm", timm_compiled_runner)
 
         def ours_compiled():
-            return compiled("ours", lambda: fast_inference(
-                ours, backend="compile", dtype="bf16", device=dev, compile_mode=compile_kwargs.get("mode"),
-                compile_backend=compile_kwargs.get("backend", "inductor")))  # fmt: skip
+            return compiled("ours", lambda: compiled_ours(ours, compile_kwargs, dev))
 
         # timm's best at batch 1 is compiled and replayed as a CUDA graph (issue 7: 0.20 ms on its H200), which the
         # first leases' figures left out: they compared ours with timm's eager graph only
@@ -779,19 +784,9 @@ def run_sections(b: Bench, timm) -> None:
 
     def inference_compiled():
         def ours_compiled(**kw):
-            return fast_inference(
-                ours,
-                backend="compile",
-                dtype="bf16",
-                device=dev,
-                compile_mode=compile_kwargs.get("mode"),
-                compile_backend=compile_kwargs.get("backend", "inductor"),
-                **kw,
-            )
+            return compiled_ours(ours, compile_kwargs, dev, **kw)
 
-        def timm_compiled():
-            return module_runner(torch.compile(peer_copy(bf16, cl), **compile_kwargs), bf16, cl)
-
+        timm_compiled = timm_compiled_runner
         # each also replayed as one CUDA graph (what mode="reduce-overhead" does), so the comparison stays like for like
         makers = {
             "timm_bf16_cl_compiled": timm_compiled,
@@ -934,13 +929,19 @@ FIRST_LOSS_TOL = 2e-2
 GRAPH_LOSS_TOL = 0.1
 
 
+def _first_losses(report: dict, cand: str, suffix: str) -> tuple[float | None, float | None]:
+    """The first timed losses of training path ``cand`` and of its twin (``cand`` without ``suffix``)."""
+    timed = report.get("train_compiled" if "_compiled" in cand else "train_eager", {})
+    loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix(suffix)))
+    return loss, twin
+
+
 def _train_checked(report: dict, cand: str) -> bool:
     """False for a training path whose depthwise layers' gradient check is missing, failed or off, or whose first
     loss is off its twin's with PyTorch's layers (see DW_NUMERICS); for a step replayed as a CUDA graph, False unless
     its first loss is finite and within GRAPH_LOSS_TOL of its uncaptured twin's."""
     if cand.endswith("_graph"):
-        timed = report.get("train_compiled", {})
-        loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix("_graph")))
+        loss, twin = _first_losses(report, cand, "_graph")
         return loss is not None and twin is not None and abs(loss - twin) <= GRAPH_LOSS_TOL * abs(twin)
     for suffix, (sec, key) in DW_NUMERICS.items():
         if cand.endswith(suffix):
@@ -949,8 +950,7 @@ def _train_checked(report: dict, cand: str) -> bool:
             if not errors:
                 return False
             impl = suffix[1:].removesuffix("_dw")
-            timed = report.get("train_compiled" if "_compiled" in cand else "train_eager", {})
-            loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix(suffix)))
+            loss, twin = _first_losses(report, cand, suffix)
             if loss is not None and twin is not None and not abs(loss - twin) <= FIRST_LOSS_TOL * abs(twin):
                 return False
             return errors[impl] <= DW_GRAD_SLACK * errors["conv"] + DW_GRAD_FLOOR

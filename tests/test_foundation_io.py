@@ -70,20 +70,6 @@ def test_publish_syncs_the_staged_file_then_renames_then_syncs_the_folder(tmp_pa
     assert final.read_bytes() == b"model" and not staged.exists()
 
 
-def test_folder_holder_names_the_live_holder_and_creates_nothing(tmp_path):
-    import os
-
-    from mobilenets.atomic import folder_holder, lock_folder
-
-    folder = tmp_path / "run"
-    assert folder_holder(folder) is None and not folder.exists()  # never held: nothing made to find that out
-    held = lock_folder(folder)
-    assert folder_holder(folder) == f"{folder} is in use by another run (pid {os.getpid()})"
-    held.close()
-    assert folder_holder(folder) is None  # the lock file stays; nobody holds it
-    assert lock_folder(folder) is not None  # and the probe did not keep it
-
-
 def test_read_real_jpeg_and_bad_files(tmp_path):
     img = read_image(data_path("imagenet-sample", "n01514859_hen.JPEG"))
     assert img.dtype == torch.uint8 and img.shape[0] == 3

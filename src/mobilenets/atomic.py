@@ -4,6 +4,8 @@ The rename is atomic because POSIX rename(2) replaces the target in one step wit
 folder); the fsyncs make the new contents and the new name durable before a caller relies on them.
 
 A reader (or a resumed run) therefore sees either the old complete file or the new complete file, never a torn one.
+An append-only log (a run's metrics.jsonl) cannot be replaced whole per row: `read_metrics` reads one whose last
+line a kill may have torn.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import json
 import os
 import re
 import socket
@@ -137,13 +140,14 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     the nearest existing folder with a temporary file, removed at once, and creates nothing else: a long run checks
     its outputs before it starts instead of failing after it. Returns ``path``."""
     path = Path(path)
-    if (blocker := file_in_the_way(path)) is not None:
-        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder", str(path))
+    nearest = next(p for p in path.parents if p.exists())  # the last parent, "." or "/", always does
+    if not nearest.is_dir():  # nothing exists under a file: the nearest existing parent is what is in the way
+        raise NotADirectoryError(errno.ENOTDIR, f"{nearest} is a file, not a folder", str(path))
     if folder and path.exists() and not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(path))
     if not folder and path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; name the file to write", str(path))
-    base = path if folder and path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    base = path if folder and path.is_dir() else nearest
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-probe-", suffix=".tmp", dir=base)
     except OSError as exc:
@@ -204,9 +208,10 @@ def lock_folder(folder: str | os.PathLike) -> IO | None:
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        busy = _in_use(folder, f)
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
         f.close()
-        raise FolderInUse(busy) from None
+        raise FolderInUse(f"{folder} is in use by another run (pid {holder})") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -214,28 +219,23 @@ def lock_folder(folder: str | os.PathLike) -> IO | None:
     return f
 
 
-def _in_use(folder: str | os.PathLike, lock_file: IO) -> str:
-    lock_file.seek(0)
-    return f"{folder} is in use by another run (pid {lock_file.read().strip() or 'unknown'})"
-
-
-def folder_holder(folder: str | os.PathLike) -> str | None:
-    """What `lock_folder` would raise for ``folder`` now (the holder's pid), or None where no run holds it; creates
-    nothing, so a run can say the folder is busy before it decides anything else about it. The probe holds a shared
-    lock for an instant: a run starting in that instant is refused as if the folder were in use (by the pid written
-    last); starting it again works."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on this project's platforms
-        return None
-    try:
-        f = open(Path(folder) / ".lock")  # noqa: SIM115 - closed below, after the probe
-    except OSError:  # no lock file (never held) or not readable: nobody to name
-        return None
-    with f:
+def read_metrics(path: str | os.PathLike, torn_last=None) -> list[tuple[str, dict]]:
+    """A run's metrics.jsonl as (line, row) pairs. A process killed while appending a row leaves its last line torn:
+    with ``torn_last`` (called with the path and line number) that line is dropped, as a resume writes that epoch's
+    row again (the epoch's checkpoint is saved after its row). Any other line that is not a row is a ValueError
+    naming the file and line: the file was edited or damaged, and guessing would lose or invent epochs."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+    rows = []
+    for k, (i, ln) in enumerate(lines):
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused only while a run holds it exclusively
-        except BlockingIOError:
-            return _in_use(folder, f)
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    return None
+            row = json.loads(ln)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not an object with an integer 'epoch'")
+        except ValueError as exc:
+            if torn_last is not None and k == len(lines) - 1:
+                torn_last(path, i)
+                break
+            raise ValueError(f"{path}: line {i} is not a metrics row ({exc}); fix or remove that line") from exc
+        rows.append((ln, row))
+    return rows

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from . import accuracy as acc
-from .atomic import not_a_file
+from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
@@ -102,9 +102,11 @@ class BenchConfig:
     cuda_backend: str = "eager"  # the cuda runtimes' `gpu.fast_inference` backend: eager | compile | triton
 
     def __post_init__(self) -> None:
-        """Sequence fields as tuples: ``models="0.25-128"`` or ``threads=1`` mean one model, one thread count."""
+        """Sequence fields as tuples: ``models="0.25-128"`` or ``threads=1`` mean one model, one thread count; a
+        model, runtime or thread count listed twice is measured once (it was measured once per mention)."""
         for name, (item, what) in SEQUENCE_FIELDS.items():
-            object.__setattr__(self, name, as_tuple(name, getattr(self, name), item, what))
+            value = as_tuple(name, getattr(self, name), item, what)
+            object.__setattr__(self, name, value if name == "accuracy_files" else tuple(dict.fromkeys(value)))
 
     def validate(self) -> BenchConfig:
         if not self.models:
@@ -533,12 +535,14 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     jobs = [(t, r, m) for t in cfg.threads for r in cfg.runtimes for m in cfg.models]
     skipped: set[str] = set()
     rows: list[dict[str, Any]] = []
-    probes: dict[int, float] = {}
+    # the machine state beside each thread count's figures (the second vCPU may be busy), probed as its jobs start:
+    # for the first 1-thread jobs the peak probe just made is that
+    probes: dict[int, float] = {1: peak} if not cfg.peak_gflops and cfg.threads[0] == 1 else {}
     bar = _progress(len(jobs), cfg.progress)
     for threads, runtime, name in jobs:
         bar.set_description(f"{runtime} x{threads} {name}")
         if runtime not in skipped:
-            if threads not in probes:  # machine state beside the figures (the second vCPU may be busy)
+            if threads not in probes:
                 probes[threads] = matmul_gflops(threads, seconds=0.3)
             try:
                 model, spec, label = build(name)
@@ -597,8 +601,6 @@ def check_outputs(out: str | os.PathLike | None = None, plots: str | os.PathLike
     measurements lost at the end of the run. ``out`` is the results file base (`results_paths`), or a folder when it
     ends in a separator; ``plots`` a folder (`lut.predict_many` checks its table the same way before measuring). Probes
     with `atomic.check_writable`, which creates nothing."""
-    from .atomic import check_writable
-
     if out is not None:
         if str(out).endswith(("/", os.sep)):
             check_writable(out, folder=True)
@@ -628,7 +630,6 @@ def write_results(
     import json
     import warnings
 
-    from .atomic import atomic_write_text, check_writable, locked
     from .formatting import render
 
     csv_path, json_path = results_paths(out)
@@ -715,11 +716,8 @@ def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchC
         for r in resolutions:
             ModelSpec(resolution=r)
         models = [f"{a:g}-{r}" for a in alphas for r in resolutions]
-    # a model, runtime or thread count listed twice is measured once (it was measured once per mention)
-    kw = {k: tuple(dict.fromkeys(v)) if k in ("runtimes", "threads") and isinstance(v, list | tuple) else v
-          for k, v in kw.items()}  # fmt: skip
     cfg = BenchConfig(**{k: v for k, v in kw.items() if v is not None})
-    return replace(cfg, models=tuple(dict.fromkeys(models))) if models else cfg
+    return replace(cfg, models=models) if models else cfg
 
 
 __all__ = [

@@ -632,8 +632,9 @@ def _add_reproduce(sub) -> Handler:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import ReproduceConfig, reproduce, verdict_words
+    from .train_config import comma_parts
 
-    experiments = tuple(e.strip() for e in args.experiments.split(",") if e.strip())
+    experiments = tuple(comma_parts(args.experiments))
     cfg = ReproduceConfig(data=args.data, out=args.out, experiments=experiments, budget=args.budget, recipe=args.recipe,
                           epochs=args.epochs, jobs=args.jobs, report_only=args.report_only,
                           time_budget=args.time_budget, seeds=args.seeds, threads=args.threads)  # fmt: skip

@@ -154,8 +154,8 @@ def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
             files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTENSIONS]
         elif p.is_file():
             files.append(p)
-        elif (what := not_a_file(p)) is not None:  # a device or a FIFO: not "missing"
-            errors.append((p, ValueError(f"{p}: {what}, expected an image file or a folder of them")))
+        elif p.exists():  # a device or a FIFO: not "missing"
+            errors.append((p, ValueError(f"{p}: is not a regular file, expected an image file or a folder of them")))
         else:
             errors.append((p, FileNotFoundError(f"{p}: no such file or folder")))
     return files, errors

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_open, atomic_write_text
+from .atomic import atomic_open, atomic_write_text, read_metrics
 from .complexity import count_complexity
 from .paper import MODEL_ROWS, TFSLIM_IMAGENET
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, grid_name, model_spec
@@ -639,12 +639,12 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise SpecError(f"budget={cfg.budget!r} trains on CUDA, which is not available here (use --budget quick "
                             "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
-    try:  # every run writes under it: an unwritable --out is one error now, not one per run
-        if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
+    if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
+        try:  # every run writes under it: an unwritable --out is one error now, not one per run
             out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReproduceError(f"out={str(out)!r} is not allowed: cannot create that folder ({exc.strerror})") from exc
-    if not cfg.report_only:
+        except OSError as exc:
+            why = f"cannot create that folder ({exc.strerror})"
+            raise ReproduceError(f"out={str(out)!r} is not allowed: {why}") from exc
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)
@@ -725,8 +725,6 @@ def _command() -> str:
 
 def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1})."""
-    from .trainer import read_metrics
-
     summaries, unfinished = {}, {}
     for run in runs:
         folder = out / "runs" / run.key
@@ -734,7 +732,7 @@ def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str
             summaries[run.key] = read_summary(folder / "summary.json")
         else:
             metrics = folder / "metrics.jsonl"
-            # a killed run's torn last line is no epoch (`trainer.read_metrics`; any other bad line is named)
+            # a killed run's torn last line is no epoch (`atomic.read_metrics`; any other bad line is named)
             rows = [row for _ln, row in read_metrics(metrics, torn_last=lambda *_: None)] if metrics.is_file() else []
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}

@@ -355,7 +355,13 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
     """``value`` as field ``name`` holds it (ints as floats, a single item as a list, paths as strings), or a
     ConfigError naming it when it is of another type."""
     base, is_list = _base_type(annotation)
-    one_string = is_list and base is str and isinstance(value, str | os.PathLike)
+    if is_list and base is str and isinstance(value, str | os.PathLike):
+        # "a, b" (YAML, Python) is two items, as on the command line (`_comma_items`); a list's items are taken as
+        # they are, so a folder whose name holds a comma can still be named
+        parts = comma_parts(os.fspath(value))
+        if not parts:
+            raise ConfigError(f"{name}={value!r} is not allowed: {name} must name at least one item")
+        return parts
     if is_list and isinstance(value, tuple):
         value = list(value)
     if is_list and isinstance(value, base | int) and not isinstance(value, bool):
@@ -367,12 +373,6 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
         want = f"a list of {_TYPE_WORDS[base]}s" if is_list else _TYPE_WORDS[base]
         raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {want}")
     convert = float if base is float else os.fspath if base is str else lambda v: v
-    if one_string:  # "a, b" (YAML, Python) is two items, as on the command line (`_comma_items`); a list's items are
-        # taken as they are, so a folder whose name holds a comma can still be named
-        parts = _comma_parts(convert(items[0]))
-        if not parts:
-            raise ConfigError(f"{name}={items[0]!r} is not allowed: {name} must name at least one item")
-        return parts
     return [convert(v) for v in items] if is_list else convert(value)
 
 
@@ -414,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=base, metavar=f.name.upper(), **kw)
 
 
-def _comma_parts(text: str) -> list[str]:
+def comma_parts(text: str) -> list[str]:
     """The items of a comma-separated list, stripped, empty ones dropped (``"a, b,"`` -> ``["a", "b"]``)."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -425,7 +425,7 @@ def _comma_items(base: type):
     used to look for one folder named "a,b"."""
 
     def items(word: str) -> list:
-        parts = _comma_parts(word)
+        parts = comma_parts(word)
         if not parts:
             raise ValueError(f"no item in {word!r}")  # argparse: "invalid <type> value"
         return [base(part) for part in parts]

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from . import kernels
 from . import weights as weights_io
-from .atomic import FolderInUse, atomic_write_text, folder_holder, lock_folder
+from .atomic import FolderInUse, atomic_write_text, lock_folder, read_metrics
 from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import (
@@ -425,28 +425,6 @@ def split_fingerprint(split) -> dict[str, Any]:
     return {"images": len(split.samples), "classes": len(split.classes), "files_sha256": digest.hexdigest()}
 
 
-def read_metrics(path: Path, torn_last=None) -> list[tuple[str, dict]]:
-    """A run's metrics.jsonl as (line, row) pairs. A process killed while appending a row leaves its last line torn:
-    with ``torn_last`` (called with the path and line number) that line is dropped, as a resume writes that epoch's
-    row again (the epoch's checkpoint is saved after its row). Any other line that is not a row is a ValueError
-    naming the file and line: the file was edited or damaged, and guessing would lose or invent epochs."""
-    lines = [(i, ln) for i, ln in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)]
-    lines = [(i, ln) for i, ln in lines if ln.strip()]
-    rows = []
-    for k, (i, ln) in enumerate(lines):
-        try:
-            row = json.loads(ln)
-            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                raise ValueError("not an object with an integer 'epoch'")
-        except ValueError as exc:
-            if torn_last is not None and k == len(lines) - 1:
-                torn_last(path, i)
-                break
-            raise ValueError(f"{path}: line {i} is not a metrics row ({exc}); fix or remove that line") from exc
-        rows.append((ln, row))
-    return rows
-
-
 def nothing_read(root: str | os.PathLike, bad: BadFiles) -> DataError:
     """The one-line error for a split of which no file could be read (``bad``: its unreadable files)."""
     first = f"; first: {bad.first[0]}" if bad.first else ""
@@ -587,12 +565,14 @@ class _Run:
         on_gpu = cfg.gpu_decode and env.device.type == "cuda"
         if cfg.gpu_decode and not on_gpu:
             self.say(f"gpu_decode: training on {env.device}, not a GPU; decoding on {threads} CPU threads")
-        train, val = (
-            load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu, **square)
-            for samples in splits
-        )
-        if len(train) == 0:  # every process decodes the whole split: all stop here together
-            raise self._nothing_read(self._bad_report(train.bad, self.train_ds))
+
+        def load(samples):
+            return load_to_device(samples, side, env.device, threads=threads, decode_on_device=on_gpu, **square)
+
+        train = load(splits[0])
+        if len(train) == 0:  # every process decodes the whole split: all stop here together, before the val split
+            raise nothing_read(self.train_split.root, self._bad_report(train.bad, self.train_ds))
+        val = load(splits[1])
         how = "reused the resident" if reuse else "decoded"
         phases = [f"{p} {train.seconds[p] + val.seconds[p]:.1f} s" for p in ("decode", "to_device") if not reuse]
         by_gpu = train.decoded_on_device + val.decoded_on_device
@@ -670,18 +650,12 @@ class _Run:
         """A fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a later
         --resume auto could pick the earlier run's; a finished run whose checkpoints were removed (its summary.json
         kept) would lose its weights, metrics and summary to the new run, with --resume auto too, which finds no
-        checkpoint: every process stops before decoding or writing anything."""
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"out={str(self.out)!r} is not allowed: it is a file (give a folder for the run)")
+        checkpoint: every process stops before decoding or writing anything. Called with the folder held (`_lock`),
+        so a live run's folder, which holds checkpoints too, has been named busy rather than as one to resume."""
         checkpoints = list_checkpoints(self.out)
         finished = not checkpoints and self.cfg.resume in (None, "auto") and (self.out / "summary.json").is_file()
         stale = bool(checkpoints) and not self.cfg.resume
-        # a live run's folder holds checkpoints too: say it is busy rather than ask for a resume of a running run
-        busy = folder_holder(self.out) if self.env.is_main and (stale or finished) else None
-        code = all_reduce_min_int(-1 if busy else 0 if stale or finished else 1, self.env)
-        if code == -1:
-            raise self._busy(busy)
-        if code == 0:
+        if all_reduce_min_int(0 if stale or finished else 1, self.env) == 0:
             if finished:
                 raise ConfigError(
                     f"out={str(self.out)!r} holds a finished run (summary.json) without checkpoints: a new run would "
@@ -692,16 +666,12 @@ class _Run:
                 "--resume auto to continue it, or give another --out (or remove that folder) to start afresh"
             )
 
-    def _busy(self, holder: str | None) -> ConfigError:
-        """The one-line error for a run folder another run holds (``holder``: `atomic.folder_holder`'s words, known
-        on the main process)."""
-        return ConfigError(f"out={str(self.out)!r} is not allowed now: {holder or 'another run holds it'} (wait for "
-                           "it to end, or give another --out)")  # fmt: skip
-
     def _lock(self) -> None:
         """Hold the run folder (`atomic.lock_folder`, on the main process) from before a resume reads a checkpoint to
         the end of the run; every process stops when another run holds it. With the folder held, temporary files a
         killed checkpoint write left behind are nobody's: they are removed."""
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"out={str(self.out)!r} is not allowed: it is a file (give a folder for the run)")
         self.held = None
         busy = unusable = ""
         if self.env.is_main:
@@ -716,7 +686,8 @@ class _Run:
             raise ConfigError(f"out={str(self.out)!r} is not allowed: the run folder cannot be made there "
                               f"({unusable or 'on the main process'})")  # fmt: skip
         if code == 0:
-            raise self._busy(busy)
+            raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait for "
+                              "it to end, or give another --out)")  # fmt: skip
         if self.env.is_main:
             for stale in (self.out / "checkpoints").glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
@@ -727,25 +698,35 @@ class _Run:
         if held is not None:
             held.close()
 
+    def _find_resume(self) -> None:
+        """The checkpoint a resume starts from (``self.found``: path and state, or None), loaded and checked against
+        this run's settings and files before anything is decoded: a damaged one, or one of another run, stops the run
+        at once."""
+        self.found = None
+        if not self.cfg.resume:
+            return
+        if self.cfg.resume == "auto":
+            self.found = find_resume(self.out)
+        else:
+            self.found = (Path(self.cfg.resume), load_checkpoint(self.cfg.resume))
+        if self.found is None:
+            self.say(f"--resume auto: no checkpoint in {self.out / 'checkpoints'}, starting from scratch")
+            return
+        path, state = self.found
+        self._check_resumed_config(path, state.get("config"))
+        self._check_resumed_data(path, state.get("data"))
+
     def _resume(self) -> None:
+        """Apply the checkpoint `_find_resume` chose to the model, optimizer and schedule."""
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.carried: dict | None = None
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_before = 0.0
         self.resumed_from = None
-        if not self.cfg.resume:
+        if self.found is None:
             return
-        found = (
-            find_resume(self.out)
-            if self.cfg.resume == "auto"
-            else (Path(self.cfg.resume), load_checkpoint(self.cfg.resume))
-        )
-        if found is None:
-            self.say(f"--resume auto: no checkpoint in {self.out / 'checkpoints'}, starting from scratch")
-            return
-        path, state = found
-        self._check_resumed_config(path, state.get("config"))
-        self._check_resumed_data(path, state.get("data"))
+        path, state = self.found
+        self.found = None  # the state's tensors are the model's and optimizer's from here on
         for note in self._resume_notes(state):
             self.say(f"note: {note}")
         unwrap(self.model).load_state_dict(state["model"])
@@ -960,9 +941,10 @@ class _Run:
         cfg, env = self.cfg, self.env
         self.t_start = self.clock()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
-        self._refuse_earlier_checkpoints()
         self._data(None)  # the split scan's checks (cheap) before the folder is held, so a bad dataset leaves none
         self._lock()  # before any decoding: a second run in a busy folder stops at once
+        self._refuse_earlier_checkpoints()
+        self._find_resume()  # a damaged or foreign checkpoint stops the run before decoding too
         self._model()
         spec = unwrap(self.model).spec
         self._loaders(spec)
@@ -1038,8 +1020,11 @@ class _Run:
             progress.close()
             self.global_step_now = self.global_step
             last_train_bad = self._bad_report(bad, self.train_ds)
+            # a bad file's item is the next readable one in the split (`data.ImageFolderDataset`), so an epoch without
+            # a single image means no file could be read: going on would save random weights as a finished run
+            # (``train_images`` is summed over the processes, so all of them stop here together)
             if stats["train_images"] == 0:
-                raise self._nothing_read(last_train_bad)
+                raise nothing_read(self.train_split.root, last_train_bad)
             if self.planner is not None and not stopped:
                 self._replan(epoch + 1, self.clock() - t_epoch, stats, stats["train_steps"] - carried_steps)
             t_eval, eval_s = self.clock(), None
@@ -1096,13 +1081,6 @@ class _Run:
             # a resume with nothing left to train, of a run stopped before it wrote its summary: score it once
             last_val, _ = self._validate(amp_dtype)
         return self._finish(spec, history, last_val, last_train_bad)
-
-    def _nothing_read(self, bad: BadFiles) -> DataError:
-        """The error for an epoch that trained on no image. A bad file's item is the next readable one in the split
-        (`data.ImageFolderDataset`), so an epoch without a single image means no file of the split could be read:
-        going on would save random weights as a finished run. ``train_images`` is the sum over every process, so
-        every process stops here together."""
-        return nothing_read(self.train_split.root, bad)
 
     def _summary_is_current(self) -> bool:
         """Whether summary.json describes the state resumed (its global step): a run lengthened after it finished

@@ -61,11 +61,12 @@ def convert(
     `ModelSpec`) makes a file of another architecture (alpha, variant, depth multiplier) an error.
     """
     src = Path(src)
-    ours = src if src.is_dir() else src.parent if src.name == WEIGHTS_FILE else None
+    is_dir = src.is_dir()
+    ours = src if is_dir else src.parent if src.name == WEIGHTS_FILE else None
     if ours is not None and (ours / CONFIG_FILE).is_file() and fmt in (None, "timm"):  # ours look like timm's
         raise WeightsError(f"{src}: already mobilenets weights (with {ours / CONFIG_FILE}); nothing to convert: use "
                            f"the folder as it is (--weights {ours}, mobilenets.load)")  # fmt: skip
-    if src.is_dir():
+    if is_dir:
         raise FileNotFoundError(f"{src}: a folder, not a weights file (.tflite, .h5, .safetensors or .pth)")
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
