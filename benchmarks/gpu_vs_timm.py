@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mobilenets import MobileNetV1, count_complexity, dwconv, kernels  # noqa: E402
 from mobilenets.atomic import atomic_write_text  # noqa: E402
 from mobilenets.gpu import REPLAY_TOLERANCE, CudaGraphRunner, fast_inference  # noqa: E402
+from mobilenets.layers import pad_input_channels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = time.perf_counter()
@@ -69,12 +70,16 @@ ESTIMATED_S = {
     "latency_batch1": 55,  # [35.8] with timm and ours compiled, directly and as CUDA graphs
     "inference_compiled": 60,  # [40.6] the first section of its process to tune the Triton kernels; else 12-18 s
     # [178.8] for timm, ours, ours with the Triton depthwise op (first call 16 s) and with the taps (69 s); those two
-    # are now left out unless --train-dw-variants, and both steps are also captured as CUDA graphs (untimed on a GPU)
-    "train_compiled": 220,
+    # are now left out unless --train-dw-variants; timm, ours and ours with the fast layers are also captured as CUDA
+    # graphs, and ours with the fast layers is compiled once more (untimed on a GPU)
+    "train_compiled": 250,
     "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
+# train_compiled with --train-tuned: timm and ours compiled again with coordinate-descent tuning, which times several
+# launch configs of each of the ~150 generated kernels of a step (a guess, untimed on a GPU)
+TUNED_EXTRA_S = 150
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
 # rounding 2^-9 per value); ~28 layers of rounded activations and weights accumulate to about 1% of the logit range,
 # so 5% flags real bugs (a wrong tap, stride or bias) without failing on bf16 rounding. fp32 paths only reorder sums.
@@ -263,6 +268,25 @@ def compiled_ours(model: MobileNetV1, compile_kwargs: dict, device: str, **kw):
                           compile_backend=backend, **kw)  # fmt: skip
 
 
+def fast_layers(model: MobileNetV1) -> MobileNetV1:
+    """``model`` (in place) with the two training-speed layers that keep PyTorch's kernels (tests/
+    test_train_speed_layers.py): depthwise layers whose stride-1 input gradient is a forward convolution
+    (``--depthwise flipped``), and the stem's input channels zero-padded to 8 (``--pad-stem``)."""
+    dwconv.use_depthwise(model, "flipped")
+    model.stem.conv = pad_input_channels(model.stem.conv)
+    return model
+
+
+def tuned_compile(compile_kwargs: dict) -> dict:
+    """``compile_kwargs`` with Inductor's coordinate-descent tuning of its generated kernels' launch configs (the
+    BatchNorm/ReLU kernels: half of ours' compiled step's GPU time on the fourth H200 lease). torch.compile takes
+    ``options`` only without ``mode``, so the default mode is dropped (it is what no mode means)."""
+    if compile_kwargs.get("mode") not in (None, "default"):
+        raise ValueError(f"--train-tuned needs the default compile mode, not {compile_kwargs['mode']!r}")
+    kept = {k: v for k, v in compile_kwargs.items() if k != "mode"}
+    return {**kept, "options": {**kept.get("options", {}), "coordinate_descent_tuning": True}}
+
+
 def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int):
     """One SGD-Nesterov step (fused on CUDA) under bf16 autocast on a channels_last model; returns the loss."""
     model = model.to(device).train().to(memory_format=torch.channels_last)
@@ -290,8 +314,9 @@ PROFILED_INFERENCE = (
     "ours_bf16_cl_compiled", "timm_bf16_cl_compiled", "ours_bf16_cl_triton", "ours_bf16_cl_eager", "timm_bf16_cl",
 )  # fmt: skip
 PROFILED_TRAIN = (
-    "ours_compiled", "timm_compiled", "ours_compiled_graph", "timm_compiled_graph", "ours_compiled_taps_dw",
-    "ours_compiled_triton_dw", "ours_eager", "timm_eager",
+    "ours_compiled", "timm_compiled", "ours_compiled_fast", "ours_compiled_fast_tuned", "timm_compiled_tuned",
+    "ours_compiled_graph", "timm_compiled_graph", "ours_compiled_taps_dw", "ours_compiled_triton_dw", "ours_eager",
+    "timm_eager",
 )  # fmt: skip
 # batch 1 (latency_batch1's names): where a replayed graph's time goes, kernel by kernel, against timm's best; and
 # the compiled models launched directly (how much of their latency is launching)
@@ -715,21 +740,34 @@ def run_sections(b: Bench, timm) -> None:
         def timm_step():
             return train_step_fn(timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch)
 
-        def ours_step(impl: str = "conv"):
-            return train_step_fn(seeded(impl), device=dev, compile_kwargs=kwargs, batch=batch)
+        def ours_step(impl: str = "conv", fast: bool = False, compiled: dict | None = kwargs):
+            model = fast_layers(seeded()) if fast else seeded(impl)
+            return train_step_fn(model, device=dev, compile_kwargs=compiled, batch=batch)
+
+        def graph_of(make):
+            return (lambda: CudaGraphRunner(make(), xt, training=True)) if graphs else no_graph
 
         makers: dict = {f"timm_{tag}": timm_step, f"ours_{tag}": ours_step}
         if args.train_dw_variants:  # slower on the H200 leases: timed again only when asked
             makers[f"ours_{tag}_triton_dw"] = (lambda: ours_step("triton")) if triton_ok else no_triton
             if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
                 makers[f"ours_{tag}_taps_dw"] = lambda: ours_step("taps")
-        if kwargs is not None:  # the GPU idled 6% of ours' compiled step on the fourth H200 lease: launch costs
-            makers[f"timm_{tag}_graph"] = (
-                (lambda: CudaGraphRunner(timm_step(), xt, training=True)) if graphs else no_graph
-            )
-            makers[f"ours_{tag}_graph"] = (
-                (lambda: CudaGraphRunner(ours_step(), xt, training=True)) if graphs else no_graph
-            )
+        if kwargs is not None:
+            makers[f"ours_{tag}_fast"] = lambda: ours_step(fast=True)
+            # the GPU idled 6% of ours' compiled step on the fourth H200 lease: launch costs
+            makers[f"timm_{tag}_graph"] = graph_of(timm_step)
+            makers[f"ours_{tag}_graph"] = graph_of(ours_step)
+            makers[f"ours_{tag}_fast_graph"] = graph_of(lambda: ours_step(fast=True))
+            if args.train_tuned:  # both sides compiled with Inductor's coordinate-descent tuning of its kernels
+                tuned = tuned_compile(kwargs)
+                makers[f"timm_{tag}_tuned"] = lambda: train_step_fn(
+                    timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=tuned, batch=batch
+                )
+                makers[f"ours_{tag}_fast_tuned"] = lambda: ours_step(fast=True, compiled=tuned)
+                makers[f"timm_{tag}_tuned_graph"] = graph_of(makers[f"timm_{tag}_tuned"])
+                makers[f"ours_{tag}_fast_tuned_graph"] = graph_of(makers[f"ours_{tag}_fast_tuned"])
+        if args.train_paths:
+            makers = {k: v for k, v in makers.items() if k in args.train_paths}
         return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
 
     def train_eager():
@@ -875,7 +913,8 @@ def run_sections(b: Bench, timm) -> None:
 
 
 def section(b: Bench, name: str, fn) -> None:
-    estimate = ESTIMATED_S[name] * (0.05 if b.args.smoke else 1.0)
+    extra = TUNED_EXTRA_S if name == "train_compiled" and b.args.train_tuned else 0
+    estimate = (ESTIMATED_S[name] + extra) * (0.05 if b.args.smoke else 1.0)
     left = b.left()
     if left < estimate:
         b.report[name] = {"skipped": "time budget", "estimated_s": estimate, "left_s": round(left, 1)}
@@ -927,6 +966,10 @@ FIRST_LOSS_TOL = 2e-2
 # A graphed step's first timed loss comes after its warm-up steps on the same batch (CudaGraphRunner: 3), its twin's
 # from its first step: they differ by what 3 steps learn, where a replay on wrong weights gives NaN or a loss far off
 GRAPH_LOSS_TOL = 0.1
+# paths that compute their twin's step (the name without the suffix) with other kernels or kernel configs: the fast
+# layers (fast_layers) and Inductor's tuned configs (--train-tuned); ours starts from its twin's weights, so its first
+# loss must be within FIRST_LOSS_TOL of the twin's; timm's models are drawn afresh, so within GRAPH_LOSS_TOL
+SAME_STEP_SUFFIXES = ("_fast", "_tuned")
 
 
 def _first_losses(report: dict, cand: str, suffix: str) -> tuple[float | None, float | None]:
@@ -942,7 +985,14 @@ def _train_checked(report: dict, cand: str) -> bool:
     its first loss is finite and within GRAPH_LOSS_TOL of its uncaptured twin's."""
     if cand.endswith("_graph"):
         loss, twin = _first_losses(report, cand, "_graph")
-        return loss is not None and twin is not None and abs(loss - twin) <= GRAPH_LOSS_TOL * abs(twin)
+        ok = loss is not None and twin is not None and abs(loss - twin) <= GRAPH_LOSS_TOL * abs(twin)
+        return ok and _train_checked(report, cand.removesuffix("_graph"))
+    for suffix in SAME_STEP_SUFFIXES:  # the same step computed otherwise, from the same weights (timm: fresh ones)
+        if cand.endswith(suffix):
+            loss, twin = _first_losses(report, cand, suffix)
+            tol = FIRST_LOSS_TOL if cand.startswith("ours") else GRAPH_LOSS_TOL
+            ok = loss is not None and twin is not None and abs(loss - twin) <= tol * abs(twin)
+            return ok and _train_checked(report, cand.removesuffix(suffix))
     for suffix, (sec, key) in DW_NUMERICS.items():
         if cand.endswith(suffix):
             row = report.get(sec, {}).get(key, {})
@@ -987,6 +1037,20 @@ def ratios(report: dict) -> dict:
         "train_compiled_taps_dw": ("train_compiled", "ours_compiled_taps_dw", "train_compiled", "timm_compiled"),
         # like for like: both steps compiled and replayed whole as one CUDA graph
         "train_compiled_graph": ("train_compiled", "ours_compiled_graph", "train_compiled", "timm_compiled_graph"),
+        "train_compiled_fast": ("train_compiled", "ours_compiled_fast", "train_compiled", "timm_compiled"),
+        "train_compiled_fast_graph": (
+            "train_compiled",
+            "ours_compiled_fast_graph",
+            "train_compiled",
+            "timm_compiled_graph",
+        ),
+        # like for like: both compiled with Inductor's coordinate-descent tuning and replayed as CUDA graphs
+        "train_compiled_tuned_graph": (
+            "train_compiled",
+            "ours_compiled_fast_tuned_graph",
+            "train_compiled",
+            "timm_compiled_tuned_graph",
+        ),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
     for key, (s1, c1, s2, c2) in pairs.items():
@@ -1000,8 +1064,11 @@ def ratios(report: dict) -> dict:
     name = max(train, key=train.get) if train else None
     out["best_ours_train"] = {"path": name, "images_per_s": train[name]} if name else None
     out["best_ours_train_vs_timm_compiled"] = train[name] / timm_train if name and timm_train else None
-    # and against timm's fastest compiled step, its CUDA graph included where it replayed right (like for like)
-    timm_rates = {c: _speed(report, "train_compiled", c) for c in ("timm_compiled", "timm_compiled_graph")}
+    # and against timm's fastest compiled step, its CUDA graph and tuned compile included where each checked out (like
+    # for like)
+    timm_rates = {
+        c: _speed(report, "train_compiled", c) for c in report.get("train_compiled", {}) if c.startswith("timm")
+    }
     timm_best = max((v for c, v in timm_rates.items() if v and _train_checked(report, c)), default=None)
     out["best_ours_train_vs_timm_best_compiled"] = train[name] / timm_best if name and timm_best else None
     # batch 1: our fastest path (eager, compiled or Triton, each direct or as a CUDA graph) against timm's fastest
@@ -1165,6 +1232,18 @@ def main() -> None:
         "--train-dw-variants",
         action="store_true",
         help="also time ours with the Triton depthwise op and the taps (both slower on the H200 leases)",
+    )
+    parser.add_argument(
+        "--train-tuned",
+        action="store_true",
+        help="also time timm and ours (fast layers) compiled with Inductor's coordinate-descent tuning, each direct "
+        "and as a CUDA graph (compiles take longer: TUNED_EXTRA_S)",
+    )
+    parser.add_argument(
+        "--train-paths",
+        type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+        help="comma-separated: time only these training paths (e.g. timm_compiled,ours_compiled_fast,"
+        "ours_compiled_fast_graph); a path's checks need its twin (the name without _graph, _tuned or _fast)",
     )
     parser.add_argument(
         "--triton-configs", type=int, default=0, help="tune the fused kernel over the first N configs (0: all)"

@@ -171,15 +171,61 @@ def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins():
     assert module.ratios(report(6.5, float("nan")))["best_ours_train_vs_timm_best_compiled"] == pytest.approx(1.2)
 
 
+def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_agrees():
+    """ours_compiled_fast_tuned_graph is checked against ours_compiled_fast_tuned, that against ours_compiled_fast,
+    that against ours_compiled: a wrong first loss anywhere on the chain drops every path built on it."""
+    module = _module()
+    rows = {
+        "timm_compiled": 100.0,
+        "timm_compiled_graph": 105.0,
+        "timm_compiled_tuned": 102.0,
+        "timm_compiled_tuned_graph": 108.0,
+        "ours_compiled": 110.0,
+        "ours_compiled_fast": 115.0,
+        "ours_compiled_fast_graph": 125.0,
+        "ours_compiled_fast_tuned": 118.0,
+        "ours_compiled_fast_tuned_graph": 130.0,
+    }
+
+    def report(**losses):
+        section = {c: {"images_per_s": v, "first_loss": losses.get(c, 6.92)} for c, v in rows.items()}
+        return {"train_compiled": section}
+
+    ratios = module.ratios(report())
+    assert ratios["best_ours_train"]["path"] == "ours_compiled_fast_tuned_graph"
+    assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(1.3)
+    assert ratios["best_ours_train_vs_timm_best_compiled"] == pytest.approx(130 / 108)
+    assert ratios["train_compiled_tuned_graph"] == pytest.approx(130 / 108)
+    assert ratios["train_compiled_fast"] == pytest.approx(1.15)
+    assert ratios["train_compiled_fast_graph"] == pytest.approx(125 / 105)
+    # ours' fast layers from the same weights: 2% off the twin's first loss is a wrong step
+    assert module.ratios(report(ours_compiled_fast=7.1))["best_ours_train"]["path"] == "ours_compiled"
+    assert module.ratios(report(ours_compiled_fast_tuned=7.1))["best_ours_train"]["path"] == "ours_compiled_fast_graph"
+    wrong_graph = report(ours_compiled_fast_tuned_graph=float("nan"))
+    assert module.ratios(wrong_graph)["best_ours_train"]["path"] == "ours_compiled_fast_graph"
+    # timm's tuned model is drawn afresh: 10% of its twin's loss; a wrong one is not timm's best
+    timm_wrong = module.ratios(report(timm_compiled_tuned=9.0))
+    assert timm_wrong["best_ours_train_vs_timm_best_compiled"] == pytest.approx(130 / 105)
+
+
+def test_tuned_compile_drops_only_the_default_mode():
+    module = _module()
+    tuned = module.tuned_compile({"mode": "default", "dynamic": False})
+    assert tuned == {"dynamic": False, "options": {"coordinate_descent_tuning": True}}
+    with pytest.raises(ValueError, match="'max-autotune'"):
+        module.tuned_compile({"mode": "max-autotune"})
+
+
 def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
     module = _module()
-    args = Namespace(time_budget=-1.0, smoke=False)
+    args = Namespace(time_budget=-1.0, smoke=False, train_tuned=True)
     bench = module.Bench(Namespace(**vars(args), device="cpu"))
     ran = []
     module.section(bench, "train_compiled", lambda: ran.append(1) or {})
     assert ran == []
     assert bench.report["train_compiled"]["skipped"] == "time budget"
-    assert bench.report["train_compiled"]["estimated_s"] == module.ESTIMATED_S["train_compiled"]
+    # --train-tuned compiles both models once more, with tuning: its estimate grows by that
+    assert bench.report["train_compiled"]["estimated_s"] == module.ESTIMATED_S["train_compiled"] + module.TUNED_EXTRA_S
     ratios = module.ratios(bench.report)
     assert ratios["train_compiled"] is None and ratios["fraction_of_hbm_bound"] is None
     assert ratios["best_ours_train_vs_timm_compiled"] is None and ratios["best_ours_train"] is None
@@ -187,7 +233,7 @@ def test_exhausted_budget_skips_a_section_and_ratios_tolerate_gaps():
 
 def test_a_failing_section_records_its_error_and_traceback():
     module = _module()
-    bench = module.Bench(Namespace(time_budget=100.0, smoke=True, device="cpu"))
+    bench = module.Bench(Namespace(time_budget=100.0, smoke=True, device="cpu", train_tuned=False))
     module.section(bench, "numerics", lambda: 1 / 0)
     assert "ZeroDivisionError" in bench.report["numerics"]["error"]
     assert "1 / 0" in bench.report["numerics"]["traceback"]

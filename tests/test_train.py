@@ -356,19 +356,22 @@ def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
     assert torch.allclose(adapter(norm(pixels, student)), norm(pixels, own), atol=1e-6)
 
 
-def test_taps_depthwise_trains_the_same_run_and_saves_ordinary_weights(tmp_path, capsys):
-    """--depthwise taps runs anywhere: the same two steps as PyTorch's convolutions (fp32: the same loss to
-    summation order), and its weights load into the plain model, which evaluates as the run did. Without --compile
-    it says that the taps are slower there."""
+def test_taps_and_flipped_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys):
+    """--depthwise taps and --depthwise flipped --pad-stem run anywhere: the same two steps as PyTorch's layers (fp32:
+    the same loss to summation order), and their weights load into the plain model (the stem's weight keeps its 3
+    input channels), which evaluates as the run did. Without --compile the taps say that they are slower there."""
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
-    runs = {impl: train(tiny_cfg(root, tmp_path / impl, depthwise=impl, max_steps=2, resolution=32, quiet=False))
-            for impl in ("conv", "taps")}  # fmt: skip
+    options = {"conv": {}, "taps": {}, "flipped": {"pad_stem": True}}
+    runs = {impl: train(tiny_cfg(root, tmp_path / impl, depthwise=impl, max_steps=2, resolution=32, quiet=False, **kw))
+            for impl, kw in options.items()}  # fmt: skip
     assert capsys.readouterr().err.count("--depthwise taps without --compile") == 1
-    assert runs["taps"]["final_val_loss"] == pytest.approx(runs["conv"]["final_val_loss"], rel=1e-4)
-    saved = read_state_dict(tmp_path / "taps" / "model" / "model.safetensors")
-    assert saved.keys() == read_state_dict(tmp_path / "conv" / "model" / "model.safetensors").keys()
-    r = evaluate_weights(tmp_path / "taps" / "model", root / "val", batch_size=8, workers=0)
-    assert r["loss"] == pytest.approx(runs["taps"]["final_val_loss"], rel=1e-4)
+    plain = read_state_dict(tmp_path / "conv" / "model" / "model.safetensors")
+    for impl in ("taps", "flipped"):
+        assert runs[impl]["final_val_loss"] == pytest.approx(runs["conv"]["final_val_loss"], rel=1e-4)
+        saved = read_state_dict(tmp_path / impl / "model" / "model.safetensors")
+        assert saved.keys() == plain.keys() and saved["stem.conv.weight"].shape == plain["stem.conv.weight"].shape
+        r = evaluate_weights(tmp_path / impl / "model", root / "val", batch_size=8, workers=0)
+        assert r["loss"] == pytest.approx(runs[impl]["final_val_loss"], rel=1e-4)
 
 
 def test_depthwise_option_reaches_the_model_it_trains(tmp_path, monkeypatch):

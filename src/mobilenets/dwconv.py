@@ -1,4 +1,4 @@
-"""Two trainable replacements for PyTorch's 3x3 depthwise convolution, swapped into a model for training speed.
+"""Three trainable replacements for PyTorch's 3x3 depthwise convolution, swapped into a model for training speed.
 
 The depthwise layers are about 3% of MobileNet's mult-adds (paper Table 2) but not of its training time: PyTorch
 runs a channels_last depthwise convolution through cuDNN or its own ``conv_depthwise2d`` kernels, whose backward
@@ -21,6 +21,10 @@ its autograd (tests/test_kernels.py, through tests/kernel_check.py).
 **taps**: the same sum written in PyTorch ops (`depthwise3x3_taps`: nine strided views of the input, each times its
 tap's weights and zero-padded to the output where it would read padding), which Inductor fuses with the
 neighbouring BatchNorm forward and backward; no custom kernel, any device (tests/test_dwconv_taps.py).
+
+**flipped**: PyTorch's convolution, but a stride-1 layer's input gradient is the forward convolution of the output
+gradient with the kernel rotated by 180 degrees (`FlippedDepthwiseConv2d`), which cuDNN runs at its forward's speed
+where its own input-gradient kernel is 2.5x slower; any device (tests/test_dwconv_flipped.py).
 
 `use_depthwise(model, impl)` swaps a model's depthwise convolutions for either (same parameter, same state_dict
 keys), or back to PyTorch's.
@@ -412,11 +416,69 @@ class TapsDepthwiseConv2dSame(TapsDepthwiseConv2d, Conv2dSame):
 
 TapsDepthwiseConv2d.SAME_CLASS = TapsDepthwiseConv2dSame
 
+
+class _RotatedInputGrad(torch.autograd.Function):
+    """A stride-1 3x3 depthwise convolution (no bias, 'same' zero padding = dilation) whose input gradient is
+    computed as a forward convolution of the output gradient with the kernel rotated by 180 degrees.
+
+    For stride 1 the adjoint of a correlation with padding ``p`` is the correlation with the rotated kernel and
+    padding ``d * (k - 1) - p``, here ``d``: the same forward kernel, whose cost is its forward's. cuDNN's own input
+    gradient kernel for channels_last depthwise layers (``dgrad2d_c1_k1_nhwc``) took 2.5x its forward's time on the
+    H200 (results/logs-h200-2026-11-27-lease3/call3-b-train.json). The weight gradient stays PyTorch's
+    (``convolution_backward`` with only that output asked for).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv2d(x, weight, None, 1, dilation, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        d, channels = ctx.dilation, weight.shape[0]
+        dx = dweight = None
+        if ctx.needs_input_grad[0]:
+            dx = F.conv2d(grad, weight.flip(-2, -1), None, 1, d, d, channels)
+        if ctx.needs_input_grad[1]:
+            dweight = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], [d, d], [d, d], False, [0, 0], channels, [False, True, False]
+            )[1]
+        return dx, dweight, None
+
+
+class FlippedDepthwiseConv2d(_SwappedDepthwiseConv2d):
+    """A 3x3 depthwise ``nn.Conv2d`` (no bias) whose stride-1 layers take their input gradient from
+    `_RotatedInputGrad` (PyTorch's forward convolution with the rotated kernel); strided layers, and a layer with a
+    folded-BN bias, are PyTorch's own. Any device; the forward and the weight gradient are PyTorch's kernels.
+
+    `FlippedDepthwiseConv2dSame` replaces a `layers.Conv2dSame` ('SAME' padding is symmetric at stride 1). Under
+    autocast the input and weight are cast to the autocast dtype, as autocast does for a conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None or self.stride[0] != 1:
+            return self.conv_forward(x)
+        weight = self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+            weight = weight.to(x.dtype)
+        return _RotatedInputGrad.apply(x, weight, self.dilation[0])
+
+
+class FlippedDepthwiseConv2dSame(FlippedDepthwiseConv2d, Conv2dSame):
+    """`FlippedDepthwiseConv2d` with TensorFlow 'SAME' padding (an instance of `layers.Conv2dSame`)."""
+
+
+FlippedDepthwiseConv2d.SAME_CLASS = FlippedDepthwiseConv2dSame
+
 # --depthwise choices: the layer each swaps in (None: PyTorch's own ``nn.Conv2d`` / `layers.Conv2dSame`)
 IMPLEMENTATIONS: dict[str, type[_SwappedDepthwiseConv2d] | None] = {
     "conv": None,
     "triton": TritonDepthwiseConv2d,
     "taps": TapsDepthwiseConv2d,
+    "flipped": FlippedDepthwiseConv2d,
 }
 
 

@@ -23,7 +23,7 @@ SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
 CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
-DEPTHWISE = ("conv", "triton", "taps")  # dwconv.IMPLEMENTATIONS
+DEPTHWISE = ("conv", "triton", "taps", "flipped")  # dwconv.IMPLEMENTATIONS
 
 
 class ConfigError(ValueError):
@@ -121,7 +121,11 @@ class TrainConfig:
     depthwise: str = _f(
         "conv",
         "depthwise convolutions as: conv (PyTorch's, cuDNN on CUDA) | triton (CUDA: Triton kernels for the forward and "
-        "both gradients) | taps (nine strided products that --compile fuses with the BatchNorm) (dwconv.py)",
+        "both gradients) | taps (nine strided products that --compile fuses with the BatchNorm) | flipped (conv, "
+        "with a stride-1 layer's input gradient as a forward conv with the rotated kernel) (dwconv.py)",
+    )
+    pad_stem: bool = _f(
+        False, "zero-pad the stem's input channels to 8, for cuDNN's tensor-core kernels (layers.ChannelPaddedConv2d)"
     )
     cudnn_benchmark: bool = _f(
         True, "CUDA: cuDNN times its algorithms on the first step of each layer shape (off under --deterministic)"
@@ -225,7 +229,7 @@ def first_differences(differ: list[str]) -> str:
 # nvjpeg) a few levels of some pixels may differ.
 RUNTIME_FIELDS = frozenset(
     ("data", "out", "cache", "cache_budget_gb", "workers", "data_on_device", "keep_data_on_device", "gpu_decode",
-     "eval_batch_size", "eval_every", "device", "channels_last", "compile", "depthwise", "cudnn_benchmark",
+     "eval_batch_size", "eval_every", "device", "channels_last", "compile", "depthwise", "pad_stem", "cudnn_benchmark",
      "threads", "deterministic", "sync_bn", "save_every", "checkpoint_every", "keep_checkpoints", "resume", "log_every",
      "quiet")
 )  # fmt: skip

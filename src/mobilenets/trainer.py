@@ -74,6 +74,7 @@ from .engine import (
 )
 from .formatting import metric
 from .labels import class_indices, resolve_labels
+from .layers import pad_input_channels
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
@@ -116,10 +117,13 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
 
 
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
-    """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`): the model a run
-    trains, and the one `budget.step_rate` times."""
+    """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`) and its stem's input
+    channels padded with ``cfg.pad_stem`` (`layers.pad_input_channels`): the model a run trains, and the one
+    `budget.step_rate` times."""
     model = model_for(cfg, classes, say)
     use_depthwise(model, cfg.depthwise)
+    if cfg.pad_stem:
+        model.stem.conv = pad_input_channels(model.stem.conv)
     if cfg.depthwise == "taps" and not cfg.compile:
         say("warning: --depthwise taps without --compile runs each depthwise layer as about 25 tensor operations "
             "(9 products, their borders, 8 sums), each a pass over memory (on a GPU, slower than --depthwise conv): "

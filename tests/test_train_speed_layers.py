@@ -1,0 +1,200 @@
+"""Two training-speed layers that keep PyTorch's kernels but call them differently, against PyTorch's convolution:
+the flipped depthwise convolution (dwconv.FlippedDepthwiseConv2d, --depthwise flipped) and the channel-padded stem
+(layers.ChannelPaddedConv2d). Forward, both gradients, the ops their backward runs, autocast and torch.compile."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mobilenets import MobileNetV1, dwconv
+from mobilenets.layers import ChannelPaddedConv2d, Conv2dSame, ConvBNAct, pad_input_channels
+
+
+def _grads(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad()
+    y = layer(x)
+    y.backward(upstream)
+    return y.detach(), x.grad, layer.weight.grad.clone()
+
+
+def _assert_same(pair_a, pair_b, rel: float) -> None:
+    for a, b in zip(pair_a, pair_b, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= rel * b.abs().max(), (a - b).abs().max()
+
+
+class _AtenLog(TorchDispatchMode):
+    """The aten ops run under it, with their arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("size", [(9, 12), (8, 7)])
+@pytest.mark.parametrize("tf_same", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_flipped_depthwise_matches_conv2d_forward_and_both_gradients(stride, dilation, size, tf_same, layout):
+    torch.manual_seed(0)
+    kind = Conv2dSame if tf_same else nn.Conv2d
+    conv = kind(6, 6, 3, stride, 0 if tf_same else dilation, dilation, groups=6, bias=False).double()
+    flipped = dwconv.FlippedDepthwiseConv2d.from_conv(copy.deepcopy(conv))
+    assert isinstance(flipped, Conv2dSame) == tf_same
+    x = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=layout)
+    upstream = torch.randn_like(conv(x))
+    # float64: the rotated kernel's sums are the same nine products in another order
+    _assert_same(_grads(flipped, x, upstream), _grads(conv, x, upstream), 1e-12)
+
+
+def test_flipped_depthwise_input_gradient_is_a_forward_conv_with_the_rotated_kernel():
+    """What the layer is for: at stride 1 its backward runs no input-gradient kernel of PyTorch's, but a forward
+    convolution of the output gradient with the weight rotated by 180 degrees; the weight gradient alone comes from
+    ``convolution_backward``. At stride 2 the layer is PyTorch's own, which computes both there."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, requires_grad=True)
+    for stride in (1, 2):
+        layer = dwconv.FlippedDepthwiseConv2d.from_conv(nn.Conv2d(4, 4, 3, stride, 1, groups=4, bias=False))
+        y = layer(x)
+        with _AtenLog() as log:
+            y.backward(torch.ones_like(y))
+        convs = [args for func, args in log.calls if func is torch.ops.aten.convolution.default]
+        backs = [args for func, args in log.calls if func is torch.ops.aten.convolution_backward.default]
+        if stride == 1:
+            assert len(convs) == 1 and torch.equal(convs[0][1], layer.weight.flip(-2, -1))
+            assert len(backs) == 1 and list(backs[0][-1]) == [False, True, False]
+        else:
+            assert not convs and len(backs) == 1 and list(backs[0][-1])[:2] == [True, True]
+
+
+def test_flipped_depthwise_computes_only_the_gradients_autograd_asks_for():
+    layer = dwconv.FlippedDepthwiseConv2d.from_conv(nn.Conv2d(4, 4, 3, 1, 1, groups=4, bias=False))
+    layer.weight.requires_grad_(False)  # frozen: no weight gradient
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    with _AtenLog() as log:
+        y.sum().backward()
+    ops = [func for func, _args in log.calls]
+    assert torch.ops.aten.convolution_backward.default not in ops and torch.ops.aten.convolution.default in ops
+    layer.weight.requires_grad_(True)
+    y = layer(torch.randn(1, 4, 5, 5))  # an input that needs no gradient (the first layer's images)
+    with _AtenLog() as log:
+        y.sum().backward()
+    ops = [func for func, _args in log.calls]
+    assert torch.ops.aten.convolution.default not in ops and torch.ops.aten.convolution_backward.default in ops
+    assert layer.weight.grad is not None
+
+
+def test_flipped_depthwise_under_bf16_autocast_computes_in_bf16_like_conv2d():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False)
+    flipped = dwconv.FlippedDepthwiseConv2d.from_conv(copy.deepcopy(conv))
+    x = torch.randn(2, 8, 7, 7)
+    upstream = torch.randn(2, 8, 7, 7, dtype=torch.bfloat16)
+    results = []
+    for layer in (conv, flipped):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = _grads(layer, x, upstream)
+        assert out[0].dtype == torch.bfloat16 and out[2].dtype == torch.float32
+        results.append(out)
+    _assert_same(results[1], results[0], 2e-2)  # bf16 sums in another order: a few bf16 ulps
+
+
+@pytest.mark.slow
+def test_flipped_depthwise_compiles_whole_and_trains_like_pytorch_convs():
+    """Under torch.compile (one graph, no break at the autograd.Function), a depthwise-separable block with the
+    flipped layer gives the eager conv block's loss and gradients."""
+    torch.manual_seed(0)
+    block = nn.Sequential(ConvBNAct(8, 8, 3, groups=8), ConvBNAct(8, 12, 1)).to(memory_format=torch.channels_last)
+    flipped = copy.deepcopy(block)
+    assert dwconv.use_depthwise(flipped, "flipped") == 1
+    x = torch.randn(2, 8, 9, 10).contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    compiled = torch.compile(flipped, fullgraph=True)
+    results = []
+    for m, run in ((block, block), (flipped, compiled)):
+        loss = run(x).square().mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
+    (l0, g0), (l1, g1) = results
+    assert abs(l0 - l1) <= 1e-5 * abs(l0)
+    for a, b in zip(g1, g0, strict=True):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+@pytest.mark.parametrize("tf_same", [False, True])
+@pytest.mark.parametrize("size", [(11, 10), (8, 9)])
+def test_channel_padded_conv_matches_conv2d_forward_and_both_gradients(tf_same, size):
+    torch.manual_seed(0)
+    kind = Conv2dSame if tf_same else nn.Conv2d
+    conv = kind(3, 8, 3, 2, 0 if tf_same else 1, bias=False).double()
+    padded = pad_input_channels(copy.deepcopy(conv))
+    assert isinstance(padded, ChannelPaddedConv2d) and isinstance(padded, Conv2dSame) == tf_same
+    x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(conv(x))
+    _assert_same(_grads(padded, x, upstream), _grads(conv, x, upstream), 1e-12)
+    with _AtenLog() as log:
+        padded(x)
+    conv_inputs = [args[0] for func, args in log.calls if func is torch.ops.aten.convolution.default]
+    assert [t.shape[1] for t in conv_inputs] == [ChannelPaddedConv2d.CHANNEL_MULTIPLE]  # the conv sees 8 channels
+
+
+def test_channel_padded_stem_keeps_the_parameter_and_the_model_output():
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True).eval()
+    swapped = copy.deepcopy(model)
+    weight = swapped.stem.conv.weight
+    swapped.stem.conv = pad_input_channels(swapped.stem.conv)
+    assert swapped.stem.conv.weight is weight and not swapped.stem.conv.training
+    assert pad_input_channels(swapped.stem.conv) is swapped.stem.conv
+    assert list(swapped.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 67, 50)
+    assert torch.allclose(swapped(x), model(x), atol=1e-5, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16), _AtenLog() as log:
+        swapped.stem.conv(x)
+    pads = [args[0] for func, args in log.calls if func is torch.ops.aten.constant_pad_nd.default]
+    assert pads[-1].dtype == torch.bfloat16  # cast before the copy is padded: half the bytes
+    with pytest.raises(ValueError, match="is not a dense nn.Conv2d"):
+        pad_input_channels(nn.Conv2d(4, 4, 3, groups=4))
+
+
+def test_channel_padded_conv_leaves_a_multiple_of_eight_alone():
+    conv = pad_input_channels(nn.Conv2d(8, 4, 1, bias=True))
+    x = torch.randn(1, 8, 3, 3)
+    with _AtenLog() as log:
+        y = conv(x)
+    assert torch.ops.aten.constant_pad_nd.default not in [func for func, _args in log.calls]
+    assert torch.allclose(y, F.conv2d(x, conv.weight, conv.bias))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_both_layers_train_like_cudnns_own_in_bf16_channels_last():
+    """What they run for: the GPU's bf16 channels_last training step. A separable block with the flipped depthwise
+    layer and a padded stem gives cuDNN's own block's loss and gradients within bf16 rounding."""
+    torch.manual_seed(0)
+    net = nn.Sequential(ConvBNAct(3, 32, 3, stride=2), ConvBNAct(32, 32, 3, groups=32), ConvBNAct(32, 64, 1))
+    net = net.cuda().to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(net)
+    assert dwconv.use_depthwise(fast, "flipped") == 1
+    fast[0].conv = pad_input_channels(fast[0].conv)
+    x = torch.randn(16, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+    results = []
+    for m in (net, fast):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(x).float().square().mean()
+        loss.backward()
+        results.append((loss.item(), [p.grad.float().clone() for p in m.parameters()]))
+    (l0, g0), (l1, g1) = results
+    assert abs(l0 - l1) <= 1e-2 * abs(l0)
+    for a, b in zip(g1, g0, strict=True):
+        assert (a - b).abs().max() <= 5e-2 * b.abs().max()
