@@ -11,11 +11,14 @@ numbers first:
     latency_batch1      batch 1: timm and ours eager, compiled (both direct and as a CUDA graph), ours Triton as a
                         CUDA graph; against timm's fastest (issue 7: compiled + CUDA graph)
     inference_compiled  torch.compile (default mode, never max-autotune), timm vs ours, batch 256
-    train_compiled      compiled training step, timm vs ours
+    train_compiled      compiled training step, timm vs ours (also with the fast layers), each also replayed whole
+                        as one CUDA graph
     profile             where the time goes: torch.profiler over a few calls of each path built above, its GPU time
                         per call by kernel category (GEMM, convolution, our Triton kernels, Inductor's, ...), its
                         costliest kernels, and its costliest (op, input shapes) pairs, i.e. layers (on CPU: self time
                         per op)
+    train_tuned         ours with the fast layers compiled with Inductor's coordinate-descent tuning, beside timm
+                        compiled (and, with --tune-timm, timm tuned)
     numerics_trained    with --numerics-weights: the numerics check on those trained weights at their resolution
                         (eager, compiled, Triton), with top-1 agreement; last, as its Triton shapes had no preflight
 
@@ -74,12 +77,15 @@ ESTIMATED_S = {
     # graphs, and ours with the fast layers is compiled once more (untimed on a GPU)
     "train_compiled": 250,
     "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
+    # ours with the fast layers compiled with coordinate-descent tuning, which times several launch configs of each
+    # of the ~150 generated kernels of a step (a guess: untimed on a GPU); the twins come from train_compiled
+    "train_tuned": 150,
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
-# train_compiled with --train-tuned: timm and ours compiled again with coordinate-descent tuning, which times several
-# launch configs of each of the ~150 generated kernels of a step (a guess, untimed on a GPU)
-TUNED_EXTRA_S = 150
+# train_tuned with --tune-timm: timm compiled with tuning too, and timm compiled as a graph (when train_compiled
+# has not built it)
+TUNED_TIMM_S = 150
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
 # rounding 2^-9 per value); ~28 layers of rounded activations and weights accumulate to about 1% of the logit range,
 # so 5% flags real bugs (a wrong tap, stride or bias) without failing on bf16 rounding. fp32 paths only reorder sums.
@@ -148,6 +154,7 @@ class Bench:
         self.device = args.device
         self.timer = Timer(args.device)
         self.built: dict[str, object] = {}
+        self.first_losses: dict[str, float] = {}  # a training path's loss on its first call, wherever it was built
         self.report: dict = {}
         self.images: torch.Tensor | None = None
 
@@ -165,7 +172,8 @@ class Bench:
     def alternate(self, makers: dict, x, *, iters: int, warmup: int) -> dict:
         """Build and warm up each candidate (a failure drops only that one), then time them in turn (A B C, A B C,
         ...). Per candidate: median/min/max ms per call and the first call's seconds (compile/tuning included); for a
-        training step, which returns its loss, the first step's loss (`first_loss`)."""
+        training step, which returns its loss, the first step's loss (`first_loss`: its very first, from the section
+        that built it, for a path an earlier section trained on)."""
         out: dict[str, dict] = {}
         ready = {}
         for name, make in makers.items():
@@ -183,7 +191,7 @@ class Bench:
                 self.timer.sync()
                 out[name] = {"first_call_s": round(first, 2)}
                 if isinstance(y, torch.Tensor) and y.dim() == 0:
-                    out[name]["first_loss"] = y.item()
+                    out[name]["first_loss"] = self.first_losses.setdefault(name, y.item())
                 ready[name] = fn
                 log(f"  warm {name}: first call {first:.1f}s")
             except Exception as exc:  # noqa: BLE001 - keep timing the others, record why this one failed
@@ -324,7 +332,7 @@ PROFILED_BATCH1 = (
     "b1_ours_triton_cudagraph", "b1_ours_compiled_cudagraph", "b1_timm_compiled_cudagraph", "b1_ours_compiled",
     "b1_timm_compiled",
 )  # fmt: skip
-PROFILE_STEPS, PROFILE_TOP = 5, 15
+PROFILE_STEPS, PROFILE_TOP = 5, 25
 OUR_KERNELS = ("_dw_kernel", "_dw_rows_kernel", "_dwpw_kernel", "_stem_kernel", "_dgrad_kernel", "_wgrad_kernel")
 # kernel (or, on CPU, op) name fragments -> category; the first match wins, so BatchNorm (cuDNN's bn_fw/bn_bw
 # kernels live in its namespace) comes before convolutions, and convolutions (whose cuDNN kernel names often say
@@ -567,6 +575,17 @@ def preflight(res: int, device: str = "cuda", triton_configs: int = 0) -> str | 
     return f"Triton preflight failed (exit status {proc.returncode}): {proc.stderr.strip()[-600:] or 'no error output'}"
 
 
+# the sections that run our Triton kernels (the training ones only with --train-dw-variants): the preflight child
+# runs first only when one of them is asked for
+TRITON_SECTIONS = frozenset(("inference_eager", "numerics", "latency_batch1", "inference_compiled", "numerics_trained"))
+
+
+def uses_triton(sections: set[str], train_dw_variants: bool) -> bool:
+    return bool(sections & TRITON_SECTIONS) or (
+        train_dw_variants and bool(sections & {"train_eager", "train_compiled"})
+    )
+
+
 def run_sections(b: Bench, timm) -> None:
     args, dev, report = b.args, b.device, b.report
     res, batch, bf16, cl = args.resolution, args.batch, torch.bfloat16, torch.channels_last
@@ -578,7 +597,10 @@ def run_sections(b: Bench, timm) -> None:
         else ("triton is not installed")
     )
     report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
-    if triton_ok and cuda:
+    wanted = set(args.sections.split(",")) if args.sections else set(SECTIONS)
+    if triton_ok and cuda and not uses_triton(wanted, args.train_dw_variants):
+        report["triton_preflight"] = "not run: no section asked for runs a Triton kernel"  # 10-34 s saved
+    elif triton_ok and cuda:
         failed = preflight(res, triton_configs=args.triton_configs)
         report["triton_preflight"] = failed or "passed"
         if failed:
@@ -732,43 +754,44 @@ def run_sections(b: Bench, timm) -> None:
         torch.manual_seed(0)
         return dw_model(MobileNetV1(resolution=res), impl)
 
-    def train_pair(tag: str, kwargs: dict | None) -> dict:
-        """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``; compiled,
-        each also captured whole (forward, backward, optimizer step) as one CUDA graph."""
-        xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
+    xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)  # every training step's batch
 
-        def timm_step():
-            return train_step_fn(timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=kwargs, batch=batch)
+    def timm_step(compiled: dict | None):
+        return lambda: train_step_fn(
+            timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=compiled, batch=batch
+        )
 
-        def ours_step(impl: str = "conv", fast: bool = False, compiled: dict | None = kwargs):
+    def ours_step(compiled: dict | None, impl: str = "conv", fast: bool = False):
+        def make():
             model = fast_layers(seeded()) if fast else seeded(impl)
             return train_step_fn(model, device=dev, compile_kwargs=compiled, batch=batch)
 
-        def graph_of(make):
-            return (lambda: CudaGraphRunner(make(), xt, training=True)) if graphs else no_graph
+        return make
 
-        makers: dict = {f"timm_{tag}": timm_step, f"ours_{tag}": ours_step}
-        if args.train_dw_variants:  # slower on the H200 leases: timed again only when asked
-            makers[f"ours_{tag}_triton_dw"] = (lambda: ours_step("triton")) if triton_ok else no_triton
-            if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
-                makers[f"ours_{tag}_taps_dw"] = lambda: ours_step("taps")
-        if kwargs is not None:
-            makers[f"ours_{tag}_fast"] = lambda: ours_step(fast=True)
-            # the GPU idled 6% of ours' compiled step on the fourth H200 lease: launch costs
-            makers[f"timm_{tag}_graph"] = graph_of(timm_step)
-            makers[f"ours_{tag}_graph"] = graph_of(ours_step)
-            makers[f"ours_{tag}_fast_graph"] = graph_of(lambda: ours_step(fast=True))
-            if args.train_tuned:  # both sides compiled with Inductor's coordinate-descent tuning of its kernels
-                tuned = tuned_compile(kwargs)
-                makers[f"timm_{tag}_tuned"] = lambda: train_step_fn(
-                    timm.create_model("mobilenetv1_100"), device=dev, compile_kwargs=tuned, batch=batch
-                )
-                makers[f"ours_{tag}_fast_tuned"] = lambda: ours_step(fast=True, compiled=tuned)
-                makers[f"timm_{tag}_tuned_graph"] = graph_of(makers[f"timm_{tag}_tuned"])
-                makers[f"ours_{tag}_fast_tuned_graph"] = graph_of(makers[f"ours_{tag}_fast_tuned"])
+    def graph_of(make):
+        """``make``'s step captured whole (forward, backward, optimizer step) as one CUDA graph."""
+        return (lambda: CudaGraphRunner(make(), xt, training=True)) if graphs else no_graph
+
+    def time_train(makers: dict) -> dict:
         if args.train_paths:
             makers = {k: v for k, v in makers.items() if k in args.train_paths}
         return b.alternate(makers, xt, iters=max(1, iters // 2), warmup=warmup)
+
+    def train_pair(tag: str, kwargs: dict | None) -> dict:
+        """timm's and our training step alternated, eager (``kwargs`` None) or compiled with ``kwargs``; compiled,
+        each also captured whole as one CUDA graph, and ours with the fast layers (`fast_layers`) too."""
+        makers: dict = {f"timm_{tag}": timm_step(kwargs), f"ours_{tag}": ours_step(kwargs)}
+        if args.train_dw_variants:  # slower on the H200 leases: timed again only when asked
+            makers[f"ours_{tag}_triton_dw"] = ours_step(kwargs, "triton") if triton_ok else no_triton
+            if kwargs is not None:  # the taps are for Inductor to fuse; eager, they are nine products per layer
+                makers[f"ours_{tag}_taps_dw"] = ours_step(kwargs, "taps")
+        if kwargs is not None:
+            makers[f"ours_{tag}_fast"] = ours_step(kwargs, fast=True)
+            # the GPU idled 6% of ours' compiled step on the fourth H200 lease: launch costs
+            makers[f"timm_{tag}_graph"] = graph_of(timm_step(kwargs))
+            makers[f"ours_{tag}_graph"] = graph_of(ours_step(kwargs))
+            makers[f"ours_{tag}_fast_graph"] = graph_of(ours_step(kwargs, fast=True))
+        return time_train(makers)
 
     def train_eager():
         out = {"fused_sgd": cuda, **train_pair("eager", None)}
@@ -848,6 +871,26 @@ def run_sections(b: Bench, timm) -> None:
             )
         return out
 
+    def train_tuned():
+        """Ours with the fast layers compiled with Inductor's coordinate-descent tuning (`tuned_compile`), direct and
+        as a CUDA graph, beside timm compiled and the twins its checks need (built by train_compiled: reused, no
+        compile); with --tune-timm timm tuned too (like for like). A section of its own, after the profile: its
+        tuning is costly and its cost unknown, and a run cut in it keeps the sections before."""
+        tuned = tuned_compile(compile_kwargs)
+        makers: dict = {
+            "timm_compiled": timm_step(compile_kwargs),
+            "ours_compiled": ours_step(compile_kwargs),
+            "ours_compiled_fast": ours_step(compile_kwargs, fast=True),
+            "ours_compiled_fast_graph": graph_of(ours_step(compile_kwargs, fast=True)),
+            "ours_compiled_fast_tuned": ours_step(tuned, fast=True),
+        }
+        makers["ours_compiled_fast_tuned_graph"] = graph_of(makers["ours_compiled_fast_tuned"])
+        if args.tune_timm:
+            makers["timm_compiled_graph"] = graph_of(timm_step(compile_kwargs))
+            makers["timm_compiled_tuned"] = timm_step(tuned)
+            makers["timm_compiled_tuned_graph"] = graph_of(makers["timm_compiled_tuned"])
+        return {"compile": tuned, **time_train(makers)}
+
     def train_compiled():
         out = {"compile": compile_kwargs, **train_pair("compiled", compile_kwargs)}
         if args.train_dw_variants:
@@ -896,9 +939,9 @@ def run_sections(b: Bench, timm) -> None:
         "inference_compiled": inference_compiled,
         "train_compiled": train_compiled,
         "profile": profile,
+        "train_tuned": train_tuned,
         "numerics_trained": numerics_trained,
     }
-    wanted = set(args.sections.split(",")) if args.sections else set(SECTIONS)
     for name in SECTIONS:
         if name not in wanted:
             report[name] = {"skipped": "not in --sections"}
@@ -913,7 +956,7 @@ def run_sections(b: Bench, timm) -> None:
 
 
 def section(b: Bench, name: str, fn) -> None:
-    extra = TUNED_EXTRA_S if name == "train_compiled" and b.args.train_tuned else 0
+    extra = TUNED_TIMM_S if name == "train_tuned" and b.args.tune_timm else 0
     estimate = (ESTIMATED_S[name] + extra) * (0.05 if b.args.smoke else 1.0)
     left = b.left()
     if left < estimate:
@@ -972,11 +1015,20 @@ GRAPH_LOSS_TOL = 0.1
 SAME_STEP_SUFFIXES = ("_fast", "_tuned")
 
 
+TRAIN_SECTIONS = ("train_compiled", "train_tuned")  # where compiled training paths are timed beside timm compiled
+
+
 def _first_losses(report: dict, cand: str, suffix: str) -> tuple[float | None, float | None]:
-    """The first timed losses of training path ``cand`` and of its twin (``cand`` without ``suffix``)."""
-    timed = report.get("train_compiled" if "_compiled" in cand else "train_eager", {})
-    loss, twin = (timed.get(c, {}).get("first_loss") for c in (cand, cand.removesuffix(suffix)))
-    return loss, twin
+    """The first losses of training path ``cand`` and of its twin (``cand`` without ``suffix``): each path's first
+    step wherever it was timed (a path built once keeps its first loss in every section that times it)."""
+    sections = TRAIN_SECTIONS if "_compiled" in cand else ("train_eager",)
+
+    def first(c):
+        return next(
+            (report[s][c]["first_loss"] for s in sections if "first_loss" in report.get(s, {}).get(c, {})), None
+        )
+
+    return first(cand), first(cand.removesuffix(suffix))
 
 
 def _train_checked(report: dict, cand: str) -> bool:
@@ -1005,6 +1057,31 @@ def _train_checked(report: dict, cand: str) -> bool:
                 return False
             return errors[impl] <= DW_GRAD_SLACK * errors["conv"] + DW_GRAD_FLOOR
     return True
+
+
+def best_training(report: dict) -> dict:
+    """The training target (issue 7): our fastest checked compiled step, whichever layers, graph or tuning, against
+    timm compiled timed in the same section (side by side), and against timm's fastest checked compiled step there
+    (its CUDA graph and tuned compile included: like for like). Each section's ratio is its own; the best is kept."""
+    best: dict = {"best_ours_train": None, "best_ours_train_vs_timm_compiled": None}
+    best["best_ours_train_vs_timm_best_compiled"] = None
+    for sec in TRAIN_SECTIONS:
+        rows = report.get(sec, {})
+        rates = {c: _speed(report, sec, c) for c in rows if isinstance(rows[c], dict)}
+        rates = {c: v for c, v in rates.items() if v and c[:4] in ("ours", "timm") and _train_checked(report, c)}
+        ours = {c: v for c, v in rates.items() if c.startswith("ours")}
+        timm_compiled = _speed(report, sec, "timm_compiled")
+        if not ours or not timm_compiled:
+            continue
+        name = max(ours, key=ours.get)
+        ratio = ours[name] / timm_compiled
+        if best["best_ours_train_vs_timm_compiled"] is None or ratio > best["best_ours_train_vs_timm_compiled"]:
+            timm_best = max(v for c, v in rates.items() if c.startswith("timm"))
+            # as for inference: the path and its rate apart, the ratio a number (scripts/update_readme.py prints them)
+            best["best_ours_train"] = {"path": name, "images_per_s": ours[name], "section": sec}
+            best["best_ours_train_vs_timm_compiled"] = ratio
+            best["best_ours_train_vs_timm_best_compiled"] = ours[name] / timm_best
+    return best
 
 
 def ratios(report: dict) -> dict:
@@ -1044,11 +1121,18 @@ def ratios(report: dict) -> dict:
             "train_compiled",
             "timm_compiled_graph",
         ),
-        # like for like: both compiled with Inductor's coordinate-descent tuning and replayed as CUDA graphs
-        "train_compiled_tuned_graph": (
-            "train_compiled",
+        # ours tuned against timm compiled as such, and (with --tune-timm) like for like: both compiled with
+        # Inductor's coordinate-descent tuning and replayed as CUDA graphs
+        "train_tuned_graph_vs_timm_compiled": (
+            "train_tuned",
             "ours_compiled_fast_tuned_graph",
-            "train_compiled",
+            "train_tuned",
+            "timm_compiled",
+        ),
+        "train_tuned_graph": (
+            "train_tuned",
+            "ours_compiled_fast_tuned_graph",
+            "train_tuned",
             "timm_compiled_tuned_graph",
         ),
     }
@@ -1056,21 +1140,7 @@ def ratios(report: dict) -> dict:
     for key, (s1, c1, s2, c2) in pairs.items():
         a, p = _speed(report, s1, c1), _speed(report, s2, c2)
         out[key] = a / p if a and p else None
-    # the training target (issue 7): our fastest compiled step, whichever depthwise layers, against timm compiled
-    train = {c: _speed(report, "train_compiled", c) for c in report.get("train_compiled", {}) if c.startswith("ours")}
-    train = {k: v for k, v in train.items() if v and _train_checked(report, k)}
-    timm_train = _speed(report, "train_compiled", "timm_compiled")
-    # as for inference: the path and its rate apart, the ratio a number (scripts/update_readme.py prints the numbers)
-    name = max(train, key=train.get) if train else None
-    out["best_ours_train"] = {"path": name, "images_per_s": train[name]} if name else None
-    out["best_ours_train_vs_timm_compiled"] = train[name] / timm_train if name and timm_train else None
-    # and against timm's fastest compiled step, its CUDA graph and tuned compile included where each checked out (like
-    # for like)
-    timm_rates = {
-        c: _speed(report, "train_compiled", c) for c in report.get("train_compiled", {}) if c.startswith("timm")
-    }
-    timm_best = max((v for c, v in timm_rates.items() if v and _train_checked(report, c)), default=None)
-    out["best_ours_train_vs_timm_best_compiled"] = train[name] / timm_best if name and timm_best else None
+    out.update(best_training(report))
     # batch 1: our fastest path (eager, compiled or Triton, each direct or as a CUDA graph) against timm's fastest
     lat = report.get("latency_batch1", {})
     rates = {k: _speed(report, "latency_batch1", k) for k in lat}
@@ -1234,10 +1304,10 @@ def main() -> None:
         help="also time ours with the Triton depthwise op and the taps (both slower on the H200 leases)",
     )
     parser.add_argument(
-        "--train-tuned",
+        "--tune-timm",
         action="store_true",
-        help="also time timm and ours (fast layers) compiled with Inductor's coordinate-descent tuning, each direct "
-        "and as a CUDA graph (compiles take longer: TUNED_EXTRA_S)",
+        help="train_tuned: also time timm compiled with Inductor's coordinate-descent tuning, direct and as a CUDA "
+        "graph, and timm compiled as a graph (like for like; its tuning costs TUNED_TIMM_S more)",
     )
     parser.add_argument(
         "--train-paths",

@@ -66,7 +66,14 @@ def _gpu_run(path: Path) -> str:
 
     d = json.loads(path.read_text())
     rows = []
-    for section in ("inference_eager", "inference_compiled", "latency_batch1", "train_eager", "train_compiled"):
+    for section in (
+        "inference_eager",
+        "inference_compiled",
+        "latency_batch1",
+        "train_eager",
+        "train_compiled",
+        "train_tuned",
+    ):
         for name, r in d.get(section, {}).items():
             if isinstance(r, dict) and "median_ms" in r:
                 batch = 1 if section == "latency_batch1" else d["batch"]
