@@ -162,32 +162,39 @@ def test_the_best_training_path_needs_its_depthwise_gradients_checked():
         assert module.ratios(r)["best_ours_train"]["path"] == path, taps_loss
 
 
-def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins():
+def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins_at_the_same_step():
     """A step replayed as a CUDA graph on weights that are not there (the H200 leases' inference graphs) would time
-    well and learn nothing: it stands for ours, or for timm's best, only with a finite first loss near its twin's."""
+    well and learn nothing: it stands for ours, or for timm's best, only with a finite first loss near its twin's
+    at the same step of training (the graph's first call is step 4: its runner's 3 warm-up steps trained first)."""
     module = _module()
+    twin_losses = [6.92, 6.61, 6.29, 5.96]  # the first call and 3 warm-up calls on one batch (lease 4: 6.92 -> 5.96)
 
-    def report(ours_graph_loss, timm_graph_loss=6.9):
+    def report(ours_graph_loss, timm_graph_loss=6.0, first_step=4):
         rows = {
             "timm_compiled": 100.0,
             "ours_compiled": 110.0,
             "timm_compiled_graph": 105.0,
             "ours_compiled_graph": 120.0,
         }
-        section = {c: {"images_per_s": v, "first_loss": 6.92} for c, v in rows.items()}
-        section["ours_compiled_graph"]["first_loss"] = ours_graph_loss
-        section["timm_compiled_graph"]["first_loss"] = timm_graph_loss
+        section = {c: {"images_per_s": v, "first_loss": 6.92, "losses": twin_losses} for c, v in rows.items()}
+        section["ours_compiled_graph"].update(first_loss=ours_graph_loss, first_step=first_step)
+        section["timm_compiled_graph"].update(first_loss=timm_graph_loss, first_step=first_step)
         return {"train_compiled": section}
 
-    ratios = module.ratios(report(6.5))  # three steps on the batch lowered the loss a little
+    ratios = module.ratios(report(5.961))
     assert ratios["best_ours_train"]["path"] == "ours_compiled_graph"
     assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(1.2)
     assert ratios["best_ours_train_vs_timm_best_compiled"] == pytest.approx(120 / 105)
     assert ratios["train_compiled_graph"] == pytest.approx(120 / 105)
-    for wrong in (float("nan"), 9.5):
-        assert module.ratios(report(wrong))["best_ours_train"]["path"] == "ours_compiled", wrong
+    # NaN; a loss far off; the untrained model's loss (the graph did not train); step 4's loss taken for step 1's
+    for wrong, step in ((float("nan"), 4), (9.5, 4), (6.92, 4), (5.961, 1)):
+        assert module.ratios(report(wrong, first_step=step))["best_ours_train"]["path"] == "ours_compiled", wrong
+    # a twin that never recorded the graph's step cannot check it
+    short = report(5.961)
+    short["train_compiled"]["ours_compiled"]["losses"] = twin_losses[:2]
+    assert module.ratios(short)["best_ours_train"]["path"] == "ours_compiled"
     # a wrong timm graph is not timm's best: the like-for-like ratio falls back to timm compiled
-    assert module.ratios(report(6.5, float("nan")))["best_ours_train_vs_timm_best_compiled"] == pytest.approx(1.2)
+    assert module.ratios(report(5.961, float("nan")))["best_ours_train_vs_timm_best_compiled"] == pytest.approx(1.2)
 
 
 def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_agrees():

@@ -388,6 +388,19 @@ def test_depthwise_option_reaches_the_model_it_trains(tmp_path, monkeypatch):
     assert swapped[1][1] == "conv"  # PyTorch's own by default
 
 
+def test_compile_tuning_reaches_torch_compile_and_needs_compile(tmp_path, monkeypatch):
+    """--compile-tuning passes Inductor's coordinate-descent tuning to torch.compile (a spy stands in: a real tuned
+    compile takes minutes), plain --compile passes no options, and the option alone is refused with its reason."""
+    root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    train(tiny_cfg(root, tmp_path / "t", compile=True, compile_tuning=True, max_steps=1, resolution=32))
+    train(tiny_cfg(root, tmp_path / "u", compile=True, max_steps=1, resolution=32))
+    assert calls == [{"options": {"coordinate_descent_tuning": True}}, {"options": None}]
+    with pytest.raises(ConfigError, match="^compile_tuning needs --compile"):
+        tiny_cfg(root, tmp_path / "v", compile_tuning=True).validate()
+
+
 # --- reliability: SIGKILL and resume ------------------------------------------------------------------------------
 
 

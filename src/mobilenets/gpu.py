@@ -176,6 +176,7 @@ class CudaGraphRunner:
         (``zero_grad(set_to_none=True)``) so that the captured backward writes them rather than adding to them; its
         optimizer must be capturable (fused SGD is; Adam needs ``capturable=True``)."""
         self.fn = fn  # the graph reads fn's weights where they lay at capture: they must live as long as it
+        self.warmup = warmup  # training: the first replay is step warmup + 1 (capture itself runs nothing)
         self.static_in = example.clone()
         mode = contextlib.nullcontext if training else torch.inference_mode
         warm = torch.cuda.Stream(priority=-1)  # the high-priority pool: never one of the runners' capture streams

@@ -639,8 +639,10 @@ class _Run:
             wrapped = nn.parallel.DistributedDataParallel(
                 wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
             )
-        if cfg.compile:
-            wrapped = torch.compile(wrapped)
+        if cfg.compile:  # options: benchmarks/gpu_vs_timm.py's tuned_compile, the H200's fastest step
+            wrapped = torch.compile(
+                wrapped, options={"coordinate_descent_tuning": True} if cfg.compile_tuning else None
+            )
         self.wrapped = wrapped
         self.teacher = None
         if cfg.teacher:
