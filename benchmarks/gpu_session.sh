@@ -50,28 +50,21 @@
 #   .xfer/weights-075-192`): gpu_vs_timm checks the fast paths' numerics on those trained weights too
 #   (NUMERICS_WEIGHTS names another folder).
 #
-#   #7 alone (what the third 2026-11-27 lease left, results/logs-h200-2026-11-27-lease3/README.md: inference at
-#   1.79x timm compiled and batch 1 at 1.06x its best were met; the CUDA-graph fix, CudaGraphRunner keeping its
-#   model, is untimed; the training step is at 1.09x of the 1.3x target):
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=200 GPU_VS_TIMM_TIMEOUT=230
-#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_eager,latency_batch1,inference_compiled,profile" ... 1
-#                                                                                                      # <= 370 s
-#     (carrying .xfer/p1: the GPU tests check that a graph outlives its caller's reference to the model and that each
-#     backend's replay matches its direct call on a model with calibrated BatchNorm (logits of order one; at
-#     initialisation they are near 1e-17); inference_compiled then times the batch-256 graphs beside timm compiled
-#     again, each checked against its twin, and latency_batch1 re-times batch 1 with graphs whose model lives. On a
-#     fresh machine the Triton preflight took 34 s (its compiles not yet cached), 10-15 s warm; the inference
-#     sections 12-18 s (41 s for inference_compiled when no earlier section of its process had tuned the Triton
-#     kernels), latency_batch1 36 s, the GPU tests 60 s. If the GPU tests show a graph still failing, rerun
-#     the inference with --no-graphs, as that lease did, so that no fault ends the process before its sections.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=B GPU_VS_TIMM_TIMEOUT=B+30 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_compiled,profile" ... 1                                                         # <= B+45 s
-#     (B = the lease's budget_left_s less 60, at most 300; below about 260 skip it. train_compiled now times both
-#     compiled steps also captured whole as one CUDA graph (forward, backward, fused SGD; CudaGraphRunner(training=
-#     True)): on that lease the GPU idled 1.1 of ours' 17.5 ms per step. It leaves out the Triton depthwise op and the
-#     taps, slower there (--train-dw-variants times them again). That lease's profile of a step (ms) was 8.1 Inductor
-#     BatchNorm/ReLU, 4.9 cuDNN depthwise (input gradient 2.5), 2.3 other convolutions, 0.9 GEMM: even with no idle
-#     GPU ours would be about 1.16x timm compiled, so the 1.3x target needs less of those kernels' time too.)
+#   #7 alone (what the fourth 2026-11-27 lease left, results/logs-h200-2026-11-27-lease4/README.md: the training
+#   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph;
+#   timm tuned untimed; two GPU tests fixed after it, not rerun; the batch-256 inference graphs untimed since the
+#   CudaGraphRunner fix):
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=530 GPU_VS_TIMM_TIMEOUT=560 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 575 s
+#     (first, on a fresh lease, carrying .xfer/p1: train_tuned compiles its own twins without train_compiled (timm's
+#     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours and timm with coordinate-descent
+#     tuning (ours: 164-192 s; timm's untimed), each also as a whole-step CUDA graph: timm tuned and graphed beside
+#     ours, like for like. Estimates 300 + 200 s.)
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=100 GPU_VS_TIMM_TIMEOUT=130
+#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_compiled" ... 1                              # <= 265 s
+#     (back to back, on what is left: every GPU test, then the batch-256 graphs beside timm compiled, each checked
+#     against its twin; the Triton preflight took 10-15 s warm, inference_compiled 41 s as the first section of its
+#     process to tune the Triton kernels.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

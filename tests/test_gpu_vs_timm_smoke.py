@@ -10,6 +10,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import DATA, REPO, load_script
 
@@ -193,8 +194,10 @@ def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins_at_the_s
     short = report(5.961)
     short["train_compiled"]["ours_compiled"]["losses"] = twin_losses[:2]
     assert module.ratios(short)["best_ours_train"]["path"] == "ours_compiled"
-    # a wrong timm graph is not timm's best: the like-for-like ratio falls back to timm compiled
-    assert module.ratios(report(5.961, float("nan")))["best_ours_train_vs_timm_best_compiled"] == pytest.approx(1.2)
+    # a wrong timm graph is not timm's best, and timm compiled is no like-for-like peer of our graph: no ratio
+    wrong_timm = module.ratios(report(5.961, float("nan")))
+    assert wrong_timm["best_ours_train_vs_timm_best_compiled"] is None
+    assert wrong_timm["best_ours_train_vs_timm_compiled"] == pytest.approx(1.2)
 
 
 def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_agrees():
@@ -249,6 +252,12 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
     # timm's tuned model is drawn afresh: 10% of its twin's loss; a wrong one is not timm's best
     timm_wrong = module.ratios(report(timm_compiled_tuned=9.0))
     assert timm_wrong["best_ours_train_vs_timm_best_compiled"] == pytest.approx(130 / 104)
+    # our graph against timm's best needs a timm graph timed beside it (checked): else no like-for-like ratio
+    for graph in ("timm_compiled_graph", "timm_compiled_tuned_graph"):
+        del tuned[graph]
+    alone = module.ratios(report())
+    assert alone["best_ours_train_vs_timm_compiled"] == pytest.approx(130 / 98)
+    assert alone["best_ours_train_vs_timm_best_compiled"] is None
 
 
 def test_tuned_compile_drops_only_the_default_mode():
@@ -545,3 +554,21 @@ def test_the_triton_preflight_runs_only_for_sections_that_run_triton_kernels():
     assert not module.uses_triton({"hbm_bound", "train_compiled", "profile", "train_tuned"}, False)
     assert module.uses_triton({"hbm_bound", "train_compiled"}, True)  # --train-dw-variants times the Triton op
     assert module.uses_triton({"latency_batch1"}, False) and module.uses_triton({"numerics_trained"}, False)
+
+
+def test_alternate_reads_each_training_loss_right_after_its_call():
+    """A CUDA-graph runner returns one static output that every replay overwrites: read after the warm-up calls, the
+    first call's loss would be the fourth's (the fourth H200 lease of 2026-11-27 compared step 7 with step 1)."""
+    module = _module()
+    bench = module.Bench(Namespace(time_budget=100.0, smoke=True, device="cpu", rounds=1, tune_timm=False))
+    static = torch.zeros(())
+
+    def step(x):
+        return static.add_(1.0)  # the same tensor each call, as CudaGraphRunner's static_out
+
+    rows = bench.alternate({"ours_graphlike": lambda: step}, torch.zeros(1), iters=1, warmup=3)
+    assert rows["ours_graphlike"]["losses"] == [1.0, 2.0, 3.0, 4.0]
+    assert rows["ours_graphlike"]["first_loss"] == 1.0
+    # built once: a later section reports the same first losses, not the model's current ones
+    again = bench.alternate({"ours_graphlike": lambda: step}, torch.zeros(1), iters=1, warmup=3)
+    assert again["ours_graphlike"]["losses"] == [1.0, 2.0, 3.0, 4.0]

@@ -178,9 +178,11 @@ def test_channel_padded_conv_leaves_a_multiple_of_eight_alone():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_cuda_both_layers_train_like_cudnns_own_in_bf16_channels_last():
+def test_on_cuda_both_layers_are_as_close_to_fp32_as_cudnns_own_in_bf16_channels_last():
     """What they run for: the GPU's bf16 channels_last training step. A separable block with the flipped depthwise
-    layer and a padded stem gives cuDNN's own block's loss and gradients within bf16 rounding."""
+    layer and a padded stem is, gradient by gradient, no further from the fp32 step than cuDNN's own block in bf16
+    (twice its error, plus 1% of the gradient's size): a wrong tap or channel is off by the gradient itself. Compared
+    with each other instead, the two bf16 blocks missed by 25% on a BatchNorm's near-zero gradients (H200 lease)."""
     torch.manual_seed(0)
     net = nn.Sequential(ConvBNAct(3, 32, 3, stride=2), ConvBNAct(32, 32, 3, groups=32), ConvBNAct(32, 64, 1))
     net = net.cuda().to(memory_format=torch.channels_last)
@@ -188,13 +190,21 @@ def test_on_cuda_both_layers_train_like_cudnns_own_in_bf16_channels_last():
     assert dwconv.use_depthwise(fast, "flipped") == 1
     fast[0].conv = pad_input_channels(fast[0].conv)
     x = torch.randn(16, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
-    results = []
-    for m in (net, fast):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = m(x).float().square().mean()
+    project = torch.randn(16, 64, 32, 32, device="cuda")  # a loss whose gradient does not cancel out
+
+    def grads(m, bf16: bool):
+        m.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = (m(x).float() * project).mean()
         loss.backward()
-        results.append((loss.item(), [p.grad.float().clone() for p in m.parameters()]))
-    (l0, g0), (l1, g1) = results
-    assert abs(l0 - l1) <= 1e-2 * abs(l0)
-    for a, b in zip(g1, g0, strict=True):
-        assert (a - b).abs().max() <= 5e-2 * b.abs().max()
+        return [p.grad.float().clone() for p in m.parameters()]
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        reference = grads(copy.deepcopy(net), bf16=False)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    for ref, theirs, ours in zip(reference, grads(net, True), grads(fast, True), strict=True):
+        err_theirs, err_ours = ((g - ref).abs().max().item() for g in (theirs, ours))
+        assert err_ours <= 2 * err_theirs + 1e-2 * ref.abs().max().item(), (err_ours, err_theirs)

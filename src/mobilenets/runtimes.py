@@ -163,13 +163,13 @@ def torch_runner(
 
 def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True, backend: str = "eager") -> Runner:
     """The CUDA fast path (`gpu.fast_inference`): BN folded, channels_last, ``dtype``, one of its backends. On the
-    fourth H200 lease (results/gpu-vs-timm-NVIDIA_H200.json, 1.0-224, bf16), as CUDA graphs at batch 1, ``compile``
-    took 0.143 ms, ``eager`` 0.218 and the Triton kernels 0.251; at batch 256 the Triton kernels ran at 105.4k img/s,
-    against 65.4k compiled and 34.5k eager. ``eager``, the default, needs no compile: ``compile`` costs an Inductor
-    compile (seconds to tens of seconds) per model and batch size (it runs in Inductor's default mode, shapes
-    static). With ``graphs`` each input shape is
-    captured once in a CUDA graph (`gpu.CudaGraphRunner`) and replayed per call; a shape whose capture fails, or
-    whose replay differs from the direct call (checked once at capture), runs launch by launch, noted in
+    fourth H200 lease (results/gpu-vs-timm-NVIDIA_H200-2026-11-27c.json, 1.0-224, bf16), as CUDA graphs at batch 1,
+    ``compile`` took 0.143 ms, ``eager`` 0.218 and the Triton kernels 0.251; at batch 256 the Triton kernels ran at
+    105.4k img/s, against 65.4k compiled and 34.5k eager. ``eager``, the default, needs no compile: ``compile`` costs
+    an Inductor compile (seconds to tens of seconds) per model and batch size (it runs in Inductor's default mode,
+    shapes static). With ``graphs`` each input shape is captured once in a CUDA graph (`gpu.CudaGraphRunner`) and
+    replayed per call; a shape whose capture fails, or whose replay differs from the direct call (checked once at
+    capture), runs launch by launch, noted in
     ``info["cuda_graph_failed"]``.
 
     Calling the runner copies the numpy batch to the GPU and the logits back (what a caller holding host images pays);
