@@ -54,12 +54,13 @@
 #   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph;
 #   timm tuned untimed; two GPU tests fixed after it, not rerun; the batch-256 inference graphs untimed since the
 #   CudaGraphRunner fix):
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=530 GPU_VS_TIMM_TIMEOUT=560 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 575 s
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=545 GPU_VS_TIMM_TIMEOUT=565 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 580 s
 #     (first, on a fresh lease, carrying .xfer/p1: train_tuned compiles its own twins without train_compiled (timm's
 #     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours and timm with coordinate-descent
 #     tuning (ours: 164-192 s; timm's untimed), each also as a whole-step CUDA graph: timm tuned and graphed beside
-#     ours, like for like. Estimates 300 + 200 s.)
+#     ours, like for like; and ours with Inductor's CUDA graphs, what `mobilenets train --compile-cudagraphs` runs.
+#     Estimates 340 + 200 s; if the budget is short, drop --tune-timm.)
 #     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=100 GPU_VS_TIMM_TIMEOUT=130
 #       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_compiled" ... 1                              # <= 265 s
 #     (back to back, on what is left: every GPU test, then the batch-256 graphs beside timm compiled, each checked

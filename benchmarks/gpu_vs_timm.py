@@ -17,8 +17,9 @@ numbers first:
                         per call by kernel category (GEMM, convolution, our Triton kernels, Inductor's, ...), its
                         costliest kernels, and its costliest (op, input shapes) pairs, i.e. layers (on CPU: self time
                         per op)
-    train_tuned         ours with the fast layers compiled with Inductor's coordinate-descent tuning, beside timm
-                        compiled (and, with --tune-timm, timm tuned)
+    train_tuned         ours with the fast layers compiled with Inductor's coordinate-descent tuning (also replayed
+                        whole as one CUDA graph, and with Inductor's own CUDA graphs), beside timm compiled (and,
+                        with --tune-timm, timm tuned)
     numerics_trained    with --numerics-weights: the numerics check on those trained weights at their resolution
                         (eager, compiled, Triton), with top-1 agreement; last, as its Triton shapes had no preflight
 
@@ -78,8 +79,9 @@ ESTIMATED_S = {
     "profile": 15,  # [0.9] ~16 paths x (1 warm + PROFILE_STEPS profiled calls, shapes recorded)
     # [198.2] ours with the fast layers compiled with coordinate-descent tuning (its first call 164-192 s: it times
     # launch configs of each generated kernel of a step), with timm and the twins built by train_compiled; run
-    # without it, the section compiles them itself (about 110 s more)
-    "train_tuned": 300,
+    # without it, the section compiles them itself (about 110 s more); and once more with Inductor's CUDA graphs
+    # (its kernels' tuning cached: a guess of 40 s, untimed on a GPU)
+    "train_tuned": 340,
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
@@ -292,14 +294,19 @@ def fast_layers(model: MobileNetV1) -> MobileNetV1:
     return model
 
 
-def tuned_compile(compile_kwargs: dict) -> dict:
+def tuned_compile(compile_kwargs: dict, cudagraphs: bool = False) -> dict:
     """``compile_kwargs`` with Inductor's coordinate-descent tuning of its generated kernels' launch configs (the
-    BatchNorm/ReLU kernels: half of ours' compiled step's GPU time on the fourth H200 lease). torch.compile takes
+    BatchNorm/ReLU kernels: half of ours' compiled step's GPU time on the third H200 lease of 2026-11-27), and with
+    ``cudagraphs`` its own CUDA graphs of the forward and backward passes (mode reduce-overhead): the options of
+    ``mobilenets train --compile-tuning [--compile-cudagraphs]`` (trainer.compile_options). torch.compile takes
     ``options`` only without ``mode``, so the default mode is dropped (it is what no mode means)."""
     if compile_kwargs.get("mode") not in (None, "default"):
-        raise ValueError(f"--train-tuned needs the default compile mode, not {compile_kwargs['mode']!r}")
+        raise ValueError(f"train_tuned needs the default compile mode, not {compile_kwargs['mode']!r}")
     kept = {k: v for k, v in compile_kwargs.items() if k != "mode"}
-    return {**kept, "options": {**kept.get("options", {}), "coordinate_descent_tuning": True}}
+    options = {**kept.get("options", {}), "coordinate_descent_tuning": True}
+    if cudagraphs:
+        options["triton.cudagraphs"] = True
+    return {**kept, "options": options}
 
 
 def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int):
@@ -894,6 +901,9 @@ def run_sections(b: Bench, timm) -> None:
             "ours_compiled_fast_tuned": ours_step(tuned, fast=True),
         }
         makers["ours_compiled_fast_tuned_graph"] = graph_of(makers["ours_compiled_fast_tuned"])
+        # what `mobilenets train --compile-tuning --compile-cudagraphs` runs: Inductor's own graphs of the forward and
+        # backward passes (the kernels' tuning cached by the path above), the optimizer step launched apart
+        makers["ours_compiled_fast_tuned_cudagraphs"] = ours_step(tuned_compile(compile_kwargs, True), fast=True)
         if args.tune_timm:
             makers["timm_compiled_tuned"] = timm_step(tuned)
             makers["timm_compiled_tuned_graph"] = graph_of(makers["timm_compiled_tuned"])
@@ -1021,10 +1031,11 @@ FIRST_LOSS_TOL = 2e-2
 # graphed steps read the first call's loss after the warm-up calls, step 7's, and compared it with the twin's step 1,
 # 14% higher: every graph failed, right ones included; results/logs-h200-2026-11-27-lease4/README.md.)
 GRAPH_LOSS_TOL = 0.1
-# paths that compute their twin's step (the name without the suffix) with other kernels or kernel configs: the fast
-# layers (fast_layers) and Inductor's tuned configs (--train-tuned); ours starts from its twin's weights, so its first
-# loss must be within FIRST_LOSS_TOL of the twin's; timm's models are drawn afresh, so within GRAPH_LOSS_TOL
-SAME_STEP_SUFFIXES = ("_fast", "_tuned")
+# paths that compute their twin's step (the name without the suffix) with other kernels, kernel configs or launches:
+# the fast layers (fast_layers), Inductor's tuned configs and its CUDA graphs (train_tuned); ours starts from its
+# twin's weights, so its first loss must be within FIRST_LOSS_TOL of the twin's; timm's models are drawn afresh, so
+# within GRAPH_LOSS_TOL
+SAME_STEP_SUFFIXES = ("_fast", "_tuned", "_cudagraphs")
 
 
 TRAIN_SECTIONS = ("train_compiled", "train_tuned")  # where compiled training paths are timed beside timm compiled

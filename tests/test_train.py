@@ -24,7 +24,14 @@ from mobilenets import MobileNetV1, kernels, load, save
 from mobilenets import trainer as trainer_module
 from mobilenets.cli import main
 from mobilenets.data import DataError, ImageFolderDataset, scan_dataset, scan_split
-from mobilenets.engine import CheckpointWriter, find_resume, host_copy, load_checkpoint, save_checkpoint
+from mobilenets.engine import (
+    CheckpointWriter,
+    DistEnv,
+    find_resume,
+    host_copy,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, lr_factor, param_groups
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
@@ -151,7 +158,7 @@ def test_eval_cli_reproduces_final_accuracy(trained, capsys):
 def test_evaluate_counts_top5_and_gives_none_for_five_classes_or_fewer():
     """Fixed logits rank the label 1st, 3rd, 6th and 2nd of 7: top-1 1/4, top-5 3/4. With 5 classes every label is
     in the top 5, so there is no top-5 to report (it would always be 1.0)."""
-    from mobilenets.engine import DistEnv, evaluate
+    from mobilenets.engine import evaluate
 
     logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 3]] * 4)
     labels = torch.tensor([0, 2, 5, 1])
@@ -388,17 +395,30 @@ def test_depthwise_option_reaches_the_model_it_trains(tmp_path, monkeypatch):
     assert swapped[1][1] == "conv"  # PyTorch's own by default
 
 
-def test_compile_tuning_reaches_torch_compile_and_needs_compile(tmp_path, monkeypatch):
-    """--compile-tuning passes Inductor's coordinate-descent tuning to torch.compile (a spy stands in: a real tuned
-    compile takes minutes), plain --compile passes no options, and the option alone is refused with its reason."""
+def test_compile_options_reach_torch_compile_and_need_compile(tmp_path, monkeypatch):
+    """--compile-tuning and --compile-cudagraphs pass Inductor's options to torch.compile (a spy stands in: a real
+    tuned compile takes minutes), plain --compile passes none, and either option alone is refused with its reason."""
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     calls = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
-    train(tiny_cfg(root, tmp_path / "t", compile=True, compile_tuning=True, max_steps=1, resolution=32))
-    train(tiny_cfg(root, tmp_path / "u", compile=True, max_steps=1, resolution=32))
-    assert calls == [{"options": {"coordinate_descent_tuning": True}}, {"options": None}]
-    with pytest.raises(ConfigError, match="^compile_tuning needs --compile"):
-        tiny_cfg(root, tmp_path / "v", compile_tuning=True).validate()
+    runs = {"t": {"compile_tuning": True}, "g": {"compile_cudagraphs": True}, "u": {}}
+    for name, kw in runs.items():
+        train(tiny_cfg(root, tmp_path / name, compile=True, max_steps=1, resolution=32, **kw))
+    assert calls == [
+        {"options": {"coordinate_descent_tuning": True}},
+        {"options": {"triton.cudagraphs": True}},
+        {"options": None},
+    ]
+    for name in ("compile_tuning", "compile_cudagraphs"):
+        with pytest.raises(ConfigError, match=f"^{name} needs --compile"):
+            tiny_cfg(root, tmp_path / "v", **{name: True}).validate()
+
+
+def test_compile_cudagraphs_is_refused_with_several_processes(tmp_path):
+    cfg = tiny_cfg(tmp_path, tmp_path / "o", compile=True, compile_cudagraphs=True)
+    with pytest.raises(ConfigError, match="^compile_cudagraphs is not allowed with several processes"):
+        trainer_module._Run(cfg, DistEnv(world_size=2))._settings()
+    trainer_module._Run(cfg, DistEnv())._settings()  # one process: allowed
 
 
 # --- reliability: SIGKILL and resume ------------------------------------------------------------------------------

@@ -116,6 +116,18 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
+def compile_options(cfg: TrainConfig) -> dict | None:
+    """Inductor's options for ``--compile-tuning`` and ``--compile-cudagraphs`` (None: its defaults). As options, not
+    ``mode``, since torch.compile takes one or the other: reduce-overhead is ``triton.cudagraphs``. The tuning gave
+    the H200's fastest step (benchmarks/gpu_vs_timm.py's tuned_compile)."""
+    options = {}
+    if cfg.compile_tuning:
+        options["coordinate_descent_tuning"] = True
+    if cfg.compile_cudagraphs:
+        options["triton.cudagraphs"] = True
+    return options or None
+
+
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
     """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`) and its stem's input
     channels padded with ``cfg.pad_stem`` (`layers.pad_input_channels`): the model a run trains, and the one
@@ -465,6 +477,9 @@ class _Run:
             raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
         if cfg.amp == "fp16" and self.env.device.type != "cuda":
             raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
+        if cfg.compile_cudagraphs and self.env.distributed:
+            raise ConfigError("compile_cudagraphs is not allowed with several processes: Inductor's CUDA graphs are "
+                              "untried under DistributedDataParallel here; drop --compile-cudagraphs")  # fmt: skip
         if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
             raise ConfigError(
                 f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
@@ -639,10 +654,8 @@ class _Run:
             wrapped = nn.parallel.DistributedDataParallel(
                 wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
             )
-        if cfg.compile:  # options: benchmarks/gpu_vs_timm.py's tuned_compile, the H200's fastest step
-            wrapped = torch.compile(
-                wrapped, options={"coordinate_descent_tuning": True} if cfg.compile_tuning else None
-            )
+        if cfg.compile:
+            wrapped = torch.compile(wrapped, options=compile_options(cfg))
         self.wrapped = wrapped
         self.teacher = None
         if cfg.teacher:
