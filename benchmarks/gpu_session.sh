@@ -54,18 +54,19 @@
 #   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph;
 #   timm tuned untimed; two GPU tests fixed after it, not rerun; the batch-256 inference graphs untimed since the
 #   CudaGraphRunner fix):
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=545 GPU_VS_TIMM_TIMEOUT=565 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 580 s
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=560 GPU_VS_TIMM_TIMEOUT=575 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 595 s
 #     (first, on a fresh lease, carrying .xfer/p1: train_tuned compiles its own twins without train_compiled (timm's
 #     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours and timm with coordinate-descent
 #     tuning (ours: 164-192 s; timm's untimed), each also as a whole-step CUDA graph: timm tuned and graphed beside
 #     ours, like for like; and ours with Inductor's CUDA graphs, what `mobilenets train --compile-cudagraphs` runs.
-#     Estimates 340 + 200 s; if the budget is short, drop --tune-timm.)
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=100 GPU_VS_TIMM_TIMEOUT=130
-#       GPU_VS_TIMM_ARGS="--sections hbm_bound,inference_compiled" ... 1                              # <= 265 s
-#     (back to back, on what is left: every GPU test, then the batch-256 graphs beside timm compiled, each checked
-#     against its twin; the Triton preflight took 10-15 s warm, inference_compiled 41 s as the first section of its
-#     process to tune the Triton kernels.)
+#     Its estimates, 350 + 190 s, start it with up to 20 s spent before it (the HBM probe took 7-11 s; no Triton
+#     preflight: no section here runs our Triton kernels). Without --tune-timm it needs 350 s.)
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1          # <= 135 s
+#     (back to back, on what is left: every GPU test, two of them fixed after the fourth lease. A machine start took
+#     about 35 s there, so the two calls need about 810 s of the 900. The batch-256 inference graphs, untimed since
+#     the CudaGraphRunner fix, wait for another lease: --sections hbm_bound,inference_compiled, about 100 s with a
+#     cold Triton preflight of 34 s.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

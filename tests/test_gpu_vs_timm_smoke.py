@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilenets.gpu import CudaGraphRunner
 from tests.conftest import DATA, REPO, load_script
 
 SCRIPT = REPO / "benchmarks" / "gpu_vs_timm.py"
@@ -117,23 +118,30 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
     # gave other labels, 4% apart)
     first = {c: report["train_compiled"][c]["first_loss"] for c in ("ours_compiled", "ours_compiled_taps_dw")}
     assert first["ours_compiled_taps_dw"] == pytest.approx(first["ours_compiled"], rel=module.FIRST_LOSS_TOL), first
-    # the best training ratio: per section, ours' fastest over timm compiled timed in that section
-    per_section = {}
+    # every training path records its first GRAPH_WARMUP + 1 steps' losses; on CPU the compile backend is 'eager',
+    # so ours with the fast layers compiled with tuning computes its twin's steps with the same ops (the first two
+    # compared: at batch 2 and lr 0.1 the later steps are chaotic, and 4 steps turn bf16 rounding, which oneDNN's
+    # threads may order differently, into 15% of the loss; at batch 256 on the H200 twins agreed to 0.01%).
+    fastest = []
     for sec in ("train_compiled", "train_tuned"):
-        rows = report[sec].items()
-        tried = {c: r["images_per_s"] for c, r in rows if c.startswith("ours") and "images_per_s" in r}
-        best = max(tried, key=tried.get)
-        per_section[sec] = (tried[best] / report[sec]["timm_compiled"]["images_per_s"], best, tried[best])
-    ratio, path, rate = max(per_section.values())
-    sec = next(s for s, v in per_section.items() if v[0] == ratio)
-    assert ratios["best_ours_train"] == {"path": path, "images_per_s": rate, "section": sec}
-    assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(ratio)
-    # the tuned path's first loss is its own, the twins' their first steps' (built in train_compiled, reused)
+        rows = {c: r for c, r in report[sec].items() if isinstance(r, dict) and "images_per_s" in r}
+        assert all(len(r["losses"]) == module.GRAPH_WARMUP + 1 for r in rows.values()), sec
+        checked = {
+            c: r["images_per_s"] for c, r in rows.items() if c[:4] == "ours" and module._train_checked(report, c, sec)
+        }
+        best = max(checked, key=checked.get)
+        fastest.append((checked[best], sec, best))
     tuned = report["train_tuned"]
-    assert tuned["ours_compiled"]["first_loss"] == report["train_compiled"]["ours_compiled"]["first_loss"]
-    assert tuned["ours_compiled_fast_tuned"]["first_loss"] == pytest.approx(
-        tuned["ours_compiled_fast"]["first_loss"], rel=module.FIRST_LOSS_TOL
+    assert tuned["ours_compiled_fast_tuned"]["losses"][:2] == pytest.approx(
+        tuned["ours_compiled_fast"]["losses"][:2], rel=1e-2
     )
+    # the best training ratio: ours' fastest checked path, against timm compiled timed in its section
+    rate, sec, path = max(fastest)
+    assert ratios["best_ours_train"] == {"path": path, "images_per_s": rate, "section": sec}
+    timm_rate = report[sec]["timm_compiled"]["images_per_s"]
+    assert ratios["best_ours_train_vs_timm_compiled"] == pytest.approx(rate / timm_rate)
+    # a path built in train_compiled and reused keeps its first steps' losses there
+    assert tuned["ours_compiled"]["losses"] == report["train_compiled"]["ours_compiled"]["losses"]
 
 
 def test_the_best_training_path_needs_its_depthwise_gradients_checked():
@@ -165,21 +173,20 @@ def test_the_best_training_path_needs_its_depthwise_gradients_checked():
 
 def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins_at_the_same_step():
     """A step replayed as a CUDA graph on weights that are not there (the H200 leases' inference graphs) would time
-    well and learn nothing: it stands for ours, or for timm's best, only with a finite first loss near its twin's
-    at the same step of training (the graph's first call is step 4: its runner's 3 warm-up steps trained first)."""
+    well and learn nothing: it stands for ours, or for timm's best, only with a finite loss near its twin's at the
+    same step of training (the graph's first call is step 4: its runner's 3 warm-up steps trained first)."""
     module = _module()
     twin_losses = [6.92, 6.61, 6.29, 5.96]  # the first call and 3 warm-up calls on one batch (lease 4: 6.92 -> 5.96)
 
+    def graph_row(rate, first_loss, first_step):
+        return {"images_per_s": rate, "first_loss": first_loss, "first_step": first_step,
+                "losses": [first_loss, first_loss - 0.15, first_loss - 0.3, first_loss - 0.45]}  # fmt: skip
+
     def report(ours_graph_loss, timm_graph_loss=6.0, first_step=4):
-        rows = {
-            "timm_compiled": 100.0,
-            "ours_compiled": 110.0,
-            "timm_compiled_graph": 105.0,
-            "ours_compiled_graph": 120.0,
-        }
+        rows = {"timm_compiled": 100.0, "ours_compiled": 110.0}
         section = {c: {"images_per_s": v, "first_loss": 6.92, "losses": twin_losses} for c, v in rows.items()}
-        section["ours_compiled_graph"].update(first_loss=ours_graph_loss, first_step=first_step)
-        section["timm_compiled_graph"].update(first_loss=timm_graph_loss, first_step=first_step)
+        section["ours_compiled_graph"] = graph_row(120.0, ours_graph_loss, first_step)
+        section["timm_compiled_graph"] = graph_row(105.0, timm_graph_loss, first_step)
         return {"train_compiled": section}
 
     ratios = module.ratios(report(5.961))
@@ -202,8 +209,9 @@ def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins_at_the_s
 
 def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_agrees():
     """ours_compiled_fast_tuned_graph is checked against ours_compiled_fast_tuned, that against ours_compiled_fast,
-    that against ours_compiled: a wrong first loss anywhere on the chain drops every path built on it. Each section's
-    ratio is against timm compiled timed in that section; the best section's is reported."""
+    that against ours_compiled, each at the latest step both recorded: a wrong loss anywhere on the chain drops every
+    path built on it, and a step that does not learn (its first loss right, its later ones flat) is wrong. Of two
+    sections, the one where ours ran fastest is reported, against timm compiled timed in it."""
     module = _module()
     compiled = {
         "timm_compiled": 100.0,
@@ -223,10 +231,16 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
         "ours_compiled_fast_tuned": 118.0,
         "ours_compiled_fast_tuned_graph": 130.0,
     }
+    learning = [6.92, 6.61, 6.29, 5.96]
 
-    def report(**losses):  # a path built once has one first loss, in each section that times it
+    def report(**losses):  # a path built once has the same losses in each section that times it
+        def row(c, v):
+            first = 4 if c.endswith("_graph") else 1
+            steps = losses.get(c, learning[first - 1 :] + [5.8, 5.6, 5.4][: first - 1])
+            return {"images_per_s": v, "first_loss": steps[0], "losses": steps, "first_step": first}
+
         return {
-            sec: {c: {"images_per_s": v, "first_loss": losses.get(c, 6.92)} for c, v in rows.items()}
+            sec: {c: row(c, v) for c, v in rows.items()}
             for sec, rows in (("train_compiled", compiled), ("train_tuned", tuned))
         }
 
@@ -242,15 +256,23 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
     assert ratios["train_tuned_graph_vs_timm_compiled"] == pytest.approx(130 / 98)
     assert ratios["train_compiled_fast"] == pytest.approx(1.15)
     assert ratios["train_compiled_fast_graph"] == pytest.approx(125 / 105)
-    # ours' fast layers from the same weights: 2% off the twin's first loss is a wrong step
-    assert module.ratios(report(ours_compiled_fast=7.1))["best_ours_train"]["path"] == "ours_compiled"
-    wrong_tuned = module.ratios(report(ours_compiled_fast_tuned=7.1))
-    assert wrong_tuned["best_ours_train"]["path"] == "ours_compiled_fast_graph"
-    assert wrong_tuned["best_ours_train_vs_timm_compiled"] == pytest.approx(124 / 98)
-    wrong_graph = report(ours_compiled_fast_tuned_graph=float("nan"))
+    # ours' fast layers from the same weights: 2% off the twin's loss is a wrong step
+    assert module.ratios(report(ours_compiled_fast=[7.1, 6.8, 6.5, 6.2]))["best_ours_train"]["path"] == "ours_compiled"
+    # right at initialisation, but it does not learn: a wrong backward
+    flat = module.ratios(report(ours_compiled_fast=[6.92] * 4))
+    assert flat["best_ours_train"]["path"] == "ours_compiled"
+    # the tuned path wrong: ours' fastest left is the fast graph, fastest in train_compiled (125 > 124)
+    wrong_tuned = module.ratios(report(ours_compiled_fast_tuned=[6.92, 6.9, 6.9, 6.9]))
+    assert wrong_tuned["best_ours_train"] == {
+        "path": "ours_compiled_fast_graph",
+        "images_per_s": 125.0,
+        "section": "train_compiled",
+    }
+    assert wrong_tuned["best_ours_train_vs_timm_compiled"] == pytest.approx(1.25)
+    wrong_graph = report(ours_compiled_fast_tuned_graph=[float("nan")] * 4)
     assert module.ratios(wrong_graph)["best_ours_train"]["path"] == "ours_compiled_fast_graph"
     # timm's tuned model is drawn afresh: 10% of its twin's loss; a wrong one is not timm's best
-    timm_wrong = module.ratios(report(timm_compiled_tuned=9.0))
+    timm_wrong = module.ratios(report(timm_compiled_tuned=[9.0, 9.0, 9.0, 9.0]))
     assert timm_wrong["best_ours_train_vs_timm_best_compiled"] == pytest.approx(130 / 104)
     # our graph against timm's best needs a timm graph timed beside it (checked): else no like-for-like ratio
     for graph in ("timm_compiled_graph", "timm_compiled_tuned_graph"):
@@ -258,12 +280,40 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
     alone = module.ratios(report())
     assert alone["best_ours_train_vs_timm_compiled"] == pytest.approx(130 / 98)
     assert alone["best_ours_train_vs_timm_best_compiled"] is None
+    # Inductor's CUDA graphs (ours_compiled_fast_tuned_cudagraphs) replay too: no ratio against timm's direct step
+    tuned["ours_compiled_fast_tuned_cudagraphs"] = 140.0
+    cudagraphs = module.ratios(report())
+    assert cudagraphs["best_ours_train"]["path"] == "ours_compiled_fast_tuned_cudagraphs"
+    assert cudagraphs["best_ours_train_vs_timm_best_compiled"] is None
+
+
+def test_merged_sections_check_each_path_with_its_own_calls_losses():
+    """After --merge, train_compiled and train_tuned may come from different calls: a path is judged with the losses
+    of the section that timed it, not another call's."""
+    module = _module()
+
+    def row(rate, losses, first_step=1):
+        return {"images_per_s": rate, "first_loss": losses[0], "losses": losses, "first_step": first_step}
+
+    good = [6.92, 6.61, 6.29, 5.96]
+    report = {
+        "train_compiled": {"timm_compiled": row(100.0, good), "ours_compiled": row(110.0, good)},
+        # another call: its ours_compiled learned otherwise, and its graph failed against it
+        "train_tuned": {
+            "timm_compiled": row(98.0, good),
+            "ours_compiled": row(109.0, [6.92, 6.8, 6.7, 6.6]),
+            "ours_compiled_graph": row(126.0, [5.96, 5.8, 5.6, 5.4], first_step=4),
+        },
+    }
+    assert module.ratios(report)["best_ours_train"]["path"] == "ours_compiled"
 
 
 def test_tuned_compile_drops_only_the_default_mode():
     module = _module()
     tuned = module.tuned_compile({"mode": "default", "dynamic": False})
     assert tuned == {"dynamic": False, "options": {"coordinate_descent_tuning": True}}
+    kept = module.tuned_compile({"dynamic": False, "options": {"max_autotune": True}}, cudagraphs=True)
+    assert kept["options"] == {"max_autotune": True, "coordinate_descent_tuning": True, "triton.cudagraphs": True}
     with pytest.raises(ValueError, match="'max-autotune'"):
         module.tuned_compile({"mode": "max-autotune"})
 
@@ -569,6 +619,20 @@ def test_alternate_reads_each_training_loss_right_after_its_call():
     rows = bench.alternate({"ours_graphlike": lambda: step}, torch.zeros(1), iters=1, warmup=3)
     assert rows["ours_graphlike"]["losses"] == [1.0, 2.0, 3.0, 4.0]
     assert rows["ours_graphlike"]["first_loss"] == 1.0
+    assert "first_step" not in rows["ours_graphlike"]  # launched directly: its first call is step 1
     # built once: a later section reports the same first losses, not the model's current ones
     again = bench.alternate({"ours_graphlike": lambda: step}, torch.zeros(1), iters=1, warmup=3)
     assert again["ours_graphlike"]["losses"] == [1.0, 2.0, 3.0, 4.0]
+
+    class Replayed(CudaGraphRunner):  # a runner's interface without a GPU: 3 warm-up steps before its first call
+        def __init__(self):
+            self.warmup, self.static_out = module.GRAPH_WARMUP, torch.full((), 3.0)
+
+        def __call__(self, x):
+            return self.static_out.add_(1.0)
+
+    # fewer warm-up calls than a graph's warm-up steps: the losses still reach the graph's first step
+    rows = bench.alternate({"ours_replayed": Replayed, "ours_direct": lambda: step}, torch.zeros(1), iters=1, warmup=1)
+    assert rows["ours_replayed"]["first_step"] == module.GRAPH_WARMUP + 1 == 4
+    assert rows["ours_replayed"]["losses"] == [4.0, 5.0, 6.0, 7.0]
+    assert len(rows["ours_direct"]["losses"]) == module.GRAPH_WARMUP + 1

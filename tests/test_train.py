@@ -363,14 +363,26 @@ def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
     assert torch.allclose(adapter(norm(pixels, student)), norm(pixels, own), atol=1e-6)
 
 
-def test_taps_and_flipped_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys):
-    """--depthwise taps and --depthwise flipped --pad-stem run anywhere: the same two steps as PyTorch's layers (fp32:
-    the same loss to summation order), and their weights load into the plain model (the stem's weight keeps its 3
-    input channels), which evaluates as the run did. Without --compile the taps say that they are slower there."""
+def test_taps_and_flipped_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys, monkeypatch):
+    """--depthwise taps and --depthwise flipped --pad-stem run anywhere: the options reach the model that trains, two
+    steps give PyTorch's layers' loss (to summation order: their gradients are checked in
+    tests/test_train_speed_layers.py, as two steps move this loss too little to tell), and their weights load into
+    the plain model (the stem's weight keeps its 3 input channels), which evaluates as the run did. Without
+    --compile the taps say that they are slower there."""
+    from mobilenets.dwconv import FlippedDepthwiseConv2d, TapsDepthwiseConv2d
+    from mobilenets.layers import ChannelPaddedConv2d
+
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    built = []
+    real_build = trainer_module.build_model
+    monkeypatch.setattr(trainer_module, "build_model", lambda *a, **kw: built.append(real_build(*a, **kw)) or built[-1])
     options = {"conv": {}, "taps": {}, "flipped": {"pad_stem": True}}
     runs = {impl: train(tiny_cfg(root, tmp_path / impl, depthwise=impl, max_steps=2, resolution=32, quiet=False, **kw))
             for impl, kw in options.items()}  # fmt: skip
+    kinds = [{type(m) for m in model.modules()} for model in built]
+    assert TapsDepthwiseConv2d in kinds[1] and ChannelPaddedConv2d not in kinds[1]
+    assert FlippedDepthwiseConv2d in kinds[2] and ChannelPaddedConv2d in kinds[2]
+    assert not {TapsDepthwiseConv2d, FlippedDepthwiseConv2d, ChannelPaddedConv2d} & kinds[0]
     assert capsys.readouterr().err.count("--depthwise taps without --compile") == 1
     plain = read_state_dict(tmp_path / "conv" / "model" / "model.safetensors")
     for impl in ("taps", "flipped"):
@@ -396,29 +408,32 @@ def test_depthwise_option_reaches_the_model_it_trains(tmp_path, monkeypatch):
 
 
 def test_compile_options_reach_torch_compile_and_need_compile(tmp_path, monkeypatch):
-    """--compile-tuning and --compile-cudagraphs pass Inductor's options to torch.compile (a spy stands in: a real
-    tuned compile takes minutes), plain --compile passes none, and either option alone is refused with its reason."""
+    """--compile-tuning passes Inductor's coordinate-descent tuning to torch.compile (a spy stands in: a real tuned
+    compile takes minutes), plain --compile passes no options, --compile-cudagraphs is Inductor's
+    ``triton.cudagraphs`` (reduce-overhead; a CUDA run only, below), and either option alone is refused."""
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     calls = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
-    runs = {"t": {"compile_tuning": True}, "g": {"compile_cudagraphs": True}, "u": {}}
-    for name, kw in runs.items():
-        train(tiny_cfg(root, tmp_path / name, compile=True, max_steps=1, resolution=32, **kw))
-    assert calls == [
-        {"options": {"coordinate_descent_tuning": True}},
-        {"options": {"triton.cudagraphs": True}},
-        {"options": None},
-    ]
+    train(tiny_cfg(root, tmp_path / "t", compile=True, compile_tuning=True, max_steps=1, resolution=32))
+    train(tiny_cfg(root, tmp_path / "u", compile=True, max_steps=1, resolution=32))
+    assert calls == [{"options": {"coordinate_descent_tuning": True}}, {"options": None}]
+    both = trainer_module.inductor_options(True, True)
+    assert both == {"coordinate_descent_tuning": True, "triton.cudagraphs": True}
+    assert trainer_module.inductor_options(False, True) == {"triton.cudagraphs": True}
     for name in ("compile_tuning", "compile_cudagraphs"):
         with pytest.raises(ConfigError, match=f"^{name} needs --compile"):
             tiny_cfg(root, tmp_path / "v", **{name: True}).validate()
 
 
-def test_compile_cudagraphs_is_refused_with_several_processes(tmp_path):
+def test_compile_cudagraphs_is_refused_with_several_processes_and_off_cuda(tmp_path):
+    """Inductor's CUDA graphs are untried under DDP here, and on a CPU Inductor would quietly run without them: both
+    are refused before anything is built; one CUDA process is allowed."""
     cfg = tiny_cfg(tmp_path, tmp_path / "o", compile=True, compile_cudagraphs=True)
     with pytest.raises(ConfigError, match="^compile_cudagraphs is not allowed with several processes"):
         trainer_module._Run(cfg, DistEnv(world_size=2))._settings()
-    trainer_module._Run(cfg, DistEnv())._settings()  # one process: allowed
+    with pytest.raises(ConfigError, match="^compile_cudagraphs is not allowed on cpu: CUDA graphs need a CUDA"):
+        trainer_module._Run(cfg, DistEnv())._settings()
+    trainer_module._Run(cfg, DistEnv(device=torch.device("cuda")))._settings()  # settings only: no CUDA call
 
 
 # --- reliability: SIGKILL and resume ------------------------------------------------------------------------------

@@ -104,9 +104,16 @@ def test_flipped_depthwise_under_bf16_autocast_computes_in_bf16_like_conv2d():
     for layer in (conv, flipped):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = _grads(layer, x, upstream)
-        assert out[0].dtype == torch.bfloat16 and out[2].dtype == torch.float32
+        assert out[0].dtype == torch.bfloat16
         results.append(out)
     _assert_same(results[1], results[0], 2e-2)  # bf16 sums in another order: a few bf16 ulps
+    # its backward runs in bf16 too: the input gradient's forward conv takes the bf16 gradient and bf16 weight
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = flipped(x.clone().requires_grad_())
+    with _AtenLog() as log:
+        y.backward(upstream)
+    convs = [args for func, args in log.calls if func is torch.ops.aten.convolution.default]
+    assert len(convs) == 1 and convs[0][0].dtype == convs[0][1].dtype == torch.bfloat16
 
 
 @pytest.mark.slow
@@ -165,6 +172,26 @@ def test_channel_padded_stem_keeps_the_parameter_and_the_model_output():
     assert pads[-1].dtype == torch.bfloat16  # cast before the copy is padded: half the bytes
     with pytest.raises(ValueError, match="is not a dense nn.Conv2d"):
         pad_input_channels(nn.Conv2d(4, 4, 3, groups=4))
+
+
+@pytest.mark.parametrize("tf_padding", [False, True])
+def test_a_model_with_a_padded_stem_exports_and_traces_as_the_plain_one(tmp_path, tf_padding):
+    """The padding is for cuDNN: exported to ONNX (the model a run just trained, BN folded or not) or traced by
+    torch.fx, the stem is the plain convolution, and ONNX Runtime gives the model's logits."""
+    import onnxruntime as ort
+
+    from mobilenets.export import export_onnx
+
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=0.25, num_classes=5, resolution=64, tf_padding=tf_padding).eval()
+    model.stem.conv = pad_input_channels(model.stem.conv)
+    x = torch.randn(2, 3, 64, 64)
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert torch.allclose(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
+    traced = torch.fx.symbolic_trace(model)
+    assert torch.allclose(traced(x), model(x), atol=1e-6)
 
 
 def test_channel_padded_conv_leaves_a_multiple_of_eight_alone():

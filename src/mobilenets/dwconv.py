@@ -24,10 +24,10 @@ neighbouring BatchNorm forward and backward; no custom kernel, any device (tests
 
 **flipped**: PyTorch's convolution, but a stride-1 layer's input gradient is the forward convolution of the output
 gradient with the kernel rotated by 180 degrees (`FlippedDepthwiseConv2d`), which cuDNN runs at its forward's speed
-where its own input-gradient kernel is 2.5x slower; any device (tests/test_dwconv_flipped.py).
+where its own input-gradient kernel is 2.5x slower; any device (tests/test_train_speed_layers.py).
 
-`use_depthwise(model, impl)` swaps a model's depthwise convolutions for either (same parameter, same state_dict
-keys), or back to PyTorch's.
+`use_depthwise(model, impl)` swaps a model's depthwise convolutions for any of the three (same parameter, same
+state_dict keys), or back to PyTorch's.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .layers import Conv2dSame
+from .layers import Conv2dSame, autocast_input
 
 tl = kernels.tl
 triton = kernels.triton
@@ -332,8 +332,7 @@ class TritonDepthwiseConv2d(_SwappedDepthwiseConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or not kernels.runs_on(x.device):  # a bias appears only when BN is folded (inference)
             return self.conv_forward(x)
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+        x = autocast_input(x)
         weight = self.weight.to(x.dtype)
         return depthwise3x3(x, weight, self.stride[0], self.dilation[0], self.tf_same)
 
@@ -401,9 +400,10 @@ class TapsDepthwiseConv2d(_SwappedDepthwiseConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None:  # BN folded into a bias (inference): the plain convolution
             return self.conv_forward(x)
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
-        elif x.dtype != self.weight.dtype:  # as nn.Conv2d refuses it, rather than computing in a promoted dtype
+        x = autocast_input(x)
+        if (
+            not torch.is_autocast_enabled(x.device.type) and x.dtype != self.weight.dtype
+        ):  # as nn.Conv2d refuses it, rather than computing in a promoted dtype
             raise RuntimeError(f"input dtype {x.dtype} is not the weight's {self.weight.dtype} (outside autocast)")
         stride, dilation = self.stride[0], self.dilation[0]
         pad = kernels.same_pad(x, stride, dilation, self.tf_same) or (dilation,) * 4
@@ -454,15 +454,15 @@ class FlippedDepthwiseConv2d(_SwappedDepthwiseConv2d):
     folded-BN bias, are PyTorch's own. Any device; the forward and the weight gradient are PyTorch's kernels.
 
     `FlippedDepthwiseConv2dSame` replaces a `layers.Conv2dSame` ('SAME' padding is symmetric at stride 1). Under
-    autocast the input and weight are cast to the autocast dtype, as autocast does for a conv.
-    """
+    autocast the input and the weight are cast to the autocast dtype (`layers.autocast_input`: any input dtype, where
+    autocast would leave a float64 conv alone)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or self.stride[0] != 1:
             return self.conv_forward(x)
         weight = self.weight
         if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+            x = autocast_input(x)
             weight = weight.to(x.dtype)
         return _RotatedInputGrad.apply(x, weight, self.dilation[0])
 

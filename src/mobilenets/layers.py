@@ -38,11 +38,23 @@ torch.fx.wrap("same_pad_amount")
 class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding computed from the input size (asymmetric for even sizes, stride 2)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_pads(self, x: torch.Tensor) -> list[int]:
+        """``F.pad``'s [left, right, top, bottom] for ``x``."""
         ph = same_pad_amount(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         pw = same_pad_amount(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-        x = F.pad(x, [pw[0], pw[1], ph[0], ph[1]])
+        return [pw[0], pw[1], ph[0], ph[1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.same_pads(x))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the autocast dtype of its device where autocast is on (what a conv computes in there), else as is:
+    for layers that call their own ops, cast once before any copy they make."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
 
 
 class ChannelPaddedConv2d(nn.Conv2d):
@@ -53,21 +65,21 @@ class ChannelPaddedConv2d(nn.Conv2d):
     of a 16.5 ms training step on the H200 (results/logs-h200-2026-11-27-lease3/call3-b-train.json).
 
     `ChannelPaddedConv2dSame` replaces a `Conv2dSame`. Under autocast the input is cast to the autocast dtype before
-    it is padded (the copy is then half the size); the conv casts the weight as autocast does."""
+    it is padded (`autocast_input`: the copy is then half the size); the conv casts the weight as autocast does.
+    Exported to ONNX, or traced by torch.jit or torch.fx, it is the plain conv: an exporter needs a weight of known
+    shape, and the padding is for cuDNN."""
 
     CHANNEL_MULTIPLE = 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        extra = -x.shape[1] % self.CHANNEL_MULTIPLE
-        if extra == 0:
-            return super().forward(x)
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))
+        extra = -self.in_channels % self.CHANNEL_MULTIPLE
+        plain = Conv2dSame.forward if isinstance(self, Conv2dSame) else nn.Conv2d.forward
+        if extra == 0 or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):
+            return plain(self, x)
+        x = autocast_input(x)
         weight = F.pad(self.weight, [0, 0, 0, 0, 0, extra])
         if isinstance(self, Conv2dSame):
-            ph = same_pad_amount(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
-            pw = same_pad_amount(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-            x, padding = F.pad(x, [pw[0], pw[1], ph[0], ph[1], 0, extra]), 0
+            x, padding = F.pad(x, [*self.same_pads(x), 0, extra]), 0
         else:
             x, padding = F.pad(x, [0, 0, 0, 0, 0, extra]), self.padding
         return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation)
@@ -75,6 +87,13 @@ class ChannelPaddedConv2d(nn.Conv2d):
 
 class ChannelPaddedConv2dSame(ChannelPaddedConv2d, Conv2dSame):
     """`ChannelPaddedConv2d` with TensorFlow 'SAME' padding (an instance of `Conv2dSame`)."""
+
+
+def pad_stem(model: nn.Module) -> nn.Module:
+    """``model`` (in place) with its stem's input channels zero-padded (`pad_input_channels` on ``model.stem.conv``):
+    ``--pad-stem``."""
+    model.stem.conv = pad_input_channels(model.stem.conv)
+    return model
 
 
 def pad_input_channels(conv: nn.Conv2d) -> nn.Conv2d:

@@ -74,7 +74,7 @@ from .engine import (
 )
 from .formatting import metric
 from .labels import class_indices, resolve_labels
-from .layers import pad_input_channels
+from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
@@ -116,26 +116,26 @@ def _due(epoch: int, every: int, epochs: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
-def compile_options(cfg: TrainConfig) -> dict | None:
-    """Inductor's options for ``--compile-tuning`` and ``--compile-cudagraphs`` (None: its defaults). As options, not
-    ``mode``, since torch.compile takes one or the other: reduce-overhead is ``triton.cudagraphs``. The tuning gave
-    the H200's fastest step (benchmarks/gpu_vs_timm.py's tuned_compile)."""
+def inductor_options(tuning: bool, cudagraphs: bool) -> dict | None:
+    """torch.compile's Inductor options for ``--compile-tuning`` and ``--compile-cudagraphs`` (None: its defaults).
+    As options, not ``mode``, since torch.compile takes one or the other: reduce-overhead is ``triton.cudagraphs``.
+    The tuning gave the H200's fastest step (benchmarks/gpu_vs_timm.py's train_tuned)."""
     options = {}
-    if cfg.compile_tuning:
+    if tuning:
         options["coordinate_descent_tuning"] = True
-    if cfg.compile_cudagraphs:
+    if cudagraphs:
         options["triton.cudagraphs"] = True
     return options or None
 
 
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
     """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`) and its stem's input
-    channels padded with ``cfg.pad_stem`` (`layers.pad_input_channels`): the model a run trains, and the one
+    channels padded with ``cfg.pad_stem`` (`layers.pad_stem`): the model a run trains, and the one
     `budget.step_rate` times."""
     model = model_for(cfg, classes, say)
     use_depthwise(model, cfg.depthwise)
     if cfg.pad_stem:
-        model.stem.conv = pad_input_channels(model.stem.conv)
+        pad_stem(model)
     if cfg.depthwise == "taps" and not cfg.compile:
         say("warning: --depthwise taps without --compile runs each depthwise layer as about 25 tensor operations "
             "(9 products, their borders, 8 sums), each a pass over memory (on a GPU, slower than --depthwise conv): "
@@ -480,6 +480,9 @@ class _Run:
         if cfg.compile_cudagraphs and self.env.distributed:
             raise ConfigError("compile_cudagraphs is not allowed with several processes: Inductor's CUDA graphs are "
                               "untried under DistributedDataParallel here; drop --compile-cudagraphs")  # fmt: skip
+        if cfg.compile_cudagraphs and self.env.device.type != "cuda":
+            raise ConfigError(f"compile_cudagraphs is not allowed on {self.env.device}: CUDA graphs need a CUDA "
+                              "device (Inductor would quietly run without them)")  # fmt: skip
         if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
             raise ConfigError(
                 f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
@@ -655,7 +658,7 @@ class _Run:
                 wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
             )
         if cfg.compile:
-            wrapped = torch.compile(wrapped, options=compile_options(cfg))
+            wrapped = torch.compile(wrapped, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
         self.wrapped = wrapped
         self.teacher = None
         if cfg.teacher:
