@@ -14,10 +14,6 @@ from mobilenets.layers import Conv2dSame, ConvBNAct
 from mobilenets.train_config import DEPTHWISE
 
 
-def _pair(conv: nn.Conv2d) -> tuple[nn.Conv2d, nn.Conv2d]:
-    return conv, dwconv.TapsDepthwiseConv2d.from_conv(copy.deepcopy(conv))
-
-
 def _grads(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
     x = x.detach().clone().requires_grad_()
     layer.zero_grad()
@@ -30,22 +26,24 @@ def _grads(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
 @pytest.mark.parametrize("size", [(9, 12), (8, 7)])
 @pytest.mark.parametrize("tf_same", [False, True])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_taps_match_conv2d_forward_and_both_gradients(stride, dilation, size, tf_same, layout):
+@pytest.mark.parametrize("kind", [dwconv.TapsDepthwiseConv2d, dwconv.FlippedDepthwiseConv2d])
+def test_swapped_depthwise_matches_conv2d_forward_and_both_gradients(stride, dilation, size, tf_same, layout, kind):
+    """The taps, and the flipped layer (tests/test_train_speed_layers.py), against PyTorch's convolution in float64:
+    the nine-term sums in another order, nothing else."""
     torch.manual_seed(0)
-    kind = Conv2dSame if tf_same else nn.Conv2d
+    plain = Conv2dSame if tf_same else nn.Conv2d
     pad = 0 if tf_same else dilation
-    conv = kind(6, 6, 3, stride, pad, dilation, groups=6, bias=False)
-    ref, taps = _pair(conv)
-    assert isinstance(taps, Conv2dSame) == tf_same
-    x = torch.randn(3, 6, *size).contiguous(memory_format=layout)
+    ref = plain(6, 6, 3, stride, pad, dilation, groups=6, bias=False).double()
+    swapped = kind.from_conv(copy.deepcopy(ref))
+    assert isinstance(swapped, Conv2dSame) == tf_same
+    x = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=layout)
     y_ref = ref(x)
     upstream = torch.randn_like(y_ref)
     y0, dx0, dw0 = _grads(ref, x, upstream)
-    y1, dx1, dw1 = _grads(taps, x, upstream)
+    y1, dx1, dw1 = _grads(swapped, x, upstream)
     assert y1.shape == y0.shape
-    # fp32: only the order of the nine-term sums differs
     for a, b in ((y1, y0), (dx1, dx0), (dw1, dw0)):
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max()
+        assert (a - b).abs().max() <= 1e-12 * b.abs().max(), (a - b).abs().max()
 
 
 def test_taps_under_bf16_autocast_accumulate_in_fp32_and_round_once():

@@ -1,5 +1,6 @@
 """Two training-speed layers that keep PyTorch's kernels but call them differently, against PyTorch's convolution:
-the flipped depthwise convolution (dwconv.FlippedDepthwiseConv2d, --depthwise flipped) and the channel-padded stem
+the flipped depthwise convolution (dwconv.FlippedDepthwiseConv2d, --depthwise flipped; its forward and both
+gradients over every geometry are in tests/test_dwconv_taps.py, beside the taps') and the channel-padded stem
 (layers.ChannelPaddedConv2d). Forward, both gradients, the ops their backward runs, autocast and torch.compile."""
 
 import copy
@@ -12,14 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mobilenets import MobileNetV1, dwconv
 from mobilenets.layers import ChannelPaddedConv2d, Conv2dSame, ConvBNAct, pad_input_channels
-
-
-def _grads(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
-    x = x.detach().clone().requires_grad_()
-    layer.zero_grad()
-    y = layer(x)
-    y.backward(upstream)
-    return y.detach(), x.grad, layer.weight.grad.clone()
+from tests.test_dwconv_taps import _grads
 
 
 def _assert_same(pair_a, pair_b, rel: float) -> None:
@@ -38,22 +32,6 @@ class _AtenLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.calls.append((func, args))
         return func(*args, **(kwargs or {}))
-
-
-@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2), (2, 2)])
-@pytest.mark.parametrize("size", [(9, 12), (8, 7)])
-@pytest.mark.parametrize("tf_same", [False, True])
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_flipped_depthwise_matches_conv2d_forward_and_both_gradients(stride, dilation, size, tf_same, layout):
-    torch.manual_seed(0)
-    kind = Conv2dSame if tf_same else nn.Conv2d
-    conv = kind(6, 6, 3, stride, 0 if tf_same else dilation, dilation, groups=6, bias=False).double()
-    flipped = dwconv.FlippedDepthwiseConv2d.from_conv(copy.deepcopy(conv))
-    assert isinstance(flipped, Conv2dSame) == tf_same
-    x = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=layout)
-    upstream = torch.randn_like(conv(x))
-    # float64: the rotated kernel's sums are the same nine products in another order
-    _assert_same(_grads(flipped, x, upstream), _grads(conv, x, upstream), 1e-12)
 
 
 def test_flipped_depthwise_input_gradient_is_a_forward_conv_with_the_rotated_kernel():

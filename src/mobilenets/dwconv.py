@@ -24,7 +24,7 @@ neighbouring BatchNorm forward and backward; no custom kernel, any device (tests
 
 **flipped**: PyTorch's convolution, but a stride-1 layer's input gradient is the forward convolution of the output
 gradient with the kernel rotated by 180 degrees (`FlippedDepthwiseConv2d`), which cuDNN runs at its forward's speed
-where its own input-gradient kernel is 2.5x slower; any device (tests/test_train_speed_layers.py).
+where its own input-gradient kernel is 2.5x slower; any device (tests/test_dwconv_taps.py, test_train_speed_layers.py).
 
 `use_depthwise(model, impl)` swaps a model's depthwise convolutions for any of the three (same parameter, same
 state_dict keys), or back to PyTorch's.
