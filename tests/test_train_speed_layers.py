@@ -95,25 +95,30 @@ def test_flipped_depthwise_under_bf16_autocast_computes_in_bf16_like_conv2d():
 
 
 @pytest.mark.slow
-def test_flipped_depthwise_compiles_whole_and_trains_like_pytorch_convs():
-    """Under torch.compile (one graph, no break at the autograd.Function), a depthwise-separable block with the
-    flipped layer gives the eager conv block's loss and gradients."""
+def test_both_layers_compile_whole_and_train_like_pytorch_convs():
+    """Under torch.compile (one graph: no break at the autograd.Function or at the padded stem's export checks), a
+    stem and a depthwise-separable block with the padded stem and the flipped layer give the eager plain block's
+    loss and gradients."""
     torch.manual_seed(0)
-    block = nn.Sequential(ConvBNAct(8, 8, 3, groups=8), ConvBNAct(8, 12, 1)).to(memory_format=torch.channels_last)
-    flipped = copy.deepcopy(block)
-    assert dwconv.use_depthwise(flipped, "flipped") == 1
-    x = torch.randn(2, 8, 9, 10).contiguous(memory_format=torch.channels_last)
+    block = nn.Sequential(ConvBNAct(3, 8, 3, stride=2), ConvBNAct(8, 8, 3, groups=8), ConvBNAct(8, 12, 1))
+    block = block.to(memory_format=torch.channels_last)
+    fast = copy.deepcopy(block)
+    assert dwconv.use_depthwise(fast, "flipped") == 1
+    fast[0].conv = pad_input_channels(fast[0].conv)
+    x = torch.randn(2, 3, 18, 20).contiguous(memory_format=torch.channels_last)
+    project = torch.randn(2, 12, 9, 10)  # a loss whose gradients do not cancel out (a BatchNorm's, under a square)
     torch._dynamo.reset()
-    compiled = torch.compile(flipped, fullgraph=True)
+    compiled = torch.compile(fast, fullgraph=True)
     results = []
-    for m, run in ((block, block), (flipped, compiled)):
-        loss = run(x).square().mean()
+    for m, run in ((block, block), (fast, compiled)):
+        loss = (run(x) * project).mean()
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in m.parameters()]))
     (l0, g0), (l1, g1) = results
     assert abs(l0 - l1) <= 1e-5 * abs(l0)
+    scale = max(b.abs().max() for b in g0)  # fp32 sums reordered (Inductor, 8 channels): relative to the whole step
     for a, b in zip(g1, g0, strict=True):
-        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+        assert (a - b).abs().max() <= 1e-3 * b.abs().max() + 1e-5 * scale
 
 
 @pytest.mark.parametrize("tf_same", [False, True])
