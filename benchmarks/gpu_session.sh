@@ -54,19 +54,24 @@
 #   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph;
 #   timm tuned untimed; two GPU tests fixed after it, not rerun; the batch-256 inference graphs untimed since the
 #   CudaGraphRunner fix):
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=560 GPU_VS_TIMM_TIMEOUT=575 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned --tune-timm" ... 1                                                        # <= 595 s
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=380 GPU_VS_TIMM_TIMEOUT=420 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned" ... 1                                                                   # <= 435 s
 #     (first, on a fresh lease, carrying .xfer/p1: train_tuned compiles its own twins without train_compiled (timm's
-#     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours and timm with coordinate-descent
-#     tuning (ours: 164-192 s; timm's untimed), each also as a whole-step CUDA graph: timm tuned and graphed beside
-#     ours, like for like; and ours with Inductor's CUDA graphs, what `mobilenets train --compile-cudagraphs` runs.
-#     Its estimates, 350 + 190 s, start it with up to 20 s spent before it (the HBM probe took 7-11 s; no Triton
-#     preflight: no section here runs our Triton kernels). Without --tune-timm it needs 350 s.)
+#     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours with coordinate-descent tuning
+#     (164-192 s), direct and as a whole-step CUDA graph, and with Inductor's CUDA graphs, what `mobilenets train
+#     --compile-cudagraphs` runs. Estimate 350 s, after 7-11 s of HBM probe; no Triton preflight: no section here
+#     runs our Triton kernels.)
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=565 GPU_VS_TIMM_TIMEOUT=580 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned --tune-timm" ... 1                                                       # <= 595 s
+#     (back to back, while the machine is warm: ours' compiles and tuning now come from Inductor's caches, and timm
+#     compiled with tuning joins, direct and graphed, like for like. Its estimate, 350 + 200 s, is for cold caches;
+#     warm, the section should take timm's tuning (untimed; ours' took 164-192 s) and about a minute more. A machine
+#     start took about 35 s on the fourth lease: the two calls need about 470 s plus the second's run time, so run
+#     it only with that left.)
 #     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1          # <= 135 s
-#     (back to back, on what is left: every GPU test, two of them fixed after the fourth lease. A machine start took
-#     about 35 s there, so the two calls need about 810 s of the 900. The batch-256 inference graphs, untimed since
-#     the CudaGraphRunner fix, wait for another lease: --sections hbm_bound,inference_compiled, about 100 s with a
-#     cold Triton preflight of 34 s.)
+#     (with 150 s left, or on the next lease: every GPU test, two of them fixed after the fourth lease. The batch-256
+#     inference graphs, untimed since the CudaGraphRunner fix, wait for another lease: --sections
+#     hbm_bound,inference_compiled, about 100 s with a cold Triton preflight of 34 s.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

@@ -412,11 +412,14 @@ def test_compile_options_reach_torch_compile_and_need_compile(tmp_path, monkeypa
     compile takes minutes), plain --compile passes no options, --compile-cudagraphs is Inductor's
     ``triton.cudagraphs`` (reduce-overhead; a CUDA run only, below), and either option alone is refused."""
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
-    calls = []
+    calls, asked = [], []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or model)
+    real_options = trainer_module.inductor_options
+    monkeypatch.setattr(trainer_module, "inductor_options", lambda *a: asked.append(a) or real_options(*a))
     train(tiny_cfg(root, tmp_path / "t", compile=True, compile_tuning=True, max_steps=1, resolution=32))
     train(tiny_cfg(root, tmp_path / "u", compile=True, max_steps=1, resolution=32))
     assert calls == [{"options": {"coordinate_descent_tuning": True}}, {"options": None}]
+    assert asked == [(True, False), (False, False)]  # (tuning, cudagraphs), in that order, from the run's config
     both = trainer_module.inductor_options(True, True)
     assert both == {"coordinate_descent_tuning": True, "triton.cudagraphs": True}
     assert trainer_module.inductor_options(False, True) == {"triton.cudagraphs": True}
