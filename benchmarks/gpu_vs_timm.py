@@ -929,7 +929,6 @@ def run_sections(b: Bench, timm) -> None:
         return trained_numerics(args, dev, tolerance, tf32, triton_ok, compile_kwargs)
 
     def profile():
-        xt = torch.randn(batch, 3, res, res, device=dev).contiguous(memory_format=cl)
         timed = {**report.get("inference_eager", {}), **report.get("inference_compiled", {})}
         timed.update({**report.get("train_eager", {}), **report.get("train_compiled", {})})
         timed.update({f"b1_{k}": v for k, v in report.get("latency_batch1", {}).items()})
@@ -1127,59 +1126,30 @@ def best_training(report: dict) -> dict:
 
 def ratios(report: dict) -> dict:
     """ours/timm speed (images/s, or 1/latency at batch 1) per comparable pair; None where either is missing."""
+    # ratio -> (section, ours, timm): each pair timed alternately in that one section
     pairs = {
-        "inference_eager_fp32": ("inference_eager", "ours_fp32", "inference_eager", "timm_fp32"),
-        "inference_eager_bf16_cl": ("inference_eager", "ours_bf16_cl_eager", "inference_eager", "timm_bf16_cl"),
-        "inference_triton_vs_timm_eager_bf16_cl": (
-            "inference_eager",
-            "ours_bf16_cl_triton",
-            "inference_eager",
-            "timm_bf16_cl",
-        ),
-        "inference_compiled": (
-            "inference_compiled",
-            "ours_bf16_cl_compiled",
-            "inference_compiled",
-            "timm_bf16_cl_compiled",
-        ),
-        "inference_triton_vs_timm_compiled": (
-            "inference_compiled",
-            "ours_bf16_cl_triton",
-            "inference_compiled",
-            "timm_bf16_cl_compiled",
-        ),
-        "train_eager": ("train_eager", "ours_eager", "train_eager", "timm_eager"),
-        "train_compiled": ("train_compiled", "ours_compiled", "train_compiled", "timm_compiled"),
-        "train_eager_triton_dw": ("train_eager", "ours_eager_triton_dw", "train_eager", "timm_eager"),
-        "train_compiled_triton_dw": ("train_compiled", "ours_compiled_triton_dw", "train_compiled", "timm_compiled"),
-        "train_compiled_taps_dw": ("train_compiled", "ours_compiled_taps_dw", "train_compiled", "timm_compiled"),
+        "inference_eager_fp32": ("inference_eager", "ours_fp32", "timm_fp32"),
+        "inference_eager_bf16_cl": ("inference_eager", "ours_bf16_cl_eager", "timm_bf16_cl"),
+        "inference_triton_vs_timm_eager_bf16_cl": ("inference_eager", "ours_bf16_cl_triton", "timm_bf16_cl"),
+        "inference_compiled": ("inference_compiled", "ours_bf16_cl_compiled", "timm_bf16_cl_compiled"),
+        "inference_triton_vs_timm_compiled": ("inference_compiled", "ours_bf16_cl_triton", "timm_bf16_cl_compiled"),
+        "train_eager": ("train_eager", "ours_eager", "timm_eager"),
+        "train_compiled": ("train_compiled", "ours_compiled", "timm_compiled"),
+        "train_eager_triton_dw": ("train_eager", "ours_eager_triton_dw", "timm_eager"),
+        "train_compiled_triton_dw": ("train_compiled", "ours_compiled_triton_dw", "timm_compiled"),
+        "train_compiled_taps_dw": ("train_compiled", "ours_compiled_taps_dw", "timm_compiled"),
         # like for like: both steps compiled and replayed whole as one CUDA graph
-        "train_compiled_graph": ("train_compiled", "ours_compiled_graph", "train_compiled", "timm_compiled_graph"),
-        "train_compiled_fast": ("train_compiled", "ours_compiled_fast", "train_compiled", "timm_compiled"),
-        "train_compiled_fast_graph": (
-            "train_compiled",
-            "ours_compiled_fast_graph",
-            "train_compiled",
-            "timm_compiled_graph",
-        ),
+        "train_compiled_graph": ("train_compiled", "ours_compiled_graph", "timm_compiled_graph"),
+        "train_compiled_fast": ("train_compiled", "ours_compiled_fast", "timm_compiled"),
+        "train_compiled_fast_graph": ("train_compiled", "ours_compiled_fast_graph", "timm_compiled_graph"),
         # ours tuned against timm compiled as such, and (with --tune-timm) like for like: both compiled with
         # Inductor's coordinate-descent tuning and replayed as CUDA graphs
-        "train_tuned_graph_vs_timm_compiled": (
-            "train_tuned",
-            "ours_compiled_fast_tuned_graph",
-            "train_tuned",
-            "timm_compiled",
-        ),
-        "train_tuned_graph": (
-            "train_tuned",
-            "ours_compiled_fast_tuned_graph",
-            "train_tuned",
-            "timm_compiled_tuned_graph",
-        ),
+        "train_tuned_graph_vs_timm_compiled": ("train_tuned", "ours_compiled_fast_tuned_graph", "timm_compiled"),
+        "train_tuned_graph": ("train_tuned", "ours_compiled_fast_tuned_graph", "timm_compiled_tuned_graph"),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
-    for key, (s1, c1, s2, c2) in pairs.items():
-        a, p = _speed(report, s1, c1), _speed(report, s2, c2)
+    for key, (sec, ours_path, timm_path) in pairs.items():
+        a, p = _speed(report, sec, ours_path), _speed(report, sec, timm_path)
         out[key] = a / p if a and p else None
     out.update(best_training(report))
     # batch 1: our fastest path (eager, compiled or Triton, each direct or as a CUDA graph) against timm's fastest

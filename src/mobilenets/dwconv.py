@@ -400,10 +400,9 @@ class TapsDepthwiseConv2d(_SwappedDepthwiseConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None:  # BN folded into a bias (inference): the plain convolution
             return self.conv_forward(x)
-        x = autocast_input(x)
-        if (
-            not torch.is_autocast_enabled(x.device.type) and x.dtype != self.weight.dtype
-        ):  # as nn.Conv2d refuses it, rather than computing in a promoted dtype
+        if torch.is_autocast_enabled(x.device.type):
+            x = autocast_input(x)
+        elif x.dtype != self.weight.dtype:  # as nn.Conv2d refuses it, rather than computing in a promoted dtype
             raise RuntimeError(f"input dtype {x.dtype} is not the weight's {self.weight.dtype} (outside autocast)")
         stride, dilation = self.stride[0], self.dilation[0]
         pad = kernels.same_pad(x, stride, dilation, self.tf_same) or (dilation,) * 4
