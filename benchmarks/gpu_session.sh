@@ -51,27 +51,25 @@
 #   (NUMERICS_WEIGHTS names another folder).
 #
 #   #7 alone (what the fourth 2026-11-27 lease left, results/logs-h200-2026-11-27-lease4/README.md: the training
-#   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph;
-#   timm tuned untimed; two GPU tests fixed after it, not rerun; the batch-256 inference graphs untimed since the
-#   CudaGraphRunner fix):
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=380 GPU_VS_TIMM_TIMEOUT=420 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned" ... 1                                                                   # <= 435 s
-#     (first, on a fresh lease, carrying .xfer/p1: train_tuned compiles its own twins without train_compiled (timm's
-#     first compiled step took 44-61 s, ours' 19-23, ours fast 20-30), then ours with coordinate-descent tuning
-#     (164-192 s), direct and as a whole-step CUDA graph, and with Inductor's CUDA graphs, what `mobilenets train
-#     --compile-cudagraphs` runs. Estimate 350 s, after 7-11 s of HBM probe; no Triton preflight: no section here
-#     runs our Triton kernels.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=565 GPU_VS_TIMM_TIMEOUT=580 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned --tune-timm" ... 1                                                       # <= 595 s
-#     (back to back, while the machine is warm: ours' compiles and tuning now come from Inductor's caches, and timm
-#     compiled with tuning joins, direct and graphed, like for like. Its estimate, 350 + 200 s, is for cold caches;
-#     warm, the section should take timm's tuning (untimed; ours' took 164-192 s) and about a minute more. A machine
-#     start took about 35 s on the fourth lease: the two calls need about 470 s plus the second's run time, so run
-#     it only with that left.)
-#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=120 SKIP_SMOKE=1 SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1          # <= 135 s
-#     (with 150 s left, or on the next lease: every GPU test, two of them fixed after the fourth lease. The batch-256
-#     inference graphs, untimed since the CudaGraphRunner fix, wait for another lease: --sections
-#     hbm_bound,inference_compiled, about 100 s with a cold Triton preflight of 34 s.)
+#   step at 1.32x timm compiled in one alternation, ours with the fast layers, tuned and replayed as one CUDA graph,
+#   which `mobilenets train --step-graph` now runs, never yet on a GPU; timm tuned untimed; two GPU tests fixed after
+#   it, not rerun; the batch-256 inference graphs untimed since the CudaGraphRunner fix):
+#     GPU_TESTS=1 GPU_TESTS_TIMEOUT=150 SKIP_SMOKE=1 SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1          # <= 165 s
+#     (first, on a fresh lease, carrying .xfer/p1: every GPU test, the step graph's three (tests/test_step_graph.py:
+#     the trainer's graph against its eager step, and a graphed run stopped and resumed) and the two fixed after the
+#     fourth lease among them.)
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=420 GPU_VS_TIMM_TIMEOUT=460 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned" ... 1                                                                   # <= 475 s
+#     (back to back: train_tuned compiles its own twins without train_compiled (timm's first compiled step took
+#     44-61 s, ours' 19-23, ours fast 20-30), then ours with coordinate-descent tuning (164-192 s), direct, as
+#     gpu_vs_timm's whole-step CUDA graph, as the trainer's (ours_compiled_fast_tuned_stepgraph: `mobilenets train
+#     --step-graph`'s own StepGraph and train_step), and with Inductor's CUDA graphs (`--compile-cudagraphs`).
+#     Estimate 390 s, after 7-11 s of HBM probe; no Triton preflight: no section here runs our Triton kernels. With
+#     a start of about 35 s the two calls take about 680 s of the lease's 900.)
+#     Timm tuned (--tune-timm, 200 s more, untimed) waits for another lease: the section with it needs a call of
+#     its own near the 600 s limit.
+#     The batch-256 inference graphs, untimed since the CudaGraphRunner fix, wait too: --sections
+#     hbm_bound,inference_compiled, about 100 s with a cold Triton preflight of 34 s.
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,

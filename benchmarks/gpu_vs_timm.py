@@ -18,8 +18,8 @@ numbers first:
                         costliest kernels, and its costliest (op, input shapes) pairs, i.e. layers (on CPU: self time
                         per op)
     train_tuned         ours with the fast layers compiled with Inductor's coordinate-descent tuning (also replayed
-                        whole as one CUDA graph, and with Inductor's own CUDA graphs), beside timm compiled (and,
-                        with --tune-timm, timm tuned)
+                        whole as one CUDA graph, as the trainer's --step-graph replays it, and with Inductor's own
+                        CUDA graphs), beside timm compiled (and, with --tune-timm, timm tuned)
     numerics_trained    with --numerics-weights: the numerics check on those trained weights at their resolution
                         (eager, compiled, Triton), with top-1 agreement; last, as its Triton shapes had no preflight
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -55,10 +56,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mobilenets import MobileNetV1, count_complexity, dwconv, kernels  # noqa: E402
+from mobilenets import MobileNetV1, count_complexity, dwconv, kernels, step_graph  # noqa: E402
 from mobilenets.atomic import atomic_write_text  # noqa: E402
+from mobilenets.engine import DistEnv, StepContext, optimizer_step, train_step  # noqa: E402
 from mobilenets.gpu import REPLAY_TOLERANCE, CudaGraphRunner, fast_inference  # noqa: E402
 from mobilenets.layers import pad_stem  # noqa: E402
+from mobilenets.optim import set_lr  # noqa: E402
 from mobilenets.trainer import inductor_options  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -81,8 +84,9 @@ ESTIMATED_S = {
     # [198.2] ours with the fast layers compiled with coordinate-descent tuning (its first call 164-192 s: it times
     # launch configs of each generated kernel of a step), with timm and the twins built by train_compiled; run
     # without it, the section compiles them itself (about 110 s more); and once more with Inductor's CUDA graphs
-    # (its kernels' tuning cached: a guess of 40 s, untimed on a GPU)
-    "train_tuned": 350,
+    # (its kernels' tuning cached: a guess of 40 s, untimed on a GPU); and the trainer's own step graph
+    # (`mobilenets train --step-graph`) around the same tuned compile, from Inductor's caches (another guess of 40 s)
+    "train_tuned": 390,
     "numerics_trained": 50,  # [34.7] with --numerics-weights: a compile and Triton tuning for its layer shapes
 }
 SECTIONS = tuple(ESTIMATED_S)
@@ -781,6 +785,26 @@ def run_sections(b: Bench, timm) -> None:
 
         return make
 
+    def trainer_step(compiled: dict):
+        """What ``mobilenets train --step-graph`` runs, on ours with the fast layers compiled with ``compiled``: the
+        trainer's own step (`engine.train_step`: the rate set, then its `optimizer_step` replayed by the trainer's
+        `StepGraph` after 3 eager steps), with train_step_fn's optimizer, loss and targets, so that its losses match
+        its twin's step by step. Left out: the epoch's running sums of the loss and the hits (a few small kernels)."""
+
+        def make():
+            model = fast_layers(seeded()).to(dev).train().to(memory_format=cl)
+            group = {"params": list(model.parameters()), "lr": 0.1, "base_lr": 0.1}
+            opt = torch.optim.SGD([group], lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, fused=True)
+            net = torch.compile(model, **compiled)
+            target = torch.randint(0, 1000, (batch,), device=dev)  # the CUDA draw train_step_fn makes, same seed
+            ctx = StepContext(optimizer=opt, lr_at=lambda _: 1.0, set_lr=set_lr, env=DistEnv(device=torch.device(dev)),
+                              amp_dtype=bf16, channels_last=True)  # fmt: skip
+            step_graph.prepare_optimizer(opt, torch.device(dev))
+            ctx.graph = step_graph.StepGraph(functools.partial(optimizer_step, net, ctx=ctx))
+            return lambda x: train_step(net, x, target, ctx, 0)[0]
+
+        return make if graphs else no_graph
+
     def graph_of(make):
         """``make``'s step captured whole (forward, backward, optimizer step) as one CUDA graph."""
         return (lambda: CudaGraphRunner(make(), xt, GRAPH_WARMUP, training=True)) if graphs else no_graph
@@ -886,9 +910,9 @@ def run_sections(b: Bench, timm) -> None:
 
     def train_tuned():
         """Ours with the fast layers compiled with Inductor's coordinate-descent tuning (`tuned_compile`), direct and
-        as a CUDA graph, beside timm compiled, timm compiled as a graph (timm's fastest untuned step) and the twins
-        the checks need (all built by train_compiled: reused, no compile); with --tune-timm timm tuned too (like for
-        like). A section of its own, after the profile: its tuning took 192 s on the H200 (fourth lease of
+        as a CUDA graph (gpu_vs_timm's and the trainer's, `trainer_step`), beside timm compiled, timm compiled as a
+        graph (timm's fastest untuned step) and the twins the checks need (all built by train_compiled: reused, no
+        compile); with --tune-timm timm tuned too (like for like). A section of its own, after the profile: its tuning took 192 s on the H200 (fourth lease of
         2026-11-27), and a run cut in it keeps the sections before."""
         tuned = tuned_compile(compile_kwargs)
         untuned = train_makers("compiled", compile_kwargs)  # the same makers as train_compiled's (built once)
@@ -907,6 +931,7 @@ def run_sections(b: Bench, timm) -> None:
         makers["ours_compiled_fast_tuned_cudagraphs"] = (
             ours_step(tuned_compile(compile_kwargs, True), fast=True) if graphs else no_graph
         )
+        makers["ours_compiled_fast_tuned_stepgraph"] = trainer_step(tuned)  # `mobilenets train --step-graph`'s step
         if args.tune_timm:
             makers["timm_compiled_tuned"] = timm_step(tuned)
             makers["timm_compiled_tuned_graph"] = graph_of(makers["timm_compiled_tuned"])
@@ -1037,7 +1062,7 @@ FIRST_LOSS_TOL = 2e-2
 # 14% higher: every graph failed, right ones included; results/logs-h200-2026-11-27-lease4/README.md.)
 GRAPH_LOSS_TOL = 0.1
 GRAPH_WARMUP = 3
-TWIN_SUFFIXES = ("_graph", "_fast", "_tuned", "_cudagraphs")
+TWIN_SUFFIXES = ("_graph", "_fast", "_tuned", "_cudagraphs", "_stepgraph")
 TRAIN_SECTIONS = ("train_compiled", "train_tuned")  # where compiled training paths are timed beside timm compiled
 
 
@@ -1092,8 +1117,9 @@ def _train_checked(report: dict, cand: str, section: str = "train_compiled") -> 
 
 
 def _replayed(path: str) -> bool:
-    """Whether a training path replays CUDA graphs (ours' whole step, or Inductor's forward and backward)."""
-    return path.endswith(("_graph", "_cudagraphs"))
+    """Whether a training path replays CUDA graphs (ours' whole step, the trainer's, or Inductor's forward and
+    backward)."""
+    return path.endswith(("_graph", "_stepgraph", "_cudagraphs"))
 
 
 def best_training(report: dict) -> dict:
@@ -1146,6 +1172,8 @@ def ratios(report: dict) -> dict:
         # Inductor's coordinate-descent tuning and replayed as CUDA graphs
         "train_tuned_graph_vs_timm_compiled": ("train_tuned", "ours_compiled_fast_tuned_graph", "timm_compiled"),
         "train_tuned_graph": ("train_tuned", "ours_compiled_fast_tuned_graph", "timm_compiled_tuned_graph"),
+        # `mobilenets train --step-graph`'s own step (the trainer's StepGraph), against timm compiled as such
+        "train_tuned_trainer_vs_timm_compiled": ("train_tuned", "ours_compiled_fast_tuned_stepgraph", "timm_compiled"),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
     for key, (sec, ours_path, timm_path) in pairs.items():

@@ -285,6 +285,18 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
     cudagraphs = module.ratios(report())
     assert cudagraphs["best_ours_train"]["path"] == "ours_compiled_fast_tuned_cudagraphs"
     assert cudagraphs["best_ours_train_vs_timm_best_compiled"] is None
+    # the trainer's step graph (`mobilenets train --step-graph`) warms up on its own first steps: its losses are the
+    # twin's from step 1, its first replay step 4's; it replays, so it has no like-for-like ratio without a timm graph
+    del tuned["ours_compiled_fast_tuned_cudagraphs"]
+    tuned["ours_compiled_fast_tuned_stepgraph"] = 135.0
+    trainer = module.ratios(report())
+    assert trainer["best_ours_train"]["path"] == "ours_compiled_fast_tuned_stepgraph"
+    assert trainer["train_tuned_trainer_vs_timm_compiled"] == pytest.approx(135 / 98)
+    assert trainer["best_ours_train_vs_timm_best_compiled"] is None
+    # a replay that does not train (step 4 as step 3) fails its twin at step 4
+    stuck = module.ratios(report(ours_compiled_fast_tuned_stepgraph=learning[:3] + [6.29]))
+    assert stuck["best_ours_train"]["path"] == "ours_compiled_fast_tuned_graph"
+    assert stuck["train_tuned_trainer_vs_timm_compiled"] == pytest.approx(135 / 98)  # the ratio is the speed alone
 
 
 def test_merged_sections_check_each_path_with_its_own_calls_losses():

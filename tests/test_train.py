@@ -1162,6 +1162,7 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--eval-every", "0"], "eval_every=0"),
         (["--device", "cpu", "--depthwise", "triton"], "depthwise='triton' is not allowed on cpu"),
         (["--depthwise", "cudnn"], "depthwise='cudnn' is not allowed: depthwise must be one of conv, triton, taps"),
+        (["--device", "cpu", "--step-graph"], "step_graph is not allowed on cpu: CUDA graphs need a CUDA device"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):

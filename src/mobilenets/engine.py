@@ -246,6 +246,8 @@ class StepContext:
     # callback(global_step, step_in_epoch, totals) after each optimizer step (checkpoints); totals() is `epoch_totals`
     on_step: Any = None
     prepare: Any = None  # callback(model) after model.train(), e.g. to keep frozen BatchNorm in eval mode
+    # `step_graph.StepGraph` of `optimizer_step` on this model and context (--step-graph), or None: run it directly
+    graph: Any = None
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -356,32 +358,7 @@ def train_one_epoch(
         bad += bad_batch
         if images.numel() == 0:
             continue  # every file of this batch was unreadable
-        images = images.to(dev, non_blocking=True)
-        labels = labels.to(dev, non_blocking=True)
-        targets = labels
-        if ctx.mixup_alpha > 0 or ctx.cutmix_alpha > 0:
-            images, targets = mix_batch(images, labels, ctx.num_classes, mixup_alpha=ctx.mixup_alpha,
-                                        cutmix_alpha=ctx.cutmix_alpha,
-                                        seed=(ctx.mix_seed, global_step, ctx.env.rank))  # fmt: skip
-        if ctx.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        lr = ctx.set_lr(ctx.optimizer, ctx.lr_at(global_step))
-        with _autocast(ctx):
-            logits = model(images)
-            loss = compute_loss(logits, targets, images, ctx)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        if ctx.scaler is not None:
-            ctx.scaler.scale(loss).backward()
-            ctx.scaler.unscale_(ctx.optimizer)
-            _clip(model, ctx.grad_clip)
-            ctx.scaler.step(ctx.optimizer)
-            ctx.scaler.update()
-        else:
-            loss.backward()
-            _clip(model, ctx.grad_clip)
-            ctx.optimizer.step()
-        if ctx.ema is not None:
-            ctx.ema.update(unwrap(model))
+        loss, logits, targets, lr = train_step(model, images, labels, ctx, global_step)
         global_step += 1
         steps += 1
         here += 1
@@ -389,9 +366,9 @@ def train_one_epoch(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             first_step_s = time.perf_counter() - t0
-        loss_sum += loss.detach().double() * len(labels)
-        correct += (logits.detach().argmax(1) == (labels if targets is labels else targets.argmax(1))).sum()
-        seen += len(labels)
+        loss_sum += loss.detach().double() * len(targets)
+        correct += (logits.detach().argmax(1) == (targets if targets.dim() == 1 else targets.argmax(1))).sum()
+        seen += len(targets)
         if progress.wants_stats():  # this session's rate (a resumed epoch's carried images are every process's)
             rate = (seen - seen_before) * ctx.env.world_size / max(time.perf_counter() - t0, 1e-9)
             progress.update(loss=float(loss.detach()), lr=lr, img_s=rate)
@@ -405,6 +382,50 @@ def train_one_epoch(
     else:
         return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, False
     return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, True
+
+
+def train_step(model, images, labels, ctx: StepContext, global_step: int):
+    """Optimizer step ``global_step`` (0-based) on one batch: the batch to the device, MixUp/CutMix, the layout, the
+    learning rate, `optimizer_step` (replayed by ``ctx.graph`` when set), the EMA. Returns (loss, logits, targets,
+    learning rate): the targets are the labels on the device, or the soft targets of a mixed batch. With the graph,
+    the loss and logits are its own tensors, which the next step overwrites."""
+    dev = ctx.env.device
+    images = images.to(dev, non_blocking=True)
+    targets = labels = labels.to(dev, non_blocking=True)
+    if ctx.mixup_alpha > 0 or ctx.cutmix_alpha > 0:
+        images, targets = mix_batch(images, labels, ctx.num_classes, mixup_alpha=ctx.mixup_alpha,
+                                    cutmix_alpha=ctx.cutmix_alpha,
+                                    seed=(ctx.mix_seed, global_step, ctx.env.rank))  # fmt: skip
+    if ctx.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    lr = ctx.set_lr(ctx.optimizer, ctx.lr_at(global_step))
+    if ctx.graph is not None:
+        loss, logits = ctx.graph(images, targets)
+    else:
+        loss, logits = optimizer_step(model, images, targets, ctx)
+    if ctx.ema is not None:
+        ctx.ema.update(unwrap(model))
+    return loss, logits, targets, lr
+
+
+def optimizer_step(model, images: torch.Tensor, targets: torch.Tensor, ctx: StepContext):
+    """Forward, loss, backward, gradient clipping and the optimizer step: (loss, logits). What `--step-graph`
+    captures as one CUDA graph (`step_graph.StepGraph`), so nothing here may read a device value on the host."""
+    with _autocast(ctx):
+        logits = model(images)
+        loss = compute_loss(logits, targets, images, ctx)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    if ctx.scaler is not None:
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.unscale_(ctx.optimizer)
+        _clip(model, ctx.grad_clip)
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        loss.backward()
+        _clip(model, ctx.grad_clip)
+        ctx.optimizer.step()
+    return loss, logits
 
 
 def epoch_totals(loss_sum, correct, seen: int, steps: int, t0: float, before_s: float, env: DistEnv) -> dict:

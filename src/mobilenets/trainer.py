@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import kernels
+from . import kernels, step_graph
 from . import weights as weights_io
 from .atomic import FolderInUse, atomic_write_text, lock_folder, read_metrics
 from .budget import EpochPlanner
@@ -65,6 +66,7 @@ from .engine import (
     list_checkpoints,
     load_checkpoint,
     log,
+    optimizer_step,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -462,6 +464,7 @@ class _Run:
         self.planner = EpochPlanner(cfg.time_budget, cfg.epochs, cfg.eval_every) if cfg.time_budget else None
         self.plan: dict | None = None  # the latest plan: epochs, and the estimates behind them
         self.checkpoints = CheckpointWriter(self.out, cfg.keep_checkpoints)  # written in the background
+        self.graph: step_graph.StepGraph | None = None  # --step-graph's, once the run starts training
 
     # set-up
     def _settings(self) -> None:
@@ -483,6 +486,11 @@ class _Run:
         if cfg.compile_cudagraphs and self.env.device.type != "cuda":
             raise ConfigError(f"compile_cudagraphs is not allowed on {self.env.device}: CUDA graphs need a CUDA "
                               "device (Inductor would quietly run without them)")  # fmt: skip
+        if cfg.step_graph:
+            why = step_graph.refusal(optimizer=cfg.optimizer, amp=cfg.amp, world_size=self.env.world_size,
+                                     device=self.env.device, compile_cudagraphs=cfg.compile_cudagraphs)  # fmt: skip
+            if why:
+                raise ConfigError(why)
         if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
             raise ConfigError(
                 f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
@@ -1010,6 +1018,9 @@ class _Run:
             if (cfg.freeze_bn or cfg.freeze_backbone)
             else None,
         )
+        if cfg.step_graph:  # after the resume: the graph reads the optimizer's state where it lies at capture
+            step_graph.prepare_optimizer(self.optimizer, env.device)
+            ctx.graph = self.graph = step_graph.StepGraph(partial(optimizer_step, self.wrapped, ctx=ctx))
         self.say(
             f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
             f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
@@ -1187,6 +1198,15 @@ class _Run:
             "cache": self.cache_info,
             "world_size": self.env.world_size,
             "device": str(self.env.device),
+            # --step-graph, since this process started: its eager warm-up steps, the steps replayed, and the steps run
+            # eagerly after the capture for a batch of another shape
+            "step_graph": {
+                "warmup_steps": self.graph.warm_calls,
+                "replayed_steps": self.graph.replays,
+                "eager_steps": self.graph.eager_calls,
+            }
+            if self.graph
+            else None,
             "resumed_from": self.resumed_from,
             "weights": str(self.out / "model"),
             "best_weights": str(self.out / "model_best"),
