@@ -912,8 +912,8 @@ def run_sections(b: Bench, timm) -> None:
         """Ours with the fast layers compiled with Inductor's coordinate-descent tuning (`tuned_compile`), direct and
         as a CUDA graph (gpu_vs_timm's and the trainer's, `trainer_step`), beside timm compiled, timm compiled as a
         graph (timm's fastest untuned step) and the twins the checks need (all built by train_compiled: reused, no
-        compile); with --tune-timm timm tuned too (like for like). A section of its own, after the profile: its tuning took 192 s on the H200 (fourth lease of
-        2026-11-27), and a run cut in it keeps the sections before."""
+        compile); with --tune-timm timm tuned too (like for like). A section of its own, after the profile: its
+        tuning took 192 s on the H200 (fourth lease of 2026-11-27), and a run cut in it keeps the sections before."""
         tuned = tuned_compile(compile_kwargs)
         untuned = train_makers("compiled", compile_kwargs)  # the same makers as train_compiled's (built once)
         twins = (

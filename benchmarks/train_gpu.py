@@ -35,8 +35,8 @@ import torch
 
 from mobilenets.atomic import atomic_write_text
 from mobilenets.budget import step_rate
-from mobilenets.data import shared_data_root
-from mobilenets.train_config import DEPTHWISE, resolve
+from mobilenets.data import DataError, shared_data_root
+from mobilenets.train_config import DEPTHWISE, ConfigError, resolve
 from mobilenets.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-decode", action="store_true", help="decode the JPEGs with nvjpeg on the GPU (device_data.py)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--depthwise", default="conv", choices=DEPTHWISE, help="depthwise layers' code (dwconv.py)")
+    p.add_argument("--pad-stem", action="store_true", help="the stem's input channels padded to 8 (layers.pad_stem)")
+    p.add_argument(
+        "--step-graph",
+        action="store_true",
+        help="replay each training step as one CUDA graph (step_graph.py); the synthetic step is then graphed too",
+    )
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
         "--out",
@@ -118,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         channels_last=gpu,
         compile=args.compile,
         depthwise=args.depthwise,
+        pad_stem=args.pad_stem,
+        step_graph=args.step_graph,
         cudnn_benchmark=args.cudnn_benchmark,
         resume=None,
         quiet=False,
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "history": [{k: r.get(k) for k in HISTORY_KEYS} for r in rows],
     }
     name = device.replace(" ", "-").lower()
-    variant = {"conv": "", "triton": "-triton-dw", "taps": "-taps-dw"}[args.depthwise]
+    variant = "" if args.depthwise == "conv" else f"-{args.depthwise}-dw"  # -triton-dw, -taps-dw, -flipped-dw
+    variant += "-pad-stem" * args.pad_stem + "-compiled" * args.compile + "-step-graph" * args.step_graph
     variant += "-nobench" * (not args.cudnn_benchmark)
     variant += "-gpu-decode" * args.gpu_decode
     out = REPO / "results" / f"train-gpu-{name}-imagenette-{args.resolution}px{variant}{args.tag}.json"
@@ -181,4 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ConfigError, DataError) as exc:  # a bad option or dataset: one line, as `mobilenets train` says it
+        sys.exit(f"train_gpu.py: {exc}")

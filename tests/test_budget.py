@@ -179,7 +179,16 @@ def test_a_budgeted_two_process_gloo_run_ends_together(tmp_path):
     assert summary["world_size"] == 2 and summary["epochs"] == summary["time_budget"]["planned_epochs"]
 
 
-def test_step_rate_times_the_configured_training_step(tmp_path):
-    """The reference rate of train_gpu.py and reproduce --time-budget's calibration, here a tiny CPU step."""
-    cfg = tiny_cfg(tmp_path, tmp_path / "o", batch_size=4)
+def test_step_rate_times_the_configured_training_step(tmp_path, monkeypatch):
+    """The reference rate of train_gpu.py and reproduce --time-budget's calibration, here a tiny CPU step: the
+    trainer's own step (`engine.optimizer_step`, spied on), with the run's clipping and label smoothing, 5 warm-up
+    steps and the timed ones; --step-graph is refused off CUDA as the trainer refuses it."""
+    from mobilenets import engine
+
+    real, seen = engine.optimizer_step, []
+    monkeypatch.setattr(engine, "optimizer_step", lambda *a, **kw: seen.append(a[3]) or real(*a, **kw))
+    cfg = tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, grad_clip=0.5, label_smoothing=0.2)
     assert step_rate(cfg, num_classes=3, steps=2) > 0
+    assert len(seen) == 5 + 2 and {(c.grad_clip, c.label_smoothing, c.amp_dtype) for c in seen} == {(0.5, 0.2, None)}
+    with pytest.raises(ConfigError, match="^step_graph is not allowed on cpu: CUDA graphs need a CUDA device$"):
+        step_rate(tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, step_graph=True), num_classes=3)

@@ -102,35 +102,47 @@ class EpochPlanner:
 
 
 def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
-    """Images/s of ``cfg``'s training step (model, optimizer, autocast, layout, batch, cuDNN autotuning as
-    ``cfg.cudnn_benchmark`` says, as the trainer sets it) on one random batch already on the device: the rate with no
-    data path at all, after 5 warm-up steps (autotuning, lazy loading)."""
+    """Images/s of ``cfg``'s training step on one random batch already on the device: the rate with no data path
+    at all, after 5 warm-up steps (autotuning, lazy loading, compiling, a step graph's capture). The step is the
+    trainer's own (`engine.optimizer_step`), set up as the trainer sets it: model and depthwise layers, optimizer,
+    autocast (fp16's gradient scaler), layout, batch, label smoothing, clipping, ``--compile`` with its options,
+    ``--step-graph``, cuDNN autotuning as ``cfg.cudnn_benchmark`` says."""
     import torch
-    import torch.nn.functional as F
 
-    from .engine import setup_distributed
+    from . import step_graph
+    from .engine import StepContext, optimizer_step, setup_distributed
     from .optim import build_optimizer, scaled_lr
-    from .trainer import AMP_DTYPES, build_model
+    from .train_config import ConfigError
+    from .trainer import AMP_DTYPES, build_model, inductor_options
 
-    dev = setup_distributed(cfg.device).device
-    model = build_model(cfg, [str(i) for i in range(num_classes)])  # its depthwise layers as cfg.depthwise says
-    model = model.to(dev)
+    env = setup_distributed(cfg.device)
+    dev = env.device
+    if cfg.step_graph:
+        why = step_graph.refusal(optimizer=cfg.optimizer, amp=cfg.amp, world_size=1, device=dev,
+                                 compile_cudagraphs=cfg.compile_cudagraphs)  # fmt: skip
+        if why:
+            raise ConfigError(why)
+    model = build_model(cfg, [str(i) for i in range(num_classes)]).to(dev)  # its layers as cfg.depthwise says
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg, scaled_lr(cfg))
+    net = (
+        torch.compile(model, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
+        if cfg.compile
+        else model
+    )
     res = model.spec.resolution
     x = torch.randn(cfg.batch_size, 3, res, res, device=dev)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
     y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
-    amp = AMP_DTYPES[cfg.amp]
-
-    def step():
-        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    ctx = StepContext(optimizer=opt, lr_at=None, set_lr=None, env=env, amp_dtype=AMP_DTYPES[cfg.amp],
+                      scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
+                      label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip)  # fmt: skip
+    step = lambda: optimizer_step(net, x, y, ctx)  # noqa: E731
+    if cfg.step_graph:
+        step_graph.prepare_optimizer(opt, dev)
+        graph = step_graph.StepGraph(lambda images, labels: optimizer_step(net, images, labels, ctx))
+        step = lambda: graph(x, y)  # noqa: E731
     model.train()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     before = torch.backends.cudnn.benchmark
