@@ -94,6 +94,10 @@ def test_tensor_rates_are_filled_in_place_and_train_as_numbers_do():
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert "capturable" not in opt_b.param_groups[0]  # SGD has no such flag; its fused step is capturable
+    # on CUDA only the fused step reads a tensor rate on the device (the foreach one calls .item(), which a capture
+    # refuses): an unfused optimizer is refused before any CUDA call
+    with pytest.raises(ValueError, match="^SGD is not fused: a captured step needs the fused one$"):
+        prepare_optimizer(torch.optim.SGD(_groups(a, 0.1), lr=0.1), CUDA)
 
 
 def test_a_step_graph_checkpoint_resumes_with_number_rates_and_the_built_optimizer_s_flags():
@@ -183,9 +187,10 @@ def test_train_with_a_step_graph_matches_eager_training_and_resumes(tmp_path):
     cosine rate that changes every step included), within rounding; stopped at step 5 and resumed, it ends where the
     uninterrupted run does, the resumed process warming up again."""
     data = _val_subset(tmp_path / "d", 12, 2)  # 24 images, batch 4: 6 steps per epoch, 12 in all
-    kw = dict(device="cuda", dropout=0.0, epochs=2, batch_size=4, resolution=32, deterministic=True, amp="bf16",
-              channels_last=True, optimizer="nesterov", schedule="cosine", warmup_epochs=0.5, mixup_alpha=0.2,
-              cutmix_alpha=1.0, grad_clip=1.0, label_smoothing=0.1)  # fmt: skip
+    # two loader workers: their pin-memory thread pins the next batches while step 4 is captured
+    kw = dict(device="cuda", workers=2, dropout=0.0, epochs=2, batch_size=4, resolution=32, deterministic=True,
+              amp="bf16", channels_last=True, optimizer="nesterov", schedule="cosine", warmup_epochs=0.5,
+              mixup_alpha=0.2, cutmix_alpha=1.0, grad_clip=1.0, label_smoothing=0.1)  # fmt: skip
     train(tiny_cfg(data, tmp_path / "eager", **kw))
     train(tiny_cfg(data, tmp_path / "graph", step_graph=True, **kw))
     train(tiny_cfg(data, tmp_path / "cut", step_graph=True, max_steps=5, **kw))

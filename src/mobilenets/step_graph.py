@@ -19,7 +19,8 @@ What the graph holds fixed is what the trainer must feed it as tensors:
 
 Every step trains on its own batch: the warm-up steps are the run's first steps, not repeats of one batch (as
 `gpu.CudaGraphRunner`'s are), and the capture itself runs nothing, so the first replay is the next step. A run with
-the graph therefore takes the same sequence of steps as one without it. What the step does with host values (a
+the graph therefore takes the same sequence of steps as one without it, up to rounding: the kernels multiply by
+the float32 rate where, given a number, they take it as a double. What the step does with host values (a
 gradient scaler's inf checks, RMSpropTF's Python arithmetic, several processes' collectives) cannot be captured:
 `refusal` names them.
 """
@@ -56,16 +57,16 @@ def refusal(*, optimizer: str, amp: str, world_size: int, device: torch.device, 
 
 
 def prepare_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Make each parameter group's learning rate a float32 tensor on ``device`` (same value), which `optim.set_lr`
-    then fills in place: a captured optimizer step reads the rate from that tensor's memory. AdamW's groups are made
-    ``capturable`` too, which PyTorch requires of an Adam step under capture even when fused."""
+    """Make each parameter group's learning rate a float32 tensor on ``device`` (the fused CUDA kernels read it as
+    a float), which `optim.set_lr` then fills in place: a captured optimizer step reads the rate from that tensor's
+    memory. AdamW's groups are made ``capturable`` too, which PyTorch requires of an Adam step under capture even
+    when fused. On CUDA the optimizer must be fused (the trainer's is: `optim.build_optimizer`)."""
     for group in optimizer.param_groups:
+        if device.type == "cuda" and not group.get("fused"):  # the foreach step reads a tensor rate with .item()
+            raise ValueError(f"{type(optimizer).__name__} is not fused: a captured step needs the fused one")
         group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
         if "capturable" in group and isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
             group["capturable"] = True
-    # the warm-up steps run uncaptured by design: PyTorch's once-per-optimizer warning that capturable=True is then
-    # slower would only say so (its own flag, torch/optim/optimizer.py)
-    optimizer._warned_capturable_if_run_uncaptured = True
 
 
 class StepGraph:
@@ -105,7 +106,8 @@ class StepGraph:
 
     def _on_side_stream(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         if self.side is None:  # one for every warm-up step: the allocator caches blocks per stream
-            self.side = torch.cuda.Stream()
+            # the high-priority pool: never another graph's capture stream (gpu.CudaGraphRunner says why it matters)
+            self.side = torch.cuda.Stream(priority=-1)
         side, here = self.side, torch.cuda.current_stream()
         side.wait_stream(here)
         with torch.cuda.stream(side):
@@ -119,7 +121,10 @@ class StepGraph:
         # a stream of its own (gpu.CudaGraphRunner says why: cuBLAS workspaces are kept per stream)
         self.capture_stream = torch.cuda.Stream()
         try:
-            with torch.cuda.graph(graph, stream=self.capture_stream):
+            # thread_local: the DataLoader's pin-memory thread keeps pinning the next batches meanwhile, and a pinned
+            # allocation queries CUDA events, which the default ("global") mode counts as this capture's error (as
+            # Inductor's own captures do, torch/_inductor/cudagraph_trees.py)
+            with torch.cuda.graph(graph, stream=self.capture_stream, capture_error_mode="thread_local"):
                 self.static_out = self.step(*self.static_in)
         except Exception as exc:  # e.g. an op that reads a device value on the host, which capture forbids
             raise RuntimeError(
@@ -127,6 +132,11 @@ class StepGraph:
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); run it without the graph"
             ) from exc
         self.graph = graph  # set last: a capture that raised leaves the runner warming up, not half-captured
+
+    def close(self) -> None:
+        """Let go of the graph, its memory pool and the step (whose context may point back here): the trainer calls it
+        when the run ends, so that its model and graph go with the run rather than at the next garbage collection."""
+        self.graph, self.static_in, self.static_out, self.step = None, (), (), None
 
     def _replay(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         for static, t in zip(self.static_in, inputs, strict=True):

@@ -132,8 +132,8 @@ class TrainConfig:
     step_graph: bool = _f(
         False,
         "CUDA, one process, SGD/Nesterov/AdamW, amp none or bf16: replay the whole training step (forward, loss, "
-        "backward, clipping, optimizer step) as one CUDA graph, captured after 3 eager steps; the same steps, "
-        "launched at once (with --compile too: the step that ran 1.32x timm's compiled one on an H200)",
+        "backward, clipping, optimizer step) as one CUDA graph, captured after 3 eager steps; the same steps (up to "
+        "rounding), launched at once (with --compile too: the step that ran 1.32x timm's compiled one on an H200)",
     )
     depthwise: str = _f(
         "conv",

@@ -723,10 +723,12 @@ class _Run:
                 stale.unlink(missing_ok=True)
 
     def release(self) -> None:
-        """Let go of the run folder (`_lock`); a later run in this process may take it."""
+        """Let go of the run folder (`_lock`), which a later run in this process may take, and of the step graph."""
         held, self.held = getattr(self, "held", None), None
         if held is not None:
             held.close()
+        if self.graph is not None:
+            self.graph.close()
 
     def _find_resume(self) -> None:
         """The checkpoint a resume starts from (``self.found``: path and state, or None), loaded and checked against
