@@ -118,6 +118,33 @@ def test_readme_tables_are_generated_from_code():
     assert module.updated(text) == text, "README tables drifted: run python scripts/update_readme.py"
 
 
+def test_readme_command_examples_name_options_that_exist():
+    """Every `mobilenets ...` line in the README's shell examples (torchrun's too) parses with today's parser: an
+    option renamed or removed in the code fails here rather than in a reader's shell. Optional parts written
+    ``[--json]`` are parsed as given, the first of ``a|b``; a line with ``...`` is a sketch, not a command."""
+    import re
+    import shlex
+
+    from mobilenets.cli import build_parser
+
+    parser, _ = build_parser()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = line.split(" #")[0].strip()
+            if "mobilenets " in words and not words.startswith("#") and "..." not in words:
+                words = re.sub(r"\[([^\]]+)\]", r"\1", words)  # [--resolution 192] -> --resolution 192
+                words = re.sub(r"(\S+)\|\S+", r"\1", words)  # ort|openvino -> ort
+                argv = shlex.split(words)
+                commands.append(argv[argv.index("mobilenets") + 1 :])
+    assert len(commands) >= 40  # the README's examples, found
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README example does not parse: mobilenets {' '.join(argv)}")
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_reproduce_without_a_traceback_and_the_rerun_resumes(tmp_path):
     """SIGINT (Ctrl-C) during training: exit status 130, one line saying how to resume, no traceback; the same
