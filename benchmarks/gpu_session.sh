@@ -58,14 +58,15 @@
 #     (first, on a fresh lease, carrying .xfer/p1: every GPU test, the step graph's three (tests/test_step_graph.py:
 #     the trainer's graph against its eager step, and a graphed run stopped and resumed) and the two fixed after the
 #     fourth lease among them.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=420 GPU_VS_TIMM_TIMEOUT=460 GPU_VS_TIMM_ARGS="--sections
-#       hbm_bound,train_tuned" ... 1                                                                   # <= 475 s
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=430 GPU_VS_TIMM_TIMEOUT=470 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned" ... 1                                                                   # <= 485 s
 #     (back to back: train_tuned compiles its own twins without train_compiled (timm's first compiled step took
 #     44-61 s, ours' 19-23, ours fast 20-30), then ours with coordinate-descent tuning (164-192 s), direct, as
 #     gpu_vs_timm's whole-step CUDA graph, as the trainer's (ours_compiled_fast_tuned_stepgraph: `mobilenets train
 #     --step-graph`'s own StepGraph and train_step), and with Inductor's CUDA graphs (`--compile-cudagraphs`).
-#     Estimate 390 s, after 7-11 s of HBM probe; no Triton preflight: no section here runs our Triton kernels. With
-#     a start of about 35 s the two calls take about 680 s of the lease's 900.)
+#     Estimate 390 s, after the script's start and 7-11 s of HBM probe (the budget leaves about 20 s for both: a
+#     section whose estimate exceeds the time left is skipped); no Triton preflight: no section here runs our
+#     Triton kernels. With a start of about 35 s the two calls take about 690 s of the lease's 900.)
 #     Timm tuned (--tune-timm, 200 s more, untimed) waits for another lease: the section with it needs a call of
 #     its own near the 600 s limit.
 #     The batch-256 inference graphs, untimed since the CudaGraphRunner fix, wait too: --sections

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import math
 import os
@@ -58,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mobilenets import MobileNetV1, count_complexity, dwconv, kernels, step_graph  # noqa: E402
 from mobilenets.atomic import atomic_write_text  # noqa: E402
-from mobilenets.engine import DistEnv, StepContext, optimizer_step, train_step  # noqa: E402
+from mobilenets.engine import DistEnv, StepContext, train_step  # noqa: E402
 from mobilenets.gpu import REPLAY_TOLERANCE, CudaGraphRunner, fast_inference  # noqa: E402
 from mobilenets.layers import pad_stem  # noqa: E402
 from mobilenets.optim import set_lr  # noqa: E402
@@ -312,14 +311,21 @@ def tuned_compile(compile_kwargs: dict, cudagraphs: bool = False) -> dict:
     return {**kept, "options": {**kept.get("options", {}), **inductor_options(True, cudagraphs)}}
 
 
+def step_parts(model, *, device: str, compile_kwargs: dict | None, batch: int):
+    """What every timed training step trains with: the model on ``device`` in training mode and channels_last,
+    SGD-Nesterov (fused on CUDA; its group's ``base_lr`` for `optim.set_lr`), the model compiled with
+    ``compile_kwargs`` (None: not), and one batch of targets drawn after them (so that two steps built from one seed
+    draw the same targets). Returns (optimizer, network, targets)."""
+    model = model.to(device).train().to(memory_format=torch.channels_last)
+    group = {"params": list(model.parameters()), "lr": 0.1, "base_lr": 0.1}
+    opt = torch.optim.SGD([group], lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, fused=device == "cuda")
+    net = torch.compile(model, **compile_kwargs) if compile_kwargs is not None else model
+    return opt, net, torch.randint(0, 1000, (batch,), device=device)
+
+
 def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int):
     """One SGD-Nesterov step (fused on CUDA) under bf16 autocast on a channels_last model; returns the loss."""
-    model = model.to(device).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, fused=device == "cuda"
-    )
-    net = torch.compile(model, **compile_kwargs) if compile_kwargs is not None else model
-    target = torch.randint(0, 1000, (batch,), device=device)
+    opt, net, target = step_parts(model, device=device, compile_kwargs=compile_kwargs, batch=batch)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step(x):
@@ -788,19 +794,15 @@ def run_sections(b: Bench, timm) -> None:
     def trainer_step(compiled: dict):
         """What ``mobilenets train --step-graph`` runs, on ours with the fast layers compiled with ``compiled``: the
         trainer's own step (`engine.train_step`: the rate set, then its `optimizer_step` replayed by the trainer's
-        `StepGraph` after 3 eager steps), with train_step_fn's optimizer, loss and targets, so that its losses match
-        its twin's step by step. Left out: the epoch's running sums of the loss and the hits (a few small kernels)."""
+        `StepGraph` after 3 eager steps, `step_graph.attach`), with train_step_fn's optimizer and targets
+        (`step_parts`) and the trainer's loss (`engine.compute_loss`), so that its losses match its
+        twin's step by step. Left out: the epoch's running sums of the loss and the hits (a few small kernels)."""
 
         def make():
-            model = fast_layers(seeded()).to(dev).train().to(memory_format=cl)
-            group = {"params": list(model.parameters()), "lr": 0.1, "base_lr": 0.1}
-            opt = torch.optim.SGD([group], lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, fused=True)
-            net = torch.compile(model, **compiled)
-            target = torch.randint(0, 1000, (batch,), device=dev)  # the CUDA draw train_step_fn makes, same seed
+            opt, net, target = step_parts(fast_layers(seeded()), device=dev, compile_kwargs=compiled, batch=batch)
             ctx = StepContext(optimizer=opt, lr_at=lambda _: 1.0, set_lr=set_lr, env=DistEnv(device=torch.device(dev)),
                               amp_dtype=bf16, channels_last=True)  # fmt: skip
-            step_graph.prepare_optimizer(opt, torch.device(dev))
-            ctx.graph = step_graph.StepGraph(functools.partial(optimizer_step, net, ctx=ctx))
+            step_graph.attach(ctx, net)
             return lambda x: train_step(net, x, target, ctx, 0)[0]
 
         return make if graphs else no_graph

@@ -186,7 +186,12 @@ def test_step_rate_times_the_configured_training_step(tmp_path, monkeypatch):
     from mobilenets import engine
 
     real, seen = engine.optimizer_step, []
-    monkeypatch.setattr(engine, "optimizer_step", lambda *a, **kw: seen.append(a[3]) or real(*a, **kw))
+
+    def spy(model, images, targets, ctx):
+        seen.append(ctx)
+        return real(model, images, targets, ctx)
+
+    monkeypatch.setattr(engine, "optimizer_step", spy)
     cfg = tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, grad_clip=0.5, label_smoothing=0.2)
     assert step_rate(cfg, num_classes=3, steps=2) > 0
     assert len(seen) == 5 + 2 and {(c.grad_clip, c.label_smoothing, c.amp_dtype) for c in seen} == {(0.5, 0.2, None)}

@@ -121,23 +121,26 @@ def test_readme_tables_are_generated_from_code():
 def test_readme_command_examples_name_options_that_exist():
     """Every `mobilenets ...` line in the README's shell examples (torchrun's too) parses with today's parser: an
     option renamed or removed in the code fails here rather than in a reader's shell. Optional parts written
-    ``[--json]`` are parsed as given, the first of ``a|b``; a line with ``...`` is a sketch, not a command."""
+    ``[--json]`` are parsed as given, the first of ``a|b|c``; a line with ``...`` is a sketch, not a command. Options
+    must be spelled in full (argparse would take a renamed option's old name as an abbreviation of the new one)."""
     import re
     import shlex
 
     from mobilenets.cli import build_parser
 
-    parser, _ = build_parser()
+    parser, _ = build_parser(allow_abbrev=False)
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.S):
         for line in block.replace("\\\n", " ").splitlines():
             words = line.split(" #")[0].strip()
             if "mobilenets " in words and not words.startswith("#") and "..." not in words:
                 words = re.sub(r"\[([^\]]+)\]", r"\1", words)  # [--resolution 192] -> --resolution 192
-                words = re.sub(r"(\S+)\|\S+", r"\1", words)  # ort|openvino -> ort
+                words = re.sub(r"([^\s|]+)(?:\|[^\s|]+)+", r"\1", words)  # ort|openvino -> ort
                 argv = shlex.split(words)
                 commands.append(argv[argv.index("mobilenets") + 1 :])
     assert len(commands) >= 40  # the README's examples, found
+    with pytest.raises(SystemExit):  # abbreviations are refused here
+        parser.parse_args(["train", "--step-gr"])
     for argv in commands:
         try:
             parser.parse_args(argv)

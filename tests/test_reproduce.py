@@ -341,6 +341,24 @@ def test_the_schedule_estimate_is_the_busiest_process_of_the_pool(monkeypatch):
     assert rp.estimated_wall_s([], 2, BUDGETS["full"]) == 19.0  # 10+1, 3+1, 3+1 on the first
 
 
+def test_speed_factor_times_the_reference_s_uncompiled_ungraphed_step(tmp_path, monkeypatch):
+    """H200_STEP_IMAGES_S was a step launched from Python, uncompiled: a recipe's compile or step graph is left out
+    of the step `speed_factor` times (it would count their gain as the GPU's speed, and compile in the budget)."""
+    import mobilenets.budget
+    import mobilenets.reproduce as rp
+
+    recipe = tmp_path / "fast.yaml"
+    modern = (rp.CONFIGS / "modern.yaml").read_text().replace("compile: false", "compile: true")
+    recipe.write_text(modern + "\ncompile_tuning: true\nstep_graph: true\ndepthwise: flipped\n")
+    timed = []
+    monkeypatch.setattr(mobilenets.budget, "step_rate", lambda cfg, num_classes: timed.append(cfg) or 8877.6)
+    factor, rate = rp.speed_factor(tmp_path, tmp_path / "out", BUDGETS["full"], recipe)
+    assert (factor, rate) == (pytest.approx(rp.H200_STEP_IMAGES_S / 8877.6), 8877.6)
+    (cfg,) = timed
+    assert (cfg.compile, cfg.compile_tuning, cfg.compile_cudagraphs, cfg.step_graph) == (False, False, False, False)
+    assert (cfg.depthwise, cfg.resolution, cfg.optimizer) == ("flipped", 160, "nesterov")  # the recipe's otherwise
+
+
 def test_time_budget_plans_from_the_measured_speed_and_says_how(tmp_path, monkeypatch):
     """The estimate path with the step timing stubbed (it needs a GPU): the epochs are fit_epochs' for the seconds
     left after timing at that factor; a budget too short for one epoch is an error naming the estimate."""

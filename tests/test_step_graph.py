@@ -156,7 +156,8 @@ def test_a_step_graph_trains_as_the_eager_step_and_runs_other_shapes_eagerly(opt
         x = torch.randn(n, 3, 32, 32, device=CUDA).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 5, (n,), device=CUDA)
         factor = 1.0 - step / 10
-        set_lr(opts[0], factor), set_lr(opts[1], factor)
+        for opt in opts:
+            set_lr(opt, factor)
         loss, logits = graph(x, y)
         want, want_logits = optimizer_step(twin, x, y, ctxs[1])
         assert _close(loss, want) and _close(logits, want_logits), (step, float(loss), float(want))
@@ -183,12 +184,13 @@ def _val_subset(dst: Path, n_train: int, n_val: int) -> Path:
 @pytest.mark.gpu
 @needs_cuda
 def test_train_with_a_step_graph_matches_eager_training_and_resumes(tmp_path):
-    """`train(step_graph=True)`: the same run as without the graph (MixUp/CutMix's soft targets, clipping and a
-    cosine rate that changes every step included), within rounding; stopped at step 5 and resumed, it ends where the
-    uninterrupted run does, the resumed process warming up again."""
+    """`train(step_graph=True)`: the same run as without the graph (MixUp/CutMix's soft targets, clipping, a cosine
+    rate that changes every step and the model's dropout included: a replay draws the masks the eager step would,
+    as CUDA graphs advance the generator's offset by the captured step's draws), within rounding; stopped at step 5
+    and resumed, it ends where the uninterrupted run does, the resumed process warming up again."""
     data = _val_subset(tmp_path / "d", 12, 2)  # 24 images, batch 4: 6 steps per epoch, 12 in all
     # two loader workers: their pin-memory thread pins the next batches while step 4 is captured
-    kw = dict(device="cuda", workers=2, dropout=0.0, epochs=2, batch_size=4, resolution=32, deterministic=True,
+    kw = dict(device="cuda", workers=2, epochs=2, batch_size=4, resolution=32, deterministic=True,
               amp="bf16", channels_last=True, optimizer="nesterov", schedule="cosine", warmup_epochs=0.5,
               mixup_alpha=0.2, cutmix_alpha=1.0, grad_clip=1.0, label_smoothing=0.1)  # fmt: skip
     train(tiny_cfg(data, tmp_path / "eager", **kw))

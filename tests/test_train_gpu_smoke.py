@@ -7,6 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from mobilenets.train_config import load_yaml
+
 from .conftest import REPO, data_path
 
 SCRIPT = REPO / "benchmarks" / "train_gpu.py"
@@ -19,6 +23,7 @@ def _run(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_gpu_runs_with_the_fast_training_layers_on_cpu(tmp_path):
     """--depthwise flipped (whose results-file name once raised KeyError after the training) and --pad-stem reach
     the trainer, and the row carries the synthetic step's rate and the ratio to it."""
@@ -28,6 +33,8 @@ def test_train_gpu_runs_with_the_fast_training_layers_on_cpu(tmp_path):
     assert row["synthetic_step_images_per_s"] > 0 and row["end_to_end_over_synthetic"] > 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["step_graph"] is None and summary["global_steps"] == 2  # 10 classes x 2 images, batch 8
+    config = load_yaml(tmp_path / "run" / "config.yaml")  # the run's resolved config, as the trainer saved it
+    assert (config["depthwise"], config["pad_stem"], config["step_graph"]) == ("flipped", True, False)
 
 
 def test_train_gpu_refuses_a_step_graph_off_cuda_in_one_line(tmp_path):

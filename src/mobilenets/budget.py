@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -104,56 +105,43 @@ class EpochPlanner:
 def step_rate(cfg: TrainConfig, num_classes: int, steps: int = 30) -> float:
     """Images/s of ``cfg``'s training step on one random batch already on the device: the rate with no data path
     at all, after 5 warm-up steps (autotuning, lazy loading, compiling, a step graph's capture). The step is the
-    trainer's own (`engine.optimizer_step`), set up as the trainer sets it: model and depthwise layers, optimizer,
+    trainer's own `engine.optimizer_step`, set up as the trainer sets it: model and depthwise layers, optimizer,
     autocast (fp16's gradient scaler), layout, batch, label smoothing, clipping, ``--compile`` with its options,
-    ``--step-graph``, cuDNN autotuning as ``cfg.cudnn_benchmark`` says."""
+    ``--step-graph``, cuDNN autotuning as ``cfg.cudnn_benchmark`` says. Left out: the weight EMA's update, the
+    learning rate's, and the epoch's running sums."""
     import torch
 
     from . import step_graph
     from .engine import StepContext, optimizer_step, setup_distributed
     from .optim import build_optimizer, scaled_lr
-    from .train_config import ConfigError
-    from .trainer import AMP_DTYPES, build_model, inductor_options
+    from .trainer import AMP_DTYPES, build_model, compiled
 
     env = setup_distributed(cfg.device)
-    dev = env.device
-    if cfg.step_graph:
-        why = step_graph.refusal(optimizer=cfg.optimizer, amp=cfg.amp, world_size=1, device=dev,
-                                 compile_cudagraphs=cfg.compile_cudagraphs)  # fmt: skip
-        if why:
-            raise ConfigError(why)
-    model = build_model(cfg, [str(i) for i in range(num_classes)]).to(dev)  # its layers as cfg.depthwise says
+    step_graph.check(cfg, env.world_size, env.device)
+    model = build_model(cfg, [str(i) for i in range(num_classes)]).to(env.device)  # its layers as cfg says
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg, scaled_lr(cfg))
-    net = (
-        torch.compile(model, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
-        if cfg.compile
-        else model
-    )
+    net = compiled(model, cfg)
     res = model.spec.resolution
-    x = torch.randn(cfg.batch_size, 3, res, res, device=dev)
+    x = torch.randn(cfg.batch_size, 3, res, res, device=env.device)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
+    y = torch.randint(0, num_classes, (cfg.batch_size,), device=env.device)
     ctx = StepContext(optimizer=opt, lr_at=None, set_lr=None, env=env, amp_dtype=AMP_DTYPES[cfg.amp],
                       scaler=torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
                       label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip)  # fmt: skip
-    step = lambda: optimizer_step(net, x, y, ctx)  # noqa: E731
-    if cfg.step_graph:
-        step_graph.prepare_optimizer(opt, dev)
-        graph = step_graph.StepGraph(lambda images, labels: optimizer_step(net, images, labels, ctx))
-        step = lambda: graph(x, y)  # noqa: E731
+    step = step_graph.attach(ctx, net) if cfg.step_graph else partial(optimizer_step, net, ctx=ctx)
     model.train()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
     try:
         for _ in range(5):
-            step()
+            step(x, y)
         sync()
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
+            step(x, y)
         sync()
     finally:
         torch.backends.cudnn.benchmark = before

@@ -662,16 +662,22 @@ SUBCOMMANDS: list[Callable] = [
 ]
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+def build_parser(*, allow_abbrev: bool = True) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The parser and each subcommand's handler. ``allow_abbrev=False`` takes options only as spelled in full (the
+    README test: an abbreviation would hide a renamed option)."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="mobilenets", description="MobileNetV1 (Howard et al. 2017) toolkit")
+    parser = argparse.ArgumentParser(
+        prog="mobilenets", description="MobileNetV1 (Howard et al. 2017) toolkit", allow_abbrev=allow_abbrev
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers = {}
     for add in SUBCOMMANDS:
         handler = add(sub)
         handlers[list(sub.choices)[-1]] = handler
+    for command in sub.choices.values():
+        command.allow_abbrev = allow_abbrev  # argparse reads it when parsing
     return parser, handlers
 
 

@@ -299,7 +299,10 @@ def speed_factor(data: Path, out: Path, budget: Budget, recipe: Path) -> tuple[f
     from .budget import step_rate
 
     cfg = run_config(Run("mobilenet_v1_100", 160, 0), data, out, budget, recipe)
-    rate = step_rate(cfg, num_classes=10)
+    # the reference step ran uncompiled and launched from Python: a recipe's compile or step graph would mix its own
+    # gain into the factor (and spend minutes of the budget compiling here)
+    rate = step_rate(replace(cfg, compile=False, compile_tuning=False, compile_cudagraphs=False, step_graph=False),
+                     num_classes=10)  # fmt: skip
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the spawned training processes need the memory, not this process's cache
     return H200_STEP_IMAGES_S / rate, rate

@@ -28,8 +28,19 @@ gradient scaler's inf checks, RMSpropTF's Python arithmetic, several processes' 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
+
+from .engine import optimizer_step
+from .train_config import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .engine import StepContext
+    from .train_config import TrainConfig
 
 # eager steps before the capture (PyTorch's whole-network example uses 3): lazy initialisation, cuDNN's autotuning,
 # torch.compile's first call and the optimizer's state all happen before the graph records addresses
@@ -49,11 +60,29 @@ def refusal(*, optimizer: str, amp: str, world_size: int, device: torch.device, 
         return (f"step_graph is not allowed with optimizer={optimizer!r}: its step reads the learning rate as a host "
                 f"number; use one of {', '.join(GRAPHABLE_OPTIMIZERS)}")  # fmt: skip
     if amp == "fp16":
-        return "step_graph is not allowed with amp='fp16': the gradient scaler checks for inf on the host each step; use amp='bf16'"  # noqa: E501
+        return ("step_graph is not allowed with amp='fp16': the gradient scaler checks for inf on the host each step; "
+                "use amp='bf16'")  # fmt: skip
     if compile_cudagraphs:
         return ("step_graph is not allowed with compile_cudagraphs: the step graph already captures the compiled "
                 "passes; keep one of the two")  # fmt: skip
     return None
+
+
+def check(cfg: TrainConfig, world_size: int, device: torch.device) -> None:
+    """Raise `ConfigError` with `refusal`'s reason where ``cfg.step_graph`` is set and cannot be honoured."""
+    why = cfg.step_graph and refusal(optimizer=cfg.optimizer, amp=cfg.amp, world_size=world_size, device=device,
+                                     compile_cudagraphs=cfg.compile_cudagraphs)  # fmt: skip
+    if why:
+        raise ConfigError(why)
+
+
+def attach(ctx: StepContext, model: nn.Module) -> StepGraph:
+    """Replay ``ctx``'s `engine.optimizer_step` on ``model`` (compiled or not) as a step graph: the optimizer's rates
+    become tensors (`prepare_optimizer`) and ``ctx.graph`` is set, so `engine.train_step` replays it. Call it after
+    the optimizer's state is loaded (a resume): the graph reads that state where it lies at capture."""
+    prepare_optimizer(ctx.optimizer, ctx.env.device)
+    ctx.graph = StepGraph(partial(optimizer_step, model, ctx=ctx))
+    return ctx.graph
 
 
 def prepare_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -86,7 +115,8 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_in: tuple[torch.Tensor, ...] = ()
         self.static_out: tuple = ()
-        self.side: torch.cuda.Stream | None = None
+        self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream
+        self.capture_stream: torch.cuda.Stream | None = None
 
     @staticmethod
     def _layout(inputs: tuple[torch.Tensor, ...]) -> tuple:
@@ -137,6 +167,7 @@ class StepGraph:
         """Let go of the graph, its memory pool and the step (whose context may point back here): the trainer calls it
         when the run ends, so that its model and graph go with the run rather than at the next garbage collection."""
         self.graph, self.static_in, self.static_out, self.step = None, (), (), None
+        self.side = self.capture_stream = None
 
     def _replay(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         for static, t in zip(self.static_in, inputs, strict=True):

@@ -16,7 +16,6 @@ import platform
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,6 @@ from .engine import (
     list_checkpoints,
     load_checkpoint,
     log,
-    optimizer_step,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -128,6 +126,14 @@ def inductor_options(tuning: bool, cudagraphs: bool) -> dict | None:
     if cudagraphs:
         options["triton.cudagraphs"] = True
     return options or None
+
+
+def compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """``model`` under torch.compile with ``cfg``'s Inductor options (`inductor_options`) where ``cfg.compile`` is set,
+    else ``model`` itself."""
+    if not cfg.compile:
+        return model
+    return torch.compile(model, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
 
 
 def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
@@ -486,11 +492,7 @@ class _Run:
         if cfg.compile_cudagraphs and self.env.device.type != "cuda":
             raise ConfigError(f"compile_cudagraphs is not allowed on {self.env.device}: CUDA graphs need a CUDA "
                               "device (Inductor would quietly run without them)")  # fmt: skip
-        if cfg.step_graph:
-            why = step_graph.refusal(optimizer=cfg.optimizer, amp=cfg.amp, world_size=self.env.world_size,
-                                     device=self.env.device, compile_cudagraphs=cfg.compile_cudagraphs)  # fmt: skip
-            if why:
-                raise ConfigError(why)
+        step_graph.check(cfg, self.env.world_size, self.env.device)
         if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
             raise ConfigError(
                 f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
@@ -665,9 +667,7 @@ class _Run:
             wrapped = nn.parallel.DistributedDataParallel(
                 wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
             )
-        if cfg.compile:
-            wrapped = torch.compile(wrapped, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
-        self.wrapped = wrapped
+        self.wrapped = compiled(wrapped, cfg)
         self.teacher = None
         if cfg.teacher:
             spec = unwrap(self.model).spec
@@ -1021,8 +1021,7 @@ class _Run:
             else None,
         )
         if cfg.step_graph:  # after the resume: the graph reads the optimizer's state where it lies at capture
-            step_graph.prepare_optimizer(self.optimizer, env.device)
-            ctx.graph = self.graph = step_graph.StepGraph(partial(optimizer_step, self.wrapped, ctx=ctx))
+            self.graph = step_graph.attach(ctx, self.wrapped)
         self.say(
             f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
             f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
