@@ -69,8 +69,11 @@
 #     Triton kernels. With a start of about 35 s the two calls take about 690 s of the lease's 900.)
 #     Timm tuned (--tune-timm, 200 s more, untimed) waits for another lease: the section with it needs a call of
 #     its own near the 600 s limit.
-#     The batch-256 inference graphs, untimed since the CudaGraphRunner fix, wait too: --sections
-#     hbm_bound,inference_compiled, about 100 s with a cold Triton preflight of 34 s.
+#     The batch-256 inference graphs, untimed since the CudaGraphRunner fix, come third, back to back, only with
+#     170 s of the lease left (about 100 s with a cold Triton preflight of 34 s; a section skipped for the budget
+#     is recorded as such):
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=120 GPU_VS_TIMM_TIMEOUT=140 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,inference_compiled" ... 1                                                            # <= 155 s
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
