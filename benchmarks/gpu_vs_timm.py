@@ -345,9 +345,8 @@ PROFILED_INFERENCE = (
     "ours_bf16_cl_compiled", "timm_bf16_cl_compiled", "ours_bf16_cl_triton", "ours_bf16_cl_eager", "timm_bf16_cl",
 )  # fmt: skip
 PROFILED_TRAIN = (
-    "ours_compiled", "timm_compiled", "ours_compiled_fast", "ours_compiled_fast_tuned", "timm_compiled_tuned",
-    "ours_compiled_graph", "timm_compiled_graph", "ours_compiled_taps_dw", "ours_compiled_triton_dw", "ours_eager",
-    "timm_eager",
+    "ours_compiled", "timm_compiled", "ours_compiled_fast", "ours_compiled_graph", "timm_compiled_graph",
+    "ours_compiled_taps_dw", "ours_compiled_triton_dw", "ours_eager", "timm_eager",
 )  # fmt: skip
 # batch 1 (latency_batch1's names): where a replayed graph's time goes, kernel by kernel, against timm's best; and
 # the compiled models launched directly (how much of their latency is launching)
@@ -886,12 +885,13 @@ def run_sections(b: Bench, timm) -> None:
         def ours_compiled(**kw):
             return compiled_ours(ours, compile_kwargs, dev, **kw)
 
-        timm_compiled = timm_compiled_runner
         # each also replayed as one CUDA graph (what mode="reduce-overhead" does), so the comparison stays like for like
         makers = {
-            "timm_bf16_cl_compiled": timm_compiled,
+            "timm_bf16_cl_compiled": timm_compiled_runner,
             "ours_bf16_cl_compiled": ours_compiled,
-            "timm_bf16_cl_compiled_graph": (lambda: graphed(timm_compiled(), x.shape[0])) if graphs else no_graph,
+            "timm_bf16_cl_compiled_graph": (
+                (lambda: graphed(timm_compiled_runner(), x.shape[0])) if graphs else no_graph
+            ),
             "ours_bf16_cl_compiled_graph": (lambda: ours_compiled(cuda_graph_batch=x.shape[0])) if graphs else no_graph,
             # timed again here, in turn with timm compiled: the ratios to it are then side by side (built once)
             **triton_makers(),
@@ -1063,15 +1063,20 @@ FIRST_LOSS_TOL = 2e-2
 # graphed steps read the first call's loss after the warm-up calls, step 7's, and compared it with the twin's step 1,
 # 14% higher: every graph failed, right ones included; results/logs-h200-2026-11-27-lease4/README.md.)
 GRAPH_LOSS_TOL = 0.1
-GRAPH_WARMUP = 3
-TWIN_SUFFIXES = ("_graph", "_fast", "_tuned", "_cudagraphs", "_stepgraph")
+# warm-up steps before a training step's capture: the benchmark's graphs' (`graph_of`) and the trainer's step graph's,
+# whose first replay is step GRAPH_WARMUP + 1, which every training path's recorded losses reach
+GRAPH_WARMUP = step_graph.WARMUP_STEPS
+# a path replaying CUDA graphs (ours' or timm's whole step, the trainer's, Inductor's forward and backward) ends in
+# one of these; each suffix names a path computing the same steps as the path without it (its twin)
+REPLAYED_SUFFIXES = ("_graph", "_stepgraph", "_cudagraphs")
+TWIN_SUFFIXES = (*REPLAYED_SUFFIXES, "_fast", "_tuned")
 TRAIN_SECTIONS = ("train_compiled", "train_tuned")  # where compiled training paths are timed beside timm compiled
 
 
 def _loss_row(report: dict, cand: str, section: str) -> dict | None:
     """Training path ``cand``'s row with its losses: from ``section`` first (a merged report's sections may come from
     different calls), else from another training section (a path built once has the same losses in each)."""
-    order = (section, *(s for s in (*TRAIN_SECTIONS, "train_eager") if s != section))
+    order = (section, *(s for s in TRAIN_SECTIONS if s != section))
     return next((report[s][cand] for s in order if "first_loss" in report.get(s, {}).get(cand, {})), None)
 
 
@@ -1121,7 +1126,7 @@ def _train_checked(report: dict, cand: str, section: str = "train_compiled") -> 
 def _replayed(path: str) -> bool:
     """Whether a training path replays CUDA graphs (ours' whole step, the trainer's, or Inductor's forward and
     backward)."""
-    return path.endswith(("_graph", "_stepgraph", "_cudagraphs"))
+    return path.endswith(REPLAYED_SUFFIXES)
 
 
 def best_training(report: dict) -> dict:
@@ -1355,7 +1360,7 @@ def main() -> None:
         type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
         help="comma-separated: time only these training paths (e.g. timm_compiled,ours_compiled,ours_compiled_fast,"
         "ours_compiled_fast_graph); a path counts only with its chain of twins timed too (each the name without its "
-        "last _graph, _fast, _tuned or _cudagraphs)",
+        f"last {', '.join(TWIN_SUFFIXES)})",
     )
     parser.add_argument(
         "--triton-configs", type=int, default=0, help="tune the fused kernel over the first N configs (0: all)"

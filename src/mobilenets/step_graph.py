@@ -94,7 +94,7 @@ def prepare_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) ->
         if device.type == "cuda" and not group.get("fused"):  # the foreach step reads a tensor rate with .item()
             raise ValueError(f"{type(optimizer).__name__} is not fused: a captured step needs the fused one")
         group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
-        if "capturable" in group and isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        if "capturable" in group:  # Adam's and AdamW's flag (SGD has none: its fused step is capturable)
             group["capturable"] = True
 
 
@@ -114,6 +114,7 @@ class StepGraph:
         self.replays = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_in: tuple[torch.Tensor, ...] = ()
+        self.static_layout: tuple = ()  # `_layout` of static_in, which a call's inputs must match to replay
         self.static_out: tuple = ()
         self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream
         self.capture_stream: torch.cuda.Stream | None = None
@@ -124,7 +125,7 @@ class StepGraph:
 
     def __call__(self, *inputs: torch.Tensor) -> tuple:
         if self.graph is not None:
-            if self._layout(inputs) != self._layout(self.static_in):
+            if self._layout(inputs) != self.static_layout:
                 self.eager_calls += 1
                 return self.step(*inputs)
             return self._replay(inputs)
@@ -147,6 +148,7 @@ class StepGraph:
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> None:
         self.static_in = tuple(t.clone() for t in inputs)  # clone keeps the memory format (channels_last)
+        self.static_layout = self._layout(self.static_in)
         graph = torch.cuda.CUDAGraph()
         # a stream of its own (gpu.CudaGraphRunner says why: cuBLAS workspaces are kept per stream)
         self.capture_stream = torch.cuda.Stream()
