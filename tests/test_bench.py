@@ -462,3 +462,37 @@ def test_a_results_file_another_process_is_writing_is_merged_after_it(tmp_path):
     bench.write_results([second], tmp_path / "r", say=[].append)
     assert proc.wait(timeout=60) == 0
     assert {r["model"] for r in bench.read_results(path)} == {first["model"], second["model"]}
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_measuring(monkeypatch):
+    """The floor per image of 1.0-224 in fp32: its 3x224x224 input and the 112x112x32 -> 112x112x64 pointwise
+    layer's input and output (paper Table 1, the largest pair). A batch whose floor passes the free memory is
+    refused naming the batch and the largest batch that fits; one that fits, a peer, and a machine whose free
+    memory is unknown are not."""
+    floor = 4 * (3 * 224 * 224 + 112 * 112 * (32 + 64))
+    assert bench.batch_memory_floor(bench.resolve_model("mobilenet_v1_100"), 4) == floor
+    assert bench.batch_memory_floor(bench.resolve_model("mobilenet_v1_100"), 1) == floor - 3 * 112 * 112 * (32 + 64)
+    cfg = bench.BenchConfig(models=("mobilenet_v1_100", "0.25-128"), runtimes=("torch",), batch=1000)
+    bench.check_batch_fits(cfg, free=lambda device: 1000 * floor)  # exactly fits
+    bench.check_batch_fits(cfg, free=lambda device: None)
+    with pytest.raises(ValueError, match=r"^batch=1000 is not allowed here: mobilenet_v1_100 on torch .* a batch "
+                                         r"above 999 cannot fit$"):  # fmt: skip
+        bench.check_batch_fits(cfg, free=lambda device: 1000 * floor - 1)
+    default = bench.BenchConfig(models=("mobilenet_v1_100",), runtimes=("torch",))  # batch 32 on the CPU
+    with pytest.raises(ValueError, match="^batch=32 is not allowed here"):
+        bench.check_batch_fits(default, free=lambda device: 31 * floor)
+    asked = []
+    bench.check_batch_fits(bench.BenchConfig(models=("mobilenet_v1_100",), runtimes=("torch",), batch=0),
+                           free=asked.append)  # fmt: skip
+    assert asked == []  # no throughput, nothing to check
+
+
+def test_cli_bench_refuses_a_batch_beyond_this_machines_memory_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "matmul_gflops", lambda *a, **k: pytest.fail("measured before refusing"))
+    monkeypatch.setattr(bench, "sgemm_gflops", lambda *a, **k: pytest.fail("measured before refusing"))
+    code = main(["bench", "--models", "mobilenet_v1_025", "--runtimes", "torch", "--batch", "10000000000",
+                 "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("mobilenets bench: error: batch=10000000000 is not allowed here: mobilenet_v1_025 on torch")
+    assert not list(tmp_path.iterdir())

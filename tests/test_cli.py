@@ -110,6 +110,45 @@ def test_console_entry_point_has_no_traceback():
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "SpecError: alpha=3.0" in debug.stderr
 
 
+def test_the_entry_point_and_the_package_import_no_torch():
+    """`mobilenets.launch` must be running before torch's import begins, or a Ctrl-C during it is a traceback."""
+    code = "import sys, mobilenets, mobilenets.launch; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    code = "import mobilenets; print(mobilenets.create_model.__module__, mobilenets.weights.__name__)"
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+    assert names == ["mobilenets.registry", "mobilenets.weights"]
+
+
+def test_every_public_name_resolves():
+    import mobilenets
+
+    assert sorted(mobilenets.__all__) == sorted(mobilenets._EXPORTS)
+    for name in mobilenets.__all__:
+        assert getattr(mobilenets, name) is not None
+        assert name in dir(mobilenets)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        mobilenets.not_a_name  # noqa: B018
+
+
+def test_ctrl_c_while_torch_imports_is_one_line_exit_130():
+    """A KeyboardInterrupt raised by the import of torch itself (a finder on sys.meta_path raises it, as Ctrl-C
+    would during those seconds) ends in one line and status 130, like a Ctrl-C during a command."""
+    code = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["mobilenets", "list"]
+from mobilenets.launch import main
+sys.exit(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "mobilenets: interrupted"
+
+
 def test_readme_tables_are_generated_from_code():
     from tests.conftest import load_script
 

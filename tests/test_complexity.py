@@ -40,6 +40,19 @@ def test_analytic_count_equals_the_real_module(seed):
     assert cost.macs == _measured(model, h, w), spec
     assert cost.params_all == sum(p.numel() for p in model.parameters())
     assert cost.input_hw == (h, w)
+    assert cost.peak_values == _largest_pair(model, h, w), spec
+
+
+def _largest_pair(model: torch.nn.Module, h: int, w: int) -> int:
+    """The most values one of the real module's convolutions reads and writes in one call (input + output)."""
+    pairs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: pairs.append(i[0].numel() + o.numel()))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    with torch.no_grad():
+        model.eval()(torch.randn(1, model.spec.in_chans, h, w))
+    for hook in hooks:
+        hook.remove()
+    return max(pairs)
 
 
 def test_shares_sum_to_100():

@@ -336,6 +336,62 @@ def reset_peak_memory() -> int | None:
     return _status_kb("VmRSS")
 
 
+def available_memory(device: str) -> int | None:
+    """Bytes a new allocation can take now: on the GPU, CUDA's free memory; on the CPU, Linux's MemAvailable,
+    capped by a cgroup v2 limit (a container's) where one is set. None where neither can be read."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.MULTILINE)
+    if found is None:
+        return None
+    free = int(found[1]) * 1024
+    try:
+        limit, used = (Path("/sys/fs/cgroup", f).read_text().strip() for f in ("memory.max", "memory.current"))
+        if limit != "max":
+            free = min(free, int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+
+def check_batch_fits(cfg: BenchConfig, free: Callable[[str], int | None] = available_memory) -> None:
+    """Raise ValueError naming ``batch`` where a throughput batch cannot fit in this machine's memory, before
+    anything is measured: without it the kernel kills a run of ``--batch 100000`` for memory with no message. The
+    floor is `batch_memory_floor`'s (a lower bound, so a batch refused here could not have run); a batch above it
+    can still run out where the runtime needs more."""
+    for runtime in cfg.runtimes:
+        info = RUNTIME_INFO[runtime]
+        batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
+        available = free(info.device) if batch else None
+        if available is None:
+            continue
+        for name in cfg.models:
+            spec = resolve_model(name)
+            if not isinstance(spec, ModelSpec):  # a timm peer: its architecture is not ours to count
+                continue
+            per_image = batch_memory_floor(spec, BYTES_PER_VALUE[info.dtype])
+            if batch * per_image > available:
+                raise ValueError(
+                    f"batch={batch} is not allowed here: {name} on {runtime} needs at least "
+                    f"{batch * per_image / 2**30:.1f} GiB at that batch (its fp32 input and its largest layer's input "
+                    f"and output), and this machine has {available / 2**30:.1f} GiB free: a batch above "
+                    f"{available // per_image} cannot fit"
+                )
+
+
+def batch_memory_floor(spec: ModelSpec, bytes_per_value: int) -> int:
+    """Bytes per image of a throughput batch that no runtime can do without: the fp32 input array the bench builds
+    (`measure`) and the largest layer's input and output at the runtime's width (`Complexity.peak_values`)."""
+    return 4 * 3 * spec.resolution**2 + bytes_per_value * count_complexity(spec).peak_values
+
+
 def peak_memory_mb(baseline_kb: int | None, device: str) -> float | None:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -522,6 +578,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
 
     torch's process-wide thread count is set per measurement and is the caller's again on return."""
     cfg = cfg.validate()
+    check_batch_fits(cfg)
     notes = notes if notes is not None else []
     accuracy = acc.accuracy_model(cfg.accuracy_files, say=notes.append)
     env = environment()

@@ -8,6 +8,7 @@ Parameters are conv and FC weights; ``params_all`` adds BatchNorm affine paramet
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from .mobilenet_v1 import LayerDef, build_plan
@@ -57,6 +58,13 @@ class Complexity:
     def params_all(self) -> int:
         return sum(layer.params_all for layer in self.layers)
 
+    @property
+    def peak_values(self) -> int:
+        """The most activation values one image needs at once: the largest layer's input and output together (a
+        layer reads one while writing the other). A floor on any runtime's working memory per image, which a
+        runtime's buffer reuse cannot go below."""
+        return max(_values(layer.input_size) + _values(layer.output_size) for layer in self.layers)
+
     def shares(self) -> dict[str, dict[str, float]]:
         """Percent of mult-adds and of parameters per Table 2 layer type."""
         out = {}
@@ -80,6 +88,11 @@ class Complexity:
             "convention": COUNTING_NOTE,
             "layers": [asdict(layer) for layer in self.layers],
         }
+
+
+def _values(size: str) -> int:
+    """The number of values of a ``"h x w x c"`` size column."""
+    return math.prod(int(v) for v in size.split(" x "))
 
 
 def conv_out(size: int, stride: int) -> int:
