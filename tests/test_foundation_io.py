@@ -1,5 +1,6 @@
 """Our weights folder format, atomic writes, image decoding and the ONNX/OpenVINO runners."""
 
+import os
 import sys
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets import runtimes, weights
+from mobilenets import atomic, runtimes, weights
 from mobilenets.atomic import atomic_open
 from mobilenets.labels import class_indices, imagenet_labels, imagenet_wnids
 from mobilenets.preprocess import ImageError, load_batch, read_image
@@ -47,6 +48,37 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_killed_atomic_writers_file_is_removed_by_the_next_write_a_live_ones_kept(tmp_path):
+    """A writer killed (SIGKILL) inside `atomic_open` leaves its temporary file: the next write of the same path
+    removes it. Another path's, and one whose pid is alive, are kept."""
+    import signal
+    import subprocess
+
+    target = tmp_path / "summary.json"
+    code = f"""
+from mobilenets.atomic import atomic_open
+with atomic_open({str(target)!r}) as f:
+    f.write(b"half")
+    f.flush()
+    print("writing", flush=True)
+    input()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(f".summary.partial-{atomic.HOST}-{proc.pid}-") and left.suffix == ".json"
+    live = tmp_path / f".summary.partial-{atomic.HOST}-{os.getpid()}-abc.json"
+    other = tmp_path / f".metrics.partial-{atomic.HOST}-{proc.pid}-abc.json"
+    for kept in (live, other):
+        kept.write_bytes(b"x")
+    with atomic_open(target) as f:
+        f.write(b"{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "summary.json"])
+    assert target.read_bytes() == b"{}"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the synced file's name from /proc/self/fd")

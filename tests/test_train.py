@@ -1570,10 +1570,12 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_writes_temporaries_go(tmp_p
     with pytest.raises(ConfigError, match=rf"is not allowed now: .*r is in use by another run \(pid {os.getpid()}\)"):
         train(cfg)
     held.close()
-    stale = tmp_path / "r" / "checkpoints" / ".ckpt-000000009.pt.x1y2.tmp"
-    stale.write_bytes(b"half a checkpoint")
+    names = (".ckpt-000000009.partial-otherhost-7-x1y2.pt", ".ckpt-000000009.pt.x1y2.tmp")  # the second: earlier
+    stale = [tmp_path / "r" / "checkpoints" / name for name in names]  # versions' name for a temporary file
+    for leftover in stale:
+        leftover.write_bytes(b"half a checkpoint")
     assert train(dataclasses.replace(cfg, max_steps=2, resume="auto"))["global_steps"] == 2
-    assert not stale.exists() and lock_folder(tmp_path / "r") is not None  # released by the run's end
+    assert not any(p.exists() for p in stale) and lock_folder(tmp_path / "r") is not None  # released at the end
 
 
 def test_env_json_records_the_command_and_which_files_trained(tmp_path):

@@ -26,10 +26,15 @@ from typing import IO
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """``with atomic_open(p) as f: f.write(...)`` -- ``p`` appears only once the block finished without error."""
+    """``with atomic_open(p) as f: f.write(...)`` -- ``p`` appears only once the block finished without error.
+
+    The temporary file is a `staging_path` with a random part (``.<stem>.partial-<host>-<pid>-<random><suffix>``:
+    two threads may write one path at once), so the files of writers killed before their rename are told from live
+    ones' and removed (`remove_stale_staging`) when ``p`` is next written; an error in the block removes its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_staging(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_staging_stem(path)}-", suffix=path.suffix, dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have given it
     try:
         with os.fdopen(fd, mode) as f:
@@ -63,7 +68,11 @@ def staging_path(path: str | os.PathLike) -> Path:
     writer's machine and pid, so two writers never share one, even on a shared filesystem, and
     `remove_stale_staging` can tell a killed writer's file from a live one's)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.partial-{HOST}-{os.getpid()}{path.suffix}")
+    return path.with_name(f"{_staging_stem(path)}{path.suffix}")
+
+
+def _staging_stem(path: Path) -> str:
+    return f".{path.stem}.partial-{HOST}-{os.getpid()}"
 
 
 def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -80,16 +89,18 @@ def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
-    """Remove the `staging_path` files of ``path`` that killed writers left: those named for this machine and a pid no
-    process has now, and owned by this user. Without this every killed export or stream left one behind for good. A
-    file whose pid is alive (this process's, or one that is still writing), another machine's (whose processes this
-    one cannot see) or another user's is kept, and so is anything that is not a regular file. Returns the removed
-    paths. Nothing is removed off POSIX (os.kill(pid, 0) terminates the process on Windows)."""
+    """Remove the `staging_path` files of ``path`` that killed writers left (`atomic_open`'s too, which add a random
+    part after the pid): those named for this machine and a pid no process has now, and owned by this user. Without this
+    every killed export or stream left one behind for good. A file whose pid is alive (this process's, or one that is
+    still writing), another machine's (whose processes this one cannot see) or another user's is kept, and so is
+    anything that is not a regular file. Returns the removed paths. Nothing is removed off POSIX (os.kill(pid, 0)
+    terminates the process on Windows)."""
     if os.name != "posix":  # pragma: no cover - not on this project's platforms
         return []
     path = Path(path)
     # a pid has at most 9 digits (Linux's pid_max is at most 2**22): os.kill takes any such number
-    name = re.compile(rf"\.{re.escape(path.stem)}\.partial-{re.escape(HOST)}-([0-9]{{1,9}}){re.escape(path.suffix)}")
+    pid = r"([0-9]{1,9})(?:-[a-z0-9_]+)?"  # tempfile's random names use these characters
+    name = re.compile(rf"\.{re.escape(path.stem)}\.partial-{re.escape(HOST)}-{pid}{re.escape(path.suffix)}")
     removed = []
     for part in path.parent.glob(f".{glob.escape(path.stem)}.partial-*{glob.escape(path.suffix)}"):
         match = name.fullmatch(part.name)

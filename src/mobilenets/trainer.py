@@ -719,8 +719,11 @@ class _Run:
             raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait for "
                               "it to end, or give another --out)")  # fmt: skip
         if self.env.is_main:
-            for stale in (self.out / "checkpoints").glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            # killed saves' temporary files (`atomic_open`'s, and .tmp ones of earlier versions): this run holds the
+            # folder's lock, so no other process is writing there
+            for pattern in (".*.partial-*", ".*.tmp"):
+                for stale in (self.out / "checkpoints").glob(pattern):
+                    stale.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Let go of the run folder (`_lock`), which a later run in this process may take, and of the step graph."""
