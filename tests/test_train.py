@@ -1221,6 +1221,24 @@ def test_worker_processes_do_not_change_the_result(tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_unknown_classes_are_named_with_the_folders_found(tmp_path):
+    from PIL import Image
+
+    for name in ("rock, paper", "scissors"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.jpg")
+    assert scan_split(tmp_path, ["rock, paper"]).classes == ["rock, paper"]
+    with pytest.raises(DataError) as err:
+        scan_split(tmp_path, ["rock", "paper"])
+    assert str(err.value) == (f"{tmp_path}: class folder(s) rock, paper not found (found: rock, paper, scissors; a "
+                              "comma separates classes, \\, is one inside a name)")  # fmt: skip
+    with pytest.raises(DataError, match=r"class folder\(s\) papers not found \(found: rock, paper, scissors; a comma"):
+        scan_split(tmp_path, ["scissors", "papers"])
+    (tmp_path / "rock, paper").rename(tmp_path / "rock")
+    with pytest.raises(DataError, match=r"not found \(found: rock, scissors\)$"):
+        scan_split(tmp_path, ["paper"])
+
+
 def test_cli_options_come_from_the_dataclass(capsys):
     from mobilenets.cli import build_parser
 
@@ -1234,6 +1252,10 @@ def test_cli_options_come_from_the_dataclass(capsys):
     assert resolve(classes="a, b").classes == ["a", "b"]  # a recipe's or Python's string, as the command line's
     # a list's items are names as they are: a folder named with a comma can still be chosen
     assert resolve(classes=["tench, Tinca tinca", "b"]).classes == ["tench, Tinca tinca", "b"]
+    # and from the command line or a string, with \, for the comma inside a name
+    args = parser.parse_args(["train", "--classes", "tench\\, Tinca tinca,b", "c\\,d"])
+    assert args.classes == ["tench, Tinca tinca", "b", "c,d"]
+    assert resolve(classes="tench\\, Tinca tinca, b").classes == ["tench, Tinca tinca", "b"]
     with pytest.raises(ConfigError, match=r"classes=' , ' is not allowed: classes must name at least one item"):
         resolve(classes=" , ")
     with pytest.raises(SystemExit):

@@ -44,7 +44,9 @@ class TrainConfig:
     data: str | None = _f(None, "dataset root holding train/<class>/* and val/<class>/* (ImageFolder layout)")
     train_split: str = _f("train", "name of the training split folder under --data")
     val_split: str = _f("val", "name of the validation split folder under --data")
-    classes: list[str] | None = _f(None, "use only these class folders, space- or comma-separated (default: all)")
+    classes: list[str] | None = _f(
+        None, "use only these class folders, space- or comma-separated (\\, for a comma in a name; default: all)"
+    )
     max_per_class: int | None = _f(None, "use at most this many training images per class (subsampling)")
     max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
     cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
@@ -441,8 +443,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def comma_parts(text: str) -> list[str]:
-    """The items of a comma-separated list, stripped, empty ones dropped (``"a, b,"`` -> ``["a", "b"]``)."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """The items of a comma-separated list, stripped, empty ones dropped (``"a, b,"`` -> ``["a", "b"]``); ``\\,``
+    is a comma inside an item (``"rock\\, paper,scissors"`` -> ``["rock, paper", "scissors"]``), for a class
+    folder whose name holds one."""
+    parts = (part.replace("\\,", ",").strip() for part in re.split(r"(?<!\\),", text))
+    return [part for part in parts if part]
 
 
 def _comma_items(base: type):
