@@ -325,6 +325,34 @@ def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsy
     assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 0.6
 
 
+def test_runs_of_different_tasks_are_refused_and_of_different_recipes_noted(tmp_path):
+    """Top-1 of 10 classes and of 1000, or of two 10-class sets, fit no one line: an error naming both files."""
+
+    def run(name, alpha, classes, epochs, top1=0.7, **extra):
+        path = tmp_path / f"{name}.json"
+        model = {"alpha": alpha, "resolution": 128, "num_classes": len(classes)}
+        path.write_text(json.dumps({"model": model, "final_top1": top1, "epochs": epochs,
+                                    "per_class_top1": dict.fromkeys(classes, top1), **extra}))  # fmt: skip
+        return path
+
+    ten = [f"n{i:08d}" for i in range(10)]
+    a, b = run("a", 0.25, ten, 30), run("b", 0.5, ten, 30, top1=0.8)
+    said = []
+    model = accuracy.from_summaries([a, b], say=said.append)
+    assert model.num_classes == 10 and model.predict(0.5, 128) == (pytest.approx(80.0), "measured")
+    assert not any("epochs" in s for s in said)
+    with pytest.raises(ValueError, match=rf"^accuracy files '{a}' \(10 classes\) and '{tmp_path / 'c.json'}' "
+                                         r"\(1000\) measure different tasks: give runs on one dataset$"):  # fmt: skip
+        accuracy.from_summaries([a, run("c", 0.5, [f"c{i}" for i in range(1000)], 30)])
+    other = ten[:9] + ["n99999999"]
+    with pytest.raises(ValueError, match=r"were validated on different classes \(not in both: n00000009, n99999999\)"):
+        accuracy.from_summaries([a, b, run("d", 0.75, other, 30)])
+    model = accuracy.from_summaries([a, b, run("e", 0.75, ten, 90)], say=said.append)
+    assert said == [f"note: the runs trained for different numbers of epochs: 30 ({a}), 90 ({tmp_path / 'e.json'}); "
+                    "their top-1s mix recipes"]  # fmt: skip
+    assert model.predict(0.75, 128) == (pytest.approx(70.0), "measured")
+
+
 def test_runs_of_one_model_give_other_models_no_top1_and_their_class_count(tmp_path):
     """Two 3-class fine-tunes of 0.25-96 say nothing of 0.75-192: no copied top-1; sizes are of 3-class models."""
     paths = []

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -148,8 +149,19 @@ def read_summary(path: str | os.PathLike) -> tuple[float, int, float]:
     return read_run(path)[:3]
 
 
-def read_run(path: str | os.PathLike) -> tuple[float, int, float, int]:
-    """(alpha, resolution, top1 %, num_classes) from a training run's summary.json.
+class Run(NamedTuple):
+    """What `read_run` reads of a training run's summary.json."""
+
+    alpha: float
+    resolution: int
+    top1: float  # %
+    num_classes: int
+    classes: tuple[str, ...] | None  # the validation classes' names (``per_class_top1``), where the file has them
+    epochs: int | None
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """(alpha, resolution, top1 %, num_classes, class names, epochs) from a training run's summary.json.
 
     The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, ``model`` (as written
     by ``mobilenets train``), or top-level
@@ -195,7 +207,16 @@ def read_run(path: str | os.PathLike) -> tuple[float, int, float, int]:
         raise ValueError(f"accuracy file {str(p)!r}: top-1 {top1} is not a percentage")
     ModelSpec(alpha=float(alpha), resolution=res)  # validates
     classes = spec.get("num_classes", 1000)
-    return float(alpha), res, top1, classes if isinstance(classes, int) and classes > 0 else 1000
+    names = data.get("per_class_top1")
+    epochs = data.get("epochs")
+    return Run(
+        float(alpha),
+        res,
+        top1,
+        classes if isinstance(classes, int) and classes > 0 else 1000,
+        tuple(sorted(names)) if isinstance(names, dict) and names else None,
+        epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None,
+    )
 
 
 class NotOnGrid(ValueError):
@@ -205,28 +226,47 @@ class NotOnGrid(ValueError):
 def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyModel:
     """An accuracy model from the user's measured runs: exact at those points (several runs of one model, seeds
     say: their mean), log-linear in MACs elsewhere. Runs off the grid (`NotOnGrid`: a reproduce folder's Shallow and
-    Conv MobileNets) are left out, each named to ``say``; none left is an error."""
+    Conv MobileNets) are left out, each named to ``say``; none left is an error. Runs of different tasks (class
+    counts, or validation classes where the files list them) are an error; of different epoch counts, a note."""
     paths = list(paths)
     runs: dict[tuple[float, int], list[float]] = {}
-    classes: dict[int, int] = {}
+    first: tuple[str, Run] | None = None
+    epochs: dict[int, str] = {}
     for path in paths:
         try:
-            a, r, top1, n = read_run(path)
+            run = read_run(path)
         except NotOnGrid as exc:
             if say is not None:
                 say(f"note: {exc}: left out")
             continue
-        runs.setdefault((a, r), []).append(top1)
-        classes[n] = classes.get(n, 0) + 1
-    if not runs:
+        first = first or (str(path), run)
+        _check_same_task(first, str(path), run)
+        runs.setdefault((run.alpha, run.resolution), []).append(run.top1)
+        if run.epochs is not None:
+            epochs.setdefault(run.epochs, str(path))
+    if first is None:
         raise ValueError(f"no accuracy file of a standard MobileNet among the {len(paths)} given")
-    num_classes = max(classes, key=classes.get)
-    if len(classes) > 1 and say is not None:
-        say(f"note: the runs have {', '.join(map(str, classes))} classes: sizes are of {num_classes}-class models")
-    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", num_classes)
+    if len(epochs) > 1 and say is not None:  # a longer recipe lifts its models: the fit mixes that in
+        listed = ", ".join(f"{n} ({where})" for n, where in sorted(epochs.items()))
+        say(f"note: the runs trained for different numbers of epochs: {listed}; their top-1s mix recipes")
+    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes)
     if model.coverage_note() and say is not None:
         say(f"note: {model.coverage_note()}")
     return model
+
+
+def _check_same_task(first: tuple[str, Run], path: str, run: Run) -> None:
+    """A ValueError naming both files where ``run`` was measured on other classes than the first run: top-1 of 10
+    classes and of 1000 (or of two 10-class sets) are different tasks, and no line fits both."""
+    where, other = first
+    if run.num_classes != other.num_classes:
+        raise ValueError(f"accuracy files {where!r} ({other.num_classes} classes) and {path!r} ({run.num_classes}) "
+                         "measure different tasks: give runs on one dataset")  # fmt: skip
+    if run.classes is not None and other.classes is not None and run.classes != other.classes:
+        odd = sorted(set(run.classes) ^ set(other.classes))
+        shown = ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else "")
+        raise ValueError(f"accuracy files {where!r} and {path!r} were validated on different classes (not in both: "
+                         f"{shown}): give runs on one dataset")  # fmt: skip
 
 
 def accuracy_model(files=None, source: str = "tfslim", say: Callable[[str], None] | None = None) -> AccuracyModel:
