@@ -168,6 +168,25 @@ def test_train_and_val_of_other_classes_are_one_error_before_any_run(tmp_path, m
         reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
 
 
+@pytest.mark.parametrize(("classes", "per_class", "message"), [
+    (("gamma", "delta"), 3, r"d/train: 6 images, fewer than one batch of 32$"),
+    (("gamma",), 40, r"d/train: one class \(gamma\); a classifier needs at least two$"),
+])  # fmt: skip
+def test_a_dataset_no_run_can_train_on_is_one_error_before_any_run(tmp_path, monkeypatch, classes, per_class, message):
+    """Fewer images than the budget's batch, or one class: each run failed once before the command's error."""
+    import mobilenets.reproduce as rp
+    from mobilenets.data import DataError
+
+    for split in ("train", "val"):
+        for cls in classes:
+            (tmp_path / "d" / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
+    with pytest.raises(DataError, match=message):
+        reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
+
+
 def test_a_gpu_budget_without_cuda_is_one_clear_error(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(ValueError, match="budget='full' trains on CUDA, which is not available here"):
@@ -535,9 +554,11 @@ def test_threads_override_reaches_every_run_and_is_validated(tmp_path, monkeypat
     from mobilenets.spec import SpecError
 
     data = tmp_path / "data"
-    for split in ("train", "val"):
-        (data / split / "a").mkdir(parents=True)
-        Image.new("RGB", (40, 40)).save(data / split / "a" / "x.jpg")  # the splits are scanned before any run
+    for split in ("train", "val"):  # the splits are checked before any run: 2 classes, one quick batch of 32
+        for cls in ("a", "b"):
+            (data / split / cls).mkdir(parents=True)
+            for i in range(16):
+                Image.new("RGB", (40, 40)).save(data / split / cls / f"{i}.jpg")
     given = []
 
     def fake_train_all(runs, data, out, budget, recipe, log, jobs):

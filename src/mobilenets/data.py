@@ -123,6 +123,15 @@ def scan_dataset(
     return train, val
 
 
+def check_trainable(train: Split, batch_size: int) -> None:
+    """A DataError where ``train`` cannot train a classifier in batches of ``batch_size``: one class (a loss of 0
+    and top-1 of 1.0 from the first step, learning nothing), or fewer images than one batch."""
+    if len(train.classes) < 2:
+        raise DataError(f"{train.root}: one class ({train.classes[0]}); a classifier needs at least two")
+    if len(train.samples) < batch_size:
+        raise DataError(f"{train.root}: {len(train.samples)} images, fewer than one batch of {batch_size}")
+
+
 @dataclass
 class BadFiles:
     """Files that could not be decoded: a count and the first few paths with the reason."""

@@ -665,10 +665,13 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         summaries, unfinished = finished_runs(runs, out)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
-        from .data import scan_dataset
+        from .data import check_trainable, scan_dataset
 
         # the splits are checked once here, not once per run (18 lines of the same DataError for a full run)
-        scan_dataset(data, max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class)
+        train_split, _ = scan_dataset(
+            data, max_per_class=budget.max_per_class, max_val_per_class=budget.max_val_per_class
+        )
+        check_trainable(train_split, budget.batch_size)
         log(f"{len(runs)} distinct training runs for {names} ({budget.name} budget, {cfg.jobs} at once)")
         summaries, unfinished = train_all(runs, data, out, budget, recipe, log, cfg.jobs), {}
     num_classes = len(next(iter(summaries.values()))["model"].get("labels") or []) or 10

@@ -34,6 +34,7 @@ from .data import (
     ImageFolderDataset,
     Split,
     cache_side,
+    check_trainable,
     collate,
     scan_dataset,
     scan_split,
@@ -513,17 +514,11 @@ class _Run:
         train_split, val_split = scan_dataset(
             cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class
         )
-        if len(train_split.classes) < 2:  # a loss of 0 and top-1 of 1.0 from the first step, learning nothing
-            only = train_split.classes[0]
-            raise DataError(f"{train_split.root}: one class ({only}); a classifier needs at least two")
+        check_trainable(train_split, cfg.batch_size)
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
         self.fingerprint = {"train": split_fingerprint(train_split), "val": split_fingerprint(val_split)}
         self.per_rank_batch = cfg.batch_size // env.world_size
-        if len(train_split.samples) < cfg.batch_size:
-            raise DataError(
-                f"{train_split.root}: {len(train_split.samples)} images, fewer than one batch of {cfg.batch_size}"
-            )
 
     def _loaders(self, spec) -> None:
         cfg, env = self.cfg, self.env
