@@ -50,6 +50,37 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def test_a_full_disk_names_the_file_and_a_save_leaves_no_half_made_folder(tmp_path, monkeypatch):
+    """ENOSPC from a write or fsync names no file; atomic_open names the target (the CLI prints '<path>: No space
+    left on device'). A save that fails removes the folder it made (weights without a config is no model), and
+    leaves a folder that was there before."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    model = mobilenets.create_model("mobilenet_v1_025", num_classes=3)
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        atomic.atomic_write_text(tmp_path / "a" / "f.json", "{}")
+    assert err.value.filename == str(tmp_path / "a" / "f.json") and err.value.errno == errno.ENOSPC
+    assert list((tmp_path / "a").iterdir()) == []
+    with pytest.raises(OSError, match="No space left on device") as err:
+        mobilenets.save(model, tmp_path / "new" / "m")
+    assert err.value.filename == str(tmp_path / "new" / "m" / weights.WEIGHTS_FILE)
+    assert not (tmp_path / "new" / "m").exists()
+    monkeypatch.undo()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(weights, "atomic_write_text", lambda *a: full(0))  # the second file: the config
+    with pytest.raises(OSError):
+        mobilenets.save(model, tmp_path / "old")
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == [weights.WEIGHTS_FILE, "notes.txt"]
+    with pytest.raises(OSError):
+        mobilenets.save(model, tmp_path / "made")
+    assert not (tmp_path / "made").exists()
+
+
 def test_a_killed_atomic_writers_file_is_removed_by_the_next_write_a_live_ones_kept(tmp_path):
     """A writer killed (SIGKILL) inside `atomic_open` leaves its temporary file: the next write of the same path
     removes it. Another path's, and one whose pid is alive, are kept."""

@@ -9,6 +9,7 @@ file, its sha256 and size, source format, converter and converter version, libra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -100,8 +101,16 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
         # weights, which `load` then names instead of building the old spec around the new tensors
         SHA_KEY: hashlib.sha256(data).hexdigest(),
     }
-    atomic_write_bytes(folder / WEIGHTS_FILE, data)
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    created = not folder.exists()
+    try:
+        atomic_write_bytes(folder / WEIGHTS_FILE, data)
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    except BaseException:
+        if created:  # a full disk, say: no half-made folder (weights without a config) is left behind
+            (folder / WEIGHTS_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return folder
 
 
