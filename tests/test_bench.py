@@ -496,3 +496,44 @@ def test_cli_bench_refuses_a_batch_beyond_this_machines_memory_in_one_line(tmp_p
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("mobilenets bench: error: batch=10000000000 is not allowed here: mobilenet_v1_025 on torch")
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_bench_out_keeps_files_that_are_not_bench_results(tmp_path, capsys, monkeypatch):
+    """--out mydata replaced the user's mydata.csv and mydata.json; it is now refused before measuring. An
+    existing folder named without a trailing separator gets the run-named files inside it, not beside it."""
+    measured = []
+    real = bench.run_bench
+    monkeypatch.setattr(bench, "run_bench", lambda cfg, **k: measured.append(cfg) or real(cfg, **k))
+    argv = ["bench", "--models", "0.25-64", "--runtimes", "ort", "--min-runs", "3", "--min-time", "0", "--batch", "0",
+            "--no-progress"]  # fmt: skip
+    for name, text in (("mine.csv", "precious\n"), ("mine.json", "{}\n")):
+        (tmp_path / name).write_text(text)
+        code = main([*argv, "--out", str(tmp_path / "mine")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.strip() == (f"mobilenets bench: error: out='{tmp_path / name}' is not allowed: that "
+                                             "file exists and is not a bench results file (give another --out, or "
+                                             "move the file)")  # fmt: skip
+        assert (tmp_path / name).read_text() == text and not measured
+        (tmp_path / name).unlink()
+    assert main([*argv, "--out", str(tmp_path / "ours")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ours.csv")]) == 0  # our own files: merged, as before
+    assert "existed: kept its 0 row(s)" in capsys.readouterr().err and len(measured) == 2
+    (tmp_path / "folder").mkdir()
+    assert main([*argv, "--out", str(tmp_path / "folder")]) == 0
+    inside = sorted(p.name for p in (tmp_path / "folder").iterdir() if not p.name.startswith("."))  # not the lock
+    assert [p.rsplit(".", 1)[1] for p in inside] == ["csv", "json"] and inside[0].startswith("bench-")
+    assert not (tmp_path / "folder.csv").exists()
+
+
+def test_cli_bench_that_measures_nothing_is_one_line_and_more_threads_than_cores_are_refused(capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code = main(["bench", "--models", "0.25-64", "--runtimes", "cuda", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.startswith("mobilenets bench: error: nothing measured (skipped cuda: ")
+    assert err.count("\n") == 1
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("measured"))
+    code = main(["bench", "--models", "0.25-64", "--runtimes", "ort", "--threads", "1,3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("mobilenets bench: error: threads=3 is not allowed here: this process may run on 2 "
+                                 "core(s); measure at most 2 thread(s)\n")  # fmt: skip

@@ -260,6 +260,8 @@ def test_cli_select_measured_latency_and_impossible(capsys, tmp_path):
         (["--fps", "-5"], ["fps=-5.0"]),
         (["--max-mb", "-1"], ["max_mb"]),
         (["--alpha-range", "1.0,0.5,0.05"], ["alpha_min=1.0 > alpha_max=0.5"]),
+        (["--alpha-range", "0.25,3,0.25"], ["alpha_max=3 is not allowed: alpha must stay <= 2"]),
+        (["--res-range", "16,224,16"], ["res_min=16 is not allowed: resolution must be >= 32"]),
         (["--res-range", "96,224"], ["MIN,MAX,STEP"]),
         (["--runtime", "tflite"], ["runtime='tflite'"]),
         (["--threads", "0"], ["threads=0"]),

@@ -358,6 +358,14 @@ def available_memory(device: str) -> int | None:
     return free
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or ``taskset`` narrows), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 
@@ -579,6 +587,9 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     torch's process-wide thread count is set per measurement and is the caller's again on return."""
     cfg = cfg.validate()
     check_batch_fits(cfg)
+    if max(cfg.threads) > (cores := usable_cores()):  # the row would time the threads' contention, not a machine
+        raise ValueError(f"threads={max(cfg.threads)} is not allowed here: this process may run on {cores} core(s); "
+                         f"measure at most {cores} thread(s)")  # fmt: skip
     notes = notes if notes is not None else []
     accuracy = acc.accuracy_model(cfg.accuracy_files, say=notes.append)
     env = environment()
@@ -653,19 +664,47 @@ def results_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return base.with_suffix(".csv"), base.with_suffix(".json")
 
 
+def out_is_folder(out: str | os.PathLike) -> bool:
+    """Whether ``--out`` names a folder for files named after the run (`results_name`): it ends in a separator or
+    is an existing folder (``--out results`` wrote results.csv beside the folder results/)."""
+    return str(out).endswith(("/", os.sep)) or Path(out).is_dir()
+
+
 def check_outputs(out: str | os.PathLike | None = None, plots: str | os.PathLike | None = None) -> None:
-    """Before a bench measures anything: an `OSError` naming the first output it could not write, instead of the
-    measurements lost at the end of the run. ``out`` is the results file base (`results_paths`), or a folder when it
-    ends in a separator; ``plots`` a folder (`lut.predict_many` checks its table the same way before measuring). Probes
-    with `atomic.check_writable`, which creates nothing."""
+    """Before a bench measures anything: an `OSError` naming the first output it could not write, or a ValueError
+    naming a file there that is not a bench results file (`check_results_file`), instead of the measurements lost
+    at the end of the run. ``out`` is the results file base (`results_paths`), or a folder (`out_is_folder`);
+    ``plots`` a folder (`lut.predict_many` checks its table the same way before measuring). Probes with
+    `atomic.check_writable`, which creates nothing."""
     if out is not None:
-        if str(out).endswith(("/", os.sep)):
+        if out_is_folder(out):
             check_writable(out, folder=True)
         else:
             for path in results_paths(out):
                 check_writable(path)
+                check_results_file(path)
     if plots is not None:
         check_writable(plots, folder=True)
+
+
+def check_results_file(path: Path) -> None:
+    """A ValueError naming ``path`` where it exists and is not a bench results file, which writing would destroy:
+    ``--out mydata`` replaced the user's mydata.csv and mydata.json. Ours (written by `write_results`) are merged
+    or replaced as `write_results` says."""
+    if not path.is_file():
+        return
+    if path.suffix == ".json":
+        try:
+            read_results(path)
+            return
+        except ValueError:
+            pass
+    else:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if f.readline().rstrip("\r\n").split(",")[:4] == list(COLUMNS[:4]):  # model, alpha, resolution, runtime
+                return
+    raise ValueError(f"out={str(path)!r} is not allowed: that file exists and is not a bench results file (give "
+                     "another --out, or move the file)")  # fmt: skip
 
 
 def write_results(
@@ -692,6 +731,7 @@ def write_results(
     csv_path, json_path = results_paths(out)
     for path in (csv_path, json_path):  # an OSError naming the file, not the lock or staging file beside it
         check_writable(path)
+        check_results_file(path)
     meta = dict(meta or {})
     rows = list(rows)
     with locked(json_path):  # two benches writing one file at once: the later one merges the earlier one's rows
@@ -781,6 +821,7 @@ __all__ = [
     "BenchConfig",
     "COLUMNS",
     "check_outputs",
+    "check_results_file",
     "GRID",
     "alternate",
     "environment",
@@ -790,6 +831,7 @@ __all__ = [
     "measure",
     "read_results",
     "results_name",
+    "out_is_folder",
     "results_paths",
     "run_bench",
     "time_calls",

@@ -418,13 +418,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench.check_outputs(args.out, args.plots)  # before measuring: a bad path would throw the measurements away
     notes: list[str] = []
     rows = bench.run_bench(cfg, notes=notes)
+    if not rows:  # every runtime was skipped: its reason is the message, not an empty table
+        skipped = "; ".join(n for n in notes if n.startswith("skipped ")) or "no row"
+        print(f"mobilenets bench: error: nothing measured ({skipped})", file=sys.stderr)
+        return 1
     print(render(rows, args.format, bench.TABLE_COLUMNS if args.format in ("table", "md") else bench.COLUMNS))
     for note in notes:
         print(note, file=sys.stderr)
     plotted = rows
     if args.out:
         meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
-        out = Path(args.out) / bench.results_name(rows) if args.out.endswith(("/", os.sep)) else args.out
+        out = Path(args.out) / bench.results_name(rows) if bench.out_is_folder(args.out) else args.out
         for path in bench.write_results(rows, out, meta=meta, say=lambda msg: print(msg, file=sys.stderr)):
             print(f"wrote {path}", file=sys.stderr)
             if path.suffix == ".json" and rows:
@@ -434,7 +438,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         for path in plots.bench_plots(plotted, args.plots, target_fps=args.target_fps):
             print(f"wrote {path}", file=sys.stderr)
-    return 0 if rows else 1
+    return 0
 
 
 # --- select -----------------------------------------------------------------------------------------------------

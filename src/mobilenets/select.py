@@ -22,7 +22,7 @@ from typing import Any
 
 from . import accuracy as acc
 from .complexity import count_complexity
-from .spec import ModelSpec, grid_name
+from .spec import MIN_RESOLUTION, ModelSpec, grid_name
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
 MIB = 2**20
@@ -55,11 +55,11 @@ class SearchSpace:
             raise ValueError(f"alpha_min={self.alpha_min} > alpha_max={self.alpha_max}: the search space is empty")
         if self.res_min > self.res_max:
             raise ValueError(f"res_min={self.res_min} > res_max={self.res_max}: the search space is empty")
-        if self.alpha_max > 2 or self.res_min < 32:
-            raise ValueError(
-                f"alpha_max={self.alpha_max:g}, res_min={self.res_min} is not allowed: alpha must stay <= 2 and "
-                "resolution >= 32 (ModelSpec limits)"
-            )
+        if self.alpha_max > 2:
+            raise ValueError(f"alpha_max={self.alpha_max:g} is not allowed: alpha must stay <= 2 (ModelSpec's limit)")
+        if self.res_min < MIN_RESOLUTION:
+            raise ValueError(f"res_min={self.res_min} is not allowed: resolution must be >= {MIN_RESOLUTION} "
+                             "(ModelSpec's limit)")  # fmt: skip
         return self
 
     def candidates(self) -> list[tuple[float, int]]:
