@@ -110,6 +110,25 @@ def test_console_entry_point_has_no_traceback():
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "SpecError: alpha=3.0" in debug.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--lr", "abc"], "mobilenets train: error: argument --lr: invalid float value: 'abc' (see mobilenets "
+                                   "train --help)"),
+        (["train", "--resume"], "mobilenets train: error: argument --resume: expected one argument (see mobilenets "
+                                "train --help)"),
+        (["bogus"], "mobilenets: error: argument COMMAND: invalid choice: 'bogus'"),
+        (["bench", "--no-such-option"], "mobilenets: error: unrecognized arguments: --no-such-option"),
+    ],
+)  # fmt: skip
+def test_a_command_line_argparse_refuses_is_one_line_exit_2(argv, expected, capsys):
+    """argparse's own errors printed the usage block first (54 lines for train); now one line like ours."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith(expected), err
+
+
 def test_the_entry_point_and_the_package_import_no_torch():
     """`mobilenets.launch` must be running before torch's import begins, or a Ctrl-C during it is a traceback."""
     code = "import sys, mobilenets, mobilenets.launch; print('torch' in sys.modules)"

@@ -666,12 +666,20 @@ SUBCOMMANDS: list[Callable] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with one-line errors: its own print the whole usage block first (54 lines for ``train
+    --lr abc``), where every other error of the command is one line (README, "Command line")."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(*, allow_abbrev: bool = True) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The parser and each subcommand's handler. ``allow_abbrev=False`` takes options only as spelled in full (the
     README test: an abbreviation would hide a renamed option)."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mobilenets", description="MobileNetV1 (Howard et al. 2017) toolkit", allow_abbrev=allow_abbrev
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
