@@ -50,6 +50,39 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="POSIX fork")
+def test_a_killed_runs_forked_children_do_not_keep_its_folder_locked(tmp_path):
+    """A run holding its folder's lock forks a worker (as DataLoader workers are), then is SIGKILLed: the orphaned
+    worker, still alive, must not hold the lock (a resume at once was refused as "in use" by the dead pid)."""
+    import signal
+    import subprocess
+
+    code = f"""
+import multiprocessing, time
+from mobilenets.atomic import lock_folder
+held = lock_folder({str(tmp_path)!r})
+worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+worker.start()
+print(worker.pid, flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    try:
+        with pytest.raises(atomic.FolderInUse, match=rf"in use by another run \(pid {proc.pid}\)"):
+            atomic.lock_folder(tmp_path)  # held while the run lives
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.kill(worker, 0)  # the orphaned worker is still running
+        again = atomic.lock_folder(tmp_path)
+        assert again is not None
+        again.close()
+    finally:
+        proc.kill()
+        with __import__("contextlib").suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_a_full_disk_names_the_file_and_a_save_leaves_no_half_made_folder(tmp_path, monkeypatch):
     """ENOSPC from a write or fsync names no file; atomic_open names the target (the CLI prints '<path>: No space
     left on device'). A save that fails removes the folder it made (weights without a config is no model), and

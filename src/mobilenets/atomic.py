@@ -19,6 +19,7 @@ import re
 import socket
 import stat
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -202,6 +203,24 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
         yield
 
 
+# the run-folder locks this process holds (`lock_folder`), closed in every child it forks (`_close_held_in_child`)
+_HELD: weakref.WeakSet[IO] = weakref.WeakSet()
+
+
+def _close_held_in_child() -> None:
+    """In a forked child (a DataLoader worker), close its copies of the held locks' files. A flock belongs to the
+    open file, which a fork shares: a SIGKILLed run's orphaned workers kept its folder locked for seconds, and a
+    `--resume auto` at once was refused as "in use" by the dead pid. Closing the child's copy (not unlocking, which
+    would free the parent's lock too) leaves the lock to the parent alone."""
+    for f in list(_HELD):
+        with contextlib.suppress(OSError, ValueError):
+            f.close()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 class FolderInUse(RuntimeError):
     """Another process holds the folder's lock (`lock_folder`)."""
 
@@ -209,7 +228,8 @@ class FolderInUse(RuntimeError):
 def lock_folder(folder: str | os.PathLike) -> IO | None:
     """Hold an exclusive advisory lock on ``folder/.lock`` (fcntl.flock) while the returned file stays open: two
     training runs in one run folder would interleave their checkpoints and one's resume would read the other's. The
-    kernel drops the lock when its process dies, SIGKILL included, so a killed run leaves no stale lock. Raises
+    kernel drops the lock when its process dies, SIGKILL included, so a killed run leaves no stale lock (children it
+    forked close their copies of the file: `_close_held_in_child`). Raises
     `FolderInUse` naming the holder's pid; returns None where flock does not exist (Windows): no lock there."""
     try:
         import fcntl
@@ -229,6 +249,7 @@ def lock_folder(folder: str | os.PathLike) -> IO | None:
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
+    _HELD.add(f)
     return f
 
 
