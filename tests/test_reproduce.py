@@ -187,6 +187,17 @@ def test_a_dataset_no_run_can_train_on_is_one_error_before_any_run(tmp_path, mon
         reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
 
 
+def test_missing_data_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"nowhere/imagenette: not found \(the default: \$MOBILENETS_DATA/"):
+        reproduce(ReproduceConfig(out=str(tmp_path / "o"), budget="quick"))
+    with pytest.raises(FileNotFoundError, match=r"^\S+/given: not found; give --data ROOT, a folder of train/"):
+        reproduce(ReproduceConfig(data=str(tmp_path / "given"), out=str(tmp_path / "o"), budget="quick"))
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"flat: expected train/ and val/ class folders"):
+        reproduce(ReproduceConfig(data=str(tmp_path / "flat"), out=str(tmp_path / "o"), budget="quick"))
+
+
 def test_a_gpu_budget_without_cuda_is_one_clear_error(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(ValueError, match="budget='full' trains on CUDA, which is not available here"):

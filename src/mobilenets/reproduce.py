@@ -627,6 +627,15 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise SpecError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
     data = Path(cfg.data) if cfg.data else default_data()  # after the options: a bad value is named wherever data is
+    if not cfg.report_only and not data.is_dir():
+        default = (
+            ""
+            if cfg.data
+            else " (the default: $MOBILENETS_DATA/imagenette, else ../shared/data/imagenette beside the checkout)"
+        )
+        raise FileNotFoundError(
+            f"{data}: not found{default}; give --data ROOT, a folder of train/ and val/ class folders"
+        )
     if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
         raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
