@@ -129,6 +129,15 @@ def test_a_command_line_argparse_refuses_is_one_line_exit_2(argv, expected, caps
     assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith(expected), err
 
 
+def test_under_torchrun_a_rank_other_than_0_names_itself(capsys, monkeypatch):
+    """Every process of a torchrun job ends with its own line; they came interleaved and alike."""
+    for rank, world, prefix in (("1", "2", "[rank 1] "), ("0", "2", ""), ("1", "1", "")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", world)
+        assert main(["summary", "--alpha", "3"]) == 2
+        assert capsys.readouterr().err.startswith(f"{prefix}mobilenets summary: error: alpha=3.0 is not allowed")
+
+
 def test_the_entry_point_and_the_package_import_no_torch():
     """`mobilenets.launch` must be running before torch's import begins, or a Ctrl-C during it is a traceback."""
     code = "import sys, mobilenets, mobilenets.launch; print('torch' in sys.modules)"

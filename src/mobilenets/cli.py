@@ -704,21 +704,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         if os.environ.get("MOBILENETS_DEBUG"):  # where it was raised, for a bug report
             raise
-        print(f"mobilenets {args.command}: error: {_os_message(exc)}", file=sys.stderr)
+        _say(f"mobilenets {args.command}: error: {_os_message(exc)}")
         return 2
     except KeyboardInterrupt:
         hint = {
             "train": ": the last checkpoint is kept; add --resume auto to the same command to go on from it",
             "reproduce": ": finished runs are kept; run the same command again to resume",
         }.get(args.command, "")
-        print(f"\nmobilenets {args.command}: interrupted{hint}", file=sys.stderr)
+        _say(f"\nmobilenets {args.command}: interrupted{hint}")
         return 130
     except Exception as exc:
         message = _environment_error(exc, args)
         if message is None or os.environ.get("MOBILENETS_DEBUG"):  # a bug: its traceback is the report
             raise
-        print(f"mobilenets {args.command}: error: {message}", file=sys.stderr)
+        _say(f"mobilenets {args.command}: error: {message}")
         return 1
+
+
+def _say(line: str) -> None:
+    """``line`` to stderr in one write, so that the processes of a torchrun job, each ending with its own line, do
+    not interleave them mid-line; a rank other than 0 says which it is."""
+    rank = os.environ.get("RANK", "0")
+    prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    sys.stderr.write(line.replace("mobilenets ", prefix + "mobilenets ", 1) + "\n")
+    sys.stderr.flush()
 
 
 def _os_message(exc: BaseException) -> str:
