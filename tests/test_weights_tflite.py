@@ -294,6 +294,7 @@ def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite
     assert cli.main(["convert", src, "--out", str(out), "--classes", "1000"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"out={out} is not allowed" in err and "--overwrite" in err
+    assert "converted with other options (num_classes=1001 there, 1000 now; labels=1001 items there, 1000 items" in err
     assert (out / weights.CONFIG_FILE).read_bytes() == before
     assert cli.main(["convert", src, "--out", str(out), "--classes", "1000", "--overwrite"]) == 0
     assert weights.read_config(out)["spec"].num_classes == 1000

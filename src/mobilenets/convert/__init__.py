@@ -132,18 +132,22 @@ def _check_replace(out: Path, spec: ModelSpec, provenance: dict[str, Any]) -> No
         return
     try:
         config = read_config(out)
-        same = (
-            config["provenance"].get("source_sha256") == provenance["source_sha256"]
-            and config["spec"].to_json() == spec.to_json()
-        )
-        held = f"weights from {config['provenance'].get('source_file', 'training')}"
+        source = config["provenance"].get("source_file", "training")
+        if config["provenance"].get("source_sha256") != provenance["source_sha256"]:
+            differs = f"weights from {source}, not from {provenance['source_file']}"
+        else:  # the same file converted with other options: name the fields they changed
+            was, now = config["spec"].to_dict(), spec.to_dict()
+            changed = [f"{k}={_short(was.get(k))} there, {_short(now[k])} now" for k in now if was.get(k) != now[k]]
+            differs = f"weights from {source} converted with other options ({'; '.join(changed)})" if changed else ""
     except (WeightsError, FileNotFoundError):
-        same, held = False, "an unreadable weights folder"
-    if not same:
-        raise WeightsError(
-            f"out={out} is not allowed: it holds {held}, not these converted from {provenance['source_file']} "
-            "with these options; pass --overwrite to replace them"
-        )
+        differs = f"an unreadable weights folder, not these converted from {provenance['source_file']}"
+    if differs:
+        raise WeightsError(f"out={out} is not allowed: it holds {differs}; pass --overwrite to replace them")
+
+
+def _short(value: Any) -> str:
+    """A spec value for a one-line message: a list (labels) by its length, anything else as its repr."""
+    return f"{len(value)} items" if isinstance(value, list | tuple) else repr(value)
 
 
 __all__ = ["FORMATS", "CONVERTER_VERSION", "convert", "convert_file", "sniff_format"]
