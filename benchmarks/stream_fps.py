@@ -151,6 +151,8 @@ def main() -> int:
                 out = str(tmp / "annotated.mp4") if ENCODE[enc] else None
                 cfg = StreamConfig(out=out, target_fps=TARGET_FPS, overwrite=True, encoder_options=ENCODE[enc] or {})
                 report = stream(predictors[(m, rt)], str(clip), cfg)
+                if report.interrupted:  # Ctrl-C: `stream` returns the part it ran, which is no row of the results
+                    raise KeyboardInterrupt
                 runs[(m, rt, enc)].append(report.to_dict())
                 print(f"round {r + 1}/{args.rounds} {m} {rt} encode={enc}: {report.fps_end_to_end:.1f} FPS end "
                       f"to end, {report.fps_model:.1f} model-only ({time.perf_counter() - t0:.0f} s)",

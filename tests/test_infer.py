@@ -1,6 +1,8 @@
 """`mobilenets predict` on real JPEG/PNG files and `mobilenets stream` on a video made here, with bad-input handling."""
 
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -269,19 +271,23 @@ def test_stream_replaces_its_own_annotated_video_but_no_other_file_without_overw
     _one_line_error([*argv, str(tmp_path)], capsys, "it is a folder")
 
 
-def _stream_until_staged(argv: list[str], out: Path, sig: int) -> subprocess.Popen:
+def _stream_until_staged(argv: list[str], out: Path, sig: int) -> subprocess.CompletedProcess:
     """``mobilenets stream`` in a process sent ``sig`` as soon as its video is being written (a staging file beside
     ``out`` that was not there before, or ``out`` itself changed)."""
-    before, earlier = out.read_bytes(), set(out.parent.glob(f".{out.stem}.partial-*"))
+
+    def contents():
+        return out.read_bytes() if out.exists() else None
+
+    before, earlier = contents(), set(out.parent.glob(f".{out.stem}.partial-*"))
     proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     while proc.poll() is None:
-        if set(out.parent.glob(f".{out.stem}.partial-*")) - earlier or out.read_bytes() != before:
+        if set(out.parent.glob(f".{out.stem}.partial-*")) - earlier or contents() != before:
             proc.send_signal(sig)
             break
         time.sleep(0.001)
-    proc.communicate(timeout=120)
-    return proc
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def test_an_interrupted_or_killed_stream_keeps_the_earlier_annotated_video(model_dir, tmp_path):
@@ -304,6 +310,61 @@ def test_an_interrupted_or_killed_stream_keeps_the_earlier_annotated_video(model
     with av.open(str(out)) as c:
         assert 0 < sum(1 for _ in c.decode(video=0)) < 600  # what was recorded until Ctrl-C, readable
     assert not list(tmp_path.glob(".annotated.partial-*"))  # moved into place, nothing left behind
+
+
+def test_ctrl_c_ends_a_stream_with_its_report_a_finished_video_and_status_130(model_dir, tmp_path):
+    """Ctrl-C is how a camera stream ends, yet it printed only 'mobilenets stream: interrupted': the report (frames,
+    FPS, the verdict, the video's path) was lost. It is printed as at the end of a file, for the frames processed,
+    saying so, and the annotated video holds exactly those frames; the status is still 130."""
+    import av
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 600)  # seconds of work: Ctrl-C comes while it runs
+    proc = _stream_until_staged(["stream", str(model_dir), str(clip), "--threads", "1", "--out", str(out)], out,
+                                signal.SIGINT)  # fmt: skip
+    text, err = proc.stdout, proc.stderr
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" not in err, err
+    frames = int(re.search(r"runtime torch, (\d+) frames in ", text)[1])
+    assert 0 < frames < 600
+    assert f"interrupted by the user (Ctrl-C): the report counts the {frames} frames processed" in text
+    assert "achieved FPS: " in text and "model latency p50" in text and re.search(r"target 24 FPS: (MET|NOT met)", text)
+    assert f"annotated video: {out}" in text
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == frames
+    assert written_by_stream(out) and not list(tmp_path.glob(".annotated.partial-*"))
+
+
+def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_videos_frames(model_dir, tmp_path):
+    """A Ctrl-C while a frame is being classified stops the stream after that frame is written: the report counts
+    the frames the video holds, even with an encoder that keeps frames back (x264 'medium' has look-ahead), and
+    `stream` returns its report (interrupted) instead of raising. Python's own Ctrl-C handler is back afterwards."""
+    import av
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 20)
+    predictor = load_predictor(model_dir, "ort", 1)
+    calls, run = [], predictor.run
+
+    def run_and_press_ctrl_c_at_frame_5(x):
+        calls.append(1)
+        if len(calls) == 6:  # the warm-up's run, then frames 1..5
+            os.kill(os.getpid(), signal.SIGINT)
+        return run(x)
+
+    predictor.run = run_and_press_ctrl_c_at_frame_5
+    cfg = StreamConfig(out=str(out), encoder_options={"preset": "medium"})
+    try:
+        report = stream(predictor, clip, cfg)
+    except KeyboardInterrupt:  # would end the whole test session
+        pytest.fail("stream raised KeyboardInterrupt instead of returning its report")
+    assert report.interrupted and report.frames == 5 and sum(report.top_labels.values()) == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
+    assert not stream(load_predictor(model_dir, "ort", 1), clip, StreamConfig(max_frames=3)).interrupted
 
 
 def test_a_stream_removes_the_staging_file_a_killed_stream_left(model_dir, tmp_path):

@@ -290,15 +290,19 @@ def _add_stream(sub) -> Handler:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    """Ctrl-C ends the stream (how a camera stream stops) with the report of the frames so far, then status 130."""
     from .infer import StreamConfig, load_predictor, stream
 
     predictor = load_predictor(args.model, args.runtime, args.threads)
     cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames,
                        overwrite=args.overwrite)  # fmt: skip
     r = stream(predictor, args.source, cfg)
+    status = 130 if r.interrupted else 0
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
-        return 0
+        return status
+    if r.interrupted:  # the newline ends the terminal's '^C'
+        print(f"\ninterrupted by the user (Ctrl-C): the report counts the {r.frames} frames processed before it")
     m, f = r.latency_model_ms, r.latency_frame_ms
     print(f"source: {r.source} ({r.source_fps or '?'} FPS), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
     print(
@@ -308,9 +312,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")
     verdict = "MET" if r.target_met else "NOT met"
     print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")
-    if r.out:
-        print(f"annotated video: {r.out}")
-    return 0
+    if r.out:  # no frame (Ctrl-C before the first): no video was written, an earlier one is as it was
+        print(f"annotated video: {r.out}" if r.frames else f"annotated video: none ({r.out} not written: no frames)")
+    return status
 
 
 # --- convert ----------------------------------------------------------------------------------------------------

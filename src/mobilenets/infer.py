@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -251,6 +253,7 @@ class StreamReport:
     source_fps: float | None
     out: str | None
     top_labels: dict[str, int]
+    interrupted: bool = False  # stopped by Ctrl-C (how a camera stream ends): the figures count the frames before it
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -431,7 +434,9 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
     """Classify every frame of ``source``, overlay label/confidence/latency/FPS, optionally save and show them.
 
     End-to-end FPS counts everything from decoding to writing the annotated frame; model-only FPS is
-    1000 / mean model latency.
+    1000 / mean model latency. Ctrl-C (SIGINT) ends the stream as the end of the file does, after the frame being
+    processed: the annotated video is finished and moved into place, and the report of the frames so far is returned
+    with ``interrupted=True`` (it is how a camera stream stops), not raised as KeyboardInterrupt.
     """
     from .runtimes import torch_threads
 
@@ -455,6 +460,43 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
         return _stream(predictor, source, cfg)
 
 
+class _CtrlC:
+    """Ctrl-C during a stream stops it between frames: the frame being processed is finished first, so the report and
+    the annotated video count the same whole frames (an encoder with look-ahead would otherwise still write a frame
+    the report never counted). While the stream waits for its next frame (a camera) KeyboardInterrupt is raised at
+    once. Installed only over Python's default handler, in the main thread (the only one signals reach); the default
+    is back before the video is finished, so a second Ctrl-C then abandons it (staged: no torn --out)."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.in_frame = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        if not self.in_frame:
+            raise KeyboardInterrupt
+
+
+def _classify(predictor: Predictor, rgb: np.ndarray) -> tuple[float, dict]:
+    """The model's latency in ms on one RGB frame and its top class."""
+    x = predictor.preprocess(torch.from_numpy(rgb).permute(2, 0, 1))
+    t0 = time.perf_counter()
+    logits = predictor.run(x)
+    ms = (time.perf_counter() - t0) * 1e3
+    return ms, top_k(softmax(logits[0].astype(np.float64)), predictor.labels, 1)[0]
+
+
 def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> StreamReport:
     container = open_source(source)
     vstream = container.streams.video[0]
@@ -466,43 +508,41 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
     frame_ms: list[float] = []
     counts: dict[str, int] = {}
     predictor.warm_up()
+    ctrl_c = _CtrlC()
     start = time.perf_counter()
     finished = False
     try:
-        for frame in _decode(container, vstream, source):
-            t0 = time.perf_counter()
-            rgb = frame.to_ndarray(format="rgb24")
-            x = predictor.preprocess(torch.from_numpy(rgb).permute(2, 0, 1))
-            t1 = time.perf_counter()
-            logits = predictor.run(x)
-            model_ms.append((time.perf_counter() - t1) * 1e3)
-            best = top_k(softmax(logits[0].astype(np.float64)), predictor.labels, 1)[0]
-            counts[best["label"]] = counts.get(best["label"], 0) + 1
-            fps = len(model_ms) / (time.perf_counter() - start)
-            text = [
-                f"{display_label(best['label'])[:48]}  {best['prob'] * 100:.1f}%",
-                f"model {model_ms[-1]:.1f} ms ({predictor.runtime})  {fps:.1f} FPS",
-            ]
-            if writer is None and cfg.out:
-                writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec,
-                                 cfg.encoder_options)  # fmt: skip
-            if writer or display:
-                image = _overlay(rgb, text)
-                if writer:
-                    writer.write(np.asarray(image))
-                if display:
-                    display.show(image)
-            frame_ms.append((time.perf_counter() - t0) * 1e3)
-            if cfg.max_frames and len(model_ms) >= cfg.max_frames:
-                break
+        with ctrl_c:
+            for frame in _decode(container, vstream, source):
+                ctrl_c.in_frame = True
+                t0 = time.perf_counter()
+                rgb = frame.to_ndarray(format="rgb24")
+                ms, best = _classify(predictor, rgb)
+                if writer is None and cfg.out:
+                    writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec,
+                                     cfg.encoder_options)  # fmt: skip
+                if writer or display:
+                    fps = (len(model_ms) + 1) / (time.perf_counter() - start)
+                    image = _overlay(rgb, [f"{display_label(best['label'])[:48]}  {best['prob'] * 100:.1f}%",
+                                           f"model {ms:.1f} ms ({predictor.runtime})  {fps:.1f} FPS"])  # fmt: skip
+                    if writer:
+                        writer.write(np.asarray(image))
+                    if display:
+                        display.show(image)
+                # counted once written, all together: the report's frames are the video's
+                model_ms.append(ms)
+                counts[best["label"]] = counts.get(best["label"], 0) + 1
+                frame_ms.append((time.perf_counter() - t0) * 1e3)
+                ctrl_c.in_frame = False
+                if ctrl_c.pressed or (cfg.max_frames and len(model_ms) >= cfg.max_frames):
+                    break
         finished = True
-    except KeyboardInterrupt:  # how a camera stream is stopped: the frames recorded so far are kept, as a video
-        finished = True
-        raise
+    except KeyboardInterrupt:  # Ctrl-C while waiting for a frame (a camera's next), or from the caller's own handler
+        ctrl_c.pressed = finished = True
     finally:
         container.close()
-        if writer:
-            writer.close(keep=finished)  # a failed stream replaces no earlier video
+        if writer:  # the end of the file, --max-frames or Ctrl-C: the frames recorded so far become the video
+            writer.close(keep=finished)  # a failed stream (or a second Ctrl-C now) replaces no earlier video
         if display:
             display.close()
     seconds = time.perf_counter() - start
@@ -522,6 +562,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
         source_fps=source_fps,
         out=cfg.out,
         top_labels=dict(sorted(counts.items(), key=lambda kv: -kv[1])[:5]),
+        interrupted=ctrl_c.pressed,
     )
 
 
