@@ -6,7 +6,8 @@ alone (`bench`'s FPS is the model's: 1000 / median latency). ``encode`` is how t
 ``none`` (no ``--out``), ``live`` (the default, x264 veryfast/zerolatency, `StreamConfig.encoder_options`) or
 ``x264-medium`` (x264's own default preset, what `stream` used before: the side-by-side evidence for the change).
 Rows report:
-- ``fps_end_to_end``: frames / wall time of the whole loop (decode + preprocess + model + overlay + encode);
+- ``fps_end_to_end``: frames / wall time of the whole loop (decode + preprocess + model, and overlay + encode
+  unless ``encode`` is ``none``: `StreamReport.stages`);
 - ``fps_model``: 1000 / the mean model latency inside the same loop;
 - ``meets_24``: whether the end-to-end rate reaches 24 FPS.
 

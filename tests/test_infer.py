@@ -367,6 +367,20 @@ def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_vid
     assert not stream(load_predictor(model_dir, "ort", 1), clip, StreamConfig(max_frames=3)).interrupted
 
 
+def test_stream_fps_label_names_only_the_stages_that_ran(model_dir, tmp_path, capsys):
+    """Without --out (nor --display) nothing is drawn or encoded: the label said
+    'end-to-end (decode+preprocess+model+overlay+encode)' all the same."""
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 6)
+    argv = ["stream", str(model_dir), str(clip), "--max-frames", "5", "--threads", "1"]
+    assert cli.main(argv) == 0
+    assert "end-to-end (decode+preprocess+model), " in capsys.readouterr().out
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert "end-to-end (decode+preprocess+model+overlay+encode), " in capsys.readouterr().out
+    code, report, _ = run_json(argv, capsys)
+    assert code == 0 and report["stages"] == ["decode", "preprocess", "model"] and report["interrupted"] is False
+
+
 def test_a_stream_removes_the_staging_file_a_killed_stream_left(model_dir, tmp_path):
     """A stream killed while writing --out leaves its pid-named staging file; later streams ignored it, so they piled
     up. The next stream to the same --out removes it (its writer is dead; `atomic.remove_stale_staging`)."""

@@ -305,10 +305,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         print(f"\ninterrupted by the user (Ctrl-C): the report counts the {r.frames} frames processed before it")
     m, f = r.latency_model_ms, r.latency_frame_ms
     print(f"source: {r.source} ({r.source_fps or '?'} FPS), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
-    print(
-        f"achieved FPS: {r.fps_end_to_end} end-to-end (decode+preprocess+model+overlay+encode), "
-        f"{r.fps_model} model-only"
-    )
+    print(f"achieved FPS: {r.fps_end_to_end} end-to-end ({'+'.join(r.stages)}), {r.fps_model} model-only")
     print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")
     verdict = "MET" if r.target_met else "NOT met"
     print(f"target {r.target_fps:g} FPS: {verdict} (end-to-end)")

@@ -253,6 +253,7 @@ class StreamReport:
     source_fps: float | None
     out: str | None
     top_labels: dict[str, int]
+    stages: list[str] = field(default_factory=list)  # what each frame went through, timed by fps_end_to_end
     interrupted: bool = False  # stopped by Ctrl-C (how a camera stream ends): the figures count the frames before it
 
     def to_dict(self) -> dict:
@@ -433,7 +434,8 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = None) -> StreamReport:
     """Classify every frame of ``source``, overlay label/confidence/latency/FPS, optionally save and show them.
 
-    End-to-end FPS counts everything from decoding to writing the annotated frame; model-only FPS is
+    End-to-end FPS counts every stage a frame went through (`StreamReport.stages`: decoding to classifying, and the
+    overlay, encoding and window only where ``cfg.out`` / ``cfg.display`` ask for them); model-only FPS is
     1000 / mean model latency. Ctrl-C (SIGINT) ends the stream as the end of the file does, after the frame being
     processed: the annotated video is finished and moved into place, and the report of the frames so far is returned
     with ``interrupted=True`` (it is how a camera stream stops), not raised as KeyboardInterrupt.
@@ -458,6 +460,18 @@ def stream(predictor: Predictor, source: str | int, cfg: StreamConfig | None = N
         _check_out(cfg.out)  # before any frame is decoded, naming --out (the writer's staging file is another)
     with torch_threads(predictor.threads):  # held for the whole stream: no thread-count switch inside each frame
         return _stream(predictor, source, cfg)
+
+
+def _stages(cfg: StreamConfig) -> list[str]:
+    """The stages each frame goes through with ``cfg``: the overlay is drawn only to be encoded or shown."""
+    stages = ["decode", "preprocess", "model"]
+    if cfg.out or cfg.display:
+        stages.append("overlay")
+    if cfg.out:
+        stages.append("encode")
+    if cfg.display:
+        stages.append("display")
+    return stages
 
 
 class _CtrlC:
@@ -562,6 +576,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
         source_fps=source_fps,
         out=cfg.out,
         top_labels=dict(sorted(counts.items(), key=lambda kv: -kv[1])[:5]),
+        stages=_stages(cfg),
         interrupted=ctrl_c.pressed,
     )
 
