@@ -628,3 +628,31 @@ def test_onnx_export_of_max_pooled_and_unpooled_heads(tmp_path, pool, classes):
     assert spec_from_onnx(tmp_path / "m.onnx").global_pool == pool
     out = ort_run(ort_session(tmp_path / "m.onnx"))(np.zeros((2, 3, 160, 96), np.float32))
     assert out.shape == ((2, 7) if classes else (2, 256, 5, 3))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("{broken", "Expecting property name"), ("[1, 2]", "a JSON list"), ('{"alpha": -1}', "alpha=-1"),
+     ('{"colour": 1}', "unknown ModelSpec field")],
+)  # fmt: skip
+def test_damaged_spec_metadata_is_one_line_naming_the_file(weights_dir, tmp_path, capsys, value, reason):
+    """A damaged mobilenets.spec value printed json's own error (`Expecting property name ...`) for predict and eval,
+    naming no file."""
+    good, bad = tmp_path / "m.onnx", tmp_path / "badmeta.onnx"
+    export_model(weights_dir, ExportConfig(out=str(good), progress=False))
+    proto = onnx.load(str(good))
+    for prop in proto.metadata_props:
+        if prop.key == SPEC_KEY:
+            prop.value = value
+    onnx.save(proto, str(bad))
+    with pytest.raises(ExportError, match=f"^{bad}: unreadable {SPEC_KEY} metadata \\(.*{reason}"):
+        spec_from_onnx(bad)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "val" / "a" / "0.png")
+    for argv in (
+        ["predict", str(bad), str(tmp_path / "val")],
+        ["eval", "--weights", str(bad), "--data", str(tmp_path / "val")],
+    ):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{bad}: unreadable {SPEC_KEY} metadata" in err, err

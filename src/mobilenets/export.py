@@ -226,14 +226,23 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def spec_from_onnx(path: str | os.PathLike) -> ModelSpec:
-    """The ModelSpec an ONNX file was exported with (from its metadata_props)."""
+    """The ModelSpec an ONNX file was exported with (from its metadata_props); `ExportError` naming ``path`` when
+    the metadata are missing or damaged (json's and ModelSpec's own errors name no file)."""
     meta = read_onnx_metadata(path)
     if SPEC_KEY not in meta:
         raise ExportError(
             f"{path}: ONNX model without mobilenets metadata ({SPEC_KEY!r} missing); export it with "
             "`mobilenets export` so its preprocessing and labels travel with it"
         )
-    return ModelSpec.from_json(meta[SPEC_KEY])
+    try:
+        fields = json.loads(meta[SPEC_KEY])
+        if not isinstance(fields, dict):
+            raise ValueError(f"a JSON {type(fields).__name__}, not an object of ModelSpec fields")
+        return ModelSpec.from_dict(fields)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and SpecError are ValueErrors; a bad field's type
+        raise ExportError(
+            f"{path}: unreadable {SPEC_KEY} metadata ({exc}); export the weights again with `mobilenets export`"
+        ) from exc
 
 
 # --- parity ----------------------------------------------------------------------------------------------------
