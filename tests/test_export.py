@@ -264,7 +264,15 @@ def test_int8_qdq_model_runs_under_openvino(weights_dir, tmp_path):
         (["export", "{notmodel}"], "not a mobilenets weights folder"),
         (["export", "{w}", "--int8"], "needs calibration images"),
         (["export", "{w}", "--format", "torchscript", "--int8", "--calib-synthetic"], "only available with"),
-        (["export", "{w}", "--int8", "--calib", "{notmodel}"], "no image files found"),
+        (["export", "{w}", "--int8", "--calib", "{notmodel}"], "notmodel: no image files found for calibration (--cal"),
+        (
+            ["export", "{w}", "--int8", "--calib-synthetic", "--val", "{notmodel}"],
+            "notmodel: no image files found for validation (--val)",
+        ),
+        (
+            ["export", "{w}", "--int8", "--calib-synthetic", "--val", "{missing}"],
+            "nope: no such file or folder; given for validation (--val)",
+        ),
         (["export", "{w}", "--int8", "--calib-synthetic", "--int8-fp32-head", "-1"], "fp32_head=-1 is not allowed"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--int8-fp32-head", "28"], "between 0 and 27"),
         (["export", "{w}", "--opset", "99"], "opset=99 is not allowed: this torch exports ONNX opsets 7.."),

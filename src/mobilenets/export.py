@@ -52,6 +52,7 @@ FORMATS = ("onnx", "torchscript", "pt2")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
 WEIGHTS_KEY = "mobilenets.weights_sha256"  # sha256 of the exported model.safetensors: which weights a file holds
+CALIB, VAL = "calibration (--calib)", "validation (--val)"  # what a folder's images are for, in messages
 SYNTHETIC = "SYNTHETIC random-noise images (smoke test only: ranges and agreement are not representative)"
 
 
@@ -374,15 +375,16 @@ def calibration_batches(
         raise ExportError(f"none of the {len(images)} images could be read (first: {skipped[0]})")
 
 
-def pick_images(folder: str | os.PathLike, count: int, seed: int = 0) -> list[Path]:
-    """``count`` images from ``folder`` (recursive), chosen with a fixed seed, spread over its subfolders."""
+def pick_images(folder: str | os.PathLike, count: int, seed: int = 0, what: str = CALIB) -> list[Path]:
+    """``count`` images from ``folder`` (recursive), chosen with a fixed seed, spread over its subfolders; ``what``
+    they are for names the folder's role in the error when it holds none."""
     from .infer import expand_images
 
     found, bad = expand_images([folder])
-    if bad:
-        raise bad[0][1]
+    if bad:  # a missing folder: the error type expand_images gives, saying which option named it
+        raise type(bad[0][1])(f"{bad[0][1]}; given for {what}")
     if not found:
-        raise ExportError(f"{folder}: no image files found for calibration")
+        raise ExportError(f"{folder}: no image files found for {what}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(found))[: min(count, len(found))]
     return [found[i] for i in sorted(order)]
@@ -778,7 +780,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
         check_replace(final, sha, weights, cfg.overwrite, cfg.format)
     # image folders are read before anything is written: a bad --calib or --val costs no export
     calib = pick_images(cfg.calib, cfg.calib_count, cfg.seed) if cfg.int8 and cfg.calib else None
-    val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1) if cfg.int8 and cfg.val else None
+    val = pick_images(cfg.val, cfg.val_count, cfg.seed + 1, VAL) if cfg.int8 and cfg.val else None
     staged = {final: staging_path(final) for final in {out, fp32}}
     for final in staged:
         remove_stale_staging(final)  # killed exports' staging files, which no run would otherwise remove
