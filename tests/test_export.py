@@ -464,7 +464,7 @@ def test_default_out_of_weights_given_by_a_file_is_named_after_their_folder(weig
 @pytest.mark.parametrize(
     ("name", "fp32"),
     [("m-int8.onnx", "m.fp32.onnx"), ("m.int8.onnx", "m.fp32.onnx"), ("m_int8.onnx", "m.fp32.onnx"),
-     ("q.onnx", "q.fp32.onnx"), ("int8.onnx", "int8.fp32.onnx")],
+     ("q.onnx", "q.fp32.onnx"), ("int8.onnx", "int8.fp32.onnx"), ("M.INT8.ONNX", "M.fp32.onnx")],
 )  # fmt: skip
 def test_fp32_companion_is_named_from_the_stem_without_int8(name, fp32, tmp_path):
     from mobilenets.export import fp32_companion
@@ -514,10 +514,12 @@ def test_export_replaces_its_own_output_but_not_another_models_without_overwrite
 def test_export_does_not_replace_the_same_weights_exported_in_another_format(weights_dir, tmp_path, capsys):
     """An export of these weights in another format is not "its own output": --format torchscript --out m.onnx
     replaced the ONNX file with a TorchScript archive that predict then could not read. (Another format's suffix is
-    refused outright now: the files here have suffixes no format uses.)"""
-    onnx_out, ts_out = tmp_path / "m.bin", tmp_path / "m.model"
-    assert cli.main(["export", str(weights_dir), "--out", str(onnx_out)]) == 0
-    assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(ts_out)]) == 0
+    refused outright now, and so is a suffix no format uses: the files here are exports renamed by hand.)"""
+    onnx_out, ts_out = tmp_path / "m.pt", tmp_path / "m.pt2"
+    assert cli.main(["export", str(weights_dir), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert cli.main(["export", str(weights_dir), "--format", "torchscript", "--out", str(tmp_path / "t.pt")]) == 0
+    (tmp_path / "m.onnx").rename(onnx_out)
+    (tmp_path / "t.pt").rename(ts_out)
     kept = {p: p.read_bytes() for p in (onnx_out, ts_out)}
     capsys.readouterr()
     for fmt, out, held in (("torchscript", onnx_out, "onnx"), ("pt2", ts_out, "torchscript")):
@@ -548,6 +550,39 @@ def test_export_refuses_an_out_suffix_of_another_format(weights_dir, tmp_path, c
     assert err.count("\n") == 1, err
     assert f"out={out} is not allowed with --format {fmt}: {SUFFIXES[held]} is the suffix of {held} files" in err
     assert err.endswith(f"name it {out.stem}{SUFFIXES[fmt]}\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "named"),
+    [
+        ("onnx", "foo.txt", ".txt names no export format"),
+        ("onnx", "foo", "a name without a suffix names no format"),
+        ("torchscript", "m.pth", ".pth names no export format"),
+        ("pt2", "m.bin", ".bin names no export format"),
+    ],
+)
+def test_export_refuses_an_out_suffix_of_no_format(weights_dir, tmp_path, capsys, fmt, name, named):
+    """--out foo.txt wrote an ONNX file named .txt (exit 0), which predict does not take as ONNX; a suffix no format
+    uses is refused before anything is written, naming the format's own."""
+    out = tmp_path / name
+    assert cli.main(["export", str(weights_dir), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"out={out} is not allowed with --format {fmt}: {named} ({fmt} files end in {SUFFIXES[fmt]})" in err
+    assert err.endswith(f"name it {out.stem}{SUFFIXES[fmt]}\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("name", "suggested"), [("x.fp32.onnx", "x.int8.onnx"), ("x-FP32.onnx", "x.int8.onnx")])
+def test_int8_export_refuses_an_out_named_like_its_fp32_companion(weights_dir, tmp_path, capsys, name, suggested):
+    """--int8 --out x.fp32.onnx wrote the INT8 model there and its fp32 model to x.fp32.fp32.onnx."""
+    out = tmp_path / name
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--calib-count", "8", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"out={out} is not allowed with --int8: " in err, err
+    assert "fp32 model an INT8 export keeps beside it" in err and err.endswith(f"name it {suggested}\n")
     assert not list(tmp_path.iterdir())
 
 

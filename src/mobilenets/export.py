@@ -47,9 +47,14 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 PARITY_TOL = 1e-4  # fp32 exports must match PyTorch this closely (max abs difference of logits)
 FP32_HEAD = 2  # leading convolutions kept fp32 in INT8 exports (stem + first depthwise; see the module docstring)
 FORMATS = ("onnx", "torchscript", "pt2")
-# each format's file suffix: `default_out` names files with it, and an --out with another format's suffix is refused
-# (predict, eval and bench read a .onnx file as ONNX); a suffix no format uses (.bin) is allowed
+# each format's file suffix (any case): `default_out` names files with it, and an --out with another suffix is
+# refused, another format's (predict, eval and bench read a .onnx file as ONNX, and nothing else) or one no format
+# uses (.txt, .bin, none): predict takes an ONNX file only by its .onnx, and TorchScript's .pt is what torch.jit
+# documents (.pth is left to state dicts, which `convert` reads), .pt2 what torch.export.save documents
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+# tags of an INT8 export's name (`fp32_companion` drops them) and of its fp32 companion's, which an INT8 file's
+# name must not end with: --int8 --out m.fp32.onnx would keep its fp32 model in m.fp32.fp32.onnx
+INT8_TAGS, FP32_TAGS = (".int8", "-int8", "_int8"), (".fp32", "-fp32", "_fp32")
 SPEC_KEY = "mobilenets.spec"  # ONNX metadata_props key holding the full ModelSpec as JSON
 WEIGHTS_KEY = "mobilenets.weights_sha256"  # sha256 of the exported model.safetensors: which weights a file holds
 CALIB, VAL = "calibration (--calib)", "validation (--val)"  # what a folder's images are for, in messages
@@ -686,21 +691,42 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise ExportError(
             f"opset={cfg.opset} is not allowed with --int8: per-channel QDQ needs opset >= {MIN_INT8_OPSET}"
         )
-    held = next((fmt for fmt, suffix in SUFFIXES.items() if cfg.out and Path(cfg.out).suffix.lower() == suffix), None)
-    if held not in (None, cfg.format):
+    if cfg.out:
+        _validate_out(Path(cfg.out), cfg.format, cfg.int8)
+
+
+def _validate_out(out: Path, fmt: str, int8: bool) -> None:
+    """`ExportError` unless ``out``'s suffix is ``fmt``'s (`SUFFIXES`), and for ``int8`` it is not named like the
+    fp32 companion written beside it (`FP32_TAGS`)."""
+    suffix, want = out.suffix.lower(), SUFFIXES[fmt]
+    held = next((other for other, known in SUFFIXES.items() if suffix == known), None)
+    if held is None:
+        named = f"{out.suffix} names no export format" if out.suffix else "a name without a suffix names no format"
         raise ExportError(
-            f"out={cfg.out} is not allowed with --format {cfg.format}: {SUFFIXES[held]} is the suffix of {held} "
-            f"files; name it {Path(cfg.out).stem}{SUFFIXES[cfg.format]}"
+            f"out={out} is not allowed with --format {fmt}: {named} ({fmt} files end in {want}); "
+            f"name it {out.stem}{want}"
+        )
+    if held != fmt:
+        raise ExportError(
+            f"out={out} is not allowed with --format {fmt}: {SUFFIXES[held]} is the suffix of {held} "
+            f"files; name it {out.stem}{want}"
+        )
+    stem = out.name[: -len(suffix)]
+    tag = next((t for t in FP32_TAGS if stem.lower().endswith(t) and len(stem) > len(t)), None)
+    if int8 and tag:
+        raise ExportError(
+            f"out={out} is not allowed with --int8: {tag} names the fp32 model an INT8 export keeps beside it "
+            f"(it would be {fp32_companion(out).name}); name it {stem[: -len(tag)]}.int8{suffix}"
         )
 
 
 def fp32_companion(out: Path) -> Path:
     """Where an INT8 export keeps its checked fp32 model: beside ``out``, named from its stem without the int8 part
     (``m.int8.onnx``, ``m-int8.onnx``, ``m_int8.onnx`` and ``m.onnx`` -> ``m.fp32.onnx``)."""
-    stem = out.name.removesuffix(".onnx")
-    for tag in (".int8", "-int8", "_int8"):
-        if stem.endswith(tag) and len(stem) > len(tag):
-            stem = stem.removesuffix(tag)
+    stem = out.name[: -len(out.suffix)] if out.suffix.lower() == ".onnx" else out.name
+    for tag in INT8_TAGS:
+        if stem.lower().endswith(tag) and len(stem) > len(tag):
+            stem = stem[: -len(tag)]
             break
     return out.with_name(stem + ".fp32.onnx")
 
