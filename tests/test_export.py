@@ -14,6 +14,7 @@ import mobilenets
 from mobilenets import cli
 from mobilenets.export import (
     FP32_HEAD,
+    MIN_CALIB_IMAGES,
     SPEC_KEY,
     SUFFIXES,
     ExportConfig,
@@ -635,27 +636,71 @@ def test_a_skipped_calibration_image_is_reported_as_path_and_reason(tmp_path):
     assert skipped == [f"{tmp_path / 'gone.jpg'}: No such file or directory"], skipped
 
 
+def _image_folder(folder, good: int, start: int = 0):
+    """``folder`` with ``good`` small random JPEGs (named from ``start``)."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(start)
+    for i in range(start, start + good):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return folder
+
+
 def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_dir, tmp_path):
-    """One broken file among the calibration images is left out and reported, as training skips one; a folder where
-    nothing can be read is one error, and no file is written."""
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(calib / f"{i}.jpg")
+    """One broken file among the calibration images is left out and reported, as training skips one; when most of
+    the chosen files are broken the report (and the file's metadata) say so; a folder where nothing can be read is
+    one error, and no file is written."""
+    calib = _image_folder(tmp_path / "calib", MIN_CALIB_IMAGES)
     (calib / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    cfg = ExportConfig(out=str(tmp_path / "q.onnx"), int8=True, calib=str(calib), calib_count=4, progress=False)
+    cfg = ExportConfig(out=str(tmp_path / "q.onnx"), int8=True, calib=str(calib), calib_count=100, progress=False)
     q = export_model(weights_dir, cfg).int8
     assert "1 unreadable skipped (first: " in q.calibration and "bad.jpg" in q.calibration
-    assert q.total == 3 and "1 unreadable skipped" in q.agreement_on
+    assert q.total == MIN_CALIB_IMAGES and "1 unreadable skipped" in q.agreement_on
     assert read_onnx_metadata(tmp_path / "q.onnx")["calibration"] == q.calibration  # the file says so too
+    assert "WARNING" not in q.calibration
+    for i in range(MIN_CALIB_IMAGES):
+        (calib / f"bad{i}.jpg").write_bytes(b"")
+    q = export_model(weights_dir, cfg).int8
+    assert q.calibration.startswith(f"{2 * MIN_CALIB_IMAGES + 1} images from {calib} (seed 0); 33 unreadable")
+    assert q.calibration.endswith("WARNING: most of the chosen images are unreadable, check the folder")
+    assert read_onnx_metadata(tmp_path / "q.onnx")["calibration"] == q.calibration
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     cfg = dataclasses.replace(cfg, calib=str(only_bad), out=str(tmp_path / "none.onnx"))
-    with pytest.raises(ExportError, match="none of the 1 images could be read.*bad.jpg"):
+    with pytest.raises(ExportError, match=r"only_bad: 0 readable of 1 images \(1 unreadable, first: .*bad.jpg"):
         export_model(weights_dir, cfg)
     assert not list(tmp_path.glob("none*")) and not list(tmp_path.glob(".none*"))
+
+
+def test_int8_export_refuses_too_few_readable_calibration_images(weights_dir, tmp_path, capsys):
+    """--calib on 1 readable JPEG beside a corrupt, an empty and a non-image .jpg calibrated on that one image, exit
+    0, reporting 1/1 = 100% agreement; the model it published was far worse than one calibrated on 50 images. Fewer
+    than MIN_CALIB_IMAGES readable images are refused, one line naming the folder and the counts, before anything
+    is written; so is a --calib-count below it."""
+    bad = _image_folder(tmp_path / "bad", 1)
+    (bad / "corrupt.jpg").write_bytes((bad / "0.jpg").read_bytes()[:200])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("not an image")
+    short = _image_folder(tmp_path / "short", MIN_CALIB_IMAGES - 1)
+    out = tmp_path / "out" / "q.onnx"
+    out.parent.mkdir()
+    argv = ["export", str(weights_dir), "--int8", "--out", str(out), "--calib"]
+    for folder, counts in (
+        (bad, "1 readable of 4 images (3 unreadable, first: "),
+        (short, "31 readable of 31 images;"),
+    ):
+        assert cli.main([*argv, str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{folder}: {counts}" in err, err
+        assert err.endswith(f"calibration (--calib) needs at least {MIN_CALIB_IMAGES} readable images\n")
+    assert cli.main([*argv, str(short), "--calib-count", "8"]) == 2
+    assert f"calib_count=8 is not allowed with --calib: INT8 calibration needs at least {MIN_CALIB_IMAGES}" in (
+        capsys.readouterr().err
+    )
+    assert not list(out.parent.iterdir())
+    _image_folder(short, 1, start=MIN_CALIB_IMAGES)  # the 32nd image: enough
+    assert cli.main([*argv, str(short), "--no-progress"]) == 0
+    assert f"calibration: {MIN_CALIB_IMAGES} images from {short} (seed 0)\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("pool", "classes"), [("max", 7), ("", 0)])
