@@ -327,6 +327,20 @@ def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp32.onnx", "m.int8.onnx"]
 
 
+def test_a_full_disk_during_an_export_names_the_users_file_not_the_staging_one(weights_dir, tmp_path, capsys,
+                                                                               monkeypatch):  # fmt: skip
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert cli.main(["export", str(weights_dir), "--out", str(tmp_path / "m.onnx")]) == 1
+    assert capsys.readouterr().err == f"mobilenets export: error: {tmp_path / 'm.onnx'}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("stops_before", ["m.fp32.onnx", "m.int8.onnx"])
 def test_an_int8_export_stopped_between_its_renames_leaves_no_mismatched_pair(tmp_path, stops_before):
     """An INT8 export moves two files into place, the INT8 model and its fp32 companion, one rename each; they went

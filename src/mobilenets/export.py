@@ -878,9 +878,11 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     try:
         report = _export(model, cfg, staged[out], staged[fp32], calib, val, sha)
         move_into_place(staged, out)
-    except BaseException:
+    except BaseException as exc:
         for part in staged.values():
             part.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk while writing a staging file names the user's path
+            exc.filename = next((str(f) for f, p in staged.items() if str(p) == exc.filename), exc.filename)
         raise
     report.path = out
     if report.int8 is not None:
