@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -1026,8 +1027,8 @@ def test_training_refuses_one_class_and_an_out_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match=r"out='.*afile' is not allowed: it is a file"):
         train(tiny_cfg(data, tmp_path / "afile"))
-    with pytest.raises(ConfigError, match=r"out='.*afile/run' is not allowed: .* cannot be made there \(Not a dir"):
-        train(tiny_cfg(data, tmp_path / "afile" / "run"))  # an OSError, not a traceback
+    with pytest.raises(NotADirectoryError, match=r"the run folder cannot be made there \(.*afile is a file, not a"):
+        train(tiny_cfg(data, tmp_path / "afile" / "run"))  # an OSError naming the path (status 2), not a traceback
     assert (tmp_path / "afile").read_text() == "x"
 
 
@@ -1612,3 +1613,89 @@ def test_env_json_records_the_command_and_which_files_trained(tmp_path):
     assert split_fingerprint(scan_split(moved / "train")) == env["data"]["train"]
     next((moved / "train" / CLASSES4[1]).iterdir()).unlink()
     assert split_fingerprint(scan_split(moved / "train"))["files_sha256"] != env["data"]["train"]["files_sha256"]
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder where creating a file fails: mode 0o500 for a user, /sys for root (who ignores modes); else skip."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for folder in (ro, Path("/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder)
+        except OSError:
+            yield folder
+            break
+        os.close(fd)
+        os.unlink(probe)
+    else:
+        pytest.skip("no folder refuses a new file here")
+    ro.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "blocker, error, why, written",
+    [
+        ("model", NotADirectoryError, "is a file, not a folder", "model/"),
+        ("checkpoints", NotADirectoryError, "is a file, not a folder", "checkpoints/"),
+        ("summary.json/", IsADirectoryError, "is a folder", "summary.json"),
+        ("metrics.jsonl/", IsADirectoryError, "is a folder", "metrics.jsonl"),
+    ],
+)
+def test_an_output_in_the_way_stops_the_run_before_it_decodes(tmp_path, monkeypatch, blocker, error, why, written):
+    """A file named model or checkpoints, or a folder named summary.json, in --out: the run trained to its end (or
+    its first checkpoint) and then failed. Now one OSError naming that path, before any image is decoded."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "r"
+    out.mkdir()
+    if blocker.endswith("/"):
+        (out / blocker).mkdir()
+    else:
+        (out / blocker).write_text("mine")
+    monkeypatch.setattr(trainer_module._Run, "_loaders", lambda *a: pytest.fail("decoded before checking --out"))
+    with pytest.raises(error) as exc:
+        train(tiny_cfg(data, out, resolution=32))
+    said = f"{exc.value.filename}: {exc.value.strerror}"  # as the CLI prints it
+    assert said == f"{out / blocker.rstrip('/')}: {why} (the run writes its {written} there; give another --out)"
+    assert sorted(p.name for p in out.iterdir()) == [blocker.rstrip("/")]  # nothing written, no .lock left
+
+
+def test_an_unwritable_out_or_output_is_a_machine_failure_exit_1(tmp_path, capsys, unwritable):
+    """An --out that cannot be made (read-only filesystem, permissions) exited 2 as a bad value; README: an output
+    path that cannot be written is a failure of the machine, status 1, one line naming the path. The same for a
+    folder of the run (here checkpoints/, a link to such a folder), found before training, not at its checkpoint,
+    and for reproduce --out."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    args = ["train", "--data", str(data), "--alpha", "0.25", "--resolution", "32", "--batch-size", "8", "--workers",
+            "0", "--quiet"]  # fmt: skip
+    assert main([*args, "--out", str(unwritable / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mobilenets train: error: {unwritable / 'run'}: the run folder cannot be made there (")
+    assert err.count("\n") == 1, err
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "checkpoints").symlink_to(unwritable, target_is_directory=True)
+    assert main([*args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {out / 'checkpoints'}: " in err and "(the run writes its checkpoints/ there" in err, err
+    assert err.count("\n") == 1 and not (out / "config.yaml").exists()
+    # reproduce's --out, which every run writes under: status 1 as well (a file in the way stays status 2)
+    assert main(["reproduce", "--data", str(data), "--budget", "quick", "--out", str(unwritable / "rep")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mobilenets reproduce: error: {unwritable / 'rep'}: cannot create that folder (")
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_an_output_in_the_way_stops_every_ddp_process(tmp_path):
+    """Only rank 0 writes, so only it probes the outputs: every process stops with it, none waits for the others."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "model").write_text("mine")
+    res = torchrun(["train", "--data", str(data), "--out", str(out), "--alpha", "0.25", "--resolution", "32",
+                    "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet"])  # fmt: skip
+    assert res.returncode != 0 and f"{out / 'model'}: is a file, not a folder" in res.stderr, res.stderr[-2000:]
+    assert "the main process cannot write the run there" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model"]

@@ -656,7 +656,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             why = f"cannot create that folder ({exc.strerror})"
-            raise ReproduceError(f"out={str(out)!r} is not allowed: {why}") from exc
+            if isinstance(exc, FileExistsError | NotADirectoryError):  # a file in the way: the command line's (2)
+                raise ReproduceError(f"out={str(out)!r} is not allowed: {why}") from exc
+            raise OSError(exc.errno, why, str(out)) from exc  # refused (permissions, read-only): the machine's (1)
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     runs = plan_runs(list(cfg.experiments), budget)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from . import kernels, step_graph
 from . import weights as weights_io
-from .atomic import FolderInUse, atomic_write_text, lock_folder, read_metrics
+from .atomic import FolderInUse, atomic_write_text, check_writable, lock_folder, read_metrics
 from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import (
@@ -460,6 +460,11 @@ def nothing_read(root: str | os.PathLike, bad: BadFiles) -> DataError:
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
+# what a run writes in its folder (the module docstring), probed before it starts (`_Run._check_outputs`)
+RUN_FOLDERS = ("checkpoints", "model", "model_best")
+RUN_FILES = (".lock", "config.yaml", "env.json", "metrics.jsonl", "summary.json", "curves.png")
+
+
 class _Run:
     clock = staticmethod(time.perf_counter)  # the run's time source (--time-budget's tests drive a simulated one)
 
@@ -693,23 +698,24 @@ class _Run:
 
     def _lock(self) -> None:
         """Hold the run folder (`atomic.lock_folder`, on the main process) from before a resume reads a checkpoint to
-        the end of the run; every process stops when another run holds it. With the folder held, temporary files a
-        killed checkpoint write left behind are nobody's: they are removed."""
+        the end of the run; every process stops when another run holds it, or when the main process cannot write
+        the run's outputs (`_check_outputs`). With the folder held, temporary files a killed checkpoint write left
+        behind are nobody's: they are removed."""
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"out={str(self.out)!r} is not allowed: it is a file (give a folder for the run)")
         self.held = None
-        busy = unusable = ""
+        busy, failed = "", None
         if self.env.is_main:
             try:
+                self._check_outputs()
                 self.held = lock_folder(self.out)
             except FolderInUse as exc:
                 busy = str(exc)
-            except OSError as exc:  # no folder can be made there: a file on its path, no permission, ...
-                unusable = exc.strerror or type(exc).__name__
-        code = all_reduce_min_int(-1 if unusable else 0 if busy else 1, self.env)
-        if code == -1:
-            raise ConfigError(f"out={str(self.out)!r} is not allowed: the run folder cannot be made there "
-                              f"({unusable or 'on the main process'})")  # fmt: skip
+            except OSError as exc:  # a file in the way, no permission, a read-only filesystem, ...
+                failed = exc
+        code = all_reduce_min_int(-1 if failed else 0 if busy else 1, self.env)
+        if code == -1:  # an OSError: the machine's failure, status 1 (a file in the way: the command line's, 2)
+            raise failed or OSError(f"out={str(self.out)!r}: the main process cannot write the run there")
         if code == 0:
             raise ConfigError(f"out={str(self.out)!r} is not allowed now: {busy or 'another run holds it'} (wait for "
                               "it to end, or give another --out)")  # fmt: skip
@@ -719,6 +725,25 @@ class _Run:
             for pattern in (".*.partial-*", ".*.tmp"):
                 for stale in (self.out / "checkpoints").glob(pattern):
                     stale.unlink(missing_ok=True)
+
+    def _check_outputs(self) -> None:
+        """An `OSError` naming the first output of the run (`RUN_FOLDERS`, `RUN_FILES`) that cannot be written (a
+        file in the way, a folder where a file goes, no permission, a read-only filesystem), before anything is
+        decoded or trained: the run used to fail there at its first checkpoint or at its end. `atomic.check_writable`
+        probes and creates nothing."""
+        try:
+            check_writable(self.out, folder=True)
+        except OSError as exc:
+            made = "written" if self.out.is_dir() else "made there"
+            raise OSError(exc.errno, f"the run folder cannot be {made} ({exc.strerror})", str(self.out)) from None
+        for name, folder in [*((n, True) for n in RUN_FOLDERS), *((n, False) for n in RUN_FILES)]:
+            try:
+                check_writable(self.out / name, folder=folder)
+            except OSError as exc:
+                why = "is a folder" if isinstance(exc, IsADirectoryError) else exc.strerror  # not "name the file"
+                shown = name + "/" if folder else name
+                raise OSError(exc.errno, f"{why} (the run writes its {shown} there; give another --out)",
+                              exc.filename) from None  # fmt: skip
 
     def release(self) -> None:
         """Let go of the run folder (`_lock`), which a later run in this process may take, and of the step graph."""
