@@ -1699,3 +1699,40 @@ def test_an_output_in_the_way_stops_every_ddp_process(tmp_path):
     assert res.returncode != 0 and f"{out / 'model'}: is a file, not a folder" in res.stderr, res.stderr[-2000:]
     assert "the main process cannot write the run there" in res.stderr
     assert sorted(p.name for p in out.iterdir()) == ["model"]
+
+
+def test_a_resume_into_a_new_folder_from_another_run_s_checkpoint(tmp_path):
+    """--resume of another folder's checkpoint into a new --out: from the finished run's last one it failed (no
+    metrics.jsonl there) and left config.yaml, env.json and .lock behind; from a mid-epoch one the summary said
+    "epochs": 1 (this folder's rows) beside best_epoch 3 (the other run's, whose model_best/ is not here). The
+    summary counts the checkpoint's epochs; best and metrics are those of the epochs this folder has."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    # the largest seed: the sampler seeds epoch 2 with seed + 1, beyond torch.manual_seed's range if seeds reached it
+    kw = dict(epochs=2, resolution=32, seed=2**63 - 1)
+    first = train(tiny_cfg(data, tmp_path / "p", save_every=2, keep_checkpoints=10, **kw))
+    ckpts = tmp_path / "p" / "checkpoints"
+    done = train(tiny_cfg(data, tmp_path / "q", resume=str(ckpts / "ckpt-000000008.pt"), **kw))
+    assert (done["epochs"], done["global_steps"]) == (2, 8) == (first["epochs"], first["global_steps"])
+    assert not (tmp_path / "q" / "metrics.jsonl").exists()  # no epoch trained here
+    assert done["final_top1"] is not None and done["best_epoch"] == 2 and done["val_images"] == 8
+    assert load(tmp_path / "q" / "model_best").spec.labels == tuple(CLASSES4[:2])
+    middle = train(tiny_cfg(data, tmp_path / "r", resume=str(ckpts / "ckpt-000000006.pt"), **kw))  # epoch 2, step 2
+    assert (middle["epochs"], middle["global_steps"], middle["best_epoch"]) == (2, 8, 2)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [2] and middle["final_top1"] == rows[-1]["val_top1"]
+    assert load(tmp_path / "r" / "model_best").spec.labels == tuple(CLASSES4[:2])
+
+
+def test_a_run_s_config_yaml_as_a_recipe_trains_afresh(tmp_path):
+    """A run's config.yaml records the resume it started with: ``--config RUN/config.yaml --out NEW`` continued that
+    checkpoint in NEW. A YAML file's resume is ignored now; the command line's still counts."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    kw = dict(resolution=32, max_steps=1)
+    train(tiny_cfg(data, tmp_path / "p", **kw))
+    ckpt = next((tmp_path / "p" / "checkpoints").glob("ckpt-*.pt"))
+    train(tiny_cfg(data, tmp_path / "q", resume=str(ckpt), **{**kw, "max_steps": 2}))
+    recipe = tmp_path / "q" / "config.yaml"
+    assert load_yaml(recipe)["resume"] == str(ckpt)  # the run's record is kept
+    fresh = train(resolve(str(recipe), out=str(tmp_path / "again")))
+    assert fresh["resumed_from"] is None and fresh["global_steps"] == 2
+    assert resolve(str(recipe), out=str(tmp_path / "x"), resume="auto").resume == "auto"

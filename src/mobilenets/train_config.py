@@ -1,7 +1,8 @@
 """`TrainConfig`: every training option with its default, in one dataclass.
 
 Precedence: dataclass default < recipe YAML (``--config configs/paper.yaml``) < explicit command-line option.
-Unknown YAML keys are an error. The CLI options are generated from the fields (name, type, help text in the field
+Unknown YAML keys are an error; ``resume`` in a YAML file is ignored (`INVOCATION_FIELDS`: a run's config.yaml is a
+recipe for a fresh run). The CLI options are generated from the fields (name, type, help text in the field
 metadata), so a default lives in exactly one place. The resolved config is saved in every run folder and checkpoint.
 """
 
@@ -160,7 +161,11 @@ class TrainConfig:
         1, "end-of-epoch checkpoint every this many epochs (and after the last): fewer writes for big models"
     )
     keep_checkpoints: int = _f(2, "how many newest checkpoints to keep")
-    resume: str | None = _f(None, "'auto' (newest valid checkpoint in --out) or a checkpoint file")
+    resume: str | None = _f(
+        None,
+        "'auto' (newest valid checkpoint in --out) or a checkpoint file; command line only (a --config file's is "
+        "ignored)",
+    )
     max_steps: int | None = _f(None, "stop after this many optimizer steps in all (for smoke tests)")
     log_every: int = _f(50, "plain-log line every this many steps (when not on a terminal)")
     quiet: bool = _f(False, "no progress output")
@@ -367,9 +372,16 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# options a YAML file does not set: how one invocation starts, which a run's config.yaml records with its settings
+# (`resume: auto`, or the checkpoint it resumed), so that ``--config RUN/config.yaml --out NEW`` would continue that
+# run's checkpoint in NEW instead of training the same recipe afresh; --resume on the command line still does
+INVOCATION_FIELDS = frozenset(("resume",))
+
+
 def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the YAML file, then ``overrides``; validated."""
+    """Defaults, then the YAML file (less `INVOCATION_FIELDS`), then ``overrides``; validated."""
     values = load_yaml(config_file) if config_file else {}
+    values = {k: v for k, v in values.items() if k not in INVOCATION_FIELDS}
     values.update(overrides)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)

@@ -796,7 +796,10 @@ class _Run:
         # the interrupted epoch's totals so far (older checkpoints have none: that epoch's row then covers the rest)
         self.carried = state.get("epoch_totals") if self.start_step else None
         self.global_step = state["global_step"]
-        self.best = self._saved_best(state.get("best", self.best))
+        if path.resolve().parent == (self.out / "checkpoints").resolve():
+            self.best = self._saved_best(state.get("best", self.best))
+        else:  # another folder's checkpoint: its best epoch's weights are in that folder, not in this one's model_best/
+            self.say(f"note: {path} is another run folder's checkpoint: {self.out} keeps the best of its own epochs")
         self.wall_before = state.get("wall_time_s", 0.0)
         if state.get("plan"):  # a budgeted run keeps its planned length, resumed with --time-budget or not
             self.plan = state["plan"]
@@ -1134,10 +1137,22 @@ class _Run:
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
+        last_val_bad = None
         if not history and last_val is None and self.global_step and not self._summary_is_current():
-            # a resume with nothing left to train, of a run stopped before it wrote its summary: score it once
-            last_val, _ = self._validate(amp_dtype)
-        return self._finish(spec, history, last_val, last_train_bad)
+            # a resume with nothing left to train, of a run stopped before it wrote its summary (or of another
+            # folder's finished checkpoint, which this folder has no best of yet): score it once
+            last_val, last_val_bad = self._validate(amp_dtype)
+            if last_val["top1"] > self.best["top1"]:
+                self.best = {"top1": last_val["top1"], "top5": last_val["top5"], "epoch": self._epochs_reached([])}
+                self._save_weights("model_best", {"epoch": self.best["epoch"], "val_top1": last_val["top1"],
+                                                  "val_top5": last_val["top5"]})  # fmt: skip
+        return self._finish(spec, history, last_val, last_train_bad, last_val_bad)
+
+    def _epochs_reached(self, history: list[dict]) -> int:
+        """The epochs the run has begun in all: those of the checkpoint resumed (a mid-epoch one counts its epoch)
+        and those trained since. Not this folder's metrics rows: a resume from another folder's checkpoint has only
+        the rows of the epochs it trained."""
+        return max([self.start_epoch + (self.start_step > 0), *(row["epoch"] for row in history)])
 
     def _summary_is_current(self) -> bool:
         """Whether summary.json describes the state resumed (its global step): a run lengthened after it finished
@@ -1174,13 +1189,19 @@ class _Run:
             raise nothing_read(self.val_split.root, bad)
         return val, bad
 
-    def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles):
+    def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles, val_bad=None):
         self.checkpoints.wait()  # the last checkpoint is on disk when train() returns
         if not self.env.is_main:
             return None
         wall = self.elapsed()
-        all_rows = [row for _ln, row in read_metrics(self.out / "metrics.jsonl")]
+        metrics = self.out / "metrics.jsonl"  # none in a new folder resumed from a finished run's last checkpoint
+        all_rows = [row for _ln, row in read_metrics(metrics)] if metrics.exists() else []
+        epochs = self._epochs_reached(history)
         final = all_rows[-1] if all_rows else {}
+        if not all_rows and last_val is not None:  # scored once (`run`), listed in no row of this folder
+            final = {"epoch": epochs, "val_loss": last_val["loss"], "val_top1": last_val["top1"],
+                     "val_top5": last_val["top5"], "val_images_per_s": last_val["images_per_s"],
+                     "skipped_val": val_bad.to_dict() if val_bad is not None else None}  # fmt: skip
         self._save_weights("model", final)
         cost = count_complexity(spec)
         # a resume with no epoch left to train evaluates nothing: keep what the finished run measured
@@ -1197,7 +1218,7 @@ class _Run:
             "final_top5": final.get("val_top5"),
             "final_val_loss": final.get("val_loss"),
             "val_images": last_val["images"] if last_val else earlier.get("val_images"),  # final_top1's denominator
-            "epochs": len(all_rows),
+            "epochs": epochs,
             "global_steps": self.global_step,
             "wall_time_s": wall,
             "time_budget": {
