@@ -1164,6 +1164,16 @@ def test_rmsprop_tf_semantics_and_schedules():
         (["--device", "cpu", "--depthwise", "triton"], "depthwise='triton' is not allowed on cpu"),
         (["--depthwise", "cudnn"], "depthwise='cudnn' is not allowed: depthwise must be one of conv, triton, taps"),
         (["--device", "cpu", "--step-graph"], "step_graph is not allowed on cpu: CUDA graphs need a CUDA device"),
+        # torch.manual_seed's range ends at 2**64 - 1 (was "Overflow when unpacking long long"); the sampler adds the
+        # epoch to the seed
+        (["--seed", str(2**64)], f"seed={2**64} is not allowed: seed must be an integer in [0, 2**63 - 1]"),
+        (["--seed", str(2**63)], f"seed={2**63} is not allowed"),
+        # distillation options without a teacher did nothing, silently
+        (["--distill-weight", "0.7"], "distill_weight=0.7 needs --teacher"),
+        (["--distill-temperature", "2"], "distill_temperature=2 needs --teacher"),
+        # scored on the images it trains on
+        (["--train-split", "val", "--val-split", "val"], "val_split='val' is not allowed: it is the training split's"),
+        (["--train-split", "val", "--val-split", "./val/"], "val_split='./val/' is not allowed"),
     ],
 )
 def test_bad_cli_values_exit_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):

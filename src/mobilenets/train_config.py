@@ -184,8 +184,10 @@ class TrainConfig:
         for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
-        for name in ("workers", "save_every", "lr_base_batch", "seed"):
+        for name in ("workers", "save_every", "lr_base_batch"):
             _number(name, getattr(self, name), lambda v: v >= 0, "an integer >= 0", integer=True)
+        # torch.manual_seed takes at most 2**64 - 1, and the sampler seeds each epoch with seed + epoch
+        _number("seed", self.seed, lambda v: 0 <= v <= MAX_SEED, "an integer in [0, 2**63 - 1]", integer=True)
         _number("lr", self.lr, lambda v: v > 0, "a positive number")
         if self.alpha is not None:
             _number("alpha", self.alpha, lambda v: 0 < v <= 2, "a number in (0, 2]")
@@ -225,6 +227,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} needs --compile (it changes what torch.compile generates)")
         if self.teacher_weights and not self.teacher:
             raise ConfigError("teacher_weights needs --teacher (a torchvision model name)")
+        for name in ("distill_weight", "distill_temperature"):  # set away from the default, it was meant to act
+            if not self.teacher and getattr(self, name) != _DEFAULTS[name]:
+                raise ConfigError(f"{name}={getattr(self, name):g} needs --teacher (without one nothing is distilled)")
         if self.gpu_decode and not self.data_on_device:
             raise ConfigError("gpu_decode=True needs --data-on-device (it decodes into the splits held on the GPU)")
         return self
@@ -244,6 +249,10 @@ class TrainConfig:
         saved = json.loads(json.dumps(saved))
         return [f"{k}={saved[k]!r} there, {v!r} here" for k, v in self.experiment().items()
                 if k not in ignore and k in saved and saved[k] != v]  # fmt: skip
+
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # (list fields' are factories: not compared here)
+MAX_SEED = 2**63 - 1  # `TrainConfig.seed`'s largest
 
 
 def first_differences(differ: list[str]) -> str:

@@ -516,6 +516,10 @@ class _Run:
 
     def _data(self, spec) -> None:
         cfg, env = self.cfg, self.env
+        train_dir, val_dir = (Path(cfg.data) / split for split in (cfg.train_split, cfg.val_split))
+        if train_dir.resolve() == val_dir.resolve():  # (a link to the other split too)
+            raise ConfigError(f"val_split={cfg.val_split!r} is not allowed: it is the training split's folder "
+                              f"({val_dir}), so the run would be scored on the images it trains on")  # fmt: skip
         train_split, val_split = scan_dataset(
             cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class
         )
