@@ -1746,3 +1746,18 @@ def test_a_run_s_config_yaml_as_a_recipe_trains_afresh(tmp_path):
     fresh = train(resolve(str(recipe), out=str(tmp_path / "again")))
     assert fresh["resumed_from"] is None and fresh["global_steps"] == 2
     assert resolve(str(recipe), out=str(tmp_path / "x"), resume="auto").resume == "auto"
+
+
+def test_a_full_disk_while_logging_an_epoch_names_the_log(tmp_path, monkeypatch):
+    import errno
+    from types import SimpleNamespace
+
+    from mobilenets import trainer
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        trainer._Run._append_metrics(SimpleNamespace(out=tmp_path), {"epoch": 1})
+    assert err.value.filename == str(tmp_path / "metrics.jsonl") and err.value.errno == errno.ENOSPC

@@ -934,10 +934,15 @@ class _Run:
                  "run writes its epoch again")  # fmt: skip
 
     def _append_metrics(self, row: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.out / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk's write names no file: the message names the log
+            exc.filename = exc.filename or str(path)
+            raise
 
     def _bad_report(self, bad_local: list, ds: ImageFolderDataset) -> BadFiles:
         report = BadFiles()
