@@ -46,3 +46,26 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()
     return proc.pid
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """(a folder where creating a file fails, the OS's reason): mode 0o500 for a user, /sys for root (who ignores
+    modes; "Permission denied", or "Read-only file system" where /sys is mounted read-only); else skip."""
+    import os
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for folder in (ro, Path("/sys")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder)
+        except OSError as exc:
+            yield folder, exc.strerror
+            break
+        os.close(fd)
+        os.unlink(probe)
+    else:
+        pytest.skip("no folder refuses a new file here")
+    ro.chmod(0o700)

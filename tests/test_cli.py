@@ -251,30 +251,6 @@ def tiny_weights(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def unwritable(tmp_path):
-    """(a folder where creating a file fails, the OS's reason): mode 0o500 for a user, /sys for root (who ignores
-    modes; "Permission denied", or "Read-only file system" where /sys is mounted read-only); else skip."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    for folder in (ro, Path("/sys")):
-        try:
-            fd, probe = tempfile.mkstemp(dir=folder)
-        except OSError as exc:
-            yield folder, exc.strerror
-            break
-        os.close(fd)
-        os.unlink(probe)
-    else:
-        pytest.skip("no folder refuses a new file here")
-    ro.chmod(0o700)
-
-
 def test_unwritable_outputs_are_one_line_naming_the_users_path_exit_1(capsys, tiny_weights, unwritable):
     """Not the staging file, lock file or a traceback: the path given, its strerror, exit status 1 (the machine
     refused, the command line was fine); and nothing left in the folder."""

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -1625,25 +1624,6 @@ def test_env_json_records_the_command_and_which_files_trained(tmp_path):
     assert split_fingerprint(scan_split(moved / "train"))["files_sha256"] != env["data"]["train"]["files_sha256"]
 
 
-@pytest.fixture
-def unwritable(tmp_path):
-    """A folder where creating a file fails: mode 0o500 for a user, /sys for root (who ignores modes); else skip."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    for folder in (ro, Path("/sys")):
-        try:
-            fd, probe = tempfile.mkstemp(dir=folder)
-        except OSError:
-            yield folder
-            break
-        os.close(fd)
-        os.unlink(probe)
-    else:
-        pytest.skip("no folder refuses a new file here")
-    ro.chmod(0o700)
-
-
 @pytest.mark.parametrize(
     "blocker, error, why, written",
     [
@@ -1672,6 +1652,7 @@ def test_an_output_in_the_way_stops_the_run_before_it_decodes(tmp_path, monkeypa
 
 
 def test_an_unwritable_out_or_output_is_a_machine_failure_exit_1(tmp_path, capsys, unwritable):
+    unwritable, _ = unwritable
     """An --out that cannot be made (read-only filesystem, permissions) exited 2 as a bad value; README: an output
     path that cannot be written is a failure of the machine, status 1, one line naming the path. The same for a
     folder of the run (here checkpoints/, a link to such a folder), found before training, not at its checkpoint,
