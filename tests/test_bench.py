@@ -537,3 +537,32 @@ def test_cli_bench_that_measures_nothing_is_one_line_and_more_threads_than_cores
     err = capsys.readouterr().err
     assert code == 2 and err == ("mobilenets bench: error: threads=3 is not allowed here: this process may run on 2 "
                                  "core(s); measure at most 2 thread(s)\n")  # fmt: skip
+
+
+def test_a_containers_memory_limit_counts_its_working_set_not_its_file_cache(tmp_path):
+    """cgroup v2: memory.max less (memory.current less inactive_file), in this process's own group."""
+    (tmp_path / "cgroup").write_text("0::/job/42\n")
+    group = tmp_path / "fs" / "job" / "42"
+    group.mkdir(parents=True)
+    gib = 2**30
+
+    def headroom(limit, current, inactive):
+        (group / "memory.max").write_text(f"{limit}\n")
+        (group / "memory.current").write_text(f"{current}\n")
+        (group / "memory.stat").write_text(f"anon 5\nfile 9\ninactive_file {inactive}\nactive_file 3\n")
+        return bench._cgroup_headroom(tmp_path / "cgroup", tmp_path / "fs")
+
+    assert headroom(4 * gib, 4 * gib - 100, gib) == gib + 100  # a cache-full container: the cache is reclaimable
+    assert headroom(gib, 2 * gib, 0) == 0  # over its limit: nothing, not a negative size
+    assert headroom("max", gib, 0) is None
+    (tmp_path / "cgroup").write_text("12:memory:/job/42\n")  # cgroup v1: no 0:: line
+    assert bench._cgroup_headroom(tmp_path / "cgroup", tmp_path / "fs") is None
+
+
+def test_a_json_that_is_an_empty_list_is_no_bench_results_file(tmp_path):
+    mine = tmp_path / "mine.json"
+    mine.write_text("[]\n")
+    with pytest.raises(ValueError, match="that file exists and is not a bench results file"):
+        bench.check_results_file(mine)
+    mine.write_text('{"meta": {}, "rows": []}\n')  # ours, of a run that measured nothing
+    bench.check_results_file(mine)

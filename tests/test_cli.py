@@ -118,7 +118,8 @@ def test_console_entry_point_has_no_traceback():
         (["train", "--resume"], "mobilenets train: error: argument --resume: expected one argument (see mobilenets "
                                 "train --help)"),
         (["bogus"], "mobilenets: error: argument COMMAND: invalid choice: 'bogus'"),
-        (["bench", "--no-such-option"], "mobilenets: error: unrecognized arguments: --no-such-option"),
+        (["bench", "--no-such-option"], "mobilenets bench: error: unrecognized arguments: --no-such-option (see "
+                                        "mobilenets bench --help)"),
     ],
 )  # fmt: skip
 def test_a_command_line_argparse_refuses_is_one_line_exit_2(argv, expected, capsys):

@@ -575,6 +575,7 @@ def test_export_refuses_an_out_suffix_of_another_format(weights_dir, tmp_path, c
         ("onnx", "foo", "a name without a suffix names no format"),
         ("torchscript", "m.pth", ".pth names no export format"),
         ("pt2", "m.bin", ".bin names no export format"),
+        ("onnx", "mobilenet_v1_0.25_128", ".25_128 names no export format"),  # the name's own dot
     ],
 )
 def test_export_refuses_an_out_suffix_of_no_format(weights_dir, tmp_path, capsys, fmt, name, named):
@@ -585,7 +586,7 @@ def test_export_refuses_an_out_suffix_of_no_format(weights_dir, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"out={out} is not allowed with --format {fmt}: {named} ({fmt} files end in {SUFFIXES[fmt]})" in err
-    assert err.endswith(f"name it {out.stem}{SUFFIXES[fmt]}\n")
+    assert err.endswith(f"name it {name}{SUFFIXES[fmt]}\n")  # the whole name: mobilenet_v1_0.25_128.onnx
     assert not list(tmp_path.iterdir())
 
 

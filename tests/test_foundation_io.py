@@ -98,17 +98,20 @@ def test_a_full_disk_names_the_file_and_a_save_leaves_no_half_made_folder(tmp_pa
         atomic.atomic_write_text(tmp_path / "a" / "f.json", "{}")
     assert err.value.filename == str(tmp_path / "a" / "f.json") and err.value.errno == errno.ENOSPC
     assert list((tmp_path / "a").iterdir()) == []
+    with pytest.raises(FileNotFoundError) as err, atomic_open(tmp_path / "a" / "g.bin"):
+        raise FileNotFoundError("photo.jpg: no such file")  # a message of its own, no errno: kept as it is
+    assert str(err.value) == "photo.jpg: no such file"
     with pytest.raises(OSError, match="No space left on device") as err:
         mobilenets.save(model, tmp_path / "new" / "m")
     assert err.value.filename == str(tmp_path / "new" / "m" / weights.WEIGHTS_FILE)
-    assert not (tmp_path / "new" / "m").exists()
+    assert not (tmp_path / "new").exists()  # the folders it made, parents included
     monkeypatch.undo()
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "notes.txt").write_text("mine")
     monkeypatch.setattr(weights, "atomic_write_text", lambda *a: full(0))  # the second file: the config
     with pytest.raises(OSError):
         mobilenets.save(model, tmp_path / "old")
-    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == [weights.WEIGHTS_FILE, "notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["notes.txt"]  # its new weights file went too
     with pytest.raises(OSError):
         mobilenets.save(model, tmp_path / "made")
     assert not (tmp_path / "made").exists()
@@ -134,14 +137,17 @@ with atomic_open({str(target)!r}) as f:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (left,) = tmp_path.iterdir()
-    assert left.name.startswith(f".summary.partial-{atomic.HOST}-{proc.pid}-") and left.suffix == ".json"
-    live = tmp_path / f".summary.partial-{atomic.HOST}-{os.getpid()}-abc.json"
-    other = tmp_path / f".metrics.partial-{atomic.HOST}-{proc.pid}-abc.json"
-    for kept in (live, other):
+    assert left.name.startswith(f".summary.partial-{atomic.HOST}-{proc.pid}~") and left.suffix == ".json"
+    live = tmp_path / f".summary.partial-{atomic.HOST}-{os.getpid()}~abc.json"
+    other = tmp_path / f".metrics.partial-{atomic.HOST}-{proc.pid}~abc.json"
+    # host HOST-<dead pid>'s staging file of its pid 4242 (staging_path: no random part): not this host's
+    another_host = tmp_path / f".summary.partial-{atomic.HOST}-{proc.pid}-4242.json"
+    for kept in (live, other, another_host):
         kept.write_bytes(b"x")
     with atomic_open(target) as f:
         f.write(b"{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "summary.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, another_host.name,
+                                                                 "summary.json"])  # fmt: skip
     assert target.read_bytes() == b"{}"
 
 

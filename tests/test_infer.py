@@ -367,6 +367,36 @@ def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_vid
     assert not stream(load_predictor(model_dir, "ort", 1), clip, StreamConfig(max_frames=3)).interrupted
 
 
+def test_a_second_ctrl_c_stops_a_frame_that_does_not_end(model_dir, tmp_path):
+    """The first Ctrl-C within a frame waits for it to end; a second one (the frame is stuck: a slow model, a
+    display that blocks) stops it at once. The frames before it are the report's and the video's."""
+    import av
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler here")
+    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
+    make_video(clip, 20)
+    predictor = load_predictor(model_dir, "ort", 1)
+    calls, run = [], predictor.run
+
+    def run_and_press_ctrl_c_twice_at_frame_5(x):
+        calls.append(1)
+        if len(calls) == 6:  # the warm-up's run, then frames 1..5
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises here: frame 5 is never classified
+        return run(x)
+
+    predictor.run = run_and_press_ctrl_c_twice_at_frame_5
+    try:
+        report = stream(predictor, clip, StreamConfig(out=str(out)))
+    except KeyboardInterrupt:
+        pytest.fail("stream raised KeyboardInterrupt instead of returning its report")
+    assert report.interrupted and report.frames == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 4
+
+
 def test_stream_fps_label_names_only_the_stages_that_ran(model_dir, tmp_path, capsys):
     """Without --out (nor --display) nothing is drawn or encoded: the label said
     'end-to-end (decode+preprocess+model+overlay+encode)' all the same."""

@@ -1241,7 +1241,7 @@ def test_unknown_classes_are_named_with_the_folders_found(tmp_path):
     with pytest.raises(DataError) as err:
         scan_split(tmp_path, ["rock", "paper"])
     assert str(err.value) == (f"{tmp_path}: class folder(s) rock, paper not found (found: rock, paper, scissors; a "
-                              "comma separates classes, \\, is one inside a name)")  # fmt: skip
+                              "comma separates classes, '\\,' (quoted) is one inside a name)")  # fmt: skip
     with pytest.raises(DataError, match=r"class folder\(s\) papers not found \(found: rock, paper, scissors; a comma"):
         scan_split(tmp_path, ["scissors", "papers"])
     (tmp_path / "rock, paper").rename(tmp_path / "rock")
@@ -1652,11 +1652,11 @@ def test_an_output_in_the_way_stops_the_run_before_it_decodes(tmp_path, monkeypa
 
 
 def test_an_unwritable_out_or_output_is_a_machine_failure_exit_1(tmp_path, capsys, unwritable):
-    unwritable, _ = unwritable
     """An --out that cannot be made (read-only filesystem, permissions) exited 2 as a bad value; README: an output
     path that cannot be written is a failure of the machine, status 1, one line naming the path. The same for a
     folder of the run (here checkpoints/, a link to such a folder), found before training, not at its checkpoint,
     and for reproduce --out."""
+    unwritable, _ = unwritable
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     args = ["train", "--data", str(data), "--alpha", "0.25", "--resolution", "32", "--batch-size", "8", "--workers",
             "0", "--quiet"]  # fmt: skip
@@ -1724,9 +1724,13 @@ def test_a_run_s_config_yaml_as_a_recipe_trains_afresh(tmp_path):
     train(tiny_cfg(data, tmp_path / "q", resume=str(ckpt), **{**kw, "max_steps": 2}))
     recipe = tmp_path / "q" / "config.yaml"
     assert load_yaml(recipe)["resume"] == str(ckpt)  # the run's record is kept
-    fresh = train(resolve(str(recipe), out=str(tmp_path / "again")))
+    said = []
+    fresh = train(resolve(str(recipe), say=said.append, out=str(tmp_path / "again")))
     assert fresh["resumed_from"] is None and fresh["global_steps"] == 2
-    assert resolve(str(recipe), out=str(tmp_path / "x"), resume="auto").resume == "auto"
+    assert said == [f"note: {recipe}: resume={str(ckpt)!r} is ignored (a recipe trains afresh; give --resume to "
+                    "resume)"]  # fmt: skip
+    assert resolve(str(recipe), say=said.append, out=str(tmp_path / "x"), resume="auto").resume == "auto"
+    assert len(said) == 1  # the command line's resume replaces the file's: nothing ignored to say
 
 
 def test_a_full_disk_while_logging_an_epoch_names_the_log(tmp_path, monkeypatch):

@@ -29,13 +29,14 @@ from typing import IO
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """``with atomic_open(p) as f: f.write(...)`` -- ``p`` appears only once the block finished without error.
 
-    The temporary file is a `staging_path` with a random part (``.<stem>.partial-<host>-<pid>-<random><suffix>``:
-    two threads may write one path at once), so the files of writers killed before their rename are told from live
-    ones' and removed (`remove_stale_staging`) when ``p`` is next written; an error in the block removes its own."""
+    The temporary file is a `staging_path` with a random part (``.<stem>.partial-<host>-<pid>~<random><suffix>``:
+    two threads may write one path at once; ``~``, which no `HOST` holds, keeps host ``gpu``'s pid apart from host
+    ``gpu-1042``'s), so the files of writers killed before their rename are told from live ones' and removed
+    (`remove_stale_staging`) when ``p`` is next written; an error in the block removes its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_staging_stem(path)}-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_staging_stem(path)}~", suffix=path.suffix, dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have given it
     try:
         with os.fdopen(fd, mode) as f:
@@ -47,9 +48,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write's ENOSPC names no file: the user's is named
-            exc.filename = str(path)
+        name_file(exc, path)
         raise
+
+
+def name_file(exc: BaseException, path: str | os.PathLike, staged: str | os.PathLike | None = None) -> None:
+    """Give an OS error raised while writing ``path`` that file's name, for the one-line message: a write's or
+    fsync's ENOSPC names no file, and one raised on ``staged`` (the staging file) names a file the user never gave.
+    An error of another kind, or one that names another file, is left as it is, and so is one with no errno (a
+    message-only OSError: naming a file would turn it into "[Errno None] None: ...")."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return
+    if exc.filename is None or (staged is not None and str(exc.filename) == str(staged)):
+        exc.filename = str(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -92,17 +103,17 @@ def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def remove_stale_staging(path: str | os.PathLike) -> list[Path]:
-    """Remove the `staging_path` files of ``path`` that killed writers left (`atomic_open`'s too, which add a random
-    part after the pid): those named for this machine and a pid no process has now, and owned by this user. Without this
-    every killed export or stream left one behind for good. A file whose pid is alive (this process's, or one that is
-    still writing), another machine's (whose processes this one cannot see) or another user's is kept, and so is
-    anything that is not a regular file. Returns the removed paths. Nothing is removed off POSIX (os.kill(pid, 0)
+    """Remove the `staging_path` files of ``path`` that killed writers left (`atomic_open`'s too, which add ``~`` and a
+    random part after the pid): those named for this machine and a pid no process has now, and owned by this user.
+    Without this every killed export or stream left one behind for good. A file whose pid is alive (this process's, or
+    one that is still writing), another machine's (whose processes this one cannot see) or another user's is kept, and
+    so is anything that is not a regular file. Returns the removed paths. Nothing is removed off POSIX (os.kill(pid, 0)
     terminates the process on Windows)."""
     if os.name != "posix":  # pragma: no cover - not on this project's platforms
         return []
     path = Path(path)
     # a pid has at most 9 digits (Linux's pid_max is at most 2**22): os.kill takes any such number
-    pid = r"([0-9]{1,9})(?:-[a-z0-9_]+)?"  # tempfile's random names use these characters
+    pid = r"([0-9]{1,9})(?:~[a-z0-9_]+)?"  # `atomic_open`'s random part: tempfile's random names use these characters
     name = re.compile(rf"\.{re.escape(path.stem)}\.partial-{re.escape(HOST)}-{pid}{re.escape(path.suffix)}")
     removed = []
     for part in path.parent.glob(f".{glob.escape(path.stem)}.partial-*{glob.escape(path.suffix)}"):

@@ -139,6 +139,10 @@ class BenchConfig:
             resolve_model(m)  # fail before measuring anything
         return self
 
+    def throughput_batch(self, device: str) -> int:
+        """``batch``, or its default on ``device`` (None: 256 on a GPU, 32 on the CPU)."""
+        return self.batch if self.batch is not None else (256 if device == "cuda" else 32)
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -338,7 +342,8 @@ def reset_peak_memory() -> int | None:
 
 def available_memory(device: str) -> int | None:
     """Bytes a new allocation can take now: on the GPU, CUDA's free memory; on the CPU, Linux's MemAvailable,
-    capped by a cgroup v2 limit (a container's) where one is set. None where neither can be read."""
+    capped by this process's cgroup v2 limit (a container's, a Slurm job's) where one is set
+    (`_cgroup_headroom`). None where neither can be read."""
     if device == "cuda":
         return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
     try:
@@ -349,13 +354,26 @@ def available_memory(device: str) -> int | None:
     if found is None:
         return None
     free = int(found[1]) * 1024
+    headroom = _cgroup_headroom()
+    return free if headroom is None else min(free, headroom)
+
+
+def _cgroup_headroom(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """memory.max less the working set (memory.current less the reclaimable inactive file cache, as the kernel and
+    Kubernetes count it) of this process's cgroup v2 group (its path from /proc/self/cgroup's ``0::`` line), at
+    least 0; None without a limit or cgroup v2. memory.current alone counts the page cache, which a container fills
+    up to its limit: every batch would have looked too big."""
     try:
-        limit, used = (Path("/sys/fs/cgroup", f).read_text().strip() for f in ("memory.max", "memory.current"))
-        if limit != "max":
-            free = min(free, int(limit) - int(used))
-    except (OSError, ValueError):
-        pass
-    return free
+        line = next(ln for ln in proc.read_text().splitlines() if ln.startswith("0::"))
+        group = root / line[3:].lstrip("/")
+        limit = (group / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        stat = dict(ln.split() for ln in (group / "memory.stat").read_text().splitlines() if ln.count(" ") == 1)
+        used = int((group / "memory.current").read_text()) - int(stat.get("inactive_file", 0))
+        return max(int(limit) - used, 0)
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 def usable_cores() -> int:
@@ -376,7 +394,7 @@ def check_batch_fits(cfg: BenchConfig, free: Callable[[str], int | None] = avail
     can still run out where the runtime needs more."""
     for runtime in cfg.runtimes:
         info = RUNTIME_INFO[runtime]
-        batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
+        batch = cfg.throughput_batch(info.device)
         available = free(info.device) if batch else None
         if available is None:
             continue
@@ -530,7 +548,7 @@ def measure(
         built.runner(x1)  # torch.compile compiles, OpenVINO compiles this shape: startup_s, outside the latency
         startup = built.build_s + time.perf_counter() - t0
         times = time_calls(lambda: built.runner(x1), min_runs=cfg.min_runs, min_time=cfg.min_time, warmup=cfg.warmup)
-        batch = cfg.batch if cfg.batch is not None else (256 if info.device == "cuda" else 32)
+        batch = cfg.throughput_batch(info.device)
         tput = None
         if batch:  # on a GPU, of a batch already there: 154 MB of fp32 input would time the host link instead
             xb = np.repeat(x1, batch, axis=0)
@@ -691,13 +709,16 @@ def check_results_file(path: Path) -> None:
     """A ValueError naming ``path`` where it exists and is not a bench results file, which writing would destroy:
     ``--out mydata`` replaced the user's mydata.csv and mydata.json. Ours (written by `write_results`) are merged
     or replaced as `write_results` says."""
+    import json
+
     if not path.is_file():
         return
     if path.suffix == ".json":
         try:
-            read_results(path)
-            return
-        except ValueError:
+            # rows, or our {"meta", "rows"} file (whose rows may be none); a user's [] is no results file
+            if read_results(path) or "rows" in json.loads(path.read_text(encoding="utf-8")):
+                return
+        except (ValueError, TypeError):
             pass
     else:
         with open(path, encoding="utf-8", errors="replace") as f:

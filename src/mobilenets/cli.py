@@ -553,7 +553,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train_config import from_args
     from .trainer import train
 
-    summary = train(from_args(args))
+    summary = train(from_args(args, say=lambda msg: print(msg, file=sys.stderr)))
     if summary is not None and not getattr(args, "quiet", False):
         print(
             f"best val top-1 {metric(summary['best_top1'])} (epoch {summary['best_epoch']}), final top-1 "
@@ -671,8 +671,19 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser with one-line errors: its own print the whole usage block first (54 lines for ``train
     --lr abc``), where every other error of the command is one line (README, "Command line")."""
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def error(self, message: str, prog: str | None = None):
+        prog = prog or self.prog
+        _say(f"{prog}: error: {message} (see {prog} --help)")
+        self.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but an option the subcommand does not know is named with the subcommand's help
+        (argparse reports it from the top-level parser, whose help lists no subcommand's options)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            self.error(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else None)
+        return parsed
 
 
 def build_parser(*, allow_abbrev: bool = True) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

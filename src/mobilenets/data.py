@@ -65,7 +65,8 @@ def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_pe
             raise DataError(f"classes={','.join(twice)!r} is not allowed: each class may be named once")
         missing = [c for c in classes if c not in found]
         if missing:
-            comma = "; a comma separates classes, \\, is one inside a name" if any("," in f for f in found) else ""
+            commas = any("," in f for f in found)
+            comma = "; a comma separates classes, '\\,' (quoted) is one inside a name" if commas else ""
             listed = ", ".join(found)
             raise DataError(f"{root}: class folder(s) {', '.join(missing)} not found (found: {listed}{comma})")
         found = sorted(classes)

@@ -35,7 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, check_writable, file_in_the_way, publish, remove_stale_staging, staging_path
+from .atomic import (
+    atomic_write_bytes,
+    check_writable,
+    file_in_the_way,
+    name_file,
+    publish,
+    remove_stale_staging,
+    staging_path,
+)
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .spec import ModelSpec
@@ -428,7 +436,8 @@ class ImageSet:
 def read_images(
     folder: str | os.PathLike, count: int, seed: int = 0, *, what: str = CALIB, minimum: int = 1, progress: bool = False
 ) -> ImageSet:
-    """`pick_images`, each decoded once before anything is written: the readable ones and why each other one is not.
+    """`pick_images`, each decoded before anything is written to sort the readable ones from the others (and why);
+    the images are not kept, so calibration decodes the readable ones again, as its batches.
     `ExportError` naming ``folder`` and the counts when fewer than ``minimum`` are readable (`MIN_CALIB_IMAGES`)."""
     from tqdm import tqdm
 
@@ -762,11 +771,11 @@ def _validate_out(out: Path, fmt: str, int8: bool) -> None:
     fp32 companion written beside it (`FP32_TAGS`)."""
     suffix, want = out.suffix.lower(), SUFFIXES[fmt]
     held = next((other for other, known in SUFFIXES.items() if suffix == known), None)
-    if held is None:
+    if held is None:  # "mobilenet_v1_0.25_128" has the suffix ".25_128": the whole name is kept in the advice
         named = f"{out.suffix} names no export format" if out.suffix else "a name without a suffix names no format"
         raise ExportError(
             f"out={out} is not allowed with --format {fmt}: {named} ({fmt} files end in {want}); "
-            f"name it {out.stem}{want}"
+            f"name it {out.name}{want}"
         )
     if held != fmt:
         raise ExportError(
@@ -881,8 +890,9 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     except BaseException as exc:
         for part in staged.values():
             part.unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a full disk while writing a staging file names the user's path
-            exc.filename = next((str(f) for f, p in staged.items() if str(p) == exc.filename), exc.filename)
+        # a full disk while writing a staging file names the user's path: that file's, else --out
+        failed = next((final for final, part in staged.items() if str(getattr(exc, "filename", "")) == str(part)), out)
+        name_file(exc, failed, staged[failed])
         raise
     report.path = out
     if report.int8 is not None:

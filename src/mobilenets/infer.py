@@ -478,8 +478,9 @@ class _CtrlC:
     """Ctrl-C during a stream stops it between frames: the frame being processed is finished first, so the report and
     the annotated video count the same whole frames (an encoder with look-ahead would otherwise still write a frame
     the report never counted). While the stream waits for its next frame (a camera) KeyboardInterrupt is raised at
-    once. Installed only over Python's default handler, in the main thread (the only one signals reach); the default
-    is back before the video is finished, so a second Ctrl-C then abandons it (staged: no torn --out)."""
+    once, and so it is on a second Ctrl-C within a frame that does not end. Installed only over Python's default
+    handler, in the main thread (the only one signals reach); the default is back before the video is finished, so a
+    second Ctrl-C then abandons it (staged: no torn --out)."""
 
     def __init__(self) -> None:
         self.pressed = False
@@ -497,9 +498,10 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.pressed = True
-        if not self.in_frame:
+        if self.pressed or not self.in_frame:  # a second Ctrl-C stops a frame that does not end (a stuck display)
+            self.pressed = True
             raise KeyboardInterrupt
+        self.pressed = True
 
 
 def _classify(predictor: Predictor, rgb: np.ndarray) -> tuple[float, dict]:

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ class TrainConfig:
     train_split: str = _f("train", "name of the training split folder under --data")
     val_split: str = _f("val", "name of the validation split folder under --data")
     classes: list[str] | None = _f(
-        None, "use only these class folders, space- or comma-separated (\\, for a comma in a name; default: all)"
+        None,
+        "use only these class folders, space- or comma-separated ('a\\, b', quoted, for a comma in a name; "
+        "default: all)",
     )
     max_per_class: int | None = _f(None, "use at most this many training images per class (subsampling)")
     max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
@@ -387,9 +390,16 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
 INVOCATION_FIELDS = frozenset(("resume",))
 
 
-def resolve(config_file: str | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the YAML file (less `INVOCATION_FIELDS`), then ``overrides``; validated."""
+def resolve(
+    config_file: str | None = None, *, say: Callable[[str], None] | None = None, **overrides: Any
+) -> TrainConfig:
+    """Defaults, then the YAML file (less `INVOCATION_FIELDS`, each one set there named to ``say``), then
+    ``overrides``; validated."""
     values = load_yaml(config_file) if config_file else {}
+    for name in sorted(INVOCATION_FIELDS & {k for k, v in values.items() if v is not None} - set(overrides)):
+        if say is not None:
+            say(f"note: {config_file}: {name}={values[name]!r} is ignored (a recipe trains afresh; give --{name} to "
+                f"{name})")  # fmt: skip
     values = {k: v for k, v in values.items() if k not in INVOCATION_FIELDS}
     values.update(overrides)
     known = {f.name for f in fields(TrainConfig)}
@@ -493,7 +503,7 @@ class _Joined(argparse.Action):
         setattr(namespace, self.dest, [item for word in values for item in word])
 
 
-def from_args(args: argparse.Namespace) -> TrainConfig:
+def from_args(args: argparse.Namespace, say: Callable[[str], None] | None = None) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
-    return resolve(getattr(args, "config", None), **overrides)
+    return resolve(getattr(args, "config", None), say=say, **overrides)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from . import kernels, step_graph
 from . import weights as weights_io
-from .atomic import FolderInUse, atomic_write_text, check_writable, lock_folder, read_metrics
+from .atomic import FolderInUse, atomic_write_text, check_writable, lock_folder, name_file, read_metrics
 from .budget import EpochPlanner
 from .complexity import count_complexity
 from .data import (
@@ -941,7 +941,7 @@ class _Run:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:  # a full disk's write names no file: the message names the log
-            exc.filename = exc.filename or str(path)
+            name_file(exc, path)
             raise
 
     def _bad_report(self, bad_local: list, ds: ImageFolderDataset) -> BadFiles:

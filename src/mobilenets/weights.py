@@ -101,15 +101,19 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
         # weights, which `load` then names instead of building the old spec around the new tensors
         SHA_KEY: hashlib.sha256(data).hexdigest(),
     }
-    created = not folder.exists()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    new_weights = not (folder / WEIGHTS_FILE).exists()
     try:
         atomic_write_bytes(folder / WEIGHTS_FILE, data)
         atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     except BaseException:
-        if created:  # a full disk, say: no half-made folder (weights without a config) is left behind
+        # a full disk, say: nothing this save made is left (weights without a config are no model); weights it
+        # replaced stay replaced, and `load` names the config that no longer describes them (its SHA-256)
+        if new_weights:
             (folder / WEIGHTS_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        for made_folder in made:
+            with contextlib.suppress(OSError):  # not empty: another file went there meanwhile
+                made_folder.rmdir()
         raise
     return folder
 
