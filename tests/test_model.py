@@ -358,3 +358,31 @@ def test_global_pool_avg_max_or_none_as_timm_and_keras_pooling(tmp_path):
     assert plain(x).dim() == 4
     with pytest.raises(SpecError, match="needs num_classes=0"):
         plain.reset_classifier(7, "")
+
+
+def test_a_changed_spec_keeps_no_name_that_describes_other_layers_and_no_labels_of_another_head():
+    from mobilenets import ModelSpec, SpecError
+
+    assert mobilenets.create_model("mobilenet_v1_shallow", alpha=0.5).spec.name is None
+    assert mobilenets.create_model("mobilenet_v1_conv", channel_divisor=8).spec.name is None
+    assert mobilenets.create_model("mobilenet_v1_shallow", resolution=160).spec.name == "mobilenet_v1_shallow"
+    assert ModelSpec(name="mine").replace(alpha=0.5).name == "mine"  # the caller's own name stays
+    spec = ModelSpec(num_classes=3, labels=("a", "b", "c"))
+    assert mobilenets.create_model(spec, num_classes=10).spec.labels is None
+    assert mobilenets.MobileNetV1(spec, num_classes=0).spec.labels is None
+    assert spec.replace(num_classes=3, dropout=0.1).labels == ("a", "b", "c")
+    with pytest.raises(SpecError, match="output_stride=16.0 is not allowed: output_stride must be one of 8, 16, 32"):
+        ModelSpec(output_stride=16.0)
+
+
+def test_weights_of_other_channel_counts_take_no_grid_name(tmp_path):
+    from mobilenets import ModelSpec
+    from mobilenets.weights import WeightsError
+
+    mobilenets.save(mobilenets.create_model(ModelSpec(alpha=0.3, channel_divisor=8, resolution=96)), tmp_path / "a")
+    with pytest.raises(WeightsError, match=r"weights have other channel counts than the requested model "
+                                           r"\(channel_divisor=8 there, \[16, 16, 24, 24\]"):  # fmt: skip
+        mobilenets.create_model("mobilenet_v1_030_96", weights=tmp_path / "a")
+    # timm's rounding (divisor 8) leaves the 1.0 MobileNet's widths as they are: the paper's name fits
+    mobilenets.save(mobilenets.create_model(ModelSpec(channel_divisor=8)), tmp_path / "b")
+    assert mobilenets.create_model("mobilenet_v1_100", weights=tmp_path / "b").spec.name == "mobilenet_v1_100"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .mobilenet_v1 import MobileNetV1
-from .spec import ModelSpec, SpecError, grid_name
+from .spec import NAMED_LAYER_FIELDS, ModelSpec, SpecError, grid_name
 from .weights import ARCHITECTURE_FIELDS, check_architecture, load, read_config
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
@@ -65,8 +65,11 @@ _ALPHA_RES = re.compile(r"(\d*\.?\d+)-(\d+)")
 def model_spec(name: str, /, **overrides: Any) -> ModelSpec:
     """The spec of a registered model, or of a `grid_name`-style or ALPHA-RESOLUTION name off the grid, with
     ``overrides`` applied (validated)."""
-    if name in _REGISTRY:
-        return _registered_spec(name).replace(**overrides)
+    if name in _REGISTRY:  # a registered name stays only on the layers it names (mobilenet_v1_shallow at alpha 0.5
+        registered = _registered_spec(name)  # is no model of that name: loading it by name would fail)
+        spec = registered.replace(**overrides)
+        moved = any(getattr(spec, f) != getattr(registered, f) for f in NAMED_LAYER_FIELDS)
+        return spec.replace(name=None) if moved and spec.name == name and "name" not in overrides else spec
     grid, pair = _GRID_NAME.fullmatch(name), _ALPHA_RES.fullmatch(name)
     if grid or pair:
         digits = grid.group(1) if grid else ""

@@ -32,6 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 INT_FIELDS = ("resolution", "depth_multiplier", "min_channels", "channel_divisor", "num_classes", "in_chans")
 REAL_FIELDS = ("alpha", "dropout", "bn_eps", "crop_pct")
+# the fields a registered model's name stands for (its layers): changing one clears the name (`registry.model_spec`)
+NAMED_LAYER_FIELDS = ("alpha", "variant", "depth_multiplier", "min_channels", "channel_divisor")
 
 
 class SpecError(ValueError):
@@ -146,12 +148,18 @@ class ModelSpec:
 
         A `grid_name`-named spec keeps its name true: changing alpha or resolution renames it
         (``mobilenet_v1_100`` with alpha=0.5 becomes ``mobilenet_v1_050``), and a change of variant or depth
-        multiplier, which no grid name describes, clears it to None. An explicit ``name=`` always wins.
+        multiplier, which no grid name describes, clears it to None; another name is the caller's and stays (a
+        registered one is cleared by `registry.model_spec` when the layers it names change). An explicit ``name=``
+        always wins. A new ``num_classes`` drops ``labels`` that no longer number it (as `load` and
+        `MobileNetV1.reset_classifier` do), unless ``labels=`` is given too.
         """
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
             allowed = ", ".join(f.name for f in fields(self))
             raise SpecError(f"unknown ModelSpec field(s) {', '.join(unknown)}; allowed: {allowed}")
+        relabel = "num_classes" in changes and "labels" not in changes and _is_sequence(self.labels)
+        if relabel and len(self.labels) != changes["num_classes"]:
+            changes = {**changes, "labels": None}
         new = dataclasses.replace(self, **changes)
         if "name" in changes or not _grid_named(self):
             return new
@@ -242,7 +250,8 @@ def _check_int(name: str, value: Any, minimum: int, allowed: str) -> None:
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if isinstance(value, bool) or value not in choices:
+    # of a choice's type too: output_stride=16.0 passed as 16 and was stored as 16.0
+    if isinstance(value, bool) or value not in choices or not any(type(value) is type(c) for c in choices):
         raise bad_value(name, value, "one of " + ", ".join(repr(c) for c in choices))
 
 

@@ -223,14 +223,31 @@ ARCHITECTURE_FIELDS = ("alpha", "variant", "depth_multiplier")
 
 
 def check_architecture(have: ModelSpec, want: ModelSpec, source: str) -> None:
-    """WeightsError unless weights built for ``have`` fit the architecture ``want`` asks for (alpha, variant,
-    depth multiplier; channel counts then follow, and every tensor shape is checked again on loading)."""
+    """WeightsError unless weights built for ``have`` fit the architecture ``want`` asks for: alpha, variant and
+    depth multiplier, then the channel counts, which the rounding fields (``min_channels``, ``channel_divisor``)
+    set too. Weights of other rounding but the same channels fit (timm's 1.0 MobileNet, divisor 8, is the paper's
+    1.0: every width is a multiple of 8); others would take the requested model's name with layers it does not
+    have. Every tensor shape is checked again on loading."""
     for field in ARCHITECTURE_FIELDS:
         if getattr(have, field) != getattr(want, field):
             raise WeightsError(
                 f"{source}: weights are for {field}={getattr(have, field)!r}, "
                 f"the requested model has {field}={getattr(want, field)!r}"
             )
+    if _widths(have) != _widths(want):
+        rounding = [f"{f}={getattr(have, f)!r}" for f in ("min_channels", "channel_divisor")
+                    if getattr(have, f) != getattr(want, f)]  # fmt: skip
+        raise WeightsError(
+            f"{source}: weights have other channel counts than the requested model ({', '.join(rounding)} there, "
+            f"{_widths(have)[:4]}... against {_widths(want)[:4]}...); load them as they are (mobilenets.load)"
+        )
+
+
+def _widths(spec: ModelSpec) -> list[int]:
+    """The output channels of the body's layers (the classifier's are the head's business)."""
+    from .mobilenet_v1 import build_plan
+
+    return [layer.out_ch for layer in build_plan(spec).layers() if layer.kind != "fc"]
 
 
 # Fields the saved tensors were trained with: changing one changes what they compute (TF "SAME" padding, relu6,
