@@ -335,10 +335,9 @@ def test_ctrl_c_ends_a_stream_with_its_report_a_finished_video_and_status_130(mo
     assert written_by_stream(out) and not list(tmp_path.glob(".annotated.partial-*"))
 
 
-def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_videos_frames(model_dir, tmp_path):
-    """A Ctrl-C while a frame is being classified stops the stream after that frame is written: the report counts
-    the frames the video holds, even with an encoder that keeps frames back (x264 'medium' has look-ahead), and
-    `stream` returns its report (interrupted) instead of raising. Python's own Ctrl-C handler is back afterwards."""
+def _stream_pressing_ctrl_c_in_frame_5(model_dir, tmp_path, presses: int, **encoder_options):
+    """(report, frames in the annotated video) of a 20-frame stream whose 5th frame's model call gets ``presses``
+    SIGINTs; a KeyboardInterrupt out of `stream` fails the test (it would end the whole session)."""
     import av
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
@@ -351,50 +350,37 @@ def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_vid
     def run_and_press_ctrl_c_at_frame_5(x):
         calls.append(1)
         if len(calls) == 6:  # the warm-up's run, then frames 1..5
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
         return run(x)
 
     predictor.run = run_and_press_ctrl_c_at_frame_5
-    cfg = StreamConfig(out=str(out), encoder_options={"preset": "medium"})
     try:
-        report = stream(predictor, clip, cfg)
-    except KeyboardInterrupt:  # would end the whole test session
+        options = {"encoder_options": encoder_options} if encoder_options else {}  # else StreamConfig's own
+        report = stream(predictor, clip, StreamConfig(out=str(out), **options))
+    except KeyboardInterrupt:
         pytest.fail("stream raised KeyboardInterrupt instead of returning its report")
-    assert report.interrupted and report.frames == 5 and sum(report.top_labels.values()) == 5
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
     with av.open(str(out)) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 5
+        return report, sum(1 for _ in c.decode(video=0))
+
+
+def test_ctrl_c_during_a_frame_finishes_that_frame_and_the_report_counts_the_videos_frames(model_dir, tmp_path):
+    """A Ctrl-C while a frame is being classified stops the stream after that frame is written: the report counts
+    the frames the video holds, even with an encoder that keeps frames back (x264 'medium' has look-ahead), and
+    `stream` returns its report (interrupted) instead of raising."""
+    report, in_video = _stream_pressing_ctrl_c_in_frame_5(model_dir, tmp_path, 1, preset="medium")
+    assert report.interrupted and report.frames == 5 == in_video and sum(report.top_labels.values()) == 5
+    clip = tmp_path / "clip.mp4"
     assert not stream(load_predictor(model_dir, "ort", 1), clip, StreamConfig(max_frames=3)).interrupted
 
 
 def test_a_second_ctrl_c_stops_a_frame_that_does_not_end(model_dir, tmp_path):
     """The first Ctrl-C within a frame waits for it to end; a second one (the frame is stuck: a slow model, a
-    display that blocks) stops it at once. The frames before it are the report's and the video's."""
-    import av
-
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT is not Python's default handler here")
-    clip, out = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
-    make_video(clip, 20)
-    predictor = load_predictor(model_dir, "ort", 1)
-    calls, run = [], predictor.run
-
-    def run_and_press_ctrl_c_twice_at_frame_5(x):
-        calls.append(1)
-        if len(calls) == 6:  # the warm-up's run, then frames 1..5
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)  # raises here: frame 5 is never classified
-        return run(x)
-
-    predictor.run = run_and_press_ctrl_c_twice_at_frame_5
-    try:
-        report = stream(predictor, clip, StreamConfig(out=str(out)))
-    except KeyboardInterrupt:
-        pytest.fail("stream raised KeyboardInterrupt instead of returning its report")
-    assert report.interrupted and report.frames == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with av.open(str(out)) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 4
+    display that blocks) stops it at once, raised inside the model call: frame 5 is never classified. The frames
+    before it are the report's and the video's."""
+    report, in_video = _stream_pressing_ctrl_c_in_frame_5(model_dir, tmp_path, 2)
+    assert report.interrupted and report.frames == 4 == in_video
 
 
 def test_stream_fps_label_names_only_the_stages_that_ran(model_dir, tmp_path, capsys):
