@@ -69,3 +69,12 @@ def unwritable(tmp_path):
     else:
         pytest.skip("no folder refuses a new file here")
     ro.chmod(0o700)
+
+
+def sigint_default() -> None:
+    """A child's ``preexec_fn``: SIGINT at its default disposition, so that Python installs its Ctrl-C handler.
+    A suite started in the background by a non-interactive shell ignores SIGINT, and its children inherit that: the
+    Ctrl-C tests' commands then ran on to the end, exit 0."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -224,11 +224,11 @@ def test_ctrl_c_stops_reproduce_without_a_traceback_and_the_rerun_resumes(tmp_pa
     import signal
     import time
 
-    from .conftest import data_path
+    from .conftest import data_path, sigint_default
 
     cmd = [sys.executable, "-m", "mobilenets", "reproduce", "--budget", "quick", "--experiments", "table5",
            "--epochs", "10", "--data", str(data_path("imagenette")), "--out", str(tmp_path / "rep")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     for line in proc.stdout:  # the first run is under way (10 epochs: about 5 s each here)
         if "training" in line:
             break

@@ -21,7 +21,7 @@ from mobilenets.export import export_onnx
 from mobilenets.infer import StreamConfig, StreamError, load_predictor, predict, stream, written_by_stream
 from mobilenets.labels import imagenet_labels, resolve_labels
 
-from .conftest import data_path
+from .conftest import data_path, sigint_default
 from .test_export import randomize_bn
 
 HEN = ("imagenet-sample", "n01514859_hen.JPEG")
@@ -280,7 +280,7 @@ def _stream_until_staged(argv: list[str], out: Path, sig: int) -> subprocess.Com
 
     before, earlier = contents(), set(out.parent.glob(f".{out.stem}.partial-*"))
     proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)  # fmt: skip
     while proc.poll() is None:
         if set(out.parent.glob(f".{out.stem}.partial-*")) - earlier or contents() != before:
             proc.send_signal(sig)
