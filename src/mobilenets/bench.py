@@ -709,16 +709,14 @@ def check_results_file(path: Path) -> None:
     """A ValueError naming ``path`` where it exists and is not a bench results file, which writing would destroy:
     ``--out mydata`` replaced the user's mydata.csv and mydata.json. Ours (written by `write_results`) are merged
     or replaced as `write_results` says."""
-    import json
-
     if not path.is_file():
         return
     if path.suffix == ".json":
         try:
-            # rows, or our {"meta", "rows"} file (whose rows may be none); a user's [] is no results file
-            if read_results(path) or "rows" in json.loads(path.read_text(encoding="utf-8")):
+            data, rows = _results_json(path)
+            if rows or isinstance(data, dict):  # our {"meta", "rows"} file may hold no row; a user's [] is no results
                 return
-        except (ValueError, TypeError):
+        except ValueError:
             pass
     else:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -798,6 +796,11 @@ def _setup(row: dict) -> tuple:
 
 def read_results(path: str | os.PathLike) -> list[dict]:
     """Rows of a results JSON written by `write_results` (or a plain JSON list of rows)."""
+    return _results_json(path)[1]
+
+
+def _results_json(path: str | os.PathLike) -> tuple[Any, list[dict]]:
+    """(the JSON, its rows) of a results file (`read_results`); a ValueError naming it when it is not one."""
     import json
 
     p = Path(path)
@@ -812,7 +815,7 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     rows = data["rows"] if isinstance(data, dict) and "rows" in data else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) and set(RESULT_KEYS) <= set(r) for r in rows):
         raise ValueError(f"{str(p)!r} is not a bench results file (rows with {', '.join(RESULT_KEYS)})")
-    return rows
+    return data, rows
 
 
 def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchConfig:
