@@ -239,6 +239,9 @@ class MobileNetV1(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        """torchvision's MobileNetV2/V3 initialisation, on which every recorded training run started: He normal
+        with fan-out = out_channels x kernel area for every conv, the depthwise ones included (timm divides a
+        depthwise conv's fan-out by its groups, which starts those weights sqrt(channels) times larger)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
