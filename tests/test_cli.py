@@ -1,7 +1,9 @@
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -164,6 +166,7 @@ def test_ctrl_c_while_torch_imports_is_one_line_exit_130():
     would during those seconds) ends in one line and status 130, like a Ctrl-C during a command."""
     code = """
 import sys
+import time
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == "torch":
@@ -176,6 +179,36 @@ sys.exit(main())
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.strip() == "mobilenets: interrupted"
+
+
+@pytest.mark.parametrize("status", [0, 130])
+def test_ctrl_c_during_shutdown_ends_with_the_commands_status_and_no_traceback(status):
+    """A Ctrl-C while Python shuts down after the command (an exit handler stands in for torch's clean-up, which
+    can take a moment) ends the process at once with the command's status and its output kept, where it printed a
+    traceback from inside that clean-up."""
+    from .conftest import sigint_default
+
+    code = f"""
+import atexit, sys, time
+import mobilenets.cli
+def run():
+    print("the report")
+    atexit.register(time.sleep, 30)
+    print("ready", file=sys.stderr, flush=True)
+    return {status}
+mobilenets.cli.main = run
+from mobilenets.launch import main
+sys.exit(main())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=sigint_default)  # fmt: skip
+    assert proc.stderr.readline() == "ready\n"
+    time.sleep(1)  # main has returned: the process is in its exit handler
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == status, err[-2000:]
+    assert out == "the report\n"
+    assert err == ""
 
 
 def test_readme_tables_are_generated_from_code():
