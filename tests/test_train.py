@@ -584,6 +584,28 @@ def test_a_resume_with_nothing_to_train_does_not_keep_an_earlier_finish_s_summar
     assert again["per_class_top1"] == longer["per_class_top1"]
 
 
+def test_train_gives_the_process_wide_torch_settings_back(tmp_path, monkeypatch):
+    """A run sets threads, deterministic algorithms, cuDNN's autotuner and cuBLAS's workspace for the whole process;
+    a `train()` call from Python leaves them as they were, a failed one too (they used to stay changed)."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    train(tiny_cfg(data, tmp_path / "a", deterministic=True, resolution=32, threads=threads + 1))
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.benchmark is True
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    torch.use_deterministic_algorithms(True)  # the caller's own setting: kept, warn_only too
+    try:
+        with pytest.raises(DataError):
+            train(tiny_cfg(tmp_path / "missing", tmp_path / "b", deterministic=True, resolution=32))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_resume_skips_damaged_and_unfinished_checkpoints(tmp_path):
     good = {"model": {}, "optimizer": {}, "epoch": 1, "step_in_epoch": 0, "global_step": 5, "rng": {}, "config": {}}
     save_checkpoint(tmp_path, good, keep=5)

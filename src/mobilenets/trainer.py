@@ -16,6 +16,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,7 @@ from .spec import IMAGENET_MEAN, IMAGENET_STD
 from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # deterministic cuBLAS needs a fixed workspace (CUDA docs)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -95,7 +98,8 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     run = None
     try:
         run = _Run(cfg, env)
-        return run.run()
+        with process_settings():
+            return run.run()
     except BaseException:
         if run is not None:
             run.checkpoints.settle()  # a write started before the failure lands (or says why not)
@@ -109,6 +113,30 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 # --- model ------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def process_settings() -> Iterator[None]:
+    """The process-wide torch settings a run makes (`_Run._settings`: threads, deterministic algorithms, cuDNN's
+    autotuner, cuBLAS's workspace variable) as the caller had them again afterwards, as `evaluate_weights` does for
+    threads. A `train()` call from Python used to leave them changed, e.g. deterministic mode on for all that followed.
+    (The seeds a run sets are not undone: torch's and Lightning's seeding do not either.)"""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    cublas = os.environ.get(CUBLAS_WORKSPACE)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:  # a switch is not free (OpenMP rebuilds its team): only when changed
+            torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if cublas is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = cublas
 
 
 def _due(epoch: int, every: int, epochs: int) -> bool:
@@ -509,7 +537,7 @@ class _Run:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
         elif self.env.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.cfg.cudnn_benchmark
         seed_everything(self.cfg.seed)
