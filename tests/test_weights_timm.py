@@ -116,3 +116,23 @@ def test_corrupt_and_unsafe_files(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{garbage")
     with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors"):
         convert(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv1_100", "mobilenetv1_125"])
+def test_preprocessing_is_timms_pretrained_cfg(tmp_path, name):
+    from PIL import Image
+
+    theirs = timm.create_model(name)
+    torch.save(theirs.state_dict(), tmp_path / f"{name}.pth")
+    s = convert(tmp_path / f"{name}.pth")[0].spec
+    cfg = theirs.pretrained_cfg  # mobilenetv1_125's crop_pct is 0.9, not the 0.875 of the others
+    assert (s.crop_pct, s.interpolation, s.mean, s.std) == (
+        cfg["crop_pct"],
+        cfg["interpolation"],
+        cfg["mean"],
+        cfg["std"],
+    )
+    paths = [data_path("imagenet-sample", "n01514859_hen.JPEG")]
+    tf = timm.data.create_transform(**timm.data.resolve_data_config({}, model=theirs))
+    want = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    assert (load_batch(paths, s) - want).abs().mean() < 0.01  # same crop; resize kernels differ (PIL vs torch)

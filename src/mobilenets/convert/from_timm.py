@@ -5,7 +5,7 @@ timm builds MobileNetV1 as an EfficientNet-style net (timm/models/efficientnet.p
 ``.bn2.*`` (stages of 1, 2, 2, 6, 2 blocks = Table 1's 13 rows in order), then ``classifier.*``. Channels are
 rounded with ``round_channels`` (multiple of 8, at least 90% of c * alpha), which our ``channel_divisor=8``
 reproduces; ReLU6, symmetric padding (PyTorch-style, not TF 'SAME'), BatchNorm eps 1e-5, inputs in [-1, 1]
-(timm's pretrained cfg: mean = std = 0.5, bicubic, crop 0.875).
+(timm's pretrained cfgs: mean = std = 0.5, bicubic; crop_pct by model, `TIMM_CROP_PCT`).
 
 Files are read without unpickling arbitrary objects: ``torch.load(weights_only=True)`` or safetensors.
 """
@@ -26,6 +26,9 @@ from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.conv_dw\.weight$")
 WRAPPERS = ("state_dict_ema", "state_dict", "model", "module")
+# crop_pct of timm's pretrained cfg, by width (mobilenetv1_100 and _100h: 0.875, mobilenetv1_125: 0.9; the
+# ra4_e3600_r224_in1k weights); a state dict does not name its model, but its width does. Other widths: 0.875.
+TIMM_CROP_PCT = {1.0: 0.875, 1.25: 0.9}
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -77,8 +80,9 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
         raise WeightsError(f"{source}: has no classifier (num_classes=0); it cannot give {classes} classes")
     if classes is not None:
         num_classes = classes
+    alpha = alpha_from_channels(last.shape[0], source, "the last conv_pw")
     spec = ModelSpec(
-        alpha=alpha_from_channels(last.shape[0], source, "the last conv_pw"),
+        alpha=alpha,
         act="relu6",
         channel_divisor=8,
         bn_eps=1e-5,
@@ -86,6 +90,7 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
         labels=labels_for(num_classes),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
+        crop_pct=TIMM_CROP_PCT.get(alpha, 0.875),
         interpolation="bicubic",
     )
     b = StateBuilder(spec, source)
