@@ -76,6 +76,8 @@ def test_timm_channel_rounding_is_ours_with_divisor_8(tmp_path, alpha):
 
 
 def test_wrong_architectures_are_named(tmp_path):
+    from safetensors.torch import save_file
+
     torch.save(timm.create_model("mobilenetv2_100").state_dict(), tmp_path / "v2.pth")
     with pytest.raises(WeightsError, match="v2.pth: .*depthwise blocks, a MobileNetV1 has 13"):
         convert(tmp_path / "v2.pth", "timm")
@@ -84,9 +86,13 @@ def test_wrong_architectures_are_named(tmp_path):
     torch.save(torchvision.models.mobilenet_v2().state_dict(), tmp_path / "tv_v2.pth")
     with pytest.raises(WeightsError, match="tv_v2.pth: no 'conv_stem.weight'.*'features.0.0.weight'"):
         convert(tmp_path / "tv_v2.pth")
-    torch.save(timm.create_model("mobilenetv1_100h").state_dict(), tmp_path / "h.pth")
+    h_state = timm.create_model("mobilenetv1_100h").state_dict()
+    torch.save(h_state, tmp_path / "h.pth")
     with pytest.raises(WeightsError, match="h.pth: unexpected tensor 'conv_head.weight'"):
         convert(tmp_path / "h.pth")
+    save_file(h_state, str(tmp_path / "h.safetensors"))  # keys in safetensors' order, not the model's
+    with pytest.raises(WeightsError, match=r"h.safetensors: unexpected tensor 'conv_head.weight' \(6 in all\)"):
+        convert(tmp_path / "h.safetensors")
     state = timm.create_model("mobilenetv1_100").state_dict()
     state["blocks.3.2.conv_pw.weight"] = torch.zeros(512, 256, 1, 1)
     torch.save(state, tmp_path / "shape.pth")

@@ -118,7 +118,9 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
         b.put("classifier.bias", bias, "classifier.bias")
     else:
         used.update({"classifier.weight", "classifier.bias"})
-    extra_keys = [k for k in state if k not in used]  # in file order: the first one is named
+    # the first layer weight is named (conv_head.weight, not its BN's buffers): safetensors files keep no key
+    # order of the model's, so file order alone named 'bn2.num_batches_tracked' for mobilenetv1_100h
+    extra_keys = sorted((k for k in state if k not in used), key=lambda k: state[k].ndim < 2)
     if extra_keys:
         raise WeightsError(
             f"{source}: unexpected tensor {extra_keys[0]!r} ({len(extra_keys)} in all): not a plain timm MobileNetV1 "
