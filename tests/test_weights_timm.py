@@ -142,3 +142,22 @@ def test_preprocessing_is_timms_pretrained_cfg(tmp_path, name):
     tf = timm.data.create_transform(**timm.data.resolve_data_config({}, model=theirs))
     want = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
     assert (load_batch(paths, s) - want).abs().mean() < 0.01  # same crop; resize kernels differ (PIL vs torch)
+
+
+def test_hugging_face_timm_repo_layout_converts(tmp_path):
+    """timm's Hub repos hold model.safetensors beside timm's own config.json: timm weights, not ours."""
+    import json
+
+    from safetensors.torch import save_file
+
+    theirs = randomized(timm.create_model("mobilenetv1_100"))
+    repo = tmp_path / "mobilenetv1_100.ra4_e3600_r224_in1k"
+    repo.mkdir()
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(repo / "model.safetensors"))
+    hub_config = {"architecture": "mobilenetv1_100", "num_classes": 1000, "pretrained_cfg": theirs.pretrained_cfg}
+    (repo / "config.json").write_text(json.dumps(hub_config))
+    ours, prov = convert(repo / "model.safetensors")
+    assert prov["source_format"] == "timm" and ours.spec.num_classes == 1000
+    x = photos(ours.spec, 128)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)

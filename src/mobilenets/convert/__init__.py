@@ -11,6 +11,7 @@ only once all tensors are present, so a model is never loaded partially.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,16 @@ from ..atomic import check_writable, file_in_the_way
 from ..mobilenet_v1 import MobileNetV1
 from ..registry import grid_name, model_spec
 from ..spec import ModelSpec
-from ..weights import CONFIG_FILE, WEIGHTS_FILE, WeightsError, check_architecture, read_config, save, source_provenance
+from ..weights import (
+    CONFIG_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    WeightsError,
+    check_architecture,
+    read_config,
+    save,
+    source_provenance,
+)
 from ._common import CONVERTER_VERSION, sniff_format
 
 # what a grid name fixes about the layers (timm's files round widths to 8 channels: not a grid model's layers)
@@ -63,7 +73,7 @@ def convert(
     src = Path(src)
     is_dir = src.is_dir()
     ours = src if is_dir else src.parent if src.name == WEIGHTS_FILE else None
-    if ours is not None and (ours / CONFIG_FILE).is_file() and fmt in (None, "timm"):  # ours look like timm's
+    if ours is not None and _holds_our_config(ours) and fmt in (None, "timm"):  # ours look like timm's
         raise WeightsError(f"{src}: already mobilenets weights (with {ours / CONFIG_FILE}); nothing to convert: use "
                            f"the folder as it is (--weights {ours}, mobilenets.load)")  # fmt: skip
     if is_dir:
@@ -86,6 +96,16 @@ def convert(
         model.spec = model.spec.replace(name=grid)
     provenance = source_provenance(src, fmt, f"mobilenets.convert.from_{fmt}", CONVERTER_VERSION)
     return model, {**provenance, **extra}
+
+
+def _holds_our_config(folder: Path) -> bool:
+    """Whether ``folder`` has our config.json; a timm Hugging Face repo also holds model.safetensors beside a
+    config.json (timm's: architecture, pretrained_cfg), and those weights are to be converted."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
 
 
 def convert_file(
