@@ -161,3 +161,19 @@ def test_hugging_face_timm_repo_layout_converts(tmp_path):
     x = photos(ours.spec, 128)
     with torch.no_grad():
         assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_files_are_read_by_their_bytes_not_their_suffix(tmp_path):
+    """A torch zip saved as .safetensors and a safetensors file saved as .bin both convert (torch.load alone hands
+    any *.safetensors path to safetensors, which calls a torch zip's header "too large")."""
+    from safetensors.torch import save_file
+
+    theirs = randomized(timm.create_model("mobilenetv1_100", num_classes=5))
+    state = {k: v.contiguous() for k, v in theirs.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "torch_zip.safetensors")
+    save_file(state, str(tmp_path / "pytorch_model.bin"))
+    x = photos(convert(tmp_path / "pytorch_model.bin")[0].spec, 128)
+    for name in ("torch_zip.safetensors", "pytorch_model.bin"):
+        ours, _ = convert(tmp_path / name, "timm")
+        with torch.no_grad():
+            assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5), name

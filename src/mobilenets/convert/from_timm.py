@@ -34,7 +34,7 @@ TIMM_CROP_PCT = {1.0: 0.875, 1.25: 0.9}
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} from a torch checkpoint (weights_only) or a safetensors file; unwraps common wrappers."""
     source = str(path)
-    if path.suffix == ".safetensors":
+    if _is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -44,7 +44,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{source}: not a readable safetensors file ({exc})") from exc
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # a file object: torch.load hands a *.safetensors path to safetensors
+                state = torch.load(f, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
             text = str(exc).strip()
             if "Weights only load failed" in text:  # torch's long message ends by suggesting the unsafe path
@@ -59,6 +60,17 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{source}: does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By the first bytes (as `sniff_format`), the suffix only when they say nothing: Hub downloads and training
+    scripts name files freely (a torch zip saved as .safetensors, safetensors as .bin), and the wrong reader's
+    error ("header too large", "the weights-only unpickler refused it") would misdescribe the file."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:2] in (b"PK", b"\x80\x02"):  # torch zip archive or legacy pickle
+        return False
+    return head[8:9] == b"{" or path.suffix == ".safetensors"
 
 
 def import_timm(path: str | os.PathLike, *, classes: int | None = None):
