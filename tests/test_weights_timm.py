@@ -177,3 +177,27 @@ def test_files_are_read_by_their_bytes_not_their_suffix(tmp_path):
         ours, _ = convert(tmp_path / name, "timm")
         with torch.no_grad():
             assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    ("layout", "ema_key", "prefix"),
+    [("timm train.py", "state_dict_ema", "module."), ("DeiT", "model_ema", "_orig_mod."), ("DDP+compile", None, "")],
+)
+def test_training_checkpoints_unwrap_like_timm(tmp_path, layout, ema_key, prefix):
+    """Checkpoints as training scripts save them: the EMA weights are taken where present (timm's load_checkpoint
+    prefers them), keys of wrapped models lose DataParallel's and torch.compile's prefixes, and the provenance says
+    which checkpoint key the weights came from."""
+    raw, ema = randomized(timm.create_model("mobilenetv1_100", num_classes=5), seed=1), None
+    state = {f"{prefix}{k}": v for k, v in raw.state_dict().items()}
+    if ema_key is None:  # DataParallel around a compiled model
+        ckpt = {"state_dict": {f"module._orig_mod.{k}": v for k, v in raw.state_dict().items()}}
+    else:
+        ema = randomized(timm.create_model("mobilenetv1_100", num_classes=5), seed=2)
+        outer = "state_dict" if ema_key == "state_dict_ema" else "model"
+        ckpt = {outer: state, ema_key: {f"{prefix}{k}": v for k, v in ema.state_dict().items()}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "checkpoint.pth.tar")
+    ours, prov = convert(tmp_path / "checkpoint.pth.tar", "timm")
+    assert prov["timm"]["checkpoint_key"] == (ema_key or "state_dict")
+    x = photos(ours.spec, 128)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), (ema or raw)(x), atol=1e-5, rtol=1e-5), layout

@@ -25,14 +25,18 @@ from ..weights import WeightsError
 from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.conv_dw\.weight$")
-WRAPPERS = ("state_dict_ema", "state_dict", "model", "module")
+# checkpoint keys holding the state dict, in the order timm's load_checkpoint prefers them (EMA weights first)
+WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
+# key prefixes of wrapped models: (Distributed)DataParallel's and torch.compile's, in either nesting
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # crop_pct of timm's pretrained cfg, by width (mobilenetv1_100 and _100h: 0.875, mobilenetv1_125: 0.9; the
 # ra4_e3600_r224_in1k weights); a state dict does not name its model, but its width does. Other widths: 0.875.
 TIMM_CROP_PCT = {1.0: 0.875, 1.25: 0.9}
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} from a torch checkpoint (weights_only) or a safetensors file; unwraps common wrappers."""
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """A flat {name: tensor} from a torch checkpoint (weights_only) or a safetensors file, and the checkpoint key
+    it was under (None: the file is the state dict); unwraps common wrappers."""
     source = str(path)
     if _is_safetensors(path):
         from safetensors import SafetensorError
@@ -53,13 +57,17 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
             else:
                 why = text.splitlines()[0] if text else type(exc).__name__
             raise WeightsError(f"{source}: not a readable torch state dict ({why})") from exc
-    for key in WRAPPERS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
+    key = next((k for k in WRAPPERS if isinstance(state, dict) and isinstance(state.get(k), dict)), None)
+    state = state if key is None else state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{source}: does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {_unprefixed(k): v for k, v in state.items()}, key
+
+
+def _unprefixed(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -76,7 +84,7 @@ def _is_safetensors(path: Path) -> bool:
 def import_timm(path: str | os.PathLike, *, classes: int | None = None):
     """Read a timm MobileNetV1 state dict; returns (model, extra provenance)."""
     path, source = Path(path), str(path)
-    state = read_state(path)
+    state, checkpoint_key = read_state(path)
     if "conv_stem.weight" not in state:
         raise WeightsError(
             f"{source}: no 'conv_stem.weight': not a timm MobileNetV1 state dict "
@@ -138,4 +146,4 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
             f"{source}: unexpected tensor {extra_keys[0]!r} ({len(extra_keys)} in all): not a plain timm MobileNetV1 "
             "(e.g. mobilenetv1_100h's conv_head is not part of the paper's network)"
         )
-    return b.finish(), {"timm": {"blocks": [f"{s}.{j}" for s, j in blocks]}}
+    return b.finish(), {"timm": {"checkpoint_key": checkpoint_key, "blocks": [f"{s}.{j}" for s, j in blocks]}}
