@@ -3,8 +3,8 @@
     python examples/predict_imagenet.py [--weights DIR] [--tflite FILE] [--classes 1000] [IMAGE ...]
 
 Converts ``--tflite`` (default: the 0.75_192 uint8 model in the shared data folder, $MOBILENETS_DATA or
-../shared/data beside the checkout) into ``--weights`` once, then loads it with
-``mobilenets.load(DIR)`` and prints the five most probable classes for each image (default:
+../shared/data beside the checkout) into ``--weights`` (default: runs/weights/<tflite name>-<classes>) once, then
+loads it with ``mobilenets.load(DIR)`` and prints the five most probable classes for each image (default:
 five imagenet-sample photos, named after their true class). The labels ship with the package (``mobilenets.labels``).
 """
 
@@ -23,6 +23,7 @@ import mobilenets  # noqa: E402
 from mobilenets.convert import convert_file  # noqa: E402
 from mobilenets.data import shared_data_root  # noqa: E402
 from mobilenets.preprocess import load_batch  # noqa: E402
+from mobilenets.weights import read_config, sha256_file  # noqa: E402
 
 DATA = shared_data_root()
 DEFAULT_TFLITE = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.75_192_quant.tflite"
@@ -31,18 +32,11 @@ DEFAULT_TFLITE = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.75_192_
 def main() -> None:
     ap = argparse.ArgumentParser(description="top-5 ImageNet predictions with converted MobileNetV1 weights")
     ap.add_argument("images", nargs="*", type=Path)
-    ap.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
-    ap.add_argument("--weights", type=Path, default=Path("runs/weights/mobilenet_v1_075_192_quant"))
-    ap.add_argument("--classes", type=int, choices=(1000, 1001), default=1000)
+    ap.add_argument("--tflite", type=Path, help=f"default: {DEFAULT_TFLITE.name} in the shared data folder")
+    ap.add_argument("--weights", type=Path, help="default: runs/weights/<tflite name>-<classes>")
+    ap.add_argument("--classes", type=int, choices=(1000, 1001), help="default: 1000")
     args = ap.parse_args()
-    needed = ([] if (args.weights / "config.json").is_file() else [args.tflite]) + ([] if args.images else [DATA])
-    missing = [str(path) for path in needed if not path.exists()]
-    if missing:  # the defaults live in the shared data folder: $MOBILENETS_DATA, else ../shared/data
-        sys.exit(f"{missing[0]}: not found; set MOBILENETS_DATA to the shared data folder, or give --tflite and IMAGE")
-    if not (args.weights / "config.json").is_file():
-        convert_file(args.tflite, args.weights, "tflite", classes=args.classes)
-        print(f"converted {args.tflite.name} -> {args.weights}")
-    model = mobilenets.load(args.weights)  # = create_model(<name or spec>, weights=...) without the name check
+    model = mobilenets.load(weights_folder(args, args.images))  # = create_model(<name>, weights=...) less its check
     images = args.images or sorted((DATA / "imagenet-sample").glob("*.JPEG"))[::50]  # 5 photos, file name = class
     with torch.no_grad():
         probs = model(load_batch(images, model.spec)).softmax(1)
@@ -51,6 +45,28 @@ def main() -> None:
         print(path.name)
         for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             print(f"  {score:6.1%}  {model.spec.labels[index]}")
+
+
+def weights_folder(args: argparse.Namespace, images: list[Path]) -> Path:
+    """--weights as it is when only it is given; otherwise --tflite converted into it once. A folder converted
+    earlier from another file or with other --classes is an error: using it would ignore what was asked for."""
+    tflite, classes = args.tflite or DEFAULT_TFLITE, args.classes or 1000
+    folder = args.weights or Path("runs/weights") / f"{tflite.stem}-{classes}"
+    converted = (folder / "config.json").is_file()
+    needed = ([] if converted else [tflite]) + ([] if images else [DATA])
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:  # the defaults live in the shared data folder: $MOBILENETS_DATA, else ../shared/data
+        sys.exit(f"{missing[0]}: not found; set MOBILENETS_DATA to the shared data folder, or give --tflite and IMAGE")
+    if not converted:
+        convert_file(tflite, folder, "tflite", classes=classes)
+        print(f"converted {tflite.name} -> {folder}")
+    elif args.weights is None or args.tflite or args.classes:  # the folder must hold what was asked for
+        config = read_config(folder)
+        source, have = config["provenance"].get("source_file", "training"), config["spec"].num_classes
+        if config["provenance"].get("source_sha256") != sha256_file(tflite) or have != classes:
+            sys.exit(f"--weights {folder} holds {source} with {have} classes, not {tflite.name} with {classes}; "
+                     "give another --weights")  # fmt: skip
+    return folder
 
 
 if __name__ == "__main__":

@@ -227,6 +227,44 @@ def test_example_prints_sensible_top5(tmp_path):
     assert any(line.split("%", 1)[1].strip() == "hen" for line in lines[8:13])  # in the top-5 (0.5_160 says vulture)
 
 
+def test_example_does_not_reuse_weights_of_another_file(tmp_path):
+    """A weights folder converted earlier is used only for the --tflite and --classes asked for; it silently gave
+    the 0.75_192 model's top-5 for --tflite 0.25_128 and kept 1000 classes for --classes 1001."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    script = REPO / "examples" / "predict_imagenet.py"
+    hen = data_path("imagenet-sample", "n01514859_hen.JPEG")
+    w = tmp_path / "w"
+    convert_file(tflite_file("0.5_160"), w, classes=1000)
+    for other in (
+        ["--tflite", str(tflite_file("0.25_128"))],
+        ["--tflite", str(tflite_file("0.5_160")), "--classes", "1001"],
+    ):
+        run = subprocess.run(
+            [sys.executable, str(script), str(hen), "--weights", str(w), *other],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 1 and run.stdout == "", run.stdout
+        assert run.stderr.count("\n") == 1 and f"--weights {w} holds mobilenet_v1_0.5_160_quant.tflite" in run.stderr
+    run = subprocess.run(  # the default folder is named after the file and classes: a new one converts
+        [sys.executable, str(script), str(hen), "--tflite", str(tflite_file("0.25_128")), "--classes", "1001"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert run.stdout.startswith(
+        "converted mobilenet_v1_0.25_128_quant.tflite -> runs/weights/mobilenet_v1_0.25_128_quant-1001"
+    )
+    assert weights.read_config(tmp_path / "runs/weights/mobilenet_v1_0.25_128_quant-1001")["spec"].num_classes == 1001
+
+
 def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.MobileNetV1:
     torch.manual_seed(resolution)
     m = mobilenets.MobileNetV1(
