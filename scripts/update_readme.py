@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mobilenets.cli import PAPER_COLUMNS, model_rows
 from mobilenets.formatting import render
-from mobilenets.paper import compare
+from mobilenets.paper import as_printed, compare
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 RESULTS = README.parent / "results"
@@ -131,7 +131,7 @@ def stream_table() -> str:
 
 
 def sections() -> dict[str, str]:
-    misprints = [r for r in compare() if r["status"] == "misprint"]
+    misprints = [as_printed(r) for r in compare() if r["status"] == "misprint"]
     return {
         "mobilenets list": render(model_rows(), "md"),
         "mobilenets paper misprints": render(misprints, "md", PAPER_COLUMNS),

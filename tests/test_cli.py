@@ -56,6 +56,17 @@ def test_paper_json_fields(capsys):
     assert "0.25 MobileNet-224" in out and "| 41 | 41 |" in out
 
 
+def test_paper_tables_quote_the_numbers_as_printed(capsys):
+    """Table 4 prints 29.3M parameters and Table 3 52.3M mult-adds; the table showed 29.30 and 52.30 (two decimals
+    for every float), misquoting the paper and the precision the status is judged at."""
+    code, out, _ = run(capsys, "paper", "--table", "4")
+    assert code == 0 and "| params_M | 29.3 | 29.3 | 0.0 | match |" in out and "29.30" not in out
+    code, out, _ = run(capsys, "paper", "--table", "3")
+    assert "| mult_adds_M | 52.3 | 52.3 | 0.0 | match |" in out and "| params_M | 0.27 | 0.27 | 0.00 | match |" in out
+    code, out, _ = run(capsys, "paper", "--format", "json")
+    assert {r["decimals"] for r in json.loads(out) if r["table"] == "4"} == {0, 1}  # JSON keeps the numbers
+
+
 @pytest.mark.parametrize(
     "argv,words",
     [

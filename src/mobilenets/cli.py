@@ -131,7 +131,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     for table in dict.fromkeys(r["table"] for r in rows):
         title = "Figures 4-5 (computed only: the paper prints no numbers)" if table == "fig4-5" else f"Table {table}"
         print(f"## {title}\n")
-        print(render([r for r in rows if r["table"] == table], args.format, PAPER_COLUMNS))
+        print(render([paper.as_printed(r) for r in rows if r["table"] == table], args.format, PAPER_COLUMNS))
         print()
     counts = {s: sum(r["status"] == s for r in rows) for s in ("match", "misprint", "MISMATCH", "computed")}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))

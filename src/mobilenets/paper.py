@@ -230,6 +230,7 @@ def compare() -> list[dict]:
 
     ``status``: 'match' (equal at the printed precision), 'misprint' (differs, and the row's note says why),
     'computed' (the paper prints no number), or 'MISMATCH' (differs with no explanation: a bug here or there).
+    ``decimals``: that printed precision (`as_printed` shows the numbers with it).
     """
     cache: dict = {}
     out = []
@@ -255,9 +256,20 @@ def compare() -> list[dict]:
                 "difference": diff,
                 "status": status,
                 "note": row.misprint,
+                "decimals": row.decimals,
             }
         )
     return out
+
+
+def as_printed(row: dict) -> dict:
+    """A `compare` row for a text table: its numbers with the decimals the paper prints them with (Table 4's 29.3,
+    not 29.30: a table renderer's two decimals misquote the paper and hide the precision the status is judged at)."""
+
+    def text(value):
+        return f"{value:,.{row['decimals']}f}" if isinstance(value, int | float) else value
+
+    return {**row, **{key: text(row[key]) for key in ("published", "computed", "difference")}}
 
 
 def published_top1() -> dict[tuple[float, int, str], float]:
@@ -272,4 +284,4 @@ def published_top1() -> dict[tuple[float, int, str], float]:
     return out
 
 
-__all__ = ["TABLES", "TFSLIM_IMAGENET", "compare", "published_rows", "published_top1", "LAYER_TYPES"]
+__all__ = ["TABLES", "TFSLIM_IMAGENET", "as_printed", "compare", "published_rows", "published_top1", "LAYER_TYPES"]
