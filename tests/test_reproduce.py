@@ -695,3 +695,42 @@ def test_a_report_killed_while_plotting_keeps_the_earlier_plot(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     Image.open(png).load()  # a whole PNG, the earlier one or a new one
+
+
+def test_the_wall_time_covers_the_runs_trained_not_those_reused(tmp_path, monkeypatch):
+    """A rerun that reused every finished run said "wall time: 1 s for 18 training runs": the runs an earlier
+    invocation finished are counted apart, with their own wall times."""
+    import yaml
+
+    import mobilenets.reproduce as rp
+
+    for split in ("train", "val"):
+        for cls in ("gamma", "delta"):
+            (tmp_path / "d" / split / cls).mkdir(parents=True)
+            for i in range(16):
+                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    budget, out = BUDGETS["quick"], tmp_path / "out"
+    earlier, fresh = plan_runs(["table5"], budget)
+    folder = out / "runs" / earlier.key
+    folder.mkdir(parents=True)
+    cfg = rp.run_config(earlier, tmp_path / "d", out, budget, rp.CONFIGS / "modern.yaml")
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    summary = {"final_top1": 0.5, "val_images": 32, "wall_time_s": 70.0, "model": {"labels": ["delta", "gamma"]}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+    def fake_train_all(runs, *args):  # the earlier run is read back, the other one "trains"
+        return {r.key: {**summary, "wall_time_s": 5.0} if r is fresh else read_summary(folder / "summary.json")
+                for r in runs}  # fmt: skip
+
+    monkeypatch.setattr(rp, "train_all", fake_train_all)
+    results = reproduce(
+        ReproduceConfig(data=str(tmp_path / "d"), out=str(out), budget="quick", experiments=("table5",)),
+        log=lambda m: None,
+    )
+    assert results["reused_runs"] == [earlier.key]
+    report = (out / "report.md").read_text()
+    assert " s for 1 training runs (1 at once)" in report
+    assert (
+        "; 1 runs finished by an earlier invocation were reused, not retrained (their own wall times sum to 70 s"
+        in report
+    )

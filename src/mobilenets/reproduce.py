@@ -666,7 +666,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         budget = replace(budget, seeds=seeds)
         runs = plan_runs(list(cfg.experiments), budget)
     names = ", ".join(cfg.experiments)
-    planned, trained_on = None, None
+    planned, trained_on, reused = None, None, []
     if cfg.time_budget:
         budget, planned = fit_time_budget(cfg, runs, data, out, budget, recipe, log)
     if cfg.report_only:
@@ -684,6 +684,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         )
         check_trainable(train_split, budget.batch_size)
         log(f"{len(runs)} distinct training runs for {names} ({budget.name} budget, {cfg.jobs} at once)")
+        # finished by an earlier invocation: reused, so this invocation's wall time is not theirs
+        reused = [run.key for run in runs if (out / "runs" / run.key / "summary.json").is_file()]
         summaries, unfinished = train_all(runs, data, out, budget, recipe, log, cfg.jobs), {}
     num_classes = len(next(iter(summaries.values()))["model"].get("labels") or []) or 10
     shown = recipe.resolve().relative_to(CONFIGS.parent) if recipe.resolve().is_relative_to(CONFIGS.parent) else recipe
@@ -691,7 +693,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     results: dict[str, Any] = {"budget": asdict(budget), "data": shown_data, "recipe": str(shown),
                                "num_classes": num_classes, "experiments": {},
                                "runs": {k: _run_record(s) for k, s in summaries.items()},
-                               "unfinished_runs": unfinished, "report_only": cfg.report_only,
+                               "unfinished_runs": unfinished, "reused_runs": reused, "report_only": cfg.report_only,
                                "time_budget": planned}  # fmt: skip
     counted = Path(trained_on) if trained_on and Path(trained_on).is_dir() else data  # the folder the runs used
     val_images = counted_val_images(counted, budget)  # for runs whose summary predates its "val_images"
@@ -886,12 +888,7 @@ def render_report(results: dict, plots: list[str]) -> str:
               f"- command: `{env.get('command')}`; code: mobilenets commit "
               f"{', '.join(env.get('commits') or []) or 'not recorded'} (the runs' env.json)",
               *_time_budget_lines(results.get("time_budget")),
-              (f"- wall time: {results['wall_time_s']:.0f} s for {len(results['runs'])} training runs "
-               f"({env.get('jobs', 1)} at once) on {env.get('hardware')}, torch {env.get('torch')}"
-               if results["wall_time_s"] is not None else
-               f"- report written from the {len(results['runs'])} runs finished in `runs/` (no training in this "
-               f"invocation); their own wall times {_run_times(results['runs'])}; trained on {env.get('hardware')}, "
-               f"torch {env.get('torch')}"),
+              _wall_time_line(results, env),
               f"- verdicts: {NOISE}",
               "- top-1 is the final epoch's validation top-1 (mean over seeds; spread = half the range); MACs and "
               f"params are ours at the resolution trained, with the {results.get('num_classes', '?')}-class "
@@ -916,6 +913,22 @@ def render_report(results: dict, plots: list[str]) -> str:
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     return "\n".join(lines)
+
+
+def _wall_time_line(results: dict, env: dict) -> str:
+    """What this invocation's wall time covers: the runs it trained (or resumed), not those an earlier invocation
+    finished and it reused (a rerun that reused all 18 said "1 s for 18 training runs")."""
+    runs, where = results["runs"], f"on {env.get('hardware')}, torch {env.get('torch')}"
+    if results["wall_time_s"] is None:
+        return (f"- report written from the {len(runs)} runs finished in `runs/` (no training in this invocation); "
+                f"their own wall times {_run_times(runs)}; trained {where}")  # fmt: skip
+    reused = {k: runs[k] for k in results.get("reused_runs") or [] if k in runs}
+    line = (f"- wall time: {results['wall_time_s']:.0f} s for {len(runs) - len(reused)} training runs "
+            f"({env.get('jobs', 1)} at once) {where}")  # fmt: skip
+    if reused:
+        line += (f"; {len(reused)} runs finished by an earlier invocation were reused, not retrained (their own "
+                 f"wall times {_run_times(reused)})")  # fmt: skip
+    return line
 
 
 def _resolutions_words(resolutions) -> str:
