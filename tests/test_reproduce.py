@@ -734,3 +734,12 @@ def test_the_wall_time_covers_the_runs_trained_not_those_reused(tmp_path, monkey
         "; 1 runs finished by an earlier invocation were reused, not retrained (their own wall times sum to 70 s"
         in report
     )
+
+
+def test_a_cpu_run_names_the_cpu_it_trained_on(monkeypatch):
+    """The quick budget's report said 'on x86_64' (platform.processor() on Linux): the CPU's model name instead."""
+    import mobilenets.bench
+    from mobilenets.reproduce import _environment
+
+    monkeypatch.setattr(mobilenets.bench, "cpu_model", lambda: "Test CPU 9000")
+    assert _environment(BUDGETS["quick"], 1)["hardware"] == "Test CPU 9000"

@@ -729,8 +729,10 @@ def _environment(budget: Budget, jobs: int) -> dict[str, Any]:
 
     import torch
 
+    from .bench import cpu_model  # the CPU's model name: platform.processor() says only "x86_64" on Linux
+
     cuda = uses_gpu(budget) and torch.cuda.is_available()
-    return {"hardware": torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine()),
+    return {"hardware": torch.cuda.get_device_name() if cuda else cpu_model(),
             "torch": torch.__version__, "python": platform.python_version(), "jobs": jobs,
             "command": _command()}  # fmt: skip
 
