@@ -743,3 +743,13 @@ def test_a_cpu_run_names_the_cpu_it_trained_on(monkeypatch):
 
     monkeypatch.setattr(mobilenets.bench, "cpu_model", lambda: "Test CPU 9000")
     assert _environment(BUDGETS["quick"], 1)["hardware"] == "Test CPU 9000"
+
+
+def test_a_time_budget_refused_on_a_cpu_budget_leaves_no_folder(tmp_path):
+    """`reproduce --budget quick --time-budget 10` was refused only after --out (results/reproduce) was made."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+    with pytest.raises(ReproduceError, match=r"^time_budget=10 needs a GPU budget \(--budget full\)"):
+        reproduce(ReproduceConfig(data=str(data), out=str(out), budget="quick", time_budget=10))
+    assert not out.exists()

@@ -333,7 +333,7 @@ def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path
     ceiling and the clock say (a resumed or report-only invocation must not plan a different experiment)."""
     seconds = cfg.time_budget
     if not uses_gpu(budget):
-        raise ReproduceError(f"time_budget={seconds:g} needs a GPU budget (--budget full): its estimate is GPU seconds")
+        raise ReproduceError(gpu_seconds_only(seconds))
     started = saved_epochs(runs, out)
     if len(started) == 1:
         epochs = started.pop()
@@ -361,6 +361,10 @@ def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path
     record = {"seconds": seconds, "epochs": epochs, "from": "estimate", "speed_factor": factor,
               "step_images_per_s": rate, "estimated_s": estimate}  # fmt: skip
     return replace(budget, epochs=epochs), record
+
+
+def gpu_seconds_only(seconds: float) -> str:
+    return f"time_budget={seconds:g} needs a GPU budget (--budget full): its estimate is GPU seconds"
 
 
 def uses_gpu(budget: Budget) -> bool:
@@ -651,6 +655,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise SpecError(f"budget={cfg.budget!r} trains on CUDA, which is not available here (use --budget quick "
                             "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
+    if cfg.time_budget and not uses_gpu(budget):  # refused here, before a folder is made (`fit_time_budget`)
+        raise ReproduceError(gpu_seconds_only(cfg.time_budget))
     if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
         try:  # every run writes under it: an unwritable --out is one error now, not one per run
             out.mkdir(parents=True, exist_ok=True)
