@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from mobilenets.reproduce import (
@@ -185,6 +186,31 @@ def test_a_dataset_no_run_can_train_on_is_one_error_before_any_run(tmp_path, mon
     monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
     with pytest.raises(DataError, match=message):
         reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the options refused are GPU-only: they run on a GPU")
+@pytest.mark.parametrize(("option", "message"), [
+    ("step_graph: true", r"step_graph"),
+    ("compile: true\ncompile_cudagraphs: true", r"compile_cudagraphs is not allowed on cpu"),
+    ("amp: fp16", r"amp='fp16' is not allowed on CPU"),
+    ("depthwise: triton", r"depthwise='triton' is not allowed on cpu"),
+])  # fmt: skip
+def test_a_recipe_this_machine_cannot_run_is_one_error_before_any_run(tmp_path, monkeypatch, option, message):
+    """A GPU-only recipe option on a CPU stops the command once, before any run (each run failed with it in turn)."""
+    import mobilenets.reproduce as rp
+
+    for split in ("train", "val"):
+        for cls in ("gamma", "delta"):
+            (tmp_path / "d" / split / cls).mkdir(parents=True)
+            for i in range(20):
+                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text(f"{option}\n")
+    monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
+    with pytest.raises(ValueError, match=message):
+        reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick",
+                                  recipe=str(recipe)))  # fmt: skip
+    assert not (tmp_path / "o").exists()  # refused before any folder was made
 
 
 def test_missing_data_says_where_it_was_looked_for(tmp_path, monkeypatch):

@@ -53,16 +53,21 @@ class DistEnv:
         return self.world_size > 1
 
 
+def resolve_device(device: str) -> torch.device:
+    """The device type ``device`` ('auto', 'cpu' or 'cuda') trains on here: 'auto' takes CUDA where there is one."""
+    if device not in ("auto", "cpu", "cuda"):  # the process's GPU is its LOCAL_RANK (torchrun), never a named one
+        raise ValueError(f"device={device!r} is not allowed: device must be auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is not allowed: CUDA is not available on this machine")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def setup_distributed(device: str = "auto") -> DistEnv:
     """Read torchrun's environment; start the process group (NCCL for CUDA tensors, gloo for CPU) when world > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device not in ("auto", "cpu", "cuda"):  # the process's GPU is its LOCAL_RANK (torchrun), never a named one
-        raise ValueError(f"device={device!r} is not allowed: device must be auto, cpu or cuda")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' is not allowed: CUDA is not available on this machine")
+    use_cuda = resolve_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)

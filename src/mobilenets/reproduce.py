@@ -178,6 +178,16 @@ def saved_config(folder: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else {}
 
 
+def check_recipe(cfg: TrainConfig) -> None:
+    """What the runs' settings ask of this machine (a GPU-only option on a CPU, a batch BatchNorm cannot use), checked
+    once before any run, as `train` checks its own: every run of a reproduction shares them (`run_config`). Each run
+    used to fail with the same error in turn."""
+    from .engine import resolve_device
+    from .trainer import check_settings
+
+    check_settings(cfg, world_size=1, device=resolve_device(cfg.device))
+
+
 def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
     """How the run saved in ``folder`` (`saved_config`) differs from ``cfg`` as an experiment
     (`TrainConfig.differences`); empty when there is no saved run or it is the same experiment."""
@@ -658,6 +668,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     if cfg.time_budget and not uses_gpu(budget):  # refused here, before a folder is made (`fit_time_budget`)
         raise ReproduceError(gpu_seconds_only(cfg.time_budget))
     if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
+        check_recipe(run_config(plan_runs(list(cfg.experiments), budget)[0], data, out, budget, recipe))
         try:  # every run writes under it: an unwritable --out is one error now, not one per run
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -493,6 +493,34 @@ RUN_FOLDERS = ("checkpoints", "model", "model_best")
 RUN_FILES = (".lock", "config.yaml", "env.json", "metrics.jsonl", "summary.json", "curves.png")
 
 
+def check_settings(cfg: TrainConfig, world_size: int, device: torch.device) -> None:
+    """What ``cfg`` asks of the processes and device it would run on (batch split, BatchNorm's two images, the
+    GPU-only options), checked before any work: `_Run._settings`, and `reproduce` once for all its runs."""
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not allowed: it must split evenly over {world_size} processes"
+        )
+    if cfg.batch_size // world_size < 2 and not cfg.freeze_bn:  # BatchNorm's batch statistics need two
+        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: BatchNorm needs at least 2 images per "
+                          f"process ({world_size} process(es)), or --freeze-bn")  # fmt: skip
+    if cfg.sync_bn and device.type != "cuda":
+        raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
+    if cfg.compile_cudagraphs and world_size > 1:
+        raise ConfigError("compile_cudagraphs is not allowed with several processes: Inductor's CUDA graphs are "
+                          "untried under DistributedDataParallel here; drop --compile-cudagraphs")  # fmt: skip
+    if cfg.compile_cudagraphs and device.type != "cuda":
+        raise ConfigError(f"compile_cudagraphs is not allowed on {device}: CUDA graphs need a CUDA "
+                          "device (Inductor would quietly run without them)")  # fmt: skip
+    step_graph.check(cfg, world_size, device)
+    if cfg.depthwise == "triton" and not kernels.runs_on(device):
+        raise ConfigError(
+            f"depthwise='triton' is not allowed on {device}: it needs triton and a CUDA device "
+            f"(triton {'is' if kernels.triton_available() else 'is not'} installed)"
+        )
+
+
 class _Run:
     clock = staticmethod(time.perf_counter)  # the run's time source (--time-budget's tests drive a simulated one)
 
@@ -509,29 +537,7 @@ class _Run:
     # set-up
     def _settings(self) -> None:
         cfg = self.cfg
-        if cfg.batch_size % self.env.world_size:
-            raise ConfigError(
-                f"batch_size={cfg.batch_size} is not allowed: it must split evenly over {self.env.world_size} processes"
-            )
-        if cfg.batch_size // self.env.world_size < 2 and not cfg.freeze_bn:  # BatchNorm's batch statistics need two
-            raise ConfigError(f"batch_size={cfg.batch_size} is not allowed: BatchNorm needs at least 2 images per "
-                              f"process ({self.env.world_size} process(es)), or --freeze-bn")  # fmt: skip
-        if cfg.sync_bn and self.env.device.type != "cuda":
-            raise ConfigError("sync_bn=True is not allowed on CPU: PyTorch's SyncBatchNorm supports only GPUs")
-        if cfg.amp == "fp16" and self.env.device.type != "cuda":
-            raise ConfigError("amp='fp16' is not allowed on CPU: use amp='bf16' (or none)")
-        if cfg.compile_cudagraphs and self.env.distributed:
-            raise ConfigError("compile_cudagraphs is not allowed with several processes: Inductor's CUDA graphs are "
-                              "untried under DistributedDataParallel here; drop --compile-cudagraphs")  # fmt: skip
-        if cfg.compile_cudagraphs and self.env.device.type != "cuda":
-            raise ConfigError(f"compile_cudagraphs is not allowed on {self.env.device}: CUDA graphs need a CUDA "
-                              "device (Inductor would quietly run without them)")  # fmt: skip
-        step_graph.check(cfg, self.env.world_size, self.env.device)
-        if cfg.depthwise == "triton" and not kernels.runs_on(self.env.device):
-            raise ConfigError(
-                f"depthwise='triton' is not allowed on {self.env.device}: it needs triton and a CUDA device "
-                f"(triton {'is' if kernels.triton_available() else 'is not'} installed)"
-            )
+        check_settings(cfg, self.env.world_size, self.env.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
