@@ -63,6 +63,11 @@ def test_paper_tables_quote_the_numbers_as_printed(capsys):
     assert code == 0 and "| params_M | 29.3 | 29.3 | 0.0 | match |" in out and "29.30" not in out
     code, out, _ = run(capsys, "paper", "--table", "3")
     assert "| mult_adds_M | 52.3 | 52.3 | 0.0 | match |" in out and "| params_M | 0.27 | 0.27 | 0.00 | match |" in out
+    code, out, _ = run(capsys, "paper", "--table", "4", "--format", "table")
+    lines = out.splitlines()
+    header, row = lines[2], next(line for line in lines if "Conv MobileNet  params_M" in line)
+    for column, value in (("published", "29.3"), ("difference", "0.0")):  # numbers right-aligned, as numbers are
+        assert header.index(column) + len(column) == row.index(f" {value} ") + 1 + len(value)
     code, out, _ = run(capsys, "paper", "--format", "json")
     assert {r["decimals"] for r in json.loads(out) if r["table"] == "4"} == {0, 1}  # JSON keeps the numbers
 

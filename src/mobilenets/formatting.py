@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 
 FORMATS = ("table", "md", "csv", "json")
+NUMBER_TEXT = re.compile(r"-?[\d,]*\.?\d+")
 
 
 def _cell(value) -> str:
@@ -54,4 +56,6 @@ def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | No
 
 
 def _is_number(value) -> bool:
+    if isinstance(value, str):  # a number formatted already (`paper.as_printed`'s "4,866"): aligned as one
+        return NUMBER_TEXT.fullmatch(value) is not None
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
