@@ -317,6 +317,21 @@ def test_select_bench_newest_measurement_wins_and_superseded_rows_are_named(caps
     assert json.loads(out)["chosen"]["latency_ms"] == 3.0
 
 
+def test_select_bench_newest_measurement_wins_across_throughput_batches(capsys, tmp_path):
+    """The latency is batch 1's whatever --batch the bench ran: a re-run at another batch supersedes the first run
+    too (with the batch in the key the older row outlasted it when its file came last)."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1}
+    old = {**row, "batch": 1, "latency_ms_median": 9.0, "timestamp": "2026-01-01T00:00:00Z"}
+    new = {**row, "batch": 32, "latency_ms_median": 3.0, "timestamp": "2026-02-01T00:00:00Z"}
+    (tmp_path / "b-new.json").write_text(json.dumps({"rows": [new]}))
+    (tmp_path / "b-old.json").write_text(json.dumps({"rows": [old]}))
+    args = ("--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--latency-ms", "5", "--json")
+    for files in (["b-new.json", "b-old.json"], ["b-old.json", "b-new.json"]):
+        code, out, err = run(capsys, "--bench", *[str(tmp_path / f) for f in files], *args)
+        assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 3.0, files
+        assert "1 bench row(s) superseded" in err
+
+
 def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsys, tmp_path):
     """ort-int8 has no lookup table; when the bench files measured every candidate none is needed."""
     row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort-int8", "threads": 1,

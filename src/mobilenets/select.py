@@ -256,14 +256,15 @@ def read_bench_files(bench_files: Sequence[str]) -> dict[str, tuple[list[dict], 
 def newest_measurements(
     files: dict[str, tuple[list[dict], float]], runtime: str, threads: int
 ) -> tuple[dict[tuple[float, int], float], int]:
-    """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads, batch) over the bench
-    ``files`` (`read_bench_files`), and how many older rows of the same key were superseded (a re-run's numbers
-    replace the first run's)."""
+    """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads) over the bench ``files``
+    (`read_bench_files`), and how many older rows of the same key were superseded (a re-run's numbers replace the
+    first run's). The throughput batch is not in the key: the latency is batch 1's whatever ``--batch`` was, and with
+    it in the key an older row of another batch could outlast the newer one (the later file given won)."""
     newest: dict[tuple, tuple[float, dict]] = {}
     superseded = 0
     for rows, mtime in files.values():
         for row in rows:
-            key = (row["model"], row["runtime"], int(row["threads"]), row.get("batch"))
+            key = (row["model"], row["runtime"], int(row["threads"]))
             when = _row_time(row, mtime)
             if key in newest:
                 superseded += 1
@@ -401,8 +402,8 @@ class LatencySource:
             say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
                 f"not on this machine ({here}): their latencies are used as they are")  # fmt: skip
         if superseded and say is not None:
-            say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime, "
-                "threads and batch (newest wins: row timestamp, else file mtime)")  # fmt: skip
+            say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime "
+                "and threads (newest wins: row timestamp, else file mtime)")  # fmt: skip
         self.table = lut.LatencyLUT.load(lut_path)
         self.predicted: dict[tuple[float, int], float] = {}
         self.ratio: float | None = None  # measured / predicted, worked out on the first prediction asked for
