@@ -332,6 +332,38 @@ def test_select_bench_newest_measurement_wins_across_throughput_batches(capsys, 
         assert "1 bench row(s) superseded" in err
 
 
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        ({"latency_ms_median": None}, "latency_ms_median=None"),  # a traceback
+        ({"latency_ms_median": "fast"}, "latency_ms_median='fast'"),  # Python's message, no file named
+        ({"latency_ms_median": 0}, "latency_ms_median=0"),  # met every budget, scaled every prediction to 0
+        ({"latency_ms_median": -1.0}, "latency_ms_median=-1.0"),
+        ({"threads": None}, "threads=None"),
+        ({"alpha": None}, "alpha=None"),
+    ],
+)
+def test_a_hand_edited_bench_row_is_one_line_naming_file_row_and_value(edit, words, capsys, tmp_path):
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1,
+           "latency_ms_median": 3.0}  # fmt: skip
+    f = tmp_path / "b.json"
+    f.write_text(json.dumps({"rows": [row, {**row, **edit}]}))
+    code, out, err = run(capsys, "--latency-ms", "5", "--bench", str(f), "--alpha-range", "0.25,0.25,0.05",
+                         "--res-range", "128,128,16")  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"bench results file {str(f)!r}, row 2: {words} is not allowed" in err
+
+
+def test_a_nan_latency_in_a_bench_file_is_refused(capsys, tmp_path):
+    """JSON's NaN (json.dumps writes it): the factor scaling the predictions became NaN, and no model met a budget."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1,
+           "latency_ms_median": math.nan}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    code, _, err = run(capsys, "--fps", "30", "--bench", str(tmp_path / "b.json"), "--alpha-range", "0.25,0.25,0.05",
+                       "--res-range", "128,128,16")  # fmt: skip
+    assert code == 2 and "row 1: latency_ms_median=nan is not allowed" in err
+
+
 def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsys, tmp_path):
     """ort-int8 has no lookup table; when the bench files measured every candidate none is needed."""
     row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort-int8", "threads": 1,

@@ -249,8 +249,30 @@ def read_bench_files(bench_files: Sequence[str]) -> dict[str, tuple[list[dict], 
     out = {}
     for f in bench_files:
         rows = bench.read_results(f)  # first: a missing file is its one clear error, not os.stat's
+        for i, row in enumerate(rows):
+            check_bench_row(f, i, row)
         out[f] = rows, os.path.getmtime(f)
     return out
+
+
+def check_bench_row(path: str, index: int, row: dict) -> None:
+    """A ValueError naming the file, row and value where a bench row's fields that `select` reads are not what bench
+    writes (a hand-edited file): a null threads or alpha was a traceback, and a latency of 0, -1 or NaN a model that
+    met every budget (and, through the measured / predicted factor, made every prediction 0, negative or NaN)."""
+
+    def bad(key: str, what: str) -> ValueError:
+        return ValueError(f"bench results file {str(path)!r}, row {index + 1}: {key}={row[key]!r} is not allowed: "
+                          f"{key} must be {what}")  # fmt: skip
+
+    for key in ("model", "runtime"):
+        if not isinstance(row[key], str):
+            raise bad(key, "a string")
+    for key in ("resolution", "threads"):
+        if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] < 1:
+            raise bad(key, "a positive integer")
+    for key in ("alpha", "latency_ms_median"):
+        if not _is_number(row[key]) or not math.isfinite(row[key]) or row[key] <= 0:
+            raise bad(key, "a positive number")
 
 
 def newest_measurements(
