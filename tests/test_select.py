@@ -575,3 +575,23 @@ def test_bench_rows_of_another_machine_are_named_not_taken_silently(tmp_path):
         fn = latency_source("torch", 1, [str(tmp_path / "b.json")], str(tmp_path / "l.json"), say=said.append)
         assert fn(0.5, 128) == (8.0, "measured")
         assert any("other-vendor-chip-9000-64c" in s and "not on this machine" in s for s in said) == noted, said
+
+
+def test_bench_files_without_a_row_of_the_runtime_and_threads_asked_are_named_not_ignored_silently(tmp_path):
+    """--bench with 2-thread rows and --threads 1 (the default): none of the file is used, and the user hears so and
+    what the file holds, rather than reading predictions as if the file had been taken."""
+    keys = set(lut.layer_keys(ModelSpec(alpha=0.5, resolution=128)))
+    (tmp_path / "l.json").write_text(
+        json.dumps({lut.env_key("torch", 1): {"overhead": 0.5, "scale": 1.0, "layers": dict.fromkeys(keys, 0.1)}})
+    )
+    row = {"model": "mobilenet_v1_050_128", "alpha": 0.5, "resolution": 128, "runtime": "torch", "threads": 2,
+           "latency_ms_median": 8.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    for threads, noted in ((1, True), (2, False)):
+        said = []
+        fn = latency_source("torch", threads, [str(tmp_path / "b.json")], str(tmp_path / "l.json"), say=said.append)
+        assert (
+            any("hold no standard MobileNet row of torch, 1 thread(s)" in s and "torch x2" in s for s in said) == noted
+        )
+        if threads == 1:
+            assert fn(0.5, 128) == (pytest.approx(2.0), "predicted")

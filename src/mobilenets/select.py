@@ -423,6 +423,10 @@ class LatencySource:
         if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
             say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
                 f"not on this machine ({here}): their latencies are used as they are")  # fmt: skip
+        if files and not self.measured and say is not None:  # --bench given, and none of it used: say why
+            held = sorted({f"{r['runtime']} x{r['threads']}" for rows, _mtime in files.values() for r in rows})
+            say(f"note: the bench files hold no standard MobileNet row of {runtime}, {threads} thread(s) (they hold "
+                f"{', '.join(held) or 'no rows'}): every latency comes from the lookup table")  # fmt: skip
         if superseded and say is not None:
             say(f"note: {superseded} bench row(s) superseded by a newer measurement of the same model, runtime "
                 "and threads (newest wins: row timestamp, else file mtime)")  # fmt: skip
