@@ -291,6 +291,18 @@ def test_fit_calibration_picks_the_memory_terms_when_bytes_explain_the_differenc
         lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006, memory=feats[:2])
 
 
+def test_a_calibrated_prediction_is_never_below_the_overhead():
+    """The memory fit's offset is negative on ONNX Runtime (-0.13 ms in the committed table): the smallest models'
+    sums are smaller than that, and a prediction of 0 or below met every budget in `select` (FPS infinite)."""
+    keys = ["block:8:16:1:1:48x48", "block:16:32:2:1:48x48"]
+    table = {"overhead": 0.005, "intercept": -0.13, "scale": 1.0, "per_layer": 0.0, "ms_per_weight_mb": 0.05,
+             "ms_per_blocked_mb": -0.04, "block_channels": 16, "layers": dict.fromkeys(keys, 0.02)}  # fmt: skip
+    assert lut.predict_from_table(table, keys) == 0.005
+    table["layers"] = dict.fromkeys(keys, 1.0)  # above the floor the fit is untouched
+    weights, blocked = lut.memory_features(keys, 16)
+    assert lut.predict_from_table(table, keys) == pytest.approx(-0.13 + 2.0 + 0.05 * weights - 0.04 * blocked)
+
+
 def test_fill_keeps_the_minimum_over_rounds():
     calls = []
 

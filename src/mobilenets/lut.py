@@ -399,7 +399,9 @@ def memory_features(keys: list[str], block: int = 16) -> tuple[float, float]:
 
 def predict_from_table(table: dict[str, Any], keys: list[str]) -> float:
     """intercept + scale x the sum of the entries + per_layer x their number + the memory terms (ms per weight MiB,
-    ms per blocked activation MiB; `memory_features`); overhead + sum until calibrated."""
+    ms per blocked activation MiB; `memory_features`); overhead + sum until calibrated. At least the overhead (the
+    runtime running a trivial graph): a fitted negative offset or per-MiB saving took the smallest models to 0 or
+    below, which met every latency budget (FPS infinite, written as JSON's invalid ``Infinity``)."""
     scale = table.get("scale") or 1.0
     intercept = table.get("intercept")
     base = table["overhead"] if intercept is None else intercept
@@ -408,7 +410,7 @@ def predict_from_table(table: dict[str, Any], keys: list[str]) -> float:
     if per_weight or per_blocked:
         weights, blocked = memory_features(keys, table.get("block_channels", 16))
         ms += per_weight * weights + per_blocked * blocked
-    return ms
+    return max(ms, table["overhead"])
 
 
 def fit_scale(sums: list[float], measured: list[float], overhead: float) -> float:
