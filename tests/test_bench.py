@@ -166,6 +166,19 @@ def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 15)
 
 
+@pytest.mark.parametrize("option", ["--out", "--plots"])
+def test_cli_bench_lut_refuses_out_and_plots_it_would_not_write(option, tmp_path, capsys, monkeypatch):
+    """--lut printed its predictions and returned: --out wrote no results file and --plots no figure, silently."""
+    from mobilenets import lut
+
+    monkeypatch.setattr(lut, "KeyTimer", lambda *a, **k: pytest.fail("measured before refusing"))
+    target = tmp_path / "res"
+    code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "ort", "--lut-file", str(tmp_path / "l.json"),
+                 option, str(target)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{option[2:]}={str(target)!r} is not allowed with --lut" in err, err
+
+
 @pytest.mark.parametrize(
     "argv,words", [(["--threads", "0"], ["threads=(0,)"]), (["--threads", "-1"], ["threads=(-1,)"])]
 )

@@ -413,6 +413,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.lut:
         from . import lut
 
+        for name, value in (("out", args.out), ("plots", args.plots)):  # silently ignored: no file, no word
+            if value is not None:
+                raise ValueError(f"{name}={value!r} is not allowed with --lut: predictions are printed only (a results "
+                                 "file holds measurements, which select takes as measured); drop --lut to measure, "
+                                 f"or --{name}")  # fmt: skip
         rows = lut.predict_rows(cfg, path=args.lut_file)
         print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
         return 0
