@@ -332,6 +332,18 @@ def test_select_bench_newest_measurement_wins_across_throughput_batches(capsys, 
         assert "1 bench row(s) superseded" in err
 
 
+def test_superseded_rows_of_other_runtimes_and_threads_are_not_counted(capsys, tmp_path):
+    """Re-runs of another runtime or thread count are none of this selection's business: no note about them."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 1}
+    old = {**row, "latency_ms_median": 9.0, "timestamp": "2026-01-01T00:00:00Z"}
+    new = {**row, "latency_ms_median": 3.0, "timestamp": "2026-02-01T00:00:00Z"}
+    (tmp_path / "old.json").write_text(json.dumps({"rows": [{**old, "threads": 2}, {**old, "runtime": "torch"}]}))
+    (tmp_path / "new.json").write_text(json.dumps({"rows": [new, {**new, "threads": 2}, {**new, "runtime": "torch"}]}))
+    args = ("--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--latency-ms", "5", "--json")
+    code, out, err = run(capsys, "--bench", str(tmp_path / "old.json"), str(tmp_path / "new.json"), *args)
+    assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 3.0 and "superseded" not in err, err
+
+
 @pytest.mark.parametrize(
     "edit,words",
     [

@@ -279,9 +279,10 @@ def newest_measurements(
     files: dict[str, tuple[list[dict], float]], runtime: str, threads: int
 ) -> tuple[dict[tuple[float, int], float], int]:
     """(alpha, resolution) -> median ms of the newest row per (model, runtime, threads) over the bench ``files``
-    (`read_bench_files`), and how many older rows of the same key were superseded (a re-run's numbers replace the
-    first run's). The throughput batch is not in the key: the latency is batch 1's whatever ``--batch`` was, and with
-    it in the key an older row of another batch could outlast the newer one (the later file given won)."""
+    (`read_bench_files`), and how many older rows of ``runtime`` and ``threads`` were superseded (a re-run's numbers
+    replace the first run's). The throughput batch is not in the key: the latency is batch 1's whatever ``--batch``
+    was, and with it in the key an older row of another batch could outlast the newer one (the later file given
+    won)."""
     newest: dict[tuple, tuple[float, dict]] = {}
     superseded = 0
     for rows, mtime in files.values():
@@ -289,7 +290,7 @@ def newest_measurements(
             key = (row["model"], row["runtime"], int(row["threads"]))
             when = _row_time(row, mtime)
             if key in newest:
-                superseded += 1
+                superseded += row["runtime"] == runtime and int(row["threads"]) == threads  # the rows select reads
                 if when < newest[key][0]:
                     continue
             newest[key] = (when, row)
