@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from mobilenets.data import shared_data_root
+# The suite's own cache folder ($MOBILENETS_CACHE: select's latency table): no test reads what an earlier run or the
+# user's `select` saved in ~/.cache/mobilenets, or writes there. Set before mobilenets is imported (lut reads it then);
+# the commands the tests start inherit it.
+CACHE = tempfile.mkdtemp(prefix="mobilenets-tests-cache-")
+os.environ["MOBILENETS_CACHE"] = CACHE
+atexit.register(shutil.rmtree, CACHE, True)
+
+from mobilenets.data import shared_data_root  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,14 @@ class Counter:
     def __call__(self, key):
         self.calls.append(key)
         return PER_KIND[key.split(":")[0]]
+
+
+def test_the_suite_keeps_its_latency_table_out_of_the_users_cache():
+    """select's default table is per machine and kept (~/.cache/mobilenets): a test that timed shapes into it, or read
+    one a user's select saved there, would depend on what ran before. conftest points $MOBILENETS_CACHE elsewhere."""
+    from .conftest import CACHE
+
+    assert lut.DEFAULT_PATH.parent == Path(CACHE) and Path.home() not in lut.DEFAULT_PATH.parents
 
 
 def test_layer_keys_follow_the_plan():
