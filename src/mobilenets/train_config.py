@@ -78,7 +78,11 @@ class TrainConfig:
     resolution: int | None = _f(None, "training and evaluation input size (overrides the model's)")
     act: str | None = _f(None, "activation: relu (paper) or relu6")
     dropout: float | None = _f(None, "dropout before the classifier (overrides the model's)")
-    init: str | None = _f(None, "start from these weights (our format); the head is reset when classes differ")
+    init: str | None = _f(
+        None,
+        "start from these weights (our format); the head keeps the rows of the classes they name (by label, or "
+        "ImageNet wnid), and is reset otherwise",
+    )
     freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
     freeze_bn: bool = _f(False, "keep every BatchNorm in eval mode (running statistics, not batch statistics)")

@@ -181,8 +181,9 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
 
 
 def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
-    """A fresh model from the registry, or ``--init`` weights with the head reset when the classes differ (their
-    count, or the names the weights record).
+    """A fresh model from the registry, or ``--init`` weights: their head's rows for the class folders when the
+    weights name them all (`head_rows`: by label or ImageNet wnid, picked and reordered), else the head reset when
+    the classes differ (their count, or the names the weights record).
 
     With ``--init`` the weights fix the architecture: a width or activation the config asks for (a recipe's
     ``act: relu`` beside converted relu6 weights, say) cannot apply, and ``say`` reports which one the run keeps."""
@@ -201,7 +202,10 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
             say(f"note: model={cfg.model!r} does not apply to --init weights: training their {kept}")
         if (cfg.resolution or not model.spec.name) and model.spec.variant == "standard":  # converted: unnamed
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
-        if model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
+        rows = head_rows(model.spec, classes)
+        if rows is not None:
+            keep_head_rows(model, rows)
+        elif model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
             model.reset_classifier(len(classes))  # (as many) other classes: its rows would score the wrong ones
         model.spec = model.spec.replace(labels=labels)
         if cfg.dropout is not None:
@@ -210,6 +214,29 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
         return model
     overrides = {k: getattr(cfg, k) for k in ("alpha", "resolution", "act", "dropout") if getattr(cfg, k) is not None}
     return create_model(model_spec(cfg.model, num_classes=len(classes), labels=labels, **overrides))  # grid-named
+
+
+def head_rows(spec, classes: list[str]) -> list[int] | None:
+    """The classifier row of each class folder, in the folders' order, when the weights name every one of them (by
+    label, or by ImageNet wnid for an ImageNet head: `labels.class_indices`, as `eval` and a teacher match them) in
+    another order or among other classes; None when their rows already are the folders' or some folder is unknown."""
+    names = spec.labels or (resolve_labels(spec) if spec.num_classes in (1000, 1001) else ())
+    if not names or tuple(names) == tuple(classes):
+        return None
+    found, unknown = class_indices(list(classes), names)
+    return None if unknown else [found[c] for c in classes]
+
+
+@torch.no_grad()
+def keep_head_rows(model: MobileNetV1, rows: list[int]) -> None:
+    """A classifier of the trained rows ``rows`` only, in that order: fine-tuning ImageNet weights on Imagenette's
+    wnid folders starts from their trained scores for those 10 classes (as `PickOutputs` restricts a teacher), not
+    from a random head."""
+    old = model.classifier
+    model.reset_classifier(len(rows))
+    index = torch.tensor(rows, dtype=torch.long, device=old.weight.device)
+    model.classifier.weight.copy_(old.weight.index_select(0, index))
+    model.classifier.bias.copy_(old.bias.index_select(0, index))
 
 
 CALIBRATION_IMAGES, CALIBRATION_BATCH = 128, 32
