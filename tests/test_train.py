@@ -189,7 +189,7 @@ def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_finetune_freeze_backbone_resets_head(trained, tmp_path):
+def test_finetune_freeze_backbone_trains_only_the_head(trained, tmp_path):
     root, out, _ = trained
     sub = tmp_path / "two"
     for split in ("train", "val"):
