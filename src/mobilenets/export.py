@@ -16,7 +16,8 @@ highest resolution on 3..32 channels, where ONNX Runtime's INT8 CPU kernels are 
 NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 99 us INT8 vs 44 us fp32, first depthwise 72 us vs 24 us).
 Keeping them fp32 took ORT INT8 over ORT fp32 from 1.06x to 1.58x for 0.25-128, 2.52x to 2.81x for 0.75-192 and
 2.70x to 2.88x for 1.0-224, with top-1 within 0.4 points of fp32 (results/int8-amd-epyc-b1-t1.md). Everything after
-them is INT8, so the graph has a single fp32->INT8 transition.
+them is INT8, so the graph has a single fp32->INT8 transition. The output is not quantized: the classifier's INT8
+Gemm writes fp32 logits (see `quantize_int8`).
 """
 
 from __future__ import annotations
@@ -474,8 +475,8 @@ def quantize_int8(
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
 
     The first ``fp32_head`` Conv nodes (graph order: stem, first depthwise, ...) are left fp32; 0 quantizes every
-    conv (what OpenVINO's CPU plugin prefers by a few percent). Metadata of the fp32 model is carried over, with
-    ``precision`` and ``quantization`` updated.
+    conv (what OpenVINO's CPU plugin prefers by a few percent). The logits stay fp32. Metadata of the fp32 model is
+    carried over, with ``precision`` and ``quantization`` updated.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -515,11 +516,18 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
             nodes_to_exclude=convs[:fp32_head],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            extra_options={
+                "WeightSymmetric": True,
+                "ActivationSymmetric": False,
+                # the classifier's (int8) Gemm hands out fp32 logits: quantized to uint8 they took 80-100 levels per
+                # image, and 1.6-7% of real photos had two classes tied at the top (TFLite 0.25-0.75 weights on
+                # Imagenette and imagenet-sample), whose top-1 then depended on each runtime's and command's tie-break
+                "OpTypesToExcludeOutputQuantization": ["Gemm"],
+            },
         )
         proto = onnx.load(str(q))
     quant = f"int8 static QDQ, weights int8 symmetric {'per-channel' if per_channel else 'per-tensor'}, "
-    quant += f"activations uint8 ({method} calibration)"
+    quant += f"activations uint8 ({method} calibration), logits fp32"
     if fp32_head:
         quant += f"; first {fp32_head} conv(s) kept fp32"
     # a callable is asked once the batches are read: it may say how many files they skipped
