@@ -171,6 +171,20 @@ def test_evaluate_counts_top5_and_gives_none_for_five_classes_or_fewer():
     assert nothing["images"] == 0 and nothing["images_per_s"] == 0  # it said 1 image
 
 
+def test_evaluate_ranks_tied_logits_by_class_index_as_predict_does():
+    """Logits on a grid (an INT8 file's dequantized uint8 logits) tie at the top; eval scored torch.topk's pick of the
+    tied classes, predict showed numpy argsort's, and the two commands disagreed on the same file's top-1."""
+    from mobilenets.engine import evaluate
+    from mobilenets.infer import top_k
+
+    logits = torch.randint(0, 50, (64, 1000), generator=torch.Generator().manual_seed(0)).float()
+    first = logits.argmax(1)  # the lowest index among the tied maxima
+    r = evaluate(torch.nn.Identity(), [(logits, first, [])], 1000, DistEnv())
+    assert r["top1"] == 1.0
+    labels = [str(i) for i in range(1000)]
+    assert [top_k(row.numpy(), labels, 1)[0]["index"] for row in logits] == first.tolist()
+
+
 def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     """It printed top-1 0.0000 over '1 images' and exited 0; the count is the images scored, and none is an error."""
     save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")

@@ -506,7 +506,9 @@ def evaluate(model, loader, num_classes: int, env: DistEnv, *, amp_dtype=None, c
         with ctx:
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
-        pred = logits.topk(k, 1).indices
+        # equal logits rank by class index, the lower first (argmax's rule, and predict's): topk's order of ties is
+        # unspecified, and an INT8 file with quantized logits has ties at the top on a few percent of photos
+        pred = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
         hit1 = (pred[:, 0] == labels).double()
         top1.index_add_(0, labels, hit1)
         total.index_add_(0, labels, torch.ones_like(hit1))

@@ -131,8 +131,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[dict]:
     """The ``k`` most probable classes: output index, label, readable name (an ImageNet wnid label's class name,
-    else the label itself) and probability."""
-    order = np.argsort(-probs)[:k]
+    else the label itself) and probability. Equal probabilities rank by index, the lower first (as ``argmax`` and
+    `engine.evaluate` rank them): numpy's default sort left their order to chance, so a tied top class could be
+    another than the one eval scored."""
+    order = np.argsort(-probs, kind="stable")[:k]
     return [
         {"index": int(i), "label": labels[i], "name": wnid_name(labels[i]) or labels[i], "prob": float(probs[i])}
         for i in order
