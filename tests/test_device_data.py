@@ -252,6 +252,29 @@ def test_device_decode_takes_baseline_jpegs_and_leaves_the_rest_to_the_cpu(tmp_p
     assert torch.equal(dev.images, cpu.images) and torch.equal(dev.labels, cpu.labels)
 
 
+def test_a_jpeg_turned_by_its_exif_orientation_is_decoded_upright_off_the_device_decode(tmp_path):
+    """nvjpeg does not apply a JPEG's EXIF orientation: such files take the CPU path, which turns them upright (the
+    same pixels as an untagged upright file would give is what the host path reads)."""
+    from PIL import Image
+
+    from mobilenets.preprocess import exif_turned
+
+    photos = _samples(data_path("imagenette", "val", "n03028079"), 2)
+    with Image.open(photos[0][0]) as im:
+        stored = im.convert("RGB").resize((80, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    assert exif_turned((tmp_path / "turned.jpg").read_bytes()) and not exif_turned(Path(photos[1][0]).read_bytes())
+    samples = [(str(tmp_path / "turned.jpg"), 0), photos[1]]
+    cpu = load_to_device(samples, 48, "cpu", threads=1, keep=False)
+    dev = load_to_device(samples, 48, "cpu", threads=1, keep=False, decode_on_device=True)
+    assert dev.decoded_on_device == 1  # the untagged photo only
+    assert torch.equal(dev.images, cpu.images)
+    upright = read_image(tmp_path / "turned.jpg")
+    assert upright.shape == (3, 80, 60)
+
+
 def test_gpu_decode_needs_the_device_path_and_falls_back_to_cpu_off_a_gpu(tmp_path, capsys):
     from mobilenets.train_config import ConfigError
 

@@ -2,7 +2,9 @@
 
 Decoding: torchvision.io (libjpeg-turbo, libpng, ...) with Pillow as the fallback for anything else; every image
 comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted; 16-bit samples, grey or
-colour, are rounded to the nearest of 256 levels, `to_8_bits`, not truncated to their high byte as Pillow does).
+colour, are rounded to the nearest of 256 levels, `to_8_bits`, not truncated to their high byte as Pillow does),
+and turned upright as an EXIF orientation says (Pillow's `ImageOps.exif_transpose`; timm and torchvision's defaults
+read the stored pixels, so a phone's portrait photo came out sideways).
 Eval transform (timm's single-crop ImageNet evaluation; crop_pct 0.875 by default: 256 for 224): resize the shorter
 side to resolution / crop_pct, center crop, scale to [0, 1], normalise with the spec's mean/std. TF-trained weights
 use mean = std = 0.5, i.e. inputs in [-1, 1].
@@ -36,16 +38,21 @@ class ImageError(ValueError):
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file to a uint8 RGB tensor (3, H, W)."""
+    """Decode an image file to a uint8 RGB tensor (3, H, W), turned upright as its EXIF orientation says (a phone's
+    portrait photo is stored sideways with a tag saying so; what a viewer shows is what the model must see)."""
     path = Path(path)
     data = path.read_bytes()  # FileNotFoundError names the path
     if not data:
         raise ImageError(f"{path}: empty file (0 bytes)")
     try:
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        img = decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True
+        )
         if img.dtype == torch.uint16:  # 16-bit PNG, grey or colour: libpng hands over all 16 bits
             img = to_8_bits(img.to(torch.int64)).to(torch.uint8)
         if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
+            if data[8:12] == b"WEBP" and exif_turned(data):  # torchvision turns JPEGs and PNGs only; Pillow all
+                return _read_with_pillow(path)
             return img
     except (RuntimeError, ValueError):
         pass
@@ -65,6 +72,22 @@ def failure_reason(exc: Exception, path: str | os.PathLike) -> str:
         return exc.strerror
     text, prefix = str(exc), f"{Path(path)}: "
     return (text[len(prefix) :] if text.startswith(prefix) else text) or type(exc).__name__
+
+
+def exif_turned(data: bytes) -> bool:
+    """Whether an encoded image carries an EXIF orientation other than upright (2-8): nvjpeg's decode does not apply
+    it (`device_data` leaves those files to `read_image`), nor torchvision's WebP decode."""
+    if data[:2] == b"\xff\xd8" and b"Exif\x00\x00" not in data[:65536]:  # a JPEG's APP1 is at its start
+        return False
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.getexif().get(0x0112, 1) in range(2, 9)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False  # the decoders say what is wrong with it
 
 
 def jpeg_frame(data: bytes) -> tuple[int, int] | None:
@@ -112,11 +135,12 @@ def decode_all(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R
 
 def _read_with_pillow(path: Path) -> torch.Tensor:
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # upright, as torchvision's decode is asked to turn it
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit samples to 8 bits, 65535 -> 255 for every image
                 arr = np.clip(np.asarray(im, dtype=np.int64), 0, None)
                 full = max(65535, int(arr.max()))  # wider integer data: by its own range
