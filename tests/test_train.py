@@ -81,11 +81,21 @@ def cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
     )
 
 
-def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    """``mobilenets ARGS`` in ``nproc`` processes on this machine (gloo on CPU), as a user would launch them."""
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``mobilenets ARGS`` in ``nproc`` processes on this machine (gloo on CPU), as a user would launch them. A job
+    still running after ``timeout`` s (processes waiting for each other) fails the test; torchrun is stopped with
+    SIGTERM, on which it stops its workers (each in a session of its own: killing torchrun would leave them waiting)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd, "-m", "mobilenets", *args], env=env, capture_output=True, text=True, timeout=300)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with subprocess.Popen([*cmd, "-m", "mobilenets", *args], env=env, **pipes) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"{nproc} processes still running after {timeout} s (a hang): {err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --- a run that learns --------------------------------------------------------------------------------------------
@@ -819,6 +829,22 @@ def test_two_process_validation_scores_the_weights_it_saves(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     again = evaluate_weights(out / "model", data / "val", batch_size=4, workers=0, threads=1)
     assert summary["val_images"] == again["images"] == 16
+    assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_process_with_no_val_image_does_not_hang_the_others(tmp_path):
+    """2 val images for 3 processes: the third scores none. Without an EMA the model under DDP was scored, whose first
+    forward after training broadcasts rank 0's buffers, a collective that process never joined: the job hung."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 6, 1)
+    out = tmp_path / "run"
+    proc = torchrun(["train", "--out", str(out), "--data", str(data), "--alpha", "0.25", "--resolution", "32",
+                     "--batch-size", "6", "--epochs", "1", "--workers", "0", "--threads", "1", "--quiet"],
+                    nproc=3, timeout=90)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    again = evaluate_weights(out / "model", data / "val", batch_size=4, workers=0, threads=1)
+    assert summary["val_images"] == again["images"] == 2
     assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
 
 

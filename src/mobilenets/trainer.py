@@ -733,6 +733,7 @@ class _Run:
                 wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None
             )
         self.wrapped = compiled(wrapped, cfg)
+        self.eval_net = compiled(self.model, cfg) if env.distributed else self.wrapped  # `_eval_model`
         self.teacher = None
         if cfg.teacher:
             spec = unwrap(self.model).spec
@@ -1013,7 +1014,11 @@ class _Run:
         return report
 
     def _eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.wrapped
+        """What `_validate` scores: the EMA, or the model, never its DistributedDataParallel wrapper. DDP's first
+        forward after training broadcasts rank 0's buffers, a collective that a process with no val image (fewer
+        images than processes) never joins: the others waited in it for ever. `broadcast_buffers` does that
+        broadcast on every process before each evaluation."""
+        return self.ema.module if self.ema is not None else self.eval_net
 
     def _save_weights(self, folder: str, metrics: dict) -> None:
         if not self.env.is_main:
