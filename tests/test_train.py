@@ -848,6 +848,24 @@ def test_a_process_with_no_val_image_does_not_hang_the_others(tmp_path):
     assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_eval_under_torchrun_counts_each_image_once_and_prints_once(tmp_path):
+    """Every process used to score the whole split and print: the images (and images/s) counted twice, two reports."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:3], 1, 3) / "val"
+    (data / CLASSES4[0] / "broken.jpg").write_bytes(b"not an image")
+    weights = tmp_path / "w"
+    save(create_model("mobilenet_v1_025", resolution=32, num_classes=3, labels=tuple(CLASSES4[:3])), weights)
+    proc = torchrun(["eval", "--weights", str(weights), "--data", str(data), "--batch-size", "2", "--workers", "0",
+                     "--threads", "1", "--json"], timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shared = json.loads(proc.stdout)  # one report
+    alone = evaluate_weights(weights, data, batch_size=2, workers=0, threads=1)
+    assert shared["images"] == alone["images"] == 9
+    assert shared["skipped_files"]["count"] == alone["skipped_files"]["count"] == 1
+    assert shared["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    assert shared["per_class_top1"] == pytest.approx(alone["per_class_top1"])
+
+
 # --- bad data -----------------------------------------------------------------------------------------------------
 
 

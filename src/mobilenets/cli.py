@@ -596,6 +596,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every process has the result: one prints it
+        return 0
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

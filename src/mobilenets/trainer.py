@@ -1358,6 +1358,8 @@ def evaluate_weights(
     included, run by ONNX Runtime) on an image-folder split (``ROOT/val``).
 
     Folder classes are matched to the model's labels by name; without labels, the sorted folder order is used.
+    Under torchrun each process scores its share of the images (`ShardSampler`) and every process returns the sums
+    over all of them: each image counted once.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
@@ -1367,8 +1369,13 @@ def evaluate_weights(
         raise ConfigError(f"resolution={resolution!r} is not allowed: resolution must be a positive integer")
     from .runtimes import torch_threads
 
+    started = not torch.distributed.is_initialized()  # a process group this call starts (torchrun), it ends
     with torch_threads(threads):  # the caller's thread count comes back afterwards
-        return _evaluate(weights, data, resolution, batch_size, workers, device, threads)
+        try:
+            return _evaluate(weights, data, resolution, batch_size, workers, device, threads)
+        finally:
+            if started:
+                cleanup_distributed()
 
 
 class OnnxClassifier(nn.Module):
@@ -1427,10 +1434,12 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
     elif len(split.classes) > spec.num_classes:
         raise DataError(f"{data}: {len(split.classes)} class folders but the model has {spec.num_classes} classes")
     ds = ImageFolderDataset(split, eval_transform(spec, spec.resolution))
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    loader = DataLoader(
+        ds, batch_size=batch_size, sampler=ShardSampler(len(ds), env), num_workers=workers, collate_fn=collate
+    )
     result = evaluate(model, loader, spec.num_classes, env)
     bad = BadFiles()
-    for i, reason in result.pop("bad"):
+    for i, reason in sorted({i: r for part in gather_objects(result.pop("bad"), env) for i, r in part}.items()):
         bad.add(ds.samples[i][0], reason)
     if not result["images"]:  # a top-1 of 0 over no image would read as a score
         raise nothing_read(data, bad)
