@@ -81,14 +81,16 @@ def cli(args: list[str], **env_extra) -> subprocess.CompletedProcess:
     )
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str], nproc: int = 2, timeout: float = 300, program: tuple[str, ...] = ("-m", "mobilenets")
+) -> subprocess.CompletedProcess:
     """``mobilenets ARGS`` in ``nproc`` processes on this machine (gloo on CPU), as a user would launch them. A job
     still running after ``timeout`` s (processes waiting for each other) fails the test; torchrun is stopped with
     SIGTERM, on which it stops its workers (each in a session of its own: killing torchrun would leave them waiting)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    with subprocess.Popen([*cmd, "-m", "mobilenets", *args], env=env, **pipes) as proc:
+    with subprocess.Popen([*cmd, *program, *args], env=env, **pipes) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -830,6 +832,55 @@ def test_two_process_validation_scores_the_weights_it_saves(tmp_path):
     again = evaluate_weights(out / "model", data / "val", batch_size=4, workers=0, threads=1)
     assert summary["val_images"] == again["images"] == 16
     assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
+
+
+# `mobilenets` with each process writing a digest of its random state at every training forward of the dropout layer
+# to OUT.rng-RANK: the state its dropout mask is drawn from
+RNG_LOGGER = """
+import hashlib, os, sys
+import torch
+from mobilenets import trainer
+from mobilenets.cli import main
+
+build = trainer.build_model
+
+def logged(cfg, classes, say=lambda msg: None):
+    model = build(cfg, classes, say)
+    def record(module, _inputs):
+        if module.training:
+            with open(f"{cfg.out}.rng-{os.environ['RANK']}", "a") as f:
+                f.write(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest() + "\\n")
+    model.head_drop.register_forward_pre_hook(record)
+    return model
+
+trainer.build_model = logged
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_each_process_draws_its_own_dropout_masks_and_a_resume_goes_on_with_them(tmp_path):
+    """Every process was seeded alike (so that they build the same model) and then drew alike: each dropped the same
+    units of its own images at every step. Each now has a stream of its own, which a mid-epoch checkpoint saves for
+    each process, so a resume under torchrun stays bit-identical to the uninterrupted run."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 20, 2)  # 5 steps per epoch
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(RNG_LOGGER)
+    common = ["--data", str(data), "--alpha", "0.25", "--resolution", "32", "--batch-size", "8", "--epochs", "2",
+              "--workers", "0", "--threads", "1", "--deterministic", "--dropout", "0.5", "--ema-decay", "0.9",
+              "--save-every", "2", "--quiet"]  # fmt: skip
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    for args in ([*common, "--out", str(ref)], [*common, "--out", str(run), "--max-steps", "7"],
+                 [*common, "--out", str(run), "--resume", "auto"]):  # fmt: skip
+        proc = torchrun(["train", *args], timeout=120, program=(str(launcher),))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    streams = [Path(f"{ref}.rng-{rank}").read_text().split() for rank in (0, 1)]
+    assert len(streams[0]) == len(streams[1]) == 10
+    assert all(a != b for a, b in zip(*streams, strict=True))  # no step draws the same masks on both processes
+    assert [Path(f"{run}.rng-{rank}").read_text().split() for rank in (0, 1)] == streams  # stopped at step 7, resumed
+    a = read_state_dict(ref / "model" / "model.safetensors")
+    b = read_state_dict(run / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

@@ -155,6 +155,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of process ``rank``'s own random stream from optimizer step ``step`` on (the trainer's
+    `_Run._rank_rng`)."""
+    return ((seed * 1_000_003 + rank) * 10_000_019 + step) % (2**63)
+
+
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -68,6 +68,7 @@ from .engine import (
     list_checkpoints,
     load_checkpoint,
     log,
+    rank_seed,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -845,6 +846,7 @@ class _Run:
         self.wall_before = 0.0
         self.resumed_from = None
         if self.found is None:
+            self._rank_rng(None)
             return
         path, state = self.found
         self.found = None  # the state's tensors are the model's and optimizer's from here on
@@ -856,7 +858,7 @@ class _Run:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        self._rank_rng(state)
         self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
         self._check_resumed_length(path, state["global_step"])
         # the interrupted epoch's totals so far (older checkpoints have none: that epoch's row then covers the rest)
@@ -872,6 +874,22 @@ class _Run:
             self.epochs = min(self.cfg.epochs, self.plan["epochs"])
         self.resumed_from = str(path)
         self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+
+    def _rank_rng(self, state: dict | None) -> None:
+        """Each process's random stream from here on (the dropout masks; augmentation and MixUp seed their own). The
+        processes are seeded alike so that they build the same model, and drawing alike from there they dropped the
+        same units of their own images, every step. Process r > 0 is reseeded here (`engine.rank_seed`); rank 0 goes
+        on as a single process does. A checkpoint brings back every process's state; one saved by another process
+        count, or before they were saved, gives rank 0 its state and the others fresh seeds."""
+        rank, world = self.env.rank, self.env.world_size
+        saved = (state or {}).get("rng_ranks")
+        if saved is not None and len(saved) == world:
+            set_rng_state(saved[rank])
+            return
+        if state is not None:
+            set_rng_state(state["rng"])
+        if rank:
+            seed_everything(rank_seed(self.cfg.seed, rank, state["global_step"] if state else 0))
 
     def _check_resumed_length(self, path: Path, global_step: int) -> None:
         """A resume may lengthen or shorten the run, but not below where the checkpoint is: model/ would then hold a
@@ -950,7 +968,9 @@ class _Run:
         return {"top1": top1, "top5": prov.get("val_top5"), "epoch": epoch}
 
     def _checkpoint(self, epoch: int, step_in_epoch: int, totals: dict | None = None) -> None:
-        """Save where the run is; mid-epoch, ``totals`` are the epoch's so far (`engine.epoch_totals`)."""
+        """Save where the run is; mid-epoch, ``totals`` are the epoch's so far (`engine.epoch_totals`). Every process
+        calls it (its random state is gathered); the main process writes."""
+        rngs = gather_objects(rng_state(), self.env)
         if not self.env.is_main:
             return
         state = {
@@ -958,7 +978,8 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "rng_ranks": rngs if self.env.distributed else None,  # each process's (`_rank_rng`)
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "epoch_totals": totals if step_in_epoch else None,
