@@ -1835,6 +1835,26 @@ def test_an_unwritable_out_or_output_is_a_machine_failure_exit_1(tmp_path, capsy
     assert err.count("\n") == 1, err
 
 
+def test_a_process_whose_peer_stopped_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """When one process of a torchrun job fails (its own one line says why), the others meet a closed connection in
+    their next collective: that used to print a 45-line gloo traceback on each of them, burying the cause."""
+    gone = RuntimeError("[../gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:25222: Connection reset by peer")
+
+    def peer_gone(cfg):
+        raise gone
+
+    monkeypatch.setattr(trainer_module, "train", peer_gone)
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another process of this torchrun job stopped" in err
+    monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is a bug: its traceback is the report
+    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+        main(args)
+
+
 @pytest.mark.slow
 def test_an_output_in_the_way_stops_every_ddp_process(tmp_path):
     """Only rank 0 writes, so only it probes the outputs: every process stops with it, none waits for the others."""

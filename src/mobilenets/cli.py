@@ -766,11 +766,24 @@ def _environment_error(exc: Exception, args: argparse.Namespace) -> str | None:
     av = sys.modules.get("av")
     if isinstance(exc, OSError) or (av is not None and isinstance(exc, av.FFmpegError)):
         return _os_message(exc)
+    if _peer_gone(exc):  # the cause is another process's own line; this one's traceback would bury it
+        return "another process of this torchrun job stopped (its own error line says why); this one could not go on"
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in ("out of memory", "can't allocate memory"))
     ):
         return _oom_message(exc, args)
     return None
+
+
+def _peer_gone(exc: Exception) -> bool:
+    """Whether ``exc`` is what a process of a torchrun job meets in a collective when another process has ended (a
+    failure there, printed as its own line): gloo's connection to it is closed or reset."""
+    text = str(exc)
+    return (
+        os.environ.get("WORLD_SIZE", "1") != "1"
+        and isinstance(exc, RuntimeError)
+        and ("Connection closed by peer" in text or "Connection reset by peer" in text)
+    )
 
 
 def _oom_message(exc: Exception, args: argparse.Namespace) -> str:
