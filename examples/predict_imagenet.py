@@ -53,14 +53,15 @@ def weights_folder(args: argparse.Namespace, images: list[Path]) -> Path:
     tflite, classes = args.tflite or DEFAULT_TFLITE, args.classes or 1000
     folder = args.weights or Path("runs/weights") / f"{tflite.stem}-{classes}"
     converted = (folder / "config.json").is_file()
-    needed = ([] if converted else [tflite]) + ([] if images else [DATA])
+    check = converted and (args.weights is None or args.tflite or args.classes)  # the folder must hold what was asked
+    needed = ([tflite] if check or not converted else []) + ([] if images else [DATA])  # read: converted or checked
     missing = [str(path) for path in needed if not path.exists()]
     if missing:  # the defaults live in the shared data folder: $MOBILENETS_DATA, else ../shared/data
         sys.exit(f"{missing[0]}: not found; set MOBILENETS_DATA to the shared data folder, or give --tflite and IMAGE")
     if not converted:
         convert_file(tflite, folder, "tflite", classes=classes)
         print(f"converted {tflite.name} -> {folder}")
-    elif args.weights is None or args.tflite or args.classes:  # the folder must hold what was asked for
+    elif check:
         config = read_config(folder)
         source, have = config["provenance"].get("source_file", "training"), config["spec"].num_classes
         if config["provenance"].get("source_sha256") != sha256_file(tflite) or have != classes:

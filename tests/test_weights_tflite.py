@@ -265,6 +265,26 @@ def test_example_does_not_reuse_weights_of_another_file(tmp_path):
     assert weights.read_config(tmp_path / "runs/weights/mobilenet_v1_0.25_128_quant-1001")["spec"].num_classes == 1001
 
 
+def test_example_names_the_missing_file_it_would_check_the_weights_against(tmp_path):
+    """A converted folder is checked against the --tflite file (by its SHA-256): without the shared data that file
+    is missing, and the check was a FileNotFoundError traceback, not the example's one-line 'not found'."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    script = REPO / "examples" / "predict_imagenet.py"
+    hen = data_path("imagenet-sample", "n01514859_hen.JPEG")
+    convert_file(tflite_file("0.75_192"), tmp_path / "runs/weights/mobilenet_v1_0.75_192_quant-1000", classes=1000)
+    env = {**os.environ, "MOBILENETS_DATA": str(tmp_path / "nowhere")}
+    for args in ([], ["--weights", "runs/weights/mobilenet_v1_0.75_192_quant-1000", "--classes", "1000"]):
+        run = subprocess.run([sys.executable, str(script), str(hen), *args], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env=env)  # fmt: skip
+        assert run.returncode == 1 and run.stdout == "", run.stdout
+        assert run.stderr.count("\n") == 1 and "mobilenet_v1_0.75_192_quant.tflite: not found" in run.stderr, run.stderr
+
+
 def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.MobileNetV1:
     torch.manual_seed(resolution)
     m = mobilenets.MobileNetV1(
