@@ -207,6 +207,33 @@ def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, suffix, 
     assert torch.equal(img.permute(1, 2, 0), torch.from_numpy(upright.copy()))
 
 
+# an EXIF block saying orientation 6 with a malformed entry: Pillow reads it, but cannot write it again
+MALFORMED_EXIF = bytes.fromhex(
+    "4578696600004d4d002a0000000800c9015600020000000600000026011200030000000100060000000000006db86b657200"
+)
+
+
+@pytest.mark.parametrize("orientation", [*range(1, 9), "malformed"])
+def test_a_webp_is_turned_as_pillow_turns_it_and_a_malformed_exif_stops_nothing(tmp_path, orientation):
+    """Every orientation turns as `exif_transpose` turns it; a WebP whose EXIF block is malformed is still read,
+    upright: exif_transpose wrote the block again and raised struct.error, which no caller skips as a bad image."""
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (8, 16, 3), dtype=np.uint8))
+    path = tmp_path / "turned.webp"
+    if orientation == "malformed":
+        stored.save(path, exif=MALFORMED_EXIF, lossless=True)
+        upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_270))
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        stored.save(path, exif=exif.tobytes(), lossless=True)
+        with Image.open(path) as im:
+            upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert torch.equal(read_image(path).permute(1, 2, 0), torch.from_numpy(upright.copy()))
+
+
 def test_labels():
     assert len(imagenet_labels()) == 1000 and imagenet_labels()[0].startswith("tench")
     assert imagenet_labels(background=True)[0] == "background" and len(imagenet_labels(True)) == 1001

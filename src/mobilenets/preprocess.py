@@ -3,8 +3,8 @@
 Decoding: torchvision.io (libjpeg-turbo, libpng, ...) with Pillow as the fallback for anything else; every image
 comes out as uint8 RGB (grayscale, CMYK, RGBA, palette and 16-bit inputs are converted; 16-bit samples, grey or
 colour, are rounded to the nearest of 256 levels, `to_8_bits`, not truncated to their high byte as Pillow does),
-and turned upright as an EXIF orientation says (Pillow's `ImageOps.exif_transpose`; timm and torchvision's defaults
-read the stored pixels, so a phone's portrait photo came out sideways).
+and turned upright as an EXIF orientation says (as Pillow's `ImageOps.exif_transpose` turns it; timm and
+torchvision's defaults read the stored pixels, so a phone's portrait photo came out sideways).
 Eval transform (timm's single-crop ImageNet evaluation; crop_pct 0.875 by default: 256 for 224): resize the shorter
 side to resolution / crop_pct, center crop, scale to [0, 1], normalise with the spec's mean/std. TF-trained weights
 use mean = std = 0.5, i.e. inputs in [-1, 1].
@@ -135,12 +135,12 @@ def decode_all(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R
 
 def _read_with_pillow(path: Path) -> torch.Tensor:
     import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)  # upright, as torchvision's decode is asked to turn it
+            im = _upright(im)  # as torchvision's decode is asked to turn it
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit samples to 8 bits, 65535 -> 255 for every image
                 arr = np.clip(np.asarray(im, dtype=np.int64), 0, None)
                 full = max(65535, int(arr.max()))  # wider integer data: by its own range
@@ -151,6 +151,19 @@ def _read_with_pillow(path: Path) -> torch.Tensor:
         # DecompressionBombError (more than 2 x Image.MAX_IMAGE_PIXELS, e.g. a few-kB TIFF of 15000 x 12500) is no
         # OSError: uncaught, one such file stopped training, eval and predict
         raise ImageError(f"{path}: not a readable image ({exc})") from exc
+
+
+def _upright(im):
+    """``im`` turned as its EXIF orientation says, as Pillow's `ImageOps.exif_transpose` turns it, but without
+    writing the EXIF block again: exif_transpose re-encodes it, and a malformed one (a struct.error) stopped the read
+    of a picture that decodes fine, where torchvision reads it and the dataset never skips it."""
+    from PIL import Image
+
+    turns = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}  # fmt: skip
+    turn = turns.get(im.getexif().get(0x0112, 1))
+    return im if turn is None else im.transpose(turn)
 
 
 def eval_transform(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
