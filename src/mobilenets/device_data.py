@@ -9,9 +9,10 @@ and the augmentation runs for the whole batch in a few kernels. The pixels follo
   square around the eval crop (`square_transform`). Unreadable files are
   skipped and reported like the host path does (with the first batch of every epoch). With ``decode_on_device``
   (``--gpu-decode``) the baseline 3- or 1-component JPEGs are decoded on the device instead (nvjpeg through
-  `torchvision.io.decode_jpeg`, in batches) and resized there; every other file, and any batch or file nvjpeg
-  refuses, takes the CPU path. On a GPU the pixels may differ from the CPU decode by a few levels (another IDCT and
-  chroma upsampling, a float resize).
+  `torchvision.io.decode_jpeg`, in batches) and resized there; every other file, those an EXIF orientation turns
+  (nvjpeg does not turn them: `preprocess.exif_turned`), and any batch or file nvjpeg refuses, take the CPU path.
+  On a GPU the pixels may differ from the CPU decode by a few levels (another IDCT and chroma upsampling, a float
+  resize).
 - Evaluation: the center ``resolution`` crop of each stored square, which is exactly the eval transform of
   preprocess.py (resize the shorter side to ``resolution / crop_pct``, center crop), pixel for pixel: the square
   is placed so that its center crop is the host's (two center crops would round the offset twice and sit one pixel
