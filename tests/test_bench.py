@@ -166,17 +166,21 @@ def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
     assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 15)
 
 
-@pytest.mark.parametrize("option", ["--out", "--plots"])
-def test_cli_bench_lut_refuses_out_and_plots_it_would_not_write(option, tmp_path, capsys, monkeypatch):
-    """--lut printed its predictions and returned: --out wrote no results file and --plots no figure, silently."""
+@pytest.mark.parametrize("option", ["--out", "--plots", "--accuracy", "--target-fps"])
+def test_cli_bench_lut_refuses_options_it_would_not_use(option, tmp_path, capsys, monkeypatch):
+    """--lut printed its predictions and returned: --out wrote no results file, --plots no figure, and --accuracy and
+    --target-fps changed nothing, silently."""
     from mobilenets import lut
 
     monkeypatch.setattr(lut, "KeyTimer", lambda *a, **k: pytest.fail("measured before refusing"))
-    target = tmp_path / "res"
+    value = "30" if option == "--target-fps" else str(tmp_path / "res")
     code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "ort", "--lut-file", str(tmp_path / "l.json"),
-                 option, str(target)])  # fmt: skip
+                 option, value])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and f"{option[2:]}={str(target)!r} is not allowed with --lut" in err, err
+    shown = {"--target-fps": "30.0", "--accuracy": repr([value])}.get(option, repr(value))
+    name = option[2:].replace("-", "_")
+    assert code == 2 and err.count("\n") == 1 and f"{name}={shown} is not allowed with --lut" in err, err
+    assert err.rstrip().endswith(f"or {option}")
 
 
 @pytest.mark.parametrize(

@@ -413,11 +413,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.lut:
         from . import lut
 
-        for name, value in (("out", args.out), ("plots", args.plots)):  # silently ignored: no file, no word
+        fps = None if args.target_fps == bench.BenchConfig.target_fps else args.target_fps  # (its default: unsaid)
+        unused = {"out": args.out, "plots": args.plots, "accuracy": args.accuracy, "target_fps": fps}  # were ignored
+        for name, value in unused.items():
             if value is not None:
                 raise ValueError(f"{name}={value!r} is not allowed with --lut: predictions are printed only (a results "
                                  "file holds measurements, which select takes as measured); drop --lut to measure, "
-                                 f"or --{name}")  # fmt: skip
+                                 f"or --{name.replace('_', '-')}")  # fmt: skip
         rows = lut.predict_rows(cfg, path=args.lut_file)
         print(render(rows, args.format, lut.PREDICT_COLUMNS if args.format != "json" else None))
         return 0
