@@ -41,6 +41,16 @@ def _rows(pairs, val_images=None):
     ]  # fmt: skip
 
 
+def image_folders(root: Path, classes, per_class: int) -> Path:
+    """``root``/train and ``root``/val, each class folder with ``per_class`` blank 40x40 JPEGs."""
+    for split in ("train", "val"):
+        for cls in classes:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (40, 40)).save(root / split / cls / f"{i}.jpg")
+    return root
+
+
 def test_shared_runs_are_trained_once():
     budget = BUDGETS["full"]
     runs = plan_runs(["table4", "table5", "table6", "table7", "grid"], budget)
@@ -178,11 +188,7 @@ def test_a_dataset_no_run_can_train_on_is_one_error_before_any_run(tmp_path, mon
     import mobilenets.reproduce as rp
     from mobilenets.data import DataError
 
-    for split in ("train", "val"):
-        for cls in classes:
-            (tmp_path / "d" / split / cls).mkdir(parents=True)
-            for i in range(per_class):
-                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    image_folders(tmp_path / "d", classes, per_class)
     monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
     with pytest.raises(DataError, match=message):
         reproduce(ReproduceConfig(data=str(tmp_path / "d"), out=str(tmp_path / "o"), budget="quick"))
@@ -199,11 +205,7 @@ def test_a_recipe_this_machine_cannot_run_is_one_error_before_any_run(tmp_path, 
     """A GPU-only recipe option on a CPU stops the command once, before any run (each run failed with it in turn)."""
     import mobilenets.reproduce as rp
 
-    for split in ("train", "val"):
-        for cls in ("gamma", "delta"):
-            (tmp_path / "d" / split / cls).mkdir(parents=True)
-            for i in range(20):
-                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    image_folders(tmp_path / "d", ("gamma", "delta"), 20)
     recipe = tmp_path / "gpu.yaml"
     recipe.write_text(f"{option}\n")
     monkeypatch.setattr(rp, "train_all", lambda *a, **k: pytest.fail("a run was started"))
@@ -566,8 +568,9 @@ def test_time_budget_needs_a_gpu_and_keeps_the_epochs_of_started_runs(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     for split in ("train", "val"):
         (data / split).mkdir(parents=True)
-    with pytest.raises(ReproduceError, match=r"time_budget=60 needs a GPU budget"):
+    with pytest.raises(ReproduceError, match=r"^time_budget=60 needs a GPU budget \(--budget full\)"):
         reproduce(ReproduceConfig(data=str(data), out=str(out), budget="quick", time_budget=60))
+    assert not out.exists()  # refused before --out (results/reproduce) was made
     with pytest.raises(SpecError, match=r"time_budget=-1"):
         reproduce(ReproduceConfig(data=str(data), out=str(out), time_budget=-1))
     full, logged = BUDGETS["full"], []
@@ -591,11 +594,7 @@ def test_threads_override_reaches_every_run_and_is_validated(tmp_path, monkeypat
     from mobilenets.spec import SpecError
 
     data = tmp_path / "data"
-    for split in ("train", "val"):  # the splits are checked before any run: 2 classes, one quick batch of 32
-        for cls in ("a", "b"):
-            (data / split / cls).mkdir(parents=True)
-            for i in range(16):
-                Image.new("RGB", (40, 40)).save(data / split / cls / f"{i}.jpg")
+    image_folders(data, ("a", "b"), 16)  # the splits are checked before any run: 2 classes, one quick batch of 32
     given = []
 
     def fake_train_all(runs, data, out, budget, recipe, log, jobs):
@@ -730,11 +729,7 @@ def test_the_wall_time_covers_the_runs_trained_not_those_reused(tmp_path, monkey
 
     import mobilenets.reproduce as rp
 
-    for split in ("train", "val"):
-        for cls in ("gamma", "delta"):
-            (tmp_path / "d" / split / cls).mkdir(parents=True)
-            for i in range(16):
-                Image.new("RGB", (40, 40)).save(tmp_path / "d" / split / cls / f"{i}.jpg")
+    image_folders(tmp_path / "d", ("gamma", "delta"), 16)
     budget, out = BUDGETS["quick"], tmp_path / "out"
     earlier, fresh = plan_runs(["table5"], budget)
     folder = out / "runs" / earlier.key
@@ -769,13 +764,3 @@ def test_a_cpu_run_names_the_cpu_it_trained_on(monkeypatch):
 
     monkeypatch.setattr(mobilenets.bench, "cpu_model", lambda: "Test CPU 9000")
     assert _environment(BUDGETS["quick"], 1)["hardware"] == "Test CPU 9000"
-
-
-def test_a_time_budget_refused_on_a_cpu_budget_leaves_no_folder(tmp_path):
-    """`reproduce --budget quick --time-budget 10` was refused only after --out (results/reproduce) was made."""
-    data, out = tmp_path / "data", tmp_path / "out"
-    for split in ("train", "val"):
-        (data / split).mkdir(parents=True)
-    with pytest.raises(ReproduceError, match=r"^time_budget=10 needs a GPU budget \(--budget full\)"):
-        reproduce(ReproduceConfig(data=str(data), out=str(out), budget="quick", time_budget=10))
-    assert not out.exists()

@@ -69,6 +69,14 @@ def class_indices(folders: list[str], labels: tuple[str, ...] | list[str]) -> tu
     return found, unknown
 
 
+def known_labels(spec) -> tuple[str, ...]:
+    """The names a model's outputs are known by: its labels, else ImageNet's for a 1000/1001-way head
+    (`resolve_labels` without its made-up ``class_<k>``); empty when they are unnamed (folders then match by count)."""
+    if spec.labels:
+        return tuple(spec.labels)
+    return resolve_labels(spec) if spec.num_classes in (1000, 1001) else ()
+
+
 def resolve_labels(spec) -> tuple[str, ...]:
     """Class names for a model's outputs: the spec's own labels (training classes), else ImageNet names for a
     1000-way head, ImageNet with "background" first for a TF-slim 1001-way head, else ``class_<k>``."""

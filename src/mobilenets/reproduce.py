@@ -343,7 +343,7 @@ def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path
     ceiling and the clock say (a resumed or report-only invocation must not plan a different experiment)."""
     seconds = cfg.time_budget
     if not uses_gpu(budget):
-        raise ReproduceError(gpu_seconds_only(seconds))
+        raise ReproduceError(gpu_seconds_message(seconds))
     started = saved_epochs(runs, out)
     if len(started) == 1:
         epochs = started.pop()
@@ -373,7 +373,9 @@ def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path
     return replace(budget, epochs=epochs), record
 
 
-def gpu_seconds_only(seconds: float) -> str:
+def gpu_seconds_message(seconds: float) -> str:
+    """Why a time budget is refused on a CPU budget (`reproduce` says it before making --out; `fit_time_budget`
+    for its own callers)."""
     return f"time_budget={seconds:g} needs a GPU budget (--budget full): its estimate is GPU seconds"
 
 
@@ -666,7 +668,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             raise SpecError(f"budget={cfg.budget!r} trains on CUDA, which is not available here (use --budget quick "
                             "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
     if cfg.time_budget and not uses_gpu(budget):  # refused here, before a folder is made (`fit_time_budget`)
-        raise ReproduceError(gpu_seconds_only(cfg.time_budget))
+        raise ReproduceError(gpu_seconds_message(cfg.time_budget))
     if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
         check_recipe(run_config(plan_runs(list(cfg.experiments), budget)[0], data, out, budget, recipe))
         try:  # every run writes under it: an unwritable --out is one error now, not one per run

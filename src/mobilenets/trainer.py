@@ -77,7 +77,7 @@ from .engine import (
     unwrap,
 )
 from .formatting import metric
-from .labels import class_indices, resolve_labels
+from .labels import class_indices, known_labels, resolve_labels
 from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
@@ -221,7 +221,7 @@ def head_rows(spec, classes: list[str]) -> list[int] | None:
     """The classifier row of each class folder, in the folders' order, when the weights name every one of them (by
     label, or by ImageNet wnid for an ImageNet head: `labels.class_indices`, as `eval` and a teacher match them) in
     another order or among other classes; None when their rows already are the folders' or some folder is unknown."""
-    names = spec.labels or (resolve_labels(spec) if spec.num_classes in (1000, 1001) else ())
+    names = known_labels(spec)
     if not names or tuple(names) == tuple(classes):
         return None
     found, unknown = class_indices(list(classes), names)
@@ -1440,8 +1440,8 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     split = scan_split(data)
-    # a 1000/1001-way head saved without class names has ImageNet's (labels.resolve_labels): match folders to them
-    labels = spec.labels or (resolve_labels(spec) if spec.num_classes in (1000, 1001) else ())
+    # a 1000/1001-way head saved without class names has ImageNet's (labels.known_labels): match folders to them
+    labels = known_labels(spec)
     if labels:
         index, unknown = class_indices(split.classes, labels)
         if unknown:

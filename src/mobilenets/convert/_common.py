@@ -101,6 +101,16 @@ def alpha_from_channels(last_channels: int, source: str, what: str) -> float:
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+def torch_or_safetensors(head: bytes) -> str | None:
+    """'torch' (a zip archive or a legacy pickle, read weights_only) or 'safetensors' (an 8-byte header length, then
+    its JSON header) by a file's first bytes; None for neither."""
+    if head[:2] in (b"PK", b"\x80\x02"):
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    return None
+
+
 def sniff_format(path: str | os.PathLike) -> str:
     """Guess 'tflite', 'keras' or 'timm' from the file's first bytes; WeightsError naming the file otherwise."""
     path = Path(path)
@@ -112,9 +122,7 @@ def sniff_format(path: str | os.PathLike) -> str:
         return "tflite"
     if head[:8] == HDF5_MAGIC:
         return "keras"
-    if head[:2] == b"PK" or head[:2] == b"\x80\x02":  # torch zip archive or legacy pickle (read weights_only)
-        return "timm"
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
+    if torch_or_safetensors(head):
         return "timm"
     raise WeightsError(
         f"{path}: unknown weights format (not a TFLite flatbuffer, a Keras HDF5 file, a torch state dict or a "

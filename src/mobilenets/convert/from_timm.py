@@ -22,7 +22,7 @@ import torch
 
 from ..spec import ModelSpec
 from ..weights import WeightsError
-from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes
+from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, torch_or_safetensors
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.conv_dw\.weight$")
 # checkpoint keys holding the state dict, in the order timm's load_checkpoint prefers them (EMA weights first)
@@ -71,14 +71,12 @@ def _unprefixed(key: str) -> str:
 
 
 def _is_safetensors(path: Path) -> bool:
-    """By the first bytes (as `sniff_format`), the suffix only when they say nothing: Hub downloads and training
-    scripts name files freely (a torch zip saved as .safetensors, safetensors as .bin), and the wrong reader's
-    error ("header too large", "the weights-only unpickler refused it") would misdescribe the file."""
+    """By the first bytes (`torch_or_safetensors`, as `sniff_format`), the suffix only when they say nothing: Hub
+    downloads and training scripts name files freely (a torch zip saved as .safetensors, safetensors as .bin), and
+    the wrong reader's error ("header too large", "the weights-only unpickler refused it") would misdescribe it."""
     with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:2] in (b"PK", b"\x80\x02"):  # torch zip archive or legacy pickle
-        return False
-    return head[8:9] == b"{" or path.suffix == ".safetensors"
+        kind = torch_or_safetensors(f.read(9))
+    return kind == "safetensors" or (kind is None and path.suffix == ".safetensors")
 
 
 def import_timm(path: str | os.PathLike, *, classes: int | None = None):
