@@ -13,9 +13,10 @@ for all of them. A QDQ graph is also what OpenVINO turns into its own INT8 kerne
 
 The first `FP32_HEAD` convolutions (the stem and the first depthwise conv) stay fp32 by default. They run at the
 highest resolution on 3..32 channels, where ONNX Runtime's INT8 CPU kernels are several times *slower* than its fp32
-NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 99 us INT8 vs 44 us fp32, first depthwise 72 us vs 24 us).
-Keeping them fp32 took ORT INT8 over ORT fp32 from 1.06x to 1.58x for 0.25-128, 2.52x to 2.81x for 0.75-192 and
-2.70x to 2.88x for 1.0-224, with top-1 within 0.4 points of fp32 (results/int8-amd-epyc-b1-t1.md). Everything after
+NCHWc kernels (ORT profiler on this CPU, 0.25-128: stem 67 us INT8 vs 27 us fp32, first depthwise 57 us vs 14 us).
+Keeping them fp32 took ORT INT8 over ORT fp32 from 0.91x to 1.48x for 0.25-128, 2.28x to 2.76x for 0.75-192 and
+2.85x to 3.14x for 1.0-224, with top-1 within 0.7 points of fp32 (results/int8-amd-epyc-b1-t1.md, one run at
+9108aa5; the run at b920994 gave 1.06x to 1.58x, 2.52x to 2.81x, 2.70x to 2.88x). Everything after
 them is INT8, so the graph has a single fp32->INT8 transition. The output is not quantized: the classifier's INT8
 Gemm writes fp32 logits (see `quantize_int8`).
 """
