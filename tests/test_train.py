@@ -809,12 +809,13 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     assert s2["world_size"] == 2 and s2["global_steps"] == 8
     a = read_state_dict(tmp_path / "one" / "model" / "model.safetensors")
     b = read_state_dict(tmp_path / "two" / "model" / "model.safetensors")
-    init = create_model("mobilenet_v1_025", resolution=64, num_classes=2).state_dict()
+    torch.manual_seed(TrainConfig.seed)  # the runs' initial weights (the trainer seeds, then builds the model), not
+    init = create_model("mobilenet_v1_025", resolution=64, num_classes=2).state_dict()  # those of this test's order
     moved = max(float((a[k] - init[k]).abs().max()) for k in a if a[k].is_floating_point())
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"DDP vs one process: max |param diff| {diff:.3g}; max |param change| from init {moved:.3g}")
-    assert moved > 1e-2  # training really changed the weights, so agreement is not trivial
-    assert diff < 1e-4, diff
+    assert moved > 5e-4  # training really changed the weights (1.2e-3 measured), so agreement is not trivial
+    assert diff < 1e-6, diff  # (7e-10 measured: gloo's sums in another order)
 
 
 @pytest.mark.slow
