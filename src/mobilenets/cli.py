@@ -598,7 +598,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun every process has the result: one prints it
+    if _process()[0]:  # under torchrun every process has the result: one prints it
         return 0
     if args.json:
         print(json.dumps(r, indent=2))
@@ -745,10 +745,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _say(line: str) -> None:
     """``line`` to stderr in one write, so that the processes of a torchrun job, each ending with its own line, do
     not interleave them mid-line; a rank other than 0 says which it is."""
-    rank = os.environ.get("RANK", "0")
-    prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    rank = _process()[0]
+    prefix = f"[rank {rank}] " if rank else ""
     sys.stderr.write(line.replace("mobilenets ", prefix + "mobilenets ", 1) + "\n")
     sys.stderr.flush()
+
+
+def _process() -> tuple[int, int]:
+    """(rank, world size) of this process in a torchrun job, from its environment; (0, 1) outside one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")) if world > 1 else 0), world
 
 
 def _os_message(exc: BaseException) -> str:
@@ -782,7 +788,7 @@ def _peer_gone(exc: Exception) -> bool:
     failure there, printed as its own line): gloo's connection to it is closed or reset."""
     text = str(exc)
     return (
-        os.environ.get("WORLD_SIZE", "1") != "1"
+        _process()[1] > 1
         and isinstance(exc, RuntimeError)
         and ("Connection closed by peer" in text or "Connection reset by peer" in text)
     )

@@ -44,6 +44,8 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     data = path.read_bytes()  # FileNotFoundError names the path
     if not data:
         raise ImageError(f"{path}: empty file (0 bytes)")
+    if data[8:12] == b"WEBP" and exif_turned(data):  # torchvision turns JPEGs and PNGs only; Pillow all
+        return _read_with_pillow(path)
     try:
         img = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True
@@ -51,8 +53,6 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         if img.dtype == torch.uint16:  # 16-bit PNG, grey or colour: libpng hands over all 16 bits
             img = to_8_bits(img.to(torch.int64)).to(torch.uint8)
         if img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3:
-            if data[8:12] == b"WEBP" and exif_turned(data):  # torchvision turns JPEGs and PNGs only; Pillow all
-                return _read_with_pillow(path)
             return img
     except (RuntimeError, ValueError):
         pass
@@ -85,7 +85,7 @@ def exif_turned(data: bytes) -> bool:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return im.getexif().get(0x0112, 1) in range(2, 9)
+            return _orientation(im) in range(2, 9)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return False  # the decoders say what is wrong with it
 
@@ -162,8 +162,13 @@ def _upright(im):
     turns = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
              8: Image.Transpose.ROTATE_90}  # fmt: skip
-    turn = turns.get(im.getexif().get(0x0112, 1))
+    turn = turns.get(_orientation(im))
     return im if turn is None else im.transpose(turn)
+
+
+def _orientation(im) -> int:
+    """A Pillow image's EXIF orientation (tag 0x0112: 1 upright, 2-8 flipped or turned), 1 where it has none."""
+    return im.getexif().get(0x0112, 1)
 
 
 def eval_transform(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:

@@ -669,8 +669,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
                             "on a CPU, or --report-only to report runs trained elsewhere)")  # fmt: skip
     if cfg.time_budget and not uses_gpu(budget):  # refused here, before a folder is made (`fit_time_budget`)
         raise ReproduceError(gpu_seconds_message(cfg.time_budget))
+    runs = plan_runs(list(cfg.experiments), budget)  # (the runs are the budget's models and seeds, not its threads)
     if not cfg.report_only:  # a report needs runs already there: no empty folder left where there were none
-        check_recipe(run_config(plan_runs(list(cfg.experiments), budget)[0], data, out, budget, recipe))
+        check_recipe(run_config(runs[0], data, out, budget, recipe))
         try:  # every run writes under it: an unwritable --out is one error now, not one per run
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -680,7 +681,6 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             raise OSError(exc.errno, why, str(out)) from exc  # refused (permissions, read-only): the machine's (1)
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
-    runs = plan_runs(list(cfg.experiments), budget)
     if cfg.report_only and cfg.seeds is None and len(seeds := saved_seeds(runs, out)) > len(budget.seeds):
         budget = replace(budget, seeds=seeds)
         runs = plan_runs(list(cfg.experiments), budget)
