@@ -61,6 +61,39 @@ def test_shared_runs_are_trained_once():
     assert [row[2] for row in experiment_rows("table7", BUDGETS["quick"])] == [56, 48, 40, 32]
 
 
+def test_grid_rows_and_plots_name_models_as_the_paper_prints_them(tmp_path, monkeypatch):
+    """The grid's rows read "1 MobileNet-224" where Tables 6-7 (and `mobilenets paper`) print "1.0 MobileNet-224":
+    one model, two names in one report. Every label now comes from `paper.printed_name`."""
+    import matplotlib.axes
+
+    from mobilenets.paper import compare
+    from mobilenets.reproduce import write_plots
+
+    budget = BUDGETS["full"]
+    grid = [row[0] for row in experiment_rows("grid", budget)]
+    assert grid[:5] == ["1.0 MobileNet-224", "1.0 MobileNet-192", "1.0 MobileNet-160", "1.0 MobileNet-128",
+                        "0.75 MobileNet-224"] and grid[-1] == "0.25 MobileNet-128"  # fmt: skip
+    for table in ("table6", "table7"):
+        assert {row[0] for row in experiment_rows(table, budget)} <= set(grid)
+    assert list(dict.fromkeys(r["row"] for r in compare() if r["table"] == "fig4-5")) == grid
+    rows = [
+        {"row": label, "model": model, "top1": {"mean": top1}, "macs_M": macs, "params_M": 1.0, "paper_top1": top1,
+         "paper_macs_M": macs}
+        for label, model, _res, top1, macs in experiment_rows("grid", budget)
+    ]  # fmt: skip
+    drawn = []  # (legend label, points) of each line drawn
+
+    def plot(ax, xs, ys, *args, label=None, **kwargs):
+        drawn.append((label, len(xs)))
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", lambda ax, **kwargs: None)  # nothing drawn to list
+    results = {"experiments": {"grid": {"rows": rows}}, "budget": {"smoke": False}, "num_classes": 10}
+    write_plots(results, tmp_path)
+    assert drawn[:4] == [("1.0 MobileNet", 4), ("0.75 MobileNet", 4), ("0.5 MobileNet", 4), ("0.25 MobileNet", 4)]
+    assert len(drawn) == 16 and all(n == 4 for _label, n in drawn)
+
+
 def test_verdict_rules():
     assert verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 79.0, 470)]))["holds"]
     assert verdict("table4", _rows([("Conv MobileNet", 80.0, 4000), ("MobileNet", 75.0, 470)]))["holds"] is False

@@ -136,6 +136,15 @@ TABLE2_MISPRINT = (
 )
 
 
+def printed_name(alpha: float, resolution: int | None = None) -> str:
+    """A model as the paper's tables print it: "1.0 MobileNet-224", "0.75 MobileNet-192", and without a resolution
+    "0.75 MobileNet" (Table 5). The multiplier keeps at least one decimal (Tables 6, 7 and 10 print 1.0, not 1);
+    Table 9's lone "0.50" is kept as printed in `MODEL_ROWS`, not made a rule."""
+    text = f"{alpha:g}"
+    text = text if "." in text else f"{text}.0"
+    return f"{text} MobileNet" + (f"-{resolution}" if resolution is not None else "")
+
+
 def _decimals(value: float) -> int:
     text = repr(value)
     return len(text.split(".")[1]) if "." in text else 0
@@ -169,7 +178,7 @@ def published_rows() -> list[Published]:
             rows.append(Published(table, label, PARAMS, params, _decimals(params)))
     for alpha in PAPER_ALPHAS:
         for res in PAPER_RESOLUTIONS:
-            label = f"{alpha:g} MobileNet-{res}"
+            label = printed_name(alpha, res)
             rows += [Published("fig4-5", label, MACS, None, 0), Published("fig4-5", label, PARAMS, None, 2)]
     return rows
 
@@ -284,4 +293,13 @@ def published_top1() -> dict[tuple[float, int, str], float]:
     return out
 
 
-__all__ = ["TABLES", "TFSLIM_IMAGENET", "as_printed", "compare", "published_rows", "published_top1", "LAYER_TYPES"]
+__all__ = [
+    "TABLES",
+    "TFSLIM_IMAGENET",
+    "as_printed",
+    "compare",
+    "printed_name",
+    "published_rows",
+    "published_top1",
+    "LAYER_TYPES",
+]

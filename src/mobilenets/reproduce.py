@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_open, atomic_write_text, read_metrics
 from .complexity import count_complexity
-from .paper import MODEL_ROWS, TFSLIM_IMAGENET
+from .paper import MODEL_ROWS, TFSLIM_IMAGENET, printed_name
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, grid_name, model_spec
 from .spec import SpecError
 
@@ -96,7 +96,7 @@ def experiment_rows(experiment: str, budget: Budget) -> list[tuple[str, str, int
         for alpha in PAPER_ALPHAS:
             for paper_res in PAPER_RESOLUTIONS:
                 macs, _params, top1, _top5 = TFSLIM_IMAGENET[(alpha, paper_res)]
-                rows.append((f"{alpha:g} MobileNet-{paper_res}", grid_name(alpha), res_of[paper_res], top1, macs))
+                rows.append((printed_name(alpha, paper_res), grid_name(alpha), res_of[paper_res], top1, macs))
         return rows
     names = {
         "Conv MobileNet": "mobilenet_v1_conv", "MobileNet": "mobilenet_v1_100", "0.75 MobileNet": "mobilenet_v1_075",
@@ -840,14 +840,15 @@ def write_plots(results: dict, out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, who in zip(axes, ("paper", "ours"), strict=True):
             for alpha in PAPER_ALPHAS:
-                rows = [r for r in grid["rows"] if r["row"].startswith(f"{alpha:g} ")]
+                # by model, not by label: an older report's rows read "1 MobileNet-224"
+                rows = [r for r in grid["rows"] if r["model"] == grid_name(alpha)]
                 if who == "ours":
                     rows = [r for r in rows if r["top1"] is not None]
                     xs, ys = [r[x_key] for r in rows], [r["top1"]["mean"] for r in rows]
                 else:
                     xs = [r[paper_x] if paper_x else TFSLIM_IMAGENET[(alpha, 224)][1] for r in rows]
                     ys = [r["paper_top1"] for r in rows]
-                ax.plot(xs, ys, "o-", label=f"alpha {alpha:g}")
+                ax.plot(xs, ys, "o-", label=printed_name(alpha))
             if x_key == "macs_M":
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
