@@ -712,6 +712,58 @@ def test_report_only_reports_every_seed_the_runs_trained(tmp_path):
     assert [row["top1"]["n"] for row in results["experiments"]["table5"]["rows"]] == [2, 2]
 
 
+def _finished_run(out: Path, run: Run, budget, top1: float, data: Path) -> None:
+    """A run folder as training leaves it, for a report: its config.yaml and summary.json."""
+    import yaml
+
+    from mobilenets.reproduce import CONFIGS, run_config
+
+    folder = out / "runs" / run.key
+    folder.mkdir(parents=True)
+    cfg = run_config(run, data, out, budget, CONFIGS / "modern.yaml")
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    summary = {"final_top1": top1, "val_images": 80, "model": {"labels": list("abcd")}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_only_reports_each_model_with_the_seeds_it_was_planned_or_trained_with(tmp_path):
+    """Table 5 trained with --seeds 2, then Table 4 with the budget's one seed: a report of both said Table 4's
+    seed-1 runs were missing and left it not judged, though no invocation had planned them. Each model now has the
+    seeds it was planned (plan.json) or trained with; a planned run that never started is still unfinished."""
+    from mobilenets.reproduce import record_plan
+
+    quick = BUDGETS["quick"]
+    out, two = tmp_path / "out", replace(quick, seeds=(0, 1))
+    out.mkdir()
+    record_plan(plan_runs(["table5"], two), out)
+    for run in plan_runs(["table5"], two):
+        _finished_run(out, run, two, 0.5 + 0.1 * run.seed, tmp_path)
+    record_plan(plan_runs(["table4"], quick), out)
+    for run in plan_runs(["table4"], quick):
+        _finished_run(out, run, quick, 0.7, tmp_path)
+    _finished_run(out, Run("mobilenet_v1_100", 56, 1), two, 0.9, tmp_path)  # as table6 --seeds 2 would leave it
+
+    def report():
+        return reproduce(ReproduceConfig(out=str(out), budget="quick", experiments=("table4", "table5"),
+                                         report_only=True), log=lambda m: None)  # fmt: skip
+
+    results = report()
+    assert results["unfinished_runs"] == {}
+    seeds = {exp: [row["seeds"] for row in results["experiments"][exp]["rows"]] for exp in ("table4", "table5")}
+    assert seeds == {"table4": [[0], [0, 1]], "table5": [[0, 1], [0, 1]]}
+    assert results["experiments"]["table4"]["rows"][1]["top1"]["mean"] == pytest.approx(80.0)
+    assert verdict_words(results["experiments"]["table4"]["verdict"]) != "not judged (incomplete)"
+    text = (out / "report.md").read_text()
+    assert "**Incomplete**" not in text and "| 70.00 (seeds 0, 1) |" not in text and "(seeds 0, 1) |" in text
+    # a run planned and never started (an invocation killed before it) is reported, as unfinished
+    record_plan([Run("mobilenet_v1_conv", 56, 1)], out)
+    assert list(report()["unfinished_runs"]) == ["mobilenet_v1_conv-r56-s1"]
+    # --seeds says which seeds to report, whatever was planned
+    results = reproduce(ReproduceConfig(out=str(out), budget="quick", experiments=("table4",), report_only=True,
+                                        seeds=1), log=lambda m: None)  # fmt: skip
+    assert [row["seeds"] for row in results["experiments"]["table4"]["rows"]] == [[0], [0]]
+
+
 def test_report_only_shows_the_threads_the_runs_were_given(tmp_path):
     """--jobs 4 gave each run cores / jobs threads (share_cores); the report of those runs shows them as training's
     report did (the H200 report's 'threads': 4 was missing from its --report-only rewrite)."""

@@ -324,17 +324,39 @@ def saved_epochs(runs: list[Run], out: Path) -> set[int]:
     return {e for e in epochs if isinstance(e, int)}
 
 
-def saved_seeds(runs: list[Run], out: Path) -> tuple[int, ...]:
-    """Seeds 0..N-1, N the highest seed plus one among the runs started in ``out/runs`` (`saved_config`) of the
-    models and resolutions of ``runs``; empty when none started. A report-only invocation without --seeds reports
-    these: the runs' seeds, as it reports their epochs, not the budget's one seed over runs trained with several."""
-    found = set()
+def record_plan(runs: list[Run], out: Path) -> None:
+    """Add ``runs`` to the runs that training invocations planned in ``out`` (``out/plan.json``), before any trains:
+    a report of the folder tells a run planned but not finished (missing) from one never planned (`reported_runs`)."""
+    keys = [*planned_keys(out), *(run.key for run in runs)]
+    atomic_write_text(out / "plan.json", json.dumps({"runs": list(dict.fromkeys(keys))}, indent=2) + "\n")
+
+
+def planned_keys(out: Path) -> list[str]:
+    """The keys of the runs training invocations planned in ``out`` (`record_plan`); [] where none recorded it (older
+    code) or the record is unreadable: the runs started there then stand in for the plan."""
+    try:
+        keys = json.loads((out / "plan.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+
+def reported_runs(runs: list[Run], out: Path) -> list[Run]:
+    """The runs a report-only invocation without --seeds reports: ``runs`` (the budget's seeds), then for each of
+    their models and resolutions every other seed planned in ``out`` (`planned_keys`) or started in ``out/runs``
+    (`saved_config`). Each model is reported with the seeds it was trained with: a model another experiment trained
+    with --seeds 2 has two, a model trained with one seed is not missing a second it was never given, and a seed an
+    interrupted invocation planned but did not start is reported unfinished."""
+    planned = set(planned_keys(out))
+    out_runs: dict[str, Run] = {}
     for run in runs:
-        for folder in (out / "runs").glob(f"{run.model}-r{run.resolution}-s*"):
-            seed = folder.name.removeprefix(f"{run.model}-r{run.resolution}-s")
-            if seed.isdigit() and saved_config(folder) is not None:
-                found.add(int(seed))
-    return tuple(range(max(found) + 1)) if found else ()
+        prefix = f"{run.model}-r{run.resolution}-s"
+        started = [f.name for f in (out / "runs").glob(f"{prefix}*") if saved_config(f) is not None]
+        seeds = {int(k.removeprefix(prefix)) for k in [*planned, *started] if k.removeprefix(prefix).isdigit()}
+        for seed in sorted(seeds | {run.seed}):
+            other = Run(run.model, run.resolution, seed)
+            out_runs.setdefault(other.key, other)
+    return list(out_runs.values())
 
 
 def fit_time_budget(cfg: ReproduceConfig, runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Path, log):
@@ -438,6 +460,7 @@ def train_all(runs: list[Run], data: Path, out: Path, budget: Budget, recipe: Pa
     with the data held on the GPU each resolution is decoded once per process; ``jobs`` > 1 trains the groups in
     that many spawned processes at once."""
     check_same_experiment(runs, data, out, budget, recipe)  # before any training, not after hours of other runs
+    record_plan(runs, out)
     tasks = group_runs(runs, jobs, budget)
     if jobs == 1:
         order = [run for task in tasks for run in task]
@@ -462,17 +485,24 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def measured_rows(
-    experiment: str, budget: Budget, summaries: dict[str, dict], num_classes: int, val_images: int | None = None
+    experiment: str,
+    budget: Budget,
+    runs: list[Run],
+    summaries: dict[str, dict],
+    num_classes: int,
+    val_images: int | None = None,
 ) -> list[dict]:
-    """One row per model of ``experiment``: our top-1 over seeds (None until every seed finished), the validation
-    images it was measured on (the runs' own count, else ``val_images``), MACs, params and the paper's figures."""
+    """One row per model of ``experiment``: our top-1 over the seeds of its ``runs`` (None until every one finished),
+    those seeds, the validation images it was measured on (the runs' own count, else ``val_images``), MACs, params
+    and the paper's figures."""
     rows = []
     for label, model, res, paper_top1, paper_macs in experiment_rows(experiment, budget):
-        keys = [Run(model, res, s).key for s in budget.seeds]
+        seeds = [run.seed for run in runs if (run.model, run.resolution) == (model, res)]
+        keys = [Run(model, res, s).key for s in seeds]
         tops = [100 * summaries[k]["final_top1"] for k in keys if k in summaries]
         counts = [summaries[k]["val_images"] for k in keys if summaries.get(k, {}).get("val_images")]
         cost = count_complexity(model_spec(model, resolution=res, num_classes=num_classes))
-        rows.append({"row": label, "model": model, "resolution": res,
+        rows.append({"row": label, "model": model, "resolution": res, "seeds": seeds,
                      "top1": _stats(tops) if len(tops) == len(keys) else None, "macs_M": cost.macs / 1e6,
                      "params_M": cost.params / 1e6, "paper_top1": paper_top1, "paper_macs_M": paper_macs,
                      "val_images": min(counts) if counts else val_images})  # fmt: skip
@@ -681,9 +711,9 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             raise OSError(exc.errno, why, str(out)) from exc  # refused (permissions, read-only): the machine's (1)
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
-    if cfg.report_only and cfg.seeds is None and len(seeds := saved_seeds(runs, out)) > len(budget.seeds):
-        budget = replace(budget, seeds=seeds)
-        runs = plan_runs(list(cfg.experiments), budget)
+    if cfg.report_only and cfg.seeds is None:  # the seeds each model was trained with (--seeds: those alone)
+        runs = reported_runs(runs, out)
+        budget = replace(budget, seeds=tuple(sorted({run.seed for run in runs})))
     names = ", ".join(cfg.experiments)
     planned, trained_on, reused = None, None, []
     if cfg.time_budget:
@@ -717,7 +747,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     counted = Path(trained_on) if trained_on and Path(trained_on).is_dir() else data  # the folder the runs used
     val_images = counted_val_images(counted, budget)  # for runs whose summary predates its "val_images"
     for experiment in cfg.experiments:
-        rows = measured_rows(experiment, budget, summaries, num_classes, val_images)
+        rows = measured_rows(experiment, budget, runs, summaries, num_classes, val_images)
         results["experiments"][experiment] = {"rows": rows, "verdict": verdict(experiment, rows, num_classes),
                                               "rule": RULES[experiment], "noise": NOISE}  # fmt: skip
     results["wall_time_s"] = None if cfg.report_only else time.perf_counter() - start
@@ -920,12 +950,15 @@ def render_report(results: dict, plots: list[str]) -> str:
         v = exp["verdict"]
         lines += [f"## {name}", "", "| model | resolution | top-1 (%) | spread | MACs (M) | params (M) | paper top-1 | "
                   "paper MACs (M) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        mixed = len({tuple(r.get("seeds") or ()) for r in exp["rows"]}) > 1  # report-only: each model's own seeds
         for r in exp["rows"]:
             if r["top1"] is None:
                 top1, spread = "not finished", "-"
             else:
                 top1 = f"{r['top1']['mean']:.2f}"
                 spread = f"{r['top1']['spread']:.2f}" if r["top1"]["spread"] is not None else "-"
+            if mixed:
+                top1 += f" (seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))})"
             lines.append(
                 f"| {r['row']} | {r['resolution']} | {top1} | {spread} | "
                 f"{r['macs_M']:.1f} | {r['params_M']:.2f} | {r['paper_top1']} | {r['paper_macs_M']} |"
