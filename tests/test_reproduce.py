@@ -764,6 +764,25 @@ def test_report_only_reports_each_model_with_the_seeds_it_was_planned_or_trained
     assert [row["seeds"] for row in results["experiments"]["table4"]["rows"]] == [[0], [0]]
 
 
+def test_report_only_reports_the_epochs_the_runs_were_given(tmp_path):
+    """Runs trained with --epochs 2: `reproduce --report-only --out DIR`, the command reproduce itself suggests,
+    refused them as another experiment (epochs=2 there, 1 here). Without --epochs a report takes the runs' epochs,
+    as it takes their seeds; --epochs given, or runs of several epochs, are still checked."""
+    two, out = replace(BUDGETS["quick"], epochs=2), tmp_path / "out"
+    for run in plan_runs(["table5"], two):
+        _finished_run(out, run, two, 0.5, tmp_path)
+    results = reproduce(
+        ReproduceConfig(out=str(out), budget="quick", experiments=("table5",), report_only=True), log=lambda m: None
+    )
+    assert results["budget"]["epochs"] == 2 and len(results["runs"]) == 2
+    with pytest.raises(ReproduceError, match="epochs=2 there, 3 here"):
+        reproduce(ReproduceConfig(out=str(out), experiments=("table5",), report_only=True, epochs=3))
+    three = replace(two, epochs=3)
+    _finished_run(out, Run("mobilenet_v1_conv", 56, 0), three, 0.5, tmp_path)
+    with pytest.raises(ReproduceError, match=r"runs/mobilenet_v1_\w+-r56-s0 holds a run of another experiment"):
+        reproduce(ReproduceConfig(out=str(out), experiments=("table4", "table5"), report_only=True))
+
+
 def test_report_only_shows_the_threads_the_runs_were_given(tmp_path):
     """--jobs 4 gave each run cores / jobs threads (share_cores); the report of those runs shows them as training's
     report did (the H200 report's 'threads': 4 was missing from its --report-only rewrite)."""

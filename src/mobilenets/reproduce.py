@@ -714,6 +714,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     if cfg.report_only and cfg.seeds is None:  # the seeds each model was trained with (--seeds: those alone)
         runs = reported_runs(runs, out)
         budget = replace(budget, seeds=tuple(sorted({run.seed for run in runs})))
+    if cfg.report_only and cfg.epochs is None and len(started := saved_epochs(runs, out)) == 1:
+        budget = replace(budget, epochs=started.pop())  # the runs' epochs (several: check_same_experiment names them)
     names = ", ".join(cfg.experiments)
     planned, trained_on, reused = None, None, []
     if cfg.time_budget:
