@@ -783,6 +783,22 @@ def test_report_only_reports_the_epochs_the_runs_were_given(tmp_path):
         reproduce(ReproduceConfig(out=str(out), experiments=("table4", "table5"), report_only=True))
 
 
+def test_the_note_on_dropped_experiments_gives_a_command_that_reports_them(tmp_path):
+    """After a report of fewer experiments, reproduce suggests a report-only command for all of them; for runs of
+    the full budget it left out --budget, and the command it gave found no run (the quick budget's resolutions)."""
+    full, out = BUDGETS["full"], tmp_path / "out"
+    for run in plan_runs(["table4", "table5"], full):
+        _finished_run(out, run, full, 0.5, tmp_path)
+    said: list[str] = []
+    for experiments in (("table4", "table5"), ("table4",)):
+        reproduce(ReproduceConfig(out=str(out), budget="full", experiments=experiments, report_only=True),
+                  log=said.append)  # fmt: skip
+    assert said[-1].endswith(f"`mobilenets reproduce --report-only --out {out} --budget full` reports every "
+                             "experiment from the finished runs")  # fmt: skip
+    results = reproduce(ReproduceConfig(out=str(out), budget="full", report_only=True), log=lambda m: None)
+    assert results["runs"].keys() == {run.key for run in plan_runs(["table4", "table5"], full)}
+
+
 def test_report_only_shows_the_threads_the_runs_were_given(tmp_path):
     """--jobs 4 gave each run cores / jobs threads (share_cores); the report of those runs shows them as training's
     report did (the H200 report's 'threads': 4 was missing from its --report-only rewrite)."""

@@ -762,8 +762,11 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     atomic_write_text(out / "report.md", render_report(results, plots))
     log(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     if dropped:  # the earlier report's other experiments are not lost: their runs are still in DIR/runs
+        # the options that name these runs (the budget's resolutions, the recipe), where not the defaults
+        same = "".join(f" --{k} {getattr(cfg, k)}" for k in ("budget", "recipe")
+                       if getattr(cfg, k) != getattr(ReproduceConfig, k))  # fmt: skip
         log(f"note: the report now covers {names} only; the earlier one also had {', '.join(dropped)}: `mobilenets "
-            f"reproduce --report-only --out {out}` reports every experiment from the finished runs")  # fmt: skip
+            f"reproduce --report-only --out {out}{same}` reports every experiment from the finished runs")  # fmt: skip
     return results
 
 
