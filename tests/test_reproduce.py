@@ -668,6 +668,16 @@ def test_the_report_names_the_code_commit_the_runs_recorded(tmp_path):
     assert "code: mobilenets commit not recorded" in render_report(_results(), [])
 
 
+def test_a_smoke_report_says_how_many_epochs_its_runs_had():
+    """`--budget quick --epochs 2` wrote "a slice of the data and one short epoch" above "budget: quick: 2 epoch(s)"."""
+    from mobilenets.reproduce import render_report
+
+    results = _results()
+    for epochs, said in ((1, "a slice of the data and one short epoch."), (2, "a slice of the data and 2 epochs.")):
+        smoke = {**results, "budget": {**results["budget"], "name": "quick", "smoke": True, "epochs": epochs}}
+        assert said in render_report(smoke, [])
+
+
 def test_a_rise_within_noise_is_listed_and_the_rule_says_it_is_not_counted():
     from mobilenets.reproduce import RULES
 

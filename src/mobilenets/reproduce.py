@@ -936,7 +936,8 @@ def render_report(results: dict, plots: list[str]) -> str:
                   f"{len(results['runs']) + len(results['unfinished_runs'])} training runs did not finish: {left}. "
                   "An experiment with an unfinished model is not judged.", ""]  # fmt: skip
     if budget["smoke"]:
-        lines += ["**Smoke run (`--budget quick`)**: tiny images, a slice of the data and one short epoch. It checks "
+        epochs = "one short epoch" if budget["epochs"] == 1 else f"{budget['epochs']} epochs"  # --epochs overrides
+        lines += [f"**Smoke run (`--budget quick`)**: tiny images, a slice of the data and {epochs}. It checks "
                   "the pipeline end to end; its accuracies say nothing about the paper's claims.", ""]  # fmt: skip
     lines += [f"- data: `{results['data']}`; recipe: `{results['recipe']}` (the same for every model)",
               f"- budget: {budget['name']}: {budget['epochs']} epoch(s), batch {budget['batch_size']}, resolutions "
