@@ -894,3 +894,20 @@ def test_a_cpu_run_names_the_cpu_it_trained_on(monkeypatch):
 
     monkeypatch.setattr(mobilenets.bench, "cpu_model", lambda: "Test CPU 9000")
     assert _environment(BUDGETS["quick"], 1)["hardware"] == "Test CPU 9000"
+
+
+def test_a_report_of_cpu_runs_names_the_cpu_they_trained_on(tmp_path, monkeypatch):
+    """The report-only rewrite of a quick run said "trained on Linux-6.18.44-...-x86_64-with-glibc2.36" (env.json
+    had the kernel's platform string, not the CPU): runs now record the CPU's model name, and a report shows it."""
+    from types import SimpleNamespace
+
+    import mobilenets.bench
+    from mobilenets.reproduce import _run_environment
+    from mobilenets.trainer import environment
+
+    monkeypatch.setattr(mobilenets.bench, "cpu_model", lambda: "Test CPU 9000")
+    env = environment(SimpleNamespace(world_size=1, device=torch.device("cpu")))
+    assert env["cpu"] == "Test CPU 9000"
+    (tmp_path / "runs" / "a-r56-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "a-r56-s0" / "env.json").write_text(json.dumps(env))
+    assert _run_environment(tmp_path, {"a-r56-s0": {}})["hardware"] == "Test CPU 9000"

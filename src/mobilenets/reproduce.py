@@ -820,8 +820,9 @@ def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
     """Where the finished runs were trained, from the env.json each run folder holds."""
     env_file = out / "runs" / next(iter(summaries)) / "env.json"
     env = json.loads(env_file.read_text()) if env_file.is_file() else {}
-    return {"hardware": env.get("gpu") or env.get("platform"), "torch": env.get("versions", {}).get("torch"),
-            "python": env.get("versions", {}).get("python"), "jobs": None, "command": _command()}  # fmt: skip
+    versions = env.get("versions", {})  # a CPU run recorded its CPU's name since "cpu" was added; older, the platform
+    return {"hardware": env.get("gpu") or env.get("cpu") or env.get("platform"), "torch": versions.get("torch"),
+            "python": versions.get("python"), "jobs": None, "command": _command()}  # fmt: skip
 
 
 def run_commits(out: Path, keys: list[str]) -> list[str]:

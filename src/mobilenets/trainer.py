@@ -473,6 +473,7 @@ def environment(env: DistEnv) -> dict[str, Any]:
     import torchvision
 
     from . import __version__
+    from .bench import cpu_model  # platform.platform() names the kernel, not the CPU
 
     info = {
         "git": git_commit(),
@@ -485,6 +486,7 @@ def environment(env: DistEnv) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "world_size": env.world_size,
