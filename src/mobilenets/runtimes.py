@@ -309,7 +309,16 @@ def int8_onnx(model: MobileNetV1, path: str | os.PathLike, runtime: str = "ort-i
         import onnxruntime.quantization  # noqa: F401  (export.quantize's quantizer)
     except ImportError as exc:
         raise RuntimeUnavailable(f"{runtime}: onnxruntime.quantization cannot be imported ({exc})") from exc
-    return export.quantize(model, path, **({"fp32_head": 0} if RUNTIME_INFO[runtime].engine == "openvino" else {}))
+    return export.quantize(model, path, fp32_head=int8_fp32_head(runtime))
+
+
+def int8_fp32_head(runtime: str) -> int:
+    """Leading convs the INT8 export for ``runtime`` keeps fp32 (`int8_onnx`): none for OpenVINO, else export.py's
+    ``FP32_HEAD``."""
+    from .export import FP32_HEAD
+
+    info = RUNTIME_INFO.get(runtime)
+    return 0 if info is not None and info.engine == "openvino" else FP32_HEAD
 
 
 def model_onnx(model: MobileNetV1 | None, runtime: str, onnx_path: str | os.PathLike | None) -> Path:

@@ -9,7 +9,8 @@ latency from a bench results file (measured) or the latency lookup table (predic
 Ranking (documented, and what the tests check against brute force): highest expected top-1; ties broken by lower
 latency, then fewer MACs, then fewer parameters, then smaller alpha, then smaller resolution. Weights size, in MiB
 (2**20 bytes; the ``*_MB`` keys are MiB): fp32 = 4 bytes per parameter (BatchNorm folded, biases included); int8 =
-the INT8 ONNX file `export.quantize` writes (`int8_onnx_bytes`).
+the INT8 ONNX file `export.quantize` writes for the runtime (`int8_onnx_bytes`; OpenVINO's quantizes every conv,
+the others keep the first two fp32).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from .spec import MIN_RESOLUTION, ModelSpec, grid_name
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
 MIB = 2**20
-# INT8 QDQ ONNX file (export.quantize: per-channel symmetric int8 weights, first FP32_HEAD convs fp32), fitted on
-# exports of 0.25-96, 0.75-224 (1000 classes) and 0.5-128 (3 classes), onnx 1.x / onnxruntime 1.22 quantizer:
+# INT8 QDQ ONNX file (export.quantize: per-channel symmetric int8 weights, the first fp32_head convs fp32, logits fp32),
+# measured on `mobilenets export --int8` files of alpha 0.25, 0.5 and 1.0 x 10 (wnid labels), 42 and 1000 classes x
+# fp32_head 0 and 2 (onnx 1.x / onnxruntime 1.22 quantizer): every estimate within 200 bytes of its file
 INT8_BYTES_PER_CHANNEL = 17  # per quantized output channel: int32 bias and its zero point, scales, weight zero point
-INT8_GRAPH_BYTES = 53_200  # nodes, activation scales/zero points, metadata
-INT8_LABEL_BYTES = 24.6  # metadata's class labels, per class
+INT8_GRAPH_BYTES = 54_950  # nodes, activation scales/zero points, metadata but the labels, every conv quantized
+INT8_FP32_CONV_BYTES = 950  # graph bytes one conv kept fp32 saves: no Q/DQ nodes, scales or zero points of its own
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,11 @@ def choose(candidates: Sequence[dict], constraints: Constraints) -> list[dict]:
     return sorted((c for c in candidates if not constraints.violations(c)), key=rank_key)
 
 
-def candidate(alpha: float, resolution: int, accuracy: acc.AccuracyModel) -> dict[str, Any]:
-    """A candidate row without latency: name, cost, size, expected accuracy and its provenance."""
+def candidate(
+    alpha: float, resolution: int, accuracy: acc.AccuracyModel, fp32_head: int | None = None
+) -> dict[str, Any]:
+    """A candidate row without latency: name, cost, size, expected accuracy and its provenance. The INT8 size is of
+    the export that keeps ``fp32_head`` convs fp32 (default `export.FP32_HEAD`; `runtimes.int8_fp32_head`)."""
     from .bench import spec_label
 
     spec = ModelSpec(alpha=alpha, resolution=resolution, num_classes=accuracy.num_classes)
@@ -190,18 +195,25 @@ def candidate(alpha: float, resolution: int, accuracy: acc.AccuracyModel) -> dic
         "macs": cost.macs,
         "params": cost.params,
         "weights_MB": folded_params(cost) * SIZE_DTYPES["fp32"] / MIB,
-        "weights_int8_MB": int8_onnx_bytes(cost, accuracy.num_classes) / MIB,
+        "weights_int8_MB": int8_onnx_bytes(cost, accuracy.num_classes, fp32_head) / MIB,
     }
 
 
 def int8_onnx_bytes(cost, num_classes: int = 1000, fp32_head: int | None = None) -> float:
     """Bytes of the INT8 ONNX file `export.quantize` writes, layer by layer as it quantizes: the first ``fp32_head``
     convs (default `export.FP32_HEAD`) keep fp32 weights and bias; the other convs and the FC store int8 weights
-    plus, per output channel, an int32 bias and scales/zero points; then the graph and its metadata (measured)."""
+    plus, per output channel, an int32 bias and scales/zero points; then the graph and its metadata (measured), whose
+    class labels are the default names of ``num_classes`` (`labels.resolve_labels`). A trained model's own class names
+    are stored twice (its spec and its labels) and are not known here: Imagenette's ten wnids make the file about 140
+    bytes larger than this estimate."""
+    import json
+
     from .export import FP32_HEAD
+    from .labels import resolve_labels
 
     head = FP32_HEAD if fp32_head is None else fp32_head
-    total = INT8_GRAPH_BYTES + INT8_LABEL_BYTES * num_classes
+    labels = json.dumps(list(resolve_labels(ModelSpec(num_classes=num_classes))))
+    total = INT8_GRAPH_BYTES - INT8_FP32_CONV_BYTES * head + len(labels.encode())
     for i, layer in enumerate(x for x in cost.layers if x.params):
         bias = (layer.params_all - layer.params) // (1 if "Fully" in layer.layer_type else 2)
         total += 4 * (layer.params + bias) if i < head else layer.params + INT8_BYTES_PER_CHANNEL * bias
@@ -344,14 +356,18 @@ class Selection:
         return d
 
 
-def commands_for(c: dict) -> list[str]:
-    """How to produce the chosen model with the training and export subcommands (issues 4 and 6)."""
+def commands_for(c: dict, fp32_head: int | None = None) -> list[str]:
+    """How to produce the chosen model with the training and export subcommands (issues 4 and 6); the INT8 export
+    keeps ``fp32_head`` convs fp32 (default export's), the one the INT8 size and a bench of the runtime describe."""
+    from .export import FP32_HEAD
+
     a, r = f"{c['alpha']:g}", c["resolution"]
     run = f"runs/{c['name']}"
+    head = "" if fp32_head in (None, FP32_HEAD) else f" --int8-fp32-head {fp32_head}"
     return [
         f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}",
         f"mobilenets export {run}/model --format onnx --out {c['name']}.onnx",  # train saves weights in RUN/model
-        f"mobilenets export {run}/model --format onnx --int8 --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
+        f"mobilenets export {run}/model --format onnx --int8{head} --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
     ]
 
 
@@ -371,7 +387,10 @@ def select(
     if top < 1:
         raise ValueError(f"top={top!r} is not allowed: top must be an integer >= 1 (the chosen model and runners-up)")
     accuracy = accuracy or acc.table_model()
-    rows = [candidate(a, r, accuracy) for a, r in space.candidates()]
+    from .runtimes import int8_fp32_head
+
+    head = int8_fp32_head(runtime)  # the INT8 export a bench of ``runtime`` times (OpenVINO's quantizes every conv)
+    rows = [candidate(a, r, accuracy, head) for a, r in space.candidates()]
     if constraints.needs_latency():
         if latency is None:
             raise ValueError("a latency/FPS bound needs a latency source (a bench results file or the lookup table)")
@@ -387,7 +406,7 @@ def select(
             fastest = min(rows, key=lambda c: (c["macs"], c["params"]))
         sel.fastest, sel.smallest = fastest, smallest
     else:
-        sel.commands = commands_for(sel.chosen)
+        sel.commands = commands_for(sel.chosen, head)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency)
