@@ -617,3 +617,37 @@ def test_bench_files_without_a_row_of_the_runtime_and_threads_asked_are_named_no
         )
         if threads == 1:
             assert fn(0.5, 128) == (pytest.approx(2.0), "predicted")
+
+
+def test_latencies_say_which_classifier_they_are_of_beside_a_10_class_model(capsys, tmp_path):
+    """Runs of 10 classes: top-1, sizes, MACs and params are of the 10-class model; bench rows timed the 1000-class
+    model, and every latency (the table's too, scaled to them) is then of 1000 classes and says so. Without bench
+    files the table predicts the 10-class model itself, its own head timed (here 0.1 ms against 5 ms for 1000)."""
+    summary = tmp_path / "s.json"
+    summary.write_text(json.dumps({"model": {"alpha": 0.25, "resolution": 128, "num_classes": 10}, "final_top1": 0.8}))
+    specs = [ModelSpec(alpha=0.25, resolution=r, num_classes=n) for r in (96, 128) for n in (10, 1000)]
+    layers = {k: (5.0 if k.startswith("head:") and k.split(":")[2] == "1000" else 0.1)
+              for s in specs for k in lut.layer_keys(s)}  # fmt: skip
+    (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): {"overhead": 0.5, "scale": 1.0,
+                                                                           "layers": layers}}))  # fmt: skip
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "torch", "threads": 1,
+           "latency_ms_median": 4.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    space = ("--alpha-range", "0.25,0.25,0.25", "--res-range", "96,128,32", "--runtime", "torch", "--latency-ms", "9")
+    args = (*space, "--lut-file", str(tmp_path / "l.json"), "--accuracy", str(summary))
+
+    code, out, _ = run(capsys, *args, "--bench", str(tmp_path / "b.json"), "--json")
+    chosen = json.loads(out)["chosen"]
+    ten = count_complexity(ModelSpec(alpha=0.25, resolution=128, num_classes=10))
+    assert code == 0 and (chosen["classes"], chosen["params"], chosen["macs"]) == (10, ten.params, ten.macs)
+    assert (chosen["latency_ms"], chosen["latency_source"], chosen["latency_classes"]) == (4.0, "measured", 1000)
+    code, out, _ = run(capsys, *args, "--bench", str(tmp_path / "b.json"))
+    assert "10 classes): expected top-1 80.0%" in out and "4.00 ms (measured, 1000-class model, torch" in out
+    assert "note: latency_ms and fps are of 1000-class models" in out and "of the 10-class model" in out
+
+    code, out, _ = run(capsys, *args, "--json")
+    chosen = json.loads(out)["chosen"]
+    assert (chosen["latency_classes"], chosen["latency_source"]) == (10, "predicted")
+    assert chosen["latency_ms"] == pytest.approx(0.5 + 0.1 * (1 + 13 + 1))  # the 10-class head's 0.1 ms
+    code, out, _ = run(capsys, *args)
+    assert "(predicted, torch" in out and "note: latency_ms" not in out

@@ -494,7 +494,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from . import accuracy
     from .lut import LUT_RUNTIMES
     from .runtimes import check_runtime
-    from .select import SHOW_COLUMNS, Constraints, SearchSpace, latency_source, select
+    from .select import SHOW_COLUMNS, Constraints, SearchSpace, head_note, latency_source, select
 
     check_runtime(args.runtime)
     if args.threads < 1:
@@ -513,9 +513,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.threads > (os.cpu_count() or args.threads):
         print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
               "include the threads' contention", file=sys.stderr)  # fmt: skip
-    latency = latency_source(
-        args.runtime, args.threads, args.bench or (), args.lut_file, say=lambda msg: print(msg, file=sys.stderr)
-    )  # before it measures missing shapes
+    latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file,
+                             say=lambda msg: print(msg, file=sys.stderr), num_classes=acc.num_classes)  # fmt: skip
+    # before it measures missing shapes
     sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
                  top=args.top)  # fmt: skip
     if args.json:
@@ -527,15 +527,21 @@ def cmd_select(args: argparse.Namespace) -> int:
         print("fastest and smallest candidates, for reference:")
         shown = [{"role": "fastest", **sel.fastest}, {"role": "smallest", **sel.smallest}]
         print(render(shown, "table", ("role", *SHOW_COLUMNS)))
+        if note := head_note(shown):
+            print(note)
         return 1
     c = sel.chosen
     size = f"{c['weights_MB']:.2f} MiB fp32 / {c['weights_int8_MB']:.2f} MiB int8, {c['macs'] / 1e6:.1f}M MACs"
     known = c["top1"] is not None and c["top1"] == c["top1"]  # None or NaN: no accuracy for this model
     top1 = f"{c['top1']:.1f}%" if known else "unknown"
-    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}): expected top-1 {top1} "
-          f"({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}, {where}), {size}")  # fmt: skip
+    lat_head = f", {c['latency_classes']}-class model" if c["latency_classes"] not in (None, c["classes"]) else ""
+    print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}, {c['classes']} classes): "
+          f"expected top-1 {top1} ({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}{lat_head}, "
+          f"{where}), {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
+    if note := head_note([c, *sel.runners_up]):
+        print(note)
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
     return 0
 

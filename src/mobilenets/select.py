@@ -26,6 +26,7 @@ from .complexity import count_complexity
 from .spec import MIN_RESOLUTION, ModelSpec, grid_name
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
+BENCH_CLASSES = 1000  # `mobilenets bench` times the standard models with their ImageNet classifier
 MIB = 2**20
 # INT8 QDQ ONNX file (export.quantize: per-channel symmetric int8 weights, the first fp32_head convs fp32, logits fp32),
 # measured on `mobilenets export --int8` files of alpha 0.25, 0.5 and 1.0 x 10 (wnid labels), 42 and 1000 classes x
@@ -187,10 +188,12 @@ def candidate(
         "name": spec_label(spec),
         "alpha": alpha,
         "resolution": resolution,
+        "classes": accuracy.num_classes,  # the classifier top-1, MACs, params and sizes are of
         "top1": round(top1, 2) if top1 is not None else math.nan,  # NaN, not None: rows stay numeric in tables
         "top1_source": source,
         "latency_ms": None,
         "latency_source": None,
+        "latency_classes": None,  # the classifier the latency was measured or predicted with (None: not said)
         "fps": None,
         "macs": cost.macs,
         "params": cost.params,
@@ -328,9 +331,10 @@ def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
     prepare = getattr(latency, "prepare", None)  # a LatencySource measures the missing shapes of all rows at once
     if prepare is not None:
         prepare([(c["alpha"], c["resolution"]) for c in rows])
+    classes = getattr(latency, "classes", None)  # a LatencySource says which classifier its latencies are of
     for c in rows:
         ms, source = latency(c["alpha"], c["resolution"])
-        c.update(latency_ms=ms, latency_source=source, fps=1000.0 / ms if ms > 0 else math.inf)
+        c.update(latency_ms=ms, latency_source=source, latency_classes=classes, fps=1000.0 / ms if ms > 0 else math.inf)
 
 
 @dataclass
@@ -424,7 +428,11 @@ class LatencySource:
     models of measured / predicted (the table's own scale was fitted at another time, and a prediction of 4.64 ms
     for 0.75-176 beside 8.01 ms measured for the smaller 0.75-160 chose the wrong model); ``say`` hears the factor.
     `prepare` predicts many models at once, so that a first use measures all their missing shapes together
-    (`lut.predict_many`: one announcement, one progress count) rather than one model's shapes after another's."""
+    (`lut.predict_many`: one announcement, one progress count) rather than one model's shapes after another's.
+
+    ``classes`` is the classifier every latency is of: the ``num_classes`` of the model to deploy (the table times
+    that head's shape), but `BENCH_CLASSES` where bench files measured any candidate, so that measured and predicted
+    latencies, and the factor between them, compare models with the same classifier; no head is corrected for."""
 
     def __init__(
         self,
@@ -433,12 +441,14 @@ class LatencySource:
         bench_files: Sequence[str] = (),
         lut_path: str | None = None,
         say: Callable[[str], None] | None = None,
+        num_classes: int = BENCH_CLASSES,
     ) -> None:
         from . import lut
 
         self.runtime, self.threads, self.say = runtime, threads, say
         files = read_bench_files(bench_files)
         self.measured, superseded = newest_measurements(files, runtime, threads)
+        self.classes = BENCH_CLASSES if self.measured else num_classes
         foreign, here = other_hardware(files, runtime, threads) if files else (set(), "")
         if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
             say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
@@ -474,7 +484,7 @@ class LatencySource:
                 + f" in the bench files, and the lookup table cannot predict {self.runtime}: measure them with "
                 f"`mobilenets bench --runtime {self.runtime} --models ... --out FILE.json`, or narrow the search"
             )
-        specs = [ModelSpec(alpha=a, resolution=r) for a, r in todo]
+        specs = [ModelSpec(alpha=a, resolution=r, num_classes=self.classes) for a, r in todo]
         kw = dict(runtime=self.runtime, threads=self.threads, lut=self.table, say=self.say)
         for m, (ms, _new) in zip(todo, lut.predict_many(specs, **kw), strict=True):
             self.predicted[m] = ms
@@ -498,5 +508,17 @@ class LatencySource:
 latency_source = LatencySource  # the name the CLI and callers of the function this class replaced use
 
 
-SHOW_COLUMNS = ("name", "alpha", "resolution", "top1", "top1_source", "latency_ms", "latency_source", "fps",
-                "weights_MB", "weights_int8_MB", "macs", "params", "fails")  # fmt: skip
+SHOW_COLUMNS = ("name", "alpha", "resolution", "classes", "top1", "top1_source", "latency_ms", "latency_source",
+                "fps", "weights_MB", "weights_int8_MB", "macs", "params", "fails")  # fmt: skip
+
+
+def head_note(rows: Sequence[dict]) -> str:
+    """A line saying that the latencies are of another classifier than the other figures ('' when they are not)."""
+    heads = {(c["classes"], c["latency_classes"]) for c in rows if c.get("latency_classes") is not None}
+    other = sorted({lat for classes, lat in heads if lat != classes})
+    if not other:
+        return ""
+    classes = ", ".join(str(n) for n in sorted({n for n, _lat in heads}))
+    return (f"note: latency_ms and fps are of {', '.join(map(str, other))}-class models (as `mobilenets bench` times "
+            f"them); top-1, sizes, MACs and params are of the {classes}-class model (classes) you deploy, whose "
+            "classifier is not timed or corrected for")  # fmt: skip
