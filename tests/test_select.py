@@ -651,3 +651,21 @@ def test_latencies_say_which_classifier_they_are_of_beside_a_10_class_model(caps
     assert chosen["latency_ms"] == pytest.approx(0.5 + 0.1 * (1 + 13 + 1))  # the 10-class head's 0.1 ms
     code, out, _ = run(capsys, *args)
     assert "(predicted, torch" in out and "note: latency_ms" not in out
+
+
+def test_a_size_budget_on_a_runtime_without_a_table_shows_unmeasured_latencies_as_unknown(capsys, tmp_path):
+    """ort-int8 has no lookup table: a size budget (no latency bound) chose a model the bench file did not measure
+    and stopped with 'has no measurement'; the latency is only shown there, so it is shown as unknown."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort-int8", "threads": 1,
+           "latency_ms_median": 1.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    args = ("--bench", str(tmp_path / "b.json"), "--runtime", "ort-int8", "--alpha-range", "0.25,0.5,0.25",
+            "--res-range", "128,160,32", "--max-mb", "1", "--size-dtype", "int8")  # fmt: skip
+    code, out, _ = run(capsys, *args, "--json")
+    sel = json.loads(out)
+    assert code == 0 and sel["chosen"]["name"] == "mobilenet_v1_025_160" and sel["chosen"]["latency_ms"] is None
+    assert sel["runners_up"][0]["latency_ms"] == 1.0 and sel["runners_up"][0]["latency_source"] == "measured"
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "latency unknown on ort-int8, 1 thread(s) (no bench row)" in out
+    code, _, err = run(capsys, *args, "--latency-ms", "5")  # a latency bound needs every candidate's latency
+    assert code == 2 and "has no measurement of mobilenet_v1_025_160" in err

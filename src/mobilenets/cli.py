@@ -535,9 +535,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     known = c["top1"] is not None and c["top1"] == c["top1"]  # None or NaN: no accuracy for this model
     top1 = f"{c['top1']:.1f}%" if known else "unknown"
     lat_head = f", {c['latency_classes']}-class model" if c["latency_classes"] not in (None, c["classes"]) else ""
+    ms = (f"{c['latency_ms']:.2f} ms ({c['latency_source']}{lat_head}, {where})" if c["latency_ms"] is not None
+          else f"latency unknown on {where} (no bench row)")  # fmt: skip
     print(f"chosen: {c['name']} (alpha {c['alpha']:g}, resolution {c['resolution']}, {c['classes']} classes): "
-          f"expected top-1 {top1} ({c['top1_source']}), {c['latency_ms']:.2f} ms ({c['latency_source']}{lat_head}, "
-          f"{where}), {size}")  # fmt: skip
+          f"expected top-1 {top1} ({c['top1_source']}), {ms}, {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
     if note := head_note([c, *sel.runners_up]):

@@ -327,7 +327,12 @@ def other_hardware(files: dict[str, tuple[list[dict], float]], runtime: str, thr
     return tags - {here}, here
 
 
-def attach_latency(rows: list[dict], latency: LatencyFn) -> None:
+def attach_latency(rows: list[dict], latency: LatencyFn, required: bool = True) -> None:
+    """Each row's latency from ``latency``; unless ``required`` (no latency bound: it is shown, not checked), rows it
+    cannot give (`LatencySource.can_give`: a runtime without a table, not in the bench files) keep None."""
+    can_give = getattr(latency, "can_give", None)
+    if not required and can_give is not None:
+        rows = [c for c in rows if can_give(c["alpha"], c["resolution"])]
     prepare = getattr(latency, "prepare", None)  # a LatencySource measures the missing shapes of all rows at once
     if prepare is not None:
         prepare([(c["alpha"], c["resolution"]) for c in rows])
@@ -413,7 +418,7 @@ def select(
         sel.commands = commands_for(sel.chosen, head)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
-        attach_latency(shown, latency)
+        attach_latency(shown, latency, required=False)
     for c in shown:
         c["fails"] = constraints.failures(c)
     return sel
@@ -463,6 +468,12 @@ class LatencySource:
         self.table = lut.LatencyLUT.load(lut_path)
         self.predicted: dict[tuple[float, int], float] = {}
         self.ratio: float | None = None  # measured / predicted, worked out on the first prediction asked for
+
+    def can_give(self, alpha: float, resolution: int) -> bool:
+        """Whether a bench file measured the model or the lookup table can predict it on this runtime."""
+        from . import lut
+
+        return (alpha, resolution) in self.measured or self.runtime in lut.LUT_RUNTIMES
 
     def prepare(self, models: Iterable[tuple[float, int]]) -> None:
         """Predict every model of ``models`` that no bench file measured (and, to scale them, the measured ones)."""
