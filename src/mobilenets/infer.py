@@ -297,9 +297,13 @@ def open_source(source: str | int) -> Any:
 
 def _check_out(path: str) -> Path:
     """The annotated video's path, checked: its folder must exist (a missing one is named as such, not probed through
-    the nearest existing folder above it) and take a new file (`atomic.check_writable`)."""
-    if not Path(path).parent.is_dir():
-        raise StreamError(f"out={path!r}: its folder {str(Path(path).parent)!r} does not exist")
+    the nearest existing folder above it; a file where the folder should be is named as a file) and take a new file
+    (`atomic.check_writable`)."""
+    folder = Path(path).parent
+    if folder.is_file():
+        raise StreamError(f"out={path!r}: {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise StreamError(f"out={path!r}: its folder {str(folder)!r} does not exist")
     return check_writable(path)
 
 
