@@ -761,6 +761,35 @@ def test_ctrl_c_before_the_checkpoint_writer_starts_is_no_write_error(tmp_path, 
     assert (tmp_path / "checkpoints" / "ckpt-000000001.pt").is_file()
 
 
+def test_a_second_ctrl_c_while_a_checkpoint_is_written_lets_the_write_finish(tmp_path, capsys, monkeypatch):
+    """Ctrl-C, then Ctrl-C again while `settle` waited for the checkpoint under way: Python 3.11's join(), interrupted,
+    marked the running writer thread as ended, so the interpreter exited without waiting for it (the checkpoint was
+    lost, its staging file left) and the run said 'the last checkpoint write failed too: ' with no reason."""
+    import threading
+
+    from mobilenets import engine
+
+    gate = threading.Event()
+    real = engine.save_checkpoint
+
+    def slow_save(run_dir, state, keep):
+        gate.wait(10)
+        return real(run_dir, state, keep)
+
+    monkeypatch.setattr(engine, "save_checkpoint", slow_save)
+    writer = CheckpointWriter(tmp_path, keep=2)
+    writer.save({"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 4, "rng": {},
+                 "config": {}})  # fmt: skip
+    # the second Ctrl-C, while the write is held back: a real SIGINT, as only a signal wakes a blocked wait
+    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    writer.settle()
+    assert "interrupted again" in capsys.readouterr().err
+    assert writer._thread.is_alive()  # what the interpreter waits for before it exits
+    gate.set()
+    writer.wait()
+    assert (tmp_path / "checkpoints" / "ckpt-000000004.pt").is_file()
+
+
 # --- distributed ------------------------------------------------------------------------------------------------
 
 

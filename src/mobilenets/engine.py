@@ -595,23 +595,30 @@ class CheckpointWriter:
         self.run_dir, self.keep = Path(run_dir), keep
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._done = threading.Event()  # set by the writer thread when its write ended (`wait`)
 
     def save(self, state: dict[str, Any]) -> None:
         self.wait()
         snapshot = host_copy(state)
-        self._thread = threading.Thread(target=self._write, args=(snapshot,), name="checkpoint-writer")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._write, args=(snapshot, self._done), name="checkpoint-writer")
         self._thread.start()
 
-    def _write(self, snapshot: dict[str, Any]) -> None:
+    def _write(self, snapshot: dict[str, Any], done: threading.Event) -> None:
         try:
             save_checkpoint(self.run_dir, snapshot, self.keep)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = exc
+        finally:
+            done.set()
 
     def settle(self) -> None:
         """`wait` on the way out of a failed run: the write error, if any, is printed, not raised over the run's."""
         try:
             self.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: the write goes on, and Python waits for it before exiting
+            print("interrupted again: the checkpoint being written is finished before the process ends",
+                  file=sys.stderr)  # fmt: skip
         except BaseException as exc:  # noqa: BLE001 - the run's own exception is the one to raise
             print(f"the last checkpoint write failed too: {exc}", file=sys.stderr)
 
@@ -619,6 +626,10 @@ class CheckpointWriter:
         """Block until the last checkpoint is on disk; raise its write error, if any."""
         if self._thread is not None:
             if self._thread.ident is not None:  # not started when Ctrl-C landed between creating and starting it
+                # the event first: a Ctrl-C in join() (Python < 3.13, bpo-45274's handling) releases the running
+                # thread's state lock, marking it ended, and the interpreter then exits without waiting for the
+                # write: the checkpoint under way was lost, its staging file left
+                self._done.wait()
                 self._thread.join()
             self._thread = None
         if self._error is not None:
