@@ -6,9 +6,11 @@ build and that first call, where torch.compile compiles; never in the latency), 
 whichever comes first; report median, p90 and min. Throughput runs batches of ``batch`` the same way.
 
 Peak memory: Linux-only, the process's peak resident set (``VmHWM`` in /proc/self/status) is reset before each
-model/runtime (writing 5 to /proc/self/clear_refs), and ``peak_mem_MB`` = VmHWM after building, the latency runs and
-the throughput runs minus the resident set before building. It counts everything the runtime allocates (weights,
-arena, activations, compiled code), which tracemalloc cannot see; on CUDA it is ``torch.cuda.max_memory_allocated``.
+runner is built (writing 5 to /proc/self/clear_refs), after the files it loads are written, and ``peak_mem_MB`` =
+VmHWM after building, the latency runs and the throughput runs minus the resident set before building. It counts
+everything the runtime allocates (weights, arena, activations, compiled code), which tracemalloc cannot see, and not
+the ONNX export or INT8 calibration that made its file (a deployment loads the file: with them, INT8 rows read
+several times the fp32 rows' peak); on CUDA it is ``torch.cuda.max_memory_allocated``.
 Freed heap memory is returned to the OS first (``malloc_trim``), but memory an allocator keeps cached from an earlier
 model in the same process (oneDNN/inductor caches, torch's CPU allocator) can still be reused unseen, so the figure is
 a lower bound; ``--models X`` with one model per process gives the absolute figure.
@@ -497,6 +499,7 @@ class Measured:
     weights_fp32_MB: float
     artifact_MB: float
     build_s: float = 0.0  # building the runner from the model or ONNX file (not exporting or quantizing it)
+    baseline_kb: int | None = None  # resident set before building the runner, its peak reset (`reset_peak_memory`)
 
 
 def file_mb(path: Path) -> float:
@@ -504,7 +507,8 @@ def file_mb(path: Path) -> float:
 
 
 def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, cuda_backend: str = "eager") -> Measured:
-    """Build the runner; write the fp32 safetensors (and the ONNX file for ONNX runtimes) to measure sizes."""
+    """Build the runner; write the fp32 safetensors (and the ONNX file for ONNX runtimes) to measure sizes. The peak
+    memory is reset after writing them: the export and INT8 calibration are not the runner's memory."""
     from safetensors.torch import save_file
 
     info = RUNTIME_INFO[runtime]
@@ -521,9 +525,10 @@ def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, c
         kwargs, artifact = {"onnx_path": onnx_path, "threads": threads}, file_mb(onnx_path)
     elif info.engine == "cuda":
         kwargs = {"backend": cuda_backend}
+    baseline = reset_peak_memory()
     t0 = time.perf_counter()  # building the runner: startup_s (the export above is not part of it)
     runner = make_runner(model, runtime, **kwargs)
-    return Measured(runner, fp32, artifact, time.perf_counter() - t0)
+    return Measured(runner, fp32, artifact, time.perf_counter() - t0, baseline)
 
 
 def measure(
@@ -540,7 +545,6 @@ def measure(
 ) -> dict[str, Any]:
     """One bench row (see `COLUMNS`). Raises `RuntimeUnavailable` when the runtime cannot run here."""
     info = RUNTIME_INFO[runtime]
-    baseline = reset_peak_memory()
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
         built = prepare(model, runtime, threads, Path(tmp), cfg.cuda_backend)
         x1 = np.random.default_rng(0).standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
@@ -555,7 +559,7 @@ def measure(
             call = built.runner.resident(xb) if built.runner.resident else (lambda: built.runner(xb))
             tb = time_calls(call, min_runs=max(3, cfg.min_runs // 10), min_time=cfg.min_time / 2, warmup=1)
             tput = batch / float(np.median(tb))
-        peak = peak_memory_mb(baseline, info.device)
+        peak = peak_memory_mb(built.baseline_kb, info.device)
     backend = built.runner.info.get("backend")
     if backend and built.runner.info.get("cuda_graph_failed"):
         backend += " (no CUDA graph for " + ", ".join(built.runner.info["cuda_graph_failed"]) + ")"
