@@ -585,6 +585,36 @@ def test_a_json_that_is_an_empty_list_is_no_bench_results_file(tmp_path):
     bench.check_results_file(mine)
 
 
+def test_ctrl_c_mid_bench_prints_and_writes_the_rows_measured_before_it(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the third measurement lost the two rows already measured (no table, no file), minutes of a grid:
+    they are now printed, written with a note saying the run was cut short, and plotted, and the status is 130."""
+    real = bench.measure
+    calls = []
+
+    def measure(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "measure", measure)
+    code = main(["bench", "--models", "0.25-64,0.25-96,0.25-128", "--runtimes", "torch", "--min-runs", "3",
+                 "--min-time", "0", "--batch", "0", "--no-progress", "--out", str(tmp_path / "r"), "--plots",
+                 str(tmp_path)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 130 and "mobilenet_v1_025_96" in out and "mobilenet_v1_025_128" not in out
+    assert err.rstrip().endswith("interrupted after 2 of 3 measurements (Ctrl-C); the 2 row(s) measured are above "
+                                 "and written")  # fmt: skip
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [r["model"] for r in data["rows"]] == ["mobilenet_v1_025_64", "mobilenet_v1_025_96"]
+    assert any("interrupted after 2 of 3" in n for n in data["meta"]["notes"])
+    assert len(list(tmp_path.glob("*.png"))) == 2
+    calls.clear()
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["bench", "--models", "0.25-64", "--runtimes", "torch", "--no-progress"]) == 130  # nothing measured
+    assert capsys.readouterr().err.strip() == "mobilenets bench: interrupted"
+
+
 @pytest.mark.skipif(bench.reset_peak_memory() is None, reason="needs Linux's /proc/self/clear_refs and VmHWM")
 def test_peak_memory_is_the_runners_not_the_export_or_int8_calibration_that_made_its_file(monkeypatch):
     """The peak was reset before the ONNX export and INT8 calibration, so an int8 row read 198 MiB where the fp32

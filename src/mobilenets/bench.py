@@ -603,10 +603,20 @@ def _peer_macs(label: str, spec: ModelSpec) -> int | None:
 # --- the whole run -------------------------------------------------------------------------------------------------
 
 
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_bench`: ``rows`` are the rows measured before it, of ``total`` measurements planned (the
+    command writes them; a caller that does not look sees a KeyboardInterrupt)."""
+
+    def __init__(self, rows: list[dict[str, Any]], total: int) -> None:
+        super().__init__(f"interrupted after {len(rows)} of {total} measurements")
+        self.rows, self.total = rows, total
+
+
 def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """Measure every model x runtime x threads of ``cfg``; unavailable runtimes add one line to ``notes``.
 
-    torch's process-wide thread count is set per measurement and is the caller's again on return."""
+    torch's process-wide thread count is set per measurement and is the caller's again on return. Ctrl-C raises
+    `BenchInterrupted` holding the rows measured so far (they were lost with the measurement under way)."""
     cfg = cfg.validate()
     check_batch_fits(cfg)
     if max(cfg.threads) > (cores := usable_cores()):  # the row would time the threads' contention, not a machine
@@ -629,23 +639,27 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     # for the first 1-thread jobs the peak probe just made is that
     probes: dict[int, float] = {1: peak} if not cfg.peak_gflops and cfg.threads[0] == 1 else {}
     bar = _progress(len(jobs), cfg.progress)
-    for threads, runtime, name in jobs:
-        bar.set_description(f"{runtime} x{threads} {name}")
-        if runtime not in skipped:
-            if threads not in probes:
-                probes[threads] = matmul_gflops(threads, seconds=0.3)
-            try:
-                model, spec, label = build(name)
-                with torch_threads(threads):  # set once here, so the timed calls do not switch it per call
-                    row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
-                                  peak_gflops=peak, env=env)  # fmt: skip
-                row["probe_gflops"] = probes[threads]
-                rows.append(row)
-            except RuntimeUnavailable as exc:
-                skipped.add(runtime)
-                notes.append(f"skipped {runtime}: {exc}")
-        bar.update(1)
-    bar.close()
+    try:
+        for threads, runtime, name in jobs:
+            bar.set_description(f"{runtime} x{threads} {name}")
+            if runtime not in skipped:
+                if threads not in probes:
+                    probes[threads] = matmul_gflops(threads, seconds=0.3)
+                try:
+                    model, spec, label = build(name)
+                    with torch_threads(threads):  # set once here, so the timed calls do not switch it per call
+                        row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
+                                      peak_gflops=peak, env=env)  # fmt: skip
+                    row["probe_gflops"] = probes[threads]
+                    rows.append(row)
+                except RuntimeUnavailable as exc:
+                    skipped.add(runtime)
+                    notes.append(f"skipped {runtime}: {exc}")
+            bar.update(1)
+    except KeyboardInterrupt:
+        raise BenchInterrupted(rows, len(jobs)) from None
+    finally:
+        bar.close()
     return rows
 
 
@@ -847,6 +861,7 @@ def config_from(models=None, alphas=None, resolutions=None, **kw: Any) -> BenchC
 
 __all__ = [
     "BenchConfig",
+    "BenchInterrupted",
     "COLUMNS",
     "check_outputs",
     "check_results_file",

@@ -425,7 +425,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     bench.check_outputs(args.out, args.plots)  # before measuring: a bad path would throw the measurements away
     notes: list[str] = []
-    rows = bench.run_bench(cfg, notes=notes)
+    interrupted = None
+    try:
+        rows = bench.run_bench(cfg, notes=notes)
+    except bench.BenchInterrupted as exc:  # the rows measured before Ctrl-C are printed and written, as a run's are
+        if not exc.rows:
+            raise
+        rows, interrupted = exc.rows, exc
+        notes.append(f"{exc} (Ctrl-C): the rest were not measured")
     if not rows:  # every runtime was skipped: its reason is the message, not an empty table
         skipped = "; ".join(n for n in notes if n.startswith("skipped ")) or "no row"
         print(f"mobilenets bench: error: nothing measured ({skipped})", file=sys.stderr)
@@ -446,6 +453,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         for path in plots.bench_plots(plotted, args.plots, target_fps=args.target_fps):
             print(f"wrote {path}", file=sys.stderr)
+    if interrupted is not None:  # the newline ends the terminal's '^C'
+        print(f"\nmobilenets bench: {interrupted} (Ctrl-C); the {len(rows)} row(s) measured are above"
+              + (" and written" if args.out else ""), file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 
