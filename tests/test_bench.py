@@ -635,3 +635,30 @@ def test_peak_memory_is_the_runners_not_the_export_or_int8_calibration_that_made
     cfg = bench.BenchConfig(models=(label,), runtimes=("ort",), **{**TINY, "batch": 0})
     row = bench.measure(model, spec, "ort", threads=1, cfg=cfg, label=label, peak_gflops=50.0)
     assert 0 <= row["peak_mem_MB"] < 150
+
+
+def test_plot_axes_label_log_ticks_as_plain_numbers(tmp_path, monkeypatch):
+    """Two models of 133 and 150M MACs: matplotlib labelled every minor tick of the log MACs axis '1.34x10^2', and the
+    labels overlapped into one unreadable line. They are plain numbers now, on both plots' log axes."""
+    pytest.importorskip("matplotlib")
+    from mobilenets import plots
+
+    figures = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **k: figures.append(fig) or real(fig, path, **k))
+    base = {"runtime": "ort", "threads": 1, "cpu": "cpu x", "top1_table": "tfslim"}
+    rows = [{**base, "model": "mobilenet_v1_060_176", "macs_M": 133.4, "latency_ms_median": 4.2, "fp32_limit_ms": 1.05,
+             "top1": 63.0},
+            {**base, "model": "mobilenet_v1_050", "macs_M": 149.5, "latency_ms_median": 0.4, "fp32_limit_ms": 1.18,
+             "top1": 63.3}]  # fmt: skip
+    plots.bench_plots(rows, tmp_path, stem="b")
+    assert len(figures) == 2
+    for fig, axes in zip(figures, ("xy", "x"), strict=True):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        for name in axes:
+            axis = getattr(ax, f"{name}axis")
+            labels = [t.get_text() for t in axis.get_ticklabels(minor=True) + axis.get_ticklabels()]
+            shown = [t for t in labels if t]
+            assert shown and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in shown), (name, shown)
+    assert "134" in [t.get_text() for t in figures[0].axes[0].xaxis.get_ticklabels(minor=True)]

@@ -26,6 +26,22 @@ def _pyplot():
     return plt
 
 
+def _plain_log_ticks(ax, *axes: str) -> None:
+    """Log-axis tick labels as plain numbers ('134', '0.2'), where matplotlib writes '1.34x10^2': over a narrow range
+    (two models of 133 and 150M MACs) it labels every minor tick so, and the labels ran into each other. Which ticks
+    get a label stays matplotlib's choice. Call after the axis is made logarithmic (that resets its formatters)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Plain(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    for name in axes:
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(Plain())
+        axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _series(rows: Sequence[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in rows:
@@ -63,6 +79,7 @@ def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     if limit:
         ax.plot(*zip(*limit, strict=True), "k--", lw=1, label="FP32 limit, 1 thread")
     ax.set(xscale="log", yscale="log", xlabel="MACs (M, paper convention)", ylabel="batch-1 latency, median (ms)")
+    _plain_log_ticks(ax, "x", "y")
     ax.set_title(f"Latency vs MACs on {rows[0].get('cpu') if rows else ''}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
@@ -84,6 +101,7 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     measured = any(r.get("top1_table") == "measured" for r in rows)  # bench --accuracy: the user's own runs
     ylabel = "top-1 (%): your runs, interpolated between them" if measured else "expected ImageNet top-1 (%)"
     ax.set(xscale="log", xlabel="batch-1 latency, median (ms)", ylabel=ylabel)
+    _plain_log_ticks(ax, "x")
     ax.set_title("Accuracy vs measured latency (paper Fig. 4 against time)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
