@@ -662,3 +662,21 @@ def test_plot_axes_label_log_ticks_as_plain_numbers(tmp_path, monkeypatch):
             shown = [t for t in labels if t]
             assert shown and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in shown), (name, shown)
     assert "134" in [t.get_text() for t in figures[0].axes[0].xaxis.get_ticklabels(minor=True)]
+
+
+def test_the_latency_plot_is_titled_with_the_device_the_rows_ran_on(tmp_path, monkeypatch):
+    """The H200 bench's plot was titled 'Latency vs MACs on Intel(R) Xeon(R) Processor', its host's CPU."""
+    pytest.importorskip("matplotlib")
+    from mobilenets import plots
+
+    titles = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: titles.append(fig.axes[0].get_title()) or real(fig, path))
+    base = {"model": "mobilenet_v1_050", "threads": 1, "macs_M": 149.5, "latency_ms_median": 0.3, "top1": 63.3,
+            "cpu": "Intel(R) Xeon(R) Processor", "gpu": "NVIDIA H200"}  # fmt: skip
+    plots.latency_vs_macs([{**base, "runtime": "cuda", "device": "cuda"}], tmp_path / "gpu.png")
+    plots.latency_vs_macs([{**base, "runtime": "ort", "device": "cpu"}], tmp_path / "cpu.png")
+    plots.latency_vs_macs([{**base, "runtime": "cuda", "device": "cuda"}, {**base, "runtime": "ort", "device": "cpu"}],
+                          tmp_path / "both.png")  # fmt: skip
+    assert titles == ["Latency vs MACs on NVIDIA H200", "Latency vs MACs on Intel(R) Xeon(R) Processor",
+                      "Latency vs MACs on NVIDIA H200 and Intel(R) Xeon(R) Processor"]  # fmt: skip

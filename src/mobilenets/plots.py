@@ -50,6 +50,12 @@ def _series(rows: Sequence[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def _machines(rows: Sequence[dict]) -> str:
+    """What the rows ran on: the GPU of a cuda row, the CPU of another (an H200 run was titled with its host's CPU)."""
+    names = (r.get("gpu") if r.get("device") == "cuda" else r.get("cpu") for r in rows)
+    return " and ".join(dict.fromkeys(str(n) for n in names if n))
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """(latency, accuracy) points no other point beats on both (lower latency, higher accuracy), by latency."""
     front, best = [], float("-inf")
@@ -80,7 +86,7 @@ def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
         ax.plot(*zip(*limit, strict=True), "k--", lw=1, label="FP32 limit, 1 thread")
     ax.set(xscale="log", yscale="log", xlabel="MACs (M, paper convention)", ylabel="batch-1 latency, median (ms)")
     _plain_log_ticks(ax, "x", "y")
-    ax.set_title(f"Latency vs MACs on {rows[0].get('cpu') if rows else ''}")
+    ax.set_title(f"Latency vs MACs on {_machines(rows)}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
