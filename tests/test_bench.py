@@ -587,7 +587,8 @@ def test_a_json_that_is_an_empty_list_is_no_bench_results_file(tmp_path):
 
 def test_ctrl_c_mid_bench_prints_and_writes_the_rows_measured_before_it(tmp_path, capsys, monkeypatch):
     """Ctrl-C during the third measurement lost the two rows already measured (no table, no file), minutes of a grid:
-    they are now printed, written with a note saying the run was cut short, and plotted, and the status is 130."""
+    they are now printed, written with a note saying the run was cut short, and plotted, and the status is 130. The
+    files are named as the whole run's would be (torch+ort, not torch), so the same command run again replaces them."""
     real = bench.measure
     calls = []
 
@@ -598,18 +599,23 @@ def test_ctrl_c_mid_bench_prints_and_writes_the_rows_measured_before_it(tmp_path
         return real(*a, **k)
 
     monkeypatch.setattr(bench, "measure", measure)
-    code = main(["bench", "--models", "0.25-64,0.25-96,0.25-128", "--runtimes", "torch", "--min-runs", "3",
-                 "--min-time", "0", "--batch", "0", "--no-progress", "--out", str(tmp_path / "r"), "--plots",
-                 str(tmp_path)])  # fmt: skip
+    argv = ["bench", "--models", "0.25-64,0.25-96", "--runtimes", "torch,ort", "--min-runs", "3", "--min-time", "0",
+            "--batch", "0", "--no-progress", "--out", f"{tmp_path}/", "--plots", str(tmp_path)]  # fmt: skip
+    code = main(argv)
     out, err = capsys.readouterr()
-    assert code == 130 and "mobilenet_v1_025_96" in out and "mobilenet_v1_025_128" not in out
-    assert err.rstrip().endswith("interrupted after 2 of 3 measurements (Ctrl-C); the 2 row(s) measured are above "
+    assert code == 130 and "mobilenet_v1_025_96" in out and " ort " not in out
+    assert err.rstrip().endswith("interrupted after 2 of 4 measurements (Ctrl-C); the 2 row(s) measured are above "
                                  "and written")  # fmt: skip
-    data = json.loads((tmp_path / "r.json").read_text())
+    stem = "bench-" + bench.hardware_tag() + "-torch+ort-t1-b0"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        f"{stem}-accuracy-vs-latency.png", f"{stem}-latency-vs-macs.png", f"{stem}.csv", f"{stem}.json"]  # fmt: skip
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
     assert [r["model"] for r in data["rows"]] == ["mobilenet_v1_025_64", "mobilenet_v1_025_96"]
-    assert any("interrupted after 2 of 3" in n for n in data["meta"]["notes"])
-    assert len(list(tmp_path.glob("*.png"))) == 2
-    calls.clear()
+    assert any("interrupted after 2 of 4" in n for n in data["meta"]["notes"])
+    monkeypatch.setattr(bench, "measure", real)  # the same command again, not interrupted: it replaces them
+    assert main(argv) == 0
+    assert len(list(tmp_path.glob("*.json"))) == 1 and "kept its 0 row(s)" in capsys.readouterr().err
+    assert len(bench.read_results(tmp_path / f"{stem}.json")) == 4
     monkeypatch.setattr(bench, "measure", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["bench", "--models", "0.25-64", "--runtimes", "torch", "--no-progress"]) == 130  # nothing measured
     assert capsys.readouterr().err.strip() == "mobilenets bench: interrupted"

@@ -605,11 +605,13 @@ def _peer_macs(label: str, spec: ModelSpec) -> int | None:
 
 class BenchInterrupted(KeyboardInterrupt):
     """Ctrl-C during `run_bench`: ``rows`` are the rows measured before it, of ``total`` measurements planned (the
-    command writes them; a caller that does not look sees a KeyboardInterrupt)."""
+    command writes them; a caller that does not look sees a KeyboardInterrupt); ``pending``, the runtime and threads
+    of each measurement not made, of runtimes not skipped (so that `results_name` names the file the whole run would
+    have written, and the same command run again replaces it)."""
 
-    def __init__(self, rows: list[dict[str, Any]], total: int) -> None:
+    def __init__(self, rows: list[dict[str, Any]], total: int, pending: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(f"interrupted after {len(rows)} of {total} measurements")
-        self.rows, self.total = rows, total
+        self.rows, self.total, self.pending = rows, total, list(pending)
 
 
 def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[str, Any]]:
@@ -639,6 +641,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     # for the first 1-thread jobs the peak probe just made is that
     probes: dict[int, float] = {1: peak} if not cfg.peak_gflops and cfg.threads[0] == 1 else {}
     bar = _progress(len(jobs), cfg.progress)
+    done = 0
     try:
         for threads, runtime, name in jobs:
             bar.set_description(f"{runtime} x{threads} {name}")
@@ -656,8 +659,10 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
                     skipped.add(runtime)
                     notes.append(f"skipped {runtime}: {exc}")
             bar.update(1)
+            done += 1
     except KeyboardInterrupt:
-        raise BenchInterrupted(rows, len(jobs)) from None
+        pending = [{"runtime": r, "threads": t} for t, r, _ in jobs[done:] if r not in skipped]
+        raise BenchInterrupted(rows, len(jobs), pending) from None
     finally:
         bar.close()
     return rows
@@ -670,7 +675,8 @@ def _progress(total: int, enabled: bool):
 
 
 def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
-    """A results file stem carrying hardware, runtimes, threads and batch, e.g. 'bench-amd-epyc-2c-ort-t1-b32'."""
+    """A results file stem carrying hardware, runtimes, threads and batch, e.g. 'bench-amd-epyc-2c-ort-t1-b32' (the
+    hardware and batch of the first row; rows of runtime and threads only add to the names)."""
     if not rows:
         return stem
     runtimes = "+".join(dict.fromkeys(r["runtime"] for r in rows))

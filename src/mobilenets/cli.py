@@ -425,13 +425,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     bench.check_outputs(args.out, args.plots)  # before measuring: a bad path would throw the measurements away
     notes: list[str] = []
-    interrupted = None
+    interrupted, pending = None, []
     try:
         rows = bench.run_bench(cfg, notes=notes)
     except bench.BenchInterrupted as exc:  # the rows measured before Ctrl-C are printed and written, as a run's are
         if not exc.rows:
             raise
-        rows, interrupted = exc.rows, exc
+        rows, interrupted, pending = exc.rows, exc, exc.pending  # named as the whole run: the rerun replaces them
         notes.append(f"{exc} (Ctrl-C): the rest were not measured")
     if not rows:  # every runtime was skipped: its reason is the message, not an empty table
         skipped = "; ".join(n for n in notes if n.startswith("skipped ")) or "no row"
@@ -443,7 +443,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plotted = rows
     if args.out:
         meta = {"command": "mobilenets " + " ".join(sys.argv[1:]), "config": cfg.__dict__, "notes": notes}
-        out = Path(args.out) / bench.results_name(rows) if bench.out_is_folder(args.out) else args.out
+        out = Path(args.out) / bench.results_name([*rows, *pending]) if bench.out_is_folder(args.out) else args.out
         for path in bench.write_results(rows, out, meta=meta, say=lambda msg: print(msg, file=sys.stderr)):
             print(f"wrote {path}", file=sys.stderr)
             if path.suffix == ".json" and rows:
@@ -451,7 +451,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plots:
         from . import plots
 
-        for path in plots.bench_plots(plotted, args.plots, target_fps=args.target_fps):
+        stem = bench.results_name([*plotted, *pending])
+        for path in plots.bench_plots(plotted, args.plots, target_fps=args.target_fps, stem=stem):
             print(f"wrote {path}", file=sys.stderr)
     if interrupted is not None:  # the newline ends the terminal's '^C'
         print(f"\nmobilenets bench: {interrupted} (Ctrl-C); the {len(rows)} row(s) measured are above"
