@@ -372,10 +372,14 @@ def test_results_file_of_the_same_setup_is_merged_not_overwritten(rows, tmp_path
     json_path.write_text(json.dumps(json.loads(json.dumps(first, default=str))))
     bench.write_results([other], tmp_path / "r", meta={"command": "4"}, say=said.append)
     assert json.loads(json_path.read_text())["meta"]["earlier_runs"] == []
-    # rows of other hardware are not mixed in: replaced as before
+    # rows of other hardware are not mixed in: replaced as before, but no longer without a word
     foreign = [{**r, "cpu": "another cpu"} for r in first]
-    bench.write_results(foreign, tmp_path / "r")
+    said.clear()
+    before = len(bench.read_results(json_path))
+    bench.write_results(foreign, tmp_path / "r", say=said.append)
     assert [r["cpu"] for r in bench.read_results(json_path)] == ["another cpu"] * 2
+    assert said == [f"note: {json_path} existed with {before} row(s) of other hardware ({first[0]['cpu']} "
+                    f"x{first[0]['cores']}, gpu none): replaced them"]  # fmt: skip
 
 
 def test_shallow_and_conv_rows_get_no_top1_of_the_standard_model():

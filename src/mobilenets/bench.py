@@ -764,8 +764,8 @@ def write_results(
     apart, and benchmarks/bench_grid.py's file holds compile rows of batch 0 beside batch 32) is merged, not
     overwritten: its rows of models not measured now are kept, those measured again are replaced, and ``say``
     (else a warning) hears the counts; the metadata of the earlier runs (their command and config; each row has its
-    own timestamp and commit) go to ``meta["earlier_runs"]``, oldest first. Rows of other hardware are replaced as
-    before."""
+    own timestamp and commit) go to ``meta["earlier_runs"]``, oldest first. A file of rows of other hardware is
+    replaced, and ``say`` hears that too (it was replaced without a word)."""
     import json
     import warnings
 
@@ -778,8 +778,12 @@ def write_results(
     meta = dict(meta or {})
     rows = list(rows)
     with locked(json_path):  # two benches writing one file at once: the later one merges the earlier one's rows
-        old = _same_setup_rows(json_path, rows) if merge else []  # merge=False: the file is exactly ``rows``
-        if old:
+        old, same = _earlier_rows(json_path, rows) if merge else ([], True)  # merge=False: the file is ``rows``
+        if old and not same:
+            machines = ", ".join(dict.fromkeys(f"{r.get('cpu')} x{r.get('cores')}, gpu {r.get('gpu')}" for r in old))
+            msg = f"note: {json_path} existed with {len(old)} row(s) of other hardware ({machines}): replaced them"
+            say(msg) if say is not None else warnings.warn(msg, stacklevel=2)
+        elif old:
             merged, kept, replaced = merge_rows(old, rows)
             rows = merged if kept else rows  # nothing kept: the caller's rows in the caller's order
             meta["merged"] = {"kept": kept, "replaced": replaced}
@@ -801,17 +805,16 @@ def _meta(json_path: Path) -> dict:
     return dict(data.get("meta") or {}) if isinstance(data, dict) else {}
 
 
-def _same_setup_rows(json_path: Path, rows: Sequence[dict]) -> list[dict]:
-    """The rows of an existing results file measured on the same hardware as ``rows`` (else none: an unreadable or
-    foreign file is replaced, as before)."""
+def _earlier_rows(json_path: Path, rows: Sequence[dict]) -> tuple[list[dict], bool]:
+    """The rows of an existing results file (none where it is missing or unreadable: it is replaced, as before) and
+    whether all of them were measured on the hardware of ``rows`` (only then are they merged)."""
     if not rows or not json_path.is_file():
-        return []
+        return [], True
     try:
         old = read_results(json_path)
     except ValueError:
-        return []
-    setup = {_setup(r) for r in rows}
-    return old if {_setup(r) for r in old} <= setup else []
+        return [], True
+    return old, {_setup(r) for r in old} <= {_setup(r) for r in rows}
 
 
 def _setup(row: dict) -> tuple:
