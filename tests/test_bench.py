@@ -690,3 +690,22 @@ def test_the_latency_plot_is_titled_with_the_device_the_rows_ran_on(tmp_path, mo
                           tmp_path / "both.png")  # fmt: skip
     assert titles == ["Latency vs MACs on NVIDIA H200", "Latency vs MACs on Intel(R) Xeon(R) Processor",
                       "Latency vs MACs on NVIDIA H200 and Intel(R) Xeon(R) Processor"]  # fmt: skip
+
+
+def test_rows_name_no_commit_for_a_package_that_is_not_a_file_of_the_surrounding_repository(tmp_path):
+    """Installed into a project's .venv (inside the project's git checkout, untracked), bench rows recorded the
+    project's commit as the measured code's. Only a checkout that tracks the package's files names its commit."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "README").write_text("a project\n")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    installed = tmp_path / ".venv" / "site-packages" / "mobilenets"
+    installed.mkdir(parents=True)
+    (installed / "bench.py").write_text("")
+    assert bench.git_commit(installed) is None
+    head = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert bench.git_commit(tmp_path) == head  # a folder with tracked files: its commit
+    assert re.fullmatch(r"[0-9a-f]{7}(-dirty)?", bench.git_commit())  # this checkout

@@ -444,16 +444,17 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_commit() -> str | None:
+def git_commit(where: Path = Path(__file__).parent) -> str | None:
     """The short commit of this checkout, with '-dirty' when tracked files differ from it (the measured code then is
-    not exactly that commit)."""
+    not exactly that commit). None where the package's files are not tracked there: a copy installed into a virtual
+    environment inside another repository (a project's .venv) recorded that project's commit as the measured code's."""
+    git = ["git", "-C", str(where)]
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-        )
+        tracked = subprocess.run([*git, "ls-files", "--error-unmatch", "."], capture_output=True, text=True)
+        if tracked.returncode != 0:
+            return None
+        out = subprocess.run([*git, "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+                             capture_output=True, text=True)  # fmt: skip
     except OSError:
         return None
     return out.stdout.strip() or None
