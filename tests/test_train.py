@@ -1739,22 +1739,33 @@ def test_plain_progress_lines_give_the_epochs_eta():
     assert quiet.getvalue() == ""
 
 
-def test_provenance_names_the_mobilenets_checkout_only(tmp_path):
-    """The commit recorded beside every run is this checkout's; a copy of the package inside another repository
-    (an install in a user's project venv) records none rather than that repository's commit."""
+def test_provenance_names_the_checkout_that_tracks_the_package(tmp_path):
+    """The commit recorded beside every run is that of the checkout tracking the package's files: this one, or a
+    project's that vendors a copy (its commit pins the code). A copy installed untracked inside another repository
+    (a user's project venv) records none rather than that repository's commit. The same rule as bench rows'."""
+    from mobilenets.bench import git_commit as bench_commit
     from mobilenets.trainer import git_commit
 
     here = git_commit()
     if here["commit"] is None:
         pytest.skip("not running from a git checkout of mobilenets")
+    assert len(here["commit"]) == 40
+    assert bench_commit() == here["commit"][:7] + ("-dirty" if here["dirty"] else "")
     other = tmp_path / "project"
     (other / "lib" / "mobilenets").mkdir(parents=True)
     (other / "lib" / "mobilenets" / "x.py").write_text("")
+    (other / "README").write_text("a project of its own\n")
     git = ["git", "-C", str(other), "-c", "user.name=u", "-c", "user.email=u@example.com"]
-    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "a project of its own"]):
+    for cmd in (["init", "-q"], ["add", "README"], ["commit", "-qm", "a project of its own"]):
         subprocess.run([*git, *cmd], check=True)
-    assert git_commit((other / "lib" / "mobilenets").resolve()) == {"commit": None, "dirty": None}
-    assert len(here["commit"]) == 40
+    installed = (other / "lib" / "mobilenets").resolve()
+    assert git_commit(installed) == {"commit": None, "dirty": None}  # untracked there
+    for cmd in (["add", "lib"], ["commit", "-qm", "vendor mobilenets"]):
+        subprocess.run([*git, *cmd], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(installed) == {"commit": head, "dirty": False}
+    (other / "README").write_text("changed\n")
+    assert git_commit(installed) == {"commit": head, "dirty": True}
 
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:0", "CPU"])

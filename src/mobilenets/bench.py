@@ -444,20 +444,30 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_commit(where: Path = Path(__file__).parent) -> str | None:
-    """The short commit of this checkout, with '-dirty' when tracked files differ from it (the measured code then is
-    not exactly that commit). None where the package's files are not tracked there: a copy installed into a virtual
-    environment inside another repository (a project's .venv) recorded that project's commit as the measured code's."""
-    git = ["git", "-C", str(where)]
+def checkout(where: Path = Path(__file__).parent) -> tuple[str, bool] | None:
+    """(full commit, whether the repository's tracked files differ from it) of the git checkout that tracks the
+    package's files at ``where``; None where none does. A copy installed into a virtual environment inside another
+    repository (a project's .venv) is untracked there: that project's commit is not the measured or trained code's.
+    One rule for bench rows (`git_commit`) and training runs (`trainer.git_commit`)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+
     try:
-        tracked = subprocess.run([*git, "ls-files", "--error-unmatch", "."], capture_output=True, text=True)
-        if tracked.returncode != 0:
+        if git("ls-files", "--error-unmatch", ".").returncode != 0:
             return None
-        out = subprocess.run([*git, "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
-                             capture_output=True, text=True)  # fmt: skip
-    except OSError:
+        commit = git("rev-parse", "HEAD").stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (commit, dirty) if commit else None
+
+
+def git_commit(where: Path = Path(__file__).parent) -> str | None:
+    """`checkout`'s commit as results rows name it: 7 digits, with '-dirty' when tracked files differ from it (the
+    measured code then is not exactly that commit)."""
+    found = checkout(where)
+    return None if found is None else found[0][:7] + ("-dirty" if found[1] else "")
 
 
 def machine() -> dict[str, Any]:

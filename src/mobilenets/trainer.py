@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -439,32 +438,12 @@ def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int
 
 
 def git_commit(here: Path | None = None) -> dict[str, Any]:
-    """The commit of the mobilenets checkout this package runs from, and whether it has uncommitted changes. None
-    when it does not run from one: a copy installed inside another repository (a venv in a user's project) would
-    otherwise report that repository's commit. The checkout is the repository whose src/mobilenets is this package."""
-    here = here or Path(__file__).resolve().parent
-    try:
-        top = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-        if (Path(top) / "src" / "mobilenets").resolve() != here:
-            return {"commit": None, "dirty": None}
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            != ""
-        )
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+    """The commit of the git checkout that tracks this package's files (`bench.checkout`), and whether tracked files
+    differ from it; None for both where none does (a copy installed into a user's project venv)."""
+    from .bench import checkout
+
+    found = checkout(here or Path(__file__).resolve().parent)
+    return {"commit": None, "dirty": None} if found is None else {"commit": found[0], "dirty": found[1]}
 
 
 def environment(env: DistEnv) -> dict[str, Any]:
