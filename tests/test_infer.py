@@ -131,6 +131,52 @@ def test_folders_are_searched_as_training_finds_class_images(tmp_path):
     assert files == [f for f in class_files(folder) if f.suffix != ".txt"]
 
 
+def _refuse_listing(monkeypatch, folder):
+    """``folder`` cannot be listed, as a folder without read permission (chmod 0 does not stop root, who runs CI)."""
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+
+
+@pytest.mark.parametrize("where", ["top", "sub"])
+def test_predict_names_a_folder_it_cannot_list_not_an_empty_one(model_dir, tmp_path, capsys, monkeypatch, where):
+    """An unreadable folder was skipped by `os.walk` as if empty: "no image files found" (or its images silently
+    left out), and eval called an unreadable class folder empty."""
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(folder / "a.jpg")
+    Image.new("RGB", (8, 6)).save(folder / "sub" / "b.jpg")
+    locked = folder if where == "top" else folder / "sub"
+    _refuse_listing(monkeypatch, locked)
+    code = cli.main(["predict", str(model_dir), str(folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"mobilenets predict: error: {locked}: Permission denied\n", err
+
+
+def test_predict_names_an_unreadable_image_once_with_the_reason(model_dir, tmp_path, capsys, monkeypatch):
+    """A file that cannot be opened is '<path>: Permission denied', not Python's '[Errno 13] ...' naming it twice."""
+    import mobilenets.infer as infer
+
+    image = tmp_path / "locked.jpg"
+    Image.new("RGB", (8, 6)).save(image)
+    read_image = infer.read_image
+
+    def refuse(path):
+        if Path(path) == image:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_image(path)
+
+    monkeypatch.setattr(infer, "read_image", refuse)
+    code = cli.main(["predict", str(model_dir), str(image)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err[0] == f"mobilenets predict: error: {image}: Permission denied", err
+
+
 def _one_line_error(argv, capsys, message):
     code = cli.main(argv)
     err = capsys.readouterr().err

@@ -197,6 +197,25 @@ def test_evaluate_ranks_tied_logits_by_class_index_as_predict_does():
     assert [top_k(row.numpy(), labels, 1)[0]["index"] for row in logits] == first.tolist()
 
 
+def test_eval_names_a_class_folder_it_cannot_list_not_an_empty_one(tmp_path, capsys, monkeypatch):
+    """A class folder without read permission was 'empty class folder (every class needs at least one image)'."""
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")
+    val = tmp_path / "val"
+    for name in ("a", "b"):
+        (val / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30)).save(val / name / "x.png")
+    scandir = os.scandir
+
+    def refuse(path="."):  # as chmod 0 would, which does not stop root
+        if Path(path) == val / "b":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert main(["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0"]) == 1
+    assert capsys.readouterr().err == f"mobilenets eval: error: {val / 'b'}: Permission denied\n"
+
+
 def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     """It printed top-1 0.0000 over '1 images' and exited 0; the count is the images scored, and none is an error."""
     save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")

@@ -80,13 +80,18 @@ def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_pe
     return Split(root, found, samples)
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def class_files(folder: Path) -> list[Path]:
     """Every visible file under a class folder, subfolders included (as torchvision's ImageFolder walks them), in
     sorted path order; hidden files and folders are skipped. Linked folders are followed, but each real folder is
     walked once: a link back up (a loop) would otherwise list its files again at every level, 40 times over, until
-    the system's limit on nested links stops the walk."""
+    the system's limit on nested links stops the walk. A folder that cannot be listed (no read permission) raises its
+    OSError, naming it: `os.walk` skips it by default, and an unreadable folder was taken for an empty one."""
     out, walked = [], set()
-    for here, dirs, files in os.walk(folder, followlinks=True):
+    for here, dirs, files in os.walk(folder, followlinks=True, onerror=_raise):
         real = os.path.realpath(here)
         if real in walked:
             dirs[:] = []

@@ -27,7 +27,7 @@ import torch
 from .atomic import check_writable, not_a_file, publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
-from .preprocess import ImageError, eval_transform, read_image
+from .preprocess import ImageError, eval_transform, failure_reason, read_image
 from .spec import ModelSpec
 
 PREDICT_RUNTIMES = ("torch", "ort", "openvino")
@@ -198,7 +198,7 @@ def predict(predictor: Predictor, inputs: Sequence[str | os.PathLike], *, topk: 
         try:
             x = predictor.preprocess(read_image(path))
         except (ImageError, OSError) as exc:
-            yield Prediction(str(path), error=str(exc) if isinstance(exc, ImageError) else f"{path}: {exc}")
+            yield Prediction(str(path), error=f"{path}: {failure_reason(exc, path)}")
             continue
         t1 = time.perf_counter()
         logits = predictor.run(x)
