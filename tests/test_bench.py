@@ -145,6 +145,14 @@ def test_cli_bench_empty_model_lists_are_errors_not_the_grid(argv, words, capsys
     assert code == 2 and err.count("\n") == 1 and all(w in err for w in words), err
 
 
+@pytest.mark.parametrize("lut", [False, True])
+def test_cli_bench_empty_threads_list_is_named(lut, capsys):
+    """`--threads ,` was 'max() arg is an empty sequence', naming neither the option nor what it wants."""
+    code = main(["bench", "--no-progress", "--models", "0.25-64", "--threads", ",", *(["--lut"] if lut else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "mobilenets bench: error: threads is empty: name at least one thread count\n", err
+
+
 def test_a_model_runtime_or_thread_count_given_twice_is_measured_once():
     cfg = bench.config_from(["0.25-64", "0.5-96", "0.25-64"], runtimes=["ort", "torch", "ort"], threads=[1, 2, 1])
     assert cfg.models == ("0.25-64", "0.5-96") and cfg.runtimes == ("ort", "torch") and cfg.threads == (1, 2)

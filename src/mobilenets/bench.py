@@ -115,6 +115,8 @@ class BenchConfig:
             raise ValueError("models is empty: name at least one model")
         if not self.runtimes:
             raise ValueError("runtimes is empty: name at least one runtime")
+        if not self.threads:  # `--threads ,`: it failed later as "max() arg is an empty sequence"
+            raise ValueError("threads is empty: name at least one thread count")
         for name in ("models", "runtimes"):
             bad = [v for v in getattr(self, name) if not isinstance(v, str)]
             if bad:
