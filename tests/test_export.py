@@ -282,6 +282,16 @@ def test_int8_qdq_model_runs_under_openvino(weights_dir, tmp_path):
         (["export", "{w}", "--int8", "--calib-synthetic", "--calib-count", "0"], "calib_count=0 is not allowed"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--val-count", "-2"], "val_count=-2 is not allowed"),
         (["export", "{w}", "--int8", "--calib-synthetic", "--seed", "-1"], "seed=-1 is not allowed: seed must be an"),
+        # INT8 options without --int8 were ignored (the fp32 file written as without them), as --opset by torchscript
+        (["export", "{w}", "--per-tensor"], "per_channel=False is not allowed without --int8: --per-tensor sets"),
+        (["export", "{w}", "--int8-fp32-head", "5"], "fp32_head=5 is not allowed without --int8: --int8-fp32-head"),
+        (["export", "{w}", "--calib-method", "entropy"], "calib_method='entropy' is not allowed without --int8"),
+        (["export", "{w}", "--calib-count", "64"], "calib_count=64 is not allowed without --int8"),
+        (["export", "{w}", "--val", "{notmodel}"], "val='/"),
+        (["export", "{w}", "--val-count", "9"], "val_count=9 is not allowed without --int8"),
+        (["export", "{w}", "--seed", "3"], "seed=3 is not allowed without --int8: --seed sets"),
+        (["export", "{w}", "--format", "torchscript", "--opset", "13"], "opset=13 is not allowed with --format torch"),
+        (["export", "{w}", "--format", "pt2", "--opset", "13"], "opset=13 is not allowed with --format pt2"),
     ],
 )
 def test_export_errors_exit_2_with_one_line(weights_dir, tmp_path, capsys, argv, message):

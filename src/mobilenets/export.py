@@ -735,6 +735,12 @@ def default_out(weights: Path, cfg: ExportConfig, saved_resolution: int | None =
     return Path(name + suffix[cfg.format])
 
 
+# ExportConfig's fields that only an INT8 export reads, with the option that sets each
+INT8_OPTIONS = {"calib_count": "--calib-count", "val": "--val", "val_count": "--val-count",
+                "per_channel": "--per-tensor", "fp32_head": "--int8-fp32-head", "calib_method": "--calib-method",
+                "seed": "--seed"}  # fmt: skip
+
+
 def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
     if cfg.format not in FORMATS:
         raise ExportError(f"format={cfg.format!r} is not allowed: format must be one of {', '.join(FORMATS)}")
@@ -746,6 +752,17 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise ExportError("give either --calib DIR or --calib-synthetic, not both")
     if (cfg.calib or cfg.calib_synthetic) and not cfg.int8:
         raise ExportError("--calib/--calib-synthetic only make sense with --int8")
+    defaults = ExportConfig()
+    if not cfg.int8:  # each was ignored: an fp32 export with --per-tensor wrote the same file as without it
+        for name, option in INT8_OPTIONS.items():
+            if (value := getattr(cfg, name)) != getattr(defaults, name):
+                raise ExportError(
+                    f"{name}={value!r} is not allowed without --int8: {option} sets the INT8 quantization or its "
+                    f"agreement check only; add --int8, or drop {option}"
+                )
+    if cfg.format != "onnx" and cfg.opset != defaults.opset:
+        raise ExportError(f"opset={cfg.opset} is not allowed with --format {cfg.format}: only an ONNX export has an "
+                          "opset; drop --opset")  # fmt: skip
     if cfg.dynamic_hw and cfg.format == "torchscript":  # before tf_padding's reason, which is about onnx and pt2
         raise ExportError("--dynamic-hw applies to onnx and pt2; a TorchScript module accepts any size already")
     if cfg.dynamic_hw and spec.tf_padding:
