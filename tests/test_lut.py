@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -344,6 +345,29 @@ def test_bad_inputs(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match="x.json"):
         lut.LatencyLUT.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({"overhead": "z", "layers": {}}, "overhead is 'z', not a finite number"),
+        ({"overhead": 0.1, "layers": []}, "layers is a JSON list, not an object"),
+        ({"overhead": 0.1, "layers": {"conv:3:32": "slow"}}, "layer 'conv:3:32' is 'slow', not a finite number"),
+        ({"overhead": 0.1, "scale": True, "layers": {}}, "scale is True, not a finite number"),
+    ],
+)
+def test_a_table_with_entries_that_are_not_numbers_is_named_on_loading(tmp_path, capsys, table, words):
+    """A hand-edited table (or one from another tool) loaded, and `bench --lut` stopped with a TypeError traceback
+    from inside the prediction ('>' not supported between 'str' and 'float')."""
+    from mobilenets.cli import main
+
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps({lut.env_key("torch", 1): table}))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        lut.LatencyLUT.load(path)
+    code = main(["bench", "--lut", "--models", "0.25-64", "--runtimes", "torch", "--lut-file", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"latency table '{path}' is not a mobilenets latency LUT" in err
 
 
 def test_real_measurement_on_torch(tmp_path):

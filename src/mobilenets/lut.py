@@ -227,6 +227,28 @@ def _layer_onnx(module: torch.nn.Module, x: np.ndarray, path: Path) -> Path:
     return path
 
 
+# a table's numbers that a prediction reads (`predict_from_table`); each may be missing or null until measured
+TABLE_NUMBERS = ("overhead", "scale", "intercept", "per_layer", "ms_per_weight_mb", "ms_per_blocked_mb",
+                 "block_channels")  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad_entry(table: dict[str, Any]) -> str | None:
+    """What is wrong with one environment's table (``layers`` not an object of finite numbers, a number field that is
+    not one), or None."""
+    layers = table["layers"]
+    if not isinstance(layers, dict):
+        return f"layers is a JSON {type(layers).__name__}, not an object of layer times"
+    if (key := next((k for k, v in layers.items() if not _is_number(v)), None)) is not None:
+        return f"layer {key!r} is {layers[key]!r}, not a finite number of ms"
+    if name := next((n for n in TABLE_NUMBERS if table.get(n) is not None and not _is_number(table[n])), None):
+        return f"{name} is {table[name]!r}, not a finite number"
+    return None
+
+
 @dataclass
 class LatencyLUT:
     """Per-environment tables ``{env_key: {"overhead": ms, "layers": {layer key: ms}}}`` backed by a JSON file."""
@@ -247,6 +269,9 @@ class LatencyLUT:
             raise ValueError(f"latency table {str(p)!r} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict) or not all(isinstance(v, dict) and "layers" in v for v in data.values()):
             raise ValueError(f"latency table {str(p)!r} is not a mobilenets latency LUT")
+        for key, table in data.items():  # a hand-edited entry stopped a prediction with a TypeError traceback
+            if (bad := _bad_entry(table)) is not None:
+                raise ValueError(f"latency table {str(p)!r} is not a mobilenets latency LUT: {key!r} {bad}")
         return cls(p, data)
 
     def save(self) -> None:
