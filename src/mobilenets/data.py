@@ -5,7 +5,7 @@
 - Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: counted and their paths reported
   (`BadFiles`); in evaluation the sample is dropped from its batch, in training the next readable file stands in
   (`ImageFolderDataset`), so batches keep their size.
-- Augmentation (paper Section 4 uses less than Inception; the crop scale range is a recipe field):
+- Augmentation (paper Section 3.2 uses less than Inception; the crop scale range is a recipe field):
   RandomResizedCrop + horizontal flip from torchvision.transforms.v2. Each sample's random draw is seeded from
   (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
   what makes resumed and distributed runs reproduce single-process ones.

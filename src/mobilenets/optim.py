@@ -1,9 +1,9 @@
 """Optimizers, parameter groups, learning-rate schedules and the weight EMA used by training.
 
-- Parameter groups: the paper (Section 4) puts "very little or no weight decay (l2 regularization) on the depthwise
+- Parameter groups: the paper (Section 3.2) puts "very little or no weight decay (l2 regularization) on the depthwise
   filters since there are so few parameters in them"; TF-slim's ``mobilenet_v1_arg_scope(regularize_depthwise=False)``
   uses none, and TF-slim regularizes only conv/FC weights (not BatchNorm or biases). Both are options here.
-- `RMSpropTF`: RMSProp as TensorFlow 1 defines it (the paper trained with TF's RMSProp, Section 4): the mean square
+- `RMSpropTF`: RMSProp as TensorFlow 1 defines it (the paper trained with TF's RMSProp, Section 3.2): the mean square
   starts at 1, epsilon is added inside the square root and the learning rate is applied inside the momentum buffer.
   PyTorch's ``torch.optim.RMSprop`` differs on all three, which matters with the recipe's epsilon of 1.0.
 """

@@ -65,7 +65,7 @@ class TrainConfig:
     gpu_decode: bool = _f(
         False, "with --data-on-device on a GPU: decode baseline JPEGs there (nvjpeg, batched), other files on CPU"
     )
-    # --- augmentation (paper Section 4: "less regularization and data augmentation") ---
+    # --- augmentation (paper Section 3.2: "less regularization and data augmentation") ---
     scale_min: float = _f(0.08, "RandomResizedCrop smallest crop area as a fraction of the image")
     ratio_min: float = _f(3 / 4, "RandomResizedCrop smallest aspect ratio")
     ratio_max: float = _f(4 / 3, "RandomResizedCrop largest aspect ratio")
