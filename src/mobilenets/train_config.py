@@ -80,8 +80,8 @@ class TrainConfig:
     dropout: float | None = _f(None, "dropout before the classifier (overrides the model's)")
     init: str | None = _f(
         None,
-        "start from these weights (our format); the head keeps the rows of the classes they name (by label, or "
-        "ImageNet wnid), and is reset otherwise",
+        "start from these weights (our format); the head keeps their rows when they name every class folder (by "
+        "label, or ImageNet wnid), and is reset otherwise",
     )
     freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
