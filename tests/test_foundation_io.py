@@ -40,6 +40,19 @@ def test_load_rejects_wrong_shapes_and_non_model_folders(tmp_path):
         mobilenets.load(tmp_path / "m")
 
 
+def test_a_path_one_step_from_weights_says_where_they_are(tmp_path):
+    """A run folder (``--init runs/x``, ``eval --weights runs/x``) names its model/; a published file names convert."""
+    mobilenets.save(mobilenets.create_model("mobilenet_v1_025", num_classes=3), tmp_path / "run" / "model")
+    with pytest.raises(weights.WeightsError, match=r"a run folder, whose weights are .*run[/\\]model \(and "):
+        mobilenets.load(tmp_path / "run")
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    with pytest.raises(weights.WeightsError, match=r"m.tflite: not a .*: convert it first \(mobilenets convert .*m"):
+        mobilenets.load(tmp_path / "m.tflite")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(weights.WeightsError, match=r"\(expected model.safetensors and config.json\)$"):
+        mobilenets.load(tmp_path / "empty")
+
+
 def test_atomic_open_leaves_old_file_on_error(tmp_path):
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")

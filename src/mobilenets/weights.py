@@ -162,8 +162,23 @@ def _folder(path: str | os.PathLike) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if not p.is_dir() or not (p / CONFIG_FILE).is_file() or not (p / WEIGHTS_FILE).is_file():
-        raise WeightsError(f"{p}: not a mobilenets weights folder (expected {WEIGHTS_FILE} and {CONFIG_FILE})")
+        expected = f"expected {WEIGHTS_FILE} and {CONFIG_FILE}"
+        raise WeightsError(f"{p}: not a mobilenets weights folder ({expected}){_hint(p)}")
     return p
+
+
+# files `mobilenets convert` reads (convert.sniff_format), which --init, --teacher and eval take only once converted
+CONVERTIBLE_SUFFIXES = (".tflite", ".h5", ".pth", ".safetensors")  # as convert names them
+
+
+def _hint(p: Path) -> str:
+    """Where the weights are, for a path one step away from them: a training run's folder (README's ``runs/x``
+    holds them in ``model/`` and ``model_best/``) or a published file not converted yet."""
+    if p.is_dir() and (p / "model" / WEIGHTS_FILE).is_file():
+        return f": a run folder, whose weights are {p / 'model'} (and {p / 'model_best'})"
+    if p.is_file() and p.suffix.lower() in CONVERTIBLE_SUFFIXES:
+        return f": convert it first (mobilenets convert {p} --out DIR) and give DIR"
+    return ""
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
