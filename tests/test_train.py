@@ -275,10 +275,17 @@ def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path)
     save(trained, tmp_path / "w")
     same = build_model(resolve(init=str(tmp_path / "w")), ["cat", "dog", "tench"])
     assert torch.equal(same.classifier.weight, trained.classifier.weight)
-    for classes in (["ant", "bee", "cat"], ["dog", "tench", "zebra"]):
-        model = build_model(resolve(init=str(tmp_path / "w")), classes)
+    for classes, unknown, first in ((["ant", "bee", "cat"], 2, "ant"), (["dog", "tench", "zebra"], 1, "zebra")):
+        said = []  # the folders it names lose their rows too: said, so it does not pass for a head kept
+        model = build_model(resolve(init=str(tmp_path / "w")), classes, said.append)
         assert model.spec.labels == tuple(classes) and model.num_classes == 3
         assert not torch.equal(model.classifier.weight, trained.classifier.weight), classes
+        assert said == [f"note: the --init head is reset: {unknown} of the 3 class folders are not among its 3 "
+                        f"labels (first: {first!r}), so the rows of the {3 - unknown} it names are not kept "
+                        "either"]  # fmt: skip
+    said = []  # none named: nothing was there to keep
+    build_model(resolve(init=str(tmp_path / "w")), ["ant", "bee", "cow"], said.append)
+    assert said == []
 
 
 def test_init_keeps_the_head_rows_of_the_classes_the_weights_name(tmp_path):

@@ -206,6 +206,7 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
         if rows is not None:
             keep_head_rows(model, rows)
         elif model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
+            _say_head_reset(model.spec, classes, say)
             model.reset_classifier(len(classes))  # (as many) other classes: its rows would score the wrong ones
         model.spec = model.spec.replace(labels=labels)
         if cfg.dropout is not None:
@@ -225,6 +226,17 @@ def head_rows(spec, classes: list[str]) -> list[int] | None:
         return None
     found, unknown = class_indices(list(classes), names)
     return None if unknown else [found[c] for c in classes]
+
+
+def _say_head_reset(spec, classes: list[str], say) -> None:
+    """Tell why a head whose weights name some of the class folders is reset as a whole (`head_rows` keeps rows only
+    when they name every one), so a fine-tune on partly new classes does not pass for one that kept them."""
+    names = known_labels(spec)
+    found, unknown = class_indices(list(classes), names) if names else ({}, [])
+    if found:
+        say(f"note: the --init head is reset: {len(unknown)} of the {len(classes)} class folders are not among its "
+            f"{len(names)} labels (first: {unknown[0]!r}), so the rows of the {len(found)} it names are not kept "
+            "either")  # fmt: skip
 
 
 @torch.no_grad()
