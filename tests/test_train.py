@@ -268,6 +268,13 @@ def test_finetune_freeze_backbone_trains_only_the_head(trained, tmp_path):
     assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 
 
+def test_freeze_backbone_without_init_is_warned_of(tmp_path, capsys):
+    """A linear probe of a random backbone is what --freeze-backbone alone trains: said, as a random teacher is."""
+    data = copy_subset(tmp_path / "data", CLASSES4[:2], 8, 2)
+    train(tiny_cfg(data, tmp_path / "probe", freeze_backbone=True, max_steps=1, quiet=False))
+    assert "warning: --freeze-backbone without --init trains only the head" in capsys.readouterr().err
+
+
 def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path):
     """--init weights that name their classes keep their head only for those classes: a head for as many other
     classes (or the same ones at other indices) would score each folder with another class's row."""

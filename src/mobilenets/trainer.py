@@ -698,6 +698,9 @@ class _Run:
             self.cfg = dataclasses.replace(cfg, model=s.name or cfg.model, alpha=s.alpha, act=s.act)
         if cfg.freeze_backbone:
             freeze_backbone(model)
+            if not cfg.init:  # as a teacher without weights: the run does what was asked, and learns little
+                self.say("warning: --freeze-backbone without --init trains only the head, on the random features of "
+                         "an untrained backbone (a linear probe starts from --init WEIGHTS)")  # fmt: skip
         self.model = model.to(env.device)
         if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
             restored = restore_batchnorm_statistics(
