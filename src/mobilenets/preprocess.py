@@ -150,7 +150,8 @@ def _read_with_pillow(path: Path) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # DecompressionBombError (more than 2 x Image.MAX_IMAGE_PIXELS, e.g. a few-kB TIFF of 15000 x 12500) is no
         # OSError: uncaught, one such file stopped training, eval and predict
-        raise ImageError(f"{path}: not a readable image ({exc})") from exc
+        why = str(exc).replace(f" {os.fspath(path)!r}", "")  # Pillow's "cannot identify image file '<path>'"
+        raise ImageError(f"{path}: not a readable image ({why})") from exc
 
 
 def _upright(im):
