@@ -216,6 +216,17 @@ def test_eval_names_a_class_folder_it_cannot_list_not_an_empty_one(tmp_path, cap
     assert capsys.readouterr().err == f"mobilenets eval: error: {val / 'b'}: Permission denied\n"
 
 
+def test_eval_of_weights_without_a_classifier_says_so(tmp_path, capsys):
+    """Converted no-top weights (Keras' *_no_top.h5) have no head: eval named a count, not why."""
+    save(MobileNetV1(alpha=0.25, num_classes=0).eval(), tmp_path / "w")
+    val = copy_subset(tmp_path / "d", CLASSES4[:2], 0, 1) / "val"
+    assert main(["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mobilenets eval: error: {tmp_path / 'w'}: no classifier to evaluate (num_classes=0: a feature "
+                   "extractor, such as Keras' no-top weights); train a head on it first: mobilenets train --init "
+                   f"{tmp_path / 'w'}\n")  # fmt: skip
+
+
 def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     """It printed top-1 0.0000 over '1 images' and exited 0; the count is the images scored, and none is an error."""
     save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")

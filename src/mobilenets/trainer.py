@@ -1435,6 +1435,9 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
     model, spec, env = _open_for_eval(weights, resolution, device, threads)
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
+    if spec.num_classes == 0:  # it said "3 class folders but the model has 0 classes"
+        raise DataError(f"{weights}: no classifier to evaluate (num_classes=0: a feature extractor, such as Keras' "
+                        f"no-top weights); train a head on it first: mobilenets train --init {weights}")  # fmt: skip
     split = scan_split(data)
     # a 1000/1001-way head saved without class names has ImageNet's (labels.known_labels): match folders to them
     labels = known_labels(spec)
