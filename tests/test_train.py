@@ -216,6 +216,16 @@ def test_eval_names_a_class_folder_it_cannot_list_not_an_empty_one(tmp_path, cap
     assert capsys.readouterr().err == f"mobilenets eval: error: {val / 'b'}: Permission denied\n"
 
 
+def test_eval_of_an_unnamed_head_reports_each_class_by_its_folder(tmp_path, capsys):
+    """Weights saved without labels (a model of one's own, `mobilenets.save`) score folder k with output k; the
+    per-class accuracy was keyed "0", "1", ... instead of the folders' names."""
+    save(MobileNetV1(alpha=0.25, num_classes=3).eval(), tmp_path / "w")
+    val = copy_subset(tmp_path / "d", CLASSES4[:2], 0, 1) / "val"
+    args = ["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0", "--resolution", "32"]
+    assert main([*args, "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["per_class_top1"]) == CLASSES4[:2]
+
+
 def test_eval_of_weights_without_a_classifier_says_so(tmp_path, capsys):
     """Converted no-top weights (Keras' *_no_top.h5) have no head: eval named a count, not why."""
     save(MobileNetV1(alpha=0.25, num_classes=0).eval(), tmp_path / "w")

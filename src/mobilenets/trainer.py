@@ -1463,7 +1463,8 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
         bad.add(ds.samples[i][0], reason)
     if not result["images"]:  # a top-1 of 0 over no image would read as a score
         raise nothing_read(data, bad)
-    names = list(labels) if labels else [str(i) for i in range(spec.num_classes)]
+    # an unnamed head scores folder k with output k (sorted, as ImageFolder): per-class results go by folder name
+    names = list(labels) if labels else list(split.classes)
     present = sorted({lbl for _, lbl in split.samples})
     shown = [names[i] for i in present]
     # ImageNet names two classes "crane" (a bird and a machine): a shared name keeps its output index beside it
