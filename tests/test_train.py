@@ -223,7 +223,11 @@ def test_eval_of_an_unnamed_head_reports_each_class_by_its_folder(tmp_path, caps
     val = copy_subset(tmp_path / "d", CLASSES4[:2], 0, 1) / "val"
     args = ["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0", "--resolution", "32"]
     assert main([*args, "--json"]) == 0
-    assert list(json.loads(capsys.readouterr().out)["per_class_top1"]) == CLASSES4[:2]
+    per_class = json.loads(capsys.readouterr().out)["per_class_top1"]
+    assert list(per_class) == CLASSES4[:2]
+    assert main(args) == 0
+    table = capsys.readouterr().out.splitlines()[-2:]  # each class's top-1 as the headline's, 4 decimals
+    assert table == [f"{c}  {per_class[c]:.4f}" for c in CLASSES4[:2]]
 
 
 def test_eval_of_weights_without_a_classifier_says_so(tmp_path, capsys):

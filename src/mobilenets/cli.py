@@ -626,7 +626,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {metric(r['top5'])}  "
         f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
     )
-    rows = [{"class": k, "top1": v} for k, v in r["per_class_top1"].items()]
+    # as the top-1 above (0.0000, 1.0000): the table's own number format showed 0 beside 1.00, and 0.004 beside both
+    rows = [{"class": k, "top1": None if v is None else f"{v:.4f}"} for k, v in r["per_class_top1"].items()]
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
         print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
