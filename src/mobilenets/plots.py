@@ -145,9 +145,11 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike, *, title: st
     evaluated = [r for r in rows if r.get("val_top1") is not None]
     val_epochs = [r["epoch"] for r in evaluated]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(val_epochs, [r["val_loss"] for r in evaluated], "s-", label="val")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    # the training loss is what the run minimised (label smoothing, MixUp/CutMix targets, a teacher's term and
+    # weight), the val loss plain cross-entropy: one axis, not one quantity
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train (the run's objective)")
+    ax_loss.plot(val_epochs, [r["val_loss"] for r in evaluated], "s-", label="val (cross-entropy)")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train top-1")
     ax_acc.plot(val_epochs, [100 * r["val_top1"] for r in evaluated], "s-", label="val top-1")
     if any(r.get("val_top5") is not None for r in evaluated):  # None for 5 classes or fewer
