@@ -141,6 +141,21 @@ def test_an_epoch_resumed_mid_way_is_planned_as_a_whole_epoch(sim_clock):
     assert run.plan["epoch_s"] == pytest.approx(2.0)
 
 
+def test_a_plan_past_its_budget_says_by_how_much(sim_clock, monkeypatch):
+    """Planned after the budget less its reserve is spent, the line said '1 epochs in all ... -12 s left'."""
+    said = []
+    run = trainer_module._Run(tiny_cfg("d", "o", epochs=400, time_budget=30.0), setup_distributed("cpu"))
+    monkeypatch.setattr(run, "say", said.append)
+    run.t_start, run.wall_before, run.val_ds, run.train_ds = 0.0, 0.0, [0] * 8, [0] * 32
+    run.steps_per_epoch = 4
+    sim_clock.now = 40.0
+    run._replan(1, 5.0, {"train_steps": 4, "first_step_s": 1.0}, 4)
+    over = 40.0 - (30.0 - run.planner.reserve_s)
+    assert run.epochs == 1 and len(said) == 1
+    assert said[0].startswith("time budget 30 s: 1 epoch in all (at most 400); ")
+    assert said[0].endswith(f"s per evaluation, {over:.0f} s over it")
+
+
 def test_budget_validation():
     with pytest.raises(ConfigError, match="time_budget=-1"):
         tiny_cfg("d", "o", time_budget=-1).validate()

@@ -696,13 +696,17 @@ def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_d
     cfg = ExportConfig(out=str(tmp_path / "q.onnx"), int8=True, calib=str(calib), calib_count=100, progress=False)
     q = export_model(weights_dir, cfg).int8
     assert "1 unreadable skipped (first: " in q.calibration and "bad.jpg" in q.calibration
+    # the images used, of those picked: "33 images" read as if the broken one had been used too
+    assert q.calibration.startswith(f"{MIN_CALIB_IMAGES} of {MIN_CALIB_IMAGES + 1} images from {calib} (seed 0); ")
     assert q.total == MIN_CALIB_IMAGES and "1 unreadable skipped" in q.agreement_on
     assert read_onnx_metadata(tmp_path / "q.onnx")["calibration"] == q.calibration  # the file says so too
     assert "WARNING" not in q.calibration
     for i in range(MIN_CALIB_IMAGES):
         (calib / f"bad{i}.jpg").write_bytes(b"")
     q = export_model(weights_dir, cfg).int8
-    assert q.calibration.startswith(f"{2 * MIN_CALIB_IMAGES + 1} images from {calib} (seed 0); 33 unreadable")
+    assert q.calibration.startswith(
+        f"{MIN_CALIB_IMAGES} of {2 * MIN_CALIB_IMAGES + 1} images from {calib} (seed 0); 33 unreadable"
+    )
     assert q.calibration.endswith("WARNING: most of the chosen images are unreadable, check the folder")
     assert read_onnx_metadata(tmp_path / "q.onnx")["calibration"] == q.calibration
     only_bad = tmp_path / "only_bad"

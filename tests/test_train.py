@@ -270,6 +270,12 @@ def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     assert main([*args, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["images"] == 1 and r["skipped_files"]["count"] == 4
+    assert main(args) == 0
+    assert "\nskipped 4 unreadable files, first: " in capsys.readouterr().out
+    for spoiled in sorted(p for p in val.rglob("*") if p.is_file() and p != good)[1:]:
+        spoiled.unlink()
+    assert main(args) == 0  # one: not "1 unreadable files"
+    assert "\nskipped 1 unreadable file, first: " in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import complexity, paper
-from .formatting import metric, render
+from .formatting import counted, metric, render
 from .registry import list_models, model_spec
 from .spec import ModelSpec, SpecError
 
@@ -630,7 +630,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = [{"class": k, "top1": None if v is None else f"{v:.4f}"} for k, v in r["per_class_top1"].items()]
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
-        print(f"skipped {r['skipped_files']['count']} unreadable files, first: {r['skipped_files']['first'][0]}")
+        skipped = counted(r["skipped_files"]["count"], "unreadable file")
+        print(f"skipped {skipped}, first: {r['skipped_files']['first'][0]}")
     return 0
 
 

@@ -432,7 +432,9 @@ class ImageSet:
         return text
 
     def __str__(self) -> str:
-        return f"{self.chosen} images from {self.folder} (seed {self.seed}){self.note()}"
+        """How many images were used: '66 of 68 images from DIR (seed 0); 2 unreadable skipped (...)'."""
+        used = f"{len(self.paths)} of {self.chosen}" if self.skipped else f"{self.chosen}"
+        return f"{used} images from {self.folder} (seed {self.seed}){self.note()}"
 
 
 def read_images(

@@ -22,6 +22,11 @@ def _cell(value) -> str:
     return str(value)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '0 unreadable files': ``n`` and ``noun``, made plural by an 's' unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def metric(value: float | None, digits: int = 4) -> str:
     """A score for a line of text: ``n/a`` where there is none (top-5 of 5 classes or fewer, an epoch not
     evaluated)."""

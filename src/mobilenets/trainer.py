@@ -75,7 +75,7 @@ from .engine import (
     train_one_epoch,
     unwrap,
 )
-from .formatting import metric
+from .formatting import counted, metric
 from .labels import class_indices, known_labels, resolve_labels
 from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1
@@ -1069,9 +1069,9 @@ class _Run:
         epochs = all_reduce_min_int(plan["epochs"], self.env)
         if self.plan is None or abs(epochs - self.epochs) > max(2, 0.05 * self.epochs):  # not every +-1 epoch
             self.say(
-                f"time budget {self.cfg.time_budget:g} s: {epochs} epochs in all (at most {self.cfg.epochs}); "
-                f"{plan['epoch_s']:.2f} s per epoch, {plan['eval_s']:.2f} s per evaluation, "
-                f"{plan['left_s']:.0f} s left"
+                f"time budget {self.cfg.time_budget:g} s: {counted(epochs, 'epoch')} in all (at most "
+                f"{self.cfg.epochs}); {plan['epoch_s']:.2f} s per epoch, {plan['eval_s']:.2f} s per evaluation, "
+                + (f"{plan['left_s']:.0f} s left" if plan["left_s"] >= 0 else f"{-plan['left_s']:.0f} s over it")
                 + (
                     f"; WARNING: that ends inside the {self.cfg.warmup_epochs:g}-epoch warm-up, so the rate never "
                     "decays (more time or a shorter --warmup-epochs)"
