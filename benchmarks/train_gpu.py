@@ -36,6 +36,7 @@ import torch
 from mobilenets.atomic import atomic_write_text
 from mobilenets.budget import step_rate
 from mobilenets.data import DataError, shared_data_root
+from mobilenets.engine import resolve_device
 from mobilenets.train_config import DEPTHWISE, ConfigError, resolve
 from mobilenets.trainer import train
 
@@ -94,10 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="results file name suffix (after -triton-dw / -nobench / ...)")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)
+    try:  # before anything is cleared or decoded: a GPU run asked of a machine without one is one line
+        gpu = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (--device cpu for a smoke run)") from exc
     if args.out == DEFAULT_OUT:  # this script's own scratch folder: every run starts afresh (another --out is kept)
         shutil.rmtree(args.out, ignore_errors=True)
 
-    gpu = args.device == "cuda"
     cfg = resolve(
         str(REPO / "configs" / "modern.yaml"),
         data=args.data,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mobilenets.train_config import load_yaml
 
@@ -41,3 +42,14 @@ def test_train_gpu_refuses_a_step_graph_off_cuda_in_one_line(tmp_path):
     run = _run(tmp_path, "--step-graph")
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0, run.stderr[-2000:]
     assert "train_gpu.py: step_graph is not allowed on cpu: CUDA graphs need a CUDA device" in run.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_train_gpu_on_a_machine_without_cuda_says_so_in_one_line(tmp_path):
+    """Its default --device cuda, on a CPU-only machine, is named in one line before anything is decoded (it was a
+    ValueError traceback from the trainer)."""
+    cmd = [sys.executable, str(SCRIPT), "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "run")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.strip().count("\n") == 0, run.stderr[-2000:]
+    assert "train_gpu.py: device='cuda' is not allowed: CUDA is not available" in run.stderr
+    assert not (tmp_path / "run").exists()
