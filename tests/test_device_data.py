@@ -275,6 +275,14 @@ def test_a_jpeg_turned_by_its_exif_orientation_is_decoded_upright_off_the_device
     assert upright.shape == (3, 80, 60)
 
 
+def test_keep_data_on_device_needs_the_device_path(tmp_path):
+    """Without --data-on-device no split is held, so there is nothing to keep: it was ignored without a word."""
+    from mobilenets.train_config import ConfigError
+
+    with pytest.raises(ConfigError, match="keep_data_on_device=True needs --data-on-device"):
+        tiny_cfg(tmp_path / "data", tmp_path / "a", keep_data_on_device=True).validate()
+
+
 def test_gpu_decode_needs_the_device_path_and_falls_back_to_cpu_off_a_gpu(tmp_path, capsys):
     from mobilenets.train_config import ConfigError
 

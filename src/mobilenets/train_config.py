@@ -239,6 +239,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name):g} needs --teacher (without one nothing is distilled)")
         if self.gpu_decode and not self.data_on_device:
             raise ConfigError("gpu_decode=True needs --data-on-device (it decodes into the splits held on the GPU)")
+        if self.keep_data_on_device and not self.data_on_device:  # it was ignored: no split is held to keep
+            raise ConfigError("keep_data_on_device=True needs --data-on-device (it keeps the splits held on the GPU)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
