@@ -121,6 +121,7 @@ def test_cli_bench_writes_csv_json_and_plots(tmp_path, capsys):
         (["--target-fps", "-1"], ["target_fps"]),
         (["--batch", "-2"], ["batch=-2"]),
         (["--cuda-backend", "tensorrt"], ["cuda_backend='tensorrt'", "eager, compile, triton"]),
+        (["--runtimes", "torch,ort", "--cuda-backend", "triton"], ["cuda_backend='triton'", "without a cuda runtime"]),
         (["--accuracy", "/nonexistent/summary.json", "--models", "0.25-64"], ["/nonexistent/summary.json"]),
         (["--alpha", "0.5,-0.5"], ["alpha=-0.5 is not allowed"]),
         (["--alpha", "nan"], ["alpha=nan is not allowed"]),

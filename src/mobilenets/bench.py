@@ -139,6 +139,12 @@ class BenchConfig:
         ):
             if not ok:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+        cuda = [r for r in self.runtimes if check_runtime(r).engine == "cuda"]
+        if self.cuda_backend != BenchConfig.cuda_backend and not cuda:  # it picks the cuda runtimes' backend only
+            raise ValueError(
+                f"cuda_backend={self.cuda_backend!r} is not allowed without a cuda runtime: it is the backend of "
+                "cuda, cuda-bf16 and cuda-fp16; add one to runtimes or drop cuda_backend"
+            )
         for m in self.models:
             resolve_model(m)  # fail before measuring anything
         return self
