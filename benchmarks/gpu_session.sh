@@ -82,7 +82,17 @@
 # must not mix; the old ones stay in git).
 set -u
 cd "$(dirname "$0")/.." || exit 1  # the repository root
-stage=$1
+stage=${1:-}
+case $stage in  # before anything is copied or bundled: a wrong stage ran nothing and said "done", exit 0
+1 | 2 | 3) ;;
+*) echo "gpu_session.sh: stage='$stage' is not allowed: give 1, 2 or 3 (the plans are in this script's header)" >&2
+   exit 2 ;;
+esac
+if [ -z "${COPY_ONLY:-}" ] && ! python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null
+then  # every stage measures on the GPU: on a machine without one each of its steps failed in turn
+    echo "gpu_session.sh: stage $stage needs a CUDA device, and python3 here has no torch that sees one" >&2
+    exit 1
+fi
 epochs=${2:-30}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
