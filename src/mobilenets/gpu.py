@@ -6,8 +6,10 @@ pointwise, each followed by BN and ReLU, or ReLU6 for the released checkpoints) 
 - ``eager``: the folded model in PyTorch ops (cuDNN).
 - ``compile``: the same under ``torch.compile`` (Inductor).
 - ``triton``: the first layer is one Triton kernel that also casts and lays out the input (`kernels.stem`), and
-  each depthwise separable block is one fused Triton kernel (`kernels.depthwise_separable`): the depthwise output
-  never goes to memory. The head stays in cuBLAS.
+  each depthwise separable block runs as `kernels.depthwise_separable`'s fastest plan for its shape, timed on its
+  first call: one fused Triton kernel, whose depthwise output never goes to memory, or the split plan, the Triton
+  depthwise kernel and then one cuBLAS GEMM (on the H200 the split plan won 8 of 1.0-224's 9 layer shapes at batch
+  256). The head stays in cuBLAS.
 Any backend can be wrapped in a CUDA graph for small fixed batches (``cuda_graph_batch=N``): one launch per
 inference.
 The same `FusedMobileNetV1` runs on CPU through the kernels' PyTorch reference, which is what CI checks.
