@@ -230,6 +230,14 @@ def test_fast_inference_validates_arguments():
         fast_inference(model, backend="tensorrt")
     with pytest.raises(ValueError, match="dtype='int4'"):
         fast_inference(model, dtype="int4")
+    with pytest.raises(ValueError, match="cuda_graph_batch=1 is not allowed on device='cpu'"):
+        fast_inference(model, device="cpu", dtype="fp32", cuda_graph_batch=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_fast_inference_on_cuda_without_a_gpu_is_named():
+    with pytest.raises(ValueError, match="device='cuda' is not allowed: CUDA is not available"):
+        fast_inference(MobileNetV1(alpha=0.25))
 
 
 def test_eager_fast_path_runs_on_cpu_in_fp32():

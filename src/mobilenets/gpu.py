@@ -226,6 +226,12 @@ def fast_inference(
         raise ValueError(f"backend={backend!r} is not allowed: backend must be one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not allowed: dtype must be one of {', '.join(DTYPES)}")
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not allowed: CUDA is not available on this machine (device='cpu')")
+    if cuda_graph_batch and not on_cuda:  # it failed in CUDA's own stream set-up, after the model was built
+        raise ValueError(f"cuda_graph_batch={cuda_graph_batch} is not allowed on device={device!r}: CUDA graphs need "
+                         "a CUDA device")  # fmt: skip
     torch_dtype = DTYPES[dtype]
     net: nn.Module = FusedMobileNetV1(model) if backend == "triton" else model.fuse()
     net = net.to(device=device, dtype=torch_dtype).eval()
