@@ -1,6 +1,7 @@
 """Our weights folder format, atomic writes, image decoding and the ONNX/OpenVINO runners."""
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -41,10 +42,22 @@ def test_load_rejects_wrong_shapes_and_non_model_folders(tmp_path):
 
 
 def test_a_path_one_step_from_weights_says_where_they_are(tmp_path):
-    """A run folder (``--init runs/x``, ``eval --weights runs/x``) names its model/; a published file names convert."""
-    mobilenets.save(mobilenets.create_model("mobilenet_v1_025", num_classes=3), tmp_path / "run" / "model")
-    with pytest.raises(weights.WeightsError, match=r"a run folder, whose weights are .*run[/\\]model \(and "):
-        mobilenets.load(tmp_path / "run")
+    """A run folder (``--init runs/x``, ``eval --weights runs/x``) names the model/ and model_best/ it holds (only
+    those: a run stopped early has model_best/ alone); a published file names convert."""
+    run = tmp_path / "run"
+    model = mobilenets.create_model("mobilenet_v1_025", num_classes=3)
+    mobilenets.save(model, run / "model_best")  # a run stopped before its end has model_best/ alone
+    with pytest.raises(weights.WeightsError) as err:
+        mobilenets.load(run)
+    assert str(err.value).endswith(f": a run folder, whose weights are {run / 'model_best'}")
+    mobilenets.save(model, run / "model")
+    with pytest.raises(weights.WeightsError) as err:
+        mobilenets.load(run)
+    assert str(err.value).endswith(f": a run folder, whose weights are {run / 'model'} (and {run / 'model_best'})")
+    shutil.rmtree(run / "model_best")  # a run never evaluated has model/ alone: no model_best/ to name
+    with pytest.raises(weights.WeightsError) as err:
+        mobilenets.load(run)
+    assert str(err.value).endswith(f": a run folder, whose weights are {run / 'model'}")
     (tmp_path / "m.tflite").write_bytes(b"TFL3")
     with pytest.raises(weights.WeightsError, match=r"m.tflite: not a .*: convert it first \(mobilenets convert .*m"):
         mobilenets.load(tmp_path / "m.tflite")

@@ -173,9 +173,11 @@ CONVERTIBLE_SUFFIXES = (".tflite", ".h5", ".pth", ".safetensors")  # as convert 
 
 def _hint(p: Path) -> str:
     """Where the weights are, for a path one step away from them: a training run's folder (README's ``runs/x``
-    holds them in ``model/`` and ``model_best/``) or a published file not converted yet."""
-    if p.is_dir() and (p / "model" / WEIGHTS_FILE).is_file():
-        return f": a run folder, whose weights are {p / 'model'} (and {p / 'model_best'})"
+    holds them in ``model/`` and ``model_best/``, each only once written: a run stopped early may have model_best/
+    alone, one never evaluated model/ alone) or a published file not converted yet."""
+    saved = [p / name for name in ("model", "model_best") if (p / name / WEIGHTS_FILE).is_file()] if p.is_dir() else []
+    if saved:
+        return f": a run folder, whose weights are {saved[0]}" + (f" (and {saved[1]})" if len(saved) > 1 else "")
     if p.is_file() and p.suffix.lower() in CONVERTIBLE_SUFFIXES:
         return f": convert it first (mobilenets convert {p} --out DIR) and give DIR"
     return ""
