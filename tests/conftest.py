@@ -89,3 +89,15 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def refuse_listing(monkeypatch, folder: Path) -> None:
+    """``folder`` cannot be listed, as a folder without read permission (chmod 0 does not stop root, who runs CI)."""
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)

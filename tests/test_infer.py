@@ -21,7 +21,7 @@ from mobilenets.export import export_onnx
 from mobilenets.infer import StreamConfig, StreamError, load_predictor, predict, stream, written_by_stream
 from mobilenets.labels import imagenet_labels, resolve_labels
 
-from .conftest import data_path, sigint_default
+from .conftest import data_path, refuse_listing, sigint_default
 from .test_export import randomize_bn
 
 HEN = ("imagenet-sample", "n01514859_hen.JPEG")
@@ -131,18 +131,6 @@ def test_folders_are_searched_as_training_finds_class_images(tmp_path):
     assert files == [f for f in class_files(folder) if f.suffix != ".txt"]
 
 
-def _refuse_listing(monkeypatch, folder):
-    """``folder`` cannot be listed, as a folder without read permission (chmod 0 does not stop root, who runs CI)."""
-    scandir = os.scandir
-
-    def refuse(path="."):
-        if Path(path) == folder:
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
-
-
 @pytest.mark.parametrize("where", ["top", "sub"])
 def test_predict_names_a_folder_it_cannot_list_not_an_empty_one(model_dir, tmp_path, capsys, monkeypatch, where):
     """An unreadable folder was skipped by `os.walk` as if empty: "no image files found" (or its images silently
@@ -152,7 +140,7 @@ def test_predict_names_a_folder_it_cannot_list_not_an_empty_one(model_dir, tmp_p
     Image.new("RGB", (8, 6)).save(folder / "a.jpg")
     Image.new("RGB", (8, 6)).save(folder / "sub" / "b.jpg")
     locked = folder if where == "top" else folder / "sub"
-    _refuse_listing(monkeypatch, locked)
+    refuse_listing(monkeypatch, locked)
     code = cli.main(["predict", str(model_dir), str(folder)])
     err = capsys.readouterr().err
     assert code == 1 and err == f"mobilenets predict: error: {locked}: Permission denied\n", err

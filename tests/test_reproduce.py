@@ -703,18 +703,9 @@ def test_the_report_says_its_counts_have_the_trained_classifier():
 
 def test_report_only_reports_every_seed_the_runs_trained(tmp_path):
     """Runs trained with --seeds 2, reported without --seeds: both seeds, not seed 0 alone with a narrower interval."""
-    import yaml
-
-    from mobilenets.reproduce import CONFIGS, run_config
-
     budget, out = replace(BUDGETS["quick"], seeds=(0, 1)), tmp_path / "out"
     for run, top1 in zip(plan_runs(["table5"], budget), (0.5, 0.6, 0.4, 0.3), strict=True):
-        folder = out / "runs" / run.key
-        folder.mkdir(parents=True)
-        cfg = run_config(run, tmp_path, out, budget, CONFIGS / "modern.yaml")
-        (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-        summary = {"final_top1": top1, "val_images": 80, "model": {"labels": list("abcd")}}
-        (folder / "summary.json").write_text(json.dumps(summary))
+        _finished_run(out, run, budget, top1, tmp_path)
     results = reproduce(
         ReproduceConfig(out=str(out), budget="quick", experiments=("table5",), report_only=True), log=lambda m: None
     )

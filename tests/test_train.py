@@ -38,7 +38,7 @@ from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
 from mobilenets.trainer import build_model, evaluate_weights, train
 from mobilenets.weights import read_state_dict
 
-from .conftest import REPO, data_path
+from .conftest import REPO, data_path, refuse_listing
 
 CLASSES4 = ["n01440764", "n02979186", "n03028079", "n03394916"]  # tench, cassette player, church, French horn
 SRC = str(REPO / "src")
@@ -204,14 +204,7 @@ def test_eval_names_a_class_folder_it_cannot_list_not_an_empty_one(tmp_path, cap
     for name in ("a", "b"):
         (val / name).mkdir(parents=True)
         Image.new("RGB", (40, 30)).save(val / name / "x.png")
-    scandir = os.scandir
-
-    def refuse(path="."):  # as chmod 0 would, which does not stop root
-        if Path(path) == val / "b":
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    refuse_listing(monkeypatch, val / "b")
     assert main(["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--workers", "0"]) == 1
     assert capsys.readouterr().err == f"mobilenets eval: error: {val / 'b'}: Permission denied\n"
 
@@ -779,8 +772,8 @@ def test_background_checkpoints_land_in_order_with_their_own_state(tmp_path):
     model.load_state_dict(copied)
 
 
-def test_background_checkpoint_snapshot_is_taken_before_save_returns(tmp_path, monkeypatch):
-    """Writes held back until after the live tensors change still store the values of the save() call."""
+def _hold_checkpoint_writes(monkeypatch):
+    """Hold `CheckpointWriter`'s writes back until the returned event is set (at most 10 s)."""
     import threading
 
     from mobilenets import engine
@@ -793,6 +786,12 @@ def test_background_checkpoint_snapshot_is_taken_before_save_returns(tmp_path, m
         return real(run_dir, state, keep)
 
     monkeypatch.setattr(engine, "save_checkpoint", slow_save)
+    return gate
+
+
+def test_background_checkpoint_snapshot_is_taken_before_save_returns(tmp_path, monkeypatch):
+    """Writes held back until after the live tensors change still store the values of the save() call."""
+    gate = _hold_checkpoint_writes(monkeypatch)
     weight = torch.zeros(3)
     writer = CheckpointWriter(tmp_path, keep=2)
     writer.save({"model": {"w": weight}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 7,
@@ -845,16 +844,7 @@ def test_a_second_ctrl_c_while_a_checkpoint_is_written_lets_the_write_finish(tmp
     lost, its staging file left) and the run said 'the last checkpoint write failed too: ' with no reason."""
     import threading
 
-    from mobilenets import engine
-
-    gate = threading.Event()
-    real = engine.save_checkpoint
-
-    def slow_save(run_dir, state, keep):
-        gate.wait(10)
-        return real(run_dir, state, keep)
-
-    monkeypatch.setattr(engine, "save_checkpoint", slow_save)
+    gate = _hold_checkpoint_writes(monkeypatch)
     writer = CheckpointWriter(tmp_path, keep=2)
     writer.save({"model": {}, "optimizer": {}, "epoch": 0, "step_in_epoch": 0, "global_step": 4, "rng": {},
                  "config": {}})  # fmt: skip

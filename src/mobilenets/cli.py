@@ -525,9 +525,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.threads > (os.cpu_count() or args.threads):
         print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
               "include the threads' contention", file=sys.stderr)  # fmt: skip
+    # its notes (bench files of other hardware, rows superseded) come before select measures missing shapes
     latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file,
                              say=lambda msg: print(msg, file=sys.stderr), num_classes=acc.num_classes)  # fmt: skip
-    # before it measures missing shapes
     sel = select(cons, space=space, accuracy=acc, latency=latency, runtime=args.runtime, threads=args.threads,
                  top=args.top)  # fmt: skip
     if args.json:
