@@ -313,6 +313,27 @@ def test_freeze_backbone_without_init_is_warned_of(tmp_path, capsys):
     assert "warning: --freeze-backbone without --init trains only the head" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option, value, error",
+    [
+        ("init", "missing", "no such file or folder"),
+        ("init", "not-weights", "not a mobilenets weights folder"),
+        ("teacher", "not-weights", "not a mobilenets weights folder"),
+        ("teacher", "no_such_net", "teacher must be a weights folder or a torchvision model name"),
+    ],
+)
+def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_path, capsys, option, value, error):
+    """A wrong --init or --teacher was found after the run folder was held: a new --out was left holding .lock."""
+    data = copy_subset(tmp_path / "data", CLASSES4[:2], 2, 1)
+    (tmp_path / "not-weights").mkdir()
+    path = str(tmp_path / value) if value != "no_such_net" else value
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--alpha", "0.25", "--resolution", "32"]
+    assert main([*args, f"--{option}", path, "--workers", "0", "--epochs", "1", "--batch-size", "2"]) != 0
+    err = capsys.readouterr().err
+    assert error in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path):
     """--init weights that name their classes keep their head only for those classes: a head for as many other
     classes (or the same ones at other indices) would score each folder with another class's row."""

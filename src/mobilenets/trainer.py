@@ -403,10 +403,7 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     else:
         import torchvision
 
-        if cfg.teacher not in torchvision.models.list_models():
-            raise ConfigError(
-                f"teacher={cfg.teacher!r} is not allowed: teacher must be a weights folder or a torchvision model name"
-            )
+        _check_torchvision_teacher(cfg.teacher)
         teacher = torchvision.models.get_model(cfg.teacher, weights=None, num_classes=len(classes))
         own = (IMAGENET_MEAN, IMAGENET_STD)  # torchvision's classifiers
         if cfg.teacher_weights:
@@ -417,6 +414,26 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     if tuple(map(tuple, student_norm)) != tuple(map(tuple, own)):
         teacher = Renormalise(teacher, student_norm, own)
     return teacher.to(device).eval().requires_grad_(False)
+
+
+def check_sources(cfg: TrainConfig) -> None:
+    """The weights ``--init`` and ``--teacher`` name, read as far as their config.json, or the torchvision model
+    ``--teacher`` names, known: before the run folder is held, a wrong one left a new --out holding only .lock."""
+    if cfg.init:
+        weights_io.read_config(cfg.init)
+    if cfg.teacher and Path(cfg.teacher).exists():
+        weights_io.read_config(cfg.teacher)
+    elif cfg.teacher:
+        _check_torchvision_teacher(cfg.teacher)
+
+
+def _check_torchvision_teacher(name: str) -> None:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ConfigError(
+            f"teacher={name!r} is not allowed: teacher must be a weights folder or a torchvision model name"
+        )
 
 
 def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int) -> None:
@@ -1092,6 +1109,7 @@ class _Run:
         self.t_start = self.clock()  # the run's wall time counts its set-up (decoding, model, compile)
         self._settings()
         self._data(None)  # the split scan's checks (cheap) before the folder is held, so a bad dataset leaves none
+        check_sources(cfg)  # and so do weights that are not there
         self._lock()  # before any decoding: a second run in a busy folder stops at once
         self._refuse_earlier_checkpoints()
         self._find_resume()  # a damaged or foreign checkpoint stops the run before decoding too
