@@ -271,6 +271,28 @@ def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     assert "\nskipped 1 unreadable file, first: " in capsys.readouterr().out
 
 
+def test_eval_classes_scores_a_model_trained_on_some_of_the_splits_folders(tmp_path, capsys):
+    """A model trained with --classes on some of a split's folders could not be scored on that split: every other
+    folder was an error, and the only way was a copy of the folders it knows. --classes scores the folders named,
+    as train's does, for a named head (matched by label) and an unnamed one (the named folders' sorted order)."""
+    val = copy_subset(tmp_path / "d", CLASSES4[:3], 0, 2) / "val"
+    named = create_model("mobilenet_v1_025", resolution=32, num_classes=2, labels=(CLASSES4[2], CLASSES4[0]))
+    save(named.eval(), tmp_path / "named")
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "unnamed")
+    args = ["--data", str(val), "--workers", "0", "--json"]
+    assert main(["eval", "--weights", str(tmp_path / "named"), *args]) == 2
+    assert f"{CLASSES4[1]} are not among the model's labels" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(tmp_path / "unnamed"), *args]) == 2
+    assert "3 class folders but the model has 2 classes" in capsys.readouterr().err
+    for weights in ("named", "unnamed"):
+        both = f"{CLASSES4[2]},{CLASSES4[0]}"
+        assert main(["eval", "--weights", str(tmp_path / weights), *args, "--classes", both]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["images"] == 4 and set(r["per_class_top1"]) == {CLASSES4[0], CLASSES4[2]}, r
+    assert main(["eval", "--weights", str(tmp_path / "named"), *args, "--classes", "nope"]) == 2
+    assert "class folder(s) nope not found" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_finetune_freeze_backbone_trains_only_the_head(trained, tmp_path):
     root, out, _ = trained

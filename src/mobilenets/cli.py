@@ -590,10 +590,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub) -> Handler:
+    from .train_config import add_list_option
+
     p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of saved weights on an image folder")
     p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model), or an .onnx "
                    "file written by `mobilenets export` (INT8 too; ONNX Runtime)")  # fmt: skip
     p.add_argument("--data", required=True, help="split folder holding <class>/<images> (e.g. ROOT/val)")
+    add_list_option(p, "--classes", str, metavar="CLASSES", help="score only these class folders, as train's "
+                    "--classes (a model trained on some of the split's classes; default: all)")  # fmt: skip
     p.add_argument("--resolution", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
@@ -611,6 +615,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate_weights(
         args.weights,
         args.data,
+        classes=args.classes,
         resolution=args.resolution,
         batch_size=args.batch_size,
         workers=args.workers,

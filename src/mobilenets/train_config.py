@@ -474,9 +474,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif is_list:
-            parser.add_argument(flag, type=_comma_items(base), nargs="+", action=_Joined, metavar=f.name.upper(), **kw)
+            add_list_option(parser, flag, base, metavar=f.name.upper(), **kw)
         else:
             parser.add_argument(flag, type=base, metavar=f.name.upper(), **kw)
+
+
+def add_list_option(parser: argparse.ArgumentParser, flag: str, base: type, **kw: Any) -> None:
+    """A list option as train's are: space- or comma-separated items, each a ``base`` (``--classes a b``,
+    ``--classes a,b``), one list however many words held them."""
+    parser.add_argument(flag, type=_comma_items(base), nargs="+", action=_Joined, **kw)
 
 
 def comma_parts(text: str) -> list[str]:

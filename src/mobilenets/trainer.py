@@ -1383,6 +1383,7 @@ def evaluate_weights(
     weights: str | os.PathLike,
     data: str | os.PathLike,
     *,
+    classes: list[str] | None = None,
     resolution: int | None = None,
     batch_size: int = 64,
     workers: int = 2,
@@ -1393,6 +1394,7 @@ def evaluate_weights(
     included, run by ONNX Runtime) on an image-folder split (``ROOT/val``).
 
     Folder classes are matched to the model's labels by name; without labels, the sorted folder order is used.
+    ``classes`` scores only those class folders (train's ``--classes``): a model trained on some of a split's.
     Under torchrun each process scores its share of the images (`ShardSampler`) and every process returns the sums
     over all of them: each image counted once.
     """
@@ -1407,7 +1409,7 @@ def evaluate_weights(
     started = not torch.distributed.is_initialized()  # a process group this call starts (torchrun), it ends
     with torch_threads(threads):  # the caller's thread count comes back afterwards
         try:
-            return _evaluate(weights, data, resolution, batch_size, workers, device, threads)
+            return _evaluate(weights, data, classes, resolution, batch_size, workers, device, threads)
         finally:
             if started:
                 cleanup_distributed()
@@ -1449,14 +1451,14 @@ def _open_for_eval(weights, resolution: int | None, device: str, threads: int | 
     return OnnxClassifier(predictor), spec, setup_distributed("cpu")
 
 
-def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: str, threads) -> dict[str, Any]:
+def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int, device: str, threads) -> dict:
     model, spec, env = _open_for_eval(weights, resolution, device, threads)
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
     if spec.num_classes == 0:  # it said "3 class folders but the model has 0 classes"
         raise DataError(f"{weights}: no classifier to evaluate (num_classes=0: a feature extractor, such as Keras' "
                         f"no-top weights); train a head on it first: mobilenets train --init {weights}")  # fmt: skip
-    split = scan_split(data)
+    split = scan_split(data, classes)
     # a 1000/1001-way head saved without class names has ImageNet's (labels.known_labels): match folders to them
     labels = known_labels(spec)
     if labels:
@@ -1466,7 +1468,7 @@ def _evaluate(weights, data, resolution, batch_size: int, workers: int, device: 
                 f"{data}: class folder(s) {', '.join(unknown[:5])}"
                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
                 + " are not among the model's labels (its class names, or ImageNet wnids for a model with the "
-                "ImageNet classes)"
+                "ImageNet classes; --classes scores only the folders named)"
             )
         split.samples = [(p, index[split.classes[lbl]]) for p, lbl in split.samples]
     elif len(split.classes) > spec.num_classes:
