@@ -76,7 +76,7 @@ from .engine import (
     unwrap,
 )
 from .formatting import counted, metric
-from .labels import class_indices, known_labels, resolve_labels
+from .labels import class_indices, known_labels
 from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
@@ -388,8 +388,7 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     if path.exists():
         teacher = weights_io.load(path)
         own = (tuple(teacher.spec.mean), tuple(teacher.spec.std))
-        named = teacher.spec.labels or teacher.spec.num_classes in (1000, 1001)  # else only its head's size counts
-        labels = list(resolve_labels(teacher.spec)) if named else []
+        labels = list(known_labels(teacher.spec))  # unnamed (not 1000/1001-way): only its head's size counts
         if labels and labels != list(classes):
             found, unknown = class_indices(list(classes), labels)
             sized = not teacher.spec.labels and teacher.spec.num_classes == len(classes)  # folders not ImageNet's:
