@@ -139,7 +139,7 @@ class BenchConfig:
         ):
             if not ok:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
-        cuda = [r for r in self.runtimes if check_runtime(r).engine == "cuda"]
+        cuda = any(RUNTIME_INFO[r].engine == "cuda" for r in self.runtimes)  # each checked above
         if self.cuda_backend != BenchConfig.cuda_backend and not cuda:  # it picks the cuda runtimes' backend only
             raise ValueError(
                 f"cuda_backend={self.cuda_backend!r} is not allowed without a cuda runtime: it is the backend of "

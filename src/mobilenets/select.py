@@ -50,7 +50,7 @@ class SearchSpace:
     def validate(self) -> SearchSpace:
         for name in ("alpha_min", "alpha_max", "alpha_step", "res_min", "res_max", "res_step"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not _is_positive(value):
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
             if name.startswith("res_") and not isinstance(value, int):  # 100.7 was searched from 100, 16.5 by 16
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive integer (pixels)")
@@ -73,9 +73,9 @@ class SearchSpace:
         return [(a, r) for a in alphas for r in resolutions]
 
 
-def _is_number(value: Any) -> bool:
-    """An int or float, not a bool (True would be a bound of 1)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_positive(value: Any) -> bool:
+    """A finite int or float > 0, not a bool (True would be a bound of 1)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def check_percent(name: str, value: float | None) -> None:
@@ -110,7 +110,7 @@ class Constraints:
     def validate(self) -> Constraints:
         for name in ("latency_ms", "fps", "max_mb", "max_macs", "max_params"):
             value = getattr(self, name)
-            if value is not None and (not _is_number(value) or not math.isfinite(value) or value <= 0):
+            if value is not None and not _is_positive(value):
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
         if self.size_dtype not in SIZE_DTYPES:
             raise ValueError(f"size_dtype={self.size_dtype!r} is not allowed: one of {', '.join(SIZE_DTYPES)}")
@@ -286,7 +286,7 @@ def check_bench_row(path: str, index: int, row: dict) -> None:
         if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] < 1:
             raise bad(key, "a positive integer")
     for key in ("alpha", "latency_ms_median"):
-        if not _is_number(row[key]) or not math.isfinite(row[key]) or row[key] <= 0:
+        if not _is_positive(row[key]):
             raise bad(key, "a positive number")
 
 
