@@ -201,6 +201,8 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     _one_line_error(["stream", onnx_path, str(clip), "--out", nodir], capsys, "nodir' does not exist")
     under_file = str(clip / "a.mp4")  # the folder named is a file: "does not exist" sent users looking for nothing
     _one_line_error(["stream", onnx_path, str(clip), "--out", under_file], capsys, "clip.mp4' is a file, not a folder")
+    deeper = str(clip / "sub" / "a.mp4")  # a file two levels up: named too, not "its folder ... does not exist"
+    _one_line_error(["stream", onnx_path, str(clip), "--out", deeper], capsys, "clip.mp4' is a file, not a folder")
     text = str(tmp_path / "a.txt")
     _one_line_error(["stream", onnx_path, str(clip), "--out", text], capsys, "a.txt': cannot write a video there")
     webm = str(tmp_path / "a.webm")  # FFmpeg knows the container but it takes no H.264 (nor MPEG-4 Part 2)

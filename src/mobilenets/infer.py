@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import check_writable, not_a_file, publish, remove_stale_staging, staging_path
+from .atomic import check_writable, file_in_the_way, not_a_file, publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
 from .preprocess import ImageError, eval_transform, failure_reason, read_image
@@ -300,8 +300,8 @@ def _check_out(path: str) -> Path:
     the nearest existing folder above it; a file where the folder should be is named as a file) and take a new file
     (`atomic.check_writable`)."""
     folder = Path(path).parent
-    if folder.is_file():
-        raise StreamError(f"out={path!r}: {str(folder)!r} is a file, not a folder")
+    if (blocker := file_in_the_way(path)) is not None:  # at any depth, as export and convert name it
+        raise StreamError(f"out={path!r}: {str(blocker)!r} is a file, not a folder")
     if not folder.is_dir():
         raise StreamError(f"out={path!r}: its folder {str(folder)!r} does not exist")
     return check_writable(path)
