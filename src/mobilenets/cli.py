@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from . import complexity, paper
 from .formatting import counted, metric, render
 from .registry import list_models, model_spec
 from .spec import ModelSpec, SpecError
+from .stopping import Terminated
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -753,11 +755,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _say(f"mobilenets {args.command}: error: {_os_message(exc)}")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during training (`stopping.Terminated`)
         hint = {
             "train": ": the last checkpoint is kept; add --resume auto to the same command to go on from it",
             "reproduce": ": finished runs are kept; run the same command again to resume",
         }.get(args.command, "")
+        if isinstance(exc, Terminated):
+            where = f" ({exc})" if str(exc) else ""
+            _say(f"mobilenets {args.command}: terminated by SIGTERM{where}{hint}")
+            return 128 + signal.SIGTERM
         _say(f"\nmobilenets {args.command}: interrupted{hint}")
         return 130
     except Exception as exc:

@@ -19,6 +19,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -596,6 +597,8 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()  # set by the writer thread when its write ended (`wait`)
+        self._after: list[Callable[[], None]] = []  # `then`'s, called when the write under way ends
+        self._guard = threading.Lock()  # between `then` and the write's end
 
     def save(self, state: dict[str, Any]) -> None:
         self.wait()
@@ -610,7 +613,20 @@ class CheckpointWriter:
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = exc
         finally:
-            done.set()
+            with self._guard:
+                done.set()
+                after, self._after = self._after, []
+            for callback in after:
+                callback()
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """``callback()`` once the write under way has ended, by the writer thread; at once when none is. How a run
+        interrupted twice keeps its folder locked until its last checkpoint is on disk (`trainer._Run.release`)."""
+        with self._guard:
+            if self._thread is not None and self._thread.ident is not None and not self._done.is_set():
+                self._after.append(callback)
+                return
+        callback()
 
     def settle(self) -> None:
         """`wait` on the way out of a failed run: the write error, if any, is printed, not raised over the run's."""

@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, s
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD
+from .stopping import StopRequest, Terminated, sigterm_stops
 from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,20 +97,21 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
         raise ConfigError("training needs --data ROOT and --out RUN_DIR")
     env = setup_distributed(cfg.device)
     run = None
-    try:
-        run = _Run(cfg, env)
-        with process_settings():
-            return run.run()
-    except BaseException:
-        if run is not None:
-            run.checkpoints.settle()  # a write started before the failure lands (or says why not)
-        raise
-    finally:
-        if run is not None:
-            run.release()
-        if cfg.data_on_device and not cfg.keep_data_on_device:
-            release_resident()  # the decoded splits would otherwise hold GPU memory after this run
-        cleanup_distributed()
+    with sigterm_stops(StopRequest()) as stop:  # a SIGTERM while the write below lands is a second one: said
+        try:
+            run = _Run(cfg, env, stop)
+            with process_settings():
+                return run.run()
+        except BaseException:
+            if run is not None:
+                run.checkpoints.settle()  # a write started before the failure lands (or says why not)
+            raise
+        finally:
+            if run is not None:
+                run.release()
+            if cfg.data_on_device and not cfg.keep_data_on_device:
+                release_resident()  # the decoded splits would otherwise hold GPU memory after this run
+            cleanup_distributed()
 
 
 # --- model ------------------------------------------------------------------------------------------------------
@@ -561,8 +563,9 @@ def check_settings(cfg: TrainConfig, world_size: int, device: torch.device) -> N
 class _Run:
     clock = staticmethod(time.perf_counter)  # the run's time source (--time-budget's tests drive a simulated one)
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
+    def __init__(self, cfg: TrainConfig, env: DistEnv, stop: StopRequest | None = None) -> None:
         self.cfg, self.env = cfg, env
+        self.stop = stop or StopRequest()  # what a SIGTERM asked (`stopping`): `train` installs its handler
         self.out = Path(cfg.out)
         self.say = lambda msg: log(env, cfg.quiet, msg)
         self.epochs = cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
@@ -825,10 +828,12 @@ class _Run:
                               exc.filename) from None  # fmt: skip
 
     def release(self) -> None:
-        """Let go of the run folder (`_lock`), which a later run in this process may take, and of the step graph."""
+        """Let go of the run folder (`_lock`), which a later run in this process may take, and of the step graph.
+        The folder stays held while a checkpoint is still being written (after a second Ctrl-C): a resume started
+        meanwhile would remove its staging file as a killed write's."""
         held, self.held = getattr(self, "held", None), None
         if held is not None:
-            held.close()
+            self.checkpoints.then(held.close)
         if self.graph is not None:
             self.graph.close()
 
@@ -1128,8 +1133,11 @@ class _Run:
 
         def on_step(global_step: int, step_in_epoch: int, totals) -> None:
             self.global_step_now = global_step
-            if cfg.save_every and global_step % cfg.save_every == 0 and step_in_epoch < self.steps_per_epoch:
+            if step_in_epoch == self.steps_per_epoch:  # the epoch's end saves (and stops, `_stop_if_asked`) itself
+                return
+            if (cfg.save_every and global_step % cfg.save_every == 0) or self.stop.requested:
                 self._checkpoint(cur["epoch"], step_in_epoch, totals())  # totals(): on every process
+            self._stop_if_asked(global_step)
 
         ctx = StepContext(
             optimizer=self.optimizer,
@@ -1162,9 +1170,27 @@ class _Run:
             f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
             f"world size {env.world_size}, device {env.device}"
         )
-        history = []
+        # one process stops at a step's end on SIGTERM, with a checkpoint; several stop at once (`stopping`)
+        with nullcontext() if env.distributed else self.stop.deferred(lambda msg: log(env, False, msg)):
+            history, last_train_bad, last_val = self._epochs(ctx, amp_dtype, cur)
+        last_val_bad = None
+        if not history and last_val is None and self.global_step and not self._summary_is_current():
+            # a resume with nothing left to train, of a run stopped before it wrote its summary (or of another
+            # folder's finished checkpoint, which this folder has no best of yet): score it once
+            last_val, last_val_bad = self._validate(amp_dtype)
+            if last_val["top1"] > self.best["top1"]:
+                self.best = {"top1": last_val["top1"], "top5": last_val["top5"], "epoch": self._epochs_reached([])}
+                self._save_weights("model_best", {"epoch": self.best["epoch"], "val_top1": last_val["top1"],
+                                                  "val_top5": last_val["top5"]})  # fmt: skip
+        return self._finish(spec, history, last_val, last_train_bad, last_val_bad)
+
+    def _epochs(self, ctx: StepContext, amp_dtype, cur: dict) -> tuple[list[dict], BadFiles, dict | None]:
+        """Train the epochs left (`run`), each scored and saved as --eval-every and --checkpoint-every say:
+        (metrics rows, the last epoch's unreadable train files, the last evaluation). A SIGTERM asked for
+        (`stopping`) ends it at the next step's end, or at this epoch's, with a checkpoint there."""
+        cfg, env = self.cfg, self.env
+        history: list[dict] = []
         last_train_bad, last_val = BadFiles(), None
-        stopped = False
         epoch = self.start_epoch
         while epoch < self.epochs and not self._steps_done():  # --time-budget re-plans self.epochs after each epoch
             t_epoch = self.clock()
@@ -1241,21 +1267,19 @@ class _Run:
                 done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
                 break
-            if _due(epoch, cfg.checkpoint_every, self.epochs):
+            if _due(epoch, cfg.checkpoint_every, self.epochs) or self.stop.requested:
                 self._checkpoint(epoch + 1, 0)
+            self._stop_if_asked(self.global_step)
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
-        last_val_bad = None
-        if not history and last_val is None and self.global_step and not self._summary_is_current():
-            # a resume with nothing left to train, of a run stopped before it wrote its summary (or of another
-            # folder's finished checkpoint, which this folder has no best of yet): score it once
-            last_val, last_val_bad = self._validate(amp_dtype)
-            if last_val["top1"] > self.best["top1"]:
-                self.best = {"top1": last_val["top1"], "top5": last_val["top5"], "epoch": self._epochs_reached([])}
-                self._save_weights("model_best", {"epoch": self.best["epoch"], "val_top1": last_val["top1"],
-                                                  "val_top5": last_val["top5"]})  # fmt: skip
-        return self._finish(spec, history, last_val, last_train_bad, last_val_bad)
+        return history, last_train_bad, last_val
+
+    def _stop_if_asked(self, global_step: int) -> None:
+        """End the run as SIGTERM asked (`stopping`), once the checkpoint just saved is on disk."""
+        if self.stop.requested:
+            self.checkpoints.wait()
+            raise Terminated(f"stopped after step {global_step}, where a checkpoint was saved")
 
     def _epochs_reached(self, history: list[dict]) -> int:
         """The epochs the run has begun in all: those of the checkpoint resumed (a mid-epoch one counts its epoch)
