@@ -1086,14 +1086,33 @@ def test_two_process_validation_scores_the_weights_it_saves(tmp_path):
     EMA, the model saved in model/, on every image."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 8)
     out = tmp_path / "run"
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(FINISH_PROBE)
     proc = torchrun(["train", "--out", str(out), "--data", str(data), "--alpha", "0.25", "--resolution", "64",
                      "--batch-size", "8", "--epochs", "1", "--ema-decay", "0.5", "--workers", "0", "--threads", "1",
-                     "--quiet"])  # fmt: skip
+                     "--quiet"], program=(str(launcher),))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # every process returned once rank 0 had written the run's files: rank 1 used to return at once, before them
+    assert Path(f"{out}.done-1").read_text() == Path(f"{out}.done-0").read_text() == "curves.png model summary.json"
     summary = json.loads((out / "summary.json").read_text())
     again = evaluate_weights(out / "model", data / "val", batch_size=4, workers=0, threads=1)
     assert summary["val_images"] == again["images"] == 16
     assert summary["final_val_loss"] == pytest.approx(again["loss"], rel=1e-6, abs=1e-6)
+
+
+# `mobilenets` with each process writing, once the command returned, which of the run's last files it sees to
+# OUT.done-RANK
+FINISH_PROBE = """
+import os, sys
+from pathlib import Path
+from mobilenets.cli import main
+
+status = main(sys.argv[1:])
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+seen = sorted(name for name in ("summary.json", "curves.png", "model") if (out / name).exists())
+Path(f"{out}.done-{os.environ['RANK']}").write_text(" ".join(seen))
+sys.exit(status)
+"""
 
 
 # `mobilenets` with each process writing a digest of its random state at every training forward of the dropout layer

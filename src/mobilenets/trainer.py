@@ -1182,7 +1182,11 @@ class _Run:
                 self.best = {"top1": last_val["top1"], "top5": last_val["top5"], "epoch": self._epochs_reached([])}
                 self._save_weights("model_best", {"epoch": self.best["epoch"], "val_top1": last_val["top1"],
                                                   "val_top5": last_val["top5"]})  # fmt: skip
-        return self._finish(spec, history, last_val, last_train_bad, last_val_bad)
+        summary = self._finish(spec, history, last_val, last_train_bad, last_val_bad)
+        # every process returns once the main one has written the run's files, which a caller on any process may
+        # then read; a failure to write them fails every process (the others as "another process ... stopped")
+        all_reduce_min_int(1, env)
+        return summary
 
     def _epochs(self, ctx: StepContext, amp_dtype, cur: dict) -> tuple[list[dict], BadFiles, dict | None]:
         """Train the epochs left (`run`), each scored and saved as --eval-every and --checkpoint-every say:
