@@ -701,6 +701,71 @@ def test_the_latency_plot_is_titled_with_the_device_the_rows_ran_on(tmp_path, mo
                       "Latency vs MACs on NVIDIA H200 and Intel(R) Xeon(R) Processor"]  # fmt: skip
 
 
+def _accuracy_figure(rows, path, monkeypatch):
+    """The figure `plots.accuracy_vs_latency` draws of ``rows`` (and writes to ``path``)."""
+    from mobilenets import plots
+
+    figures = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, p, **k: figures.append(fig) or real(fig, p, **k))
+    assert plots.accuracy_vs_latency(rows, path) == path and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return figures[0]
+
+
+def _points(ax) -> set[tuple[float, float]]:
+    """The (latency, top-1) points an accuracy panel draws (its markers, not the FPS line or the fronts)."""
+    return {(x, y) for line in ax.get_lines() if line.get_marker() == "o" for x, y in line.get_xydata()}
+
+
+def test_the_accuracy_plot_puts_top1s_of_different_sources_in_separate_labelled_panels(tmp_path, monkeypatch):
+    """A results file merged over two benches (the published table's ImageNet top-1s, then `--accuracy` runs on 10
+    classes) drew both on one 'top-1' axis, with one Pareto front through both: 90% on 10 classes read as beating
+    every ImageNet model. Each source now has its own panel, named in its label, with its own points and front."""
+    pytest.importorskip("matplotlib")
+    base = {"runtime": "ort", "threads": 1, "cpu": "cpu x", "device": "cpu"}
+    table = [
+        {**base, "model": m, "latency_ms_median": ms, "top1": t, "top1_source": "tfslim", "top1_table": "tfslim"}
+        for m, ms, t in (("mobilenet_v1_025_128", 1.0, 41.5), ("mobilenet_v1_050_160", 3.0, 59.1))
+    ]
+    runs = [{**base, "model": m, "latency_ms_median": ms, "top1": t, "top1_source": s, "top1_table": "measured"}
+            for m, ms, t, s in (("mobilenet_v1_025_96", 0.6, 88.0, "measured"),
+                                ("mobilenet_v1_075_128", 4.0, 92.5, "interpolated"))]  # fmt: skip
+    fig = _accuracy_figure([*table, *runs], tmp_path / "mixed.png", monkeypatch)
+    panels = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(panels) == 2
+    labels = [ax.get_ylabel() for ax in panels]
+    assert labels == ["expected ImageNet top-1 (%):\nTF-slim's published table",
+                      "top-1 (%): your runs, interpolated between them"]  # fmt: skip
+    assert _points(panels[0]) == {(1.0, 41.5), (3.0, 59.1)} and _points(panels[1]) == {(0.6, 88.0), (4.0, 92.5)}
+    for ax in panels:  # each has its own front, in its legend
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ort x1 (Pareto front)", "24 FPS"]
+    assert "one panel per top-1 source" in panels[0].get_title()
+    # the two ImageNet tables are both 'expected ImageNet top-1': their panels name them
+    paper = [{**r, "model": r["model"] + "_p", "top1_table": "paper", "top1_source": "interpolated"} for r in table]
+    fig = _accuracy_figure([*table, *paper], tmp_path / "tables.png", monkeypatch)
+    assert [ax.get_ylabel().split("\n")[1] for ax in fig.axes] == ["TF-slim's published table",
+                                                                   "the paper's Tables 6-7"]  # fmt: skip
+
+
+def test_the_accuracy_plot_of_one_source_is_labelled_as_before(tmp_path, monkeypatch):
+    """One source, one panel with the label it always had; rows written before top1_table (the H200 results) read
+    their table from a grid point's top1_source, and rows naming no table say so rather than claim ImageNet."""
+    pytest.importorskip("matplotlib")
+    base = {"model": "mobilenet_v1_025_128", "runtime": "ort", "threads": 1, "latency_ms_median": 1.0, "top1": 41.5}
+    title = "Accuracy vs measured latency (paper Fig. 4 against time)"
+    for rows, ylabel in (
+        ([{**base, "top1_source": "tfslim", "top1_table": "tfslim"}], "expected ImageNet top-1 (%)"),
+        ([{**base, "top1_source": "paper", "top1_table": "paper"}], "expected ImageNet top-1 (%)"),
+        ([{**base, "top1_source": "interpolated", "top1_table": "measured"}],
+         "top-1 (%): your runs, interpolated between them"),
+        ([{**base, "top1_source": "tfslim"}], "expected ImageNet top-1 (%)"),  # no top1_table column
+        ([{**base, "top1_source": "interpolated"}], "top-1 (%), source not recorded"),
+    ):  # fmt: skip
+        fig = _accuracy_figure(rows, tmp_path / "one.png", monkeypatch)
+        assert [(ax.get_ylabel(), ax.get_title()) for ax in fig.axes] == [(ylabel, title)], rows
+        assert _points(fig.axes[0]) == {(1.0, 41.5)}
+
+
 def test_rows_name_no_commit_for_a_package_that_is_not_a_file_of_the_surrounding_repository(tmp_path):
     """Installed into a project's .venv (inside the project's git checkout, untracked), bench rows recorded the
     project's commit as the measured code's. Only a checkout that tracks the package's files names its commit."""

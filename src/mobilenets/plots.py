@@ -3,7 +3,8 @@
 - `latency_vs_macs`: measured batch-1 latency against MACs, one series per runtime (and thread count), with the FP32
   physical limit line; MACs alone do not predict latency, this shows by how much.
 - `accuracy_vs_latency`: expected top-1 against latency, the Pareto front per runtime, and the target-FPS line
-  (models left of it are real-time) -- Figure 4 of the paper with milliseconds instead of mult-adds.
+  (models left of it are real-time) -- Figure 4 of the paper with milliseconds instead of mult-adds. Rows whose
+  top-1 came from different sources (a published table, the user's runs) are drawn in separate panels.
 
 - `plot_training_curves`: loss (train and val) and val top-1 / top-5 against epoch, from metrics.jsonl rows.
 
@@ -92,26 +93,78 @@ def latency_vs_macs(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
+# How each accuracy source reads on an axis. A results file merged over several bench runs can hold rows of different
+# sources (`bench.write_results` keeps an earlier run's rows): the published ImageNet tables, or `bench --accuracy`'s
+# fit of the user's runs (maybe of 10 classes). Their top-1s are not of one task, so they never share a y axis.
+IMAGENET_TOP1 = "expected ImageNet top-1 (%)"
+TOP1_LABELS = {
+    "tfslim": (IMAGENET_TOP1, "TF-slim's published table"),
+    "paper": (IMAGENET_TOP1, "the paper's Tables 6-7"),
+    "measured": ("top-1 (%): your runs, interpolated between them", ""),  # says its source already
+    None: ("top-1 (%), source not recorded", ""),
+}
+TABLES = ("tfslim", "paper", "measured")
+
+
+def top1_table(row: dict) -> str | None:
+    """The accuracy source a row's top-1 came from: ``top1_table`` (`bench.measure`), else, in rows written before
+    that column, ``top1_source`` where it names a table (a grid point's own value), else None (not recorded)."""
+    if row.get("top1_table"):
+        return row["top1_table"]
+    return row.get("top1_source") if row.get("top1_source") in TABLES else None
+
+
+def top1_ylabel(table: str | None, named: bool) -> str:
+    """The accuracy axis' label for ``table``; ``named`` adds the source where the label alone would not tell it from
+    another panel's (two ImageNet tables)."""
+    base, source = TOP1_LABELS.get(table, (f"top-1 (%): {table}", ""))
+    return f"{base}:\n{source}" if named and source else base
+
+
+def _top1_groups(rows: Sequence[dict]) -> dict[str | None, list[dict]]:
+    """The plotted rows (`_series`) with a top-1 by `top1_table`: published tables first, then the user's runs, then
+    unrecorded."""
+    groups: dict[str | None, list[dict]] = {}
+    for r in (r for rs in _series(rows).values() for r in rs):
+        if r.get("top1") is not None:
+            groups.setdefault(top1_table(r), []).append(r)
+    order = {t: i for i, t in enumerate(TABLES)}
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] is None, order.get(kv[0], len(order)), kv[0] or "")))
+
+
 def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target_fps: float = 24.0) -> Path:
+    """One panel per accuracy source (`top1_table`), stacked on one latency axis: top-1s of different sources are
+    not comparable (10-class runs against ImageNet tables), so they get neither one y axis nor one Pareto front
+    (refusing would lose the plot of a finished bench; separate files would hide that the other exists). One source
+    draws one panel, labelled as before."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    series = _series(rows)
+    groups = _top1_groups(rows)
+    if not groups:  # no top-1 at all: the empty axis of the source the rows name
+        groups = {"measured" if any(r.get("top1_table") == "measured" for r in rows) else "tfslim": []}
+    named = len(groups) > 1
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7, 5 if not named else 1 + 3.5 * len(groups)), sharex=True,
+                             squeeze=False)  # fmt: skip
+    names = list(_series(rows))  # colours over every panel: a runtime keeps its colour
+    for ax, (table, group) in zip(axes[:, 0], groups.items(), strict=True):
+        _accuracy_panel(ax, _series(group), names, target_fps)
+        ax.set(xscale="log", ylabel=top1_ylabel(table, named))
+        _plain_log_ticks(ax, "x")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("batch-1 latency, median (ms)")
+    title = "Accuracy vs measured latency (paper Fig. 4 against time)"
+    axes[0, 0].set_title(title + ("\none panel per top-1 source: not comparable across panels" if named else ""))
+    return _save(fig, path)
+
+
+def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_fps: float) -> None:
+    """Each runtime's points and Pareto front, and the target-FPS line."""
     for name, rs in sorted(series.items()):
-        pts = [(r["latency_ms_median"], r["top1"]) for r in rs if r.get("top1") is not None]
-        if not pts:
-            continue
-        style = _style(name, list(series))
+        pts = [(r["latency_ms_median"], r["top1"]) for r in rs]
+        style = _style(name, names)
         ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"])
         ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
     ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")
-    measured = any(r.get("top1_table") == "measured" for r in rows)  # bench --accuracy: the user's own runs
-    ylabel = "top-1 (%): your runs, interpolated between them" if measured else "expected ImageNet top-1 (%)"
-    ax.set(xscale="log", xlabel="batch-1 latency, median (ms)", ylabel=ylabel)
-    _plain_log_ticks(ax, "x")
-    ax.set_title("Accuracy vs measured latency (paper Fig. 4 against time)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
 
 
 def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
