@@ -718,6 +718,35 @@ def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_d
     assert not list(tmp_path.glob("none*")) and not list(tmp_path.glob(".none*"))
 
 
+def test_int8_export_decodes_each_image_once_and_calibrates_on_the_inputs_its_files_give(weights_dir, tmp_path,
+                                                                                         monkeypatch):  # fmt: skip
+    """read_images decoded each calibration image to sort the readable ones, calibration decoded it again, and the
+    agreement check on the calibration images (no --val) a third time. The images are kept cropped (uint8 at the
+    model's input) and normalised when used: each file is decoded once, and the batches are the very arrays the
+    eval transform makes of the files (so the INT8 model is the one calibrated before)."""
+    from mobilenets import preprocess
+    from mobilenets.export import image_batches, read_images
+
+    calib = _image_folder(tmp_path / "calib", MIN_CALIB_IMAGES)
+    val = _image_folder(tmp_path / "val", 3, start=100)
+    rng = np.random.default_rng(1)  # larger than the input, and not square: resized down, then cropped
+    Image.fromarray(rng.integers(0, 256, (150, 211, 3), dtype=np.uint8)).save(val / "wide.png")
+    decoded = []
+    real = preprocess.read_image
+    monkeypatch.setattr(preprocess, "read_image", lambda p: decoded.append(p) or real(p))
+    cfg = ExportConfig(out=str(tmp_path / "q.onnx"), int8=True, calib=str(calib), calib_count=100, progress=False)
+    assert export_model(weights_dir, cfg).int8.total == MIN_CALIB_IMAGES
+    assert sorted(decoded) == sorted(calib.iterdir())
+    decoded.clear()
+    assert export_model(weights_dir, dataclasses.replace(cfg, val=str(val))).int8.total == 4
+    assert sorted(decoded) == sorted([*calib.iterdir(), *val.iterdir()])
+    spec = mobilenets.load(weights_dir).spec
+    images = read_images(val, 10, spec=spec)
+    kept = np.concatenate(list(image_batches(images.pixels, spec, batch=3)))
+    files = preprocess.load_batch(images.paths, spec).numpy()
+    assert kept.shape == (4, 3, 128, 128) and np.array_equal(kept, files)
+
+
 def test_int8_export_refuses_too_few_readable_calibration_images(weights_dir, tmp_path, capsys):
     """--calib on 1 readable JPEG beside a corrupt, an empty and a non-image .jpg calibrated on that one image, exit
     0, reporting 1/1 = 100% agreement; the model it published was far worse than one calibrated on 50 images. Fewer

@@ -30,7 +30,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +397,25 @@ def calibration_batches(
         raise ExportError(f"none of the {len(images)} images could be read (first: {skipped[0]})")
 
 
+def image_batches(
+    pixels: Sequence[torch.Tensor], spec: ModelSpec, *, batch: int = 8, progress: bool = False
+) -> Iterator[np.ndarray]:
+    """Normalised batches (`preprocess.eval_normalize`) of the cropped images `read_images` kept: the arrays
+    `calibration_batches` makes of their files (the same transform, split in two, and the same batches), without
+    decoding them again."""
+    from tqdm import tqdm
+
+    from .preprocess import eval_normalize
+
+    norm = eval_normalize(spec)
+    bar = tqdm(total=len(pixels), desc="calibrating", unit="img", disable=not progress, leave=False)
+    for start in range(0, len(pixels), batch):
+        chunk = pixels[start : start + batch]
+        bar.update(len(chunk))
+        yield torch.stack([norm(p) for p in chunk]).numpy()
+    bar.close()
+
+
 def pick_images(folder: str | os.PathLike, count: int, seed: int = 0, what: str = CALIB) -> list[Path]:
     """``count`` images from ``folder`` (recursive), chosen with a fixed seed, spread over its subfolders; ``what``
     they are for names the folder's role in the error when it holds none."""
@@ -421,6 +440,9 @@ class ImageSet:
     chosen: int  # how many were picked
     paths: list[Path] = field(default_factory=list)  # the readable ones
     skipped: list[str] = field(default_factory=list)  # 'path: reason' of each unreadable one
+    # the readable ones decoded, resized and cropped to the model's input (`preprocess.eval_crop`), uint8, in ``paths``
+    # order: what calibration and the agreement check normalise (`image_batches`) instead of decoding them again
+    pixels: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def note(self) -> str:
         """What was skipped ('' when nothing was), with a warning when most of the chosen files were."""
@@ -438,24 +460,37 @@ class ImageSet:
 
 
 def read_images(
-    folder: str | os.PathLike, count: int, seed: int = 0, *, what: str = CALIB, minimum: int = 1, progress: bool = False
+    folder: str | os.PathLike,
+    count: int,
+    seed: int = 0,
+    *,
+    spec: ModelSpec,
+    what: str = CALIB,
+    minimum: int = 1,
+    progress: bool = False,
 ) -> ImageSet:
-    """`pick_images`, each decoded before anything is written to sort the readable ones from the others (and why);
-    the images are not kept, so calibration decodes the readable ones again, as its batches.
+    """`pick_images`, each decoded once, before anything is written, to sort the readable ones from the others (and
+    why); the readable ones are kept resized and cropped to ``spec``'s input (`ImageSet.pixels`), which calibration
+    and the agreement check normalise instead of decoding them a second and (no --val) third time. Kept at the
+    model's input in uint8, 3 R^2 bytes each: 200 images take 9.4 MiB at 128, 29 MiB at 224 (a decoded 500x375
+    photo is 0.5 MiB; kept normalised, in float, they would take 4 times as much). Measured, `export --int8` of
+    0.25-128 on 200 Imagenette images, 1 thread: 3.39 s -> 2.73 s, the same INT8 file, peak RSS 844 -> 848 MB.
     `ExportError` naming ``folder`` and the counts when fewer than ``minimum`` are readable (`MIN_CALIB_IMAGES`)."""
     from tqdm import tqdm
 
-    from .preprocess import ImageError, failure_reason, read_image
+    from .preprocess import ImageError, eval_crop, failure_reason, read_image
 
     paths = pick_images(folder, count, seed, what)
     images = ImageSet(str(folder), seed, len(paths))
+    crop = eval_crop(spec)
     for p in tqdm(paths, desc="reading", unit="img", disable=not progress, leave=False):
         try:
-            read_image(p)
+            pixels = read_image(p)
         except (ImageError, OSError) as exc:
             images.skipped.append(f"{p}: {failure_reason(exc, p)}")
         else:
             images.paths.append(p)
+            images.pixels.append(crop(pixels))
     if len(images.paths) < minimum:
         unread = f" ({len(images.skipped)} unreadable, first: {images.skipped[0]})" if images.skipped else ""
         raise ExportError(
@@ -906,9 +941,11 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     # image folders are read before anything is written: a bad --calib or --val costs no export
     calib = val = None
     if cfg.int8 and cfg.calib:
-        calib = read_images(cfg.calib, cfg.calib_count, cfg.seed, minimum=MIN_CALIB_IMAGES, progress=cfg.progress)
+        calib = read_images(
+            cfg.calib, cfg.calib_count, cfg.seed, spec=model.spec, minimum=MIN_CALIB_IMAGES, progress=cfg.progress
+        )
     if cfg.int8 and cfg.val:
-        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, what=VAL, progress=cfg.progress)
+        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, spec=model.spec, what=VAL, progress=cfg.progress)
     staged = {final: staging_path(final) for final in {out, fp32}}
     for final in staged:
         remove_stale_staging(final)  # killed exports' staging files, which no run would otherwise remove
@@ -1002,13 +1039,10 @@ def _int8(
     val: ImageSet | None,
 ) -> Int8Report:
     """Quantize ``fp32`` to ``out`` on ``calib`` (`read_images` of ``cfg.calib``; None: synthetic batches), then
-    count top-1 agreement with fp32 on ``val`` (`read_images` of ``cfg.val``; None: the calibration images)."""
-    late: list[str] = []  # files read before the export that fail now (changed meanwhile)
-
-    def described() -> str:  # after the batches are read: the late failures are known, for the file's metadata too
-        return f"{cfg.calib_count} {SYNTHETIC}" if calib is None else str(replace(calib, skipped=calib.skipped + late))
-
-    batches = _batches(calib, model.spec, cfg.calib_count, cfg.seed, cfg.progress, late)
+    count top-1 agreement with fp32 on ``val`` (`read_images` of ``cfg.val``; None: the calibration images). Both
+    use the images `read_images` kept, so what it found readable is what is used, and said."""
+    described = f"{cfg.calib_count} {SYNTHETIC}" if calib is None else str(calib)
+    batches = _batches(calib, model.spec, cfg.calib_count, cfg.seed, cfg.progress)
     quantize_int8(
         fp32,
         out,
@@ -1018,13 +1052,12 @@ def _int8(
         calibration=described,
         fp32_head=cfg.fp32_head,
     )
-    unread: list[str] = []
-    check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False, unread)
+    check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False)
     agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check)
     if val is not None:
-        on = str(replace(val, skipped=val.skipped + unread))
+        on = str(val)
     elif calib is not None:
-        on = "the calibration images" + replace(calib, skipped=calib.skipped + unread).note()
+        on = "the calibration images" + calib.note()
     else:
         on = SYNTHETIC
     return Int8Report(
@@ -1033,20 +1066,18 @@ def _int8(
         fp32.stat().st_size,
         out.stat().st_size,
         read_onnx_metadata(out)["quantization"],
-        described(),
+        described,
         agree,
         total,
         on,
     )
 
 
-def _batches(
-    images: ImageSet | None, spec: ModelSpec, count: int, seed: int, progress: bool, skipped: list[str]
-) -> Iterator[np.ndarray]:
-    """`calibration_batches` of the readable ``images``; None: ``count`` synthetic ones."""
-    paths = None if images is None else images.paths
-    n = count if paths is None else len(paths)
-    return calibration_batches(paths, spec, count=n, seed=seed, progress=progress, skipped=skipped)
+def _batches(images: ImageSet | None, spec: ModelSpec, count: int, seed: int, progress: bool) -> Iterator[np.ndarray]:
+    """`image_batches` of the images `read_images` kept; None: ``count`` synthetic ones (`calibration_batches`)."""
+    if images is None:
+        return calibration_batches(None, spec, count=count, seed=seed, progress=progress)
+    return image_batches(images.pixels, spec, progress=progress)
 
 
 __all__ = [

@@ -174,15 +174,21 @@ def _orientation(im) -> int:
 
 def eval_transform(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
     """uint8 (3, H, W) -> normalised float (3, R, R): resize shorter side to R / crop_pct, center crop R."""
+    return v2.Compose([*eval_crop(spec, resolution).transforms, *eval_normalize(spec).transforms])
+
+
+def eval_crop(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
+    """`eval_transform`'s first half, uint8 (3, H, W) -> uint8 (3, R, R): what to keep of a decoded image that is
+    used more than once (a quarter of its float size; `eval_normalize` finishes it, exactly as `eval_transform`)."""
     res = resolution or spec.resolution
-    return v2.Compose(
-        [
-            v2.Resize(int(res / spec.crop_pct), interpolation=InterpolationMode(spec.interpolation), antialias=True),
-            v2.CenterCrop(res),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(spec.mean), list(spec.std)),
-        ]
-    )
+    interpolation = InterpolationMode(spec.interpolation)
+    return v2.Compose([v2.Resize(int(res / spec.crop_pct), interpolation=interpolation, antialias=True),
+                       v2.CenterCrop(res)])  # fmt: skip
+
+
+def eval_normalize(spec: ModelSpec) -> v2.Compose:
+    """`eval_transform`'s second half: uint8 -> float scaled to [0, 1] and normalised with the spec's mean/std."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))])
 
 
 def load_batch(paths: list[str | os.PathLike], spec: ModelSpec, resolution: int | None = None) -> torch.Tensor:
