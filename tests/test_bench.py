@@ -737,8 +737,13 @@ def test_the_accuracy_plot_puts_top1s_of_different_sources_in_separate_labelled_
     assert labels == ["expected ImageNet top-1 (%):\nTF-slim's published table",
                       "top-1 (%): your runs, interpolated between them"]  # fmt: skip
     assert _points(panels[0]) == {(1.0, 41.5), (3.0, 59.1)} and _points(panels[1]) == {(0.6, 88.0), (4.0, 92.5)}
-    for ax in panels:  # each has its own front, in its legend
-        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ort x1 (Pareto front)", "24 FPS"]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in panels]  # each its own front
+    assert legends == [["ort x1 (Pareto front)", "24 FPS"],
+                       ["ort x1 (Pareto front)", "top-1 estimated (off the table)", "24 FPS"]]  # fmt: skip
+    # the estimated top-1 (interpolated between runs) is a hollow point, the measured one a filled point
+    faces = {tuple(xy): line.get_markerfacecolor() for line in panels[1].get_lines() if line.get_marker() == "o"
+             for xy in line.get_xydata()}  # fmt: skip
+    assert faces[(4.0, 92.5)] == "none" and faces[(0.6, 88.0)] != "none"
     assert "one panel per top-1 source" in panels[0].get_title()
     # the two ImageNet tables are both 'expected ImageNet top-1': their panels name them
     paper = [{**r, "model": r["model"] + "_p", "top1_table": "paper", "top1_source": "interpolated"} for r in table]

@@ -157,13 +157,25 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     return _save(fig, path)
 
 
+ESTIMATED = ("interpolated", "extrapolated")  # `accuracy.AccuracyModel.predict`'s sources of a top-1 it estimated
+
+
 def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_fps: float) -> None:
-    """Each runtime's points and Pareto front, and the target-FPS line."""
+    """Each runtime's points and Pareto front, and the target-FPS line. A top-1 the accuracy model estimated (a
+    model off its table's grid) is a hollow point, one of the table or a run a filled one."""
+    estimated = False
     for name, rs in sorted(series.items()):
-        pts = [(r["latency_ms_median"], r["top1"]) for r in rs]
         style = _style(name, names)
-        ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"])
+        for guessed in (False, True):
+            pts = [(r["latency_ms_median"], r["top1"]) for r in rs if (r.get("top1_source") in ESTIMATED) == guessed]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"],
+                        markerfacecolor="none" if guessed else style["color"])  # fmt: skip
+            estimated |= guessed and bool(pts)
+        pts = [(r["latency_ms_median"], r["top1"]) for r in rs]
         ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
+    if estimated:
+        ax.plot([], [], "o", ms=4, color="grey", markerfacecolor="none", label="top-1 estimated (off the table)")
     ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")
 
 
