@@ -2142,8 +2142,17 @@ def test_a_process_whose_peer_stopped_says_so_in_one_line(tmp_path, monkeypatch,
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "another process of this torchrun job stopped" in err
+    # NCCL's (torch.distributed.DistBackendError, a RuntimeError), which a network failure raises too
+    gone = torch.distributed.DistBackendError(
+        "NCCL error in: ProcessGroupNCCL.cpp:1347, remote process exited or there was a network error, NCCL version "
+        "2.18.5\nncclRemoteError: A call failed possibly due to a network error or a remote process exiting"
+    )
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another process of this torchrun job stopped" in err
+    assert "or the network between them failed (NCCL: remote process exited" in err
     monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same error is a bug: its traceback is the report
-    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+    with pytest.raises(RuntimeError, match="remote process exited"):
         main(args)
 
 

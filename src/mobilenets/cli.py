@@ -807,6 +807,9 @@ def _environment_error(exc: Exception, args: argparse.Namespace) -> str | None:
     if isinstance(exc, OSError) or (av is not None and isinstance(exc, av.FFmpegError)):
         return _os_message(exc)
     if _peer_gone(exc):  # the cause is another process's own line; this one's traceback would bury it
+        if NCCL_PEER_GONE in str(exc):  # NCCL cannot tell the two apart
+            return ("another process of this torchrun job stopped (its own error line says why), or the network "
+                    f"between them failed (NCCL: {NCCL_PEER_GONE}); this one could not go on")  # fmt: skip
         return "another process of this torchrun job stopped (its own error line says why); this one could not go on"
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in ("out of memory", "can't allocate memory"))
@@ -815,14 +818,19 @@ def _environment_error(exc: Exception, args: argparse.Namespace) -> str | None:
     return None
 
 
+# NCCL's ncclRemoteError, as torch's DistBackendError (a RuntimeError) words it (NCCL 2.14 to 2.28 in NVIDIA/nccl's
+# issues #934, #1141, #2076)
+NCCL_PEER_GONE = "remote process exited or there was a network error"
+
+
 def _peer_gone(exc: Exception) -> bool:
     """Whether ``exc`` is what a process of a torchrun job meets in a collective when another process has ended (a
-    failure there, printed as its own line): gloo's connection to it is closed or reset."""
+    failure there, printed as its own line): gloo's connection to it is closed or reset, or NCCL's remote error."""
     text = str(exc)
     return (
         _process()[1] > 1
         and isinstance(exc, RuntimeError)
-        and ("Connection closed by peer" in text or "Connection reset by peer" in text)
+        and any(sign in text for sign in ("Connection closed by peer", "Connection reset by peer", NCCL_PEER_GONE))
     )
 
 
