@@ -36,7 +36,7 @@ from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, l
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
 from mobilenets.trainer import build_model, evaluate_weights, train
-from mobilenets.weights import read_state_dict
+from mobilenets.weights import read_config, read_state_dict
 
 from .conftest import REPO, data_path, refuse_listing
 
@@ -2209,6 +2209,86 @@ def test_a_run_s_config_yaml_as_a_recipe_trains_afresh(tmp_path):
                     "resume)"]  # fmt: skip
     assert resolve(str(recipe), say=said.append, out=str(tmp_path / "x"), resume="auto").resume == "auto"
     assert len(said) == 1  # the command line's resume replaces the file's: nothing ignored to say
+
+
+def test_a_run_s_config_yaml_is_a_recipe_from_any_directory(tmp_path, monkeypatch):
+    """config.yaml recorded --data d --init w as typed: ``--config RUN/config.yaml --out NEW`` from another directory
+    failed (no d there) or, worse, trained on another folder of the same name. The run records the paths absolute
+    (and env.json the directory its typed command ran in), so the recipe trains on that run's files from anywhere."""
+    a, b = (tmp_path / "a").resolve(), (tmp_path / "b").resolve()  # as os.getcwd() names them after a chdir
+    copy_subset(a / "d", CLASSES4[:2], 8, 2)
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), a / "w")
+    copy_subset(b / "d", CLASSES4[2:], 8, 2)  # another dataset and other weights of the same names where it is reused
+    save(MobileNetV1(alpha=0.5, num_classes=2).eval(), b / "w")
+    monkeypatch.chdir(a)
+    assert main(["train", "--data", "d", "--init", "w", "--out", "run", "--resolution", "32", "--batch-size", "8",
+                 "--epochs", "1", "--max-steps", "1", "--workers", "0", "--threads", "1", "--quiet"]) == 0  # fmt: skip
+    saved = load_yaml(a / "run" / "config.yaml")
+    assert (saved["data"], saved["init"], saved["out"]) == (str(a / "d"), str(a / "w"), str(a / "run"))
+    env = json.loads((a / "run" / "env.json").read_text())
+    assert env["cwd"] == str(a)  # where the command as typed (env["command"]) reads its relative paths
+    summary = json.loads((a / "run" / "summary.json").read_text())
+    assert (summary["weights"], summary["best_weights"]) == (str(a / "run" / "model"), str(a / "run" / "model_best"))
+    assert read_config(a / "run" / "model")["provenance"]["run_dir"] == str(a / "run")
+    monkeypatch.chdir(b)
+    assert main(["train", "--config", str(a / "run" / "config.yaml"), "--out", "again", "--quiet"]) == 0
+    again = load_yaml(b / "again" / "config.yaml")
+    assert (again["data"], again["init"], again["out"]) == (str(a / "d"), str(a / "w"), str(b / "again"))
+    assert json.loads((b / "again" / "env.json").read_text())["data"] == env["data"]  # the same files, not b/d's
+    model = load(b / "again" / "model")
+    assert model.spec.labels == tuple(CLASSES4[:2]) and model.spec.alpha == 0.25  # a/w's width, not b/w's
+
+
+def test_a_resume_takes_a_path_written_another_way_as_the_same(tmp_path, monkeypatch):
+    """Started as --data d --init w in a, resumed as --data a/d --init a/w from elsewhere (and back): the same data
+    and weights, so not refused as "other settings" (init was compared as text). Other weights (a copy) still are,
+    and a checkpoint of an earlier version (paths as typed) resumes from the directory it was started in."""
+    import re
+
+    a, elsewhere = (tmp_path / "a").resolve(), (tmp_path / "elsewhere").resolve()
+    elsewhere.mkdir(parents=True)
+    copy_subset(a / "d", CLASSES4[:2], 8, 2)  # 2 steps per epoch at batch 8
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), a / "w")
+    kw = dict(resolution=32, epochs=3)
+    monkeypatch.chdir(a)
+    train(tiny_cfg("d", "run", init="w", max_steps=1, **kw))
+    monkeypatch.chdir(elsewhere)
+    resumed = train(tiny_cfg(a / "d", a / "run", init=str(a / "w"), max_steps=2, resume="auto", **kw))
+    assert resumed["global_steps"] == 2 and resumed["resumed_from"].startswith(str(a / "run" / "checkpoints"))
+    monkeypatch.chdir(a)  # saved absolute, given relative
+    assert train(tiny_cfg("d", "run", init="w", max_steps=3, resume="auto", **kw))["global_steps"] == 3
+    shutil.copytree(a / "w", a / "w2")  # the same bytes, but other weights as far as the run knows: as before
+    with pytest.raises(ConfigError, match=re.escape(f"init={str(a / 'w')!r} there, {str(a / 'w2')!r} here")):
+        train(tiny_cfg("d", "run", init="w2", max_steps=4, resume="auto", **kw))
+    ckpt = sorted((a / "run" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=False)
+    state["config"].update(data="d", out="run", init="w")  # as earlier versions saved them
+    torch.save(state, ckpt)
+    monkeypatch.chdir(elsewhere)  # where its 'w' names another folder (none): refused, as it was
+    with pytest.raises(ConfigError, match=re.escape(f"init='w' there, {str(a / 'w')!r} here")):
+        train(tiny_cfg(a / "d", a / "run", init=str(a / "w"), max_steps=4, resume="auto", **kw))
+    monkeypatch.chdir(a)
+    assert train(tiny_cfg(a / "d", a / "run", init=str(a / "w"), max_steps=4, resume="auto", **kw))["global_steps"] == 4
+
+
+def test_absolute_paths_keep_a_torchvision_teacher_s_name_and_compare_by_what_they_name(tmp_path, monkeypatch):
+    """`TrainConfig.absolute_paths` (what a run records) anchors every path at the working directory but leaves a
+    torchvision teacher's name and ``resume: auto``; `differences` takes two spellings of one path as the same."""
+    monkeypatch.chdir(tmp_path)
+    here = Path.cwd()
+    (here / "t").mkdir()
+    (here / "tw.pt").write_bytes(b"")
+    cfg = TrainConfig(data="d", out="o/", init="../x/w", teacher="t", resume="auto").absolute_paths()
+    assert (cfg.data, cfg.out, cfg.init) == (str(here / "d"), str(here / "o"), str(here / ".." / "x" / "w"))
+    assert (cfg.teacher, cfg.resume) == (str(here / "t"), "auto")
+    tv = TrainConfig(teacher="resnet18", teacher_weights="tw.pt").absolute_paths()
+    assert (tv.teacher, tv.teacher_weights) == ("resnet18", str(here / "tw.pt"))
+    assert cfg.differences({"init": str(here.parent / "x" / "w"), "teacher": "./t", "data": "/elsewhere"}) == []
+    assert tv.differences({"teacher": "resnet18", "teacher_weights": "tw.pt"}) == []
+    assert cfg.differences({"init": "w"}) == [f"init='w' there, {str(here / '..' / 'x' / 'w')!r} here"]
+    # a name that is no folder here is a torchvision model's: not the same as a folder of that name saved elsewhere
+    assert TrainConfig(teacher="resnet18").differences({"teacher": str(here / "resnet18")}) != []
+    assert TrainConfig(teacher="resnet18").absolute_paths().teacher == "resnet18"
 
 
 def test_a_full_disk_while_logging_an_epoch_names_the_log(tmp_path, monkeypatch):

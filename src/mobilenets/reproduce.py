@@ -199,8 +199,10 @@ def data_difference(folder: Path, data: Path) -> str | None:
     """How the data folder of the run saved in ``folder`` differs from ``data``: None when it is the same folder or
     the saved one no longer exists (a dataset moved since: the experiment's fields decide). Two datasets that both
     exist are two experiments, whatever their training settings."""
-    there = (saved_config(folder) or {}).get("data")
-    if not there or not Path(there).exists() or Path(there).resolve() == data.resolve():
+    from .train_config import same_path
+
+    there = (saved_config(folder) or {}).get("data")  # absolute; as typed (read from here) in earlier versions' runs
+    if not there or not Path(there).exists() or same_path(there, data):
         return None
     return f"data={there!r} there, {str(data.resolve())!r} here"
 

@@ -4,6 +4,17 @@ Precedence: dataclass default < recipe YAML (``--config configs/paper.yaml``) < 
 Unknown YAML keys are an error; ``resume`` in a YAML file is ignored (`INVOCATION_FIELDS`: a run's config.yaml is a
 recipe for a fresh run). The CLI options are generated from the fields (name, type, help text in the field
 metadata), so a default lives in exactly one place. The resolved config is saved in every run folder and checkpoint.
+
+Paths (`PATH_FIELDS`: ``data``, ``out``, ``init``, a weights folder as ``teacher``, ``teacher_weights``, a checkpoint
+file as ``resume``) are read from the working directory, whether typed on the command line or in a YAML file: as a
+shell reads them, and as timm's train.py reads a path in its ``--config`` file. (Reading a hand-written recipe's
+``data: imgs`` beside the YAML file instead would quietly point every existing recipe that names one at another
+folder of the same name.) A run records them absolute (`TrainConfig.absolute_paths`) in its
+config.yaml, checkpoints, env.json (with the working directory its typed command ran in), summary.json and weights'
+provenance, so ``--config RUN/config.yaml`` names the files that run used from any directory; a torchvision model name
+as ``teacher`` (``resnet18``) is no path and is kept. A resume compares paths by what they name (`same_path`:
+``--init w`` in /x and ``--init /x/w`` are the same weights), and a run saved by earlier versions, whose config.yaml
+and checkpoints hold paths as typed, resumes, and serves as a recipe, from the directory it was started in.
 """
 
 from __future__ import annotations
@@ -254,14 +265,50 @@ class TrainConfig:
     def differences(self, saved: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
         """How a run saved with config ``saved`` (its config.yaml or checkpoint) differs from this one as an
         experiment (`experiment`, less ``ignore``): "k=there there, here here" per field; empty when it is the
-        same. A field the saved run did not record (older code) does not count."""
+        same. A field the saved run did not record (older code) does not count, nor does a path written another way
+        that names the same file (`same_path`; a relative one saved by earlier versions is read from here)."""
         saved = json.loads(json.dumps(saved))
         return [f"{k}={saved[k]!r} there, {v!r} here" for k, v in self.experiment().items()
-                if k not in ignore and k in saved and saved[k] != v]  # fmt: skip
+                if k not in ignore and k in saved and not _same_value(k, saved[k], v)]  # fmt: skip
+
+    def absolute_paths(self) -> TrainConfig:
+        """A copy whose paths (`PATH_FIELDS`) are absolute, read from the working directory (the module docstring's
+        rule): what a run records, so that its config.yaml names the same files from any directory. A ``teacher``
+        that names nothing here is a torchvision model name (`trainer.build_teacher`'s rule) and stays as it is, and
+        so does ``resume: auto``. Links are not followed and ``..`` is kept (``Path.absolute``): the path means what
+        the typed one did (a link's ``..`` is not its lexical parent), and a link moved to a new dataset is followed
+        later as the typed path would be."""
+        changes = {}
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if not value or (name == "resume" and value == "auto") or (name == "teacher" and not Path(value).exists()):
+                continue
+            changes[name] = str(Path(value).absolute())
+        return dataclasses.replace(self, **changes)
 
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # (list fields' are factories: not compared here)
 MAX_SEED = 2**63 - 1  # `TrainConfig.seed`'s largest
+
+
+# the options that name files or folders (the module docstring's rule; ``teacher`` only where it names one)
+PATH_FIELDS = ("data", "out", "init", "teacher", "teacher_weights", "resume")
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or folder, each read from the working directory and with its links
+    followed: ``imgs`` in /x, ``/x/imgs`` and ``/x/link-to-imgs`` do. Neither needs to exist."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _same_value(name: str, there: Any, here: Any) -> bool:
+    """Whether field ``name`` is the same in a saved config (``there``) and this one: equal, or paths naming the same
+    file (`same_path`). A ``teacher`` that names nothing here is a torchvision model's name: compared by its text."""
+    if there == here:
+        return True
+    if name not in PATH_FIELDS or not isinstance(there, str) or not isinstance(here, str):
+        return False
+    return (name != "teacher" or Path(here).exists()) and same_path(there, here)
 
 
 def first_differences(differ: list[str]) -> str:

@@ -1,7 +1,8 @@
 """`train(cfg)` and `evaluate_weights(...)`: the whole run, assembled from data.py, optim.py and engine.py.
 
 A run folder (``cfg.out``) ends up holding:
-  config.yaml (resolved TrainConfig), env.json (git commit, library versions, hardware, world size),
+  config.yaml (resolved TrainConfig, paths absolute: train_config's docstring), env.json (git commit, library
+  versions, hardware, world size, the command as typed and its working directory),
   checkpoints/ckpt-<step>.pt, metrics.jsonl (one line per epoch), summary.json, curves.png,
   model/ and model_best/ (our weights format: `mobilenets.load(RUN_DIR / "model")`; the spec records the class
   names as labels and the normalisation used).
@@ -95,6 +96,8 @@ def train(cfg: TrainConfig) -> dict[str, Any] | None:
     cfg.validate()
     if not cfg.data or not cfg.out:
         raise ConfigError("training needs --data ROOT and --out RUN_DIR")
+    # what the run reads, writes and records names the same files from any directory (train_config's docstring)
+    cfg = cfg.absolute_paths()
     env = setup_distributed(cfg.device)
     run = None
     with sigterm_stops(StopRequest()) as stop:  # a SIGTERM while the write below lands is a second one: said
@@ -1024,7 +1027,9 @@ class _Run:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        info = {**environment(self.env), "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "data": self.fingerprint}
+        # the command as typed, and where: its relative paths are read from there (config.yaml holds them absolute)
+        command = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd()}
+        info = {**environment(self.env), **command, "data": self.fingerprint}
         atomic_write_text(self.out / "env.json", json.dumps(info, indent=2) + "\n")
         if metrics.exists():
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
