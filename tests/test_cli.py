@@ -389,3 +389,50 @@ def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights
     for argv, message in cases:
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "MODEL", "photo.jpg"],
+        ["stream", "MODEL", "0"],
+        ["eval", "--weights", "MODEL", "--data", "DATA"],
+        ["train", "--data", "DATA", "--out", "OUT"],
+        ["reproduce", "--report-only", "--out", "OUT"],
+        ["bench", "--lut", "--models", "0.25-128", "--runtimes", "ort", "--lut-file", "LUT"],
+        ["select", "--fps", "1", "--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--lut-file", "LUT"],
+    ],
+)
+def test_more_threads_than_4_per_core_are_one_line_naming_the_value(argv, capsys, monkeypatch, tiny_weights, tmp_path):
+    """`--threads 100000` crashed predict (oneDNN), hung predict of an ONNX file, select and bench --lut, and ended
+    eval with a segmentation fault: libgomp cannot start that many threads. Above 4 per usable core
+    (`runtimes.check_threads`) is refused before anything runs, as one line naming the value and the limit."""
+    from mobilenets import runtimes
+
+    monkeypatch.setattr(runtimes, "usable_cores", lambda: 2)
+    paths = {"MODEL": str(tiny_weights), "DATA": str(tmp_path), "OUT": str(tmp_path / "out"),
+             "LUT": str(tmp_path / "lut.json")}  # fmt: skip
+    code, out, err = run(capsys, *[paths.get(a, a) for a in argv], "--threads", "9")
+    limit = "threads must be an integer from 1 to 8 (4 x the 2 core(s) this process may run on)"
+    *notes, last = err.splitlines()  # select notes threads beyond the cores first (os.cpu_count: not patched)
+    assert code == 2 and last.startswith(f"mobilenets {argv[0]}: error: threads=9 is not allowed") and limit in last
+    assert all(line.startswith("note: threads=9 on a machine with") for line in notes), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run folder, no table measured
+
+
+def test_the_thread_limit_allows_4_per_core_and_select_takes_another_machines_rows(capsys, monkeypatch, tmp_path):
+    """4 threads per core are allowed (a little oversubscription is worth timing); select's --threads also names
+    rows of a bench file of another machine, which need no measuring here and so no limit."""
+    from mobilenets import runtimes
+
+    monkeypatch.setattr(runtimes, "usable_cores", lambda: 2)
+    assert runtimes.check_threads(8) == 8 and runtimes.check_threads(1) == 1
+    for bad in (0, 9, True, 2.0):
+        with pytest.raises(ValueError, match=f"threads={bad!r} is not allowed"):
+            runtimes.check_threads(bad)
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 64,
+           "latency_ms_median": 1.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    code, out, _ = run(capsys, "select", "--latency-ms", "2", "--threads", "64", "--bench", str(tmp_path / "b.json"),
+                       "--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 1.0

@@ -44,7 +44,7 @@ from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import count_complexity
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
-from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
+from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads, usable_cores
 from .spec import ModelSpec, SpecError, on_grid
 
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
@@ -384,14 +384,6 @@ def _cgroup_headroom(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("
         return max(int(limit) - used, 0)
     except (OSError, ValueError, StopIteration):
         return None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which a container or ``taskset`` narrows), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}

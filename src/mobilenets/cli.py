@@ -224,7 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _runtime_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("torch", "ort", "openvino"), help="default: torch for folders, ort for .onnx")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: the runtime's)")
+    p.add_argument("--threads", type=int, help="intra-op threads, at most 4 per core (default: the runtime's)")
 
 
 def _add_predict(sub) -> Handler:
@@ -479,7 +479,8 @@ def _add_select(sub) -> Handler:
     p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
     p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
     p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads; measuring here, at most 4 per core "
+                   "(default: %(default)s)")  # fmt: skip
     p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
     p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
     p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
@@ -604,7 +605,7 @@ def _add_eval(sub) -> Handler:
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads, at most 4 per core")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return cmd_eval
 
@@ -666,8 +667,8 @@ def _add_reproduce(sub) -> Handler:
         "--seeds", type=int, default=d.seeds, help="train every model with seeds 0..N-1 (default: the budget's)"
     )
     p.add_argument(
-        "--threads", type=int, default=d.threads, help="intra-op threads per training process (default: the "
-        "budget's; quick: 2, full: cores / jobs)"
+        "--threads", type=int, default=d.threads, help="intra-op threads per training process, at most 4 per "
+        "core (default: the budget's; quick: 2, full: cores / jobs)"
     )  # fmt: skip
     return cmd_reproduce
 

@@ -84,8 +84,8 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
     path = Path(model)
     if runtime is not None and runtime not in PREDICT_RUNTIMES:
         raise ValueError(f"runtime={runtime!r} is not allowed: runtime must be one of {', '.join(PREDICT_RUNTIMES)}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads={threads} is not allowed: threads must be an integer >= 1 (or not given)")
+    if threads is not None:
+        runtimes.check_threads(threads)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
     if path.is_file() and path.suffix.lower() == ".onnx":

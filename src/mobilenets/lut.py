@@ -683,6 +683,10 @@ def predict_many(
     own = [k for keys in all_keys for k in keys]
     calibrating = calibrated and table.get("scale") is None
     measuring = any(counts) or calibrating
+    if measuring and (measure is None or (calibrating and measure_whole is None)):  # timed here, on ``threads``
+        from .runtimes import check_threads
+
+        check_threads(threads, use=" to measure the latency table here")
     if save and lut.path is not None and measuring:  # before minutes of measuring, not after
         check_writable(lut.path)
     if say is not None and measuring:  # minutes on a busy CPU: say so before going quiet

@@ -670,10 +670,12 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"jobs={cfg.jobs!r} is not allowed: jobs must be an integer >= 1")
     if cfg.epochs is not None and cfg.epochs < 1:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
-    for name in ("seeds", "threads"):
-        value = getattr(cfg, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SpecError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
+    if cfg.seeds is not None and (isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1):
+        raise SpecError(f"seeds={cfg.seeds!r} is not allowed: seeds must be an integer >= 1")
+    if cfg.threads is not None:
+        from .runtimes import check_threads
+
+        check_threads(cfg.threads, SpecError)
     data = Path(cfg.data) if cfg.data else default_data()  # after the options: a bad value is named wherever data is
     if not cfg.report_only and not data.is_dir():
         default = (

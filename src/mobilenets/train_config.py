@@ -169,7 +169,7 @@ class TrainConfig:
     cudnn_benchmark: bool = _f(
         True, "CUDA: cuDNN times its algorithms on the first step of each layer shape (off under --deterministic)"
     )
-    threads: int | None = _f(None, "torch CPU threads per process (default: PyTorch's choice)")
+    threads: int | None = _f(None, "torch CPU threads per process, at most 4 per core (default: PyTorch's choice)")
     # --- run control ---
     out: str | None = _f(None, "run folder (checkpoints, metrics.jsonl, summary.json, plots, weights)")
     seed: int = _f(0, "random seed (model init, sampling, augmentation)")
@@ -199,9 +199,13 @@ class TrainConfig:
         _choice("depthwise", self.depthwise, DEPTHWISE)
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every", "checkpoint_every"):
             _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
-        for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps", "threads"):
+        for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps"):
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
+        if self.threads is not None:
+            from .runtimes import check_threads
+
+            check_threads(self.threads, ConfigError)
         for name in ("workers", "save_every", "lr_base_batch"):
             _number(name, getattr(self, name), lambda v: v >= 0, "an integer >= 0", integer=True)
         # torch.manual_seed takes at most 2**64 - 1, and the sampler seeds each epoch with seed + epoch

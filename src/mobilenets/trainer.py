@@ -1432,11 +1432,12 @@ def evaluate_weights(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads={threads!r} is not allowed: threads must be an integer >= 1")
+    from .runtimes import check_threads, torch_threads
+
+    if threads is not None:
+        check_threads(threads, ConfigError)
     if resolution is not None and resolution < 1:
         raise ConfigError(f"resolution={resolution!r} is not allowed: resolution must be a positive integer")
-    from .runtimes import torch_threads
 
     started = not torch.distributed.is_initialized()  # a process group this call starts (torchrun), it ends
     with torch_threads(threads):  # the caller's thread count comes back afterwards
