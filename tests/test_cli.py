@@ -436,3 +436,43 @@ def test_the_thread_limit_allows_4_per_core_and_select_takes_another_machines_ro
     code, out, _ = run(capsys, "select", "--latency-ms", "2", "--threads", "64", "--bench", str(tmp_path / "b.json"),
                        "--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["select", "--max-macs", "-5M"], "max_macs=-5000000.0 is not allowed"),
+        (["select", "--max-params", "-2.5M"], "max_params=-2500000.0 is not allowed"),
+        (["select", "--fps", "-1e3"], "fps=-1000.0 is not allowed"),
+        (["select", "--latency-ms", "-inf"], "latency_ms=-inf is not allowed"),
+        (["select", "--fps", "1", "--alpha-range", "-0.25,1,0.05"], "alpha_min=-0.25 is not allowed"),
+        (["select", "--fps", "1", "--res-range", "-96,224,16"], "res_min=-96 is not allowed"),
+        (["bench", "--lut", "--threads", "-1,2"], "threads=(-1, 2) is not allowed"),
+        (["bench", "--lut", "--alpha", "-0.5,1", "--resolution", "128"], "alpha=-0.5 is not allowed"),
+        (["bench", "--lut", "--min-time", "-1e-3"], "min_time=-0.001 is not allowed"),
+        (["summary", "--alpha", "-1e-1"], "alpha=-0.1 is not allowed"),
+        (["summary", "--alpha", "-NaN"], "alpha=nan is not allowed"),
+        (["train", "--lr", "-1e-3", "--data", "DATA", "--out", "OUT"], "lr=-0.001 is not allowed"),
+        (["reproduce", "--time-budget", "-1e3", "--out", "OUT"], "time_budget=-1000.0 is not allowed"),
+    ],
+)
+def test_negative_looking_values_reach_the_check_that_names_them(argv, named, capsys, tmp_path):
+    """argparse took only -5 and -.5 for negative numbers: `--max-macs -5M` (while `--max-macs=-5M` was named),
+    -1e3, -inf and a list starting with a negative number were "expected one argument" (`cli._Parser`)."""
+    argv = [{"DATA": str(tmp_path), "OUT": str(tmp_path / "out")}.get(a, a) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith(f"mobilenets {argv[0]}: error: {named}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_value_is_still_argparses_error_and_a_word_after_a_dash_an_option(capsys):
+    """The wider negative-number rule takes only what starts like a number: an option where a value belongs, or a
+    dash and a word, are still argparse's one-line errors."""
+    for argv, expected in (
+        (["select", "--max-macs", "--fps", "5"], "argument --max-macs: expected one argument"),
+        (["select", "--max-macs", "-lots"], "argument --max-macs: expected one argument"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err == f"mobilenets select: error: {expected} (see mobilenets select --help)\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -706,8 +707,19 @@ SUBCOMMANDS: list[Callable] = [
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser with one-line errors: its own print the whole usage block first (54 lines for ``train
-    --lr abc``), where every other error of the command is one line (README, "Command line")."""
+    r"""argparse's parser with one-line errors: its own print the whole usage block first (54 lines for ``train
+    --lr abc``), where every other error of the command is one line (README, "Command line").
+
+    A value that starts like a negative number is a value, not an option: argparse 3.11 takes only ``-5`` and
+    ``-.5`` as numbers (``^-\d+$|^-\d*\.\d+$``), so ``--max-macs -5M``, ``--lr -1e-3``, ``--fps -inf`` and
+    ``--alpha-range -0.25,1,0.05`` ended in "expected one argument" instead of the check that names the value. Here
+    anything starting with ``-`` and a digit (or ``-.``, as later CPython argparse does: ``-\.?\d``) or ``-inf`` /
+    ``-nan`` (what ``float`` reads) is one. No option of ours looks like that (all are ``--name``, and ``-h``), so
+    argparse's rule that such options turn it off never applies; the subcommands' parsers are this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
     def error(self, message: str, prog: str | None = None):
         prog = prog or self.prog
@@ -837,8 +849,6 @@ def _peer_gone(exc: Exception) -> bool:
 
 def _oom_message(exc: Exception, args: argparse.Namespace) -> str:
     """'out of memory', with the size asked for where the allocator says it and the options that set it."""
-    import re
-
     text = str(exc)
     found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)
     size = f" (tried to allocate {int(found[1]) / 2**30:.1f} GiB)" if found else ""
