@@ -197,8 +197,6 @@ def test_predict_bad_inputs_exit_2(model_dir, tmp_path, capsys):
     for frames in ("0", "-2"):
         _one_line_error(["stream", onnx_path, str(clip), "--max-frames", frames], capsys, f"max_frames={frames} is not")
     _one_line_error(["stream", onnx_path, str(clip), "--threads", "-1"], capsys, "threads=-1 is not allowed")
-    nodir = str(tmp_path / "nodir" / "a.mp4")
-    _one_line_error(["stream", onnx_path, str(clip), "--out", nodir], capsys, "nodir' does not exist")
     under_file = str(clip / "a.mp4")  # the folder named is a file: "does not exist" sent users looking for nothing
     _one_line_error(["stream", onnx_path, str(clip), "--out", under_file], capsys, "clip.mp4' is a file, not a folder")
     deeper = str(clip / "sub" / "a.mp4")  # a file two levels up: named too, not "its folder ... does not exist"
@@ -263,6 +261,22 @@ def test_stream_video_made_here_report_and_annotated_output(model_dir, tmp_path,
     assert cli.main(["stream", str(model_dir), str(clip), "--max-frames", "5", "--target-fps", "100000"]) == 0
     text = capsys.readouterr().out
     assert "5 frames" in text and "NOT met" in text and "p90" in text
+
+
+def test_stream_out_creates_its_missing_folders_as_export_and_bench_do(model_dir, tmp_path, capsys):
+    """--out in folders that do not exist yet was refused ("its folder ... does not exist") where export's and
+    bench's --out create theirs: they are created when the first frame is written, so a stream that fails before it
+    leaves none behind; a file where a folder should be is still an error naming that file."""
+    clip, out = tmp_path / "clip.mp4", tmp_path / "new" / "sub" / "a.mp4"
+    make_video(clip, 3)
+    (tmp_path / "text.mp4").write_text("not a video")
+    _one_line_error(["stream", str(model_dir), str(tmp_path / "text.mp4"), "--out", str(out)], capsys, "not a readable")
+    assert not (tmp_path / "new").exists()
+    assert cli.main(["stream", str(model_dir), str(clip), "--out", str(out)]) == 0
+    assert f"annotated video: {out}" in capsys.readouterr().out and written_by_stream(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["a.mp4"]  # no staging file left beside it
+    _one_line_error(["stream", str(model_dir), str(clip), "--out", str(out / "b.mp4")], capsys,
+                    f"{str(out)!r} is a file, not a folder")  # fmt: skip
 
 
 def test_stream_bad_sources(model_dir, tmp_path, capsys, monkeypatch):

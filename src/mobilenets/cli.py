@@ -281,7 +281,7 @@ def _add_stream(sub) -> Handler:
     p = sub.add_parser("stream", help="classify video frames (file or camera index), overlay, report FPS")
     p.add_argument("model", help="weights folder or exported .onnx")
     p.add_argument("source", help="video file or camera index (0 = /dev/video0)")
-    p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4)")
+    p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4; missing folders are created)")
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="FPS to meet (default: %(default)s)")
     p.add_argument("--display", action="store_true", help="show the annotated frames in a window")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")

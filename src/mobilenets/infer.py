@@ -296,14 +296,12 @@ def open_source(source: str | int) -> Any:
 
 
 def _check_out(path: str) -> Path:
-    """The annotated video's path, checked: its folder must exist (a missing one is named as such, not probed through
-    the nearest existing folder above it; a file where the folder should be is named as a file) and take a new file
-    (`atomic.check_writable`)."""
-    folder = Path(path).parent
+    """The annotated video's path, checked before the first frame: no file where one of its folders should be (named
+    as a file, at any depth) and its nearest existing folder takes a new file (`atomic.check_writable`). Missing
+    folders are created by the writer at the first frame, as export's and bench's ``--out`` create theirs when they
+    write (`atomic.atomic_open`): a stream that writes no frame leaves none behind."""
     if (blocker := file_in_the_way(path)) is not None:  # at any depth, as export and convert name it
         raise StreamError(f"out={path!r}: {str(blocker)!r} is a file, not a folder")
-    if not folder.is_dir():
-        raise StreamError(f"out={path!r}: its folder {str(folder)!r} does not exist")
     return check_writable(path)
 
 
@@ -323,6 +321,7 @@ class _Writer:
         import av
 
         self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
         remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
         self.part = staging_path(self.path)
         try:
