@@ -476,3 +476,26 @@ def test_a_missing_value_is_still_argparses_error_and_a_word_after_a_dash_an_opt
             main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err == f"mobilenets select: error: {expected} (see mobilenets select --help)\n"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="no procfs here")
+def test_an_out_under_proc_is_the_machines_refusal_exit_1_not_a_missing_path(capsys, tiny_weights):
+    """procfs refuses a new file with ENOENT, so `export --out /proc/x/model.onnx` was a FileNotFoundError and status
+    2, the command line's mistake; but the probe (`atomic.check_writable`) creates in a folder it has seen exist, and
+    reproduce's mkdir(parents=True) meets ENOENT only there: `atomic.CreationRefused`, the machine's failure, 1."""
+    from .conftest import data_path
+
+    hen, net = str(data_path("imagenet-sample", "n01514859_hen.JPEG")), str(tiny_weights)
+    imagenette = str(data_path("imagenette"))
+    cases = [
+        (["export", net, "--out", "/proc/x/model.onnx"], "/proc/x/model.onnx: /proc takes no new file"),
+        (["export", net, "--out", "/proc/model.onnx"], "/proc/model.onnx: /proc takes no new file"),
+        (["bench", "--models", "0.25-64", "--runtimes", "ort", "--out", "/proc/x/r"], "/proc/x/r.csv: /proc takes no"),
+        (["stream", net, hen, "--out", "/proc/x/a.mp4"], "/proc/x/a.mp4: /proc takes no new file"),
+        (["train", "--data", imagenette, "--out", "/proc/x/run"], "/proc/x/run: the run folder cannot be made there"),
+        (["reproduce", "--experiments", "table5", "--data", imagenette, "--out", "/proc/x"], "/proc/x: cannot create"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (1, "") and err.startswith(f"mobilenets {argv[0]}: error: {message}"), (argv, err)
+        assert err.count("\n") == 1 and "No such file or directory" in err, err

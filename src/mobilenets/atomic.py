@@ -158,10 +158,18 @@ def not_a_file(path: str | os.PathLike) -> str | None:
     return None
 
 
+class CreationRefused(OSError):
+    """A folder that exists refused a new file or folder with ENOENT, as procfs does (``--out /proc/x/model.onnx``):
+    a failure of the machine, not a missing path. ``OSError(errno.ENOENT, ...)`` is made a FileNotFoundError, which
+    the command line reports as its user's mistake (status 2, `cli.main`); this subclass keeps the errno and is the
+    machine's (status 1), as EACCES and EROFS are."""
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     """Raise `OSError` naming ``path`` (not a staging or lock file beside it) where it cannot be written: a file in
     the way of its folders, a folder where a file is expected (``folder=False``) or a file where a folder is, or a
-    folder that refuses a new file (permissions, a read-only or virtual filesystem such as /sys or /proc). It probes
+    folder that refuses a new file (permissions, a read-only or virtual filesystem such as /sys or /proc, whose ENOENT
+    is a `CreationRefused`, not a FileNotFoundError). It probes
     the nearest existing folder with a temporary file, removed at once, and creates nothing else: a long run checks
     its outputs before it starts instead of failing after it. Returns ``path``."""
     path = Path(path)
@@ -176,6 +184,8 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-probe-", suffix=".tmp", dir=base)
     except OSError as exc:
+        if exc.errno == errno.ENOENT:  # ``base`` exists (checked above): not a missing path but a refusing filesystem
+            raise CreationRefused(exc.errno, f"{base} takes no new file: {exc.strerror}", str(path)) from None
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     os.unlink(tmp)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_open, atomic_write_text, read_metrics
+from .atomic import CreationRefused, atomic_open, atomic_write_text, read_metrics
 from .complexity import count_complexity
 from .paper import MODEL_ROWS, TFSLIM_IMAGENET, printed_name
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, grid_name, model_spec
@@ -712,7 +712,10 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
             why = f"cannot create that folder ({exc.strerror})"
             if isinstance(exc, FileExistsError | NotADirectoryError):  # a file in the way: the command line's (2)
                 raise ReproduceError(f"out={str(out)!r} is not allowed: {why}") from exc
-            raise OSError(exc.errno, why, str(out)) from exc  # refused (permissions, read-only): the machine's (1)
+            # refused (permissions, read-only, and ENOENT, which mkdir(parents=True) meets only in a folder that
+            # exists, as /proc's): the machine's (1)
+            refused = CreationRefused if isinstance(exc, FileNotFoundError) else OSError
+            raise refused(exc.errno, why, str(out)) from exc
         budget = share_cores(budget, cfg.jobs)
     start = time.perf_counter()
     if cfg.report_only and cfg.seeds is None:  # the seeds each model was trained with (--seeds: those alone)

@@ -820,14 +820,15 @@ class _Run:
             check_writable(self.out, folder=True)
         except OSError as exc:
             made = "written" if self.out.is_dir() else "made there"
-            raise OSError(exc.errno, f"the run folder cannot be {made} ({exc.strerror})", str(self.out)) from None
+            # type(exc): OSError(ENOENT, ...) would turn /proc's CreationRefused into a FileNotFoundError (status 2)
+            raise type(exc)(exc.errno, f"the run folder cannot be {made} ({exc.strerror})", str(self.out)) from None
         for name, folder in [*((n, True) for n in RUN_FOLDERS), *((n, False) for n in RUN_FILES)]:
             try:
                 check_writable(self.out / name, folder=folder)
             except OSError as exc:
                 why = "is a folder" if isinstance(exc, IsADirectoryError) else exc.strerror  # not "name the file"
                 shown = name + "/" if folder else name
-                raise OSError(exc.errno, f"{why} (the run writes its {shown} there; give another --out)",
+                raise type(exc)(exc.errno, f"{why} (the run writes its {shown} there; give another --out)",
                               exc.filename) from None  # fmt: skip
 
     def release(self) -> None:
