@@ -1081,9 +1081,9 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_validation_scores_the_weights_it_saves(tmp_path):
-    """Each process's last step updates its own BatchNorm statistics with its own half-batch, and the EMA copies
-    them (DDP re-broadcasts rank 0's only into the model it wraps): the sharded evaluation must still score rank 0's
-    EMA, the model saved in model/, on every image."""
+    """Each process's step updates its own BatchNorm statistics with its own half-batch, and each process's EMA
+    averages its own (DDP re-broadcasts rank 0's only into the model it wraps): the sharded evaluation must still
+    score rank 0's EMA, the model saved in model/, on every image."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 8)
     out = tmp_path / "run"
     launcher = tmp_path / "launch.py"
@@ -1842,6 +1842,40 @@ def test_ema_decay_warms_up_and_its_schedule_survives_a_resume():
     resumed.load_state_dict(ema.state_dict())
     assert resumed.updates == 180 and resumed.current_decay() == ema.current_decay()
     assert torch.equal(resumed.module.weight, ema.module.weight)
+
+
+def test_ema_averages_batchnorm_statistics_with_the_weights_and_copies_the_counter():
+    """The EMA's BatchNorm running mean/variance are the same lerp as its weights (TF-slim, timm's ModelEmaV3 and
+    torchvision's reference average them too), not the raw model's latest: averaged weights normalised with the raw
+    weights' statistics are a mismatched pair. The integer ``num_batches_tracked`` is copied. A resume continues the
+    same averages bit for bit."""
+    from mobilenets.optim import ModelEMA
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    bn = model[1]
+    ema = ModelEMA(model, 0.9)
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()  # the averages start at the copy: 0 and 1
+    for step, fill in enumerate((2.0, -3.0)):
+        decay = ema.current_decay()  # 0.1, then 2/11
+        with torch.no_grad():
+            bn.running_mean.fill_(fill)
+            bn.running_var.fill_(fill**2)
+            bn.num_batches_tracked.fill_(5 * (step + 1))
+        ema.update(model)
+        mean, var = mean.lerp(bn.running_mean, 1 - decay), var.lerp(bn.running_var, 1 - decay)
+        ema_bn = ema.module[1]
+        assert torch.equal(ema_bn.running_mean, mean) and torch.equal(ema_bn.running_var, var)
+        assert not torch.equal(ema_bn.running_mean, bn.running_mean)  # what copying the buffers gave
+        assert int(ema_bn.num_batches_tracked) == 5 * (step + 1)  # copied: a counter has no average
+    assert ema_bn.num_batches_tracked.dtype == torch.long
+    resumed = ModelEMA(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)), 0.9)
+    resumed.load_state_dict(ema.state_dict())
+    with torch.no_grad():
+        bn.running_mean.fill_(7.0)
+    for average in (ema, resumed):
+        average.update(model)
+    a, b = ema.module.state_dict(), resumed.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

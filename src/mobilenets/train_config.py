@@ -132,7 +132,7 @@ class TrainConfig:
     min_lr_ratio: float = _f(0.0, "cosine schedule: final rate as a fraction of the peak rate")
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy")
-    ema_decay: float = _f(0.0, "exponential moving average of the weights per step (0 = off)")
+    ema_decay: float = _f(0.0, "exponential moving average of the weights and BatchNorm statistics, per step (0 = off)")
     grad_clip: float = _f(0.0, "clip the global gradient norm to this value (0 = off)")
     # --- speed ---
     device: str = _f("auto", "auto | cpu | cuda")
