@@ -492,15 +492,15 @@ def test_a_teacher_s_outputs_are_matched_to_the_class_folders_by_name_or_wnid(tm
     from mobilenets.labels import imagenet_wnids
     from mobilenets.trainer import build_teacher
 
-    x = torch.randn(2, 3, 32, 32)
-    imagenet = MobileNetV1(alpha=0.25, num_classes=1000).eval()  # saved without names: an ImageNet head
+    x = torch.randn(2, 3, 32, 32)  # at the teachers' own resolution: no resize (`AtOwnResolution`)
+    imagenet = MobileNetV1(alpha=0.25, num_classes=1000, resolution=32).eval()  # saved without names: ImageNet's head
     save(imagenet, tmp_path / "imagenet")
     teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "imagenet")), CLASSES4,
                             torch.device("cpu"), (imagenet.spec.mean, imagenet.spec.std))  # fmt: skip
     wnid = [imagenet_wnids().index(c) for c in CLASSES4]
     with torch.no_grad():
         assert torch.equal(teacher(x), imagenet(x)[:, wnid]) and wnid == [0, 482, 497, 566]
-    shuffled = MobileNetV1(alpha=0.25, num_classes=4, labels=tuple(reversed(CLASSES4))).eval()
+    shuffled = MobileNetV1(alpha=0.25, num_classes=4, resolution=32, labels=tuple(reversed(CLASSES4))).eval()
     save(shuffled, tmp_path / "reversed")
     teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "reversed")), CLASSES4,
                             torch.device("cpu"), (shuffled.spec.mean, shuffled.spec.std))  # fmt: skip
@@ -527,6 +527,53 @@ def test_a_teacher_sees_the_students_batch_in_its_own_normalisation():
 
     adapter = Renormalise(torch.nn.Identity(), student, own)
     assert torch.allclose(adapter(norm(pixels, student)), norm(pixels, own), atol=1e-6)
+
+
+def test_our_teacher_sees_the_students_batch_at_its_own_resolution(tmp_path):
+    """A teacher trained at 64 px fed a 32 px student batch sees it resized (bilinear) to 64, renormalised to its
+    own mean/std as before; a batch at its resolution or above reaches it untouched (resized down, teachers scored
+    worse). A torchvision teacher by name records no resolution: it sees the student's."""
+    import torch.nn.functional as F
+    import torchvision
+
+    from mobilenets.trainer import build_teacher
+
+    own = ((0.5,) * 3, (0.5,) * 3)  # a TF-trained teacher: inputs in [-1, 1]
+    saved = MobileNetV1(alpha=0.25, num_classes=4, resolution=64, labels=tuple(CLASSES4), mean=own[0], std=own[1])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # logits that depend on the pixels (a fresh model's are ~1e-16 whatever it is fed)
+        for m in saved.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+        saved.classifier.weight.normal_(0, 1, generator=g)
+    save(saved.eval(), tmp_path / "t64")
+    student = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    teacher = build_teacher(tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "t64")), CLASSES4,
+                            torch.device("cpu"), student)  # fmt: skip
+    inner = next(m for m in teacher.modules() if isinstance(m, MobileNetV1))
+    seen = []
+    inner.register_forward_pre_hook(lambda _, a: seen.append(tuple(a[0].shape[-2:])))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in student)
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        got = teacher((pixels - mean) / std)
+        assert seen == [(64, 64)]
+        want = inner(F.interpolate(pixels, size=(64, 64), mode="bilinear", align_corners=False) * 2 - 1)
+        assert torch.allclose(got, want, atol=1e-5)
+        direct = inner(pixels * 2 - 1)  # what it gave, fed the student's 32 px
+        assert not torch.allclose(got, direct, atol=1e-3)  # so the check above tells the two apart
+        for side in (64, 96):
+            big = torch.rand(2, 3, side, side)
+            assert torch.allclose(teacher((big - mean) / std), inner(big * 2 - 1), atol=1e-5)
+            assert seen[-2:] == [(side, side)] * 2
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), tmp_path / "r18.pt")
+    cfg = tiny_cfg(tmp_path, tmp_path / "r", teacher="resnet18", teacher_weights=str(tmp_path / "r18.pt"))
+    named = build_teacher(cfg, CLASSES4, torch.device("cpu"), student)  # ImageNet's normalisation: no adapter
+    named.conv1.register_forward_pre_hook(lambda _, a: seen.append(tuple(a[0].shape[-2:])))
+    with torch.no_grad():
+        named(torch.rand(1, 3, 32, 32))
+    assert seen[-1] == (32, 32)
 
 
 def test_taps_and_flipped_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys, monkeypatch):
