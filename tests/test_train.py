@@ -567,6 +567,14 @@ def test_our_teacher_sees_the_students_batch_at_its_own_resolution(tmp_path):
             big = torch.rand(2, 3, side, side)
             assert torch.allclose(teacher((big - mean) / std), inner(big * 2 - 1), atol=1e-5)
             assert seen[-2:] == [(side, side)] * 2
+        # --teacher-resolution student: the batch as it is, the teacher's forward at the student's MACs
+        cfg = tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "t64"), teacher_resolution="student")
+        as_is = build_teacher(cfg, CLASSES4, torch.device("cpu"), student)
+        assert torch.allclose(as_is((pixels - mean) / std), direct, atol=1e-5)
+    with pytest.raises(ConfigError, match="^teacher_resolution='student' needs --teacher"):
+        tiny_cfg(tmp_path, tmp_path / "r", teacher_resolution="student").validate()
+    with pytest.raises(ConfigError, match="^teacher_resolution='native' is not allowed: .* one of own, student"):
+        tiny_cfg(tmp_path, tmp_path / "r", teacher=str(tmp_path / "t64"), teacher_resolution="native").validate()
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), tmp_path / "r18.pt")
     cfg = tiny_cfg(tmp_path, tmp_path / "r", teacher="resnet18", teacher_weights=str(tmp_path / "r18.pt"))
     named = build_teacher(cfg, CLASSES4, torch.device("cpu"), student)  # ImageNet's normalisation: no adapter

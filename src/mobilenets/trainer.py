@@ -414,7 +414,8 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     teacher's outputs are matched to the class folders by name, or by ImageNet wnid for an ImageNet head
     (`labels.class_indices`, as `eval` matches them), and only those are kept, in the folders' order (`PickOutputs`).
     It sees the student's batches, renormalised to its own mean/std when they differ (ours: its spec's; torchvision's:
-    ImageNet's). Ours sees a batch smaller than its own resolution (its spec's) resized up to it (`AtOwnResolution`).
+    ImageNet's). Ours sees a batch smaller than its own resolution (its spec's) resized up to it (`AtOwnResolution`),
+    unless ``teacher_resolution`` is ``student`` (a cheaper step: the teacher's forward at the student's MACs).
     A torchvision model by name sees the student's batch as it is: its weights come from a file that records no
     resolution (most of torchvision's ImageNet weights are 224's, but a teacher fine-tuned on the dataset may be at
     any), so none is guessed.
@@ -447,7 +448,7 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     out = getattr(teacher, "num_classes", None)
     if out is not None and out != len(classes):
         raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {len(classes)}")
-    if resolution is not None:
+    if resolution is not None and cfg.teacher_resolution == "own":
         teacher = AtOwnResolution(teacher, resolution)
     if tuple(map(tuple, student_norm)) != tuple(map(tuple, own)):
         teacher = Renormalise(teacher, student_norm, own)
