@@ -279,6 +279,19 @@ def test_stream_out_creates_its_missing_folders_as_export_and_bench_do(model_dir
                     f"{str(out)!r} is a file, not a folder")  # fmt: skip
 
 
+def test_stream_refusing_its_out_at_the_first_frame_leaves_no_folders_it_made(model_dir, tmp_path, capsys):
+    """The writer made --out's missing folders, then FFmpeg refused the file (an extension it knows no container
+    for, a container that takes no H.264): status 2, and new/sub/ was left behind, empty, by a stream that wrote no
+    frame. The folders the writer made are removed again; a folder that was there already stays."""
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 3)
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "new" / "sub" / "a.xyz", tmp_path / "new" / "a.webm", tmp_path / "kept" / "x" / "a.webm"):
+        _one_line_error(["stream", str(model_dir), str(clip), "--out", str(out)], capsys, "cannot write a video there")
+        assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "kept"]
+        assert list((tmp_path / "kept").iterdir()) == [], out
+
+
 def test_stream_bad_sources(model_dir, tmp_path, capsys, monkeypatch):
     predictor = load_predictor(model_dir, "ort")
     with pytest.raises(FileNotFoundError, match="nope.mp4"):

@@ -9,6 +9,7 @@ Video decoding and encoding use PyAV (FFmpeg); the overlay is drawn with Pillow.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -316,12 +317,25 @@ class _Writer:
     def __init__(
         self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None = None
     ) -> None:
+        self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
+        made = [p for p in self.path.parents if not p.exists()]  # innermost first
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
+        try:
+            self._start(path, fps, width, height, codec, options)
+        except BaseException:  # FFmpeg refused the file (its extension, its codec): no empty folders left for it
+            for folder in made:
+                with contextlib.suppress(OSError):  # not empty (another process wrote there): kept
+                    folder.rmdir()
+            raise
+
+    def _start(
+        self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None
+    ) -> None:
+        """The staging file opened, its video stream set up."""
         from fractions import Fraction
 
         import av
 
-        self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
-        self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
         remove_stale_staging(self.path)  # killed streams' staging files, which no run would otherwise remove
         self.part = staging_path(self.path)
         try:
