@@ -747,6 +747,25 @@ def test_int8_export_decodes_each_image_once_and_calibrates_on_the_inputs_its_fi
     assert kept.shape == (4, 3, 128, 128) and np.array_equal(kept, files)
 
 
+def test_read_images_keeps_each_image_in_3_r2_bytes_not_the_resized_image_its_crop_was_cut_from(tmp_path):
+    """read_images kept `eval_crop`'s output, a view into the resized image it was cut from: a 4:3 photo's resized
+    146x194 at 128 px (1.7x the 3 R^2 bytes its docstring counts), a panorama's more. Each kept image now owns its
+    R x R pixels alone, and they are the crop's."""
+    from mobilenets import preprocess
+    from mobilenets.export import read_images
+
+    spec = mobilenets.ModelSpec(alpha=0.25, resolution=32)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate(((30, 40), (40, 30), (20, 90), (36, 36))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    images = read_images(folder, 4, spec=spec)
+    assert [p.untyped_storage().nbytes() for p in images.pixels] == [3 * 32 * 32] * 4
+    crop = preprocess.eval_crop(spec)
+    assert all(torch.equal(p, crop(preprocess.read_image(f))) for p, f in zip(images.pixels, images.paths, strict=True))
+
+
 def test_int8_export_refuses_too_few_readable_calibration_images(weights_dir, tmp_path, capsys):
     """--calib on 1 readable JPEG beside a corrupt, an empty and a non-image .jpg calibrated on that one image, exit
     0, reporting 1/1 = 100% agreement; the model it published was far worse than one calibrated on 50 images. Fewer

@@ -490,7 +490,7 @@ def read_images(
             images.skipped.append(f"{p}: {failure_reason(exc, p)}")
         else:
             images.paths.append(p)
-            images.pixels.append(crop(pixels))
+            images.pixels.append(crop(pixels).contiguous())  # the crop is a view: it would keep the resized image
     if len(images.paths) < minimum:
         unread = f" ({len(images.skipped)} unreadable, first: {images.skipped[0]})" if images.skipped else ""
         raise ExportError(
