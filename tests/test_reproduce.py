@@ -347,15 +347,32 @@ def test_parallel_jobs_match_one_process(tmp_path):
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch):
+    from mobilenets import runtimes
     from mobilenets.reproduce import share_cores
 
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(runtimes, "usable_cores", lambda: 16)
     full = BUDGETS["full"]
     assert share_cores(full, 1) is full
     four = share_cores(full, 4)
     assert four.train["threads"] == 4 and four.train["workers"] == 4 and four.train["device"] == "cuda"
     assert share_cores(full, 32).train["threads"] == 1  # never below one thread
     assert share_cores(BUDGETS["quick"], 4).train["threads"] == 2  # a budget's own thread count is kept
+
+
+def test_parallel_jobs_share_the_cores_this_process_may_run_on(monkeypatch, tmp_path):
+    """share_cores divided os.cpu_count(), every core of the machine, where a container's cpuset, Slurm or taskset
+    let the process run on a few (its CPU affinity, `runtimes.usable_cores`): on 4 of 64 cores `--jobs 2` gave each
+    run 32 threads, 8 per core it may use, which each run's TrainConfig then refused (`runtimes.check_threads`: at
+    most 4 per core) in the training processes. The share is now of the usable cores, and each run's config holds."""
+    from mobilenets import runtimes
+    from mobilenets.reproduce import CONFIGS, run_config, share_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr(runtimes, "usable_cores", lambda: 4)
+    two = share_cores(BUDGETS["full"], 2)
+    assert two.train["threads"] == 2 and two.train["workers"] == 2
+    run = plan_runs(["table5"], two)[0]
+    assert run_config(run, tmp_path, tmp_path / "out", two, CONFIGS / "modern.yaml").threads == 2
 
 
 @pytest.mark.parametrize("jobs", [1, 4, 6, 30])

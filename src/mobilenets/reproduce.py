@@ -248,12 +248,14 @@ def recorded_settings(runs: list[Run], out: Path, budget: Budget) -> tuple[dict[
 
 def share_cores(budget: Budget, jobs: int) -> Budget:
     """Split the CPU cores between ``jobs`` training processes (as torchrun does with OMP_NUM_THREADS): each one's
-    intra-op and decode threads would otherwise all ask for every core, and the thread launching GPU kernels waits."""
-    import os
+    intra-op and decode threads would otherwise all ask for every core, and the thread launching GPU kernels waits.
+    The cores this process may run on (`runtimes.usable_cores`, as bench and the thread limit count them), not the
+    machine's: under a cpuset or taskset ``os.cpu_count()`` gave each run more threads than its cores."""
+    from .runtimes import usable_cores
 
     if jobs == 1:
         return budget
-    share = max(1, (os.cpu_count() or 1) // jobs)
+    share = max(1, usable_cores() // jobs)
     return replace(budget, train={**budget.train, "threads": budget.train.get("threads") or share,
                                   "workers": min(budget.train.get("workers", share), share)})  # fmt: skip
 
