@@ -30,7 +30,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -433,7 +433,7 @@ def pick_images(folder: str | os.PathLike, count: int, seed: int = 0, what: str 
 
 @dataclass
 class ImageSet:
-    """Images picked from a folder (`pick_images`) and read once (`read_images`)."""
+    """Images picked from a folder (`pick_images`) and read (`read_images`)."""
 
     folder: str
     seed: int
@@ -441,7 +441,8 @@ class ImageSet:
     paths: list[Path] = field(default_factory=list)  # the readable ones
     skipped: list[str] = field(default_factory=list)  # 'path: reason' of each unreadable one
     # the readable ones decoded, resized and cropped to the model's input (`preprocess.eval_crop`), uint8, in ``paths``
-    # order: what calibration and the agreement check normalise (`image_batches`) instead of decoding them again
+    # order, where `read_images` was given a spec: what calibration and the agreement check normalise
+    # (`image_batches`) instead of decoding them again
     pixels: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def note(self) -> str:
@@ -455,7 +456,8 @@ class ImageSet:
 
     def __str__(self) -> str:
         """How many images were used: '66 of 68 images from DIR (seed 0); 2 unreadable skipped (...)'."""
-        used = f"{len(self.paths)} of {self.chosen}" if self.skipped else f"{self.chosen}"
+        # chosen less skipped: a --val file unreadable by the time of the check is added to ``skipped`` (`_int8`)
+        used = f"{self.chosen - len(self.skipped)} of {self.chosen}" if self.skipped else f"{self.chosen}"
         return f"{used} images from {self.folder} (seed {self.seed}){self.note()}"
 
 
@@ -464,17 +466,21 @@ def read_images(
     count: int,
     seed: int = 0,
     *,
-    spec: ModelSpec,
+    spec: ModelSpec | None = None,
     what: str = CALIB,
     minimum: int = 1,
     progress: bool = False,
 ) -> ImageSet:
-    """`pick_images`, each decoded once, before anything is written, to sort the readable ones from the others (and
-    why); the readable ones are kept resized and cropped to ``spec``'s input (`ImageSet.pixels`), which calibration
-    and the agreement check normalise instead of decoding them a second and (no --val) third time. Kept at the
-    model's input in uint8, 3 R^2 bytes each: 200 images take 9.4 MiB at 128, 29 MiB at 224 (a decoded 500x375
-    photo is 0.5 MiB; kept normalised, in float, they would take 4 times as much). Measured, `export --int8` of
-    0.25-128 on 200 Imagenette images, 1 thread: 3.39 s -> 2.73 s, the same INT8 file, peak RSS 844 -> 848 MB.
+    """`pick_images`, each decoded before anything is written, to sort the readable ones from the others (and why).
+    Given ``spec`` (the calibration images), the readable ones are kept resized and cropped to its input
+    (`ImageSet.pixels`), which calibration and the agreement check normalise instead of decoding them a second and
+    (no --val) third time. Kept at the model's input in uint8, 3 R^2 bytes each: 200 images take 9.4 MiB at 128,
+    29 MiB at 224 (a decoded 500x375 photo is 0.5 MiB; kept normalised, in float, they would take 4 times as
+    much), against the far larger activations ONNX Runtime's calibration keeps of each image. Measured,
+    `export --int8` of 0.25-128 on 200 Imagenette images, 1 thread: 3.39 s -> 2.73 s, the same INT8 file, peak RSS
+    844 -> 848 MB. Without ``spec`` (--val's images, used once, by the agreement check, which holds a batch at a
+    time) none is kept: memory does not grow with --val-count (kept, Imagenette's 3,925 val images would hold 563
+    MiB at 224, ImageNet's 50,000 7 GiB), and the check decodes them again.
     `ExportError` naming ``folder`` and the counts when fewer than ``minimum`` are readable (`MIN_CALIB_IMAGES`)."""
     from tqdm import tqdm
 
@@ -482,7 +488,7 @@ def read_images(
 
     paths = pick_images(folder, count, seed, what)
     images = ImageSet(str(folder), seed, len(paths))
-    crop = eval_crop(spec)
+    crop = eval_crop(spec) if spec is not None else None
     for p in tqdm(paths, desc="reading", unit="img", disable=not progress, leave=False):
         try:
             pixels = read_image(p)
@@ -490,7 +496,8 @@ def read_images(
             images.skipped.append(f"{p}: {failure_reason(exc, p)}")
         else:
             images.paths.append(p)
-            images.pixels.append(crop(pixels).contiguous())  # the crop is a view: it would keep the resized image
+            if crop is not None:
+                images.pixels.append(crop(pixels).contiguous())  # the crop is a view: it would keep the resized image
     if len(images.paths) < minimum:
         unread = f" ({len(images.skipped)} unreadable, first: {images.skipped[0]})" if images.skipped else ""
         raise ExportError(
@@ -945,7 +952,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
             cfg.calib, cfg.calib_count, cfg.seed, spec=model.spec, minimum=MIN_CALIB_IMAGES, progress=cfg.progress
         )
     if cfg.int8 and cfg.val:
-        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, spec=model.spec, what=VAL, progress=cfg.progress)
+        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, what=VAL, progress=cfg.progress)  # none kept
     staged = {final: staging_path(final) for final in {out, fp32}}
     for final in staged:
         remove_stale_staging(final)  # killed exports' staging files, which no run would otherwise remove
@@ -1039,10 +1046,10 @@ def _int8(
     val: ImageSet | None,
 ) -> Int8Report:
     """Quantize ``fp32`` to ``out`` on ``calib`` (`read_images` of ``cfg.calib``; None: synthetic batches), then
-    count top-1 agreement with fp32 on ``val`` (`read_images` of ``cfg.val``; None: the calibration images). Both
-    use the images `read_images` kept, so what it found readable is what is used, and said."""
+    count top-1 agreement with fp32 on ``val`` (`read_images` of ``cfg.val``; None: the calibration images). The
+    calibration images are the ones `read_images` kept, so what it found readable is what is used, and said."""
     described = f"{cfg.calib_count} {SYNTHETIC}" if calib is None else str(calib)
-    batches = _batches(calib, model.spec, cfg.calib_count, cfg.seed, cfg.progress)
+    batches = _batches(calib, model.spec, cfg.calib_count, cfg.seed, cfg.progress, [])
     quantize_int8(
         fp32,
         out,
@@ -1052,10 +1059,11 @@ def _int8(
         calibration=described,
         fp32_head=cfg.fp32_head,
     )
-    check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False)
+    unread: list[str] = []  # --val files read before the export that fail now (changed meanwhile)
+    check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False, unread)
     agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check)
     if val is not None:
-        on = str(val)
+        on = str(replace(val, skipped=val.skipped + unread))
     elif calib is not None:
         on = "the calibration images" + calib.note()
     else:
@@ -1073,11 +1081,18 @@ def _int8(
     )
 
 
-def _batches(images: ImageSet | None, spec: ModelSpec, count: int, seed: int, progress: bool) -> Iterator[np.ndarray]:
-    """`image_batches` of the images `read_images` kept; None: ``count`` synthetic ones (`calibration_batches`)."""
+def _batches(
+    images: ImageSet | None, spec: ModelSpec, count: int, seed: int, progress: bool, skipped: list[str]
+) -> Iterator[np.ndarray]:
+    """`image_batches` of the images `read_images` kept (the calibration images); where it kept none (--val's, at
+    least one readable), `calibration_batches` of the readable files, a file unreadable now noted in ``skipped``;
+    None: ``count`` synthetic ones."""
     if images is None:
         return calibration_batches(None, spec, count=count, seed=seed, progress=progress)
-    return image_batches(images.pixels, spec, progress=progress)
+    if images.pixels:
+        return image_batches(images.pixels, spec, progress=progress)
+    paths = images.paths
+    return calibration_batches(paths, spec, count=len(paths), progress=progress, skipped=skipped)
 
 
 __all__ = [
