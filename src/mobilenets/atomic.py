@@ -169,9 +169,9 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
     """Raise `OSError` naming ``path`` (not a staging or lock file beside it) where it cannot be written: a file in
     the way of its folders, a folder where a file is expected (``folder=False``) or a file where a folder is, or a
     folder that refuses a new file (permissions, a read-only or virtual filesystem such as /sys or /proc, whose ENOENT
-    is a `CreationRefused`, not a FileNotFoundError). It probes
-    the nearest existing folder with a temporary file, removed at once, and creates nothing else: a long run checks
-    its outputs before it starts instead of failing after it. Returns ``path``."""
+    is a `CreationRefused`, not a FileNotFoundError). It probes the nearest existing folder with a temporary file,
+    removed at once, and creates nothing else: a long run checks its outputs before it starts instead of failing
+    after it. Returns ``path``."""
     path = Path(path)
     nearest = next(p for p in path.parents if p.exists())  # the last parent, "." or "/", always does
     if not nearest.is_dir():  # nothing exists under a file: the nearest existing parent is what is in the way
