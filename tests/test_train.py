@@ -895,13 +895,20 @@ def test_a_resume_never_trains_past_or_below_where_the_run_stopped(tmp_path):
     first = train(tiny_cfg(data, tmp_path / "a", **kw))
     assert first["global_steps"] == 6
     weights = (tmp_path / "a" / "model" / "model.safetensors").read_bytes()
+    rows = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert [json.loads(x)["global_step"] for x in rows.splitlines()] == [4, 6]  # epoch 2's row: its 2 steps
+    finished = train(tiny_cfg(data, tmp_path / "a", resume="auto", **kw))  # resumed once finished: nothing to do
     (tmp_path / "a" / "summary.json").unlink()  # killed after its last checkpoint, before the summary
     again = train(tiny_cfg(data, tmp_path / "a", resume="auto", **kw))
     ckpts = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("ckpt-*.pt"))
     assert again["global_steps"] == 6 and ckpts[-1] == "ckpt-000000006.pt"
     assert (tmp_path / "a" / "model" / "model.safetensors").read_bytes() == weights
     assert again["val_images"] == 8 and set(again["per_class_top1"]) == set(CLASSES4[:2])
-    assert again["final_top1"] == first["final_top1"]
+    # the final scores are step 6's, as epoch 2's row (which the resumes trained nothing to replace) is kept: it was
+    # dropped as an epoch to redo, and the summary then gave epoch 1's (the top-1 alone could not tell them apart)
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == rows
+    for summary in (finished, again):
+        assert (summary["final_top1"], summary["final_val_loss"]) == (first["final_top1"], first["final_val_loss"])
     with pytest.raises(ConfigError, match=r"epochs=1 is not allowed: .*ckpt-000000006.pt was saved in epoch 2; "
                                           r"resume with --epochs 2 or more"):  # fmt: skip
         train(tiny_cfg(data, tmp_path / "a", resume="auto", **{**kw, "epochs": 1}))

@@ -1058,7 +1058,7 @@ class _Run:
         # drop epochs a resumed run will redo, so each epoch is listed once (read by every process: a damaged file
         # stops them all here, not the main process alone); a fresh run keeps none
         rows = read_metrics(metrics, torn_last=self._torn_metrics) if self.resumed_from and metrics.exists() else []
-        kept = [ln for ln, row in rows if row["epoch"] <= self.start_epoch]
+        kept = [ln for ln, row in rows if self._keeps_row(row)]
         if not self.env.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -1069,6 +1069,14 @@ class _Run:
         atomic_write_text(self.out / "env.json", json.dumps(info, indent=2) + "\n")
         if metrics.exists():
             atomic_write_text(metrics, "".join(ln + "\n" for ln in kept))
+
+    def _keeps_row(self, row: dict) -> bool:
+        """Whether a resume keeps this metrics row: its epoch is not trained again. A resume with no step left to
+        train (--max-steps reached) redoes no epoch: it keeps the rows up to its checkpoint's step, the stopped
+        epoch's partial row included, which is the one its summary's final scores come from (`_finish`)."""
+        if self._steps_done() and isinstance(row.get("global_step"), int):  # (rows of old versions had no step)
+            return row["global_step"] <= self.global_step
+        return row["epoch"] <= self.start_epoch
 
     def _torn_metrics(self, path: Path, line: int) -> None:
         self.say(f"note: {path}: line {line}, the last, is incomplete (an interrupted write): dropped, the resumed "
