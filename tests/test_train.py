@@ -806,6 +806,48 @@ def test_sigterm_during_an_epochs_evaluation_stops_after_its_checkpoint(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _sigterm_during_step(monkeypatch, step: int) -> None:
+    """SIGTERM to this process while optimizer step ``step`` (1-based, as checkpoints count) is under way."""
+    from mobilenets import engine
+
+    real = engine.train_step
+
+    def train_step(model, images, labels, ctx, global_step):
+        if global_step + 1 == step:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only asks: the step goes on
+        return real(model, images, labels, ctx, global_step)
+
+    monkeypatch.setattr(engine, "train_step", train_step)
+
+
+def test_sigterm_at_the_max_steps_step_stops_where_the_run_would_have_ended(tmp_path, monkeypatch):
+    """--max-steps 6 ends a run in epoch 2 (4 steps per epoch) with that epoch's partial row and a checkpoint. A
+    SIGTERM during step 6 stopped at once with a checkpoint and no row, so the resume (nothing left to train) gave
+    the summary epoch 1's final scores. The epoch's end now writes its row and checkpoint, then the run stops; the
+    resume ends as the uninterrupted run."""
+    from mobilenets.stopping import Terminated
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM is not at its default here: train leaves it alone")
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)
+    kw = dict(epochs=3, max_steps=6, deterministic=True, resolution=32)
+    ref = train(tiny_cfg(data, tmp_path / "ref", **kw))
+    with monkeypatch.context() as m:
+        _sigterm_during_step(m, 6)
+        with pytest.raises(Terminated, match="stopped after step 6,"):
+            train(tiny_cfg(data, tmp_path / "run", **kw))
+    summary = train(tiny_cfg(data, tmp_path / "run", resume="auto", **kw))
+    rows = [[json.loads(x)[k] for k in ("epoch", "global_step", "val_loss")]
+            for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    ref_rows = [[json.loads(x)[k] for k in ("epoch", "global_step", "val_loss")]
+                for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert rows == ref_rows and [r[1] for r in rows] == [4, 6]
+    assert summary["global_steps"] == 6 and summary["final_val_loss"] == ref["final_val_loss"]
+    a = read_state_dict(tmp_path / "ref" / "model" / "model.safetensors")
+    b = read_state_dict(tmp_path / "run" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigterm_is_deferred_only_inside_the_training_loop_and_a_second_one_stops_at_once(capsys):
     """`stopping.sigterm_stops`: outside `deferred` (set-up) SIGTERM raises `Terminated` (a KeyboardInterrupt, so
     every Ctrl-C path applies); inside, the first only asks; a second raises; Python's default is back afterwards."""

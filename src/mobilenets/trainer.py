@@ -1184,9 +1184,12 @@ class _Run:
             self.global_step_now = global_step
             if step_in_epoch == self.steps_per_epoch:  # the epoch's end saves (and stops, `_stop_if_asked`) itself
                 return
-            if (cfg.save_every and global_step % cfg.save_every == 0) or self.stop.requested:
+            # and so does the --max-steps step's, after the epoch's row (where the summary's final scores come from)
+            last = cfg.max_steps is not None and global_step >= cfg.max_steps
+            if (cfg.save_every and global_step % cfg.save_every == 0) or (self.stop.requested and not last):
                 self._checkpoint(cur["epoch"], step_in_epoch, totals())  # totals(): on every process
-            self._stop_if_asked(global_step)
+            if not last:
+                self._stop_if_asked(global_step)
 
         ctx = StepContext(
             optimizer=self.optimizer,
@@ -1319,6 +1322,7 @@ class _Run:
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
                 done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
+                self._stop_if_asked(self.global_step)  # as at an epoch's end: a resume finishes the run
                 break
             if _due(epoch, cfg.checkpoint_every, self.epochs) or self.stop.requested:
                 self._checkpoint(epoch + 1, 0)
