@@ -848,6 +848,47 @@ def test_sigterm_at_the_max_steps_step_stops_where_the_run_would_have_ended(tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("step", [6, 4], ids=["mid-epoch", "epoch-end"])
+def test_a_sigterm_landing_just_after_the_run_looked_is_acted_on_at_the_next_step(tmp_path, monkeypatch, step):
+    """The run reads whether SIGTERM asked it to stop once per step (and once at an epoch's end): a signal that lands
+    just after that read is acted on at the next step, with its checkpoint. It was read again to decide whether to
+    stop, so such a signal ended the run at this step, without its checkpoint, saying one was saved there (the
+    resume went back to the last one due). Here the signal's handler runs right after the read at ``step``: step 6
+    mid-epoch, step 4 at epoch 1's end (4 steps per epoch, no checkpoint due there with --checkpoint-every 2)."""
+    from mobilenets.stopping import StopRequest, Terminated
+
+    class LandsAfterTheRead(StopRequest):
+        armed = False  # set during ``step``
+
+        @property
+        def requested(self) -> bool:
+            seen = self._requested
+            if LandsAfterTheRead.armed and not seen:  # what the handler does, as the read returns
+                self._requested, LandsAfterTheRead.armed = True, False
+            return seen
+
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            self._requested = value
+
+    from mobilenets import engine
+
+    real = engine.train_step
+
+    def train_step(model, images, labels, ctx, global_step):
+        LandsAfterTheRead.armed = LandsAfterTheRead.armed or global_step + 1 == step
+        return real(model, images, labels, ctx, global_step)
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    monkeypatch.setattr(trainer_module, "StopRequest", LandsAfterTheRead)
+    monkeypatch.setattr(engine, "train_step", train_step)
+    with pytest.raises(Terminated) as stopped:
+        train(tiny_cfg(data, tmp_path / "run", epochs=2, checkpoint_every=2, deterministic=True, resolution=32))
+    at = int(str(stopped.value).split("stopped after step ")[1].split(",")[0])
+    assert at == step + 1  # the next step's end
+    assert (tmp_path / "run" / "checkpoints" / f"ckpt-{at:09d}.pt").is_file()
+
+
 def test_sigterm_is_deferred_only_inside_the_training_loop_and_a_second_one_stops_at_once(capsys):
     """`stopping.sigterm_stops`: outside `deferred` (set-up) SIGTERM raises `Terminated` (a KeyboardInterrupt, so
     every Ctrl-C path applies); inside, the first only asks; a second raises; Python's default is back afterwards."""
