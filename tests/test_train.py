@@ -775,6 +775,82 @@ def test_sigterm_stops_at_a_step_with_its_checkpoint_and_the_resume_is_bit_ident
         assert mine["val_top1"] == theirs["val_top1"] and mine["train_loss"] == pytest.approx(theirs["train_loss"])
 
 
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_job_stops_at_a_step_with_dataloader_workers(tmp_path):
+    """Slurm (a job step's processes) and systemd (a unit's control group) send SIGTERM to every process of the job,
+    DataLoader workers included. torch's worker handler ends a worker on a SIGTERM from anyone but its parent, and
+    the main process then failed with "DataLoader worker ... is killed by signal: Terminated" (a traceback, status 1)
+    instead of stopping at the step's end with its checkpoint. The workers now leave that SIGTERM to the main
+    process and keep serving batches until it stops."""
+    if not Path("/proc/self/stat").exists() or not hasattr(signal, "sigwaitinfo"):
+        pytest.skip("needs /proc and sigwaitinfo (Linux)")
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 40, 8)  # 10 steps per epoch
+    run = tmp_path / "run"
+    args = _train_args(data, run, "--resolution", "64", "--workers", "2", "--save-every", "0", "--cache", "off")
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen([sys.executable, "-m", "mobilenets", *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:  # fmt: skip
+        deadline, sent = time.time() + 120, False
+        while time.time() < deadline and proc.poll() is None:
+            # epoch 2 under way, with its workers started: the signal reaches them as it reaches the main process
+            if (run / "checkpoints" / "ckpt-000000010.pt").exists() and len(_children(proc.pid)) == 2:
+                os.killpg(proc.pid, signal.SIGTERM)
+                sent = True
+                break
+            time.sleep(0.002)
+        err = proc.communicate(timeout=120)[1]
+    assert sent, err
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "killed by signal" not in err, err
+    step = int(err.strip().splitlines()[-1].split("stopped after step ")[1].split(",")[0])
+    assert 10 < step < 30 and (run / "checkpoints" / f"ckpt-{step:09d}.pt").is_file(), (step, err)
+
+
+class _WorkerPids(torch.utils.data.Dataset):
+    """Each item is the pid of the process that loaded it."""
+
+    def __len__(self) -> int:
+        return 200
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpid()
+
+
+def test_stoppable_loader_workers_outlive_another_process_s_sigterm_and_end_on_the_main_process_s():
+    """`StoppableLoader`'s workers go on serving batches after a SIGTERM from another process (a scheduler's, sent
+    to every process of the job), which torch's worker handler ended them on; the main process's SIGTERM (what the
+    DataLoader's ``terminate`` of a worker that does not end sends, and Python's at exit) still ends them, status 0."""
+    from mobilenets.stopping import StoppableLoader
+
+    if not hasattr(signal, "sigwaitinfo"):
+        pytest.skip("no sigwaitinfo here (macOS): StoppableLoader is an ordinary DataLoader")
+    it = iter(StoppableLoader(_WorkerPids(), batch_size=4, num_workers=2))
+    pids = {int(next(it)[0]), int(next(it)[0])}  # worker 0's and worker 1's first batches
+    assert len(pids) == 2 and os.getpid() not in pids
+    subprocess.run(["kill", "-TERM", *map(str, pids)], check=True)
+    assert len(list(it)) == 48  # the rest of the epoch
+    it = iter(StoppableLoader(_WorkerPids(), batch_size=4, num_workers=2))
+    next(it)
+    workers = list(it._workers)
+    for w in workers:
+        os.kill(w.pid, signal.SIGTERM)
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+
 def test_sigterm_during_an_epochs_evaluation_stops_after_its_checkpoint(tmp_path, monkeypatch):
     """A SIGTERM while epoch 1 is scored (in this process: `train` installs the handler) lets the epoch end as due,
     its metrics row and a checkpoint of its end written though --checkpoint-every 2 would skip it; then `Terminated`.

@@ -9,6 +9,9 @@ Marian NMT's trainer does the same on SIGTERM (``src/common/signal_handling.h``:
 the training state saved). Outside the training loop (set-up,
 decoding), and at a second SIGTERM, `Terminated` is raised at once, as a Ctrl-C's KeyboardInterrupt is.
 
+Slurm (every process of a job step) and systemd (every process of a unit's control group) send SIGTERM to the
+DataLoader workers too: they leave it to the main process and serve batches until it stops (`StoppableLoader`).
+
 Under torchrun the processes would have to agree on the step to stop at, a collective every step (a host-device
 sync on a GPU); they stop at once instead (torchrun forwards SIGTERM to each), and the run resumes from its last
 checkpoint, as before.
@@ -21,6 +24,9 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
+
+from torch.utils.data import DataLoader
 
 
 class Terminated(KeyboardInterrupt):
@@ -58,7 +64,8 @@ class StopRequest:
 def sigterm_stops(stop: StopRequest) -> Iterator[StopRequest]:
     """SIGTERM handled by ``stop`` within the block, Python's default again after it. Left alone where it cannot be
     (not the main thread) or should not be (SIGTERM already ignored or handled by the caller). A process forked from
-    this one (a DataLoader worker) inherits the handler: there it ends the process as the default does."""
+    this one inherits the handler: there it ends the process as the default does (a DataLoader worker replaces it
+    with torch's; the run's workers start with SIGTERM blocked, `StoppableLoader`)."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield stop
         return
@@ -78,4 +85,46 @@ def sigterm_stops(stop: StopRequest) -> Iterator[StopRequest]:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["StopRequest", "Terminated", "sigterm_stops"]
+class StoppableLoader(DataLoader):
+    """A DataLoader whose worker processes leave a SIGTERM to the main process, which acts on it (`sigterm_stops`).
+
+    Slurm (every process of a job step) and systemd (every process of a unit's control group) send SIGTERM to the
+    workers too, and torch's worker handler (``torch/csrc/DataLoader.cpp``) ends a worker on a SIGTERM from anyone
+    but its parent: the main process, still finishing its step or evaluation, then failed with "DataLoader worker ...
+    is killed by signal: Terminated" (a traceback, status 1) instead of stopping with its checkpoint. Here a worker
+    blocks SIGTERM and awaits it in a thread (`_outlast_sigterm`); and as a worker is forked 40-200 ms before its
+    ``worker_init_fn`` runs (measured in processes of 0.1 and 4 GB), twice an epoch, SIGTERM is blocked in the main
+    process while its workers start, so they start with it blocked (a SIGTERM to the main process then is handled
+    once they have). Where ``sigwaitinfo`` does not exist (macOS), this is an ordinary DataLoader."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        if hasattr(signal, "sigwaitinfo"):
+            kwargs["worker_init_fn"] = partial(_outlast_sigterm, os.getpid())
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self):
+        if self.num_workers == 0 or not hasattr(signal, "sigwaitinfo"):
+            return super().__iter__()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            return super().__iter__()  # forks the workers (fork: the mask is inherited)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _outlast_sigterm(main: int, _worker_id: int) -> None:
+    """`StoppableLoader`'s ``worker_init_fn``: SIGTERM blocked in this worker (threads started later inherit that),
+    and awaited by a thread of its own. The main process's (the DataLoader's ``terminate`` of a worker that did not
+    end when told, or Python's at exit) ends the worker at once with status 0, as torch's handler does for its
+    parent's; anyone else's is left to the main process, which ends its workers when it stops."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def await_main() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != main:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=await_main, name="sigterm-from-main", daemon=True).start()
+
+
+__all__ = ["StopRequest", "StoppableLoader", "Terminated", "sigterm_stops"]

@@ -84,7 +84,7 @@ from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, s
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD
-from .stopping import StopRequest, Terminated, sigterm_stops
+from .stopping import StoppableLoader, StopRequest, Terminated, sigterm_stops
 from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -670,7 +670,8 @@ class _Run:
                     self.say(f"warning: {name} class(es) {', '.join(empty)}: no readable image")
         pin = env.device.type == "cuda"
         self.sampler = ResumableSampler(self.train_ds, env, shuffle=True, seed=cfg.seed, drop_last=True)
-        self.train_loader = DataLoader(
+        # their workers leave a SIGTERM sent to the whole job (Slurm, systemd) to this process (`stopping`)
+        self.train_loader = StoppableLoader(
             self.train_ds,
             batch_size=self.per_rank_batch,
             sampler=self.sampler,
@@ -680,7 +681,7 @@ class _Run:
             pin_memory=pin,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-        self.val_loader = DataLoader(
+        self.val_loader = StoppableLoader(
             self.val_ds,
             batch_size=cfg.eval_batch_size or self.per_rank_batch,
             sampler=ShardSampler(len(self.val_ds), env),
