@@ -965,6 +965,27 @@ def test_a_sigterm_landing_just_after_the_run_looked_is_acted_on_at_the_next_ste
     assert (tmp_path / "run" / "checkpoints" / f"ckpt-{at:09d}.pt").is_file()
 
 
+def test_a_sigterm_during_a_checkpoint_due_at_a_step_stops_at_that_step(tmp_path, monkeypatch):
+    """A SIGTERM that lands while --save-every's checkpoint of step 6 is taken stops the run at step 6: that
+    checkpoint holds it. (Reading the stop request once, before the checkpoint, went on to step 7.)"""
+    from mobilenets.stopping import Terminated
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM is not at its default here: train leaves it alone")
+    real = trainer_module._Run._checkpoint
+
+    def checkpoint(self, epoch, step_in_epoch, totals=None):
+        if self.global_step_now == 6:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only asks: the checkpoint goes on
+        return real(self, epoch, step_in_epoch, totals)
+
+    monkeypatch.setattr(trainer_module._Run, "_checkpoint", checkpoint)
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    with pytest.raises(Terminated, match="stopped after step 6,"):
+        train(tiny_cfg(data, tmp_path / "run", epochs=3, save_every=3, checkpoint_every=3, resolution=32))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))[-1] == "ckpt-000000006.pt"
+
+
 def test_sigterm_is_deferred_only_inside_the_training_loop_and_a_second_one_stops_at_once(capsys):
     """`stopping.sigterm_stops`: outside `deferred` (set-up) SIGTERM raises `Terminated` (a KeyboardInterrupt, so
     every Ctrl-C path applies); inside, the first only asks; a second raises; Python's default is back afterwards."""

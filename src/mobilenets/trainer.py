@@ -1183,16 +1183,14 @@ class _Run:
 
         def on_step(global_step: int, step_in_epoch: int, totals) -> None:
             self.global_step_now = global_step
-            if step_in_epoch == self.steps_per_epoch:  # the epoch's end saves (and stops, `_stop`) itself
+            if step_in_epoch == self.steps_per_epoch:  # the epoch's end saves (and stops, `_stop_if_asked`) itself
                 return
             # and so does the --max-steps step's, after the epoch's row (where the summary's final scores come from)
             last = cfg.max_steps is not None and global_step >= cfg.max_steps
-            # read once: a SIGTERM landing after this read is the next step's to act on, with its checkpoint
-            asked = self.stop.requested and not last
-            if (cfg.save_every and global_step % cfg.save_every == 0) or asked:
+            if (cfg.save_every and global_step % cfg.save_every == 0) or (self.stop.requested and not last):
                 self._checkpoint(cur["epoch"], step_in_epoch, totals())  # totals(): on every process
-            if asked:
-                self._stop(global_step)
+                if not last:
+                    self._stop_if_asked(global_step)
 
         ctx = StepContext(
             optimizer=self.optimizer,
@@ -1325,25 +1323,24 @@ class _Run:
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
                 done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
-                if self.stop.requested:  # as at an epoch's end: a resume finishes the run
-                    self._stop(self.global_step)
+                self._stop_if_asked(self.global_step)  # as at an epoch's end: a resume finishes the run
                 break
-            asked = self.stop.requested  # read once, as in on_step
-            if _due(epoch, cfg.checkpoint_every, self.epochs) or asked:
+            if _due(epoch, cfg.checkpoint_every, self.epochs) or self.stop.requested:
                 self._checkpoint(epoch + 1, 0)
-            if asked:
-                self._stop(self.global_step)
+                self._stop_if_asked(self.global_step)
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
         return history, last_train_bad, last_val
 
-    def _stop(self, global_step: int) -> None:
+    def _stop_if_asked(self, global_step: int) -> None:
         """End the run as SIGTERM asked (`stopping`), once the checkpoint just saved at ``global_step`` is on disk.
-        Its callers read ``stop.requested`` once, before that checkpoint: read again here, a SIGTERM landing between
-        the two reads stopped the run at a step with no checkpoint, saying it had one."""
-        self.checkpoints.wait()
-        raise Terminated(f"stopped after step {global_step}, where a checkpoint was saved")
+        Called right after that checkpoint only: a SIGTERM landing after the check that decided not to save one is
+        the next step's to act on (called after every step, it stopped the run at a step with no checkpoint, saying
+        it had one), and one landing while it was saved is this step's."""
+        if self.stop.requested:
+            self.checkpoints.wait()
+            raise Terminated(f"stopped after step {global_step}, where a checkpoint was saved")
 
     def _epochs_reached(self, history: list[dict]) -> int:
         """The epochs the run has begun in all: those of the checkpoint resumed (a mid-epoch one counts its epoch)
