@@ -926,11 +926,11 @@ def test_sigterm_at_the_max_steps_step_stops_where_the_run_would_have_ended(tmp_
 
 @pytest.mark.parametrize("step", [6, 4], ids=["mid-epoch", "epoch-end"])
 def test_a_sigterm_landing_just_after_the_run_looked_is_acted_on_at_the_next_step(tmp_path, monkeypatch, step):
-    """The run reads whether SIGTERM asked it to stop once per step (and once at an epoch's end): a signal that lands
-    just after that read is acted on at the next step, with its checkpoint. It was read again to decide whether to
-    stop, so such a signal ended the run at this step, without its checkpoint, saying one was saved there (the
-    resume went back to the last one due). Here the signal's handler runs right after the read at ``step``: step 6
-    mid-epoch, step 4 at epoch 1's end (4 steps per epoch, no checkpoint due there with --checkpoint-every 2)."""
+    """A SIGTERM that lands just after the run looked whether to save a checkpoint at a step (none due) is acted on
+    at the next step, with its checkpoint. The run looked again after every step to decide whether to stop, so such
+    a signal ended the run at this step, without its checkpoint, saying one was saved there (the resume went back
+    to the last one due). Here the signal's handler runs right after that look at ``step``: step 6 mid-epoch, step
+    4 at epoch 1's end (4 steps per epoch, no checkpoint due there with --checkpoint-every 2)."""
     from mobilenets.stopping import StopRequest, Terminated
 
     class LandsAfterTheRead(StopRequest):

@@ -6,8 +6,8 @@ checkpoint, and a checkpoint being written in the background is lost. Here, in a
 SIGTERM asks the run to stop at the next optimizer step's end (or at the end of the evaluation under way), where it
 writes a checkpoint of that step and then ends as a Ctrl-C does (`Terminated`); a resume goes on from that step.
 Marian NMT's trainer does the same on SIGTERM (``src/common/signal_handling.h``: a flag the batch loop reads, then
-the training state saved). Outside the training loop (set-up,
-decoding), and at a second SIGTERM, `Terminated` is raised at once, as a Ctrl-C's KeyboardInterrupt is.
+the training state saved). Outside the training loop (set-up, decoding), and at a second SIGTERM, `Terminated` is
+raised at once, as a Ctrl-C's KeyboardInterrupt is.
 
 Slurm (every process of a job step) and systemd (every process of a unit's control group) send SIGTERM to the
 DataLoader workers too: they leave it to the main process and serve batches until it stops (`StoppableLoader`).
