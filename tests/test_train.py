@@ -849,6 +849,23 @@ def test_stoppable_loader_workers_outlive_another_process_s_sigterm_and_end_on_t
     for w in workers:
         w.join(60)
     assert [w.exitcode for w in workers] == [0, 0]
+    # a caller's own worker_init_fn still runs in each worker
+    it = iter(StoppableLoader(_WorkerMark(), batch_size=4, num_workers=2, worker_init_fn=_mark_worker))
+    assert {int(next(it)[0]), int(next(it)[0])} == {1, 2}
+
+
+class _WorkerMark(torch.utils.data.Dataset):
+    """Each item is the mark `_mark_worker` left in the worker that loaded it (0: none)."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        return int(os.environ.get("MOBILENETS_TEST_WORKER_MARK", "0"))
+
+
+def _mark_worker(worker_id: int) -> None:
+    os.environ["MOBILENETS_TEST_WORKER_MARK"] = str(worker_id + 1)
 
 
 def test_sigterm_during_an_epochs_evaluation_stops_after_its_checkpoint(tmp_path, monkeypatch):

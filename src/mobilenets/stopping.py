@@ -98,8 +98,8 @@ class StoppableLoader(DataLoader):
     once they have). Where ``sigwaitinfo`` does not exist (macOS), this is an ordinary DataLoader."""
 
     def __init__(self, *args, **kwargs) -> None:
-        if hasattr(signal, "sigwaitinfo"):
-            kwargs["worker_init_fn"] = partial(_outlast_sigterm, os.getpid())
+        if hasattr(signal, "sigwaitinfo"):  # before the caller's own worker_init_fn, which it still runs
+            kwargs["worker_init_fn"] = partial(_outlast_sigterm, os.getpid(), kwargs.get("worker_init_fn"))
         super().__init__(*args, **kwargs)
 
     def __iter__(self):
@@ -112,7 +112,7 @@ class StoppableLoader(DataLoader):
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _outlast_sigterm(main: int, _worker_id: int) -> None:
+def _outlast_sigterm(main: int, then: Callable[[int], None] | None, worker_id: int) -> None:
     """`StoppableLoader`'s ``worker_init_fn``: SIGTERM blocked in this worker (threads started later inherit that),
     and awaited by a thread of its own. The main process's (the DataLoader's ``terminate`` of a worker that did not
     end when told, or Python's at exit) ends the worker at once with status 0, as torch's handler does for its
@@ -125,6 +125,8 @@ def _outlast_sigterm(main: int, _worker_id: int) -> None:
         os._exit(0)
 
     threading.Thread(target=await_main, name="sigterm-from-main", daemon=True).start()
+    if then is not None:
+        then(worker_id)
 
 
 __all__ = ["StopRequest", "StoppableLoader", "Terminated", "sigterm_stops"]
