@@ -1027,6 +1027,28 @@ def test_sigterm_is_deferred_only_inside_the_training_loop_and_a_second_one_stop
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_the_sigterm_handler_says_so_past_sys_stderr_which_it_may_have_interrupted(capfd, monkeypatch):
+    """The handler runs between two bytecodes of the main thread, maybe inside ``sys.stderr.write`` (a progress
+    line): ``print`` there raises "reentrant call", and the run failed from the handler with a traceback instead of
+    stopping with a checkpoint. What the run's handler says (`stopping.say_now`) goes to file descriptor 2 at once."""
+    from mobilenets.stopping import StopRequest
+
+    class Busy:  # sys.stderr in the middle of a write
+        def write(self, text):
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+        def flush(self):
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+    stop = StopRequest()
+    with stop.deferred():
+        monkeypatch.setattr(sys, "stderr", Busy())
+        stop.handle(signal.SIGTERM, None)
+        monkeypatch.undo()
+    assert stop.requested
+    assert "SIGTERM: stopping at the end of this step" in capfd.readouterr().err
+
+
 def test_a_run_folder_stays_locked_until_a_checkpoint_still_being_written_lands(tmp_path, monkeypatch):
     """After a second Ctrl-C the run lets go of its folder while `settle` left a checkpoint write going on: a
     resume started then took the folder and removed that write's staging file as a killed write's, so the

@@ -19,6 +19,7 @@ checkpoint, as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -44,8 +45,10 @@ class StopRequest:
         self._say: Callable[[str], None] = lambda _msg: None
 
     @contextmanager
-    def deferred(self, say: Callable[[str], None]) -> Iterator[None]:
-        """Within the block, a first SIGTERM sets ``requested``: the caller stops at the next step's end."""
+    def deferred(self, say: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Within the block, a first SIGTERM sets ``requested``: the caller stops at the next step's end. The
+        handler says so with ``say`` (default `say_now`)."""
+        say = say or say_now
         self._defer, self._say = True, say
         try:
             yield
@@ -58,6 +61,15 @@ class StopRequest:
             self._say("SIGTERM: stopping at the end of this step, with a checkpoint (a second SIGTERM stops at once)")
             return
         raise Terminated
+
+
+def say_now(message: str) -> None:
+    """``message`` on the standard error's file descriptor, in one ``write`` call, past ``sys.stderr``: from a signal
+    handler, which runs between two bytecodes of the main thread, maybe inside ``sys.stderr.write`` (a progress
+    line), where ``print`` raises "reentrant call inside <_io.BufferedWriter name='<stderr>'>": the run would then
+    fail from the handler with a traceback, where it was to stop with a checkpoint."""
+    with contextlib.suppress(OSError):  # a closed stderr: nothing to say it on
+        os.write(2, (message + "\n").encode(errors="replace"))
 
 
 @contextmanager
@@ -129,4 +141,4 @@ def _outlast_sigterm(main: int, then: Callable[[int], None] | None, worker_id: i
         then(worker_id)
 
 
-__all__ = ["StopRequest", "StoppableLoader", "Terminated", "sigterm_stops"]
+__all__ = ["StopRequest", "StoppableLoader", "Terminated", "say_now", "sigterm_stops"]

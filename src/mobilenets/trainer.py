@@ -1224,7 +1224,7 @@ class _Run:
             f"world size {env.world_size}, device {env.device}"
         )
         # one process stops at a step's end on SIGTERM, with a checkpoint; several stop at once (`stopping`)
-        with nullcontext() if env.distributed else self.stop.deferred(lambda msg: log(env, False, msg)):
+        with nullcontext() if env.distributed else self.stop.deferred():
             history, last_train_bad, last_val = self._epochs(ctx, amp_dtype, cur)
         last_val_bad = None
         if not history and last_val is None and self.global_step and not self._summary_is_current():
