@@ -2598,9 +2598,16 @@ def test_absolute_paths_keep_a_torchvision_teacher_s_name_and_compare_by_what_th
     assert (cfg.teacher, cfg.resume) == (str(here / "t"), "auto")
     tv = TrainConfig(teacher="resnet18", teacher_weights="tw.pt").absolute_paths()
     assert (tv.teacher, tv.teacher_weights) == ("resnet18", str(here / "tw.pt"))
-    assert cfg.differences({"init": str(here.parent / "x" / "w"), "teacher": "./t", "data": "/elsewhere"}) == []
+    assert cfg.differences({"init": str(here.parent / "x" / "w"), "teacher": "./t", "data": "/elsewhere",
+                            "teacher_resolution": "own"}) == []  # fmt: skip
     assert tv.differences({"teacher": "resnet18", "teacher_weights": "tw.pt"}) == []
     assert cfg.differences({"init": "w"}) == [f"init='w' there, {str(here / '..' / 'x' / 'w')!r} here"]
+    # a distillation run saved before teacher_resolution existed fed a teacher of our weights the student's batch
+    # as it was: resumed under today's default its targets would change mid-run, so the resume names it (a
+    # torchvision teacher by name is never resized)
+    assert cfg.differences({"teacher": "./t"}) == ["teacher_resolution='student' there, 'own' here"]
+    assert dataclasses.replace(cfg, teacher_resolution="student").differences({"teacher": "./t"}) == []
+    assert tv.differences({"teacher": "resnet18"}) == []
     # a name that is no folder here is a torchvision model's: not the same as a folder of that name saved elsewhere
     assert TrainConfig(teacher="resnet18").differences({"teacher": str(here / "resnet18")}) != []
     assert TrainConfig(teacher="resnet18").absolute_paths().teacher == "resnet18"

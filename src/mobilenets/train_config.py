@@ -281,7 +281,7 @@ class TrainConfig:
         experiment (`experiment`, less ``ignore``): "k=there there, here here" per field; empty when it is the
         same. A field the saved run did not record (older code) does not count, nor does a path written another way
         that names the same file (`same_path`; a relative one saved by earlier versions is read from here)."""
-        saved = json.loads(json.dumps(saved))
+        saved = _as_it_ran(json.loads(json.dumps(saved)))
         return [f"{k}={saved[k]!r} there, {v!r} here" for k, v in self.experiment().items()
                 if k not in ignore and k in saved and not _same_value(k, saved[k], v)]  # fmt: skip
 
@@ -313,6 +313,17 @@ def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name the same file or folder, each read from the working directory and with its links
     followed: ``imgs`` in /x, ``/x/imgs`` and ``/x/link-to-imgs`` do. Neither needs to exist."""
     return Path(a).resolve() == Path(b).resolve()
+
+
+def _as_it_ran(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the fields added since it was saved filled in where their absence meant a setting other
+    than today's default: what that run did, so that a resume compares it. A distillation run saved before
+    ``teacher_resolution`` fed a teacher of our weights (a folder; a torchvision name is never resized) the
+    student's batch as it was (``student``); resumed under ``own`` it would change its teacher's targets mid-run."""
+    teacher = saved.get("teacher")
+    if isinstance(teacher, str) and Path(teacher).exists() and "teacher_resolution" not in saved:
+        saved = {**saved, "teacher_resolution": "student"}
+    return saved
 
 
 def _same_value(name: str, there: Any, here: Any) -> bool:
