@@ -526,9 +526,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
     cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
     acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table, say=lambda msg: print(msg, file=sys.stderr))
-    if args.threads > (os.cpu_count() or args.threads):
-        print(f"note: threads={args.threads} on a machine with {os.cpu_count()} cores: latencies measured here would "
-              "include the threads' contention", file=sys.stderr)  # fmt: skip
+    from .runtimes import usable_cores
+
+    if args.threads > (cores := usable_cores()):  # the cores the thread limit and bench count (the CPU affinity)
+        print(f"note: threads={args.threads} beyond the {cores} core(s) this process may run on: latencies measured "
+              "here would include the threads' contention", file=sys.stderr)  # fmt: skip
     # its notes (bench files of other hardware, rows superseded) come before select measures missing shapes
     latency = latency_source(args.runtime, args.threads, args.bench or (), args.lut_file,
                              say=lambda msg: print(msg, file=sys.stderr), num_classes=acc.num_classes)  # fmt: skip
