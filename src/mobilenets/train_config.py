@@ -279,8 +279,9 @@ class TrainConfig:
     def differences(self, saved: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
         """How a run saved with config ``saved`` (its config.yaml or checkpoint) differs from this one as an
         experiment (`experiment`, less ``ignore``): "k=there there, here here" per field; empty when it is the
-        same. A field the saved run did not record (older code) does not count, nor does a path written another way
-        that names the same file (`same_path`; a relative one saved by earlier versions is read from here)."""
+        same. A field the saved run did not record (older code) does not count, unless its absence meant a setting
+        other than today's default (`_as_it_ran`), nor does a path written another way that names the same file
+        (`same_path`; a relative one saved by earlier versions is read from here)."""
         saved = _as_it_ran(json.loads(json.dumps(saved)))
         return [f"{k}={saved[k]!r} there, {v!r} here" for k, v in self.experiment().items()
                 if k not in ignore and k in saved and not _same_value(k, saved[k], v)]  # fmt: skip
