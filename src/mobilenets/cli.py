@@ -509,7 +509,7 @@ def _count(name: str, text: str | None) -> float | None:
 def cmd_select(args: argparse.Namespace) -> int:
     from . import accuracy
     from .lut import LUT_RUNTIMES
-    from .runtimes import check_runtime
+    from .runtimes import check_runtime, usable_cores
     from .select import SHOW_COLUMNS, Constraints, SearchSpace, head_note, latency_source, select
 
     check_runtime(args.runtime)
@@ -526,8 +526,6 @@ def cmd_select(args: argparse.Namespace) -> int:
     macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
     cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
     acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table, say=lambda msg: print(msg, file=sys.stderr))
-    from .runtimes import usable_cores
-
     if args.threads > (cores := usable_cores()):  # the cores the thread limit and bench count (the CPU affinity)
         print(f"note: threads={args.threads} beyond the {cores} core(s) this process may run on: latencies measured "
               "here would include the threads' contention", file=sys.stderr)  # fmt: skip

@@ -29,7 +29,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -514,7 +514,7 @@ def quantize_int8(
     *,
     per_channel: bool = True,
     method: str = "minmax",
-    calibration: str | Callable[[], str] = "",
+    calibration: str = "",
     fp32_head: int = FP32_HEAD,
 ) -> Path:
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
@@ -575,10 +575,7 @@ def quantize_int8(
     quant += f"activations uint8 ({method} calibration), logits fp32"
     if fp32_head:
         quant += f"; first {fp32_head} conv(s) kept fp32"
-    # a callable is asked once the batches are read: it may say how many files they skipped
-    meta.update(
-        precision="int8", quantization=quant, calibration=calibration() if callable(calibration) else calibration
-    )
+    meta.update(precision="int8", quantization=quant, calibration=calibration)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
