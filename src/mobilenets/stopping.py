@@ -35,6 +35,15 @@ class Terminated(KeyboardInterrupt):
     under way lands first, the run folder is let go, no traceback) is the one a SIGTERM takes."""
 
 
+def say_now(message: str) -> None:
+    """``message`` on the standard error's file descriptor, in one ``write`` call, past ``sys.stderr``: from a signal
+    handler, which runs between two bytecodes of the main thread, maybe inside ``sys.stderr.write`` (a progress
+    line), where ``print`` raises "reentrant call inside <_io.BufferedWriter name='<stderr>'>": the run would then
+    fail from the handler with a traceback, where it was to stop with a checkpoint."""
+    with contextlib.suppress(OSError):  # a closed stderr: nothing to say it on
+        os.write(2, (message + "\n").encode(errors="replace"))
+
+
 class StopRequest:
     """What SIGTERM asked of a run: ``requested`` once it came while the run could stop at a step's end
     (`deferred`). Inert until `sigterm_stops` installs it."""
@@ -42,13 +51,12 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self._defer = False
-        self._say: Callable[[str], None] = lambda _msg: None
+        self._say = say_now  # set by `deferred`, the only block in which the handler speaks
 
     @contextmanager
-    def deferred(self, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    def deferred(self, say: Callable[[str], None] = say_now) -> Iterator[None]:
         """Within the block, a first SIGTERM sets ``requested``: the caller stops at the next step's end. The
-        handler says so with ``say`` (default `say_now`)."""
-        say = say or say_now
+        handler says so with ``say``."""
         self._defer, self._say = True, say
         try:
             yield
@@ -61,15 +69,6 @@ class StopRequest:
             self._say("SIGTERM: stopping at the end of this step, with a checkpoint (a second SIGTERM stops at once)")
             return
         raise Terminated
-
-
-def say_now(message: str) -> None:
-    """``message`` on the standard error's file descriptor, in one ``write`` call, past ``sys.stderr``: from a signal
-    handler, which runs between two bytecodes of the main thread, maybe inside ``sys.stderr.write`` (a progress
-    line), where ``print`` raises "reentrant call inside <_io.BufferedWriter name='<stderr>'>": the run would then
-    fail from the handler with a traceback, where it was to stop with a checkpoint."""
-    with contextlib.suppress(OSError):  # a closed stderr: nothing to say it on
-        os.write(2, (message + "\n").encode(errors="replace"))
 
 
 @contextmanager
