@@ -398,7 +398,7 @@ def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights
         ["stream", "MODEL", "0"],
         ["eval", "--weights", "MODEL", "--data", "DATA"],
         ["train", "--data", "DATA", "--out", "OUT"],
-        ["reproduce", "--report-only", "--out", "OUT"],
+        ["reproduce", "--data", "DATA", "--out", "OUT"],  # a report runs nothing: it takes any count (test_reproduce)
         ["bench", "--lut", "--models", "0.25-128", "--runtimes", "ort", "--lut-file", "LUT"],
         ["select", "--fps", "1", "--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--lut-file", "LUT"],
     ],
@@ -406,10 +406,10 @@ def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights
 def test_more_threads_than_4_per_core_are_one_line_naming_the_value(argv, capsys, monkeypatch, tiny_weights, tmp_path):
     """`--threads 100000` crashed predict (oneDNN), hung predict of an ONNX file, select and bench --lut, and ended
     eval with a segmentation fault: libgomp cannot start that many threads. Above 4 per usable core
-    (`runtimes.check_threads`) is refused before anything runs, as one line naming the value and the limit."""
-    from mobilenets import runtimes
+    (`cores.check_threads`) is refused before anything runs, as one line naming the value and the limit."""
+    from mobilenets import cores
 
-    monkeypatch.setattr(runtimes, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
     paths = {"MODEL": str(tiny_weights), "DATA": str(tmp_path), "OUT": str(tmp_path / "out"),
              "LUT": str(tmp_path / "lut.json")}  # fmt: skip
     code, out, err = run(capsys, *[paths.get(a, a) for a in argv], "--threads", "9")
@@ -424,13 +424,17 @@ def test_more_threads_than_4_per_core_are_one_line_naming_the_value(argv, capsys
 def test_the_thread_limit_allows_4_per_core_and_select_takes_another_machines_rows(capsys, monkeypatch, tmp_path):
     """4 threads per core are allowed (a little oversubscription is worth timing); select's --threads also names
     rows of a bench file of another machine, which need no measuring here and so no limit."""
-    from mobilenets import runtimes
+    from mobilenets import cores
 
-    monkeypatch.setattr(runtimes, "usable_cores", lambda: 2)
-    assert runtimes.check_threads(8) == 8 and runtimes.check_threads(1) == 1
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    assert cores.check_threads(8) == 8 and cores.check_threads(1) == 1
     for bad in (0, 9, True, 2.0):
         with pytest.raises(ValueError, match=f"threads={bad!r} is not allowed"):
-            runtimes.check_threads(bad)
+            cores.check_threads(bad)
+    assert cores.check_threads(64, here=False) == 64  # a count of another machine's rows or runs: no core limit
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match=f"threads={bad!r} is not allowed: threads must be an integer >= 1"):
+            cores.check_threads(bad, here=False)
     row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": "ort", "threads": 64,
            "latency_ms_median": 1.0}  # fmt: skip
     (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))

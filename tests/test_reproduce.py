@@ -347,10 +347,10 @@ def test_parallel_jobs_match_one_process(tmp_path):
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch):
-    from mobilenets import runtimes
+    from mobilenets import cores
     from mobilenets.reproduce import share_cores
 
-    monkeypatch.setattr(runtimes, "usable_cores", lambda: 16)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 16)
     full = BUDGETS["full"]
     assert share_cores(full, 1) is full
     four = share_cores(full, 4)
@@ -361,14 +361,14 @@ def test_parallel_jobs_share_the_cores(monkeypatch):
 
 def test_parallel_jobs_share_the_cores_this_process_may_run_on(monkeypatch, tmp_path):
     """share_cores divided os.cpu_count(), every core of the machine, where a container's cpuset, Slurm or taskset
-    let the process run on a few (its CPU affinity, `runtimes.usable_cores`): on 4 of 64 cores `--jobs 2` gave each
-    run 32 threads, 8 per core it may use, which each run's TrainConfig then refused (`runtimes.check_threads`: at
+    let the process run on a few (its CPU affinity, `cores.usable_cores`): on 4 of 64 cores `--jobs 2` gave each
+    run 32 threads, 8 per core it may use, which each run's TrainConfig then refused (`cores.check_threads`: at
     most 4 per core) in the training processes. The share is now of the usable cores, and each run's config holds."""
-    from mobilenets import runtimes
+    from mobilenets import cores
     from mobilenets.reproduce import CONFIGS, run_config, share_cores
 
     monkeypatch.setattr("os.cpu_count", lambda: 64)
-    monkeypatch.setattr(runtimes, "usable_cores", lambda: 4)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 4)
     two = share_cores(BUDGETS["full"], 2)
     assert two.train["threads"] == 2 and two.train["workers"] == 2
     run = plan_runs(["table5"], two)[0]
@@ -728,6 +728,26 @@ def test_report_only_reports_every_seed_the_runs_trained(tmp_path):
     )
     assert results["budget"]["seeds"] == (0, 1) and len(results["runs"]) == 4
     assert [row["top1"]["n"] for row in results["experiments"]["table5"]["rows"]] == [2, 2]
+
+
+def test_a_report_takes_threads_beyond_this_machines_cores(tmp_path, monkeypatch):
+    """`--report-only --threads 64` (a training command's options, reused for its report) runs nothing here, so the
+    limit of this machine's cores (4 per core) does not refuse it, as it refuses a run here; 0 is refused either
+    way. Threads are a runtime field: the report is of the same runs, whatever threads they trained with."""
+    from mobilenets import cores
+    from mobilenets.spec import SpecError
+
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    out = tmp_path / "out"
+    for run, top1 in zip(plan_runs(["table5"], BUDGETS["quick"]), (0.5, 0.6), strict=True):
+        _finished_run(out, run, BUDGETS["quick"], top1, tmp_path)
+    results = reproduce(ReproduceConfig(out=str(out), budget="quick", experiments=("table5",), report_only=True,
+                                        threads=64), log=lambda m: None)  # fmt: skip
+    assert len(results["runs"]) == 2 and results["unfinished_runs"] == {}
+    with pytest.raises(SpecError, match=r"threads=64 is not allowed: threads must be an integer from 1 to 8 "):
+        reproduce(ReproduceConfig(data=str(tmp_path), out=str(tmp_path / "o"), budget="quick", threads=64))
+    with pytest.raises(SpecError, match=r"threads=0 is not allowed: threads must be an integer >= 1"):
+        reproduce(ReproduceConfig(out=str(out), budget="quick", report_only=True, threads=0))
 
 
 def _finished_run(out: Path, run: Run, budget, top1: float, data: Path) -> None:

@@ -42,9 +42,10 @@ import torch
 from . import accuracy as acc
 from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import count_complexity
+from .cores import usable_cores
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
-from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads, usable_cores
+from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
 from .spec import ModelSpec, SpecError, on_grid
 
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)

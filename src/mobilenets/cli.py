@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import complexity, paper
+from .cores import THREADS_LIMIT
 from .formatting import counted, metric, render
 from .registry import list_models, model_spec
 from .spec import ModelSpec, SpecError
@@ -225,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _runtime_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("torch", "ort", "openvino"), help="default: torch for folders, ort for .onnx")
-    p.add_argument("--threads", type=int, help="intra-op threads, at most 4 per core (default: the runtime's)")
+    p.add_argument("--threads", type=int, help=f"intra-op threads, {THREADS_LIMIT} (default: the runtime's)")
 
 
 def _add_predict(sub) -> Handler:
@@ -480,7 +481,7 @@ def _add_select(sub) -> Handler:
     p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
     p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
     p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads; measuring here, at most 4 per core "
+    p.add_argument("--threads", type=int, default=1, help=f"intra-op threads; measuring here, {THREADS_LIMIT} "
                    "(default: %(default)s)")  # fmt: skip
     p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
     p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
@@ -508,13 +509,13 @@ def _count(name: str, text: str | None) -> float | None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from . import accuracy
+    from .cores import check_threads, usable_cores
     from .lut import LUT_RUNTIMES
-    from .runtimes import check_runtime, usable_cores
+    from .runtimes import check_runtime
     from .select import SHOW_COLUMNS, Constraints, SearchSpace, head_note, latency_source, select
 
     check_runtime(args.runtime)
-    if args.threads < 1:
-        raise ValueError(f"threads={args.threads} is not allowed: threads must be an integer >= 1")
+    check_threads(args.threads, here=False)  # rows of another machine's bench file need no measuring here
     if args.runtime not in LUT_RUNTIMES and not args.bench:  # checked before any accuracy file or measuring
         raise ValueError(f"runtime={args.runtime!r} is not allowed without --bench: the lookup table predicts "
                          f"{', '.join(LUT_RUNTIMES)} only; measure it with `mobilenets bench --runtime {args.runtime} "
@@ -606,7 +607,7 @@ def _add_eval(sub) -> Handler:
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
-    p.add_argument("--threads", type=int, help="torch CPU threads, at most 4 per core")
+    p.add_argument("--threads", type=int, help=f"torch CPU threads, {THREADS_LIMIT}")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return cmd_eval
 

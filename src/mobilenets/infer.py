@@ -81,12 +81,13 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
     and the caller's count restored after); None leaves each runtime's default. An ONNX file's images are
     preprocessed to its graph's input size (`onnx_spec`)."""
     from . import runtimes, weights
+    from .cores import check_threads
 
     path = Path(model)
     if runtime is not None and runtime not in PREDICT_RUNTIMES:
         raise ValueError(f"runtime={runtime!r} is not allowed: runtime must be one of {', '.join(PREDICT_RUNTIMES)}")
     if threads is not None:
-        runtimes.check_threads(threads)
+        check_threads(threads)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
     if path.is_file() and path.suffix.lower() == ".onnx":

@@ -684,7 +684,7 @@ def predict_many(
     calibrating = calibrated and table.get("scale") is None
     measuring = any(counts) or calibrating
     if measuring and (measure is None or (calibrating and measure_whole is None)):  # timed here, on ``threads``
-        from .runtimes import check_threads
+        from .cores import check_threads
 
         check_threads(threads, use=" to measure the latency table here")
     if save and lut.path is not None and measuring:  # before minutes of measuring, not after

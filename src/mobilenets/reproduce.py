@@ -249,9 +249,9 @@ def recorded_settings(runs: list[Run], out: Path, budget: Budget) -> tuple[dict[
 def share_cores(budget: Budget, jobs: int) -> Budget:
     """Split the CPU cores between ``jobs`` training processes (as torchrun does with OMP_NUM_THREADS): each one's
     intra-op and decode threads would otherwise all ask for every core, and the thread launching GPU kernels waits.
-    The cores this process may run on (`runtimes.usable_cores`, as bench and the thread limit count them), not the
+    The cores this process may run on (`cores.usable_cores`, as bench and the thread limit count them), not the
     machine's: under a cpuset or taskset ``os.cpu_count()`` gave each run more threads than its cores."""
-    from .runtimes import usable_cores
+    from .cores import usable_cores
 
     if jobs == 1:
         return budget
@@ -674,10 +674,10 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         raise SpecError(f"epochs={cfg.epochs!r} is not allowed: epochs must be an integer >= 1")
     if cfg.seeds is not None and (isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1):
         raise SpecError(f"seeds={cfg.seeds!r} is not allowed: seeds must be an integer >= 1")
-    if cfg.threads is not None:
-        from .runtimes import check_threads
+    if cfg.threads is not None:  # a report runs nothing here, so this machine's cores set it no limit (it is unused)
+        from .cores import check_threads
 
-        check_threads(cfg.threads, SpecError)
+        check_threads(cfg.threads, SpecError, here=not cfg.report_only)
     data = Path(cfg.data) if cfg.data else default_data()  # after the options: a bad value is named wherever data is
     if not cfg.report_only and not data.is_dir():
         default = (
@@ -691,8 +691,8 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
     if not cfg.report_only and (not (data / "train").is_dir() or not (data / "val").is_dir()):
         raise FileNotFoundError(f"{data}: expected train/ and val/ class folders (ImageFolder layout)")
     budget, out = BUDGETS[cfg.budget], Path(cfg.out)
-    if cfg.threads is not None:  # a runtime field (train_config.RUNTIME_FIELDS): earlier runs still resume
-        budget = replace(budget, train={**budget.train, "threads": cfg.threads})
+    if cfg.threads is not None and not cfg.report_only:  # a runtime field (train_config.RUNTIME_FIELDS): earlier
+        budget = replace(budget, train={**budget.train, "threads": cfg.threads})  # runs still resume
     if cfg.epochs is not None:
         budget = replace(budget, epochs=cfg.epochs)
     if cfg.seeds is not None:

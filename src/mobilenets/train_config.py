@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .cores import THREADS_LIMIT
+
 OPTIMIZERS = ("rmsprop", "rmsprop_torch", "sgd", "nesterov", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -175,7 +177,7 @@ class TrainConfig:
     cudnn_benchmark: bool = _f(
         True, "CUDA: cuDNN times its algorithms on the first step of each layer shape (off under --deterministic)"
     )
-    threads: int | None = _f(None, "torch CPU threads per process, at most 4 per core (default: PyTorch's choice)")
+    threads: int | None = _f(None, f"torch CPU threads per process, {THREADS_LIMIT} (default: PyTorch's choice)")
     # --- run control ---
     out: str | None = _f(None, "run folder (checkpoints, metrics.jsonl, summary.json, plots, weights)")
     seed: int = _f(0, "random seed (model init, sampling, augmentation)")
@@ -210,7 +212,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
         if self.threads is not None:
-            from .runtimes import check_threads
+            from .cores import check_threads
 
             check_threads(self.threads, ConfigError)
         for name in ("workers", "save_every", "lr_base_batch"):

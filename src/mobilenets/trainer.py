@@ -1484,7 +1484,8 @@ def evaluate_weights(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
-    from .runtimes import check_threads, torch_threads
+    from .cores import check_threads
+    from .runtimes import torch_threads
 
     if threads is not None:
         check_threads(threads, ConfigError)
