@@ -83,12 +83,20 @@ def test_a_killed_runs_forked_children_do_not_keep_its_folder_locked(tmp_path):
     import signal
     import subprocess
 
+    # The worker says it runs (so its at-fork hook has closed its copy) before the pid is printed: under load the
+    # child could be still unscheduled when the run was killed, and then it did hold the lock (2 of 5 runs failed).
     code = f"""
 import multiprocessing, time
 from mobilenets.atomic import lock_folder
+def work(running):
+    running.set()
+    time.sleep(60)
 held = lock_folder({str(tmp_path)!r})
-worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+ctx = multiprocessing.get_context("fork")
+running = ctx.Event()
+worker = ctx.Process(target=work, args=(running,))
 worker.start()
+assert running.wait(60)
 print(worker.pid, flush=True)
 time.sleep(60)
 """
