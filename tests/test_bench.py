@@ -752,6 +752,41 @@ def test_the_accuracy_plot_puts_top1s_of_different_sources_in_separate_labelled_
                                                                    "the paper's Tables 6-7"]  # fmt: skip
 
 
+def test_rows_of_runs_on_two_datasets_name_each_and_are_drawn_apart(tmp_path, monkeypatch):
+    """Two `bench --accuracy` runs, on runs of two 10-class sets, merged into one results file: their rows said only
+    "measured", so one panel and one Pareto front mixed two tasks. Each row now names its task (`top1_task`: the
+    class count and a digest of the class names the runs were validated on), and each task gets its own panel."""
+    pytest.importorskip("matplotlib")
+
+    def summary(name, alpha, classes, top1):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"model": {"alpha": alpha, "resolution": 128, "num_classes": len(classes)},
+                                    "final_top1": top1, "per_class_top1": dict.fromkeys(classes, top1)}))  # fmt: skip
+        return path
+
+    first, second = [f"n{i:08d}" for i in range(10)], [f"n{i:08d}" for i in range(10, 20)]
+    tasks = []
+    for classes in (first, second):
+        acc = accuracy.from_summaries([summary("a", 0.25, classes, 0.8), summary("b", 0.5, classes, 0.9)])
+        model, spec, label = bench.build("0.25-64")
+        cfg = bench.BenchConfig(models=(label,), runtimes=("torch",), **{**TINY, "batch": 0})
+        row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label=label, accuracy=acc)
+        assert (row["top1_table"], row["top1_source"]) == ("measured", "extrapolated")
+        tasks.append(row["top1_task"])
+    assert tasks[0] != tasks[1] and all(re.fullmatch(r"10 classes #[0-9a-f]{8}", t) for t in tasks), tasks
+    assert accuracy.task_name(10, None) == "10 classes"  # runs whose summaries list no class names
+    base = {"runtime": "ort", "threads": 1, "cpu": "cpu x", "device": "cpu", "top1_table": "measured",
+            "top1_source": "measured"}  # fmt: skip
+    rows = [
+        {**base, "model": "mobilenet_v1_025_96", "latency_ms_median": 0.6, "top1": 88.0, "top1_task": tasks[0]},
+        {**base, "model": "mobilenet_v1_050_96", "latency_ms_median": 1.0, "top1": 61.0, "top1_task": tasks[1]},
+    ]
+    fig = _accuracy_figure(rows, tmp_path / "two.png", monkeypatch)
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"top-1 (%): your runs ({t}), interpolated between them"
+                                                    for t in sorted(tasks)]  # fmt: skip
+    assert [_points(ax) for ax in fig.axes] == [{(0.6, 88.0)}, {(1.0, 61.0)}][:: 1 if tasks[0] < tasks[1] else -1]
+
+
 def test_the_accuracy_plot_of_one_source_is_labelled_as_before(tmp_path, monkeypatch):
     """One source, one panel with the label it always had; rows written before top1_table (the H200 results) read
     their table from a grid point's top1_source, and rows naming no table say so rather than claim ImageNet."""

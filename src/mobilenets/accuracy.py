@@ -50,6 +50,9 @@ class AccuracyModel:
     label: str = "tfslim"
     num_classes: int = 1000  # the classifier the points were measured with (sizes of the candidates follow it)
     point_labels: dict[tuple[float, int], str] = field(default_factory=dict)  # a point's source, where not ``label``
+    # what measured points are of (`task_name`: "10 classes #1a2b3c4d"), so that results of two `bench --accuracy`
+    # runs on different datasets, merged into one file, are told apart; None for the published ImageNet tables
+    task: str | None = None
     _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
     _has_slope: bool = field(default=False, repr=False)
 
@@ -232,6 +235,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     runs: dict[tuple[float, int], list[float]] = {}
     first: tuple[str, Run] | None = None
     epochs: dict[int, str] = {}
+    named: list[Run] = []
     for path in paths:
         try:
             run = read_run(path)
@@ -241,6 +245,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
             continue
         first = first or (str(path), run)
         _check_same_task(first, str(path), run)
+        named.append(run)
         runs.setdefault((run.alpha, run.resolution), []).append(run.top1)
         if run.epochs is not None:
             epochs.setdefault(run.epochs, str(path))
@@ -249,10 +254,23 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     if len(epochs) > 1 and say is not None:  # a longer recipe lifts its models: the fit mixes that in
         listed = ", ".join(f"{n} ({where})" for n, where in sorted(epochs.items()))
         say(f"note: the runs trained for different numbers of epochs: {listed}; their top-1s mix recipes")
-    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes)
+    known = next((run.classes for run in named if run.classes is not None), None)
+    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes,
+                          task=task_name(first[1].num_classes, known))  # fmt: skip
     if model.coverage_note() and say is not None:
         say(f"note: {model.coverage_note()}")
     return model
+
+
+def task_name(num_classes: int, classes: tuple[str, ...] | None) -> str:
+    """A short name of the task runs were measured on: the class count, and where the runs list their validation
+    classes, the first 8 hex digits of their names' SHA-1 (two 10-class subsets of ImageNet differ there)."""
+    import hashlib
+
+    if not classes:
+        return f"{num_classes} classes"
+    digest = hashlib.sha1("\n".join(classes).encode()).hexdigest()[:8]
+    return f"{num_classes} classes #{digest}"
 
 
 def _check_same_task(first: tuple[str, Run], path: str, run: Run) -> None:

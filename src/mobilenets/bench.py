@@ -56,8 +56,9 @@ COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
     "throughput_ips", "startup_s", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
-    "macs_M", "params_M", "top1", "top1_source", "top1_table", "fp32_limit_ms", "limit_fraction", "probe_gflops",
-    "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit", "timestamp",
+    "macs_M", "params_M", "top1", "top1_source", "top1_table", "top1_task", "fp32_limit_ms", "limit_fraction",
+    "probe_gflops", "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit",
+    "timestamp",
 )  # fmt: skip
 TABLE_COLUMNS = (
     "model", "runtime", "threads", "latency_ms_median", "latency_ms_p90", "fps", "realtime", "throughput_ips",
@@ -589,7 +590,8 @@ def measure(
     # the standard body is what the accuracy tables and runs describe
     if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid(spec):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
-    row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None)
+    row.update(top1=top1, top1_source=source, top1_table=accuracy.label if accuracy is not None else None,
+               top1_task=accuracy.task if accuracy is not None else None)  # fmt: skip
     known = macs is not None and peak_gflops and info.device == "cpu"  # a peer of unknown MACs has no limit, not 0 ms
     limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if known else None
     row.update(fp32_limit_ms=limit, limit_fraction=limit / row["latency_ms_median"] if limit else None)

@@ -4,7 +4,7 @@
   physical limit line; MACs alone do not predict latency, this shows by how much.
 - `accuracy_vs_latency`: expected top-1 against latency, the Pareto front per runtime, and the target-FPS line
   (models left of it are real-time) -- Figure 4 of the paper with milliseconds instead of mult-adds. Rows whose
-  top-1 came from different sources (a published table, the user's runs) are drawn in separate panels.
+  top-1 came from different sources (a published table, the user's runs on one task) are drawn in separate panels.
 
 - `plot_training_curves`: loss (train and val) and val top-1 / top-5 against epoch, from metrics.jsonl rows.
 
@@ -114,40 +114,48 @@ def top1_table(row: dict) -> str | None:
     return row.get("top1_source") if row.get("top1_source") in TABLES else None
 
 
-def top1_ylabel(table: str | None, named: bool) -> str:
+def top1_ylabel(table: str | None, named: bool, task: str | None = None) -> str:
     """The accuracy axis' label for ``table``; ``named`` adds the source where the label alone would not tell it from
-    another panel's (two ImageNet tables)."""
+    another panel's (two ImageNet tables); ``task`` (`accuracy.task_name`) names what the user's runs measured."""
     base, source = TOP1_LABELS.get(table, (f"top-1 (%): {table}", ""))
+    if task:
+        base = base.replace("your runs", f"your runs ({task})")
     return f"{base}:\n{source}" if named and source else base
 
 
-def _top1_groups(rows: Sequence[dict]) -> dict[str | None, list[dict]]:
-    """The plotted rows (`_series`) with a top-1 by `top1_table`: published tables first, then the user's runs, then
-    unrecorded."""
-    groups: dict[str | None, list[dict]] = {}
+def _top1_groups(rows: Sequence[dict]) -> dict[tuple[str | None, str | None], list[dict]]:
+    """The plotted rows (`_series`) with a top-1 by (`top1_table`, ``top1_task``): published tables first, then the
+    user's runs (one group per task they measured), then unrecorded."""
+    groups: dict[tuple[str | None, str | None], list[dict]] = {}
     for r in (r for rs in _series(rows).values() for r in rs):
         if r.get("top1") is not None:
-            groups.setdefault(top1_table(r), []).append(r)
+            groups.setdefault((top1_table(r), r.get("top1_task")), []).append(r)
     order = {t: i for i, t in enumerate(TABLES)}
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0] is None, order.get(kv[0], len(order)), kv[0] or "")))
+
+    def rank(key):
+        (table, task), _ = key
+        return table is None, order.get(table, len(order)), table or "", task or ""
+
+    return dict(sorted(groups.items(), key=rank))
 
 
 def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target_fps: float = 24.0) -> Path:
-    """One panel per accuracy source (`top1_table`), stacked on one latency axis: top-1s of different sources are
-    not comparable (10-class runs against ImageNet tables), so they get neither one y axis nor one Pareto front
-    (refusing would lose the plot of a finished bench; separate files would hide that the other exists). One source
-    draws one panel, labelled as before."""
+    """One panel per accuracy source (`top1_table`; the user's runs, one per task they measured: `top1_task`),
+    stacked on one latency axis: top-1s of different sources are not comparable (10-class runs against ImageNet
+    tables, or two 10-class sets), so they get neither one y axis nor one Pareto front (refusing would lose the plot
+    of a finished bench; separate files would hide that the other exists). One source draws one panel, labelled as
+    before (naming the runs' task where the rows record it)."""
     plt = _pyplot()
     groups = _top1_groups(rows)
     if not groups:  # no top-1 at all: the empty axis of the source the rows name
-        groups = {"measured" if any(r.get("top1_table") == "measured" for r in rows) else "tfslim": []}
+        groups = {("measured" if any(r.get("top1_table") == "measured" for r in rows) else "tfslim", None): []}
     named = len(groups) > 1
     fig, axes = plt.subplots(len(groups), 1, figsize=(7, 5 if not named else 1 + 3.5 * len(groups)), sharex=True,
                              squeeze=False)  # fmt: skip
     names = list(_series(rows))  # colours over every panel: a runtime keeps its colour
-    for ax, (table, group) in zip(axes[:, 0], groups.items(), strict=True):
+    for ax, ((table, task), group) in zip(axes[:, 0], groups.items(), strict=True):
         _accuracy_panel(ax, _series(group), names, target_fps)
-        ax.set(xscale="log", ylabel=top1_ylabel(table, named))
+        ax.set(xscale="log", ylabel=top1_ylabel(table, named, task))
         _plain_log_ticks(ax, "x")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
