@@ -1049,6 +1049,33 @@ def test_the_sigterm_handler_says_so_past_sys_stderr_which_it_may_have_interrupt
     assert "SIGTERM: stopping at the end of this step" in capfd.readouterr().err
 
 
+def test_under_torchrun_a_sigterm_soon_after_the_first_is_the_same_request(monkeypatch):
+    """Slurm and systemd send SIGTERM to every process of the job, and torchrun forwards the one it got: each worker
+    gets two, milliseconds apart, and the second one stopped it at once, without the checkpoint the first asked
+    for. Within `stopping.TOGETHER_S` of the first, another SIGTERM is now the same request; later, it still stops
+    at once; in one process (``together_s`` 0, torchrun's forwarding absent) a second one always does."""
+    from mobilenets import stopping
+    from mobilenets.stopping import TOGETHER_S, StopRequest, Terminated
+
+    now = [100.0]
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: now[0])
+    messages: list[str] = []
+    stop = StopRequest()
+    with stop.deferred(messages.append, together_s=TOGETHER_S):
+        stop.handle(signal.SIGTERM, None)
+        now[0] += TOGETHER_S * 0.99
+        stop.handle(signal.SIGTERM, None)  # the same request: it neither raises nor says it again
+        assert stop.requested and len(messages) == 1 and "every process agrees on" in messages[0]
+        now[0] += TOGETHER_S * 0.02
+        with pytest.raises(Terminated):
+            stop.handle(signal.SIGTERM, None)
+    stop = StopRequest()
+    with stop.deferred(messages.append):
+        stop.handle(signal.SIGTERM, None)
+        with pytest.raises(Terminated):
+            stop.handle(signal.SIGTERM, None)  # no time at all after the first
+
+
 def test_a_run_folder_stays_locked_until_a_checkpoint_still_being_written_lands(tmp_path, monkeypatch):
     """After a second Ctrl-C the run lets go of its folder while `settle` left a checkpoint write going on: a
     resume started then took the folder and removed that write's staging file as a killed write's, so the
@@ -1443,6 +1470,119 @@ def test_each_process_draws_its_own_dropout_masks_and_a_resume_goes_on_with_them
     a = read_state_dict(ref / "model" / "model.safetensors")
     b = read_state_dict(run / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# `mobilenets` with each process writing its pid to OUT.pid-RANK, then after each optimizer step the steps it has
+# done to OUT.step-RANK, and its exit status to OUT.status-RANK
+STEP_PROBE = """
+import os, sys
+from pathlib import Path
+from mobilenets import engine
+from mobilenets.cli import main
+
+out, rank = sys.argv[sys.argv.index("--out") + 1], os.environ["RANK"]
+
+def write(name, text):
+    Path(f"{out}.{name}-{rank}.tmp").write_text(text)
+    os.replace(f"{out}.{name}-{rank}.tmp", f"{out}.{name}-{rank}")  # whole, for the test that polls it
+
+write("pid", str(os.getpid()))
+step = engine.train_step
+
+def counted(model, images, labels, ctx, global_step):
+    result = step(model, images, labels, ctx, global_step)
+    write("step", str(global_step + 1))
+    return result
+
+engine.train_step = counted
+status = main(sys.argv[1:])
+write("status", str(status))
+sys.exit(status)
+"""
+
+
+def _probed(run: Path, name: str, rank: int) -> int | None:
+    """What `STEP_PROBE` wrote as ``name`` for process ``rank`` of the run in ``run``, None before it did."""
+    path = Path(f"{run}.{name}-{rank}")
+    return int(path.read_text()) if path.exists() else None
+
+
+@pytest.fixture(scope="module")
+def torchrun_sigterm(tmp_path_factory):
+    """A 2-process run to stop with SIGTERM (10 steps per epoch, 20 in all), and its uninterrupted reference:
+    (its arguments but --out, the launcher, the reference's folder)."""
+    tmp = tmp_path_factory.mktemp("sigterm")
+    data = copy_subset(tmp / "d", CLASSES4[:2], 40, 2)
+    launcher = tmp / "launch.py"
+    launcher.write_text(STEP_PROBE)
+    common = ["train", "--data", str(data), "--alpha", "0.25", "--resolution", "32", "--batch-size", "8",
+              "--epochs", "2", "--workers", "0", "--threads", "1", "--deterministic", "--quiet"]  # fmt: skip
+    ref = tmp / "ref"
+    proc = torchrun([*common, "--out", str(ref)], timeout=120, program=(str(launcher),))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return common, launcher, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to", ["torchrun", "rank 1", "every process"])
+def test_sigterm_under_torchrun_stops_every_process_after_one_step_with_its_checkpoint(torchrun_sigterm, tmp_path, to):
+    """SIGTERM to a 2-process torchrun job during epoch 1: to torchrun (``kill``, Kubernetes' to a pod whose first
+    process it is), which forwards it to each process; to rank 1 alone (one machine's of a job of several); to every
+    process (Slurm's to a job step, systemd's to a unit), each then getting torchrun's too, milliseconds later, which
+    is the same request, not a second one. Every process stopped at once, and the resume redid every step since the
+    last checkpoint; now they agree on a step (`stopping.StopAgreement`), rank 0 saves a checkpoint of it, and each
+    ends there with status 143 and its one line. The resume (run for Slurm's case only: it is the same wherever the
+    signal came from) loses no step and ends bit-identical to an uninterrupted run."""
+    common, launcher, ref = torchrun_sigterm
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(launcher),
+           *common, "--out", str(run)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        deadline, seen = time.time() + 120, None
+        while time.time() < deadline and proc.poll() is None:
+            if (seen := _probed(run, "step", 0)) is not None and seen >= 3:
+                workers = [_probed(run, "pid", rank) for rank in (0, 1)]
+                if to != "rank 1":
+                    proc.send_signal(signal.SIGTERM)
+                for pid in {"torchrun": [], "rank 1": workers[1:], "every process": workers}[to]:
+                    os.kill(pid, signal.SIGTERM)
+                break
+            time.sleep(0.002)
+        try:
+            err = proc.communicate(timeout=120)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"still running 120 s after SIGTERM: {proc.communicate()[1][-2000:]}")
+    assert seen is not None and seen >= 3, err[-3000:]
+    assert proc.returncode != 0  # torchrun's own (1): it reports its processes' 143 as their failure
+    assert [_probed(run, "status", rank) for rank in (0, 1)] == [128 + signal.SIGTERM] * 2, err[-3000:]
+    ends = [line for line in err.splitlines() if "terminated by SIGTERM" in line]
+    assert len(ends) == 2 and sorted(line.startswith("[rank 1] mobilenets train: ") for line in ends) == [False, True]
+    assert all("stopped after step " in line for line in ends), ends
+    steps = {int(line.split("stopped after step ")[1].split(",")[0]) for line in ends}
+    assert len(steps) == 1, ends  # the same step on both
+    step = steps.pop()
+    # each process stopped after that step, none went on to the next; none went through a traceback of ours
+    assert seen < step < 20 and [_probed(run, "step", rank) for rank in (0, 1)] == [step, step], (seen, err)
+    assert err.count("SIGTERM: stopping at the end of a step every process agrees on") == (1 if to == "rank 1" else 2)
+    assert SRC not in err, err[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))[-1] == f"ckpt-{step:09d}.pt"
+    assert not (run / "summary.json").exists()
+    if to != "every process":
+        return
+    resumed = torchrun([*common, "--out", str(run), "--resume", "auto"], timeout=120, program=(str(launcher),))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith(f"ckpt-{step:09d}.pt") and summary["global_steps"] == 20
+    a = read_state_dict(ref / "model" / "model.safetensors")
+    b = read_state_dict(run / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["val_top1"], r["val_loss"]) for r in rows] == [
+        (r["epoch"], r["val_top1"], r["val_loss"]) for r in ref_rows
+    ]
 
 
 @pytest.mark.slow

@@ -1,20 +1,28 @@
 """How a training run stops on SIGTERM: the signal a batch scheduler (Slurm's preemption, Kubernetes' pod
-termination) or ``kill`` sends first, before SIGKILL after a grace period (30 s by default in Kubernetes).
+termination) or ``kill`` sends first, before SIGKILL after a grace period (30 s by default in Kubernetes and in
+torchrun, which forwards its SIGTERM to each process it started).
 
 Python's default for SIGTERM ends the process at once, like SIGKILL: a resume then redoes the work since the last
-checkpoint, and a checkpoint being written in the background is lost. Here, in a run of one process, the first
-SIGTERM asks the run to stop at the next optimizer step's end (or at the end of the evaluation under way), where it
-writes a checkpoint of that step and then ends as a Ctrl-C does (`Terminated`); a resume goes on from that step.
-Marian NMT's trainer does the same on SIGTERM (``src/common/signal_handling.h``: a flag the batch loop reads, then
-the training state saved). Outside the training loop (set-up, decoding), and at a second SIGTERM, `Terminated` is
-raised at once, as a Ctrl-C's KeyboardInterrupt is.
+checkpoint, and a checkpoint being written in the background is lost. Here the first SIGTERM asks the run to stop at
+an optimizer step's end (or at the end of the evaluation under way), where it writes a checkpoint of that step and
+then ends as a Ctrl-C does (`Terminated`); a resume goes on from that step. Marian NMT's trainer does the same on
+SIGTERM (``src/common/signal_handling.h``: a flag the batch loop reads, then the training state saved). Outside the
+training loop (set-up, decoding), and at a second SIGTERM, `Terminated` is raised at once, as a Ctrl-C's
+KeyboardInterrupt is.
 
-Slurm (every process of a job step) and systemd (every process of a unit's control group) send SIGTERM to the
-DataLoader workers too: they leave it to the main process and serve batches until it stops (`StoppableLoader`).
+In a run of one process that step is the one under way. Under torchrun every process must stop after the same step,
+or the others fail in their next collective: `StopAgreement` takes the largest of every process's request (so a
+SIGTERM to some processes only, as when Kubernetes stops one pod of a job of several machines, stops them all) in an
+all-reduce on a gloo group of its own, launched at each step's end and read at the next step's end, so that the host
+never waits for the device for it; the processes stop one step later than one process would, and none ends before
+the main process's checkpoint is on disk (torchrun stops the others as soon as one ends). Megatron-LM's
+``--exit-signal-handler`` (``megatron/training/dist_signal_handler.py``) gathers the same flag every iteration, but
+blocking and on the GPU, a host-device sync each step; torchrun itself only forwards the signal. Under torchrun a
+SIGTERM within `TOGETHER_S` of the first is the same request, not a second one: Slurm (every process of a job step)
+and systemd (every process of a unit's control group) signal each process themselves, and torchrun forwards its own.
 
-Under torchrun the processes would have to agree on the step to stop at, a collective every step (a host-device
-sync on a GPU); they stop at once instead (torchrun forwards SIGTERM to each), and the run resumes from its last
-checkpoint, as before.
+Slurm and systemd send SIGTERM to the DataLoader workers too: they leave it to the main process and serve batches
+until it stops (`StoppableLoader`).
 """
 
 from __future__ import annotations
@@ -23,11 +31,18 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
+import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
+
+# seconds after a first SIGTERM within which another is the same request (`StopRequest.deferred`'s ``together_s``):
+# under torchrun a worker gets the scheduler's SIGTERM and torchrun's forwarded one, milliseconds apart
+TOGETHER_S = 5.0
 
 
 class Terminated(KeyboardInterrupt):
@@ -52,12 +67,14 @@ class StopRequest:
         self.requested = False
         self._defer = False
         self._say = say_now  # set by `deferred`, the only block in which the handler speaks
+        self._together_s, self._first = 0.0, 0.0
 
     @contextmanager
-    def deferred(self, say: Callable[[str], None] = say_now) -> Iterator[None]:
-        """Within the block, a first SIGTERM sets ``requested``: the caller stops at the next step's end. The
-        handler says so with ``say``."""
-        self._defer, self._say = True, say
+    def deferred(self, say: Callable[[str], None] = say_now, together_s: float = 0.0) -> Iterator[None]:
+        """Within the block, a first SIGTERM sets ``requested``: the caller stops at the next step's end (under
+        torchrun, ``together_s`` > 0: at the step every process agrees on, `StopAgreement`), and another SIGTERM
+        within ``together_s`` of it is the same request, not a second one. The handler says so with ``say``."""
+        self._defer, self._say, self._together_s = True, say, together_s
         try:
             yield
         finally:
@@ -65,10 +82,61 @@ class StopRequest:
 
     def handle(self, signum: int, frame) -> None:
         if self._defer and not self.requested:
-            self.requested = True
-            self._say("SIGTERM: stopping at the end of this step, with a checkpoint (a second SIGTERM stops at once)")
+            self.requested, self._first = True, time.monotonic()
+            self._say(
+                "SIGTERM: stopping at the end of this step, with a checkpoint (a second SIGTERM stops at once)"
+                if not self._together_s
+                else "SIGTERM: stopping at the end of a step every process agrees on, with a checkpoint (a second "
+                f"SIGTERM, {self._together_s:g} s or more after the first, stops at once)"
+            )
             return
+        if self._defer and time.monotonic() - self._first < self._together_s:
+            return  # the scheduler's and torchrun's SIGTERM of the same stop
         raise Terminated
+
+
+class StopAgreement:
+    """Under torchrun: whether any process's `StopRequest` asked to stop, the same answer on every process at the
+    same step (`stopping`). The all-reduce (MAX of a 0/1 host tensor) runs on ``group``, a gloo group kept for it, so
+    that it neither waits for the device nor falls between the gradient all-reduces of the default group; each
+    process calls `at_step_end` and `at_epoch_end` at the same points, so the collectives on ``group`` match."""
+
+    def __init__(self, stop: StopRequest, group=None) -> None:
+        """``group``: a new gloo group of every process by default (`torch.distributed.new_group`, which every
+        process calls at the same point)."""
+        self.stop = stop
+        self.group = group if group is not None else dist.new_group(backend="gloo")
+        self._pending: tuple | None = None  # (work, tensor) of the all-reduce launched at the last step's end
+
+    def at_step_end(self) -> bool:
+        """Whether every process agreed to stop, as they were at the previous step's end (False at an epoch's first
+        step); this step's own requests are the next step's answer. The host waits only for the other processes'
+        hosts to have reached the previous step's end."""
+        agreed = self._take()
+        self._pending = self._launch()
+        return agreed
+
+    def at_epoch_end(self) -> bool:
+        """Whether any process asked to stop by now (blocking: once an epoch, after its evaluation)."""
+        agreed = self._take()
+        self._pending = self._launch()
+        return self._take() or agreed
+
+    def all_stop(self) -> None:
+        """Wait until every process is here: where they stop, so that none ends (and torchrun, seeing it end, stops
+        the others at once) before the main process's checkpoint is on disk."""
+        dist.barrier(group=self.group)
+
+    def _launch(self) -> tuple:
+        flag = torch.tensor([int(self.stop.requested)], dtype=torch.int32)
+        return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag
+
+    def _take(self) -> bool:
+        if self._pending is None:
+            return False
+        (work, flag), self._pending = self._pending, None
+        work.wait()
+        return bool(flag.item())  # a host tensor: no device sync
 
 
 @contextmanager
@@ -140,4 +208,4 @@ def _outlast_sigterm(main: int, then: Callable[[int], None] | None, worker_id: i
         then(worker_id)
 
 
-__all__ = ["StopRequest", "StoppableLoader", "Terminated", "say_now", "sigterm_stops"]
+__all__ = ["TOGETHER_S", "StopAgreement", "StopRequest", "StoppableLoader", "Terminated", "say_now", "sigterm_stops"]

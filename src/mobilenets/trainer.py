@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, s
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD
-from .stopping import StoppableLoader, StopRequest, Terminated, sigterm_stops
+from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
 from .train_config import ConfigError, TrainConfig, first_differences
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -604,6 +604,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, env: DistEnv, stop: StopRequest | None = None) -> None:
         self.cfg, self.env = cfg, env
         self.stop = stop or StopRequest()  # what a SIGTERM asked (`stopping`): `train` installs its handler
+        self.agreement: StopAgreement | None = None  # under torchrun, what every process's SIGTERMs asked (`run`)
         self.out = Path(cfg.out)
         self.say = lambda msg: log(env, cfg.quiet, msg)
         self.epochs = cfg.epochs  # what --time-budget plans (budget.py); --epochs otherwise
@@ -1187,10 +1188,11 @@ class _Run:
                 return
             # and so does the --max-steps step's, after the epoch's row (where the summary's final scores come from)
             last = cfg.max_steps is not None and global_step >= cfg.max_steps
-            if (cfg.save_every and global_step % cfg.save_every == 0) or (self.stop.requested and not last):
+            agreed = self.agreement.at_step_end() if self.agreement else None  # every process, every such step
+            if (cfg.save_every and global_step % cfg.save_every == 0) or (self._asked(agreed) and not last):
                 self._checkpoint(cur["epoch"], step_in_epoch, totals())  # totals(): on every process
                 if not last:
-                    self._stop_if_asked(global_step)
+                    self._stop_if_asked(global_step, agreed)
 
         ctx = StepContext(
             optimizer=self.optimizer,
@@ -1223,8 +1225,14 @@ class _Run:
             f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
             f"world size {env.world_size}, device {env.device}"
         )
-        # one process stops at a step's end on SIGTERM, with a checkpoint; several stop at once (`stopping`)
-        with nullcontext() if env.distributed else self.stop.deferred():
+        # SIGTERM stops the run at a step's end, with a checkpoint; under torchrun at one every process agrees on
+        if env.distributed:
+            self.agreement = StopAgreement(self.stop)  # (a collective: every process, here)
+            rank = f"[rank {env.rank}] " if env.rank else ""  # as the CLI's lines say it
+            deferred = self.stop.deferred(lambda msg: say_now(rank + msg), together_s=TOGETHER_S)
+        else:
+            deferred = self.stop.deferred()
+        with deferred:
             history, last_train_bad, last_val = self._epochs(ctx, amp_dtype, cur)
         last_val_bad = None
         if not history and last_val is None and self.global_step and not self._summary_is_current():
@@ -1244,7 +1252,8 @@ class _Run:
     def _epochs(self, ctx: StepContext, amp_dtype, cur: dict) -> tuple[list[dict], BadFiles, dict | None]:
         """Train the epochs left (`run`), each scored and saved as --eval-every and --checkpoint-every say:
         (metrics rows, the last epoch's unreadable train files, the last evaluation). A SIGTERM asked for
-        (`stopping`) ends it at the next step's end, or at this epoch's, with a checkpoint there."""
+        (`stopping`) ends it at the next step's end (under torchrun, the one after: `StopAgreement`), or at this
+        epoch's, with a checkpoint there."""
         cfg, env = self.cfg, self.env
         history: list[dict] = []
         last_train_bad, last_val = BadFiles(), None
@@ -1320,26 +1329,36 @@ class _Run:
                     else ""
                 )
             )
+            agreed = self.agreement.at_epoch_end() if self.agreement else None  # every process, every epoch
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
                 done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
-                self._stop_if_asked(self.global_step)  # as at an epoch's end: a resume finishes the run
+                self._stop_if_asked(self.global_step, agreed)  # as at an epoch's end: a resume finishes the run
                 break
-            if _due(epoch, cfg.checkpoint_every, self.epochs) or self.stop.requested:
+            if _due(epoch, cfg.checkpoint_every, self.epochs) or self._asked(agreed):
                 self._checkpoint(epoch + 1, 0)
-                self._stop_if_asked(self.global_step)
+                self._stop_if_asked(self.global_step, agreed)
             if self.planner is not None:
                 self.planner.record(self.clock() - t_epoch - (eval_s or 0.0), eval_s)
             epoch += 1
         return history, last_train_bad, last_val
 
-    def _stop_if_asked(self, global_step: int) -> None:
-        """End the run as SIGTERM asked (`stopping`), once the checkpoint just saved at ``global_step`` is on disk.
-        Called right after that checkpoint only: a SIGTERM landing after the check that decided not to save one is
-        the next step's to act on (called after every step, it stopped the run at a step with no checkpoint, saying
-        it had one), and one landing while it was saved is this step's."""
-        if self.stop.requested:
+    def _asked(self, agreed: bool | None) -> bool:
+        """Whether SIGTERM asked the run to stop here: in one process, as the request is now; under torchrun,
+        ``agreed``, what every process agreed on at this point (`stopping.StopAgreement`): one process's own request
+        alone would stop it without the others, which would then fail in their next collective."""
+        return self.stop.requested if agreed is None else agreed
+
+    def _stop_if_asked(self, global_step: int, agreed: bool | None = None) -> None:
+        """End the run as SIGTERM asked (`stopping`, `_asked`), once the checkpoint just saved at ``global_step`` is
+        on disk. Called right after that checkpoint only: a SIGTERM landing after the check that decided not to save
+        one is the next step's to act on (called after every step, it stopped the run at a step with no checkpoint,
+        saying it had one), and one landing while it was saved is this step's (in one process; under torchrun the
+        next agreement's)."""
+        if self._asked(agreed):
             self.checkpoints.wait()
+            if self.agreement is not None:
+                self.agreement.all_stop()  # the others end once the main process's checkpoint is on disk
             raise Terminated(f"stopped after step {global_step}, where a checkpoint was saved")
 
     def _epochs_reached(self, history: list[dict]) -> int:
