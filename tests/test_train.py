@@ -1970,6 +1970,41 @@ def test_param_groups_no_decay_on_depthwise_bn_bias():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def test_param_groups_tell_depthwise_filters_by_their_groups_not_their_width():
+    """The paper's no-decay rule (Section 3.2) is for depthwise filters, one per channel: a grayscale model's stem,
+    a conv of one input channel (groups 1 == in_channels 1), is an ordinary conv whose weights decay, and a depthwise
+    conv of two channels (``min_channels=2``) is still depthwise."""
+    gray = dict(in_chans=1, mean=(0.5,), std=(0.25,), alpha=0.0625, min_channels=2)
+    model = create_model("mobilenet_v1_025", num_classes=3, **gray)
+    assert model.stem.conv.in_channels == 1 and model.blocks[0].dw.conv.groups == 2
+    by_id = {id(p): g for g in param_groups(model, TrainConfig(weight_decay=1e-4), 1.0) for p in g["params"]}
+    assert by_id[id(model.stem.conv.weight)]["weight_decay"] == 1e-4
+    assert by_id[id(model.blocks[0].dw.conv.weight)]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "name, kind, settings",
+    [
+        ("rmsprop", RMSpropTF, {"decay": 0.8, "momentum": 0.7, "eps": 1.0}),
+        ("rmsprop_torch", torch.optim.RMSprop, {"alpha": 0.8, "momentum": 0.7, "eps": 1.0}),
+        ("sgd", torch.optim.SGD, {"momentum": 0.7, "nesterov": False}),
+        ("nesterov", torch.optim.SGD, {"momentum": 0.7, "nesterov": True}),
+        ("adamw", torch.optim.AdamW, {"betas": (0.9, 0.999), "eps": 1e-8}),
+    ],
+)
+def test_each_optimizer_option_builds_that_optimizer_with_the_recipe_s_settings(name, kind, settings):
+    """--optimizer picks the update rule (rmsprop is TF's, `RMSpropTF`; rmsprop_torch PyTorch's), and the recipe's
+    momentum, decay and epsilon reach it; a model with nothing to train is an error, not a run that learns nothing."""
+    model = create_model("mobilenet_v1_025", num_classes=3)
+    cfg = resolve(optimizer=name, momentum=0.7, rmsprop_decay=0.8)
+    opt = build_optimizer(model, cfg, 0.1)
+    assert type(opt) is kind
+    assert all(group[k] == v for group in opt.param_groups for k, v in settings.items())
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(model, cfg, 0.1)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("name", ["nesterov", "adamw"])
 def test_optimizer_is_fused_on_cuda_only(device, name):
@@ -1998,11 +2033,19 @@ def test_rmsprop_tf_semantics_and_schedules():
         mom = 0.5 * mom + 0.1 * g / torch.sqrt(ms + 1.0)
         ref = ref - mom
     assert torch.allclose(w.detach(), ref)
+    # weight decay as TF's L2 loss term: its gradient wd * w joins the gradient before the mean square
+    v = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    v.grad = g.clone()
+    RMSpropTF([v], lr=0.1, decay=0.9, momentum=0.5, eps=1.0, weight_decay=0.5).step()
+    gd = g + 0.5 * torch.tensor([1.0, -2.0])
+    assert torch.allclose(v.detach(), torch.tensor([1.0, -2.0]) - 0.1 * gd / torch.sqrt(0.9 + 0.1 * gd * gd + 1.0))
     cfg = TrainConfig(schedule="exponential", lr_decay=0.5, lr_decay_epochs=2.0)
     assert [lr_factor(cfg, s, 10) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
     cos = TrainConfig(schedule="cosine", epochs=2, warmup_epochs=1.0, min_lr_ratio=0.1)
     assert lr_factor(cos, 0, 10) == pytest.approx(0.1) and lr_factor(cos, 9, 10) == 1.0
     assert lr_factor(cos, 10, 10) == pytest.approx(1.0) and lr_factor(cos, 20, 10) == pytest.approx(0.1)
+    # half way through the cosine (after the warm-up), half way between the peak and the floor
+    assert lr_factor(cos, 15, 10) == pytest.approx(0.55)
 
 
 @pytest.mark.parametrize(
