@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from mobilenets import MobileNetV1, kernels, load, save
 from mobilenets import trainer as trainer_module
@@ -34,7 +36,7 @@ from mobilenets.engine import (
 )
 from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, lr_factor, param_groups
 from mobilenets.registry import create_model
-from mobilenets.train_config import ConfigError, TrainConfig, load_yaml, resolve
+from mobilenets.train_config import ConfigError, TrainConfig, first_differences, load_yaml, resolve
 from mobilenets.trainer import build_model, evaluate_weights, train
 from mobilenets.weights import read_config, read_state_dict
 
@@ -2779,7 +2781,7 @@ def test_absolute_paths_keep_a_torchvision_teacher_s_name_and_compare_by_what_th
     cfg = TrainConfig(data="d", out="o/", init="../x/w", teacher="t", resume="auto").absolute_paths()
     assert (cfg.data, cfg.out, cfg.init) == (str(here / "d"), str(here / "o"), str(here / ".." / "x" / "w"))
     assert (cfg.teacher, cfg.resume) == (str(here / "t"), "auto")
-    tv = TrainConfig(teacher="resnet18", teacher_weights="tw.pt").absolute_paths()
+    tv = TrainConfig(teacher="resnet18", teacher_weights="tw.pt").validate().absolute_paths()  # the two together
     assert (tv.teacher, tv.teacher_weights) == ("resnet18", str(here / "tw.pt"))
     assert cfg.differences({"init": str(here.parent / "x" / "w"), "teacher": "./t", "data": "/elsewhere",
                             "teacher_resolution": "own"}) == []  # fmt: skip
@@ -2794,6 +2796,57 @@ def test_absolute_paths_keep_a_torchvision_teacher_s_name_and_compare_by_what_th
     # a name that is no folder here is a torchvision model's: not the same as a folder of that name saved elsewhere
     assert TrainConfig(teacher="resnet18").differences({"teacher": str(here / "resnet18")}) != []
     assert TrainConfig(teacher="resnet18").absolute_paths().teacher == "resnet18"
+    # a path given then and none now (or another type) is a difference, not a path to compare
+    assert TrainConfig().differences({"init": "w", "epochs": 3}) == [
+        "init='w' there, None here",
+        "epochs=3 there, 10 here",
+    ]
+
+
+def test_a_refused_resume_names_the_first_four_differences_and_counts_the_rest():
+    """The resume refusal's message (`first_differences`) stays one readable line however many settings changed."""
+    saved = {"epochs": 3, "lr": 0.1, "seed": 5, "momentum": 0.5, "batch_size": 8}
+    differ = TrainConfig().differences(saved)
+    assert len(differ) == 5
+    assert first_differences(differ) == "; ".join(differ[:4]) + " and 1 more"
+    assert first_differences(differ[:4]) == "; ".join(differ[:4])
+
+
+def test_a_recipe_that_is_not_text_is_one_error_naming_it(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(b"lr: 0.1\n\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"r\.yaml: not a YAML text file \(invalid start byte at byte 8\)"):
+        load_yaml(recipe)
+
+
+def test_defaults_follow_torchvision_s_crop_flip_every_epoch_and_take_no_speed_option():
+    """Without a recipe a run augments as torchvision's RandomResizedCrop does by default (scale from 0.08, ratio
+    3/4 to 4/3) with flips, checkpoints every epoch, and runs PyTorch's plain path: the speed options (layouts,
+    padding, kernels, compilation) are for a machine that was measured to gain from them."""
+    crop, cfg = v2.RandomResizedCrop(8), TrainConfig()
+    assert (cfg.scale_min, cfg.ratio_min, cfg.ratio_max) == (crop.scale[0], *crop.ratio) and cfg.hflip is True
+    assert cfg.checkpoint_every == 1 and cfg.seed == 0
+    speed = (cfg.channels_last, cfg.pad_stem, cfg.compile, cfg.step_graph, cfg.data_on_device, cfg.depthwise)
+    assert speed == (False, False, False, False, False, "conv")
+
+
+@pytest.mark.parametrize(
+    "name, edge, beyond",
+    [
+        ("lr", 1e-9, 0.0),  # a rate of 0 trains nothing
+        ("ratio_max", 1.0, 0.0),  # named itself, not as the ratio_min it leaves no room for
+        ("cache_budget_gb", 0.5, -0.5),  # 0.5 GiB is a budget; 0 never caches under auto
+        ("ema_decay", 0.0, 1.0),  # 0 is off; at 1 the average would never move from the initial weights
+        ("betas", [0.0, 0.999], [0.9, 1.0]),  # Adam's betas in [0, 1): at 1 a moment never forgets
+        ("seed", 2**63 - 1, 2**63),  # torch's generators take the largest; the sampler adds the epoch
+    ],
+)
+def test_option_bounds_take_their_edge_and_refuse_the_value_beyond(name, edge, beyond):
+    """Each bound where the field's help and error message put it: the edge value trains, the next is one error
+    naming the option and the value."""
+    assert getattr(resolve(**{name: edge}), name) == edge
+    with pytest.raises(ConfigError, match=rf"^{name}={re.escape(repr(beyond))} is not allowed: {name} must be "):
+        resolve(**{name: beyond})
 
 
 def test_a_full_disk_while_logging_an_epoch_names_the_log(tmp_path, monkeypatch):
