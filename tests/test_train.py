@@ -1029,6 +1029,38 @@ def test_sigterm_is_deferred_only_inside_the_training_loop_and_a_second_one_stop
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_sigterm_stops_leaves_a_caller_s_own_sigterm_handling_alone():
+    """A caller that ignores or handles SIGTERM keeps its choice (`sigterm_stops` installs nothing over it), and a
+    thread other than the main one, where Python can install no handler, runs the block as it is. After the
+    training loop's `deferred` block a SIGTERM is acted on at once again."""
+    import threading
+
+    from mobilenets.stopping import StopRequest, Terminated, sigterm_stops
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with sigterm_stops(StopRequest()):
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ran = []
+
+    def block() -> None:
+        with sigterm_stops(StopRequest()) as stop:
+            ran.append(stop)
+
+    thread = threading.Thread(target=block)
+    thread.start()
+    thread.join()
+    assert len(ran) == 1 and signal.getsignal(signal.SIGTERM) == previous
+    stop = StopRequest()
+    with stop.deferred(ran.append):
+        pass
+    with pytest.raises(Terminated):  # out of the training loop again (saving, tearing down): a SIGTERM stops at once
+        stop.handle(signal.SIGTERM, None)
+    assert not stop.requested
+
+
 def test_the_sigterm_handler_says_so_past_sys_stderr_which_it_may_have_interrupted(capfd, monkeypatch):
     """The handler runs between two bytecodes of the main thread, maybe inside ``sys.stderr.write`` (a progress
     line): ``print`` there raises "reentrant call", and the run failed from the handler with a traceback instead of
