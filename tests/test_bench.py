@@ -5,6 +5,7 @@ import math
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -398,6 +399,57 @@ def test_shallow_and_conv_rows_get_no_top1_of_the_standard_model():
     cfg = bench.BenchConfig(models=(label,), runtimes=("torch",), **{**TINY, "batch": 0})
     row = bench.measure(model, spec, "torch", threads=1, cfg=cfg, label=label, accuracy=accuracy.table_model())
     assert row["model"] == "mobilenet_v1_shallow" and (row["top1"], row["top1_source"]) == (None, None)
+
+
+def test_accuracy_model_at_its_edges(tmp_path):
+    """`accuracy.AccuracyModel` where its rules meet: no point is an error; the table's smallest alpha between two
+    printed resolutions is inside the table (interpolated); runs of one alpha at two resolutions estimate that
+    alpha's other resolutions but no other alpha, and the note says which is missing; a row measured at one
+    resolution borrows the slope fitted to all the points; and a run's top-1 of exactly 100% is a percentage."""
+    with pytest.raises(ValueError, match="at least one"):
+        accuracy.AccuracyModel({})
+    assert accuracy.table_model().predict(0.25, 200)[1] == "interpolated"
+    one_alpha = accuracy.AccuracyModel({(0.5, 128): 60.0, (0.5, 160): 64.0}, "measured")
+    assert one_alpha.predict(0.5, 192)[0] > 64.0 and one_alpha.predict(0.75, 128) == (None, "unknown")
+    assert "so other alphas get no top-1" in one_alpha.coverage_note()
+    assert "so other models get no top-1" in accuracy.AccuracyModel({(0.5, 128): 60.0}, "measured").coverage_note()
+    points = {(0.5, 128): 60.0, (0.5, 160): 64.0, (0.25, 128): 45.0}
+    x = {k: math.log(accuracy.model_macs(*k)) for k in [*points, (0.25, 160)]}
+    slope = np.polyfit([x[k] for k in points], list(points.values()), 1)[0]
+    expected = 45.0 + slope * (x[(0.25, 160)] - x[(0.25, 128)])
+    assert accuracy.AccuracyModel(points, "measured").predict(0.25, 160)[0] == pytest.approx(expected)
+    # three alphas, each row a line through its two points: a measured alpha's other resolution is on its own row,
+    # an alpha beyond them on the segment of the last two rows
+    grid = {
+        (0.5, 128): 60.0,
+        (0.5, 160): 64.0,
+        (0.75, 128): 66.0,
+        (0.75, 160): 69.0,
+        (1.0, 128): 67.0,
+        (1.0, 160): 70.0,
+    }
+    x = {(a, r): math.log(accuracy.model_macs(a, r)) for a in (0.5, 0.75, 1.0, 1.25) for r in (128, 160, 192)}
+    model = accuracy.AccuracyModel(grid, "measured")
+    own_row = 66.0 + 3.0 * (x[0.75, 192] - x[0.75, 128]) / (x[0.75, 160] - x[0.75, 128])
+    assert model.predict(0.75, 192) == (pytest.approx(own_row), "extrapolated")
+    beyond = 66.0 + 1.0 * (x[1.25, 128] - x[0.75, 128]) / (x[1.0, 128] - x[0.75, 128])
+    assert model.predict(1.25, 128) == (pytest.approx(beyond), "extrapolated")
+    for top1 in (100.0, 100.5):
+        path = tmp_path / f"{top1}.json"
+        path.write_text(json.dumps({"spec": {"alpha": 0.5, "resolution": 128}, "final_top1": top1}))
+        if top1 == 100.0:
+            assert accuracy.read_summary(path) == (0.5, 128, 100.0)
+        else:
+            with pytest.raises(ValueError, match=r"top-1 100.5 is not a percentage"):
+                accuracy.read_summary(path)
+    # runs validated on other classes: the message names three of the four that are not in both, and says more are
+    runs = []
+    for name, classes in (("a", "cdefghijkl"), ("b", "cdefghijmn")):
+        runs.append(tmp_path / f"{name}.json")
+        spec = {"alpha": 0.5, "resolution": 128, "num_classes": 10}
+        runs[-1].write_text(json.dumps({"spec": spec, "final_top1": 50.0, "per_class_top1": dict.fromkeys(classes, 1)}))
+    with pytest.raises(ValueError, match=r"\(not in both: k, l, m, \.\.\.\)"):
+        accuracy.from_summaries(runs)
 
 
 def test_openvino_runs_each_batch_size_on_a_static_shape_compile():
