@@ -1815,6 +1815,27 @@ def test_dataset_structure_errors(tmp_path):
         scan_dataset(data, classes=[CLASSES4[0], CLASSES4[0], CLASSES4[1]])
     with pytest.raises(DataError, match=r"dataset folder not found \(it is a file\)"):
         scan_dataset(data / "train" / "extra" / "x.jpg")
+    (tmp_path / "flat").mkdir()
+    shutil.copy(data / "train" / "extra" / "x.jpg", tmp_path / "flat" / "x.jpg")  # images, but no class folders
+    with pytest.raises(DataError, match=r"flat: no class folders \(expected .*flat/<class>/<image files>\)"):
+        scan_split(tmp_path / "flat")
+
+
+def test_bad_file_reports_count_every_file_and_name_the_first_ten():
+    """A split of thousands of broken files reports their count and ten of them (per process, then merged), not
+    thousands of lines."""
+    from mobilenets.data import BadFiles
+
+    here, there = BadFiles(), BadFiles()
+    for i in range(7):
+        here.add(f"a{i}.jpg", "empty file")
+        there.add(f"b{i}.jpg", "empty file")
+    here.merge(there)
+    named = [f"a{i}.jpg: empty file" for i in range(7)] + [f"b{i}.jpg: empty file" for i in range(3)]
+    assert here.to_dict() == {"count": 14, "first": named}
+    for name in "cdef":
+        there.add(f"{name}.jpg", "truncated")
+    assert there.count == 11 and len(there.first) == 10 and there.first[-1] == "e.jpg: truncated"
 
 
 def test_images_in_class_subfolders_are_found_as_imagefolder_finds_them(tmp_path):
@@ -1840,6 +1861,12 @@ def test_a_linked_folder_loop_lists_each_file_once(tmp_path):
     (folder / "sub" / "up").symlink_to(folder, target_is_directory=True)
     names = sorted(Path(p).relative_to(folder).as_posix() for p, _ in scan_split(tmp_path / "train").samples)
     assert names == ["sub/y.png", "x.png"], names
+    # a link to a folder elsewhere is followed, as ImageFolder follows it (images gathered by linking their folders)
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (8, 6)).save(tmp_path / "elsewhere" / "z.png")
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    names = sorted(Path(p).relative_to(folder).as_posix() for p, _ in scan_split(tmp_path / "train").samples)
+    assert names == ["linked/z.png", "sub/y.png", "x.png"], names
 
 
 def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
