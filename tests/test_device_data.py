@@ -17,6 +17,7 @@ from mobilenets.device_data import (
     center_crop_batch,
     load_to_device,
     random_resized_crop_boxes,
+    square_bytes,
 )
 from mobilenets.preprocess import eval_transform, read_image
 from mobilenets.registry import model_spec
@@ -86,6 +87,20 @@ def test_crop_boxes_follow_the_scale_and_ratio_ranges():
     inside = (w < 100 - 1e-3) & (h < 100 - 1e-3)  # unclamped boxes keep the sampled aspect ratio
     assert ((w / h)[inside] >= 3 / 4 - 1e-4).all() and ((w / h)[inside] <= 4 / 3 + 1e-4).all()
     assert area.mean() > 0.55  # uniform in [0.25, 1] before clamping: mean near 0.62
+
+
+def test_device_train_batches_hold_batch_size_rows_in_the_sampler_s_order():
+    """As the host DataLoader with drop_last: len(sampler) // batch_size batches of batch_size images each, rows in
+    the sampler's order, every image beside its own label."""
+    labels = torch.arange(10)
+    images = labels.to(torch.uint8).view(10, 1, 1, 1).expand(10, 3, 8, 8).contiguous()  # image i is filled with i
+    order = [3, 1, 4, 0, 9, 2, 6, 5, 8, 7]
+    loader = DeviceTrainLoader(DeviceImages(images, labels, list(range(10))), order, 4, 8, mean=(0.0,) * 3,
+                               std=(1 / 255,) * 3, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False, seed=0)  # fmt: skip
+    batches = list(loader)
+    assert len(loader) == len(batches) == 2
+    assert [y.tolist() for _, y, _ in batches] == [order[:4], order[4:8]]
+    assert all(torch.allclose(x, y.float().view(-1, 1, 1, 1).expand_as(x)) for x, y, _ in batches)
 
 
 def test_downscaling_crops_are_antialiased():
@@ -205,6 +220,7 @@ def test_decode_all_keeps_order_holds_the_intra_op_pool_at_one_thread_and_restor
 def test_load_to_device_reports_how_long_decoding_and_the_move_took():
     samples = _samples(data_path("imagenette", "val", "n03028079"), 3)
     dev = load_to_device(samples, 40, "cpu", threads=2, keep=False)
+    assert square_bytes(3, 40) == dev.nbytes == 3 * 3 * 40 * 40  # the estimate a run checks against memory is exact
     assert set(dev.seconds) == {"decode", "to_device"} and dev.seconds["decode"] > 0
     assert all(v >= 0 for v in dev.seconds.values())
 
