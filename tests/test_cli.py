@@ -72,6 +72,29 @@ def test_paper_tables_quote_the_numbers_as_printed(capsys):
     assert {r["decimals"] for r in json.loads(out) if r["table"] == "4"} == {0, 1}  # JSON keeps the numbers
 
 
+def test_tables_align_numbers_right_words_left_and_refuse_an_unknown_format():
+    """Every table the commands print goes through `render`: a column of numbers (ints, floats, numbers formatted
+    already, and missing values shown as "-") is right-aligned so that digits line up; words and True/False are
+    left-aligned; floats of 1000 and more get thousands separators, tiny ones keep 4 significant digits."""
+    from mobilenets.formatting import counted, metric, render
+
+    rows = [
+        {"model": "a", "macs": 1000.0, "ok": True, "top1": None, "params": "4,866", "tiny": 0.001234},
+        {"model": "bb", "macs": 0.5, "ok": False, "top1": 70.25, "params": "12", "tiny": 0.01},
+    ]
+    assert render(rows).splitlines() == [
+        "model      macs  ok      top1  params      tiny",
+        "-----  --------  -----  -----  ------  --------",
+        "a      1,000.00  True       -   4,866  0.001234",
+        "bb         0.50  False  70.25      12      0.01",
+    ]
+    with pytest.raises(ValueError, match="format='xml' is not allowed"):
+        render(rows, "xml")
+    # the words of progress lines and reports: "1 epoch" but "0 epochs"; a score with 4 decimals, or n/a
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert (metric(0.123456), metric(0.5, 2), metric(None)) == ("0.1235", "0.50", "n/a")
+
+
 @pytest.mark.parametrize(
     "argv,words",
     [
