@@ -75,6 +75,37 @@ def test_grid_names_follow_alpha_and_resolution():
     assert ModelSpec(name="custom").replace(alpha=0.5).name == "custom"
 
 
+def test_off_grid_names_build_the_width_and_resolution_they_spell():
+    """bench and select print models off the paper's grid by `grid_name` (``mobilenet_v1_045_176``, 224 when the
+    resolution is left out) or as ALPHA-RESOLUTION (``0.45-176``); `create_model` must build that very model from
+    either, and a registered name moved off its layers no longer names it."""
+    for name in ("mobilenet_v1_045_176", "0.45-176"):
+        spec = model_spec(name)
+        assert (spec.alpha, spec.resolution, spec.name) == (0.45, 176, "mobilenet_v1_045_176")
+    spec = model_spec("mobilenet_v1_125", num_classes=10)
+    assert (spec.alpha, spec.resolution, spec.name, spec.num_classes) == (1.25, 224, "mobilenet_v1_125", 10)
+    assert model_spec("mobilenet_v1_shallow", alpha=0.5).name is None  # not the model called mobilenet_v1_shallow
+    with pytest.raises(ValueError, match="unknown model name 'resnet50'; known models: mobilenet_v1_100, "):
+        model_spec("resnet50")
+    with pytest.raises(ValueError, match="create_model needs a model name or a ModelSpec, got int"):
+        create_model(3)
+
+
+def test_each_builder_function_builds_its_named_model():
+    """``mobilenets.mobilenet_v1_075()`` and the other builders are timm/torchvision-style entry points: each must
+    build the model its name and docstring promise (Table 4-6 rows), with the keyword overrides applied."""
+    import torch
+
+    builders = {"mobilenet_v1_100": 1.0, "mobilenet_v1_075": 0.75, "mobilenet_v1_050": 0.5, "mobilenet_v1_025": 0.25}
+    with torch.device("meta"):  # no memory for Conv MobileNet's 29M parameters
+        for name, alpha in builders.items():
+            spec = getattr(mobilenets, name)(num_classes=7).spec
+            assert (spec.name, spec.alpha, spec.variant, spec.num_classes) == (name, alpha, "standard", 7)
+        for variant in ("shallow", "conv"):
+            spec = getattr(mobilenets, f"mobilenet_v1_{variant}")(resolution=160).spec
+            assert (spec.name, spec.variant, spec.resolution) == (f"mobilenet_v1_{variant}", variant, 160)
+
+
 def test_list_models_filters_like_timm():
     assert mobilenets.list_models("mobilenet_v1_050*") == [
         "mobilenet_v1_050",
