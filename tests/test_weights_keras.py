@@ -132,3 +132,38 @@ def test_wrong_shapes_wrong_architecture_and_corrupt_files(tmp_path):
     cut.write_bytes(keras_file().read_bytes()[:100_000])
     with pytest.raises(WeightsError, match="cut.h5: "):
         convert(cut, "keras")
+
+
+def test_the_resolution_comes_from_the_file_name_and_files_without_layer_names_still_convert(tmp_path):
+    """Keras names its files mobilenet_{alpha}_{rows}_tf[_no_top].h5; a renamed file (a download saved as
+    weights.h5) says nothing, and gets 224 with provenance saying so. Files written by Keras 3's legacy-HDF5 path
+    may lack the root's ``layer_names`` attribute: their groups are the layers."""
+    model, prov = convert(_copy(tmp_path, "mobilenet_2_5_160_tf_no_top.h5"))
+    assert model.spec.resolution == 160 and prov["keras"]["resolution_from"] == "file name"
+    renamed = _copy(tmp_path, "weights.h5")
+    with h5py.File(renamed, "a") as f:
+        del f.attrs["layer_names"]
+    model, prov = convert(renamed)
+    assert model.spec.resolution == 224 and prov["keras"]["resolution_from"] == "default 224"
+    assert model.num_features == 256
+
+
+def test_a_file_missing_a_layer_or_a_head_names_what_is_missing(tmp_path):
+    with pytest.raises(WeightsError, match=r"no_top.h5: has no classifier \(include_top=False\); it cannot give 1000"):
+        convert(keras_file(), classes=1000)
+    path = _copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["conv_dw_3_bn"]["conv_dw_3_bn"]["gamma:0"]
+    with pytest.raises(WeightsError, match="224_tf.h5: layer 'conv_dw_3_bn' has no 'gamma' weights"):
+        convert(path)
+    damaged = _copy(tmp_path, "damaged.h5")
+    with h5py.File(damaged, "a") as f:  # a kernel of text: h5py cannot read it as numbers
+        del f["conv1"]["conv1"]["kernel:0"]
+        f["conv1"]["conv1"]["kernel:0"] = np.array([b"not a kernel"])
+    with pytest.raises(WeightsError, match=r"damaged.h5: corrupt or unreadable Keras weights \(OSError: "):
+        convert(damaged)
+    with h5py.File(path, "a") as f:  # a cut-off model: conv1 is there, its last layer is not
+        del f["conv_pw_13"]
+        f.attrs["layer_names"] = np.array([n for n in f.attrs["layer_names"] if n != b"conv_pw_13"])
+    with pytest.raises(WeightsError, match=r"no layers 'conv1' ... 'conv_pw_13' \(not a Keras MobileNet file"):
+        convert(path)
