@@ -341,6 +341,44 @@ def test_non_mobilenet_tflite_graph_is_rejected(tmp_path):
         convert(path)
 
 
+def test_graphs_off_the_mobilenet_pattern_are_named_and_a_conv_without_bias_gets_zeros(tmp_path):
+    """Each way a file leaves TF-slim's graph is one line naming the operator or tensor (not "corrupt file" with a
+    KeyError); a conv whose bias input is absent (-1, as TFLite allows) adds nothing."""
+    import tflite
+
+    from .tflite_writer import mobilenet_graph, to_bytes
+
+    def written(edit, name):
+        g = mobilenet_graph(_random_tf_model(64))
+        edit(g)
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(to_bytes(g))
+        return path
+
+    def no_bias_and_valid_1x1(g):
+        g.ops[0][1][2] = -1
+        g.ops[2][4]["Padding"] = tflite.Padding.VALID  # Conv2d_1_pointwise: for a 1x1 conv VALID is SAME
+
+    model, _ = convert(written(no_bias_and_valid_1x1, "no_bias"))
+    assert torch.count_nonzero(model.stem.bn.bias) == 0 and torch.count_nonzero(model.blocks[0].dw.bn.bias) > 0
+    valid = written(lambda g: g.ops[1][4].update(Padding=tflite.Padding.VALID), "valid")
+    with pytest.raises(WeightsError, match="valid.tflite: operator 1 .* uses VALID padding; MobileNetV1 uses SAME"):
+        convert(valid)
+    branch = written(lambda g: g.ops[1][1].__setitem__(0, 0), "branch")  # op 1 reads the input, not op 0's output
+    with pytest.raises(WeightsError, match="branch.tflite: operator 1 .DEPTHWISE_CONV_2D. does not continue the"):
+        convert(branch)
+    tanh = written(lambda g: g.ops[0][4].update(FusedActivationFunction=tflite.ActivationFunctionType.TANH), "tanh")
+    with pytest.raises(WeightsError, match="tanh.tflite: operator 0 has fused activation 4, a MobileNetV1 uses RELU6"):
+        convert(tanh)
+
+    def int64_weights(g):
+        name, shape, _, buf, quant = g.tensors[1]
+        g.tensors[1] = (name, shape, tflite.TensorType.INT64, buf, quant)
+
+    with pytest.raises(WeightsError, match="int64.tflite: tensor 'Conv2d_0/weights' has unsupported type INT64"):
+        convert(written(int64_weights, "int64"))
+
+
 def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite(tmp_path, capsys):
     """Re-running a convert replaces its folder; a folder holding other weights (another file, other options, or a
     trained model) is refused with one line naming it and --overwrite, and is left as it was."""
