@@ -30,8 +30,13 @@ def test_config_records_input_convention_and_provenance(tmp_path):
     assert p["source_sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
     assert (p["source_file"], p["source_bytes"], p["converter_version"]) == ("src.bin", 3, "9")
     assert p["library_version"] == mobilenets.__version__
+    assert config["input"]["color"] == "RGB"
     imagenet = weights.input_convention(mobilenets.ModelSpec())
-    assert imagenet["value_range"][0] == pytest.approx(-0.485 / 0.229)
+    # the range over all channels: the lowest value of the red channel, the highest of the blue one
+    assert imagenet["value_range"] == pytest.approx([-0.485 / 0.229, (1 - 0.406) / 0.225])
+    assert imagenet["resize"] == "shorter side to resolution / 0.875 (bilinear), center crop"
+    grey = weights.input_convention(mobilenets.ModelSpec(in_chans=1, mean=(0.5,), std=(0.5,)))
+    assert grey["color"] == "1 channels"
 
 
 def test_create_model_with_weights(tmp_path):
@@ -66,6 +71,15 @@ def test_sniff_format(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"\x08\x07\x12\x04" + b"\0" * 12)
     with pytest.raises(WeightsError, match="x.onnx: unknown weights format"):
         sniff_format(tmp_path / "x.onnx")
+    with pytest.raises(FileNotFoundError, match="missing.tflite: no such file$"):
+        sniff_format(tmp_path / "missing.tflite")
+    # the format given by hand (--from): a missing file is named as missing, not as an unreadable HDF5 file
+    from mobilenets.convert import convert
+
+    with pytest.raises(FileNotFoundError, match="missing.h5: no such file$"):
+        convert(tmp_path / "missing.h5", "keras")
+    with pytest.raises(WeightsError, match="unknown source format 'onnx'; allowed: tflite, keras, timm"):
+        convert(tmp_path / "x.onnx", "onnx")
 
 
 @pytest.mark.parametrize(

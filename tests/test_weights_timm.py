@@ -98,6 +98,11 @@ def test_wrong_architectures_are_named(tmp_path):
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(WeightsError, match=r"blocks.3.2.conv_pw.weight has shape \(512, 256, 1, 1\)"):
         convert(tmp_path / "shape.pth")
+    state = timm.create_model("mobilenetv1_100").state_dict()
+    state["blocks.4.1.conv_pw.weight"] = torch.zeros(3072, 1024, 1, 1)  # 3 x 1024: a width MobileNetV1 does not have
+    torch.save(state, tmp_path / "wide.pth")
+    with pytest.raises(WeightsError, match="wide.pth: the last conv_pw has 3072 channels; not a MobileNetV1 with"):
+        convert(tmp_path / "wide.pth")
     torch.save(timm.create_model("mobilenetv1_100", num_classes=0).state_dict(), tmp_path / "notop.pth")
     assert convert(tmp_path / "notop.pth")[0].spec.num_classes == 0  # features only, as saved
     with pytest.raises(WeightsError, match=r"notop.pth: has no classifier \(num_classes=0\); it cannot give 1000"):
@@ -161,6 +166,8 @@ def test_hugging_face_timm_repo_layout_converts(tmp_path):
     x = photos(ours.spec, 128)
     with torch.no_grad():
         assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    (repo / "config.json").unlink()  # model.safetensors alone (downloaded by itself): no config says it is ours
+    assert convert(repo / "model.safetensors")[1]["source_format"] == "timm"
 
 
 def test_files_are_read_by_their_bytes_not_their_suffix(tmp_path):
