@@ -14,7 +14,7 @@ from mobilenets.atomic import atomic_open
 from mobilenets.labels import class_indices, imagenet_labels, imagenet_wnids
 from mobilenets.preprocess import ImageError, load_batch, read_image
 
-from .conftest import data_path
+from .conftest import data_path, dead_pid
 
 
 def test_save_load_round_trip(tmp_path):
@@ -74,6 +74,56 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_run_folders_lock_names_its_holder_and_refuses_a_second_run(tmp_path):
+    """`lock_folder` makes a run folder that does not exist yet and writes the holder's pid alone in its .lock (the
+    "in use by pid N" message reads it); a second lock while it is held is refused, one after it is released is
+    not. flock locks belong to open files, so two opens in this one process conflict as two runs would."""
+    folder = tmp_path / "runs" / "a"
+    held = atomic.lock_folder(folder)
+    assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
+    with pytest.raises(atomic.FolderInUse, match=rf"runs/a is in use by another run \(pid {os.getpid()}\)"):
+        atomic.lock_folder(folder)
+    held.close()
+    again = atomic.lock_folder(folder)
+    assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
+    again.close()
+
+
+def test_outputs_are_checked_as_a_file_or_a_folder_and_stale_staging_files_are_reported(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; name the file to write"):
+        atomic.check_writable(tmp_path)  # a file is expected unless folder=True
+    assert atomic.check_writable(tmp_path, folder=True) == tmp_path
+    assert atomic.check_writable(tmp_path / "new" / "out.onnx") == tmp_path / "new" / "out.onnx"
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        atomic.check_writable(tmp_path / "notes.txt", folder=True)
+    assert list(tmp_path.iterdir()) == [tmp_path / "notes.txt"]  # the probe left nothing, and made no folder
+    target = tmp_path / "model.onnx"
+    stale = tmp_path / f".model.partial-{atomic.HOST}-{dead_pid()}.onnx"
+    stale.write_bytes(b"half")
+    assert atomic.remove_stale_staging(target) == [stale] and not stale.exists()
+
+
+def test_metrics_rows_are_read_and_only_a_torn_last_line_is_dropped(tmp_path):
+    """A run killed while appending leaves its last metrics.jsonl line torn: a resume drops that line (and is told
+    which); any other line that is no row is an error naming the file and line, never a guess."""
+    path = tmp_path / "metrics.jsonl"
+    rows = ['{"epoch": 0, "loss": 2.1}', '{"epoch": 1, "loss": 1.7}']
+    path.write_text("\n".join(rows) + '\n\n{"epoch": 2, "lo')
+    torn = []
+    assert atomic.read_metrics(path, lambda p, i: torn.append(i)) == [(rows[0], {"epoch": 0, "loss": 2.1}),
+                                                                     (rows[1], {"epoch": 1, "loss": 1.7})]  # fmt: skip
+    assert torn == [4]
+    with pytest.raises(ValueError, match="metrics.jsonl: line 4 is not a metrics row"):
+        atomic.read_metrics(path)
+    path.write_text('{"epoch": 0}\n{"epoch": "1"}\n{"epoch": 2}\n')  # not torn: edited, in the middle
+    with pytest.raises(ValueError, match=r"line 2 is not a metrics row \(not an object with an integer 'epoch'\)"):
+        atomic.read_metrics(path, lambda p, i: torn.append(i))
+    path.write_text('{"epoch": 0}\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 2 is not a metrics row"):
+        atomic.read_metrics(path)
 
 
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="POSIX fork")
@@ -273,6 +323,19 @@ def test_labels():
     assert imagenet_labels(background=True)[0] == "background" and len(imagenet_labels(True)) == 1001
     wnids = imagenet_wnids()
     assert len(set(wnids)) == 1000 and list(wnids) == sorted(wnids) and wnids[0] == "n01440764"
+
+
+def test_a_models_outputs_are_named_by_its_labels_else_by_its_head_size():
+    """predict and eval name outputs by `resolve_labels`: a TF-slim 1001-way head's output 0 is "background" and
+    output k ImageNet class k - 1; folders are matched by `known_labels`, which makes up no ``class_<k>`` names."""
+    from mobilenets import ModelSpec
+    from mobilenets.labels import known_labels, resolve_labels
+
+    for classes, names in ((1000, imagenet_labels()), (1001, imagenet_labels(background=True))):
+        assert resolve_labels(ModelSpec(num_classes=classes)) == names == known_labels(ModelSpec(num_classes=classes))
+    assert resolve_labels(ModelSpec(num_classes=3)) == ("class_0", "class_1", "class_2")
+    assert known_labels(ModelSpec(num_classes=3)) == ()
+    assert resolve_labels(ModelSpec(num_classes=2, labels=("cat", "dog"))) == ("cat", "dog")
 
 
 def test_labels_agree_with_the_shared_class_index():
