@@ -227,6 +227,22 @@ def test_converted_weights_refuse_overrides_and_take_a_fresh_head(tmp_path):
     assert ten.classifier.out_features == 10 and torch.equal(ten.stem.conv.weight, model.stem.conv.weight)
 
 
+def test_weights_of_other_channel_counts_or_another_format_are_refused_by_name(tmp_path):
+    """create_model(name, weights=...) builds the layers the name means: weights rounded to multiples of 8 (timm's
+    rule) at alpha 0.35 have 16 stem channels where mobilenet_v1_035 has 11, and are named, not loaded under that
+    name. A config.json that is not ours (another tool's, in a folder of the same two file names) is refused."""
+    folder = mobilenets.save(mobilenets.create_model(ModelSpec(alpha=0.35, channel_divisor=8)), tmp_path / "w")
+    with pytest.raises(WeightsError, match=r"w: weights have other channel counts .*\(channel_divisor=8 there, \[16,"):
+        mobilenets.create_model("mobilenet_v1_035", weights=folder)
+    assert (
+        mobilenets.create_model(ModelSpec(alpha=0.35, channel_divisor=8), weights=folder).stem.conv.out_channels == 16
+    )
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format": "timm"}))
+    with pytest.raises(WeightsError, match="config.json: format 'timm' is not 'mobilenets-v1'"):
+        mobilenets.load(folder)
+
+
 def test_a_weights_file_other_than_the_one_config_describes_is_named_not_loaded(tmp_path):
     """save replaces model.safetensors and then config.json: a kill between them left new tensors under the old
     config, and load built the old spec around them (same shapes: silently). config.json records the weights'
