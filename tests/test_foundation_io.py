@@ -440,6 +440,32 @@ def _write_png16(path, samples: np.ndarray) -> None:
     )
 
 
+def test_sixteen_bit_samples_round_to_the_nearest_of_256_levels():
+    from mobilenets.preprocess import to_8_bits
+
+    x = np.arange(65536, dtype=np.int64)
+    assert np.array_equal(to_8_bits(x), np.rint(x * 255 / 65535))  # every 16-bit sample; none lies halfway
+
+
+def test_jpeg_frame_skips_fill_bytes_restart_markers_and_segments_to_the_frame_header():
+    """`jpeg_frame` walks the markers before the frame header (ITU-T T.81, B.1.1): 0xFF fill bytes, RSTn and TEM
+    (no length field), APPn/DHT/DAC segments (skipped by their length; DHT 0xC4, JPG 0xC8 and DAC 0xCC are no
+    SOF although they lie in 0xC0-0xCF). The device decoder takes only baseline (0xC0) 3-component frames."""
+    from mobilenets.preprocess import jpeg_frame
+
+    def sof(marker, components):  # length 8 + 3 per component, precision 8, 16 x 16 pixels
+        return bytes([0xFF, marker, 0, 8 + 3 * components, 8, 0, 16, 0, 16, components]) + b"\x01\x11\x00" * components
+
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    dac = b"\xff\xcc\x00\x04\x00\x00"
+    assert jpeg_frame(b"\xff\xd8" + app0 + sof(0xC0, 3)) == (0xC0, 3)
+    assert jpeg_frame(b"\xff\xd8\xff" + app0 + b"\xff" + sof(0xC2, 1)) == (0xC2, 1)  # fill bytes
+    assert jpeg_frame(b"\xff\xd8\xff\xd7\xff\x01" + sof(0xC0, 4)) == (0xC0, 4)  # RST7 and TEM: no length
+    assert jpeg_frame(b"\xff\xd8" + dac + sof(0xC2, 3)) == (0xC2, 3)
+    assert jpeg_frame(b"\xff\xd8" + app0 + b"\xff\xda\x00\x02" + sof(0xC0, 3)) is None  # scan data follows SOS
+    assert jpeg_frame(b"\x89PNG\r\n\x1a\n" + sof(0xC0, 3)) is None
+
+
 def test_sixteen_bit_colour_and_grey_round_alike(tmp_path):
     """The same 16-bit samples give the same 8-bit pixels as grey or colour, rounded to nearest: Pillow's 16-bit RGB
     decoding keeps the high byte (129 -> 0, 400 -> 1) where grey was rounded (129 -> 1, 400 -> 2)."""
