@@ -341,6 +341,16 @@ def test_non_mobilenet_tflite_graph_is_rejected(tmp_path):
         convert(path)
 
 
+def test_the_oracles_uint8_crops_are_the_eval_transforms_crops():
+    """The interpreter is compared with our model on `uint8_crops`; they must be the pixels `eval_crop` keeps (the
+    comparison alone cannot tell: both sides would see the same wrong crop)."""
+    from mobilenets.preprocess import eval_crop, read_image
+
+    path = data_path("imagenet-sample", "n01514859_hen.JPEG")
+    spec = mobilenets.ModelSpec(resolution=128, crop_pct=0.75, interpolation="bicubic")
+    assert torch.equal(uint8_crops([path], spec)[0], eval_crop(spec)(read_image(path)))
+
+
 def test_graphs_off_the_mobilenet_pattern_are_named_and_a_conv_without_bias_gets_zeros(tmp_path):
     """Each way a file leaves TF-slim's graph is one line naming the operator or tensor (not "corrupt file" with a
     KeyError); a conv whose bias input is absent (-1, as TFLite allows) adds nothing."""

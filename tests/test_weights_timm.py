@@ -99,6 +99,12 @@ def test_wrong_architectures_are_named(tmp_path):
     with pytest.raises(WeightsError, match=r"blocks.3.2.conv_pw.weight has shape \(512, 256, 1, 1\)"):
         convert(tmp_path / "shape.pth")
     state = timm.create_model("mobilenetv1_100").state_dict()
+    # an extra layer is named by its weight (a Linear's 2-d one too), not by its BatchNorm's buffers first in the file
+    torch.save(
+        {**state, "extra.bn.running_mean": torch.zeros(8), "extra.fc.weight": torch.zeros(8, 8)}, tmp_path / "x.pth"
+    )
+    with pytest.raises(WeightsError, match=r"x.pth: unexpected tensor 'extra.fc.weight' \(2 in all\)"):
+        convert(tmp_path / "x.pth")
     state["blocks.4.1.conv_pw.weight"] = torch.zeros(3072, 1024, 1, 1)  # 3 x 1024: a width MobileNetV1 does not have
     torch.save(state, tmp_path / "wide.pth")
     with pytest.raises(WeightsError, match="wide.pth: the last conv_pw has 3072 channels; not a MobileNetV1 with"):
@@ -122,11 +128,16 @@ def test_corrupt_and_unsafe_files(tmp_path):
 
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"conv_stem.weight": Payload()}, f, protocol=2)
-    with pytest.raises(WeightsError, match="evil.pth: not a readable torch state dict"):
+    with pytest.raises(
+        WeightsError, match=r"evil.pth: not a readable torch state dict \(the weights-only unpickler refused"
+    ):
         convert(tmp_path / "evil.pth", "timm")
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\0\0\0\0\0\0\0{garbage")
     with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors"):
         convert(tmp_path / "bad.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk" * 8)  # first bytes say nothing: read as its suffix says
+    with pytest.raises(WeightsError, match="junk.safetensors: not a readable safetensors"):
+        convert(tmp_path / "junk.safetensors", "timm")
 
 
 @pytest.mark.parametrize("name", ["mobilenetv1_100", "mobilenetv1_125"])
