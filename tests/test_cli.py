@@ -88,6 +88,8 @@ def test_tables_align_numbers_right_words_left_and_refuse_an_unknown_format():
         "a      1,000.00  True       -   4,866  0.001234",
         "bb         0.50  False  70.25      12      0.01",
     ]
+    assert render(rows[:1], "md", columns=["model", "top1"]) == "| model | top1 |\n|---|---|\n| a | - |"
+    assert render(rows[1:], "csv") == "model,macs,ok,top1,params,tiny\nbb,0.5,False,70.25,12,0.01"  # one row: its keys
     with pytest.raises(ValueError, match="format='xml' is not allowed"):
         render(rows, "xml")
     # the words of progress lines and reports: "1 epoch" but "0 epochs"; a score with 4 decimals, or n/a
