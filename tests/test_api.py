@@ -126,5 +126,7 @@ def test_register_model_checks_its_function_when_the_model_is_created(monkeypatc
         create_model("test_api_not_a_spec")
     with pytest.raises(ValueError, match="spec_fn=.*is not allowed.*needs a function"):
         register_model("test_api_not_callable", ModelSpec())
+    with pytest.raises(ValueError, match="model name 'mobilenet_v1_100' is already registered"):
+        register_model("mobilenet_v1_100", ModelSpec)
     register_model("test_api_tiny", lambda: ModelSpec(alpha=0.25, num_classes=2, name="test_api_tiny"))
     assert create_model("test_api_tiny").spec.alpha == 0.25

@@ -211,6 +211,8 @@ def test_names_survive_save_and_name_unnamed_weights(tmp_path):
         kwargs = {"resolution": resolution} if resolution else {}
         got = mobilenets.create_model(asked, weights=tmp_path / "unnamed", **kwargs).spec
         assert got.name == expected and got.resolution == (resolution or 128)
+    mobilenets.save(mobilenets.MobileNetV1(alpha=0.25, num_classes=3, name="mine"), tmp_path / "mine")
+    assert mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "mine").spec.name == "mine"  # kept
 
 
 def test_converted_weights_refuse_overrides_and_take_a_fresh_head(tmp_path):
