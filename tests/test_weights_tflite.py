@@ -388,6 +388,14 @@ def test_graphs_off_the_mobilenet_pattern_are_named_and_a_conv_without_bias_gets
     with pytest.raises(WeightsError, match="int64.tflite: tensor 'Conv2d_0/weights' has unsupported type INT64"):
         convert(written(int64_weights, "int64"))
 
+    def tiny_input(g):  # a 16 px input, below the smallest model (32 px) `ModelSpec` takes
+        name, _, kind, buf, quant = g.tensors[0]
+        g.tensors[0] = (name, (1, 16, 16, 3), kind, buf, quant)
+
+    # the spec's refusal names the file, as every other refusal does (it was a bare SpecError naming none)
+    with pytest.raises(WeightsError, match=r"tiny.tflite: the weights describe an unsupported model \(resolution"):
+        convert(written(tiny_input, "tiny"))
+
 
 def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite(tmp_path, capsys):
     """Re-running a convert replaces its folder; a folder holding other weights (another file, other options, or a

@@ -16,6 +16,20 @@ from ..weights import WeightsError, load_state_into
 CONVERTER_VERSION = "1.0"
 
 
+def unsupported(source: str | os.PathLike, exc: SpecError) -> WeightsError:
+    """The error for weights whose shapes describe a model `ModelSpec` refuses (a 16 px input, say): the file named,
+    as every other refusal of an importer names it, not a bare `SpecError`."""
+    return WeightsError(f"{source}: the weights describe an unsupported model ({exc})")
+
+
+def spec_from(source: str | os.PathLike, **fields) -> ModelSpec:
+    """``ModelSpec(**fields)``, the model an importer read from ``source``; a refusal is `unsupported`."""
+    try:
+        return ModelSpec(**fields)
+    except SpecError as exc:
+        raise unsupported(source, exc) from exc
+
+
 class StateBuilder:
     """Collects tensors for a `MobileNetV1(spec)` under our key names, checking each shape as it arrives.
 
@@ -28,7 +42,7 @@ class StateBuilder:
         try:
             self.model = MobileNetV1(spec)
         except SpecError as exc:
-            raise WeightsError(f"{self.source}: the weights describe an unsupported model ({exc})") from exc
+            raise unsupported(self.source, exc) from exc
         self.shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         self.state: dict[str, torch.Tensor] = {}
 

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..spec import ModelSpec
 from ..weights import WeightsError
-from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes
+from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, spec_from
 
 BLOCKS = 13
 BN_FIELDS = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -94,7 +93,8 @@ def _import(h5: _H5Weights, path: Path, source: str, classes: int | None):
         if kernel_top is None:
             raise WeightsError(f"{source}: has no classifier (include_top=False); it cannot give {classes} classes")
         raise WeightsError(f"{source}: has a {num_classes}-class head; cannot map it to {classes} classes")
-    spec = ModelSpec(
+    spec = spec_from(
+        source,
         alpha=alpha_from_channels(last.shape[-1], source, "conv_pw_13"),
         resolution=_resolution_from_name(path),
         act="relu6",

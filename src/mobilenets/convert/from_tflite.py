@@ -35,7 +35,7 @@ import torch
 from ..mobilenet_v1 import build_plan
 from ..spec import ModelSpec
 from ..weights import WeightsError
-from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes
+from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, spec_from
 
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 PASS_OPS = ("AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
@@ -231,7 +231,8 @@ def spec_from_graph(g: TfliteGraph, classes: int | None, source: str) -> ModelSp
         mean, std = 0.5, 0.5
     num_classes = head.weight.shape[0] if classes is None else classes
     last = body[-1].weight
-    return ModelSpec(
+    return spec_from(
+        source,
         alpha=alpha_from_channels(last.shape[0], source, repr(body[-1].name)),
         resolution=g.input_shape[1],
         act=acts.pop(),

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..spec import ModelSpec
 from ..weights import WeightsError
-from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, torch_or_safetensors
+from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, spec_from, torch_or_safetensors
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.conv_dw\.weight$")
 # checkpoint keys holding the state dict, in the order timm's load_checkpoint prefers them (EMA weights first)
@@ -99,7 +98,8 @@ def import_timm(path: str | os.PathLike, *, classes: int | None = None):
     if classes is not None:
         num_classes = classes
     alpha = alpha_from_channels(last.shape[0], source, "the last conv_pw")
-    spec = ModelSpec(
+    spec = spec_from(
+        source,
         alpha=alpha,
         act="relu6",
         channel_divisor=8,
