@@ -297,6 +297,11 @@ def test_fit_calibration_picks_the_memory_terms_when_bytes_explain_the_differenc
     weights, blocked = lut.memory_features(keys, 16)
     assert lut.predict_from_table(table, keys) == pytest.approx(0.026 + 3.0 + 0.1 * weights - 0.05 * blocked)
     assert "memory" not in lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006)["loo_median_pct"]
+    # its three terms need five anchors: each one left out, four remain to fit them (three would fit anything)
+    assert lut.fit_calibration(SUMS[:5], [15] * 5, measured[:5], 0.006, memory=feats[:5])["method"] == "memory"
+    assert (
+        "memory" not in lut.fit_calibration(SUMS[:4], [15] * 4, measured[:4], 0.006, memory=feats[:4])["loo_median_pct"]
+    )
     with pytest.raises(ValueError, match="memory features for 2 anchors"):
         lut.fit_calibration(SUMS, [15] * len(SUMS), measured, 0.006, memory=feats[:2])
 
@@ -417,3 +422,50 @@ def test_torch_timing_holds_its_thread_count_and_restores_the_callers():
         assert set(seen) == {1} and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_saving_merges_into_the_file_and_keeps_the_calibration_that_was_made(tmp_path):
+    """Two `select`s sharing the table file: each save takes the union of the layers, keeps this process's
+    calibration, and keeps the file's where only the file's table is calibrated (a process that merely filled
+    shapes must not erase another's minutes of calibrating)."""
+    path = tmp_path / "lut.json"
+    calibrated, filling = lut.LatencyLUT.load(path), lut.LatencyLUT.load(path)
+    calibrated.tables["k"] = {"overhead": 0.1, "scale": 1.2, "intercept": 0.1, "layers": {"x": 1.0}}
+    calibrated.save()
+    filling.tables["k"] = {"overhead": 0.1, "scale": None, "intercept": None, "layers": {"y": 2.0}}
+    filling.save()
+    assert json.loads(path.read_text())["k"] == {"overhead": 0.1, "scale": 1.2, "intercept": 0.1,
+                                                 "layers": {"x": 1.0, "y": 2.0}}  # fmt: skip
+    recalibrated = lut.LatencyLUT(path, {"k": {"overhead": 0.1, "scale": 1.4, "intercept": 0.2, "layers": {"z": 3.0}}})
+    recalibrated.save()
+    assert json.loads(path.read_text())["k"] == {"overhead": 0.1, "scale": 1.4, "intercept": 0.2,
+                                                 "layers": {"x": 1.0, "y": 2.0, "z": 3.0}}  # fmt: skip
+
+
+def test_a_memory_calibration_predicts_a_device_whose_weights_cost_time_in_the_network():
+    """torch eager (block 0: no blocked layout) on a device where every weight MiB costs 0.1 ms more inside the
+    network, plus 0.02 ms per inference: `calibrate` picks the memory form, and the table then predicts a model
+    that is not an anchor as that device runs it (its intercept is the overhead plus the fitted offset, and the
+    weight term counts with no blocked-activation term beside it)."""
+    o = PER_KIND["overhead"]
+
+    def device(alpha, res):
+        keys = lut.layer_keys(ModelSpec(alpha=alpha, resolution=res))
+        return o + 0.02 + _true_sum(alpha, res) + 0.1 * lut.memory_features(keys, 0)[0]
+
+    table = lut.LatencyLUT()
+    ms, _ = lut.predict_latency(0.6, 176, runtime="torch", lut=table, measure=Counter(), measure_whole=device, env=ENV)
+    t = table.tables[lut.env_key("torch", 1, ENV)]
+    assert t["fit"]["method"] == "memory" and t["block_channels"] == 0 and t["ms_per_blocked_mb"] == 0
+    assert t["intercept"] == pytest.approx(o + 0.02) and t["ms_per_weight_mb"] == pytest.approx(0.1)
+    assert ms == pytest.approx(device(0.6, 176))
+
+
+def test_a_thread_count_that_cannot_run_here_is_refused_before_measuring():
+    """Shapes missing from the table are timed on ``threads`` here: 0 or more than the cores is the one-line error
+    of every ``--threads`` (`runtimes.check_threads`), before any layer is built or timed."""
+    for threads in (0, 10_000):
+        table = lut.LatencyLUT()
+        with pytest.raises(ValueError, match=f"threads={threads} is not allowed to measure the latency table here"):
+            lut.predict_latency(0.25, 96, runtime="torch", threads=threads, lut=table, calibrated=False, env=ENV)
+        assert table.tables[lut.env_key("torch", threads, ENV)]["layers"] == {}
