@@ -101,7 +101,9 @@ def test_select_end_to_end_and_impossible_budget():
     c = sel.chosen
     assert c["latency_ms"] <= 10.0 and c["weights_MB"] <= 8.0
     assert "--alpha" in sel.commands[0] and f"--resolution {c['resolution']}" in sel.commands[0]
-    assert all(r["top1"] <= c["top1"] for r in sel.runners_up)
+    assert all(r["top1"] <= c["top1"] for r in sel.runners_up) and len(sel.runners_up) == 4  # top=5: 1 + 4
+    alone = select(Constraints(latency_ms=10.0, max_mb=8.0), latency=fake_latency, top=1)
+    assert alone.chosen == c and alone.runners_up == []  # --top 1: the chosen model only
     none = select(Constraints(latency_ms=0.5), latency=fake_latency)
     assert none.chosen is None and none.feasible == 0
     assert (none.fastest["alpha"], none.fastest["resolution"]) == (0.25, 96)
