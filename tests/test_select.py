@@ -309,7 +309,7 @@ def test_select_bench_newest_measurement_wins_and_superseded_rows_are_named(caps
     args = ("--alpha-range", "0.25,0.25,0.05", "--res-range", "128,128,16", "--json")
     code, out, err = run(capsys, "--latency-ms", "5", "--bench", *files, *args)
     assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 3.0
-    assert "1 bench row(s) superseded" in err
+    assert "note: 1 bench row(s) superseded" in err
     # no timestamps: the file's mtime decides
     for name, ms, mtime in (("m-old.json", 1.0, 1_000_000), ("m-new.json", 3.0, 2_000_000)):
         (tmp_path / name).write_text(json.dumps({"rows": [{**row, "latency_ms_median": ms}]}))
@@ -331,7 +331,7 @@ def test_select_bench_newest_measurement_wins_across_throughput_batches(capsys, 
     for files in (["b-new.json", "b-old.json"], ["b-old.json", "b-new.json"]):
         code, out, err = run(capsys, "--bench", *[str(tmp_path / f) for f in files], *args)
         assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 3.0, files
-        assert "1 bench row(s) superseded" in err
+        assert "note: 1 bench row(s) superseded" in err
 
 
 def test_superseded_rows_of_other_runtimes_and_threads_are_not_counted(capsys, tmp_path):
