@@ -99,7 +99,7 @@ def test_select_end_to_end_and_impossible_budget():
     sel = select(Constraints(latency_ms=10.0, max_mb=8.0), latency=fake_latency)
     assert sel.candidates == 16 * 9 and sel.chosen is not None
     c = sel.chosen
-    assert c["latency_ms"] <= 10.0 and c["weights_MB"] <= 8.0
+    assert c["latency_ms"] <= 10.0 and c["weights_MB"] <= 8.0 and c["fps"] == pytest.approx(1000 / c["latency_ms"])
     assert "--alpha" in sel.commands[0] and f"--resolution {c['resolution']}" in sel.commands[0]
     assert all(r["top1"] <= c["top1"] for r in sel.runners_up) and len(sel.runners_up) == 4  # top=5: 1 + 4
     alone = select(Constraints(latency_ms=10.0, max_mb=8.0), latency=fake_latency, top=1)
