@@ -7,6 +7,7 @@ import os
 import random
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from .test_train import CLASSES4, copy_subset, tiny_cfg, torchrun
 def test_evaluations_count_every_nth_epoch_and_the_last():
     for every in (1, 2, 3, 7):
         for done in range(1, 15):
-            for total in range(done, 30):
+            for total in range(max(1, done - 2), 30):  # none when total < done: nothing is left to run
                 want = sum(1 for e in range(done, total + 1) if e % every == 0 or e == total)
                 assert evaluations(done, total, every) == want, (done, total, every)
 
@@ -38,6 +39,8 @@ def test_epochs_within_is_the_largest_plan_that_fits():
         cost = [(t - done) * epoch_s + evaluations(done, t, every) * eval_s for t in range(done, ceiling + 1)]
         fits = [done + i for i, c in enumerate(cost) if c <= left]
         assert epochs_within(left, done, ceiling, epoch_s, eval_s, every) == (max(fits) if fits else done)
+    # a plan that costs exactly the time left fits: 5 more epochs of 1 s and 6 evaluations of 0.5 s in 8 s
+    assert epochs_within(8.0, 1, 20, 1.0, 0.5, 1) == 6
 
 
 def test_planner_sets_the_first_epoch_aside_and_keeps_a_reserve():
@@ -49,7 +52,7 @@ def test_planner_sets_the_first_epoch_aside_and_keeps_a_reserve():
     planner.eval_walls.append(0.5)
     second = planner.plan(elapsed_s=36.0, done=2, current_train_s=1.0, eval_guess_s=9.0)
     assert second["epoch_s"] == 1.0 and second["eval_s"] == 0.5  # the measured evaluation replaces the guess
-    left = 100.0 - planner.reserve_s - 36.0
+    left = 100.0 - 4.0 - 36.0  # the reserve: 2 s and 2% of the 100 s budget
     assert second["left_s"] == pytest.approx(left)
     assert second["epochs"] == 2 + int((left - 0.5) // 1.5)
     assert planner.plan(elapsed_s=99.0, done=3, current_train_s=1.0, eval_guess_s=1.0)["epochs"] == 3  # stop now
@@ -198,17 +201,20 @@ def test_step_rate_times_the_configured_training_step(tmp_path, monkeypatch):
     """The reference rate of train_gpu.py and reproduce --time-budget's calibration, here a tiny CPU step: the
     trainer's own step (`engine.optimizer_step`, spied on), with the run's clipping and label smoothing, 5 warm-up
     steps and the timed ones; --step-graph is refused off CUDA as the trainer refuses it."""
-    from mobilenets import engine
+    from mobilenets import budget, engine
 
-    real, seen = engine.optimizer_step, []
+    real, seen, clock = engine.optimizer_step, [], [100.0]
 
     def spy(model, images, targets, ctx):
         seen.append(ctx)
+        clock[0] += 0.25  # each step takes 0.25 s on budget's clock
         return real(model, images, targets, ctx)
 
     monkeypatch.setattr(engine, "optimizer_step", spy)
+    monkeypatch.setattr(budget, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, grad_clip=0.5, label_smoothing=0.2)
-    assert step_rate(cfg, num_classes=3, steps=2) > 0
-    assert len(seen) == 5 + 2 and {(c.grad_clip, c.label_smoothing, c.amp_dtype) for c in seen} == {(0.5, 0.2, None)}
+    assert step_rate(cfg, num_classes=3, steps=2) == 4 / 0.25  # images/s of the timed steps only, not the warm-up
+    assert len(seen) == 5 + 2
+    assert {(c.grad_clip, c.label_smoothing, c.amp_dtype, c.scaler) for c in seen} == {(0.5, 0.2, None, None)}  # fp32
     with pytest.raises(ConfigError, match="^step_graph is not allowed on cpu: CUDA graphs need a CUDA device$"):
         step_rate(tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, step_graph=True), num_classes=3)
