@@ -383,6 +383,15 @@ def test_real_measurement_on_torch(tmp_path):
     assert table["overhead"] > 0 and all(v >= 0 for v in table["layers"].values())
 
 
+def test_real_measurement_on_onnx_runtime():
+    """select's default runtime: each entry is its layer exported to ONNX alone and timed in an ONNX Runtime session
+    (the path `test_real_measurement_on_torch` does not take)."""
+    pytest.importorskip("onnxruntime")
+    for key in (lut.OVERHEAD, "block:8:16:2:1:32x32", "head:16:10:4x4"):
+        ms = lut.measure_key(key, "ort", 1, blocks=1, block=1)
+        assert math.isfinite(ms) and ms > 0, key
+
+
 def test_predict_many_measures_all_models_shapes_together():
     measure, table = Counter(), lut.LatencyLUT()
     specs = [
