@@ -102,3 +102,18 @@ def test_table_10_params_use_a_120_class_head():
 def test_bad_resolution_for_cost_model():
     with pytest.raises(ValueError, match="resolution"):
         count_complexity(ModelSpec(), 16)
+    assert count_complexity(ModelSpec(), (32, 33)).input_hw == (32, 33)  # MIN_RESOLUTION itself is allowed
+    with pytest.raises(ValueError, match=r"^resolution=\(32, 31\) is not allowed"):
+        count_complexity(ModelSpec(), (32, 31))
+
+
+def test_the_per_layer_table_chains_and_names_the_atrous_rate():
+    """The per-layer table (`mobilenets summary`, Table 1's columns): each row's output is the next row's input,
+    pool, classifier and softmax included, on a non-square input; with output_stride 8 the layers past stride 8
+    keep stride 1 and print their atrous rate (TF-slim's ``mobilenet_v1_base``), 2 and then 4."""
+    for spec in (ModelSpec(alpha=0.5, num_classes=42), ModelSpec(output_stride=8, num_classes=0)):
+        rows = count_complexity(spec, (160, 96)).layers
+        assert all(a.output_size == b.input_size for a, b in zip(rows, rows[1:], strict=False)), spec
+    rows = count_complexity(ModelSpec(output_stride=8)).layers
+    rates = [r.type_stride for r in rows if r.name.endswith(".dw") and int(r.name.split(".")[1]) >= 5]
+    assert rates == ["Conv dw / s1"] + ["Conv dw / s1, rate 2"] * 6 + ["Conv dw / s1, rate 4"]
