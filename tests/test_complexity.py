@@ -5,7 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobilenets import MobileNetV1, ModelSpec, count_complexity
-from mobilenets.paper import compare, published_rows
+from mobilenets.paper import TFSLIM_IMAGENET, compare, published_rows, published_top1
+from mobilenets.registry import PAPER_ALPHAS, PAPER_RESOLUTIONS
 
 
 def _measured(model: torch.nn.Module, h: int, w: int) -> int:
@@ -117,3 +118,19 @@ def test_the_per_layer_table_chains_and_names_the_atrous_rate():
     rows = count_complexity(ModelSpec(output_stride=8)).layers
     rates = [r.type_stride for r in rows if r.name.endswith(".dw") and int(r.name.split(".")[1]) >= 5]
     assert rates == ["Conv dw / s1"] + ["Conv dw / s1, rate 2"] * 6 + ["Conv dw / s1, rate 4"]
+
+
+def test_tfslim_reference_rows_are_the_paper_grid_and_agree_with_the_count():
+    """TF-slim's released-checkpoint table (`paper.TFSLIM_IMAGENET`: `select`'s default accuracy model and
+    `reproduce` read it) checked against the cost model, not trusted: its rows are the paper's 16-model grid, its
+    parameters ours (BatchNorm and bias included) to its printed 0.01M, and its MACs ours to the printed 1M except
+    the rows its comment names (alpha 0.75 and 0.25-192, where TF-slim's own table differs from every count)."""
+    assert set(TFSLIM_IMAGENET) == {(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS}
+    for (alpha, res), (macs, params, top1, top5) in TFSLIM_IMAGENET.items():
+        cost = count_complexity(ModelSpec(alpha=alpha, resolution=res))
+        assert abs(params - cost.params_all / 1e6) < 0.01, (alpha, res)
+        documented = alpha == 0.75 or (alpha, res) == (0.25, 192)
+        assert (abs(macs - cost.macs / 1e6) <= 1) != documented, (alpha, res)
+        assert 0 < top1 < top5 < 100
+    # the paper's own ImageNet top-1 (Table 8's 70.6), never Table 10's Stanford Dogs figure (83.3) for the model
+    assert published_top1()[(1.0, 224, "standard")] == 70.6 and published_top1()[(0.5, 160, "standard")] == 60.2
