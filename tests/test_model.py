@@ -184,6 +184,11 @@ def test_tf_padding_is_asymmetric_same():
     assert torch.allclose(conv(x), expected)
     sym = F.conv2d(x, conv.weight, stride=2, padding=1)
     assert not torch.allclose(conv(x), sym)
+    # a model's strided layers (its stem here) pad so with tf_padding, else symmetrically as PyTorch (timm) does
+    x = torch.randn(1, 3, 64, 48)
+    for tf_padding, pads in ((True, [0, 1, 0, 1]), (False, [1, 1, 1, 1])):
+        stem = MobileNetV1(alpha=0.25, tf_padding=tf_padding).stem.conv
+        torch.testing.assert_close(stem(x), F.conv2d(F.pad(x, pads), stem.weight, stride=2))
 
 
 def test_depth_multiplier_widens_depthwise():
@@ -203,6 +208,8 @@ def test_round_channels_rule_is_pinned():
     assert round_channels(32, 0.1) == 8  # min_depth floor
     assert round_channels(64, 0.6, divisor=8) == 40  # make-divisible rule
     assert round_channels(32, 0.35, divisor=8) == 16  # 11.2 -> 8 would drop below 90%, so 16
+    # a model's default is TF-slim's rule: 0.35 x 32 = 11.2 -> an 11-channel stem (12 under a divisor of 2, 16 of 8)
+    assert MobileNetV1(alpha=0.35, num_classes=0).stem.conv.out_channels == 11
 
 
 def test_resolution_is_not_a_layer_property():
