@@ -472,7 +472,7 @@ def test_a_memory_calibration_predicts_a_device_whose_weights_cost_time_in_the_n
 
 def test_a_thread_count_that_cannot_run_here_is_refused_before_measuring():
     """Shapes missing from the table are timed on ``threads`` here: 0 or more than the cores is the one-line error
-    of every ``--threads`` (`runtimes.check_threads`), before any layer is built or timed."""
+    of every ``--threads`` (`cores.check_threads`), before any layer is built or timed."""
     for threads in (0, 10_000):
         table = lut.LatencyLUT()
         with pytest.raises(ValueError, match=f"threads={threads} is not allowed to measure the latency table here"):
