@@ -750,7 +750,3 @@ def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:
                              "layers": len(layer_keys(spec)), "measured": new,
                              "macs_M": count_complexity(spec).macs / 1e6})  # fmt: skip
     return rows
-
-
-def rel_error(predicted: float, measured: float) -> float:
-    return abs(predicted - measured) / measured if measured > 0 and math.isfinite(predicted) else math.inf
