@@ -416,6 +416,28 @@ def test_runs_of_different_tasks_are_refused_and_of_different_recipes_noted(tmp_
     assert model.predict(0.75, 128) == (pytest.approx(70.0), "measured")
 
 
+def test_a_run_naming_no_classes_hides_no_second_class_set_and_the_task_ignores_their_order(tmp_path):
+    """Runs were checked against the first run only: a first summary without per_class_top1 (older code, a
+    hand-written one) let runs of two 10-class sets through as one task, named (`top1_task`) after one of them. The
+    classes are checked against the first run that names them. The task's digest is of the names, whatever order a
+    summary lists them in."""
+
+    def run(name, alpha, classes):
+        path = tmp_path / f"{name}.json"
+        extra = {"per_class_top1": dict.fromkeys(classes, 0.5)} if classes else {}
+        path.write_text(json.dumps({"model": {"alpha": alpha, "resolution": 128, "num_classes": 10},
+                                    "final_top1": 0.5, **extra}))  # fmt: skip
+        return path
+
+    ten = [f"n{i:08d}" for i in range(10)]
+    bare, first, other = run("bare", 0.25, None), run("first", 0.5, ten), run("other", 0.75, ten[:9] + ["n99999999"])
+    with pytest.raises(ValueError, match=rf"^accuracy files '{first}' and '{other}' were validated on different "):
+        accuracy.from_summaries([bare, first, other])
+    task = accuracy.from_summaries([bare, first, run("reversed", 0.75, ten[::-1])]).task
+    assert task == accuracy.from_summaries([first]).task == accuracy.task_name(10, tuple(ten))
+    assert task != accuracy.task_name(10, tuple(ten[:9] + ["n99999999"]))
+
+
 def test_runs_of_one_model_give_other_models_no_top1_and_their_class_count(tmp_path):
     """Two 3-class fine-tunes of 0.25-96 say nothing of 0.75-192: no copied top-1; sizes are of 3-class models."""
     paths = []

@@ -235,7 +235,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     runs: dict[tuple[float, int], list[float]] = {}
     first: tuple[str, Run] | None = None
     epochs: dict[int, str] = {}
-    named: list[Run] = []
+    named: tuple[str, Run] | None = None  # the first run that names its classes: later ones must name the same
     for path in paths:
         try:
             run = read_run(path)
@@ -244,8 +244,8 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
                 say(f"note: {exc}: left out")
             continue
         first = first or (str(path), run)
-        _check_same_task(first, str(path), run)
-        named.append(run)
+        _check_same_task(named or first, str(path), run)  # a run naming no classes cannot stand for the others'
+        named = named or ((str(path), run) if run.classes is not None else None)
         runs.setdefault((run.alpha, run.resolution), []).append(run.top1)
         if run.epochs is not None:
             epochs.setdefault(run.epochs, str(path))
@@ -254,7 +254,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     if len(epochs) > 1 and say is not None:  # a longer recipe lifts its models: the fit mixes that in
         listed = ", ".join(f"{n} ({where})" for n, where in sorted(epochs.items()))
         say(f"note: the runs trained for different numbers of epochs: {listed}; their top-1s mix recipes")
-    known = next((run.classes for run in named if run.classes is not None), None)
+    known = named[1].classes if named is not None else None
     model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes,
                           task=task_name(first[1].num_classes, known))  # fmt: skip
     if model.coverage_note() and say is not None:
