@@ -468,6 +468,20 @@ def test_the_thread_limit_allows_4_per_core_and_select_takes_another_machines_ro
     assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 1.0
 
 
+def test_every_threads_help_states_the_limit_from_its_one_constant(capsys, monkeypatch):
+    """The limit `cores.check_threads` enforces is worded once (`cores.THREADS_LIMIT`, read by the parser as it is
+    built; train's from its TrainConfig field): reproduce's help still spelled "at most 4 per core" itself, which a
+    change of `cores.THREADS_PER_CORE` would have left stating the old limit."""
+    from mobilenets import cli, cores, train_config
+
+    monkeypatch.setattr(cli, "THREADS_LIMIT", "THE_CONSTANTS_WORDING")
+    for command in ("predict", "stream", "eval", "select", "reproduce"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "THE_CONSTANTS_WORDING" in capsys.readouterr().out, command
+    assert cores.THREADS_LIMIT in train_config.TrainConfig.__dataclass_fields__["threads"].metadata["help"]
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [

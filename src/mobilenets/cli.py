@@ -669,8 +669,8 @@ def _add_reproduce(sub) -> Handler:
         "--seeds", type=int, default=d.seeds, help="train every model with seeds 0..N-1 (default: the budget's)"
     )
     p.add_argument(
-        "--threads", type=int, default=d.threads, help="intra-op threads per training process, at most 4 per "
-        "core (default: the budget's; quick: 2, full: cores / jobs)"
+        "--threads", type=int, default=d.threads, help=f"intra-op threads per training process, {THREADS_LIMIT} "
+        "(default: the budget's; quick: 2, full: cores / jobs)"
     )  # fmt: skip
     return cmd_reproduce
 
