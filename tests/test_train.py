@@ -1507,11 +1507,12 @@ def test_each_process_draws_its_own_dropout_masks_and_a_resume_goes_on_with_them
 
 
 # `mobilenets` with each process writing its pid to OUT.pid-RANK, then after each optimizer step the steps it has
-# done to OUT.step-RANK, and its exit status to OUT.status-RANK
+# done to OUT.step-RANK, and its exit status to OUT.status-RANK; the process of rank $PROBE_SLOW_END_RANK takes 3 s
+# more to tear its run down
 STEP_PROBE = """
-import os, sys
+import os, sys, time
 from pathlib import Path
-from mobilenets import engine
+from mobilenets import engine, trainer
 from mobilenets.cli import main
 
 out, rank = sys.argv[sys.argv.index("--out") + 1], os.environ["RANK"]
@@ -1529,6 +1530,9 @@ def counted(model, images, labels, ctx, global_step):
     return result
 
 engine.train_step = counted
+if rank == os.environ.get("PROBE_SLOW_END_RANK"):
+    cleanup = trainer.cleanup_distributed
+    trainer.cleanup_distributed = lambda: (time.sleep(3), cleanup())
 status = main(sys.argv[1:])
 write("status", str(status))
 sys.exit(status)
@@ -1558,7 +1562,7 @@ def torchrun_sigterm(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("to", ["torchrun", "rank 1", "every process"])
+@pytest.mark.parametrize("to", ["torchrun", "rank 1", "every process", "rank 1, rank 0 ending last"])
 def test_sigterm_under_torchrun_stops_every_process_after_one_step_with_its_checkpoint(torchrun_sigterm, tmp_path, to):
     """SIGTERM to a 2-process torchrun job during epoch 1: to torchrun (``kill``, Kubernetes' to a pod whose first
     process it is), which forwards it to each process; to rank 1 alone (one machine's of a job of several); to every
@@ -1566,12 +1570,16 @@ def test_sigterm_under_torchrun_stops_every_process_after_one_step_with_its_chec
     is the same request, not a second one. Every process stopped at once, and the resume redid every step since the
     last checkpoint; now they agree on a step (`stopping.StopAgreement`), rank 0 saves a checkpoint of it, and each
     ends there with status 143 and its one line. The resume (run for Slurm's case only: it is the same wherever the
-    signal came from) loses no step and ends bit-identical to an uninterrupted run."""
+    signal came from) loses no step and ends bit-identical to an uninterrupted run. torchrun not signalled, once a
+    process ends it sends SIGTERM to the others, still tearing down (a GPU process group's can take seconds): it is
+    no second request (the last case: rank 0's teardown was cut short and its line lost the step)."""
     common, launcher, ref = torchrun_sigterm
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(launcher),
            *common, "--out", str(run)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    if to == "rank 1, rank 0 ending last":
+        env["PROBE_SLOW_END_RANK"], to = "0", "rank 1"
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         deadline, seen = time.time() + 120, None
         while time.time() < deadline and proc.poll() is None:

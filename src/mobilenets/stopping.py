@@ -15,11 +15,12 @@ or the others fail in their next collective: `StopAgreement` takes the largest o
 SIGTERM to some processes only, as when Kubernetes stops one pod of a job of several machines, stops them all) in an
 all-reduce on a gloo group of its own, launched at each step's end and read at the next step's end, so that the host
 never waits for the device for it; the processes stop one step later than one process would, and none ends before
-the main process's checkpoint is on disk (torchrun stops the others as soon as one ends). Megatron-LM's
-``--exit-signal-handler`` (``megatron/training/dist_signal_handler.py``) gathers the same flag every iteration, but
-blocking and on the GPU, a host-device sync each step; torchrun itself only forwards the signal. Under torchrun a
-SIGTERM within `TOGETHER_S` of the first is the same request, not a second one: Slurm (every process of a job step)
-and systemd (every process of a unit's control group) signal each process themselves, and torchrun forwards its own.
+the main process's checkpoint is on disk (torchrun stops the others as soon as one ends: that SIGTERM, to processes
+already ending, is ignored). Megatron-LM's ``--exit-signal-handler`` (``megatron/training/dist_signal_handler.py``)
+gathers the same flag every iteration, but blocking and on the GPU, a host-device sync each step; torchrun itself
+only forwards the signal. Under torchrun a SIGTERM within `TOGETHER_S` of the first is the same request, not a second
+one: Slurm (every process of a job step) and systemd (every process of a unit's control group) signal each process
+themselves, and torchrun forwards its own.
 
 Slurm and systemd send SIGTERM to the DataLoader workers too: they leave it to the main process and serve batches
 until it stops (`StoppableLoader`).
@@ -68,6 +69,7 @@ class StopRequest:
         self._defer = False
         self._say = say_now  # set by `deferred`, the only block in which the handler speaks
         self._together_s, self._first = 0.0, 0.0
+        self.ending = False  # every process of a torchrun job is ending at its agreed stop (`StopAgreement.all_stop`)
 
     @contextmanager
     def deferred(self, say: Callable[[str], None] = say_now, together_s: float = 0.0) -> Iterator[None]:
@@ -81,6 +83,8 @@ class StopRequest:
             self._defer = False
 
     def handle(self, signum: int, frame) -> None:
+        if self.ending:
+            return  # torchrun's to the processes still ending once one has: their checkpoint is saved, they end
         if self._defer and not self.requested:
             self.requested, self._first = True, time.monotonic()
             self._say(
@@ -124,8 +128,11 @@ class StopAgreement:
 
     def all_stop(self) -> None:
         """Wait until every process is here: where they stop, so that none ends (and torchrun, seeing it end, stops
-        the others at once) before the main process's checkpoint is on disk."""
+        the others at once) before the main process's checkpoint is on disk. From then on a SIGTERM is that one of
+        torchrun's, to the processes still ending once one has: ignored, it no longer cuts short their tearing down
+        (a GPU process group's can take seconds), nor replaces the step their last line names."""
         dist.barrier(group=self.group)
+        self.stop.ending = True
 
     def _launch(self) -> tuple:
         flag = torch.tensor([int(self.stop.requested)], dtype=torch.int32)
