@@ -4,9 +4,9 @@ Under torchrun every process reads, at each step's end, the MAX of every process
 previous step's end: a 1-element all-reduce on a gloo group of its own, launched asynchronously and waited one step
 later. This times 2-process gloo runs on the CPU of a small model, alternately with the agreement and without it
 (its calls replaced by ones that agree on nothing and communicate nothing), A B A B: the median interval between
-two steps of one epoch in each run (rank 0's clock; an epoch's first step, which waits for the loader and follows
-the evaluation, is left out) as steps/s, and the host seconds each `at_step_end` call took. The GPU path (NCCL for
-the gradients, the agreement still on gloo) is not timed here.
+two steps of one epoch in each run (rank 0's clock; the intervals ending at an epoch's first two steps are left out:
+the first waits for the loader and follows the evaluation) as steps/s, and the host seconds each `at_step_end` call
+took. The GPU path (NCCL for the gradients, the agreement still on gloo) is not timed here.
 
     flock /tmp/mobilenets-cpu.lock python benchmarks/stop_agreement_cost.py                # 4 rounds, 0.25 @ 32 px
     python benchmarks/stop_agreement_cost.py --rounds 2 --resolution 64 --no-write
@@ -69,7 +69,8 @@ sys.exit(status)
 
 
 def step_intervals(ends: list[list[float]], steps_per_epoch: int) -> list[float]:
-    """Seconds between consecutive steps of one epoch, an epoch's first step left out."""
+    """Seconds between consecutive steps of one epoch: the intervals ending at an epoch's first and second steps are
+    left out (global steps count from 1; every class is assumed to hold ``--per-class`` images)."""
     return [
         t1 - t0
         for (s0, t0), (s1, t1) in zip(ends, ends[1:], strict=False)

@@ -670,7 +670,7 @@ def _add_reproduce(sub) -> Handler:
     )
     p.add_argument(
         "--threads", type=int, default=d.threads, help=f"intra-op threads per training process, {THREADS_LIMIT} "
-        "(default: the budget's; quick: 2, full: cores / jobs)"
+        "(default: the budget's; quick: 2, full: cores / jobs; --report-only takes any count: it runs nothing)"
     )  # fmt: skip
     return cmd_reproduce
 
