@@ -477,4 +477,4 @@ def test_a_thread_count_that_cannot_run_here_is_refused_before_measuring():
         table = lut.LatencyLUT()
         with pytest.raises(ValueError, match=f"threads={threads} is not allowed to measure the latency table here"):
             lut.predict_latency(0.25, 96, runtime="torch", threads=threads, lut=table, calibrated=False, env=ENV)
-        assert table.tables[lut.env_key("torch", threads, ENV)]["layers"] == {}
+        assert not table.tables.get(lut.env_key("torch", threads, ENV), {}).get("layers")  # nothing was measured
