@@ -2812,8 +2812,6 @@ def test_a_resume_takes_a_path_written_another_way_as_the_same(tmp_path, monkeyp
     """Started as --data d --init w in a, resumed as --data a/d --init a/w from elsewhere (and back): the same data
     and weights, so not refused as "other settings" (init was compared as text). Other weights (a copy) still are,
     and a checkpoint of an earlier version (paths as typed) resumes from the directory it was started in."""
-    import re
-
     a, elsewhere = (tmp_path / "a").resolve(), (tmp_path / "elsewhere").resolve()
     elsewhere.mkdir(parents=True)
     copy_subset(a / "d", CLASSES4[:2], 8, 2)  # 2 steps per epoch at batch 8
