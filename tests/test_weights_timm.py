@@ -93,20 +93,18 @@ def test_wrong_architectures_are_named(tmp_path):
     save_file(h_state, str(tmp_path / "h.safetensors"))  # keys in safetensors' order, not the model's
     with pytest.raises(WeightsError, match=r"h.safetensors: unexpected tensor 'conv_head.weight' \(6 in all\)"):
         convert(tmp_path / "h.safetensors")
-    state = timm.create_model("mobilenetv1_100").state_dict()
-    state["blocks.3.2.conv_pw.weight"] = torch.zeros(512, 256, 1, 1)
-    torch.save(state, tmp_path / "shape.pth")
+    state = timm.create_model("mobilenetv1_100").state_dict()  # each case below changes a copy of it
+    torch.save({**state, "blocks.3.2.conv_pw.weight": torch.zeros(512, 256, 1, 1)}, tmp_path / "shape.pth")
     with pytest.raises(WeightsError, match=r"blocks.3.2.conv_pw.weight has shape \(512, 256, 1, 1\)"):
         convert(tmp_path / "shape.pth")
-    state = timm.create_model("mobilenetv1_100").state_dict()
     # an extra layer is named by its weight (a Linear's 2-d one too), not by its BatchNorm's buffers first in the file
     torch.save(
         {**state, "extra.bn.running_mean": torch.zeros(8), "extra.fc.weight": torch.zeros(8, 8)}, tmp_path / "x.pth"
     )
     with pytest.raises(WeightsError, match=r"x.pth: unexpected tensor 'extra.fc.weight' \(2 in all\)"):
         convert(tmp_path / "x.pth")
-    state["blocks.4.1.conv_pw.weight"] = torch.zeros(3072, 1024, 1, 1)  # 3 x 1024: a width MobileNetV1 does not have
-    torch.save(state, tmp_path / "wide.pth")
+    wide = {**state, "blocks.4.1.conv_pw.weight": torch.zeros(3072, 1024, 1, 1)}  # 3 x 1024: no MobileNetV1's width
+    torch.save(wide, tmp_path / "wide.pth")
     with pytest.raises(WeightsError, match="wide.pth: the last conv_pw has 3072 channels; not a MobileNetV1 with"):
         convert(tmp_path / "wide.pth")
     torch.save(timm.create_model("mobilenetv1_100", num_classes=0).state_dict(), tmp_path / "notop.pth")
