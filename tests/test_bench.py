@@ -435,13 +435,11 @@ def test_accuracy_model_at_its_edges(tmp_path):
     beyond = 66.0 + 1.0 * (x[1.25, 128] - x[0.75, 128]) / (x[1.0, 128] - x[0.75, 128])
     assert model.predict(1.25, 128) == (pytest.approx(beyond), "extrapolated")
     for top1 in (100.0, 100.5):
-        path = tmp_path / f"{top1}.json"
-        path.write_text(json.dumps({"spec": {"alpha": 0.5, "resolution": 128}, "final_top1": top1}))
-        if top1 == 100.0:
-            assert accuracy.read_summary(path) == (0.5, 128, 100.0)
-        else:
-            with pytest.raises(ValueError, match=r"top-1 100.5 is not a percentage"):
-                accuracy.read_summary(path)
+        summary = {"spec": {"alpha": 0.5, "resolution": 128}, "final_top1": top1}
+        (tmp_path / f"{top1}.json").write_text(json.dumps(summary))
+    assert accuracy.read_summary(tmp_path / "100.0.json") == (0.5, 128, 100.0)
+    with pytest.raises(ValueError, match=r"top-1 100.5 is not a percentage"):
+        accuracy.read_summary(tmp_path / "100.5.json")
     # runs validated on other classes: the message names three of the four that are not in both, and says more are
     runs = []
     for name, classes in (("a", "cdefghijkl"), ("b", "cdefghijmn")):
