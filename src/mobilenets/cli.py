@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import complexity, paper
 from .cores import THREADS_LIMIT
-from .formatting import counted, metric, render
+from .formatting import counted, metric, rank_prefix, render
 from .registry import list_models, model_spec
 from .spec import ModelSpec, SpecError
 from .stopping import Terminated
@@ -791,9 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _say(line: str) -> None:
     """``line`` to stderr in one write, so that the processes of a torchrun job, each ending with its own line, do
     not interleave them mid-line; a rank other than 0 says which it is."""
-    rank = _process()[0]
-    prefix = f"[rank {rank}] " if rank else ""
-    sys.stderr.write(line.replace("mobilenets ", prefix + "mobilenets ", 1) + "\n")
+    sys.stderr.write(line.replace("mobilenets ", rank_prefix(_process()[0]) + "mobilenets ", 1) + "\n")
     sys.stderr.flush()
 
 

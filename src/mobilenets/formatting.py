@@ -1,4 +1,5 @@
-"""Render rows of dicts as an aligned text table, Markdown, CSV or JSON (every table in our docs comes from here)."""
+"""Render rows of dicts as an aligned text table, Markdown, CSV or JSON (every table in our docs comes from here), and
+the small pieces our one-line messages are made of (counts, scores, which process of a torchrun job speaks)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def metric(value: float | None, digits: int = 4) -> str:
     """A score for a line of text: ``n/a`` where there is none (top-5 of 5 classes or fewer, an epoch not
     evaluated)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def rank_prefix(rank: int) -> str:
+    """``[rank N] `` before a line of process ``rank`` of a torchrun job, nothing for rank 0 (or outside one): every
+    process ends with its own line, and alike they could not be told apart. The CLI's closing line and the run's
+    SIGTERM notices both say it this way."""
+    return f"[rank {rank}] " if rank else ""
 
 
 def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | None = None) -> str:

@@ -76,7 +76,7 @@ from .engine import (
     train_one_epoch,
     unwrap,
 )
-from .formatting import counted, metric
+from .formatting import counted, metric, rank_prefix
 from .labels import class_indices, known_labels
 from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1
@@ -1228,8 +1228,8 @@ class _Run:
         # SIGTERM stops the run at a step's end, with a checkpoint; under torchrun at one every process agrees on
         if env.distributed:
             self.agreement = StopAgreement(self.stop)  # (a collective: every process, here)
-            rank = f"[rank {env.rank}] " if env.rank else ""  # as the CLI's lines say it
-            deferred = self.stop.deferred(lambda msg: say_now(rank + msg), together_s=TOGETHER_S)
+            prefix = rank_prefix(env.rank)
+            deferred = self.stop.deferred(lambda msg: say_now(prefix + msg), together_s=TOGETHER_S)
         else:
             deferred = self.stop.deferred()
         with deferred:
