@@ -291,14 +291,16 @@ class TrainConfig:
     def absolute_paths(self) -> TrainConfig:
         """A copy whose paths (`PATH_FIELDS`) are absolute, read from the working directory (the module docstring's
         rule): what a run records, so that its config.yaml names the same files from any directory. A ``teacher``
-        that names nothing here is a torchvision model name (`trainer.build_teacher`'s rule) and stays as it is, and
+        that names nothing here is a torchvision model name (`teacher_is_weights`) and stays as it is, and
         so does ``resume: auto``. Links are not followed and ``..`` is kept (``Path.absolute``): the path means what
         the typed one did (a link's ``..`` is not its lexical parent), and a link moved to a new dataset is followed
         later as the typed path would be."""
         changes = {}
         for name in PATH_FIELDS:
             value = getattr(self, name)
-            if not value or (name == "resume" and value == "auto") or (name == "teacher" and not Path(value).exists()):
+            if not value or (name == "resume" and value == "auto"):
+                continue
+            if name == "teacher" and not teacher_is_weights(value):  # a torchvision model's name
                 continue
             changes[name] = str(Path(value).absolute())
         return dataclasses.replace(self, **changes)
@@ -308,8 +310,18 @@ _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # (list fields' ar
 MAX_SEED = 2**63 - 1  # `TrainConfig.seed`'s largest
 
 
-# the options that name files or folders (the module docstring's rule; ``teacher`` only where it names one)
+# the options that name files or folders (the module docstring's rule; ``teacher`` only where it names one,
+# `teacher_is_weights`)
 PATH_FIELDS = ("data", "out", "init", "teacher", "teacher_weights", "resume")
+
+
+def teacher_is_weights(teacher: str) -> bool:
+    """Whether ``teacher`` is our weights (a folder, or a file, that exists here, read from the working directory)
+    rather than a torchvision model's name (``resnet18``). The one rule every reader of ``teacher`` goes by: the
+    trainer builds, checks and warns by it (`trainer.build_teacher`), a run records only such a teacher as a path
+    (`TrainConfig.absolute_paths`) and a resume compares it as one (`_same_value`, `_as_it_ran`). A name that is also
+    a file or folder here is that path, as a shell would read it."""
+    return Path(teacher).exists()
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -324,7 +336,7 @@ def _as_it_ran(saved: dict[str, Any]) -> dict[str, Any]:
     ``teacher_resolution`` fed a teacher of our weights (a folder; a torchvision name is never resized) the
     student's batch as it was (``student``); resumed under ``own`` it would change its teacher's targets mid-run."""
     teacher = saved.get("teacher")
-    if isinstance(teacher, str) and Path(teacher).exists() and "teacher_resolution" not in saved:
+    if isinstance(teacher, str) and teacher_is_weights(teacher) and "teacher_resolution" not in saved:
         saved = {**saved, "teacher_resolution": "student"}
     return saved
 
@@ -336,7 +348,7 @@ def _same_value(name: str, there: Any, here: Any) -> bool:
         return True
     if name not in PATH_FIELDS or not isinstance(there, str) or not isinstance(here, str):
         return False
-    return (name != "teacher" or Path(here).exists()) and same_path(there, here)
+    return (name != "teacher" or teacher_is_weights(here)) and same_path(there, here)
 
 
 def first_differences(differ: list[str]) -> str:

@@ -85,7 +85,7 @@ from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD
 from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
-from .train_config import ConfigError, TrainConfig, first_differences
+from .train_config import ConfigError, TrainConfig, first_differences, teacher_is_weights
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # deterministic cuBLAS needs a fixed workspace (CUDA docs)
@@ -420,10 +420,9 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     resolution (most of torchvision's ImageNet weights are 224's, but a teacher fine-tuned on the dataset may be at
     any), so none is guessed.
     """
-    path = Path(cfg.teacher)
     resolution = None  # the teacher's own input size, where known
-    if path.exists():
-        teacher = weights_io.load(path)
+    if teacher_is_weights(cfg.teacher):
+        teacher = weights_io.load(Path(cfg.teacher))
         own = (tuple(teacher.spec.mean), tuple(teacher.spec.std))
         resolution = teacher.spec.resolution
         labels = list(known_labels(teacher.spec))  # unnamed (not 1000/1001-way): only its head's size counts
@@ -460,7 +459,7 @@ def check_sources(cfg: TrainConfig) -> None:
     ``--teacher`` names, known: before the run folder is held, a wrong one left a new --out holding only .lock."""
     if cfg.init:
         weights_io.read_config(cfg.init)
-    if cfg.teacher and Path(cfg.teacher).exists():
+    if cfg.teacher and teacher_is_weights(cfg.teacher):
         weights_io.read_config(cfg.teacher)
     elif cfg.teacher:
         _check_torchvision_teacher(cfg.teacher)
@@ -794,7 +793,7 @@ class _Run:
         if cfg.teacher:
             spec = unwrap(self.model).spec
             self.teacher = build_teacher(cfg, list(self.classes), env.device, (tuple(spec.mean), tuple(spec.std)))
-            if not Path(cfg.teacher).exists() and not cfg.teacher_weights:
+            if not teacher_is_weights(cfg.teacher) and not cfg.teacher_weights:
                 self.say(f"warning: teacher {cfg.teacher} has random weights (no --teacher-weights): its soft "
                          "targets carry nothing to distil")  # fmt: skip
 
