@@ -2413,6 +2413,31 @@ def test_ema_averages_batchnorm_statistics_with_the_weights_and_copies_the_count
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ema_reads_the_model_s_tensors_at_each_update_and_writes_its_own_after_a_resume():
+    """`ModelEMA` gathers its own tensors once, at construction, but the model's at each update: by then they may be
+    other tensors (``.to()`` replaces a module's buffers; the trainer converts BatchNorms to SyncBatchNorm after the
+    copy). And a resume's `load_state_dict` copies into the tensors it gathered, so the update still writes the
+    average the EMA saves and evaluates."""
+    from mobilenets.optim import ModelEMA
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(model, 0.9)
+    ema.update(model)
+    model[0].weight = torch.nn.Parameter(torch.full_like(model[0].weight, 2.0))
+    model[1].running_mean = torch.full((4,), 3.0)
+    model[1].num_batches_tracked = torch.tensor(7)
+    ema.load_state_dict(ModelEMA(model, 0.9).state_dict())  # its average now starts at the new tensors' values
+    with torch.no_grad():
+        model[0].weight.fill_(4.0)
+        model[1].running_mean.fill_(5.0)
+        model[1].num_batches_tracked.fill_(8)
+    ema.update(model)  # decay 0.1: 0.9 of the way to the model
+    assert torch.allclose(ema.module[0].weight, torch.full_like(model[0].weight, 2 + 0.9 * 2))
+    assert torch.allclose(ema.module[1].running_mean, torch.full((4,), 3 + 0.9 * 2))
+    assert int(ema.module[1].num_batches_tracked) == 8
+    assert ema.state_dict()["module"]["1.running_mean"].tolist() == ema.module[1].running_mean.tolist()
+
+
 @pytest.mark.slow
 def test_modern_recipe_learns_as_shipped(tmp_path):
     """configs/modern.yaml with its EMA of the weights (which are what is evaluated and saved): 4 classes, 15 short

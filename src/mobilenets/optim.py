@@ -165,6 +165,16 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        # what `update` writes, gathered once: the average's own tensors, which `load_state_dict` copies into and
+        # nothing replaces. The model's are gathered at each update: they may be other tensors or modules by then
+        # (``.to()`` replaces a module's buffers; the trainer's SyncBatchNorm conversion, after this copy, its
+        # BatchNorm modules)
+        params, buffers = list(self.module.parameters()), list(self.module.buffers())
+        self._floats = [i for i, b in enumerate(buffers) if b.is_floating_point()]
+        self._counts = [i for i, b in enumerate(buffers) if not b.is_floating_point()]
+        self._params = len(params)
+        self._averaged = params + [buffers[i] for i in self._floats]
+        self._copied = [buffers[i] for i in self._counts]
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -174,21 +184,18 @@ class ModelEMA:
         """One update in two multi-tensor calls (as timm's ModelEmaV3 does), not one call per tensor: a lerp of the
         parameters and floating-point buffers, a copy of the integer buffers. 1.0 MobileNet has 83 parameters, 54
         BatchNorm statistics and 27 counters, 164 kernel launches a step otherwise, beside a `--step-graph` replay's
-        one. The same arithmetic: on CPU the multi-tensor ops run the per-tensor ones."""
-        decay = self.current_decay()
-        ema_params, params = list(self.module.parameters()), [p.detach() for p in model.parameters()]
-        if len(ema_params) != len(params):
-            raise ValueError(f"the EMA holds {len(ema_params)} parameters, the model {len(params)}")
-        ema_buffers, buffers = list(self.module.buffers()), list(model.buffers())
-        if len(ema_buffers) != len(buffers):
-            raise ValueError(f"the EMA holds {len(ema_buffers)} buffers, the model {len(buffers)}")
-        floats = [i for i, b in enumerate(ema_buffers) if b.is_floating_point()]
-        counts = [i for i, b in enumerate(ema_buffers) if not b.is_floating_point()]
-        averaged = ema_params + [ema_buffers[i] for i in floats]
-        if averaged:  # the multi-tensor ops refuse empty lists
-            torch._foreach_lerp_(averaged, params + [buffers[i] for i in floats], 1 - decay)
-        if counts:
-            torch._foreach_copy_([ema_buffers[i] for i in counts], [buffers[i] for i in counts])
+        one. The same arithmetic: on CPU the multi-tensor ops run the per-tensor ones. The average's tensors are
+        gathered once (`__init__`), not walked for at every step: on 1.0-224, CPU, one thread, that walk and the
+        split of the buffers were 0.3 ms of an update's 1.3 ms."""
+        params, buffers = list(model.parameters()), list(model.buffers())
+        if len(params) != self._params:
+            raise ValueError(f"the EMA holds {self._params} parameters, the model {len(params)}")
+        if len(buffers) != len(self._floats) + len(self._counts):
+            raise ValueError(f"the EMA holds {len(self._floats) + len(self._counts)} buffers, the model {len(buffers)}")
+        if self._averaged:  # the multi-tensor ops refuse empty lists
+            torch._foreach_lerp_(self._averaged, params + [buffers[i] for i in self._floats], 1 - self.current_decay())
+        if self._copied:
+            torch._foreach_copy_(self._copied, [buffers[i] for i in self._counts])
         self.updates += 1
 
     def state_dict(self) -> dict:
