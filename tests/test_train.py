@@ -1508,9 +1508,10 @@ def test_each_process_draws_its_own_dropout_masks_and_a_resume_goes_on_with_them
 
 # `mobilenets` with each process writing its pid to OUT.pid-RANK, then after each optimizer step the steps it has
 # done to OUT.step-RANK, and its exit status to OUT.status-RANK; the process of rank $PROBE_SLOW_END_RANK takes 3 s
-# more to tear its run down
+# more to tear its run down, and the one of rank $PROBE_SIGTERM_AT_EPOCH_END_RANK sends itself SIGTERM as it starts
+# epoch 1's end-of-epoch checkpoint
 STEP_PROBE = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from mobilenets import engine, trainer
 from mobilenets.cli import main
@@ -1533,6 +1534,15 @@ engine.train_step = counted
 if rank == os.environ.get("PROBE_SLOW_END_RANK"):
     cleanup = trainer.cleanup_distributed
     trainer.cleanup_distributed = lambda: (time.sleep(3), cleanup())
+if rank == os.environ.get("PROBE_SIGTERM_AT_EPOCH_END_RANK"):
+    checkpoint = trainer._Run._checkpoint
+
+    def signalled(self, epoch, step_in_epoch, totals=None):
+        if (epoch, step_in_epoch) == (1, 0):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only asks: the checkpoint goes on
+        return checkpoint(self, epoch, step_in_epoch, totals)
+
+    trainer._Run._checkpoint = signalled
 status = main(sys.argv[1:])
 write("status", str(status))
 sys.exit(status)
@@ -1627,6 +1637,35 @@ def test_sigterm_under_torchrun_stops_every_process_after_one_step_with_its_chec
     assert [(r["epoch"], r["val_top1"], r["val_loss"]) for r in rows] == [
         (r["epoch"], r["val_top1"], r["val_loss"]) for r in ref_rows
     ]
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_during_an_epoch_end_checkpoint_stops_at_the_next_epoch_s_first_step(
+    torchrun_sigterm, tmp_path, monkeypatch
+):
+    """A SIGTERM to rank 1 while epoch 1's end-of-epoch checkpoint is taken (after the epoch's blocking agreement)
+    stops both processes at the end of epoch 2's first step (11), with its checkpoint. An epoch's first step read no
+    agreement, as none had been launched since the epoch's end: the job went on to step 12. Now that step agrees at
+    once (`stopping.StopAgreement.at_step_end`), every process alike. Rank 1 says so with its rank, and the resume
+    from step 11 ends bit-identical to an uninterrupted run."""
+    common, launcher, ref = torchrun_sigterm
+    run = tmp_path / "run"
+    monkeypatch.setenv("PROBE_SIGTERM_AT_EPOCH_END_RANK", "1")
+    err = torchrun([*common, "--out", str(run)], timeout=120, program=(str(launcher),)).stderr
+    assert [_probed(run, "status", rank) for rank in (0, 1)] == [128 + signal.SIGTERM] * 2, err[-3000:]
+    ends = [line for line in err.splitlines() if "terminated by SIGTERM" in line]
+    assert len(ends) == 2 and all("stopped after step 11," in line for line in ends), ends
+    assert [_probed(run, "step", rank) for rank in (0, 1)] == [11, 11]  # neither trained step 12
+    notices = [line for line in err.splitlines() if "SIGTERM: stopping at the end of a step every process" in line]
+    assert len(notices) == 1 and notices[0].startswith("[rank 1] SIGTERM: "), notices
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))[-1] == "ckpt-000000011.pt"
+    monkeypatch.delenv("PROBE_SIGTERM_AT_EPOCH_END_RANK")
+    resumed = torchrun([*common, "--out", str(run), "--resume", "auto"], timeout=120, program=(str(launcher),))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("ckpt-000000011.pt")
+    a = read_state_dict(ref / "model" / "model.safetensors")
+    b = read_state_dict(run / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

@@ -10,17 +10,17 @@ SIGTERM (``src/common/signal_handling.h``: a flag the batch loop reads, then the
 training loop (set-up, decoding), and at a second SIGTERM, `Terminated` is raised at once, as a Ctrl-C's
 KeyboardInterrupt is.
 
-In a run of one process that step is the one under way. Under torchrun every process must stop after the same step,
-or the others fail in their next collective: `StopAgreement` takes the largest of every process's request (so a
-SIGTERM to some processes only, as when Kubernetes stops one pod of a job of several machines, stops them all) in an
+In a run of one process that step is the one under way. Under torchrun every process must stop after the same step, or
+the others fail in their next collective: `StopAgreement` takes the largest of every process's request (so a SIGTERM
+to some processes only, as when Kubernetes stops one pod of a job of several machines, stops them all) in an
 all-reduce on a gloo group of its own, launched at each step's end and read at the next step's end, so that the host
-never waits for the device for it; the processes stop one step later than one process would, and none ends before
-the main process's checkpoint is on disk (torchrun stops the others as soon as one ends: that SIGTERM, to processes
-already ending, is ignored). Megatron-LM's ``--exit-signal-handler`` (``megatron/training/dist_signal_handler.py``)
-gathers the same flag every iteration, but blocking and on the GPU, a host-device sync each step; torchrun itself
-only forwards the signal. Under torchrun a SIGTERM within `TOGETHER_S` of the first is the same request, not a second
-one: Slurm (every process of a job step) and systemd (every process of a unit's control group) signal each process
-themselves, and torchrun forwards its own.
+never waits for the device for it (at an epoch's end and first step it is read at once); the processes stop one step
+later than one process would, and none ends before the main process's checkpoint is on disk (torchrun stops the others
+as soon as one ends: that SIGTERM, to processes already ending, is ignored). Megatron-LM's ``--exit-signal-handler``
+(``megatron/training/dist_signal_handler.py``) gathers the same flag every iteration, but blocking and on the GPU, a
+host-device sync each step; torchrun itself only forwards the signal. Under torchrun a SIGTERM within `TOGETHER_S` of
+the first is the same request, not a second one: Slurm (every process of a job step) and systemd (every process of a
+unit's control group) signal each process themselves, and torchrun forwards its own.
 
 Slurm and systemd send SIGTERM to the DataLoader workers too: they leave it to the main process and serve batches
 until it stops (`StoppableLoader`).
@@ -103,7 +103,10 @@ class StopAgreement:
     """Under torchrun: whether any process's `StopRequest` asked to stop, the same answer on every process at the
     same step (`stopping`). The all-reduce (MAX of a 0/1 host tensor) runs on ``group``, a gloo group kept for it, so
     that it neither waits for the device nor falls between the gradient all-reduces of the default group; each
-    process calls `at_step_end` and `at_epoch_end` at the same points, so the collectives on ``group`` match."""
+    process calls `at_step_end` and `at_epoch_end` at the same points, so the collectives on ``group`` match. At an
+    epoch's end and at its first step the host waits for the other processes' hosts to get there: a SIGTERM during
+    the epoch's evaluation stops the run at the epoch's end, one during its checkpoint at the next epoch's first
+    step."""
 
     def __init__(self, stop: StopRequest, group=None) -> None:
         """``group``: a new gloo group of every process by default (`torch.distributed.new_group`, which every
@@ -113,9 +116,14 @@ class StopAgreement:
         self._pending: tuple | None = None  # (work, tensor) of the all-reduce launched at the last step's end
 
     def at_step_end(self) -> bool:
-        """Whether every process agreed to stop, as they were at the previous step's end (False at an epoch's first
-        step); this step's own requests are the next step's answer. The host waits only for the other processes'
-        hosts to have reached the previous step's end."""
+        """Whether every process agreed to stop, as they were at the previous step's end; this step's own requests
+        are the next step's answer. The host waits only for the other processes' hosts to have reached the previous
+        step's end. At an epoch's first step (or a run's first, resumed mid-epoch) none is pending, as `at_epoch_end`
+        reads its own at once: this one agrees at once too, blocking, so that a SIGTERM during what followed that
+        (the epoch's checkpoint) stops the run here, not a step later. Every process makes the same calls in the
+        same order, so every process takes the same branch and the collectives on ``group`` still match."""
+        if self._pending is None:
+            self._pending = self._launch()
         agreed = self._take()
         self._pending = self._launch()
         return agreed
