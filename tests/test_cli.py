@@ -262,6 +262,21 @@ def test_readme_tables_are_generated_from_code():
     assert module.updated(text) == text, "README tables drifted: run python scripts/update_readme.py"
 
 
+def test_make_lint_covers_every_folder_of_python_files():
+    """`make lint` checks every top-level folder holding Python files, as the project's lint command does: a folder
+    left out (examples/ was) can drift from the style the other folders keep while `make lint` passes."""
+    import re
+
+    makefile = (REPO / "Makefile").read_text()
+    commands = re.findall(r"^\t\$\(BIN\)/ruff (check|format --check) (.+)$", makefile, flags=re.MULTILINE)
+    # hidden folders (.venv, .git) and build outputs are not the project's code
+    tops = [d for d in REPO.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in ("build", "dist")]
+    folders = {d.name for d in tops if next(d.rglob("*.py"), None) is not None}
+    assert len(commands) == 2
+    for _, args in commands:
+        assert folders <= set(args.split()), f"make lint leaves out {sorted(folders - set(args.split()))}"
+
+
 def test_readme_command_examples_name_options_that_exist():
     """Every `mobilenets ...` line in the README's shell examples (torchrun's too) parses with today's parser: an
     option renamed or removed in the code fails here rather than in a reader's shell. Optional parts written
