@@ -91,6 +91,20 @@ def test_off_grid_names_build_the_width_and_resolution_they_spell():
         create_model(3)
 
 
+def test_timm_and_torchvision_habits_get_the_way_to_real_weights(tmp_path):
+    """A timm or torchvision user's first call asks for downloaded weights (``pretrained=True``, ``weights=True``,
+    ``weights="DEFAULT"``); none are bundled, so the error says how to get real ones instead of calling
+    ``pretrained`` an unknown ModelSpec field or looking for a folder named DEFAULT. ``pretrained=False`` is what
+    create_model does anyway, and timm's name ``mobilenetv1_100`` gets ours in its error."""
+    assert create_model("mobilenet_v1_025", pretrained=False, num_classes=7).spec.num_classes == 7
+    for kwargs in ({"pretrained": True}, {"weights": True}, {"weights": "DEFAULT"}, {"weights": "IMAGENET1K_V1"}):
+        key, value = next(iter(kwargs.items()))
+        with pytest.raises(ValueError, match=rf"^{key}={value!r} is not allowed: .*mobilenets convert FILE"):
+            create_model("mobilenet_v1_025", **kwargs)
+    with pytest.raises(ValueError, match=r"'mobilenetv1_100' \(timm's spelling: here it is 'mobilenet_v1_100'\)"):
+        create_model("mobilenetv1_100")
+
+
 def test_each_builder_function_builds_its_named_model():
     """``mobilenets.mobilenet_v1_075()`` and the other builders are timm/torchvision-style entry points: each must
     build the model its name and docstring promise (Table 4-6 rows), with the keyword overrides applied."""

@@ -77,8 +77,10 @@ def model_spec(name: str, /, **overrides: Any) -> ModelSpec:
         resolution = int((grid.group(2) or 224) if grid else pair.group(2))
         spec = ModelSpec(alpha=alpha, resolution=resolution)  # validated before it is named
         return spec.replace(name=grid_name(spec.alpha, spec.resolution)).replace(**overrides)
+    timm = re.fullmatch(r"mobilenetv1_(\d{3,})", name)  # timm spells the family without the underscore
+    hint = f" (timm's spelling: here it is 'mobilenet_v1_{timm.group(1)}')" if timm else ""
     raise SpecError(
-        f"unknown model name {name!r}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
+        f"unknown model name {name!r}{hint}; known models: {', '.join(_REGISTRY)}, or any width and resolution as "
         "mobilenet_v1_<alpha x 100>[_<resolution>] or ALPHA-RESOLUTION (0.45-176)"
     )
 
@@ -95,11 +97,25 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     """
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
+    _check_timm_torchvision_habits(weights, overrides)
     if weights is not None:
         return _create_with_weights(name_or_spec, weights, overrides)
     if isinstance(name_or_spec, ModelSpec):
         return MobileNetV1(name_or_spec.replace(**overrides))
     return MobileNetV1(model_spec(name_or_spec, **overrides))
+
+
+def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> None:
+    """timm's ``pretrained=True`` and torchvision's ``weights=True``/``"DEFAULT"`` ask for weights that would be
+    downloaded; nothing is bundled or downloaded here, so they are refused with the way to real weights rather than
+    as an unknown ModelSpec field or a missing folder named ``DEFAULT``. ``pretrained=False`` asks for what
+    create_model does anyway (timm's default), so ported timm code runs unchanged."""
+    how = "convert published weights with `mobilenets convert FILE --out DIR` and pass weights=DIR"
+    pretrained = overrides.pop("pretrained", False)
+    if pretrained:
+        raise SpecError(f"pretrained={pretrained!r} is not allowed: no weights are bundled or downloaded; {how}")
+    if isinstance(weights, bool) or weights in ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2"):
+        raise SpecError(f"weights={weights!r} is not allowed: weights is a folder of our format; {how}")
 
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
