@@ -499,6 +499,23 @@ def test_every_threads_help_states_the_limit_from_its_one_constant(capsys, monke
     assert cores.THREADS_LIMIT in train_config.TrainConfig.__dataclass_fields__["threads"].metadata["help"]
 
 
+def test_lut_file_help_names_the_table_lut_reads(capsys, monkeypatch):
+    """bench's and select's --lut-file help said ~/.cache/mobilenets/latency-lut.json whatever $MOBILENETS_CACHE
+    said, while lut reads and writes the table under $MOBILENETS_CACHE when it is set (as it is in this suite): the
+    help must name the file lut.DEFAULT_PATH is."""
+    from pathlib import Path
+
+    from mobilenets import lut
+
+    monkeypatch.setattr(lut, "DEFAULT_PATH", Path("/the-cache/latency-lut.json"))
+    monkeypatch.setenv("COLUMNS", "300")  # one line per option: argparse would wrap the path
+    for command in ("bench", "select"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "(default: /the-cache/latency-lut.json" in out and "~/.cache" not in out, command
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [

@@ -374,8 +374,15 @@ def _csv_list(kind):
     return parse
 
 
+def _lut_default(path: Path) -> str:
+    """The table's default path as lut reads it ($MOBILENETS_CACHE, else ~/.cache/mobilenets), %-escaped for
+    argparse: a help text naming ~/.cache while $MOBILENETS_CACHE points elsewhere sends the user to the wrong file."""
+    return str(path).replace("%", "%%") + (" from $MOBILENETS_CACHE" if os.environ.get("MOBILENETS_CACHE") else "")
+
+
 def _add_bench(sub) -> Handler:
     from .bench import BenchConfig
+    from .lut import DEFAULT_PATH
     from .runtimes import RUNTIMES
 
     d = BenchConfig()
@@ -401,7 +408,7 @@ def _add_bench(sub) -> Handler:
                    "hardware, runtimes, threads and batch (default: print only)")  # fmt: skip
     p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
     p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
-    p.add_argument("--lut-file", help="lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--lut-file", help=f"lookup table JSON (default: {_lut_default(DEFAULT_PATH)})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _fmt_arg(p, ("table", "md", "csv", "json"), "table")
     return cmd_bench
@@ -469,6 +476,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_select(sub) -> Handler:
+    from .lut import DEFAULT_PATH
     from .select import Constraints, SearchSpace
 
     c, s = Constraints(), SearchSpace()
@@ -484,7 +492,7 @@ def _add_select(sub) -> Handler:
     p.add_argument("--threads", type=int, default=1, help=f"intra-op threads; measuring here, {THREADS_LIMIT} "
                    "(default: %(default)s)")  # fmt: skip
     p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")
-    p.add_argument("--lut-file", help="latency lookup table JSON (default: ~/.cache/mobilenets/latency-lut.json)")
+    p.add_argument("--lut-file", help=f"latency lookup table JSON (default: {_lut_default(DEFAULT_PATH)})")
     p.add_argument("--accuracy", nargs="+", metavar="FILE", help="summary.json files of your training runs")
     p.add_argument("--accuracy-table", choices=("tfslim", "paper"), default="tfslim", help="(default: %(default)s)")
     p.add_argument("--alpha-range", type=_csv_list(float), metavar="MIN,MAX,STEP",
