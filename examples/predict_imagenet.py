@@ -1,6 +1,6 @@
 """Top-5 ImageNet labels for a few photos, with the published MobileNetV1 TFLite weights converted to our format.
 
-    python examples/predict_imagenet.py [--weights DIR] [--tflite FILE] [--classes 1000] [IMAGE ...]
+    python examples/predict_imagenet.py [--weights DIR] [--tflite FILE] [--classes 1000] [IMAGE|FOLDER ...]
 
 Converts ``--tflite`` (default: the 0.75_192 uint8 model in the shared data folder, $MOBILENETS_DATA or
 ../shared/data beside the checkout) into ``--weights`` (default: runs/weights/<tflite name>-<classes>) once, then
@@ -22,7 +22,8 @@ sys.path.insert(0, str(REPO / "src"))
 import mobilenets  # noqa: E402
 from mobilenets.convert import convert_file  # noqa: E402
 from mobilenets.data import shared_data_root  # noqa: E402
-from mobilenets.preprocess import load_batch  # noqa: E402
+from mobilenets.infer import expand_images  # noqa: E402
+from mobilenets.preprocess import ImageError, load_batch  # noqa: E402
 from mobilenets.weights import read_config, sha256_file  # noqa: E402
 
 DATA = shared_data_root()
@@ -31,20 +32,35 @@ DEFAULT_TFLITE = DATA / "mobilenet-weights" / "tflite" / "mobilenet_v1_0.75_192_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="top-5 ImageNet predictions with converted MobileNetV1 weights")
-    ap.add_argument("images", nargs="*", type=Path)
+    ap.add_argument("images", nargs="*", type=Path, help="image files, or folders searched for them")
     ap.add_argument("--tflite", type=Path, help=f"default: {DEFAULT_TFLITE.name} in the shared data folder")
     ap.add_argument("--weights", type=Path, help="default: runs/weights/<tflite name>-<classes>")
     ap.add_argument("--classes", type=int, choices=(1000, 1001), help="default: 1000")
     args = ap.parse_args()
     model = mobilenets.load(weights_folder(args, args.images))  # = create_model(<name>, weights=...) less its check
-    images = args.images or sorted((DATA / "imagenet-sample").glob("*.JPEG"))[::50]  # 5 photos, file name = class
+    images = read_images(args.images) if args.images else sorted((DATA / "imagenet-sample").glob("*.JPEG"))[::50]
+    try:  # (by default 5 photos, file name = class)
+        batch = load_batch(images, model.spec)
+    except ImageError as exc:  # one line naming the file, as `mobilenets predict` reports it
+        sys.exit(str(exc))
     with torch.no_grad():
-        probs = model(load_batch(images, model.spec)).softmax(1)
+        probs = model(batch).softmax(1)
     for path, p in zip(images, probs, strict=True):
         top = p.topk(5)
         print(path.name)
         for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             print(f"  {score:6.1%}  {model.spec.labels[index]}")
+
+
+def read_images(paths: list[Path]) -> list[Path]:
+    """The image files named, and those in folders named (searched as `mobilenets predict` searches them); a
+    missing path, or folders without an image, end the script with one line naming them."""
+    files, missing = expand_images(paths)
+    if missing:
+        sys.exit(str(missing[0][1]))
+    if not files:
+        sys.exit(f"no image files in {', '.join(map(str, paths))}")
+    return files
 
 
 def weights_folder(args: argparse.Namespace, images: list[Path]) -> Path:

@@ -285,6 +285,37 @@ def test_example_names_the_missing_file_it_would_check_the_weights_against(tmp_p
         assert run.stderr.count("\n") == 1 and "mobilenet_v1_0.75_192_quant.tflite: not found" in run.stderr, run.stderr
 
 
+def test_example_takes_folders_and_names_an_unreadable_image_in_one_line(tmp_path):
+    """The example's IMAGE arguments: a folder was an IsADirectoryError traceback and a file that is not an image an
+    ImageError traceback; a folder is now searched for images (as `mobilenets predict` searches it), and a bad or
+    missing file is one line naming it, exit status 1, nothing printed on stdout."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    script = REPO / "examples" / "predict_imagenet.py"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(data_path("imagenet-sample", "n01514859_hen.JPEG"), photos)
+    (photos / "readme.txt").write_text("not an image, and not named like one: skipped")
+    w = tmp_path / "w"
+    convert_file(tflite_file("0.25_128"), w, classes=1000)
+
+    def run(*images):
+        return subprocess.run([sys.executable, str(script), *map(str, images), "--weights", str(w)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    ok = run(photos)
+    assert ok.returncode == 0 and ok.stdout.splitlines()[0] == "n01514859_hen.JPEG", ok.stderr
+    (photos / "broken.jpg").write_text("not a JPEG")
+    for images, named in (((photos,), "broken.jpg: not a readable image"), ((tmp_path / "no.jpg",), "no.jpg: no such")):
+        bad = run(*images)
+        assert bad.returncode == 1 and bad.stdout == "", bad.stdout
+        assert bad.stderr.count("\n") == 1 and named in bad.stderr, bad.stderr
+
+
 def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.MobileNetV1:
     torch.manual_seed(resolution)
     m = mobilenets.MobileNetV1(
