@@ -152,10 +152,11 @@ def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(int
     case = interpreted["dwconv_model"]
     assert case["swapped"] == 13 and case["same_keys"], case
     for prefix in ("", "compiled_", "inductor_"):
-        # Inductor also fuses BatchNorm's reductions, summing in its own order (measured 7e-6)
+        # Inductor also fuses BatchNorm's reductions, summing in its own order (measured 8e-6)
         assert case[f"{prefix}loss_diff"] <= (1e-4 if prefix == "inductor_" else 1e-5), case
         # fp32 sums in another order, through BatchNorm over 4 images at 1x1 in the last layers; Inductor reorders
-        # BatchNorm's sums too: the model with PyTorch's convolutions, compiled, is 1.8e-3 off eager on these inputs
+        # BatchNorm's sums too: the model with PyTorch's convolutions, compiled, was 1.8e-3 off eager on a 32x32
+        # input (3e-4 on kernel_check's 20x18 one, where the Triton layers' model is 4e-4 off)
         allowed = 5e-3 if prefix == "inductor_" else 1e-3
         assert case[f"{prefix}grad_max_abs"] <= allowed * case["grad_scale"], case
     # bf16 autocast: the Triton layers run in bf16 (about 1% from fp32); compiled and eager agree
