@@ -31,9 +31,10 @@ comparable pair (> 1: ours faster) and the fraction of the HBM bound our best in
     PYTHONPATH=src python3 benchmarks/gpu_vs_timm.py --images /tmp/data/val                 # one H100/H200
     PYTHONPATH=src python3 benchmarks/gpu_vs_timm.py --device cpu --smoke --out /tmp/smoke.json  # CPU code paths
 
-``--smoke`` uses batch 2, resolution 64, 1 round of 2 iterations. On CPU it skips what cannot run there: CUDA
-graphs, the Triton kernels unless TRITON_INTERPRET=1 (then they run in the interpreter, minutes per call), and
-Inductor (torch.compile runs with backend 'eager' instead, which exercises Dynamo and the section's code).
+``--smoke`` uses batch 2, resolution 64, 1 round of 2 iterations, 2 profiled calls per path. On CPU it skips what
+cannot run there: CUDA graphs, the Triton kernels unless TRITON_INTERPRET=1 (then they run in the interpreter,
+minutes per call), and Inductor (torch.compile runs with backend 'eager' instead, which exercises Dynamo and the
+section's code).
 """
 
 from __future__ import annotations
@@ -355,6 +356,9 @@ PROFILED_BATCH1 = (
     "b1_timm_compiled",
 )  # fmt: skip
 PROFILE_STEPS, PROFILE_TOP = 5, 25
+# --smoke profiles each path over 2 calls: still an average over calls, and its ~12 CPU paths (training steps of
+# 0.1-2 s each, every op's shapes recorded and grouped) were the smoke run's costliest section at 5
+SMOKE_PROFILE_STEPS = 2
 OUR_KERNELS = ("_dw_kernel", "_dw_rows_kernel", "_dwpw_kernel", "_stem_kernel", "_dgrad_kernel", "_wgrad_kernel")
 # kernel (or, on CPU, op) name fragments -> category; the first match wins, so BatchNorm (cuDNN's bn_fw/bn_bw
 # kernels live in its namespace) comes before convolutions, and convolutions (whose cuDNN kernel names often say
@@ -567,9 +571,9 @@ def trained_numerics(args, dev: str, tolerance: dict, tf32: bool, triton_ok: boo
 PREFLIGHT_TIMEOUT_S = 150
 
 
-def preflight_child(res: int, device: str) -> None:
-    """The Triton paths once at batch 8 (inference; a bf16 training step with the Triton depthwise layers)."""
-    x = torch.randn(8, 3, res, res, device=device)
+def preflight_child(res: int, device: str, batch: int) -> None:
+    """The Triton paths once at ``batch`` (inference; a bf16 training step with the Triton depthwise layers)."""
+    x = torch.randn(batch, 3, res, res, device=device)
     fast_inference(MobileNetV1(resolution=res), backend="triton", dtype="bf16", device=device)(x)
     model = dw_model(MobileNetV1(resolution=res)).to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16):
@@ -579,13 +583,14 @@ def preflight_child(res: int, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def preflight(res: int, device: str = "cuda", triton_configs: int = 0) -> str | None:
+def preflight(res: int, device: str = "cuda", triton_configs: int = 0, batch: int = 8) -> str | None:
     """Run the Triton paths first in a child process: a kernel fault (an illegal address is sticky, it poisons the
     CUDA context) must not cost this process's measurements of everything else. The child tunes the same configs
     (``--triton-configs``), so their compiled kernels are in Triton's disk cache for the real run. None if the
-    child passed, else why it did not."""
+    child passed, else why it did not. ``batch``: 8 on the GPU; the CPU test runs the interpreter at 2 (training
+    steps cost it in proportion), and BatchNorm in training needs more than one image at 1x1."""
     cmd = [sys.executable, __file__, "--preflight-child", "--resolution", str(res), "--device", device,
-           "--triton-configs", str(triton_configs)]  # fmt: skip
+           "--triton-configs", str(triton_configs), "--batch", str(batch)]  # fmt: skip
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PREFLIGHT_TIMEOUT_S)
@@ -964,13 +969,14 @@ def run_sections(b: Bench, timm) -> None:
         timed.update({**report.get("train_eager", {}), **report.get("train_compiled", {})})
         timed.update({f"b1_{k}": v for k, v in report.get("latency_batch1", {}).items()})
         one = torch.randn(1, 3, res, res, device=dev)
+        profile_steps = SMOKE_PROFILE_STEPS if args.smoke else PROFILE_STEPS
         out: dict[str, dict] = {}
         for name in PROFILED_INFERENCE + PROFILED_TRAIN + PROFILED_BATCH1:
             if name not in b.built or "error" in timed.get(name, {}):
                 continue
             inputs = xt if name in PROFILED_TRAIN else one if name in PROFILED_BATCH1 else x
             try:
-                row = profile_path(b.built[name], inputs, cuda=cuda)
+                row = profile_path(b.built[name], inputs, cuda=cuda, steps=profile_steps)
             except Exception as exc:  # noqa: BLE001 - recorded; the other paths are still profiled
                 out[name] = {"error": repr(exc)[:500], "traceback": traceback.format_exc()[-1500:]}
                 continue
@@ -1397,7 +1403,7 @@ def main() -> None:
     if args.triton_configs:  # in the preflight child too: it compiles what the run will tune
         kernels.FUSED_CONFIGS[:] = kernels.FUSED_CONFIGS[: args.triton_configs]
     if args.preflight_child:
-        preflight_child(args.resolution, args.device)
+        preflight_child(args.resolution, args.device, args.batch)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` sends TERM: save in `finally` below
     if args.smoke:

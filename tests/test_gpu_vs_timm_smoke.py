@@ -89,7 +89,7 @@ def test_smoke_run_fills_every_section_and_the_ratios(tmp_path: Path):
         batches = {r["shapes"][0][0] for r in rows if "conv" in r["op"]}  # a convolution's input comes first
         assert batches == {1}, (cand, rows)
     for cand, row in profiled.items():
-        assert row["ms_per_call"] > 0 and row["steps"] == module.PROFILE_STEPS, (cand, row)
+        assert row["ms_per_call"] > 0 and row["steps"] == module.SMOKE_PROFILE_STEPS, (cand, row)
         assert sum(row["by_category_ms"].values()) == pytest.approx(row["ms_per_call"]), cand
         assert row["top"][0]["ms_per_call"] >= row["top"][-1]["ms_per_call"] > 0
     # the convolutions are most of a forward pass, and a training step's backward convolutions are counted too
@@ -402,8 +402,8 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
     module = _module()
     monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the kernels run, interpreted, in the child
-    assert module.preflight(32, "cpu") is None
-    failed = module.preflight(7, "cpu")  # a child that raises: its error comes back as the reason
+    assert module.preflight(32, "cpu", batch=2) is None  # 2 images, not the GPU run's 8: the interpreter's cost
+    failed = module.preflight(7, "cpu", batch=2)  # a child that raises: its error comes back as the reason
     assert failed.startswith("Triton preflight failed (exit status 1)") and "resolution=7" in failed, failed
 
 
