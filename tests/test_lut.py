@@ -359,6 +359,8 @@ def test_bad_inputs(tmp_path):
         ({"overhead": 0.1, "layers": []}, "layers is a JSON list, not an object"),
         ({"overhead": 0.1, "layers": {"conv:3:32": "slow"}}, "layer 'conv:3:32' is 'slow', not a finite number"),
         ({"overhead": 0.1, "scale": True, "layers": {}}, "scale is True, not a finite number"),
+        ({"overhead": None, "layers": {}, "partial": {"overhead": [0.1, 0]}}, "partial timing 'overhead' is [0.1, 0]"),
+        ({"overhead": None, "layers": {}, "partial": [1]}, "partial is a JSON list, not an object"),
     ],
 )
 def test_a_table_with_entries_that_are_not_numbers_is_named_on_loading(tmp_path, capsys, table, words):
@@ -478,3 +480,126 @@ def test_a_thread_count_that_cannot_run_here_is_refused_before_measuring():
         with pytest.raises(ValueError, match=f"threads={threads} is not allowed to measure the latency table here"):
             lut.predict_latency(0.25, 96, runtime="torch", threads=threads, lut=table, calibrated=False, env=ENV)
         assert not table.tables.get(lut.env_key("torch", threads, ENV), {}).get("layers")  # nothing was measured
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(k, measure):
+    """``measure`` that raises `Interrupt` at its call number ``k + 1`` (a Ctrl-C after k timings), and counts."""
+    calls = []
+
+    def timed(*item):
+        if len(calls) == k:
+            raise Interrupt
+        calls.append(item)
+        return measure(*item)
+
+    timed.calls = calls
+    return timed
+
+
+def test_an_interrupted_calibration_goes_on_where_it_stopped_and_ends_as_one_run_would(tmp_path):
+    """select's first run measures ~1,200 timings for 10 minutes, and an interruption (Ctrl-C, a closed pipe, a
+    failing runtime) kept none of them: the file got the table only at the end. The timings so far are saved on the
+    way out; the next run times only the rest, says how many it reused, and the table it ends with is the one an
+    uninterrupted run makes (deterministic timings here, so equal in values too), with no unfinished timings left."""
+    o = PER_KIND["overhead"]
+
+    def whole(alpha, res):
+        return o + 1.3 * _true_sum(alpha, res)
+
+    def both(*item):  # a layer key or a model, as `calibrate` times them
+        return whole(*item) if len(item) == 2 else PER_KIND[item[0].split(":")[0]]
+
+    one_go = lut.LatencyLUT(tmp_path / "one.json")
+    lut.predict_latency(0.6, 176, lut=one_go, measure=Counter(), measure_whole=whole, env=ENV, rounds=2)
+    path = tmp_path / "lut.json"
+    items = lut.calibration_items("block", lut.layer_keys(ModelSpec(alpha=0.6, resolution=176)))
+    k = len(items) + 7  # in the second round
+    first = _stop_after(k, both)
+    with pytest.raises(Interrupt):
+        lut.predict_latency(0.6, 176, lut=lut.LatencyLUT.load(path), measure=first, measure_whole=first, env=ENV,
+                            rounds=2)  # fmt: skip
+    (table,) = json.loads(path.read_text()).values()
+    assert table["layers"] == {} and table["scale"] is None  # no entry before the phase ends
+    assert sum(n for _, n in table["partial"].values()) == k and set(table["partial"]) == {
+        lut.item_name(i) for i in items
+    }
+    said, second = [], _stop_after(10**9, both)
+    ms, _ = lut.predict_latency(0.6, 176, lut=lut.LatencyLUT.load(path), measure=second, measure_whole=second,
+                                env=ENV, rounds=2, say=said.append)  # fmt: skip
+    assert len(second.calls) == 2 * len(items) - k  # only the missing timings
+    assert said[0].endswith(f"; {k} timing(s) saved by an interrupted run reused")
+    done, expected = json.loads(path.read_text()), json.loads(one_go.path.read_text())
+    assert done == expected and "partial" not in done[lut.env_key("ort", 1, ENV)]
+    assert ms == lut.predict_latency(0.6, 176, lut=one_go, env=ENV)[0]
+
+
+def test_saved_timings_merge_with_another_process_and_leave_the_table_alone(tmp_path):
+    """Two runs measuring one table: each save keeps per item the timing with more rounds, never touches the
+    file's entries or calibration, and a finished run drops only the timings it made entries of."""
+    path = tmp_path / "lut.json"
+    done = lut.LatencyLUT(path, {"k": {"overhead": 0.1, "scale": None, "intercept": None, "layers": {"x": 1.0}}})
+    done.save()
+    a, b = lut.LatencyLUT.load(path), lut.LatencyLUT.load(path)
+    a.tables["k"]["partial"] = {"y": [2.0, 1], "z": [3.0, 2]}
+    a.save_timings("k")
+    b.tables["k"]["partial"] = {"y": [1.5, 2], "z": [2.5, 1], "w": [4.0, 1]}
+    b.save_timings("k")
+    assert json.loads(path.read_text())["k"] == {"overhead": 0.1, "scale": None, "intercept": None,
+                                                 "layers": {"x": 1.0},
+                                                 "partial": {"y": [1.5, 2], "z": [3.0, 2], "w": [4.0, 1]}}  # fmt: skip
+    a.tables["k"]["layers"]["y"], a.tables["k"]["partial"] = 1.4, {"z": [3.0, 2]}
+    a.finished["k"] = {"y"}
+    a.save()
+    assert json.loads(path.read_text())["k"]["partial"] == {"z": [3.0, 2], "w": [4.0, 1]}
+    assert json.loads(path.read_text())["k"]["layers"] == {"x": 1.0, "y": 1.4}
+
+
+CHILD = """
+import sys
+from mobilenets import lut
+lut.SAVE_EVERY_S = float(sys.argv[2])
+timer = lut.KeyTimer("torch", 1, blocks=1, block=1)  # real timings, short
+
+
+def measure(key):
+    ms = timer(key)
+    print("timed", key, flush=True)
+    return ms
+
+
+lut.predict_latency(0.25, 32, runtime="torch", lut=lut.LatencyLUT.load(sys.argv[1]), measure=measure,
+                    calibrated=False, rounds=2)
+"""
+
+
+@pytest.mark.parametrize(("signal_name", "save_every_s"), [("SIGTERM", 1e9), ("SIGINT", 1e9), ("SIGKILL", 0.0)])
+def test_a_real_measurement_killed_keeps_its_timings_for_the_next_run(tmp_path, signal_name, save_every_s):
+    """A real measurement (torch, 1 thread) stopped by a signal after some timings: SIGTERM (a batch scheduler,
+    `timeout`) and SIGINT (Ctrl-C) save on the way out; SIGKILL, which nothing can catch, finds the file as the
+    last periodic save left it (every timing here), whole (written atomically). The next run times only what is
+    missing, and its table has the entries a run in one go has."""
+    import signal
+
+    path = tmp_path / "lut.json"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(save_every_s)], stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    for _ in range(5):
+        assert child.stdout.readline().startswith("timed ")
+    child.send_signal(getattr(signal, signal_name))
+    child.communicate(timeout=60)
+    assert child.returncode != 0
+    (table,) = json.loads(path.read_text()).values()
+    saved = sum(n for _, n in table["partial"].values())
+    keys = lut.layer_keys(ModelSpec(alpha=0.25, resolution=32))
+    assert 4 <= saved < 2 * (1 + len(set(keys))) and table["layers"] == {}  # the 5th's save may not have landed
+    timer, calls = lut.KeyTimer("torch", 1, blocks=1, block=1), []
+    reloaded = lut.LatencyLUT.load(path)
+    lut.predict_latency(0.25, 32, runtime="torch", lut=reloaded, measure=lambda k: calls.append(k) or timer(k),
+                        calibrated=False, rounds=2)  # fmt: skip
+    assert len(calls) == 2 * (1 + len(set(keys))) - saved
+    (table,) = json.loads(path.read_text()).values()
+    assert set(table["layers"]) == set(keys) and table["overhead"] > 0 and "partial" not in table

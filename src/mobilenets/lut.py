@@ -34,11 +34,14 @@ the predicted models' own entries, the anchors and (for a benchmark) the predict
 rounds.
 
 Tables are stored as JSON keyed by the environment (hardware, runtime, threads, library versions), so one file can
-hold tables for several machines and runtimes; shapes missing from the table are measured on demand and saved.
+hold tables for several machines and runtimes; shapes missing from the table are measured on demand and saved. A
+measurement saves its timings so far as it goes (every `SAVE_EVERY_S`, atomically) and when interrupted (Ctrl-C,
+SIGTERM, a closed pipe), and the next run goes on from them (`time_rounds`' ``saved``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -246,15 +249,41 @@ def _bad_entry(table: dict[str, Any]) -> str | None:
         return f"layer {key!r} is {layers[key]!r}, not a finite number of ms"
     if name := next((n for n in TABLE_NUMBERS if table.get(n) is not None and not _is_number(table[n])), None):
         return f"{name} is {table[name]!r}, not a finite number"
+    partial = table.get("partial", {})
+    if not isinstance(partial, dict):
+        return f"partial is a JSON {type(partial).__name__}, not an object of unfinished timings"
+    if (key := next((k for k, v in partial.items() if not _is_timing(v)), None)) is not None:
+        return f"partial timing {key!r} is {partial[key]!r}, not [ms, rounds timed]"
     return None
+
+
+def _is_timing(value: Any) -> bool:
+    """An unfinished measurement's figure (`time_rounds`' ``saved``): [lowest ms, rounds timed >= 1]."""
+    return (isinstance(value, list) and len(value) == 2 and _is_number(value[0]) and isinstance(value[1], int)
+            and not isinstance(value[1], bool) and value[1] >= 1)  # fmt: skip
+
+
+def _merge_timings(held: dict[str, list], ours: dict[str, list]) -> dict[str, list]:
+    """Two processes' unfinished timings of one table: per item the one timed in more rounds (then the lower)."""
+    merged = dict(held)
+    for name, (ms, n) in ours.items():
+        if name not in merged or (n, -ms) > (merged[name][1], -merged[name][0]):
+            merged[name] = [ms, n]
+    return merged
 
 
 @dataclass
 class LatencyLUT:
-    """Per-environment tables ``{env_key: {"overhead": ms, "layers": {layer key: ms}}}`` backed by a JSON file."""
+    """Per-environment tables ``{env_key: {"overhead": ms, "layers": {layer key: ms}}}`` backed by a JSON file.
+
+    A table being measured also holds ``"partial": {item: [lowest ms, rounds timed]}``, the timings of a measurement
+    not finished yet (`predict_many` saves them as it goes, and on an interruption): the next run goes on from them.
+    A file without it (older ones) reads as before, and older code reading a file with it measures from scratch."""
 
     path: Path | None = None
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per table, the unfinished timings this process has used up (now entries): dropped from the file's on saving
+    finished: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> LatencyLUT:
@@ -285,11 +314,37 @@ class LatencyLUT:
             disk = LatencyLUT.load(self.path).tables if self.path.exists() else {}
             for key, table in self.tables.items():
                 held = disk.get(key)
+                merged = table
                 if held is not None:
                     base = held if table.get("scale") is None and held.get("scale") is not None else table
-                    self.tables[key] = {**base, "layers": {**held["layers"], **table["layers"]}}
+                    merged = {**base, "layers": {**held["layers"], **table["layers"]}}
+                self.tables[key] = self._with_timings(key, merged, (held or {}).get("partial", {}), table)
             self.tables = {**disk, **self.tables}
             atomic_write_text(self.path, json.dumps(self.tables, indent=1, sort_keys=True) + "\n")
+
+    def save_timings(self, key: str) -> None:
+        """Write the unfinished timings of table ``key`` (``partial``) into the file, merged with the file's (another
+        process may be measuring the same table), and nothing else: the file's entries and calibration stay as they
+        are. Atomic (`atomic_write_text`) and under the lock `save` takes, so an interrupted or killed measurement
+        leaves either the previous file or this one."""
+        if self.path is None:
+            return
+        with locked(self.path):
+            disk = LatencyLUT.load(self.path).tables if self.path.exists() else {}
+            held = disk.get(key) or {"overhead": None, "scale": None, "intercept": None, "layers": {}}
+            disk[key] = self._with_timings(key, held, held.get("partial", {}), self.tables[key])
+            atomic_write_text(self.path, json.dumps(disk, indent=1, sort_keys=True) + "\n")
+
+    def _with_timings(self, key: str, table: dict, held: dict[str, list], ours: dict) -> dict[str, Any]:
+        """``table`` with the unfinished timings of the file (``held``) and of this process (``ours``) merged, less
+        those this process has made entries of, and, once the table is calibrated, those of items it holds."""
+        timings = _merge_timings(held, ours.get("partial", {}))
+        done = self.finished.get(key, set())
+        if table.get("scale") is not None:  # calibrated: what a fill or calibration left of its items is done with
+            done = done | set(table["layers"]) | {n for n in timings if n == OVERHEAD or n.startswith("model:")}
+        timings = {n: v for n, v in timings.items() if n not in done}
+        out = {k: v for k, v in table.items() if k != "partial"}
+        return {**out, "partial": timings} if timings else out
 
     def table(self, key: str) -> dict[str, Any]:
         return self.tables.setdefault(key, {"overhead": None, "scale": None, "intercept": None, "layers": {}})
@@ -302,24 +357,48 @@ Progress = Callable[[int, int], None]  # (timings done, timings in all)
 
 
 def time_rounds(
-    items: Iterable[Any], measure: Callable[..., float], rounds: int, progress: Progress | None = None
+    items: Iterable[Any],
+    measure: Callable[..., float],
+    rounds: int,
+    progress: Progress | None = None,
+    saved: dict[str, list] | None = None,
 ) -> dict[Any, float]:
     """Each item's minimum over ``rounds`` round-robin passes of ``measure(item)`` (a tuple item is unpacked), so
     every figure has the chance of a quiet moment of the machine (a slow phase lasts seconds, longer than one
     item's timing). The one timing discipline of the table's entries, its anchors and the accuracy benchmark.
-    ``progress(done, total)`` hears each timing (`progress_lines` turns it into a line every half minute)."""
+    ``progress(done, total)`` hears each timing (`progress_lines` turns it into a line every half minute).
+
+    ``saved`` (``{item_name(item): [lowest ms, rounds timed]}``) is updated after every timing, and an item found in
+    it is timed only in the rounds it lacks: a measurement interrupted and saved (`predict_many`) goes on where it
+    stopped, its figures still each the minimum over ``rounds`` timings (some from the earlier run)."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds} is not allowed: at least 1")
     todo = list(dict.fromkeys(items))
+    saved = {} if saved is None else saved
+    names = {item: item_name(item) for item in todo}
     best: dict[Any, float] = {}
-    total = rounds * len(todo)
+    for item in todo:
+        if names[item] in saved:
+            best[item] = saved[names[item]][0]
+    total = sum(rounds - min(saved.get(names[item], (0, 0))[1], rounds) for item in todo)
+    done = 0
     for r in range(rounds if todo else 0):
-        for i, item in enumerate(todo):
+        for item in todo:
+            if names[item] in saved and saved[names[item]][1] > r:
+                continue
             ms = measure(*item) if isinstance(item, tuple) else measure(item)
             best[item] = min(best.get(item, math.inf), ms)
+            saved[names[item]] = [best[item], r + 1]
+            done += 1
             if progress is not None:
-                progress(r * len(todo) + i + 1, total)
+                progress(done, total)
     return best
+
+
+def item_name(item: Any) -> str:
+    """A `time_rounds` item as a JSON key: a layer key as it is, a model ``(alpha, resolution)`` as
+    ``model:alpha:resolution``."""
+    return item if isinstance(item, str) else "model:" + ":".join(str(v) for v in item)
 
 
 def progress_lines(
@@ -355,12 +434,13 @@ def fill(
     measure: Measurer,
     rounds: int = FILL_ROUNDS,
     progress: Progress | None = None,
+    saved: dict[str, list] | None = None,
 ) -> int:
-    """Measure the overhead and every key missing from ``table`` (`time_rounds`); the number of shapes newly
-    measured."""
+    """Measure the overhead and every key missing from ``table`` (`time_rounds`, going on from ``saved``); the number
+    of shapes newly measured."""
     missing = [k for k in dict.fromkeys(keys) if k not in table["layers"]]
     todo = ([OVERHEAD] if table.get("overhead") is None else []) + missing
-    raw = time_rounds(todo, measure, rounds, progress)
+    raw = time_rounds(todo, measure, rounds, progress, saved)
     if OVERHEAD in raw:
         table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
@@ -546,6 +626,7 @@ def calibrate(
     models: Iterable[tuple[float, int]] = (),
     block: int | None = None,
     progress: Progress | None = None,
+    saved: dict[str, list] | None = None,
 ) -> tuple[int, dict[tuple[float, int], float]]:
     """Fit the table's calibration (`fit_calibration`) from end-to-end latencies of the `ANCHORS` models: (the number
     of shapes and models newly measured, ``{model: ms}`` of the extra ``models``; one that is an anchor is timed once).
@@ -556,14 +637,14 @@ def calibrate(
     phase of the machine that lasts longer than a round (a minute) inflates all of them rather than one side of the
     ratio. (Timing the predicted models' entries after the calibration let torch's scale fit 1.17-1.35 against test
     models' in-network ratios of 1.30-1.39, a median error of up to 13.8%.) ``block`` is the runtime's channel block
-    for the memory features (`block_channels`; default that of ONNX Runtime); ``progress`` hears each timing."""
+    for the memory features (`block_channels`; default that of ONNX Runtime); ``progress`` hears each timing;
+    ``saved`` holds an interrupted calibration's timings to go on from (`time_rounds`)."""
     block = block_channels() if block is None else block
     anchors = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
     extra_models = [m for m in dict.fromkeys(models) if m not in anchors]
-    entries = [OVERHEAD, *(k for ks in anchors.values() for k in ks), *keys]
-    items = [*dict.fromkeys(entries), *anchors, *extra_models]  # entries already in the table are timed again
+    items = calibration_items(granularity, keys, models)
     timed = time_rounds(
-        items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds, progress
+        items, lambda *item: measure_model(*item) if len(item) == 2 else measure(*item), rounds, progress, saved
     )
     whole = {m: timed.pop(m) for m in [*anchors, *extra_models]}
     table["overhead"] = timed.pop(OVERHEAD)
@@ -585,6 +666,14 @@ def calibrate(
     table["fit"] = {"method": fitted["method"], "loo_median_pct": fitted["loo_median_pct"]}
     table["anchors"] = [[a, r, m] for (a, r), m in zip(ANCHORS, target, strict=True)]
     return 1 + len(timed) + len(whole), {m: whole[m] for m in dict.fromkeys(models)}
+
+
+def calibration_items(granularity: str, keys: Iterable[str] = (), models: Iterable[tuple[float, int]] = ()) -> list:
+    """What `calibrate` times each round, in order: the overhead, the anchors' entries and ``keys`` (entries already
+    in the table are timed again), then the anchors and the extra ``models`` end to end."""
+    anchors = {a: layer_keys(ModelSpec(alpha=a[0], resolution=a[1]), granularity) for a in ANCHORS}
+    entries = [OVERHEAD, *(k for ks in anchors.values() for k in ks), *keys]
+    return [*dict.fromkeys(entries), *anchors, *(m for m in dict.fromkeys(models) if m not in anchors)]
 
 
 class ModelTimer:
@@ -673,7 +762,8 @@ def predict_many(
     if not all_keys:
         return []
     lut = lut if lut is not None else LatencyLUT.load()
-    table = lut.table(env_key(runtime, threads, env, granularity))
+    table_key = env_key(runtime, threads, env, granularity)
+    table = lut.table(table_key)
     seen = set(table["layers"]) | ({OVERHEAD} if table.get("overhead") is not None else set())
     counts = []
     for keys in all_keys:  # each model's count: the shapes first measured for it
@@ -689,30 +779,97 @@ def predict_many(
         check_threads(threads, use=" to measure the latency table here")
     if save and lut.path is not None and measuring:  # before minutes of measuring, not after
         check_writable(lut.path)
-    if say is not None and measuring:  # minutes on a busy CPU: say so before going quiet
+    if not measuring:
+        return _predictions(table, all_keys, counts, calibrated)
+    # the items this run times (`calibrate`'s, or `fill`'s), and the timings an interrupted run saved of them
+    items = {item_name(i) for i in calibration_items(granularity, own)} if calibrating else {OVERHEAD, *own}
+    saved = table.setdefault("partial", {})
+    reused = sum(min(n, rounds) for name, (_, n) in saved.items() if name in items)
+    if say is not None:  # minutes on a busy CPU: say so before going quiet
         also = " and calibrating" if calibrating else ""
+        again = f"; {reused} timing(s) saved by an interrupted run reused" if reused else ""
         say(f"latency table: measuring {sum(counts)} layer shape(s){also} on {runtime}, {threads} thread(s), "
-            f"{rounds} rounds (once per machine; saved for next time)")  # fmt: skip
+            f"{rounds} rounds (once per machine; saved for next time){again}")  # fmt: skip
+    saving = save and lut.path is not None
     timer = None if measure else KeyTimer(runtime, threads)
     measure, whole = measure or timer, None
-    progress = progress_lines(say, "latency table") if say is not None else None
+    progress = _saving_progress(lut, table_key, progress_lines(say, "latency table") if say else None, saving)
     try:
-        with _torch_threads_for(runtime, threads):
+        with _torch_threads_for(runtime, threads), _sigterm_interrupts():
             if calibrating:  # the models' shapes share the anchors' rounds
                 whole = measure_whole or ModelTimer(runtime, threads)
                 block = block_channels(runtime)
-                n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block, progress=progress)
+                n, _ = calibrate(table, measure, whole, granularity, rounds, keys=own, block=block,
+                                 progress=progress, saved=saved)  # fmt: skip
                 counts[0] += n - sum(counts)  # the anchors' shapes and the anchors go to the first model
-            fill(table, own, measure, rounds, progress)
+            fill(table, own, measure, rounds, progress, saved)
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a closed pipe, a failing runtime: keep what was timed
+        if saving and saved:
+            _keep_timings(lut, table_key, exc, say)
+        raise
     finally:
         for built in (timer, whole):
             if isinstance(built, KeyTimer | ModelTimer):
                 built.close()
+    for name in items:  # entries now
+        saved.pop(name, None)
+    if not saved:
+        del table["partial"]
+    lut.finished.setdefault(table_key, set()).update(items)
     if any(counts) and save:
         lut.save()
+    return _predictions(table, all_keys, counts, calibrated)
+
+
+def _predictions(table: dict[str, Any], all_keys: list[list[str]], counts: list[int], calibrated: bool) -> list:
     if calibrated:
         return [(predict_from_table(table, keys), n) for keys, n in zip(all_keys, counts, strict=True)]
     return [(table["overhead"] + layer_sum(table, keys), n) for keys, n in zip(all_keys, counts, strict=True)]
+
+
+# seconds between two saves of a measurement's timings so far (`predict_many`): a SIGKILL or power cut loses at most
+# this much of a 10-minute measurement; each save rewrites the file (about 0.1 MB per table), a few ms
+SAVE_EVERY_S = 10.0
+
+
+def _saving_progress(lut: LatencyLUT, key: str, progress: Progress | None, saving: bool) -> Progress | None:
+    """``progress``, also saving table ``key``'s timings so far (`LatencyLUT.save_timings`) every `SAVE_EVERY_S`."""
+    if not saving:
+        return progress
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        if time.monotonic() - last[0] >= SAVE_EVERY_S and done < total:
+            lut.save_timings(key)
+            last[0] = time.monotonic()
+
+    return report
+
+
+def _keep_timings(lut: LatencyLUT, key: str, exc: BaseException, say: Callable[[str], None] | None) -> None:
+    """Save an interrupted measurement's timings and say so; a failure to save is a note on ``exc``, not a new
+    error hiding it."""
+    timings = sum(n for _, n in lut.tables[key]["partial"].values())
+    try:
+        lut.save_timings(key)
+    except Exception as err:  # noqa: BLE001 - the interruption is what the user must see
+        exc.add_note(f"latency table: the {timings} timing(s) made were not saved: {err}")
+        return
+    if say is not None:
+        with contextlib.suppress(OSError):  # a closed pipe may be why it stopped
+            say(f"latency table: interrupted; {timings} timing(s) saved in {lut.path}: the same command goes on "
+                "from them")  # fmt: skip
+
+
+def _sigterm_interrupts():
+    """SIGTERM raises `stopping.Terminated` (a KeyboardInterrupt) in the block, as Ctrl-C does, so that the timings
+    are saved on the way out (Python's default ends the process at once); the caller's handler, if it set one, is
+    left alone."""
+    from .stopping import StopRequest, sigterm_stops
+
+    return sigterm_stops(StopRequest())
 
 
 def _torch_threads_for(runtime: str, threads: int):
