@@ -72,6 +72,20 @@ def test_int8_runtime_rows_through_the_export_plugin():
     assert row["weights_int8_MB"] == row["weights_MB"] < 0.5 * row["weights_fp32_MB"]
 
 
+def test_int8_rows_say_their_expected_top1_is_the_fp32_weights():
+    """An ort-int8 row carried the fp32 model's expected top-1 (TF-slim's table) under the same source as the fp32
+    row, as if it were the INT8 model's, which nobody measured on ImageNet. The figure is kept (the best there is),
+    its source says whose it is; the fp32 row's is unchanged."""
+    pytest.importorskip("onnxruntime.quantization")
+    cfg = bench.BenchConfig(models=("0.25-128",), runtimes=("ort", "ort-int8"), **TINY)
+    fp32, int8 = sorted(bench.run_bench(cfg), key=lambda r: r["dtype"])
+    assert (fp32["dtype"], int8["dtype"]) == ("fp32", "int8") and fp32["top1"] == int8["top1"] is not None
+    assert fp32["top1_source"] == "tfslim" and int8["top1_source"] == "tfslim, of fp32 weights"
+    assert bench.top1_basis(int8["top1_source"]) == "tfslim" and int8["top1_table"] == "tfslim"
+    assert bench.top1_source_for(None, "int8") is None
+    assert bench.top1_source_for("interpolated", "bf16") == "interpolated"
+
+
 def test_unavailable_runtimes_raise_one_line_reason(monkeypatch):
     model, _, _ = bench.build("0.25-64")
     import torch
@@ -795,6 +809,15 @@ def test_the_accuracy_plot_puts_top1s_of_different_sources_in_separate_labelled_
              for xy in line.get_xydata()}  # fmt: skip
     assert faces[(4.0, 92.5)] == "none" and faces[(0.6, 88.0)] != "none"
     assert "one panel per top-1 source" in panels[0].get_title()
+    # an INT8 runtime's top-1s are the fp32 weights': its legend says so, and its estimated one is still hollow
+    int8 = [{**r, "runtime": "ort-int8", "dtype": "int8", "top1_source": r["top1_source"] + bench.FP32_WEIGHTS}
+            for r in runs]  # fmt: skip
+    (panel,) = [ax for ax in _accuracy_figure(int8, tmp_path / "int8.png", monkeypatch).axes if ax.get_lines()]
+    assert [t.get_text() for t in panel.get_legend().get_texts()][0] == "ort-int8 x1 (Pareto front; fp32 weights' " \
+        "top-1)"  # fmt: skip
+    faces = {tuple(xy): line.get_markerfacecolor() for line in panel.get_lines() if line.get_marker() == "o"
+             for xy in line.get_xydata()}  # fmt: skip
+    assert faces[(4.0, 92.5)] == "none" and faces[(0.6, 88.0)] != "none"
     # the two ImageNet tables are both 'expected ImageNet top-1': their panels name them
     paper = [{**r, "model": r["model"] + "_p", "top1_table": "paper", "top1_source": "interpolated"} for r in table]
     fig = _accuracy_figure([*table, *paper], tmp_path / "tables.png", monkeypatch)

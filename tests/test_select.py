@@ -388,6 +388,27 @@ def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsy
     assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 0.6
 
 
+def test_select_on_an_int8_runtime_says_its_top1_is_the_fp32_weights(capsys, tmp_path):
+    """The expected top-1 is TF-slim's fp32 figure; select on ort-int8 showed it as the INT8 model's. The chosen line
+    and the table's top1_source now say it is the fp32 weights', and the JSON carries a note; fp32 runtimes are
+    unchanged."""
+    rows = [{"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": rt, "threads": 1,
+             "batch": 32, "latency_ms_median": 0.6} for rt in ("ort-int8", "ort")]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    args = ("--fps", "200", "--bench", str(tmp_path / "b.json"), "--alpha-range", "0.25,0.25,0.05", "--res-range",
+            "128,128,16")  # fmt: skip
+    code, out, _ = run(capsys, *args, "--runtime", "ort-int8")
+    assert code == 0 and "expected top-1 41.5% (tfslim, of fp32 weights), 0.60 ms" in out.splitlines()[0]
+    assert out.count("tfslim, of fp32 weights") == 2  # the chosen line and its table row
+    code, out, _ = run(capsys, *args, "--runtime", "ort-int8", "--json")
+    got = json.loads(out)
+    assert got["chosen"]["top1_source"] == "tfslim, of fp32 weights" and got["chosen"]["top1"] == 41.5
+    assert got["top1_note"].startswith("note: top-1 is the fp32 weights' (ort-int8 runs them quantized to INT8")
+    code, out, _ = run(capsys, *args, "--runtime", "ort", "--json")
+    got = json.loads(out)
+    assert got["chosen"]["top1_source"] == "tfslim" and got["top1_note"] == ""
+
+
 def test_runs_of_different_tasks_are_refused_and_of_different_recipes_noted(tmp_path):
     """Top-1 of 10 classes and of 1000, or of two 10-class sets, fit no one line: an error naming both files."""
 

@@ -170,18 +170,23 @@ ESTIMATED = ("interpolated", "extrapolated")  # `accuracy.AccuracyModel.predict`
 
 def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_fps: float) -> None:
     """Each runtime's points and Pareto front, and the target-FPS line. A top-1 the accuracy model estimated (a
-    model off its table's grid) is a hollow point, one of the table or a run a filled one."""
+    model off its table's grid) is a hollow point, one of the table or a run a filled one; an INT8 runtime's legend
+    says its top-1s are the fp32 weights' (`bench.FP32_WEIGHTS`)."""
+    from .bench import top1_basis
+
     estimated = False
     for name, rs in sorted(series.items()):
         style = _style(name, names)
         for guessed in (False, True):
-            pts = [(r["latency_ms_median"], r["top1"]) for r in rs if (r.get("top1_source") in ESTIMATED) == guessed]
+            pts = [(r["latency_ms_median"], r["top1"]) for r in rs
+                   if (top1_basis(r.get("top1_source")) in ESTIMATED) == guessed]  # fmt: skip
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"],
                         markerfacecolor="none" if guessed else style["color"])  # fmt: skip
             estimated |= guessed and bool(pts)
         pts = [(r["latency_ms_median"], r["top1"]) for r in rs]
-        ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front)", **style)
+        weights = "; fp32 weights' top-1" if any(r.get("dtype") == "int8" for r in rs) else ""  # `bench.FP32_WEIGHTS`
+        ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front{weights})", **style)
     if estimated:
         ax.plot([], [], "o", ms=4, color="grey", markerfacecolor="none", label="top-1 estimated (off the table)")
     ax.axvline(1000.0 / target_fps, color="red", ls=":", label=f"{target_fps:g} FPS")

@@ -355,6 +355,7 @@ class Selection:
     smallest: dict | None = None
     commands: list[str] | None = None
     accuracy_note: str = ""
+    top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`int8_top1_note`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -363,6 +364,19 @@ class Selection:
             if row is not None and not known_top1(row):
                 row["top1"] = None  # JSON has no NaN
         return d
+
+
+def int8_top1_note(runtime: str, dtype: str) -> str:
+    """One line saying that an INT8 runtime's expected top-1 is its fp32 weights' ('' for other dtypes): the tables
+    and runs are of fp32 models, and no INT8 top-1 on ImageNet is measured here (`bench.FP32_WEIGHTS` cites what
+    was measured on Imagenette)."""
+    if dtype != "int8":
+        return ""
+    return (
+        f"note: top-1 is the fp32 weights' ({runtime} runs them quantized to INT8, whose ImageNet top-1 is not "
+        "measured; on Imagenette the per-channel INT8 exports of two models were within 0.61 points of fp32: "
+        "results/int8-*.md)"
+    )
 
 
 def commands_for(c: dict, fp32_head: int | None = None) -> list[str]:
@@ -396,10 +410,14 @@ def select(
     if top < 1:
         raise ValueError(f"top={top!r} is not allowed: top must be an integer >= 1 (the chosen model and runners-up)")
     accuracy = accuracy or acc.table_model()
-    from .runtimes import int8_fp32_head
+    from .bench import top1_source_for
+    from .runtimes import RUNTIME_INFO, int8_fp32_head
 
     head = int8_fp32_head(runtime)  # the INT8 export a bench of ``runtime`` times (OpenVINO's quantizes every conv)
     rows = [candidate(a, r, accuracy, head) for a, r in space.candidates()]
+    dtype = RUNTIME_INFO[runtime].dtype if runtime in RUNTIME_INFO else "fp32"
+    for c in rows:  # the same label a bench row of the runtime carries
+        c["top1_source"] = top1_source_for(c["top1_source"], dtype)
     if constraints.needs_latency():
         if latency is None:
             raise ValueError("a latency/FPS bound needs a latency source (a bench results file or the lookup table)")
@@ -407,7 +425,7 @@ def select(
     ranked = choose(rows, constraints)
     note = accuracy.coverage_note()  # which models get no top-1 ('' for the published tables: they cover the grid)
     sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
-                    threads, accuracy_note=note)  # fmt: skip
+                    threads, accuracy_note=note, top1_note=int8_top1_note(runtime, dtype))  # fmt: skip
     if sel.chosen is None:
         smallest = min(rows, key=lambda c: (c["weights_MB"], c["macs"]))
         fastest = min(rows, key=lambda c: (c["latency_ms"], c["macs"])) if rows[0]["latency_ms"] is not None else None
