@@ -390,8 +390,8 @@ def test_select_on_a_runtime_without_latency_tables_works_from_bench_files(capsy
 
 def test_select_on_an_int8_runtime_says_its_top1_is_the_fp32_weights(capsys, tmp_path):
     """The expected top-1 is TF-slim's fp32 figure; select on ort-int8 showed it as the INT8 model's. The chosen line
-    and the table's top1_source now say it is the fp32 weights', and the JSON carries a note; fp32 runtimes are
-    unchanged."""
+    and the table's top1_source now say it is the fp32 weights', and a note line (the JSON's top1_note) says why;
+    fp32 runtimes are unchanged."""
     rows = [{"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": rt, "threads": 1,
              "batch": 32, "latency_ms_median": 0.6} for rt in ("ort-int8", "ort")]  # fmt: skip
     (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
@@ -400,6 +400,9 @@ def test_select_on_an_int8_runtime_says_its_top1_is_the_fp32_weights(capsys, tmp
     code, out, _ = run(capsys, *args, "--runtime", "ort-int8")
     assert code == 0 and "expected top-1 41.5% (tfslim, of fp32 weights), 0.60 ms" in out.splitlines()[0]
     assert out.count("tfslim, of fp32 weights") == 2  # the chosen line and its table row
+    assert "note: top-1 is the fp32 weights' (ort-int8 runs them quantized to INT8" in out  # and why, in one line
+    code, out, _ = run(capsys, *args, "--runtime", "ort-int8", "--max-mb", "0.01")  # nothing fits: still said
+    assert code == 1 and "note: top-1 is the fp32 weights'" in out
     code, out, _ = run(capsys, *args, "--runtime", "ort-int8", "--json")
     got = json.loads(out)
     assert got["chosen"]["top1_source"] == "tfslim, of fp32 weights" and got["chosen"]["top1"] == 41.5

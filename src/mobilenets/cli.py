@@ -552,8 +552,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         print("fastest and smallest candidates, for reference:")
         shown = [{"role": "fastest", **sel.fastest}, {"role": "smallest", **sel.smallest}]
         print(render(shown, "table", ("role", *SHOW_COLUMNS)))
-        if note := head_note(shown):
-            print(note)
+        for note in (head_note(shown), sel.top1_note):
+            if note:
+                print(note)
         return 1
     c = sel.chosen
     size = f"{c['weights_MB']:.2f} MiB fp32 / {c['weights_int8_MB']:.2f} MiB int8, {c['macs'] / 1e6:.1f}M MACs"
@@ -566,8 +567,9 @@ def cmd_select(args: argparse.Namespace) -> int:
           f"expected top-1 {top1} ({c['top1_source']}), {ms}, {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
-    if note := head_note([c, *sel.runners_up]):
-        print(note)
+    for note in (head_note([c, *sel.runners_up]), sel.top1_note):
+        if note:
+            print(note)
     print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
     return 0
 
