@@ -358,6 +358,30 @@ def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "option, value, error",
+    [
+        ("model", "mobilenet_v1_999", "model name 'mobilenet_v1_999' is not allowed: it reads as alpha=9.99"),
+        ("model", "0.5-16", "model name '0.5-16' is not allowed: it reads as alpha=0.5 at resolution 16"),
+        ("model", "resnet50", "unknown model name 'resnet50'"),
+        ("act", "gelu", "act='gelu' is not allowed: act must be one of 'relu', 'relu6'"),
+    ],
+)
+def test_a_model_the_spec_refuses_stops_the_run_before_its_folder_is_made(tmp_path, capsys, option, value, error):
+    """The model spec was built after the run folder was held: ``--model mobilenet_v1_999`` or ``--act gelu`` left a
+    new --out holding only .lock, and the error named the alpha read from the name, not the name typed."""
+    data = copy_subset(tmp_path / "data", CLASSES4[:2], 2, 1)
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--resolution", "32", "--max-steps", "1"]
+    assert main([*args, f"--{option}", value, "--workers", "0", "--batch-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert error in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=re.escape(error)):  # as the Python API says it
+        create_model(
+            **({"name_or_spec": value} if option == "model" else {"name_or_spec": "mobilenet_v1_100", option: value})
+        )
+
+
 def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path):
     """--init weights that name their classes keep their head only for those classes: a head for as many other
     classes (or the same ones at other indices) would score each folder with another class's row."""

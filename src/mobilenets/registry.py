@@ -75,7 +75,12 @@ def model_spec(name: str, /, **overrides: Any) -> ModelSpec:
         digits = grid.group(1) if grid else ""
         alpha = int(digits) / 10 ** (len(digits) - 1) if grid else float(pair.group(1))
         resolution = int((grid.group(2) or 224) if grid else pair.group(2))
-        spec = ModelSpec(alpha=alpha, resolution=resolution)  # validated before it is named
+        try:
+            spec = ModelSpec(alpha=alpha, resolution=resolution)  # validated before it is named
+        except SpecError as exc:  # the name, not only the alpha read from it: mobilenet_v1_999 is no model of 9.99
+            rule = str(exc).split(" is not allowed: ", 1)[-1]  # "alpha must be a number in (0, 2]"
+            raise SpecError(f"model name {name!r} is not allowed: it reads as alpha={alpha:g} at resolution "
+                            f"{resolution}, and {rule}") from None  # fmt: skip
         return spec.replace(name=grid_name(spec.alpha, spec.resolution)).replace(**overrides)
     timm = re.fullmatch(r"mobilenetv1_(\d{3,})", name)  # timm spells the family without the underscore
     hint = f" (timm's spelling: here it is 'mobilenet_v1_{timm.group(1)}')" if timm else ""

@@ -83,7 +83,7 @@ from .mobilenet_v1 import MobileNetV1
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
-from .spec import IMAGENET_MEAN, IMAGENET_STD
+from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
 from .train_config import ConfigError, TrainConfig, first_differences, teacher_is_weights
 
@@ -218,8 +218,15 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
             model.spec = model.spec.replace(dropout=cfg.dropout)
             model.head_drop.p = cfg.dropout
         return model
+    return create_model(requested_spec(cfg, num_classes=len(classes), labels=labels))  # grid-named
+
+
+def requested_spec(cfg: TrainConfig, **fields: Any) -> ModelSpec:
+    """The `ModelSpec` ``--model`` names with ``--alpha``, ``--resolution``, ``--act`` and ``--dropout`` applied (and
+    ``fields``): what a fresh run builds, and what `check_sources` validates before the run folder is made, so that
+    any value the spec refuses (``--model mobilenet_v1_999``, ``--act gelu``) leaves no folder holding only .lock."""
     overrides = {k: getattr(cfg, k) for k in ("alpha", "resolution", "act", "dropout") if getattr(cfg, k) is not None}
-    return create_model(model_spec(cfg.model, num_classes=len(classes), labels=labels, **overrides))  # grid-named
+    return model_spec(cfg.model, **overrides, **fields)
 
 
 def head_rows(spec, classes: list[str]) -> list[int] | None:
@@ -455,8 +462,10 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
 
 
 def check_sources(cfg: TrainConfig) -> None:
-    """The weights ``--init`` and ``--teacher`` name, read as far as their config.json, or the torchvision model
-    ``--teacher`` names, known: before the run folder is held, a wrong one left a new --out holding only .lock."""
+    """The model spec the options ask for valid (`requested_spec`), the weights ``--init`` and ``--teacher`` name,
+    read as far as their config.json, or the torchvision model ``--teacher`` names, known: before the run folder is
+    held, a wrong one left a new --out holding only .lock."""
+    requested_spec(cfg)
     if cfg.init:
         weights_io.read_config(cfg.init)
     if cfg.teacher and teacher_is_weights(cfg.teacher):
