@@ -311,21 +311,17 @@ def test_finetune_freeze_backbone_trains_only_the_head(trained, tmp_path):
         if not k.startswith("classifier."):
             assert torch.equal(sa[k], sb[k]), k  # frozen backbone: weights and BatchNorm statistics untouched
     assert sa["classifier.weight"].shape == (2, before.num_features)
-    # the weights fix the architecture: another width or activation (a recipe's, say) is reported and not applied;
+    # the weights fix the architecture: another width, activation or model asked for is refused (their own is fine);
     # a new resolution applies and renames the model
-    notes = []
-    kept = build_model(tiny_cfg(sub, tmp_path / "ft2", init=str(out / "model"), alpha=0.5, act="relu6"),
-                       CLASSES4[:2], notes.append)  # fmt: skip
+    init = str(out / "model")
+    for asked, error in [
+        (dict(alpha=0.5, act="relu6"), "alpha=0.5, act='relu6' are not allowed with init="),
+        (dict(model="mobilenet_v1_050"), "model='mobilenet_v1_050' (alpha=0.5) is not allowed with init="),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            build_model(tiny_cfg(sub, tmp_path / "ft2", init=init, **asked), CLASSES4[:2])
+    kept = build_model(tiny_cfg(sub, tmp_path / "ft2", init=init, model="mobilenet_v1_025", act="relu"), CLASSES4[:2])
     assert (kept.spec.alpha, kept.spec.act) == (0.25, "relu")
-    assert notes == ["note: alpha=0.5 does not apply to --init weights: training their alpha=0.25",
-                     "note: act='relu6' does not apply to --init weights: training their act='relu'"]  # fmt: skip
-    notes.clear()
-    kept = build_model(tiny_cfg(sub, tmp_path / "ft2", init=str(out / "model"), model="mobilenet_v1_050"),
-                       CLASSES4[:2], notes.append)  # fmt: skip
-    assert kept.spec.alpha == 0.25 and notes == [
-        "note: model='mobilenet_v1_050' does not apply to --init weights: training their alpha=0.25, "
-        "variant='standard', depth_multiplier=1"
-    ]
     s48 = train(tiny_cfg(sub, tmp_path / "ft3", init=str(out / "model"), resolution=48, max_steps=1))
     assert s48["model"]["resolution"] == 48 and s48["model"]["name"] == "mobilenet_v1_025_48"
 
@@ -1943,15 +1939,15 @@ def test_a_linked_folder_loop_lists_each_file_once(tmp_path):
 
 
 def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
-    """--init with another width asked (a note says it does not apply): config.yaml holds the weights' model, alpha
-    and act, and the same command resumes against it."""
+    """--init without a width or activation asked: config.yaml holds the weights' model, alpha and act, and the same
+    command resumes against it."""
     import yaml
 
     from mobilenets.trainer import train
 
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     save(MobileNetV1(alpha=0.5, num_classes=2, act="relu6").eval(), tmp_path / "w")
-    cfg = tiny_cfg(data, tmp_path / "r", init=str(tmp_path / "w"), alpha=0.25, act="relu", resolution=32, max_steps=1)
+    cfg = tiny_cfg(data, tmp_path / "r", init=str(tmp_path / "w"), alpha=None, resolution=32, max_steps=1)
     train(cfg)
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert (saved["model"], saved["alpha"], saved["act"]) == ("mobilenet_v1_050_32", 0.5, "relu6")
@@ -1963,6 +1959,41 @@ def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
     state["config"].update(model="mobilenet_v1_100", alpha=0.25, act="relu")
     torch.save(state, ckpt)
     assert train(dataclasses.replace(cfg, epochs=2, max_steps=3, resume="auto"))["global_steps"] == 3
+    # and the run's config.yaml, which names the weights' model, alpha and act beside init, is a recipe
+    assert train(resolve(str(tmp_path / "r" / "config.yaml"), out=str(tmp_path / "again"), max_steps=1, resume=None))
+
+
+def test_init_refuses_a_model_width_or_activation_it_does_not_have_before_the_folder_is_made(tmp_path, capsys):
+    """``train --init w075 --alpha 0.5`` trained alpha 0.75 with a note --quiet hid, where ``create_model(...,
+    weights=w075)`` refuses the same mismatch (WeightsError). An explicit value that disagrees is now one error line
+    naming both values, before the run folder is made; one that agrees trains; a recipe's (configs/*.yaml say
+    ``act: relu``, for fresh models) is left to the weights with a note, so fine-tuning relu6 weights with it works."""
+    from mobilenets.weights import WeightsError
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    w = tmp_path / "w075"
+    save(create_model("mobilenet_v1_075", num_classes=2, act="relu6").eval(), w)
+    with pytest.raises(WeightsError, match="weights are for alpha=0.75, the requested model has alpha=0.5"):
+        create_model("mobilenet_v1_050", weights=w)
+    base = ["train", "--data", str(data), "--init", str(w), "--resolution", "32", "--batch-size", "8", "--workers",
+            "0", "--threads", "1", "--max-steps", "1"]  # fmt: skip
+    for asked, error in [
+        (["--alpha", "0.5"], "alpha=0.5 is not allowed with init="),
+        (["--model", "mobilenet_v1_050"], "model='mobilenet_v1_050' (alpha=0.5) is not allowed with init="),
+        (["--act", "relu"], "act='relu' is not allowed with init="),
+    ]:
+        assert main([*base, *asked, "--quiet", "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        theirs = "act='relu6'" if "--act" in asked else "alpha=0.75"
+        assert error in err and f"those weights are for {theirs}" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "run").exists()
+    assert main([*base, "--alpha", "0.75", "--act", "relu6", "--quiet", "--out", str(tmp_path / "same")]) == 0
+    recipe = REPO / "configs" / "modern.yaml"
+    assert load_yaml(recipe)["act"] == "relu"  # what the recipe says, for a fresh model
+    assert main(["train", "--config", str(recipe), *base[1:], "--epochs", "1", "--out", str(tmp_path / "recipe")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {recipe}: act='relu' does not apply to --init weights: training their act='relu6'" in err, err
+    assert load(tmp_path / "recipe" / "model").spec.act == "relu6"
 
 
 def test_a_resume_says_what_it_changes(tmp_path, capsys):

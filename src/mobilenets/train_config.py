@@ -483,6 +483,49 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
 INVOCATION_FIELDS = frozenset(("resume",))
 
 
+# the options that name the architecture, which --init weights fix (`init_disagreements`)
+INIT_FIELDS = ("model", "alpha", "act")
+
+
+def init_disagreements(saved: Any, asked: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(what was asked, what the weights are) for each of ``asked``'s `INIT_FIELDS` that weights of spec ``saved``
+    are not, as ``name=value`` texts: ``model`` by the `weights.ARCHITECTURE_FIELDS` its name stands for (alpha,
+    variant, depth multiplier), as ``create_model(name, weights=DIR)`` compares them (`weights.check_architecture`).
+    Empty lists when everything asked agrees."""
+    from .registry import model_spec
+    from .weights import ARCHITECTURE_FIELDS
+
+    ours, theirs = [], []
+    for name, value in asked.items():
+        if name == "model":
+            named = model_spec(value)
+            differ = [f for f in ARCHITECTURE_FIELDS if getattr(named, f) != getattr(saved, f)]
+            if differ:
+                ours.append(f"model={value!r} ({', '.join(f'{f}={getattr(named, f)!r}' for f in differ)})")
+                theirs += [f"{f}={getattr(saved, f)!r}" for f in differ if f"{f}={getattr(saved, f)!r}" not in theirs]
+        elif value != getattr(saved, name):
+            ours.append(f"{name}={value!r}")
+            theirs += [f"{name}={getattr(saved, name)!r}"] if f"{name}={getattr(saved, name)!r}" not in theirs else []
+    return ours, theirs
+
+
+def _note_recipe_init_fields(
+    config_file: str | None, init: str, recipe: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Say which of a recipe's `INIT_FIELDS` the --init weights disagree with (configs/*.yaml's ``act: relu``
+    beside converted relu6 weights): they are left to the weights, which an explicit option is not (`trainer.
+    check_init_agrees`). Weights that cannot be read are reported before the run folder is made, not here."""
+    from .weights import read_config
+
+    try:
+        ours, theirs = init_disagreements(read_config(init)["spec"], recipe)
+    except (OSError, ValueError):
+        return
+    if ours:
+        say(f"note: {config_file}: {', '.join(ours)} does not apply to --init weights: training their "
+            f"{', '.join(theirs)}")  # fmt: skip
+
+
 def resolve(
     config_file: str | None = None, *, say: Callable[[str], None] | None = None, **overrides: Any
 ) -> TrainConfig:
@@ -494,7 +537,12 @@ def resolve(
             say(f"note: {config_file}: {name}={values[name]!r} is ignored (a recipe trains afresh; give --{name} to "
                 f"{name})")  # fmt: skip
     values = {k: v for k, v in values.items() if k not in INVOCATION_FIELDS}
+    recipe = {k: values.pop(k) for k in INIT_FIELDS if values.get(k) is not None and k not in overrides}
     values.update(overrides)
+    if not values.get("init"):
+        values.update(recipe)
+    elif recipe and say is not None:  # a recipe's model, width or activation is for a fresh model: the weights decide
+        _note_recipe_init_fields(config_file, values["init"], recipe, say)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

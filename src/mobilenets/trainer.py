@@ -85,7 +85,7 @@ from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
-from .train_config import ConfigError, TrainConfig, first_differences, teacher_is_weights
+from .train_config import ConfigError, TrainConfig, first_differences, init_disagreements, teacher_is_weights
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # deterministic cuBLAS needs a fixed workspace (CUDA docs)
@@ -190,21 +190,12 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
     weights name them all (`head_rows`: by label or ImageNet wnid, picked and reordered), else the head reset when
     the classes differ (their count, or the names the weights record).
 
-    With ``--init`` the weights fix the architecture: a width or activation the config asks for (a recipe's
-    ``act: relu`` beside converted relu6 weights, say) cannot apply, and ``say`` reports which one the run keeps."""
+    With ``--init`` the weights fix the architecture: a model, width or activation asked for besides them must agree
+    (`check_init_agrees`)."""
     labels = tuple(classes)
     if cfg.init:
         model = weights_io.load(cfg.init, **({"resolution": cfg.resolution} if cfg.resolution else {}))
-        for key in ("alpha", "act"):
-            asked, kept = getattr(cfg, key), getattr(model.spec, key)
-            if asked is not None and asked != kept:
-                say(f"note: {key}={asked!r} does not apply to --init weights: training their {key}={kept!r}")
-        named = model_spec(cfg.model)
-        if cfg.model != TrainConfig().model and any(  # a model named besides --init: the weights decide
-            getattr(named, k) != getattr(model.spec, k) for k in weights_io.ARCHITECTURE_FIELDS
-        ):
-            kept = ", ".join(f"{k}={getattr(model.spec, k)!r}" for k in weights_io.ARCHITECTURE_FIELDS)
-            say(f"note: model={cfg.model!r} does not apply to --init weights: training their {kept}")
+        check_init_agrees(cfg, model.spec)
         if (cfg.resolution or not model.spec.name) and model.spec.variant == "standard":  # converted: unnamed
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         rows = head_rows(model.spec, classes)
@@ -467,11 +458,29 @@ def check_sources(cfg: TrainConfig) -> None:
     held, a wrong one left a new --out holding only .lock."""
     requested_spec(cfg)
     if cfg.init:
-        weights_io.read_config(cfg.init)
+        check_init_agrees(cfg, weights_io.read_config(cfg.init)["spec"])
     if cfg.teacher and teacher_is_weights(cfg.teacher):
         weights_io.read_config(cfg.teacher)
     elif cfg.teacher:
         _check_torchvision_teacher(cfg.teacher)
+
+
+def check_init_agrees(cfg: TrainConfig, saved: ModelSpec) -> None:
+    """A ConfigError, one line naming both values, when ``--model``, ``--alpha`` or ``--act`` asks for another
+    architecture than the ``--init`` weights (of spec ``saved``) have: they fix it, and the run used to train theirs
+    with a note that ``--quiet`` hid (``--init w075 --alpha 0.5`` trained alpha 0.75), where ``create_model(...,
+    weights=DIR)`` refuses the same mismatch with a WeightsError. A value that agrees, or none, is fine; so is the
+    default model name, which cannot be told from one typed, and a recipe's value, which `train_config.resolve`
+    leaves to the weights (a recipe is for fresh models: configs/*.yaml say ``act: relu``)."""
+    asked = {k: getattr(cfg, k) for k in ("alpha", "act") if getattr(cfg, k) is not None}
+    if cfg.model != TrainConfig().model:
+        asked = {"model": cfg.model, **asked}
+    ours, theirs = init_disagreements(saved, asked)
+    if ours:
+        raise ConfigError(
+            f"{', '.join(ours)} {'is' if len(ours) == 1 else 'are'} not allowed with init={cfg.init!r}: those weights "
+            f"are for {', '.join(theirs)} (they fix the architecture: leave the option out, or give their value)"
+        )
 
 
 def _check_torchvision_teacher(name: str) -> None:
