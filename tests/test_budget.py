@@ -121,6 +121,20 @@ def test_a_budgeted_run_fits_its_budget_and_sizes_its_schedule(tmp_path, sim_clo
     assert again["time_budget"] == summary["time_budget"]
 
 
+def test_a_run_that_ends_before_its_first_plan_still_records_its_budget(tmp_path):
+    """--max-steps ending the first epoch early: no epoch ended, so nothing was planned, and summary.json said
+    ``time_budget: None`` as if no --time-budget had been given. It records the budget and the epoch limit, with
+    the plan's figures None (no epoch to estimate them from)."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 4)  # 4 steps per epoch
+    summary = train(tiny_cfg(data, tmp_path / "r", epochs=5, time_budget=600.0, max_steps=1))
+    assert summary["global_steps"] == 1  # of 4 in the first epoch
+    assert summary["time_budget"] == {
+        "budget_s": 600.0, "max_epochs": 5, "planned_epochs": None, "epoch_s": None, "eval_s": None
+    }  # fmt: skip
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["time_budget"] == summary["time_budget"]
+    assert train(tiny_cfg(data, tmp_path / "free", max_steps=1))["time_budget"] is None  # no budget: none
+
+
 def test_the_first_epochs_start_up_does_not_shrink_the_plan(sim_clock):
     """After a 5 s first epoch alone, its other steps (1 s for 3 of 4 steps) stand for an epoch: 1.33 s, not 5 s."""
     run = trainer_module._Run(tiny_cfg("d", "o", epochs=400, time_budget=30.0), setup_distributed("cpu"))

@@ -1419,6 +1419,21 @@ class _Run:
             raise nothing_read(self.val_split.root, bad)
         return val, bad
 
+    def _budget_summary(self) -> dict | None:
+        """summary.json's ``time_budget``: the budget and the latest plan (a resume without --time-budget keeps the
+        plan it was made for); None without a budget. A run that ended (--max-steps, a SIGTERM) before its first
+        epoch did was planned nothing yet: its budget is recorded all the same, the plan's figures None."""
+        plan = self.plan or ({"budget_s": self.cfg.time_budget} if self.cfg.time_budget else None)
+        if plan is None:
+            return None
+        return {
+            "budget_s": plan["budget_s"],
+            "max_epochs": self.cfg.epochs,
+            "planned_epochs": plan.get("epochs"),
+            "epoch_s": plan.get("epoch_s"),
+            "eval_s": plan.get("eval_s"),
+        }
+
     def _finish(self, spec, history: list[dict], last_val: dict | None, train_bad: BadFiles, val_bad=None):
         self.checkpoints.wait()  # the last checkpoint is on disk when train() returns
         if not self.env.is_main:
@@ -1451,15 +1466,7 @@ class _Run:
             "epochs": epochs,
             "global_steps": self.global_step,
             "wall_time_s": wall,
-            "time_budget": {
-                "budget_s": self.plan["budget_s"],  # a resume without --time-budget keeps the plan it was made for
-                "max_epochs": self.cfg.epochs,
-                "planned_epochs": self.plan["epochs"],
-                "epoch_s": self.plan["epoch_s"],
-                "eval_s": self.plan["eval_s"],
-            }
-            if self.plan
-            else None,
+            "time_budget": self._budget_summary(),
             "train_images_per_s": (
                 sum(r["train_images"] for r in all_rows) / max(1e-9, sum(r["train_time_s"] for r in all_rows))
             )
