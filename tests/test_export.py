@@ -687,6 +687,34 @@ def _image_folder(folder, good: int, start: int = 0):
     return folder
 
 
+def test_int8_export_progress_is_one_line_per_stage_off_a_terminal_and_a_bar_on_one(weights_dir, tmp_path, capsys):
+    """``export --int8`` drew tqdm bars on stderr whatever it was: a log got their carriage-return redraws. Off a
+    terminal (here, captured) each stage is one line, as training logs plain lines there; a terminal gets the bar."""
+    import io
+
+    calib = _image_folder(tmp_path / "calib", MIN_CALIB_IMAGES)
+    argv = ["export", str(weights_dir), "--int8", "--calib", str(calib), "--out", str(tmp_path / "q.onnx")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err, repr(err)
+    lines = err.splitlines()
+    for stage in ("reading", "calibrating"):
+        assert len([ln for ln in lines if ln.startswith(f"{stage}: {MIN_CALIB_IMAGES} images in ")]) == 1, err
+    assert cli.main([*argv, "--no-progress"]) == 0 and capsys.readouterr().err == ""
+
+    from mobilenets.export import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    bar = _progress(4, "calibrating", True, term)
+    bar.update(4)
+    bar.close()
+    assert "\r" in term.getvalue() and "calibrating" in term.getvalue()  # tqdm's bar, redrawn in place
+
+
 def test_int8_export_skips_an_unreadable_calibration_image_and_says_so(weights_dir, tmp_path):
     """One broken file among the calibration images is left out and reported, as training skips one; when most of
     the chosen files are broken the report (and the file's metadata) say so; a folder where nothing can be read is

@@ -176,7 +176,9 @@ def _add_export(sub) -> Handler:
     p.add_argument("--val", help="folder of images for the fp32/INT8 agreement check (default: calibration images)")
     p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress (a bar on a terminal, one line per stage otherwise)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output that holds another model "
                    "(an export of the same weights is replaced without it)")  # fmt: skip
     return cmd_export
