@@ -1,5 +1,6 @@
 """`mobilenets bench`: row schema, positive finite figures, results files, unavailable runtimes, CLI errors."""
 
+import io
 import json
 import math
 import re
@@ -896,3 +897,24 @@ def test_rows_name_no_commit_for_a_package_that_is_not_a_file_of_the_surrounding
     head = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert bench.git_commit(tmp_path) == head  # a folder with tracked files: its commit
     assert re.fullmatch(r"[0-9a-f]{7}(-dirty)?", bench.git_commit())  # this checkout
+
+
+def test_bench_progress_off_a_terminal_is_plain_lines(capsys):
+    """Off a terminal (a log file, CI; pytest's capture is one) the progress is lines, not tqdm's bar, which redraws
+    itself with carriage returns into one long overwritten line; on the way a line at most every ``every_s``."""
+    cfg = bench.BenchConfig(models=["0.25-64"], runtimes=["torch"], threads=[1], **{**TINY, "progress": True})
+    assert len(bench.run_bench(cfg)) == 1
+    err = capsys.readouterr().err
+    assert "\r" not in err and re.search(r"^bench: 1/1 measured in \d+\.\d min$", err, flags=re.M), err
+    out = io.StringIO()
+    lines = bench._progress(3, True, stream=out, every_s=0.0)
+    for name in ("a", "b", "c"):
+        lines.set_description(name)
+        lines.update(1)
+    lines.close()
+    said = out.getvalue().splitlines()
+    assert [s.split(" (")[0] for s in said[:2]] == ["bench: 1/3 measured", "bench: 2/3 measured"], said
+    assert "(b)" in said[1] and "left" in said[1] and said[2].startswith("bench: 3/3 measured in"), said
+    quiet = io.StringIO()
+    bench._progress(3, False, stream=quiet).close()  # --no-progress: nothing
+    assert quiet.getvalue() == ""

@@ -411,7 +411,9 @@ def _add_bench(sub) -> Handler:
     p.add_argument("--plots", metavar="DIR", help="write latency-vs-MACs and accuracy-vs-latency PNGs here")
     p.add_argument("--lut", action="store_true", help="predict latency from the per-layer lookup table instead")
     p.add_argument("--lut-file", help=f"lookup table JSON (default: {_lut_default(DEFAULT_PATH)})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress (a bar on a terminal, a line every 30 s otherwise)"
+    )
     _fmt_arg(p, ("table", "md", "csv", "json"), "table")
     return cmd_bench
 
