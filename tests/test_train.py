@@ -316,7 +316,7 @@ def test_finetune_freeze_backbone_trains_only_the_head(trained, tmp_path):
     init = str(out / "model")
     for asked, error in [
         (dict(alpha=0.5, act="relu6"), "alpha=0.5, act='relu6' are not allowed with init="),
-        (dict(model="mobilenet_v1_050"), "model='mobilenet_v1_050' (alpha=0.5) is not allowed with init="),
+        (dict(model="mobilenet_v1_050", alpha=None), "model='mobilenet_v1_050' (alpha=0.5) is not allowed with init="),
     ]:
         with pytest.raises(ConfigError, match=re.escape(error)):
             build_model(tiny_cfg(sub, tmp_path / "ft2", init=init, **asked), CLASSES4[:2])
@@ -1994,6 +1994,34 @@ def test_init_refuses_a_model_width_or_activation_it_does_not_have_before_the_fo
     err = capsys.readouterr().err
     assert f"note: {recipe}: act='relu' does not apply to --init weights: training their act='relu6'" in err, err
     assert load(tmp_path / "recipe" / "model").spec.act == "relu6"
+
+
+def test_init_takes_a_width_given_beside_a_model_name_as_create_model_does(tmp_path):
+    """--alpha overrides the width --model names (a fresh run of ``--model mobilenet_v1_shallow --alpha 0.5`` trains
+    the shallow model at 0.5), and ``create_model(name, alpha=..., weights=DIR)`` compares the name with it applied.
+    --init of such weights with that same pair was refused as ``model='mobilenet_v1_shallow' (alpha=1.0)``; the
+    name is now held to what ``--alpha`` leaves it (its variant and depth multiplier), and a wrong ``--alpha`` is
+    named once, as itself."""
+    from mobilenets.trainer import check_init_agrees
+
+    w = tmp_path / "shallow050"
+    save(create_model("mobilenet_v1_shallow", alpha=0.5, num_classes=2).eval(), w)
+    assert create_model("mobilenet_v1_shallow", alpha=0.5, weights=w).spec.variant == "shallow"
+    saved = read_config(w)["spec"]
+    check_init_agrees(TrainConfig(init=str(w), model="mobilenet_v1_shallow", alpha=0.5), saved)  # no error
+    for asked, error in [
+        (dict(model="mobilenet_v1_shallow", alpha=0.75), "alpha=0.75 is not allowed with init="),
+        (dict(model="mobilenet_v1_050"), "model='mobilenet_v1_050' (variant='standard') is not allowed with init="),
+        (dict(model="mobilenet_v1_075", alpha=0.5), "model='mobilenet_v1_075' (variant='standard') is not allowed "),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            check_init_agrees(TrainConfig(init=str(w), **asked), saved)
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 1)
+    args = ["train", "--data", str(data), "--init", str(w), "--model", "mobilenet_v1_shallow", "--alpha", "0.5",
+            "--resolution", "32", "--batch-size", "4", "--workers", "0", "--threads", "1", "--max-steps", "1",
+            "--quiet", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 0
+    assert load(tmp_path / "run" / "model").spec.variant == "shallow"
 
 
 def test_a_resume_says_what_it_changes(tmp_path, capsys):

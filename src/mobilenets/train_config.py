@@ -490,8 +490,9 @@ INIT_FIELDS = ("model", "alpha", "act")
 def init_disagreements(saved: Any, asked: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(what was asked, what the weights are) for each of ``asked``'s `INIT_FIELDS` that weights of spec ``saved``
     are not, as ``name=value`` texts: ``model`` by the `weights.ARCHITECTURE_FIELDS` its name stands for (alpha,
-    variant, depth multiplier), as ``create_model(name, weights=DIR)`` compares them (`weights.check_architecture`).
-    Empty lists when everything asked agrees."""
+    variant, depth multiplier) less those asked beside it (``alpha``, which overrides the name's, as in a fresh run
+    and in ``create_model(name, alpha=..., weights=DIR)``: `weights.check_architecture` compares the name with it
+    applied). Empty lists when everything asked agrees."""
     from .registry import model_spec
     from .weights import ARCHITECTURE_FIELDS
 
@@ -499,7 +500,7 @@ def init_disagreements(saved: Any, asked: dict[str, Any]) -> tuple[list[str], li
     for name, value in asked.items():
         if name == "model":
             named = model_spec(value)
-            differ = [f for f in ARCHITECTURE_FIELDS if getattr(named, f) != getattr(saved, f)]
+            differ = [f for f in ARCHITECTURE_FIELDS if f not in asked and getattr(named, f) != getattr(saved, f)]
             if differ:
                 ours.append(f"model={value!r} ({', '.join(f'{f}={getattr(named, f)!r}' for f in differ)})")
                 theirs += [f"{f}={getattr(saved, f)!r}" for f in differ if f"{f}={getattr(saved, f)!r}" not in theirs]
