@@ -496,18 +496,18 @@ def init_disagreements(saved: Any, asked: dict[str, Any]) -> tuple[list[str], li
     from .registry import model_spec
     from .weights import ARCHITECTURE_FIELDS
 
-    ours, theirs = [], []
+    ours, theirs = [], []  # theirs: the fields that differ, each once (the name's exclude those asked beside it)
     for name, value in asked.items():
         if name == "model":
             named = model_spec(value)
             differ = [f for f in ARCHITECTURE_FIELDS if f not in asked and getattr(named, f) != getattr(saved, f)]
             if differ:
                 ours.append(f"model={value!r} ({', '.join(f'{f}={getattr(named, f)!r}' for f in differ)})")
-                theirs += [f"{f}={getattr(saved, f)!r}" for f in differ if f"{f}={getattr(saved, f)!r}" not in theirs]
+                theirs += differ
         elif value != getattr(saved, name):
             ours.append(f"{name}={value!r}")
-            theirs += [f"{name}={getattr(saved, name)!r}"] if f"{name}={getattr(saved, name)!r}" not in theirs else []
-    return ours, theirs
+            theirs.append(name)
+    return ours, [f"{f}={getattr(saved, f)!r}" for f in theirs]
 
 
 def _note_recipe_init_fields(
