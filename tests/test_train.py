@@ -373,9 +373,7 @@ def test_a_model_the_spec_refuses_stops_the_run_before_its_folder_is_made(tmp_pa
     assert error in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match=re.escape(error)):  # as the Python API says it
-        create_model(
-            **({"name_or_spec": value} if option == "model" else {"name_or_spec": "mobilenet_v1_100", option: value})
-        )
+        create_model(value) if option == "model" else create_model("mobilenet_v1_100", **{option: value})
 
 
 def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path):
