@@ -95,7 +95,8 @@ class TrainConfig:
     init: str | None = _f(
         None,
         "start from these weights (our format); the head keeps their rows when they name every class folder (by "
-        "label, or ImageNet wnid), and is reset otherwise",
+        "label, or ImageNet wnid), and is reset otherwise; they fix the architecture: a --model, --alpha or --act "
+        "they do not have is an error",
     )
     freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
