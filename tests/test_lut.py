@@ -607,3 +607,24 @@ def test_a_real_measurement_killed_keeps_its_timings_for_the_next_run(tmp_path, 
     assert len(calls) == 2 * (1 + len(set(keys))) - saved
     (table,) = json.loads(path.read_text()).values()
     assert set(table["layers"]) == set(keys) and table["overhead"] > 0 and "partial" not in table
+
+
+def test_a_fill_reuses_and_drops_only_the_saved_timings_of_what_it_times(tmp_path):
+    """An interrupted calibration saved timings of entries the table already holds (it times them again) and of one
+    it lacks. A plain fill (``calibrated=False``) times only the missing one: its line counts only that one's
+    timings as reused, and the others stay saved for the calibration that goes on from them (they were dropped, and
+    counted as reused though nothing used them)."""
+    keys = lut.layer_keys(ModelSpec(alpha=0.25, resolution=128))
+    held, missing = keys[:-1], keys[-1]
+    path = tmp_path / "lut.json"
+    table = {"overhead": 0.05, "scale": None, "intercept": None, "layers": {k: 0.1 for k in held}}
+    table["partial"] = {"overhead": [0.04, 1], held[0]: [0.09, 2], missing: [0.4, 1], "model:0.25:128": [3.0, 1]}
+    lut.LatencyLUT(path, {lut.env_key("ort", 1, ENV): table}).save()
+    said, counter = [], Counter()
+    lut.predict_latency(0.25, 128, lut=lut.LatencyLUT.load(path), measure=counter, calibrated=False, env=ENV,
+                        rounds=2, say=said.append)  # fmt: skip
+    assert counter.calls == [missing]  # its second round only
+    assert said[0].endswith("; 1 timing(s) saved by an interrupted run reused")
+    (done,) = json.loads(path.read_text()).values()
+    assert done["partial"] == {"overhead": [0.04, 1], held[0]: [0.09, 2], "model:0.25:128": [3.0, 1]}
+    assert done["layers"][missing] == 0.4 - 0.05

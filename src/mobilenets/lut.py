@@ -438,14 +438,19 @@ def fill(
 ) -> int:
     """Measure the overhead and every key missing from ``table`` (`time_rounds`, going on from ``saved``); the number
     of shapes newly measured."""
-    missing = [k for k in dict.fromkeys(keys) if k not in table["layers"]]
-    todo = ([OVERHEAD] if table.get("overhead") is None else []) + missing
+    todo = fill_items(table, keys)
     raw = time_rounds(todo, measure, rounds, progress, saved)
     if OVERHEAD in raw:
         table["overhead"] = raw.pop(OVERHEAD)
     for key, ms in raw.items():
         table["layers"][key] = max(ms - table["overhead"], 0.0)
     return len(todo)
+
+
+def fill_items(table: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """What `fill` times: the overhead unless the table has it, and the keys it lacks."""
+    missing = [k for k in dict.fromkeys(keys) if k not in table["layers"]]
+    return ([OVERHEAD] if table.get("overhead") is None else []) + missing
 
 
 def layer_sum(table: dict[str, Any], keys: list[str]) -> float:
@@ -782,7 +787,7 @@ def predict_many(
     if not measuring:
         return _predictions(table, all_keys, counts, calibrated)
     # the items this run times (`calibrate`'s, or `fill`'s), and the timings an interrupted run saved of them
-    items = {item_name(i) for i in calibration_items(granularity, own)} if calibrating else {OVERHEAD, *own}
+    items = {item_name(i) for i in (calibration_items(granularity, own) if calibrating else fill_items(table, own))}
     saved = table.setdefault("partial", {})
     reused = sum(min(n, rounds) for name, (_, n) in saved.items() if name in items)
     if say is not None:  # minutes on a busy CPU: say so before going quiet
