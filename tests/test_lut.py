@@ -628,3 +628,18 @@ def test_a_fill_reuses_and_drops_only_the_saved_timings_of_what_it_times(tmp_pat
     (done,) = json.loads(path.read_text()).values()
     assert done["partial"] == {"overhead": [0.04, 1], held[0]: [0.09, 2], "model:0.25:128": [3.0, 1]}
     assert done["layers"][missing] == 0.4 - 0.05
+
+
+def test_an_interrupted_calibration_saves_the_entries_it_times_again_after_a_fill_in_the_same_process(tmp_path):
+    """A plain fill, then a calibration of the same table in one process: the calibration times the filled entries
+    again, and an interruption saves those timings too (the fill's finishing them dropped them from every later save
+    of the process)."""
+    path = tmp_path / "lut.json"
+    table = lut.LatencyLUT.load(path)
+    lut.predict_latency(0.6, 176, lut=table, measure=Counter(), calibrated=False, env=ENV, rounds=1)
+    own = lut.layer_keys(ModelSpec(alpha=0.6, resolution=176))
+    timed = _stop_after(len(lut.calibration_items("block", own)), lambda *item: 1.0)  # after the first round
+    with pytest.raises(Interrupt):
+        lut.predict_latency(0.6, 176, lut=table, measure=timed, measure_whole=timed, env=ENV, rounds=2)
+    (saved,) = json.loads(path.read_text()).values()
+    assert {lut.OVERHEAD, *own} <= set(saved["partial"])

@@ -789,6 +789,7 @@ def predict_many(
     # the items this run times (`calibrate`'s, or `fill`'s), and the timings an interrupted run saved of them
     items = {item_name(i) for i in (calibration_items(granularity, own) if calibrating else fill_items(table, own))}
     saved = table.setdefault("partial", {})
+    lut.finished.get(table_key, set()).difference_update(items)  # timed again (a calibration after a fill): unfinished
     reused = sum(min(n, rounds) for name, (_, n) in saved.items() if name in items)
     if say is not None:  # minutes on a busy CPU: say so before going quiet
         also = " and calibrating" if calibrating else ""
