@@ -643,3 +643,25 @@ def test_an_interrupted_calibration_saves_the_entries_it_times_again_after_a_fil
         lut.predict_latency(0.6, 176, lut=table, measure=timed, measure_whole=timed, env=ENV, rounds=2)
     (saved,) = json.loads(path.read_text()).values()
     assert {lut.OVERHEAD, *own} <= set(saved["partial"])
+
+
+def test_a_failed_measurement_keeps_its_timings_and_leaves_the_error_its_one_line(tmp_path):
+    """A runtime that fails mid-measurement: the timings made are saved, as on a Ctrl-C, but no line says
+    "interrupted" beside the command's one-line error (the next run says what it reuses); a Ctrl-C's line stays."""
+    path = tmp_path / "lut.json"
+    for exc, line in ((RuntimeError("ort failed"), None), (KeyboardInterrupt(), "latency table: interrupted; 3 ")):
+        path.unlink(missing_ok=True)
+        said, calls = [], []
+
+        def failing(key, exc=exc, calls=calls):
+            if len(calls) == 3:
+                raise exc
+            calls.append(key)
+            return 1.0
+
+        with pytest.raises(type(exc)):
+            lut.predict_latency(0.25, 128, lut=lut.LatencyLUT.load(path), measure=failing, calibrated=False, env=ENV,
+                                say=said.append)  # fmt: skip
+        (table,) = json.loads(path.read_text()).values()
+        assert sum(n for _, n in table["partial"].values()) == 3
+        assert [s.startswith(line) for s in said[1:]] == ([True] if line else [])  # after the line before measuring

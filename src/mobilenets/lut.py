@@ -855,16 +855,17 @@ def _saving_progress(lut: LatencyLUT, key: str, progress: Progress | None, savin
 
 
 def _keep_timings(lut: LatencyLUT, key: str, exc: BaseException, say: Callable[[str], None] | None) -> None:
-    """Save an interrupted measurement's timings and say so; a failure to save is a note on ``exc``, not a new
-    error hiding it."""
+    """Save an interrupted or failed measurement's timings, and say so for an interruption (Ctrl-C, SIGTERM): an
+    error's one line is the command's (the next run says what it reuses); a failure to save is a note on ``exc``,
+    not a new error hiding it."""
     timings = sum(n for _, n in lut.tables[key]["partial"].values())
     try:
         lut.save_timings(key)
     except Exception as err:  # noqa: BLE001 - the interruption is what the user must see
         exc.add_note(f"latency table: the {timings} timing(s) made were not saved: {err}")
         return
-    if say is not None:
-        with contextlib.suppress(OSError):  # a closed pipe may be why it stopped
+    if say is not None and isinstance(exc, KeyboardInterrupt):
+        with contextlib.suppress(OSError):  # a closed stderr: nothing to say it on
             say(f"latency table: interrupted; {timings} timing(s) saved in {lut.path}: the same command goes on "
                 "from them")  # fmt: skip
 
