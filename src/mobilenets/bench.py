@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +44,7 @@ from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import count_complexity
 from .cores import usable_cores
 from .gpu import BACKENDS as CUDA_BACKENDS
+from .progress import bar_or_lines
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
 from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
 from .spec import ModelSpec, SpecError, on_grid
@@ -705,42 +705,11 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
 
 def _progress(total: int, enabled: bool, stream: Any = None, every_s: float = 30.0):
     """tqdm's bar on a terminal; off one (a log file, CI), a plain line at most every ``every_s`` seconds and one at
-    the end (`_JobLines`), as `engine.Progress` and `export`'s stages write there: the bar redraws itself with
-    carriage returns, which a log keeps as one long line of overwritten text. Nothing when ``enabled`` is false
-    (``--no-progress``)."""
-    stream = stream or sys.stderr
-    if enabled and not stream.isatty():
-        return _JobLines(total, stream, every_s)
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, leave=False, dynamic_ncols=True, file=stream)
-
-
-class _JobLines:
-    """Off a terminal, the bench's progress as lines: ``bench: 12/48 measured (ort x1 mobilenet_v1_050_160), 0.4
-    min, about 1.2 min left`` at most every ``every_s`` seconds, and how long all of it took when it ends."""
-
-    def __init__(self, total: int, stream: Any, every_s: float) -> None:
-        self.total, self.stream, self.every_s, self.n, self.desc = total, stream, every_s, 0, ""
-        self.start = self.last = time.perf_counter()
-
-    def set_description(self, desc: str) -> None:
-        self.desc = desc
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if self.n < self.total and now - self.last >= self.every_s:
-            self.last, spent = now, now - self.start
-            left = spent / self.n * (self.total - self.n) / 60
-            print(f"bench: {self.n}/{self.total} measured ({self.desc}), {spent / 60:.1f} min, about {left:.1f} min "
-                  "left", file=self.stream, flush=True)  # fmt: skip
-
-    def close(self) -> None:
-        if self.n:
-            spent = time.perf_counter() - self.start
-            print(f"bench: {self.n}/{self.total} measured in {spent / 60:.1f} min", file=self.stream, flush=True)
-            self.n = 0
+    the end (`progress.bar_or_lines`): ``bench: 12/48 measured (ort x1 mobilenet_v1_050_160), 0.4 min, about 1.2 min
+    left``. Nothing when ``enabled`` is false (``--no-progress``)."""
+    lines = {"every_s": every_s, "done": "bench: {n}/{total} measured in {min:.1f} min",
+             "running": "bench: {n}/{total} measured ({desc}), {min:.1f} min, about {left:.1f} min left"}  # fmt: skip
+    return bar_or_lines(total, enabled, lines, stream, dynamic_ncols=True)
 
 
 def results_name(rows: Sequence[dict], stem: str = "bench") -> str:

@@ -27,9 +27,7 @@ import copy
 import io
 import json
 import os
-import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +48,7 @@ from .atomic import (
 )
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
+from .progress import abandon, bar_or_lines
 from .spec import ModelSpec
 
 OPSET = 17
@@ -354,41 +353,11 @@ def ort_run(session: Any) -> Any:
 # --- INT8 ------------------------------------------------------------------------------------------------------
 
 
-class _StageLine:
-    """Off a terminal, a stage's progress as one line when it ends (``calibrating: 32 images in 1.4 s``), as
-    `engine.Progress` writes plain lines there: tqdm's bar redraws itself with carriage returns, which a log file or
-    CI output keeps as one long line of overwritten text."""
-
-    def __init__(self, desc: str, stream: Any) -> None:
-        self.desc, self.stream, self.n, self.clock = desc, stream, 0, time.perf_counter
-        self.start = self.clock()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-
-    def close(self) -> None:
-        if self.n:
-            print(f"{self.desc}: {self.n} images in {self.clock() - self.start:.1f} s", file=self.stream, flush=True)
-            self.n = 0
-
-
 def _progress(total: int, desc: str, enabled: bool, stream: Any = None) -> Any:
-    """A progress reporter with tqdm's ``update(n)`` and ``close()`` on stderr: tqdm's bar on a terminal, one line
-    per stage otherwise (`_StageLine`), nothing when ``enabled`` is false (``--no-progress``)."""
-    stream = stream or sys.stderr
-    if enabled and not stream.isatty():
-        return _StageLine(desc, stream)
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, file=stream)
-
-
-def _abandon(bar: Any) -> None:
-    """End a stage that failed: tqdm's bar is cleared (``leave=False``), and no line says the stage was done, so a
-    command's error stays its only line on stderr."""
-    if isinstance(bar, _StageLine):
-        bar.n = 0
-    bar.close()
+    """A stage's progress (`progress.bar_or_lines`): tqdm's bar on a terminal, one line when it ends otherwise
+    (``calibrating: 32 images in 1.4 s``)."""
+    lines = {"desc": desc, "done": "{desc}: {n} images in {s:.1f} s"}
+    return bar_or_lines(total, enabled, lines, stream, desc=desc, unit="img")
 
 
 def calibration_batches(
@@ -431,7 +400,7 @@ def calibration_batches(
         if read:
             yield torch.stack(read).numpy()
     if images is not None and skipped is not None and len(skipped) >= len(images):
-        _abandon(bar)
+        abandon(bar)
         raise ExportError(f"none of the {len(images)} images could be read (first: {skipped[0]})")
     bar.close()
 
@@ -536,7 +505,7 @@ def read_images(
                 images.pixels.append(crop(pixels).contiguous())  # the crop is a view: it would keep the resized image
         bar.update(1)
     if len(images.paths) < minimum:
-        _abandon(bar)
+        abandon(bar)
         unread = f" ({len(images.skipped)} unreadable, first: {images.skipped[0]})" if images.skipped else ""
         raise ExportError(
             f"{folder}: {len(images.paths)} readable of {len(paths)} images{unread}; {what} needs at least "

@@ -1,0 +1,62 @@
+"""A long job's progress on stderr: tqdm's bar on a terminal, plain lines off one (a log file, CI output), where the
+bar's carriage-return redraws pile up as one long line of overwritten text -- the split `engine.Progress` makes for
+training. The one owner of it for `export`'s INT8 stages and `bench`'s jobs."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+
+class Lines:
+    """tqdm's ``update(n)``, ``set_description`` and ``close`` as plain lines: ``running`` at most every ``every_s``
+    seconds while the job is under way (none by default), ``done`` once at `close` if anything was done. Their
+    fields: ``n``, ``total``, ``desc``, ``s`` and ``min`` (time spent) and ``left`` (minutes left at the rate so
+    far)."""
+
+    def __init__(self, total: int, stream: Any, *, done: str, running: str = "", desc: str = "",
+                 every_s: float = math.inf) -> None:  # fmt: skip
+        self.total, self.stream, self.desc, self.n = total, stream, desc, 0
+        self.done, self.running, self.every_s = done, running, every_s
+        self.start = self.last = time.perf_counter()
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.running and self.n < self.total and now - self.last >= self.every_s:
+            self.last = now
+            self._say(self.running, now - self.start)
+
+    def close(self) -> None:
+        if self.n:
+            self._say(self.done, time.perf_counter() - self.start)
+            self.n = 0
+
+    def _say(self, line: str, spent: float) -> None:
+        left = spent / self.n * (self.total - self.n) / 60
+        fields = dict(n=self.n, total=self.total, desc=self.desc, s=spent, min=spent / 60, left=left)
+        print(line.format(**fields), file=self.stream, flush=True)
+
+
+def bar_or_lines(total: int, enabled: bool, lines: dict[str, Any], stream: Any = None, **bar: Any) -> Any:
+    """tqdm's bar (``leave=False``, ``bar`` its other options) on ``stream`` (stderr) when it is a terminal, `Lines`
+    (``lines`` its options) when it is not, and nothing when ``enabled`` is false (``--no-progress``)."""
+    stream = stream or sys.stderr
+    if enabled and not stream.isatty():
+        return Lines(total, stream, **lines)
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, leave=False, file=stream, **bar)
+
+
+def abandon(progress: Any) -> None:
+    """End a job that failed: tqdm's bar is cleared (``leave=False``), and no `Lines` line says it was done, so a
+    command's error stays its only line on stderr."""
+    if isinstance(progress, Lines):
+        progress.n = 0
+    progress.close()
