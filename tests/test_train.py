@@ -2022,6 +2022,51 @@ def test_init_takes_a_width_given_beside_a_model_name_as_create_model_does(tmp_p
     assert load(tmp_path / "run" / "model").spec.variant == "shallow"
 
 
+def test_init_trains_at_the_resolution_a_model_name_states_as_a_fresh_run_does(tmp_path, capsys):
+    """Resolution changes no weight (the paper's rho), so ``--init w224 --model mobilenet_v1_025_32`` fine-tunes at
+    32, as a fresh run of that name trains at 32: it trained at the weights' own resolution, silently. An explicit
+    --resolution wins over the name's, as in a fresh run; a name that states none (``mobilenet_v1_025``, the default
+    ``mobilenet_v1_100``) leaves the weights' own. The resolution is recorded, so the same command resumes, another
+    name's is refused on resume, and the run's config.yaml is a recipe for it; so is a recipe's model name."""
+    import yaml
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 1)
+    save(MobileNetV1(alpha=0.25, resolution=64, num_classes=2).eval(), tmp_path / "w")
+    init = dict(init=str(tmp_path / "w"), alpha=None, resolution=None, batch_size=4, max_steps=1)
+
+    def trained(out: str, **kw) -> int:
+        train(tiny_cfg(data, tmp_path / out, **{**init, **kw}))
+        return load(tmp_path / out / "model").spec.resolution
+
+    fresh = tiny_cfg(data, tmp_path / "fresh", model="mobilenet_v1_025_32", resolution=None)
+    assert build_model(fresh, CLASSES4[:2]).spec.resolution == 32  # what the name means without --init
+    assert trained("named", model="mobilenet_v1_025_32") == 32
+    assert load(tmp_path / "named" / "model").spec.name == "mobilenet_v1_025_32"
+    assert yaml.safe_load((tmp_path / "named" / "config.yaml").read_text())["resolution"] == 32
+    assert trained("pair", model="0.25-48") == 48
+    assert trained("explicit", model="mobilenet_v1_025_32", resolution=40) == 40  # --resolution wins, as fresh
+    assert trained("unstated", model="mobilenet_v1_025") == 64 and trained("default") == 64
+    # the same command resumes; another name's resolution does not continue this run's checkpoint
+    cfg = tiny_cfg(data, tmp_path / "named", **{**init, "model": "mobilenet_v1_025_32"})
+    assert train(dataclasses.replace(cfg, max_steps=2, resume="auto"))["global_steps"] == 2
+    with pytest.raises(ConfigError, match="resolution=32 there, 48 here"):
+        train(tiny_cfg(data, tmp_path / "named", **{**init, "model": "mobilenet_v1_025_48", "resume": "auto"}))
+    # a run started so before, which trained at the weights' 64, is not continued at 32 by the same command
+    ckpt = sorted((tmp_path / "named" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["resolution"] = None
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="resolution=None there, 32 here"):
+        train(dataclasses.replace(cfg, max_steps=3, resume="auto"))
+    # the run's config.yaml is a recipe for what it trained, and a recipe's model name states its resolution too
+    again = resolve(str(tmp_path / "named" / "config.yaml"), out=str(tmp_path / "again"), resume=None)
+    assert again.resolution == 32
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: mobilenet_v1_025_48\n")
+    assert resolve(str(recipe), init=str(tmp_path / "w")).resolution == 48
+    assert resolve(str(recipe), init=str(tmp_path / "w"), resolution=40).resolution == 40
+
+
 def test_a_resume_says_what_it_changes(tmp_path, capsys):
     """A longer schedule and another thread count are allowed on resume, and each is said: the schedule stretches
     and the run is no longer bit-identical to an uninterrupted one."""

@@ -90,6 +90,17 @@ def model_spec(name: str, /, **overrides: Any) -> ModelSpec:
     )
 
 
+def named_resolution(name: str) -> int | None:
+    """The resolution a model name states: a grid name's ``_RES`` (``mobilenet_v1_075_160``: 160) or ALPHA-RESOLUTION's
+    (``0.75-160``); None for a name that states none (``mobilenet_v1_075``, ``mobilenet_v1_shallow``: 224 for a fresh
+    model, while ``train --init`` weights keep their own). A name that states one is read by `model_spec`, so a bad
+    one (``mobilenet_v1_075_16``) is a SpecError naming it."""
+    grid = _GRID_NAME.fullmatch(name)
+    if (grid and grid.group(2)) or _ALPHA_RES.fullmatch(name):
+        return model_spec(name).resolution
+    return None
+
+
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields.
 

@@ -96,7 +96,8 @@ class TrainConfig:
         None,
         "start from these weights (our format); the head keeps their rows when they name every class folder (by "
         "label, or ImageNet wnid), and is reset otherwise; they fix the architecture: a --model, --alpha or --act "
-        "they do not have is an error",
+        "they do not have is an error; not the resolution: --resolution, else the one --model states "
+        "(mobilenet_v1_075_160), else theirs",
     )
     freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
@@ -221,6 +222,8 @@ class TrainConfig:
         # torch.manual_seed takes at most 2**64 - 1, and the sampler seeds each epoch with seed + epoch
         _number("seed", self.seed, lambda v: 0 <= v <= MAX_SEED, "an integer in [0, 2**63 - 1]", integer=True)
         _number("lr", self.lr, lambda v: v > 0, "a positive number")
+        if self.init and self.resolution is None:  # recorded as trained, so a resume and config.yaml say it too
+            self.resolution = _named_resolution(self.model)
         if self.alpha is not None:
             _number("alpha", self.alpha, lambda v: 0 < v <= 2, "a number in (0, 2]")
         if self.resolution is not None:
@@ -484,6 +487,21 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
 INVOCATION_FIELDS = frozenset(("resume",))
 
 
+def _named_resolution(model: str) -> int | None:
+    """The resolution ``--model`` states (`registry.named_resolution`: ``mobilenet_v1_075_160``), which ``--init``
+    trains at unless ``--resolution`` is given: resolution changes no weight (the paper's rho: weights at 224 fine-tune
+    at 160), and a fresh run of that name trains at it. It used to be dropped for the weights' own, silently. A name
+    that states none (the default ``mobilenet_v1_100`` among them) leaves the weights' (None). A name that cannot be
+    read is left to `trainer.requested_spec`, whose check names it."""
+    from .registry import named_resolution
+    from .spec import SpecError
+
+    try:
+        return named_resolution(model)
+    except SpecError:
+        return None
+
+
 # the options that name the architecture, which --init weights fix (`init_disagreements`)
 INIT_FIELDS = ("model", "alpha", "act")
 
@@ -543,8 +561,11 @@ def resolve(
     values.update(overrides)
     if not values.get("init"):
         values.update(recipe)
-    elif recipe and say is not None:  # a recipe's model, width or activation is for a fresh model: the weights decide
-        _note_recipe_init_fields(config_file, values["init"], recipe, say)
+    else:  # a recipe's model, width or activation is for a fresh model: the weights decide; not its model's resolution
+        if "model" in recipe and values.get("resolution") is None:  # (no weight), which applies as a fresh run's
+            values["resolution"] = _named_resolution(recipe["model"])
+        if recipe and say is not None:
+            _note_recipe_init_fields(config_file, values["init"], recipe, say)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
