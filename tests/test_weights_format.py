@@ -211,6 +211,14 @@ def test_names_survive_save_and_name_unnamed_weights(tmp_path):
         kwargs = {"resolution": resolution} if resolution else {}
         got = mobilenets.create_model(asked, weights=tmp_path / "unnamed", **kwargs).spec
         assert got.name == expected and got.resolution == (resolution or 128)
+    # a name that states a resolution gets it (resolution changes no weight), as a fresh model and train --init do
+    for asked, folder in [
+        ("mobilenet_v1_025_160", "unnamed"),
+        ("0.25-160", "unnamed"),
+        ("mobilenet_v1_025_160", "named"),
+    ]:
+        got = mobilenets.create_model(asked, weights=tmp_path / folder).spec
+        assert (got.resolution, got.name) == (160, "mobilenet_v1_025_160"), (asked, folder, got)
     mobilenets.save(mobilenets.MobileNetV1(alpha=0.25, num_classes=3, name="mine"), tmp_path / "mine")
     assert mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "mine").spec.name == "mine"  # kept
 

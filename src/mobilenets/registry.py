@@ -109,7 +109,9 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     spec must agree with it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
     allows: data-side fields, dropout and output_stride freely, ``num_classes`` for a fresh head of that many
     classes (timm's ``pretrained=True, num_classes=N``), and a field the weights fix (act, tf_padding, bn_eps,
-    mean, std, in_chans...) only at its saved value. Weights saved without a name take the requested one.
+    mean, std, in_chans...) only at its saved value. Weights saved without a name take the requested one. The
+    resolution is ``resolution=`` if given, else the one the name states (``mobilenet_v1_050_160``: 160, as a fresh
+    model of that name and ``train --init`` take it; `named_resolution`), else the weights'.
     """
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
@@ -136,6 +138,9 @@ def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> N
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
     requested = name_or_spec if isinstance(name_or_spec, ModelSpec) else model_spec(name_or_spec)
+    stated = named_resolution(name_or_spec) if isinstance(name_or_spec, str) else None
+    if stated is not None and "resolution" not in overrides:  # resolution changes no weight (the paper's rho)
+        overrides = {**overrides, "resolution": stated}  # as a fresh model of that name, and `train --init`
     saved = read_config(path)["spec"]
     arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE_FIELDS}
     check_architecture(saved, requested.replace(**arch), str(path))
