@@ -717,3 +717,28 @@ def test_a_size_budget_on_a_runtime_without_a_table_shows_unmeasured_latencies_a
     assert code == 0 and "latency unknown on ort-int8, 1 thread(s) (no bench row)" in out
     code, _, err = run(capsys, *args, "--latency-ms", "5")  # a latency bound needs every candidate's latency
     assert code == 2 and "has no measurement of mobilenet_v1_025_160" in err
+
+
+@pytest.mark.parametrize("bench_file", [False, True])
+def test_cli_the_bench_command_a_missing_runtime_prints_measures_what_select_needs(capsys, tmp_path, bench_file):
+    """ort-int8 has no lookup table, so select names the `mobilenets bench` command to run first. It printed
+    `--runtime ort-int8 --out FILE.json` (the 16-model grid at 1 thread: none of a 0.35-0.45 search, nor a --threads 2
+    one) and `--models ...` (a placeholder): the engineer ran it, and select failed again. The command printed must
+    parse as `bench`, at select's runtime and threads, and cover every model select lacks."""
+    from mobilenets.cli import build_parser
+
+    args = ("--fps", "24", "--runtime", "ort-int8", "--threads", "2", "--alpha-range", "0.35,0.45,0.05",
+            "--res-range", "160,224,32")  # fmt: skip
+    if bench_file:  # one candidate measured: the others are missing
+        row = {"model": "mobilenet_v1_040", "alpha": 0.4, "resolution": 224, "runtime": "ort-int8", "threads": 2,
+               "latency_ms_median": 1.2}  # fmt: skip
+        (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+        args += ("--bench", str(tmp_path / "b.json"))
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.count("\n") == 1, err
+    command = re.search(r"`mobilenets (bench [^`]*)`", err).group(1).split()
+    parsed = build_parser()[0].parse_args(command)
+    assert parsed.runtimes == ["ort-int8"] and parsed.threads == [2]
+    covered = {(a, r) for a in parsed.alpha for r in parsed.resolution}
+    wanted = {(a, r) for a in (0.35, 0.4, 0.45) for r in (160, 192, 224)} - ({(0.4, 224)} if bench_file else set())
+    assert wanted <= covered and (0.3, 160) not in covered

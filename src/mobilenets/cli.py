@@ -524,18 +524,19 @@ def cmd_select(args: argparse.Namespace) -> int:
     from .cores import check_threads, usable_cores
     from .lut import LUT_RUNTIMES
     from .runtimes import check_runtime
-    from .select import SHOW_COLUMNS, Constraints, SearchSpace, head_note, latency_source, select
+    from .select import SHOW_COLUMNS, Constraints, SearchSpace, bench_command, head_note, latency_source, select
 
     check_runtime(args.runtime)
     check_threads(args.threads, here=False)  # rows of another machine's bench file need no measuring here
-    if args.runtime not in LUT_RUNTIMES and not args.bench:  # checked before any accuracy file or measuring
-        raise ValueError(f"runtime={args.runtime!r} is not allowed without --bench: the lookup table predicts "
-                         f"{', '.join(LUT_RUNTIMES)} only; measure it with `mobilenets bench --runtime {args.runtime} "
-                         "--out FILE.json` and give --bench FILE.json")  # fmt: skip
     for name, values in (("alpha-range", args.alpha_range), ("res-range", args.res_range)):
         if len(values) != 3:
             raise ValueError(f"--{name} {values} is not allowed: give MIN,MAX,STEP")
     space = SearchSpace(*args.alpha_range, *args.res_range).validate()
+    if args.runtime not in LUT_RUNTIMES and not args.bench:  # checked before any accuracy file or measuring
+        raise ValueError(f"runtime={args.runtime!r} is not allowed without --bench: the lookup table predicts "
+                         f"{', '.join(LUT_RUNTIMES)} only; measure the search space with "
+                         f"`{bench_command(args.runtime, args.threads, space.candidates())}` and give --bench "
+                         "FILE.json")  # fmt: skip
     macs, params = _count("max_macs", args.max_macs), _count("max_params", args.max_params)
     cons = Constraints(args.latency_ms, args.fps, args.max_mb, args.size_dtype, macs, params, args.min_top1).validate()
     acc = accuracy.accuracy_model(args.accuracy, args.accuracy_table, say=lambda msg: print(msg, file=sys.stderr))

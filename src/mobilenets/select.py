@@ -507,12 +507,14 @@ class LatencySource:
         if not todo:
             return
         if self.runtime not in lut.LUT_RUNTIMES:
-            missing = [grid_name(a, r) for a, r in todo if (a, r) not in self.measured]
+            lacking = [m for m in todo if m not in self.measured]
+            missing = [grid_name(a, r) for a, r in lacking]
             raise ValueError(
                 f"runtime={self.runtime!r} has no measurement of {', '.join(missing[:3])}"
                 + (f" ({len(missing)} models)" if len(missing) > 3 else "")
                 + f" in the bench files, and the lookup table cannot predict {self.runtime}: measure them with "
-                f"`mobilenets bench --runtime {self.runtime} --models ... --out FILE.json`, or narrow the search"
+                f"`{bench_command(self.runtime, self.threads, lacking)}` and add --bench FILE.json, or narrow the "
+                "search"
             )
         specs = [ModelSpec(alpha=a, resolution=r, num_classes=self.classes) for a, r in todo]
         kw = dict(runtime=self.runtime, threads=self.threads, lut=self.table, say=self.say)
@@ -533,6 +535,18 @@ class LatencySource:
                          f"of the {len(self.measured)} model(s) measured in the bench files")  # fmt: skip
         ms = self._predict(alpha, resolution)
         return (ms * self.ratio, f"predicted x{self.ratio:.2f}") if self.ratio is not None else (ms, "predicted")
+
+
+def bench_command(runtime: str, threads: int, models: Iterable[tuple[float, int]]) -> str:
+    """The `mobilenets bench` command that measures ``models`` as select reads them: the same runtime and thread count
+    (rows of other threads are not used), latency only (``--batch 0``: select reads no throughput), as the alpha x
+    resolution product that covers them (a line as short for a whole search space as for a few models, and every
+    model of a search space is in it). An engineer copies it as printed: a ``--models ...`` placeholder, or a command
+    without --threads or the search's alphas, measured models select then still lacked."""
+    alphas = ",".join(f"{a:g}" for a in sorted({a for a, _r in models}))
+    resolutions = ",".join(str(r) for r in sorted({r for _a, r in models}))
+    return (f"mobilenets bench --runtimes {runtime} --threads {threads} --alpha {alphas} --resolution {resolutions} "
+            "--batch 0 --out FILE.json")  # fmt: skip
 
 
 latency_source = LatencySource  # the name the CLI and callers of the function this class replaced use
