@@ -742,3 +742,17 @@ def test_cli_the_bench_command_a_missing_runtime_prints_measures_what_select_nee
     covered = {(a, r) for a in parsed.alpha for r in parsed.resolution}
     wanted = {(a, r) for a in (0.35, 0.4, 0.45) for r in (160, 192, 224)} - ({(0.4, 224)} if bench_file else set())
     assert wanted <= covered and (0.3, 160) not in covered
+
+
+def test_cli_an_unknown_top1_shows_as_missing_in_the_table_not_nan(capsys, tmp_path):
+    """A model that one's own runs cannot give a top-1 for keeps NaN in its row (rows stay numeric for sorting) and
+    null in --json; the table printed 'nan' under top1 beside 'unknown', where every other missing value is '-'."""
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"model": {"alpha": 0.25, "resolution": 128, "num_classes": 10}, "final_top1": 0.5}))
+    rows = [{"model": f"mobilenet_v1_025_{r}", "alpha": 0.25, "resolution": r, "runtime": "ort", "threads": 1,
+             "latency_ms_median": 1.0} for r in (128, 160)]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    code, out, _ = run(capsys, "--fps", "24", "--bench", str(tmp_path / "b.json"), "--accuracy", str(summary),
+                       "--alpha-range", "0.25,0.25,0.25", "--res-range", "128,160,32")  # fmt: skip
+    unknown = next(line for line in out.splitlines() if line.startswith("mobilenet_v1_025_160 "))
+    assert code == 0 and unknown.split()[4:6] == ["-", "unknown"] and "nan" not in out, out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Sequence
 
@@ -14,8 +15,8 @@ NUMBER_TEXT = re.compile(r"-?[\d,]*\.?\d+")
 
 
 def _cell(value) -> str:
-    if value is None:
-        return "-"
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: a value rows keep numeric to sort
+        return "-"  # by (select's unknown top-1), missing all the same
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.4g}" if abs(value) < 0.01 else f"{value:.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
