@@ -2359,6 +2359,32 @@ def test_epsilon_defaults_per_optimizer():
     assert opt.param_groups[0]["eps"] == 1e-8
 
 
+def test_default_workers_do_not_exceed_the_usable_cores(monkeypatch, capsys):
+    """Unset, --workers is 4 or the cores this process may run on if fewer: 4 on a 2-core machine made torch warn
+    once per loader ("This DataLoader will create 4 worker processes in total. Our suggested max number of worker in
+    current system is 2"). An explicit count, a recipe's included, is kept; workers is a runtime field, so a run that
+    recorded 4 still resumes here."""
+    import mobilenets.train_config as train_config
+    from mobilenets.cli import build_parser
+
+    monkeypatch.setattr(train_config, "usable_cores", lambda: 2)
+    assert resolve().workers == 2 and resolve(workers=4).workers == 4 and resolve(workers=0).workers == 0
+    assert TrainConfig().validate().workers == 2  # from Python code as from the command line
+    recipe = resolve(str(REPO / "configs" / "paper.yaml"))
+    assert recipe.workers == 2 and recipe.to_dict()["workers"] == 2  # config.yaml records the count used
+    assert resolve().differences({**resolve().to_dict(), "workers": 4}) == []  # a resume does not compare it
+    monkeypatch.setattr(train_config, "usable_cores", lambda: 1)
+    assert resolve().workers == 1
+    monkeypatch.setattr(train_config, "usable_cores", lambda: 64)
+    assert resolve().workers == train_config.DEFAULT_WORKERS == 4
+    with pytest.raises(ConfigError, match=r"workers=-1 is not allowed: workers must be an integer >= 0"):
+        resolve(workers=-1)
+    parser, _ = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    assert "(default: 4, or the cores this process may run on if fewer)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_worker_processes_do_not_change_the_result(tmp_path):
     """Augmentation is seeded per (seed, epoch, sample), so loading in 2 worker processes gives the same weights."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 12, 2)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .cores import THREADS_LIMIT
+from .cores import THREADS_LIMIT, usable_cores
 
 OPTIMIZERS = ("rmsprop", "rmsprop_torch", "sgd", "nesterov", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
@@ -40,6 +40,19 @@ CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHWISE = ("conv", "triton", "taps", "flipped")  # dwconv.IMPLEMENTATIONS
 TEACHER_RESOLUTIONS = ("own", "student")  # trainer.build_teacher's: AtOwnResolution, or none
+
+
+# --workers when none is given, capped by `default_workers` at the cores this process may run on
+DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """`DEFAULT_WORKERS`, or fewer where this process may run on fewer cores (`cores.usable_cores`): more worker
+    processes than cores only contend, and torch's DataLoader warns about each loader that asks for them ("Our
+    suggested max number of worker in current system is 2", ``torch/utils/data/dataloader.py``
+    ``check_worker_number_rationality``, which counts the same CPU affinity: ``torch._utils.cpu_count``). An explicit
+    ``--workers`` is kept."""
+    return min(DEFAULT_WORKERS, usable_cores())
 
 
 class ConfigError(ValueError):
@@ -69,7 +82,11 @@ class TrainConfig:
     max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
     cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
     cache_budget_gb: float = _f(4.0, "memory budget for the in-memory image cache, GiB")
-    workers: int = _f(4, "DataLoader worker processes (0 = load in the main process); decode threads on device")
+    workers: int | None = _f(
+        None,
+        f"DataLoader worker processes (0 = load in the main process); decode threads on device (default: "
+        f"{DEFAULT_WORKERS}, or the cores this process may run on if fewer)",
+    )
     data_on_device: bool = _f(
         False, "decode train/val once and hold them on the training device (GPU), augmenting there (device_data.py)"
     )
@@ -217,6 +234,8 @@ class TrainConfig:
             from .cores import check_threads
 
             check_threads(self.threads, ConfigError)
+        if self.workers is None:  # recorded in the run's config.yaml as used (a runtime field: no resume compares it)
+            self.workers = default_workers()
         for name in ("workers", "save_every", "lr_base_batch"):
             _number(name, getattr(self, name), lambda v: v >= 0, "an integer >= 0", integer=True)
         # torch.manual_seed takes at most 2**64 - 1, and the sampler seeds each epoch with seed + epoch
