@@ -231,6 +231,30 @@ def test_int8_synthetic_smoke_qdq_per_channel_and_cli_report(weights_dir, tmp_pa
     assert SPEC_KEY in meta  # the int8 model keeps its preprocessing and labels
 
 
+def test_int8_agreement_is_noted_as_meaningless_when_fp32_gives_every_image_one_class(weights_dir, tmp_path, capsys):
+    """An fp32 model that predicts one class for every image (here its classifier is only a bias favouring class 2,
+    as an untrained model may favour one) agrees 100% with its int8 copy whatever the quantization did: the report
+    says so beside the figure."""
+    model = mobilenets.create_model("mobilenet_v1_025_128", num_classes=7, labels=tuple("abcdefg"))
+    randomize_bn(model)
+    model.classifier.weight.data.zero_()
+    model.classifier.bias.data.copy_(torch.arange(7) == 2)
+    one = tmp_path / "one"
+    mobilenets.save(model, one)
+    argv = ["--int8", "--calib-synthetic", "--calib-count", "8", "--no-progress"]
+    assert cli.main(["export", str(one), "--out", str(tmp_path / "one.onnx"), *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "top-1 agreement int8 vs fp32: 8/8 = 100.0%" in line)
+    assert (
+        lines[at + 1] == "  note: fp32 predicts one class for all 8 images (untrained?): this agreement means nothing"
+    )
+    report = export_model(
+        one,
+        ExportConfig(out=str(tmp_path / "one2.onnx"), int8=True, calib_synthetic=True, calib_count=8, progress=False),
+    )
+    assert report.int8.fp32_classes == 1 and "means nothing" in report.int8.agreement_note
+
+
 @pytest.mark.parametrize("head", [0, 5])
 def test_int8_fp32_head_option_sets_which_convs_stay_fp32(weights_dir, tmp_path, head):
     """--int8-fp32-head N: exactly the first N convs keep fp32 weights; the graph still runs in ONNX Runtime."""
@@ -420,6 +444,18 @@ def tflite_025(tmp_path_factory):
 
     src = data_path("mobilenet-weights", "tflite", "mobilenet_v1_0.25_128_quant.tflite")
     return convert_file(src, tmp_path_factory.mktemp("tfl") / "t025")
+
+
+def test_int8_agreement_of_varied_fp32_predictions_gets_no_note(tflite_025, tmp_path, capsys):
+    """Trained weights (TFLite 0.25_128) on real Imagenette images give several classes: the agreement is reported
+    without the note of `test_int8_agreement_is_noted_as_meaningless_when_fp32_gives_every_image_one_class` (random
+    weights give one class on these images as on synthetic noise, so they cannot show it)."""
+    from .conftest import data_path
+
+    real = ["--int8", "--calib", str(data_path("imagenette", "val")), "--calib-count", str(MIN_CALIB_IMAGES)]
+    assert cli.main(["export", str(tflite_025), "--out", str(tmp_path / "varied.onnx"), *real, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "top-1 agreement int8 vs fp32: " in text and "note: fp32 predicts one class" not in text
 
 
 @pytest.mark.slow  # ~8 s alone, ~35 s on the shared 2 cores

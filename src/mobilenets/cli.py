@@ -220,6 +220,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  quantization: {q.quantization}")
         print(f"  calibration: {q.calibration}")
         print(f"  top-1 agreement int8 vs fp32: {q.agree}/{q.total} = {q.agreement * 100:.1f}% on {q.agreement_on}")
+        if q.agreement_note:
+            print(f"  note: {q.agreement_note}")
     return 0
 
 

@@ -628,12 +628,18 @@ def quantize(
         return quantize_int8(fp32, path, batches, per_channel=per_channel, calibration=calibration, fp32_head=fp32_head)
 
 
-def top1_agreement(run_a: Any, run_b: Any, batches: Iterator[np.ndarray]) -> tuple[int, int]:
-    """(number of inputs where both runners give the same top-1 class, number of inputs)."""
+def top1_agreement(
+    run_a: Any, run_b: Any, batches: Iterator[np.ndarray], classes_a: set[int] | None = None
+) -> tuple[int, int]:
+    """(number of inputs where both runners give the same top-1 class, number of inputs); ``classes_a``, if given,
+    collects the top-1 classes ``run_a`` gave (`Int8Report.fp32_classes`)."""
     same = total = 0
     for x in batches:
-        same += int((run_a(x).argmax(1) == run_b(x).argmax(1)).sum())
+        top_a = run_a(x).argmax(1)
+        same += int((top_a == run_b(x).argmax(1)).sum())
         total += len(x)
+        if classes_a is not None:
+            classes_a.update(int(c) for c in top_a)
     return same, total
 
 
@@ -747,10 +753,20 @@ class Int8Report:
     agree: int
     total: int
     agreement_on: str
+    fp32_classes: int  # distinct top-1 classes the fp32 model gave on the agreement images
 
     @property
     def agreement(self) -> float:
         return self.agree / max(self.total, 1)
+
+    @property
+    def agreement_note(self) -> str | None:
+        """Why the agreement means nothing, when it does: an fp32 model that gives every image one class (an
+        untrained one, say) agrees with any int8 copy that keeps that class's logit on top, however coarse its
+        quantization."""
+        if self.fp32_classes == 1 and self.total > 1:
+            return f"fp32 predicts one class for all {self.total} images (untrained?): this agreement means nothing"
+        return None
 
 
 @dataclass
@@ -1066,7 +1082,8 @@ def _int8(
     )
     unread: list[str] = []  # --val files read before the export that fail now (changed meanwhile)
     check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False, unread)
-    agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check)
+    fp32_classes: set[int] = set()
+    agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check, fp32_classes)
     if val is not None:
         on = str(replace(val, skipped=val.skipped + unread))
     elif calib is not None:
@@ -1083,6 +1100,7 @@ def _int8(
         agree,
         total,
         on,
+        len(fp32_classes),
     )
 
 
