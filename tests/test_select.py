@@ -756,3 +756,52 @@ def test_cli_an_unknown_top1_shows_as_missing_in_the_table_not_nan(capsys, tmp_p
                        "--alpha-range", "0.25,0.25,0.25", "--res-range", "128,160,32")  # fmt: skip
     unknown = next(line for line in out.splitlines() if line.startswith("mobilenet_v1_025_160 "))
     assert code == 0 and unknown.split()[4:6] == ["-", "unknown"] and "nan" not in out, out
+
+
+def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_its_recipe(capsys, tmp_path):
+    """A chosen model whose top-1 is a run's measurement was printed the default-recipe `train --alpha ... --out
+    runs/NAME` (another recipe than the figure's, into the folder the run occupies: refused as printed); the run is
+    trained already: its model/ is exported, and its config.yaml retrains it into a new folder. An interpolated
+    top-1 keeps the default commands."""
+    import shlex
+
+    from mobilenets.cli import build_parser
+
+    def trained(name, alpha, resolution, top1):  # the files `mobilenets train` leaves in its run folder
+        folder = tmp_path / "runs" / name
+        (folder / "model").mkdir(parents=True)
+        (folder / "config.yaml").write_text(f"alpha: {alpha}\nresolution: {resolution}\n")
+        spec = {"alpha": alpha, "resolution": resolution, "num_classes": 10}
+        (folder / "summary.json").write_text(json.dumps({"model": spec, "final_top1": top1}))
+        return folder
+
+    run040, run025 = trained("mobilenet_v1_040", 0.4, 224, 0.10), trained("mobilenet_v1_025_128", 0.25, 128, 0.05)
+    rows = [{"model": f"mobilenet_v1_040_{r}", "alpha": 0.4, "resolution": r, "runtime": "ort", "threads": 1,
+             "latency_ms_median": 1.0} for r in (192, 224)]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+
+    def commands(res_range):
+        code, out, _ = run(capsys, "--fps", "24", "--bench", str(tmp_path / "b.json"), "--accuracy",
+                           str(run040 / "summary.json"), str(run025 / "summary.json"), "--alpha-range", "0.4,0.4,0.1",
+                           "--res-range", res_range)  # fmt: skip
+        assert code == 0, out
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("to produce it"))
+        return lines, [shlex.split(line)[1:] for line in lines[start + 1 :] if line.strip()]
+
+    lines, argvs = commands("192,224,32")
+    assert "expected top-1 10.0% (measured)" in lines[0]
+    parser = build_parser()[0]
+    parsed = [parser.parse_args(argv) for argv in argvs]
+    exports = [p for p in parsed if p.command == "export"]
+    (retrain,) = [p for p in parsed if p.command == "train"]
+    assert len(exports) == 2 and all(p.weights == f"{run040}/model" for p in exports)
+    assert retrain.config == f"{run040}/config.yaml" and retrain.out == "runs/mobilenet_v1_040-again"
+    assert not {"alpha", "resolution", "data"} & set(vars(retrain))  # the run's recipe, not the default one
+    assert any(str(run040) in line for line in lines if line.startswith("to produce it"))
+
+    lines, argvs = commands("192,192,32")  # 0.4-192: interpolated, not trained
+    assert "(interpolated)" in lines[0]
+    parsed = [parser.parse_args(argv) for argv in argvs]
+    assert parsed[0].command == "train" and (parsed[0].alpha, parsed[0].resolution) == (0.4, 192)
+    assert parsed[0].out == "runs/mobilenet_v1_040_192" and parsed[1].weights == "runs/mobilenet_v1_040_192/model"

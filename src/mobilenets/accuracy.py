@@ -53,6 +53,10 @@ class AccuracyModel:
     # what measured points are of (`task_name`: "10 classes #1a2b3c4d"), so that results of two `bench --accuracy`
     # runs on different datasets, merged into one file, are told apart; None for the published ImageNet tables
     task: str | None = None
+    # the folder of a `mobilenets train` run that measured a point (its model/ and config.yaml beside summary.json; of
+    # several runs of one model, the first given): the model is trained already, so `select` exports that run's
+    # weights and retrains from its recipe rather than print the default recipe into the run's own folder
+    run_dirs: dict[tuple[float, int], str] = field(default_factory=dict)
     _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
     _has_slope: bool = field(default=False, repr=False)
 
@@ -236,6 +240,7 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
     first: tuple[str, Run] | None = None
     epochs: dict[int, str] = {}
     named: tuple[str, Run] | None = None  # the first run that names its classes: later ones must name the same
+    folders: dict[tuple[float, int], str] = {}
     for path in paths:
         try:
             run = read_run(path)
@@ -247,6 +252,8 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
         _check_same_task(named or first, str(path), run)  # a run naming no classes cannot stand for the others'
         named = named or ((str(path), run) if run.classes is not None else None)
         runs.setdefault((run.alpha, run.resolution), []).append(run.top1)
+        if (folder := run_folder(path)) is not None:
+            folders.setdefault((run.alpha, run.resolution), folder)
         if run.epochs is not None:
             epochs.setdefault(run.epochs, str(path))
     if first is None:
@@ -256,10 +263,20 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
         say(f"note: the runs trained for different numbers of epochs: {listed}; their top-1s mix recipes")
     known = named[1].classes if named is not None else None
     model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes,
-                          task=task_name(first[1].num_classes, known))  # fmt: skip
+                          task=task_name(first[1].num_classes, known), run_dirs=folders)  # fmt: skip
     if model.coverage_note() and say is not None:
         say(f"note: {model.coverage_note()}")
     return model
+
+
+def run_folder(summary: str | os.PathLike) -> str | None:
+    """The folder of the `mobilenets train` run whose ``summary`` this is (as given: relative stays relative), or None
+    where summary.json does not sit beside the run's final weights (model/) and resolved config (config.yaml), as
+    `trainer` writes them: a summary copied elsewhere or written by hand."""
+    folder = Path(summary).parent
+    if (folder / "config.yaml").is_file() and (folder / "model").is_dir():
+        return str(folder)
+    return None
 
 
 def task_name(num_classes: int, classes: tuple[str, ...] | None) -> str:

@@ -577,7 +577,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     for note in (head_note([c, *sel.runners_up]), sel.top1_note):
         if note:
             print(note)
-    print("\nto produce it:\n  " + "\n  ".join(sel.commands or []))
+    how = "to produce it:"
+    if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
+        how = (f"to produce it (trained already: {sel.commands_from} measured its top-1; export its weights, or "
+               "retrain it with that run's recipe):")  # fmt: skip
+    print(f"\n{how}\n  " + "\n  ".join(sel.commands or []))
     return 0
 
 

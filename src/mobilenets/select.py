@@ -16,6 +16,7 @@ the others keep the first two fp32).
 from __future__ import annotations
 
 import math
+import shlex
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -354,6 +355,7 @@ class Selection:
     fastest: dict | None = None
     smallest: dict | None = None
     commands: list[str] | None = None
+    commands_from: str | None = None  # the run folder that trained the chosen model, whose weights `commands` export
     accuracy_note: str = ""
     top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`int8_top1_note`)
 
@@ -379,19 +381,29 @@ def int8_top1_note(runtime: str, dtype: str) -> str:
     )
 
 
-def commands_for(c: dict, fp32_head: int | None = None) -> list[str]:
+def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = None) -> list[str]:
     """How to produce the chosen model with the training and export subcommands (issues 4 and 6); the INT8 export
-    keeps ``fp32_head`` convs fp32 (default export's), the one the INT8 size and a bench of the runtime describe."""
+    keeps ``fp32_head`` convs fp32 (default export's), the one the INT8 size and a bench of the runtime describe.
+
+    ``run_dir``: the `mobilenets train` run that measured the chosen model's top-1 (`AccuracyModel.run_dirs`). That
+    model is trained already: its weights are exported from ``RUN/model``, and the train line repeats the run's own
+    recipe (``--config RUN/config.yaml``, README "Training") into a new folder; the default recipe would not give
+    the figure, and ``--out RUN`` is refused (it holds the run's checkpoints)."""
     from .export import FP32_HEAD
 
     a, r = f"{c['alpha']:g}", c["resolution"]
     run = f"runs/{c['name']}"
     head = "" if fp32_head in (None, FP32_HEAD) else f" --int8-fp32-head {fp32_head}"
-    return [
-        f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}",
-        f"mobilenets export {run}/model --format onnx --out {c['name']}.onnx",  # train saves weights in RUN/model
-        f"mobilenets export {run}/model --format onnx --int8{head} --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
+    model = f"{run}/model"  # train saves weights in RUN/model
+    train = f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}"
+    if run_dir is not None:
+        model = shlex.quote(f"{run_dir}/model")
+        train = f"mobilenets train --config {shlex.quote(f'{run_dir}/config.yaml')} --out {run}-again"
+    exports = [
+        f"mobilenets export {model} --format onnx --out {c['name']}.onnx",
+        f"mobilenets export {model} --format onnx --int8{head} --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
     ]
+    return [*exports, train] if run_dir is not None else [train, *exports]
 
 
 def select(
@@ -433,7 +445,8 @@ def select(
             fastest = min(rows, key=lambda c: (c["macs"], c["params"]))
         sel.fastest, sel.smallest = fastest, smallest
     else:
-        sel.commands = commands_for(sel.chosen, head)
+        sel.commands_from = accuracy.run_dirs.get((sel.chosen["alpha"], sel.chosen["resolution"]))
+        sel.commands = commands_for(sel.chosen, head, sel.commands_from)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency, required=False)
