@@ -446,18 +446,6 @@ def tflite_025(tmp_path_factory):
     return convert_file(src, tmp_path_factory.mktemp("tfl") / "t025")
 
 
-def test_int8_agreement_of_varied_fp32_predictions_gets_no_note(tflite_025, tmp_path, capsys):
-    """Trained weights (TFLite 0.25_128) on real Imagenette images give several classes: the agreement is reported
-    without the note of `test_int8_agreement_is_noted_as_meaningless_when_fp32_gives_every_image_one_class` (random
-    weights give one class on these images as on synthetic noise, so they cannot show it)."""
-    from .conftest import data_path
-
-    real = ["--int8", "--calib", str(data_path("imagenette", "val")), "--calib-count", str(MIN_CALIB_IMAGES)]
-    assert cli.main(["export", str(tflite_025), "--out", str(tmp_path / "varied.onnx"), *real, "--no-progress"]) == 0
-    text = capsys.readouterr().out
-    assert "top-1 agreement int8 vs fp32: " in text and "note: fp32 predicts one class" not in text
-
-
 @pytest.mark.slow  # ~8 s alone, ~35 s on the shared 2 cores
 def test_int8_agrees_with_fp32_on_real_imagenette_per_channel_not_per_tensor(tflite_025, tmp_path):
     """Converted TFLite 0.25_128 weights, calibrated on 64 Imagenette train images, checked on 96 val images.
@@ -485,6 +473,9 @@ def test_int8_agrees_with_fp32_on_real_imagenette_per_channel_not_per_tensor(tfl
         )
         report = export_model(tflite_025, cfg)
         assert report.int8.total == 96 and "imagenette" in report.int8.agreement_on
+        # trained weights give real photos several classes: no note that the agreement means nothing (random weights
+        # give one class on these images, `test_int8_agreement_is_noted_as_meaningless_when_fp32_gives_every_...`)
+        assert report.int8.fp32_classes > 1 and report.int8.agreement_note is None, report.int8
         rates[per_channel, head] = report.int8.agreement
     assert rates[True, FP32_HEAD] >= 0.75 and rates[True, 0] >= 0.75, rates
     assert rates[False, 0] <= rates[True, 0] - 0.25, rates
