@@ -60,6 +60,7 @@ from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import conv_out, count_complexity
 from .layers import DepthwiseSeparable
 from .mobilenet_v1 import LayerDef, _build_layer, build_plan
+from .progress import progress_lines
 from .spec import ModelSpec, on_grid
 
 LUT_RUNTIMES = ("torch", "torch-cl", "ort", "openvino", "openvino-bf16")
@@ -399,33 +400,6 @@ def item_name(item: Any) -> str:
     """A `time_rounds` item as a JSON key: a layer key as it is, a model ``(alpha, resolution)`` as
     ``model:alpha:resolution``."""
     return item if isinstance(item, str) else "model:" + ":".join(str(v) for v in item)
-
-
-def progress_lines(
-    say: Callable[[str], None], what: str, every_s: float = 30.0, clock: Callable[[], float] = time.perf_counter
-) -> Progress:
-    """A `time_rounds` progress callback that tells ``say`` how far ``what`` is, with the time left at the rate so
-    far, at most once per ``every_s`` seconds (a first measurement takes 10-17 minutes on a busy 2-core CPU)."""
-    start = clock()
-    last = [start]
-
-    def report(done: int, total: int) -> None:
-        now = clock()
-        if done < total and now - last[0] < every_s:
-            return
-        last[0] = now
-        spent = now - start
-        if done >= total:
-            say(f"{what}: {total} timings done in {_minutes(spent)}")
-        else:
-            say(f"{what}: {done}/{total} timings, {_minutes(spent)}, about {_minutes(spent / done * (total - done))} "
-                "left")  # fmt: skip
-
-    return report
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def fill(

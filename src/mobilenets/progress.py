@@ -1,12 +1,14 @@
 """A long job's progress on stderr: tqdm's bar on a terminal, plain lines off one (a log file, CI output), where the
 bar's carriage-return redraws pile up as one long line of overwritten text -- the split `engine.Progress` makes for
-training. The one owner of it for `export`'s INT8 stages and `bench`'s jobs."""
+training. The one owner of it for `export`'s INT8 stages and `bench`'s jobs (`Lines`), and for the latency table's
+timings (`progress_lines`)."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -60,3 +62,30 @@ def abandon(progress: Any) -> None:
     if isinstance(progress, Lines):
         progress.n = 0
     progress.close()
+
+
+def progress_lines(
+    say: Callable[[str], None], what: str, every_s: float = 30.0, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[int, int], None]:
+    """A `lut.time_rounds` progress callback that tells ``say`` how far ``what`` is, with the time left at the rate so
+    far, at most once per ``every_s`` seconds (a first measurement takes 10-17 minutes on a busy 2-core CPU)."""
+    start = clock()
+    last = [start]
+
+    def report(done: int, total: int) -> None:
+        now = clock()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        spent = now - start
+        if done >= total:
+            say(f"{what}: {total} timings done in {_minutes(spent)}")
+        else:
+            say(f"{what}: {done}/{total} timings, {_minutes(spent)}, about {_minutes(spent / done * (total - done))} "
+                "left")  # fmt: skip
+
+    return report
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
