@@ -563,3 +563,81 @@ def test_predict_shows_imagenet_names_for_wnid_labels_and_keeps_the_json_label(t
     assert "tench, Tinca tinca (n01440764)" in text and "chain saw, chainsaw (n03000684)" in text
     assert text.rstrip().splitlines()[1:4] == [f"  {t['prob']:7.2%}  {display_label(t['label'])}" for t in top]
     assert display_label(imagenet_wnids()[0]) == "tench, Tinca tinca (n01440764)"
+
+
+def _frames_folder(folder, n, size=(96, 80)):
+    """``n`` frames named frame_1 .. frame_n (unpadded: a plain sort would put frame_10 before frame_2), each a flat
+    grey brighter than the one before, alternately PNG and JPEG."""
+    folder.mkdir()
+    for i in range(1, n + 1):
+        img = Image.new("RGB", size, (20 * i,) * 3)
+        img.save(folder / f"frame_{i}.{'png' if i % 2 else 'jpg'}", quality=95)
+    return folder
+
+
+def test_stream_of_a_folder_of_frames_reads_them_in_numbered_order(model_dir, tmp_path, capsys):
+    """A folder of image frames (how many datasets and capture tools store a sequence) is a source as a video file
+    is: frames in numbered order, non-images and subfolders left out, and the annotated video plays at the target
+    FPS (a folder states no frame rate)."""
+    import av
+
+    frames = _frames_folder(tmp_path / "seq", 11)
+    (frames / "notes.txt").write_text("not a frame")
+    (frames / ".hidden.png").write_bytes(b"not read")
+    (frames / "other").mkdir()
+    Image.new("RGB", (96, 80)).save(frames / "other" / "frame_0.png")
+    out = tmp_path / "annotated.mp4"
+    argv = ["stream", str(model_dir), str(frames), "--out", str(out), "--target-fps", "5", "--threads", "1"]
+    code, report, _ = run_json(argv, capsys)
+    assert code == 0 and report["frames"] == 11 and report["source_fps"] is None
+    assert sum(report["top_labels"].values()) == 11
+    with av.open(str(out)) as c:
+        assert float(c.streams.video[0].average_rate) == pytest.approx(5)
+        video = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    grey = [float(f[40:, :].mean()) for f in video]  # below the overlay box
+    assert len(video) == 11 and grey == sorted(grey), grey  # frame_10 and frame_11 came last
+    assert [round(g / 20) for g in grey] == list(range(1, 12))
+    assert cli.main(["stream", str(model_dir), str(frames), "--max-frames", "2", "--threads", "1"]) == 0
+    assert f"source: {frames} (a folder of frames), runtime torch, 2 frames" in capsys.readouterr().out
+
+
+def test_stream_of_a_folder_scales_frames_of_other_sizes_to_the_first_for_the_video(model_dir, tmp_path, capsys):
+    """Real photos of different sizes (imagenet-sample) as frames: each is classified at its own size, as `predict`
+    classifies it, and drawn into a video of the first frame's size."""
+    import av
+
+    src = data_path("imagenet-sample")
+    photos = sorted(src.glob("*.JPEG"))[:4]
+    frames = tmp_path / "photos"
+    frames.mkdir()
+    for i, photo in enumerate(photos):
+        (frames / f"{i}.jpg").symlink_to(photo)
+    sizes = [Image.open(p).size for p in photos]
+    assert len(set(sizes)) > 1, sizes  # the test needs frames of different sizes
+    out = tmp_path / "a.mp4"
+    code, report, _ = run_json(["stream", str(model_dir), str(frames), "--out", str(out), "--threads", "1"], capsys)
+    assert code == 0 and report["frames"] == 4
+    predictor = load_predictor(model_dir, "torch", 1)
+    expected: dict[str, int] = {}
+    for p in predict(predictor, [frames / f"{i}.jpg" for i in range(4)], topk=1):
+        expected[p.top[0]["label"]] = expected.get(p.top[0]["label"], 0) + 1
+    assert report["top_labels"] == expected
+    with av.open(str(out)) as c:
+        video = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    w, h = sizes[0]
+    assert len(video) == 4 and {v.shape for v in video} == {(h - h % 2, w - w % 2, 3)}
+
+
+def test_stream_of_a_bad_folder_of_frames_is_one_line_naming_it(model_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(empty / "sub" / "1.png")
+    _one_line_error(["stream", str(model_dir), str(empty)], capsys,
+                    f"{empty}: no image files (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp .gif) in this folder "
+                    "of frames (frames are read from the folder itself, not its subfolders)")  # fmt: skip
+    frames = _frames_folder(tmp_path / "seq", 3)
+    (frames / "frame_2.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    out = tmp_path / "a.mp4"
+    _one_line_error(["stream", str(model_dir), str(frames), "--out", str(out)], capsys,
+                    f"{frames / 'frame_2.jpg'}: not a readable image (frame 2")  # fmt: skip
+    assert not out.exists()  # a failed stream leaves no video

@@ -283,9 +283,10 @@ def _add_stream(sub) -> Handler:
     from .infer import StreamConfig
 
     d = StreamConfig()
-    p = sub.add_parser("stream", help="classify video frames (file or camera index), overlay, report FPS")
+    p = sub.add_parser("stream", help="classify video frames (file, folder of frames or camera), overlay, report FPS")
     p.add_argument("model", help="weights folder or exported .onnx")
-    p.add_argument("source", help="video file or camera index (0 = /dev/video0)")
+    p.add_argument("source", help="video file, folder of image frames (in numbered order) or camera index "
+                   "(0 = /dev/video0)")  # fmt: skip
     p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4; missing folders are created)")
     p.add_argument("--target-fps", type=float, default=d.target_fps, help="FPS to meet (default: %(default)s)")
     p.add_argument("--display", action="store_true", help="show the annotated frames in a window")
@@ -312,7 +313,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if r.interrupted:  # the newline ends the terminal's '^C'
         print(f"\ninterrupted by the user (Ctrl-C): the report counts the {r.frames} frames processed before it")
     m, f = r.latency_model_ms, r.latency_frame_ms
-    print(f"source: {r.source} ({r.source_fps or '?'} FPS), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
+    rate = f"{r.source_fps} FPS" if r.source_fps else "a folder of frames" if Path(r.source).is_dir() else "? FPS"
+    print(f"source: {r.source} ({rate}), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
     print(f"achieved FPS: {r.fps_end_to_end} end-to-end ({'+'.join(r.stages)}), {r.fps_model} model-only")
     print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")
     verdict = "MET" if r.target_met else "NOT met"

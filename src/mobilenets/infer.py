@@ -13,6 +13,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import signal
 import statistics
 import threading
@@ -297,6 +298,51 @@ def open_source(source: str | int) -> Any:
     return container
 
 
+def _natural_key(path: Path) -> list:
+    """Sort key that orders numbered frames as they were numbered: ``frame_9`` before ``frame_10`` (a plain sort puts
+    ``frame_10`` first, and unpadded numbering is what many capture tools write)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frames of a folder of images, in frame order: its visible files with an image extension
+    (`data.IMAGE_EXTENSIONS`), numbers in their names compared as numbers (`_natural_key`). Only the folder itself is
+    read, as FFmpeg's image-sequence input reads one pattern in one folder: subfolders hold other sequences or other
+    data, and their frames have no place in this one's order. Other files (a notes.txt, a labels.csv) are not frames."""
+    folder = Path(folder)
+    try:
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+    except OSError as exc:
+        raise StreamError(f"{folder}: cannot list the folder of frames ({failure_reason(exc, folder)})") from exc
+    files = sorted((e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()), key=_natural_key)
+    if not files:
+        nested = any(e.is_dir() for e in entries)
+        sub = " (frames are read from the folder itself, not its subfolders)" if nested else ""
+        raise StreamError(f"{folder}: no image files ({' '.join(IMAGE_EXTENSIONS)}) in this folder of frames{sub}")
+    return files
+
+
+@dataclass
+class _Still:
+    """A decoded image standing in for a video frame (`av.VideoFrame.to_ndarray`'s one use here)."""
+
+    rgb: np.ndarray
+
+    def to_ndarray(self, format: str) -> np.ndarray:  # noqa: A002 (PyAV's keyword)
+        return self.rgb
+
+
+def _read_frames(files: Sequence[Path]) -> Iterator[_Still]:
+    """The frames of a folder, decoded as `predict` decodes images (`read_image`: EXIF orientation applied); a file
+    that cannot be decoded ends the stream with a `StreamError` naming it, as an undecodable video frame does."""
+    for i, path in enumerate(files, 1):
+        try:
+            image = read_image(path)
+        except (ImageError, OSError) as exc:
+            raise StreamError(f"{path}: not a readable image (frame {i}: {failure_reason(exc, path)})") from exc
+        yield _Still(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
+
+
 def _check_out(path: str) -> Path:
     """The annotated video's path, checked before the first frame: no file where one of its folders should be (named
     as a file, at any depth) and its nearest existing folder takes a new file (`atomic.check_writable`). Missing
@@ -319,6 +365,7 @@ class _Writer:
         self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None = None
     ) -> None:
         self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
+        self.size = (width, height)  # of the first frame; the encoded video drops an odd last row/column
         made = [p for p in self.path.parents if not p.exists()]  # innermost first
         self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
         try:
@@ -533,11 +580,31 @@ def _classify(predictor: Predictor, rgb: np.ndarray) -> tuple[float, dict]:
     return ms, top_k(softmax(logits[0].astype(np.float64)), predictor.labels, 1)[0]
 
 
-def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> StreamReport:
+def _open_frames(source: str | int) -> tuple[Iterator[Any], float | None, Callable[[], None]]:
+    """(frames, their rate if the source states one, what closes the source) for a video file, a camera index or a
+    folder of frames (`frame_files`; a folder states no rate: an annotated video of it plays at ``--target-fps``)."""
+    if Path(str(source)).is_dir():
+        return _read_frames(frame_files(source)), None, lambda: None
     container = open_source(source)
     vstream = container.streams.video[0]
     vstream.thread_type = "AUTO"
     source_fps = float(vstream.average_rate) if vstream.average_rate else None
+    return _decode(container, vstream, source), source_fps, container.close
+
+
+def _frame_size_of(writer: _Writer | None, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` at the annotated video's frame size: the frames of a folder may differ in size, and a video has one
+    (the first frame's; the others are scaled to it, as FFmpeg scales an image sequence to its output size). The
+    model saw each frame at its own size; only what is drawn and encoded is scaled."""
+    if writer is None or rgb.shape[1::-1] == writer.size:
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize(writer.size, Image.Resampling.BILINEAR))
+
+
+def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> StreamReport:
+    frames, source_fps, close = _open_frames(source)
     display = _Display() if cfg.display else None
     writer: _Writer | None = None
     model_ms: list[float] = []
@@ -549,7 +616,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
     finished = False
     try:
         with ctrl_c:
-            for frame in _decode(container, vstream, source):
+            for frame in frames:
                 ctrl_c.in_frame = True
                 t0 = time.perf_counter()
                 rgb = frame.to_ndarray(format="rgb24")
@@ -559,8 +626,9 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
                                      cfg.encoder_options)  # fmt: skip
                 if writer or display:
                     fps = (len(model_ms) + 1) / (time.perf_counter() - start)
-                    image = _overlay(rgb, [f"{display_label(best['label'])[:48]}  {best['prob'] * 100:.1f}%",
-                                           f"model {ms:.1f} ms ({predictor.runtime})  {fps:.1f} FPS"])  # fmt: skip
+                    image = _overlay(_frame_size_of(writer, rgb),
+                                     [f"{display_label(best['label'])[:48]}  {best['prob'] * 100:.1f}%",
+                                      f"model {ms:.1f} ms ({predictor.runtime})  {fps:.1f} FPS"])  # fmt: skip
                     if writer:
                         writer.write(np.asarray(image))
                     if display:
@@ -576,7 +644,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
     except KeyboardInterrupt:  # Ctrl-C while waiting for a frame (a camera's next), or from the caller's own handler
         ctrl_c.pressed = finished = True
     finally:
-        container.close()
+        close()
         if writer:  # the end of the file, --max-frames or Ctrl-C: the frames recorded so far become the video
             writer.close(keep=finished)  # a failed stream (or a second Ctrl-C now) replaces no earlier video
         if display:
