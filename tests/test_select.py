@@ -808,3 +808,42 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
     parsed = [parser.parse_args(argv) for argv in argvs]
     assert parsed[0].command == "train" and (parsed[0].alpha, parsed[0].resolution) == (0.4, 192)
     assert parsed[0].out == "runs/mobilenet_v1_040_192" and parsed[1].weights == "runs/mobilenet_v1_040_192/model"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_040", "mobilenet_v1_040_224", "0.4-224"])
+def test_a_bench_row_is_matched_by_the_model_its_name_denotes(capsys, tmp_path, name):
+    """bench writes 0.4-224 as `mobilenet_v1_040`; a row naming it `mobilenet_v1_040_224` or ``0.4-224`` (names the
+    registry reads as the same model) was no measurement of it: select silently predicted it instead (here, on
+    ort-int8, which has no lookup table, it stopped with 'has no measurement of mobilenet_v1_040')."""
+    row = {"model": name, "alpha": 0.4, "resolution": 224, "runtime": "ort-int8", "threads": 1,
+           "latency_ms_median": 1.5}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    code, out, err = run(capsys, "--fps", "24", "--runtime", "ort-int8", "--bench", str(tmp_path / "b.json"),
+                         "--alpha-range", "0.4,0.4,0.05", "--res-range", "224,224,16", "--json")  # fmt: skip
+    assert code == 0, err
+    chosen = json.loads(out)["chosen"]
+    assert (chosen["latency_ms"], chosen["latency_source"]) == (1.5, "measured") and "not used" not in err
+
+
+def test_two_names_of_one_model_supersede_and_unmatched_rows_are_named(capsys, tmp_path):
+    """Rows of one model under two names are one model's measurements (the newer wins); a row whose name is no
+    model the registry knows, or contradicts its alpha/resolution fields, is named in a note, not silently dropped;
+    a timm peer or Shallow MobileNet row is expected not to be a candidate and is not mentioned."""
+    base = {"alpha": 0.4, "resolution": 224, "runtime": "ort-int8", "threads": 1}
+    rows = [
+        {**base, "model": "mobilenet_v1_040", "latency_ms_median": 9.0, "timestamp": "2026-01-01T00:00:00Z"},
+        {**base, "model": "mobilenet_v1_040_224", "latency_ms_median": 2.0, "timestamp": "2026-02-01T00:00:00Z"},
+        {**base, "model": "my_net", "latency_ms_median": 1.0},
+        {**base, "model": "mobilenet_v1_040_160", "latency_ms_median": 1.0},
+        {**base, "model": "timm:mobilenetv1_100", "alpha": 1.0, "latency_ms_median": 1.0},
+        {**base, "model": "mobilenet_v1_shallow", "alpha": 1.0, "latency_ms_median": 1.0},
+    ]
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    code, out, err = run(capsys, "--fps", "24", "--runtime", "ort-int8", "--bench", str(tmp_path / "b.json"),
+                         "--alpha-range", "0.4,0.4,0.05", "--res-range", "224,224,16", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["chosen"]["latency_ms"] == 2.0, err
+    assert "note: 1 bench row(s) superseded" in err
+    (note,) = [line for line in err.splitlines() if "not used" in line]
+    assert note.startswith("note: 2 bench row(s) of ort-int8, 1 thread(s) not used") and "row 3: 'my_net'" in note
+    assert "row 4: 'mobilenet_v1_040_160' is alpha 0.4 at 160, but the row says alpha 0.4 at 224" in note
+    assert "timm" not in note and "shallow" not in note

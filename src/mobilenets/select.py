@@ -24,7 +24,7 @@ from typing import Any
 
 from . import accuracy as acc
 from .complexity import count_complexity
-from .spec import MIN_RESOLUTION, ModelSpec, grid_name
+from .spec import MIN_RESOLUTION, NAMED_LAYER_FIELDS, ModelSpec, SpecError, grid_name
 
 SIZE_DTYPES = {"fp32": 4, "int8": 1}
 BENCH_CLASSES = 1000  # `mobilenets bench` times the standard models with their ImageNet classifier
@@ -235,14 +235,57 @@ LatencyFn = Callable[[float, int], tuple[float, str]]
 
 def measured_latency(rows: Sequence[dict], runtime: str, threads: int) -> dict[tuple[float, int], float]:
     """(alpha, resolution) -> measured median ms from bench rows of this runtime and thread count, of standard
-    MobileNets only: a row whose model is not the `grid_name` of its alpha and resolution (Shallow and Conv MobileNet,
-    timm peers, all at alpha 1.0 and 224) measured another network than the candidate of that alpha and resolution."""
-    return {
-        (float(r["alpha"]), int(r["resolution"])): float(r["latency_ms_median"])
-        for r in rows
-        if r["runtime"] == runtime and int(r["threads"]) == threads
-        and r["model"] == grid_name(float(r["alpha"]), int(r["resolution"]))
-    }  # fmt: skip
+    MobileNets only (`bench_row_model`): Shallow and Conv MobileNet and timm peers, all at alpha 1.0 and 224, measured
+    another network than the candidate of that alpha and resolution."""
+    out = {}
+    for r in rows:
+        if r["runtime"] == runtime and int(r["threads"]) == threads:
+            model, _why = bench_row_model(r)
+            if model is not None:
+                out[model] = float(r["latency_ms_median"])
+    return out
+
+
+def bench_row_model(row: dict) -> tuple[tuple[float, int] | None, str]:
+    """((alpha, resolution) of the standard MobileNet a bench row measured, '') or (None, why it is none).
+
+    The row's name is read by `registry.model_spec`, so every name of the same model matches: bench's
+    ``mobilenet_v1_040`` (`grid_name`: no suffix at 224), ``mobilenet_v1_040_224`` and ``0.4-224``; only an exact
+    `grid_name` matched before, and a row named otherwise was dropped without a word (select then timed a latency
+    table for a model the file measured). The name must agree with the row's alpha and resolution fields (a name
+    stating no resolution, ``mobilenet_v1_075``, takes the row's, as `registry.create_model` does). A timm peer
+    (``timm:...``) or another variant (Shallow, Conv MobileNet) is no candidate, as expected: why is ''. A name the
+    registry cannot read, or one contradicting the row's fields, is a reason `unmatched_bench_rows` reports."""
+    from .bench import PEER_PREFIX
+    from .registry import model_spec, named_resolution
+
+    name, alpha, resolution = row["model"], float(row["alpha"]), int(row["resolution"])
+    if name.startswith(PEER_PREFIX):
+        return None, ""
+    try:
+        spec, stated = model_spec(name), named_resolution(name)
+    except SpecError:
+        return None, f"{name!r} names no MobileNet `mobilenets bench` or the registry knows"
+    standard = ModelSpec(alpha=spec.alpha)
+    if any(getattr(spec, f) != getattr(standard, f) for f in NAMED_LAYER_FIELDS):
+        return None, ""  # mobilenet_v1_shallow, mobilenet_v1_conv: another network than every candidate
+    if not math.isclose(spec.alpha, alpha, rel_tol=1e-9) or stated not in (None, resolution):
+        named = f"alpha {spec.alpha:g}" + (f" at {stated}" if stated is not None else "")
+        return None, f"{name!r} is {named}, but the row says alpha {alpha:g} at {resolution}"
+    return (alpha, resolution), ""
+
+
+def unmatched_bench_rows(files: dict[str, tuple[list[dict], float]], runtime: str, threads: int) -> list[str]:
+    """Why each bench row of ``runtime`` and ``threads`` that names no candidate model, and is no peer or other
+    variant, was not used (`bench_row_model`): said rather than silently dropped."""
+    out = []
+    for path, (rows, _mtime) in files.items():
+        for i, row in enumerate(rows):
+            if row["runtime"] == runtime and int(row["threads"]) == threads:
+                why = bench_row_model(row)[1]
+                if why:
+                    out.append(f"{path} row {i + 1}: {why}")
+    return out
 
 
 def _row_time(row: dict, file_mtime: float) -> float:
@@ -303,7 +346,8 @@ def newest_measurements(
     superseded = 0
     for rows, mtime in files.values():
         for row in rows:
-            key = (row["model"], row["runtime"], int(row["threads"]))
+            model = bench_row_model(row)[0] or row["model"]  # two names of one model: the newer row supersedes
+            key = (model, row["runtime"], int(row["threads"]))
             when = _row_time(row, mtime)
             if key in newest:
                 superseded += row["runtime"] == runtime and int(row["threads"]) == threads  # the rows select reads
@@ -486,6 +530,11 @@ class LatencySource:
         files = read_bench_files(bench_files)
         self.measured, superseded = newest_measurements(files, runtime, threads)
         self.classes = BENCH_CLASSES if self.measured else num_classes
+        unmatched = unmatched_bench_rows(files, runtime, threads)
+        if unmatched and say is not None:
+            say(f"note: {len(unmatched)} bench row(s) of {runtime}, {threads} thread(s) not used, as they name no "
+                f"standard MobileNet of their alpha and resolution: {'; '.join(unmatched[:3])}"
+                + (" ..." if len(unmatched) > 3 else ""))  # fmt: skip
         foreign, here = other_hardware(files, runtime, threads) if files else (set(), "")
         if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
             say(f"note: bench rows of {runtime}, {threads} thread(s) were measured on {', '.join(sorted(foreign))}, "
