@@ -523,7 +523,8 @@ def test_int8_size_estimate_is_the_runtime_s_real_int8_export_within_200_bytes(a
     weights.save(create_model(spec).eval(), tmp_path / "w")
     model = accuracy.AccuracyModel({(alpha, 64): 50.0}, "measured", num_classes=classes)
     sel = select(Constraints(), accuracy=model, space=SearchSpace(alpha, alpha, 0.05, 64, 64, 16), runtime=runtime)
-    export = shlex.split(sel.commands[2])[1:]  # the printed INT8 export, on these weights
+    (line,) = [x for x in sel.commands if " --int8" in x]  # an INT8 runtime: the one export printed is INT8
+    export = shlex.split(line)[1:]  # the printed INT8 export, on these weights
     export[export.index("export") + 1] = str(tmp_path / "w")
     export[export.index("--calib") : export.index("--calib") + 2] = ["--calib-synthetic", "--calib-count", "2"]
     export[export.index("--out") + 1] = str(tmp_path / "m.int8.onnx")
@@ -798,7 +799,7 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
     parsed = [parser.parse_args(argv) for argv in argvs]
     exports = [p for p in parsed if p.command == "export"]
     (retrain,) = [p for p in parsed if p.command == "train"]
-    assert len(exports) == 2 and all(p.weights == f"{run040}/model" for p in exports)
+    assert len(exports) == 1 and all(p.weights == f"{run040}/model" for p in exports)
     assert retrain.config == f"{run040}/config.yaml" and retrain.out == "runs/mobilenet_v1_040-again"
     assert not {"alpha", "resolution", "data"} & set(vars(retrain))  # the run's recipe, not the default one
     assert any(str(run040) in line for line in lines if line.startswith("to produce it"))
@@ -823,6 +824,9 @@ def test_a_bench_row_is_matched_by_the_model_its_name_denotes(capsys, tmp_path, 
     assert code == 0, err
     chosen = json.loads(out)["chosen"]
     assert (chosen["latency_ms"], chosen["latency_source"]) == (1.5, "measured") and "not used" not in err
+    code, out, _ = run(capsys, "--fps", "24", "--runtime", "ort-int8", "--bench", str(tmp_path / "b.json"),
+                       "--alpha-range", "0.4,0.4,0.05", "--res-range", "224,224,16")  # fmt: skip
+    assert "to produce it (the INT8 export also writes its fp32 model, mobilenet_v1_040.fp32.onnx):" in out
 
 
 def test_two_names_of_one_model_supersede_and_unmatched_rows_are_named(capsys, tmp_path):
@@ -847,3 +851,81 @@ def test_two_names_of_one_model_supersede_and_unmatched_rows_are_named(capsys, t
     assert note.startswith("note: 2 bench row(s) of ort-int8, 1 thread(s) not used") and "row 3: 'my_net'" in note
     assert "row 4: 'mobilenet_v1_040_160' is alpha 0.4 at 160, but the row says alpha 0.4 at 224" in note
     assert "timm" not in note and "shallow" not in note
+
+
+def trained_run(folder, config: str, env: dict | None = None):
+    (folder / "model").mkdir(parents=True)
+    (folder / "config.yaml").write_text(config)
+    if env is not None:
+        (folder / "env.json").write_text(json.dumps(env))
+    return folder
+
+
+def test_a_run_s_int8_export_calibrates_on_the_data_its_config_records(tmp_path):
+    """With the run that measured the chosen model, the INT8 export printed `--calib DATA_ROOT/train` although the
+    run's config.yaml records its data root (absolute) and train split; an older run's relative root is read from
+    the working directory its env.json records. A run recording none keeps the placeholder."""
+    import shlex
+
+    from mobilenets.select import commands_for
+
+    c = {"name": "mobilenet_v1_040", "alpha": 0.4, "resolution": 224}
+
+    def calib(run_dir):
+        (line,) = [x for x in commands_for(c, run_dir=str(run_dir), int8=True) if " --int8" in x]
+        argv = shlex.split(line)
+        return argv[argv.index("--calib") + 1]
+
+    a = trained_run(tmp_path / "a", "data: /data/my images\ntrain_split: trn\n")
+    assert calib(a) == "/data/my images/trn"  # quoted: shlex.split reads it back with its space
+    b = trained_run(tmp_path / "b", "data: imgs\n", {"cwd": "/home/u/work"})
+    assert calib(b) == "/home/u/work/imgs/train"
+    assert calib(trained_run(tmp_path / "c", "alpha: 0.4\n")) == "DATA_ROOT/train"
+
+
+def test_printed_train_folders_do_not_exist_yet(tmp_path, monkeypatch):
+    """`--out runs/NAME-again` was printed whatever was there: train refuses a folder holding an earlier run (a run
+    printed twice retrains into the first retrain's folder). The first free name is printed."""
+    import shlex
+
+    from mobilenets.select import commands_for
+
+    monkeypatch.chdir(tmp_path)
+    c = {"name": "mobilenet_v1_040", "alpha": 0.4, "resolution": 224}
+    run_dir = str(trained_run(tmp_path / "r", "alpha: 0.4\n"))
+
+    def outs(**kw):
+        return [shlex.split(x)[shlex.split(x).index("--out") + 1] for x in commands_for(c, **kw) if " train " in x]
+
+    assert outs(run_dir=run_dir) == ["runs/mobilenet_v1_040-again"] and outs() == ["runs/mobilenet_v1_040"]
+    (tmp_path / "runs" / "mobilenet_v1_040-again").mkdir(parents=True)
+    assert outs(run_dir=run_dir) == ["runs/mobilenet_v1_040-again2"]
+    (tmp_path / "runs" / "mobilenet_v1_040-again2").mkdir()
+    assert outs(run_dir=run_dir) == ["runs/mobilenet_v1_040-again3"]
+    (tmp_path / "runs" / "mobilenet_v1_040").mkdir()
+    (line,) = [x for x in commands_for(c) if " export " in x]
+    assert outs() == ["runs/mobilenet_v1_040-2"] and shlex.split(line)[2] == "runs/mobilenet_v1_040-2/model"
+
+
+@pytest.mark.parametrize("runtime,size_dtype,int8", [("ort", "fp32", False), ("ort", "int8", True),
+                                                     ("ort-int8", "fp32", True)])  # fmt: skip
+def test_one_export_is_printed_named_as_export_names_it(runtime, size_dtype, int8):
+    """select printed an fp32 export and an INT8 one named `NAME-int8.onnx`; the INT8 export writes that fp32 model
+    beside it anyway (`export.fp32_companion`, byte-identical), and export's own name and the README's is
+    `NAME.int8.onnx` (`export.default_out`). One export is printed, of the model selected for: INT8 for an INT8
+    runtime or an INT8 size budget, else fp32 (which needs no calibration data)."""
+    import shlex
+    from pathlib import Path
+
+    from mobilenets.cli import build_parser
+    from mobilenets.export import ExportConfig, default_out, fp32_companion
+
+    sel = select(Constraints(size_dtype=size_dtype), space=SearchSpace(0.5, 0.5, 0.05, 160, 160, 16), runtime=runtime)
+    parser = build_parser()[0]
+    parsed = [parser.parse_args(shlex.split(x)[1:]) for x in sel.commands]
+    (export,) = [p for p in parsed if p.command == "export"]
+    assert export.int8 is int8 and (export.calib is not None) is int8
+    cfg = ExportConfig(format="onnx", int8=int8)
+    assert export.out == default_out(Path(sel.chosen["name"]), cfg).name  # export's own name for these weights
+    if int8:
+        assert fp32_companion(Path(export.out)).name == "mobilenet_v1_050_160.fp32.onnx"

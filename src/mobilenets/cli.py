@@ -583,6 +583,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
         how = (f"to produce it (trained already: {sel.commands_from} measured its top-1; export its weights, or "
                "retrain it with that run's recipe):")  # fmt: skip
+    if any(" --int8" in line for line in sel.commands or []):  # one export line: it leaves the fp32 model too
+        how = how[:-1] + f" (the INT8 export also writes its fp32 model, {c['name']}.fp32.onnx):"
     print(f"\n{how}\n  " + "\n  ".join(sel.commands or []))
     return 0
 

@@ -425,29 +425,77 @@ def int8_top1_note(runtime: str, dtype: str) -> str:
     )
 
 
-def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = None) -> list[str]:
-    """How to produce the chosen model with the training and export subcommands (issues 4 and 6); the INT8 export
-    keeps ``fp32_head`` convs fp32 (default export's), the one the INT8 size and a bench of the runtime describe.
+def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False) -> list[str]:
+    """How to produce the chosen model with the training and export subcommands (issues 4 and 6): train, then one
+    export, of the model the selection was for: ``int8`` (an INT8 runtime, or ``--size-dtype int8``) the INT8 export
+    keeping ``fp32_head`` convs fp32 (default export's; the one the INT8 size and a bench of the runtime describe),
+    else the fp32 one. Both used to be printed, and the INT8 export writes, beside its ``NAME.int8.onnx``
+    (`export.default_out`'s name, the README's), the same fp32 model as ``NAME.fp32.onnx`` (`export.fp32_companion`):
+    the fp32 line was a second copy of it, and the INT8 line needed calibration data an fp32 deployment does not.
 
     ``run_dir``: the `mobilenets train` run that measured the chosen model's top-1 (`AccuracyModel.run_dirs`). That
-    model is trained already: its weights are exported from ``RUN/model``, and the train line repeats the run's own
-    recipe (``--config RUN/config.yaml``, README "Training") into a new folder; the default recipe would not give
-    the figure, and ``--out RUN`` is refused (it holds the run's checkpoints)."""
+    model is trained already: its weights are exported from ``RUN/model``, calibrated on the training images its
+    config.yaml records (`recorded_train_folder`), and the train line repeats the run's own recipe (``--config
+    RUN/config.yaml``, README "Training") into a new folder; the default recipe would not give the figure, and
+    ``--out RUN`` is refused (it holds the run's checkpoints). Train folders are ones that do not exist yet
+    (`free_folder`): train refuses a folder holding an earlier run's checkpoints or summary."""
     from .export import FP32_HEAD
 
     a, r = f"{c['alpha']:g}", c["resolution"]
-    run = f"runs/{c['name']}"
+    run = free_folder(f"runs/{c['name']}", "-")
     head = "" if fp32_head in (None, FP32_HEAD) else f" --int8-fp32-head {fp32_head}"
     model = f"{run}/model"  # train saves weights in RUN/model
+    calib = "DATA_ROOT/train"
     train = f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}"
     if run_dir is not None:
         model = shlex.quote(f"{run_dir}/model")
-        train = f"mobilenets train --config {shlex.quote(f'{run_dir}/config.yaml')} --out {run}-again"
-    exports = [
-        f"mobilenets export {model} --format onnx --out {c['name']}.onnx",
-        f"mobilenets export {model} --format onnx --int8{head} --calib DATA_ROOT/train --out {c['name']}-int8.onnx",
-    ]
-    return [*exports, train] if run_dir is not None else [train, *exports]
+        calib = shlex.quote(recorded_train_folder(run_dir) or calib)
+        again = free_folder(f"runs/{c['name']}-again", "")
+        train = f"mobilenets train --config {shlex.quote(f'{run_dir}/config.yaml')} --out {again}"
+    export = (f"mobilenets export {model} --format onnx --int8{head} --calib {calib} --out {c['name']}.int8.onnx"
+              if int8 else f"mobilenets export {model} --format onnx --out {c['name']}.onnx")  # fmt: skip
+    return [export, train] if run_dir is not None else [train, export]
+
+
+def free_folder(path: str, sep: str) -> str:
+    """``path`` if nothing is there, else the first of ``path{sep}2``, ``path{sep}3``, ... that is free (relative
+    to the working directory, where the printed command runs): ``runs/m-again`` -> ``runs/m-again2``."""
+    import os
+
+    if not os.path.lexists(path):
+        return path
+    n = 2
+    while os.path.lexists(f"{path}{sep}{n}"):
+        n += 1
+    return f"{path}{sep}{n}"
+
+
+def recorded_train_folder(run_dir: str) -> str | None:
+    """The training images a run used, as its config.yaml records them: ``data`` joined with ``train_split``
+    (`TrainConfig`; absolute since runs record paths so, a relative one of an older run read from the working
+    directory env.json records); None where the run records no data root (or no readable config.yaml)."""
+    import json
+    import os
+
+    import yaml
+
+    try:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), str) or not cfg["data"]:
+        return None
+    split = cfg.get("train_split") if isinstance(cfg.get("train_split"), str) else "train"
+    data = cfg["data"]
+    if not os.path.isabs(data):
+        try:
+            with open(os.path.join(run_dir, "env.json"), encoding="utf-8") as f:
+                cwd = json.load(f).get("cwd")
+        except (OSError, ValueError, AttributeError):
+            cwd = None
+        data = os.path.join(cwd, data) if isinstance(cwd, str) else data
+    return os.path.join(data, split)
 
 
 def select(
@@ -490,7 +538,8 @@ def select(
         sel.fastest, sel.smallest = fastest, smallest
     else:
         sel.commands_from = accuracy.run_dirs.get((sel.chosen["alpha"], sel.chosen["resolution"]))
-        sel.commands = commands_for(sel.chosen, head, sel.commands_from)
+        int8 = dtype == "int8" or constraints.size_dtype == "int8"  # the model the selection sized and timed
+        sel.commands = commands_for(sel.chosen, head, sel.commands_from, int8)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency, required=False)
