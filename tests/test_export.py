@@ -206,6 +206,19 @@ def _weight_scales(path) -> list[np.ndarray | None]:
     return scales
 
 
+def test_entropy_calibration_prints_nothing_into_the_report(weights_dir, tmp_path, capsys):
+    """ONNX Runtime's entropy calibrator print()s its progress ("Collecting tensor data and making histogram ...",
+    "Number of tensors : 58", ... from onnxruntime/quantization/calibrate.py) on stdout, where it landed in the
+    middle of export's report; it is swallowed there, and the report's own lines stay."""
+    out = tmp_path / "e.int8.onnx"
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--calib-count", "8", "--calib-method",
+            "entropy", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "histogram" not in text and "Number of" not in text and "optimal threshold" not in text, text
+    assert text.startswith(f"wrote {out}") and "(entropy calibration)" in text and "top-1 agreement" in text
+
+
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_int8_synthetic_smoke_qdq_per_channel_and_cli_report(weights_dir, tmp_path, capsys, per_channel):
     out = tmp_path / "q.onnx"

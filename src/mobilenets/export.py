@@ -23,6 +23,7 @@ Gemm writes fp32 logits (see `quantize_int8`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -559,25 +560,31 @@ def quantize_int8(
         convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
         if not 0 <= fp32_head <= len(convs):
             raise ExportError(f"fp32_head={fp32_head} is not allowed: it must be between 0 and {len(convs)} (convs)")
-        quantize_static(
-            str(pre),
-            str(q),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            nodes_to_exclude=convs[:fp32_head],
-            extra_options={
-                "WeightSymmetric": True,
-                "ActivationSymmetric": False,
-                # the classifier's (int8) Gemm hands out fp32 logits: quantized to uint8 they took 80-100 levels per
-                # image, and 1.6-7% of real photos had two classes tied at the top (TFLite 0.25-0.75 weights on
-                # Imagenette and imagenet-sample), whose top-1 then depended on each runtime's and command's tie-break
-                "OpTypesToExcludeOutputQuantization": ["Gemm"],
-            },
-        )
+        # ORT's histogram calibrators (entropy) print() their progress ("Collecting tensor data and making
+        # histogram ...", "Number of tensors : 58", onnxruntime/quantization/calibrate.py, 1.32): on stdout, it
+        # landed in the middle of export's report; only Python's sys.stdout is redirected, so our stderr progress and
+        # the report printed after this call are untouched
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(pre),
+                str(q),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=convs[:fp32_head],
+                extra_options={
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": False,
+                    # the classifier's (int8) Gemm hands out fp32 logits: quantized to uint8 they took 80-100 levels
+                    # per image, and 1.6-7% of real photos had two classes tied at the top (TFLite 0.25-0.75 weights
+                    # on Imagenette and imagenet-sample), whose top-1 then depended on each runtime's and command's
+                    # tie-break
+                    "OpTypesToExcludeOutputQuantization": ["Gemm"],
+                },
+            )
         proto = onnx.load(str(q))
     quant = f"int8 static QDQ, weights int8 symmetric {'per-channel' if per_channel else 'per-tensor'}, "
     quant += f"activations uint8 ({method} calibration), logits fp32"
