@@ -84,7 +84,22 @@ def test_int8_rows_say_their_expected_top1_is_the_fp32_weights():
     assert fp32["top1_source"] == "tfslim" and int8["top1_source"] == "tfslim, of fp32 weights"
     assert bench.top1_basis(int8["top1_source"]) == "tfslim" and int8["top1_table"] == "tfslim"
     assert bench.top1_source_for(None, "int8") is None
-    assert bench.top1_source_for("interpolated", "bf16") == "interpolated"
+    assert bench.top1_source_for("interpolated", "fp32") == "interpolated"  # bf16's: the next test
+
+
+def test_bf16_and_fp16_rows_say_their_top1_is_the_fp32_weights(monkeypatch):
+    """openvino-bf16 and cuda-bf16 rows carried the fp32 model's top-1 as their own, while INT8 rows said whose it
+    is (`bench.FP32_WEIGHTS`). The runner is stubbed (bf16 needs an AVX512_BF16 CPU or a GPU): what is tested is the
+    row's label."""
+    monkeypatch.setattr(bench, "make_runner", lambda model, runtime, **kw: make_runner(model, "torch"))
+    cfg = bench.BenchConfig(models="0.25-128", runtimes=("openvino-bf16",), **TINY).validate()
+    model, spec, label = bench.build("0.25-128")
+    table = accuracy.accuracy_model()
+    row = bench.measure(model, spec, "openvino-bf16", threads=1, cfg=cfg, label=label, accuracy=table)
+    assert row["dtype"] == "bf16" and row["top1"] == 41.5 and row["top1_source"] == "tfslim, of fp32 weights"
+    assert bench.top1_basis(row["top1_source"]) == "tfslim"
+    for dtype, labelled in (("bf16", True), ("fp16", True), ("int8", True), ("fp32", False)):
+        assert (bench.top1_source_for("interpolated", dtype) == "interpolated, of fp32 weights") == labelled
 
 
 def test_unavailable_runtimes_raise_one_line_reason(monkeypatch):

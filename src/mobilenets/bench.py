@@ -67,7 +67,8 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
 # A row's expected top-1 is of the model's fp32 weights (TF-slim's table, or the user's runs): an INT8 runtime runs
-# them quantized, whose top-1 is not measured here, so its rows say whose top-1 it is rather than pass it off as theirs.
+# them quantized, a bf16 or fp16 one (openvino-bf16, cuda-bf16, cuda-fp16) rounded to 8 or 11 significant bits, and
+# neither top-1 is measured here, so their rows say whose top-1 it is rather than pass it off as theirs.
 # (Measured on Imagenette val, 3,925 images, 1000-way, for 0.25-128 and 0.75-192: the per-channel INT8 exports were
 # within 0.61 points of the fp32 top-1 and agreed with the fp32 model on 86-94% of images, per-tensor ones lost 5-7
 # points; results/int8-amd-epyc-b1-t1.md.)
@@ -75,13 +76,13 @@ FP32_WEIGHTS = ", of fp32 weights"
 
 
 def top1_source_for(source: str | None, dtype: str) -> str | None:
-    """``source`` (`accuracy.AccuracyModel.predict`'s) as a row of ``dtype`` records it: an int8 row's says that the
-    top-1 is the fp32 weights' (`FP32_WEIGHTS`); None stays None (no top-1)."""
-    return f"{source}{FP32_WEIGHTS}" if source is not None and dtype == "int8" else source
+    """``source`` (`accuracy.AccuracyModel.predict`'s) as a row of ``dtype`` records it: a row of any dtype but fp32
+    (int8, bf16, fp16) says that the top-1 is the fp32 weights' (`FP32_WEIGHTS`); None stays None (no top-1)."""
+    return f"{source}{FP32_WEIGHTS}" if source is not None and dtype != "fp32" else source
 
 
 def top1_basis(source: str | None) -> str | None:
-    """A row's ``top1_source`` without the int8 label (`top1_source_for`): what the accuracy model said."""
+    """A row's ``top1_source`` without the fp32-weights label (`top1_source_for`): what the accuracy model said."""
     return source.removesuffix(FP32_WEIGHTS) if isinstance(source, str) else source
 
 
@@ -610,7 +611,7 @@ def measure(
     # the standard body is what the accuracy tables and runs describe
     if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid(spec):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
-    row.update(top1=top1, top1_source=top1_source_for(source, info.dtype),  # an int8 row's is the fp32 weights'
+    row.update(top1=top1, top1_source=top1_source_for(source, info.dtype),  # a non-fp32 row's is the fp32 weights'
                top1_table=accuracy.label if accuracy is not None else None,
                top1_task=accuracy.task if accuracy is not None else None)  # fmt: skip
     known = macs is not None and peak_gflops and info.device == "cpu"  # a peer of unknown MACs has no limit, not 0 ms
