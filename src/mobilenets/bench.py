@@ -18,6 +18,10 @@ a lower bound; ``--models X`` with one model per process gives the absolute figu
 The FP32 physical limit of a model is 2 x MACs / peak FP32 FLOP/s of the cores used; the peak is measured by a
 large single-precision matmul (`matmul_gflops`, FMA-bound: the fastest of torch's and ONNX Runtime's), per core,
 times ``threads``.
+
+Models are named (the registry, "alpha-resolution", "timm:<name>") or given by path (`ModelPath`): an ONNX file from
+`mobilenets export` is timed as it is on the ONNX runtimes of its precision (as ``onnxruntime_perf_test`` times the
+file it is given), a weights or training-run folder is loaded and runs everywhere a named model does.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ PEER_PREFIX = "timm:"
 COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
-    "throughput_ips", "startup_s", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB",
+    "throughput_ips", "startup_s", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB", "file",
     "macs_M", "params_M", "top1", "top1_source", "top1_table", "top1_task", "fp32_limit_ms", "limit_fraction",
     "probe_gflops", "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit",
     "timestamp",
@@ -169,7 +173,12 @@ class BenchConfig:
                 "cuda, cuda-bf16 and cuda-fp16; add one to runtimes or drop cuda_backend"
             )
         for m in self.models:
-            resolve_model(m)  # fail before measuring anything
+            target = resolve_model(m)  # fail before measuring anything
+            reasons = [target.cannot_run(r) for r in self.runtimes] if isinstance(target, ModelPath) else [None]
+            if None not in reasons:  # a file none of the runtimes runs: one line naming it, an ONNX runtime's reason
+                onnx = [why for why, r in zip(reasons, self.runtimes, strict=True) if RUNTIME_INFO[r].onnx]
+                raise ValueError(f"model {m!r} is not allowed with runtimes={','.join(self.runtimes)}: "
+                                 f"{(onnx or reasons)[0]}")  # fmt: skip
         return self
 
     def throughput_batch(self, device: str) -> int:
@@ -184,8 +193,52 @@ def _is_int(value: Any) -> bool:
 # --- models ------------------------------------------------------------------------------------------------------
 
 
-def resolve_model(name: str) -> ModelSpec | str:
-    """A registered name, an "alpha-resolution" spec like "0.6-176", or a "timm:<name>" peer (returned as is)."""
+@dataclass(frozen=True)
+class ModelPath:
+    """A model given by path (`resolve_model`): an ONNX file written by `mobilenets export` (``kind`` "onnx", run as
+    it is: an INT8 file is not quantized again) or a weights folder (``kind`` "weights": config.json +
+    model.safetensors, a `mobilenets train` run's ``RUN/model`` when the run folder is given), whose model is built
+    as a registered one is. ``spec`` is what the file says it holds (an ONNX file's metadata, its resolution the
+    graph's input size: `infer.onnx_spec`, which `predict` uses too); ``precision`` is an ONNX file's (fp32 | int8,
+    its metadata's, as `runtimes.ort_runner` reads it), fp32 for weights."""
+
+    given: str  # as the user wrote it: the rows' ``model``
+    path: Path  # the .onnx file or the weights folder
+    kind: str
+    spec: ModelSpec
+    precision: str = "fp32"
+
+    def cannot_run(self, runtime: str) -> str | None:
+        """Why ``runtime`` cannot time this file (a clause naming the runtime: callers name the file), or None.
+
+        A weights folder runs everywhere a registered model does; an ONNX file runs on the ONNX runtimes of its own
+        precision only: bench times the file given, so it neither quantizes an fp32 file (that would time another
+        file than the one named) nor runs an INT8 file under an fp32 runtime's name."""
+        info = RUNTIME_INFO[runtime]
+        if self.kind != "onnx":
+            return None
+        onnx_runtimes = [n for n, r in RUNTIME_INFO.items() if r.onnx and (r.dtype == "int8") == self.is_int8]
+        which = f"it runs on {', '.join(onnx_runtimes)}"
+        if not info.onnx:
+            return (f"it is an ONNX file and {runtime} runs PyTorch models; {which} (give the weights folder it was "
+                    f"exported from to time {runtime})")  # fmt: skip
+        if self.is_int8 and info.dtype != "int8":
+            return f"it is an INT8 export and {runtime} is not an INT8 runtime; {which}"
+        if not self.is_int8 and info.dtype == "int8":
+            return (f"it is an {self.precision} export and {runtime} runs INT8 files, which bench does not make of a "
+                    f"given file; {which} (or export it with --int8 and bench that file)")  # fmt: skip
+        return None
+
+    @property
+    def is_int8(self) -> bool:
+        return self.precision == "int8"
+
+
+def resolve_model(name: str) -> ModelSpec | str | ModelPath:
+    """A registered name, an "alpha-resolution" spec like "0.6-176", a "timm:<name>" peer (returned as is), or the
+    path of an exported ONNX file or of a weights or run folder (`ModelPath`). A name wins over a file or folder of
+    the same name in the working directory (names meant what they mean before paths were taken); ``./NAME`` is the
+    path."""
     if name.startswith(PEER_PREFIX):
         _check_peer(name)
         return name
@@ -196,10 +249,41 @@ def resolve_model(name: str) -> ModelSpec | str:
         return model_spec(name)  # registered, or an off-grid mobilenet_v1_<alpha x 100>[_<res>] name
     except SpecError:
         pass
+    if os.path.lexists(name):
+        return model_path(name)
+    if _looks_like_path(name):
+        raise SpecError(f"model {name!r} is not allowed: no such file or folder (a model path must be an ONNX file "
+                        "from `mobilenets export` or a weights or run folder)")  # fmt: skip
     raise SpecError(
         f"model {name!r} is not allowed: give a registered name (mobilenets list), ALPHA-RESOLUTION like 0.6-176, "
-        f"or timm:<model>"
+        f"timm:<model>, or the path of an ONNX file from `mobilenets export` or of a weights or run folder"
     )
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.lower().endswith(".onnx") or name.startswith(("~", "."))
+
+
+def model_path(name: str) -> ModelPath:
+    """The `ModelPath` of an existing ``name``; a ValueError naming it where it is no model bench can run. The
+    loaders are predict's: `infer.onnx_spec` for an ONNX file, `weights.read_config` for a folder."""
+    from . import weights
+    from .export import read_onnx_metadata
+    from .infer import onnx_spec
+
+    path = Path(name)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        spec = onnx_spec(path)  # ExportError (a ValueError) naming the file: not ONNX, or no mobilenets metadata
+        precision = read_onnx_metadata(path).get("precision", "fp32")
+        return ModelPath(name, path, "onnx", spec, precision)
+    run = path / "model"  # a `mobilenets train` run keeps its final weights there (README "Training")
+    if path.is_dir() and not (path / weights.CONFIG_FILE).exists() and (run / weights.WEIGHTS_FILE).is_file():
+        path = run  # a `mobilenets train` run: its final weights (README "Training")
+    if path.is_dir() or path.name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE):
+        spec = weights.read_config(path)["spec"]  # WeightsError naming the folder and what it lacks
+        return ModelPath(name, path.parent if path.is_file() else path, "weights", spec)
+    raise SpecError(f"model {name!r} is not allowed: bench runs an ONNX file from `mobilenets export` (.onnx) or a "
+                    "weights or run folder, and this is neither")  # fmt: skip
 
 
 def _check_peer(name: str) -> None:
@@ -233,11 +317,18 @@ class _Peer(torch.nn.Module):
         return self
 
 
-def build(name: str) -> tuple[torch.nn.Module, ModelSpec, str]:
-    """(model in eval mode, its spec, its label). Peers are random-init timm models (timm is a dev dependency)."""
+def build(name: str) -> tuple[torch.nn.Module | None, ModelSpec, str]:
+    """(model in eval mode, its spec, its label). Peers are random-init timm models (timm is a dev dependency); a
+    weights or run folder is loaded as `predict` loads it (`weights.load`), labelled as given; an ONNX file has no
+    PyTorch model (None: its runtimes run the file)."""
     target = resolve_model(name)
     if isinstance(target, ModelSpec):
         return create_model(target).eval(), target, spec_label(target)
+    if isinstance(target, ModelPath):
+        from . import weights
+
+        model = weights.load(target.path) if target.kind == "weights" else None
+        return model, target.spec, target.given
     try:
         import timm
     except ImportError as exc:
@@ -425,6 +516,7 @@ def check_batch_fits(cfg: BenchConfig, free: Callable[[str], int | None] = avail
             continue
         for name in cfg.models:
             spec = resolve_model(name)
+            spec = spec.spec if isinstance(spec, ModelPath) else spec
             if not isinstance(spec, ModelSpec):  # a timm peer: its architecture is not ours to count
                 continue
             per_image = batch_memory_floor(spec, BYTES_PER_VALUE[info.dtype])
@@ -530,7 +622,7 @@ class Measured:
     """A built runner and the files it came from (their sizes are the weights-on-disk columns)."""
 
     runner: Any
-    weights_fp32_MB: float
+    weights_fp32_MB: float | None  # None: an INT8 ONNX file given to time, of no fp32 file here
     artifact_MB: float
     build_s: float = 0.0  # building the runner from the model or ONNX file (not exporting or quantizing it)
     baseline_kb: int | None = None  # resident set before building the runner, its peak reset (`reset_peak_memory`)
@@ -540,12 +632,29 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
-def prepare(model: torch.nn.Module, runtime: str, threads: int, workdir: Path, cuda_backend: str = "eager") -> Measured:
+def prepare(
+    model: torch.nn.Module | None,
+    runtime: str,
+    threads: int,
+    workdir: Path,
+    cuda_backend: str = "eager",
+    onnx_file: Path | None = None,
+    int8_file: bool = False,
+) -> Measured:
     """Build the runner; write the fp32 safetensors (and the ONNX file for ONNX runtimes) to measure sizes. The peak
-    memory is reset after writing them: the export and INT8 calibration are not the runner's memory."""
+    memory is reset after writing them: the export and INT8 calibration are not the runner's memory. With
+    ``onnx_file`` (an exported file given to bench: `ModelPath`) the runner runs that file as it is, and its size is
+    the weights on disk (the fp32 size too, unless ``int8_file``)."""
     from safetensors.torch import save_file
 
     info = RUNTIME_INFO[runtime]
+    if onnx_file is not None:
+        size = file_mb(onnx_file)
+        baseline = reset_peak_memory()
+        t0 = time.perf_counter()
+        runner = make_runner(None, runtime, onnx_path=onnx_file, threads=threads)
+        return Measured(runner, None if int8_file else size, size, time.perf_counter() - t0, baseline)
+    assert model is not None, "a runner needs a PyTorch model or an ONNX file"
     st = workdir / "model.safetensors"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(st))
     fp32 = file_mb(st)
@@ -576,11 +685,18 @@ def measure(
     accuracy: acc.AccuracyModel | None = None,
     peak_gflops: float | None = None,
     env: dict | None = None,
+    origin: ModelPath | None = None,
 ) -> dict[str, Any]:
-    """One bench row (see `COLUMNS`). Raises `RuntimeUnavailable` when the runtime cannot run here."""
+    """One bench row (see `COLUMNS`). Raises `RuntimeUnavailable` when the runtime cannot run here.
+
+    ``origin``: the file or folder the model came from (`ModelPath`; ``model`` is None for an ONNX file, which is
+    run as it is). Its row names it in ``file``, and its top-1 is unknown (None): the accuracy tables and runs are
+    of their own weights, not of weights given by path."""
     info = RUNTIME_INFO[runtime]
+    onnx_file = origin.path if origin is not None and origin.kind == "onnx" else None
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
-        built = prepare(model, runtime, threads, Path(tmp), cfg.cuda_backend)
+        built = prepare(model, runtime, threads, Path(tmp), cfg.cuda_backend, onnx_file,
+                        origin is not None and origin.is_int8)  # fmt: skip
         x1 = np.random.default_rng(0).standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
         t0 = time.perf_counter()
         built.runner(x1)  # torch.compile compiles, OpenVINO compiles this shape: startup_s, outside the latency
@@ -603,13 +719,14 @@ def measure(
     row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput, startup_s=startup)
     row.update(peak_mem_MB=peak, weights_MB=built.artifact_MB, weights_fp32_MB=built.weights_fp32_MB)
     row["weights_int8_MB"] = built.artifact_MB if info.dtype == "int8" else None
+    row["file"] = str(origin.path.resolve()) if origin is not None else None
     cost = count_complexity(spec) if not label.startswith(PEER_PREFIX) else None
     macs = cost.macs if cost else _peer_macs(label, spec)
     params = cost.params if cost else _n_params(model)
     row.update(macs_M=macs / 1e6 if macs is not None else None, params_M=params / 1e6)
     top1, source = (None, None)
     # the standard body is what the accuracy tables and runs describe
-    if accuracy is not None and not label.startswith(PEER_PREFIX) and on_grid(spec):
+    if accuracy is not None and origin is None and not label.startswith(PEER_PREFIX) and on_grid(spec):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
     row.update(top1=top1, top1_source=top1_source_for(source, info.dtype),  # a non-fp32 row's is the fp32 weights'
                top1_table=accuracy.label if accuracy is not None else None,
@@ -672,6 +789,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     notes.append(f"FP32 peak: {peak:.1f} GFLOP/s per core ({probed}); limit = 2 x MACs / (peak x threads)")
     jobs = [(t, r, m) for t in cfg.threads for r in cfg.runtimes for m in cfg.models]
     skipped: set[str] = set()
+    refused: set[tuple[str, str]] = set()  # (runtime, model) of a file that runtime cannot run (`ModelPath.cannot_run`)
     rows: list[dict[str, Any]] = []
     # the machine state beside each thread count's figures (the second vCPU may be busy), probed as its jobs start:
     # for the first 1-thread jobs the peak probe just made is that
@@ -681,14 +799,20 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     try:
         for threads, runtime, name in jobs:
             bar.set_description(f"{runtime} x{threads} {name}")
-            if runtime not in skipped:
+            target = resolve_model(name)
+            source = target if isinstance(target, ModelPath) else None
+            why = source.cannot_run(runtime) if source is not None else None
+            if why is not None and (runtime, name) not in refused:  # said once, not once per thread count
+                refused.add((runtime, name))
+                notes.append(f"skipped {runtime} for {name}: {why}")
+            if runtime not in skipped and why is None:
                 if threads not in probes:
                     probes[threads] = matmul_gflops(threads, seconds=0.3)
                 try:
                     model, spec, label = build(name)
                     with torch_threads(threads):  # set once here, so the timed calls do not switch it per call
                         row = measure(model, spec, runtime, threads=threads, cfg=cfg, label=label, accuracy=accuracy,
-                                      peak_gflops=peak, env=env)  # fmt: skip
+                                      peak_gflops=peak, env=env, origin=source)  # fmt: skip
                     row["probe_gflops"] = probes[threads]
                     rows.append(row)
                 except RuntimeUnavailable as exc:
@@ -911,6 +1035,7 @@ __all__ = [
     "BenchConfig",
     "BenchInterrupted",
     "COLUMNS",
+    "ModelPath",
     "check_outputs",
     "check_results_file",
     "GRID",

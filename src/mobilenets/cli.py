@@ -393,8 +393,10 @@ def _add_bench(sub) -> Handler:
 
     d = BenchConfig()
     p = sub.add_parser("bench", help="measure latency/throughput/memory/size of MobileNets on this machine")
-    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs or timm:<name> (default: "
-                   "the paper's 16-model grid)")  # fmt: skip
+    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs, timm:<name>, exported .onnx "
+                   "files (run as they are, on the ONNX runtimes of their precision) or weights/run folders; a name "
+                   "wins over a path of the same name: ./NAME is the path (default: the paper's 16-model "
+                   "grid)")  # fmt: skip
     p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
     p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
     p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
