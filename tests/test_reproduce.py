@@ -939,3 +939,22 @@ def test_a_report_of_cpu_runs_names_the_cpu_they_trained_on(tmp_path, monkeypatc
     (tmp_path / "runs" / "a-r56-s0").mkdir(parents=True)
     (tmp_path / "runs" / "a-r56-s0" / "env.json").write_text(json.dumps(env))
     assert _run_environment(tmp_path, {"a-r56-s0": {}})["hardware"] == "Test CPU 9000"
+
+
+def test_the_grid_report_says_which_paper_macs_are_tf_slims_and_not_the_papers():
+    """The grid's "paper MACs" column copies TF-slim's table, which prints 317 for 0.75 MobileNet-224 where the paper
+    (Table 6) and our count give 325: the report put 317 beside our 324.6 without a word."""
+    from mobilenets.reproduce import render_report, tfslim_macs_differences
+
+    differ = tfslim_macs_differences()
+    assert [d.split(":")[0] for d in differ] == [f"0.75 MobileNet-{r}" for r in (224, 192, 160, 128)] + [
+        "0.25 MobileNet-192"
+    ]
+    assert differ[0] == "0.75 MobileNet-224: 317 (ours 325)" and differ[-1] == "0.25 MobileNet-192: 34 (ours 30)"
+    verdict = {"holds": True}
+    results = _results()
+    grid = {**results, "experiments": {"grid": {"rows": [], "verdict": verdict, "rule": "r"}}}
+    table6 = {**results, "experiments": {"table6": {"rows": [], "verdict": verdict, "rule": "r"}}}
+    assert "copies TF-slim's table, which prints other MACs" in render_report(grid, [])
+    assert "0.75 MobileNet-224: 317 (ours 325)" in render_report(grid, [])
+    assert "copies TF-slim's table" not in render_report(table6, [])
