@@ -933,3 +933,23 @@ def test_bench_progress_off_a_terminal_is_plain_lines(capsys):
     quiet = io.StringIO()
     bench._progress(3, False, stream=quiet).close()  # --no-progress: nothing
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("runtime", ["openvino-bf16", "cuda-bf16", "cuda-fp16", "ort-int8", "ort", "cuda"])
+def test_the_accuracy_legend_says_fp32_weights_exactly_where_the_rows_top1_source_does(tmp_path, monkeypatch, runtime):
+    """The legend said "fp32 weights' top-1" for INT8 series only, while bf16 and fp16 rows' top1_source says it too
+    (`bench.top1_source_for`): both now follow `bench.of_fp32_weights`."""
+    pytest.importorskip("matplotlib")
+    dtype = RUNTIME_INFO[runtime].dtype
+    rows = [{"model": m, "runtime": runtime, "threads": 1, "cpu": "cpu x", "device": "cpu", "dtype": dtype,
+             "latency_ms_median": ms, "top1": t, "top1_source": bench.top1_source_for("tfslim", dtype),
+             "top1_table": "tfslim"} for m, ms, t in (("mobilenet_v1_025_128", 1.0, 41.5),
+                                                      ("mobilenet_v1_050_160", 3.0, 59.1))]  # fmt: skip
+    (panel,) = [ax for ax in _accuracy_figure(rows, tmp_path / "a.png", monkeypatch).axes if ax.get_lines()]
+    legend = [t.get_text() for t in panel.get_legend().get_texts()][0]
+    labelled = rows[0]["top1_source"].endswith(bench.FP32_WEIGHTS)
+    assert labelled == (dtype != "fp32")
+    weights = "; fp32 weights' top-1" if labelled else ""
+    assert legend == f"{runtime} x1 (Pareto front{weights})"
+    # a row that records no dtype (written before the column) is not labelled either way
+    assert not bench.of_fp32_weights(None)

@@ -929,3 +929,40 @@ def test_one_export_is_printed_named_as_export_names_it(runtime, size_dtype, int
     assert export.out == default_out(Path(sel.chosen["name"]), cfg).name  # export's own name for these weights
     if int8:
         assert fp32_companion(Path(export.out)).name == "mobilenet_v1_050_160.fp32.onnx"
+
+
+@pytest.mark.parametrize("runtime, bits", [("openvino-bf16", "bf16, 8 significant bits"),
+                                           ("cuda-fp16", "fp16, 11 significant bits")])  # fmt: skip
+def test_select_on_a_bf16_or_fp16_runtime_says_why_its_top1_is_the_fp32_weights(capsys, tmp_path, runtime, bits):
+    """The table's top1_source said "of fp32 weights" for bf16/fp16 runtimes too, but the note saying why was printed
+    for INT8 only: a labelled figure without its reason. The note follows the label's rule now, and says what is
+    known of bf16/fp16 (nothing measured here) rather than INT8's Imagenette figure."""
+    row = {"model": "mobilenet_v1_025_128", "alpha": 0.25, "resolution": 128, "runtime": runtime, "threads": 1,
+           "batch": 32, "latency_ms_median": 0.6}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    args = ("--fps", "200", "--bench", str(tmp_path / "b.json"), "--alpha-range", "0.25,0.25,0.05", "--res-range",
+            "128,128,16", "--runtime", runtime)  # fmt: skip
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "(tfslim, of fp32 weights)" in out.splitlines()[0]
+    (note,) = [line for line in out.splitlines() if line.startswith("note: top-1 is the fp32 weights'")]
+    assert f"({runtime} runs them rounded to {bits};" in note and "not measured here" in note
+    assert "INT8" not in note and "Imagenette" not in note  # INT8's measured figure is not bf16's
+    code, out, _ = run(capsys, *args, "--json")
+    got = json.loads(out)
+    assert got["chosen"]["top1_source"] == "tfslim, of fp32 weights" and got["top1_note"] == note
+
+
+def test_the_fp32_weights_note_and_the_top1_label_follow_one_rule_on_every_runtime():
+    """select's note and a row's top1_source label are both `bench.of_fp32_weights` of the runtime's dtype: a
+    runtime has both or neither (the note covered INT8 only while the label covered bf16 and fp16)."""
+    from mobilenets.bench import FP32_WEIGHTS, top1_source_for
+    from mobilenets.runtimes import RUNTIME_INFO
+    from mobilenets.select import fp32_weights_note
+
+    dtypes = {info.dtype for info in RUNTIME_INFO.values()}
+    assert dtypes == {"fp32", "int8", "bf16", "fp16"}  # a new dtype: decide its note's wording
+    for runtime, info in RUNTIME_INFO.items():
+        note = fp32_weights_note(runtime, info.dtype)
+        labelled = top1_source_for("tfslim", info.dtype).endswith(FP32_WEIGHTS)
+        assert bool(note) == labelled == (info.dtype != "fp32"), runtime
+        assert "\n" not in note and (not note or f"({runtime} runs them" in note)

@@ -79,10 +79,19 @@ DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
 FP32_WEIGHTS = ", of fp32 weights"
 
 
+def of_fp32_weights(dtype: str | None) -> bool:
+    """Whether a runtime or row of ``dtype`` carries its fp32 weights' top-1 rather than one measured at that dtype:
+    every dtype but fp32 (int8, bf16, fp16; see `FP32_WEIGHTS`). The one rule behind a row's label
+    (`top1_source_for`), select's note (`select.fp32_weights_note`) and the plots' legend; a row that records no
+    dtype (None) is not labelled."""
+    return dtype is not None and dtype != "fp32"
+
+
 def top1_source_for(source: str | None, dtype: str) -> str | None:
-    """``source`` (`accuracy.AccuracyModel.predict`'s) as a row of ``dtype`` records it: a row of any dtype but fp32
-    (int8, bf16, fp16) says that the top-1 is the fp32 weights' (`FP32_WEIGHTS`); None stays None (no top-1)."""
-    return f"{source}{FP32_WEIGHTS}" if source is not None and dtype != "fp32" else source
+    """``source`` (`accuracy.AccuracyModel.predict`'s, or a run's: `accuracy.weights_run_top1`) as a row of ``dtype``
+    records it: where `of_fp32_weights`, it says that the top-1 is the fp32 weights' (`FP32_WEIGHTS`); None stays
+    None (no top-1)."""
+    return f"{source}{FP32_WEIGHTS}" if source is not None and of_fp32_weights(dtype) else source
 
 
 def top1_basis(source: str | None) -> str | None:

@@ -170,9 +170,10 @@ ESTIMATED = ("interpolated", "extrapolated")  # `accuracy.AccuracyModel.predict`
 
 def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_fps: float) -> None:
     """Each runtime's points and Pareto front, and the target-FPS line. A top-1 the accuracy model estimated (a
-    model off its table's grid) is a hollow point, one of the table or a run a filled one; an INT8 runtime's legend
-    says its top-1s are the fp32 weights' (`bench.FP32_WEIGHTS`)."""
-    from .bench import top1_basis
+    model off its table's grid) is a hollow point, one of the table or a run a filled one; the legend of a runtime
+    that does not run fp32 (INT8, bf16, fp16: `bench.of_fp32_weights`, the rule of the rows' ``top1_source``) says
+    its top-1s are the fp32 weights'."""
+    from .bench import of_fp32_weights, top1_basis
 
     estimated = False
     for name, rs in sorted(series.items()):
@@ -185,7 +186,7 @@ def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_
                         markerfacecolor="none" if guessed else style["color"])  # fmt: skip
             estimated |= guessed and bool(pts)
         pts = [(r["latency_ms_median"], r["top1"]) for r in rs]
-        weights = "; fp32 weights' top-1" if any(r.get("dtype") == "int8" for r in rs) else ""  # `bench.FP32_WEIGHTS`
+        weights = "; fp32 weights' top-1" if any(of_fp32_weights(r.get("dtype")) for r in rs) else ""
         ax.plot(*zip(*pareto_front(pts), strict=True), label=f"{name} (Pareto front{weights})", **style)
     if estimated:
         ax.plot([], [], "o", ms=4, color="grey", markerfacecolor="none", label="top-1 estimated (off the table)")

@@ -401,7 +401,7 @@ class Selection:
     commands: list[str] | None = None
     commands_from: str | None = None  # the run folder that trained the chosen model, whose weights `commands` export
     accuracy_note: str = ""
-    top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`int8_top1_note`)
+    top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`fp32_weights_note`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -412,16 +412,29 @@ class Selection:
         return d
 
 
-def int8_top1_note(runtime: str, dtype: str) -> str:
-    """One line saying that an INT8 runtime's expected top-1 is its fp32 weights' ('' for other dtypes): the tables
-    and runs are of fp32 models, and no INT8 top-1 on ImageNet is measured here (`bench.FP32_WEIGHTS` cites what
-    was measured on Imagenette)."""
-    if dtype != "int8":
+# the significant bits (stored mantissa + 1) a bf16 or fp16 runtime rounds each fp32 weight and activation to
+SIGNIFICANT_BITS = {"bf16": 8, "fp16": 11}
+
+
+def fp32_weights_note(runtime: str, dtype: str) -> str:
+    """One line saying that the expected top-1 of a runtime that does not run fp32 is its fp32 weights' ('' for fp32
+    runtimes; `bench.of_fp32_weights`, the rule its table label follows too): the tables and runs are of fp32 models,
+    and no top-1 at INT8, bf16 or fp16 is measured here. For INT8 it cites what was measured on Imagenette
+    (`bench.FP32_WEIGHTS`); for bf16/fp16 nothing was, so it says only that the rounding's loss is usually small."""
+    from .bench import of_fp32_weights
+
+    if not of_fp32_weights(dtype):
         return ""
+    if dtype == "int8":
+        return (
+            f"note: top-1 is the fp32 weights' ({runtime} runs them quantized to INT8, whose ImageNet top-1 is not "
+            "measured; on Imagenette the per-channel INT8 exports of two models were within 0.61 points of fp32: "
+            "results/int8-*.md)"
+        )
+    bits = f", {SIGNIFICANT_BITS[dtype]} significant bits" if dtype in SIGNIFICANT_BITS else ""
     return (
-        f"note: top-1 is the fp32 weights' ({runtime} runs them quantized to INT8, whose ImageNet top-1 is not "
-        "measured; on Imagenette the per-channel INT8 exports of two models were within 0.61 points of fp32: "
-        "results/int8-*.md)"
+        f"note: top-1 is the fp32 weights' ({runtime} runs them rounded to {dtype}{bits}; the top-1 lost to that "
+        "rounding is usually small but is not measured here)"
     )
 
 
@@ -529,7 +542,7 @@ def select(
     ranked = choose(rows, constraints)
     note = accuracy.coverage_note()  # which models get no top-1 ('' for the published tables: they cover the grid)
     sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
-                    threads, accuracy_note=note, top1_note=int8_top1_note(runtime, dtype))  # fmt: skip
+                    threads, accuracy_note=note, top1_note=fp32_weights_note(runtime, dtype))  # fmt: skip
     if sel.chosen is None:
         smallest = min(rows, key=lambda c: (c["weights_MB"], c["macs"]))
         fastest = min(rows, key=lambda c: (c["latency_ms"], c["macs"])) if rows[0]["latency_ms"] is not None else None
