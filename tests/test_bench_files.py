@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets import bench, export
+from mobilenets import accuracy, bench, export
 from mobilenets.cli import main
 from mobilenets.complexity import count_complexity
 from mobilenets.registry import create_model
@@ -152,3 +152,128 @@ def test_cli_bench_of_a_file_beside_a_name_prints_both_rows_and_one_note_per_ref
     refused = [line for line in err.splitlines() if line.startswith("skipped")]
     assert refused == [line for line in refused if line.startswith(f"skipped torch for {files['fp32']}: ")]
     assert len(refused) == 1
+
+
+# --- a real training run's folder: its measured top-1 ------------------------------------------------------------
+
+RUN_CLASSES = ["n01440764", "n02979186"]  # tench, cassette player
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A real `mobilenets train` run folder (summary.json, config.yaml, model/ as the trainer writes them): 2
+    Imagenette classes, 8 train and 4 val images each, 0.25-32, one epoch (about 2 s)."""
+    import os
+    import shutil
+
+    from mobilenets.train_config import resolve
+    from mobilenets.trainer import train
+
+    from .conftest import data_path
+
+    src, data = data_path("imagenette"), tmp_path_factory.mktemp("run-data")
+    for split, n in (("train", 8), ("val", 4)):
+        for c in RUN_CLASSES:
+            (data / split / c).mkdir(parents=True)
+            for f in sorted(os.listdir(src / split / c))[:n]:
+                shutil.copy(src / split / c / f, data / split / c / f)
+    out = tmp_path_factory.mktemp("bench-run")
+    cfg = resolve(data=str(data), out=str(out), alpha=0.25, resolution=32, batch_size=8, epochs=1, workers=0,
+                  threads=1, optimizer="sgd", lr=0.05, schedule="constant", weight_decay=0.0, quiet=True)  # fmt: skip
+    summary = train(cfg)
+    assert summary["final_top1"] is not None and summary["val_images"] == 8
+    return out, summary
+
+
+def test_a_run_folder_row_carries_the_top1_its_run_measured_and_says_whose(trained_run):
+    """A `mobilenets train` run folder's rows had no top-1, though its summary.json holds the final top-1 of exactly
+    the weights in RUN/model. They carry it now, named as the run's measurement on its classes and val images, and
+    an INT8 runtime's row says it is the fp32 weights' (`bench.of_fp32_weights`), as a table's top-1 does."""
+    pytest.importorskip("onnxruntime.quantization")
+    run, summary = trained_run
+    notes = []
+    cfg = bench.BenchConfig(models=(str(run), str(run / "model")), runtimes=("torch", "ort-int8"), **TINY)
+    rows = bench.run_bench(cfg, notes=notes)
+    assert [(r["model"], r["dtype"]) for r in rows] == [(str(run), "fp32"), (str(run / "model"), "fp32"),
+                                                        (str(run), "int8"), (str(run / "model"), "int8")]  # fmt: skip
+    task = accuracy.task_name(2, tuple(RUN_CLASSES))
+    source = f"run: {run / 'summary.json'}, {task}, 8 val images"
+    for r in rows:
+        assert r["top1"] == pytest.approx(100 * summary["final_top1"]) and r["top1"] is not None
+        assert r["top1_source"] == (source if r["dtype"] == "fp32" else source + bench.FP32_WEIGHTS)
+        assert bench.top1_basis(r["top1_source"]) == source
+        assert (r["top1_table"], r["top1_task"]) == ("measured", task)  # the user's runs', not TF-slim's table's
+    assert not [n for n in notes if "summary.json" in n]
+
+
+def test_weights_without_their_run_and_an_onnx_export_of_them_still_have_no_top1(trained_run, tmp_path):
+    """The run's top-1 is of RUN/model as the run left it: the same weights copied out of the run, exported to ONNX,
+    or a summary.json that is not of these weights (another top-1 than config.json records: an earlier state of the
+    run), carry none; the last says why in one note."""
+    import shutil
+
+    run, _summary = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "model", copy / "model")  # a folder named model, but no run around it
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(run / "model"), "--format", "onnx", "--out", str(onnx)]) == 0
+    stale = tmp_path / "stale"
+    shutil.copytree(run, stale)
+    data = json.loads((stale / "summary.json").read_text())
+    (stale / "summary.json").write_text(json.dumps({**data, "final_top1": data["final_top1"] / 2 + 0.01}))
+    notes = []
+    models = (str(copy / "model"), str(copy), str(onnx), str(stale))
+    rows = bench.run_bench(bench.BenchConfig(models=models, runtimes=("ort",), **TINY), notes=notes)
+    assert [r["model"] for r in rows] == list(models)
+    for r in rows:
+        assert r["top1"] is None and r["top1_source"] is None, r["model"]
+    (note,) = [n for n in notes if "summary.json" in n]
+    assert note.startswith(f"note: {stale}: {stale / 'summary.json'} is not of the weights in ") and "\n" not in note
+
+
+def test_a_run_without_a_final_top1_says_so_once(trained_run, tmp_path):
+    import shutil
+
+    stale = tmp_path / "novals"
+    shutil.copytree(trained_run[0], stale)
+    data = json.loads((stale / "summary.json").read_text())
+    (stale / "summary.json").write_text(json.dumps({**data, "final_top1": None}))  # best_top1 is model_best's
+    notes = []
+    rows = bench.run_bench(bench.BenchConfig(models=str(stale), runtimes=("torch", "ort"), **TINY), notes=notes)
+    assert [r["top1"] for r in rows] == [None, None]
+    assert [n for n in notes if "summary.json" in n] == [f"note: {stale}: {stale / 'summary.json'}: no final_top1 "
+                                                         "(the run validated no epoch): no measured top-1"]  # fmt: skip
+
+
+def test_plots_and_select_treat_a_run_folder_row_as_the_runs_measurement(trained_run, tmp_path, capsys, monkeypatch):
+    """The accuracy plot puts a run folder's row in the panel of the run's task (not on TF-slim's ImageNet axis), as
+    a measured (filled) point; select, which times the candidates it exports, does not take the run's latency for
+    the 0.25-32 candidate's (that of the row bench named 0.25-32) and says why in its note."""
+    pytest.importorskip("matplotlib")
+    from mobilenets import plots
+
+    run, _summary = trained_run
+    cfg = bench.BenchConfig(models=(str(run), "0.25-32"), runtimes=("ort",), **TINY)
+    rows = bench.run_bench(cfg)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, p, **k: figures.append(fig) or p)
+    plots.accuracy_vs_latency(rows, tmp_path / "a.png")
+    panels = [ax for ax in figures[0].axes if ax.get_lines()]
+    task = accuracy.task_name(2, tuple(RUN_CLASSES))
+    assert [ax.get_ylabel() for ax in panels] == [
+        "expected ImageNet top-1 (%):\nTF-slim's published table",
+        f"top-1 (%): your runs ({task}), interpolated between them",
+    ]
+    (measured,) = [line for line in panels[1].get_lines() if line.get_marker() == "o"]
+    assert measured.get_markerfacecolor() != "none"  # the run's own measurement, not an estimate
+    assert measured.get_xydata()[0][1] == pytest.approx(rows[0]["top1"])
+    rows[0]["latency_ms_median"] = 999.0  # were it taken for the candidate's, the chosen line would show it
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    argv = ["select", "--runtime", "ort", "--bench", str(tmp_path / "b.json"), "--alpha-range", "0.25,0.25,0.05",
+            "--res-range", "32,32,16", "--latency-ms", "1000", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    (note,) = [line for line in err.splitlines() if "not used" in line]
+    assert f"{str(run)!r} is a file or folder given to bench" in note
+    chosen = json.loads(out)["chosen"]
+    assert (chosen["latency_ms"], chosen["latency_source"]) == (rows[1]["latency_ms_median"], "measured")

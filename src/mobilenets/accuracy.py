@@ -167,7 +167,7 @@ class Run(NamedTuple):
     epochs: int | None
 
 
-def read_run(path: str | os.PathLike) -> Run:
+def read_run(path: str | os.PathLike, *, grid: bool = True) -> Run:
     """(alpha, resolution, top1 %, num_classes, class names, epochs) from a training run's summary.json.
 
     The spec is read from ``spec`` (a `ModelSpec` dict), ``config.spec`` / ``model.spec``, ``model`` (as written
@@ -175,7 +175,7 @@ def read_run(path: str | os.PathLike) -> Run:
     ``alpha``/``resolution``; top-1 from the first of ``final_top1``, ``top1``, ``best_top1``, ``val_top1``,
     ``acc1`` (top level or under ``metrics``/``best``); a fraction in [0, 1] is read as a ratio and scaled to %.
     Only the standard MobileNet is on the alpha x resolution grid: a run of another variant (Shallow, Conv) or depth
-    multiplier is a `NotOnGrid` error.
+    multiplier is a `NotOnGrid` error, unless not ``grid`` (a run's own top-1 of its own weights: `weights_run_top1`).
     """
     p = Path(path)
     if (what := not_a_file(p)) is not None:
@@ -197,7 +197,7 @@ def read_run(path: str | os.PathLike) -> Run:
                          "alpha and resolution")  # fmt: skip
     alpha, res = spec.get("alpha"), spec.get("resolution")
     variant, depth = spec.get("variant", "standard"), spec.get("depth_multiplier", 1)
-    if variant != "standard" or depth != 1:
+    if grid and (variant != "standard" or depth != 1):
         raise NotOnGrid(f"accuracy file {str(p)!r}: a {variant} MobileNet (depth multiplier {depth}) is not on the "
                         "alpha x resolution grid")  # fmt: skip
     top1 = None
@@ -277,6 +277,47 @@ def run_folder(summary: str | os.PathLike) -> str | None:
     if (folder / "config.yaml").is_file() and (folder / "model").is_dir():
         return str(folder)
     return None
+
+
+class RunTop1(NamedTuple):
+    """A `mobilenets train` run's measured top-1 of the weights in its ``model/`` folder (`weights_run_top1`)."""
+
+    top1: float  # %
+    source: str  # "run: RUN/summary.json, 10 classes #1a2b3c4d, 500 val images": whose measurement it is
+    task: str  # `task_name`: what it was measured on (a bench row's ``top1_task``)
+
+
+def weights_run_top1(folder: str | os.PathLike) -> tuple[RunTop1 | None, str]:
+    """(the measured top-1 of the weights ``folder``, why there is none): where ``folder`` is the final weights
+    (``RUN/model``) of a `mobilenets train` run (`run_folder`), its summary.json's ``final_top1``, which the trainer
+    writes of exactly those weights (``best_top1`` is of ``model_best/``, not of these). The why is '' where there is
+    no such run (a weights folder of its own: nothing measured it), else one line naming the summary: it is not
+    readable, holds no final top-1 (no validation), or is not of these weights (its model or its top-1 differs from
+    what the weights' config.json records: a summary left by an earlier state of the run)."""
+    from . import weights
+
+    folder = Path(folder)
+    summary = folder.parent / "summary.json"
+    if folder.name != "model" or not summary.is_file() or run_folder(summary) is None:
+        return None, ""
+    try:
+        run, data = read_run(summary, grid=False), json.loads(summary.read_text())
+        config = weights.read_config(folder)
+    except (ValueError, OSError) as exc:  # WeightsError is a ValueError
+        return None, f"{exc}: no measured top-1"
+    final, spec = data.get("final_top1"), config["spec"]
+    recorded = (config.get("provenance") or {}).get("val_top1")
+    if not isinstance(final, int | float) or isinstance(final, bool):
+        return None, f"{summary}: no final_top1 (the run validated no epoch): no measured top-1"
+    if (run.alpha, run.resolution, run.num_classes) != (spec.alpha, spec.resolution, spec.num_classes) or (
+        isinstance(recorded, int | float) and not math.isclose(recorded, final, abs_tol=1e-9)
+    ):
+        return None, f"{summary} is not of the weights in {folder} (its model or top-1 differs): no measured top-1"
+    task = task_name(run.num_classes, run.classes)
+    images = data.get("val_images")
+    seen = f", {images} val images" if isinstance(images, int) and not isinstance(images, bool) else ""
+    top1 = float(final) * (100.0 if final <= 1.0 else 1.0)  # the trainer writes a fraction (`read_run`)
+    return RunTop1(top1, f"run: {summary}, {task}{seen}", task), ""
 
 
 def task_name(num_classes: int, classes: tuple[str, ...] | None) -> str:

@@ -209,13 +209,17 @@ class ModelPath:
     model.safetensors, a `mobilenets train` run's ``RUN/model`` when the run folder is given), whose model is built
     as a registered one is. ``spec`` is what the file says it holds (an ONNX file's metadata, its resolution the
     graph's input size: `infer.onnx_spec`, which `predict` uses too); ``precision`` is an ONNX file's (fp32 | int8,
-    its metadata's, as `runtimes.ort_runner` reads it), fp32 for weights."""
+    its metadata's, as `runtimes.ort_runner` reads it), fp32 for weights. ``run``: the top-1 a `mobilenets train` run
+    measured of these very weights (its ``RUN/model``: `accuracy.weights_run_top1`), the rows' top-1; ``run_note``,
+    why a run folder's summary.json gave none (one line, for bench's notes)."""
 
     given: str  # as the user wrote it: the rows' ``model``
     path: Path  # the .onnx file or the weights folder
     kind: str
     spec: ModelSpec
     precision: str = "fp32"
+    run: acc.RunTop1 | None = None
+    run_note: str = ""
 
     def cannot_run(self, runtime: str) -> str | None:
         """Why ``runtime`` cannot time this file (a clause naming the runtime: callers name the file), or None.
@@ -290,7 +294,8 @@ def model_path(name: str) -> ModelPath:
         path = run  # a `mobilenets train` run: its final weights (README "Training")
     if path.is_dir() or path.name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE):
         spec = weights.read_config(path)["spec"]  # WeightsError naming the folder and what it lacks
-        return ModelPath(name, path.parent if path.is_file() else path, "weights", spec)
+        folder = path.parent if path.is_file() else path
+        return ModelPath(name, folder, "weights", spec, "fp32", *acc.weights_run_top1(folder))
     raise SpecError(f"model {name!r} is not allowed: bench runs an ONNX file from `mobilenets export` (.onnx) or a "
                     "weights or run folder, and this is neither")  # fmt: skip
 
@@ -699,8 +704,10 @@ def measure(
     """One bench row (see `COLUMNS`). Raises `RuntimeUnavailable` when the runtime cannot run here.
 
     ``origin``: the file or folder the model came from (`ModelPath`; ``model`` is None for an ONNX file, which is
-    run as it is). Its row names it in ``file``, and its top-1 is unknown (None): the accuracy tables and runs are
-    of their own weights, not of weights given by path."""
+    run as it is). Its row names it in ``file``, and its top-1 is the one its `mobilenets train` run measured of
+    those weights (``origin.run``: top1_table "measured", as the user's runs given to ``--accuracy`` are, and
+    top1_task the run's), else unknown (None): the accuracy tables and ``--accuracy`` runs are of their own weights,
+    not of weights given by path."""
     info = RUNTIME_INFO[runtime]
     onnx_file = origin.path if origin is not None and origin.kind == "onnx" else None
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
@@ -737,9 +744,11 @@ def measure(
     # the standard body is what the accuracy tables and runs describe
     if accuracy is not None and origin is None and not label.startswith(PEER_PREFIX) and on_grid(spec):
         top1, source = accuracy.predict(spec.alpha, spec.resolution)
+    table, task = (accuracy.label, accuracy.task) if accuracy is not None else (None, None)
+    if origin is not None and origin.run is not None:  # measured by the run that trained these weights
+        top1, source, table, task = origin.run.top1, origin.run.source, "measured", origin.run.task
     row.update(top1=top1, top1_source=top1_source_for(source, info.dtype),  # a non-fp32 row's is the fp32 weights'
-               top1_table=accuracy.label if accuracy is not None else None,
-               top1_task=accuracy.task if accuracy is not None else None)  # fmt: skip
+               top1_table=table, top1_task=task)  # fmt: skip
     known = macs is not None and peak_gflops and info.device == "cpu"  # a peer of unknown MACs has no limit, not 0 ms
     limit = 2 * macs / (peak_gflops * 1e9 * threads) * 1e3 if known else None
     row.update(fp32_limit_ms=limit, limit_fraction=limit / row["latency_ms_median"] if limit else None)
@@ -799,6 +808,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     jobs = [(t, r, m) for t in cfg.threads for r in cfg.runtimes for m in cfg.models]
     skipped: set[str] = set()
     refused: set[tuple[str, str]] = set()  # (runtime, model) of a file that runtime cannot run (`ModelPath.cannot_run`)
+    run_noted: set[str] = set()  # run folders whose summary.json gave no top-1 (`ModelPath.run_note`), said once
     rows: list[dict[str, Any]] = []
     # the machine state beside each thread count's figures (the second vCPU may be busy), probed as its jobs start:
     # for the first 1-thread jobs the peak probe just made is that
@@ -811,6 +821,9 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
             target = resolve_model(name)
             source = target if isinstance(target, ModelPath) else None
             why = source.cannot_run(runtime) if source is not None else None
+            if source is not None and source.run_note and name not in run_noted:  # said once per model
+                run_noted.add(name)
+                notes.append(f"note: {name}: {source.run_note}")
             if why is not None and (runtime, name) not in refused:  # said once, not once per thread count
                 refused.add((runtime, name))
                 notes.append(f"skipped {runtime} for {name}: {why}")

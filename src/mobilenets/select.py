@@ -255,13 +255,18 @@ def bench_row_model(row: dict) -> tuple[tuple[float, int] | None, str]:
     table for a model the file measured). The name must agree with the row's alpha and resolution fields (a name
     stating no resolution, ``mobilenet_v1_075``, takes the row's, as `registry.create_model` does). A timm peer
     (``timm:...``) or another variant (Shallow, Conv MobileNet) is no candidate, as expected: why is ''. A name the
-    registry cannot read, or one contradicting the row's fields, is a reason `unmatched_bench_rows` reports."""
+    registry cannot read, or one contradicting the row's fields, is a reason `unmatched_bench_rows` reports. So is a
+    row of a file or folder given to bench (``file``: `bench.ModelPath`): it timed those weights or that export (of
+    their classes, their export's settings), not the model select would have exported for the candidate."""
     from .bench import PEER_PREFIX
     from .registry import model_spec, named_resolution
 
     name, alpha, resolution = row["model"], float(row["alpha"]), int(row["resolution"])
     if name.startswith(PEER_PREFIX):
         return None, ""
+    if row.get("file"):
+        return None, (f"{name!r} is a file or folder given to bench ({row['file']}), timed as it is, not the model "
+                      "select exports for a candidate")  # fmt: skip
     try:
         spec, stated = model_spec(name), named_resolution(name)
     except SpecError:
@@ -594,8 +599,8 @@ class LatencySource:
         self.classes = BENCH_CLASSES if self.measured else num_classes
         unmatched = unmatched_bench_rows(files, runtime, threads)
         if unmatched and say is not None:
-            say(f"note: {len(unmatched)} bench row(s) of {runtime}, {threads} thread(s) not used, as they name no "
-                f"standard MobileNet of their alpha and resolution: {'; '.join(unmatched[:3])}"
+            say(f"note: {len(unmatched)} bench row(s) of {runtime}, {threads} thread(s) not used, as they are of no "
+                f"candidate: {'; '.join(unmatched[:3])}"
                 + (" ..." if len(unmatched) > 3 else ""))  # fmt: skip
         foreign, here = other_hardware(files, runtime, threads) if files else (set(), "")
         if foreign and say is not None:  # `select` means this machine: a file from another one is taken as given
