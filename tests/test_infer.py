@@ -639,5 +639,29 @@ def test_stream_of_a_bad_folder_of_frames_is_one_line_naming_it(model_dir, tmp_p
     (frames / "frame_2.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     out = tmp_path / "a.mp4"
     _one_line_error(["stream", str(model_dir), str(frames), "--out", str(out)], capsys,
-                    f"{frames / 'frame_2.jpg'}: not a readable image (frame 2")  # fmt: skip
+                    f"{frames / 'frame_2.jpg'} (frame 2): not a readable image")  # fmt: skip
     assert not out.exists()  # a failed stream leaves no video
+
+
+def test_stream_threads_cap_the_video_decoder_and_encoder_as_well_as_the_model(model_dir, tmp_path):
+    """`--threads 1` set the model's threads only: FFmpeg's decoder and x264 took one thread per core each, so a
+    1-thread stream was not the 1-core pipeline it is asked to measure (model-only p50 above bench's, as the cores
+    were shared). Given threads cap both codecs; without them FFmpeg chooses (0: one per core)."""
+    import av
+
+    from mobilenets.infer import _open_frames, _Writer
+
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 4)
+    for threads, expected in ((1, 1), (None, 0)):
+        _frames, _fps, close = _open_frames(clip, threads)
+        assert close.__self__.streams.video[0].codec_context.thread_count == expected
+        close()
+        writer = _Writer(str(tmp_path / "w.mp4"), 12, 96, 80, "libx264", None, threads)
+        assert writer.stream.codec_context.thread_count == expected
+        writer.close(keep=False)
+    predictor = load_predictor(model_dir, "ort", threads=1)
+    report = stream(predictor, clip, StreamConfig(out=str(tmp_path / "a.mp4")))
+    assert report.frames == 4
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert len(list(c.decode(video=0))) == 4

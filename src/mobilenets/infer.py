@@ -339,7 +339,7 @@ def _read_frames(files: Sequence[Path]) -> Iterator[_Still]:
         try:
             image = read_image(path)
         except (ImageError, OSError) as exc:
-            raise StreamError(f"{path}: not a readable image (frame {i}: {failure_reason(exc, path)})") from exc
+            raise StreamError(f"{path} (frame {i}): {failure_reason(exc, path)}") from exc
         yield _Still(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
 
 
@@ -362,14 +362,21 @@ class _Writer:
     (an MP4 without its index is unreadable)."""
 
     def __init__(
-        self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None = None
+        self,
+        path: str,
+        fps: float,
+        width: int,
+        height: int,
+        codec: str,
+        options: dict[str, str] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
         self.size = (width, height)  # of the first frame; the encoded video drops an odd last row/column
         made = [p for p in self.path.parents if not p.exists()]  # innermost first
         self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
         try:
-            self._start(path, fps, width, height, codec, options)
+            self._start(path, fps, width, height, codec, options, threads)
         except BaseException:  # FFmpeg refused the file (its extension, its codec): no empty folders left for it
             for folder in made:
                 with contextlib.suppress(OSError):  # not empty (another process wrote there): kept
@@ -377,9 +384,17 @@ class _Writer:
             raise
 
     def _start(
-        self, path: str, fps: float, width: int, height: int, codec: str, options: dict[str, str] | None
+        self,
+        path: str,
+        fps: float,
+        width: int,
+        height: int,
+        codec: str,
+        options: dict[str, str] | None,
+        threads: int | None,
     ) -> None:
-        """The staging file opened, its video stream set up."""
+        """The staging file opened, its video stream set up; ``threads``: the encoder's (None: FFmpeg's choice, one
+        per core)."""
         from fractions import Fraction
 
         import av
@@ -400,6 +415,8 @@ class _Writer:
             raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
+        if threads is not None:
+            self.stream.codec_context.thread_count = threads
         if codec == "libx264" and options:
             self.stream.options = dict(options)
 
@@ -580,14 +597,19 @@ def _classify(predictor: Predictor, rgb: np.ndarray) -> tuple[float, dict]:
     return ms, top_k(softmax(logits[0].astype(np.float64)), predictor.labels, 1)[0]
 
 
-def _open_frames(source: str | int) -> tuple[Iterator[Any], float | None, Callable[[], None]]:
+def _open_frames(
+    source: str | int, threads: int | None = None
+) -> tuple[Iterator[Any], float | None, Callable[[], None]]:
     """(frames, their rate if the source states one, what closes the source) for a video file, a camera index or a
-    folder of frames (`frame_files`; a folder states no rate: an annotated video of it plays at ``--target-fps``)."""
+    folder of frames (`frame_files`; a folder states no rate: an annotated video of it plays at ``--target-fps``).
+    ``threads``: the video decoder's (None: FFmpeg's choice, one per core)."""
     if Path(str(source)).is_dir():
         return _read_frames(frame_files(source)), None, lambda: None
     container = open_source(source)
     vstream = container.streams.video[0]
     vstream.thread_type = "AUTO"
+    if threads is not None:
+        vstream.codec_context.thread_count = threads
     source_fps = float(vstream.average_rate) if vstream.average_rate else None
     return _decode(container, vstream, source), source_fps, container.close
 
@@ -604,7 +626,7 @@ def _frame_size_of(writer: _Writer | None, rgb: np.ndarray) -> np.ndarray:
 
 
 def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> StreamReport:
-    frames, source_fps, close = _open_frames(source)
+    frames, source_fps, close = _open_frames(source, predictor.threads)
     display = _Display() if cfg.display else None
     writer: _Writer | None = None
     model_ms: list[float] = []
@@ -623,7 +645,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
                 ms, best = _classify(predictor, rgb)
                 if writer is None and cfg.out:
                     writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec,
-                                     cfg.encoder_options)  # fmt: skip
+                                     cfg.encoder_options, predictor.threads)  # fmt: skip
                 if writer or display:
                     fps = (len(model_ms) + 1) / (time.perf_counter() - start)
                     image = _overlay(_frame_size_of(writer, rgb),
