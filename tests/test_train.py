@@ -2385,6 +2385,45 @@ def test_default_workers_do_not_exceed_the_usable_cores(monkeypatch, capsys):
     assert "(default: 4, or the cores this process may run on if fewer)" in " ".join(capsys.readouterr().out.split())
 
 
+def test_eval_default_workers_follow_trains_rule(tmp_path, monkeypatch, capsys):
+    """``eval --workers`` defaulted to 2 of its own, so on a 1-core machine torch warned that it suggests at most 1
+    worker (as train's 4 did before `train_config.default_workers`); unset, eval now loads with train's count, and
+    an explicit one is kept. A negative count is still one line naming it."""
+    import mobilenets.train_config as train_config
+
+    used = []
+
+    class Recording(trainer_module.DataLoader):
+        def __init__(self, *args, **kwargs):
+            used.append(kwargs["num_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "DataLoader", Recording)
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w")
+    val = tmp_path / "val"
+    for name in ("a", "b"):
+        (val / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30)).save(val / name / "x.png")
+    args = ["eval", "--weights", str(tmp_path / "w"), "--data", str(val), "--resolution", "32", "--threads", "1"]
+    for cores in (1, 2):  # 1: a worker process, where eval had 2 of its own
+        monkeypatch.setattr(train_config, "usable_cores", lambda n=cores: n)
+        assert main(args) == 0
+        assert used.pop() == min(cores, train_config.DEFAULT_WORKERS)
+    assert main([*args, "--workers", "0"]) == 0 and used.pop() == 0
+    assert evaluate_weights(tmp_path / "w", val, resolution=32, threads=1) and used.pop() == 2  # from Python too
+    capsys.readouterr()
+    assert main([*args, "--workers", "-1"]) == 2 and not used
+    assert (
+        capsys.readouterr().err
+        == "mobilenets eval: error: workers=-1 is not allowed: workers must be an integer >= 0\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "(0 = load in the main process; default: 4, or the cores this process may run on if fewer)" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
 def test_worker_processes_do_not_change_the_result(tmp_path):
     """Augmentation is seeded per (seed, epoch, sample), so loading in 2 worker processes gives the same weights."""
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 12, 2)

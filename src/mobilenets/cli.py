@@ -622,7 +622,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub) -> Handler:
-    from .train_config import add_list_option
+    from .train_config import DEFAULT_WORKERS_WORDS, add_list_option
 
     p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of saved weights on an image folder")
     p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model), or an .onnx "
@@ -632,7 +632,8 @@ def _add_eval(sub) -> Handler:
                     "--classes (a model trained on some of the split's classes; default: all)")  # fmt: skip
     p.add_argument("--resolution", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (0 = load in the main process; "
+                   f"default: {DEFAULT_WORKERS_WORDS})")  # fmt: skip
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     p.add_argument("--threads", type=int, help=f"torch CPU threads, {THREADS_LIMIT}")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -642,8 +643,6 @@ def _add_eval(sub) -> Handler:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .trainer import evaluate_weights
 
-    if args.workers < 0:
-        raise ValueError(f"workers={args.workers} is not allowed: workers must be an integer >= 0")
     r = evaluate_weights(
         args.weights,
         args.data,

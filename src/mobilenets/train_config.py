@@ -55,6 +55,10 @@ def default_workers() -> int:
     return min(DEFAULT_WORKERS, usable_cores())
 
 
+# How help texts state that default (train's and eval's --workers: one wording, from the constant)
+DEFAULT_WORKERS_WORDS = f"{DEFAULT_WORKERS}, or the cores this process may run on if fewer"
+
+
 class ConfigError(ValueError):
     """A bad training option; the message names the option, the value and what is allowed."""
 
@@ -84,8 +88,8 @@ class TrainConfig:
     cache_budget_gb: float = _f(4.0, "memory budget for the in-memory image cache, GiB")
     workers: int | None = _f(
         None,
-        f"DataLoader worker processes (0 = load in the main process); decode threads on device (default: "
-        f"{DEFAULT_WORKERS}, or the cores this process may run on if fewer)",
+        "DataLoader worker processes (0 = load in the main process); decode threads on device (default: "
+        f"{DEFAULT_WORKERS_WORDS})",
     )
     data_on_device: bool = _f(
         False, "decode train/val once and hold them on the training device (GPU), augmenting there (device_data.py)"

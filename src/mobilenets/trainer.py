@@ -85,7 +85,14 @@ from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
-from .train_config import ConfigError, TrainConfig, first_differences, init_disagreements, teacher_is_weights
+from .train_config import (
+    ConfigError,
+    TrainConfig,
+    default_workers,
+    first_differences,
+    init_disagreements,
+    teacher_is_weights,
+)
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"  # deterministic cuBLAS needs a fixed workspace (CUDA docs)
@@ -1513,7 +1520,7 @@ def evaluate_weights(
     classes: list[str] | None = None,
     resolution: int | None = None,
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     device: str = "auto",
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -1523,10 +1530,15 @@ def evaluate_weights(
     Folder classes are matched to the model's labels by name; without labels, the sorted folder order is used.
     ``classes`` scores only those class folders (train's ``--classes``): a model trained on some of a split's.
     Under torchrun each process scores its share of the images (`ShardSampler`) and every process returns the sums
-    over all of them: each image counted once.
+    over all of them: each image counted once. ``workers=None`` loads with train's default
+    (`train_config.default_workers`: no more worker processes than the cores this process may run on).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed: batch_size must be an integer >= 1")
+    if workers is None:
+        workers = default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"workers={workers!r} is not allowed: workers must be an integer >= 0")
     from .cores import check_threads
     from .runtimes import torch_threads
 
