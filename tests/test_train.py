@@ -38,7 +38,7 @@ from mobilenets.optim import RMSpropTF, build_optimizer, load_optimizer_state, l
 from mobilenets.registry import create_model
 from mobilenets.train_config import ConfigError, TrainConfig, first_differences, load_yaml, resolve
 from mobilenets.trainer import build_model, evaluate_weights, train
-from mobilenets.weights import read_config, read_state_dict
+from mobilenets.weights import read_config, read_state_dict, training_run
 
 from .conftest import REPO, data_path, refuse_listing
 
@@ -3035,6 +3035,36 @@ def test_a_run_s_config_yaml_as_a_recipe_trains_afresh(tmp_path):
     assert len(said) == 1  # the command line's resume replaces the file's: nothing ignored to say
 
 
+def test_weights_name_their_run_relative_to_themselves_not_the_trainers_directories(tmp_path, monkeypatch):
+    """RUN/model's provenance held the run folder absolute (/home/<user>/<project>/runs/x): published weights showed
+    the trainer's directory layout, and named nothing once the run folder moved. It is now relative to the weights
+    folder, so `training_run` finds the run wherever it goes and from any working directory, and weights copied away
+    from their run name none; an absolute run_dir written by earlier versions still reads."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    monkeypatch.chdir(tmp_path)
+    train(tiny_cfg(data, Path("runs") / "x", max_steps=1, resolution=32))
+    for folder in ("model", "model_best"):
+        text = (tmp_path / "runs" / "x" / folder / "config.json").read_text()
+        assert read_config(tmp_path / "runs" / "x" / folder)["provenance"]["run_dir"] == ".."
+        assert str(tmp_path) not in text and "runs" not in text, text
+    moved = tmp_path / "elsewhere" / "x2"
+    moved.parent.mkdir()
+    (tmp_path / "runs" / "x").rename(moved)
+    monkeypatch.chdir(data)
+    assert training_run(moved / "model") == training_run(moved / "model_best") == moved.resolve()
+    assert training_run(os.path.relpath(moved / "model")) == moved.resolve()  # a relative path, read from here
+    (tmp_path / "link").symlink_to(moved / "model")
+    assert training_run(tmp_path / "link") == moved.resolve()  # .. of the folder linked to, as the OS reads it
+    shutil.copytree(moved / "model", tmp_path / "published")
+    assert training_run(tmp_path / "published") is None  # tmp_path holds no run's config.yaml
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "converted")
+    assert training_run(tmp_path / "converted") is None  # no run saved it
+    config = json.loads((tmp_path / "published" / "config.json").read_text())
+    config["provenance"]["run_dir"] = str(moved)  # as earlier versions wrote it
+    (tmp_path / "published" / "config.json").write_text(json.dumps(config))
+    assert training_run(tmp_path / "published") == moved.resolve()
+
+
 def test_a_run_s_config_yaml_is_a_recipe_from_any_directory(tmp_path, monkeypatch):
     """config.yaml recorded --data d --init w as typed: ``--config RUN/config.yaml --out NEW`` from another directory
     failed (no d there) or, worse, trained on another folder of the same name. The run records the paths absolute
@@ -3053,7 +3083,7 @@ def test_a_run_s_config_yaml_is_a_recipe_from_any_directory(tmp_path, monkeypatc
     assert env["cwd"] == str(a)  # where the command as typed (env["command"]) reads its relative paths
     summary = json.loads((a / "run" / "summary.json").read_text())
     assert (summary["weights"], summary["best_weights"]) == (str(a / "run" / "model"), str(a / "run" / "model_best"))
-    assert read_config(a / "run" / "model")["provenance"]["run_dir"] == str(a / "run")
+    assert training_run(a / "run" / "model") == a / "run"
     monkeypatch.chdir(b)
     assert main(["train", "--config", str(a / "run" / "config.yaml"), "--out", "again", "--quiet"]) == 0
     again = load_yaml(b / "again" / "config.yaml")

@@ -10,8 +10,9 @@ file as ``resume``) are read from the working directory, whether typed on the co
 shell reads them, and as timm's train.py reads a path in its ``--config`` file. (Reading a hand-written recipe's
 ``data: imgs`` beside the YAML file instead would quietly point every existing recipe that names one at another
 folder of the same name.) A run records them absolute (`TrainConfig.absolute_paths`) in its
-config.yaml, checkpoints, env.json (with the working directory its typed command ran in), summary.json and weights'
-provenance, so ``--config RUN/config.yaml`` names the files that run used from any directory; a torchvision model name
+config.yaml, checkpoints, env.json (with the working directory its typed command ran in) and summary.json (its
+weights, which are published, name the run folder relative to themselves: `weights.training_run`), so ``--config
+RUN/config.yaml`` names the files that run used from any directory; a torchvision model name
 as ``teacher`` (``resnet18``) is no path and is kept. A resume compares paths by what they name (`same_path`:
 ``--init w`` in /x and ``--init /x/w`` are the same weights), and a run saved by earlier versions, whose config.yaml
 and checkpoints hold paths as typed, resumes, and serves as a recipe, from the directory it was started in.

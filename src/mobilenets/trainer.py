@@ -1139,7 +1139,8 @@ class _Run:
         model = self.ema.module if self.ema is not None else unwrap(self.model)
         prov = {
             "trained_by": "mobilenets train",
-            "run_dir": str(self.out),
+            # relative to the weights: published weights name no directory of the trainer's (`weights.training_run`)
+            "run_dir": os.path.relpath(self.out, self.out / folder),
             "epoch": metrics.get("epoch"),
             "val_top1": metrics.get("val_top1"),
             "val_top5": metrics.get("val_top5"),

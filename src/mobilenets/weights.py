@@ -4,7 +4,8 @@ config.json = {"format": "mobilenets-v1", "spec": ModelSpec fields, "input": {..
 carries everything needed to rebuild and feed the model (alpha, resolution, variant, act, padding, classes, labels,
 mean/std); "input" spells out the input convention derived from it (RGB in [0, 1] normalised with mean/std, and the
 resulting value range, e.g. [-1, 1] for TF-trained weights); provenance records where the weights came from (source
-file, its sha256 and size, source format, converter and converter version, library version).
+file, its sha256 and size, source format, converter and converter version, library version; for a training run's
+weights, the run folder relative to the weights folder: `training_run`).
 """
 
 from __future__ import annotations
@@ -194,6 +195,24 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError, SpecError) as exc:
         raise WeightsError(f"{folder / CONFIG_FILE}: unreadable config ({exc})") from exc
     return config
+
+
+def training_run(path: str | os.PathLike) -> Path | None:
+    """The folder of the `mobilenets train` run that saved the weights at ``path`` (where its config.yaml, env.json
+    and metrics are), or None: weights not saved by a run, or copied away from it.
+
+    Provenance records ``run_dir`` relative to the weights folder (``..`` for ``RUN/model``), not the absolute path
+    earlier versions wrote, which published weights carried with the trainer's home and directory layout, and which
+    no longer named the run once its folder moved or was copied to another machine. Relative to the weights (as a
+    Hugging Face repo's files refer to each other), it resolves wherever the run folder goes, read from any working
+    directory; an absolute value written by earlier versions still reads (``folder / absolute`` is the absolute
+    path). The folder is returned resolved, and only while it holds the run's config.yaml."""
+    folder = _folder(path)
+    recorded = read_config(folder).get("provenance", {}).get("run_dir")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    run = (folder / recorded).resolve()  # as the OS reads "RUN/model/..": a link to RUN/model leads back to RUN
+    return run if (run / "config.yaml").is_file() else None
 
 
 def read_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
