@@ -531,6 +531,7 @@ def test_lut_file_help_names_the_table_lut_reads(capsys, monkeypatch):
         (["summary", "--alpha", "-1e-1"], "alpha=-0.1 is not allowed"),
         (["summary", "--alpha", "-NaN"], "alpha=nan is not allowed"),
         (["train", "--lr", "-1e-3", "--data", "DATA", "--out", "OUT"], "lr=-0.001 is not allowed"),
+        (["train", "--betas", "0.9", "-0.999", "--data", "DATA", "--out", "OUT"], "betas=[0.9, -0.999] is not"),
         (["reproduce", "--time-budget", "-1e3", "--out", "OUT"], "time_budget=-1000.0 is not allowed"),
     ],
 )

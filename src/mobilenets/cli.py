@@ -742,7 +742,15 @@ class _Parser(argparse.ArgumentParser):
     ``--alpha-range -0.25,1,0.05`` ended in "expected one argument" instead of the check that names the value. Here
     anything starting with ``-`` and a digit (or ``-.``, as later CPython argparse does: ``-\.?\d``) or ``-inf`` /
     ``-nan`` (what ``float`` reads) is one. No option of ours looks like that (all are ``--name``, and ``-h``), so
-    argparse's rule that such options turn it off never applies; the subcommands' parsers are this class too."""
+    argparse's rule that such options turn it off never applies; the subcommands' parsers are this class too.
+
+    That rule is argparse's private ``_negative_number_matcher``, the one name here that is not public API: argparse
+    has no public hook for it (Python 3.10 to 3.15; its docs, "Arguments containing -", offer only ``--opt=-x`` and
+    ``--``, which users would have to know to type). The attribute has kept its name since Python 3.2 while its
+    pattern widened (3.13: ``-.5`` and underscores, python/cpython#123945; 3.14: ``-2.5e-6``, python/cpython#155339)
+    and still takes neither ``-inf`` nor ``-0.25,1,0.05``. Rewriting ``--opt -x`` as ``--opt=-x`` before parsing would
+    need the options' arities and argparse's prefix matching again, and cannot give ``nargs="+"`` (``--betas 0.9
+    -0.999``) its values. Were a Python to stop reading the attribute, test_cli's negative-value tests fail."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
