@@ -641,6 +641,7 @@ def _add_eval(sub) -> Handler:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .labels import display_label
     from .trainer import evaluate_weights
 
     r = evaluate_weights(
@@ -663,7 +664,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
     )
     # as the top-1 above (0.0000, 1.0000): the table's own number format showed 0 beside 1.00, and 0.004 beside both
-    rows = [{"class": k, "top1": None if v is None else f"{v:.4f}"} for k, v in r["per_class_top1"].items()]
+    # a wnid folder is shown with its class name, as predict shows it (`display_label`): n03445777 alone says nothing
+    rows = [{"class": display_label(k), "top1": None if v is None else f"{v:.4f}"}
+            for k, v in r["per_class_top1"].items()]  # fmt: skip
     print(render(rows, "table"))
     if r["skipped_files"]["count"]:
         skipped = counted(r["skipped_files"]["count"], "unreadable file")
