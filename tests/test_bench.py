@@ -930,6 +930,15 @@ def test_bench_progress_off_a_terminal_is_plain_lines(capsys):
     said = out.getvalue().splitlines()
     assert [s.split(" (")[0] for s in said[:2]] == ["bench: 1/3 measured", "bench: 2/3 measured"], said
     assert "(b)" in said[1] and "left" in said[1] and said[2].startswith("bench: 3/3 measured in"), said
+    out = io.StringIO()  # a job that measured nothing (a runtime refused or unavailable) is said as skipped
+    lines = bench._progress(3, True, stream=out, every_s=0.0)
+    for name, measured in (("a", False), ("b", True), ("c", True)):
+        lines.set_description(name)
+        lines.update(1, measured=measured)
+    lines.close()
+    said = out.getvalue().splitlines()
+    assert [s.split(" (")[0] for s in said[:2]] == ["bench: 0/3 measured, 1 skipped", "bench: 1/3 measured, 1 skipped"]
+    assert "(b)" in said[1] and "left" in said[1] and said[2].startswith("bench: 2/3 measured, 1 skipped in "), said
     quiet = io.StringIO()
     bench._progress(3, False, stream=quiet).close()  # --no-progress: nothing
     assert quiet.getvalue() == ""

@@ -76,6 +76,16 @@ def test_an_int8_file_runs_on_the_int8_runtime_unquantized_and_other_runtimes_sa
     assert skipped[1].startswith("skipped ort for ") and "INT8 export" in skipped[1] and "ort-int8" in skipped[1]
 
 
+def test_the_progress_line_counts_a_refused_runtime_as_skipped_not_measured(files, capsys):
+    """``bench --models m.int8.onnx --runtimes ort-int8,openvino`` measured one row and skipped openvino, but its last
+    progress line said ``bench: 2/2 measured``."""
+    cfg = bench.BenchConfig(models=str(files["int8"]), runtimes=("ort-int8", "torch"), threads=1,
+                            **{**TINY, "progress": True})  # fmt: skip
+    assert len(bench.run_bench(cfg)) == 1
+    done = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bench: ")]
+    assert done[-1].startswith("bench: 1/2 measured, 1 skipped in "), done
+
+
 def test_a_run_folder_and_its_weights_folder_build_the_saved_model(files):
     run, weights = str(files["run"]), str(files["weights"])
     model, spec, label = bench.build(run)

@@ -48,7 +48,7 @@ from .atomic import atomic_write_text, check_writable, locked, not_a_file
 from .complexity import count_complexity
 from .cores import usable_cores
 from .gpu import BACKENDS as CUDA_BACKENDS
-from .progress import bar_or_lines
+from .progress import Lines, bar_or_lines
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
 from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
 from .spec import ModelSpec, SpecError, on_grid
@@ -814,7 +814,7 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     # for the first 1-thread jobs the peak probe just made is that
     probes: dict[int, float] = {1: peak} if not cfg.peak_gflops and cfg.threads[0] == 1 else {}
     bar = _progress(len(jobs), cfg.progress)
-    done = 0
+    done = measured = 0
     try:
         for threads, runtime, name in jobs:
             bar.set_description(f"{runtime} x{threads} {name}")
@@ -840,8 +840,8 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
                 except RuntimeUnavailable as exc:
                     skipped.add(runtime)
                     notes.append(f"skipped {runtime}: {exc}")
-            bar.update(1)
-            done += 1
+            bar.update(1, measured=len(rows) > measured)
+            measured, done = len(rows), done + 1
     except KeyboardInterrupt:
         pending = [{"runtime": r, "threads": t} for t, r, _ in jobs[done:] if r not in skipped]
         raise BenchInterrupted(rows, len(jobs), pending) from None
@@ -850,13 +850,52 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
     return rows
 
 
-def _progress(total: int, enabled: bool, stream: Any = None, every_s: float = 30.0):
+def _progress(total: int, enabled: bool, stream: Any = None, every_s: float = 30.0) -> JobProgress:
     """tqdm's bar on a terminal; off one (a log file, CI), a plain line at most every ``every_s`` seconds and one at
     the end (`progress.bar_or_lines`): ``bench: 12/48 measured (ort x1 mobilenet_v1_050_160), 0.4 min, about 1.2 min
-    left``. Nothing when ``enabled`` is false (``--no-progress``)."""
-    lines = {"every_s": every_s, "done": "bench: {n}/{total} measured in {min:.1f} min",
-             "running": "bench: {n}/{total} measured ({desc}), {min:.1f} min, about {left:.1f} min left"}  # fmt: skip
-    return bar_or_lines(total, enabled, lines, stream, dynamic_ncols=True)
+    left``. Nothing when ``enabled`` is false (``--no-progress``). Jobs that measured nothing are counted apart
+    (`JobProgress`)."""
+    lines = {"every_s": every_s, "done": JobProgress.line(0, 0, JobProgress.DONE),
+             "running": JobProgress.line(0, 0, JobProgress.RUNNING)}  # fmt: skip
+    return JobProgress(bar_or_lines(total, enabled, lines, stream, dynamic_ncols=True))
+
+
+class JobProgress:
+    """bench's progress over its jobs (threads x runtime x model), saying how many were measured and how many
+    skipped: a runtime that cannot run a file given (`ModelPath.cannot_run`) or is unavailable here measures nothing,
+    and ``bench: 2/2 measured`` was printed for one row measured and one skipped. A skipped job still advances the
+    count of jobs done (the bar's position, the time left): ``bench: 1/2 measured, 1 skipped in 0.0 min``."""
+
+    DONE = " in {{min:.1f}} min"
+    RUNNING = " ({{desc}}), {{min:.1f}} min, about {{left:.1f}} min left"
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.measured, self.skipped = bar, 0, 0
+
+    @staticmethod
+    def line(measured: int | None, skipped: int, tail: str) -> str:
+        """A `progress.Lines` template: ``{n}`` (jobs done) is the measured count while nothing was skipped."""
+        count = "{n}" if not skipped else f"{measured}"
+        return f"bench: {count}/{{total}} measured" + (f", {skipped} skipped" if skipped else "") + tail.format()
+
+    def set_description(self, desc: str) -> None:
+        self.bar.set_description(desc)
+
+    def update(self, n: int = 1, *, measured: bool = True) -> None:
+        """``n`` jobs done, each of which measured a row (``measured``) or was skipped."""
+        if measured:
+            self.measured += n
+        else:
+            self.skipped += n
+        if self.skipped and isinstance(self.bar, Lines):  # the counts are in its next line's template
+            self.bar.done = self.line(self.measured, self.skipped, self.DONE)
+            self.bar.running = self.line(self.measured, self.skipped, self.RUNNING)
+        elif self.skipped:
+            self.bar.set_postfix_str(f"{self.skipped} skipped", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
