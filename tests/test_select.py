@@ -501,7 +501,8 @@ def test_cli_notes_are_said_once_and_name_something(capsys, tmp_path):
     code, out, err = run(capsys, *space, "--lut-file", str(tmp_path / "l.json"), "--accuracy", str(path))
     assert code == 0 and (out + err).count("too few to extrapolate") == 1
     code, out, err = run(capsys, *space, "--max-mb", "4", "--lut-file", str(tmp_path / "l.json"))
-    assert code == 0 and "note: tfslim" not in out and "note:" not in out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]  # but the INT8 export's way out
+    assert code == 0 and "note: tfslim" not in out and [n for n in notes if "INT8 export fits" not in n] == []
 
 
 @pytest.mark.parametrize("alpha,classes,runtime", [(0.25, 1000, "ort-int8"), (0.25, 42, "openvino-int8"),
@@ -537,8 +538,9 @@ def test_impossible_budget_says_which_limit_each_candidate_fails_and_suggests_in
     sel = select(Constraints(fps=24, latency_ms=10, max_mb=1), latency=lambda a, r: (a * r / 2.0, "predicted"))
     assert sel.chosen is None
     # 0.25-96: 12 ms > 10 ms (the tighter of 1000/24 and 10); fp32 1.78 MiB > 1 MiB but its INT8 export fits
+    # on ort (the default runtime), which runs fp32 weights: the INT8 runtime that sizes and times that file
     assert sel.fastest["fails"] == "latency 12.00 ms > 10.00 ms; fp32 weights 1.78 MiB > 1 MiB (int8 0.58 MiB fits: " \
-        "--size-dtype int8)"  # fmt: skip
+        "--runtime ort-int8)"  # fmt: skip
     assert sel.smallest["fails"].startswith("latency 12.00 ms > 10.00 ms")
     int8 = select(Constraints(latency_ms=10, max_mb=1, size_dtype="int8"), latency=lambda a, r: (a * r / 2.0, "p"))
     assert int8.fastest["fails"] == "latency 12.00 ms > 10.00 ms"
@@ -549,7 +551,8 @@ def test_impossible_budget_says_which_limit_each_candidate_fails_and_suggests_in
     (tmp_path / "l.json").write_text(json.dumps({lut.env_key("torch", 1): table}))
     code, out, _ = run(capsys, "--max-mb", "1", "--max-macs", "1M", "--alpha-range", "0.25,0.5,0.25", "--res-range",
                        "96,96,16", "--runtime", "torch", "--lut-file", str(tmp_path / "l.json"))  # fmt: skip
-    assert code == 1 and "fp32 weights 1.78 MiB > 1.0 MiB (int8 0.58 MiB fits: --size-dtype int8)" in out
+    assert code == 1 and "fp32 weights 1.78 MiB > 1.0 MiB (int8 0.58 MiB fits: --runtime ort-int8 or --runtime " \
+        "openvino-int8)" in out  # torch runs no INT8 file: both INT8 runtimes  # fmt: skip
     assert "7.7M MACs > 1.0M" in out
 
 
@@ -966,3 +969,53 @@ def test_the_fp32_weights_note_and_the_top1_label_follow_one_rule_on_every_runti
         labelled = top1_source_for("tfslim", info.dtype).endswith(FP32_WEIGHTS)
         assert bool(note) == labelled == (info.dtype != "fp32"), runtime
         assert "\n" not in note and (not note or f"({runtime} runs them" in note)
+
+
+def _int8_bench(tmp_path, alphas=(0.25, 0.5), resolution=160):
+    """A bench file of ort-int8 rows (ort-int8 has no lookup table) for alphas x resolution, all at 10 ms."""
+    rows = [{"model": grid_name(a, resolution), "alpha": a, "resolution": resolution, "runtime": "ort-int8",
+             "threads": 1, "batch": 0, "latency_ms_median": 10.0} for a in alphas]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    return ("--bench", str(tmp_path / "b.json"), "--runtime", "ort-int8", "--alpha-range", "0.25,0.5,0.25",
+            "--res-range", f"{resolution},{resolution},16")  # fmt: skip
+
+
+def test_an_int8_runtime_judges_the_size_budget_by_its_int8_export_unless_told_otherwise(capsys, tmp_path):
+    """`select --fps 24 --max-mb 4 --runtime ort-int8` chose 0.25-160 (1.78 MiB fp32 / 0.58 int8) by the fp32 size,
+    while 0.5-160's INT8 export, the file a user of ort-int8 ships, is 1.44 MiB: the size follows the runtime now,
+    says so, and an explicit --size-dtype still wins."""
+    args = ("--fps", "24", "--max-mb", "4", *_int8_bench(tmp_path))
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and out.startswith("chosen: mobilenet_v1_050_160 "), out
+    assert "sizes: int8 weights <= 4 MiB, as ort-int8 runs the INT8 export (--size-dtype fp32" in out
+    code, out, _ = run(capsys, *args, "--json")
+    got = json.loads(out)
+    assert got["constraints"]["size_dtype"] == "int8" and got["size_note"].startswith("sizes: int8 weights <= 4 MiB")
+    assert got["chosen"]["weights_MB"] > 4 >= got["chosen"]["weights_int8_MB"]
+    code, out, _ = run(capsys, *args, "--size-dtype", "fp32", "--json")  # told: the fp32 file
+    got = json.loads(out)
+    assert got["chosen"]["name"] == "mobilenet_v1_025_160" and got["constraints"]["size_dtype"] == "fp32"
+    assert got["size_note"].startswith("sizes: fp32 weights <= 4 MiB, as --size-dtype says")
+    # the better model its INT8 export would allow is named, with the way there on this runtime
+    assert got["int8_note"].startswith("note: 1 candidate(s) fail only the fp32 size budget while their INT8 export "
+                                       "fits, the best mobilenet_v1_050_160 (expected top-1 ")  # fmt: skip
+    assert got["int8_note"].endswith("--size-dtype int8 judges them by that file")
+    # the library's default follows the runtime too; fp32 runtimes keep fp32
+    space = SearchSpace(0.25, 0.5, 0.25, 160, 160, 16)
+    assert select(Constraints(max_mb=4), space=space, runtime="openvino-int8").constraints.size_dtype == "int8"
+    sel = select(Constraints(max_mb=4), space=space, runtime="ort")
+    assert sel.constraints.size_dtype == "fp32" and sel.chosen["name"] == "mobilenet_v1_025_160"
+
+
+def test_a_better_model_kept_out_only_by_the_fp32_size_is_named_once_and_only_then(capsys, tmp_path):
+    """Candidates that fail the budget never appear beside a chosen one, so the `fails` hint that their INT8 export
+    fits was never seen: one note names the best of them where it would rank above the chosen model."""
+    space = SearchSpace(0.25, 0.5, 0.25, 160, 160, 16)
+    sel = select(Constraints(max_mb=4), space=space, runtime="openvino")
+    assert sel.int8_note.startswith("note: 1 candidate(s) fail only the fp32 size budget while their INT8 export "
+                                    "fits, the best mobilenet_v1_050_160 ")  # fmt: skip
+    assert sel.int8_note.endswith(": --runtime openvino-int8 judges them by that file")
+    assert select(Constraints(max_mb=6), space=space).int8_note == ""  # nothing kept out
+    assert select(Constraints(max_mb=4, size_dtype="int8"), space=space).int8_note == ""  # judged by int8 already
+    assert select(Constraints(max_mb=4, max_macs=50e6), space=space).int8_note == ""  # 0.5-160 breaks MACs too
+    assert select(Constraints(max_mb=1), space=space).int8_note != ""  # none chosen: the note shows the way

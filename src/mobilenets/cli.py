@@ -494,7 +494,9 @@ def _add_select(sub) -> Handler:
     p.add_argument("--latency-ms", type=float, help="batch-1 latency bound (ms) on --runtime/--threads")
     p.add_argument("--fps", type=float, help="frames per second to sustain (latency <= 1000/fps)")
     p.add_argument("--max-mb", type=float, help="weights size bound in MiB (2**20 bytes), see --size-dtype")
-    p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype, help="(default: %(default)s)")
+    p.add_argument("--size-dtype", choices=("fp32", "int8"), default=c.size_dtype,
+                   help="the weights --max-mb judges: the fp32 file or the INT8 export's (default: int8 on an INT8 "
+                   "runtime, ort-int8 or openvino-int8, else fp32)")  # fmt: skip
     p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
     p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
     p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
@@ -563,7 +565,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         print("fastest and smallest candidates, for reference:")
         shown = [{"role": "fastest", **sel.fastest}, {"role": "smallest", **sel.smallest}]
         print(render(shown, "table", ("role", *SHOW_COLUMNS)))
-        for note in (head_note(shown), sel.top1_note):
+        for note in (head_note(shown), sel.top1_note, sel.size_note, sel.int8_note):
             if note:
                 print(note)
         return 1
@@ -578,7 +580,7 @@ def cmd_select(args: argparse.Namespace) -> int:
           f"expected top-1 {top1} ({c['top1_source']}), {ms}, {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
-    for note in (head_note([c, *sel.runners_up]), sel.top1_note):
+    for note in (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.int8_note):
         if note:
             print(note)
     how = "to produce it:"

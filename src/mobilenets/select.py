@@ -19,7 +19,7 @@ import math
 import shlex
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import accuracy as acc
@@ -103,7 +103,7 @@ class Constraints:
     latency_ms: float | None = None
     fps: float | None = None
     max_mb: float | None = None
-    size_dtype: str = "fp32"
+    size_dtype: str | None = None  # the size ``max_mb`` judges; None: the runtime's (`size_dtype_for`), fp32 alone
     max_macs: float | None = None  # multiply-accumulates (paper convention), e.g. 300e6
     max_params: float | None = None  # parameters, paper convention (conv + FC weights)
     min_top1: float | None = None
@@ -113,7 +113,7 @@ class Constraints:
             value = getattr(self, name)
             if value is not None and not _is_positive(value):
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a positive number")
-        if self.size_dtype not in SIZE_DTYPES:
+        if self.size_dtype is not None and self.size_dtype not in SIZE_DTYPES:
             raise ValueError(f"size_dtype={self.size_dtype!r} is not allowed: one of {', '.join(SIZE_DTYPES)}")
         check_percent("min_top1", self.min_top1)
         return self
@@ -129,9 +129,9 @@ class Constraints:
         limit = self.max_latency_ms
         if limit is not None and not (c["latency_ms"] is not None and c["latency_ms"] <= limit):
             out.append(f"latency {c['latency_ms']:.2f} ms > {limit:.2f} ms")
-        size = c["weights_int8_MB" if self.size_dtype == "int8" else "weights_MB"]
+        size = c["weights_int8_MB" if self.sizes == "int8" else "weights_MB"]
         if self.max_mb is not None and size > self.max_mb:
-            out.append(f"{self.size_dtype} weights {size:.2f} MiB > {self.max_mb} MiB")
+            out.append(f"{self.sizes} weights {size:.2f} MiB > {self.max_mb} MiB")
         if self.max_macs is not None and c["macs"] > self.max_macs:
             out.append(f"{c['macs'] / 1e6:.1f}M MACs > {self.max_macs / 1e6:.1f}M")
         if self.max_params is not None and c["params"] > self.max_params:
@@ -142,18 +142,53 @@ class Constraints:
             out.append(f"top-1 {c['top1']:.1f}% < {self.min_top1}%")
         return out
 
-    def failures(self, c: dict[str, Any]) -> str:
+    @property
+    def sizes(self) -> str:
+        """The size dtype ``max_mb`` judges: ``size_dtype``, fp32 where it is None (`select` sets the runtime's)."""
+        return self.size_dtype or "fp32"
+
+    def int8_fits(self, c: dict[str, Any]) -> bool:
+        """Whether ``c`` breaks an fp32 ``max_mb`` that its INT8 export meets."""
+        budget = self.max_mb
+        return self.sizes == "fp32" and budget is not None and c["weights_MB"] > budget >= c["weights_int8_MB"]
+
+    def failures(self, c: dict[str, Any], int8_way: str = "--size-dtype int8") -> str:
         """The limits a candidate breaks, one line ('' if none), with the way out where there is one: an fp32 size
-        over ``max_mb`` whose INT8 export fits suggests ``--size-dtype int8``."""
+        over ``max_mb`` whose INT8 export fits suggests ``int8_way`` (`int8_way`: the INT8 runtime to size and time
+        that file on, or ``--size-dtype int8`` where the runtime is one)."""
         out = self.violations(c)
-        int8 = c["weights_int8_MB"]
-        if self.size_dtype == "fp32" and self.max_mb is not None and c["weights_MB"] > self.max_mb >= int8:
+        if self.int8_fits(c):
             i = next(i for i, v in enumerate(out) if v.startswith("fp32 weights"))
-            out[i] += f" (int8 {int8:.2f} MiB fits: --size-dtype int8)"
+            out[i] += f" (int8 {c['weights_int8_MB']:.2f} MiB fits: {int8_way})"
         return "; ".join(out)
 
     def needs_latency(self) -> bool:
         return self.max_latency_ms is not None
+
+
+def size_dtype_for(runtime: str) -> str:
+    """The weights size a budget on ``runtime`` judges by default: int8 on an INT8 runtime (ort-int8, openvino-int8),
+    which runs the INT8 export, the file a user of it ships; else fp32. It was fp32 whatever the runtime:
+    ``select --fps 24 --max-mb 4 --runtime ort-int8`` chose 0.25-160 (1.78 MiB fp32 / 0.58 MiB int8) while the INT8
+    file of 0.5-160 (1.44 MiB) fits."""
+    from .runtimes import RUNTIME_INFO
+
+    return "int8" if runtime in RUNTIME_INFO and RUNTIME_INFO[runtime].dtype == "int8" else "fp32"
+
+
+def int8_way(runtime: str) -> str:
+    """How to judge a candidate by its INT8 export's size on ``runtime`` (`Constraints.failures`' hint): on an INT8
+    runtime, ``--size-dtype int8``; else the INT8 runtime of its engine (ort -> ort-int8, any openvino ->
+    openvino-int8; torch and cuda run no INT8 file: both ONNX ones), which sizes that file and times it too (an
+    fp32 runtime's latency is not the INT8 file's)."""
+    from .runtimes import RUNTIME_INFO
+
+    if size_dtype_for(runtime) == "int8":
+        return "--size-dtype int8"
+    engine = RUNTIME_INFO[runtime].engine if runtime in RUNTIME_INFO else None
+    ways = [n for n, r in RUNTIME_INFO.items() if r.dtype == "int8" and r.engine == engine]
+    ways = ways or [n for n, r in RUNTIME_INFO.items() if r.dtype == "int8"]
+    return " or ".join(f"--runtime {n}" for n in ways)
 
 
 def known_top1(c: dict[str, Any]) -> bool:
@@ -407,6 +442,8 @@ class Selection:
     commands_from: str | None = None  # the run folder that trained the chosen model, whose weights `commands` export
     accuracy_note: str = ""
     top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`fp32_weights_note`)
+    size_note: str = ""  # which weights size ``max_mb`` judged, and why (`size_note`)
+    int8_note: str = ""  # a better candidate whose INT8 export meets an fp32 size budget (`int8_note`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -527,8 +564,11 @@ def select(
     top: int = 5,
 ) -> Selection:
     """Search ``space`` for the best model under ``constraints``. ``latency(alpha, res) -> (ms, source)`` is called
-    for every candidate when a latency bound is set, otherwise only for the models shown."""
+    for every candidate when a latency bound is set, otherwise only for the models shown. A ``size_dtype`` of None
+    is the runtime's (`size_dtype_for`); the selection's constraints carry the one used."""
     constraints.validate()
+    given = constraints.size_dtype is not None
+    constraints = replace(constraints, size_dtype=constraints.size_dtype or size_dtype_for(runtime))
     if top < 1:
         raise ValueError(f"top={top!r} is not allowed: top must be an integer >= 1 (the chosen model and runners-up)")
     accuracy = accuracy or acc.table_model()
@@ -547,7 +587,8 @@ def select(
     ranked = choose(rows, constraints)
     note = accuracy.coverage_note()  # which models get no top-1 ('' for the published tables: they cover the grid)
     sel = Selection(ranked[0] if ranked else None, ranked[1:top], len(ranked), len(rows), constraints, runtime,
-                    threads, accuracy_note=note, top1_note=fp32_weights_note(runtime, dtype))  # fmt: skip
+                    threads, accuracy_note=note, top1_note=fp32_weights_note(runtime, dtype),
+                    size_note=size_note(constraints, runtime, given))  # fmt: skip
     if sel.chosen is None:
         smallest = min(rows, key=lambda c: (c["weights_MB"], c["macs"]))
         fastest = min(rows, key=lambda c: (c["latency_ms"], c["macs"])) if rows[0]["latency_ms"] is not None else None
@@ -561,9 +602,41 @@ def select(
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency, required=False)
+    way = int8_way(runtime)
     for c in shown:
-        c["fails"] = constraints.failures(c)
+        c["fails"] = constraints.failures(c, way)
+    sel.int8_note = int8_note(rows, sel.chosen, constraints, way)
     return sel
+
+
+def size_note(constraints: Constraints, runtime: str, given: bool) -> str:
+    """One line saying which weights size ``max_mb`` judged and why ('' without a size budget): it follows the
+    runtime unless ``--size-dtype`` was ``given`` (`size_dtype_for`)."""
+    if constraints.max_mb is None:
+        return ""
+    dtype = constraints.sizes
+    runs = "the INT8 export" if dtype == "int8" else "fp32 weights"
+    why = "--size-dtype says" if given else f"{runtime} runs {runs}"
+    other = "fp32" if dtype == "int8" else "int8"
+    return (f"sizes: {dtype} weights <= {constraints.max_mb:g} MiB, as {why} (--size-dtype {other} judges the {other} "
+            "file)")  # fmt: skip
+
+
+def int8_note(rows: Sequence[dict], chosen: dict | None, constraints: Constraints, way: str) -> str:
+    """A line naming the best candidate that fails only an fp32 size budget its INT8 export meets, where it would
+    rank above the chosen one (or nothing was chosen), with how to judge it by that file (``way``: `int8_way`); ''
+    otherwise. The rows shown carry the hint in their ``fails``, but a candidate failing the budget is never shown
+    beside a chosen one: the way to a more accurate model, if one ships the INT8 file, was not seen."""
+    blocked = [c for c in rows if constraints.int8_fits(c) and len(constraints.violations(c)) == 1]
+    if not blocked:
+        return ""
+    best = min(blocked, key=rank_key)
+    if chosen is not None and rank_key(best) >= rank_key(chosen):
+        return ""
+    top1 = f"expected top-1 {best['top1']:.1f}%" if known_top1(best) else "top-1 unknown"
+    return (f"note: {len(blocked)} candidate(s) fail only the fp32 size budget while their INT8 export fits, the best "
+            f"{best['name']} ({top1}; fp32 {best['weights_MB']:.2f} MiB, int8 {best['weights_int8_MB']:.2f} MiB): "
+            f"{way} judges them by that file")  # fmt: skip
 
 
 class LatencySource:
