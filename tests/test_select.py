@@ -5,6 +5,7 @@ import math
 import os
 import random
 import re
+from pathlib import Path
 
 import pytest
 
@@ -908,6 +909,39 @@ def test_printed_train_folders_do_not_exist_yet(tmp_path, monkeypatch):
     (tmp_path / "runs" / "mobilenet_v1_040").mkdir()
     (line,) = [x for x in commands_for(c) if " export " in x]
     assert outs() == ["runs/mobilenet_v1_040-2"] and shlex.split(line)[2] == "runs/mobilenet_v1_040-2/model"
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_printed_exports_write_no_file_that_exists_and_share_the_train_folder_s_name(tmp_path, monkeypatch, int8):
+    """The train folder was made unique (runs/NAME-2) but the export's --out was not: run twice, the commands'
+    export refused `NAME.onnx` (an export of the first run's weights). The export is named as its train folder, and
+    every file it writes is free: an INT8 export writes NAME.int8.onnx and NAME.fp32.onnx
+    (`export.fp32_companion`)."""
+    import shlex
+
+    from mobilenets.cli import build_parser
+    from mobilenets.export import fp32_companion
+    from mobilenets.select import commands_for
+
+    monkeypatch.chdir(tmp_path)
+    c = {"name": "mobilenet_v1_040", "alpha": 0.4, "resolution": 224}
+    parser = build_parser()[0]
+
+    def outs(**kw):
+        lines = commands_for(c, int8=int8, **kw)
+        parsed = {p.command: p for p in (parser.parse_args(shlex.split(x)[1:]) for x in lines)}
+        written = [parsed["export"].out, *([str(fp32_companion(Path(parsed["export"].out)))] if int8 else [])]
+        return parsed["train"].out, written
+
+    one = ["mobilenet_v1_040.int8.onnx", "mobilenet_v1_040.fp32.onnx"] if int8 else ["mobilenet_v1_040.onnx"]
+    assert outs() == ("runs/mobilenet_v1_040", one)
+    (tmp_path / one[-1]).write_text("an earlier export")  # INT8: its fp32 companion alone is in the way too
+    two = [p.replace("mobilenet_v1_040", "mobilenet_v1_040-2") for p in one]
+    assert outs() == ("runs/mobilenet_v1_040-2", two)  # the train folder follows the export's name
+    (tmp_path / "runs" / "mobilenet_v1_040-2").mkdir(parents=True)  # and the export the train folder's
+    assert outs() == ("runs/mobilenet_v1_040-3", [p.replace("-2", "-3") for p in two])
+    run_dir = str(trained_run(tmp_path / "r", "alpha: 0.4\n"))  # a trained run: its export is free too
+    assert outs(run_dir=run_dir)[1] == two
 
 
 @pytest.mark.parametrize("runtime,size_dtype,int8", [("ort", "fp32", False), ("ort", "int8", True),

@@ -528,6 +528,8 @@ def _count(name: str, text: str | None) -> float | None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    import shlex
+
     from . import accuracy
     from .cores import check_threads, usable_cores
     from .lut import LUT_RUNTIMES
@@ -587,8 +589,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
         how = (f"to produce it (trained already: {sel.commands_from} measured its top-1; export its weights, or "
                "retrain it with that run's recipe):")  # fmt: skip
-    if any(" --int8" in line for line in sel.commands or []):  # one export line: it leaves the fp32 model too
-        how = how[:-1] + f" (the INT8 export also writes its fp32 model, {c['name']}.fp32.onnx):"
+    for line in sel.commands or []:  # one export line; an INT8 one leaves the fp32 model too
+        if " --int8" in line:
+            from .export import fp32_companion
+
+            argv = shlex.split(line)
+            fp32 = fp32_companion(Path(argv[argv.index("--out") + 1]))
+            how = how[:-1] + f" (the INT8 export also writes its fp32 model, {fp32}):"
     print(f"\n{how}\n  " + "\n  ".join(sel.commands or []))
     return 0
 

@@ -492,12 +492,20 @@ def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = No
     model is trained already: its weights are exported from ``RUN/model``, calibrated on the training images its
     config.yaml records (`recorded_train_folder`), and the train line repeats the run's own recipe (``--config
     RUN/config.yaml``, README "Training") into a new folder; the default recipe would not give the figure, and
-    ``--out RUN`` is refused (it holds the run's checkpoints). Train folders are ones that do not exist yet
-    (`free_folder`): train refuses a folder holding an earlier run's checkpoints or summary."""
+    ``--out RUN`` is refused (it holds the run's checkpoints). Train folders and export files are ones that do not
+    exist yet, so the commands can be run again beside their first outputs: train refuses a folder holding an earlier
+    run's checkpoints or summary, and export a file holding another model's export. The train folder and the export
+    share one name (`free_stem`: ``runs/NAME-2`` -> ``NAME-2.onnx``, or ``NAME-2.int8.onnx`` and the
+    ``NAME-2.fp32.onnx`` it writes too); the run's retrain keeps its ``-again`` folder (`free_folder`)."""
     from .export import FP32_HEAD
 
     a, r = f"{c['alpha']:g}", c["resolution"]
-    run = free_folder(f"runs/{c['name']}", "-")
+    name = c["name"]
+    if run_dir is None:
+        name = free_stem(name, lambda stem: [f"runs/{stem}", *export_files(stem, int8)])
+    else:
+        name = free_stem(name, lambda stem: export_files(stem, int8))
+    run = f"runs/{name}"
     head = "" if fp32_head in (None, FP32_HEAD) else f" --int8-fp32-head {fp32_head}"
     model = f"{run}/model"  # train saves weights in RUN/model
     calib = "DATA_ROOT/train"
@@ -507,9 +515,35 @@ def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = No
         calib = shlex.quote(recorded_train_folder(run_dir) or calib)
         again = free_folder(f"runs/{c['name']}-again", "")
         train = f"mobilenets train --config {shlex.quote(f'{run_dir}/config.yaml')} --out {again}"
-    export = (f"mobilenets export {model} --format onnx --int8{head} --calib {calib} --out {c['name']}.int8.onnx"
-              if int8 else f"mobilenets export {model} --format onnx --out {c['name']}.onnx")  # fmt: skip
+    out = export_files(name, int8)[0]
+    export = (f"mobilenets export {model} --format onnx --int8{head} --calib {calib} --out {out}" if int8
+              else f"mobilenets export {model} --format onnx --out {out}")  # fmt: skip
     return [export, train] if run_dir is not None else [train, export]
+
+
+def export_files(stem: str, int8: bool) -> list[str]:
+    """The files select's export of ``stem`` writes, its ``--out`` first: ``stem.onnx``, or ``stem.int8.onnx`` (the
+    name `export.default_out` gives) and the fp32 model it keeps beside it (`export.fp32_companion`)."""
+    from pathlib import Path
+
+    from .export import fp32_companion
+
+    if not int8:
+        return [f"{stem}.onnx"]
+    out = f"{stem}.int8.onnx"
+    return [out, str(fp32_companion(Path(out)))]
+
+
+def free_stem(stem: str, paths: Callable[[str], list[str]]) -> str:
+    """``stem``, else the first of ``stem-2``, ``stem-3``, ... for which nothing is at any of ``paths(stem)``
+    (relative to the working directory, where the printed commands run)."""
+    import os
+
+    n, name = 1, stem
+    while any(os.path.lexists(p) for p in paths(name)):
+        n += 1
+        name = f"{stem}-{n}"
+    return name
 
 
 def free_folder(path: str, sep: str) -> str:
