@@ -705,6 +705,29 @@ def test_latencies_say_which_classifier_they_are_of_beside_a_10_class_model(caps
     assert chosen["latency_ms"] == pytest.approx(0.5 + 0.1 * (1 + 13 + 1))  # the 10-class head's 0.1 ms
     code, out, _ = run(capsys, *args)
     assert "(predicted, torch" in out and "note: latency_ms" not in out
+    # a row of a file given to bench (`file`: its own classes, here a 10-class export) is no candidate's latency, so
+    # it does not put the latencies on 1000 classes either (README: "where --bench measured a standard MobileNet")
+    given = {**row, "model": "m.onnx", "file": str(tmp_path / "m.onnx")}
+    (tmp_path / "f.json").write_text(json.dumps({"rows": [given]}))
+    code, out, err = run(capsys, *args, "--bench", str(tmp_path / "f.json"), "--json")
+    chosen = json.loads(out)["chosen"]
+    assert (chosen["latency_classes"], chosen["latency_source"]) == (10, "predicted") and "is a file or folder" in err
+
+
+def test_select_s_runtime_help_says_which_runtimes_need_bench_files():
+    """Only the lookup table's runtimes are predicted; the help said "runtime the latency refers to", and `select
+    --runtime ort-int8` without --bench was the first a user learnt of it."""
+    from mobilenets.cli import build_parser
+    from mobilenets.lut import LUT_RUNTIMES
+    from mobilenets.runtimes import RUNTIMES
+
+    parser = build_parser()[0]
+    sub = next(a for a in parser._actions if getattr(a, "choices", None) and "select" in a.choices)
+    (runtime,) = [a for a in sub.choices["select"]._actions if "--runtime" in a.option_strings]
+    text = runtime.help
+    assert "lookup table predicts " + ", ".join(LUT_RUNTIMES) + ";" in text
+    need = text[text.index("; ", text.index("predicts")) + 2 :]
+    assert need.startswith(", ".join(r for r in RUNTIMES if r not in LUT_RUNTIMES) + " need --bench"), text
 
 
 def test_a_size_budget_on_a_runtime_without_a_table_shows_unmeasured_latencies_as_unknown(capsys, tmp_path):

@@ -486,7 +486,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_select(sub) -> Handler:
-    from .lut import DEFAULT_PATH
+    from .lut import DEFAULT_PATH, LUT_RUNTIMES
+    from .runtimes import RUNTIMES
     from .select import Constraints, SearchSpace
 
     c, s = Constraints(), SearchSpace()
@@ -500,7 +501,10 @@ def _add_select(sub) -> Handler:
     p.add_argument("--max-macs", help="MACs bound, e.g. 300M or 3e8 (paper convention)")
     p.add_argument("--max-params", help="parameters bound, e.g. 2.5M")
     p.add_argument("--min-top1", type=float, help="expected top-1 floor (%%)")
-    p.add_argument("--runtime", default="ort", help="runtime the latency refers to (default: %(default)s)")
+    measured = [r for r in RUNTIMES if r not in LUT_RUNTIMES]  # no lookup table: bench files only
+    p.add_argument("--runtime", default="ort", help=f"runtime the latency refers to; the lookup table predicts "
+                   f"{', '.join(LUT_RUNTIMES)}; {', '.join(measured)} need --bench files measuring the search space "
+                   "(select prints the bench command) (default: %(default)s)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help=f"intra-op threads; measuring here, {THREADS_LIMIT} "
                    "(default: %(default)s)")  # fmt: skip
     p.add_argument("--bench", nargs="+", metavar="FILE", help="bench results JSON: measured latencies win")

@@ -685,9 +685,11 @@ class LatencySource:
     (`lut.predict_many`: one announcement, one progress count) rather than one model's shapes after another's.
 
     ``classes`` is the classifier every latency is of: the ``num_classes`` of the model to deploy (the table times
-    that head's shape), but `BENCH_CLASSES` where the bench files hold any row of the runtime and threads, a candidate
-    or not (the factor is worked out on every one), so that measured and predicted latencies, and the factor between
-    them, compare models with the same classifier; no head is corrected for."""
+    that head's shape), but `BENCH_CLASSES` where the bench files measured any standard MobileNet by name on the
+    runtime and threads (`bench_row_model`), in the search space or not (the factor is worked out on every one), so
+    that measured and predicted latencies, and the factor between them, compare models with the same classifier; no
+    head is corrected for. Rows of files and folders given to bench (of their own classes), peers and other variants
+    are not used, and do not change ``classes``."""
 
     def __init__(
         self,
