@@ -164,6 +164,37 @@ def test_cli_bench_of_a_file_beside_a_name_prints_both_rows_and_one_note_per_ref
     assert len(refused) == 1
 
 
+def test_the_printed_table_says_each_row_s_resolution_and_classes(files, capsys, tmp_path):
+    """A file's name says neither its input size (a --dynamic-hw or --resolution export is timed at the size it
+    records) nor its classes (42 here, beside a 1000-class named model): the table did not say them either. Rows
+    record ``classes`` (the last column: an older results file without it is still recognised and merged)."""
+    argv = ["bench", "--models", f"{files['fp32']},0.25-64", "--runtimes", "ort", "--min-runs", "3", "--min-time",
+            "0", "--batch", "0", "--no-progress"]  # fmt: skip
+    old = {k: v for k, v in _row("0.25-96").items() if k != "classes"}  # written before the column
+    bench.write_results([old], tmp_path / "r")
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    header, _rule, *lines = capsys.readouterr().out.splitlines()
+    cols = header.split()
+    assert cols[:4] == ["model", "resolution", "classes", "runtime"], header
+    table = {line.split()[0]: line.split() for line in lines}
+    assert table[str(files["fp32"])][1:3] == [str(ONNX_RES), str(SPEC.num_classes)]
+    assert table["mobilenet_v1_025_64"][1:3] == ["64", "1,000"]  # the table groups thousands
+    rows = bench.read_results(tmp_path / "r.json")  # the older row kept beside the new ones
+    assert [(r["model"], r.get("classes")) for r in rows] == [
+        ("0.25-96", None), (str(files["fp32"]), SPEC.num_classes), ("mobilenet_v1_025_64", 1000)
+    ]  # fmt: skip
+    assert (tmp_path / "r.csv").read_text().splitlines()[0] == ",".join(bench.COLUMNS)
+
+
+def _row(model: str) -> dict:
+    """A results row of this machine (so that a later run's rows merge with it) for ``model``."""
+    spec = bench.resolve_model(model)
+    row = dict.fromkeys(bench.COLUMNS)
+    row.update(model=model, alpha=spec.alpha, resolution=spec.resolution, runtime="ort", threads=1, batch=0,
+               latency_ms_median=1.0, classes=1000, **bench.environment())  # fmt: skip
+    return {k: row[k] for k in bench.COLUMNS}
+
+
 # --- a real training run's folder: its measured top-1 ------------------------------------------------------------
 
 RUN_CLASSES = ["n01440764", "n02979186"]  # tench, cassette player

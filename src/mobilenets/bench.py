@@ -57,17 +57,22 @@ GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
 PEER_PREFIX = "timm:"
 
 # Row schema of `bench`, in column order (CSV header, JSON keys). Units are in the names; *_MB are MiB (2**20 bytes).
+# ``classes`` (the classifier's outputs: 1000 for a named model, a file's or folder's own) was added last, so that
+# the first columns, by which a results CSV is recognised (`check_results_file`), stay those of older files; rows
+# of older files lack it (merged rows, `select`'s and the plots' readers do not need it).
 COLUMNS = (
     "model", "alpha", "resolution", "runtime", "dtype", "layout", "backend", "threads", "batch",
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "runs", "fps", "realtime", "target_fps",
     "throughput_ips", "startup_s", "peak_mem_MB", "weights_MB", "weights_fp32_MB", "weights_int8_MB", "file",
     "macs_M", "params_M", "top1", "top1_source", "top1_table", "top1_task", "fp32_limit_ms", "limit_fraction",
     "probe_gflops", "cpu", "cores", "gpu", "device", "torch", "onnxruntime", "openvino", "python", "commit",
-    "timestamp",
+    "timestamp", "classes",
 )  # fmt: skip
+# The printed table: resolution and classes beside the model, as a file's name says neither (an ONNX file exported
+# with --dynamic-hw is timed at its recorded size; a 10-class file's row sits beside 1000-class ones).
 TABLE_COLUMNS = (
-    "model", "runtime", "threads", "latency_ms_median", "latency_ms_p90", "fps", "realtime", "throughput_ips",
-    "peak_mem_MB", "weights_MB", "macs_M", "top1", "top1_source", "fp32_limit_ms",
+    "model", "resolution", "classes", "runtime", "threads", "latency_ms_median", "latency_ms_p90", "fps", "realtime",
+    "throughput_ips", "peak_mem_MB", "weights_MB", "macs_M", "top1", "top1_source", "fp32_limit_ms",
 )  # fmt: skip
 DEFAULT_RUNTIMES = ("torch", "ort", "openvino")
 # A row's expected top-1 is of the model's fp32 weights (TF-slim's table, or the user's runs): an INT8 runtime runs
@@ -730,6 +735,7 @@ def measure(
     if backend and built.runner.info.get("cuda_graph_failed"):
         backend += " (no CUDA graph for " + ", ".join(built.runner.info["cuda_graph_failed"]) + ")"
     row = {"model": label, "alpha": spec.alpha, "resolution": spec.resolution, "runtime": runtime}
+    row["classes"] = spec.num_classes  # a file's or folder's own; placed by COLUMNS (last)
     row.update(dtype=info.dtype, layout=info.layout, backend=backend, threads=threads, batch=batch, **stats_ms(times))
     row["fps"] = 1000.0 / row["latency_ms_median"]
     row.update(realtime=row["fps"] >= cfg.target_fps, target_fps=cfg.target_fps, throughput_ips=tput, startup_s=startup)
