@@ -217,3 +217,35 @@ def test_training_checkpoints_unwrap_like_timm(tmp_path, layout, ema_key, prefix
     x = photos(ours.spec, 128)
     with torch.no_grad():
         assert torch.allclose(ours(x), (ema or raw)(x), atol=1e-5, rtol=1e-5), layout
+
+
+def test_converted_weights_name_their_source_by_name_and_hash_not_its_path(tmp_path, monkeypatch):
+    """Published weights must not carry the converting user's directories: config.json names the source file by its
+    base name and SHA-256 only (an absolute ``source_path`` was recorded before), typed absolute or relative. Converting
+    the same file again into the folder still replaces it without --overwrite (the SHA-256 says it is that file), also
+    over a folder an earlier version wrote with ``source_path``."""
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+
+    from mobilenets.convert import convert_file
+
+    home = tmp_path / "home" / "alice-private" / "downloads"
+    home.mkdir(parents=True)
+    src = home / "mobilenetv1_100.safetensors"
+    theirs = randomized(timm.create_model("mobilenetv1_100", num_classes=5))
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(src))
+    monkeypatch.chdir(home)
+    for typed in (src, src.name):
+        out = convert_file(typed, tmp_path / "w")
+        text = (out / "config.json").read_text()
+        assert "alice-private" not in text and str(tmp_path) not in text, typed
+        prov = json.loads(text)["provenance"]
+        assert "source_path" not in prov
+        assert prov["source_file"] == src.name
+        assert prov["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    config["provenance"]["source_path"] = str(src)  # as earlier versions wrote it
+    (tmp_path / "w" / "config.json").write_text(json.dumps(config))
+    assert convert_file(src, tmp_path / "w") == tmp_path / "w"  # the same file: replaced without --overwrite

@@ -4,7 +4,7 @@ config.json = {"format": "mobilenets-v1", "spec": ModelSpec fields, "input": {..
 carries everything needed to rebuild and feed the model (alpha, resolution, variant, act, padding, classes, labels,
 mean/std); "input" spells out the input convention derived from it (RGB in [0, 1] normalised with mean/std, and the
 resulting value range, e.g. [-1, 1] for TF-trained weights); provenance records where the weights came from (source
-file, its sha256 and size, source format, converter and converter version, library version; for a training run's
+file name, its sha256 and size, source format, converter and converter version, library version; for a training run's
 weights, the run folder relative to the weights folder: `training_run`).
 """
 
@@ -62,11 +62,15 @@ def input_convention(spec: ModelSpec) -> dict[str, Any]:
 
 
 def source_provenance(src: str | os.PathLike, source_format: str, converter: str, converter_version: str) -> dict:
-    """Provenance of converted weights: the source file (name, absolute path, sha256, size) and the converter."""
+    """Provenance of converted weights: the source file (its name, sha256 and size) and the converter.
+
+    The file is named by its base name and identified by its SHA-256 (which `convert`'s replace check compares), not
+    by its path: the absolute path earlier versions recorded as ``source_path`` published the converting user's home
+    and directory layout with the weights (as the trainer's absolute ``run_dir`` did, `training_run`), and named no
+    file once the weights left that machine. Folders that hold ``source_path`` still read; nothing reads it."""
     src = Path(src)
     return {
         "source_file": src.name,
-        "source_path": str(src.resolve()),
         "source_sha256": sha256_file(src),
         "source_bytes": src.stat().st_size,
         "source_format": source_format,
