@@ -665,3 +665,55 @@ def test_stream_threads_cap_the_video_decoder_and_encoder_as_well_as_the_model(m
     assert report.frames == 4
     with av.open(str(tmp_path / "a.mp4")) as c:
         assert len(list(c.decode(video=0))) == 4
+
+
+def test_every_command_takes_a_run_folder_as_its_final_weights(tmp_path, capsys, monkeypatch):
+    """``bench --models runs/x`` took a `mobilenets train` run folder as its final weights (RUN/model), while eval,
+    predict, stream, export, create_model and mobilenets.load refused it ("a run folder, whose weights are ..."). All
+    take it now by one rule (`weights.run_weights`): RUN/model, not RUN/model_best (made different here, so taking
+    the wrong one shows), and the outputs that name the weights name RUN/model. A weights folder is taken as before,
+    and a folder that is neither keeps its one-line error."""
+    from mobilenets import bench, weights
+    from mobilenets.registry import create_model
+
+    labels = ("ant", "bee", "cat")
+    run = tmp_path / "runs" / "x"
+    for folder, seed in (("model", 0), ("model_best", 1)):
+        net = mobilenets.create_model("mobilenet_v1_025", num_classes=3, labels=labels, resolution=64)
+        mobilenets.save(randomize_bn(net, seed), run / folder)
+    (run / "config.yaml").write_text("out: runs/x\n")  # what a run folder holds besides its weights
+    final, best = mobilenets.load(run / "model"), mobilenets.load(run / "model_best")
+    x = torch.randn(1, 3, 72, 64)
+    with torch.no_grad():
+        assert not torch.allclose(final(x), best(x))  # the two weights differ: taking model_best/ would show
+        for loaded in (mobilenets.load(run), create_model("mobilenet_v1_025", weights=run)):
+            assert torch.equal(loaded(x), final(x))
+    assert weights.read_config(run) == weights.read_config(run / "model")
+    assert weights.run_weights(run) == run / "model" and weights.run_weights(run / "model") == run / "model"
+    assert bench.model_path(str(run)).path == run / "model"
+
+    val = tmp_path / "val"
+    for i, name in enumerate(labels):
+        (val / name).mkdir(parents=True)
+        Image.new("RGB", (80, 72), (60 * i, 100, 200 - 60 * i)).save(val / name / "a.png")
+    image = str(val / "bee" / "a.png")
+    code, by_run, _ = run_json(["predict", str(run), image, "--threads", "1"], capsys)
+    assert code == 0 and by_run["summary"]["model"] == str(run / "model")
+    _, by_folder, _ = run_json(["predict", str(run / "model"), image, "--threads", "1"], capsys)
+    assert by_run["results"][0]["top"] == by_folder["results"][0]["top"]
+    eval_argv = ["eval", "--data", str(val), "--workers", "0", "--threads", "1", "--json", "--weights"]
+    assert cli.main([*eval_argv, str(run)]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert cli.main([*eval_argv, str(run / "model")]) == 0
+    assert ours["per_class_top1"] == json.loads(capsys.readouterr().out)["per_class_top1"]
+    code, report, _ = run_json(["stream", str(run), str(val / "ant"), "--threads", "1"], capsys)
+    assert code == 0 and report["frames"] == 1
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", str(run), "--no-progress"]) == 0
+    assert "wrote x-model.onnx" in capsys.readouterr().out  # the name `export runs/x/model` gives: one file
+    assert cli.main(["export", str(run / "model"), "--no-progress"]) == 0  # the same weights: replaced, no error
+
+    shutil.rmtree(run / "model")  # a run stopped before its end: no final weights, model_best/ is named
+    _one_line_error(["predict", str(run), image], capsys, f"a run folder, whose weights are {run / 'model_best'}")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(["export", str(tmp_path / "empty")], capsys, "not a mobilenets weights folder (expected")

@@ -294,9 +294,7 @@ def model_path(name: str) -> ModelPath:
         spec = onnx_spec(path)  # ExportError (a ValueError) naming the file: not ONNX, or no mobilenets metadata
         precision = read_onnx_metadata(path).get("precision", "fp32")
         return ModelPath(name, path, "onnx", spec, precision)
-    run = path / "model"  # a `mobilenets train` run keeps its final weights there (README "Training")
-    if path.is_dir() and not (path / weights.CONFIG_FILE).exists() and (run / weights.WEIGHTS_FILE).is_file():
-        path = run  # a `mobilenets train` run: its final weights (README "Training")
+    path = weights.run_weights(path)  # a `mobilenets train` run: its final weights, RUN/model, as every command
     if path.is_dir() or path.name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE):
         spec = weights.read_config(path)["spec"]  # WeightsError naming the folder and what it lacks
         folder = path.parent if path.is_file() else path

@@ -151,7 +151,8 @@ def _add_export(sub) -> Handler:
 
     d = ExportConfig()
     p = sub.add_parser("export", help="export weights to ONNX (optionally INT8), TorchScript or torch.export")
-    p.add_argument("weights", help="mobilenets weights folder (config.json + model.safetensors)")
+    p.add_argument("weights", help="mobilenets weights folder (config.json + model.safetensors), or a train run "
+                   "folder: its final weights, RUN/model")  # fmt: skip
     p.add_argument("--format", choices=FORMATS, default=d.format, help="output format (default: %(default)s)")
     p.add_argument("--out", help="output file (default: <weights folder name>.onnx / .int8.onnx / ..., a run's "
                    "model/ named with its run: runs/a/model -> a-model.onnx)")  # fmt: skip

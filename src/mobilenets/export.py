@@ -953,7 +953,8 @@ def check_replace(
 
 
 def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) -> ExportReport:
-    """Load our weights folder, export it in ``cfg.format``, check parity (and INT8 agreement); return a report.
+    """Load our weights folder (or a run folder's final weights, `weights.run_weights`), export it in
+    ``cfg.format``, check parity (and INT8 agreement); return a report.
 
     Every file is written under a hidden staging name beside its destination and moved into place only when all
     checks have passed: a failed or interrupted export leaves no file behind and replaces none the user had. An
@@ -962,6 +963,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     from . import weights as wts
 
     cfg = cfg or ExportConfig()
+    weights = wts.run_weights(weights)  # a run folder's final weights: named, checked and hashed as RUN/model
     config = wts.read_config(weights)
     # the input size changes no weight: the model at cfg.resolution is the saved one with that spec
     model = wts.load(weights, **({} if cfg.resolution is None else {"resolution": cfg.resolution}))

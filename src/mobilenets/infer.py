@@ -75,7 +75,9 @@ class Predictor:
 
 
 def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads: int | None = None) -> Predictor:
-    """Open MODEL (weights folder or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx).
+    """Open MODEL (weights folder, a `mobilenets train` run folder for its final weights ``RUN/model`` as
+    `weights.run_weights` takes it, or exported .onnx) for ``runtime`` (default: torch for folders, ort for .onnx).
+    The predictor's ``source`` names the weights folder taken (``RUN/model`` for a run).
 
     ``threads`` is the intra-op thread count of the model's runtime and of the (torch) preprocessing, applied per
     session (ONNX Runtime, OpenVINO) or per call (torch, whose only setting is process-wide: it is set for the call
@@ -91,6 +93,7 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
         check_threads(threads)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file or folder")
+    path = weights.run_weights(path)
     if path.is_file() and path.suffix.lower() == ".onnx":
         runtime = runtime or "ort"
         if runtime == "torch":

@@ -160,10 +160,33 @@ def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in reference.state_dict().items()}
 
 
+RUN_WEIGHTS = "model"  # where a `mobilenets train` run folder keeps its final weights (README "Training")
+
+
+def run_weights(path: str | os.PathLike) -> Path:
+    """``path``, or for the folder of a `mobilenets train` run, the final weights it holds (``RUN/model``): the one
+    rule by which every command and loader takes a run folder where weights go (`load`, `read_config`,
+    `create_model`, eval, predict, stream, export, bench's `model_path`).
+
+    A run saves ``model/`` (the weights of its last epoch, what its summary's final top-1 scored) and ``model_best/``
+    (its best evaluated epoch's, chosen on the validation split, so a biased pick); the final ones are taken, the
+    weights the run's summary.json scores as ``final_top1`` (which bench reports beside them,
+    `accuracy.weights_run_top1`). Nothing is printed about it: library code prints nothing (STYLE), `bench`, which
+    took run folders first, takes them silently, and the outputs that name the weights name ``RUN/model`` (predict's
+    summary, export's ``RUN-model.onnx``); ``RUN/model_best`` is given by its path. A folder holding config.json is
+    weights, never a run; a run folder without ``model/`` (stopped before its end) is returned as it is, and
+    `_folder`'s error then names the ``model_best/`` it holds."""
+    p = Path(path)
+    if p.is_dir() and not (p / CONFIG_FILE).exists() and (p / RUN_WEIGHTS / WEIGHTS_FILE).is_file():
+        return p / RUN_WEIGHTS
+    return p
+
+
 def _folder(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_file() and p.name in (WEIGHTS_FILE, CONFIG_FILE):
         p = p.parent
+    p = run_weights(p)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if not p.is_dir() or not (p / CONFIG_FILE).is_file() or not (p / WEIGHTS_FILE).is_file():
@@ -179,7 +202,8 @@ CONVERTIBLE_SUFFIXES = (".tflite", ".h5", ".pth", ".safetensors")  # as convert 
 def _hint(p: Path) -> str:
     """Where the weights are, for a path one step away from them: a training run's folder (README's ``runs/x``
     holds them in ``model/`` and ``model_best/``, each only once written: a run stopped early may have model_best/
-    alone, one never evaluated model/ alone) or a published file not converted yet."""
+    alone, which is named here; one with ``model/`` never gets here, `run_weights` takes it) or a published file not
+    converted yet."""
     saved = [p / name for name in ("model", "model_best") if (p / name / WEIGHTS_FILE).is_file()] if p.is_dir() else []
     if saved:
         return f": a run folder, whose weights are {saved[0]}" + (f" (and {saved[1]})" if len(saved) > 1 else "")
