@@ -939,3 +939,44 @@ def test_damaged_spec_metadata_is_one_line_naming_the_file(weights_dir, tmp_path
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{bad}: unreadable {SPEC_KEY} metadata" in err, err
+
+
+def _spy_sessions(monkeypatch) -> list[tuple[int, int, int]]:
+    """(intra-op threads, inter-op threads, torch's thread count) of every ONNX Runtime session made from here on,
+    recorded where ORT takes them (``onnxruntime.InferenceSession``, which our checks and ORT's own calibration and
+    pre-processing call), each session then made as it would be."""
+    import onnxruntime as ort
+
+    made, real = [], ort.InferenceSession
+
+    def spy(path, sess_options=None, *args, **kwargs):
+        opts = sess_options if sess_options is not None else ort.SessionOptions()
+        made.append((opts.intra_op_num_threads, opts.inter_op_num_threads, torch.get_num_threads()))
+        return real(path, opts, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    return made
+
+
+def test_export_threads_reach_torch_and_every_ort_session_it_makes(weights_dir, tmp_path, capsys, monkeypatch):
+    """--threads N: the INT8 calibration (ORT's own session), the parity and agreement sessions and torch all run
+    on N threads (they took one per core, slow on a busy machine), torch's count restored after; without it, as
+    before the option: the calibration at ORT's default (0), the checks' sessions at 1, torch untouched."""
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--calib-count", "8", "--no-progress"]
+    before = torch.get_num_threads()
+    threads = 3 if before != 3 else 2  # neither torch's count nor a default, so a count left unset shows
+    made = _spy_sessions(monkeypatch)
+    assert cli.main([*argv, "--out", str(tmp_path / "a.onnx"), "--threads", str(threads)]) == 0
+    # calibration, parity fp32 and int8, agreement int8 (and ORT's pre-processing): every one
+    assert len(made) >= 4 and set(made) == {(threads, 1, threads)}, made
+    assert torch.get_num_threads() == before
+    made.clear()
+    assert cli.main([*argv, "--out", str(tmp_path / "b.onnx")]) == 0
+    assert {intra for intra, _, _ in made} == {0, 1} and {t for _, _, t in made} == {before}, made
+    capsys.readouterr()
+    for bad, says in (("0", "threads=0 is not allowed: threads must be an integer >= 1"),
+                      ("100000", "threads=100000 is not allowed: threads must be an integer from 1 to ")):  # fmt: skip
+        assert cli.main([*argv, "--out", str(tmp_path / "c.onnx"), "--threads", bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c.onnx").exists()

@@ -177,6 +177,9 @@ def _add_export(sub) -> Handler:
     p.add_argument("--val", help="folder of images for the fp32/INT8 agreement check (default: calibration images)")
     p.add_argument("--val-count", type=int, default=d.val_count, help="agreement images (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="image sampling seed (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=d.threads, help=f"intra-op threads of torch and of the ONNX Runtime "
+                   f"sessions (calibration, parity, agreement), {THREADS_LIMIT} (default: torch's and the "
+                   "calibration's own, one per core; the checks' sessions one)")  # fmt: skip
     p.add_argument(
         "--no-progress", action="store_true", help="no progress (a bar on a terminal, one line per stage otherwise)"
     )
@@ -204,6 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         fp32_head=args.int8_fp32_head,
         calib_method=args.calib_method,
         seed=args.seed,
+        threads=args.threads,
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )

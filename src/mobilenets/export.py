@@ -334,12 +334,49 @@ def second_resolution(res: int) -> int:
     return res + 40 if res < 256 else res - 40
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = 1) -> Any:
+CHECK_THREADS = 1  # intra-op threads of the parity and agreement sessions when export is given no thread count
+
+
+def _set_threads(opts: Any, threads: int | None) -> Any:
+    """``threads`` intra-op threads and one inter-op thread on ONNX Runtime session options, as
+    `runtimes.ort_runner` sets them (our graphs are one chain: inter-op threads would only wait); None: unchanged."""
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return opts
+
+
+@contextlib.contextmanager
+def ort_threads(threads: int | None) -> Iterator[None]:
+    """Every ONNX Runtime session made inside the block through ``onnxruntime.SessionOptions`` gets ``threads``
+    (`_set_threads`); None changes nothing. It is how the sessions of ``quant_pre_process`` and ``quantize_static``'s
+    calibration get a count, as neither takes session options (they make their own:
+    onnxruntime/quantization/calibrate.py ``create_inference_session``, shape_inference.py, 1.32); left at ORT's
+    default, the calibration ran one thread per core, slow on a busy machine (threads waiting on busy cores).
+    ``onnxruntime.SessionOptions`` is a subclass setting the count for the block and restored after it: process-wide,
+    as torch's own count is (`runtimes.torch_threads`), so the block holds only the quantization call."""
+    if not threads:
+        yield
+        return
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    base = ort.SessionOptions
+
+    class Threaded(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            _set_threads(self, threads)
+
+    ort.SessionOptions = Threaded
+    try:
+        yield
+    finally:
+        ort.SessionOptions = base
+
+
+def ort_session(path: str | os.PathLike, threads: int | None = CHECK_THREADS) -> Any:
+    import onnxruntime as ort
+
+    opts = _set_threads(ort.SessionOptions(), threads)
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
@@ -525,12 +562,14 @@ def quantize_int8(
     method: str = "minmax",
     calibration: str = "",
     fp32_head: int = FP32_HEAD,
+    threads: int | None = None,
 ) -> Path:
     """Static INT8 quantization (QDQ, uint8 activations, int8 symmetric weights) of an fp32 ONNX file.
 
     The first ``fp32_head`` Conv nodes (graph order: stem, first depthwise, ...) are left fp32; 0 quantizes every
     conv (what OpenVINO's CPU plugin prefers by a few percent). The logits stay fp32. Metadata of the fp32 model is
-    carried over, with ``precision`` and ``quantization`` updated.
+    carried over, with ``precision`` and ``quantization`` updated. ``threads``: the intra-op threads of ONNX
+    Runtime's sessions in the pre-processing and the calibration (`ort_threads`; None: ORT's default, one per core).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -556,7 +595,8 @@ def quantize_int8(
     meta = read_onnx_metadata(fp32_path)
     with tempfile.TemporaryDirectory(prefix="mobilenets-q-") as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        with ort_threads(threads):
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
         if not 0 <= fp32_head <= len(convs):
             raise ExportError(f"fp32_head={fp32_head} is not allowed: it must be between 0 and {len(convs)} (convs)")
@@ -564,7 +604,7 @@ def quantize_int8(
         # histogram ...", "Number of tensors : 58", onnxruntime/quantization/calibrate.py, 1.32): on stdout, it
         # landed in the middle of export's report; only Python's sys.stdout is redirected, so our stderr progress and
         # the report printed after this call are untouched
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), ort_threads(threads):
             quantize_static(
                 str(pre),
                 str(q),
@@ -743,7 +783,10 @@ class ExportConfig:
     fp32_head: int = FP32_HEAD  # leading convs kept fp32 in the INT8 model
     calib_method: str = "minmax"
     seed: int = 0
-    threads: int = 1
+    # intra-op threads of torch (loading, the ONNX trace, the reference outputs, calibration images' preprocessing)
+    # and of every ONNX Runtime session export makes (calibration, parity, agreement); None: as before the option
+    # existed, torch's and the calibration's own defaults (one per core), the checks' sessions `CHECK_THREADS`
+    threads: int | None = None
     progress: bool = True
     overwrite: bool = False  # replace an existing output that holds another model (an export of the same weights
     # is replaced without it: re-running the same command works)
@@ -960,9 +1003,20 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     checks have passed: a failed or interrupted export leaves no file behind and replaces none the user had. An
     existing output is replaced only when it is an export of the same weights (`check_replace`) or with
     ``cfg.overwrite``."""
-    from . import weights as wts
+    from .cores import check_threads
+    from .runtimes import torch_threads
 
     cfg = cfg or ExportConfig()
+    if cfg.threads is not None:  # before anything runs: the check and its message every --threads has
+        check_threads(cfg.threads, ExportError)
+    with torch_threads(cfg.threads):  # the caller's count comes back afterwards
+        return _export_weights(weights, cfg)
+
+
+def _export_weights(weights: str | os.PathLike, cfg: ExportConfig) -> ExportReport:
+    """`export_model`'s work, on its thread count."""
+    from . import weights as wts
+
     weights = wts.run_weights(weights)  # a run folder's final weights: named, checked and hashed as RUN/model
     config = wts.read_config(weights)
     # the input size changes no weight: the model at cfg.resolution is the saved one with that spec
@@ -1038,7 +1092,7 @@ def _export(
         )
     meta = {WEIGHTS_KEY: sha} if sha else None
     export_onnx(model, fp32, opset=cfg.opset, dynamic_hw=cfg.dynamic_hw, metadata=meta)
-    sess = ort_session(fp32, cfg.threads)
+    sess = ort_session(fp32, cfg.threads or CHECK_THREADS)
     rows = check_parity(
         model, ort_run(sess), runtime="onnxruntime fp32", resolutions=_resolutions(model.spec, cfg.dynamic_hw)
     )
@@ -1047,7 +1101,7 @@ def _export(
         report.int8 = _int8(model, fp32, out, sess, cfg, calib, val)
         report.parity += check_parity(
             model,
-            ort_run(ort_session(out, cfg.threads)),
+            ort_run(ort_session(out, cfg.threads or CHECK_THREADS)),
             runtime="onnxruntime int8 (informative, no tolerance)",
             tol=None,
         )
@@ -1088,11 +1142,13 @@ def _int8(
         method=cfg.calib_method,
         calibration=described,
         fp32_head=cfg.fp32_head,
+        threads=cfg.threads,
     )
     unread: list[str] = []  # --val files read before the export that fail now (changed meanwhile)
     check = _batches(val or calib, model.spec, cfg.calib_count, cfg.seed + 1, False, unread)
     fp32_classes: set[int] = set()
-    agree, total = top1_agreement(ort_run(fp32_sess), ort_run(ort_session(out, cfg.threads)), check, fp32_classes)
+    int8_sess = ort_session(out, cfg.threads or CHECK_THREADS)
+    agree, total = top1_agreement(ort_run(fp32_sess), ort_run(int8_sess), check, fp32_classes)
     if val is not None:
         on = str(replace(val, skipped=val.skipped + unread))
     elif calib is not None:
