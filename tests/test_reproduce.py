@@ -539,6 +539,28 @@ def test_a_run_folder_of_another_experiment_is_neither_reused_nor_resumed(tmp_pa
         experiment_differences(folder, cfg())
 
 
+def test_a_quick_run_saved_before_the_subsample_rule_is_another_experiment(tmp_path):
+    """The quick budget's runs take 16 train and 8 val images per class. Saved before `subsample` was recorded, they
+    took each class's first files in path order (in Imagenette, ImageNet-val-origin ones only), so a later
+    invocation, which picks them by hash, is refused reuse or resumption, naming the rule; a run saved since agrees."""
+    import yaml
+
+    from mobilenets.reproduce import check_same_experiment, run_config
+
+    run = plan_runs(["table4"], BUDGETS["quick"])[0]
+    recipe = REPO / "configs" / "modern.yaml"
+    saved = run_config(run, tmp_path, tmp_path / "out", BUDGETS["quick"], recipe).to_dict()
+    folder = tmp_path / "out" / "runs" / run.key
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_same_experiment([run], tmp_path, tmp_path / "out", BUDGETS["quick"], recipe)  # saved since: the same
+    del saved["subsample"]
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ReproduceError, match=r"holds a run of another experiment \(subsample='first' there, 'hash' "
+                                             r"here\): give another --out, or remove those run folders"):  # fmt: skip
+        check_same_experiment([run], tmp_path, tmp_path / "out", BUDGETS["quick"], recipe)
+
+
 def test_runs_on_another_data_folder_are_not_reused_unless_it_moved(tmp_path):
     """Finished runs on dataset A are no result for dataset B: a second invocation with another --data stops before
     training. A folder that no longer exists was moved (same experiment), and a report-only call reports the runs

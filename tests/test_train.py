@@ -2802,6 +2802,73 @@ def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
     assert train(tiny_cfg(moved, out, epochs=2, batch_size=4, resume="auto"))["epochs"] == 2
 
 
+def test_max_per_class_keeps_a_spread_of_each_class_the_same_for_every_call_and_seed(tmp_path):
+    """--max-per-class used to keep each class's first files in path order: in Imagenette every ILSVRC2012_val_* file
+    (about 40 of a class's 963, from ImageNet's val set) sorts before the n0* ones, so a 20-per-class subset was
+    nothing but those. The hash of each file's path in its class folder picks a spread instead: both kinds, in about
+    the folder's proportions, the same list at every call whatever the random state (seeds do not enter it), for the
+    folder wherever it is, and a file added to a class changes no other file's place in it."""
+    import random
+
+    root = data_path("imagenette", "train")
+    everything = scan_split(root).samples
+    share = sum("ILSVRC2012_val_" in p for p, _ in everything) / len(everything)  # 0.04
+    picked = []
+    for seed in (0, 1):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        picked.append(scan_split(root, max_per_class=20).samples)
+    assert picked[0] == picked[1] and len(picked[0]) == 200
+    assert picked[0] == sorted(picked[0], key=lambda s: (s[1], s[0]))  # each class's files in path order
+    origin = sum("ILSVRC2012_val_" in p for p, _ in picked[0])
+    assert 0 < origin < 200 * 4 * share, f"{origin} of 200 ImageNet-val files, {share:.3f} of the folder"
+    first = scan_split(root, max_per_class=20, subsample_rule="first").samples  # the old rule, for a resumed run
+    assert all("ILSVRC2012_val_" in p for p, _ in first)
+    # the same relative names elsewhere, and a class with files added: the old picks that stay low enough are kept
+    cls = CLASSES4[0]
+    names = sorted(os.listdir(root / cls))
+    for name in names[::20]:
+        (tmp_path / "a" / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / cls / name, tmp_path / "a" / cls / name)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    picks = {d: {Path(p).name for p, _ in scan_split(tmp_path / d, max_per_class=10).samples} for d in "ab"}
+    assert picks["a"] == picks["b"]
+    added = set(names[10::20])
+    for name in added:
+        shutil.copy(root / cls / name, tmp_path / "b" / cls / name)
+    grown = {Path(p).name for p, _ in scan_split(tmp_path / "b", max_per_class=10).samples}
+    assert len(grown) == 10 and grown - added <= picks["a"] and grown != picks["a"]
+    with pytest.raises(ConfigError, match="subsample='random' is not allowed: subsample must be one of hash, first"):
+        TrainConfig(subsample="random").validate()
+
+
+def test_a_run_from_before_the_subsample_rule_resumes_on_its_own_files(tmp_path):
+    """A run saved before `subsample` was recorded, with --max-per-class, took the first files in path order. Resumed
+    under today's rule it would train on other files: one error naming the difference and --subsample first, which
+    resumes it on its own files. Without a per-class limit the rule picks nothing and is no difference."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 12, 4)
+    kw = dict(batch_size=4, max_per_class=8, max_val_per_class=3, deterministic=True, resolution=32)
+    rules = {rule: scan_dataset(data, max_per_class=8, max_val_per_class=3, subsample_rule=rule) for rule in ("hash",
+             "first")}  # fmt: skip
+    assert rules["hash"][0].samples != rules["first"][0].samples  # the test would not tell the rules apart otherwise
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, epochs=1, subsample="first", **kw))
+    (ckpt,) = (out / "checkpoints").glob("ckpt-*.pt")
+    state = torch.load(ckpt, weights_only=False)
+    del state["config"]["subsample"]  # as the code before the option saved it
+    torch.save(state, ckpt)
+    older = r"other settings \(subsample='first' there, 'hash' here\): resume with that run's settings \(its "
+    with pytest.raises(ConfigError, match=older + r"config.yaml, and --subsample first\)"):
+        train(tiny_cfg(data, out, epochs=2, resume="auto", **kw))
+    summary = train(tiny_cfg(data, out, epochs=2, resume="auto", subsample="first", **kw))
+    assert summary["epochs"] == 2 and summary["global_steps"] == 8
+    unlimited = tiny_cfg(data, tmp_path / "x", subsample="first")
+    assert unlimited.differences({**unlimited.to_dict(), "subsample": "hash"}) == []
+    assert tiny_cfg(data, tmp_path / "x", **kw).differences({**unlimited.to_dict(), **kw}) == [
+        "subsample='first' there, 'hash' here"
+    ]
+
+
 def test_plain_progress_lines_give_the_epochs_eta():
     """Off a terminal, every log_every-th step prints a line with the stats and the time the epoch has left at the
     pace so far (here 2 s a step on a simulated clock)."""

@@ -1,6 +1,11 @@
 """Image-folder datasets for training and evaluation (torchvision ImageFolder / ImageNet layout).
 
 - Layout: ``ROOT/<split>/<class>/<image>``; class index = sorted folder order (as torchvision's ImageFolder).
+- Subsampling (``--max-per-class N``): each class keeps the N files whose paths relative to the class folder hash
+  lowest (SHA-256, `subsample`), listed in path order: a spread over the folder, where its first N in path order
+  are one kind of file wherever names sort by origin (Imagenette's 40-odd ``ILSVRC2012_val_*`` files per class sort
+  before its ~920 ``n0*`` ones). No seed enters it, so every ``--seed`` and machine trains on the same subset; a
+  file added or removed changes at most its own place in it.
 - Decoding: `preprocess.read_image` (torchvision.io, Pillow fallback; any mode -> uint8 RGB).
 - Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: counted and their paths reported
   (`BadFiles`); in evaluation the sample is dropped from its batch, in training the next readable file stands in
@@ -19,6 +24,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +57,14 @@ def _is_candidate(name: str) -> bool:
     return not name.startswith(".")
 
 
-def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_per_class: int | None = None) -> Split:
-    """List ``root/<class>/*``. Errors: missing folder, no class folders, an empty class folder, unknown classes."""
+def scan_split(
+    root: str | os.PathLike,
+    classes: list[str] | None = None,
+    max_per_class: int | None = None,
+    subsample_rule: str = "hash",
+) -> Split:
+    """List ``root/<class>/*``, at most ``max_per_class`` files of each (`subsample`, by ``subsample_rule``).
+    Errors: missing folder, no class folders, an empty class folder, unknown classes."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: split folder not found" + (" (it is a file)" if root.exists() else ""))
@@ -75,9 +87,29 @@ def scan_split(root: str | os.PathLike, classes: list[str] | None = None, max_pe
         files = class_files(root / name)
         if not files:
             raise DataError(f"{root / name}: empty class folder (every class needs at least one image)")
-        files = files[:max_per_class] if max_per_class else files
+        files = subsample(files, root / name, max_per_class, subsample_rule)
         samples += [(str(f), label) for f in files]
     return Split(root, found, samples)
+
+
+def subsample(files: list[Path], folder: Path, limit: int | None, rule: str = "hash") -> list[Path]:
+    """At most ``limit`` of a class's ``files`` (sorted, under ``folder``), in path order. ``hash``: those whose
+    paths relative to ``folder`` have the lowest SHA-256, a deterministic stand-in for a random sample that depends
+    on no seed, no machine and no other file (the folder's location and the files added beside a file do not move
+    it); TensorFlow Datasets orders the examples it writes by a hash of their keys the same way (``tfds.core.shuffle``).
+    ``first``: the first ``limit`` in path order, as runs before the rule was recorded took them (in Imagenette
+    these are every class's ``ILSVRC2012_val_*`` files, all from ImageNet's val set)."""
+    if not limit or len(files) <= limit:
+        return files
+    if rule == "first":
+        return files[:limit]
+    if rule != "hash":
+        raise ValueError(f"subsample={rule!r} is not allowed: subsample must be one of hash, first")
+
+    def key(path: Path) -> bytes:
+        return hashlib.sha256(path.relative_to(folder).as_posix().encode()).digest()
+
+    return sorted(sorted(files, key=key)[:limit])
 
 
 def _raise(exc: OSError) -> None:
@@ -109,16 +141,18 @@ def scan_dataset(
     classes: list[str] | None = None,
     max_per_class: int | None = None,
     max_val_per_class: int | None = None,
+    subsample_rule: str = "hash",
 ) -> tuple[Split, Split]:
-    """Both splits, checked to hold the same classes before any training starts."""
+    """Both splits, checked to hold the same classes before any training starts (``max_per_class`` and
+    ``max_val_per_class`` pick files by ``subsample_rule``: `subsample`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found" + (" (it is a file)" if root.exists() else ""))
     for split in (train_split, val_split):
         if not (root / split).is_dir():
             raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>)")
-    train = scan_split(root / train_split, classes, max_per_class)
-    val = scan_split(root / val_split, classes, max_val_per_class)
+    train = scan_split(root / train_split, classes, max_per_class, subsample_rule)
+    val = scan_split(root / val_split, classes, max_val_per_class, subsample_rule)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
@@ -331,6 +365,7 @@ __all__ = [
     "scan_dataset",
     "scan_split",
     "should_cache",
+    "subsample",
     "train_transform",
 ]
 

@@ -41,6 +41,7 @@ CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHWISE = ("conv", "triton", "taps", "flipped")  # dwconv.IMPLEMENTATIONS
 TEACHER_RESOLUTIONS = ("own", "student")  # trainer.build_teacher's: AtOwnResolution, or none
+SUBSAMPLE_RULES = ("hash", "first")  # data.subsample's
 
 
 # --workers when none is given, capped by `default_workers` at the cores this process may run on
@@ -83,8 +84,18 @@ class TrainConfig:
         "use only these class folders, space- or comma-separated ('a\\, b', quoted, for a comma in a name; "
         "default: all)",
     )
-    max_per_class: int | None = _f(None, "use at most this many training images per class (subsampling)")
-    max_val_per_class: int | None = _f(None, "use at most this many validation images per class")
+    max_per_class: int | None = _f(
+        None, "use at most this many training images per class, picked as --subsample says (default: all)"
+    )
+    max_val_per_class: int | None = _f(
+        None, "use at most this many validation images per class, picked as --subsample says (default: all)"
+    )
+    subsample: str = _f(
+        "hash",
+        "which images --max-per-class and --max-val-per-class keep: hash (those whose paths in their class folder "
+        "hash lowest: a spread over the folder, the same for every seed and machine) | first (the first in path "
+        "order, as runs before this option took them; in Imagenette, its ILSVRC2012_val_* files)",
+    )
     cache: str = _f("auto", "hold decoded uint8 images in memory: auto (when they fit --cache-budget-gb), on, off")
     cache_budget_gb: float = _f(4.0, "memory budget for the in-memory image cache, GiB")
     workers: int | None = _f(
@@ -230,6 +241,7 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         _choice("depthwise", self.depthwise, DEPTHWISE)
         _choice("teacher_resolution", self.teacher_resolution, TEACHER_RESOLUTIONS)
+        _choice("subsample", self.subsample, SUBSAMPLE_RULES)
         for name in ("epochs", "batch_size", "keep_checkpoints", "log_every", "eval_every", "checkpoint_every"):
             _number(name, getattr(self, name), lambda v: v >= 1, "an integer >= 1", integer=True)
         for name in ("eval_batch_size", "max_per_class", "max_val_per_class", "max_steps"):
@@ -303,8 +315,11 @@ class TrainConfig:
 
     def experiment(self) -> dict[str, Any]:
         """The fields that decide what a run trains (data slice, model, recipe, seed), without `RUNTIME_FIELDS`:
-        two runs that agree here are the same experiment, wherever and however fast they ran."""
-        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in RUNTIME_FIELDS}
+        two runs that agree here are the same experiment, wherever and however fast they ran. ``subsample`` is left
+        out where no split is subsampled: it then picks nothing."""
+        limited = self.max_per_class is not None or self.max_val_per_class is not None
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items()
+                if k not in RUNTIME_FIELDS and (k != "subsample" or limited)}  # fmt: skip
 
     def differences(self, saved: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
         """How a run saved with config ``saved`` (its config.yaml or checkpoint) differs from this one as an
@@ -362,10 +377,15 @@ def _as_it_ran(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved config with the fields added since it was saved filled in where their absence meant a setting other
     than today's default: what that run did, so that a resume compares it. A distillation run saved before
     ``teacher_resolution`` fed a teacher of our weights (a folder; a torchvision name is never resized) the
-    student's batch as it was (``student``); resumed under ``own`` it would change its teacher's targets mid-run."""
+    student's batch as it was (``student``); resumed under ``own`` it would change its teacher's targets mid-run. A
+    run saved before ``subsample`` with --max-per-class or --max-val-per-class took each class's first files in path
+    order (``first``); resumed under ``hash`` it would go on with other images."""
     teacher = saved.get("teacher")
     if isinstance(teacher, str) and teacher_is_weights(teacher) and "teacher_resolution" not in saved:
         saved = {**saved, "teacher_resolution": "student"}
+    limited = saved.get("max_per_class") is not None or saved.get("max_val_per_class") is not None
+    if limited and "subsample" not in saved:
+        saved = {**saved, "subsample": "first"}
     return saved
 
 

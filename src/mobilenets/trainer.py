@@ -658,8 +658,9 @@ class _Run:
             raise ConfigError(f"val_split={cfg.val_split!r} is not allowed: it is the training split's folder "
                               f"({val_dir}), so the run would be scored on the images it trains on")  # fmt: skip
         train_split, val_split = scan_dataset(
-            cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class
-        )
+            cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class,
+            cfg.subsample,
+        )  # fmt: skip
         check_trainable(train_split, cfg.batch_size)
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
@@ -996,11 +997,14 @@ class _Run:
         # did holds what was asked instead, so those are left to the weights' own check (load_state_dict's shapes)
         ignore = self.RESUMABLE | (frozenset(("model", "alpha", "act")) if self.cfg.init else frozenset())
         differ = self.cfg.differences(saved, ignore=ignore)
-        if differ:
-            raise ConfigError(
-                f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
-                "resume with that run's settings (its config.yaml), or give another --out to start afresh"
-            )
+        if not differ:
+            return
+        # a run saved before `subsample` was recorded took the first files in path order, and its config.yaml does
+        # not say so (`train_config._as_it_ran`): name the option that gives it them again
+        older = any(d.startswith("subsample=") for d in differ) and "subsample" not in saved
+        way = "resume with that run's settings (its config.yaml" + (", and --subsample first)" if older else ")")
+        raise ConfigError(f"resume={str(path)!r} was saved by a run with other settings ({first_differences(differ)}): "
+                          f"{way}, or give another --out to start afresh")  # fmt: skip
 
     def _check_resumed_data(self, path: Path, saved: dict | None) -> None:
         """--data may move (it is a path), but the run must go on with the files it trained on: another folder, or
