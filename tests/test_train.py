@@ -2894,6 +2894,48 @@ def test_plain_progress_lines_give_the_epochs_eta():
     assert quiet.getvalue() == ""
 
 
+def test_a_resumed_epoch_counts_its_steps_as_the_epoch_s_and_a_finished_run_says_it_is_complete(tmp_path, capsys):
+    """A run resumed mid-epoch used to number its steps from the resume point ("epoch 1/2 step 5/5" where an
+    uninterrupted run ends the epoch at "step 10/10", at other steps than its lines), and a resume of a finished
+    6-epoch run said "epoch 7, step 0 of the epoch". The steps are the epoch's, the lines at the uninterrupted run's
+    steps with the ETA from the steps taken since; a finished run says it is complete, and what the resume does."""
+    import io
+
+    from mobilenets.engine import Progress
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 20, 4)  # 10 steps of 4 per epoch
+    kw = dict(epochs=2, batch_size=4, deterministic=True, resolution=32, quiet=False, log_every=5)
+    train(tiny_cfg(data, tmp_path / "whole", **kw))
+    steps = re.compile(r"^(epoch \d/2 step \d+/\d+) ", re.M)
+    whole = steps.findall(capsys.readouterr().err)
+    assert whole == [f"epoch {e}/2 step {n}/10" for e in (1, 2) for n in (5, 10)]
+    out = tmp_path / "run"
+    train(tiny_cfg(data, out, max_steps=5, **kw))  # stopped mid-epoch 1, with a checkpoint there
+    capsys.readouterr()
+    train(tiny_cfg(data, out, resume="auto", **kw))
+    err = capsys.readouterr().err
+    assert steps.findall(err) == whole[1:]  # "epoch 1/2 step 10/10", not "step 5/5"
+    assert re.search(r"resumed from \S+ckpt-000000005.pt: epoch 1/2, after step 5 of its 10\n", err)
+    train(tiny_cfg(data, out, resume="auto", **kw))
+    err = capsys.readouterr().err
+    assert re.search(
+        r"resumed from \S+ckpt-000000020.pt: the run is already complete \(2 of 2 epoch\(s\), 20 "
+        r"steps\); nothing left to train, its model/ and summary.json are written again from it\n",
+        err,
+    )
+    assert "epoch 3" not in err and "scoring" not in err and not steps.findall(err)
+    (out / "summary.json").unlink()  # stopped before its summary: scored once
+    train(tiny_cfg(data, out, resume="auto", **kw))
+    assert "summary.json does not describe the checkpoint: scoring it on the val split" in capsys.readouterr().err
+    # the ETA of a resumed epoch: the pace of its steps taken here (2 s each), not of the epoch's steps so far
+    now, stream = [0.0], io.StringIO()
+    progress = Progress(10, "epoch 2/3", enabled=True, log_every=4, stream=stream, clock=lambda: now[0], done=6)
+    for _ in range(4):
+        now[0] += 2.0
+        progress.update(loss=1.0)
+    assert stream.getvalue().splitlines() == ["epoch 2/3 step 8/10 loss=1 eta=4s", "epoch 2/3 step 10/10 loss=1 eta=0s"]
+
+
 def test_provenance_names_the_checkout_that_tracks_the_package(tmp_path):
     """The commit recorded beside every run is that of the checkout tracking the package's files: this one, or a
     project's that vendors a copy (its commit pins the code). A copy installed untracked inside another repository

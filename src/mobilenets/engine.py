@@ -182,19 +182,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 class Progress:
     """tqdm bar on a terminal, plain lines every ``log_every`` steps otherwise (with the epoch's ETA, as the bar
-    shows it), nothing when quiet or not rank 0."""
+    shows it), nothing when quiet or not rank 0. ``total`` is the epoch's steps and ``done`` those a resumed run
+    trained before its checkpoint: steps are counted as the epoch's (step 10/10 at its end, the lines at the same steps
+    as an uninterrupted run's, as tqdm's ``initial``), and the ETA from the pace of the steps taken here."""
 
-    def __init__(self, total: int, desc: str, *, enabled: bool, log_every: int, stream=None, clock=time.perf_counter):
+    def __init__(
+        self, total: int, desc: str, *, enabled: bool, log_every: int, stream=None, clock=time.perf_counter, done=0
+    ):
         self.stream = stream or sys.stderr
         self.enabled, self.total, self.desc, self.log_every = enabled, total, desc, log_every
         self.bar = None
-        self.n = 0
+        self.n = self.done = done
         self.clock = clock
         self.start = clock()
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=total, initial=done, desc=desc, file=self.stream, dynamic_ncols=True, leave=True)
 
     def wants_stats(self) -> bool:
         """Whether the next `update` shows numbers (reading them from the GPU waits for it, so skip otherwise)."""
@@ -211,7 +215,7 @@ class Progress:
                 self.bar.set_postfix(text, refresh=False)
             self.bar.update(1)
         elif self.n % self.log_every == 0 or self.n == self.total:
-            eta = (self.clock() - self.start) / self.n * (self.total - self.n)
+            eta = (self.clock() - self.start) / (self.n - self.done) * (self.total - self.n)
             print(
                 f"{self.desc} step {self.n}/{self.total} "
                 + " ".join(f"{k}={v}" for k, v in text.items())

@@ -956,7 +956,20 @@ class _Run:
             self.plan = state["plan"]
             self.epochs = min(self.cfg.epochs, self.plan["epochs"])
         self.resumed_from = str(path)
-        self.say(f"resumed from {path} (epoch {self.start_epoch + 1}, step {self.start_step} of the epoch)")
+        self.say(self._resumed_message(path))
+
+    def _resumed_message(self, path: Path) -> str:
+        """Where a resume goes on: in which epoch, after which of its steps; or, for a run that had already finished
+        (its last epoch, or --max-steps, reached), that nothing is left to train, and what the resume then does
+        (`run`: the weights and summary written again, the model scored first where the summary is not its own),
+        where it used to give the epoch after the run's last ("epoch 7, step 0 of the epoch" for 6 epochs)."""
+        if self.start_epoch >= self.epochs or self._steps_done():
+            done = (f"step {self.global_step} of --max-steps {self.cfg.max_steps}" if self._steps_done()
+                    else f"{self.start_epoch} of {self.epochs} epoch(s), {self.global_step} steps")  # fmt: skip
+            return (f"resumed from {path}: the run is already complete ({done}); nothing left to train, its model/ "
+                    "and summary.json are written again from it")  # fmt: skip
+        where = f"after step {self.start_step} of its {self.steps_per_epoch}" if self.start_step else "from its start"
+        return f"resumed from {path}: epoch {self.start_epoch + 1}/{self.epochs}, {where}"
 
     def _rank_rng(self, state: dict | None) -> None:
         """Each process's random stream from here on (the dropout masks; augmentation and MixUp seed their own). The
@@ -1267,6 +1280,7 @@ class _Run:
         if not history and last_val is None and self.global_step and not self._summary_is_current():
             # a resume with nothing left to train, of a run stopped before it wrote its summary (or of another
             # folder's finished checkpoint, which this folder has no best of yet): score it once
+            self.say("summary.json does not describe the checkpoint: scoring it on the val split")
             last_val, last_val_bad = self._validate(amp_dtype)
             if last_val["top1"] > self.best["top1"]:
                 self.best = {"top1": last_val["top1"], "top5": last_val["top5"], "epoch": self._epochs_reached([])}
@@ -1294,11 +1308,12 @@ class _Run:
             self.train_ds.set_epoch(epoch)
             self.sampler.start = self.start_step * self.per_rank_batch if epoch == self.start_epoch else 0
             first = self.start_step if epoch == self.start_epoch else 0
-            progress = Progress(
-                self.steps_per_epoch - first,
+            progress = Progress(  # the epoch's steps, a resumed one's first included (step 10/10 at its end)
+                self.steps_per_epoch,
                 f"epoch {epoch + 1}/{self.epochs}",
                 enabled=env.is_main and not cfg.quiet,
                 log_every=cfg.log_every,
+                done=first,
             )
             # the totals of an epoch resumed mid-way: added by one process, as they are every process's sum
             carried = self.carried if epoch == self.start_epoch and env.is_main else None
