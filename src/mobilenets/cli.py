@@ -240,7 +240,7 @@ def _runtime_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub) -> Handler:
     p = sub.add_parser("predict", help="top-k classes of image files or folders, with latency")
-    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("model", help="weights folder, train run folder (its model/) or exported .onnx")
     p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
@@ -289,7 +289,7 @@ def _add_stream(sub) -> Handler:
 
     d = StreamConfig()
     p = sub.add_parser("stream", help="classify video frames (file, folder of frames or camera), overlay, report FPS")
-    p.add_argument("model", help="weights folder or exported .onnx")
+    p.add_argument("model", help="weights folder, train run folder (its model/) or exported .onnx")
     p.add_argument("source", help="video file, folder of image frames (in numbered order) or camera index "
                    "(0 = /dev/video0)")  # fmt: skip
     p.add_argument("--out", help="write the annotated video here (e.g. annotated.mp4; missing folders are created)")
@@ -643,8 +643,9 @@ def _add_eval(sub) -> Handler:
     from .train_config import DEFAULT_WORKERS_WORDS, add_list_option
 
     p = sub.add_parser("eval", help="top-1/top-5/loss/per-class accuracy of saved weights on an image folder")
-    p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model), or an .onnx "
-                   "file written by `mobilenets export` (INT8 too; ONNX Runtime)")  # fmt: skip
+    p.add_argument("--weights", required=True, help="weights folder (our format, e.g. RUN_DIR/model; a train run "
+                   "folder means its model/), or an .onnx file written by `mobilenets export` (INT8 too; ONNX "
+                   "Runtime)")  # fmt: skip
     p.add_argument("--data", required=True, help="split folder holding <class>/<images> (e.g. ROOT/val)")
     add_list_option(p, "--classes", str, metavar="CLASSES", help="score only these class folders, as train's "
                     "--classes (a model trained on some of the split's classes; default: all)")  # fmt: skip
