@@ -420,7 +420,8 @@ def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        (["stream", str(tiny_weights), str(empty)], f"{empty}: is a folder, expected a video file"),
+        # a folder is a source of frames (`infer.frame_files`): an empty one says it holds none
+        (["stream", str(tiny_weights), str(empty)], f"{empty}: no image files"),
         (["bench", "--models", "0.25-64", "--accuracy", str(empty)], f"accuracy file '{empty}' is a folder"),
         (["select", "--fps", "30", "--accuracy", str(empty)], f"accuracy file '{empty}' is a folder"),
         (["select", "--fps", "30", "--bench", str(empty)], f"bench results file '{empty}' is a folder"),
@@ -428,6 +429,7 @@ def test_a_folder_or_device_is_named_as_such_not_as_missing(capsys, tiny_weights
     ]
     if __import__("os").path.exists("/dev/null"):
         cases.append((["predict", str(tiny_weights), "/dev/null"], "/dev/null: is not a regular file"))
+        cases.append((["stream", str(tiny_weights), "/dev/null"], "/dev/null: is not a regular file, expected a video"))
     for argv, message in cases:
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
