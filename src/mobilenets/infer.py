@@ -374,28 +374,19 @@ class _Writer:
         options: dict[str, str] | None = None,
         threads: int | None = None,
     ) -> None:
-        self.path = Path(path)  # checked by `stream` before the first frame (`_check_out`)
+        self.out, self.path = path, Path(path)  # checked by `stream` before the first frame (`_check_out`)
         self.size = (width, height)  # of the first frame; the encoded video drops an odd last row/column
         made = [p for p in self.path.parents if not p.exists()]  # innermost first
         self.path.parent.mkdir(parents=True, exist_ok=True)  # the staging file goes beside it
         try:
-            self._start(path, fps, width, height, codec, options, threads)
+            self._start(fps, codec, options, threads)
         except BaseException:  # FFmpeg refused the file (its extension, its codec): no empty folders left for it
             for folder in made:
                 with contextlib.suppress(OSError):  # not empty (another process wrote there): kept
                     folder.rmdir()
             raise
 
-    def _start(
-        self,
-        path: str,
-        fps: float,
-        width: int,
-        height: int,
-        codec: str,
-        options: dict[str, str] | None,
-        threads: int | None,
-    ) -> None:
+    def _start(self, fps: float, codec: str, options: dict[str, str] | None, threads: int | None) -> None:
         """The staging file opened, its video stream set up; ``threads``: the encoder's (None: FFmpeg's choice, one
         per core)."""
         from fractions import Fraction
@@ -407,7 +398,7 @@ class _Writer:
         try:
             self.container = av.open(str(self.part), "w")
         except (ValueError, av.FFmpegError) as exc:  # FFmpeg knows no container for the file name's extension
-            raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
+            raise self._refused(exc) from exc
         self.container.metadata["comment"] = STREAM_MARK
         if codec not in av.codecs_available:
             codec = "mpeg4"
@@ -415,13 +406,18 @@ class _Writer:
             self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         except ValueError as exc:  # a container that cannot hold the codec (.webm: VP8/VP9/AV1 only)
             self.close(keep=False)
-            raise StreamError(f"out={path!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi") from exc
+            raise self._refused(exc) from exc
+        width, height = self.size
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
         if threads is not None:
             self.stream.codec_context.thread_count = threads
         if codec == "libx264" and options:
             self.stream.options = dict(options)
+
+    def _refused(self, exc: Exception) -> StreamError:
+        """FFmpeg refused ``out``: no container for its extension, or one that cannot hold the codec."""
+        return StreamError(f"out={self.out!r}: cannot write a video there ({exc}); name it .mp4, .mkv or .avi")
 
     def write(self, rgb: np.ndarray) -> None:
         import av
