@@ -38,8 +38,9 @@ def max_threads() -> int:
 def check_threads(threads: Any, error: type[ValueError] = ValueError, *, use: str = "", here: bool = True) -> int:
     """``threads`` if it is an intra-op thread count this process may ask for (an integer from 1 to `max_threads`),
     else ``error`` naming it, what it was for (``use``, e.g. " to measure the latency table here") and the range.
-    The one check behind every ``--threads`` that runs something here: predict, stream, eval, train, reproduce, and
-    the latency table of select and bench --lut (bench's measurements allow no more than the cores, `run_bench`).
+    The one check behind every ``--threads`` that runs something here: predict, stream, eval, export, train,
+    reproduce, and the latency table of select and bench --lut (bench's measurements allow no more than the cores,
+    `run_bench`).
     ``here=False`` checks a count that names runs or rows of another machine (select's bench rows, a report of
     runs trained elsewhere), which runs nothing here: an integer >= 1, this machine's cores aside."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
