@@ -104,9 +104,10 @@ def named_resolution(name: str) -> int | None:
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields.
 
-    ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`) loads those weights in eval
-    mode. The saved config then defines the model (padding, activation, BN eps, classes, mean/std); the name or
-    spec must agree with it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
+    ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`, or a `mobilenets train` run
+    folder for its final weights ``RUN/model``: `weights.run_weights`) loads those weights in eval mode. The saved
+    config then defines the model (padding, activation, BN eps, classes, mean/std); the name or spec must agree with
+    it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
     allows: data-side fields, dropout and output_stride freely, ``num_classes`` for a fresh head of that many
     classes (timm's ``pretrained=True, num_classes=N``), and a field the weights fix (act, tf_padding, bn_eps,
     mean, std, in_chans...) only at its saved value. Weights saved without a name take the requested one. The

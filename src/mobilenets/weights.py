@@ -213,7 +213,8 @@ def _hint(p: Path) -> str:
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of a weights folder (``spec`` as a `ModelSpec`)."""
+    """The parsed config.json of a weights folder (``spec`` as a `ModelSpec`); a run folder's is its ``RUN/model``'s
+    (`run_weights`)."""
     folder = _folder(path)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -351,7 +352,8 @@ def check_weight_overrides(saved: ModelSpec, overrides: dict[str, Any], source: 
 
 
 def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
-    """Rebuild the model saved in folder ``path``, load its weights, return it in eval mode.
+    """Rebuild the model saved in folder ``path`` (a `mobilenets train` run folder: its final weights, ``RUN/model``,
+    `run_weights`), load its weights, return it in eval mode.
 
     ``overrides`` are `ModelSpec` fields to change: any of `FREE_FIELDS` (``resolution``, ``output_stride``,
     ``dropout``...). ``num_classes=N`` other than the saved count keeps the backbone and gives a freshly
