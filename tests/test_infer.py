@@ -717,3 +717,24 @@ def test_every_command_takes_a_run_folder_as_its_final_weights(tmp_path, capsys,
     _one_line_error(["predict", str(run), image], capsys, f"a run folder, whose weights are {run / 'model_best'}")
     (tmp_path / "empty").mkdir()
     _one_line_error(["export", str(tmp_path / "empty")], capsys, "not a mobilenets weights folder (expected")
+
+
+def test_a_folder_of_frames_names_a_broken_link_orders_padded_names_and_hides_no_camera(model_dir, tmp_path, capsys,
+                                                                                        monkeypatch):  # fmt: skip
+    """From the re-read: a broken link among the frames was skipped without a word (listed by is_file), frame_01 and
+    frame_1 were in iterdir's order (equal numeric keys), and a folder named 0 hid camera 0."""
+    from mobilenets.infer import frame_files, is_frame_folder
+
+    frames = _frames_folder(tmp_path / "seq", 3)
+    (frames / "frame_01.png").write_bytes((frames / "frame_1.png").read_bytes())
+    assert [p.name for p in frame_files(frames)] == ["frame_01.png", "frame_1.png", "frame_2.jpg", "frame_3.png"]
+    (frames / "frame_4.png").symlink_to(tmp_path / "gone.png")
+    assert frame_files(frames)[-1].name == "frame_4.png"
+    _one_line_error(["stream", str(model_dir), str(frames)], capsys,
+                    f"{frames / 'frame_4.png'} (frame 5): No such file or directory")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "0").mkdir()
+    assert not is_frame_folder("0") and is_frame_folder("./0") and is_frame_folder(tmp_path / "0")
+    if not Path("/dev/video0").exists():
+        _one_line_error(["stream", str(model_dir), "0"], capsys, "camera 0: /dev/video0 does not exist")
+    _one_line_error(["stream", str(model_dir), "./0"], capsys, "0: no image files")

@@ -305,7 +305,7 @@ def _add_stream(sub) -> Handler:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     """Ctrl-C ends the stream (how a camera stream stops) with the report of the frames so far, then status 130."""
-    from .infer import StreamConfig, load_predictor, stream
+    from .infer import StreamConfig, is_frame_folder, load_predictor, stream
 
     predictor = load_predictor(args.model, args.runtime, args.threads)
     cfg = StreamConfig(out=args.out, target_fps=args.target_fps, display=args.display, max_frames=args.max_frames,
@@ -318,7 +318,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if r.interrupted:  # the newline ends the terminal's '^C'
         print(f"\ninterrupted by the user (Ctrl-C): the report counts the {r.frames} frames processed before it")
     m, f = r.latency_model_ms, r.latency_frame_ms
-    rate = f"{r.source_fps} FPS" if r.source_fps else "a folder of frames" if Path(r.source).is_dir() else "? FPS"
+    rate = f"{r.source_fps} FPS" if r.source_fps else "a folder of frames" if is_frame_folder(r.source) else "? FPS"
     print(f"source: {r.source} ({rate}), runtime {r.runtime}, {r.frames} frames in {r.seconds} s")
     print(f"achieved FPS: {r.fps_end_to_end} end-to-end ({'+'.join(r.stages)}), {r.fps_model} model-only")
     print(f"model latency p50 {m['p50']} ms, p90 {m['p90']} ms; per-frame p50 {f['p50']} ms, p90 {f['p90']} ms")

@@ -307,6 +307,12 @@ def _natural_key(path: Path) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
+def is_frame_folder(source: str | int | os.PathLike) -> bool:
+    """Whether `stream` reads ``source`` as a folder of frames: a folder, unless it reads as a camera index (a folder
+    named ``0`` beside the command does not hide camera 0; ``./0`` is the folder)."""
+    return not str(source).isdigit() and Path(str(source)).is_dir()
+
+
 def frame_files(folder: str | os.PathLike) -> list[Path]:
     """The frames of a folder of images, in frame order: its visible files with an image extension
     (`data.IMAGE_EXTENSIONS`), numbers in their names compared as numbers (`_natural_key`). Only the folder itself is
@@ -317,7 +323,10 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
         entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
     except OSError as exc:
         raise StreamError(f"{folder}: cannot list the folder of frames ({failure_reason(exc, folder)})") from exc
-    files = sorted((e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()), key=_natural_key)
+    # a broken link is kept (not is_file): its frame is named by `_read_frames` as unreadable, not skipped; the name
+    # itself breaks ties between keys that only zero-padding tells apart (frame_01, frame_1), else iterdir's order
+    frames = (e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS and not e.is_dir())
+    files = sorted(frames, key=lambda e: (_natural_key(e), e.name))
     if not files:
         nested = any(e.is_dir() for e in entries)
         sub = " (frames are read from the folder itself, not its subfolders)" if nested else ""
@@ -602,7 +611,7 @@ def _open_frames(
     """(frames, their rate if the source states one, what closes the source) for a video file, a camera index or a
     folder of frames (`frame_files`; a folder states no rate: an annotated video of it plays at ``--target-fps``).
     ``threads``: the video decoder's (None: FFmpeg's choice, one per core)."""
-    if Path(str(source)).is_dir():
+    if is_frame_folder(source):
         return _read_frames(frame_files(source)), None, lambda: None
     container = open_source(source)
     vstream = container.streams.video[0]
