@@ -704,6 +704,7 @@ def test_every_command_takes_a_run_folder_as_its_final_weights(tmp_path, capsys,
     eval_argv = ["eval", "--data", str(val), "--workers", "0", "--threads", "1", "--json", "--weights"]
     assert cli.main([*eval_argv, str(run)]) == 0
     ours = json.loads(capsys.readouterr().out)
+    assert ours["weights"] == str(run / "model")  # named as predict names them: the weights evaluated
     assert cli.main([*eval_argv, str(run / "model")]) == 0
     assert ours["per_class_top1"] == json.loads(capsys.readouterr().out)["per_class_top1"]
     code, report, _ = run_json(["stream", str(run), str(val / "ant"), "--threads", "1"], capsys)

@@ -1613,6 +1613,7 @@ def _open_for_eval(weights, resolution: int | None, device: str, threads: int | 
 
 
 def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int, device: str, threads) -> dict:
+    weights = weights_io.run_weights(weights)  # a run folder: its model/, named so in the result as predict names it
     model, spec, env = _open_for_eval(weights, resolution, device, threads)
     if (Path(data) / "train").is_dir() and (Path(data) / "val").is_dir():
         raise DataError(f"{data} holds train/ and val/: evaluate one split, e.g. --data {Path(data) / 'val'}")
