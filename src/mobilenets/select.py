@@ -534,29 +534,23 @@ def export_files(stem: str, int8: bool) -> list[str]:
     return [out, str(fp32_companion(Path(out)))]
 
 
-def free_stem(stem: str, paths: Callable[[str], list[str]]) -> str:
-    """``stem``, else the first of ``stem-2``, ``stem-3``, ... for which nothing is at any of ``paths(stem)``
-    (relative to the working directory, where the printed commands run)."""
+def free_stem(stem: str, paths: Callable[[str], list[str]], sep: str = "-") -> str:
+    """``stem``, else the first ``name`` of ``stem{sep}2``, ``stem{sep}3``, ... for which nothing is at any of
+    ``paths(name)`` (relative to the working directory, where the printed commands run)."""
     import os
 
     n, name = 1, stem
     while any(os.path.lexists(p) for p in paths(name)):
         n += 1
-        name = f"{stem}-{n}"
+        name = f"{stem}{sep}{n}"
     return name
 
 
 def free_folder(path: str, sep: str) -> str:
     """``path`` if nothing is there, else the first of ``path{sep}2``, ``path{sep}3``, ... that is free (relative
-    to the working directory, where the printed command runs): ``runs/m-again`` -> ``runs/m-again2``."""
-    import os
-
-    if not os.path.lexists(path):
-        return path
-    n = 2
-    while os.path.lexists(f"{path}{sep}{n}"):
-        n += 1
-    return f"{path}{sep}{n}"
+    to the working directory, where the printed command runs): ``runs/m-again`` -> ``runs/m-again2``. The rule of
+    `free_stem`, for one path."""
+    return free_stem(path, lambda name: [name], sep)
 
 
 def recorded_train_folder(run_dir: str) -> str | None:
