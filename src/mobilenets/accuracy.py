@@ -298,7 +298,7 @@ def weights_run_top1(folder: str | os.PathLike) -> tuple[RunTop1 | None, str]:
 
     folder = Path(folder)
     summary = folder.parent / "summary.json"
-    if folder.name != "model" or not summary.is_file() or run_folder(summary) is None:
+    if folder.name != weights.RUN_WEIGHTS or not summary.is_file() or run_folder(summary) is None:
         return None, ""
     try:
         run, data = read_run(summary, grid=False), json.loads(summary.read_text())
