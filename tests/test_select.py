@@ -787,7 +787,8 @@ def test_cli_an_unknown_top1_shows_as_missing_in_the_table_not_nan(capsys, tmp_p
     assert code == 0 and unknown.split()[4:6] == ["-", "unknown"] and "nan" not in out, out
 
 
-def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_its_recipe(capsys, tmp_path):
+def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_its_recipe(capsys, tmp_path,
+                                                                                        monkeypatch):  # fmt: skip
     """A chosen model whose top-1 is a run's measurement was printed the default-recipe `train --alpha ... --out
     runs/NAME` (another recipe than the figure's, into the folder the run occupies: refused as printed); the run is
     trained already: its model/ is exported, and its config.yaml retrains it into a new folder. An interpolated
@@ -795,6 +796,8 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
     import shlex
 
     from mobilenets.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)  # the printed names are the first free ones here: none of the checkout's files
 
     def trained(name, alpha, resolution, top1):  # the files `mobilenets train` leaves in its run folder
         folder = tmp_path / "runs" / name
@@ -839,10 +842,11 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_040", "mobilenet_v1_040_224", "0.4-224"])
-def test_a_bench_row_is_matched_by_the_model_its_name_denotes(capsys, tmp_path, name):
+def test_a_bench_row_is_matched_by_the_model_its_name_denotes(capsys, tmp_path, name, monkeypatch):
     """bench writes 0.4-224 as `mobilenet_v1_040`; a row naming it `mobilenet_v1_040_224` or ``0.4-224`` (names the
     registry reads as the same model) was no measurement of it: select silently predicted it instead (here, on
     ort-int8, which has no lookup table, it stopped with 'has no measurement of mobilenet_v1_040')."""
+    monkeypatch.chdir(tmp_path)  # the printed names are the first free ones here: none of the checkout's files
     row = {"model": name, "alpha": 0.4, "resolution": 224, "runtime": "ort-int8", "threads": 1,
            "latency_ms_median": 1.5}  # fmt: skip
     (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
@@ -969,7 +973,7 @@ def test_printed_exports_write_no_file_that_exists_and_share_the_train_folder_s_
 
 @pytest.mark.parametrize("runtime,size_dtype,int8", [("ort", "fp32", False), ("ort", "int8", True),
                                                      ("ort-int8", "fp32", True)])  # fmt: skip
-def test_one_export_is_printed_named_as_export_names_it(runtime, size_dtype, int8):
+def test_one_export_is_printed_named_as_export_names_it(runtime, size_dtype, int8, tmp_path, monkeypatch):
     """select printed an fp32 export and an INT8 one named `NAME-int8.onnx`; the INT8 export writes that fp32 model
     beside it anyway (`export.fp32_companion`, byte-identical), and export's own name and the README's is
     `NAME.int8.onnx` (`export.default_out`). One export is printed, of the model selected for: INT8 for an INT8
@@ -980,6 +984,7 @@ def test_one_export_is_printed_named_as_export_names_it(runtime, size_dtype, int
     from mobilenets.cli import build_parser
     from mobilenets.export import ExportConfig, default_out, fp32_companion
 
+    monkeypatch.chdir(tmp_path)  # the printed names are the first free ones here: none of the checkout's files
     sel = select(Constraints(size_dtype=size_dtype), space=SearchSpace(0.5, 0.5, 0.05, 160, 160, 16), runtime=runtime)
     parser = build_parser()[0]
     parsed = [parser.parse_args(shlex.split(x)[1:]) for x in sel.commands]
