@@ -980,3 +980,35 @@ def test_export_threads_reach_torch_and_every_ort_session_it_makes(weights_dir, 
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_ort_threads_blocks_in_two_threads_leave_onnx_runtime_as_it_was():
+    """From the re-read: B entering inside A restored A's stand-in class at its end, and every later session in the
+    process got A's thread count. The blocks take turns now; ORT's own class is back after both."""
+    import threading
+    import time
+
+    import onnxruntime as ort
+
+    from mobilenets.export import ort_threads
+
+    base, entered, seen = ort.SessionOptions, threading.Event(), []
+
+    def first():
+        with ort_threads(2):
+            entered.set()
+            time.sleep(0.1)
+
+    def second():  # enters while the first block is open and ends after it
+        entered.wait()
+        with ort_threads(3):
+            time.sleep(0.3)
+            seen.append(ort.SessionOptions().intra_op_num_threads)
+
+    workers = [threading.Thread(target=first), threading.Thread(target=second)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert seen == [3]
+    assert ort.SessionOptions is base and ort.SessionOptions().intra_op_num_threads == 0

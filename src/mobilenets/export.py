@@ -29,6 +29,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -359,18 +360,23 @@ def ort_threads(threads: int | None) -> Iterator[None]:
         return
     import onnxruntime as ort
 
-    base = ort.SessionOptions
+    # two blocks overlapping in two threads would each restore the class it found, one for good: one at a time
+    with _ORT_THREADS_LOCK:
+        base = ort.SessionOptions
 
-    class Threaded(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            super().__init__()
-            _set_threads(self, threads)
+        class Threaded(base):  # type: ignore[misc, valid-type]
+            def __init__(self) -> None:
+                super().__init__()
+                _set_threads(self, threads)
 
-    ort.SessionOptions = Threaded
-    try:
-        yield
-    finally:
-        ort.SessionOptions = base
+        ort.SessionOptions = Threaded
+        try:
+            yield
+        finally:
+            ort.SessionOptions = base
+
+
+_ORT_THREADS_LOCK = threading.RLock()  # `ort_threads`: one block at a time in this process
 
 
 def ort_session(path: str | os.PathLike, threads: int | None = CHECK_THREADS) -> Any:

@@ -201,11 +201,11 @@ def check_recipe(cfg: TrainConfig) -> None:
     check_settings(cfg, world_size=1, device=resolve_device(cfg.device))
 
 
-def experiment_differences(folder: Path, cfg: TrainConfig) -> list[str]:
+def experiment_differences(folder: Path, cfg: TrainConfig, ignore: frozenset[str] = frozenset()) -> list[str]:
     """How the run saved in ``folder`` (`saved_config`) differs from ``cfg`` as an experiment
-    (`TrainConfig.differences`); empty when there is no saved run or it is the same experiment."""
+    (`TrainConfig.differences`, ``ignore`` aside); empty when there is no saved run or it is the same experiment."""
     saved = saved_config(folder)
-    return [] if saved is None else cfg.differences(saved)
+    return [] if saved is None else cfg.differences(saved, ignore=ignore)
 
 
 def data_difference(folder: Path, data: Path) -> str | None:
@@ -229,10 +229,13 @@ def check_same_experiment(
     report of runs made elsewhere) the way out is the runs' own options, not removing them to train again."""
     from .train_config import first_differences
 
+    # a report trains nothing: runs saved before `subsample` was recorded (the first files in path order) are
+    # reported as they trained, as reproduce has no option to name that rule by
+    ignore = frozenset() if same_data else frozenset({"subsample"})
     bad = {}
     for run in runs:
         folder = out / "runs" / run.key
-        differ = experiment_differences(folder, run_config(run, data, out, budget, recipe))
+        differ = experiment_differences(folder, run_config(run, data, out, budget, recipe), ignore)
         moved = data_difference(folder, data) if same_data else None
         differ = [moved, *differ] if moved else differ
         if differ:
