@@ -3,6 +3,7 @@ given (the files come from the real `mobilenets export`), with its size, resolut
 path bench cannot run, or a runtime that cannot run the file, is a one-line error naming both."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,14 @@ def test_a_run_folder_row_carries_the_top1_its_run_measured_and_says_whose(train
         assert bench.top1_basis(r["top1_source"]) == source
         assert (r["top1_table"], r["top1_task"]) == ("measured", task)  # the user's runs', not TF-slim's table's
     assert not [n for n in notes if "summary.json" in n]
+    # from the re-read: `bench --models .` inside RUN/model found no run (Path('.').name is '')
+    here = os.getcwd()
+    try:
+        os.chdir(run / "model")
+        top1, why = accuracy.weights_run_top1(".")
+    finally:
+        os.chdir(here)
+    assert why == "" and top1 is not None and top1.top1 == pytest.approx(100 * summary["final_top1"])
 
 
 def test_weights_without_their_run_and_an_onnx_export_of_them_still_have_no_top1(trained_run, tmp_path):

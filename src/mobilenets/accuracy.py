@@ -297,6 +297,8 @@ def weights_run_top1(folder: str | os.PathLike) -> tuple[RunTop1 | None, str]:
     from . import weights
 
     folder = Path(folder)
+    if folder.name in ("", ".."):  # `.` or `..` (bench run inside RUN/model): their parent is the run's only by name
+        folder = Path(os.path.abspath(folder))
     summary = folder.parent / "summary.json"
     if folder.name != weights.RUN_WEIGHTS or not summary.is_file() or run_folder(summary) is None:
         return None, ""
