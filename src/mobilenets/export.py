@@ -51,6 +51,7 @@ from .atomic import (
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .progress import abandon, bar_or_lines
+from .runtimes import set_ort_threads, torch_threads
 from .spec import ModelSpec
 
 OPSET = 17
@@ -338,19 +339,11 @@ def second_resolution(res: int) -> int:
 CHECK_THREADS = 1  # intra-op threads of the parity and agreement sessions when export is given no thread count
 
 
-def _set_threads(opts: Any, threads: int | None) -> Any:
-    """``threads`` intra-op threads and one inter-op thread on ONNX Runtime session options, as
-    `runtimes.ort_runner` sets them (our graphs are one chain: inter-op threads would only wait); None: unchanged."""
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return opts
-
-
 @contextlib.contextmanager
 def ort_threads(threads: int | None) -> Iterator[None]:
     """Every ONNX Runtime session made inside the block through ``onnxruntime.SessionOptions`` gets ``threads``
-    (`_set_threads`); None changes nothing. It is how the sessions of ``quant_pre_process`` and ``quantize_static``'s
-    calibration get a count, as neither takes session options (they make their own:
+    (`runtimes.set_ort_threads`); None changes nothing. It is how the sessions of ``quant_pre_process`` and
+    ``quantize_static``'s calibration get a count, as neither takes session options (they make their own:
     onnxruntime/quantization/calibrate.py ``create_inference_session``, shape_inference.py, 1.32); left at ORT's
     default, the calibration ran one thread per core, slow on a busy machine (threads waiting on busy cores).
     ``onnxruntime.SessionOptions`` is a subclass setting the count for the block and restored after it: process-wide,
@@ -367,7 +360,7 @@ def ort_threads(threads: int | None) -> Iterator[None]:
         class Threaded(base):  # type: ignore[misc, valid-type]
             def __init__(self) -> None:
                 super().__init__()
-                _set_threads(self, threads)
+                set_ort_threads(self, threads)
 
         ort.SessionOptions = Threaded
         try:
@@ -382,7 +375,7 @@ _ORT_THREADS_LOCK = threading.RLock()  # `ort_threads`: one block at a time in t
 def ort_session(path: str | os.PathLike, threads: int | None = CHECK_THREADS) -> Any:
     import onnxruntime as ort
 
-    opts = _set_threads(ort.SessionOptions(), threads)
+    opts = set_ort_threads(ort.SessionOptions(), threads)
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
@@ -1010,7 +1003,6 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
     existing output is replaced only when it is an export of the same weights (`check_replace`) or with
     ``cfg.overwrite``."""
     from .cores import check_threads
-    from .runtimes import torch_threads
 
     cfg = cfg or ExportConfig()
     if cfg.threads is not None:  # before anything runs: the check and its message every --threads has

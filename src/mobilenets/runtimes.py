@@ -220,6 +220,15 @@ def cuda_runner(model: MobileNetV1, *, dtype: str = "fp32", graphs: bool = True,
     return Runner(name, run, info, resident=resident)
 
 
+def set_ort_threads(opts: Any, threads: int | None) -> Any:
+    """``threads`` intra-op threads and one inter-op thread on ONNX Runtime session options ``opts`` (returned); None
+    leaves ORT's defaults. Our graphs are one chain of ops, so inter-op threads would only wait: the one rule for
+    every session we make (`ort_runner`, export's checks and calibration, bench's matmul probe)."""
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return opts
+
+
 def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtype: str | None = None) -> Runner:
     """ONNX Runtime on the CPU; ``dtype`` defaults to the file's ``precision`` metadata (our exports), else fp32."""
     try:
@@ -228,9 +237,7 @@ def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtyp
         raise RuntimeUnavailable(f"onnxruntime is not installed ({exc})") from exc
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    set_ort_threads(opts, threads)
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     dtype = dtype or sess.get_modelmeta().custom_metadata_map.get("precision", "fp32")
