@@ -2691,8 +2691,10 @@ def test_modern_recipe_learns_as_shipped(tmp_path):
                   resolution=64, epochs=15, batch_size=32, workers=0, threads=1, quiet=True)  # fmt: skip
     assert cfg.ema_decay == 0.9998
     summary = train(cfg)
-    # 200 balanced val images: chance 0.25 with binomial sd 0.031, so 0.36 is 3.5 sd above it (0.42-0.44 measured)
-    assert summary["final_top1"] >= 0.36
+    # 200 balanced val images: chance 0.25 with binomial sd 0.031, so 0.36 is 3.5 sd above it; at chance the best of
+    # the 15 evaluations (all of the EMA weights) reaches it with p <= 15 x 2.3e-4. The best, not the final: seeds 0-9
+    # end at 0.325-0.50 (seed 5 below the bar; seed 0, this test's, 0.43) and peak at 0.38-0.555
+    assert summary["best_top1"] >= 0.36
 
 
 def test_a_run_folder_with_checkpoints_needs_resume_and_the_same_settings(tmp_path, capsys):
