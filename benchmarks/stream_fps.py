@@ -19,7 +19,8 @@ Models: the real uint8 TFLite ImageNet classifiers (shared/data/mobilenet-weight
 0.75-192), converted by `mobilenets convert`; and 1.0-224 with random weights (no real 1.0 weights are here; speed
 does not depend on the values: its activations stay far from denormal floats, 1e-17 at the last block).
 Runtimes: ort, openvino (when installed) and torch, at ``--threads`` (default 1: the headline; this machine's second
-vCPU is shared; FFmpeg's decoder and x264 pick their own thread counts, as in `stream`). Each (model, runtime,
+vCPU is shared). FFmpeg's decoder and x264 run at ``--threads`` too, as `stream --threads` sets them since 2026-11-28
+(earlier results let them take a thread per core beside the 1-thread model). Each (model, runtime,
 encode) configuration runs once per round, in the same order every round (alternating configurations, not one
 after another), ``--rounds`` rounds; the median over rounds is reported.
 
