@@ -871,8 +871,8 @@ def test_rows_of_runs_on_two_datasets_name_each_and_are_drawn_apart(tmp_path, mo
         {**base, "model": "mobilenet_v1_050_96", "latency_ms_median": 1.0, "top1": 61.0, "top1_task": tasks[1]},
     ]
     fig = _accuracy_figure(rows, tmp_path / "two.png", monkeypatch)
-    assert [ax.get_ylabel() for ax in fig.axes] == [f"top-1 (%): your runs ({t}), interpolated between them"
-                                                    for t in sorted(tasks)]  # fmt: skip
+    # each panel holds its runs' own points only: nothing interpolated, and the label no longer says so
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"top-1 (%): your runs ({t})" for t in sorted(tasks)]
     assert [_points(ax) for ax in fig.axes] == [{(0.6, 88.0)}, {(1.0, 61.0)}][:: 1 if tasks[0] < tasks[1] else -1]
 
 
@@ -886,6 +886,11 @@ def test_the_accuracy_plot_of_one_source_is_labelled_as_before(tmp_path, monkeyp
         ([{**base, "top1_source": "tfslim", "top1_table": "tfslim"}], "expected ImageNet top-1 (%)"),
         ([{**base, "top1_source": "paper", "top1_table": "paper"}], "expected ImageNet top-1 (%)"),
         ([{**base, "top1_source": "interpolated", "top1_table": "measured"}],
+         "top-1 (%): your runs, interpolated between them"),
+        # a run folder's row (or a run's own model under --accuracy): measured, so not "interpolated"
+        ([{**base, "top1_source": "run: r/summary.json, 2 classes", "top1_table": "measured"}], "top-1 (%): your runs"),
+        ([{**base, "top1_source": "measured, of fp32 weights", "top1_table": "measured"}], "top-1 (%): your runs"),
+        ([{**base, "top1_source": "interpolated, of fp32 weights", "top1_table": "measured"}],
          "top-1 (%): your runs, interpolated between them"),
         ([{**base, "top1_source": "tfslim"}], "expected ImageNet top-1 (%)"),  # no top1_table column
         ([{**base, "top1_source": "interpolated"}], "top-1 (%), source not recorded"),

@@ -127,6 +127,8 @@ def _one_line_error(argv, capsys, monkeypatch) -> str:
         (lambda d, f: d / "missing.onnx", "ort", ["missing.onnx", "no such file or folder"]),
         (lambda d, f: d / "no" / "folder", "ort", ["no such file or folder"]),
         (lambda d, f: _write(d / "notes.txt", "x"), "ort", ["notes.txt", "neither"]),
+        # a link to nothing said "this is neither": what is missing is its target, named
+        (lambda d, f: _link(d / "broken", d / "gone.onnx"), "ort", ["broken", "no such file or folder", "gone.onnx"]),
         (lambda d, f: _write(d / "junk.onnx", "not onnx"), "ort", ["junk.onnx", "not a readable ONNX model"]),
         (lambda d, f: _mkdir(d / "empty"), "ort", ["empty", "not a mobilenets weights folder"]),
         (lambda d, f: f["fp32"], "torch", ["m.onnx", "torch", "ONNX file", "ort, openvino"]),
@@ -148,6 +150,86 @@ def _write(path: Path, text: str) -> Path:
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+def _link(path: Path, target: Path) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+CLI_TINY = ["--runtimes", "ort", "--min-runs", "3", "--min-time", "0", "--batch", "0", "--format", "json",
+            "--no-progress"]  # fmt: skip
+
+
+def test_cli_a_path_holding_a_comma_is_given_with_an_escaped_comma(files, tmp_path, capsys, monkeypatch):
+    """``--models`` split on every comma, so ``--models "a,b/w"`` said "model 'a' is not allowed" (not the path given)
+    and such a path could not be given at all. Its words are split as train's list options are
+    (`train_config.comma_parts`): ``\\,`` is a comma inside an item; items may also be separate words (a glob)."""
+    folder = tmp_path / "a,b" / "w"
+    mobilenets.save(mobilenets.load(files["weights"]), folder)
+    escaped = str(folder).replace(",", "\\,")
+    assert main(["bench", "--models", f"{files['fp32']},{escaped}", "0.25-64", *CLI_TINY]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["file"]) for r in rows] == [(str(files["fp32"]), str(files["fp32"].resolve())),
+                                                       (str(folder), str(folder.resolve())),
+                                                       ("mobilenet_v1_025_64", None)]  # fmt: skip
+    # a missing one is named whole
+    err = _one_line_error(["--models", str(tmp_path / "x\\,y" / "m.onnx")], capsys, monkeypatch)
+    assert f"model {str(tmp_path / 'x,y' / 'm.onnx')!r} is not allowed: no such file or folder" in err, err
+
+
+def test_a_home_path_after_a_comma_is_expanded_and_its_row_names_it_as_typed(files, tmp_path, monkeypatch, capsys):
+    """The shell expands ``~`` at a word's start only: ``--models 0.25-64,~/m.onnx`` reached bench as typed and said
+    "no such file or folder". The row's ``model`` is the path as typed (as ``./m.onnx`` stays), ``file`` the
+    resolved path."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(files["fp32"], tmp_path / "m.onnx")
+    found = bench.resolve_model("~/m.onnx")
+    assert isinstance(found, bench.ModelPath) and found.given == "~/m.onnx" and found.path == tmp_path / "m.onnx"
+    assert main(["bench", "--models", "0.25-64,~/m.onnx", *CLI_TINY]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["file"]) for r in rows] == [("mobilenet_v1_025_64", None),
+                                                       ("~/m.onnx", str((tmp_path / "m.onnx").resolve()))]  # fmt: skip
+
+
+def test_rows_of_two_files_of_one_name_are_two_rows_of_a_merged_results_file(tmp_path):
+    """`row_key` left out ``file``: ``bench --models m.onnx --out r`` run in two folders replaced the first folder's
+    row with the second's. A path's rows are keyed by their file too; rows without one (named models, rows written
+    before the column) are keyed as before, so a named model measured again still replaces its row."""
+    first, second, named = _row("0.25-96"), _row("0.25-96"), _row("0.25-64")
+    first.update(model="m.onnx", file="/a/m.onnx", latency_ms_median=1.0)
+    second.update(model="m.onnx", file="/b/m.onnx", latency_ms_median=2.0)
+    bench.write_results([first, named], tmp_path / "r")
+    again = {**named, "latency_ms_median": 3.0}
+    bench.write_results([second, again], tmp_path / "r", say=print)
+    rows = bench.read_results(tmp_path / "r.json")
+    assert [(r["model"], r["file"], r["latency_ms_median"]) for r in rows] == [
+        ("m.onnx", "/a/m.onnx", 1.0), ("0.25-64", None, 3.0), ("m.onnx", "/b/m.onnx", 2.0)
+    ]  # fmt: skip
+    bench.write_results([{**second, "latency_ms_median": 4.0}], tmp_path / "r", say=print)  # the same file: replaced
+    assert [r["latency_ms_median"] for r in bench.read_results(tmp_path / "r.json")] == [1.0, 3.0, 4.0]
+
+
+def test_ctrl_c_leaves_out_of_pending_the_runtimes_a_file_is_refused_on(files, monkeypatch):
+    """After Ctrl-C, `BenchInterrupted.pending` (which names the results file as the whole run would) listed torch
+    for an ONNX file that torch cannot run (`ModelPath.cannot_run`): the whole run writes no torch row, and the name
+    said torch. Refused pairs are left out; a named model's are kept."""
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "measure", interrupt)
+    monkeypatch.setattr(bench, "matmul_gflops", lambda *a, **k: 50.0)
+    cfg = bench.BenchConfig(models=str(files["fp32"]), runtimes=("ort", "torch"), threads=1, **TINY)
+    with pytest.raises(bench.BenchInterrupted) as caught:
+        bench.run_bench(cfg)
+    assert caught.value.pending == [{"runtime": "ort", "threads": 1}]
+    cfg = bench.BenchConfig(models=(str(files["fp32"]), "0.25-64"), runtimes=("ort", "torch"), threads=1, **TINY)
+    with pytest.raises(bench.BenchInterrupted) as caught:
+        bench.run_bench(cfg)
+    assert caught.value.pending == [{"runtime": "ort", "threads": 1}] * 2 + [{"runtime": "torch", "threads": 1}]
 
 
 def test_cli_bench_of_a_file_beside_a_name_prints_both_rows_and_one_note_per_refused_runtime(files, capsys):
@@ -295,6 +377,35 @@ def test_a_run_without_a_final_top1_says_so_once(trained_run, tmp_path):
                                                          "(the run validated no epoch): no measured top-1"]  # fmt: skip
 
 
+def test_a_runs_model_best_row_carries_its_best_top1(trained_run, tmp_path):
+    """`bench --models RUN/model_best` had no top-1, though summary.json holds ``best_top1``, the top-1 of exactly
+    those weights. It carries it (named best_top1 in its source), under the same checks as RUN/model's final_top1:
+    a summary whose best_top1 is not what model_best/'s config.json records gives none and says why."""
+    import shutil
+
+    from mobilenets.weights import read_config
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    data = json.loads((run / "summary.json").read_text())
+    recorded = read_config(run / "model_best")["provenance"]["val_top1"]
+    assert data["best_top1"] == recorded  # what the check compares
+    # final_top1 gone: were model_best's top-1 read from it (or RUN/model's read from best_top1), these would differ
+    (run / "summary.json").write_text(json.dumps({**data, "final_top1": None}))
+    notes = []
+    cfg = bench.BenchConfig(models=(str(run / "model_best"), str(run)), runtimes=("torch",), **TINY)
+    best, final = bench.run_bench(cfg, notes=notes)
+    task = accuracy.task_name(2, tuple(RUN_CLASSES))
+    assert best["top1"] == pytest.approx(100 * data["best_top1"]) and final["top1"] is None
+    assert best["top1_source"] == f"run: {run / 'summary.json'} best_top1, {task}, 8 val images"
+    assert (best["top1_table"], best["top1_task"]) == ("measured", task)
+    assert [n for n in notes if "summary.json" in n] == [f"note: {run}: {run / 'summary.json'}: no final_top1 (the "
+                                                         "run validated no epoch): no measured top-1"]  # fmt: skip
+    (run / "summary.json").write_text(json.dumps({**data, "best_top1": data["best_top1"] / 2 + 0.01}))
+    top1, why = accuracy.weights_run_top1(run / "model_best")
+    assert top1 is None and why.startswith(f"{run / 'summary.json'} is not of the weights in {run / 'model_best'}")
+
+
 def test_plots_and_select_treat_a_run_folder_row_as_the_runs_measurement(trained_run, tmp_path, capsys, monkeypatch):
     """The accuracy plot puts a run folder's row in the panel of the run's task (not on TF-slim's ImageNet axis), as
     a measured (filled) point; select, which times the candidates it exports, does not take the run's latency for
@@ -312,7 +423,7 @@ def test_plots_and_select_treat_a_run_folder_row_as_the_runs_measurement(trained
     task = accuracy.task_name(2, tuple(RUN_CLASSES))
     assert [ax.get_ylabel() for ax in panels] == [
         "expected ImageNet top-1 (%):\nTF-slim's published table",
-        f"top-1 (%): your runs ({task}), interpolated between them",
+        f"top-1 (%): your runs ({task})",  # the run's own measurement: nothing interpolated (it said so)
     ]
     (measured,) = [line for line in panels[1].get_lines() if line.get_marker() == "o"]
     assert measured.get_markerfacecolor() != "none"  # the run's own measurement, not an estimate

@@ -280,7 +280,8 @@ def run_folder(summary: str | os.PathLike) -> str | None:
 
 
 class RunTop1(NamedTuple):
-    """A `mobilenets train` run's measured top-1 of the weights in its ``model/`` folder (`weights_run_top1`)."""
+    """A `mobilenets train` run's measured top-1 of the weights in its ``model/`` or ``model_best/`` folder
+    (`weights_run_top1`)."""
 
     top1: float  # %
     source: str  # "run: RUN/summary.json, 10 classes #1a2b3c4d, 500 val images": whose measurement it is
@@ -288,38 +289,43 @@ class RunTop1(NamedTuple):
 
 
 def weights_run_top1(folder: str | os.PathLike) -> tuple[RunTop1 | None, str]:
-    """(the measured top-1 of the weights ``folder``, why there is none): where ``folder`` is the final weights
-    (``RUN/model``) of a `mobilenets train` run (`run_folder`), its summary.json's ``final_top1``, which the trainer
-    writes of exactly those weights (``best_top1`` is of ``model_best/``, not of these). The why is '' where there is
-    no such run (a weights folder of its own: nothing measured it), else one line naming the summary: it is not
-    readable, holds no final top-1 (no validation), or is not of these weights (its model or its top-1 differs from
-    what the weights' config.json records: a summary left by an earlier state of the run)."""
+    """(the measured top-1 of the weights ``folder``, why there is none): where ``folder`` is one of the weights
+    folders of a `mobilenets train` run (`run_folder`), its summary.json's top-1 of exactly those weights (as
+    `trainer` writes them): ``final_top1`` for ``RUN/model``, ``best_top1`` for ``RUN/model_best`` (the best epoch's
+    on the same val split that chose it, so optimistic as an estimate of unseen data; its source says best_top1). The
+    why is '' where there is no such run (a weights folder of its own: nothing measured it), else one line naming the
+    summary: it is not readable, holds no such top-1 (no validation), or is not of these weights (its model or its
+    top-1 differs from what the weights' config.json records: a summary left by an earlier state of the run)."""
     from . import weights
 
     folder = Path(folder)
     if folder.name in ("", ".."):  # `.` or `..` (bench run inside RUN/model): their parent is the run's only by name
         folder = Path(os.path.abspath(folder))
     summary = folder.parent / "summary.json"
-    if folder.name != weights.RUN_WEIGHTS or not summary.is_file() or run_folder(summary) is None:
+    # the summary.json key of each weights folder a run saves (`trainer`): RUN/model holds the last epoch's weights
+    # (final_top1), RUN/model_best the best evaluated epoch's (best_top1)
+    key = {weights.RUN_WEIGHTS: "final_top1", "model_best": "best_top1"}.get(folder.name)
+    if key is None or not summary.is_file() or run_folder(summary) is None:
         return None, ""
     try:
         run, data = read_run(summary, grid=False), json.loads(summary.read_text())
         config = weights.read_config(folder)
     except (ValueError, OSError) as exc:  # WeightsError is a ValueError
         return None, f"{exc}: no measured top-1"
-    final, spec = data.get("final_top1"), config["spec"]
+    measured, spec = data.get(key), config["spec"]
     recorded = (config.get("provenance") or {}).get("val_top1")
-    if not isinstance(final, int | float) or isinstance(final, bool):
-        return None, f"{summary}: no final_top1 (the run validated no epoch): no measured top-1"
+    if not isinstance(measured, int | float) or isinstance(measured, bool) or measured < 0:  # -1: trainer's "none"
+        return None, f"{summary}: no {key} (the run validated no epoch): no measured top-1"
     if (run.alpha, run.resolution, run.num_classes) != (spec.alpha, spec.resolution, spec.num_classes) or (
-        isinstance(recorded, int | float) and not math.isclose(recorded, final, abs_tol=1e-9)
+        isinstance(recorded, int | float) and not math.isclose(recorded, measured, abs_tol=1e-9)
     ):
         return None, f"{summary} is not of the weights in {folder} (its model or top-1 differs): no measured top-1"
     task = task_name(run.num_classes, run.classes)
     images = data.get("val_images")
     seen = f", {images} val images" if isinstance(images, int) and not isinstance(images, bool) else ""
-    top1 = float(final) * (100.0 if final <= 1.0 else 1.0)  # the trainer writes a fraction (`read_run`)
-    return RunTop1(top1, f"run: {summary}, {task}{seen}", task), ""
+    which = "" if key == "final_top1" else f" {key}"  # model/'s source reads as it always did
+    top1 = float(measured) * (100.0 if measured <= 1.0 else 1.0)  # the trainer writes a fraction (`read_run`)
+    return RunTop1(top1, f"run: {summary}{which}, {task}{seen}", task), ""
 
 
 def task_name(num_classes: int, classes: tuple[str, ...] | None) -> str:

@@ -215,8 +215,8 @@ class ModelPath:
     as a registered one is. ``spec`` is what the file says it holds (an ONNX file's metadata, its resolution the
     graph's input size: `infer.onnx_spec`, which `predict` uses too); ``precision`` is an ONNX file's (fp32 | int8,
     its metadata's, as `runtimes.ort_runner` reads it), fp32 for weights. ``run``: the top-1 a `mobilenets train` run
-    measured of these very weights (its ``RUN/model``: `accuracy.weights_run_top1`), the rows' top-1; ``run_note``,
-    why a run folder's summary.json gave none (one line, for bench's notes)."""
+    measured of these very weights (its ``RUN/model`` or ``RUN/model_best``: `accuracy.weights_run_top1`), the rows'
+    top-1; ``run_note``, why a run folder's summary.json gave none (one line, for bench's notes)."""
 
     given: str  # as the user wrote it: the rows' ``model``
     path: Path  # the .onnx file or the weights folder
@@ -256,7 +256,8 @@ def resolve_model(name: str) -> ModelSpec | str | ModelPath:
     """A registered name, an "alpha-resolution" spec like "0.6-176", a "timm:<name>" peer (returned as is), or the
     path of an exported ONNX file or of a weights or run folder (`ModelPath`). A name wins over a file or folder of
     the same name in the working directory (names meant what they mean before paths were taken); ``./NAME`` is the
-    path."""
+    path. A leading ``~`` is the home folder (`os.path.expanduser`), as a shell expands it in a word of its own but
+    not after a comma; the rows' ``model`` keeps the name as typed, their ``file`` is the resolved path."""
     if name.startswith(PEER_PREFIX):
         _check_peer(name)
         return name
@@ -267,8 +268,12 @@ def resolve_model(name: str) -> ModelSpec | str | ModelPath:
         return model_spec(name)  # registered, or an off-grid mobilenet_v1_<alpha x 100>[_<res>] name
     except SpecError:
         pass
-    if os.path.lexists(name):
+    where = os.path.expanduser(name)  # after a comma (`--models 0.25-128,~/m.onnx`) no shell expanded the ~
+    if os.path.exists(where):
         return model_path(name)
+    if os.path.islink(where):  # a broken link: its target is what is missing, not a model "neither" kind
+        raise SpecError(f"model {name!r} is not allowed: no such file or folder: it is a link to "
+                        f"{os.readlink(where)!r}, which does not exist")  # fmt: skip
     if _looks_like_path(name):
         raise SpecError(f"model {name!r} is not allowed: no such file or folder (a model path must be an ONNX file "
                         "from `mobilenets export` or a weights or run folder)")  # fmt: skip
@@ -289,7 +294,7 @@ def model_path(name: str) -> ModelPath:
     from .export import read_onnx_metadata
     from .infer import onnx_spec
 
-    path = Path(name)
+    path = Path(name).expanduser()  # the row's ``model`` stays as typed; ``file`` is the resolved path
     if path.is_file() and path.suffix.lower() == ".onnx":
         spec = onnx_spec(path)  # ExportError (a ValueError) naming the file: not ONNX, or no mobilenets metadata
         precision = read_onnx_metadata(path).get("precision", "fp32")
@@ -781,8 +786,9 @@ def _peer_macs(label: str, spec: ModelSpec) -> int | None:
 class BenchInterrupted(KeyboardInterrupt):
     """Ctrl-C during `run_bench`: ``rows`` are the rows measured before it, of ``total`` measurements planned (the
     command writes them; a caller that does not look sees a KeyboardInterrupt); ``pending``, the runtime and threads
-    of each measurement not made, of runtimes not skipped (so that `results_name` names the file the whole run would
-    have written, and the same command run again replaces it)."""
+    of each measurement not made that a rerun would make (`_pending`: not of runtimes skipped, nor refused for a file
+    given), so that `results_name` names the file the whole run would have written, and the same command run again
+    replaces it."""
 
     def __init__(self, rows: list[dict[str, Any]], total: int, pending: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(f"interrupted after {len(rows)} of {total} measurements")
@@ -847,11 +853,30 @@ def run_bench(cfg: BenchConfig, *, notes: list[str] | None = None) -> list[dict[
             bar.update(1, measured=len(rows) > measured)
             measured, done = len(rows), done + 1
     except KeyboardInterrupt:
-        pending = [{"runtime": r, "threads": t} for t, r, _ in jobs[done:] if r not in skipped]
-        raise BenchInterrupted(rows, len(jobs), pending) from None
+        raise BenchInterrupted(rows, len(jobs), _pending(jobs[done:], skipped)) from None
     finally:
         bar.close()
     return rows
+
+
+def _pending(jobs: Sequence[tuple[int, str, str]], skipped: set[str]) -> list[dict[str, Any]]:
+    """The runtime and threads of each job of ``jobs`` a rerun would measure (`BenchInterrupted.pending`): not those
+    of a runtime unavailable here (``skipped``), nor a runtime that cannot run the file given (`ModelPath.cannot_run`),
+    which a rerun refuses again: they named a runtime in the results file's name that the whole run never writes."""
+    targets: dict[str, Any] = {}
+    pending = []
+    for threads, runtime, name in jobs:
+        if runtime in skipped:
+            continue
+        if name not in targets:
+            try:
+                targets[name] = resolve_model(name)
+            except (ValueError, OSError):  # the file went away since validate: the Ctrl-C's rows still come back
+                targets[name] = None
+        target = targets[name]
+        if not isinstance(target, ModelPath) or target.cannot_run(runtime) is None:
+            pending.append({"runtime": runtime, "threads": threads})
+    return pending
 
 
 def _progress(total: int, enabled: bool, stream: Any = None, every_s: float = 30.0) -> JobProgress:
@@ -913,8 +938,12 @@ def results_name(rows: Sequence[dict], stem: str = "bench") -> str:
 
 
 def row_key(row: dict) -> tuple:
-    """What one bench row measured: a later row of the same key replaces it."""
-    return (row["model"], row["runtime"], row.get("backend"), int(row["threads"]), row.get("batch"))
+    """What one bench row measured: a later row of the same key replaces it. A row of a file or folder given by path
+    is keyed by that file too (``file``, the resolved path): ``m.onnx`` benched in two folders is two files, and the
+    second replaced the first in a results file both were merged into. Rows without one (named models, rows written
+    before the column) are keyed as before."""
+    key = (row["model"], row["runtime"], row.get("backend"), int(row["threads"]), row.get("batch"))
+    return (*key, row["file"]) if row.get("file") else key
 
 
 def merge_rows(old: Sequence[dict], new: Sequence[dict]) -> tuple[list[dict], int, int]:

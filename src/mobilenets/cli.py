@@ -398,10 +398,13 @@ def _add_bench(sub) -> Handler:
 
     d = BenchConfig()
     p = sub.add_parser("bench", help="measure latency/throughput/memory/size of MobileNets on this machine")
-    p.add_argument("--models", type=_csv_list(str), help="names, ALPHA-RESOLUTION specs, timm:<name>, exported .onnx "
-                   "files (run as they are, on the ONNX runtimes of their precision) or weights/run folders; a name "
-                   "wins over a path of the same name: ./NAME is the path (default: the paper's 16-model "
-                   "grid)")  # fmt: skip
+    # as train's list options: words of comma-separated items (`comma_parts`: a backslash-comma is a comma inside an
+    # item, a path's), split in cmd_bench so that an empty list stays config_from's error naming --models
+    p.add_argument("--models", nargs="+", metavar="MODELS", help="names, ALPHA-RESOLUTION specs, timm:<name>, exported "
+                   ".onnx files (run as they are, on the ONNX runtimes of their precision) or weights/run folders, "
+                   "comma- or space-separated ('\\,' (quoted) is a comma inside a path; ~ is the home folder after "
+                   "a comma too); a name wins over a path of the same name: ./NAME is the path (default: the "
+                   "paper's 16-model grid)")  # fmt: skip
     p.add_argument("--alpha", type=_csv_list(float), help="alphas (x --resolution) instead of --models")
     p.add_argument("--resolution", type=_csv_list(int), help="resolutions (x --alpha) instead of --models")
     p.add_argument("--runtimes", type=_csv_list(str), default=list(d.runtimes),
@@ -431,11 +434,13 @@ def _add_bench(sub) -> Handler:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
+    from .train_config import comma_parts
 
     kw = dict(runtimes=tuple(args.runtimes), threads=tuple(args.threads), batch=args.batch, min_runs=args.min_runs,
               min_time=args.min_time, target_fps=args.target_fps, accuracy_files=tuple(args.accuracy or ()),
               progress=not args.no_progress, cuda_backend=args.cuda_backend)  # fmt: skip
-    cfg = bench.config_from(args.models, args.alpha, args.resolution, **kw)
+    models = None if args.models is None else [m for word in args.models for m in comma_parts(word)]
+    cfg = bench.config_from(models, args.alpha, args.resolution, **kw)
     if args.lut:
         from . import lut
 

@@ -100,7 +100,7 @@ IMAGENET_TOP1 = "expected ImageNet top-1 (%)"
 TOP1_LABELS = {
     "tfslim": (IMAGENET_TOP1, "TF-slim's published table"),
     "paper": (IMAGENET_TOP1, "the paper's Tables 6-7"),
-    "measured": ("top-1 (%): your runs, interpolated between them", ""),  # says its source already
+    "measured": ("top-1 (%): your runs", ""),  # says its source already (`top1_ylabel` adds how it estimated)
     None: ("top-1 (%), source not recorded", ""),
 }
 TABLES = ("tfslim", "paper", "measured")
@@ -114,12 +114,17 @@ def top1_table(row: dict) -> str | None:
     return row.get("top1_source") if row.get("top1_source") in TABLES else None
 
 
-def top1_ylabel(table: str | None, named: bool, task: str | None = None) -> str:
+def top1_ylabel(table: str | None, named: bool, task: str | None = None, estimated: bool = True) -> str:
     """The accuracy axis' label for ``table``; ``named`` adds the source where the label alone would not tell it from
-    another panel's (two ImageNet tables); ``task`` (`accuracy.task_name`) names what the user's runs measured."""
+    another panel's (two ImageNet tables); ``task`` (`accuracy.task_name`) names what the user's runs measured;
+    ``estimated``, whether the panel holds a top-1 the accuracy model estimated from the runs (`ESTIMATED`): only then
+    does the user's runs' label say "interpolated between them" (a panel of run folders' rows, each its run's own
+    measurement, said so too)."""
     base, source = TOP1_LABELS.get(table, (f"top-1 (%): {table}", ""))
     if task:
         base = base.replace("your runs", f"your runs ({task})")
+    if table == "measured" and estimated:
+        base += ", interpolated between them"
     return f"{base}:\n{source}" if named and source else base
 
 
@@ -145,6 +150,8 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     tables, or two 10-class sets), so they get neither one y axis nor one Pareto front (refusing would lose the plot
     of a finished bench; separate files would hide that the other exists). One source draws one panel, labelled as
     before (naming the runs' task where the rows record it)."""
+    from .bench import top1_basis
+
     plt = _pyplot()
     groups = _top1_groups(rows)
     if not groups:  # no top-1 at all: the empty axis of the source the rows name
@@ -155,7 +162,8 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     names = list(_series(rows))  # colours over every panel: a runtime keeps its colour
     for ax, ((table, task), group) in zip(axes[:, 0], groups.items(), strict=True):
         _accuracy_panel(ax, _series(group), names, target_fps)
-        ax.set(xscale="log", ylabel=top1_ylabel(table, named, task))
+        guessed = any(top1_basis(r.get("top1_source")) in ESTIMATED for r in group)
+        ax.set(xscale="log", ylabel=top1_ylabel(table, named, task, guessed))
         _plain_log_ticks(ax, "x")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
