@@ -50,7 +50,7 @@ from .cores import usable_cores
 from .gpu import BACKENDS as CUDA_BACKENDS
 from .progress import Lines, bar_or_lines
 from .registry import PAPER_ALPHAS, PAPER_RESOLUTIONS, create_model, grid_name, model_spec
-from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, torch_threads
+from .runtimes import RUNTIME_INFO, RuntimeUnavailable, check_runtime, make_runner, set_ort_threads, torch_threads
 from .spec import ModelSpec, SpecError, on_grid
 
 GRID = tuple(grid_name(a, r) for a in PAPER_ALPHAS for r in PAPER_RESOLUTIONS)
@@ -435,8 +435,7 @@ def sgemm_gflops(threads: int = 1, *, n: int = 512, seconds: float = 0.5) -> dic
     spec = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [n, n]) for name in "ABC"]
     graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["A", "B"], ["C"])], "sgemm", spec[:2], spec[2:])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options = set_ort_threads(ort.SessionOptions(), threads)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {"A": a.numpy(), "B": b.numpy()}
     times = time_calls(lambda: session.run(None, feed), min_runs=10_000, min_time=seconds, warmup=2)
