@@ -1081,3 +1081,72 @@ def test_a_better_model_kept_out_only_by_the_fp32_size_is_named_once_and_only_th
     assert select(Constraints(max_mb=4, size_dtype="int8"), space=space).int8_note == ""  # judged by int8 already
     assert select(Constraints(max_mb=4, max_macs=50e6), space=space).int8_note == ""  # 0.5-160 breaks MACs too
     assert select(Constraints(max_mb=1), space=space).int8_note != ""  # none chosen: the note shows the way
+
+
+def _bench_file(tmp_path, runtime, alpha=0.5, resolution=160):
+    """A bench file measuring one model on ``runtime`` (1 thread, 10 ms): select needs no lookup table for it."""
+    row = {"model": grid_name(alpha, resolution), "alpha": alpha, "resolution": resolution, "runtime": runtime,
+           "threads": 1, "batch": 0, "latency_ms_median": 10.0}  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": [row]}))
+    return ("--bench", str(tmp_path / "b.json"), "--runtime", runtime, "--alpha-range", f"{alpha},{alpha},0.05",
+            "--res-range", f"{resolution},{resolution},16")  # fmt: skip
+
+
+@pytest.mark.parametrize("runtime,suffixes", [("ort-int8", [".int8.onnx", ".fp32.onnx"]), ("ort", [".onnx"])])
+def test_the_selection_carries_the_files_its_export_writes_and_the_cli_names_them(capsys, tmp_path, monkeypatch,
+                                                                                  runtime, suffixes):  # fmt: skip
+    """The CLI found the fp32 model an INT8 export leaves beside it by reading the printed line back with shlex and
+    applying `export.fp32_companion` again: a second copy of `select.export_files`' rule. The selection carries the
+    files its export writes (JSON ``export_files``, ``--out`` first), and the CLI names the companion from them."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mobilenet_v1_050_160.fp32.onnx").write_text("an earlier export")  # in an INT8 export's way only
+    stem = "mobilenet_v1_050_160-2" if len(suffixes) > 1 else "mobilenet_v1_050_160"
+    code, out, err = run(capsys, "--fps", "24", *_bench_file(tmp_path, runtime), "--json")
+    got = json.loads(out)
+    assert code == 0 and got["export_files"] == [stem + s for s in suffixes], err
+    (export,) = [shlex.split(x) for x in got["commands"] if x.startswith("mobilenets export ")]
+    assert export[export.index("--out") + 1] == got["export_files"][0]
+    code, out, _ = run(capsys, "--fps", "24", *_bench_file(tmp_path, runtime))
+    companion = f" (the INT8 export also writes its fp32 model, {stem}.fp32.onnx)" if len(suffixes) > 1 else ""
+    assert code == 0 and f"\nto produce it{companion}:\n" in out, out
+
+
+@pytest.mark.parametrize("runtime,dtype", [("openvino-bf16", "bf16"), ("cuda-bf16", "bf16"), ("cuda-fp16", "fp16")])
+def test_the_sizes_line_says_a_bf16_or_fp16_runtime_loads_fp32_weights_and_computes_rounded(runtime, dtype):
+    """The sizes line said bf16/fp16 runtimes "run fp32 weights": they load the fp32 file (the size judged, rightly)
+    but compute rounded to bf16/fp16 (`runtimes`: OpenVINO's precision hint, the cuda model cast)."""
+    space = SearchSpace(0.25, 0.25, 0.05, 160, 160, 16)
+    note = select(Constraints(max_mb=4), space=space, runtime=runtime).size_note
+    assert note == (f"sizes: fp32 weights <= 4 MiB, as {runtime} loads the fp32 weights and computes rounded to "
+                    f"{dtype} (--size-dtype int8 judges the int8 file)")  # fmt: skip
+    assert select(Constraints(max_mb=4), space=space, runtime="ort").size_note.startswith(
+        "sizes: fp32 weights <= 4 MiB, as ort runs fp32 weights ("
+    )
+
+
+def test_an_int8_size_on_a_runtime_that_runs_fp32_says_the_latency_is_not_the_int8_file_s(capsys, tmp_path):
+    """`--size-dtype int8` on ort judged the INT8 file's size and printed its export, but timed ort's fp32 model,
+    without a word: the latency shown is not the shipped file's. A note says so and names the INT8 runtime that
+    times that file (no lookup table predicts it: it needs bench files)."""
+    space = SearchSpace(0.25, 0.5, 0.25, 160, 160, 16)
+    tail = "not that file's: {} times it (it needs --bench files measuring it: no lookup table does)"
+    expected = {
+        "ort": "of fp32 weights, " + tail.format("--runtime ort-int8"),
+        "openvino-bf16": "of fp32 weights computed in bf16, " + tail.format("--runtime openvino-int8"),
+        "torch": "of fp32 weights, " + tail.format("--runtime ort-int8 or --runtime openvino-int8"),
+    }
+    for runtime, words in expected.items():
+        for k in (Constraints(max_mb=4, size_dtype="int8"), Constraints(size_dtype="int8")):  # no budget: the export
+            assert select(k, space=space, runtime=runtime).latency_note == (
+                f"note: sizes and the export are of the INT8 file (--size-dtype int8), but latency_ms is {runtime}'s, "
+                + words
+            )
+    for runtime, k in (("ort", Constraints(max_mb=4)), ("ort-int8", Constraints(max_mb=4, size_dtype="int8"))):
+        assert select(k, space=space, runtime=runtime).latency_note == ""  # timed what is sized, or fp32 alone
+    code, out, _ = run(capsys, "--fps", "24", "--size-dtype", "int8", *_bench_file(tmp_path, "ort"))
+    (note,) = [line for line in out.splitlines() if "latency_ms is ort's" in line]
+    assert code == 0 and note.endswith(tail.format("--runtime ort-int8")) and " --int8 " in out
+    code, out, _ = run(capsys, "--fps", "24", "--size-dtype", "int8", *_bench_file(tmp_path, "ort"), "--json")
+    assert json.loads(out)["latency_note"] == note

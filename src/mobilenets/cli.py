@@ -542,8 +542,6 @@ def _count(name: str, text: str | None) -> float | None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    import shlex
-
     from . import accuracy
     from .cores import check_threads, usable_cores
     from .lut import LUT_RUNTIMES
@@ -581,7 +579,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         print("fastest and smallest candidates, for reference:")
         shown = [{"role": "fastest", **sel.fastest}, {"role": "smallest", **sel.smallest}]
         print(render(shown, "table", ("role", *SHOW_COLUMNS)))
-        for note in (head_note(shown), sel.top1_note, sel.size_note, sel.int8_note):
+        for note in (head_note(shown), sel.top1_note, sel.size_note, sel.latency_note, sel.int8_note):
             if note:
                 print(note)
         return 1
@@ -596,20 +594,15 @@ def cmd_select(args: argparse.Namespace) -> int:
           f"expected top-1 {top1} ({c['top1_source']}), {ms}, {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
-    for note in (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.int8_note):
+    for note in (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.latency_note, sel.int8_note):
         if note:
             print(note)
     how = "to produce it:"
     if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
         how = (f"to produce it (trained already: {sel.commands_from} measured its top-1; export its weights, or "
                "retrain it with that run's recipe):")  # fmt: skip
-    for line in sel.commands or []:  # one export line; an INT8 one leaves the fp32 model too
-        if " --int8" in line:
-            from .export import fp32_companion
-
-            argv = shlex.split(line)
-            fp32 = fp32_companion(Path(argv[argv.index("--out") + 1]))
-            how = how[:-1] + f" (the INT8 export also writes its fp32 model, {fp32}):"
+    if len(sel.export_files or []) > 1:  # an INT8 export leaves the fp32 model beside it (`select.export_files`)
+        how = how[:-1] + f" (the INT8 export also writes its fp32 model, {sel.export_files[1]}):"
     print(f"\n{how}\n  " + "\n  ".join(sel.commands or []))
     return 0
 

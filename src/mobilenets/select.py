@@ -178,17 +178,21 @@ def size_dtype_for(runtime: str) -> str:
 
 def int8_way(runtime: str) -> str:
     """How to judge a candidate by its INT8 export's size on ``runtime`` (`Constraints.failures`' hint): on an INT8
-    runtime, ``--size-dtype int8``; else the INT8 runtime of its engine (ort -> ort-int8, any openvino ->
-    openvino-int8; torch and cuda run no INT8 file: both ONNX ones), which sizes that file and times it too (an
-    fp32 runtime's latency is not the INT8 file's)."""
-    from .runtimes import RUNTIME_INFO
-
+    runtime, ``--size-dtype int8``; else the INT8 runtime of its engine (`int8_runtimes`), which sizes that file and
+    times it too (an fp32 runtime's latency is not the INT8 file's)."""
     if size_dtype_for(runtime) == "int8":
         return "--size-dtype int8"
+    return " or ".join(f"--runtime {n}" for n in int8_runtimes(runtime))
+
+
+def int8_runtimes(runtime: str) -> list[str]:
+    """The INT8 runtimes that run the INT8 export of a model ``runtime`` runs in another dtype: its engine's (ort ->
+    ort-int8, any openvino -> openvino-int8); torch and cuda run no INT8 file: both ONNX ones."""
+    from .runtimes import RUNTIME_INFO
+
     engine = RUNTIME_INFO[runtime].engine if runtime in RUNTIME_INFO else None
     ways = [n for n, r in RUNTIME_INFO.items() if r.dtype == "int8" and r.engine == engine]
-    ways = ways or [n for n, r in RUNTIME_INFO.items() if r.dtype == "int8"]
-    return " or ".join(f"--runtime {n}" for n in ways)
+    return ways or [n for n, r in RUNTIME_INFO.items() if r.dtype == "int8"]
 
 
 def known_top1(c: dict[str, Any]) -> bool:
@@ -439,11 +443,13 @@ class Selection:
     fastest: dict | None = None
     smallest: dict | None = None
     commands: list[str] | None = None
+    export_files: list[str] | None = None  # what the printed export writes, its --out first (`export_files`)
     commands_from: str | None = None  # the run folder that trained the chosen model, whose weights `commands` export
     accuracy_note: str = ""
     top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`fp32_weights_note`)
     size_note: str = ""  # which weights size ``max_mb`` judged, and why (`size_note`)
     int8_note: str = ""  # a better candidate whose INT8 export meets an fp32 size budget (`int8_note`)
+    latency_note: str = ""  # latencies of the fp32 model beside an INT8 size and export (`int8_latency_note`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -481,7 +487,18 @@ def fp32_weights_note(runtime: str, dtype: str) -> str:
 
 
 def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False) -> list[str]:
-    """How to produce the chosen model with the training and export subcommands (issues 4 and 6): train, then one
+    """The commands of `production`, without the files they write."""
+    return production(c, fp32_head, run_dir, int8)[0]
+
+
+def production(
+    c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False
+) -> tuple[list[str], list[str]]:
+    """(the commands, the files their export writes: `export_files`, ``--out`` first). The files are returned, not
+    read back from the printed line (the CLI parsed it with shlex to name the fp32 model an INT8 export leaves
+    beside it: a second copy of `export_files`' rule), so what select says of them is this function's answer.
+
+    How to produce the chosen model with the training and export subcommands (issues 4 and 6): train, then one
     export, of the model the selection was for: ``int8`` (an INT8 runtime, or ``--size-dtype int8``) the INT8 export
     keeping ``fp32_head`` convs fp32 (default export's; the one the INT8 size and a bench of the runtime describe),
     else the fp32 one. Both used to be printed, and the INT8 export writes, beside its ``NAME.int8.onnx``
@@ -515,10 +532,10 @@ def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = No
         calib = shlex.quote(recorded_train_folder(run_dir) or calib)
         again = free_folder(f"runs/{c['name']}-again", "")
         train = f"mobilenets train --config {shlex.quote(f'{run_dir}/config.yaml')} --out {again}"
-    out = export_files(name, int8)[0]
-    export = (f"mobilenets export {model} --format onnx --int8{head} --calib {calib} --out {out}" if int8
-              else f"mobilenets export {model} --format onnx --out {out}")  # fmt: skip
-    return [export, train] if run_dir is not None else [train, export]
+    files = export_files(name, int8)
+    export = (f"mobilenets export {model} --format onnx --int8{head} --calib {calib} --out {files[0]}" if int8
+              else f"mobilenets export {model} --format onnx --out {files[0]}")  # fmt: skip
+    return ([export, train] if run_dir is not None else [train, export]), files
 
 
 def export_files(stem: str, int8: bool) -> list[str]:
@@ -625,8 +642,8 @@ def select(
         sel.fastest, sel.smallest = fastest, smallest
     else:
         sel.commands_from = accuracy.run_dirs.get((sel.chosen["alpha"], sel.chosen["resolution"]))
-        int8 = dtype == "int8" or constraints.size_dtype == "int8"  # the model the selection sized and timed
-        sel.commands = commands_for(sel.chosen, head, sel.commands_from, int8)
+        int8 = dtype == "int8" or constraints.size_dtype == "int8"  # the model sized (timed: `int8_latency_note`)
+        sel.commands, sel.export_files = production(sel.chosen, head, sel.commands_from, int8)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency, required=False)
@@ -634,17 +651,24 @@ def select(
     for c in shown:
         c["fails"] = constraints.failures(c, way)
     sel.int8_note = int8_note(rows, sel.chosen, constraints, way)
+    sel.latency_note = int8_latency_note(constraints, runtime, dtype)
     return sel
 
 
 def size_note(constraints: Constraints, runtime: str, given: bool) -> str:
     """One line saying which weights size ``max_mb`` judged and why ('' without a size budget): it follows the
-    runtime unless ``--size-dtype`` was ``given`` (`size_dtype_for`)."""
+    runtime unless ``--size-dtype`` was ``given`` (`size_dtype_for`). A bf16/fp16 runtime is said to load the fp32
+    weights and compute rounded (`runtimes`: OpenVINO's bf16 precision hint, the cuda model cast): "runs fp32
+    weights" was not what it computes, though the fp32 file is the size that matters."""
     if constraints.max_mb is None:
         return ""
+    from .runtimes import RUNTIME_INFO
+
     dtype = constraints.sizes
-    runs = "the INT8 export" if dtype == "int8" else "fp32 weights"
-    why = "--size-dtype says" if given else f"{runtime} runs {runs}"
+    computes = RUNTIME_INFO[runtime].dtype if runtime in RUNTIME_INFO else "fp32"
+    runs = {"int8": "runs the INT8 export", "fp32": "runs fp32 weights"}.get(computes)
+    runs = runs or f"loads the fp32 weights and computes rounded to {computes}"  # bf16/fp16: the file is fp32
+    why = "--size-dtype says" if given else f"{runtime} {runs}"
     other = "fp32" if dtype == "int8" else "int8"
     return (f"sizes: {dtype} weights <= {constraints.max_mb:g} MiB, as {why} (--size-dtype {other} judges the {other} "
             "file)")  # fmt: skip
@@ -665,6 +689,22 @@ def int8_note(rows: Sequence[dict], chosen: dict | None, constraints: Constraint
     return (f"note: {len(blocked)} candidate(s) fail only the fp32 size budget while their INT8 export fits, the best "
             f"{best['name']} ({top1}; fp32 {best['weights_MB']:.2f} MiB, int8 {best['weights_int8_MB']:.2f} MiB): "
             f"{way} judges them by that file")  # fmt: skip
+
+
+def int8_latency_note(constraints: Constraints, runtime: str, dtype: str) -> str:
+    """A line saying, where ``--size-dtype int8`` is given on a ``runtime`` that does not run the INT8 file (its
+    ``dtype`` is not int8), that the sizes and the export printed are the INT8 file's but the latencies are not: they
+    are of the model ``runtime`` runs, fp32 weights; which INT8 runtime times that file, and that it needs bench files
+    (no lookup table predicts an INT8 runtime: `lut.LUT_RUNTIMES`). '' otherwise."""
+    from .lut import LUT_RUNTIMES
+
+    if dtype == "int8" or constraints.sizes != "int8":
+        return ""
+    ways = int8_runtimes(runtime)
+    model = "fp32 weights" + ("" if dtype == "fp32" else f" computed in {dtype}")
+    needs = "" if set(ways) <= set(LUT_RUNTIMES) else " (it needs --bench files measuring it: no lookup table does)"
+    return (f"note: sizes and the export are of the INT8 file (--size-dtype int8), but latency_ms is {runtime}'s, of "
+            f"{model}, not that file's: {' or '.join(f'--runtime {n}' for n in ways)} times it{needs}")  # fmt: skip
 
 
 class LatencySource:
