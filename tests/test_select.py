@@ -1150,3 +1150,17 @@ def test_an_int8_size_on_a_runtime_that_runs_fp32_says_the_latency_is_not_the_in
     assert code == 0 and note.endswith(tail.format("--runtime ort-int8")) and " --int8 " in out
     code, out, _ = run(capsys, "--fps", "24", "--size-dtype", "int8", *_bench_file(tmp_path, "ort"), "--json")
     assert json.loads(out)["latency_note"] == note
+
+
+def test_a_trained_run_s_int8_export_is_said_in_one_parenthesis(capsys, tmp_path, monkeypatch):
+    """A run's INT8 export printed 'to produce it (trained already: ...) (the INT8 export also writes ...):', two
+    parentheses in a row; the two things said are one parenthesis, split by a semicolon."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = trained_run(tmp_path / "runs" / "r", "alpha: 0.5\nresolution: 160\n")
+    spec = {"alpha": 0.5, "resolution": 160, "num_classes": 10}
+    (run_dir / "summary.json").write_text(json.dumps({"model": spec, "final_top1": 0.5}))
+    code, out, _ = run(capsys, "--fps", "24", *_bench_file(tmp_path, "ort-int8"), "--accuracy",
+                       str(run_dir / "summary.json"))  # fmt: skip
+    assert code == 0 and (f"\nto produce it (trained already: {run_dir} measured its top-1; export its weights, or "
+                          "retrain it with that run's recipe; the INT8 export also writes its fp32 model, "
+                          "mobilenet_v1_050_160.fp32.onnx):\n") in out, out  # fmt: skip

@@ -597,12 +597,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     for note in (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.latency_note, sel.int8_note):
         if note:
             print(note)
-    how = "to produce it:"
+    why = []
     if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
-        how = (f"to produce it (trained already: {sel.commands_from} measured its top-1; export its weights, or "
-               "retrain it with that run's recipe):")  # fmt: skip
+        why.append(f"trained already: {sel.commands_from} measured its top-1; export its weights, or retrain it with "
+                   "that run's recipe")  # fmt: skip
     if len(sel.export_files or []) > 1:  # an INT8 export leaves the fp32 model beside it (`select.export_files`)
-        how = how[:-1] + f" (the INT8 export also writes its fp32 model, {sel.export_files[1]}):"
+        why.append(f"the INT8 export also writes its fp32 model, {sel.export_files[1]}")
+    how = "to produce it" + (f" ({'; '.join(why)})" if why else "") + ":"
     print(f"\n{how}\n  " + "\n  ".join(sel.commands or []))
     return 0
 
