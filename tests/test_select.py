@@ -437,8 +437,9 @@ def test_runs_of_different_tasks_are_refused_and_of_different_recipes_noted(tmp_
     with pytest.raises(ValueError, match=r"were validated on different classes \(not in both: n00000009, n99999999\)"):
         accuracy.from_summaries([a, b, run("d", 0.75, other, 30)])
     model = accuracy.from_summaries([a, b, run("e", 0.75, ten, 90)], say=said.append)
-    assert said == [f"note: the runs trained for different numbers of epochs: 30 ({a}), 90 ({tmp_path / 'e.json'}); "
-                    "their top-1s mix recipes"]  # fmt: skip
+    assert said == [f"note: the runs of different models followed different recipes (differing in epochs): "
+                    f"mobilenet_v1_025_128 ({a}, 30 epochs), mobilenet_v1_050_128 ({b}, 30 epochs), "
+                    f"mobilenet_v1_075_128 ({tmp_path / 'e.json'}, 90 epochs); their top-1s mix recipes"]  # fmt: skip
     assert model.predict(0.75, 128) == (pytest.approx(70.0), "measured")
 
 
@@ -792,7 +793,7 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
     """A chosen model whose top-1 is a run's measurement was printed the default-recipe `train --alpha ... --out
     runs/NAME` (another recipe than the figure's, into the folder the run occupies: refused as printed); the run is
     trained already: its model/ is exported, and its config.yaml retrains it into a new folder. An interpolated
-    top-1 keeps the default commands."""
+    top-1 is trained by the recipe of the run of its alpha, at its resolution, into the default folder."""
     import shlex
 
     from mobilenets.cli import build_parser
@@ -834,10 +835,11 @@ def test_a_model_measured_by_a_run_is_exported_from_that_run_and_retrained_from_
     assert not {"alpha", "resolution", "data"} & set(vars(retrain))  # the run's recipe, not the default one
     assert any(str(run040) in line for line in lines if line.startswith("to produce it"))
 
-    lines, argvs = commands("192,192,32")  # 0.4-192: interpolated, not trained
+    lines, argvs = commands("192,192,32")  # 0.4-192: interpolated, not trained: trained by 0.4-224's recipe
     assert "(interpolated)" in lines[0]
     parsed = [parser.parse_args(argv) for argv in argvs]
     assert parsed[0].command == "train" and (parsed[0].alpha, parsed[0].resolution) == (0.4, 192)
+    assert parsed[0].config == f"{run040}/config.yaml"
     assert parsed[0].out == "runs/mobilenet_v1_040_192" and parsed[1].weights == "runs/mobilenet_v1_040_192/model"
 
 
@@ -1164,3 +1166,154 @@ def test_a_trained_run_s_int8_export_is_said_in_one_parenthesis(capsys, tmp_path
     assert code == 0 and (f"\nto produce it (trained already: {run_dir} measured its top-1; export its weights, or "
                           "retrain it with that run's recipe; the INT8 export also writes its fp32 model, "
                           "mobilenet_v1_050_160.fp32.onnx):\n") in out, out  # fmt: skip
+
+
+def recipe_run(root, name, alpha, resolution, top1, *, epochs_run=None, **recipe):
+    """A run folder as `mobilenets train` leaves it: model/, summary.json, and config.yaml written the trainer's way
+    (the validated `TrainConfig`, paths absolute, a --init run's model and alpha the weights': `trainer`)."""
+    import yaml
+
+    from mobilenets.train_config import TrainConfig
+
+    folder = root / "runs" / name
+    (folder / "model").mkdir(parents=True)
+    if recipe.get("init"):
+        recipe = {**recipe, "model": grid_name(alpha, resolution), "alpha": alpha}
+    else:
+        recipe = {"alpha": alpha, **recipe}
+    cfg = TrainConfig(data=str(root / "data"), resolution=resolution, out=str(folder), **recipe)
+    cfg = cfg.validate().absolute_paths()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    spec = {"alpha": alpha, "resolution": resolution, "num_classes": 5}
+    (folder / "summary.json").write_text(json.dumps({"model": spec, "final_top1": top1,
+                                                     "epochs": epochs_run or cfg.epochs}))  # fmt: skip
+    return folder
+
+
+def test_runs_of_one_model_by_different_recipes_keep_the_best_recipe_and_name_what_differs(tmp_path):
+    """Five runs of 0.25-128 on a 5-class set: two seeds of a fine-tune (94%, 92%), a 1-epoch fine-tune (28%), a
+    distillation from an untrained teacher (50%), a linear probe (82%). Their mean, 69.2%, is no recipe's top-1 (it
+    was the "measured" figure, with a note on epochs only); the best recipe's (its seeds averaged, 93%) is kept, its
+    run retrains it, and the note names the fields the recipes differ in, as config.yaml records them."""
+    weights, teacher = tmp_path / "imagenet-025", tmp_path / "teacher"
+    weights.mkdir(), teacher.mkdir()
+    ft = dict(init=str(weights), lr=0.01, epochs=5)
+    runs = [
+        recipe_run(tmp_path, "ft0", 0.25, 128, 0.94, **ft),
+        recipe_run(tmp_path, "ft1", 0.25, 128, 0.92, seed=1, **ft),  # a seed of the same recipe: averaged
+        recipe_run(tmp_path, "short", 0.25, 128, 0.28, **{**ft, "epochs": 1}),
+        recipe_run(tmp_path, "distill", 0.25, 128, 0.50, teacher=str(teacher), epochs=5),
+        recipe_run(tmp_path, "probe", 0.25, 128, 0.82, freeze_backbone=True, **ft),
+        recipe_run(tmp_path, "scratch050", 0.5, 160, 0.60, epochs=5),
+    ]
+    said = []
+    model = accuracy.from_summaries([r / "summary.json" for r in runs], say=said.append)
+    assert model.points[(0.25, 128)] == pytest.approx(93.0) and model.points[(0.5, 160)] == pytest.approx(60.0)
+    assert model.run_dirs[(0.25, 128)] == str(runs[0]) and model.init_runs == {(0.25, 128)}
+    best, mixed = said
+    assert best == (f"note: mobilenet_v1_025_128: 5 runs of 4 recipes (differing in epochs, freeze_backbone, init, "
+                    f"lr, teacher): its top-1 is the best recipe's, 93.00% ({runs[0]}/summary.json, "
+                    f"{runs[1]}/summary.json), not the mean of all 69.20%")  # fmt: skip
+    # the models kept differ in recipe too: the fit between them mixes a fine-tune and a run from scratch
+    assert mixed.startswith("note: the runs of different models followed different recipes (differing in init, lr):")
+    # runs of one recipe alone: averaged, nothing said of recipes
+    said.clear()
+    model = accuracy.from_summaries([runs[0] / "summary.json", runs[1] / "summary.json"], say=said.append)
+    assert model.points == {(0.25, 128): pytest.approx(93.0)} and not any("recipe" in s for s in said)
+
+
+def test_a_model_fitted_to_fine_tunes_is_trained_by_their_recipe_at_its_resolution(capsys, tmp_path, monkeypatch):
+    """0.25-192's top-1 interpolated from fine-tunes (--init) of 0.25 at 128 and 224 was printed with the default
+    recipe from scratch (`train --data DATA_ROOT --alpha 0.25 --resolution 192`), which would not give it. The
+    train line follows the nearest run of that alpha (--config RUN/config.yaml, another --resolution), and resolves
+    to its recipe: its --init weights, lr and epochs. An alpha no run's recipe trains (their --init weights fix
+    theirs) gets the default recipe and a note saying it would not give the figure."""
+    import shlex
+
+    from mobilenets.cli import build_parser
+    from mobilenets.train_config import from_args, init_disagreements
+
+    monkeypatch.chdir(tmp_path)
+    w25, w50 = tmp_path / "w025", tmp_path / "w050"
+    w25.mkdir(), w50.mkdir()
+    r128 = recipe_run(tmp_path, "ft128", 0.25, 128, 0.80, init=str(w25), lr=0.01, epochs=7)
+    r224 = recipe_run(tmp_path, "ft224", 0.25, 224, 0.86, init=str(w25), lr=0.01, epochs=7)
+    r050 = recipe_run(tmp_path, "ft050", 0.5, 224, 0.90, init=str(w50), lr=0.01, epochs=7)
+    rows = [{"model": grid_name(a, r), "alpha": a, "resolution": r, "runtime": "ort", "threads": 1,
+             "latency_ms_median": 1.0} for a in (0.25, 0.35) for r in (192,)]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+
+    def select_cli(alpha):
+        code, out, _ = run(capsys, "--fps", "24", "--bench", str(tmp_path / "b.json"), "--accuracy",
+                           *(str(r / "summary.json") for r in (r128, r224, r050)), "--alpha-range",
+                           f"{alpha},{alpha},0.1", "--res-range", "192,192,16")  # fmt: skip
+        assert code == 0, out
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("to produce it"))
+        return lines, start, [shlex.split(line)[1:] for line in lines[start + 1 :] if line.strip()]
+
+    lines, start, argvs = select_cli(0.25)
+    assert "(interpolated)" in lines[0] and f"trained by the recipe of {r224}" in lines[start]
+    parser = build_parser()[0]
+    train, export = (parser.parse_args(argv) for argv in argvs)
+    assert train.command == "train" and train.config == f"{r224}/config.yaml" and "data" not in vars(train)
+    cfg = from_args(train)  # what `mobilenets train` would run
+    assert (cfg.init, cfg.alpha, cfg.resolution, cfg.lr, cfg.epochs) == (str(w25), 0.25, 192, 0.01, 7)
+    assert cfg.out == "runs/mobilenet_v1_025_192" and export.weights == "runs/mobilenet_v1_025_192/model"
+    # the weights --init names are 0.25s (the run's config.yaml records what trained): --alpha agrees with them
+    assert init_disagreements(ModelSpec(alpha=0.25, resolution=224), {"alpha": cfg.alpha}) == ([], [])
+
+    lines, start, argvs = select_cli(0.35)  # interpolated between the alphas; every run fixes its own by --init
+    assert "(interpolated)" in lines[0] and "recipe of" not in lines[start]
+    note = next(line for line in lines if "no run's recipe trains" in line)
+    assert note == ("note: the expected top-1 is fitted to your runs, but no run's recipe trains alpha 0.35 (their "
+                    "--init weights fix alpha 0.25, 0.5): the train line is the default recipe, which would not give "
+                    "that figure")  # fmt: skip
+    assert argvs[0][:4] == ["train", "--data", "DATA_ROOT", "--alpha"]
+
+
+def test_a_from_scratch_run_s_recipe_trains_another_alpha():
+    """A run without --init fixes no alpha: its recipe trains the nearest model of any alpha (`recipe_run`)."""
+    model = accuracy.AccuracyModel({(0.25, 128): 40.0, (0.5, 224): 60.0}, "measured",
+                                   run_dirs={(0.25, 128): "runs/a", (0.5, 224): "runs/b"},
+                                   init_runs=frozenset({(0.5, 224)}))  # fmt: skip
+    assert model.recipe_run(0.5, 160) == ("runs/b", "")  # its own alpha first, though 0.25-128 is nearer in MACs
+    assert model.recipe_run(0.35, 224) == ("runs/a", "")  # 0.5's weights fix 0.5: the scratch run's recipe
+
+
+def test_the_printed_recipe_trains_as_printed_from_real_fine_tune_runs(capsys, tmp_path, monkeypatch):
+    """End to end: two real 1-step fine-tunes (--init 0.25 weights) of 0.25 at 32 and 64 px on an Imagenette
+    subset; select chooses 0.25-48 (interpolated) and the train command it prints, run as printed, fine-tunes the
+    same weights at 48 px with that recipe (their config.yaml holds --max-steps 1, so it stays one step)."""
+    import shlex
+
+    from mobilenets import MobileNetV1, load, save
+
+    from .conftest import data_path
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    for split, n in (("train", 4), ("val", 2)):  # hard links: no copy of the shared images
+        for c in ("n01440764", "n02979186"):
+            (data / split / c).mkdir(parents=True)
+            for f in sorted(os.listdir(data_path("imagenette", split, c)))[:n]:
+                os.link(data_path("imagenette", split, c, f), data / split / c / f)
+    save(MobileNetV1(alpha=0.25, num_classes=2).eval(), tmp_path / "w025")
+    base = ["train", "--data", str(data), "--init", str(tmp_path / "w025"), "--batch-size", "4", "--workers", "0",
+            "--threads", "1", "--max-steps", "1", "--lr", "0.01", "--optimizer", "sgd", "--quiet"]  # fmt: skip
+    for res in (32, 64):
+        assert main([*base, "--resolution", str(res), "--out", f"ft{res}"]) == 0
+    rows = [{"model": grid_name(0.25, 48), "alpha": 0.25, "resolution": 48, "runtime": "ort", "threads": 1,
+             "latency_ms_median": 1.0}]  # fmt: skip
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows}))
+    capsys.readouterr()
+    code, out, _ = run(capsys, "--fps", "24", "--bench", "b.json", "--accuracy", "ft32/summary.json",
+                       "ft64/summary.json", "--alpha-range", "0.25,0.25,0.1", "--res-range", "48,48,16")  # fmt: skip
+    assert code == 0 and "(interpolated)" in out.splitlines()[0], out
+    train = next(line.strip() for line in out.splitlines() if line.strip().startswith("mobilenets train"))
+    assert train.startswith("mobilenets train --config ft") and "--resolution 48" in train, train
+    assert main(shlex.split(train)[1:]) == 0
+    trained = load(tmp_path / "runs" / "mobilenet_v1_025_48" / "model")
+    assert (trained.spec.alpha, trained.spec.resolution, trained.spec.num_classes) == (0.25, 48, 2)
+    saved = json.loads((tmp_path / "runs" / "mobilenet_v1_025_48" / "summary.json").read_text())
+    assert saved["global_steps"] == 1

@@ -5,7 +5,8 @@ Sources:
 - ``tfslim`` (default): TF-slim's released float checkpoints, the 16-model grid (`paper.TFSLIM_IMAGENET`).
 - ``paper``: the paper's Tables 6 and 7 (alpha row at 224, resolution column at alpha 1.0) completed with TF-slim's
   table for the grid points the paper does not print (`paper.published_top1`).
-- summary.json files written by training runs (`from_summaries`).
+- summary.json files written by training runs (`from_summaries`): of several runs of one model, the best recipe's
+  (seeds of one recipe averaged), recipes told apart by the config.yaml beside each summary (`best_recipe`).
 
 Off-grid models are interpolated log-linearly in MACs, the trade-off the paper observes (Section 4.2, Figure 4:
 "accuracy drops off smoothly ... log linear" in mult-adds). Within each table row (fixed alpha) a least-squares line
@@ -26,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,9 +55,13 @@ class AccuracyModel:
     # runs on different datasets, merged into one file, are told apart; None for the published ImageNet tables
     task: str | None = None
     # the folder of a `mobilenets train` run that measured a point (its model/ and config.yaml beside summary.json; of
-    # several runs of one model, the first given): the model is trained already, so `select` exports that run's
-    # weights and retrains from its recipe rather than print the default recipe into the run's own folder
+    # several runs of one model, the first given of the recipe kept: `best_recipe`): the model is trained already,
+    # so `select` exports that run's weights and retrains from its recipe rather than print the default recipe into
+    # the run's own folder
     run_dirs: dict[tuple[float, int], str] = field(default_factory=dict)
+    # the points whose run (``run_dirs``) trained from --init weights: those fix the alpha (README "Training"), so
+    # its recipe trains no other alpha (`recipe_run`)
+    init_runs: frozenset[tuple[float, int]] = frozenset()
     _rows: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
     _has_slope: bool = field(default=False, repr=False)
 
@@ -107,6 +112,27 @@ class AccuracyModel:
         """Whether an unmeasured model of ``alpha`` gets an estimate: its alpha was measured or 2+ alphas were (so
         alpha's effect is known), and the points span 2+ MACs (so resolution's effect is)."""
         return (alpha in self._rows or len(self._rows) > 1) and self._has_slope
+
+    def recipe_run(self, alpha: float, resolution: int) -> tuple[str | None, str]:
+        """(the run folder whose recipe trains an unmeasured model, '') or (None, why there is none). Its top-1 is
+        fitted to these runs, so the default recipe from scratch would not give it: a run's config.yaml trains it
+        at another ``--alpha``/``--resolution``, except a --init run's at another alpha (`init_runs`: the weights
+        fix it). Of those, a run of the same alpha first, then the nearest in ln(MACs) (the points the estimate
+        leans on most), then the most accurate."""
+        x = math.log(model_macs(alpha, resolution))
+        fits = [k for k in self.run_dirs if k[0] == alpha or k not in self.init_runs]
+        if fits:
+            best = min(fits, key=lambda k: (k[0] != alpha, abs(math.log(model_macs(*k)) - x), -self.points[k]))
+            return self.run_dirs[best], ""
+        if self.run_dirs:
+            alphas = ", ".join(f"{a:g}" for a in sorted({a for a, _r in self.run_dirs}))
+            why = f"their --init weights fix alpha {alphas}"
+        else:
+            why = "none records its recipe (config.yaml and model/ beside its summary.json)"
+        return None, (
+            f"note: the expected top-1 is fitted to your runs, but no run's recipe trains alpha {alpha:g} "
+            f"({why}): the train line is the default recipe, which would not give that figure"
+        )
 
     def coverage_note(self) -> str:
         """Empty, or a one-line note on the models this accuracy model leaves without an estimate."""
@@ -230,17 +256,92 @@ class NotOnGrid(ValueError):
     """A run of a model off the standard alpha x resolution grid (another variant or depth multiplier)."""
 
 
+# `TrainConfig` fields that name the model a run trained, not its recipe (its summary.json says which model: a --init
+# run records its weights' model name where a fresh one records the default name and --alpha), and the seed, which
+# repeats a recipe: runs that differ only there are one recipe, seeds of it averaged
+NOT_RECIPE = frozenset(("model", "alpha", "resolution", "seed"))
+UNRECORDED = "recipe (no config.yaml beside one run)"  # what differs where one run records its recipe, another not
+
+
+class Measured(NamedTuple):
+    """A run `from_summaries` reads: its summary, run folder (`run_folder`) and recipe (its config.yaml)."""
+
+    path: str
+    run: Run
+    folder: str | None
+    config: Any  # the `TrainConfig` its config.yaml holds, None where it has none
+    saved: dict[str, Any] | None  # that config.yaml's mapping, as `TrainConfig.differences` compares it
+
+
+def read_recipe(summary: str | os.PathLike, say: Callable[[str], None] | None = None) -> tuple[Any, dict | None]:
+    """(TrainConfig, its mapping) of the config.yaml `trainer` writes beside a run's summary.json; (None, None) where
+    there is none, or it cannot be read (named to ``say``: its recipe is then compared by its summary's epochs)."""
+    from .train_config import TrainConfig, load_yaml
+
+    path = Path(summary).parent / "config.yaml"
+    if not path.is_file():
+        return None, None
+    try:
+        saved = load_yaml(path)
+        return TrainConfig(**saved), saved
+    except (ValueError, OSError, TypeError) as exc:
+        if say is not None:
+            say(f"note: {exc}: the recipe of {summary} is not compared")
+        return None, None
+
+
+def recipe_differences(a: Measured, b: Measured) -> list[str]:
+    """The `TrainConfig` fields in which run ``b``'s recipe differs from run ``a``'s (`TrainConfig.differences`, less
+    `NOT_RECIPE`); runs without a config.yaml compare their summaries' epochs, and a run with one beside a run
+    without differs in `UNRECORDED`."""
+    if a.config is not None and b.saved is not None:
+        return sorted({d.split("=", 1)[0] for d in a.config.differences(b.saved, NOT_RECIPE)})
+    if a.config is None and b.config is None:
+        return ["epochs"] if None not in (a.run.epochs, b.run.epochs) and a.run.epochs != b.run.epochs else []
+    return [UNRECORDED]
+
+
+def best_recipe(runs: list[Measured], say: Callable[[str], None] | None = None) -> list[Measured]:
+    """Of the runs of one model, those of its recipe whose mean top-1 is highest (seeds of one recipe averaged; on a
+    tie, the first given), the others named to ``say`` with the fields their recipes differ in. A mean over recipes
+    (fine-tunes at 94%, a 1-epoch run at 28%, a random-teacher distillation at 50%: 71%) is the top-1 of no recipe,
+    and no command reproduces it; the best is what a user comparing recipes keeps, and `select` retrains it."""
+    groups: list[list[Measured]] = []
+    for m in runs:
+        same = next((g for g in groups if not recipe_differences(g[0], m)), None)
+        groups.append([m]) if same is None else same.append(m)
+    if len(groups) == 1:
+        return runs
+    best = max(groups, key=lambda g: _mean([m.run.top1 for m in g]))
+    if say is not None:
+        from .registry import grid_name
+
+        fields = sorted({f for g in groups if g is not best for f in recipe_differences(best[0], g[0])})
+        a, r = runs[0].run.alpha, runs[0].run.resolution
+        say(
+            f"note: {grid_name(a, r)}: {len(runs)} runs of {len(groups)} recipes (differing in {', '.join(fields)}): "
+            f"its top-1 is the best recipe's, {_mean([m.run.top1 for m in best]):.2f}% "
+            f"({', '.join(m.path for m in best)}), not the mean of all {_mean([m.run.top1 for m in runs]):.2f}%"
+        )
+    return best
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyModel:
-    """An accuracy model from the user's measured runs: exact at those points (several runs of one model, seeds
-    say: their mean), log-linear in MACs elsewhere. Runs off the grid (`NotOnGrid`: a reproduce folder's Shallow and
-    Conv MobileNets) are left out, each named to ``say``; none left is an error. Runs of different tasks (class
-    counts, or validation classes where the files list them) are an error; of different epoch counts, a note."""
+    """An accuracy model from the user's measured runs: exact at those points, log-linear in MACs elsewhere. Of
+    several runs of one model, the best recipe's (`best_recipe`: seeds of one recipe averaged, other recipes named
+    in a note); runs are of one recipe where their config.yaml files differ in no `TrainConfig.experiment` field
+    but `NOT_RECIPE`. Runs off the grid (`NotOnGrid`: a reproduce folder's Shallow and Conv MobileNets) are left
+    out, each named to ``say``; none left is an error. Runs of different tasks (class counts, or validation classes
+    where the files list them) are an error; models whose runs followed different recipes, a note naming the
+    fields (the fit between them mixes recipes)."""
     paths = list(paths)
-    runs: dict[tuple[float, int], list[float]] = {}
+    runs: dict[tuple[float, int], list[Measured]] = {}
     first: tuple[str, Run] | None = None
-    epochs: dict[int, str] = {}
     named: tuple[str, Run] | None = None  # the first run that names its classes: later ones must name the same
-    folders: dict[tuple[float, int], str] = {}
     for path in paths:
         try:
             run = read_run(path)
@@ -251,22 +352,39 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
         first = first or (str(path), run)
         _check_same_task(named or first, str(path), run)  # a run naming no classes cannot stand for the others'
         named = named or ((str(path), run) if run.classes is not None else None)
-        runs.setdefault((run.alpha, run.resolution), []).append(run.top1)
-        if (folder := run_folder(path)) is not None:
-            folders.setdefault((run.alpha, run.resolution), folder)
-        if run.epochs is not None:
-            epochs.setdefault(run.epochs, str(path))
+        config, saved = read_recipe(path, say)
+        runs.setdefault((run.alpha, run.resolution), []).append(Measured(str(path), run, run_folder(path), config,
+                                                                         saved))  # fmt: skip
     if first is None:
         raise ValueError(f"no accuracy file of a standard MobileNet among the {len(paths)} given")
-    if len(epochs) > 1 and say is not None:  # a longer recipe lifts its models: the fit mixes that in
-        listed = ", ".join(f"{n} ({where})" for n, where in sorted(epochs.items()))
-        say(f"note: the runs trained for different numbers of epochs: {listed}; their top-1s mix recipes")
+    kept = {k: best_recipe(v, say) for k, v in runs.items()}
+    _note_mixed_recipes(kept, say)
+    folders = {k: next(m.folder for m in v if m.folder) for k, v in kept.items() if any(m.folder for m in v)}
+    inits = frozenset(k for k, v in kept.items() for m in v[:1] if m.config is not None and m.config.init)
     known = named[1].classes if named is not None else None
-    model = AccuracyModel({k: sum(v) / len(v) for k, v in runs.items()}, "measured", first[1].num_classes,
-                          task=task_name(first[1].num_classes, known), run_dirs=folders)  # fmt: skip
+    model = AccuracyModel({k: _mean([m.run.top1 for m in v]) for k, v in kept.items()}, "measured",
+                          first[1].num_classes, task=task_name(first[1].num_classes, known), run_dirs=folders,
+                          init_runs=inits)  # fmt: skip
     if model.coverage_note() and say is not None:
         say(f"note: {model.coverage_note()}")
     return model
+
+
+def _note_mixed_recipes(kept: dict[tuple[float, int], list[Measured]], say: Callable[[str], None] | None) -> None:
+    """Name to ``say`` the recipe fields in which the runs kept for different models differ (a longer recipe, or a
+    fine-tune, lifts its models: the fit between them mixes that in)."""
+    reps = [v[0] for _k, v in sorted(kept.items())]
+    fields = sorted({f for m in reps[1:] for f in recipe_differences(reps[0], m)})
+    if fields and say is not None:
+        from .registry import grid_name
+
+        listed = ", ".join(
+            f"{grid_name(m.run.alpha, m.run.resolution)} ({m.path}"
+            + (f", {m.run.epochs} epochs)" if m.run.epochs is not None else ")")
+            for m in reps
+        )
+        say(f"note: the runs of different models followed different recipes (differing in {', '.join(fields)}): "
+            f"{listed}; their top-1s mix recipes")  # fmt: skip
 
 
 def run_folder(summary: str | os.PathLike) -> str | None:

@@ -594,10 +594,14 @@ def cmd_select(args: argparse.Namespace) -> int:
           f"expected top-1 {top1} ({c['top1_source']}), {ms}, {size}")  # fmt: skip
     print(f"{sel.feasible} of {sel.candidates} candidates meet the budget; best {len(sel.runners_up) + 1}:\n")
     print(render([c, *sel.runners_up], "table", SHOW_COLUMNS))
-    for note in (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.latency_note, sel.int8_note):
+    notes = (head_note([c, *sel.runners_up]), sel.top1_note, sel.size_note, sel.latency_note, sel.int8_note,
+             sel.recipe_note)  # fmt: skip
+    for note in notes:
         if note:
             print(note)
     why = []
+    if sel.recipe_from is not None:  # its top-1 is fitted to the user's runs: train it as they were trained
+        why.append(f"its top-1 is fitted to your runs: trained by the recipe of {sel.recipe_from}")
     if sel.commands_from is not None:  # its top-1 is that run's: export it; its recipe retrains it elsewhere
         why.append(f"trained already: {sel.commands_from} measured its top-1; export its weights, or retrain it with "
                    "that run's recipe")  # fmt: skip

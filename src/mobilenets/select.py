@@ -445,6 +445,8 @@ class Selection:
     commands: list[str] | None = None
     export_files: list[str] | None = None  # what the printed export writes, its --out first (`export_files`)
     commands_from: str | None = None  # the run folder that trained the chosen model, whose weights `commands` export
+    recipe_from: str | None = None  # the run whose recipe `commands` train an unmeasured model by (`recipe_run`)
+    recipe_note: str = ""  # why a top-1 fitted to the user's runs comes with the default recipe (`recipe_run`)
     accuracy_note: str = ""
     top1_note: str = ""  # whose top-1 the rows carry, where it is not the runtime's model's (`fp32_weights_note`)
     size_note: str = ""  # which weights size ``max_mb`` judged, and why (`size_note`)
@@ -486,13 +488,15 @@ def fp32_weights_note(runtime: str, dtype: str) -> str:
     )
 
 
-def commands_for(c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False) -> list[str]:
+def commands_for(
+    c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False, recipe: str | None = None
+) -> list[str]:
     """The commands of `production`, without the files they write."""
-    return production(c, fp32_head, run_dir, int8)[0]
+    return production(c, fp32_head, run_dir, int8, recipe)[0]
 
 
 def production(
-    c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False
+    c: dict, fp32_head: int | None = None, run_dir: str | None = None, int8: bool = False, recipe: str | None = None
 ) -> tuple[list[str], list[str]]:
     """(the commands, the files their export writes: `export_files`, ``--out`` first). The files are returned, not
     read back from the printed line (the CLI parsed it with shlex to name the fp32 model an INT8 export leaves
@@ -504,6 +508,11 @@ def production(
     else the fp32 one. Both used to be printed, and the INT8 export writes, beside its ``NAME.int8.onnx``
     (`export.default_out`'s name, the README's), the same fp32 model as ``NAME.fp32.onnx`` (`export.fp32_companion`):
     the fp32 line was a second copy of it, and the INT8 line needed calibration data an fp32 deployment does not.
+
+    ``recipe``: where the chosen model's top-1 is fitted to the user's runs, the run whose recipe trains it
+    (`AccuracyModel.recipe_run`): the train line is ``--config RUN/config.yaml --alpha A --resolution R`` (a fine-tune
+    keeps its --init weights, whose alpha ``recipe_run`` chose equal) and the export calibrates on the training images
+    that config.yaml records; the default recipe from scratch would not give a top-1 fitted to fine-tunes.
 
     ``run_dir``: the `mobilenets train` run that measured the chosen model's top-1 (`AccuracyModel.run_dirs`). That
     model is trained already: its weights are exported from ``RUN/model``, calibrated on the training images its
@@ -527,6 +536,10 @@ def production(
     model = f"{run}/model"  # train saves weights in RUN/model
     calib = "DATA_ROOT/train"
     train = f"mobilenets train --data DATA_ROOT --alpha {a} --resolution {r} --out {run}"
+    if recipe is not None and run_dir is None:
+        calib = shlex.quote(recorded_train_folder(recipe) or calib)
+        train = (f"mobilenets train --config {shlex.quote(f'{recipe}/config.yaml')} --alpha {a} --resolution {r} "
+                 f"--out {run}")  # fmt: skip
     if run_dir is not None:
         model = shlex.quote(f"{run_dir}/model")
         calib = shlex.quote(recorded_train_folder(run_dir) or calib)
@@ -641,9 +654,12 @@ def select(
             fastest = min(rows, key=lambda c: (c["macs"], c["params"]))
         sel.fastest, sel.smallest = fastest, smallest
     else:
-        sel.commands_from = accuracy.run_dirs.get((sel.chosen["alpha"], sel.chosen["resolution"]))
+        key = (sel.chosen["alpha"], sel.chosen["resolution"])
+        sel.commands_from = accuracy.run_dirs.get(key)
+        if accuracy.label == "measured" and key not in accuracy.points and known_top1(sel.chosen):  # fitted to runs
+            sel.recipe_from, sel.recipe_note = accuracy.recipe_run(*key)
         int8 = dtype == "int8" or constraints.size_dtype == "int8"  # the model sized (timed: `int8_latency_note`)
-        sel.commands, sel.export_files = production(sel.chosen, head, sel.commands_from, int8)
+        sel.commands, sel.export_files = production(sel.chosen, head, sel.commands_from, int8, sel.recipe_from)
     shown = [x for x in (sel.chosen, *sel.runners_up, sel.fastest, sel.smallest) if x is not None]
     if latency is not None and not constraints.needs_latency():
         attach_latency(shown, latency, required=False)
