@@ -349,7 +349,7 @@ def test_freeze_backbone_without_init_is_warned_of(tmp_path, capsys):
 @pytest.mark.parametrize(
     "option, value, error",
     [
-        ("init", "missing", "no such file or folder"),
+        ("init", "missing", "init='{path}': no such file or folder"),
         ("init", "not-weights", "not a mobilenets weights folder"),
         ("teacher", "not-weights", "not a mobilenets weights folder"),
         ("teacher", "no_such_net", "teacher must be a weights folder or a torchvision model name"),
@@ -363,8 +363,51 @@ def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_p
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--alpha", "0.25", "--resolution", "32"]
     assert main([*args, f"--{option}", path, "--workers", "0", "--epochs", "1", "--batch-size", "2"]) != 0
     err = capsys.readouterr().err
-    assert error in err and err.count("\n") == 1, err
+    assert error.format(path=path) in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "teacher, weights, error",
+    [
+        ("ours", None, "predicts other classes than the dataset's: 2 class folder(s) match none of its 2 labels"),
+        ("resnet18", b"garbage\n", "is not allowed: not a readable state_dict file (UnpicklingError: "),
+        ("resnet18", {"a": torch.zeros(1)}, "are not weights of resnet18 (Unexpected key(s) in state_dict"),
+        ("resnet18", "1000-way", "do not fit resnet18 with 2 classes (size mismatch for fc.weight"),
+    ],
+)
+def test_a_teacher_refused_stops_the_run_before_its_folder_is_made_and_before_init_work(
+    tmp_path, capsys, teacher, weights, error
+):
+    """A teacher for other classes, or --teacher-weights that do not load, were found after the run folder was held
+    (`train --init W --teacher W75 --out R/kd` left R/kd holding only .lock), and after the --init set-up said its
+    lines (the head's note, the BatchNorm pass): now before either, so the error is the run's one line."""
+    import torchvision
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 1)
+    init = create_model("mobilenet_v1_025", resolution=32, num_classes=2)
+    with torch.no_grad():  # folded BatchNorms, as converted weights have: the --init pass over training images
+        for bn in (m for m in init.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.fill_(1), bn.running_mean.zero_(), bn.running_var.fill_(1 - bn.eps)
+    save(init, tmp_path / "init")
+    if teacher == "ours":
+        save(create_model("mobilenet_v1_025", resolution=32, num_classes=2, labels=("cat", "dog")), tmp_path / "t")
+        teacher = str(tmp_path / "t")
+    extra = []
+    if weights is not None:
+        path = tmp_path / "t.pt"
+        if weights == "1000-way":
+            torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), path)
+        else:
+            path.write_bytes(weights) if isinstance(weights, bytes) else torch.save(weights, path)
+        extra = ["--teacher-weights", str(path)]
+    out = tmp_path / "R" / "kd"
+    args = ["train", "--data", str(data), "--init", str(tmp_path / "init"), "--teacher", teacher, *extra, "--out",
+            str(out), "--batch-size", "2", "--workers", "0", "--threads", "1", "--max-steps", "1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert error in err and err.count("\n") == 1, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -394,8 +437,11 @@ def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path)
     classes (or the same ones at other indices) would score each folder with another class's row."""
     trained = create_model("mobilenet_v1_025", resolution=64, num_classes=3, labels=("cat", "dog", "tench"))
     save(trained, tmp_path / "w")
-    same = build_model(resolve(init=str(tmp_path / "w")), ["cat", "dog", "tench"])
+    said = []  # kept as they are: said too, as every other outcome for the head is
+    same = build_model(resolve(init=str(tmp_path / "w")), ["cat", "dog", "tench"], said.append)
     assert torch.equal(same.classifier.weight, trained.classifier.weight)
+    assert said == ["note: the --init head keeps its rows for all 3 class folders (its labels are the folders, in "
+                    "order)"]  # fmt: skip
     for classes, unknown, first in ((["ant", "bee", "cat"], 2, "ant"), (["dog", "tench", "zebra"], 1, "zebra")):
         said = []  # the folders it names lose their rows too: said, so it does not pass for a head kept
         model = build_model(resolve(init=str(tmp_path / "w")), classes, said.append)
@@ -404,9 +450,18 @@ def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path)
         assert said == [f"note: the --init head is reset: {unknown} of the 3 class folders are not among its 3 "
                         f"labels (first: {first!r}), so the rows of the {3 - unknown} it names are not kept "
                         "either"]  # fmt: skip
-    said = []  # none named: nothing was there to keep
-    build_model(resolve(init=str(tmp_path / "w")), ["ant", "bee", "cow"], said.append)
-    assert said == []
+    said = []  # none named: a new head, said (it was silent), so a fine-tune from new rows is not taken for one that
+    build_model(resolve(init=str(tmp_path / "w")), ["ant", "bee", "cow", "elk"], said.append)  # kept them
+    assert said == ["note: the --init head is replaced by a new 4-way head: none of the 4 class folders are among its "
+                    "3 labels"]  # fmt: skip
+    save(create_model("mobilenet_v1_025", resolution=64, num_classes=7), tmp_path / "unnamed")
+    said = []  # a head that names no classes (7 outputs, not ImageNet's count), of another size than the folders
+    build_model(resolve(init=str(tmp_path / "unnamed")), ["ant", "bee"], said.append)
+    assert said == ["note: the --init head is replaced by a new 2-way head: its 7 outputs name no classes"]
+    said = []  # one as many as the folders: kept, its outputs taken in the folders' order
+    build_model(resolve(init=str(tmp_path / "unnamed")), list("abcdefg"), said.append)
+    assert said == ["note: the --init head keeps its rows for all 7 class folders (its outputs name no classes, in "
+                    "order)"]  # fmt: skip
 
 
 def test_init_keeps_the_head_rows_of_the_classes_the_weights_name(tmp_path):
@@ -417,8 +472,11 @@ def test_init_keeps_the_head_rows_of_the_classes_the_weights_name(tmp_path):
 
     named = create_model("mobilenet_v1_025", resolution=64, num_classes=3, labels=("tench", "cat", "dog"))
     save(named, tmp_path / "named")
-    model = build_model(resolve(init=str(tmp_path / "named")), ["dog", "tench"])
+    said = []
+    model = build_model(resolve(init=str(tmp_path / "named")), ["dog", "tench"], said.append)
     assert model.spec.labels == ("dog", "tench") and model.num_classes == 2
+    assert said == ["note: the --init head keeps its rows for all 2 class folders (picked from its 3 labels, in the "
+                    "folders' order)"]  # fmt: skip
     assert torch.equal(model.classifier.weight, named.classifier.weight[[2, 0]])
     assert torch.equal(model.classifier.bias, named.classifier.bias[[2, 0]])
     imagenet = create_model("mobilenet_v1_025", resolution=64, num_classes=1001)  # TF-slim: background first
@@ -944,6 +1002,47 @@ def _sigterm_during_step(monkeypatch, step: int) -> None:
         return real(model, images, labels, ctx, global_step)
 
     monkeypatch.setattr(engine, "train_step", train_step)
+
+
+def test_a_max_steps_stop_mid_epoch_is_said_and_recorded_as_part_of_an_epoch(tmp_path, capsys):
+    """--max-steps 6 at 4 steps per epoch stops in epoch 2: its line read "epoch 2/3: train loss ..." like a finished
+    epoch's, and nothing in metrics.jsonl or summary.json told the partial epoch from a whole one. The line, the
+    row (``stopped_at_step``) and the summary (``last_epoch_stopped_at_step``) now say where it stopped; a resume
+    that trains the epoch to its end writes it as a whole one."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 16, 2)
+    kw = dict(epochs=3, resolution=32, quiet=False)
+    summary = train(tiny_cfg(data, tmp_path / "r", max_steps=6, **kw))
+    err = capsys.readouterr().err
+    assert re.search(r"^epoch 1/3: train loss", err, re.M) and "epoch 1/3 (" not in err, err
+    assert re.search(r"^epoch 2/3 \(stopped at step 2 of 4, --max-steps\): train loss", err, re.M), err
+
+    def rows() -> list:
+        lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+        return [(row["epoch"], row["stopped_at_step"]) for row in map(json.loads, lines)]
+
+    assert rows() == [(1, None), (2, 2)] and summary["last_epoch_stopped_at_step"] == 2
+    again = train(tiny_cfg(data, tmp_path / "r", max_steps=6, resume="auto", **kw))  # nothing left: the same
+    assert rows() == [(1, None), (2, 2)] and again["last_epoch_stopped_at_step"] == 2
+    done = train(tiny_cfg(data, tmp_path / "r", max_steps=8, resume="auto", **kw))  # epoch 2 to its end
+    assert rows() == [(1, None), (2, None)] and done["last_epoch_stopped_at_step"] is None
+    assert "stopped at step" not in capsys.readouterr().err
+
+
+def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_path, capsys):
+    """drop_last keeps every step's batch full: 100 images at the default 64 trained 64 an epoch, silently. A run
+    that leaves a sizable share of its images out says how many, once, with a --batch-size that uses them; fewer
+    images than one batch names the option too."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 10, 2)  # 20 images: at 8, 2 batches and 4 unused
+    train(tiny_cfg(data, tmp_path / "r", resolution=32, max_steps=1, quiet=False))
+    err = capsys.readouterr().err
+    note = ("note: 4 of the 20 training images go unused each epoch (--batch-size 8 makes 2 full batches, the rest "
+            "is dropped): --batch-size 5 uses them all")  # fmt: skip
+    assert err.count(note) == 1, err
+    train(tiny_cfg(data, tmp_path / "r10", resolution=32, batch_size=10, max_steps=1, quiet=False))
+    assert "unused" not in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"20 images, fewer than one batch of 32 \(give --batch-size 20 or less\)$"):
+        train(tiny_cfg(data, tmp_path / "r32", resolution=32, batch_size=32, max_steps=1))
+    assert not (tmp_path / "r32").exists()
 
 
 def test_sigterm_at_the_max_steps_step_stops_where_the_run_would_have_ended(tmp_path, monkeypatch):
@@ -1498,8 +1597,8 @@ from mobilenets.cli import main
 
 build = trainer.build_model
 
-def logged(cfg, classes, say=lambda msg: None):
-    model = build(cfg, classes, say)
+def logged(cfg, classes, say=lambda msg: None, **kw):
+    model = build(cfg, classes, say, **kw)
     def record(module, _inputs):
         if module.training:
             with open(f"{cfg.out}.rng-{os.environ['RANK']}", "a") as f:
@@ -1972,6 +2071,31 @@ def test_init_weights_decide_and_config_yaml_records_what_trained(tmp_path):
     assert train(dataclasses.replace(cfg, epochs=2, max_steps=3, resume="auto"))["global_steps"] == 3
     # and the run's config.yaml, which names the weights' model, alpha and act beside init, is a recipe
     assert train(resolve(str(tmp_path / "r" / "config.yaml"), out=str(tmp_path / "again"), max_steps=1, resume=None))
+
+
+def test_a_resume_of_an_init_run_does_not_need_the_init_folder(tmp_path, capsys):
+    """The checkpoint holds every weight and the model's spec, so a resume builds the model from it: a resume whose
+    --init folder was moved or removed since failed with "/tmp/x: no such file or folder". It now goes on (said), and
+    ends as the uninterrupted run; with no checkpoint to resume, the missing folder is an error naming the option,
+    before the run folder is made."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    w = tmp_path / "w"
+    save(create_model("mobilenet_v1_025", resolution=32, num_classes=2, labels=tuple(CLASSES4[:2])), w)
+    kw = dict(init=str(w), alpha=None, resolution=None, epochs=2, deterministic=True)
+    ref = train(tiny_cfg(data, tmp_path / "ref", max_steps=2, **kw))
+    train(tiny_cfg(data, tmp_path / "run", max_steps=1, **kw))
+    shutil.rmtree(w)
+    summary = train(tiny_cfg(data, tmp_path / "run", max_steps=2, resume="auto", quiet=False, **kw))
+    err = capsys.readouterr().err
+    assert f"note: init={str(w)!r} is gone: the resume does not need it, " in err, err
+    assert summary["global_steps"] == 2 and summary["final_val_loss"] == ref["final_val_loss"]
+    a = read_state_dict(tmp_path / "ref" / "model" / "model.safetensors")
+    b = read_state_dict(tmp_path / "run" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for resume in (None, "auto"):  # a fresh run, and a resume with no checkpoint: the folder is needed
+        with pytest.raises(ConfigError, match=f"^init={re.escape(repr(str(w)))}: no such file or folder$"):
+            train(tiny_cfg(data, tmp_path / "new", max_steps=1, resume=resume, **kw))
+        assert not (tmp_path / "new").exists()
 
 
 def test_init_refuses_a_model_width_or_activation_it_does_not_have_before_the_folder_is_made(tmp_path, capsys):

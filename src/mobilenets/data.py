@@ -163,13 +163,25 @@ def scan_dataset(
     return train, val
 
 
-def check_trainable(train: Split, batch_size: int) -> None:
+def fuller_batch(images: int, batch_size: int, multiple: int = 1) -> int:
+    """The batch size from ``batch_size`` down to half of it (a multiple of ``multiple``, the process count, and at
+    least 2 for BatchNorm) that leaves the fewest of ``images`` out of full batches, the largest of those: what to
+    suggest when the loader's drop_last leaves many images unused each epoch (100 at 64: 50, none unused)."""
+    low = max(2, multiple, -(-batch_size // 2))
+    sizes = [b for b in range(batch_size, low - 1, -1) if b % multiple == 0] or [batch_size]
+    return min(sizes, key=lambda b: images % b)  # min keeps the first (largest) of equals
+
+
+def check_trainable(train: Split, batch_size: int, option: str | None = None) -> None:
     """A DataError where ``train`` cannot train a classifier in batches of ``batch_size``: one class (a loss of 0
-    and top-1 of 1.0 from the first step, learning nothing), or fewer images than one batch."""
+    and top-1 of 1.0 from the first step, learning nothing), or fewer images than one batch; the latter names
+    ``option``, where the caller has one that sets the batch (train's --batch-size; reproduce's budget has none)."""
     if len(train.classes) < 2:
         raise DataError(f"{train.root}: one class ({train.classes[0]}); a classifier needs at least two")
-    if len(train.samples) < batch_size:
-        raise DataError(f"{train.root}: {len(train.samples)} images, fewer than one batch of {batch_size}")
+    n = len(train.samples)
+    if n < batch_size:
+        fix = f" (give {option} {n} or less)" if option else ""
+        raise DataError(f"{train.root}: {n} images, fewer than one batch of {batch_size}{fix}")
 
 
 @dataclass

@@ -128,9 +128,9 @@ class TrainConfig:
     init: str | None = _f(
         None,
         "start from these weights (our format); the head keeps their rows when they name every class folder (by "
-        "label, or ImageNet wnid), and is reset otherwise; they fix the architecture: a --model, --alpha or --act "
-        "they do not have is an error; not the resolution: --resolution, else the one --model states "
-        "(mobilenet_v1_075_160), else theirs",
+        "label, or ImageNet wnid), and is reset otherwise (a note says which); they fix the architecture: a --model, "
+        "--alpha or --act they do not have is an error; not the resolution: --resolution, else the one --model "
+        "states (mobilenet_v1_075_160), else theirs; a resume reads the model from its checkpoint, not from them",
     )
     freeze_backbone: bool = _f(False, "train only the classifier (linear probe); backbone BatchNorm stays in eval mode")
     backbone_lr_mult: float = _f(1.0, "learning-rate multiplier for the backbone (discriminative fine-tuning)")
@@ -154,7 +154,11 @@ class TrainConfig:
         "the number of epochs, at most --epochs, is planned "
         "after each epoch to fit, and a cosine schedule's length follows it (budget.py; not bit-reproducible; 0 = off)",
     )
-    batch_size: int = _f(64, "global batch size (split evenly over processes)")
+    batch_size: int = _f(
+        64,
+        "global batch size (split evenly over processes); every step's batch is full, an epoch's last incomplete one "
+        "is dropped (a note says so, with a --batch-size that uses them, where that leaves over 5% of the images out)",
+    )
     eval_batch_size: int | None = _f(None, "evaluation batch size per process (default: --batch-size)")
     eval_every: int = _f(1, "evaluate on the val split every this many epochs (and always after the last)")
     optimizer: str = _f("rmsprop", "rmsprop (TensorFlow semantics) | rmsprop_torch | sgd | nesterov | adamw")
@@ -227,7 +231,11 @@ class TrainConfig:
         "'auto' (newest valid checkpoint in --out) or a checkpoint file; command line only (a --config file's is "
         "ignored)",
     )
-    max_steps: int | None = _f(None, "stop after this many optimizer steps in all (for smoke tests)")
+    max_steps: int | None = _f(
+        None,
+        "stop after this many optimizer steps in all (for smoke tests); an epoch it stops before its end is said "
+        "and recorded as partial (metrics.jsonl's stopped_at_step)",
+    )
     log_every: int = _f(50, "plain-log line every this many steps (when not on a terminal)")
     quiet: bool = _f(False, "no progress output")
 

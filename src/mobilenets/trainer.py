@@ -38,6 +38,7 @@ from .data import (
     cache_side,
     check_trainable,
     collate,
+    fuller_batch,
     scan_dataset,
     scan_split,
     should_cache,
@@ -177,11 +178,13 @@ def compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     return torch.compile(model, options=inductor_options(cfg.compile_tuning, cfg.compile_cudagraphs))
 
 
-def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
+def build_model(
+    cfg: TrainConfig, classes: list[str], say=lambda msg: None, *, resumed: ModelSpec | None = None
+) -> MobileNetV1:
     """`model_for` with its depthwise layers as ``cfg.depthwise`` says (`dwconv.use_depthwise`) and its stem's input
     channels padded with ``cfg.pad_stem`` (`layers.pad_stem`): the model a run trains, and the one
     `budget.step_rate` times."""
-    model = model_for(cfg, classes, say)
+    model = model_for(cfg, classes, say, resumed=resumed)
     use_depthwise(model, cfg.depthwise)
     if cfg.pad_stem:
         pad_stem(model)
@@ -192,14 +195,20 @@ def build_model(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> M
     return model
 
 
-def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> MobileNetV1:
+def model_for(
+    cfg: TrainConfig, classes: list[str], say=lambda msg: None, *, resumed: ModelSpec | None = None
+) -> MobileNetV1:
     """A fresh model from the registry, or ``--init`` weights: their head's rows for the class folders when the
     weights name them all (`head_rows`: by label or ImageNet wnid, picked and reordered), else the head reset when
     the classes differ (their count, or the names the weights record).
 
     With ``--init`` the weights fix the architecture: a model, width or activation asked for besides them must agree
-    (`check_init_agrees`)."""
+    (`check_init_agrees`). A resume of an ``--init`` run passes its checkpoint's spec as ``resumed``: the model is
+    built from it alone, as the checkpoint's state then replaces every weight (the ``--init`` folder may be gone)."""
     labels = tuple(classes)
+    if cfg.init and resumed is not None:  # the checkpoint's state replaces the weights: only their spec is needed
+        check_init_agrees(cfg, resumed)
+        return create_model(resumed)
     if cfg.init:
         model = weights_io.load(cfg.init, **({"resolution": cfg.resolution} if cfg.resolution else {}))
         check_init_agrees(cfg, model.spec)
@@ -207,10 +216,15 @@ def model_for(cfg: TrainConfig, classes: list[str], say=lambda msg: None) -> Mob
             model.spec = model.spec.replace(name=grid_name(model.spec.alpha, model.spec.resolution))
         rows = head_rows(model.spec, classes)
         if rows is not None:
+            say(f"note: the --init head keeps its rows for all {len(classes)} class folders (picked from its "
+                f"{len(known_labels(model.spec))} labels, in the folders' order)")  # fmt: skip
             keep_head_rows(model, rows)
         elif model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
             _say_head_reset(model.spec, classes, say)
             model.reset_classifier(len(classes))  # (as many) other classes: its rows would score the wrong ones
+        else:  # its labels are the folders, or its unnamed outputs as many as they are
+            how = "its labels are the folders" if known_labels(model.spec) else "its outputs name no classes"
+            say(f"note: the --init head keeps its rows for all {len(classes)} class folders ({how}, in order)")
         model.spec = model.spec.replace(labels=labels)
         if cfg.dropout is not None:
             model.spec = model.spec.replace(dropout=cfg.dropout)
@@ -239,11 +253,17 @@ def head_rows(spec, classes: list[str]) -> list[int] | None:
 
 
 def _say_head_reset(spec, classes: list[str], say) -> None:
-    """Tell why a head whose weights name some of the class folders is reset as a whole (`head_rows` keeps rows only
-    when they name every one), so a fine-tune on partly new classes does not pass for one that kept them."""
+    """Tell why the head is reset: one whose weights name some of the class folders is reset as a whole (`head_rows`
+    keeps rows only when they name every one), so a fine-tune on partly new classes does not pass for one that kept
+    them; one that names none of them, or no classes, is replaced by a new head, said too (it was silent, and a
+    fine-tune from a new head needs more steps than one from kept rows)."""
     names = known_labels(spec)
     found, unknown = class_indices(list(classes), names) if names else ({}, [])
-    if found:
+    if not found:
+        why = (f"none of the {len(classes)} class folders are among its {len(names)} labels" if names else
+               f"its {spec.num_classes} outputs name no classes")  # fmt: skip
+        say(f"note: the --init head is replaced by a new {len(classes)}-way head: {why}")
+    else:
         say(f"note: the --init head is reset: {len(unknown)} of the {len(classes)} class folders are not among its "
             f"{len(names)} labels (first: {unknown[0]!r}), so the rows of the {len(found)} it names are not kept "
             "either")  # fmt: skip
@@ -425,6 +445,24 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     resolution (most of torchvision's ImageNet weights are 224's, but a teacher fine-tuned on the dataset may be at
     any), so none is guessed.
     """
+    return adapt_teacher(load_teacher(cfg, classes), cfg, student_norm, device)
+
+
+@dataclasses.dataclass
+class LoadedTeacher:
+    """A teacher read and checked against the class folders (`load_teacher`), before the adapters that need the
+    student's spec (`adapt_teacher`): its module, its own (mean, std), and its own resolution where known."""
+
+    module: nn.Module
+    own: tuple
+    resolution: int | None
+
+
+def load_teacher(cfg: TrainConfig, classes: list[str]) -> LoadedTeacher:
+    """The teacher ``--teacher`` names, read, matched to ``classes`` and checked (its labels, ``--teacher-weights``,
+    its head's size): every way it can be refused, and nothing that needs the student, so that `_Run.run` calls it
+    before the run folder is held (a refused teacher left a new --out holding only .lock) and before the costlier
+    set-up (the --init BatchNorm pass). `build_teacher` has the rules."""
     resolution = None  # the teacher's own input size, where known
     if teacher_is_weights(cfg.teacher):
         teacher = weights_io.load(Path(cfg.teacher))
@@ -452,6 +490,13 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
     out = getattr(teacher, "num_classes", None)
     if out is not None and out != len(classes):
         raise ConfigError(f"teacher={cfg.teacher!r} has {out} classes, the dataset has {len(classes)}")
+    return LoadedTeacher(teacher, own, resolution)
+
+
+def adapt_teacher(loaded: LoadedTeacher, cfg: TrainConfig, student_norm: tuple, device: torch.device) -> nn.Module:
+    """A checked teacher (`load_teacher`) behind its input adapters for a student of mean/std ``student_norm``
+    (`AtOwnResolution`, `Renormalise`), on ``device``, frozen."""
+    teacher, own, resolution = loaded.module, loaded.own, loaded.resolution
     if resolution is not None and cfg.teacher_resolution == "own":
         teacher = AtOwnResolution(teacher, resolution)
     if tuple(map(tuple, student_norm)) != tuple(map(tuple, own)):
@@ -462,14 +507,30 @@ def build_teacher(cfg: TrainConfig, classes: list[str], device: torch.device, st
 def check_sources(cfg: TrainConfig) -> None:
     """The model spec the options ask for valid (`requested_spec`), the weights ``--init`` and ``--teacher`` name,
     read as far as their config.json, or the torchvision model ``--teacher`` names, known: before the run folder is
-    held, a wrong one left a new --out holding only .lock."""
+    held, a wrong one left a new --out holding only .lock. (`load_teacher` then checks the teacher against the class
+    folders, also before the folder is held.)
+
+    A resume does not need the ``--init`` folder: its checkpoint holds the weights and the model's spec
+    (`model_for`), so a folder gone since is left to `_Run._model` when there is a checkpoint to resume."""
     requested_spec(cfg)
-    if cfg.init:
+    if cfg.init and Path(cfg.init).exists():
         check_init_agrees(cfg, weights_io.read_config(cfg.init)["spec"])
+    elif cfg.init and not may_resume(cfg):
+        raise ConfigError(f"init={cfg.init!r}: no such file or folder")
     if cfg.teacher and teacher_is_weights(cfg.teacher):
+        if not Path(cfg.teacher).exists():
+            raise ConfigError(f"teacher={cfg.teacher!r}: no such file or folder")
         weights_io.read_config(cfg.teacher)
     elif cfg.teacher:
         _check_torchvision_teacher(cfg.teacher)
+
+
+def may_resume(cfg: TrainConfig) -> bool:
+    """Whether the run has a checkpoint to resume (``--resume auto`` with one in --out, or a ``--resume FILE`` that
+    is there), as far as the files show before any is read."""
+    if cfg.resume == "auto":
+        return bool(list_checkpoints(cfg.out))
+    return bool(cfg.resume) and Path(cfg.resume).is_file()
 
 
 def check_init_agrees(cfg: TrainConfig, saved: ModelSpec) -> None:
@@ -661,7 +722,7 @@ class _Run:
             cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class, cfg.max_val_per_class,
             cfg.subsample,
         )  # fmt: skip
-        check_trainable(train_split, cfg.batch_size)
+        check_trainable(train_split, cfg.batch_size, "--batch-size")
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
         self.fingerprint = {"train": split_fingerprint(train_split), "val": split_fingerprint(val_split)}
@@ -775,7 +836,8 @@ class _Run:
 
     def _model(self) -> None:
         cfg, env = self.cfg, self.env
-        model = build_model(cfg, self.classes, self.say)
+        resumed = self._resumed_spec()
+        model = build_model(cfg, self.classes, self.say, resumed=resumed)
         if cfg.init:  # the weights decide the architecture: the run's config.yaml records what trains, not what was
             # asked (a resume with the same command resolves the same, so it is compared like for like)
             s = model.spec
@@ -786,7 +848,7 @@ class _Run:
                 self.say("warning: --freeze-backbone without --init trains only the head, on the random features of "
                          "an untrained backbone (a linear probe starts from --init WEIGHTS)")  # fmt: skip
         self.model = model.to(env.device)
-        if cfg.init and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA copy and DDP
+        if cfg.init and resumed is None and not (cfg.freeze_backbone or cfg.freeze_bn):  # before the optimizer, EMA
             restored = restore_batchnorm_statistics(
                 self.model, bn_calibration_batches(self.train_split, model.spec, env.device)
             )
@@ -818,10 +880,31 @@ class _Run:
         self.teacher = None
         if cfg.teacher:
             spec = unwrap(self.model).spec
-            self.teacher = build_teacher(cfg, list(self.classes), env.device, (tuple(spec.mean), tuple(spec.std)))
+            norm = (tuple(spec.mean), tuple(spec.std))
+            self.teacher = adapt_teacher(self.loaded_teacher, cfg, norm, env.device)
+            self.loaded_teacher = None
             if not teacher_is_weights(cfg.teacher) and not cfg.teacher_weights:
                 self.say(f"warning: teacher {cfg.teacher} has random weights (no --teacher-weights): its soft "
                          "targets carry nothing to distil")  # fmt: skip
+
+    def _resumed_spec(self) -> ModelSpec | None:
+        """With ``--init``, the spec of the checkpoint a resume starts from (`_find_resume`), which `model_for` builds
+        the model from: the checkpoint holds every weight, so the ``--init`` folder is not read again (and may be
+        gone: said). None for a fresh run, or a checkpoint that records no spec (older ones: the folder is read)."""
+        cfg = self.cfg
+        if not cfg.init or self.found is None:
+            if cfg.init and not Path(cfg.init).exists():  # `check_sources` let it pass for a checkpoint not resumed
+                raise ConfigError(f"init={cfg.init!r}: no such file or folder")
+            return None
+        path, state = self.found
+        if state.get("spec") is None:
+            if not Path(cfg.init).exists():
+                raise ConfigError(f"init={cfg.init!r}: no such file or folder, and {path} records no model spec to "
+                                  "resume without it")  # fmt: skip
+            return None
+        if not Path(cfg.init).exists():
+            self.say(f"note: init={cfg.init!r} is gone: the resume does not need it, {path} holds the weights")
+        return ModelSpec.from_dict(state["spec"])
 
     def _refuse_earlier_checkpoints(self) -> None:
         """A fresh run beside an earlier run's checkpoints would lose its own (the newest steps are kept) and a later
@@ -902,6 +985,26 @@ class _Run:
             self.checkpoints.then(held.close)
         if self.graph is not None:
             self.graph.close()
+
+    # the share of an epoch's images that drop_last may leave unused before a note suggests another --batch-size:
+    # below it (Imagenette's 9469 at 256 leave 253, 2.7%) the note would be noise on every run
+    UNUSED_NOTE_SHARE = 0.05
+
+    def _say_unused_images(self) -> None:
+        """Say, once at the start, how many training images each epoch leaves unused and which --batch-size uses
+        them, when that is a sizable share: the loader drops the last incomplete batch (drop_last, so that every
+        step's BatchNorm batch is full), and 100 images at the default 64 trained 64 an epoch, silently."""
+        images, world = len(self.train_ds), self.env.world_size
+        unused = images - self.steps_per_epoch * self.per_rank_batch * world
+        if unused <= self.UNUSED_NOTE_SHARE * images:
+            return
+        better = fuller_batch(images, self.cfg.batch_size, world)
+        left = images - images // better * better
+        steps = self.steps_per_epoch
+        fix = f": --batch-size {better} uses {'them all' if not left else f'all but {left}'}" if left < unused else ""
+        self.say(f"note: {unused} of the {images} training images go unused each epoch (--batch-size "
+                 f"{self.cfg.batch_size} makes {steps} full batch{'es' if steps != 1 else ''}, the rest is "
+                 f"dropped){fix}")  # fmt: skip
 
     def _find_resume(self) -> None:
         """The checkpoint a resume starts from (``self.found``: path and state, or None), loaded and checked against
@@ -1207,6 +1310,8 @@ class _Run:
         self._settings()
         self._data(None)  # the split scan's checks (cheap) before the folder is held, so a bad dataset leaves none
         check_sources(cfg)  # and so do weights that are not there
+        # and a teacher refused (its classes, --teacher-weights, its head), before the --init BatchNorm pass too
+        self.loaded_teacher = load_teacher(cfg, list(self.classes)) if cfg.teacher else None
         self._lock()  # before any decoding: a second run in a busy folder stops at once
         self._refuse_earlier_checkpoints()
         self._find_resume()  # a damaged or foreign checkpoint stops the run before decoding too
@@ -1215,6 +1320,7 @@ class _Run:
         self._loaders(spec)
         if self.steps_per_epoch == 0:
             raise DataError(f"{self.train_split.root}: too few images for one batch per process")
+        self._say_unused_images()
         self._resume()
         if not cfg.time_budget and cfg.epochs <= cfg.warmup_epochs:  # (a time budget's plan says it itself)
             self.say(f"warning: epochs={cfg.epochs} ends inside the {cfg.warmup_epochs:g}-epoch warm-up: the "
@@ -1339,9 +1445,13 @@ class _Run:
                 eval_s = self.clock() - t_eval
             else:  # --eval-every: no evaluation this epoch
                 val, val_bad = dict.fromkeys(("loss", "top1", "top5", "images_per_s")), BadFiles()
+            # --max-steps reached before the epoch's end: the row is of part of the epoch, and says which
+            done = first + stats["train_steps"] - carried_steps
+            partial = stopped and done < self.steps_per_epoch
             row = {
                 "epoch": epoch + 1,
                 "global_step": self.global_step,
+                "stopped_at_step": done if partial else None,  # the epoch's last step trained, where partial
                 **stats,
                 "val_loss": val["loss"],
                 "val_top1": val["top1"],
@@ -1363,8 +1473,9 @@ class _Run:
                 if val["top1"] is not None
                 else "not evaluated"
             )
+            where = f" (stopped at step {done} of {self.steps_per_epoch}, --max-steps)" if partial else ""
             self.say(
-                f"epoch {epoch + 1}/{self.epochs}: train loss {stats['train_loss']:.4f}, {evaluated}, "
+                f"epoch {epoch + 1}/{self.epochs}{where}: train loss {stats['train_loss']:.4f}, {evaluated}, "
                 f"{stats['train_images_per_s']:.1f} img/s"
                 + (
                     f"; skipped {last_train_bad.count} train / {val_bad.count} val files "
@@ -1375,7 +1486,6 @@ class _Run:
             )
             agreed = self.agreement.at_epoch_end() if self.agreement else None  # every process, every epoch
             if stopped:  # --max-steps reached mid-epoch: the checkpoint records where
-                done = first + stats["train_steps"] - carried_steps
                 self._checkpoint(epoch + (done >= self.steps_per_epoch), done % self.steps_per_epoch, totals)
                 self._stop_if_asked(self.global_step, agreed)  # as at an epoch's end: a resume finishes the run
                 break
@@ -1491,6 +1601,8 @@ class _Run:
             "final_val_loss": final.get("val_loss"),
             "val_images": last_val["images"] if last_val else earlier.get("val_images"),  # final_top1's denominator
             "epochs": epochs,
+            # the last epoch's step where --max-steps stopped it before its end (None: it ended), as its row says
+            "last_epoch_stopped_at_step": final.get("stopped_at_step"),
             "global_steps": self.global_step,
             "wall_time_s": wall,
             "time_budget": self._budget_summary(),
