@@ -40,7 +40,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHWISE = ("conv", "triton", "taps", "flipped")  # dwconv.IMPLEMENTATIONS
-TEACHER_RESOLUTIONS = ("own", "student")  # trainer.build_teacher's: AtOwnResolution, or none
+TEACHER_RESOLUTIONS = ("own", "student")  # trainer.adapt_teacher's: AtOwnResolution, or none
 SUBSAMPLE_RULES = ("hash", "first")  # data.subsample's
 
 
@@ -369,7 +369,7 @@ PATH_FIELDS = ("data", "out", "init", "teacher", "teacher_weights", "resume")
 def teacher_is_weights(teacher: str) -> bool:
     """Whether ``teacher`` is our weights (a folder, or a file, that exists here, read from the working directory)
     rather than a torchvision model's name (``resnet18``). The one rule every reader of ``teacher`` goes by: the
-    trainer builds, checks and warns by it (`trainer.build_teacher`), a run records only such a teacher as a path
+    trainer builds, checks and warns by it (`trainer.load_teacher`), a run records only such a teacher as a path
     (`TrainConfig.absolute_paths`) and a resume compares it as one (`_same_value`, `_as_it_ran`). A name that is also
     a file or folder here is that path, as a shell would read it."""
     return Path(teacher).exists()

@@ -511,15 +511,13 @@ def check_sources(cfg: TrainConfig) -> None:
     folders, also before the folder is held.)
 
     A resume does not need the ``--init`` folder: its checkpoint holds the weights and the model's spec
-    (`model_for`), so a folder gone since is left to `_Run._model` when there is a checkpoint to resume."""
+    (`model_for`), so a folder gone since is left to `_Run._resumed_spec` when there is a checkpoint to resume."""
     requested_spec(cfg)
     if cfg.init and Path(cfg.init).exists():
         check_init_agrees(cfg, weights_io.read_config(cfg.init)["spec"])
     elif cfg.init and not may_resume(cfg):
         raise ConfigError(f"init={cfg.init!r}: no such file or folder")
     if cfg.teacher and teacher_is_weights(cfg.teacher):
-        if not Path(cfg.teacher).exists():
-            raise ConfigError(f"teacher={cfg.teacher!r}: no such file or folder")
         weights_io.read_config(cfg.teacher)
     elif cfg.teacher:
         _check_torchvision_teacher(cfg.teacher)
