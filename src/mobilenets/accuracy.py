@@ -275,7 +275,8 @@ class Measured(NamedTuple):
 
 def read_recipe(summary: str | os.PathLike, say: Callable[[str], None] | None = None) -> tuple[Any, dict | None]:
     """(TrainConfig, its mapping) of the config.yaml `trainer` writes beside a run's summary.json; (None, None) where
-    there is none, or it cannot be read (named to ``say``: its recipe is then compared by its summary's epochs)."""
+    there is none, or it cannot be read (named to ``say``): the run then compares as one without a recipe
+    (`recipe_differences`: by its summary's epochs against another such run, `UNRECORDED` against one with a recipe)."""
     from .train_config import TrainConfig, load_yaml
 
     path = Path(summary).parent / "config.yaml"
