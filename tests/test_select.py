@@ -1317,3 +1317,39 @@ def test_the_printed_recipe_trains_as_printed_from_real_fine_tune_runs(capsys, t
     assert (trained.spec.alpha, trained.spec.resolution, trained.spec.num_classes) == (0.25, 48, 2)
     saved = json.loads((tmp_path / "runs" / "mobilenet_v1_025_48" / "summary.json").read_text())
     assert saved["global_steps"] == 1
+
+
+def _recipe_run(folder: Path, top1: float, drop: str | None = None, **fields) -> Path:
+    """A run's summary.json beside a config.yaml written as the trainer writes it, less ``drop`` (a field an older
+    version did not record)."""
+    import yaml
+
+    from mobilenets.train_config import TrainConfig
+
+    (folder / "model").mkdir(parents=True)
+    saved = TrainConfig(data=str(folder.parent / "data"), out=str(folder), alpha=0.25, resolution=128,
+                        **fields).to_dict()  # fmt: skip
+    if drop:
+        saved.pop(drop)
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    summary = {"model": {"alpha": 0.25, "resolution": 128, "num_classes": 5}, "final_top1": top1, "epochs": 5}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder / "summary.json"
+
+
+def test_runs_of_one_recipe_group_alike_in_either_order_and_older_files_read_as_they_ran(tmp_path):
+    """From the re-read: a config.yaml was read without `_as_it_ran` and compared one way only. Two seeds of one
+    distillation saved before `teacher_resolution` were "2 recipes (differing in teacher_resolution)"; and a file
+    lacking a field the other sets gave the best recipe in one order, the mean with no note in the other."""
+    (tmp_path / "teacher").mkdir()
+    seeds = [_recipe_run(tmp_path / f"kd{s}", top1, "teacher_resolution", seed=s, teacher=str(tmp_path / "teacher"))
+             for s, top1 in ((0, 0.80), (1, 0.70))]  # fmt: skip
+    for order in (seeds, seeds[::-1]):
+        said = []
+        assert accuracy.from_summaries(order, say=said.append).points == {(0.25, 128): pytest.approx(75.0)}
+        assert not [s for s in said if "recipes" in s], said
+    mixed = [_recipe_run(tmp_path / "old", 0.60, "lr"), _recipe_run(tmp_path / "new", 0.90, lr=0.5)]
+    for order in (mixed, mixed[::-1]):
+        said = []
+        assert accuracy.from_summaries(order, say=said.append).points == {(0.25, 128): pytest.approx(90.0)}
+        assert [s for s in said if "2 runs of 2 recipes (differing in lr)" in s], said

@@ -277,13 +277,13 @@ def read_recipe(summary: str | os.PathLike, say: Callable[[str], None] | None = 
     """(TrainConfig, its mapping) of the config.yaml `trainer` writes beside a run's summary.json; (None, None) where
     there is none, or it cannot be read (named to ``say``): the run then compares as one without a recipe
     (`recipe_differences`: by its summary's epochs against another such run, `UNRECORDED` against one with a recipe)."""
-    from .train_config import TrainConfig, load_yaml
+    from .train_config import TrainConfig, _as_it_ran, load_yaml
 
     path = Path(summary).parent / "config.yaml"
     if not path.is_file():
         return None, None
     try:
-        saved = load_yaml(path)
+        saved = _as_it_ran(load_yaml(path))  # an older file's missing fields as that run ran, as a resume reads them
         return TrainConfig(**saved), saved
     except (ValueError, OSError, TypeError) as exc:
         if say is not None:
@@ -295,8 +295,9 @@ def recipe_differences(a: Measured, b: Measured) -> list[str]:
     """The `TrainConfig` fields in which run ``b``'s recipe differs from run ``a``'s (`TrainConfig.differences`, less
     `NOT_RECIPE`); runs without a config.yaml compare their summaries' epochs, and a run with one beside a run
     without differs in `UNRECORDED`."""
-    if a.config is not None and b.saved is not None:
-        return sorted({d.split("=", 1)[0] for d in a.config.differences(b.saved, NOT_RECIPE)})
+    if a.config is not None and b.config is not None:  # both ways: a field one file lacks is skipped by `differences`
+        both = a.config.differences(b.saved, NOT_RECIPE) + b.config.differences(a.saved, NOT_RECIPE)
+        return sorted({d.split("=", 1)[0] for d in both})
     if a.config is None and b.config is None:
         return ["epochs"] if None not in (a.run.epochs, b.run.epochs) and a.run.epochs != b.run.epochs else []
     return [UNRECORDED]
