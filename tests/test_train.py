@@ -1045,6 +1045,32 @@ def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_
     assert not (tmp_path / "r32").exists()
 
 
+def test_the_unused_images_note_counts_the_images_the_sampler_draws_from(tmp_path, capsys):
+    """From the re-read: with --data-on-device the sampler draws from the readable images only, but the note counted
+    every file: 12 readable of 16 at batch 6 fill 2 batches exactly, and it said 4 went unused."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 6, 2)  # 12 readable + 4 junk
+    for i, cls in enumerate(CLASSES4[:2] * 2):
+        (data / "train" / cls / f"junk{i}.jpg").write_bytes(b"not an image")
+    train(tiny_cfg(data, tmp_path / "r", resolution=32, batch_size=6, max_steps=1, data_on_device=True,
+                   device="cpu", quiet=False))  # fmt: skip
+    err = capsys.readouterr().err
+    assert "skipped 4 train" in err and "go unused each epoch" not in err, err
+
+
+def test_init_of_an_unlabelled_imagenet_head_for_other_folders_replaces_it_and_says_so(tmp_path):
+    """From the re-read: unlabelled 1000-way weights name ImageNet's classes (`known_labels`); for 1000 unrelated
+    folders the head was kept and the note said "its labels are the folders". Its rows score ImageNet's classes, so
+    it is replaced, as for labelled weights of other classes."""
+    net = MobileNetV1(alpha=0.25, num_classes=1000).eval()
+    save(net, tmp_path / "w")
+    said: list[str] = []
+    model = build_model(TrainConfig(data="x", out="y", init=str(tmp_path / "w")).validate(),
+                        [f"c{i:04d}" for i in range(1000)], said.append)  # fmt: skip
+    assert [s for s in said if "replaced by a new 1000-way head" in s], said
+    assert not [s for s in said if "keeps its rows" in s], said
+    assert not torch.equal(model.classifier.weight, net.classifier.weight)
+
+
 def test_sigterm_at_the_max_steps_step_stops_where_the_run_would_have_ended(tmp_path, monkeypatch):
     """--max-steps 6 ends a run in epoch 2 (4 steps per epoch) with that epoch's partial row and a checkpoint. A
     SIGTERM during step 6 stopped at once with a checkpoint and no row, so the resume (nothing left to train) gave

@@ -219,7 +219,8 @@ def model_for(
             say(f"note: the --init head keeps its rows for all {len(classes)} class folders (picked from its "
                 f"{len(known_labels(model.spec))} labels, in the folders' order)")  # fmt: skip
             keep_head_rows(model, rows)
-        elif model.num_classes != len(classes) or (model.spec.labels and tuple(model.spec.labels) != labels):
+        elif model.num_classes != len(classes) or ((known := known_labels(model.spec)) and tuple(known) != labels):
+            # (known: its labels, or ImageNet's for an unlabelled 1000/1001-way head, which names classes too)
             _say_head_reset(model.spec, classes, say)
             model.reset_classifier(len(classes))  # (as many) other classes: its rows would score the wrong ones
         else:  # its labels are the folders, or its unnamed outputs as many as they are
@@ -992,7 +993,8 @@ class _Run:
         """Say, once at the start, how many training images each epoch leaves unused and which --batch-size uses
         them, when that is a sizable share: the loader drops the last incomplete batch (drop_last, so that every
         step's BatchNorm batch is full), and 100 images at the default 64 trained 64 an epoch, silently."""
-        images, world = len(self.train_ds), self.env.world_size
+        # the images the sampler draws from: with --data-on-device, the readable ones only
+        images, world = len(self.sampler.dataset), self.env.world_size
         unused = images - self.steps_per_epoch * self.per_rank_batch * world
         if unused <= self.UNUSED_NOTE_SHARE * images:
             return
