@@ -2933,6 +2933,21 @@ def test_a_resume_drops_a_torn_last_metrics_line_and_names_any_other_bad_one(tmp
     assert {p: p.read_bytes() for p in kept} == kept  # metrics.jsonl, config.yaml, env.json as they were
 
 
+def test_a_named_checkpoint_that_is_refused_leaves_no_new_run_folder(tmp_path):
+    """From the re-read: --resume FILE into a new --out read the file after the folder was held, so an unreadable
+    file, or one of a run with other settings, left the new folder holding only .lock."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"junk.pt: unreadable checkpoint"):
+        train(tiny_cfg(data, tmp_path / "new", resolution=32, resume=str(tmp_path / "junk.pt")))
+    assert not (tmp_path / "new").exists()
+    train(tiny_cfg(data, tmp_path / "a", resolution=32, max_steps=1))
+    ckpt = sorted((tmp_path / "a" / "checkpoints").iterdir())[-1]
+    with pytest.raises(ConfigError, match=r"was saved by a run with other settings \(alpha=0.25 there, 0.5 here"):
+        train(tiny_cfg(data, tmp_path / "new2", resolution=32, alpha=0.5, resume=str(ckpt)))
+    assert not (tmp_path / "new2").exists()
+
+
 def test_a_resume_goes_on_with_the_files_it_trained_on(tmp_path):
     """--data is a path and may move, but a resume on other files (one image fewer, or another dataset) would mix
     two datasets in one run and overwrite env.json's record of the first: one clear error, nothing written."""

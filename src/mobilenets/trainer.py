@@ -1312,9 +1312,13 @@ class _Run:
         check_sources(cfg)  # and so do weights that are not there
         # and a teacher refused (its classes, --teacher-weights, its head), before the --init BatchNorm pass too
         self.loaded_teacher = load_teacher(cfg, list(self.classes)) if cfg.teacher else None
+        named = cfg.resume not in (None, "auto")  # a checkpoint file named: read and checked before the folder is
+        if named:  # held, so an unreadable or foreign one leaves no new --out behind (auto reads the held folder's)
+            self._find_resume()
         self._lock()  # before any decoding: a second run in a busy folder stops at once
         self._refuse_earlier_checkpoints()
-        self._find_resume()  # a damaged or foreign checkpoint stops the run before decoding too
+        if not named:
+            self._find_resume()  # a damaged or foreign checkpoint stops the run before decoding too
         self._model()
         spec = unwrap(self.model).spec
         self._loaders(spec)
