@@ -150,8 +150,6 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     tables, or two 10-class sets), so they get neither one y axis nor one Pareto front (refusing would lose the plot
     of a finished bench; separate files would hide that the other exists). One source draws one panel, labelled as
     before (naming the runs' task where the rows record it)."""
-    from .bench import top1_basis
-
     plt = _pyplot()
     groups = _top1_groups(rows)
     if not groups:  # no top-1 at all: the empty axis of the source the rows name
@@ -162,7 +160,7 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
     names = list(_series(rows))  # colours over every panel: a runtime keeps its colour
     for ax, ((table, task), group) in zip(axes[:, 0], groups.items(), strict=True):
         _accuracy_panel(ax, _series(group), names, target_fps)
-        guessed = any(top1_basis(r.get("top1_source")) in ESTIMATED for r in group)
+        guessed = any(map(_estimated, group))
         ax.set(xscale="log", ylabel=top1_ylabel(table, named, task, guessed))
         _plain_log_ticks(ax, "x")
         ax.grid(True, which="both", alpha=0.3)
@@ -176,19 +174,26 @@ def accuracy_vs_latency(rows: Sequence[dict], path: str | os.PathLike, *, target
 ESTIMATED = ("interpolated", "extrapolated")  # `accuracy.AccuracyModel.predict`'s sources of a top-1 it estimated
 
 
+def _estimated(row: dict) -> bool:
+    """Whether a row's top-1 is one the accuracy model estimated (`ESTIMATED`), not a table's or a run's figure."""
+    from .bench import top1_basis  # imported where used, as the plots did before
+
+    return top1_basis(row.get("top1_source")) in ESTIMATED
+
+
 def _accuracy_panel(ax, series: dict[str, list[dict]], names: list[str], target_fps: float) -> None:
     """Each runtime's points and Pareto front, and the target-FPS line. A top-1 the accuracy model estimated (a
     model off its table's grid) is a hollow point, one of the table or a run a filled one; the legend of a runtime
     that does not run fp32 (INT8, bf16, fp16: `bench.of_fp32_weights`, the rule of the rows' ``top1_source``) says
     its top-1s are the fp32 weights'."""
-    from .bench import of_fp32_weights, top1_basis
+    from .bench import of_fp32_weights
 
     estimated = False
     for name, rs in sorted(series.items()):
         style = _style(name, names)
         for guessed in (False, True):
             pts = [(r["latency_ms_median"], r["top1"]) for r in rs
-                   if (top1_basis(r.get("top1_source")) in ESTIMATED) == guessed]  # fmt: skip
+                   if _estimated(r) == guessed]  # fmt: skip
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.5, color=style["color"],
                         markerfacecolor="none" if guessed else style["color"])  # fmt: skip
