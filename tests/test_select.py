@@ -1139,14 +1139,19 @@ def test_an_int8_size_on_a_runtime_that_runs_fp32_says_the_latency_is_not_the_in
         "openvino-bf16": "of fp32 weights computed in bf16, " + tail.format("--runtime openvino-int8"),
         "torch": "of fp32 weights, " + tail.format("--runtime ort-int8 or --runtime openvino-int8"),
     }
+    def timed(alpha, res):
+        return 10.0, "measured"
+
     for runtime, words in expected.items():
         for k in (Constraints(max_mb=4, size_dtype="int8"), Constraints(size_dtype="int8")):  # no budget: the export
-            assert select(k, space=space, runtime=runtime).latency_note == (
+            assert select(k, space=space, runtime=runtime, latency=timed).latency_note == (
                 f"note: sizes and the export are of the INT8 file (--size-dtype int8), but latency_ms is {runtime}'s, "
                 + words
             )
+        # no latency shown (no source given): there is no latency to say is not the file's
+        assert select(Constraints(size_dtype="int8"), space=space, runtime=runtime).latency_note == ""
     for runtime, k in (("ort", Constraints(max_mb=4)), ("ort-int8", Constraints(max_mb=4, size_dtype="int8"))):
-        assert select(k, space=space, runtime=runtime).latency_note == ""  # timed what is sized, or fp32 alone
+        assert select(k, space=space, runtime=runtime, latency=timed).latency_note == ""  # timed what is sized
     code, out, _ = run(capsys, "--fps", "24", "--size-dtype", "int8", *_bench_file(tmp_path, "ort"))
     (note,) = [line for line in out.splitlines() if "latency_ms is ort's" in line]
     assert code == 0 and note.endswith(tail.format("--runtime ort-int8")) and " --int8 " in out

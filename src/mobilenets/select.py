@@ -667,7 +667,8 @@ def select(
     for c in shown:
         c["fails"] = constraints.failures(c, way)
     sel.int8_note = int8_note(rows, sel.chosen, constraints, way)
-    sel.latency_note = int8_latency_note(constraints, runtime, dtype)
+    if any(c.get("latency_ms") is not None for c in shown):  # no latency shown: nothing to say it is not the file's
+        sel.latency_note = int8_latency_note(constraints, runtime, dtype)
     return sel
 
 
