@@ -1286,6 +1286,20 @@ def test_a_from_scratch_run_s_recipe_trains_another_alpha():
     assert model.recipe_run(0.35, 224) == ("runs/a", "")  # 0.5's weights fix 0.5: the scratch run's recipe
 
 
+def test_a_run_whose_config_cannot_be_read_gives_no_recipe_or_retrain_line(tmp_path):
+    """A run whose config.yaml does not load (named in a note) was still a recipe to train by: select printed
+    ``train --config RUN/config.yaml``, which train refuses. Only runs whose recipe reads are select's run folders."""
+    r128 = recipe_run(tmp_path, "a128", 0.25, 128, 0.80, lr=0.01, epochs=7)
+    r224 = recipe_run(tmp_path, "a224", 0.25, 224, 0.86, lr=0.01, epochs=7)
+    notes: list[str] = []
+    model = accuracy.from_summaries([r128 / "summary.json", r224 / "summary.json"])
+    assert model.recipe_run(0.25, 192) == (str(r224), "")  # the nearer in MACs, while both read
+    (r224 / "config.yaml").write_text("lr: [0.1\n")  # not YAML
+    model = accuracy.from_summaries([r128 / "summary.json", r224 / "summary.json"], say=notes.append)
+    assert model.recipe_run(0.25, 192) == (str(r128), "") and (0.25, 224) not in model.run_dirs
+    assert any(str(r224 / "summary.json") in n and "is not compared" in n for n in notes)
+
+
 def test_the_printed_recipe_trains_as_printed_from_real_fine_tune_runs(capsys, tmp_path, monkeypatch):
     """End to end: two real 1-step fine-tunes (--init 0.25 weights) of 0.25 at 32 and 64 px on an Imagenette
     subset; select chooses 0.25-48 (interpolated) and the train command it prints, run as printed, fine-tunes the

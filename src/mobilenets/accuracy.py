@@ -54,8 +54,8 @@ class AccuracyModel:
     # what measured points are of (`task_name`: "10 classes #1a2b3c4d"), so that results of two `bench --accuracy`
     # runs on different datasets, merged into one file, are told apart; None for the published ImageNet tables
     task: str | None = None
-    # the folder of a `mobilenets train` run that measured a point (its model/ and config.yaml beside summary.json; of
-    # several runs of one model, the first given of the recipe kept: `best_recipe`): the model is trained already,
+    # the folder of a `mobilenets train` run that measured a point (its model/ and a readable config.yaml beside
+    # summary.json; of several runs of one model, the first given of the recipe kept: `best_recipe`): the model is trained already,
     # so `select` exports that run's weights and retrains from its recipe rather than print the default recipe into
     # the run's own folder
     run_dirs: dict[tuple[float, int], str] = field(default_factory=dict)
@@ -361,7 +361,8 @@ def from_summaries(paths, say: Callable[[str], None] | None = None) -> AccuracyM
         raise ValueError(f"no accuracy file of a standard MobileNet among the {len(paths)} given")
     kept = {k: best_recipe(v, say) for k, v in runs.items()}
     _note_mixed_recipes(kept, say)
-    folders = {k: next(m.folder for m in v if m.folder) for k, v in kept.items() if any(m.folder for m in v)}
+    # a run whose config.yaml cannot be read (named above) has no recipe to print: `--config` would refuse it
+    folders = {k: f[0] for k, v in kept.items() if (f := [m.folder for m in v if m.folder and m.config is not None])}
     inits = frozenset(k for k, v in kept.items() for m in v[:1] if m.config is not None and m.config.init)
     known = named[1].classes if named is not None else None
     model = AccuracyModel({k: _mean([m.run.top1 for m in v]) for k, v in kept.items()}, "measured",
