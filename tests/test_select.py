@@ -1139,6 +1139,7 @@ def test_an_int8_size_on_a_runtime_that_runs_fp32_says_the_latency_is_not_the_in
         "openvino-bf16": "of fp32 weights computed in bf16, " + tail.format("--runtime openvino-int8"),
         "torch": "of fp32 weights, " + tail.format("--runtime ort-int8 or --runtime openvino-int8"),
     }
+
     def timed(alpha, res):
         return 10.0, "measured"
 

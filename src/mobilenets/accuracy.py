@@ -55,9 +55,9 @@ class AccuracyModel:
     # runs on different datasets, merged into one file, are told apart; None for the published ImageNet tables
     task: str | None = None
     # the folder of a `mobilenets train` run that measured a point (its model/ and a readable config.yaml beside
-    # summary.json; of several runs of one model, the first given of the recipe kept: `best_recipe`): the model is trained already,
-    # so `select` exports that run's weights and retrains from its recipe rather than print the default recipe into
-    # the run's own folder
+    # summary.json; of several runs of one model, the first given of the recipe kept: `best_recipe`): the model is
+    # trained already, so `select` exports that run's weights and retrains from its recipe rather than print the
+    # default recipe into the run's own folder
     run_dirs: dict[tuple[float, int], str] = field(default_factory=dict)
     # the points whose run (``run_dirs``) trained from --init weights: those fix the alpha (README "Training"), so
     # its recipe trains no other alpha (`recipe_run`)
