@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mobilenets import MobileNetV1, count_complexity, dwconv, kernels, step_graph  # noqa: E402
 from mobilenets.atomic import atomic_write_text  # noqa: E402
-from mobilenets.engine import DistEnv, StepContext, train_step  # noqa: E402
+from mobilenets.engine import DistEnv, StepContext, optimizer_step, train_step  # noqa: E402
 from mobilenets.gpu import REPLAY_TOLERANCE, CudaGraphRunner, fast_inference  # noqa: E402
 from mobilenets.layers import pad_stem  # noqa: E402
 from mobilenets.optim import set_lr  # noqa: E402
@@ -182,9 +182,8 @@ class Bench:
         ...). Per candidate: median/min/max ms per call and the first call's seconds (compile/tuning included); for a
         training step, which returns its loss, the losses of its first call and of its warm-up calls, at least
         GRAPH_WARMUP of them (`losses`, and the first as `first_loss`: its very first, from the section that built
-        it, for a path an earlier section trained on),
-        and, replayed as a CUDA graph, which step of its model its first call was (`first_step`: the runner's
-        warm-up steps train before the capture)."""
+        it, for a path an earlier section trained on): a step replayed as a CUDA graph (`step_graph.StepGraph`) is
+        captured within them, so they are its model's steps 1, 2, ... as every other path's are."""
         out: dict[str, dict] = {}
         ready = {}
         for name, make in makers.items():
@@ -202,8 +201,6 @@ class Bench:
                     losses = [y.item()] + [fn(x).item() for _ in range(max(warmup, GRAPH_WARMUP))]
                     losses = self.first_losses.setdefault(name, losses)
                     out[name].update(first_loss=losses[0], losses=losses)
-                    if isinstance(fn, CudaGraphRunner):
-                        out[name]["first_step"] = fn.warmup + 1
                 else:
                     for _ in range(warmup):
                         fn(x)
@@ -324,20 +321,19 @@ def step_parts(model, *, device: str, compile_kwargs: dict | None, batch: int):
     return opt, net, torch.randint(0, 1000, (batch,), device=device)
 
 
+def step_context(opt: torch.optim.Optimizer, device: str) -> StepContext:
+    """The trainer's step settings every timed step runs with: bf16 autocast, channels_last batches, a constant rate
+    (`optim.set_lr` of the groups' ``base_lr``), nothing else (no smoothing, mixing, clipping, EMA or teacher)."""
+    return StepContext(optimizer=opt, lr_at=lambda _: 1.0, set_lr=set_lr, env=DistEnv(device=torch.device(device)),
+                       amp_dtype=torch.bfloat16, channels_last=True)  # fmt: skip
+
+
 def train_step_fn(model, *, device: str, compile_kwargs: dict | None, batch: int):
-    """One SGD-Nesterov step (fused on CUDA) under bf16 autocast on a channels_last model; returns the loss."""
+    """The trainer's own step (`engine.optimizer_step`: forward and loss under bf16 autocast, backward, the
+    optimizer step) with `step_parts`' SGD-Nesterov (fused on CUDA) on a channels_last model; returns the loss."""
     opt, net, target = step_parts(model, device=device, compile_kwargs=compile_kwargs, batch=batch)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step(x):
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss = loss_fn(net(x), target)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    return step
+    ctx = step_context(opt, device)
+    return lambda x: optimizer_step(net, x, target, ctx)[0]
 
 
 # The paths `profile` looks at, in this order, wherever an earlier section built them (inference ones take the batch
@@ -802,22 +798,22 @@ def run_sections(b: Bench, timm) -> None:
     def trainer_step(compiled: dict):
         """What ``mobilenets train --step-graph`` runs, on ours with the fast layers compiled with ``compiled``: the
         trainer's own step (`engine.train_step`: the rate set, then its `optimizer_step` replayed by the trainer's
-        `StepGraph` after 3 eager steps, `step_graph.attach`), with train_step_fn's optimizer and targets
-        (`step_parts`) and the trainer's loss (`engine.compute_loss`), so that its losses match its
-        twin's step by step. Left out: the epoch's running sums of the loss and the hits (a few small kernels)."""
+        `StepGraph` after 3 eager steps, `step_graph.attach`), with train_step_fn's optimizer, targets and settings
+        (`step_parts`, `step_context`), so that its losses match its twin's step by step. Left out: the epoch's
+        running sums of the loss and the hits (a few small kernels)."""
 
         def make():
             opt, net, target = step_parts(fast_layers(seeded()), device=dev, compile_kwargs=compiled, batch=batch)
-            ctx = StepContext(optimizer=opt, lr_at=lambda _: 1.0, set_lr=set_lr, env=DistEnv(device=torch.device(dev)),
-                              amp_dtype=bf16, channels_last=True)  # fmt: skip
+            ctx = step_context(opt, dev)
             step_graph.attach(ctx, net)
             return lambda x: train_step(net, x, target, ctx, 0)[0]
 
         return make if graphs else no_graph
 
     def graph_of(make):
-        """``make``'s step captured whole (forward, backward, optimizer step) as one CUDA graph."""
-        return (lambda: CudaGraphRunner(make(), xt, GRAPH_WARMUP, training=True)) if graphs else no_graph
+        """``make``'s step captured whole (forward, backward, optimizer step) as one CUDA graph, by the trainer's
+        `step_graph.StepGraph` (its first GRAPH_WARMUP calls train eagerly, the next is captured and replayed)."""
+        return (lambda: step_graph.StepGraph(make(), GRAPH_WARMUP)) if graphs else no_graph
 
     def time_train(makers: dict) -> dict:
         if args.train_paths:
@@ -1067,11 +1063,12 @@ FIRST_LOSS_TOL = 2e-2
 # the fast layers (fast_layers), with Inductor's tuned configs or its own CUDA graphs (train_tuned). Each is checked
 # against its twin at the latest step both recorded (`_same_step_losses`): ours within FIRST_LOSS_TOL (the same
 # weights), timm's within GRAPH_LOSS_TOL (each timm model draws its own); a step on wrong weights gives NaN or a loss
-# far off, one whose backward is wrong does not learn. A graph's first call is its model's step GRAPH_WARMUP + 1
-# (`first_step`), so each training path records the losses of its first GRAPH_WARMUP + 1 calls at least, each read
-# right after its call: a runner returns one static tensor that the next replay overwrites. (The first lease of
-# graphed steps read the first call's loss after the warm-up calls, step 7's, and compared it with the twin's step 1,
-# 14% higher: every graph failed, right ones included; results/logs-h200-2026-11-27-lease4/README.md.)
+# far off, one whose backward is wrong does not learn. A graph's first replay is its model's step GRAPH_WARMUP + 1,
+# so each training path records the losses of its first GRAPH_WARMUP + 1 calls at least, each read right after its
+# call: a graph returns one static tensor that the next replay overwrites. (The first lease of graphed steps read the
+# first call's loss after the warm-up calls, step 7's, and compared it with the twin's step 1, 14% higher: every graph
+# failed, right ones included; results/logs-h200-2026-11-27-lease4/README.md. Reports until 2026-11-28 captured with
+# a runner that warmed up before its first call, which they record as `first_step`.)
 GRAPH_LOSS_TOL = 0.1
 # warm-up steps before a training step's capture: the benchmark's graphs' (`graph_of`) and the trainer's step graph's,
 # whose first replay is step GRAPH_WARMUP + 1, which every training path's recorded losses reach
@@ -1092,9 +1089,9 @@ def _loss_row(report: dict, cand: str, section: str) -> dict | None:
 
 def _same_step_losses(report: dict, cand: str, twin: str, section: str) -> tuple[float | None, float | None]:
     """``cand``'s and ``twin``'s losses at the latest step of their models both recorded (None, None where there is
-    none): a row's `losses` start at its `first_step` (1; for a step replayed as a CUDA graph, the step after its
-    runner's warm-up steps). A late step tells a step that trains from one that does not: the first is a forward
-    pass at initialisation, about ln(classes) whatever the layers' backward does."""
+    none): a row's `losses` start at its `first_step` (1; in reports until 2026-11-28, for a step replayed as a CUDA
+    graph, the step after its runner's warm-up steps). A late step tells a step that trains from one that does not:
+    the first is a forward pass at initialisation, about ln(classes) whatever the layers' backward does."""
     rows = [_loss_row(report, c, section) for c in (cand, twin)]
     if None in rows:
         return None, None

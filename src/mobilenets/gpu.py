@@ -17,7 +17,6 @@ The same `FusedMobileNetV1` runs on CPU through the kernels' PyTorch reference, 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -162,36 +161,25 @@ class CudaGraphRunner:
     allocator. On the H200 the graphs then replayed on whatever reused that memory (NaN, logits 15.6 off, and in the
     GPU test the same row of logits for every image, or all zeros, once the direct call had reused it) or, once a
     later capture's ``empty_cache`` had unmapped it, faulted with an illegal memory access; bench's ``cuda``
-    runtimes, which hold their model themselves, were unaffected."""
+    runtimes, which hold their model themselves, were unaffected.
 
-    def __init__(
-        self,
-        fn: Callable[[torch.Tensor], torch.Tensor],
-        example: torch.Tensor,
-        warmup: int = 3,
-        *,
-        training: bool = False,
-    ) -> None:
-        """``training=True``: ``fn`` is a whole training step (forward, backward, optimizer step; PyTorch's
-        whole-network capture), run with autograd on and not checked against a direct call, as each call changes
-        the weights the next one sees. Its warm-up steps train, and it must leave the gradients unset
-        (``zero_grad(set_to_none=True)``) so that the captured backward writes them rather than adding to them; its
-        optimizer must be capturable (fused SGD is; Adam needs ``capturable=True``)."""
+    It runs inference only. A training step, which changes the weights each call reads, is `step_graph.StepGraph`'s
+    (the trainer's ``--step-graph``, and gpu_vs_timm's graphed steps)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3) -> None:
         self.fn = fn  # the graph reads fn's weights where they lay at capture: they must live as long as it
-        self.warmup = warmup  # training: the first replay is step warmup + 1 (capture itself runs nothing)
         self.static_in = example.clone()
-        mode = contextlib.nullcontext if training else torch.inference_mode
         warm = torch.cuda.Stream(priority=-1)  # the high-priority pool: never one of the runners' capture streams
         self.capture_stream = torch.cuda.Stream()  # kept: the graph's workspace entry belongs to this stream
         warm.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(warm), mode():
+        with torch.cuda.stream(warm), torch.inference_mode():
             for _ in range(warmup):
                 fn(self.static_in)
         torch.cuda.current_stream().wait_stream(warm)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=self.capture_stream), mode():
+        with torch.cuda.graph(self.graph, stream=self.capture_stream), torch.inference_mode():
             self.static_out = fn(self.static_in)
-        if not training and self.static_in.is_floating_point():  # replay once on other input, against a direct call
+        if self.static_in.is_floating_point():  # replay once on other input, against a direct call
             probe = torch.randn_like(self.static_in)
             with torch.inference_mode():
                 replayed = self(probe).clone()
