@@ -271,3 +271,27 @@ def test_a_weights_file_other_than_the_one_config_describes_is_named_not_loaded(
     del config["weights_sha256"]  # an older folder: no check, as before
     (tmp_path / "a" / "config.json").write_text(json.dumps(config))
     assert torch.equal(mobilenets.load(tmp_path / "a").classifier.weight, b.classifier.weight)
+
+
+@pytest.mark.parametrize("how", ["create_model", "load"])
+def test_num_classes_1000_from_a_tf_slim_head_drops_background_keeping_the_trained_rows(tmp_path, how):
+    """A converted TFLite classifier (1001 outputs, 0 = background) asked for ImageNet's 1000 classes scores them
+    with its own rows, as `convert --classes 1000` and timm's label_offset do, not with a fresh random head."""
+    from mobilenets.labels import imagenet_labels
+
+    model = mobilenets.create_model(TF_LIKE.replace(num_classes=1001, labels=imagenet_labels(background=True)))
+    mobilenets.save(model, tmp_path / "m")
+    if how == "create_model":
+        again = mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "m", num_classes=1000)
+    else:
+        again = mobilenets.load(tmp_path / "m", num_classes=1000)
+    assert again.spec.num_classes == 1000 and again.spec.labels == imagenet_labels()
+    assert torch.equal(again.classifier.weight, model.classifier.weight[1:])
+    assert torch.equal(again.classifier.bias, model.classifier.bias[1:])
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        assert torch.allclose(again(x), model.eval()(x)[:, 1:], atol=1e-5)  # (GEMM blocking: not bitwise)
+    other = mobilenets.load(tmp_path / "m", num_classes=10)  # any other count: a fresh head, as before
+    assert other.spec.labels is None and other.classifier.out_features == 10
+    relabelled = mobilenets.load(tmp_path / "m", num_classes=1000, labels=[f"c{k}" for k in range(1000)])
+    assert relabelled.spec.labels[0] == "c0" and torch.equal(relabelled.classifier.bias, model.classifier.bias[1:])

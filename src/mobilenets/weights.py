@@ -351,6 +351,26 @@ def check_weight_overrides(saved: ModelSpec, overrides: dict[str, Any], source: 
             raise refuse(field)
 
 
+def _background_head(spec: ModelSpec) -> bool:
+    """Whether ``spec`` is a TF-slim ImageNet classifier: 1001 outputs, output 0 "background", k the class k - 1."""
+    from .labels import imagenet_labels
+
+    return spec.num_classes == 1001 and tuple(spec.labels or ()) == imagenet_labels(background=True)
+
+
+def _drop_background(model: MobileNetV1, pool: str | None) -> None:
+    """Make a TF-slim 1001-way head the 1000-way ImageNet head by dropping its background row, as ``convert
+    --classes 1000`` and timm's ``label_offset`` do: ``num_classes=1000`` asks for ImageNet's classes, which these
+    weights already score, and a fresh head would throw the trained classifier away without a word."""
+    from .labels import imagenet_labels
+
+    weight, bias = model.classifier.weight.data[1:].clone(), model.classifier.bias.data[1:].clone()
+    model.reset_classifier(1000, pool)
+    model.classifier.weight.data.copy_(weight)
+    model.classifier.bias.data.copy_(bias)
+    model.spec = model.spec.replace(labels=imagenet_labels())
+
+
 def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     """Rebuild the model saved in folder ``path`` (a `mobilenets train` run folder: its final weights, ``RUN/model``,
     `run_weights`), load its weights, return it in eval mode.
@@ -358,9 +378,10 @@ def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     ``overrides`` are `ModelSpec` fields to change: any of `FREE_FIELDS` (``resolution``, ``output_stride``,
     ``dropout``...). ``num_classes=N`` other than the saved count keeps the backbone and gives a freshly
     initialised head of N classes, as timm's ``pretrained=True, num_classes=N`` (0 = pooled features; with
-    ``global_pool=''`` the final feature map); the saved labels are dropped unless ``labels=`` gives N new ones. A
-    field the weights fix (`WEIGHT_FIELDS`: act, tf_padding, bn_eps, mean, std, in_chans, width) may only be given
-    its saved value; another is an error.
+    ``global_pool=''`` the final feature map), except ``num_classes=1000`` from a TF-slim 1001-way ImageNet head,
+    which keeps its trained rows less "background" (`_drop_background`); the saved labels are dropped unless
+    ``labels=`` gives N new ones. A field the weights fix (`WEIGHT_FIELDS`: act, tf_padding, bn_eps, mean, std,
+    in_chans, width) may only be given its saved value; another is an error.
     """
     folder = _folder(path)
     config = read_config(folder)
@@ -372,7 +393,9 @@ def load(path: str | os.PathLike, **overrides: Any) -> MobileNetV1:
     model = MobileNetV1(saved.replace(**body))
     state = read_state_dict(folder / WEIGHTS_FILE, config.get(SHA_KEY))
     load_state_into(model, state, str(folder / WEIGHTS_FILE))
-    if classes != saved.num_classes:
+    if _background_head(saved) and classes == 1000:
+        _drop_background(model, pool)
+    elif classes != saved.num_classes:
         model.reset_classifier(classes, pool)  # with the head: '' is allowed with num_classes=0 only
     elif pool is not None:
         model.set_global_pool(pool)
