@@ -295,3 +295,18 @@ def test_num_classes_1000_from_a_tf_slim_head_drops_background_keeping_the_train
     assert other.spec.labels is None and other.classifier.out_features == 10
     relabelled = mobilenets.load(tmp_path / "m", num_classes=1000, labels=[f"c{k}" for k in range(1000)])
     assert relabelled.spec.labels[0] == "c0" and torch.equal(relabelled.classifier.bias, model.classifier.bias[1:])
+
+
+@pytest.mark.parametrize("missing", [WEIGHTS_FILE, "config.json"])
+def test_a_weights_folder_missing_one_file_is_named_by_that_file(tmp_path, capsys, missing):
+    """A copy cut short leaves one of the two files: the error names the missing one, on the command line too."""
+    mobilenets.save(mobilenets.create_model(TF_LIKE), tmp_path / "m")
+    (tmp_path / "m" / missing).unlink()
+    other = "config.json" if missing == WEIGHTS_FILE else WEIGHTS_FILE
+    with pytest.raises(WeightsError, match=f"weights folder \\({missing} is missing beside its {other}"):
+        mobilenets.load(tmp_path / "m")
+    from mobilenets.cli import main
+
+    assert main(["predict", str(tmp_path / "m"), str(tmp_path / "x.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{missing} is missing" in err and str(tmp_path / "m") in err

@@ -190,9 +190,18 @@ def _folder(path: str | os.PathLike) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if not p.is_dir() or not (p / CONFIG_FILE).is_file() or not (p / WEIGHTS_FILE).is_file():
-        expected = f"expected {WEIGHTS_FILE} and {CONFIG_FILE}"
-        raise WeightsError(f"{p}: not a mobilenets weights folder ({expected}){_hint(p)}")
+        raise WeightsError(f"{p}: not a mobilenets weights folder ({_missing(p)}){_hint(p)}")
     return p
+
+
+def _missing(p: Path) -> str:
+    """What a weights folder lacks: the one file missing beside the other (a copy or download cut short), which
+    a user looks for by name, else both."""
+    if p.is_dir():
+        for file, other in ((WEIGHTS_FILE, CONFIG_FILE), (CONFIG_FILE, WEIGHTS_FILE)):
+            if (p / other).is_file() and not (p / file).is_file():
+                return f"{file} is missing beside its {other}"
+    return f"expected {WEIGHTS_FILE} and {CONFIG_FILE}"
 
 
 # files `mobilenets convert` reads (convert.sniff_format), which --init, --teacher and eval take only once converted
