@@ -739,3 +739,12 @@ def test_a_folder_of_frames_names_a_broken_link_orders_padded_names_and_hides_no
     if not Path("/dev/video0").exists():
         _one_line_error(["stream", str(model_dir), "0"], capsys, "camera 0: /dev/video0 does not exist")
     _one_line_error(["stream", str(model_dir), "./0"], capsys, "0: no image files")
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_128_quant.tflite", "mobilenet_2_5_224_tf_no_top.h5"])
+def test_predict_on_a_published_weights_file_says_to_convert_it(tmp_path, capsys, name):
+    """predict was the one command that took a .tflite/.h5 without the way on that eval, export, train and load give."""
+    published = tmp_path / name
+    published.write_bytes(b"\x00" * 64)
+    _one_line_error(["predict", str(published), str(tmp_path / "x.jpg")], capsys,
+                    f"convert it first (mobilenets convert {published} --out DIR)")  # fmt: skip

@@ -107,7 +107,7 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
     else:
         raise ModelFileError(
             f"{path}: not a model: MODEL must be a mobilenets weights folder (config.json + model.safetensors) "
-            "or an ONNX file exported by `mobilenets export` (.onnx)"
+            f"or an ONNX file exported by `mobilenets export` (.onnx){weights.convert_hint(path)}"
         )
     if spec.num_classes == 0:
         raise ModelFileError(f"{path}: a feature extractor (num_classes=0) has no classes to predict")

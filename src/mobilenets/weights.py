@@ -216,6 +216,12 @@ def _hint(p: Path) -> str:
     saved = [p / name for name in ("model", "model_best") if (p / name / WEIGHTS_FILE).is_file()] if p.is_dir() else []
     if saved:
         return f": a run folder, whose weights are {saved[0]}" + (f" (and {saved[1]})" if len(saved) > 1 else "")
+    return convert_hint(p)
+
+
+def convert_hint(p: Path) -> str:
+    """The way on from a published weights file (.tflite, .h5, ...) given where our weights go ('' for others):
+    every command that takes weights says it (`_folder`, predict's `infer.load_predictor`)."""
     if p.is_file() and p.suffix.lower() in CONVERTIBLE_SUFFIXES:
         return f": convert it first (mobilenets convert {p} --out DIR) and give DIR"
     return ""
