@@ -73,6 +73,10 @@ def test_sniff_format(tmp_path):
         sniff_format(tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError, match="missing.tflite: no such file$"):
         sniff_format(tmp_path / "missing.tflite")
+    for size in (0, 6):  # an empty or cut-short file is named so, not as an unknown format to look up
+        (tmp_path / "cut.tflite").write_bytes(cases["a.tflite"][:size])
+        with pytest.raises(WeightsError, match=f"cut.tflite: {size} bytes, too short for any weights file"):
+            sniff_format(tmp_path / "cut.tflite")
     # the format given by hand (--from): a missing file is named as missing, not as an unreadable HDF5 file
     from mobilenets.convert import convert
 

@@ -132,6 +132,8 @@ def sniff_format(path: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
         head = f.read(16)
+    if len(head) < 8:  # every format's identifier ends by byte 8: "unknown format" would send users looking for one
+        raise WeightsError(f"{path}: {len(head)} bytes, too short for any weights file (empty, or cut short)")
     if head[4:8] == b"TFL3":
         return "tflite"
     if head[:8] == HDF5_MAGIC:
