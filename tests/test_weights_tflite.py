@@ -169,7 +169,7 @@ def test_a_1000_way_head_without_names_evaluates_wnid_folders_as_imagenet_classe
 def test_truncated_corrupt_and_foreign_files(tmp_path):
     data = tflite_file("0.25_128").read_bytes()
     (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 2])
-    with pytest.raises(WeightsError, match="cut.tflite: corrupt or truncated"):
+    with pytest.raises(WeightsError, match=r"cut.tflite: truncated TFLite file: \d+ bytes, but its flatbuffer"):
         convert(tmp_path / "cut.tflite", "tflite")
     (tmp_path / "text.tflite").write_text("hello world, not a model")
     with pytest.raises(WeightsError, match="text.tflite: not a TFLite flatbuffer"):
@@ -459,3 +459,16 @@ def test_convert_replaces_its_own_output_but_not_other_weights_without_overwrite
     for given in (out, out / weights.WEIGHTS_FILE):
         with pytest.raises(WeightsError, match=rf"{given}: already mobilenets weights .*use the folder as it is"):
             convert_file(given, tmp_path / "again")
+
+
+def test_a_cut_short_tflite_file_is_named_truncated_with_its_sizes(tmp_path):
+    """A download cut short said "corrupt or truncated TFLite file (error: unpack_from requires a buffer of at least
+    ... at offset ...)": struct's words; it now says truncated, with the file's size and the size its content needs."""
+    from .tflite_writer import mobilenet_graph, to_bytes
+
+    data = to_bytes(mobilenet_graph(_random_tf_model(64)))
+    for size in (len(data) // 2, 64):
+        (tmp_path / "cut.tflite").write_bytes(data[:size])
+        with pytest.raises(WeightsError, match=f"cut.tflite: truncated TFLite file: {size} bytes, but its flatbuffer "
+                                               r"reaches byte \d+ \(a download or copy cut short\)$"):  # fmt: skip
+            convert(tmp_path / "cut.tflite")

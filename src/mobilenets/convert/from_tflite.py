@@ -26,6 +26,7 @@ that uint8 range); our float model keeps activations in float32, so outputs diff
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,19 @@ def read_tflite(path: str | os.PathLike) -> TfliteGraph:
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     except Exception as exc:  # a truncated/corrupt flatbuffer fails anywhere inside the generated accessors
+        if (reach := _reach(exc)) > len(data):  # a cut-short copy: struct's words for it name offsets, not the cause
+            raise WeightsError(
+                f"{path}: truncated TFLite file: {len(data)} bytes, but its flatbuffer reaches byte {reach} "
+                "(a download or copy cut short)"
+            ) from exc
         raise WeightsError(f"{path}: corrupt or truncated TFLite file ({type(exc).__name__}: {exc})") from exc
+
+
+def _reach(exc: Exception) -> int:
+    """How many bytes a failed flatbuffer read needed: struct.error says "requires a buffer of at least N bytes";
+    0 for any other failure."""
+    found = re.search(r"requires a buffer of at least (\d+) bytes", str(exc))
+    return int(found[1]) if found else 0
 
 
 def _parse(tflite, data: bytes) -> TfliteGraph:
