@@ -748,3 +748,46 @@ def test_predict_on_a_published_weights_file_says_to_convert_it(tmp_path, capsys
     published.write_bytes(b"\x00" * 64)
     _one_line_error(["predict", str(published), str(tmp_path / "x.jpg")], capsys,
                     f"convert it first (mobilenets convert {published} --out DIR)")  # fmt: skip
+
+
+def _rotate_mp4(path, clockwise: int) -> None:
+    """Give an MP4 the display rotation a phone writes for a portrait clip: the track header's matrix (ISO/IEC
+    14496-12 'tkhd', version 0), which players and FFmpeg's autorotate apply; the frames stay as stored."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd")
+    assert data[at + 4] == 0  # version 0: 32-bit times
+    matrix = at + 4 + 4 + 5 * 4 + 8 + 8  # after version/flags, times, track id, duration; reserved, layer, volume
+    a, b = {90: (0, 1), 180: (-1, 0), 270: (0, -1)}[clockwise]
+    fixed = [a << 16, b << 16, 0, -b << 16, a << 16, 0, 0, 0, 1 << 30]
+    data[matrix : matrix + 36] = struct.pack(">9i", *fixed)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("clockwise", [90, 180, 270])
+def test_stream_turns_a_rotated_clip_upright_as_predict_turns_an_exif_photo(model_dir, tmp_path, clockwise):
+    """A phone's portrait clip is stored as landscape frames with a rotation in the container; PyAV decodes them as
+    stored, so the model saw them sideways (and the annotated video was sideways too)."""
+    import av
+
+    clip, out = tmp_path / "clip.mp4", tmp_path / "a.mp4"
+    make_video(clip, 3)
+    with av.open(str(clip)) as c:
+        stored = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    _rotate_mp4(clip, clockwise)
+    upright = [np.ascontiguousarray(np.rot90(f, -clockwise // 90)) for f in stored]
+    predictor = load_predictor(model_dir, "ort", threads=1)
+    seen: list[np.ndarray] = []
+    run = predictor.run
+    predictor.run = lambda x: (seen.append(x.copy()), run(x))[1]
+    stream(predictor, clip, StreamConfig(out=str(out)))
+    fed = seen[1:]  # the first run is the warm-up on zeros
+    assert len(fed) == 3
+    for x, frame in zip(fed, upright, strict=True):
+        np.testing.assert_allclose(x, predictor.preprocess(torch.from_numpy(frame).permute(2, 0, 1)), atol=1e-6)
+    with av.open(str(out)) as c:
+        written = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert written.shape == upright[0].shape
+    # below the overlay box the annotated frame is the upright one (H.264 noise aside)
+    assert np.abs(written[40:].astype(int) - upright[0][40:].astype(int)).mean() < 6

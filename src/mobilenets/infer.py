@@ -339,9 +339,20 @@ class _Still:
     """A decoded image standing in for a video frame (`av.VideoFrame.to_ndarray`'s one use here)."""
 
     rgb: np.ndarray
+    rotation: int = 0  # `read_image` has turned it upright already
 
     def to_ndarray(self, format: str) -> np.ndarray:  # noqa: A002 (PyAV's keyword)
         return self.rgb
+
+
+def upright_rgb(frame: Any) -> np.ndarray:
+    """A decoded frame as RGB (H, W, 3), turned as its display matrix says. A phone records a portrait clip as
+    landscape frames with a rotation in the container (MP4's track matrix), which players and FFmpeg's CLI apply
+    (``autorotate``) and PyAV's decode does not: the model saw such a clip sideways, where `predict` turns a
+    photo's EXIF orientation upright. PyAV's ``rotation`` is counterclockwise in degrees, as ``np.rot90`` turns."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # PyAV < 14 has no rotation: frames as stored
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _read_frames(files: Sequence[Path]) -> Iterator[_Still]:
@@ -649,7 +660,7 @@ def _stream(predictor: Predictor, source: str | int, cfg: StreamConfig) -> Strea
             for frame in frames:
                 ctrl_c.in_frame = True
                 t0 = time.perf_counter()
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright_rgb(frame)
                 ms, best = _classify(predictor, rgb)
                 if writer is None and cfg.out:
                     writer = _Writer(cfg.out, source_fps or cfg.target_fps, rgb.shape[1], rgb.shape[0], cfg.codec,
