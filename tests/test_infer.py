@@ -791,3 +791,23 @@ def test_stream_turns_a_rotated_clip_upright_as_predict_turns_an_exif_photo(mode
     assert written.shape == upright[0].shape
     # below the overlay box the annotated frame is the upright one (H.264 noise aside)
     assert np.abs(written[40:].astype(int) - upright[0][40:].astype(int)).mean() < 6
+
+
+def test_predict_refuses_an_image_of_more_pixels_than_pillow_decodes_before_decoding_it(model_dir, tmp_path, capsys,
+                                                                                          monkeypatch):  # fmt: skip
+    """torchvision's decoders have no pixel limit: a 233 kB PNG of 20000 x 12000 took 1.46 GB in `predict`, and a few
+    MB of PNG can ask for more than a small device has. Pillow's limit (its fallback's) now holds for both decoders,
+    as one line naming the file; an image within it is classified. The limit is lowered here to keep files small."""
+    from PIL import Image
+
+    for name, size in (("big.png", (120, 90)), ("ok.png", (60, 50))):
+        Image.new("RGB", size, (120, 80, 40)).save(tmp_path / name)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # refused above 2 x 3000 pixels, as Pillow refuses
+    code = cli.main(["predict", str(model_dir), str(tmp_path / "big.png"), str(tmp_path / "ok.png"), "--topk", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"mobilenets predict: error: {tmp_path / 'big.png'}: not a readable image (Image size (10800 pixels) "
+        "exceeds limit of 6000 pixels, could be decompression bomb DOS attack.)"
+    ]
+    assert "1 image(s) classified, 1 unreadable" in out

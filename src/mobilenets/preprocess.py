@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 
@@ -28,6 +29,9 @@ from .spec import ModelSpec
 # torchvision 0.29 deprecates torchvision.io decoding in favour of torchcodec, warning on every call; it is still the
 # libjpeg-turbo decoder we want (torchcodec is not a dependency), so silence that one message.
 warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision are deprecated.*")
+# Pillow warns from half its refusal limit (`_refuse_bomb`) up; such an image is decoded as any other, and a warning
+# with a source line per file (at most once per location) is no one-line report: only the refusal is said.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 T, R = TypeVar("T"), TypeVar("R")
@@ -46,6 +50,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise ImageError(f"{path}: empty file (0 bytes)")
     if data[8:12] == b"WEBP" and exif_turned(data):  # torchvision turns JPEGs and PNGs only; Pillow all
         return _read_with_pillow(path)
+    _refuse_bomb(data, path)
     try:
         img = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True
@@ -57,6 +62,24 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     except (RuntimeError, ValueError):
         pass
     return _read_with_pillow(path)
+
+
+def _refuse_bomb(data: bytes, path: Path) -> None:
+    """An `ImageError` for an image of more pixels than Pillow decodes (2 x ``Image.MAX_IMAGE_PIXELS``, 179 million
+    by default), read from its header before anything is decoded. torchvision's decoders have no such limit: a 233 kB
+    PNG of 20000 x 12000 took 1.46 GB of memory in `predict`, and a few MB of PNG can ask for more memory than a
+    small device has (killed, with no line naming the file); Pillow's fallback already refused such files."""
+    import io
+
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)):  # reads the header only
+            pass
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        pass  # the decoders below say what is wrong with it
 
 
 def to_8_bits(values, full: int = 65535):
