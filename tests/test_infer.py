@@ -811,3 +811,26 @@ def test_predict_refuses_an_image_of_more_pixels_than_pillow_decodes_before_deco
         "exceeds limit of 6000 pixels, could be decompression bomb DOS attack.)"
     ]
     assert "1 image(s) classified, 1 unreadable" in out
+
+
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_an_onnx_file_the_runtime_cannot_load_is_one_line_naming_it(model_dir, tmp_path, capsys, runtime):
+    """A file that parses as ONNX but that the runtime refuses (its external data not copied beside it, an operator
+    the runtime lacks) was a traceback from inside ONNX Runtime / OpenVINO with status 1."""
+    import onnx
+
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    hen = str(data_path(*HEN))
+    net = str(model_dir.parent / "net.onnx")
+    onnx.save(onnx.load(net), str(tmp_path / "split.onnx"), save_as_external_data=True, location="split.data",
+              size_threshold=0)  # fmt: skip
+    (tmp_path / "split.data").unlink()  # the model copied to a device without its weights file
+    model = onnx.load(net)
+    model.graph.node[0].op_type = "NotAnOp"
+    onnx.save(model, str(tmp_path / "badop.onnx"))
+    for name, reason in (("split.onnx", "split.data"), ("badop.onnx", "NotAnOp")):
+        path = tmp_path / name
+        _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, f"{path}: ")
+        _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, "cannot load this ONNX file")
+        _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, reason)

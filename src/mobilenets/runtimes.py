@@ -78,6 +78,19 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime cannot run here (package missing, no GPU, no bf16 in this CPU, no INT8 quantizer...)."""
 
 
+class ModelLoadError(ValueError):
+    """An ONNX file that parses but that the runtime refuses to load (an operator it lacks, a missing external-data
+    file copied without its model, a graph of the wrong types); the message names the file, the runtime and its
+    reason in one line. These were tracebacks from inside ONNX Runtime / OpenVINO."""
+
+    def __init__(self, path: str | os.PathLike, runtime: str, exc: BaseException) -> None:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if "Summary:" in lines:  # OpenVINO's conversion report: the summary's lines name the operators
+            lines = ["; ".join(line.removeprefix("-- ") for line in lines[lines.index("Summary:") + 1 :])]
+        reason = lines[-1] if lines else type(exc).__name__  # ONNX Runtime: one line; OpenVINO: its last says why
+        super().__init__(f"{path}: {runtime} cannot load this ONNX file ({reason})")
+
+
 @dataclass
 class Runner:
     name: str
@@ -238,7 +251,12 @@ def ort_runner(onnx_path: str | os.PathLike, *, threads: int | None = None, dtyp
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     set_ort_threads(opts, threads)
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own exceptions derive from Exception only (InvalidGraph, Fail, ...)
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        raise ModelLoadError(onnx_path, "ONNX Runtime", exc) from exc
     name = sess.get_inputs()[0].name
     dtype = dtype or sess.get_modelmeta().custom_metadata_map.get("precision", "fp32")
 
@@ -273,7 +291,10 @@ def openvino_runner(
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    graph = core.read_model(str(onnx_path))  # in memory: the caller may delete the file once the runner is built
+    try:
+        graph = core.read_model(str(onnx_path))  # in memory: the caller may delete the file once the runner is built
+    except RuntimeError as exc:  # OpenVINO's conversion and file errors
+        raise ModelLoadError(onnx_path, "OpenVINO", exc) from exc
     compiled: dict[tuple, Any] = {}  # input shape -> (compiled model, its infer request)
 
     def request_for(shape: tuple) -> tuple[Any, Any]:
