@@ -362,16 +362,47 @@ def test_dynamic_hw_with_torchscript_says_so_before_tf_padding(tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tf"]
 
 
-def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_path, capsys):
+def test_a_failed_export_keeps_the_file_it_would_have_replaced(weights_dir, tmp_path, capsys, monkeypatch):
     """Files are staged and moved into place only after every check: an INT8 export that fails in quantization
     (after the fp32 model was written and checked) leaves the earlier files as they were, and no staging file."""
     out, fp32 = tmp_path / "m.int8.onnx", tmp_path / "m.fp32.onnx"
     out.write_bytes(b"an earlier export")
     fp32.write_bytes(b"its fp32 model")
-    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--int8-fp32-head", "28", "--out", str(out)]
-    assert cli.main([*argv, "--overwrite"]) == 2 and "between 0 and 27" in capsys.readouterr().err
+    from mobilenets import export
+
+    def fail(*args, **kwargs):
+        raise export.ExportError("quantization failed")
+
+    monkeypatch.setattr(export, "quantize_int8", fail)  # after the fp32 model is staged and checked
+    argv = ["export", str(weights_dir), "--int8", "--calib-synthetic", "--out", str(out)]
+    assert cli.main([*argv, "--overwrite"]) == 2 and "quantization failed" in capsys.readouterr().err
     assert out.read_bytes() == b"an earlier export" and fp32.read_bytes() == b"its fp32 model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp32.onnx", "m.int8.onnx"]
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--int8-fp32-head", "28"], "fp32_head=28 is not allowed: it must be between 0 and 27 (convs)"),
+        (["--val", "{missing}"], "nope: no such file or folder; given for validation (--val)"),
+    ],
+)
+def test_a_bad_int8_option_is_named_before_the_calibration_images_are_read(weights_dir, tmp_path, capsys,
+                                                                          monkeypatch, extra, needle):  # fmt: skip
+    """--int8-fp32-head past the model's convs, and a --val folder that does not exist, were named only after every
+    --calib image had been decoded (200 by default: seconds on a small device); now before any is read."""
+    from mobilenets import export
+
+    calib = tmp_path / "calib" / "c"
+    calib.mkdir(parents=True)
+    for i in range(export.MIN_CALIB_IMAGES):
+        Image.new("RGB", (40, 30), (i, 2 * i, 3 * i)).save(calib / f"{i}.jpg")
+    read: list = []
+    monkeypatch.setattr(export, "read_images", lambda *a, **k: read.append(a) or pytest.fail("read images"))
+    argv = ["export", str(weights_dir), "--int8", "--calib", str(calib.parent), "--out", str(tmp_path / "m.int8.onnx")]
+    code = cli.main([*argv, *(x.format(missing=tmp_path / "nope") for x in extra)])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and read == [], err
 
 
 def test_a_full_disk_during_an_export_names_the_users_file_not_the_staging_one(weights_dir, tmp_path, capsys,

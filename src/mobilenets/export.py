@@ -48,6 +48,7 @@ from .atomic import (
     remove_stale_staging,
     staging_path,
 )
+from .complexity import TYPE_FC, count_complexity
 from .labels import resolve_labels
 from .mobilenet_v1 import MobileNetV1
 from .progress import abandon, bar_or_lines
@@ -513,6 +514,7 @@ def read_images(
     what: str = CALIB,
     minimum: int = 1,
     progress: bool = False,
+    paths: list[Path] | None = None,
 ) -> ImageSet:
     """`pick_images`, each decoded before anything is written, to sort the readable ones from the others (and why).
     Given ``spec`` (the calibration images), the readable ones are kept resized and cropped to its input
@@ -524,10 +526,12 @@ def read_images(
     844 -> 848 MB. Without ``spec`` (--val's images, used once, by the agreement check, which holds a batch at a
     time) none is kept: memory does not grow with --val-count (kept, Imagenette's 3,925 val images would hold 563
     MiB at 224, ImageNet's 50,000 7 GiB), and the check decodes them again.
-    `ExportError` naming ``folder`` and the counts when fewer than ``minimum`` are readable (`MIN_CALIB_IMAGES`)."""
+    `ExportError` naming ``folder`` and the counts when fewer than ``minimum`` are readable (`MIN_CALIB_IMAGES`).
+    ``paths``: the files `pick_images` already chose from ``folder`` (export lists --calib and --val before reading
+    either, so that a wrong --val is named before minutes of calibration images are decoded)."""
     from .preprocess import ImageError, eval_crop, failure_reason, read_image
 
-    paths = pick_images(folder, count, seed, what)
+    paths = pick_images(folder, count, seed, what) if paths is None else paths
     images = ImageSet(str(folder), seed, len(paths))
     crop = eval_crop(spec) if spec is not None else None
     bar = _progress(len(paths), "reading", progress)
@@ -855,6 +859,12 @@ INT8_OPTIONS = {"calib_count": "--calib-count", "val": "--val", "val_count": "--
                 "seed": "--seed"}  # fmt: skip
 
 
+def conv_count(spec: ModelSpec) -> int:
+    """The convolutions of ``spec``'s model (stem, depthwise and pointwise; not the classifier): its ONNX graph's Conv
+    nodes, which ``--int8-fp32-head`` counts (27 for the paper's MobileNet, Table 1)."""
+    return sum(1 for layer in count_complexity(spec).layers if layer.layer_type not in ("", None, TYPE_FC))
+
+
 def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
     if cfg.format not in FORMATS:
         raise ExportError(f"format={cfg.format!r} is not allowed: format must be one of {', '.join(FORMATS)}")
@@ -883,6 +893,8 @@ def _validate(cfg: ExportConfig, spec: ModelSpec) -> None:
         raise _tf_padding_dynamic_hw_error(spec)
     if cfg.fp32_head < 0:
         raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be >= 0 (0 = quantize every conv)")
+    if cfg.int8 and cfg.fp32_head > (convs := conv_count(spec)):  # before the calibration images are read
+        raise ExportError(f"fp32_head={cfg.fp32_head} is not allowed: it must be between 0 and {convs} (convs)")
     for name in ("calib_count", "val_count"):
         if getattr(cfg, name) < 1:
             raise ExportError(f"{name}={getattr(cfg, name)} is not allowed: {name} must be an integer >= 1")
@@ -1027,14 +1039,16 @@ def _export_weights(weights: str | os.PathLike, cfg: ExportConfig) -> ExportRepo
     sha = config.get(wts.SHA_KEY) or wts.sha256_file(folder / wts.WEIGHTS_FILE)
     for final in dict.fromkeys((out, fp32)):
         check_replace(final, sha, weights, cfg.overwrite, cfg.format)
-    # image folders are read before anything is written: a bad --calib or --val costs no export
+    # image folders are read before anything is written: a bad --calib or --val costs no export; both are listed
+    # before either is read, so a missing --val is named before the calibration images are decoded
     calib = val = None
-    if cfg.int8 and cfg.calib:
-        calib = read_images(
-            cfg.calib, cfg.calib_count, cfg.seed, spec=model.spec, minimum=MIN_CALIB_IMAGES, progress=cfg.progress
-        )
-    if cfg.int8 and cfg.val:
-        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, what=VAL, progress=cfg.progress)  # none kept
+    calib_paths = pick_images(cfg.calib, cfg.calib_count, cfg.seed, CALIB) if cfg.int8 and cfg.calib else None
+    val_paths = pick_images(cfg.val, cfg.val_count, cfg.seed + 1, VAL) if cfg.int8 and cfg.val else None
+    if calib_paths is not None:
+        calib = read_images(cfg.calib, cfg.calib_count, cfg.seed, spec=model.spec, minimum=MIN_CALIB_IMAGES,
+                            progress=cfg.progress, paths=calib_paths)  # fmt: skip
+    if val_paths is not None:  # none kept
+        val = read_images(cfg.val, cfg.val_count, cfg.seed + 1, what=VAL, progress=cfg.progress, paths=val_paths)
     staged = {final: staging_path(final) for final in {out, fp32}}
     for final in staged:
         remove_stale_staging(final)  # killed exports' staging files, which no run would otherwise remove
