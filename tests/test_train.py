@@ -2056,6 +2056,34 @@ def test_images_in_class_subfolders_are_found_as_imagefolder_finds_them(tmp_path
     assert mine == sorted([first.name, sorted(folder.glob("*.JPEG"))[1].name, "more/deeper/n.jpg"]), mine
 
 
+def test_files_not_named_as_images_are_left_out_and_named_not_counted_as_images(tmp_path, capsys):
+    """A class folder's notes.txt or Windows' Thumbs.db is no sample: it was counted among the run's images ("on 311
+    images"), then read and reported as unreadable every epoch. Images of any extension case are samples; the files
+    left out are named in one note and in summary.json; a class folder holding only such files says so."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 2)
+    folder = data / "train" / CLASSES4[0]
+    first = sorted(folder.iterdir())[0]
+    for name in ("upper.JPG", "mixed.Jpeg", "pic.webp"):
+        Image.open(first).convert("RGB").save(folder / name, format="WEBP" if name.endswith("webp") else "JPEG")
+    (folder / "notes.txt").write_text("labelled by bob\n")
+    (data / "train" / CLASSES4[1] / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 thumbnails")
+    split = scan_split(data / "train")
+    names = sorted(Path(p).name for p, _ in split.samples)
+    assert len(names) == 11 and {"upper.JPG", "mixed.Jpeg", "pic.webp"} <= set(names), names
+    assert sorted(Path(p).name for p in split.left_out) == ["Thumbs.db", "notes.txt"]
+    summary = train(tiny_cfg(data, tmp_path / "run", quiet=False))
+    assert summary["left_out_files"]["train"]["count"] == 2
+    assert summary["skipped_files"]["train"]["count"] == 0  # nothing read as an image and found unreadable
+    err = capsys.readouterr().err
+    assert "note: 2 file(s) in train left out, not named as images" in err and "notes.txt" in err
+    assert "on 11 images / 2 classes" in err
+    (data / "train" / "docs").mkdir()
+    (data / "train" / "docs" / "README.md").write_text("not a class")
+    with pytest.raises(DataError, match=r"docs: no image files in this class folder, only 1 other file\(s\) \(first: "
+                       r"README.md\)"):  # fmt: skip
+        scan_split(data / "train")
+
+
 def test_a_linked_folder_loop_lists_each_file_once(tmp_path):
     """A link inside a class folder back to the class folder (a loop) is walked once: each image is one sample,
     not one per nesting level the system allows (41 of each)."""

@@ -7,9 +7,12 @@
   before its ~920 ``n0*`` ones). No seed enters it, so every ``--seed`` and machine trains on the same subset; a
   file added or removed changes at most its own place in it.
 - Decoding: `preprocess.read_image` (torchvision.io, Pillow fallback; any mode -> uint8 RGB).
-- Bad files (corrupt, truncated, zero-byte, not an image) never stop an epoch: counted and their paths reported
-  (`BadFiles`); in evaluation the sample is dropped from its batch, in training the next readable file stands in
-  (`ImageFolderDataset`), so batches keep their size.
+- Image files: those with an image extension (`IMAGE_EXTENSIONS`, case-insensitive), as torchvision's ImageFolder,
+  timm and Keras pick them, and as `predict` does; a folder's other files (notes.txt, Thumbs.db, desktop.ini, a
+  labels.csv) are left out, counted and named (`Split.left_out`), so no image count includes them.
+- Bad files (corrupt, truncated, zero-byte, an image extension on a non-image) never stop an epoch: counted and their
+  paths reported (`BadFiles`); in evaluation the sample is dropped from its batch, in training the next readable file
+  stands in (`ImageFolderDataset`), so batches keep their size.
 - Augmentation (paper Section 3.2 uses less than Inception; the crop scale range is a recipe field):
   RandomResizedCrop + horizontal flip from torchvision.transforms.v2. Each sample's random draw is seeded from
   (seed, epoch, index), so augmentation does not depend on worker count, process count or a resume point; that is
@@ -49,11 +52,17 @@ class Split:
     root: Path
     classes: list[str]
     samples: list[tuple[str, int]]  # (path, label)
+    left_out: list[str] = field(default_factory=list)  # visible files without an image extension, not samples
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether ``path`` is named as an image file (`IMAGE_EXTENSIONS`, any case: ``.JPEG``, ``.Png``)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _is_candidate(name: str) -> bool:
-    # Any visible file counts: a file with an image extension that is not an image must be reported, not ignored,
-    # and so must an image with an unusual extension. Hidden files (.DS_Store, editor temp files) are skipped.
+    # Hidden files (.DS_Store, macOS' ._name AppleDouble files, editor temp files) are no one's images. Of the visible
+    # files, `scan_split` takes those named as images and names the others, as `Split.left_out`.
     return not name.startswith(".")
 
 
@@ -83,13 +92,33 @@ def scan_split(
             raise DataError(f"{root}: class folder(s) {', '.join(missing)} not found (found: {listed}{comma})")
         found = sorted(classes)
     samples: list[tuple[str, int]] = []
+    left_out: list[str] = []
     for label, name in enumerate(found):
-        files = class_files(root / name)
+        every = class_files(root / name)
+        files = [f for f in every if is_image_name(f)]
+        others = [str(f) for f in every if not is_image_name(f)]
         if not files:
-            raise DataError(f"{root / name}: empty class folder (every class needs at least one image)")
+            raise DataError(f"{root / name}: empty class folder (every class needs at least one image)" if not others
+                            else f"{root / name}: no image files in this class folder, only {len(others)} other "
+                            f"file(s) (first: {Path(others[0]).name}); image files end in "
+                            f"{' '.join(IMAGE_EXTENSIONS)}")  # fmt: skip
         files = subsample(files, root / name, max_per_class, subsample_rule)
         samples += [(str(f), label) for f in files]
-    return Split(root, found, samples)
+        left_out += others
+    return Split(root, found, samples, left_out)
+
+
+def left_out_note(split: str, files: list[str]) -> str:
+    """The one line a run says about a split's files left out as not named like images (`Split.left_out`): how
+    many, and the first few, so that an image with a name outside `IMAGE_EXTENSIONS` is not dropped unseen."""
+    first = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+    return (f"note: {len(files)} file(s) in {split} left out, not named as images ({' '.join(IMAGE_EXTENSIONS)}): "
+            f"{first}")  # fmt: skip
+
+
+def left_out_report(files: list[str]) -> dict:
+    """``files`` (`Split.left_out`) as summary.json records them: a count and the first `MAX_REPORTED` paths."""
+    return {"count": len(files), "first": files[:MAX_REPORTED]}
 
 
 def subsample(files: list[Path], folder: Path, limit: int | None, rule: str = "hash") -> list[Path]:
@@ -374,6 +403,9 @@ __all__ = [
     "Split",
     "cache_side",
     "collate",
+    "is_image_name",
+    "left_out_note",
+    "left_out_report",
     "scan_dataset",
     "scan_split",
     "should_cache",

@@ -39,6 +39,8 @@ from .data import (
     check_trainable,
     collate,
     fuller_batch,
+    left_out_note,
+    left_out_report,
     scan_dataset,
     scan_split,
     should_cache,
@@ -722,6 +724,9 @@ class _Run:
             cfg.subsample,
         )  # fmt: skip
         check_trainable(train_split, cfg.batch_size, "--batch-size")
+        for name, split in ((cfg.train_split, train_split), (cfg.val_split, val_split)):
+            if split.left_out:
+                self.say(left_out_note(name, split.left_out))
         self.classes = train_split.classes
         self.train_split, self.val_split = train_split, val_split
         self.fingerprint = {"train": split_fingerprint(train_split), "val": split_fingerprint(val_split)}
@@ -1620,6 +1625,11 @@ class _Run:
             if last_val
             else earlier.get("per_class_top1"),
             "skipped_files": {"train": train_bad.to_dict(), "val": final.get("skipped_val")},
+            # files not named as images, never read as samples (`data.scan_split`)
+            "left_out_files": {
+                "train": left_out_report(self.train_split.left_out),
+                "val": left_out_report(self.val_split.left_out),
+            },
             "cache": self.cache_info,
             "world_size": self.env.world_size,
             "device": str(self.env.device),
@@ -1769,5 +1779,6 @@ def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int,
     shown = [f"{n} [{i}]" if shown.count(n) > 1 else n for n, i in zip(shown, present, strict=True)]
     result["per_class_top1"] = {n: result["per_class_top1"][i] for n, i in zip(shown, present, strict=True)}
     result.pop("per_class_count")
-    result.update(weights=str(weights), data=str(data), resolution=spec.resolution, skipped_files=bad.to_dict())
+    result.update(weights=str(weights), data=str(data), resolution=spec.resolution, skipped_files=bad.to_dict(),
+                  left_out_files=left_out_report(split.left_out))  # fmt: skip
     return result
