@@ -353,13 +353,16 @@ def test_freeze_backbone_without_init_is_warned_of(tmp_path, capsys):
         ("init", "not-weights", "not a mobilenets weights folder"),
         ("teacher", "not-weights", "not a mobilenets weights folder"),
         ("teacher", "no_such_net", "teacher must be a weights folder or a torchvision model name"),
+        # a path not there read as an unknown torchvision name: "must be a weights folder or a ... name"
+        ("teacher", "missing", "teacher='{path}': no such file or folder (a weights folder of ours"),
+        ("teacher", "resnet_18", "a torchvision model name (did you mean resnet18?)"),
     ],
 )
 def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_path, capsys, option, value, error):
     """A wrong --init or --teacher was found after the run folder was held: a new --out was left holding .lock."""
     data = copy_subset(tmp_path / "data", CLASSES4[:2], 2, 1)
     (tmp_path / "not-weights").mkdir()
-    path = str(tmp_path / value) if value != "no_such_net" else value
+    path = str(tmp_path / value) if value not in ("no_such_net", "resnet_18") else value
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--alpha", "0.25", "--resolution", "32"]
     assert main([*args, f"--{option}", path, "--workers", "0", "--epochs", "1", "--batch-size", "2"]) != 0
     err = capsys.readouterr().err

@@ -553,12 +553,24 @@ def check_init_agrees(cfg: TrainConfig, saved: ModelSpec) -> None:
 
 
 def _check_torchvision_teacher(name: str) -> None:
+    """A ConfigError for a ``--teacher`` that is neither a weights path here nor a torchvision model: one that reads
+    as a path (a separator, a leading ``.`` or ``~``, a file extension) is named as a path not found, where it was
+    refused as a model name; a name close to a torchvision one is given with it."""
+    import difflib
+
     import torchvision
 
-    if name not in torchvision.models.list_models():
-        raise ConfigError(
-            f"teacher={name!r} is not allowed: teacher must be a weights folder or a torchvision model name"
-        )
+    known = torchvision.models.list_models()
+    if name in known:
+        return
+    if "/" in name or os.sep in name or name.startswith((".", "~")) or Path(name).suffix:
+        raise ConfigError(f"teacher={name!r}: no such file or folder (a weights folder of ours, from the working "
+                          f"directory {os.getcwd()})")  # fmt: skip
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(
+        f"teacher={name!r} is not allowed: teacher must be a weights folder or a torchvision model name{hint}"
+    )
 
 
 def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int) -> None:
