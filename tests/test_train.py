@@ -375,7 +375,7 @@ def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_p
     [
         ("ours", None, "predicts other classes than the dataset's: 2 class folder(s) match none of its 2 labels"),
         ("resnet18", b"garbage\n", "is not allowed: not a readable state_dict file (UnpicklingError: "),
-        ("resnet18", {"a": torch.zeros(1)}, "are not weights of resnet18 (Unexpected key(s) in state_dict"),
+        ("resnet18", {"a": torch.zeros(1)}, "are not weights of resnet18 (122 missing key(s), first 'conv1.weight'"),
         ("resnet18", "1000-way", "do not fit resnet18 with 2 classes (size mismatch for fc.weight"),
     ],
 )
@@ -569,10 +569,21 @@ def test_a_teacher_weights_file_that_does_not_fit_is_one_line(tmp_path):
 
     r18 = torchvision.models.resnet18(num_classes=3).state_dict()
     teacher({"state_dict": r18})  # fits
+    teacher({f"module.{k}": v for k, v in r18.items()})  # saved from a DistributedDataParallel wrapper: fits too
     for contents, message in (
         (b"garbage\n", r"is not allowed: not a readable state_dict file \(UnpicklingError: "),
         ([1, 2], r"is not allowed: it holds a list, not a state_dict of tensors"),
-        ({"a": torch.zeros(1)}, r"are not weights of resnet18 \(Unexpected key\(s\) in state_dict: \"a\""),
+        (
+            {"a": torch.zeros(1)},
+            r"are not weights of resnet18 \(122 missing key\(s\), first 'conv1.weight'; 1 "
+            r"unexpected key\(s\), first 'a'\)$",
+        ),
+        # resnet34's: the 200 characters of torch's list it was cut to ended mid-key ("laye)")
+        (
+            torchvision.models.resnet34(num_classes=3).state_dict(),
+            r"are not weights of resnet18 \(96 unexpected key"
+            r"\(s\), first 'layer1.2.conv1.weight'\)$",
+        ),
         ({**r18, "fc.weight": torch.zeros(5, 512)}, r"do not fit resnet18 with 3 classes \(size mismatch for fc"),
     ):
         with pytest.raises(ConfigError, match=r"^teacher_weights='.*t.pt' " + message) as err:

@@ -587,17 +587,30 @@ def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{name} is not allowed: it holds a {type(state).__name__}, not a state_dict of tensors")
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model (timm strips it too)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
         teacher.load_state_dict(state)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         size = next((ln for ln in lines if "size mismatch" in ln), None)
         if size is None:  # missing or unexpected keys: another architecture
-            raise ConfigError(f"{name} are not weights of {cfg.teacher} ({lines[-1][:200]})") from exc
+            raise ConfigError(f"{name} are not weights of {cfg.teacher} "
+                              f"({key_mismatch(teacher.state_dict(), state)})") from exc  # fmt: skip
         raise ConfigError(
             f"{name} do not fit {cfg.teacher} with {num_classes} classes ({size}): a teacher must be trained on the "
             "dataset's classes (fine-tune it first, e.g. with --init on our format)"
         ) from exc
+
+
+def key_mismatch(expected: dict, given: dict) -> str:
+    """How a state_dict's keys differ from a model's, in one short clause: how many are missing and unexpected, and
+    the first of each. torch's message lists every key, and cut to a length it ended mid-key (``"laye``)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    parts = [f"{len(missing)} missing key(s), first {missing[0]!r}"] if missing else []
+    parts += [f"{len(unexpected)} unexpected key(s), first {unexpected[0]!r}"] if unexpected else []
+    return "; ".join(parts)
 
 
 # --- provenance -------------------------------------------------------------------------------------------------
