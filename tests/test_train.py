@@ -2098,6 +2098,40 @@ def test_files_not_named_as_images_are_left_out_and_named_not_counted_as_images(
         scan_split(data / "train")
 
 
+@pytest.mark.parametrize("phase", ["exit handler", "module teardown"])
+@pytest.mark.parametrize("status", [0, 143])
+def test_sigterm_after_the_command_ends_with_its_status(status, phase):
+    """A SIGTERM (a scheduler's preemption, ``kill``) reaching ``mobilenets train`` after the run wrote its files,
+    during Python's second or more of clean-up, ended the process as killed (-15, status 143, no word): a scheduler
+    requeued a finished run. It ends with the command's status, its output kept. The clean-up is stood in for by an
+    exit handler, or by an object freed with its module, after Python has reset its signal handlers."""
+    slow = "atexit.register(time.sleep, 30)" if phase == "exit handler" else "sys.modules['__main__'].keep = Slow()"
+    code = f"""
+import atexit, sys, time
+import mobilenets.cli
+class Slow:
+    def __del__(self):
+        time.sleep(3)
+def run():
+    print("weights in runs/x/model")
+    {slow}
+    print("ready", file=sys.stderr, flush=True)
+    return {status}
+mobilenets.cli.main = run
+from mobilenets.launch import main
+sys.exit(main())
+"""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    assert proc.stderr.readline() == "ready\n"
+    time.sleep(1)  # main has returned: the process is in its clean-up
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == status, err[-2000:]
+    assert out == "weights in runs/x/model\n" and err == ""
+
+
 def test_a_linked_folder_loop_lists_each_file_once(tmp_path):
     """A link inside a class folder back to the class folder (a loop) is walked once: each image is one sample,
     not one per nesting level the system allows (41 of each)."""
