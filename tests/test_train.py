@@ -2028,8 +2028,12 @@ def test_dataset_structure_errors(tmp_path):
     with pytest.raises(DataError, match="empty class folder"):
         scan_dataset(data)
     shutil.copy(next((data / "train" / CLASSES4[0]).iterdir()), data / "train" / "extra" / "x.jpg")
-    with pytest.raises(DataError, match=r"train and val classes differ \(only in train: \['extra'\]"):
+    with pytest.raises(DataError, match=r"train and val classes differ \(only in train: \['extra'\]; only in val: -\); "
+                       rf"--classes {CLASSES4[0]} {CLASSES4[1]} trains on the 2 both hold$"):  # fmt: skip
         scan_dataset(data)
+    shutil.copytree(data / "train", data / "val2")  # the splits named as given (it said "train and val" always)
+    with pytest.raises(DataError, match=r"d: val and val2 classes differ \(only in val: -; only in val2: \['extra'\]"):
+        scan_dataset(data, train_split="val", val_split="val2")
     with pytest.raises(DataError, match=rf"classes='{CLASSES4[0]}' is not allowed: each class may be named once"):
         scan_dataset(data, classes=[CLASSES4[0], CLASSES4[0], CLASSES4[1]])
     with pytest.raises(DataError, match=r"dataset folder not found \(it is a file\)"):

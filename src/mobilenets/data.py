@@ -185,9 +185,11 @@ def scan_dataset(
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
+        both = [c for c in train.classes if c in val.classes]
+        fix = f"; --classes {' '.join(both)} trains on the {len(both)} both hold" if len(both) >= 2 else ""
         raise DataError(
-            f"{root}: train and val classes differ (only in {train_split}: {only_train or '-'}; "
-            f"only in {val_split}: {only_val or '-'})"
+            f"{root}: {train_split} and {val_split} classes differ (only in {train_split}: {only_train or '-'}; "
+            f"only in {val_split}: {only_val or '-'}){fix}"
         )
     return train, val
 
