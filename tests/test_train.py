@@ -370,6 +370,22 @@ def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_init_from_a_runs_checkpoints_names_the_run_folder_to_give(tmp_path, capsys):
+    """--init RUN/checkpoints/ckpt-N.pt (or RUN/checkpoints) read as "not a mobilenets weights folder (expected
+    model.safetensors and config.json)": it names the run folder that --init takes, and --resume for the file."""
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt-000000009.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": {}}, ckpt)
+    data = copy_subset(tmp_path / "data", CLASSES4[:2], 2, 1)
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "ft"), "--resolution", "32", "--batch-size", "2"]
+    for init, tail in ((ckpt, f", or --resume {ckpt} --out NEW to go on with that run"), (ckpt.parent, "")):
+        assert main([*args, "--init", str(init)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"mobilenets train: error: init='{init}' is not allowed: it is a run's checkpoints, not "
+                       f"weights; give the run folder ({tmp_path / 'run'}) or its model_best{tail}\n")  # fmt: skip
+    assert not (tmp_path / "ft").exists()
+
+
 @pytest.mark.parametrize(
     "teacher, weights, error",
     [

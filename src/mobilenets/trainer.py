@@ -516,7 +516,15 @@ def check_sources(cfg: TrainConfig) -> None:
     A resume does not need the ``--init`` folder: its checkpoint holds the weights and the model's spec
     (`model_for`), so a folder gone since is left to `_Run._resumed_spec` when there is a checkpoint to resume."""
     requested_spec(cfg)
-    if cfg.init and Path(cfg.init).exists():
+    init = Path(cfg.init) if cfg.init else None
+    # a run's checkpoints/ or a file in it (a weights folder of that name, config.json and all, is taken as weights)
+    ckpts = init is not None and "checkpoints" in (init.name, init.parent.name) and init.exists()
+    if ckpts and not (init / "config.json").is_file():
+        run = init.parent if init.name == "checkpoints" else init.parent.parent
+        resume = f", or --resume {init} --out NEW to go on with that run" if init.is_file() else ""
+        raise ConfigError(f"init={cfg.init!r} is not allowed: it is a run's checkpoints, not weights; give the run "
+                          f"folder ({run}) or its model_best{resume}")  # fmt: skip
+    if init is not None and init.exists():
         check_init_agrees(cfg, weights_io.read_config(cfg.init)["spec"])
     elif cfg.init and not may_resume(cfg):
         raise ConfigError(f"init={cfg.init!r}: no such file or folder")
