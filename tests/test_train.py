@@ -2405,8 +2405,16 @@ def test_recipes_and_overlay_precedence(tmp_path):
             resolve(str(sci))
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nlearning_rate: 0.2\n")
-    with pytest.raises(ConfigError, match="unknown option.*learning_rate"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown option\(s\) learning_rate \(did you mean lr\?\)$"):
         resolve(str(bad))
+    bad.write_text("epoch: 3\nimage_size: 160\nzzz: 1\n")  # a typo, another tool's name, neither
+    with pytest.raises(ConfigError, match=r"\(s\) epoch \(did you mean epochs\?\), image_size \(did you mean "
+                       r"resolution\?\), zzz$"):  # fmt: skip
+        resolve(str(bad))
+    (tmp_path / "run").mkdir()  # a folder: "config file not found", of a folder that is there
+    (tmp_path / "run" / "config.yaml").write_text("lr: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'run'}: a folder, not a config file \(its recipe: "):
+        resolve(str(tmp_path / "run"))
     bad.write_text("lr: 0.1\nbad: [\n")  # the parser's own message quotes the line with a caret under it
     with pytest.raises(ConfigError) as err:
         resolve(str(bad))

@@ -479,12 +479,33 @@ def _recipe_loader():
     return RecipeLoader
 
 
+# keys of other trainers' recipes (timm's train.py, Keras, Lightning) that a user may bring, and our field for each:
+# an unknown key is named with it (closeness of spelling alone offers "amp" for warmup, "batch_size" for image_size)
+OTHER_NAMES = {
+    "learning_rate": "lr",
+    "warmup": "warmup_epochs",
+    "wd": "weight_decay",
+    "bs": "batch_size",
+    "img_size": "resolution",
+    "image_size": "resolution",
+    "input_size": "resolution",
+    "smoothing": "label_smoothing",
+    "opt": "optimizer",
+    "sched": "schedule",
+    "model_ema_decay": "ema_decay",
+    "clip_grad": "grad_clip",
+}
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe file: a mapping of TrainConfig fields (or their earlier names, `_renamed`). Unknown keys are an
     error naming them."""
     import yaml
 
     p = Path(path)
+    if p.is_dir():  # said "config file not found" of a folder that is there (a run folder: its config.yaml)
+        inside = f" (its recipe: {p / 'config.yaml'})" if (p / "config.yaml").is_file() else ""
+        raise ConfigError(f"{p}: a folder, not a config file{inside}")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: config file not found")
     try:
@@ -505,7 +526,13 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(k for k in data if k not in known)
     if unknown:
-        raise ConfigError(f"{p}: unknown option(s) {', '.join(unknown)}")
+        import difflib
+
+        def near(key: str) -> str | None:  # a typo's field, or the field a key from another tool's recipes names
+            return OTHER_NAMES.get(key) or next(iter(difflib.get_close_matches(key, sorted(known), 1, 0.75)), None)
+
+        said = [f"{k} (did you mean {near(k)}?)" if near(k) else k for k in unknown]
+        raise ConfigError(f"{p}: unknown option(s) {', '.join(said)}")
     return data
 
 
