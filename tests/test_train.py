@@ -2118,6 +2118,25 @@ def test_files_not_named_as_images_are_left_out_and_named_not_counted_as_images(
         scan_split(data / "train")
 
 
+def test_a_run_that_took_non_images_for_samples_resumes_on_the_images(tmp_path, monkeypatch, capsys):
+    """A run checkpointed before files not named as images were left out listed its notes.txt as a sample: its
+    resume was refused as 'a run on other images (13 images there, 12 here)', the run's work lost to an upgrade. It
+    goes on, with a note; a folder whose images did change is still refused."""
+    from mobilenets import data as data_module
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 6, 2)
+    (data / "train" / CLASSES4[0] / "notes.txt").write_text("labelled by bob\n")
+    with monkeypatch.context() as m:
+        m.setattr(data_module, "is_image_name", lambda path: True)  # every visible file a sample, as then
+        train(tiny_cfg(data, tmp_path / "run", epochs=1))
+    summary = train(tiny_cfg(data, tmp_path / "run", epochs=2, resume="auto", quiet=False))
+    assert summary["epochs"] == 2
+    assert "note: the checkpoint's run took 1 file(s) not named as images for samples" in capsys.readouterr().err
+    (data / "train" / CLASSES4[0] / "notes.txt").rename(data / "train" / CLASSES4[0] / "extra.jpg")
+    with pytest.raises(ConfigError, match="was saved by a run on other images"):
+        train(tiny_cfg(data, tmp_path / "run", epochs=3, resume="auto"))
+
+
 @pytest.mark.parametrize("phase", ["exit handler", "module teardown"])
 @pytest.mark.parametrize("status", [0, 143])
 def test_sigterm_after_the_command_ends_with_its_status(status, phase):

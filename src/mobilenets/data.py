@@ -71,9 +71,11 @@ def scan_split(
     classes: list[str] | None = None,
     max_per_class: int | None = None,
     subsample_rule: str = "hash",
+    every_file: bool = False,
 ) -> Split:
     """List ``root/<class>/*``, at most ``max_per_class`` files of each (`subsample`, by ``subsample_rule``).
-    Errors: missing folder, no class folders, an empty class folder, unknown classes."""
+    Errors: missing folder, no class folders, an empty class folder, unknown classes. ``every_file``: every visible
+    file a sample, as runs listed them before files not named as images were left out (their resume's check)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: split folder not found" + (" (it is a file)" if root.exists() else ""))
@@ -95,8 +97,8 @@ def scan_split(
     left_out: list[str] = []
     for label, name in enumerate(found):
         every = class_files(root / name)
-        files = [f for f in every if is_image_name(f)]
-        others = [str(f) for f in every if not is_image_name(f)]
+        files = [f for f in every if every_file or is_image_name(f)]
+        others = [str(f) for f in every if not (every_file or is_image_name(f))]
         if not files:
             raise DataError(f"{root / name}: empty class folder (every class needs at least one image)" if not others
                             else f"{root / name}: no image files in this class folder, only {len(others)} other "
@@ -171,6 +173,7 @@ def scan_dataset(
     max_per_class: int | None = None,
     max_val_per_class: int | None = None,
     subsample_rule: str = "hash",
+    every_file: bool = False,
 ) -> tuple[Split, Split]:
     """Both splits, checked to hold the same classes before any training starts (``max_per_class`` and
     ``max_val_per_class`` pick files by ``subsample_rule``: `subsample`)."""
@@ -180,8 +183,8 @@ def scan_dataset(
     for split in (train_split, val_split):
         if not (root / split).is_dir():
             raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>)")
-    train = scan_split(root / train_split, classes, max_per_class, subsample_rule)
-    val = scan_split(root / val_split, classes, max_val_per_class, subsample_rule)
+    train = scan_split(root / train_split, classes, max_per_class, subsample_rule, every_file)
+    val = scan_split(root / val_split, classes, max_val_per_class, subsample_rule, every_file)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))

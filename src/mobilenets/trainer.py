@@ -1170,11 +1170,31 @@ class _Run:
                 same_size = (was["images"], was["classes"]) == (now["images"], now["classes"])
                 differ.append(f"{name}: {was['images']} images in {was['classes']} classes there, {now['images']} in "
                               f"{now['classes']} here" + (" (other files)" if same_size else ""))  # fmt: skip
+        if differ and self._listed_every_file(saved):
+            return
         if differ:
             raise ConfigError(
                 f"resume={str(path)!r} was saved by a run on other images ({'; '.join(differ)}): resume with the "
                 "data it trained on, or give another --out to start afresh"
             )
+
+    def _listed_every_file(self, saved: dict) -> bool:
+        """Whether the checkpoint's run listed these folders as runs did before files not named as images were left
+        out (every visible file a sample, `scan_split`'s ``every_file``): then it goes on, on the images alone (its
+        non-images were read as unreadable and stood in for), where it was refused as a run on other images."""
+        if not (self.train_split.left_out or self.val_split.left_out):
+            return False
+        cfg = self.cfg
+        old = scan_dataset(cfg.data, cfg.train_split, cfg.val_split, cfg.classes, cfg.max_per_class,
+                           cfg.max_val_per_class, cfg.subsample, every_file=True)  # fmt: skip
+        if any(split_fingerprint(split) != saved.get(name) for name, split in zip(("train", "val"), old, strict=True)):
+            return False
+        left = len(self.train_split.left_out) + len(self.val_split.left_out)
+        self.say(
+            f"note: the checkpoint's run took {left} file(s) not named as images for samples (read as "
+            "unreadable, stood in for); left out now, so the epochs from here are not bit-identical"
+        )
+        return True
 
     def _resume_notes(self, state: dict) -> list[str]:
         """What a resume changes that it allows: a longer or shorter schedule, and (CPU) another thread or process
