@@ -2038,8 +2038,12 @@ def test_a_train_split_with_no_readable_image_stops_every_ddp_process(tmp_path):
 
 def test_dataset_structure_errors(tmp_path):
     data = copy_subset(tmp_path / "d", CLASSES4[:2], 2, 1)
-    with pytest.raises(DataError, match="missing split folder 'test'"):
+    with pytest.raises(DataError, match="missing split folder 'test'.*<images>\\)$"):
         scan_dataset(data, val_split="test")
+    with pytest.raises(
+        DataError, match=rf"missing split folder 'train' .*; it is a split folder itself: give --data {data}$"
+    ):
+        scan_dataset(data / "train")  # the split given for the dataset's root
     (data / "train" / "extra").mkdir()
     with pytest.raises(DataError, match="empty class folder"):
         scan_dataset(data)

@@ -182,7 +182,10 @@ def scan_dataset(
         raise DataError(f"{root}: dataset folder not found" + (" (it is a file)" if root.exists() else ""))
     for split in (train_split, val_split):
         if not (root / split).is_dir():
-            raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>)")
+            # --data ROOT/train: a split folder given for the dataset's root (its sub-folders are the classes)
+            split_itself = root.name in (train_split, val_split)
+            up = f"; it is a split folder itself: give --data {root.parent}" if split_itself else ""
+            raise DataError(f"{root}: missing split folder {split!r} (expected {root}/{split}/<class>/<images>){up}")
     train = scan_split(root / train_split, classes, max_per_class, subsample_rule, every_file)
     val = scan_split(root / val_split, classes, max_val_per_class, subsample_rule, every_file)
     if train.classes != val.classes:
