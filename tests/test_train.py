@@ -2141,6 +2141,16 @@ def test_a_run_that_took_non_images_for_samples_resumes_on_the_images(tmp_path, 
         train(tiny_cfg(data, tmp_path / "run", epochs=3, resume="auto"))
 
 
+def test_a_resume_path_that_is_not_a_checkpoint_file_says_what_it_is(tmp_path):
+    """--resume runs/x (the run folder) or a mistyped ckpt-N.pt both read "resume must be 'auto' or a checkpoint
+    file", the folder one with no word that --resume auto is what takes a folder's newest."""
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match=r"checkpoint file \(a folder; --resume auto takes the newest in --out\)$"):
+        TrainConfig(resume=str(tmp_path / "run")).validate()
+    with pytest.raises(ConfigError, match=r"checkpoint file \(no such file\)$"):
+        TrainConfig(resume=str(tmp_path / "run" / "ckpt-000000009.pt")).validate()
+
+
 @pytest.mark.parametrize("phase", ["exit handler", "module teardown"])
 @pytest.mark.parametrize("status", [0, 143])
 def test_sigterm_after_the_command_ends_with_its_status(status, phase):

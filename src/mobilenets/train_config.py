@@ -300,7 +300,10 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas={self.betas!r} is not allowed: betas must be two numbers in [0, 1)")
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
-            raise ConfigError(f"resume={self.resume!r} is not allowed: resume must be 'auto' or a checkpoint file")
+            there = Path(self.resume)  # a folder or a path not there: said which, where both read "must be ... a file"
+            what = "a folder" if there.is_dir() else "no such file" if there.suffix else ""
+            why = f" ({what}{'; --resume auto takes the newest in --out' if there.is_dir() else ''})" if what else ""
+            raise ConfigError(f"resume={self.resume!r} is not allowed: resume must be 'auto' or a checkpoint file{why}")
         for name in ("compile_tuning", "compile_cudagraphs"):
             if getattr(self, name) and not self.compile:
                 raise ConfigError(f"{name} needs --compile (it changes what torch.compile generates)")
