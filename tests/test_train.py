@@ -481,6 +481,11 @@ def test_init_resets_a_head_trained_on_other_classes_of_the_same_count(tmp_path)
     build_model(resolve(init=str(tmp_path / "unnamed")), list("abcdefg"), said.append)
     assert said == ["note: the --init head keeps its rows for all 7 class folders (its outputs name no classes, in "
                     "order)"]  # fmt: skip
+    save(create_model("mobilenet_v1_025", resolution=64, num_classes=0), tmp_path / "features")
+    said = []  # no classifier at all (Keras' no-top weights): said so, not as "its 0 outputs"
+    build_model(resolve(init=str(tmp_path / "features")), ["ant", "bee"], said.append)
+    assert said == ["note: the --init head is replaced by a new 2-way head: its weights have no classifier (a feature "
+                    "extractor)"]  # fmt: skip
 
 
 def test_init_keeps_the_head_rows_of_the_classes_the_weights_name(tmp_path):

@@ -263,8 +263,12 @@ def _say_head_reset(spec, classes: list[str], say) -> None:
     names = known_labels(spec)
     found, unknown = class_indices(list(classes), names) if names else ({}, [])
     if not found:
-        why = (f"none of the {len(classes)} class folders are among its {len(names)} labels" if names else
-               f"its {spec.num_classes} outputs name no classes")  # fmt: skip
+        if names:
+            why = f"none of the {len(classes)} class folders are among its {len(names)} labels"
+        elif spec.num_classes == 0:  # a feature extractor (Keras include_top=False, timm num_classes=0)
+            why = "its weights have no classifier (a feature extractor)"
+        else:
+            why = f"its {spec.num_classes} outputs name no classes"
         say(f"note: the --init head is replaced by a new {len(classes)}-way head: {why}")
     else:
         say(f"note: the --init head is reset: {len(unknown)} of the {len(classes)} class folders are not among its "
