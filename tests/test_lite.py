@@ -237,3 +237,18 @@ def test_metadata_is_read_through_onnxruntime(exported):
     meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     clf = lite.OnnxClassifier(fp32)
     assert clf.spec == json.loads(meta["mobilenets.spec"]) and list(clf.labels) == json.loads(meta["labels"])
+
+
+def test_lite_s_copies_of_package_constants_agree_with_the_package():
+    """lite.py imports nothing from mobilenets (it is copied alone to a device), so it keeps its own copies of the
+    metadata key and the image extensions: they must stay the ones export writes and predict reads."""
+    from mobilenets.data import IMAGE_EXTENSIONS
+    from mobilenets.export import SPEC_KEY
+
+    assert lite.SPEC_KEY == SPEC_KEY and lite.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
+    import ast
+
+    tree = ast.parse((REPO / "src" / "mobilenets" / "lite.py").read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m.startswith((".", "mobilenets", "torch"))}, imported
