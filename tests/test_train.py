@@ -2120,6 +2120,10 @@ def test_files_not_named_as_images_are_left_out_and_named_not_counted_as_images(
     err = capsys.readouterr().err
     assert "note: 2 file(s) in train left out, not named as images" in err and "notes.txt" in err
     assert "on 11 images / 2 classes" in err
+    # eval says it too, in its text output as in its JSON (it was in the JSON alone)
+    assert main(["eval", "--weights", str(tmp_path / "run"), "--data", str(data / "train"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: 2 file(s) in {data / 'train'} left out, not named as images" in out and "Thumbs.db" in out
     (data / "train" / "docs").mkdir()
     (data / "train" / "docs" / "README.md").write_text("not a class")
     with pytest.raises(DataError, match=r"docs: no image files in this class folder, only 1 other file\(s\) \(first: "

@@ -663,6 +663,7 @@ def _add_eval(sub) -> Handler:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import left_out_note
     from .labels import display_label
     from .trainer import evaluate_weights
 
@@ -693,6 +694,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if r["skipped_files"]["count"]:
         skipped = counted(r["skipped_files"]["count"], "unreadable file")
         print(f"skipped {skipped}, first: {r['skipped_files']['first'][0]}")
+    if r["left_out_files"]["count"]:  # said as training says it (`data.left_out_note`): JSON alone held it
+        print(left_out_note(r["data"], r["left_out_files"]["first"], r["left_out_files"]["count"]))
     return 0
 
 

@@ -110,11 +110,13 @@ def scan_split(
     return Split(root, found, samples, left_out)
 
 
-def left_out_note(split: str, files: list[str]) -> str:
+def left_out_note(split: str, files: list[str], count: int | None = None) -> str:
     """The one line a run says about a split's files left out as not named like images (`Split.left_out`): how
-    many, and the first few, so that an image with a name outside `IMAGE_EXTENSIONS` is not dropped unseen."""
-    first = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
-    return (f"note: {len(files)} file(s) in {split} left out, not named as images ({' '.join(IMAGE_EXTENSIONS)}): "
+    many, and the first few, so that an image with a name outside `IMAGE_EXTENSIONS` is not dropped unseen.
+    ``count``: how many there are where ``files`` holds only the first (`left_out_report`'s)."""
+    count = len(files) if count is None else count
+    first = ", ".join(files[:3]) + (", ..." if count > 3 else "")
+    return (f"note: {count} file(s) in {split} left out, not named as images ({' '.join(IMAGE_EXTENSIONS)}): "
             f"{first}")  # fmt: skip
 
 

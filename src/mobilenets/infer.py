@@ -154,14 +154,14 @@ def expand_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
     """Files named directly, plus image files found recursively (sorted) in folders, walked as training walks a
     class folder (`data.class_files`: hidden files and folders skipped, such as .ipynb_checkpoints copies and macOS
     ._ files; linked folders followed); missing paths as errors."""
-    from .data import class_files
+    from .data import class_files, is_image_name
 
     files: list[Path] = []
     errors: list[tuple[Path, Exception]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += [f for f in class_files(p) if f.suffix.lower() in IMAGE_EXTENSIONS]
+            files += [f for f in class_files(p) if is_image_name(f)]
         elif p.is_file():
             files.append(p)
         elif p.exists():  # a device or a FIFO: not "missing"
