@@ -1063,6 +1063,30 @@ def test_a_max_steps_stop_mid_epoch_is_said_and_recorded_as_part_of_an_epoch(tmp
     assert "stopped at step" not in capsys.readouterr().err
 
 
+def test_a_resumed_epoch_reports_the_unreadable_files_met_before_its_stop(tmp_path):
+    """An epoch stopped mid-way and resumed reported only the unreadable files met after the resume (1 of 4 in a
+    user's run): the checkpoint's totals carry the files found so far, so the epoch's row and the summary name them
+    all, as the uninterrupted run does."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 10, 2)
+    for c in CLASSES4[:2]:
+        for k in range(3):
+            (data / "train" / c / f"broken{k}.jpg").write_bytes(b"not a jpeg")
+    kw = dict(epochs=1, resolution=32, batch_size=4, deterministic=True)  # 26 files: 6 steps (2 images left out)
+
+    def skipped(run: str) -> tuple:
+        (row,) = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        return row["skipped_train"]["count"], sorted(row["skipped_train"]["first"]), summary["skipped_files"]["train"]
+
+    train(tiny_cfg(data, tmp_path / "whole", **kw))
+    train(tiny_cfg(data, tmp_path / "cut", max_steps=3, **kw))
+    before = skipped("cut")[0]
+    train(tiny_cfg(data, tmp_path / "cut", resume="auto", **kw))
+    whole = skipped("whole")
+    assert whole[0] >= 4 and 0 < before < whole[0], (before, whole)  # some met before the stop, some after
+    assert skipped("cut") == whole
+
+
 def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_path, capsys):
     """drop_last keeps every step's batch full: 100 images at the default 64 trained 64 an epoch, silently. A run
     that leaves a sizable share of its images out says how many, once, with a --batch-size that uses them; fewer

@@ -364,7 +364,9 @@ def train_one_epoch(
     # running sums stay on the device: reading them every step would make the CPU wait for the GPU each step
     loss_sum = torch.tensor(float(carried.get("loss_sum", 0.0)), dtype=torch.float64, device=dev)
     correct = torch.tensor(int(carried.get("correct", 0)), dtype=torch.int64, device=dev)
-    seen, steps, bad = int(carried.get("seen", 0)), int(carried.get("steps", 0)), []
+    # the files found unreadable before the stop, as [index, reason] (checkpoints before 2026-11-28 have none)
+    seen, steps = int(carried.get("seen", 0)), int(carried.get("steps", 0))
+    bad = [(int(i), str(r)) for i, r in carried.get("bad", [])]
     seen_before = seen
     before_s, here = float(carried.get("time_s", 0.0)), 0
     first_step_s = None
@@ -391,13 +393,18 @@ def train_one_epoch(
         else:
             progress.update()
         if ctx.on_step is not None:
-            totals = partial(epoch_totals, loss_sum, correct, seen, steps, t0, before_s, ctx.env)
+            totals = partial(epoch_totals, loss_sum, correct, seen, steps, t0, before_s, ctx.env, bad)
             ctx.on_step(global_step, i + 1, totals)
         if ctx.max_steps is not None and global_step >= ctx.max_steps:
             break
     else:
-        return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, False
-    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s), global_step, bad, True
+        return (
+            _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s, bad),
+            global_step,
+            bad,
+            False,
+        )
+    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s, bad), global_step, bad, True
 
 
 def train_step(model, images, labels, ctx: StepContext, global_step: int):
@@ -444,14 +451,19 @@ def optimizer_step(model, images: torch.Tensor, targets: torch.Tensor, ctx: Step
     return loss, logits
 
 
-def epoch_totals(loss_sum, correct, seen: int, steps: int, t0: float, before_s: float, env: DistEnv) -> dict:
+def epoch_totals(
+    loss_sum, correct, seen: int, steps: int, t0: float, before_s: float, env: DistEnv, bad: list = ()
+) -> dict:
     """The epoch's running totals over every process so far (a collective: every process calls it, at the same
-    step), as a mid-epoch checkpoint saves them for `train_one_epoch`'s ``carried``."""
+    step), as a mid-epoch checkpoint saves them for `train_one_epoch`'s ``carried``. ``bad``: the (index, reason)
+    of each file found unreadable so far, gathered from every process, so that a resumed epoch reports the files
+    the uninterrupted one would (it reported only those met after the resume)."""
     loss, right = float(loss_sum), int(correct)  # waits for the device's last step
     time_s = time.perf_counter() - t0 + before_s  # before the all-reduce: not another process's lag
     totals = all_reduce_sum(torch.tensor([loss, right, seen], dtype=torch.float64), env)
+    found = sorted({int(i): str(r) for part in gather_objects(list(bad), env) for i, r in part}.items())
     return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "seen": int(totals[2]), "steps": steps,
-            "time_s": time_s}  # fmt: skip
+            "time_s": time_s, "bad": [[i, r] for i, r in found]}  # fmt: skip
 
 
 def _clip(model: nn.Module, max_norm: float) -> None:
@@ -459,9 +471,11 @@ def _clip(model: nn.Module, max_norm: float) -> None:
         nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
-def _stats(loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s=None, before_s: float = 0.0) -> dict:
+def _stats(
+    loss_sum, correct, seen, steps, lr, t0, env: DistEnv, first_step_s=None, before_s: float = 0.0, bad: list = ()
+) -> dict:
     """The epoch's row from its `epoch_totals` (kept under "epoch_totals" for a mid-epoch checkpoint)."""
-    totals = epoch_totals(loss_sum, correct, seen, steps, t0, before_s, env)
+    totals = epoch_totals(loss_sum, correct, seen, steps, t0, before_s, env, bad)
     n = max(1, totals["seen"])
     return {
         "epoch_totals": totals,
