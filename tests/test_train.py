@@ -980,6 +980,25 @@ def test_stoppable_loader_workers_outlive_another_process_s_sigterm_and_end_on_t
     assert {int(next(it)[0]), int(next(it)[0])} == {1, 2}
 
 
+def test_stoppable_loader_forks_its_workers_whatever_the_default_start_method(monkeypatch):
+    """Python 3.14 makes forkserver the default start method on Linux: DataLoader workers would then be sent the
+    dataset pickled each epoch (a train split's in-memory cache copied into every worker) instead of sharing it by
+    fork. The trainer's loaders fork where the platform can; a caller's own context is kept."""
+    import multiprocessing
+
+    from mobilenets.stopping import StoppableLoader
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("this platform cannot fork")
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "forkserver")
+    loader = StoppableLoader(_WorkerPids(), batch_size=4, num_workers=1)
+    assert loader.multiprocessing_context.get_start_method() == "fork"
+    assert list(iter(loader))[0].numel() == 4  # its worker serves batches
+    spawn = multiprocessing.get_context("spawn")
+    assert StoppableLoader(_WorkerPids(), num_workers=1, multiprocessing_context=spawn).multiprocessing_context is spawn
+    assert StoppableLoader(_WorkerPids(), num_workers=0).multiprocessing_context is None  # no workers: no context
+
+
 class _WorkerMark(torch.utils.data.Dataset):
     """Each item is the mark `_mark_worker` left in the worker that loaded it (0: none)."""
 

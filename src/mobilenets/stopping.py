@@ -189,11 +189,18 @@ class StoppableLoader(DataLoader):
     blocks SIGTERM and awaits it in a thread (`_outlast_sigterm`); and as a worker is forked 40-200 ms before its
     ``worker_init_fn`` runs (measured in processes of 0.1 and 4 GB), twice an epoch, SIGTERM is blocked in the main
     process while its workers start, so they start with it blocked (a SIGTERM to the main process then is handled
-    once they have). Where ``sigwaitinfo`` does not exist (macOS), this is an ordinary DataLoader."""
+    once they have). Where ``sigwaitinfo`` does not exist (macOS), this is an ordinary DataLoader.
+
+    Its workers are forked where the platform can fork (Linux), whatever the interpreter's default start method:
+    Python 3.14 makes it forkserver on Linux, whose workers are sent the dataset pickled, each epoch (an in-memory
+    image cache of hundreds of MiB copied into every worker, where a fork shares it), and do not start with the
+    main process's signal mask (the window above). A caller's ``multiprocessing_context`` is kept."""
 
     def __init__(self, *args, **kwargs) -> None:
         if hasattr(signal, "sigwaitinfo"):  # before the caller's own worker_init_fn, which it still runs
             kwargs["worker_init_fn"] = partial(_outlast_sigterm, os.getpid(), kwargs.get("worker_init_fn"))
+        if kwargs.get("num_workers", 0) > 0 and kwargs.get("multiprocessing_context") is None:
+            kwargs["multiprocessing_context"] = fork_context()
         super().__init__(*args, **kwargs)
 
     def __iter__(self):
@@ -204,6 +211,13 @@ class StoppableLoader(DataLoader):
             return super().__iter__()  # forks the workers (fork: the mask is inherited)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def fork_context():
+    """The fork start method's multiprocessing context where the platform has it (None elsewhere: the default)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def _outlast_sigterm(main: int, then: Callable[[int], None] | None, worker_id: int) -> None:
