@@ -834,3 +834,18 @@ def test_an_onnx_file_the_runtime_cannot_load_is_one_line_naming_it(model_dir, t
         _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, f"{path}: ")
         _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, "cannot load this ONNX file")
         _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, reason)
+
+
+def test_stream_without_pyav_or_with_one_too_old_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    """PyAV before 14 decodes frames without their rotation (`infer.upright_rgb` needs it): stream failed mid-clip
+    with an AttributeError; without PyAV, with an ImportError from deep inside. Both are one line saying what to
+    install."""
+    import types
+
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, 2)
+    monkeypatch.setitem(sys.modules, "av", types.SimpleNamespace(__version__="12.3.0"))
+    _one_line_error(["stream", str(model_dir), str(clip)], capsys, "stream needs PyAV >= 14.0, this is 12.3.0")
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets where PyAV is not installed
+    needle = "stream needs PyAV (pip install 'mobilenets[video]')"
+    _one_line_error(["stream", str(model_dir), str(clip)], capsys, needle)

@@ -268,11 +268,28 @@ class StreamReport:
         return dict(self.__dict__)
 
 
+MIN_PYAV = (14, 0)  # VideoFrame.rotation (`upright_rgb`); pyproject's video extra requires it
+
+
+def pyav() -> Any:
+    """The ``av`` module (PyAV, FFmpeg's bindings), or a `StreamError` saying how to install it: missing, or older
+    than `MIN_PYAV` (whose frames carry no rotation, `upright_rgb`), it failed in the middle of a stream instead."""
+    try:
+        import av
+    except ImportError as exc:
+        raise StreamError(f"stream needs PyAV (pip install 'mobilenets[video]'): {exc}") from exc
+    version = tuple(int(p) for p in re.findall(r"\d+", str(getattr(av, "__version__", "0")))[:2])
+    if version < MIN_PYAV:
+        raise StreamError(f"stream needs PyAV >= {'.'.join(map(str, MIN_PYAV))}, this is {av.__version__} "
+                          "(pip install -U 'mobilenets[video]')")  # fmt: skip
+    return av
+
+
 def open_source(source: str | int) -> Any:
     """A PyAV input container for a video file or a camera index (V4L2 on Linux, AVFoundation on macOS)."""
     import sys
 
-    import av
+    av = pyav()
 
     text = str(source)
     if text.isdigit():
@@ -351,7 +368,7 @@ def upright_rgb(frame: Any) -> np.ndarray:
     (``autorotate``) and PyAV's decode does not: the model saw such a clip sideways, where `predict` turns a
     photo's EXIF orientation upright. PyAV's ``rotation`` is counterclockwise in degrees, as ``np.rot90`` turns."""
     rgb = frame.to_ndarray(format="rgb24")
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4  # PyAV < 14 has no rotation: frames as stored
+    turns = round(frame.rotation / 90) % 4  # PyAV >= 14 (pyproject)
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
