@@ -144,3 +144,27 @@ def test_register_model_checks_its_function_when_the_model_is_created(monkeypatc
         register_model("mobilenet_v1_100", ModelSpec)
     register_model("test_api_tiny", lambda: ModelSpec(alpha=0.25, num_classes=2, name="test_api_tiny"))
     assert create_model("test_api_tiny").spec.alpha == 0.25
+
+
+def test_keras_include_top_pooling_and_timm_drop_rate_are_understood():
+    """Code ported from ``keras.applications.MobileNet(include_top=False, pooling=...)`` or timm's
+    ``create_model(..., drop_rate=...)`` builds what those libraries build, not 'unknown ModelSpec field'."""
+    import torch
+
+    x = torch.randn(1, 3, 96, 64)
+    maps = create_model("mobilenet_v1_025", include_top=False)  # Keras' default pooling=None: the feature map
+    assert maps.num_classes == 0 and maps.spec.global_pool == "" and maps(x).shape == (1, 256, 3, 2)
+    pooled = mobilenets.mobilenet_v1_025(include_top=False, pooling="max")
+    assert pooled.spec.global_pool == "max" and pooled(x).shape == (1, 256)
+    assert create_model("mobilenet_v1_025", num_classes=42, pooling="max").spec.global_pool == "max"
+    assert create_model("mobilenet_v1_025", drop_rate=0.2).head_drop.p == 0.2
+    for kwargs, message in (
+        (dict(pooling=None), "pooling=None is not allowed: .* needs include_top=False"),
+        (dict(pooling="mean"), "pooling='mean' is not allowed: pooling must be one of None, 'avg', 'max'"),
+        (dict(include_top=0), "include_top=0 is not allowed: include_top must be True or False"),
+        (dict(include_top=False, num_classes=42), "num_classes=42 is not allowed with include_top=False"),
+        (dict(pooling="max", global_pool="avg"), "global_pool='avg' is not allowed with pooling='max'"),
+        (dict(drop_rate=0.2, dropout=0.1), "dropout=0.1 is not allowed with drop_rate=0.2"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            create_model("mobilenet_v1_025", **kwargs)

@@ -102,7 +102,8 @@ def named_resolution(name: str) -> int | None:
 
 
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
-    """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields.
+    """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields, or Keras'
+    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`).
 
     ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`, or a `mobilenets train` run
     folder for its final weights ``RUN/model``: `weights.run_weights`) loads those weights in eval mode. The saved
@@ -117,11 +118,51 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
     _check_timm_torchvision_habits(weights, overrides)
+    overrides = _keras_timm_keywords(overrides)
     if weights is not None:
         return _create_with_weights(name_or_spec, weights, overrides)
     if isinstance(name_or_spec, ModelSpec):
         return MobileNetV1(name_or_spec.replace(**overrides))
     return MobileNetV1(model_spec(name_or_spec, **overrides))
+
+
+# Keras applications' pooling -> ModelSpec.global_pool (None: the unpooled final feature map)
+_KERAS_POOLING = {None: "", "avg": "avg", "max": "max"}
+
+
+def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with Keras applications' ``include_top``/``pooling`` and timm's ``drop_rate`` spelled as
+    `ModelSpec` fields, so code ported from ``keras.applications.MobileNet(include_top=False, pooling='avg')`` or
+    ``timm.create_model(..., drop_rate=0.2)`` runs unchanged (else: "unknown ModelSpec field pooling").
+    Keras semantics: ``include_top=False`` drops the classifier (num_classes=0) and, with ``pooling`` None (Keras'
+    default), returns the final feature map; ``pooling`` 'avg'/'max' pools it. A value given both ways that
+    disagrees is an error naming both."""
+    out = dict(overrides)
+    if "drop_rate" in out:
+        rate = out.pop("drop_rate")
+        _alias(out, f"drop_rate={rate!r}", "dropout", rate)
+    top = out.pop("include_top", True)
+    if not isinstance(top, bool):
+        raise SpecError(f"include_top={top!r} is not allowed: include_top must be True or False")
+    if "pooling" in out or not top:
+        pooling = out.pop("pooling", None)
+        if not isinstance(pooling, str | type(None)) or pooling not in _KERAS_POOLING:
+            raise SpecError(f"pooling={pooling!r} is not allowed: pooling must be one of None, 'avg', 'max'")
+        if pooling is None and top and out.get("num_classes", 1):
+            raise SpecError("pooling=None is not allowed: pooling=None (no pooling) needs include_top=False")
+        _alias(out, f"pooling={pooling!r}", "global_pool", _KERAS_POOLING[pooling])
+    if not top:
+        _alias(out, "include_top=False", "num_classes", 0)
+    return out
+
+
+def _alias(out: dict[str, Any], given: str, field: str, value: Any) -> None:
+    """Set ``out[field] = value`` for the keyword ``given`` (``"pooling=None"``), unless ``field`` was given as
+    another value."""
+    if field in out and out[field] != value:
+        keyword = given.split("=", 1)[0]
+        raise SpecError(f"{field}={out[field]!r} is not allowed with {given}: give one of {keyword} and {field}")
+    out[field] = value
 
 
 def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> None:
