@@ -393,3 +393,25 @@ def test_weights_of_other_channel_counts_take_no_grid_name(tmp_path):
     # timm's rounding (divisor 8) leaves the 1.0 MobileNet's widths as they are: the paper's name fits
     mobilenets.save(mobilenets.create_model(ModelSpec(channel_divisor=8)), tmp_path / "b")
     assert mobilenets.create_model("mobilenet_v1_100", weights=tmp_path / "b").spec.name == "mobilenet_v1_100"
+
+
+def test_features_only_returns_maps_by_stride_as_timm():
+    """timm's detection-backbone call, ``create_model(name, features_only=True, out_indices=...)``, gives the list
+    of maps with ``feature_info.channels()`` / ``.reduction()``, the maps forward_intermediates gives, and the
+    backbone of a classifier's state dict."""
+    full = create_model("mobilenet_v1_025", num_classes=42).eval()
+    feats = create_model("mobilenet_v1_025", features_only=True, out_indices=(2, -2, 4)).eval()
+    assert feats.load_state_dict(full.state_dict(), strict=False).missing_keys == []
+    assert feats.feature_info.channels() == [64, 128, 256] and feats.feature_info.reduction() == [8, 16, 32]
+    assert feats.feature_info.channels(-1) == full.num_features
+    x = torch.randn(1, 3, 97, 64)
+    maps = feats(x)
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 13, 8), (1, 128, 7, 4), (1, 256, 4, 2)]
+    expected = full.forward_intermediates(x, indices=[2, 3, 4], intermediates_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(maps, expected, strict=True))
+    shallow = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1))
+    assert len(shallow.blocks) == 3 and len(shallow(x)) == 2  # blocks past the last map are not run
+    with pytest.raises(ValueError, match=r"out_indices=\[5\] is not allowed"):
+        create_model("mobilenet_v1_025", features_only=True, out_indices=(5,))
+    with pytest.raises(ValueError, match=r"out_indices=\(1,\) is not allowed: out_indices needs features_only"):
+        create_model("mobilenet_v1_025", out_indices=(1,))

@@ -1,6 +1,7 @@
 """mobilenets: MobileNetV1 (Howard et al. 2017, arXiv 1704.04861) as a toolkit.
 
-Public API: `create_model`, `list_models`, `MobileNetV1`, `ModelSpec`, `count_complexity`, `save` and `load`.
+Public API: `create_model`, `list_models`, `MobileNetV1`, `FeatureMaps`, `ModelSpec`, `count_complexity`, `save`
+and `load`.
 
 The names load on first use (PEP 562's module ``__getattr__``), so that ``import mobilenets`` does not import
 torch: the ``mobilenets`` command's entry point (`mobilenets.launch`) must be running before torch's few seconds of
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "COUNTING_NOTE": "complexity",
     "count_complexity": "complexity",
+    "FeatureMaps": "mobilenet_v1",
     "MobileNetV1": "mobilenet_v1",
     "round_channels": "mobilenet_v1",
     "create_model": "registry",
@@ -39,6 +41,7 @@ _EXPORTS = {
 
 __all__ = [  # _EXPORTS' keys, spelled out for linters and IDEs (a test checks the two agree)
     "COUNTING_NOTE",
+    "FeatureMaps",
     "MobileNetV1",
     "ModelSpec",
     "SpecError",
@@ -77,7 +80,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from .complexity import COUNTING_NOTE, count_complexity
-    from .mobilenet_v1 import MobileNetV1, round_channels
+    from .mobilenet_v1 import FeatureMaps, MobileNetV1, round_channels
     from .registry import (
         create_model,
         list_models,

@@ -158,21 +158,22 @@ def _build_block(block: tuple[LayerDef, ...], spec: ModelSpec) -> nn.Module:
     )
 
 
-def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None, name: str = "indices") -> list[int]:
     """Which of ``n`` feature maps to return, as timm's ``feature_take_indices``: None = all, an int k = the last k,
-    a sequence = those positions (negative counts from the end); out of range is an error naming the value."""
+    a sequence = those positions (negative counts from the end); out of range is an error naming the value, as the
+    keyword ``name`` the caller took it by."""
     if indices is None:
         return list(range(n))
     indices = _plain_ints(indices)
     if isinstance(indices, int) and not isinstance(indices, bool):
         if not 0 < indices <= n:
-            raise SpecError(f"indices={indices!r} is not allowed: indices must be a count in 1..{n} or a list")
+            raise SpecError(f"{name}={indices!r} is not allowed: {name} must be a count in 1..{n} or a list")
         return list(range(n - indices, n))
     picked = (
         [i + n if isinstance(i, int) and i < 0 else i for i in indices] if isinstance(indices, list | tuple) else []
     )
     if not picked or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in picked):
-        raise SpecError(f"indices={indices!r} is not allowed: indices must be positions in {-n}..{n - 1}")
+        raise SpecError(f"{name}={indices!r} is not allowed: {name} must be positions in {-n}..{n - 1}")
     return picked
 
 
@@ -368,3 +369,48 @@ class MobileNetV1(nn.Module):
     def fuse(self) -> MobileNetV1:
         """An eval-mode copy with every BatchNorm folded into the preceding conv (same outputs, fewer ops)."""
         return fold_bn(self)
+
+
+class FeatureInfo(list):
+    """``feature_info`` of a `FeatureMaps` model: the list of dicts (module, index, num_chs, reduction), with timm's
+    ``FeatureInfo`` accessors, so detection code reading ``model.feature_info.channels()`` runs unchanged."""
+
+    def get(self, key: str, idx: int | None = None):
+        return [info[key] for info in self] if idx is None else self[idx][key]
+
+    def channels(self, idx: int | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | None = None):
+        return self.get("module", idx)
+
+
+class FeatureMaps(nn.Module):
+    """The backbone of a `MobileNetV1` returning its feature maps, as timm's ``features_only=True``:
+    ``create_model(name, features_only=True, out_indices=(2, 3, 4))``. ``out_indices`` picks among the model's
+    ``feature_info`` (nominal strides 2, 4, 8, 16, 32; `take_indices` rules; None = all five). The blocks after the
+    last map taken are dropped, and the head with them; parameter names stay the model's (``stem.*``,
+    ``blocks.N.*``), so a `MobileNetV1` state dict loads with ``strict=False``."""
+
+    def __init__(self, model: MobileNetV1, out_indices: int | list[int] | tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        picked = take_indices(len(model.feature_info), out_indices, "out_indices")
+        self.spec = model.spec.replace(num_classes=0, global_pool="", labels=None)
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in picked)
+        self.taps: list[int] = [info["index"] for info in self.feature_info]
+        self.stem = model.stem
+        self.blocks = model.blocks[: max(self.taps) + 1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images (N, in_chans, H, W) -> one map per ``out_indices`` entry, (N, channels, H/r, W/r) for each
+        ``feature_info`` channels and reduction r."""
+        x = self.stem(x)
+        out: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                out.append(x)
+        return out

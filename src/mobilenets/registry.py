@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v1 import FeatureMaps, MobileNetV1
 from .spec import NAMED_LAYER_FIELDS, ModelSpec, SpecError, grid_name
 from .weights import ARCHITECTURE_FIELDS, check_architecture, load, read_config
 
@@ -101,9 +101,10 @@ def named_resolution(name: str) -> int | None:
     return None
 
 
-def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1:
+def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1 | FeatureMaps:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields, or Keras'
-    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`).
+    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`). timm's ``features_only=True``
+    (with ``out_indices``) returns the backbone's feature maps instead: a `FeatureMaps`.
 
     ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`, or a `mobilenets train` run
     folder for its final weights ``RUN/model``: `weights.run_weights`) loads those weights in eval mode. The saved
@@ -118,12 +119,26 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
     _check_timm_torchvision_habits(weights, overrides)
+    features_only, out_indices = _features_keywords(overrides)
     overrides = _keras_timm_keywords(overrides)
     if weights is not None:
-        return _create_with_weights(name_or_spec, weights, overrides)
-    if isinstance(name_or_spec, ModelSpec):
-        return MobileNetV1(name_or_spec.replace(**overrides))
-    return MobileNetV1(model_spec(name_or_spec, **overrides))
+        model = _create_with_weights(name_or_spec, weights, overrides)
+    elif isinstance(name_or_spec, ModelSpec):
+        model = MobileNetV1(name_or_spec.replace(**overrides))
+    else:
+        model = MobileNetV1(model_spec(name_or_spec, **overrides))
+    return FeatureMaps(model, out_indices) if features_only else model
+
+
+def _features_keywords(overrides: dict[str, Any]) -> tuple[bool, Any]:
+    """timm's ``features_only`` and ``out_indices``, taken out of ``overrides``: (features_only, out_indices)."""
+    features_only = overrides.pop("features_only", False)
+    if not isinstance(features_only, bool):
+        raise SpecError(f"features_only={features_only!r} is not allowed: features_only must be True or False")
+    out_indices = overrides.pop("out_indices", None)
+    if out_indices is not None and not features_only:
+        raise SpecError(f"out_indices={out_indices!r} is not allowed: out_indices needs features_only=True")
+    return features_only, out_indices
 
 
 # Keras applications' pooling -> ModelSpec.global_pool (None: the unpooled final feature map)
