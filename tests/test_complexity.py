@@ -1,5 +1,6 @@
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -106,6 +107,17 @@ def test_bad_resolution_for_cost_model():
     assert count_complexity(ModelSpec(), (32, 33)).input_hw == (32, 33)  # MIN_RESOLUTION itself is allowed
     with pytest.raises(ValueError, match=r"^resolution=\(32, 31\) is not allowed"):
         count_complexity(ModelSpec(), (32, 31))
+    for bad in (128.0, "128"):  # one error naming the value, not "'float' object is not iterable"
+        with pytest.raises(ValueError, match=rf"^resolution={bad!r} is not allowed: resolution must be an integer"):
+            count_complexity(ModelSpec(), bad)
+    assert count_complexity(ModelSpec(), [np.int64(128), 96]).input_hw == (128, 96)
+
+
+def test_count_complexity_takes_a_model_name_as_create_model_and_summary_do():
+    assert count_complexity("mobilenet_v1_025_128").macs == count_complexity(ModelSpec(alpha=0.25, resolution=128)).macs
+    assert count_complexity("0.5-160").spec.resolution == 160
+    with pytest.raises(ValueError, match="unknown model name 'resnet50'"):
+        count_complexity("resnet50")
 
 
 def test_the_per_layer_table_chains_and_names_the_atrous_rate():

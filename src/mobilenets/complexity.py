@@ -9,6 +9,7 @@ Parameters are conv and FC weights; ``params_all`` adds BatchNorm affine paramet
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from .mobilenet_v1 import LayerDef, build_plan
@@ -125,17 +126,23 @@ def _describe(layer: LayerDef) -> tuple[str, str, str]:
 def _input_hw(spec: ModelSpec, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
     if resolution is None:
         return spec.resolution, spec.resolution
-    hw = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+    hw = (resolution, resolution) if not isinstance(resolution, list | tuple) else tuple(resolution)
+    hw = tuple(int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in hw)  # NumPy
     if len(hw) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_RESOLUTION for v in hw):
         raise bad_value("resolution", resolution, f"an integer >= {MIN_RESOLUTION} or a pair of them")
     return hw  # type: ignore[return-value]
 
 
-def count_complexity(spec: ModelSpec | object, resolution: int | tuple[int, int] | None = None) -> Complexity:
-    """Per-layer cost of a model (a `ModelSpec` or a `MobileNetV1`) at ``resolution`` (default: the spec's)."""
+def count_complexity(spec: ModelSpec | str | object, resolution: int | tuple[int, int] | None = None) -> Complexity:
+    """Per-layer cost of a model (a `ModelSpec`, a `MobileNetV1`, or a model name as `create_model` takes, which
+    ``mobilenets summary NAME`` takes too) at ``resolution`` (default: the spec's; an int, or (height, width))."""
+    if isinstance(spec, str):
+        from .registry import model_spec  # registry imports the model and weights: not at import time
+
+        spec = model_spec(spec)
     spec = getattr(spec, "spec", spec)
     if not isinstance(spec, ModelSpec):
-        raise TypeError(f"count_complexity needs a ModelSpec or MobileNetV1, got {type(spec).__name__}")
+        raise TypeError(f"count_complexity needs a ModelSpec, MobileNetV1 or model name, got {type(spec).__name__}")
     plan = build_plan(spec)
     h, w = _input_hw(spec, resolution)
     rows: list[LayerCost] = []
