@@ -415,3 +415,20 @@ def test_features_only_returns_maps_by_stride_as_timm():
         create_model("mobilenet_v1_025", features_only=True, out_indices=(5,))
     with pytest.raises(ValueError, match=r"out_indices=\(1,\) is not allowed: out_indices needs features_only"):
         create_model("mobilenet_v1_025", out_indices=(1,))
+
+
+def test_load_state_dict_takes_a_wrapped_models_state_dict():
+    """``torch.save(ddp_or_compiled.state_dict())`` in a training script writes ``module.``/``_orig_mod.`` keys;
+    loading them into a plain model is what a user does next (timm's load_checkpoint unwraps them too)."""
+    source = create_model("mobilenet_v1_025", num_classes=42)
+    _randomize_bn(source)
+    wrapped = torch.nn.DataParallel(torch.compile(source, backend="eager"))
+    state = wrapped.state_dict()
+    assert next(iter(state)).startswith("module._orig_mod.")
+    target = create_model("mobilenet_v1_025", num_classes=42)
+    target.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 64, 48)
+    assert torch.equal(target.eval()(x), source.eval()(x))
+    assert next(iter(state)).startswith("module.")  # the caller's dict is left as it was
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # a partial prefix is no wrapper: keys stay named
+        target.load_state_dict({**source.state_dict(), "module.extra": torch.zeros(1)})

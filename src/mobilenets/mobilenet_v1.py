@@ -6,7 +6,10 @@ so the two cannot disagree about the architecture.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -200,6 +203,29 @@ def feature_taps(plan: Plan) -> list[dict]:
     return [taps[s] for s in sorted(taps)]
 
 
+# key prefixes of wrapped models: (Distributed)DataParallel's and torch.compile's
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` without a `WRAPPER_PREFIXES` prefix that every key carries (repeated, for nested wrappers), its
+    ``_metadata`` (BatchNorm's version, read by ``load_state_dict``) renamed alike; ``state`` itself when none."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state
+        stripped: Any = OrderedDict((k[len(prefix) :], v) for k, v in state.items())
+        metadata = getattr(state, "_metadata", None)
+        if metadata is not None:
+            stripped._metadata = OrderedDict(
+                ("" if k == prefix[:-1] else k[len(prefix) :], v)
+                for k, v in metadata.items()
+                if k == prefix[:-1] or k.startswith(prefix)
+            )
+        state = stripped
+    return state
+
+
 def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
     """(global pool, flatten) of the head for ``spec.global_pool`` (spec.GLOBAL_POOLS)."""
     if kind == "":
@@ -339,6 +365,12 @@ class MobileNetV1(nn.Module):
             if i in take:
                 out.append(x)
         return out if intermediates_only else (x, out)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, also for the state dict of this model wrapped in (Distributed)DataParallel
+        (``module.`` keys) or ``torch.compile`` (``_orig_mod.``), in either nesting: what ``torch.save(
+        wrapped.state_dict(), ...)`` wrote in a training script, which timm's ``load_checkpoint`` unwraps too."""
+        return super().load_state_dict(strip_wrapper_prefixes(state_dict), strict=strict, assign=assign)
 
     def get_classifier(self) -> nn.Module:
         """The classifier (``nn.Linear``, or ``nn.Identity`` when num_classes is 0), as timm's."""
