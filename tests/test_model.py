@@ -297,6 +297,10 @@ def test_unknown_model_and_duplicate_registration():
         create_model("mobilenet_v9")
     with pytest.raises(ValueError, match="already registered"):
         register_model("mobilenet_v1_100", ModelSpec)
+    for name in (3, "", None):  # a name create_model cannot ask for, that broke list_models' filters
+        with pytest.raises(ValueError, match=rf"^name={name!r} is not allowed: register_model needs a model name"):
+            register_model(name, ModelSpec)
+    assert mobilenets.list_models("*_025_128") == ["mobilenet_v1_025_128"]
 
 
 def test_off_grid_names_are_the_names_bench_and_select_print():

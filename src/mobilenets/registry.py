@@ -27,6 +27,8 @@ PAPER_RESOLUTIONS = (224, 192, 160, 128)  # Table 7
 def register_model(name: str, spec_fn: Callable[[], ModelSpec]) -> None:
     """Register ``name`` -> a function returning its default `ModelSpec`; it is called each time the model is
     created, and anything but a ModelSpec is then an error naming the model. Registering a name twice is an error."""
+    if not isinstance(name, str) or not name:  # else create_model(3) could not ask for it, and list_models breaks
+        raise SpecError(f"name={name!r} is not allowed: register_model needs a model name (a non-empty str)")
     if name in _REGISTRY:
         raise ValueError(f"model name {name!r} is already registered")
     if not callable(spec_fn):
