@@ -173,6 +173,8 @@ def test_timm_resolves_the_specs_data_config():
     assert model.pretrained_cfg["num_classes"] == 0
     first_conv, head = model.get_submodule("stem.conv"), model.get_submodule("classifier")
     assert first_conv is model.stem.conv and head is model.classifier
+    backbone = create_model(model.spec, features_only=True, out_indices=(3, 4))  # timm's features_only keeps it too
+    assert resolve_model_data_config(backbone) == config
 
 
 def test_tf_padding_is_asymmetric_same():

@@ -226,6 +226,22 @@ def strip_wrapper_prefixes(state: Mapping[str, Any]) -> Mapping[str, Any]:
     return state
 
 
+def timm_cfg(spec: ModelSpec, num_classes: int) -> dict:
+    """``spec``'s input convention as timm's ``pretrained_cfg``; without it timm assumes 224 px, bicubic and
+    ImageNet mean/std, wrong for converted TF weights (mean = std = 0.5)."""
+    return {
+        "input_size": (spec.in_chans, spec.resolution, spec.resolution),
+        "interpolation": spec.interpolation,
+        "mean": spec.mean,
+        "std": spec.std,
+        "crop_pct": spec.crop_pct,
+        "crop_mode": "center",  # preprocess.py: shorter side to resolution / crop_pct, center crop
+        "num_classes": num_classes,
+        "first_conv": "stem.conv",
+        "classifier": "classifier",
+    }
+
+
 def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
     """(global pool, flatten) of the head for ``spec.global_pool`` (spec.GLOBAL_POOLS)."""
     if kind == "":
@@ -287,20 +303,8 @@ class MobileNetV1(nn.Module):
     @property
     def pretrained_cfg(self) -> dict:
         """The spec's input convention as timm's ``pretrained_cfg`` (``default_cfg``), which
-        ``timm.data.resolve_model_data_config(model)`` reads; without it timm assumes 224 px, bicubic and ImageNet
-        mean/std, wrong for converted TF weights (mean = std = 0.5). A fresh dict: edit the spec, not this."""
-        spec = self.spec
-        return {
-            "input_size": (spec.in_chans, spec.resolution, spec.resolution),
-            "interpolation": spec.interpolation,
-            "mean": spec.mean,
-            "std": spec.std,
-            "crop_pct": spec.crop_pct,
-            "crop_mode": "center",  # preprocess.py: shorter side to resolution / crop_pct, center crop
-            "num_classes": spec.num_classes,
-            "first_conv": "stem.conv",
-            "classifier": "classifier",
-        }
+        ``timm.data.resolve_model_data_config(model)`` reads (`timm_cfg`). A fresh dict: edit the spec, not this."""
+        return timm_cfg(self.spec, self.num_classes)
 
     @property
     def default_cfg(self) -> dict:
@@ -427,6 +431,8 @@ class FeatureMaps(nn.Module):
     last map taken are dropped, and the head with them; parameter names stay the model's (``stem.*``,
     ``blocks.N.*``), so a `MobileNetV1` state dict loads with ``strict=False``."""
 
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg"]  # noqa: RUF012
+
     def __init__(self, model: MobileNetV1, out_indices: int | list[int] | tuple[int, ...] | None = None) -> None:
         super().__init__()
         picked = take_indices(len(model.feature_info), out_indices, "out_indices")
@@ -435,6 +441,15 @@ class FeatureMaps(nn.Module):
         self.taps: list[int] = [info["index"] for info in self.feature_info]
         self.stem = model.stem
         self.blocks = model.blocks[: max(self.taps) + 1]
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The input convention, as `MobileNetV1.pretrained_cfg` (timm's ``resolve_model_data_config`` reads it)."""
+        return timm_cfg(self.spec, 0)
+
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (N, in_chans, H, W) -> one map per ``out_indices`` entry, (N, channels, H/r, W/r) for each
