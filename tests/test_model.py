@@ -174,6 +174,8 @@ def test_timm_resolves_the_specs_data_config():
     first_conv, head = model.get_submodule("stem.conv"), model.get_submodule("classifier")
     assert first_conv is model.stem.conv and head is model.classifier
     backbone = create_model(model.spec, features_only=True, out_indices=(3, 4))  # timm's features_only keeps it too
+    model.classifier = torch.nn.Linear(model.num_features, 5)  # torchvision's way to a new head
+    assert model.num_classes == model.pretrained_cfg["num_classes"] == 5
     assert resolve_model_data_config(backbone) == config
 
 

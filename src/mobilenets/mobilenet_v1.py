@@ -297,8 +297,13 @@ class MobileNetV1(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        """Classifier outputs, from the spec (0 = no classifier: `forward` returns pooled features)."""
-        return self.spec.num_classes
+        """Classifier outputs (0 = no classifier: `forward` returns pooled features): the classifier's own when it
+        was replaced by hand, torchvision style (``model.classifier = nn.Linear(model.num_features, 5)``, which
+        leaves the spec behind; `weights.save` records the same), else the spec's."""
+        head = self.classifier
+        if isinstance(head, nn.Linear) and head.in_features == self.num_features:
+            return head.out_features
+        return 0 if isinstance(head, nn.Identity) else self.spec.num_classes
 
     @property
     def pretrained_cfg(self) -> dict:
