@@ -146,3 +146,17 @@ def test_tfslim_reference_rows_are_the_paper_grid_and_agree_with_the_count():
         assert 0 < top1 < top5 < 100
     # the paper's own ImageNet top-1 (Table 8's 70.6), never Table 10's Stanford Dogs figure (83.3) for the model
     assert published_top1()[(1.0, 224, "standard")] == 70.6 and published_top1()[(0.5, 160, "standard")] == 60.2
+
+
+def test_printing_a_complexity_gives_the_summary_table():
+    """``print(count_complexity(model))`` is the per-layer table and totals (Keras' model.summary()), not a
+    dataclass repr of every layer; its numbers are the counts."""
+    cost = count_complexity(ModelSpec())
+    text = str(cost)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["index", "name", "type_stride", "filter_shape"]
+    total = next(line for line in lines if " total " in line).split()
+    assert total[-2:] == ["568,740,352", "4,209,088"]  # paper Table 1: 569M Mult-Adds, 4.2M parameters
+    assert "568.7M MACs, 4.209M params (4.232M with BatchNorm and biases)" in text
+    assert "input 224 x 224" in text and "ModelSpec(" not in text and len(lines) == len(cost.layers) + 6
+    assert cost.table("csv").splitlines()[0] == "index,name,type_stride,filter_shape,input_size,output_size,macs,params"

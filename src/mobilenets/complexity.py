@@ -20,6 +20,9 @@ COUNTING_NOTE = (
     "counted; params = conv + FC weights (paper convention)"
 )
 
+# `Complexity.table`'s columns (`LayerCost` fields): the paper's Table 1 ones and the cost
+TABLE_COLUMNS = ("index", "name", "type_stride", "filter_shape", "input_size", "output_size", "macs", "params")
+
 # Paper Table 2 layer types.
 TYPE_CONV1X1, TYPE_DW3X3, TYPE_CONV3X3, TYPE_FC = "Conv 1x1", "Conv DW 3x3", "Conv 3x3", "Fully Connected"
 LAYER_TYPES = (TYPE_CONV1X1, TYPE_DW3X3, TYPE_CONV3X3, TYPE_FC)
@@ -77,6 +80,26 @@ class Complexity:
                     "params_pct": 100 * sum(r.params for r in rows) / self.params,
                 }
         return out
+
+    def table(self, fmt: str = "table") -> str:
+        """The per-layer table in the paper's Table 1 columns with MACs and params, and a total row, as
+        ``mobilenets summary`` prints it; ``fmt`` one of formatting.FORMATS ('table', 'md', 'csv', 'json')."""
+        from .formatting import render
+
+        rows = [{k: getattr(layer, k) for k in TABLE_COLUMNS} for layer in self.layers]
+        total = {"index": None, "name": "total", "macs": self.macs, "params": self.params}
+        return render([*rows, total], fmt, TABLE_COLUMNS)
+
+    def __str__(self) -> str:
+        """``print(count_complexity(model))``: the table, totals and the counting convention (Keras'
+        ``model.summary()``, as text: library code does not print); the dataclass repr stays for debugging."""
+        spec = self.spec
+        h, w = self.input_hw
+        return (
+            f"{self.table()}\n\n{spec.name or 'MobileNetV1'}: alpha={spec.alpha:g} input {h} x {w} "
+            f"variant={spec.variant} classes={spec.num_classes}: {self.macs / 1e6:.1f}M MACs, "
+            f"{self.params / 1e6:.3f}M params ({self.params_all / 1e6:.3f}M with BatchNorm and biases)\n{COUNTING_NOTE}"
+        )
 
     def to_dict(self) -> dict:
         return {
