@@ -160,3 +160,10 @@ def test_printing_a_complexity_gives_the_summary_table():
     assert "568.7M MACs, 4.209M params (4.232M with BatchNorm and biases)" in text
     assert "input 224 x 224" in text and "ModelSpec(" not in text and len(lines) == len(cost.layers) + 6
     assert cost.table("csv").splitlines()[0] == "index,name,type_stride,filter_shape,input_size,output_size,macs,params"
+
+
+def test_a_classifier_replaced_by_hand_is_counted():
+    model = MobileNetV1(alpha=0.25, num_classes=42)
+    model.classifier = torch.nn.Linear(model.num_features, 5)  # torchvision's way to a new head
+    weights = sum(p.numel() for n, p in model.named_parameters() if "bn" not in n and not n.endswith("bias"))
+    assert count_complexity(model).params == weights

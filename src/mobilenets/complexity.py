@@ -163,7 +163,10 @@ def count_complexity(spec: ModelSpec | str | object, resolution: int | tuple[int
         from .registry import model_spec  # registry imports the model and weights: not at import time
 
         spec = model_spec(spec)
-    spec = getattr(spec, "spec", spec)
+    model, spec = spec, getattr(spec, "spec", spec)
+    classes = getattr(model, "num_classes", None)  # a MobileNetV1's head replaced by hand, torchvision style
+    if isinstance(spec, ModelSpec) and isinstance(classes, int) and classes != spec.num_classes:
+        spec = spec.replace(num_classes=classes, global_pool=spec.global_pool or "avg")
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"count_complexity needs a ModelSpec, MobileNetV1 or model name, got {type(spec).__name__}")
     plan = build_plan(spec)
