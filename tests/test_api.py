@@ -97,7 +97,8 @@ def test_timm_and_torchvision_habits_get_the_way_to_real_weights(tmp_path):
     ``pretrained`` an unknown ModelSpec field or looking for a folder named DEFAULT. ``pretrained=False`` is what
     create_model does anyway, and timm's name ``mobilenetv1_100`` gets ours in its error."""
     assert create_model("mobilenet_v1_025", pretrained=False, num_classes=7).spec.num_classes == 7
-    for kwargs in ({"pretrained": True}, {"weights": True}, {"weights": "DEFAULT"}, {"weights": "IMAGENET1K_V1"}):
+    for kwargs in ({"pretrained": True}, {"weights": True}, {"weights": "DEFAULT"}, {"weights": "IMAGENET1K_V1"},
+                   {"weights": "imagenet"}):  # fmt: skip
         key, value = next(iter(kwargs.items()))
         with pytest.raises(ValueError, match=rf"^{key}={value!r} is not allowed: .*mobilenets convert FILE"):
             create_model("mobilenet_v1_025", **kwargs)
@@ -158,6 +159,8 @@ def test_keras_include_top_pooling_and_timm_drop_rate_are_understood():
     assert pooled.spec.global_pool == "max" and pooled(x).shape == (1, 256)
     assert create_model("mobilenet_v1_025", num_classes=42, pooling="max").spec.global_pool == "max"
     assert create_model("mobilenet_v1_025", drop_rate=0.2).head_drop.p == 0.2
+    assert create_model("mobilenet_v1_025", classes=42).num_classes == 42  # Keras' name for num_classes
+    assert create_model("mobilenet_v1_025", include_top=False, classes=42).num_classes == 0  # ignored, as Keras does
     for kwargs, message in (
         (dict(pooling=None), "pooling=None is not allowed: .* needs include_top=False"),
         (dict(pooling="mean"), "pooling='mean' is not allowed: pooling must be one of None, 'avg', 'max'"),

@@ -10,6 +10,7 @@ function.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -148,7 +149,7 @@ _KERAS_POOLING = {None: "", "avg": "avg", "max": "max"}
 
 
 def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` with Keras applications' ``include_top``/``pooling`` and timm's ``drop_rate`` spelled as
+    """``overrides`` with Keras applications' ``include_top``/``pooling``/``classes`` and timm's ``drop_rate`` as
     `ModelSpec` fields, so code ported from ``keras.applications.MobileNet(include_top=False, pooling='avg')`` or
     ``timm.create_model(..., drop_rate=0.2)`` runs unchanged (else: "unknown ModelSpec field pooling").
     Keras semantics: ``include_top=False`` drops the classifier (num_classes=0) and, with ``pooling`` None (Keras'
@@ -161,6 +162,9 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
     top = out.pop("include_top", True)
     if not isinstance(top, bool):
         raise SpecError(f"include_top={top!r} is not allowed: include_top must be True or False")
+    classes = out.pop("classes", None)
+    if classes is not None and top:  # Keras ignores classes without its top, as here
+        _alias(out, f"classes={classes!r}", "num_classes", classes)
     if "pooling" in out or not top:
         pooling = out.pop("pooling", None)
         if not isinstance(pooling, str | type(None)) or pooling not in _KERAS_POOLING:
@@ -183,7 +187,8 @@ def _alias(out: dict[str, Any], given: str, field: str, value: Any) -> None:
 
 
 def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> None:
-    """timm's ``pretrained=True`` and torchvision's ``weights=True``/``"DEFAULT"`` ask for weights that would be
+    """timm's ``pretrained=True``, torchvision's ``weights=True``/``"DEFAULT"`` and Keras' ``weights="imagenet"`` ask
+    for weights that would be
     downloaded; nothing is bundled or downloaded here, so they are refused with the way to real weights rather than
     as an unknown ModelSpec field or a missing folder named ``DEFAULT``. ``pretrained=False`` asks for what
     create_model does anyway (timm's default), so ported timm code runs unchanged."""
@@ -191,7 +196,8 @@ def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> N
     pretrained = overrides.pop("pretrained", False)
     if pretrained:
         raise SpecError(f"pretrained={pretrained!r} is not allowed: no weights are bundled or downloaded; {how}")
-    if isinstance(weights, bool) or weights in ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2"):
+    keras = weights == "imagenet" and not os.path.exists(weights)  # Keras' weights='imagenet' (a folder so named loads)
+    if isinstance(weights, bool) or weights in ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2") or keras:
         raise SpecError(f"weights={weights!r} is not allowed: weights is a folder of our format; {how}")
 
 
