@@ -417,6 +417,13 @@ def test_features_only_returns_maps_by_stride_as_timm():
     assert [tuple(m.shape) for m in maps] == [(1, 64, 13, 8), (1, 128, 7, 4), (1, 256, 4, 2)]
     expected = full.forward_intermediates(x, indices=[2, 3, 4], intermediates_only=True)
     assert all(torch.equal(a, b) for a, b in zip(maps, expected, strict=True))
+    grads = []
+    for checkpointed in (False, True):  # timm's switch, on the backbone too: same maps and gradients
+        feats.set_grad_checkpointing(checkpointed)
+        feats.zero_grad()
+        sum(m.square().mean() for m in feats(x)).backward()
+        grads.append(feats.stem.conv.weight.grad.clone())
+    assert feats.grad_checkpointing and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     shallow = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1))
     assert len(shallow.blocks) == 3 and len(shallow(x)) == 2  # blocks past the last map are not run
     with pytest.raises(ValueError, match=r"out_indices=\[5\] is not allowed"):

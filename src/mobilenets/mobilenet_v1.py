@@ -443,9 +443,15 @@ class FeatureMaps(nn.Module):
         picked = take_indices(len(model.feature_info), out_indices, "out_indices")
         self.spec = model.spec.replace(num_classes=0, global_pool="", labels=None)
         self.feature_info = FeatureInfo(model.feature_info[i] for i in picked)
-        self.taps: list[int] = [info["index"] for info in self.feature_info]
+        self.taps = [info["index"] for info in self.feature_info]
         self.stem = model.stem
         self.blocks = model.blocks[: max(self.taps) + 1]
+        self.grad_checkpointing = model.grad_checkpointing
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """As `MobileNetV1.set_grad_checkpointing` (timm's feature backbones have the switch too)."""
+        self.grad_checkpointing = enable
 
     @property
     def pretrained_cfg(self) -> dict:
@@ -462,7 +468,10 @@ class FeatureMaps(nn.Module):
         x = self.stem(x)
         out: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
             if i in self.taps:
                 out.append(x)
         return out
