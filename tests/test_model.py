@@ -447,3 +447,17 @@ def test_load_state_dict_takes_a_wrapped_models_state_dict():
     assert next(iter(state)).startswith("module.")  # the caller's dict is left as it was
     with pytest.raises(RuntimeError, match="Unexpected key"):  # a partial prefix is no wrapper: keys stay named
         target.load_state_dict({**source.state_dict(), "module.extra": torch.zeros(1)})
+
+
+def test_timm_layer_decay_gives_each_block_its_learning_rate():
+    """timm's ``create_optimizer_v2(model, layer_decay=...)`` reads ``group_matcher``: stem, each of the 13
+    separable blocks, then the classifier at the full rate, as for timm's own mobilenetv1_100."""
+    from timm.optim import create_optimizer_v2
+
+    model = create_model("mobilenet_v1_025", num_classes=42)
+    optimizer = create_optimizer_v2(model, "sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(set(scale.values())) == 1 + 13 + 1 and scale["classifier.weight"] == 1.0
+    assert scale["stem.conv.weight"] < scale["blocks.0.dw.conv.weight"] == scale["blocks.0.pw.bn.bias"]
+    assert scale["blocks.11.pw.conv.weight"] == 0.5 * scale["blocks.12.dw.conv.weight"] == 0.25

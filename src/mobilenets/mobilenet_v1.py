@@ -317,6 +317,13 @@ class MobileNetV1(nn.Module):
         return self.pretrained_cfg
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter grouping, read by its layer-wise lr decay (``create_optimizer_v2(model, layer_decay=...)``):
+        the stem, then one group per separable block (Table 1 row), the classifier last. Without it timm grouped
+        by top-level module, so all 13 blocks shared one learning rate. ``coarse`` groups the same (timm's flag)."""
+        return {"stem": r"^stem", "blocks": r"^blocks\.(\d+)"}
+
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """timm's switch: recompute each block's activations in the backward pass instead of keeping them (less
         memory, one more forward). As in timm, BatchNorm running stats are updated again by the recomputation."""
