@@ -158,11 +158,13 @@ def test_keras_include_top_pooling_and_timm_drop_rate_are_understood():
     pooled = mobilenets.mobilenet_v1_025(include_top=False, pooling="max")
     assert pooled.spec.global_pool == "max" and pooled(x).shape == (1, 256)
     assert create_model("mobilenet_v1_025", num_classes=42, pooling="max").spec.global_pool == "max"
+    assert create_model(ModelSpec(alpha=0.25, num_classes=0), pooling=None).spec.global_pool == ""
     assert create_model("mobilenet_v1_025", drop_rate=0.2).head_drop.p == 0.2
     assert create_model("mobilenet_v1_025", classes=42).num_classes == 42  # Keras' name for num_classes
     assert create_model("mobilenet_v1_025", include_top=False, classes=42).num_classes == 0  # ignored, as Keras does
     for kwargs, message in (
-        (dict(pooling=None), "pooling=None is not allowed: .* needs include_top=False"),
+        (dict(pooling=None, num_classes=42), "pooling=None is not allowed: .* needs include_top=False"),
+        (dict(pooling=None), "global_pool='' is not allowed: .* needs num_classes=0"),  # the name's 1000 classes
         (dict(pooling="mean"), "pooling='mean' is not allowed: pooling must be one of None, 'avg', 'max'"),
         (dict(include_top=0), "include_top=0 is not allowed: include_top must be True or False"),
         (dict(include_top=False, num_classes=42), "num_classes=42 is not allowed with include_top=False"),

@@ -169,7 +169,7 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
         pooling = out.pop("pooling", None)
         if not isinstance(pooling, str | type(None)) or pooling not in _KERAS_POOLING:
             raise SpecError(f"pooling={pooling!r} is not allowed: pooling must be one of None, 'avg', 'max'")
-        if pooling is None and top and out.get("num_classes", 1):
+        if pooling is None and top and out.get("num_classes", 0):  # unstated: the spec says (a ModelSpec may have 0)
             raise SpecError("pooling=None is not allowed: pooling=None (no pooling) needs include_top=False")
         _alias(out, f"pooling={pooling!r}", "global_pool", _KERAS_POOLING[pooling])
     if not top:
@@ -188,10 +188,10 @@ def _alias(out: dict[str, Any], given: str, field: str, value: Any) -> None:
 
 def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> None:
     """timm's ``pretrained=True``, torchvision's ``weights=True``/``"DEFAULT"`` and Keras' ``weights="imagenet"`` ask
-    for weights that would be
-    downloaded; nothing is bundled or downloaded here, so they are refused with the way to real weights rather than
-    as an unknown ModelSpec field or a missing folder named ``DEFAULT``. ``pretrained=False`` asks for what
-    create_model does anyway (timm's default), so ported timm code runs unchanged."""
+    for weights that would be downloaded; nothing is bundled or downloaded here, so they are refused with the way to
+    real weights rather than as an unknown ModelSpec field or a missing folder named ``DEFAULT``.
+    ``pretrained=False`` asks for what create_model does anyway (timm's default), so ported timm code runs
+    unchanged."""
     how = "convert published weights with `mobilenets convert FILE --out DIR` and pass weights=DIR"
     pretrained = overrides.pop("pretrained", False)
     if pretrained:
