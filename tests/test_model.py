@@ -425,6 +425,7 @@ def test_features_only_returns_maps_by_stride_as_timm():
         grads.append(feats.stem.conv.weight.grad.clone())
     assert feats.grad_checkpointing and torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     shallow = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1))
+    assert not mobilenets.FeatureMaps(full).training and full.feature_info[0]["num_chs"] == 16  # its own, unchanged
     assert len(shallow.blocks) == 3 and len(shallow(x)) == 2  # blocks past the last map are not run
     with pytest.raises(ValueError, match=r"out_indices=\[5\] is not allowed"):
         create_model("mobilenet_v1_025", features_only=True, out_indices=(5,))

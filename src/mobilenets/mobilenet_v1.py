@@ -449,11 +449,12 @@ class FeatureMaps(nn.Module):
         super().__init__()
         picked = take_indices(len(model.feature_info), out_indices, "out_indices")
         self.spec = model.spec.replace(num_classes=0, global_pool="", labels=None)
-        self.feature_info = FeatureInfo(model.feature_info[i] for i in picked)
+        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in picked)
         self.taps = [info["index"] for info in self.feature_info]
         self.stem = model.stem
         self.blocks = model.blocks[: max(self.taps) + 1]
         self.grad_checkpointing = model.grad_checkpointing
+        self.train(model.training)  # create_model(weights=...) gives an eval-mode model: so its backbone
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
