@@ -167,3 +167,12 @@ def test_a_classifier_replaced_by_hand_is_counted():
     model.classifier = torch.nn.Linear(model.num_features, 5)  # torchvision's way to a new head
     weights = sum(p.numel() for n, p in model.named_parameters() if "bn" not in n and not n.endswith("bias"))
     assert count_complexity(model).params == weights
+
+
+def test_a_features_only_backbone_is_counted_as_far_as_it_runs():
+    from mobilenets import create_model
+
+    backbone = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1, 2))
+    assert count_complexity(backbone, (97, 64)).macs == _measured(backbone, 97, 64)
+    weights = sum(p.numel() for n, p in backbone.named_parameters() if ".bn." not in n)
+    assert count_complexity(backbone).params == weights

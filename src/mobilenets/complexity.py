@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from .mobilenet_v1 import LayerDef, build_plan
+from .mobilenet_v1 import FeatureMaps, LayerDef, build_plan
 from .spec import MIN_RESOLUTION, ModelSpec, bad_value
 
 COUNTING_NOTE = (
@@ -157,8 +157,9 @@ def _input_hw(spec: ModelSpec, resolution: int | tuple[int, int] | None) -> tupl
 
 
 def count_complexity(spec: ModelSpec | str | object, resolution: int | tuple[int, int] | None = None) -> Complexity:
-    """Per-layer cost of a model (a `ModelSpec`, a `MobileNetV1`, or a model name as `create_model` takes, which
-    ``mobilenets summary NAME`` takes too) at ``resolution`` (default: the spec's; an int, or (height, width))."""
+    """Per-layer cost of a model (a `ModelSpec`, a `MobileNetV1` or `FeatureMaps`, or a model name as
+    `create_model` and ``mobilenets summary NAME`` take) at ``resolution`` (default: the spec's; an int, or
+    (height, width))."""
     if isinstance(spec, str):
         from .registry import model_spec  # registry imports the model and weights: not at import time
 
@@ -170,6 +171,9 @@ def count_complexity(spec: ModelSpec | str | object, resolution: int | tuple[int
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"count_complexity needs a ModelSpec, MobileNetV1 or model name, got {type(spec).__name__}")
     plan = build_plan(spec)
+    if isinstance(model, FeatureMaps):  # features_only: the blocks past its last map are not run
+        kept = plan.blocks[: len(model.blocks)]
+        plan = replace(plan, blocks=kept, num_features=kept[-1][-1].out_ch)
     h, w = _input_hw(spec, resolution)
     rows: list[LayerCost] = []
     for layer in plan.layers():
