@@ -82,9 +82,6 @@ def _add_summary(sub) -> Handler:
     return cmd_summary
 
 
-SUMMARY_COLUMNS = ["index", "name", "type_stride", "filter_shape", "input_size", "output_size", "macs", "params"]
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
     overrides = {
         k: getattr(args, k)
@@ -95,9 +92,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(cost.to_dict(), indent=2))
         return 0
-    rows = [{k: getattr(layer, k) for k in SUMMARY_COLUMNS} for layer in cost.layers]
-    total = {"index": None, "name": "total", "macs": cost.macs, "params": cost.params}
-    print(render(rows + [total], args.format, SUMMARY_COLUMNS))
+    print(cost.table(args.format))
     if args.format != "csv":
         spec = cost.spec
         label = spec.name or args.name  # a grid name follows alpha and resolution (mobilenet_v1_075_160)
