@@ -386,6 +386,19 @@ def test_init_from_a_runs_checkpoints_names_the_run_folder_to_give(tmp_path, cap
     assert not (tmp_path / "ft").exists()
 
 
+def test_init_from_runs_kept_under_a_folder_named_checkpoints_is_weights(tmp_path):
+    """Runs kept as checkpoints/run1 (``--out checkpoints/run1``): ``--init checkpoints/run1`` and its
+    ``model/model.safetensors`` were refused as "a run's checkpoints, not weights", naming the folder above
+    checkpoints/ as the run to give. Only RUN/checkpoints and the .pt files in it are a run's checkpoints."""
+    run = tmp_path / "checkpoints" / "run1"
+    save(create_model("mobilenet_v1_025", resolution=32, num_classes=2), run / "model")
+    for init in (run, run / "model", run / "model" / "model.safetensors"):
+        trainer_module.check_sources(resolve(init=str(init), alpha=0.25, resolution=32))  # weights: no error
+    (run / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match=rf"it is a run's checkpoints, not weights; give the run folder \({run}\)"):
+        trainer_module.check_sources(resolve(init=str(run / "checkpoints"), alpha=0.25, resolution=32))
+
+
 @pytest.mark.parametrize(
     "teacher, weights, error",
     [

@@ -56,6 +56,7 @@ from .device_data import (
 )
 from .dwconv import use_depthwise
 from .engine import (
+    CKPT_DIR,
     CheckpointWriter,
     DistEnv,
     Progress,
@@ -521,10 +522,8 @@ def check_sources(cfg: TrainConfig) -> None:
     (`model_for`), so a folder gone since is left to `_Run._resumed_spec` when there is a checkpoint to resume."""
     requested_spec(cfg)
     init = Path(cfg.init) if cfg.init else None
-    # a run's checkpoints/ or a file in it (a weights folder of that name, config.json and all, is taken as weights)
-    ckpts = init is not None and "checkpoints" in (init.name, init.parent.name) and init.exists()
-    if ckpts and not (init / "config.json").is_file():
-        run = init.parent if init.name == "checkpoints" else init.parent.parent
+    run = checkpoints_run(init) if init is not None else None
+    if run is not None:
         resume = f", or --resume {init} --out NEW to go on with that run" if init.is_file() else ""
         raise ConfigError(f"init={cfg.init!r} is not allowed: it is a run's checkpoints, not weights; give the run "
                           f"folder ({run}) or its model_best{resume}")  # fmt: skip
@@ -544,6 +543,15 @@ def may_resume(cfg: TrainConfig) -> bool:
     if cfg.resume == "auto":
         return bool(list_checkpoints(cfg.out))
     return bool(cfg.resume) and Path(cfg.resume).is_file()
+
+
+def checkpoints_run(init: Path) -> Path | None:
+    """The run folder whose checkpoints ``init`` is (``RUN/checkpoints``, or a ``.pt`` file in it), or None. Only
+    those: a run folder or weights kept under a folder of that name (``--out checkpoints/run1``) are weights to
+    --init, where any path with ``checkpoints`` as its name or its parent's was refused as a run's checkpoints."""
+    if init.is_dir() and init.name == CKPT_DIR:
+        return init.parent if weights_io.run_weights(init) == init and not (init / "config.json").is_file() else None
+    return init.parent.parent if init.is_file() and init.parent.name == CKPT_DIR and init.suffix == ".pt" else None
 
 
 def check_init_agrees(cfg: TrainConfig, saved: ModelSpec) -> None:
