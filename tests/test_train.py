@@ -1010,6 +1010,8 @@ def test_stoppable_loader_forks_its_workers_whatever_the_default_start_method(mo
     spawn = multiprocessing.get_context("spawn")
     assert StoppableLoader(_WorkerPids(), num_workers=1, multiprocessing_context=spawn).multiprocessing_context is spawn
     assert StoppableLoader(_WorkerPids(), num_workers=0).multiprocessing_context is None  # no workers: no context
+    monkeypatch.setattr(sys, "platform", "darwin")  # lists fork too, but spawn is its default: left to it
+    assert StoppableLoader(_WorkerPids(), num_workers=1).multiprocessing_context is None
 
 
 class _WorkerMark(torch.utils.data.Dataset):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -214,10 +215,13 @@ class StoppableLoader(DataLoader):
 
 
 def fork_context():
-    """The fork start method's multiprocessing context where the platform has it (None elsewhere: the default)."""
+    """The fork start method's multiprocessing context where it is safe (None elsewhere: the default). macOS lists
+    fork among its start methods too, but its system libraries do not survive a fork (Python's default there is
+    spawn since 3.8, bpo-33725): there it is left to the default."""
     import multiprocessing
 
-    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    safe = sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork") if safe else None
 
 
 def _outlast_sigterm(main: int, then: Callable[[int], None] | None, worker_id: int) -> None:
