@@ -118,6 +118,12 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     return out
 
 
+def gather_bad(bad, env: DistEnv) -> list[tuple[int, str]]:
+    """Every process's unreadable files, as (index, reason) pairs, merged: each index once (a collective), in index
+    order. One file may be met by two processes (a sampler's padding) or carried from before a resume as well."""
+    return sorted({int(i): str(r) for part in gather_objects(list(bad), env) for i, r in part}.items())
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (seeded shuffle per epoch, one shard per process) that can start mid-epoch."""
 
@@ -461,7 +467,7 @@ def epoch_totals(
     loss, right = float(loss_sum), int(correct)  # waits for the device's last step
     time_s = time.perf_counter() - t0 + before_s  # before the all-reduce: not another process's lag
     totals = all_reduce_sum(torch.tensor([loss, right, seen], dtype=torch.float64), env)
-    found = sorted({int(i): str(r) for part in gather_objects(list(bad), env) for i, r in part}.items())
+    found = gather_bad(bad, env)
     return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "seen": int(totals[2]), "steps": steps,
             "time_s": time_s, "bad": [[i, r] for i, r in found]}  # fmt: skip
 

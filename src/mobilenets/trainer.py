@@ -68,6 +68,7 @@ from .engine import (
     cleanup_distributed,
     evaluate,
     find_resume,
+    gather_bad,
     gather_objects,
     list_checkpoints,
     load_checkpoint,
@@ -1311,8 +1312,7 @@ class _Run:
 
     def _bad_report(self, bad_local: list, ds: ImageFolderDataset) -> BadFiles:
         report = BadFiles()
-        merged = sorted({i: r for part in gather_objects(bad_local, self.env) for i, r in part}.items())
-        for index, reason in merged:
+        for index, reason in gather_bad(bad_local, self.env):
             report.add(ds.samples[index][0], reason)
         return report
 
@@ -1832,7 +1832,7 @@ def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int,
     )
     result = evaluate(model, loader, spec.num_classes, env)
     bad = BadFiles()
-    for i, reason in sorted({i: r for part in gather_objects(result.pop("bad"), env) for i, r in part}.items()):
+    for i, reason in gather_bad(result.pop("bad"), env):
         bad.add(ds.samples[i][0], reason)
     if not result["images"]:  # a top-1 of 0 over no image would read as a score
         raise nothing_read(data, bad)
