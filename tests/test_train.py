@@ -619,6 +619,8 @@ def test_a_teacher_weights_file_that_does_not_fit_is_one_line(tmp_path):
             r"\(s\), first 'layer1.2.conv1.weight'\)$",
         ),
         ({**r18, "fc.weight": torch.zeros(5, 512)}, r"do not fit resnet18 with 3 classes \(size mismatch for fc"),
+        # every key matches, one tensor cannot be copied: torch's reason, not "()"
+        ({**r18, "fc.bias": r18["fc.bias"].to_sparse()}, r"are not weights of resnet18 \(While copying the param"),
     ):
         with pytest.raises(ConfigError, match=r"^teacher_weights='.*t.pt' " + message) as err:
             teacher(contents)

@@ -616,8 +616,9 @@ def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         size = next((ln for ln in lines if "size mismatch" in ln), None)
         if size is None:  # missing or unexpected keys: another architecture
-            raise ConfigError(f"{name} are not weights of {cfg.teacher} "
-                              f"({key_mismatch(teacher.state_dict(), state)})") from exc  # fmt: skip
+            # keys that all match fail on a tensor torch cannot copy (sparse, meta): its own last line says which
+            why = key_mismatch(teacher.state_dict(), state) or lines[-1][:200]
+            raise ConfigError(f"{name} are not weights of {cfg.teacher} ({why})") from exc
         raise ConfigError(
             f"{name} do not fit {cfg.teacher} with {num_classes} classes ({size}): a teacher must be trained on the "
             "dataset's classes (fine-tune it first, e.g. with --init on our format)"
