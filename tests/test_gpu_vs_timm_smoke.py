@@ -174,7 +174,9 @@ def test_the_best_training_path_needs_its_depthwise_gradients_checked():
 def test_a_graphed_training_step_counts_only_with_a_loss_near_its_twins_at_the_same_step():
     """A step replayed as a CUDA graph on weights that are not there (the H200 leases' inference graphs) would time
     well and learn nothing: it stands for ours, or for timm's best, only with a finite loss near its twin's at the
-    same step of training (the graph's first call is step 4: its runner's 3 warm-up steps trained first)."""
+    same step of training. The graph rows here are as reports until 2026-11-28 recorded them (`first_step` 4: the
+    runner's 3 warm-up steps trained before its first call); a `step_graph.StepGraph` row starts at step 1, as its
+    twins' do (no `first_step`), and the same check reads both."""
     module = _module()
     twin_losses = [6.92, 6.61, 6.29, 5.96]  # the first call and 3 warm-up calls on one batch (lease 4: 6.92 -> 5.96)
 
