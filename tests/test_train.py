@@ -604,6 +604,7 @@ def test_a_teacher_weights_file_that_does_not_fit_is_one_line(tmp_path):
     r18 = torchvision.models.resnet18(num_classes=3).state_dict()
     teacher({"state_dict": r18})  # fits
     teacher({f"module.{k}": v for k, v in r18.items()})  # saved from a DistributedDataParallel wrapper: fits too
+    teacher({f"_orig_mod.module.{k}": v for k, v in r18.items()})  # and from a compiled one around it
     for contents, message in (
         (b"garbage\n", r"is not allowed: not a readable state_dict file \(UnpicklingError: "),
         ([1, 2], r"is not allowed: it holds a list, not a state_dict of tensors"),

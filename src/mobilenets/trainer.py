@@ -84,7 +84,7 @@ from .engine import (
 from .formatting import counted, metric, rank_prefix
 from .labels import class_indices, known_labels
 from .layers import pad_stem
-from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v1 import MobileNetV1, strip_wrapper_prefixes
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
 from .preprocess import eval_transform
 from .registry import create_model, grid_name, model_spec
@@ -608,8 +608,8 @@ def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{name} is not allowed: it holds a {type(state).__name__}, not a state_dict of tensors")
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model (timm strips it too)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    # saved from a DDP-wrapped or torch.compile'd model: the prefix every key carries goes (timm strips it too)
+    state = dict(strip_wrapper_prefixes(state))
     try:
         teacher.load_state_dict(state)
     except RuntimeError as exc:
