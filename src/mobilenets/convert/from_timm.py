@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 
+from ..mobilenet_v1 import WRAPPER_PREFIXES  # key prefixes of wrapped models (DDP, torch.compile)
 from ..weights import WeightsError
 from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, spec_from, torch_or_safetensors
 
 BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(\d+)\.conv_dw\.weight$")
 # checkpoint keys holding the state dict, in the order timm's load_checkpoint prefers them (EMA weights first)
 WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
-# key prefixes of wrapped models: (Distributed)DataParallel's and torch.compile's, in either nesting
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # crop_pct of timm's pretrained cfg, by width (mobilenetv1_100 and _100h: 0.875, mobilenetv1_125: 0.9; the
 # ra4_e3600_r224_in1k weights); a state dict does not name its model, but its width does. Other widths: 0.875.
 TIMM_CROP_PCT = {1.0: 0.875, 1.25: 0.9}
