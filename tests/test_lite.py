@@ -252,3 +252,14 @@ def test_lite_s_copies_of_package_constants_agree_with_the_package():
     imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     imported |= {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m.startswith((".", "mobilenets", "torch"))}, imported
+
+
+def test_a_folder_linked_back_up_is_walked_once(tmp_path):
+    """A link to a parent folder (a loop) listed the same photo again at every level, 41 times, until the system's
+    limit on nested links stopped the walk; predict's walk (`data.class_files`) lists it once."""
+    from mobilenets.infer import expand_images
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 6)).save(tmp_path / "a" / "x.jpg")
+    (tmp_path / "a" / "up").symlink_to("..")
+    assert lite.image_files([str(tmp_path)]) == expand_images([tmp_path])[0] == [tmp_path / "a" / "x.jpg"]
