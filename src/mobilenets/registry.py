@@ -114,8 +114,9 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     config then defines the model (padding, activation, BN eps, classes, mean/std); the name or spec must agree with
     it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
     allows: data-side fields, dropout and output_stride freely, ``num_classes`` for a fresh head of that many
-    classes (timm's ``pretrained=True, num_classes=N``), and a field the weights fix (act, tf_padding, bn_eps,
-    mean, std, in_chans...) only at its saved value. Weights saved without a name take the requested one. The
+    classes (timm's ``pretrained=True, num_classes=N``; 1000 on a TF-slim 1001-way head keeps its trained rows less
+    "background"), and a field the weights fix (act, tf_padding, bn_eps, mean, std, in_chans...) only at its saved
+    value. Weights saved without a name take the requested one. The
     resolution is ``resolution=`` if given, else the one the name states (``mobilenet_v1_050_160``: 160, as a fresh
     model of that name and ``train --init`` take it; `named_resolution`), else the weights'.
     """
