@@ -263,3 +263,15 @@ def test_a_folder_linked_back_up_is_walked_once(tmp_path):
     Image.new("RGB", (8, 6)).save(tmp_path / "a" / "x.jpg")
     (tmp_path / "a" / "up").symlink_to("..")
     assert lite.image_files([str(tmp_path)]) == expand_images([tmp_path])[0] == [tmp_path / "a" / "x.jpg"]
+
+
+def test_a_folder_s_images_are_listed_in_predict_s_order(tmp_path):
+    """predict sorts a folder's files by path (a subfolder's before a later name beside it); lite listed each
+    folder's own files before its subfolders', so the two printed the same photos in another order."""
+    from mobilenets.infer import expand_images
+
+    for name in ("b.jpg", "a/x.jpg", "a/c/y.png", "c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6)).save(tmp_path / name)
+    listed = lite.image_files([str(tmp_path)])
+    assert listed == expand_images([tmp_path])[0] and [p.name for p in listed] == ["y.png", "x.jpg", "b.jpg", "c.png"]

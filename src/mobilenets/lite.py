@@ -242,25 +242,26 @@ def _labels(path: Path, spec: dict[str, Any], meta: dict[str, str]) -> tuple[str
 
 
 def image_files(inputs: Iterable[str]) -> list[Path]:
-    """Files named directly, and image files found (recursively, sorted, hidden ones skipped) in folders. Linked
-    folders are followed, each real folder once (as predict's `data.class_files`): a link back up would otherwise
-    list its images again at every level, 40 times over, until the system's limit on nested links stops the walk."""
+    """Files named directly, and image files found in folders (recursively, hidden ones skipped), each folder's in
+    sorted path order, as predict lists them (`data.class_files`: ``a/x.jpg`` before ``b.jpg``). Linked folders are
+    followed, each real folder once: a link back up would otherwise list its images again at every level, 40 times
+    over, until the system's limit on nested links stops the walk."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if not p.is_dir():
             out.append(p)
             continue
+        found: list[Path] = []
         walked: set[str] = set()
         for here, dirs, files in os.walk(p, followlinks=True):
             if (real := os.path.realpath(here)) in walked:
                 dirs[:] = []
                 continue
             walked.add(real)
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            out += sorted(
-                Path(here) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-            )
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [Path(here) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        out += sorted(found)
     return out
 
 
