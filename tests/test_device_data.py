@@ -357,3 +357,20 @@ def test_training_steps_on_device_data_never_make_the_host_wait_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert k == 3
+
+
+def test_a_jpeg_over_pillow_s_pixel_limit_is_refused_by_the_device_decode_too(tmp_path, monkeypatch):
+    """`read_image` refuses an image of more pixels than Pillow decodes (from its header); the device decode took
+    such a JPEG all the same, so --gpu-decode trained on a file the CPU path named unreadable. The limit is lowered
+    here to keep files small."""
+    from PIL import Image
+
+    for name, size in (("big.jpg", (120, 90)), ("ok.jpg", (60, 50))):
+        Image.new("RGB", size, (120, 80, 40)).save(tmp_path / name)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # refused above 2 x 3000 pixels, as Pillow refuses
+    samples = [(str(tmp_path / "big.jpg"), 0), (str(tmp_path / "ok.jpg"), 1)]
+    cpu = load_to_device(samples, 48, "cpu", threads=1, keep=False)
+    dev = load_to_device(samples, 48, "cpu", threads=1, keep=False, decode_on_device=True)
+    assert dev.decoded_on_device == 1 and dev.index == cpu.index == [1]
+    assert dev.bad == cpu.bad and "exceeds limit of 6000 pixels" in dev.bad[0][1]
+    assert torch.equal(dev.images, cpu.images)

@@ -48,7 +48,15 @@ from torchvision.ops import roi_align
 from torchvision.transforms import InterpolationMode, v2
 
 from .engine import to_device_async
-from .preprocess import ImageError, decode_all, exif_turned, failure_reason, jpeg_frame, read_image
+from .preprocess import (
+    ImageError,
+    decode_all,
+    exif_turned,
+    failure_reason,
+    jpeg_frame,
+    over_pixel_limit,
+    read_image,
+)
 
 
 @dataclass
@@ -138,7 +146,8 @@ def _read_bytes(path: str) -> bytes | None:
 
 def _decode_jpegs_on(device: torch.device, samples, images: torch.Tensor, resize, threads: int) -> list[bool]:
     """Decode the samples' baseline JPEGs (3 or 1 components, `preprocess.jpeg_frame`; not turned by an EXIF
-    orientation, which nvjpeg does not apply: `preprocess.exif_turned`) with `decode_jpeg` on
+    orientation, which nvjpeg does not apply: `preprocess.exif_turned`; within Pillow's pixel limit, as
+    `preprocess.read_image` refuses the others) with `decode_jpeg` on
     ``device``, reading and decoding `DEVICE_DECODE_BATCH` files at a time (so only one batch's encoded bytes are in
     host memory), each image resized into its row of ``images``; which rows were done. A batch that fails (one bad
     file fails all) is decoded file by file; a file that still fails is left to the CPU path."""
@@ -148,7 +157,8 @@ def _decode_jpegs_on(device: torch.device, samples, images: torch.Tensor, resize
         data = decode_all(_read_bytes, [samples[i][0] for i in batch], threads)
         frames = [jpeg_frame(d) if d else None for d in data]
         baseline = [k for k, f in enumerate(frames) if f is not None and f[0] in DEVICE_JPEG_FRAMES and f[1] in (1, 3)]
-        ok = [k for k in baseline if not exif_turned(data[k])]
+        # left to the CPU path: EXIF-turned files, and those over Pillow's pixel limit, which `read_image` refuses
+        ok = [k for k in baseline if not exif_turned(data[k]) and over_pixel_limit(data[k]) is None]
         encoded = [torch.frombuffer(bytearray(data[k]), dtype=torch.uint8) for k in ok]
         if not encoded:
             continue

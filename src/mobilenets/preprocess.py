@@ -69,17 +69,25 @@ def _refuse_bomb(data: bytes, path: Path) -> None:
     by default), read from its header before anything is decoded. torchvision's decoders have no such limit: a 233 kB
     PNG of 20000 x 12000 took 1.46 GB of memory in `predict`, and a few MB of PNG can ask for more memory than a
     small device has (killed, with no line naming the file); Pillow's fallback already refused such files."""
+    if (why := over_pixel_limit(data)) is not None:
+        raise ImageError(f"{path}: not a readable image ({why})")
+
+
+def over_pixel_limit(data: bytes) -> str | None:
+    """Pillow's refusal of an encoded image of more pixels than it decodes, from the header alone; None within the
+    limit or where the header does not read (the decoders say what is wrong then). `read_image` refuses such a file,
+    and the device decode (`device_data`) leaves it to `read_image`, so both paths read the same samples."""
     import io
 
     from PIL import UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)):  # reads the header only
-            pass
+            return None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from exc
+        return str(exc)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        pass  # the decoders below say what is wrong with it
+        return None
 
 
 def to_8_bits(values, full: int = 65535):
