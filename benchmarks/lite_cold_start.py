@@ -1,6 +1,7 @@
-"""Cold one-image classification on a CPU device: `python -m mobilenets.lite` (numpy, Pillow, onnxruntime) against
-`mobilenets predict` (which imports torch and torchvision), each a fresh process, as a camera trap or a cron job
-on a Raspberry Pi runs it.
+"""Cold one-image classification on a CPU device: `python -m mobilenets.lite` against `mobilenets predict`.
+
+lite needs numpy, Pillow and onnxruntime; predict imports torch and torchvision. Each run is a fresh process, as a
+camera trap or a cron job on a Raspberry Pi runs it. (The first line is --help's and the results file's "what".)
 
 Model: the real uint8 TFLite 0.25-128 ImageNet classifier (shared/data/mobilenet-weights/tflite), converted by
 `mobilenets convert` and exported fp32 by `mobilenets export` into a temporary folder; image: the hen photo of
