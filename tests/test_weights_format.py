@@ -180,7 +180,15 @@ def test_save_refuses_what_load_cannot_read_and_writes_nothing(tmp_path):
         mobilenets.save(model, tmp_path / "wrong")
     with pytest.raises(WeightsError, match="model=Linear is not allowed: save needs a MobileNetV1"):
         mobilenets.save(nn.Linear(2, 2), tmp_path / "linear")
+    backbone = mobilenets.create_model("mobilenet_v1_025", features_only=True)  # a backbone: load cannot rebuild it
+    with pytest.raises(WeightsError, match=r"model=FeatureMaps is not allowed: .*save the model before features_only"):
+        mobilenets.save(backbone, tmp_path / "backbone")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("in the way")  # a file where the folder would go: it was NotADirectoryError
+    for target in (tmp_path / "afile", tmp_path / "afile" / "w"):
+        with pytest.raises(WeightsError, match=f"{target}: not saved: {tmp_path / 'afile'} is a file; save writes a"):
+            mobilenets.save(mobilenets.create_model("mobilenet_v1_025", num_classes=3), target)
+    assert (tmp_path / "afile").read_text() == "in the way"
 
 
 def test_save_unwraps_compiled_models_and_records_a_swapped_head(tmp_path):

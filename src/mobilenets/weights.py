@@ -93,6 +93,10 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
     model = _unwrap(model)
     spec = _recorded_spec(model)
     folder = Path(path)
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:  # it was NotADirectoryError naming FOLDER/model.safetensors, from the write
+        raise WeightsError(f"{folder}: not saved: {in_the_way} is a file; save writes a folder ({WEIGHTS_FILE} "
+                           f"and {CONFIG_FILE})")  # fmt: skip
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     hint = " (save writes the layers MobileNetV1(model.spec) builds; change the head with reset_classifier)"
     _check_state(_expected_shapes(spec), tensors, f"{folder}: not saved", hint)
@@ -129,7 +133,11 @@ def _unwrap(model: nn.Module) -> MobileNetV1:
 
     inner = unwrap(model)
     if not isinstance(inner, MobileNetV1):
-        raise WeightsError(f"model={type(inner).__name__} is not allowed: save needs a MobileNetV1")
+        hint = ""
+        if type(inner).__name__ == "FeatureMaps":  # a backbone cut from one: `load` could not rebuild it
+            hint = ("; save the model before features_only (create_model(NAME, weights=FOLDER, features_only=True) "
+                    "cuts the backbone from the saved one again)")  # fmt: skip
+        raise WeightsError(f"model={type(inner).__name__} is not allowed: save needs a MobileNetV1{hint}")
     return inner
 
 
