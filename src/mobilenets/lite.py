@@ -171,12 +171,14 @@ class OnnxClassifier:
         return [self.top(self.logits(self.preprocess(im))[0], topk) for im in (images if many else [images])]
 
     def top(self, logits: np.ndarray, topk: int) -> list[dict]:
+        """The ``topk`` classes of one image's logits, most probable first (ties by index, as `predict` ranks)."""
         probs = softmax(logits.astype(np.float64))
         order = np.argsort(-probs, kind="stable")[:topk]
         return [{"index": int(i), "label": self.labels[i], "prob": float(probs[i])} for i in order]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of ``logits`` along the last axis (shifted by their maximum, so no exp overflows)."""
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
