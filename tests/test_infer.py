@@ -836,6 +836,21 @@ def test_an_onnx_file_the_runtime_cannot_load_is_one_line_naming_it(model_dir, t
         _one_line_error(["predict", str(path), hen, "--runtime", runtime], capsys, reason)
 
 
+def test_an_onnx_file_openvino_reads_but_cannot_compile_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    """OpenVINO compiles a model for each input shape at its first call: a refusal there (an operator its CPU plugin
+    lacks) was a traceback from the first inference, where one met in read_model is one line naming the file."""
+    ov = pytest.importorskip("openvino")
+
+    class RefusingCore(ov.Core):
+        def compile_model(self, *args, **kwargs):
+            raise RuntimeError("Exception from src/plugins/intel_cpu\nUnsupported operation of type: NotAnOp")
+
+    monkeypatch.setattr(ov, "Core", RefusingCore)
+    net = str(model_dir.parent / "net.onnx")
+    needle = f"{net}: OpenVINO cannot load this ONNX file (Unsupported operation of type: NotAnOp)"
+    _one_line_error(["predict", net, str(data_path(*HEN)), "--runtime", "openvino"], capsys, needle)
+
+
 def test_stream_without_pyav_or_with_one_too_old_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
     """PyAV before 14 decodes frames without their rotation (`infer.upright_rgb` needs it): stream failed mid-clip
     with an AttributeError; without PyAV, with an ImportError from deep inside. Both are one line saying what to

@@ -307,7 +307,10 @@ def openvino_runner(
             if not takes.compatible(wanted):  # OpenVINO itself answers such an input with an empty array, silently
                 raise ValueError(f"input shape {tuple(shape)} is not allowed: {onnx_path} takes {takes}")
             static.reshape({static.input(0).get_any_name(): wanted})
-            model = core.compile_model(static, "CPU", config)
+            try:  # an operator read_model took but the CPU plugin cannot compile is met here, at the first call
+                model = core.compile_model(static, "CPU", config)
+            except RuntimeError as exc:
+                raise ModelLoadError(onnx_path, "OpenVINO", exc) from exc
             compiled[shape] = (model, model.create_infer_request())
         return compiled[shape]
 
