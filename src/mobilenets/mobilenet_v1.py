@@ -203,27 +203,34 @@ def feature_taps(plan: Plan) -> list[dict]:
     return [taps[s] for s in sorted(taps)]
 
 
-# key prefixes of wrapped models: (Distributed)DataParallel's and torch.compile's
+# key prefixes of wrapped models: (Distributed)DataParallel's, AveragedModel's and torch.compile's
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+def unprefixed(key: str) -> str:
+    """``key`` without its `WRAPPER_PREFIXES` (repeated, for wrappers nested in either order)."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def strip_wrapper_prefixes(state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``state`` without a `WRAPPER_PREFIXES` prefix that every key carries (repeated, for nested wrappers), its
-    ``_metadata`` (BatchNorm's version, read by ``load_state_dict``) renamed alike; ``state`` itself when none."""
-    while state:
-        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
-        if prefix is None:
-            return state
-        stripped: Any = OrderedDict((k[len(prefix) :], v) for k, v in state.items())
-        metadata = getattr(state, "_metadata", None)
-        if metadata is not None:
-            stripped._metadata = OrderedDict(
-                ("" if k == prefix[:-1] else k[len(prefix) :], v)
-                for k, v in metadata.items()
-                if k == prefix[:-1] or k.startswith(prefix)
-            )
-        state = stripped
-    return state
+    """``state`` with each key `unprefixed`, as timm's ``clean_state_dict`` (per key, not only when every key
+    carries the prefix: ``AveragedModel``'s ``n_averaged`` sits beside its ``module.*`` tensors, and with
+    ``strict=False`` an all-or-nothing rule loaded none of them without a word); its ``_metadata`` (BatchNorm's
+    version, read by ``load_state_dict``) renamed alike, the wrapped model's entry over the wrapper's own.
+    ``state`` itself when no key carries a prefix."""
+    if not any(k.startswith(WRAPPER_PREFIXES) for k in state):
+        return state
+    stripped: Any = OrderedDict((unprefixed(k), v) for k, v in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        stripped._metadata = OrderedDict()
+        for k, v in metadata.items():  # module paths: "" (the root), "module", "module.stem"...
+            name = unprefixed(k + ".")[:-1]
+            if name != k or name not in stripped._metadata:
+                stripped._metadata[name] = v
+    return stripped
 
 
 def timm_cfg(spec: ModelSpec, num_classes: int) -> dict:
@@ -384,8 +391,9 @@ class MobileNetV1(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, also for the state dict of this model wrapped in (Distributed)DataParallel
-        (``module.`` keys) or ``torch.compile`` (``_orig_mod.``), in either nesting: what ``torch.save(
-        wrapped.state_dict(), ...)`` wrote in a training script, which timm's ``load_checkpoint`` unwraps too."""
+        or ``AveragedModel`` (``module.`` keys) or ``torch.compile`` (``_orig_mod.``), in either nesting: what
+        ``torch.save(wrapped.state_dict(), ...)`` wrote in a training script, which timm's ``load_checkpoint``
+        unwraps too (`strip_wrapper_prefixes`)."""
         return super().load_state_dict(strip_wrapper_prefixes(state_dict), strict=strict, assign=assign)
 
     def get_classifier(self) -> nn.Module:

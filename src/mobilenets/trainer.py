@@ -608,7 +608,7 @@ def _load_teacher_weights(teacher: nn.Module, cfg: TrainConfig, num_classes: int
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{name} is not allowed: it holds a {type(state).__name__}, not a state_dict of tensors")
-    # saved from a DDP-wrapped or torch.compile'd model: the prefix every key carries goes (timm strips it too)
+    # saved from a DDP-wrapped, AveragedModel or torch.compile'd model: each key's wrapper prefixes go (as timm)
     state = dict(strip_wrapper_prefixes(state))
     try:
         teacher.load_state_dict(state)

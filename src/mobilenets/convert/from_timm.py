@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..mobilenet_v1 import WRAPPER_PREFIXES  # key prefixes of wrapped models (DDP, torch.compile)
+from ..mobilenet_v1 import unprefixed  # keys of wrapped models (DDP, torch.compile), as load_state_dict
 from ..weights import WeightsError
 from ._common import StateBuilder, alpha_from_channels, labels_for, map_classes, spec_from, torch_or_safetensors
 
@@ -59,13 +59,7 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     state = state if key is None else state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{source}: does not hold a state dict of tensors")
-    return {_unprefixed(k): v for k, v in state.items()}, key
-
-
-def _unprefixed(key: str) -> str:
-    while key.startswith(WRAPPER_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key
+    return {unprefixed(k): v for k, v in state.items()}, key
 
 
 def _is_safetensors(path: Path) -> bool:
