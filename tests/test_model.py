@@ -410,6 +410,9 @@ def test_features_only_returns_maps_by_stride_as_timm():
     full = create_model("mobilenet_v1_025", num_classes=42).eval()
     feats = create_model("mobilenet_v1_025", features_only=True, out_indices=(2, -2, 4)).eval()
     assert feats.load_state_dict(full.state_dict(), strict=False).missing_keys == []
+    wrapped = torch.nn.DataParallel(full).state_dict()  # module.* keys: strict=False loaded none of them, silently
+    backbone = create_model("mobilenet_v1_025", features_only=True)
+    assert backbone.load_state_dict(wrapped, strict=False).missing_keys == []
     assert feats.feature_info.channels() == [64, 128, 256] and feats.feature_info.reduction() == [8, 16, 32]
     assert feats.feature_info.channels(-1) == full.num_features
     x = torch.randn(1, 3, 97, 64)

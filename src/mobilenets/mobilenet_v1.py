@@ -478,6 +478,11 @@ class FeatureMaps(nn.Module):
     def default_cfg(self) -> dict:
         return self.pretrained_cfg
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As `MobileNetV1.load_state_dict` (wrapper prefixes stripped): a classifier's state dict loads here with
+        ``strict=False`` only, which would otherwise load nothing of a DDP or torch.compile model's, silently."""
+        return super().load_state_dict(strip_wrapper_prefixes(state_dict), strict=strict, assign=assign)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (N, in_chans, H, W) -> one map per ``out_indices`` entry, (N, channels, H/r, W/r) for each
         ``feature_info`` channels and reduction r."""
