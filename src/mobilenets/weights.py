@@ -148,13 +148,7 @@ def _recorded_spec(model: MobileNetV1) -> ModelSpec:
             "model=<fused MobileNetV1> is not allowed: save needs its BatchNorms, which fuse() folded away "
             "(save the model before fuse(); fuse() after load())"
         )
-    spec, head = model.spec, model.classifier
-    if isinstance(head, nn.Identity):
-        classes = 0
-    elif isinstance(head, nn.Linear) and head.in_features == model.num_features:
-        classes = head.out_features
-    else:
-        return spec  # an unknown head: the state check names its tensors
+    spec, classes = model.spec, model.num_classes  # the spec's for an unknown head: the state check names it
     if classes == spec.num_classes:
         return spec
     labels = spec.labels if spec.labels is not None and len(spec.labels) == classes else None
