@@ -864,3 +864,5 @@ def test_stream_without_pyav_or_with_one_too_old_is_one_line(model_dir, tmp_path
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets where PyAV is not installed
     needle = "stream needs PyAV (pip install 'mobilenets[video]')"
     _one_line_error(["stream", str(model_dir), str(clip)], capsys, needle)
+    (tmp_path / "old.mp4").write_bytes(b"an earlier run's?")  # asked before the source opens: was ImportError
+    _one_line_error(["stream", str(model_dir), str(clip), "--out", str(tmp_path / "old.mp4")], capsys, needle)

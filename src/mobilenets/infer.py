@@ -237,7 +237,7 @@ STREAM_MARK = "mobilenets stream"  # the container's comment tag on every annota
 
 def written_by_stream(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a video `stream` wrote (its container's comment is `STREAM_MARK`)."""
-    import av
+    av = pyav()  # asked before the source is opened (an existing --out): PyAV missing is its one line here too
 
     try:
         with av.open(str(path)) as container:
