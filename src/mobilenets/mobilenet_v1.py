@@ -167,16 +167,16 @@ def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None, name
     keyword ``name`` the caller took it by."""
     if indices is None:
         return list(range(n))
-    indices = _plain_ints(indices)
+    given, indices = indices, _plain_ints(indices)  # the message names what the caller wrote: (5,), not [5]
     if isinstance(indices, int) and not isinstance(indices, bool):
         if not 0 < indices <= n:
-            raise SpecError(f"{name}={indices!r} is not allowed: {name} must be a count in 1..{n} or a list")
+            raise SpecError(f"{name}={given!r} is not allowed: {name} must be a count in 1..{n} or a list")
         return list(range(n - indices, n))
     picked = (
         [i + n if isinstance(i, int) and i < 0 else i for i in indices] if isinstance(indices, list | tuple) else []
     )
     if not picked or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in picked):
-        raise SpecError(f"{name}={indices!r} is not allowed: {name} must be positions in {-n}..{n - 1}")
+        raise SpecError(f"{name}={given!r} is not allowed: {name} must be positions in {-n}..{n - 1}")
     return picked
 
 
