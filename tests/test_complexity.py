@@ -174,5 +174,7 @@ def test_a_features_only_backbone_is_counted_as_far_as_it_runs():
 
     backbone = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1, 2))
     assert count_complexity(backbone, (97, 64)).macs == _measured(backbone, 97, 64)
+    for wrapped in (torch.compile(backbone), torch.nn.DataParallel(backbone)):  # as save, the model inside
+        assert count_complexity(wrapped, (97, 64)).macs == _measured(backbone, 97, 64)
     weights = sum(p.numel() for n, p in backbone.named_parameters() if ".bn." not in n)
     assert count_complexity(backbone).params == weights

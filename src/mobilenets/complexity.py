@@ -12,6 +12,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
+from torch import nn
+
 from .mobilenet_v1 import FeatureMaps, LayerDef, build_plan
 from .spec import MIN_RESOLUTION, ModelSpec, bad_value
 
@@ -164,6 +166,10 @@ def count_complexity(spec: ModelSpec | str | object, resolution: int | tuple[int
         from .registry import model_spec  # registry imports the model and weights: not at import time
 
         spec = model_spec(spec)
+    if isinstance(spec, nn.Module):  # torch.compile's wrapper forwards .spec, not what it wraps: a FeatureMaps
+        from .engine import unwrap  # was counted whole; DDP's has no .spec at all (save unwraps them alike)
+
+        spec = unwrap(spec)
     model, spec = spec, getattr(spec, "spec", spec)
     classes = getattr(model, "num_classes", None)  # a MobileNetV1's head replaced by hand, torchvision style
     if isinstance(spec, ModelSpec) and isinstance(classes, int) and classes != spec.num_classes:
