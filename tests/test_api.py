@@ -162,6 +162,8 @@ def test_keras_include_top_pooling_and_timm_drop_rate_are_understood():
     assert create_model("mobilenet_v1_025", drop_rate=0.2).head_drop.p == 0.2
     assert create_model("mobilenet_v1_025", classes=42).num_classes == 42  # Keras' name for num_classes
     assert create_model("mobilenet_v1_025", include_top=False, classes=42).num_classes == 0  # ignored, as Keras does
+    no_top = create_model("mobilenet_v1_025", include_top=False, global_pool="max")  # timm's name for pooling='max'
+    assert no_top.num_classes == 0 and no_top(x).shape == (1, 256)  # was "not allowed with pooling=None", unwritten
     for kwargs, message in (
         (dict(pooling=None, num_classes=42), "pooling=None is not allowed: .* needs include_top=False"),
         (dict(pooling=None), "global_pool='' is not allowed: .* needs num_classes=0"),  # the name's 1000 classes

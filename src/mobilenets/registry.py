@@ -154,8 +154,8 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
     `ModelSpec` fields, so code ported from ``keras.applications.MobileNet(include_top=False, pooling='avg')`` or
     ``timm.create_model(..., drop_rate=0.2)`` runs unchanged (else: "unknown ModelSpec field pooling").
     Keras semantics: ``include_top=False`` drops the classifier (num_classes=0) and, with ``pooling`` None (Keras'
-    default), returns the final feature map; ``pooling`` 'avg'/'max' pools it. A value given both ways that
-    disagrees is an error naming both."""
+    default, unless timm's ``global_pool`` is given), returns the final feature map; ``pooling`` 'avg'/'max' pools
+    it. A value given both ways that disagrees is an error naming both."""
     out = dict(overrides)
     if "drop_rate" in out:
         rate = out.pop("drop_rate")
@@ -166,8 +166,8 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
     classes = out.pop("classes", None)
     if classes is not None and top:  # Keras ignores classes without its top, as here
         _alias(out, f"classes={classes!r}", "num_classes", classes)
-    if "pooling" in out or not top:
-        pooling = out.pop("pooling", None)
+    if "pooling" in out or (not top and "global_pool" not in out):  # timm's global_pool said it: Keras' default
+        pooling = out.pop("pooling", None)  # pooling=None was not written, so it is no conflict
         if not isinstance(pooling, str | type(None)) or pooling not in _KERAS_POOLING:
             raise SpecError(f"pooling={pooling!r} is not allowed: pooling must be one of None, 'avg', 'max'")
         if pooling is None and top and out.get("num_classes", 0):  # unstated: the spec says (a ModelSpec may have 0)
