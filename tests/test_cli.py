@@ -8,6 +8,7 @@ import time
 import pytest
 
 from mobilenets.cli import main
+from mobilenets.complexity import count_complexity
 
 from .conftest import REPO
 
@@ -37,6 +38,10 @@ def test_summary_totals_match_list(capsys):
     code, out, _ = run(capsys, "summary", "--alpha", "0.75", "--resolution", "160")
     assert "166.4M MACs" in out and "Conv dw / s2" in out and "multiply-accumulates" in out
     assert "mobilenet_v1_075_160 (mobilenet_v1_100 with alpha=0.75, resolution=160):" in out  # the model it counted
+    # the totals line is print(count_complexity(...))'s, not a second wording of it
+    label = "mobilenet_v1_075_160 (mobilenet_v1_100 with alpha=0.75, resolution=160)"
+    counted = str(count_complexity("mobilenet_v1_075_160")).splitlines()[-2]
+    assert counted.replace("mobilenet_v1_075_160", label, 1) in out.splitlines()
 
 
 def test_summary_csv(capsys):

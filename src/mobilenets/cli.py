@@ -98,11 +98,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         label = spec.name or args.name  # a grid name follows alpha and resolution (mobilenet_v1_075_160)
         if overrides:
             label += f" ({args.name} with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ")"
-        print(
-            f"\n{label}: alpha={spec.alpha:g} resolution={spec.resolution} variant={spec.variant}: "
-            f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.3f}M params "
-            f"({cost.params_all / 1e6:.3f}M with BatchNorm and biases)"
-        )
+        print(f"\n{cost.totals(label)}")  # the line print(count_complexity(...)) writes under the table
         shares = ", ".join(f"{k} {v['macs_pct']:.2f}% / {v['params_pct']:.2f}%" for k, v in cost.shares().items())
         print(f"share of MACs / params by layer type (paper Table 2): {shares}")
         print(complexity.COUNTING_NOTE)

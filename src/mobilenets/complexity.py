@@ -92,16 +92,21 @@ class Complexity:
         total = {"index": None, "name": "total", "macs": self.macs, "params": self.params}
         return render([*rows, total], fmt, TABLE_COLUMNS)
 
-    def __str__(self) -> str:
-        """``print(count_complexity(model))``: the table, totals and the counting convention (Keras'
-        ``model.summary()``, as text: library code does not print); the dataclass repr stays for debugging."""
+    def totals(self, label: str | None = None) -> str:
+        """The line under the table, in `__str__` and ``mobilenets summary`` alike: the model (``label``, else the
+        spec's name), its input and its MACs and parameters."""
         spec = self.spec
         h, w = self.input_hw
         return (
-            f"{self.table()}\n\n{spec.name or 'MobileNetV1'}: alpha={spec.alpha:g} input {h} x {w} "
-            f"variant={spec.variant} classes={spec.num_classes}: {self.macs / 1e6:.1f}M MACs, "
-            f"{self.params / 1e6:.3f}M params ({self.params_all / 1e6:.3f}M with BatchNorm and biases)\n{COUNTING_NOTE}"
+            f"{label or spec.name or 'MobileNetV1'}: alpha={spec.alpha:g} input {h} x {w} variant={spec.variant} "
+            f"classes={spec.num_classes}: {self.macs / 1e6:.1f}M MACs, {self.params / 1e6:.3f}M params "
+            f"({self.params_all / 1e6:.3f}M with BatchNorm and biases)"
         )
+
+    def __str__(self) -> str:
+        """``print(count_complexity(model))``: the table, totals and the counting convention (Keras'
+        ``model.summary()``, as text: library code does not print); the dataclass repr stays for debugging."""
+        return f"{self.table()}\n\n{self.totals()}\n{COUNTING_NOTE}"
 
     def to_dict(self) -> dict:
         return {
