@@ -415,6 +415,8 @@ def test_features_only_returns_maps_by_stride_as_timm():
     assert backbone.load_state_dict(wrapped, strict=False).missing_keys == []
     assert feats.feature_info.channels() == [64, 128, 256] and feats.feature_info.reduction() == [8, 16, 32]
     assert feats.feature_info.channels(-1) == full.num_features
+    assert feats.feature_info.channels([0, 2]) == [64, 256]  # timm's list idx; and effdet's get_dicts call
+    assert feats.feature_info.get_dicts(keys=["num_chs", "reduction"])[1] == {"num_chs": 128, "reduction": 16}
     x = torch.randn(1, 3, 97, 64)
     maps = feats(x)
     assert [tuple(m.shape) for m in maps] == [(1, 64, 13, 8), (1, 128, 7, 4), (1, 256, 4, 2)]

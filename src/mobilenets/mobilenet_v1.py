@@ -429,10 +429,21 @@ class MobileNetV1(nn.Module):
 
 class FeatureInfo(list):
     """``feature_info`` of a `FeatureMaps` model: the list of dicts (module, index, num_chs, reduction), with timm's
-    ``FeatureInfo`` accessors, so detection code reading ``model.feature_info.channels()`` runs unchanged."""
+    ``FeatureInfo`` accessors, so detection code reading ``model.feature_info.channels()`` or effdet's
+    ``get_dicts(keys=[...])`` runs unchanged. Unlike timm's, it holds the maps returned only: ``idx`` counts them
+    (timm's counts all five stages, whatever ``out_indices`` took)."""
 
-    def get(self, key: str, idx: int | None = None):
+    def get(self, key: str, idx: int | list[int] | tuple[int, ...] | None = None):
+        if isinstance(idx, list | tuple):
+            return [self[i][key] for i in idx]
         return [info[key] for info in self] if idx is None else self[idx][key]
+
+    def get_dicts(self, keys: list[str] | None = None, idx: int | list[int] | tuple[int, ...] | None = None):
+        """timm's: the dicts (copies, of ``keys`` only when given), or the one at an int ``idx``."""
+        pick = (lambda d: {k: d[k] for k in keys}) if keys else dict
+        if isinstance(idx, int):
+            return pick(self[idx])
+        return [pick(self[i]) for i in (range(len(self)) if idx is None else idx)]
 
     def channels(self, idx: int | None = None):
         return self.get("num_chs", idx)
