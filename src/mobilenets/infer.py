@@ -278,7 +278,7 @@ def pyav() -> Any:
         import av
     except ImportError as exc:
         raise StreamError(f"stream needs PyAV (pip install 'mobilenets[video]'): {exc}") from exc
-    version = tuple(int(p) for p in re.findall(r"\d+", str(getattr(av, "__version__", "0")))[:2])
+    version = (*(int(p) for p in re.findall(r"\d+", str(getattr(av, "__version__", "0")))[:2]), 0, 0)[:2]  # "14": 14.0
     if version < MIN_PYAV:
         raise StreamError(f"stream needs PyAV >= {'.'.join(map(str, MIN_PYAV))}, this is {av.__version__} "
                           "(pip install -U 'mobilenets[video]')")  # fmt: skip

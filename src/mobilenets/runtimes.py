@@ -306,8 +306,8 @@ def openvino_runner(
             takes = static.input(0).get_partial_shape()
             if not takes.compatible(wanted):  # OpenVINO itself answers such an input with an empty array, silently
                 raise ValueError(f"input shape {tuple(shape)} is not allowed: {onnx_path} takes {takes}")
-            static.reshape({static.input(0).get_any_name(): wanted})
-            try:  # an operator read_model took but the CPU plugin cannot compile is met here, at the first call
+            try:  # an operator read_model took but shape inference or the CPU plugin refuses: met at the first call
+                static.reshape({static.input(0).get_any_name(): wanted})
                 model = core.compile_model(static, "CPU", config)
             except RuntimeError as exc:
                 raise ModelLoadError(onnx_path, "OpenVINO", exc) from exc

@@ -25,7 +25,7 @@ from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .layers import ConvBNAct
-from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v1 import FeatureMaps, MobileNetV1
 from .spec import ModelSpec, SpecError, bad_value
 
 FORMAT = "mobilenets-v1"
@@ -134,7 +134,7 @@ def _unwrap(model: nn.Module) -> MobileNetV1:
     inner = unwrap(model)
     if not isinstance(inner, MobileNetV1):
         hint = ""
-        if type(inner).__name__ == "FeatureMaps":  # a backbone cut from one: `load` could not rebuild it
+        if isinstance(inner, FeatureMaps):  # a backbone cut from one: `load` could not rebuild it
             hint = ("; save the model before features_only (create_model(NAME, weights=FOLDER, features_only=True) "
                     "cuts the backbone from the saved one again)")  # fmt: skip
         raise WeightsError(f"model={type(inner).__name__} is not allowed: save needs a MobileNetV1{hint}")
