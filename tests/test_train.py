@@ -2130,6 +2130,17 @@ def test_dataset_structure_errors(tmp_path):
         scan_split(tmp_path / "flat")
 
 
+def test_the_classes_hint_quotes_names_and_shortens_a_long_list():
+    """The hint for splits whose classes differ spelled every shared class out: ImageNet's splits missing one class
+    made a line of 999 names, and a folder name with a space split into two when pasted."""
+    from mobilenets.data import MAX_CLASSES_SHOWN, classes_option
+
+    assert classes_option(["cat", "red fox"]) == "--classes cat 'red fox'"
+    many = [f"n{i:08d}" for i in range(999)]
+    assert classes_option(many) == "--classes with the 999 class names (first: n00000000, n00000001, n00000002, ...)"
+    assert classes_option(many[:MAX_CLASSES_SHOWN]).count(" n") == MAX_CLASSES_SHOWN
+
+
 def test_bad_file_reports_count_every_file_and_name_the_first_ten():
     """A split of thousands of broken files reports their count and ten of them (per process, then merged), not
     thousands of lines."""

@@ -194,12 +194,27 @@ def scan_dataset(
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
         both = [c for c in train.classes if c in val.classes]
-        fix = f"; --classes {' '.join(both)} trains on the {len(both)} both hold" if len(both) >= 2 else ""
+        fix = f"; {classes_option(both)} trains on the {len(both)} both hold" if len(both) >= 2 else ""
         raise DataError(
             f"{root}: {train_split} and {val_split} classes differ (only in {train_split}: {only_train or '-'}; "
             f"only in {val_split}: {only_val or '-'}){fix}"
         )
     return train, val
+
+
+# the most class names a message spells out in a --classes option: beyond it the option is named, with the first few
+# (ImageNet's splits missing one class would otherwise fill the line with 999 names)
+MAX_CLASSES_SHOWN = 10
+
+
+def classes_option(names: list[str]) -> str:
+    """``--classes A B C`` as a shell takes it (each name quoted where it needs to be: folder names may hold spaces),
+    or, for more than `MAX_CLASSES_SHOWN` names, the option named with their count and the first few."""
+    import shlex
+
+    if len(names) <= MAX_CLASSES_SHOWN:
+        return "--classes " + " ".join(shlex.quote(n) for n in names)
+    return f"--classes with the {len(names)} class names (first: {', '.join(names[:3])}, ...)"
 
 
 def fuller_batch(images: int, batch_size: int, multiple: int = 1) -> int:
