@@ -228,31 +228,31 @@ def _register_defaults() -> None:
 _register_defaults()
 
 
-def mobilenet_v1_100(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_100(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """1.0 MobileNet-224 (paper Table 6/7 first row): 569M MACs, 4.2M parameters."""
     return create_model("mobilenet_v1_100", **overrides)
 
 
-def mobilenet_v1_075(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_075(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """0.75 MobileNet-224 (paper Table 6): 325M MACs, 2.6M parameters."""
     return create_model("mobilenet_v1_075", **overrides)
 
 
-def mobilenet_v1_050(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_050(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """0.5 MobileNet-224 (paper Table 6): 149M MACs, 1.3M parameters."""
     return create_model("mobilenet_v1_050", **overrides)
 
 
-def mobilenet_v1_025(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_025(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """0.25 MobileNet-224 (paper Table 6): 41M MACs, 0.5M parameters."""
     return create_model("mobilenet_v1_025", **overrides)
 
 
-def mobilenet_v1_shallow(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_shallow(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """Shallow MobileNet (paper Table 5): Table 1 without the five 14x14x512 blocks; 307M MACs, 2.9M params."""
     return create_model("mobilenet_v1_shallow", **overrides)
 
 
-def mobilenet_v1_conv(**overrides: Any) -> MobileNetV1:
+def mobilenet_v1_conv(**overrides: Any) -> MobileNetV1 | FeatureMaps:
     """Conv MobileNet (paper Table 4): full 3x3 convolutions instead of depthwise separable; 4866M MACs, 29.3M."""
     return create_model("mobilenet_v1_conv", **overrides)
