@@ -356,13 +356,15 @@ def test_freeze_backbone_without_init_is_warned_of(tmp_path, capsys):
         # a path not there read as an unknown torchvision name: "must be a weights folder or a ... name"
         ("teacher", "missing", "teacher='{path}': no such file or folder (a weights folder of ours"),
         ("teacher", "resnet_18", "a torchvision model name (did you mean resnet18?)"),
+        # timm's name.tag read as a path with a suffix: "no such file or folder"
+        ("teacher", "resnet50.a1_in1k", "name; resnet50 is one (nothing is downloaded: give --teacher resnet50 "),
     ],
 )
 def test_weights_that_are_not_there_stop_the_run_before_its_folder_is_made(tmp_path, capsys, option, value, error):
     """A wrong --init or --teacher was found after the run folder was held: a new --out was left holding .lock."""
     data = copy_subset(tmp_path / "data", CLASSES4[:2], 2, 1)
     (tmp_path / "not-weights").mkdir()
-    path = str(tmp_path / value) if value not in ("no_such_net", "resnet_18") else value
+    path = str(tmp_path / value) if value not in ("no_such_net", "resnet_18", "resnet50.a1_in1k") else value
     args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--alpha", "0.25", "--resolution", "32"]
     assert main([*args, f"--{option}", path, "--workers", "0", "--epochs", "1", "--batch-size", "2"]) != 0
     err = capsys.readouterr().err

@@ -584,6 +584,11 @@ def _check_torchvision_teacher(name: str) -> None:
     known = torchvision.models.list_models()
     if name in known:
         return
+    base, _, tag = name.partition(".")
+    if tag and base in known and not Path(name).exists():  # timm's name.pretrained_tag (resnet50.a1_in1k)
+        raise ConfigError(f"teacher={name!r} is not allowed: teacher must be a weights folder or a torchvision model "
+                          f"name; {base} is one (nothing is downloaded: give --teacher {base} --teacher-weights FILE "
+                          "for its trained weights)")  # fmt: skip
     if "/" in name or os.sep in name or name.startswith((".", "~")) or Path(name).suffix:
         raise ConfigError(f"teacher={name!r}: no such file or folder (a weights folder of ours, from the working "
                           f"directory {os.getcwd()})")  # fmt: skip
