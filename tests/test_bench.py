@@ -203,6 +203,7 @@ def test_cli_bench_lut_reads_the_table(tmp_path, capsys):
                  "--format", "json"])  # fmt: skip
     (row,) = json.loads(capsys.readouterr().out)
     assert code == 0 and row["measured"] == 0 and row["layers"] == len(keys) == 15  # stem, 13 blocks, head
+    assert row["classes"] == 1000  # the head the table times, as bench's measured rows say theirs
     assert row["predicted_ms"] == pytest.approx(0.25 + 1.5 * 0.01 * 15)
 
 

@@ -76,7 +76,9 @@ ANCHORS = ((0.25, 128), (0.5, 160), (0.75, 192), (1.0, 224),
            (0.45, 208), (0.6, 208), (0.7, 176), (0.85, 192))  # fmt: skip
 CALIBRATION_ROUNDS = 3
 FILL_ROUNDS = 3
-PREDICT_COLUMNS = ("model", "alpha", "resolution", "runtime", "threads", "predicted_ms", "fps", "layers", "measured")
+# classes beside resolution, as bench's measured table shows them: the table times the standard 1000-way head
+PREDICT_COLUMNS = ("model", "alpha", "resolution", "classes", "runtime", "threads", "predicted_ms", "fps", "layers",
+                   "measured")  # fmt: skip
 
 
 GRANULARITIES = ("block", "layer")
@@ -882,9 +884,9 @@ def predict_rows(cfg, path: str | os.PathLike | None = None) -> list[dict]:
     for threads in cfg.threads:
         for runtime in cfg.runtimes:
             predicted = predict_many(plain, runtime=runtime, threads=threads, lut=lut)  # shapes measured together
-            for spec, (ms, new) in zip(specs, predicted, strict=True):
+            for spec, plain_spec, (ms, new) in zip(specs, plain, predicted, strict=True):
                 rows.append({"model": spec_label(spec), "alpha": spec.alpha, "resolution": spec.resolution,
-                             "runtime": runtime, "threads": threads, "predicted_ms": ms, "fps": 1000.0 / ms,
-                             "layers": len(layer_keys(spec)), "measured": new,
+                             "classes": plain_spec.num_classes, "runtime": runtime, "threads": threads,
+                             "predicted_ms": ms, "fps": 1000.0 / ms, "layers": len(layer_keys(spec)), "measured": new,
                              "macs_M": count_complexity(spec).macs / 1e6})  # fmt: skip
     return rows
