@@ -5,7 +5,7 @@ that needs more shared memory than the GPU has, or spills registers, shows up on
 time. This compiles each one ahead of time with Triton's own compiler and the ptxas it bundles, then reads the
 compiled kernel's registers, stack, spills and shared memory with the bundled cuobjdump. Nothing is launched.
 
-    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,split,rows,stem,dwconv] [--json OUT]
+    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,split,rows,stem,dwconv,dgrad_s2] [--json OUT]
 
 Exit status 1 if a config fails to compile, or if a training kernel (dwconv, one fixed config) needs more shared
 memory than one sm_90 block may have. A tuned config (fused, split, rows, stem) that is too big is reported: the
@@ -121,13 +121,23 @@ def cases(dtypes: list[str], which: set[str]):
                     ce = dict(STRIDE=stride, DIL=1, BM=dwconv.BM_W, BC=bc)
                     yield (f"dwconv-wgrad {dt} bc{bc} s{stride}", dwconv._wgrad_kernel, wgrad, (*GEOMETRY, "STEPS"),
                            ce, opts)  # fmt: skip
+        if "dgrad_s2" in which:  # the stride-2 input gradient's tuned configs, PyTorch's padding and SAME's (0, 0)
+            ptrs = dict.fromkeys(("g_ptr", "w_ptr", "dx_ptr"), p)
+            ints = ("Q", "H", "W", "C", "OH", "OW", "RH", "RW")
+            for bq, bc, warps in dwconv.DGRAD_S2_CONFIGS:
+                for pad in (1, 0):
+                    ce = dict(PAD_T=pad, PAD_L=pad, BQ=bq, BC=bc)
+                    yield (f"dgrad-s2 {dt} {(bq, bc, warps)} pad{pad}", dwconv._dgrad_s2_kernel, ptrs, ints, ce,
+                           dict(num_warps=warps))  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtypes", default="bf16,fp32", help="comma-separated: bf16, fp16, fp32")
     parser.add_argument(
-        "--kernels", default="fused,split,rows,stem,dwconv", help="comma-separated: fused, split, rows, stem, dwconv"
+        "--kernels",
+        default="fused,split,rows,stem,dwconv,dgrad_s2",
+        help="comma-separated: fused, split, rows, stem, dwconv, dgrad_s2",
     )
     parser.add_argument("--json", help="also write every row to this file")
     args = parser.parse_args()

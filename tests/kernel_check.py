@@ -287,6 +287,71 @@ def dwconv_model_case():
     }
 
 
+def dwconv_hybrid_cases():
+    """`dwconv.HybridDepthwiseConv2d` at stride 2 (Triton's `_dgrad_s2_kernel` for the input gradient, PyTorch's
+    forward and weight gradient) against ``nn.Conv2d``'s autograd: PyTorch's padding and 'SAME' on even and odd sizes,
+    fp32 and bf16 autocast, eager and compiled (Inductor, as training compiles); with the launches of each dgrad
+    kernel counted."""
+    launches = {"_dgrad_s2_kernel": 0, "_dgrad_kernel": 0}
+
+    class Counted:
+        def __init__(self, name):
+            self.name, self.kernel = name, getattr(dwconv, name)
+
+        def __getitem__(self, grid):
+            launches[self.name] += 1
+            return self.kernel[grid]
+
+    torch.manual_seed(0)
+    originals = {name: getattr(dwconv, name) for name in launches}
+    out = []
+    try:
+        for name in launches:
+            setattr(dwconv, name, Counted(name))
+        cases = [  # C, H, W, TensorFlow SAME, autocast, compiled
+            (24, 10, 7, False, False, False),
+            (8, 8, 8, True, False, False),  # SAME on an even size: pad (0, 1)
+            (8, 7, 9, True, False, False),  # odd: (1, 1)
+            (70, 9, 6, False, False, False),  # channels past one 64-wide block
+            (32, 12, 10, False, True, False),
+            (16, 10, 9, True, False, True),
+        ]
+        for c, h, w, tf, amp, compiled in cases:
+            conv = (
+                Conv2dSame(c, c, 3, 2, 0, 1, c, bias=False) if tf else torch.nn.Conv2d(c, c, 3, 2, 1, 1, c, bias=False)
+            )
+            x = torch.randn(3, c, h, w).contiguous(memory_format=torch.channels_last)
+            ref_x = x.clone().requires_grad_()
+            ref = conv(ref_x)
+            grad = torch.randn_like(ref)
+            (ref * grad).sum().backward()
+            ref_gw, conv.weight.grad = conv.weight.grad, None
+            layer = dwconv.HybridDepthwiseConv2d.from_conv(conv)
+            run = torch.compile(layer, backend="inductor", fullgraph=True) if compiled else layer
+            launches.update(dict.fromkeys(launches, 0))
+            hx = x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                y = run(hx)
+            (y.float() * grad).sum().backward()
+            out.append(
+                {
+                    "case": [c, h, w, tf, amp, compiled],
+                    "same_class": isinstance(layer, Conv2dSame) == tf,
+                    "y_dtype": str(y.dtype),
+                    "y_max_abs": (y.float() - ref).abs().max().item(),
+                    "dx_max_abs": (hx.grad.float() - ref_x.grad).abs().max().item(),
+                    "dw_max_abs": (conv.weight.grad - ref_gw).abs().max().item(),
+                    "scales": [ref.abs().max().item(), ref_x.grad.abs().max().item(), ref_gw.abs().max().item()],
+                    "launches": dict(launches),
+                }
+            )
+            torch._dynamo.reset()
+    finally:
+        for name, kernel in originals.items():
+            setattr(dwconv, name, kernel)
+    return out
+
+
 def profile_labels_case():
     """The profiler ranges the raw Triton launches open while a profiler records (`kernels.on_device`): the keys of
     ``key_averages`` that name a Triton kernel, and whether any launch opened one with no profiler running."""
@@ -319,6 +384,7 @@ if __name__ == "__main__":
             "dwconv_model": dwconv_model_case(),
             "dwconv_partial_grad": dwconv_partial_grad_case(),
             "dwconv_opcheck": dwconv_opcheck_cases(),
+            "dwconv_hybrid": dwconv_hybrid_cases(),
             "profile_labels": profile_labels_case(),
         },
         sys.stdout,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilenets import MobileNetV1, kernels
+from mobilenets import MobileNetV1, dwconv, kernels
 from mobilenets.gpu import CudaGraphRunner, FusedMobileNetV1, fast_inference
 
 
@@ -161,6 +161,24 @@ def test_triton_depthwise_model_trains_like_pytorch_convs_eager_and_compiled(int
         assert case[f"{prefix}grad_max_abs"] <= allowed * case["grad_scale"], case
     # bf16 autocast: the Triton layers run in bf16 (about 1% from fp32); compiled and eager agree
     assert case["autocast_loss_diff"] <= 0.05 and case["autocast_compiled_loss_diff"] <= 1e-3, case
+
+
+@pytest.mark.slow
+def test_hybrid_depthwise_stride2_input_gradient_is_the_parity_kernel_and_matches_conv2d(interpreted):
+    """--depthwise hybrid at stride 2: one launch of `_dgrad_s2_kernel` per backward (never the nine-tap
+    `_dgrad_kernel`), with PyTorch's padding and SAME's on even and odd sizes, eager and under Inductor; the forward
+    and weight gradient are PyTorch's (exact in fp32)."""
+    cases = interpreted["dwconv_hybrid"]
+    assert any(c["case"][3] for c in cases) and any(c["case"][5] for c in cases)
+    for case in cases:
+        assert case["launches"] == {"_dgrad_s2_kernel": 1, "_dgrad_kernel": 0}, case
+        assert case["same_class"], case
+        amp = case["case"][4]
+        assert case["y_dtype"] == ("torch.bfloat16" if amp else "torch.float32"), case
+        # fp32: only the summation order of each pixel's 1-4 taps differs; bf16 autocast: inputs rounded to 8 bits
+        rel = 3e-2 if amp else 1e-5
+        for key, scale in zip(("y_max_abs", "dx_max_abs", "dw_max_abs"), case["scales"], strict=True):
+            assert case[key] <= rel * max(1.0, scale), (key, case)
 
 
 def test_triton_depthwise_layers_fall_back_to_pytorch_off_gpu():
@@ -360,20 +378,22 @@ def test_cuda_graph_still_replays_after_other_graphs_are_captured_and_dropped():
 @pytest.mark.slow
 def test_training_and_split_kernels_compile_for_sm90_within_its_limits(tmp_path):
     """Triton's compiler and bundled ptxas, no GPU: each fixed training kernel config, and each split-plan,
-    row-reuse and stem config the tuner tries, fits an H100/H200 block without spilling."""
+    row-reuse, stem and stride-2 input-gradient config the tuner tries, fits an H100/H200 block without spilling."""
     if not kernels.triton_available():
         pytest.skip("triton is not installed")
     script = Path(__file__).parents[1] / "scripts" / "sm90_compile_check.py"
     out = tmp_path / "sm90.json"
-    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", "dwconv,split,rows,stem", "--json", str(out)]
+    which = "dwconv,split,rows,stem,dgrad_s2"
+    args = [sys.executable, str(script), "--dtypes", "bf16", "--kernels", which, "--json", str(out)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if "lacks the CUDA tools" in proc.stderr:
         pytest.skip(proc.stderr.strip()[-300:])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     # 3 block widths x 2 strides x 3 kernels, the split plan's depthwise configs at 2 strides, the row-reuse and stem
-    # kernels' configs
+    # kernels' configs, the stride-2 input gradient's at 2 paddings
     tuned = 2 * len(kernels.SPLIT_CONFIGS) + len(kernels.ROWS_CONFIGS) + len(kernels.STEM_CONFIGS)
+    tuned += 2 * len(dwconv.DGRAD_S2_CONFIGS)
     assert len(rows) == 2 * 3 * 3 + tuned
     assert all(r["registers"] and r["fits"] and r["stack_bytes"] == r["local_bytes"] == 0 for r in rows), rows
 

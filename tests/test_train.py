@@ -728,29 +728,30 @@ def test_our_teacher_sees_the_students_batch_at_its_own_resolution(tmp_path):
     assert seen[-1] == (32, 32)
 
 
-def test_taps_and_flipped_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys, monkeypatch):
+def test_taps_flipped_and_hybrid_depthwise_train_the_same_run_and_save_ordinary_weights(tmp_path, capsys, monkeypatch):
     """--depthwise taps and --depthwise flipped --pad-stem run anywhere: the options reach the model that trains, two
     steps give PyTorch's layers' loss (to summation order: their gradients are checked in
     tests/test_train_speed_layers.py, as two steps move this loss too little to tell), and their weights load into
     the plain model (the stem's weight keeps its 3 input channels), which evaluates as the run did. Without
     --compile the taps say that they are slower there."""
-    from mobilenets.dwconv import FlippedDepthwiseConv2d, TapsDepthwiseConv2d
+    from mobilenets.dwconv import FlippedDepthwiseConv2d, HybridDepthwiseConv2d, TapsDepthwiseConv2d
     from mobilenets.layers import ChannelPaddedConv2d
 
     root = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
     built = []
     real_build = trainer_module.build_model
     monkeypatch.setattr(trainer_module, "build_model", lambda *a, **kw: built.append(real_build(*a, **kw)) or built[-1])
-    options = {"conv": {}, "taps": {}, "flipped": {"pad_stem": True}}
+    options = {"conv": {}, "taps": {}, "flipped": {"pad_stem": True}, "hybrid": {}}
     runs = {impl: train(tiny_cfg(root, tmp_path / impl, depthwise=impl, max_steps=2, resolution=32, quiet=False, **kw))
             for impl, kw in options.items()}  # fmt: skip
     kinds = [{type(m) for m in model.modules()} for model in built]
     assert TapsDepthwiseConv2d in kinds[1] and ChannelPaddedConv2d not in kinds[1]
     assert FlippedDepthwiseConv2d in kinds[2] and ChannelPaddedConv2d in kinds[2]
+    assert HybridDepthwiseConv2d in kinds[3] and FlippedDepthwiseConv2d not in kinds[3]  # CPU: flipped's kernels
     assert not {TapsDepthwiseConv2d, FlippedDepthwiseConv2d, ChannelPaddedConv2d} & kinds[0]
     assert capsys.readouterr().err.count("--depthwise taps without --compile") == 1
     plain = read_state_dict(tmp_path / "conv" / "model" / "model.safetensors")
-    for impl in ("taps", "flipped"):
+    for impl in ("taps", "flipped", "hybrid"):
         assert runs[impl]["final_val_loss"] == pytest.approx(runs["conv"]["final_val_loss"], rel=1e-4)
         saved = read_state_dict(tmp_path / impl / "model" / "model.safetensors")
         assert saved.keys() == plain.keys() and saved["stem.conv.weight"].shape == plain["stem.conv.weight"].shape

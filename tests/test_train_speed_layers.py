@@ -54,6 +54,30 @@ def test_flipped_depthwise_input_gradient_is_a_forward_conv_with_the_rotated_ker
             assert not convs and len(backs) == 1 and list(backs[0][-1])[:2] == [True, True]
 
 
+def test_hybrid_depthwise_is_the_flipped_layer_where_triton_cannot_run():
+    """Off CUDA (no TRITON_INTERPRET) a hybrid layer runs PyTorch's kernels as the flipped one does: at stride 2
+    ``convolution_backward`` for both gradients, at stride 1 the rotated forward convolution; 'SAME' layers stay
+    ``Conv2dSame``. Its Triton input gradient is checked in tests/test_kernels.py (interpreted)."""
+    torch.manual_seed(0)
+    model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True, dropout=0.0)
+    reference = copy.deepcopy(model)
+    assert dwconv.use_depthwise(model, "hybrid") == 13
+    kinds = [type(b.dw.conv) for b in model.blocks]
+    assert kinds.count(dwconv.HybridDepthwiseConv2dSame) == 4 and kinds.count(dwconv.HybridDepthwiseConv2d) == 9
+    x = torch.randn(2, 3, 40, 36)
+    losses = []
+    for m in (reference, model):
+        with _AtenLog() as log:
+            loss = m(x).square().mean()
+            loss.backward()
+        losses.append(loss.item())
+    backs = [list(args[-1]) for func, args in log.calls if func is torch.ops.aten.convolution_backward.default]
+    assert sum(mask[:2] == [True, True] for mask in backs) == 4 + 13  # stride-2 depthwise, pointwise (not the stem)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert (a.grad - b.grad).abs().max() <= 1e-4 * b.grad.abs().max() + 1e-7
+
+
 def test_flipped_depthwise_computes_only_the_gradients_autograd_asks_for():
     layer = dwconv.FlippedDepthwiseConv2d.from_conv(nn.Conv2d(4, 4, 3, 1, 1, groups=4, bias=False))
     layer.weight.requires_grad_(False)  # frozen: no weight gradient
@@ -188,19 +212,22 @@ def test_channel_padded_conv_leaves_a_multiple_of_eight_alone():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_cuda_both_layers_are_as_close_to_fp32_as_cudnns_own_in_bf16_channels_last():
+@pytest.mark.parametrize("impl,stride", [("flipped", 1), ("hybrid", 2)])
+def test_on_cuda_both_layers_are_as_close_to_fp32_as_cudnns_own_in_bf16_channels_last(impl, stride):
     """What they run for: the GPU's bf16 channels_last training step. A separable block with the flipped depthwise
-    layer and a padded stem is, gradient by gradient, no further from the fp32 step than cuDNN's own block in bf16
-    (twice its error, plus 1% of the gradient's size): a wrong tap or channel is off by the gradient itself. Compared
-    with each other instead, the two bf16 blocks missed by 25% on a BatchNorm's near-zero gradients (H200 lease)."""
+    layer (or, at stride 2, the hybrid one: Triton's input gradient, whose error reaches the stem's gradients) and a
+    padded stem is, gradient by gradient, no further from the fp32 step than cuDNN's own block in bf16 (twice its
+    error, plus 1% of the gradient's size): a wrong tap or channel is off by the gradient itself. Compared with each
+    other instead, the two bf16 blocks missed by 25% on a BatchNorm's near-zero gradients (H200 lease)."""
     torch.manual_seed(0)
-    net = nn.Sequential(ConvBNAct(3, 32, 3, stride=2), ConvBNAct(32, 32, 3, groups=32), ConvBNAct(32, 64, 1))
+    dw = ConvBNAct(32, 32, 3, stride=stride, groups=32)
+    net = nn.Sequential(ConvBNAct(3, 32, 3, stride=2), dw, ConvBNAct(32, 64, 1))
     net = net.cuda().to(memory_format=torch.channels_last)
     fast = copy.deepcopy(net)
-    assert dwconv.use_depthwise(fast, "flipped") == 1
+    assert dwconv.use_depthwise(fast, impl) == 1
     fast[0].conv = pad_input_channels(fast[0].conv)
     x = torch.randn(16, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
-    project = torch.randn(16, 64, 32, 32, device="cuda")  # a loss whose gradient does not cancel out
+    project = torch.randn(16, 64, 32 // stride, 32 // stride, device="cuda")  # a gradient that does not cancel out
 
     def grads(m, bf16: bool):
         m.zero_grad()

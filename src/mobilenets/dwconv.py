@@ -1,4 +1,4 @@
-"""Three trainable replacements for PyTorch's 3x3 depthwise convolution, swapped into a model for training speed.
+"""Four trainable replacements for PyTorch's 3x3 depthwise convolution, swapped into a model for training speed.
 
 The depthwise layers are about 3% of MobileNet's mult-adds (paper Table 2) but not of its training time: PyTorch
 runs a channels_last depthwise convolution through cuDNN or its own ``conv_depthwise2d`` kernels, whose backward
@@ -9,7 +9,8 @@ the BatchNorm around them.
 
 - forward: ``y[n,p,c] = sum_taps x[n, p*s - pad + tap*d, c] * w[tap, c]`` (`kernels._dw_kernel` without bias/act);
 - input gradient: the same sum gathered from the output side (a tap contributes where ``(q + pad - tap*d) / s`` is
-  an integer inside the output);
+  an integer inside the output); at stride 2 (dilation 1) `_dgrad_s2_kernel` computes 2x2 input pixels at a time,
+  each pixel's parity choosing its taps at compile time;
 - weight gradient: per program, the 9 tap sums over a run of pixels for a block of channels, written as fp32
   partials and summed by PyTorch: deterministic, no atomics.
 
@@ -25,6 +26,11 @@ neighbouring BatchNorm forward and backward; no custom kernel, any device (tests
 **flipped**: PyTorch's convolution, but a stride-1 layer's input gradient is the forward convolution of the output
 gradient with the kernel rotated by 180 degrees (`FlippedDepthwiseConv2d`), which cuDNN runs at its forward's speed
 where its own input-gradient kernel is 2.5x slower; any device (tests/test_dwconv_taps.py, test_train_speed_layers.py).
+
+**hybrid**: flipped, but a stride-2 layer's input gradient is `_dgrad_s2_kernel` where Triton runs
+(`HybridDepthwiseConv2d`): cuDNN's took 1.21 ms for MobileNet's four stride-2 layers in a 15.5 ms training step on the
+H200, where the gradient they read and the 4x larger one they write (0.96 GB at batch 256 in bf16) need 0.22 ms at its
+4.3 TB/s (tests/test_kernels.py, test_train_speed_layers.py; `benchmarks/dw_dgrad.py` times the kernels).
 
 `use_depthwise(model, impl)` swaps a model's depthwise convolutions for any of the three (same parameter, same
 state_dict keys), or back to PyTorch's.
@@ -49,6 +55,10 @@ triton = kernels.triton
 # multiprocessor at once to hide these memory-bound kernels' load latency (scripts/sm90_compile_check.py)
 BM, BC, WARPS = 64, 64, 8
 BM_W, W_PROGRAMS_PER_SM = 16, 4
+# (BQ quads, BC channels, num_warps) candidates of the stride-2 input-gradient kernel, timed per layer shape on its
+# first call (`kernels._run_tuned`). Untimed on a GPU when written; `benchmarks/dw_dgrad.py` measures them against
+# cuDNN's.
+DGRAD_S2_CONFIGS = [(32, 64, 4), (64, 64, 8), (16, 64, 4), (64, 32, 4), (128, 64, 8), (32, 128, 8)]
 _ZERO_BIAS: dict[tuple, torch.Tensor] = {}
 
 
@@ -184,6 +194,89 @@ if triton is not None:
         tl.store(out + 7 * C, tl.sum(a21, axis=0), mask=c_mask)
         tl.store(out + 8 * C, tl.sum(a22, axis=0), mask=c_mask)
 
+    @triton.jit
+    def _s2_grad_tile(g_ptr, n, r, u, q_mask, c, c_mask, OH, OW, C, I: tl.constexpr, J: tl.constexpr,
+                      PAD_T: tl.constexpr, PAD_L: tl.constexpr):  # fmt: skip
+        """The output-gradient tile at (r + PAD_T - 1 + I, u + PAD_L - 1 + J) for each quad (r, u): fp32, zero
+        outside the output."""
+        oh = r + (PAD_T - 1 + I)
+        ow = u + (PAD_L - 1 + J)
+        valid = q_mask & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        base = ((n * OH + oh) * OW + ow).to(tl.int64) * C
+        g = tl.load(g_ptr + base[:, None] + c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+        return g.to(tl.float32)
+
+    @triton.jit
+    def _s2_pick(g00, g01, g10, g11, I: tl.constexpr, J: tl.constexpr):
+        if I == 0:
+            if J == 0:
+                return g00
+            return g01
+        if J == 0:
+            return g10
+        return g11
+
+    @triton.jit
+    def _s2_input_grad(g00, g01, g10, g11, w_ptr, c, c_mask, C, A: tl.constexpr, B: tl.constexpr,
+                       PAD_T: tl.constexpr, PAD_L: tl.constexpr):  # fmt: skip
+        """dx at input pixels (2r + A, 2u + B): the taps (i, j) whose parity reaches them, 1, 2 or 4 of the nine;
+        tap row i reads that pixel from output row r + (A + PAD_T - i) / 2, tile I = that offset - (PAD_T - 1)."""
+        acc = tl.zeros_like(g00)
+        for i in tl.static_range(3):
+            if (A + PAD_T - i) % 2 == 0:
+                for j in tl.static_range(3):
+                    if (B + PAD_L - j) % 2 == 0:
+                        g = _s2_pick(
+                            g00, g01, g10, g11, (A + PAD_T - i) // 2 + 1 - PAD_T, (B + PAD_L - j) // 2 + 1 - PAD_L
+                        )
+                        wv = tl.load(w_ptr + (i * 3 + j) * C + c, mask=c_mask, other=0.0)
+                        acc += g * wv.to(tl.float32)[None, :]
+        return acc
+
+    @triton.jit(do_not_specialize=["Q", "H", "W", "OH", "OW", "RH", "RW"])
+    def _dgrad_s2_kernel(
+        g_ptr,
+        w_ptr,
+        dx_ptr,
+        Q,
+        H,
+        W,
+        C,
+        OH,
+        OW,
+        RH,
+        RW,
+        PAD_T: tl.constexpr,
+        PAD_L: tl.constexpr,
+        BQ: tl.constexpr,
+        BC: tl.constexpr,
+    ):
+        """dx of a stride-2, dilation-1 layer for BQ quads (2x2 input pixels) x BC channels.
+
+        `_dgrad_kernel` tries all nine taps for each input pixel and masks the ones whose output position is not an
+        integer (at stride 2, 5 of 9 on average); here the parity of each of a quad's four pixels picks its taps at
+        compile time, and the quad's pixels share four output-gradient tiles, each loaded once: 4 loads and 9 taps'
+        products per quad, where `_dgrad_kernel` issues 36 masked loads. PAD_T/PAD_L (0 or 1) are constexpr: they
+        decide which taps reach which parity."""
+        q = tl.program_id(0) * BQ + tl.arange(0, BQ)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        q_mask, c_mask = q < Q, c < C
+        u, rest = q % RW, q // RW
+        r, n = rest % RH, rest // RH
+        g00 = _s2_grad_tile(g_ptr, n, r, u, q_mask, c, c_mask, OH, OW, C, 0, 0, PAD_T, PAD_L)
+        g01 = _s2_grad_tile(g_ptr, n, r, u, q_mask, c, c_mask, OH, OW, C, 0, 1, PAD_T, PAD_L)
+        g10 = _s2_grad_tile(g_ptr, n, r, u, q_mask, c, c_mask, OH, OW, C, 1, 0, PAD_T, PAD_L)
+        g11 = _s2_grad_tile(g_ptr, n, r, u, q_mask, c, c_mask, OH, OW, C, 1, 1, PAD_T, PAD_L)
+        for a in tl.static_range(2):
+            for b in tl.static_range(2):
+                acc = _s2_input_grad(g00, g01, g10, g11, w_ptr, c, c_mask, C, a, b, PAD_T, PAD_L)
+                ih, iw = 2 * r + a, 2 * u + b
+                ok = q_mask & (ih < H) & (iw < W)
+                out = dx_ptr + (((n * H + ih) * W + iw).to(tl.int64) * C)[:, None] + c[None, :]
+                tl.store(out, acc.to(dx_ptr.dtype.element_ty), mask=ok[:, None] & c_mask[None, :])
+
+    kernels.TUNED_ELSEWHERE.append(_dgrad_s2_kernel)
+
 
 def _block_c(channels: int) -> int:
     """Channels per program: BC, or fewer for a narrow layer (no half-masked tiles at 32 channels)."""
@@ -243,12 +336,37 @@ def depthwise3x3_dgrad(
     grad, x, n, dims, bc = _grad_setup(grad, x, stride, dilation, tf_same)
     h, w, c = dims[:3]
     dx = torch.empty_like(x, memory_format=torch.channels_last)
+    if stride == 2 and dilation == 1:
+        return _dgrad_s2(grad, kernels.prepare_depthwise(weight.to(x.dtype)), dx, n, dims)
     with kernels.on_device(x):
         w33c = kernels.prepare_depthwise(weight.to(x.dtype))
         _dgrad_kernel[(triton.cdiv(n * h * w, BM), triton.cdiv(c, bc))](
             grad, w33c, dx, n * h * w, *dims, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
         )
     return dx
+
+
+def _dgrad_s2(grad: torch.Tensor, w33c: torch.Tensor, dx: torch.Tensor, n: int, dims: tuple) -> torch.Tensor:
+    """``dx`` filled by `_dgrad_s2_kernel` (the tile config tuned per shape on CUDA, `kernels._run_tuned`)."""
+    h, w, c, oh, ow, top, left = dims
+    rh, rw = -(-h // 2), -(-w // 2)  # quads per column and row (an odd size's last quad is half outside)
+    quads = n * rh * rw
+
+    def run(bq: int, bc: int, warps: int, warmup: bool = False) -> torch.Tensor:
+        grid = (triton.cdiv(quads, bq), triton.cdiv(c, bc))
+        args = (grad, w33c, dx, quads, h, w, c, oh, ow, rh, rw)
+        meta = dict(PAD_T=top, PAD_L=left, BQ=bq, BC=bc, num_warps=warps)
+        with kernels.on_device(dx, "dw_dgrad_s2"):
+            if warmup:
+                _dgrad_s2_kernel.warmup(*args, grid=grid, **meta)
+            else:
+                _dgrad_s2_kernel[grid](*args, **meta)
+        return dx
+
+    if dx.is_cuda and not kernels.INTERPRET:
+        key = ("dw_dgrad_s2", tuple(dx.shape), c, 2, 1, (top, left), dx.dtype)
+        return kernels._run_tuned(dx, key, {"s2": run}, [("s2", cfg) for cfg in DGRAD_S2_CONFIGS])
+    return run(*((128, 64, 4) if kernels.INTERPRET else DGRAD_S2_CONFIGS[0]))
 
 
 @depthwise3x3_dgrad.register_fake
@@ -472,12 +590,74 @@ class FlippedDepthwiseConv2dSame(FlippedDepthwiseConv2d, Conv2dSame):
 
 FlippedDepthwiseConv2d.SAME_CLASS = FlippedDepthwiseConv2dSame
 
+
+class _Stride2TritonInputGrad(torch.autograd.Function):
+    """A stride-2, dilation-1 3x3 depthwise convolution (no bias) by PyTorch's forward convolution and weight
+    gradient, whose input gradient is `depthwise3x3_dgrad`'s stride-2 kernel (`_dgrad_s2_kernel`).
+
+    cuDNN's input gradient of MobileNet's four stride-2 depthwise layers took 1.21 ms of a 15.5 ms training step on
+    the H200 (4 calls; its nine stride-1 ones, as `_RotatedInputGrad`'s forward convolutions, took about 0.66 ms; the
+    profile of results/gpu-vs-timm-NVIDIA_H200.json, ``ours_compiled_fast``), where the bytes it reads and writes
+    need 0.22 ms at the H200's HBM bandwidth. 'SAME' padding (``tf_same``) pads ``x`` for the forward and
+    the weight gradient; the Triton kernel reads the unpadded input's geometry."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tf_same: bool) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.tf_same = tf_same
+        pad = kernels.same_pad(x, 2, 1, tf_same)
+        if pad is not None:
+            return F.conv2d(F.pad(x, pad), weight, None, 2, 0, 1, weight.shape[0])
+        return F.conv2d(x, weight, None, 2, 1, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        dx = dweight = None
+        if ctx.needs_input_grad[0]:
+            dx = depthwise3x3_dgrad(grad, x, weight, 2, 1, ctx.tf_same)
+        if ctx.needs_input_grad[1]:
+            pad = kernels.same_pad(x, 2, 1, ctx.tf_same)
+            source, padding = (x, [1, 1]) if pad is None else (F.pad(x, pad), [0, 0])
+            dweight = torch.ops.aten.convolution_backward(
+                grad, source, weight, None, [2, 2], padding, [1, 1], False, [0, 0], weight.shape[0],
+                [False, True, False],
+            )[1]  # fmt: skip
+        return dx, dweight, None
+
+
+class HybridDepthwiseConv2d(FlippedDepthwiseConv2d):
+    """`FlippedDepthwiseConv2d` (stride-1 layers: the input gradient as a forward convolution), whose stride-2,
+    dilation-1 layers take their input gradient from Triton's `_dgrad_s2_kernel` where Triton runs
+    (`_Stride2TritonInputGrad`); elsewhere, and with a folded-BN bias, it is `FlippedDepthwiseConv2d`. Forward and
+    weight gradients are PyTorch's.
+
+    `HybridDepthwiseConv2dSame` replaces a `layers.Conv2dSame`. Under autocast the input and the weight are cast to
+    the autocast dtype, as in `FlippedDepthwiseConv2d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None or self.stride[0] != 2 or self.dilation[0] != 1 or not kernels.runs_on(x.device):
+            return super().forward(x)
+        weight = self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            x = autocast_input(x)
+            weight = weight.to(x.dtype)
+        return _Stride2TritonInputGrad.apply(x, weight, self.tf_same)
+
+
+class HybridDepthwiseConv2dSame(HybridDepthwiseConv2d, Conv2dSame):
+    """`HybridDepthwiseConv2d` with TensorFlow 'SAME' padding (an instance of `layers.Conv2dSame`)."""
+
+
+HybridDepthwiseConv2d.SAME_CLASS = HybridDepthwiseConv2dSame
+
 # --depthwise choices: the layer each swaps in (None: PyTorch's own ``nn.Conv2d`` / `layers.Conv2dSame`)
 IMPLEMENTATIONS: dict[str, type[_SwappedDepthwiseConv2d] | None] = {
     "conv": None,
     "triton": TritonDepthwiseConv2d,
     "taps": TapsDepthwiseConv2d,
     "flipped": FlippedDepthwiseConv2d,
+    "hybrid": HybridDepthwiseConv2d,
 }
 
 

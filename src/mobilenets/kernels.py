@@ -585,6 +585,9 @@ SPLIT_CONFIGS = [
 ROWS_CONFIGS = [(8, 16, 64, 8), (16, 16, 64, 8), (8, 8, 128, 8), (16, 8, 64, 4), (8, 16, 128, 8), (8, 32, 64, 8)]
 PLANS = ("fused", "split", "split_rows")
 _TUNED: dict[tuple, tuple] = {}
+# kernels of other modules that `_run_tuned` picks configs for (dwconv's stride-2 input gradient): `_precompile`
+# readies their per-device caches too
+TUNED_ELSEWHERE: list = []
 # per tuned layer shape: every candidate's time, for benchmarks to report (`tuning_report`)
 _TIMINGS: dict[tuple, dict[str, float | None]] = {}
 
@@ -743,7 +746,7 @@ def _run_tuned(x: torch.Tensor, key: tuple, runners: dict, candidates: list) -> 
 def _precompile(runners: dict, candidates: list) -> None:
     """Compile every candidate at once in threads: compiling (MLIR, LLVM, ptxas) dominates a cold first call (seconds
     per config and layer signature) and Triton's compiler releases the GIL. Failures are left to the timing loop."""
-    for kernel in (_dwpw_kernel, _dw_kernel, _dw_rows_kernel, _stem_kernel):
+    for kernel in (_dwpw_kernel, _dw_kernel, _dw_rows_kernel, _stem_kernel, *TUNED_ELSEWHERE):
         caches = getattr(kernel, "device_caches", None)
         if caches is not None:  # create the per-device cache before the threads race to (Triton 3.x internals)
             caches[torch.cuda.current_device()]

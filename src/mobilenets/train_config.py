@@ -39,7 +39,7 @@ SCHEDULES = ("exponential", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
 CACHE_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
-DEPTHWISE = ("conv", "triton", "taps", "flipped")  # dwconv.IMPLEMENTATIONS
+DEPTHWISE = ("conv", "triton", "taps", "flipped", "hybrid")  # dwconv.IMPLEMENTATIONS
 TEACHER_RESOLUTIONS = ("own", "student")  # trainer.adapt_teacher's: AtOwnResolution, or none
 SUBSAMPLE_RULES = ("hash", "first")  # data.subsample's
 
@@ -208,7 +208,8 @@ class TrainConfig:
         "conv",
         "depthwise convolutions as: conv (PyTorch's, cuDNN on CUDA) | triton (CUDA: Triton kernels for the forward and "
         "both gradients) | taps (nine strided products that --compile fuses with the BatchNorm) | flipped (conv, "
-        "with a stride-1 layer's input gradient as a forward conv with the rotated kernel) (dwconv.py)",
+        "with a stride-1 layer's input gradient as a forward conv with the rotated kernel) | hybrid (flipped, with a "
+        "stride-2 layer's input gradient by a Triton kernel on CUDA) (dwconv.py)",
     )
     pad_stem: bool = _f(
         False, "zero-pad the stem's input channels to 8, for cuDNN's tensor-core kernels (layers.ChannelPaddedConv2d)"
