@@ -21,7 +21,8 @@
 # train_gpu.py. RECIPE_EXTRA=$'cudnn_benchmark: false' (or depthwise: triton) sets them by hand.
 # DECODE_BENCH=1 runs benchmarks/decode.py after a stage's copy (on 3000 val images, part 1; COPY_ONLY or not).
 # GPU_TESTS=1 runs the test suite's CUDA tests (pytest -m gpu) in stage 1 first: the Triton and nvjpeg paths' numerics
-# and the training step's freedom from host syncs. SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of
+# and the training step's freedom from host syncs (GPU_TESTS_K="expr" passes -k expr: a subset). DW_DGRAD=1 then runs
+# benchmarks/dw_dgrad.py (the stride-2 depthwise input gradient: cuDNN's against the Triton kernels). SKIP_SMOKE=1 / SKIP_STARTUP=1 / SKIP_GPU_VS_TIMM=1 drop parts of
 # stage 1; SKIP_TRAIN_GPU=1 / SKIP_REPRODUCE=1 parts of stage 3. gpu_vs_timm.py first runs the Triton paths in a child process (a kernel fault there cannot poison the run).
 #
 # Budget: 15 device-minutes per lease, machine start-up (1-3 min), transfers and idle included; one call is cut at
@@ -74,6 +75,17 @@
 #     is recorded as such):
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=120 GPU_VS_TIMM_TIMEOUT=140 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,inference_compiled" ... 1                                                            # <= 155 s
+#   #7, the stride-2 input-gradient kernel (`--depthwise hybrid`, written 2026-11-28 without a GPU; the training step
+#   was 1.29x timm compiled on both leases of that day, 0.1 ms short of 1.3x, and cuDNN's stride-2 input gradient
+#   took 1.21 ms of it):
+#     GPU_TESTS=1 GPU_TESTS_K="hybrid or step_graph or flipped" GPU_TESTS_TIMEOUT=100 DW_DGRAD=1 SKIP_SMOKE=1
+#       SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1                                                      # <= 205 s
+#     (carrying .xfer/p1: the hybrid layer's GPU test against fp32, then benchmarks/dw_dgrad.py: its kernel's
+#     tuning and median ms per stride-2 layer against cuDNN's, results/dw-dgrad-<gpu>.json.)
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=480 GPU_VS_TIMM_TIMEOUT=520 GPU_VS_TIMM_ARGS="--sections
+#       hbm_bound,train_tuned --hybrid" ... 1                                                         # <= 535 s
+#     (back to back: train_tuned as above plus ours_compiled_hybrid_tuned_graph, checked against the flipped
+#     graph's losses; the Triton preflight runs first, 10-34 s.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
@@ -155,10 +167,14 @@ case $stage in
             log "pytest -m gpu (MOBILENETS_DATA=/tmp/mdata: imagenette -> /tmp/data)"
             # -v: each test's outcome as it ends, so a run cut by its timeout still says what passed
             MOBILENETS_DATA=/tmp/mdata $T "${GPU_TESTS_TIMEOUT:-120}" python3 -m pytest -v --tb=short -m gpu \
-                -p no:cacheprovider tests 2>&1 | tee /tmp/logs/gpu-tests.log | tail -25
+                -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} tests 2>&1 | tee /tmp/logs/gpu-tests.log | tail -25
         else
             log "GPU_TESTS: pytest is not installed on this machine; skipped"
         fi
+    fi
+    if [ -n "${DW_DGRAD:-}" ]; then  # the stride-2 depthwise input gradient: cuDNN's against the Triton kernels
+        log "dw_dgrad (batch 256, 1.0-224, bf16)"
+        $T "${DW_DGRAD_TIMEOUT:-90}" python3 benchmarks/dw_dgrad.py 2>&1 | tee /tmp/logs/dw-dgrad.log
     fi
     if [ -z "${SKIP_STARTUP:-}" ]; then  # is the 14 s first epoch cuDNN autotuning? cold runs of each variant
         log "gpu_startup (cudnn.benchmark on/off x PyTorch/Triton depthwise, fresh processes)"

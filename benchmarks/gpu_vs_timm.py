@@ -93,6 +93,9 @@ SECTIONS = tuple(ESTIMATED_S)
 # train_tuned with --tune-timm: timm compiled with tuning too (untimed on a GPU: ours' took 164-192 s, and timm's
 # untuned first compiled step took 2-3x ours')
 TUNED_TIMM_S = 200
+# train_tuned with --hybrid: ours with the hybrid depthwise layers, tuned (Inductor's caches hold the BatchNorm kernels'
+# configs) and graphed: a guess, untimed on a GPU
+HYBRID_S = 60
 # Numerics tolerance: max |logit - reference| <= TOL * max |reference logit|. bf16 keeps 8 mantissa bits (relative
 # rounding 2^-9 per value); ~28 layers of rounded activations and weights accumulate to about 1% of the logit range,
 # so 5% flags real bugs (a wrong tap, stride or bias) without failing on bf16 rounding. fp32 paths only reorder sums.
@@ -289,11 +292,12 @@ def compiled_ours(model: MobileNetV1, compile_kwargs: dict, device: str, **kw):
                           compile_backend=backend, **kw)  # fmt: skip
 
 
-def fast_layers(model: MobileNetV1) -> MobileNetV1:
+def fast_layers(model: MobileNetV1, depthwise: str = "flipped") -> MobileNetV1:
     """``model`` (in place) with the two training-speed layers that keep PyTorch's kernels (tests/
     test_train_speed_layers.py): depthwise layers whose stride-1 input gradient is a forward convolution
-    (``--depthwise flipped``), and the stem's input channels zero-padded to 8 (``--pad-stem``)."""
-    dwconv.use_depthwise(model, "flipped")
+    (``--depthwise flipped``), and the stem's input channels zero-padded to 8 (``--pad-stem``). ``depthwise="hybrid"``:
+    the stride-2 layers' input gradient by Triton's kernel too (``--depthwise hybrid``)."""
+    dwconv.use_depthwise(model, depthwise)
     return pad_stem(model)
 
 
@@ -603,9 +607,13 @@ def preflight(res: int, device: str = "cuda", triton_configs: int = 0, batch: in
 TRITON_SECTIONS = frozenset(("inference_eager", "numerics", "latency_batch1", "inference_compiled", "numerics_trained"))
 
 
-def uses_triton(sections: set[str], train_dw_variants: bool) -> bool:
-    return bool(sections & TRITON_SECTIONS) or (
-        train_dw_variants and bool(sections & {"train_eager", "train_compiled"})
+def uses_triton(sections: set[str], train_dw_variants: bool, hybrid: bool = False) -> bool:
+    """Whether a section asked for runs our Triton kernels (train_tuned with --hybrid: the stride-2 input gradient,
+    which the preflight child's training step runs too, `dwconv.depthwise3x3_dgrad`)."""
+    return (
+        bool(sections & TRITON_SECTIONS)
+        or (train_dw_variants and bool(sections & {"train_eager", "train_compiled"}))
+        or (hybrid and "train_tuned" in sections)
     )
 
 
@@ -621,7 +629,7 @@ def run_sections(b: Bench, timm) -> None:
     )
     report["triton_configs"] = {"fused": kernels.FUSED_CONFIGS, "split": kernels.SPLIT_CONFIGS}
     wanted = set(args.sections.split(",")) if args.sections else set(SECTIONS)
-    if triton_ok and cuda and not uses_triton(wanted, args.train_dw_variants):
+    if triton_ok and cuda and not uses_triton(wanted, args.train_dw_variants, args.hybrid):
         report["triton_preflight"] = "not run: no section asked for runs our Triton kernels"  # 10-34 s saved
     elif triton_ok and cuda:
         failed = preflight(res, triton_configs=args.triton_configs)
@@ -789,8 +797,10 @@ def run_sections(b: Bench, timm) -> None:
         )
 
     def ours_step(compiled: dict | None, impl: str = "conv", fast: bool = False):
+        """``fast``: `fast_layers` with ``impl`` ("conv": flipped) for the depthwise layers."""
+
         def make():
-            model = fast_layers(seeded()) if fast else seeded(impl)
+            model = fast_layers(seeded(), "flipped" if impl == "conv" else impl) if fast else seeded(impl)
             return train_step_fn(model, device=dev, compile_kwargs=compiled, batch=batch)
 
         return make
@@ -939,6 +949,9 @@ def run_sections(b: Bench, timm) -> None:
             ours_step(tuned_compile(compile_kwargs, True), fast=True) if graphs else no_graph
         )
         makers["ours_compiled_fast_tuned_stepgraph"] = trainer_step(tuned)  # `mobilenets train --step-graph`'s step
+        if args.hybrid:  # the flipped layers' step with the stride-2 input gradients by Triton (SAME_STEPS)
+            hybrid = ours_step(tuned, "hybrid", fast=True) if triton_ok else no_triton
+            makers["ours_compiled_hybrid_tuned_graph"] = graph_of(hybrid) if triton_ok else no_triton
         if args.tune_timm:
             makers["timm_compiled_tuned"] = timm_step(tuned)
             makers["timm_compiled_tuned_graph"] = graph_of(makers["timm_compiled_tuned"])
@@ -1009,7 +1022,7 @@ def run_sections(b: Bench, timm) -> None:
 
 
 def section(b: Bench, name: str, fn) -> None:
-    extra = TUNED_TIMM_S if name == "train_tuned" and b.args.tune_timm else 0
+    extra = (TUNED_TIMM_S * b.args.tune_timm + HYBRID_S * b.args.hybrid) if name == "train_tuned" else 0
     estimate = (ESTIMATED_S[name] + extra) * (0.05 if b.args.smoke else 1.0)
     left = b.left()
     if left < estimate:
@@ -1078,6 +1091,9 @@ GRAPH_WARMUP = step_graph.WARMUP_STEPS
 REPLAYED_SUFFIXES = ("_graph", "_stepgraph", "_cudagraphs")
 TWIN_SUFFIXES = (*REPLAYED_SUFFIXES, "_fast", "_tuned")
 TRAIN_SECTIONS = ("train_compiled", "train_tuned")  # where compiled training paths are timed beside timm compiled
+# Paths whose steps are another path's with other layers, checked against it as a twin (`_train_checked`): the hybrid
+# depthwise layers compute the flipped ones' step, a stride-2 layer's input gradient by Triton's kernel
+SAME_STEPS = {"ours_compiled_hybrid_tuned_graph": "ours_compiled_fast_tuned_graph"}
 
 
 def _loss_row(report: dict, cand: str, section: str) -> dict | None:
@@ -1108,14 +1124,13 @@ def _train_checked(report: dict, cand: str, section: str = "train_compiled") -> 
     fast layers, tuned, Inductor's CUDA graphs) unless its loss at the latest step both recorded is finite and within
     FIRST_LOSS_TOL of the twin's (ours: the same weights; timm's fresh ones, GRAPH_LOSS_TOL) and the twin checks
     out, down the chain; and for one with other depthwise layers whose gradient check is missing, failed or off, or
-    whose loss is off its twin's with PyTorch's layers (see DW_NUMERICS)."""
-    for suffix in TWIN_SUFFIXES:
-        if cand.endswith(suffix):
-            twin = cand.removesuffix(suffix)
-            loss, ref = _same_step_losses(report, cand, twin, section)
-            tol = FIRST_LOSS_TOL if cand.startswith("ours") else GRAPH_LOSS_TOL
-            ok = loss is not None and ref is not None and abs(loss - ref) <= tol * abs(ref)  # NaN: False
-            return ok and _train_checked(report, twin, section)
+    whose loss is off its twin's with PyTorch's layers (see DW_NUMERICS). A path of SAME_STEPS has its twin named."""
+    twin = SAME_STEPS.get(cand) or next((cand.removesuffix(s) for s in TWIN_SUFFIXES if cand.endswith(s)), None)
+    if twin is not None:
+        loss, ref = _same_step_losses(report, cand, twin, section)
+        tol = FIRST_LOSS_TOL if cand.startswith("ours") else GRAPH_LOSS_TOL
+        ok = loss is not None and ref is not None and abs(loss - ref) <= tol * abs(ref)  # NaN: False
+        return ok and _train_checked(report, twin, section)
     for suffix, (sec, key) in DW_NUMERICS.items():
         if cand.endswith(suffix):
             row = report.get(sec, {}).get(key, {})
@@ -1188,6 +1203,12 @@ def ratios(report: dict) -> dict:
         "train_tuned_graph": ("train_tuned", "ours_compiled_fast_tuned_graph", "timm_compiled_tuned_graph"),
         # `mobilenets train --step-graph`'s own step (the trainer's StepGraph), against timm compiled as such
         "train_tuned_trainer_vs_timm_compiled": ("train_tuned", "ours_compiled_fast_tuned_stepgraph", "timm_compiled"),
+        # --hybrid: the same graphed step with the stride-2 depthwise input gradients by Triton's kernel
+        "train_tuned_hybrid_graph_vs_timm_compiled": (
+            "train_tuned",
+            "ours_compiled_hybrid_tuned_graph",
+            "timm_compiled",
+        ),
     }
     out: dict = {"note": "ours speed / timm speed; > 1 means ours is faster"}
     for key, (sec, ours_path, timm_path) in pairs.items():
@@ -1361,6 +1382,12 @@ def main() -> None:
         action="store_true",
         help="train_tuned: also time timm compiled with Inductor's coordinate-descent tuning, direct and as a CUDA "
         "graph (like for like; its tuning costs TUNED_TIMM_S more)",
+    )
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="train_tuned: also time ours with --depthwise hybrid (the stride-2 input gradients by Triton's kernel), "
+        "tuned and replayed as one CUDA graph, checked against the flipped layers' graphed step (HYBRID_S more)",
     )
     parser.add_argument(
         "--train-paths",

@@ -5,7 +5,7 @@ that needs more shared memory than the GPU has, or spills registers, shows up on
 time. This compiles each one ahead of time with Triton's own compiler and the ptxas it bundles, then reads the
 compiled kernel's registers, stack, spills and shared memory with the bundled cuobjdump. Nothing is launched.
 
-    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,split,rows,stem,dwconv,dgrad_s2] [--json OUT]
+    python scripts/sm90_compile_check.py [--dtypes bf16,fp32] [--kernels fused,...,dgrad_s2] [--json OUT]
 
 Exit status 1 if a config fails to compile, or if a training kernel (dwconv, one fixed config) needs more shared
 memory than one sm_90 block may have. A tuned config (fused, split, rows, stem) that is too big is reported: the

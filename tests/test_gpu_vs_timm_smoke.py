@@ -299,6 +299,17 @@ def test_fast_and_tuned_training_paths_count_only_when_each_twin_on_their_chain_
     stuck = module.ratios(report(ours_compiled_fast_tuned_stepgraph=learning[:3] + [6.29]))
     assert stuck["best_ours_train"]["path"] == "ours_compiled_fast_tuned_graph"
     assert stuck["train_tuned_trainer_vs_timm_compiled"] == pytest.approx(135 / 98)  # the ratio is the speed alone
+    # --hybrid: the flipped layers' graphed step with Triton's stride-2 input gradients, checked against that step
+    # (SAME_STEPS: the same weights and batches, so the same losses up to rounding)
+    tuned["ours_compiled_hybrid_tuned_graph"] = 145.0
+    hybrid = module.ratios(report())
+    assert hybrid["best_ours_train"]["path"] == "ours_compiled_hybrid_tuned_graph"
+    assert hybrid["train_tuned_hybrid_graph_vs_timm_compiled"] == pytest.approx(145 / 98)
+    diverging = module.ratios(report(ours_compiled_hybrid_tuned_graph=[5.96, 6.5, 6.9, 7.3]))
+    assert diverging["best_ours_train"]["path"] == "ours_compiled_fast_tuned_stepgraph"
+    # its twin wrong: dropped with it, down the chain
+    twin_wrong = module.ratios(report(ours_compiled_fast_tuned_graph=[float("nan")] * 4))
+    assert twin_wrong["best_ours_train"]["path"] == "ours_compiled_fast_tuned_stepgraph"
 
 
 def test_merged_sections_check_each_path_with_its_own_calls_losses():
@@ -618,6 +629,9 @@ def test_the_triton_preflight_runs_only_for_sections_that_run_triton_kernels():
     assert not module.uses_triton({"hbm_bound", "train_compiled", "profile", "train_tuned"}, False)
     assert module.uses_triton({"hbm_bound", "train_compiled"}, True)  # --train-dw-variants times the Triton op
     assert module.uses_triton({"latency_batch1"}, False) and module.uses_triton({"numerics_trained"}, False)
+    # --hybrid trains with Triton's stride-2 input gradient in train_tuned, which the child's training step runs
+    assert module.uses_triton({"hbm_bound", "train_tuned"}, False, hybrid=True)
+    assert not module.uses_triton({"hbm_bound", "train_compiled"}, False, hybrid=True)
 
 
 def test_alternate_reads_each_training_loss_right_after_its_call():

@@ -332,14 +332,23 @@ def _grad_setup(grad, x, stride, dilation, tf_same):
 def depthwise3x3_dgrad(
     grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, tf_same: bool
 ) -> torch.Tensor:
-    """The input gradient of `depthwise3x3` (channels_last, ``x``'s shape)."""
+    """The input gradient of `depthwise3x3` (channels_last, ``x``'s shape): `_dgrad_s2_kernel` at stride 2 and
+    dilation 1, `_dgrad_kernel` otherwise."""
+    return input_grad(grad, x, weight, stride, dilation, tf_same, "parity" if (stride, dilation) == (2, 1) else "taps")
+
+
+def input_grad(grad, x, weight, stride: int, dilation: int, tf_same: bool, kernel: str) -> torch.Tensor:
+    """`depthwise3x3_dgrad` by the kernel named: ``taps`` (`_dgrad_kernel`, nine masked taps per input pixel, any
+    geometry) or ``parity`` (`_dgrad_s2_kernel`, stride 2 and dilation 1 only); benchmarks/dw_dgrad.py times both."""
+    if kernel not in ("taps", "parity") or (kernel == "parity" and (stride, dilation) != (2, 1)):
+        raise ValueError(f"kernel={kernel!r} is not allowed at stride {stride}, dilation {dilation}")
     grad, x, n, dims, bc = _grad_setup(grad, x, stride, dilation, tf_same)
     h, w, c = dims[:3]
     dx = torch.empty_like(x, memory_format=torch.channels_last)
-    if stride == 2 and dilation == 1:
-        return _dgrad_s2(grad, kernels.prepare_depthwise(weight.to(x.dtype)), dx, n, dims)
+    w33c = kernels.prepare_depthwise(weight.to(x.dtype))
+    if kernel == "parity":
+        return _dgrad_s2(grad, w33c, dx, n, dims)
     with kernels.on_device(x):
-        w33c = kernels.prepare_depthwise(weight.to(x.dtype))
         _dgrad_kernel[(triton.cdiv(n * h * w, BM), triton.cdiv(c, bc))](
             grad, w33c, dx, n * h * w, *dims, STRIDE=stride, DIL=dilation, BM=BM, BC=bc, num_warps=WARPS
         )
