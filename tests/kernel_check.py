@@ -1,5 +1,6 @@
 """Run by tests/test_kernels.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it at import time)."""
 
+import contextlib
 import copy
 import json
 import sys
@@ -171,10 +172,11 @@ def dwconv_cases():
     return out
 
 
-def dwconv_partial_grad_case():
-    """Only the gradients autograd asks for are computed: kernel launches counted with the weight frozen (a linear
-    probe) and with an input that needs no gradient."""
-    launches = {"_dgrad_kernel": 0, "_wgrad_kernel": 0}
+@contextlib.contextmanager
+def counted_launches(*names: str):
+    """Count the launches (``kernel[grid](...)``) of `dwconv`'s Triton kernels ``names`` while in the block: yields
+    {name: launches so far}, which the block may reset."""
+    launches = dict.fromkeys(names, 0)
 
     class Counted:
         def __init__(self, name):
@@ -184,6 +186,19 @@ def dwconv_partial_grad_case():
             launches[self.name] += 1
             return self.kernel[grid]
 
+    originals = {name: getattr(dwconv, name) for name in names}
+    try:
+        for name in names:
+            setattr(dwconv, name, Counted(name))
+        yield launches
+    finally:
+        for name, kernel in originals.items():
+            setattr(dwconv, name, kernel)
+
+
+def dwconv_partial_grad_case():
+    """Only the gradients autograd asks for are computed: kernel launches counted with the weight frozen (a linear
+    probe) and with an input that needs no gradient."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 16, 3, 1, 1, 1, 16, bias=False)
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
@@ -191,11 +206,8 @@ def dwconv_partial_grad_case():
     conv(ref_x).square().sum().backward()
     ref_dx, ref_dw = ref_x.grad, conv.weight.grad
     tconv = dwconv.TritonDepthwiseConv2d.from_conv(conv)
-    originals = {name: getattr(dwconv, name) for name in launches}
     out = {}
-    try:
-        for name in launches:
-            setattr(dwconv, name, Counted(name))
+    with counted_launches("_dgrad_kernel", "_wgrad_kernel") as launches:
         conv.weight.grad = None
         conv.weight.requires_grad_(False)
         tx = x.clone().requires_grad_()
@@ -205,9 +217,6 @@ def dwconv_partial_grad_case():
         conv.weight.requires_grad_(True)
         tconv(x).square().sum().backward()
         out["input_no_grad"] = dict(launches, dw_max_abs=(conv.weight.grad - ref_dw).abs().max().item())
-    finally:
-        for name, kernel in originals.items():
-            setattr(dwconv, name, kernel)
     out["frozen"]["dw"] = out["frozen"]["dw"] is None
     out["scales"] = [ref_dx.abs().max().item(), ref_dw.abs().max().item()]
     return out
@@ -292,22 +301,9 @@ def dwconv_hybrid_cases():
     forward and weight gradient) against ``nn.Conv2d``'s autograd: PyTorch's padding and 'SAME' on even and odd sizes,
     fp32 and bf16 autocast, eager and compiled (Inductor, as training compiles); with the launches of each dgrad
     kernel counted."""
-    launches = {"_dgrad_s2_kernel": 0, "_dgrad_kernel": 0}
-
-    class Counted:
-        def __init__(self, name):
-            self.name, self.kernel = name, getattr(dwconv, name)
-
-        def __getitem__(self, grid):
-            launches[self.name] += 1
-            return self.kernel[grid]
-
     torch.manual_seed(0)
-    originals = {name: getattr(dwconv, name) for name in launches}
     out = []
-    try:
-        for name in launches:
-            setattr(dwconv, name, Counted(name))
+    with counted_launches("_dgrad_s2_kernel", "_dgrad_kernel") as launches:
         cases = [  # C, H, W, TensorFlow SAME, autocast, compiled
             (24, 10, 7, False, False, False),
             (8, 8, 8, True, False, False),  # SAME on an even size: pad (0, 1)
@@ -346,9 +342,6 @@ def dwconv_hybrid_cases():
                 }
             )
             torch._dynamo.reset()
-    finally:
-        for name, kernel in originals.items():
-            setattr(dwconv, name, kernel)
     return out
 
 
