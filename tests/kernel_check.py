@@ -133,6 +133,21 @@ def model_case(tf_padding):
     }
 
 
+def conv_reference(c: int, h: int, w: int, stride: int, dilation: int, tf_same: bool):
+    """A 3x3 depthwise ``nn.Conv2d`` (``layers.Conv2dSame`` for 'SAME') on a random channels_last (3, c, h, w) input,
+    and PyTorch's autograd for a random output gradient: (conv, x, x with its gradient, output, output gradient,
+    weight gradient); the conv's own gradient is cleared for the layer under test."""
+    s, d = stride, dilation
+    conv = Conv2dSame(c, c, 3, s, 0, d, c, bias=False) if tf_same else torch.nn.Conv2d(c, c, 3, s, d, d, c, bias=False)
+    x = torch.randn(3, c, h, w).contiguous(memory_format=torch.channels_last)
+    ref_x = x.clone().requires_grad_()
+    ref = conv(ref_x)
+    grad = torch.randn_like(ref)
+    (ref * grad).sum().backward()
+    ref_gw, conv.weight.grad = conv.weight.grad, None
+    return conv, x, ref_x, ref, grad, ref_gw
+
+
 def dwconv_cases():
     """The Triton depthwise op's output, input gradient and weight gradient against F.conv2d's autograd."""
     out = []
@@ -147,13 +162,7 @@ def dwconv_cases():
         (32, 9, 9, 2, 1, False, torch.bfloat16),
     ]
     for c, h, w, s, d, tf, dtype in cases:
-        conv = Conv2dSame(c, c, 3, s, 0, d, c, bias=False) if tf else torch.nn.Conv2d(c, c, 3, s, d, d, c, bias=False)
-        x = torch.randn(3, c, h, w).contiguous(memory_format=torch.channels_last)
-        ref_x = x.clone().requires_grad_()
-        ref = conv(ref_x)
-        grad = torch.randn_like(ref)
-        (ref * grad).sum().backward()
-        ref_gw, conv.weight.grad = conv.weight.grad, None
+        conv, x, ref_x, ref, grad, ref_gw = conv_reference(c, h, w, s, d, tf)
         tconv = dwconv.TritonDepthwiseConv2d.from_conv(conv)
         tx = x.to(dtype).requires_grad_()
         y = tconv(tx)
@@ -313,15 +322,7 @@ def dwconv_hybrid_cases():
             (16, 10, 9, True, False, True),
         ]
         for c, h, w, tf, amp, compiled in cases:
-            conv = (
-                Conv2dSame(c, c, 3, 2, 0, 1, c, bias=False) if tf else torch.nn.Conv2d(c, c, 3, 2, 1, 1, c, bias=False)
-            )
-            x = torch.randn(3, c, h, w).contiguous(memory_format=torch.channels_last)
-            ref_x = x.clone().requires_grad_()
-            ref = conv(ref_x)
-            grad = torch.randn_like(ref)
-            (ref * grad).sum().backward()
-            ref_gw, conv.weight.grad = conv.weight.grad, None
+            conv, x, ref_x, ref, grad, ref_gw = conv_reference(c, h, w, 2, 1, tf)
             layer = dwconv.HybridDepthwiseConv2d.from_conv(conv)
             run = torch.compile(layer, backend="inductor", fullgraph=True) if compiled else layer
             launches.update(dict.fromkeys(launches, 0))
