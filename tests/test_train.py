@@ -1127,6 +1127,26 @@ def test_a_resumed_epoch_reports_the_unreadable_files_met_before_its_stop(tmp_pa
     assert skipped("cut") == whole
 
 
+def test_an_epoch_gathers_its_unreadable_files_once(tmp_path, monkeypatch):
+    """The epoch's totals gather every process's unreadable files (a collective under DDP); the epoch's report then
+    gathered the same list a second time. One gather per epoch for training and one per evaluation, and the report
+    names the same files."""
+    from mobilenets import engine
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 6, 2)
+    for c in CLASSES4[:2]:
+        (data / "train" / c / "broken.jpg").write_bytes(b"not a jpeg")
+    calls = []
+    real = engine.gather_objects
+    monkeypatch.setattr(engine, "gather_objects", lambda obj, env: calls.append(obj) or real(obj, env))
+    s = train(tiny_cfg(data, tmp_path / "r", epochs=2, resolution=32, batch_size=4))
+    assert len(calls) == 2 * 2, calls  # per epoch: the training totals' gather, the evaluation's
+    assert s["skipped_files"]["train"]["count"] == 2
+    assert sorted(Path(f.split(": ")[0]).name for f in s["skipped_files"]["train"]["first"]) == ["broken.jpg"] * 2
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_train"]["count"] for r in rows] == [2, 2]
+
+
 def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_path, capsys):
     """drop_last keeps every step's batch full: 100 images at the default 64 trained 64 an epoch, silently. A run
     that leaves a sizable share of its images out says how many, once, with a --batch-size that uses them; fewer

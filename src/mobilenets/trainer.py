@@ -1317,10 +1317,8 @@ class _Run:
             raise
 
     def _bad_report(self, bad_local: list, ds: ImageFolderDataset) -> BadFiles:
-        report = BadFiles()
-        for index, reason in gather_bad(bad_local, self.env):
-            report.add(ds.samples[index][0], reason)
-        return report
+        """This process's unreadable files of ``ds``, gathered from every process (a collective), as a report."""
+        return _bad_files(gather_bad(bad_local, self.env), ds)
 
     def _eval_model(self) -> nn.Module:
         """What `_validate` scores: the EMA, or the model, never its DistributedDataParallel wrapper. DDP's first
@@ -1503,14 +1501,16 @@ class _Run:
             )
             # the totals of an epoch resumed mid-way: added by one process, as they are every process's sum
             carried = self.carried if epoch == self.start_epoch and env.is_main else None
-            stats, self.global_step, bad, stopped = train_one_epoch(
+            stats, self.global_step, _bad, stopped = train_one_epoch(
                 self.wrapped, self.train_loader, ctx, progress, self.global_step, first, carried
             )
             totals = stats.pop("epoch_totals")
             carried_steps = (carried or {}).get("steps", 0)  # this process's steps are the rest
             progress.close()
             self.global_step_now = self.global_step
-            last_train_bad = self._bad_report(bad, self.train_ds)
+            # every process's files, gathered once already by the epoch's totals: gathering them again here was a
+            # second collective each epoch for the same list
+            last_train_bad = _bad_files(totals["bad"], self.train_ds)
             # a bad file's item is the next readable one in the split (`data.ImageFolderDataset`), so an epoch without
             # a single image means no file could be read: going on would save random weights as a finished run
             # (``train_images`` is summed over the processes, so all of them stop here together)
@@ -1727,6 +1727,14 @@ class _Run:
         return summary
 
 
+def _bad_files(found, ds: ImageFolderDataset) -> BadFiles:
+    """``found``, (index, reason) pairs of ``ds``'s unreadable files as `gather_bad` merges them, as a report."""
+    report = BadFiles()
+    for index, reason in found:
+        report.add(ds.samples[int(index)][0], str(reason))
+    return report
+
+
 # --- evaluation of saved weights --------------------------------------------------------------------------------
 
 
@@ -1837,9 +1845,7 @@ def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int,
         ds, batch_size=batch_size, sampler=ShardSampler(len(ds), env), num_workers=workers, collate_fn=collate
     )
     result = evaluate(model, loader, spec.num_classes, env)
-    bad = BadFiles()
-    for i, reason in gather_bad(result.pop("bad"), env):
-        bad.add(ds.samples[i][0], reason)
+    bad = _bad_files(gather_bad(result.pop("bad"), env), ds)
     if not result["images"]:  # a top-1 of 0 over no image would read as a score
         raise nothing_read(data, bad)
     # an unnamed head scores folder k with output k (sorted, as ImageFolder): per-class results go by folder name
