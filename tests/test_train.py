@@ -1147,6 +1147,27 @@ def test_an_epoch_gathers_its_unreadable_files_once(tmp_path, monkeypatch):
     assert [r["skipped_train"]["count"] for r in rows] == [2, 2]
 
 
+def test_the_first_line_counts_the_readable_training_images(tmp_path, capsys):
+    """A user with 2 corrupt JPEGs among 22 files read "on 22 images", though 20 were trained on. Where every file
+    has been read before the first step (the memory cache, the device path) the line counts the readable images and
+    says how many files were not; otherwise it says files, as the unreadable ones are known only from the epoch."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 10, 2)
+    for c in CLASSES4[:2]:
+        (data / "train" / c / "broken.jpg").write_bytes(b"not a jpeg")
+    said = {}
+    for mode in ({"cache": "on"}, {"data_on_device": True}, {"cache": "off"}):
+        s = train(tiny_cfg(data, tmp_path / str(mode), resolution=32, batch_size=4, max_steps=1, quiet=False, **mode))
+        said[next(iter(mode.values()))] = capsys.readouterr().err
+        if mode.get("cache") != "off":
+            assert s["cache"]["train"]["unreadable"] == 2, s["cache"]
+    for held in ("on", True):
+        assert " on 20 images (2 unreadable files skipped) / 2 classes," in said[held], said[held]
+    assert " on 22 image files / 2 classes," in said["off"], said["off"]
+    (data / "train" / CLASSES4[0] / "broken.jpg").unlink()
+    train(tiny_cfg(data, tmp_path / "one", resolution=32, batch_size=4, max_steps=1, quiet=False, cache="on"))
+    assert " on 20 images (1 unreadable file skipped) / 2 classes," in capsys.readouterr().err
+
+
 def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_path, capsys):
     """drop_last keeps every step's batch full: 100 images at the default 64 trained 64 an epoch, silently. A run
     that leaves a sizable share of its images out says how many, once, with a --batch-size that uses them; fewer

@@ -802,6 +802,7 @@ class _Run:
                 t0 = time.perf_counter()
                 ds.build_cache(threads=max(1, cfg.workers))
                 unreadable = sum(img is None for img in ds.cache)
+                self.cache_info[name]["unreadable"] = unreadable  # as the device path's: the files it holds none of
                 self.say(
                     f"cached {len(ds) - unreadable} {name} images in memory ({need / 2**20:.0f} MiB, "
                     f"{time.perf_counter() - t0:.1f} s)"
@@ -1448,7 +1449,7 @@ class _Run:
             self.graph = step_graph.attach(ctx, self.wrapped)
         self.say(
             f"training {spec.name or cfg.model} alpha={spec.alpha:g} resolution={spec.resolution} on "
-            f"{len(self.train_ds)} images / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
+            f"{self._train_images_said()} / {len(self.classes)} classes, {self.steps_per_epoch} steps/epoch, "
             f"world size {env.world_size}, device {env.device}"
         )
         # SIGTERM stops the run at a step's end, with a checkpoint; under torchrun at one every process agrees on
@@ -1475,6 +1476,17 @@ class _Run:
         # then read; a failure to write them fails every process (the others as "another process ... stopped")
         all_reduce_min_int(1, env)
         return summary
+
+    def _train_images_said(self) -> str:
+        """The training images as the run's first line counts them: the readable ones where the cache or the device
+        path has read every file (with the unreadable ones beside them), else the files, of which the unreadable ones
+        are known only once an epoch has met them. "on 100 images" was said of 100 files, 3 of them corrupt."""
+        files = len(self.train_ds)
+        unreadable = (self.cache_info.get("train") or {}).get("unreadable")
+        if unreadable is None:
+            return counted(files, "image file")
+        skipped = f" ({counted(unreadable, 'unreadable file')} skipped)" if unreadable else ""
+        return f"{counted(files - unreadable, 'image')}{skipped}"
 
     def _epochs(self, ctx: StepContext, amp_dtype, cur: dict) -> tuple[list[dict], BadFiles, dict | None]:
         """Train the epochs left (`run`), each scored and saved as --eval-every and --checkpoint-every say:
