@@ -1168,6 +1168,24 @@ def test_the_first_line_counts_the_readable_training_images(tmp_path, capsys):
     assert " on 20 images (1 unreadable file skipped) / 2 classes," in capsys.readouterr().err
 
 
+def test_quiet_hides_progress_but_not_warnings_errors_or_the_result(tmp_path, capsys):
+    """--quiet printed nothing at all: not the result line, nor the warning that --freeze-backbone without --init
+    trains a head on random features. It hides progress and information only."""
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 4, 2)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--alpha", "0.25", "--resolution", "32", "--batch-size",
+            "4", "--max-steps", "1", "--workers", "0", "--threads", "1", "--freeze-backbone", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    said = capsys.readouterr()
+    (result,) = said.out.splitlines()
+    assert result.startswith("best val top-1 ") and result.endswith(f"weights in {out / 'model'}"), result
+    (warning,) = said.err.splitlines()  # no "training ..." line, no epoch line
+    assert warning.startswith("warning: --freeze-backbone without --init trains only the head"), said.err
+    assert main(["train", "--data", str(tmp_path / "none"), *args[3:]]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and said.err == f"mobilenets train: error: {tmp_path / 'none'}: dataset folder not found\n"
+
+
 def test_images_a_batch_size_leaves_unused_are_said_with_one_that_uses_them(tmp_path, capsys):
     """drop_last keeps every step's batch full: 100 images at the default 64 trained 64 an epoch, silently. A run
     that leaves a sizable share of its images out says how many, once, with a --batch-size that uses them; fewer

@@ -624,7 +624,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     summary = train(from_args(args, say=lambda msg: print(msg, file=sys.stderr)))
-    if summary is not None and not getattr(args, "quiet", False):
+    if summary is not None:  # the result, with --quiet too (it hides progress): a quiet run said nothing at all
         print(
             f"best val top-1 {metric(summary['best_top1'])} (epoch {summary['best_epoch']}), final top-1 "
             f"{metric(summary['final_top1'])} top-5 {metric(summary['final_top5'])}, {summary['wall_time_s']:.1f} s; "

@@ -235,8 +235,14 @@ class Progress:
             self.bar.close()
 
 
+WARNING = "warning: "  # a line that says the run may not be what was asked: shown even with --quiet
+
+
 def log(env: DistEnv, quiet: bool, message: str) -> None:
-    if env.is_main and not quiet:
+    """``message`` on stderr from the main process. ``quiet`` (--quiet) hides the run's progress and information,
+    not its warnings: a run training the head alone on random features said so only to those who had not asked for
+    quiet (errors and the final result line are the CLI's, which prints them either way)."""
+    if env.is_main and (not quiet or message.startswith(WARNING)):
         print(message, file=sys.stderr, flush=True)
 
 

@@ -238,7 +238,11 @@ class TrainConfig:
         "and recorded as partial (metrics.jsonl's stopped_at_step)",
     )
     log_every: int = _f(50, "plain-log line every this many steps (when not on a terminal)")
-    quiet: bool = _f(False, "no progress output")
+    quiet: bool = _f(
+        False,
+        "no progress or information lines; warnings and errors (stderr) and the final result line (stdout: best and "
+        "final top-1, the weights folder) are still printed",
+    )
 
     def validate(self) -> TrainConfig:
         for name, annotation in _field_types().items():  # TrainConfig(...) from Python code is checked as the CLI
