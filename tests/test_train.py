@@ -279,11 +279,15 @@ def test_eval_of_a_folder_with_no_readable_image_is_one_error(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["images"] == 1 and r["skipped_files"]["count"] == 4
     assert main(args) == 0
-    assert "\nskipped 4 unreadable files, first: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\nskipped 4 unreadable files, first: " in out
+    # the images scored, with the files that were not beside them (the skip line comes after the per-class table)
+    assert "  (1 image, 4 unreadable files skipped, " in out.splitlines()[0], out
     for spoiled in sorted(p for p in val.rglob("*") if p.is_file() and p != good)[1:]:
         spoiled.unlink()
     assert main(args) == 0  # one: not "1 unreadable files"
-    assert "\nskipped 1 unreadable file, first: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\nskipped 1 unreadable file, first: " in out and ", 1 unreadable file skipped, " in out
 
 
 def test_eval_classes_scores_a_model_trained_on_some_of_the_splits_folders(tmp_path, capsys):

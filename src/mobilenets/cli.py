@@ -673,9 +673,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
+    # the images scored, and beside them the files that were not (below a 1000-row table, the skip line was missed)
+    bad = r["skipped_files"]["count"]
+    unread = f", {counted(bad, 'unreadable file')} skipped" if bad else ""
     print(
         f"{r['weights']} on {r['data']} at {r['resolution']}px: top-1 {r['top1']:.4f}  top-5 {metric(r['top5'])}  "
-        f"loss {r['loss']:.4f}  ({r['images']} images, {r['images_per_s']:.1f} images/s)"
+        f"loss {r['loss']:.4f}  ({counted(r['images'], 'image')}{unread}, {r['images_per_s']:.1f} images/s)"
     )
     # as the top-1 above (0.0000, 1.0000): the table's own number format showed 0 beside 1.00, and 0.004 beside both
     # a wnid folder is shown with its class name, as predict shows it (`display_label`): n03445777 alone says nothing
