@@ -134,6 +134,23 @@ def test_list_models_filters_like_timm():
     assert mobilenets.list_models() == mobilenets.list_models("")
 
 
+def test_list_models_pretrained_lists_what_create_model_pretrained_builds():
+    """timm's ``list_models(pretrained=True)`` was a TypeError; it lists the names ``create_model(name,
+    pretrained=True)`` builds, checked against create_model rather than trusted: none, nothing is bundled."""
+    buildable = []
+    for name in mobilenets.list_models():
+        try:
+            create_model(name, pretrained=True)
+            buildable.append(name)
+        except ValueError as exc:
+            assert "no weights are bundled" in str(exc)
+    assert mobilenets.list_models(pretrained=True) == buildable
+    assert mobilenets.list_models("mobilenet_v1_050*", pretrained=True) == []
+    assert mobilenets.list_models("*_conv", "", pretrained=False) == ["mobilenet_v1_conv"]  # the old places stay
+    with pytest.raises(ValueError, match="pretrained='yes' is not allowed: pretrained must be True or False"):
+        mobilenets.list_models(pretrained="yes")
+
+
 def test_register_model_checks_its_function_when_the_model_is_created(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the names below vanish after the test
     register_model("test_api_not_a_spec", lambda: {"alpha": 0.5})

@@ -44,11 +44,21 @@ def _registered_spec(name: str) -> ModelSpec:
     return spec
 
 
-def list_models(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
+def list_models(
+    filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "", *, pretrained: bool = False
+) -> list[str]:
     """Registered model names, in registration order (the paper's grid first), filtered as timm's ``list_models``:
     ``filter`` keeps the names matching any of its fnmatch patterns (``"mobilenet_v1_050*"``), ``exclude_filters``
-    drops those matching any of its. Off-grid names (see `model_spec`) are created but not listed."""
-    names = list(_REGISTRY)
+    drops those matching any of its. Off-grid names (see `model_spec`) are created but not listed.
+
+    ``pretrained=True`` (timm's keyword; ours is keyword-only, the second place being ``exclude_filters``) keeps the
+    models with weights available, those ``create_model(name, pretrained=True)`` builds: none, as no weights are
+    bundled or downloaded here (`_check_timm_torchvision_habits`), so the list is empty and ported code that loops
+    over it runs. Converted weights (``mobilenets convert``) are loaded by folder, ``create_model(name, weights=DIR)``.
+    """
+    if not isinstance(pretrained, bool):  # timm's is a flag; a name here would silently mean True
+        raise SpecError(f"pretrained={pretrained!r} is not allowed: pretrained must be True or False")
+    names = [] if pretrained else list(_REGISTRY)  # create_model refuses pretrained=True for every name
     if filter:
         names = [n for n in names if _matches(n, filter)]
     if exclude_filters:
