@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import mobilenets
 from mobilenets import ModelSpec, create_model, registry
@@ -21,8 +22,8 @@ from mobilenets.registry import grid_name, model_spec, register_model
         (dict(mean="abc"), "mean='abc' is not allowed: mean must be 3 numbers, one per input channel"),
         (dict(std=(0.5, 0.5)), r"std=\(0.5, 0.5\) is not allowed: std must be 3 positive numbers"),
         (dict(std=(0.5, 0.0, 0.5)), "std must be 3 positive numbers"),
-        (dict(in_chans=1), r"mean=\(0.485, 0.456, 0.406\) is not allowed: mean must be 1 numbers.*in_chans=1"),
-        (dict(in_chans=4, mean=(0.5,) * 4), r"std=\(0.229, 0.224, 0.225\) is not allowed: std must be 4"),
+        (dict(in_chans=1, std=(0.2,) * 3), r"std=\(0.2, 0.2, 0.2\) is not allowed: std must be 1 .*in_chans=1"),
+        (dict(in_chans=4, mean=(0.5,) * 2), r"mean=\(0.5, 0.5\) is not allowed: mean must be 4 numbers"),
         (dict(resolution=True), "resolution=True is not allowed"),
         (dict(alpha=True), "alpha=True is not allowed"),
         (dict(tf_padding="no"), "tf_padding='no' is not allowed: tf_padding must be True or False"),
@@ -52,6 +53,21 @@ def test_spec_accepts_numpy_numbers_and_stores_python_ones():
     assert ModelSpec.from_json(spec.to_json()) == spec
     gray = ModelSpec(in_chans=1, mean=(0.5,), std=(0.25,))
     assert create_model(gray, alpha=0.25).stem.conv.in_channels == 1
+
+
+def test_in_chans_alone_gives_mean_and_std_for_its_channels():
+    """``create_model(name, in_chans=1)`` was a SpecError (the RGB mean left at 3 values); mean and std left at
+    ImageNet's follow in_chans (averaged for one channel, repeated in turn for more), so do a spec's own on
+    ``replace(in_chans=...)``, and the model's pretrained_cfg says them. Given ones are kept."""
+    model = create_model("mobilenet_v1_025", in_chans=1, num_classes=3)
+    mean, std = (0.485 + 0.456 + 0.406) / 3, (0.229 + 0.224 + 0.225) / 3
+    assert model.spec.mean == pytest.approx((mean,)) and model.spec.std == pytest.approx((std,))
+    assert model.pretrained_cfg["mean"] == model.spec.mean and model.pretrained_cfg["input_size"][0] == 1
+    assert model.train()(torch.randn(2, 1, 40, 48)).shape == (2, 3)
+    assert ModelSpec(in_chans=4).mean == (0.485, 0.456, 0.406, 0.485)
+    tf = ModelSpec(mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert tf.replace(in_chans=1).std == (0.5,) and tf.replace(in_chans=1).replace(in_chans=3) == tf
+    assert ModelSpec(in_chans=1, mean=(0.2,)).mean == (0.2,) and ModelSpec(in_chans=1).replace(std=(0.3,)).std == (0.3,)
 
 
 def test_spec_repr_shortens_labels():

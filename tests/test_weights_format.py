@@ -94,8 +94,6 @@ def test_sniff_format(tmp_path):
         (dict(bn_eps=1e-5), "0.001"),
         (dict(mean=(0.485, 0.456, 0.406)), r"\(0.5, 0.5, 0.5\)"),
         (dict(std=[0.25, 0.25, 0.25]), r"\(0.5, 0.5, 0.5\)"),
-        (dict(in_chans=1, mean=(0.5,), std=(0.5,)), "3"),
-        (dict(in_chans=1), "3"),  # named itself, not the saved 3-channel mean it would make wrong
         (dict(channel_divisor=8), "1"),
         (dict(min_channels=16), "8"),
     ],
@@ -123,6 +121,31 @@ def test_with_weights_free_fields_and_saved_values_may_be_given(tmp_path):
         assert torch.equal(again(x), model(x))
     dilated = mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "m", output_stride=16)
     assert dilated.forward_features(x).shape[-2:] == (6, 5)  # a dilated backbone from the same weights
+
+
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_create_model_with_weights_adapts_the_stem_to_in_chans_as_timm(tmp_path, in_chans):
+    """timm's ``pretrained=True, in_chans=1``: create_model(weights=..., in_chans=1) was refused ("in_chans must be
+    3"), and a fresh ``in_chans=1`` needed mean and std spelled out. The stem is adapted as timm's adapt_input_conv
+    (summed over RGB for one channel), mean/std with it: a gray image then gives the RGB model's logits for it."""
+    timm_manipulate = pytest.importorskip("timm.models._manipulate")
+    model = mobilenets.create_model(TF_LIKE).eval()
+    mobilenets.save(model, tmp_path / "m")
+    adapted = mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "m", in_chans=in_chans)
+    rgb = model.stem.conv.weight.detach()
+    assert torch.equal(adapted.stem.conv.weight, timm_manipulate.adapt_input_conv(in_chans, rgb))
+    stats = dict(mean=(0.5,) * in_chans, std=(0.5,) * in_chans)
+    assert adapted.spec == TF_LIKE.replace(in_chans=in_chans, **stats, name="mobilenet_v1_025_96")
+    assert not adapted.training and adapted.pretrained_cfg["input_size"] == (in_chans, 96, 96)
+    assert torch.equal(adapted.blocks[0].dw.conv.weight, model.blocks[0].dw.conv.weight)
+    if in_chans == 1:
+        gray = torch.rand(2, 1, 96, 80)
+        with torch.no_grad():
+            torch.testing.assert_close(adapted(gray), model(gray.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"mean=\(0.7,\) is not allowed: mean must be \(0.5,\), the value"):
+        mobilenets.create_model("mobilenet_v1_025", weights=tmp_path / "m", in_chans=1, mean=(0.7,))
+    with pytest.raises(ValueError, match="in_chans=1 is not allowed: in_chans must be 3, the value the weights"):
+        mobilenets.load(tmp_path / "m", in_chans=1)  # load rebuilds what was saved; create_model adapts
 
 
 @pytest.mark.parametrize("how", ["create_model", "load"])

@@ -89,6 +89,22 @@ class ChannelPaddedConv2dSame(ChannelPaddedConv2d, Conv2dSame):
     """`ChannelPaddedConv2d` with TensorFlow 'SAME' padding (an instance of `Conv2dSame`)."""
 
 
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """A first conv's weight (out, C, kh, kw) for ``in_chans`` input channels, as timm's ``adapt_input_conv`` (what
+    ``timm.create_model(..., pretrained=True, in_chans=N)`` does): for one channel the sum over the C (an image's
+    gray value then meets the filter as it met that value on every channel), else the channels repeated in turn and
+    scaled by C / in_chans (the response to a channel repeated keeps its size). Pair with `spec.per_channel`'s
+    mean and std."""
+    channels = weight.shape[1]
+    if in_chans == channels:
+        return weight
+    w = weight.float()
+    if in_chans == 1:
+        return w.sum(dim=1, keepdim=True).to(weight.dtype)
+    w = w.repeat(1, -(-in_chans // channels), 1, 1)[:, :in_chans] * (channels / in_chans)
+    return w.to(weight.dtype)
+
+
 def pad_stem(model: nn.Module) -> nn.Module:
     """``model`` (in place) with its stem's input channels zero-padded (`pad_input_channels` on ``model.stem.conv``):
     ``--pad-stem``."""

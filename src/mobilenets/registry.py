@@ -15,9 +15,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .layers import adapt_input_conv
 from .mobilenet_v1 import FeatureMaps, MobileNetV1
 from .spec import NAMED_LAYER_FIELDS, ModelSpec, SpecError, grid_name
-from .weights import ARCHITECTURE_FIELDS, check_architecture, load, read_config
+from .weights import ARCHITECTURE_FIELDS, check_architecture, check_weight_overrides, load, read_config
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
 
@@ -125,10 +126,11 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     it on alpha, variant and depth multiplier. ``overrides`` apply on top as `weights.load`
     allows: data-side fields, dropout and output_stride freely, ``num_classes`` for a fresh head of that many
     classes (timm's ``pretrained=True, num_classes=N``; 1000 on a TF-slim 1001-way head keeps its trained rows less
-    "background"), and a field the weights fix (act, tf_padding, bn_eps, mean, std, in_chans...) only at its saved
-    value. Weights saved without a name take the requested one. The
-    resolution is ``resolution=`` if given, else the one the name states (``mobilenet_v1_050_160``: 160, as a fresh
-    model of that name and ``train --init`` take it; `named_resolution`), else the weights'.
+    "background"), and a field the weights fix (act, tf_padding, bn_eps, mean, std...) only at its saved value, but
+    ``in_chans``: as timm's ``pretrained=True, in_chans=1``, the stem's weights are adapted (summed over RGB for one
+    channel) and mean/std with them (averaged; `_adapted_input`). Weights saved without a name take the requested
+    one. The resolution is ``resolution=`` if given, else the one the name states (``mobilenet_v1_050_160``: 160,
+    as a fresh model of that name and ``train --init`` take it; `named_resolution`), else the weights'.
     """
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
@@ -223,7 +225,25 @@ def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: di
     if saved.name is None and "name" not in overrides:  # converted weights are unnamed: the request names them
         resolution = overrides.get("resolution", saved.resolution)
         overrides = {**overrides, "name": requested.replace(resolution=resolution).name}
-    return load(path, **overrides)
+    chans = overrides.pop("in_chans", saved.in_chans)
+    if chans == saved.in_chans:
+        return load(path, **overrides)
+    return _adapted_input(path, saved, chans, overrides)
+
+
+def _adapted_input(path: Any, saved: ModelSpec, in_chans: Any, overrides: dict[str, Any]) -> MobileNetV1:
+    """The weights in ``path`` for ``in_chans`` input channels, as timm's ``pretrained=True, in_chans=N``: the stem's
+    weights adapted (`layers.adapt_input_conv`: summed for one channel), mean and std with them
+    (`spec.per_channel`: averaged); a mean or std given must be those."""
+    adapted = saved.replace(in_chans=in_chans)  # validated: in_chans=0 is named here
+    stats = {k: overrides.pop(k) for k in ("mean", "std") if k in overrides}
+    check_weight_overrides(adapted, stats, str(path))
+    model = load(path, **overrides)
+    state = model.state_dict()
+    state["stem.conv.weight"] = adapt_input_conv(in_chans, state["stem.conv.weight"])
+    new = MobileNetV1(model.spec.replace(in_chans=in_chans))
+    new.load_state_dict(state)
+    return new.eval()
 
 
 def _register_defaults() -> None:

@@ -62,7 +62,8 @@ class ModelSpec:
     output_stride, num_classes, in_chans, dropout, bn_eps, global_pool (no weights: 'avg', 'max', or '' for the
     unpooled feature map of a model without classifier). Data-side fields (no effect on weights): resolution,
     mean, std (one value per input channel), crop_pct, interpolation, labels (one name per class; None or empty
-    with num_classes=0).
+    with num_classes=0). With ``in_chans`` other than 3 and mean/std left at ImageNet's RGB values, or changed by
+    `replace` without them, mean and std follow the channels (`per_channel`: in_chans=1 takes their average).
     Integers and reals of any numeric type (NumPy scalars too) are stored as ``int`` and ``float``; bools are not
     numbers here.
     """
@@ -91,6 +92,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         for name, value in _normalized(self).items():
             object.__setattr__(self, name, value)
+        for name, rgb in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):  # left at the RGB default: for in_chans
+            if getattr(self, name) == rgb and _is_count(self.in_chans):  # (else in_chans=1 needed both spelled out)
+                object.__setattr__(self, name, per_channel(rgb, self.in_chans))
         self.validate()
 
     def validate(self) -> None:
@@ -157,6 +161,9 @@ class ModelSpec:
         if unknown:
             allowed = ", ".join(f.name for f in fields(self))
             raise SpecError(f"unknown ModelSpec field(s) {', '.join(unknown)}; allowed: {allowed}")
+        chans = changes.get("in_chans", self.in_chans)
+        if chans != self.in_chans and _is_count(chans):  # the mean and std not given follow, as the stem's weights do
+            changes = {k: per_channel(getattr(self, k), chans) for k in ("mean", "std") if k not in changes} | changes
         relabel = "num_classes" in changes and "labels" not in changes and _is_sequence(self.labels)
         if relabel and len(self.labels) != changes["num_classes"]:
             changes = {**changes, "labels": None}
@@ -194,6 +201,22 @@ class ModelSpec:
             text = f"<{len(value)} labels>" if f.name == "labels" and value is not None else repr(value)
             parts.append(f"{f.name}={text}")
         return f"ModelSpec({', '.join(parts)})"
+
+
+def per_channel(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """Per-channel statistics (mean or std) of ``len(values)`` channels for ``in_chans`` channels, as timm's
+    ``adapt_input_conv`` adapts a stem's weights: for one channel their average (the stem's weights are summed over
+    the channels, so a gray image normalised so meets them as the RGB model meets it on all three channels; exactly
+    where the three values are equal, as TF's 0.5), else repeated in turn (channel i takes value i mod len)."""
+    if in_chans == len(values):
+        return tuple(values)
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    return tuple(values[i % len(values)] for i in range(in_chans))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def on_grid(spec: ModelSpec) -> bool:
