@@ -31,6 +31,24 @@ def test_forward_backward_non_square_batch1_every_param_gets_grad():
     assert missing == []
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_on_one_image_at_a_1x1_map_says_batch_size_and_input_size(checkpointing):
+    """Training with batch 1 on CIFAR-size images failed deep in BatchNorm ("Expected more than 1 value per channel
+    when training", naming a (1, 128, 1, 1) tensor the user never made); the error names the batch size, the input
+    size and the ways out. One pixel more a side, or a second image, or eval mode, runs."""
+    model = create_model("mobilenet_v1_025", num_classes=3, tf_padding=True).train()
+    model.set_grad_checkpointing(checkpointing)
+    message = r"batch size 1 at 32x31 px is not allowed in training mode: the final feature map is 1x1 \(stride 32\)"
+    with pytest.raises(ValueError, match=message) as err:
+        model(torch.randn(1, 3, 32, 31))
+    assert "train on batches of 2 or more, or inputs over 32 px" in str(err.value) and "\n" not in str(err.value)
+    assert model(torch.randn(1, 3, 32, 33)).shape == (1, 3) and model(torch.randn(2, 3, 32, 31)).shape == (2, 3)
+    assert model.eval()(torch.randn(1, 3, 32, 31)).shape == (1, 3)
+    backbone = create_model("mobilenet_v1_025", features_only=True, out_indices=(0, 1)).train()
+    with pytest.raises(ValueError, match=r"batch size 1 at 4x4 px .* feature map is 1x1 \(stride 4\)"):
+        backbone(torch.randn(1, 3, 4, 4))
+
+
 @pytest.mark.parametrize("variant,blocks", [("standard", 13), ("shallow", 8), ("conv", 13)])
 def test_variants_structure(variant, blocks):
     model = MobileNetV1(variant=variant, num_classes=10, alpha=0.25)

@@ -249,6 +249,25 @@ def timm_cfg(spec: ModelSpec, num_classes: int) -> dict:
     }
 
 
+# the message of BatchNorm's training-mode check (torch.nn.functional._verify_batch_size)
+_ONE_VALUE = "Expected more than 1 value per channel when training"
+
+
+def batch_norm_error(exc: ValueError, x: torch.Tensor, stride: int) -> ValueError:
+    """``exc`` if it is not BatchNorm's "Expected more than 1 value per channel when training", else that error
+    told in the user's terms: in training mode each BatchNorm takes statistics over batch x height x width, and at a
+    batch of 1 the final feature map of an input of at most ``stride`` px a side is 1x1 (32: CIFAR-size images)."""
+    if _ONE_VALUE not in str(exc):
+        return exc
+    h, w = x.shape[-2], x.shape[-1]  # one value per channel at N x h x w: a batch of 1
+    return ValueError(
+        f"batch size {x.shape[0]} at {h}x{w} px is not allowed in training mode: the final feature map is "
+        f"{-(-h // stride)}x{-(-w // stride)} (stride {stride}), and BatchNorm needs more than one value per "
+        f"channel; train on batches of 2 or more, or inputs over {stride} px on a side, or call model.eval() "
+        "(BatchNorm then uses its running statistics)"
+    )
+
+
 def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
     """(global pool, flatten) of the head for ``spec.global_pool`` (spec.GLOBAL_POOLS)."""
     if kind == "":
@@ -261,7 +280,8 @@ class MobileNetV1(nn.Module):
     """MobileNetV1 from a `ModelSpec` (paper Table 1; Table 4 'conv' and Table 5 'shallow' variants).
 
     ``MobileNetV1(alpha=0.5, num_classes=10)`` or ``MobileNetV1(spec)``; every keyword is a `ModelSpec` field.
-    Any input of at least 32x32 pixels works (adaptive pooling), square or not.
+    Any input of at least 32x32 pixels works (adaptive pooling), square or not; in training mode a batch of one
+    image needs more than ``output_stride`` px on a side (`batch_norm_error`).
     """
 
     # TorchScript reads this name; these properties are Python-side metadata
@@ -339,12 +359,23 @@ class MobileNetV1(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the separable blocks: the unpooled final feature map (N, num_features, H/s, W/s), s the spec's
         ``output_stride`` (32 by default; 8 and 16 dilate the late blocks instead of striding)."""
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        if torch.jit.is_scripting():  # TorchScript has no try, nor checkpointing
+            return self.blocks(self.stem(x))
+        return self._features_explained(x)
+
+    @torch.jit.unused
+    def _features_explained(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward_features` outside TorchScript, a BatchNorm that sees one value per channel (a batch of 1 at a
+        1x1 map) named by the input's size (`batch_norm_error`); a try costs nothing until it catches."""
+        try:
+            y = self.stem(x)
+            if self.grad_checkpointing:
+                for block in self.blocks:
+                    y = checkpoint(block, y, use_reentrant=False)
+                return y
+            return self.blocks(y)
+        except ValueError as exc:
+            raise batch_norm_error(exc, x, self.spec.output_stride) from None
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool (``spec.global_pool``: Table 1's 'Avg Pool' by default, or max, or none), dropout, then the
@@ -497,6 +528,14 @@ class FeatureMaps(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (N, in_chans, H, W) -> one map per ``out_indices`` entry, (N, channels, H/r, W/r) for each
         ``feature_info`` channels and reduction r."""
+        if torch.jit.is_scripting():
+            return self._maps(x)
+        try:
+            return self._maps(x)
+        except ValueError as exc:  # as MobileNetV1.forward_features: a batch of 1 at a 1x1 map, named
+            raise batch_norm_error(exc, x, max(info["reduction"] for info in self.feature_info)) from None
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         out: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
