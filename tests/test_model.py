@@ -251,6 +251,19 @@ def test_torch_export_and_jit_script_match_eager():
         assert torch.allclose(scripted(x), ref, atol=1e-6)
 
 
+@pytest.mark.slow  # about a minute on 2 CPU cores: torch.export reasoning about the symbolic sizes
+def test_torch_export_dynamic_height_width_with_tf_padding_as_the_docstring_says():
+    """MobileNetV1's docstring: with tf_padding, torch.export's dynamic H/W in multiples of 32 (a free size from any
+    minimum fails: the 'SAME' padding depends on each layer's input parity). The plain padding's from-33 rule is
+    export.py's (`export_pt2`), tested there."""
+    model = MobileNetV1(alpha=0.25, num_classes=5, tf_padding=True).eval()
+    dims = {"x": {2: 32 * torch.export.Dim("h", min=2, max=16), 3: 32 * torch.export.Dim("w", min=2, max=16)}}
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.randn(2, 3, 64, 64),), dynamic_shapes=dims).module()
+        x = torch.randn(2, 3, 96, 160)
+        assert torch.allclose(program(x), model(x), atol=1e-5)
+
+
 def test_fx_trace_and_feature_extractor_with_tf_padding():
     from torchvision.models.feature_extraction import create_feature_extractor
 

@@ -282,6 +282,12 @@ class MobileNetV1(nn.Module):
     ``MobileNetV1(alpha=0.5, num_classes=10)`` or ``MobileNetV1(spec)``; every keyword is a `ModelSpec` field.
     Any input of at least 32x32 pixels works (adaptive pooling), square or not; in training mode a batch of one
     image needs more than ``output_stride`` px on a side (`batch_norm_error`).
+
+    ``torch.export`` with a dynamic height and width: from 33 px, ``Dim("h", min=33)``, as at 32 or less the final
+    map is 1x1, a size torch.export specialises (its error names a guard ending ``// 32)) != 1``). With
+    ``tf_padding=True`` the 'SAME' padding of each strided layer depends on its input's parity, which torch.export
+    cannot prove for any range of a free size (its error is a page of nested ``sym_max``, whatever the minimum):
+    declare the sizes multiples of the output stride, ``32 * Dim("h", min=2)``, and every padding is known.
     """
 
     # TorchScript reads this name; these properties are Python-side metadata
