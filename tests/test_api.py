@@ -167,6 +167,23 @@ def test_list_models_pretrained_lists_what_create_model_pretrained_builds():
         mobilenets.list_models(pretrained="yes")
 
 
+def test_timm_create_model_keywords_that_select_nothing_here_are_taken():
+    """timm's train.py builds with ``exportable``/``scriptable``, ``drop_path_rate=args.drop_path`` (None unset) and
+    ``checkpoint_path=''``: each was "unknown ModelSpec field". Unset or flag values build the same model; a value
+    that would do something in timm is an error naming it."""
+    plain = create_model("mobilenet_v1_025", num_classes=3)
+    ported = create_model("mobilenet_v1_025", num_classes=3, exportable=True, scriptable=None, no_jit=False,
+                          drop_path_rate=None, drop_block_rate=0.0, checkpoint_path="")  # fmt: skip
+    assert ported.spec == plain.spec
+    for kwargs, message in [
+        (dict(drop_path_rate=0.1), "drop_path_rate=0.1 is not allowed: drop_path_rate must be 0 or None"),
+        (dict(checkpoint_path="x.pth"), "checkpoint_path='x.pth' is not allowed: .* weights=DIR"),
+        (dict(exportable="yes"), "exportable='yes' is not allowed: exportable must be True, False or None"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            create_model("mobilenet_v1_025", **kwargs)
+
+
 def test_register_model_checks_its_function_when_the_model_is_created(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the names below vanish after the test
     register_model("test_api_not_a_spec", lambda: {"alpha": 0.5})

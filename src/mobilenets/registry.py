@@ -117,7 +117,8 @@ def named_resolution(name: str) -> int | None:
 
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1 | FeatureMaps:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields, or Keras'
-    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`). timm's ``features_only=True``
+    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`); timm's ``exportable``,
+    ``drop_path_rate=None``... choose nothing here (`_timm_keywords_that_select_nothing`). timm's ``features_only=True``
     (with ``out_indices``) returns the backbone's feature maps instead: a `FeatureMaps`.
 
     ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`, or a `mobilenets train` run
@@ -135,6 +136,7 @@ def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overri
     if not isinstance(name_or_spec, str | ModelSpec):
         raise SpecError(f"create_model needs a model name or a ModelSpec, got {type(name_or_spec).__name__}")
     _check_timm_torchvision_habits(weights, overrides)
+    _timm_keywords_that_select_nothing(overrides)
     features_only, out_indices = _features_keywords(overrides)
     overrides = _keras_timm_keywords(overrides)
     if weights is not None:
@@ -212,6 +214,30 @@ def _check_timm_torchvision_habits(weights: Any, overrides: dict[str, Any]) -> N
     keras = weights == "imagenet" and not os.path.exists(weights)  # Keras' weights='imagenet' (a folder so named loads)
     if isinstance(weights, bool) or weights in ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2") or keras:
         raise SpecError(f"weights={weights!r} is not allowed: weights is a folder of our format; {how}")
+
+
+# timm.create_model's layer-implementation flags: every layer here scripts, traces and exports already
+_TIMM_LAYER_FLAGS = ("scriptable", "exportable", "no_jit")
+# timm's regularisers of residual paths, of which MobileNetV1 has none (timm's mobilenetv1 takes drop_path_rate and
+# drops nothing: its blocks have no skip), and its checkpoint to load: timm's train.py passes each, None if unset
+_TIMM_UNSET = {"drop_path_rate": (None, 0, 0.0), "drop_block_rate": (None, 0, 0.0), "checkpoint_path": (None, "")}
+
+
+def _timm_keywords_that_select_nothing(overrides: dict[str, Any]) -> None:
+    """Take timm's create_model keywords that choose nothing here out of ``overrides``, so code ported from
+    ``timm.create_model(name, exportable=True, drop_path_rate=args.drop_path)`` runs (else: "unknown ModelSpec
+    field"); a value that would do something in timm and cannot here is an error naming it."""
+    for flag in _TIMM_LAYER_FLAGS:
+        value = overrides.pop(flag, None)
+        if not isinstance(value, bool | type(None)):
+            raise SpecError(f"{flag}={value!r} is not allowed: {flag} must be True, False or None")
+    for key, unset in _TIMM_UNSET.items():
+        value = overrides.pop(key, None)
+        if not any(value is u or (type(value) is type(u) and value == u) for u in unset):
+            why = "0 or None: MobileNetV1 has no residual paths to drop (timm's mobilenetv1 drops none either)"
+            if key == "checkpoint_path":
+                why = "'' or None: weights load with weights=DIR (`mobilenets convert` writes one from timm's)"
+            raise SpecError(f"{key}={value!r} is not allowed: {key} must be {why}")
 
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
