@@ -83,6 +83,17 @@ def test_output_stride_uses_tfslim_atrous_rates():
     assert rates == [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 4]
 
 
+def test_head_hidden_size_is_the_pre_logits_size_as_timm():
+    """timm's models say ``head_hidden_size`` (what ``forward_head(pre_logits=True)`` returns, read by code that
+    puts its own head on a backbone); ours had no such attribute."""
+    model = create_model("mobilenet_v1_025", num_classes=3, alpha=0.3).eval()
+    with torch.no_grad():
+        pre = model.forward_head(model.forward_features(torch.randn(1, 3, 64, 48)), pre_logits=True)
+    assert model.head_hidden_size == pre.shape[1] == 307
+    model.reset_classifier(0)
+    assert model.head_hidden_size == model(torch.randn(1, 3, 64, 48)).shape[1]
+
+
 def test_forward_head_and_reset_classifier():
     model = MobileNetV1(alpha=0.25, num_classes=42).eval()
     feats = model.forward_features(torch.randn(2, 3, 64, 64))

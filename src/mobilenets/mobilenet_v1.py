@@ -305,6 +305,7 @@ class MobileNetV1(nn.Module):
         self.stem = _build_layer(plan.stem, spec)
         self.blocks = nn.Sequential(*[_build_block(b, spec) for b in plan.blocks])
         self.num_features = plan.num_features
+        self.head_hidden_size = plan.num_features  # timm's: the size forward_head(pre_logits=True) returns
         self.feature_info = feature_taps(plan)
         self.global_pool, self.flatten = _head_pool(spec.global_pool)
         self.head_drop = nn.Dropout(spec.dropout)
