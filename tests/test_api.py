@@ -197,6 +197,24 @@ def test_register_model_checks_its_function_when_the_model_is_created(monkeypatc
     assert create_model("test_api_tiny").spec.alpha == 0.25
 
 
+def test_keras_input_shape_and_classifier_activation_are_understood():
+    """``keras.applications.MobileNet(input_shape=(128, 128, 1), classifier_activation=None, ...)`` ported: each was
+    "unknown ModelSpec field". input_shape is (height, width, channels) -> resolution and in_chans; the logits the
+    model returns are classifier_activation None, Keras' default softmax is an error, not silently dropped."""
+    model = create_model("mobilenet_v1_025", input_shape=(128, 128, 1), classes=7, classifier_activation=None)
+    assert (model.spec.resolution, model.spec.in_chans, model.num_classes) == (128, 1, 7)
+    assert model.spec == create_model("mobilenet_v1_025", resolution=128, in_chans=1, num_classes=7).spec
+    assert model.spec.name == "mobilenet_v1_025_128"
+    assert create_model("mobilenet_v1_050", input_shape=(None, None, 3)).spec == model_spec("mobilenet_v1_050")
+    for kwargs, message in [
+        (dict(input_shape=(160, 128, 3)), r"input_shape=\(160, 128, 3\) is not allowed: .* the sizes equal or None"),
+        (dict(input_shape=(160, 160, 3), resolution=128), "resolution=128 is not allowed with input_shape="),
+        (dict(classifier_activation="softmax"), "classifier_activation='softmax' is not allowed: .* logits"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            create_model("mobilenet_v1_025", **kwargs)
+
+
 def test_keras_include_top_pooling_and_timm_drop_rate_are_understood():
     """Code ported from ``keras.applications.MobileNet(include_top=False, pooling=...)`` or timm's
     ``create_model(..., drop_rate=...)`` builds what those libraries build, not 'unknown ModelSpec field'."""

@@ -117,9 +117,9 @@ def named_resolution(name: str) -> int | None:
 
 def create_model(name_or_spec: str | ModelSpec, *, weights: Any = None, **overrides: Any) -> MobileNetV1 | FeatureMaps:
     """Build a model from a registered name or a `ModelSpec`; keyword overrides are `ModelSpec` fields, or Keras'
-    ``include_top``/``pooling`` and timm's ``drop_rate`` (`_keras_timm_keywords`); timm's ``exportable``,
-    ``drop_path_rate=None``... choose nothing here (`_timm_keywords_that_select_nothing`). timm's ``features_only=True``
-    (with ``out_indices``) returns the backbone's feature maps instead: a `FeatureMaps`.
+    ``include_top``/``pooling``/``input_shape`` and timm's ``drop_rate`` (`_keras_timm_keywords`); timm's
+    ``exportable``, ``drop_path_rate=None``... choose nothing here (`_timm_keywords_that_select_nothing`). timm's
+    ``features_only=True`` (with ``out_indices``) returns the backbone's feature maps instead: a `FeatureMaps`.
 
     ``weights=PATH`` (a folder written by `mobilenets.save` or `mobilenets convert`, or a `mobilenets train` run
     folder for its final weights ``RUN/model``: `weights.run_weights`) loads those weights in eval mode. The saved
@@ -170,7 +170,7 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
     Keras semantics: ``include_top=False`` drops the classifier (num_classes=0) and, with ``pooling`` None (Keras'
     default, unless timm's ``global_pool`` is given), returns the final feature map; ``pooling`` 'avg'/'max' pools
     it. A value given both ways that disagrees is an error naming both."""
-    out = dict(overrides)
+    out = _keras_input_keywords(dict(overrides))
     if "drop_rate" in out:
         rate = out.pop("drop_rate")
         _alias(out, f"drop_rate={rate!r}", "dropout", rate)
@@ -189,6 +189,30 @@ def _keras_timm_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
         _alias(out, f"pooling={pooling!r}", "global_pool", _KERAS_POOLING[pooling])
     if not top:
         _alias(out, "include_top=False", "num_classes", 0)
+    return out
+
+
+def _keras_input_keywords(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with Keras applications' ``input_shape`` (height, width, channels; channels last, Keras' default) as
+    ``resolution`` and ``in_chans``, and ``classifier_activation`` taken out where it is what the model returns
+    (None or 'linear': logits). A height and width of None state no resolution; two different ones are an error, as
+    a spec's resolution is one square size (the model itself takes any)."""
+    shape = out.pop("input_shape", None)
+    if shape is not None:
+        ok = isinstance(shape, tuple | list) and len(shape) == 3
+        if not ok or shape[0] != shape[1] or not all(isinstance(v, int | type(None)) for v in shape):
+            raise SpecError(f"input_shape={shape!r} is not allowed: input_shape must be (size, size, channels), "
+                            "channels last, the sizes equal or None")  # fmt: skip
+        if shape[0] is not None:
+            _alias(out, f"input_shape={shape!r}", "resolution", shape[0])
+        if shape[2] is not None:
+            _alias(out, f"input_shape={shape!r}", "in_chans", shape[2])
+    activation = out.pop("classifier_activation", None)
+    if activation not in (None, "linear"):  # Keras' default is 'softmax': torch's losses take logits
+        raise SpecError(
+            f"classifier_activation={activation!r} is not allowed: classifier_activation must be None or 'linear': "
+            "the model returns logits (torch.softmax(logits, 1) gives probabilities)"
+        )
     return out
 
 
