@@ -256,7 +256,9 @@ _ONE_VALUE = "Expected more than 1 value per channel when training"
 def batch_norm_error(exc: ValueError, x: torch.Tensor, stride: int) -> ValueError:
     """``exc`` if it is not BatchNorm's "Expected more than 1 value per channel when training", else that error
     told in the user's terms: in training mode each BatchNorm takes statistics over batch x height x width, and at a
-    batch of 1 the final feature map of an input of at most ``stride`` px a side is 1x1 (32: CIFAR-size images)."""
+    batch of 1 the final feature map of an input of at most ``stride`` px a side is 1x1 (32: CIFAR-size images).
+    Under torch.compile the error is raised while Dynamo traces, outside the model's code, so it stays Dynamo's
+    TorchRuntimeError quoting BatchNorm's message (`mobilenets train` refuses a batch under 2 before that)."""
     if _ONE_VALUE not in str(exc):
         return exc
     h, w = x.shape[-2], x.shape[-1]  # one value per channel at N x h x w: a batch of 1
