@@ -7,7 +7,9 @@ layer of a model (``--alpha``, ``--resolution``) at ``--batch`` in bf16 channels
 ``--rounds`` rounds of ``--iters`` calls each:
 
 - ``cudnn``: ``aten.convolution_backward`` asked for the input gradient only (what the flipped layer's backward runs
-  at stride 2, with its weight gradient);
+  at stride 2, with its weight gradient), with cuDNN's autotuning on (``cudnn.benchmark``), as in the training steps
+  it stands for (gpu_vs_timm.py's, the trainer's ``cudnn_benchmark`` default): without it cuDNN takes its heuristic's
+  algorithm, which need not be the one that took the 1.21 ms;
 - ``taps``: `dwconv._dgrad_kernel` (nine masked taps per input pixel; ``--depthwise triton``'s until now);
 - ``parity``: `dwconv._dgrad_s2_kernel`, its tile config tuned on its first call per shape (`kernels._run_tuned`; every
   candidate's time is in the report's ``tuning``).
@@ -149,6 +151,7 @@ def main() -> None:
     if args.smoke:
         args.batch, args.resolution, args.rounds, args.iters = 2, 32, 1, 1
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True  # the training steps' setting: cuDNN's fastest algorithm, not its guess
     if not kernels.runs_on(device):
         sys.exit(f"dw_dgrad.py: the Triton kernels cannot run on {device}: they need triton, and CUDA or "
                  "TRITON_INTERPRET=1")  # fmt: skip
@@ -159,6 +162,7 @@ def main() -> None:
         "what": __doc__.splitlines()[0],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "model": {"alpha": args.alpha, "resolution": args.resolution, "batch": args.batch, "dtype": "bfloat16"},
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET=1)",
         **measure(args, device),
         "environment": environment(),

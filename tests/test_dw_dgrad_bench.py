@@ -40,6 +40,8 @@ def test_smoke_run_checks_every_stride2_layer_and_writes_its_report(tmp_path):
             assert row[name]["median_ms"] > 0 and len(row[name]["runs_ms"]) == 1
     assert report["tuning"] == []  # the interpreter runs one fixed config: nothing is tuned off CUDA
     assert "--smoke" in report["command"] and report["environment"]["torch"]
+    # cuDNN's baseline is the algorithm the training steps run (they autotune), not its heuristic's first guess
+    assert report["cudnn_benchmark"] is True
 
 
 def test_refuses_a_device_where_the_kernels_cannot_run(tmp_path):
