@@ -82,10 +82,12 @@
 #       SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1                                                      # <= 205 s
 #     (carrying .xfer/p1: the hybrid layer's GPU test against fp32, then benchmarks/dw_dgrad.py: its kernel's
 #     tuning and median ms per stride-2 layer against cuDNN's, results/dw-dgrad-<gpu>.json.)
-#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=480 GPU_VS_TIMM_TIMEOUT=520 GPU_VS_TIMM_ARGS="--sections
+#     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=500 GPU_VS_TIMM_TIMEOUT=520 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_tuned --hybrid" ... 1                                                         # <= 535 s
 #     (back to back: train_tuned as above plus ours_compiled_hybrid_tuned_graph, checked against the flipped
-#     graph's losses; the Triton preflight runs first, 10-34 s.)
+#     graph's losses; the Triton preflight runs first, 10-34 s, 34 cold, and train_tuned starts only with its 450 s
+#     estimate left: 500 leaves 50 s for the start, the preflight and hbm_bound, where 480 skipped it whenever they
+#     took over 30 s; tests/test_gpu_session.py checks each plan's budget.)
 #   #4's run is `python benchmarks/train_gpu.py` with its defaults now (they were the TRAIN_ARGS above).
 #
 # Everything small that a stage writes (results/, logs, train_gpu.py's metrics) comes back as $OUT/stage<N>.tar.gz,
