@@ -359,7 +359,10 @@ PROFILE_STEPS, PROFILE_TOP = 5, 25
 # --smoke profiles each path over 2 calls: still an average over calls, and its ~12 CPU paths (training steps of
 # 0.1-2 s each, every op's shapes recorded and grouped) were the smoke run's costliest section at 5
 SMOKE_PROFILE_STEPS = 2
-OUR_KERNELS = ("_dw_kernel", "_dw_rows_kernel", "_dwpw_kernel", "_stem_kernel", "_dgrad_kernel", "_wgrad_kernel")
+OUR_KERNELS = (
+    "_dw_kernel", "_dw_rows_kernel", "_dwpw_kernel", "_stem_kernel", "_dgrad_kernel", "_dgrad_s2_kernel",
+    "_wgrad_kernel",
+)  # fmt: skip
 # kernel (or, on CPU, op) name fragments -> category; the first match wins, so BatchNorm (cuDNN's bn_fw/bn_bw
 # kernels live in its namespace) comes before convolutions, and convolutions (whose cuDNN kernel names often say
 # "implicit_gemm") before GEMMs

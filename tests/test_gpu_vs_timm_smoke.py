@@ -427,6 +427,7 @@ def test_triton_preflight_passes_where_triton_runs_and_reports_why_it_fails(monk
         ("_stem_kernel", "ours_triton"),  # not a cuDNN convolution, though it is one
         ("_dw_rows_kernel", "ours_triton"),
         ("_dgrad_kernel", "ours_triton"),  # ours, though it says "dgrad"
+        ("_dgrad_s2_kernel", "ours_triton"),  # the stride-2 one (--depthwise triton and hybrid), not cuDNN's dgrad
         ("triton_tem_fused_addmm_0", "inductor_gemm"),
         ("triton_poi_fused__native_batch_norm_legit_no_training_relu_3", "inductor_fused"),
         ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
