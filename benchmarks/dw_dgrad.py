@@ -14,6 +14,11 @@ layer of a model (``--alpha``, ``--resolution``) at ``--batch`` in bf16 channels
 - ``parity``: `dwconv._dgrad_s2_kernel`, its tile config tuned on its first call per shape (`kernels._run_tuned`; every
   candidate's time is in the report's ``tuning``).
 
+On a GPU each path is also captured as one CUDA graph of ``--iters`` calls and its replays timed (``graphed``): the
+GPU's time alone, as the training step's graph (`step_graph.StepGraph`) runs these kernels. Called eagerly, a kernel
+shorter than its launch path times the host instead: `dwconv.input_grad`'s Python and ATen work took 20 us per call
+on a CPU before Triton's launch, where the last two layers' gradients need 15-30 us at the H200's bandwidth.
+
 Each row has the median ms, the bytes the gradient pass must move (the output gradient read, the input gradient
 written: its floor), that traffic's GB/s and fraction of a device-to-device copy's bandwidth measured in the same run,
 and the largest difference from cuDNN's input gradient in fp32 relative to its largest value.
@@ -91,6 +96,20 @@ def timer(cuda: bool):
     return wall_ms
 
 
+def captured(fn, iters: int):
+    """``iters`` calls of ``fn`` (already run: compiled, tuned, cuDNN's algorithm chosen) captured as one CUDA graph;
+    its ``replay``, or the error's repr where the capture failed (the eager timings stand without it)."""
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                fn()
+        graph.replay()  # the first replay uploads the graph
+        return graph.replay
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        return repr(exc)[:300]
+
+
 def copy_gbs(device: str, nbytes: int, ms_of) -> float:
     """Device-to-device copy bandwidth (bytes read + written) in GB/s: the bound the rows are a fraction of."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
@@ -114,12 +133,15 @@ def measure(args, device: str) -> dict:
         grad32 = torch.randn(args.batch, c, -(-h // 2), -(-w // 2), device=device).contiguous(memory_format=cl)
         reference = gradient_paths(x32, w32, grad32)["cudnn"]()
         paths = gradient_paths(x32.to(dtype), w32.to(dtype), grad32.to(dtype))
-        errors, times = {}, {name: [] for name in PATHS}
+        errors, times, graphed = {}, {name: [] for name in PATHS}, {name: [] for name in PATHS}
         for name, fn in paths.items():  # first call: compiles, tunes (parity), checks
             errors[name] = ((fn().float() - reference).abs().max() / reference.abs().max()).item()
+        replays = {name: captured(fn, args.iters) for name, fn in paths.items()} if cuda else {}
         for _ in range(args.rounds):
             for name, fn in paths.items():
                 times[name].append(ms_of(fn, args.iters))
+                if callable(replays.get(name)):
+                    graphed[name].append(ms_of(replays[name], 1) / args.iters)
         nbytes = (x32.numel() + grad32.numel()) * x32.new_empty((), dtype=dtype).element_size()
         row = {"input_nchw": [args.batch, c, h, w], "bytes": nbytes}
         for name in PATHS:
@@ -127,14 +149,27 @@ def measure(args, device: str) -> dict:
             gbs = nbytes / (ms / 1e3) / 1e9
             row[name] = {"median_ms": ms, "runs_ms": times[name], "gbs": gbs, "of_copy_bandwidth": gbs / bound,
                          "max_abs_over_max_vs_cudnn_fp32": errors[name]}  # fmt: skip
+            g = statistics.median(graphed[name]) if graphed[name] else None
+            row[name]["graphed"] = (
+                {"median_ms": g, "runs_ms": graphed[name], "of_copy_bandwidth": nbytes / (g / 1e3) / 1e9 / bound}
+                if g
+                else {"skipped": replays.get(name, "CUDA graphs need CUDA")}
+            )
         for name in ("taps", "parity"):
             row[f"cudnn_over_{name}"] = row["cudnn"]["median_ms"] / row[name]["median_ms"]
+        del replays  # the graphs' memory pools go before the next layer's
         rows.append(row)
-        print(f"{row['input_nchw']}: " + ", ".join(f"{n} {row[n]['median_ms']:.3f} ms" for n in PATHS), flush=True)
+        line = ", ".join(f"{n} {row[n]['median_ms']:.3f} ms" for n in PATHS)
+        line += "".join(
+            f", {n} graphed {row[n]['graphed']['median_ms']:.3f}" for n in PATHS if "median_ms" in row[n]["graphed"]
+        )
+        print(f"{row['input_nchw']}: {line}", flush=True)
     totals = {name: sum(r[name]["median_ms"] for r in rows) for name in PATHS}
+    graphed = {name: [r[name]["graphed"].get("median_ms") for r in rows] for name in PATHS}
+    graphed_totals = {name: sum(ms) if None not in ms else None for name, ms in graphed.items()}
     floor_ms = sum(r["bytes"] for r in rows) / (bound * 1e9) * 1e3
     return {"copy_gbs": bound, "rows": rows, "total_ms": totals, "floor_ms_at_copy_bandwidth": floor_ms,
-            "cudnn_over_parity_total": totals["cudnn"] / totals["parity"],
+            "cudnn_over_parity_total": totals["cudnn"] / totals["parity"], "graphed_total_ms": graphed_totals,
             "tuning": [t for t in kernels.tuning_report() if t["layer"] == "dw_dgrad_s2"]}  # fmt: skip
 
 
@@ -172,7 +207,10 @@ def main() -> None:
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     totals = report["total_ms"]
     floor = f"floor {report['floor_ms_at_copy_bandwidth']:.3f} at {report['copy_gbs']:.0f} GB/s"
-    print("total ms: " + ", ".join(f"{n} {totals[n]:.3f}" for n in PATHS) + f"; {floor}; wrote {out}")
+    graphed = report["graphed_total_ms"]
+    replayed = ", ".join(f"{n} {graphed[n]:.3f}" for n in PATHS if graphed[n] is not None)
+    eager = ", ".join(f"{n} {totals[n]:.3f}" for n in PATHS)
+    print(f"total ms: {eager}" + (f"; graphed: {replayed}" if replayed else "") + f"; {floor}; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ def test_smoke_run_checks_every_stride2_layer_and_writes_its_report(tmp_path):
             # bf16 inputs against cuDNN's fp32 gradient: 8 mantissa bits, a handful of products per pixel
             assert 0 < row[name]["max_abs_over_max_vs_cudnn_fp32"] <= 2e-2, (name, row)
             assert row[name]["median_ms"] > 0 and len(row[name]["runs_ms"]) == 1
+            assert row[name]["graphed"] == {"skipped": "CUDA graphs need CUDA"}  # the GPU's time alone: CUDA only
+    assert report["graphed_total_ms"] == dict.fromkeys(("cudnn", "taps", "parity"))
     assert report["tuning"] == []  # the interpreter runs one fixed config: nothing is tuned off CUDA
     assert "--smoke" in report["command"] and report["environment"]["torch"]
     # cuDNN's baseline is the algorithm the training steps run (they autotune), not its heuristic's first guess
@@ -52,3 +54,16 @@ def test_refuses_a_device_where_the_kernels_cannot_run(tmp_path):
                           text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "TRITON_INTERPRET=1" in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_capture_that_fails_is_recorded_not_raised():
+    """The graphed timings run for the first time on a lent GPU: a path whose capture fails keeps its eager timings,
+    with the error in its row, rather than ending the run (here: no CUDA at all)."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the capture would succeed")
+    from tests.conftest import load_script
+
+    module = load_script("benchmarks/dw_dgrad.py")
+    calls = []
+    replay = module.captured(lambda: calls.append(1), 3)
+    assert isinstance(replay, str) and replay, replay
