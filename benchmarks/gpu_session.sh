@@ -78,10 +78,11 @@
 #   #7, the stride-2 input-gradient kernel (`--depthwise hybrid`, written 2026-11-28 without a GPU; the training step
 #   was 1.29x timm compiled on both leases of that day, 0.1 ms short of 1.3x, and cuDNN's stride-2 input gradient
 #   took 1.21 ms of it):
-#     GPU_TESTS=1 GPU_TESTS_K="hybrid or step_graph or flipped" GPU_TESTS_TIMEOUT=100 DW_DGRAD=1 SKIP_SMOKE=1
-#       SKIP_STARTUP=1 SKIP_GPU_VS_TIMM=1 ... 1                                                      # <= 205 s
-#     (carrying .xfer/p1: the hybrid layer's GPU test against fp32, then benchmarks/dw_dgrad.py: its kernel's
-#     tuning and median ms per stride-2 layer against cuDNN's, results/dw-dgrad-<gpu>.json.)
+#     GPU_TESTS=1 GPU_TESTS_K="hybrid" GPU_TESTS_TIMEOUT=60 DW_DGRAD=1 SKIP_SMOKE=1 SKIP_STARTUP=1
+#       SKIP_GPU_VS_TIMM=1 ... 1                                                                       # <= 165 s
+#     (nothing carried: the hybrid layer's GPU test against fp32, then benchmarks/dw_dgrad.py: its kernel's tuning
+#     and median ms per stride-2 layer against cuDNN's, eager and replayed, results/dw-dgrad-<gpu>.json. The other
+#     GPU tests passed on the second lease of 2026-11-28; 165 + 535 s leaves the machine's start 200 s of the 900.)
 #     SKIP_SMOKE=1 SKIP_STARTUP=1 GPU_VS_TIMM_BUDGET=500 GPU_VS_TIMM_TIMEOUT=520 GPU_VS_TIMM_ARGS="--sections
 #       hbm_bound,train_tuned --hybrid" ... 1                                                         # <= 535 s
 #     (back to back: train_tuned as above plus ours_compiled_hybrid_tuned_graph, checked against the flipped
