@@ -373,7 +373,7 @@ def _dgrad_s2(grad: torch.Tensor, w33c: torch.Tensor, dx: torch.Tensor, n: int, 
         return dx
 
     if dx.is_cuda and not kernels.INTERPRET:
-        key = ("dw_dgrad_s2", tuple(dx.shape), c, 2, 1, (top, left), dx.dtype)
+        key = ("dw_dgrad_s2", tuple(dx.shape), c, 2, 1, (dx.dtype, (top, left)), dx.dtype)  # input: dtype, pads
         return kernels._run_tuned(dx, key, {"s2": run}, [("s2", cfg) for cfg in DGRAD_S2_CONFIGS])
     return run(*((128, 64, 4) if kernels.INTERPRET else DGRAD_S2_CONFIGS[0]))
 

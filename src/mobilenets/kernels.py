@@ -721,7 +721,7 @@ def tuning_report() -> list[dict]:
             {
                 "layer": layer,
                 "input_nchw": list(shape),
-                "input": str(given).replace("torch.", ""),  # the stem's input dtype and strides; else its dtype
+                "input": str(given).replace("torch.", ""),  # dtype, and the stem's strides or dw_dgrad_s2's pads
                 "cout": cout,
                 "stride": stride,
                 "dilation": dilation,
