@@ -323,9 +323,11 @@ def test_ctrl_c_stops_reproduce_without_a_traceback_and_the_rerun_resumes(tmp_pa
     from .conftest import data_path, sigint_default
 
     cmd = [sys.executable, "-m", "mobilenets", "reproduce", "--budget", "quick", "--experiments", "table5",
-           "--epochs", "10", "--data", str(data_path("imagenette")), "--out", str(tmp_path / "rep")]  # fmt: skip
+           "--epochs", "3", "--data", str(data_path("imagenette")), "--out", str(tmp_path / "rep")]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
-    for line in proc.stdout:  # the first run is under way (10 epochs: about 5 s each here)
+    # the first run is under way: 3 epochs (about 5 s each here) leave the signal 0.5 s in a wide margin, and the
+    # rerun, which trains both of table5's runs to the end, costs 3 epochs each, not 10 (102 s of a loaded suite)
+    for line in proc.stdout:
         if "training" in line:
             break
     time.sleep(0.5)
