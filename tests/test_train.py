@@ -845,11 +845,21 @@ def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.slow
-def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    data = copy_subset(tmp_path / "d", CLASSES4[:2], 40, 8)  # 10 steps per epoch, 30 in all
-    ref = cli(_train_args(data, tmp_path / "ref"))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(the data, the folder of an uninterrupted `_train_args` run on it, without --save-every): the reference both
+    stop-and-resume tests compare with. One run serves both: a checkpoint changes no weight or metric (the resumes
+    are held to that), so the SIGKILL test's run, which saves every 2 steps, ends as this one does."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    data = copy_subset(tmp / "d", CLASSES4[:2], 40, 8)  # 10 steps per epoch, 30 in all
+    ref = cli([a for a in _train_args(data, tmp / "ref") if a not in ("--save-every", "2")])
     assert ref.returncode == 0, ref.stderr
+    return data, tmp / "ref"
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(tmp_path, uninterrupted):
+    data, ref_out = uninterrupted
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -868,7 +878,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert not (run / "summary.json").exists()
     resumed = cli(_train_args(data, run, "--resume", "auto"))
     assert resumed.returncode == 0, resumed.stderr
-    a = read_state_dict(tmp_path / "ref" / "model" / "model.safetensors")  # EMA weights, so EMA state resumed too
+    a = read_state_dict(ref_out / "model" / "model.safetensors")  # EMA weights, so EMA state resumed too
     b = read_state_dict(run / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((run / "summary.json").read_text())
@@ -876,23 +886,20 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     # the epoch cut by the kill reports what the uninterrupted run's did: its totals came with the checkpoint
-    ref_rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(x) for x in (ref_out / "metrics.jsonl").read_text().splitlines()]
     for mine, theirs in zip(rows, ref_rows, strict=True):
         for key in ("train_images", "train_steps", "train_loss", "train_top1", "val_top1"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-12), (mine["epoch"], key)
 
 
 @pytest.mark.slow
-def test_sigterm_stops_at_a_step_with_its_checkpoint_and_the_resume_is_bit_identical(tmp_path):
+def test_sigterm_stops_at_a_step_with_its_checkpoint_and_the_resume_is_bit_identical(tmp_path, uninterrupted):
     """SIGTERM (a scheduler's preemption) in the middle of epoch 2: the run stops at that step's end, saves a
     checkpoint there (none is due: no --save-every) and exits 143 with one line; the resume loses no step and ends
     bit-identical to an uninterrupted run. With Python's default the process died, back to epoch 1's checkpoint."""
-    data = copy_subset(tmp_path / "d", CLASSES4[:2], 40, 8)  # 10 steps per epoch, 30 in all
-    args = [a for a in _train_args(data, tmp_path / "ref") if a not in ("--save-every", "2")]
-    ref = cli(args)
-    assert ref.returncode == 0, ref.stderr
+    data, ref_out = uninterrupted
     run = tmp_path / "run"
-    args[args.index("--out") + 1] = str(run)
+    args = [a for a in _train_args(data, run) if a not in ("--save-every", "2")]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     with subprocess.Popen([sys.executable, "-m", "mobilenets", *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
@@ -914,11 +921,11 @@ def test_sigterm_stops_at_a_step_with_its_checkpoint_and_the_resume_is_bit_ident
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((run / "summary.json").read_text())  # from the step it stopped at, not epoch 1's end
     assert summary["resumed_from"].endswith(f"ckpt-{step:09d}.pt") and summary["global_steps"] == 30
-    a = read_state_dict(tmp_path / "ref" / "model" / "model.safetensors")
+    a = read_state_dict(ref_out / "model" / "model.safetensors")
     b = read_state_dict(run / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    ref_rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(x) for x in (ref_out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for mine, theirs in zip(rows, ref_rows, strict=True):
         assert mine["val_top1"] == theirs["val_top1"] and mine["train_loss"] == pytest.approx(theirs["train_loss"])
