@@ -505,7 +505,20 @@ def _timed(ms: float) -> dict:
     return {"median_ms": ms, "images_per_s": 256 / ms * 1e3}
 
 
-def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: Path):
+def _merge_in_process(monkeypatch, cmd: list[str]) -> str | None:
+    """The script's ``main()`` on ``cmd``'s arguments in this process: None where it returned, else the message it
+    exits with (a string: exit status 1, the message on stderr). A command's start-up, importing torch and timm,
+    costs 3.5 s; one merge test runs the script as a command, the others here."""
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *cmd[2:]])
+    try:
+        _module().main()
+    except SystemExit as exc:
+        assert isinstance(exc.code, str), exc.code  # not exit status 0
+        return exc.code
+    return None
+
+
+def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: Path, monkeypatch):
     """One lease's calls merge into one report: a section that errored or was skipped in a later call does not
     replace the earlier call's, the ratios are recomputed from the merged sections, and another GPU is refused."""
     first = _report(
@@ -565,14 +578,13 @@ def test_merge_takes_each_section_from_the_last_run_that_completed_it(tmp_path: 
     second_tuning = json.loads(paths[1].read_text())
     del second_tuning["triton_tuning"]
     paths[1].write_text(json.dumps(second_tuning))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _merge_in_process(monkeypatch, cmd) is None
     merged = json.loads(out.read_text())
     assert merged["section_sources"]["inference_compiled"] == "call1.json" and "triton_tuning" not in merged
     assert "numerics" not in merged["section_sources"]
     paths[1].write_text(json.dumps({**second, "environment": {**second["environment"], "gpu": "NVIDIA H100"}}))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert proc.returncode != 0 and "gpu='NVIDIA H100'" in proc.stderr and "call1.json" in proc.stderr
+    error = _merge_in_process(monkeypatch, cmd)
+    assert error and "gpu='NVIDIA H100'" in error and "call1.json" in error
 
 
 def test_a_graph_path_with_nan_logits_is_not_the_best_path():
@@ -614,7 +626,7 @@ def test_a_graph_path_whose_logits_differ_from_its_twins_is_not_the_best_path():
     assert module.ratios(report)["best_ours_inference"]["path"] == "ours_bf16_cl_compiled_graph"
 
 
-def test_merge_refuses_runs_at_another_resolution(tmp_path: Path):
+def test_merge_refuses_runs_at_another_resolution(tmp_path: Path, monkeypatch):
     """Rates and the HBM bound depend on the batch and resolution: runs at other ones do not merge."""
     paths = []
     for i, res in enumerate((224, 160)):
@@ -622,8 +634,8 @@ def test_merge_refuses_runs_at_another_resolution(tmp_path: Path):
         paths.append(tmp_path / f"call{i}.json")
         paths[-1].write_text(json.dumps(report))
     cmd = [sys.executable, str(SCRIPT), "--merge", *map(str, paths), "--out", str(tmp_path / "merged.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert proc.returncode != 0 and "resolution=160" in proc.stderr and "call1.json" in proc.stderr
+    error = _merge_in_process(monkeypatch, cmd)
+    assert error and "resolution=160" in error and "call1.json" in error
 
 
 def test_the_triton_preflight_runs_only_for_sections_that_run_triton_kernels():
