@@ -208,6 +208,27 @@ def test_cli_convert_and_errors(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def _example_in_process(monkeypatch, capsys, *args: str) -> tuple[str | None, str, str]:
+    """examples/predict_imagenet.py ARGS run in this process as ``__main__`` (runpy reads its module code afresh, so
+    it sees this test's $MOBILENETS_DATA and directory): (the message it exits with, None where it returned; stdout;
+    stderr). Started as a command it costs 3.5 s of importing torch: each test still starts it as one once."""
+    import runpy
+    import sys
+
+    from .conftest import REPO
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [str(REPO / "examples" / "predict_imagenet.py"), *args])
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        message = None
+    except SystemExit as exc:
+        assert isinstance(exc.code, str), exc.code  # a message: exit status 1, the message on stderr
+        message = exc.code
+    out, err = capsys.readouterr()
+    return message, out, err
+
+
 def test_example_prints_sensible_top5(tmp_path):
     import subprocess
     import sys
@@ -227,7 +248,7 @@ def test_example_prints_sensible_top5(tmp_path):
     assert any(line.split("%", 1)[1].strip() == "hen" for line in lines[8:13])  # in the top-5 (0.5_160 says vulture)
 
 
-def test_example_does_not_reuse_weights_of_another_file(tmp_path):
+def test_example_does_not_reuse_weights_of_another_file(tmp_path, monkeypatch, capsys):
     """A weights folder converted earlier is used only for the --tflite and --classes asked for; it silently gave
     the 0.75_192 model's top-5 for --tflite 0.25_128 and kept 1000 classes for --classes 1001."""
     import subprocess
@@ -243,14 +264,9 @@ def test_example_does_not_reuse_weights_of_another_file(tmp_path):
         ["--tflite", str(tflite_file("0.25_128"))],
         ["--tflite", str(tflite_file("0.5_160")), "--classes", "1001"],
     ):
-        run = subprocess.run(
-            [sys.executable, str(script), str(hen), "--weights", str(w), *other],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 1 and run.stdout == "", run.stdout
-        assert run.stderr.count("\n") == 1 and f"--weights {w} holds mobilenet_v1_0.5_160_quant.tflite" in run.stderr
+        message, out, err = _example_in_process(monkeypatch, capsys, str(hen), "--weights", str(w), *other)
+        assert message and out == err == "", (out, err)
+        assert "\n" not in message and f"--weights {w} holds mobilenet_v1_0.5_160_quant.tflite" in message
     run = subprocess.run(  # the default folder is named after the file and classes: a new one converts
         [sys.executable, str(script), str(hen), "--tflite", str(tflite_file("0.25_128")), "--classes", "1001"],
         capture_output=True,
@@ -265,7 +281,7 @@ def test_example_does_not_reuse_weights_of_another_file(tmp_path):
     assert weights.read_config(tmp_path / "runs/weights/mobilenet_v1_0.25_128_quant-1001")["spec"].num_classes == 1001
 
 
-def test_example_names_the_missing_file_it_would_check_the_weights_against(tmp_path):
+def test_example_names_the_missing_file_it_would_check_the_weights_against(tmp_path, monkeypatch, capsys):
     """A converted folder is checked against the --tflite file (by its SHA-256): without the shared data that file
     is missing, and the check was a FileNotFoundError traceback, not the example's one-line 'not found'."""
     import os
@@ -278,14 +294,19 @@ def test_example_names_the_missing_file_it_would_check_the_weights_against(tmp_p
     hen = data_path("imagenet-sample", "n01514859_hen.JPEG")
     convert_file(tflite_file("0.75_192"), tmp_path / "runs/weights/mobilenet_v1_0.75_192_quant-1000", classes=1000)
     env = {**os.environ, "MOBILENETS_DATA": str(tmp_path / "nowhere")}
-    for args in ([], ["--weights", "runs/weights/mobilenet_v1_0.75_192_quant-1000", "--classes", "1000"]):
-        run = subprocess.run([sys.executable, str(script), str(hen), *args], capture_output=True, text=True,
-                             timeout=120, cwd=tmp_path, env=env)  # fmt: skip
-        assert run.returncode == 1 and run.stdout == "", run.stdout
-        assert run.stderr.count("\n") == 1 and "mobilenet_v1_0.75_192_quant.tflite: not found" in run.stderr, run.stderr
+    run = subprocess.run([sys.executable, str(script), str(hen)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=env)  # fmt: skip
+    assert run.returncode == 1 and run.stdout == "", run.stdout
+    assert run.stderr.count("\n") == 1 and "mobilenet_v1_0.75_192_quant.tflite: not found" in run.stderr, run.stderr
+    monkeypatch.setenv("MOBILENETS_DATA", env["MOBILENETS_DATA"])
+    monkeypatch.chdir(tmp_path)
+    args = ["--weights", "runs/weights/mobilenet_v1_0.75_192_quant-1000", "--classes", "1000"]
+    message, out, err = _example_in_process(monkeypatch, capsys, str(hen), *args)
+    assert message and out == err == "", (out, err)
+    assert "\n" not in message and "mobilenet_v1_0.75_192_quant.tflite: not found" in message, message
 
 
-def test_example_takes_folders_and_names_an_unreadable_image_in_one_line(tmp_path):
+def test_example_takes_folders_and_names_an_unreadable_image_in_one_line(tmp_path, monkeypatch, capsys):
     """The example's IMAGE arguments: a folder was an IsADirectoryError traceback and a file that is not an image an
     ImageError traceback; a folder is now searched for images (as `mobilenets predict` searches it), and a bad or
     missing file is one line naming it, exit status 1, nothing printed on stdout."""
@@ -311,9 +332,9 @@ def test_example_takes_folders_and_names_an_unreadable_image_in_one_line(tmp_pat
     assert ok.returncode == 0 and ok.stdout.splitlines()[0] == "n01514859_hen.JPEG", ok.stderr
     (photos / "broken.jpg").write_text("not a JPEG")
     for images, named in (((photos,), "broken.jpg: not a readable image"), ((tmp_path / "no.jpg",), "no.jpg: no such")):
-        bad = run(*images)
-        assert bad.returncode == 1 and bad.stdout == "", bad.stdout
-        assert bad.stderr.count("\n") == 1 and named in bad.stderr, bad.stderr
+        message, out, err = _example_in_process(monkeypatch, capsys, *map(str, images), "--weights", str(w))
+        assert message and out == err == "", (out, err)
+        assert "\n" not in message and named in message, message
 
 
 def _random_tf_model(resolution: int, num_classes: int = 11) -> mobilenets.MobileNetV1:
