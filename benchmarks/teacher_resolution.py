@@ -210,7 +210,7 @@ def parse() -> argparse.Namespace:
             sys.exit(f"teacher {name!r} is not one of {', '.join(TEACHERS)}")
     for flag, value in (("--sizes", min(args.sizes)), ("--time-size", args.time_size), ("--batch", args.batch),
                         ("--rounds", args.rounds), ("--threads", args.threads),
-                        ("--max-per-class", args.max_per_class or 1)):  # fmt: skip
+                        ("--max-per-class", 1 if args.max_per_class is None else args.max_per_class)):  # fmt: skip
         if value < 1:
             sys.exit(f"{flag} {value}: must be at least 1")
     return args
