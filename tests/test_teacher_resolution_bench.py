@@ -61,3 +61,20 @@ def test_a_bad_value_is_refused_in_one_line_naming_it(tmp_path, args, named):
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and named in proc.stderr, proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_readme_quotes_the_committed_results_file():
+    """Every figure the README's distillation comment quotes is the committed run's, rounded as printed there (they
+    came from a script outside the repository before; a re-run that changes them must change the README)."""
+    repo = Path(__file__).parents[1]
+    name = "results/teacher-resolution-amd-epyc-2c-t1.json"
+    report = json.loads((repo / name).read_text())
+    (row,) = [r for r in report["accuracy"] if r["teacher"] == "mobilenet_v1_0.75_192_quant"]
+    assert row["images"] == 3925 and report["timing"]["batch"] == 64 and report["threads"] == 1
+    comment = " ".join(line.lstrip("# ") for line in (repo / "README.md").read_text().splitlines())
+    fed = row["from_128"]
+    want = (f"128 px crops scored {fed['direct']['top1_10']:.1f}% directly, {fed['resized']['top1_10']:.1f}% resized, "
+            f"on Imagenette val's 10 classes; {fed['macs_ratio_resized_over_direct']:.2f}x its forward's MACs, and a "
+            f"0.25-128 student's distillation step took {report['timing']['step_ratio']:.1f}x as long on one CPU "
+            f"thread, batch 64: benchmarks/teacher_resolution.py, {name};")  # fmt: skip
+    assert want in comment, want

@@ -144,7 +144,7 @@ class TrainConfig:
     teacher_resolution: str = _f(
         "own",
         "what a teacher of our weights sees: own (a batch below its resolution resized up to it: a 0.75-192 teacher "
-        "fed 128 px scored 95.6% on Imagenette val, 94.3% as is, at 2.25x its MACs) | student (the batch as it is)",
+        "fed 128 px scored 95.6% on Imagenette val, 94.3% as is, at 2.24x its MACs) | student (the batch as it is)",
     )
     # --- optimisation ---
     epochs: int = _f(10, "training epochs (with --time-budget: at most this many)")

@@ -409,10 +409,13 @@ class AtOwnResolution(nn.Module):
     discrepancy"). Measured on Imagenette val with converted TF-slim MobileNets (top-1 over the 10 classes / the
     1000): the 0.75-192 fed 128 px crops scored 94.3/55.5% directly, 95.6/59.4% resized to 192 (97.6/66.6% at 192);
     from 96 px 87.4/41.1% vs 92.9/52.6%. Smaller teachers gain less (0.25-128 from 96 px lost 1 point), but every
-    teacher's temperature-4 distribution came 2-4x closer to its own at its resolution (KL). A larger batch is left
-    as it is: resized down, the same teachers lost 0.7-6 points, as a network scores better a little above its
-    training resolution (Touvron et al.). Cost: (own / student)^2 the teacher's MACs, 2.25x from 128 to 192; on one
-    CPU thread that teacher's forward took 3.7x as long (batch 64: 353 -> 1302 ms, the resize 34 ms of it).
+    teacher's temperature-4 distribution came 2-4x closer to its own at its resolution (KL). Cost: about
+    (own / student)^2 the teacher's MACs, 2.24x from 128 to 192 (its classifier's do not grow); on one CPU thread,
+    batch 64, that teacher's forward took 3.2x as long (549 -> 1755 ms, the resize 35 ms of it) and a 0.25-128
+    student's distillation step 2.4x (872 -> 2079 ms). These figures: benchmarks/teacher_resolution.py,
+    results/teacher-resolution-amd-epyc-2c-t1.json. A larger batch is left as it is: a network scores better a
+    little above its training resolution (Touvron et al.); resized down, these teachers lost top-1 (commit a7c791e,
+    measured outside the repository).
     """
 
     def __init__(self, teacher: nn.Module, resolution: int) -> None:
