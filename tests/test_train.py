@@ -2538,6 +2538,24 @@ def test_a_resume_says_what_it_changes(tmp_path, capsys):
     assert "epochs=2 ends inside the 5-epoch warm-up: the learning rate only rises," in capsys.readouterr().err
 
 
+def test_a_resume_to_more_epochs_of_the_exponential_schedule_says_nothing_stretched(tmp_path, capsys):
+    """The paper recipe's exponential decay steps every ``lr_decay_epochs`` whatever ``--epochs`` is: a resume that
+    asks for more epochs goes on at the rates of an uninterrupted run (its weights equal, with --deterministic), so
+    a note saying the schedule is stretched would be false."""
+    from mobilenets.trainer import train
+
+    data = copy_subset(tmp_path / "d", CLASSES4[:2], 8, 2)
+    cfg = tiny_cfg(data, tmp_path / "r", resolution=32, epochs=1, schedule="exponential", lr_decay_epochs=0.5,
+                   deterministic=True, quiet=False)  # fmt: skip
+    train(cfg)
+    capsys.readouterr()
+    train(dataclasses.replace(cfg, epochs=2, resume="auto"))
+    assert "stretched" not in capsys.readouterr().err
+    train(dataclasses.replace(cfg, epochs=2, out=str(tmp_path / "whole")))
+    resumed, whole = (load(tmp_path / d / "model").state_dict() for d in ("r", "whole"))
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
 def test_classes_given_comma_separated_pick_those_folders(tmp_path):
     data = copy_subset(tmp_path / "d", CLASSES4[:3], 4, 1)
     out = tmp_path / "r"

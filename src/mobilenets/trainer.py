@@ -1222,9 +1222,11 @@ class _Run:
     def _resume_notes(self, state: dict) -> list[str]:
         """What a resume changes that it allows: a longer or shorter schedule, and (CPU) another thread or process
         count, which changes the summation order or the BatchNorm batches, so the run is no longer bit-identical to
-        an uninterrupted one. Older checkpoints record neither count: no note."""
+        an uninterrupted one. Older checkpoints record neither count: no note. Only the cosine schedule's length is
+        its epochs: the exponential one (the paper recipe's) decays every ``lr_decay_epochs`` whatever the total,
+        so a longer run resumed goes on at the rates an uninterrupted one would have had, and nothing is said."""
         notes, saved = [], state.get("config") or {}
-        if saved.get("epochs") not in (None, self.cfg.epochs) and self.cfg.schedule != "constant":
+        if saved.get("epochs") not in (None, self.cfg.epochs) and self.cfg.schedule == "cosine":
             notes.append(f"epochs={self.cfg.epochs} here, {saved['epochs']} when checkpointed: the {self.cfg.schedule} "
                          "learning-rate schedule is stretched to the new length from this step on")  # fmt: skip
         if state.get("world_size") not in (None, self.env.world_size):
