@@ -176,6 +176,17 @@ def test_a_damaged_run_record_is_one_line_naming_it_and_a_torn_epoch_row_is_no_e
     assert partial == {unfinished.key: {"epochs": 1, "last_val_top1": 0.25}}
 
 
+def test_a_report_of_runs_of_another_budget_names_that_budget(tmp_path):
+    """`reproduce --report-only --out results/reproduce-imagenette-nvidia-h200` (the default --budget quick) looked
+    for 56 px runs beside 18 finished 224 px ones and said "train first"; it now names the budget they were run with."""
+    full = plan_runs(["table7"], BUDGETS["full"])[0]
+    summary = tmp_path / "runs" / full.key / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"final_top1": 0.5}')
+    with pytest.raises(FileNotFoundError, match=r"no finished run to report; it holds finished runs of --budget full"):
+        reproduce(ReproduceConfig(out=str(tmp_path), budget="quick", report_only=True), log=lambda m: None)
+
+
 def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="experiments='table9'"):
         reproduce(ReproduceConfig(experiments=("table9",)))

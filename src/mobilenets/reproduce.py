@@ -839,8 +839,22 @@ def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}
     if not summaries:
-        raise FileNotFoundError(f"{out / 'runs'}: no finished run to report (train first, without --report-only)")
+        others = budgets_finished(out)
+        hint = (f"; it holds finished runs of --budget {' or '.join(others)}: give that budget" if others
+                else " (train first, without --report-only)")  # fmt: skip
+        raise FileNotFoundError(f"{out / 'runs'}: no finished run to report{hint}")
     return summaries, unfinished
+
+
+def budgets_finished(out: Path) -> list[str]:
+    """The budgets with a finished run in ``out/runs``. Run folders are named by the resolution trained, so a
+    report-only invocation at the default --budget quick finds none of a full budget's runs (those of the committed
+    results/reproduce-imagenette-* folders), which "train first" would misdescribe: 18 finished runs are there."""
+    return [
+        name
+        for name, budget in BUDGETS.items()
+        if any((out / "runs" / run.key / "summary.json").is_file() for run in plan_runs(list(EXPERIMENTS), budget))
+    ]
 
 
 def _run_environment(out: Path, summaries: dict[str, dict]) -> dict[str, Any]:
