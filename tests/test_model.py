@@ -495,13 +495,16 @@ def test_load_state_dict_takes_a_wrapped_models_state_dict():
     assert next(iter(state)).startswith("module.")  # the caller's dict is left as it was
     with pytest.raises(RuntimeError, match="Unexpected key"):  # a partial prefix is no wrapper: keys stay named
         target.load_state_dict({**source.state_dict(), "module.extra": torch.zeros(1)})
-    # torch's EMA wrapper keeps n_averaged beside module.*: each key is unwrapped (timm's clean_state_dict), so
-    # strict=False loads every tensor (all-or-nothing stripping loaded none, silently)
+    # torch's EMA wrapper keeps n_averaged beside module.*: each key is unwrapped (timm's clean_state_dict), and
+    # the wrapper's counter is no weight of the model, so the default strict load takes it (it failed on
+    # n_averaged) and strict=False loads every tensor (all-or-nothing stripping loaded none, silently)
     averaged = torch.optim.swa_utils.AveragedModel(source)
     fresh = create_model("mobilenet_v1_025", num_classes=42)
-    result = fresh.load_state_dict(averaged.state_dict(), strict=False)
-    assert result.missing_keys == [] and result.unexpected_keys == ["n_averaged"]
+    result = fresh.load_state_dict(averaged.state_dict())
+    assert result.missing_keys == [] and result.unexpected_keys == []
     assert torch.equal(fresh.eval()(x), source(x))
+    with pytest.raises(RuntimeError, match='Unexpected key.*"n_averaged"'):  # beside unwrapped keys: the model's
+        fresh.load_state_dict({**source.state_dict(), "n_averaged": torch.tensor(1)})
 
 
 def test_timm_layer_decay_gives_each_block_its_learning_rate():

@@ -205,6 +205,8 @@ def feature_taps(plan: Plan) -> list[dict]:
 
 # key prefixes of wrapped models: (Distributed)DataParallel's, AveragedModel's and torch.compile's
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# a wrapper's own entries, no weight of the model: AveragedModel's step counter beside its module.* tensors
+WRAPPER_OWN_KEYS = ("n_averaged",)
 
 
 def unprefixed(key: str) -> str:
@@ -219,10 +221,12 @@ def strip_wrapper_prefixes(state: Mapping[str, Any]) -> Mapping[str, Any]:
     carries the prefix: ``AveragedModel``'s ``n_averaged`` sits beside its ``module.*`` tensors, and with
     ``strict=False`` an all-or-nothing rule loaded none of them without a word); its ``_metadata`` (BatchNorm's
     version, read by ``load_state_dict``) renamed alike, the wrapped model's entry over the wrapper's own.
+    The wrapper's own entries (`WRAPPER_OWN_KEYS`) go, so an ``AveragedModel``'s state dict loads with
+    ``strict=True``, as the README says (its ``n_averaged`` failed the default load as an unexpected key).
     ``state`` itself when no key carries a prefix."""
     if not any(k.startswith(WRAPPER_PREFIXES) for k in state):
         return state
-    stripped: Any = OrderedDict((unprefixed(k), v) for k, v in state.items())
+    stripped: Any = OrderedDict((unprefixed(k), v) for k, v in state.items() if k not in WRAPPER_OWN_KEYS)
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
         stripped._metadata = OrderedDict()
