@@ -519,3 +519,14 @@ def test_timm_layer_decay_gives_each_block_its_learning_rate():
     assert len(set(scale.values())) == 1 + 13 + 1 and scale["classifier.weight"] == 1.0
     assert scale["stem.conv.weight"] < scale["blocks.0.dw.conv.weight"] == scale["blocks.0.pw.bn.bias"]
     assert scale["blocks.11.pw.conv.weight"] == 0.5 * scale["blocks.12.dw.conv.weight"] == 0.25
+
+
+def test_features_only_backbone_scripts():
+    """``torch.jit.script(create_model(name, features_only=True))`` failed with "try blocks aren't supported" once
+    the batch-1 message's try sat in ``FeatureMaps.forward`` (TorchScript compiles a branch it never takes); it
+    scripts, as the classifier does, and gives the eager maps."""
+    feats = create_model("mobilenet_v1_025", features_only=True, out_indices=(1, 3)).eval()
+    _randomize_bn(feats)
+    x = torch.randn(2, 3, 65, 48)
+    scripted = torch.jit.script(feats)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(scripted(x), feats(x), strict=True))

@@ -541,11 +541,16 @@ class FeatureMaps(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (N, in_chans, H, W) -> one map per ``out_indices`` entry, (N, channels, H/r, W/r) for each
         ``feature_info`` channels and reduction r."""
-        if torch.jit.is_scripting():
+        if torch.jit.is_scripting():  # TorchScript has no try, not even in a branch it never takes
             return self._maps(x)
+        return self._maps_explained(x)
+
+    @torch.jit.unused
+    def _maps_explained(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """`_maps` outside TorchScript, as `MobileNetV1._features_explained`: a batch of 1 at a 1x1 map, named."""
         try:
             return self._maps(x)
-        except ValueError as exc:  # as MobileNetV1.forward_features: a batch of 1 at a 1x1 map, named
+        except ValueError as exc:
             raise batch_norm_error(exc, x, max(info["reduction"] for info in self.feature_info)) from None
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
