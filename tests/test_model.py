@@ -530,3 +530,23 @@ def test_features_only_backbone_scripts():
     x = torch.randn(2, 3, 65, 48)
     scripted = torch.jit.script(feats)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(scripted(x), feats(x), strict=True))
+
+
+class _RaisesChained(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            {}["missing"]
+        except KeyError as err:
+            raise ValueError("a layer's own error") from err
+        return x
+
+
+@pytest.mark.parametrize("features_only", [False, True])
+def test_a_layers_own_value_error_keeps_its_cause(features_only):
+    """The batch-1 BatchNorm message's ``except ValueError`` re-raised every other ValueError ``from None``, which
+    erased the ``__cause__`` a layer raised it from (the KeyError behind it, gone from the traceback)."""
+    model = create_model("mobilenet_v1_025", num_classes=3, features_only=features_only)
+    model.blocks[1] = _RaisesChained()
+    with pytest.raises(ValueError, match="a layer's own error") as err:
+        model(torch.randn(2, 3, 64, 64))
+    assert isinstance(err.value.__cause__, KeyError)

@@ -274,6 +274,15 @@ def batch_norm_error(exc: ValueError, x: torch.Tensor, stride: int) -> ValueErro
     )
 
 
+def raise_explained(exc: ValueError, x: torch.Tensor, stride: int) -> None:
+    """Raise `batch_norm_error`'s message in place of BatchNorm's (its traceback, deep in F.batch_norm, dropped);
+    return for any other ValueError, which the caller re-raises as it was: ``raise batch_norm_error(...) from None``
+    on it erased the ``__cause__`` it was raised ``from`` (a custom layer's ``raise ValueError(...) from err``)."""
+    told = batch_norm_error(exc, x, stride)
+    if told is not exc:
+        raise told from None
+
+
 def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
     """(global pool, flatten) of the head for ``spec.global_pool`` (spec.GLOBAL_POOLS)."""
     if kind == "":
@@ -388,7 +397,8 @@ class MobileNetV1(nn.Module):
                 return y
             return self.blocks(y)
         except ValueError as exc:
-            raise batch_norm_error(exc, x, self.spec.output_stride) from None
+            raise_explained(exc, x, self.spec.output_stride)
+            raise
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool (``spec.global_pool``: Table 1's 'Avg Pool' by default, or max, or none), dropout, then the
@@ -551,7 +561,8 @@ class FeatureMaps(nn.Module):
         try:
             return self._maps(x)
         except ValueError as exc:
-            raise batch_norm_error(exc, x, max(info["reduction"] for info in self.feature_info)) from None
+            raise_explained(exc, x, max(info["reduction"] for info in self.feature_info))
+            raise
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
