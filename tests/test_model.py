@@ -505,6 +505,9 @@ def test_load_state_dict_takes_a_wrapped_models_state_dict():
     assert torch.equal(fresh.eval()(x), source(x))
     with pytest.raises(RuntimeError, match='Unexpected key.*"n_averaged"'):  # beside unwrapped keys: the model's
         fresh.load_state_dict({**source.state_dict(), "n_averaged": torch.tensor(1)})
+    compiled_ema = torch.compile(averaged, backend="eager").state_dict()  # the EMA compiled for eval: its counter
+    assert "_orig_mod.n_averaged" in compiled_ema  # sits under the prefix too (it failed as "n_averaged")
+    assert create_model("mobilenet_v1_025", num_classes=42).load_state_dict(compiled_ema).unexpected_keys == []
 
 
 def test_timm_layer_decay_gives_each_block_its_learning_rate():

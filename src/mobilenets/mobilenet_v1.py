@@ -226,7 +226,8 @@ def strip_wrapper_prefixes(state: Mapping[str, Any]) -> Mapping[str, Any]:
     ``state`` itself when no key carries a prefix."""
     if not any(k.startswith(WRAPPER_PREFIXES) for k in state):
         return state
-    stripped: Any = OrderedDict((unprefixed(k), v) for k, v in state.items() if k not in WRAPPER_OWN_KEYS)
+    keys = ((unprefixed(k), v) for k, v in state.items())  # an own entry under a wrapper too: _orig_mod.n_averaged
+    stripped: Any = OrderedDict((k, v) for k, v in keys if k not in WRAPPER_OWN_KEYS)
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
         stripped._metadata = OrderedDict()
