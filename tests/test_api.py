@@ -184,6 +184,20 @@ def test_timm_create_model_keywords_that_select_nothing_here_are_taken():
             create_model("mobilenet_v1_025", **kwargs)
 
 
+def test_timm_train_py_call_with_its_unset_nones_builds_the_default():
+    """timm's train.py also passes ``num_classes=args.num_classes``, ``global_pool=args.gp``, ``bn_eps``,
+    ``bn_momentum`` and ``drop_rate``, None when unset, which timm.create_model drops; here each None was refused
+    (or "unknown ModelSpec field" for bn_momentum), so the ported call still failed."""
+    plain = create_model("mobilenet_v1_025")
+    ported = create_model("mobilenet_v1_025", pretrained=False, in_chans=None, num_classes=None, drop_rate=None,
+                          drop_path_rate=None, drop_block_rate=None, global_pool=None, bn_momentum=None,
+                          bn_eps=None, scriptable=False, checkpoint_path="")  # fmt: skip
+    assert ported.spec == plain.spec
+    with pytest.raises(ValueError, match=r"^bn_momentum=0.01 is not allowed: bn_momentum must be None"):
+        create_model("mobilenet_v1_025", bn_momentum=0.01)
+    assert create_model("mobilenet_v1_025", include_top=False, pooling=None).spec.global_pool == ""  # Keras' None
+
+
 def test_register_model_checks_its_function_when_the_model_is_created(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the names below vanish after the test
     register_model("test_api_not_a_spec", lambda: {"alpha": 0.5})

@@ -245,12 +245,16 @@ _TIMM_LAYER_FLAGS = ("scriptable", "exportable", "no_jit")
 # timm's regularisers of residual paths, of which MobileNetV1 has none (timm's mobilenetv1 takes drop_path_rate and
 # drops nothing: its blocks have no skip), and its checkpoint to load: timm's train.py passes each, None if unset
 _TIMM_UNSET = {"drop_path_rate": (None, 0, 0.0), "drop_block_rate": (None, 0, 0.0), "checkpoint_path": (None, "")}
+# timm.create_model drops every keyword given as None (such keywords "only override model defaults if set"), and its
+# train.py passes these as None when unset; bn_momentum has no field here (BatchNorm keeps torch's 0.1)
+_TIMM_NONE_UNSET = ("num_classes", "global_pool", "bn_eps", "bn_momentum", "in_chans", "drop_rate")
 
 
 def _timm_keywords_that_select_nothing(overrides: dict[str, Any]) -> None:
     """Take timm's create_model keywords that choose nothing here out of ``overrides``, so code ported from
     ``timm.create_model(name, exportable=True, drop_path_rate=args.drop_path)`` runs (else: "unknown ModelSpec
-    field"); a value that would do something in timm and cannot here is an error naming it."""
+    field"), and timm's None for "not set" (`_TIMM_NONE_UNSET`: train.py's ``num_classes=args.num_classes``...)
+    keeps the default, as timm drops it; a value that would do something in timm and cannot here is an error."""
     for flag in _TIMM_LAYER_FLAGS:
         value = overrides.pop(flag, None)
         if not isinstance(value, bool | type(None)):
@@ -262,6 +266,13 @@ def _timm_keywords_that_select_nothing(overrides: dict[str, Any]) -> None:
             if key == "checkpoint_path":
                 why = "'' or None: weights load with weights=DIR (`mobilenets convert` writes one from timm's)"
             raise SpecError(f"{key}={value!r} is not allowed: {key} must be {why}")
+    for key in _TIMM_NONE_UNSET:
+        if key in overrides and overrides[key] is None:
+            del overrides[key]
+    if "bn_momentum" in overrides:
+        momentum = overrides.pop("bn_momentum")
+        raise SpecError(f"bn_momentum={momentum!r} is not allowed: bn_momentum must be None (BatchNorm's is torch's "
+                        "0.1; set it on the built model's BatchNorm2d modules)")  # fmt: skip
 
 
 def _create_with_weights(name_or_spec: str | ModelSpec, path: Any, overrides: dict[str, Any]) -> MobileNetV1:
