@@ -68,6 +68,7 @@ def test_in_chans_alone_gives_mean_and_std_for_its_channels():
     tf = ModelSpec(mean=(0.5,) * 3, std=(0.5,) * 3)
     assert tf.replace(in_chans=1).std == (0.5,) and tf.replace(in_chans=1).replace(in_chans=3) == tf
     assert ModelSpec(in_chans=1, mean=(0.2,)).mean == (0.2,) and ModelSpec(in_chans=1).replace(std=(0.3,)).std == (0.3,)
+    assert tf.replace(in_chans=np.int64(1)) == tf.replace(in_chans=1)  # a NumPy count too (it kept the 3 values)
 
 
 def test_spec_repr_shortens_labels():

@@ -216,7 +216,8 @@ def per_channel(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    """An in_chans that `validate` accepts: any integer type (NumPy's too, as `_normalized` stores them), not bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def on_grid(spec: ModelSpec) -> bool:
