@@ -187,6 +187,18 @@ def test_a_report_of_runs_of_another_budget_names_that_budget(tmp_path):
         reproduce(ReproduceConfig(out=str(tmp_path), budget="quick", report_only=True), log=lambda m: None)
 
 
+def test_a_report_of_other_experiments_runs_does_not_advise_the_budget_given(tmp_path):
+    """A quick folder that trained table5 alone, reported for table4 at --budget quick: the hint said "it holds
+    finished runs of --budget quick: give that budget", the budget given. It says to train first."""
+    shallow = next(r for r in plan_runs(["table5"], BUDGETS["quick"]) if "shallow" in r.model)
+    summary = tmp_path / "runs" / shallow.key / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"final_top1": 0.5}')
+    config = ReproduceConfig(out=str(tmp_path), budget="quick", experiments=("table4",), report_only=True)
+    with pytest.raises(FileNotFoundError, match=r"no finished run to report \(train first, without --report-only\)$"):
+        reproduce(config, log=lambda m: None)
+
+
 def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match="experiments='table9'"):
         reproduce(ReproduceConfig(experiments=("table9",)))

@@ -751,7 +751,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         check_same_experiment(runs, data, out, budget, recipe, same_data=False)  # a report of runs made elsewhere
         train, trained_on = recorded_settings(runs, out, budget)
         budget = replace(budget, train=train)
-        summaries, unfinished = finished_runs(runs, out)
+        summaries, unfinished = finished_runs(runs, out, budget.name)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
         from .data import check_trainable, scan_dataset
@@ -825,8 +825,9 @@ def _command() -> str:
     return " ".join(["mobilenets", *sys.argv[1:]]) if name in ("__main__.py", "mobilenets") else " ".join(sys.argv)
 
 
-def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1})."""
+def finished_runs(runs: list[Run], out: Path, budget: str | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1}).
+    ``budget``: the --budget given, never the one an error with none to report advises giving."""
     summaries, unfinished = {}, {}
     for run in runs:
         folder = out / "runs" / run.key
@@ -839,7 +840,7 @@ def finished_runs(runs: list[Run], out: Path) -> tuple[dict[str, dict], dict[str
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}
     if not summaries:
-        others = budgets_finished(out)
+        others = [name for name in budgets_finished(out) if name != budget]
         hint = (f"; it holds finished runs of --budget {' or '.join(others)}: give that budget" if others
                 else " (train first, without --report-only)")  # fmt: skip
         raise FileNotFoundError(f"{out / 'runs'}: no finished run to report{hint}")
