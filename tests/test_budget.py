@@ -232,3 +232,21 @@ def test_step_rate_times_the_configured_training_step(tmp_path, monkeypatch):
     assert {(c.grad_clip, c.label_smoothing, c.amp_dtype, c.scaler) for c in seen} == {(0.5, 0.2, None, None)}  # fp32
     with pytest.raises(ConfigError, match="^step_graph is not allowed on cpu: CUDA graphs need a CUDA device$"):
         step_rate(tiny_cfg(tmp_path, tmp_path / "o", batch_size=4, step_graph=True), num_classes=3)
+
+
+@pytest.mark.parametrize("epochs", [400, 3])
+def test_a_plan_inside_the_warm_up_warns_under_quiet(sim_clock, capsys, epochs):
+    """A --time-budget plan ending inside the warm-up said so inside its information line, which --quiet hides (its
+    help: warnings are still printed), and said nothing where --epochs itself was inside the warm-up (the check before
+    the first epoch leaves a budgeted run to its plan). A warning line of its own, shown by a quiet run."""
+    cfg = tiny_cfg("d", "o", epochs=epochs, time_budget=30.0, warmup_epochs=5, quiet=True)
+    run = trainer_module._Run(cfg, setup_distributed("cpu"))
+    run.t_start, run.wall_before, run.val_ds, run.train_ds = 0.0, 0.0, [0] * 8, [0] * 32
+    run.steps_per_epoch = 4
+    sim_clock.now = 20.0
+    run._replan(1, 5.0, {"train_steps": 4, "first_step_s": 1.0}, 4)
+    assert run.epochs <= 5
+    said = capsys.readouterr().err.splitlines()
+    plan = f"{run.epochs} epoch" + ("s" if run.epochs != 1 else "")
+    assert said == [f"warning: a plan of {plan} ends inside the 5-epoch warm-up, so the rate never decays (more "
+                    "time or a shorter --warmup-epochs)"], said  # fmt: skip

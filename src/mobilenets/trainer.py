@@ -1369,13 +1369,11 @@ class _Run:
                 f"time budget {self.cfg.time_budget:g} s: {counted(epochs, 'epoch')} in all (at most "
                 f"{self.cfg.epochs}); {plan['epoch_s']:.2f} s per epoch, {plan['eval_s']:.2f} s per evaluation, "
                 + (f"{plan['left_s']:.0f} s left" if plan["left_s"] >= 0 else f"{-plan['left_s']:.0f} s over it")
-                + (
-                    f"; WARNING: that ends inside the {self.cfg.warmup_epochs:g}-epoch warm-up, so the rate never "
-                    "decays (more time or a shorter --warmup-epochs)"
-                    if epochs <= self.cfg.warmup_epochs < self.cfg.epochs
-                    else ""
-                )
             )
+            if epochs <= self.cfg.warmup_epochs:  # a line of its own, which --quiet shows (`engine.log`)
+                self.say(f"warning: a plan of {counted(epochs, 'epoch')} ends inside the "
+                         f"{self.cfg.warmup_epochs:g}-epoch warm-up, so the rate never decays (more time or a shorter "
+                         "--warmup-epochs)")  # fmt: skip
         self.epochs = epochs
         self.plan = {
             "epochs": epochs,
