@@ -190,7 +190,8 @@ def test_a_report_of_runs_of_another_budget_names_that_budget(tmp_path):
 
 def test_a_report_of_other_experiments_runs_does_not_advise_the_budget_given(tmp_path):
     """A quick folder that trained table5 alone, reported for table4 at --budget quick: the hint said "it holds
-    finished runs of --budget quick: give that budget", the budget given. It says to train first."""
+    finished runs of --budget quick: give that budget", the budget given; and of a full folder of table5 alone,
+    "give --budget full", where table4 has no finished run either. It says to train first."""
     shallow = next(r for r in plan_runs(["table5"], BUDGETS["quick"]) if "shallow" in r.model)
     summary = tmp_path / "runs" / shallow.key / "summary.json"
     summary.parent.mkdir(parents=True)
@@ -198,6 +199,13 @@ def test_a_report_of_other_experiments_runs_does_not_advise_the_budget_given(tmp
     config = ReproduceConfig(out=str(tmp_path), budget="quick", experiments=("table4",), report_only=True)
     with pytest.raises(FileNotFoundError, match=r"no finished run to report \(train first, without --report-only\)$"):
         reproduce(config, log=lambda m: None)
+    # nor a budget whose finished runs are of other experiments: table5's at full, asked for table4 at quick
+    full = next(r for r in plan_runs(["table5"], BUDGETS["full"]) if "shallow" in r.model)
+    shutil.move(summary.parent, tmp_path / "runs" / full.key)
+    with pytest.raises(FileNotFoundError, match=r"no finished run to report \(train first, without --report-only\)$"):
+        reproduce(config, log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match=r"it holds finished runs of --budget full: give that budget$"):
+        reproduce(replace(config, experiments=("table5",)), log=lambda m: None)
 
 
 def test_the_readme_gives_each_budgets_batch_and_warm_up_over_the_recipes():

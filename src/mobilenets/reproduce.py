@@ -751,7 +751,7 @@ def reproduce(cfg: ReproduceConfig, log=print) -> dict[str, Any]:
         check_same_experiment(runs, data, out, budget, recipe, same_data=False)  # a report of runs made elsewhere
         train, trained_on = recorded_settings(runs, out, budget)
         budget = replace(budget, train=train)
-        summaries, unfinished = finished_runs(runs, out, budget.name)
+        summaries, unfinished = finished_runs(runs, out, budget.name, cfg.experiments)
         log(f"report from {len(summaries)} finished of {len(runs)} runs for {names} in {out / 'runs'}")
     else:
         from .data import check_trainable, scan_dataset
@@ -825,9 +825,12 @@ def _command() -> str:
     return " ".join(["mobilenets", *sys.argv[1:]]) if name in ("__main__.py", "mobilenets") else " ".join(sys.argv)
 
 
-def finished_runs(runs: list[Run], out: Path, budget: str | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+def finished_runs(
+    runs: list[Run], out: Path, budget: str | None = None, experiments=EXPERIMENTS
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """(summaries of the runs finished in ``out/runs``, {unfinished run: epochs logged and the last val top-1}).
-    ``budget``: the --budget given, never the one an error with none to report advises giving."""
+    ``budget``, ``experiments``: those given; an error with no run to report advises another budget only where that
+    budget has finished runs of these experiments, never the budget given."""
     summaries, unfinished = {}, {}
     for run in runs:
         folder = out / "runs" / run.key
@@ -840,21 +843,22 @@ def finished_runs(runs: list[Run], out: Path, budget: str | None = None) -> tupl
             evaluated = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
             unfinished[run.key] = {"epochs": len(rows), "last_val_top1": evaluated[-1] if evaluated else None}
     if not summaries:
-        others = [name for name in budgets_finished(out) if name != budget]
+        others = [name for name in budgets_finished(out, experiments) if name != budget]
         hint = (f"; it holds finished runs of --budget {' or '.join(others)}: give that budget" if others
                 else " (train first, without --report-only)")  # fmt: skip
         raise FileNotFoundError(f"{out / 'runs'}: no finished run to report{hint}")
     return summaries, unfinished
 
 
-def budgets_finished(out: Path) -> list[str]:
-    """The budgets with a finished run in ``out/runs``. Run folders are named by the resolution trained, so a
-    report-only invocation at the default --budget quick finds none of a full budget's runs (those of the committed
-    results/reproduce-imagenette-* folders), which "train first" would misdescribe: 18 finished runs are there."""
+def budgets_finished(out: Path, experiments=EXPERIMENTS) -> list[str]:
+    """The budgets with a finished run of ``experiments`` in ``out/runs``. Run folders are named by the resolution
+    trained, so a report-only invocation at the default --budget quick finds none of a full budget's runs (those of
+    the committed results/reproduce-imagenette-* folders), which "train first" would misdescribe: 18 finished runs
+    are there."""
     return [
         name
         for name, budget in BUDGETS.items()
-        if any((out / "runs" / run.key / "summary.json").is_file() for run in plan_runs(list(EXPERIMENTS), budget))
+        if any((out / "runs" / run.key / "summary.json").is_file() for run in plan_runs(list(experiments), budget))
     ]
 
 
