@@ -213,6 +213,10 @@ def parse() -> argparse.Namespace:
                         ("--max-per-class", 1 if args.max_per_class is None else args.max_per_class)):  # fmt: skip
         if value < 1:
             sys.exit(f"{flag} {value}: must be at least 1")
+    try:  # now, not after the minutes of a run whose report it would then lose in a traceback
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        sys.exit(f"--out {args.out}: cannot create that folder ({exc.strerror})")
     return args
 
 

@@ -63,6 +63,17 @@ def test_a_bad_value_is_refused_in_one_line_naming_it(tmp_path, args, named):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_out_that_cannot_be_a_folder_is_refused_in_one_line_before_the_run(tmp_path):
+    """--out naming a file: the full run measured for minutes, then lost its report in a FileExistsError traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(taken), "--max-per-class", "1", "--teachers",
+                           "0.25_128", "--sizes", "96", "--time-teacher", "0.25_128", "--rounds", "1", "--batch", "1"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr == f"--out {taken}: cannot create that folder (File exists)\n", proc
+    assert proc.stdout == ""  # nothing measured
+
+
 def test_the_readme_quotes_the_committed_results_file():
     """Every figure the README's distillation comment quotes is the committed run's, rounded as printed there (they
     came from a script outside the repository before; a re-run that changes them must change the README)."""
