@@ -866,3 +866,31 @@ def test_stream_without_pyav_or_with_one_too_old_is_one_line(model_dir, tmp_path
     _one_line_error(["stream", str(model_dir), str(clip)], capsys, needle)
     (tmp_path / "old.mp4").write_bytes(b"an earlier run's?")  # asked before the source opens: was ImportError
     _one_line_error(["stream", str(model_dir), str(clip), "--out", str(tmp_path / "old.mp4")], capsys, needle)
+
+
+def test_a_model_of_other_than_three_input_channels_is_refused_by_every_image_command(tmp_path, capsys):
+    """Images are decoded to RGB: a 1-channel model (create_model(..., in_chans=1)) failed in its first convolution
+    with a traceback (predict, eval, a training run whose folder was already made), or had every image reported
+    unreadable (lite, INT8 calibration). Each command now names in_chans before reading an image."""
+    from mobilenets.lite import LiteError, OnnxClassifier
+
+    weights, onnx_file = tmp_path / "gray", tmp_path / "gray.onnx"
+    mobilenets.save(mobilenets.create_model("mobilenet_v1_025", in_chans=1, num_classes=2, resolution=64), weights)
+    export_onnx(mobilenets.load(weights), onnx_file)
+    image = str(data_path(*SHARK))
+    val = data_path("imagenette", "val")
+    calib = val / "n01440764"
+    commands = {
+        "predict": ["predict", str(weights), image],
+        "predict-onnx": ["predict", str(onnx_file), image],
+        "eval": ["eval", "--weights", str(weights), "--data", str(val)],
+        "train": ["train", "--data", str(val.parent), "--init", str(weights), "--out", str(tmp_path / "run")],
+        "export": ["export", str(weights), "--int8", "--calib", str(calib), "--out", str(tmp_path / "q.onnx")],
+    }
+    for name, argv in commands.items():
+        assert cli.main(argv) != 0, name
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "in_chans=1 is not allowed here: images are decoded to RGB" in err, (name, err)
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob("q*"))
+    with pytest.raises(LiteError, match="a 1-channel input is not allowed"):
+        OnnxClassifier(onnx_file)

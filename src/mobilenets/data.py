@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from .preprocess import ImageError, decode_all, failure_reason, read_image
+from .preprocess import ImageError, check_rgb, decode_all, failure_reason, read_image
 from .spec import ModelSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -259,7 +259,8 @@ class BadFiles:
 
 
 def train_transform(spec: ModelSpec, resolution: int, scale_min: float, ratio: tuple[float, float], hflip: bool):
-    """RandomResizedCrop(scale=(scale_min, 1)) + optional flip, then the spec's normalisation."""
+    """RandomResizedCrop(scale=(scale_min, 1)) + optional flip, then the spec's normalisation (RGB: `check_rgb`)."""
+    check_rgb(spec)
     steps = [
         v2.RandomResizedCrop(
             resolution,

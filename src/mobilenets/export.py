@@ -413,7 +413,10 @@ def calibration_batches(
     With a ``skipped`` list an unreadable file is left out and noted there (``path: reason``), as training skips
     one; without it, it is an error. `ExportError` when no file of ``images`` could be read."""
 
-    from .preprocess import ImageError, eval_transform, failure_reason, read_image
+    from .preprocess import ImageError, check_rgb, eval_transform, failure_reason, read_image
+
+    if images is not None:
+        check_rgb(spec)  # before the images: in the loop each would be "unreadable" (export_model checks first)
 
     def readable(paths):
         for p in paths:
@@ -1026,6 +1029,7 @@ def export_model(weights: str | os.PathLike, cfg: ExportConfig | None = None) ->
 def _export_weights(weights: str | os.PathLike, cfg: ExportConfig) -> ExportReport:
     """`export_model`'s work, on its thread count."""
     from . import weights as wts
+    from .preprocess import check_rgb
 
     weights = wts.run_weights(weights)  # a run folder's final weights: named, checked and hashed as RUN/model
     config = wts.read_config(weights)
@@ -1042,6 +1046,8 @@ def _export_weights(weights: str | os.PathLike, cfg: ExportConfig) -> ExportRepo
     # image folders are read before anything is written: a bad --calib or --val costs no export; both are listed
     # before either is read, so a missing --val is named before the calibration images are decoded
     calib = val = None
+    if cfg.int8 and (cfg.calib or cfg.val):
+        check_rgb(model.spec, weights)  # the images are decoded to RGB: refused before they are listed and read
     calib_paths = pick_images(cfg.calib, cfg.calib_count, cfg.seed, CALIB) if cfg.int8 and cfg.calib else None
     val_paths = pick_images(cfg.val, cfg.val_count, cfg.seed + 1, VAL) if cfg.int8 and cfg.val else None
     if calib_paths is not None:

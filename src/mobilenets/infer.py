@@ -29,7 +29,7 @@ import torch
 from .atomic import check_writable, file_in_the_way, not_a_file, publish, remove_stale_staging, staging_path
 from .data import IMAGE_EXTENSIONS
 from .labels import display_label, resolve_labels, wnid_name
-from .preprocess import ImageError, eval_transform, failure_reason, read_image
+from .preprocess import ImageError, check_rgb, eval_transform, failure_reason, read_image
 from .spec import ModelSpec
 
 PREDICT_RUNTIMES = ("torch", "ort", "openvino")
@@ -111,6 +111,7 @@ def load_predictor(model: str | os.PathLike, runtime: str | None = None, threads
         )
     if spec.num_classes == 0:
         raise ModelFileError(f"{path}: a feature extractor (num_classes=0) has no classes to predict")
+    check_rgb(spec, path)  # before any image: a per-image check would call every image unreadable
     return Predictor(spec, resolve_labels(spec), runner, str(path), runtime, threads)
 
 

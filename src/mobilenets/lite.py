@@ -142,6 +142,10 @@ class OnnxClassifier:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.resolution = _resolution(self.path, self.spec, inp.shape)
+        channels = list(inp.shape)[1] if len(inp.shape) == 4 else 3
+        if isinstance(channels, int) and channels != 3:  # ONNX Runtime's refusal of each image read as "unreadable"
+            raise LiteError(f"{self.path}: a {channels}-channel input is not allowed: images are fed as RGB (3 "
+                            "channels)")  # fmt: skip
         self.labels = _labels(self.path, self.spec, self.meta)
         self.mean = np.asarray(self.spec.get("mean", (0.485, 0.456, 0.406)), np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(self.spec.get("std", (0.229, 0.224, 0.225)), np.float32).reshape(-1, 1, 1)

@@ -217,8 +217,22 @@ def eval_crop(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
                        v2.CenterCrop(res)])  # fmt: skip
 
 
+def check_rgb(spec: ModelSpec, source: str | os.PathLike = "the model") -> None:
+    """Images are decoded to RGB here (`read_image`), and a model of another input channel count
+    (``create_model(..., in_chans=1)``) failed at its first convolution, deep in predict, eval, export or a training
+    run, or had every image reported unreadable. Refused by name before any image is read."""
+    if spec.in_chans != 3:
+        raise ImageError(
+            f"{source}: in_chans={spec.in_chans} is not allowed here: images are decoded to RGB (3 channels) for the "
+            f"model; prepare its {spec.in_chans}-channel input yourself and call it from Python (model(x), x of shape "
+            f"(N, {spec.in_chans}, H, W))"
+        )
+
+
 def eval_normalize(spec: ModelSpec) -> v2.Compose:
-    """`eval_transform`'s second half: uint8 -> float scaled to [0, 1] and normalised with the spec's mean/std."""
+    """`eval_transform`'s second half: uint8 -> float scaled to [0, 1] and normalised with the spec's mean/std (RGB:
+    `check_rgb`)."""
+    check_rgb(spec)
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))])
 
 

@@ -86,7 +86,7 @@ from .labels import class_indices, known_labels
 from .layers import pad_stem
 from .mobilenet_v1 import MobileNetV1, strip_wrapper_prefixes
 from .optim import ModelEMA, build_optimizer, load_optimizer_state, lr_factor, scaled_lr, set_lr
-from .preprocess import eval_transform
+from .preprocess import check_rgb, eval_transform
 from .registry import create_model, grid_name, model_spec
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .stopping import TOGETHER_S, StopAgreement, StoppableLoader, StopRequest, Terminated, say_now, sigterm_stops
@@ -532,11 +532,13 @@ def check_sources(cfg: TrainConfig) -> None:
         raise ConfigError(f"init={cfg.init!r} is not allowed: it is a run's checkpoints, not weights; give the run "
                           f"folder ({run}) or its model_best{resume}")  # fmt: skip
     if init is not None and init.exists():
-        check_init_agrees(cfg, weights_io.read_config(cfg.init)["spec"])
+        saved = weights_io.read_config(cfg.init)["spec"]
+        check_rgb(saved, cfg.init)  # the training images are RGB: a 1-channel --init failed after the folder was made
+        check_init_agrees(cfg, saved)
     elif cfg.init and not may_resume(cfg):
         raise ConfigError(f"init={cfg.init!r}: no such file or folder")
     if cfg.teacher and teacher_is_weights(cfg.teacher):
-        weights_io.read_config(cfg.teacher)
+        check_rgb(weights_io.read_config(cfg.teacher)["spec"], cfg.teacher)
     elif cfg.teacher:
         _check_torchvision_teacher(cfg.teacher)
 
@@ -1840,6 +1842,7 @@ def _evaluate(weights, data, classes, resolution, batch_size: int, workers: int,
     if spec.num_classes == 0:  # it said "3 class folders but the model has 0 classes"
         raise DataError(f"{weights}: no classifier to evaluate (num_classes=0: a feature extractor, such as Keras' "
                         f"no-top weights); train a head on it first: mobilenets train --init {weights}")  # fmt: skip
+    check_rgb(spec, weights)
     split = scan_split(data, classes)
     # a 1000/1001-way head saved without class names has ImageNet's (labels.known_labels): match folders to them
     labels = known_labels(spec)
