@@ -29,8 +29,11 @@ demo: $(VENV)/.installed
 	$(BIN)/mobilenets select --fps 30 --max-mb 6 --runtime ort --threads 1 --bench $(DEMO_DIR)/bench-*-t1-b8.json \
 		--alpha-range 0.25,1.0,0.25 --res-range 128,224,32
 
+# the suite in TEST_WORKERS processes (pytest-xdist), each test file in one of them (--dist loadfile: a module's
+# fixtures, such as the interpreted kernel checks, are built once); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks scripts examples
