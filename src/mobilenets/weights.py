@@ -23,7 +23,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text, file_in_the_way
 from .layers import ConvBNAct
 from .mobilenet_v1 import FeatureMaps, MobileNetV1
 from .spec import ModelSpec, SpecError, bad_value
@@ -93,7 +93,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, provenance: dict[str, Any
     model = _unwrap(model)
     spec = _recorded_spec(model)
     folder = Path(path)
-    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    in_the_way = file_in_the_way(folder / WEIGHTS_FILE)  # the folder itself, or one of its parents
     if in_the_way is not None:  # it was NotADirectoryError naming FOLDER/model.safetensors, from the write
         raise WeightsError(f"{folder}: not saved: {in_the_way} is a file; save writes a folder ({WEIGHTS_FILE} "
                            f"and {CONFIG_FILE})")  # fmt: skip
