@@ -9,12 +9,11 @@ Parameters are conv and FC weights; ``params_all`` adds BatchNorm affine paramet
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, replace
 
 from torch import nn
 
-from .mobilenet_v1 import FeatureMaps, LayerDef, build_plan
+from .mobilenet_v1 import FeatureMaps, LayerDef, build_plan, plain_ints
 from .spec import MIN_RESOLUTION, ModelSpec, bad_value
 
 COUNTING_NOTE = (
@@ -156,8 +155,7 @@ def _describe(layer: LayerDef) -> tuple[str, str, str]:
 def _input_hw(spec: ModelSpec, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
     if resolution is None:
         return spec.resolution, spec.resolution
-    hw = (resolution, resolution) if not isinstance(resolution, list | tuple) else tuple(resolution)
-    hw = tuple(int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in hw)  # NumPy
+    hw = tuple(plain_ints(resolution if isinstance(resolution, list | tuple) else (resolution, resolution)))
     if len(hw) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_RESOLUTION for v in hw):
         raise bad_value("resolution", resolution, f"an integer >= {MIN_RESOLUTION} or a pair of them")
     return hw  # type: ignore[return-value]

@@ -167,7 +167,7 @@ def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None, name
     keyword ``name`` the caller took it by."""
     if indices is None:
         return list(range(n))
-    given, indices = indices, _plain_ints(indices)  # the message names what the caller wrote: (5,), not [5]
+    given, indices = indices, plain_ints(indices)  # the message names what the caller wrote: (5,), not [5]
     if isinstance(indices, int) and not isinstance(indices, bool):
         if not 0 < indices <= n:
             raise SpecError(f"{name}={given!r} is not allowed: {name} must be a count in 1..{n} or a list")
@@ -180,7 +180,7 @@ def take_indices(n: int, indices: int | list[int] | tuple[int, ...] | None, name
     return picked
 
 
-def _plain_ints(value):
+def plain_ints(value):
     """NumPy / torch integers (and sequences of them) as Python ints, as timm accepts them; anything else as is."""
     import numbers
 
