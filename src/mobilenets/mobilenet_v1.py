@@ -258,30 +258,23 @@ def timm_cfg(spec: ModelSpec, num_classes: int) -> dict:
 _ONE_VALUE = "Expected more than 1 value per channel when training"
 
 
-def batch_norm_error(exc: ValueError, x: torch.Tensor, stride: int) -> ValueError:
-    """``exc`` if it is not BatchNorm's "Expected more than 1 value per channel when training", else that error
-    told in the user's terms: in training mode each BatchNorm takes statistics over batch x height x width, and at a
-    batch of 1 the final feature map of an input of at most ``stride`` px a side is 1x1 (32: CIFAR-size images).
-    Under torch.compile the error is raised while Dynamo traces, outside the model's code, so it stays Dynamo's
-    TorchRuntimeError quoting BatchNorm's message (`mobilenets train` refuses a batch under 2 before that)."""
+def raise_explained(exc: ValueError, x: torch.Tensor, stride: int) -> None:
+    """If ``exc`` is BatchNorm's "Expected more than 1 value per channel when training", raise it told in the user's
+    terms (its traceback, deep in F.batch_norm, dropped): in training mode each BatchNorm takes statistics over
+    batch x height x width, and at a batch of 1 the final feature map of an input of at most ``stride`` px a side is
+    1x1 (32: CIFAR-size images). Return for any other ValueError, which the caller re-raises as it was (``raise
+    ... from None`` on it erased the ``__cause__`` it was raised ``from``: a custom layer's ``raise ValueError(...)
+    from err``). Under torch.compile the error is raised while Dynamo traces, outside the model's code, so it stays
+    Dynamo's TorchRuntimeError quoting BatchNorm's message (`mobilenets train` refuses a batch under 2 before that)."""
     if _ONE_VALUE not in str(exc):
-        return exc
+        return
     h, w = x.shape[-2], x.shape[-1]  # one value per channel at N x h x w: a batch of 1
-    return ValueError(
+    raise ValueError(
         f"batch size {x.shape[0]} at {h}x{w} px is not allowed in training mode: the final feature map is "
         f"{-(-h // stride)}x{-(-w // stride)} (stride {stride}), and BatchNorm needs more than one value per "
         f"channel; train on batches of 2 or more, or inputs over {stride} px on a side, or call model.eval() "
         "(BatchNorm then uses its running statistics)"
-    )
-
-
-def raise_explained(exc: ValueError, x: torch.Tensor, stride: int) -> None:
-    """Raise `batch_norm_error`'s message in place of BatchNorm's (its traceback, deep in F.batch_norm, dropped);
-    return for any other ValueError, which the caller re-raises as it was: ``raise batch_norm_error(...) from None``
-    on it erased the ``__cause__`` it was raised ``from`` (a custom layer's ``raise ValueError(...) from err``)."""
-    told = batch_norm_error(exc, x, stride)
-    if told is not exc:
-        raise told from None
+    ) from None
 
 
 def _head_pool(kind: str) -> tuple[nn.Module, nn.Module]:
@@ -297,7 +290,7 @@ class MobileNetV1(nn.Module):
 
     ``MobileNetV1(alpha=0.5, num_classes=10)`` or ``MobileNetV1(spec)``; every keyword is a `ModelSpec` field.
     Any input of at least 32x32 pixels works (adaptive pooling), square or not; in training mode a batch of one
-    image needs more than ``output_stride`` px on a side (`batch_norm_error`).
+    image needs more than ``output_stride`` px on a side (`raise_explained`).
 
     ``torch.export`` with a dynamic height and width: from 33 px, ``Dim("h", min=33)``, as at 32 or less the final
     map is 1x1, a size torch.export specialises (its error names a guard ending ``// 32)) != 1``). With
@@ -389,7 +382,7 @@ class MobileNetV1(nn.Module):
     @torch.jit.unused
     def _features_explained(self, x: torch.Tensor) -> torch.Tensor:
         """`forward_features` outside TorchScript, a BatchNorm that sees one value per channel (a batch of 1 at a
-        1x1 map) named by the input's size (`batch_norm_error`); a try costs nothing until it catches."""
+        1x1 map) named by the input's size (`raise_explained`); a try costs nothing until it catches."""
         try:
             y = self.stem(x)
             if self.grad_checkpointing:
