@@ -749,6 +749,21 @@ def test_a_skipped_calibration_image_is_reported_as_path_and_reason(tmp_path):
     assert skipped == [f"{tmp_path / 'gone.jpg'}: No such file or directory"], skipped
 
 
+def test_synthetic_calibration_of_a_one_channel_model_is_not_refused_as_rgb_images(tmp_path):
+    """``export --int8 --calib-synthetic`` of an ``in_chans=1`` model calibrates on noise of its own channel count:
+    no image is decoded, so the RGB refusal (`preprocess.check_rgb`) does not apply (it sat in `eval_normalize`, which
+    every calibration batch goes through, and refused it). Calibration images for such a model are still refused."""
+    from mobilenets.preprocess import ImageError
+    from mobilenets.spec import ModelSpec
+
+    gray = ModelSpec(alpha=0.25, resolution=32, in_chans=1)
+    batches = list(calibration_batches(None, gray, count=3, batch=2, progress=False))
+    assert [b.shape for b in batches] == [(2, 1, 32, 32), (1, 1, 32, 32)]
+    Image.new("RGB", (40, 30)).save(tmp_path / "good.png")
+    with pytest.raises(ImageError, match="in_chans=1 is not allowed here"):
+        next(calibration_batches([tmp_path / "good.png"], gray, count=1, progress=False))
+
+
 def _image_folder(folder, good: int, start: int = 0):
     """``folder`` with ``good`` small random JPEGs (named from ``start``)."""
     folder.mkdir(exist_ok=True)

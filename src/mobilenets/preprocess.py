@@ -220,7 +220,9 @@ def eval_crop(spec: ModelSpec, resolution: int | None = None) -> v2.Compose:
 def check_rgb(spec: ModelSpec, source: str | os.PathLike = "the model") -> None:
     """Images are decoded to RGB here (`read_image`), and a model of another input channel count
     (``create_model(..., in_chans=1)``) failed at its first convolution, deep in predict, eval, export or a training
-    run, or had every image reported unreadable. Refused by name before any image is read."""
+    run, or had every image reported unreadable. Refused by name before any image is read: by each command that
+    decodes images for a model, `load_batch` and `data.train_transform`; not by `eval_normalize`, which also
+    normalises tensors of the model's own channels (INT8 export's synthetic calibration)."""
     if spec.in_chans != 3:
         raise ImageError(
             f"{source}: in_chans={spec.in_chans} is not allowed here: images are decoded to RGB (3 channels) for the "
@@ -230,13 +232,12 @@ def check_rgb(spec: ModelSpec, source: str | os.PathLike = "the model") -> None:
 
 
 def eval_normalize(spec: ModelSpec) -> v2.Compose:
-    """`eval_transform`'s second half: uint8 -> float scaled to [0, 1] and normalised with the spec's mean/std (RGB:
-    `check_rgb`)."""
-    check_rgb(spec)
+    """`eval_transform`'s second half: uint8 -> float scaled to [0, 1] and normalised with the spec's mean/std."""
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))])
 
 
 def load_batch(paths: list[str | os.PathLike], spec: ModelSpec, resolution: int | None = None) -> torch.Tensor:
     """Decode and transform image files into one (N, 3, R, R) batch."""
+    check_rgb(spec)
     tf = eval_transform(spec, resolution)
     return torch.stack([tf(read_image(p)) for p in paths])
