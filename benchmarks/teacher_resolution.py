@@ -54,6 +54,7 @@ from mobilenets.engine import DistEnv, StepContext, distillation_loss, optimizer
 from mobilenets.labels import class_indices, imagenet_labels, imagenet_wnids  # noqa: E402
 from mobilenets.optim import build_optimizer, scaled_lr  # noqa: E402
 from mobilenets.preprocess import eval_crop, eval_normalize, read_image  # noqa: E402
+from mobilenets.spec import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from mobilenets.train_config import TrainConfig  # noqa: E402
 from mobilenets.trainer import AtOwnResolution, adapt_teacher, load_teacher  # noqa: E402
 
@@ -226,7 +227,7 @@ def main() -> None:
         sys.exit(f"{DATA}: no Imagenette or TFLite weights there (set MOBILENETS_DATA to the shared data folder)")
     torch.set_num_threads(args.threads)
     images = val_images(args.max_per_class)
-    student_norm = (MobileNetV1(alpha=0.25).spec.mean, MobileNetV1(alpha=0.25).spec.std)
+    student_norm = (IMAGENET_MEAN, IMAGENET_STD)  # a student's default normalisation
     rows = []
     with tempfile.TemporaryDirectory(prefix="teacher-res-") as tmp:
         folders = {}
