@@ -363,7 +363,8 @@ def train_one_epoch(
     start_step: int = 0,
     carried: dict | None = None,
 ):
-    """One pass over ``loader``. Returns (stats dict, new global step, bad files [(index, reason)], stopped early).
+    """One pass over ``loader``. Returns (stats dict, new global step, stopped early); the files found unreadable
+    are every process's, in the stats' ``epoch_totals`` (`epoch_totals`, one collective for both).
 
     ``carried``: the epoch's totals before ``start_step`` (`epoch_totals`, saved by a mid-epoch checkpoint; given to
     one process only, as they are every process's sum), so a resumed epoch reports what the uninterrupted one would.
@@ -413,10 +414,9 @@ def train_one_epoch(
         return (
             _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s, bad),
             global_step,
-            bad,
             False,
         )
-    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s, bad), global_step, bad, True
+    return _stats(loss_sum, correct, seen, steps, lr, t0, ctx.env, first_step_s, before_s, bad), global_step, True
 
 
 def train_step(model, images, labels, ctx: StepContext, global_step: int):

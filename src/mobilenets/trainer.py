@@ -1518,7 +1518,7 @@ class _Run:
             )
             # the totals of an epoch resumed mid-way: added by one process, as they are every process's sum
             carried = self.carried if epoch == self.start_epoch and env.is_main else None
-            stats, self.global_step, _bad, stopped = train_one_epoch(
+            stats, self.global_step, stopped = train_one_epoch(
                 self.wrapped, self.train_loader, ctx, progress, self.global_step, first, carried
             )
             totals = stats.pop("epoch_totals")
