@@ -953,7 +953,7 @@ def run_sections(b: Bench, timm) -> None:
         )
         makers["ours_compiled_fast_tuned_stepgraph"] = trainer_step(tuned)  # `mobilenets train --step-graph`'s step
         if args.hybrid:  # the flipped layers' step with the stride-2 input gradients by Triton (SAME_STEPS)
-            hybrid = ours_step(tuned, "hybrid", fast=True) if triton_ok else no_triton
+            hybrid = ours_step(tuned, "hybrid", fast=True)
             makers["ours_compiled_hybrid_tuned_graph"] = graph_of(hybrid) if triton_ok else no_triton
         if args.tune_timm:
             makers["timm_compiled_tuned"] = timm_step(tuned)
