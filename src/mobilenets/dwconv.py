@@ -543,6 +543,14 @@ class TapsDepthwiseConv2dSame(TapsDepthwiseConv2d, Conv2dSame):
 TapsDepthwiseConv2d.SAME_CLASS = TapsDepthwiseConv2dSame
 
 
+def _weight_grad(grad, x, weight, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """PyTorch's weight gradient of a depthwise ``F.conv2d`` (no bias): ``convolution_backward`` asked for that output
+    alone: the input gradient, which its callers compute their own way, is not computed as well."""
+    s, p, d = [stride] * 2, [padding] * 2, [dilation] * 2
+    mask = [False, True, False]
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, s, p, d, False, [0, 0], weight.shape[0], mask)[1]
+
+
 class _RotatedInputGrad(torch.autograd.Function):
     """A stride-1 3x3 depthwise convolution (no bias, 'same' zero padding = dilation) whose input gradient is
     computed as a forward convolution of the output gradient with the kernel rotated by 180 degrees.
@@ -568,9 +576,7 @@ class _RotatedInputGrad(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = F.conv2d(grad, weight.flip(-2, -1), None, 1, d, d, channels)
         if ctx.needs_input_grad[1]:
-            dweight = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [d, d], [d, d], False, [0, 0], channels, [False, True, False]
-            )[1]
+            dweight = _weight_grad(grad, x, weight, 1, d, d)
         return dx, dweight, None
 
 
@@ -627,11 +633,8 @@ class _Stride2TritonInputGrad(torch.autograd.Function):
             dx = depthwise3x3_dgrad(grad, x, weight, 2, 1, ctx.tf_same)
         if ctx.needs_input_grad[1]:
             pad = kernels.same_pad(x, 2, 1, ctx.tf_same)
-            source, padding = (x, [1, 1]) if pad is None else (F.pad(x, pad), [0, 0])
-            dweight = torch.ops.aten.convolution_backward(
-                grad, source, weight, None, [2, 2], padding, [1, 1], False, [0, 0], weight.shape[0],
-                [False, True, False],
-            )[1]  # fmt: skip
+            source, padding = (x, 1) if pad is None else (F.pad(x, pad), 0)
+            dweight = _weight_grad(grad, source, weight, 2, padding, 1)
         return dx, dweight, None
 
 
