@@ -592,11 +592,15 @@ class FlippedDepthwiseConv2d(_SwappedDepthwiseConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or self.stride[0] != 1:
             return self.conv_forward(x)
-        weight = self.weight
+        return _RotatedInputGrad.apply(*self._autocast(x), self.dilation[0])
+
+    def _autocast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` and the weight in the autocast dtype where autocast is on, else as they are: cast before an autograd
+        Function saves them, so its backward, which autocast does not cover, computes in the forward's dtype."""
         if torch.is_autocast_enabled(x.device.type):
             x = autocast_input(x)
-            weight = weight.to(x.dtype)
-        return _RotatedInputGrad.apply(x, weight, self.dilation[0])
+            return x, self.weight.to(x.dtype)
+        return x, self.weight
 
 
 class FlippedDepthwiseConv2dSame(FlippedDepthwiseConv2d, Conv2dSame):
@@ -650,11 +654,7 @@ class HybridDepthwiseConv2d(FlippedDepthwiseConv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None or self.stride[0] != 2 or self.dilation[0] != 1 or not kernels.runs_on(x.device):
             return super().forward(x)
-        weight = self.weight
-        if torch.is_autocast_enabled(x.device.type):
-            x = autocast_input(x)
-            weight = weight.to(x.dtype)
-        return _Stride2TritonInputGrad.apply(x, weight, self.tf_same)
+        return _Stride2TritonInputGrad.apply(*self._autocast(x), self.tf_same)
 
 
 class HybridDepthwiseConv2dSame(HybridDepthwiseConv2d, Conv2dSame):
